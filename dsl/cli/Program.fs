@@ -1,0 +1,4 @@
+module Sde.Cli.Program
+
+[<EntryPoint>]
+let main argv = 0

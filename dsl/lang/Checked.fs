@@ -1,0 +1,176 @@
+/// The checked model: names resolved, shapes and indices verified, equations split into a drift
+/// coefficient and diffusion coefficients, queries typed, settings validated. Everything the
+/// lowering to the symbolic IR needs, and nothing about syntax except positions for later errors.
+module Sde.Lang.Checked
+
+open Sde.Lang.Syntax
+
+/// Integer index arithmetic on constants and bound index variables (`i+1`, `2*j-1`).
+type IExpr =
+    | IConst of int
+    | IVar of string
+    | IAdd of IExpr * IExpr
+    | ISub of IExpr * IExpr
+    | IMul of IExpr * IExpr
+    | INeg of IExpr
+
+type Fn =
+    | Exp
+    | Log
+    | Sqrt
+    | Sin
+    | Cos
+    | Tan
+    | Tanh
+    | Abs
+    | Pow
+    | Min
+    | Max
+    | Sigmoid
+
+/// A real-valued expression with names resolved.
+type CExpr =
+    | Const of float
+    /// Parameter, by its index in `CheckedModel.Params`.
+    | Param of int
+    /// State component: state index in `CheckedModel.States`, index expression (IConst 0 for scalars).
+    /// Periodic states wrap the index modulo their size; for others the checker has proved it in range.
+    | StateRef of state: int * index: IExpr
+    /// Time `t`.
+    | Time
+    /// An index variable or index expression used as a real number (`0.01 * i`).
+    | IndexValue of IExpr
+    | Neg of CExpr
+    | Add of CExpr * CExpr
+    | Sub of CExpr * CExpr
+    | Mul of CExpr * CExpr
+    | Div of CExpr * CExpr
+    /// `a ^ b`.
+    | Power of CExpr * CExpr
+    | Func of Fn * CExpr list
+    | IfThen of CCond * CExpr * CExpr
+    /// `sum(j, e)` with j ranging over [0, count).
+    | SumOver of var: string * count: int * body: CExpr
+    /// `avg(j, e)`.
+    | AvgOver of var: string * count: int * body: CExpr
+
+and CCond =
+    | CCmp of CmpOp * CExpr * CExpr
+    | CAnd of CCond * CCond
+    | COr of CCond * CCond
+    | CNot of CCond
+
+type ParamInfo =
+    { Name: string
+      Default: float
+      Domain: (Bound * Bound) option
+      Pos: Pos }
+
+type StateInfo =
+    { Name: string
+      /// 1 for a scalar state.
+      Size: int
+      IsVector: bool
+      Periodic: bool
+      /// Offset of the first component in the engine's state vector (declaration order).
+      Offset: int
+      Pos: Pos }
+
+type BrownianInfo =
+    { Name: string
+      Size: int
+      IsVector: bool
+      /// Offset of the first lane in the engine's noise vector.
+      Offset: int
+      Pos: Pos }
+
+type InitKind =
+    | Deterministic of CExpr
+    | Normal of mean: CExpr * sd: CExpr
+    | Uniform of lo: CExpr * hi: CExpr
+
+/// `init x[i] ...` for one state: the expressions may use the index variable `Index`.
+type CInit =
+    { State: int
+      Index: string option
+      Kind: InitKind
+      Pos: Pos }
+
+/// One diffusion term `coeff * dW[index]`.
+type NoiseTerm =
+    { Brownian: int
+      Index: IExpr
+      Coeff: CExpr }
+
+/// `d x[i] = drift dt + Σ coeff dW[...]` for one state.
+type CEquation =
+    { State: int
+      Index: string option
+      Drift: CExpr
+      Noise: NoiseTerm list
+      Pos: Pos }
+
+type Schedule =
+    /// `rate = r` per unit time, harmonic start (the default, r = 10).
+    | Rate of float
+    /// Constant per-step `alpha = a`.
+    | Alpha of float
+
+type DkMode =
+    | Exact
+    | Iterative
+    | FirstOrder
+
+type CMethod =
+    | DivergenceKernel of Schedule * DkMode option
+    | LikelihoodRatio
+    | Pathwise
+    | FiniteDifference of h: float
+
+type CTarget =
+    | TMean of CExpr
+    | TDensity of CExpr * lo: float * hi: float * bins: int
+
+type CQuery =
+    /// `mean(e)` / `density(e)`, at T or time-averaged over `Over`.
+    | QPlain of CTarget * over: (float * float) option
+    /// `d target / d Wrt`; `Stationary` holds the window lengths (time units) when asked.
+    | QResponse of CTarget * wrt: int * over: (float * float) option * stationary: float list option * CMethod
+
+type CheckedQuery =
+    { Query: CQuery
+      /// The query as written, white space collapsed.
+      Text: string
+      Pos: Pos }
+
+type Settings =
+    { Paths: int64
+      Dt: float
+      T: float
+      Seed: uint64
+      Scheme: string
+      Burnin: float }
+
+/// A parameter set: a name and a value for every parameter (in `CheckedModel.Params` order).
+type ParamSet = { Name: string; Values: float[] }
+
+type CheckedModel =
+    { Name: string
+      Consts: (string * int) list
+      Params: ParamInfo list
+      States: StateInfo list
+      Brownians: BrownianInfo list
+      Inits: CInit list
+      Equations: CEquation list
+      /// Engine state dimension (sum of state sizes).
+      Dim: int
+      /// Engine noise dimension (sum of brownian sizes).
+      NoiseDim: int
+      Pos: Pos }
+
+/// A checked file: the model, its parameter sets, settings and queries.
+type CheckedFile =
+    { Model: CheckedModel
+      Sets: ParamSet list
+      Settings: Settings
+      Queries: CheckedQuery list }

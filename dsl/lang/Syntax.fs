@@ -1,0 +1,144 @@
+/// The abstract syntax of `.sde` files, as written, with a source position on every node.
+/// Positions never take part in equality: two trees that differ only in positions are equal,
+/// which is what the parse/print round trip compares.
+module Sde.Lang.Syntax
+
+/// A position in the source text (1-based line and column).
+[<CustomEquality; NoComparison>]
+type Pos =
+    { Line: int
+      Col: int }
+    override _.Equals(o: obj) = o :? Pos
+    override _.GetHashCode() = 0
+    override p.ToString() = sprintf "%d:%d" p.Line p.Col
+
+let noPos = { Line = 0; Col = 0 }
+
+/// A located diagnostic: `FILE:LINE:COL: error: Message`.
+type Diagnostic = { Pos: Pos; Message: string }
+
+type BinOp =
+    | Add
+    | Sub
+    | Mul
+    | Div
+    | Pow
+
+type CmpOp =
+    | Eq
+    | Ne
+    | Lt
+    | Le
+    | Gt
+    | Ge
+
+type ReduceOp =
+    | Sum
+    | Avg
+
+[<NoComparison>]
+type Expr = { Kind: ExprKind; Pos: Pos }
+
+and [<NoComparison>] ExprKind =
+    | Num of float
+    /// A name: const, param, scalar state, index variable, `t`, `dt`, or `dW` (differential of brownian `W`).
+    | Var of string
+    /// `x[e]`, `dW[e]`.
+    | Index of string * Expr
+    | Neg of Expr
+    | Bin of BinOp * Expr * Expr
+    /// `f(e, ...)` for the built-in functions.
+    | Call of string * Expr list
+    | If of Expr * Expr * Expr
+    | Cmp of CmpOp * Expr * Expr
+    | And of Expr * Expr
+    | Or of Expr * Expr
+    | Not of Expr
+    /// `sum(j, e)` / `avg(j, e)`.
+    | Reduce of ReduceOp * string * Expr
+
+/// An end of a parameter domain: `-inf`, `inf`, or a number; open `(` or closed `[`.
+[<NoComparison>]
+type Bound =
+    { Value: float
+      Closed: bool }
+
+[<NoComparison>]
+type InitRhs =
+    | InitValue of Expr
+    | InitNormal of mean: Expr * sd: Expr
+    | InitUniform of lo: Expr * hi: Expr
+
+[<NoComparison>]
+type ModelItem =
+    | ConstDecl of name: string * value: Expr * Pos
+    | ParamDecl of name: string * value: Expr * domain: (Bound * Bound) option * Pos
+    | StateDecl of name: string * size: Expr option * periodic: bool * Pos
+    | BrownianDecl of name: string * size: Expr option * Pos
+    /// `init x[i] ~ normal(...)`: target state, bound index variable.
+    | InitDecl of state: string * index: string option * rhs: InitRhs * Pos
+    /// `d x[i] = rhs`: the whole right side, linear in dt and dW (split by the checker).
+    | Equation of state: string * index: string option * rhs: Expr * Pos
+
+[<NoComparison>]
+type Model =
+    { Name: string
+      Items: ModelItem list
+      Pos: Pos }
+
+/// `over [t0, t1]` time window.
+[<NoComparison>]
+type Window = { T0: Expr; T1: Expr }
+
+/// A method argument: `alpha = 0.2`, `mode = exact`.
+[<NoComparison>]
+type MethodArg =
+    | ArgNum of name: string * Expr * Pos
+    | ArgName of name: string * value: string * Pos
+
+[<NoComparison>]
+type Method =
+    { Name: string
+      Args: MethodArg list
+      Pos: Pos }
+
+[<NoComparison>]
+type Target =
+    | MeanOf of Expr
+    /// `density(e) on [a, b] bins n`.
+    | DensityOf of Expr * lo: Expr * hi: Expr * bins: Expr
+
+[<NoComparison>]
+type QueryKind =
+    /// `mean(e)`, `density(e) on ... bins n`, optionally `over [t0, t1]`.
+    | Plain of Target * over: Window option
+    /// `d mean(e) / d p [on ... bins n] [over [t0,t1]] [stationary window W[, W2 ...]] [with method]`.
+    | Response of Target * wrt: string * over: Window option * stationary: Expr list option * Method option
+
+[<NoComparison>]
+type Query =
+    { Kind: QueryKind
+      /// The query as written, white space collapsed (the JSON's `query` field). Not compared.
+      Text: QueryText
+      Pos: Pos }
+
+and [<CustomEquality; NoComparison>] QueryText =
+    | QueryText of string
+    override _.Equals(o: obj) = o :? QueryText
+    override _.GetHashCode() = 0
+    member q.Value = let (QueryText s) = q in s
+
+[<NoComparison>]
+type Setting = { Key: string; Value: Expr; Pos: Pos }
+
+[<NoComparison>]
+type TopItem =
+    | ModelBlock of Model
+    | ParamsBlock of name: string * assignments: Setting list * Pos
+    | SweepDecl of param: string * from: Expr * upTo: Expr * step: Expr * Pos
+    | SimulateBlock of Setting list * Pos
+    | QueryBlock of Query list * Pos
+
+/// A whole `.sde` file.
+[<NoComparison>]
+type File = { Items: TopItem list }
