@@ -1,0 +1,50 @@
+/// The results of a run, as the JSON of language.md describes them. Built by the driver from the
+/// engine's estimates; written as JSON, tables and plots by `Output`.
+module Sde.Lang.Report
+
+/// One query's answer. Scalar kinds (`mean`, `response`) fill Value/StdErr; binned kinds
+/// (`density`, `density_response`) fill Grid/Values/StdErrs (Grid = bin centres).
+type QueryOutcome =
+    { /// The query as written, white space collapsed.
+      Query: string
+      /// "mean" | "density" | "response" | "density_response"
+      Kind: string
+      Wrt: string option
+      /// E.g. "divergence_kernel(rate = 10)".
+      Method: string option
+      Value: float
+      StdErr: float
+      Grid: float[]
+      Values: float[]
+      StdErrs: float[]
+      /// Density range and the number of samples that fell below / above it.
+      Lo: float
+      Hi: float
+      Below: int64
+      Above: int64
+      /// Samples behind the estimate.
+      Count: int64 }
+
+type SetReport =
+    { Name: string
+      Params: (string * float) list
+      Results: QueryOutcome list }
+
+type SettingsReport =
+    { Paths: int64
+      Dt: float
+      T: float
+      Seed: uint64
+      Scheme: string
+      Backend: string }
+
+type RunReport =
+    { Model: string
+      Source: string
+      Settings: SettingsReport
+      Sets: SetReport list
+      /// Wall time of the simulation proper (not parsing, compiling or JIT warm-up).
+      Seconds: float
+      PathStepsPerSecond: float }
+
+let isBinned (q: QueryOutcome) = q.Kind = "density" || q.Kind = "density_response"
