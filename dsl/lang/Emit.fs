@@ -1,0 +1,367 @@
+/// Back end: emits, with System.Reflection.Emit, a value type per model that implements the core's
+/// `ISdeModel`. Parameters are fields; every method is generic over the `IVec` accessor so that the
+/// CPU engine (pointers) and GPU kernels (strided views) share the same type. Each method body is
+/// straight-line code over the scalar IR, with common subexpressions held in locals.
+module Sde.Lang.Emit
+
+open System
+open System.Collections.Generic
+open System.Reflection
+open System.Reflection.Emit
+open Sde.Core
+open Sde.Lang.Syntax
+open Sde.Lang.Ir
+
+/// Where a leaf of the IR comes from inside one emitted method.
+type Load =
+    /// Lane of a vector argument (argument index in the IL, lane).
+    | FromVec of arg: int * lane: int
+    /// A scalar double argument.
+    | FromArg of arg: int
+    /// A parameter field of the model struct.
+    | FromField of FieldInfo
+    | FromConst of float
+
+/// One output: store the value of `Value` in lane `Lane` of vector argument `Arg`.
+type Output = { Arg: int; Lane: int; Value: Sym }
+
+/// Everything a method body needs: IL, the accessor type parameter and leaf bindings.
+type private Body =
+    { Il: ILGenerator
+      TV: Type
+      Bind: Op -> Load
+      GetItem: MethodInfo
+      SetItem: MethodInfo }
+
+let private mathMethod name (arity: int) =
+    typeof<Math>.GetMethod(name, Array.create arity typeof<double>)
+
+/// Count how many times each node is referenced (a node reached again is not re-entered).
+let private countUses (roots: Sym seq) =
+    let uses = Dictionary<Sym, int>(HashIdentity.Structural)
+
+    let rec visit (e: Sym) =
+        match uses.TryGetValue e with
+        | true, n -> uses[e] <- n + 1
+        | _ ->
+            uses[e] <- 1
+            List.iter visit e.Args
+
+    Seq.iter visit roots
+    uses
+
+let private emitLoadLeaf (b: Body) (op: Op) =
+    match b.Bind op with
+    | FromVec (arg, lane) ->
+        b.Il.Emit(OpCodes.Ldarga_S, byte arg)
+        b.Il.Emit(OpCodes.Ldc_I4, lane)
+        b.Il.Emit(OpCodes.Constrained, b.TV)
+        b.Il.Emit(OpCodes.Callvirt, b.GetItem)
+    | FromArg arg -> b.Il.Emit(OpCodes.Ldarg_S, byte arg)
+    | FromField f ->
+        b.Il.Emit(OpCodes.Ldarg_0)
+        b.Il.Emit(OpCodes.Ldfld, f)
+    | FromConst v -> b.Il.Emit(OpCodes.Ldc_R8, v)
+
+/// Emit code that leaves the value of `e` on the stack. Shared nodes are computed once into a
+/// local; locals created inside a branch of `if` are forgotten after it (they are not assigned on
+/// the other path).
+let rec private emitExpr (b: Body) (uses: Dictionary<Sym, int>) (locals: Dictionary<Sym, LocalBuilder>) (e: Sym) =
+    match locals.TryGetValue e with
+    | true, l -> b.Il.Emit(OpCodes.Ldloc, l)
+    | _ ->
+        emitRaw b uses locals e
+
+        let shared =
+            match e.Op with
+            | Num _ -> false
+            | _ -> (match uses.TryGetValue e with | true, n -> n > 1 | _ -> false)
+
+        if shared then
+            let l = b.Il.DeclareLocal(typeof<double>)
+            b.Il.Emit(OpCodes.Dup)
+            b.Il.Emit(OpCodes.Stloc, l)
+            locals[e] <- l
+
+and private emitRaw (b: Body) uses locals (e: Sym) =
+    let il = b.Il
+    let go = emitExpr b uses locals
+
+    let call name arity =
+        il.Emit(OpCodes.Call, mathMethod name arity)
+
+    match e.Op, e.Args with
+    | Num v, _ -> il.Emit(OpCodes.Ldc_R8, v)
+    | (Param _ | State _ | Time | Noise _ | Ext _) as op, _ -> emitLoadLeaf b op
+    | Add, x :: xs ->
+        go x
+
+        for y in xs do
+            match y.Op, y.Args with
+            | Neg, [ z ] ->
+                go z
+                il.Emit(OpCodes.Sub)
+            | _ ->
+                go y
+                il.Emit(OpCodes.Add)
+    | Mul, x :: xs ->
+        go x
+
+        for y in xs do
+            go y
+            il.Emit(OpCodes.Mul)
+    | Neg, [ x ] ->
+        go x
+        il.Emit(OpCodes.Neg)
+    | Div, [ x; y ] ->
+        go x
+        go y
+        il.Emit(OpCodes.Div)
+    | PowI n, [ x ] ->
+        // exponentiation by squaring on a local; negative powers invert at the end
+        let m = abs n
+        let baseL = il.DeclareLocal(typeof<double>)
+        go x
+        il.Emit(OpCodes.Stloc, baseL)
+
+        if n < 0 then il.Emit(OpCodes.Ldc_R8, 1.0)
+
+        let rec powCode (k: int) =
+            if k = 1 then
+                il.Emit(OpCodes.Ldloc, baseL)
+            elif k % 2 = 0 then
+                powCode (k / 2)
+                il.Emit(OpCodes.Dup)
+                il.Emit(OpCodes.Mul)
+            else
+                powCode (k - 1)
+                il.Emit(OpCodes.Ldloc, baseL)
+                il.Emit(OpCodes.Mul)
+
+        powCode m
+        if n < 0 then il.Emit(OpCodes.Div)
+    | Pow, [ x; y ] ->
+        go x
+        go y
+        call "Pow" 2
+    | Un f, [ x ] ->
+        go x
+
+        match f with
+        | UExp -> call "Exp" 1
+        | ULog -> call "Log" 1
+        | USqrt -> call "Sqrt" 1
+        | USin -> call "Sin" 1
+        | UCos -> call "Cos" 1
+        | UTan -> call "Tan" 1
+        | UTanh -> call "Tanh" 1
+        | UAbs -> call "Abs" 1
+        | USign ->
+            // (x > 0) - (x < 0) as a double
+            let l = il.DeclareLocal(typeof<double>)
+            il.Emit(OpCodes.Stloc, l)
+            il.Emit(OpCodes.Ldloc, l)
+            il.Emit(OpCodes.Ldc_R8, 0.0)
+            il.Emit(OpCodes.Cgt)
+            il.Emit(OpCodes.Ldloc, l)
+            il.Emit(OpCodes.Ldc_R8, 0.0)
+            il.Emit(OpCodes.Clt)
+            il.Emit(OpCodes.Sub)
+            il.Emit(OpCodes.Conv_R8)
+    | Min, [ x; y ] ->
+        go x
+        go y
+        call "Min" 2
+    | Max, [ x; y ] ->
+        go x
+        go y
+        call "Max" 2
+    | Select, [ c; x; y ] ->
+        let elseL = il.DefineLabel()
+        let endL = il.DefineLabel()
+        emitCond b uses locals c
+        il.Emit(OpCodes.Brfalse, elseL)
+        let saved = Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)
+        go x
+        il.Emit(OpCodes.Br, endL)
+        locals.Clear()
+        for kv in saved do locals[kv.Key] <- kv.Value
+        il.MarkLabel elseL
+        go y
+        il.MarkLabel endL
+        locals.Clear()
+        for kv in saved do locals[kv.Key] <- kv.Value
+    | (Cmp _ | And | Or | Not), _ ->
+        // a boolean used as a number: 1.0 or 0.0
+        emitCond b uses locals e
+        il.Emit(OpCodes.Conv_R8)
+    | op, args -> failwithf "emit: malformed node %A/%d" op args.Length
+
+/// Leave an int32 0/1 on the stack.
+and private emitCond (b: Body) uses locals (c: Sym) =
+    let il = b.Il
+    let go = emitExpr b uses locals
+
+    match c.Op, c.Args with
+    | Cmp op, [ x; y ] ->
+        go x
+        go y
+
+        match op with
+        | Eq -> il.Emit(OpCodes.Ceq)
+        | Lt -> il.Emit(OpCodes.Clt)
+        | Gt -> il.Emit(OpCodes.Cgt)
+        | Ne ->
+            il.Emit(OpCodes.Ceq)
+            il.Emit(OpCodes.Ldc_I4_0)
+            il.Emit(OpCodes.Ceq)
+        | Le ->
+            // not (x > y or unordered)
+            il.Emit(OpCodes.Cgt_Un)
+            il.Emit(OpCodes.Ldc_I4_0)
+            il.Emit(OpCodes.Ceq)
+        | Ge ->
+            il.Emit(OpCodes.Clt_Un)
+            il.Emit(OpCodes.Ldc_I4_0)
+            il.Emit(OpCodes.Ceq)
+    | And, [ x; y ] ->
+        emitCond b uses locals x
+        emitCond b uses locals y
+        il.Emit(OpCodes.And)
+    | Or, [ x; y ] ->
+        emitCond b uses locals x
+        emitCond b uses locals y
+        il.Emit(OpCodes.Or)
+    | Not, [ x ] ->
+        emitCond b uses locals x
+        il.Emit(OpCodes.Ldc_I4_0)
+        il.Emit(OpCodes.Ceq)
+    | _ ->
+        // a number used as a condition: non-zero is true
+        go c
+        il.Emit(OpCodes.Ldc_R8, 0.0)
+        il.Emit(OpCodes.Ceq)
+        il.Emit(OpCodes.Ldc_I4_0)
+        il.Emit(OpCodes.Ceq)
+
+/// A model type under construction.
+type ModelBuilder =
+    { Type: TypeBuilder
+      Params: FieldBuilder[] }
+
+let private moduleBuilder =
+    lazy
+        (let name = AssemblyName("Sde.Models")
+         let ab = AssemblyBuilder.DefineDynamicAssembly(name, AssemblyBuilderAccess.Run)
+         ab.DefineDynamicModule("Sde.Models"))
+
+let private typeCounter = ref 0
+
+/// Start a value type implementing the given interfaces, with one double field per parameter.
+let defineModelType (name: string) (paramNames: string[]) (interfaces: Type[]) : ModelBuilder =
+    let n = Threading.Interlocked.Increment typeCounter
+    let safe = String(name |> Seq.map (fun c -> if Char.IsLetterOrDigit c then c else '_') |> Seq.toArray)
+
+    let tb =
+        lock moduleBuilder.Value (fun () ->
+            moduleBuilder.Value.DefineType(
+                sprintf "Sde.Models.%s_%d" safe n,
+                TypeAttributes.Public ||| TypeAttributes.Sealed ||| TypeAttributes.SequentialLayout,
+                typeof<ValueType>,
+                interfaces
+            ))
+
+    let fields =
+        paramNames
+        |> Array.mapi (fun i p ->
+            let safeP = String(p |> Seq.map (fun c -> if Char.IsLetterOrDigit c then c else '_') |> Seq.toArray)
+            tb.DefineField(sprintf "p%d_%s" i safeP, typeof<double>, FieldAttributes.Public))
+
+    { Type = tb; Params = fields }
+
+/// Implement an interface property getter returning a constant int.
+let implementConstInt (mb: ModelBuilder) (iface: Type) (propName: string) (value: int) =
+    let getter = iface.GetProperty(propName).GetGetMethod()
+
+    let m =
+        mb.Type.DefineMethod(
+            iface.Name + "." + getter.Name,
+            MethodAttributes.Private ||| MethodAttributes.Virtual ||| MethodAttributes.Final
+            ||| MethodAttributes.HideBySig ||| MethodAttributes.NewSlot ||| MethodAttributes.SpecialName,
+            typeof<int>,
+            Type.EmptyTypes
+        )
+
+    let il = m.GetILGenerator()
+    il.Emit(OpCodes.Ldc_I4, value)
+    il.Emit(OpCodes.Ret)
+    mb.Type.DefineMethodOverride(m, getter)
+
+/// Implement one generic interface method `M<TV>(...)` whose body stores `outputs`. `bind` maps the
+/// IR leaves to the method's arguments (IL argument indices: 0 is `this`). `prelude` may emit code
+/// first (e.g. zeroing outputs).
+let implementMethod (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (outputs: Output list) =
+    let im = iface.GetMethod(methodName)
+    let igp = im.GetGenericArguments()[0]
+
+    let m =
+        mb.Type.DefineMethod(
+            iface.Name + "." + methodName,
+            MethodAttributes.Private ||| MethodAttributes.Virtual ||| MethodAttributes.Final
+            ||| MethodAttributes.HideBySig ||| MethodAttributes.NewSlot
+        )
+
+    let gp = m.DefineGenericParameters([| "TV" |])[0]
+    gp.SetGenericParameterAttributes(igp.GenericParameterAttributes)
+    let constraints = igp.GetGenericParameterConstraints()
+    gp.SetInterfaceConstraints(constraints |> Array.filter (fun t -> t.IsInterface))
+
+    match constraints |> Array.tryFind (fun t -> not t.IsInterface) with
+    | Some bt -> gp.SetBaseTypeConstraint bt
+    | None -> ()
+
+    let ps =
+        im.GetParameters()
+        |> Array.map (fun p -> if p.ParameterType.IsGenericParameter then gp :> Type else p.ParameterType)
+
+    m.SetReturnType(typeof<Void>)
+    m.SetParameters ps
+    let il = m.GetILGenerator()
+
+    let b =
+        { Il = il
+          TV = gp
+          Bind = bind
+          GetItem = typeof<IVec>.GetProperty("Item").GetGetMethod()
+          SetItem = typeof<IVec>.GetProperty("Item").GetSetMethod() }
+
+    let uses = countUses (outputs |> Seq.map (fun o -> o.Value))
+    let locals = Dictionary<Sym, LocalBuilder>(HashIdentity.Structural)
+    let tmp = il.DeclareLocal(typeof<double>)
+
+    for o in outputs do
+        emitExpr b uses locals o.Value
+        il.Emit(OpCodes.Stloc, tmp)
+        il.Emit(OpCodes.Ldarga_S, byte o.Arg)
+        il.Emit(OpCodes.Ldc_I4, o.Lane)
+        il.Emit(OpCodes.Ldloc, tmp)
+        il.Emit(OpCodes.Constrained, gp)
+        il.Emit(OpCodes.Callvirt, b.SetItem)
+
+    il.Emit(OpCodes.Ret)
+    mb.Type.DefineMethodOverride(m, im)
+
+/// Bind parameters to fields and the standard leaves; `vecs` names the vector arguments.
+let standardBind (mb: ModelBuilder) (stateArg: int) (noiseArg: int) (timeArg: int) (exts: (string * Load) list) (op: Op) : Load =
+    match op with
+    | Param i -> FromField mb.Params[i]
+    | State k when stateArg > 0 -> FromVec(stateArg, k)
+    | Noise l when noiseArg > 0 -> FromVec(noiseArg, l)
+    | Time when timeArg > 0 -> FromArg timeArg
+    | Time -> FromConst 0.0
+    | Ext (name, i) ->
+        match exts |> List.tryFind (fun (n, _) -> n = name) with
+        | Some (_, FromVec (a, _)) -> FromVec(a, i)
+        | Some (_, l) -> l
+        | None -> failwithf "emit: unbound input %s" name
+    | op -> failwithf "emit: leaf %A is not available in this method" op

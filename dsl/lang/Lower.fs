@@ -1,0 +1,171 @@
+/// Lowering: the checked model (vector equations with index variables) becomes scalar IR per
+/// engine component (indices evaluated, periodic wrapping applied, reductions unrolled).
+module Sde.Lang.Lower
+
+open System
+open Sde.Lang.Checked
+open Sde.Lang.Ir
+
+/// How one component starts.
+type InitIr =
+    | InitDet of Sym
+    | InitNormal of mean: Sym * sd: Sym
+    | InitUniform of lo: Sym * hi: Sym
+
+/// A diffusion entry g[row, lane] (sparse: only the non-zeros).
+type DiffEntry = { Row: int; Lane: int; Coeff: Sym }
+
+/// The scalar form of a model: everything the emitter and the derivative generator need.
+type ModelIr =
+    { Name: string
+      Dim: int
+      NoiseDim: int
+      ParamNames: string[]
+      /// Name of each engine component, e.g. `x[3]` or `q`.
+      ComponentNames: string[]
+      Drift: Sym[]
+      Diffusion: DiffEntry list
+      Init: InitIr[] }
+
+type private Env = Map<string, int>
+
+let rec evalIndex (env: Env) (e: IExpr) : int =
+    match e with
+    | IConst c -> c
+    | IVar v ->
+        match env.TryFind v with
+        | Some i -> i
+        | None -> failwithf "unbound index variable '%s' (the checker should have caught this)" v
+    | IAdd (a, b) -> evalIndex env a + evalIndex env b
+    | ISub (a, b) -> evalIndex env a - evalIndex env b
+    | IMul (a, b) -> evalIndex env a * evalIndex env b
+    | INeg a -> -(evalIndex env a)
+
+let private wrap (n: int) (i: int) = ((i % n) + n) % n
+
+/// Engine component of `state[index]`.
+let component (m: CheckedModel) (env: Env) (s: int) (index: IExpr) : int =
+    let st = m.States[s]
+    let i = evalIndex env index
+    let i = if st.Periodic then wrap st.Size i else i
+
+    if i < 0 || i >= st.Size then
+        failwithf "index %d out of range for '%s' (size %d)" i st.Name st.Size
+
+    st.Offset + i
+
+let private unaryOf f =
+    match f with
+    | Exp -> UExp
+    | Log -> ULog
+    | Sqrt -> USqrt
+    | Sin -> USin
+    | Cos -> UCos
+    | Tan -> UTan
+    | Tanh -> UTanh
+    | Abs -> UAbs
+    | _ -> failwithf "not a unary function: %A" f
+
+let rec private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym =
+    let go = lowerExpr m env
+
+    match e with
+    | CExpr.Const v -> num v
+    | CExpr.Param i -> param i
+    | CExpr.StateRef (s, ix) -> state (component m env s ix)
+    | CExpr.Time -> time
+    | CExpr.IndexValue ix -> num (float (evalIndex env ix))
+    | CExpr.Neg a -> neg (go a)
+    | CExpr.Add (a, b) -> add (go a) (go b)
+    | CExpr.Sub (a, b) -> sub (go a) (go b)
+    | CExpr.Mul (a, b) -> mul (go a) (go b)
+    | CExpr.Div (a, b) -> div (go a) (go b)
+    | CExpr.Power (a, b) -> pow (go a) (go b)
+    | CExpr.Func (Fn.Pow, [ a; b ]) -> pow (go a) (go b)
+    | CExpr.Func (Fn.Min, [ a; b ]) -> minS (go a) (go b)
+    | CExpr.Func (Fn.Max, [ a; b ]) -> maxS (go a) (go b)
+    | CExpr.Func (Sigmoid, [ a ]) -> div one (add one (unary UExp (neg (go a))))
+    | CExpr.Func (f, [ a ]) -> unary (unaryOf f) (go a)
+    | CExpr.Func (f, args) -> failwithf "function %A with %d arguments" f args.Length
+    | CExpr.IfThen (c, a, b) -> select (lowerCond m env c) (go a) (go b)
+    | CExpr.SumOver (v, n, body) -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> List.fold add zero
+    | CExpr.AvgOver (v, n, body) ->
+        let s = [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> List.fold add zero
+        mul (num (1.0 / float n)) s
+
+and private lowerCond (m: CheckedModel) (env: Env) (c: CCond) : Sym =
+    match c with
+    | CCmp (op, a, b) -> cmp op (lowerExpr m env a) (lowerExpr m env b)
+    | CAnd (a, b) -> andS (lowerCond m env a) (lowerCond m env b)
+    | COr (a, b) -> orS (lowerCond m env a) (lowerCond m env b)
+    | CNot a -> notS (lowerCond m env a)
+
+/// Lower an observable (no free index variables).
+let observable (m: CheckedModel) (e: CExpr) : Sym = lowerExpr m Map.empty e
+
+/// The index values an equation or init with optional index variable ranges over.
+let private instances (st: StateInfo) (index: string option) : (int * Env) list =
+    match index with
+    | Some v -> [ for i in 0 .. st.Size - 1 -> st.Offset + i, Map.ofList [ v, i ] ]
+    | None when st.Size = 1 -> [ st.Offset, Map.empty ]
+    | None ->
+        // `init x = e` for a vector state without index: the same value for every component
+        [ for i in 0 .. st.Size - 1 -> st.Offset + i, Map.empty ]
+
+let lowerModel (m: CheckedModel) : ModelIr =
+    let drift = Array.create m.Dim zero
+    let diffusion = Collections.Generic.Dictionary<struct (int * int), Sym>()
+    let lanes = Collections.Generic.List<struct (int * int)>()
+
+    for eq in m.Equations do
+        let st = m.States[eq.State]
+
+        for k, env in instances st eq.Index do
+            drift[k] <- lowerExpr m env eq.Drift
+
+            for term in eq.Noise do
+                let br = m.Brownians[term.Brownian]
+                let lane = br.Offset + evalIndex env term.Index
+                let c = lowerExpr m env term.Coeff
+                let key = struct (k, lane)
+
+                match diffusion.TryGetValue key with
+                | true, prev -> diffusion[key] <- add prev c
+                | _ ->
+                    diffusion[key] <- c
+                    lanes.Add key
+
+    let init = Array.create m.Dim (InitDet zero)
+
+    for ini in m.Inits do
+        let st = m.States[ini.State]
+
+        for k, env in instances st ini.Index do
+            init[k] <-
+                match ini.Kind with
+                | Deterministic e -> InitDet(lowerExpr m env e)
+                | Normal (a, b) -> InitNormal(lowerExpr m env a, lowerExpr m env b)
+                | Uniform (a, b) -> InitUniform(lowerExpr m env a, lowerExpr m env b)
+
+    let names =
+        [| for st in m.States do
+               if st.IsVector then
+                   for i in 0 .. st.Size - 1 -> sprintf "%s[%d]" st.Name i
+               else
+                   st.Name |]
+
+    { Name = m.Name
+      Dim = m.Dim
+      NoiseDim = m.NoiseDim
+      ParamNames = m.Params |> List.map (fun p -> p.Name) |> List.toArray
+      ComponentNames = names
+      Drift = drift
+      Diffusion =
+        [ for struct (r, l) in lanes do
+              let c = diffusion[struct (r, l)]
+              if not (isZero c) then { Row = r; Lane = l; Coeff = c } ]
+      Init = init }
+
+/// Is the diffusion additive (independent of the state)?
+let additiveNoise (ir: ModelIr) =
+    ir.Diffusion |> List.forall (fun d -> (stateDeps d.Coeff).Length = 0)
