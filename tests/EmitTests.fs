@@ -64,7 +64,7 @@ let private vec (a: float[]) (f: PtrVec -> 'r) : 'r =
 let private agreesWithInterpreter (cm: CheckedModel) (pvals: float[]) =
     let ir = Lower.lowerModel cm
     let obs = [| add (state 0) (mul (num 2.0) (powi (state (ir.Dim - 1)) 2)); select (cmp Syntax.Gt (state 0) zero) one (neg one) |]
-    let c = Compile.compile ir obs
+    let c = Compile.compile ir obs [| 0 |]
     let m = c.Instance pvals :?> ISdeModel
     let rng = Random(5)
     for _ in 1..20 do
@@ -89,7 +89,7 @@ let private agreesWithInterpreter (cm: CheckedModel) (pvals: float[]) =
         vec x (fun xv -> vec f (fun fv -> m.Drift(xv, t, fv)))
         vec x (fun xv -> vec w (fun wv -> vec gw (fun gv -> m.Diffuse(xv, t, wv, gv))))
         vec x (fun xv -> vec o (fun ov -> m.Observe(xv, t, ov)))
-        let steps = Compile.stepExpressions ir
+        let steps = Lower.stepExpressions ir
         for k in 0 .. ir.Dim - 1 do
             Expect.floatClose Accuracy.veryHigh f[k] (eval leaf ir.Drift[k]) "drift"
             Expect.floatClose Accuracy.veryHigh y[k] (eval leaf steps[k]) "step"
@@ -109,7 +109,7 @@ let tests =
         }
         test "init: normal and uniform use their lanes" {
             let ir = Lower.lowerModel (twoChecked ())
-            let c = Compile.compile ir [||]
+            let c = Compile.compile ir [||] [| 0 |]
             let m = c.Instance [| 0.7 |] :?> ISdeModel
             let x = Array.zeroCreate 2
             let zn = [| 0.3; -0.2 |]

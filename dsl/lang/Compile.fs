@@ -14,6 +14,9 @@ type CompiledModel =
     { Ir: ModelIr
       /// The observables every query of the file needs, numbered as `ISdeModel.Observe` writes them.
       Observables: Sym[]
+      /// The derivatives (for the response parameters of the file's queries).
+      Tangent: Tangent.TangentIr
+      Structure: TangentStructure
       Type: Type
       ParamFields: FieldInfo[] }
 
@@ -26,40 +29,40 @@ type CompiledModel =
 
         o
 
-/// y_k = x_k + f_k dt + sqdt Σ_l g_kl w_l, written against leaves State / Noise / Ext("dt"|"sqdt").
-let stepExpressions (ir: ModelIr) : Sym[] =
-    let dt = ext "dt" 0
-    let sqdt = ext "sqdt" 0
-    let gw = Array.create ir.Dim zero
-
-    for d in ir.Diffusion do
-        gw[d.Row] <- add gw[d.Row] (mul d.Coeff (noise d.Lane))
-
-    Array.init ir.Dim (fun k -> add (state k) (add (mul ir.Drift[k] dt) (mul gw[k] sqdt)))
-
-let diffusionApplied (ir: ModelIr) : Sym[] =
-    let gw = Array.create ir.Dim zero
-
-    for d in ir.Diffusion do
-        gw[d.Row] <- add gw[d.Row] (mul d.Coeff (noise d.Lane))
-
-    gw
-
-let initExpressions (ir: ModelIr) : Sym[] =
-    ir.Init
-    |> Array.mapi (fun k init ->
-        match init with
-        | InitDet e -> e
-        | InitNormal (m, s) -> add m (mul s (ext "zn" k))
-        | InitUniform (a, b) -> add a (mul (sub b a) (ext "zu" k)))
-
 let private outputs arg (es: Sym[]) =
     es |> Array.mapi (fun k e -> { Arg = arg; Lane = k; Value = e }) |> Array.toList
 
-/// Emit the model type.
-let compile (ir: ModelIr) (observables: Sym[]) : CompiledModel =
+let private sparseOut arg (xs: (int * int * Sym) list) =
+    xs |> List.mapi (fun n (_, _, v) -> { Arg = arg; Lane = n; Value = v })
+
+let private structureOf (tg: Tangent.TangentIr) : TangentStructure =
+    let col f (xs: (int * int * Sym) list) = xs |> List.map f |> List.toArray
+
+    TangentStructure(
+        JRow = col (fun (i, _, _) -> i) tg.J,
+        JCol = col (fun (_, j, _) -> j) tg.J,
+        HRow = (tg.Hessian |> List.map (fun (i, _, _, _) -> i) |> List.toArray),
+        HCol = (tg.Hessian |> List.map (fun (_, j, _, _) -> j) |> List.toArray),
+        HK = (tg.Hessian |> List.map (fun (_, _, k, _) -> k) |> List.toArray),
+        GRow = col (fun (i, _, _) -> i) tg.Sigma,
+        GLane = col (fun (_, l, _) -> l) tg.Sigma,
+        Params = tg.Params,
+        DChiRow = (tg.DChi |> Array.map (col (fun (i, _, _) -> i))),
+        DChiCol = (tg.DChi |> Array.map (col (fun (_, j, _) -> j))),
+        DgRow = (tg.Dg |> Array.map (col (fun (i, _, _) -> i))),
+        DgLane = (tg.Dg |> Array.map (col (fun (_, l, _) -> l))),
+        ObsGradObs = col (fun (q, _, _) -> q) tg.ObsGrad,
+        ObsGradState = col (fun (_, k, _) -> k) tg.ObsGrad,
+        AdditiveNoise = tg.AdditiveNoise,
+        InitHasScore = tg.InitHasScore
+    )
+
+/// Emit the model type, with the derivatives for the response parameters `wrt`.
+let compile (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : CompiledModel =
     let iface = typeof<ISdeModel>
-    let mb = defineModelType ir.Name ir.ParamNames [| iface |]
+    let tface = typeof<ISdeTangentModel>
+    let tg = Tangent.build ir observables wrt
+    let mb = defineModelType ir.Name ir.ParamNames [| iface; tface |]
     implementConstInt mb iface "Dim" ir.Dim
     implementConstInt mb iface "NoiseDim" ir.NoiseDim
     implementConstInt mb iface "ObservableCount" observables.Length
@@ -68,16 +71,38 @@ let compile (ir: ModelIr) (observables: Sym[]) : CompiledModel =
     implementMethod mb iface "Init" initBind (outputs 1 (initExpressions ir))
     // Step<TV>(x, y, w, t, dt, sqdt)
     let stepBind = standardBind mb 1 3 4 [ "dt", FromArg 5; "sqdt", FromArg 6 ]
-    implementMethod mb iface "Step" stepBind (outputs 2 (stepExpressions ir))
+    implementMethod mb iface "Step" stepBind (outputs 2 tg.Step)
     // Drift<TV>(x, t, f)
     implementMethod mb iface "Drift" (standardBind mb 1 0 2 []) (outputs 3 ir.Drift)
     // Diffuse<TV>(x, t, w, gw)
     implementMethod mb iface "Diffuse" (standardBind mb 1 3 2 []) (outputs 4 (diffusionApplied ir))
     // Observe<TV>(x, t, obs)
     implementMethod mb iface "Observe" (standardBind mb 1 0 2 []) (outputs 3 observables)
+    // Jacobian / Hessian <TV>(x, w, t, dt, sqdt, values)
+    let dBind = standardBind mb 1 2 3 [ "dt", FromArg 4; "sqdt", FromArg 5 ]
+    implementMethod mb tface "Jacobian" dBind (sparseOut 6 tg.J)
+    let hOut = tg.Hessian |> List.mapi (fun n (_, _, _, v) -> { Arg = 6; Lane = n; Value = v })
+    implementMethod mb tface "Hessian" dBind hOut
+    // Sigma<TV>(x, t, values)
+    implementMethod mb tface "Sigma" (standardBind mb 1 0 2 []) (sparseOut 3 tg.Sigma)
+    // ParamTangent<TV>(which, x, w, t, dt, sqdt, chi, dchi, dg)
+    let ptBind = standardBind mb 2 3 4 [ "dt", FromArg 5; "sqdt", FromArg 6 ]
+    let blocks =
+        Array.init wrt.Length (fun p -> outputs 7 tg.Chi[p] @ sparseOut 8 tg.DChi[p] @ sparseOut 9 tg.Dg[p])
+    implementSwitch mb tface "ParamTangent" ptBind 1 blocks
+    // ObservableGradient<TV>(x, t, values)
+    implementMethod mb tface "ObservableGradient" (standardBind mb 1 0 2 []) (sparseOut 3 tg.ObsGrad)
+    // InitScore<TV>(x, nu)
+    implementMethod mb tface "InitScore" (standardBind mb 1 0 0 []) (outputs 2 tg.InitScore)
+    // InitParamScore<TV>(x, zn, zu, out, v0)
+    let ipBind = standardBind mb 1 0 0 [ "zn", FromVec(2, 0); "zu", FromVec(3, 0) ]
+    let v0 = [ for p in 0 .. wrt.Length - 1 do for k in 0 .. ir.Dim - 1 -> { Arg = 5; Lane = p * ir.Dim + k; Value = tg.InitTangent[p][k] } ]
+    implementMethod mb tface "InitParamScore" ipBind (outputs 4 tg.InitParamScore @ v0)
     let t = mb.Type.CreateType()
 
     { Ir = ir
       Observables = observables
+      Tangent = tg
+      Structure = structureOf tg
       Type = t
       ParamFields = mb.Params |> Array.map (fun f -> t.GetField(f.Name)) }

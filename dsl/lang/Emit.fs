@@ -297,10 +297,25 @@ let implementConstInt (mb: ModelBuilder) (iface: Type) (propName: string) (value
     il.Emit(OpCodes.Ret)
     mb.Type.DefineMethodOverride(m, getter)
 
-/// Implement one generic interface method `M<TV>(...)` whose body stores `outputs`. `bind` maps the
-/// IR leaves to the method's arguments (IL argument indices: 0 is `this`). `prelude` may emit code
-/// first (e.g. zeroing outputs).
-let implementMethod (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (outputs: Output list) =
+/// Store each output's value (shared subexpressions in locals local to this block).
+let private emitOutputs (b: Body) (outputs: Output list) =
+    let il = b.Il
+    let uses = countUses (outputs |> Seq.map (fun o -> o.Value))
+    let locals = Dictionary<Sym, LocalBuilder>(HashIdentity.Structural)
+    let tmp = il.DeclareLocal(typeof<double>)
+
+    for o in outputs do
+        emitExpr b uses locals o.Value
+        il.Emit(OpCodes.Stloc, tmp)
+        il.Emit(OpCodes.Ldarga_S, byte o.Arg)
+        il.Emit(OpCodes.Ldc_I4, o.Lane)
+        il.Emit(OpCodes.Ldloc, tmp)
+        il.Emit(OpCodes.Constrained, b.TV)
+        il.Emit(OpCodes.Callvirt, b.SetItem)
+
+/// Implement one generic interface method `M<TV>(...)` with the body that `emitBody` writes.
+/// `bind` maps the IR leaves to the method's arguments (IL argument indices: 0 is `this`).
+let private implementWith (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (emitBody: Body -> unit) =
     let im = iface.GetMethod(methodName)
     let igp = im.GetGenericArguments()[0]
 
@@ -328,28 +343,37 @@ let implementMethod (mb: ModelBuilder) (iface: Type) (methodName: string) (bind:
     m.SetParameters ps
     let il = m.GetILGenerator()
 
-    let b =
+    emitBody
         { Il = il
           TV = gp
           Bind = bind
           GetItem = typeof<IVec>.GetProperty("Item").GetGetMethod()
           SetItem = typeof<IVec>.GetProperty("Item").GetSetMethod() }
 
-    let uses = countUses (outputs |> Seq.map (fun o -> o.Value))
-    let locals = Dictionary<Sym, LocalBuilder>(HashIdentity.Structural)
-    let tmp = il.DeclareLocal(typeof<double>)
-
-    for o in outputs do
-        emitExpr b uses locals o.Value
-        il.Emit(OpCodes.Stloc, tmp)
-        il.Emit(OpCodes.Ldarga_S, byte o.Arg)
-        il.Emit(OpCodes.Ldc_I4, o.Lane)
-        il.Emit(OpCodes.Ldloc, tmp)
-        il.Emit(OpCodes.Constrained, gp)
-        il.Emit(OpCodes.Callvirt, b.SetItem)
-
     il.Emit(OpCodes.Ret)
     mb.Type.DefineMethodOverride(m, im)
+
+/// Implement a generic interface method whose body stores `outputs`.
+let implementMethod (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (outputs: Output list) =
+    implementWith mb iface methodName bind (fun b -> emitOutputs b outputs)
+
+/// Implement a generic interface method that stores `blocks[which]`, `which` being the int
+/// argument at IL index `whichArg` (an IL switch; out-of-range does nothing).
+let implementSwitch (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (whichArg: int) (blocks: Output list[]) =
+    implementWith mb iface methodName bind (fun b ->
+        let il = b.Il
+        let labels = blocks |> Array.map (fun _ -> il.DefineLabel())
+        let endL = il.DefineLabel()
+        il.Emit(OpCodes.Ldarg_S, byte whichArg)
+        il.Emit(OpCodes.Switch, labels)
+        il.Emit(OpCodes.Br, endL)
+
+        for i in 0 .. blocks.Length - 1 do
+            il.MarkLabel labels[i]
+            emitOutputs b blocks[i]
+            il.Emit(OpCodes.Br, endL)
+
+        il.MarkLabel endL)
 
 /// Bind parameters to fields and the standard leaves; `vecs` names the vector arguments.
 let standardBind (mb: ModelBuilder) (stateArg: int) (noiseArg: int) (timeArg: int) (exts: (string * Load) list) (op: Op) : Load =

@@ -169,3 +169,31 @@ let lowerModel (m: CheckedModel) : ModelIr =
 /// Is the diffusion additive (independent of the state)?
 let additiveNoise (ir: ModelIr) =
     ir.Diffusion |> List.forall (fun d -> (stateDeps d.Coeff).Length = 0)
+
+/// y_k = x_k + f_k dt + sqdt Σ_l g_kl w_l, written against leaves State / Noise / Ext("dt"|"sqdt").
+let stepExpressions (ir: ModelIr) : Sym[] =
+    let dt = ext "dt" 0
+    let sqdt = ext "sqdt" 0
+    let gw = Array.create ir.Dim zero
+
+    for d in ir.Diffusion do
+        gw[d.Row] <- add gw[d.Row] (mul d.Coeff (noise d.Lane))
+
+    Array.init ir.Dim (fun k -> add (state k) (add (mul ir.Drift[k] dt) (mul gw[k] sqdt)))
+
+let diffusionApplied (ir: ModelIr) : Sym[] =
+    let gw = Array.create ir.Dim zero
+
+    for d in ir.Diffusion do
+        gw[d.Row] <- add gw[d.Row] (mul d.Coeff (noise d.Lane))
+
+    gw
+
+let initExpressions (ir: ModelIr) : Sym[] =
+    ir.Init
+    |> Array.mapi (fun k init ->
+        match init with
+        | InitDet e -> e
+        | InitNormal (m, s) -> add m (mul s (ext "zn" k))
+        | InitUniform (a, b) -> add a (mul (sub b a) (ext "zu" k)))
+
