@@ -81,6 +81,11 @@ let fileName (setName: string) (queryIndex: int) (q: QueryOutcome) : string =
 
     String.concat "_" parts + ".svg"
 
+/// OxyPlot measures text with Helvetica metrics, but viewers often fall back to wider fonts
+/// (DejaVu Sans), which the legend box then clips. Trailing spaces widen the measured text and
+/// are collapsed by SVG renderers, leaving some slack.
+let private legendTitle (s: string) = s + String(' ', 3 + s.Length / 3)
+
 let private newModel (title: string) (subtitle: string) =
     let m =
         PlotModel(
@@ -90,7 +95,9 @@ let private newModel (title: string) (subtitle: string) =
             DefaultFontSize = 14.0,
             TitleFontSize = 18.0,
             SubtitleFontSize = 13.0,
+            TitlePadding = 8.0,
             Background = OxyColors.White,
+            Padding = OxyThickness(10.0, 10.0, 28.0, 10.0),
             PlotAreaBorderColor = OxyColor.FromRgb(120uy, 120uy, 120uy)
         )
 
@@ -100,14 +107,20 @@ let private newModel (title: string) (subtitle: string) =
             LegendPlacement = LegendPlacement.Inside,
             LegendBackground = OxyColor.FromAColor(220uy, OxyColors.White),
             LegendBorder = OxyColor.FromRgb(200uy, 200uy, 200uy),
-            LegendFontSize = 13.0
+            LegendFontSize = 13.0,
+            LegendPadding = 10.0,
+            LegendSymbolLength = 24.0,
+            LegendItemSpacing = 28.0,
+            LegendLineSpacing = 6.0
         )
     )
 
     m
 
-let private axis (position: AxisPosition) (title: string) =
+let private axis (position: AxisPosition) (title: string) (padding: float) =
     LinearAxis(
+        MinimumPadding = padding,
+        MaximumPadding = padding,
         Position = position,
         Title = title,
         MajorGridlineStyle = LineStyle.Solid,
@@ -115,7 +128,7 @@ let private axis (position: AxisPosition) (title: string) =
         MinorGridlineStyle = LineStyle.None,
         TitleFontSize = 14.0,
         FontSize = 13.0,
-        AxisTitleDistance = 8.0
+        AxisTitleDistance = 12.0
     )
 
 let private save (path: string) (model: PlotModel) =
@@ -125,7 +138,9 @@ let private save (path: string) (model: PlotModel) =
     | dir -> Directory.CreateDirectory dir |> ignore
 
     use stream = File.Create path
-    let exporter = SvgExporter(Width = width, Height = height)
+    let exporter =
+        SvgExporter(Width = width, Height = height, UseVerticalTextAlignmentWorkaround = true)
+
     exporter.Export(model, stream)
 
 /// Finite or NaN (OxyPlot leaves a gap at NaN), never infinite.
@@ -173,8 +188,8 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
         | None -> q.Query
 
     let model = newModel (sprintf "%s — %s" modelName setName) subtitle
-    model.Axes.Add(axis AxisPosition.Bottom (observable q.Query))
-    model.Axes.Add(axis AxisPosition.Left yLabel)
+    model.Axes.Add(axis AxisPosition.Bottom (observable q.Query) 0.0)
+    model.Axes.Add(axis AxisPosition.Left yLabel 0.04)
 
     let color = colorAt 0
     let upper = values |> Array.mapi (fun i v -> v + 2.0 * stdErrAt q i)
@@ -182,7 +197,7 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
 
     let band =
         AreaSeries(
-            Title = "± 2 stderr",
+            Title = legendTitle "± 2 stderr",
             Color = OxyColors.Transparent,
             Color2 = OxyColors.Transparent,
             Fill = OxyColor.FromAColor(70uy, color),
@@ -193,7 +208,7 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
     band.Points2.AddRange(steps edges lower)
 
     let line =
-        LineSeries(Title = "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None)
+        LineSeries(Title = legendTitle "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None)
 
     line.Points.AddRange(steps edges values)
 
@@ -222,8 +237,8 @@ let writeSeries
     (series: (string * float[] * float[] * float[]) list)
     : unit =
     let model = newModel title null
-    model.Axes.Add(axis AxisPosition.Bottom xLabel)
-    model.Axes.Add(axis AxisPosition.Left yLabel)
+    model.Axes.Add(axis AxisPosition.Bottom xLabel 0.04)
+    model.Axes.Add(axis AxisPosition.Left yLabel 0.06)
 
     series
     |> List.iteri (fun k (name, xs, ys, errs) ->
@@ -235,7 +250,7 @@ let writeSeries
 
         let line =
             LineSeries(
-                Title = name,
+                Title = legendTitle name,
                 Color = color,
                 StrokeThickness = 1.6,
                 MarkerType = MarkerType.Circle,
