@@ -206,6 +206,8 @@ let tableTests =
               Expect.equal (Output.valueWithError 1234.5 56.7) "1235 ± 57" "units"
               Expect.equal (Output.valueWithError 123456.0 789.0) "123460 ± 790" "tens"
               Expect.equal (Output.valueWithError 1.234e-9 1.2e-11) "(1.234 ± 0.012)e-09" "tiny"
+              Expect.equal (Output.valueWithError 1e15 1e14) "(1.00 ± 0.10)e+15" "huge"
+              Expect.equal (Output.valueWithError -0.5 0.25) "-0.50 ± 0.25" "negative"
               Expect.stringContains (Output.valueWithError nan 0.1) "nan" "nan"
           }
 

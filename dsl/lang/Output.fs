@@ -111,7 +111,7 @@ let num (x: float) : string =
     if Double.IsNaN x then "nan"
     elif Double.IsPositiveInfinity x then "inf"
     elif Double.IsNegativeInfinity x then "-inf"
-    else x.ToString("G4", inv)
+    else x.ToString("G4", inv).Replace("E", "e")
 
 /// Decimal places that give two significant digits of a positive, finite stderr (may be negative:
 /// rounding to tens, hundreds, ...).
@@ -132,7 +132,7 @@ let valueWithError (value: float) (stderr: float) : string =
     else
         let d = decimalsFor stderr
 
-        if d <= 6 && d >= -6 && abs value < 1e9 then
+        if d <= 6 && d >= -6 then
             sprintf "%s ± %s" (fixedAt d value) (fixedAt d stderr)
         else
             let e = int (floor (log10 (max (abs value) stderr)))
