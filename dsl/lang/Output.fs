@@ -1,0 +1,309 @@
+/// Renders a `RunReport` as the JSON of language.md ("Results") and as a plain-text table.
+module Sde.Lang.Output
+
+open System
+open System.Globalization
+open System.IO
+open System.Text
+open System.Text.Json
+open Sde.Lang.Report
+
+let private inv = CultureInfo.InvariantCulture
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+// ---------------------------------------------------------------------------------------------
+
+/// Shortest round-trip number; NaN and infinities (not valid JSON) become null.
+let private writeFloat (w: Utf8JsonWriter) (x: float) =
+    if Double.IsFinite x then w.WriteNumberValue x else w.WriteNullValue()
+
+let private writeFloatProp (w: Utf8JsonWriter) (name: string) (x: float) =
+    w.WritePropertyName name
+    writeFloat w x
+
+let private writeArrayProp (w: Utf8JsonWriter) (name: string) (xs: float[]) =
+    w.WriteStartArray name
+    xs |> Array.iter (writeFloat w)
+    w.WriteEndArray()
+
+let private writeOptionProp (w: Utf8JsonWriter) (name: string) (s: string option) =
+    s |> Option.iter (fun v -> w.WriteString(name, v))
+
+let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
+    w.WriteStartObject()
+    w.WriteString("query", q.Query)
+    w.WriteString("kind", q.Kind)
+    writeOptionProp w "wrt" q.Wrt
+    writeOptionProp w "method" q.Method
+
+    if isBinned q then
+        writeArrayProp w "grid" q.Grid
+        writeArrayProp w "values" q.Values
+        writeArrayProp w "stderrs" q.StdErrs
+        writeArrayProp w "range" [| q.Lo; q.Hi |]
+
+        if q.Kind = "density" then
+            w.WriteNumber("below", q.Below)
+            w.WriteNumber("above", q.Above)
+    else
+        writeFloatProp w "value" q.Value
+        writeFloatProp w "stderr" q.StdErr
+
+    w.WriteNumber("count", q.Count)
+    w.WriteEndObject()
+
+let private writeSet (w: Utf8JsonWriter) (s: SetReport) =
+    w.WriteStartObject()
+    w.WriteString("name", s.Name)
+    w.WriteStartObject "params"
+    s.Params |> List.iter (fun (n, v) -> writeFloatProp w n v)
+    w.WriteEndObject()
+    w.WriteStartArray "results"
+    s.Results |> List.iter (writeOutcome w)
+    w.WriteEndArray()
+    w.WriteEndObject()
+
+let private writeSettings (w: Utf8JsonWriter) (s: SettingsReport) =
+    w.WriteStartObject "settings"
+    w.WriteNumber("paths", s.Paths)
+    writeFloatProp w "dt" s.Dt
+    writeFloatProp w "T" s.T
+    w.WriteNumber("seed", s.Seed)
+    w.WriteString("scheme", s.Scheme)
+    w.WriteString("backend", s.Backend)
+    w.WriteEndObject()
+
+/// The run as indented JSON in the shape of language.md, section "Results". Binned results also
+/// carry `range` ([lo, hi]); densities carry `below`/`above` (samples outside the range); every
+/// result carries `count` (samples behind it). Non-finite numbers are written as null.
+let toJson (r: RunReport) : string =
+    use stream = new MemoryStream()
+
+    (use w =
+        new Utf8JsonWriter(
+            stream,
+            JsonWriterOptions(Indented = true, Encoder = Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping)
+        )
+
+     w.WriteStartObject()
+     w.WriteString("model", r.Model)
+     w.WriteString("source", r.Source)
+     writeSettings w r.Settings
+     w.WriteStartArray "sets"
+     r.Sets |> List.iter (writeSet w)
+     w.WriteEndArray()
+     w.WriteStartObject "timing"
+     writeFloatProp w "seconds" r.Seconds
+     writeFloatProp w "path_steps_per_second" r.PathStepsPerSecond
+     w.WriteEndObject()
+     w.WriteEndObject()
+     w.Flush())
+
+    Encoding.UTF8.GetString(stream.ToArray())
+
+// ---------------------------------------------------------------------------------------------
+// Number formatting
+// ---------------------------------------------------------------------------------------------
+
+/// A compact general number: up to 4 significant digits, invariant culture.
+let num (x: float) : string =
+    if Double.IsNaN x then "nan"
+    elif Double.IsPositiveInfinity x then "inf"
+    elif Double.IsNegativeInfinity x then "-inf"
+    else x.ToString("G4", inv).Replace("E", "e")
+
+/// Decimal places that give two significant digits of a positive, finite stderr (may be negative:
+/// rounding to tens, hundreds, ...).
+let private decimalsFor (stderr: float) = 1 - int (floor (log10 stderr))
+
+let private fixedAt (decimals: int) (x: float) =
+    if decimals >= 0 then
+        Math.Round(x, min decimals 15, MidpointRounding.AwayFromZero).ToString("F" + string decimals, inv)
+    else
+        let unit = Math.Pow(10.0, float -decimals)
+        (Math.Round(x / unit, MidpointRounding.AwayFromZero) * unit).ToString("F0", inv)
+
+/// `value ± stderr` with two significant digits of the stderr and the value rounded to the same
+/// decimal place; very large or small magnitudes share a power of ten: `(1.234 ± 0.012)e-09`.
+let valueWithError (value: float) (stderr: float) : string =
+    if not (Double.IsFinite value) || not (Double.IsFinite stderr) || stderr <= 0.0 then
+        sprintf "%s ± %s" (num value) (num stderr)
+    else
+        let d = decimalsFor stderr
+
+        if d <= 6 && d >= -6 then
+            sprintf "%s ± %s" (fixedAt d value) (fixedAt d stderr)
+        else
+            let e = int (floor (log10 (max (abs value) stderr)))
+            let scale = Math.Pow(10.0, float e)
+            let d' = decimalsFor (stderr / scale)
+            sprintf "(%s ± %s)e%+03d" (fixedAt d' (value / scale)) (fixedAt d' (stderr / scale)) e
+
+// ---------------------------------------------------------------------------------------------
+// Sparklines
+// ---------------------------------------------------------------------------------------------
+
+let private blocks = [| '▁'; '▂'; '▃'; '▄'; '▅'; '▆'; '▇'; '█' |]
+
+/// Top-aligned blocks for the negative row of a signed sparkline (coarser: 1/8, 1/2, full).
+let private topBlocks = [| '▔'; '▀'; '█' |]
+
+let private finiteMax (xs: float[]) =
+    xs |> Array.filter Double.IsFinite |> Array.fold max 0.0
+
+/// Index into a scale of `levels` steps for 0 < v <= top.
+let private level (levels: int) (top: float) (v: float) =
+    int (ceil (v / top * float levels)) - 1 |> max 0 |> min (levels - 1)
+
+/// One character per bin for non-negative values: ' ' for zero, ▁..█ scaled to the maximum,
+/// '·' for a non-finite value.
+let sparkline (values: float[]) : string =
+    let top = finiteMax values
+
+    values
+    |> Array.map (fun v ->
+        if not (Double.IsFinite v) then '·'
+        elif v <= 0.0 || top <= 0.0 then ' '
+        else blocks[level blocks.Length top v])
+    |> String
+
+/// Two rows of one character per bin for signed values, around an imagined zero line between
+/// them: positives rise from the bottom of the upper row (▁..█), negatives hang from the top of
+/// the lower row (▔ ▀ █); both scaled to the largest magnitude.
+let sparklineSigned (values: float[]) : string * string =
+    let top = values |> Array.map abs |> finiteMax
+
+    let upper v =
+        if not (Double.IsFinite v) then '·'
+        elif v <= 0.0 || top <= 0.0 then ' '
+        else blocks[level blocks.Length top v]
+
+    let lower v =
+        if not (Double.IsFinite v) || v >= 0.0 || top <= 0.0 then ' '
+        else topBlocks[level topBlocks.Length top -v]
+
+    String(Array.map upper values), String(Array.map lower values)
+
+// ---------------------------------------------------------------------------------------------
+// Table
+// ---------------------------------------------------------------------------------------------
+
+/// Whether to colour the table: standard output is a terminal and NO_COLOR is unset.
+let useColor () : bool =
+    not Console.IsOutputRedirected
+    && String.IsNullOrEmpty(Environment.GetEnvironmentVariable "NO_COLOR")
+
+let private paint (color: bool) (code: string) (s: string) =
+    if color && s <> "" then sprintf "\u001b[%sm%s\u001b[0m" code s else s
+
+let private argMaxBy (f: float -> float) (xs: float[]) =
+    xs
+    |> Array.mapi (fun i v -> i, f v)
+    |> Array.filter (snd >> Double.IsFinite)
+    |> Array.fold (fun (bi, bv) (i, v) -> if bi < 0 || v > bv then (i, v) else (bi, bv)) (-1, nan)
+    |> fst
+
+let private at (xs: float[]) i =
+    if i >= 0 && i < xs.Length then xs[i] else nan
+
+let private maxStdErr (q: QueryOutcome) = finiteMax q.StdErrs
+
+/// The one-line summary of a binned result.
+let summary (q: QueryOutcome) : string =
+    let range = sprintf "on [%s, %s], %d bins" (num q.Lo) (num q.Hi) q.Values.Length
+    let err = sprintf "max stderr %s" (num (maxStdErr q))
+
+    if q.Kind = "density" then
+        let i = argMaxBy id q.Values
+        let outside = q.Below + q.Above
+
+        let share =
+            if q.Count > 0L then
+                sprintf " (%s%%)" (num (100.0 * float outside / float q.Count))
+            else
+                ""
+
+        sprintf
+            "%s · peak %s at %s · outside: %d below, %d above%s · %s"
+            range
+            (num (at q.Values i))
+            (num (at q.Grid i))
+            q.Below
+            q.Above
+            share
+            err
+    else
+        let iMax = argMaxBy id q.Values
+        let iMin = argMaxBy (fun v -> -v) q.Values
+
+        sprintf
+            "%s · max %s at %s · min %s at %s · %s"
+            range
+            (num (at q.Values iMax))
+            (num (at q.Grid iMax))
+            (num (at q.Values iMin))
+            (num (at q.Grid iMin))
+            err
+
+/// The lines of one result, query column padded to `width`.
+let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string list =
+    let label = "  " + q.Query.PadRight width + "  "
+    let indent = String(' ', label.Length)
+
+    let via =
+        q.Method
+        |> Option.map (fun m -> "  " + paint color "2" ("[" + m + "]"))
+        |> Option.defaultValue ""
+
+    match q.Kind with
+    | "density" ->
+        [ label + paint color "36" (sparkline q.Values)
+          indent + paint color "2" (summary q) ]
+    | "density_response" ->
+        let up, down = sparklineSigned q.Values
+
+        [ label + paint color "32" up + via
+          indent + paint color "31" down
+          indent + paint color "2" (summary q) ]
+    | _ -> [ label + paint color "1" (valueWithError q.Value q.StdErr) + via ]
+
+let private setHeader (color: bool) (s: SetReport) =
+    let ps =
+        s.Params |> List.map (fun (n, v) -> sprintf "%s = %s" n (num v)) |> String.concat ", "
+
+    paint color "1" ("set " + s.Name) + (if ps = "" then "" else ": " + ps)
+
+/// The timing line: wall time and path-steps per second.
+let timingLine (r: RunReport) : string =
+    sprintf "time %s s · %s path-steps/s" (r.Seconds.ToString("F2", inv)) (r.PathStepsPerSecond.ToString("0.00e+0", inv))
+
+/// The readable table, optionally with ANSI colours (see `useColor`).
+let tableWith (color: bool) (r: RunReport) : string =
+    let width =
+        r.Sets
+        |> List.collect (fun s -> s.Results |> List.map (fun q -> q.Query.Length))
+        |> List.fold max 0
+
+    let head =
+        sprintf
+            "%s (%s) · %d paths, dt = %s, T = %s, %s, %s, seed %d"
+            r.Model
+            r.Source
+            r.Settings.Paths
+            (num r.Settings.Dt)
+            (num r.Settings.T)
+            r.Settings.Scheme
+            r.Settings.Backend
+            r.Settings.Seed
+
+    let body =
+        r.Sets
+        |> List.collect (fun s -> "" :: setHeader color s :: List.collect (resultLines color width) s.Results)
+
+    (head :: body) @ [ ""; timingLine r ]
+    |> String.concat "\n"
+    |> fun s -> s + "\n"
+
+/// The readable plain-text table (no colours).
+let table (r: RunReport) : string = tableWith false r

@@ -1,0 +1,281 @@
+/// SVG plots of binned results and generic x–y series, drawn with OxyPlot's managed SvgExporter.
+module Sde.Lang.Plot
+
+open System
+open System.IO
+open System.Text
+open OxyPlot
+open OxyPlot.Axes
+open OxyPlot.Annotations
+open OxyPlot.Legends
+open OxyPlot.Series
+open Sde.Lang.Report
+
+let private width, height = 800.0, 500.0
+
+/// A colour-blind friendly palette (Okabe–Ito).
+let private palette =
+    [| OxyColor.FromRgb(0uy, 114uy, 178uy)
+       OxyColor.FromRgb(213uy, 94uy, 0uy)
+       OxyColor.FromRgb(0uy, 158uy, 115uy)
+       OxyColor.FromRgb(204uy, 121uy, 167uy)
+       OxyColor.FromRgb(230uy, 159uy, 0uy)
+       OxyColor.FromRgb(86uy, 180uy, 233uy)
+       OxyColor.FromRgb(0uy, 0uy, 0uy) |]
+
+let private colorAt i = palette[i % palette.Length]
+
+/// The argument of the query's first call, e.g. `x[0]` in `d density(x[0]) / d F on [0, 1]`;
+/// the whole query when there is none.
+let observable (query: string) : string =
+    let start = query.IndexOf '('
+
+    let rec close i depth =
+        if i >= query.Length then None
+        else
+            match query[i] with
+            | '(' -> close (i + 1) (depth + 1)
+            | ')' when depth = 1 -> Some i
+            | ')' -> close (i + 1) (depth - 1)
+            | _ -> close (i + 1) depth
+
+    if start < 0 then query
+    else
+        match close start 0 with
+        | Some e when e > start + 1 -> query.Substring(start + 1, e - start - 1).Trim()
+        | _ -> query
+
+/// Keeps [A-Za-z0-9_.-], drops brackets, turns other runs of characters into one '_'.
+let private safe (s: string) =
+    let keep c = Char.IsAsciiLetterOrDigit c || c = '_' || c = '.' || c = '-'
+    let dropped c = "[]()'\"".Contains(c: char)
+
+    let text =
+        s
+        |> Seq.filter (dropped >> not)
+        |> Seq.map (fun c -> if keep c then c else '_')
+        |> Seq.toArray
+        |> String
+
+    let collapsed =
+        text.Split('_', StringSplitOptions.RemoveEmptyEntries) |> String.concat "_"
+
+    let short = if collapsed.Length > 60 then collapsed.Substring(0, 60) else collapsed
+    short.Trim('.', '_', '-')
+
+/// A safe file name for a plot of a query: `SET_qINDEX_KIND_OBSERVABLE[_WRT].svg`, only
+/// characters [A-Za-z0-9_.-], e.g. `default_q2_density_x0.svg`.
+let fileName (setName: string) (queryIndex: int) (q: QueryOutcome) : string =
+    let set =
+        match safe setName with
+        | "" -> "set"
+        | s -> s
+
+    let parts =
+        [ set
+          sprintf "q%d" queryIndex
+          safe q.Kind
+          safe (observable q.Query)
+          q.Wrt |> Option.map safe |> Option.defaultValue "" ]
+        |> List.filter ((<>) "")
+
+    String.concat "_" parts + ".svg"
+
+/// OxyPlot measures text with Helvetica metrics, but viewers often fall back to wider fonts
+/// (DejaVu Sans), which the legend box then clips. Trailing spaces widen the measured text and
+/// are collapsed by SVG renderers, leaving some slack.
+let private legendTitle (s: string) = s + String(' ', 3 + s.Length / 3)
+
+let private newModel (title: string) (subtitle: string) =
+    let m =
+        PlotModel(
+            Title = title,
+            Subtitle = subtitle,
+            DefaultFont = "Helvetica, Arial, sans-serif",
+            DefaultFontSize = 14.0,
+            TitleFontSize = 18.0,
+            SubtitleFontSize = 13.0,
+            TitlePadding = 8.0,
+            Background = OxyColors.White,
+            Padding = OxyThickness(10.0, 10.0, 28.0, 10.0),
+            PlotAreaBorderColor = OxyColor.FromRgb(120uy, 120uy, 120uy)
+        )
+
+    m.Legends.Add(
+        Legend(
+            LegendPosition = LegendPosition.TopRight,
+            LegendPlacement = LegendPlacement.Inside,
+            LegendBackground = OxyColor.FromAColor(220uy, OxyColors.White),
+            LegendBorder = OxyColor.FromRgb(200uy, 200uy, 200uy),
+            LegendFontSize = 13.0,
+            LegendPadding = 10.0,
+            LegendSymbolLength = 24.0,
+            LegendItemSpacing = 28.0,
+            LegendLineSpacing = 6.0
+        )
+    )
+
+    m
+
+let private axis (position: AxisPosition) (title: string) (padding: float) =
+    LinearAxis(
+        MinimumPadding = padding,
+        MaximumPadding = padding,
+        Position = position,
+        Title = title,
+        MajorGridlineStyle = LineStyle.Solid,
+        MajorGridlineColor = OxyColor.FromRgb(230uy, 230uy, 230uy),
+        MinorGridlineStyle = LineStyle.None,
+        TitleFontSize = 14.0,
+        FontSize = 13.0,
+        AxisTitleDistance = 12.0
+    )
+
+let private save (path: string) (model: PlotModel) =
+    match Path.GetDirectoryName(path: string) with
+    | null
+    | "" -> ()
+    | dir -> Directory.CreateDirectory dir |> ignore
+
+    use stream = File.Create path
+    let exporter =
+        SvgExporter(Width = width, Height = height, UseVerticalTextAlignmentWorkaround = true)
+
+    exporter.Export(model, stream)
+
+/// Finite or NaN (OxyPlot leaves a gap at NaN), never infinite.
+let private finiteOrGap (x: float) = if Double.IsFinite x then x else nan
+
+/// Left and right edges of each bin: from [Lo, Hi] when it matches the grid, else from the
+/// spacing of the bin centres.
+let private binEdges (q: QueryOutcome) : (float * float)[] =
+    let n = q.Grid.Length
+
+    let w =
+        if n > 0 && Double.IsFinite q.Lo && Double.IsFinite q.Hi && q.Hi > q.Lo then (q.Hi - q.Lo) / float n
+        elif n > 1 then (q.Grid[n - 1] - q.Grid[0]) / float (n - 1)
+        else 1.0
+
+    q.Grid |> Array.map (fun c -> c - w / 2.0, c + w / 2.0)
+
+/// A step curve through bins: two points per bin at the bin's height.
+let private steps (edges: (float * float)[]) (ys: float[]) =
+    Array.zip edges ys
+    |> Array.collect (fun ((l, r), y) -> [| DataPoint(l, finiteOrGap y); DataPoint(r, finiteOrGap y) |])
+
+let private stdErrAt (q: QueryOutcome) i =
+    if i < q.StdErrs.Length && Double.IsFinite q.StdErrs[i] then q.StdErrs[i] else 0.0
+
+/// Writes an SVG (800×500) of a binned result (density or density response): the estimate as a
+/// step line with a shaded ±2·stderr band, x axis the observable, y axis "density" or
+/// "∂ density / ∂ p", titled with model and set. Creates the directory if needed.
+let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
+    let n = min q.Grid.Length q.Values.Length
+    let grid, values = q.Grid[.. n - 1], q.Values[.. n - 1]
+    let q = { q with Grid = grid; Values = values }
+    let edges = binEdges q
+    let isResponse = q.Kind = "density_response"
+
+    let yLabel =
+        if isResponse then
+            sprintf "∂ density / ∂ %s" (defaultArg q.Wrt "p")
+        else
+            "density"
+
+    let subtitle =
+        match q.Method with
+        | Some m -> sprintf "%s   [%s]" q.Query m
+        | None -> q.Query
+
+    let model = newModel (sprintf "%s — %s" modelName setName) subtitle
+    model.Axes.Add(axis AxisPosition.Bottom (observable q.Query) 0.0)
+    model.Axes.Add(axis AxisPosition.Left yLabel 0.04)
+
+    let color = colorAt 0
+    let upper = values |> Array.mapi (fun i v -> v + 2.0 * stdErrAt q i)
+    let lower = values |> Array.mapi (fun i v -> v - 2.0 * stdErrAt q i)
+
+    let band =
+        AreaSeries(
+            Title = legendTitle "± 2 stderr",
+            Color = OxyColors.Transparent,
+            Color2 = OxyColors.Transparent,
+            Fill = OxyColor.FromAColor(70uy, color),
+            StrokeThickness = 0.0
+        )
+
+    band.Points.AddRange(steps edges upper)
+    band.Points2.AddRange(steps edges lower)
+
+    let line =
+        LineSeries(Title = legendTitle "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None)
+
+    line.Points.AddRange(steps edges values)
+
+    if isResponse then
+        model.Annotations.Add(
+            LineAnnotation(
+                Type = LineAnnotationType.Horizontal,
+                Y = 0.0,
+                Color = OxyColor.FromRgb(90uy, 90uy, 90uy),
+                LineStyle = LineStyle.Dash,
+                StrokeThickness = 1.0
+            )
+        )
+
+    model.Series.Add band
+    model.Series.Add line
+    save path model
+
+/// Writes an SVG (800×500) of x–y series with ±2·stderr error bars: each entry is
+/// (series name, xs, ys, stderrs); stderrs may be empty (no bars).
+let writeSeries
+    (path: string)
+    (title: string)
+    (xLabel: string)
+    (yLabel: string)
+    (series: (string * float[] * float[] * float[]) list)
+    : unit =
+    let model = newModel title null
+    model.Axes.Add(axis AxisPosition.Bottom xLabel 0.04)
+    model.Axes.Add(axis AxisPosition.Left yLabel 0.06)
+
+    series
+    |> List.iteri (fun k (name, xs, ys, errs) ->
+        let color = colorAt k
+        let n = min xs.Length ys.Length
+
+        let err i =
+            if i < errs.Length && Double.IsFinite errs[i] then 2.0 * errs[i] else 0.0
+
+        let line =
+            LineSeries(
+                Title = legendTitle name,
+                Color = color,
+                StrokeThickness = 1.6,
+                MarkerType = MarkerType.Circle,
+                MarkerSize = 3.5,
+                MarkerFill = color
+            )
+
+        line.Points.AddRange(Array.init n (fun i -> DataPoint(finiteOrGap xs[i], finiteOrGap ys[i])))
+
+        let bars =
+            ScatterErrorSeries(
+                MarkerType = MarkerType.None,
+                ErrorBarColor = color,
+                ErrorBarStrokeThickness = 1.2,
+                ErrorBarStopWidth = 4.0,
+                RenderInLegend = false
+            )
+
+        bars.Points.AddRange(
+            Array.init n id
+            |> Array.filter (fun i -> Double.IsFinite xs[i] && Double.IsFinite ys[i])
+            |> Array.map (fun i -> ScatterErrorPoint(xs[i], ys[i], 0.0, err i))
+        )
+
+        model.Series.Add bars
+        model.Series.Add line)
+
+    save path model
