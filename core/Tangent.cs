@@ -55,6 +55,8 @@ public sealed class TangentStructure
     public required int[] ObsGradState { get; init; }
     /// <summary>The diffusion does not depend on the state (Π is then independent of x).</summary>
     public required bool AdditiveNoise { get; init; }
+    /// <summary>Per component: the init is `normal` (it has a score; otherwise it is a point or uniform).</summary>
+    public required bool[] NormalInit { get; init; }
     /// <summary>Every component has a normal init, so ν₀ is the exact initial score.</summary>
     public required bool InitHasScore { get; init; }
 }

@@ -35,7 +35,7 @@ let private outputs arg (es: Sym[]) =
 let private sparseOut arg (xs: (int * int * Sym) list) =
     xs |> List.mapi (fun n (_, _, v) -> { Arg = arg; Lane = n; Value = v })
 
-let private structureOf (tg: Tangent.TangentIr) : TangentStructure =
+let private structureOf (ir: ModelIr) (tg: Tangent.TangentIr) : TangentStructure =
     let col f (xs: (int * int * Sym) list) = xs |> List.map f |> List.toArray
 
     TangentStructure(
@@ -54,7 +54,8 @@ let private structureOf (tg: Tangent.TangentIr) : TangentStructure =
         ObsGradObs = col (fun (q, _, _) -> q) tg.ObsGrad,
         ObsGradState = col (fun (_, k, _) -> k) tg.ObsGrad,
         AdditiveNoise = tg.AdditiveNoise,
-        InitHasScore = tg.InitHasScore
+        InitHasScore = tg.InitHasScore,
+        NormalInit = (ir.Init |> Array.map (function InitNormal _ -> true | _ -> false))
     )
 
 /// Emit the model type, with the derivatives for the response parameters `wrt`.
@@ -103,6 +104,6 @@ let compile (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : CompiledModel =
     { Ir = ir
       Observables = observables
       Tangent = tg
-      Structure = structureOf tg
+      Structure = structureOf ir tg
       Type = t
       ParamFields = mb.Params |> Array.map (fun f -> t.GetField(f.Name)) }

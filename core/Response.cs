@@ -1,0 +1,343 @@
+using System.Runtime.CompilerServices;
+
+namespace Sde.Core;
+
+public enum ResponseMethod
+{
+    /// <summary>Divergence-kernel recursion (estimators.md); likelihood ratio is α ≡ 1.</summary>
+    DivergenceKernel,
+    /// <summary>Tangent v_{n+1} = J_n v_n + χ_n; E[∇φ · v_N].</summary>
+    Pathwise,
+    /// <summary>Central differences with common random numbers.</summary>
+    FiniteDifference,
+}
+
+/// <summary>How J⁻¹, ∇ log|det J| and tr(J⁻¹ Dχ) are evaluated in the DK recursion.</summary>
+public enum DkMode
+{
+    /// <summary>Dense LU of J per step: O(d³), the reference.</summary>
+    Exact,
+    /// <summary>Neumann series with sparse products to 1e-12, LU fallback when it does not converge.</summary>
+    Iterative,
+    /// <summary>One term of each series (two under multiplicative noise, for the Itô terms): biased at O(Δt).</summary>
+    FirstOrder,
+}
+
+/// <summary>One response query as the response engine sees it.</summary>
+public sealed class ResponsePlan
+{
+    public EstimateKind Kind { get; init; }
+    public int Observable { get; init; }
+    /// <summary>Average over the steps with T0 ≤ n·dt ≤ T1 (instead of the final state).</summary>
+    public bool TimeAverage { get; init; }
+    public double T0 { get; init; }
+    public double T1 { get; init; }
+    public double Lo { get; init; }
+    public double Hi { get; init; }
+    public int Bins { get; init; }
+    /// <summary>Response parameter number (index into <see cref="TangentStructure.Params"/>).</summary>
+    public int Which { get; init; }
+    public ResponseMethod Method { get; init; }
+    /// <summary>DK schedule: constant per-step α, or α_n = min(1, Rate·Δt) with the harmonic start.</summary>
+    public bool ConstantAlpha { get; init; }
+    public double Alpha { get; init; }
+    public double Rate { get; init; } = 10;
+    public DkMode Mode { get; init; }
+    /// <summary>Finite differences: indices into the variant models (γ + h, γ − h) and h.</summary>
+    public int VariantPlus { get; init; }
+    public int VariantMinus { get; init; }
+    public double H { get; init; }
+    /// <summary>&gt; 0: stationary (ergodic) estimator over [Burnin, T] with this window (time units).</summary>
+    public double StationaryWindow { get; init; }
+    public double Burnin { get; init; }
+    /// <summary>≥ 0: instead of a response, estimate E[φ(x_N) ν_N[k]] (the score moment of the Stein identity).</summary>
+    public int ScoreComponent { get; init; } = -1;
+}
+
+/// <summary>
+/// The response engine: simulates the chain and, path by path, the forward quantities of every
+/// requested estimator (DK covector and parameter scores, pathwise tangents, finite-difference
+/// twins sharing the noise), accumulating exactly as the plain engine does.
+/// </summary>
+public static class ResponseEngine
+{
+    public static Estimate[] Run<TModel>(in TModel model, TModel[] variants, TangentStructure st, RunSettings s, ResponsePlan[] plans)
+        where TModel : struct, ISdeTangentModel
+    {
+        long steps = s.Steps;
+        if (s.Paths < 1 || steps < 1) throw new ArgumentException("a response run needs at least one path and one step");
+        int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
+        var setup = new Setup(model, st, s, plans);
+        long need = setup.BytesPerWorker() * threads;
+        long avail = Memory.Available();
+        if (need > avail)
+            throw new RunTooLargeException($"this response run needs about {need / (1 << 20)} MiB of working memory ({threads} worker(s)), more than the {avail / (1 << 20)} MiB available; use mode = iterative or first_order, or fewer threads");
+
+        long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 1, 64);
+        long blocks = (s.Paths + blockSize - 1) / blockSize;
+        threads = (int)Math.Max(1, Math.Min(threads, blocks));
+        long next = -1, done = 0, failStep = long.MaxValue, failed = 0;
+        var workers = new Worker<TModel>[threads];
+        Exception? error = null;
+        var lastReport = System.Diagnostics.Stopwatch.StartNew();
+        TModel m0 = model;
+
+        void Work(int id)
+        {
+            try
+            {
+                var wk = workers[id] = new Worker<TModel>(m0, variants, setup);
+                while (true)
+                {
+                    long b = Interlocked.Increment(ref next);
+                    if (b >= blocks || Volatile.Read(ref failed) > 0 || s.Cancel.IsCancellationRequested) break;
+                    long p0 = b * blockSize, p1 = Math.Min(p0 + blockSize, s.Paths);
+                    for (long p = p0; p < p1; p++)
+                    {
+                        long f = wk.RunPath((ulong)(s.FirstPath + p));
+                        if (f >= 0)
+                        {
+                            Interlocked.Increment(ref failed);
+                            long cur;
+                            while ((cur = Volatile.Read(ref failStep)) > f && Interlocked.CompareExchange(ref failStep, f, cur) != cur) { }
+                        }
+                    }
+                    long d = Interlocked.Add(ref done, p1 - p0);
+                    if (s.Progress != null && lastReport.ElapsedMilliseconds > 100)
+                    {
+                        lock (lastReport) { if (lastReport.ElapsedMilliseconds > 100) { lastReport.Restart(); s.Progress((double)d / s.Paths); } }
+                    }
+                }
+            }
+            catch (Exception e) { Interlocked.CompareExchange(ref error, e, null); Interlocked.Increment(ref failed); }
+        }
+
+        if (threads == 1) Work(0);
+        else
+        {
+            var ts = new Thread[threads];
+            for (int i = 0; i < threads; i++) { int id = i; ts[i] = new Thread(() => Work(id), 16 << 20); ts[i].Start(); }
+            foreach (var t in ts) t.Join();
+        }
+        if (error != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(error).Throw();
+        s.Cancel.ThrowIfCancellationRequested();
+        if (failed > 0) throw new SimulationFailedException(failStep, failStep * s.Dt, failed);
+        var total = new Sums(plans);
+        long paths = 0;
+        foreach (var w in workers) { total.Merge(w.Sums); paths += w.Paths; }
+        return total.ToEstimates(plans, paths);
+    }
+
+    /// <summary>Exact per-plan sums of the per-path samples and their squares (per bin for densities).</summary>
+    internal sealed class Sums
+    {
+        public readonly ExactSum[][] S, S2;
+        public readonly long[] Below, Above;
+        public Sums(ResponsePlan[] plans)
+        {
+            S = new ExactSum[plans.Length][]; S2 = new ExactSum[plans.Length][];
+            Below = new long[plans.Length]; Above = new long[plans.Length];
+            for (int i = 0; i < plans.Length; i++)
+            {
+                int n = plans[i].Kind == EstimateKind.Density ? plans[i].Bins : 1;
+                S[i] = new ExactSum[n]; S2[i] = new ExactSum[n];
+                for (int b = 0; b < n; b++) { S[i][b] = new ExactSum(); S2[i][b] = new ExactSum(); }
+            }
+        }
+        public void Merge(Sums o)
+        {
+            for (int i = 0; i < S.Length; i++)
+            {
+                for (int b = 0; b < S[i].Length; b++) { S[i][b].Add(o.S[i][b]); S2[i][b].Add(o.S2[i][b]); }
+                Below[i] += o.Below[i]; Above[i] += o.Above[i];
+            }
+        }
+        public Estimate[] ToEstimates(ResponsePlan[] plans, long paths)
+        {
+            var r = new Estimate[plans.Length];
+            double n = paths;
+            for (int i = 0; i < plans.Length; i++)
+            {
+                var p = plans[i];
+                (double mean, double se) At(int b)
+                {
+                    double m = S[i][b].Round() / n;
+                    double v = Math.Max(0, S2[i][b].Round() / n - m * m) * n / Math.Max(1, n - 1);
+                    return (m, Math.Sqrt(v / n));
+                }
+                if (p.Kind == EstimateKind.Mean)
+                {
+                    var (m, se) = At(0);
+                    r[i] = new Estimate { Value = m, StdErr = se, Count = paths };
+                }
+                else
+                {
+                    var vals = new double[p.Bins]; var ses = new double[p.Bins]; var grid = new double[p.Bins];
+                    double width = (p.Hi - p.Lo) / p.Bins;
+                    for (int b = 0; b < p.Bins; b++) { (vals[b], ses[b]) = At(b); grid[b] = p.Lo + (b + 0.5) * width; }
+                    r[i] = new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = Below[i], Above = Above[i], Count = paths };
+                }
+            }
+            return r;
+        }
+    }
+
+    /// <summary>A DK chain configuration: schedule and mode. Queries sharing one share ν and ℓ.</summary>
+    internal sealed class DkGroup
+    {
+        public bool ConstantAlpha; public double Alpha, Rate; public DkMode Mode;
+        public int[] Whiches = Array.Empty<int>();
+        public bool Same(ResponsePlan p) => p.ConstantAlpha == ConstantAlpha && p.Mode == Mode
+            && (ConstantAlpha ? p.Alpha == Alpha : p.Rate == Rate);
+    }
+
+    /// <summary>Everything fixed for the run: sizes, patterns, groups, which quantities are needed.</summary>
+    internal sealed class Setup
+    {
+        public readonly TangentStructure St;
+        public readonly RunSettings S;
+        public readonly ResponsePlan[] Plans;
+        public readonly int D, M, NObs, NParams;
+        public readonly long Steps;
+        public readonly double Dt, SqDt;
+        public readonly DkGroup[] Groups;
+        public readonly int[] PlanGroup;        // DK group of each plan (-1 otherwise)
+        public readonly int[] PathwiseWhich;    // whiches needing a tangent
+        public readonly int[] Variants;         // variant models in use
+        public readonly bool NeedJ, NeedDk, NeedHessian, Multiplicative, DiagonalNoise;
+        public readonly bool[] NeedChi;         // per which
+        public readonly bool AnyExact, AnyIterative, AnyFirstOrder;
+        // selected entries (j, i) of J⁻¹ needed: Hessian pairs and Dχ pairs
+        public readonly int[] SelJ, SelI;
+        public readonly int[] HSel;             // per Hessian entry: its pair
+        public readonly int[][] DChiSel;        // per which, per Dχ entry: its pair
+        public readonly int[] SelColumns;       // distinct i
+        public readonly int[] SelE;             // per pair: index of E_ji in the J pattern, or -1
+        public readonly int[][] SelE2A, SelE2B; // per pair: index pairs with E_jr E_ri (first order, multiplicative)
+        public readonly int[] DiagIndex;        // per row: index of J_ii in the pattern (or -1)
+        public readonly int[] NoiseLaneOfRow;   // diagonal noise: the lane of each row
+        public readonly int[] NoiseIndexOfRow;  // diagonal noise: the entry of each row
+        public readonly long[] WindowSteps;     // per plan: stationary window in steps (0 if none)
+        public readonly long[] From, To;        // per plan: sampling steps (inclusive)
+        public readonly bool[] DetInitMask;     // components whose init is not normal
+        public readonly int[][] SelByColumn;    // per entry of SelColumns: its pairs
+        public readonly int[][] ObsGradEntries; // per observable: entries of the gradient pattern
+        public readonly bool SampleAtZero;
+
+        public Setup(ISdeTangentModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans)
+        {
+            St = st; S = s; Plans = plans;
+            D = model.Dim; M = model.NoiseDim; NObs = model.ObservableCount; NParams = st.Params.Length;
+            Steps = s.Steps; Dt = s.Dt; SqDt = Math.Sqrt(s.Dt);
+            var groups = new List<DkGroup>();
+            PlanGroup = new int[plans.Length];
+            NeedChi = new bool[NParams];
+            var pw = new SortedSet<int>(); var vs = new SortedSet<int>();
+            WindowSteps = new long[plans.Length]; From = new long[plans.Length]; To = new long[plans.Length];
+            for (int i = 0; i < plans.Length; i++)
+            {
+                var p = plans[i];
+                PlanGroup[i] = -1;
+                if (p.Method == ResponseMethod.DivergenceKernel)
+                {
+                    int g = groups.FindIndex(x => x.Same(p));
+                    if (g < 0) { groups.Add(new DkGroup { ConstantAlpha = p.ConstantAlpha, Alpha = p.Alpha, Rate = p.Rate, Mode = p.Mode }); g = groups.Count - 1; }
+                    PlanGroup[i] = g;
+                    if (p.ScoreComponent < 0)
+                    {
+                        if (Array.IndexOf(groups[g].Whiches, p.Which) < 0) groups[g].Whiches = groups[g].Whiches.Append(p.Which).ToArray();
+                        NeedChi[p.Which] = true;
+                    }
+                }
+                else if (p.Method == ResponseMethod.Pathwise) { pw.Add(p.Which); NeedChi[p.Which] = true; }
+                else { vs.Add(p.VariantPlus); vs.Add(p.VariantMinus); }
+                if (p.StationaryWindow > 0)
+                {
+                    WindowSteps[i] = Math.Max(1, (long)Math.Round(p.StationaryWindow / s.Dt));
+                    From[i] = (long)Math.Ceiling(p.Burnin / s.Dt - 1e-9); To[i] = Steps;
+                }
+                else if (p.TimeAverage)
+                {
+                    From[i] = (long)Math.Ceiling(p.T0 / s.Dt - 1e-9); To[i] = Math.Min(Steps, (long)Math.Floor(p.T1 / s.Dt + 1e-9));
+                }
+                else { From[i] = Steps; To[i] = Steps; }
+            }
+            Groups = groups.ToArray();
+            PathwiseWhich = pw.ToArray(); Variants = vs.ToArray();
+            NeedDk = Groups.Length > 0;
+            NeedJ = NeedDk || PathwiseWhich.Length > 0;
+            NeedHessian = NeedDk && st.HRow.Length > 0;
+            Multiplicative = !st.AdditiveNoise;
+            AnyExact = Groups.Any(g => g.Mode == DkMode.Exact);
+            AnyIterative = Groups.Any(g => g.Mode == DkMode.Iterative);
+            AnyFirstOrder = Groups.Any(g => g.Mode == DkMode.FirstOrder);
+
+            DetInitMask = new bool[D];
+            for (int k = 0; k < D; k++) DetInitMask[k] = !st.NormalInit[k];
+            ObsGradEntries = new int[NObs][];
+            for (int q = 0; q < NObs; q++)
+                ObsGradEntries[q] = Enumerable.Range(0, st.ObsGradObs.Length).Where(e => st.ObsGradObs[e] == q).ToArray();
+            SampleAtZero = From.Any(f => f == 0);
+            DiagIndex = Enumerable.Repeat(-1, D).ToArray();
+            var jIndex = new Dictionary<(int, int), int>();
+            for (int e = 0; e < st.JRow.Length; e++) { jIndex[(st.JRow[e], st.JCol[e])] = e; if (st.JRow[e] == st.JCol[e]) DiagIndex[st.JRow[e]] = e; }
+
+            // diagonal noise: each row one entry, distinct lanes, m = d
+            var rowCount = new int[D]; var laneSeen = new bool[Math.Max(1, M)];
+            NoiseLaneOfRow = new int[D]; NoiseIndexOfRow = new int[D];
+            bool diag = M == D && st.GRow.Length == D;
+            for (int e = 0; e < st.GRow.Length && diag; e++)
+            {
+                int r = st.GRow[e], l = st.GLane[e];
+                if (rowCount[r]++ > 0 || laneSeen[l]) diag = false;
+                else { laneSeen[l] = true; NoiseLaneOfRow[r] = l; NoiseIndexOfRow[r] = e; }
+            }
+            DiagonalNoise = diag;
+
+            // selected entries of J⁻¹
+            var pairs = new Dictionary<(int, int), int>();
+            var sj = new List<int>(); var si = new List<int>();
+            int Pair(int j, int i)
+            {
+                if (!pairs.TryGetValue((j, i), out int q)) { q = pairs.Count; pairs[(j, i)] = q; sj.Add(j); si.Add(i); }
+                return q;
+            }
+            HSel = new int[st.HRow.Length];
+            for (int h = 0; h < HSel.Length; h++) HSel[h] = Pair(st.HCol[h], st.HRow[h]);
+            DChiSel = new int[NParams][];
+            for (int w = 0; w < NParams; w++)
+            {
+                DChiSel[w] = new int[st.DChiRow[w].Length];
+                for (int e = 0; e < DChiSel[w].Length; e++) DChiSel[w][e] = Pair(st.DChiCol[w][e], st.DChiRow[w][e]);
+            }
+            SelJ = sj.ToArray(); SelI = si.ToArray();
+            SelColumns = si.Distinct().OrderBy(i => i).ToArray();
+            SelByColumn = SelColumns.Select(c => Enumerable.Range(0, SelI.Length).Where(q => SelI[q] == c).ToArray()).ToArray();
+            SelE = new int[SelJ.Length]; SelE2A = new int[SelJ.Length][]; SelE2B = new int[SelJ.Length][];
+            var rows = new List<int>[D];
+            for (int r = 0; r < D; r++) rows[r] = new List<int>();
+            for (int e = 0; e < st.JRow.Length; e++) rows[st.JRow[e]].Add(e);
+            for (int q = 0; q < SelJ.Length; q++)
+            {
+                int j = SelJ[q], i = SelI[q];
+                SelE[q] = jIndex.TryGetValue((j, i), out int e0) ? e0 : -1;
+                var a = new List<int>(); var b = new List<int>();
+                foreach (int e1 in rows[j])
+                {
+                    int r = st.JCol[e1];
+                    if (jIndex.TryGetValue((r, i), out int e2)) { a.Add(e1); b.Add(e2); }
+                }
+                SelE2A[q] = a.ToArray(); SelE2B[q] = b.ToArray();
+            }
+        }
+
+        public long BytesPerWorker()
+        {
+            long d = D, m = Math.Max(1, M);
+            long dense = (AnyExact || AnyIterative) ? 3 * d * d : 0;
+            long noise = DiagonalNoise ? 0 : 2 * (d * m + d * d + m * m);
+            long perPlan = Plans.Sum(p => (long)(p.Kind == EstimateKind.Density ? p.Bins : 1) * 3 + (p.StationaryWindow > 0 ? (long)Math.Round(p.StationaryWindow / Dt) + 2 : 0));
+            return 8 * (dense + noise + perPlan + 16 * d + (long)NParams * 4 * d + St.HRow.Length + St.JRow.Length * 2) + (1 << 16);
+        }
+    }
+}

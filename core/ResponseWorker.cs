@@ -1,0 +1,650 @@
+using System.Runtime.CompilerServices;
+
+namespace Sde.Core;
+
+/// <summary>
+/// One worker thread of the response engine: its buffers (allocated once), the forward recursion of
+/// every estimator for one path at a time, and its share of the exact sums.
+/// </summary>
+internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentModel
+{
+    readonly ResponseEngine.Setup U;
+    TModel _m;
+    readonly TModel[] _variants;
+    public readonly ResponseEngine.Sums Sums;
+    public long Paths;
+
+    // chain and noise
+    readonly double[] x, y, w, zn, zu, obs, ell0, v0;
+    readonly double[][] xv, yv, obsV;
+    // derivative values
+    readonly double[] jv, ev, hv, sv, gradV;
+    readonly double[][] chi, dchi, dg;
+    readonly double[] chiTot;
+    // dense linear algebra (exact mode and fallbacks)
+    readonly double[] jd, jinv, col, tmp, tmp2;
+    readonly int[] piv;
+    // noise: σ⁺ᵀw, and the general case σ⁺ (m×d), Π (d×d)
+    readonly double[] spw, sig, amat, sp, pi, svPrev;
+    bool piIsI, noiseReady;
+    // per DK group
+    readonly double[][] nu, nuNew, gld, sel, selPi;
+    readonly double[][] ell;   // [group][which]
+    // pathwise tangents per which
+    readonly double[][] v;
+    // per plan, per path
+    readonly double[][] acc;
+    readonly long[] cnt;
+    readonly double[][] ring;
+
+    public Worker(TModel model, TModel[] variants, ResponseEngine.Setup setup)
+    {
+        U = setup; _m = model; _variants = variants;
+        int d = U.D, m = Math.Max(1, U.M), np = U.NParams;
+        var st = U.St;
+        Sums = new ResponseEngine.Sums(U.Plans);
+        x = new double[d]; y = new double[d]; w = new double[m]; zn = new double[d]; zu = new double[d];
+        obs = new double[Math.Max(1, U.NObs)]; ell0 = new double[Math.Max(1, np)]; v0 = new double[Math.Max(1, np * d)];
+        xv = new double[variants.Length][]; yv = new double[variants.Length][]; obsV = new double[variants.Length][];
+        foreach (int k in U.Variants) { xv[k] = new double[d]; yv[k] = new double[d]; obsV[k] = new double[Math.Max(1, U.NObs)]; }
+        jv = new double[Math.Max(1, st.JRow.Length)]; ev = new double[jv.Length];
+        hv = new double[Math.Max(1, st.HRow.Length)]; sv = new double[Math.Max(1, st.GRow.Length)];
+        svPrev = new double[sv.Length];
+        gradV = new double[Math.Max(1, st.ObsGradObs.Length)];
+        chi = new double[np][]; dchi = new double[np][]; dg = new double[np][];
+        for (int k = 0; k < np; k++) { chi[k] = new double[d]; dchi[k] = new double[Math.Max(1, st.DChiRow[k].Length)]; dg[k] = new double[Math.Max(1, st.DgRow[k].Length)]; }
+        chiTot = new double[d];
+        bool dense = U.AnyExact || U.AnyIterative;
+        jd = dense ? new double[d * d] : Array.Empty<double>();
+        jinv = dense ? new double[d * d] : Array.Empty<double>();
+        piv = new int[d]; col = new double[d]; tmp = new double[d]; tmp2 = new double[d];
+        spw = new double[d];
+        bool general = !U.DiagonalNoise && U.NeedDk;
+        sig = general ? new double[d * m] : Array.Empty<double>();
+        amat = general ? new double[Math.Max(d, m) * Math.Max(d, m)] : Array.Empty<double>();
+        sp = general ? new double[m * d] : Array.Empty<double>();
+        pi = general ? new double[d * d] : Array.Empty<double>();
+        int ng = U.Groups.Length;
+        nu = new double[ng][]; nuNew = new double[ng][]; gld = new double[ng][]; sel = new double[ng][]; selPi = new double[ng][]; ell = new double[ng][];
+        for (int g = 0; g < ng; g++)
+        {
+            nu[g] = new double[d]; nuNew[g] = new double[d]; gld[g] = new double[d];
+            sel[g] = new double[Math.Max(1, U.SelJ.Length)]; selPi[g] = new double[Math.Max(1, U.SelJ.Length)]; ell[g] = new double[Math.Max(1, np)];
+        }
+        v = new double[np][];
+        foreach (int k in U.PathwiseWhich) v[k] = new double[d];
+        acc = new double[U.Plans.Length][]; cnt = new long[U.Plans.Length]; ring = new double[U.Plans.Length][];
+        for (int i = 0; i < U.Plans.Length; i++)
+        {
+            var p = U.Plans[i];
+            acc[i] = new double[p.Kind == EstimateKind.Density ? p.Bins : 1];
+            if (U.WindowSteps[i] > 0) ring[i] = new double[U.WindowSteps[i] + 1];
+        }
+    }
+
+    static PtrVec V(double* p) => new PtrVec(p);
+
+    /// <summary>Simulates one path with every estimator; returns the step at which it blew up, or −1.</summary>
+    public long RunPath(ulong gp)
+    {
+        int d = U.D, M = U.M;
+        ulong seed = U.S.Seed;
+        double dt = U.Dt, sq = U.SqDt;
+        long N = U.Steps;
+        fixed (double* px = x, py = y, pw = w, pzn = zn, pzu = zu, pobs = obs, pell0 = ell0, pv0 = v0, pjv = jv, phv = hv, psv = sv, pgrad = gradV)
+        {
+            Normals.Fill(seed, gp, 0, Philox.TagInitNormal, pzn, d);
+            Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, pzu, d);
+            _m.Init(V(px), V(pzn), V(pzu));
+            foreach (int k in U.Variants)
+                fixed (double* q = xv[k]) _variants[k].Init(V(q), V(pzn), V(pzu));
+            if (U.NeedJ || U.NeedDk) _m.InitParamScore(V(px), V(pzn), V(pzu), V(pell0), V(pv0));
+            for (int g = 0; g < U.Groups.Length; g++)
+            {
+                if (U.St.InitHasScore) fixed (double* q = nu[g]) _m.InitScore(V(px), V(q));
+                else Array.Clear(nu[g]);
+                for (int k = 0; k < U.NParams; k++) ell[g][k] = ell0[k];
+            }
+            foreach (int k in U.PathwiseWhich) Array.Copy(v0, k * d, v[k], 0, d);
+            for (int i = 0; i < acc.Length; i++) { Array.Clear(acc[i]); cnt[i] = 0; }
+            noiseReady = false;
+
+            Sample(0, 0.0, px, pobs, pgrad);
+            double* a = px, b = py;
+            for (long n = 0; n < N; n++)
+            {
+                double t = n * dt;
+                if (M > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, pw, M);
+                if (U.NeedJ)
+                {
+                    _m.Jacobian(V(a), V(pw), t, dt, sq, V(pjv));
+                    Array.Copy(jv, ev, jv.Length);
+                    for (int i = 0; i < d; i++) if (U.DiagIndex[i] >= 0) ev[U.DiagIndex[i]] -= 1.0;
+                }
+                if (U.NeedDk)
+                {
+                    if (U.NeedHessian) _m.Hessian(V(a), V(pw), t, dt, sq, V(phv));
+                    if (M > 0) { _m.Sigma(V(a), t, V(psv)); PrepareNoise(pw); }
+                }
+                for (int k = 0; k < U.NParams; k++)
+                    if (U.NeedChi[k])
+                        fixed (double* c = chi[k], dc = dchi[k], dgk = dg[k])
+                            _m.ParamTangent(k, V(a), V(pw), t, dt, sq, V(c), V(dc), V(dgk));
+                for (int g = 0; g < U.Groups.Length; g++) DkStep(g, n, pw);
+                foreach (int k in U.PathwiseWhich)
+                {
+                    // v ← J v + χ
+                    var vk = v[k];
+                    Array.Clear(tmp);
+                    for (int e = 0; e < jv.Length && e < U.St.JRow.Length; e++) tmp[U.St.JRow[e]] += jv[e] * vk[U.St.JCol[e]];
+                    for (int i = 0; i < d; i++) vk[i] = tmp[i] + chi[k][i];
+                }
+                _m.Step(V(a), V(b), V(pw), t, dt, sq);
+                foreach (int k in U.Variants)
+                    fixed (double* xa = xv[k], xb = yv[k])
+                    {
+                        _variants[k].Step(V(xa), V(xb), V(pw), t, dt, sq);
+                        (xv[k], yv[k]) = (yv[k], xv[k]);
+                    }
+                double s = 0;
+                for (int i = 0; i < d; i++) s += b[i] * 0.0;
+                if (s != 0.0 || double.IsNaN(s)) return n + 1;
+                double* tswap = a; a = b; b = tswap;
+                Sample(n + 1, (n + 1) * dt, a, pobs, pgrad);
+            }
+            Commit();
+        }
+        return -1;
+    }
+
+    /// <summary>Records every plan that samples at step n (x = x_n).</summary>
+    void Sample(long n, double t, double* px, double* pobs, double* pgrad)
+    {
+        var plans = U.Plans;
+        bool observed = false, grad = false;
+        // ring buffers of the DK weights, every step (stationary windows)
+        for (int i = 0; i < plans.Length; i++)
+            if (ring[i] != null)
+            {
+                var r = ring[i];
+                r[n % r.Length] = plans[i].Method == ResponseMethod.DivergenceKernel ? ell[U.PlanGroup[i]][plans[i].Which] : 0.0;
+            }
+        for (int i = 0; i < plans.Length; i++)
+        {
+            if (n < U.From[i] || n > U.To[i]) continue;
+            var p = plans[i];
+            cnt[i]++;
+            switch (p.Method)
+            {
+                case ResponseMethod.DivergenceKernel:
+                    {
+                        if (!observed) { _m.Observe(V(px), t, V(pobs)); observed = true; }
+                        int g = U.PlanGroup[i];
+                        double omega;
+                        if (p.ScoreComponent >= 0) omega = nu[g][p.ScoreComponent];
+                        else
+                        {
+                            omega = ell[g][p.Which];
+                            if (ring[i] != null)
+                            {
+                                long back = n - U.WindowSteps[i];
+                                omega -= ring[i][(back < 0 ? 0 : back) % ring[i].Length];
+                            }
+                        }
+                        Add(i, pobs[p.Observable], omega);
+                        break;
+                    }
+                case ResponseMethod.Pathwise:
+                    {
+                        if (!grad) { _m.ObservableGradient(V(px), t, V(pgrad)); grad = true; }
+                        double sgv = 0;
+                        var vk = v[p.Which];
+                        foreach (int e in U.ObsGradEntries[p.Observable]) sgv += pgrad[e] * vk[U.St.ObsGradState[e]];
+                        acc[i][0] += sgv;
+                        break;
+                    }
+                default:
+                    {
+                        double fp = ObserveVariant(p.VariantPlus, t, p.Observable);
+                        double fm = ObserveVariant(p.VariantMinus, t, p.Observable);
+                        double inv = 1.0 / (2 * p.H);
+                        if (p.Kind == EstimateKind.Mean) acc[i][0] += (fp - fm) * inv;
+                        else { Add(i, fp, inv); Add(i, fm, -inv); }
+                        break;
+                    }
+            }
+        }
+    }
+
+    double ObserveVariant(int k, double t, int q)
+    {
+        fixed (double* xa = xv[k], o = obsV[k]) _variants[k].Observe(V(xa), t, V(o));
+        return obsV[k][q];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void Add(int i, double phi, double weight)
+    {
+        var p = U.Plans[i];
+        if (p.Kind == EstimateKind.Mean) { acc[i][0] += phi * weight; return; }
+        if (!(phi >= p.Lo)) { if (weight >= 0) Sums.Below[i]++; return; }
+        if (!(phi < p.Hi)) { if (weight >= 0) Sums.Above[i]++; return; }
+        int bin = (int)((phi - p.Lo) / (p.Hi - p.Lo) * p.Bins);
+        if (bin >= p.Bins) bin = p.Bins - 1;
+        acc[i][bin] += weight;
+    }
+
+    void Commit()
+    {
+        for (int i = 0; i < acc.Length; i++)
+        {
+            var p = U.Plans[i];
+            double scale = 1.0 / Math.Max(1, cnt[i]);
+            if (p.Kind == EstimateKind.Density) scale /= (p.Hi - p.Lo) / p.Bins;
+            for (int b = 0; b < acc[i].Length; b++)
+            {
+                double s = acc[i][b] * scale;
+                Sums.S[i][b].Add(s);
+                Sums.S2[i][b].Add(s * s);
+            }
+        }
+        Paths++;
+    }
+
+    // ---------------------------------------------------------------- noise: σ⁺ᵀw, Π, tr(σ⁺ ∂σ)
+
+    void PrepareNoise(double* pw)
+    {
+        int d = U.D, m = U.M;
+        double sq = U.SqDt;
+        if (U.DiagonalNoise)
+        {
+            piIsI = true;
+            for (int i = 0; i < d; i++) spw[i] = pw[U.NoiseLaneOfRow[i]] / (sv[U.NoiseIndexOfRow[i]] * sq);
+            return;
+        }
+        bool same = noiseReady && U.St.AdditiveNoise && sv.AsSpan().SequenceEqual(svPrev);
+        if (!same)
+        {
+            Array.Copy(sv, svPrev, sv.Length);
+            Array.Clear(sig);
+            for (int e = 0; e < U.St.GRow.Length; e++) sig[U.St.GRow[e] * m + U.St.GLane[e]] += sv[e] * sq;
+            // full row rank: σ⁺ = σᵀ (σσᵀ)⁻¹, Π = I
+            for (int i = 0; i < d; i++)
+                for (int j = 0; j < d; j++)
+                {
+                    double s = 0;
+                    for (int l = 0; l < m; l++) s += sig[i * m + l] * sig[j * m + l];
+                    amat[i * d + j] = s;
+                }
+            if (Dense.Cholesky(amat, d))
+            {
+                piIsI = true;
+                // sp[l, i] = Σ_r σ[r, l] A⁻¹[r, i]: solve A z = σ[:, l] for each lane l (A symmetric)
+                for (int l = 0; l < m; l++)
+                {
+                    for (int r = 0; r < d; r++) col[r] = sig[r * m + l];
+                    Dense.CholeskySolve(amat, d, col);
+                    for (int i = 0; i < d; i++) sp[l * d + i] = col[i];
+                }
+            }
+            else
+            {
+                // full column rank: σ⁺ = (σᵀσ)⁻¹ σᵀ, Π = σ σ⁺
+                for (int a = 0; a < m; a++)
+                    for (int c = 0; c < m; c++)
+                    {
+                        double s = 0;
+                        for (int r = 0; r < d; r++) s += sig[r * m + a] * sig[r * m + c];
+                        amat[a * m + c] = s;
+                    }
+                if (!Dense.Cholesky(amat, m))
+                    throw new InvalidOperationException("the diffusion matrix is rank-deficient both ways (σσᵀ and σᵀσ singular): the kernel part of the divergence-kernel method is not defined; use alpha = 0");
+                piIsI = false;
+                var cm = new Span<double>(tmp2, 0, Math.Min(tmp2.Length, m));
+                for (int i = 0; i < d; i++)
+                {
+                    // column i of σᵀ, solved
+                    var z = m <= d ? cm : new double[m];
+                    for (int a = 0; a < m; a++) z[a] = sig[i * m + a];
+                    Dense.CholeskySolve(amat, m, z);
+                    for (int a = 0; a < m; a++) sp[a * d + i] = z[a];
+                }
+                for (int i = 0; i < d; i++)
+                    for (int j = 0; j < d; j++)
+                    {
+                        double s = 0;
+                        for (int a = 0; a < m; a++) s += sig[i * m + a] * sp[a * d + j];
+                        pi[i * d + j] = s;
+                    }
+            }
+            noiseReady = true;
+        }
+        for (int i = 0; i < d; i++)
+        {
+            double s = 0;
+            for (int l = 0; l < m; l++) s += sp[l * d + i] * pw[l];
+            spw[i] = s;
+        }
+    }
+
+    /// <summary>tr(σ⁺ ∂_γσ) for response parameter k (∂_γσ = √Δt ∂_γ g).</summary>
+    double TraceSigmaPlusDSigma(int k)
+    {
+        var rows = U.St.DgRow[k]; var lanes = U.St.DgLane[k];
+        double s = 0;
+        if (U.DiagonalNoise)
+        {
+            for (int e = 0; e < rows.Length; e++)
+                if (U.NoiseLaneOfRow[rows[e]] == lanes[e]) s += dg[k][e] / sv[U.NoiseIndexOfRow[rows[e]]];
+            return s;
+        }
+        for (int e = 0; e < rows.Length; e++) s += sp[lanes[e] * U.D + rows[e]] * dg[k][e] * U.SqDt;
+        return s;
+    }
+
+    // ---------------------------------------------------------------- the DK recursion
+
+    void DkStep(int g, long n, double* pw)
+    {
+        var grp = U.Groups[g];
+        int d = U.D;
+        double alpha;
+        double dt = U.Dt;
+        if (grp.ConstantAlpha) alpha = (n == 0 && !U.St.InitHasScore) ? 1.0 : grp.Alpha;
+        else
+        {
+            double a = Math.Min(1.0, grp.Rate * dt);
+            alpha = U.St.InitHasScore ? a : Math.Max(1.0 / (n + 1), a);
+        }
+        if (U.M == 0) alpha = 0; // an ODE: no kernel to inject
+        var mode = grp.Mode;
+        if (mode == DkMode.Exact) DenseInverse();
+        else if (mode == DkMode.Iterative && !SelectedIterative(g)) { mode = DkMode.Exact; DenseInverse(); }
+        var sl = sel[g];
+        if (mode == DkMode.Exact) for (int q = 0; q < U.SelJ.Length; q++) sl[q] = jinv[U.SelJ[q] * d + U.SelI[q]];
+        else if (mode == DkMode.FirstOrder) SelectedFirstOrder(sl);
+
+        // c = ν − ∇ log|det J|
+        var gl = gld[g];
+        Array.Clear(gl);
+        var st = U.St;
+        for (int h = 0; h < st.HRow.Length; h++) gl[st.HK[h]] += sl[U.HSel[h]] * hv[h];
+        var c = tmp;
+        var nuG = nu[g];
+        for (int i = 0; i < d; i++) c[i] = nuG[i] - gl[i];
+        // u = J⁻ᵀ c
+        var u = nuNew[g];
+        if (!SolveT(mode, c, u)) { DenseInverse(); mode = DkMode.Exact; SolveT(mode, c, u); }
+
+        // ℓ increments (use u before ν is overwritten)
+        foreach (int k in grp.Whiches)
+        {
+            var ch = chi[k];
+            if (n == 0 && !U.St.InitHasScore)
+            {
+                // a point (or uniform) init that moves with γ: the first step's perturbation is χ + J ∂_γx₀
+                bool any = false;
+                for (int i = 0; i < d; i++) if (U.DetInitMask[i] && v0[k * d + i] != 0) { any = true; break; }
+                if (any)
+                {
+                    if (!piIsI) throw new InvalidOperationException("a deterministic init that depends on the parameter needs full-rank noise (use a normal init)");
+                    Array.Copy(ch, chiTot, d);
+                    for (int e = 0; e < st.JRow.Length; e++)
+                        if (U.DetInitMask[st.JCol[e]]) chiTot[st.JRow[e]] += jv[e] * v0[k * d + st.JCol[e]];
+                    ch = chiTot;
+                }
+            }
+            double term1, term2, trJD = 0;
+            var ds = U.DChiSel[k];
+            for (int e = 0; e < ds.Length; e++) trJD += sl[ds[e]] * dchi[k][e];
+            if (piIsI)
+            {
+                double uc = 0;
+                for (int i = 0; i < d; i++) uc += u[i] * ch[i];
+                term1 = (1 - alpha) * uc;
+                term2 = (1 - alpha) * trJD;
+            }
+            else
+            {
+                double uc = 0;
+                for (int i = 0; i < d; i++)
+                {
+                    double pc = 0;
+                    for (int j = 0; j < d; j++) pc += pi[i * d + j] * ch[j];
+                    uc += u[i] * (ch[i] - alpha * pc);
+                }
+                term1 = uc;
+                term2 = trJD - alpha * TraceJinvPiDchi(mode, k);
+            }
+            double term3 = 0;
+            if (alpha != 0)
+            {
+                double wsc = 0;
+                for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
+                term3 = alpha * (wsc - TraceSigmaPlusDSigma(k));
+            }
+            ell[g][k] += -term1 - term2 + term3;
+        }
+
+        // ν ← (I − αΠ)ᵀ u − α σ⁺ᵀ w
+        if (piIsI) for (int i = 0; i < d; i++) nuG[i] = (1 - alpha) * u[i] - alpha * spw[i];
+        else
+        {
+            for (int i = 0; i < d; i++)
+            {
+                double pu = 0;
+                for (int j = 0; j < d; j++) pu += pi[j * d + i] * u[j];
+                nuG[i] = u[i] - alpha * pu - alpha * spw[i];
+            }
+        }
+    }
+
+    /// <summary>tr(J⁻¹ Π Dχ) = Σ_e (J⁻¹Π)_{j i} Dχ_e, columns of J⁻¹Π by solves (degenerate noise only).</summary>
+    double TraceJinvPiDchi(DkMode mode, int k)
+    {
+        int d = U.D;
+        var rows = U.St.DChiRow[k]; var cols = U.St.DChiCol[k];
+        double s = 0;
+        for (int e = 0; e < rows.Length; e++)
+        {
+            int i = rows[e], j = cols[e];
+            for (int r = 0; r < d; r++) col[r] = pi[r * d + i];
+            var z = tmp2;
+            Solve(mode, col, z);
+            s += z[j] * dchi[k][e];
+        }
+        return s;
+    }
+
+    void DenseInverse()
+    {
+        int d = U.D;
+        Array.Clear(jd);
+        for (int e = 0; e < U.St.JRow.Length; e++) jd[U.St.JRow[e] * d + U.St.JCol[e]] += jv[e];
+        if (!Dense.Lu(jd, piv, d)) throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
+        Dense.Inverse(jd, piv, d, jinv, col);
+    }
+
+    const int MaxIter = 200;
+    const double Tol = 1e-12;
+
+    /// <summary>Selected entries of J⁻¹ by Neumann series on columns: z ← e_i − E z.</summary>
+    bool SelectedIterative(int g)
+    {
+        var sl = sel[g];
+        for (int c = 0; c < U.SelColumns.Length; c++)
+        {
+            int i = U.SelColumns[c];
+            Array.Clear(col); col[i] = 1;
+            if (!Neumann(col, tmp2, transpose: false)) return false;
+            foreach (int q in U.SelByColumn[c]) sl[q] = tmp2[U.SelJ[q]];
+        }
+        return true;
+    }
+
+    /// <summary>J⁻¹ ≈ I − E (+ E² under multiplicative noise, the Itô terms), at the selected entries.</summary>
+    void SelectedFirstOrder(double[] sl)
+    {
+        for (int q = 0; q < U.SelJ.Length; q++)
+        {
+            double s = U.SelJ[q] == U.SelI[q] ? 1.0 : 0.0;
+            if (U.SelE[q] >= 0) s -= ev[U.SelE[q]];
+            if (U.Multiplicative)
+            {
+                var a = U.SelE2A[q]; var b = U.SelE2B[q];
+                for (int r = 0; r < a.Length; r++) s += ev[a[r]] * ev[b[r]];
+            }
+            sl[q] = s;
+        }
+    }
+
+    /// <summary>z = b − E z iterated (or the transpose) to relative 1e-12; false when it does not converge.</summary>
+    bool Neumann(double[] b, double[] z, bool transpose)
+    {
+        int d = U.D;
+        var st = U.St;
+        Array.Copy(b, z, d);
+        var nz = tmp;
+        for (int it = 0; it < MaxIter; it++)
+        {
+            Array.Copy(b, nz, d);
+            if (transpose) for (int e = 0; e < st.JRow.Length; e++) nz[st.JCol[e]] -= ev[e] * z[st.JRow[e]];
+            else for (int e = 0; e < st.JRow.Length; e++) nz[st.JRow[e]] -= ev[e] * z[st.JCol[e]];
+            double diff = 0, size = 0;
+            for (int i = 0; i < d; i++) { diff = Math.Max(diff, Math.Abs(nz[i] - z[i])); size = Math.Max(size, Math.Abs(nz[i])); z[i] = nz[i]; }
+            if (!double.IsFinite(size)) return false;
+            if (diff <= Tol * size || size == 0) return true;
+        }
+        return false;
+    }
+
+    /// <summary>z = J⁻¹ b in the given mode (b is not modified).</summary>
+    void Solve(DkMode mode, double[] b, double[] z)
+    {
+        int d = U.D;
+        var st = U.St;
+        switch (mode)
+        {
+            case DkMode.Exact:
+                for (int i = 0; i < d; i++) { double s = 0; for (int j = 0; j < d; j++) s += jinv[i * d + j] * b[j]; z[i] = s; }
+                break;
+            case DkMode.Iterative:
+                {
+                    var bb = (double[])b.Clone(); // rare path (degenerate noise with Dχ)
+                    if (!Neumann(bb, z, false)) { DenseInverse(); Solve(DkMode.Exact, bb, z); }
+                    break;
+                }
+            default:
+                {
+                    var e1 = new double[d];
+                    for (int e = 0; e < st.JRow.Length; e++) e1[st.JRow[e]] += ev[e] * b[st.JCol[e]];
+                    for (int i = 0; i < d; i++) z[i] = b[i] - e1[i];
+                    if (U.Multiplicative)
+                    {
+                        var e2 = new double[d];
+                        for (int e = 0; e < st.JRow.Length; e++) e2[st.JRow[e]] += ev[e] * e1[st.JCol[e]];
+                        for (int i = 0; i < d; i++) z[i] += e2[i];
+                    }
+                    break;
+                }
+        }
+    }
+
+    /// <summary>u = J⁻ᵀ c in the given mode; false when the Neumann series fails (caller falls back to LU).</summary>
+    bool SolveT(DkMode mode, double[] c, double[] u)
+    {
+        int d = U.D;
+        var st = U.St;
+        switch (mode)
+        {
+            case DkMode.Exact:
+                for (int j = 0; j < d; j++) { double s = 0; for (int i = 0; i < d; i++) s += jinv[i * d + j] * c[i]; u[j] = s; }
+                return true;
+            case DkMode.Iterative:
+                {
+                    Array.Copy(c, col, d);
+                    return Neumann(col, u, transpose: true);
+                }
+            default:
+                {
+                    var e1 = tmp2;
+                    Array.Clear(e1);
+                    for (int e = 0; e < st.JRow.Length; e++) e1[st.JCol[e]] += ev[e] * c[st.JRow[e]];
+                    for (int i = 0; i < d; i++) u[i] = c[i] - e1[i];
+                    if (U.Multiplicative)
+                    {
+                        // + EᵀEᵀc
+                        for (int e = 0; e < st.JRow.Length; e++) u[st.JCol[e]] += ev[e] * e1[st.JRow[e]];
+                    }
+                    return true;
+                }
+        }
+    }
+}
+
+/// <summary>Small dense linear algebra for the per-step solves (row-major, in place, no allocation).</summary>
+internal static class Dense
+{
+    /// <summary>LU with partial pivoting; false if singular.</summary>
+    public static bool Lu(double[] a, int[] piv, int n)
+    {
+        for (int k = 0; k < n; k++)
+        {
+            int p = k; double max = Math.Abs(a[k * n + k]);
+            for (int i = k + 1; i < n; i++) { double v = Math.Abs(a[i * n + k]); if (v > max) { max = v; p = i; } }
+            if (max == 0 || !double.IsFinite(max)) return false;
+            piv[k] = p;
+            if (p != k) for (int j = 0; j < n; j++) (a[k * n + j], a[p * n + j]) = (a[p * n + j], a[k * n + j]);
+            double inv = 1.0 / a[k * n + k];
+            for (int i = k + 1; i < n; i++)
+            {
+                double f = a[i * n + k] *= inv;
+                if (f != 0) for (int j = k + 1; j < n; j++) a[i * n + j] -= f * a[k * n + j];
+            }
+        }
+        return true;
+    }
+
+    /// <summary>Inverse from the LU factors, column by column.</summary>
+    public static void Inverse(double[] lu, int[] piv, int n, double[] inv, double[] col)
+    {
+        for (int c = 0; c < n; c++)
+        {
+            Array.Clear(col); col[c] = 1;
+            for (int k = 0; k < n; k++) if (piv[k] != k) (col[k], col[piv[k]]) = (col[piv[k]], col[k]);
+            for (int i = 0; i < n; i++) { double s = col[i]; for (int j = 0; j < i; j++) s -= lu[i * n + j] * col[j]; col[i] = s; }
+            for (int i = n - 1; i >= 0; i--) { double s = col[i]; for (int j = i + 1; j < n; j++) s -= lu[i * n + j] * col[j]; col[i] = s / lu[i * n + i]; }
+            for (int i = 0; i < n; i++) inv[i * n + c] = col[i];
+        }
+    }
+
+    /// <summary>Cholesky A = L Lᵀ in the lower triangle; false when not (numerically) positive definite.</summary>
+    public static bool Cholesky(double[] a, int n)
+    {
+        double scale = 0;
+        for (int i = 0; i < n; i++) scale = Math.Max(scale, Math.Abs(a[i * n + i]));
+        if (scale == 0) return false;
+        for (int j = 0; j < n; j++)
+        {
+            double s = a[j * n + j];
+            for (int k = 0; k < j; k++) s -= a[j * n + k] * a[j * n + k];
+            if (!(s > 1e-13 * scale)) return false;
+            double l = Math.Sqrt(s);
+            a[j * n + j] = l;
+            for (int i = j + 1; i < n; i++)
+            {
+                double t = a[i * n + j];
+                for (int k = 0; k < j; k++) t -= a[i * n + k] * a[j * n + k];
+                a[i * n + j] = t / l;
+            }
+        }
+        return true;
+    }
+
+    public static void CholeskySolve(double[] l, int n, Span<double> b)
+    {
+        for (int i = 0; i < n; i++) { double s = b[i]; for (int k = 0; k < i; k++) s -= l[i * n + k] * b[k]; b[i] = s / l[i * n + i]; }
+        for (int i = n - 1; i >= 0; i--) { double s = b[i]; for (int k = i + 1; k < n; k++) s -= l[k * n + i] * b[k]; b[i] = s / l[i * n + i]; }
+    }
+}
