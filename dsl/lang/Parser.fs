@@ -446,7 +446,7 @@ let rec private describe (text: string) (epos: Position) (msgs: ErrorMessageList
             let noise = set [ "space"; "newline"; "'/*'"; "'//'"; "';'"; "end of input" ]
             let kept = es |> List.filter (fun l -> not (noise.Contains l))
             let kept = if kept.IsEmpty then es |> List.filter (fun l -> l = "end of input") else kept
-            if List.contains "expression" kept then List.filter (fun l -> l <> "'-'") kept else kept
+            if List.contains "expression" kept then List.filter (fun l -> l <> "'-'" && l <> "'not'") kept else kept
 
     let nested =
         all
