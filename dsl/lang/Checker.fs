@@ -1,0 +1,1298 @@
+/// The checker: names, shapes, indices, linearity in dt/dW, settings, parameter sets and queries.
+/// Produces a `Checked.CheckedFile` or every error it can find, sorted by position.
+module Sde.Lang.Checker
+
+open System
+open System.Globalization
+open Sde.Lang.Syntax
+open Sde.Lang.Checked
+
+type R<'a> = Result<'a, Diagnostic list>
+
+// ---------------------------------------------------------------------------------- result helpers
+
+let private fail p m : R<'a> = Error [ { Pos = p; Message = m } ]
+
+let private map2 f (a: R<'a>) (b: R<'b>) : R<'c> =
+    match a, b with
+    | Ok x, Ok y -> Ok(f x y)
+    | Error e1, Error e2 -> Error(e1 @ e2)
+    | Error e, _
+    | _, Error e -> Error e
+
+let private map3 f a b c = map2 (fun (x, y) z -> f x y z) (map2 (fun x y -> x, y) a b) c
+
+/// All results, or all their errors.
+let private all (xs: R<'a> list) : R<'a list> =
+    List.foldBack (map2 (fun x acc -> x :: acc)) xs (Ok [])
+
+let private errorsOf (r: R<'a>) =
+    match r with
+    | Ok _ -> []
+    | Error e -> e
+
+/// Formats a number the short way: `6`, `6.5`, `0.001`.
+let shortNumber (v: float) =
+    if Double.IsPositiveInfinity v then "inf"
+    elif Double.IsNegativeInfinity v then "-inf"
+    else v.ToString("G12", CultureInfo.InvariantCulture)
+
+// ---------------------------------------------------------------------------------- names
+
+let functions =
+    [ "exp", (Exp, 1)
+      "log", (Log, 1)
+      "sqrt", (Sqrt, 1)
+      "sin", (Sin, 1)
+      "cos", (Cos, 1)
+      "tan", (Tan, 1)
+      "tanh", (Tanh, 1)
+      "abs", (Abs, 1)
+      "pow", (Fn.Pow, 2)
+      "min", (Min, 2)
+      "max", (Max, 2)
+      "sigmoid", (Sigmoid, 1) ]
+    |> Map.ofList
+
+/// Names no declaration or index variable may take.
+let reserved =
+    set ([ "t"; "dt"; "sum"; "avg"; "normal"; "uniform"; "inf" ] @ (functions |> Map.keys |> List.ofSeq))
+
+type private Entity =
+    | EConst of int
+    | EParam of int
+    | EState of int
+    | EBrownian of int
+    | EIndex of count: int
+
+let private describeEntity =
+    function
+    | EConst _ -> "const"
+    | EParam _ -> "param"
+    | EState _ -> "state"
+    | EBrownian _ -> "brownian"
+    | EIndex _ -> "index variable"
+
+type private Ctx =
+    | InEquation
+    | InInit
+    | InObservable
+
+type private Env =
+    { Names: Map<string, Entity * Pos>
+      States: StateInfo[]
+      Brownians: BrownianInfo[]
+      Ctx: Ctx }
+
+let private levenshtein (a: string) (b: string) =
+    let d = Array2D.init (a.Length + 1) (b.Length + 1) (fun i j -> if i = 0 then j elif j = 0 then i else 0)
+
+    for i in 1 .. a.Length do
+        for j in 1 .. b.Length do
+            let cost = if a[i - 1] = b[j - 1] then 0 else 1
+            d[i, j] <- min (min (d[i - 1, j] + 1) (d[i, j - 1] + 1)) (d[i - 1, j - 1] + cost)
+
+    d[a.Length, b.Length]
+
+/// `; did you mean 'x'?` when a candidate is close enough.
+let suggest (name: string) (candidates: string seq) =
+    candidates
+    |> Seq.map (fun c -> c, levenshtein (name.ToLowerInvariant()) (c.ToLowerInvariant()))
+    |> Seq.filter (fun (c, d) -> d <= max 1 (name.Length / 3) && c <> name)
+    |> Seq.sortBy snd
+    |> Seq.tryHead
+    |> Option.map (fun (c, _) -> sprintf "; did you mean '%s'?" c)
+    |> Option.defaultValue ""
+
+let private unknownName (env: Env) p (name: string) : R<'a> =
+    let cands = Seq.append (Map.keys env.Names) [ "t"; "dt" ]
+    fail p (sprintf "unknown name '%s'%s" name (suggest name cands))
+
+/// `dW` for a declared brownian `W` (and not itself a declared name).
+let private differentialOf (env: Env) (name: string) =
+    if name.Length > 1 && name[0] = 'd' && not (env.Names.ContainsKey name) then
+        match env.Names.TryFind(name.Substring 1) with
+        | Some(EBrownian b, _) -> Some b
+        | _ -> None
+    else
+        None
+
+let private isDiffName (env: Env) (name: string) =
+    name = "dt" || (differentialOf env name).IsSome
+
+/// Whether `dt` or a `dW` occurs in an expression.
+let rec private hasDiff (env: Env) (e: Expr) =
+    match e.Kind with
+    | Num _ -> false
+    | Var n -> isDiffName env n
+    | Index(n, i) -> isDiffName env n || hasDiff env i
+    | ExprKind.Neg a
+    | Not a
+    | Reduce(_, _, a) -> hasDiff env a
+    | Bin(_, a, b)
+    | Cmp(_, a, b)
+    | And(a, b)
+    | Or(a, b) -> hasDiff env a || hasDiff env b
+    | Call(_, args) -> List.exists (hasDiff env) args
+    | If(c, a, b) -> hasDiff env c || hasDiff env a || hasDiff env b
+
+let rec private hasIf (e: Expr) =
+    match e.Kind with
+    | If _ -> true
+    | Num _
+    | Var _ -> false
+    | Index(_, a)
+    | ExprKind.Neg a
+    | Not a
+    | Reduce(_, _, a) -> hasIf a
+    | Bin(_, a, b)
+    | Cmp(_, a, b)
+    | And(a, b)
+    | Or(a, b) -> hasIf a || hasIf b
+    | Call(_, args) -> List.exists hasIf args
+
+// ---------------------------------------------------------------------------------- constants
+
+/// Evaluates a compile-time constant expression (numbers, consts, arithmetic, functions).
+let rec private evalConst (consts: Map<string, int>) (what: string) (e: Expr) : R<float> =
+    let ev = evalConst consts what
+
+    match e.Kind with
+    | Num v -> Ok v
+    | Var n ->
+        match consts.TryFind n with
+        | Some v -> Ok(float v)
+        | None -> fail e.Pos (sprintf "%s must be a constant expression; '%s' is not a const" what n)
+    | ExprKind.Neg a -> ev a |> Result.map (~-)
+    | Bin(op, a, b) ->
+        map2
+            (fun x y ->
+                match op with
+                | BinOp.Add -> x + y
+                | BinOp.Sub -> x - y
+                | BinOp.Mul -> x * y
+                | BinOp.Div -> x / y
+                | BinOp.Pow -> Math.Pow(x, y))
+            (ev a)
+            (ev b)
+    | Call(f, args) when functions.ContainsKey f && (snd functions[f]) = args.Length ->
+        all (List.map ev args)
+        |> Result.map (fun xs ->
+            match fst functions[f], xs with
+            | Exp, [ x ] -> exp x
+            | Log, [ x ] -> log x
+            | Sqrt, [ x ] -> sqrt x
+            | Sin, [ x ] -> sin x
+            | Cos, [ x ] -> cos x
+            | Tan, [ x ] -> tan x
+            | Tanh, [ x ] -> tanh x
+            | Abs, [ x ] -> abs x
+            | Sigmoid, [ x ] -> 1.0 / (1.0 + exp -x)
+            | Fn.Pow, [ x; y ] -> Math.Pow(x, y)
+            | Min, [ x; y ] -> min x y
+            | Max, [ x; y ] -> max x y
+            | _ -> nan)
+    | _ -> fail e.Pos (sprintf "%s must be a constant expression (numbers, consts and arithmetic)" what)
+
+let private isInteger (v: float) = Double.IsFinite v && Math.Floor v = v && abs v < 1e15
+
+let private evalInt consts what (e: Expr) : R<int64> =
+    evalConst consts what e
+    |> Result.bind (fun v ->
+        if isInteger v then Ok(int64 v)
+        else fail e.Pos (sprintf "%s must be an integer, got %s" what (shortNumber v)))
+
+let private evalFinite consts what (e: Expr) : R<float> =
+    evalConst consts what e
+    |> Result.bind (fun v -> if Double.IsFinite v then Ok v else fail e.Pos (sprintf "%s must be finite" what))
+
+// ---------------------------------------------------------------------------------- index expressions
+
+let rec private toIExpr (env: Env) (e: Expr) : R<IExpr> =
+    let bad what =
+        fail e.Pos (sprintf "an index must be integer arithmetic on consts and index variables; %s" what)
+
+    match e.Kind with
+    | Num v when isInteger v -> Ok(IConst(int v))
+    | Num v -> bad (sprintf "%s is not an integer" (shortNumber v))
+    | Var n ->
+        match env.Names.TryFind n with
+        | Some(EConst v, _) -> Ok(IConst v)
+        | Some(EIndex _, _) -> Ok(IVar n)
+        | Some(k, _) -> bad (sprintf "'%s' is a %s" n (describeEntity k))
+        | None -> unknownName env e.Pos n
+    | ExprKind.Neg a -> toIExpr env a |> Result.map INeg
+    | Bin(BinOp.Add, a, b) -> map2 (fun x y -> IAdd(x, y)) (toIExpr env a) (toIExpr env b)
+    | Bin(BinOp.Sub, a, b) -> map2 (fun x y -> ISub(x, y)) (toIExpr env a) (toIExpr env b)
+    | Bin(BinOp.Mul, a, b) -> map2 (fun x y -> IMul(x, y)) (toIExpr env a) (toIExpr env b)
+    | Bin(op, _, _) -> bad (sprintf "'%s' is not allowed (use + - *)" (Printer.binOp op))
+    | _ -> bad "this is not"
+
+let rec private evalI (vars: Map<string, int>) (ie: IExpr) : int64 =
+    match ie with
+    | IConst c -> int64 c
+    | IVar v -> int64 vars[v]
+    | IAdd(a, b) -> evalI vars a + evalI vars b
+    | ISub(a, b) -> evalI vars a - evalI vars b
+    | IMul(a, b) -> evalI vars a * evalI vars b
+    | INeg a -> -(evalI vars a)
+
+let rec private freeVars (ie: IExpr) : string list =
+    match ie with
+    | IConst _ -> []
+    | IVar v -> [ v ]
+    | IAdd(a, b)
+    | ISub(a, b)
+    | IMul(a, b) -> freeVars a @ freeVars b |> List.distinct
+    | INeg a -> freeVars a
+
+let rec private iexprText (ie: IExpr) =
+    match ie with
+    | IConst c -> string c
+    | IVar v -> v
+    | IAdd(a, b) -> sprintf "%s + %s" (iexprText a) (iexprText b)
+    | ISub(a, b) -> sprintf "%s - %s" (iexprText a) (iexprText b)
+    | IMul(a, b) -> sprintf "%s * %s" (iexprText a) (iexprText b)
+    | INeg a -> "-" + iexprText a
+
+/// Checks `name[ie]` stays in [0, size) for every value of the index variables it uses.
+let private checkRange (env: Env) p (kind: string) (name: string) (size: int) (hint: string) (ie: IExpr) : R<IExpr> =
+    let vars =
+        freeVars ie
+        |> List.map (fun v ->
+            match env.Names.TryFind v with
+            | Some(EIndex n, _) -> v, n
+            | _ -> v, 1)
+
+    let combos = vars |> List.fold (fun acc (_, n) -> acc * int64 (max n 1)) 1L
+
+    let rec assignments (vs: (string * int) list) : Map<string, int> seq =
+        match vs with
+        | [] -> Seq.singleton Map.empty
+        | (v, n) :: rest -> seq { for m in assignments rest do for k in 0 .. n - 1 -> Map.add v k m }
+
+    if combos > 1_000_000L then
+        Ok ie
+    else
+        match assignments vars |> Seq.tryFind (fun m -> let k = evalI m ie in k < 0L || k >= int64 size) with
+        | None -> Ok ie
+        | Some m ->
+            let whenText =
+                if m.IsEmpty then ""
+                else " when " + String.Join(", ", m |> Map.toList |> List.map (fun (v, k) -> sprintf "%s = %d" v k))
+
+            fail
+                p
+                (sprintf
+                    "index %s out of range for %s '%s' of size %d%s (valid: 0 to %d)%s"
+                    (iexprText ie) kind name size whenText (size - 1) hint)
+
+// ---------------------------------------------------------------------------------- expressions
+
+let private mul a b =
+    match a, b with
+    | Const 1.0, x
+    | x, Const 1.0 -> x
+    | _ -> Mul(a, b)
+
+let rec private mentionsState (c: CExpr) =
+    match c with
+    | StateRef _ -> true
+    | Const _
+    | Param _
+    | Time
+    | IndexValue _ -> false
+    | CExpr.Neg a -> mentionsState a
+    | Add(a, b)
+    | Sub(a, b)
+    | Mul(a, b)
+    | Div(a, b)
+    | Power(a, b) -> mentionsState a || mentionsState b
+    | Func(_, args) -> List.exists mentionsState args
+    | IfThen(c, a, b) -> condMentionsState c || mentionsState a || mentionsState b
+    | SumOver(_, _, b)
+    | AvgOver(_, _, b) -> mentionsState b
+
+and private condMentionsState (c: CCond) =
+    match c with
+    | CCmp(_, a, b) -> mentionsState a || mentionsState b
+    | CAnd(a, b)
+    | COr(a, b) -> condMentionsState a || condMentionsState b
+    | CNot a -> condMentionsState a
+
+/// An index variable may not take a declared or reserved name.
+let private checkFreshIndex (env: Env) p (v: string) : R<unit> =
+    if reserved.Contains v then
+        fail p (sprintf "index variable '%s' uses a reserved name; rename it" v)
+    else
+        match env.Names.TryFind v with
+        | Some(k, dp) -> fail p (sprintf "index variable '%s' shadows the %s '%s' declared at %O; rename it" v (describeEntity k) v dp)
+        | None -> if isDiffName env v then fail p (sprintf "index variable '%s' shadows the differential '%s'; rename it" v v) else Ok()
+
+/// Sizes of the states indexed by an expression mentioning `v` in `e`.
+let rec private indexedBy (env: Env) (v: string) (e: Expr) : (string * int) list =
+    let here =
+        match e.Kind with
+        | Index(n, ie) ->
+            match toIExpr env ie with
+            | Ok ix when List.contains v (freeVars ix) ->
+                match env.Names.TryFind n, differentialOf env n with
+                | Some(EState s, _), _ -> [ n, env.States[s].Size ]
+                | _, Some b -> [ n, env.Brownians[b].Size ]
+                | _ -> []
+            | _ -> []
+        | _ -> []
+
+    let sub =
+        match e.Kind with
+        | Num _
+        | Var _ -> []
+        | Index(_, a)
+        | ExprKind.Neg a
+        | Not a
+        | Reduce(_, _, a) -> indexedBy env v a
+        | Bin(_, a, b)
+        | Cmp(_, a, b)
+        | And(a, b)
+        | Or(a, b) -> indexedBy env v a @ indexedBy env v b
+        | Call(_, args) -> List.collect (indexedBy env v) args
+        | If(c, a, b) -> indexedBy env v c @ indexedBy env v a @ indexedBy env v b
+
+    here @ sub
+
+let private diffMisuse (env: Env) p (name: string) : R<'a> =
+    match env.Ctx with
+    | InObservable -> fail p (sprintf "observables must not contain '%s'; use states, params and t" name)
+    | InInit -> fail p (sprintf "an init must not contain '%s'" name)
+    | InEquation -> fail p (sprintf "'%s' may only multiply a term of the right side" name)
+
+let rec private checkExpr (env: Env) (e: Expr) : R<CExpr> =
+    let ce = checkExpr env
+
+    match e.Kind with
+    | Num v -> Ok(Const v)
+    | Var "t" -> Ok Time
+    | Var n when isDiffName env n -> diffMisuse env e.Pos n
+    | Var n ->
+        match env.Names.TryFind n with
+        | Some(EConst v, _) -> Ok(Const(float v))
+        | Some(EParam i, _) -> Ok(Param i)
+        | Some(EIndex _, _) -> Ok(IndexValue(IVar n))
+        | Some(EBrownian _, _) ->
+            fail e.Pos (sprintf "brownian '%s' cannot be used as a value; its differential is d%s" n n)
+        | Some(EState s, _) ->
+            let st = env.States[s]
+
+            if env.Ctx = InInit then
+                fail e.Pos (sprintf "an init cannot refer to state '%s'; use params and consts" n)
+            elif st.IsVector then
+                fail e.Pos (sprintf "state '%s' is a vector of size %d; index it, e.g. %s[i]" n st.Size n)
+            else
+                Ok(StateRef(s, IConst 0))
+        | None -> unknownName env e.Pos n
+    | Index(n, _) when isDiffName env n -> diffMisuse env e.Pos n
+    | Index(n, ie) ->
+        match env.Names.TryFind n with
+        | Some(EState s, _) ->
+            let st = env.States[s]
+
+            if env.Ctx = InInit then
+                fail e.Pos (sprintf "an init cannot refer to state '%s'; use params and consts" n)
+            elif not st.IsVector then
+                fail e.Pos (sprintf "state '%s' is a scalar; remove the index" n)
+            else
+                toIExpr env ie
+                |> Result.bind (fun ix ->
+                    if st.Periodic then Ok ix
+                    else checkRange env ie.Pos "state" n st.Size "; declare the state periodic to wrap" ix)
+                |> Result.map (fun ix -> StateRef(s, ix))
+        | Some(k, _) -> fail e.Pos (sprintf "the %s '%s' is not a vector and cannot be indexed" (describeEntity k) n)
+        | None -> unknownName env e.Pos n
+    | ExprKind.Neg a -> ce a |> Result.map CExpr.Neg
+    | Bin(op, a, b) ->
+        map2
+            (fun x y ->
+                match op with
+                | BinOp.Add -> Add(x, y)
+                | BinOp.Sub -> Sub(x, y)
+                | BinOp.Mul -> Mul(x, y)
+                | BinOp.Div -> Div(x, y)
+                | BinOp.Pow -> Power(x, y))
+            (ce a)
+            (ce b)
+    | Call(f, args) ->
+        match functions.TryFind f with
+        | Some(fn, arity) when arity = args.Length -> all (List.map ce args) |> Result.map (fun xs -> Func(fn, xs))
+        | Some(_, arity) ->
+            fail e.Pos (sprintf "'%s' takes %d argument%s, not %d" f arity (if arity = 1 then "" else "s") args.Length)
+        | None when env.Names.ContainsKey f ->
+            fail e.Pos (sprintf "'%s' is not a function; index a vector with %s[...]" f f)
+        | None ->
+            fail e.Pos (sprintf "unknown function '%s'%s" f (suggest f (Map.keys functions)))
+    | If(c, a, b) ->
+        let cond =
+            checkCond env c
+            |> Result.bind (fun cc ->
+                if env.Ctx = InEquation && condMentionsState cc then
+                    fail
+                        c.Pos
+                        "in an equation the condition of 'if' must not depend on the state (only on t, params and index variables)"
+                else
+                    Ok cc)
+
+        map3 (fun x y z -> IfThen(x, y, z)) cond (ce a) (ce b)
+    | Cmp _
+    | And _
+    | Or _
+    | Not _ -> fail e.Pos "a condition is not a number; use it after 'if'"
+    | Reduce(op, v, body) ->
+        let opName = if op = Sum then "sum" else "avg"
+
+        checkFreshIndex env e.Pos v
+        |> Result.bind (fun () ->
+            let env1 = { env with Names = env.Names.Add(v, (EIndex 1, e.Pos)) }
+
+            match indexedBy env1 v body |> List.distinctBy snd with
+            | [] -> fail e.Pos (sprintf "%s(%s, ...) must index a state with '%s', e.g. %s(%s, x[%s])" opName v v opName v v)
+            | [ (_, n) ] ->
+                let env2 = { env with Names = env.Names.Add(v, (EIndex n, e.Pos)) }
+
+                checkExpr env2 body
+                |> Result.map (fun b -> if op = Sum then SumOver(v, n, b) else AvgOver(v, n, b))
+            | (a, n1) :: (b, n2) :: _ ->
+                fail
+                    e.Pos
+                    (sprintf "%s(%s, ...) indexes states of different sizes ('%s' has %d, '%s' has %d)" opName v a n1 b n2))
+
+and private checkCond (env: Env) (e: Expr) : R<CCond> =
+    match e.Kind with
+    | Cmp(op, a, b) -> map2 (fun x y -> CCmp(op, x, y)) (checkExpr env a) (checkExpr env b)
+    | And(a, b) -> map2 (fun x y -> CAnd(x, y)) (checkCond env a) (checkCond env b)
+    | Or(a, b) -> map2 (fun x y -> COr(x, y)) (checkCond env a) (checkCond env b)
+    | Not a -> checkCond env a |> Result.map CNot
+    | _ -> fail e.Pos "expected a condition (a comparison such as x > 0)"
+
+// ---------------------------------------------------------------------------------- linearity in dt, dW
+
+/// The right side split into a part without differentials, a dt coefficient and dW coefficients.
+type private Lin =
+    { Pure: (CExpr * Pos) option
+      Dt: CExpr option
+      Noise: ((int * IExpr) * CExpr) list }
+
+let private linZero = { Pure = None; Dt = None; Noise = [] }
+
+let private linMap (f: CExpr -> CExpr) (l: Lin) =
+    { Pure = l.Pure |> Option.map (fun (c, p) -> f c, p)
+      Dt = Option.map f l.Dt
+      Noise = l.Noise |> List.map (fun (k, c) -> k, f c) }
+
+let private linAdd (a: Lin) (b: Lin) =
+    let add x y =
+        match x, y with
+        | Some x, Some y -> Some(Add(x, y))
+        | Some x, None
+        | None, Some x -> Some x
+        | None, None -> None
+
+    let pure =
+        match a.Pure, b.Pure with
+        | Some(x, p), Some(y, _) -> Some(Add(x, y), p)
+        | Some x, None
+        | None, Some x -> Some x
+        | None, None -> None
+
+    let noise =
+        (a.Noise @ b.Noise)
+        |> List.groupBy fst
+        |> List.map (fun (k, cs) -> k, cs |> List.map snd |> List.reduce (fun x y -> Add(x, y)))
+
+    { Pure = pure; Dt = add a.Dt b.Dt; Noise = noise }
+
+let private hasDt (l: Lin) = l.Dt.IsSome
+let private hasDw (l: Lin) = not l.Noise.IsEmpty
+
+let rec private firstDiffName (env: Env) (e: Expr) : string =
+    match e.Kind with
+    | Var n
+    | Index(n, _) when isDiffName env n -> n
+    | _ ->
+        let kids =
+            match e.Kind with
+            | Index(_, a)
+            | ExprKind.Neg a
+            | Not a
+            | Reduce(_, _, a) -> [ a ]
+            | Bin(_, a, b)
+            | Cmp(_, a, b)
+            | And(a, b)
+            | Or(a, b) -> [ a; b ]
+            | Call(_, args) -> args
+            | If(c, a, b) -> [ c; a; b ]
+            | _ -> []
+
+        kids |> List.tryFind (hasDiff env) |> Option.map (firstDiffName env) |> Option.defaultValue "dt"
+
+let private linearHint = "the right side must be a sum of terms a*dt and b*dW"
+
+let rec private lin (env: Env) (e: Expr) : R<Lin> =
+    if not (hasDiff env e) then
+        checkExpr env e |> Result.map (fun c -> { linZero with Pure = Some(c, e.Pos) })
+    else
+        let dn = firstDiffName env e
+
+        match e.Kind with
+        | Var "dt" -> Ok { linZero with Dt = Some(Const 1.0) }
+        | Var n ->
+            let b = (differentialOf env n).Value
+            let bi = env.Brownians[b]
+
+            if bi.IsVector then
+                fail e.Pos (sprintf "brownian '%s' is a vector of size %d; write %s[i]" bi.Name bi.Size n)
+            else
+                Ok { linZero with Noise = [ (b, IConst 0), Const 1.0 ] }
+        | Index("dt", _) -> fail e.Pos "'dt' cannot be indexed"
+        | Index(n, ie) when isDiffName env n ->
+            let b = (differentialOf env n).Value
+            let bi = env.Brownians[b]
+
+            if not bi.IsVector then
+                fail e.Pos (sprintf "brownian '%s' is a scalar; write %s without an index" bi.Name n)
+            elif hasDiff env ie then
+                fail ie.Pos "dt and dW cannot appear in an index"
+            else
+                toIExpr env ie
+                |> Result.bind (checkRange env ie.Pos "brownian" bi.Name bi.Size "")
+                |> Result.map (fun ix -> { linZero with Noise = [ (b, ix), Const 1.0 ] })
+        | Index _ -> fail e.Pos "dt and dW cannot appear in an index"
+        | ExprKind.Neg a -> lin env a |> Result.map (linMap CExpr.Neg)
+        | Bin(BinOp.Add, a, b) -> map2 linAdd (lin env a) (lin env b)
+        | Bin(BinOp.Sub, a, b) -> map2 linAdd (lin env a) (lin env b |> Result.map (linMap CExpr.Neg))
+        | Bin(BinOp.Mul, a, b) ->
+            match hasDiff env a, hasDiff env b with
+            | true, true ->
+                map2
+                    (fun la lb ->
+                        if hasDw la && hasDw lb then
+                            "dW*dW is not linear in dW; write the Itô correction as a drift term"
+                        elif hasDt la && hasDt lb then
+                            "dt*dt is not linear in dt; " + linearHint
+                        else
+                            "dt*dW is not allowed: " + linearHint)
+                    (lin env a)
+                    (lin env b)
+                |> Result.bind (fun m -> fail e.Pos m)
+            | false, _ -> map2 (fun ca lb -> linMap (mul ca) lb) (checkExpr env a) (lin env b)
+            | true, false -> map2 (fun la cb -> linMap (fun c -> mul c cb) la) (lin env a) (checkExpr env b)
+        | Bin(BinOp.Div, a, b) ->
+            if hasDiff env b then
+                fail b.Pos (sprintf "'%s' cannot appear in a denominator; %s" (firstDiffName env b) linearHint)
+            else
+                map2 (fun la cb -> linMap (fun c -> Div(c, cb)) la) (lin env a) (checkExpr env b)
+        | Bin(BinOp.Pow, a, _) when hasDiff env a ->
+            if dn = "dt" then
+                fail e.Pos ("dt^... is not linear in dt; " + linearHint)
+            else
+                fail e.Pos (sprintf "%s^... is not linear in %s; write the Itô correction as a drift term" dn dn)
+        | Bin(BinOp.Pow, _, _) -> fail e.Pos (sprintf "'%s' cannot appear in an exponent; %s" dn linearHint)
+        | Call(f, _) -> fail e.Pos (sprintf "'%s' cannot appear inside a function (%s); %s" dn f linearHint)
+        | If _ ->
+            fail e.Pos (sprintf "'%s' cannot appear inside 'if'; write (if c then a else b) %s instead" dn dn)
+        | Reduce(op, _, _) ->
+            fail e.Pos (sprintf "'%s' cannot appear inside %s(...)" dn (if op = Sum then "sum" else "avg"))
+        | _ -> fail e.Pos (sprintf "'%s' cannot appear in a condition" dn)
+
+let rec private isZero (c: CExpr) =
+    match c with
+    | Const 0.0 -> true
+    | CExpr.Neg a -> isZero a
+    | _ -> false
+
+// ---------------------------------------------------------------------------------- model
+
+type private Decls =
+    { Consts: (string * int) list
+      Params: ParamInfo list
+      States: StateInfo list
+      Brownians: BrownianInfo list
+      Names: Map<string, Entity * Pos> }
+
+let private inDomain (lo: Bound, hi: Bound) (v: float) =
+    (if lo.Closed then v >= lo.Value else v > lo.Value)
+    && (if hi.Closed then v <= hi.Value else v < hi.Value)
+
+let domainText (lo: Bound, hi: Bound) =
+    sprintf "%s%s, %s%s" (if lo.Closed then "[" else "(") (shortNumber lo.Value) (shortNumber hi.Value) (if hi.Closed then "]" else ")")
+
+/// Checks a parameter value against its domain.
+let checkDomain (p: ParamInfo) (v: float) : Result<unit, string> =
+    if Double.IsNaN v then
+        Error(sprintf "param '%s' cannot be NaN" p.Name)
+    else
+        match p.Domain with
+        | Some d when not (inDomain d v) ->
+            Error(sprintf "value %s of param '%s' is outside its domain %s" (shortNumber v) p.Name (domainText d))
+        | _ -> Ok()
+
+/// Consts, params, states and brownians, in declaration order.
+let private declarations (items: ModelItem list) : Decls * Diagnostic list =
+    let declare (d: Decls, errs) name p entity =
+        let errs =
+            if reserved.Contains name then
+                { Pos = p; Message = sprintf "'%s' is a reserved name; rename it" name } :: errs
+            else
+                match d.Names.TryFind name with
+                | Some(k, fp) ->
+                    { Pos = p; Message = sprintf "duplicate declaration of '%s' (first declared as a %s at %O)" name (describeEntity k) fp }
+                    :: errs
+                | None -> errs
+
+        { d with Names = if d.Names.ContainsKey name then d.Names else d.Names.Add(name, (entity, p)) }, errs
+
+    let sizeOf (d: Decls) (size: Expr option) : R<int> =
+        match size with
+        | None -> Ok 1
+        | Some e ->
+            evalInt (Map.ofList d.Consts) "a size" e
+            |> Result.bind (fun n ->
+                if n < 1L then fail e.Pos (sprintf "a size must be positive, got %d" n)
+                elif n > 100_000_000L then fail e.Pos "a size must be at most 100000000"
+                else Ok(int n))
+
+    let step (d: Decls, errs: Diagnostic list) item =
+        match item with
+        | ConstDecl(n, e, p) ->
+            match evalInt (Map.ofList d.Consts) (sprintf "const '%s'" n) e with
+            | Ok v when abs v <= int64 Int32.MaxValue ->
+                let d1, errs = declare (d, errs) n p (EConst(int v))
+                { d1 with Consts = if d.Names.ContainsKey n then d.Consts else d.Consts @ [ n, int v ] }, errs
+            | Ok _ -> d, { Pos = e.Pos; Message = sprintf "const '%s' is too large" n } :: errs
+            | Error es -> d, List.rev es @ errs
+        | ParamDecl(n, e, dom, p) ->
+            let info v =
+                { Name = n
+                  Default = v
+                  Domain = dom
+                  Pos = p }
+
+            let d1, errs = declare (d, errs) n p (EParam d.Params.Length)
+
+            let errs =
+                match dom with
+                | Some(lo, hi) when not (lo.Value < hi.Value) ->
+                    { Pos = p; Message = sprintf "empty domain %s for param '%s'" (domainText (lo, hi)) n } :: errs
+                | _ -> errs
+
+            match evalFinite (Map.ofList d.Consts) (sprintf "the default of param '%s'" n) e with
+            | Ok v ->
+                let pi = info v
+
+                let errs =
+                    match checkDomain pi v with
+                    | Ok() -> errs
+                    | Error m -> { Pos = e.Pos; Message = m } :: errs
+
+                (if d.Names.ContainsKey n then d1 else { d1 with Params = d.Params @ [ pi ] }), errs
+            | Error es -> (if d.Names.ContainsKey n then d1 else { d1 with Params = d.Params @ [ info 0.0 ] }), List.rev es @ errs
+        | StateDecl(n, size, per, p) ->
+            let sz, serrs =
+                match sizeOf d size with
+                | Ok s -> s, []
+                | Error es -> 1, es
+
+            let errs =
+                if per && size.IsNone then
+                    { Pos = p; Message = sprintf "a scalar state cannot be periodic; declare '%s[N] periodic'" n } :: errs
+                else
+                    errs
+
+            let d1, errs = declare (d, List.rev serrs @ errs) n p (EState d.States.Length)
+
+            let info =
+                { Name = n
+                  Size = sz
+                  IsVector = size.IsSome
+                  Periodic = per
+                  Offset = d.States |> List.sumBy (fun s -> s.Size)
+                  Pos = p }
+
+            (if d.Names.ContainsKey n then d1 else { d1 with States = d.States @ [ info ] }), errs
+        | BrownianDecl(n, size, p) ->
+            let sz, serrs =
+                match sizeOf d size with
+                | Ok s -> s, []
+                | Error es -> 1, es
+
+            let d1, errs = declare (d, List.rev serrs @ errs) n p (EBrownian d.Brownians.Length)
+
+            let info: BrownianInfo =
+                { Name = n
+                  Size = sz
+                  IsVector = size.IsSome
+                  Offset = d.Brownians |> List.sumBy (fun s -> s.Size)
+                  Pos = p }
+
+            (if d.Names.ContainsKey n then d1 else { d1 with Brownians = d.Brownians @ [ info ] }), errs
+        | InitDecl _
+        | Equation _ -> d, errs
+
+    let empty =
+        { Consts = []
+          Params = []
+          States = []
+          Brownians = []
+          Names = Map.empty }
+
+    let d, errs = List.fold step (empty, []) items
+
+    // a declared name must not read as a differential `dW` of a brownian `W`
+    let clash =
+        d.Brownians
+        |> List.choose (fun b ->
+            match d.Names.TryFind("d" + b.Name) with
+            | Some(_, p) ->
+                Some { Pos = p; Message = sprintf "'d%s' would read as the differential of brownian '%s'; rename it" b.Name b.Name }
+            | None -> None)
+
+    let dtClash =
+        d.Names
+        |> Map.toList
+        |> List.choose (fun (n, (_, p)) -> if n = "dt" then Some { Pos = p; Message = "'dt' is reserved" } else None)
+
+    d, List.rev errs @ clash @ dtClash
+
+/// The left side `x[i]` of an init or equation: the state and the environment with `i` bound.
+let private lhs (env: Env) p (what: string) (name: string) (index: string option) : R<int * Env> =
+    match env.Names.TryFind name with
+    | Some(EState s, _) ->
+        let st = env.States[s]
+
+        match index, st.IsVector with
+        | None, true -> fail p (sprintf "state '%s' is a vector; write '%s %s[i] ...'" name what name)
+        | Some _, false -> fail p (sprintf "state '%s' is a scalar; write '%s %s' without an index" name what name)
+        | None, false -> Ok(s, env)
+        | Some i, true ->
+            checkFreshIndex env p i
+            |> Result.map (fun () -> s, { env with Names = env.Names.Add(i, (EIndex st.Size, p)) })
+    | Some(k, _) -> fail p (sprintf "'%s' is a %s, not a state" name (describeEntity k))
+    | None ->
+        let cands = env.States |> Seq.map (fun s -> s.Name)
+        fail p (sprintf "unknown state '%s'%s" name (suggest name cands))
+
+let private checkInit (env: Env) (name, index, rhs, p) : R<CInit> =
+    lhs env p "init" name index
+    |> Result.bind (fun (s, env1) ->
+        let env1 = { env1 with Ctx = InInit }
+        let ce = checkExpr env1
+
+        let kind =
+            match rhs with
+            | InitValue e -> ce e |> Result.map Deterministic
+            | InitNormal(m, sd) -> map2 (fun a b -> Normal(a, b)) (ce m) (ce sd)
+            | InitUniform(a, b) -> map2 (fun a b -> Uniform(a, b)) (ce a) (ce b)
+
+        kind
+        |> Result.map (fun k ->
+            { State = s
+              Index = index
+              Kind = k
+              Pos = p }))
+
+let private checkEquation (env: Env) (name, index, rhs: Expr, p) : R<CEquation> =
+    lhs env p "d" name index
+    |> Result.bind (fun (s, env1) ->
+        lin { env1 with Ctx = InEquation } rhs
+        |> Result.bind (fun l ->
+            match l.Pure with
+            | Some(c, tp) when not (isZero c) ->
+                fail tp "a term without dt or dW; multiply it by dt (drift) or by a dW (noise)"
+            | _ ->
+                Ok
+                    { State = s
+                      Index = index
+                      Drift = defaultArg l.Dt (Const 0.0)
+                      Noise = l.Noise |> List.map (fun ((b, ix), c) -> { Brownian = b; Index = ix; Coeff = c })
+                      Pos = p }))
+
+/// Every state has exactly one equation and at most one init (a missing init is deterministic 0).
+let private checkModel (m: Model) : R<CheckedModel> =
+    let d, declErrs = declarations m.Items
+
+    let env =
+        { Names = d.Names
+          States = Array.ofList d.States
+          Brownians = Array.ofList d.Brownians
+          Ctx = InEquation }
+
+    let inits =
+        m.Items
+        |> List.choose (function
+            | InitDecl(n, i, r, p) -> Some(checkInit env (n, i, r, p))
+            | _ -> None)
+
+    let eqs =
+        m.Items
+        |> List.choose (function
+            | Equation(n, i, r, p) -> Some(checkEquation env (n, i, r, p))
+            | _ -> None)
+
+    let okInits = inits |> List.choose (function Ok x -> Some x | _ -> None)
+    let okEqs = eqs |> List.choose (function Ok x -> Some x | _ -> None)
+
+    let dupes (what: string) (xs: (int * Pos) list) =
+        xs
+        |> List.groupBy fst
+        |> List.collect (fun (s, occ) ->
+            match occ with
+            | (_, first) :: rest ->
+                rest
+                |> List.map (fun (_, p) ->
+                    { Pos = p; Message = sprintf "a second %s for '%s' (the first is at %O); remove one" what d.States[s].Name first })
+            | [] -> [])
+
+    let stateOf name =
+        match d.Names.TryFind name with
+        | Some(EState s, _) -> Some s
+        | _ -> None
+
+    let eqStates =
+        m.Items |> List.choose (function Equation(n, _, _, p) -> stateOf n |> Option.map (fun s -> s, p) | _ -> None)
+
+    let initStates =
+        m.Items |> List.choose (function InitDecl(n, _, _, p) -> stateOf n |> Option.map (fun s -> s, p) | _ -> None)
+
+    let missing =
+        d.States
+        |> List.indexed
+        |> List.filter (fun (i, _) -> not (List.exists (fun (s, _) -> s = i) eqStates))
+        |> List.map (fun (_, st) ->
+            { Pos = st.Pos
+              Message =
+                sprintf "state '%s' has no equation; add 'd %s%s = ... dt + ... dW'" st.Name st.Name (if st.IsVector then "[i]" else "") })
+
+    let errs =
+        declErrs
+        @ List.collect errorsOf inits
+        @ List.collect errorsOf eqs
+        @ dupes "equation" eqStates
+        @ dupes "init" initStates
+        @ missing
+
+    if not errs.IsEmpty then
+        Error errs
+    else
+        let allInits =
+            d.States
+            |> List.mapi (fun i st ->
+                match okInits |> List.tryFind (fun c -> c.State = i) with
+                | Some c -> c
+                | None ->
+                    { State = i
+                      Index = (if st.IsVector then Some "i" else None)
+                      Kind = Deterministic(Const 0.0)
+                      Pos = st.Pos })
+
+        let sortedEqs = okEqs |> List.sortBy (fun e -> e.State)
+
+        Ok
+            { Name = m.Name
+              Consts = d.Consts
+              Params = d.Params
+              States = d.States
+              Brownians = d.Brownians
+              Inits = allInits
+              Equations = sortedEqs
+              Dim = d.States |> List.sumBy (fun s -> s.Size)
+              NoiseDim = d.Brownians |> List.sumBy (fun b -> b.Size)
+              Pos = m.Pos }
+
+// ---------------------------------------------------------------------------------- settings
+
+/// Defaults when the file has no `simulate` block or leaves a key out:
+/// paths = 1000, dt = 0.01, T = 1, seed = 1, scheme = euler_maruyama, burnin = 0.
+let defaultSettings =
+    { Paths = 1000L
+      Dt = 0.01
+      T = 1.0
+      Seed = 1UL
+      Scheme = "euler_maruyama"
+      Burnin = 0.0 }
+
+let schemes = [ "euler_maruyama" ]
+
+/// Cross-checks of settings (burnin < T); `pos` locates the error.
+let validateSettings (s: Settings) : Result<unit, string> =
+    if s.Paths < 1L then Error "paths must be an integer >= 1"
+    elif not (s.Dt > 0.0 && Double.IsFinite s.Dt) then Error "dt must be a positive number"
+    elif not (s.T > 0.0 && Double.IsFinite s.T) then Error "T must be a positive number"
+    elif not (s.Burnin >= 0.0 && s.Burnin < s.T) then
+        Error(sprintf "burnin must satisfy 0 <= burnin < T (burnin = %s, T = %s)" (shortNumber s.Burnin) (shortNumber s.T))
+    else Ok()
+
+let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos) option) : R<Settings> =
+    match block with
+    | None -> Ok defaultSettings
+    | Some(xs, bp) ->
+        let dupErrs =
+            xs
+            |> List.groupBy (fun s -> s.Key)
+            |> List.collect (fun (k, occ) ->
+                occ |> List.tail |> List.map (fun s -> { Pos = s.Pos; Message = sprintf "duplicate setting '%s'" k }))
+
+        let apply (acc: R<Settings>) (s: Setting) : R<Settings> =
+            let num what = evalFinite consts what s.Value
+            let pos = s.Value.Pos
+
+            let r: R<Settings -> Settings> =
+                match s.Key with
+                | "paths" ->
+                    evalInt consts "paths" s.Value
+                    |> Result.bind (fun n -> if n >= 1L then Ok(fun st -> { st with Paths = n }) else fail pos "paths must be >= 1")
+                | "dt" -> num "dt" |> Result.bind (fun v -> if v > 0.0 then Ok(fun st -> { st with Dt = v }) else fail pos "dt must be > 0")
+                | "T" -> num "T" |> Result.bind (fun v -> if v > 0.0 then Ok(fun st -> { st with T = v }) else fail pos "T must be > 0")
+                | "seed" ->
+                    evalInt consts "seed" s.Value
+                    |> Result.bind (fun n -> if n >= 0L then Ok(fun st -> { st with Seed = uint64 n }) else fail pos "seed must be >= 0")
+                | "burnin" ->
+                    num "burnin" |> Result.bind (fun v -> if v >= 0.0 then Ok(fun st -> { st with Burnin = v }) else fail pos "burnin must be >= 0")
+                | "scheme" ->
+                    match s.Value.Kind with
+                    | Var n when List.contains n schemes -> Ok(fun st -> { st with Scheme = n })
+                    | Var n -> fail pos (sprintf "unknown scheme '%s'; available: %s" n (String.Join(", ", schemes)))
+                    | _ -> fail pos "scheme must be a name, e.g. euler_maruyama"
+                | k ->
+                    fail
+                        s.Pos
+                        (sprintf "unknown setting '%s'%s (known: paths, dt, T, seed, scheme, burnin)" k
+                            (suggest k [ "paths"; "dt"; "T"; "seed"; "scheme"; "burnin" ]))
+
+            map2 (fun st f -> f st) acc r
+
+        let r = List.fold apply (Ok defaultSettings) xs
+
+        let r =
+            r
+            |> Result.bind (fun st ->
+                match validateSettings st with
+                | Ok() -> Ok st
+                | Error m ->
+                    let p = xs |> List.tryFind (fun s -> s.Key = "burnin") |> Option.map (fun s -> s.Value.Pos) |> Option.defaultValue bp
+                    fail p m)
+
+        match dupErrs, r with
+        | [], r -> r
+        | es, Ok _ -> Error es
+        | es, Error e2 -> Error(es @ e2)
+
+// ---------------------------------------------------------------------------------- parameter sets
+
+let private checkSets (consts: Map<string, int>) (ps: ParamInfo list) (items: TopItem list) : R<ParamSet list> =
+    let defaults = ps |> List.map (fun p -> p.Default) |> Array.ofList
+    let indexOf name = ps |> List.tryFindIndex (fun p -> p.Name = name)
+
+    let unknownParam p name =
+        fail p (sprintf "unknown param '%s'%s" name (suggest name (ps |> List.map (fun p -> p.Name))))
+
+    let withValue (p: Pos) (values: float[]) (i: int) (v: float) : R<float[]> =
+        match checkDomain ps[i] v with
+        | Ok() -> Ok(Array.updateAt i v values)
+        | Error m -> fail p m
+
+    let one item : R<ParamSet list> option =
+        match item with
+        | ParamsBlock(name, xs, _) ->
+            let dupErrs =
+                xs
+                |> List.groupBy (fun s -> s.Key)
+                |> List.collect (fun (k, occ) -> occ |> List.tail |> List.map (fun s -> { Pos = s.Pos; Message = sprintf "param '%s' is set twice" k }))
+
+            let values =
+                xs
+                |> List.fold
+                    (fun acc s ->
+                        let v =
+                            match indexOf s.Key with
+                            | None -> unknownParam s.Pos s.Key
+                            | Some i -> evalFinite consts (sprintf "the value of '%s'" s.Key) s.Value |> Result.map (fun v -> i, v)
+
+                        match acc, v with
+                        | Ok vals, Ok(i, x) -> withValue s.Value.Pos vals i x
+                        | Error e1, Error e2 -> Error(e1 @ e2)
+                        | Error e, _
+                        | _, Error e -> Error e)
+                    (Ok defaults)
+
+            Some(
+                match dupErrs, values with
+                | [], Ok v -> Ok [ { Name = name; Values = v } ]
+                | es, Ok _ -> Error es
+                | es, Error e -> Error(es @ e)
+            )
+        | SweepDecl(param, a, b, s, p) ->
+            let ev what e = evalFinite consts what e
+
+            Some(
+                match indexOf param with
+                | None -> unknownParam p param
+                | Some i ->
+                    map3 (fun x y z -> x, y, z) (ev "the sweep start" a) (ev "the sweep end" b) (ev "the sweep step" s)
+                    |> Result.bind (fun (lo, hi, st) ->
+                        if not (st > 0.0) then fail s.Pos "the sweep step must be > 0"
+                        elif lo > hi then fail a.Pos (sprintf "the sweep start %s is above its end %s" (shortNumber lo) (shortNumber hi))
+                        else
+                            let n = int (Math.Floor((hi - lo) / st + 1e-9)) + 1
+
+                            if n > 100_000 then
+                                fail s.Pos (sprintf "the sweep has %d values; at most 100000" n)
+                            else
+                                [ 0 .. n - 1 ]
+                                |> List.map (fun k ->
+                                    let v = Double.Parse(shortNumber (lo + float k * st), CultureInfo.InvariantCulture)
+
+                                    withValue p defaults i v
+                                    |> Result.map (fun vals -> { Name = sprintf "%s=%s" param (shortNumber v); Values = vals }))
+                                |> all)
+            )
+        | _ -> None
+
+    let results = items |> List.choose one
+
+    all results
+    |> Result.map List.concat
+    |> Result.bind (fun sets ->
+        let positions =
+            items |> List.collect (function ParamsBlock(n, _, p) -> [ n, p ] | SweepDecl(_, _, _, _, p) -> [ "", p ] | _ -> [])
+
+        match sets |> List.countBy (fun s -> s.Name) |> List.tryFind (fun (_, c) -> c > 1) with
+        | Some(n, _) ->
+            let p = positions |> List.filter (fun (m, _) -> m = n) |> List.map snd |> List.tryLast |> Option.defaultValue (snd positions.Head)
+            fail p (sprintf "duplicate parameter set '%s'" n)
+        | None when sets.IsEmpty -> Ok [ { Name = "default"; Values = defaults } ]
+        | None -> Ok sets)
+
+// ---------------------------------------------------------------------------------- queries
+
+let private methodNames = [ "divergence_kernel"; "likelihood_ratio"; "pathwise"; "finite_difference" ]
+
+let private checkMethod (consts: Map<string, int>) (m: Method) : R<CMethod> =
+    let argName =
+        function
+        | ArgNum(n, _, p)
+        | ArgName(n, _, p) -> n, p
+
+    let dup =
+        m.Args
+        |> List.map argName
+        |> List.groupBy fst
+        |> List.collect (fun (n, occ) -> occ |> List.tail |> List.map (fun (_, p) -> { Pos = p; Message = sprintf "argument '%s' given twice" n }))
+
+    let noArgs () =
+        match m.Args with
+        | [] -> Ok()
+        | a :: _ -> fail (snd (argName a)) (sprintf "%s takes no arguments" m.Name)
+
+    let numArg a =
+        match a with
+        | ArgNum(n, e, _) -> evalFinite consts (sprintf "'%s'" n) e
+        | ArgName(n, v, p) -> fail p (sprintf "'%s' must be a number, not '%s'" n v)
+
+    let r =
+        match m.Name with
+        | "likelihood_ratio" -> noArgs () |> Result.map (fun () -> LikelihoodRatio)
+        | "pathwise" -> noArgs () |> Result.map (fun () -> Pathwise)
+        | "finite_difference" ->
+            m.Args
+            |> List.fold
+                (fun acc a ->
+                    match a with
+                    | ArgNum("h", e, _) ->
+                        map2 (fun _ h -> h) acc (numArg a |> Result.bind (fun h -> if h > 0.0 then Ok h else fail e.Pos "h must be > 0"))
+                    | ArgName("h", _, _) -> map2 (fun _ h -> h) acc (numArg a)
+                    | _ -> let n, p = argName a in map2 (fun h _ -> h) acc (fail p (sprintf "unknown argument '%s' of finite_difference (known: h)" n)))
+                (Ok 0.01)
+            |> Result.map FiniteDifference
+        | "divergence_kernel" ->
+            let step (acc: R<Schedule option * DkMode option>) a =
+                let n, p = argName a
+
+                let upd: R<Schedule option * DkMode option -> Schedule option * DkMode option> =
+                    match n, a with
+                    | "rate", _ ->
+                        numArg a
+                        |> Result.bind (fun r ->
+                            if r > 0.0 then Ok(fun (_, md) -> Some(Rate r), md) else fail p "rate must be > 0")
+                    | "alpha", _ ->
+                        numArg a
+                        |> Result.bind (fun x ->
+                            if x >= 0.0 && x <= 1.0 then Ok(fun (_, md) -> Some(Alpha x), md)
+                            else fail p "alpha must be in [0, 1]")
+                    | "mode", ArgName(_, v, _) ->
+                        match v with
+                        | "exact" -> Ok(fun (s, _) -> s, Some Exact)
+                        | "iterative" -> Ok(fun (s, _) -> s, Some Iterative)
+                        | "first_order" -> Ok(fun (s, _) -> s, Some FirstOrder)
+                        | _ -> fail p (sprintf "unknown mode '%s'; use exact, iterative or first_order" v)
+                    | "mode", _ -> fail p "mode must be exact, iterative or first_order"
+                    | _ -> fail p (sprintf "unknown argument '%s' of divergence_kernel (known: rate, alpha, mode)" n)
+
+                map2 (fun st f -> f st) acc upd
+
+            let names = m.Args |> List.map (argName >> fst)
+
+            if List.contains "rate" names && List.contains "alpha" names then
+                let p = m.Args |> List.map argName |> List.find (fun (n, _) -> n = "alpha" || n = "rate") |> snd
+                fail p "give either rate or alpha, not both"
+            else
+                List.fold step (Ok(None, None)) m.Args
+                |> Result.map (fun (s, md) -> DivergenceKernel(defaultArg s (Rate 10.0), md))
+        | n -> fail m.Pos (sprintf "unknown method '%s'%s (known: %s)" n (suggest n methodNames) (String.Join(", ", methodNames)))
+
+    match dup, r with
+    | [], r -> r
+    | es, Ok _ -> Error es
+    | es, Error e -> Error(es @ e)
+
+/// Checks a query's windows against the final time T (also after `--T` overrides).
+let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
+    let over =
+        match q.Query with
+        | QPlain(_, o)
+        | QResponse(_, _, o, _, _) -> o
+
+    match over with
+    | Some(_, t1) when t1 > s.T -> Error(sprintf "the window ends at %s, after the final time T = %s" (shortNumber t1) (shortNumber s.T))
+    | _ -> Ok()
+
+let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list) (settings: Settings) (q: Query) : R<CheckedQuery> =
+    let obsEnv = { env with Ctx = InObservable }
+
+    let target t : R<CTarget> =
+        match t with
+        | MeanOf e -> checkExpr obsEnv e |> Result.map TMean
+        | DensityOf(e, lo, hi, bins) ->
+            let range =
+                map2 (fun a b -> a, b) (evalFinite consts "the density range" lo) (evalFinite consts "the density range" hi)
+                |> Result.bind (fun (a, b) -> if a < b then Ok(a, b) else fail lo.Pos "the density range [a, b] needs a < b")
+
+            let n =
+                evalInt consts "bins" bins
+                |> Result.bind (fun n ->
+                    if n < 1L then fail bins.Pos "bins must be >= 1"
+                    elif n > 10_000_000L then fail bins.Pos "bins must be at most 10000000"
+                    else Ok(int n))
+
+            map3 (fun c (a, b) n -> TDensity(c, a, b, n)) (checkExpr obsEnv e) range n
+
+    let over (w: Window option) : R<(float * float) option> =
+        match w with
+        | None -> Ok None
+        | Some w ->
+            map2 (fun a b -> a, b) (evalFinite consts "a window time" w.T0) (evalFinite consts "a window time" w.T1)
+            |> Result.bind (fun (a, b) ->
+                if a < 0.0 then fail w.T0.Pos "a window must start at t >= 0"
+                elif not (a < b) then fail w.T0.Pos "a window [t0, t1] needs t0 < t1"
+                else Ok(Some(a, b)))
+
+    let kind =
+        match q.Kind with
+        | Plain(t, w) -> map2 (fun t o -> QPlain(t, o)) (target t) (over w)
+        | Response(t, wrt, w, st, m) ->
+            let wrtR =
+                match ps |> List.tryFindIndex (fun p -> p.Name = wrt) with
+                | Some i -> Ok i
+                | None ->
+                    let what =
+                        match env.Names.TryFind wrt with
+                        | Some(k, _) -> sprintf "'%s' is a %s, not a param" wrt (describeEntity k)
+                        | None -> sprintf "unknown param '%s'%s" wrt (suggest wrt (ps |> List.map (fun p -> p.Name)))
+
+                    fail q.Pos (what + "; d ... / d p needs a declared param")
+
+            let stR =
+                match st with
+                | None -> Ok None
+                | Some ws ->
+                    ws
+                    |> List.map (fun e ->
+                        evalFinite consts "a stationary window" e
+                        |> Result.bind (fun v -> if v > 0.0 then Ok v else fail e.Pos "a stationary window must be > 0"))
+                    |> all
+                    |> Result.map Some
+
+            let methodR =
+                match m with
+                | None -> Ok(DivergenceKernel(Rate 10.0, None))
+                | Some m ->
+                    checkMethod consts m
+                    |> Result.bind (fun cm ->
+                        match cm, t with
+                        | Pathwise, DensityOf _ -> fail m.Pos "pathwise cannot differentiate a density; use divergence_kernel"
+                        | Pathwise, (MeanOf e) when hasIf e ->
+                            fail m.Pos "pathwise needs a differentiable observable, and this one contains 'if'; use divergence_kernel"
+                        | _ -> Ok cm)
+
+            map3
+                (fun (t, o) (i, s) cm -> QResponse(t, i, o, s, cm))
+                (map2 (fun a b -> a, b) (target t) (over w))
+                (map2 (fun a b -> a, b) wrtR stR)
+                methodR
+
+    kind
+    |> Result.bind (fun k ->
+        let cq = { Query = k; Text = q.Text.Value; Pos = q.Pos }
+
+        match validateQueryTimes settings cq with
+        | Ok() -> Ok cq
+        | Error m -> fail q.Pos m)
+
+// ---------------------------------------------------------------------------------- file
+
+let private sortDiags (ds: Diagnostic list) =
+    ds |> List.distinctBy (fun d -> d.Pos.Line, d.Pos.Col, d.Message) |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
+
+/// Checks a parsed file.
+let check (f: File) : Result<CheckedFile, Diagnostic list> =
+    let models = f.Items |> List.choose (function ModelBlock m -> Some m | _ -> None)
+    let sims = f.Items |> List.choose (function SimulateBlock(s, p) -> Some(s, p) | _ -> None)
+    let queries = f.Items |> List.choose (function QueryBlock(q, p) -> Some(q, p) | _ -> None)
+
+    let extra what (xs: ('a * Pos) list) =
+        xs |> List.skip (min 1 xs.Length) |> List.map (fun (_, p) -> { Pos = p; Message = sprintf "a second '%s' block; a file holds one" what })
+
+    let blockErrs =
+        (models |> List.map (fun m -> m, m.Pos) |> extra "model") @ extra "simulate" sims @ extra "query" queries
+
+    match models with
+    | [] -> Error [ { Pos = { Line = 1; Col = 1 }; Message = "no 'model' block; a file needs 'model Name { ... }'" } ]
+    | m :: _ ->
+        let modelR = checkModel m
+        let d, _ = declarations m.Items
+        let consts = Map.ofList d.Consts
+
+        let env =
+            { Names = d.Names
+              States = Array.ofList d.States
+              Brownians = Array.ofList d.Brownians
+              Ctx = InObservable }
+
+        let settingsR = checkSettings consts (List.tryHead sims)
+        let setsR = checkSets consts d.Params f.Items
+
+        let queriesR =
+            match List.tryHead queries with
+            | None -> Ok []
+            | Some(qs, _) ->
+                let st = defaultArg (Result.toOption settingsR) defaultSettings
+                qs |> List.map (checkQuery env consts d.Params st) |> all
+
+        let errs =
+            blockErrs @ errorsOf modelR @ errorsOf settingsR @ errorsOf setsR @ errorsOf queriesR
+
+        match errs, modelR, settingsR, setsR, queriesR with
+        | [], Ok model, Ok st, Ok sets, Ok qs ->
+            Ok
+                { Model = model
+                  Sets = sets
+                  Settings = st
+                  Queries = qs }
+        | es, _, _, _, _ -> Error(sortDiags es)

@@ -1,0 +1,106 @@
+/// The front end as the other stages call it: text to a checked file, and the command-line
+/// overrides applied to a checked file.
+module Sde.Lang.Frontend
+
+open System
+open System.Threading
+open Sde.Lang.Syntax
+open Sde.Lang.Checked
+
+/// Command-line overrides: `--set p=v`, `--params NAME`, `--paths --dt --T --seed`.
+type Overrides =
+    { Sets: (string * float) list
+      ParamsName: string option
+      Paths: int64 option
+      Dt: float option
+      T: float option
+      Seed: uint64 option }
+
+let noOverrides =
+    { Sets = []
+      ParamsName = None
+      Paths = None
+      Dt = None
+      T = None
+      Seed = None }
+
+/// Runs `f` on a thread with a large stack, turning any exception into a diagnostic at 1:1.
+let private guarded (f: unit -> Result<'a, Diagnostic list>) : Result<'a, Diagnostic list> =
+    let mutable result = Error [ { Pos = { Line = 1; Col = 1 }; Message = "internal error: the front end did not finish" } ]
+
+    let body () =
+        result <-
+            try
+                f ()
+            with ex ->
+                Error [ { Pos = { Line = 1; Col = 1 }; Message = sprintf "internal error: %s" ex.Message } ]
+
+    let th = Thread(body, 256 * 1024 * 1024)
+    th.Start()
+    th.Join()
+    result
+
+/// Parses then checks a source text. Never throws.
+let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnostic list> =
+    ignore fileName
+
+    guarded (fun () ->
+        let text = if isNull text then "" else text
+
+        match Parser.parseFile text with
+        | Error d -> Error [ d ]
+        | Ok f -> Checker.check f)
+
+/// Applies command-line overrides to a checked file; the error says which flag is wrong.
+let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string> =
+    let ps = cf.Model.Params
+
+    let sets =
+        match o.ParamsName with
+        | None -> Ok cf.Sets
+        | Some n ->
+            match cf.Sets |> List.filter (fun s -> s.Name = n) with
+            | [] ->
+                Error(
+                    sprintf "--params: unknown parameter set '%s'; the sets are: %s" n (String.Join(", ", cf.Sets |> List.map (fun s -> s.Name)))
+                )
+            | xs -> Ok xs
+
+    let applySet (sets: Result<ParamSet list, string>) (name: string, v: float) =
+        sets
+        |> Result.bind (fun sets ->
+            match ps |> List.tryFindIndex (fun p -> p.Name = name) with
+            | None ->
+                Error(
+                    sprintf "--set: unknown param '%s'%s (params: %s)" name (Checker.suggest name (ps |> List.map (fun p -> p.Name)))
+                        (String.Join(", ", ps |> List.map (fun p -> p.Name)))
+                )
+            | Some i ->
+                match Checker.checkDomain ps[i] v with
+                | Error m -> Error("--set: " + m)
+                | Ok() when not (Double.IsFinite v) -> Error(sprintf "--set: the value of '%s' must be finite" name)
+                | Ok() -> Ok(sets |> List.map (fun s -> { s with Values = Array.updateAt i v s.Values })))
+
+    let sets = List.fold applySet sets o.Sets
+
+    let settings =
+        let s = cf.Settings
+
+        let s =
+            { s with
+                Paths = defaultArg o.Paths s.Paths
+                Dt = defaultArg o.Dt s.Dt
+                T = defaultArg o.T s.T
+                Seed = defaultArg o.Seed s.Seed }
+
+        match Checker.validateSettings s with
+        | Error m -> Error("invalid settings after overrides: " + m)
+        | Ok() ->
+            match cf.Queries |> List.tryPick (fun q -> match Checker.validateQueryTimes s q with Error m -> Some(q, m) | Ok() -> None) with
+            | Some(q, m) -> Error(sprintf "query '%s' (line %d): %s" q.Text q.Pos.Line m)
+            | None -> Ok s
+
+    match sets, settings with
+    | Ok sets, Ok st -> Ok { cf with Sets = sets; Settings = st }
+    | Error m, _
+    | _, Error m -> Error m

@@ -1,0 +1,486 @@
+/// The `.sde` grammar (FParsec, lexer-free). Every node carries the position where it starts.
+/// Statements end at a newline or `;`; inside `( )` and `[ ]` newlines are free.
+module Sde.Lang.Parser
+
+open System
+open System.Globalization
+open FParsec
+open Sde.Lang.Syntax
+
+/// Parser state: how many `(`/`[` are open (newlines are white space inside them) and how deep
+/// the expression nesting is (capped so that no input can exhaust the stack).
+type UState = { Parens: int; Depth: int }
+
+type P<'a> = Parser<'a, UState>
+
+/// Deepest expression nesting accepted.
+let maxDepth = 256
+
+/// Most operands in one chain of `+`/`*`/`and`/`or`.
+let maxChain = 10000
+
+/// A message starting with `@LINE:COL|` is reported at that position instead of the failure point.
+let private atPos (p: Pos) (msg: string) = sprintf "@%d:%d|%s" p.Line p.Col msg
+
+let private pos: P<Pos> =
+    getPosition |>> fun p -> { Line = int p.Line; Col = int p.Column }
+
+// ---------------------------------------------------------------------------------- white space
+
+let private lineComment: P<unit> = skipString "//" >>. skipRestOfLine false
+
+let private blockComment: P<unit> =
+    skipString "/*"
+    >>. (skipCharsTillString "*/" true Int32.MaxValue <?> "'*/' closing the comment")
+
+let private blank: P<unit> = skipMany1SatisfyL (fun c -> c = ' ' || c = '\t' || c = '\r') "space"
+
+let private newlineInParens: P<unit> =
+    userStateSatisfies (fun u -> u.Parens > 0) >>. skipNewline
+
+/// White space and comments; newlines too when inside parentheses or brackets.
+let ws: P<unit> = skipMany (blank <|> lineComment <|> blockComment <|> newlineInParens)
+
+/// White space, comments, newlines and `;` between statements.
+let private wsnl: P<unit> =
+    skipMany (blank <|> lineComment <|> blockComment <|> skipNewline <|> skipChar ';')
+
+/// The end of a statement: a newline, `;`, a closing `}` or the end of the file.
+let private eos: P<unit> =
+    (skipNewline <|> skipChar ';' <|> followedBy (skipChar '}') <|> eof)
+    <?> "end of statement (newline or ';')"
+    >>. wsnl
+
+// ---------------------------------------------------------------------------------- tokens
+
+let private isIdStart c = isAsciiLetter c || c = '_'
+let private isIdChar c = isAsciiLetter c || isDigit c || c = '_'
+
+let keywords = set [ "if"; "then"; "else"; "and"; "or"; "not"; "inf" ]
+
+let private identRaw: P<string> = many1Satisfy2L isIdStart isIdChar "name"
+
+/// A name that is not a keyword, followed by white space.
+let private identNoKw: P<string> =
+    fun stream ->
+        let st = stream.State
+        let r = identRaw stream
+
+        if r.Status = Ok && keywords.Contains r.Result then
+            stream.BacktrackTo(st)
+            Reply(Error, expected "name")
+        else
+            r
+
+/// A name that is not a keyword, followed by white space.
+let ident: P<string> = identNoKw .>> ws
+
+let private kw (s: string) : P<unit> =
+    (skipString s >>? notFollowedBy (satisfy isIdChar)) .>> ws <?> sprintf "'%s'" s
+
+let private sym (s: string) : P<unit> = skipString s .>> ws <?> sprintf "'%s'" s
+
+let private numLit: P<float> =
+    numberLiteral (NumberLiteralOptions.AllowFraction ||| NumberLiteralOptions.AllowExponent) "number"
+    |>> fun n -> Double.Parse(n.String, NumberStyles.Float, CultureInfo.InvariantCulture)
+    .>> ws
+
+/// Runs `p` one nesting level deeper (after an opening token has been consumed), failing with a
+/// located message when the nesting cap is reached. `parens` also makes newlines white space.
+let private deeper (parens: bool) (p: P<'a>) : P<'a> =
+    fun stream ->
+        let u = stream.UserState
+
+        if u.Depth >= maxDepth then
+            Reply(
+                FatalError,
+                messageError (sprintf "expression nested too deeply (more than %d levels); simplify it" maxDepth)
+            )
+        else
+            stream.UserState <-
+                { Depth = u.Depth + 1
+                  Parens = if parens then u.Parens + 1 else u.Parens }
+
+            let r = p stream
+
+            if r.Status = Ok then
+                let v = stream.UserState
+
+                stream.UserState <-
+                    { Depth = v.Depth - 1
+                      Parens = if parens then v.Parens - 1 else v.Parens }
+
+            r
+
+/// The closing bracket `c` of one opened at `openPos`; at the end of the file the error points
+/// at the opening bracket.
+let private closing (openCh: char) (c: char) (openPos: Pos) : P<unit> =
+    fun stream ->
+        if stream.Skip c then
+            Reply(())
+        elif stream.IsEndOfStream || (c <> '}' && stream.Peek() = '}') then
+            Reply(FatalError, messageError (atPos openPos (sprintf "unclosed '%c'; add '%c'" openCh c)))
+        else
+            Reply(Error, expected (sprintf "'%c'" c))
+
+/// `open p close` with newlines free inside, then white space.
+let private group (o: char) (c: char) (p: P<'a>) : P<'a> =
+    pos .>> skipChar o >>= fun op -> deeper true (ws >>. p .>> closing o c op) .>> ws
+
+// ---------------------------------------------------------------------------------- expressions
+
+let private mk p k : Expr = { Kind = k; Pos = p }
+
+let expr, private exprRef = createParserForwardedToRef<Expr, UState> ()
+
+let private reduceOp name =
+    match name with
+    | "sum" -> Some Sum
+    | "avg" -> Some Avg
+    | _ -> None
+
+let private nameAtom: P<Expr> =
+    pos .>>. ident
+    >>= fun (p, name) ->
+        match reduceOp name with
+        | Some op ->
+            group '(' ')' (ident .>> sym "," .>>. expr)
+            |>> fun (v, body) -> mk p (Reduce(op, v, body))
+            <|> preturn (mk p (Var name))
+        | None ->
+            (group '(' ')' (sepBy expr (sym ",")) |>> fun args -> mk p (Call(name, args)))
+            <|> (group '[' ']' expr |>> fun ix -> mk p (Index(name, ix)))
+            <|> preturn (mk p (Var name))
+
+let private ifExpr: P<Expr> =
+    pos .>> kw "if"
+    >>= fun p ->
+        deeper false (expr .>> kw "then" .>>. expr .>> kw "else" .>>. expr)
+        |>> fun ((c, a), b) -> mk p (If(c, a, b))
+
+let private atom: P<Expr> =
+    choice
+        [ pos .>>. numLit |>> fun (p, v) -> mk p (Num v)
+          pos .>> kw "inf" |>> fun p -> mk p (Num Double.PositiveInfinity)
+          group '(' ')' expr
+          ifExpr
+          nameAtom ]
+    <?> "expression"
+
+let private unary, private unaryRef = createParserForwardedToRef<Expr, UState> ()
+
+let private powExpr: P<Expr> =
+    atom
+    >>= fun a ->
+        (sym "^" >>. deeper false unary |>> fun b -> mk a.Pos (Bin(Pow, a, b)))
+        <|> preturn a
+
+unaryRef.Value <-
+    (pos .>> sym "-" >>= fun p -> deeper false unary |>> fun e -> mk p (ExprKind.Neg e))
+    <|> powExpr
+
+/// A left-associative chain `first (op operand)*`, built iteratively, at most `maxChain` operands.
+let private chain (operand: P<Expr>) (op: P<Expr -> Expr -> ExprKind>) : P<Expr> =
+    fun stream ->
+        let first = operand stream
+
+        if first.Status <> Ok then
+            first
+        else
+            let mutable acc = first.Result
+            let mutable count = 1
+            let mutable result = None
+
+            while result.IsNone do
+                let st = stream.State
+                let tag = stream.StateTag
+                let o = op stream
+
+                if o.Status = Ok then
+                    let r = operand stream
+
+                    if r.Status = Ok then
+                        count <- count + 1
+
+                        if count > maxChain then
+                            result <-
+                                Some(
+                                    Reply(
+                                        FatalError,
+                                        messageError (
+                                            sprintf "expression has more than %d terms; split it" maxChain
+                                        )
+                                    )
+                                )
+                        else
+                            acc <- mk acc.Pos (o.Result acc r.Result)
+                    else
+                        result <- Some(Reply(r.Status, r.Error))
+                elif o.Status = Error && stream.StateTag = tag then
+                    stream.BacktrackTo st
+                    result <- Some(Reply(Ok, acc, mergeErrors first.Error o.Error))
+                else
+                    result <- Some(Reply(o.Status, o.Error))
+
+            result.Value
+
+/// A juxtaposed name starting with `d` (`dt`, `dW`): implicit multiplication.
+let private differentialAhead: P<unit> =
+    followedBy (skipChar 'd' >>. skipSatisfy isIdChar) <?> "operator"
+
+let private mulOp: P<Expr -> Expr -> ExprKind> =
+    (sym "*" >>% fun a b -> Bin(Mul, a, b))
+    <|> (notFollowedByString "//" >>? notFollowedByString "/*" >>? sym "/" >>% fun a b -> Bin(Div, a, b))
+    <|> (differentialAhead >>% fun a b -> Bin(Mul, a, b))
+    <?> "operator"
+
+let private addOp: P<Expr -> Expr -> ExprKind> =
+    (sym "+" >>% fun a b -> Bin(Add, a, b)) <|> (sym "-" >>% fun a b -> Bin(Sub, a, b))
+    <?> "operator"
+
+let private mulExpr = chain unary mulOp
+let private addExpr = chain mulExpr addOp
+
+let private cmpOp: P<CmpOp> =
+    choice
+        [ skipString "==" >>% Eq
+          skipString "!=" >>% Ne
+          skipString "<=" >>% Le
+          skipString ">=" >>% Ge
+          skipString "<" >>% Lt
+          skipString ">" >>% Gt ]
+    .>> ws
+    <?> "operator"
+
+let private cmpExpr: P<Expr> =
+    addExpr
+    >>= fun a -> (cmpOp .>>. addExpr |>> fun (op, b) -> mk a.Pos (Cmp(op, a, b))) <|> preturn a
+
+let private notExpr, private notRef = createParserForwardedToRef<Expr, UState> ()
+
+notRef.Value <-
+    (pos .>> kw "not" >>= fun p -> deeper false notExpr |>> fun e -> mk p (Not e))
+    <|> cmpExpr
+
+let private andExpr = chain notExpr (kw "and" >>% fun a b -> And(a, b))
+let private orExpr = chain andExpr (kw "or" >>% fun a b -> Or(a, b))
+
+exprRef.Value <- orExpr
+
+// ---------------------------------------------------------------------------------- model
+
+let private bound: P<float> =
+    (sym "-" >>. ((kw "inf" >>% Double.NegativeInfinity) <|> (numLit |>> fun v -> -v)))
+    <|> (kw "inf" >>% Double.PositiveInfinity)
+    <|> numLit
+    <?> "number or inf"
+
+let private domain: P<Bound * Bound> =
+    let lo = (sym "(" >>% false) <|> (sym "[" >>% true) <?> "'(' or '['"
+    let hi = (sym ")" >>% false) <|> (sym "]" >>% true) <?> "')' or ']'"
+
+    pipe5 lo bound (sym ",") bound hi (fun lc l _ h hc ->
+        { Value = l; Closed = lc }, { Value = h; Closed = hc })
+
+let private nameAt: P<Pos * string> = pos .>>. ident
+
+let private size: P<Expr option> = opt (group '[' ']' expr)
+
+let private lhsIndex: P<string option> =
+    opt (group '[' ']' (ident <?> "index variable name"))
+
+let private initRhs: P<InitRhs> =
+    (sym "=" >>. expr |>> InitValue)
+    <|> (sym "~"
+         >>. ((kw "normal" >>. group '(' ')' (expr .>> sym "," .>>. expr) |>> InitNormal)
+              <|> (kw "uniform" >>. group '(' ')' (expr .>> sym "," .>>. expr) |>> InitUniform)
+              <?> "'normal(mean, sd)' or 'uniform(lo, hi)'"))
+    <?> "'=' or '~'"
+
+let private modelItem: P<ModelItem> =
+    choice
+        [ kw "const" >>. nameAt .>> sym "=" .>>. expr |>> fun ((p, n), e) -> ConstDecl(n, e, p)
+          kw "param" >>. nameAt .>> sym "=" .>>. expr .>>. opt (kw "in" >>. domain)
+          |>> fun (((p, n), e), d) -> ParamDecl(n, e, d, p)
+          kw "state" >>. nameAt .>>. size .>>. (kw "periodic" >>% true <|> preturn false)
+          |>> fun (((p, n), s), per) -> StateDecl(n, s, per, p)
+          kw "brownian" >>. nameAt .>>. size |>> fun ((p, n), s) -> BrownianDecl(n, s, p)
+          pos .>> kw "init" .>>. ident .>>. lhsIndex .>>. initRhs
+          |>> fun (((p, n), i), r) -> InitDecl(n, i, r, p)
+          pos .>> kw "d" .>>. ident .>>. lhsIndex .>> sym "=" .>>. expr
+          |>> fun (((p, n), i), e) -> Equation(n, i, e, p) ]
+    <?> "model item (const, param, state, brownian, init or d)"
+
+/// `{ item* }` with statements separated by newlines or `;`.
+let private block (item: P<'a>) : P<'a list> =
+    pos .>> skipChar '{'
+    >>= fun op ->
+        ws >>. wsnl >>. many (item .>> eos) .>> closing '{' '}' op .>> ws
+
+let private setting: P<Setting> =
+    nameAt .>> sym "=" .>>. expr |>> fun ((p, k), v) -> { Key = k; Value = v; Pos = p }
+
+// ---------------------------------------------------------------------------------- queries
+
+let private window: P<Window> =
+    group '[' ']' (expr .>> sym "," .>>. expr) |>> fun (a, b) -> { T0 = a; T1 = b }
+
+let private over: P<Window option> = opt (kw "over" >>. window)
+
+let private onBins: P<Expr * Expr * Expr> =
+    kw "on" >>. window .>> kw "bins" .>>. expr |>> fun (w, n) -> (w.T0, w.T1, n)
+
+let private methodArg: P<MethodArg> =
+    nameAt .>> sym "=" .>>. expr
+    |>> fun ((p, n), e) ->
+        match e.Kind with
+        | Var v -> ArgName(n, v, p)
+        | _ -> ArgNum(n, e, p)
+
+let private methodP: P<Method> =
+    pos .>>. ident .>>. opt (group '(' ')' (sepBy methodArg (sym ",")))
+    |>> fun ((p, n), args) -> { Name = n; Args = defaultArg args []; Pos = p }
+
+let private observable: P<Expr> = group '(' ')' expr
+
+let private plainQuery: P<QueryKind> =
+    (kw "mean" >>. observable .>>. over |>> fun (e, o) -> Plain(MeanOf e, o))
+    <|> (kw "density" >>. observable .>>. onBins .>>. over
+         |>> fun ((e, (lo, hi, n)), o) -> Plain(DensityOf(e, lo, hi, n), o))
+
+let private responseQuery: P<QueryKind> =
+    let tail = over .>>. opt (kw "stationary" >>. kw "window" >>. sepBy1 expr (sym ",")) .>>. opt (kw "with" >>. methodP)
+    let wrt = sym "/" >>. kw "d" >>. ident
+
+    kw "d"
+    >>. ((kw "mean" >>. observable .>>. wrt .>>. tail
+          |>> fun ((e, p), ((o, s), m)) -> Response(MeanOf e, p, o, s, m))
+         <|> (kw "density" >>. observable .>>. wrt .>>. onBins .>>. tail
+              |>> fun (((e, p), (lo, hi, n)), ((o, s), m)) -> Response(DensityOf(e, lo, hi, n), p, o, s, m))
+         <?> "'mean(...)' or 'density(...)'")
+
+/// Removes comments and collapses white space: the query text as the JSON reports it.
+let normalizeQueryText (s: string) =
+    let noBlock = Text.RegularExpressions.Regex.Replace(s, @"/\*[\s\S]*?(\*/|$)", " ")
+    let noLine = Text.RegularExpressions.Regex.Replace(noBlock, @"//[^\n]*", " ")
+    Text.RegularExpressions.Regex.Replace(noLine, @"\s+", " ").Trim()
+
+let private query: P<Query> =
+    pos
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <?> "query (mean, density or d ...)")
+    |>> fun (p, (s, k)) ->
+        { Kind = k
+          Text = QueryText(normalizeQueryText s)
+          Pos = p }
+
+// ---------------------------------------------------------------------------------- file
+
+let private topItem: P<TopItem> =
+    choice
+        [ pos .>> kw "model" .>>. ident .>>. block modelItem
+          |>> fun ((p, n), items) -> ModelBlock { Name = n; Items = items; Pos = p }
+          kw "params" >>. nameAt .>>. block setting |>> fun ((p, n), s) -> ParamsBlock(n, s, p)
+          kw "sweep" >>. nameAt .>> kw "from" .>>. expr .>> kw "to" .>>. expr .>> kw "step" .>>. expr .>> eos
+          |>> fun ((((p, n), a), b), s) -> SweepDecl(n, a, b, s, p)
+          pos .>> kw "simulate" .>>. block setting |>> fun (p, s) -> SimulateBlock(s, p)
+          pos .>> kw "query" .>>. block query |>> fun (p, q) -> QueryBlock(q, p) ]
+    <?> "'model', 'params', 'sweep', 'simulate' or 'query'"
+
+let private fileP: P<File> =
+    ws >>. wsnl >>. many (topItem .>> wsnl) .>> eof |>> fun items -> { Items = items }
+
+// ---------------------------------------------------------------------------------- errors
+
+/// What the source holds at a position, for "but found ..." (a name, a number or one character).
+let private foundAt (text: string) (line: int) (col: int) =
+    let lines = text.Split('\n')
+
+    if line < 1 || line > lines.Length then
+        "end of file"
+    else
+        let l = lines[line - 1].TrimEnd('\r')
+        let i = col - 1
+
+        if i >= l.Length then
+            (if line = lines.Length then "end of file" else "end of line")
+        else
+            let c = l[i]
+
+            if isIdChar c then
+                let j = Seq.initInfinite id |> Seq.skip i |> Seq.find (fun j -> j >= l.Length || not (isIdChar l[j]))
+                let tok = l.Substring(i, min (j - i) 40)
+                sprintf "'%s'" tok
+            elif Char.IsControl c || c = '\uFFFD' then
+                sprintf "character U+%04X" (int c)
+            else
+                sprintf "'%c'" c
+
+let private orList (xs: string list) =
+    match List.rev xs with
+    | [] -> ""
+    | [ x ] -> x
+    | last :: rest -> String.Join(", ", List.rev rest) + " or " + last
+
+let rec private describe (text: string) (epos: Position) (msgs: ErrorMessageList) : Pos * string =
+    let all = ErrorMessageList.ToSortedArray msgs |> Array.toList
+    let p = { Line = int epos.Line; Col = int epos.Column }
+
+    let custom =
+        all
+        |> List.choose (function
+            | :? ErrorMessage.Message as m -> Some m.String
+            | _ -> None)
+
+    let expecteds =
+        all
+        |> List.choose (function
+            | :? ErrorMessage.Expected as e -> Some e.Label
+            | :? ErrorMessage.ExpectedString as e -> Some(sprintf "'%s'" e.String)
+            | _ -> None)
+        |> List.map (fun l ->
+            match l with
+            | "'^'" | "'and'" | "'or'" | "'*'" | "'/'" | "'+'" -> "operator"
+            | _ -> l)
+        |> List.distinct
+        |> fun es ->
+            let noise = set [ "space"; "newline"; "'/*'"; "'//'"; "';'"; "end of input" ]
+            let kept = es |> List.filter (fun l -> not (noise.Contains l))
+            let kept = if kept.IsEmpty then es |> List.filter (fun l -> l = "end of input") else kept
+            if List.contains "expression" kept then List.filter (fun l -> l <> "'-'" && l <> "'not'") kept else kept
+
+    let nested =
+        all
+        |> List.choose (function
+            | :? ErrorMessage.NestedError as n -> Some(n.Position, n.Messages)
+            | :? ErrorMessage.CompoundError as c -> Some(c.NestedErrorPosition, c.NestedErrorMessages)
+            | _ -> None)
+
+    match custom with
+    | m :: _ when m.StartsWith "@" && m.Contains "|" ->
+        let bar = m.IndexOf '|'
+        let lc = m.Substring(1, bar - 1).Split(':')
+        { Line = int lc[0]; Col = int lc[1] }, m.Substring(bar + 1)
+    | m :: _ -> p, m
+    | [] ->
+        match expecteds, nested with
+        | [], (np, nm) :: _ -> describe text np nm
+        | [], [] -> p, "syntax error"
+        | es, _ ->
+            let found = foundAt text p.Line p.Col
+            p, sprintf "expected %s but found %s" (orList es) found
+
+/// Parses a whole file.
+let parseFile (text: string) : Result<File, Diagnostic> =
+    match runParserOnString fileP { Parens = 0; Depth = 0 } "" text with
+    | Success(f, _, _) -> Result.Ok f
+    | Failure(_, err, _) ->
+        let p, m = describe text err.Position err.Messages
+        Result.Error { Pos = p; Message = m }
+
+/// Parses one expression (for tests and the embedding API).
+let parseExpr (text: string) : Result<Expr, Diagnostic> =
+    match runParserOnString (ws >>. expr .>> eof) { Parens = 0; Depth = 0 } "" text with
+    | Success(e, _, _) -> Result.Ok e
+    | Failure(_, err, _) ->
+        let p, m = describe text err.Position err.Messages
+        Result.Error { Pos = p; Message = m }
