@@ -334,6 +334,13 @@ let engineTests =
             Expect.throwsT<ArgumentException> (fun () -> run(model, settings 10L 0.1 1.0 1UL 1, [| density 0 1.0 0.0 10 |]) |> ignore) "empty range"
         }
 
+        test "cancellation stops the run" {
+            use cts = new Threading.CancellationTokenSource()
+            cts.Cancel()
+            let s = RunSettings(Paths = 1000L, Dt = 0.01, T = 1.0, Seed = 1UL, Cancel = cts.Token)
+            Expect.throwsT<OperationCanceledException> (fun () -> run({ Theta = 1.0; Sigma = 1.0; X0 = 0.0 }, s, [| mean 0 |]) |> ignore) "cancelled"
+        }
+
         test "progress is reported and ends at 1" {
             let seen = Collections.Concurrent.ConcurrentBag<float>()
             let s = RunSettings(Paths = 2000L, Dt = 0.01, T = 1.0, Seed = 1UL, Progress = (fun f -> seen.Add f))
