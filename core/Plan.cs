@@ -38,6 +38,8 @@ public sealed class RunSettings
     /// <summary>Called now and then with the fraction of paths done (from worker threads).</summary>
     public Action<double>? Progress { get; init; }
     public CancellationToken Cancel { get; init; }
+    /// <summary>Memory the run may use, in bytes; 0 means what the GC reports as available on this machine.</summary>
+    public long MemoryLimit { get; init; }
 
     /// <summary>Number of steps N = round(T / dt).</summary>
     public long Steps => (long)Math.Round(T / Dt);
