@@ -8,14 +8,22 @@ namespace Sde.Core;
 public interface IModelRunner
 {
     Estimate[] Run(object model, RunSettings settings, QueryPlan[] plans);
+    Estimate[] RunResponses(object model, object[] variants, TangentStructure structure, RunSettings settings, ResponsePlan[] plans);
 }
 
-public sealed class ModelRunner<TModel> : IModelRunner where TModel : struct, ISdeModel
+public sealed class ModelRunner<TModel> : IModelRunner where TModel : struct, ISdeTangentModel
 {
     public Estimate[] Run(object model, RunSettings settings, QueryPlan[] plans)
     {
         var m = (TModel)model;
         return Engine.Run(in m, settings, plans);
+    }
+
+    public Estimate[] RunResponses(object model, object[] variants, TangentStructure structure, RunSettings settings, ResponsePlan[] plans)
+    {
+        var m = (TModel)model;
+        var vs = Array.ConvertAll(variants, v => (TModel)v);
+        return ResponseEngine.Run(in m, vs, structure, settings, plans);
     }
 }
 

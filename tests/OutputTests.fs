@@ -22,7 +22,8 @@ let private outcome kind query =
       Hi = nan
       Below = 0L
       Above = 0L
-      Count = 100000L }
+      Count = 100000L
+      Windows = [] }
 
 let private grid lo hi n =
     Array.init n (fun i -> lo + (float i + 0.5) * (hi - lo) / float n)

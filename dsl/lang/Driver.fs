@@ -1,5 +1,5 @@
 /// The driver: from a checked file to a compiled program (model type, observables, engine plans),
-/// and from there to a run report. Queries the engine cannot answer yet are located errors here.
+/// and from there to a run report. Queries that a method cannot answer are located errors here.
 module Sde.Lang.Driver
 
 open System
@@ -9,16 +9,22 @@ open Sde.Lang.Syntax
 open Sde.Lang.Checked
 open Sde.Lang.Report
 
+/// A finite-difference twin: parameter `Param` shifted by `Shift` (same noise as the base model).
+type Variant = { Param: int; Shift: float }
+
 /// How each query is answered.
 type QueryJob =
-    /// A plain mean/density: one engine plan.
+    /// A plain mean/density: one plan of the plain engine.
     | PlainJob of QueryPlan
+    /// A response: one response-engine plan per stationary window (one when not stationary).
+    | ResponseJob of ResponsePlan list * wrt: string * methodText: string * windows: float list
 
 /// A checked file compiled for execution.
 type Program =
     { File: CheckedFile
       Compiled: Compile.CompiledModel
       Jobs: (CheckedQuery * QueryJob) list
+      Variants: Variant list
       Source: string }
 
 /// Options of one run that do not belong to the file.
@@ -37,14 +43,38 @@ let private targetObservable (t: CTarget) =
     | TMean e -> e
     | TDensity (e, _, _, _) -> e
 
+let private fmt (v: float) = v.ToString("R", Globalization.CultureInfo.InvariantCulture)
+
+/// The method as the JSON reports it.
+let methodText (dim: int) (m: CMethod) =
+    let modeName mode =
+        match mode with
+        | Some Exact -> "exact"
+        | Some Iterative -> "iterative"
+        | Some FirstOrder -> "first_order"
+        | None -> if dim <= 10 then "exact" else "iterative"
+
+    match m with
+    | DivergenceKernel (Rate r, mode) -> sprintf "divergence_kernel(rate = %s, mode = %s)" (fmt r) (modeName mode)
+    | DivergenceKernel (Alpha a, mode) -> sprintf "divergence_kernel(alpha = %s, mode = %s)" (fmt a) (modeName mode)
+    | LikelihoodRatio -> "likelihood_ratio"
+    | Pathwise -> "pathwise"
+    | FiniteDifference h -> sprintf "finite_difference(h = %s)" (fmt h)
+
+/// Is the noise degenerate (σσᵀ singular by its pattern: fewer lanes than states, or a row without noise)?
+let private degenerateNoise (ir: Lower.ModelIr) =
+    let rows = ir.Diffusion |> List.map (fun d -> d.Row) |> List.distinct
+    ir.NoiseDim < ir.Dim || rows.Length < ir.Dim
+
 /// Compile a checked file: lower the model, collect the observables, plan every query.
 let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     try
-        let ir = Lower.lowerModel cf.Model
+        let m = cf.Model
+        let ir = Lower.lowerModel m
         let obs = Collections.Generic.List<Ir.Sym>()
 
         let obsIndex (e: CExpr) =
-            let s = Lower.observable cf.Model e
+            let s = Lower.observable m e
 
             match Seq.tryFindIndex (fun o -> o = s) obs with
             | Some i -> i
@@ -52,45 +82,130 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                 obs.Add s
                 obs.Count - 1
 
+        let wrt =
+            cf.Queries
+            |> List.choose (fun q -> match q.Query with QResponse (_, p, _, _, _) -> Some p | _ -> None)
+            |> List.distinct
+            |> List.toArray
+
+        let variants = Collections.Generic.List<Variant>()
+
+        let variantIndex v =
+            match Seq.tryFindIndex ((=) v) variants with
+            | Some i -> i
+            | None ->
+                variants.Add v
+                variants.Count - 1
+
+        let err (q: CheckedQuery) msg = Error { Pos = q.Pos; Message = msg }
+
         let planOf (q: CheckedQuery) : Result<QueryJob, Diagnostic> =
+            let window over =
+                match over with
+                | Some (a, b) -> true, a, b
+                | None -> false, 0.0, 0.0
+
             match q.Query with
             | QPlain (target, over) ->
                 let k = obsIndex (targetObservable target)
-                let ta, t0, t1 =
-                    match over with
-                    | Some (a, b) -> true, a, b
-                    | None -> false, 0.0, 0.0
+                let ta, t0, t1 = window over
 
                 match target with
-                | TMean _ ->
-                    Ok(PlainJob(QueryPlan(Kind = EstimateKind.Mean, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1)))
+                | TMean _ -> Ok(PlainJob(QueryPlan(Kind = EstimateKind.Mean, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1)))
                 | TDensity (_, lo, hi, bins) ->
-                    Ok(
-                        PlainJob(
-                            QueryPlan(Kind = EstimateKind.Density, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins)
-                        )
-                    )
-            | QResponse _ ->
-                Error
-                    { Pos = q.Pos
-                      Message = "response queries (d ... / d p) are not available yet in this version of the engine" }
+                    Ok(PlainJob(QueryPlan(Kind = EstimateKind.Density, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins)))
+            | QResponse (target, p, over, stationary, meth) ->
+                let pname = m.Params[p].Name
+                let kernel =
+                    match meth with
+                    | DivergenceKernel (Alpha 0.0, _) -> false
+                    | DivergenceKernel _ | LikelihoodRatio -> true
+                    | _ -> false
+
+                let detInitMoves = Tangent.initDependsOnParam ir p
+
+                if kernel && ir.NoiseDim = 0 then
+                    err q (sprintf "'%s' has no noise (an ODE): kernel methods need noise; use pathwise or finite_difference" m.Name)
+                elif kernel && degenerateNoise ir && not (Lower.additiveNoise ir) then
+                    err q "the noise is degenerate and depends on the state, so the kernel part of the divergence-kernel method is not defined; use divergence_kernel(alpha = 0), pathwise or finite_difference"
+                elif (kernel || meth = DivergenceKernel(Alpha 0.0, None)) && Tangent.uniformInitDependsOnParam ir p then
+                    err q (sprintf "a uniform init that depends on '%s' has no usable score; use a normal init, or finite_difference" pname)
+                elif (match meth with DivergenceKernel _ | LikelihoodRatio -> true | _ -> false) && detInitMoves && not (Lower.additiveNoise ir) then
+                    err q (sprintf "a deterministic init that depends on '%s' under multiplicative noise is not supported by the kernel methods; use a normal init, pathwise or finite_difference" pname)
+                elif meth = Pathwise && stationary.IsSome then
+                    err q "pathwise has no stationary (ergodic) form here; use divergence_kernel or finite_difference"
+                else
+                    let k = obsIndex (targetObservable target)
+                    let ta, t0, t1 = window over
+                    let which = Array.IndexOf(wrt, p)
+
+                    let kind, lo, hi, bins =
+                        match target with
+                        | TMean _ -> EstimateKind.Mean, 0.0, 0.0, 0
+                        | TDensity (_, lo, hi, bins) -> EstimateKind.Density, lo, hi, bins
+
+                    let defaultMode = if ir.Dim <= 10 then Core.DkMode.Exact else Core.DkMode.Iterative
+
+                    let modeOf mode =
+                        match mode with
+                        | Some Exact -> Core.DkMode.Exact
+                        | Some Iterative -> Core.DkMode.Iterative
+                        | Some FirstOrder -> Core.DkMode.FirstOrder
+                        | None -> defaultMode
+
+                    let plan (win: float) =
+                        let basePlan =
+                            ResponsePlan(
+                                Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
+                                Which = which, StationaryWindow = win, Burnin = cf.Settings.Burnin
+                            )
+
+                        match meth with
+                        | DivergenceKernel (Rate r, mode) ->
+                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
+                                         Which = which, StationaryWindow = win, Burnin = cf.Settings.Burnin,
+                                         Method = ResponseMethod.DivergenceKernel, Rate = r, Mode = modeOf mode)
+                        | DivergenceKernel (Alpha a, mode) ->
+                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
+                                         Which = which, StationaryWindow = win, Burnin = cf.Settings.Burnin,
+                                         Method = ResponseMethod.DivergenceKernel, ConstantAlpha = true, Alpha = a, Mode = modeOf mode)
+                        | LikelihoodRatio ->
+                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
+                                         Which = which, StationaryWindow = win, Burnin = cf.Settings.Burnin,
+                                         Method = ResponseMethod.DivergenceKernel, ConstantAlpha = true, Alpha = 1.0, Mode = defaultMode)
+                        | Pathwise ->
+                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
+                                         Which = which, Method = ResponseMethod.Pathwise)
+                        | FiniteDifference h ->
+                            let vp = variantIndex { Param = p; Shift = h }
+                            let vm = variantIndex { Param = p; Shift = -h }
+                            // a stationary FD is the FD of the long-time average over [burnin, T]
+                            let ta, t0, t1 = if win > 0.0 then true, cf.Settings.Burnin, cf.Settings.T else ta, t0, t1
+                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
+                                         Which = which, Method = ResponseMethod.FiniteDifference, VariantPlus = vp, VariantMinus = vm, H = h)
+                        |> fun p -> ignore basePlan; p
+
+                    let windows = defaultArg stationary []
+                    let plans = if windows.IsEmpty then [ plan 0.0 ] else windows |> List.map plan
+                    Ok(ResponseJob(plans, pname, methodText ir.Dim meth, windows))
 
         let jobs = cf.Queries |> List.map (fun q -> q, planOf q)
 
         match jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None) with
         | [] ->
-            let compiled = Compile.compile ir (obs.ToArray()) [||]
+            let compiled = Compile.compile ir (obs.ToArray()) wrt
 
             Ok
                 { File = cf
                   Compiled = compiled
                   Jobs = jobs |> List.map (fun (q, r) -> q, (match r with Ok j -> j | Error _ -> failwith "unreachable"))
+                  Variants = List.ofSeq variants
                   Source = source }
         | errs -> Error errs
     with ex ->
         Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
 
-let private outcomeOf (q: CheckedQuery) (est: Estimate) : QueryOutcome =
+let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : QueryOutcome =
     let kind, lo, hi =
         match q.Query with
         | QPlain (TMean _, _) -> "mean", 0.0, 0.0
@@ -99,11 +214,22 @@ let private outcomeOf (q: CheckedQuery) (est: Estimate) : QueryOutcome =
         | QResponse (TDensity (_, lo, hi, _), _, _, _, _) -> "density_response", lo, hi
 
     let arr (a: float[]) = if isNull a then [||] else a
+    let est = List.head ests
+
+    let wrt, meth, windows =
+        match job with
+        | PlainJob _ -> None, None, []
+        | ResponseJob (_, wrt, m, wins) ->
+            let ws =
+                if wins.Length > 1 then
+                    List.map2 (fun w (e: Estimate) -> w, (if isNull e.Values then e.Value else nan), (if isNull e.Values then e.StdErr else nan)) wins ests
+                else []
+            Some wrt, Some m, ws
 
     { Query = q.Text
       Kind = kind
-      Wrt = None
-      Method = None
+      Wrt = wrt
+      Method = meth
       Value = est.Value
       StdErr = est.StdErr
       Grid = arr est.Grid
@@ -113,43 +239,86 @@ let private outcomeOf (q: CheckedQuery) (est: Estimate) : QueryOutcome =
       Hi = hi
       Below = est.Below
       Above = est.Above
-      Count = est.Count }
+      Count = est.Count
+      Windows = windows }
 
 /// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
 let run (p: Program) (opts: RunOptions) : RunReport =
     let s = p.File.Settings
     let runner = ModelRunner.For p.Compiled.Type
-    let plans = p.Jobs |> List.map (fun (_, PlainJob plan) -> plan) |> List.toArray
+
+    let plain =
+        p.Jobs |> List.choose (fun (_, j) -> match j with PlainJob plan -> Some plan | _ -> None) |> List.toArray
+
+    let responses =
+        p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | _ -> []) |> List.toArray
+
     let sets = p.File.Sets
     let nSets = List.length sets
+    let engines = (if plain.Length > 0 then 1 else 0) + (if responses.Length > 0 then 1 else 0)
 
-    let settingsFor (i: int) =
+    let settings (paths: int64) (t: float) (threads: int) (progress: (float -> unit) option) =
         RunSettings(
-            Paths = s.Paths,
-            Dt = s.Dt,
-            T = s.T,
-            Seed = s.Seed,
-            Threads = opts.Threads,
-            Progress =
-                (match opts.Progress with
-                 | Some f -> Action<float>(fun x -> f ((float i + x) / float nSets))
-                 | None -> null)
+            Paths = paths, Dt = s.Dt, T = t, Seed = s.Seed, Threads = threads,
+            Progress = (match progress with Some f -> Action<float>(f) | None -> null)
         )
 
-    // JIT warm-up on a few paths, outside the timing
-    runner.Run(p.Compiled.Instance (List.head sets).Values, RunSettings(Paths = 2L, Dt = s.Dt, T = min s.T (10.0 * s.Dt), Seed = s.Seed, Threads = 1), plans)
-    |> ignore
+    let instances (values: float[]) =
+        let baseModel = p.Compiled.Instance values
 
+        let variants =
+            p.Variants
+            |> List.map (fun v ->
+                let vs = Array.copy values
+                vs[v.Param] <- vs[v.Param] + v.Shift
+                p.Compiled.Instance vs)
+            |> List.toArray
+
+        baseModel, variants
+
+    let runSet (i: int) (values: float[]) (paths: int64) (t: float) (threads: int) (progress: bool) =
+        let bm, vs = instances values
+
+        let prog k =
+            if progress then
+                opts.Progress |> Option.map (fun f -> fun x -> f ((float (i * engines + k) + x) / float (nSets * engines)))
+            else None
+
+        let pe = if plain.Length > 0 then runner.Run(bm, settings paths t threads (prog 0), plain) else [||]
+
+        let re =
+            if responses.Length > 0 then
+                runner.RunResponses(bm, vs, p.Compiled.Structure, settings paths t threads (prog (engines - 1)), responses)
+            else [||]
+
+        pe, re
+
+    // JIT warm-up on a couple of paths, outside the timing
+    runSet 0 (List.head sets).Values 2L (min s.T (20.0 * s.Dt)) 1 false |> ignore
     let sw = Stopwatch.StartNew()
 
     let reports =
         sets
         |> List.mapi (fun i set ->
-            let est = runner.Run(p.Compiled.Instance set.Values, settingsFor i, plans)
+            let pe, re = runSet i set.Values s.Paths s.T opts.Threads true
+            let mutable pi = 0
+            let mutable ri = 0
+
+            let results =
+                p.Jobs
+                |> List.map (fun (q, job) ->
+                    match job with
+                    | PlainJob _ ->
+                        pi <- pi + 1
+                        outcomeOf q job [ pe[pi - 1] ]
+                    | ResponseJob (plans, _, _, _) ->
+                        let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
+                        ri <- ri + plans.Length
+                        outcomeOf q job ests)
 
             { Name = set.Name
               Params = List.zip (p.File.Model.Params |> List.map (fun q -> q.Name)) (Array.toList set.Values)
-              Results = List.map2 (fun (q, _) e -> outcomeOf q e) p.Jobs (Array.toList est) })
+              Results = results })
 
     let seconds = sw.Elapsed.TotalSeconds
     let steps = float (RunSettings(Dt = s.Dt, T = s.T).Steps)

@@ -51,6 +51,19 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
         writeFloatProp w "stderr" q.StdErr
 
     w.WriteNumber("count", q.Count)
+
+    if not q.Windows.IsEmpty then
+        w.WriteStartArray("windows")
+
+        for (win, v, se) in q.Windows do
+            w.WriteStartObject()
+            writeFloatProp w "window" win
+            writeFloatProp w "value" v
+            writeFloatProp w "stderr" se
+            w.WriteEndObject()
+
+        w.WriteEndArray()
+
     w.WriteEndObject()
 
 let private writeSet (w: Utf8JsonWriter) (s: SetReport) =

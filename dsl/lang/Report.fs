@@ -23,7 +23,10 @@ type QueryOutcome =
       Below: int64
       Above: int64
       /// Samples behind the estimate.
-      Count: int64 }
+      Count: int64
+      /// Stationary responses asked for several windows: (window, value, stderr) for each; the
+      /// first is also Value/StdErr (or Values/StdErrs).
+      Windows: (float * float * float) list }
 
 type SetReport =
     { Name: string
