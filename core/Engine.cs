@@ -58,7 +58,7 @@ public static class Engine
                 for (int i = 1; i < threads; i++)
                 {
                     var wk = workers[i];
-                    ts[i - 1] = new Thread(() => RunWorker(m, sh, wk), 1 << 20) { IsBackground = true, Name = $"sde-worker-{i}" };
+                    ts[i - 1] = new Thread(() => RunWorker(m, sh, wk), (int)Memory.WorkerStack) { IsBackground = true, Name = $"sde-worker-{i}" };
                     ts[i - 1].Start();
                 }
                 RunWorker(m, sh, workers[0]);

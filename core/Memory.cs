@@ -27,8 +27,11 @@ public static class Memory
     public static long Estimate(int dim, int noiseDim, int observables, QueryPlan[] plans, int threads)
     {
         long acc = AccumulatorsBytes(plans);
-        return threads * (BuffersPerThread(dim, noiseDim, observables) + acc) + acc;
+        return threads * (BuffersPerThread(dim, noiseDim, observables) + acc + WorkerStack) + acc;
     }
+
+    /// <summary>Stack reserved for each worker thread.</summary>
+    public const long WorkerStack = 1 << 20;
 
     /// <summary>Memory the GC may use on this machine/container (0 if unknown).</summary>
     public static long Available() => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;

@@ -382,5 +382,8 @@ let engineSequenced =
             printfn "L96 N=40: 4000 paths x 2000 steps in %.2f s on %d thread(s): %.3g path-steps/s (mean x0 = %.4f ± %.4f)"
                 secs Environment.ProcessorCount rate r.[0].Value r.[0].StdErr
             Expect.isTrue (Double.IsFinite r.[0].Value) "finite"
+            let sw1 = Diagnostics.Stopwatch.StartNew()
+            run(model, RunSettings(Paths = 1000L, Dt = 0.005, T = 10.0, Seed = 42UL, Threads = 1), [| mean 0 |]) |> ignore
+            printfn "L96 N=40: 1000 paths x 2000 steps on 1 thread: %.3g path-steps/s" (1000.0 * 2000.0 / sw1.Elapsed.TotalSeconds)
         }
     ]
