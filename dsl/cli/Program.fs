@@ -1,4 +1,218 @@
+/// The `dsl` command-line tool: `dsl run FILE`, `dsl check FILE`.
 module Sde.Cli.Program
 
+open System
+open System.IO
+open Argu
+open Sde
+open Sde.Core
+open Sde.Lang
+
+type RunArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Out of dir: string
+    | Json
+    | Set of assignment: string
+    | Params of name: string
+    | Paths of n: int64
+    | Dt of dt: float
+    | [<CustomCommandLine("--T")>] Horizon of T: float
+    | Seed of seed: int64
+    | Threads of n: int
+    | Backend of name: string
+    | Quiet
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .sde file to run."
+            | Out _ -> "write results.json and one SVG plot per density query into this folder."
+            | Json -> "print the results as JSON on standard output (instead of the table)."
+            | Set _ -> "override a parameter in every set, e.g. --set F=9 (repeatable)."
+            | Params _ -> "run only the named parameter set."
+            | Paths _ -> "number of paths (overrides the file)."
+            | Dt _ -> "time step (overrides the file)."
+            | Horizon _ -> "final time T (overrides the file)."
+            | Seed _ -> "random seed (overrides the file)."
+            | Threads _ -> "worker threads (default: all cores)."
+            | Backend _ -> "cpu | auto (default auto: the CPU engine when no GPU backend is available)."
+            | Quiet -> "no progress bar."
+
+type CheckArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .sde file to parse and check."
+
+type Cli =
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
+    | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
+    | Version
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Run _ -> "simulate a model and answer its queries."
+            | Check _ -> "only parse and check a model."
+            | Version -> "print the version."
+
+let private exitInput = 2
+let private exitRun = 3
+
+let private eprintfn fmt = Printf.kprintf (fun s -> Console.Error.WriteLine s) fmt
+
+let private version () =
+    let v = Reflection.Assembly.GetExecutingAssembly().GetName().Version
+    sprintf "dsl %d.%d.%d" v.Major v.Minor v.Build
+
+/// Read the source, or a located error for a file that cannot be read.
+let private readSource (path: string) : Result<string, string> =
+    try
+        Ok(File.ReadAllText path)
+    with
+    | :? FileNotFoundException
+    | :? DirectoryNotFoundException -> Error(sprintf "%s:1:1: error: no such file" path)
+    | ex -> Error(sprintf "%s:1:1: error: cannot read the file: %s" path ex.Message)
+
+let private printDiagnostics (ds: SourceDiagnostic list) =
+    for d in ds do
+        Console.Error.WriteLine d.Rendered
+
+let private parseAssignment (s: string) : Result<string * float, string> =
+    match s.Split('=', 2) with
+    | [| name; value |] ->
+        match Double.TryParse(value.Trim(), Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+        | true, v -> Ok(name.Trim(), v)
+        | _ -> Error(sprintf "--set %s: '%s' is not a number" s value)
+    | _ -> Error(sprintf "--set %s: expected NAME=VALUE" s)
+
+let private check (args: ParseResults<CheckArgs>) =
+    let path = args.GetResult CheckArgs.File
+
+    match readSource path with
+    | Error e ->
+        Console.Error.WriteLine e
+        exitInput
+    | Ok text ->
+        match SdeCompiler.Compile(text, path) with
+        | Ok p ->
+            printfn "%s: ok (model %s, %d state components, %d parameter set(s))" path p.ModelName p.Dimension p.ParameterSets.Length
+            0
+        | Error ds ->
+            printDiagnostics ds
+            exitInput
+
+let private writeOut (dir: string) (report: Report.RunReport) =
+    Directory.CreateDirectory dir |> ignore
+    File.WriteAllText(Path.Combine(dir, "results.json"), Output.toJson report)
+
+    for set in report.Sets do
+        set.Results
+        |> List.iteri (fun i q ->
+            if Report.isBinned q then
+                Plot.writeDensity (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
+
+let private run (args: ParseResults<RunArgs>) =
+    let path = args.GetResult RunArgs.File
+
+    let sets = args.GetResults RunArgs.Set |> List.map parseAssignment
+
+    match sets |> List.tryPick (function Error e -> Some e | _ -> None) with
+    | Some e ->
+        eprintfn "error: %s" e
+        exitInput
+    | None ->
+    match args.TryGetResult Backend with
+    | Some b when b <> "cpu" && b <> "auto" ->
+        eprintfn "error: backend '%s' is not available in this version (available: cpu, auto)" b
+        exitInput
+    | _ ->
+    match readSource path with
+    | Error e ->
+        Console.Error.WriteLine e
+        exitInput
+    | Ok text ->
+        let overrides: Overrides =
+            { Sets = sets |> List.choose (function Ok a -> Some a | _ -> None)
+              ParamsName = args.TryGetResult Params
+              Paths = args.TryGetResult Paths
+              Dt = args.TryGetResult Dt
+              T = args.TryGetResult Horizon
+              Seed = args.TryGetResult Seed |> Option.map uint64 }
+
+        match args.TryGetResult Seed with
+        | Some s when s < 0L ->
+            eprintfn "error: --seed must be a non-negative integer"
+            exitInput
+        | _ ->
+        match SdeCompiler.Compile(text, path, overrides) with
+        | Error ds ->
+            printDiagnostics ds
+            exitInput
+        | Ok program ->
+            let quiet = args.Contains Quiet
+            let update, finish = if quiet then ignore, ignore else Progress.create "simulating"
+
+            try
+                try
+                    let report = program.Run(args.GetResult(Threads, 0), Action<float>(update))
+                    finish ()
+
+                    if args.Contains Json then
+                        Console.Out.WriteLine(Output.toJson report)
+                    else
+                        Console.Out.Write(Output.tableWith (Output.useColor ()) report)
+
+                    args.TryGetResult Out |> Option.iter (fun dir -> writeOut dir report)
+                    0
+                with
+                | :? SimulationFailedException as e ->
+                    finish ()
+                    eprintfn "%s: error: %s" path e.Message
+                    exitRun
+                | :? RunTooLargeException as e ->
+                    finish ()
+                    eprintfn "%s: error: %s" path e.Message
+                    exitRun
+                | :? OperationCanceledException ->
+                    finish ()
+                    eprintfn "%s: error: cancelled" path
+                    exitRun
+                | ex ->
+                    finish ()
+                    let inner = if isNull ex.InnerException then ex else ex.InnerException
+                    eprintfn "%s: error: the run failed: %s" path inner.Message
+                    exitRun
+            finally
+                finish ()
+
 [<EntryPoint>]
-let main argv = 0
+let main argv =
+    let parser = ArgumentParser.Create<Cli>(programName = "dsl")
+
+    try
+        let results = parser.ParseCommandLine(argv, raiseOnUsage = true)
+
+        if results.Contains Version then
+            printfn "%s" (version ())
+            0
+        else
+            match results.TryGetSubCommand() with
+            | Some (Run r) -> run r
+            | Some (Check c) -> check c
+            | _ ->
+                Console.Error.WriteLine(parser.PrintUsage())
+                exitInput
+    with
+    | :? ArguParseException as e ->
+        if e.ErrorCode = ErrorCode.HelpText then
+            Console.Out.WriteLine e.Message
+            0
+        else
+            Console.Error.WriteLine e.Message
+            exitInput
+    | ex ->
+        eprintfn "error: %s" ex.Message
+        exitRun

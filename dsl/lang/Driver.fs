@@ -144,13 +144,13 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                         | TMean _ -> EstimateKind.Mean, 0.0, 0.0, 0
                         | TDensity (_, lo, hi, bins) -> EstimateKind.Density, lo, hi, bins
 
-                    let defaultMode = if ir.Dim <= 10 then Core.DkMode.Exact else Core.DkMode.Iterative
+                    let defaultMode = if ir.Dim <= 10 then Sde.Core.DkMode.Exact else Sde.Core.DkMode.Iterative
 
                     let modeOf mode =
                         match mode with
-                        | Some Exact -> Core.DkMode.Exact
-                        | Some Iterative -> Core.DkMode.Iterative
-                        | Some FirstOrder -> Core.DkMode.FirstOrder
+                        | Some Exact -> Sde.Core.DkMode.Exact
+                        | Some Iterative -> Sde.Core.DkMode.Iterative
+                        | Some FirstOrder -> Sde.Core.DkMode.FirstOrder
                         | None -> defaultMode
 
                     let plan (win: float) =
@@ -294,7 +294,7 @@ let run (p: Program) (opts: RunOptions) : RunReport =
         pe, re
 
     // JIT warm-up on a couple of paths, outside the timing
-    runSet 0 (List.head sets).Values 2L (min s.T (20.0 * s.Dt)) 1 false |> ignore
+    runSet 0 (List.head sets).Values 2L s.T 1 false |> ignore
     let sw = Stopwatch.StartNew()
 
     let reports =

@@ -231,9 +231,14 @@ let summary (q: QueryOutcome) : string =
         let i = argMaxBy id q.Values
         let outside = q.Below + q.Above
 
+        // the mass outside the range, from the estimate itself (also right for time-averaged densities,
+        // whose counts are path-steps)
+        let width = if q.Values.Length > 0 then (q.Hi - q.Lo) / float q.Values.Length else 0.0
+        let inside = q.Values |> Array.sumBy (fun v -> if Double.IsFinite v then v * width else 0.0)
+
         let share =
-            if q.Count > 0L then
-                sprintf " (%s%%)" (num (100.0 * float outside / float q.Count))
+            if q.Count > 0L && Double.IsFinite width then
+                sprintf " (%s%%)" (num (100.0 * max 0.0 (1.0 - inside)))
             else
                 ""
 

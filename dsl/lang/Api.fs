@@ -1,0 +1,87 @@
+namespace Sde
+
+open System
+open Sde.Lang
+
+/// A located problem in a source text: `File:Line:Col: error: Message`.
+type SourceDiagnostic =
+    { File: string
+      Line: int
+      Col: int
+      Message: string
+      /// The full rendering with the source line and a caret.
+      Rendered: string }
+
+    override d.ToString() = sprintf "%s:%d:%d: error: %s" d.File d.Line d.Col d.Message
+
+/// Settings that override the file's (`--set`, `--params`, `--paths`, `--dt`, `--T`, `--seed`).
+type Overrides = Frontend.Overrides
+
+/// A compiled `.sde` program: its checked model, the emitted model type and the query plans.
+type CompiledProgram internal (program: Driver.Program) =
+    /// The model's name.
+    member _.ModelName = program.File.Model.Name
+    /// Names of the parameters, in order.
+    member _.Parameters = program.File.Model.Params |> List.map (fun p -> p.Name) |> List.toArray
+    /// Names of the parameter sets that a run goes through.
+    member _.ParameterSets = program.File.Sets |> List.map (fun s -> s.Name) |> List.toArray
+    /// The emitted value type implementing `Sde.Core.ISdeModel` (for direct use of the engine).
+    member _.ModelType = program.Compiled.Type
+    /// State dimension.
+    member _.Dimension = program.Compiled.Ir.Dim
+    member internal _.Program = program
+
+    /// Simulate and answer every query for every parameter set.
+    member _.Run(?threads: int, ?progress: Action<float>) : Report.RunReport =
+        let opts =
+            { Driver.defaultOptions with
+                Threads = defaultArg threads 0
+                Progress = progress |> Option.map (fun a -> fun x -> a.Invoke x) }
+
+        Driver.run program opts
+
+/// The embedding API: compile `.sde` text, then run it. Usable from F# and C#.
+type SdeCompiler =
+    static member private Located (file: string) (source: string) (ds: Syntax.Diagnostic list) =
+        ds
+        |> Diagnostics.sort
+        |> List.map (fun d ->
+            { File = file
+              Line = d.Pos.Line
+              Col = d.Pos.Col
+              Message = d.Message
+              Rendered = Diagnostics.format file source d })
+
+    /// Parse, check and compile; the diagnostics are located in `fileName`.
+    static member Compile(source: string, ?fileName: string, ?overrides: Overrides) : Result<CompiledProgram, SourceDiagnostic list> =
+        let file = defaultArg fileName "input.sde"
+
+        match Frontend.compileText file source with
+        | Error ds -> Error(SdeCompiler.Located file source ds)
+        | Ok cf ->
+            let applied =
+                match overrides with
+                | Some o ->
+                    Frontend.applyOverrides cf o
+                    |> Result.mapError (fun msg ->
+                        [ { File = file; Line = 0; Col = 0; Message = msg; Rendered = sprintf "error: %s" msg } ])
+                | None -> Ok cf
+
+            applied
+            |> Result.bind (fun cf ->
+                Driver.prepare file cf
+                |> Result.map CompiledProgram
+                |> Result.mapError (SdeCompiler.Located file source))
+
+    /// C#-friendly: returns null and fills `diagnostics` when the source has errors.
+    static member TryCompile(source: string, fileName: string, [<Runtime.InteropServices.Out>] diagnostics: byref<SourceDiagnostic[]>) : CompiledProgram =
+        match SdeCompiler.Compile(source, fileName) with
+        | Ok p ->
+            diagnostics <- [||]
+            p
+        | Error ds ->
+            diagnostics <- List.toArray ds
+            Unchecked.defaultof<_>
+
+    /// The results as the JSON of the language contract.
+    static member ToJson(report: Report.RunReport) = Output.toJson report
