@@ -1,0 +1,137 @@
+/// Statistical tests of the response estimators against closed forms of the simulated (Euler)
+/// chain and against finite differences with common random numbers. Fixed seeds; tolerances in
+/// standard errors (4.5).
+module Sde.Tests.ResponseTests
+
+open System
+open Expecto
+open MathNet.Numerics.Distributions
+open Sde
+open Sde.Core
+open Sde.Lang
+
+let compileOrFail (src: string) =
+    match SdeCompiler.Compile(src, "test.sde") with
+    | Ok p -> p
+    | Error ds -> failwithf "compile errors:\n%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
+
+let runText (src: string) = (compileOrFail src).Run()
+
+let results (r: Report.RunReport) = r.Sets.Head.Results |> List.toArray
+
+let within (k: float) (name: string) (est: float) (se: float) (exact: float) =
+    Expect.isTrue (Double.IsFinite est && Double.IsFinite se) (sprintf "%s: finite (%g ± %g)" name est se)
+    Expect.isLessThanOrEqual (abs (est - exact)) (k * se) (sprintf "%s: %g ± %g vs exact %g (%.1f se)" name est se exact (abs (est - exact) / se))
+
+/// The OU Euler chain x_{n+1} = a x_n + σ√Δt w, a = 1 − θΔt, x_0 fixed: mean, variance and their derivatives.
+type OuChain =
+    { Theta: float; Sigma: float; X0: float; Dt: float; N: int }
+
+    member c.A = 1.0 - c.Theta * c.Dt
+    member c.Mean = Math.Pow(c.A, float c.N) * c.X0
+    member c.S = Seq.sum (seq { for k in 0 .. c.N - 1 -> Math.Pow(c.A, 2.0 * float k) })
+    member c.Var = c.Sigma * c.Sigma * c.Dt * c.S
+    member c.DMeanDTheta = float c.N * Math.Pow(c.A, float (c.N - 1)) * (-c.Dt) * c.X0
+    member c.DSDa = Seq.sum (seq { for k in 1 .. c.N - 1 -> 2.0 * float k * Math.Pow(c.A, 2.0 * float k - 1.0) })
+    member c.DVarDTheta = c.Sigma * c.Sigma * c.Dt * c.DSDa * (-c.Dt)
+    member c.DVarDSigma = 2.0 * c.Sigma * c.Dt * c.S
+    member c.DSecondDTheta = 2.0 * c.Mean * c.DMeanDTheta + c.DVarDTheta
+    member c.DSecondDSigma = c.DVarDSigma
+
+    /// ∂/∂γ of the probability of [lo, hi), per unit width (what the density response estimates).
+    member c.DBinDensity (lo: float) (hi: float) (dMean: float) (dVar: float) =
+        let s = sqrt c.Var
+        let ds = dVar / (2.0 * s)
+        let dz (b: float) = -dMean / s - (b - c.Mean) * ds / (s * s)
+        let pdf b = Normal.PDF(0.0, 1.0, (b - c.Mean) / s)
+        (pdf hi * dz hi - pdf lo * dz lo) / (hi - lo)
+
+let ouSource (paths: int) (dt: float) (T: float) (queries: string) =
+    sprintf
+        """model OU {
+  param theta = 1
+  param sigma = 0.5
+  state x
+  brownian W
+  init x = 1
+  d x = -theta * x dt + sigma dW
+}
+simulate { paths = %d; dt = %g; T = %g; seed = 7 }
+query {
+%s
+}"""
+        paths dt T queries
+
+let ouChain dt T =
+    { Theta = 1.0; Sigma = 0.5; X0 = 1.0; Dt = dt; N = int (Math.Round(T / dt)) }
+
+let methods =
+    [ "divergence_kernel(alpha = 1, mode = exact)"
+      "divergence_kernel(alpha = 0.5, mode = exact)"
+      "divergence_kernel(alpha = 0.1, mode = exact)"
+      "divergence_kernel(mode = exact)"
+      "divergence_kernel(alpha = 0.5, mode = iterative)"
+      "divergence_kernel(mode = iterative)"
+      "likelihood_ratio" ]
+
+[<Tests>]
+let tests =
+    testList "Response" [
+        test "OU: d mean(x^2) in theta and sigma, every schedule and mode, against the chain's closed form" {
+            let c = ouChain 0.01 2.0
+            let qs =
+                [ for m in methods do
+                      sprintf "  d mean(x^2) / d theta with %s" m
+                      sprintf "  d mean(x^2) / d sigma with %s" m ]
+            let r = results (runText (ouSource 40000 0.01 2.0 (String.concat "\n" qs)))
+            r |> Array.iteri (fun i q ->
+                let exact = if i % 2 = 0 then c.DSecondDTheta else c.DSecondDSigma
+                within 4.5 q.Query q.Value q.StdErr exact)
+        }
+
+        test "OU: d density(x) in theta and sigma against the chain's Gaussian, per bin" {
+            let c = ouChain 0.01 2.0
+            let lo, hi, bins = -1.0, 1.5, 10
+            let qs =
+                [ "  d density(x) / d theta on [-1, 1.5] bins 10"
+                  "  d density(x) / d sigma on [-1, 1.5] bins 10"
+                  "  d density(x) / d sigma on [-1, 1.5] bins 10 with divergence_kernel(alpha = 0.5)" ]
+            let r = results (runText (ouSource 40000 0.01 2.0 (String.concat "\n" qs)))
+            let w = (hi - lo) / float bins
+            r |> Array.iteri (fun qi q ->
+                for b in 0 .. bins - 1 do
+                    let a = lo + float b * w
+                    let exact =
+                        if qi = 0 then c.DBinDensity a (a + w) c.DMeanDTheta c.DVarDTheta
+                        else c.DBinDensity a (a + w) 0.0 c.DVarDSigma
+                    within 4.5 (sprintf "%s bin %d" q.Query b) q.Values[b] q.StdErrs[b] exact)
+        }
+
+        test "OU: iterative mode equals exact mode on the same paths (1e-9)" {
+            let qs = "  d mean(x^2) / d sigma with divergence_kernel(alpha = 0.3, mode = exact)\n  d mean(x^2) / d sigma with divergence_kernel(alpha = 0.3, mode = iterative)"
+            let r = results (runText (ouSource 2000 0.01 1.0 qs))
+            Expect.floatClose { absolute = 1e-12; relative = 1e-9 } r[1].Value r[0].Value "iterative = exact"
+        }
+
+        test "default schedule: stderr for a diffusion parameter does not grow as dt shrinks; constant alpha 0.5's does" {
+            let se dt m =
+                let r = results (runText (ouSource 10000 dt 2.0 (sprintf "  d mean(x^2) / d sigma with %s" m)))
+                r[0].StdErr
+            let d1, d2 = se 0.01 "divergence_kernel(mode = exact)", se 0.001 "divergence_kernel(mode = exact)"
+            let a1, a2 = se 0.01 "divergence_kernel(alpha = 0.5, mode = exact)", se 0.001 "divergence_kernel(alpha = 0.5, mode = exact)"
+            Expect.isLessThan (d2 / d1) 1.4 (sprintf "default schedule: se %g at dt 0.01, %g at dt 0.001" d1 d2)
+            Expect.isGreaterThan (a2 / a1) 2.0 (sprintf "alpha 0.5: se %g at dt 0.01, %g at dt 0.001 (expected ~sqrt 10)" a1 a2)
+        }
+
+        test "stationary OU: d mean(x^2)/d theta stationary against the chain's stationary variance" {
+            // v∞ = σ²Δt / (1 − a²) = σ² / (θ (2 − θΔt))
+            let th, s, dt = 1.0, 0.5, 0.01
+            let dv = -s * s * (2.0 - 2.0 * th * dt) / Math.Pow(th * (2.0 - th * dt), 2.0)
+            let src =
+                (ouSource 4000 dt 30.0 "  d mean(x^2) / d theta stationary window 4\n  d mean(x^2) / d theta stationary window 4 with finite_difference(h = 0.01)")
+                    .Replace("seed = 7", "seed = 7; burnin = 10")
+            let r = results (runText src)
+            within 4.5 "DK stationary" r[0].Value r[0].StdErr dv
+            within 4.5 "FD stationary" r[1].Value r[1].StdErr dv
+        }
+    ]
