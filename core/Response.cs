@@ -223,6 +223,7 @@ public static class ResponseEngine
         public readonly int[][] SelByColumn;    // per entry of SelColumns: its pairs
         public readonly int[][] ObsGradEntries; // per observable: entries of the gradient pattern
         public readonly bool SampleAtZero;
+        public readonly SparseLuPlan? Lu;       // iterative mode: sparse LU + selected inversion
 
         public Setup(ISdeTangentModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans)
         {
@@ -312,6 +313,8 @@ public static class ResponseEngine
             }
             SelJ = sj.ToArray(); SelI = si.ToArray();
             SelColumns = si.Distinct().OrderBy(i => i).ToArray();
+            if (AnyIterative)
+                Lu = new SparseLuPlan(D, st.JRow.Concat(SelI).ToArray(), st.JCol.Concat(SelJ).ToArray());
             SelByColumn = SelColumns.Select(c => Enumerable.Range(0, SelI.Length).Where(q => SelI[q] == c).ToArray()).ToArray();
             SelE = new int[SelJ.Length]; SelE2A = new int[SelJ.Length][]; SelE2B = new int[SelJ.Length][];
             var rows = new List<int>[D];

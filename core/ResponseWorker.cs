@@ -22,7 +22,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     readonly double[][] chi, dchi, dg;
     readonly double[] chiTot;
     // dense linear algebra (exact mode and fallbacks)
-    readonly double[] jd, jinv, col, tmp, tmp2;
+    readonly double[] jd, jinv, col, tmp, tmp2, luA, luZ;
+    bool luReady;
     readonly int[] piv;
     // noise: σ⁺ᵀw, and the general case σ⁺ (m×d), Π (d×d)
     readonly double[] spw, sig, amat, sp, pi, svPrev;
@@ -57,6 +58,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         bool dense = U.AnyExact || U.AnyIterative;
         jd = dense ? new double[d * d] : Array.Empty<double>();
         jinv = dense ? new double[d * d] : Array.Empty<double>();
+        luA = U.Lu != null ? new double[d * d] : Array.Empty<double>();
+        luZ = U.Lu != null ? new double[d * d] : Array.Empty<double>();
         piv = new int[d]; col = new double[d]; tmp = new double[d]; tmp2 = new double[d];
         spw = new double[d];
         bool general = !U.DiagonalNoise && U.NeedDk;
@@ -469,17 +472,16 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     const int MaxIter = 200;
     const double Tol = 1e-12;
 
-    /// <summary>Selected entries of J⁻¹ by Neumann series on columns: z ← e_i − E z.</summary>
+    /// <summary>Selected entries of J⁻¹ from a sparse LU and Takahashi's recurrences (see <see cref="SparseLuPlan"/>).</summary>
     bool SelectedIterative(int g)
     {
         var sl = sel[g];
-        for (int c = 0; c < U.SelColumns.Length; c++)
-        {
-            int i = U.SelColumns[c];
-            Array.Clear(col); col[i] = 1;
-            if (!Neumann(col, tmp2, transpose: false)) return false;
-            foreach (int q in U.SelByColumn[c]) sl[q] = tmp2[U.SelJ[q]];
-        }
+        var lu = U.Lu!;
+        luReady = lu.Factor(luA, U.St.JRow, U.St.JCol, jv);
+        if (!luReady) return false;
+        lu.SelectedInverse(luA, luZ);
+        int d = U.D;
+        for (int q = 0; q < U.SelJ.Length; q++) sl[q] = luZ[U.SelJ[q] * d + U.SelI[q]];
         return true;
     }
 
@@ -563,6 +565,9 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 return true;
             case DkMode.Iterative:
                 {
+                    // the sparse factors are at hand: two triangular solves cost less than the
+                    // Neumann series' iterations; the series is the fallback
+                    if (luReady) { U.Lu!.SolveTransposed(luA, c, u); return true; }
                     Array.Copy(c, col, d);
                     return Neumann(col, u, transpose: true);
                 }

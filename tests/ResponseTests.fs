@@ -135,3 +135,86 @@ let tests =
             within 4.5 "FD stationary" r[1].Value r[1].StdErr dv
         }
     ]
+
+let agree (k: float) (name: string) (a: Report.QueryOutcome) (b: Report.QueryOutcome) =
+    let se = sqrt (a.StdErr * a.StdErr + b.StdErr * b.StdErr)
+    Expect.isTrue (Double.IsFinite a.Value && Double.IsFinite b.Value) (sprintf "%s: finite" name)
+    Expect.isLessThanOrEqual (abs (a.Value - b.Value)) (k * se)
+        (sprintf "%s: %s = %g ± %g vs %s = %g ± %g (%.1f se)" name a.Query a.Value a.StdErr b.Query b.Value b.StdErr (abs (a.Value - b.Value) / se))
+
+let nonlinear1d =
+    """model Nonlinear1D {
+  param a = 0.5
+  param s = 0.6
+  state x
+  brownian W
+  init x ~ normal(0.2, 0.3)
+  d x = (a - x^3 + sin(x)) dt + s * sqrt(1 + x^2) dW
+}
+simulate { paths = 40000; dt = 0.01; T = 1.5; seed = 21 }
+query {
+  d mean(x^2) / d a
+  d mean(x^2) / d a with finite_difference(h = 0.002)
+  d mean(x^2) / d s
+  d mean(x^2) / d s with finite_difference(h = 0.002)
+  d mean(x^2) / d s with divergence_kernel(mode = first_order)
+}"""
+
+let nonlinear2d =
+    """model Coupled2D {
+  param a = 0.8
+  param s = 0.4
+  state x
+  state y
+  brownian W[2]
+  init x = 0.5
+  init y = -0.3
+  d x = (-x + a * y - 0.2 * x^3) dt + s * (1 + 0.3 * y^2) dW[0] + 0.2 * x dW[1]
+  d y = (-a * x - y) dt + 0.3 * sin(x) dW[0] + s * (1 + 0.1 * x^2) dW[1]
+}
+simulate { paths = 40000; dt = 0.01; T = 1; seed = 5 }
+query {
+  d mean(y + x * y + x^2) / d a
+  d mean(y + x * y + x^2) / d a with finite_difference(h = 0.002)
+  d mean(y + x * y + x^2) / d s
+  d mean(y + x * y + x^2) / d s with finite_difference(h = 0.002)
+}"""
+
+[<Tests>]
+let agreementTests =
+    testList "Response agreement" [
+        test "1-D nonlinear drift, multiplicative noise: DK = finite differences (drift and diffusion parameter)" {
+            let r = results (runText nonlinear1d)
+            agree 4.5 "drift parameter" r[0] r[1]
+            agree 4.5 "diffusion parameter" r[2] r[3]
+        }
+
+        test "2-D non-diagonal multiplicative noise: DK = finite differences (drift and diffusion parameter)" {
+            let r = results (runText nonlinear2d)
+            agree 4.5 "drift parameter" r[0] r[1]
+            agree 4.5 "diffusion parameter" r[2] r[3]
+        }
+
+        test "Stein identity for the score covector: E[nu sin(x)] = -E[cos(x)] and E[nu x^2] = -E[2x]" {
+            let src = nonlinear1d.Replace("d mean(x^2) / d a\n", "mean(sin(x))\n  mean(cos(x))\n  mean(x^2)\n  mean(2 * x)\n")
+            match Frontend.compileText "stein.sde" src with
+            | Error ds -> failwithf "%A" ds
+            | Ok cf ->
+                match Driver.prepare "stein.sde" cf with
+                | Error ds -> failwithf "%A" ds
+                | Ok p ->
+                    let runner = ModelRunner.For p.Compiled.Type
+                    let s = RunSettings(Paths = 40000L, Dt = 0.01, T = 1.5, Seed = 3UL)
+                    let model = p.Compiled.Instance [| 0.5; 0.6 |]
+                    let plans =
+                        [| for mode in [ DkMode.Exact; DkMode.FirstOrder ] do
+                               for obs in [ 0; 2 ] ->
+                                   ResponsePlan(Kind = EstimateKind.Mean, Observable = obs, Method = ResponseMethod.DivergenceKernel, Rate = 10.0, Mode = mode, ScoreComponent = 0) |]
+                    let score = runner.RunResponses(model, [||], p.Compiled.Structure, s, plans)
+                    let plain =
+                        runner.Run(model, s, [| QueryPlan(Kind = EstimateKind.Mean, Observable = 1); QueryPlan(Kind = EstimateKind.Mean, Observable = 3) |])
+                    // exact mode: unbiased for the chain
+                    within 4.5 "E[nu sin x] + E[cos x]" (score[0].Value + plain[0].Value) (score[0].StdErr + plain[0].StdErr) 0.0
+                    within 4.5 "E[nu x^2] + E[2x]" (score[1].Value + plain[1].Value) (score[1].StdErr + plain[1].StdErr) 0.0
+        }
+    ]
