@@ -35,7 +35,7 @@ type RunArgs =
             | Horizon _ -> "final time T (overrides the file)."
             | Seed _ -> "random seed (overrides the file)."
             | Threads _ -> "worker threads (default: all cores)."
-            | Backend _ -> "cpu | auto (default auto: the CPU engine when no GPU backend is available)."
+            | Backend _ -> "cpu | ilgpu-cpu | cuda | auto (default auto: CUDA when a device is present, otherwise the CPU engine; ilgpu-cpu runs the GPU kernels on the CPU)."
             | Quiet -> "no progress bar."
 
 type CheckArgs =
@@ -125,8 +125,8 @@ let private run (args: ParseResults<RunArgs>) =
         exitInput
     | None ->
     match args.TryGetResult Backend with
-    | Some b when b <> "cpu" && b <> "auto" ->
-        eprintfn "error: backend '%s' is not available in this version (available: cpu, auto)" b
+    | Some b when not (List.contains b [ "cpu"; "ilgpu-cpu"; "cuda"; "auto" ]) ->
+        eprintfn "error: backend '%s' is not available in this version (available: cpu, ilgpu-cpu, cuda, auto)" b
         exitInput
     | _ ->
     match readSource path with
@@ -157,7 +157,7 @@ let private run (args: ParseResults<RunArgs>) =
 
             try
                 try
-                    let report = program.Run(args.GetResult(Threads, 0), Action<float>(update))
+                    let report = program.Run(args.GetResult(Threads, 0), Action<float>(update), args.GetResult(Backend, "auto"))
                     finish ()
 
                     if args.Contains Json then
