@@ -30,11 +30,18 @@ public static class Normals
         z1 = r * s;
     }
 
+    /// <summary>
+    /// Makes <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/> use <see cref="FillScalar(ulong, ulong, ulong, uint, double*, int)"/>
+    /// (the GPU kernels' formula) on the current thread only: lets tests compare the CPU engine (run with one
+    /// thread) with the ILGPU backends bit for bit, without touching other threads' runs.
+    /// </summary>
+    [ThreadStatic] public static bool ScalarOnThisThread;
+
     /// <summary>Lanes 0..count−1 of the standard normals of (path, step) in stream <paramref name="tag"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Fill(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
-        if (Avx2.IsSupported) { FillAvx2(seed, path, step, tag, dst, count); return; }
+        if (Avx2.IsSupported && !ScalarOnThisThread) { FillAvx2(seed, path, step, tag, dst, count); return; }
         FillScalar(seed, path, step, tag, dst, count);
     }
 

@@ -35,7 +35,7 @@ type RunArgs =
             | Horizon _ -> "final time T (overrides the file)."
             | Seed _ -> "random seed (overrides the file)."
             | Threads _ -> "worker threads (default: all cores)."
-            | Backend _ -> "cpu | auto (default auto: the CPU engine when no GPU backend is available)."
+            | Backend _ -> "cpu | ilgpu-cpu | cuda | auto (default auto: CUDA when a device is present, otherwise the CPU engine; ilgpu-cpu runs the GPU kernels on the CPU)."
             | Quiet -> "no progress bar."
 
 type CheckArgs =
@@ -46,9 +46,24 @@ type CheckArgs =
             match a with
             | File _ -> "the .sde file to parse and check."
 
+type CompileArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Target of target: string
+    | [<ExactlyOnce>] Out of dir: string
+    | Arch of arch: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .sde file to compile."
+            | Target _ -> "what to produce: ptx (default ptx)."
+            | Out _ -> "write one <model>.<kernel>.ptx file per kernel into this folder."
+            | Arch _ -> "CUDA architecture, e.g. sm_70 (default), sm_80, sm_90."
+
 type Cli =
     | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
+    | [<CliPrefix(CliPrefix.None)>] Compile of ParseResults<CompileArgs>
     | Version
 
     interface IArgParserTemplate with
@@ -56,6 +71,7 @@ type Cli =
             match a with
             | Run _ -> "simulate a model and answer its queries."
             | Check _ -> "only parse and check a model."
+            | Compile _ -> "compile a model's GPU kernels (PTX), without a GPU."
             | Version -> "print the version."
 
 let private exitInput = 2
@@ -104,6 +120,39 @@ let private check (args: ParseResults<CheckArgs>) =
             printDiagnostics ds
             exitInput
 
+let private compile (args: ParseResults<CompileArgs>) =
+    let path = args.GetResult CompileArgs.File
+
+    match args.GetResult(Target, "ptx") with
+    | t when t <> "ptx" ->
+        eprintfn "error: unknown target '%s' (available: ptx)" t
+        exitInput
+    | _ ->
+    match readSource path with
+    | Error e ->
+        Console.Error.WriteLine e
+        exitInput
+    | Ok text ->
+        match SdeCompiler.Compile(text, path) with
+        | Error ds ->
+            printDiagnostics ds
+            exitInput
+        | Ok p ->
+            try
+                let arch = Gpu.Ptx.ParseArch(args.GetResult(Arch, "sm_70"))
+                let dir = args.GetResult CompileArgs.Out
+                Directory.CreateDirectory dir |> ignore
+
+                for (name, ptx) in Gpu.Ptx.Compile(p.ModelType, arch) do
+                    let file = Path.Combine(dir, sprintf "%s.%s.ptx" p.ModelName name)
+                    File.WriteAllText(file, ptx)
+                    printfn "%s" file
+
+                0
+            with ex ->
+                eprintfn "%s: error: %s" path ex.Message
+                exitRun
+
 let private writeOut (dir: string) (report: Report.RunReport) =
     Directory.CreateDirectory dir |> ignore
     File.WriteAllText(Path.Combine(dir, "results.json"), Output.toJson report)
@@ -125,8 +174,8 @@ let private run (args: ParseResults<RunArgs>) =
         exitInput
     | None ->
     match args.TryGetResult Backend with
-    | Some b when b <> "cpu" && b <> "auto" ->
-        eprintfn "error: backend '%s' is not available in this version (available: cpu, auto)" b
+    | Some b when not (List.contains b [ "cpu"; "ilgpu-cpu"; "cuda"; "auto" ]) ->
+        eprintfn "error: backend '%s' is not available in this version (available: cpu, ilgpu-cpu, cuda, auto)" b
         exitInput
     | _ ->
     match readSource path with
@@ -157,7 +206,7 @@ let private run (args: ParseResults<RunArgs>) =
 
             try
                 try
-                    let report = program.Run(args.GetResult(Threads, 0), Action<float>(update))
+                    let report = program.Run(args.GetResult(Threads, 0), Action<float>(update), args.GetResult(Backend, "auto"))
                     finish ()
 
                     if args.Contains Json then
@@ -165,7 +214,7 @@ let private run (args: ParseResults<RunArgs>) =
                     else
                         Console.Out.Write(Output.tableWith (Output.useColor ()) report)
 
-                    args.TryGetResult Out |> Option.iter (fun dir -> writeOut dir report)
+                    args.TryGetResult RunArgs.Out |> Option.iter (fun dir -> writeOut dir report)
                     0
                 with
                 | :? SimulationFailedException as e ->
@@ -202,6 +251,7 @@ let main argv =
             match results.TryGetSubCommand() with
             | Some (Run r) -> run r
             | Some (Check c) -> check c
+            | Some (Compile c) -> compile c
             | _ ->
                 Console.Error.WriteLine(parser.PrintUsage())
                 exitInput

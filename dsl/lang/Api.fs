@@ -32,9 +32,11 @@ type CompiledProgram internal (program: Driver.Program) =
     member internal _.Program = program
 
     /// Simulate and answer every query for every parameter set.
-    member _.Run(?threads: int, ?progress: Action<float>) : Report.RunReport =
+    /// `backend`: "cpu" (default), "ilgpu-cpu", "cuda" or "auto" (CUDA when a device is present, else cpu).
+    member _.Run(?threads: int, ?progress: Action<float>, ?backend: string) : Report.RunReport =
         let opts =
             { Driver.defaultOptions with
+                Backend = defaultArg backend "cpu"
                 Threads = defaultArg threads 0
                 Progress = progress |> Option.map (fun a -> fun x -> a.Invoke x) }
 

@@ -245,7 +245,28 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : 
 /// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
 let run (p: Program) (opts: RunOptions) : RunReport =
     let s = p.File.Settings
-    let runner = ModelRunner.For p.Compiled.Type
+    // backends: "cpu" (the CPU engine), "ilgpu-cpu" / "cuda" (the ILGPU kernels), "auto" (CUDA if present, else cpu)
+    let backend = if opts.Backend = "auto" then Gpu.GpuRunner.ResolveAuto() else opts.Backend
+    let opts = { opts with Backend = backend }
+
+    let runner =
+        match backend with
+        | "ilgpu-cpu"
+        | "cuda" ->
+            // a located error for the response methods that have no kernel yet (before any simulation)
+            for (q, j) in p.Jobs do
+                match j with
+                | ResponseJob (plans, _, m, _) when plans |> List.exists (fun pl -> not (Gpu.GpuRunner.Supports pl)) ->
+                    raise (
+                        NotSupportedException(
+                            sprintf "%d:%d: '%s' uses %s, which the %s backend cannot run yet (it runs means, densities and finite_difference responses); use --backend cpu"
+                                q.Pos.Line q.Pos.Col q.Text m backend
+                        )
+                    )
+                | _ -> ()
+
+            Gpu.GpuRunner.For(p.Compiled.Type, Gpu.GpuRunner.Parse backend)
+        | _ -> ModelRunner.For p.Compiled.Type
 
     let plain =
         p.Jobs |> List.choose (fun (_, j) -> match j with PlainJob plan -> Some plan | _ -> None) |> List.toArray

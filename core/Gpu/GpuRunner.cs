@@ -1,0 +1,44 @@
+namespace Sde.Core.Gpu;
+
+/// <summary>
+/// <see cref="IModelRunner"/> on an ILGPU backend: the plain engine and the response methods that have a
+/// kernel (finite differences); the others raise <see cref="NotSupportedException"/> naming the method.
+/// </summary>
+public sealed class GpuModelRunner<TModel> : IModelRunner where TModel : unmanaged, ISdeTangentModel
+{
+    readonly GpuBackend _backend;
+    public GpuModelRunner(GpuBackend backend) { _backend = backend; }
+
+    public Estimate[] Run(object model, RunSettings settings, QueryPlan[] plans)
+    {
+        var m = (TModel)model;
+        return GpuEngine.Run(_backend, in m, settings, plans);
+    }
+
+    public Estimate[] RunResponses(object model, object[] variants, TangentStructure structure, RunSettings settings, ResponsePlan[] plans)
+    {
+        var m = (TModel)model;
+        var vs = Array.ConvertAll(variants, v => (TModel)v);
+        return GpuResponses.Run(_backend, m, vs, structure, settings, plans);
+    }
+}
+
+public static class GpuRunner
+{
+    /// <summary>Parses a backend name: "ilgpu-cpu" or "cuda".</summary>
+    public static GpuBackend Parse(string name) => name switch
+    {
+        "ilgpu-cpu" => GpuBackend.IlgpuCpu,
+        "cuda" => GpuBackend.Cuda,
+        _ => throw new ArgumentException($"unknown GPU backend '{name}' (ilgpu-cpu, cuda)"),
+    };
+
+    public static IModelRunner For(Type modelType, GpuBackend backend) =>
+        (IModelRunner)Activator.CreateInstance(typeof(GpuModelRunner<>).MakeGenericType(modelType), backend)!;
+
+    /// <summary>Which response methods the GPU backends can run.</summary>
+    public static bool Supports(ResponsePlan p) => p.Method == ResponseMethod.FiniteDifference;
+
+    /// <summary>"auto": CUDA when ILGPU finds a device, otherwise the CPU engine ("cpu").</summary>
+    public static string ResolveAuto() => GpuDevice.CudaAvailable ? "cuda" : "cpu";
+}

@@ -1,0 +1,229 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+
+namespace Sde.Core.Gpu;
+
+/// <summary>
+/// An <see cref="IVec"/> over a struct-of-arrays device buffer: lane k of path p lives at
+/// Offset + k·Stride with Offset = p (plus the start of the array inside a larger buffer) and Stride = P,
+/// the number of paths in the chunk. Neighbouring threads (paths) touch neighbouring addresses, so
+/// every lane access of a warp is coalesced.
+/// </summary>
+public struct SoaVec : IVec
+{
+    public ArrayView<double> Data;
+    public long Offset;
+    public long Stride;
+
+    public SoaVec(ArrayView<double> data, long offset, long stride) { Data = data; Offset = offset; Stride = stride; }
+
+    public double this[int i]
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Data[Offset + i * Stride];
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        set => Data[Offset + i * Stride] = value;
+    }
+}
+
+/// <summary>
+/// The normals and uniforms of <see cref="Normals"/>, written for kernels: no spans, arrays or classes,
+/// output through an <see cref="IVec"/>. Same counters and the same formula as
+/// <see cref="Normals.FillScalar(ulong, ulong, ulong, uint, double*, int)"/> (Box–Muller with
+/// Math.Log / Math.Sqrt / Math.Sin / Math.Cos), so lane k of (seed, path, step, tag) is the same number
+/// on every backend up to the accuracy of the math library of the target (on the CPU and on
+/// ILGPU's CPU accelerator: the same bits as FillScalar).
+/// </summary>
+public static class KernelNormals
+{
+    const double TwoPi = 6.283185307179586476925286766559;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void BoxMuller(UInt4 b, out double z0, out double z1)
+    {
+        double u1 = Normals.ToUniform(b.X | ((ulong)b.Y << 32));
+        double u2 = Normals.ToUniform(b.Z | ((ulong)b.W << 32));
+        double r = Math.Sqrt(-2.0 * Math.Log(u1));
+        double a = TwoPi * u2;
+        z0 = r * Math.Cos(a);
+        z1 = r * Math.Sin(a);
+    }
+
+    /// <summary>Lanes 0..count−1 of the standard normals of (path, step) in stream <paramref name="tag"/>.</summary>
+    public static void Fill<TV>(ulong seed, ulong path, ulong step, uint tag, TV dst, int count) where TV : struct, IVec
+    {
+        uint blk = 0;
+        int k = 0;
+        for (; k + 1 < count; k += 2, blk++)
+        {
+            BoxMuller(Philox.Draw(seed, path, step, tag, blk), out double z0, out double z1);
+            dst[k] = z0;
+            dst[k + 1] = z1;
+        }
+        if (k < count)
+        {
+            BoxMuller(Philox.Draw(seed, path, step, tag, blk), out double z0, out _);
+            dst[k] = z0;
+        }
+    }
+
+    /// <summary>Lanes 0..count−1 of uniforms on (0, 1), as <see cref="Normals.FillUniform(ulong, ulong, ulong, uint, double*, int)"/>.</summary>
+    public static void FillUniform<TV>(ulong seed, ulong path, ulong step, uint tag, TV dst, int count) where TV : struct, IVec
+    {
+        uint blk = 0;
+        int k = 0;
+        for (; k + 1 < count; k += 2, blk++)
+        {
+            UInt4 b = Philox.Draw(seed, path, step, tag, blk);
+            dst[k] = Normals.ToUniform(b.X | ((ulong)b.Y << 32));
+            dst[k + 1] = Normals.ToUniform(b.Z | ((ulong)b.W << 32));
+        }
+        if (k < count)
+        {
+            UInt4 b = Philox.Draw(seed, path, step, tag, blk);
+            dst[k] = Normals.ToUniform(b.X | ((ulong)b.Y << 32));
+        }
+    }
+}
+
+/// <summary>Scalars of one chunk of the plain engine.</summary>
+public struct PlainArgs
+{
+    public ulong Seed;
+    public long FirstPath;   // global index of the chunk's first path
+    public long Count;       // paths in the chunk (= the SoA stride)
+    public long Steps;
+    public double Dt, SqDt;
+    public int D, M, NObs, NQ;
+    public long ObsFrom, ObsTo;
+}
+
+/// <summary>One query on the device (<see cref="QueryLayout"/> plus where its per-path data live).</summary>
+public struct QueryDev
+{
+    public int Kind;         // 0 mean, 1 density
+    public int Observable;
+    public long From, To;
+    public double Window;
+    public int Bins;
+    public double Lo, Hi, Scale;
+    public int Slot;         // mean: row of the per-path sample buffer; density: first row of the count buffer
+}
+
+/// <summary>
+/// The kernels. One thread per path; every per-path quantity lives in struct-of-arrays buffers of stride P
+/// (the chunk's path count). Generic over the emitted model struct, so one source serves every model and
+/// ILGPU specialises it per model exactly as the CPU JIT specialises <see cref="Engine"/>.
+/// </summary>
+public static class Kernels
+{
+    /// <summary>
+    /// The plain engine on one path: init, Euler–Maruyama steps, observables recorded into the per-path
+    /// sample (means) and count (densities) rows; Below/Above and failures by atomics.
+    /// flags[0]: failed paths, flags[1]: first failing step; flags[2 + 2q], flags[3 + 2q]: below / above of query q.
+    /// </summary>
+    public static void Plain<TModel>(Index1D index, TModel model, PlainArgs a,
+        ArrayView<double> state, ArrayView<double> noise, ArrayView<double> unif, ArrayView<double> obs,
+        ArrayView<QueryDev> qs, ArrayView<double> samples, ArrayView<int> counts, ArrayView<long> flags)
+        where TModel : unmanaged, ISdeModel
+    {
+        long i = (int)index;
+        long P = a.Count;
+        if (i >= P) return;
+        int d = a.D, m = a.M;
+        ulong gp = (ulong)(a.FirstPath + i);
+        var x = new SoaVec(state, i, P);
+        var y = new SoaVec(state, i + d * P, P);
+        var w = new SoaVec(noise, i, P);
+        var zu = new SoaVec(unif, i, P);
+        var ov = new SoaVec(obs, i, P);
+
+        // clear this path's sample and count rows
+        for (int q = 0; q < a.NQ; q++)
+        {
+            var l = qs[q];
+            if (l.Kind == 0) samples[l.Slot * P + i] = 0.0;
+            else for (int b = 0; b < l.Bins; b++) counts[(l.Slot + b) * P + i] = 0;
+        }
+
+        KernelNormals.Fill(a.Seed, gp, 0, Philox.TagInitNormal, w, d);
+        KernelNormals.FillUniform(a.Seed, gp, 0, Philox.TagInitUniform, zu, d);
+        model.Init(x, w, zu);
+        if (!AllFinite(x, d)) { Fail(flags, 0); return; }
+        if (a.ObsFrom == 0) Record(model, x, 0, 0.0, ov, qs, a.NQ, samples, counts, flags, i, P);
+        for (long n = 0; n < a.Steps; n++)
+        {
+            if (m > 0) KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, m);
+            model.Step(x, y, w, n * a.Dt, a.Dt, a.SqDt);
+            if (!AllFinite(y, d)) { Fail(flags, n + 1); return; }
+            var t = x; x = y; y = t;
+            long n1 = n + 1;
+            if (n1 >= a.ObsFrom && n1 <= a.ObsTo) Record(model, x, n1, n1 * a.Dt, ov, qs, a.NQ, samples, counts, flags, i, P);
+        }
+        // the per-path sample of a mean: the running sum over the window divided by its length (as the CPU's Commit)
+        for (int q = 0; q < a.NQ; q++)
+        {
+            var l = qs[q];
+            if (l.Kind == 0) samples[l.Slot * P + i] = samples[l.Slot * P + i] / l.Window;
+        }
+    }
+
+    static void Record<TModel>(TModel model, SoaVec x, long n, double t, SoaVec ov, ArrayView<QueryDev> qs, int nq,
+        ArrayView<double> samples, ArrayView<int> counts, ArrayView<long> flags, long i, long P)
+        where TModel : unmanaged, ISdeModel
+    {
+        bool need = false;
+        for (int q = 0; q < nq; q++) { var l = qs[q]; if (n >= l.From && n <= l.To) need = true; }
+        if (!need) return;
+        model.Observe(x, t, ov);
+        for (int q = 0; q < nq; q++)
+        {
+            var l = qs[q];
+            if (n < l.From || n > l.To) continue;
+            double v = ov[l.Observable];
+            if (l.Kind == 0) samples[l.Slot * P + i] += v;
+            else if (v < l.Lo) Atomic.Add(ref flags[2 + 2 * q], 1L);
+            else if (v >= l.Hi) Atomic.Add(ref flags[3 + 2 * q], 1L);
+            else if (v >= l.Lo)
+            {
+                int b = (int)((v - l.Lo) * l.Scale);
+                if (b >= l.Bins) b = l.Bins - 1; // rounding just below Hi
+                counts[(l.Slot + b) * P + i] += 1;
+            }
+            // NaN falls in no bin and neither below nor above (as on the CPU).
+        }
+    }
+
+    /// <summary>True if no component is ±∞ or NaN (v·0 is 0 for finite v, NaN otherwise).</summary>
+    static bool AllFinite(SoaVec v, int d)
+    {
+        double r = 0.0;
+        for (int k = 0; k < d; k++) r += v[k] * 0.0;
+        return r == 0.0;
+    }
+
+    static void Fail(ArrayView<long> flags, long step)
+    {
+        Atomic.Add(ref flags[0], 1L);
+        Atomic.Min(ref flags[1], step);
+    }
+
+    /// <summary>
+    /// Density reduction on the device: thread r sums row r of the per-path count buffer (one bin of one query)
+    /// over the chunk's paths, giving Σc and Σc² as 64-bit integers (exact; the host adds them into Int128).
+    /// </summary>
+    public static void ReduceCounts(Index1D row, ArrayView<int> counts, long paths, ArrayView<long> sums)
+    {
+        long s1 = 0, s2 = 0;
+        int r = row;
+        long baseIndex = (long)r * paths;
+        for (long p = 0; p < paths; p++)
+        {
+            long c = counts[baseIndex + p];
+            s1 += c;
+            s2 += c * c;
+        }
+        sums[2L * r] = s1;
+        sums[2L * r + 1] = s2;
+    }
+}

@@ -1,0 +1,188 @@
+/// The ILGPU backend: kernel normals against the CPU formula, backend equivalence (ilgpu-cpu vs cpu) on
+/// every example and on finite-difference responses, chunking, memory errors, and PTX for every example.
+module Sde.Tests.GpuTests
+
+open System
+open System.IO
+open Expecto
+open Sde
+open Sde.Core
+open Sde.Core.Gpu
+open Sde.Lang
+
+let rec private findUp (dir: string) (name: string) =
+    let p = Path.Combine(dir, name)
+    if Directory.Exists p then p
+    else
+        let parent = Directory.GetParent dir
+        if isNull parent then failwithf "cannot find %s above the working directory" name else findUp parent.FullName name
+
+let private examplesDir = lazy (findUp Environment.CurrentDirectory "examples")
+let private examples () = Directory.GetFiles(examplesDir.Value, "*.sde") |> Array.sort
+
+let private compileWith (text: string) (file: string) (paths: int64) =
+    let o = { Frontend.noOverrides with Paths = Some paths }
+    match SdeCompiler.Compile(text, file, o) with
+    | Ok p -> p
+    | Error ds -> failwithf "%s does not compile: %A" file ds
+
+/// Relative difference (0 for equal values, NaNs included).
+let private rel (a: float) (b: float) =
+    if a = b || (Double.IsNaN a && Double.IsNaN b) then 0.0
+    else abs (a - b) / max (max (abs a) (abs b)) 1e-300
+
+/// Worst relative difference between two reports; fails on differing counts.
+let private compareReports (a: Report.RunReport) (b: Report.RunReport) =
+    let mutable worst = 0.0
+    for sa, sb in List.zip a.Sets b.Sets do
+        for ra, rb in List.zip sa.Results sb.Results do
+            worst <- max worst (max (rel ra.Value rb.Value) (rel ra.StdErr rb.StdErr))
+            Expect.equal rb.Values.Length ra.Values.Length "bins"
+            for k in 0 .. ra.Values.Length - 1 do
+                worst <- max worst (max (rel ra.Values[k] rb.Values[k]) (rel ra.StdErrs[k] rb.StdErrs[k]))
+            Expect.equal rb.Count ra.Count (sprintf "%s: count" ra.Query)
+            Expect.equal rb.Below ra.Below (sprintf "%s: below" ra.Query)
+            Expect.equal rb.Above ra.Above (sprintf "%s: above" ra.Query)
+    worst
+
+let private sameEstimates (a: Estimate[]) (b: Estimate[]) =
+    let bits (x: float) = BitConverter.DoubleToInt64Bits x
+    for e, f in Array.zip a b do
+        Expect.equal (bits f.Value) (bits e.Value) "value bits"
+        Expect.equal (bits f.StdErr) (bits e.StdErr) "stderr bits"
+        if not (isNull e.Values) then
+            Expect.equal (Array.map bits f.Values) (Array.map bits e.Values) "bin values"
+            Expect.equal (f.Below, f.Above) (e.Below, e.Above) "outside"
+
+/// The CPU engine's normals come from an AVX2 log/sincos that may differ from the scalar formula (which the
+/// kernels use) in the last bit, and a chaotic chain amplifies that (Lorenz-96 over T = 10: 1e-5 relative).
+/// So the reference is the CPU engine on one thread with scalar normals (`Normals.ScalarOnThisThread`).
+let private tolerance = 1e-9
+
+/// The CPU engine's report with the scalar normals (one thread: the run stays on this thread).
+let private cpuScalar (p: CompiledProgram) =
+    Normals.ScalarOnThisThread <- true
+    try p.Run(1, backend = "cpu") finally Normals.ScalarOnThisThread <- false
+
+let private fdModel =
+    """
+model Two {
+  param a = 0.7
+  param s = 0.4 in (0, inf)
+  state x
+  state y
+  brownian W[2]
+  init x ~ normal(0.5, 0.2)
+  init y = 0.1
+  d x = (a * y - x^3) dt + s * (1 + 0.2 * sin(y)) dW[0] + 0.1 * x dW[1]
+  d y = (-y + a) dt + s * 0.5 dW[1]
+}
+
+simulate { paths = 100; dt = 0.01; T = 1; seed = 9 }
+
+query {
+  d mean(x^2) / d a with finite_difference(h = 0.01)
+  d mean(x) / d s over [0.5, 1] with finite_difference(h = 0.02)
+  d density(x) / d a on [-1, 2] bins 12 with finite_difference(h = 0.05)
+}
+"""
+
+/// The kernels' normals / uniforms, called on the CPU through a pointer accessor.
+let private kernelFill (uniform: bool) path step tag (b: float[]) =
+    use pa = fixed b
+    if uniform then KernelNormals.FillUniform(42UL, path, step, tag, PtrVec(pa), b.Length)
+    else KernelNormals.Fill(42UL, path, step, tag, PtrVec(pa), b.Length)
+
+[<Tests>]
+let gpuTests =
+    testSequenced <| testList "Gpu" [
+        test "kernel normals and uniforms are FillScalar's / FillUniform's bits" {
+            let n = 37
+            let a = Array.zeroCreate<float> n
+            let b = Array.zeroCreate<float> n
+            for (path, step, tag) in [ (0UL, 0UL, 0u); (5UL, 17UL, 0u); (123456789UL, 1UL <<< 33, 1u); ((1UL <<< 40) + 3UL, 99UL, 2u) ] do
+                Normals.FillScalar(42UL, path, step, tag, Span<float>(a))
+                kernelFill false path step tag b
+                Expect.equal (Array.map BitConverter.DoubleToInt64Bits b) (Array.map BitConverter.DoubleToInt64Bits a) "normals"
+                Normals.FillUniform(42UL, path, step, tag, Span<float>(a))
+                kernelFill true path step tag b
+                Expect.equal b a "uniforms"
+        }
+
+        testList "ilgpu-cpu equals cpu on every example" [
+            for file in examples () ->
+                test (Path.GetFileName file) {
+                    let p = compileWith (File.ReadAllText file) file 48L
+                    let cpu = cpuScalar p
+                    let gpu = p.Run(1, backend = "ilgpu-cpu")
+                    Expect.equal gpu.Settings.Backend "ilgpu-cpu" "backend recorded"
+                    let worst = compareReports cpu gpu
+                    printfn "gpu: %s worst relative difference ilgpu-cpu vs cpu: %g" (Path.GetFileName file) worst
+                    Expect.isLessThan worst tolerance "relative difference"
+                }
+        ]
+
+        test "finite-difference responses: ilgpu-cpu equals cpu" {
+            let p = compileWith fdModel "fd.sde" 64L
+            let cpu = cpuScalar p
+            let gpu = p.Run(1, backend = "ilgpu-cpu")
+            let worst = compareReports cpu gpu
+            printfn "gpu: finite differences worst relative difference: %g" worst
+            Expect.isLessThan worst tolerance "relative difference"
+        }
+
+        test "divergence-kernel responses on the GPU backend: a located error, no numbers" {
+            let text = fdModel.Replace("with finite_difference(h = 0.01)", "with divergence_kernel(alpha = 0.5, mode = first_order)")
+            let p = compileWith text "dk.sde" 8L
+            let e = Expect.throwsT<NotSupportedException> (fun () -> p.Run(1, backend = "ilgpu-cpu") |> ignore)
+            ()
+        }
+
+        test "chunks give the same bits as one launch, and merge like the CPU engine's" {
+            let file = Path.Combine(examplesDir.Value, "ou.sde")
+            let cf = match Frontend.compileText file (File.ReadAllText file) with Ok cf -> cf | Error e -> failwithf "%A" e
+            let prog = match Driver.prepare (File.ReadAllText file) cf with Ok p -> p | Error e -> failwithf "%A" e
+            let plans = prog.Jobs |> List.choose (fun (_, j) -> match j with Driver.PlainJob pl -> Some pl | _ -> None) |> List.toArray
+            let model = prog.Compiled.Instance(cf.Settings |> fun _ -> cf.Sets.Head.Values)
+            let runner = GpuRunner.For(prog.Compiled.Type, GpuBackend.IlgpuCpu)
+            let st limit = RunSettings(Paths = 300L, Dt = 0.01, T = 2.0, Seed = 7UL, MemoryLimit = limit)
+            let perPath = GpuEngine.BytesPerPath(1, 1, prog.Compiled.Observables.Length, plans)
+            let one = runner.Run(model, st 0L, plans)
+            let chunked = runner.Run(model, st (perPath * 2L * 47L), plans)   // 47 paths per launch
+            sameEstimates one chunked
+            Normals.ScalarOnThisThread <- true
+            let cpu =
+                try ModelRunner.For(prog.Compiled.Type).Run(model, RunSettings(Paths = 300L, Dt = 0.01, T = 2.0, Seed = 7UL, Threads = 1), plans)
+                finally Normals.ScalarOnThisThread <- false
+            sameEstimates cpu one   // same normals, same arithmetic, same exact sums: the same bits
+            let e = Expect.throwsT<RunTooLargeException> (fun () -> runner.Run(model, st (perPath / 2L), plans) |> ignore)
+            ()
+        }
+
+        test "a working set too large for the device: a clear error" {
+            let file = Path.Combine(examplesDir.Value, "lorenz96.sde")
+            let p = compileWith (File.ReadAllText file) file 4L
+            let cf = match Frontend.compileText file (File.ReadAllText file) with Ok cf -> cf | Error e -> failwithf "%A" e
+            let prog = match Driver.prepare (File.ReadAllText file) cf with Ok p -> p | Error e -> failwithf "%A" e
+            let plans = prog.Jobs |> List.choose (fun (_, j) -> match j with Driver.PlainJob pl -> Some pl | _ -> None) |> List.toArray
+            let runner = GpuRunner.For(prog.Compiled.Type, GpuBackend.IlgpuCpu)
+            try
+                runner.Run(prog.Compiled.Instance cf.Sets.Head.Values, RunSettings(Paths = 4L, Dt = 0.005, T = 10.0, Seed = 1UL, MemoryLimit = 1000L), plans) |> ignore
+                failtest "expected RunTooLargeException"
+            with :? RunTooLargeException as e ->
+                Expect.stringContains e.Message "one path's working set" "message"
+            ignore p
+        }
+
+        testList "every example's kernels compile to PTX (no GPU needed)" [
+            for file in examples () ->
+                test (Path.GetFileName file) {
+                    let p = compileWith (File.ReadAllText file) file 1L
+                    let ptx = Ptx.Compile(p.ModelType, Ptx.ParseArch "sm_70")
+                    Expect.equal (ptx |> Array.map (fun struct (n, _) -> n)) [| "plain"; "reduce_counts"; "finite_difference" |] "kernels"
+                    for struct (name, text) in ptx do
+                        Expect.stringContains text ".entry" (sprintf "%s has an entry point" name)
+                        Expect.stringContains text ".target sm_70" name
+                }
+        ]
+    ]
