@@ -316,6 +316,8 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                 // log|det J| (dense LU per step) only when the full spectrum is asked: its sum identity
                 let logDet = lyapunovK = p.Compiled.Ir.Dim
                 let ly = LyapunovRunner.For p.Compiled.Type
+                // the JIT warm-up (progress = false) needs only a few steps past the burn-in, not the whole run
+                let t = if progress then t else min t (s.Burnin + 10.0 * s.Dt)
                 Some(ly.Run(bm, p.Compiled.Structure, settings paths t threads (prog (engines - 1)), lyapunovK, s.Burnin, logDet))
             else None
 
