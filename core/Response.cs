@@ -52,6 +52,11 @@ public sealed class ResponsePlan
     public double Burnin { get; init; }
     /// <summary>≥ 0: instead of a response, estimate E[φ(x_N) ν_N[k]] (the score moment of the Stein identity).</summary>
     public int ScoreComponent { get; init; } = -1;
+    /// <summary>
+    /// Lyapunov alignment (Kind = Density on [Lo, Hi] ⊂ [0, 1]): instead of a response, the histogram over paths of
+    /// |cos| of the angle between the top Lyapunov vector (J_{N−1}⋯J_0 q_0, normalised) and ν_N at T.
+    /// </summary>
+    public bool Alignment { get; init; }
 }
 
 /// <summary>
@@ -224,6 +229,7 @@ public static class ResponseEngine
         public readonly int[][] ObsGradEntries; // per observable: entries of the gradient pattern
         public readonly bool SampleAtZero;
         public readonly SparseLuPlan? Lu;       // iterative mode: sparse LU + selected inversion
+        public readonly bool NeedAlign;         // some plan is a Lyapunov alignment (top vector carried per path)
 
         public Setup(ISdeTangentModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans)
         {
@@ -244,7 +250,7 @@ public static class ResponseEngine
                     int g = groups.FindIndex(x => x.Same(p));
                     if (g < 0) { groups.Add(new DkGroup { ConstantAlpha = p.ConstantAlpha, Alpha = p.Alpha, Rate = p.Rate, Mode = p.Mode }); g = groups.Count - 1; }
                     PlanGroup[i] = g;
-                    if (p.ScoreComponent < 0)
+                    if (p.ScoreComponent < 0 && !p.Alignment)
                     {
                         if (Array.IndexOf(groups[g].Whiches, p.Which) < 0) groups[g].Whiches = groups[g].Whiches.Append(p.Which).ToArray();
                         NeedChi[p.Which] = true;
@@ -264,6 +270,7 @@ public static class ResponseEngine
                 else { From[i] = Steps; To[i] = Steps; }
             }
             Groups = groups.ToArray();
+            NeedAlign = plans.Any(p => p.Alignment);
             PathwiseWhich = pw.ToArray(); Variants = vs.ToArray();
             NeedDk = Groups.Length > 0;
             NeedJ = NeedDk || PathwiseWhich.Length > 0;

@@ -37,6 +37,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     readonly double[][] acc;
     readonly long[] cnt;
     readonly double[][] ring;
+    // Lyapunov alignment: the top Lyapunov vector q_n (and the product J q), from the fixed initial frame
+    readonly double[] lyq, lyz, lyq0;
 
     public Worker(TModel model, TModel[] variants, ResponseEngine.Setup setup)
     {
@@ -83,6 +85,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             acc[i] = new double[p.Kind == EstimateKind.Density ? p.Bins : 1];
             if (U.WindowSteps[i] > 0) ring[i] = new double[U.WindowSteps[i] + 1];
         }
+        lyq0 = U.NeedAlign ? LyapunovEngine.InitialFrame(d, 1) : Array.Empty<double>();
+        lyq = new double[lyq0.Length]; lyz = new double[lyq0.Length];
     }
 
     static PtrVec V(double* p) => new PtrVec(p);
@@ -111,6 +115,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             foreach (int k in U.PathwiseWhich) Array.Copy(v0, k * d, v[k], 0, d);
             for (int i = 0; i < acc.Length; i++) { Array.Clear(acc[i]); cnt[i] = 0; }
             noiseReady = false;
+            if (U.NeedAlign) Array.Copy(lyq0, lyq, d);
 
             Sample(0, 0.0, px, pobs, pgrad);
             double* a = px, b = py;
@@ -134,6 +139,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                         fixed (double* c = chi[k], dc = dchi[k], dgk = dg[k])
                             _m.ParamTangent(k, V(a), V(pw), t, dt, sq, V(c), V(dc), V(dgk));
                 for (int g = 0; g < U.Groups.Length; g++) DkStep(g, n, pw);
+                if (U.NeedAlign && !AlignStep()) return n + 1;
                 foreach (int k in U.PathwiseWhich)
                 {
                     // v ← J v + χ
@@ -183,6 +189,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                     {
                         if (!observed) { _m.Observe(V(px), t, V(pobs)); observed = true; }
                         int g = U.PlanGroup[i];
+                        if (p.Alignment) { Add(i, AlignmentCos(nu[g]), 1.0); break; }
                         double omega;
                         if (p.ScoreComponent >= 0) omega = nu[g][p.ScoreComponent];
                         else
@@ -252,6 +259,28 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             }
         }
         Paths++;
+    }
+
+    // ---------------------------------------------------------------- Lyapunov alignment
+
+    /// <summary>q ← J q / |J q| (the k = 1 case of the Lyapunov engine's QR step); false when it collapses.</summary>
+    bool AlignStep()
+    {
+        var st = U.St;
+        Array.Clear(lyz);
+        for (int e = 0; e < st.JRow.Length; e++) lyz[st.JRow[e]] += jv[e] * lyq[st.JCol[e]];
+        double r = LyapunovEngine.Orthonormalise(lyz, U.D, 0);
+        if (!(r > 0) || !double.IsFinite(r)) return false;
+        Array.Copy(lyz, lyq, U.D);
+        return true;
+    }
+
+    /// <summary>|cos| of the angle between the top Lyapunov vector and ν (0 when ν = 0).</summary>
+    double AlignmentCos(double[] nuG)
+    {
+        double dot = 0, nn = 0;
+        for (int i = 0; i < U.D; i++) { dot += lyq[i] * nuG[i]; nn += nuG[i] * nuG[i]; }
+        return nn > 0 ? Math.Min(Math.BitDecrement(1.0), Math.Abs(dot) / Math.Sqrt(nn)) : 0.0; // |cos| = 1 falls in the last bin
     }
 
     // ---------------------------------------------------------------- noise: σ⁺ᵀw, Π, tr(σ⁺ ∂σ)

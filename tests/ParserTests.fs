@@ -148,7 +148,9 @@ let private genQuery: Gen<Query> =
                   let! s = Gen.optionOf (Gen.listOfLength 2 genE)
                   let! m = Gen.optionOf genMethod
                   return Response(t, w, o, s, m)
-              } ]
+              }
+              Gen.map Lyapunov genE
+              Gen.map (fun (lo, hi, n) -> Alignment(lo, hi, n)) (Gen.zip3 genE genE genE) ]
 
     Gen.map (fun k -> { Kind = k; Text = QueryText ""; Pos = p }) kind
 

@@ -161,7 +161,9 @@ let private writeOut (dir: string) (report: Report.RunReport) =
         set.Results
         |> List.iteri (fun i q ->
             if Report.isBinned q then
-                Plot.writeDensity (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
+                Plot.writeDensity (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
+            elif q.Kind = "lyapunov" then
+                Plot.writeSpectrum (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
 
 let private run (args: ParseResults<RunArgs>) =
     let path = args.GetResult RunArgs.File

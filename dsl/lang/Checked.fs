@@ -136,6 +136,10 @@ type CQuery =
     | QPlain of CTarget * over: (float * float) option
     /// `d target / d Wrt`; `Stationary` holds the window lengths (time units) when asked.
     | QResponse of CTarget * wrt: int * over: (float * float) option * stationary: float list option * CMethod
+    /// `lyapunov(k)`: top k exponents of the Euler chain, averaged over [burnin, T] (1 ≤ k ≤ Dim).
+    | QLyapunov of k: int
+    /// `alignment on [lo, hi] bins n`: histogram of |cos(top Lyapunov vector, ν_T)| (0 ≤ lo < hi ≤ 1).
+    | QAlignment of lo: float * hi: float * bins: int
 
 type CheckedQuery =
     { Query: CQuery

@@ -1158,10 +1158,16 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         match q.Query with
         | QPlain(_, o)
         | QResponse(_, _, o, _, _) -> o
+        | QLyapunov _
+        | QAlignment _ -> None
 
     match over with
     | Some(_, t1) when t1 > s.T -> Error(sprintf "the window ends at %s, after the final time T = %s" (shortNumber t1) (shortNumber s.T))
-    | _ -> Ok()
+    | _ ->
+        match q.Query with
+        | QLyapunov _ when not (s.Burnin < s.T) ->
+            Error(sprintf "lyapunov averages over [burnin, T] and needs burnin < T (burnin = %s, T = %s)" (shortNumber s.Burnin) (shortNumber s.T))
+        | _ -> Ok()
 
 let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list) (settings: Settings) (q: Query) : R<CheckedQuery> =
     let obsEnv = { env with Ctx = InObservable }
@@ -1236,6 +1242,38 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 (map2 (fun a b -> a, b) (target t) (over w))
                 (map2 (fun a b -> a, b) wrtR stR)
                 methodR
+        | Lyapunov k ->
+            let dim = env.States |> Array.sumBy (fun s -> s.Size)
+
+            evalInt consts "the number of exponents" k
+            |> Result.bind (fun n ->
+                if n < 1L then fail k.Pos "lyapunov(k) needs k >= 1"
+                elif n > int64 dim then
+                    fail k.Pos (sprintf "lyapunov(k) needs k <= the state dimension %d (got %d)" dim n)
+                else Ok(QLyapunov(int n)))
+        | Alignment(lo, hi, bins) ->
+            let noise = env.Brownians |> Array.sumBy (fun b -> b.Size)
+
+            let range =
+                map2 (fun a b -> a, b) (evalFinite consts "the alignment range" lo) (evalFinite consts "the alignment range" hi)
+                |> Result.bind (fun (a, b) ->
+                    if a < 0.0 || b > 1.0 then fail lo.Pos "the alignment range [a, b] must lie within [0, 1] (|cos| of an angle)"
+                    elif not (a < b) then fail lo.Pos "the alignment range [a, b] needs a < b"
+                    else Ok(a, b))
+
+            let n =
+                evalInt consts "bins" bins
+                |> Result.bind (fun n ->
+                    if n < 1L then fail bins.Pos "bins must be >= 1"
+                    elif n > 10_000_000L then fail bins.Pos "bins must be at most 10000000"
+                    else Ok(int n))
+
+            let noiseR =
+                if noise = 0 then
+                    fail q.Pos "alignment compares the top Lyapunov vector with the score, and a model without noise (an ODE) has no score (its density is singular); add a brownian, or use lyapunov(k) alone"
+                else Ok()
+
+            map3 (fun (a, b) n () -> QAlignment(a, b, n)) range n noiseR
 
     kind
     |> Result.bind (fun k ->

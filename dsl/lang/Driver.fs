@@ -18,6 +18,10 @@ type QueryJob =
     | PlainJob of QueryPlan
     /// A response: one response-engine plan per stationary window (one when not stationary).
     | ResponseJob of ResponsePlan list * wrt: string * methodText: string * windows: float list
+    /// `lyapunov(k)`: one run of the Lyapunov engine per set serves every such query (the largest k).
+    | LyapunovJob of k: int
+    /// `alignment on ...`: one response-engine plan (DK score with the default schedule, top Lyapunov vector).
+    | AlignmentJob of ResponsePlan
 
 /// A checked file compiled for execution.
 type Program =
@@ -188,6 +192,16 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                     let windows = defaultArg stationary []
                     let plans = if windows.IsEmpty then [ plan 0.0 ] else windows |> List.map plan
                     Ok(ResponseJob(plans, pname, methodText ir.Dim meth, windows))
+            | QLyapunov k -> Ok(LyapunovJob k)
+            | QAlignment (lo, hi, bins) ->
+                if ir.NoiseDim = 0 then
+                    err q (sprintf "'%s' has no noise (an ODE): its density is singular and has no score, so alignment is not defined; use lyapunov(k)" m.Name)
+                elif degenerateNoise ir && not (Lower.additiveNoise ir) then
+                    err q "the noise is degenerate and depends on the state, so the divergence-kernel score (with its default schedule) is not defined; alignment needs it"
+                else
+                    let mode = if ir.Dim <= 10 then Sde.Core.DkMode.Exact else Sde.Core.DkMode.Iterative
+                    Ok(AlignmentJob(ResponsePlan(Kind = EstimateKind.Density, Lo = lo, Hi = hi, Bins = bins, Method = ResponseMethod.DivergenceKernel,
+                                                 Rate = 10.0, Mode = mode, Alignment = true, Burnin = cf.Settings.Burnin)))
 
         let jobs = cf.Queries |> List.map (fun q -> q, planOf q)
 
@@ -212,13 +226,16 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : 
         | QPlain (TDensity (_, lo, hi, _), _) -> "density", lo, hi
         | QResponse (TMean _, _, _, _, _) -> "response", 0.0, 0.0
         | QResponse (TDensity (_, lo, hi, _), _, _, _, _) -> "density_response", lo, hi
+        | QLyapunov _ -> "lyapunov", 0.0, 0.0
+        | QAlignment (lo, hi, _) -> "alignment", lo, hi
 
     let arr (a: float[]) = if isNull a then [||] else a
     let est = List.head ests
 
     let wrt, meth, windows =
         match job with
-        | PlainJob _ -> None, None, []
+        | PlainJob _ | LyapunovJob _ -> None, None, []
+        | AlignmentJob _ -> None, Some "divergence_kernel(rate = 10)", []
         | ResponseJob (_, wrt, m, wins) ->
             let ws =
                 if wins.Length > 1 then
@@ -272,11 +289,14 @@ let run (p: Program) (opts: RunOptions) : RunReport =
         p.Jobs |> List.choose (fun (_, j) -> match j with PlainJob plan -> Some plan | _ -> None) |> List.toArray
 
     let responses =
-        p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | _ -> []) |> List.toArray
+        p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
+
+    let lyapunovK =
+        p.Jobs |> List.fold (fun acc (_, j) -> match j with LyapunovJob k -> max acc k | _ -> acc) 0
 
     let sets = p.File.Sets
     let nSets = List.length sets
-    let engines = (if plain.Length > 0 then 1 else 0) + (if responses.Length > 0 then 1 else 0)
+    let engines = (if plain.Length > 0 then 1 else 0) + (if responses.Length > 0 then 1 else 0) + (if lyapunovK > 0 then 1 else 0)
 
     let settings (paths: int64) (t: float) (threads: int) (progress: (float -> unit) option) =
         RunSettings(
@@ -312,7 +332,17 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                 runner.RunResponses(bm, vs, p.Compiled.Structure, settings paths t threads (prog (engines - 1)), responses)
             else [||]
 
-        pe, re
+        let le =
+            if lyapunovK > 0 then
+                // log|det J| (dense LU per step) only when the full spectrum is asked: its sum identity
+                let logDet = lyapunovK = p.Compiled.Ir.Dim
+                let ly = LyapunovRunner.For p.Compiled.Type
+                // the JIT warm-up (progress = false) needs only a few steps past the burn-in, not the whole run
+                let t = if progress then t else min t (s.Burnin + 10.0 * s.Dt)
+                Some(ly.Run(bm, p.Compiled.Structure, settings paths t threads (prog (engines - 1)), lyapunovK, s.Burnin, logDet))
+            else None
+
+        pe, re, le
 
     // JIT warm-up on a couple of paths, outside the timing
     runSet 0 (List.head sets).Values 2L s.T 1 false |> ignore
@@ -321,7 +351,7 @@ let run (p: Program) (opts: RunOptions) : RunReport =
     let reports =
         sets
         |> List.mapi (fun i set ->
-            let pe, re = runSet i set.Values s.Paths s.T opts.Threads true
+            let pe, re, le = runSet i set.Values s.Paths s.T opts.Threads true
             let mutable pi = 0
             let mutable ri = 0
 
@@ -335,7 +365,16 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                     | ResponseJob (plans, _, _, _) ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
                         ri <- ri + plans.Length
-                        outcomeOf q job ests)
+                        outcomeOf q job ests
+                    | AlignmentJob _ ->
+                        ri <- ri + 1
+                        outcomeOf q job [ re[ri - 1] ]
+                    | LyapunovJob k ->
+                        let r = Option.get le
+                        let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
+                        outcomeOf q job [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
+                                                   Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
+                                                   StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ])
 
             { Name = set.Name
               Params = List.zip (p.File.Model.Params |> List.map (fun q -> q.Name)) (Array.toList set.Values)

@@ -37,7 +37,16 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
     writeOptionProp w "wrt" q.Wrt
     writeOptionProp w "method" q.Method
 
-    if isBinned q then
+    if q.Kind = "lyapunov" then
+        writeArrayProp w "grid" q.Grid
+        writeArrayProp w "values" q.Values
+        writeArrayProp w "stderrs" q.StdErrs
+
+        if Double.IsFinite q.Value then
+            // with k = dimension: the time average of log|det J_n| / Δt on the same paths (= the exponents' sum)
+            writeFloatProp w "log_det_rate" q.Value
+            writeFloatProp w "log_det_stderr" q.StdErr
+    elif isBinned q then
         writeArrayProp w "grid" q.Grid
         writeArrayProp w "values" q.Values
         writeArrayProp w "stderrs" q.StdErrs
@@ -275,6 +284,20 @@ let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string li
         |> Option.defaultValue ""
 
     match q.Kind with
+    | "lyapunov" ->
+        let exps =
+            Array.init (min q.Values.Length q.StdErrs.Length) (fun c -> sprintf "λ%d = %s" (c + 1) (valueWithError q.Values[c] q.StdErrs[c]))
+            |> String.concat ", "
+
+        let sumLine =
+            if Double.IsFinite q.Value then
+                [ indent + paint color "2" (sprintf "sum %s · time average of log|det J|/Δt %s" (num (Array.sum q.Values)) (valueWithError q.Value q.StdErr)) ]
+            else []
+
+        (label + paint color "1" exps) :: sumLine
+    | "alignment" ->
+        [ label + paint color "36" (sparkline q.Values) + via
+          indent + paint color "2" (sprintf "|cos(top Lyapunov vector, score)| %s" (summary q)) ]
     | "density" ->
         [ label + paint color "36" (sparkline q.Values)
           indent + paint color "2" (summary q) ]

@@ -359,6 +359,11 @@ let private responseQuery: P<QueryKind> =
               |>> fun (((e, p), (lo, hi, n)), ((o, s), m)) -> Response(DensityOf(e, lo, hi, n), p, o, s, m))
          <?> "'mean(...)' or 'density(...)'")
 
+/// `lyapunov(k)` and `alignment on [a, b] bins n`.
+let private lyapunovQuery: P<QueryKind> =
+    (kw "lyapunov" >>. group '(' ')' expr |>> Lyapunov)
+    <|> (kw "alignment" >>. onBins |>> fun (lo, hi, n) -> Alignment(lo, hi, n))
+
 /// Removes comments and collapses white space: the query text as the JSON reports it.
 let normalizeQueryText (s: string) =
     let noBlock = Text.RegularExpressions.Regex.Replace(s, @"/\*[\s\S]*?(\*/|$)", " ")
@@ -367,7 +372,7 @@ let normalizeQueryText (s: string) =
 
 let private query: P<Query> =
     pos
-    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <?> "query (mean, density or d ...)")
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <?> "query (mean, density, d ..., lyapunov or alignment)")
     |>> fun (p, (s, k)) ->
         { Kind = k
           Text = QueryText(normalizeQueryText s)

@@ -188,7 +188,11 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
         | None -> q.Query
 
     let model = newModel (sprintf "%s — %s" modelName setName) subtitle
-    model.Axes.Add(axis AxisPosition.Bottom (observable q.Query) 0.0)
+    let xLabel =
+        if q.Kind = "alignment" then "|cos θ| between the top Lyapunov vector and the score ν_T"
+        else observable q.Query
+
+    model.Axes.Add(axis AxisPosition.Bottom xLabel 0.0)
     model.Axes.Add(axis AxisPosition.Left yLabel 0.04)
 
     let color = colorAt 0
@@ -279,3 +283,7 @@ let writeSeries
         model.Series.Add line)
 
     save path model
+
+/// Writes an SVG of a `lyapunov` result: exponent against its index, with ±2·stderr error bars.
+let writeSpectrum (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
+    writeSeries path (sprintf "%s — %s: %s" modelName setName q.Query) "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]

@@ -131,6 +131,8 @@ let queryKind (k: QueryKind) =
             | None -> ""
 
         head + over o + stat + meth
+    | Lyapunov k -> sprintf "lyapunov(%s)" (expr k)
+    | Alignment(lo, hi, n) -> "alignment" + onBins lo hi n
 
 let private settings (xs: Setting list) =
     xs |> List.map (fun s -> sprintf "  %s = %s\n" s.Key (expr s.Value)) |> String.concat ""

@@ -114,6 +114,11 @@ type QueryKind =
     | Plain of Target * over: Window option
     /// `d mean(e) / d p [on ... bins n] [over [t0,t1]] [stationary window W[, W2 ...]] [with method]`.
     | Response of Target * wrt: string * over: Window option * stationary: Expr list option * Method option
+    /// `lyapunov(k)`: the top k Lyapunov exponents of the simulated chain, averaged over [burnin, T].
+    | Lyapunov of k: Expr
+    /// `alignment on [a, b] bins n`: histogram of |cos| of the angle between the top Lyapunov vector
+    /// and the divergence-kernel score estimate ν_T, per path at T.
+    | Alignment of lo: Expr * hi: Expr * bins: Expr
 
 [<NoComparison>]
 type Query =
