@@ -218,3 +218,61 @@ let agreementTests =
                     within 4.5 "E[nu x^2] + E[2x]" (score[1].Value + plain[1].Value) (score[1].StdErr + plain[1].StdErr) 0.0
         }
     ]
+
+let l96Source (paths: int) (T: float) (queries: string) =
+    sprintf
+        """model Lorenz96 {
+  const N = 40
+  param F = 8
+  param sigma = 0.5
+  state x[N] periodic
+  brownian W[N]
+  init x[i] ~ normal(8, 1)
+  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]
+}
+simulate { paths = %d; dt = 0.005; T = %g; seed = 2 }
+query {
+%s
+}"""
+        paths T queries
+
+/// A double well with additive noise: first_order drops the O(Δt²) terms of each step's series,
+/// so its bias relative to the chain is O(Δt).
+let firstOrderSource (dt: float) =
+    sprintf
+        """model DoubleWell {
+  param a = 1
+  param s = 0.7
+  state x
+  brownian W
+  init x ~ normal(0.2, 0.3)
+  d x = (a * x - x^3) dt + s dW
+}
+simulate { paths = 20000; dt = %g; T = 2; seed = 4 }
+query {
+  d mean(x^2) / d a with divergence_kernel(mode = exact)
+  d mean(x^2) / d a with divergence_kernel(mode = first_order)
+}"""
+        dt
+
+[<Tests>]
+let chaosTests =
+    testList "Response chaos" [
+        test "noisy Lorenz-96 (40-D) at T = 5: DK agrees with finite differences where pathwise has lost all accuracy" {
+            let r =
+                results (runText (l96Source 1000 5.0 "  d mean(avg(i, x[i])) / d F\n  d mean(avg(i, x[i])) / d F with finite_difference(h = 0.01)\n  d mean(avg(i, x[i])) / d F with pathwise"))
+            Expect.stringContains (Option.get r[0].Method) "iterative" "the default mode above d = 10"
+            agree 4.5 "DK vs FD" r[0] r[1]
+            Expect.isGreaterThan (r[2].StdErr / r[0].StdErr) 100.0
+                (sprintf "pathwise stderr %g should dwarf DK's %g (chaos: e^{lambda T})" r[2].StdErr r[0].StdErr)
+        }
+
+        test "first_order: its difference from exact halves when dt halves" {
+            let diff dt =
+                let r = results (runText (firstOrderSource dt))
+                abs (r[1].Value - r[0].Value)
+            let d1, d2 = diff 0.01, diff 0.005
+            let ratio = d1 / d2
+            Expect.isTrue (ratio > 1.5 && ratio < 2.6) (sprintf "bias %g at dt 0.01, %g at dt 0.005: ratio %g (expected ~2)" d1 d2 ratio)
+        }
+    ]
