@@ -36,12 +36,14 @@ public static class Normals
     /// thread) with the ILGPU backends bit for bit, without touching other threads' runs.
     /// </summary>
     [ThreadStatic] public static bool ScalarOnThisThread;
+    /// <summary>Process-wide: scalar normals on every thread (tests that compare backends bit for bit).</summary>
+    public static volatile bool ForceScalar;
 
     /// <summary>Lanes 0..count−1 of the standard normals of (path, step) in stream <paramref name="tag"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Fill(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
-        if (Avx2.IsSupported && !ScalarOnThisThread) { FillAvx2(seed, path, step, tag, dst, count); return; }
+        if (Avx2.IsSupported && !ScalarOnThisThread && !ForceScalar) { FillAvx2(seed, path, step, tag, dst, count); return; }
         FillScalar(seed, path, step, tag, dst, count);
     }
 

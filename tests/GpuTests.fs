@@ -21,7 +21,12 @@ let private examplesDir = lazy (findUp Environment.CurrentDirectory "examples")
 let private examples () = Directory.GetFiles(examplesDir.Value, "*.sde") |> Array.sort
 
 let private compileWith (text: string) (file: string) (paths: int64) =
-    let o = { Frontend.noOverrides with Paths = Some paths }
+    // at most `paths`, never more than the file asks for (the Lyapunov examples run a few long paths)
+    let filePaths =
+        match SdeCompiler.Compile(text, file) with
+        | Ok p -> p.Settings.Paths
+        | Error _ -> paths
+    let o = { Frontend.noOverrides with Paths = Some(min paths filePaths) }
     match SdeCompiler.Compile(text, file, o) with
     | Ok p -> p
     | Error ds -> failwithf "%s does not compile: %A" file ds
@@ -61,8 +66,10 @@ let private tolerance = 1e-9
 
 /// The CPU engine's report with the scalar normals (one thread: the run stays on this thread).
 let private cpuScalar (p: CompiledProgram) =
+    // the Lyapunov engine runs on worker threads, hence the process-wide switch too
     Normals.ScalarOnThisThread <- true
-    try p.Run(1, backend = "cpu") finally Normals.ScalarOnThisThread <- false
+    Normals.ForceScalar <- true
+    try p.Run(1, backend = "cpu") finally Normals.ScalarOnThisThread <- false; Normals.ForceScalar <- false
 
 let private fdModel =
     """

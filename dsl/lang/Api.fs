@@ -29,6 +29,8 @@ type CompiledProgram internal (program: Driver.Program) =
     member _.ModelType = program.Compiled.Type
     /// State dimension.
     member _.Dimension = program.Compiled.Ir.Dim
+    /// The simulation settings in force (the file's, after overrides).
+    member _.Settings = program.File.Settings
     member internal _.Program = program
 
     /// Simulate and answer every query for every parameter set.
