@@ -323,6 +323,23 @@ let tests =
               Expect.equal ((parseJson all).["sets"].AsArray().Count) 5 "without --params: the five sweep sets"
           }
 
+          test "Cli the C# embedding sample runs" {
+              let dll = Path.Combine(repoRoot, "samples", "embed-csharp", "bin", configuration, "net10.0", "EmbedCsharp.dll")
+              Expect.isTrue (File.Exists dll) (dll + " missing")
+              let psi = ProcessStartInfo("dotnet")
+              psi.ArgumentList.Add dll
+              psi.RedirectStandardOutput <- true
+              psi.RedirectStandardError <- true
+              use p = Process.Start psi
+              let out = p.StandardOutput.ReadToEndAsync()
+              let err = p.StandardError.ReadToEndAsync()
+              Expect.isTrue (p.WaitForExit(TimeSpan.FromMinutes 2.0)) "finishes"
+              let d = sprintf "exit %d\n%s\n%s" p.ExitCode out.Result err.Result
+              Expect.equal p.ExitCode 0 d
+              Expect.stringContains out.Result "bad.sde:7:10: error: unknown name 'thta'" d
+              Expect.isTrue (Regex.IsMatch(out.Result, @"mean\(x\) = 0\.1\d+")) d
+          }
+
           test "Cli --threads 1 and --threads 2 give byte-identical results" {
               let run threads =
                   let args = [ "run"; "examples/lorenz96.sde"; "--json"; "--quiet"; "--paths"; "200"; "--threads"; threads ]
