@@ -172,12 +172,12 @@ let private run (args: ParseResults<RunArgs>) =
 
     match sets |> List.tryPick (function Error e -> Some e | _ -> None) with
     | Some e ->
-        eprintfn "error: %s" e
+        eprintfn "%s:1:1: error: %s" path e
         exitInput
     | None ->
     match args.TryGetResult Backend with
     | Some b when not (List.contains b [ "cpu"; "ilgpu-cpu"; "cuda"; "auto" ]) ->
-        eprintfn "error: backend '%s' is not available in this version (available: cpu, ilgpu-cpu, cuda, auto)" b
+        eprintfn "%s:1:1: error: backend '%s' is not available (available: cpu, ilgpu-cpu, cuda, auto)" path b
         exitInput
     | _ ->
     match readSource path with
@@ -195,7 +195,7 @@ let private run (args: ParseResults<RunArgs>) =
 
         match args.TryGetResult Seed with
         | Some s when s < 0L ->
-            eprintfn "error: --seed must be a non-negative integer"
+            eprintfn "%s:1:1: error: --seed must be a non-negative integer" path
             exitInput
         | _ ->
         match SdeCompiler.Compile(text, path, overrides) with

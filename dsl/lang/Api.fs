@@ -44,6 +44,13 @@ type CompiledProgram internal (program: Driver.Program) =
 
         Driver.run program opts
 
+    /// C#-friendly `Run`: all cores, no progress.
+    member p.Simulate() : Report.RunReport = p.Run()
+
+    /// C#-friendly `Run`: `threads` = 0 for all cores; `progress` may be null.
+    member p.Simulate(threads: int, progress: Action<float>) : Report.RunReport =
+        if isNull progress then p.Run(threads) else p.Run(threads, progress)
+
 /// The embedding API: compile `.sde` text, then run it. Usable from F# and C#.
 type SdeCompiler =
     static member private Located (file: string) (source: string) (ds: Syntax.Diagnostic list) =
@@ -68,7 +75,8 @@ type SdeCompiler =
                 | Some o ->
                     Frontend.applyOverrides cf o
                     |> Result.mapError (fun msg ->
-                        [ { File = file; Line = 0; Col = 0; Message = msg; Rendered = sprintf "error: %s" msg } ])
+                        // A command-line setting has no place in the source: located at the start of the file.
+                        [ { File = file; Line = 1; Col = 1; Message = msg; Rendered = sprintf "%s:1:1: error: %s" file msg } ])
                 | None -> Ok cf
 
             applied
@@ -86,6 +94,35 @@ type SdeCompiler =
         | Error ds ->
             diagnostics <- List.toArray ds
             Unchecked.defaultof<_>
+
+    /// C#-friendly `Compile` with overrides (see `MakeOverrides`): null and `diagnostics` filled on errors.
+    static member TryCompile(source: string, fileName: string, overrides: Overrides, [<Runtime.InteropServices.Out>] diagnostics: byref<SourceDiagnostic[]>) : CompiledProgram =
+        match SdeCompiler.Compile(source, fileName, overrides) with
+        | Ok p ->
+            diagnostics <- [||]
+            p
+        | Error ds ->
+            diagnostics <- List.toArray ds
+            Unchecked.defaultof<_>
+
+    /// C#-friendly construction of `Overrides`: nulls leave the file's values; `sets` may be null.
+    static member MakeOverrides
+        (
+            paths: Nullable<int64>,
+            dt: Nullable<float>,
+            t: Nullable<float>,
+            seed: Nullable<uint64>,
+            paramsName: string,
+            sets: Collections.Generic.IDictionary<string, float>
+        ) : Overrides =
+        let opt (n: Nullable<'a>) = if n.HasValue then Some n.Value else None
+
+        { Sets = if isNull sets then [] else sets |> Seq.map (fun kv -> kv.Key, kv.Value) |> List.ofSeq
+          ParamsName = Option.ofObj paramsName
+          Paths = opt paths
+          Dt = opt dt
+          T = opt t
+          Seed = opt seed }
 
     /// The results as the JSON of the language contract.
     static member ToJson(report: Report.RunReport) = Output.toJson report

@@ -1,0 +1,368 @@
+/// End-to-end tests of the `dsl` command-line tool: the built dsl.dll is run as a process.
+module Sde.Tests.CliTests
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Text.Json
+open System.Text.Json.Nodes
+open System.Text.RegularExpressions
+open Expecto
+
+/// The repository root: the first folder above the test assembly that holds Dsl.sln.
+let repoRoot =
+    let rec up (d: DirectoryInfo) =
+        if isNull d then failwith "Dsl.sln not found above the test assembly"
+        elif File.Exists(Path.Combine(d.FullName, "Dsl.sln")) then d.FullName
+        else up d.Parent
+
+    up (DirectoryInfo AppContext.BaseDirectory)
+
+/// The configuration the tests were built in (tests/bin/<Configuration>/net10.0/).
+let configuration =
+    let tfmDir = DirectoryInfo AppContext.BaseDirectory
+    tfmDir.Parent.Name
+
+/// dsl.dll, built in the same configuration through the project reference (SDE_DSL_DLL overrides).
+let dslDll =
+    match Environment.GetEnvironmentVariable "SDE_DSL_DLL" with
+    | null
+    | "" -> Path.Combine(repoRoot, "dsl", "cli", "bin", configuration, "net10.0", "dsl.dll")
+    | p -> p
+
+type Outcome = { Code: int; Out: string; Err: string }
+
+/// Runs `dotnet dsl.dll ARGS` in `cwd` (the repository root by default).
+let dslIn (cwd: string) (args: string list) : Outcome =
+    let psi = ProcessStartInfo("dotnet")
+    psi.ArgumentList.Add dslDll
+
+    for a in args do
+        psi.ArgumentList.Add a
+
+    psi.WorkingDirectory <- cwd
+    psi.RedirectStandardOutput <- true
+    psi.RedirectStandardError <- true
+    psi.UseShellExecute <- false
+    psi.Environment["NO_COLOR"] <- "1"
+    use p = Process.Start psi
+    let out = p.StandardOutput.ReadToEndAsync()
+    let err = p.StandardError.ReadToEndAsync()
+
+    if not (p.WaitForExit(TimeSpan.FromMinutes 3.0)) then
+        p.Kill true
+        failwithf "dsl %s did not finish in 3 minutes" (String.Join(" ", args))
+
+    { Code = p.ExitCode; Out = out.Result; Err = err.Result }
+
+let dsl args = dslIn repoRoot args
+
+let describe (args: string list) (o: Outcome) =
+    sprintf "dsl %s\nexit %d\n--- stdout\n%s\n--- stderr\n%s" (String.Join(" ", args)) o.Code o.Out o.Err
+
+let examples () =
+    Directory.GetFiles(Path.Combine(repoRoot, "examples"), "*.sde") |> Array.sort
+
+let collapse (s: string) = Regex.Replace(s.Trim(), @"\s+", " ")
+
+/// The queries of a file as written (one per line in the `query` block), white space collapsed.
+let queriesOf (file: string) =
+    let text = File.ReadAllText file
+    let m = Regex.Match(text, @"(?m)^\s*query\s*\{([^}]*)\}")
+
+    if not m.Success then
+        failwithf "%s: no query block" file
+
+    m.Groups[1].Value.Split('\n')
+    |> Array.map (fun l ->
+        let i = l.IndexOf "//"
+        collapse (if i >= 0 then l.Substring(0, i) else l))
+    |> Array.filter (fun l -> l <> "")
+    |> Array.toList
+
+let parseJson (o: Outcome) = JsonNode.Parse o.Out
+
+/// `node[k1][k2]...`
+let at (node: JsonNode) (keys: string list) = keys |> List.fold (fun (n: JsonNode) (k: string) -> n[k]) node
+let num (node: JsonNode) (keys: string list) = (at node keys).GetValue<float>()
+let str (node: JsonNode) (keys: string list) = (at node keys).GetValue<string>()
+
+let resultQueries (set: JsonNode) =
+    set["results"].AsArray() |> Seq.map (fun r -> r["query"].GetValue<string>()) |> List.ofSeq
+
+/// A temporary folder, deleted on dispose.
+type TempDir() =
+    let path = Path.Combine(Path.GetTempPath(), "sde-cli-" + Guid.NewGuid().ToString("N"))
+    do Directory.CreateDirectory path |> ignore
+    member _.Path = path
+
+    member _.File (name: string) (text: string) =
+        let p = Path.Combine(path, name)
+        File.WriteAllText(p, text)
+        p
+
+    interface IDisposable with
+        member _.Dispose() =
+            try
+                Directory.Delete(path, true)
+            with _ ->
+                ()
+
+let goodModel =
+    """model Decay {
+  param a = 1 in (0, inf)
+  param b = 0.5
+  state x
+  brownian W
+  init x = 1
+  d x = -a * x dt + b dW
+}
+
+simulate { paths = 300; dt = 0.01; T = 1; seed = 4 }
+
+query {
+  mean(x)
+  density(x) on [-2, 2] bins 20
+}
+"""
+
+let explodingModel =
+    """model Explode {
+  state x
+  init x = 2
+  d x = x^3 dt
+}
+
+simulate { paths = 100; dt = 0.01; T = 10; seed = 1 }
+
+query { mean(x) }
+"""
+
+/// No stack trace and no exception name may reach the user.
+let expectNoTrace (what: string) (o: Outcome) =
+    let all = o.Out + o.Err
+    Expect.isFalse (all.Contains "   at ") (sprintf "%s: a stack frame in the output\n%s" what all)
+    Expect.isFalse (all.Contains "Exception") (sprintf "%s: an exception name in the output\n%s" what all)
+
+let expectLocatedError (what: string) (args: string list) (o: Outcome) =
+    let d = describe args o
+    Expect.equal o.Code 2 (sprintf "%s: exit code 2\n%s" what d)
+    Expect.isTrue (Regex.IsMatch(o.Err, @"(?m)^[^\n]+:\d+:\d+: error: ")) (sprintf "%s: FILE:LINE:COL: error: on stderr\n%s" what d)
+    expectNoTrace what o
+
+[<Tests>]
+let tests =
+    testSequenced
+    <| testList
+        "Cli"
+        [ test "Cli dsl.dll is built" {
+              Expect.isTrue (File.Exists dslDll) (sprintf "%s missing (build dsl/cli in %s)" dslDll configuration)
+          }
+
+          test "Cli every example runs with at most 200 paths and its JSON lists the queries as written" {
+              let files = examples ()
+              Expect.isGreaterThanOrEqual files.Length 5 "the examples"
+
+              for f in files do
+                  let rel = Path.GetRelativePath(repoRoot, f)
+                  // never more paths than the file asks for (the Lyapunov examples run a few long paths)
+                  let m = Text.RegularExpressions.Regex.Match(File.ReadAllText f, @"paths\s*=\s*(\d+)")
+                  let paths = if m.Success then min 200 (int m.Groups[1].Value) else 200
+                  let args = [ "run"; rel; "--paths"; string paths; "--json"; "--quiet" ]
+                  let o = dsl args
+                  Expect.equal o.Code 0 (describe args o)
+                  expectNoTrace rel o
+                  let j = parseJson o
+                  Expect.equal (num j [ "settings"; "paths" ]) (float paths) (rel + ": settings.paths")
+                  Expect.equal (j["source"].GetValue<string>()) rel (rel + ": source")
+                  let sets = j["sets"].AsArray()
+                  Expect.isGreaterThan sets.Count 0 (rel + ": sets")
+                  let expected = queriesOf f
+
+                  for s in sets do
+                      Expect.sequenceEqual (resultQueries s) expected (sprintf "%s: queries of set %O" rel s["name"])
+
+                  for s in sets do
+                      for r in s["results"].AsArray() do
+                          match r["kind"].GetValue<string>() with
+                          | "mean"
+                          | "response" ->
+                              Expect.isTrue (Double.IsFinite(r["value"].GetValue<float>())) (sprintf "%s: %O finite" rel r["query"])
+                          | "density"
+                          | "density_response"
+                          | "alignment"
+                          | "lyapunov" ->
+                              Expect.isGreaterThan (r["values"].AsArray().Count) 0 (sprintf "%s: %O values" rel r["query"])
+                          | k -> failtestf "%s: unknown kind %s" rel k
+
+                  Expect.isGreaterThan (num j [ "timing"; "path_steps_per_second" ]) 0.0 (rel + ": timing")
+          }
+
+          test "Cli the table output (without --json) runs" {
+              let args = [ "run"; "examples/ou.sde"; "--paths"; "200"; "--quiet" ]
+              let o = dsl args
+              Expect.equal o.Code 0 (describe args o)
+              Expect.stringContains o.Out "mean(x)" "the table names the query"
+          }
+
+          test "Cli --out writes results.json and one SVG per density query" {
+              use tmp = new TempDir()
+              let dir = Path.Combine(tmp.Path, "out")
+              let args = [ "run"; "examples/double_well.sde"; "--paths"; "200"; "--out"; dir; "--quiet" ]
+              let o = dsl args
+              Expect.equal o.Code 0 (describe args o)
+              let json = Path.Combine(dir, "results.json")
+              Expect.isTrue (File.Exists json) "results.json"
+              let j = JsonNode.Parse(File.ReadAllText json)
+
+              let densities =
+                  j["sets"].AsArray()
+                  |> Seq.sumBy (fun s ->
+                      s["results"].AsArray()
+                      |> Seq.filter (fun r -> r["kind"].GetValue<string>().StartsWith "density")
+                      |> Seq.length)
+
+              Expect.equal densities 2 "double_well has two density queries"
+              let svgs = Directory.GetFiles(dir, "*.svg")
+              Expect.equal svgs.Length densities "one SVG per density query"
+
+              for s in svgs do
+                  Expect.stringContains (File.ReadAllText s) "<svg" (s + " is an SVG")
+          }
+
+          test "Cli check on a good file exits 0" {
+              for f in examples () do
+                  let args = [ "check"; f ]
+                  let o = dsl args
+                  Expect.equal o.Code 0 (describe args o)
+                  Expect.stringContains o.Out "ok" "check says ok"
+          }
+
+          test "Cli --help and --version exit 0" {
+              let h = dsl [ "--help" ]
+              Expect.equal h.Code 0 (describe [ "--help" ] h)
+              Expect.stringContains h.Out "run" "usage names run"
+              let rh = dsl [ "run"; "--help" ]
+              Expect.equal rh.Code 0 (describe [ "run"; "--help" ] rh)
+              Expect.stringContains rh.Out "--paths" "run usage names --paths"
+              let v = dsl [ "--version" ]
+              Expect.equal v.Code 0 (describe [ "--version" ] v)
+              Expect.isTrue (Regex.IsMatch(v.Out, @"\d+\.\d+\.\d+")) ("a version number: " + v.Out)
+          }
+
+          test "Cli malformed input exits 2 with a located error and no stack trace" {
+              use tmp = new TempDir()
+              let good = tmp.File "good.sde" goodModel
+
+              let cases =
+                  [ "syntax error", [ "run"; tmp.File "syntax.sde" (goodModel.Replace("d x = -a * x dt + b dW", "d x = -a * x dt +")) ]
+                    "unknown name", [ "run"; tmp.File "unknown.sde" (goodModel.Replace("-a * x dt", "-c * x dt")) ]
+                    "bad setting", [ "run"; tmp.File "setting.sde" (goodModel.Replace("seed = 4", "seed = 4; colour = 3")) ]
+                    "bad setting value", [ "run"; tmp.File "dt.sde" (goodModel.Replace("dt = 0.01", "dt = -1")) ]
+                    "not linear in dt", [ "run"; tmp.File "dt2.sde" (goodModel.Replace("-a * x dt", "-a * x dt^2")) ]
+                    "unterminated comment", [ "run"; tmp.File "comment.sde" (goodModel + "/* no end") ]
+                    "missing file", [ "run"; Path.Combine(tmp.Path, "missing.sde") ]
+                    "missing file (check)", [ "check"; Path.Combine(tmp.Path, "missing.sde") ]
+                    "empty file", [ "run"; tmp.File "empty.sde" "" ]
+                    "only a comment", [ "check"; tmp.File "comment-only.sde" "// nothing here\n" ]
+                    "binary junk",
+                    [ "run"
+                      (let p = Path.Combine(tmp.Path, "junk.sde")
+                       let rng = Random 7
+                       let bytes = Array.zeroCreate<byte> 600
+                       rng.NextBytes bytes
+                       File.WriteAllBytes(p, bytes)
+                       p) ]
+                    "a directory", [ "run"; tmp.Path ]
+                    "unknown parameter in --set", [ "run"; good; "--set"; "zz=3" ]
+                    "non-number in --set", [ "run"; good; "--set"; "a=abc" ]
+                    "--set outside the domain", [ "run"; good; "--set"; "a=-1" ]
+                    "bad --params", [ "run"; good; "--params"; "nope" ]
+                    "bad --paths", [ "run"; good; "--paths"; "0" ]
+                    "bad --dt", [ "run"; good; "--dt"; "-0.5" ] ]
+
+              for what, args in cases do
+                  expectLocatedError what args (dsl args)
+          }
+
+          test "Cli a model that blows up exits 3 naming the step, the time and the failed paths" {
+              use tmp = new TempDir()
+              let f = tmp.File "explode.sde" explodingModel
+              let args = [ "run"; f; "--json"; "--quiet" ]
+              let o = dsl args
+              let d = describe args o
+              Expect.equal o.Code 3 d
+              Expect.isTrue (Regex.IsMatch(o.Err, @"step \d+")) ("names the step\n" + d)
+              Expect.isTrue (Regex.IsMatch(o.Err, @"t = \d")) ("names the time\n" + d)
+              Expect.isTrue (Regex.IsMatch(o.Err, @"\d+ path")) ("names the number of failed paths\n" + d)
+              expectNoTrace "explode" o
+          }
+
+          test "Cli --set, --params, --paths, --dt, --T and --seed show in the JSON" {
+              let args =
+                  [ "run"; "examples/ou.sde"; "--json"; "--quiet"; "--set"; "sigma=0.7"; "--set"; "x0=2"
+                    "--paths"; "300"; "--dt"; "0.02"; "--T"; "2.5"; "--seed"; "99" ]
+
+              let o = dsl args
+              Expect.equal o.Code 0 (describe args o)
+              let j = parseJson o
+              let s = j["settings"]
+              Expect.equal (s["paths"].GetValue<int64>()) 300L "paths"
+              Expect.equal (s["dt"].GetValue<float>()) 0.02 "dt"
+              Expect.equal (s["T"].GetValue<float>()) 2.5 "T"
+              Expect.equal (s["seed"].GetValue<int64>()) 99L "seed"
+              let p = j["sets"][0]["params"]
+              Expect.equal (p["sigma"].GetValue<float>()) 0.7 "sigma"
+              Expect.equal (p["x0"].GetValue<float>()) 2.0 "x0"
+              Expect.equal (p["theta"].GetValue<float>()) 1.0 "theta keeps its default"
+
+              let sweepArgs = [ "run"; "examples/sweep.sde"; "--json"; "--quiet"; "--paths"; "200"; "--params"; "theta=1.5" ]
+              let so = dsl sweepArgs
+              Expect.equal so.Code 0 (describe sweepArgs so)
+              let sets = (parseJson so).["sets"].AsArray()
+              Expect.equal sets.Count 1 "--params runs one set"
+              Expect.equal (str sets[0] [ "name" ]) "theta=1.5" "the named set"
+              Expect.equal (num sets[0] [ "params"; "theta" ]) 1.5 "its theta"
+
+              let all = dsl [ "run"; "examples/sweep.sde"; "--json"; "--quiet"; "--paths"; "200" ]
+              Expect.equal ((parseJson all).["sets"].AsArray().Count) 5 "without --params: the five sweep sets"
+          }
+
+          test "Cli the C# embedding sample runs" {
+              let dll = Path.Combine(repoRoot, "samples", "embed-csharp", "bin", configuration, "net10.0", "EmbedCsharp.dll")
+              Expect.isTrue (File.Exists dll) (dll + " missing")
+              let psi = ProcessStartInfo("dotnet")
+              psi.ArgumentList.Add dll
+              psi.RedirectStandardOutput <- true
+              psi.RedirectStandardError <- true
+              use p = Process.Start psi
+              let out = p.StandardOutput.ReadToEndAsync()
+              let err = p.StandardError.ReadToEndAsync()
+              Expect.isTrue (p.WaitForExit(TimeSpan.FromMinutes 2.0)) "finishes"
+              let d = sprintf "exit %d\n%s\n%s" p.ExitCode out.Result err.Result
+              Expect.equal p.ExitCode 0 d
+              Expect.stringContains out.Result "bad.sde:7:10: error: unknown name 'thta'" d
+              Expect.isTrue (Regex.IsMatch(out.Result, @"mean\(x\) = 0\.1\d+")) d
+          }
+
+          test "Cli --threads 1 and --threads 2 give byte-identical results" {
+              let run threads =
+                  let args = [ "run"; "examples/lorenz96.sde"; "--json"; "--quiet"; "--paths"; "200"; "--threads"; threads ]
+                  let o = dsl args
+                  Expect.equal o.Code 0 (describe args o)
+                  let j = (parseJson o).AsObject()
+                  j.Remove "timing" |> ignore
+                  j.ToJsonString()
+
+              let one = run "1"
+              let two = run "2"
+              Expect.equal two one "the JSON without the timing block"
+
+              let rawSets threads =
+                  let o = dsl [ "run"; "examples/sweep.sde"; "--json"; "--quiet"; "--paths"; "300"; "--threads"; threads ]
+                  let i = o.Out.IndexOf "\"timing\""
+                  Expect.isGreaterThan i 0 "a timing block"
+                  o.Out.Substring(0, i)
+
+              Expect.equal (rawSets "2") (rawSets "1") "the raw JSON text before the timing block"
+          } ]

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: the engine (`dsl run --json`) against the peers of /work/shared/peers on
+# the same noisy Lorenz-96 workload (N = 40, 4000 paths, 2000 steps; tests/perf/l96_bench.sde).
+# Builds the CLI in Release and the C peers with the commands of the peers' README; installs
+# nothing (the numpy peer runs only if /usr/bin/python3 has numpy). Prints the median
+# path-steps/s of each and the ratio engine/peer.
+#
+#   tests/perf/l96.sh [REPS]        (default 3; PEERS=/path/to/peers overrides the peers folder)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+reps="${1:-3}"
+peers="${PEERS:-$root/../shared/peers}"
+[ -d "$peers" ] || peers=/work/shared/peers
+paths=4000
+steps=2000
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+echo "== building (Release) and compiling the peers"
+dotnet build -c Release dsl/cli -nologo -v quiet >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; exit 1; }
+dll="$root/dsl/cli/bin/Release/net10.0/dsl.dll"
+gcc -O3 -march=native -fopenmp -o "$tmp/l96_em" "$peers/l96_em.c" -lm
+gcc -O3 -march=native -ffast-math -fopenmp -o "$tmp/l96_simd" "$peers/l96_em_simd.c" -lm
+
+names=(engine c_plain c_simd)
+if /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1; then
+    names+=(numpy)
+    have_numpy=1
+else
+    have_numpy=0
+fi
+
+# One measurement of NAME: prints its path-steps/s.
+measure() {
+    case "$1" in
+    engine)
+        dotnet "$dll" run tests/perf/l96_bench.sde --json --quiet --paths "$paths" --T 10 --dt 0.005 >"$tmp/engine.json"
+        /usr/bin/env python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["timing"]["path_steps_per_second"])' "$tmp/engine.json" 2>/dev/null ||
+            grep -o '"path_steps_per_second": *[0-9.eE+-]*' "$tmp/engine.json" | sed 's/.*: *//'
+        ;;
+    c_plain) "$tmp/l96_em" "$paths" "$steps" 40 | awk '$1 == "path_steps_per_s" { print $2 }' ;;
+    c_simd) "$tmp/l96_simd" "$paths" "$steps" 40 | awk '$1 == "path_steps_per_s" { print $2 }' ;;
+    numpy) /usr/bin/python3 "$peers/l96_numpy.py" "$paths" "$steps" 40 | awk '$1 == "path_steps_per_s" { print $2 }' ;;
+    esac
+}
+
+echo "== $reps repetitions of: ${names[*]} ($paths paths x $steps steps, N = 40; $(nproc) cores)"
+for ((r = 1; r <= reps; r++)); do
+    line="rep $r:"
+    for n in "${names[@]}"; do
+        v="$(measure "$n")"
+        echo "$v" >>"$tmp/$n.txt"
+        line="$line $n=$(printf '%.3e' "$v")"
+    done
+    echo "$line"
+done
+
+median() { sort -g "$1" | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
+
+echo
+printf '%-10s %22s %14s\n' "program" "median path-steps/s" "engine/peer"
+e="$(median "$tmp/engine.txt")"
+for n in "${names[@]}"; do
+    m="$(median "$tmp/$n.txt")"
+    if [ "$n" = engine ]; then ratio="-"; else ratio="$(awk -v e="$e" -v m="$m" 'BEGIN { printf "%.3f", e / m }')"; fi
+    printf '%-10s %22.4e %14s\n' "$n" "$m" "$ratio"
+done
+if [ "$have_numpy" = 0 ]; then
+    echo "numpy: skipped (/usr/bin/python3 has no numpy; Debian's python3-numpy provides it; nothing is installed here)"
+fi
