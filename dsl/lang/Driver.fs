@@ -263,7 +263,20 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : 
 let run (p: Program) (opts: RunOptions) : RunReport =
     let s = p.File.Settings
     // backends: "cpu" (the CPU engine), "ilgpu-cpu" / "cuda" (the ILGPU kernels), "auto" (CUDA if present, else cpu)
-    let backend = if opts.Backend = "auto" then Gpu.GpuRunner.ResolveAuto() else opts.Backend
+    let gpuCanRunAll =
+        p.Jobs
+        |> List.forall (fun (_, j) ->
+            match j with
+            | ResponseJob (plans, _, _, _) -> plans |> List.forall Gpu.GpuRunner.Supports
+            | _ -> true)
+
+    // `auto` takes CUDA only when a device is present and has a kernel for every query
+    let backend =
+        if opts.Backend = "auto" then
+            (match Gpu.GpuRunner.ResolveAuto() with
+             | "cuda" when not gpuCanRunAll -> "cpu"
+             | b -> b)
+        else opts.Backend
     let opts = { opts with Backend = backend }
 
     let runner =

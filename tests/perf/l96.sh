@@ -70,3 +70,36 @@ done
 if [ "$have_numpy" = 0 ]; then
     echo "numpy: skipped (/usr/bin/python3 has no numpy; Debian's python3-numpy provides it; nothing is installed here)"
 fi
+
+# --- The cost of a response: path-steps/s of the engine with one `d mean(x[0]) / d F` query per DK
+# mode, against the plain simulation of the same paths, in the same run of this script.
+rpaths="${RPATHS:-200}"
+echo
+echo "== response cost on the same workload ($rpaths paths x $steps steps), $reps repetitions each"
+sim_rate() { # FILE: prints path-steps/s of one run
+    dotnet "$dll" run "$1" --json --quiet --paths "$rpaths" --T 10 --dt 0.005 >"$tmp/r.json"
+    grep -o '"path_steps_per_second": *[0-9.eE+-]*' "$tmp/r.json" | sed 's/.*: *//'
+}
+with_query() { # QUERY: writes a copy of the benchmark model with that query
+    sed "s|^  mean(x\[0\])\$|  $1|" tests/perf/l96_bench.sde >"$tmp/q.sde"
+    echo "$tmp/q.sde"
+}
+declare -A rq=(
+    [plain]="mean(x[0])"
+    [dk_iterative]="d mean(x[0]) / d F"
+    [dk_first_order]="d mean(x[0]) / d F with divergence_kernel(mode = first_order)"
+    [dk_exact]="d mean(x[0]) / d F with divergence_kernel(mode = exact)"
+    [pathwise]="d mean(x[0]) / d F with pathwise"
+)
+order=(plain dk_iterative dk_first_order dk_exact pathwise)
+for k in "${order[@]}"; do
+    f="$(with_query "${rq[$k]}")"
+    : >"$tmp/r_$k.txt"
+    for ((r = 1; r <= reps; r++)); do sim_rate "$f" >>"$tmp/r_$k.txt"; done
+done
+p="$(median "$tmp/r_plain.txt")"
+printf '%-16s %22s %22s\n' "query" "median path-steps/s" "cost vs plain (x)"
+for k in "${order[@]}"; do
+    m="$(median "$tmp/r_$k.txt")"
+    printf '%-16s %22.4e %22s\n' "$k" "$m" "$(awk -v p="$p" -v m="$m" 'BEGIN { printf "%.2f", p / m }')"
+done
