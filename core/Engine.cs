@@ -248,6 +248,7 @@ public static class Engine
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
     static unsafe void RunBlocks<TModel>(ref TModel model, Shared sh, Worker wk) where TModel : struct, ISdeModel
     {
         int d = model.Dim, m = model.NoiseDim;

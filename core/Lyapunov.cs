@@ -181,6 +181,7 @@ internal sealed unsafe class LyapunovWorker<TModel> where TModel : struct, ISdeT
     static PtrVec V(double* p) => new PtrVec(p);
 
     /// <summary>Runs one path; returns the step at which it failed (non-finite state or a collapsed frame), or −1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
     public long RunPath(ulong gp)
     {
         var jr = _st.JRow; var jc = _st.JCol;

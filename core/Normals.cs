@@ -48,6 +48,7 @@ public static class Normals
     }
 
     /// <summary>The portable reference (and the GPU's formula): one block, two lanes, at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called every step: never run at tier 0
     public static unsafe void FillScalar(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
         uint blk = 0;
@@ -68,6 +69,7 @@ public static class Normals
     /// code and a lane's value never depends on the count. (Its bits may differ from <see cref="FillScalar"/>
     /// in the last place: the vector log/sincos are not the C library's.)
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called every step: never run at tier 0
     static unsafe void FillAvx2(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
         double* tmp = stackalloc double[8];

@@ -92,6 +92,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     static PtrVec V(double* p) => new PtrVec(p);
 
     /// <summary>Simulates one path with every estimator; returns the step at which it blew up, or −1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
     public long RunPath(ulong gp)
     {
         int d = U.D, M = U.M;
@@ -167,6 +168,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     }
 
     /// <summary>Records every plan that samples at step n (x = x_n).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
     void Sample(long n, double t, double* px, double* pobs, double* pgrad)
     {
         var plans = U.Plans;
@@ -377,6 +379,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
 
     // ---------------------------------------------------------------- the DK recursion
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
     void DkStep(int g, long n, double* pw)
     {
         var grp = U.Groups[g];

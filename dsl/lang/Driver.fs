@@ -158,36 +158,27 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                         | None -> defaultMode
 
                     let plan (win: float) =
-                        let basePlan =
-                            ResponsePlan(
-                                Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
-                                Which = which, StationaryWindow = win, Burnin = cf.Settings.Burnin
-                            )
+                        // method, schedule (constant α?, α, rate), mode, FD twins and step, sampling window
+                        let rm, constant, alpha, rate, mode, (vp, vm, h), (ta, t0, t1, win) =
+                            match meth with
+                            | DivergenceKernel (Rate r, mode) ->
+                                ResponseMethod.DivergenceKernel, false, 0.0, r, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
+                            | DivergenceKernel (Alpha a, mode) ->
+                                ResponseMethod.DivergenceKernel, true, a, 0.0, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
+                            | LikelihoodRatio ->
+                                ResponseMethod.DivergenceKernel, true, 1.0, 0.0, defaultMode, (0, 0, 0.0), (ta, t0, t1, win)
+                            | Pathwise -> ResponseMethod.Pathwise, false, 0.0, 0.0, defaultMode, (0, 0, 0.0), (ta, t0, t1, 0.0)
+                            | FiniteDifference h ->
+                                let twins = variantIndex { Param = p; Shift = h }, variantIndex { Param = p; Shift = -h }, h
+                                // a stationary FD is the FD of the long-time average over [burnin, T]
+                                let window = if win > 0.0 then true, cf.Settings.Burnin, cf.Settings.T, 0.0 else ta, t0, t1, 0.0
+                                ResponseMethod.FiniteDifference, false, 0.0, 0.0, defaultMode, twins, window
 
-                        match meth with
-                        | DivergenceKernel (Rate r, mode) ->
-                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
-                                         Which = which, StationaryWindow = win, Burnin = cf.Settings.Burnin,
-                                         Method = ResponseMethod.DivergenceKernel, Rate = r, Mode = modeOf mode)
-                        | DivergenceKernel (Alpha a, mode) ->
-                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
-                                         Which = which, StationaryWindow = win, Burnin = cf.Settings.Burnin,
-                                         Method = ResponseMethod.DivergenceKernel, ConstantAlpha = true, Alpha = a, Mode = modeOf mode)
-                        | LikelihoodRatio ->
-                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
-                                         Which = which, StationaryWindow = win, Burnin = cf.Settings.Burnin,
-                                         Method = ResponseMethod.DivergenceKernel, ConstantAlpha = true, Alpha = 1.0, Mode = defaultMode)
-                        | Pathwise ->
-                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
-                                         Which = which, Method = ResponseMethod.Pathwise)
-                        | FiniteDifference h ->
-                            let vp = variantIndex { Param = p; Shift = h }
-                            let vm = variantIndex { Param = p; Shift = -h }
-                            // a stationary FD is the FD of the long-time average over [burnin, T]
-                            let ta, t0, t1 = if win > 0.0 then true, cf.Settings.Burnin, cf.Settings.T else ta, t0, t1
-                            ResponsePlan(Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
-                                         Which = which, Method = ResponseMethod.FiniteDifference, VariantPlus = vp, VariantMinus = vm, H = h)
-                        |> fun p -> ignore basePlan; p
+                        ResponsePlan(
+                            Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
+                            Which = which, Method = rm, ConstantAlpha = constant, Alpha = alpha, Rate = rate, Mode = mode,
+                            VariantPlus = vp, VariantMinus = vm, H = h, StationaryWindow = win, Burnin = cf.Settings.Burnin
+                        )
 
                     let windows = defaultArg stationary []
                     let plans = if windows.IsEmpty then [ plan 0.0 ] else windows |> List.map plan

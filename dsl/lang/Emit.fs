@@ -341,6 +341,8 @@ let private implementWith (mb: ModelBuilder) (iface: Type) (methodName: string) 
 
     m.SetReturnType(typeof<Void>)
     m.SetParameters ps
+    // the engine calls these millions of times from its (already optimised) loops: skip tier 0
+    m.SetImplementationFlags(MethodImplAttributes.AggressiveOptimization)
     let il = m.GetILGenerator()
 
     emitBody
