@@ -30,8 +30,8 @@ public struct FdArgs
 /// Response queries on an ILGPU accelerator. Finite differences run here: every variant model (γ ± h)
 /// is simulated on the same Philox numbers as on the CPU response engine, per path and per plan the
 /// same running sums are formed in the same order, and the per-path samples go into the same exact
-/// sums. The divergence-kernel, likelihood-ratio and pathwise methods have no kernel yet: they raise
-/// <see cref="NotSupportedException"/> (no made-up numbers).
+/// sums. Pathwise and divergence-kernel plans (likelihood ratio included) go to <see cref="GpuTangent"/>;
+/// Lyapunov alignment has no kernel: it raises <see cref="NotSupportedException"/> (no made-up numbers).
 /// </summary>
 public static class GpuResponses
 {
@@ -47,7 +47,31 @@ public static class GpuResponses
     {
         foreach (var p in plans)
             if (!GpuRunner.Supports(p))
-                throw new NotSupportedException($"the {p.Method} response method has no GPU kernel yet; use --backend cpu for it");
+                throw new NotSupportedException(p.Alignment
+                    ? "the Lyapunov alignment query has no GPU kernel yet; use --backend cpu for it"
+                    : $"the {p.Method} response method has no GPU kernel yet; use --backend cpu for it");
+        if (s.Paths < 1 || s.Steps < 1) throw new ArgumentException("a response run needs at least one path and one step");
+        // finite differences in their kernel, pathwise and divergence kernel in the tangent kernel
+        // (independent per-path samples and sums per plan: splitting the plans changes no number)
+        var fd = Enumerable.Range(0, plans.Length).Where(i => plans[i].Method == ResponseMethod.FiniteDifference).ToArray();
+        var tan = Enumerable.Range(0, plans.Length).Where(i => plans[i].Method != ResponseMethod.FiniteDifference).ToArray();
+        var r = new Estimate[plans.Length];
+        if (fd.Length > 0)
+        {
+            var e = RunFd(backend, model, variants, st, s, fd.Select(i => plans[i]).ToArray());
+            for (int j = 0; j < fd.Length; j++) r[fd[j]] = e[j];
+        }
+        if (tan.Length > 0)
+        {
+            var e = GpuTangent.Run(backend, model, st, s, tan.Select(i => plans[i]).ToArray());
+            for (int j = 0; j < tan.Length; j++) r[tan[j]] = e[j];
+        }
+        return r;
+    }
+
+    static Estimate[] RunFd<TModel>(GpuBackend backend, TModel model, TModel[] variants, TangentStructure st, RunSettings s, ResponsePlan[] plans)
+        where TModel : unmanaged, ISdeTangentModel
+    {
         long steps = s.Steps;
         if (s.Paths < 1 || steps < 1) throw new ArgumentException("a response run needs at least one path and one step");
         var dev = GpuDevice.Get(backend);

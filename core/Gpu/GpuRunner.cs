@@ -2,7 +2,7 @@ namespace Sde.Core.Gpu;
 
 /// <summary>
 /// <see cref="IModelRunner"/> on an ILGPU backend: the plain engine and the response methods that have a
-/// kernel (finite differences); the others raise <see cref="NotSupportedException"/> naming the method.
+/// kernel (finite differences, pathwise, divergence kernel / likelihood ratio); alignment raises <see cref="NotSupportedException"/> naming the method.
 /// </summary>
 public sealed class GpuModelRunner<TModel> : IModelRunner where TModel : unmanaged, ISdeTangentModel
 {
@@ -37,7 +37,7 @@ public static class GpuRunner
         (IModelRunner)Activator.CreateInstance(typeof(GpuModelRunner<>).MakeGenericType(modelType), backend)!;
 
     /// <summary>Which response methods the GPU backends can run.</summary>
-    public static bool Supports(ResponsePlan p) => p.Method == ResponseMethod.FiniteDifference;
+    public static bool Supports(ResponsePlan p) => !p.Alignment;
 
     /// <summary>"auto": CUDA when ILGPU finds a device, otherwise the CPU engine ("cpu").</summary>
     public static string ResolveAuto() => GpuDevice.CudaAvailable ? "cuda" : "cpu";

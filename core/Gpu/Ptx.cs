@@ -23,6 +23,7 @@ public static class Ptx
             ("plain", G(typeof(Kernels), nameof(Kernels.Plain))),
             ("reduce_counts", typeof(Kernels).GetMethod(nameof(Kernels.ReduceCounts))!),
             ("finite_difference", G(typeof(FdKernels), nameof(FdKernels.FiniteDifference))),
+            ("tangent", G(typeof(TangentKernels), nameof(TangentKernels.Tangent))),
         };
     }
 

@@ -274,14 +274,21 @@ let run (p: Program) (opts: RunOptions) : RunReport =
         match backend with
         | "ilgpu-cpu"
         | "cuda" ->
-            // a located error for the response methods that have no kernel yet (before any simulation)
+            // a located error for the queries that have no kernel yet (before any simulation)
             for (q, j) in p.Jobs do
                 match j with
                 | ResponseJob (plans, _, m, _) when plans |> List.exists (fun pl -> not (Gpu.GpuRunner.Supports pl)) ->
                     raise (
                         NotSupportedException(
-                            sprintf "%d:%d: '%s' uses %s, which the %s backend cannot run yet (it runs means, densities and finite_difference responses); use --backend cpu"
+                            sprintf "%d:%d: '%s' uses %s, which the %s backend cannot run yet; use --backend cpu"
                                 q.Pos.Line q.Pos.Col q.Text m backend
+                        )
+                    )
+                | AlignmentJob _ ->
+                    raise (
+                        NotSupportedException(
+                            sprintf "%d:%d: '%s' (Lyapunov alignment) has no kernel on the %s backend yet; use --backend cpu"
+                                q.Pos.Line q.Pos.Col q.Text backend
                         )
                     )
                 | _ -> ()

@@ -1,0 +1,688 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Sde.Core.Gpu;
+
+/// <summary>A divergence-kernel chain (one schedule and mode) on the device: <see cref="ResponseEngine.DkGroup"/>.</summary>
+public struct DkGroupDev
+{
+    public int ConstantAlpha;
+    public double Alpha, Rate;
+    public int Mode;          // 0 exact (dense LU per step; also iterative, see README), 1 first order
+    public int WhOff, WhCount; // its response parameters: ints[WhOff ..]
+    public long Nu, NuNew, Gld, Sel, Ell;   // scratch rows
+}
+
+/// <summary>A divergence-kernel / pathwise response plan on the device.</summary>
+public struct TanPlanDev
+{
+    public int Kind;          // 0 mean, 1 density
+    public int Method;        // 0 divergence kernel, 1 pathwise
+    public int Observable, Bins, Group, Which, ScoreComponent;
+    public long From, To;
+    public double Lo, Hi;
+    public long WindowSteps;  // stationary window in steps (0: none)
+    public long Ring;         // first scratch row of its ring buffer (WindowSteps + 1 rows)
+    public int Slot;          // first row of the per-path accumulator buffer
+}
+
+/// <summary>
+/// Scalars of one chunk of the tangent kernel, the offsets of the sparsity patterns in the int table and
+/// the first scratch row of every per-path array (scratch row r of path p is at r·P + p).
+/// </summary>
+public struct TanArgs
+{
+    public ulong Seed;
+    public long FirstPath, Count, Steps;
+    public double Dt, SqDt;
+    public int D, M, NObs, NP, NPlans, NGroups, NPathwise;
+    public int NeedJ, NeedDk, NeedHessian, Multiplicative, Diagonal, InitHasScore;
+    public int NJ, NH, NG, NSel;
+    // int table offsets
+    public int IJRow, IJCol, IHK, IHSel, IGRow, IGLane, IDiag, INoiseLane, INoiseIndex;
+    public int ISelJ, ISelI, ISelE, ISelE2Off, ISelE2A, ISelE2B;
+    public int IDChiSelOff, IDChiSel, IDChiRowOff, IDgOff, IDgRow, IDgLane, IDgRowOff;
+    public int IObsGradState, IObsGradEntOff, IObsGradEnt, IDetInit, INeedChi, IPathwise;
+    // scratch rows
+    public long X, Y, W, ZN, ZU, Obs, Ell0, V0, JV, EV, HV, SV, Grad, Chi, DChi, Dg, ChiTot;
+    public long JD, JInv, Col, Tmp, Tmp2, Piv, Spw, Sig, AMat, SP, V;
+}
+
+/// <summary>
+/// The pathwise and divergence-kernel (exact and first-order; likelihood ratio is α ≡ 1) estimators on one
+/// path per thread: the forward recursion of <c>Worker&lt;TModel&gt;.RunPath</c> (core/ResponseWorker.cs) with
+/// the same operations in the same order, every per-path array in struct-of-arrays scratch rows, the
+/// sparsity patterns in one int table. Keep the two in step: a change of the CPU worker's arithmetic
+/// must be mirrored here (the Gpu.* tests compare them on OU, a 2-D multiplicative model and Lorenz-96).
+/// Not here: the full-column-rank (Π ≠ I) noise case, the iterative mode's sparse LU (exact LU instead:
+/// both are exact to rounding), Lyapunov alignment.
+/// flags[0]: failed paths, flags[1]: first failing step, flags[2]: error (1 singular J, 2 σσᵀ not positive
+/// definite), flags[3 + 2q], flags[4 + 2q]: below / above of plan q.
+/// </summary>
+public static class TangentKernels
+{
+    /// <summary>Per-thread view of everything: scratch rows, the int table, the scalars.</summary>
+    struct K
+    {
+        public ArrayView<double> S;
+        public ArrayView<int> I;
+        public ArrayView<double> Acc;
+        public ArrayView<long> Flags;
+        public long P, Path;
+        public TanArgs A;
+
+        public SoaVec Row(long r) => new SoaVec(S, r * P + Path, P);
+        public int Int(int at) => I[at];
+    }
+
+    public static void Tangent<TModel>(Index1D index, TModel model, TanArgs a, ArrayView<int> ints,
+        ArrayView<TanPlanDev> plans, ArrayView<DkGroupDev> groups, ArrayView<double> scratch, ArrayView<double> accs, ArrayView<long> flags)
+        where TModel : unmanaged, ISdeTangentModel
+    {
+        long i = (int)index;
+        if (i >= a.Count) return;
+        var k = new K { S = scratch, I = ints, Acc = accs, Flags = flags, P = a.Count, Path = i, A = a };
+        int d = a.D, M = a.M;
+        ulong gp = (ulong)(a.FirstPath + i);
+        double dt = a.Dt, sq = a.SqDt;
+        var zn = k.Row(a.ZN); var zu = k.Row(a.ZU); var w = k.Row(a.W);
+        var ell0 = k.Row(a.Ell0); var v0 = k.Row(a.V0);
+        var jv = k.Row(a.JV); var ev = k.Row(a.EV); var hv = k.Row(a.HV); var sv = k.Row(a.SV);
+
+        for (int q = 0; q < a.NPlans; q++)
+        {
+            var l = plans[q];
+            int nb = l.Kind == 1 ? l.Bins : 1;
+            for (int b = 0; b < nb; b++) accs[(l.Slot + b) * k.P + i] = 0.0;
+        }
+        var spw = k.Row(a.Spw);
+        for (int r = 0; r < d; r++) spw[r] = 0.0;
+
+        KernelNormals.Fill(a.Seed, gp, 0, Philox.TagInitNormal, zn, d);
+        KernelNormals.FillUniform(a.Seed, gp, 0, Philox.TagInitUniform, zu, d);
+        var x0 = k.Row(a.X);
+        model.Init(x0, zn, zu);
+        if (a.NeedJ != 0 || a.NeedDk != 0) model.InitParamScore(x0, zn, zu, ell0, v0);
+        for (int g = 0; g < a.NGroups; g++)
+        {
+            var gr = groups[g];
+            var nu = k.Row(gr.Nu);
+            if (a.InitHasScore != 0) model.InitScore(x0, nu);
+            else for (int r = 0; r < d; r++) nu[r] = 0.0;
+            var ell = k.Row(gr.Ell);
+            for (int p = 0; p < a.NP; p++) ell[p] = ell0[p];
+        }
+        for (int pw = 0; pw < a.NPathwise; pw++)
+        {
+            int wh = k.Int(a.IPathwise + pw);
+            var vk = k.Row(a.V + (long)wh * d);
+            for (int r = 0; r < d; r++) vk[r] = v0[wh * d + r];
+        }
+
+        Sample(model, k, plans, groups, 0, 0.0, x0);
+        long parity = 0;
+        for (long n = 0; n < a.Steps; n++)
+        {
+            double t = n * dt;
+            var xa = k.Row(parity == 0 ? a.X : a.Y);
+            var xb = k.Row(parity == 0 ? a.Y : a.X);
+            if (M > 0) KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, M);
+            if (a.NeedJ != 0)
+            {
+                model.Jacobian(xa, w, t, dt, sq, jv);
+                for (int e = 0; e < a.NJ; e++) ev[e] = jv[e];
+                for (int r = 0; r < d; r++) { int di = k.Int(a.IDiag + r); if (di >= 0) ev[di] = ev[di] - 1.0; }
+            }
+            if (a.NeedDk != 0)
+            {
+                if (a.NeedHessian != 0) model.Hessian(xa, w, t, dt, sq, hv);
+                if (M > 0)
+                {
+                    model.Sigma(xa, t, sv);
+                    if (!PrepareNoise(k)) { Error(flags, 2); return; }
+                }
+            }
+            for (int p = 0; p < a.NP; p++)
+                if (k.Int(a.INeedChi + p) != 0)
+                    model.ParamTangent(p, xa, w, t, dt, sq, k.Row(a.Chi + (long)p * d),
+                        k.Row(a.DChi + k.Int(a.IDChiRowOff + p)), k.Row(a.Dg + k.Int(a.IDgRowOff + p)));
+            for (int g = 0; g < a.NGroups; g++)
+                if (!DkStep(k, groups[g], n)) { Error(flags, 1); return; }
+            for (int pw = 0; pw < a.NPathwise; pw++)
+            {
+                // v ← J v + χ
+                int wh = k.Int(a.IPathwise + pw);
+                var vk = k.Row(a.V + (long)wh * d);
+                var tmp = k.Row(a.Tmp);
+                var chi = k.Row(a.Chi + (long)wh * d);
+                for (int r = 0; r < d; r++) tmp[r] = 0.0;
+                for (int e = 0; e < a.NJ; e++) { int row = k.Int(a.IJRow + e); tmp[row] = tmp[row] + jv[e] * vk[k.Int(a.IJCol + e)]; }
+                for (int r = 0; r < d; r++) vk[r] = tmp[r] + chi[r];
+            }
+            model.Step(xa, xb, w, t, dt, sq);
+            double s = 0;
+            for (int r = 0; r < d; r++) s += xb[r] * 0.0;
+            if (s != 0.0 || s != s)
+            {
+                Atomic.Add(ref flags[0], 1L);
+                Atomic.Min(ref flags[1], n + 1);
+                return;
+            }
+            parity = 1 - parity;
+            Sample(model, k, plans, groups, n + 1, (n + 1) * dt, xb);
+        }
+    }
+
+    static void Error(ArrayView<long> flags, long code) => Atomic.Max(ref flags[2], code);
+
+    static void Sample<TModel>(TModel model, K k, ArrayView<TanPlanDev> plans, ArrayView<DkGroupDev> groups, long n, double t, SoaVec x)
+        where TModel : unmanaged, ISdeTangentModel
+    {
+        var a = k.A;
+        bool observed = false, grad = false;
+        var obs = k.Row(a.Obs);
+        var gv = k.Row(a.Grad);
+        // ring buffers of the DK weights, every step (stationary windows)
+        for (int q = 0; q < a.NPlans; q++)
+        {
+            var l = plans[q];
+            if (l.WindowSteps > 0)
+            {
+                long len = l.WindowSteps + 1;
+                k.S[(l.Ring + n % len) * k.P + k.Path] = l.Method == 0 ? k.Row(groups[l.Group].Ell)[l.Which] : 0.0;
+            }
+        }
+        for (int q = 0; q < a.NPlans; q++)
+        {
+            var l = plans[q];
+            if (n < l.From || n > l.To) continue;
+            if (l.Method == 0)
+            {
+                if (!observed) { model.Observe(x, t, obs); observed = true; }
+                var gr = groups[l.Group];
+                double omega;
+                if (l.ScoreComponent >= 0) omega = k.Row(gr.Nu)[l.ScoreComponent];
+                else
+                {
+                    omega = k.Row(gr.Ell)[l.Which];
+                    if (l.WindowSteps > 0)
+                    {
+                        long back = n - l.WindowSteps;
+                        omega -= k.S[(l.Ring + (back < 0 ? 0 : back) % (l.WindowSteps + 1)) * k.P + k.Path];
+                    }
+                }
+                Add(k, l, q, obs[l.Observable], omega);
+            }
+            else
+            {
+                if (!grad) { model.ObservableGradient(x, t, gv); grad = true; }
+                double sgv = 0;
+                var vk = k.Row(a.V + (long)l.Which * a.D);
+                int e0 = k.Int(a.IObsGradEntOff + l.Observable), e1 = k.Int(a.IObsGradEntOff + l.Observable + 1);
+                for (int j = e0; j < e1; j++)
+                {
+                    int e = k.Int(a.IObsGradEnt + j);
+                    sgv += gv[e] * vk[k.Int(a.IObsGradState + e)];
+                }
+                long at = (long)l.Slot * k.P + k.Path;
+                k.Acc[at] = k.Acc[at] + sgv;
+            }
+        }
+    }
+
+    static void Add(K k, TanPlanDev l, int q, double phi, double weight)
+    {
+        if (l.Kind == 0) { long at = (long)l.Slot * k.P + k.Path; k.Acc[at] = k.Acc[at] + phi * weight; return; }
+        if (!(phi >= l.Lo)) { if (weight >= 0) Atomic.Add(ref k.Flags[3 + 2 * q], 1L); return; }
+        if (!(phi < l.Hi)) { if (weight >= 0) Atomic.Add(ref k.Flags[4 + 2 * q], 1L); return; }
+        int bin = (int)((phi - l.Lo) / (l.Hi - l.Lo) * l.Bins);
+        if (bin >= l.Bins) bin = l.Bins - 1;
+        long at2 = (long)(l.Slot + bin) * k.P + k.Path;
+        k.Acc[at2] = k.Acc[at2] + weight;
+    }
+
+    // ---------------------------------------------------------------- noise (Worker.PrepareNoise, Π = I cases)
+
+    static bool PrepareNoise(K k)
+    {
+        var a = k.A;
+        int d = a.D, m = a.M;
+        double sq = a.SqDt;
+        var spw = k.Row(a.Spw); var sv = k.Row(a.SV); var w = k.Row(a.W);
+        if (a.Diagonal != 0)
+        {
+            for (int i = 0; i < d; i++) spw[i] = w[k.Int(a.INoiseLane + i)] / (sv[k.Int(a.INoiseIndex + i)] * sq);
+            return true;
+        }
+        var sig = k.Row(a.Sig); var amat = k.Row(a.AMat); var sp = k.Row(a.SP); var col = k.Row(a.Col);
+        for (int e = 0; e < d * m; e++) sig[e] = 0.0;
+        for (int e = 0; e < a.NG; e++)
+        {
+            int at = k.Int(a.IGRow + e) * m + k.Int(a.IGLane + e);
+            sig[at] = sig[at] + sv[e] * sq;
+        }
+        // full row rank: σ⁺ = σᵀ (σσᵀ)⁻¹, Π = I
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++)
+            {
+                double s = 0;
+                for (int l = 0; l < m; l++) s += sig[i * m + l] * sig[j * m + l];
+                amat[i * d + j] = s;
+            }
+        if (!Cholesky(amat, d)) return false;
+        for (int l = 0; l < m; l++)
+        {
+            for (int r = 0; r < d; r++) col[r] = sig[r * m + l];
+            CholeskySolve(amat, d, col);
+            for (int i = 0; i < d; i++) sp[l * d + i] = col[i];
+        }
+        for (int i = 0; i < d; i++)
+        {
+            double s = 0;
+            for (int l = 0; l < m; l++) s += sp[l * d + i] * w[l];
+            spw[i] = s;
+        }
+        return true;
+    }
+
+    /// <summary>tr(σ⁺ ∂_γσ) for response parameter p (Worker.TraceSigmaPlusDSigma).</summary>
+    static double TraceSigmaPlusDSigma(K k, int p)
+    {
+        var a = k.A;
+        int e0 = k.Int(a.IDgOff + p), e1 = k.Int(a.IDgOff + p + 1);
+        var dg = k.Row(a.Dg + k.Int(a.IDgRowOff + p));
+        double s = 0;
+        if (a.Diagonal != 0)
+        {
+            var sv = k.Row(a.SV);
+            for (int e = 0; e < e1 - e0; e++)
+            {
+                int row = k.Int(a.IDgRow + e0 + e);
+                if (k.Int(a.INoiseLane + row) == k.Int(a.IDgLane + e0 + e)) s += dg[e] / sv[k.Int(a.INoiseIndex + row)];
+            }
+            return s;
+        }
+        var sp = k.Row(a.SP);
+        for (int e = 0; e < e1 - e0; e++) s += sp[k.Int(a.IDgLane + e0 + e) * a.D + k.Int(a.IDgRow + e0 + e)] * dg[e] * a.SqDt;
+        return s;
+    }
+
+    // ---------------------------------------------------------------- the DK recursion (Worker.DkStep, Π = I)
+
+    static bool DkStep(K k, DkGroupDev grp, long n)
+    {
+        var a = k.A;
+        int d = a.D;
+        double dt = a.Dt;
+        double alpha;
+        if (grp.ConstantAlpha != 0) alpha = (n == 0 && a.InitHasScore == 0) ? 1.0 : grp.Alpha;
+        else
+        {
+            double al = Math.Min(1.0, grp.Rate * dt);
+            alpha = a.InitHasScore != 0 ? al : Math.Max(1.0 / (n + 1), al);
+        }
+        if (a.M == 0) alpha = 0;
+        var sl = k.Row(grp.Sel);
+        var jinv = k.Row(a.JInv);
+        var ev = k.Row(a.EV);
+        if (grp.Mode == 0)
+        {
+            if (!DenseInverse(k)) return false;
+            for (int q = 0; q < a.NSel; q++) sl[q] = jinv[k.Int(a.ISelJ + q) * d + k.Int(a.ISelI + q)];
+        }
+        else
+        {
+            // J⁻¹ ≈ I − E (+ E² under multiplicative noise) at the selected entries
+            for (int q = 0; q < a.NSel; q++)
+            {
+                double s = k.Int(a.ISelJ + q) == k.Int(a.ISelI + q) ? 1.0 : 0.0;
+                int se = k.Int(a.ISelE + q);
+                if (se >= 0) s -= ev[se];
+                if (a.Multiplicative != 0)
+                {
+                    int r0 = k.Int(a.ISelE2Off + q), r1 = k.Int(a.ISelE2Off + q + 1);
+                    for (int r = r0; r < r1; r++) s += ev[k.Int(a.ISelE2A + r)] * ev[k.Int(a.ISelE2B + r)];
+                }
+                sl[q] = s;
+            }
+        }
+
+        // c = ν − ∇ log|det J|
+        var gl = k.Row(grp.Gld);
+        for (int r = 0; r < d; r++) gl[r] = 0.0;
+        var hv = k.Row(a.HV);
+        for (int h = 0; h < a.NH; h++) { int hk = k.Int(a.IHK + h); gl[hk] = gl[hk] + sl[k.Int(a.IHSel + h)] * hv[h]; }
+        var c = k.Row(a.Tmp);
+        var nuG = k.Row(grp.Nu);
+        for (int i = 0; i < d; i++) c[i] = nuG[i] - gl[i];
+        // u = J⁻ᵀ c
+        var u = k.Row(grp.NuNew);
+        if (grp.Mode == 0)
+        {
+            for (int j = 0; j < d; j++) { double s = 0; for (int i = 0; i < d; i++) s += jinv[i * d + j] * c[i]; u[j] = s; }
+        }
+        else
+        {
+            var e1 = k.Row(a.Tmp2);
+            for (int r = 0; r < d; r++) e1[r] = 0.0;
+            for (int e = 0; e < a.NJ; e++) { int col = k.Int(a.IJCol + e); e1[col] = e1[col] + ev[e] * c[k.Int(a.IJRow + e)]; }
+            for (int i = 0; i < d; i++) u[i] = c[i] - e1[i];
+            if (a.Multiplicative != 0)
+                for (int e = 0; e < a.NJ; e++) { int col = k.Int(a.IJCol + e); u[col] = u[col] + ev[e] * e1[k.Int(a.IJRow + e)]; }
+        }
+
+        // ℓ increments (use u before ν is overwritten)
+        var spw = k.Row(a.Spw);
+        var ell = k.Row(grp.Ell);
+        var jv = k.Row(a.JV);
+        var v0 = k.Row(a.V0);
+        for (int wi = 0; wi < grp.WhCount; wi++)
+        {
+            int p = k.Int(grp.WhOff + wi);
+            var ch = k.Row(a.Chi + (long)p * d);
+            if (n == 0 && a.InitHasScore == 0)
+            {
+                // a point (or uniform) init that moves with γ: the first step's perturbation is χ + J ∂_γx₀
+                bool any = false;
+                for (int i = 0; i < d; i++) if (k.Int(a.IDetInit + i) != 0 && v0[p * d + i] != 0) { any = true; break; }
+                if (any)
+                {
+                    var ct = k.Row(a.ChiTot);
+                    for (int i = 0; i < d; i++) ct[i] = ch[i];
+                    for (int e = 0; e < a.NJ; e++)
+                    {
+                        int jc = k.Int(a.IJCol + e);
+                        if (k.Int(a.IDetInit + jc) != 0) { int jr = k.Int(a.IJRow + e); ct[jr] = ct[jr] + jv[e] * v0[p * d + jc]; }
+                    }
+                    ch = ct;
+                }
+            }
+            double trJD = 0;
+            int s0 = k.Int(a.IDChiSelOff + p), s1 = k.Int(a.IDChiSelOff + p + 1);
+            var dchi = k.Row(a.DChi + k.Int(a.IDChiRowOff + p));
+            for (int e = 0; e < s1 - s0; e++) trJD += sl[k.Int(a.IDChiSel + s0 + e)] * dchi[e];
+            double uc = 0;
+            for (int i = 0; i < d; i++) uc += u[i] * ch[i];
+            double term1 = (1 - alpha) * uc;
+            double term2 = (1 - alpha) * trJD;
+            double term3 = 0;
+            if (alpha != 0)
+            {
+                double wsc = 0;
+                for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
+                term3 = alpha * (wsc - TraceSigmaPlusDSigma(k, p));
+            }
+            ell[p] = ell[p] + (-term1 - term2 + term3);
+        }
+
+        // ν ← (1 − α) u − α σ⁺ᵀ w
+        for (int i = 0; i < d; i++) nuG[i] = (1 - alpha) * u[i] - alpha * spw[i];
+        return true;
+    }
+
+    // ---------------------------------------------------------------- dense linear algebra (core Dense, on SoA rows)
+
+    static bool DenseInverse(K k)
+    {
+        var a = k.A;
+        int d = a.D;
+        var jd = k.Row(a.JD); var jv = k.Row(a.JV);
+        for (int e = 0; e < d * d; e++) jd[e] = 0.0;
+        for (int e = 0; e < a.NJ; e++) { int at = k.Int(a.IJRow + e) * d + k.Int(a.IJCol + e); jd[at] = jd[at] + jv[e]; }
+        var piv = k.Row(a.Piv);
+        if (!Lu(jd, piv, d)) return false;
+        Inverse(jd, piv, d, k.Row(a.JInv), k.Row(a.Col));
+        return true;
+    }
+
+    static bool Lu(SoaVec a, SoaVec piv, int n)
+    {
+        for (int k = 0; k < n; k++)
+        {
+            int p = k; double max = Math.Abs(a[k * n + k]);
+            for (int i = k + 1; i < n; i++) { double v = Math.Abs(a[i * n + k]); if (v > max) { max = v; p = i; } }
+            if (max == 0 || !(max < double.PositiveInfinity)) return false;
+            piv[k] = p;
+            if (p != k) for (int j = 0; j < n; j++) { double t = a[k * n + j]; a[k * n + j] = a[p * n + j]; a[p * n + j] = t; }
+            double inv = 1.0 / a[k * n + k];
+            for (int i = k + 1; i < n; i++)
+            {
+                double f = a[i * n + k] * inv;
+                a[i * n + k] = f;
+                if (f != 0) for (int j = k + 1; j < n; j++) a[i * n + j] = a[i * n + j] - f * a[k * n + j];
+            }
+        }
+        return true;
+    }
+
+    static void Inverse(SoaVec lu, SoaVec piv, int n, SoaVec inv, SoaVec col)
+    {
+        for (int c = 0; c < n; c++)
+        {
+            for (int i = 0; i < n; i++) col[i] = 0.0;
+            col[c] = 1;
+            for (int k = 0; k < n; k++)
+            {
+                int pk = (int)piv[k];
+                if (pk != k) { double t = col[k]; col[k] = col[pk]; col[pk] = t; }
+            }
+            for (int i = 0; i < n; i++) { double s = col[i]; for (int j = 0; j < i; j++) s -= lu[i * n + j] * col[j]; col[i] = s; }
+            for (int i = n - 1; i >= 0; i--) { double s = col[i]; for (int j = i + 1; j < n; j++) s -= lu[i * n + j] * col[j]; col[i] = s / lu[i * n + i]; }
+            for (int i = 0; i < n; i++) inv[i * n + c] = col[i];
+        }
+    }
+
+    static bool Cholesky(SoaVec a, int n)
+    {
+        double scale = 0;
+        for (int i = 0; i < n; i++) scale = Math.Max(scale, Math.Abs(a[i * n + i]));
+        if (scale == 0) return false;
+        for (int j = 0; j < n; j++)
+        {
+            double s = a[j * n + j];
+            for (int k = 0; k < j; k++) s -= a[j * n + k] * a[j * n + k];
+            if (!(s > 1e-13 * scale)) return false;
+            double l = Math.Sqrt(s);
+            a[j * n + j] = l;
+            for (int i = j + 1; i < n; i++)
+            {
+                double t = a[i * n + j];
+                for (int k = 0; k < j; k++) t -= a[i * n + k] * a[j * n + k];
+                a[i * n + j] = t / l;
+            }
+        }
+        return true;
+    }
+
+    static void CholeskySolve(SoaVec l, int n, SoaVec b)
+    {
+        for (int i = 0; i < n; i++) { double s = b[i]; for (int k = 0; k < i; k++) s -= l[i * n + k] * b[k]; b[i] = s / l[i * n + i]; }
+        for (int i = n - 1; i >= 0; i--) { double s = b[i]; for (int k = i + 1; k < n; k++) s -= l[k * n + i] * b[k]; b[i] = s / l[i * n + i]; }
+    }
+}
+
+/// <summary>Host side of the tangent kernel: layout of the int table and of the scratch rows, chunks, exact sums.</summary>
+public static class GpuTangent
+{
+    static class Cache<TModel> where TModel : unmanaged, ISdeTangentModel
+    {
+        public static Action<Index1D, TModel, TanArgs, ArrayView<int>, ArrayView<TanPlanDev>, ArrayView<DkGroupDev>,
+            ArrayView<double>, ArrayView<double>, ArrayView<long>>? Kernel;
+        public static Accelerator? For;
+    }
+
+    /// <summary>Runs the pathwise and divergence-kernel plans (no finite differences, no alignment).</summary>
+    public static Estimate[] Run<TModel>(GpuBackend backend, TModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans)
+        where TModel : unmanaged, ISdeTangentModel
+    {
+        foreach (var p in plans)
+            if (p.Method == ResponseMethod.FiniteDifference || p.Alignment)
+                throw new ArgumentException("the tangent kernel runs pathwise and divergence-kernel plans only");
+        var U = new ResponseEngine.Setup(model, st, s, plans);
+        int d = U.D, m = U.M, np = U.NParams, nobs = U.NObs;
+        if (U.NeedDk && m > 0 && !U.DiagonalNoise)
+        {
+            var rowHasNoise = new bool[d];
+            foreach (int r in st.GRow) rowHasNoise[r] = true;
+            if (m < d || rowHasNoise.Any(h => !h))
+                throw new NotSupportedException("the divergence-kernel method with degenerate noise (fewer noise lanes than states, or a state without noise) has no GPU kernel yet; use --backend cpu");
+        }
+
+        // ---- the int table
+        var ints = new List<int>();
+        int Put(IEnumerable<int> xs) { int off = ints.Count; ints.AddRange(xs); return off; }
+        int Flat(int[][] xs, out int offs)
+        {
+            var o = new int[xs.Length + 1];
+            for (int i = 0; i < xs.Length; i++) o[i + 1] = o[i] + xs[i].Length;
+            offs = Put(o);
+            return Put(xs.SelectMany(x => x));
+        }
+        static int[] Max1Offsets(int[][] xs)
+        {
+            var o = new int[xs.Length];
+            for (int i = 1; i < xs.Length; i++) o[i] = o[i - 1] + Math.Max(1, xs[i - 1].Length);
+            return o;
+        }
+        int Max1Total(int[][] xs) => xs.Sum(x => Math.Max(1, x.Length));
+        var a = new TanArgs
+        {
+            Seed = s.Seed, Steps = U.Steps, Dt = U.Dt, SqDt = U.SqDt, D = d, M = m, NObs = nobs, NP = np,
+            NPlans = plans.Length, NGroups = U.Groups.Length, NPathwise = U.PathwiseWhich.Length,
+            NeedJ = U.NeedJ ? 1 : 0, NeedDk = U.NeedDk ? 1 : 0, NeedHessian = U.NeedHessian ? 1 : 0,
+            Multiplicative = U.Multiplicative ? 1 : 0, Diagonal = U.DiagonalNoise ? 1 : 0, InitHasScore = st.InitHasScore ? 1 : 0,
+            NJ = st.JRow.Length, NH = st.HRow.Length, NG = st.GRow.Length, NSel = U.SelJ.Length,
+        };
+        a.IJRow = Put(st.JRow); a.IJCol = Put(st.JCol); a.IHK = Put(st.HK); a.IHSel = Put(U.HSel);
+        a.IGRow = Put(st.GRow); a.IGLane = Put(st.GLane);
+        a.IDiag = Put(U.DiagIndex); a.INoiseLane = Put(U.NoiseLaneOfRow); a.INoiseIndex = Put(U.NoiseIndexOfRow);
+        a.ISelJ = Put(U.SelJ); a.ISelI = Put(U.SelI); a.ISelE = Put(U.SelE);
+        a.ISelE2A = Flat(U.SelE2A, out a.ISelE2Off); a.ISelE2B = Put(U.SelE2B.SelectMany(x => x));
+        a.IDChiSel = Flat(U.DChiSel, out a.IDChiSelOff); a.IDChiRowOff = Put(Max1Offsets(st.DChiRow));
+        a.IDgRow = Flat(st.DgRow, out a.IDgOff); a.IDgLane = Put(st.DgLane.SelectMany(x => x)); a.IDgRowOff = Put(Max1Offsets(st.DgRow));
+        a.IObsGradState = Put(st.ObsGradState); a.IObsGradEnt = Flat(U.ObsGradEntries, out a.IObsGradEntOff);
+        a.IDetInit = Put(U.DetInitMask.Select(b => b ? 1 : 0)); a.INeedChi = Put(U.NeedChi.Select(b => b ? 1 : 0));
+        a.IPathwise = Put(U.PathwiseWhich);
+        var gd = new DkGroupDev[U.Groups.Length];
+        for (int g = 0; g < gd.Length; g++)
+        {
+            var grp = U.Groups[g];
+            gd[g] = new DkGroupDev
+            {
+                ConstantAlpha = grp.ConstantAlpha ? 1 : 0, Alpha = grp.Alpha, Rate = grp.Rate,
+                // iterative: exact LU on the GPU (both exact to rounding; the sparse LU has no kernel)
+                Mode = grp.Mode == DkMode.FirstOrder ? 1 : 0, WhOff = Put(grp.Whiches), WhCount = grp.Whiches.Length,
+            };
+        }
+        if (ints.Count == 0) ints.Add(0);
+
+        // ---- scratch rows
+        long R = 0;
+        long Take(long n) { long r = R; R += Math.Max(1, n); return r; }
+        bool dense = U.AnyExact || U.AnyIterative;
+        bool general = !U.DiagonalNoise && U.NeedDk;
+        a.X = Take(d); a.Y = Take(d); a.W = Take(m); a.ZN = Take(d); a.ZU = Take(d); a.Obs = Take(nobs);
+        a.Ell0 = Take(np); a.V0 = Take((long)np * d); a.JV = Take(st.JRow.Length); a.EV = Take(st.JRow.Length);
+        a.HV = Take(st.HRow.Length); a.SV = Take(st.GRow.Length); a.Grad = Take(st.ObsGradObs.Length);
+        a.Chi = Take((long)np * d); a.DChi = Take(Max1Total(st.DChiRow)); a.Dg = Take(Max1Total(st.DgRow)); a.ChiTot = Take(d);
+        a.JD = Take(dense ? (long)d * d : 1); a.JInv = Take(dense ? (long)d * d : 1);
+        a.Col = Take(d); a.Tmp = Take(d); a.Tmp2 = Take(d); a.Piv = Take(d); a.Spw = Take(d);
+        a.Sig = Take(general ? (long)d * m : 1); a.AMat = Take(general ? (long)d * d : 1); a.SP = Take(general ? (long)m * d : 1);
+        a.V = Take((long)np * d);
+        for (int g = 0; g < gd.Length; g++)
+        {
+            gd[g].Nu = Take(d); gd[g].NuNew = Take(d); gd[g].Gld = Take(d); gd[g].Sel = Take(U.SelJ.Length); gd[g].Ell = Take(np);
+        }
+        var pd = new TanPlanDev[plans.Length];
+        int rows = 0;
+        for (int i = 0; i < plans.Length; i++)
+        {
+            var p = plans[i];
+            int nb = p.Kind == EstimateKind.Density ? p.Bins : 1;
+            pd[i] = new TanPlanDev
+            {
+                Kind = p.Kind == EstimateKind.Density ? 1 : 0, Method = p.Method == ResponseMethod.Pathwise ? 1 : 0,
+                Observable = p.Observable, Bins = p.Bins, Group = U.PlanGroup[i], Which = p.Which, ScoreComponent = p.ScoreComponent,
+                From = U.From[i], To = U.To[i], Lo = p.Lo, Hi = p.Hi, WindowSteps = U.WindowSteps[i],
+                Ring = U.WindowSteps[i] > 0 ? Take(U.WindowSteps[i] + 1) : 0, Slot = rows,
+            };
+            rows += nb;
+        }
+
+        var dev = GpuDevice.Get(backend);
+        var acc = dev.Accelerator;
+        long perPath = 8L * (R + rows);
+        long budget = dev.Budget(s.MemoryLimit);
+        if (perPath > budget)
+            throw new RunTooLargeException(
+                $"one path's working set for the pathwise / divergence-kernel responses ({Memory.Format(perPath)}: dimension {d}, {R} scratch values, {rows} accumulator(s)) " +
+                $"does not fit in the {Memory.Format(budget)} of device memory the engine may use on {acc.Name}; use shorter stationary windows, mode = first_order or the CPU backend");
+        long chunk = Math.Max(1, Math.Min(Math.Min(s.Paths, GpuEngine.MaxChunk), budget / perPath));
+
+        Action<Index1D, TModel, TanArgs, ArrayView<int>, ArrayView<TanPlanDev>, ArrayView<DkGroupDev>, ArrayView<double>, ArrayView<double>, ArrayView<long>> kernel;
+        lock (typeof(Cache<TModel>))
+        {
+            if (Cache<TModel>.Kernel == null || Cache<TModel>.For != acc)
+            {
+                Cache<TModel>.Kernel = acc.LoadAutoGroupedStreamKernel<Index1D, TModel, TanArgs, ArrayView<int>, ArrayView<TanPlanDev>, ArrayView<DkGroupDev>,
+                    ArrayView<double>, ArrayView<double>, ArrayView<long>>(TangentKernels.Tangent<TModel>);
+                Cache<TModel>.For = acc;
+            }
+            kernel = Cache<TModel>.Kernel;
+        }
+
+        long nFlags = 3 + 2L * plans.Length;
+        using var ibuf = acc.Allocate1D(ints.ToArray());
+        using var pbuf = acc.Allocate1D(pd.Length > 0 ? pd : new TanPlanDev[1]);
+        using var gbuf = acc.Allocate1D(gd.Length > 0 ? gd : new DkGroupDev[1]);
+        using var scratch = acc.Allocate1D<double>(R * chunk);
+        using var accs = acc.Allocate1D<double>(Math.Max(rows, 1) * chunk);
+        using var flags = acc.Allocate1D<long>(nFlags);
+        var host = new double[Math.Max(rows, 1) * chunk];
+        var hostFlags = new long[nFlags];
+        var sums = new ResponseEngine.Sums(plans);
+
+        for (long p0 = 0; p0 < s.Paths; p0 += chunk)
+        {
+            s.Cancel.ThrowIfCancellationRequested();
+            long pc = Math.Min(chunk, s.Paths - p0);
+            a.FirstPath = s.FirstPath + p0; a.Count = pc;
+            hostFlags[0] = 0; hostFlags[1] = long.MaxValue;
+            for (int k = 2; k < nFlags; k++) hostFlags[k] = 0;
+            flags.View.CopyFromCPU(hostFlags);
+            kernel((int)pc, model, a, ibuf.View, pbuf.View, gbuf.View, scratch.View, accs.View, flags.View);
+            acc.Synchronize();
+            flags.View.CopyToCPU(hostFlags);
+            if (hostFlags[2] == 1)
+                throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
+            if (hostFlags[2] == 2)
+                throw new NotSupportedException("the diffusion matrix σσᵀ is singular on a path (degenerate noise): the GPU divergence-kernel kernel needs full-row-rank noise; use --backend cpu");
+            if (hostFlags[0] > 0)
+                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0]);
+            ((ArrayView<double>)accs.View).SubView(0, rows * pc).CopyToCPU(host.AsSpan(0, (int)(rows * pc)));
+            for (int i = 0; i < plans.Length; i++)
+            {
+                var p = plans[i];
+                long cnt = Math.Max(0, Math.Min(pd[i].To, U.Steps) - Math.Max(pd[i].From, 0) + 1);
+                double scale = 1.0 / Math.Max(1, cnt);
+                if (p.Kind == EstimateKind.Density) scale /= (p.Hi - p.Lo) / p.Bins;
+                int nb = p.Kind == EstimateKind.Density ? p.Bins : 1;
+                for (int b = 0; b < nb; b++)
+                {
+                    long row = (pd[i].Slot + b) * pc;
+                    var S = sums.S[i][b]; var S2 = sums.S2[i][b];
+                    for (long q = 0; q < pc; q++)
+                    {
+                        double v = host[row + q] * scale;
+                        S.Add(v);
+                        S2.Add(v * v);
+                    }
+                }
+                sums.Below[i] += hostFlags[3 + 2 * i];
+                sums.Above[i] += hostFlags[4 + 2 * i];
+            }
+            s.Progress?.Invoke((double)(p0 + pc) / s.Paths);
+        }
+        return sums.ToEstimates(plans, s.Paths);
+    }
+}
