@@ -22,7 +22,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     readonly double[][] chi, dchi, dg;
     readonly double[] chiTot;
     // dense linear algebra (exact mode and fallbacks)
-    readonly double[] jd, jinv, col, tmp, tmp2, luA, luZ;
+    readonly double[] jd, jinv, col, tmp, tmp2, luA, luZ, s1, s2;
     bool luReady;
     readonly int[] piv;
     // noise: σ⁺ᵀw, and the general case σ⁺ (m×d), Π (d×d)
@@ -62,6 +62,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         jinv = dense ? new double[d * d] : Array.Empty<double>();
         luA = U.Lu != null ? new double[d * d] : Array.Empty<double>();
         luZ = U.Lu != null ? new double[d * d] : Array.Empty<double>();
+        s1 = new double[d]; s2 = new double[d];
         piv = new int[d]; col = new double[d]; tmp = new double[d]; tmp2 = new double[d];
         spw = new double[d];
         bool general = !U.DiagonalNoise && U.NeedDk;
@@ -404,7 +405,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         var gl = gld[g];
         Array.Clear(gl);
         var st = U.St;
-        for (int h = 0; h < st.HRow.Length; h++) gl[st.HK[h]] += sl[U.HSel[h]] * hv[h];
+        int[] hk = st.HK, hsel = U.HSel;
+        for (int h = 0; h < hk.Length; h++) gl[hk[h]] += sl[hsel[h]] * hv[h];
         var c = tmp;
         var nuG = nu[g];
         for (int i = 0; i < d; i++) c[i] = nuG[i] - gl[i];
@@ -513,7 +515,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         if (!luReady) return false;
         lu.SelectedInverse(luA, luZ);
         int d = U.D;
-        for (int q = 0; q < U.SelJ.Length; q++) sl[q] = luZ[U.SelJ[q] * d + U.SelI[q]];
+        int[] sj = U.SelJ, si = U.SelI;
+        for (int q = 0; q < sj.Length; q++) sl[q] = luZ[sj[q] * d + si[q]];
         return true;
     }
 
@@ -564,19 +567,18 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 for (int i = 0; i < d; i++) { double s = 0; for (int j = 0; j < d; j++) s += jinv[i * d + j] * b[j]; z[i] = s; }
                 break;
             case DkMode.Iterative:
-                {
-                    var bb = (double[])b.Clone(); // rare path (degenerate noise with Dχ)
-                    if (!Neumann(bb, z, false)) { DenseInverse(); Solve(DkMode.Exact, bb, z); }
-                    break;
-                }
+                // Neumann reads b and writes z and its scratch (tmp), never b
+                if (!Neumann(b, z, false)) { DenseInverse(); Solve(DkMode.Exact, b, z); }
+                break;
             default:
                 {
-                    var e1 = new double[d];
+                    var e1 = s1; var e2 = s2;
+                    Array.Clear(e1);
                     for (int e = 0; e < st.JRow.Length; e++) e1[st.JRow[e]] += ev[e] * b[st.JCol[e]];
                     for (int i = 0; i < d; i++) z[i] = b[i] - e1[i];
                     if (U.Multiplicative)
                     {
-                        var e2 = new double[d];
+                        Array.Clear(e2);
                         for (int e = 0; e < st.JRow.Length; e++) e2[st.JRow[e]] += ev[e] * e1[st.JCol[e]];
                         for (int i = 0; i < d; i++) z[i] += e2[i];
                     }

@@ -52,74 +52,90 @@ internal sealed class SparseLuPlan
     public bool Contains(int i, int j) => _inPattern[i * D + j];
 
     /// <summary>Factor J (values at rows/cols) into a (L below the diagonal, unit; U on and above). False on a tiny pivot.</summary>
-    public bool Factor(double[] a, int[] rows, int[] cols, double[] values)
+    public unsafe bool Factor(double[] values, int[] rows, int[] cols, double[] input)
     {
         int d = D;
-        foreach (int e in Entries) a[e] = 0;
-        for (int e = 0; e < rows.Length; e++) a[rows[e] * d + cols[e]] += values[e];
-        for (int k = 0; k < d; k++)
+        fixed (double* a = values)
         {
-            double piv = a[k * d + k];
-            if (!(Math.Abs(piv) > 1e-8) || !double.IsFinite(piv)) return false;
-            double inv = 1.0 / piv;
-            var up = Upper[k];
-            foreach (int r in Lower[k])
+            foreach (int e in Entries) a[e] = 0;
+            for (int e = 0; e < rows.Length; e++) a[rows[e] * d + cols[e]] += input[e];
+            for (int k = 0; k < d; k++)
             {
-                double l = a[r * d + k] *= inv;
-                if (l == 0) continue;
-                int ro = r * d, ko = k * d;
-                foreach (int c in up) a[ro + c] -= l * a[ko + c];
+                double* ak = a + k * d;
+                double piv = ak[k];
+                if (!(Math.Abs(piv) > 1e-8) || !double.IsFinite(piv)) return false;
+                double inv = 1.0 / piv;
+                int[] up = Upper[k];
+                foreach (int r in Lower[k])
+                {
+                    double* ar = a + r * d;
+                    double l = ar[k] *= inv;
+                    if (l == 0) continue;
+                    for (int c = 0; c < up.Length; c++) { int j = up[c]; ar[j] -= l * ak[j]; }
+                }
             }
         }
         return true;
     }
 
     /// <summary>Z = J⁻¹ on the filled pattern, from the factors (Takahashi: U Z = L⁻¹ and Z L = U⁻¹).</summary>
-    public void SelectedInverse(double[] a, double[] z)
+    public unsafe void SelectedInverse(double[] factors, double[] inverse)
     {
         int d = D;
-        for (int i = d - 1; i >= 0; i--)
+        fixed (double* a = factors, z = inverse)
         {
-            var lo = Lower[i]; var up = Upper[i];
-            // column i below the diagonal: Z_ri = −Σ_{k∈L(i)} Z_rk L_ki
-            foreach (int r in lo)
+            for (int i = d - 1; i >= 0; i--)
             {
-                double s = 0;
-                foreach (int k in lo) s -= z[r * d + k] * a[k * d + i];
-                z[r * d + i] = s;
-            }
-            double uii = a[i * d + i];
-            // row i right of the diagonal: Z_ij = −Σ_{k∈U(i)} U_ik Z_kj / U_ii
-            foreach (int j in up)
-            {
-                double s = 0;
-                foreach (int k in up) s -= a[i * d + k] * z[k * d + j];
-                z[i * d + j] = s / uii;
-            }
-            {
-                double s = 1;
-                foreach (int k in up) s -= a[i * d + k] * z[k * d + i];
-                z[i * d + i] = s / uii;
+                int[] lo = Lower[i], up = Upper[i];
+                double* ai = a + i * d;
+                // column i below the diagonal: Z_ri = −Σ_{k∈L(i)} Z_rk L_ki
+                foreach (int r in lo)
+                {
+                    double* zr = z + r * d;
+                    double s = 0;
+                    for (int c = 0; c < lo.Length; c++) { int k = lo[c]; s -= zr[k] * a[k * d + i]; }
+                    zr[i] = s;
+                }
+                double uii = ai[i];
+                double* zi = z + i * d;
+                // row i right of the diagonal: Z_ij = −Σ_{k∈U(i)} U_ik Z_kj / U_ii
+                foreach (int j in up)
+                {
+                    double s = 0;
+                    for (int c = 0; c < up.Length; c++) { int k = up[c]; s -= ai[k] * z[k * d + j]; }
+                    zi[j] = s / uii;
+                }
+                {
+                    double s = 1;
+                    for (int c = 0; c < up.Length; c++) { int k = up[c]; s -= ai[k] * z[k * d + i]; }
+                    zi[i] = s / uii;
+                }
             }
         }
     }
 
     /// <summary>u = J⁻ᵀ c from the factors: Uᵀ y = c, then Lᵀ u = y.</summary>
-    public void SolveTransposed(double[] a, double[] c, double[] u)
+    public unsafe void SolveTransposed(double[] factors, double[] c, double[] u)
     {
         int d = D;
         Array.Copy(c, u, d);
-        for (int k = 0; k < d; k++)
+        fixed (double* a = factors, x = u)
         {
-            double y = u[k] / a[k * d + k];
-            u[k] = y;
-            foreach (int j in Upper[k]) u[j] -= a[k * d + j] * y;
-        }
-        for (int k = d - 1; k >= 0; k--)
-        {
-            double s = u[k];
-            foreach (int r in Lower[k]) s -= a[r * d + k] * u[r];
-            u[k] = s;
+            for (int k = 0; k < d; k++)
+            {
+                double* ak = a + k * d;
+                double y = x[k] / ak[k];
+                x[k] = y;
+                int[] up = Upper[k];
+                for (int c2 = 0; c2 < up.Length; c2++) { int j = up[c2]; x[j] -= ak[j] * y; }
+            }
+            for (int k = d - 1; k >= 0; k--)
+            {
+                double s = x[k];
+                int[] lo = Lower[k];
+                for (int c2 = 0; c2 < lo.Length; c2++) { int r = lo[c2]; s -= a[r * d + k] * x[r]; }
+                x[k] = s;
+            }
         }
     }
 }
