@@ -65,54 +65,10 @@ public static class LyapunovEngine
         long nb = (long)Math.Ceiling(burnin / s.Dt - 1e-9);
         if (burnin < 0 || nb >= steps) throw new ArgumentException($"the averaging window [burnin, T] holds no step (burnin = {burnin}, T = {s.T}, dt = {s.Dt})");
 
-        int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
-        long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 1, 64);
-        long blocks = (s.Paths + blockSize - 1) / blockSize;
-        threads = (int)Math.Max(1, Math.Min(threads, blocks));
         var q0 = InitialFrame(d, k);
-        var workers = new LyapunovWorker<TModel>[threads];
-        long next = -1, done = 0, failed = 0, failStep = long.MaxValue;
-        Exception? error = null;
-        var lastReport = System.Diagnostics.Stopwatch.StartNew();
-
-        void Work(int id)
-        {
-            try
-            {
-                var wk = workers[id] = new LyapunovWorker<TModel>(m0, st, s, k, nb, steps, logDet, q0);
-                while (true)
-                {
-                    long b = Interlocked.Increment(ref next);
-                    if (b >= blocks || Volatile.Read(ref failed) > 0 || s.Cancel.IsCancellationRequested) break;
-                    long p0 = b * blockSize, p1 = Math.Min(p0 + blockSize, s.Paths);
-                    for (long p = p0; p < p1; p++)
-                    {
-                        long f = wk.RunPath((ulong)(s.FirstPath + p));
-                        if (f >= 0)
-                        {
-                            Interlocked.Increment(ref failed);
-                            long cur;
-                            while ((cur = Volatile.Read(ref failStep)) > f && Interlocked.CompareExchange(ref failStep, f, cur) != cur) { }
-                        }
-                    }
-                    long dn = Interlocked.Add(ref done, p1 - p0);
-                    if (s.Progress != null && lastReport.ElapsedMilliseconds > 100)
-                        lock (lastReport) { if (lastReport.ElapsedMilliseconds > 100) { lastReport.Restart(); s.Progress((double)dn / s.Paths); } }
-                }
-            }
-            catch (Exception e) { Interlocked.CompareExchange(ref error, e, null); Interlocked.Increment(ref failed); }
-        }
-
-        if (threads == 1) Work(0);
-        else
-        {
-            var ts = new Thread[threads];
-            for (int i = 0; i < threads; i++) { int id = i; ts[i] = new Thread(() => Work(id), 16 << 20) { IsBackground = true, Name = $"sde-lyapunov-{i}" }; ts[i].Start(); }
-            foreach (var t in ts) t.Join();
-        }
-        if (error != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(error).Throw();
-        s.Cancel.ThrowIfCancellationRequested();
-        if (failed > 0) throw new SimulationFailedException(failStep, failStep * s.Dt, failed);
+        var workers = PathBlocks.Run(s, 64, "lyapunov",
+            () => new LyapunovWorker<TModel>(m0, st, s, k, nb, steps, logDet, q0),
+            (wk, gp) => wk.RunPath(gp));
 
         // merge exactly: k exponents and the log-det rate, sums and sums of squares
         var sum = new ExactSum[k + 1]; var sum2 = new ExactSum[k + 1];
@@ -120,7 +76,6 @@ public static class LyapunovEngine
         long paths = 0;
         foreach (var w in workers)
         {
-            if (w == null) continue;
             for (int c = 0; c <= k; c++) { sum[c].Add(w.S[c]); sum2[c].Add(w.S2[c]); }
             paths += w.Paths;
         }

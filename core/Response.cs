@@ -78,55 +78,8 @@ public static class ResponseEngine
         if (need > avail)
             throw new RunTooLargeException($"this response run needs about {need / (1 << 20)} MiB of working memory ({threads} worker(s)), more than the {avail / (1 << 20)} MiB available; use mode = iterative or first_order, or fewer threads");
 
-        long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 1, 64);
-        long blocks = (s.Paths + blockSize - 1) / blockSize;
-        threads = (int)Math.Max(1, Math.Min(threads, blocks));
-        long next = -1, done = 0, failStep = long.MaxValue, failed = 0;
-        var workers = new Worker<TModel>[threads];
-        Exception? error = null;
-        var lastReport = System.Diagnostics.Stopwatch.StartNew();
         TModel m0 = model;
-
-        void Work(int id)
-        {
-            try
-            {
-                var wk = workers[id] = new Worker<TModel>(m0, variants, setup);
-                while (true)
-                {
-                    long b = Interlocked.Increment(ref next);
-                    if (b >= blocks || Volatile.Read(ref failed) > 0 || s.Cancel.IsCancellationRequested) break;
-                    long p0 = b * blockSize, p1 = Math.Min(p0 + blockSize, s.Paths);
-                    for (long p = p0; p < p1; p++)
-                    {
-                        long f = wk.RunPath((ulong)(s.FirstPath + p));
-                        if (f >= 0)
-                        {
-                            Interlocked.Increment(ref failed);
-                            long cur;
-                            while ((cur = Volatile.Read(ref failStep)) > f && Interlocked.CompareExchange(ref failStep, f, cur) != cur) { }
-                        }
-                    }
-                    long d = Interlocked.Add(ref done, p1 - p0);
-                    if (s.Progress != null && lastReport.ElapsedMilliseconds > 100)
-                    {
-                        lock (lastReport) { if (lastReport.ElapsedMilliseconds > 100) { lastReport.Restart(); s.Progress((double)d / s.Paths); } }
-                    }
-                }
-            }
-            catch (Exception e) { Interlocked.CompareExchange(ref error, e, null); Interlocked.Increment(ref failed); }
-        }
-
-        if (threads == 1) Work(0);
-        else
-        {
-            var ts = new Thread[threads];
-            for (int i = 0; i < threads; i++) { int id = i; ts[i] = new Thread(() => Work(id), 16 << 20); ts[i].Start(); }
-            foreach (var t in ts) t.Join();
-        }
-        if (error != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(error).Throw();
-        s.Cancel.ThrowIfCancellationRequested();
-        if (failed > 0) throw new SimulationFailedException(failStep, failStep * s.Dt, failed);
+        var workers = PathBlocks.Run(s, 64, "response", () => new Worker<TModel>(m0, variants, setup), (wk, gp) => wk.RunPath(gp));
         var total = new Sums(plans);
         long paths = 0;
         foreach (var w in workers) { total.Merge(w.Sums); paths += w.Paths; }

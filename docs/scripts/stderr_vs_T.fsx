@@ -1,15 +1,15 @@
 // Regenerates docs/img/stderr_vs_T.svg: the standard error of d mean(avg(i, x[i])) / d F on noisy
 // Lorenz-96 (N = 40) against the horizon T, for pathwise, likelihood ratio and divergence kernel.
 //
-//   dotnet build dsl/lang -c Release
+//   dotnet build dsl/cli -c Release
 //   dotnet fsi docs/scripts/stderr_vs_T.fsx [paths]
 //
 // Every point is one run of the engine through the embedding API (same seed for every method).
-#r "../../dsl/lang/bin/Release/net10.0/Sde.Core.dll"
-#r "../../dsl/lang/bin/Release/net10.0/Sde.Lang.dll"
-#r "../../dsl/lang/bin/Release/net10.0/OxyPlot.dll"
-#r "../../dsl/lang/bin/Release/net10.0/FParsec.dll"
-#r "../../dsl/lang/bin/Release/net10.0/FParsecCS.dll"
+#r "../../dsl/cli/bin/Release/net10.0/Sde.Core.dll"
+#r "../../dsl/cli/bin/Release/net10.0/Sde.Lang.dll"
+#r "../../dsl/cli/bin/Release/net10.0/OxyPlot.dll"
+#r "../../dsl/cli/bin/Release/net10.0/FParsec.dll"
+#r "../../dsl/cli/bin/Release/net10.0/FParsecCS.dll"
 
 open System
 open System.IO
@@ -22,7 +22,7 @@ let horizons = [| 0.25; 0.5; 1.0; 1.5; 2.0; 3.0; 4.0 |]
 let methods =
     [ "pathwise", "pathwise"
       "likelihood ratio", "likelihood_ratio"
-      "divergence kernel (rate 10)", "divergence_kernel(mode = iterative)" ]
+      "divergence kernel", "divergence_kernel(mode = iterative)" ]
 
 let source (T: float) (meth: string) =
     sprintf """model Lorenz96 {

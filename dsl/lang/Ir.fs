@@ -177,19 +177,22 @@ let pow (a: Sym) (b: Sym) =
         | NumV u, NumV v -> num (Math.Pow(u, v))
         | _ -> mk Pow [ a; b ]
 
+/// The value of a unary function (constant folding and the interpreter share it).
+let applyUnary (f: Unary) (v: float) =
+    match f with
+    | UExp -> exp v
+    | ULog -> log v
+    | USqrt -> sqrt v
+    | USin -> sin v
+    | UCos -> cos v
+    | UTan -> tan v
+    | UTanh -> tanh v
+    | UAbs -> abs v
+    | USign -> if v > 0.0 then 1.0 elif v < 0.0 then -1.0 else 0.0
+
 let unary (f: Unary) (a: Sym) =
     match a with
-    | NumV v ->
-        match f with
-        | UExp -> num (exp v)
-        | ULog -> num (log v)
-        | USqrt -> num (sqrt v)
-        | USin -> num (sin v)
-        | UCos -> num (cos v)
-        | UTan -> num (tan v)
-        | UTanh -> num (tanh v)
-        | UAbs -> num (abs v)
-        | USign -> num (float (sign v))
+    | NumV v -> num (applyUnary f v)
     | _ -> mk (Un f) [ a ]
 
 let minS a b =
@@ -366,19 +369,7 @@ let rec eval (leaf: Op -> float) (e: Sym) : float =
     | Div, [ a; b ] -> ev a / ev b
     | PowI n, [ x ] -> Math.Pow(ev x, float n)
     | Pow, [ a; b ] -> Math.Pow(ev a, ev b)
-    | Un f, [ x ] ->
-        let v = ev x
-
-        match f with
-        | UExp -> exp v
-        | ULog -> log v
-        | USqrt -> sqrt v
-        | USin -> sin v
-        | UCos -> cos v
-        | UTan -> tan v
-        | UTanh -> tanh v
-        | UAbs -> abs v
-        | USign -> float (sign v)
+    | Un f, [ x ] -> applyUnary f (ev x)
     | Min, [ a; b ] -> Math.Min(ev a, ev b)
     | Max, [ a; b ] -> Math.Max(ev a, ev b)
     | Select, [ c; a; b ] -> if ev c <> 0.0 then ev a else ev b

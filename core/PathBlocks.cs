@@ -1,0 +1,70 @@
+using System.Runtime.ExceptionServices;
+
+namespace Sde.Core;
+
+/// <summary>
+/// Runs the paths of a run on worker threads, in fixed blocks handed out as threads free up (a
+/// thread delayed by the machine does not hold the others back). Each worker owns its buffers and
+/// exact sums, so the merged result does not depend on which thread ran which block.
+/// </summary>
+internal static class PathBlocks
+{
+    /// <summary>
+    /// <paramref name="runPath"/> simulates one path (global index) and returns the step at which it
+    /// blew up, or −1. After a failure no new block starts; the run then throws
+    /// <see cref="SimulationFailedException"/> with the earliest failing step and the failed paths seen.
+    /// Returns the workers that ran (to merge their sums).
+    /// </summary>
+    public static List<TWorker> Run<TWorker>(RunSettings s, long maxBlock, string name, Func<TWorker> make, Func<TWorker, ulong, long> runPath)
+        where TWorker : class
+    {
+        int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
+        long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 1, maxBlock);
+        long blocks = (s.Paths + blockSize - 1) / blockSize;
+        threads = (int)Math.Max(1, Math.Min(threads, blocks));
+        var workers = new TWorker?[threads];
+        long next = -1, done = 0, failed = 0, failStep = long.MaxValue;
+        Exception? error = null;
+        var lastReport = System.Diagnostics.Stopwatch.StartNew();
+
+        void Work(int id)
+        {
+            try
+            {
+                var wk = workers[id] = make();
+                while (true)
+                {
+                    long b = Interlocked.Increment(ref next);
+                    if (b >= blocks || Volatile.Read(ref failed) > 0 || s.Cancel.IsCancellationRequested) break;
+                    long p0 = b * blockSize, p1 = Math.Min(p0 + blockSize, s.Paths);
+                    for (long p = p0; p < p1; p++)
+                    {
+                        long f = runPath(wk, (ulong)(s.FirstPath + p));
+                        if (f >= 0)
+                        {
+                            Interlocked.Increment(ref failed);
+                            long cur;
+                            while ((cur = Volatile.Read(ref failStep)) > f && Interlocked.CompareExchange(ref failStep, f, cur) != cur) { }
+                        }
+                    }
+                    long dn = Interlocked.Add(ref done, p1 - p0);
+                    if (s.Progress != null && lastReport.ElapsedMilliseconds > 100)
+                        lock (lastReport) { if (lastReport.ElapsedMilliseconds > 100) { lastReport.Restart(); s.Progress((double)dn / s.Paths); } }
+                }
+            }
+            catch (Exception e) { Interlocked.CompareExchange(ref error, e, null); Interlocked.Increment(ref failed); }
+        }
+
+        if (threads == 1) Work(0);
+        else
+        {
+            var ts = new Thread[threads];
+            for (int i = 0; i < threads; i++) { int id = i; ts[i] = new Thread(() => Work(id), 16 << 20) { IsBackground = true, Name = $"sde-{name}-{i}" }; ts[i].Start(); }
+            foreach (var t in ts) t.Join();
+        }
+        if (error != null) ExceptionDispatchInfo.Capture(error).Throw();
+        s.Cancel.ThrowIfCancellationRequested();
+        if (failed > 0) throw new SimulationFailedException(failStep, failStep * s.Dt, failed);
+        return workers.Where(w => w != null).Select(w => w!).ToList();
+    }
+}
