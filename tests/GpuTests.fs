@@ -207,6 +207,61 @@ query {
 let private tangentCases =
     [ "ou", ouTangent, 50L; "ou_point_init", ouPointInit, 30L; "two_multiplicative", twoTangent, 40L; "lorenz96_8", l96Tangent, 12L ]
 
+/// A linear ODE (damped rotation, random init): exponents -0.5 ± the Euler map's O(dt) bias, k = dim with log-det.
+let private linearLyapunov =
+    """
+model Linear {
+  param a = 0.5
+  param w = 2
+  state x
+  state y
+  init x ~ normal(1, 0.5)
+  init y ~ normal(0, 0.5)
+  d x = (-a * x + w * y) dt
+  d y = (-w * x - a * y) dt
+}
+
+simulate { paths = 6; dt = 0.01; T = 4; seed = 2; burnin = 1 }
+
+query {
+  lyapunov(2)
+  lyapunov(1)
+  mean(x)
+}
+"""
+
+/// A noisy 2-D model with multiplicative, non-diagonal noise (the noise terms enter J), k = dim with log-det.
+let private noisyLyapunov =
+    """
+model Noisy {
+  param a = 0.7
+  param s = 0.4 in (0, inf)
+  state x
+  state y
+  brownian W[2]
+  init x ~ normal(0.5, 0.2)
+  init y = 0.1
+  d x = (a * y - x^3 + x) dt + s * (1 + 0.2 * sin(y)) dW[0] + 0.3 * x dW[1]
+  d y = (-y + a * x) dt + s * 0.5 dW[1] + 0.2 * y dW[0]
+}
+
+simulate { paths = 40; dt = 0.01; T = 3; seed = 11; burnin = 1 }
+
+query {
+  lyapunov(2)
+  mean(x^2)
+}
+"""
+
+let private lyapunovCases = [ "linear_ode", linearLyapunov, 6L; "noisy_2d", noisyLyapunov, 40L ]
+
+/// Alignment next to other DK / pathwise queries (the alignment frame, a group shared with a response), 2-D and Lorenz-96-8.
+let private alignmentCases =
+    [ "two_multiplicative",
+      twoTangent.Replace("d mean(x^2) / d a with finite_difference(h = 0.01)", "alignment on [0, 1] bins 10\n  alignment on [0.2, 0.9] bins 7\n  d mean(x) / d a with divergence_kernel(rate = 10, mode = exact)"),
+      40L
+      "lorenz96_8", l96Tangent.Replace("d mean(x[0]) / d F with pathwise\n", "d mean(x[0]) / d F with pathwise\n  alignment on [0, 1] bins 8\n"), 12L ]
+
 /// The tangent kernel mirrors the CPU worker's operations in the same order: on the CPU accelerator the
 /// numbers are expected to be the same bits; the bound is the issue's 1e-9.
 let private tangentTolerance = 1e-9
@@ -238,16 +293,17 @@ let gpuTests =
                 test (Path.GetFileName file) {
                     let p = compileWith (File.ReadAllText file) file 48L
                     let cpu = cpuScalar p
-                    // the parts a GPU backend runs on the CPU (Lyapunov) must see the same normals
-                    Normals.ForceScalar <- true
+                    // no scalar-normal switch here: every query (lyapunov(k) included) runs on a kernel
+                    let launches = GpuLyapunov.Launches
                     let gpu =
-                        try
-                            try Ok(p.Run(1, backend = "ilgpu-cpu"))
-                            with :? NotSupportedException as e -> Error e.Message
-                        finally Normals.ForceScalar <- false
+                        try Ok(p.Run(1, backend = "ilgpu-cpu"))
+                        with :? NotSupportedException as e -> Error e.Message
                     match gpu with
                     | Ok gpu ->
                         Expect.equal gpu.Settings.Backend "ilgpu-cpu" "backend recorded"
+                        let hasLyapunov = (List.head gpu.Sets).Results |> List.exists (fun r -> r.Query.StartsWith "lyapunov")
+                        if hasLyapunov then
+                            Expect.isGreaterThan GpuLyapunov.Launches launches "lyapunov(k) ran on the Lyapunov kernel, not on the CPU engine"
                         let worst = compareReports cpu gpu
                         printfn "gpu: %s worst relative difference ilgpu-cpu vs cpu: %g" (Path.GetFileName file) worst
                         Expect.isLessThan worst tolerance "relative difference"
@@ -295,14 +351,78 @@ let gpuTests =
             Expect.isLessThan worst tangentTolerance "relative difference"
         }
 
-        test "Lyapunov alignment on the GPU backend: a located error, no numbers" {
-            let text = fdModel.Replace("d mean(x^2) / d a with finite_difference(h = 0.01)", "alignment on [0, 1] bins 10")
-            let p = compileWith text "align.sde" 8L
+        testList "Lyapunov kernel: ilgpu-cpu equals cpu" [
+            for (name, text, paths) in lyapunovCases ->
+                test name {
+                    let p = compileWith text (name + ".sde") paths
+                    let cpu = cpuScalar p
+                    let launches = GpuLyapunov.Launches
+                    let gpu = p.Run(1, backend = "ilgpu-cpu")
+                    Expect.isGreaterThan GpuLyapunov.Launches launches "ran on the Lyapunov kernel"
+                    let worst = compareReports cpu gpu
+                    for r in (List.head gpu.Sets).Results do
+                        if r.Query.StartsWith "lyapunov" then
+                            Expect.isTrue (r.Values |> Array.forall Double.IsFinite) (sprintf "%s: finite" r.Query)
+                            if r.Values.Length = 2 then
+                                Expect.isTrue (Double.IsFinite r.Value) (sprintf "%s: log-det rate (k = dim)" r.Query)
+                                // Σ λ_c = log_det_rate per path (|det R| = |det J|), so for the means too
+                                Expect.floatClose Accuracy.high (Array.sum r.Values) r.Value "sum identity"
+                            printfn "gpu: lyapunov %s %s = %s, log_det_rate %.12g" name r.Query (String.Join(" ", r.Values |> Array.map (fun v -> v.ToString("G12")))) r.Value
+                    if name = "linear_ode" then
+                        // J = (1 − a dt) I + w dt [[0, 1], [−1, 0]] scales every vector by ρ = |1 + (−a + i w) dt|: λ1 = λ2 = log ρ / dt
+                        let exact = 0.5 * log ((1.0 - 0.5 * 0.01) ** 2.0 + (2.0 * 0.01) ** 2.0) / 0.01
+                        for r in (List.head gpu.Sets).Results do
+                            if r.Query.StartsWith "lyapunov" then
+                                for v in r.Values do Expect.floatClose Accuracy.high v exact "the Euler map's exponent of a scaled rotation"
+                    printfn "gpu: lyapunov %s worst relative difference ilgpu-cpu vs cpu: %g" name worst
+                    Expect.isLessThan worst tangentTolerance "relative difference"
+                }
+        ]
+
+        test "Lyapunov kernel: chunks give the same bits as one launch; a path too large is a clear error" {
+            let p = compileWith noisyLyapunov "lyap_chunks.sde" 40L
+            let cf = match Frontend.compileText "lyap_chunks.sde" noisyLyapunov with Ok cf -> cf | Error e -> failwithf "%A" e
+            let prog = match Driver.prepare noisyLyapunov cf with Ok p -> p | Error e -> failwithf "%A" e
+            let model = prog.Compiled.Instance cf.Sets.Head.Values
+            let runner = GpuRunner.LyapunovFor(prog.Compiled.Type, GpuBackend.IlgpuCpu)
+            let st limit = RunSettings(Paths = 40L, Dt = 0.01, T = 3.0, Seed = 11UL, MemoryLimit = limit)
+            let perPath = 8L * 1000L   // well above one path's 2-D working set
+            let one = runner.Run(model, prog.Compiled.Structure, st 0L, 2, 1.0, true)
+            let chunked = runner.Run(model, prog.Compiled.Structure, st (2L * perPath * 7L), 2, 1.0, true) // a few paths per launch
+            let bits (x: float) = BitConverter.DoubleToInt64Bits x
+            Expect.equal (Array.map bits chunked.Exponents) (Array.map bits one.Exponents) "exponents"
+            Expect.equal (Array.map bits chunked.StdErrs) (Array.map bits one.StdErrs) "stderrs"
+            Expect.equal (bits chunked.LogDetRate) (bits one.LogDetRate) "log-det rate"
+            Expect.equal chunked.Paths 40L "paths"
+            Normals.ScalarOnThisThread <- true
+            Normals.ForceScalar <- true
+            let cpu =
+                try LyapunovRunner.For(prog.Compiled.Type).Run(model, prog.Compiled.Structure, RunSettings(Paths = 40L, Dt = 0.01, T = 3.0, Seed = 11UL, Threads = 2), 2, 1.0, true)
+                finally Normals.ScalarOnThisThread <- false; Normals.ForceScalar <- false
+            Expect.equal (Array.map bits one.Exponents) (Array.map bits cpu.Exponents) "exponents = the CPU engine's bits"
+            Expect.equal (Array.map bits one.StdErrs) (Array.map bits cpu.StdErrs) "stderrs = the CPU engine's bits"
+            Expect.equal (bits one.LogDetRate) (bits cpu.LogDetRate) "log-det = the CPU engine's bits"
             try
-                p.Run(1, backend = "ilgpu-cpu") |> ignore
-                failtest "expected NotSupportedException"
-            with :? NotSupportedException as e ->
-                Expect.stringContains e.Message "alignment" "names the query"
+                runner.Run(model, prog.Compiled.Structure, st 100L, 2, 1.0, true) |> ignore
+                failtest "expected RunTooLargeException"
+            with :? RunTooLargeException as e ->
+                Expect.stringContains e.Message "lyapunov(2)" "names the query"
+            ignore p
+        }
+
+        test "Lyapunov alignment: ilgpu-cpu equals cpu (tangent kernel)" {
+            for (name, text, paths) in alignmentCases do
+                let p = compileWith text (name + ".sde") paths
+                let cpu = cpuScalar p
+                let gpu = p.Run(1, backend = "ilgpu-cpu")
+                let worst = compareReports cpu gpu
+                Expect.isTrue ((List.head gpu.Sets).Results |> List.exists (fun r -> r.Query.StartsWith "alignment")) "has an alignment query"
+                for r in (List.head gpu.Sets).Results do
+                    if r.Query.StartsWith "alignment" then
+                        Expect.isTrue (r.Values |> Array.exists (fun v -> v <> 0.0)) "a histogram, not all zero"
+                        printfn "gpu: alignment %s %s: %s" name r.Query (String.Join(" ", r.Values |> Array.map (fun v -> v.ToString("G6"))))
+                printfn "gpu: alignment %s worst relative difference ilgpu-cpu vs cpu: %g" name worst
+                Expect.isLessThan worst tangentTolerance "relative difference"
         }
 
         test "tangent kernel compiles to PTX for the test models" {
@@ -354,7 +474,7 @@ let gpuTests =
                 test (Path.GetFileName file) {
                     let p = compileWith (File.ReadAllText file) file 1L
                     let ptx = Ptx.Compile(p.ModelType, Ptx.ParseArch "sm_70")
-                    Expect.equal (ptx |> Array.map (fun struct (n, _) -> n)) [| "plain"; "reduce_counts"; "finite_difference"; "tangent" |] "kernels"
+                    Expect.equal (ptx |> Array.map (fun struct (n, _) -> n)) [| "plain"; "reduce_counts"; "finite_difference"; "tangent"; "lyapunov" |] "kernels"
                     for struct (name, text) in ptx do
                         Expect.stringContains text ".entry" (sprintf "%s has an entry point" name)
                         Expect.stringContains text ".target sm_70" name

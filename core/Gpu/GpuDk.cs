@@ -24,6 +24,7 @@ public struct TanPlanDev
     public long WindowSteps;  // stationary window in steps (0: none)
     public long Ring;         // first scratch row of its ring buffer (WindowSteps + 1 rows)
     public int Slot;          // first row of the per-path accumulator buffer
+    public int Alignment;     // 1: Lyapunov alignment (|cos(q_N, ν_N)| into the density bins)
 }
 
 /// <summary>
@@ -36,7 +37,7 @@ public struct TanArgs
     public long FirstPath, Count, Steps;
     public double Dt, SqDt;
     public int D, M, NObs, NP, NPlans, NGroups, NPathwise;
-    public int NeedJ, NeedDk, NeedHessian, Multiplicative, Diagonal, InitHasScore;
+    public int NeedJ, NeedDk, NeedHessian, Multiplicative, Diagonal, InitHasScore, NeedAlign;
     public int NJ, NH, NG, NSel;
     // int table offsets
     public int IJRow, IJCol, IHK, IHSel, IGRow, IGLane, IDiag, INoiseLane, INoiseIndex;
@@ -46,6 +47,7 @@ public struct TanArgs
     // scratch rows
     public long X, Y, W, ZN, ZU, Obs, Ell0, V0, JV, EV, HV, SV, Grad, Chi, DChi, Dg, ChiTot;
     public long JD, JInv, Col, Tmp, Tmp2, Piv, Spw, Sig, AMat, SP, V;
+    public long LyQ, LyZ;     // Lyapunov alignment: the top Lyapunov vector q_n and J q_n
 }
 
 /// <summary>
@@ -55,7 +57,10 @@ public struct TanArgs
 /// sparsity patterns in one int table. Keep the two in step: a change of the CPU worker's arithmetic
 /// must be mirrored here (the Gpu.* tests compare them on OU, a 2-D multiplicative model and Lorenz-96).
 /// Not here: the full-column-rank (Π ≠ I) noise case, the iterative mode's sparse LU (exact LU instead:
-/// both are exact to rounding), Lyapunov alignment.
+/// both are exact to rounding).
+/// Lyapunov alignment (<c>Worker.AlignStep</c>, <c>AlignmentCos</c>): q ← J q / |J q| from the fixed frame
+/// <c>frame</c> (<see cref="LyapunovEngine.InitialFrame"/>(d, 1), computed on the host) after the DK steps,
+/// |cos(q_N, ν_N)| into the plan's bins.
 /// flags[0]: failed paths, flags[1]: first failing step, flags[2]: error (1 singular J, 2 σσᵀ not positive
 /// definite), flags[3 + 2q], flags[4 + 2q]: below / above of plan q.
 /// </summary>
@@ -76,7 +81,7 @@ public static class TangentKernels
     }
 
     public static void Tangent<TModel>(Index1D index, TModel model, TanArgs a, ArrayView<int> ints,
-        ArrayView<TanPlanDev> plans, ArrayView<DkGroupDev> groups, ArrayView<double> scratch, ArrayView<double> accs, ArrayView<long> flags)
+        ArrayView<TanPlanDev> plans, ArrayView<DkGroupDev> groups, ArrayView<double> frame, ArrayView<double> scratch, ArrayView<double> accs, ArrayView<long> flags)
         where TModel : unmanaged, ISdeTangentModel
     {
         long i = (int)index;
@@ -118,6 +123,7 @@ public static class TangentKernels
             var vk = k.Row(a.V + (long)wh * d);
             for (int r = 0; r < d; r++) vk[r] = v0[wh * d + r];
         }
+        if (a.NeedAlign != 0) { var lyq = k.Row(a.LyQ); for (int r = 0; r < d; r++) lyq[r] = frame[r]; }
 
         Sample(model, k, plans, groups, 0, 0.0, x0);
         long parity = 0;
@@ -148,6 +154,12 @@ public static class TangentKernels
                         k.Row(a.DChi + k.Int(a.IDChiRowOff + p)), k.Row(a.Dg + k.Int(a.IDgRowOff + p)));
             for (int g = 0; g < a.NGroups; g++)
                 if (!DkStep(k, groups[g], n)) { Error(flags, 1); return; }
+            if (a.NeedAlign != 0 && !AlignStep(k))
+            {
+                Atomic.Add(ref flags[0], 1L);
+                Atomic.Min(ref flags[1], n + 1);
+                return;
+            }
             for (int pw = 0; pw < a.NPathwise; pw++)
             {
                 // v ← J v + χ
@@ -175,6 +187,34 @@ public static class TangentKernels
 
     static void Error(ArrayView<long> flags, long code) => Atomic.Max(ref flags[2], code);
 
+    // ---------------------------------------------------------------- Lyapunov alignment (Worker.AlignStep, AlignmentCos)
+
+    /// <summary>q ← J q / |J q| (the k = 1 case of the Lyapunov QR step); false when it collapses.</summary>
+    static bool AlignStep(K k)
+    {
+        var a = k.A;
+        int d = a.D;
+        var lyz = k.Row(a.LyZ); var lyq = k.Row(a.LyQ); var jv = k.Row(a.JV);
+        for (int r = 0; r < d; r++) lyz[r] = 0.0;
+        for (int e = 0; e < a.NJ; e++) { int row = k.Int(a.IJRow + e); lyz[row] = lyz[row] + jv[e] * lyq[k.Int(a.IJCol + e)]; }
+        double nr = LyapunovKernels.Orthonormalise(lyz, d, 0);
+        if (!(nr > 0) || !(nr < double.PositiveInfinity)) return false;
+        for (int r = 0; r < d; r++) lyq[r] = lyz[r];
+        return true;
+    }
+
+    /// <summary>The largest double below 1 (Math.BitDecrement(1.0)): |cos| = 1 falls in the last bin.</summary>
+    const double BelowOne = 1.0 - 1.1102230246251565e-16;
+
+    /// <summary>|cos| of the angle between the top Lyapunov vector and ν (0 when ν = 0).</summary>
+    static double AlignmentCos(K k, SoaVec nu)
+    {
+        var lyq = k.Row(k.A.LyQ);
+        double dot = 0, nn = 0;
+        for (int r = 0; r < k.A.D; r++) { dot += lyq[r] * nu[r]; nn += nu[r] * nu[r]; }
+        return nn > 0 ? Math.Min(BelowOne, Math.Abs(dot) / Math.Sqrt(nn)) : 0.0;
+    }
+
     static void Sample<TModel>(TModel model, K k, ArrayView<TanPlanDev> plans, ArrayView<DkGroupDev> groups, long n, double t, SoaVec x)
         where TModel : unmanaged, ISdeTangentModel
     {
@@ -200,6 +240,7 @@ public static class TangentKernels
             {
                 if (!observed) { model.Observe(x, t, obs); observed = true; }
                 var gr = groups[l.Group];
+                if (l.Alignment != 0) { Add(k, l, q, AlignmentCos(k, k.Row(gr.Nu)), 1.0); continue; }
                 double omega;
                 if (l.ScoreComponent >= 0) omega = k.Row(gr.Nu)[l.ScoreComponent];
                 else
@@ -435,7 +476,7 @@ public static class TangentKernels
         return true;
     }
 
-    static bool Lu(SoaVec a, SoaVec piv, int n)
+    internal static bool Lu(SoaVec a, SoaVec piv, int n)
     {
         for (int k = 0; k < n; k++)
         {
@@ -507,17 +548,17 @@ public static class GpuTangent
     static class Cache<TModel> where TModel : unmanaged, ISdeTangentModel
     {
         public static Action<Index1D, TModel, TanArgs, ArrayView<int>, ArrayView<TanPlanDev>, ArrayView<DkGroupDev>,
-            ArrayView<double>, ArrayView<double>, ArrayView<long>>? Kernel;
+            ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<long>>? Kernel;
         public static Accelerator? For;
     }
 
-    /// <summary>Runs the pathwise and divergence-kernel plans (no finite differences, no alignment).</summary>
+    /// <summary>Runs the pathwise and divergence-kernel plans, Lyapunov alignment included (no finite differences).</summary>
     public static Estimate[] Run<TModel>(GpuBackend backend, TModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans)
         where TModel : unmanaged, ISdeTangentModel
     {
         foreach (var p in plans)
-            if (p.Method == ResponseMethod.FiniteDifference || p.Alignment)
-                throw new ArgumentException("the tangent kernel runs pathwise and divergence-kernel plans only");
+            if (p.Method == ResponseMethod.FiniteDifference)
+                throw new ArgumentException("the tangent kernel runs pathwise and divergence-kernel plans (alignment included) only");
         var U = new ResponseEngine.Setup(model, st, s, plans);
         int d = U.D, m = U.M, np = U.NParams, nobs = U.NObs;
         if (U.NeedDk && m > 0 && !U.DiagonalNoise)
@@ -551,6 +592,7 @@ public static class GpuTangent
             NPlans = plans.Length, NGroups = U.Groups.Length, NPathwise = U.PathwiseWhich.Length,
             NeedJ = U.NeedJ ? 1 : 0, NeedDk = U.NeedDk ? 1 : 0, NeedHessian = U.NeedHessian ? 1 : 0,
             Multiplicative = U.Multiplicative ? 1 : 0, Diagonal = U.DiagonalNoise ? 1 : 0, InitHasScore = st.InitHasScore ? 1 : 0,
+            NeedAlign = U.NeedAlign ? 1 : 0,
             NJ = st.JRow.Length, NH = st.HRow.Length, NG = st.GRow.Length, NSel = U.SelJ.Length,
         };
         a.IJRow = Put(st.JRow); a.IJCol = Put(st.JCol); a.IHK = Put(st.HK); a.IHSel = Put(U.HSel);
@@ -589,6 +631,7 @@ public static class GpuTangent
         a.Col = Take(d); a.Tmp = Take(d); a.Tmp2 = Take(d); a.Piv = Take(d); a.Spw = Take(d);
         a.Sig = Take(general ? (long)d * m : 1); a.AMat = Take(general ? (long)d * d : 1); a.SP = Take(general ? (long)m * d : 1);
         a.V = Take((long)np * d);
+        a.LyQ = Take(U.NeedAlign ? d : 1); a.LyZ = Take(U.NeedAlign ? d : 1);
         for (int g = 0; g < gd.Length; g++)
         {
             gd[g].Nu = Take(d); gd[g].NuNew = Take(d); gd[g].Gld = Take(d); gd[g].Sel = Take(U.SelJ.Length); gd[g].Ell = Take(np);
@@ -604,7 +647,7 @@ public static class GpuTangent
                 Kind = p.Kind == EstimateKind.Density ? 1 : 0, Method = p.Method == ResponseMethod.Pathwise ? 1 : 0,
                 Observable = p.Observable, Bins = p.Bins, Group = U.PlanGroup[i], Which = p.Which, ScoreComponent = p.ScoreComponent,
                 From = U.From[i], To = U.To[i], Lo = p.Lo, Hi = p.Hi, WindowSteps = U.WindowSteps[i],
-                Ring = U.WindowSteps[i] > 0 ? Take(U.WindowSteps[i] + 1) : 0, Slot = rows,
+                Ring = U.WindowSteps[i] > 0 ? Take(U.WindowSteps[i] + 1) : 0, Slot = rows, Alignment = p.Alignment ? 1 : 0,
             };
             rows += nb;
         }
@@ -619,13 +662,13 @@ public static class GpuTangent
                 $"does not fit in the {Memory.Format(budget)} of device memory the engine may use on {acc.Name}; use shorter stationary windows, mode = first_order or the CPU backend");
         long chunk = Math.Max(1, Math.Min(Math.Min(s.Paths, GpuEngine.MaxChunk), budget / perPath));
 
-        Action<Index1D, TModel, TanArgs, ArrayView<int>, ArrayView<TanPlanDev>, ArrayView<DkGroupDev>, ArrayView<double>, ArrayView<double>, ArrayView<long>> kernel;
+        Action<Index1D, TModel, TanArgs, ArrayView<int>, ArrayView<TanPlanDev>, ArrayView<DkGroupDev>, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<long>> kernel;
         lock (typeof(Cache<TModel>))
         {
             if (Cache<TModel>.Kernel == null || Cache<TModel>.For != acc)
             {
                 Cache<TModel>.Kernel = acc.LoadAutoGroupedStreamKernel<Index1D, TModel, TanArgs, ArrayView<int>, ArrayView<TanPlanDev>, ArrayView<DkGroupDev>,
-                    ArrayView<double>, ArrayView<double>, ArrayView<long>>(TangentKernels.Tangent<TModel>);
+                    ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<long>>(TangentKernels.Tangent<TModel>);
                 Cache<TModel>.For = acc;
             }
             kernel = Cache<TModel>.Kernel;
@@ -635,6 +678,7 @@ public static class GpuTangent
         using var ibuf = acc.Allocate1D(ints.ToArray());
         using var pbuf = acc.Allocate1D(pd.Length > 0 ? pd : new TanPlanDev[1]);
         using var gbuf = acc.Allocate1D(gd.Length > 0 ? gd : new DkGroupDev[1]);
+        using var fbuf = acc.Allocate1D(U.NeedAlign ? LyapunovEngine.InitialFrame(d, 1) : new double[1]);
         using var scratch = acc.Allocate1D<double>(R * chunk);
         using var accs = acc.Allocate1D<double>(Math.Max(rows, 1) * chunk);
         using var flags = acc.Allocate1D<long>(nFlags);
@@ -650,7 +694,7 @@ public static class GpuTangent
             hostFlags[0] = 0; hostFlags[1] = long.MaxValue;
             for (int k = 2; k < nFlags; k++) hostFlags[k] = 0;
             flags.View.CopyFromCPU(hostFlags);
-            kernel((int)pc, model, a, ibuf.View, pbuf.View, gbuf.View, scratch.View, accs.View, flags.View);
+            kernel((int)pc, model, a, ibuf.View, pbuf.View, gbuf.View, fbuf.View, scratch.View, accs.View, flags.View);
             acc.Synchronize();
             flags.View.CopyToCPU(hostFlags);
             if (hostFlags[2] == 1)

@@ -31,7 +31,7 @@ public struct FdArgs
 /// is simulated on the same Philox numbers as on the CPU response engine, per path and per plan the
 /// same running sums are formed in the same order, and the per-path samples go into the same exact
 /// sums. Pathwise and divergence-kernel plans (likelihood ratio included) go to <see cref="GpuTangent"/>;
-/// Lyapunov alignment has no kernel: it raises <see cref="NotSupportedException"/> (no made-up numbers).
+/// Lyapunov alignment (a DK plan) runs in the tangent kernel too.
 /// </summary>
 public static class GpuResponses
 {
@@ -47,9 +47,7 @@ public static class GpuResponses
     {
         foreach (var p in plans)
             if (!GpuRunner.Supports(p))
-                throw new NotSupportedException(p.Alignment
-                    ? "the Lyapunov alignment query has no GPU kernel yet; use --backend cpu for it"
-                    : $"the {p.Method} response method has no GPU kernel yet; use --backend cpu for it");
+                throw new NotSupportedException($"the {p.Method} response method has no GPU kernel yet; use --backend cpu for it");
         if (s.Paths < 1 || s.Steps < 1) throw new ArgumentException("a response run needs at least one path and one step");
         // finite differences in their kernel, pathwise and divergence kernel in the tangent kernel
         // (independent per-path samples and sums per plan: splitting the plans changes no number)

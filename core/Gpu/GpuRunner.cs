@@ -2,7 +2,8 @@ namespace Sde.Core.Gpu;
 
 /// <summary>
 /// <see cref="IModelRunner"/> on an ILGPU backend: the plain engine and the response methods that have a
-/// kernel (finite differences, pathwise, divergence kernel / likelihood ratio); alignment raises <see cref="NotSupportedException"/> naming the method.
+/// kernel (finite differences, pathwise, divergence kernel / likelihood ratio, Lyapunov alignment). <c>lyapunov(k)</c>
+/// queries have their own runner (<see cref="GpuRunner.LyapunovFor"/>, <see cref="GpuLyapunov"/>).
 /// </summary>
 public sealed class GpuModelRunner<TModel> : IModelRunner where TModel : unmanaged, ISdeTangentModel
 {
@@ -36,8 +37,12 @@ public static class GpuRunner
     public static IModelRunner For(Type modelType, GpuBackend backend) =>
         (IModelRunner)Activator.CreateInstance(typeof(GpuModelRunner<>).MakeGenericType(modelType), backend)!;
 
-    /// <summary>Which response methods the GPU backends can run.</summary>
-    public static bool Supports(ResponsePlan p) => !p.Alignment;
+    /// <summary>The Lyapunov kernel's runner (<c>lyapunov(k)</c> queries) on an ILGPU backend.</summary>
+    public static ILyapunovRunner LyapunovFor(Type modelType, GpuBackend backend) =>
+        (ILyapunovRunner)Activator.CreateInstance(typeof(GpuLyapunovRunner<>).MakeGenericType(modelType), backend)!;
+
+    /// <summary>Which response plans the GPU backends can run: all of them (alignment included) since the alignment kernel.</summary>
+    public static bool Supports(ResponsePlan p) => true;
 
     /// <summary>"auto": CUDA when ILGPU finds a device, otherwise the CPU engine ("cpu").</summary>
     public static string ResolveAuto() => GpuDevice.CudaAvailable ? "cuda" : "cpu";

@@ -24,6 +24,7 @@ public static class Ptx
             ("reduce_counts", typeof(Kernels).GetMethod(nameof(Kernels.ReduceCounts))!),
             ("finite_difference", G(typeof(FdKernels), nameof(FdKernels.FiniteDifference))),
             ("tangent", G(typeof(TangentKernels), nameof(TangentKernels.Tangent))),
+            ("lyapunov", G(typeof(LyapunovKernels), nameof(LyapunovKernels.Lyapunov))),
         };
     }
 

@@ -284,13 +284,6 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                                 q.Pos.Line q.Pos.Col q.Text m backend
                         )
                     )
-                | AlignmentJob _ ->
-                    raise (
-                        NotSupportedException(
-                            sprintf "%d:%d: '%s' (Lyapunov alignment) has no kernel on the %s backend yet; use --backend cpu"
-                                q.Pos.Line q.Pos.Col q.Text backend
-                        )
-                    )
                 | _ -> ()
 
             Gpu.GpuRunner.For(p.Compiled.Type, Gpu.GpuRunner.Parse backend)
@@ -347,7 +340,11 @@ let run (p: Program) (opts: RunOptions) : RunReport =
             if lyapunovK > 0 then
                 // log|det J| (dense LU per step) only when the full spectrum is asked: its sum identity
                 let logDet = lyapunovK = p.Compiled.Ir.Dim
-                let ly = LyapunovRunner.For p.Compiled.Type
+                let ly =
+                    match backend with
+                    | "ilgpu-cpu"
+                    | "cuda" -> Gpu.GpuRunner.LyapunovFor(p.Compiled.Type, Gpu.GpuRunner.Parse backend)
+                    | _ -> LyapunovRunner.For p.Compiled.Type
                 // the JIT warm-up (progress = false) needs only a few steps past the burn-in, not the whole run
                 let t = if progress then t else min t (s.Burnin + 10.0 * s.Dt)
                 Some(ly.Run(bm, p.Compiled.Structure, settings paths t threads (prog (engines - 1)), lyapunovK, s.Burnin, logDet))
