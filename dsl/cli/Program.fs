@@ -241,6 +241,9 @@ let private run (args: ParseResults<RunArgs>) =
 
 [<EntryPoint>]
 let main argv =
+    // DSL_SCALAR_NORMALS=1: the portable scalar normals on every thread, so that the CPU backend's
+    // numbers can be compared bit for bit with a GPU backend's (which computes the scalar formula)
+    if Environment.GetEnvironmentVariable "DSL_SCALAR_NORMALS" = "1" then Normals.ForceScalar <- true
     let parser = ArgumentParser.Create<Cli>(programName = "dsl")
 
     try

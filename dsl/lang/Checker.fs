@@ -495,7 +495,7 @@ let private linAdd (a: Lin) (b: Lin) =
         | None, Some x -> Some x
         | None, None -> None
 
-    let pure =
+    let pureTerms =
         match a.Pure, b.Pure with
         | Some(x, p), Some(y, _) -> Some(Add(x, y), p)
         | Some x, None
@@ -507,7 +507,7 @@ let private linAdd (a: Lin) (b: Lin) =
         |> List.groupBy fst
         |> List.map (fun (k, cs) -> k, cs |> List.map snd |> List.reduce (fun x y -> Add(x, y)))
 
-    { Pure = pure; Dt = add a.Dt b.Dt; Noise = noise }
+    { Pure = pureTerms; Dt = add a.Dt b.Dt; Noise = noise }
 
 let private hasDt (l: Lin) = l.Dt.IsSome
 let private hasDw (l: Lin) = not l.Noise.IsEmpty

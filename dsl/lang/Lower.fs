@@ -44,7 +44,7 @@ let rec evalIndex (env: Env) (e: IExpr) : int =
 let private wrap (n: int) (i: int) = ((i % n) + n) % n
 
 /// Engine component of `state[index]`.
-let component (m: CheckedModel) (env: Env) (s: int) (index: IExpr) : int =
+let componentOf (m: CheckedModel) (env: Env) (s: int) (index: IExpr) : int =
     let st = m.States[s]
     let i = evalIndex env index
     let i = if st.Periodic then wrap st.Size i else i
@@ -72,7 +72,7 @@ let rec private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym =
     match e with
     | CExpr.Const v -> num v
     | CExpr.Param i -> param i
-    | CExpr.StateRef (s, ix) -> state (component m env s ix)
+    | CExpr.StateRef (s, ix) -> state (componentOf m env s ix)
     | CExpr.Time -> time
     | CExpr.IndexValue ix -> num (float (evalIndex env ix))
     | CExpr.Neg a -> neg (go a)
@@ -152,7 +152,7 @@ let lowerModel (m: CheckedModel) : ModelIr =
                if st.IsVector then
                    for i in 0 .. st.Size - 1 -> sprintf "%s[%d]" st.Name i
                else
-                   st.Name |]
+                   yield st.Name |]
 
     { Name = m.Name
       Dim = m.Dim

@@ -247,7 +247,9 @@ let summary (q: QueryOutcome) : string =
 
         let share =
             if q.Count > 0L && Double.IsFinite width then
-                sprintf " (%s%%)" (num (100.0 * max 0.0 (1.0 - inside)))
+                // below 1e-9 the difference from 1 is rounding in the sum, not mass
+                let outsideShare = 1.0 - inside
+                sprintf " (%s%%)" (num (if outsideShare < 1e-9 then 0.0 else 100.0 * outsideShare))
             else
                 ""
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Device check for the CUDA backend, run on a machine with an NVIDIA GPU and no .NET, from the
+# repository root, with a self-contained build unpacked at $DSL (default /tmp/dsl/dsl):
+#   dotnet publish dsl/cli -c Release -r linux-x64 --self-contained -o publish/dsl
+#   tar czf dsl-publish.tgz -C publish dsl     (then, there: tar xzf dsl-publish.tgz -C /tmp)
+# 1. equivalence: `--backend cuda` against the CPU engine with the same (scalar) normals
+#    (DSL_SCALAR_NORMALS=1), on small runs of several examples, worst relative difference;
+# 2. throughput on the benchmark workload (Lorenz-96-40, 2000 steps): CUDA with 10^6 paths,
+#    the CPU engine (all cores of that machine) with 10^5 paths.
+set -u
+DSL="${DSL:-/tmp/dsl/dsl}"
+OUT="${OUT:-/tmp/gpu-out}"
+mkdir -p "$OUT"
+log="$OUT/gpu.log"
+say() { echo "$*" | tee -a "$log"; }
+say "== $(date -u +%F) $(nvidia-smi -L 2>/dev/null | head -1) ; $(nproc) CPU cores"
+say "== equivalence: cuda vs cpu (scalar normals), worst relative difference over every value and stderr"
+eq() { # NAME FILE ARGS...
+    local name="$1" file="$2"; shift 2
+    DSL_SCALAR_NORMALS=1 "$DSL" run "$file" --backend cpu --json --quiet "$@" >"/tmp/cpu_$name.json" 2>>"$log" || { say "$name: cpu run failed"; return; }
+    "$DSL" run "$file" --backend cuda --json --quiet "$@" >"/tmp/cuda_$name.json" 2>>"$log" || { say "$name: cuda run failed"; return; }
+    say "$name: $(python3 tests/perf/compare_json.py "/tmp/cpu_$name.json" "/tmp/cuda_$name.json")"
+}
+eq ou examples/ou.sde --paths 4000
+eq gbm examples/gbm.sde --paths 4000
+eq sweep examples/sweep.sde --paths 2000
+eq l96bench_T1 tests/perf/l96_bench.sde --paths 2000 --T 1
+eq lorenz96_T10 examples/lorenz96.sde --paths 2000
+eq ou_response examples/ou_response.sde --paths 4000
+eq lorenz63_lyapunov examples/lorenz63_lyapunov.sde
+eq l96_response examples/lorenz96_response.sde --paths 32
+say "== throughput, tests/perf/l96_bench.sde (N = 40, dt = 0.005, 2000 steps)"
+rate() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["timing"]["path_steps_per_second"], d["timing"]["seconds"], d["sets"][0]["results"][0]["value"])' "$1"; }
+for p in 100000 1000000; do
+    "$DSL" run tests/perf/l96_bench.sde --backend cuda --json --quiet --paths $p >/tmp/b_cuda_$p.json 2>>"$log" && say "cuda  paths=$p: path-steps/s, seconds, mean x0 = $(rate /tmp/b_cuda_$p.json)"
+done
+"$DSL" run tests/perf/l96_bench.sde --backend cpu --json --quiet --paths 100000 >/tmp/b_cpu.json 2>>"$log" && say "cpu   paths=100000: path-steps/s, seconds, mean x0 = $(rate /tmp/b_cpu.json)"
+sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with divergence_kernel(mode = first_order)|" tests/perf/l96_bench.sde >/tmp/b_dk.sde
+"$DSL" run /tmp/b_dk.sde --backend cuda --json --quiet --paths 100000 >/tmp/b_dk_cuda.json 2>>"$log" && say "cuda  DK first_order paths=100000: $(rate /tmp/b_dk_cuda.json)"
+"$DSL" run /tmp/b_dk.sde --backend cpu --json --quiet --paths 10000 >/tmp/b_dk_cpu.json 2>>"$log" && say "cpu   DK first_order paths=10000: $(rate /tmp/b_dk_cpu.json)"
+say "== done"
