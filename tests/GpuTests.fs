@@ -469,6 +469,17 @@ let gpuTests =
             ignore p
         }
 
+        test "cuda refuses the tangent-kernel queries with a located error, before looking for a device" {
+            // the H100 check of 2026-11-26 found the tangent kernel wrong on CUDA (see Driver.run)
+            let file = Path.Combine(examplesDir.Value, "ou_response.sde")
+            let p = compileWith (File.ReadAllText file) file 10L
+            try
+                p.Run(1, backend = "cuda") |> ignore
+                failtest "expected NotSupportedException"
+            with :? NotSupportedException as e ->
+                Expect.isMatch e.Message @"^\d+:\d+: 'd mean\(x\^2\) / d sigma' uses divergence_kernel" "located refusal"
+        }
+
         testList "every example's kernels compile to PTX (no GPU needed)" [
             for file in examples () ->
                 test (Path.GetFileName file) {

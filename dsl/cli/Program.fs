@@ -227,6 +227,11 @@ let private run (args: ParseResults<RunArgs>) =
                     finish ()
                     eprintfn "%s: error: %s" path e.Message
                     exitRun
+                | :? NotSupportedException as e when Text.RegularExpressions.Regex.IsMatch(e.Message, @"^\d+:\d+: ") ->
+                    // a query the chosen backend cannot run: a located input error, found before simulating
+                    finish ()
+                    eprintfn "%s:%s" path (e.Message.Replace(": '", ": error: '"))
+                    exitInput
                 | :? OperationCanceledException ->
                     finish ()
                     eprintfn "%s: error: cancelled" path
