@@ -79,18 +79,8 @@ public static class LyapunovEngine
             for (int c = 0; c <= k; c++) { sum[c].Add(w.S[c]); sum2[c].Add(w.S2[c]); }
             paths += w.Paths;
         }
-        (double mean, double se) At(int c)
-        {
-            double n = paths;
-            double mu = sum[c].Round() / n;
-            double v = Math.Max(0, sum2[c].Round() / n - mu * mu) * n / Math.Max(1, n - 1);
-            return (mu, Math.Sqrt(v / n));
-        }
-        var vals = new double[k]; var ses = new double[k];
-        for (int c = 0; c < k; c++) (vals[c], ses[c]) = At(c);
-        var (ld, ldse) = logDet ? At(k) : (double.NaN, double.NaN);
         s.Progress?.Invoke(1.0);
-        return new LyapunovResult { Exponents = vals, StdErrs = ses, LogDetRate = ld, LogDetStdErr = ldse, Paths = paths };
+        return LyapunovResult.FromSums(sum, sum2, k, logDet, paths);
     }
 }
 
@@ -103,6 +93,23 @@ public sealed class LyapunovResult
     public double LogDetRate { get; init; }
     public double LogDetStdErr { get; init; }
     public long Paths { get; init; }
+
+    /// <summary>Means and standard errors from the exact sums (and sums of squares) of the per-path
+    /// exponents 0..k−1 and, at index k, of the log-det rate; one rounding each (every backend merges here).</summary>
+    internal static LyapunovResult FromSums(ExactSum[] sum, ExactSum[] sum2, int k, bool logDet, long paths)
+    {
+        (double mean, double se) At(int c)
+        {
+            double n = paths;
+            double mu = sum[c].Round() / n;
+            double v = Math.Max(0, sum2[c].Round() / n - mu * mu) * n / Math.Max(1, n - 1);
+            return (mu, Math.Sqrt(v / n));
+        }
+        var vals = new double[k]; var ses = new double[k];
+        for (int c = 0; c < k; c++) (vals[c], ses[c]) = At(c);
+        var (ld, ldse) = logDet ? At(k) : (double.NaN, double.NaN);
+        return new LyapunovResult { Exponents = vals, StdErrs = ses, LogDetRate = ld, LogDetStdErr = ldse, Paths = paths };
+    }
 }
 
 /// <summary>One worker thread of the Lyapunov engine: buffers allocated once, one path at a time.</summary>

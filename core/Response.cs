@@ -102,6 +102,25 @@ public static class ResponseEngine
                 for (int b = 0; b < n; b++) { S[i][b] = new ExactSum(); S2[i][b] = new ExactSum(); }
             }
         }
+        /// <summary>
+        /// Adds the per-path samples of plan <paramref name="plan"/> copied back from a device: bin b of
+        /// path q at host[(firstRow + b)·count + q], multiplied by <paramref name="scale"/>.
+        /// </summary>
+        public void AddRows(int plan, double[] host, long firstRow, long count, double scale)
+        {
+            for (int b = 0; b < S[plan].Length; b++)
+            {
+                long row = (firstRow + b) * count;
+                var s = S[plan][b]; var s2 = S2[plan][b];
+                for (long q = 0; q < count; q++)
+                {
+                    double v = host[row + q] * scale;
+                    s.Add(v);
+                    s2.Add(v * v);
+                }
+            }
+        }
+
         public void Merge(Sums o)
         {
             for (int i = 0; i < S.Length; i++)

@@ -231,18 +231,7 @@ public static class GpuLyapunov
             s.Progress?.Invoke((double)(p0 + pc) / s.Paths);
         }
 
-        // LyapunovEngine.Run's merge
-        (double mean, double se) At(int c)
-        {
-            double n = paths;
-            double mu = sum[c].Round() / n;
-            double v = Math.Max(0, sum2[c].Round() / n - mu * mu) * n / Math.Max(1, n - 1);
-            return (mu, Math.Sqrt(v / n));
-        }
-        var vals = new double[k]; var ses = new double[k];
-        for (int c = 0; c < k; c++) (vals[c], ses[c]) = At(c);
-        var (ld, ldse) = logDet ? At(k) : (double.NaN, double.NaN);
-        return new LyapunovResult { Exponents = vals, StdErrs = ses, LogDetRate = ld, LogDetStdErr = ldse, Paths = paths };
+        return LyapunovResult.FromSums(sum, sum2, k, logDet, paths);
     }
 }
 

@@ -153,18 +153,7 @@ public static class GpuResponses
                 long cnt = Math.Max(0, pd[i].To - pd[i].From + 1);
                 double scale = 1.0 / Math.Max(1, cnt);
                 if (p.Kind == EstimateKind.Density) scale /= (p.Hi - p.Lo) / p.Bins;
-                int nb = p.Kind == EstimateKind.Density ? p.Bins : 1;
-                for (int b = 0; b < nb; b++)
-                {
-                    long row = (pd[i].Slot + b) * pc;
-                    var S = sums.S[i][b]; var S2 = sums.S2[i][b];
-                    for (long q = 0; q < pc; q++)
-                    {
-                        double v = host[row + q] * scale;
-                        S.Add(v);
-                        S2.Add(v * v);
-                    }
-                }
+                sums.AddRows(i, host, pd[i].Slot, pc, scale);
                 sums.Below[i] += hostFlags[2 + 2 * i];
                 sums.Above[i] += hostFlags[3 + 2 * i];
             }
