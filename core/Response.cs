@@ -188,7 +188,6 @@ public static class ResponseEngine
         public readonly int[] SelJ, SelI;
         public readonly int[] HSel;             // per Hessian entry: its pair
         public readonly int[][] DChiSel;        // per which, per Dχ entry: its pair
-        public readonly int[] SelColumns;       // distinct i
         public readonly int[] SelE;             // per pair: index of E_ji in the J pattern, or -1
         public readonly int[][] SelE2A, SelE2B; // per pair: index pairs with E_jr E_ri (first order, multiplicative)
         public readonly int[] DiagIndex;        // per row: index of J_ii in the pattern (or -1)
@@ -197,7 +196,6 @@ public static class ResponseEngine
         public readonly long[] WindowSteps;     // per plan: stationary window in steps (0 if none)
         public readonly long[] From, To;        // per plan: sampling steps (inclusive)
         public readonly bool[] DetInitMask;     // components whose init is not normal
-        public readonly int[][] SelByColumn;    // per entry of SelColumns: its pairs
         public readonly int[][] ObsGradEntries; // per observable: entries of the gradient pattern
         public readonly bool SampleAtZero;
         public readonly SparseLuPlan? Lu;       // iterative mode: sparse LU + selected inversion
@@ -291,10 +289,8 @@ public static class ResponseEngine
                 for (int e = 0; e < DChiSel[w].Length; e++) DChiSel[w][e] = Pair(st.DChiCol[w][e], st.DChiRow[w][e]);
             }
             SelJ = sj.ToArray(); SelI = si.ToArray();
-            SelColumns = si.Distinct().OrderBy(i => i).ToArray();
             if (AnyIterative)
                 Lu = new SparseLuPlan(D, st.JRow.Concat(SelI).ToArray(), st.JCol.Concat(SelJ).ToArray());
-            SelByColumn = SelColumns.Select(c => Enumerable.Range(0, SelI.Length).Where(q => SelI[q] == c).ToArray()).ToArray();
             SelE = new int[SelJ.Length]; SelE2A = new int[SelJ.Length][]; SelE2B = new int[SelJ.Length][];
             var rows = new List<int>[D];
             for (int r = 0; r < D; r++) rows[r] = new List<int>();
