@@ -57,6 +57,15 @@ public sealed class ResponsePlan
     /// |cos| of the angle between the top Lyapunov vector (J_{N−1}⋯J_0 q_0, normalised) and ν_N at T.
     /// </summary>
     public bool Alignment { get; init; }
+
+    /// <summary>
+    /// The kernel estimators weight φ by a score-like ω with E[ω] = 0 (ℓ_N, a window increment of ℓ, a
+    /// component of ν), so E[φ ω] = E[(φ − c) ω] for any constant c. They report the centred estimate
+    /// with c = the sample mean of φ (delta-method standard error): the same expectation up to
+    /// O(1/paths), a far smaller variance when φ has a large mean, and density responses that integrate
+    /// to zero exactly.
+    /// </summary>
+    public bool Centred => Method == ResponseMethod.DivergenceKernel && !Alignment;
 }
 
 /// <summary>
@@ -89,46 +98,94 @@ public static class ResponseEngine
     /// <summary>Exact per-plan sums of the per-path samples and their squares (per bin for densities).</summary>
     internal sealed class Sums
     {
-        public readonly ExactSum[][] S, S2;
+        /// <summary>Per plan and bin: Σ A, Σ A², and for centred plans Σ A·B and Σ C; per plan Σ B, Σ B².
+        /// A is the path's sample (φ·ω, or ω in a bin), B its weight alone, C its φ (or bin indicator).</summary>
+        public readonly ExactSum[][] S, S2, SAB, SC;
+        public readonly ExactSum[] SB, SBB;
         public readonly long[] Below, Above;
         public Sums(ResponsePlan[] plans)
         {
-            S = new ExactSum[plans.Length][]; S2 = new ExactSum[plans.Length][];
-            Below = new long[plans.Length]; Above = new long[plans.Length];
-            for (int i = 0; i < plans.Length; i++)
+            int np = plans.Length;
+            S = new ExactSum[np][]; S2 = new ExactSum[np][]; SAB = new ExactSum[np][]; SC = new ExactSum[np][];
+            SB = new ExactSum[np]; SBB = new ExactSum[np];
+            Below = new long[np]; Above = new long[np];
+            for (int i = 0; i < np; i++)
             {
                 int n = plans[i].Kind == EstimateKind.Density ? plans[i].Bins : 1;
-                S[i] = new ExactSum[n]; S2[i] = new ExactSum[n];
-                for (int b = 0; b < n; b++) { S[i][b] = new ExactSum(); S2[i][b] = new ExactSum(); }
+                S[i] = New(n); S2[i] = New(n); SAB[i] = New(n); SC[i] = New(n);
+                SB[i] = new ExactSum(); SBB[i] = new ExactSum();
             }
         }
-        /// <summary>
-        /// Adds the per-path samples of plan <paramref name="plan"/> copied back from a device: bin b of
-        /// path q at host[(firstRow + b)·count + q], multiplied by <paramref name="scale"/>.
-        /// </summary>
-        public void AddRows(int plan, double[] host, long firstRow, long count, double scale)
+
+        static ExactSum[] New(int n)
         {
+            var a = new ExactSum[n];
+            for (int b = 0; b < n; b++) a[b] = new ExactSum();
+            return a;
+        }
+
+        /// <summary>One path's sample of plan <paramref name="plan"/>: bin b's A = a[b]·scale, and for a
+        /// centred plan C = c[b]·scale and B = weight·scaleB.</summary>
+        public void AddPath(int plan, bool centred, ReadOnlySpan<double> a, ReadOnlySpan<double> c, double weight, double scale, double scaleB)
+        {
+            double bv = weight * scaleB;
             for (int b = 0; b < S[plan].Length; b++)
             {
-                long row = (firstRow + b) * count;
-                var s = S[plan][b]; var s2 = S2[plan][b];
-                for (long q = 0; q < count; q++)
+                double av = a[b] * scale;
+                S[plan][b].Add(av);
+                S2[plan][b].Add(av * av);
+                if (centred)
                 {
-                    double v = host[row + q] * scale;
-                    s.Add(v);
-                    s2.Add(v * v);
+                    SAB[plan][b].Add(av * bv);
+                    SC[plan][b].Add(c[b] * scale);
                 }
             }
+            if (centred) { SB[plan].Add(bv); SBB[plan].Add(bv * bv); }
+        }
+
+        /// <summary>
+        /// Adds the per-path samples of plan <paramref name="plan"/> copied back from a device: row r of
+        /// path q at host[r·count + q]; A rows from <paramref name="firstRow"/>, then (centred) the C rows
+        /// and one B row, laid out as <see cref="RowsOf"/> says.
+        /// </summary>
+        public void AddRows(int plan, bool centred, double[] host, long firstRow, long count, double scale, double scaleB)
+        {
+            int nb = S[plan].Length;
+            Span<double> a = nb <= 256 ? stackalloc double[nb] : new double[nb];
+            Span<double> c = nb <= 256 ? stackalloc double[nb] : new double[nb];
+            for (long q = 0; q < count; q++)
+            {
+                for (int b = 0; b < nb; b++)
+                {
+                    a[b] = host[(firstRow + b) * count + q];
+                    if (centred) c[b] = host[(firstRow + nb + b) * count + q];
+                }
+                double w = centred ? host[(firstRow + 2 * nb) * count + q] : 0.0;
+                AddPath(plan, centred, a, c, w, scale, scaleB);
+            }
+        }
+
+        /// <summary>Accumulator rows a plan needs per path: its bins (A), and for a centred plan its bins again (C) and one B.</summary>
+        public static int RowsOf(ResponsePlan p)
+        {
+            int nb = p.Kind == EstimateKind.Density ? p.Bins : 1;
+            return p.Centred ? 2 * nb + 1 : nb;
         }
 
         public void Merge(Sums o)
         {
             for (int i = 0; i < S.Length; i++)
             {
-                for (int b = 0; b < S[i].Length; b++) { S[i][b].Add(o.S[i][b]); S2[i][b].Add(o.S2[i][b]); }
+                for (int b = 0; b < S[i].Length; b++)
+                {
+                    S[i][b].Add(o.S[i][b]); S2[i][b].Add(o.S2[i][b]);
+                    SAB[i][b].Add(o.SAB[i][b]); SC[i][b].Add(o.SC[i][b]);
+                }
+                SB[i].Add(o.SB[i]); SBB[i].Add(o.SBB[i]);
                 Below[i] += o.Below[i]; Above[i] += o.Above[i];
             }
         }
+
         public Estimate[] ToEstimates(ResponsePlan[] plans, long paths)
         {
             var r = new Estimate[plans.Length];
@@ -136,10 +193,20 @@ public static class ResponseEngine
             for (int i = 0; i < plans.Length; i++)
             {
                 var p = plans[i];
+                double sb = SB[i].Round(), sbb = SBB[i].Round();
                 (double mean, double se) At(int b)
                 {
-                    double m = S[i][b].Round() / n;
-                    double v = Math.Max(0, S2[i][b].Round() / n - m * m) * n / Math.Max(1, n - 1);
+                    double s = S[i][b].Round(), s2 = S2[i][b].Round();
+                    double m, e2;
+                    if (p.Centred)
+                    {
+                        // samples A − c̄·B with c̄ the sample mean of C
+                        double cbar = SC[i][b].Round() / n;
+                        m = (s - cbar * sb) / n;
+                        e2 = (s2 - 2 * cbar * SAB[i][b].Round() + cbar * cbar * sbb) / n;
+                    }
+                    else { m = s / n; e2 = s2 / n; }
+                    double v = Math.Max(0, e2 - m * m) * n / Math.Max(1, n - 1);
                     return (m, Math.Sqrt(v / n));
                 }
                 if (p.Kind == EstimateKind.Mean)

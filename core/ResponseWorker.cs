@@ -34,7 +34,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     // pathwise tangents per which
     readonly double[][] v;
     // per plan, per path
-    readonly double[][] acc;
+    readonly double[][] acc, accC;   // per plan, per path: A (φ·ω or ω in a bin) and C (φ or the bin indicator)
+    readonly double[] accW;          // per plan, per path: B = Σ ω (centred plans)
     readonly long[] cnt;
     readonly double[][] ring;
     // Lyapunov alignment: the top Lyapunov vector q_n (and the product J q), from the fixed initial frame
@@ -79,11 +80,13 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         }
         v = new double[np][];
         foreach (int k in U.PathwiseWhich) v[k] = new double[d];
-        acc = new double[U.Plans.Length][]; cnt = new long[U.Plans.Length]; ring = new double[U.Plans.Length][];
+        acc = new double[U.Plans.Length][]; accC = new double[U.Plans.Length][]; accW = new double[U.Plans.Length];
+        cnt = new long[U.Plans.Length]; ring = new double[U.Plans.Length][];
         for (int i = 0; i < U.Plans.Length; i++)
         {
             var p = U.Plans[i];
             acc[i] = new double[p.Kind == EstimateKind.Density ? p.Bins : 1];
+            accC[i] = new double[acc[i].Length];
             if (U.WindowSteps[i] > 0) ring[i] = new double[U.WindowSteps[i] + 1];
         }
         lyq0 = U.NeedAlign ? LyapunovEngine.InitialFrame(d, 1) : Array.Empty<double>();
@@ -115,7 +118,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 for (int k = 0; k < U.NParams; k++) ell[g][k] = ell0[k];
             }
             foreach (int k in U.PathwiseWhich) Array.Copy(v0, k * d, v[k], 0, d);
-            for (int i = 0; i < acc.Length; i++) { Array.Clear(acc[i]); cnt[i] = 0; }
+            for (int i = 0; i < acc.Length; i++) { Array.Clear(acc[i]); Array.Clear(accC[i]); accW[i] = 0; cnt[i] = 0; }
             noiseReady = false;
             if (U.NeedAlign) Array.Copy(lyq0, lyq, d);
 
@@ -239,12 +242,20 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     void Add(int i, double phi, double weight)
     {
         var p = U.Plans[i];
-        if (p.Kind == EstimateKind.Mean) { acc[i][0] += phi * weight; return; }
+        bool centred = p.Centred;
+        if (centred) accW[i] += weight;
+        if (p.Kind == EstimateKind.Mean)
+        {
+            acc[i][0] += phi * weight;
+            if (centred) accC[i][0] += phi;
+            return;
+        }
         if (!(phi >= p.Lo)) { if (weight >= 0) Sums.Below[i]++; return; }
         if (!(phi < p.Hi)) { if (weight >= 0) Sums.Above[i]++; return; }
         int bin = (int)((phi - p.Lo) / (p.Hi - p.Lo) * p.Bins);
         if (bin >= p.Bins) bin = p.Bins - 1;
         acc[i][bin] += weight;
+        if (centred) accC[i][bin] += 1.0;
     }
 
     void Commit()
@@ -252,14 +263,9 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         for (int i = 0; i < acc.Length; i++)
         {
             var p = U.Plans[i];
-            double scale = 1.0 / Math.Max(1, cnt[i]);
-            if (p.Kind == EstimateKind.Density) scale /= (p.Hi - p.Lo) / p.Bins;
-            for (int b = 0; b < acc[i].Length; b++)
-            {
-                double s = acc[i][b] * scale;
-                Sums.S[i][b].Add(s);
-                Sums.S2[i][b].Add(s * s);
-            }
+            double scaleB = 1.0 / Math.Max(1, cnt[i]);
+            double scale = p.Kind == EstimateKind.Density ? scaleB / ((p.Hi - p.Lo) / p.Bins) : scaleB;
+            Sums.AddPath(i, p.Centred, acc[i], accC[i], accW[i], scale, scaleB);
         }
         Paths++;
     }

@@ -105,6 +105,16 @@ let tests =
                     within 4.5 (sprintf "%s bin %d" q.Query b) q.Values[b] q.StdErrs[b] exact)
         }
 
+        test "the centred density response integrates to zero when every sample falls in the range" {
+            let r = results (runText (ouSource 5000 0.01 2.0 "  d density(x) / d sigma on [-6, 6] bins 24\n  d density(x) / d theta on [-6, 6] bins 24 with likelihood_ratio"))
+            for q in r do
+                Expect.equal (q.Below + q.Above) 0L "all samples inside"
+                let w = 12.0 / 24.0
+                let total = q.Values |> Array.sumBy (fun v -> v * w)
+                Expect.isLessThan (abs total) 1e-12 (sprintf "%s: integral %g" q.Query total)
+                Expect.isGreaterThan (q.Values |> Array.map abs |> Array.max) 0.1 "not all zero"
+        }
+
         test "OU: iterative mode equals exact mode on the same paths (1e-9)" {
             let qs = "  d mean(x^2) / d sigma with divergence_kernel(alpha = 0.3, mode = exact)\n  d mean(x^2) / d sigma with divergence_kernel(alpha = 0.3, mode = iterative)"
             let r = results (runText (ouSource 2000 0.01 1.0 qs))

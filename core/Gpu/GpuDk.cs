@@ -25,6 +25,7 @@ public struct TanPlanDev
     public long Ring;         // first scratch row of its ring buffer (WindowSteps + 1 rows)
     public int Slot;          // first row of the per-path accumulator buffer
     public int Alignment;     // 1: Lyapunov alignment (|cos(q_N, ν_N)| into the density bins)
+    public int Centred;       // 1: also the C rows (φ or bin indicator) and the B row (Σ ω) after its A rows
 }
 
 /// <summary>
@@ -98,7 +99,8 @@ public static class TangentKernels
         {
             var l = plans[q];
             int nb = l.Kind == 1 ? l.Bins : 1;
-            for (int b = 0; b < nb; b++) accs[(l.Slot + b) * k.P + i] = 0.0;
+            int nr = l.Centred != 0 ? 2 * nb + 1 : nb;
+            for (int b = 0; b < nr; b++) accs[(l.Slot + b) * k.P + i] = 0.0;
         }
         var spw = k.Row(a.Spw);
         for (int r = 0; r < d; r++) spw[r] = 0.0;
@@ -271,15 +273,24 @@ public static class TangentKernels
         }
     }
 
+    /// <summary>Worker.Add: A rows, and for a centred plan the C rows and the B row (same order of operations).</summary>
     static void Add(K k, TanPlanDev l, int q, double phi, double weight)
     {
-        if (l.Kind == 0) { long at = (long)l.Slot * k.P + k.Path; k.Acc[at] = k.Acc[at] + phi * weight; return; }
+        int nb = l.Kind == 1 ? l.Bins : 1;
+        if (l.Centred != 0) { long atB = (long)(l.Slot + 2 * nb) * k.P + k.Path; k.Acc[atB] = k.Acc[atB] + weight; }
+        if (l.Kind == 0)
+        {
+            long at = (long)l.Slot * k.P + k.Path; k.Acc[at] = k.Acc[at] + phi * weight;
+            if (l.Centred != 0) { long atC = (long)(l.Slot + 1) * k.P + k.Path; k.Acc[atC] = k.Acc[atC] + phi; }
+            return;
+        }
         if (!(phi >= l.Lo)) { if (weight >= 0) Atomic.Add(ref k.Flags[3 + 2 * q], 1L); return; }
         if (!(phi < l.Hi)) { if (weight >= 0) Atomic.Add(ref k.Flags[4 + 2 * q], 1L); return; }
         int bin = (int)((phi - l.Lo) / (l.Hi - l.Lo) * l.Bins);
         if (bin >= l.Bins) bin = l.Bins - 1;
         long at2 = (long)(l.Slot + bin) * k.P + k.Path;
         k.Acc[at2] = k.Acc[at2] + weight;
+        if (l.Centred != 0) { long atC = (long)(l.Slot + nb + bin) * k.P + k.Path; k.Acc[atC] = k.Acc[atC] + 1.0; }
     }
 
     // ---------------------------------------------------------------- noise (Worker.PrepareNoise, Π = I cases)
@@ -648,8 +659,9 @@ public static class GpuTangent
                 Observable = p.Observable, Bins = p.Bins, Group = U.PlanGroup[i], Which = p.Which, ScoreComponent = p.ScoreComponent,
                 From = U.From[i], To = U.To[i], Lo = p.Lo, Hi = p.Hi, WindowSteps = U.WindowSteps[i],
                 Ring = U.WindowSteps[i] > 0 ? Take(U.WindowSteps[i] + 1) : 0, Slot = rows, Alignment = p.Alignment ? 1 : 0,
+                Centred = p.Centred ? 1 : 0,
             };
-            rows += nb;
+            rows += ResponseEngine.Sums.RowsOf(p);
         }
 
         var dev = GpuDevice.Get(backend);
@@ -708,9 +720,9 @@ public static class GpuTangent
             {
                 var p = plans[i];
                 long cnt = Math.Max(0, Math.Min(pd[i].To, U.Steps) - Math.Max(pd[i].From, 0) + 1);
-                double scale = 1.0 / Math.Max(1, cnt);
-                if (p.Kind == EstimateKind.Density) scale /= (p.Hi - p.Lo) / p.Bins;
-                sums.AddRows(i, host, pd[i].Slot, pc, scale);
+                double scaleB = 1.0 / Math.Max(1, cnt);
+                double scale = p.Kind == EstimateKind.Density ? scaleB / ((p.Hi - p.Lo) / p.Bins) : scaleB;
+                sums.AddRows(i, p.Centred, host, pd[i].Slot, pc, scale, scaleB);
                 sums.Below[i] += hostFlags[3 + 2 * i];
                 sums.Above[i] += hostFlags[4 + 2 * i];
             }

@@ -153,7 +153,7 @@ public static class GpuResponses
                 long cnt = Math.Max(0, pd[i].To - pd[i].From + 1);
                 double scale = 1.0 / Math.Max(1, cnt);
                 if (p.Kind == EstimateKind.Density) scale /= (p.Hi - p.Lo) / p.Bins;
-                sums.AddRows(i, host, pd[i].Slot, pc, scale);
+                sums.AddRows(i, false, host, pd[i].Slot, pc, scale, 0.0);
                 sums.Below[i] += hostFlags[2 + 2 * i];
                 sums.Above[i] += hostFlags[3 + 2 * i];
             }
