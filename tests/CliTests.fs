@@ -366,3 +366,19 @@ let tests =
 
               Expect.equal (rawSets "2") (rawSets "1") "the raw JSON text before the timing block"
           } ]
+
+[<Tests>]
+let readmeTests =
+    test "Cli the README's tour of the language compiles and runs as written" {
+        let readme = File.ReadAllText(Path.Combine(repoRoot, "README.md"))
+        let start = readme.IndexOf("```\nmodel Name {")
+        Expect.isGreaterThanOrEqual start 0 "the tour is in the README"
+        let body = readme.Substring(start + 4)
+        let text = body.Substring(0, body.IndexOf("```"))
+        let o = { Sde.Lang.Frontend.noOverrides with Paths = Some 100L }
+        match Sde.SdeCompiler.Compile(text, "README.md", o) with
+        | Error ds -> failtestf "the tour does not compile:\n%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
+        | Ok p ->
+            let r = p.Run(2)
+            Expect.equal r.Sets.Length 6 "one set for params strong and one per sweep value (6, 7, 8, 9, 10)"
+    }
