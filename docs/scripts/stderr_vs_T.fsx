@@ -22,7 +22,7 @@ let horizons = [| 0.25; 0.5; 1.0; 1.5; 2.0; 3.0; 4.0 |]
 let methods =
     [ "pathwise", "pathwise"
       "likelihood ratio", "likelihood_ratio"
-      "DK (rate 10)", "divergence_kernel(mode = iterative)" ]
+      "divergence kernel", "divergence_kernel(mode = iterative)" ]
 
 let source (T: float) (meth: string) =
     sprintf """model Lorenz96 {

@@ -84,7 +84,7 @@ let fileName (setName: string) (queryIndex: int) (q: QueryOutcome) : string =
 /// OxyPlot measures text with Helvetica metrics, but viewers often fall back to wider fonts
 /// (DejaVu Sans), which the legend box then clips. Trailing spaces widen the measured text and
 /// are collapsed by SVG renderers, leaving some slack.
-let private legendTitle (s: string) = s + String(' ', 3 + s.Length / 3)
+let private legendTitle (s: string) = s + String(' ', 4 + s.Length / 2)
 
 let private newModel (title: string) (subtitle: string) =
     let m =
