@@ -9,8 +9,8 @@ public enum EstimateKind
     Density,
 }
 
-/// <summary>One query as the engine sees it: which observable, what to accumulate, when.</summary>
-public sealed class QueryPlan
+/// <summary>What a query samples: which observable, at T or averaged over a window, and a density's bins.</summary>
+public abstract class ObservablePlan
 {
     public EstimateKind Kind { get; init; }
     /// <summary>Index into the model's observables (<see cref="ISdeModel.Observe{TV}"/>).</summary>
@@ -22,6 +22,11 @@ public sealed class QueryPlan
     public double Lo { get; init; }
     public double Hi { get; init; }
     public int Bins { get; init; }
+}
+
+/// <summary>One plain query (a mean or a density) as the engine sees it.</summary>
+public sealed class QueryPlan : ObservablePlan
+{
 }
 
 /// <summary>How to run: number of paths, step, horizon, seed, and the execution knobs.</summary>

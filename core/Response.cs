@@ -24,17 +24,8 @@ public enum DkMode
 }
 
 /// <summary>One response query as the response engine sees it.</summary>
-public sealed class ResponsePlan
+public sealed class ResponsePlan : ObservablePlan
 {
-    public EstimateKind Kind { get; init; }
-    public int Observable { get; init; }
-    /// <summary>Average over the steps with T0 ≤ n·dt ≤ T1 (instead of the final state).</summary>
-    public bool TimeAverage { get; init; }
-    public double T0 { get; init; }
-    public double T1 { get; init; }
-    public double Lo { get; init; }
-    public double Hi { get; init; }
-    public int Bins { get; init; }
     /// <summary>Response parameter number (index into <see cref="TangentStructure.Params"/>).</summary>
     public int Which { get; init; }
     public ResponseMethod Method { get; init; }
@@ -264,7 +255,6 @@ public static class ResponseEngine
         public readonly long[] From, To;        // per plan: sampling steps (inclusive)
         public readonly bool[] DetInitMask;     // components whose init is not normal
         public readonly int[][] ObsGradEntries; // per observable: entries of the gradient pattern
-        public readonly bool SampleAtZero;
         public readonly SparseLuPlan? Lu;       // iterative mode: sparse LU + selected inversion
         public readonly bool NeedAlign;         // some plan is a Lyapunov alignment (top vector carried per path)
 
@@ -322,7 +312,6 @@ public static class ResponseEngine
             ObsGradEntries = new int[NObs][];
             for (int q = 0; q < NObs; q++)
                 ObsGradEntries[q] = Enumerable.Range(0, st.ObsGradObs.Length).Where(e => st.ObsGradObs[e] == q).ToArray();
-            SampleAtZero = From.Any(f => f == 0);
             DiagIndex = Enumerable.Repeat(-1, D).ToArray();
             var jIndex = new Dictionary<(int, int), int>();
             for (int e = 0; e < st.JRow.Length; e++) { jIndex[(st.JRow[e], st.JCol[e])] = e; if (st.JRow[e] == st.JCol[e]) DiagIndex[st.JRow[e]] = e; }

@@ -29,7 +29,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     readonly double[] spw, sig, amat, sp, pi, svPrev;
     bool piIsI, noiseReady;
     // per DK group
-    readonly double[][] nu, nuNew, gld, sel, selPi;
+    readonly double[][] nu, nuNew, gld, sel;
     readonly double[][] ell;   // [group][which]
     // pathwise tangents per which
     readonly double[][] v;
@@ -72,11 +72,11 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         sp = general ? new double[m * d] : Array.Empty<double>();
         pi = general ? new double[d * d] : Array.Empty<double>();
         int ng = U.Groups.Length;
-        nu = new double[ng][]; nuNew = new double[ng][]; gld = new double[ng][]; sel = new double[ng][]; selPi = new double[ng][]; ell = new double[ng][];
+        nu = new double[ng][]; nuNew = new double[ng][]; gld = new double[ng][]; sel = new double[ng][]; ell = new double[ng][];
         for (int g = 0; g < ng; g++)
         {
             nu[g] = new double[d]; nuNew[g] = new double[d]; gld[g] = new double[d];
-            sel[g] = new double[Math.Max(1, U.SelJ.Length)]; selPi[g] = new double[Math.Max(1, U.SelJ.Length)]; ell[g] = new double[Math.Max(1, np)];
+            sel[g] = new double[Math.Max(1, U.SelJ.Length)]; ell[g] = new double[Math.Max(1, np)];
         }
         v = new double[np][];
         foreach (int k in U.PathwiseWhich) v[k] = new double[d];

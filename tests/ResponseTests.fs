@@ -68,15 +68,16 @@ let ouChain dt T =
 /// Constant α ∈ {1, 0.5, 0.1} and the default schedule, in exact and iterative mode, and the likelihood ratio.
 let methods =
     [ for mode in [ "exact"; "iterative" ] do
-          for schedule in [ "alpha = 1, "; "alpha = 0.5, "; "alpha = 0.1, "; "" ] ->
-              sprintf "divergence_kernel(%smode = %s)" schedule mode
-      "likelihood_ratio" ]
+          for schedule in [ "alpha = 1, "; "alpha = 0.5, "; "alpha = 0.1, "; "" ] do
+              yield sprintf "divergence_kernel(%smode = %s)" schedule mode
+      yield "likelihood_ratio" ]
 
 [<Tests>]
 let tests =
     testList "Response" [
         test "OU: d mean(x^2) in theta and sigma, every schedule and mode, against the chain's closed form" {
             let c = ouChain 0.01 2.0
+            Expect.equal methods.Length 9 "4 schedules x 2 modes + likelihood ratio"
             let qs =
                 [ for m in methods do
                       sprintf "  d mean(x^2) / d theta with %s" m

@@ -104,21 +104,27 @@ let private parseAssignment (s: string) : Result<string * float, string> =
         | _ -> Error(sprintf "--set %s: '%s' is not a number" s value)
     | _ -> Error(sprintf "--set %s: expected NAME=VALUE" s)
 
-let private check (args: ParseResults<CheckArgs>) =
-    let path = args.GetResult CheckArgs.File
-
+/// Read and compile a file; on failure its located errors are printed and the exit code returned.
+let private compileFile (path: string) (overrides: Overrides) : Result<CompiledProgram, int> =
     match readSource path with
     | Error e ->
         Console.Error.WriteLine e
-        exitInput
+        Error exitInput
     | Ok text ->
-        match SdeCompiler.Compile(text, path) with
-        | Ok p ->
-            printfn "%s: ok (model %s, %d state components, %d parameter set(s))" path p.ModelName p.Dimension p.ParameterSets.Length
-            0
+        match SdeCompiler.Compile(text, path, overrides) with
+        | Ok p -> Ok p
         | Error ds ->
             printDiagnostics ds
-            exitInput
+            Error exitInput
+
+let private check (args: ParseResults<CheckArgs>) =
+    let path = args.GetResult CheckArgs.File
+
+    match compileFile path Frontend.noOverrides with
+    | Error code -> code
+    | Ok p ->
+        printfn "%s: ok (model %s, %d state components, %d parameter set(s))" path p.ModelName p.Dimension p.ParameterSets.Length
+        0
 
 let private compile (args: ParseResults<CompileArgs>) =
     let path = args.GetResult CompileArgs.File
@@ -128,15 +134,8 @@ let private compile (args: ParseResults<CompileArgs>) =
         eprintfn "error: unknown target '%s' (available: ptx)" t
         exitInput
     | _ ->
-    match readSource path with
-    | Error e ->
-        Console.Error.WriteLine e
-        exitInput
-    | Ok text ->
-        match SdeCompiler.Compile(text, path) with
-        | Error ds ->
-            printDiagnostics ds
-            exitInput
+        match compileFile path Frontend.noOverrides with
+        | Error code -> code
         | Ok p ->
             try
                 let arch = Gpu.Ptx.ParseArch(args.GetResult(Arch, "sm_70"))
@@ -180,11 +179,11 @@ let private run (args: ParseResults<RunArgs>) =
         eprintfn "%s:1:1: error: backend '%s' is not available (available: cpu, ilgpu-cpu, cuda, auto)" path b
         exitInput
     | _ ->
-    match readSource path with
-    | Error e ->
-        Console.Error.WriteLine e
+    match args.TryGetResult Seed with
+    | Some s when s < 0L ->
+        eprintfn "%s:1:1: error: --seed must be a non-negative integer" path
         exitInput
-    | Ok text ->
+    | _ ->
         let overrides: Overrides =
             { Sets = sets |> List.choose (function Ok a -> Some a | _ -> None)
               ParamsName = args.TryGetResult Params
@@ -193,15 +192,8 @@ let private run (args: ParseResults<RunArgs>) =
               T = args.TryGetResult Horizon
               Seed = args.TryGetResult Seed |> Option.map uint64 }
 
-        match args.TryGetResult Seed with
-        | Some s when s < 0L ->
-            eprintfn "%s:1:1: error: --seed must be a non-negative integer" path
-            exitInput
-        | _ ->
-        match SdeCompiler.Compile(text, path, overrides) with
-        | Error ds ->
-            printDiagnostics ds
-            exitInput
+        match compileFile path overrides with
+        | Error code -> code
         | Ok program ->
             let quiet = args.Contains Quiet
             let update, finish = if quiet then ignore, ignore else Progress.create "simulating"

@@ -170,17 +170,7 @@ let lowerModel (m: CheckedModel) : ModelIr =
 let additiveNoise (ir: ModelIr) =
     ir.Diffusion |> List.forall (fun d -> (stateDeps d.Coeff).Length = 0)
 
-/// y_k = x_k + f_k dt + sqdt Σ_l g_kl w_l, written against leaves State / Noise / Ext("dt"|"sqdt").
-let stepExpressions (ir: ModelIr) : Sym[] =
-    let dt = ext "dt" 0
-    let sqdt = ext "sqdt" 0
-    let gw = Array.create ir.Dim zero
-
-    for d in ir.Diffusion do
-        gw[d.Row] <- add gw[d.Row] (mul d.Coeff (noise d.Lane))
-
-    Array.init ir.Dim (fun k -> add (state k) (add (mul ir.Drift[k] dt) (mul gw[k] sqdt)))
-
+/// (g w)_k = Σ_l g_kl w_l, against the Noise leaves.
 let diffusionApplied (ir: ModelIr) : Sym[] =
     let gw = Array.create ir.Dim zero
 
@@ -188,6 +178,11 @@ let diffusionApplied (ir: ModelIr) : Sym[] =
         gw[d.Row] <- add gw[d.Row] (mul d.Coeff (noise d.Lane))
 
     gw
+
+/// The Euler step G_k = x_k + f_k dt + (g w)_k sqdt, against the leaves State / Noise / Ext("dt"|"sqdt").
+let stepExpressions (ir: ModelIr) : Sym[] =
+    let gw = diffusionApplied ir
+    Array.init ir.Dim (fun k -> add (state k) (add (mul ir.Drift[k] (ext "dt" 0)) (mul gw[k] (ext "sqdt" 0))))
 
 let initExpressions (ir: ModelIr) : Sym[] =
     ir.Init
