@@ -25,6 +25,22 @@ public unsafe struct PtrVec : IVec
     }
 }
 
+/// <summary>Doubles every <see cref="Stride"/>-th behind a raw pointer: one lane of the response
+/// engine's lane-interleaved buffers (and, with stride 1, a plain vector next to them).</summary>
+public unsafe struct StrideVec : IVec
+{
+    public double* P;
+    public int Stride;
+    public StrideVec(double* p, int stride) { P = p; Stride = stride; }
+    public double this[int i]
+    {
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        get => P[(nint)i * Stride];
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        set => P[(nint)i * Stride] = value;
+    }
+}
+
 /// <summary>
 /// A compiled SDE  dx = f(x, t) dt + g(x, t) dW  (Itô), emitted per model as a value type by the
 /// compiler. Parameters are fields of the struct; sizes are constants. Every method works on one

@@ -16,10 +16,27 @@ internal static class PathBlocks
     /// Returns the workers that ran (to merge their sums).
     /// </summary>
     public static List<TWorker> Run<TWorker>(RunSettings s, long maxBlock, string name, Func<TWorker> make, Func<TWorker, ulong, long> runPath)
+        where TWorker : class =>
+        RunBlocks(s, maxBlock, 1, name, make, (wk, first, count, fail) =>
+        {
+            for (long i = 0; i < count; i++)
+            {
+                long f = runPath(wk, first + (ulong)i);
+                if (f >= 0) fail(f);
+            }
+        });
+
+    /// <summary>
+    /// As <see cref="Run{TWorker}"/>, with a worker that takes a whole block of paths (first global
+    /// index, count) and reports each failed path's step through the callback; block sizes are
+    /// multiples of <paramref name="multiple"/> (the paths a worker advances side by side).
+    /// </summary>
+    public static List<TWorker> RunBlocks<TWorker>(RunSettings s, long maxBlock, int multiple, string name, Func<TWorker> make, Action<TWorker, ulong, long, Action<long>> runBlock)
         where TWorker : class
     {
         int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
         long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 1, maxBlock);
+        blockSize = (blockSize + multiple - 1) / multiple * multiple;
         long blocks = (s.Paths + blockSize - 1) / blockSize;
         threads = (int)Math.Max(1, Math.Min(threads, blocks));
         var workers = new TWorker?[threads];
@@ -32,21 +49,18 @@ internal static class PathBlocks
             try
             {
                 var wk = workers[id] = make();
+                Action<long> fail = f =>
+                {
+                    Interlocked.Increment(ref failed);
+                    long cur;
+                    while ((cur = Volatile.Read(ref failStep)) > f && Interlocked.CompareExchange(ref failStep, f, cur) != cur) { }
+                };
                 while (true)
                 {
                     long b = Interlocked.Increment(ref next);
                     if (b >= blocks || Volatile.Read(ref failed) > 0 || s.Cancel.IsCancellationRequested) break;
                     long p0 = b * blockSize, p1 = Math.Min(p0 + blockSize, s.Paths);
-                    for (long p = p0; p < p1; p++)
-                    {
-                        long f = runPath(wk, (ulong)(s.FirstPath + p));
-                        if (f >= 0)
-                        {
-                            Interlocked.Increment(ref failed);
-                            long cur;
-                            while ((cur = Volatile.Read(ref failStep)) > f && Interlocked.CompareExchange(ref failStep, f, cur) != cur) { }
-                        }
-                    }
+                    runBlock(wk, (ulong)(s.FirstPath + p0), p1 - p0, fail);
                     long dn = Interlocked.Add(ref done, p1 - p0);
                     if (s.Progress != null && lastReport.ElapsedMilliseconds > 100)
                         lock (lastReport) { if (lastReport.ElapsedMilliseconds > 100) { lastReport.Restart(); s.Progress((double)dn / s.Paths); } }

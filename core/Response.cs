@@ -73,16 +73,17 @@ public static class ResponseEngine
         if (s.Paths < 1 || steps < 1) throw new ArgumentException("a response run needs at least one path and one step");
         int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
         var setup = new Setup(model, st, s, plans);
-        long need = setup.BytesPerWorker() * threads;
+        long need = setup.BytesPerWorker() * threads * ResponseLanes<TModel>.LaneCount(setup);
         long avail = Memory.Available();
         if (need > avail)
             throw new RunTooLargeException($"this response run needs about {need / (1 << 20)} MiB of working memory ({threads} worker(s)), more than the {avail / (1 << 20)} MiB available; use mode = iterative or first_order, or fewer threads");
 
         TModel m0 = model;
-        var workers = PathBlocks.Run(s, 64, "response", () => new Worker<TModel>(m0, variants, setup), (wk, gp) => wk.RunPath(gp));
+        int lanes = ResponseLanes<TModel>.LaneCount(setup);
+        var sets = PathBlocks.RunBlocks(s, 64, lanes, "response", () => new ResponseLanes<TModel>(m0, variants, setup), (ls, first, count, fail) => ls.RunBlock(first, count, fail));
         var total = new Sums(plans);
         long paths = 0;
-        foreach (var w in workers) { total.Merge(w.Sums); paths += w.Paths; }
+        foreach (var w in sets.SelectMany(l => l.Lanes)) { total.Merge(w.Sums); paths += w.Paths; }
         return total.ToEstimates(plans, paths);
     }
 
@@ -245,12 +246,16 @@ public static class ResponseEngine
         // selected entries (j, i) of J⁻¹ needed: Hessian pairs and Dχ pairs
         public readonly int[] SelJ, SelI;
         public readonly int[] HSel;             // per Hessian entry: its pair
+        public readonly int[] HByK, HStart;     // Hessian entries grouped by k (in order within k), and each k's first
+        public readonly int[] HSelByK;          // HSel in that order
+        public readonly bool NeedE;             // E = J − I is used (first_order; Neumann series with degenerate noise)
         public readonly int[][] DChiSel;        // per which, per Dχ entry: its pair
         public readonly int[] SelE;             // per pair: index of E_ji in the J pattern, or -1
         public readonly int[][] SelE2A, SelE2B; // per pair: index pairs with E_jr E_ri (first order, multiplicative)
         public readonly int[] DiagIndex;        // per row: index of J_ii in the pattern (or -1)
         public readonly int[] NoiseLaneOfRow;   // diagonal noise: the lane of each row
         public readonly int[] NoiseIndexOfRow;  // diagonal noise: the entry of each row
+        public readonly bool NoiseInOrder;      // diagonal noise with row i on lane i and entry i
         public readonly long[] WindowSteps;     // per plan: stationary window in steps (0 if none)
         public readonly long[] From, To;        // per plan: sampling steps (inclusive)
         public readonly bool[] DetInitMask;     // components whose init is not normal
@@ -327,6 +332,8 @@ public static class ResponseEngine
                 else { laneSeen[l] = true; NoiseLaneOfRow[r] = l; NoiseIndexOfRow[r] = e; }
             }
             DiagonalNoise = diag;
+            NeedE = AnyFirstOrder || (AnyIterative && !diag);
+            NoiseInOrder = diag && Enumerable.Range(0, D).All(i => NoiseLaneOfRow[i] == i && NoiseIndexOfRow[i] == i);
 
             // selected entries of J⁻¹
             var pairs = new Dictionary<(int, int), int>();
@@ -338,6 +345,11 @@ public static class ResponseEngine
             }
             HSel = new int[st.HRow.Length];
             for (int h = 0; h < HSel.Length; h++) HSel[h] = Pair(st.HCol[h], st.HRow[h]);
+            HByK = Enumerable.Range(0, st.HK.Length).OrderBy(h => st.HK[h]).ToArray(); // stable: h order within k
+            HSelByK = HByK.Select(h => HSel[h]).ToArray();
+            HStart = new int[D + 1];
+            foreach (int k in st.HK) HStart[k + 1]++;
+            for (int k = 0; k < D; k++) HStart[k + 1] += HStart[k];
             DChiSel = new int[NParams][];
             for (int w = 0; w < NParams; w++)
             {

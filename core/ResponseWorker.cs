@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace Sde.Core;
 
@@ -22,14 +23,13 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     readonly double[][] chi, dchi, dg;
     readonly double[] chiTot;
     // dense linear algebra (exact mode and fallbacks)
-    readonly double[] jd, jinv, col, tmp, tmp2, luA, luZ, s1, s2;
-    bool luReady;
+    readonly double[] jd, jinv, col, tmp, tmp2, s1, s2, cvec;
     readonly int[] piv;
     // noise: σ⁺ᵀw, and the general case σ⁺ (m×d), Π (d×d)
     readonly double[] spw, sig, amat, sp, pi, svPrev;
     bool piIsI, noiseReady;
     // per DK group
-    readonly double[][] nu, nuNew, gld, sel;
+    readonly double[][] nu, nuNew, sel;
     readonly double[][] ell;   // [group][which]
     // pathwise tangents per which
     readonly double[][] v;
@@ -47,22 +47,23 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         int d = U.D, m = Math.Max(1, U.M), np = U.NParams;
         var st = U.St;
         Sums = new ResponseEngine.Sums(U.Plans);
-        x = new double[d]; y = new double[d]; w = new double[m]; zn = new double[d]; zu = new double[d];
-        obs = new double[Math.Max(1, U.NObs)]; ell0 = new double[Math.Max(1, np)]; v0 = new double[Math.Max(1, np * d)];
+        // pinned: the step phases keep raw pointers to these between calls
+        x = Pinned(d); y = Pinned(d); w = Pinned(m); zn = Pinned(d); zu = Pinned(d);
+        obs = Pinned(Math.Max(1, U.NObs)); ell0 = Pinned(Math.Max(1, np)); v0 = Pinned(Math.Max(1, np * d));
         xv = new double[variants.Length][]; yv = new double[variants.Length][]; obsV = new double[variants.Length][];
         foreach (int k in U.Variants) { xv[k] = new double[d]; yv[k] = new double[d]; obsV[k] = new double[Math.Max(1, U.NObs)]; }
-        jv = new double[Math.Max(1, st.JRow.Length)]; ev = new double[jv.Length];
-        hv = new double[Math.Max(1, st.HRow.Length)]; sv = new double[Math.Max(1, st.GRow.Length)];
+        jv = Pinned(Math.Max(1, st.JRow.Length)); ev = new double[jv.Length];
+        hv = Pinned(Math.Max(1, st.HRow.Length)); sv = Pinned(Math.Max(1, st.GRow.Length));
         svPrev = new double[sv.Length];
-        gradV = new double[Math.Max(1, st.ObsGradObs.Length)];
+        gradV = Pinned(Math.Max(1, st.ObsGradObs.Length));
         chi = new double[np][]; dchi = new double[np][]; dg = new double[np][];
         for (int k = 0; k < np; k++) { chi[k] = new double[d]; dchi[k] = new double[Math.Max(1, st.DChiRow[k].Length)]; dg[k] = new double[Math.Max(1, st.DgRow[k].Length)]; }
         chiTot = new double[d];
         bool dense = U.AnyExact || U.AnyIterative;
         jd = dense ? new double[d * d] : Array.Empty<double>();
         jinv = dense ? new double[d * d] : Array.Empty<double>();
-        luA = U.Lu != null ? new double[d * d] : Array.Empty<double>();
-        luZ = U.Lu != null ? new double[d * d] : Array.Empty<double>();
+        LuSel = new double[U.Lu != null ? Math.Max(1, U.SelJ.Length) : 0];
+        cvec = new double[d];
         s1 = new double[d]; s2 = new double[d];
         piv = new int[d]; col = new double[d]; tmp = new double[d]; tmp2 = new double[d];
         spw = new double[d];
@@ -72,10 +73,10 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         sp = general ? new double[m * d] : Array.Empty<double>();
         pi = general ? new double[d * d] : Array.Empty<double>();
         int ng = U.Groups.Length;
-        nu = new double[ng][]; nuNew = new double[ng][]; gld = new double[ng][]; sel = new double[ng][]; ell = new double[ng][];
+        nu = new double[ng][]; nuNew = new double[ng][]; sel = new double[ng][]; ell = new double[ng][];
         for (int g = 0; g < ng; g++)
         {
-            nu[g] = new double[d]; nuNew[g] = new double[d]; gld[g] = new double[d];
+            nu[g] = new double[d]; nuNew[g] = new double[d];
             sel[g] = new double[Math.Max(1, U.SelJ.Length)]; ell[g] = new double[Math.Max(1, np)];
         }
         v = new double[np][];
@@ -95,81 +96,137 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
 
     static PtrVec V(double* p) => new PtrVec(p);
 
-    /// <summary>Simulates one path with every estimator; returns the step at which it blew up, or −1.</summary>
+    static double[] Pinned(int n) => GC.AllocateArray<double>(n, pinned: true);
+
+    // the path in flight: its state pointers (swapped each step) and the pinned buffers behind them
+    double* _a, _b, _pw, _pobs, _pgrad, _pjv, _phv, _psv;
+
+    /// <summary>Starts path <paramref name="gp"/>: initial state, scores and tangents, the sample at step 0.</summary>
+    public void Begin(ulong gp)
+    {
+        int d = U.D;
+        _gp = gp;
+        _a = Ptr(x); _b = Ptr(y); _pw = Ptr(w); _pobs = Ptr(obs); _pgrad = Ptr(gradV); _pjv = Ptr(jv); _phv = Ptr(hv); _psv = Ptr(sv);
+        double* pzn = Ptr(zn), pzu = Ptr(zu);
+        ulong seed = U.S.Seed;
+        Normals.Fill(seed, gp, 0, Philox.TagInitNormal, pzn, d);
+        Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, pzu, d);
+        _m.Init(V(_a), V(pzn), V(pzu));
+        foreach (int k in U.Variants)
+            fixed (double* q = xv[k]) _variants[k].Init(V(q), V(pzn), V(pzu));
+        if (U.NeedJ || U.NeedDk) _m.InitParamScore(V(_a), V(pzn), V(pzu), V(Ptr(ell0)), V(Ptr(v0)));
+        for (int g = 0; g < U.Groups.Length; g++)
+        {
+            if (U.St.InitHasScore) fixed (double* q = nu[g]) _m.InitScore(V(_a), V(q));
+            else Array.Clear(nu[g]);
+            for (int k = 0; k < U.NParams; k++) ell[g][k] = ell0[k];
+        }
+        foreach (int k in U.PathwiseWhich) Array.Copy(v0, k * d, v[k], 0, d);
+        for (int i = 0; i < acc.Length; i++) { Array.Clear(acc[i]); Array.Clear(accC[i]); accW[i] = 0; cnt[i] = 0; }
+        noiseReady = false;
+        if (U.NeedAlign) Array.Copy(lyq0, lyq, d);
+        Sample(0, 0.0, _a, _pobs, _pgrad);
+    }
+
+    ulong _gp;
+
+    static double* Ptr(double[] a) => (double*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
+
+    /// <summary>Step n up to the DK recursion: the normals, J, the Hessian terms, the noise, χ.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
-    public long RunPath(ulong gp)
+    public void Pre(long n)
     {
         int d = U.D, M = U.M;
-        ulong seed = U.S.Seed;
-        double dt = U.Dt, sq = U.SqDt;
-        long N = U.Steps;
-        fixed (double* px = x, py = y, pw = w, pzn = zn, pzu = zu, pobs = obs, pell0 = ell0, pv0 = v0, pjv = jv, phv = hv, psv = sv, pgrad = gradV)
+        double dt = U.Dt, sq = U.SqDt, t = n * dt;
+        double* a = _a, pw = _pw;
+        if (M > 0) Normals.Fill(U.S.Seed, _gp, (ulong)n, Philox.TagStep, pw, M);
+        if (_lane != null)
         {
-            Normals.Fill(seed, gp, 0, Philox.TagInitNormal, pzn, d);
-            Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, pzu, d);
-            _m.Init(V(px), V(pzn), V(pzu));
-            foreach (int k in U.Variants)
-                fixed (double* q = xv[k]) _variants[k].Init(V(q), V(pzn), V(pzu));
-            if (U.NeedJ || U.NeedDk) _m.InitParamScore(V(px), V(pzn), V(pzu), V(pell0), V(pv0));
-            for (int g = 0; g < U.Groups.Length; g++)
-            {
-                if (U.St.InitHasScore) fixed (double* q = nu[g]) _m.InitScore(V(px), V(q));
-                else Array.Clear(nu[g]);
-                for (int k = 0; k < U.NParams; k++) ell[g][k] = ell0[k];
-            }
-            foreach (int k in U.PathwiseWhich) Array.Copy(v0, k * d, v[k], 0, d);
-            for (int i = 0; i < acc.Length; i++) { Array.Clear(acc[i]); Array.Clear(accC[i]); accW[i] = 0; cnt[i] = 0; }
-            noiseReady = false;
-            if (U.NeedAlign) Array.Copy(lyq0, lyq, d);
-
-            Sample(0, 0.0, px, pobs, pgrad);
-            double* a = px, b = py;
-            for (long n = 0; n < N; n++)
-            {
-                double t = n * dt;
-                if (M > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, pw, M);
-                if (U.NeedJ)
-                {
-                    _m.Jacobian(V(a), V(pw), t, dt, sq, V(pjv));
-                    Array.Copy(jv, ev, jv.Length);
-                    for (int i = 0; i < d; i++) if (U.DiagIndex[i] >= 0) ev[U.DiagIndex[i]] -= 1.0;
-                }
-                if (U.NeedDk)
-                {
-                    if (U.NeedHessian) _m.Hessian(V(a), V(pw), t, dt, sq, V(phv));
-                    if (M > 0) { _m.Sigma(V(a), t, V(psv)); PrepareNoise(pw); }
-                }
-                for (int k = 0; k < U.NParams; k++)
-                    if (U.NeedChi[k])
-                        fixed (double* c = chi[k], dc = dchi[k], dgk = dg[k])
-                            _m.ParamTangent(k, V(a), V(pw), t, dt, sq, V(c), V(dc), V(dgk));
-                for (int g = 0; g < U.Groups.Length; g++) DkStep(g, n, pw);
-                if (U.NeedAlign && !AlignStep()) return n + 1;
-                foreach (int k in U.PathwiseWhich)
-                {
-                    // v ← J v + χ
-                    var vk = v[k];
-                    Array.Clear(tmp);
-                    for (int e = 0; e < jv.Length && e < U.St.JRow.Length; e++) tmp[U.St.JRow[e]] += jv[e] * vk[U.St.JCol[e]];
-                    for (int i = 0; i < d; i++) vk[i] = tmp[i] + chi[k][i];
-                }
-                _m.Step(V(a), V(b), V(pw), t, dt, sq);
-                foreach (int k in U.Variants)
-                    fixed (double* xa = xv[k], xb = yv[k])
-                    {
-                        _variants[k].Step(V(xa), V(xb), V(pw), t, dt, sq);
-                        (xv[k], yv[k]) = (yv[k], xv[k]);
-                    }
-                double s = 0;
-                for (int i = 0; i < d; i++) s += b[i] * 0.0;
-                if (s != 0.0 || double.IsNaN(s)) return n + 1;
-                double* tswap = a; a = b; b = tswap;
-                Sample(n + 1, (n + 1) * dt, a, pobs, pgrad);
-            }
-            Commit();
+            // straight into the lane set's batch (nothing else here reads J or the Hessian terms)
+            _m.Jacobian(new StrideVec(a, 1), new StrideVec(pw, 1), t, dt, sq, _lane.LaneJ(_laneIndex));
+            if (!(U.St.HessianConstant && _hDone)) _m.Hessian(new StrideVec(a, 1), new StrideVec(pw, 1), t, dt, sq, _lane.LaneH(_laneIndex));
+            _hDone = true;
+            _localStale = true;
+            if (M > 0) { _m.Sigma(V(a), t, V(_psv)); PrepareNoise(pw); }
         }
+        else if (U.NeedJ)
+        {
+            _m.Jacobian(V(a), V(pw), t, dt, sq, V(_pjv));
+            if (U.NeedE)
+            {
+                Array.Copy(jv, ev, jv.Length);
+                for (int i = 0; i < d; i++) if (U.DiagIndex[i] >= 0) ev[U.DiagIndex[i]] -= 1.0;
+            }
+        }
+        if (U.NeedDk && _lane == null)
+        {
+            if (U.NeedHessian && !(U.St.HessianConstant && _hDone)) _m.Hessian(V(a), V(pw), t, dt, sq, V(_phv));
+            _hDone = true;
+            if (M > 0) { _m.Sigma(V(a), t, V(_psv)); PrepareNoise(pw); }
+        }
+        for (int k = 0; k < U.NParams; k++)
+            if (U.NeedChi[k])
+                fixed (double* c = chi[k], dc = dchi[k], dgk = dg[k])
+                    _m.ParamTangent(k, V(a), V(pw), t, dt, sq, V(c), V(dc), V(dgk));
+    }
+
+    /// <summary>This step's J values (for the batched sparse LU).</summary>
+    public double[] Jv => jv;
+
+    // Direct mode (iterative DK only): the model writes J and the Hessian terms into lane
+    // _laneIndex of the lane set's batch; the per-path fallbacks copy them back first.
+    SparseLuBatch? _lane;
+    int _laneIndex;
+    bool _localStale;
+    bool _hDone; // the Hessian terms were computed once (enough when they are constant)
+
+    public void WriteInto(SparseLuBatch batch, int lane) { _lane = batch; _laneIndex = lane; }
+
+    void EnsureLocal()
+    {
+        if (_lane == null || !_localStale) return;
+        _lane.Unstage(_laneIndex, jv, hv);
+        _localStale = false;
+    }
+
+    /// <summary>Set by the lane set: the sparse LU of this step's J succeeded, and J⁻¹ at the selected pairs.</summary>
+    public bool LuOk;
+    public readonly double[] LuSel;
+
+    /// <summary>Step n after the DK recursion: the alignment, pathwise tangents, the Euler step, the
+    /// finite-difference twins, the samples at n + 1; returns the step at which the path blew up, or −1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
+    public long Post(long n)
+    {
+        int d = U.D;
+        double dt = U.Dt, sq = U.SqDt, t = n * dt;
+        double* a = _a, b = _b, pw = _pw;
+        if (U.NeedAlign && !AlignStep()) return n + 1;
+        foreach (int k in U.PathwiseWhich)
+        {
+            // v ← J v + χ
+            var vk = v[k];
+            Array.Clear(tmp);
+            for (int e = 0; e < jv.Length && e < U.St.JRow.Length; e++) tmp[U.St.JRow[e]] += jv[e] * vk[U.St.JCol[e]];
+            for (int i = 0; i < d; i++) vk[i] = tmp[i] + chi[k][i];
+        }
+        _m.Step(V(a), V(b), V(pw), t, dt, sq);
+        foreach (int k in U.Variants)
+            fixed (double* xa = xv[k], xb = yv[k])
+            {
+                _variants[k].Step(V(xa), V(xb), V(pw), t, dt, sq);
+                (xv[k], yv[k]) = (yv[k], xv[k]);
+            }
+        double s = 0;
+        for (int i = 0; i < d; i++) s += b[i] * 0.0;
+        if (s != 0.0 || double.IsNaN(s)) return n + 1;
+        _a = b; _b = a;
+        Sample(n + 1, (n + 1) * dt, _a, _pobs, _pgrad);
         return -1;
     }
+
+    /// <summary>Ends the path: its samples go into the sums.</summary>
+    public void End() => Commit();
 
     /// <summary>Records every plan that samples at step n (x = x_n).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
@@ -301,6 +358,18 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         if (U.DiagonalNoise)
         {
             piIsI = true;
+            if (U.NoiseInOrder)
+            {
+                // row i's noise is lane i and entry i: four rows at a time (the same divisions)
+                var vsq = System.Runtime.Intrinsics.Vector256.Create(sq);
+                int i0 = 0;
+                fixed (double* ps = sv, pspw = spw)
+                    for (; i0 + 4 <= d; i0 += 4)
+                        System.Runtime.Intrinsics.Vector256.Store(
+                            System.Runtime.Intrinsics.Vector256.Load(pw + i0) / (System.Runtime.Intrinsics.Vector256.Load(ps + i0) * vsq), pspw + i0);
+                for (int i = i0; i < d; i++) spw[i] = pw[i] / (sv[i] * sq);
+                return;
+            }
             for (int i = 0; i < d; i++) spw[i] = pw[U.NoiseLaneOfRow[i]] / (sv[U.NoiseIndexOfRow[i]] * sq);
             return;
         }
@@ -386,8 +455,20 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
 
     // ---------------------------------------------------------------- the DK recursion
 
+    // carried from DkBegin to DkEnd of the same group and step
+    double _alpha;
+    DkMode _mode;
+    double[] _sl = Array.Empty<double>();
+
+    /// <summary>
+    /// Group g at step n, first half: α, the selected entries of J⁻¹, c = ν − ∇ log|det J|, and
+    /// u = J⁻ᵀc — unless the sparse LU of the lane set holds the factors (iterative mode): then the
+    /// result is true, and the lane set forms c and solves for every lane at once, putting u into
+    /// <see cref="Solution"/> before <see cref="DkEnd"/> (of J⁻¹ it copies only the pairs that
+    /// <see cref="DkEnd"/> reads into <see cref="LuSel"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
-    void DkStep(int g, long n, double* pw)
+    public bool DkBegin(int g, long n)
     {
         var grp = U.Groups[g];
         int d = U.D;
@@ -402,23 +483,53 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         if (U.M == 0) alpha = 0; // an ODE: no kernel to inject
         var mode = grp.Mode;
         if (mode == DkMode.Exact) DenseInverse();
-        else if (mode == DkMode.Iterative && !SelectedIterative(g)) { mode = DkMode.Exact; DenseInverse(); }
-        var sl = sel[g];
+        else if (mode == DkMode.Iterative && !LuOk) { EnsureLocal(); mode = DkMode.Exact; DenseInverse(); }
+        var sl = mode == DkMode.Iterative ? LuSel : sel[g];
+        _alpha = alpha; _sl = sl; _mode = mode;
+        // iterative: the lane set forms c and solves for every lane at once (ResponseLanes)
+        if (mode == DkMode.Iterative) return true;
         if (mode == DkMode.Exact) for (int q = 0; q < U.SelJ.Length; q++) sl[q] = jinv[U.SelJ[q] * d + U.SelI[q]];
         else if (mode == DkMode.FirstOrder) SelectedFirstOrder(sl);
 
         // c = ν − ∇ log|det J|
-        var gl = gld[g];
-        Array.Clear(gl);
-        var st = U.St;
-        int[] hk = st.HK, hsel = U.HSel;
-        for (int h = 0; h < hk.Length; h++) gl[hk[h]] += sl[hsel[h]] * hv[h];
-        var c = tmp;
+        // (summed per k in a register, in the order of the Hessian's entries)
+        int[] hByK = U.HByK, hStart = U.HStart, hsel = U.HSelByK;
+        var c = cvec;
         var nuG = nu[g];
-        for (int i = 0; i < d; i++) c[i] = nuG[i] - gl[i];
+        for (int k = 0; k < d; k++)
+        {
+            double s = 0;
+            for (int q = hStart[k]; q < hStart[k + 1]; q++) s += sl[hsel[q]] * hv[hByK[q]];
+            c[k] = nuG[k] - s;
+        }
         // u = J⁻ᵀ c
         var u = nuNew[g];
         if (!SolveT(mode, c, u)) { DenseInverse(); mode = DkMode.Exact; SolveT(mode, c, u); }
+        _mode = mode;
+        return false;
+    }
+
+    /// <summary>ν of group g.</summary>
+    public double[] Nu(int g) => nu[g];
+
+    /// <summary>This step's Hessian values.</summary>
+    public double[] Hv => hv;
+
+    /// <summary>Where u = J⁻ᵀc of group g goes.</summary>
+    public double[] Solution(int g) => nuNew[g];
+
+    /// <summary>Group g at step n, second half: the weights ℓ and the covector ν.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
+    public void DkEnd(int g, long n)
+    {
+        var grp = U.Groups[g];
+        int d = U.D;
+        var st = U.St;
+        double alpha = _alpha;
+        var mode = _mode;
+        var sl = _sl;
+        var nuG = nu[g];
+        var u = nuNew[g];
 
         // ℓ increments (use u before ν is overwritten)
         foreach (int k in grp.Whiches)
@@ -432,19 +543,22 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 if (any)
                 {
                     if (!piIsI) throw new InvalidOperationException("a deterministic init that depends on the parameter needs full-rank noise (use a normal init)");
+                    EnsureLocal();
                     Array.Copy(ch, chiTot, d);
                     for (int e = 0; e < st.JRow.Length; e++)
                         if (U.DetInitMask[st.JCol[e]]) chiTot[st.JRow[e]] += jv[e] * v0[k * d + st.JCol[e]];
                     ch = chiTot;
                 }
             }
-            double term1, term2, trJD = 0;
+            double term1, term2, trJD = 0, wsc = 0;
             var ds = U.DChiSel[k];
             for (int e = 0; e < ds.Length; e++) trJD += sl[ds[e]] * dchi[k][e];
             if (piIsI)
             {
+                // u·χ and σ⁺ᵀw·χ in one loop: two independent chains of additions side by side
                 double uc = 0;
-                for (int i = 0; i < d; i++) uc += u[i] * ch[i];
+                if (alpha != 0) for (int i = 0; i < d; i++) { uc += u[i] * ch[i]; wsc += spw[i] * ch[i]; }
+                else for (int i = 0; i < d; i++) uc += u[i] * ch[i];
                 term1 = (1 - alpha) * uc;
                 term2 = (1 - alpha) * trJD;
             }
@@ -459,14 +573,10 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 }
                 term1 = uc;
                 term2 = trJD - alpha * TraceJinvPiDchi(mode, k);
+                if (alpha != 0) for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
             }
             double term3 = 0;
-            if (alpha != 0)
-            {
-                double wsc = 0;
-                for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
-                term3 = alpha * (wsc - TraceSigmaPlusDSigma(k));
-            }
+            if (alpha != 0) term3 = alpha * (wsc - TraceSigmaPlusDSigma(k));
             ell[g][k] += -term1 - term2 + term3;
         }
 
@@ -511,20 +621,6 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
 
     const int MaxIter = 200;
     const double Tol = 1e-12;
-
-    /// <summary>Selected entries of J⁻¹ from a sparse LU and Takahashi's recurrences (see <see cref="SparseLuPlan"/>).</summary>
-    bool SelectedIterative(int g)
-    {
-        var sl = sel[g];
-        var lu = U.Lu!;
-        luReady = lu.Factor(luA, U.St.JRow, U.St.JCol, jv);
-        if (!luReady) return false;
-        lu.SelectedInverse(luA, luZ);
-        int d = U.D;
-        int[] sj = U.SelJ, si = U.SelI;
-        for (int q = 0; q < sj.Length; q++) sl[q] = luZ[sj[q] * d + si[q]];
-        return true;
-    }
 
     /// <summary>J⁻¹ ≈ I − E (+ E² under multiplicative noise, the Itô terms), at the selected entries.</summary>
     void SelectedFirstOrder(double[] sl)
@@ -605,9 +701,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 return true;
             case DkMode.Iterative:
                 {
-                    // the sparse factors are at hand: two triangular solves cost less than the
-                    // Neumann series' iterations; the series is the fallback
-                    if (luReady) { U.Lu!.SolveTransposed(luA, c, u); return true; }
+                    // (with the sparse factors at hand the lane set solves instead: see DkBegin)
                     Array.Copy(c, col, d);
                     return Neumann(col, u, transpose: true);
                 }

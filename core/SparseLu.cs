@@ -1,3 +1,6 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
 namespace Sde.Core;
 
 /// <summary>
@@ -10,16 +13,24 @@ namespace Sde.Core;
 /// Neumann series converges, so elimination without pivoting is stable there; a tiny pivot
 /// reports failure and the caller falls back to dense LU with partial pivoting.
 /// The symbolic phase runs once per run on the symmetrised pattern (which makes the pattern closed
-/// under the recurrences). Values live in dense d×d storage addressed through the pattern lists.
+/// under the recurrences); it numbers the entries of the filled pattern ("slots") and flattens the
+/// three numeric phases into index programs that <see cref="SparseLuBatch"/> runs.
 /// </summary>
 internal sealed class SparseLuPlan
 {
     public readonly int D;
     /// <summary>Per k: rows r &gt; k of column k (L), and columns c &gt; k of row k (U), in the filled pattern.</summary>
     public readonly int[][] Lower, Upper;
-    /// <summary>Flat indices i·d + j of every entry of the filled pattern (to clear and to invert).</summary>
-    public readonly int[] Entries;
-    readonly bool[] _inPattern;
+    /// <summary>Number of entries of the filled pattern; slot of entry (i, j) is <see cref="Slot"/>.</summary>
+    public readonly int Slots;
+    readonly int[] _slot; // i·d + j → slot, or −1 outside the pattern
+
+    // factor: per k the pivot's slot, L's slots (r, k), U's slots (k, j) and the updated slots (r, j), r-major
+    public readonly int[] PivotSlot, LoStart, LoSlot, LoRow, UpStart, UpSlot, UpCol, RjStart, RjSlot;
+    /// <summary>Selected inverse as one instruction stream, targets in the order of the recurrences:
+    /// [target slot, kind, i, terms, (Z slot, A slot) × terms]; Z[target] = init − Σ Z·A, with init
+    /// 0 (kind 0: column i) or 1 (kind 2: the diagonal), times 1/U_ii for kinds 1 (row i) and 2.</summary>
+    public readonly int[] InvProgram;
 
     public SparseLuPlan(int d, int[] rows, int[] cols)
     {
@@ -36,7 +47,6 @@ internal sealed class SparseLuPlan
             foreach (int r in nb) foreach (int c in nb) p[r * d + c] = true;
         }
         Lower = new int[d][]; Upper = new int[d][];
-        var entries = new List<int>();
         for (int k = 0; k < d; k++)
         {
             var lo = new List<int>(); var up = new List<int>();
@@ -44,98 +54,280 @@ internal sealed class SparseLuPlan
             for (int c = k + 1; c < d; c++) if (p[k * d + c]) up.Add(c);
             Lower[k] = lo.ToArray(); Upper[k] = up.ToArray();
         }
-        for (int i = 0; i < d * d; i++) if (p[i]) entries.Add(i);
-        Entries = entries.ToArray();
-        _inPattern = p;
+        _slot = new int[d * d];
+        int n = 0;
+        for (int i = 0; i < d * d; i++) _slot[i] = p[i] ? n++ : -1;
+        Slots = n;
+
+        PivotSlot = new int[d]; LoStart = new int[d + 1]; UpStart = new int[d + 1]; RjStart = new int[d + 1];
+        List<int> loSlot = new(), loRow = new(), upSlot = new(), upCol = new(), rj = new();
+        for (int k = 0; k < d; k++)
+        {
+            PivotSlot[k] = Slot(k, k);
+            LoStart[k] = loSlot.Count; UpStart[k] = upSlot.Count; RjStart[k] = rj.Count;
+            foreach (int r in Lower[k]) { loSlot.Add(Slot(r, k)); loRow.Add(r); }
+            foreach (int c in Upper[k]) { upSlot.Add(Slot(k, c)); upCol.Add(c); }
+            foreach (int r in Lower[k]) foreach (int c in Upper[k]) rj.Add(Slot(r, c));
+        }
+        LoStart[d] = loSlot.Count; UpStart[d] = upSlot.Count; RjStart[d] = rj.Count;
+        LoSlot = loSlot.ToArray(); LoRow = loRow.ToArray(); UpSlot = upSlot.ToArray(); UpCol = upCol.ToArray(); RjSlot = rj.ToArray();
+
+        // Takahashi, i from the last row up: column i below the diagonal Z_ri = −Σ_{k∈L(i)} Z_rk L_ki;
+        // row i right of it Z_ij = −Σ_{k∈U(i)} U_ik Z_kj / U_ii; the diagonal (1 − Σ_{k∈U(i)} U_ik Z_ki) / U_ii
+        var prog = new List<int>();
+        for (int i = d - 1; i >= 0; i--)
+        {
+            int[] lo = Lower[i], up = Upper[i];
+            foreach (int r in lo)
+            {
+                prog.AddRange([Slot(r, i), 0, i, lo.Length]);
+                foreach (int k in lo) prog.AddRange([Slot(r, k), Slot(k, i)]);
+            }
+            foreach (int j in up)
+            {
+                prog.AddRange([Slot(i, j), 1, i, up.Length]);
+                foreach (int k in up) prog.AddRange([Slot(k, j), Slot(i, k)]);
+            }
+            prog.AddRange([Slot(i, i), 2, i, up.Length]);
+            foreach (int k in up) prog.AddRange([Slot(k, i), Slot(i, k)]);
+        }
+        InvProgram = prog.ToArray();
+        _emitted = new(() => SparseLuEmit.Build(this), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
-    public bool Contains(int i, int j) => _inPattern[i * D + j];
+    /// <summary>The phases as straight-line code, emitted once per plan on first use (null: too large; interpret).</summary>
+    public (LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Emitted => _emitted.Value;
+    readonly Lazy<(LuKernel[], LuKernel[], LuKernel[])?> _emitted;
 
-    /// <summary>Factor J (values at rows/cols) into a (L below the diagonal, unit; U on and above). False on a tiny pivot.</summary>
-    public unsafe bool Factor(double[] values, int[] rows, int[] cols, double[] input)
+    public bool Contains(int i, int j) => _slot[i * D + j] >= 0;
+
+    public int Slot(int i, int j)
     {
-        int d = D;
-        fixed (double* a = values)
+        int s = _slot[i * D + j];
+        if (s < 0) throw new ArgumentException($"({i}, {j}) is not in the filled pattern");
+        return s;
+    }
+}
+
+/// <summary>
+/// The numeric phases of a <see cref="SparseLuPlan"/> for <see cref="Lanes"/> paths at once: every
+/// path of a run has the same pattern, so one pass over the index programs serves four matrices,
+/// each slot holding the four paths' values side by side (one 256-bit vector). Per path the
+/// arithmetic is the scalar recurrence's, operation for operation (multiply and subtract, never
+/// fused; divisions by a pivot are products with its reciprocal, computed once), so a path's numbers
+/// do not depend on its lane or on its neighbours.
+/// </summary>
+internal sealed unsafe class SparseLuBatch
+{
+    public const int Lanes = 4;
+    readonly SparseLuPlan P;
+    readonly double* _a, _z, _x, _r;      // factors, selected inverse (slots × lanes), solve vector, 1/pivots (d × lanes)
+    readonly double* _jb, _hb;            // the lanes' J and Hessian values (entries × lanes)
+    readonly int[] _jSlot;                // per entry of J: its slot
+    readonly bool[] _jFirst;              // the first entry of J landing in its slot (assigns; later ones add)
+    readonly int[] _zeroSlots;            // slots no entry of J lands in (fill)
+    readonly int[] _selSlot;              // per selected pair (j, i): slot of J⁻¹_ji
+    readonly double[] _storage;
+    readonly (LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? _emitted;
+
+    /// <summary><paramref name="emit"/>: run the phases as emitted straight-line code (<see cref="SparseLuEmit"/>)
+    /// where the pattern is small enough, else interpret the index programs.</summary>
+    public SparseLuBatch(SparseLuPlan plan, int[] jRow, int[] jCol, int hEntries, int[] selJ, int[] selI, bool emit = true)
+    {
+        P = plan;
+        _emitted = emit ? plan.Emitted : null;
+        int s = plan.Slots, d = plan.D;
+        int nh = Math.Max(1, hEntries);
+        _storage = GC.AllocateArray<double>((2 * s + 2 * d + jRow.Length + nh) * Lanes + 4, pinned: true);
+        // 32-byte alignment of the vectors
+        double* b = (double*)Unsafe.AsPointer(ref _storage[0]);
+        long mis = ((long)b & 31) / 8;
+        b += mis == 0 ? 0 : 4 - mis;
+        _a = b; _z = b + s * Lanes; _x = _z + s * Lanes; _r = _x + d * Lanes; _jb = _r + d * Lanes; _hb = _jb + jRow.Length * Lanes;
+        _jSlot = new int[jRow.Length]; _jFirst = new bool[jRow.Length];
+        var hit = new bool[s];
+        for (int e = 0; e < jRow.Length; e++)
         {
-            foreach (int e in Entries) a[e] = 0;
-            for (int e = 0; e < rows.Length; e++) a[rows[e] * d + cols[e]] += input[e];
-            for (int k = 0; k < d; k++)
+            int sl = plan.Slot(jRow[e], jCol[e]);
+            _jSlot[e] = sl; _jFirst[e] = !hit[sl]; hit[sl] = true;
+        }
+        _zeroSlots = Enumerable.Range(0, s).Where(q => !hit[q]).ToArray();
+        _selSlot = new int[selJ.Length];
+        for (int q = 0; q < selJ.Length; q++) _selSlot[q] = plan.Slot(selJ[q], selI[q]);
+    }
+
+    /// <summary>Where lane <paramref name="lane"/>'s J values go (stride <see cref="Lanes"/>), for a model to write directly.</summary>
+    public StrideVec LaneJ(int lane) => new(_jb + lane, Lanes);
+
+    /// <summary>Where lane <paramref name="lane"/>'s Hessian values go (stride <see cref="Lanes"/>).</summary>
+    public StrideVec LaneH(int lane) => new(_hb + lane, Lanes);
+
+    /// <summary>Copies a lane's J values in (when the model wrote them elsewhere).</summary>
+    public void StageJ(int lane, double[] jv)
+    {
+        double* t = _jb + lane;
+        for (int e = 0; e < _jSlot.Length; e++) t[e * Lanes] = jv[e];
+    }
+
+    /// <summary>Copies a lane's Hessian values in.</summary>
+    public void StageH(int lane, double[] hv)
+    {
+        double* t = _hb + lane;
+        for (int h = 0; h < hv.Length; h++) t[h * Lanes] = hv[h];
+    }
+
+    /// <summary>Copies a lane's J and Hessian values out (for the per-path fallbacks).</summary>
+    public void Unstage(int lane, double[] jv, double[] hv)
+    {
+        double* j = _jb + lane, h = _hb + lane;
+        for (int e = 0; e < _jSlot.Length; e++) jv[e] = j[e * Lanes];
+        for (int q = 0; q < hv.Length; q++) hv[q] = h[q * Lanes];
+    }
+
+    /// <summary>Puts the lanes' J (values at the pattern's entries, duplicates added) into the factors' slots.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Load()
+    {
+        double* a = _a, jb = _jb;
+        foreach (int q in _zeroSlots) St(a, q, Vector256<double>.Zero);
+        int[] slot = _jSlot;
+        bool[] first = _jFirst;
+        for (int e = 0; e < slot.Length; e++)
+            St(a, slot[e], first[e] ? Vector256<double>.Zero + Ld(jb, e) : Ld(a, slot[e]) + Ld(jb, e));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> Ld(double* b, int slot) => Vector256.LoadAligned(b + slot * Lanes);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void St(double* b, int slot, Vector256<double> v) => Vector256.StoreAligned(v, b + slot * Lanes);
+
+    /// <summary>Factors the four matrices in place; bit l of the result is set when lane l had no tiny pivot.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public int Factor()
+    {
+        if (_emitted is { } em)
+        {
+            foreach (var f in em.Factor) f(_a, _z, _x, _r);
+            // the pivots stay in place once used, so they are checked afterwards
+            var okAll = Vector256<double>.AllBitsSet;
+            var tiny1 = Vector256.Create(1e-8);
+            var inf1 = Vector256.Create(double.PositiveInfinity);
+            foreach (int s in P.PivotSlot)
             {
-                double* ak = a + k * d;
-                double piv = ak[k];
-                if (!(Math.Abs(piv) > 1e-8) || !double.IsFinite(piv)) return false;
-                double inv = 1.0 / piv;
-                int[] up = Upper[k];
-                foreach (int r in Lower[k])
+                var ab = Vector256.Abs(Ld(_a, s));
+                okAll &= Vector256.GreaterThan(ab, tiny1) & Vector256.LessThan(ab, inf1);
+            }
+            return (int)okAll.ExtractMostSignificantBits();
+        }
+        var p = P;
+        double* a = _a;
+        int[] pivot = p.PivotSlot, loStart = p.LoStart, loSlot = p.LoSlot, upStart = p.UpStart, upSlot = p.UpSlot, rjSlot = p.RjSlot;
+        var ok = Vector256<double>.AllBitsSet;
+        var tiny = Vector256.Create(1e-8);
+        var inf = Vector256.Create(double.PositiveInfinity);
+        int rj = 0;
+        for (int k = 0; k < p.D; k++)
+        {
+            var piv = Ld(a, pivot[k]);
+            var ab = Vector256.Abs(piv);
+            ok &= Vector256.GreaterThan(ab, tiny) & Vector256.LessThan(ab, inf);
+            var inv = Vector256<double>.One / piv;
+            St(_r, k, inv);
+            int u0 = upStart[k], u1 = upStart[k + 1];
+            for (int li = loStart[k]; li < loStart[k + 1]; li++)
+            {
+                var l = Ld(a, loSlot[li]) * inv;
+                St(a, loSlot[li], l);
+                for (int c = u0; c < u1; c++, rj++)
                 {
-                    double* ar = a + r * d;
-                    double l = ar[k] *= inv;
-                    if (l == 0) continue;
-                    for (int c = 0; c < up.Length; c++) { int j = up[c]; ar[j] -= l * ak[j]; }
+                    int t = rjSlot[rj];
+                    St(a, t, Ld(a, t) - l * Ld(a, upSlot[c]));
                 }
             }
         }
-        return true;
+        return (int)ok.ExtractMostSignificantBits();
     }
 
-    /// <summary>Z = J⁻¹ on the filled pattern, from the factors (Takahashi: U Z = L⁻¹ and Z L = U⁻¹).</summary>
-    public unsafe void SelectedInverse(double[] factors, double[] inverse)
+    /// <summary>J⁻¹ on the filled pattern from the factors (Takahashi), all lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void SelectedInverse()
     {
-        int d = D;
-        fixed (double* a = factors, z = inverse)
+        if (_emitted is { } em) { foreach (var f in em.Inverse) f(_a, _z, _x, _r); return; }
+        double* a = _a, z = _z, rp = _r;
+        int[] prog = P.InvProgram;
+        int pc = 0;
+        while (pc < prog.Length)
         {
-            for (int i = d - 1; i >= 0; i--)
-            {
-                int[] lo = Lower[i], up = Upper[i];
-                double* ai = a + i * d;
-                // column i below the diagonal: Z_ri = −Σ_{k∈L(i)} Z_rk L_ki
-                foreach (int r in lo)
-                {
-                    double* zr = z + r * d;
-                    double s = 0;
-                    for (int c = 0; c < lo.Length; c++) { int k = lo[c]; s -= zr[k] * a[k * d + i]; }
-                    zr[i] = s;
-                }
-                double uii = ai[i];
-                double* zi = z + i * d;
-                // row i right of the diagonal: Z_ij = −Σ_{k∈U(i)} U_ik Z_kj / U_ii
-                foreach (int j in up)
-                {
-                    double s = 0;
-                    for (int c = 0; c < up.Length; c++) { int k = up[c]; s -= ai[k] * z[k * d + j]; }
-                    zi[j] = s / uii;
-                }
-                {
-                    double s = 1;
-                    for (int c = 0; c < up.Length; c++) { int k = up[c]; s -= ai[k] * z[k * d + i]; }
-                    zi[i] = s / uii;
-                }
-            }
+            int target = prog[pc], kind = prog[pc + 1], i = prog[pc + 2], terms = prog[pc + 3];
+            pc += 4;
+            var s = kind == 2 ? Vector256<double>.One : Vector256<double>.Zero;
+            for (int q = 0; q < terms; q++, pc += 2) s -= Ld(z, prog[pc]) * Ld(a, prog[pc + 1]);
+            St(z, target, kind == 0 ? s : s * Ld(rp, i));
         }
     }
 
-    /// <summary>u = J⁻ᵀ c from the factors: Uᵀ y = c, then Lᵀ u = y.</summary>
-    public unsafe void SolveTransposed(double[] factors, double[] c, double[] u)
+    /// <summary>Lane <paramref name="lane"/>'s entries of J⁻¹ at the selected pairs <paramref name="pairs"/>
+    /// (indices into the pairs given at construction).</summary>
+    public void Selected(int lane, int[] pairs, double[] sel)
     {
-        int d = D;
-        Array.Copy(c, u, d);
-        fixed (double* a = factors, x = u)
+        double* z = _z + lane;
+        foreach (int q in pairs) sel[q] = z[_selSlot[q] * Lanes];
+    }
+
+    /// <summary>
+    /// The right-hand side c = ν − ∇log|det J| of the transposed solve, all lanes, straight from the
+    /// selected inverse: ∇log|det J|_k = Σ_q J⁻¹[pair q]·H_q over the Hessian entries q of k
+    /// (<paramref name="hStart"/>, <paramref name="hPair"/>, <paramref name="hEntry"/>: grouped by k,
+    /// summed in that order from 0, as the per-path code does). ν per lane; the Hessian values staged.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Rhs(double[] nu0, double[] nu1, double[] nu2, double[] nu3, int[] hStart, int[] hPair, int[] hEntry)
+    {
+        double* z = _z, x = _x, hb = _hb;
+        int[] sel = _selSlot;
+        for (int k = 0; k < P.D; k++)
         {
-            for (int k = 0; k < d; k++)
+            var s = Vector256<double>.Zero;
+            for (int q = hStart[k]; q < hStart[k + 1]; q++)
             {
-                double* ak = a + k * d;
-                double y = x[k] / ak[k];
-                x[k] = y;
-                int[] up = Upper[k];
-                for (int c2 = 0; c2 < up.Length; c2++) { int j = up[c2]; x[j] -= ak[j] * y; }
+                s += Ld(z, sel[hPair[q]]) * Ld(hb, hEntry[q]);
             }
-            for (int k = d - 1; k >= 0; k--)
+            St(x, k, Vector256.Create(nu0[k], nu1[k], nu2[k], nu3[k]) - s);
+        }
+    }
+
+    /// <summary>Lane <paramref name="lane"/>'s solution of <see cref="SolveTransposed"/>.</summary>
+    public void StoreSolution(int lane, double[] u)
+    {
+        double* x = _x + lane;
+        for (int i = 0; i < P.D; i++) u[i] = x[i * Lanes];
+    }
+
+    /// <summary>x ← J⁻ᵀ x from the factors, all lanes: Uᵀ y = x, then Lᵀ u = y.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void SolveTransposed()
+    {
+        if (_emitted is { } em) { foreach (var f in em.SolveT) f(_a, _z, _x, _r); return; }
+        var p = P;
+        double* a = _a, x = _x;
+        int d = p.D;
+        int[] pivot = p.PivotSlot, loStart = p.LoStart, loSlot = p.LoSlot, loRow = p.LoRow, upStart = p.UpStart, upSlot = p.UpSlot, upCol = p.UpCol;
+        for (int k = 0; k < d; k++)
+        {
+            var y = Ld(x, k) * Ld(_r, k);
+            St(x, k, y);
+            for (int c = upStart[k]; c < upStart[k + 1]; c++)
             {
-                double s = x[k];
-                int[] lo = Lower[k];
-                for (int c2 = 0; c2 < lo.Length; c2++) { int r = lo[c2]; s -= a[r * d + k] * x[r]; }
-                x[k] = s;
+                int j = upCol[c];
+                St(x, j, Ld(x, j) - Ld(a, upSlot[c]) * y);
             }
+        }
+        for (int k = d - 1; k >= 0; k--)
+        {
+            var s = Ld(x, k);
+            for (int c = loStart[k]; c < loStart[k + 1]; c++) s -= Ld(a, loSlot[c]) * Ld(x, loRow[c]);
+            St(x, k, s);
         }
     }
 }

@@ -53,6 +53,9 @@ public sealed class TangentStructure
     public required int[][] DgLane { get; init; }
     public required int[] ObsGradObs { get; init; }
     public required int[] ObsGradState { get; init; }
+    /// <summary>The Hessian terms depend on neither the state, the noise nor the time (only on the
+    /// parameters and Δt): computed once per run and worker instead of every step.</summary>
+    public bool HessianConstant { get; init; }
     /// <summary>The diffusion does not depend on the state (Π is then independent of x).</summary>
     public required bool AdditiveNoise { get; init; }
     /// <summary>Per component: the init is `normal` (it has a score; otherwise it is a point or uniform).</summary>

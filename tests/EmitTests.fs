@@ -97,11 +97,49 @@ let private agreesWithInterpreter (cm: CheckedModel) (pvals: float[]) =
         for q in 0 .. obs.Length - 1 do
             Expect.floatClose Accuracy.veryHigh o[q] (eval leaf obs[q]) "observable"
 
+
+/// The opcodes of a method body, operands skipped (a small IL reader).
+let private ilOpCodes (body: byte[]) : Reflection.Emit.OpCode list =
+    let table =
+        typeof<Reflection.Emit.OpCodes>.GetFields(Reflection.BindingFlags.Public ||| Reflection.BindingFlags.Static)
+        |> Array.map (fun f -> f.GetValue null :?> Reflection.Emit.OpCode)
+        |> Array.map (fun o -> uint16 o.Value, o)
+        |> dict
+    let rec go i acc =
+        if i >= body.Length then List.rev acc
+        else
+            let code, len = if body[i] = 0xFEuy then (0xFE00us ||| uint16 body[i + 1]), 2 else uint16 body[i], 1
+            let op = table[code]
+            let operand =
+                match op.OperandType with
+                | Reflection.Emit.OperandType.InlineNone -> 0
+                | Reflection.Emit.OperandType.ShortInlineBrTarget
+                | Reflection.Emit.OperandType.ShortInlineI
+                | Reflection.Emit.OperandType.ShortInlineVar -> 1
+                | Reflection.Emit.OperandType.InlineVar -> 2
+                | Reflection.Emit.OperandType.InlineI8
+                | Reflection.Emit.OperandType.InlineR -> 8
+                | Reflection.Emit.OperandType.InlineSwitch -> 4 + 4 * BitConverter.ToInt32(body, i + len)
+                | _ -> 4
+            go (i + len + operand) (op :: acc)
+    go 0 []
+
 [<Tests>]
 let tests =
     testList "Emit" [
         test "Lorenz-96 emitted code equals the IR interpreter" { agreesWithInterpreter (l96Checked 7) [| 8.0; 0.5 |] }
         test "multiplicative non-diagonal noise, if, functions" { agreesWithInterpreter (twoChecked ()) [| 0.7 |] }
+        test "ParamTangent dispatches on the parameter without an IL switch (ILGPU swaps a one-case switch's branches)" {
+            let ir = Lower.lowerModel (l96Checked 5)
+            for wrt in [ [| 0 |]; [| 1 |]; [| 0; 1 |] ] do
+                let c = Compile.compile ir [||] wrt
+                let m =
+                    c.Type.GetMethods(Reflection.BindingFlags.Instance ||| Reflection.BindingFlags.Public ||| Reflection.BindingFlags.NonPublic)
+                    |> Array.find (fun m -> m.Name.EndsWith "ParamTangent")
+                let ops = ilOpCodes (m.GetMethodBody().GetILAsByteArray())
+                Expect.isFalse (List.contains Reflection.Emit.OpCodes.Switch ops) (sprintf "%A: no switch" wrt)
+                Expect.equal (ops |> List.filter ((=) Reflection.Emit.OpCodes.Bne_Un) |> List.length) wrt.Length (sprintf "%A: one comparison per parameter" wrt)
+        }
         test "Lorenz-96 drift is sparse: 4 states per component" {
             let ir = Lower.lowerModel (l96Checked 40)
             for k in 0 .. 39 do

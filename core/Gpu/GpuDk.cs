@@ -693,6 +693,10 @@ public static class GpuTangent
         using var fbuf = acc.Allocate1D(U.NeedAlign ? LyapunovEngine.InitialFrame(d, 1) : new double[1]);
         using var scratch = acc.Allocate1D<double>(R * chunk);
         using var accs = acc.Allocate1D<double>(Math.Max(rows, 1) * chunk);
+        // device memory comes uninitialised (a freed buffer's values on CUDA): start from zeros, so
+        // that a row the kernel failed to write shows as 0 on every backend, never as stale numbers
+        scratch.MemSetToZero();
+        accs.MemSetToZero();
         using var flags = acc.Allocate1D<long>(nFlags);
         var host = new double[Math.Max(rows, 1) * chunk];
         var hostFlags = new long[nFlags];

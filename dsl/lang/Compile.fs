@@ -35,6 +35,12 @@ let private outputs arg (es: Sym[]) =
 let private sparseOut arg (xs: (int * int * Sym) list) =
     xs |> List.mapi (fun n (_, _, v) -> { Arg = arg; Lane = n; Value = v })
 
+/// Does the expression depend on the state, the noise or the time (anything that changes along a path)?
+let rec private varies (e: Sym) =
+    match e.Op with
+    | State _ | Noise _ | Time -> true
+    | _ -> List.exists varies e.Args
+
 let private structureOf (ir: ModelIr) (tg: Tangent.TangentIr) : TangentStructure =
     let col f (xs: (int * int * Sym) list) = xs |> List.map f |> List.toArray
 
@@ -54,6 +60,7 @@ let private structureOf (ir: ModelIr) (tg: Tangent.TangentIr) : TangentStructure
         ObsGradObs = col (fun (q, _, _) -> q) tg.ObsGrad,
         ObsGradState = col (fun (_, k, _) -> k) tg.ObsGrad,
         AdditiveNoise = tg.AdditiveNoise,
+        HessianConstant = (tg.Hessian |> List.forall (fun (_, _, _, v) -> not (varies v))),
         InitHasScore = tg.InitHasScore,
         NormalInit = (ir.Init |> Array.map (function InitNormal _ -> true | _ -> false))
     )

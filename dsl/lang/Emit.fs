@@ -360,20 +360,23 @@ let implementMethod (mb: ModelBuilder) (iface: Type) (methodName: string) (bind:
     implementWith mb iface methodName bind (fun b -> emitOutputs b outputs)
 
 /// Implement a generic interface method that stores `blocks[which]`, `which` being the int
-/// argument at IL index `whichArg` (an IL switch; out-of-range does nothing).
+/// argument at IL index `whichArg` (out-of-range does nothing). A chain of comparisons, not an IL
+/// `switch`: ILGPU (1.5) folds a one-case switch into an `if` whose branches are swapped (its switch
+/// takes the first target as the default), so on CUDA the only case never ran while ILGPU's CPU
+/// accelerator, which runs the IL as .NET code, was right.
 let implementSwitch (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (whichArg: int) (blocks: Output list[]) =
     implementWith mb iface methodName bind (fun b ->
         let il = b.Il
-        let labels = blocks |> Array.map (fun _ -> il.DefineLabel())
         let endL = il.DefineLabel()
-        il.Emit(OpCodes.Ldarg_S, byte whichArg)
-        il.Emit(OpCodes.Switch, labels)
-        il.Emit(OpCodes.Br, endL)
 
         for i in 0 .. blocks.Length - 1 do
-            il.MarkLabel labels[i]
+            let next = il.DefineLabel()
+            il.Emit(OpCodes.Ldarg_S, byte whichArg)
+            il.Emit(OpCodes.Ldc_I4, i)
+            il.Emit(OpCodes.Bne_Un, next)
             emitOutputs b blocks[i]
             il.Emit(OpCodes.Br, endL)
+            il.MarkLabel next
 
         il.MarkLabel endL)
 

@@ -1,0 +1,97 @@
+namespace Sde.Core;
+
+/// <summary>
+/// The paths one thread of the response engine advances side by side, step by step: one
+/// <see cref="Worker{TModel}"/> per path (its own state and sums), and, when a DK group runs in
+/// iterative mode, one <see cref="SparseLuBatch"/> that factors the paths' Jacobians and solves with
+/// them in a single pass over the pattern (the work that dominates that mode). Without the sparse
+/// LU there is nothing to share and a lane set has one lane.
+/// </summary>
+internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentModel
+{
+    readonly ResponseEngine.Setup U;
+    public readonly Worker<TModel>[] Lanes;
+    readonly SparseLuBatch? _lu;
+    readonly bool _direct;
+    readonly long[] _failedAt;
+    readonly bool[] _solve;
+    readonly int[] _dchiPairs; // the pairs of J⁻¹ that DkEnd reads (tr(J⁻¹Dχ)); ∇log|det J| is formed here
+
+    public ResponseLanes(TModel model, TModel[] variants, ResponseEngine.Setup setup)
+    {
+        U = setup;
+        int n = LaneCount(setup);
+        Lanes = new Worker<TModel>[n];
+        for (int i = 0; i < n; i++) Lanes[i] = new Worker<TModel>(model, variants, setup);
+        if (setup.Lu != null)
+        {
+            _lu = new SparseLuBatch(setup.Lu, setup.St.JRow, setup.St.JCol, setup.St.HRow.Length, setup.SelJ, setup.SelI);
+            // only iterative DK reads J and the Hessian terms: the model may write them into the batch
+            _direct = !setup.NeedE && setup.PathwiseWhich.Length == 0 && !setup.NeedAlign && !setup.AnyExact && !setup.AnyFirstOrder;
+            if (_direct) for (int i = 0; i < n; i++) Lanes[i].WriteInto(_lu, i);
+        }
+        _dchiPairs = setup.DChiSel.SelectMany(a => a).Distinct().ToArray();
+        _failedAt = new long[n];
+        _solve = new bool[n];
+    }
+
+    public static int LaneCount(ResponseEngine.Setup setup) => setup.Lu != null ? SparseLuBatch.Lanes : 1;
+
+    /// <summary>Simulates paths first … first + count − 1, reporting each failed path's step.</summary>
+    public void RunBlock(ulong first, long count, Action<long> fail)
+    {
+        int L = Lanes.Length;
+        for (long p0 = 0; p0 < count; p0 += L)
+        {
+            int k = (int)Math.Min(L, count - p0);
+            for (int i = 0; i < k; i++) { Lanes[i].Begin(first + (ulong)(p0 + i)); _failedAt[i] = -1; }
+            int live = k;
+            for (long n = 0; n < U.Steps && live > 0; n++)
+            {
+                for (int i = 0; i < k; i++) if (_failedAt[i] < 0) Lanes[i].Pre(n);
+                if (_lu != null) Factor(k);
+                for (int g = 0; g < U.Groups.Length; g++)
+                {
+                    bool any = false;
+                    for (int i = 0; i < k; i++) any |= _solve[i] = _failedAt[i] < 0 && Lanes[i].DkBegin(g, n);
+                    if (any)
+                    {
+                        int f = First(k);
+                        Worker<TModel> W(int i) => Lanes[i < k && _solve[i] ? i : f];
+                        if (!_direct) for (int i = 0; i < k; i++) if (_solve[i]) _lu!.StageH(i, Lanes[i].Hv);
+                        _lu!.Rhs(W(0).Nu(g), W(1).Nu(g), W(2).Nu(g), W(3).Nu(g), U.HStart, U.HSelByK, U.HByK);
+                        _lu.SolveTransposed();
+                        for (int i = 0; i < k; i++) if (_solve[i]) _lu.StoreSolution(i, Lanes[i].Solution(g));
+                    }
+                    for (int i = 0; i < k; i++) if (_failedAt[i] < 0) Lanes[i].DkEnd(g, n);
+                }
+                for (int i = 0; i < k; i++)
+                    if (_failedAt[i] < 0 && (_failedAt[i] = Lanes[i].Post(n)) >= 0) { live--; fail(_failedAt[i]); }
+            }
+            for (int i = 0; i < k; i++) if (_failedAt[i] < 0) Lanes[i].End();
+        }
+    }
+
+    /// <summary>A live lane solving this group (any lane's right-hand side will do for the idle ones).</summary>
+    int First(int k)
+    {
+        for (int i = 0; i < k; i++) if (_solve[i]) return i;
+        return 0;
+    }
+
+    /// <summary>The sparse LU and selected inverse of every live lane's J.</summary>
+    void Factor(int k)
+    {
+        // (idle lanes keep whatever they hold: lanes never mix, and their results are not read)
+        if (!_direct) for (int i = 0; i < k; i++) if (_failedAt[i] < 0) _lu!.StageJ(i, Lanes[i].Jv);
+        _lu!.Load();
+        int ok = _lu.Factor();
+        _lu.SelectedInverse();
+        for (int i = 0; i < k; i++)
+        {
+            var w = Lanes[i];
+            w.LuOk = (ok >> i & 1) != 0;
+            if (w.LuOk && _failedAt[i] < 0) _lu.Selected(i, _dchiPairs, w.LuSel);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+using System.Reflection;
+using System.Reflection.Emit;
+using System.Runtime.Intrinsics;
+
+namespace Sde.Core;
+
+/// <summary>One numeric phase of a <see cref="SparseLuBatch"/> (arguments: factors, selected inverse, solve vector, 1/pivots).</summary>
+internal unsafe delegate void LuKernel(double* a, double* z, double* x, double* r);
+
+/// <summary>
+/// The index programs of a <see cref="SparseLuPlan"/> as straight-line code: every slot offset a
+/// constant, no index loads, no loops (the pattern is fixed for the whole run, so the JIT may as
+/// well see it). The arithmetic is <see cref="SparseLuBatch"/>'s interpreted phases', operation for
+/// operation. Emitted in chunks of a few thousand IL instructions (the JIT optimises small methods
+/// fully); not emitted at all for patterns too large to be worth it.
+/// </summary>
+internal static class SparseLuEmit
+{
+    /// <summary>Above this many multiply–subtract terms the interpreted phases run instead.</summary>
+    public const int MaxTerms = 100_000;
+    const int ChunkInstructions = 3000;
+
+    static readonly MethodInfo Load = Generic("LoadAligned"), Store = Generic("StoreAligned");
+    static readonly MethodInfo Mul = Op("op_Multiply"), Sub = Op("op_Subtraction"), Div = Op("op_Division");
+    static readonly MethodInfo One = typeof(Vector256<double>).GetProperty("One")!.GetMethod!;
+    static readonly MethodInfo Zero = typeof(Vector256<double>).GetProperty("Zero")!.GetMethod!;
+
+    static MethodInfo Generic(string name) =>
+        typeof(Vector256).GetMethods().Single(m => m.Name == name && m.IsGenericMethodDefinition && m.GetParameters().Length == (name == "LoadAligned" ? 1 : 2))
+            .MakeGenericMethod(typeof(double));
+
+    static MethodInfo Op(string name) =>
+        typeof(Vector256<double>).GetMethod(name, [typeof(Vector256<double>), typeof(Vector256<double>)])!;
+
+    const int A = 0, Z = 1, X = 2, R = 3; // argument numbers
+
+    /// <summary>Builds chunks of straight-line code; a chunk ends only between the units given to <see cref="Unit"/>.</summary>
+    sealed class Chunks
+    {
+        readonly List<LuKernel> _done = new();
+        DynamicMethod? _m;
+        ILGenerator _il = null!;
+        LocalBuilder _t0 = null!, _t1 = null!;
+        int _count;
+
+        public void Unit(Action<Chunks> body)
+        {
+            if (_m == null || _count > ChunkInstructions) Flush();
+            body(this);
+        }
+
+        void Flush()
+        {
+            if (_m != null) { _il.Emit(OpCodes.Ret); _done.Add((LuKernel)_m.CreateDelegate(typeof(LuKernel))); }
+            _m = new DynamicMethod("sparse_lu", typeof(void), [typeof(double*), typeof(double*), typeof(double*), typeof(double*)], typeof(SparseLuEmit).Module, skipVisibility: true);
+            _il = _m.GetILGenerator();
+            _t0 = _il.DeclareLocal(typeof(Vector256<double>));
+            _t1 = _il.DeclareLocal(typeof(Vector256<double>));
+            _count = 0;
+        }
+
+        public LuKernel[] Finish()
+        {
+            if (_m != null) { _il.Emit(OpCodes.Ret); _done.Add((LuKernel)_m.CreateDelegate(typeof(LuKernel))); _m = null; }
+            return _done.ToArray();
+        }
+
+        void Address(int arg, int index)
+        {
+            _il.Emit(arg switch { 0 => OpCodes.Ldarg_0, 1 => OpCodes.Ldarg_1, 2 => OpCodes.Ldarg_2, _ => OpCodes.Ldarg_3 });
+            if (index != 0) { _il.Emit(OpCodes.Ldc_I4, index * SparseLuBatch.Lanes * sizeof(double)); _il.Emit(OpCodes.Add); }
+            _count += 3;
+        }
+
+        /// <summary>Pushes the vector at slot (or row) <paramref name="index"/> of argument <paramref name="arg"/>.</summary>
+        public Chunks Ld(int arg, int index) { Address(arg, index); _il.Emit(OpCodes.Call, Load); _count++; return this; }
+        /// <summary>Pops a vector into slot <paramref name="index"/> of argument <paramref name="arg"/>.</summary>
+        public Chunks St(int arg, int index) { Address(arg, index); _il.Emit(OpCodes.Call, Store); _count++; return this; }
+        public Chunks Call(MethodInfo m) { _il.Emit(OpCodes.Call, m); _count++; return this; }
+        public Chunks Dup() { _il.Emit(OpCodes.Dup); _count++; return this; }
+        public Chunks Set(int t) { _il.Emit(OpCodes.Stloc, t == 0 ? _t0 : _t1); _count++; return this; }
+        public Chunks Get(int t) { _il.Emit(OpCodes.Ldloc, t == 0 ? _t0 : _t1); _count++; return this; }
+    }
+
+    static int Terms(SparseLuPlan p) => p.RjSlot.Length + p.InvProgram.Length / 2 + p.UpSlot.Length + p.LoSlot.Length;
+
+    /// <summary>The three phases (factor, selected inverse, transposed solve), or null when the pattern is too large.</summary>
+    public static (LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Build(SparseLuPlan p)
+    {
+        if (Terms(p) > MaxTerms) return null;
+        return (BuildFactor(p), BuildInverse(p), BuildSolveT(p));
+    }
+
+    static LuKernel[] BuildFactor(SparseLuPlan p)
+    {
+        var c = new Chunks();
+        int rj = 0;
+        for (int k = 0; k < p.D; k++)
+        {
+            int kk = k;
+            int rj0 = rj;
+            c.Unit(e =>
+            {
+                // 1/pivot, kept for the inverse and the solves
+                e.Call(One).Ld(A, p.PivotSlot[kk]).Call(Div).Dup().Set(0).St(R, kk);
+                int q = rj0;
+                for (int li = p.LoStart[kk]; li < p.LoStart[kk + 1]; li++)
+                {
+                    e.Ld(A, p.LoSlot[li]).Get(0).Call(Mul).Dup().Set(1).St(A, p.LoSlot[li]);
+                    for (int u = p.UpStart[kk]; u < p.UpStart[kk + 1]; u++, q++)
+                        e.Ld(A, p.RjSlot[q]).Get(1).Ld(A, p.UpSlot[u]).Call(Mul).Call(Sub).St(A, p.RjSlot[q]);
+                }
+            });
+            rj += (p.LoStart[k + 1] - p.LoStart[k]) * (p.UpStart[k + 1] - p.UpStart[k]);
+        }
+        return c.Finish();
+    }
+
+    static LuKernel[] BuildInverse(SparseLuPlan p)
+    {
+        var c = new Chunks();
+        int[] prog = p.InvProgram;
+        int pc = 0;
+        while (pc < prog.Length)
+        {
+            int at = pc;
+            c.Unit(e =>
+            {
+                int target = prog[at], kind = prog[at + 1], i = prog[at + 2], terms = prog[at + 3];
+                e.Call(kind == 2 ? One : Zero);
+                for (int q = 0; q < terms; q++) e.Ld(Z, prog[at + 4 + 2 * q]).Ld(A, prog[at + 5 + 2 * q]).Call(Mul).Call(Sub);
+                if (kind != 0) e.Ld(R, i).Call(Mul);
+                e.St(Z, target);
+            });
+            pc += 4 + 2 * prog[pc + 3];
+        }
+        return c.Finish();
+    }
+
+    static LuKernel[] BuildSolveT(SparseLuPlan p)
+    {
+        var c = new Chunks();
+        for (int k = 0; k < p.D; k++)
+        {
+            int kk = k;
+            c.Unit(e =>
+            {
+                e.Ld(X, kk).Ld(R, kk).Call(Mul).Dup().Set(0).St(X, kk);
+                for (int u = p.UpStart[kk]; u < p.UpStart[kk + 1]; u++)
+                    e.Ld(X, p.UpCol[u]).Ld(A, p.UpSlot[u]).Get(0).Call(Mul).Call(Sub).St(X, p.UpCol[u]);
+            });
+        }
+        for (int k = p.D - 1; k >= 0; k--)
+        {
+            int kk = k;
+            c.Unit(e =>
+            {
+                e.Ld(X, kk);
+                for (int l = p.LoStart[kk]; l < p.LoStart[kk + 1]; l++) e.Ld(A, p.LoSlot[l]).Ld(X, p.LoRow[l]).Call(Mul).Call(Sub);
+                e.St(X, kk);
+            });
+        }
+        return c.Finish();
+    }
+}
