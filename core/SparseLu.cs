@@ -92,12 +92,21 @@ internal sealed class SparseLuPlan
             foreach (int k in up) prog.AddRange([Slot(k, i), Slot(i, k)]);
         }
         InvProgram = prog.ToArray();
-        _emitted = new(() => SparseLuEmit.Build(this), LazyThreadSafetyMode.ExecutionAndPublication);
     }
 
-    /// <summary>The phases as straight-line code, emitted once per plan on first use (null: too large; interpret).</summary>
-    public (LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Emitted => _emitted.Value;
-    readonly Lazy<(LuKernel[], LuKernel[], LuKernel[])?> _emitted;
+
+    /// <summary>The phases as straight-line code for a J pattern's slots, emitted once per plan (every
+    /// thread's batch has the same) on first use; null: too large, interpret.</summary>
+    public (LuKernel[] Load, LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Emitted(int[] jSlot, bool[] jFirst, int[] zeroSlots)
+    {
+        lock (this)
+        {
+            if (!_emittedDone) { _emitted = SparseLuEmit.Build(this, jSlot, jFirst, zeroSlots); _emittedDone = true; }
+            return _emitted;
+        }
+    }
+    (LuKernel[], LuKernel[], LuKernel[], LuKernel[])? _emitted;
+    bool _emittedDone;
 
     public bool Contains(int i, int j) => _slot[i * D + j] >= 0;
 
@@ -128,14 +137,15 @@ internal sealed unsafe class SparseLuBatch
     readonly int[] _zeroSlots;            // slots no entry of J lands in (fill)
     readonly int[] _selSlot;              // per selected pair (j, i): slot of J⁻¹_ji
     readonly double[] _storage;
-    readonly (LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? _emitted;
+    readonly (LuKernel[] Load, LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? _emitted;
+    LuKernel[]? _rhs;      // the emitted right-hand side for the Hessian program in _rhsKey
+    int[]? _rhsKey;
 
     /// <summary><paramref name="emit"/>: run the phases as emitted straight-line code (<see cref="SparseLuEmit"/>)
     /// where the pattern is small enough, else interpret the index programs.</summary>
     public SparseLuBatch(SparseLuPlan plan, int[] jRow, int[] jCol, int hEntries, int[] selJ, int[] selI, bool emit = true)
     {
         P = plan;
-        _emitted = emit ? plan.Emitted : null;
         int s = plan.Slots, d = plan.D;
         int nh = Math.Max(1, hEntries);
         _storage = GC.AllocateArray<double>((2 * s + 2 * d + jRow.Length + nh) * Lanes + 4, pinned: true);
@@ -154,6 +164,7 @@ internal sealed unsafe class SparseLuBatch
         _zeroSlots = Enumerable.Range(0, s).Where(q => !hit[q]).ToArray();
         _selSlot = new int[selJ.Length];
         for (int q = 0; q < selJ.Length; q++) _selSlot[q] = plan.Slot(selJ[q], selI[q]);
+        _emitted = emit ? plan.Emitted(_jSlot, _jFirst, _zeroSlots) : null;
     }
 
     /// <summary>Where lane <paramref name="lane"/>'s J values go (stride <see cref="Lanes"/>), for a model to write directly.</summary>
@@ -188,6 +199,7 @@ internal sealed unsafe class SparseLuBatch
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Load()
     {
+        if (_emitted is { } em) { foreach (var f in em.Load) f(_a, _z, _x, _r, _jb); return; }
         double* a = _a, jb = _jb;
         foreach (int q in _zeroSlots) St(a, q, Vector256<double>.Zero);
         int[] slot = _jSlot;
@@ -208,7 +220,7 @@ internal sealed unsafe class SparseLuBatch
     {
         if (_emitted is { } em)
         {
-            foreach (var f in em.Factor) f(_a, _z, _x, _r);
+            foreach (var f in em.Factor) f(_a, _z, _x, _r, _jb);
             // the pivots stay in place once used, so they are checked afterwards
             var okAll = Vector256<double>.AllBitsSet;
             var tiny1 = Vector256.Create(1e-8);
@@ -253,7 +265,7 @@ internal sealed unsafe class SparseLuBatch
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void SelectedInverse()
     {
-        if (_emitted is { } em) { foreach (var f in em.Inverse) f(_a, _z, _x, _r); return; }
+        if (_emitted is { } em) { foreach (var f in em.Inverse) f(_a, _z, _x, _r, _jb); return; }
         double* a = _a, z = _z, rp = _r;
         int[] prog = P.InvProgram;
         int pc = 0;
@@ -284,6 +296,23 @@ internal sealed unsafe class SparseLuBatch
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Rhs(double[] nu0, double[] nu1, double[] nu2, double[] nu3, int[] hStart, int[] hPair, int[] hEntry)
     {
+        if (_emitted != null)
+        {
+            if (_rhs == null || !ReferenceEquals(_rhsKey, hPair))
+            {
+                var slots = hPair.Select(q => _selSlot[q]).ToArray();
+                _rhs = SparseLuEmit.BuildRhs(P.D, hStart, slots, hEntry, _jSlot.Length);
+                _rhsKey = hPair;
+            }
+            double* xs = _x;
+            for (int i = 0; i < P.D; i++)
+            {
+                double* t = xs + i * Lanes;
+                t[0] = nu0[i]; t[1] = nu1[i]; t[2] = nu2[i]; t[3] = nu3[i];
+            }
+            foreach (var f in _rhs) f(_a, _z, _x, _r, _jb);
+            return;
+        }
         double* z = _z, x = _x, hb = _hb;
         int[] sel = _selSlot;
         for (int k = 0; k < P.D; k++)
@@ -308,7 +337,7 @@ internal sealed unsafe class SparseLuBatch
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void SolveTransposed()
     {
-        if (_emitted is { } em) { foreach (var f in em.SolveT) f(_a, _z, _x, _r); return; }
+        if (_emitted is { } em) { foreach (var f in em.SolveT) f(_a, _z, _x, _r, _jb); return; }
         var p = P;
         double* a = _a, x = _x;
         int d = p.D;

@@ -4,8 +4,8 @@ using System.Runtime.Intrinsics;
 
 namespace Sde.Core;
 
-/// <summary>One numeric phase of a <see cref="SparseLuBatch"/> (arguments: factors, selected inverse, solve vector, 1/pivots).</summary>
-internal unsafe delegate void LuKernel(double* a, double* z, double* x, double* r);
+/// <summary>One numeric phase of a <see cref="SparseLuBatch"/> (arguments: factors, selected inverse, solve vector, 1/pivots, J values).</summary>
+internal unsafe delegate void LuKernel(double* a, double* z, double* x, double* r, double* j);
 
 /// <summary>
 /// The index programs of a <see cref="SparseLuPlan"/> as straight-line code: every slot offset a
@@ -21,7 +21,7 @@ internal static class SparseLuEmit
     const int ChunkInstructions = 3000;
 
     static readonly MethodInfo Load = Generic("LoadAligned"), Store = Generic("StoreAligned");
-    static readonly MethodInfo Mul = Op("op_Multiply"), Sub = Op("op_Subtraction"), Div = Op("op_Division");
+    static readonly MethodInfo Mul = Op("op_Multiply"), Sub = Op("op_Subtraction"), Div = Op("op_Division"), Add = Op("op_Addition");
     static readonly MethodInfo One = typeof(Vector256<double>).GetProperty("One")!.GetMethod!;
     static readonly MethodInfo Zero = typeof(Vector256<double>).GetProperty("Zero")!.GetMethod!;
 
@@ -32,7 +32,7 @@ internal static class SparseLuEmit
     static MethodInfo Op(string name) =>
         typeof(Vector256<double>).GetMethod(name, [typeof(Vector256<double>), typeof(Vector256<double>)])!;
 
-    const int A = 0, Z = 1, X = 2, R = 3; // argument numbers
+    const int A = 0, Z = 1, X = 2, R = 3, J = 4; // argument numbers
 
     /// <summary>Builds chunks of straight-line code; a chunk ends only between the units given to <see cref="Unit"/>.</summary>
     sealed class Chunks
@@ -52,7 +52,7 @@ internal static class SparseLuEmit
         void Flush()
         {
             if (_m != null) { _il.Emit(OpCodes.Ret); _done.Add((LuKernel)_m.CreateDelegate(typeof(LuKernel))); }
-            _m = new DynamicMethod("sparse_lu", typeof(void), [typeof(double*), typeof(double*), typeof(double*), typeof(double*)], typeof(SparseLuEmit).Module, skipVisibility: true);
+            _m = new DynamicMethod("sparse_lu", typeof(void), [typeof(double*), typeof(double*), typeof(double*), typeof(double*), typeof(double*)], typeof(SparseLuEmit).Module, skipVisibility: true);
             _il = _m.GetILGenerator();
             _t0 = _il.DeclareLocal(typeof(Vector256<double>));
             _t1 = _il.DeclareLocal(typeof(Vector256<double>));
@@ -67,7 +67,8 @@ internal static class SparseLuEmit
 
         void Address(int arg, int index)
         {
-            _il.Emit(arg switch { 0 => OpCodes.Ldarg_0, 1 => OpCodes.Ldarg_1, 2 => OpCodes.Ldarg_2, _ => OpCodes.Ldarg_3 });
+            if (arg < 4) _il.Emit(arg switch { 0 => OpCodes.Ldarg_0, 1 => OpCodes.Ldarg_1, 2 => OpCodes.Ldarg_2, _ => OpCodes.Ldarg_3 });
+            else _il.Emit(OpCodes.Ldarg_S, (byte)arg);
             if (index != 0) { _il.Emit(OpCodes.Ldc_I4, index * SparseLuBatch.Lanes * sizeof(double)); _il.Emit(OpCodes.Add); }
             _count += 3;
         }
@@ -84,11 +85,47 @@ internal static class SparseLuEmit
 
     static int Terms(SparseLuPlan p) => p.RjSlot.Length + p.InvProgram.Length / 2 + p.UpSlot.Length + p.LoSlot.Length;
 
-    /// <summary>The three phases (factor, selected inverse, transposed solve), or null when the pattern is too large.</summary>
-    public static (LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Build(SparseLuPlan p)
+    /// <summary>The four phases (load J into the slots, factor, selected inverse, transposed solve), or null when the pattern is too large.</summary>
+    public static (LuKernel[] Load, LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Build(SparseLuPlan p, int[] jSlot, bool[] jFirst, int[] zeroSlots)
     {
         if (Terms(p) > MaxTerms) return null;
-        return (BuildFactor(p), BuildInverse(p), BuildSolveT(p));
+        return (BuildLoad(jSlot, jFirst, zeroSlots), BuildFactor(p), BuildInverse(p), BuildSolveT(p));
+    }
+
+    /// <summary>
+    /// c = ν − ∇log|det J| in place of ν (staged in the solve vector): per k, Σ_q J⁻¹[pair q]·H_q
+    /// summed from 0 in the order given; the Hessian values sit right after J's (argument j).
+    /// </summary>
+    public static LuKernel[] BuildRhs(int d, int[] hStart, int[] pairSlot, int[] hEntry, int nnz)
+    {
+        var c = new Chunks();
+        for (int k = 0; k < d; k++)
+        {
+            int kk = k;
+            c.Unit(e =>
+            {
+                e.Call(Zero);
+                for (int q = hStart[kk]; q < hStart[kk + 1]; q++) e.Ld(Z, pairSlot[q]).Ld(J, nnz + hEntry[q]).Call(Mul).Call(Add);
+                e.Set(0).Ld(X, kk).Get(0).Call(Sub).St(X, kk);
+            });
+        }
+        return c.Finish();
+    }
+
+    static LuKernel[] BuildLoad(int[] jSlot, bool[] jFirst, int[] zeroSlots)
+    {
+        var c = new Chunks();
+        foreach (int q in zeroSlots) { int s = q; c.Unit(e => e.Call(Zero).St(A, s)); }
+        for (int e0 = 0; e0 < jSlot.Length; e0++)
+        {
+            int e1 = e0;
+            c.Unit(e =>
+            {
+                if (jFirst[e1]) e.Call(Zero).Ld(J, e1).Call(Add).St(A, jSlot[e1]);
+                else e.Ld(A, jSlot[e1]).Ld(J, e1).Call(Add).St(A, jSlot[e1]);
+            });
+        }
+        return c.Finish();
     }
 
     static LuKernel[] BuildFactor(SparseLuPlan p)
