@@ -249,6 +249,7 @@ public static class ResponseEngine
         public readonly int[] HByK, HStart;     // Hessian entries grouped by k (in order within k), and each k's first
         public readonly int[] HSelByK;          // HSel in that order
         public readonly bool NeedE;             // E = J − I is used (first_order; Neumann series with degenerate noise)
+        public readonly int[] JByCol, JColStart, JByColRow; // J's entries grouped by column (in order within a column), each column's first, their rows
         public readonly int[][] DChiSel;        // per which, per Dχ entry: its pair
         public readonly int[] SelE;             // per pair: index of E_ji in the J pattern, or -1
         public readonly int[][] SelE2A, SelE2B; // per pair: index pairs with E_jr E_ri (first order, multiplicative)
@@ -347,6 +348,11 @@ public static class ResponseEngine
             for (int h = 0; h < HSel.Length; h++) HSel[h] = Pair(st.HCol[h], st.HRow[h]);
             HByK = Enumerable.Range(0, st.HK.Length).OrderBy(h => st.HK[h]).ToArray(); // stable: h order within k
             HSelByK = HByK.Select(h => HSel[h]).ToArray();
+            JByCol = Enumerable.Range(0, st.JCol.Length).OrderBy(e => st.JCol[e]).ToArray(); // stable
+            JByColRow = JByCol.Select(e => st.JRow[e]).ToArray();
+            JColStart = new int[D + 1];
+            foreach (int j in st.JCol) JColStart[j + 1]++;
+            for (int j = 0; j < D; j++) JColStart[j + 1] += JColStart[j];
             HStart = new int[D + 1];
             foreach (int k in st.HK) HStart[k + 1]++;
             for (int k = 0; k < D; k++) HStart[k + 1] += HStart[k];

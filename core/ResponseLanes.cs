@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace Sde.Core;
 
 /// <summary>
@@ -62,6 +64,14 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
                         _lu!.Rhs(W(0).Nu(g), W(1).Nu(g), W(2).Nu(g), W(3).Nu(g), U.HStart, U.HSelByK, U.HByK);
                         _lu.SolveTransposed();
                         for (int i = 0; i < k; i++) if (_solve[i]) _lu.StoreSolution(i, Lanes[i].Solution(g));
+                        // diagonal noise (Π = I): the ℓ increments' sums u·χ and σ⁺ᵀw·χ, four lanes at once
+                        // (not at a point init's first step, where χ gains J ∂_γx₀)
+                        if (U.DiagonalNoise && (n > 0 || U.St.InitHasScore))
+                            foreach (int wh in U.Groups[g].Whiches)
+                            {
+                                _lu.Dots(W(0).Chi(wh), W(1).Chi(wh), W(2).Chi(wh), W(3).Chi(wh), W(0).Spw, W(1).Spw, W(2).Spw, W(3).Spw, out var uc, out var wsc);
+                                for (int i = 0; i < k; i++) if (_solve[i]) Lanes[i].SetDots(wh, uc.GetElement(i), wsc.GetElement(i));
+                            }
                     }
                     for (int i = 0; i < k; i++) if (_failedAt[i] < 0) Lanes[i].DkEnd(g, n);
                 }

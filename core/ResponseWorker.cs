@@ -509,6 +509,23 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         return false;
     }
 
+    // u·χ_k and σ⁺ᵀw·χ_k of the group in flight, when the lane set summed them (DkEnd)
+    bool _dotsReady;
+    double[] _uc = Array.Empty<double>(), _wsc = Array.Empty<double>();
+
+    /// <summary>The lane set's sums u·χ_k and σ⁺ᵀw·χ_k for this group and step (same order of additions).</summary>
+    public void SetDots(int k, double uc, double wsc)
+    {
+        if (_uc.Length < U.NParams) { _uc = new double[U.NParams]; _wsc = new double[U.NParams]; }
+        _uc[k] = uc; _wsc[k] = wsc; _dotsReady = true;
+    }
+
+    /// <summary>χ of response parameter k this step.</summary>
+    public double[] Chi(int k) => chi[k];
+
+    /// <summary>σ⁺ᵀw this step.</summary>
+    public double[] Spw => spw;
+
     /// <summary>ν of group g.</summary>
     public double[] Nu(int g) => nu[g];
 
@@ -557,7 +574,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             {
                 // u·χ and σ⁺ᵀw·χ in one loop: two independent chains of additions side by side
                 double uc = 0;
-                if (alpha != 0) for (int i = 0; i < d; i++) { uc += u[i] * ch[i]; wsc += spw[i] * ch[i]; }
+                if (_dotsReady && ReferenceEquals(ch, chi[k])) { uc = _uc[k]; wsc = _wsc[k]; } // the lane set summed them
+                else if (alpha != 0) for (int i = 0; i < d; i++) { uc += u[i] * ch[i]; wsc += spw[i] * ch[i]; }
                 else for (int i = 0; i < d; i++) uc += u[i] * ch[i];
                 term1 = (1 - alpha) * uc;
                 term2 = (1 - alpha) * trJD;
@@ -573,12 +591,15 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 }
                 term1 = uc;
                 term2 = trJD - alpha * TraceJinvPiDchi(mode, k);
+                wsc = 0;
                 if (alpha != 0) for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
             }
             double term3 = 0;
             if (alpha != 0) term3 = alpha * (wsc - TraceSigmaPlusDSigma(k));
             ell[g][k] += -term1 - term2 + term3;
         }
+
+        _dotsReady = false;
 
         // ν ← (I − αΠ)ᵀ u − α σ⁺ᵀ w
         if (piIsI) for (int i = 0; i < d; i++) nuG[i] = (1 - alpha) * u[i] - alpha * spw[i];
@@ -625,15 +646,25 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     /// <summary>J⁻¹ ≈ I − E (+ E² under multiplicative noise, the Itô terms), at the selected entries.</summary>
     void SelectedFirstOrder(double[] sl)
     {
-        for (int q = 0; q < U.SelJ.Length; q++)
+        int[] sj = U.SelJ, si = U.SelI, se = U.SelE;
+        var e = ev;
+        if (!U.Multiplicative)
         {
-            double s = U.SelJ[q] == U.SelI[q] ? 1.0 : 0.0;
-            if (U.SelE[q] >= 0) s -= ev[U.SelE[q]];
-            if (U.Multiplicative)
+            for (int q = 0; q < sj.Length; q++)
             {
-                var a = U.SelE2A[q]; var b = U.SelE2B[q];
-                for (int r = 0; r < a.Length; r++) s += ev[a[r]] * ev[b[r]];
+                double s = sj[q] == si[q] ? 1.0 : 0.0;
+                int k = se[q];
+                if (k >= 0) s -= e[k];
+                sl[q] = s;
             }
+            return;
+        }
+        for (int q = 0; q < sj.Length; q++)
+        {
+            double s = sj[q] == si[q] ? 1.0 : 0.0;
+            if (se[q] >= 0) s -= e[se[q]];
+            var a = U.SelE2A[q]; var b = U.SelE2B[q];
+            for (int r = 0; r < a.Length; r++) s += e[a[r]] * e[b[r]];
             sl[q] = s;
         }
     }
@@ -707,14 +738,25 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 }
             default:
                 {
+                    // Eᵀc gathered per column (each column's terms in the order of J's entries, from 0)
                     var e1 = tmp2;
-                    Array.Clear(e1);
-                    for (int e = 0; e < st.JRow.Length; e++) e1[st.JCol[e]] += ev[e] * c[st.JRow[e]];
-                    for (int i = 0; i < d; i++) u[i] = c[i] - e1[i];
+                    int[] byCol = U.JByCol, colStart = U.JColStart, rowOf = U.JByColRow;
+                    for (int j = 0; j < d; j++)
+                    {
+                        double s = 0;
+                        for (int q = colStart[j]; q < colStart[j + 1]; q++) s += ev[byCol[q]] * c[rowOf[q]];
+                        e1[j] = s;
+                        u[j] = c[j] - s;
+                    }
                     if (U.Multiplicative)
                     {
                         // + EᵀEᵀc
-                        for (int e = 0; e < st.JRow.Length; e++) u[st.JCol[e]] += ev[e] * e1[st.JRow[e]];
+                        for (int j = 0; j < d; j++)
+                        {
+                            double s = u[j];
+                            for (int q = colStart[j]; q < colStart[j + 1]; q++) s += ev[byCol[q]] * e1[rowOf[q]];
+                            u[j] = s;
+                        }
                     }
                     return true;
                 }

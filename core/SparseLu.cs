@@ -35,6 +35,7 @@ internal sealed class SparseLuPlan
     public SparseLuPlan(int d, int[] rows, int[] cols)
     {
         D = d;
+        Key = d + ":" + SparseLuEmit.Key(rows) + ":" + SparseLuEmit.Key(cols);
         var p = new bool[d * d];
         for (int i = 0; i < d; i++) p[i * d + i] = true;
         for (int e = 0; e < rows.Length; e++) { p[rows[e] * d + cols[e]] = true; p[cols[e] * d + rows[e]] = true; }
@@ -101,12 +102,20 @@ internal sealed class SparseLuPlan
     {
         lock (this)
         {
-            if (!_emittedDone) { _emitted = SparseLuEmit.Build(this, jSlot, jFirst, zeroSlots); _emittedDone = true; }
+            if (!_emittedDone)
+            {
+                _emitted = SparseLuEmit.Cached(Key + "|" + SparseLuEmit.Key(jSlot) + "|" + SparseLuEmit.Key(jFirst.Select(b => b ? 1 : 0)),
+                    () => SparseLuEmit.Build(this, jSlot, jFirst, zeroSlots));
+                _emittedDone = true;
+            }
             return _emitted;
         }
     }
     (LuKernel[], LuKernel[], LuKernel[], LuKernel[])? _emitted;
     bool _emittedDone;
+
+    /// <summary>The pattern, as text (the emitted code's cache key).</summary>
+    public readonly string Key;
 
     public bool Contains(int i, int j) => _slot[i * D + j] >= 0;
 
@@ -301,7 +310,8 @@ internal sealed unsafe class SparseLuBatch
             if (_rhs == null || !ReferenceEquals(_rhsKey, hPair))
             {
                 var slots = hPair.Select(q => _selSlot[q]).ToArray();
-                _rhs = SparseLuEmit.BuildRhs(P.D, hStart, slots, hEntry, _jSlot.Length);
+                string key = P.Key + "|rhs|" + _jSlot.Length + "|" + SparseLuEmit.Key(hStart) + "|" + SparseLuEmit.Key(slots) + "|" + SparseLuEmit.Key(hEntry);
+                _rhs = SparseLuEmit.Cached(key, () => (SparseLuEmit.BuildRhs(P.D, hStart, slots, hEntry, _jSlot.Length), null, null, null))!.Value.Load;
                 _rhsKey = hPair;
             }
             double* xs = _x;
@@ -324,6 +334,27 @@ internal sealed unsafe class SparseLuBatch
             }
             St(x, k, Vector256.Create(nu0[k], nu1[k], nu2[k], nu3[k]) - s);
         }
+    }
+
+    /// <summary>
+    /// After <see cref="SolveTransposed"/>, per lane u·a and b·a (a, b: the lanes' vectors), each
+    /// summed in index order from 0 as the per-path loop does, four lanes per vector operation (the
+    /// chains of additions are the cost, not the products).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Dots(double[] a0, double[] a1, double[] a2, double[] a3, double[] b0, double[] b1, double[] b2, double[] b3,
+        out Vector256<double> ua, out Vector256<double> ba)
+    {
+        double* x = _x;
+        var s = Vector256<double>.Zero;
+        var t = Vector256<double>.Zero;
+        for (int i = 0; i < P.D; i++)
+        {
+            var a = Vector256.Create(a0[i], a1[i], a2[i], a3[i]);
+            s += Ld(x, i) * a;
+            t += Vector256.Create(b0[i], b1[i], b2[i], b3[i]) * a;
+        }
+        ua = s; ba = t;
     }
 
     /// <summary>Lane <paramref name="lane"/>'s solution of <see cref="SolveTransposed"/>.</summary>

@@ -16,6 +16,29 @@ internal unsafe delegate void LuKernel(double* a, double* z, double* x, double* 
 /// </summary>
 internal static class SparseLuEmit
 {
+    /// <summary>
+    /// The kernels of the last few patterns, by pattern: a run's JIT warm-up (a couple of paths,
+    /// outside the timing) compiles them, and the timed run and the next parameter sets reuse them.
+    /// </summary>
+    static readonly List<(string Key, (LuKernel[], LuKernel[], LuKernel[], LuKernel[])? Kernels)> _cache = new();
+    const int CacheSize = 8;
+
+    public static (LuKernel[] Load, LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Cached(
+        string key, Func<(LuKernel[], LuKernel[], LuKernel[], LuKernel[])?> build)
+    {
+        lock (_cache)
+        {
+            int i = _cache.FindIndex(c => c.Key == key);
+            if (i >= 0) { var hit = _cache[i]; _cache.RemoveAt(i); _cache.Add(hit); return hit.Kernels; }
+            var k = build();
+            _cache.Add((key, k));
+            if (_cache.Count > CacheSize) _cache.RemoveAt(0);
+            return k;
+        }
+    }
+
+    public static string Key(IEnumerable<int> xs) => string.Join(",", xs);
+
     /// <summary>Above this many multiply–subtract terms the interpreted phases run instead.</summary>
     public const int MaxTerms = 100_000;
     const int ChunkInstructions = 3000;
