@@ -23,7 +23,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     readonly double[][] chi, dchi, dg;
     readonly double[] chiTot;
     // dense linear algebra (exact mode and fallbacks)
-    readonly double[] jd, jinv, col, tmp, tmp2, s1, s2, cvec;
+    readonly double[] col, tmp, tmp2, s1, s2, cvec;
+    double[] jd, jinv; // dense J and J⁻¹: exact mode, and the iterative mode's fallback (allocated when first needed)
     readonly int[] piv;
     // noise: σ⁺ᵀw, and the general case σ⁺ (m×d), Π (d×d)
     readonly double[] spw, sig, amat, sp, pi, svPrev;
@@ -59,9 +60,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         chi = new double[np][]; dchi = new double[np][]; dg = new double[np][];
         for (int k = 0; k < np; k++) { chi[k] = new double[d]; dchi[k] = new double[Math.Max(1, st.DChiRow[k].Length)]; dg[k] = new double[Math.Max(1, st.DgRow[k].Length)]; }
         chiTot = new double[d];
-        bool dense = U.AnyExact || U.AnyIterative;
-        jd = dense ? new double[d * d] : Array.Empty<double>();
-        jinv = dense ? new double[d * d] : Array.Empty<double>();
+        jd = U.AnyExact ? new double[d * d] : Array.Empty<double>();
+        jinv = U.AnyExact ? new double[d * d] : Array.Empty<double>();
         LuSel = new double[U.Lu != null ? Math.Max(1, U.SelJ.Length) : 0];
         cvec = new double[d];
         s1 = new double[d]; s2 = new double[d];
@@ -634,6 +634,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     void DenseInverse()
     {
         int d = U.D;
+        if (jd.Length == 0) { jd = new double[d * d]; jinv = new double[d * d]; }
         Array.Clear(jd);
         for (int e = 0; e < U.St.JRow.Length; e++) jd[U.St.JRow[e] * d + U.St.JCol[e]] += jv[e];
         if (!Dense.Lu(jd, piv, d)) throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
