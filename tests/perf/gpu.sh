@@ -29,6 +29,27 @@ eq lorenz96_T10 examples/lorenz96.sde --paths 2000
 eq ou_response examples/ou_response.sde --paths 4000
 eq lorenz63_lyapunov examples/lorenz63_lyapunov.sde
 eq l96_response examples/lorenz96_response.sde --paths 32
+# the tangent kernel (refused on cuda until confirmed: DSL_CUDA_TANGENT=1 lifts the refusal), with
+# one response parameter (the case ILGPU's one-case switch got wrong) and with two
+export DSL_CUDA_TANGENT=1
+ou1() { # QUERY...: an OU file with these queries
+    printf 'model OU {\n  param theta = 1 in (0, inf)\n  param sigma = 0.5 in (0, inf)\n  state x\n  brownian W\n  init x = 1\n  d x = -theta * x dt + sigma dW\n}\nsimulate { paths = 4000; dt = 0.01; T = 1; seed = 3 }\nquery {\n'
+    for q in "$@"; do printf '  %s\n' "$q"; done
+    printf '}\n'
+}
+ou1 "d mean(x^2) / d theta with pathwise" >/tmp/t_ou_pw.sde
+ou1 "d mean(x^2) / d theta" "d density(x) / d theta on [-1, 3] bins 8 with divergence_kernel(alpha = 0.5)" "d mean(x) / d theta with likelihood_ratio" >/tmp/t_ou_dk.sde
+ou1 "d mean(x^2) / d theta" "d mean(x^2) / d sigma" "d mean(x) / d sigma with pathwise" >/tmp/t_ou_two.sde
+eq tangent_ou_pathwise_theta /tmp/t_ou_pw.sde
+eq tangent_ou_dk_theta /tmp/t_ou_dk.sde
+eq tangent_ou_theta_sigma /tmp/t_ou_two.sde
+for m in exact first_order iterative; do
+    sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with divergence_kernel(mode = $m)|" tests/perf/l96_bench.sde >/tmp/t_l96_$m.sde
+    eq tangent_l96_$m /tmp/t_l96_$m.sde --paths 64 --T 1
+done
+sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with pathwise|" tests/perf/l96_bench.sde >/tmp/t_l96_pw.sde
+eq tangent_l96_pathwise /tmp/t_l96_pw.sde --paths 64 --T 1
+unset DSL_CUDA_TANGENT
 say "== throughput, tests/perf/l96_bench.sde (N = 40, dt = 0.005, 2000 steps)"
 rate() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["timing"]["path_steps_per_second"], d["timing"]["seconds"], d["sets"][0]["results"][0]["value"])' "$1"; }
 for p in 100000 1000000; do
