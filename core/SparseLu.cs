@@ -307,13 +307,7 @@ internal sealed unsafe class SparseLuBatch
     {
         if (_emitted != null)
         {
-            if (_rhs == null || !ReferenceEquals(_rhsKey, hPair))
-            {
-                var slots = hPair.Select(q => _selSlot[q]).ToArray();
-                string key = P.Key + "|rhs|" + _jSlot.Length + "|" + SparseLuEmit.Key(hStart) + "|" + SparseLuEmit.Key(slots) + "|" + SparseLuEmit.Key(hEntry);
-                _rhs = SparseLuEmit.Cached(key, () => (SparseLuEmit.BuildRhs(P.D, hStart, slots, hEntry, _jSlot.Length), null, null, null))!.Value.Load;
-                _rhsKey = hPair;
-            }
+            if (_rhs == null || !ReferenceEquals(_rhsKey, hPair)) BuildRhs(hStart, hPair, hEntry);
             double* xs = _x;
             for (int i = 0; i < P.D; i++)
             {
@@ -355,6 +349,15 @@ internal sealed unsafe class SparseLuBatch
             t += Vector256.Create(b0[i], b1[i], b2[i], b3[i]) * a;
         }
         ua = s; ba = t;
+    }
+
+    // (a method of its own: lambdas capturing Rhs's parameters would allocate their closure on every call)
+    void BuildRhs(int[] hStart, int[] hPair, int[] hEntry)
+    {
+        var slots = hPair.Select(q => _selSlot[q]).ToArray();
+        string key = P.Key + "|rhs|" + _jSlot.Length + "|" + SparseLuEmit.Key(hStart) + "|" + SparseLuEmit.Key(slots) + "|" + SparseLuEmit.Key(hEntry);
+        _rhs = SparseLuEmit.Cached(key, () => (SparseLuEmit.BuildRhs(P.D, hStart, slots, hEntry, _jSlot.Length), null, null, null))!.Value.Load;
+        _rhsKey = hPair;
     }
 
     /// <summary>Lane <paramref name="lane"/>'s solution of <see cref="SolveTransposed"/>.</summary>

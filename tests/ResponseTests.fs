@@ -122,6 +122,40 @@ let tests =
             Expect.floatClose { absolute = 1e-12; relative = 1e-9 } r[1].Value r[0].Value "iterative = exact"
         }
 
+        test "the response engine allocates nothing per step (every mode, the lanes of the sparse LU)" {
+            let src (steps: int) (paths: int) =
+                sprintf
+                    """model L96 {
+  const N = 8
+  param F = 8
+  param sigma = 0.5
+  state x[N] periodic
+  brownian W[N]
+  init x[i] ~ normal(8, 1)
+  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]
+}
+simulate { paths = %d; dt = 0.005; T = %g; seed = 2 }
+query {
+  d mean(x[0]) / d F
+  d density(x[0]) / d sigma on [-5, 15] bins 4 with divergence_kernel(mode = iterative)
+  d mean(x[0]) / d F with divergence_kernel(mode = exact)
+  d mean(x[0]) / d F with divergence_kernel(mode = first_order)
+  d mean(x[0]) / d F with pathwise
+  d mean(x[0]) / d F with likelihood_ratio
+  d mean(x[1]) / d F stationary window 0.02
+}"""
+                    paths (float steps * 0.005)
+            let bytes steps paths =
+                let p = compileOrFail (src steps paths)
+                p.Run(threads = 1) |> ignore // compile and JIT
+                let before = GC.GetAllocatedBytesForCurrentThread()
+                p.Run(threads = 1) |> ignore
+                GC.GetAllocatedBytesForCurrentThread() - before
+            let a10, a1000 = bytes 10 10, bytes 1000 10
+            // one normal's worth (8 bytes) per step and path would be 80 kB here
+            Expect.isLessThan (abs (a1000 - a10)) 8192L (sprintf "10 steps: %d B, 1000 steps: %d B" a10 a1000)
+        }
+
         test "sparse LU, four lanes: emitted and interpreted kernels give the same bits, and J⁻¹ at the pattern and J⁻ᵀc as dense algebra" {
             // Lorenz-96's pattern (row i: i-2, i-1, i, i+1, periodic) and its transpose, d = 12
             let d = 12
