@@ -353,6 +353,10 @@ let chaosTests =
                 for b in 0 .. 7 do
                     Expect.floatClose { absolute = 1e-12; relative = 1e-9 } r[1].Values[b] exact[1].Values[b] (sprintf "density bin %d" b)
             Expect.isGreaterThan (abs exact[0].Value) 1e-6 "a non-trivial response"
+            // which paths share a lane set depends on the thread count; the numbers must not
+            let p = compileOrFail (l96Source 10 1.0 (dk "iterative"))
+            let bits (r: Report.RunReport) = results r |> Array.map (fun q -> q.Value :: q.StdErr :: List.ofArray q.Values)
+            Expect.equal (bits (p.Run(threads = 3))) (bits (p.Run(threads = 1))) "1 and 3 threads: the same bits"
         }
 
         test "noisy Lorenz-96 (40-D) at T = 5: DK agrees with finite differences where pathwise has lost all accuracy" {
