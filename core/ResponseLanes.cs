@@ -14,7 +14,7 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
     readonly ResponseEngine.Setup U;
     public readonly Worker<TModel>[] Lanes;
     readonly SparseLuBatch? _lu;
-    readonly bool _direct;
+    readonly bool _direct, _hasLu;
     readonly long[] _failedAt;
     readonly bool[] _solve;
     readonly int[] _dchiPairs; // the pairs of J⁻¹ that DkEnd reads (tr(J⁻¹Dχ)); ∇log|det J| is formed here
@@ -25,11 +25,16 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
         int n = LaneCount(setup);
         Lanes = new Worker<TModel>[n];
         for (int i = 0; i < n; i++) Lanes[i] = new Worker<TModel>(model, variants, setup);
-        if (setup.Lu != null)
+        if (setup.Lu != null || setup.AnyFirstOrder)
         {
-            _lu = new SparseLuBatch(setup.Lu, setup.St.JRow, setup.St.JCol, setup.St.HRow.Length, setup.SelJ, setup.SelI);
-            // only iterative DK reads J and the Hessian terms: the model may write them into the batch
-            _direct = !setup.NeedE && setup.PathwiseWhich.Length == 0 && !setup.NeedAlign && !setup.AnyExact && !setup.AnyFirstOrder;
+            // (first_order alone needs no factors: a plan without emitted code holds the layout)
+            var plan = setup.Lu ?? new SparseLuPlan(setup.D, setup.St.JRow.Concat(setup.SelI).ToArray(), setup.St.JCol.Concat(setup.SelJ).ToArray());
+            _lu = new SparseLuBatch(plan, setup.St.JRow, setup.St.JCol, setup.St.HRow.Length, setup.SelJ, setup.SelI, emit: setup.Lu != null);
+            _hasLu = setup.Lu != null;
+            if (setup.AnyFirstOrder) foreach (var w in Lanes) w.BatchFirstOrder = true;
+            // only the batched DK modes read J and the Hessian terms (E per path only under
+            // non-diagonal noise): the model may write them into the batch
+            _direct = (!setup.NeedE || setup.DiagonalNoise) && setup.PathwiseWhich.Length == 0 && !setup.NeedAlign && !setup.AnyExact;
             if (_direct) for (int i = 0; i < n; i++) Lanes[i].WriteInto(_lu, i);
         }
         _dchiPairs = setup.DChiSel.SelectMany(a => a).Distinct().ToArray();
@@ -37,7 +42,7 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
         _solve = new bool[n];
     }
 
-    public static int LaneCount(ResponseEngine.Setup setup) => setup.Lu != null ? SparseLuBatch.Lanes : 1;
+    public static int LaneCount(ResponseEngine.Setup setup) => setup.Lu != null || setup.AnyFirstOrder ? SparseLuBatch.Lanes : 1;
 
     /// <summary>Simulates paths first … first + count − 1, reporting each failed path's step.</summary>
     public void RunBlock(ulong first, long count, Action<long> fail)
@@ -51,7 +56,8 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
             for (long n = 0; n < U.Steps && live > 0; n++)
             {
                 for (int i = 0; i < k; i++) if (_failedAt[i] < 0) Lanes[i].Pre(n);
-                if (_lu != null) Factor(k);
+                if (_lu != null && !_direct) for (int i = 0; i < k; i++) if (_failedAt[i] < 0) _lu.StageJ(i, Lanes[i].Jv);
+                if (_hasLu) Factor(k);
                 for (int g = 0; g < U.Groups.Length; g++)
                 {
                     bool any = false;
@@ -61,8 +67,18 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
                         int f = First(k);
                         Worker<TModel> W(int i) => Lanes[i < k && _solve[i] ? i : f];
                         if (!_direct) for (int i = 0; i < k; i++) if (_solve[i]) _lu!.StageH(i, Lanes[i].Hv);
-                        _lu!.Rhs(W(0).Nu(g), W(1).Nu(g), W(2).Nu(g), W(3).Nu(g), U.HStart, U.HSelByK, U.HByK);
-                        _lu.SolveTransposed();
+                        if (U.Groups[g].Mode == DkMode.FirstOrder)
+                        {
+                            _lu!.FirstOrderSelected(U);
+                            _lu.RhsFirstOrder(W(0).Nu(g), W(1).Nu(g), W(2).Nu(g), W(3).Nu(g), U.HStart, U.HSelByK, U.HByK);
+                            _lu.SolveTransposedFirstOrder(U);
+                            if (_dchiPairs.Length > 0) for (int i = 0; i < k; i++) if (_solve[i]) _lu.SelectedFirstOrder(i, _dchiPairs, Lanes[i].SelOf(g));
+                        }
+                        else
+                        {
+                            _lu!.Rhs(W(0).Nu(g), W(1).Nu(g), W(2).Nu(g), W(3).Nu(g), U.HStart, U.HSelByK, U.HByK);
+                            _lu.SolveTransposed();
+                        }
                         for (int i = 0; i < k; i++) if (_solve[i]) _lu.StoreSolution(i, Lanes[i].Solution(g));
                         // diagonal noise (Π = I): the ℓ increments' sums u·χ and σ⁺ᵀw·χ, four lanes at once
                         // (not at a point init's first step, where χ gains J ∂_γx₀)
@@ -93,7 +109,6 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
     void Factor(int k)
     {
         // (idle lanes keep whatever they hold: lanes never mix, and their results are not read)
-        if (!_direct) for (int i = 0; i < k; i++) if (_failedAt[i] < 0) _lu!.StageJ(i, Lanes[i].Jv);
         _lu!.Load();
         int ok = _lu.Factor();
         _lu.SelectedInverse();

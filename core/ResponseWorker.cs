@@ -486,8 +486,9 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         else if (mode == DkMode.Iterative && !LuOk) { EnsureLocal(); mode = DkMode.Exact; DenseInverse(); }
         var sl = mode == DkMode.Iterative ? LuSel : sel[g];
         _alpha = alpha; _sl = sl; _mode = mode;
-        // iterative: the lane set forms c and solves for every lane at once (ResponseLanes)
-        if (mode == DkMode.Iterative) return true;
+        // iterative (and first_order when the lane set batches it): the lane set forms c and solves
+        // for every lane at once (ResponseLanes)
+        if (mode == DkMode.Iterative || (mode == DkMode.FirstOrder && BatchFirstOrder)) return true;
         if (mode == DkMode.Exact) for (int q = 0; q < U.SelJ.Length; q++) sl[q] = jinv[U.SelJ[q] * d + U.SelI[q]];
         else if (mode == DkMode.FirstOrder) SelectedFirstOrder(sl);
 
@@ -519,6 +520,12 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         if (_uc.Length < U.NParams) { _uc = new double[U.NParams]; _wsc = new double[U.NParams]; }
         _uc[k] = uc; _wsc[k] = wsc; _dotsReady = true;
     }
+
+    /// <summary>Set by the lane set: it computes first_order's J⁻¹ pairs, c and u for every lane at once.</summary>
+    public bool BatchFirstOrder;
+
+    /// <summary>Group g's selected entries of J⁻¹ (where the lane set puts the pairs DkEnd reads).</summary>
+    public double[] SelOf(int g) => sel[g];
 
     /// <summary>χ of response parameter k this step.</summary>
     public double[] Chi(int k) => chi[k];

@@ -141,6 +141,7 @@ internal sealed unsafe class SparseLuBatch
     readonly SparseLuPlan P;
     readonly double* _a, _z, _x, _r;      // factors, selected inverse (slots × lanes), solve vector, 1/pivots (d × lanes)
     readonly double* _jb, _hb;            // the lanes' J and Hessian values (entries × lanes)
+    readonly double* _eb, _zp, _e1;       // first_order: E = J − I (entries × lanes), J⁻¹ ≈ I − E (+E²) at the pairs, Eᵀc
     readonly int[] _jSlot;                // per entry of J: its slot
     readonly bool[] _jFirst;              // the first entry of J landing in its slot (assigns; later ones add)
     readonly int[] _zeroSlots;            // slots no entry of J lands in (fill)
@@ -157,12 +158,14 @@ internal sealed unsafe class SparseLuBatch
         P = plan;
         int s = plan.Slots, d = plan.D;
         int nh = Math.Max(1, hEntries);
-        _storage = GC.AllocateArray<double>((2 * s + 2 * d + jRow.Length + nh) * Lanes + 4, pinned: true);
+        int np = Math.Max(1, selJ.Length);
+        _storage = GC.AllocateArray<double>((2 * s + 3 * d + 2 * jRow.Length + nh + np) * Lanes + 4, pinned: true);
         // 32-byte alignment of the vectors
         double* b = (double*)Unsafe.AsPointer(ref _storage[0]);
         long mis = ((long)b & 31) / 8;
         b += mis == 0 ? 0 : 4 - mis;
         _a = b; _z = b + s * Lanes; _x = _z + s * Lanes; _r = _x + d * Lanes; _jb = _r + d * Lanes; _hb = _jb + jRow.Length * Lanes;
+        _eb = _hb + nh * Lanes; _zp = _eb + jRow.Length * Lanes; _e1 = _zp + np * Lanes;
         _jSlot = new int[jRow.Length]; _jFirst = new bool[jRow.Length];
         var hit = new bool[s];
         for (int e = 0; e < jRow.Length; e++)
@@ -349,6 +352,75 @@ internal sealed unsafe class SparseLuBatch
             t += Vector256.Create(b0[i], b1[i], b2[i], b3[i]) * a;
         }
         ua = s; ba = t;
+    }
+
+    // ---------------------------------------------------------------- first_order, all lanes
+    // The per-path code of Worker (SelectedFirstOrder, the c loop of DkBegin, SolveT's first-order
+    // branch) operation for operation, four lanes per vector operation.
+
+    /// <summary>E = J − I, and J⁻¹ ≈ I − E (+ E² under multiplicative noise) at the selected pairs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void FirstOrderSelected(ResponseEngine.Setup U)
+    {
+        double* jb = _jb, eb = _eb, zp = _zp;
+        int nnz = _jSlot.Length;
+        for (int e = 0; e < nnz; e++) St(eb, e, Ld(jb, e));
+        foreach (int e in U.DiagIndex) if (e >= 0) St(eb, e, Ld(eb, e) - Vector256<double>.One);
+        int[] sj = U.SelJ, si = U.SelI, se = U.SelE;
+        for (int q = 0; q < sj.Length; q++)
+        {
+            var s = sj[q] == si[q] ? Vector256<double>.One : Vector256<double>.Zero;
+            if (se[q] >= 0) s -= Ld(eb, se[q]);
+            if (U.Multiplicative)
+            {
+                var a = U.SelE2A[q]; var b = U.SelE2B[q];
+                for (int r = 0; r < a.Length; r++) s += Ld(eb, a[r]) * Ld(eb, b[r]);
+            }
+            St(zp, q, s);
+        }
+    }
+
+    /// <summary>c = ν − ∇log|det J| from the first-order pairs (as <see cref="Rhs"/> from the selected inverse).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void RhsFirstOrder(double[] nu0, double[] nu1, double[] nu2, double[] nu3, int[] hStart, int[] hPair, int[] hEntry)
+    {
+        double* zp = _zp, x = _x, hb = _hb;
+        for (int k = 0; k < P.D; k++)
+        {
+            var s = Vector256<double>.Zero;
+            for (int q = hStart[k]; q < hStart[k + 1]; q++) s += Ld(zp, hPair[q]) * Ld(hb, hEntry[q]);
+            St(x, k, Vector256.Create(nu0[k], nu1[k], nu2[k], nu3[k]) - s);
+        }
+    }
+
+    /// <summary>x ← (I − Eᵀ (+ EᵀEᵀ)) x: the first-order J⁻ᵀc, Eᵀc gathered per column.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void SolveTransposedFirstOrder(ResponseEngine.Setup U)
+    {
+        double* eb = _eb, x = _x, e1 = _e1;
+        int[] byCol = U.JByCol, colStart = U.JColStart, rowOf = U.JByColRow;
+        int d = P.D;
+        for (int j = 0; j < d; j++)
+        {
+            var s = Vector256<double>.Zero;
+            for (int q = colStart[j]; q < colStart[j + 1]; q++) s += Ld(eb, byCol[q]) * Ld(x, rowOf[q]);
+            St(e1, j, s);
+        }
+        for (int j = 0; j < d; j++) St(x, j, Ld(x, j) - Ld(e1, j));
+        if (!U.Multiplicative) return;
+        for (int j = 0; j < d; j++)
+        {
+            var s = Ld(x, j);
+            for (int q = colStart[j]; q < colStart[j + 1]; q++) s += Ld(eb, byCol[q]) * Ld(e1, rowOf[q]);
+            St(x, j, s);
+        }
+    }
+
+    /// <summary>Lane <paramref name="lane"/>'s first-order J⁻¹ at the pairs <paramref name="pairs"/>.</summary>
+    public void SelectedFirstOrder(int lane, int[] pairs, double[] sel)
+    {
+        double* z = _zp + lane;
+        foreach (int q in pairs) sel[q] = z[q * Lanes];
     }
 
     // (a method of its own: lambdas capturing Rhs's parameters would allocate their closure on every call)

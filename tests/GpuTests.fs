@@ -183,6 +183,30 @@ query {
 }
 """
 
+/// Only the modes the CPU engine batches over four paths (first_order, iterative), so the model
+/// writes J and the Hessian terms straight into the lanes; 10 paths leave two lanes idle.
+let private l96Lanes =
+    """
+model Lorenz96 {
+  const N = 8
+  param F = 8
+  param sigma = 0.5 in (0, inf)
+  state x[N] periodic
+  brownian W[N]
+  init x[i] ~ normal(8, 1)
+  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]
+}
+
+simulate { paths = 10; dt = 0.005; T = 1; seed = 5 }
+
+query {
+  d mean(x[0]) / d F with divergence_kernel(rate = 10, mode = first_order)
+  d density(x[0]) / d sigma on [-10, 15] bins 10 with divergence_kernel(alpha = 0.5, mode = first_order)
+  d mean(x[1]) / d F stationary window 0.25 with divergence_kernel(alpha = 0.5, mode = first_order)
+  d mean(x[0]^2) / d sigma with divergence_kernel(mode = iterative)
+}
+"""
+
 /// A point init that moves with the parameter (the first DK step's χ + J ∂_γx₀).
 let private ouPointInit =
     """
@@ -205,7 +229,7 @@ query {
 """
 
 let private tangentCases =
-    [ "ou", ouTangent, 50L; "ou_point_init", ouPointInit, 30L; "two_multiplicative", twoTangent, 40L; "lorenz96_8", l96Tangent, 12L ]
+    [ "ou", ouTangent, 50L; "ou_point_init", ouPointInit, 30L; "two_multiplicative", twoTangent, 40L; "lorenz96_8", l96Tangent, 12L; "lorenz96_8_lanes", l96Lanes, 10L ]
 
 /// A linear ODE (damped rotation, random init): exponents -0.5 ± the Euler map's O(dt) bias, k = dim with log-det.
 let private linearLyapunov =
