@@ -123,7 +123,7 @@ internal sealed unsafe class LyapunovWorker<TModel> where TModel : struct, ISdeT
     readonly double _dt, _sq;
     readonly bool _logDet;
     readonly double[] x, y, w, zn, zu, jv, q, z, q0, logR, jd;
-    readonly int[] piv;
+    readonly double[] piv; // pivot rows (as doubles: see Dense)
     public readonly ExactSum[] S, S2;
     public long Paths;
 
@@ -135,7 +135,7 @@ internal sealed unsafe class LyapunovWorker<TModel> where TModel : struct, ISdeT
         jv = new double[Math.Max(1, st.JRow.Length)];
         q = new double[d * k]; z = new double[d * k]; q0 = frame; logR = new double[k + 1];
         jd = logDet ? new double[d * d] : Array.Empty<double>();
-        piv = new int[d];
+        piv = new double[d];
         S = new ExactSum[k + 1]; S2 = new ExactSum[k + 1];
         for (int c = 0; c <= k; c++) { S[c] = new ExactSum(); S2[c] = new ExactSum(); }
     }
@@ -182,7 +182,7 @@ internal sealed unsafe class LyapunovWorker<TModel> where TModel : struct, ISdeT
                 {
                     Array.Clear(jd);
                     for (int e = 0; e < nnz; e++) jd[jr[e] * d + jc[e]] += jv[e];
-                    if (!Dense.Lu(jd, piv, d)) return n + 1;
+                    if (!Dense.Lu(new ArrayVec(jd), new ArrayVec(piv), d)) return n + 1;
                     double ld = 0;
                     for (int i = 0; i < d; i++) ld += Math.Log(Math.Abs(jd[i * d + i]));
                     logR[K] += ld;

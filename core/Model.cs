@@ -25,6 +25,20 @@ public unsafe struct PtrVec : IVec
     }
 }
 
+/// <summary>A managed array as a vector (the CPU engine's dense per-step algebra, <see cref="Dense"/>).</summary>
+public struct ArrayVec : IVec
+{
+    public double[] A;
+    public ArrayVec(double[] a) { A = a; }
+    public double this[int i]
+    {
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        get => A[i];
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        set => A[i] = value;
+    }
+}
+
 /// <summary>Doubles every <see cref="Stride"/>-th behind a raw pointer: one lane of the response
 /// engine's lane-interleaved buffers (and, with stride 1, a plain vector next to them).</summary>
 public unsafe struct StrideVec : IVec

@@ -25,7 +25,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     // dense linear algebra (exact mode and fallbacks)
     readonly double[] col, tmp, tmp2, s1, s2, cvec;
     double[] jd, jinv; // dense J and J⁻¹: exact mode, and the iterative mode's fallback (allocated when first needed)
-    readonly int[] piv;
+    readonly double[] piv; // pivot rows (as doubles: see Dense)
     // noise: σ⁺ᵀw, and the general case σ⁺ (m×d), Π (d×d)
     readonly double[] spw, sig, amat, sp, pi, svPrev;
     bool piIsI, noiseReady;
@@ -65,7 +65,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         LuSel = new double[U.Lu != null ? Math.Max(1, U.SelJ.Length) : 0];
         cvec = new double[d];
         s1 = new double[d]; s2 = new double[d];
-        piv = new int[d]; col = new double[d]; tmp = new double[d]; tmp2 = new double[d];
+        piv = new double[d]; col = new double[d]; tmp = new double[d]; tmp2 = new double[d];
         spw = new double[d];
         bool general = !U.DiagonalNoise && U.NeedDk;
         sig = general ? new double[d * m] : Array.Empty<double>();
@@ -387,14 +387,14 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                     for (int l = 0; l < m; l++) s += sig[i * m + l] * sig[j * m + l];
                     amat[i * d + j] = s;
                 }
-            if (Dense.Cholesky(amat, d))
+            if (Dense.Cholesky(new ArrayVec(amat), d))
             {
                 piIsI = true;
                 // sp[l, i] = Σ_r σ[r, l] A⁻¹[r, i]: solve A z = σ[:, l] for each lane l (A symmetric)
                 for (int l = 0; l < m; l++)
                 {
                     for (int r = 0; r < d; r++) col[r] = sig[r * m + l];
-                    Dense.CholeskySolve(amat, d, col);
+                    Dense.CholeskySolve(new ArrayVec(amat), d, new ArrayVec(col));
                     for (int i = 0; i < d; i++) sp[l * d + i] = col[i];
                 }
             }
@@ -408,16 +408,16 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                         for (int r = 0; r < d; r++) s += sig[r * m + a] * sig[r * m + c];
                         amat[a * m + c] = s;
                     }
-                if (!Dense.Cholesky(amat, m))
+                if (!Dense.Cholesky(new ArrayVec(amat), m))
                     throw new InvalidOperationException("the diffusion matrix is rank-deficient both ways (σσᵀ and σᵀσ singular): the kernel part of the divergence-kernel method is not defined; use alpha = 0");
                 piIsI = false;
-                var cm = new Span<double>(tmp2, 0, Math.Min(tmp2.Length, m));
+                // (σᵀσ is non-singular only for m ≤ d, so a column of length m fits in tmp2)
+                var z = tmp2;
                 for (int i = 0; i < d; i++)
                 {
                     // column i of σᵀ, solved
-                    var z = m <= d ? cm : new double[m];
                     for (int a = 0; a < m; a++) z[a] = sig[i * m + a];
-                    Dense.CholeskySolve(amat, m, z);
+                    Dense.CholeskySolve(new ArrayVec(amat), m, new ArrayVec(z));
                     for (int a = 0; a < m; a++) sp[a * d + i] = z[a];
                 }
                 for (int i = 0; i < d; i++)
@@ -644,8 +644,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         if (jd.Length == 0) { jd = new double[d * d]; jinv = new double[d * d]; }
         Array.Clear(jd);
         for (int e = 0; e < U.St.JRow.Length; e++) jd[U.St.JRow[e] * d + U.St.JCol[e]] += jv[e];
-        if (!Dense.Lu(jd, piv, d)) throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
-        Dense.Inverse(jd, piv, d, jinv, col);
+        if (!Dense.Lu(new ArrayVec(jd), new ArrayVec(piv), d)) throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
+        Dense.Inverse(new ArrayVec(jd), new ArrayVec(piv), d, new ArrayVec(jinv), new ArrayVec(col));
     }
 
     const int MaxIter = 200;
@@ -769,71 +769,5 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                     return true;
                 }
         }
-    }
-}
-
-/// <summary>Small dense linear algebra for the per-step solves (row-major, in place, no allocation).</summary>
-internal static class Dense
-{
-    /// <summary>LU with partial pivoting; false if singular.</summary>
-    public static bool Lu(double[] a, int[] piv, int n)
-    {
-        for (int k = 0; k < n; k++)
-        {
-            int p = k; double max = Math.Abs(a[k * n + k]);
-            for (int i = k + 1; i < n; i++) { double v = Math.Abs(a[i * n + k]); if (v > max) { max = v; p = i; } }
-            if (max == 0 || !double.IsFinite(max)) return false;
-            piv[k] = p;
-            if (p != k) for (int j = 0; j < n; j++) (a[k * n + j], a[p * n + j]) = (a[p * n + j], a[k * n + j]);
-            double inv = 1.0 / a[k * n + k];
-            for (int i = k + 1; i < n; i++)
-            {
-                double f = a[i * n + k] *= inv;
-                if (f != 0) for (int j = k + 1; j < n; j++) a[i * n + j] -= f * a[k * n + j];
-            }
-        }
-        return true;
-    }
-
-    /// <summary>Inverse from the LU factors, column by column.</summary>
-    public static void Inverse(double[] lu, int[] piv, int n, double[] inv, double[] col)
-    {
-        for (int c = 0; c < n; c++)
-        {
-            Array.Clear(col); col[c] = 1;
-            for (int k = 0; k < n; k++) if (piv[k] != k) (col[k], col[piv[k]]) = (col[piv[k]], col[k]);
-            for (int i = 0; i < n; i++) { double s = col[i]; for (int j = 0; j < i; j++) s -= lu[i * n + j] * col[j]; col[i] = s; }
-            for (int i = n - 1; i >= 0; i--) { double s = col[i]; for (int j = i + 1; j < n; j++) s -= lu[i * n + j] * col[j]; col[i] = s / lu[i * n + i]; }
-            for (int i = 0; i < n; i++) inv[i * n + c] = col[i];
-        }
-    }
-
-    /// <summary>Cholesky A = L Lᵀ in the lower triangle; false when not (numerically) positive definite.</summary>
-    public static bool Cholesky(double[] a, int n)
-    {
-        double scale = 0;
-        for (int i = 0; i < n; i++) scale = Math.Max(scale, Math.Abs(a[i * n + i]));
-        if (scale == 0) return false;
-        for (int j = 0; j < n; j++)
-        {
-            double s = a[j * n + j];
-            for (int k = 0; k < j; k++) s -= a[j * n + k] * a[j * n + k];
-            if (!(s > 1e-13 * scale)) return false;
-            double l = Math.Sqrt(s);
-            a[j * n + j] = l;
-            for (int i = j + 1; i < n; i++)
-            {
-                double t = a[i * n + j];
-                for (int k = 0; k < j; k++) t -= a[i * n + k] * a[j * n + k];
-                a[i * n + j] = t / l;
-            }
-        }
-        return true;
-    }
-
-    public static void CholeskySolve(double[] l, int n, Span<double> b)
-    {
-        for (int i = 0; i < n; i++) { double s = b[i]; for (int k = 0; k < i; k++) s -= l[i * n + k] * b[k]; b[i] = s / l[i * n + i]; }
-        for (int i = n - 1; i >= 0; i--) { double s = b[i]; for (int k = i + 1; k < n; k++) s -= l[k * n + i] * b[k]; b[i] = s / l[i * n + i]; }
     }
 }

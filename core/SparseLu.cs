@@ -98,7 +98,7 @@ internal sealed class SparseLuPlan
 
     /// <summary>The phases as straight-line code for a J pattern's slots, emitted once per plan (every
     /// thread's batch has the same) on first use; null: too large, interpret.</summary>
-    public (LuKernel[] Load, LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Emitted(int[] jSlot, bool[] jFirst, int[] zeroSlots)
+    public LuKernels? Emitted(int[] jSlot, bool[] jFirst, int[] zeroSlots)
     {
         lock (this)
         {
@@ -111,7 +111,7 @@ internal sealed class SparseLuPlan
             return _emitted;
         }
     }
-    (LuKernel[], LuKernel[], LuKernel[], LuKernel[])? _emitted;
+    LuKernels? _emitted;
     bool _emittedDone;
 
     /// <summary>The pattern, as text (the emitted code's cache key).</summary>
@@ -147,7 +147,7 @@ internal sealed unsafe class SparseLuBatch
     readonly int[] _zeroSlots;            // slots no entry of J lands in (fill)
     readonly int[] _selSlot;              // per selected pair (j, i): slot of J⁻¹_ji
     readonly double[] _storage;
-    readonly (LuKernel[] Load, LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? _emitted;
+    readonly LuKernels? _emitted;
     LuKernel[]? _rhs;      // the emitted right-hand side for the Hessian program in _rhsKey
     int[]? _rhsKey;
 
@@ -317,18 +317,23 @@ internal sealed unsafe class SparseLuBatch
                 double* t = xs + i * Lanes;
                 t[0] = nu0[i]; t[1] = nu1[i]; t[2] = nu2[i]; t[3] = nu3[i];
             }
-            foreach (var f in _rhs) f(_a, _z, _x, _r, _jb);
+            foreach (var f in _rhs!) f(_a, _z, _x, _r, _jb);
             return;
         }
-        double* z = _z, x = _x, hb = _hb;
-        int[] sel = _selSlot;
+        RhsFrom(_z, _selSlot, nu0, nu1, nu2, nu3, hStart, hPair, hEntry);
+    }
+
+    /// <summary>c = ν − Σ z[at(pair)]·H per k (the interpreted right-hand side; <paramref name="slotOf"/>
+    /// maps a pair to its row of <paramref name="z"/>, null: the pair's own index).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void RhsFrom(double* z, int[]? slotOf, double[] nu0, double[] nu1, double[] nu2, double[] nu3, int[] hStart, int[] hPair, int[] hEntry)
+    {
+        double* x = _x, hb = _hb;
         for (int k = 0; k < P.D; k++)
         {
             var s = Vector256<double>.Zero;
             for (int q = hStart[k]; q < hStart[k + 1]; q++)
-            {
-                s += Ld(z, sel[hPair[q]]) * Ld(hb, hEntry[q]);
-            }
+                s += Ld(z, slotOf == null ? hPair[q] : slotOf[hPair[q]]) * Ld(hb, hEntry[q]);
             St(x, k, Vector256.Create(nu0[k], nu1[k], nu2[k], nu3[k]) - s);
         }
     }
@@ -382,16 +387,8 @@ internal sealed unsafe class SparseLuBatch
 
     /// <summary>c = ν − ∇log|det J| from the first-order pairs (as <see cref="Rhs"/> from the selected inverse).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void RhsFirstOrder(double[] nu0, double[] nu1, double[] nu2, double[] nu3, int[] hStart, int[] hPair, int[] hEntry)
-    {
-        double* zp = _zp, x = _x, hb = _hb;
-        for (int k = 0; k < P.D; k++)
-        {
-            var s = Vector256<double>.Zero;
-            for (int q = hStart[k]; q < hStart[k + 1]; q++) s += Ld(zp, hPair[q]) * Ld(hb, hEntry[q]);
-            St(x, k, Vector256.Create(nu0[k], nu1[k], nu2[k], nu3[k]) - s);
-        }
-    }
+    public void RhsFirstOrder(double[] nu0, double[] nu1, double[] nu2, double[] nu3, int[] hStart, int[] hPair, int[] hEntry) =>
+        RhsFrom(_zp, null, nu0, nu1, nu2, nu3, hStart, hPair, hEntry);
 
     /// <summary>x ← (I − Eᵀ (+ EᵀEᵀ)) x: the first-order J⁻ᵀc, Eᵀc gathered per column.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -428,7 +425,7 @@ internal sealed unsafe class SparseLuBatch
     {
         var slots = hPair.Select(q => _selSlot[q]).ToArray();
         string key = P.Key + "|rhs|" + _jSlot.Length + "|" + SparseLuEmit.Key(hStart) + "|" + SparseLuEmit.Key(slots) + "|" + SparseLuEmit.Key(hEntry);
-        _rhs = SparseLuEmit.Cached(key, () => (SparseLuEmit.BuildRhs(P.D, hStart, slots, hEntry, _jSlot.Length), null, null, null))!.Value.Load;
+        _rhs = SparseLuEmit.Cached<LuKernel[]>(key, () => SparseLuEmit.BuildRhs(P.D, hStart, slots, hEntry, _jSlot.Length))!;
         _rhsKey = hPair;
     }
 

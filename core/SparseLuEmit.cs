@@ -4,6 +4,9 @@ using System.Runtime.Intrinsics;
 
 namespace Sde.Core;
 
+/// <summary>The emitted phases of a <see cref="SparseLuBatch"/>, each in chunks.</summary>
+internal sealed record LuKernels(LuKernel[] Load, LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT);
+
 /// <summary>One numeric phase of a <see cref="SparseLuBatch"/> (arguments: factors, selected inverse, solve vector, 1/pivots, J values).</summary>
 internal unsafe delegate void LuKernel(double* a, double* z, double* x, double* r, double* j);
 
@@ -20,20 +23,19 @@ internal static class SparseLuEmit
     /// The kernels of the last few patterns, by pattern: a run's JIT warm-up (a couple of paths,
     /// outside the timing) compiles them, and the timed run and the next parameter sets reuse them.
     /// </summary>
-    static readonly List<(string Key, (LuKernel[], LuKernel[], LuKernel[], LuKernel[])? Kernels)> _cache = new();
+    static readonly List<(string Key, object? Value)> _cache = new();
     const int CacheSize = 8;
 
-    public static (LuKernel[] Load, LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Cached(
-        string key, Func<(LuKernel[], LuKernel[], LuKernel[], LuKernel[])?> build)
+    public static T? Cached<T>(string key, Func<T?> build) where T : class
     {
         lock (_cache)
         {
             int i = _cache.FindIndex(c => c.Key == key);
-            if (i >= 0) { var hit = _cache[i]; _cache.RemoveAt(i); _cache.Add(hit); return hit.Kernels; }
-            var k = build();
-            _cache.Add((key, k));
+            if (i >= 0) { var hit = _cache[i]; _cache.RemoveAt(i); _cache.Add(hit); return (T?)hit.Value; }
+            var v = build();
+            _cache.Add((key, v));
             if (_cache.Count > CacheSize) _cache.RemoveAt(0);
-            return k;
+            return v;
         }
     }
 
@@ -109,10 +111,10 @@ internal static class SparseLuEmit
     static int Terms(SparseLuPlan p) => p.RjSlot.Length + p.InvProgram.Length / 2 + p.UpSlot.Length + p.LoSlot.Length;
 
     /// <summary>The four phases (load J into the slots, factor, selected inverse, transposed solve), or null when the pattern is too large.</summary>
-    public static (LuKernel[] Load, LuKernel[] Factor, LuKernel[] Inverse, LuKernel[] SolveT)? Build(SparseLuPlan p, int[] jSlot, bool[] jFirst, int[] zeroSlots)
+    public static LuKernels? Build(SparseLuPlan p, int[] jSlot, bool[] jFirst, int[] zeroSlots)
     {
         if (Terms(p) > MaxTerms) return null;
-        return (BuildLoad(jSlot, jFirst, zeroSlots), BuildFactor(p), BuildInverse(p), BuildSolveT(p));
+        return new LuKernels(BuildLoad(jSlot, jFirst, zeroSlots), BuildFactor(p), BuildInverse(p), BuildSolveT(p));
     }
 
     /// <summary>

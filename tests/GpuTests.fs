@@ -71,6 +71,12 @@ let private cpuScalar (p: CompiledProgram) =
     Normals.ForceScalar <- true
     try p.Run(1, backend = "cpu") finally Normals.ScalarOnThisThread <- false; Normals.ForceScalar <- false
 
+/// The program on ilgpu-cpu, and its worst relative difference from <see cref="cpuScalar"/>.
+let private onIlgpuCpu (p: CompiledProgram) =
+    let cpu = cpuScalar p
+    let gpu = p.Run(1, backend = "ilgpu-cpu")
+    gpu, compareReports cpu gpu
+
 let private fdModel =
     """
 model Two {
@@ -340,9 +346,7 @@ let gpuTests =
 
         test "finite-difference responses: ilgpu-cpu equals cpu" {
             let p = compileWith fdModel "fd.sde" 64L
-            let cpu = cpuScalar p
-            let gpu = p.Run(1, backend = "ilgpu-cpu")
-            let worst = compareReports cpu gpu
+            let gpu, worst = onIlgpuCpu p
             printfn "gpu: finite differences worst relative difference: %g" worst
             Expect.isLessThan worst tolerance "relative difference"
         }
@@ -351,9 +355,7 @@ let gpuTests =
             for (name, text, paths) in tangentCases ->
                 test name {
                     let p = compileWith text (name + ".sde") paths
-                    let cpu = cpuScalar p
-                    let gpu = p.Run(1, backend = "ilgpu-cpu")
-                    let worst = compareReports cpu gpu
+                    let gpu, worst = onIlgpuCpu p
                     // the numbers are real: every query finite, not all zero (no silent fallback)
                     for r in (List.head gpu.Sets).Results do
                         let vs = if isNull r.Values || r.Values.Length = 0 then [| r.Value |] else r.Values
@@ -368,9 +370,7 @@ let gpuTests =
         test "iterative mode runs as exact LU on the GPU: equal to the CPU's sparse LU to rounding (Lorenz-96-8)" {
             let text = l96Tangent.Replace("mode = exact)", "mode = iterative)")
             let p = compileWith text "l96_iterative.sde" 12L
-            let cpu = cpuScalar p
-            let gpu = p.Run(1, backend = "ilgpu-cpu")
-            let worst = compareReports cpu gpu
+            let gpu, worst = onIlgpuCpu p
             printfn "gpu: iterative (GPU: exact LU) vs cpu iterative (sparse LU), Lorenz-96-8: worst relative difference %g" worst
             Expect.isLessThan worst tangentTolerance "relative difference"
         }
@@ -379,11 +379,9 @@ let gpuTests =
             for (name, text, paths) in lyapunovCases ->
                 test name {
                     let p = compileWith text (name + ".sde") paths
-                    let cpu = cpuScalar p
                     let launches = GpuLyapunov.Launches
-                    let gpu = p.Run(1, backend = "ilgpu-cpu")
+                    let gpu, worst = onIlgpuCpu p
                     Expect.isGreaterThan GpuLyapunov.Launches launches "ran on the Lyapunov kernel"
-                    let worst = compareReports cpu gpu
                     for r in (List.head gpu.Sets).Results do
                         if r.Query.StartsWith "lyapunov" then
                             Expect.isTrue (r.Values |> Array.forall Double.IsFinite) (sprintf "%s: finite" r.Query)
@@ -437,9 +435,7 @@ let gpuTests =
         test "Lyapunov alignment: ilgpu-cpu equals cpu (tangent kernel)" {
             for (name, text, paths) in alignmentCases do
                 let p = compileWith text (name + ".sde") paths
-                let cpu = cpuScalar p
-                let gpu = p.Run(1, backend = "ilgpu-cpu")
-                let worst = compareReports cpu gpu
+                let gpu, worst = onIlgpuCpu p
                 Expect.isTrue ((List.head gpu.Sets).Results |> List.exists (fun r -> r.Query.StartsWith "alignment")) "has an alignment query"
                 for r in (List.head gpu.Sets).Results do
                     if r.Query.StartsWith "alignment" then

@@ -19,6 +19,26 @@ let runText (src: string) = (compileOrFail src).Run()
 
 let results (r: Report.RunReport) = r.Sets.Head.Results |> List.toArray
 
+/// Noisy Lorenz-96 with N components (normal init around F), dt = 0.005, seed 2.
+let l96SourceN (n: int) (paths: int) (T: float) (queries: string) =
+    sprintf
+        """model Lorenz96 {
+  const N = %d
+  param F = 8
+  param sigma = 0.5
+  state x[N] periodic
+  brownian W[N]
+  init x[i] ~ normal(8, 1)
+  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]
+}
+simulate { paths = %d; dt = 0.005; T = %g; seed = 2 }
+query {
+%s
+}"""
+        n paths T queries
+
+let l96Source = l96SourceN 40
+
 let within (k: float) (name: string) (est: float) (se: float) (exact: float) =
     Expect.isTrue (Double.IsFinite est && Double.IsFinite se) (sprintf "%s: finite (%g ± %g)" name est se)
     Expect.isLessThanOrEqual (abs (est - exact)) (k * se) (sprintf "%s: %g ± %g vs exact %g (%.1f se)" name est se exact (abs (est - exact) / se))
@@ -123,28 +143,17 @@ let tests =
         }
 
         test "the response engine allocates nothing per step (every mode, the lanes of the sparse LU)" {
-            let src (steps: int) (paths: int) =
-                sprintf
-                    """model L96 {
-  const N = 8
-  param F = 8
-  param sigma = 0.5
-  state x[N] periodic
-  brownian W[N]
-  init x[i] ~ normal(8, 1)
-  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]
-}
-simulate { paths = %d; dt = 0.005; T = %g; seed = 2 }
-query {
-  d mean(x[0]) / d F
-  d density(x[0]) / d sigma on [-5, 15] bins 4 with divergence_kernel(mode = iterative)
-  d mean(x[0]) / d F with divergence_kernel(mode = exact)
-  d mean(x[0]) / d F with divergence_kernel(mode = first_order)
-  d mean(x[0]) / d F with pathwise
-  d mean(x[0]) / d F with likelihood_ratio
-  d mean(x[1]) / d F stationary window 0.02
-}"""
-                    paths (float steps * 0.005)
+            let queries =
+                String.concat
+                    "\n"
+                    [ "  d mean(x[0]) / d F"
+                      "  d density(x[0]) / d sigma on [-5, 15] bins 4 with divergence_kernel(mode = iterative)"
+                      "  d mean(x[0]) / d F with divergence_kernel(mode = exact)"
+                      "  d mean(x[0]) / d F with divergence_kernel(mode = first_order)"
+                      "  d mean(x[0]) / d F with pathwise"
+                      "  d mean(x[0]) / d F with likelihood_ratio"
+                      "  d mean(x[1]) / d F stationary window 0.02" ]
+            let src (steps: int) (paths: int) = l96SourceN 8 paths (float steps * 0.005) queries
             let bytes steps paths =
                 let p = compileOrFail (src steps paths)
                 p.Run(threads = 1) |> ignore // compile and JIT
@@ -301,23 +310,6 @@ let agreementTests =
                     within 4.5 "E[nu x^2] + E[2x]" (score[1].Value + plain[1].Value) (score[1].StdErr + plain[1].StdErr) 0.0
         }
     ]
-
-let l96Source (paths: int) (T: float) (queries: string) =
-    sprintf
-        """model Lorenz96 {
-  const N = 40
-  param F = 8
-  param sigma = 0.5
-  state x[N] periodic
-  brownian W[N]
-  init x[i] ~ normal(8, 1)
-  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]
-}
-simulate { paths = %d; dt = 0.005; T = %g; seed = 2 }
-query {
-%s
-}"""
-        paths T queries
 
 /// A double well with additive noise: first_order drops the O(Δt²) terms of each step's series,
 /// so its bias relative to the chain is O(Δt).

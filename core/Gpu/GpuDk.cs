@@ -321,11 +321,11 @@ public static class TangentKernels
                 for (int l = 0; l < m; l++) s += sig[i * m + l] * sig[j * m + l];
                 amat[i * d + j] = s;
             }
-        if (!Cholesky(amat, d)) return false;
+        if (!Dense.Cholesky(amat, d)) return false;
         for (int l = 0; l < m; l++)
         {
             for (int r = 0; r < d; r++) col[r] = sig[r * m + l];
-            CholeskySolve(amat, d, col);
+            Dense.CholeskySolve(amat, d, col);
             for (int i = 0; i < d; i++) sp[l * d + i] = col[i];
         }
         for (int i = 0; i < d; i++)
@@ -482,74 +482,9 @@ public static class TangentKernels
         for (int e = 0; e < d * d; e++) jd[e] = 0.0;
         for (int e = 0; e < a.NJ; e++) { int at = k.Int(a.IJRow + e) * d + k.Int(a.IJCol + e); jd[at] = jd[at] + jv[e]; }
         var piv = k.Row(a.Piv);
-        if (!Lu(jd, piv, d)) return false;
-        Inverse(jd, piv, d, k.Row(a.JInv), k.Row(a.Col));
+        if (!Dense.Lu(jd, piv, d)) return false;
+        Dense.Inverse(jd, piv, d, k.Row(a.JInv), k.Row(a.Col));
         return true;
-    }
-
-    internal static bool Lu(SoaVec a, SoaVec piv, int n)
-    {
-        for (int k = 0; k < n; k++)
-        {
-            int p = k; double max = Math.Abs(a[k * n + k]);
-            for (int i = k + 1; i < n; i++) { double v = Math.Abs(a[i * n + k]); if (v > max) { max = v; p = i; } }
-            if (max == 0 || !(max < double.PositiveInfinity)) return false;
-            piv[k] = p;
-            if (p != k) for (int j = 0; j < n; j++) { double t = a[k * n + j]; a[k * n + j] = a[p * n + j]; a[p * n + j] = t; }
-            double inv = 1.0 / a[k * n + k];
-            for (int i = k + 1; i < n; i++)
-            {
-                double f = a[i * n + k] * inv;
-                a[i * n + k] = f;
-                if (f != 0) for (int j = k + 1; j < n; j++) a[i * n + j] = a[i * n + j] - f * a[k * n + j];
-            }
-        }
-        return true;
-    }
-
-    static void Inverse(SoaVec lu, SoaVec piv, int n, SoaVec inv, SoaVec col)
-    {
-        for (int c = 0; c < n; c++)
-        {
-            for (int i = 0; i < n; i++) col[i] = 0.0;
-            col[c] = 1;
-            for (int k = 0; k < n; k++)
-            {
-                int pk = (int)piv[k];
-                if (pk != k) { double t = col[k]; col[k] = col[pk]; col[pk] = t; }
-            }
-            for (int i = 0; i < n; i++) { double s = col[i]; for (int j = 0; j < i; j++) s -= lu[i * n + j] * col[j]; col[i] = s; }
-            for (int i = n - 1; i >= 0; i--) { double s = col[i]; for (int j = i + 1; j < n; j++) s -= lu[i * n + j] * col[j]; col[i] = s / lu[i * n + i]; }
-            for (int i = 0; i < n; i++) inv[i * n + c] = col[i];
-        }
-    }
-
-    static bool Cholesky(SoaVec a, int n)
-    {
-        double scale = 0;
-        for (int i = 0; i < n; i++) scale = Math.Max(scale, Math.Abs(a[i * n + i]));
-        if (scale == 0) return false;
-        for (int j = 0; j < n; j++)
-        {
-            double s = a[j * n + j];
-            for (int k = 0; k < j; k++) s -= a[j * n + k] * a[j * n + k];
-            if (!(s > 1e-13 * scale)) return false;
-            double l = Math.Sqrt(s);
-            a[j * n + j] = l;
-            for (int i = j + 1; i < n; i++)
-            {
-                double t = a[i * n + j];
-                for (int k = 0; k < j; k++) t -= a[i * n + k] * a[j * n + k];
-                a[i * n + j] = t / l;
-            }
-        }
-        return true;
-    }
-
-    static void CholeskySolve(SoaVec l, int n, SoaVec b)
-    {
-        for (int i = 0; i < n; i++) { double s = b[i]; for (int k = 0; k < i; k++) s -= l[i * n + k] * b[k]; b[i] = s / l[i * n + i]; }
-        for (int i = n - 1; i >= 0; i--) { double s = b[i]; for (int k = i + 1; k < n; k++) s -= l[k * n + i] * b[k]; b[i] = s / l[i * n + i]; }
     }
 }
 
@@ -667,12 +602,8 @@ public static class GpuTangent
         var dev = GpuDevice.Get(backend);
         var acc = dev.Accelerator;
         long perPath = 8L * (R + rows);
-        long budget = dev.Budget(s.MemoryLimit);
-        if (perPath > budget)
-            throw new RunTooLargeException(
-                $"one path's working set for the pathwise / divergence-kernel responses ({Memory.Format(perPath)}: dimension {d}, {R} scratch values, {rows} accumulator(s)) " +
-                $"does not fit in the {Memory.Format(budget)} of device memory the engine may use on {acc.Name}; use shorter stationary windows, mode = first_order or the CPU backend");
-        long chunk = Math.Max(1, Math.Min(Math.Min(s.Paths, GpuEngine.MaxChunk), budget / perPath));
+        long chunk = dev.Chunk(perPath, s, " for the pathwise / divergence-kernel responses", $"dimension {d}, {R} scratch values, {rows} accumulator(s)",
+            "use shorter stationary windows, mode = first_order or the CPU backend");
 
         Action<Index1D, TModel, TanArgs, ArrayView<int>, ArrayView<TanPlanDev>, ArrayView<DkGroupDev>, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<long>> kernel;
         lock (typeof(Cache<TModel>))

@@ -66,6 +66,22 @@ public sealed class GpuDevice
         if (limit > 0) mem = Math.Min(mem, limit);
         return mem / 2;
     }
+
+    /// <summary>
+    /// Paths per launch for a working set of <paramref name="perPath"/> bytes per path (within the
+    /// budget, at most <see cref="GpuEngine.MaxChunk"/>); a <see cref="RunTooLargeException"/> saying
+    /// which working set (<paramref name="what"/>, <paramref name="detail"/>) and what to do instead
+    /// when one path does not fit.
+    /// </summary>
+    public long Chunk(long perPath, RunSettings s, string what, string detail, string remedy)
+    {
+        long budget = Budget(s.MemoryLimit);
+        if (perPath > budget)
+            throw new RunTooLargeException(
+                $"one path's working set{what} ({Memory.Format(perPath)}: {detail}) " +
+                $"does not fit in the {Memory.Format(budget)} of device memory the engine may use on {Accelerator.Name}; {remedy}");
+        return Math.Max(1, Math.Min(Math.Min(s.Paths, GpuEngine.MaxChunk), budget / perPath));
+    }
 }
 
 /// <summary>
@@ -139,14 +155,8 @@ public static class GpuEngine
 
         // chunk size: what fits in the device's memory; the per-chunk integer sums Σc² must fit in 64 bits
         long perPath = BytesPerPath(d, m, nobs, plans);
-        long budget = dev.Budget(s.MemoryLimit);
-        if (perPath > budget)
-            throw new RunTooLargeException(
-                $"one path's working set ({Memory.Format(perPath)}: state dimension {d}, noise {m}, {nobs} observable(s), {countRows} density bin(s)) " +
-                $"does not fit in the {Memory.Format(budget)} of device memory the engine may use on {dev.Accelerator.Name}; use fewer bins or the CPU backend");
-        long chunk = Math.Min(Math.Min(s.Paths, MaxChunk), budget / perPath);
+        long chunk = dev.Chunk(perPath, s, "", $"state dimension {d}, noise {m}, {nobs} observable(s), {countRows} density bin(s)", "use fewer bins or the CPU backend");
         if (maxDensityWindow > 0) chunk = Math.Min(chunk, Math.Max(1, (1L << 62) / (maxDensityWindow * maxDensityWindow)));
-        chunk = Math.Max(chunk, 1);
 
         var acc = dev.Accelerator;
         Action<Index1D, TModel, PlainArgs, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<double>,

@@ -89,7 +89,7 @@ public static class LyapunovKernels
             {
                 for (int e = 0; e < d * d; e++) jd[e] = 0.0;
                 for (int e = 0; e < nnz; e++) { int at = ints[e] * d + ints[nnz + e]; jd[at] = jd[at] + jv[e]; }
-                if (!TangentKernels.Lu(jd, piv, d)) { Fail(flags, n + 1); return; }
+                if (!Dense.Lu(jd, piv, d)) { Fail(flags, n + 1); return; }
                 double ld = 0;
                 for (int r = 0; r < d; r++) ld += Math.Log(Math.Abs(jd[r * d + r]));
                 logR[K] = logR[K] + ld;
@@ -173,12 +173,7 @@ public static class GpuLyapunov
         var dev = GpuDevice.Get(backend);
         var acc = dev.Accelerator;
         long perPath = 8L * (R + rows);
-        long budget = dev.Budget(s.MemoryLimit);
-        if (perPath > budget)
-            throw new RunTooLargeException(
-                $"one path's working set for lyapunov({k}) ({Memory.Format(perPath)}: dimension {d}, {R} scratch values) " +
-                $"does not fit in the {Memory.Format(budget)} of device memory the engine may use on {acc.Name}; ask for fewer exponents or use the CPU backend");
-        long chunk = Math.Max(1, Math.Min(Math.Min(s.Paths, GpuEngine.MaxChunk), budget / perPath));
+        long chunk = dev.Chunk(perPath, s, $" for lyapunov({k})", $"dimension {d}, {R} scratch values", "ask for fewer exponents or use the CPU backend");
 
         Action<Index1D, TModel, LyaArgs, ArrayView<int>, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<long>> kernel;
         lock (typeof(Cache<TModel>))

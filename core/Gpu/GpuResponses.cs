@@ -95,12 +95,7 @@ public static class GpuResponses
         }
 
         long perPath = 8L * (2L * d * nv + Math.Max(Math.Max(d, m), 1) + d + (long)Math.Max(nobs, 1) * nv + rows);
-        long budget = dev.Budget(s.MemoryLimit);
-        if (perPath > budget)
-            throw new RunTooLargeException(
-                $"one path's working set for the finite-difference responses ({Memory.Format(perPath)}: {nv} variant model(s) of dimension {d}, {rows} accumulator(s)) " +
-                $"does not fit in the {Memory.Format(budget)} of device memory the engine may use on {acc.Name}; use fewer bins or the CPU backend");
-        long chunk = Math.Max(1, Math.Min(Math.Min(s.Paths, GpuEngine.MaxChunk), budget / perPath));
+        long chunk = dev.Chunk(perPath, s, " for the finite-difference responses", $"{nv} variant model(s) of dimension {d}, {rows} accumulator(s)", "use fewer bins or the CPU backend");
 
         Action<Index1D, ArrayView<TModel>, FdArgs, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<double>,
             ArrayView<FdPlanDev>, ArrayView<double>, ArrayView<long>> kernel;

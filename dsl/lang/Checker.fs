@@ -202,6 +202,14 @@ let private evalInt consts what (e: Expr) : R<int64> =
         if isInteger v then Ok(int64 v)
         else fail e.Pos (sprintf "%s must be an integer, got %s" what (shortNumber v)))
 
+/// A histogram's bin count: an integer constant in 1 ..= 10^7.
+let private checkBins consts (bins: Expr) : R<int> =
+    evalInt consts "bins" bins
+    |> Result.bind (fun n ->
+        if n < 1L then fail bins.Pos "bins must be >= 1"
+        elif n > 10_000_000L then fail bins.Pos "bins must be at most 10000000"
+        else Ok(int n))
+
 let private evalFinite consts what (e: Expr) : R<float> =
     evalConst consts what e
     |> Result.bind (fun v -> if Double.IsFinite v then Ok v else fail e.Pos (sprintf "%s must be finite" what))
@@ -1180,12 +1188,7 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 map2 (fun a b -> a, b) (evalFinite consts "the density range" lo) (evalFinite consts "the density range" hi)
                 |> Result.bind (fun (a, b) -> if a < b then Ok(a, b) else fail lo.Pos "the density range [a, b] needs a < b")
 
-            let n =
-                evalInt consts "bins" bins
-                |> Result.bind (fun n ->
-                    if n < 1L then fail bins.Pos "bins must be >= 1"
-                    elif n > 10_000_000L then fail bins.Pos "bins must be at most 10000000"
-                    else Ok(int n))
+            let n = checkBins consts bins
 
             map3 (fun c (a, b) n -> TDensity(c, a, b, n)) (checkExpr obsEnv e) range n
 
@@ -1261,12 +1264,7 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                     elif not (a < b) then fail lo.Pos "the alignment range [a, b] needs a < b"
                     else Ok(a, b))
 
-            let n =
-                evalInt consts "bins" bins
-                |> Result.bind (fun n ->
-                    if n < 1L then fail bins.Pos "bins must be >= 1"
-                    elif n > 10_000_000L then fail bins.Pos "bins must be at most 10000000"
-                    else Ok(int n))
+            let n = checkBins consts bins
 
             let noiseR =
                 if noise = 0 then

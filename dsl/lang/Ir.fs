@@ -205,19 +205,22 @@ let maxS a b =
     | NumV u, NumV v -> num (max u v)
     | _ -> mk Max [ a; b ]
 
+/// A comparison of two numbers (1 or 0): constant folding and the interpreter share it.
+let compareNum op (u: float) (v: float) =
+    let r =
+        match op with
+        | Eq -> u = v
+        | Ne -> u <> v
+        | Lt -> u < v
+        | Le -> u <= v
+        | Gt -> u > v
+        | Ge -> u >= v
+
+    if r then 1.0 else 0.0
+
 let cmp op a b =
     match a, b with
-    | NumV u, NumV v ->
-        let r =
-            match op with
-            | Eq -> u = v
-            | Ne -> u <> v
-            | Lt -> u < v
-            | Le -> u <= v
-            | Gt -> u > v
-            | Ge -> u >= v
-
-        num (if r then 1.0 else 0.0)
+    | NumV u, NumV v -> num (compareNum op u v)
     | _ -> mk (Cmp op) [ a; b ]
 
 let andS a b =
@@ -373,19 +376,7 @@ let rec eval (leaf: Op -> float) (e: Sym) : float =
     | Min, [ a; b ] -> Math.Min(ev a, ev b)
     | Max, [ a; b ] -> Math.Max(ev a, ev b)
     | Select, [ c; a; b ] -> if ev c <> 0.0 then ev a else ev b
-    | Cmp op, [ a; b ] ->
-        let u, v = ev a, ev b
-
-        let r =
-            match op with
-            | Eq -> u = v
-            | Ne -> u <> v
-            | Lt -> u < v
-            | Le -> u <= v
-            | Gt -> u > v
-            | Ge -> u >= v
-
-        if r then 1.0 else 0.0
+    | Cmp op, [ a; b ] -> compareNum op (ev a) (ev b)
     | And, [ a; b ] -> if ev a <> 0.0 && ev b <> 0.0 then 1.0 else 0.0
     | Or, [ a; b ] -> if ev a <> 0.0 || ev b <> 0.0 then 1.0 else 0.0
     | Not, [ a ] -> if ev a = 0.0 then 1.0 else 0.0
