@@ -174,9 +174,7 @@ public static class TangentKernels
                 for (int r = 0; r < d; r++) vk[r] = tmp[r] + chi[r];
             }
             model.Step(xa, xb, w, t, dt, sq);
-            double s = 0;
-            for (int r = 0; r < d; r++) s += xb[r] * 0.0;
-            if (s != 0.0 || s != s)
+            if (!Kernels.AllFinite(xb, d))
             {
                 Atomic.Add(ref flags[0], 1L);
                 Atomic.Min(ref flags[1], n + 1);

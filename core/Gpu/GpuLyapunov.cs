@@ -95,9 +95,7 @@ public static class LyapunovKernels
                 logR[K] = logR[K] + ld;
             }
             model.Step(xa, xb, w, t, dt, sq);
-            double fin = 0;
-            for (int r = 0; r < d; r++) fin += xb[r] * 0.0;
-            if (fin != 0.0 || fin != fin) { Fail(flags, n + 1); return; }
+            if (!Kernels.AllFinite(xb, d)) { Fail(flags, n + 1); return; }
             parity = 1 - parity;
         }
         for (int c = 0; c <= K; c++) sums[c * P + i] = logR[c];

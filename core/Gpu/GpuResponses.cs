@@ -192,15 +192,15 @@ public static class FdKernels
         {
             if (m > 0) KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, m);
             double t = n * a.Dt;
-            double r = 0.0;
+            bool finite = true;
             for (int k = 0; k < nv; k++)
             {
                 var x = new SoaVec(state, i + (2L * k + parity) * d * P, P);
                 var y = new SoaVec(state, i + (2L * k + 1 - parity) * d * P, P);
                 variants[k].Step(x, y, w, t, a.Dt, a.SqDt);
-                for (int c = 0; c < d; c++) r += y[c] * 0.0;
+                finite &= Kernels.AllFinite(y, d);
             }
-            if (r != 0.0 || r != r)
+            if (!finite)
             {
                 Atomic.Add(ref flags[0], 1L);
                 Atomic.Min(ref flags[1], n + 1);

@@ -195,7 +195,8 @@ public static class Kernels
     }
 
     /// <summary>True if no component is ±∞ or NaN (v·0 is 0 for finite v, NaN otherwise).</summary>
-    static bool AllFinite(SoaVec v, int d)
+    /// <summary>Every component finite (x·0 is 0 exactly then, NaN otherwise): the kernels' blow-up check.</summary>
+    internal static bool AllFinite(SoaVec v, int d)
     {
         double r = 0.0;
         for (int k = 0; k < d; k++) r += v[k] * 0.0;
