@@ -48,6 +48,11 @@ public sealed class ResponsePlan : ObservablePlan
     /// |cos| of the angle between the top Lyapunov vector (J_{N−1}⋯J_0 q_0, normalised) and ν_N at T.
     /// </summary>
     public bool Alignment { get; init; }
+    /// <summary>
+    /// ≥ 0: the observable ∂φ/∂γ, added to each sample of a mean (∂_γ E[φ(x, γ)] = E[φ ℓ] + E[∂_γφ]: the
+    /// explicit term, when the observable depends on the parameter itself); −1 when φ does not.
+    /// </summary>
+    public int Explicit { get; init; } = -1;
 
     /// <summary>
     /// The kernel estimators weight φ by a score-like ω with E[ω] = 0 (ℓ_N, a window increment of ℓ, a

@@ -265,6 +265,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                             }
                         }
                         Add(i, pobs[p.Observable], omega);
+                        if (p.Explicit >= 0) acc[i][0] += pobs[p.Explicit];
                         break;
                     }
                 case ResponseMethod.Pathwise:
@@ -273,6 +274,11 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                         double sgv = 0;
                         var vk = v[p.Which];
                         foreach (int e in U.ObsGradEntries[p.Observable]) sgv += pgrad[e] * vk[U.St.ObsGradState[e]];
+                        if (p.Explicit >= 0)
+                        {
+                            if (!observed) { _m.Observe(V(px), t, V(pobs)); observed = true; }
+                            sgv += pobs[p.Explicit];
+                        }
                         acc[i][0] += sgv;
                         break;
                     }

@@ -72,8 +72,6 @@ let private malformed: (string * string * int * int * string) list =
       "empty density range", ou "  d x = dt + dW" + "query { density(x) on [1, 1] bins 3 }\n", 6, 24, "a < b"
       "window past T", ou "  d x = dt + dW" + "query { mean(x) over [0, 5] }\n", 6, 9, "after the final time"
       "response to an unknown param", ou "  d x = dt + dW" + "query { d mean(x) / d G }\n", 6, 9, "unknown param 'G'"
-      "pathwise on a density", ou "  param F = 1\n  d x = F dt + dW" + "query { d density(x) / d F on [0, 1] bins 3 with pathwise }\n", 7, 50, "use divergence_kernel"
-      "pathwise with if", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(if x > 0 then 1 else 0) / d F with pathwise }\n", 7, 51, "contains 'if'"
       "rate and alpha together", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(x) / d F with divergence_kernel(rate = 1, alpha = 0.5) }\n", 7, 48, "either rate or alpha"
       "bad mode", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(x) / d F with divergence_kernel(mode = fast) }\n", 7, 48, "unknown mode 'fast'"
       "unknown method", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(x) / d F with pathwize }\n", 7, 30, "did you mean 'pathwise'?"

@@ -127,6 +127,8 @@ query {
   d density(x) / d theta on [-1.5, 2] bins 14 with divergence_kernel(alpha = 0.5, mode = first_order)
   d mean(x^2) / d sigma stationary window 0.5
   d density(x) / d sigma on [-1.5, 2] bins 7 stationary window 0.5 with divergence_kernel(alpha = 0.3, mode = first_order)
+  d mean((x - theta)^2) / d theta
+  d mean(theta * x) / d theta over [0.5, 2] with pathwise
 }
 """
 

@@ -26,6 +26,7 @@ public struct TanPlanDev
     public int Slot;          // first row of the per-path accumulator buffer
     public int Alignment;     // 1: Lyapunov alignment (|cos(q_N, ν_N)| into the density bins)
     public int Centred;       // 1: also the C rows (φ or bin indicator) and the B row (Σ ω) after its A rows
+    public int Explicit;      // ≥ 0: the observable ∂φ/∂γ added to each sample of a mean (ResponsePlan.Explicit)
 }
 
 /// <summary>
@@ -253,6 +254,7 @@ public static class TangentKernels
                     }
                 }
                 Add(k, l, q, obs[l.Observable], omega);
+                if (l.Explicit >= 0) { long atE = (long)l.Slot * k.P + k.Path; k.Acc[atE] = k.Acc[atE] + obs[l.Explicit]; }
             }
             else
             {
@@ -264,6 +266,11 @@ public static class TangentKernels
                 {
                     int e = k.Int(a.IObsGradEnt + j);
                     sgv += gv[e] * vk[k.Int(a.IObsGradState + e)];
+                }
+                if (l.Explicit >= 0)
+                {
+                    if (!observed) { model.Observe(x, t, obs); observed = true; }
+                    sgv += obs[l.Explicit];
                 }
                 long at = (long)l.Slot * k.P + k.Path;
                 k.Acc[at] = k.Acc[at] + sgv;
@@ -592,7 +599,7 @@ public static class GpuTangent
                 Observable = p.Observable, Bins = p.Bins, Group = U.PlanGroup[i], Which = p.Which, ScoreComponent = p.ScoreComponent,
                 From = U.From[i], To = U.To[i], Lo = p.Lo, Hi = p.Hi, WindowSteps = U.WindowSteps[i],
                 Ring = U.WindowSteps[i] > 0 ? Take(U.WindowSteps[i] + 1) : 0, Slot = rows, Alignment = p.Alignment ? 1 : 0,
-                Centred = p.Centred ? 1 : 0,
+                Centred = p.Centred ? 1 : 0, Explicit = p.Explicit,
             };
             rows += ResponseEngine.Sums.RowsOf(p);
         }

@@ -145,7 +145,9 @@ type CheckedQuery =
     { Query: CQuery
       /// The query as written, white space collapsed.
       Text: string
-      Pos: Pos }
+      Pos: Pos
+      /// Where the response method is written (the query's position when the default is used).
+      MethodPos: Pos }
 
 type Settings =
     { Paths: int64

@@ -136,21 +136,6 @@ let rec private hasDiff (env: Env) (e: Expr) =
     | Call(_, args) -> List.exists (hasDiff env) args
     | If(c, a, b) -> hasDiff env c || hasDiff env a || hasDiff env b
 
-let rec private hasIf (e: Expr) =
-    match e.Kind with
-    | If _ -> true
-    | Num _
-    | Var _ -> false
-    | Index(_, a)
-    | ExprKind.Neg a
-    | Not a
-    | Reduce(_, _, a) -> hasIf a
-    | Bin(_, a, b)
-    | Cmp(_, a, b)
-    | And(a, b)
-    | Or(a, b) -> hasIf a || hasIf b
-    | Call(_, args) -> List.exists hasIf args
-
 // ---------------------------------------------------------------------------------- constants
 
 /// Evaluates a compile-time constant expression (numbers, consts, arithmetic, functions).
@@ -1232,13 +1217,9 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 match m with
                 | None -> Ok(DivergenceKernel(Rate 10.0, None))
                 | Some m ->
+                    // whether the method can answer this query on this model is the driver's
+                    // decision (it knows the noise and the inits, and names the methods that can)
                     checkMethod consts m
-                    |> Result.bind (fun cm ->
-                        match cm, t with
-                        | Pathwise, DensityOf _ -> fail m.Pos "pathwise cannot differentiate a density; use divergence_kernel"
-                        | Pathwise, (MeanOf e) when hasIf e ->
-                            fail m.Pos "pathwise needs a differentiable observable, and this one contains 'if'; use divergence_kernel"
-                        | _ -> Ok cm)
 
             map3
                 (fun (t, o) (i, s) cm -> QResponse(t, i, o, s, cm))
@@ -1275,7 +1256,12 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
 
     kind
     |> Result.bind (fun k ->
-        let cq = { Query = k; Text = q.Text.Value; Pos = q.Pos }
+        let methodPos =
+            match q.Kind with
+            | Response(_, _, _, _, Some m) -> m.Pos
+            | _ -> q.Pos
+
+        let cq = { Query = k; Text = q.Text.Value; Pos = q.Pos; MethodPos = methodPos }
 
         match validateQueryTimes settings cq with
         | Ok() -> Ok cq

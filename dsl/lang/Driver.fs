@@ -70,6 +70,69 @@ let private degenerateNoise (ir: Lower.ModelIr) =
     let rows = ir.Diffusion |> List.map (fun d -> d.Row) |> List.distinct
     ir.NoiseDim < ir.Dim || rows.Length < ir.Dim
 
+/// Does `γ` (parameter p) enter the expression where it jumps: an `if` condition (or a sign)? Its
+/// explicit derivative then holds a point mass that a pathwise term cannot carry.
+let rec private jumpsIn (p: int) (e: Ir.Sym) =
+    match e.Op with
+    | Ir.Cmp _ | Ir.And | Ir.Or | Ir.Not | Ir.Un Ir.USign -> Ir.mentions (Ir.Param p) e
+    | _ -> List.exists (jumpsIn p) e.Args
+
+/// The first state component whose init has no score (a point or a uniform init), by name.
+let private initWithoutScore (m: CheckedModel) (ir: Lower.ModelIr) =
+    ir.Init
+    |> Array.tryFindIndex (function Lower.InitNormal _ -> false | _ -> true)
+    |> Option.map (fun k ->
+        let st = m.States |> List.findBack (fun s -> s.Offset <= k)
+        if st.IsVector then sprintf "%s[%d]" st.Name (k - st.Offset) else st.Name)
+
+/// Why `meth` cannot answer `d target / d γ` on this model, or None when it can. One function
+/// decides every refusal, so that the methods an error suggests are exactly those it accepts.
+let private refusal (m: CheckedModel) (ir: Lower.ModelIr) (target: CTarget) (p: int) (stationary: bool) (meth: CMethod) =
+    let pname = m.Params[p].Name
+    let phi = Lower.observable m (targetObservable target)
+    let isDensity = match target with TDensity _ -> true | TMean _ -> false
+    let kernelLike = match meth with DivergenceKernel _ | LikelihoodRatio -> true | _ -> false
+    // the methods that inject noise into the kernel (α > 0 at some step)
+    let injecting = kernelLike && (match meth with DivergenceKernel (Alpha 0.0, _) -> false | _ -> true)
+    let degenerate = degenerateNoise ir
+
+    match meth with
+    | Pathwise when isDensity -> Some "pathwise cannot differentiate a density"
+    | Pathwise when Ir.hasSelect phi -> Some "pathwise needs a differentiable observable, and this one contains 'if'"
+    | Pathwise when stationary -> Some "pathwise has no stationary (ergodic) form here"
+    | FiniteDifference _ -> None
+    | _ when jumpsIn p phi ->
+        Some(sprintf "the observable jumps where '%s' enters a condition, so its explicit derivative in '%s' has a point mass that only finite differences estimate" pname pname)
+    | _ when isDensity && Ir.mentions (Ir.Param p) phi ->
+        Some(sprintf "the observable of this density depends on '%s' itself, and the derivative of that dependence (a derivative of the histogram in its argument) is not estimated by this method" pname)
+    | _ when injecting && ir.NoiseDim = 0 -> Some(sprintf "'%s' has no noise (an ODE): kernel methods need noise" m.Name)
+    | _ when kernelLike && degenerate && (initWithoutScore m ir).IsSome ->
+        Some(
+            sprintf
+                "the noise does not reach every state and the init of '%s' is not normal, so the law of the first steps is singular and has no score for the kernel methods to transport"
+                (initWithoutScore m ir).Value
+        )
+    | _ when injecting && degenerate && not (Lower.additiveNoise ir) ->
+        Some "the noise is degenerate and depends on the state, so the kernel part of the divergence-kernel method is not defined"
+    | _ when kernelLike && Tangent.uniformInitDependsOnParam ir p ->
+        Some(sprintf "a uniform init that depends on '%s' has no usable score" pname)
+    | _ when kernelLike && Tangent.initDependsOnParam ir p && not (Lower.additiveNoise ir) ->
+        Some(sprintf "a deterministic init that depends on '%s' under multiplicative noise is not supported by the kernel methods" pname)
+    | _ -> None
+
+/// The methods an error may suggest, as the user writes them.
+let private alternatives =
+    [ DivergenceKernel(Rate 10.0, None), "divergence_kernel"
+      DivergenceKernel(Alpha 0.0, None), "divergence_kernel(alpha = 0)"
+      Pathwise, "pathwise"
+      FiniteDifference 0.01, "finite_difference(h = ...)" ]
+
+let private orList (xs: string list) =
+    match List.rev xs with
+    | [] -> "finite_difference(h = ...)"
+    | [ x ] -> x
+    | last :: rest -> String.Join(", ", List.rev rest) + " or " + last
+
 /// Compile a checked file: lower the model, collect the observables, plan every query.
 let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     try
@@ -77,14 +140,14 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
         let ir = Lower.lowerModel m
         let obs = Collections.Generic.List<Ir.Sym>()
 
-        let obsIndex (e: CExpr) =
-            let s = Lower.observable m e
-
+        let symIndex (s: Ir.Sym) =
             match Seq.tryFindIndex (fun o -> o = s) obs with
             | Some i -> i
             | None ->
                 obs.Add s
                 obs.Count - 1
+
+        let obsIndex (e: CExpr) = symIndex (Lower.observable m e)
 
         let wrt =
             cf.Queries
@@ -120,26 +183,28 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                     Ok(PlainJob(QueryPlan(Kind = EstimateKind.Density, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins)))
             | QResponse (target, p, over, stationary, meth) ->
                 let pname = m.Params[p].Name
-                let kernel =
-                    match meth with
-                    | DivergenceKernel (Alpha 0.0, _) -> false
-                    | DivergenceKernel _ | LikelihoodRatio -> true
-                    | _ -> false
+                let phi = Lower.observable m (targetObservable target)
+                let explicitTerm = Ir.mentions (Ir.Param p) phi
 
-                let detInitMoves = Tangent.initDependsOnParam ir p
+                match refusal m ir target p stationary.IsSome meth with
+                | Some why ->
+                    let works =
+                        alternatives
+                        |> List.filter (fun (alt, _) -> alt <> meth && (refusal m ir target p stationary.IsSome alt).IsNone)
+                        |> List.map snd
 
-                if kernel && ir.NoiseDim = 0 then
-                    err q (sprintf "'%s' has no noise (an ODE): kernel methods need noise; use pathwise or finite_difference" m.Name)
-                elif kernel && degenerateNoise ir && not (Lower.additiveNoise ir) then
-                    err q "the noise is degenerate and depends on the state, so the kernel part of the divergence-kernel method is not defined; use divergence_kernel(alpha = 0), pathwise or finite_difference"
-                elif (kernel || meth = DivergenceKernel(Alpha 0.0, None)) && Tangent.uniformInitDependsOnParam ir p then
-                    err q (sprintf "a uniform init that depends on '%s' has no usable score; use a normal init, or finite_difference" pname)
-                elif (match meth with DivergenceKernel _ | LikelihoodRatio -> true | _ -> false) && detInitMoves && not (Lower.additiveNoise ir) then
-                    err q (sprintf "a deterministic init that depends on '%s' under multiplicative noise is not supported by the kernel methods; use a normal init, pathwise or finite_difference" pname)
-                elif meth = Pathwise && stationary.IsSome then
-                    err q "pathwise has no stationary (ergodic) form here; use divergence_kernel or finite_difference"
-                else
+                    // the one refusal that a change of the model (rather than of the method) lifts
+                    let initHint = if why.Contains "is not normal" then " (or give every state a normal init)" else ""
+
+                    Error { Pos = q.MethodPos; Message = sprintf "%s; use %s%s" why (orList works) initHint }
+                | None ->
                     let k = obsIndex (targetObservable target)
+                    // E[∂_γφ]: the observable's own dependence on γ (finite differences see it through the twins)
+                    let explicitObs =
+                        match meth with
+                        | FiniteDifference _ -> -1
+                        | _ when explicitTerm -> symIndex (Ir.derivative (Ir.Param p) phi)
+                        | _ -> -1
                     let ta, t0, t1 = window over
                     let which = Array.IndexOf(wrt, p)
 
@@ -177,7 +242,8 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                         ResponsePlan(
                             Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
                             Which = which, Method = rm, ConstantAlpha = constant, Alpha = alpha, Rate = rate, Mode = mode,
-                            VariantPlus = vp, VariantMinus = vm, H = h, StationaryWindow = win, Burnin = cf.Settings.Burnin
+                            VariantPlus = vp, VariantMinus = vm, H = h, StationaryWindow = win, Burnin = cf.Settings.Burnin,
+                            Explicit = explicitObs
                         )
 
                     let windows = defaultArg stationary []
@@ -189,6 +255,8 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                     err q (sprintf "'%s' has no noise (an ODE): its density is singular and has no score, so alignment is not defined; use lyapunov(k)" m.Name)
                 elif degenerateNoise ir && not (Lower.additiveNoise ir) then
                     err q "the noise is degenerate and depends on the state, so the divergence-kernel score (with its default schedule) is not defined; alignment needs it"
+                elif degenerateNoise ir && (initWithoutScore m ir).IsSome then
+                    err q (sprintf "the noise does not reach every state and the init of '%s' is not normal, so the law of the first steps is singular and has no score, which alignment needs; give every state a normal init" (initWithoutScore m ir).Value)
                 else
                     let mode = if ir.Dim <= 10 then Sde.Core.DkMode.Exact else Sde.Core.DkMode.Iterative
                     Ok(AlignmentJob(ResponsePlan(Kind = EstimateKind.Density, Lo = lo, Hi = hi, Bins = bins, Method = ResponseMethod.DivergenceKernel,
