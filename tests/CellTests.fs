@@ -46,7 +46,7 @@ let private equations noise =
 let private inits kind =
     match kind with
     | Point -> "init x = m", "init y = 0.5"
-    | NormalInit -> "init x ~ normal(m, 0.5)", "init y ~ normal(0.5, 0.5)"
+    | NormalInit -> "init x ~ normal(m, 0.2 + 0.3 * m)", "init y ~ normal(0.5, 0.5)"
     | UniformInit -> "init x ~ uniform(m - 0.5, m + 0.5)", "init y ~ uniform(0, 1)"
 
 let private modelText noise init (queries: string list) =
@@ -125,14 +125,15 @@ let private cellsOf noise init =
           let wrt = wrtOf place
           let meanObs, densObs = observables place
 
-          for density in [ false; true ] do
-              let target =
-                  if density then sprintf "d density(%s) on [-1, 3] bins 4" densObs
-                  else sprintf "d mean(%s)" meanObs
+          // at T, a density at T, a time average over a window
+          for target in [ "mean"; "density"; "over" ] do
+              let density = target = "density"
 
               let q suffix =
-                  if density then sprintf "  d density(%s) / d %s on [-1, 3] bins 4%s" densObs wrt suffix
-                  else sprintf "  %s / d %s%s" target wrt suffix
+                  match target with
+                  | "density" -> sprintf "  d density(%s) / d %s on [-1, 3] bins 4%s" densObs wrt suffix
+                  | "mean" -> sprintf "  d mean(%s) / d %s%s" meanObs wrt suffix
+                  | _ -> sprintf "  d mean(%s) / d %s over [0.5, 1]%s" meanObs wrt suffix
 
               for (suffix, name) in methods ->
                   { Place = place
@@ -197,6 +198,8 @@ let private check noise init =
 
     let byText = report.Sets.Head.Results |> List.map (fun r -> r.Query, r) |> Map.ofList
     let norm (s: string) = Text.RegularExpressions.Regex.Replace(s.Trim(), @"\s+", " ")
+
+    printfn "cells %A noise, %A init: %d answered and compared with finite differences, %d refused" noise init answered.Length (cells.Length - answered.Length)
 
     for c in answered do
         let r = byText[norm c.Query]
