@@ -38,6 +38,7 @@ let private malformed: (string * string * int * int * string) list =
       "vector state without index", "model M {\n  state x[3]\n  state y\n  d x[i] = -x[i] dt\n  d y = x dt\n}", 5, 9, "is a vector"
       "scalar state with index", ou "  d x = -x[0] dt + dW", 4, 10, "is a scalar"
       "index out of range", "model M {\n  state x[3]\n  d x[i] = x[i+1] dt\n}", 3, 14, "out of range"
+      "index arithmetic overflow", "model M {\n  state x[3]\n  d x[i] = x[2147483647 * 2147483647 * 2147483647] dt\n}", 3, 14, "overflows 64-bit"
       "negative index", "model M {\n  state x[3]\n  d x[i] = x[i-1] dt\n}", 3, 14, "when i = 0"
       "dW index out of range", "model M {\n  state x[3]\n  brownian W[2]\n  d x[i] = dW[i]\n}", 4, 15, "brownian 'W' of size 2"
       "size not positive", "model M {\n  state x[0]\n  d x[i] = dt\n}", 2, 11, "size must be positive"

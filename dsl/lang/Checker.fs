@@ -206,7 +206,8 @@ let rec private toIExpr (env: Env) (e: Expr) : R<IExpr> =
         fail e.Pos (sprintf "an index must be integer arithmetic on consts and index variables; %s" what)
 
     match e.Kind with
-    | Num v when isInteger v -> Ok(IConst(int v))
+    | Num v when isInteger v && abs v <= float Int32.MaxValue -> Ok(IConst(int v))
+    | Num v when isInteger v -> fail e.Pos (sprintf "index literal %s is out of range (at most %d in magnitude)" (shortNumber v) Int32.MaxValue)
     | Num v -> bad (sprintf "%s is not an integer" (shortNumber v))
     | Var n ->
         match env.Names.TryFind n with
@@ -225,10 +226,10 @@ let rec private evalI (vars: Map<string, int>) (ie: IExpr) : int64 =
     match ie with
     | IConst c -> int64 c
     | IVar v -> int64 vars[v]
-    | IAdd(a, b) -> evalI vars a + evalI vars b
-    | ISub(a, b) -> evalI vars a - evalI vars b
-    | IMul(a, b) -> evalI vars a * evalI vars b
-    | INeg a -> -(evalI vars a)
+    | IAdd(a, b) -> Checked.(+) (evalI vars a) (evalI vars b)
+    | ISub(a, b) -> Checked.(-) (evalI vars a) (evalI vars b)
+    | IMul(a, b) -> Checked.(*) (evalI vars a) (evalI vars b)
+    | INeg a -> Checked.(~-) (evalI vars a)
 
 let rec private freeVars (ie: IExpr) : string list =
     match ie with
@@ -267,9 +268,16 @@ let private checkRange (env: Env) p (kind: string) (name: string) (size: int) (h
     if combos > 1_000_000L then
         Ok ie
     else
-        match assignments vars |> Seq.tryFind (fun m -> let k = evalI m ie in k < 0L || k >= int64 size) with
-        | None -> Ok ie
-        | Some m ->
+        let outside =
+            try
+                assignments vars |> Seq.tryFind (fun m -> let k = evalI m ie in k < 0L || k >= int64 size) |> Ok
+            with :? OverflowException ->
+                Error(sprintf "index %s overflows 64-bit integer arithmetic" (iexprText ie))
+
+        match outside with
+        | Error msg -> fail p msg
+        | Ok None -> Ok ie
+        | Ok(Some m) ->
             let whenText =
                 if m.IsEmpty then ""
                 else " when " + String.Join(", ", m |> Map.toList |> List.map (fun (v, k) -> sprintf "%s = %d" v k))

@@ -133,6 +133,56 @@ let private orList (xs: string list) =
     | [ x ] -> x
     | last :: rest -> String.Join(", ", List.rev rest) + " or " + last
 
+/// Every parameter set's initial law must exist: a `normal` init with a positive finite standard
+/// deviation, a `uniform` init with lo < hi (with sd ≤ 0 the samples were drawn anyway and the score
+/// ∇ log ρ_0 was NaN or infinite).
+let private initLawErrors (cf: CheckedFile) (ir: Lower.ModelIr) : Diagnostic list =
+    let m = cf.Model
+
+    [ for set in cf.Sets do
+          let leaf op = match op with Ir.Param i -> set.Values[i] | _ -> nan
+          let where = if cf.Sets.Length > 1 then sprintf " in parameter set '%s'" set.Name else ""
+
+          for k in 0 .. ir.Dim - 1 do
+              let st = m.States |> List.findBack (fun s -> s.Offset <= k)
+              let name = if st.IsVector then sprintf "%s[%d]" st.Name (k - st.Offset) else st.Name
+
+              let pos () =
+                  m.Inits |> List.tryFind (fun i -> m.States[i.State].Offset = st.Offset) |> Option.map (fun i -> i.Pos) |> Option.defaultValue m.Pos
+
+              match ir.Init[k] with
+              | Lower.InitNormal (_, sd) ->
+                  let v = Ir.eval leaf sd
+                  if not (v > 0.0 && Double.IsFinite v) then
+                      { Pos = pos (); Message = sprintf "the init of '%s' is normal with standard deviation %g%s; it must be positive and finite (a point init is written `init %s = ...`)" name v where st.Name }
+              | Lower.InitUniform (a, b) ->
+                  let lo, hi = Ir.eval leaf a, Ir.eval leaf b
+                  if not (lo < hi && Double.IsFinite lo && Double.IsFinite hi) then
+                      { Pos = pos (); Message = sprintf "the init of '%s' is uniform on [%g, %g]%s; it needs finite lo < hi" name lo hi where }
+              | Lower.InitDet _ -> () ]
+    |> List.distinctBy (fun d -> d.Pos.Line, d.Pos.Col)
+
+/// A finite-difference twin must stay in its parameter's domain in every set (s − h < 0 under
+/// `sqrt(s)` gave NaN with exit 0).
+let private twinDomainErrors (cf: CheckedFile) : Diagnostic list =
+    [ for q in cf.Queries do
+          match q.Query with
+          | QResponse (_, p, _, _, FiniteDifference h) ->
+              let pi = cf.Model.Params[p]
+
+              let outside =
+                  cf.Sets
+                  |> List.tryPick (fun set ->
+                      [ set.Values[p] + h; set.Values[p] - h ]
+                      |> List.tryFind (fun v -> Result.isError (Checker.checkDomain pi v)))
+
+              match outside, pi.Domain with
+              | Some v, Some d ->
+                  { Pos = q.MethodPos
+                    Message = sprintf "finite_difference(h = %g) evaluates '%s' at %g, outside its domain %s; use a smaller h" h pi.Name v (Checker.domainText d) }
+              | _ -> ()
+          | _ -> () ]
+
 /// Compile a checked file: lower the model, collect the observables, plan every query.
 let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     try
@@ -264,7 +314,11 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
 
         let jobs = cf.Queries |> List.map (fun q -> q, planOf q)
 
-        match jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None) with
+        let errors =
+            initLawErrors cf ir @ twinDomainErrors cf @ (jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None))
+            |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
+
+        match errors with
         | [] ->
             let compiled = Compile.compile ir (obs.ToArray()) wrt
 

@@ -29,30 +29,31 @@ type ModelIr =
 
 type private Env = Map<string, int>
 
-let rec evalIndex (env: Env) (e: IExpr) : int =
+/// Index arithmetic in 64 bits, checked: a product of two in-range literals (65536 * 65536) must not
+/// wrap silently (it did in 32 bits, and the checker computes in 64).
+let rec evalIndex (env: Env) (e: IExpr) : int64 =
     match e with
-    | IConst c -> c
+    | IConst c -> int64 c
     | IVar v ->
         match env.TryFind v with
-        | Some i -> i
+        | Some i -> int64 i
         | None -> failwithf "unbound index variable '%s' (the checker should have caught this)" v
-    | IAdd (a, b) -> evalIndex env a + evalIndex env b
-    | ISub (a, b) -> evalIndex env a - evalIndex env b
-    | IMul (a, b) -> evalIndex env a * evalIndex env b
-    | INeg a -> -(evalIndex env a)
+    | IAdd (a, b) -> Checked.(+) (evalIndex env a) (evalIndex env b)
+    | ISub (a, b) -> Checked.(-) (evalIndex env a) (evalIndex env b)
+    | IMul (a, b) -> Checked.(*) (evalIndex env a) (evalIndex env b)
+    | INeg a -> Checked.(~-) (evalIndex env a)
 
-let private wrap (n: int) (i: int) = ((i % n) + n) % n
+let private wrap (n: int) (i: int64) = int (((i % int64 n) + int64 n) % int64 n)
 
 /// Engine component of `state[index]`.
 let componentOf (m: CheckedModel) (env: Env) (s: int) (index: IExpr) : int =
     let st = m.States[s]
     let i = evalIndex env index
-    let i = if st.Periodic then wrap st.Size i else i
 
-    if i < 0 || i >= st.Size then
+    if not st.Periodic && (i < 0L || i >= int64 st.Size) then
         failwithf "index %d out of range for '%s' (size %d)" i st.Name st.Size
 
-    st.Offset + i
+    st.Offset + (if st.Periodic then wrap st.Size i else int i)
 
 let private unaryOf f =
     match f with
@@ -125,7 +126,7 @@ let lowerModel (m: CheckedModel) : ModelIr =
 
             for term in eq.Noise do
                 let br = m.Brownians[term.Brownian]
-                let lane = br.Offset + evalIndex env term.Index
+                let lane = br.Offset + int (evalIndex env term.Index)
                 let c = lowerExpr m env term.Coeff
                 let key = struct (k, lane)
 

@@ -1,0 +1,58 @@
+/// Inputs that used to give a silently wrong answer (issue 10's "wrong answers"): each is now
+/// right or a located error.
+module Sde.Tests.TrustTests
+
+open Expecto
+open Sde
+open Sde.Lang
+
+let private compile src = SdeCompiler.Compile(src, "trust.sde")
+
+let private firstError src =
+    match compile src with
+    | Ok _ -> failtest "expected a located error"
+    | Error ds -> List.head ds
+
+let private ring queries =
+    sprintf "model R {\n  const N = 10\n  state x[N] periodic\n  init x[i] = i\n  d x[i] = 0 dt\n}\nsimulate { paths = 2; dt = 0.1; T = 0.1; seed = 1 }\nquery {\n%s\n}\n" queries
+
+let private oneState inits eqs query =
+    sprintf "model B {\n  param F = 1\n  param s = 0.3 in (0, inf)\n  state x\n  brownian W\n%s\n%s\n}\nsimulate { paths = 100; dt = 0.1; T = 1; seed = 1 }\nquery {\n%s\n}\n" inits eqs query
+
+[<Tests>]
+let tests =
+    testList "trust" [
+        test "periodic index arithmetic past 32 bits wraps exactly (64-bit, as the checker computes)" {
+            match compile (ring "  mean(x[65536 * 65536 + 6])\n  mean(x[-65536 * 65536 - 3])\n  mean(x[2147483647])") with
+            | Error ds -> failtestf "%A" ds
+            | Ok p ->
+                let r = p.Run().Sets.Head.Results
+                // the expected components, from integer arithmetic outside the compiler
+                let expected = [ (65536L * 65536L + 6L) % 10L; ((-65536L * 65536L - 3L) % 10L + 10L) % 10L; 2147483647L % 10L ]
+                Expect.equal (r |> List.map (fun q -> int64 q.Value)) expected "x[i] = i on a ring of 10"
+        }
+        test "an index literal past 32 bits is a located error, not a wrapped index" {
+            let d = firstError (ring "  mean(x[4294967296])")
+            Expect.equal (d.Line, d.Col) (9, 10) d.Message
+            Expect.stringContains d.Message "out of range" "message"
+        }
+        test "a normal init with sd <= 0 is a located error" {
+            let d = firstError (oneState "  init x ~ normal(F, F - 1)" "  d x = -x dt + dW" "  mean(x)")
+            Expect.equal (d.Line, d.Col) (6, 3) d.Message
+            Expect.stringContains d.Message "standard deviation 0" "message"
+            let d = firstError (oneState "  init x ~ normal(F, -1)" "  d x = -x dt + dW" "  mean(x)")
+            Expect.stringContains d.Message "standard deviation -1" "message"
+        }
+        test "a uniform init with lo >= hi is a located error" {
+            let d = firstError (oneState "  init x ~ uniform(1, 0)" "  d x = -x dt + dW" "  mean(x)")
+            Expect.equal (d.Line, d.Col) (6, 3) d.Message
+            Expect.stringContains d.Message "lo < hi" "message"
+        }
+        test "a finite-difference twin outside its parameter's domain is a located error" {
+            let d = firstError (oneState "  init x = 1" "  d x = -x dt + sqrt(s) dW" "  d mean(x) / d s with finite_difference(h = 0.5)")
+            Expect.equal (d.Line, d.Col) (11, 24) d.Message
+            Expect.stringContains d.Message "outside its domain" "message"
+            // inside the domain it runs
+            Expect.isOk (compile (oneState "  init x = 1" "  d x = -x dt + sqrt(s) dW" "  d mean(x) / d s with finite_difference(h = 0.1)")) "h = 0.1"
+        }
+    ]
