@@ -48,6 +48,16 @@ let tests =
             Expect.equal (d.Line, d.Col) (6, 3) d.Message
             Expect.stringContains d.Message "lo < hi" "message"
         }
+        test "each compiled model lives in a collectible assembly of its own (an embedding tool can compile forever)" {
+            let src = oneState "  init x = 1" "  d x = -x dt + dW" "  mean(x)"
+            match compile src, compile src with
+            | Ok a, Ok b ->
+                Expect.isTrue a.ModelType.Assembly.IsCollectible "collectible"
+                Expect.notEqual a.ModelType.Assembly b.ModelType.Assembly "one assembly per compile"
+                // and a collectible model still runs
+                Expect.equal (a.Run().Sets.Head.Results.Head.Count) 100L "ran"
+            | _ -> failtest "compile"
+        }
         test "a finite-difference twin outside its parameter's domain is a located error" {
             let d = firstError (oneState "  init x = 1" "  d x = -x dt + sqrt(s) dW" "  d mean(x) / d s with finite_difference(h = 0.5)")
             Expect.equal (d.Line, d.Col) (11, 24) d.Message

@@ -249,11 +249,12 @@ type ModelBuilder =
     { Type: TypeBuilder
       Params: FieldBuilder[] }
 
-let private moduleBuilder =
-    lazy
-        (let name = AssemblyName("Sde.Models")
-         let ab = AssemblyBuilder.DefineDynamicAssembly(name, AssemblyBuilderAccess.Run)
-         ab.DefineDynamicModule("Sde.Models"))
+/// One collectible assembly per model type: a tool that embeds the compiler compiles forever without
+/// growing (one shared module made every compile slower and kept every type alive).
+let private newModule (n: int) =
+    let name = AssemblyName(sprintf "Sde.Models.%d" n)
+    let ab = AssemblyBuilder.DefineDynamicAssembly(name, AssemblyBuilderAccess.RunAndCollect)
+    ab.DefineDynamicModule(name.Name)
 
 let private typeCounter = ref 0
 
@@ -263,13 +264,12 @@ let defineModelType (name: string) (paramNames: string[]) (interfaces: Type[]) :
     let safe = String(name |> Seq.map (fun c -> if Char.IsLetterOrDigit c then c else '_') |> Seq.toArray)
 
     let tb =
-        lock moduleBuilder.Value (fun () ->
-            moduleBuilder.Value.DefineType(
-                sprintf "Sde.Models.%s_%d" safe n,
-                TypeAttributes.Public ||| TypeAttributes.Sealed ||| TypeAttributes.SequentialLayout,
-                typeof<ValueType>,
-                interfaces
-            ))
+        (newModule n).DefineType(
+            sprintf "Sde.Models.%s_%d" safe n,
+            TypeAttributes.Public ||| TypeAttributes.Sealed ||| TypeAttributes.SequentialLayout,
+            typeof<ValueType>,
+            interfaces
+        )
 
     let fields =
         paramNames
