@@ -127,6 +127,7 @@ internal sealed class QueryAcc
     public readonly long[] C;
     public readonly Int128[] C2;
     public long Below, Above;
+    public long NonFinite;   // mean: paths with a non-finite sample; density: NaN samples (in no bin)
 
     public QueryAcc(QueryPlan q)
     {
@@ -138,7 +139,7 @@ internal sealed class QueryAcc
     {
         S1.Add(o.S1); S2.Add(o.S2);
         for (int b = 0; b < C.Length; b++) { C[b] += o.C[b]; C2[b] += o.C2[b]; }
-        Below += o.Below; Above += o.Above;
+        Below += o.Below; Above += o.Above; NonFinite += o.NonFinite;
     }
 
     public Estimate ToEstimate(QueryPlan q, in QueryLayout l, long n)
@@ -161,7 +162,7 @@ internal sealed class QueryAcc
                 se = Math.Sqrt(var / n);
             }
             else if (n > 1) se = double.NaN;
-            return new Estimate { Value = mean, StdErr = se, Count = n };
+            return new Estimate { Value = mean, StdErr = se, Count = n, NonFinite = NonFinite };
         }
         else
         {
@@ -186,7 +187,7 @@ internal sealed class QueryAcc
                 else ses[b] = double.NaN;
             }
             return new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = Below, Above = Above, Count = n,
-                                  Value = 0, StdErr = 0 };
+                                  Value = 0, StdErr = 0, NonFinite = NonFinite };
         }
     }
 
@@ -195,7 +196,7 @@ internal sealed class QueryAcc
         S1.Write(w); S2.Write(w);
         w.Write(C.Length);
         for (int b = 0; b < C.Length; b++) { w.Write(C[b]); w.Write((ulong)(C2[b] >> 64)); w.Write((ulong)C2[b]); }
-        w.Write(Below); w.Write(Above);
+        w.Write(Below); w.Write(Above); w.Write(NonFinite);
     }
 
     public void Read(BinaryReader r)
@@ -209,6 +210,6 @@ internal sealed class QueryAcc
             ulong hi = r.ReadUInt64(), lo = r.ReadUInt64();
             C2[b] = (Int128)(((UInt128)hi << 64) | lo);
         }
-        Below = r.ReadInt64(); Above = r.ReadInt64();
+        Below = r.ReadInt64(); Above = r.ReadInt64(); NonFinite = r.ReadInt64();
     }
 }

@@ -95,12 +95,14 @@ public static class ResponseEngine
         public readonly ExactSum[][] S, S2, SAB, SC;
         public readonly ExactSum[] SB, SBB;
         public readonly long[] Below, Above;
+        /// <summary>Per plan: paths whose sample (or, centred, whose φ) is not finite (a mean plan only).</summary>
+        public readonly long[] NonFinite;
         public Sums(ResponsePlan[] plans)
         {
             int np = plans.Length;
             S = new ExactSum[np][]; S2 = new ExactSum[np][]; SAB = new ExactSum[np][]; SC = new ExactSum[np][];
             SB = new ExactSum[np]; SBB = new ExactSum[np];
-            Below = new long[np]; Above = new long[np];
+            Below = new long[np]; Above = new long[np]; NonFinite = new long[np];
             for (int i = 0; i < np; i++)
             {
                 int n = plans[i].Kind == EstimateKind.Density ? plans[i].Bins : 1;
@@ -121,6 +123,7 @@ public static class ResponseEngine
         public void AddPath(int plan, bool centred, ReadOnlySpan<double> a, ReadOnlySpan<double> c, double weight, double scale, double scaleB)
         {
             double bv = weight * scaleB;
+            if (S[plan].Length == 1 && !(double.IsFinite(a[0]) && (!centred || double.IsFinite(c[0])))) NonFinite[plan]++;
             for (int b = 0; b < S[plan].Length; b++)
             {
                 double av = a[b] * scale;
@@ -174,7 +177,7 @@ public static class ResponseEngine
                     SAB[i][b].Add(o.SAB[i][b]); SC[i][b].Add(o.SC[i][b]);
                 }
                 SB[i].Add(o.SB[i]); SBB[i].Add(o.SBB[i]);
-                Below[i] += o.Below[i]; Above[i] += o.Above[i];
+                Below[i] += o.Below[i]; Above[i] += o.Above[i]; NonFinite[i] += o.NonFinite[i];
             }
         }
 
@@ -204,7 +207,7 @@ public static class ResponseEngine
                 if (p.Kind == EstimateKind.Mean)
                 {
                     var (m, se) = At(0);
-                    r[i] = new Estimate { Value = m, StdErr = se, Count = paths };
+                    r[i] = new Estimate { Value = m, StdErr = se, Count = paths, NonFinite = NonFinite[i] };
                 }
                 else
                 {

@@ -647,7 +647,7 @@ public static class GpuTangent
             if (hostFlags[2] == 2)
                 throw new NotSupportedException("the diffusion matrix σσᵀ is singular on a path (degenerate noise): the GPU divergence-kernel kernel needs full-row-rank noise; use --backend cpu");
             if (hostFlags[0] > 0)
-                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0]);
+                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran
             ((ArrayView<double>)accs.View).SubView(0, rows * pc).CopyToCPU(host.AsSpan(0, (int)(rows * pc)));
             for (int i = 0; i < plans.Length; i++)
             {

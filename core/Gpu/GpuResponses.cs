@@ -139,7 +139,7 @@ public static class GpuResponses
             acc.Synchronize();
             flags.View.CopyToCPU(hostFlags);
             if (hostFlags[0] > 0)
-                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0]);
+                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran
             // per-path samples back to the host, into the response engine's exact sums (see GpuEngine for why)
             ((ArrayView<double>)accs.View).SubView(0, rows * pc).CopyToCPU(host.AsSpan(0, (int)(rows * pc)));
             for (int i = 0; i < plans.Length; i++)
