@@ -52,10 +52,13 @@ public sealed class Accumulators
         return r;
     }
 
+    /// <summary>"BEDS": the format tag; version 2 (was "AEDS") adds each query's non-finite count, so that an older file is refused, not misread.</summary>
+    const int FormatTag = 0x53444542;
+
     /// <summary>Writes the exact state (for sharded runs merged later).</summary>
     public void Write(BinaryWriter w)
     {
-        w.Write(0x53444541); // "AEDS": format tag
+        w.Write(FormatTag);
         w.Write(Q.Length); w.Write(Steps); w.Write(Dt); w.Write(Paths);
         foreach (var q in Q) q.Write(w);
     }
@@ -63,7 +66,7 @@ public sealed class Accumulators
     /// <summary>Reads what <see cref="Write"/> wrote, for the same <paramref name="plans"/> and settings.</summary>
     public static Accumulators Read(BinaryReader r, QueryPlan[] plans, RunSettings s)
     {
-        if (r.ReadInt32() != 0x53444541) throw new InvalidDataException("not an accumulator file");
+        if (r.ReadInt32() != FormatTag) throw new InvalidDataException("not an accumulator file of this version");
         var a = Create(plans, s);
         if (r.ReadInt32() != plans.Length || r.ReadInt64() != a.Steps || r.ReadDouble() != a.Dt)
             throw new InvalidDataException("the accumulators were written for other queries or settings");
