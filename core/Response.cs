@@ -95,7 +95,8 @@ public static class ResponseEngine
         public readonly ExactSum[][] S, S2, SAB, SC;
         public readonly ExactSum[] SB, SBB;
         public readonly long[] Below, Above;
-        /// <summary>Per plan: paths whose sample (or, centred, whose φ) is not finite (a mean plan only).</summary>
+        /// <summary>Per plan: a mean plan's paths whose sample (or, centred, whose φ) is not finite; a density
+        /// plan's NaN samples of φ (in no bin).</summary>
         public readonly long[] NonFinite;
         public Sums(ResponsePlan[] plans)
         {
@@ -214,7 +215,7 @@ public static class ResponseEngine
                     var vals = new double[p.Bins]; var ses = new double[p.Bins]; var grid = new double[p.Bins];
                     double width = (p.Hi - p.Lo) / p.Bins;
                     for (int b = 0; b < p.Bins; b++) { (vals[b], ses[b]) = At(b); grid[b] = p.Lo + (b + 0.5) * width; }
-                    r[i] = new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = Below[i], Above = Above[i], Count = paths };
+                    r[i] = new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = Below[i], Above = Above[i], Count = paths, NonFinite = NonFinite[i] };
                 }
             }
             return r;

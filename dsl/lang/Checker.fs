@@ -940,8 +940,10 @@ let validateSettings (s: Settings) : Result<unit, string> =
 /// The shortest decimal (at most 12 significant digits) of `x` that `ok` accepts.
 let private shortDecimal (ok: float -> bool) (x: float) : string option =
     seq { 1..12 }
-    |> Seq.map (fun d -> x.ToString("G" + string d, CultureInfo.InvariantCulture))
-    |> Seq.tryFind (fun s -> ok (Double.Parse(s, CultureInfo.InvariantCulture)))
+    |> Seq.map (fun d -> Double.Parse(x.ToString("G" + string d, CultureInfo.InvariantCulture), CultureInfo.InvariantCulture))
+    |> Seq.tryFind ok
+    // "R": 10 as "10", not "1E+01"
+    |> Option.map (fun v -> v.ToString("R", CultureInfo.InvariantCulture).Replace("E", "e"))
 
 /// None when T is a whole number of steps dt (within the engine's tolerance, 1e-9 relative), else
 /// the message: the engine lands on T exactly and never rounds the horizon, so a T off the grid is
@@ -952,26 +954,29 @@ let gridError (dt: float) (t: float) : string option =
     else
         let r = t / dt
         let divides n (v: float) = Sde.Core.RunSettings.WholeSteps(t, v) = n
-        let dtFor (n: int64) = shortDecimal (divides n) (t / float n) |> Option.defaultValue (shortNumber (t / float n))
+        let show (v: float) = (shortNumber v).Replace("E", "e")
+        let dtFor (n: int64) = shortDecimal (divides n) (t / float n) |> Option.defaultValue (show (t / float n))
+        let stepsText (n: int64) = if n = 1L then "1 step" else sprintf "%d steps" n
         let nNear = max 1L (int64 (Math.Round r))
         let near = dtFor nNear
         // a short step (three significant digits at most) no larger than dt, when the nearest is long
         let short =
             if near.TrimStart('-', '0', '.').Length <= 3 then None
             else
-                seq { int64 (ceil r) .. int64 (ceil r) * 2L }
+                // (a bounded search: the error must come at once even for a huge number of steps)
+                seq { int64 (ceil r) .. min (int64 (ceil r) * 2L) (int64 (ceil r) + 200L) }
                 |> Seq.tryPick (fun n -> shortDecimal (divides n) (t / float n) |> Option.filter (fun s -> s.TrimStart('0', '.').Length <= 3) |> Option.map (fun s -> s, n))
         let tNear = max 1.0 (Math.Round r) * dt
-        let tText = shortDecimal (fun v -> Sde.Core.RunSettings.WholeSteps(v, dt) >= 0L) tNear |> Option.defaultValue (shortNumber tNear)
+        let tText = shortDecimal (fun v -> Sde.Core.RunSettings.WholeSteps(v, dt) >= 0L) tNear |> Option.defaultValue (show tNear)
 
         let steps =
             match short with
-            | Some(s, n) -> sprintf "dt = %s (%d steps) or dt = %s (%d steps)" s n near nNear
-            | None -> sprintf "dt = %s (%d steps)" near nNear
+            | Some(s, n) -> sprintf "dt = %s (%s) or dt = %s (%s)" s (stepsText n) near (stepsText nNear)
+            | None -> sprintf "dt = %s (%s)" near (stepsText nNear)
 
         Some(
             sprintf "T = %s is not a whole number of steps of dt = %s (T/dt = %s), and the run must end at T exactly; take %s, or T = %s"
-                (shortNumber t) (shortNumber dt) (r.ToString("G6", CultureInfo.InvariantCulture)) steps tText
+                (show t) (show dt) (r.ToString("G6", CultureInfo.InvariantCulture).Replace("E", "e")) steps tText
         )
 
 let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos) option) : R<Settings> =

@@ -256,9 +256,10 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
 
     [ if nonFinite > 0L then
           match kind with
-          | "density" ->
-              sprintf "%d sample(s) of the observable were NaN%s: they fall in no bin and count neither below nor above, so the density integrates to less than 1"
-                  nonFinite why
+          | "density"
+          | "density_response" ->
+              sprintf "%d sample(s) of the observable were NaN%s: they fall in no bin and count neither below nor above%s"
+                  nonFinite why (if kind = "density" then ", so the density integrates to less than 1" else "")
           | "response" ->
               sprintf "%d of %d paths gave a NaN or infinite sample%s, so the value is not a number" nonFinite count
                   (if why = "" then " (the observable or the response weight)" else why)
