@@ -223,14 +223,21 @@ let rec private partialOps (e: CExpr) : string list =
             | CNot a -> go a
         go c
 
+    // an integer power is total, a negative one divides by 0 at 0, any other needs a base >= 0
+    let power a b =
+        match b with
+        | Const c when c = Math.Round c && c >= 0.0 -> partialOps a
+        | Const c when c = Math.Round c -> "a negative power of 0" :: partialOps a
+        | _ -> "a power of a negative base, or of 0 with a negative exponent" :: sub [ a; b ]
+
     match e with
     | Func (Log, args) -> "log of a value <= 0" :: sub args
     | Func (Sqrt, args) -> "sqrt of a negative value" :: sub args
-    | Func (Pow, args) -> "a power of a negative base" :: sub args
+    | Func (Pow, [ a; b ]) -> power a b
     | Func (Exp, args) -> "exp overflowing" :: sub args
     | Func (Tan, args) -> "tan at a pole" :: sub args
     | Func (_, args) -> sub args
-    | Power (a, b) -> "a power of a negative base, or of 0 with a negative exponent" :: sub [ a; b ]
+    | Power (a, b) -> power a b
     | Div (a, b) -> "a division by zero" :: sub [ a; b ]
     | Neg a -> partialOps a
     | Add (a, b) | Sub (a, b) | Mul (a, b) -> sub [ a; b ]
@@ -261,9 +268,9 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
               sprintf "%d sample(s) of the observable were NaN%s: they fall in no bin and count neither below nor above%s"
                   nonFinite why (if kind = "density" then ", so the density integrates to less than 1" else "")
           | "response" ->
-              sprintf "%d of %d paths gave a NaN or infinite sample%s, so the value is not a number" nonFinite count
+              sprintf "%d of %d paths gave a NaN or infinite sample%s, so the value is not finite" nonFinite count
                   (if why = "" then " (the observable or the response weight)" else why)
-          | _ -> sprintf "%d of %d paths gave a NaN or infinite value of the observable%s, so the value is not a number" nonFinite count why
+          | _ -> sprintf "%d of %d paths gave a NaN or infinite value of the observable%s, so the value is not finite" nonFinite count why
       if count < 2L then
           sprintf "the standard error needs at least 2 paths (this run has %d)" count ]
 
