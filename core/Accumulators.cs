@@ -52,10 +52,13 @@ public sealed class Accumulators
         return r;
     }
 
+    /// <summary>"BEDS": the format tag; version 2 (was "AEDS") adds each query's non-finite count, so that an older file is refused, not misread.</summary>
+    const int FormatTag = 0x53444542;
+
     /// <summary>Writes the exact state (for sharded runs merged later).</summary>
     public void Write(BinaryWriter w)
     {
-        w.Write(0x53444541); // "AEDS": format tag
+        w.Write(FormatTag);
         w.Write(Q.Length); w.Write(Steps); w.Write(Dt); w.Write(Paths);
         foreach (var q in Q) q.Write(w);
     }
@@ -63,7 +66,7 @@ public sealed class Accumulators
     /// <summary>Reads what <see cref="Write"/> wrote, for the same <paramref name="plans"/> and settings.</summary>
     public static Accumulators Read(BinaryReader r, QueryPlan[] plans, RunSettings s)
     {
-        if (r.ReadInt32() != 0x53444541) throw new InvalidDataException("not an accumulator file");
+        if (r.ReadInt32() != FormatTag) throw new InvalidDataException("not an accumulator file of this version");
         var a = Create(plans, s);
         if (r.ReadInt32() != plans.Length || r.ReadInt64() != a.Steps || r.ReadDouble() != a.Dt)
             throw new InvalidDataException("the accumulators were written for other queries or settings");
@@ -127,6 +130,7 @@ internal sealed class QueryAcc
     public readonly long[] C;
     public readonly Int128[] C2;
     public long Below, Above;
+    public long NonFinite;   // mean: paths with a non-finite sample; density: NaN samples (in no bin)
 
     public QueryAcc(QueryPlan q)
     {
@@ -138,7 +142,7 @@ internal sealed class QueryAcc
     {
         S1.Add(o.S1); S2.Add(o.S2);
         for (int b = 0; b < C.Length; b++) { C[b] += o.C[b]; C2[b] += o.C2[b]; }
-        Below += o.Below; Above += o.Above;
+        Below += o.Below; Above += o.Above; NonFinite += o.NonFinite;
     }
 
     public Estimate ToEstimate(QueryPlan q, in QueryLayout l, long n)
@@ -161,7 +165,7 @@ internal sealed class QueryAcc
                 se = Math.Sqrt(var / n);
             }
             else if (n > 1) se = double.NaN;
-            return new Estimate { Value = mean, StdErr = se, Count = n };
+            return new Estimate { Value = mean, StdErr = se, Count = n, NonFinite = NonFinite };
         }
         else
         {
@@ -186,7 +190,7 @@ internal sealed class QueryAcc
                 else ses[b] = double.NaN;
             }
             return new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = Below, Above = Above, Count = n,
-                                  Value = 0, StdErr = 0 };
+                                  Value = 0, StdErr = 0, NonFinite = NonFinite };
         }
     }
 
@@ -195,7 +199,7 @@ internal sealed class QueryAcc
         S1.Write(w); S2.Write(w);
         w.Write(C.Length);
         for (int b = 0; b < C.Length; b++) { w.Write(C[b]); w.Write((ulong)(C2[b] >> 64)); w.Write((ulong)C2[b]); }
-        w.Write(Below); w.Write(Above);
+        w.Write(Below); w.Write(Above); w.Write(NonFinite);
     }
 
     public void Read(BinaryReader r)
@@ -209,6 +213,6 @@ internal sealed class QueryAcc
             ulong hi = r.ReadUInt64(), lo = r.ReadUInt64();
             C2[b] = (Int128)(((UInt128)hi << 64) | lo);
         }
-        Below = r.ReadInt64(); Above = r.ReadInt64();
+        Below = r.ReadInt64(); Above = r.ReadInt64(); NonFinite = r.ReadInt64();
     }
 }

@@ -67,7 +67,7 @@ public static class Engine
             if (sh.Error != null) sh.Error.Throw();
             s.Cancel.ThrowIfCancellationRequested();
             if (sh.FailedPaths > 0)
-                throw new SimulationFailedException(sh.FailStep, sh.FailStep * s.Dt, sh.FailedPaths);
+                throw new SimulationFailedException(sh.FailStep, sh.FailStep * s.Dt, sh.FailedPaths, workers.Sum(w => w.Ran), s.Paths);
             foreach (var w in workers) result.Merge(w.Acc);
         }
         finally
@@ -88,7 +88,7 @@ public static class Engine
         if (s.Threads < 0) throw new ArgumentException($"threads must be non-negative (got {s.Threads})");
         double n = Math.Round(s.T / s.Dt);
         if (n > (1L << 44)) throw new ArgumentException($"too many steps ({n})");
-        return (long)n;
+        return RunSettings.StepsOf(s.T, s.Dt);
     }
 
     /// <summary>State shared by the workers: the block counter, the failure record, progress throttling.</summary>
@@ -147,6 +147,7 @@ public static class Engine
         public readonly QueryLayout[] Layout;
         public readonly double[] QSum;   // per query: the path's running Σφ over its window
         public readonly int[][] Counts;  // per density query: the path's counts per bin
+        public long Ran;                 // paths this worker simulated (completed or failed): a failure's count is among these
         void* _mem;
 
         public Worker(int d, int m, int nobs, QueryPlan[] plans, QueryLayout[] layout, long steps, double dt)
@@ -192,7 +193,7 @@ public static class Engine
                         if (b >= l.Bins) b = l.Bins - 1; // rounding just below Hi
                         Counts[i][b]++;
                     }
-                    // NaN falls in no bin and neither below nor above.
+                    else qa.NonFinite++; // NaN: in no bin, neither below nor above; counted for the warning
                 }
             }
         }
@@ -214,6 +215,7 @@ public static class Engine
                 if (lay[i].Kind == EstimateKind.Mean)
                 {
                     double v = QSum[i] / lay[i].Window;
+                    if (!double.IsFinite(v)) qa.NonFinite++;
                     qa.S1.Add(v);
                     qa.S2.AddProduct(v, v);
                 }
@@ -292,6 +294,7 @@ public static class Engine
                         wk.Record(n1);
                     }
                 }
+                wk.Ran++;
                 if (failAt >= 0) { wk.Discard(); sh.Fail(failAt); return; }
                 wk.Commit();
             }

@@ -12,7 +12,8 @@ internal static class PathBlocks
     /// <summary>
     /// <paramref name="runPath"/> simulates one path (global index) and returns the step at which it
     /// blew up, or −1. After a failure no new block starts; the run then throws
-    /// <see cref="SimulationFailedException"/> with the earliest failing step and the failed paths seen.
+    /// <see cref="SimulationFailedException"/> with the earliest failing step, the failed paths seen and
+    /// the paths that ran (every path of the blocks started), so that the count is exact or says "at least".
     /// Returns the workers that ran (to merge their sums).
     /// </summary>
     public static List<TWorker> Run<TWorker>(RunSettings s, long maxBlock, string name, Func<TWorker> make, Func<TWorker, ulong, long> runPath)
@@ -78,7 +79,8 @@ internal static class PathBlocks
         }
         if (error != null) ExceptionDispatchInfo.Capture(error).Throw();
         s.Cancel.ThrowIfCancellationRequested();
-        if (failed > 0) throw new SimulationFailedException(failStep, failStep * s.Dt, failed);
+        // a block runs to its end even after a failure, so `done` counts every path that ran
+        if (failed > 0) throw new SimulationFailedException(failStep, failStep * s.Dt, failed, Volatile.Read(ref done), s.Paths);
         return workers.Where(w => w != null).Select(w => w!).ToList();
     }
 }

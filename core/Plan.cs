@@ -46,8 +46,28 @@ public sealed class RunSettings
     /// <summary>Memory the run may use, in bytes; 0 means what the GC reports as available on this machine.</summary>
     public long MemoryLimit { get; init; }
 
-    /// <summary>Number of steps N = round(T / dt).</summary>
-    public long Steps => (long)Math.Round(T / Dt);
+    /// <summary>Number of steps N = T / dt; see <see cref="StepsOf"/> (throws when T is not a whole number of steps).</summary>
+    public long Steps => StepsOf(T, Dt);
+
+    /// <summary>
+    /// The whole number of steps of <paramref name="dt"/> in <paramref name="t"/>, or −1 when t/dt is not
+    /// one. The engine lands on T exactly: a horizon rounded to the grid would silently simulate to
+    /// another time (dt = 0.3, T = 2 would end at 2.1). The tolerance, 1e-9 relative, absorbs the
+    /// rounding of decimal inputs (T = 1, dt = 0.1 gives 9.999999999999998 steps).
+    /// </summary>
+    public static long WholeSteps(double t, double dt)
+    {
+        double r = t / dt, n = Math.Round(r);
+        return double.IsFinite(r) && Math.Abs(r - n) <= 1e-9 * Math.Max(r, 1) ? (long)n : -1;
+    }
+
+    /// <summary><see cref="WholeSteps"/>, or an <see cref="ArgumentException"/> that says so.</summary>
+    public static long StepsOf(double t, double dt)
+    {
+        long n = WholeSteps(t, dt);
+        if (n < 0) throw new ArgumentException($"T = {t:R} is not a whole number of steps dt = {dt:R} (T/dt = {t / dt:G10}); the engine does not round the horizon");
+        return n;
+    }
 }
 
 /// <summary>
@@ -67,17 +87,55 @@ public sealed class Estimate
     public long Above { get; init; }
     /// <summary>Number of samples (paths) behind the estimate.</summary>
     public long Count { get; init; }
+    /// <summary>
+    /// Samples where the observable was NaN or ±∞ although the state was finite (log of a negative,
+    /// 0/0, ...): for a mean, the paths whose sample (φ at T, or its window average) is not finite, which
+    /// make the value NaN or infinite; for a plain density, the NaN samples, which fall in no bin (±∞
+    /// count as below / above). Not a blow-up of the paths: the run goes on, and the front end warns.
+    /// </summary>
+    public long NonFinite { get; init; }
 }
 
 /// <summary>A path produced NaN or infinity: the run stops (exit code 3 in the CLI).</summary>
+/// <remarks>
+/// The engines stop handing out paths at the first failure (a doomed run should not run to the end),
+/// so the failed paths are counted among the paths simulated until then. When every path was
+/// simulated the count is exact; otherwise the message says "at least" and how many paths ran.
+/// </remarks>
 public sealed class SimulationFailedException : Exception
 {
+    /// <summary>Earliest failing step among the failed paths seen.</summary>
     public long Step { get; }
     public double Time { get; }
+    /// <summary>Failed paths among the <see cref="SimulatedPaths"/> that ran.</summary>
     public long FailedPaths { get; }
-    public SimulationFailedException(long step, double time, long failedPaths)
-        : base($"the simulation blew up: {failedPaths} path(s) reached NaN or infinity, first at step {step} (t = {time:G6})")
-    { Step = step; Time = time; FailedPaths = failedPaths; }
+    /// <summary>Paths that ran (completed or failed) before the run stopped; −1 when not known.</summary>
+    public long SimulatedPaths { get; }
+    /// <summary>Paths the run was asked for; −1 when not known.</summary>
+    public long TotalPaths { get; }
+    /// <summary>True when every path ran, so that <see cref="FailedPaths"/> is the exact count.</summary>
+    public bool Exact => TotalPaths >= 0 && SimulatedPaths == TotalPaths;
+
+    /// <summary>A failure whose count is a lower bound (the simulated and total paths unknown).</summary>
+    public SimulationFailedException(long step, double time, long failedPaths) : this(step, time, failedPaths, -1, -1) { }
+
+    public SimulationFailedException(long step, double time, long failedPaths, long simulatedPaths, long totalPaths)
+        : base(Describe(step, time, failedPaths, simulatedPaths, totalPaths))
+    { Step = step; Time = time; FailedPaths = failedPaths; SimulatedPaths = simulatedPaths; TotalPaths = totalPaths; }
+
+    static string Describe(long step, double time, long failed, long simulated, long total)
+    {
+        static string paths(long n) => n == 1 ? "path" : "paths";
+        string at = $"at step {step} (t = {time:G6})";
+        if (total >= 0 && simulated == total)
+            return failed == total
+                ? $"the simulation blew up: {(total == 1 ? "its one path" : $"all {total} paths")} reached NaN or infinity, the first {at}"
+                : $"the simulation blew up: {failed} of {total} {paths(total)} reached NaN or infinity, the first {at}";
+        string ran = simulated >= 0 && total >= 0
+            ? $" (the run stopped at the first failures, after {simulated} of {total} paths, so more may fail)"
+            : " (the run stopped at the first failures, so more may fail)";
+        return $"the simulation blew up: at least {failed} {paths(failed)} reached NaN or infinity{ran}, the earliest seen {at}";
+    }
 }
 
 /// <summary>The run would need more memory than the machine has: refused before allocating.</summary>

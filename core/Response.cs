@@ -100,12 +100,15 @@ public static class ResponseEngine
         public readonly ExactSum[][] S, S2, SAB, SC;
         public readonly ExactSum[] SB, SBB;
         public readonly long[] Below, Above;
+        /// <summary>Per plan: a mean plan's paths whose sample (or, centred, whose φ) is not finite; a density
+        /// plan's NaN samples of φ (in no bin).</summary>
+        public readonly long[] NonFinite;
         public Sums(ResponsePlan[] plans)
         {
             int np = plans.Length;
             S = new ExactSum[np][]; S2 = new ExactSum[np][]; SAB = new ExactSum[np][]; SC = new ExactSum[np][];
             SB = new ExactSum[np]; SBB = new ExactSum[np];
-            Below = new long[np]; Above = new long[np];
+            Below = new long[np]; Above = new long[np]; NonFinite = new long[np];
             for (int i = 0; i < np; i++)
             {
                 int n = plans[i].Kind == EstimateKind.Density ? plans[i].Bins : 1;
@@ -126,6 +129,7 @@ public static class ResponseEngine
         public void AddPath(int plan, bool centred, ReadOnlySpan<double> a, ReadOnlySpan<double> c, double weight, double scale, double scaleB)
         {
             double bv = weight * scaleB;
+            if (S[plan].Length == 1 && !(double.IsFinite(a[0]) && (!centred || double.IsFinite(c[0])))) NonFinite[plan]++;
             for (int b = 0; b < S[plan].Length; b++)
             {
                 double av = a[b] * scale;
@@ -179,7 +183,7 @@ public static class ResponseEngine
                     SAB[i][b].Add(o.SAB[i][b]); SC[i][b].Add(o.SC[i][b]);
                 }
                 SB[i].Add(o.SB[i]); SBB[i].Add(o.SBB[i]);
-                Below[i] += o.Below[i]; Above[i] += o.Above[i];
+                Below[i] += o.Below[i]; Above[i] += o.Above[i]; NonFinite[i] += o.NonFinite[i];
             }
         }
 
@@ -209,14 +213,14 @@ public static class ResponseEngine
                 if (p.Kind == EstimateKind.Mean)
                 {
                     var (m, se) = At(0);
-                    r[i] = new Estimate { Value = m, StdErr = se, Count = paths };
+                    r[i] = new Estimate { Value = m, StdErr = se, Count = paths, NonFinite = NonFinite[i] };
                 }
                 else
                 {
                     var vals = new double[p.Bins]; var ses = new double[p.Bins]; var grid = new double[p.Bins];
                     double width = (p.Hi - p.Lo) / p.Bins;
                     for (int b = 0; b < p.Bins; b++) { (vals[b], ses[b]) = At(b); grid[b] = p.Lo + (b + 0.5) * width; }
-                    r[i] = new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = Below[i], Above = Above[i], Count = paths };
+                    r[i] = new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = Below[i], Above = Above[i], Count = paths, NonFinite = NonFinite[i] };
                 }
             }
             return r;

@@ -313,6 +313,9 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             if (centred) accC[i][0] += phi;
             return;
         }
+        // a NaN φ falls in no bin: counted for the warning (once per sample: the finite-difference
+        // twins' minus sample, of weight < 0, is not counted again)
+        if (double.IsNaN(phi)) { if (weight >= 0 || p.Method != ResponseMethod.FiniteDifference) Sums.NonFinite[i]++; return; }
         if (!(phi >= p.Lo)) { if (weight >= 0) Sums.Below[i]++; return; }
         if (!(phi < p.Hi)) { if (weight >= 0) Sums.Above[i]++; return; }
         int bin = (int)((phi - p.Lo) / (p.Hi - p.Lo) * p.Bins);

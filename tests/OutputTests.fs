@@ -23,7 +23,10 @@ let private outcome kind query =
       Below = 0L
       Above = 0L
       Count = 100000L
-      Windows = [] }
+      NonFinite = 0L
+      Windows = []
+      ValueWindow = None
+      Warnings = [] }
 
 let private grid lo hi n =
     Array.init n (fun i -> lo + (float i + 0.5) * (hi - lo) / float n)

@@ -64,7 +64,7 @@ public struct TanArgs
 /// <c>frame</c> (<see cref="LyapunovEngine.InitialFrame"/>(d, 1), computed on the host) after the DK steps,
 /// |cos(q_N, ν_N)| into the plan's bins.
 /// flags[0]: failed paths, flags[1]: first failing step, flags[2]: error (1 singular J, 2 σσᵀ not positive
-/// definite), flags[3 + 2q], flags[4 + 2q]: below / above of plan q.
+/// definite), flags[3 + 3q], flags[4 + 3q], flags[5 + 3q]: below / above / NaN samples of plan q.
 /// </summary>
 public static class TangentKernels
 {
@@ -289,8 +289,9 @@ public static class TangentKernels
             if (l.Centred != 0) { long atC = (long)(l.Slot + 1) * k.P + k.Path; k.Acc[atC] = k.Acc[atC] + phi; }
             return;
         }
-        if (!(phi >= l.Lo)) { if (weight >= 0) Atomic.Add(ref k.Flags[3 + 2 * q], 1L); return; }
-        if (!(phi < l.Hi)) { if (weight >= 0) Atomic.Add(ref k.Flags[4 + 2 * q], 1L); return; }
+        if (Kernels.IsNaN(phi)) { Atomic.Add(ref k.Flags[5 + 3 * q], 1L); return; } // in no bin: counted for the warning
+        if (!(phi >= l.Lo)) { if (weight >= 0) Atomic.Add(ref k.Flags[3 + 3 * q], 1L); return; }
+        if (!(phi < l.Hi)) { if (weight >= 0) Atomic.Add(ref k.Flags[4 + 3 * q], 1L); return; }
         int bin = (int)((phi - l.Lo) / (l.Hi - l.Lo) * l.Bins);
         if (bin >= l.Bins) bin = l.Bins - 1;
         long at2 = (long)(l.Slot + bin) * k.P + k.Path;
@@ -622,7 +623,7 @@ public static class GpuTangent
             kernel = Cache<TModel>.Kernel;
         }
 
-        long nFlags = 3 + 2L * plans.Length;
+        long nFlags = 3 + 3L * plans.Length; // failed paths, first failing step, error; per plan below, above, NaN
         using var ibuf = acc.Allocate1D(ints.ToArray());
         using var pbuf = acc.Allocate1D(pd.Length > 0 ? pd : new TanPlanDev[1]);
         using var gbuf = acc.Allocate1D(gd.Length > 0 ? gd : new DkGroupDev[1]);
@@ -654,7 +655,7 @@ public static class GpuTangent
             if (hostFlags[2] == 2)
                 throw new NotSupportedException("the diffusion matrix σσᵀ is singular on a path (degenerate noise): the GPU divergence-kernel kernel needs full-row-rank noise; use --backend cpu");
             if (hostFlags[0] > 0)
-                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0]);
+                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran
             ((ArrayView<double>)accs.View).SubView(0, rows * pc).CopyToCPU(host.AsSpan(0, (int)(rows * pc)));
             for (int i = 0; i < plans.Length; i++)
             {
@@ -663,8 +664,9 @@ public static class GpuTangent
                 double scaleB = 1.0 / Math.Max(1, cnt);
                 double scale = p.Kind == EstimateKind.Density ? scaleB / ((p.Hi - p.Lo) / p.Bins) : scaleB;
                 sums.AddRows(i, p.Centred, host, pd[i].Slot, pc, scale, scaleB);
-                sums.Below[i] += hostFlags[3 + 2 * i];
-                sums.Above[i] += hostFlags[4 + 2 * i];
+                sums.Below[i] += hostFlags[3 + 3 * i];
+                sums.Above[i] += hostFlags[4 + 3 * i];
+                if (p.Kind == EstimateKind.Density) sums.NonFinite[i] += hostFlags[5 + 3 * i];
             }
             s.Progress?.Invoke((double)(p0 + pc) / s.Paths);
         }

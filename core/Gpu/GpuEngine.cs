@@ -210,7 +210,7 @@ public static class GpuEngine
             acc.Synchronize();
             flags.View.CopyToCPU(hostFlags);
             if (hostFlags[0] > 0)
-                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0]);
+                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran
 
             // Means: the per-path samples come back (one double per path and mean query) and go into the
             // same ExactSum expansions as on the CPU. A floating-point reduction on the device would round
@@ -231,6 +231,7 @@ public static class GpuEngine
                     for (long p = 0; p < pc; p++)
                     {
                         double v = hostSamples[row + p];
+                        if (!double.IsFinite(v)) qa.NonFinite++;
                         qa.S1.Add(v);
                         qa.S2.AddProduct(v, v);
                     }
@@ -244,6 +245,10 @@ public static class GpuEngine
                     }
                     qa.Below += hostFlags[2 + 2 * q];
                     qa.Above += hostFlags[3 + 2 * q];
+                    // the NaN samples fall in no bin and neither below nor above: what the counts miss
+                    long inBins = 0;
+                    for (int b = 0; b < l.Bins; b++) inBins += hostSums[2 * (l.Slot + b)];
+                    qa.NonFinite += pc * (l.To - l.From + 1) - inBins - hostFlags[2 + 2 * q] - hostFlags[3 + 2 * q];
                 }
             }
             result.Paths += pc;

@@ -208,7 +208,7 @@ public static class GpuLyapunov
             Interlocked.Increment(ref _launches);
             acc.Synchronize();
             flags.View.CopyToCPU(hostFlags);
-            if (hostFlags[0] > 0) throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0]);
+            if (hostFlags[0] > 0) throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran
             ((ArrayView<double>)sbuf.View).SubView(0, rows * pc).CopyToCPU(host.AsSpan(0, (int)(rows * pc)));
             // as LyapunovWorker.RunPath's end: v = Σ log R_cc · scale into S, v² into S2
             for (int c = 0; c < rows; c++)

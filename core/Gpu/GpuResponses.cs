@@ -110,7 +110,7 @@ public static class GpuResponses
             kernel = Cache<TModel>.Fd;
         }
 
-        long nFlags = 2 + 2L * plans.Length;
+        long nFlags = 2 + 3L * plans.Length; // failed paths, first failing step; per plan below, above, NaN
         using var vbuf = acc.Allocate1D(variants);
         using var state = acc.Allocate1D<double>(2L * d * nv * chunk);
         using var noise = acc.Allocate1D<double>(Math.Max(Math.Max(d, m), 1) * chunk);
@@ -139,7 +139,7 @@ public static class GpuResponses
             acc.Synchronize();
             flags.View.CopyToCPU(hostFlags);
             if (hostFlags[0] > 0)
-                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0]);
+                throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran
             // per-path samples back to the host, into the response engine's exact sums (see GpuEngine for why)
             ((ArrayView<double>)accs.View).SubView(0, rows * pc).CopyToCPU(host.AsSpan(0, (int)(rows * pc)));
             for (int i = 0; i < plans.Length; i++)
@@ -149,8 +149,9 @@ public static class GpuResponses
                 double scale = 1.0 / Math.Max(1, cnt);
                 if (p.Kind == EstimateKind.Density) scale /= (p.Hi - p.Lo) / p.Bins;
                 sums.AddRows(i, false, host, pd[i].Slot, pc, scale, 0.0);
-                sums.Below[i] += hostFlags[2 + 2 * i];
-                sums.Above[i] += hostFlags[3 + 2 * i];
+                sums.Below[i] += hostFlags[2 + 3 * i];
+                sums.Above[i] += hostFlags[3 + 3 * i];
+                if (p.Kind == EstimateKind.Density) sums.NonFinite[i] += hostFlags[4 + 3 * i];
             }
             s.Progress?.Invoke((double)(p0 + pc) / s.Paths);
         }
@@ -242,8 +243,9 @@ public static class FdKernels
 
     static void Add(FdPlanDev l, int q, double phi, double weight, ArrayView<double> accs, ArrayView<long> flags, long i, long P)
     {
-        if (!(phi >= l.Lo)) { if (weight >= 0) Atomic.Add(ref flags[2 + 2 * q], 1L); return; }
-        if (!(phi < l.Hi)) { if (weight >= 0) Atomic.Add(ref flags[3 + 2 * q], 1L); return; }
+        if (Kernels.IsNaN(phi)) { if (weight >= 0) Atomic.Add(ref flags[4 + 3 * q], 1L); return; } // in no bin: counted (once, on the plus twin) for the warning
+        if (!(phi >= l.Lo)) { if (weight >= 0) Atomic.Add(ref flags[2 + 3 * q], 1L); return; }
+        if (!(phi < l.Hi)) { if (weight >= 0) Atomic.Add(ref flags[3 + 3 * q], 1L); return; }
         int bin = (int)((phi - l.Lo) / (l.Hi - l.Lo) * l.Bins);
         if (bin >= l.Bins) bin = l.Bins - 1;
         accs[(l.Slot + bin) * P + i] += weight;

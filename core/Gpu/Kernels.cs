@@ -194,6 +194,9 @@ public static class Kernels
         }
     }
 
+    /// <summary>NaN: neither ≥ 0 nor &lt; 0 (two ordered comparisons, no self-comparison).</summary>
+    internal static bool IsNaN(double v) => !(v >= 0.0) && !(v < 0.0);
+
     /// <summary>True if no component is ±∞ or NaN (v·0 is 0 for finite v, NaN otherwise).</summary>
     /// <summary>Every component finite (x·0 is 0 exactly then, NaN otherwise): the kernels' blow-up check.</summary>
     internal static bool AllFinite(SoaVec v, int d)

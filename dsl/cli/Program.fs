@@ -209,6 +209,13 @@ let private run (args: ParseResults<RunArgs>) =
                         Console.Out.Write(Output.tableWith (Output.useColor ()) report)
 
                     args.TryGetResult RunArgs.Out |> Option.iter (fun dir -> writeOut dir report)
+
+                    // warnings also on standard error: with --json the table's warning lines are not seen
+                    for set in report.Sets do
+                        for q in set.Results do
+                            for m in q.Warnings do
+                                eprintfn "%s: warning: set %s, '%s': %s" path set.Name q.Query m
+
                     0
                 with
                 | :? SimulationFailedException as e ->

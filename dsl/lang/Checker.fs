@@ -930,6 +930,48 @@ let validateSettings (s: Settings) : Result<unit, string> =
         Error(sprintf "burnin must satisfy 0 <= burnin < T (burnin = %s, T = %s)" (shortNumber s.Burnin) (shortNumber s.T))
     else Ok()
 
+/// The shortest decimal (at most 12 significant digits) of `x` that `ok` accepts.
+let private shortDecimal (ok: float -> bool) (x: float) : string option =
+    seq { 1..12 }
+    |> Seq.map (fun d -> Double.Parse(x.ToString("G" + string d, CultureInfo.InvariantCulture), CultureInfo.InvariantCulture))
+    |> Seq.tryFind ok
+    // "R": 10 as "10", not "1E+01"
+    |> Option.map (fun v -> v.ToString("R", CultureInfo.InvariantCulture).Replace("E", "e"))
+
+/// None when T is a whole number of steps dt (within the engine's tolerance, 1e-9 relative), else
+/// the message: the engine lands on T exactly and never rounds the horizon, so a T off the grid is
+/// refused with the nearest step that divides T (and, when it is long, the nearest short one) and
+/// the nearest horizon on the grid of dt.
+let gridError (dt: float) (t: float) : string option =
+    if Sde.Core.RunSettings.WholeSteps(t, dt) >= 0L then None
+    else
+        let r = t / dt
+        let divides n (v: float) = Sde.Core.RunSettings.WholeSteps(t, v) = n
+        let show (v: float) = (shortNumber v).Replace("E", "e")
+        let dtFor (n: int64) = shortDecimal (divides n) (t / float n) |> Option.defaultValue (show (t / float n))
+        let stepsText (n: int64) = if n = 1L then "1 step" else sprintf "%d steps" n
+        let nNear = max 1L (int64 (Math.Round r))
+        let near = dtFor nNear
+        // a short step (three significant digits at most) no larger than dt, when the nearest is long
+        let short =
+            if near.TrimStart('-', '0', '.').Length <= 3 then None
+            else
+                // (a bounded search: the error must come at once even for a huge number of steps)
+                seq { int64 (ceil r) .. min (int64 (ceil r) * 2L) (int64 (ceil r) + 200L) }
+                |> Seq.tryPick (fun n -> shortDecimal (divides n) (t / float n) |> Option.filter (fun s -> s.TrimStart('0', '.').Length <= 3) |> Option.map (fun s -> s, n))
+        let tNear = max 1.0 (Math.Round r) * dt
+        let tText = shortDecimal (fun v -> Sde.Core.RunSettings.WholeSteps(v, dt) >= 0L) tNear |> Option.defaultValue (show tNear)
+
+        let steps =
+            match short with
+            | Some(s, n) -> sprintf "dt = %s (%s) or dt = %s (%s)" s (stepsText n) near (stepsText nNear)
+            | None -> sprintf "dt = %s (%s)" near (stepsText nNear)
+
+        Some(
+            sprintf "T = %s is not a whole number of steps of dt = %s (T/dt = %s), and the run must end at T exactly; take %s, or T = %s"
+                (show t) (show dt) (r.ToString("G6", CultureInfo.InvariantCulture).Replace("E", "e")) steps tText
+        )
+
 let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos) option) : R<Settings> =
     match block with
     | None -> Ok defaultSettings
@@ -974,11 +1016,14 @@ let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos
         let r =
             r
             |> Result.bind (fun st ->
+                let at key = xs |> List.tryFind (fun s -> s.Key = key) |> Option.map (fun s -> s.Value.Pos)
+
                 match validateSettings st with
-                | Ok() -> Ok st
-                | Error m ->
-                    let p = xs |> List.tryFind (fun s -> s.Key = "burnin") |> Option.map (fun s -> s.Value.Pos) |> Option.defaultValue bp
-                    fail p m)
+                | Error m -> fail (at "burnin" |> Option.defaultValue bp) m
+                | Ok() ->
+                    match gridError st.Dt st.T with
+                    | Some m -> fail (at "T" |> Option.orElse (at "dt") |> Option.defaultValue bp) m
+                    | None -> Ok st)
 
         match dupErrs, r with
         | [], r -> r
@@ -1162,8 +1207,24 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QLyapunov _
         | QAlignment _ -> None
 
+    // a stationary window is a number of steps of the response weights: refused off the grid, as T
+    let offGrid =
+        match q.Query with
+        | QResponse(_, _, _, Some ws, _) -> ws |> List.tryFind (fun w -> Sde.Core.RunSettings.WholeSteps(w, s.Dt) < 0L)
+        | _ -> None
+
     match over with
     | Some(_, t1) when t1 > s.T -> Error(sprintf "the window ends at %s, after the final time T = %s" (shortNumber t1) (shortNumber s.T))
+    | Some(t0, t1) when floor (t1 / s.Dt + 1e-9) < ceil (t0 / s.Dt - 1e-9) ->
+        // a window averages over the grid times n·dt in [t0, t1]; with none it has nothing to average
+        Error(sprintf "the window [%s, %s] holds no time step of the grid (dt = %s); widen it" (shortNumber t0) (shortNumber t1) (shortNumber s.Dt))
+    | _ when offGrid.IsSome ->
+        let w = offGrid.Value
+        let n = max 1.0 (Math.Round(w / s.Dt))
+        Error(
+            sprintf "the stationary window %s is not a whole number of steps of dt = %s (window/dt = %s); take window %s (%g steps)"
+                (shortNumber w) (shortNumber s.Dt) ((w / s.Dt).ToString("G6", CultureInfo.InvariantCulture)) (shortNumber (n * s.Dt)) n
+        )
     | _ ->
         match q.Query with
         | QLyapunov _ when not (s.Burnin < s.T) ->

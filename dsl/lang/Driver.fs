@@ -332,6 +332,70 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
     with ex ->
         Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
 
+/// The operations of an observable that give NaN or ±∞ on a finite state: the likely causes of
+/// its non-finite samples, for the warning.
+let rec private partialOps (e: CExpr) : string list =
+    let sub (es: CExpr list) = es |> List.collect partialOps
+
+    let cond c =
+        let rec go c =
+            match c with
+            | CCmp (_, a, b) -> sub [ a; b ]
+            | CAnd (a, b) | COr (a, b) -> go a @ go b
+            | CNot a -> go a
+        go c
+
+    // an integer power is total, a negative one divides by 0 at 0, any other needs a base >= 0
+    let power a b =
+        match b with
+        | Const c when c = Math.Round c && c >= 0.0 -> partialOps a
+        | Const c when c = Math.Round c -> "a negative power of 0" :: partialOps a
+        | _ -> "a power of a negative base, or of 0 with a negative exponent" :: sub [ a; b ]
+
+    match e with
+    | Func (Log, args) -> "log of a value <= 0" :: sub args
+    | Func (Sqrt, args) -> "sqrt of a negative value" :: sub args
+    | Func (Pow, [ a; b ]) -> power a b
+    | Func (Exp, args) -> "exp overflowing" :: sub args
+    | Func (Tan, args) -> "tan at a pole" :: sub args
+    | Func (_, args) -> sub args
+    | Power (a, b) -> power a b
+    | Div (a, b) -> "a division by zero" :: sub [ a; b ]
+    | Neg a -> partialOps a
+    | Add (a, b) | Sub (a, b) | Mul (a, b) -> sub [ a; b ]
+    | IfThen (c, a, b) -> cond c @ sub [ a; b ]
+    | SumOver (_, _, body) | AvgOver (_, _, body) -> partialOps body
+    | Const _ | Param _ | StateRef _ | Time | IndexValue _ -> []
+
+/// The warnings of one result: non-finite samples of the observable (with their likely cause), and
+/// a standard error that one path cannot give.
+let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : string list =
+    let observable =
+        match q.Query with
+        | QPlain (t, _) | QResponse (t, _, _, _, _) -> Some(targetObservable t)
+        | QLyapunov _ | QAlignment _ -> None
+
+    let why =
+        match observable |> Option.map (partialOps >> List.distinct) with
+        | Some (_ :: _ as ops) -> sprintf " (probably %s)" (String.Join(", or ", ops))
+        | _ -> ""
+
+    let nonFinite = ests |> List.map (fun e -> e.NonFinite) |> List.fold max 0L
+    let count = (List.head ests).Count
+
+    [ if nonFinite > 0L then
+          match kind with
+          | "density"
+          | "density_response" ->
+              sprintf "%d sample(s) of the observable were NaN%s: they fall in no bin and count neither below nor above%s"
+                  nonFinite why (if kind = "density" then ", so the density integrates to less than 1" else "")
+          | "response" ->
+              sprintf "%d of %d paths gave a NaN or infinite sample%s, so the value is not finite" nonFinite count
+                  (if why = "" then " (the observable or the response weight)" else why)
+          | _ -> sprintf "%d of %d paths gave a NaN or infinite value of the observable%s, so the value is not finite" nonFinite count why
+      if count < 2L then
+          sprintf "the standard error needs at least 2 paths (this run has %d)" count ]
+
 let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : QueryOutcome =
     let kind, lo, hi =
         match q.Query with
@@ -343,34 +407,49 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : 
         | QAlignment (lo, hi, _) -> "alignment", lo, hi
 
     let arr (a: float[]) = if isNull a then [||] else a
-    let est = List.head ests
+    // one path gives no standard error: NaN (n/a in the table, null in the JSON), never a binomial 0
+    let few (e: Estimate) = e.Count < 2L
+    let se (e: Estimate) = if few e then nan else e.StdErr
+    let ses (e: Estimate) = if few e then Array.map (fun _ -> nan) (arr e.StdErrs) else arr e.StdErrs
 
-    let wrt, meth, windows =
+    let wrt, meth, windows, valueWindow =
         match job with
-        | PlainJob _ | LyapunovJob _ -> None, None, []
-        | AlignmentJob _ -> None, Some "divergence_kernel(rate = 10)", []
-        | ResponseJob (_, wrt, m, wins) ->
+        | PlainJob _ | LyapunovJob _ -> None, None, [], None
+        | AlignmentJob _ -> None, Some "divergence_kernel(rate = 10)", [], None
+        | ResponseJob (_, wrt, m, wins) when wins.Length > 1 ->
             let ws =
-                if wins.Length > 1 then
-                    List.map2 (fun w (e: Estimate) -> w, (if isNull e.Values then e.Value else nan), (if isNull e.Values then e.StdErr else nan)) wins ests
-                else []
-            Some wrt, Some m, ws
+                List.map2
+                    (fun w (e: Estimate) -> { Window = w; Value = (if isNull e.Values then e.Value else nan); StdErr = (if isNull e.Values then se e else nan)
+                                              Values = arr e.Values; StdErrs = ses e })
+                    wins ests
+            // the largest window (the last written among equals): its weights cover the most correlation decay
+            let top = wins |> List.indexed |> List.maxBy (fun (i, w) -> w, i) |> snd
+            Some wrt, Some m, ws, Some top
+        | ResponseJob (_, wrt, m, _) -> Some wrt, Some m, [], None
+
+    let est =
+        match valueWindow with
+        | Some w -> ests[windows |> List.findIndexBack (fun x -> x.Window = w)]
+        | None -> List.head ests
 
     { Query = q.Text
       Kind = kind
       Wrt = wrt
       Method = meth
       Value = est.Value
-      StdErr = est.StdErr
+      StdErr = se est
       Grid = arr est.Grid
       Values = arr est.Values
-      StdErrs = arr est.StdErrs
+      StdErrs = ses est
       Lo = lo
       Hi = hi
       Below = est.Below
       Above = est.Above
       Count = est.Count
-      Windows = windows }
+      NonFinite = ests |> List.map (fun e -> e.NonFinite) |> List.fold max 0L
+      Windows = windows
+      ValueWindow = valueWindow
+      Warnings = warningsOf q kind ests }
 
 /// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
 let run (p: Program) (opts: RunOptions) : RunReport =
@@ -486,14 +565,16 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                     | "cuda" -> Gpu.GpuRunner.LyapunovFor(p.Compiled.Type, Gpu.GpuRunner.Parse backend)
                     | _ -> LyapunovRunner.For p.Compiled.Type
                 // the JIT warm-up (progress = false) needs only a few steps past the burn-in, not the whole run
-                let t = if progress then t else min t (s.Burnin + 10.0 * s.Dt)
+                // (on the grid: the engine takes whole numbers of steps only)
+                let t = if progress then t else min t ((ceil (s.Burnin / s.Dt - 1e-9) + 10.0) * s.Dt)
                 Some(ly.Run(bm, p.Compiled.Structure, settings paths t threads (prog (engines - 1)), lyapunovK, s.Burnin, logDet))
             else None
 
         pe, re, le
 
     // JIT warm-up on a couple of paths, outside the timing
-    runSet 0 (List.head sets).Values 2L s.T 1 false |> ignore
+    // (a blow-up there is left to the run itself, whose message counts the paths asked for, not these two)
+    (try runSet 0 (List.head sets).Values 2L s.T 1 false |> ignore with :? SimulationFailedException -> ())
     let sw = Stopwatch.StartNew()
 
     let reports =

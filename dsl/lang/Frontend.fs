@@ -93,8 +93,15 @@ let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string
                 T = defaultArg o.T s.T
                 Seed = defaultArg o.Seed s.Seed }
 
+        // the options that changed the grid, named in its error (the file's own T and dt were checked)
+        let gridOptions =
+            [ if o.Dt.IsSome then "--dt"
+              if o.T.IsSome then "--T" ]
+            |> String.concat " and "
+
         match Checker.validateSettings s with
         | Error m -> Error("invalid settings after overrides: " + m)
+        | Ok() when (Checker.gridError s.Dt s.T).IsSome -> Error(sprintf "%s: %s" gridOptions (Checker.gridError s.Dt s.T).Value)
         | Ok() ->
             match cf.Queries |> List.tryPick (fun q -> match Checker.validateQueryTimes s q with Error m -> Some(q, m) | Ok() -> None) with
             | Some(q, m) -> Error(sprintf "query '%s' (line %d): %s" q.Text q.Pos.Line m)

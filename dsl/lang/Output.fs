@@ -61,16 +61,33 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
 
     w.WriteNumber("count", q.Count)
 
+    if q.NonFinite > 0L then
+        // paths (mean, response) or samples (density) where the observable was NaN or ±∞; see "warnings"
+        w.WriteNumber("non_finite", q.NonFinite)
+
     if not q.Windows.IsEmpty then
+        // which window the top-level value is (the largest), then every window as written
+        q.ValueWindow |> Option.iter (writeFloatProp w "value_window")
         w.WriteStartArray("windows")
 
-        for (win, v, se) in q.Windows do
+        for win in q.Windows do
             w.WriteStartObject()
-            writeFloatProp w "window" win
-            writeFloatProp w "value" v
-            writeFloatProp w "stderr" se
+            writeFloatProp w "window" win.Window
+
+            if isBinned q then
+                writeArrayProp w "values" win.Values
+                writeArrayProp w "stderrs" win.StdErrs
+            else
+                writeFloatProp w "value" win.Value
+                writeFloatProp w "stderr" win.StdErr
+
             w.WriteEndObject()
 
+        w.WriteEndArray()
+
+    if not q.Warnings.IsEmpty then
+        w.WriteStartArray("warnings")
+        q.Warnings |> List.iter w.WriteStringValue
         w.WriteEndArray()
 
     w.WriteEndObject()
@@ -148,8 +165,11 @@ let private fixedAt (decimals: int) (x: float) =
 
 /// `value ± stderr` with two significant digits of the stderr and the value rounded to the same
 /// decimal place; very large or small magnitudes share a power of ten: `(1.234 ± 0.012)e-09`.
+/// A standard error that could not be computed (NaN: one path) shows as `n/a`.
 let valueWithError (value: float) (stderr: float) : string =
-    if not (Double.IsFinite value) || not (Double.IsFinite stderr) || stderr <= 0.0 then
+    if Double.IsNaN stderr then
+        sprintf "%s ± n/a" (num value)
+    elif not (Double.IsFinite value) || not (Double.IsFinite stderr) || stderr <= 0.0 then
         sprintf "%s ± %s" (num value) (num stderr)
     else
         let d = decimalsFor stderr
@@ -234,7 +254,10 @@ let private maxStdErr (q: QueryOutcome) = finiteMax q.StdErrs
 /// The one-line summary of a binned result.
 let summary (q: QueryOutcome) : string =
     let range = sprintf "on [%s, %s], %d bins" (num q.Lo) (num q.Hi) q.Values.Length
-    let err = sprintf "max stderr %s" (num (maxStdErr q))
+    // standard errors that could not be computed (one path) are n/a, not a maximum of 0
+    let err =
+        if q.StdErrs |> Array.exists Double.IsFinite then sprintf "max stderr %s" (num (maxStdErr q))
+        else "max stderr n/a"
 
     if q.Kind = "density" then
         let i = argMaxBy id q.Values
@@ -254,12 +277,13 @@ let summary (q: QueryOutcome) : string =
                 ""
 
         sprintf
-            "%s · peak %s at %s · outside: %d below, %d above%s · %s"
+            "%s · peak %s at %s · outside: %d below, %d above%s%s · %s"
             range
             (num (at q.Values i))
             (num (at q.Grid i))
             q.Below
             q.Above
+            (if q.NonFinite > 0L then sprintf ", %d NaN" q.NonFinite else "")
             share
             err
     else
@@ -275,16 +299,8 @@ let summary (q: QueryOutcome) : string =
             (num (at q.Grid iMin))
             err
 
-/// The lines of one result, query column padded to `width`.
-let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string list =
-    let label = "  " + q.Query.PadRight width + "  "
-    let indent = String(' ', label.Length)
-
-    let via =
-        q.Method
-        |> Option.map (fun m -> "  " + paint color "2" ("[" + m + "]"))
-        |> Option.defaultValue ""
-
+/// The lines of one result of its kind (without windows or warnings).
+let private kindLines (color: bool) (label: string) (indent: string) (via: string) (q: QueryOutcome) : string list =
     match q.Kind with
     | "lyapunov" ->
         let exps =
@@ -310,6 +326,47 @@ let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string li
           indent + paint color "31" down
           indent + paint color "2" (summary q) ]
     | _ -> [ label + paint color "1" (valueWithError q.Value q.StdErr) + via ]
+
+
+/// The lines of one result, query column padded to `width`.
+let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string list =
+    let label = "  " + q.Query.PadRight width + "  "
+    let indent = String(' ', label.Length)
+
+    let via =
+        q.Method
+        |> Option.map (fun m -> "  " + paint color "2" ("[" + m + "]"))
+        |> Option.defaultValue ""
+
+    let chosen = q.ValueWindow |> Option.map num |> Option.defaultValue "?"
+
+    // several stationary windows: the reported (top-level) value, then one line (scalar) or one block
+    // (density) per window as written
+    let windowLines =
+        q.Windows
+        |> List.collect (fun win ->
+            let name = sprintf "window %s" (num win.Window)
+
+            if isBinned q then
+                let up, down = sparklineSigned win.Values
+                [ indent + "  " + name
+                  indent + "    " + paint color "32" up
+                  indent + "    " + paint color "31" down
+                  indent + "    " + paint color "2" (summary { q with Values = win.Values; StdErrs = win.StdErrs }) ]
+            else
+                [ indent + "  " + sprintf "%s: %s" name (valueWithError win.Value win.StdErr) ])
+
+    let main =
+        if q.Windows.IsEmpty then kindLines color label indent via q
+        elif isBinned q then
+            (label + paint color "2" (sprintf "%d windows; the reported values are window %s's (the largest)" q.Windows.Length chosen) + via)
+            :: windowLines
+        else
+            (label + paint color "1" (valueWithError q.Value q.StdErr) + paint color "2" (sprintf "  (window %s, the largest)" chosen) + via)
+            :: windowLines
+
+    // the warnings must not go unnoticed: under the result, in yellow
+    main @ (q.Warnings |> List.map (fun m -> indent + paint color "33" ("warning: " + m)))
 
 let private setHeader (color: bool) (s: SetReport) =
     let ps =

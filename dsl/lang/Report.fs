@@ -2,6 +2,15 @@
 /// engine's estimates; written as JSON, tables and plots by `Output`.
 module Sde.Lang.Report
 
+/// One window of a stationary response asked for several (`stationary window 1, 2`): scalar
+/// responses fill Value/StdErr, density responses Values/StdErrs.
+type WindowOutcome =
+    { Window: float
+      Value: float
+      StdErr: float
+      Values: float[]
+      StdErrs: float[] }
+
 /// One query's answer. Scalar kinds (`mean`, `response`) fill Value/StdErr; binned kinds
 /// (`density`, `density_response`) fill Grid/Values/StdErrs (Grid = bin centres).
 type QueryOutcome =
@@ -24,9 +33,17 @@ type QueryOutcome =
       Above: int64
       /// Samples behind the estimate.
       Count: int64
-      /// Stationary responses asked for several windows: (window, value, stderr) for each; the
-      /// first is also Value/StdErr (or Values/StdErrs).
-      Windows: (float * float * float) list }
+      /// Samples where the observable was NaN or ±∞ on a finite state (see `Estimate.NonFinite`): for
+      /// a mean or response the paths, for a density the NaN samples (in no bin).
+      NonFinite: int64
+      /// Stationary responses asked for several windows: each, in the order written (empty otherwise).
+      Windows: WindowOutcome list
+      /// With several windows, the one whose estimate is Value/StdErr (Values/StdErrs): the largest
+      /// (the last written among equals), whose weights best cover the decay of correlations.
+      ValueWindow: float option
+      /// What the reader must know about the numbers (non-finite samples of the observable, a standard
+      /// error that needs more paths): shown under the result, in the JSON and on standard error.
+      Warnings: string list }
 
 type SetReport =
     { Name: string
