@@ -279,10 +279,25 @@ let tests =
                     "--set outside the domain", [ "run"; good; "--set"; "a=-1" ]
                     "bad --params", [ "run"; good; "--params"; "nope" ]
                     "bad --paths", [ "run"; good; "--paths"; "0" ]
-                    "bad --dt", [ "run"; good; "--dt"; "-0.5" ] ]
+                    "bad --dt", [ "run"; good; "--dt"; "-0.5" ]
+                    "--paths past the limit (ran zero paths, exit 0)", [ "run"; good; "--paths"; "9223372036854775807" ]
+                    "--dt giving more steps than the limit (exit 3 without a location)", [ "run"; good; "--dt"; "1e-300" ]
+                    "paths past the limit in the file", [ "run"; tmp.File "paths.sde" (goodModel.Replace("seed = 4", "seed = 4; paths = 100000000000000")) ]
+                    "negative --threads (exit 3)", [ "run"; good; "--threads"; "-1" ] ]
 
               for what, args in cases do
                   expectLocatedError what args (dsl args)
+          }
+
+          test "Cli compile: a missing --out or an unknown --arch is exit 2 with a message (exit 3 before)" {
+              use tmp = new TempDir()
+              let good = tmp.File "good.sde" goodModel
+
+              for args in [ [ "compile"; good ]; [ "compile"; good; "--out"; tmp.Path; "--arch"; "sm_9999999999" ]; [ "compile"; good; "--out"; tmp.Path; "--arch"; "gpu" ] ] do
+                  let o = dsl args
+                  Expect.equal o.Code 2 (describe args o)
+                  Expect.stringContains o.Err "error:" (describe args o)
+                  expectNoTrace "compile" o
           }
 
           test "Cli a model that blows up exits 3 naming the step, the time and the failed paths" {

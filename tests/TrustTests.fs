@@ -58,6 +58,21 @@ let tests =
                 Expect.equal (a.Run().Sets.Head.Results.Head.Count) 100L "ran"
             | _ -> failtest "compile"
         }
+        test "a lone CR ends a line for the error renderer as for the parser (the caret's line)" {
+            let src = "model M {\r  state x\r  brownian W\r  d x = -x dt + dW\r}\rquery { mean(y) }\r"
+            match compile src with
+            | Ok _ -> failtest "expected an error"
+            | Error ds ->
+                let d = List.head ds
+                Expect.equal (d.Line, d.Col) (6, 14) d.Message
+                Expect.stringContains d.Rendered "\nquery { mean(y) }\n             ^" d.Rendered
+        }
+        test "a refused simulate block does not make the queries' windows look wrong too" {
+            let src = "model M {\n  state x\n  brownian W\n  d x = -x dt + dW\n}\nsimulate { paths = 0; dt = 0.01; T = 2 }\nquery { mean(x) over [1, 2] }\n"
+            match compile src with
+            | Ok _ -> failtest "expected an error"
+            | Error ds -> Expect.equal (ds |> List.map (fun d -> d.Line)) [ 6 ] (sprintf "only the settings' error: %A" (ds |> List.map (fun d -> d.Message)))
+        }
         test "a finite-difference twin outside its parameter's domain is a located error" {
             let d = firstError (oneState "  init x = 1" "  d x = -x dt + sqrt(s) dW" "  d mean(x) / d s with finite_difference(h = 0.5)")
             Expect.equal (d.Line, d.Col) (11, 24) d.Message

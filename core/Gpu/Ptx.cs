@@ -33,7 +33,9 @@ public static class Ptx
     {
         if (string.IsNullOrEmpty(arch)) return CudaArchitecture.SM_70;
         var s = arch.Trim().ToLowerInvariant();
-        if (s.StartsWith("sm_") && s.Length >= 5 && int.TryParse(s[3..^1], out int major) && int.TryParse(s[^1..], out int minor))
+        // architectures that exist (Maxwell sm_50 to Blackwell sm_12x); anything else is a typo, not a request
+        if (s.StartsWith("sm_") && s.Length >= 5 && s.Length <= 6 && int.TryParse(s[3..^1], out int major) && int.TryParse(s[^1..], out int minor)
+            && major >= 5 && major <= 12)
             return new CudaArchitecture(major, minor);
         throw new ArgumentException($"unknown CUDA architecture '{arch}' (expected sm_70, sm_80, sm_90, …)");
     }

@@ -49,7 +49,7 @@ type CheckArgs =
 type CompileArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
     | Target of target: string
-    | [<ExactlyOnce>] Out of dir: string
+    | Out of dir: string
     | Arch of arch: string
 
     interface IArgParserTemplate with
@@ -134,12 +134,20 @@ let private compile (args: ParseResults<CompileArgs>) =
         eprintfn "error: unknown target '%s' (available: ptx)" t
         exitInput
     | _ ->
+    let arch = try Ok(Gpu.Ptx.ParseArch(args.GetResult(Arch, "sm_70"))) with :? ArgumentException as e -> Error e.Message
+
+    match arch, args.TryGetResult CompileArgs.Out with
+    | Error m, _ ->
+        eprintfn "%s: error: --arch: %s" path m
+        exitInput
+    | _, None ->
+        eprintfn "%s: error: --out DIR is required (the folder for the PTX files)" path
+        exitInput
+    | Ok arch, Some dir ->
         match compileFile path Frontend.noOverrides with
         | Error code -> code
         | Ok p ->
             try
-                let arch = Gpu.Ptx.ParseArch(args.GetResult(Arch, "sm_70"))
-                let dir = args.GetResult CompileArgs.Out
                 Directory.CreateDirectory dir |> ignore
 
                 for (name, ptx) in Gpu.Ptx.Compile(p.ModelType, arch) do
@@ -182,6 +190,11 @@ let private run (args: ParseResults<RunArgs>) =
     match args.TryGetResult Seed with
     | Some s when s < 0L ->
         eprintfn "%s:1:1: error: --seed must be a non-negative integer" path
+        exitInput
+    | _ ->
+    match args.TryGetResult Threads with
+    | Some n when n < 0 ->
+        eprintfn "%s:1:1: error: --threads must be >= 0 (0: all cores), got %d" path n
         exitInput
     | _ ->
         let overrides: Overrides =

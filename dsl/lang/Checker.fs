@@ -938,6 +938,19 @@ let private shortDecimal (ok: float -> bool) (x: float) : string option =
     // "R": 10 as "10", not "1E+01"
     |> Option.map (fun v -> v.ToString("R", CultureInfo.InvariantCulture).Replace("E", "e"))
 
+/// The size limits of one run (language limits): at most 10¹² paths, 10¹⁰ steps and 10¹⁵ path-steps
+/// (about four months at 10⁸ path-steps per second). Past them a number wrapped or a run never ended.
+let sizeError (paths: int64) (dt: float) (t: float) : (string * string) option =
+    let steps = t / dt
+
+    if paths > 1_000_000_000_000L then
+        Some("paths", sprintf "paths = %d is more than the limit of 10^12 paths per run" paths)
+    elif not (steps <= 1e10) then
+        Some("dt", sprintf "T/dt = %g steps is more than the limit of 10^10 steps per run; take a larger dt" steps)
+    elif float paths * steps > 1e15 then
+        Some("paths", sprintf "paths x steps = %g path-steps is more than the limit of 10^15 per run (about four months at 10^8 per second); split the run or take fewer paths" (float paths * steps))
+    else None
+
 /// None when T is a whole number of steps dt (within the engine's tolerance, 1e-9 relative), else
 /// the message: the engine lands on T exactly and never rounds the horizon, so a T off the grid is
 /// refused with the nearest step that divides T (and, when it is long, the nearest short one) and
@@ -1021,9 +1034,10 @@ let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos
                 match validateSettings st with
                 | Error m -> fail (at "burnin" |> Option.defaultValue bp) m
                 | Ok() ->
-                    match gridError st.Dt st.T with
-                    | Some m -> fail (at "T" |> Option.orElse (at "dt") |> Option.defaultValue bp) m
-                    | None -> Ok st)
+                    match sizeError st.Paths st.Dt st.T, gridError st.Dt st.T with
+                    | Some(key, m), _ -> fail (at key |> Option.orElse (at "T") |> Option.defaultValue bp) m
+                    | None, Some m -> fail (at "T" |> Option.orElse (at "dt") |> Option.defaultValue bp) m
+                    | None, None -> Ok st)
 
         match dupErrs, r with
         | [], r -> r
@@ -1231,7 +1245,9 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
             Error(sprintf "lyapunov averages over [burnin, T] and needs burnin < T (burnin = %s, T = %s)" (shortNumber s.Burnin) (shortNumber s.T))
         | _ -> Ok()
 
-let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list) (settings: Settings) (q: Query) : R<CheckedQuery> =
+/// `settings` is None when the simulate block has errors of its own: the queries' times are then not
+/// checked against it (a window "after T" measured against a T that was refused misleads).
+let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list) (settings: Settings option) (q: Query) : R<CheckedQuery> =
     let obsEnv = { env with Ctx = InObservable }
 
     let target t : R<CTarget> =
@@ -1332,9 +1348,10 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
 
         let cq = { Query = k; Text = q.Text.Value; Pos = q.Pos; MethodPos = methodPos }
 
-        match validateQueryTimes settings cq with
-        | Ok() -> Ok cq
-        | Error m -> fail q.Pos m)
+        match settings |> Option.map (fun st -> validateQueryTimes st cq) with
+        | None
+        | Some(Ok()) -> Ok cq
+        | Some(Error m) -> fail q.Pos m)
 
 // ---------------------------------------------------------------------------------- file
 
@@ -1373,8 +1390,7 @@ let check (f: File) : Result<CheckedFile, Diagnostic list> =
             match List.tryHead queries with
             | None -> Ok []
             | Some(qs, _) ->
-                let st = defaultArg (Result.toOption settingsR) defaultSettings
-                qs |> List.map (checkQuery env consts d.Params st) |> all
+                qs |> List.map (checkQuery env consts d.Params (Result.toOption settingsR)) |> all
 
         let errs =
             blockErrs @ errorsOf modelR @ errorsOf settingsR @ errorsOf setsR @ errorsOf queriesR

@@ -7,9 +7,15 @@ open Sde.Lang.Syntax
 /// Lines longer than this are shown as a window around the column.
 let maxShown = 200
 
+/// The source split into lines once per source text (a file with thousands of errors formats each
+/// against the same split). CR LF, a lone CR and LF each end a line, as they do for the parser.
+let private linesOf =
+    let cache = Runtime.CompilerServices.ConditionalWeakTable<string, string[]>()
+    fun (source: string) -> cache.GetValue(source, fun s -> s.Split([| "\r\n"; "\r"; "\n" |], StringSplitOptions.None))
+
 let private sourceLine (source: string) (line: int) =
-    let lines = source.Split('\n')
-    if line >= 1 && line <= lines.Length then Some(lines[line - 1].TrimEnd('\r')) else None
+    let lines = linesOf source
+    if line >= 1 && line <= lines.Length then Some lines[line - 1] else None
 
 /// Replaces control characters other than tab, so that the terminal shows the line as it is.
 let private printable (s: string) =

@@ -101,6 +101,10 @@ let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string
 
         match Checker.validateSettings s with
         | Error m -> Error("invalid settings after overrides: " + m)
+        | Ok() when (Checker.sizeError s.Paths s.Dt s.T).IsSome ->
+            let key, m = (Checker.sizeError s.Paths s.Dt s.T).Value
+            let option = if key = "paths" && o.Paths.IsSome then "--paths" elif o.Dt.IsSome then "--dt" elif o.T.IsSome then "--T" else "--paths"
+            Error(sprintf "%s: %s" option m)
         | Ok() when (Checker.gridError s.Dt s.T).IsSome -> Error(sprintf "%s: %s" gridOptions (Checker.gridError s.Dt s.T).Value)
         | Ok() ->
             match cf.Queries |> List.tryPick (fun q -> match Checker.validateQueryTimes s q with Error m -> Some(q, m) | Ok() -> None) with
