@@ -60,6 +60,7 @@ let methodText (dim: int) (m: CMethod) =
 
     match m with
     | DivergenceKernel (Rate r, mode) -> sprintf "divergence_kernel(rate = %s, mode = %s)" (fmt r) (modeName mode)
+    | DivergenceKernel (AdaptiveRate, mode) -> sprintf "divergence_kernel(rate = adaptive, mode = %s)" (modeName mode)
     | DivergenceKernel (Alpha a, mode) -> sprintf "divergence_kernel(alpha = %s, mode = %s)" (fmt a) (modeName mode)
     | LikelihoodRatio -> "likelihood_ratio"
     | Pathwise -> "pathwise"
@@ -163,6 +164,9 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                             match meth with
                             | DivergenceKernel (Rate r, mode) ->
                                 ResponseMethod.DivergenceKernel, false, 0.0, r, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
+                            | DivergenceKernel (AdaptiveRate, mode) ->
+                                // the rate is measured per parameter set before the run (see `run`)
+                                ResponseMethod.DivergenceKernel, false, 0.0, CovectorGrowth.Floor, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
                             | DivergenceKernel (Alpha a, mode) ->
                                 ResponseMethod.DivergenceKernel, true, a, 0.0, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
                             | LikelihoodRatio ->
@@ -177,6 +181,7 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                         ResponsePlan(
                             Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
                             Which = which, Method = rm, ConstantAlpha = constant, Alpha = alpha, Rate = rate, Mode = mode,
+                            AdaptiveRate = (match meth with DivergenceKernel (AdaptiveRate, _) -> true | _ -> false),
                             VariantPlus = vp, VariantMinus = vm, H = h, StationaryWindow = win, Burnin = cf.Settings.Burnin
                         )
 
@@ -210,7 +215,41 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
     with ex ->
         Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
 
-let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : QueryOutcome =
+let private modeText (m: Sde.Core.DkMode) =
+    match m with
+    | Sde.Core.DkMode.Exact -> "exact"
+    | Sde.Core.DkMode.Iterative -> "iterative"
+    | _ -> "first_order"
+
+/// A rate as the method text shows it (three significant digits; the adaptive rate is rounded to them).
+let private rateText (r: float) = r.ToString("G3", Globalization.CultureInfo.InvariantCulture)
+
+let private g4 (x: float) = x.ToString("G3", Globalization.CultureInfo.InvariantCulture)
+
+/// The weight-tail guard (docs/responses.md, "The guard"): the kernel weights ℓ of a run are flagged
+/// when their kurtosis n Σℓ⁴/(Σℓ²)² exceeds `kurtosisLimit` or one path carries more than `shareLimit`
+/// of Σℓ²: then the variance (and the standard error itself) rests on a handful of paths.
+let kurtosisLimit = 50.0
+let shareLimit = 0.05
+
+let weightsBlownUp (e: Estimate) =
+    not (Double.IsNaN e.WeightKurtosis)
+    && (not (e.WeightKurtosis <= kurtosisLimit) || not (e.WeightMaxShare <= shareLimit))
+
+/// The warning of a flagged kernel result, with the schedule to try instead.
+let private weightWarning (pl: ResponsePlan) (e: Estimate) (dt: float) =
+    let what =
+        sprintf "the kernel weights are heavy-tailed (kurtosis %s, largest path %s%% of their variance over %d paths): the value and its standard error are unreliable"
+            (g4 e.WeightKurtosis) (g4 (100.0 * e.WeightMaxShare)) e.Count
+    let suggestion =
+        if pl.ConstantAlpha then
+            if pl.Alpha < 1.0 then sprintf "try divergence_kernel(alpha = %s) or finite_difference" (rateText (min 1.0 (max 0.1 (2.0 * pl.Alpha))))
+            else "try finite_difference, or a smaller dt"
+        elif pl.Rate * dt < 0.5 then sprintf "try divergence_kernel(rate = %s)" (rateText (4.0 * pl.Rate |> min (1.0 / dt)))
+        else "the rate is already near 1/dt: try a smaller dt, more paths, or finite_difference"
+    what + "; " + suggestion
+
+let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list) (dt: float) (ests: Estimate list) : QueryOutcome =
     let kind, lo, hi =
         match q.Query with
         | QPlain (TMean _, _) -> "mean", 0.0, 0.0
@@ -223,11 +262,20 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : 
     let arr (a: float[]) = if isNull a then [||] else a
     let est = List.head ests
 
+    let kernelPlan =
+        match used with
+        | pl :: _ when pl.Method = ResponseMethod.DivergenceKernel && not pl.Alignment -> Some pl
+        | _ -> None
+
     let wrt, meth, windows =
         match job with
         | PlainJob _ | LyapunovJob _ -> None, None, []
         | AlignmentJob _ -> None, Some "divergence_kernel(rate = 10)", []
         | ResponseJob (_, wrt, m, wins) ->
+            let m =
+                match kernelPlan with
+                | Some pl when pl.AdaptiveRate -> sprintf "divergence_kernel(rate = %s (adaptive), mode = %s)" (rateText pl.Rate) (modeText pl.Mode)
+                | _ -> m
             let ws =
                 if wins.Length > 1 then
                     List.map2 (fun w (e: Estimate) -> w, (if isNull e.Values then e.Value else nan), (if isNull e.Values then e.StdErr else nan)) wins ests
@@ -248,6 +296,19 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : 
       Below = est.Below
       Above = est.Above
       Count = est.Count
+      Rate = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> pl.Rate)
+      RateSource = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> if pl.AdaptiveRate then "adaptive" else "explicit")
+      CovectorGrowth = None
+      WeightKurtosis = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightKurtosis) |> List.max)
+      WeightMaxShare = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightMaxShare) |> List.max)
+      Warnings =
+        match kernelPlan with
+        | Some _ ->
+            List.zip used ests
+            |> List.filter (fun (_, e) -> weightsBlownUp e)
+            |> List.truncate 1
+            |> List.map (fun (pl, e) -> weightWarning pl e dt)
+        | None -> []
       Windows = windows }
 
 /// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
@@ -339,8 +400,29 @@ let run (p: Program) (opts: RunOptions) : RunReport =
 
         baseModel, variants
 
+    // the adaptive default schedule: the covector growth rate of each set's model, measured before the
+    // run (untimed, deterministic: its own paths of the run's seed), and the plans with that rate
+    let anyAdaptive = responses |> Array.exists (fun pl -> pl.AdaptiveRate)
+
+    let growth =
+        sets
+        |> List.map (fun set ->
+            if anyAdaptive then
+                let bm, _ = instances set.Values
+                Some(ModelRunner.CovectorGrowth(p.Compiled.Type, bm, p.Compiled.Structure, settings s.Paths s.T 1 None))
+            else None)
+        |> List.toArray
+
+    let responsesOf (i: int) =
+        match growth[i] with
+        | Some g ->
+            let r = CovectorGrowth.RateFor g
+            responses |> Array.map (fun pl -> if pl.AdaptiveRate then pl.WithRate r else pl)
+        | None -> responses
+
     let runSet (i: int) (values: float[]) (paths: int64) (t: float) (threads: int) (progress: bool) =
         let bm, vs = instances values
+        let responses = responsesOf i
 
         let prog k =
             if progress then
@@ -380,6 +462,7 @@ let run (p: Program) (opts: RunOptions) : RunReport =
             let pe, re, le = runSet i set.Values s.Paths s.T opts.Threads true
             let mutable pi = 0
             let mutable ri = 0
+            let used = responsesOf i
 
             let results =
                 p.Jobs
@@ -387,18 +470,20 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                     match job with
                     | PlainJob _ ->
                         pi <- pi + 1
-                        outcomeOf q job [ pe[pi - 1] ]
+                        outcomeOf q job [] s.Dt [ pe[pi - 1] ]
                     | ResponseJob (plans, _, _, _) ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
+                        let pls = [ for k in 0 .. plans.Length - 1 -> used[ri + k] ]
                         ri <- ri + plans.Length
-                        outcomeOf q job ests
+                        let o = outcomeOf q job pls s.Dt ests
+                        if pls.Head.AdaptiveRate then { o with CovectorGrowth = growth[i] |> Option.map (fun g -> g.Rate) } else o
                     | AlignmentJob _ ->
                         ri <- ri + 1
-                        outcomeOf q job [ re[ri - 1] ]
+                        outcomeOf q job [ used[ri - 1] ] s.Dt [ re[ri - 1] ]
                     | LyapunovJob k ->
                         let r = Option.get le
                         let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
-                        outcomeOf q job [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
+                        outcomeOf q job [] s.Dt [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
                                                    Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
                                                    StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ])
 

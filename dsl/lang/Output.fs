@@ -36,6 +36,9 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
     w.WriteString("kind", q.Kind)
     writeOptionProp w "wrt" q.Wrt
     writeOptionProp w "method" q.Method
+    q.Rate |> Option.iter (writeFloatProp w "rate")
+    writeOptionProp w "rate_source" q.RateSource
+    q.CovectorGrowth |> Option.iter (writeFloatProp w "covector_growth")
 
     if q.Kind = "lyapunov" then
         writeArrayProp w "grid" q.Grid
@@ -60,6 +63,13 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
         writeFloatProp w "stderr" q.StdErr
 
     w.WriteNumber("count", q.Count)
+    q.WeightKurtosis |> Option.iter (writeFloatProp w "weight_kurtosis")
+    q.WeightMaxShare |> Option.iter (writeFloatProp w "weight_max_share")
+
+    if not q.Warnings.IsEmpty then
+        w.WriteStartArray("warnings")
+        q.Warnings |> List.iter (fun s -> w.WriteStringValue s)
+        w.WriteEndArray()
 
     if not q.Windows.IsEmpty then
         w.WriteStartArray("windows")
@@ -276,7 +286,7 @@ let summary (q: QueryOutcome) : string =
             err
 
 /// The lines of one result, query column padded to `width`.
-let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string list =
+let private resultLinesOf (color: bool) (width: int) (q: QueryOutcome) : string list =
     let label = "  " + q.Query.PadRight width + "  "
     let indent = String(' ', label.Length)
 
@@ -310,6 +320,10 @@ let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string li
           indent + paint color "31" down
           indent + paint color "2" (summary q) ]
     | _ -> [ label + paint color "1" (valueWithError q.Value q.StdErr) + via ]
+
+let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string list =
+    let warnings = q.Warnings |> List.map (fun s -> "    " + paint color "33" ("warning: " + s))
+    resultLinesOf color width q @ warnings
 
 let private setHeader (color: bool) (s: SetReport) =
     let ps =

@@ -24,6 +24,16 @@ type QueryOutcome =
       Above: int64
       /// Samples behind the estimate.
       Count: int64
+      /// Kernel schedules with a rate: the rate in use, and "explicit" or "adaptive" (measured from the
+      /// covector growth, `CovectorGrowth`); the measured growth rate λ_cov when adaptive.
+      Rate: float option
+      RateSource: string option
+      CovectorGrowth: float option
+      /// Kernel estimators: kurtosis and largest path's share of the weights (see `Estimate`).
+      WeightKurtosis: float option
+      WeightMaxShare: float option
+      /// Warnings about this result (e.g. heavy-tailed kernel weights); `--strict` makes any exit 3.
+      Warnings: string list
       /// Stationary responses asked for several windows: (window, value, stderr) for each; the
       /// first is also Value/StdErr (or Values/StdErrs).
       Windows: (float * float * float) list }
