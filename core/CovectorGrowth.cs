@@ -31,7 +31,7 @@ public static class CovectorGrowth
 
     /// <summary>The adaptive default schedule's rate: Factor · λ_cov, and never below Floor (docs/responses.md
     /// has the variance study behind both).</summary>
-    public const double Floor = 10, Factor = 3;
+    public const double Floor = 10, Factor = 4;
 
     public static double RateFor(CovectorGrowthResult g) => Math.Max(Floor, ThreeDigits(Factor * g.Rate));
 

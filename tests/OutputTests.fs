@@ -23,6 +23,12 @@ let private outcome kind query =
       Below = 0L
       Above = 0L
       Count = 100000L
+      Rate = None
+      RateSource = None
+      CovectorGrowth = None
+      WeightKurtosis = None
+      WeightMaxShare = None
+      Warnings = []
       Windows = [] }
 
 let private grid lo hi n =

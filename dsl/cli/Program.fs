@@ -21,6 +21,7 @@ type RunArgs =
     | Threads of n: int
     | Backend of name: string
     | Quiet
+    | Strict
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -37,6 +38,7 @@ type RunArgs =
             | Threads _ -> "worker threads (default: all cores)."
             | Backend _ -> "cpu | ilgpu-cpu | cuda | auto (default auto: CUDA when a device is present, otherwise the CPU engine; ilgpu-cpu runs the GPU kernels on the CPU)."
             | Quiet -> "no progress bar."
+            | Strict -> "exit with code 3 when a result carries a warning (e.g. heavy-tailed kernel weights); the results are still printed and written."
 
 type CheckArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
@@ -209,7 +211,17 @@ let private run (args: ParseResults<RunArgs>) =
                         Console.Out.Write(Output.tableWith (Output.useColor ()) report)
 
                     args.TryGetResult RunArgs.Out |> Option.iter (fun dir -> writeOut dir report)
-                    0
+
+                    let warnings =
+                        [ for set in report.Sets do
+                              for q in set.Results do
+                                  for w in q.Warnings -> sprintf "%s: warning: set %s: '%s': %s" path set.Name q.Query w ]
+
+                    if args.Contains Strict && not warnings.IsEmpty then
+                        warnings |> List.iter (fun w -> Console.Error.WriteLine w)
+                        exitRun
+                    else
+                        0
                 with
                 | :? SimulationFailedException as e ->
                     finish ()

@@ -224,32 +224,38 @@ let private modeText (m: Sde.Core.DkMode) =
 /// A rate as the method text shows it (three significant digits; the adaptive rate is rounded to them).
 let private rateText (r: float) = r.ToString("G3", Globalization.CultureInfo.InvariantCulture)
 
-let private g4 (x: float) = x.ToString("G3", Globalization.CultureInfo.InvariantCulture)
+let private g4 (x: float) = sprintf "%.3g" x
 
-/// The weight-tail guard (docs/responses.md, "The guard"): the kernel weights ℓ of a run are flagged
-/// when their kurtosis n Σℓ⁴/(Σℓ²)² exceeds `kurtosisLimit` or one path carries more than `shareLimit`
-/// of Σℓ²: then the variance (and the standard error itself) rests on a handful of paths.
-let kurtosisLimit = 50.0
-let shareLimit = 0.05
+/// The weight-tail guard (docs/responses.md, "The guard"): a kernel result is flagged when one path
+/// carries more than `shareLimit paths` of the weights' sum of squares Σℓ² (or the weights overflowed).
+/// With finite-variance weights the largest share falls like (log n)/n; when the variance is infinite
+/// (the covector outgrows the kernel's damping) it stays of order one: the value and its standard error
+/// then rest on a handful of paths. The bound is 0.05, and 50/n for n < 1000 paths (so that the largest
+/// of n Gaussian weights, about 2 log n / n, stays far below it; with n ≤ 50 nothing can be flagged).
+let shareLimit (paths: int64) = max 0.05 (50.0 / float (max 1L paths))
 
 let weightsBlownUp (e: Estimate) =
-    not (Double.IsNaN e.WeightKurtosis)
-    && (not (e.WeightKurtosis <= kurtosisLimit) || not (e.WeightMaxShare <= shareLimit))
+    not (Double.IsNaN e.WeightKurtosis) && not (e.WeightMaxShare <= shareLimit e.Count)
 
-/// The warning of a flagged kernel result, with the schedule to try instead.
-let private weightWarning (pl: ResponsePlan) (e: Estimate) (dt: float) =
+/// The warning of a flagged kernel result, with the schedule to try instead: for a rate, the larger of
+/// twice it and the adaptive rule's (`measured` is the adaptive rate of this set's model).
+let private weightWarning (pl: ResponsePlan) (e: Estimate) (dt: float) (measured: unit -> float) =
     let what =
-        sprintf "the kernel weights are heavy-tailed (kurtosis %s, largest path %s%% of their variance over %d paths): the value and its standard error are unreliable"
-            (g4 e.WeightKurtosis) (g4 (100.0 * e.WeightMaxShare)) e.Count
+        if Double.IsFinite e.WeightKurtosis then
+            sprintf "the kernel weights are heavy-tailed: one path of %d carries %s%% of their variance (kurtosis %s), so the value and its standard error are unreliable"
+                e.Count (g4 (100.0 * e.WeightMaxShare)) (g4 e.WeightKurtosis)
+        else "the kernel weights overflowed: the value and its standard error are meaningless"
     let suggestion =
         if pl.ConstantAlpha then
             if pl.Alpha < 1.0 then sprintf "try divergence_kernel(alpha = %s) or finite_difference" (rateText (min 1.0 (max 0.1 (2.0 * pl.Alpha))))
             else "try finite_difference, or a smaller dt"
-        elif pl.Rate * dt < 0.5 then sprintf "try divergence_kernel(rate = %s)" (rateText (4.0 * pl.Rate |> min (1.0 / dt)))
+        elif pl.Rate * dt < 0.5 then
+            let r = max (2.0 * pl.Rate) (measured ()) |> min (1.0 / dt) |> CovectorGrowth.ThreeDigits
+            sprintf "try divergence_kernel(rate = %s)" (rateText r)
         else "the rate is already near 1/dt: try a smaller dt, more paths, or finite_difference"
     what + "; " + suggestion
 
-let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list) (dt: float) (ests: Estimate list) : QueryOutcome =
+let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list) (dt: float) (measured: unit -> float) (ests: Estimate list) : QueryOutcome =
     let kind, lo, hi =
         match q.Query with
         | QPlain (TMean _, _) -> "mean", 0.0, 0.0
@@ -307,7 +313,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
             List.zip used ests
             |> List.filter (fun (_, e) -> weightsBlownUp e)
             |> List.truncate 1
-            |> List.map (fun (pl, e) -> weightWarning pl e dt)
+            |> List.map (fun (pl, e) -> weightWarning pl e dt measured)
         | None -> []
       Windows = windows }
 
@@ -404,14 +410,16 @@ let run (p: Program) (opts: RunOptions) : RunReport =
     // run (untimed, deterministic: its own paths of the run's seed), and the plans with that rate
     let anyAdaptive = responses |> Array.exists (fun pl -> pl.AdaptiveRate)
 
-    let growth =
+    let growthOf =
         sets
         |> List.map (fun set ->
-            if anyAdaptive then
-                let bm, _ = instances set.Values
-                Some(ModelRunner.CovectorGrowth(p.Compiled.Type, bm, p.Compiled.Structure, settings s.Paths s.T 1 None))
-            else None)
+            lazy
+                (let bm, _ = instances set.Values
+                 ModelRunner.CovectorGrowth(p.Compiled.Type, bm, p.Compiled.Structure, settings s.Paths s.T 1 None)))
         |> List.toArray
+
+    // measured now, outside the timing, when a plan needs it; otherwise only if a warning asks for it
+    let growth = growthOf |> Array.map (fun g -> if anyAdaptive then Some(g.Force()) else None)
 
     let responsesOf (i: int) =
         match growth[i] with
@@ -452,6 +460,8 @@ let run (p: Program) (opts: RunOptions) : RunReport =
 
         pe, re, le
 
+    let ignoreRate () = nan
+
     // JIT warm-up on a couple of paths, outside the timing
     runSet 0 (List.head sets).Values 2L s.T 1 false |> ignore
     let sw = Stopwatch.StartNew()
@@ -463,6 +473,7 @@ let run (p: Program) (opts: RunOptions) : RunReport =
             let mutable pi = 0
             let mutable ri = 0
             let used = responsesOf i
+            let measured () = CovectorGrowth.RateFor(growthOf[i].Force())
 
             let results =
                 p.Jobs
@@ -470,20 +481,20 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                     match job with
                     | PlainJob _ ->
                         pi <- pi + 1
-                        outcomeOf q job [] s.Dt [ pe[pi - 1] ]
+                        outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
                     | ResponseJob (plans, _, _, _) ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
                         let pls = [ for k in 0 .. plans.Length - 1 -> used[ri + k] ]
                         ri <- ri + plans.Length
-                        let o = outcomeOf q job pls s.Dt ests
+                        let o = outcomeOf q job pls s.Dt measured ests
                         if pls.Head.AdaptiveRate then { o with CovectorGrowth = growth[i] |> Option.map (fun g -> g.Rate) } else o
                     | AlignmentJob _ ->
                         ri <- ri + 1
-                        outcomeOf q job [ used[ri - 1] ] s.Dt [ re[ri - 1] ]
+                        outcomeOf q job [ used[ri - 1] ] s.Dt measured [ re[ri - 1] ]
                     | LyapunovJob k ->
                         let r = Option.get le
                         let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
-                        outcomeOf q job [] s.Dt [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
+                        outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
                                                    Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
                                                    StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ])
 
