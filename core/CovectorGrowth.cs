@@ -26,7 +26,7 @@ public sealed class CovectorGrowthResult
 public static class CovectorGrowth
 {
     /// <summary>The paths of the measurement (Philox path numbers <see cref="FirstPath"/> + p).</summary>
-    public const int DefaultPaths = 8;
+    public const int DefaultPaths = 32;
     public const ulong FirstPath = 1UL << 47;
 
     /// <summary>The adaptive default schedule's rate: Factor · λ_cov, and never below Floor (docs/responses.md

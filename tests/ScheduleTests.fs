@@ -147,6 +147,17 @@ let tests =
             Expect.isGreaterThan (Option.get l96[0].Rate) CovectorGrowth.Floor "Lorenz-96: above the floor"
         }
 
+        test "a sweep: every parameter set measures its own model (OU with theta = 1 and 10: rates 10 and 4 theta')" {
+            let src = (ouSource 200 0.01 1.0 "  d mean(x^2) / d theta").Replace("simulate {", "sweep theta from 1 to 10 step 9\nsimulate {")
+            let r = runText src
+            Expect.equal r.Sets.Length 2 "two sets"
+            let q1, q2 = r.Sets[0].Results.Head, r.Sets[1].Results.Head
+            Expect.equal q1.Rate (Some CovectorGrowth.Floor) "theta = 1: the floor"
+            let lam = -log (1.0 - 10.0 * 0.01) / 0.01
+            Expect.floatClose Accuracy.high (Option.get q2.CovectorGrowth) lam "theta = 10: growth"
+            Expect.equal q2.Rate (Some(CovectorGrowth.ThreeDigits(4.0 * lam))) "theta = 10: 4 λ_cov"
+        }
+
         test "the guard's bound: the largest of n Gaussian weights stays below it; one dominating path does not" {
             let gaussian = Array.init 5 (fun k -> 100 * (k + 1))
             let rng = Random 3

@@ -135,10 +135,10 @@ let growthOf (src: string) =
             ModelRunner.CovectorGrowth(p.Compiled.Type, model, p.Compiled.Structure, RunSettings(Paths = s.Paths, Dt = s.Dt, T = s.T, Seed = s.Seed))
 
 let inv = Globalization.CultureInfo.InvariantCulture
-let g3 (x: float) = if Double.IsNaN x then "–" elif Double.IsFinite x then (sprintf "%.3g" x) else "∞"
+let g3 (x: float) = if Double.IsNaN x then "–" elif abs x < 1e-12 then "0" elif Double.IsFinite x then (sprintf "%.3g" x) else "∞"
 
 type Row =
-    { Case: Case; Lambda: float; S2: float; Adaptive: float; AdSe: float; AdValue: float; AdKurt: float
+    { Case: Case; Lambda: float; S2: float; Adaptive: float; AdSe: float; AdValue: float; AdKurt: float; AdShare: float; AdWarn: bool
       FixedSe: float[]; FixedKurt: float[]; FixedOk: bool[]; FdSe: float; FdValue: float; Ref: float }
 
 let rows =
@@ -162,7 +162,7 @@ let rows =
         let fixedR = res[1 .. rates.Length]
         let row =
             { Case = c; Lambda = g.Rate; S2 = g.VarianceRate; Adaptive = defaultArg ad.Rate nan; AdSe = ad.StdErr; AdValue = ad.Value
-              AdKurt = defaultArg ad.WeightKurtosis nan
+              AdKurt = defaultArg ad.WeightKurtosis nan; AdShare = defaultArg ad.WeightMaxShare nan; AdWarn = not ad.Warnings.IsEmpty
               FixedSe = fixedR |> Array.map (fun q -> q.StdErr); FixedKurt = fixedR |> Array.map (fun q -> defaultArg q.WeightKurtosis nan)
               FixedOk = fixedR |> Array.map (fun q -> q.Warnings.IsEmpty)
               FdSe = fd.StdErr; FdValue = fd.Value; Ref = (match c.Reference with Some f -> f () | None -> nan) }
@@ -175,15 +175,15 @@ let rows =
         row)
 
 // the table
-printfn "| model | paths | λ_cov | s² | adaptive rate | adaptive: value ± se | best fixed rate (se) | se / best | rate 10 (old default) se | finite differences: value ± se | se / FD's | reference |"
-printfn "|---|---|---|---|---|---|---|---|---|---|---|---|"
+printfn "| model | paths | λ_cov | s² | adaptive rate | adaptive: value ± se | adaptive: largest share | best fixed rate (se) | se / best | rate 10 (old default) se | finite differences: value ± se | se / FD's | reference |"
+printfn "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for r in rows do
     let finite = r.FixedSe |> Array.mapi (fun i s -> i, s) |> Array.filter (fun (i, s) -> Double.IsFinite s && r.FixedOk[i])
     let bi, bse = finite |> Array.minBy snd
     let i10 = Array.IndexOf(rates, 10.0)
     let paths = max 100 (int (float r.Case.Paths * scale))
-    printfn "| %s | %d | %s | %s | %s | %s ± %s | %g (%s) | %.2f | %s%s | %s ± %s | %.2f | %s |" r.Case.Name paths (g3 r.Lambda) (g3 r.S2) (g3 r.Adaptive)
-        (g3 r.AdValue) (g3 r.AdSe) rates[bi] (g3 bse) (r.AdSe / bse) (g3 r.FixedSe[i10])
+    printfn "| %s | %d | %s | %s | %s | %s ± %s | %s%s | %g (%s) | %.2f | %s%s | %s ± %s | %.2f | %s |" r.Case.Name paths (g3 r.Lambda) (g3 r.S2) (g3 r.Adaptive)
+        (g3 r.AdValue) (g3 r.AdSe) (g3 r.AdShare) (if r.AdWarn then " (warning)" else "") rates[bi] (g3 bse) (r.AdSe / bse) (g3 r.FixedSe[i10])
         (if r.FixedOk[i10] then "" else " (warning)")
         (g3 r.FdValue) (g3 r.FdSe) (r.AdSe / r.FdSe)
         (if Double.IsNaN r.Ref then "–" else sprintf "%s (%s)" (r.Ref.ToString("F4", inv)) r.Case.RefName)
