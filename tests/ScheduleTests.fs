@@ -218,5 +218,7 @@ let cliTests =
             Expect.stringContains g.Out "(adaptive), mode = exact)" "the method text shows the adaptive rate"
             let h = CliTests.dsl [ "run"; "--help" ]
             Expect.stringContains h.Out "--strict" "dsl run --help lists --strict"
+            let top = CliTests.dsl [ "--help" ]
+            Expect.stringContains top.Out "--strict" "dsl --help mentions --strict"
         }
     ]

@@ -71,7 +71,7 @@ type Cli =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Run _ -> "simulate a model and answer its queries."
+            | Run _ -> "simulate a model and answer its queries (options: dsl run --help; --strict exits 3 when a result carries a warning)."
             | Check _ -> "only parse and check a model."
             | Compile _ -> "compile a model's GPU kernels (PTX), without a GPU."
             | Version -> "print the version."
