@@ -94,6 +94,11 @@ public sealed class Estimate
     /// count as below / above). Not a blow-up of the paths: the run goes on, and the front end warns.
     /// </summary>
     public long NonFinite { get; init; }
+    /// <summary>Kernel estimators: the kurtosis n Σℓ⁴ / (Σℓ²)² of the per-path weights ℓ (3 for Gaussian
+    /// weights; of order n when a few paths carry the variance; +∞ when they overflowed). NaN otherwise.</summary>
+    public double WeightKurtosis { get; init; } = double.NaN;
+    /// <summary>Kernel estimators: the largest path's share max ℓ² / Σℓ² of the weights' sum of squares. NaN otherwise.</summary>
+    public double WeightMaxShare { get; init; } = double.NaN;
 }
 
 /// <summary>A path produced NaN or infinity: the run stops (exit code 3 in the CLI).</summary>

@@ -32,7 +32,18 @@ public sealed class ResponsePlan : ObservablePlan
     /// <summary>DK schedule: constant per-step α, or α_n = min(1, Rate·Δt) with the harmonic start.</summary>
     public bool ConstantAlpha { get; init; }
     public double Alpha { get; init; }
-    public double Rate { get; init; } = 10;
+    public double Rate { get => _rate; init => _rate = value; }
+    double _rate = 10;
+    /// <summary>The rate was chosen by the driver from the measured covector growth (the adaptive default);
+    /// <see cref="Rate"/> holds the rate in use.</summary>
+    public bool AdaptiveRate { get; init; }
+    /// <summary>A copy with another rate (the adaptive default, once measured).</summary>
+    public ResponsePlan WithRate(double rate)
+    {
+        var c = (ResponsePlan)MemberwiseClone();
+        c._rate = rate;
+        return c;
+    }
     public DkMode Mode { get; init; }
     /// <summary>Finite differences: indices into the variant models (γ + h, γ − h) and h.</summary>
     public int VariantPlus { get; init; }
@@ -98,7 +109,9 @@ public static class ResponseEngine
         /// <summary>Per plan and bin: Σ A, Σ A², and for centred plans Σ A·B and Σ C; per plan Σ B, Σ B².
         /// A is the path's sample (φ·ω, or ω in a bin), B its weight alone, C its φ (or bin indicator).</summary>
         public readonly ExactSum[][] S, S2, SAB, SC;
-        public readonly ExactSum[] SB, SBB;
+        public readonly ExactSum[] SB, SBB, SB4;
+        /// <summary>Per plan: the largest B² of a path (the weight-tail diagnostic).</summary>
+        public readonly double[] MaxBB;
         public readonly long[] Below, Above;
         /// <summary>Per plan: a mean plan's paths whose sample (or, centred, whose φ) is not finite; a density
         /// plan's NaN samples of φ (in no bin).</summary>
@@ -107,13 +120,13 @@ public static class ResponseEngine
         {
             int np = plans.Length;
             S = new ExactSum[np][]; S2 = new ExactSum[np][]; SAB = new ExactSum[np][]; SC = new ExactSum[np][];
-            SB = new ExactSum[np]; SBB = new ExactSum[np];
+            SB = new ExactSum[np]; SBB = new ExactSum[np]; SB4 = new ExactSum[np]; MaxBB = new double[np];
             Below = new long[np]; Above = new long[np]; NonFinite = new long[np];
             for (int i = 0; i < np; i++)
             {
                 int n = plans[i].Kind == EstimateKind.Density ? plans[i].Bins : 1;
                 S[i] = New(n); S2[i] = New(n); SAB[i] = New(n); SC[i] = New(n);
-                SB[i] = new ExactSum(); SBB[i] = new ExactSum();
+                SB[i] = new ExactSum(); SBB[i] = new ExactSum(); SB4[i] = new ExactSum();
             }
         }
 
@@ -141,7 +154,12 @@ public static class ResponseEngine
                     SC[plan][b].Add(c[b] * scale);
                 }
             }
-            if (centred) { SB[plan].Add(bv); SBB[plan].Add(bv * bv); }
+            if (centred)
+            {
+                double b2 = bv * bv;
+                SB[plan].Add(bv); SBB[plan].Add(b2); SB4[plan].Add(b2 * b2);
+                if (b2 > MaxBB[plan]) MaxBB[plan] = b2; // (a NaN weight shows in ΣB²)
+            }
         }
 
         /// <summary>
@@ -182,7 +200,8 @@ public static class ResponseEngine
                     S[i][b].Add(o.S[i][b]); S2[i][b].Add(o.S2[i][b]);
                     SAB[i][b].Add(o.SAB[i][b]); SC[i][b].Add(o.SC[i][b]);
                 }
-                SB[i].Add(o.SB[i]); SBB[i].Add(o.SBB[i]);
+                SB[i].Add(o.SB[i]); SBB[i].Add(o.SBB[i]); SB4[i].Add(o.SB4[i]);
+                if (o.MaxBB[i] > MaxBB[i]) MaxBB[i] = o.MaxBB[i];
                 Below[i] += o.Below[i]; Above[i] += o.Above[i]; NonFinite[i] += o.NonFinite[i];
             }
         }
@@ -195,6 +214,10 @@ public static class ResponseEngine
             {
                 var p = plans[i];
                 double sb = SB[i].Round(), sbb = SBB[i].Round();
+                // the weights' tail (E[B] = 0): kurtosis n ΣB⁴ / (ΣB²)² and the largest path's share of ΣB²
+                double kurt = p.Centred && n > 0 ? n * SB4[i].Round() / (sbb * sbb) : double.NaN;
+                double share = p.Centred ? MaxBB[i] / sbb : double.NaN;
+                if (p.Centred && (!double.IsFinite(sbb) || !double.IsFinite(MaxBB[i]))) { kurt = double.PositiveInfinity; share = 1; }
                 (double mean, double se) At(int b)
                 {
                     double s = S[i][b].Round(), s2 = S2[i][b].Round();
@@ -213,14 +236,14 @@ public static class ResponseEngine
                 if (p.Kind == EstimateKind.Mean)
                 {
                     var (m, se) = At(0);
-                    r[i] = new Estimate { Value = m, StdErr = se, Count = paths, NonFinite = NonFinite[i] };
+                    r[i] = new Estimate { Value = m, StdErr = se, Count = paths, WeightKurtosis = kurt, WeightMaxShare = share, NonFinite = NonFinite[i] };
                 }
                 else
                 {
                     var vals = new double[p.Bins]; var ses = new double[p.Bins]; var grid = new double[p.Bins];
                     double width = (p.Hi - p.Lo) / p.Bins;
                     for (int b = 0; b < p.Bins; b++) { (vals[b], ses[b]) = At(b); grid[b] = p.Lo + (b + 0.5) * width; }
-                    r[i] = new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = Below[i], Above = Above[i], Count = paths, NonFinite = NonFinite[i] };
+                    r[i] = new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = Below[i], Above = Above[i], Count = paths, WeightKurtosis = kurt, WeightMaxShare = share, NonFinite = NonFinite[i] };
                 }
             }
             return r;

@@ -11,8 +11,20 @@ public interface IModelRunner
     Estimate[] RunResponses(object model, object[] variants, TangentStructure structure, RunSettings settings, ResponsePlan[] plans);
 }
 
-public sealed class ModelRunner<TModel> : IModelRunner where TModel : struct, ISdeTangentModel
+/// <summary>The covector growth measurement (CPU only, whatever the backend of the run).</summary>
+public interface IGrowthRunner
 {
+    CovectorGrowthResult CovectorGrowth(object model, TangentStructure structure, RunSettings settings);
+}
+
+public sealed class ModelRunner<TModel> : IModelRunner, IGrowthRunner where TModel : struct, ISdeTangentModel
+{
+    public CovectorGrowthResult CovectorGrowth(object model, TangentStructure structure, RunSettings settings)
+    {
+        var m = (TModel)model;
+        return Core.CovectorGrowth.Measure(in m, structure, settings);
+    }
+
     public Estimate[] Run(object model, RunSettings settings, QueryPlan[] plans)
     {
         var m = (TModel)model;
@@ -31,4 +43,8 @@ public static class ModelRunner
 {
     public static IModelRunner For(Type modelType) =>
         (IModelRunner)Activator.CreateInstance(typeof(ModelRunner<>).MakeGenericType(modelType))!;
+
+    /// <summary>λ_cov of the model (see <see cref="Core.CovectorGrowth"/>).</summary>
+    public static CovectorGrowthResult CovectorGrowth(Type modelType, object model, TangentStructure structure, RunSettings settings) =>
+        ((IGrowthRunner)For(modelType)).CovectorGrowth(model, structure, settings);
 }

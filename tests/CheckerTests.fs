@@ -136,7 +136,7 @@ let tests =
               Expect.equal cf.Queries.Length 9 "queries"
 
               match cf.Queries[4].Query, cf.Queries[6].Query, cf.Queries[7].Query, cf.Queries[8].Query with
-              | QResponse(TMean _, 0, None, None, DivergenceKernel(Rate 10.0, None)),
+              | QResponse(TMean _, 0, None, None, DivergenceKernel(AdaptiveRate, None)),
                 QResponse(_, 0, None, None, FiniteDifference 0.01),
                 QResponse(TDensity(_, -10.0, 15.0, 30), 0, None, None, DivergenceKernel(Alpha 0.2, None)),
                 QResponse(_, 0, None, Some [ 5.0 ], _) -> ()

@@ -21,6 +21,7 @@ type RunArgs =
     | Threads of n: int
     | Backend of name: string
     | Quiet
+    | Strict
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -37,6 +38,7 @@ type RunArgs =
             | Threads _ -> "worker threads (default: all cores)."
             | Backend _ -> "cpu | ilgpu-cpu | cuda | auto (default auto: CUDA when a device is present, otherwise the CPU engine; ilgpu-cpu runs the GPU kernels on the CPU)."
             | Quiet -> "no progress bar."
+            | Strict -> "exit with code 3 when a result carries a warning (e.g. heavy-tailed kernel weights); the results are still printed and written."
 
 type CheckArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
@@ -69,7 +71,7 @@ type Cli =
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Run _ -> "simulate a model and answer its queries."
+            | Run _ -> "simulate a model and answer its queries (options: dsl run --help; --strict exits 3 when a result carries a warning)."
             | Check _ -> "only parse and check a model."
             | Compile _ -> "compile a model's GPU kernels (PTX), without a GPU."
             | Version -> "print the version."
@@ -224,12 +226,14 @@ let private run (args: ParseResults<RunArgs>) =
                     args.TryGetResult RunArgs.Out |> Option.iter (fun dir -> writeOut dir report)
 
                     // warnings also on standard error: with --json the table's warning lines are not seen
-                    for set in report.Sets do
-                        for q in set.Results do
-                            for m in q.Warnings do
-                                eprintfn "%s: warning: set %s, '%s': %s" path set.Name q.Query m
+                    let warnings =
+                        [ for set in report.Sets do
+                              for q in set.Results do
+                                  for m in q.Warnings -> sprintf "%s: warning: set %s, '%s': %s" path set.Name q.Query m ]
 
-                    0
+                    warnings |> List.iter (fun w -> Console.Error.WriteLine w)
+                    // --strict: a result that carries any warning fails the run (after it was printed and written)
+                    if args.Contains Strict && not warnings.IsEmpty then exitRun else 0
                 with
                 | :? SimulationFailedException as e ->
                     finish ()

@@ -111,8 +111,11 @@ type CEquation =
       Pos: Pos }
 
 type Schedule =
-    /// `rate = r` per unit time, harmonic start (the default, r = 10).
+    /// `rate = r` per unit time, harmonic start.
     | Rate of float
+    /// The default: a rate per unit time measured from the model's covector growth before the run
+    /// (`CovectorGrowth.RateFor`), harmonic start.
+    | AdaptiveRate
     /// Constant per-step `alpha = a`.
     | Alpha of float
 

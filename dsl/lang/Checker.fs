@@ -1204,7 +1204,7 @@ let private checkMethod (consts: Map<string, int>) (m: Method) : R<CMethod> =
                 fail p "give either rate or alpha, not both"
             else
                 List.fold step (Ok(None, None)) m.Args
-                |> Result.map (fun (s, md) -> DivergenceKernel(defaultArg s (Rate 10.0), md))
+                |> Result.map (fun (s, md) -> DivergenceKernel(defaultArg s AdaptiveRate, md))
         | n -> fail m.Pos (sprintf "unknown method '%s'%s (known: %s)" n (suggest n methodNames) (String.Join(", ", methodNames)))
 
     match dup, r with
@@ -1300,7 +1300,7 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
 
             let methodR =
                 match m with
-                | None -> Ok(DivergenceKernel(Rate 10.0, None))
+                | None -> Ok(DivergenceKernel(AdaptiveRate, None))
                 | Some m ->
                     // whether the method can answer this query on this model is the driver's
                     // decision (it knows the noise and the inits, and names the methods that can)

@@ -60,6 +60,7 @@ let methodText (dim: int) (m: CMethod) =
 
     match m with
     | DivergenceKernel (Rate r, mode) -> sprintf "divergence_kernel(rate = %s, mode = %s)" (fmt r) (modeName mode)
+    | DivergenceKernel (AdaptiveRate, mode) -> sprintf "divergence_kernel(rate = adaptive, mode = %s)" (modeName mode)
     | DivergenceKernel (Alpha a, mode) -> sprintf "divergence_kernel(alpha = %s, mode = %s)" (fmt a) (modeName mode)
     | LikelihoodRatio -> "likelihood_ratio"
     | Pathwise -> "pathwise"
@@ -122,7 +123,7 @@ let private refusal (m: CheckedModel) (ir: Lower.ModelIr) (target: CTarget) (p: 
 
 /// The methods an error may suggest, as the user writes them.
 let private alternatives =
-    [ DivergenceKernel(Rate 10.0, None), "divergence_kernel"
+    [ DivergenceKernel(AdaptiveRate, None), "divergence_kernel"
       DivergenceKernel(Alpha 0.0, None), "divergence_kernel(alpha = 0)"
       Pathwise, "pathwise"
       FiniteDifference 0.01, "finite_difference(h = ...)" ]
@@ -278,6 +279,9 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                             match meth with
                             | DivergenceKernel (Rate r, mode) ->
                                 ResponseMethod.DivergenceKernel, false, 0.0, r, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
+                            | DivergenceKernel (AdaptiveRate, mode) ->
+                                // the rate is measured per parameter set before the run (see `run`)
+                                ResponseMethod.DivergenceKernel, false, 0.0, CovectorGrowth.Floor, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
                             | DivergenceKernel (Alpha a, mode) ->
                                 ResponseMethod.DivergenceKernel, true, a, 0.0, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
                             | LikelihoodRatio ->
@@ -293,6 +297,7 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                             Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
                             Which = which, Method = rm, ConstantAlpha = constant, Alpha = alpha, Rate = rate, Mode = mode,
                             VariantPlus = vp, VariantMinus = vm, H = h, StationaryWindow = win, Burnin = cf.Settings.Burnin,
+                            AdaptiveRate = (match meth with DivergenceKernel (AdaptiveRate, _) -> true | _ -> false),
                             Explicit = explicitObs
                         )
 
@@ -396,7 +401,47 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
       if count < 2L then
           sprintf "the standard error needs at least 2 paths (this run has %d)" count ]
 
-let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : QueryOutcome =
+let private modeText (m: Sde.Core.DkMode) =
+    match m with
+    | Sde.Core.DkMode.Exact -> "exact"
+    | Sde.Core.DkMode.Iterative -> "iterative"
+    | _ -> "first_order"
+
+/// A rate as the method text shows it (three significant digits; the adaptive rate is rounded to them).
+let private rateText (r: float) = r.ToString("G3", Globalization.CultureInfo.InvariantCulture)
+
+let private g4 (x: float) = sprintf "%.3g" x
+
+/// The weight-tail guard (docs/responses.md, "The guard"): a kernel result is flagged when one path
+/// carries more than `shareLimit paths` of the weights' sum of squares Σℓ² (or the weights overflowed).
+/// With finite-variance weights the largest share falls like (log n)/n; when the variance is infinite
+/// (the covector outgrows the kernel's damping) it stays of order one: the value and its standard error
+/// then rest on a handful of paths. The bound is 0.05, and 50/n for n < 1000 paths (so that the largest
+/// of n Gaussian weights, about 2 log n / n, stays far below it; with n ≤ 50 nothing can be flagged).
+let shareLimit (paths: int64) = max 0.05 (50.0 / float (max 1L paths))
+
+let weightsBlownUp (e: Estimate) =
+    not (Double.IsNaN e.WeightKurtosis) && not (e.WeightMaxShare <= shareLimit e.Count)
+
+/// The warning of a flagged kernel result, with the schedule to try instead: for a rate, the larger of
+/// twice it and the adaptive rule's (`measured` is the adaptive rate of this set's model).
+let private weightWarning (pl: ResponsePlan) (e: Estimate) (dt: float) (measured: unit -> float) =
+    let what =
+        if Double.IsFinite e.WeightKurtosis then
+            sprintf "the kernel weights are heavy-tailed: one path of %d carries %s%% of their variance (kurtosis %s), so the value and its standard error are unreliable"
+                e.Count (g4 (100.0 * e.WeightMaxShare)) (g4 e.WeightKurtosis)
+        else "the kernel weights overflowed: the value and its standard error are meaningless"
+    let suggestion =
+        if pl.ConstantAlpha then
+            if pl.Alpha < 1.0 then sprintf "try divergence_kernel(alpha = %s) or finite_difference" (rateText (min 1.0 (max 0.1 (2.0 * pl.Alpha))))
+            else "try finite_difference, or a smaller dt"
+        elif pl.Rate * dt < 0.5 then
+            let r = max (2.0 * pl.Rate) (measured ()) |> min (1.0 / dt) |> CovectorGrowth.ThreeDigits
+            sprintf "try divergence_kernel(rate = %s)" (rateText r)
+        else "the rate is already near 1/dt: try a smaller dt, more paths, or finite_difference"
+    what + "; " + suggestion
+
+let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list) (dt: float) (measured: unit -> float) (ests: Estimate list) : QueryOutcome =
     let kind, lo, hi =
         match q.Query with
         | QPlain (TMean _, _) -> "mean", 0.0, 0.0
@@ -412,11 +457,23 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : 
     let se (e: Estimate) = if few e then nan else e.StdErr
     let ses (e: Estimate) = if few e then Array.map (fun _ -> nan) (arr e.StdErrs) else arr e.StdErrs
 
+    let kernelPlan =
+        match used with
+        | pl :: _ when pl.Method = ResponseMethod.DivergenceKernel && not pl.Alignment -> Some pl
+        | _ -> None
+
+    // the method text shows the rate in use when it was measured
+    let withRate m =
+        match kernelPlan with
+        | Some pl when pl.AdaptiveRate -> sprintf "divergence_kernel(rate = %s (adaptive), mode = %s)" (rateText pl.Rate) (modeText pl.Mode)
+        | _ -> m
+
     let wrt, meth, windows, valueWindow =
         match job with
         | PlainJob _ | LyapunovJob _ -> None, None, [], None
         | AlignmentJob _ -> None, Some "divergence_kernel(rate = 10)", [], None
         | ResponseJob (_, wrt, m, wins) when wins.Length > 1 ->
+            let m = withRate m
             let ws =
                 List.map2
                     (fun w (e: Estimate) -> { Window = w; Value = (if isNull e.Values then e.Value else nan); StdErr = (if isNull e.Values then se e else nan)
@@ -425,7 +482,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : 
             // the largest window (the last written among equals): its weights cover the most correlation decay
             let top = wins |> List.indexed |> List.maxBy (fun (i, w) -> w, i) |> snd
             Some wrt, Some m, ws, Some top
-        | ResponseJob (_, wrt, m, _) -> Some wrt, Some m, [], None
+        | ResponseJob (_, wrt, m, _) -> Some wrt, Some(withRate m), [], None
 
     let est =
         match valueWindow with
@@ -447,9 +504,22 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (ests: Estimate list) : 
       Above = est.Above
       Count = est.Count
       NonFinite = ests |> List.map (fun e -> e.NonFinite) |> List.fold max 0L
+      Rate = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> pl.Rate)
+      RateSource = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> if pl.AdaptiveRate then "adaptive" else "explicit")
+      CovectorGrowth = None
+      WeightKurtosis = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightKurtosis) |> List.max)
+      WeightMaxShare = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightMaxShare) |> List.max)
       Windows = windows
       ValueWindow = valueWindow
-      Warnings = warningsOf q kind ests }
+      Warnings =
+        warningsOf q kind ests
+        @ (match kernelPlan with
+           | Some _ ->
+               List.zip used ests
+               |> List.filter (fun (_, e) -> weightsBlownUp e)
+               |> List.truncate 1
+               |> List.map (fun (pl, e) -> weightWarning pl e dt measured)
+           | None -> []) }
 
 /// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
 let run (p: Program) (opts: RunOptions) : RunReport =
@@ -540,8 +610,31 @@ let run (p: Program) (opts: RunOptions) : RunReport =
 
         baseModel, variants
 
+    // the adaptive default schedule: the covector growth rate of each set's model, measured before the
+    // run (untimed, deterministic: its own paths of the run's seed), and the plans with that rate
+    let anyAdaptive = responses |> Array.exists (fun pl -> pl.AdaptiveRate)
+
+    let growthOf =
+        sets
+        |> List.map (fun set ->
+            lazy
+                (let bm, _ = instances set.Values
+                 ModelRunner.CovectorGrowth(p.Compiled.Type, bm, p.Compiled.Structure, settings s.Paths s.T 1 None)))
+        |> List.toArray
+
+    // measured now, outside the timing, when a plan needs it; otherwise only if a warning asks for it
+    let growth = growthOf |> Array.map (fun g -> if anyAdaptive then Some(g.Force()) else None)
+
+    let responsesOf (i: int) =
+        match growth[i] with
+        | Some g ->
+            let r = CovectorGrowth.RateFor g
+            responses |> Array.map (fun pl -> if pl.AdaptiveRate then pl.WithRate r else pl)
+        | None -> responses
+
     let runSet (i: int) (values: float[]) (paths: int64) (t: float) (threads: int) (progress: bool) =
         let bm, vs = instances values
+        let responses = responsesOf i
 
         let prog k =
             if progress then
@@ -572,6 +665,8 @@ let run (p: Program) (opts: RunOptions) : RunReport =
 
         pe, re, le
 
+    let ignoreRate () = nan
+
     // JIT warm-up on a couple of paths, outside the timing
     // (a blow-up there is left to the run itself, whose message counts the paths asked for, not these two)
     (try runSet 0 (List.head sets).Values 2L s.T 1 false |> ignore with :? SimulationFailedException -> ())
@@ -583,6 +678,8 @@ let run (p: Program) (opts: RunOptions) : RunReport =
             let pe, re, le = runSet i set.Values s.Paths s.T opts.Threads true
             let mutable pi = 0
             let mutable ri = 0
+            let used = responsesOf i
+            let measured () = CovectorGrowth.RateFor(growthOf[i].Force())
 
             let results =
                 p.Jobs
@@ -590,18 +687,20 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                     match job with
                     | PlainJob _ ->
                         pi <- pi + 1
-                        outcomeOf q job [ pe[pi - 1] ]
+                        outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
                     | ResponseJob (plans, _, _, _) ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
+                        let pls = [ for k in 0 .. plans.Length - 1 -> used[ri + k] ]
                         ri <- ri + plans.Length
-                        outcomeOf q job ests
+                        let o = outcomeOf q job pls s.Dt measured ests
+                        if pls.Head.AdaptiveRate then { o with CovectorGrowth = growth[i] |> Option.map (fun g -> g.Rate) } else o
                     | AlignmentJob _ ->
                         ri <- ri + 1
-                        outcomeOf q job [ re[ri - 1] ]
+                        outcomeOf q job [ used[ri - 1] ] s.Dt measured [ re[ri - 1] ]
                     | LyapunovJob k ->
                         let r = Option.get le
                         let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
-                        outcomeOf q job [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
+                        outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
                                                    Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
                                                    StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ])
 

@@ -36,6 +36,9 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
     w.WriteString("kind", q.Kind)
     writeOptionProp w "wrt" q.Wrt
     writeOptionProp w "method" q.Method
+    q.Rate |> Option.iter (writeFloatProp w "rate")
+    writeOptionProp w "rate_source" q.RateSource
+    q.CovectorGrowth |> Option.iter (writeFloatProp w "covector_growth")
 
     if q.Kind = "lyapunov" then
         writeArrayProp w "grid" q.Grid
@@ -60,6 +63,13 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
         writeFloatProp w "stderr" q.StdErr
 
     w.WriteNumber("count", q.Count)
+    q.WeightKurtosis |> Option.iter (writeFloatProp w "weight_kurtosis")
+    q.WeightMaxShare |> Option.iter (writeFloatProp w "weight_max_share")
+
+    if not q.Warnings.IsEmpty then
+        w.WriteStartArray("warnings")
+        q.Warnings |> List.iter (fun s -> w.WriteStringValue s)
+        w.WriteEndArray()
 
     if q.NonFinite > 0L then
         // paths (mean, response) or samples (density) where the observable was NaN or ±∞; see "warnings"
@@ -83,11 +93,6 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
 
             w.WriteEndObject()
 
-        w.WriteEndArray()
-
-    if not q.Warnings.IsEmpty then
-        w.WriteStartArray("warnings")
-        q.Warnings |> List.iter w.WriteStringValue
         w.WriteEndArray()
 
     w.WriteEndObject()

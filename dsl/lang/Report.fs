@@ -36,13 +36,22 @@ type QueryOutcome =
       /// Samples where the observable was NaN or ±∞ on a finite state (see `Estimate.NonFinite`): for
       /// a mean or response the paths, for a density the NaN samples (in no bin).
       NonFinite: int64
+      /// Kernel schedules with a rate: the rate in use, and "explicit" or "adaptive" (measured from the
+      /// covector growth, `CovectorGrowth`); the measured growth rate λ_cov when adaptive.
+      Rate: float option
+      RateSource: string option
+      CovectorGrowth: float option
+      /// Kernel estimators: kurtosis and largest path's share of the weights (see `Estimate`).
+      WeightKurtosis: float option
+      WeightMaxShare: float option
       /// Stationary responses asked for several windows: each, in the order written (empty otherwise).
       Windows: WindowOutcome list
       /// With several windows, the one whose estimate is Value/StdErr (Values/StdErrs): the largest
       /// (the last written among equals), whose weights best cover the decay of correlations.
       ValueWindow: float option
       /// What the reader must know about the numbers (non-finite samples of the observable, a standard
-      /// error that needs more paths): shown under the result, in the JSON and on standard error.
+      /// error that needs more paths, heavy-tailed kernel weights): shown under the result, in the JSON
+      /// and on standard error; `--strict` makes any of them exit 3.
       Warnings: string list }
 
 type SetReport =
