@@ -315,7 +315,7 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                 else
                     let mode = if ir.Dim <= 10 then Sde.Core.DkMode.Exact else Sde.Core.DkMode.Iterative
                     Ok(AlignmentJob(ResponsePlan(Kind = EstimateKind.Density, Lo = lo, Hi = hi, Bins = bins, Method = ResponseMethod.DivergenceKernel,
-                                                 Rate = 10.0, Mode = mode, Alignment = true, Burnin = cf.Settings.Burnin)))
+                                                 Rate = CovectorGrowth.Floor, AdaptiveRate = true, Mode = mode, Alignment = true, Burnin = cf.Settings.Burnin)))
 
         let jobs = cf.Queries |> List.map (fun q -> q, planOf q)
 
@@ -471,7 +471,10 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
     let wrt, meth, windows, valueWindow =
         match job with
         | PlainJob _ | LyapunovJob _ -> None, None, [], None
-        | AlignmentJob _ -> None, Some "divergence_kernel(rate = 10)", [], None
+        | AlignmentJob _ ->
+            // the score of the default schedule, with the rate measured for this set's model
+            let rate = match used with pl :: _ -> pl.Rate | [] -> CovectorGrowth.Floor
+            None, Some(sprintf "divergence_kernel(rate = %s (adaptive))" (rateText rate)), [], None
         | ResponseJob (_, wrt, m, wins) when wins.Length > 1 ->
             let m = withRate m
             let ws =
