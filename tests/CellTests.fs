@@ -27,6 +27,8 @@ type InitKind =
 /// Where the parameter differentiated enters the model.
 type Place =
     | Drift
+    /// In the drift of x, the equation without noise under degenerate noise (`d q = (p + e) dt`).
+    | XDrift
     | Diffusion
     | Init
     /// Only in the observable (the explicit term E[∂_γφ] is then the whole answer).
@@ -36,12 +38,12 @@ type Place =
 
 let private equations noise =
     match noise with
-    | DiagonalAdditive -> "brownian W[2]", "d x = (-a * x + 0.5 * y) dt + b dW[0]", "d y = (x - y) dt + 0.4 dW[1]"
+    | DiagonalAdditive -> "brownian W[2]", "d x = (-a * x + 0.5 * y + e) dt + b dW[0]", "d y = (x - y) dt + 0.4 dW[1]"
     | DiagonalMultiplicative ->
-        "brownian W[2]", "d x = (-a * x + 0.5 * y) dt + b * sqrt(1 + x^2) dW[0]", "d y = (x - y) dt + 0.3 * sqrt(1 + y^2) dW[1]"
-    | NonDiagonal -> "brownian W[2]", "d x = (-a * x + 0.5 * y) dt + b dW[0] + 0.3 dW[1]", "d y = (x - y) dt + 0.2 dW[0] + 0.5 dW[1]"
-    | DegenerateAdditive -> "brownian W", "d x = y dt", "d y = (-a * x - y) dt + b dW"
-    | DegenerateMultiplicative -> "brownian W", "d x = -a * x dt + b * x dW", "d y = (x - y) dt"
+        "brownian W[2]", "d x = (-a * x + 0.5 * y + e) dt + b * sqrt(1 + x^2) dW[0]", "d y = (x - y) dt + 0.3 * sqrt(1 + y^2) dW[1]"
+    | NonDiagonal -> "brownian W[2]", "d x = (-a * x + 0.5 * y + e) dt + b dW[0] + 0.3 dW[1]", "d y = (x - y) dt + 0.2 dW[0] + 0.5 dW[1]"
+    | DegenerateAdditive -> "brownian W", "d x = (y + e) dt", "d y = (-a * x - y) dt + b dW"
+    | DegenerateMultiplicative -> "brownian W", "d x = -a * x dt + b * x dW", "d y = (x - y + e) dt"
 
 let private inits kind =
     match kind with
@@ -59,6 +61,7 @@ let private modelText noise init (queries: string list) =
   param b = 0.5 in (0, inf)
   param m = 1
   param c = 0.3
+  param e = 0.2
   state x
   state y
   %s
@@ -76,6 +79,7 @@ query {
 let private wrtOf place =
     match place with
     | Drift | DriftAndObservable -> "a"
+    | XDrift -> "e"
     | Diffusion -> "b"
     | Init -> "m"
     | Observable -> "c"
@@ -121,7 +125,7 @@ type private Cell =
       Refused: bool }
 
 let private cellsOf noise init =
-    [ for place in [ Drift; Diffusion; Init; Observable; DriftAndObservable ] do
+    [ for place in [ Drift; XDrift; Diffusion; Init; Observable; DriftAndObservable ] do
           let wrt = wrtOf place
           let meanObs, densObs = observables place
 
