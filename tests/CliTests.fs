@@ -283,7 +283,9 @@ let tests =
                     "--paths past the limit (ran zero paths, exit 0)", [ "run"; good; "--paths"; "9223372036854775807" ]
                     "--dt giving more steps than the limit (exit 3 without a location)", [ "run"; good; "--dt"; "1e-300" ]
                     "paths past the limit in the file", [ "run"; tmp.File "paths.sde" (goodModel.Replace("seed = 4", "seed = 4; paths = 100000000000000")) ]
-                    "negative --threads (exit 3)", [ "run"; good; "--threads"; "-1" ] ]
+                    "negative --threads (exit 3)", [ "run"; good; "--threads"; "-1" ]
+                    "--set on a swept parameter (ran every set with one value under the sweep's labels)",
+                    [ "run"; Path.Combine(repoRoot, "examples", "sweep.sde"); "--set"; "theta=9" ] ]
 
               for what, args in cases do
                   expectLocatedError what args (dsl args)

@@ -75,6 +75,13 @@ let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string
                     sprintf "--set: unknown param '%s'%s (params: %s)" name (Checker.suggest name (ps |> List.map (fun p -> p.Name)))
                         (String.Join(", ", ps |> List.map (fun p -> p.Name)))
                 )
+            | Some _ when sets |> List.exists (fun s -> s.Name.StartsWith(name + "=")) ->
+                // the sweep's sets are named by the swept value: overriding it would run them all with
+                // one value under labels that say otherwise
+                Error(
+                    sprintf "--set: '%s' is swept by the file (sets %s); remove the sweep, or run one of its sets with --params" name
+                        (String.Join(", ", sets |> List.filter (fun s -> s.Name.StartsWith(name + "=")) |> List.map (fun s -> s.Name) |> List.truncate 4))
+                )
             | Some i ->
                 match Checker.checkDomain ps[i] v with
                 | Error m -> Error("--set: " + m)
