@@ -360,6 +360,74 @@ let tests =
               Expect.isTrue (Regex.IsMatch(out.Result, @"mean\(x\) = 0\.1\d+")) d
           }
 
+          test "Cli the F# script samples/embed.fsx runs on the packed library (#r nuget)" {
+              // pack Sde.Core and Sde.Lang (already built by the test project's reference) into a
+              // temporary folder under a version of their own, so that no package left in the global
+              // NuGet cache by an earlier run can stand in for them; then run the sample script with
+              // that version and a nuget.config beside it that names the folder (the repository's
+              // samples/nuget.config names ../nupkg in the same way)
+              use tmp = new TempDir()
+              let feed = Path.Combine(tmp.Path, "feed")
+              let version = "0.0.0-test." + Guid.NewGuid().ToString("N").Substring(0, 12)
+
+              let runIn (cwd: string) (exe: string) (args: string list) =
+                  let psi = ProcessStartInfo(exe)
+                  args |> List.iter psi.ArgumentList.Add
+                  psi.WorkingDirectory <- cwd
+                  psi.RedirectStandardOutput <- true
+                  psi.RedirectStandardError <- true
+                  psi.UseShellExecute <- false
+                  psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] <- "1"
+                  psi.Environment["DOTNET_NOLOGO"] <- "1"
+                  use p = Process.Start psi
+                  let out = p.StandardOutput.ReadToEndAsync()
+                  let err = p.StandardError.ReadToEndAsync()
+
+                  if not (p.WaitForExit(TimeSpan.FromMinutes 4.0)) then
+                      p.Kill true
+                      failwithf "%s %s did not finish in 4 minutes" exe (String.Join(" ", args))
+
+                  p.ExitCode, sprintf "%s %s\nexit %d\n--- stdout\n%s\n--- stderr\n%s" exe (String.Join(" ", args)) p.ExitCode out.Result err.Result
+
+              let cache =
+                  match Environment.GetEnvironmentVariable "NUGET_PACKAGES" with
+                  | null
+                  | "" -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
+                  | p -> p
+
+              try
+                  for project in [ "core"; Path.Combine("dsl", "lang") ] do
+                      let code, d =
+                          runIn repoRoot "dotnet" [ "pack"; project; "--no-build"; "-c"; configuration; "-o"; feed; "-p:PackageVersion=" + version; "-nologo" ]
+
+                      Expect.equal code 0 d
+
+                  Expect.isTrue (File.Exists(Path.Combine(feed, sprintf "Sde.Lang.%s.nupkg" version))) "Sde.Lang packed"
+                  Expect.isTrue (File.Exists(Path.Combine(feed, sprintf "Sde.Core.%s.nupkg" version))) "Sde.Core packed"
+
+                  let sample = File.ReadAllText(Path.Combine(repoRoot, "samples", "embed.fsx"))
+                  let reference = "#r \"nuget: Sde.Lang, 0.1.0\""
+                  Expect.stringContains sample reference "the sample references the package"
+                  let script = tmp.File "embed.fsx" (sample.Replace(reference, sprintf "#r \"nuget: Sde.Lang, %s\"" version))
+
+                  tmp.File
+                      "nuget.config"
+                      (sprintf "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<configuration>\n  <packageSources>\n    <add key=\"dsl-test\" value=\"%s\" />\n  </packageSources>\n</configuration>\n" feed)
+                  |> ignore
+
+                  let code, d = runIn tmp.Path "dotnet" [ "fsi"; script ]
+                  Expect.equal code 0 d
+                  Expect.isTrue (Regex.IsMatch(d, @"mean\(x\) = 0\.3\d+ ± 0\.0\d+")) d
+                  Expect.isTrue (Regex.IsMatch(d, @"d mean\(x\) / d theta = -0\.\d+ ± 0\.0\d+")) d
+              finally
+                  // the two packages this test put into the global cache
+                  for id in [ "sde.lang"; "sde.core" ] do
+                      try
+                          Directory.Delete(Path.Combine(cache, id, version), true)
+                      with _ ->
+                          ()
+          }
+
           test "Cli --threads 1 and --threads 2 give byte-identical results" {
               let run threads =
                   let args = [ "run"; "examples/lorenz96.sde"; "--json"; "--quiet"; "--paths"; "200"; "--threads"; threads ]
