@@ -7,9 +7,10 @@
 //   dotnet pack dsl/lang -c Release -o nupkg
 //   dotnet fsi samples/embed.fsx
 //
-// The `#i` line below names that folder, relative to this script. (tests/CliTests.fs packs to a
-// temporary folder and runs this script with the `#i` line pointing there.)
-// (no #i line: samples/nuget.config adds ../nupkg as a package source)
+// samples/nuget.config, beside this script, adds that folder (../nupkg) as a package source; a
+// script elsewhere names it with `#i "nuget: /absolute/path/to/nupkg"` before the `#r` (`#i` takes
+// no relative path). tests/CliTests.fs packs the library to a temporary folder under a version of
+// its own and runs this script there, with a nuget.config that names that folder.
 #r "nuget: Sde.Lang, 0.1.0"
 
 open Sde
