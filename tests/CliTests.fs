@@ -360,6 +360,53 @@ let tests =
               Expect.isTrue (Regex.IsMatch(out.Result, @"mean\(x\) = 0\.1\d+")) d
           }
 
+          test "Cli every complete file of docs/language.md checks" {
+              // the reference's examples must stay true: each fenced block that is a whole file
+              // (starts with `model Name {`, not the `<...>` template of the syntax) passes `dsl check`
+              let doc = File.ReadAllText(Path.Combine(repoRoot, "docs", "language.md"))
+              let blocks =
+                  Regex.Matches(doc, @"```\n(model [A-Za-z_][A-Za-z0-9_]* \{\n[\s\S]*?)```")
+                  |> Seq.map (fun m -> m.Groups[1].Value)
+                  |> Seq.filter (fun b -> not (b.Contains "\n  <"))
+                  |> List.ofSeq
+
+              Expect.isGreaterThanOrEqual blocks.Length 5 "the complete examples"
+              use tmp = new TempDir()
+
+              for b in blocks do
+                  let f = tmp.File "example.sde" b
+                  let o = dsl [ "check"; f ]
+                  Expect.equal o.Code 0 (describe [ "check"; b ] o)
+          }
+
+          test "Cli no machine paths and no links outside the repository in its text files" {
+              // the repository stands on its own: nothing may name a folder of one machine or the
+              // team's workshop next to the clone (the patterns are split so that this file passes)
+              let bad = Regex(String.Join("|", [ "/wo" + "rk/"; "/ho" + "me/"; "/tm" + "p/"; @"\.\./sha" + "red" ]))
+              let exts = set [ ".md"; ".fs"; ".fsx"; ".cs"; ".sh"; ".py"; ".c"; ".sde"; ".fsproj"; ".csproj"; ".props"; ".config"; ".json"; ".sln" ]
+              let skip = set [ "bin"; "obj"; ".git"; "out"; "TestResults"; "publish"; "artifacts" ]
+
+              let rec files (d: string) : string seq =
+                  seq {
+                      for f in Directory.GetFiles d do
+                          if exts.Contains(Path.GetExtension f) then yield f
+
+                      for sub in Directory.GetDirectories d do
+                          if not (skip.Contains(Path.GetFileName sub)) then yield! files sub
+                  }
+
+              let hits =
+                  files repoRoot
+                  |> Seq.collect (fun f ->
+                      File.ReadAllLines f
+                      |> Seq.mapi (fun i l -> i, l)
+                      |> Seq.filter (fun (_, l) -> bad.IsMatch l)
+                      |> Seq.map (fun (i, l) -> sprintf "%s:%d: %s" (Path.GetRelativePath(repoRoot, f)) (i + 1) (l.Trim())))
+                  |> List.ofSeq
+
+              Expect.isEmpty hits (String.Join("\n", hits))
+          }
+
           test "Cli the F# script samples/embed.fsx runs on the packed library (#r nuget)" {
               // pack Sde.Core and Sde.Lang (already built by the test project's reference) into a
               // temporary folder under a version of their own, so that no package left in the global
