@@ -4,7 +4,7 @@ namespace Sde.Core;
 
 public enum ResponseMethod
 {
-    /// <summary>Divergence-kernel recursion (estimators.md); likelihood ratio is α ≡ 1.</summary>
+    /// <summary>Divergence-kernel recursion (docs/estimators.md); likelihood ratio is α ≡ 1.</summary>
     DivergenceKernel,
     /// <summary>Tangent v_{n+1} = J_n v_n + χ_n; E[∇φ · v_N].</summary>
     Pathwise,

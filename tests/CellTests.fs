@@ -2,7 +2,7 @@
 /// mode × method) is either right — it agrees with central finite differences on the same random
 /// numbers, within 4.5 combined standard errors — or refused with a located error whose suggested
 /// methods are accepted for the same query (no suggestion goes in a circle). The expected refusals
-/// are written out here from the mathematics (estimators.md), independently of the driver's code.
+/// are written out here from the mathematics (docs/estimators.md), independently of the driver's code.
 module Sde.Tests.CellTests
 
 open System

@@ -362,6 +362,121 @@ let tests =
               Expect.isTrue (Regex.IsMatch(out.Result, @"mean\(x\) = 0\.1\d+")) d
           }
 
+          test "Cli every complete file of docs/language.md checks" {
+              // the reference's examples must stay true: each fenced block that is a whole file
+              // (starts with `model Name {`, not the `<...>` template of the syntax) passes `dsl check`
+              let doc = File.ReadAllText(Path.Combine(repoRoot, "docs", "language.md"))
+              let blocks =
+                  Regex.Matches(doc, @"```\n(model [A-Za-z_][A-Za-z0-9_]* \{\n[\s\S]*?)```")
+                  |> Seq.map (fun m -> m.Groups[1].Value)
+                  |> Seq.filter (fun b -> not (b.Contains "\n  <"))
+                  |> List.ofSeq
+
+              Expect.isGreaterThanOrEqual blocks.Length 5 "the complete examples"
+              use tmp = new TempDir()
+
+              for b in blocks do
+                  let f = tmp.File "example.sde" b
+                  let o = dsl [ "check"; f ]
+                  Expect.equal o.Code 0 (describe [ "check"; b ] o)
+          }
+
+          test "Cli no machine paths and no links outside the repository in its text files" {
+              // the repository stands on its own: nothing may name a folder of one machine or the
+              // team's workshop next to the clone (the patterns are split so that this file passes)
+              let bad = Regex(String.Join("|", [ "/wo" + "rk/"; "/ho" + "me/"; "/tm" + "p/"; @"\.\./sha" + "red" ]))
+              let exts = set [ ".md"; ".fs"; ".fsx"; ".cs"; ".sh"; ".py"; ".c"; ".sde"; ".fsproj"; ".csproj"; ".props"; ".config"; ".json"; ".sln" ]
+              let skip = set [ "bin"; "obj"; ".git"; "out"; "TestResults"; "publish"; "artifacts" ]
+
+              let rec files (d: string) : string seq =
+                  seq {
+                      for f in Directory.GetFiles d do
+                          if exts.Contains(Path.GetExtension f) then yield f
+
+                      for sub in Directory.GetDirectories d do
+                          if not (skip.Contains(Path.GetFileName sub)) then yield! files sub
+                  }
+
+              let hits =
+                  files repoRoot
+                  |> Seq.collect (fun f ->
+                      File.ReadAllLines f
+                      |> Seq.mapi (fun i l -> i, l)
+                      |> Seq.filter (fun (_, l) -> bad.IsMatch l)
+                      |> Seq.map (fun (i, l) -> sprintf "%s:%d: %s" (Path.GetRelativePath(repoRoot, f)) (i + 1) (l.Trim())))
+                  |> List.ofSeq
+
+              Expect.isEmpty hits (String.Join("\n", hits))
+          }
+
+          test "Cli the F# script samples/embed.fsx runs on the packed library (#r nuget)" {
+              // pack Sde.Core and Sde.Lang (already built by the test project's reference) into a
+              // temporary folder under a version of their own, so that no package left in the global
+              // NuGet cache by an earlier run can stand in for them; then run the sample script with
+              // that version and a nuget.config beside it that names the folder (the repository's
+              // samples/nuget.config names ../nupkg in the same way)
+              use tmp = new TempDir()
+              let feed = Path.Combine(tmp.Path, "feed")
+              let version = "0.0.0-test." + Guid.NewGuid().ToString("N").Substring(0, 12)
+
+              let runIn (cwd: string) (exe: string) (args: string list) =
+                  let psi = ProcessStartInfo(exe)
+                  args |> List.iter psi.ArgumentList.Add
+                  psi.WorkingDirectory <- cwd
+                  psi.RedirectStandardOutput <- true
+                  psi.RedirectStandardError <- true
+                  psi.UseShellExecute <- false
+                  psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] <- "1"
+                  psi.Environment["DOTNET_NOLOGO"] <- "1"
+                  use p = Process.Start psi
+                  let out = p.StandardOutput.ReadToEndAsync()
+                  let err = p.StandardError.ReadToEndAsync()
+
+                  if not (p.WaitForExit(TimeSpan.FromMinutes 4.0)) then
+                      p.Kill true
+                      failwithf "%s %s did not finish in 4 minutes" exe (String.Join(" ", args))
+
+                  p.ExitCode, sprintf "%s %s\nexit %d\n--- stdout\n%s\n--- stderr\n%s" exe (String.Join(" ", args)) p.ExitCode out.Result err.Result
+
+              let cache =
+                  match Environment.GetEnvironmentVariable "NUGET_PACKAGES" with
+                  | null
+                  | "" -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
+                  | p -> p
+
+              try
+                  for project in [ "core"; Path.Combine("dsl", "lang") ] do
+                      let code, d =
+                          runIn repoRoot "dotnet" [ "pack"; project; "--no-build"; "-c"; configuration; "-o"; feed; "-p:PackageVersion=" + version; "-nologo" ]
+
+                      Expect.equal code 0 d
+
+                  Expect.isTrue (File.Exists(Path.Combine(feed, sprintf "Sde.Lang.%s.nupkg" version))) "Sde.Lang packed"
+                  Expect.isTrue (File.Exists(Path.Combine(feed, sprintf "Sde.Core.%s.nupkg" version))) "Sde.Core packed"
+
+                  let sample = File.ReadAllText(Path.Combine(repoRoot, "samples", "embed.fsx"))
+                  let reference = "#r \"nuget: Sde.Lang, 0.1.0\""
+                  Expect.stringContains sample reference "the sample references the package"
+                  let script = tmp.File "embed.fsx" (sample.Replace(reference, sprintf "#r \"nuget: Sde.Lang, %s\"" version))
+
+                  tmp.File
+                      "nuget.config"
+                      (sprintf "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<configuration>\n  <packageSources>\n    <add key=\"dsl-test\" value=\"%s\" />\n  </packageSources>\n</configuration>\n" feed)
+                  |> ignore
+
+                  let code, d = runIn tmp.Path "dotnet" [ "fsi"; script ]
+                  Expect.equal code 0 d
+                  Expect.isTrue (Regex.IsMatch(d, @"mean\(x\) = 0\.3\d+ ± 0\.0\d+")) d
+                  Expect.isTrue (Regex.IsMatch(d, @"d mean\(x\) / d theta = -0\.\d+ ± 0\.0\d+")) d
+              finally
+                  // the two packages this test put into the global cache
+                  for id in [ "sde.lang"; "sde.core" ] do
+                      try
+                          Directory.Delete(Path.Combine(cache, id, version), true)
+                      with _ ->
+                          ()
+          }
+
           test "Cli --threads 1 and --threads 2 give byte-identical results" {
               let run threads =
                   let args = [ "run"; "examples/lorenz96.sde"; "--json"; "--quiet"; "--paths"; "200"; "--threads"; threads ]

@@ -130,7 +130,7 @@ type Huge =
         member _.Observe<'V when 'V : struct and 'V :> IVec and 'V : (new : unit -> 'V)>(_x: 'V, _t: float, _obs: 'V) = ()
 
 /// Noisy Lorenz-96, N = 40 (periodic), dx_i = ((x_{i+1} − x_{i−2}) x_{i−1} − x_i + F) dt + σ dW_i,
-/// x_i(0) = F + 0.01·[i = 0], as in /work/shared/peers/l96_em.c. Observables: x_0, mean of x_i².
+/// x_i(0) = F + 0.01·[i = 0], as in bench/peers/l96_em.c. Observables: x_0, mean of x_i².
 [<Struct>]
 type L96 =
     { F: float; Sigma: float }

@@ -1,4 +1,4 @@
-/// Renders a `RunReport` as the JSON of language.md ("Results") and as a plain-text table.
+/// Renders a `RunReport` as the JSON of docs/language.md (section 10, "JSON results") and as a plain-text table.
 module Sde.Lang.Output
 
 open System
@@ -118,7 +118,7 @@ let private writeSettings (w: Utf8JsonWriter) (s: SettingsReport) =
     w.WriteString("backend", s.Backend)
     w.WriteEndObject()
 
-/// The run as indented JSON in the shape of language.md, section "Results". Binned results also
+/// The run as indented JSON in the shape of docs/language.md, section 10 ("JSON results"). Binned results also
 /// carry `range` ([lo, hi]); densities carry `below`/`above` (samples outside the range); every
 /// result carries `count` (samples behind it). Non-finite numbers are written as null.
 let toJson (r: RunReport) : string =

@@ -1,4 +1,4 @@
-/// The results of a run, as the JSON of language.md describes them. Built by the driver from the
+/// The results of a run, as the JSON of docs/language.md describes them. Built by the driver from the
 /// engine's estimates; written as JSON, tables and plots by `Output`.
 module Sde.Lang.Report
 

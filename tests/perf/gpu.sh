@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # Device check for the CUDA backend, run on a machine with an NVIDIA GPU and no .NET, from the
-# repository root, with a self-contained build unpacked at $DSL (default /tmp/dsl/dsl):
+# repository root, with a self-contained build of the tool at $DSL (default publish/dsl/dsl):
 #   dotnet publish dsl/cli -c Release -r linux-x64 --self-contained -o publish/dsl
-#   tar czf dsl-publish.tgz -C publish dsl     (then, there: tar xzf dsl-publish.tgz -C /tmp)
+#   tar czf dsl-publish.tgz publish/dsl        (then, there, in the repository root: tar xzf dsl-publish.tgz)
 # 1. equivalence: `--backend cuda` against the CPU engine with the same (scalar) normals
 #    (DSL_SCALAR_NORMALS=1), on small runs of several examples, worst relative difference;
 # 2. throughput on the benchmark workload (Lorenz-96-40, 2000 steps): CUDA with 10^6 paths,
 #    the CPU engine (all cores of that machine) with 10^5 paths.
 set -u
-DSL="${DSL:-/tmp/dsl/dsl}"
-OUT="${OUT:-/tmp/gpu-out}"
+DSL="${DSL:-publish/dsl/dsl}"
+OUT="${OUT:-out/gpu}"
 mkdir -p "$OUT"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
 log="$OUT/gpu.log"
 say() { echo "$*" | tee -a "$log"; }
 say "== $(date -u +%F) $(nvidia-smi -L 2>/dev/null | head -1) ; $(nproc) CPU cores"
 say "== equivalence: cuda vs cpu (scalar normals), worst relative difference over every value and stderr"
 eq() { # NAME FILE ARGS...
     local name="$1" file="$2"; shift 2
-    DSL_SCALAR_NORMALS=1 "$DSL" run "$file" --backend cpu --json --quiet "$@" >"/tmp/cpu_$name.json" 2>>"$log" || { say "$name: cpu run failed"; return; }
-    "$DSL" run "$file" --backend cuda --json --quiet "$@" >"/tmp/cuda_$name.json" 2>>"$log" || { say "$name: cuda run failed"; return; }
-    say "$name: $(python3 tests/perf/compare_json.py "/tmp/cpu_$name.json" "/tmp/cuda_$name.json")"
+    DSL_SCALAR_NORMALS=1 "$DSL" run "$file" --backend cpu --json --quiet "$@" >"$tmp/cpu_$name.json" 2>>"$log" || { say "$name: cpu run failed"; return; }
+    "$DSL" run "$file" --backend cuda --json --quiet "$@" >"$tmp/cuda_$name.json" 2>>"$log" || { say "$name: cuda run failed"; return; }
+    say "$name: $(python3 tests/perf/compare_json.py "$tmp/cpu_$name.json" "$tmp/cuda_$name.json")"
 }
 eq ou examples/ou.sde --paths 4000
 eq gbm examples/gbm.sde --paths 4000
@@ -37,26 +39,26 @@ ou1() { # QUERY...: an OU file with these queries
     for q in "$@"; do printf '  %s\n' "$q"; done
     printf '}\n'
 }
-ou1 "d mean(x^2) / d theta with pathwise" >/tmp/t_ou_pw.sde
-ou1 "d mean(x^2) / d theta" "d density(x) / d theta on [-1, 3] bins 8 with divergence_kernel(alpha = 0.5)" "d mean(x) / d theta with likelihood_ratio" >/tmp/t_ou_dk.sde
-ou1 "d mean(x^2) / d theta" "d mean(x^2) / d sigma" "d mean(x) / d sigma with pathwise" >/tmp/t_ou_two.sde
-eq tangent_ou_pathwise_theta /tmp/t_ou_pw.sde
-eq tangent_ou_dk_theta /tmp/t_ou_dk.sde
-eq tangent_ou_theta_sigma /tmp/t_ou_two.sde
+ou1 "d mean(x^2) / d theta with pathwise" >$tmp/t_ou_pw.sde
+ou1 "d mean(x^2) / d theta" "d density(x) / d theta on [-1, 3] bins 8 with divergence_kernel(alpha = 0.5)" "d mean(x) / d theta with likelihood_ratio" >$tmp/t_ou_dk.sde
+ou1 "d mean(x^2) / d theta" "d mean(x^2) / d sigma" "d mean(x) / d sigma with pathwise" >$tmp/t_ou_two.sde
+eq tangent_ou_pathwise_theta $tmp/t_ou_pw.sde
+eq tangent_ou_dk_theta $tmp/t_ou_dk.sde
+eq tangent_ou_theta_sigma $tmp/t_ou_two.sde
 for m in exact first_order iterative; do
-    sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with divergence_kernel(mode = $m)|" tests/perf/l96_bench.sde >/tmp/t_l96_$m.sde
-    eq tangent_l96_$m /tmp/t_l96_$m.sde --paths 64 --T 1
+    sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with divergence_kernel(mode = $m)|" tests/perf/l96_bench.sde >$tmp/t_l96_$m.sde
+    eq tangent_l96_$m $tmp/t_l96_$m.sde --paths 64 --T 1
 done
-sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with pathwise|" tests/perf/l96_bench.sde >/tmp/t_l96_pw.sde
-eq tangent_l96_pathwise /tmp/t_l96_pw.sde --paths 64 --T 1
+sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with pathwise|" tests/perf/l96_bench.sde >$tmp/t_l96_pw.sde
+eq tangent_l96_pathwise $tmp/t_l96_pw.sde --paths 64 --T 1
 unset DSL_CUDA_TANGENT
 say "== throughput, tests/perf/l96_bench.sde (N = 40, dt = 0.005, 2000 steps)"
 rate() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["timing"]["path_steps_per_second"], d["timing"]["seconds"], d["sets"][0]["results"][0]["value"])' "$1"; }
 for p in 100000 1000000; do
-    "$DSL" run tests/perf/l96_bench.sde --backend cuda --json --quiet --paths $p >/tmp/b_cuda_$p.json 2>>"$log" && say "cuda  paths=$p: path-steps/s, seconds, mean x0 = $(rate /tmp/b_cuda_$p.json)"
+    "$DSL" run tests/perf/l96_bench.sde --backend cuda --json --quiet --paths $p >$tmp/b_cuda_$p.json 2>>"$log" && say "cuda  paths=$p: path-steps/s, seconds, mean x0 = $(rate $tmp/b_cuda_$p.json)"
 done
-"$DSL" run tests/perf/l96_bench.sde --backend cpu --json --quiet --paths 100000 >/tmp/b_cpu.json 2>>"$log" && say "cpu   paths=100000: path-steps/s, seconds, mean x0 = $(rate /tmp/b_cpu.json)"
-sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with divergence_kernel(mode = first_order)|" tests/perf/l96_bench.sde >/tmp/b_dk.sde
-"$DSL" run /tmp/b_dk.sde --backend cuda --json --quiet --paths 100000 >/tmp/b_dk_cuda.json 2>>"$log" && say "cuda  DK first_order paths=100000: $(rate /tmp/b_dk_cuda.json)"
-"$DSL" run /tmp/b_dk.sde --backend cpu --json --quiet --paths 10000 >/tmp/b_dk_cpu.json 2>>"$log" && say "cpu   DK first_order paths=10000: $(rate /tmp/b_dk_cpu.json)"
+"$DSL" run tests/perf/l96_bench.sde --backend cpu --json --quiet --paths 100000 >$tmp/b_cpu.json 2>>"$log" && say "cpu   paths=100000: path-steps/s, seconds, mean x0 = $(rate $tmp/b_cpu.json)"
+sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with divergence_kernel(mode = first_order)|" tests/perf/l96_bench.sde >$tmp/b_dk.sde
+"$DSL" run $tmp/b_dk.sde --backend cuda --json --quiet --paths 100000 >$tmp/b_dk_cuda.json 2>>"$log" && say "cuda  DK first_order paths=100000: $(rate $tmp/b_dk_cuda.json)"
+"$DSL" run $tmp/b_dk.sde --backend cpu --json --quiet --paths 10000 >$tmp/b_dk_cpu.json 2>>"$log" && say "cpu   DK first_order paths=10000: $(rate $tmp/b_dk_cpu.json)"
 say "== done"

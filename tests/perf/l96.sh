@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: the engine (`dsl run --json`) against the peers of /work/shared/peers on
-# the same noisy Lorenz-96 workload (N = 40, 4000 paths, 2000 steps; tests/perf/l96_bench.sde).
-# Builds the CLI in Release and the C peers with the commands of the peers' README; installs
-# nothing (the numpy peer runs only if /usr/bin/python3 has numpy). Prints the median
-# path-steps/s of each and the ratio engine/peer.
+# Side-by-side benchmark: the engine (`dsl run --json`) against the peers in bench/peers (plain C,
+# SIMD C, numpy) on the same noisy Lorenz-96 workload (N = 40, 4000 paths, 2000 steps;
+# tests/perf/l96_bench.sde). Builds the CLI in Release and the C peers with the commands of
+# bench/peers/README.md; installs nothing (the numpy peer runs only if python3 has numpy).
+# Prints the median path-steps/s of each and the ratio engine/peer.
 #
-#   tests/perf/l96.sh [REPS]        (default 3; PEERS=/path/to/peers overrides the peers folder)
+#   tests/perf/l96.sh [REPS]        (default 3)
+#   environment: PEERS (peer sources, default bench/peers), PATHS and STEPS (default 4000, 2000),
+#   RPATHS (paths of the response-cost runs, default 200), PYTHON (default python3)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 reps="${1:-3}"
-peers="${PEERS:-$root/../shared/peers}"
-[ -d "$peers" ] || peers=/work/shared/peers
-paths=4000
-steps=2000
+peers="${PEERS:-$root/bench/peers}"
+paths="${PATHS:-4000}"
+steps="${STEPS:-2000}"
+horizon="$(awk -v s="$steps" 'BEGIN { print s * 0.005 }')"
+python="${PYTHON:-python3}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
@@ -25,7 +28,7 @@ gcc -O3 -march=native -fopenmp -o "$tmp/l96_em" "$peers/l96_em.c" -lm
 gcc -O3 -march=native -ffast-math -fopenmp -o "$tmp/l96_simd" "$peers/l96_em_simd.c" -lm
 
 names=(engine c_plain c_simd)
-if /usr/bin/python3 -c 'import numpy' >/dev/null 2>&1; then
+if "$python" -c 'import numpy' >/dev/null 2>&1; then
     names+=(numpy)
     have_numpy=1
 else
@@ -36,13 +39,13 @@ fi
 measure() {
     case "$1" in
     engine)
-        dotnet "$dll" run tests/perf/l96_bench.sde --json --quiet --paths "$paths" --T 10 --dt 0.005 >"$tmp/engine.json"
-        /usr/bin/env python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["timing"]["path_steps_per_second"])' "$tmp/engine.json" 2>/dev/null ||
+        dotnet "$dll" run tests/perf/l96_bench.sde --json --quiet --paths "$paths" --T "$horizon" --dt 0.005 >"$tmp/engine.json"
+        python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["timing"]["path_steps_per_second"])' "$tmp/engine.json" 2>/dev/null ||
             grep -o '"path_steps_per_second": *[0-9.eE+-]*' "$tmp/engine.json" | sed 's/.*: *//'
         ;;
     c_plain) "$tmp/l96_em" "$paths" "$steps" 40 | awk '$1 == "path_steps_per_s" { print $2 }' ;;
     c_simd) "$tmp/l96_simd" "$paths" "$steps" 40 | awk '$1 == "path_steps_per_s" { print $2 }' ;;
-    numpy) /usr/bin/python3 "$peers/l96_numpy.py" "$paths" "$steps" 40 | awk '$1 == "path_steps_per_s" { print $2 }' ;;
+    numpy) "$python" "$peers/l96_numpy.py" "$paths" "$steps" 40 | awk '$1 == "path_steps_per_s" { print $2 }' ;;
     esac
 }
 
@@ -68,7 +71,7 @@ for n in "${names[@]}"; do
     printf '%-10s %22.4e %14s\n' "$n" "$m" "$ratio"
 done
 if [ "$have_numpy" = 0 ]; then
-    echo "numpy: skipped (/usr/bin/python3 has no numpy; Debian's python3-numpy provides it; nothing is installed here)"
+    echo "numpy: skipped ($python has no numpy; Debian's python3-numpy provides it; set PYTHON to another interpreter; nothing is installed here)"
 fi
 
 # --- The cost of a response: path-steps/s of the engine with one `d mean(x[0]) / d F` query per DK
@@ -77,7 +80,7 @@ rpaths="${RPATHS:-200}"
 echo
 echo "== response cost on the same workload ($rpaths paths x $steps steps), $reps repetitions each"
 sim_rate() { # FILE: prints path-steps/s of one run
-    dotnet "$dll" run "$1" --json --quiet --paths "$rpaths" --T 10 --dt 0.005 >"$tmp/r.json"
+    dotnet "$dll" run "$1" --json --quiet --paths "$rpaths" --T "$horizon" --dt 0.005 >"$tmp/r.json"
     grep -o '"path_steps_per_second": *[0-9.eE+-]*' "$tmp/r.json" | sed 's/.*: *//'
 }
 with_query() { # QUERY: writes a copy of the benchmark model with that query
