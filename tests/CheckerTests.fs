@@ -73,6 +73,7 @@ let private malformed: (string * string * int * int * string) list =
       "empty density range", ou "  d x = dt + dW" + "query { density(x) on [1, 1] bins 3 }\n", 6, 24, "a < b"
       "window past T", ou "  d x = dt + dW" + "query { mean(x) over [0, 5] }\n", 6, 9, "after the final time"
       "response to an unknown param", ou "  d x = dt + dW" + "query { d mean(x) / d G }\n", 6, 9, "unknown param 'G'"
+      "over with stationary (the over window was silently unused)", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(x) / d F over [0, 1] stationary window 0.5 }\n", 7, 31, "stationary response averages over [burnin, T]"
       "rate and alpha together", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(x) / d F with divergence_kernel(rate = 1, alpha = 0.5) }\n", 7, 48, "either rate or alpha"
       "bad mode", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(x) / d F with divergence_kernel(mode = fast) }\n", 7, 48, "unknown mode 'fast'"
       "unknown method", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(x) / d F with pathwize }\n", 7, 30, "did you mean 'pathwise'?"

@@ -1306,6 +1306,13 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                     // decision (it knows the noise and the inits, and names the methods that can)
                     checkMethod consts m
 
+            // a stationary response averages over [burnin, T]: an `over` window with it was silently unused
+            let stR =
+                match w, st with
+                | Some win, Some _ ->
+                    fail win.T0.Pos "a stationary response averages over [burnin, T]; set 'burnin' in simulate instead of an 'over' window"
+                | _ -> stR
+
             map3
                 (fun (t, o) (i, s) cm -> QResponse(t, i, o, s, cm))
                 (map2 (fun a b -> a, b) (target t) (over w))
