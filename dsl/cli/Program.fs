@@ -90,7 +90,7 @@ type SlurmArgs =
     | Cpus of n: int
     | Mem of size: string
     | Out of dir: string
-    | [<CustomCommandLine("--sbatch-arg")>] Sbatch_Arg of arg: string
+    | [<CustomCommandLine("--sbatch-arg"); EqualsAssignmentOrSpaced>] Sbatch_Arg of arg: string
     | Submit
     | Set of assignment: string
     | Params of name: string
