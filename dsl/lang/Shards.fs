@@ -374,7 +374,8 @@ let runShard (p: Program) (h: Header) (opts: RunOptions) (dir: string) (force: b
     Directory.CreateDirectory dir |> ignore
     let partial = Path.Combine(dir, fileName h.Shard)
 
-    if not force && isComplete h partial then
+    // (a shard killed between its two renames has its partial file but no manifest: rerun it)
+    if not force && isComplete h partial && File.Exists(Path.Combine(dir, manifestName h.Shard)) then
         Skipped partial
     else
         let sums, seconds = Driver.runShard p opts h.Range
