@@ -55,6 +55,14 @@ public static class LyapunovEngine
     /// </summary>
     public static LyapunovResult Run<TModel>(in TModel model, TangentStructure st, RunSettings s, int k, double burnin, bool logDet)
         where TModel : struct, ISdeTangentModel
+        => RunPartial(model, st, s, k, burnin, logDet).ToResult();
+
+    /// <summary>
+    /// Runs paths FirstPath .. FirstPath + Paths − 1 and returns their exact sums, to be merged with those
+    /// of other path ranges (<see cref="LyapunovAccumulators.Merge"/>) before <see cref="LyapunovAccumulators.ToResult"/>.
+    /// </summary>
+    public static LyapunovAccumulators RunPartial<TModel>(in TModel model, TangentStructure st, RunSettings s, int k, double burnin, bool logDet)
+        where TModel : struct, ISdeTangentModel
     {
         ArgumentNullException.ThrowIfNull(st);
         long steps = Engine.CheckSettings(s);
@@ -71,16 +79,72 @@ public static class LyapunovEngine
             (wk, gp) => wk.RunPath(gp));
 
         // merge exactly: k exponents and the log-det rate, sums and sums of squares
-        var sum = new ExactSum[k + 1]; var sum2 = new ExactSum[k + 1];
-        for (int c = 0; c <= k; c++) { sum[c] = new ExactSum(); sum2[c] = new ExactSum(); }
-        long paths = 0;
+        var acc = LyapunovAccumulators.Create(k, logDet);
         foreach (var w in workers)
         {
-            for (int c = 0; c <= k; c++) { sum[c].Add(w.S[c]); sum2[c].Add(w.S2[c]); }
-            paths += w.Paths;
+            for (int c = 0; c <= k; c++) { acc.Sum[c].Add(w.S[c]); acc.Sum2[c].Add(w.S2[c]); }
+            acc.Paths += w.Paths;
         }
         s.Progress?.Invoke(1.0);
-        return LyapunovResult.FromSums(sum, sum2, k, logDet, paths);
+        return acc;
+    }
+}
+
+/// <summary>
+/// The Lyapunov engine's exact sums over some paths (per-path exponents 0..k−1 and, at index k, the
+/// log-det rate; sums and sums of squares): merging those of disjoint path ranges in any order gives
+/// the same bits as one run.
+/// </summary>
+public sealed class LyapunovAccumulators
+{
+    internal readonly ExactSum[] Sum, Sum2;
+    public int K { get; }
+    public bool LogDet { get; }
+    public long Paths { get; internal set; }
+
+    LyapunovAccumulators(int k, bool logDet)
+    {
+        K = k; LogDet = logDet;
+        Sum = new ExactSum[k + 1]; Sum2 = new ExactSum[k + 1];
+        for (int c = 0; c <= k; c++) { Sum[c] = new ExactSum(); Sum2[c] = new ExactSum(); }
+    }
+
+    /// <summary>Empty sums for the top <paramref name="k"/> exponents (to merge shards into).</summary>
+    public static LyapunovAccumulators Create(int k, bool logDet)
+    {
+        if (k < 1) throw new ArgumentException($"the number of exponents must be positive (got {k})");
+        return new LyapunovAccumulators(k, logDet);
+    }
+
+    public void Merge(LyapunovAccumulators other)
+    {
+        if (other.K != K || other.LogDet != LogDet)
+            throw new ArgumentException("Lyapunov sums of different runs (k or the log-det flag differ) cannot be merged");
+        for (int c = 0; c <= K; c++) { Sum[c].Add(other.Sum[c]); Sum2[c].Add(other.Sum2[c]); }
+        Paths += other.Paths;
+    }
+
+    /// <summary>Rounds the exact sums into exponents with standard errors (once, at the end).</summary>
+    public LyapunovResult ToResult() => LyapunovResult.FromSums(Sum, Sum2, K, LogDet, Paths);
+
+    /// <summary>"LSUM": the format tag of the Lyapunov sums.</summary>
+    const int FormatTag = 0x4D55534C;
+
+    public void Write(BinaryWriter w)
+    {
+        w.Write(FormatTag); w.Write(K); w.Write(LogDet); w.Write(Paths);
+        for (int c = 0; c <= K; c++) { Sum[c].Write(w); Sum2[c].Write(w); }
+    }
+
+    /// <summary>Reads what <see cref="Write"/> wrote; <paramref name="k"/> and <paramref name="logDet"/> must match.</summary>
+    public static LyapunovAccumulators Read(BinaryReader r, int k, bool logDet)
+    {
+        if (r.ReadInt32() != FormatTag) throw new InvalidDataException("not Lyapunov sums of this version");
+        if (r.ReadInt32() != k || r.ReadBoolean() != logDet) throw new InvalidDataException("the Lyapunov sums were written for another query");
+        var a = Create(k, logDet);
+        a.Paths = r.ReadInt64();
+        for (int c = 0; c <= k; c++) { a.Sum[c].Add(ExactSum.Read(r)); a.Sum2[c].Add(ExactSum.Read(r)); }
+        return a;
     }
 }
 
@@ -212,8 +276,20 @@ public interface ILyapunovRunner
     LyapunovResult Run(object model, TangentStructure structure, RunSettings settings, int k, double burnin, bool logDet);
 }
 
-public sealed class LyapunovRunner<TModel> : ILyapunovRunner where TModel : struct, ISdeTangentModel
+/// <summary>The CPU Lyapunov engine's exact sums over a path range (sharded runs).</summary>
+public interface ILyapunovPartialRunner
 {
+    LyapunovAccumulators RunPartial(object model, TangentStructure structure, RunSettings settings, int k, double burnin, bool logDet);
+}
+
+public sealed class LyapunovRunner<TModel> : ILyapunovRunner, ILyapunovPartialRunner where TModel : struct, ISdeTangentModel
+{
+    public LyapunovAccumulators RunPartial(object model, TangentStructure structure, RunSettings settings, int k, double burnin, bool logDet)
+    {
+        var m = (TModel)model;
+        return LyapunovEngine.RunPartial(in m, structure, settings, k, burnin, logDet);
+    }
+
     public LyapunovResult Run(object model, TangentStructure structure, RunSettings settings, int k, double burnin, bool logDet)
     {
         var m = (TModel)model;

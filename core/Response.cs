@@ -84,6 +84,14 @@ public static class ResponseEngine
 {
     public static Estimate[] Run<TModel>(in TModel model, TModel[] variants, TangentStructure st, RunSettings s, ResponsePlan[] plans)
         where TModel : struct, ISdeTangentModel
+        => RunPartial(model, variants, st, s, plans).ToEstimates();
+
+    /// <summary>
+    /// Runs paths FirstPath .. FirstPath + Paths − 1 and returns their exact sums, to be merged with those
+    /// of other path ranges (<see cref="ResponseAccumulators.Merge"/>) before <see cref="ResponseAccumulators.ToEstimates"/>.
+    /// </summary>
+    public static ResponseAccumulators RunPartial<TModel>(in TModel model, TModel[] variants, TangentStructure st, RunSettings s, ResponsePlan[] plans)
+        where TModel : struct, ISdeTangentModel
     {
         long steps = s.Steps;
         if (s.Paths < 1 || steps < 1) throw new ArgumentException("a response run needs at least one path and one step");
@@ -97,10 +105,9 @@ public static class ResponseEngine
         TModel m0 = model;
         int lanes = ResponseLanes<TModel>.LaneCount(setup);
         var sets = PathBlocks.RunBlocks(s, 64, lanes, "response", () => new ResponseLanes<TModel>(m0, variants, setup), (ls, first, count, fail) => ls.RunBlock(first, count, fail));
-        var total = new Sums(plans);
-        long paths = 0;
-        foreach (var w in sets.SelectMany(l => l.Lanes)) { total.Merge(w.Sums); paths += w.Paths; }
-        return total.ToEstimates(plans, paths);
+        var total = ResponseAccumulators.Create(plans);
+        foreach (var w in sets.SelectMany(l => l.Lanes)) { total.Sums.Merge(w.Sums); total.Paths += w.Paths; }
+        return total;
     }
 
     /// <summary>Exact per-plan sums of the per-path samples and their squares (per bin for densities).</summary>
@@ -203,6 +210,35 @@ public static class ResponseEngine
                 SB[i].Add(o.SB[i]); SBB[i].Add(o.SBB[i]); SB4[i].Add(o.SB4[i]);
                 if (o.MaxBB[i] > MaxBB[i]) MaxBB[i] = o.MaxBB[i];
                 Below[i] += o.Below[i]; Above[i] += o.Above[i]; NonFinite[i] += o.NonFinite[i];
+            }
+        }
+
+        /// <summary>Bins per plan (1 for a mean): the shape that Merge, Write and Read require to agree.</summary>
+        public int BinsOf(int plan) => S[plan].Length;
+
+        public void Write(BinaryWriter w)
+        {
+            w.Write(S.Length);
+            for (int i = 0; i < S.Length; i++)
+            {
+                w.Write(S[i].Length);
+                for (int b = 0; b < S[i].Length; b++) { S[i][b].Write(w); S2[i][b].Write(w); SAB[i][b].Write(w); SC[i][b].Write(w); }
+                SB[i].Write(w); SBB[i].Write(w); SB4[i].Write(w);
+                w.Write(MaxBB[i]); w.Write(Below[i]); w.Write(Above[i]); w.Write(NonFinite[i]);
+            }
+        }
+
+        /// <summary>Overwrites these sums (of the same plans) with what <see cref="Write"/> wrote.</summary>
+        public void Read(BinaryReader r)
+        {
+            if (r.ReadInt32() != S.Length) throw new InvalidDataException("the response sums were written for other queries");
+            static void Load(ExactSum dst, BinaryReader r) { dst.Clear(); dst.Add(ExactSum.Read(r)); }
+            for (int i = 0; i < S.Length; i++)
+            {
+                if (r.ReadInt32() != S[i].Length) throw new InvalidDataException($"response query {i}: the bin count differs");
+                for (int b = 0; b < S[i].Length; b++) { Load(S[i][b], r); Load(S2[i][b], r); Load(SAB[i][b], r); Load(SC[i][b], r); }
+                Load(SB[i], r); Load(SBB[i], r); Load(SB4[i], r);
+                MaxBB[i] = r.ReadDouble(); Below[i] = r.ReadInt64(); Above[i] = r.ReadInt64(); NonFinite[i] = r.ReadInt64();
             }
         }
 
@@ -426,5 +462,61 @@ public static class ResponseEngine
             long perPlan = Plans.Sum(p => (long)(p.Kind == EstimateKind.Density ? p.Bins : 1) * 3 + (p.StationaryWindow > 0 ? (long)Math.Round(p.StationaryWindow / Dt) + 2 : 0));
             return 8 * (dense + noise + perPlan + 16 * d + (long)NParams * 4 * d + St.HRow.Length + St.JRow.Length * 2) + (1 << 16);
         }
+    }
+}
+
+/// <summary>
+/// The response engine's exact sums over some paths (a thread, or a shard of a run on another
+/// machine). Every field is an exact sum, a count or a maximum, so merging the sums of disjoint path
+/// ranges in any order gives the same bits as one run over all of them.
+/// </summary>
+public sealed class ResponseAccumulators
+{
+    internal readonly ResponseEngine.Sums Sums;
+    readonly ResponsePlan[] _plans;
+    /// <summary>Number of paths accumulated.</summary>
+    public long Paths { get; internal set; }
+
+    ResponseAccumulators(ResponsePlan[] plans) { _plans = plans; Sums = new ResponseEngine.Sums(plans); }
+
+    /// <summary>Empty sums for <paramref name="plans"/> (to merge shards into).</summary>
+    public static ResponseAccumulators Create(ResponsePlan[] plans)
+    {
+        ArgumentNullException.ThrowIfNull(plans);
+        return new ResponseAccumulators(plans);
+    }
+
+    /// <summary>Adds <paramref name="other"/> (paths disjoint from ours, same plans) exactly.</summary>
+    public void Merge(ResponseAccumulators other)
+    {
+        if (other._plans.Length != _plans.Length)
+            throw new ArgumentException("response sums of different runs (the queries differ) cannot be merged");
+        for (int i = 0; i < _plans.Length; i++)
+            if (other.Sums.BinsOf(i) != Sums.BinsOf(i)) throw new ArgumentException($"response query {i} differs between the sums being merged");
+        Sums.Merge(other.Sums);
+        Paths += other.Paths;
+    }
+
+    /// <summary>Rounds the exact sums into estimates (once, at the end).</summary>
+    public Estimate[] ToEstimates() => Sums.ToEstimates(_plans, Paths);
+
+    /// <summary>"RSUM": the format tag of the response sums.</summary>
+    const int FormatTag = 0x4D555352;
+
+    public void Write(BinaryWriter w)
+    {
+        w.Write(FormatTag);
+        w.Write(Paths);
+        Sums.Write(w);
+    }
+
+    /// <summary>Reads what <see cref="Write"/> wrote, for the same <paramref name="plans"/>.</summary>
+    public static ResponseAccumulators Read(BinaryReader r, ResponsePlan[] plans)
+    {
+        if (r.ReadInt32() != FormatTag) throw new InvalidDataException("not response sums of this version");
+        var a = Create(plans);
+        a.Paths = r.ReadInt64();
+        a.Sums.Read(r);
+        return a;
     }
 }

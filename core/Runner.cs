@@ -17,8 +17,28 @@ public interface IGrowthRunner
     CovectorGrowthResult CovectorGrowth(object model, TangentStructure structure, RunSettings settings);
 }
 
-public sealed class ModelRunner<TModel> : IModelRunner, IGrowthRunner where TModel : struct, ISdeTangentModel
+/// <summary>The CPU engines' exact sums over a path range (sharded runs, merged later bit for bit).</summary>
+public interface IPartialRunner
 {
+    Accumulators RunPartial(object model, RunSettings settings, QueryPlan[] plans);
+    ResponseAccumulators RunResponsesPartial(object model, object[] variants, TangentStructure structure, RunSettings settings, ResponsePlan[] plans);
+}
+
+public sealed class ModelRunner<TModel> : IModelRunner, IGrowthRunner, IPartialRunner where TModel : struct, ISdeTangentModel
+{
+    public Accumulators RunPartial(object model, RunSettings settings, QueryPlan[] plans)
+    {
+        var m = (TModel)model;
+        return Engine.RunPartial(in m, settings, plans);
+    }
+
+    public ResponseAccumulators RunResponsesPartial(object model, object[] variants, TangentStructure structure, RunSettings settings, ResponsePlan[] plans)
+    {
+        var m = (TModel)model;
+        var vs = Array.ConvertAll(variants, v => (TModel)v);
+        return ResponseEngine.RunPartial(in m, vs, structure, settings, plans);
+    }
+
     public CovectorGrowthResult CovectorGrowth(object model, TangentStructure structure, RunSettings settings)
     {
         var m = (TModel)model;

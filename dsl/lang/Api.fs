@@ -31,7 +31,8 @@ type CompiledProgram internal (program: Driver.Program) =
     member _.Dimension = program.Compiled.Ir.Dim
     /// The simulation settings in force (the file's, after overrides).
     member _.Settings = program.File.Settings
-    member internal _.Program = program
+    /// The driver's program (the plans behind the queries; used by sharded runs).
+    member _.Program = program
 
     /// Simulate and answer every query for every parameter set.
     /// `backend`: "cpu" (default), "ilgpu-cpu", "cuda" or "auto" (CUDA when a device is present, else cpu).

@@ -524,6 +524,134 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
                |> List.map (fun (pl, e) -> weightWarning pl e dt measured)
            | None -> []) }
 
+/// A range of path numbers, the same in every parameter set: paths First .. First + Count − 1 (a shard).
+type PathRange = { First: int64; Count: int64 }
+
+/// One parameter set's exact sums over a path range (the CPU engines), to be merged with those of
+/// the other ranges before they are rounded into estimates (see `reportOfSums`).
+type SetSums =
+    { Plain: Accumulators option
+      Responses: ResponseAccumulators option
+      Lyapunov: LyapunovAccumulators option
+      /// The covector growth measured for the adaptive schedule (None when no plan needs it): it is
+      /// measured on paths of its own (2^47 + p), so every shard finds the same bits.
+      Growth: CovectorGrowthResult option }
+
+/// The plans of a program by engine.
+let plainPlans (p: Program) =
+    p.Jobs |> List.choose (fun (_, j) -> match j with PlainJob plan -> Some plan | _ -> None) |> List.toArray
+
+let responsePlans (p: Program) =
+    p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
+
+/// The largest k of the `lyapunov(k)` queries (one run serves them all), 0 when there is none.
+let lyapunovK (p: Program) =
+    p.Jobs |> List.fold (fun acc (_, j) -> match j with LyapunovJob k -> max acc k | _ -> acc) 0
+
+/// log|det J| (dense LU per step) only when the full spectrum is asked: its sum identity.
+let lyapunovLogDet (p: Program) = lyapunovK p = p.Compiled.Ir.Dim
+
+let private settingsOf (p: Program) (range: PathRange) (t: float) (threads: int) (progress: (float -> unit) option) =
+    let s = p.File.Settings
+    RunSettings(
+        Paths = range.Count, FirstPath = range.First, Dt = s.Dt, T = t, Seed = s.Seed, Threads = threads,
+        Progress = (match progress with Some f -> Action<float>(f) | None -> null)
+    )
+
+/// The base model of a set and its finite-difference twins.
+let private instances (p: Program) (values: float[]) =
+    let baseModel = p.Compiled.Instance values
+
+    let variants =
+        p.Variants
+        |> List.map (fun v ->
+            let vs = Array.copy values
+            vs[v.Param] <- vs[v.Param] + v.Shift
+            p.Compiled.Instance vs)
+        |> List.toArray
+
+    baseModel, variants
+
+/// The covector growth rate of each set's model (the adaptive default schedule), measured on demand:
+/// untimed, deterministic (its own paths of the run's seed, one thread), whatever the path range.
+let private growthMeasures (p: Program) =
+    let s = p.File.Settings
+    p.File.Sets
+    |> List.map (fun set ->
+        lazy
+            (let bm, _ = instances p set.Values
+             ModelRunner.CovectorGrowth(p.Compiled.Type, bm, p.Compiled.Structure, settingsOf p { First = 0L; Count = s.Paths } s.T 1 None)))
+    |> List.toArray
+
+/// Does a plan need the measured rate?
+let private anyAdaptive (p: Program) = responsePlans p |> Array.exists (fun pl -> pl.AdaptiveRate)
+
+/// The response plans of a set, with its measured rate in the adaptive ones.
+let private withRates (responses: ResponsePlan[]) (growth: CovectorGrowthResult option) =
+    match growth with
+    | Some g ->
+        let r = CovectorGrowth.RateFor g
+        responses |> Array.map (fun pl -> if pl.AdaptiveRate then pl.WithRate r else pl)
+    | None -> responses
+
+/// The report from each set's estimates (plain, responses, Lyapunov): one code path for a run and
+/// for a merge of shards, so that the two give the same JSON.
+let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
+                     (estimates: (Estimate[] * Estimate[] * LyapunovResult option) list) (seconds: float) : RunReport =
+    let s = p.File.Settings
+    let responses = responsePlans p
+    let ignoreRate () = nan
+
+    let reports =
+        List.zip p.File.Sets estimates
+        |> List.mapi (fun i (set, (pe, re, le)) ->
+            let mutable pi = 0
+            let mutable ri = 0
+            let used = withRates responses growth[i]
+            let measured () = CovectorGrowth.RateFor(growthOf[i].Force())
+
+            let results =
+                p.Jobs
+                |> List.map (fun (q, job) ->
+                    match job with
+                    | PlainJob _ ->
+                        pi <- pi + 1
+                        outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
+                    | ResponseJob (plans, _, _, _) ->
+                        let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
+                        let pls = [ for k in 0 .. plans.Length - 1 -> used[ri + k] ]
+                        ri <- ri + plans.Length
+                        let o = outcomeOf q job pls s.Dt measured ests
+                        if pls.Head.AdaptiveRate then { o with CovectorGrowth = growth[i] |> Option.map (fun g -> g.Rate) } else o
+                    | AlignmentJob _ ->
+                        ri <- ri + 1
+                        outcomeOf q job [ used[ri - 1] ] s.Dt measured [ re[ri - 1] ]
+                    | LyapunovJob k ->
+                        let r = Option.get le
+                        let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
+                        outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
+                                                   Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
+                                                   StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ])
+
+            { Name = set.Name
+              Params = List.zip (p.File.Model.Params |> List.map (fun q -> q.Name)) (Array.toList set.Values)
+              Results = results })
+
+    let steps = float (RunSettings(Dt = s.Dt, T = s.T).Steps)
+
+    { Model = p.File.Model.Name
+      Source = p.Source
+      Settings =
+        { Paths = s.Paths
+          Dt = s.Dt
+          T = s.T
+          Seed = s.Seed
+          Scheme = s.Scheme
+          Backend = backend }
+      Sets = reports
+      Seconds = seconds
+      PathStepsPerSecond = float s.Paths * steps * float (List.length p.File.Sets) / max seconds 1e-9 }
+
 /// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
 let run (p: Program) (opts: RunOptions) : RunReport =
     let s = p.File.Settings
@@ -554,7 +682,6 @@ let run (p: Program) (opts: RunOptions) : RunReport =
              | "cuda" when not gpuCanRunAll -> "cpu"
              | b -> b)
         else opts.Backend
-    let opts = { opts with Backend = backend }
 
     let runner =
         match backend with
@@ -581,80 +708,36 @@ let run (p: Program) (opts: RunOptions) : RunReport =
             Gpu.GpuRunner.For(p.Compiled.Type, Gpu.GpuRunner.Parse backend)
         | _ -> ModelRunner.For p.Compiled.Type
 
-    let plain =
-        p.Jobs |> List.choose (fun (_, j) -> match j with PlainJob plan -> Some plan | _ -> None) |> List.toArray
-
-    let responses =
-        p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
-
-    let lyapunovK =
-        p.Jobs |> List.fold (fun acc (_, j) -> match j with LyapunovJob k -> max acc k | _ -> acc) 0
-
+    let plain = plainPlans p
+    let responses = responsePlans p
+    let lyapunovK = lyapunovK p
     let sets = p.File.Sets
     let nSets = List.length sets
     let engines = (if plain.Length > 0 then 1 else 0) + (if responses.Length > 0 then 1 else 0) + (if lyapunovK > 0 then 1 else 0)
+    let all = { First = 0L; Count = s.Paths }
 
-    let settings (paths: int64) (t: float) (threads: int) (progress: (float -> unit) option) =
-        RunSettings(
-            Paths = paths, Dt = s.Dt, T = t, Seed = s.Seed, Threads = threads,
-            Progress = (match progress with Some f -> Action<float>(f) | None -> null)
-        )
-
-    let instances (values: float[]) =
-        let baseModel = p.Compiled.Instance values
-
-        let variants =
-            p.Variants
-            |> List.map (fun v ->
-                let vs = Array.copy values
-                vs[v.Param] <- vs[v.Param] + v.Shift
-                p.Compiled.Instance vs)
-            |> List.toArray
-
-        baseModel, variants
-
-    // the adaptive default schedule: the covector growth rate of each set's model, measured before the
-    // run (untimed, deterministic: its own paths of the run's seed), and the plans with that rate
-    let anyAdaptive = responses |> Array.exists (fun pl -> pl.AdaptiveRate)
-
-    let growthOf =
-        sets
-        |> List.map (fun set ->
-            lazy
-                (let bm, _ = instances set.Values
-                 ModelRunner.CovectorGrowth(p.Compiled.Type, bm, p.Compiled.Structure, settings s.Paths s.T 1 None)))
-        |> List.toArray
-
+    let growthOf = growthMeasures p
     // measured now, outside the timing, when a plan needs it; otherwise only if a warning asks for it
-    let growth = growthOf |> Array.map (fun g -> if anyAdaptive then Some(g.Force()) else None)
+    let growth = growthOf |> Array.map (fun g -> if anyAdaptive p then Some(g.Force()) else None)
 
-    let responsesOf (i: int) =
-        match growth[i] with
-        | Some g ->
-            let r = CovectorGrowth.RateFor g
-            responses |> Array.map (fun pl -> if pl.AdaptiveRate then pl.WithRate r else pl)
-        | None -> responses
-
-    let runSet (i: int) (values: float[]) (paths: int64) (t: float) (threads: int) (progress: bool) =
-        let bm, vs = instances values
-        let responses = responsesOf i
+    let runSet (i: int) (values: float[]) (range: PathRange) (t: float) (threads: int) (progress: bool) =
+        let bm, vs = instances p values
+        let responses = withRates responses growth[i]
 
         let prog k =
             if progress then
                 opts.Progress |> Option.map (fun f -> fun x -> f ((float (i * engines + k) + x) / float (nSets * engines)))
             else None
 
-        let pe = if plain.Length > 0 then runner.Run(bm, settings paths t threads (prog 0), plain) else [||]
+        let pe = if plain.Length > 0 then runner.Run(bm, settingsOf p range t threads (prog 0), plain) else [||]
 
         let re =
             if responses.Length > 0 then
-                runner.RunResponses(bm, vs, p.Compiled.Structure, settings paths t threads (prog (engines - 1)), responses)
+                runner.RunResponses(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), responses)
             else [||]
 
         let le =
             if lyapunovK > 0 then
-                // log|det J| (dense LU per step) only when the full spectrum is asked: its sum identity
-                let logDet = lyapunovK = p.Compiled.Ir.Dim
                 let ly =
                     match backend with
                     | "ilgpu-cpu"
@@ -663,66 +746,70 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                 // the JIT warm-up (progress = false) needs only a few steps past the burn-in, not the whole run
                 // (on the grid: the engine takes whole numbers of steps only)
                 let t = if progress then t else min t ((ceil (s.Burnin / s.Dt - 1e-9) + 10.0) * s.Dt)
-                Some(ly.Run(bm, p.Compiled.Structure, settings paths t threads (prog (engines - 1)), lyapunovK, s.Burnin, logDet))
+                Some(ly.Run(bm, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), lyapunovK, s.Burnin, lyapunovLogDet p))
             else None
 
         pe, re, le
 
-    let ignoreRate () = nan
-
     // JIT warm-up on a couple of paths, outside the timing
     // (a blow-up there is left to the run itself, whose message counts the paths asked for, not these two)
-    (try runSet 0 (List.head sets).Values 2L s.T 1 false |> ignore with :? SimulationFailedException -> ())
+    (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } s.T 1 false |> ignore with :? SimulationFailedException -> ())
     let sw = Stopwatch.StartNew()
+    let estimates = sets |> List.mapi (fun i set -> runSet i set.Values all s.T opts.Threads true)
+    assemble p backend growth growthOf estimates sw.Elapsed.TotalSeconds
 
-    let reports =
-        sets
-        |> List.mapi (fun i set ->
-            let pe, re, le = runSet i set.Values s.Paths s.T opts.Threads true
-            let mutable pi = 0
-            let mutable ri = 0
-            let used = responsesOf i
-            let measured () = CovectorGrowth.RateFor(growthOf[i].Force())
+/// Run paths `range` of every parameter set on the CPU engines and return their exact sums (a shard
+/// of a run; `reportOfSums` turns the merged sums of all shards into the run's report, bit for bit)
+/// and the simulation's seconds. Path p draws the same numbers as path p of the whole run: the Philox
+/// streams are keyed by the global path number.
+let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list * float =
+    let s = p.File.Settings
+    let runner = ModelRunner.For p.Compiled.Type :?> IPartialRunner
+    let ly = LyapunovRunner.For p.Compiled.Type :?> ILyapunovPartialRunner
+    let plain = plainPlans p
+    let responses = responsePlans p
+    let k = lyapunovK p
+    let sets = p.File.Sets
+    let nSets = List.length sets
+    let engines = (if plain.Length > 0 then 1 else 0) + (if responses.Length > 0 then 1 else 0) + (if k > 0 then 1 else 0)
+    let growthOf = growthMeasures p
+    let growth = growthOf |> Array.map (fun g -> if anyAdaptive p then Some(g.Force()) else None)
 
-            let results =
-                p.Jobs
-                |> List.map (fun (q, job) ->
-                    match job with
-                    | PlainJob _ ->
-                        pi <- pi + 1
-                        outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
-                    | ResponseJob (plans, _, _, _) ->
-                        let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
-                        let pls = [ for k in 0 .. plans.Length - 1 -> used[ri + k] ]
-                        ri <- ri + plans.Length
-                        let o = outcomeOf q job pls s.Dt measured ests
-                        if pls.Head.AdaptiveRate then { o with CovectorGrowth = growth[i] |> Option.map (fun g -> g.Rate) } else o
-                    | AlignmentJob _ ->
-                        ri <- ri + 1
-                        outcomeOf q job [ used[ri - 1] ] s.Dt measured [ re[ri - 1] ]
-                    | LyapunovJob k ->
-                        let r = Option.get le
-                        let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
-                        outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
-                                                   Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
-                                                   StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ])
+    let runSet (i: int) (values: float[]) (range: PathRange) (t: float) (threads: int) (progress: bool) =
+        let bm, vs = instances p values
 
-            { Name = set.Name
-              Params = List.zip (p.File.Model.Params |> List.map (fun q -> q.Name)) (Array.toList set.Values)
-              Results = results })
+        let prog e =
+            if progress then
+                opts.Progress |> Option.map (fun f -> fun x -> f ((float (i * engines + e) + x) / float (nSets * engines)))
+            else None
 
-    let seconds = sw.Elapsed.TotalSeconds
-    let steps = float (RunSettings(Dt = s.Dt, T = s.T).Steps)
+        { Plain = (if plain.Length > 0 then Some(runner.RunPartial(bm, settingsOf p range t threads (prog 0), plain)) else None)
+          Responses =
+            if responses.Length > 0 then
+                Some(runner.RunResponsesPartial(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), withRates responses growth[i]))
+            else None
+          Lyapunov =
+            if k > 0 then
+                let t = if progress then t else min t ((ceil (s.Burnin / s.Dt - 1e-9) + 10.0) * s.Dt)
+                Some(ly.RunPartial(bm, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), k, s.Burnin, lyapunovLogDet p))
+            else None
+          Growth = growth[i] }
 
-    { Model = p.File.Model.Name
-      Source = p.Source
-      Settings =
-        { Paths = s.Paths
-          Dt = s.Dt
-          T = s.T
-          Seed = s.Seed
-          Scheme = s.Scheme
-          Backend = opts.Backend }
-      Sets = reports
-      Seconds = seconds
-      PathStepsPerSecond = float s.Paths * steps * float nSets / max seconds 1e-9 }
+    (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } s.T 1 false |> ignore with :? SimulationFailedException -> ())
+    let sw = Stopwatch.StartNew()
+    let sums = sets |> List.mapi (fun i set -> runSet i set.Values range s.T opts.Threads true)
+    sums, sw.Elapsed.TotalSeconds
+
+/// The report of the merged sums of every shard (the CPU engines'), as `run` would have given it.
+let reportOfSums (p: Program) (sums: SetSums list) (seconds: float) : RunReport =
+    let growthOf = growthMeasures p
+    let growth = sums |> List.map (fun s -> s.Growth) |> List.toArray
+
+    let estimates =
+        sums
+        |> List.map (fun s ->
+            (s.Plain |> Option.map (fun a -> a.ToEstimates()) |> Option.defaultValue [||]),
+            (s.Responses |> Option.map (fun a -> a.ToEstimates()) |> Option.defaultValue [||]),
+            (s.Lyapunov |> Option.map (fun a -> a.ToResult())))
+
+    assemble p "cpu" growth growthOf estimates seconds
