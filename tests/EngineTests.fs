@@ -364,6 +364,7 @@ let engineSequenced =
                 GC.GetAllocatedBytesForCurrentThread() - before
             run 100L 10 |> ignore // JIT
             run 100L 1000 |> ignore
+            run 10000L 10 |> ignore // tiered JIT's re-compilations of the path loop happen here, not in the measurement
             let a10 = run 100L 10
             let a1000 = run 100L 1000
             let p10k = run 10000L 10

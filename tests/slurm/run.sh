@@ -39,7 +39,7 @@ if [[ ! -f $dll ]]; then
   dotnet build "$root/dsl/cli/dsl.fsproj" -c Release -v q >/dev/null
 fi
 
-work="$(mktemp -d /tmp/dsl-slurm.XXXXXX)"
+work="$(mktemp -d -t dsl-slurm.XXXXXX)"
 chmod 755 "$work"
 pids=()
 cleanup() {
