@@ -185,7 +185,14 @@ let private twinDomainErrors (cf: CheckedFile) : Diagnostic list =
           | _ -> () ]
 
 /// Compile a checked file: lower the model, collect the observables, plan every query.
-let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
+let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
+    // lowering, the derivatives and the emitter recurse on the expressions: on a large stack
+    try
+        Frontend.onLargeStack (fun () -> prepareHere source cf)
+    with ex ->
+        Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
+
+and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     try
         let m = cf.Model
         let ir = Lower.lowerModel m
@@ -381,7 +388,7 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
         | QLyapunov _ | QAlignment _ -> None
 
     let why =
-        match observable |> Option.map (partialOps >> List.distinct) with
+        match observable |> Option.map (fun e -> Frontend.onLargeStack (fun () -> partialOps e |> List.distinct)) with
         | Some (_ :: _ as ops) -> sprintf " (probably %s)" (String.Join(", or ", ops))
         | _ -> ""
 

@@ -77,8 +77,28 @@ let rec private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym =
     | CExpr.Time -> time
     | CExpr.IndexValue ix -> num (float (evalIndex env ix))
     | CExpr.Neg a -> neg (go a)
-    | CExpr.Add (a, b) -> add (go a) (go b)
-    | CExpr.Sub (a, b) -> sub (go a) (go b)
+    | CExpr.Add _
+    | CExpr.Sub _ ->
+        // a chain a + b - c + ...: its terms gathered down the left spine without recursion and
+        // summed at once (n binary additions would copy the growing sum n times)
+        let terms = Collections.Generic.List<Sym>()
+        let mutable node = e
+        let mutable going = true
+
+        while going do
+            match node with
+            | CExpr.Add (a, b) ->
+                terms.Add(go b)
+                node <- a
+            | CExpr.Sub (a, b) ->
+                terms.Add(neg (go b))
+                node <- a
+            | first ->
+                terms.Add(go first)
+                going <- false
+
+        terms.Reverse()
+        sumAll terms
     | CExpr.Mul (a, b) -> mul (go a) (go b)
     | CExpr.Div (a, b) -> div (go a) (go b)
     | CExpr.Power (a, b) -> pow (go a) (go b)
@@ -89,9 +109,9 @@ let rec private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym =
     | CExpr.Func (f, [ a ]) -> unary (unaryOf f) (go a)
     | CExpr.Func (f, args) -> failwithf "function %A with %d arguments" f args.Length
     | CExpr.IfThen (c, a, b) -> select (lowerCond m env c) (go a) (go b)
-    | CExpr.SumOver (v, n, body) -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> List.fold add zero
+    | CExpr.SumOver (v, n, body) -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
     | CExpr.AvgOver (v, n, body) ->
-        let s = [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> List.fold add zero
+        let s = [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
         mul (num (1.0 / float n)) s
 
 and private lowerCond (m: CheckedModel) (env: Env) (c: CCond) : Sym =
