@@ -65,12 +65,11 @@ let keywords = set [ "if"; "then"; "else"; "and"; "or"; "not"; "inf" ]
 /// A name of at most `maxIdent` characters; a longer one is an error at its start.
 let private identRaw: P<string> =
     fun stream ->
-        let start = stream.State
         let p = { Line = int stream.Line; Col = int stream.Column }
         let r = (many1Satisfy2L isIdStart isIdChar "name") stream
 
         if r.Status = Ok && r.Result.Length > maxIdent then
-            stream.BacktrackTo start
+            // fatal, after the name (a label such as "expression" would replace an error at its start)
             Reply(FatalError, messageError (atPos p (sprintf "name of %d characters; names are at most %d characters long" r.Result.Length maxIdent)))
         else
             r
