@@ -142,6 +142,13 @@ let private linear =
             Expect.equal (Ir.show (Ir.derivative (Ir.State 0) e)) "1000*x0^999" "one term"
             Expect.equal (Ir.show (Ir.mul (Ir.mul (Ir.state 0) (Ir.state 1)) (Ir.powi (Ir.state 0) 2))) "x0^3*x1" "x*y*x^2"
         }
+        test "folded exponents never wrap round an int: ((x^64)^64)... six times is not x^0" {
+            let e = List.fold (fun acc _ -> Ir.pow acc (Ir.num 64.0)) (Ir.state 0) [ 1..6 ]
+            let leaf op = match op with Ir.State _ -> 2.0 | _ -> nan
+            Expect.equal (Ir.eval leaf e) infinity "2^(2^36)"
+            let sq = List.fold (fun acc _ -> Ir.mul acc acc) (Ir.state 0) [ 1..40 ]
+            Expect.equal (Ir.eval leaf sq) infinity "x^(2^40) by squaring"
+        }
         test "an observable sum(i, sum(j, x[i] * x[j])) at N = 200 compiles quickly (was 54 s) and is right" {
             let src = file "S" "  const N = 200\n  state x[N]\n  init x[i] = i\n  d x[i] = 0 dt" "mean(sum(i, sum(j, x[i] * x[j])))"
             let p = compiles "sum of sums" src

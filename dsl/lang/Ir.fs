@@ -136,6 +136,10 @@ let add (a: Sym) (b: Sym) = sumAll [ a; b ]
 
 let sub a b = add a (neg b)
 
+/// Largest integer exponent that powers are folded into ((x^a)^b is x^(ab), x^a x^b is x^(a+b)):
+/// beyond it the node stays nested, and no exponent wraps round an int.
+let maxExponent = 1_000_000L
+
 /// The factors of a product with repeated ones as one positive integer power (`x*x*x` is `x^3`,
 /// `x^2*x` is `x^3`), in the order of their first occurrence: a product of n equal factors stays
 /// one node whose derivatives have one term, not n (and n² for the second derivative). `fa` and
@@ -157,6 +161,8 @@ let private collectPowers (fa: Sym list) (fb: Sym list) =
         for f in fb do
             let b, n = baseOf f
             let i = bases.FindIndex(fun (b0, _) -> b0.Hash = b.Hash && b0 = b)
+
+            let i = if i >= 0 && int64 (snd bases[i]) + int64 n <= maxExponent then i else -1
 
             if i >= 0 then
                 let b0, m = bases[i]
@@ -213,7 +219,7 @@ let rec powi (a: Sym) (n: int) =
     | _, 0 -> one
     | x, 1 -> x
     | NumV v, n -> num (Math.Pow(v, float n))
-    | { Op = PowI m; Args = [ x ] }, n -> powi x (m * n)
+    | { Op = PowI m; Args = [ x ] }, n when abs (int64 m * int64 n) <= maxExponent -> powi x (m * n)
     | x, n -> mk (PowI n) [ x ]
 
 let pow (a: Sym) (b: Sym) =
