@@ -1523,11 +1523,92 @@ let depthError (f: File) : Diagnostic option =
 let private sortDiags (ds: Diagnostic list) =
     ds |> List.distinctBy (fun d -> d.Pos.Line, d.Pos.Col, d.Message) |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
 
+/// Most scalar operations a file may expand to: equations and inits unrolled over their index, and
+/// `sum`/`avg` over their range (a sum of sums over 10^3 states is 10^6 terms; one more level is
+/// 10^9, which no compile would finish). Lorenz-96 at the 10^6-state limit is about 1.1 * 10^7.
+let maxExpandedSize = 20_000_000L
+
+let rec private expandedSize (e: CExpr) : float =
+    match e with
+    | Const _
+    | CExpr.Param _
+    | StateRef _
+    | Time
+    | IndexValue _ -> 1.0
+    | CExpr.Neg a -> 1.0 + expandedSize a
+    | Add(a, b)
+    | Sub(a, b)
+    | Mul(a, b)
+    | Div(a, b)
+    | Power(a, b) -> 1.0 + expandedSize a + expandedSize b
+    | Func(_, args) -> 1.0 + List.sumBy expandedSize args
+    | IfThen(c, a, b) -> 1.0 + condSize c + expandedSize a + expandedSize b
+    | SumOver(_, n, body)
+    | AvgOver(_, n, body) -> 1.0 + float n * expandedSize body
+
+and private condSize (c: CCond) : float =
+    match c with
+    | CCmp(_, a, b) -> 1.0 + expandedSize a + expandedSize b
+    | CAnd(a, b)
+    | COr(a, b) -> 1.0 + condSize a + condSize b
+    | CNot a -> 1.0 + condSize a
+
+/// The first equation, init or query at which the expanded size passes `maxExpandedSize`.
+let private expansionError (cf: CheckedFile) : Diagnostic option =
+    let m = cf.Model
+    let instances (s: int) = float m.States[s].Size
+
+    let targetSize t =
+        match t with
+        | TMean e
+        | TDensity(e, _, _, _) -> expandedSize e
+
+    let items =
+        [ for eq in m.Equations -> eq.Pos, (fun () -> instances eq.State * (expandedSize eq.Drift + (eq.Noise |> List.sumBy (fun n -> expandedSize n.Coeff))))
+          for ini in m.Inits ->
+              ini.Pos,
+              (fun () ->
+                  instances ini.State
+                  * (match ini.Kind with
+                     | Deterministic e -> expandedSize e
+                     | Normal(a, b)
+                     | Uniform(a, b) -> expandedSize a + expandedSize b))
+          for q in cf.Queries ->
+              q.Pos,
+              (fun () ->
+                  match q.Query with
+                  | QPlain(t, _)
+                  | QResponse(t, _, _, _, _) -> targetSize t
+                  | QLyapunov _
+                  | QAlignment _ -> 0.0) ]
+
+    let rec go (total: float) items =
+        match items with
+        | [] -> None
+        | (p, size: unit -> float) :: rest ->
+            let total = total + size ()
+
+            if total > float maxExpandedSize then
+                Some
+                    { Pos = p
+                      Message =
+                        sprintf "the model expands to %s scalar operations up to here (equations and inits unrolled over their index, sum and avg over their range); at most %d" (shortNumber total) maxExpandedSize }
+            else
+                go total rest
+
+    go 0.0 items
+
 /// Checks a parsed file.
 let rec check (f: File) : Result<CheckedFile, Diagnostic list> =
     match depthError f with
     | Some d -> Error [ d ]
-    | None -> checkShallow f
+    | None ->
+        match checkShallow f with
+        | Ok cf ->
+            match expansionError cf with
+            | Some d -> Error [ d ]
+            | None -> Ok cf
+        | errors -> errors
 
 and private checkShallow (f: File) : Result<CheckedFile, Diagnostic list> =
     let models = f.Items |> List.choose (function ModelBlock m -> Some m | _ -> None)

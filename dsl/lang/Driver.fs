@@ -341,8 +341,9 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                   Variants = List.ofSeq variants
                   Source = source }
         | errs -> Error errs
-    with ex ->
-        Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
+    with
+    | Tangent.TooManyDerivatives m -> Error [ { Pos = cf.Model.Pos; Message = m } ]
+    | ex -> Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
 
 /// The operations of an observable that give NaN or ±∞ on a finite state: the likely causes of
 /// its non-finite samples, for the warning.

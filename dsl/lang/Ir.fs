@@ -325,11 +325,48 @@ let stateDeps (e: Sym) =
 let rec hasSelect (e: Sym) =
     e.Op = Select || List.exists hasSelect e.Args
 
-/// Symbolic derivative ∂e/∂v for a leaf v (State k, Param i, Noise l, Time). Memoised on shared
-/// subtrees. `if` differentiates branchwise (the condition is piecewise constant); abs, min and max
-/// take the one-sided derivative that is almost everywhere correct.
-let derivative (v: Op) (e: Sym) : Sym =
+/// For each sum node (by reference), the indices of its terms that mention each state component:
+/// shared by the derivatives of one expression in every component, so that ∂/∂x_k of a sum of n
+/// terms visits the terms with x_k only (a dense coupling `sum(j, x[j])` in n equations otherwise
+/// costs n³).
+type SumIndex = Collections.Generic.Dictionary<Sym, Sym[] * Collections.Generic.Dictionary<int, Collections.Generic.List<int>>>
+
+let newSumIndex () : SumIndex = SumIndex(HashIdentity.Reference)
+
+/// Sums with fewer terms are differentiated term by term.
+let private indexedSumTerms = 16
+
+let private derivativeWith (index: SumIndex) (v: Op) (e: Sym) : Sym =
     let memo = Collections.Generic.Dictionary<Sym, Sym>(HashIdentity.Structural)
+
+    // the terms of a sum node that mention x_k, in order (None for a short sum)
+    let termsOf (sumNode: Sym) (k: int) : Sym list option =
+        let entry =
+            match index.TryGetValue sumNode with
+            | true, entry -> Some entry
+            | _ ->
+                let args = List.toArray sumNode.Args
+
+                if args.Length < indexedSumTerms then
+                    None
+                else
+                    let m = Collections.Generic.Dictionary<int, Collections.Generic.List<int>>()
+
+                    args
+                    |> Array.iteri (fun i t ->
+                        for s in stateDeps t do
+                            match m.TryGetValue s with
+                            | true, l -> l.Add i
+                            | _ -> m[s] <- Collections.Generic.List<int>([ i ]))
+
+                    index[sumNode] <- (args, m)
+                    Some(args, m)
+
+        entry
+        |> Option.map (fun (args, m) ->
+            match m.TryGetValue k with
+            | true, l -> [ for i in l -> args[i] ]
+            | _ -> [])
 
     // A subtree without v differentiates to exactly `zero` bottom-up (every rule below returns
     // `zero` when its operands' derivatives are zero), so no separate search for v is needed: the
@@ -348,7 +385,14 @@ let derivative (v: Op) (e: Sym) : Sym =
     and dRaw (e: Sym) : Sym =
         match e.Op, e.Args with
         | (Cmp _ | And | Or | Not), _ -> zero
-        | Add, xs -> xs |> List.map d |> sumAll
+        | Add, xs ->
+            // the terms without x_k differentiate to zero, which the sum drops: skip them
+            let terms =
+                match v with
+                | State k -> termsOf e k |> Option.defaultValue xs
+                | _ -> xs
+
+            terms |> List.map d |> sumAll
         | Mul, xs ->
             // product rule over n factors
             let ds = List.map d xs
@@ -403,29 +447,21 @@ let derivative (v: Op) (e: Sym) : Sym =
 
     d e
 
+/// Symbolic derivative ∂e/∂v for a leaf v (State k, Param i, Noise l, Time). Memoised on shared
+/// subtrees. `if` differentiates branchwise (the condition is piecewise constant); abs, min and max
+/// take the one-sided derivative that is almost everywhere correct.
+let derivative (v: Op) (e: Sym) : Sym = derivativeWith (newSumIndex ()) v e
+
 /// ∂e/∂x_k for every state component k that e depends on, in increasing k, structural zeros
-/// dropped. The derivative of a sum by x_k is taken over the terms that mention x_k only, so the
-/// gradient of a sum of n terms costs about n times the states per term, not n times the states.
+/// dropped. The derivatives share one index of the sums' terms by state, so the derivative of a
+/// sum by x_k visits the terms that mention x_k only: the gradient of a sum of n terms costs about
+/// n times the states per term, not n times the states.
 let stateGradient (e: Sym) : (int * Sym) list =
-    match e.Op with
-    | Add ->
-        let byState = Collections.Generic.Dictionary<int, Collections.Generic.List<Sym>>()
+    let index = newSumIndex ()
 
-        for term in e.Args do
-            for k in stateDeps term do
-                match byState.TryGetValue k with
-                | true, ts -> ts.Add term
-                | _ -> byState[k] <- Collections.Generic.List<Sym>([ term ])
-
-        [ for k in byState.Keys |> Seq.sort do
-              let ts = byState[k]
-              let part = if ts.Count = 1 then ts[0] else mk Add (List.ofSeq ts)
-              let d = derivative (State k) part
-              if not (isZero d) then k, d ]
-    | _ ->
-        [ for k in stateDeps e do
-              let d = derivative (State k) e
-              if not (isZero d) then k, d ]
+    [ for k in stateDeps e do
+          let d = derivativeWith index (State k) e
+          if not (isZero d) then k, d ]
 
 /// Substitute leaves (e.g. a parameter by a constant) and re-simplify.
 let rec substitute (f: Op -> Sym option) (e: Sym) : Sym =

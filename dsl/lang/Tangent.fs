@@ -34,7 +34,21 @@ type TangentIr =
       AdditiveNoise: bool
       InitHasScore: bool }
 
+/// Most structural non-zeros of the step's Jacobian, and most entries of its state derivatives (the
+/// Hessian terms): a dense nonlinear coupling over n states has n² and n³ of them, which no compile
+/// of n = 1000 would finish.
+let maxDerivativeEntries = 10_000_000L
+
+/// A model whose derivatives would pass `maxDerivativeEntries` (the message says which).
+exception TooManyDerivatives of string
+
+let private checkEntries (what: string) (count: int64) =
+    if count > maxDerivativeEntries then
+        raise (TooManyDerivatives(sprintf "the %s has at least %d entries; at most %d (a dense nonlinear coupling of n states has n^2 Jacobian and n^3 Hessian entries)" what count maxDerivativeEntries))
+
 let private jacobianOf (rows: Sym[]) : Sparse =
+    checkEntries "Jacobian of the step" (rows |> Array.sumBy (fun r -> int64 (stateDeps r).Length))
+
     [ for i in 0 .. rows.Length - 1 do
           for j, d in stateGradient rows[i] -> i, j, d ]
 
@@ -42,6 +56,20 @@ let private jacobianOf (rows: Sym[]) : Sparse =
 let build (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : TangentIr =
     let step = stepExpressions ir
     let j = jacobianOf step
+
+    // counted with an early stop: each count costs about the entries it finds
+    let hessianEntries =
+        let mutable n = 0L
+        let mutable rest = j
+
+        while n <= maxDerivativeEntries && not rest.IsEmpty do
+            let (_, _, v) = rest.Head
+            n <- n + int64 (stateDeps v).Length
+            rest <- rest.Tail
+
+        n
+
+    checkEntries "state derivative of the Jacobian (the Hessian terms)" hessianEntries
 
     let hessian =
         [ for (i, c, v) in j do
