@@ -184,6 +184,11 @@ let private linear =
             for k, d in Ir.stateGradient sum do
                 Expect.equal d (byTerms k) (sprintf "d/dx%d" k)
         }
+        test "a chain of 8,000 divisions compiles quickly (its derivatives rebuilt equal subtrees that the emitter compared whole: 14 s)" {
+            let chain = "x" + String.replicate 8000 "/x"
+            let p = compiles "8000 divisions" (file "V" ("  state x\n  brownian W\n  init x = 1\n  d x = -(" + chain + ") dt + dW") "mean(x)")
+            Expect.equal p.Dimension 1 "compiled"
+        }
         test "10,000 consts compile quickly (was 45 s)" {
             let consts = String.Join("", [ for k in 0..9999 -> sprintf "  const c%d = %d\n" k k ])
             compiles "10000 consts" (file "C" (consts + "  state x\n  brownian W\n  d x = -c9999 * x dt + dW") "mean(x)")

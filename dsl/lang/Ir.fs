@@ -463,6 +463,34 @@ let stateGradient (e: Sym) : (int * Sym) list =
           let d = derivativeWith index (State k) e
           if not (isZero d) then k, d ]
 
+/// The same expressions with structurally equal subtrees made one object (hash-consing, no
+/// re-simplification). Derivatives rebuild equal subtrees as distinct objects, and comparing two of
+/// them walks both whole (a chain of divisions made the emitter's tables quadratic and worse);
+/// after sharing, equal subtrees compare by reference.
+let shareAll (roots: Sym list) : Sym list =
+    let byRef = Collections.Generic.Dictionary<Sym, Sym>(HashIdentity.Reference)
+    let table = Collections.Generic.Dictionary<Sym, Sym>(HashIdentity.Structural)
+
+    let rec canon (e: Sym) : Sym =
+        match byRef.TryGetValue e with
+        | true, c -> c
+        | _ ->
+            let args = List.map canon e.Args
+            let same = List.forall2 (fun (a: Sym) (b: Sym) -> Object.ReferenceEquals(a, b)) args e.Args
+            let candidate = if same then e else { e with Args = args }
+
+            let c =
+                match table.TryGetValue candidate with
+                | true, c -> c
+                | _ ->
+                    table[candidate] <- candidate
+                    candidate
+
+            byRef[e] <- c
+            c
+
+    List.map canon roots
+
 /// Substitute leaves (e.g. a parameter by a constant) and re-simplify.
 let rec substitute (f: Op -> Sym option) (e: Sym) : Sym =
     match e.Args with
