@@ -649,8 +649,10 @@ type private Decls =
       Params: ParamInfo list
       ParamCount: int
       States: StateInfo list
+      StateCount: int
       StateDim: int
       Brownians: BrownianInfo list
+      BrownianCount: int
       NoiseDim: int
       Names: Map<string, Entity * Pos> }
 
@@ -758,7 +760,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                 else
                     sz, serrs
 
-            let d1, errs = declare (d, List.rev serrs @ errs) n p (EState(List.length d.States))
+            let d1, errs = declare (d, List.rev serrs @ errs) n p (EState d.StateCount)
 
             let info =
                 { Name = n
@@ -768,7 +770,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                   Offset = d.StateDim
                   Pos = p }
 
-            (if d.Names.ContainsKey n then d1 else { d1 with States = info :: d.States; StateDim = d.StateDim + sz }), errs
+            (if d.Names.ContainsKey n then d1 else { d1 with States = info :: d.States; StateCount = d.StateCount + 1; StateDim = d.StateDim + sz }), errs
         | BrownianDecl(n, size, p) ->
             let sz, serrs =
                 match sizeOf d size with
@@ -781,7 +783,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                 else
                     sz, serrs
 
-            let d1, errs = declare (d, List.rev serrs @ errs) n p (EBrownian(List.length d.Brownians))
+            let d1, errs = declare (d, List.rev serrs @ errs) n p (EBrownian d.BrownianCount)
 
             let info: BrownianInfo =
                 { Name = n
@@ -790,7 +792,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                   Offset = d.NoiseDim
                   Pos = p }
 
-            (if d.Names.ContainsKey n then d1 else { d1 with Brownians = info :: d.Brownians; NoiseDim = d.NoiseDim + sz }), errs
+            (if d.Names.ContainsKey n then d1 else { d1 with Brownians = info :: d.Brownians; BrownianCount = d.BrownianCount + 1; NoiseDim = d.NoiseDim + sz }), errs
         | InitDecl _
         | Equation _ -> d, errs
 
@@ -800,8 +802,10 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
           Params = []
           ParamCount = 0
           States = []
+          StateCount = 0
           StateDim = 0
           Brownians = []
+          BrownianCount = 0
           NoiseDim = 0
           Names = Map.empty }
 
@@ -916,7 +920,7 @@ let private checkModel (m: Model) : R<CheckedModel> =
             | (_, first) :: rest ->
                 rest
                 |> List.map (fun (_, p) ->
-                    { Pos = p; Message = sprintf "a second %s for '%s' (the first is at %O); remove one" what d.States[s].Name first })
+                    { Pos = p; Message = sprintf "a second %s for '%s' (the first is at %O); remove one" what (List.item s d.States).Name first })
             | [] -> [])
 
     let stateOf name =
@@ -930,10 +934,12 @@ let private checkModel (m: Model) : R<CheckedModel> =
     let initStates =
         m.Items |> List.choose (function InitDecl(n, _, _, p) -> stateOf n |> Option.map (fun s -> s, p) | _ -> None)
 
+    let eqStateSet = eqStates |> List.map fst |> Set.ofList
+
     let missing =
         d.States
         |> List.indexed
-        |> List.filter (fun (i, _) -> not (List.exists (fun (s, _) -> s = i) eqStates))
+        |> List.filter (fun (i, _) -> not (eqStateSet.Contains i))
         |> List.map (fun (_, st) ->
             { Pos = st.Pos
               Message =
@@ -950,10 +956,13 @@ let private checkModel (m: Model) : R<CheckedModel> =
     if not errs.IsEmpty then
         Error errs
     else
+        // the first init of each state
+        let firstInit = okInits |> List.rev |> List.fold (fun (acc: Map<int, CInit>) c -> acc.Add(c.State, c)) Map.empty
+
         let allInits =
             d.States
             |> List.mapi (fun i st ->
-                match okInits |> List.tryFind (fun c -> c.State = i) with
+                match firstInit.TryFind i with
                 | Some c -> c
                 | None ->
                     { State = i
@@ -1563,7 +1572,8 @@ and private condSize (c: CCond) : float =
 /// The first equation, init or query at which the expanded size passes `maxExpandedSize`.
 let private expansionError (cf: CheckedFile) : Diagnostic option =
     let m = cf.Model
-    let instances (s: int) = float m.States[s].Size
+    let states = List.toArray m.States
+    let instances (s: int) = float states[s].Size
 
     let targetSize t =
         match t with

@@ -45,9 +45,15 @@ let rec evalIndex (env: Env) (e: IExpr) : int64 =
 
 let private wrap (n: int) (i: int64) = int (((i % int64 n) + int64 n) % int64 n)
 
+/// The model's states as an array, made once per model (indexing the list was linear per
+/// reference: quadratic with thousands of states).
+let private statesOf =
+    let cache = Runtime.CompilerServices.ConditionalWeakTable<StateInfo list, StateInfo[]>()
+    fun (m: CheckedModel) -> cache.GetValue(m.States, fun l -> List.toArray l)
+
 /// Engine component of `state[index]`.
 let componentOf (m: CheckedModel) (env: Env) (s: int) (index: IExpr) : int =
-    let st = m.States[s]
+    let st = (statesOf m)[s]
     let i = evalIndex env index
 
     if not st.Periodic && (i < 0L || i >= int64 st.Size) then
@@ -138,14 +144,17 @@ let lowerModel (m: CheckedModel) : ModelIr =
     let diffusion = Collections.Generic.Dictionary<struct (int * int), Sym>()
     let lanes = Collections.Generic.List<struct (int * int)>()
 
+    let states = statesOf m
+    let brownians = List.toArray m.Brownians
+
     for eq in m.Equations do
-        let st = m.States[eq.State]
+        let st = states[eq.State]
 
         for k, env in instances st eq.Index do
             drift[k] <- lowerExpr m env eq.Drift
 
             for term in eq.Noise do
-                let br = m.Brownians[term.Brownian]
+                let br = brownians[term.Brownian]
                 let lane = br.Offset + int (evalIndex env term.Index)
                 let c = lowerExpr m env term.Coeff
                 let key = struct (k, lane)
@@ -159,7 +168,7 @@ let lowerModel (m: CheckedModel) : ModelIr =
     let init = Array.create m.Dim (InitDet zero)
 
     for ini in m.Inits do
-        let st = m.States[ini.State]
+        let st = states[ini.State]
 
         for k, env in instances st ini.Index do
             init[k] <-
