@@ -79,7 +79,7 @@ let private malformed: (string * string * int * int * string) list =
       "unknown method", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(x) / d F with pathwize }\n", 7, 30, "did you mean 'pathwise'?"
       "stationary window not positive", ou "  param F = 1\n  d x = F dt + dW" + "query { d mean(x) / d F stationary window 0 }\n", 7, 43, "must be > 0"
       "very long line", ou ("  d x = dt + dW + " + String.replicate 20000 "x + ") , 4, 40013, "more than 10000 terms"
-      "100k-character name", ou ("  d x = " + String.replicate 100000 "a" + " dt + dW"), 4, 9, "unknown name"
+      "100k-character name", ou ("  d x = " + String.replicate 100000 "a" + " dt + dW"), 4, 9, "names are at most 256 characters"
       "deep nesting", ou ("  d x = " + String.replicate 10000 "(" + "1" + String.replicate 10000 ")" + " dt"), 4, 266, "nested too deeply"
       "deep unary minus", ou ("  d x = " + String.replicate 10000 "-" + "1 dt"), 4, 266, "nested too deeply" ]
 

@@ -146,9 +146,25 @@ let private version () =
     sprintf "dsl %d.%d.%d" v.Major v.Minor v.Build
 
 /// Read the source, or a located error for a file that cannot be read.
+/// At most `Frontend.maxSourceBytes` are read (one more to know that there are more): a larger
+/// input, or an endless one such as /dev/zero (whose length reads as 0), is refused unread.
 let private readSource (path: string) : Result<string, string> =
     try
-        Ok(File.ReadAllText path)
+        use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, false)
+        let cap = Frontend.maxSourceBytes
+        let buffer = Array.zeroCreate<byte> (cap + 1)
+        let mutable total = 0
+        let mutable reading = true
+
+        while reading && total <= cap do
+            let n = stream.Read(buffer, total, buffer.Length - total)
+            if n = 0 then reading <- false else total <- total + n
+
+        if total > cap then
+            Error(sprintf "%s:1:1: error: the file is larger than %d bytes, the most a model file may have" path cap)
+        else
+            use reader = new StreamReader(new MemoryStream(buffer, 0, total), Text.Encoding.UTF8, true)
+            Ok(reader.ReadToEnd())
     with
     | :? FileNotFoundException
     | :? DirectoryNotFoundException -> Error(sprintf "%s:1:1: error: no such file" path)

@@ -84,21 +84,50 @@ type private Env =
       Brownians: BrownianInfo[]
       Ctx: Ctx }
 
-let private levenshtein (a: string) (b: string) =
-    let d = Array2D.init (a.Length + 1) (b.Length + 1) (fun i j -> if i = 0 then j elif j = 0 then i else 0)
+/// The edit distance of a and b if it is at most `limit`, else None. Only the band of cells within
+/// `limit` of the diagonal is computed (a cell outside it is above the limit), two rows at a time,
+/// stopping as soon as a row is above the limit: O(length × limit) per candidate.
+let private editDistanceWithin (limit: int) (a: string) (b: string) : int option =
+    if abs (a.Length - b.Length) > limit then
+        None
+    else
+        let over = limit + 1
+        let mutable prev = Array.init (b.Length + 1) (fun j -> if j <= limit then j else over)
+        let mutable cur = Array.create (b.Length + 1) over
+        let mutable stopped = false
+        let mutable i = 1
 
-    for i in 1 .. a.Length do
-        for j in 1 .. b.Length do
-            let cost = if a[i - 1] = b[j - 1] then 0 else 1
-            d[i, j] <- min (min (d[i - 1, j] + 1) (d[i, j - 1] + 1)) (d[i - 1, j - 1] + cost)
+        while not stopped && i <= a.Length do
+            let lo = max 1 (i - limit)
+            let hi = min b.Length (i + limit)
+            cur[0] <- if i <= limit then i else over
+            if lo > 1 then cur[lo - 1] <- over
+            let mutable rowMin = cur[0]
 
-    d[a.Length, b.Length]
+            for j in lo..hi do
+                let cost = if a[i - 1] = b[j - 1] then 0 else 1
+                let v = min (min (prev[j] + 1) (cur[j - 1] + 1)) (prev[j - 1] + cost)
+                cur[j] <- min v over
+                rowMin <- min rowMin cur[j]
 
-/// `; did you mean 'x'?` when a candidate is close enough.
+            if hi < b.Length then cur[hi + 1] <- over
+            stopped <- rowMin > limit
+            let t = prev
+            prev <- cur
+            cur <- t
+            i <- i + 1
+
+        if stopped || prev[b.Length] > limit then None else Some prev[b.Length]
+
+/// `; did you mean 'x'?` when a candidate is within a third of the name's length in edits, and at
+/// most 3 (which bounds the work per candidate for long names).
 let suggest (name: string) (candidates: string seq) =
+    let limit = min 3 (max 1 (name.Length / 3))
+    let lower = name.ToLowerInvariant()
+
     candidates
-    |> Seq.map (fun c -> c, levenshtein (name.ToLowerInvariant()) (c.ToLowerInvariant()))
-    |> Seq.filter (fun (c, d) -> d <= max 1 (name.Length / 3) && c <> name)
+    |> Seq.filter (fun c -> c <> name)
+    |> Seq.choose (fun c -> editDistanceWithin limit lower (c.ToLowerInvariant()) |> Option.map (fun d -> c, d))
     |> Seq.sortBy snd
     |> Seq.tryHead
     |> Option.map (fun (c, _) -> sprintf "; did you mean '%s'?" c)
@@ -611,12 +640,25 @@ let rec private isZero (c: CExpr) =
 
 // ---------------------------------------------------------------------------------- model
 
+/// The declarations so far. While they are collected the lists are in reverse order (each
+/// declaration is consed on, so that n declarations take O(n log n), not O(n²)), with their counts
+/// and total sizes; `declarations` returns them in declaration order.
 type private Decls =
     { Consts: (string * int) list
+      ConstMap: Map<string, int>
       Params: ParamInfo list
+      ParamCount: int
       States: StateInfo list
+      StateCount: int
+      StateDim: int
       Brownians: BrownianInfo list
+      BrownianCount: int
+      NoiseDim: int
       Names: Map<string, Entity * Pos> }
+
+/// Largest total state dimension (and total noise dimension) of a model: beyond it the expanded
+/// model would not fit in memory anyway.
+let maxDimension = 1_000_000
 
 let private inDomain (lo: Bound, hi: Bound) (v: float) =
     (if lo.Closed then v >= lo.Value else v > lo.Value)
@@ -654,7 +696,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
         match size with
         | None -> Ok 1
         | Some e ->
-            evalInt (Map.ofList d.Consts) "a size" e
+            evalInt d.ConstMap "a size" e
             |> Result.bind (fun n ->
                 if n < 1L then fail e.Pos (sprintf "a size must be positive, got %d" n)
                 elif n > 100_000_000L then fail e.Pos "a size must be at most 100000000"
@@ -663,10 +705,13 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
     let step (d: Decls, errs: Diagnostic list) item =
         match item with
         | ConstDecl(n, e, p) ->
-            match evalInt (Map.ofList d.Consts) (sprintf "const '%s'" n) e with
+            match evalInt d.ConstMap (sprintf "const '%s'" n) e with
             | Ok v when abs v <= int64 Int32.MaxValue ->
                 let d1, errs = declare (d, errs) n p (EConst(int v))
-                { d1 with Consts = if d.Names.ContainsKey n then d.Consts else d.Consts @ [ n, int v ] }, errs
+
+                (if d.Names.ContainsKey n then d1
+                 else { d1 with Consts = (n, int v) :: d.Consts; ConstMap = d.ConstMap.Add(n, int v) }),
+                errs
             | Ok _ -> d, { Pos = e.Pos; Message = sprintf "const '%s' is too large" n } :: errs
             | Error es -> d, List.rev es @ errs
         | ParamDecl(n, e, dom, p) ->
@@ -676,7 +721,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                   Domain = dom
                   Pos = p }
 
-            let d1, errs = declare (d, errs) n p (EParam d.Params.Length)
+            let d1, errs = declare (d, errs) n p (EParam d.ParamCount)
 
             let errs =
                 match dom with
@@ -684,7 +729,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                     { Pos = p; Message = sprintf "empty domain %s for param '%s'" (domainText (lo, hi)) n } :: errs
                 | _ -> errs
 
-            match evalFinite (Map.ofList d.Consts) (sprintf "the default of param '%s'" n) e with
+            match evalFinite d.ConstMap (sprintf "the default of param '%s'" n) e with
             | Ok v ->
                 let pi = info v
 
@@ -693,8 +738,10 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                     | Ok() -> errs
                     | Error m -> { Pos = e.Pos; Message = m } :: errs
 
-                (if d.Names.ContainsKey n then d1 else { d1 with Params = d.Params @ [ pi ] }), errs
-            | Error es -> (if d.Names.ContainsKey n then d1 else { d1 with Params = d.Params @ [ info 0.0 ] }), List.rev es @ errs
+                (if d.Names.ContainsKey n then d1 else { d1 with Params = pi :: d.Params; ParamCount = d.ParamCount + 1 }), errs
+            | Error es ->
+                (if d.Names.ContainsKey n then d1 else { d1 with Params = info 0.0 :: d.Params; ParamCount = d.ParamCount + 1 }),
+                List.rev es @ errs
         | StateDecl(n, size, per, p) ->
             let sz, serrs =
                 match sizeOf d size with
@@ -707,44 +754,69 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                 else
                     errs
 
-            let d1, errs = declare (d, List.rev serrs @ errs) n p (EState d.States.Length)
+            let sz, serrs =
+                if serrs.IsEmpty && int64 d.StateDim + int64 sz > int64 maxDimension then
+                    1, [ { Pos = p; Message = sprintf "state '%s' brings the state dimension to %d; at most %d" n (int64 d.StateDim + int64 sz) maxDimension } ]
+                else
+                    sz, serrs
+
+            let d1, errs = declare (d, List.rev serrs @ errs) n p (EState d.StateCount)
 
             let info =
                 { Name = n
                   Size = sz
                   IsVector = size.IsSome
                   Periodic = per
-                  Offset = d.States |> List.sumBy (fun s -> s.Size)
+                  Offset = d.StateDim
                   Pos = p }
 
-            (if d.Names.ContainsKey n then d1 else { d1 with States = d.States @ [ info ] }), errs
+            (if d.Names.ContainsKey n then d1 else { d1 with States = info :: d.States; StateCount = d.StateCount + 1; StateDim = d.StateDim + sz }), errs
         | BrownianDecl(n, size, p) ->
             let sz, serrs =
                 match sizeOf d size with
                 | Ok s -> s, []
                 | Error es -> 1, es
 
-            let d1, errs = declare (d, List.rev serrs @ errs) n p (EBrownian d.Brownians.Length)
+            let sz, serrs =
+                if serrs.IsEmpty && int64 d.NoiseDim + int64 sz > int64 maxDimension then
+                    1, [ { Pos = p; Message = sprintf "brownian '%s' brings the noise dimension to %d; at most %d" n (int64 d.NoiseDim + int64 sz) maxDimension } ]
+                else
+                    sz, serrs
+
+            let d1, errs = declare (d, List.rev serrs @ errs) n p (EBrownian d.BrownianCount)
 
             let info: BrownianInfo =
                 { Name = n
                   Size = sz
                   IsVector = size.IsSome
-                  Offset = d.Brownians |> List.sumBy (fun s -> s.Size)
+                  Offset = d.NoiseDim
                   Pos = p }
 
-            (if d.Names.ContainsKey n then d1 else { d1 with Brownians = d.Brownians @ [ info ] }), errs
+            (if d.Names.ContainsKey n then d1 else { d1 with Brownians = info :: d.Brownians; BrownianCount = d.BrownianCount + 1; NoiseDim = d.NoiseDim + sz }), errs
         | InitDecl _
         | Equation _ -> d, errs
 
     let empty =
         { Consts = []
+          ConstMap = Map.empty
           Params = []
+          ParamCount = 0
           States = []
+          StateCount = 0
+          StateDim = 0
           Brownians = []
+          BrownianCount = 0
+          NoiseDim = 0
           Names = Map.empty }
 
     let d, errs = List.fold step (empty, []) items
+
+    let d =
+        { d with
+            Consts = List.rev d.Consts
+            Params = List.rev d.Params
+            States = List.rev d.States
+            Brownians = List.rev d.Brownians }
 
     // a declared name must not read as a differential `dW` of a brownian `W`
     let clash =
@@ -848,7 +920,7 @@ let private checkModel (m: Model) : R<CheckedModel> =
             | (_, first) :: rest ->
                 rest
                 |> List.map (fun (_, p) ->
-                    { Pos = p; Message = sprintf "a second %s for '%s' (the first is at %O); remove one" what d.States[s].Name first })
+                    { Pos = p; Message = sprintf "a second %s for '%s' (the first is at %O); remove one" what (List.item s d.States).Name first })
             | [] -> [])
 
     let stateOf name =
@@ -862,10 +934,12 @@ let private checkModel (m: Model) : R<CheckedModel> =
     let initStates =
         m.Items |> List.choose (function InitDecl(n, _, _, p) -> stateOf n |> Option.map (fun s -> s, p) | _ -> None)
 
+    let eqStateSet = eqStates |> List.map fst |> Set.ofList
+
     let missing =
         d.States
         |> List.indexed
-        |> List.filter (fun (i, _) -> not (List.exists (fun (s, _) -> s = i) eqStates))
+        |> List.filter (fun (i, _) -> not (eqStateSet.Contains i))
         |> List.map (fun (_, st) ->
             { Pos = st.Pos
               Message =
@@ -882,10 +956,13 @@ let private checkModel (m: Model) : R<CheckedModel> =
     if not errs.IsEmpty then
         Error errs
     else
+        // the first init of each state
+        let firstInit = okInits |> List.rev |> List.fold (fun (acc: Map<int, CInit>) c -> acc.Add(c.State, c)) Map.empty
+
         let allInits =
             d.States
             |> List.mapi (fun i st ->
-                match okInits |> List.tryFind (fun c -> c.State = i) with
+                match firstInit.TryFind i with
                 | Some c -> c
                 | None ->
                     { State = i
@@ -1046,6 +1123,9 @@ let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos
 
 // ---------------------------------------------------------------------------------- parameter sets
 
+/// Most parameter sets a file may run (named sets and sweep values together).
+let maxParameterSets = 10_000
+
 let private checkSets (consts: Map<string, int>) (ps: ParamInfo list) (items: TopItem list) : R<ParamSet list> =
     let defaults = ps |> List.map (fun p -> p.Default) |> Array.ofList
     let indexOf name = ps |> List.tryFindIndex (fun p -> p.Name = name)
@@ -1100,11 +1180,15 @@ let private checkSets (consts: Map<string, int>) (ps: ParamInfo list) (items: To
                         if not (st > 0.0) then fail s.Pos "the sweep step must be > 0"
                         elif lo > hi then fail a.Pos (sprintf "the sweep start %s is above its end %s" (shortNumber lo) (shortNumber hi))
                         else
-                            let n = int (Math.Floor((hi - lo) / st + 1e-9)) + 1
+                            // counted in floating point before any conversion to int (a count past
+                            // 2^31 must not wrap round to a small or negative one)
+                            let count = Math.Floor((hi - lo) / st + 1e-9) + 1.0
 
-                            if n > 100_000 then
-                                fail s.Pos (sprintf "the sweep has %d values; at most 100000" n)
+                            if not (count <= float maxParameterSets) then
+                                fail s.Pos (sprintf "the sweep has %s values; at most %d parameter sets" (shortNumber count) maxParameterSets)
                             else
+                                let n = int count
+
                                 [ 0 .. n - 1 ]
                                 |> List.map (fun k ->
                                     let v = Double.Parse(shortNumber (lo + float k * st), CultureInfo.InvariantCulture)
@@ -1128,6 +1212,8 @@ let private checkSets (consts: Map<string, int>) (ps: ParamInfo list) (items: To
             let p = positions |> List.filter (fun (m, _) -> m = n) |> List.map snd |> List.tryLast |> Option.defaultValue (snd positions.Head)
             fail p (sprintf "duplicate parameter set '%s'" n)
         | None when sets.IsEmpty -> Ok [ { Name = "default"; Values = defaults } ]
+        | None when sets.Length > maxParameterSets ->
+            fail (snd (List.last positions)) (sprintf "the file has %d parameter sets; at most %d" sets.Length maxParameterSets)
         | None -> Ok sets)
 
 // ---------------------------------------------------------------------------------- queries
@@ -1362,11 +1448,193 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
 
 // ---------------------------------------------------------------------------------- file
 
+/// Deepest expression accepted after parsing, counting every operation, call and index as one level
+/// (a chain of n terms `a + b + ...` is n levels deep: it parses to a left-leaning tree). The parser
+/// caps parentheses at 256 levels and chains at 10000 terms, but chains nest inside chains; every
+/// later pass recurses on the tree, on threads whose stacks are sized for this depth.
+let maxExprDepth = 20_000
+
+/// The depth of an expression tree, without recursion (it is called before the depth is known).
+let exprDepth (e: Expr) : int =
+    let stack = Collections.Generic.Stack<struct (Expr * int)>()
+    stack.Push(struct (e, 1))
+    let mutable deepest = 0
+
+    while stack.Count > 0 do
+        let struct (x, depth) = stack.Pop()
+        deepest <- max deepest depth
+        let push (c: Expr) = stack.Push(struct (c, depth + 1))
+
+        match x.Kind with
+        | ExprKind.Num _
+        | ExprKind.Var _ -> ()
+        | ExprKind.Index(_, i) -> push i
+        | ExprKind.Neg a
+        | ExprKind.Not a -> push a
+        | ExprKind.Bin(_, a, b)
+        | ExprKind.Cmp(_, a, b)
+        | ExprKind.And(a, b)
+        | ExprKind.Or(a, b) ->
+            push a
+            push b
+        | ExprKind.Call(_, args) -> List.iter push args
+        | ExprKind.If(c, a, b) ->
+            push c
+            push a
+            push b
+        | ExprKind.Reduce(_, _, body) -> push body
+
+    deepest
+
+/// Every expression of a file, in source order.
+let private fileExprs (f: File) : Expr list =
+    let target t =
+        match t with
+        | MeanOf e -> [ e ]
+        | DensityOf(e, lo, hi, bins) -> [ e; lo; hi; bins ]
+
+    let window (w: Window option) =
+        match w with
+        | Some w -> [ w.T0; w.T1 ]
+        | None -> []
+
+    [ for item in f.Items do
+          match item with
+          | ModelBlock m ->
+              for mi in m.Items do
+                  match mi with
+                  | ConstDecl(_, e, _) -> yield e
+                  | ParamDecl(_, e, _, _) -> yield e
+                  | StateDecl(_, size, _, _)
+                  | BrownianDecl(_, size, _) -> yield! Option.toList size
+                  | InitDecl(_, _, rhs, _) ->
+                      match rhs with
+                      | InitValue e -> yield e
+                      | InitNormal(a, b)
+                      | InitUniform(a, b) -> yield! [ a; b ]
+                  | Equation(_, _, e, _) -> yield e
+          | ParamsBlock(_, settings, _)
+          | SimulateBlock(settings, _) -> yield! settings |> List.map (fun s -> s.Value)
+          | SweepDecl(_, a, b, c, _) -> yield! [ a; b; c ]
+          | QueryBlock(qs, _) ->
+              for q in qs do
+                  match q.Kind with
+                  | Plain(t, w) -> yield! target t @ window w
+                  | Response(t, _, w, st, m) ->
+                      yield! target t @ window w @ defaultArg st []
+
+                      match m with
+                      | Some m -> yield! m.Args |> List.choose (function ArgNum(_, e, _) -> Some e | ArgName _ -> None)
+                      | None -> ()
+                  | Lyapunov k -> yield k
+                  | Alignment(a, b, c) -> yield! [ a; b; c ] ]
+
+/// The first expression deeper than `maxExprDepth`, as a located error.
+let depthError (f: File) : Diagnostic option =
+    fileExprs f
+    |> List.tryPick (fun e ->
+        let depth = exprDepth e
+
+        if depth > maxExprDepth then
+            Some
+                { Pos = e.Pos
+                  Message =
+                    sprintf "expression nested %d levels deep; at most %d (every operation counts as a level, and a chain of n terms as n levels); simplify it" depth maxExprDepth }
+        else
+            None)
+
 let private sortDiags (ds: Diagnostic list) =
     ds |> List.distinctBy (fun d -> d.Pos.Line, d.Pos.Col, d.Message) |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
 
+/// Most scalar operations a file may expand to: equations and inits unrolled over their index, and
+/// `sum`/`avg` over their range (a sum of sums over 10^3 states is 10^6 terms; one more level is
+/// 10^9, which no compile would finish). Lorenz-96 at the 10^6-state limit is about 1.1 * 10^7.
+let maxExpandedSize = 20_000_000L
+
+let rec private expandedSize (e: CExpr) : float =
+    match e with
+    | Const _
+    | CExpr.Param _
+    | StateRef _
+    | Time
+    | IndexValue _ -> 1.0
+    | CExpr.Neg a -> 1.0 + expandedSize a
+    | Add(a, b)
+    | Sub(a, b)
+    | Mul(a, b)
+    | Div(a, b)
+    | Power(a, b) -> 1.0 + expandedSize a + expandedSize b
+    | Func(_, args) -> 1.0 + List.sumBy expandedSize args
+    | IfThen(c, a, b) -> 1.0 + condSize c + expandedSize a + expandedSize b
+    | SumOver(_, n, body)
+    | AvgOver(_, n, body) -> 1.0 + float n * expandedSize body
+
+and private condSize (c: CCond) : float =
+    match c with
+    | CCmp(_, a, b) -> 1.0 + expandedSize a + expandedSize b
+    | CAnd(a, b)
+    | COr(a, b) -> 1.0 + condSize a + condSize b
+    | CNot a -> 1.0 + condSize a
+
+/// The first equation, init or query at which the expanded size passes `maxExpandedSize`.
+let private expansionError (cf: CheckedFile) : Diagnostic option =
+    let m = cf.Model
+    let states = List.toArray m.States
+    let instances (s: int) = float states[s].Size
+
+    let targetSize t =
+        match t with
+        | TMean e
+        | TDensity(e, _, _, _) -> expandedSize e
+
+    let items =
+        [ for eq in m.Equations -> eq.Pos, (fun () -> instances eq.State * (expandedSize eq.Drift + (eq.Noise |> List.sumBy (fun n -> expandedSize n.Coeff))))
+          for ini in m.Inits ->
+              ini.Pos,
+              (fun () ->
+                  instances ini.State
+                  * (match ini.Kind with
+                     | Deterministic e -> expandedSize e
+                     | Normal(a, b)
+                     | Uniform(a, b) -> expandedSize a + expandedSize b))
+          for q in cf.Queries ->
+              q.Pos,
+              (fun () ->
+                  match q.Query with
+                  | QPlain(t, _)
+                  | QResponse(t, _, _, _, _) -> targetSize t
+                  | QLyapunov _
+                  | QAlignment _ -> 0.0) ]
+
+    let rec go (total: float) items =
+        match items with
+        | [] -> None
+        | (p, size: unit -> float) :: rest ->
+            let total = total + size ()
+
+            if total > float maxExpandedSize then
+                Some
+                    { Pos = p
+                      Message =
+                        sprintf "the model expands to %s scalar operations up to here (equations and inits unrolled over their index, sum and avg over their range); at most %d" (shortNumber total) maxExpandedSize }
+            else
+                go total rest
+
+    go 0.0 items
+
 /// Checks a parsed file.
-let check (f: File) : Result<CheckedFile, Diagnostic list> =
+let rec check (f: File) : Result<CheckedFile, Diagnostic list> =
+    match depthError f with
+    | Some d -> Error [ d ]
+    | None ->
+        match checkShallow f with
+        | Ok cf ->
+            match expansionError cf with
+            | Some d -> Error [ d ]
+            | None -> Ok cf
+        | errors -> errors
+
+and private checkShallow (f: File) : Result<CheckedFile, Diagnostic list> =
     let models = f.Items |> List.choose (function ModelBlock m -> Some m | _ -> None)
     let sims = f.Items |> List.choose (function SimulateBlock(s, p) -> Some(s, p) | _ -> None)
     let queries = f.Items |> List.choose (function QueryBlock(q, p) -> Some(q, p) | _ -> None)

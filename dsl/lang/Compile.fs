@@ -107,10 +107,12 @@ let compile (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : CompiledModel =
     let v0 = [ for p in 0 .. wrt.Length - 1 do for k in 0 .. ir.Dim - 1 -> { Arg = 5; Lane = p * ir.Dim + k; Value = tg.InitTangent[p][k] } ]
     implementMethod mb tface "InitParamScore" ipBind (outputs 4 tg.InitParamScore @ v0)
     let t = mb.Type.CreateType()
+    // one listing of the fields (GetField by name scans them all each time: quadratic in the params)
+    let fields = t.GetFields() |> Array.map (fun f -> f.Name, f) |> dict
 
     { Ir = ir
       Observables = observables
       Tangent = tg
       Structure = structureOf ir tg
       Type = t
-      ParamFields = mb.Params |> Array.map (fun f -> t.GetField(f.Name)) }
+      ParamFields = mb.Params |> Array.map (fun f -> fields[f.Name]) }

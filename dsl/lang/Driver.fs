@@ -139,17 +139,36 @@ let private orList (xs: string list) =
 /// ∇ log ρ_0 was NaN or infinite).
 let private initLawErrors (cf: CheckedFile) (ir: Lower.ModelIr) : Diagnostic list =
     let m = cf.Model
+    let states = List.toArray m.States
+    // the state of each component, and the first init of each state
+    let stateOf = Array.zeroCreate<StateInfo> ir.Dim
+
+    for st in states do
+        for i in 0 .. st.Size - 1 do
+            stateOf[st.Offset + i] <- st
+
+    let initPos = Collections.Generic.Dictionary<int, Pos>()
+
+    for i in m.Inits do
+        initPos.TryAdd(states[i.State].Offset, i.Pos) |> ignore
+
+    // one component per state and init law (the first): the check depends on nothing else, and
+    // sets × components would be 10^10 evaluations at the limits
+    let representatives =
+        [| 0 .. ir.Dim - 1 |] |> Array.distinctBy (fun k -> stateOf[k].Offset, ir.Init[k])
 
     [ for set in cf.Sets do
           let leaf op = match op with Ir.Param i -> set.Values[i] | _ -> nan
           let where = if cf.Sets.Length > 1 then sprintf " in parameter set '%s'" set.Name else ""
 
-          for k in 0 .. ir.Dim - 1 do
-              let st = m.States |> List.findBack (fun s -> s.Offset <= k)
+          for k in representatives do
+              let st = stateOf[k]
               let name = if st.IsVector then sprintf "%s[%d]" st.Name (k - st.Offset) else st.Name
 
               let pos () =
-                  m.Inits |> List.tryFind (fun i -> m.States[i.State].Offset = st.Offset) |> Option.map (fun i -> i.Pos) |> Option.defaultValue m.Pos
+                  match initPos.TryGetValue st.Offset with
+                  | true, p -> p
+                  | _ -> m.Pos
 
               match ir.Init[k] with
               | Lower.InitNormal (_, sd) ->
@@ -185,7 +204,14 @@ let private twinDomainErrors (cf: CheckedFile) : Diagnostic list =
           | _ -> () ]
 
 /// Compile a checked file: lower the model, collect the observables, plan every query.
-let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
+let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
+    // lowering, the derivatives and the emitter recurse on the expressions: on a large stack
+    try
+        Frontend.onLargeStack (fun () -> prepareHere source cf)
+    with ex ->
+        Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
+
+and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     try
         let m = cf.Model
         let ir = Lower.lowerModel m
@@ -334,8 +360,9 @@ let prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list
                   Variants = List.ofSeq variants
                   Source = source }
         | errs -> Error errs
-    with ex ->
-        Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
+    with
+    | Tangent.TooManyDerivatives m -> Error [ { Pos = cf.Model.Pos; Message = m } ]
+    | ex -> Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
 
 /// The operations of an observable that give NaN or ±∞ on a finite state: the likely causes of
 /// its non-finite samples, for the warning.
@@ -381,7 +408,7 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
         | QLyapunov _ | QAlignment _ -> None
 
     let why =
-        match observable |> Option.map (partialOps >> List.distinct) with
+        match observable |> Option.map (fun e -> Frontend.onLargeStack (fun () -> partialOps e |> List.distinct)) with
         | Some (_ :: _ as ops) -> sprintf " (probably %s)" (String.Join(", or ", ops))
         | _ -> ""
 

@@ -300,6 +300,7 @@ let implementConstInt (mb: ModelBuilder) (iface: Type) (propName: string) (value
 /// Store each output's value (shared subexpressions in locals local to this block).
 let private emitOutputs (b: Body) (outputs: Output list) =
     let il = b.Il
+    let outputs = List.map2 (fun (o: Output) v -> { o with Value = v }) outputs (shareAll (outputs |> List.map (fun o -> o.Value)))
     let uses = countUses (outputs |> Seq.map (fun o -> o.Value))
     let locals = Dictionary<Sym, LocalBuilder>(HashIdentity.Structural)
     let tmp = il.DeclareLocal(typeof<double>)

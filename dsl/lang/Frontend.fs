@@ -24,21 +24,42 @@ let noOverrides =
       T = None
       Seed = None }
 
-/// Runs `f` on a thread with a large stack, turning any exception into a diagnostic at 1:1.
-let private guarded (f: unit -> Result<'a, Diagnostic list>) : Result<'a, Diagnostic list> =
-    let mutable result = Error [ { Pos = { Line = 1; Col = 1 }; Message = "internal error: the front end did not finish" } ]
+/// Stack of the threads that run the recursive passes (checker, lowering, derivatives, emitter):
+/// with expressions at most `Checker.maxExprDepth` deep they use a small part of it.
+let largeStack = 256 * 1024 * 1024
+
+/// Runs `f` on a thread with a large stack (`largeStack`) and returns its result or rethrows its
+/// exception: the caller's own stack (1.5 MB on a thread-pool thread) never holds the recursion.
+let onLargeStack (f: unit -> 'a) : 'a =
+    let mutable result = Unchecked.defaultof<'a>
+    let mutable error: exn = null
 
     let body () =
-        result <-
-            try
-                f ()
-            with ex ->
-                Error [ { Pos = { Line = 1; Col = 1 }; Message = sprintf "internal error: %s" ex.Message } ]
+        try
+            result <- f ()
+        with ex ->
+            error <- ex
 
-    let th = Thread(body, 256 * 1024 * 1024)
+    let th = Thread(body, largeStack)
     th.Start()
     th.Join()
-    result
+
+    if isNull error then
+        result
+    else
+        Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(error).Throw()
+        Unchecked.defaultof<'a>
+
+/// Runs `f` on a thread with a large stack, turning any exception into a diagnostic at 1:1.
+let private guarded (f: unit -> Result<'a, Diagnostic list>) : Result<'a, Diagnostic list> =
+    try
+        onLargeStack f
+    with ex ->
+        Error [ { Pos = { Line = 1; Col = 1 }; Message = sprintf "internal error: %s" ex.Message } ]
+
+/// Largest source accepted, in bytes for a file the command line reads and in characters for a
+/// text given to the embedding API.
+let maxSourceBytes = 10_000_000
 
 /// Parses then checks a source text. Never throws.
 let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnostic list> =
@@ -46,6 +67,10 @@ let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnost
 
     guarded (fun () ->
         let text = if isNull text then "" else text
+
+        if text.Length > maxSourceBytes then
+            Error [ { Pos = { Line = 1; Col = 1 }; Message = sprintf "the source has %d characters; at most %d" text.Length maxSourceBytes } ]
+        else
 
         match Parser.parseFile text with
         | Error d -> Error [ d ]

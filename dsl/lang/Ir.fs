@@ -56,7 +56,8 @@ type Sym =
     { Op: Op
       Args: Sym list
       Hash: int
-      /// Number of nodes in the tree (for cost decisions).
+      /// Number of nodes in the tree, shared subtrees counted each time (for cost decisions), at
+      /// most Int32.MaxValue.
       Size: int }
 
     override a.Equals(o: obj) =
@@ -73,7 +74,8 @@ let private mk op args =
     { Op = op
       Args = args
       Hash = h
-      Size = 1 + List.sumBy (fun (a: Sym) -> a.Size) args }
+      // saturating: a tree that shares subtrees (a derivative) can count more nodes than an int holds
+      Size = int (min (int64 Int32.MaxValue) (List.fold (fun n (a: Sym) -> n + int64 a.Size) 1L args)) }
 
 let num (v: float) = mk (Num v) []
 let zero = num 0.0
@@ -105,26 +107,77 @@ let rec neg (a: Sym) =
     | Neg, [ x ] -> x
     | _ -> mk Neg [ a ]
 
+/// Sum of any number of terms with constants folded and zeros dropped; nested sums are flattened.
+/// One pass over the terms (a sum of n terms is built in O(n), not by n binary additions).
+let sumAll (xs: Sym seq) =
+    let rest = Collections.Generic.List<Sym>()
+    let mutable c = 0.0
+
+    let term (s: Sym) =
+        match s with
+        | NumV v -> c <- c + v
+        | _ -> rest.Add s
+
+    for x in xs do
+        match x.Op with
+        | Add -> List.iter term x.Args
+        | _ -> term x
+
+    match rest.Count, c with
+    | 0, c -> num c
+    | 1, 0.0 -> rest[0]
+    | _, 0.0 -> mk Add (List.ofSeq rest)
+    | _, c ->
+        rest.Add(num c)
+        mk Add (List.ofSeq rest)
+
 /// Sum with constants folded and zeros dropped; nested sums are flattened.
-let add (a: Sym) (b: Sym) =
-    let terms s =
-        match s.Op with
-        | Add -> s.Args
-        | _ -> [ s ]
-
-    let all = terms a @ terms b
-    let c = all |> List.sumBy (fun s -> match s with NumV v -> v | _ -> 0.0)
-    let rest = all |> List.filter (fun s -> match s with NumV _ -> false | _ -> true)
-
-    match rest, c with
-    | [], c -> num c
-    | [ x ], 0.0 -> x
-    | xs, 0.0 -> mk Add xs
-    | xs, c -> mk Add (xs @ [ num c ])
+let add (a: Sym) (b: Sym) = sumAll [ a; b ]
 
 let sub a b = add a (neg b)
 
-/// Product with constants folded, zeros absorbing, ones dropped; negations pulled out.
+/// Largest integer exponent that powers are folded into ((x^a)^b is x^(ab), x^a x^b is x^(a+b)):
+/// beyond it the node stays nested, and no exponent wraps round an int.
+let maxExponent = 1_000_000L
+
+/// The factors of a product with repeated ones as one positive integer power (`x*x*x` is `x^3`,
+/// `x^2*x` is `x^3`), in the order of their first occurrence: a product of n equal factors stays
+/// one node whose derivatives have one term, not n (and n² for the second derivative). `fa` and
+/// `fb` are the non-constant factors of the two operands; each list has distinct bases already
+/// (a product node is only built here), so only a factor of `fb` can repeat one of `fa`.
+let private collectPowers (fa: Sym list) (fb: Sym list) =
+    let baseOf (s: Sym) =
+        match s.Op, s.Args with
+        | PowI n, [ x ] when n > 0 -> x, n
+        | _ -> s, 1
+
+    match fa, fb with
+    | [], _
+    | _, [] -> fa @ fb
+    | _ ->
+        let bases = Collections.Generic.List<Sym * int>(fa |> List.map baseOf)
+        let mutable merged = false
+
+        for f in fb do
+            let b, n = baseOf f
+            let i = bases.FindIndex(fun (b0, _) -> b0.Hash = b.Hash && b0 = b)
+
+            let i = if i >= 0 && int64 (snd bases[i]) + int64 n <= maxExponent then i else -1
+
+            if i >= 0 then
+                let b0, m = bases[i]
+                bases[i] <- (b0, m + n)
+                merged <- true
+            else
+                bases.Add((b, n))
+
+        if not merged then
+            fa @ fb
+        else
+            [ for b, n in bases -> if n = 1 then b else mk (PowI n) [ b ] ]
+
+/// Product with constants folded, zeros absorbing, ones dropped; negations pulled out; repeated
+/// factors collected into powers.
 let rec mul (a: Sym) (b: Sym) =
     match a, b with
     | NumV 0.0, _
@@ -144,7 +197,8 @@ let rec mul (a: Sym) (b: Sym) =
 
         let all = factors a @ factors b
         let c = all |> List.fold (fun c s -> match s with NumV v -> c * v | _ -> c) 1.0
-        let rest = all |> List.filter (fun s -> match s with NumV _ -> false | _ -> true)
+        let nonConstant s = s |> factors |> List.filter (fun s -> match s with NumV _ -> false | _ -> true)
+        let rest = collectPowers (nonConstant a) (nonConstant b)
 
         match rest with
         | [] -> num c
@@ -165,7 +219,7 @@ let rec powi (a: Sym) (n: int) =
     | _, 0 -> one
     | x, 1 -> x
     | NumV v, n -> num (Math.Pow(v, float n))
-    | { Op = PowI m; Args = [ x ] }, n -> powi x (m * n)
+    | { Op = PowI m; Args = [ x ] }, n when abs (int64 m * int64 n) <= maxExponent -> powi x (m * n)
     | x, n -> mk (PowI n) [ x ]
 
 let pow (a: Sym) (b: Sym) =
@@ -271,65 +325,171 @@ let stateDeps (e: Sym) =
 let rec hasSelect (e: Sym) =
     e.Op = Select || List.exists hasSelect e.Args
 
-/// Symbolic derivative ∂e/∂v for a leaf v (State k, Param i, Noise l, Time). Memoised on shared
-/// subtrees. `if` differentiates branchwise (the condition is piecewise constant); abs, min and max
-/// take the one-sided derivative that is almost everywhere correct.
-let derivative (v: Op) (e: Sym) : Sym =
+/// For each sum node (by reference), the indices of its terms that mention each state component:
+/// shared by the derivatives of one expression in every component, so that ∂/∂x_k of a sum of n
+/// terms visits the terms with x_k only (a dense coupling `sum(j, x[j])` in n equations otherwise
+/// costs n³).
+type SumIndex = Collections.Generic.Dictionary<Sym, Sym[] * Collections.Generic.Dictionary<int, Collections.Generic.List<int>>>
+
+let newSumIndex () : SumIndex = SumIndex(HashIdentity.Reference)
+
+/// Sums with fewer terms are differentiated term by term.
+let private indexedSumTerms = 16
+
+let private derivativeWith (index: SumIndex) (v: Op) (e: Sym) : Sym =
     let memo = Collections.Generic.Dictionary<Sym, Sym>(HashIdentity.Structural)
 
+    // the terms of a sum node that mention x_k, in order (None for a short sum)
+    let termsOf (sumNode: Sym) (k: int) : Sym list option =
+        let entry =
+            match index.TryGetValue sumNode with
+            | true, entry -> Some entry
+            | _ ->
+                let args = List.toArray sumNode.Args
+
+                if args.Length < indexedSumTerms then
+                    None
+                else
+                    let m = Collections.Generic.Dictionary<int, Collections.Generic.List<int>>()
+
+                    args
+                    |> Array.iteri (fun i t ->
+                        for s in stateDeps t do
+                            match m.TryGetValue s with
+                            | true, l -> l.Add i
+                            | _ -> m[s] <- Collections.Generic.List<int>([ i ]))
+
+                    index[sumNode] <- (args, m)
+                    Some(args, m)
+
+        entry
+        |> Option.map (fun (args, m) ->
+            match m.TryGetValue k with
+            | true, l -> [ for i in l -> args[i] ]
+            | _ -> [])
+
+    // A subtree without v differentiates to exactly `zero` bottom-up (every rule below returns
+    // `zero` when its operands' derivatives are zero), so no separate search for v is needed: the
+    // cost is linear in the (shared) tree, not in its size times its depth.
     let rec d (e: Sym) : Sym =
-        match memo.TryGetValue e with
-        | true, r -> r
+        match e.Args with
+        | [] -> if e.Op = v then one else zero
         | _ ->
-            let r = if not (mentions v e) then zero else dRaw e
-            memo[e] <- r
-            r
+            match memo.TryGetValue e with
+            | true, r -> r
+            | _ ->
+                let r = dRaw e
+                memo[e] <- r
+                r
 
     and dRaw (e: Sym) : Sym =
         match e.Op, e.Args with
-        | op, [] -> if op = v then one else zero
-        | Add, xs -> xs |> List.map d |> List.fold add zero
+        | (Cmp _ | And | Or | Not), _ -> zero
+        | Add, xs ->
+            // the terms without x_k differentiate to zero, which the sum drops: skip them
+            let terms =
+                match v with
+                | State k -> termsOf e k |> Option.defaultValue xs
+                | _ -> xs
+
+            terms |> List.map d |> sumAll
         | Mul, xs ->
             // product rule over n factors
-            xs
-            |> List.mapi (fun i xi ->
-                let dxi = d xi
-                if isZero dxi then zero
-                else xs |> List.mapi (fun j xj -> if i = j then dxi else xj) |> List.reduce mul)
-            |> List.fold add zero
-        | Neg, [ x ] -> neg (d x)
+            let ds = List.map d xs
+
+            if List.forall isZero ds then
+                zero
+            else
+                List.zip xs ds
+                |> List.mapi (fun i (_, dxi) ->
+                    if isZero dxi then zero
+                    else xs |> List.mapi (fun j xj -> if i = j then dxi else xj) |> List.reduce mul)
+                |> sumAll
+        | Neg, [ x ] ->
+            let dx = d x
+            if isZero dx then zero else neg dx
         | Div, [ a; b ] ->
             let da, db = d a, d b
             // (a/b)' = a'/b - a b'/b²
-            sub (div da b) (div (mul a db) (powi b 2))
-        | PowI n, [ x ] -> mul (mul (num (float n)) (powi x (n - 1))) (d x)
+            if isZero da && isZero db then zero
+            else sub (div da b) (div (mul a db) (powi b 2))
+        | PowI n, [ x ] ->
+            let dx = d x
+            if isZero dx then zero else mul (mul (num (float n)) (powi x (n - 1))) dx
         | Pow, [ a; b ] ->
             // a^b (b' log a + b a'/a)
             let da, db = d a, d b
-            mul e (add (mul db (unary ULog a)) (div (mul b da) a))
+            if isZero da && isZero db then zero
+            else mul e (add (mul db (unary ULog a)) (div (mul b da) a))
         | Un f, [ x ] ->
             let dx = d x
 
-            let outer =
-                match f with
-                | UExp -> e
-                | ULog -> div one x
-                | USqrt -> div (num 0.5) e
-                | USin -> unary UCos x
-                | UCos -> neg (unary USin x)
-                | UTan -> add one (powi e 2)
-                | UTanh -> sub one (powi e 2)
-                | UAbs -> unary USign x
-                | USign -> zero
+            if isZero dx then
+                zero
+            else
+                let outer =
+                    match f with
+                    | UExp -> e
+                    | ULog -> div one x
+                    | USqrt -> div (num 0.5) e
+                    | USin -> unary UCos x
+                    | UCos -> neg (unary USin x)
+                    | UTan -> add one (powi e 2)
+                    | UTanh -> sub one (powi e 2)
+                    | UAbs -> unary USign x
+                    | USign -> zero
 
-            mul outer dx
+                mul outer dx
         | Min, [ a; b ] -> select (cmp Le a b) (d a) (d b)
         | Max, [ a; b ] -> select (cmp Ge a b) (d a) (d b)
         | Select, [ c; a; b ] -> select c (d a) (d b)
-        | (Cmp _ | And | Or | Not), _ -> zero
         | _ -> failwithf "derivative: malformed node %A" e.Op
 
     d e
+
+/// Symbolic derivative ∂e/∂v for a leaf v (State k, Param i, Noise l, Time). Memoised on shared
+/// subtrees. `if` differentiates branchwise (the condition is piecewise constant); abs, min and max
+/// take the one-sided derivative that is almost everywhere correct.
+let derivative (v: Op) (e: Sym) : Sym = derivativeWith (newSumIndex ()) v e
+
+/// ∂e/∂x_k for every state component k that e depends on, in increasing k, structural zeros
+/// dropped. The derivatives share one index of the sums' terms by state, so the derivative of a
+/// sum by x_k visits the terms that mention x_k only: the gradient of a sum of n terms costs about
+/// n times the states per term, not n times the states.
+let stateGradient (e: Sym) : (int * Sym) list =
+    let index = newSumIndex ()
+
+    [ for k in stateDeps e do
+          let d = derivativeWith index (State k) e
+          if not (isZero d) then k, d ]
+
+/// The same expressions with structurally equal subtrees made one object (hash-consing, no
+/// re-simplification). Derivatives rebuild equal subtrees as distinct objects, and comparing two of
+/// them walks both whole (a chain of divisions made the emitter's tables quadratic and worse);
+/// after sharing, equal subtrees compare by reference.
+let shareAll (roots: Sym list) : Sym list =
+    let byRef = Collections.Generic.Dictionary<Sym, Sym>(HashIdentity.Reference)
+    let table = Collections.Generic.Dictionary<Sym, Sym>(HashIdentity.Structural)
+
+    let rec canon (e: Sym) : Sym =
+        match byRef.TryGetValue e with
+        | true, c -> c
+        | _ ->
+            let args = List.map canon e.Args
+            let same = List.forall2 (fun (a: Sym) (b: Sym) -> Object.ReferenceEquals(a, b)) args e.Args
+            let candidate = if same then e else { e with Args = args }
+
+            let c =
+                match table.TryGetValue candidate with
+                | true, c -> c
+                | _ ->
+                    table[candidate] <- candidate
+                    candidate
+
+            byRef[e] <- c
+            c
+
+    List.map canon roots
 
 /// Substitute leaves (e.g. a parameter by a constant) and re-simplify.
 let rec substitute (f: Op -> Sym option) (e: Sym) : Sym =
@@ -342,7 +502,7 @@ let rec substitute (f: Op -> Sym option) (e: Sym) : Sym =
 /// Rebuild a node through the smart constructors.
 and rebuild (op: Op) (args: Sym list) : Sym =
     match op, args with
-    | Add, xs -> List.fold add zero xs
+    | Add, xs -> sumAll xs
     | Mul, xs -> List.fold mul one xs
     | Neg, [ x ] -> neg x
     | Div, [ a; b ] -> div a b

@@ -45,9 +45,15 @@ let rec evalIndex (env: Env) (e: IExpr) : int64 =
 
 let private wrap (n: int) (i: int64) = int (((i % int64 n) + int64 n) % int64 n)
 
+/// The model's states as an array, made once per model (indexing the list was linear per
+/// reference: quadratic with thousands of states).
+let private statesOf =
+    let cache = Runtime.CompilerServices.ConditionalWeakTable<StateInfo list, StateInfo[]>()
+    fun (m: CheckedModel) -> cache.GetValue(m.States, fun l -> List.toArray l)
+
 /// Engine component of `state[index]`.
 let componentOf (m: CheckedModel) (env: Env) (s: int) (index: IExpr) : int =
-    let st = m.States[s]
+    let st = (statesOf m)[s]
     let i = evalIndex env index
 
     if not st.Periodic && (i < 0L || i >= int64 st.Size) then
@@ -77,8 +83,28 @@ let rec private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym =
     | CExpr.Time -> time
     | CExpr.IndexValue ix -> num (float (evalIndex env ix))
     | CExpr.Neg a -> neg (go a)
-    | CExpr.Add (a, b) -> add (go a) (go b)
-    | CExpr.Sub (a, b) -> sub (go a) (go b)
+    | CExpr.Add _
+    | CExpr.Sub _ ->
+        // a chain a + b - c + ...: its terms gathered down the left spine without recursion and
+        // summed at once (n binary additions would copy the growing sum n times)
+        let terms = Collections.Generic.List<Sym>()
+        let mutable node = e
+        let mutable going = true
+
+        while going do
+            match node with
+            | CExpr.Add (a, b) ->
+                terms.Add(go b)
+                node <- a
+            | CExpr.Sub (a, b) ->
+                terms.Add(neg (go b))
+                node <- a
+            | first ->
+                terms.Add(go first)
+                going <- false
+
+        terms.Reverse()
+        sumAll terms
     | CExpr.Mul (a, b) -> mul (go a) (go b)
     | CExpr.Div (a, b) -> div (go a) (go b)
     | CExpr.Power (a, b) -> pow (go a) (go b)
@@ -89,9 +115,9 @@ let rec private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym =
     | CExpr.Func (f, [ a ]) -> unary (unaryOf f) (go a)
     | CExpr.Func (f, args) -> failwithf "function %A with %d arguments" f args.Length
     | CExpr.IfThen (c, a, b) -> select (lowerCond m env c) (go a) (go b)
-    | CExpr.SumOver (v, n, body) -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> List.fold add zero
+    | CExpr.SumOver (v, n, body) -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
     | CExpr.AvgOver (v, n, body) ->
-        let s = [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> List.fold add zero
+        let s = [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
         mul (num (1.0 / float n)) s
 
 and private lowerCond (m: CheckedModel) (env: Env) (c: CCond) : Sym =
@@ -118,14 +144,17 @@ let lowerModel (m: CheckedModel) : ModelIr =
     let diffusion = Collections.Generic.Dictionary<struct (int * int), Sym>()
     let lanes = Collections.Generic.List<struct (int * int)>()
 
+    let states = statesOf m
+    let brownians = List.toArray m.Brownians
+
     for eq in m.Equations do
-        let st = m.States[eq.State]
+        let st = states[eq.State]
 
         for k, env in instances st eq.Index do
             drift[k] <- lowerExpr m env eq.Drift
 
             for term in eq.Noise do
-                let br = m.Brownians[term.Brownian]
+                let br = brownians[term.Brownian]
                 let lane = br.Offset + int (evalIndex env term.Index)
                 let c = lowerExpr m env term.Coeff
                 let key = struct (k, lane)
@@ -139,7 +168,7 @@ let lowerModel (m: CheckedModel) : ModelIr =
     let init = Array.create m.Dim (InitDet zero)
 
     for ini in m.Inits do
-        let st = m.States[ini.State]
+        let st = states[ini.State]
 
         for k, env in instances st ini.Index do
             init[k] <-

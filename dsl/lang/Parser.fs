@@ -19,6 +19,10 @@ let maxDepth = 256
 /// Most operands in one chain of `+`/`*`/`and`/`or`.
 let maxChain = 10000
 
+/// Longest name accepted (a name becomes a .NET type or field name, and longer ones only slow the
+/// did-you-mean search).
+let maxIdent = 256
+
 /// A message starting with `@LINE:COL|` is reported at that position instead of the failure point.
 let private atPos (p: Pos) (msg: string) = sprintf "@%d:%d|%s" p.Line p.Col msg
 
@@ -58,7 +62,17 @@ let private isIdChar c = isAsciiLetter c || isDigit c || c = '_'
 
 let keywords = set [ "if"; "then"; "else"; "and"; "or"; "not"; "inf" ]
 
-let private identRaw: P<string> = many1Satisfy2L isIdStart isIdChar "name"
+/// A name of at most `maxIdent` characters; a longer one is an error at its start.
+let private identRaw: P<string> =
+    fun stream ->
+        let p = { Line = int stream.Line; Col = int stream.Column }
+        let r = (many1Satisfy2L isIdStart isIdChar "name") stream
+
+        if r.Status = Ok && r.Result.Length > maxIdent then
+            // fatal, after the name (a label such as "expression" would replace an error at its start)
+            Reply(FatalError, messageError (atPos p (sprintf "name of %d characters; names are at most %d characters long" r.Result.Length maxIdent)))
+        else
+            r
 
 /// A name that is not a keyword, followed by white space.
 let private identNoKw: P<string> =

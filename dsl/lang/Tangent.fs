@@ -34,22 +34,46 @@ type TangentIr =
       AdditiveNoise: bool
       InitHasScore: bool }
 
+/// Most structural non-zeros of the step's Jacobian, and most entries of its state derivatives (the
+/// Hessian terms): a dense nonlinear coupling over n states has n² and n³ of them, which no compile
+/// of n = 1000 would finish.
+let maxDerivativeEntries = 10_000_000L
+
+/// A model whose derivatives would pass `maxDerivativeEntries` (the message says which).
+exception TooManyDerivatives of string
+
+let private checkEntries (what: string) (count: int64) =
+    if count > maxDerivativeEntries then
+        raise (TooManyDerivatives(sprintf "the %s has at least %d entries; at most %d (a dense nonlinear coupling of n states has n^2 Jacobian and n^3 Hessian entries)" what count maxDerivativeEntries))
+
 let private jacobianOf (rows: Sym[]) : Sparse =
+    checkEntries "Jacobian of the step" (rows |> Array.sumBy (fun r -> int64 (stateDeps r).Length))
+
     [ for i in 0 .. rows.Length - 1 do
-          for j in stateDeps rows[i] do
-              let d = derivative (State j) rows[i]
-              if not (isZero d) then i, j, d ]
+          for j, d in stateGradient rows[i] -> i, j, d ]
 
 /// Compute every derivative the response and Lyapunov engines need, for the given parameters.
 let build (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : TangentIr =
     let step = stepExpressions ir
     let j = jacobianOf step
 
+    // counted with an early stop: each count costs about the entries it finds
+    let hessianEntries =
+        let mutable n = 0L
+        let mutable rest = j
+
+        while n <= maxDerivativeEntries && not rest.IsEmpty do
+            let (_, _, v) = rest.Head
+            n <- n + int64 (stateDeps v).Length
+            rest <- rest.Tail
+
+        n
+
+    checkEntries "state derivative of the Jacobian (the Hessian terms)" hessianEntries
+
     let hessian =
         [ for (i, c, v) in j do
-              for k in stateDeps v do
-                  let d = derivative (State k) v
-                  if not (isZero d) then i, c, k, d ]
+              for k, d in stateGradient v -> i, c, k, d ]
 
     let sigma = ir.Diffusion |> List.map (fun d -> d.Row, d.Lane, d.Coeff)
 
@@ -65,9 +89,7 @@ let build (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : TangentIr =
 
     let obsGrad =
         [ for q in 0 .. observables.Length - 1 do
-              for k in stateDeps observables[q] do
-                  let d = derivative (State k) observables[q]
-                  if not (isZero d) then q, k, d ]
+              for k, d in stateGradient observables[q] -> q, k, d ]
 
     // ν₀ and ℓ₀ for normal inits: log N(x; m, s) = -(x-m)²/(2s²) - log s + const
     let normalLogDensity k =
@@ -77,8 +99,12 @@ let build (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : TangentIr =
             Some(sub (mul (num -0.5) (powi z 2)) (unary ULog s))
         | _ -> None
 
-    let logRho0 = [ for k in 0 .. ir.Dim - 1 -> normalLogDensity k ] |> List.choose id |> List.fold add zero
-    let initScore = Array.init ir.Dim (fun k -> derivative (State k) logRho0)
+    let logRho0 = [ for k in 0 .. ir.Dim - 1 -> normalLogDensity k ] |> List.choose id |> sumAll
+    let initScore = Array.create ir.Dim zero
+
+    for k, d in stateGradient logRho0 do
+        initScore[k] <- d
+
     let initParamScore = wrt |> Array.map (fun p -> derivative (Param p) logRho0)
     let inits = initExpressions ir
     let initTangent = wrt |> Array.map (fun p -> inits |> Array.map (derivative (Param p)))
