@@ -73,6 +73,19 @@ let tests =
             | Ok _ -> failtest "expected an error"
             | Error ds -> Expect.equal (ds |> List.map (fun d -> d.Line)) [ 6 ] (sprintf "only the settings' error: %A" (ds |> List.map (fun d -> d.Message)))
         }
+        test "a stationary window longer than T, or a density range whose width overflows, is a located error (exit 3 before)" {
+            let d = firstError (oneState "  init x ~ normal(0, 1)" "  d x = (F - x) dt + dW" "  d mean(x) / d F stationary window 1e300")
+            Expect.equal (d.Line, d.Col) (11, 3) d.Message
+            Expect.stringContains d.Message "at most T" "message"
+            let d = firstError (oneState "  init x = 1" "  d x = -x dt + dW" "  density(x) on [-1e308, 1e308] bins 10")
+            Expect.equal (d.Line, d.Col) (11, 18) d.Message
+            Expect.stringContains d.Message "too wide" "message"
+        }
+        test "a null source is a diagnostic, not an exception (embedding)" {
+            match SdeCompiler.Compile(null, "x.sde") with
+            | Ok _ -> failtest "compiled null"
+            | Error ds -> Expect.stringContains (List.head ds).Message "null" "message"
+        }
         test "a finite-difference twin outside its parameter's domain is a located error" {
             let d = firstError (oneState "  init x = 1" "  d x = -x dt + sqrt(s) dW" "  d mean(x) / d s with finite_difference(h = 0.5)")
             Expect.equal (d.Line, d.Col) (11, 24) d.Message

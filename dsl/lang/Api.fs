@@ -66,7 +66,12 @@ type SdeCompiler =
 
     /// Parse, check and compile; the diagnostics are located in `fileName`.
     static member Compile(source: string, ?fileName: string, ?overrides: Overrides) : Result<CompiledProgram, SourceDiagnostic list> =
-        let file = defaultArg fileName "input.sde"
+        let file = match fileName with Some f when not (isNull f) -> f | _ -> "input.sde"
+
+        if isNull source then
+            // an embedding caller's null is an input error like any other, not an exception
+            Error [ { File = file; Line = 1; Col = 1; Message = "no source text (null)"; Rendered = sprintf "%s:1:1: error: no source text (null)" file } ]
+        else
 
         match Frontend.compileText file source with
         | Error ds -> Error(SdeCompiler.Located file source ds)

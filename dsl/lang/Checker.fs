@@ -1313,7 +1313,16 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QResponse(_, _, _, Some ws, _) -> ws |> List.tryFind (fun w -> Sde.Core.RunSettings.WholeSteps(w, s.Dt) < 0L)
         | _ -> None
 
+    // a stationary window keeps that many steps of weights per path (a ring buffer): longer than T it
+    // looks back before the start, and its memory must stay bounded
+    let tooLong =
+        match q.Query with
+        | QResponse(_, _, _, Some ws, _) -> ws |> List.tryFind (fun w -> w > s.T || w / s.Dt > 1e6)
+        | _ -> None
+
     match over with
+    | _ when tooLong.IsSome ->
+        Error(sprintf "the stationary window %s must be at most T = %s and at most 10^6 steps of dt (it is %g steps)" (shortNumber tooLong.Value) (shortNumber s.T) (tooLong.Value / s.Dt))
     | Some(_, t1) when t1 > s.T -> Error(sprintf "the window ends at %s, after the final time T = %s" (shortNumber t1) (shortNumber s.T))
     | Some(t0, t1) when floor (t1 / s.Dt + 1e-9) < ceil (t0 / s.Dt - 1e-9) ->
         // a window averages over the grid times n·dt in [t0, t1]; with none it has nothing to average
@@ -1342,7 +1351,10 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
         | DensityOf(e, lo, hi, bins) ->
             let range =
                 map2 (fun a b -> a, b) (evalFinite consts "the density range" lo) (evalFinite consts "the density range" hi)
-                |> Result.bind (fun (a, b) -> if a < b then Ok(a, b) else fail lo.Pos "the density range [a, b] needs a < b")
+                |> Result.bind (fun (a, b) ->
+                    if not (a < b) then fail lo.Pos "the density range [a, b] needs a < b"
+                    elif not (Double.IsFinite(b - a)) then fail lo.Pos "the density range [a, b] is too wide (b - a overflows)"
+                    else Ok(a, b))
 
             let n = checkBins consts bins
 

@@ -95,6 +95,7 @@ let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string
         sets
         |> Result.bind (fun sets ->
             match ps |> List.tryFindIndex (fun p -> p.Name = name) with
+            | None when isNull name -> Error "--set: a parameter name is missing (null)"
             | None ->
                 Error(
                     sprintf "--set: unknown param '%s'%s (params: %s)" name (Checker.suggest name (ps |> List.map (fun p -> p.Name)))
