@@ -456,9 +456,9 @@ public static class ResponseEngine
             long d = D, m = Math.Max(1, M);
             // dense J, J⁻¹ and LU for exact mode (iterative allocates them only if a path falls back);
             // iterative: this worker's share of its lane set's batch (four lanes per batch)
-            long dense = AnyExact ? 3 * d * d : 0;
+            long dense = AnyExact ? 3L * d * d : 0;
             if (Lu != null) dense += 2L * Lu.Slots + 2 * d + St.JRow.Length + St.HRow.Length;
-            long noise = DiagonalNoise ? 0 : 2 * (d * m + d * d + m * m);
+            long noise = DiagonalNoise ? 0 : 2 * ((long)d * m + (long)d * d + (long)m * m);
             long perPlan = Plans.Sum(p => (long)(p.Kind == EstimateKind.Density ? p.Bins : 1) * 3 + (p.StationaryWindow > 0 ? (long)Math.Round(p.StationaryWindow / Dt) + 2 : 0));
             return 8 * (dense + noise + perPlan + 16 * d + (long)NParams * 4 * d + St.HRow.Length + St.JRow.Length * 2) + (1 << 16);
         }

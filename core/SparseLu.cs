@@ -23,7 +23,8 @@ internal sealed class SparseLuPlan
     public readonly int[][] Lower, Upper;
     /// <summary>Number of entries of the filled pattern; slot of entry (i, j) is <see cref="Slot"/>.</summary>
     public readonly int Slots;
-    readonly int[] _slot; // i·d + j → slot, or −1 outside the pattern
+    readonly int[][] _cols;   // per row i, the columns of the filled pattern, ascending
+    readonly int[] _rowStart; // slot of row i's first entry
 
     // factor: per k the pivot's slot, L's slots (r, k), U's slots (k, j) and the updated slots (r, j), r-major
     public readonly int[] PivotSlot, LoStart, LoSlot, LoRow, UpStart, UpSlot, UpCol, RjStart, RjSlot;
@@ -36,28 +37,33 @@ internal sealed class SparseLuPlan
     {
         D = d;
         Key = d + ":" + SparseLuEmit.Key(rows) + ":" + SparseLuEmit.Key(cols);
-        var p = new bool[d * d];
-        for (int i = 0; i < d; i++) p[i * d + i] = true;
-        for (int e = 0; e < rows.Length; e++) { p[rows[e] * d + cols[e]] = true; p[cols[e] * d + rows[e]] = true; }
-        // symbolic elimination: eliminating k connects every pair of its later neighbours
-        var nb = new List<int>();
-        for (int k = 0; k < d; k++)
-        {
-            nb.Clear();
-            for (int r = k + 1; r < d; r++) if (p[r * d + k]) nb.Add(r);
-            foreach (int r in nb) foreach (int c in nb) p[r * d + c] = true;
-        }
+        // The pattern is symmetrised and eliminated on adjacency sets, not a d×d table: a Lorenz-96 of
+        // 10^5 states has 10^10 pairs but a few per row (the dense table overflowed an int at d ≈ 46,000).
+        var adj = new HashSet<int>[d];
+        for (int i = 0; i < d; i++) adj[i] = new HashSet<int>();
+        for (int e = 0; e < rows.Length; e++)
+            if (rows[e] != cols[e]) { adj[rows[e]].Add(cols[e]); adj[cols[e]].Add(rows[e]); }
+        // symbolic elimination: eliminating k connects every pair of its later neighbours. The pattern
+        // stays symmetric, and column k is final once k is eliminated (later steps only touch pairs
+        // above k), so its later neighbours then are both L's column k and U's row k.
         Lower = new int[d][]; Upper = new int[d][];
         for (int k = 0; k < d; k++)
         {
-            var lo = new List<int>(); var up = new List<int>();
-            for (int r = k + 1; r < d; r++) if (p[r * d + k]) lo.Add(r);
-            for (int c = k + 1; c < d; c++) if (p[k * d + c]) up.Add(c);
-            Lower[k] = lo.ToArray(); Upper[k] = up.ToArray();
+            var nb = adj[k].Where(r => r > k).ToArray();
+            Array.Sort(nb);
+            foreach (int r in nb) foreach (int c in nb) if (c != r) adj[r].Add(c);
+            Lower[k] = nb; Upper[k] = (int[])nb.Clone();
         }
-        _slot = new int[d * d];
+        // slots in row-major order of the filled pattern (the diagonal included)
+        _cols = new int[d][]; _rowStart = new int[d];
         int n = 0;
-        for (int i = 0; i < d * d; i++) _slot[i] = p[i] ? n++ : -1;
+        for (int i = 0; i < d; i++)
+        {
+            var cs = adj[i].Append(i).ToArray();
+            Array.Sort(cs);
+            _cols[i] = cs; _rowStart[i] = n;
+            n = checked(n + cs.Length);
+        }
         Slots = n;
 
         PivotSlot = new int[d]; LoStart = new int[d + 1]; UpStart = new int[d + 1]; RjStart = new int[d + 1];
@@ -117,13 +123,13 @@ internal sealed class SparseLuPlan
     /// <summary>The pattern, as text (the emitted code's cache key).</summary>
     public readonly string Key;
 
-    public bool Contains(int i, int j) => _slot[i * D + j] >= 0;
+    public bool Contains(int i, int j) => Array.BinarySearch(_cols[i], j) >= 0;
 
     public int Slot(int i, int j)
     {
-        int s = _slot[i * D + j];
-        if (s < 0) throw new ArgumentException($"({i}, {j}) is not in the filled pattern");
-        return s;
+        int q = Array.BinarySearch(_cols[i], j);
+        if (q < 0) throw new ArgumentException($"({i}, {j}) is not in the filled pattern");
+        return _rowStart[i] + q;
     }
 }
 

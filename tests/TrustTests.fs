@@ -86,6 +86,44 @@ let tests =
             | Ok _ -> failtest "compiled null"
             | Error ds -> Expect.stringContains (List.head ds).Message "null" "message"
         }
+        test "the sparse LU's symbolic phase on adjacency sets equals the dense elimination, and scales past d = 46,000" {
+            // the dense reference: the former d×d table
+            let dense (d: int) (rows: int[]) (cols: int[]) =
+                let p = Array2D.zeroCreate<bool> d d
+                for i in 0 .. d - 1 do p[i, i] <- true
+                for e in 0 .. rows.Length - 1 do
+                    p[rows[e], cols[e]] <- true
+                    p[cols[e], rows[e]] <- true
+                for k in 0 .. d - 1 do
+                    let nb = [ for r in k + 1 .. d - 1 do if p[r, k] then r ]
+                    for r in nb do
+                        for c in nb do p[r, c] <- true
+                p
+            let rng = System.Random 5
+            for trial in 1 .. 40 do
+                let d = 2 + rng.Next 25
+                let m = rng.Next(3 * d)
+                let rows = Array.init m (fun _ -> rng.Next d)
+                let cols = Array.init m (fun _ -> rng.Next d)
+                let plan = Sde.Core.SparseLuPlan(d, rows, cols)
+                let p = dense d rows cols
+                let mutable slot = 0
+                for i in 0 .. d - 1 do
+                    Expect.sequenceEqual plan.Lower[i] [| for r in i + 1 .. d - 1 do if p[r, i] then r |] (sprintf "trial %d: L column %d" trial i)
+                    Expect.sequenceEqual plan.Upper[i] [| for c in i + 1 .. d - 1 do if p[i, c] then c |] (sprintf "trial %d: U row %d" trial i)
+                    for j in 0 .. d - 1 do
+                        Expect.equal (plan.Contains(i, j)) p[i, j] (sprintf "trial %d: (%d, %d) in the pattern" trial i j)
+                        if p[i, j] then
+                            Expect.equal (plan.Slot(i, j)) slot "row-major slots"
+                            slot <- slot + 1
+                Expect.equal plan.Slots slot "slot count"
+            // a ring of 100,000 (Lorenz-96's neighbours): 10^10 pairs, built without a d×d table
+            let d = 100000
+            let rows = [| for i in 0 .. d - 1 do yield i; yield i; yield i |]
+            let cols = [| for i in 0 .. d - 1 do yield (i + 1) % d; yield (i + d - 1) % d; yield (i + d - 2) % d |]
+            let plan = Sde.Core.SparseLuPlan(d, rows, cols)
+            Expect.isGreaterThan plan.Slots (3 * d) "filled pattern of the ring"
+        }
         test "a finite-difference twin outside its parameter's domain is a located error" {
             let d = firstError (oneState "  init x = 1" "  d x = -x dt + sqrt(s) dW" "  d mean(x) / d s with finite_difference(h = 0.5)")
             Expect.equal (d.Line, d.Col) (11, 24) d.Message
