@@ -328,7 +328,7 @@ let tests =
               Expect.equal (s["dt"].GetValue<float>()) 0.02 "dt"
               Expect.equal (s["T"].GetValue<float>()) 2.5 "T"
               Expect.equal (s["seed"].GetValue<int64>()) 99L "seed"
-              let p = j["sets"][0]["params"]
+              let p = (j["sets"][0])["params"]
               Expect.equal (p["sigma"].GetValue<float>()) 0.7 "sigma"
               Expect.equal (p["x0"].GetValue<float>()) 2.0 "x0"
               Expect.equal (p["theta"].GetValue<float>()) 1.0 "theta keeps its default"

@@ -16,7 +16,9 @@ let private counted (summary: TestRunSummary option ref) =
 [<EntryPoint>]
 let main argv =
     let summary = ref None
-    let code = runTestsInAssemblyWithCLIArgs [ CLIArguments.Printer(counted summary) ] argv
+    // no colour codes when the output goes to a file or a pipe (CI logs, `| tee`)
+    let colours = if System.Console.IsOutputRedirected then [ CLIArguments.Colours 0 ] else []
+    let code = runTestsInAssemblyWithCLIArgs (CLIArguments.Printer(counted summary) :: colours) argv
 
     match summary.Value with
     | Some s ->
