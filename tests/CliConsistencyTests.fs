@@ -181,6 +181,15 @@ let tests =
                       Expect.stringContains w.Rendered "\n  brownian V\n           ^" "with the line and a caret"
                   | ws -> failtestf "one warning expected: %A" (ws |> List.map string)
 
+              match SdeCompiler.Compile(noQueries + "query { }\n", "e.sde") with
+              | Ok p ->
+                  match p.Warnings with
+                  | [ w ] ->
+                      Expect.equal w.Line (noQueries.Split('\n').Length) "at the empty query block"
+                      Expect.stringContains w.Message "the query block is empty" "says so"
+                  | ws -> failtestf "one warning expected: %A" (ws |> List.map string)
+              | Error ds -> failtestf "%A" (ds |> List.map string)
+
               match SdeCompiler.Compile(goodModel, "g.sde") with
               | Ok p -> Expect.isEmpty p.Warnings "no warnings"
               | Error ds -> failtestf "%A" (ds |> List.map string)
