@@ -83,7 +83,7 @@ let tests =
 
               match SdeCompiler.Compile(ou, "ou.sde", o) with
               | Ok _ -> failtest "accepted an unknown parameter"
-              | Error ds -> Expect.stringStarts (List.head ds).Rendered "ou.sde:1:1: error: " "rendering"
+              | Error ds -> Expect.stringStarts (List.head ds).Rendered "ou.sde: error: --set: " "rendering"
           }
 
           test "Api C#-friendly members" {

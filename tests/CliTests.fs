@@ -150,6 +150,15 @@ let expectLocatedError (what: string) (args: string list) (o: Outcome) =
     Expect.isTrue (Regex.IsMatch(o.Err, @"(?m)^[^\n]+:\d+:\d+: error: ")) (sprintf "%s: FILE:LINE:COL: error: on stderr\n%s" what d)
     expectNoTrace what o
 
+/// An error with no place in the file (an option, a file that cannot be read): exit 2, `PREFIX: error:
+/// MESSAGE` on stderr, where PREFIX is the file or `dsl`, and no made-up LINE:COL.
+let expectUnlocatedError (what: string) (expected: string) (args: string list) (o: Outcome) =
+    let d = describe args o
+    Expect.equal o.Code 2 (sprintf "%s: exit code 2\n%s" what d)
+    Expect.stringContains o.Err expected (sprintf "%s: the message\n%s" what d)
+    Expect.isFalse (Regex.IsMatch(o.Err, @":\d+:\d+: error: ")) (sprintf "%s: no LINE:COL for an error outside the file\n%s" what d)
+    expectNoTrace what o
+
 [<Tests>]
 let tests =
     testSequenced
@@ -261,8 +270,6 @@ let tests =
                     "bad setting value", [ "run"; tmp.File "dt.sde" (goodModel.Replace("dt = 0.01", "dt = -1")) ]
                     "not linear in dt", [ "run"; tmp.File "dt2.sde" (goodModel.Replace("-a * x dt", "-a * x dt^2")) ]
                     "unterminated comment", [ "run"; tmp.File "comment.sde" (goodModel + "/* no end") ]
-                    "missing file", [ "run"; Path.Combine(tmp.Path, "missing.sde") ]
-                    "missing file (check)", [ "check"; Path.Combine(tmp.Path, "missing.sde") ]
                     "empty file", [ "run"; tmp.File "empty.sde" "" ]
                     "only a comment", [ "check"; tmp.File "comment-only.sde" "// nothing here\n" ]
                     "binary junk",
@@ -273,22 +280,52 @@ let tests =
                        rng.NextBytes bytes
                        File.WriteAllBytes(p, bytes)
                        p) ]
-                    "a directory", [ "run"; tmp.Path ]
-                    "unknown parameter in --set", [ "run"; good; "--set"; "zz=3" ]
-                    "non-number in --set", [ "run"; good; "--set"; "a=abc" ]
-                    "--set outside the domain", [ "run"; good; "--set"; "a=-1" ]
-                    "bad --params", [ "run"; good; "--params"; "nope" ]
-                    "bad --paths", [ "run"; good; "--paths"; "0" ]
-                    "bad --dt", [ "run"; good; "--dt"; "-0.5" ]
-                    "--paths past the limit (ran zero paths, exit 0)", [ "run"; good; "--paths"; "9223372036854775807" ]
-                    "--dt giving more steps than the limit (exit 3 without a location)", [ "run"; good; "--dt"; "1e-300" ]
-                    "paths past the limit in the file", [ "run"; tmp.File "paths.sde" (goodModel.Replace("seed = 4", "seed = 4; paths = 100000000000000")) ]
-                    "negative --threads (exit 3)", [ "run"; good; "--threads"; "-1" ]
-                    "--set on a swept parameter (ran every set with one value under the sweep's labels)",
-                    [ "run"; Path.Combine(repoRoot, "examples", "sweep.sde"); "--set"; "theta=9" ] ]
+                    "paths past the limit in the file", [ "run"; tmp.File "paths.sde" (goodModel.Replace("seed = 4", "seed = 4; paths = 100000000000000")) ] ]
 
               for what, args in cases do
                   expectLocatedError what args (dsl args)
+          }
+
+          test "Cli an error outside the file names the file or the option, with no made-up line and column" {
+              use tmp = new TempDir()
+              let good = tmp.File "good.sde" goodModel
+              let missing = Path.Combine(tmp.Path, "missing.sde")
+              let sweep = Path.Combine(repoRoot, "examples", "sweep.sde")
+
+              let cases =
+                  [ "missing file", [ "run"; missing ], missing + ": error: no such file"
+                    "missing file (check)", [ "check"; missing ], missing + ": error: no such file"
+                    "a directory (not 'access denied')", [ "run"; tmp.Path ], tmp.Path + ": error: is a directory"
+                    "unknown parameter in --set", [ "run"; good; "--set"; "zz=3" ], good + ": error: --set: unknown param 'zz'"
+                    "non-number in --set", [ "run"; good; "--set"; "a=abc" ], "dsl: error: --set a=abc: 'abc' is not a number"
+                    "--set outside the domain", [ "run"; good; "--set=a=-1" ], good + ": error: --set: "
+                    "bad --params", [ "run"; good; "--params"; "nope" ], good + ": error: --params: unknown parameter set 'nope'"
+                    "bad --paths", [ "run"; good; "--paths"; "0" ], good + ": error: --paths: "
+                    "bad --dt", [ "run"; good; "--dt=-0.5" ], good + ": error: --dt: "
+                    "--paths past the limit (ran zero paths, exit 0)", [ "run"; good; "--paths"; "9223372036854775807" ], good + ": error: --paths: "
+                    "--dt giving more steps than the limit (exit 3 without a location)", [ "run"; good; "--dt"; "1e-300" ], good + ": error: --dt: "
+                    "--dt making a window empty (exit 3)",
+                    [ "run"; tmp.File "window.sde" (goodModel.Replace("T = 1;", "T = 6;").Replace("  mean(x)\n", "  mean(x) over [0.5, 1]\n")); "--dt"; "3" ],
+                    "error: --dt: query 'mean(x) over [0.5, 1]'"
+                    "negative --threads (exit 3)", [ "run"; good; "--threads"; "-1" ], "dsl: error: --threads: must be >= 0"
+                    "negative --seed", [ "run"; good; "--seed=-1" ], "dsl: error: --seed: "
+                    "unknown --backend", [ "run"; good; "--backend"; "tpu" ], "dsl: error: --backend: 'tpu' is not available"
+                    "--force without --shard", [ "run"; good; "--force" ], "dsl: error: --force applies to a shard only"
+                    "--shard without --out", [ "run"; good; "--shard"; "0/2" ], "dsl: error: --shard needs --out"
+                    "a bad --shard", [ "run"; good; "--shard=7"; "--out"; tmp.Path ], "dsl: error: --shard: "
+                    "an unknown option", [ "run"; good; "--colour" ], "dsl: error: unknown option '--colour'"
+                    "an option without its value", [ "run"; good; "--paths" ], "dsl: error: "
+                    "an option's value of the wrong type", [ "run"; good; "--paths"; "many" ], "dsl: error: "
+                    "no file", [ "run"; "--paths"; "10" ], "dsl: error: no model file given"
+                    "an unknown command", [ "simulate"; good ], "dsl: error: "
+                    "- twice", [ "run"; "-"; "-" ], "dsl: error: - (standard input) may be given once"
+                    "compile: an unknown --target", [ "compile"; good; "--out"; tmp.Path; "--target"; "spirv" ], "dsl: error: --target: "
+                    "slurm: a bad --time", [ "slurm"; good; "--shards"; "2"; "--time"; "soon" ], "dsl: error: --time soon: "
+                    "--set on a swept parameter (ran every set with one value under the sweep's labels)",
+                    [ "run"; sweep; "--set"; "theta=9" ], sweep + ": error: --set: 'theta' is swept" ]
+
+              for what, args, expected in cases do
+                  expectUnlocatedError what expected args (dsl args)
           }
 
           test "Cli compile: a missing --out or an unknown --arch is exit 2 with a message (exit 3 before)" {
@@ -328,7 +365,7 @@ let tests =
               Expect.equal (s["dt"].GetValue<float>()) 0.02 "dt"
               Expect.equal (s["T"].GetValue<float>()) 2.5 "T"
               Expect.equal (s["seed"].GetValue<int64>()) 99L "seed"
-              let p = j["sets"][0]["params"]
+              let p = (j["sets"][0])["params"]
               Expect.equal (p["sigma"].GetValue<float>()) 0.7 "sigma"
               Expect.equal (p["x0"].GetValue<float>()) 2.0 "x0"
               Expect.equal (p["theta"].GetValue<float>()) 1.0 "theta keeps its default"

@@ -1,5 +1,8 @@
 module Sde.Tests.EmitTests
 
+// FS0009: the vector tests pin arrays and hand the engine raw pointers (PtrVec), as the engine does
+#nowarn "9"
+
 open System
 open Expecto
 open Sde.Core

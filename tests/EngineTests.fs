@@ -365,9 +365,12 @@ let engineSequenced =
             run 100L 10 |> ignore // JIT
             run 100L 1000 |> ignore
             run 10000L 10 |> ignore // tiered JIT's re-compilations of the path loop happen here, not in the measurement
-            let a10 = run 100L 10
-            let a1000 = run 100L 1000
-            let p10k = run 10000L 10
+            // the least of three: a real allocation per step or path shows in every run, while the
+            // runtime's own occasional allocations on this thread (tiered JIT under load) do not
+            let least f = List.min [ f (); f (); f () ]
+            let a10 = least (fun () -> run 100L 10)
+            let a1000 = least (fun () -> run 100L 1000)
+            let p10k = least (fun () -> run 10000L 10)
             Expect.isTrue (abs (a1000 - a10) < 512L) (sprintf "10 steps: %d B, 1000 steps: %d B" a10 a1000)
             Expect.isTrue (abs (p10k - a10) < 2048L) (sprintf "100 paths: %d B, 10000 paths: %d B" a10 p10k)
         }

@@ -2,6 +2,9 @@
 /// every example and on finite-difference responses, chunking, memory errors, and PTX for every example.
 module Sde.Tests.GpuTests
 
+// FS0009: the kernels' normals are called on the CPU through a pointer accessor (PtrVec over a fixed array)
+#nowarn "9"
+
 open System
 open System.IO
 open Expecto

@@ -156,8 +156,7 @@ let private gridTests =
             for opt, v in [ "--dt", "0.3"; "--T", "1.005" ] do
                 let args = [ "run"; f; opt; v; "--quiet" ]
                 let o = dsl args
-                expectLocatedError opt args o
-                Expect.stringContains o.Err (opt + ": T = ") (describe args o)
+                expectUnlocatedError opt (f + ": error: " + opt + ": T = ") args o
                 Expect.stringContains o.Err "not a whole number of steps" (describe args o)
 
             Expect.equal (dsl [ "run"; f; "--dt"; "0.005"; "--T"; "0.5"; "--quiet"; "--json" ]).Code 0 "on the grid: runs"

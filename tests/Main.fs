@@ -16,7 +16,17 @@ let private counted (summary: TestRunSummary option ref) =
 [<EntryPoint>]
 let main argv =
     let summary = ref None
-    let code = runTestsInAssemblyWithCLIArgs [ CLIArguments.Printer(counted summary) ] argv
+    // no colour or cursor codes when the output goes to a file or a pipe (CI logs, `| tee`): no colours,
+    // and no spinner (it hides and moves the cursor)
+    let colours = if System.Console.IsOutputRedirected then [ CLIArguments.Colours 0; CLIArguments.No_Spinner ] else []
+
+    // and the log lines through a plain text writer (the console target appends a colour reset to each)
+    if System.Console.IsOutputRedirected then
+        Logging.Global.initialise
+            { Logging.Global.defaultConfig with
+                getLogger = fun name -> Logging.TextWriterTarget(name, Logging.LogLevel.Info, System.Console.Out) :> Logging.Logger }
+
+    let code = runTestsInAssemblyWithCLIArgs (CLIArguments.Printer(counted summary) :: colours) argv
 
     match summary.Value with
     | Some s ->

@@ -86,6 +86,7 @@ let private report =
         [ { Name = "base"
             Params = [ "F", 8.0; "sigma", 0.5 ]
             Results = [ meanQ; densityQ; responseQ; densityResponseQ ] } ]
+      Warnings = []
       Seconds = 3.1
       PathStepsPerSecond = 6.4e6 }
 

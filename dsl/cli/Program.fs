@@ -9,26 +9,26 @@ open Sde.Core
 open Sde.Lang
 
 type RunArgs =
-    | [<MainCommand; ExactlyOnce>] File of path: string
-    | Out of dir: string
+    | [<MainCommand; Mandatory>] Files of paths: string list
+    | [<EqualsAssignmentOrSpaced>] Out of dir: string
     | Json
-    | Set of assignment: string
-    | Params of name: string
-    | Paths of n: int64
-    | Dt of dt: float
-    | [<CustomCommandLine("--T")>] Horizon of T: float
-    | Seed of seed: int64
-    | Threads of n: int
-    | Backend of name: string
+    | [<EqualsAssignmentOrSpaced>] Set of assignment: string
+    | [<EqualsAssignmentOrSpaced>] Params of name: string
+    | [<EqualsAssignmentOrSpaced>] Paths of n: int64
+    | [<EqualsAssignmentOrSpaced>] Dt of dt: float
+    | [<CustomCommandLine("--T"); EqualsAssignmentOrSpaced>] Horizon of T: float
+    | [<EqualsAssignmentOrSpaced>] Seed of seed: int64
+    | [<EqualsAssignmentOrSpaced>] Threads of n: int
+    | [<EqualsAssignmentOrSpaced>] Backend of name: string
     | Quiet
     | Strict
-    | Shard of spec: string
+    | [<EqualsAssignmentOrSpaced>] Shard of spec: string
     | Force
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | File _ -> "the .sde file to run."
+            | Files _ -> "the .sde file(s) to run, in order (- reads the model from standard input)."
             | Shard _ -> "K/N: run only paths K*P/N .. (K+1)*P/N - 1 of every parameter set and write their exact sums into --out (merge with dsl merge); auto or auto/N: K (and N) from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX."
             | Force -> "with --shard: rerun the shard even when its complete partial file is already there."
             | Out _ -> "write results.json and one SVG plot per density query into this folder."
@@ -45,18 +45,18 @@ type RunArgs =
             | Strict -> "exit with code 3 when a result carries a warning (e.g. heavy-tailed kernel weights); the results are still printed and written."
 
 type CheckArgs =
-    | [<MainCommand; ExactlyOnce>] File of path: string
+    | [<MainCommand; Mandatory>] Files of paths: string list
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | File _ -> "the .sde file to parse and check."
+            | Files _ -> "the .sde file(s) to parse and check (- reads standard input)."
 
 type CompileArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
-    | Target of target: string
-    | Out of dir: string
-    | Arch of arch: string
+    | [<EqualsAssignmentOrSpaced>] Target of target: string
+    | [<EqualsAssignmentOrSpaced>] Out of dir: string
+    | [<EqualsAssignmentOrSpaced>] Arch of arch: string
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -68,7 +68,7 @@ type CompileArgs =
 
 type MergeArgs =
     | [<MainCommand; ExactlyOnce>] Inputs of paths: string list
-    | Out of dir: string
+    | [<EqualsAssignmentOrSpaced>] Out of dir: string
     | Json
     | Quiet
     | Strict
@@ -84,20 +84,20 @@ type MergeArgs =
 
 type SlurmArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
-    | [<Mandatory>] Shards of n: int
-    | Partition of name: string
-    | Time of hhmmss: string
-    | Cpus of n: int
-    | Mem of size: string
-    | Out of dir: string
+    | [<Mandatory; EqualsAssignmentOrSpaced>] Shards of n: int
+    | [<EqualsAssignmentOrSpaced>] Partition of name: string
+    | [<EqualsAssignmentOrSpaced>] Time of hhmmss: string
+    | [<EqualsAssignmentOrSpaced>] Cpus of n: int
+    | [<EqualsAssignmentOrSpaced>] Mem of size: string
+    | [<EqualsAssignmentOrSpaced>] Out of dir: string
     | [<CustomCommandLine("--sbatch-arg"); EqualsAssignmentOrSpaced>] Sbatch_Arg of arg: string
     | Submit
-    | Set of assignment: string
-    | Params of name: string
-    | Paths of n: int64
-    | Dt of dt: float
-    | [<CustomCommandLine("--T")>] Horizon of T: float
-    | Seed of seed: int64
+    | [<EqualsAssignmentOrSpaced>] Set of assignment: string
+    | [<EqualsAssignmentOrSpaced>] Params of name: string
+    | [<EqualsAssignmentOrSpaced>] Paths of n: int64
+    | [<EqualsAssignmentOrSpaced>] Dt of dt: float
+    | [<CustomCommandLine("--T"); EqualsAssignmentOrSpaced>] Horizon of T: float
+    | [<EqualsAssignmentOrSpaced>] Seed of seed: int64
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -145,30 +145,58 @@ let private version () =
     let v = Reflection.Assembly.GetExecutingAssembly().GetName().Version
     sprintf "dsl %d.%d.%d" v.Major v.Minor v.Build
 
-/// Read the source, or a located error for a file that cannot be read.
+/// An error in the command line itself, before or apart from any file: `dsl: error: MESSAGE`
+/// (an option's error starts with the option, `dsl: error: --seed: ...`); exit 2.
+let private usageError (m: string) =
+    eprintfn "dsl: error: %s" m
+    exitInput
+
+/// An error that concerns a file but no place in it (a file that cannot be read, an override the
+/// file refuses, a run that failed): `FILE: error: MESSAGE`.
+let private fileError (file: string) (m: string) = eprintfn "%s: error: %s" file m
+
+/// `-` reads the model from standard input; diagnostics name it `<stdin>`.
+let private stdinName = "<stdin>"
+
+let private displayName (path: string) = if path = "-" then stdinName else path
+
 /// At most `Frontend.maxSourceBytes` are read (one more to know that there are more): a larger
 /// input, or an endless one such as /dev/zero (whose length reads as 0), is refused unread.
+let private readCapped (stream: Stream) : Result<string, string> =
+    let cap = Frontend.maxSourceBytes
+    let buffer = Array.zeroCreate<byte> (cap + 1)
+    let mutable total = 0
+    let mutable reading = true
+
+    while reading && total <= cap do
+        let n = stream.Read(buffer, total, buffer.Length - total)
+        if n = 0 then reading <- false else total <- total + n
+
+    if total > cap then
+        Error(sprintf "the file is larger than %d bytes, the most a model file may have" cap)
+    else
+        use reader = new StreamReader(new MemoryStream(buffer, 0, total), Text.Encoding.UTF8, true)
+        Ok(reader.ReadToEnd())
+
+/// The source of a model, or why it cannot be read (an error naming the file, not a place in it).
 let private readSource (path: string) : Result<string, string> =
-    try
-        use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, false)
-        let cap = Frontend.maxSourceBytes
-        let buffer = Array.zeroCreate<byte> (cap + 1)
-        let mutable total = 0
-        let mutable reading = true
-
-        while reading && total <= cap do
-            let n = stream.Read(buffer, total, buffer.Length - total)
-            if n = 0 then reading <- false else total <- total + n
-
-        if total > cap then
-            Error(sprintf "%s:1:1: error: the file is larger than %d bytes, the most a model file may have" path cap)
-        else
-            use reader = new StreamReader(new MemoryStream(buffer, 0, total), Text.Encoding.UTF8, true)
-            Ok(reader.ReadToEnd())
-    with
-    | :? FileNotFoundException
-    | :? DirectoryNotFoundException -> Error(sprintf "%s:1:1: error: no such file" path)
-    | ex -> Error(sprintf "%s:1:1: error: cannot read the file: %s" path ex.Message)
+    if path = "-" then
+        try
+            use stdin = Console.OpenStandardInput()
+            readCapped stdin
+        with ex ->
+            Error(sprintf "cannot read standard input: %s" ex.Message)
+    elif Directory.Exists path then
+        Error "is a directory, not a .sde file"
+    else
+        try
+            use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, false)
+            readCapped stream
+        with
+        | :? FileNotFoundException
+        | :? DirectoryNotFoundException -> Error "no such file"
+        | :? UnauthorizedAccessException -> Error "permission denied: the file cannot be read"
+        | ex -> Error(sprintf "cannot read the file: %s" ex.Message)
 
 let private printDiagnostics (ds: SourceDiagnostic list) =
     for d in ds do
@@ -182,15 +210,20 @@ let private parseAssignment (s: string) : Result<string * float, string> =
         | _ -> Error(sprintf "--set %s: '%s' is not a number" s value)
     | _ -> Error(sprintf "--set %s: expected NAME=VALUE" s)
 
-/// Read and compile a file; on failure its located errors are printed and the exit code returned.
+/// Read and compile a file; its errors (located, or naming the option of an override) and its
+/// warnings are printed; on failure the exit code.
 let private compileSource (path: string) (overrides: Overrides) : Result<CompiledProgram * string, int> =
+    let name = displayName path
+
     match readSource path with
     | Error e ->
-        Console.Error.WriteLine e
+        fileError name e
         Error exitInput
     | Ok text ->
-        match SdeCompiler.Compile(text, path, overrides) with
-        | Ok p -> Ok(p, text)
+        match SdeCompiler.Compile(text, name, overrides) with
+        | Ok p ->
+            printDiagnostics p.Warnings
+            Ok(p, text)
         | Error ds ->
             printDiagnostics ds
             Error exitInput
@@ -198,48 +231,73 @@ let private compileSource (path: string) (overrides: Overrides) : Result<Compile
 let private compileFile (path: string) (overrides: Overrides) : Result<CompiledProgram, int> =
     compileSource path overrides |> Result.map fst
 
-let private check (args: ParseResults<CheckArgs>) =
-    let path = args.GetResult CheckArgs.File
+/// The files of a command, as given, and what is wrong with them as a list: `-` (standard input,
+/// read once) given twice, or an unknown option (Argu hands an unknown `--x` to the file list).
+let private filesProblem (files: string list) =
+    match files |> List.tryFind (fun f -> f.StartsWith "-" && f <> "-" && not (File.Exists f)) with
+    | _ when files.IsEmpty -> Some "no model file given (a .sde file, or - for standard input)"
+    | Some o -> Some(sprintf "unknown option '%s' (dsl --help lists the commands, dsl COMMAND --help their options)" o)
+    | None when (files |> List.filter ((=) "-")).Length > 1 -> Some "- (standard input) may be given once"
+    | None -> None
 
-    match compileFile path Frontend.noOverrides with
-    | Error code -> code
-    | Ok p ->
-        printfn "%s: ok (model %s, %d state components, %d parameter set(s))" path p.ModelName p.Dimension p.ParameterSets.Length
-        0
+let private check (args: ParseResults<CheckArgs>) =
+    let files = args.GetResults CheckArgs.Files |> List.concat
+
+    match filesProblem files with
+    | Some m -> usageError m
+    | None ->
+        files
+        |> List.map (fun path ->
+            match compileFile path Frontend.noOverrides with
+            | Error code -> code
+            | Ok p ->
+                printfn "%s: ok (model %s, %d state components, %d parameter set(s))" (displayName path) p.ModelName p.Dimension p.ParameterSets.Length
+                0)
+        |> List.fold max 0
+
+/// `--out DIR` made ready before anything runs: the folder created, and a file written and removed
+/// in it; or why not (an existing regular file, a place that cannot be written).
+let private prepareOut (dir: string) : Result<unit, string> =
+    if File.Exists dir then
+        Error(sprintf "--out %s: is a file; --out names a folder" dir)
+    else
+        try
+            Directory.CreateDirectory dir |> ignore
+            let probe = Path.Combine(dir, sprintf ".dsl-write-test-%d" Environment.ProcessId)
+            File.WriteAllText(probe, "")
+            File.Delete probe
+            Ok()
+        with ex ->
+            Error(sprintf "--out %s: cannot write there: %s" dir ex.Message)
 
 let private compile (args: ParseResults<CompileArgs>) =
     let path = args.GetResult CompileArgs.File
 
     match args.GetResult(Target, "ptx") with
-    | t when t <> "ptx" ->
-        eprintfn "error: unknown target '%s' (available: ptx)" t
-        exitInput
+    | t when t <> "ptx" -> usageError (sprintf "--target: unknown target '%s' (available: ptx)" t)
     | _ ->
     let arch = try Ok(Gpu.Ptx.ParseArch(args.GetResult(Arch, "sm_70"))) with :? ArgumentException as e -> Error e.Message
 
     match arch, args.TryGetResult CompileArgs.Out with
-    | Error m, _ ->
-        eprintfn "%s: error: --arch: %s" path m
-        exitInput
-    | _, None ->
-        eprintfn "%s: error: --out DIR is required (the folder for the PTX files)" path
-        exitInput
+    | Error m, _ -> usageError (sprintf "--arch: %s" m)
+    | _, None -> usageError "--out DIR is required (the folder for the PTX files)"
     | Ok arch, Some dir ->
         match compileFile path Frontend.noOverrides with
         | Error code -> code
         | Ok p ->
-            try
-                Directory.CreateDirectory dir |> ignore
+            match prepareOut dir with
+            | Error m -> usageError m
+            | Ok() ->
+                try
+                    for (name, ptx) in Gpu.Ptx.Compile(p.ModelType, arch) do
+                        let file = Path.Combine(dir, sprintf "%s.%s.ptx" p.ModelName name)
+                        File.WriteAllText(file, ptx)
+                        printfn "%s" file
 
-                for (name, ptx) in Gpu.Ptx.Compile(p.ModelType, arch) do
-                    let file = Path.Combine(dir, sprintf "%s.%s.ptx" p.ModelName name)
-                    File.WriteAllText(file, ptx)
-                    printfn "%s" file
-
-                0
-            with ex ->
-                eprintfn "%s: error: %s" path ex.Message
-                exitRun
+                    0
+                with ex ->
+                    fileError (displayName path) ex.Message
+                    exitRun
 
 let private writeOut (dir: string) (report: Report.RunReport) =
     Directory.CreateDirectory dir |> ignore
@@ -253,11 +311,10 @@ let private writeOut (dir: string) (report: Report.RunReport) =
             elif q.Kind = "lyapunov" then
                 Plot.writeSpectrum (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
 
-/// Prints (table or JSON), writes --out, repeats the warnings on standard error; the exit code (--strict).
+/// Prints the table (unless `json`: the caller prints the JSON), writes --out, repeats the results'
+/// warnings on standard error; the exit code (--strict: 3 when a result or the file carries a warning).
 let private present (path: string) (json: bool) (out: string option) (strict: bool) (report: Report.RunReport) =
-    if json then
-        Console.Out.WriteLine(Output.toJson report)
-    else
+    if not json then
         Console.Out.Write(Output.tableWith (Output.useColor ()) report)
 
     out |> Option.iter (fun dir -> writeOut dir report)
@@ -269,8 +326,8 @@ let private present (path: string) (json: bool) (out: string option) (strict: bo
                   for m in q.Warnings -> sprintf "%s: warning: set %s, '%s': %s" path set.Name q.Query m ]
 
     warnings |> List.iter (fun w -> Console.Error.WriteLine w)
-    // --strict: a result that carries any warning fails the run (after it was printed and written)
-    if strict && not warnings.IsEmpty then exitRun else 0
+    // --strict: a result or a file that carries any warning fails the run (after it was printed and written)
+    if strict && not (warnings.IsEmpty && report.Warnings.IsEmpty) then exitRun else 0
 
 let private env (name: string) =
     match Environment.GetEnvironmentVariable name with
@@ -284,51 +341,49 @@ let private runFailure (path: string) (finish: unit -> unit) (ex: exn) =
 
     match ex with
     | :? SimulationFailedException as e ->
-        eprintfn "%s: error: %s" path e.Message
+        fileError path e.Message
         exitRun
     | :? RunTooLargeException as e ->
-        eprintfn "%s: error: %s" path e.Message
+        fileError path e.Message
         exitRun
     | :? NotSupportedException as e when Text.RegularExpressions.Regex.IsMatch(e.Message, @"^\d+:\d+: ") ->
         // a query the chosen backend cannot run: a located input error, found before simulating
         eprintfn "%s:%s" path (e.Message.Replace(": '", ": error: '"))
         exitInput
     | :? OperationCanceledException ->
-        eprintfn "%s: error: cancelled" path
+        fileError path "cancelled"
         exitRun
     | ex ->
         let inner = if isNull ex.InnerException then ex else ex.InnerException
-        eprintfn "%s: error: the run failed: %s" path inner.Message
+        fileError path (sprintf "the run failed: %s" inner.Message)
         exitRun
 
 /// `dsl run FILE --shard K/N --out DIR`: one shard's exact sums into DIR (skipped when already complete).
 let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overrides) (specText: string) =
     match Shards.parseSpec specText env with
-    | Error m ->
-        eprintfn "%s:1:1: error: %s" path m
-        exitInput
+    | Error m -> usageError (sprintf "--shard: %s" m)
     | Ok spec ->
     match args.TryGetResult RunArgs.Out, args.TryGetResult Backend with
-    | None, _ ->
-        eprintfn "%s:1:1: error: --shard needs --out DIR (the folder of the partial files)" path
-        exitInput
+    | None, _ -> usageError "--shard needs --out DIR (the folder of the partial files)"
     | _, Some b when b <> "cpu" && b <> "auto" ->
-        eprintfn "%s:1:1: error: --shard runs on the CPU engine (--backend cpu), whose sums merge exactly; got --backend %s" path b
-        exitInput
+        usageError (sprintf "--shard runs on the CPU engine (--backend cpu), whose sums merge exactly; got --backend %s" b)
     | _ when args.Contains RunArgs.Json || args.Contains RunArgs.Strict ->
-        eprintfn "%s:1:1: error: a shard has no results to print (--json, --strict): dsl merge prints them" path
-        exitInput
+        usageError "--shard: a shard has no results to print (--json, --strict): dsl merge prints them"
     | Some dir, _ ->
         match compileSource path overrides with
         | Error code -> code
         | Ok (program, text) ->
             let paths = program.Settings.Paths
+            let name = displayName path
 
             if int64 spec.N > paths then
-                eprintfn "%s:1:1: error: --shard %d/%d: %d shards of a run of %d paths would leave shards without paths; use at most %d shards" path spec.K spec.N spec.N paths paths
+                fileError name (sprintf "--shard %d/%d: %d shards of a run of %d paths would leave shards without paths; use at most %d shards" spec.K spec.N spec.N paths paths)
                 exitInput
             else
-                let h = Shards.headerOf program.Program path text overrides spec
+            match prepareOut dir with
+            | Error m -> usageError m
+            | Ok() ->
+                let h = Shards.headerOf program.Program name text overrides spec
                 let update, finish = if args.Contains RunArgs.Quiet then ignore, ignore else Progress.create (sprintf "shard %d/%d" spec.K spec.N)
                 let opts = { Driver.defaultOptions with Threads = args.GetResult(Threads, 0); Progress = Some update; Backend = "cpu" }
 
@@ -344,36 +399,25 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
                             printfn "shard %d/%d: paths %d..%d of %d parameter set(s) in %.3g s -> %s" spec.K spec.N h.Range.First (h.Range.First + h.Range.Count - 1L)
                                 program.ParameterSets.Length seconds file
                             0
-                    with ex -> runFailure path finish ex
+                    with ex -> runFailure name finish ex
                 finally
                     finish ()
 
-let private run (args: ParseResults<RunArgs>) =
-    let path = args.GetResult RunArgs.File
-
+/// The checks of a run's options that do not need the file, then the overrides they make.
+let private runOverrides (args: ParseResults<RunArgs>) : Result<Overrides, string> =
     let sets = args.GetResults RunArgs.Set |> List.map parseAssignment
 
     match sets |> List.tryPick (function Error e -> Some e | _ -> None) with
-    | Some e ->
-        eprintfn "%s:1:1: error: %s" path e
-        exitInput
+    | Some e -> Error e
     | None ->
-    match args.TryGetResult Backend with
-    | Some b when not (List.contains b [ "cpu"; "ilgpu-cpu"; "cuda"; "auto" ]) ->
-        eprintfn "%s:1:1: error: backend '%s' is not available (available: cpu, ilgpu-cpu, cuda, auto)" path b
-        exitInput
+    match args.TryGetResult Backend, args.TryGetResult RunArgs.Seed, args.TryGetResult Threads with
+    | Some b, _, _ when not (List.contains b [ "cpu"; "ilgpu-cpu"; "cuda"; "auto" ]) ->
+        Error(sprintf "--backend: '%s' is not available (available: cpu, ilgpu-cpu, cuda, auto)" b)
+    | _, Some s, _ when s < 0L -> Error(sprintf "--seed: must be a non-negative integer, got %d" s)
+    | _, _, Some n when n < 0 -> Error(sprintf "--threads: must be >= 0 (0: all cores), got %d" n)
+    | _ when args.Contains Force && not (args.Contains Shard) -> Error "--force applies to a shard only (--shard K/N)"
     | _ ->
-    match args.TryGetResult RunArgs.Seed with
-    | Some s when s < 0L ->
-        eprintfn "%s:1:1: error: --seed must be a non-negative integer" path
-        exitInput
-    | _ ->
-    match args.TryGetResult Threads with
-    | Some n when n < 0 ->
-        eprintfn "%s:1:1: error: --threads must be >= 0 (0: all cores), got %d" path n
-        exitInput
-    | _ ->
-        let overrides: Overrides =
+        Ok
             { Sets = sets |> List.choose (function Ok a -> Some a | _ -> None)
               ParamsName = args.TryGetResult RunArgs.Params
               Paths = args.TryGetResult RunArgs.Paths
@@ -381,26 +425,70 @@ let private run (args: ParseResults<RunArgs>) =
               T = args.TryGetResult RunArgs.Horizon
               Seed = args.TryGetResult RunArgs.Seed |> Option.map uint64 }
 
-        match args.TryGetResult Shard with
-        | Some spec -> shard args path overrides spec
-        | None when args.Contains Force ->
-            eprintfn "%s:1:1: error: --force applies to a shard only (--shard K/N)" path
-            exitInput
-        | None ->
-        match compileFile path overrides with
-        | Error code -> code
-        | Ok program ->
-            let quiet = args.Contains RunArgs.Quiet
-            let update, finish = if quiet then ignore, ignore else Progress.create "simulating"
+/// The folder of each file's results: --out itself for one file, --out/STEM for several.
+let private outFolders (files: string list) (out: string option) : Result<string option list, string> =
+    let stem (f: string) = if f = "-" then "stdin" else Path.GetFileNameWithoutExtension f
 
+    match out, files with
+    | None, _ -> Ok(files |> List.map (fun _ -> None))
+    | Some dir, _ when File.Exists dir -> Error(sprintf "--out %s: is a file; --out names a folder" dir)
+    | Some dir, [ _ ] -> Ok [ Some dir ]
+    | Some dir, _ ->
+        match files |> List.countBy stem |> List.tryFind (fun (_, n) -> n > 1) with
+        | Some (s, _) -> Error(sprintf "--out: two files are named '%s', and each file's results go to --out/STEM; rename one, or run them apart" s)
+        | None -> Ok(files |> List.map (fun f -> Some(Path.Combine(dir, stem f))))
+
+/// One file of `dsl run`: compile, check its --out folder, simulate, print; the exit code and the
+/// report (for the JSON of several files).
+let private runOne (args: ParseResults<RunArgs>) (overrides: Overrides) (json: bool) (path: string) (out: string option) =
+    match compileFile path overrides with
+    | Error code -> code, None
+    | Ok program ->
+    match out |> Option.map prepareOut with
+    | Some (Error m) -> usageError m, None
+    | _ ->
+        let name = displayName path
+        let quiet = args.Contains RunArgs.Quiet
+        let update, finish = if quiet then ignore, ignore else Progress.create "simulating"
+
+        try
             try
-                try
-                    let report = program.Run(args.GetResult(Threads, 0), Action<float>(update), args.GetResult(Backend, "auto"))
-                    finish ()
-                    present path (args.Contains RunArgs.Json) (args.TryGetResult RunArgs.Out) (args.Contains RunArgs.Strict) report
-                with ex -> runFailure path finish ex
-            finally
+                let report = program.Run(args.GetResult(Threads, 0), Action<float>(update), args.GetResult(Backend, "auto"))
                 finish ()
+                present name json out (args.Contains RunArgs.Strict) report, Some report
+            with ex -> runFailure name finish ex, None
+        finally
+            finish ()
+
+let private run (args: ParseResults<RunArgs>) =
+    let files = args.GetResults RunArgs.Files |> List.concat
+    let json = args.Contains RunArgs.Json
+
+    match filesProblem files, runOverrides args with
+    | Some m, _
+    | None, Error m -> usageError m
+    | None, Ok overrides ->
+    match args.TryGetResult Shard, files with
+    | Some spec, [ path ] -> shard args path overrides spec
+    | Some _, _ -> usageError (sprintf "--shard: a shard runs one file (got %d)" files.Length)
+    | None, _ ->
+    match outFolders files (args.TryGetResult RunArgs.Out) with
+    | Error m -> usageError m
+    | Ok outs ->
+        let outcomes =
+            List.zip files outs
+            |> List.mapi (fun i (path, out) ->
+                if i > 0 && not json then Console.Out.WriteLine()
+                runOne args overrides json path out)
+
+        if json then
+            match outcomes |> List.choose snd |> List.map Output.toJson with
+            | [] -> ()
+            | [ one ] when files.Length = 1 -> Console.Out.WriteLine one
+            | many -> Console.Out.WriteLine("[\n" + String.Join(",\n", many) + "\n]")
+
+        // the worst: 3 (a failed run) over 2 (an input error) over 0
+        outcomes |> List.map fst |> List.fold max 0
 
 /// `dsl merge DIR... [--out DIR]`: the N shards of one run into its report, or a refusal (exit 2).
 let private merge (args: ParseResults<MergeArgs>) =
@@ -408,13 +496,17 @@ let private merge (args: ParseResults<MergeArgs>) =
     let sw = Diagnostics.Stopwatch.StartNew()
 
     match Shards.merge inputs with
-    | Error m ->
-        eprintfn "error: %s" m
-        exitInput
+    | Error m -> usageError m
     | Ok (p, report, files) ->
+    match args.TryGetResult MergeArgs.Out |> Option.map prepareOut with
+    | Some (Error m) -> usageError m
+    | _ ->
         if not (args.Contains MergeArgs.Quiet) then
             eprintfn "merged %d shard(s) of %s (%d paths per set) in %.3g s" files p.Source report.Settings.Paths sw.Elapsed.TotalSeconds
-        present p.Source (args.Contains MergeArgs.Json) (args.TryGetResult MergeArgs.Out) (args.Contains MergeArgs.Strict) report
+
+        let json = args.Contains MergeArgs.Json
+        if json then Console.Out.WriteLine(Output.toJson report)
+        present p.Source json (args.TryGetResult MergeArgs.Out) (args.Contains MergeArgs.Strict) report
 
 /// How the nodes start this dsl: DSL_COMMAND, else this executable (or `dotnet dsl.dll` when run so).
 let private dslCommand () =
@@ -448,22 +540,17 @@ let private slurm (args: ParseResults<SlurmArgs>) =
     let sets = args.GetResults SlurmArgs.Set |> List.map parseAssignment
 
     match sets |> List.tryPick (function Error e -> Some e | _ -> None) with
-    | Some e ->
-        eprintfn "%s:1:1: error: %s" path e
-        exitInput
+    | Some e -> usageError e
     | None ->
     match args.TryGetResult SlurmArgs.Time, args.TryGetResult SlurmArgs.Cpus with
     | Some t, _ when not (Text.RegularExpressions.Regex.IsMatch(t, @"^(\d+-)?\d+(:\d{1,2}){0,2}$")) ->
-        eprintfn "%s:1:1: error: --time %s: expected HH:MM:SS (or D-HH:MM:SS, or minutes)" path t
-        exitInput
+        usageError (sprintf "--time %s: expected HH:MM:SS (or D-HH:MM:SS, or minutes)" t)
     | _, Some c when c < 1 ->
-        eprintfn "%s:1:1: error: --cpus must be at least 1, got %d" path c
-        exitInput
+        usageError (sprintf "--cpus: must be at least 1, got %d" c)
     | _ ->
     match args.TryGetResult SlurmArgs.Seed with
     | Some s when s < 0L ->
-        eprintfn "%s:1:1: error: --seed must be a non-negative integer" path
-        exitInput
+        usageError (sprintf "--seed: must be a non-negative integer, got %d" s)
     | _ ->
         let overrides: Overrides =
             { Sets = sets |> List.choose (function Ok a -> Some a | _ -> None)
@@ -479,9 +566,12 @@ let private slurm (args: ParseResults<SlurmArgs>) =
             let paths = program.Settings.Paths
 
             if n < 1 || int64 n > paths then
-                eprintfn "%s:1:1: error: --shards %d: use 1 to %d shards (the run has %d paths)" path n (min paths 1000000L) paths
+                fileError (displayName path) (sprintf "--shards %d: use 1 to %d shards (the run has %d paths)" n (min paths 1000000L) paths)
                 exitInput
             else
+            match prepareOut (args.GetResult(SlurmArgs.Out, program.ModelName + "-slurm")) with
+            | Error m -> usageError m
+            | Ok() ->
                 let f (x: float) = x.ToString("R", Globalization.CultureInfo.InvariantCulture)
 
                 let runArgs =
@@ -538,6 +628,28 @@ let private slurm (args: ParseResults<SlurmArgs>) =
                                 (Path.GetFullPath out)
                             0
 
+/// What `dsl --help` says before the commands: what the tool is, three examples, the exit codes and
+/// where the documentation is.
+let private about =
+    """dsl simulates stochastic differential equations written in a .sde file and estimates their means,
+densities and derivatives with respect to parameters (with standard errors).
+
+Examples:
+  dsl run examples/lorenz96.sde --out out/l96    simulate; a table, and out/l96/results.json and plots
+  dsl run examples/ou.sde --paths=20000 --json   override the file's paths; the results as JSON
+  dsl check model.sde                            parse and check only (- reads standard input)
+
+Exit codes: 0 success (also with warnings, unless --strict); 2 an input or option error;
+3 a run that failed (or, with --strict, a result or file with a warning).
+Documentation: docs/language.md in the repository (the language, every command and option, the JSON).
+"""
+
+/// Argu's parse error as one line `dsl: error: ...` and where to look (its usage text dropped).
+let private parseError (message: string) =
+    let first = message.Split('\n').[0].Trim()
+    let first = if first.StartsWith "ERROR: " then first.Substring 7 else first
+    usageError (sprintf "%s (dsl --help lists the commands, dsl COMMAND --help their options)" first)
+
 [<EntryPoint>]
 let main argv =
     // DSL_SCALAR_NORMALS=1: the portable scalar normals on every thread, so that the CPU backend's
@@ -564,11 +676,13 @@ let main argv =
     with
     | :? ArguParseException as e ->
         if e.ErrorCode = ErrorCode.HelpText then
+            // `dsl --help` (not `dsl run --help`): what the tool is, examples, exit codes, the docs
+            let topLevel = argv.Length > 0 && (argv[0] = "--help" || argv[0] = "-h" || argv[0] = "/?" || argv[0] = "/h")
+            if topLevel then Console.Out.WriteLine about
             Console.Out.WriteLine e.Message
             0
         else
-            Console.Error.WriteLine e.Message
-            exitInput
+            parseError e.Message
     | ex ->
-        eprintfn "error: %s" ex.Message
+        eprintfn "dsl: error: %s" ex.Message
         exitRun

@@ -3,22 +3,31 @@ namespace Sde
 open System
 open Sde.Lang
 
-/// A located problem in a source text: `File:Line:Col: error: Message`.
+/// A problem in a source text: `File:Line:Col: error: Message` (or `warning:`). An error in a
+/// command-line override has no place in the source: Line = Col = 0, `File: error: --option: Message`.
 type SourceDiagnostic =
     { File: string
+      /// 0 when the problem is not located in the source (an override's).
       Line: int
       Col: int
       Message: string
       /// The full rendering with the source line and a caret.
-      Rendered: string }
+      Rendered: string
+      /// "error" or "warning".
+      Severity: string }
 
-    override d.ToString() = sprintf "%s:%d:%d: error: %s" d.File d.Line d.Col d.Message
+    override d.ToString() =
+        if d.Line = 0 then sprintf "%s: %s: %s" d.File d.Severity d.Message
+        else sprintf "%s:%d:%d: %s: %s" d.File d.Line d.Col d.Severity d.Message
 
 /// Settings that override the file's (`--set`, `--params`, `--paths`, `--dt`, `--T`, `--seed`).
 type Overrides = Frontend.Overrides
 
 /// A compiled `.sde` program: its checked model, the emitted model type and the query plans.
-type CompiledProgram internal (program: Driver.Program) =
+type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnostic list) =
+    /// The compiler's warnings (a file without queries, an unused brownian): located, rendered like
+    /// the errors with `warning:`; a run goes ahead (the CLI fails it with `--strict`).
+    member _.Warnings = warnings
     /// The model's name.
     member _.ModelName = program.File.Model.Name
     /// Names of the parameters, in order.
@@ -54,7 +63,7 @@ type CompiledProgram internal (program: Driver.Program) =
 
 /// The embedding API: compile `.sde` text, then run it. Usable from F# and C#.
 type SdeCompiler =
-    static member private Located (file: string) (source: string) (ds: Syntax.Diagnostic list) =
+    static member private LocatedAs (severity: string) (file: string) (source: string) (ds: Syntax.Diagnostic list) =
         ds
         |> Diagnostics.sort
         |> List.map (fun d ->
@@ -62,7 +71,10 @@ type SdeCompiler =
               Line = d.Pos.Line
               Col = d.Pos.Col
               Message = d.Message
-              Rendered = Diagnostics.format file source d })
+              Rendered = Diagnostics.formatAs severity file source d
+              Severity = severity })
+
+    static member private Located file source ds = SdeCompiler.LocatedAs "error" file source ds
 
     /// Parse, check and compile; the diagnostics are located in `fileName`.
     static member Compile(source: string, ?fileName: string, ?overrides: Overrides) : Result<CompiledProgram, SourceDiagnostic list> =
@@ -70,7 +82,7 @@ type SdeCompiler =
 
         if isNull source then
             // an embedding caller's null is an input error like any other, not an exception
-            Error [ { File = file; Line = 1; Col = 1; Message = "no source text (null)"; Rendered = sprintf "%s:1:1: error: no source text (null)" file } ]
+            Error [ { File = file; Line = 0; Col = 0; Message = "no source text (null)"; Rendered = sprintf "%s: error: no source text (null)" file; Severity = "error" } ]
         else
 
         match Frontend.compileText file source with
@@ -81,14 +93,14 @@ type SdeCompiler =
                 | Some o ->
                     Frontend.applyOverrides cf o
                     |> Result.mapError (fun msg ->
-                        // A command-line setting has no place in the source: located at the start of the file.
-                        [ { File = file; Line = 1; Col = 1; Message = msg; Rendered = sprintf "%s:1:1: error: %s" file msg } ])
+                        // A command-line setting has no place in the source: the message names the option.
+                        [ { File = file; Line = 0; Col = 0; Message = msg; Rendered = sprintf "%s: error: %s" file msg; Severity = "error" } ])
                 | None -> Ok cf
 
             applied
             |> Result.bind (fun cf ->
                 Driver.prepare file cf
-                |> Result.map CompiledProgram
+                |> Result.map (fun p -> CompiledProgram(p, SdeCompiler.LocatedAs "warning" file source cf.Warnings))
                 |> Result.mapError (SdeCompiler.Located file source))
 
     /// C#-friendly: returns null and fills `diagnostics` when the source has errors.

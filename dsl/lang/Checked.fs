@@ -182,4 +182,7 @@ type CheckedFile =
     { Model: CheckedModel
       Sets: ParamSet list
       Settings: Settings
-      Queries: CheckedQuery list }
+      Queries: CheckedQuery list
+      /// What is legal but probably not meant (a file without queries, a brownian no equation uses),
+      /// located like the errors; reported, and fatal only with `--strict`.
+      Warnings: Diagnostic list }

@@ -1634,6 +1634,30 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
 
     go 0.0 items
 
+/// What a checked file does that is legal but probably not meant: no queries (a run that computes
+/// nothing), a brownian that no equation's `dW` term uses (noise declared but never applied).
+let warnings (model: CheckedModel) (queries: CheckedQuery list) (queryBlock: Pos option) : Diagnostic list =
+    let used = model.Equations |> List.collect (fun e -> e.Noise |> List.map (fun n -> n.Brownian)) |> set
+
+    let unused =
+        model.Brownians
+        |> List.indexed
+        |> List.filter (fun (i, _) -> not (used.Contains i))
+        |> List.map (fun (_, b) ->
+            { Pos = b.Pos
+              Message = sprintf "brownian '%s' is declared but no equation has a d%s term; remove it, or add the noise term it was meant for" b.Name b.Name })
+
+    let noQueries =
+        if queries.IsEmpty then
+            [ { Pos = defaultArg queryBlock model.Pos
+                Message =
+                  match queryBlock with
+                  | Some _ -> "the query block is empty, so a run computes nothing; add a query such as 'mean(...)'"
+                  | None -> "the file has no 'query' block, so a run computes nothing; add 'query { mean(...) }'" } ]
+        else []
+
+    sortDiags (noQueries @ unused)
+
 /// Checks a parsed file.
 let rec check (f: File) : Result<CheckedFile, Diagnostic list> =
     match depthError f with
@@ -1688,5 +1712,6 @@ and private checkShallow (f: File) : Result<CheckedFile, Diagnostic list> =
                 { Model = model
                   Sets = sets
                   Settings = st
-                  Queries = qs }
+                  Queries = qs
+                  Warnings = warnings model qs (List.tryHead queries |> Option.map snd) }
         | es, _, _, _, _ -> Error(sortDiags es)

@@ -21,9 +21,9 @@ let private sourceLine (source: string) (line: int) =
 let private printable (s: string) =
     String(s |> Seq.map (fun c -> if c <> '\t' && Char.IsControl c then '?' else c) |> Seq.toArray)
 
-/// The diagnostic as the command line prints it.
-let format (file: string) (source: string) (d: Diagnostic) : string =
-    let header = sprintf "%s:%d:%d: error: %s" file d.Pos.Line d.Pos.Col d.Message
+/// The diagnostic as the command line prints it, as `severity` ("error" or "warning").
+let formatAs (severity: string) (file: string) (source: string) (d: Diagnostic) : string =
+    let header = sprintf "%s:%d:%d: %s: %s" file d.Pos.Line d.Pos.Col severity d.Message
 
     match sourceLine source d.Pos.Line with
     | None -> header
@@ -45,6 +45,15 @@ let format (file: string) (source: string) (d: Diagnostic) : string =
             String(shown.Substring(0, min caretIdx shown.Length) |> Seq.map (fun c -> if c = '\t' then '\t' else ' ') |> Seq.toArray)
 
         sprintf "%s\n%s\n%s%s^" header shownLine (String(' ', pre.Length)) padding
+
+/// The error as the command line prints it.
+let format (file: string) (source: string) (d: Diagnostic) : string = formatAs "error" file source d
+
+/// The warning as the command line prints it.
+let formatWarning (file: string) (source: string) (d: Diagnostic) : string = formatAs "warning" file source d
+
+/// `FILE:LINE:COL: warning: MESSAGE` on one line (the JSON's top-level `warnings`).
+let warningLine (file: string) (d: Diagnostic) = sprintf "%s:%d:%d: warning: %s" file d.Pos.Line d.Pos.Col d.Message
 
 /// `LINE:COL: MESSAGE` without the file or the source line (for tests and logs).
 let short (d: Diagnostic) = sprintf "%d:%d: %s" d.Pos.Line d.Pos.Col d.Message

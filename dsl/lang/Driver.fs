@@ -676,6 +676,7 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
           Scheme = s.Scheme
           Backend = backend }
       Sets = reports
+      Warnings = p.File.Warnings |> List.map (Diagnostics.warningLine p.Source)
       Seconds = seconds
       PathStepsPerSecond = float s.Paths * steps * float (List.length p.File.Sets) / max seconds 1e-9 }
 

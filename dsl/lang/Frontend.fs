@@ -132,8 +132,18 @@ let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string
               if o.T.IsSome then "--T" ]
             |> String.concat " and "
 
+        // the options that changed the settings, for an error the file alone would not have
+        let changed =
+            [ if o.Paths.IsSome then "--paths"
+              if o.Dt.IsSome then "--dt"
+              if o.T.IsSome then "--T" ]
+            |> String.concat " and "
+
         match Checker.validateSettings s with
-        | Error m -> Error("invalid settings after overrides: " + m)
+        | Error m when m.StartsWith "paths" && o.Paths.IsSome -> Error("--paths: " + m)
+        | Error m when m.StartsWith "dt" && o.Dt.IsSome -> Error("--dt: " + m)
+        | Error m when (m.StartsWith "T" || m.StartsWith "burnin") && o.T.IsSome -> Error("--T: " + m)
+        | Error m -> Error(sprintf "%s: %s" (if changed = "" then "settings" else changed) m)
         | Ok() when (Checker.sizeError s.Paths s.Dt s.T).IsSome ->
             let key, m = (Checker.sizeError s.Paths s.Dt s.T).Value
             let option = if key = "paths" && o.Paths.IsSome then "--paths" elif o.Dt.IsSome then "--dt" elif o.T.IsSome then "--T" else "--paths"
@@ -141,7 +151,7 @@ let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string
         | Ok() when (Checker.gridError s.Dt s.T).IsSome -> Error(sprintf "%s: %s" gridOptions (Checker.gridError s.Dt s.T).Value)
         | Ok() ->
             match cf.Queries |> List.tryPick (fun q -> match Checker.validateQueryTimes s q with Error m -> Some(q, m) | Ok() -> None) with
-            | Some(q, m) -> Error(sprintf "query '%s' (line %d): %s" q.Text q.Pos.Line m)
+            | Some(q, m) -> Error(sprintf "%s: query '%s' (line %d): %s" (if changed = "" then "settings" else changed) q.Text q.Pos.Line m)
             | None -> Ok s
 
     match sets, settings with

@@ -137,6 +137,11 @@ let toJson (r: RunReport) : string =
      w.WriteStartArray "sets"
      r.Sets |> List.iter (writeSet w)
      w.WriteEndArray()
+
+     if not r.Warnings.IsEmpty then
+         w.WriteStartArray "warnings"
+         r.Warnings |> List.iter (fun (m: string) -> w.WriteStringValue m)
+         w.WriteEndArray()
      w.WriteStartObject "timing"
      writeFloatProp w "seconds" r.Seconds
      writeFloatProp w "path_steps_per_second" r.PathStepsPerSecond
@@ -406,7 +411,8 @@ let tableWith (color: bool) (r: RunReport) : string =
         r.Sets
         |> List.collect (fun s -> "" :: setHeader color s :: List.collect (resultLines color width) s.Results)
 
-    (head :: body) @ [ ""; timingLine r ]
+    // the compiler's warnings about the file, under the head (also on standard error)
+    (head :: r.Warnings) @ body @ [ ""; timingLine r ]
     |> String.concat "\n"
     |> fun s -> s + "\n"
 

@@ -72,6 +72,9 @@ type RunReport =
       Source: string
       Settings: SettingsReport
       Sets: SetReport list
+      /// The compiler's warnings about the file (`FILE:LINE:COL: warning: MESSAGE`): a file without
+      /// queries, an unused brownian. In the JSON as the top-level `warnings` (when there are any).
+      Warnings: string list
       /// Wall time of the simulation proper (not parsing, compiling or JIT warm-up).
       Seconds: float
       PathStepsPerSecond: float }
