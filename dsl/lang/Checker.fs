@@ -64,6 +64,8 @@ type private Entity =
     | EState of int
     | EBrownian of int
     | EIndex of count: int
+    /// `let name = e` in the query block: the checked body, substituted where the name is used.
+    | ELet of CExpr
 
 let private describeEntity =
     function
@@ -72,6 +74,7 @@ let private describeEntity =
     | EState _ -> "state"
     | EBrownian _ -> "brownian"
     | EIndex _ -> "index variable"
+    | ELet _ -> "let"
 
 type private Ctx =
     | InEquation
@@ -379,6 +382,7 @@ let rec private checkExpr (env: Env) (e: Expr) : R<CExpr> =
         | Some(EConst v, _) -> Ok(Const(float v))
         | Some(EParam i, _) -> Ok(Param i)
         | Some(EIndex _, _) -> Ok(IndexValue(IVar n))
+        | Some(ELet c, _) -> Ok c
         | Some(EBrownian _, _) ->
             fail e.Pos (sprintf "brownian '%s' cannot be used as a value; its differential is d%s" n n)
         | Some(EState s, _) ->
@@ -1345,6 +1349,7 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 else Ok()
 
             map3 (fun (a, b) n () -> QAlignment(a, b, n)) range n noiseR
+        | Let _ -> fail q.Pos "a 'let' is not a query" // checkQueries handles lets before this
 
     kind
     |> Result.bind (fun k ->
@@ -1359,6 +1364,42 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
         | None
         | Some(Ok()) -> Ok cq
         | Some(Error m) -> fail q.Pos m)
+
+/// `let name = e`: the name must be new (not a declaration, an earlier let, a reserved name or a
+/// differential); the body is an observable. Returns the environment the later queries see: the
+/// name is added even when its body has errors, so that its uses do not repeat them as unknown names.
+let private checkLet (env: Env) (q: Query) (name: string) (body: Expr) : Env * R<unit> =
+    let nameR =
+        if reserved.Contains name then
+            fail q.Pos (sprintf "'%s' is a reserved name; rename the let" name)
+        else
+            match env.Names.TryFind name with
+            | Some(ELet _, dp) -> fail q.Pos (sprintf "duplicate let '%s' (first at %O); rename one" name dp)
+            | Some(k, dp) -> fail q.Pos (sprintf "let '%s' shadows the %s '%s' declared at %O; rename the let" name (describeEntity k) name dp)
+            | None when isDiffName env name -> fail q.Pos (sprintf "let '%s' shadows the differential '%s'; rename the let" name name)
+            | None -> Ok()
+
+    let bodyR = checkExpr { env with Ctx = InObservable } body
+
+    let env1 =
+        if env.Names.ContainsKey name then env
+        else
+            let c = match bodyR with Ok c -> c | Error _ -> Const nan
+            { env with Names = env.Names.Add(name, (ELet c, q.Pos)) }
+
+    env1, map2 (fun () _ -> ()) nameR bodyR
+
+/// The query block in order: each `let` names an observable for what follows it.
+let private checkQueries (env: Env) consts ps settings (qs: Query list) : R<CheckedQuery list> =
+    let step (env: Env, acc: R<CheckedQuery option> list) (q: Query) =
+        match q.Kind with
+        | Let(n, e) ->
+            let env1, r = checkLet env q n e
+            env1, Result.map (fun () -> None) r :: acc
+        | _ -> env, Result.map Some (checkQuery env consts ps settings q) :: acc
+
+    let _, rs = List.fold step (env, []) qs
+    rs |> List.rev |> all |> Result.map (List.choose id)
 
 // ---------------------------------------------------------------------------------- file
 
@@ -1397,7 +1438,7 @@ let check (f: File) : Result<CheckedFile, Diagnostic list> =
             match List.tryHead queries with
             | None -> Ok []
             | Some(qs, _) ->
-                qs |> List.map (checkQuery env consts d.Params (Result.toOption settingsR)) |> all
+                checkQueries env consts d.Params (Result.toOption settingsR) qs
 
         let errs =
             blockErrs @ errorsOf modelR @ errorsOf settingsR @ errorsOf setsR @ errorsOf queriesR

@@ -364,6 +364,10 @@ let private lyapunovQuery: P<QueryKind> =
     (kw "lyapunov" >>. group '(' ')' expr |>> Lyapunov)
     <|> (kw "alignment" >>. onBins |>> fun (lo, hi, n) -> Alignment(lo, hi, n))
 
+/// `let name = e`: a named observable.
+let private letItem: P<QueryKind> =
+    kw "let" >>. ident .>> sym "=" .>>. expr |>> Let
+
 /// Removes comments and collapses white space: the query text as the JSON reports it.
 let normalizeQueryText (s: string) =
     let noBlock = Text.RegularExpressions.Regex.Replace(s, @"/\*[\s\S]*?(\*/|$)", " ")
@@ -372,7 +376,7 @@ let normalizeQueryText (s: string) =
 
 let private query: P<Query> =
     pos
-    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <?> "query (mean, density, d ..., lyapunov or alignment)")
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> letItem <?> "query (mean, density, d ..., lyapunov or alignment) or 'let name = e'")
     |>> fun (p, (s, k)) ->
         { Kind = k
           Text = QueryText(normalizeQueryText s)

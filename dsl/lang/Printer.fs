@@ -133,6 +133,7 @@ let queryKind (k: QueryKind) =
         head + over o + stat + meth
     | Lyapunov k -> sprintf "lyapunov(%s)" (expr k)
     | Alignment(lo, hi, n) -> "alignment" + onBins lo hi n
+    | Let(n, e) -> sprintf "let %s = %s" n (expr e)
 
 let private settings (xs: Setting list) =
     xs |> List.map (fun s -> sprintf "  %s = %s\n" s.Key (expr s.Value)) |> String.concat ""

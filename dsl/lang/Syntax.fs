@@ -119,6 +119,8 @@ type QueryKind =
     /// `alignment on [a, b] bins n`: histogram of |cos| of the angle between the top Lyapunov vector
     /// and the divergence-kernel score estimate ν_T, per path at T.
     | Alignment of lo: Expr * hi: Expr * bins: Expr
+    /// `let name = e`: not a query but a named observable for the queries (and lets) after it.
+    | Let of name: string * Expr
 
 [<NoComparison>]
 type Query =
