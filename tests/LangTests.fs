@@ -105,5 +105,99 @@ let private letTests =
               near "d mean(r2) / d sigma" (2.0 * 2.0 * varAt n / 0.5) res[3]
           } ]
 
+/// x as in `ou2`; y driven by 0.6 dW + 0.8 dV, so Cov(x_N, y_N) = 0.6 Var x_N.
+let private ouCorr (queries: string) =
+    (ou2 queries).Replace("sigma dV", "0.6 * sigma dW + 0.8 * sigma dV")
+
+/// Φ, by erfc (Numerical Recipes' Chebyshev fit, relative error below 1.2e-7).
+let private phi (z: float) =
+    let x = abs z / sqrt 2.0
+    let t = 1.0 / (1.0 + 0.5 * x)
+    let erfc =
+        t * exp (-x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807
+                 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+    if z >= 0.0 then 1.0 - 0.5 * erfc else 0.5 * erfc
+
+let private momentTests =
+    testList
+        "variance, covariance, quantile, 2-D density"
+        [ test "against the Euler chain's Gaussian law at T" {
+              let res =
+                  run (ouCorr "  variance(x)\n  variance(x + 3)\n  covariance(x, y)\n  covariance(2 * x, y - 1)\n  quantile(x, 0.9) on [-2, 2] bins 4000\n  quantile(y, 0.25) on [-2, 2] bins 4000\n")
+
+              let v = varAt 200
+              Expect.equal (res |> List.map (fun q -> q.Kind)) [ "variance"; "variance"; "covariance"; "covariance"; "quantile"; "quantile" ] "kinds"
+              near "variance(x)" v res[0]
+              // a shift changes neither the estimate nor (beyond rounding) its standard error
+              Expect.floatClose Accuracy.medium res[1].Value res[0].Value "variance(x + 3) = variance(x)"
+              Expect.floatClose Accuracy.low res[1].StdErr res[0].StdErr "the same standard error"
+              near "covariance(x, y)" (0.6 * v) res[2]
+              near "covariance(2x, y - 1)" (1.2 * v) res[3]
+              near "quantile(x, 0.9)" (1.2815515655446004 * sqrt v) res[4]
+              near "quantile(y, 0.25)" (-0.6744897501960817 * sqrt v) res[5]
+              // the delta-method standard errors against their Gaussian values: Var s² = 2σ⁴/(n − 1);
+              // Var c = (σ_xσ_y)² (1 + ρ²)/n; the quantile's √(p(1−p)/n)/f(q)
+              let n = 20000.0
+              Expect.floatClose { absolute = 0.0; relative = 0.06 } res[0].StdErr (v * sqrt (2.0 / (n - 1.0))) "se of the variance"
+              Expect.floatClose { absolute = 0.0; relative = 0.06 } res[2].StdErr (v * sqrt ((1.0 + 0.36) / n)) "se of the covariance"
+              let f = exp (-0.5 * 1.2815515655446004 ** 2.0) / sqrt (2.0 * Math.PI * v)
+              Expect.floatClose { absolute = 0.0; relative = 0.35 } res[4].StdErr (sqrt (0.09 / n) / f) "se of the quantile"
+          }
+          test "2-D density: every cell against the product of the marginals" {
+              let res = run (ou2 "  density(x, y) on [-1, 1] x [-0.5, 1] bins 4 x 3\n")
+              let d = res[0]
+              Expect.equal d.Kind "density2d" "kind"
+              Expect.equal d.Grid [| -0.75; -0.25; 0.25; 0.75 |] "grid_x"
+              Expect.equal d.GridY [| -0.25; 0.25; 0.75 |] "grid_y"
+              Expect.equal d.Values.Length 12 "values"
+              let s = sqrt (varAt 200)
+              let p a b = phi (b / s) - phi (a / s)
+              for iy in 0..2 do
+                  for ix in 0..3 do
+                      let x0 = -1.0 + 0.5 * float ix
+                      let y0 = -0.5 + 0.5 * float iy
+                      let expected = p x0 (x0 + 0.5) * p y0 (y0 + 0.5) / 0.25
+                      let k = iy * 4 + ix
+                      Expect.isLessThan (abs (d.Values[k] - expected)) (4.5 * d.StdErrs[k]) (sprintf "cell (%d, %d): %g ± %g vs %g" ix iy d.Values[k] d.StdErrs[k] expected)
+              let inside = 1.0 - (p -1.0 1.0 * p -0.5 1.0)
+              let outside = float d.Below / 20000.0
+              Expect.isLessThan (abs (outside - inside)) (4.5 * sqrt (inside * (1.0 - inside) / 20000.0)) "outside share"
+              let json = Output.toJson { Model = "m"; Source = "s"; Settings = { Paths = 1L; Dt = 0.1; T = 1.0; Seed = 1UL; Scheme = "e"; Backend = "cpu" }
+                                         Sets = [ { Name = "default"; Params = []; Results = res } ]; Seconds = 1.0; PathStepsPerSecond = 1.0 }
+              for field in [ "\"kind\": \"density2d\""; "\"grid_x\""; "\"grid_y\""; "\"values\""; "\"stderrs\""; "\"outside\"" ] do
+                  Expect.stringContains json field field
+          }
+          test "the same bits on 1 and 2 threads" {
+              match SdeCompiler.Compile(ouCorr "  variance(x)\n  covariance(x, y)\n  quantile(x, 0.5) on [-2, 2] bins 100\n  density(x, y) on [-1, 1] x [-1, 1] bins 3 x 3\n", "t.sde") with
+              | Ok p ->
+                  let o = { Frontend.noOverrides with Paths = Some 2000L }
+                  let p = SdeCompiler.Compile(ouCorr "  variance(x)\n  covariance(x, y)\n  quantile(x, 0.5) on [-2, 2] bins 100\n  density(x, y) on [-1, 1] x [-1, 1] bins 3 x 3\n", "t.sde", o) |> function Ok p -> p | Error _ -> p
+                  Expect.equal (p.Run(threads = 1).Sets) (p.Run(threads = 2).Sets) "same results"
+              | Error ds -> failtestf "%A" ds
+          }
+          test "located errors: windows, responses, probabilities, shapes" {
+              expectError (ou2 "  variance(x) over [1, 2]\n") (15, 21) "variance over a window is not available yet"
+              expectError (ou2 "  covariance(x, y) over [1, 2]\n") (15, 26) "covariance over a window is not available yet"
+              expectError (ou2 "  quantile(x, 0.5) on [-1, 1] bins 10 over [1, 2]\n") (15, 45) "quantile over a window"
+              expectError (ou2 "  d variance(x) / d sigma\n") (15, 3) "d Var = d E[e^2] - 2 E[e] d E[e]"
+              expectError (ou2 "  d covariance(x, y) / d sigma\n") (15, 3) "not available yet"
+              expectError (ou2 "  d quantile(x, 0.5) / d sigma on [-1, 1] bins 10\n") (15, 3) "d density(e) / d p"
+              expectError (ou2 "  d density(x, y) / d sigma on [-1, 1] x [-1, 1] bins 2 x 2\n") (15, 3) "2-D density is not available yet"
+              expectError (ou2 "  quantile(x, 1.5) on [-1, 1] bins 10\n") (15, 15) "0 < p < 1"
+              expectError (ou2 "  quantile(x, 0.5) on [1, -1] bins 10\n") (15, 24) "a < b"
+              expectError (ou2 "  density(x, y) on [-1, 1] bins 10\n") (15, 10) "needs two ranges and two bin counts"
+              expectError (ou2 "  density(x) on [-1, 1] x [0, 1] bins 10 x 2\n") (15, 10) "one range and one bin count"
+              expectError (ou2 "  density(x, y) on [-1, 1] x [0, 1] bins 10 x 0\n") (15, 47) "bins must be >= 1"
+          }
+          test "parse and print round trip" {
+              let src = ou2 "  variance(x)\n  covariance(x, y)\n  quantile(x, 0.5) on [-1, 1] bins 10\n  density(x, y) on [-1, 1] x [0, 1] bins 10 x 2 over [1, 2]\n  d variance(x) / d sigma\n"
+              match Parser.parseFile src with
+              | Ok f ->
+                  let printed = Printer.printFile f
+                  Expect.stringContains printed "density(x, y) on [-1, 1] x [0, 1] bins 10 x 2 over [1, 2]" "printed"
+                  Expect.equal (Parser.parseFile printed) (Ok f) "round trip"
+              | Error d -> failtestf "%A" d
+          } ]
+
 [<Tests>]
-let tests = testList "Lang" [ letTests ]
+let tests = testList "Lang" [ letTests; momentTests ]

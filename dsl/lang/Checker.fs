@@ -1254,17 +1254,59 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
 let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list) (settings: Settings option) (q: Query) : R<CheckedQuery> =
     let obsEnv = { env with Ctx = InObservable }
 
+    let range what lo hi =
+        map2 (fun a b -> a, b) (evalFinite consts what lo) (evalFinite consts what hi)
+        |> Result.bind (fun (a, b) -> if a < b then Ok(a, b) else fail lo.Pos (sprintf "%s [a, b] needs a < b" what))
+
     let target t : R<CTarget> =
         match t with
         | MeanOf e -> checkExpr obsEnv e |> Result.map TMean
         | DensityOf(e, lo, hi, bins) ->
-            let range =
-                map2 (fun a b -> a, b) (evalFinite consts "the density range" lo) (evalFinite consts "the density range" hi)
-                |> Result.bind (fun (a, b) -> if a < b then Ok(a, b) else fail lo.Pos "the density range [a, b] needs a < b")
-
             let n = checkBins consts bins
+            map3 (fun c (a, b) n -> TDensity(c, a, b, n)) (checkExpr obsEnv e) (range "the density range" lo hi) n
+        | VarianceOf e -> checkExpr obsEnv e |> Result.map TVariance
+        | CovarianceOf(a, b) -> map2 (fun x y -> TCovariance(x, y)) (checkExpr obsEnv a) (checkExpr obsEnv b)
+        | QuantileOf(e, p, lo, hi, bins) ->
+            let pR =
+                evalFinite consts "the quantile's probability" p
+                |> Result.bind (fun v -> if v > 0.0 && v < 1.0 then Ok v else fail p.Pos "the quantile's probability p needs 0 < p < 1")
 
-            map3 (fun c (a, b) n -> TDensity(c, a, b, n)) (checkExpr obsEnv e) range n
+            map3 (fun c pv ((a, b), n) -> TQuantile(c, pv, a, b, n)) (checkExpr obsEnv e) pR
+                (map2 (fun r n -> r, n) (range "the quantile's range" lo hi) (checkBins consts bins))
+        | Density2Of(e1, e2, lo1, hi1, lo2, hi2, n1, n2) ->
+            let bins =
+                map2 (fun a b -> a, b) (checkBins consts n1) (checkBins consts n2)
+                |> Result.bind (fun (a, b) ->
+                    if int64 a * int64 b > 10_000_000L then fail n1.Pos (sprintf "a 2-D density has at most 10^7 bins (got %d x %d)" a b)
+                    else Ok(a, b))
+
+            map3 (fun (c1, c2) ((a, b), (c, d)) (n, m) -> TDensity2(c1, c2, a, b, c, d, n, m))
+                (map2 (fun a b -> a, b) (checkExpr obsEnv e1) (checkExpr obsEnv e2))
+                (map2 (fun a b -> a, b) (range "the density range" lo1 hi1) (range "the density range" lo2 hi2))
+                bins
+
+    // the estimators of variance, covariance and quantiles assume independent samples (one per path at T)
+    let atTOnly (t: Target) (w: Window option) : R<unit> =
+        match t, w with
+        | VarianceOf _, Some win ->
+            fail win.T0.Pos "variance over a window is not available yet; mean(e) over [t0, t1] and mean(e^2) over [t0, t1] give its pieces"
+        | CovarianceOf _, Some win ->
+            fail win.T0.Pos "covariance over a window is not available yet; mean(e1 * e2), mean(e1) and mean(e2) over [t0, t1] give its pieces"
+        | QuantileOf _, Some win ->
+            fail win.T0.Pos "a quantile over a window is not available yet; density(e) on [a, b] bins n over [t0, t1] gives the time-averaged distribution"
+        | _ -> Ok()
+
+    // responses of the derived estimates: which queries give the pieces
+    let noResponse (t: Target) : R<unit> =
+        match t with
+        | MeanOf _ | DensityOf _ -> Ok()
+        | VarianceOf _ ->
+            fail q.Pos "d variance(e) / d p is not available yet; d mean(e) / d p, d mean(e^2) / d p and mean(e) give it: d Var = d E[e^2] - 2 E[e] d E[e]"
+        | CovarianceOf _ ->
+            fail q.Pos "d covariance(e1, e2) / d p is not available yet; d mean(e1 * e2) / d p, d mean(e1) / d p, d mean(e2) / d p and the means give it: d Cov = d E[e1 e2] - E[e1] d E[e2] - E[e2] d E[e1]"
+        | QuantileOf _ ->
+            fail q.Pos "d quantile(e, p) / d p is not available yet; d density(e) / d p and density(e) on the same bins give it: d q = -(d F(q)) / f(q), F the cumulative sum of the density"
+        | Density2Of _ -> fail q.Pos "the response of a 2-D density is not available yet; d density(e) / d p of each observable gives the marginals"
 
     let over (w: Window option) : R<(float * float) option> =
         match w with
@@ -1278,7 +1320,8 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
 
     let kind =
         match q.Kind with
-        | Plain(t, w) -> map2 (fun t o -> QPlain(t, o)) (target t) (over w)
+        | Plain(t, w) -> map3 (fun t o () -> QPlain(t, o)) (target t) (over w) (atTOnly t w)
+        | Response(t, _, _, _, _) when Result.isError (noResponse t) -> noResponse t |> Result.map (fun () -> QLyapunov 0)
         | Response(t, wrt, w, st, m) ->
             let wrtR =
                 match ps |> List.tryFindIndex (fun p -> p.Name = wrt) with

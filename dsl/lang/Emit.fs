@@ -156,6 +156,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
         | UTan -> call "Tan" 1
         | UTanh -> call "Tanh" 1
         | UAbs -> call "Abs" 1
+        | UFloor -> call "Floor" 1
         | USign ->
             // (x > 0) - (x < 0) as a double
             let l = il.DeclareLocal(typeof<double>)

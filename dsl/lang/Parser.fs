@@ -343,20 +343,53 @@ let private methodP: P<Method> =
 
 let private observable: P<Expr> = group '(' ')' expr
 
+/// `density(e) on [a, b] bins n` or `density(e1, e2) on [a, b] x [c, d] bins n x m`.
+let private densityTarget: P<Target> =
+    let two = sym "," >>. expr
+    pos .>>. group '(' ')' (expr .>>. opt two) .>> kw "on" .>>. window .>>. opt (kw "x" >>. window)
+    .>> kw "bins" .>>. expr .>>. opt (kw "x" >>. expr)
+    >>= fun (((((p, (e1, e2)), w1), w2), n1), n2) ->
+        match e2, w2, n2 with
+        | None, None, None -> preturn (DensityOf(e1, w1.T0, w1.T1, n1))
+        | Some e2, Some w2, Some n2 -> preturn (Density2Of(e1, e2, w1.T0, w1.T1, w2.T0, w2.T1, n1, n2))
+        | Some _, _, _ ->
+            failFatally (atPos p "a density of two observables needs two ranges and two bin counts: density(x, y) on [a, b] x [c, d] bins n x m")
+        | None, _, _ ->
+            failFatally (atPos p "a density of one observable has one range and one bin count: density(x) on [a, b] bins n")
+
+/// What `mean`, `density`, `variance`, `covariance` and `quantile` estimate (without `over`).
+let private target: P<Target> =
+    let pair = group '(' ')' (expr .>> sym "," .>>. expr)
+    (kw "mean" >>. observable |>> MeanOf)
+    <|> (kw "density" >>. densityTarget)
+    <|> (kw "variance" >>. observable |>> VarianceOf)
+    <|> (kw "covariance" >>. pair |>> CovarianceOf)
+    <|> (kw "quantile" >>. pair .>>. onBins |>> fun ((e, p), (lo, hi, n)) -> QuantileOf(e, p, lo, hi, n))
+
 let private plainQuery: P<QueryKind> =
-    (kw "mean" >>. observable .>>. over |>> fun (e, o) -> Plain(MeanOf e, o))
-    <|> (kw "density" >>. observable .>>. onBins .>>. over
-         |>> fun ((e, (lo, hi, n)), o) -> Plain(DensityOf(e, lo, hi, n), o))
+    target .>>. over |>> fun (t, o) -> Plain(t, o)
 
 let private responseQuery: P<QueryKind> =
     let tail = over .>>. opt (kw "stationary" >>. kw "window" >>. sepBy1 expr (sym ",")) .>>. opt (kw "with" >>. methodP)
     let wrt = sym "/" >>. kw "d" >>. ident
+    let pair = group '(' ')' (expr .>> sym "," .>>. expr)
+    // the ranges of a density (or quantile) follow the parameter: `d density(x) / d F on [a, b] bins n`
+    let onTwo =
+        kw "on" >>. window .>>. opt (kw "x" >>. window) .>> kw "bins" .>>. expr .>>. opt (kw "x" >>. expr)
 
     kw "d"
     >>. ((kw "mean" >>. observable .>>. wrt .>>. tail
           |>> fun ((e, p), ((o, s), m)) -> Response(MeanOf e, p, o, s, m))
-         <|> (kw "density" >>. observable .>>. wrt .>>. onBins .>>. tail
-              |>> fun (((e, p), (lo, hi, n)), ((o, s), m)) -> Response(DensityOf(e, lo, hi, n), p, o, s, m))
+         <|> (kw "density" >>. pos .>>. group '(' ')' (expr .>>. opt (sym "," >>. expr)) .>>. wrt .>>. onTwo .>>. tail
+              >>= fun ((((at, (e1, e2)), p), (((w1, w2), n1), n2)), ((o, s), m)) ->
+                  match e2, w2, n2 with
+                  | None, None, None -> preturn (Response(DensityOf(e1, w1.T0, w1.T1, n1), p, o, s, m))
+                  | Some e2, Some w2, Some n2 -> preturn (Response(Density2Of(e1, e2, w1.T0, w1.T1, w2.T0, w2.T1, n1, n2), p, o, s, m))
+                  | _ -> failFatally (atPos at "the ranges and bin counts must match the observables: density(x) on [a, b] bins n or density(x, y) on [a, b] x [c, d] bins n x m"))
+         <|> (kw "variance" >>. observable .>>. wrt .>>. tail |>> fun ((e, p), ((o, s), m)) -> Response(VarianceOf e, p, o, s, m))
+         <|> (kw "covariance" >>. pair .>>. wrt .>>. tail |>> fun ((e, p), ((o, s), m)) -> Response(CovarianceOf e, p, o, s, m))
+         <|> (kw "quantile" >>. pair .>>. wrt .>>. onBins .>>. tail
+              |>> fun ((((e, q), p), (lo, hi, n)), ((o, s), m)) -> Response(QuantileOf(e, q, lo, hi, n), p, o, s, m))
          <?> "'mean(...)' or 'density(...)'")
 
 /// `lyapunov(k)` and `alignment on [a, b] bins n`.
@@ -376,7 +409,7 @@ let normalizeQueryText (s: string) =
 
 let private query: P<Query> =
     pos
-    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> letItem <?> "query (mean, density, d ..., lyapunov or alignment) or 'let name = e'")
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov or alignment) or 'let name = e'")
     |>> fun (p, (s, k)) ->
         { Kind = k
           Text = QueryText(normalizeQueryText s)

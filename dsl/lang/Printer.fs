@@ -110,15 +110,22 @@ let methodText (m: Method) =
 
 let queryKind (k: QueryKind) =
     let onBins lo hi n = sprintf " on [%s, %s] bins %s" (expr lo) (expr hi) (expr n)
+    let onBins2 a b c d n m = sprintf " on [%s, %s] x [%s, %s] bins %s x %s" (expr a) (expr b) (expr c) (expr d) (expr n) (expr m)
+
+    // the head (`mean(e)`) and what follows the parameter of a response (`on ... bins n`)
+    let parts (t: Target) =
+        match t with
+        | MeanOf e -> sprintf "mean(%s)" (expr e), ""
+        | DensityOf(e, lo, hi, n) -> sprintf "density(%s)" (expr e), onBins lo hi n
+        | VarianceOf e -> sprintf "variance(%s)" (expr e), ""
+        | CovarianceOf(a, b) -> sprintf "covariance(%s, %s)" (expr a) (expr b), ""
+        | QuantileOf(e, p, lo, hi, n) -> sprintf "quantile(%s, %s)" (expr e) (expr p), onBins lo hi n
+        | Density2Of(a, b, lo1, hi1, lo2, hi2, n, m) -> sprintf "density(%s, %s)" (expr a) (expr b), onBins2 lo1 hi1 lo2 hi2 n m
 
     match k with
-    | Plain(MeanOf e, o) -> sprintf "mean(%s)%s" (expr e) (over o)
-    | Plain(DensityOf(e, lo, hi, n), o) -> sprintf "density(%s)%s%s" (expr e) (onBins lo hi n) (over o)
+    | Plain(t, o) -> let h, r = parts t in h + r + over o
     | Response(target, p, o, st, m) ->
-        let head =
-            match target with
-            | MeanOf e -> sprintf "d mean(%s) / d %s" (expr e) p
-            | DensityOf(e, lo, hi, n) -> sprintf "d density(%s) / d %s%s" (expr e) p (onBins lo hi n)
+        let head = let h, r = parts target in sprintf "d %s / d %s%s" h p r
 
         let stat =
             match st with

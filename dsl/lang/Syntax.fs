@@ -107,6 +107,14 @@ type Target =
     | MeanOf of Expr
     /// `density(e) on [a, b] bins n`.
     | DensityOf of Expr * lo: Expr * hi: Expr * bins: Expr
+    /// `variance(e)`: the unbiased sample variance over paths.
+    | VarianceOf of Expr
+    /// `covariance(e1, e2)`: the unbiased sample covariance over paths.
+    | CovarianceOf of Expr * Expr
+    /// `quantile(e, p) on [a, b] bins n`: the p-quantile, read off a histogram on [a, b].
+    | QuantileOf of Expr * p: Expr * lo: Expr * hi: Expr * bins: Expr
+    /// `density(e1, e2) on [a, b] x [c, d] bins n x m`.
+    | Density2Of of Expr * Expr * lo1: Expr * hi1: Expr * lo2: Expr * hi2: Expr * bins1: Expr * bins2: Expr
 
 [<NoComparison>]
 type QueryKind =
