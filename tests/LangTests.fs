@@ -167,6 +167,19 @@ let private momentTests =
               for field in [ "\"kind\": \"density2d\""; "\"grid_x\""; "\"grid_y\""; "\"values\""; "\"stderrs\""; "\"outside\"" ] do
                   Expect.stringContains json field field
           }
+          test "2-D density: a heat-map SVG with --out" {
+              let res = run (ou2 "  density(x, y) on [-1, 1] x [-0.5, 1] bins 8 x 5\n")
+              let dir = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "sde-heat-%d" (Diagnostics.Process.GetCurrentProcess().Id))
+              let path = IO.Path.Combine(dir, Plot.fileName "default" 0 res[0])
+              Plot.writeHeatMap path res[0] "OU2" "default"
+              let svg = IO.File.ReadAllText path
+              Expect.stringEnds path "default_q0_density2d_x_y.svg" "file name"
+              let rects = Text.RegularExpressions.Regex.Matches(svg, "<rect").Count
+              Expect.isGreaterThanOrEqual rects 40 "one rectangle per cell (and the colour bar)"
+              for label in [ ">x<"; ">y<"; ">density<" ] do
+                  Expect.stringContains svg label label
+              IO.Directory.Delete(dir, true)
+          }
           test "the same bits on 1 and 2 threads" {
               match SdeCompiler.Compile(ouCorr "  variance(x)\n  covariance(x, y)\n  quantile(x, 0.5) on [-2, 2] bins 100\n  density(x, y) on [-1, 1] x [-1, 1] bins 3 x 3\n", "t.sde") with
               | Ok p ->
