@@ -212,5 +212,47 @@ let private momentTests =
               | Error d -> failtestf "%A" d
           } ]
 
+/// The OU model of `ou2` (x only) with Greek names throughout: model, params, state, brownian, let.
+let private greek =
+    "model Ωu {\n  param θ = 1\n  param σ = 0.5\n  state ξ\n  state x_1\n  brownian Β\n  brownian W\n  init ξ = 0\n  init x_1 = 0\n  d ξ = -θ * ξ dt + σ dΒ\n  d x_1 = -θ * x_1 dt + σ dW\n}\nsimulate { paths = 20000; dt = 0.01; T = 2; seed = 5 }\nquery {\n  let ρ = ξ^2\n  mean(ρ)\n  d mean(ξ^2) / d σ with pathwise\n}\n"
+
+let private unicodeTests =
+    testList
+        "Unicode names"
+        [ test "Greek names run through the whole pipeline and agree with the Euler chain" {
+              let res = run greek
+              near "mean(ρ)" (varAt 200) res[0]
+              near "d mean(ξ^2) / d σ" (2.0 * varAt 200 / 0.5) res[1]
+          }
+          test "names in the emitted type are ASCII; --set takes the Unicode name" {
+              match SdeCompiler.Compile(greek, "g.sde", { Frontend.noOverrides with Sets = [ "σ", 0.25 ]; Paths = Some 100L }) with
+              | Ok p ->
+                  Expect.equal p.Parameters [| "θ"; "σ" |] "parameters as written"
+                  for f in p.ModelType.GetFields() do
+                      Expect.isTrue (f.Name |> Seq.forall Char.IsAscii) (sprintf "field %s is ASCII" f.Name)
+                  Expect.isTrue (p.ModelType.FullName |> Seq.forall Char.IsAscii) p.ModelType.FullName
+                  Expect.equal (p.Run(threads = 1).Sets.Head.Params) [ "θ", 1.0; "σ", 0.25 ] "the override"
+              | Error ds -> failtestf "%A" (ds |> List.map string)
+          }
+          test "the kernels of a model with Greek names compile to PTX (no GPU needed)" {
+              match SdeCompiler.Compile(greek, "g.sde") with
+              | Ok p ->
+                  let ptx = Sde.Core.Gpu.Ptx.Compile(p.ModelType, Sde.Core.Gpu.Ptx.ParseArch "sm_70")
+                  for struct (name, text) in ptx do
+                      Expect.stringContains text ".entry" (sprintf "%s has an entry point" name)
+                      Expect.isTrue (text |> Seq.forall Char.IsAscii) (sprintf "%s is ASCII" name)
+              | Error ds -> failtestf "%A" (ds |> List.map string)
+          }
+          test "located errors name Unicode names; a subscript digit is not a name character" {
+              expectError "model M {\n  state ξ\n  brownian W\n  d ξ = -θ dt + dW\n}\n" (4, 10) "unknown name 'θ'"
+              expectError "model M {\n  state x₁\n  brownian W\n  d x = dW\n}\n" (2, 10) "found '₁'"
+              expectError (greek.Replace("let ρ = ξ^2", "let σ = ξ^2")) (15, 3) "let 'σ' shadows the param 'σ'"
+          }
+          test "parse and print round trip with Unicode names" {
+              match Parser.parseFile greek with
+              | Ok f -> Expect.equal (Parser.parseFile (Printer.printFile f)) (Ok f) "round trip"
+              | Error d -> failtestf "%A" d
+          } ]
+
 [<Tests>]
-let tests = testList "Lang" [ letTests; momentTests ]
+let tests = testList "Lang" [ letTests; momentTests; unicodeTests ]

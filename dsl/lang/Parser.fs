@@ -53,8 +53,10 @@ let private eos: P<unit> =
 
 // ---------------------------------------------------------------------------------- tokens
 
-let private isIdStart c = isAsciiLetter c || c = '_'
-let private isIdChar c = isAsciiLetter c || isDigit c || c = '_'
+/// Names: a letter (any script: `σ`, `θ`, per Char.IsLetter) or `_`, then letters, digits (per
+/// Char.IsLetterOrDigit) and `_`.
+let private isIdStart c = Char.IsLetter c || c = '_'
+let private isIdChar c = Char.IsLetterOrDigit c || c = '_'
 
 let keywords = set [ "if"; "then"; "else"; "and"; "or"; "not"; "inf" ]
 
