@@ -188,6 +188,22 @@ let private momentTests =
                   Expect.equal (p.Run(threads = 1).Sets) (p.Run(threads = 2).Sets) "same results"
               | Error ds -> failtestf "%A" ds
           }
+          test "shards merge to the unsplit run, bit for bit" {
+              let text = ouCorr "  let r = x + y\n  variance(r)\n  covariance(x, y)\n  quantile(x, 0.3) on [-2, 2] bins 50\n  density(x, y) on [-1, 1] x [-1, 1] bins 3 x 2\n  density(x, r) on [-1, 1] x [-1, 1] bins 2 x 2 over [1, 2]\n"
+              let o = { Frontend.noOverrides with Paths = Some 301L }
+              let p = match SdeCompiler.Compile(text, "m.sde", o) with Ok p -> p | Error ds -> failtestf "%A" ds
+              let dir = IO.Path.Combine(IO.Path.GetTempPath(), sprintf "sde-lang-shards-%s" (Guid.NewGuid().ToString("N").Substring(0, 8)))
+              IO.Directory.CreateDirectory dir |> ignore
+              for k in 0..2 do
+                  let h = Shards.headerOf p.Program "m.sde" text o { K = k; N = 3 }
+                  Shards.runShard p.Program h { Driver.defaultOptions with Threads = 2 } dir false |> ignore
+              let noTiming (r: Report.RunReport) = Output.toJson { r with Seconds = 0.0; PathStepsPerSecond = 0.0 }
+              let files = IO.Directory.GetFiles(dir, "*.partial") |> Array.sort |> Array.toList
+              match Shards.merge files with
+              | Ok (_, merged, _) -> Expect.equal (noTiming merged) (noTiming (p.Run(threads = 1))) "merged = unsplit"
+              | Error m -> failtestf "merge refused: %s" m
+              IO.Directory.Delete(dir, true)
+          }
           test "located errors: windows, responses, probabilities, shapes" {
               expectError (ou2 "  variance(x) over [1, 2]\n") (15, 21) "variance over a window is not available yet"
               expectError (ou2 "  covariance(x, y) over [1, 2]\n") (15, 26) "covariance over a window is not available yet"
