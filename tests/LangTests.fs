@@ -204,6 +204,16 @@ let private momentTests =
               | Error m -> failtestf "merge refused: %s" m
               IO.Directory.Delete(dir, true)
           }
+          test "the ILGPU kernels (on the CPU accelerator) agree with the CPU engine" {
+              let text = ouCorr "  variance(x)\n  covariance(x, y)\n  quantile(x, 0.3) on [-2, 2] bins 50\n  density(x, y) on [-1, 1] x [-1, 1] bins 3 x 2\n"
+              let p = match SdeCompiler.Compile(text, "m.sde", { Frontend.noOverrides with Paths = Some 1000L }) with Ok p -> p | Error ds -> failtestf "%A" ds
+              let cpu = p.Run(threads = 1, backend = "cpu").Sets.Head.Results
+              let gpu = p.Run(threads = 1, backend = "ilgpu-cpu").Sets.Head.Results
+              for (a, b) in List.zip cpu gpu do
+                  Expect.floatClose { absolute = 1e-14; relative = 1e-12 } b.Value a.Value a.Query
+                  Expect.floatClose { absolute = 1e-14; relative = 1e-9 } b.StdErr a.StdErr a.Query
+                  Expect.equal b.Values a.Values a.Query
+          }
           test "located errors: windows, responses, probabilities, shapes" {
               expectError (ou2 "  variance(x) over [1, 2]\n") (15, 21) "variance over a window is not available yet"
               expectError (ou2 "  covariance(x, y) over [1, 2]\n") (15, 26) "covariance over a window is not available yet"
@@ -230,7 +240,7 @@ let private momentTests =
 
 /// The OU model of `ou2` (x only) with Greek names throughout: model, params, state, brownian, let.
 let private greek =
-    "model Ωu {\n  param θ = 1\n  param σ = 0.5\n  state ξ\n  state x_1\n  brownian Β\n  brownian W\n  init ξ = 0\n  init x_1 = 0\n  d ξ = -θ * ξ dt + σ dΒ\n  d x_1 = -θ * x_1 dt + σ dW\n}\nsimulate { paths = 20000; dt = 0.01; T = 2; seed = 5 }\nquery {\n  let ρ = ξ^2\n  mean(ρ)\n  d mean(ξ^2) / d σ with pathwise\n}\n"
+    "model Ωu {\n  param θ = 1\n  param σ = 0.5\n  state ξ\n  state x_1\n  brownian Β\n  brownian W\n  init ξ = 0\n  init x_1 = 0\n  d ξ = -θ * ξ dt + σ dΒ\n  d x_1 = -θ * x_1 dt + σ dW\n}\nsimulate { paths = 20000; dt = 0.01; T = 2; seed = 5 }\nquery {\n  let ρ = ξ^2\n  mean(ρ)\n  d mean(ξ^2) / d σ with pathwise\n  density(ξ, x_1) on [-1, 1] x [-1, 1] bins 3 x 3\n}\n"
 
 let private unicodeTests =
     testList
@@ -250,7 +260,7 @@ let private unicodeTests =
                   Expect.equal (p.Run(threads = 1).Sets.Head.Params) [ "θ", 1.0; "σ", 0.25 ] "the override"
               | Error ds -> failtestf "%A" (ds |> List.map string)
           }
-          test "the kernels of a model with Greek names compile to PTX (no GPU needed)" {
+          test "the kernels of a model with Greek names and a 2-D density (floor) compile to PTX (no GPU needed)" {
               match SdeCompiler.Compile(greek, "g.sde") with
               | Ok p ->
                   let ptx = Sde.Core.Gpu.Ptx.Compile(p.ModelType, Sde.Core.Gpu.Ptx.ParseArch "sm_70")
