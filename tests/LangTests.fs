@@ -80,6 +80,30 @@ let private letTests =
               | Error ds -> Expect.equal ds.Length 1 (sprintf "%A" ds)
               | Ok _ -> failtest "expected an error"
           }
+          test "lets in the model: in equations, inits and queries, in order" {
+              let src =
+                  (ou2 "  mean(r2)\n  let half = r2 / 2\n  mean(half)\n")
+                      .Replace("  state x\n", "  let k = theta * 1\n  state x\n")
+                      .Replace("  init x = 0\n", "  let r2 = x^2 + y^2\n  let s = sigma * 1\n  init x = s * 0\n")
+                      .Replace("-theta * x dt + sigma dW", "-k * x dt + s dW")
+              let a = checkedOk src
+              let b = checkedOk (ou2 "  mean(x^2 + y^2)\n  mean((x^2 + y^2) / 2)\n")
+              Expect.equal (a.Queries |> List.map (fun q -> q.Query)) (b.Queries |> List.map (fun q -> q.Query)) "the queries see the model's lets"
+              Expect.equal (a.Model.Equations[0].Drift) (Mul(Neg(Mul(Param 0, Const 1.0)), StateRef(0, IConst 0))) "the equation sees k"
+              let res = run src
+              near "mean(r2) with model lets" (2.0 * varAt 200) res[0]
+          }
+          test "lets in the model: located errors" {
+              let m body = sprintf "model M {\n  param F = 1\n  state x\n  brownian W\n%s\n  d x = -x dt + dW\n}\n" body
+              expectError (m "  let a = b\n  let b = 1") (5, 11) "unknown name 'b'"
+              expectError (m "  let a = 1\n  let a = 2") (6, 7) "duplicate declaration of 'a' (first declared as a let at 5:7)"
+              expectError (m "  let F = 2") (5, 7) "duplicate declaration of 'F'"
+              expectError (m "  let r = x^2\n  init x = r") (6, 12) "an init cannot use let 'r': it depends on the state"
+              expectError (m "  let r = x dt") (5, 13) "must not contain 'dt'"
+              expectError (m "  let r = x\n  let s = r[0]") (6, 11) "the let 'r' is not a vector"
+              expectError (m "  let r = x\n  d r = dt") (6, 3) "'r' is a let, not a state"
+              expectError (m "  let r = x\n" + "query {\n  let r = 2\n  mean(r)\n}\n") (10, 3) "duplicate let 'r' (first at 5:7)"
+          }
           test "parse and print round trip of a let" {
               let src = ou2 "  let r2 = x^2 + y^2\n  mean(r2)\n"
               match Parser.parseFile src with

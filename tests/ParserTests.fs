@@ -105,6 +105,7 @@ let private genItem: Gen<ModelItem> =
           Gen.map3 (fun n v d -> ParamDecl(n, v, d, p)) genName genE (Gen.optionOf (Gen.zip genBound genBound))
           Gen.map3 (fun n s per -> StateDecl(n, s, per, p)) genName (Gen.optionOf genE) (Gen.elements [ true; false ])
           Gen.map2 (fun n s -> BrownianDecl(n, s, p)) genName (Gen.optionOf genE)
+          Gen.map2 (fun n v -> LetDecl(n, v, p)) genName genE
           Gen.map3
               (fun n i r -> InitDecl(n, i, r, p))
               genName

@@ -382,6 +382,8 @@ let rec private checkExpr (env: Env) (e: Expr) : R<CExpr> =
         | Some(EConst v, _) -> Ok(Const(float v))
         | Some(EParam i, _) -> Ok(Param i)
         | Some(EIndex _, _) -> Ok(IndexValue(IVar n))
+        | Some(ELet c, _) when env.Ctx = InInit && mentionsState c ->
+            fail e.Pos (sprintf "an init cannot use let '%s': it depends on the state; use params and consts" n)
         | Some(ELet c, _) -> Ok c
         | Some(EBrownian _, _) ->
             fail e.Pos (sprintf "brownian '%s' cannot be used as a value; its differential is d%s" n n)
@@ -738,6 +740,8 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                   Pos = p }
 
             (if d.Names.ContainsKey n then d1 else { d1 with Brownians = d.Brownians @ [ info ] }), errs
+        // the body is checked below, once every declaration is known
+        | LetDecl(n, _, p) -> declare (d, errs) n p (ELet(Const nan))
         | InitDecl _
         | Equation _ -> d, errs
 
@@ -749,6 +753,30 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
           Names = Map.empty }
 
     let d, errs = List.fold step (empty, []) items
+
+    // the lets in order: a body sees every declaration and the lets before it
+    let d, letErrs =
+        let notLet (_: string) (k: Entity, _: Pos) = match k with ELet _ -> false | _ -> true
+
+        let env0 =
+            { Names = Map.filter notLet d.Names
+              States = Array.ofList d.States
+              Brownians = Array.ofList d.Brownians
+              Ctx = InObservable }
+
+        let names, errs =
+            items
+            |> List.fold
+                (fun (names: Map<string, Entity * Pos>, errs) item ->
+                    match item with
+                    | LetDecl(n, e, p) when not (names.ContainsKey n) && (match d.Names.TryFind n with Some(ELet _, _) -> true | _ -> false) ->
+                        let r = checkExpr { env0 with Names = names } e
+                        let c = match r with Ok c -> c | Error _ -> Const nan
+                        names.Add(n, (ELet c, p)), errs @ errorsOf r
+                    | _ -> names, errs)
+                (env0.Names, [])
+
+        { d with Names = names }, errs
 
     // a declared name must not read as a differential `dW` of a brownian `W`
     let clash =
@@ -764,7 +792,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
         |> Map.toList
         |> List.choose (fun (n, (_, p)) -> if n = "dt" then Some { Pos = p; Message = "'dt' is reserved" } else None)
 
-    d, List.rev errs @ clash @ dtClash
+    d, List.rev errs @ letErrs @ clash @ dtClash
 
 /// The left side `x[i]` of an init or equation: the state and the environment with `i` bound.
 let private lhs (env: Env) p (what: string) (name: string) (index: string option) : R<int * Env> =

@@ -310,8 +310,9 @@ let private modelItem: P<ModelItem> =
           pos .>> kw "init" .>>. ident .>>. lhsIndex .>>. initRhs
           |>> fun (((p, n), i), r) -> InitDecl(n, i, r, p)
           pos .>> kw "d" .>>. ident .>>. lhsIndex .>> sym "=" .>>. expr
-          |>> fun (((p, n), i), e) -> Equation(n, i, e, p) ]
-    <?> "model item (const, param, state, brownian, init or d)"
+          |>> fun (((p, n), i), e) -> Equation(n, i, e, p)
+          kw "let" >>. nameAt .>> sym "=" .>>. expr |>> fun ((p, n), e) -> LetDecl(n, e, p) ]
+    <?> "model item (const, param, state, brownian, init, d or let)"
 
 /// `{ item* }` with statements separated by newlines or `;`.
 let private block (item: P<'a>) : P<'a list> =

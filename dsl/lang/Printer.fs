@@ -80,6 +80,7 @@ let modelItem (item: ModelItem) =
     | ParamDecl(n, e, d, _) -> sprintf "param %s = %s%s" n (expr e) (d |> Option.map domain |> Option.defaultValue "")
     | StateDecl(n, s, per, _) -> sprintf "state %s%s%s" n (size s) (if per then " periodic" else "")
     | BrownianDecl(n, s, _) -> sprintf "brownian %s%s" n (size s)
+    | LetDecl(n, e, _) -> sprintf "let %s = %s" n (expr e)
     | InitDecl(n, i, rhs, _) ->
         let r =
             match rhs with

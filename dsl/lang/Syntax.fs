@@ -79,6 +79,8 @@ type ModelItem =
     | InitDecl of state: string * index: string option * rhs: InitRhs * Pos
     /// `d x[i] = rhs`: the whole right side, linear in dt and dW (split by the checker).
     | Equation of state: string * index: string option * rhs: Expr * Pos
+    /// `let name = e`: a named expression for the equations, inits and queries (scalar, no dt/dW).
+    | LetDecl of name: string * value: Expr * Pos
 
 [<NoComparison>]
 type Model =
