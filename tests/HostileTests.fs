@@ -140,6 +140,15 @@ let private limits =
             finally
                 File.Delete big
         }
+        test "lets: a chain that doubles its tree, and a chain deeper than the depth limit, are located errors at once" {
+            let body = "  state x\n  brownian W\n  d x = -x dt + dW"
+            let doubling = "let a0 = x + 1\n" + String.Join("\n", [ for k in 1 .. 200 -> sprintf "  let a%d = a%d * a%d" k (k - 1) (k - 1) ]) + "\n  mean(a200)"
+            let d = within 20.0 "doubling lets" (fun () -> firstError (file "M" body doubling))
+            Expect.stringContains d.Message "scalar operations" d.Message
+            let deep = "let a0 = x + 1\n" + String.Join("\n", [ for k in 1 .. 30000 -> sprintf "  let a%d = a%d + 1" k (k - 1) ]) + "\n  mean(a30000)"
+            let d = within 30.0 "deep lets" (fun () -> firstError (file "M" body deep))
+            Expect.stringContains d.Message "levels deep" d.Message
+        }
     ]
 
 let private linear =

@@ -31,6 +31,7 @@ let private outcome kind query =
       WeightMaxShare = None
       Windows = []
       ValueWindow = None
+      GridY = [||]
       Warnings = [] }
 
 let private grid lo hi n =

@@ -67,7 +67,7 @@ query {
 
 // ------------------------------------------------------------------ generator of well-formed ASTs
 
-let private names = [ "x"; "y"; "F"; "sigma"; "dW"; "dt"; "t"; "a_1"; "N"; "W2" ]
+let private names = [ "x"; "y"; "F"; "sigma"; "dW"; "dt"; "t"; "a_1"; "N"; "W2"; "σ"; "θ_2" ]
 let private genName = Gen.elements names
 let private genNum = Gen.elements [ 0.0; 1.0; 2.5; 1e-5; 1e20; 0.1; 123456.789; infinity; 40.0 ]
 let private genPos = Gen.constant p
@@ -105,6 +105,7 @@ let private genItem: Gen<ModelItem> =
           Gen.map3 (fun n v d -> ParamDecl(n, v, d, p)) genName genE (Gen.optionOf (Gen.zip genBound genBound))
           Gen.map3 (fun n s per -> StateDecl(n, s, per, p)) genName (Gen.optionOf genE) (Gen.elements [ true; false ])
           Gen.map2 (fun n s -> BrownianDecl(n, s, p)) genName (Gen.optionOf genE)
+          Gen.map2 (fun n v -> LetDecl(n, v, p)) genName genE
           Gen.map3
               (fun n i r -> InitDecl(n, i, r, p))
               genName
@@ -136,7 +137,12 @@ let private genQuery: Gen<Query> =
     let target =
         Gen.oneof
             [ Gen.map MeanOf genE
-              Gen.map2 (fun x (lo, hi, n) -> DensityOf(x, lo, hi, n)) genE (Gen.zip3 genE genE genE) ]
+              Gen.map2 (fun x (lo, hi, n) -> DensityOf(x, lo, hi, n)) genE (Gen.zip3 genE genE genE)
+              Gen.map VarianceOf genE
+              Gen.map2 (fun a b -> CovarianceOf(a, b)) genE genE
+              Gen.map3 (fun x q (lo, hi, n) -> QuantileOf(x, q, lo, hi, n)) genE genE (Gen.zip3 genE genE genE)
+              Gen.map4 (fun (a, b) (lo1, hi1) (lo2, hi2) (n, m) -> Density2Of(a, b, lo1, hi1, lo2, hi2, n, m))
+                  (Gen.zip genE genE) (Gen.zip genE genE) (Gen.zip genE genE) (Gen.zip genE genE) ]
 
     let kind =
         Gen.oneof
@@ -150,7 +156,8 @@ let private genQuery: Gen<Query> =
                   return Response(t, w, o, s, m)
               }
               Gen.map Lyapunov genE
-              Gen.map (fun (lo, hi, n) -> Alignment(lo, hi, n)) (Gen.zip3 genE genE genE) ]
+              Gen.map (fun (lo, hi, n) -> Alignment(lo, hi, n)) (Gen.zip3 genE genE genE)
+              Gen.map2 (fun n x -> Let(n, x)) genName genE ]
 
     Gen.map (fun k -> { Kind = k; Text = QueryText ""; Pos = p }) kind
 

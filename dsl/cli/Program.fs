@@ -308,6 +308,8 @@ let private writeOut (dir: string) (report: Report.RunReport) =
         |> List.iteri (fun i q ->
             if Report.isBinned q then
                 Plot.writeDensity (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
+            elif q.Kind = "density2d" then
+                Plot.writeHeatMap (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
             elif q.Kind = "lyapunov" then
                 Plot.writeSpectrum (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
 

@@ -27,6 +27,8 @@ type Fn =
     | Min
     | Max
     | Sigmoid
+    /// ⌊a⌋: not a user function; the bin index of a 2-D density (`Driver`).
+    | Floor
 
 /// A real-valued expression with names resolved.
 type CExpr =
@@ -133,6 +135,14 @@ type CMethod =
 type CTarget =
     | TMean of CExpr
     | TDensity of CExpr * lo: float * hi: float * bins: int
+    /// `variance(e)` (plain queries at T only).
+    | TVariance of CExpr
+    /// `covariance(e1, e2)` (plain queries at T only).
+    | TCovariance of CExpr * CExpr
+    /// `quantile(e, p) on [lo, hi] bins n`, 0 < p < 1 (plain queries at T only).
+    | TQuantile of CExpr * p: float * lo: float * hi: float * bins: int
+    /// `density(e1, e2) on [lo1, hi1] x [lo2, hi2] bins n1 x n2` (plain queries only).
+    | TDensity2 of CExpr * CExpr * lo1: float * hi1: float * lo2: float * hi2: float * bins1: int * bins2: int
 
 type CQuery =
     /// `mean(e)` / `density(e)`, at T or time-averaged over `Over`.

@@ -64,6 +64,8 @@ type private Entity =
     | EState of int
     | EBrownian of int
     | EIndex of count: int
+    /// `let name = e` in the query block: the checked body, substituted where the name is used.
+    | ELet of CExpr
 
 let private describeEntity =
     function
@@ -72,6 +74,7 @@ let private describeEntity =
     | EState _ -> "state"
     | EBrownian _ -> "brownian"
     | EIndex _ -> "index variable"
+    | ELet _ -> "let"
 
 type private Ctx =
     | InEquation
@@ -408,6 +411,9 @@ let rec private checkExpr (env: Env) (e: Expr) : R<CExpr> =
         | Some(EConst v, _) -> Ok(Const(float v))
         | Some(EParam i, _) -> Ok(Param i)
         | Some(EIndex _, _) -> Ok(IndexValue(IVar n))
+        | Some(ELet c, _) when env.Ctx = InInit && mentionsState c ->
+            fail e.Pos (sprintf "an init cannot use let '%s': it depends on the state; use params and consts" n)
+        | Some(ELet c, _) -> Ok c
         | Some(EBrownian _, _) ->
             fail e.Pos (sprintf "brownian '%s' cannot be used as a value; its differential is d%s" n n)
         | Some(EState s, _) ->
@@ -793,6 +799,8 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                   Pos = p }
 
             (if d.Names.ContainsKey n then d1 else { d1 with Brownians = info :: d.Brownians; BrownianCount = d.BrownianCount + 1; NoiseDim = d.NoiseDim + sz }), errs
+        // the body is checked below, once every declaration is known
+        | LetDecl(n, _, p) -> declare (d, errs) n p (ELet(Const nan))
         | InitDecl _
         | Equation _ -> d, errs
 
@@ -818,6 +826,30 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
             States = List.rev d.States
             Brownians = List.rev d.Brownians }
 
+    // the lets in order: a body sees every declaration and the lets before it
+    let d, letErrs =
+        let notLet (_: string) (k: Entity, _: Pos) = match k with ELet _ -> false | _ -> true
+
+        let env0 =
+            { Names = Map.filter notLet d.Names
+              States = Array.ofList d.States
+              Brownians = Array.ofList d.Brownians
+              Ctx = InObservable }
+
+        let names, errs =
+            items
+            |> List.fold
+                (fun (names: Map<string, Entity * Pos>, errs) item ->
+                    match item with
+                    | LetDecl(n, e, p) when not (names.ContainsKey n) && (match d.Names.TryFind n with Some(ELet _, _) -> true | _ -> false) ->
+                        let r = checkExpr { env0 with Names = names } e
+                        let c = match r with Ok c -> c | Error _ -> Const nan
+                        names.Add(n, (ELet c, p)), errs @ errorsOf r
+                    | _ -> names, errs)
+                (env0.Names, [])
+
+        { d with Names = names }, errs
+
     // a declared name must not read as a differential `dW` of a brownian `W`
     let clash =
         d.Brownians
@@ -832,7 +864,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
         |> Map.toList
         |> List.choose (fun (n, (_, p)) -> if n = "dt" then Some { Pos = p; Message = "'dt' is reserved" } else None)
 
-    d, List.rev errs @ clash @ dtClash
+    d, List.rev errs @ letErrs @ clash @ dtClash
 
 /// The left side `x[i]` of an init or equation: the state and the environment with `i` bound.
 let private lhs (env: Env) p (what: string) (name: string) (index: string option) : R<int * Env> =
@@ -1345,20 +1377,62 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
 let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list) (settings: Settings option) (q: Query) : R<CheckedQuery> =
     let obsEnv = { env with Ctx = InObservable }
 
+    let range what lo hi =
+        map2 (fun a b -> a, b) (evalFinite consts what lo) (evalFinite consts what hi)
+        |> Result.bind (fun (a, b) ->
+            if not (a < b) then fail lo.Pos (sprintf "%s [a, b] needs a < b" what)
+            elif not (Double.IsFinite(b - a)) then fail lo.Pos (sprintf "%s [a, b] is too wide (b - a overflows)" what)
+            else Ok(a, b))
+
     let target t : R<CTarget> =
         match t with
         | MeanOf e -> checkExpr obsEnv e |> Result.map TMean
         | DensityOf(e, lo, hi, bins) ->
-            let range =
-                map2 (fun a b -> a, b) (evalFinite consts "the density range" lo) (evalFinite consts "the density range" hi)
+            let n = checkBins consts bins
+            map3 (fun c (a, b) n -> TDensity(c, a, b, n)) (checkExpr obsEnv e) (range "the density range" lo hi) n
+        | VarianceOf e -> checkExpr obsEnv e |> Result.map TVariance
+        | CovarianceOf(a, b) -> map2 (fun x y -> TCovariance(x, y)) (checkExpr obsEnv a) (checkExpr obsEnv b)
+        | QuantileOf(e, p, lo, hi, bins) ->
+            let pR =
+                evalFinite consts "the quantile's probability" p
+                |> Result.bind (fun v -> if v > 0.0 && v < 1.0 then Ok v else fail p.Pos "the quantile's probability p needs 0 < p < 1")
+
+            map3 (fun c pv ((a, b), n) -> TQuantile(c, pv, a, b, n)) (checkExpr obsEnv e) pR
+                (map2 (fun r n -> r, n) (range "the quantile's range" lo hi) (checkBins consts bins))
+        | Density2Of(e1, e2, lo1, hi1, lo2, hi2, n1, n2) ->
+            let bins =
+                map2 (fun a b -> a, b) (checkBins consts n1) (checkBins consts n2)
                 |> Result.bind (fun (a, b) ->
-                    if not (a < b) then fail lo.Pos "the density range [a, b] needs a < b"
-                    elif not (Double.IsFinite(b - a)) then fail lo.Pos "the density range [a, b] is too wide (b - a overflows)"
+                    if int64 a * int64 b > 10_000_000L then fail n1.Pos (sprintf "a 2-D density has at most 10^7 bins (got %d x %d)" a b)
                     else Ok(a, b))
 
-            let n = checkBins consts bins
+            map3 (fun (c1, c2) ((a, b), (c, d)) (n, m) -> TDensity2(c1, c2, a, b, c, d, n, m))
+                (map2 (fun a b -> a, b) (checkExpr obsEnv e1) (checkExpr obsEnv e2))
+                (map2 (fun a b -> a, b) (range "the density range" lo1 hi1) (range "the density range" lo2 hi2))
+                bins
 
-            map3 (fun c (a, b) n -> TDensity(c, a, b, n)) (checkExpr obsEnv e) range n
+    // the estimators of variance, covariance and quantiles assume independent samples (one per path at T)
+    let atTOnly (t: Target) (w: Window option) : R<unit> =
+        match t, w with
+        | VarianceOf _, Some win ->
+            fail win.T0.Pos "variance over a window is not available yet; mean(e) over [t0, t1] and mean(e^2) over [t0, t1] give its pieces"
+        | CovarianceOf _, Some win ->
+            fail win.T0.Pos "covariance over a window is not available yet; mean(e1 * e2), mean(e1) and mean(e2) over [t0, t1] give its pieces"
+        | QuantileOf _, Some win ->
+            fail win.T0.Pos "a quantile over a window is not available yet; density(e) on [a, b] bins n over [t0, t1] gives the time-averaged distribution"
+        | _ -> Ok()
+
+    // responses of the derived estimates: which queries give the pieces
+    let noResponse (t: Target) : R<unit> =
+        match t with
+        | MeanOf _ | DensityOf _ -> Ok()
+        | VarianceOf _ ->
+            fail q.Pos "d variance(e) / d p is not available yet; d mean(e) / d p, d mean(e^2) / d p and mean(e) give it: d Var = d E[e^2] - 2 E[e] d E[e]"
+        | CovarianceOf _ ->
+            fail q.Pos "d covariance(e1, e2) / d p is not available yet; d mean(e1 * e2) / d p, d mean(e1) / d p, d mean(e2) / d p and the means give it: d Cov = d E[e1 e2] - E[e1] d E[e2] - E[e2] d E[e1]"
+        | QuantileOf _ ->
+            fail q.Pos "d quantile(e, p) / d p is not available yet; d density(e) / d p and density(e) on the same bins give it: d q = -(d F(q)) / f(q), F the cumulative sum of the density"
+        | Density2Of _ -> fail q.Pos "the response of a 2-D density is not available yet; d density(e) / d p of each observable gives the marginals"
 
     let over (w: Window option) : R<(float * float) option> =
         match w with
@@ -1372,7 +1446,8 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
 
     let kind =
         match q.Kind with
-        | Plain(t, w) -> map2 (fun t o -> QPlain(t, o)) (target t) (over w)
+        | Plain(t, w) -> map3 (fun t o () -> QPlain(t, o)) (target t) (over w) (atTOnly t w)
+        | Response(t, _, _, _, _) when Result.isError (noResponse t) -> noResponse t |> Result.map (fun () -> QLyapunov 0)
         | Response(t, wrt, w, st, m) ->
             let wrtR =
                 match ps |> List.tryFindIndex (fun p -> p.Name = wrt) with
@@ -1443,6 +1518,7 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 else Ok()
 
             map3 (fun (a, b) n () -> QAlignment(a, b, n)) range n noiseR
+        | Let _ -> fail q.Pos "a 'let' is not a query" // checkQueries handles lets before this
 
     kind
     |> Result.bind (fun k ->
@@ -1457,6 +1533,42 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
         | None
         | Some(Ok()) -> Ok cq
         | Some(Error m) -> fail q.Pos m)
+
+/// `let name = e`: the name must be new (not a declaration, an earlier let, a reserved name or a
+/// differential); the body is an observable. Returns the environment the later queries see: the
+/// name is added even when its body has errors, so that its uses do not repeat them as unknown names.
+let private checkLet (env: Env) (q: Query) (name: string) (body: Expr) : Env * R<unit> =
+    let nameR =
+        if reserved.Contains name then
+            fail q.Pos (sprintf "'%s' is a reserved name; rename the let" name)
+        else
+            match env.Names.TryFind name with
+            | Some(ELet _, dp) -> fail q.Pos (sprintf "duplicate let '%s' (first at %O); rename one" name dp)
+            | Some(k, dp) -> fail q.Pos (sprintf "let '%s' shadows the %s '%s' declared at %O; rename the let" name (describeEntity k) name dp)
+            | None when isDiffName env name -> fail q.Pos (sprintf "let '%s' shadows the differential '%s'; rename the let" name name)
+            | None -> Ok()
+
+    let bodyR = checkExpr { env with Ctx = InObservable } body
+
+    let env1 =
+        if env.Names.ContainsKey name then env
+        else
+            let c = match bodyR with Ok c -> c | Error _ -> Const nan
+            { env with Names = env.Names.Add(name, (ELet c, q.Pos)) }
+
+    env1, map2 (fun () _ -> ()) nameR bodyR
+
+/// The query block in order: each `let` names an observable for what follows it.
+let private checkQueries (env: Env) consts ps settings (qs: Query list) : R<CheckedQuery list> =
+    let step (env: Env, acc: R<CheckedQuery option> list) (q: Query) =
+        match q.Kind with
+        | Let(n, e) ->
+            let env1, r = checkLet env q n e
+            env1, Result.map (fun () -> None) r :: acc
+        | _ -> env, Result.map Some (checkQuery env consts ps settings q) :: acc
+
+    let _, rs = List.fold step (env, []) qs
+    rs |> List.rev |> all |> Result.map (List.choose id)
 
 // ---------------------------------------------------------------------------------- file
 
@@ -1502,8 +1614,12 @@ let exprDepth (e: Expr) : int =
 let private fileExprs (f: File) : Expr list =
     let target t =
         match t with
-        | MeanOf e -> [ e ]
+        | MeanOf e
+        | VarianceOf e -> [ e ]
+        | CovarianceOf(a, b) -> [ a; b ]
         | DensityOf(e, lo, hi, bins) -> [ e; lo; hi; bins ]
+        | QuantileOf(e, p, lo, hi, bins) -> [ e; p; lo; hi; bins ]
+        | Density2Of(a, b, lo1, hi1, lo2, hi2, n1, n2) -> [ a; b; lo1; hi1; lo2; hi2; n1; n2 ]
 
     let window (w: Window option) =
         match w with
@@ -1525,6 +1641,7 @@ let private fileExprs (f: File) : Expr list =
                       | InitNormal(a, b)
                       | InitUniform(a, b) -> yield! [ a; b ]
                   | Equation(_, _, e, _) -> yield e
+                  | LetDecl(_, e, _) -> yield e
           | ParamsBlock(_, settings, _)
           | SimulateBlock(settings, _) -> yield! settings |> List.map (fun s -> s.Value)
           | SweepDecl(_, a, b, c, _) -> yield! [ a; b; c ]
@@ -1539,7 +1656,8 @@ let private fileExprs (f: File) : Expr list =
                       | Some m -> yield! m.Args |> List.choose (function ArgNum(_, e, _) -> Some e | ArgName _ -> None)
                       | None -> ()
                   | Lyapunov k -> yield k
-                  | Alignment(a, b, c) -> yield! [ a; b; c ] ]
+                  | Alignment(a, b, c) -> yield! [ a; b; c ]
+                  | Let(_, e) -> yield e ]
 
 /// The first expression deeper than `maxExprDepth`, as a located error.
 let depthError (f: File) : Diagnostic option =
@@ -1563,41 +1681,111 @@ let private sortDiags (ds: Diagnostic list) =
 /// 10^9, which no compile would finish). Lorenz-96 at the 10^6-state limit is about 1.1 * 10^7.
 let maxExpandedSize = 20_000_000L
 
-let rec private expandedSize (e: CExpr) : float =
-    match e with
-    | Const _
-    | CExpr.Param _
-    | StateRef _
-    | Time
-    | IndexValue _ -> 1.0
-    | CExpr.Neg a -> 1.0 + expandedSize a
-    | Add(a, b)
-    | Sub(a, b)
-    | Mul(a, b)
-    | Div(a, b)
-    | Power(a, b) -> 1.0 + expandedSize a + expandedSize b
-    | Func(_, args) -> 1.0 + List.sumBy expandedSize args
-    | IfThen(c, a, b) -> 1.0 + condSize c + expandedSize a + expandedSize b
-    | SumOver(_, n, body)
-    | AvgOver(_, n, body) -> 1.0 + float n * expandedSize body
+/// Size (scalar operations once unrolled) and depth of a checked expression. A `let` is substituted
+/// by reference, so a chain of lets that each use the previous one twice is a DAG whose tree is
+/// exponentially large: both measures are memoised per node (by reference), so they take time linear
+/// in the distinct nodes, and the size saturates at +∞ instead of hanging.
+type private Measure() =
+    let size = Collections.Generic.Dictionary<obj, float>(HashIdentity.Reference)
+    let depth = Collections.Generic.Dictionary<obj, int>(HashIdentity.Reference)
 
-and private condSize (c: CCond) : float =
-    match c with
-    | CCmp(_, a, b) -> 1.0 + expandedSize a + expandedSize b
-    | CAnd(a, b)
-    | COr(a, b) -> 1.0 + condSize a + condSize b
-    | CNot a -> 1.0 + condSize a
+    member m.Size(e: CExpr) : float =
+        match size.TryGetValue(box e) with
+        | true, v -> v
+        | _ ->
+            let v =
+                match e with
+                | Const _
+                | CExpr.Param _
+                | StateRef _
+                | Time
+                | IndexValue _ -> 1.0
+                | CExpr.Neg a -> 1.0 + m.Size a
+                | Add(a, b)
+                | Sub(a, b)
+                | Mul(a, b)
+                | Div(a, b)
+                | Power(a, b) -> 1.0 + m.Size a + m.Size b
+                | Func(_, args) -> 1.0 + List.sumBy m.Size args
+                | IfThen(c, a, b) -> 1.0 + m.CondSize c + m.Size a + m.Size b
+                | SumOver(_, n, body)
+                | AvgOver(_, n, body) -> 1.0 + float n * m.Size body
+
+            size[box e] <- v
+            v
+
+    member m.CondSize(c: CCond) : float =
+        match c with
+        | CCmp(_, a, b) -> 1.0 + m.Size a + m.Size b
+        | CAnd(a, b)
+        | COr(a, b) -> 1.0 + m.CondSize a + m.CondSize b
+        | CNot a -> 1.0 + m.CondSize a
+
+    /// Depth, computed without recursion on the expression (a let chain may be deeper than a stack).
+    member m.Depth(root: CExpr) : int =
+        let children (e: CExpr) : CExpr list =
+            let rec ofCond c =
+                match c with
+                | CCmp(_, a, b) -> [ a; b ]
+                | CAnd(a, b)
+                | COr(a, b) -> ofCond a @ ofCond b
+                | CNot a -> ofCond a
+
+            match e with
+            | Const _
+            | CExpr.Param _
+            | StateRef _
+            | Time
+            | IndexValue _ -> []
+            | CExpr.Neg a
+            | SumOver(_, _, a)
+            | AvgOver(_, _, a) -> [ a ]
+            | Add(a, b)
+            | Sub(a, b)
+            | Mul(a, b)
+            | Div(a, b)
+            | Power(a, b) -> [ a; b ]
+            | Func(_, args) -> args
+            | IfThen(c, a, b) -> ofCond c @ [ a; b ]
+
+        // post-order on an explicit stack; a node's depth is 1 + its deepest child's
+        let stack = Collections.Generic.Stack<CExpr * bool>()
+        stack.Push((root, false))
+
+        while stack.Count > 0 do
+            let e, expanded = stack.Pop()
+
+            if not (depth.ContainsKey(box e)) then
+                let cs = children e
+
+                if expanded then
+                    depth[box e] <- 1 + (cs |> List.fold (fun acc c -> max acc depth[box c]) 0)
+                else
+                    stack.Push((e, true))
+
+                    for c in cs do
+                        if not (depth.ContainsKey(box c)) then stack.Push((c, false))
+
+        depth[box root]
 
 /// The first equation, init or query at which the expanded size passes `maxExpandedSize`.
 let private expansionError (cf: CheckedFile) : Diagnostic option =
     let m = cf.Model
     let states = List.toArray m.States
     let instances (s: int) = float states[s].Size
+    let measure = Measure()
+    let expandedSize = measure.Size
 
-    let targetSize t =
+    let targetExprs t =
         match t with
         | TMean e
-        | TDensity(e, _, _, _) -> expandedSize e
+        | TDensity(e, _, _, _)
+        | TVariance e
+        | TQuantile(e, _, _, _, _) -> [ e ]
+        | TCovariance(a, b)
+        | TDensity2(a, b, _, _, _, _, _, _) -> [ a; b ]
+
+    let targetSize t = targetExprs t |> List.sumBy expandedSize
 
     let items =
         [ for eq in m.Equations -> eq.Pos, (fun () -> instances eq.State * (expandedSize eq.Drift + (eq.Noise |> List.sumBy (fun n -> expandedSize n.Coeff))))
@@ -1618,6 +1806,24 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                   | QLyapunov _
                   | QAlignment _ -> 0.0) ]
 
+    // a query's observable after its lets are substituted: as deep as the passes may recurse
+    let tooDeep =
+        cf.Queries
+        |> List.tryPick (fun q ->
+            match q.Query with
+            | QPlain(t, _)
+            | QResponse(t, _, _, _, _) ->
+                targetExprs t
+                |> List.tryPick (fun e ->
+                    let d = measure.Depth e
+                    if d > maxExprDepth then
+                        Some
+                            { Pos = q.Pos
+                              Message = sprintf "this query's observable, its lets substituted, is %d levels deep; at most %d" d maxExprDepth }
+                    else None)
+            | QLyapunov _
+            | QAlignment _ -> None)
+
     let rec go (total: float) items =
         match items with
         | [] -> None
@@ -1632,7 +1838,9 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
             else
                 go total rest
 
-    go 0.0 items
+    match tooDeep with
+    | Some d -> Some d
+    | None -> go 0.0 items
 
 /// What a checked file does that is legal but probably not meant: no queries (a run that computes
 /// nothing), a brownian that no equation's `dW` term uses (noise declared but never applied).
@@ -1701,7 +1909,7 @@ and private checkShallow (f: File) : Result<CheckedFile, Diagnostic list> =
             match List.tryHead queries with
             | None -> Ok []
             | Some(qs, _) ->
-                qs |> List.map (checkQuery env consts d.Params (Result.toOption settingsR)) |> all
+                checkQueries env consts d.Params (Result.toOption settingsR) qs
 
         let errs =
             blockErrs @ errorsOf modelR @ errorsOf settingsR @ errorsOf setsR @ errorsOf queriesR

@@ -22,6 +22,9 @@ type QueryJob =
     | LyapunovJob of k: int
     /// `alignment on ...`: one response-engine plan (DK score with the default schedule, top Lyapunov vector).
     | AlignmentJob of ResponsePlan
+    /// `variance`, `covariance`, `quantile`, 2-D `density`: plain plans (means of powers and products,
+    /// or a histogram) whose estimates `Derived.estimate` combines into the answer.
+    | DerivedJob of QueryPlan list
 
 /// A checked file compiled for execution.
 type Program =
@@ -45,7 +48,11 @@ let defaultOptions =
 let private targetObservable (t: CTarget) =
     match t with
     | TMean e -> e
-    | TDensity (e, _, _, _) -> e
+    | TDensity (e, _, _, _)
+    | TVariance e
+    | TCovariance (e, _)
+    | TQuantile (e, _, _, _, _)
+    | TDensity2 (e, _, _, _, _, _, _, _) -> e
 
 let private fmt (v: float) = v.ToString("R", Globalization.CultureInfo.InvariantCulture)
 
@@ -75,7 +82,7 @@ let private degenerateNoise (ir: Lower.ModelIr) =
 /// explicit derivative then holds a point mass that a pathwise term cannot carry.
 let rec private jumpsIn (p: int) (e: Ir.Sym) =
     match e.Op with
-    | Ir.Cmp _ | Ir.And | Ir.Or | Ir.Not | Ir.Un Ir.USign -> Ir.mentions (Ir.Param p) e
+    | Ir.Cmp _ | Ir.And | Ir.Or | Ir.Not | Ir.Un Ir.USign | Ir.Un Ir.UFloor -> Ir.mentions (Ir.Param p) e
     | _ -> List.exists (jumpsIn p) e.Args
 
 /// The first state component whose init has no score (a point or a uniform init), by name.
@@ -91,7 +98,7 @@ let private initWithoutScore (m: CheckedModel) (ir: Lower.ModelIr) =
 let private refusal (m: CheckedModel) (ir: Lower.ModelIr) (target: CTarget) (p: int) (stationary: bool) (meth: CMethod) =
     let pname = m.Params[p].Name
     let phi = Lower.observable m (targetObservable target)
-    let isDensity = match target with TDensity _ -> true | TMean _ -> false
+    let isDensity = match target with TMean _ -> false | _ -> true
     let kernelLike = match meth with DivergenceKernel _ | LikelihoodRatio -> true | _ -> false
     // the methods that inject noise into the kernel (α > 0 at some step)
     let injecting = kernelLike && (match meth with DivergenceKernel (Alpha 0.0, _) -> false | _ -> true)
@@ -254,10 +261,18 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 let k = obsIndex (targetObservable target)
                 let ta, t0, t1 = window over
 
+                let meanOf (e: CExpr) = QueryPlan(Kind = EstimateKind.Mean, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1)
+                let densityOf (e: CExpr) lo hi bins =
+                    QueryPlan(Kind = EstimateKind.Density, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins)
+
                 match target with
                 | TMean _ -> Ok(PlainJob(QueryPlan(Kind = EstimateKind.Mean, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1)))
                 | TDensity (_, lo, hi, bins) ->
                     Ok(PlainJob(QueryPlan(Kind = EstimateKind.Density, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins)))
+                | TVariance _ | TCovariance _ -> Ok(DerivedJob(Derived.momentObservables target |> List.map meanOf))
+                | TQuantile (e, _, lo, hi, bins) -> Ok(DerivedJob [ densityOf e lo hi bins ])
+                | TDensity2 (_, _, _, _, _, _, n1, n2) ->
+                    Ok(DerivedJob [ densityOf (Derived.cellObservable target) 0.0 (float (n1 * n2)) (n1 * n2) ])
             | QResponse (target, p, over, stationary, meth) ->
                 let pname = m.Params[p].Name
                 let phi = Lower.observable m (targetObservable target)
@@ -289,6 +304,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                         match target with
                         | TMean _ -> EstimateKind.Mean, 0.0, 0.0, 0
                         | TDensity (_, lo, hi, bins) -> EstimateKind.Density, lo, hi, bins
+                        | _ -> failwith "the checker refuses responses of variance, covariance, quantiles and 2-D densities"
 
                     let defaultMode = if ir.Dim <= 10 then Sde.Core.DkMode.Exact else Sde.Core.DkMode.Iterative
 
@@ -475,6 +491,11 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
         | QPlain (TDensity (_, lo, hi, _), _) -> "density", lo, hi
         | QResponse (TMean _, _, _, _, _) -> "response", 0.0, 0.0
         | QResponse (TDensity (_, lo, hi, _), _, _, _, _) -> "density_response", lo, hi
+        | QPlain (TVariance _, _) -> "variance", 0.0, 0.0
+        | QPlain (TCovariance _, _) -> "covariance", 0.0, 0.0
+        | QPlain (TQuantile (_, _, lo, hi, _), _) -> "quantile", lo, hi
+        | QPlain (TDensity2 (_, _, lo, hi, _, _, _, _), _) -> "density2d", lo, hi
+        | QResponse _ -> failwith "the checker refuses responses of variance, covariance, quantiles and 2-D densities"
         | QLyapunov _ -> "lyapunov", 0.0, 0.0
         | QAlignment (lo, hi, _) -> "alignment", lo, hi
 
@@ -497,7 +518,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
 
     let wrt, meth, windows, valueWindow =
         match job with
-        | PlainJob _ | LyapunovJob _ -> None, None, [], None
+        | PlainJob _ | LyapunovJob _ | DerivedJob _ -> None, None, [], None
         | AlignmentJob _ ->
             // the score of the default schedule, with the rate measured for this set's model
             let rate = match used with pl :: _ -> pl.Rate | [] -> CovectorGrowth.Floor
@@ -526,6 +547,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
       Value = est.Value
       StdErr = se est
       Grid = arr est.Grid
+      GridY = (match q.Query with QPlain (TDensity2 (_, _, _, _, lo2, hi2, _, n2), _) -> Derived.centres lo2 hi2 n2 | _ -> [||])
       Values = arr est.Values
       StdErrs = ses est
       Lo = lo
@@ -566,7 +588,7 @@ type SetSums =
 
 /// The plans of a program by engine.
 let plainPlans (p: Program) =
-    p.Jobs |> List.choose (fun (_, j) -> match j with PlainJob plan -> Some plan | _ -> None) |> List.toArray
+    p.Jobs |> List.collect (fun (_, j) -> match j with PlainJob plan -> [ plan ] | DerivedJob plans -> plans | _ -> []) |> List.toArray
 
 let responsePlans (p: Program) =
     p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
@@ -644,6 +666,12 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
                     | PlainJob _ ->
                         pi <- pi + 1
                         outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
+                    | DerivedJob plans ->
+                        let ests = [ for k in 0 .. plans.Length - 1 -> pe[pi + k] ]
+                        pi <- pi + plans.Length
+                        let est, warns = Derived.estimate q.Query ests
+                        let o = outcomeOf q job [] s.Dt ignoreRate [ est ]
+                        { o with Warnings = o.Warnings @ warns }
                     | ResponseJob (plans, _, _, _) ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
                         let pls = [ for k in 0 .. plans.Length - 1 -> used[ri + k] ]

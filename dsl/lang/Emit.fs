@@ -156,6 +156,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
         | UTan -> call "Tan" 1
         | UTanh -> call "Tanh" 1
         | UAbs -> call "Abs" 1
+        | UFloor -> call "Floor" 1
         | USign ->
             // (x > 0) - (x < 0) as a double
             let l = il.DeclareLocal(typeof<double>)
@@ -258,10 +259,20 @@ let private newModule (n: int) =
 
 let private typeCounter = ref 0
 
+/// A name as an ASCII identifier part for IL (and the PTX that ILGPU generates from it): ASCII letters
+/// and digits kept, any other letter or digit as `uXXXX` (its UTF-16 code), anything else `_`.
+let asciiName (name: string) =
+    name
+    |> Seq.map (fun c ->
+        if Char.IsAsciiLetterOrDigit c then string c
+        elif Char.IsLetterOrDigit c then sprintf "u%04X" (int c)
+        else "_")
+    |> String.concat ""
+
 /// Start a value type implementing the given interfaces, with one double field per parameter.
 let defineModelType (name: string) (paramNames: string[]) (interfaces: Type[]) : ModelBuilder =
     let n = Threading.Interlocked.Increment typeCounter
-    let safe = String(name |> Seq.map (fun c -> if Char.IsLetterOrDigit c then c else '_') |> Seq.toArray)
+    let safe = asciiName name
 
     let tb =
         (newModule n).DefineType(
@@ -274,7 +285,7 @@ let defineModelType (name: string) (paramNames: string[]) (interfaces: Type[]) :
     let fields =
         paramNames
         |> Array.mapi (fun i p ->
-            let safeP = String(p |> Seq.map (fun c -> if Char.IsLetterOrDigit c then c else '_') |> Seq.toArray)
+            let safeP = asciiName p
             tb.DefineField(sprintf "p%d_%s" i safeP, typeof<double>, FieldAttributes.Public))
 
     { Type = tb; Params = fields }

@@ -20,6 +20,8 @@ type Unary =
     | UAbs
     /// Derivative of abs (0 at 0).
     | USign
+    /// ⌊a⌋ (the bin index of a 2-D density; derivative 0).
+    | UFloor
 
 type Op =
     | Num of float
@@ -243,6 +245,7 @@ let applyUnary (f: Unary) (v: float) =
     | UTanh -> tanh v
     | UAbs -> abs v
     | USign -> if v > 0.0 then 1.0 elif v < 0.0 then -1.0 else 0.0
+    | UFloor -> floor v
 
 let unary (f: Unary) (a: Sym) =
     match a with
@@ -437,7 +440,8 @@ let private derivativeWith (index: SumIndex) (v: Op) (e: Sym) : Sym =
                     | UTan -> add one (powi e 2)
                     | UTanh -> sub one (powi e 2)
                     | UAbs -> unary USign x
-                    | USign -> zero
+                    | USign
+                    | UFloor -> zero
 
                 mul outer dx
         | Min, [ a; b ] -> select (cmp Le a b) (d a) (d b)

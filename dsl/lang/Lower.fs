@@ -71,6 +71,7 @@ let private unaryOf f =
     | Tan -> UTan
     | Tanh -> UTanh
     | Abs -> UAbs
+    | Floor -> UFloor
     | _ -> failwithf "not a unary function: %A" f
 
 let rec private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym =

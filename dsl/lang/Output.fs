@@ -49,6 +49,13 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
             // with k = dimension: the time average of log|det J_n| / Δt on the same paths (= the exponents' sum)
             writeFloatProp w "log_det_rate" q.Value
             writeFloatProp w "log_det_stderr" q.StdErr
+    elif q.Kind = "density2d" then
+        // values row-major: one row per y bin (grid_y), each over the x bins (grid_x)
+        writeArrayProp w "grid_x" q.Grid
+        writeArrayProp w "grid_y" q.GridY
+        writeArrayProp w "values" q.Values
+        writeArrayProp w "stderrs" q.StdErrs
+        w.WriteNumber("outside", q.Below)
     elif isBinned q then
         writeArrayProp w "grid" q.Grid
         writeArrayProp w "values" q.Values
@@ -335,6 +342,15 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
         [ label + paint color "32" up + via
           indent + paint color "31" down
           indent + paint color "2" (summary q) ]
+    | "density2d" ->
+        let nx = q.Grid.Length
+        let i = argMaxBy id q.Values
+        let err = if q.StdErrs |> Array.exists Double.IsFinite then num (maxStdErr q) else "n/a"
+
+        [ label
+          + paint color "2" (sprintf "%d x %d bins · peak %s at (%s, %s) · outside: %d%s · max stderr %s" nx q.GridY.Length (num (at q.Values i))
+                                 (num (at q.Grid (if nx > 0 then i % nx else -1))) (num (at q.GridY (if nx > 0 then i / nx else -1)))
+                                 q.Below (if q.NonFinite > 0L then sprintf ", %d NaN" q.NonFinite else "") err) ]
     | _ -> [ label + paint color "1" (valueWithError q.Value q.StdErr) + via ]
 
 

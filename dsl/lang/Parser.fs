@@ -57,8 +57,10 @@ let private eos: P<unit> =
 
 // ---------------------------------------------------------------------------------- tokens
 
-let private isIdStart c = isAsciiLetter c || c = '_'
-let private isIdChar c = isAsciiLetter c || isDigit c || c = '_'
+/// Names: a letter (any script: `σ`, `θ`, per Char.IsLetter) or `_`, then letters, digits (per
+/// Char.IsLetterOrDigit) and `_`.
+let private isIdStart c = Char.IsLetter c || c = '_'
+let private isIdChar c = Char.IsLetterOrDigit c || c = '_'
 
 let keywords = set [ "if"; "then"; "else"; "and"; "or"; "not"; "inf" ]
 
@@ -322,8 +324,9 @@ let private modelItem: P<ModelItem> =
           pos .>> kw "init" .>>. ident .>>. lhsIndex .>>. initRhs
           |>> fun (((p, n), i), r) -> InitDecl(n, i, r, p)
           pos .>> kw "d" .>>. ident .>>. lhsIndex .>> sym "=" .>>. expr
-          |>> fun (((p, n), i), e) -> Equation(n, i, e, p) ]
-    <?> "model item (const, param, state, brownian, init or d)"
+          |>> fun (((p, n), i), e) -> Equation(n, i, e, p)
+          kw "let" >>. nameAt .>> sym "=" .>>. expr |>> fun ((p, n), e) -> LetDecl(n, e, p) ]
+    <?> "model item (const, param, state, brownian, init, d or let)"
 
 /// `{ item* }` with statements separated by newlines or `;`.
 let private block (item: P<'a>) : P<'a list> =
@@ -357,26 +360,63 @@ let private methodP: P<Method> =
 
 let private observable: P<Expr> = group '(' ')' expr
 
+/// `density(e) on [a, b] bins n` or `density(e1, e2) on [a, b] x [c, d] bins n x m`.
+let private densityTarget: P<Target> =
+    let two = sym "," >>. expr
+    pos .>>. group '(' ')' (expr .>>. opt two) .>> kw "on" .>>. window .>>. opt (kw "x" >>. window)
+    .>> kw "bins" .>>. expr .>>. opt (kw "x" >>. expr)
+    >>= fun (((((p, (e1, e2)), w1), w2), n1), n2) ->
+        match e2, w2, n2 with
+        | None, None, None -> preturn (DensityOf(e1, w1.T0, w1.T1, n1))
+        | Some e2, Some w2, Some n2 -> preturn (Density2Of(e1, e2, w1.T0, w1.T1, w2.T0, w2.T1, n1, n2))
+        | Some _, _, _ ->
+            failFatally (atPos p "a density of two observables needs two ranges and two bin counts: density(x, y) on [a, b] x [c, d] bins n x m")
+        | None, _, _ ->
+            failFatally (atPos p "a density of one observable has one range and one bin count: density(x) on [a, b] bins n")
+
+/// What `mean`, `density`, `variance`, `covariance` and `quantile` estimate (without `over`).
+let private target: P<Target> =
+    let pair = group '(' ')' (expr .>> sym "," .>>. expr)
+    (kw "mean" >>. observable |>> MeanOf)
+    <|> (kw "density" >>. densityTarget)
+    <|> (kw "variance" >>. observable |>> VarianceOf)
+    <|> (kw "covariance" >>. pair |>> CovarianceOf)
+    <|> (kw "quantile" >>. pair .>>. onBins |>> fun ((e, p), (lo, hi, n)) -> QuantileOf(e, p, lo, hi, n))
+
 let private plainQuery: P<QueryKind> =
-    (kw "mean" >>. observable .>>. over |>> fun (e, o) -> Plain(MeanOf e, o))
-    <|> (kw "density" >>. observable .>>. onBins .>>. over
-         |>> fun ((e, (lo, hi, n)), o) -> Plain(DensityOf(e, lo, hi, n), o))
+    target .>>. over |>> fun (t, o) -> Plain(t, o)
 
 let private responseQuery: P<QueryKind> =
     let tail = over .>>. opt (kw "stationary" >>. kw "window" >>. sepBy1 expr (sym ",")) .>>. opt (kw "with" >>. methodP)
     let wrt = sym "/" >>. kw "d" >>. ident
+    let pair = group '(' ')' (expr .>> sym "," .>>. expr)
+    // the ranges of a density (or quantile) follow the parameter: `d density(x) / d F on [a, b] bins n`
+    let onTwo =
+        kw "on" >>. window .>>. opt (kw "x" >>. window) .>> kw "bins" .>>. expr .>>. opt (kw "x" >>. expr)
 
     kw "d"
     >>. ((kw "mean" >>. observable .>>. wrt .>>. tail
           |>> fun ((e, p), ((o, s), m)) -> Response(MeanOf e, p, o, s, m))
-         <|> (kw "density" >>. observable .>>. wrt .>>. onBins .>>. tail
-              |>> fun (((e, p), (lo, hi, n)), ((o, s), m)) -> Response(DensityOf(e, lo, hi, n), p, o, s, m))
+         <|> (kw "density" >>. pos .>>. group '(' ')' (expr .>>. opt (sym "," >>. expr)) .>>. wrt .>>. onTwo .>>. tail
+              >>= fun ((((at, (e1, e2)), p), (((w1, w2), n1), n2)), ((o, s), m)) ->
+                  match e2, w2, n2 with
+                  | None, None, None -> preturn (Response(DensityOf(e1, w1.T0, w1.T1, n1), p, o, s, m))
+                  | Some e2, Some w2, Some n2 -> preturn (Response(Density2Of(e1, e2, w1.T0, w1.T1, w2.T0, w2.T1, n1, n2), p, o, s, m))
+                  | _ -> failFatally (atPos at "the ranges and bin counts must match the observables: density(x) on [a, b] bins n or density(x, y) on [a, b] x [c, d] bins n x m"))
+         <|> (kw "variance" >>. observable .>>. wrt .>>. tail |>> fun ((e, p), ((o, s), m)) -> Response(VarianceOf e, p, o, s, m))
+         <|> (kw "covariance" >>. pair .>>. wrt .>>. tail |>> fun ((e, p), ((o, s), m)) -> Response(CovarianceOf e, p, o, s, m))
+         <|> (kw "quantile" >>. pair .>>. wrt .>>. onBins .>>. tail
+              |>> fun ((((e, q), p), (lo, hi, n)), ((o, s), m)) -> Response(QuantileOf(e, q, lo, hi, n), p, o, s, m))
          <?> "'mean(...)' or 'density(...)'")
 
 /// `lyapunov(k)` and `alignment on [a, b] bins n`.
 let private lyapunovQuery: P<QueryKind> =
     (kw "lyapunov" >>. group '(' ')' expr |>> Lyapunov)
     <|> (kw "alignment" >>. onBins |>> fun (lo, hi, n) -> Alignment(lo, hi, n))
+
+/// `let name = e`: a named observable.
+let private letItem: P<QueryKind> =
+    kw "let" >>. ident .>> sym "=" .>>. expr |>> Let
 
 /// Removes comments and collapses white space: the query text as the JSON reports it.
 let normalizeQueryText (s: string) =
@@ -386,7 +426,7 @@ let normalizeQueryText (s: string) =
 
 let private query: P<Query> =
     pos
-    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <?> "query (mean, density, d ..., lyapunov or alignment)")
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov or alignment) or 'let name = e'")
     |>> fun (p, (s, k)) ->
         { Kind = k
           Text = QueryText(normalizeQueryText s)

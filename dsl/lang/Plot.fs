@@ -287,3 +287,56 @@ let writeSeries
 /// Writes an SVG of a `lyapunov` result: exponent against its index, with ±2·stderr error bars.
 let writeSpectrum (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
     writeSeries path (sprintf "%s — %s: %s" modelName setName q.Query) "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]
+
+/// The two observables of `density(x, y) ...`, split at the top-level comma.
+let private twoObservables (query: string) =
+    let both = observable query
+    let mutable depth = 0
+    let mutable cut = -1
+
+    for i in 0 .. both.Length - 1 do
+        match both[i] with
+        | '(' | '[' -> depth <- depth + 1
+        | ')' | ']' -> depth <- depth - 1
+        | ',' when depth = 0 && cut < 0 -> cut <- i
+        | _ -> ()
+
+    if cut < 0 then both, ""
+    else both.Substring(0, cut).Trim(), both.Substring(cut + 1).Trim()
+
+/// Writes an SVG heat map of a `density2d` result: the x observable across, the y observable up,
+/// the density as colour (viridis; NaN cells blank), titled with model and set.
+let writeHeatMap (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
+    let nx, ny = q.Grid.Length, q.GridY.Length
+    let model = newModel (sprintf "%s — %s" modelName setName) q.Query
+    let xLabel, yLabel = twoObservables q.Query
+    model.Axes.Add(axis AxisPosition.Bottom xLabel 0.0)
+    model.Axes.Add(axis AxisPosition.Left yLabel 0.0)
+
+    model.Axes.Add(
+        LinearColorAxis(
+            Position = AxisPosition.Right,
+            Palette = OxyPalettes.Viridis(200),
+            Title = "density",
+            InvalidNumberColor = OxyColors.Transparent,
+            TitleFontSize = 14.0,
+            FontSize = 13.0
+        )
+    )
+
+    if nx > 0 && ny > 0 && q.Values.Length = nx * ny then
+        let data = Array2D.init nx ny (fun i j -> finiteOrGap q.Values[j * nx + i])
+
+        model.Series.Add(
+            HeatMapSeries(
+                X0 = q.Grid[0],
+                X1 = q.Grid[nx - 1],
+                Y0 = q.GridY[0],
+                Y1 = q.GridY[ny - 1],
+                Data = data,
+                RenderMethod = HeatMapRenderMethod.Rectangles,
+                Interpolate = false
+            )
+        )
+
+    save path model

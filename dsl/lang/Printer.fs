@@ -80,6 +80,7 @@ let modelItem (item: ModelItem) =
     | ParamDecl(n, e, d, _) -> sprintf "param %s = %s%s" n (expr e) (d |> Option.map domain |> Option.defaultValue "")
     | StateDecl(n, s, per, _) -> sprintf "state %s%s%s" n (size s) (if per then " periodic" else "")
     | BrownianDecl(n, s, _) -> sprintf "brownian %s%s" n (size s)
+    | LetDecl(n, e, _) -> sprintf "let %s = %s" n (expr e)
     | InitDecl(n, i, rhs, _) ->
         let r =
             match rhs with
@@ -110,15 +111,22 @@ let methodText (m: Method) =
 
 let queryKind (k: QueryKind) =
     let onBins lo hi n = sprintf " on [%s, %s] bins %s" (expr lo) (expr hi) (expr n)
+    let onBins2 a b c d n m = sprintf " on [%s, %s] x [%s, %s] bins %s x %s" (expr a) (expr b) (expr c) (expr d) (expr n) (expr m)
+
+    // the head (`mean(e)`) and what follows the parameter of a response (`on ... bins n`)
+    let parts (t: Target) =
+        match t with
+        | MeanOf e -> sprintf "mean(%s)" (expr e), ""
+        | DensityOf(e, lo, hi, n) -> sprintf "density(%s)" (expr e), onBins lo hi n
+        | VarianceOf e -> sprintf "variance(%s)" (expr e), ""
+        | CovarianceOf(a, b) -> sprintf "covariance(%s, %s)" (expr a) (expr b), ""
+        | QuantileOf(e, p, lo, hi, n) -> sprintf "quantile(%s, %s)" (expr e) (expr p), onBins lo hi n
+        | Density2Of(a, b, lo1, hi1, lo2, hi2, n, m) -> sprintf "density(%s, %s)" (expr a) (expr b), onBins2 lo1 hi1 lo2 hi2 n m
 
     match k with
-    | Plain(MeanOf e, o) -> sprintf "mean(%s)%s" (expr e) (over o)
-    | Plain(DensityOf(e, lo, hi, n), o) -> sprintf "density(%s)%s%s" (expr e) (onBins lo hi n) (over o)
+    | Plain(t, o) -> let h, r = parts t in h + r + over o
     | Response(target, p, o, st, m) ->
-        let head =
-            match target with
-            | MeanOf e -> sprintf "d mean(%s) / d %s" (expr e) p
-            | DensityOf(e, lo, hi, n) -> sprintf "d density(%s) / d %s%s" (expr e) p (onBins lo hi n)
+        let head = let h, r = parts target in sprintf "d %s / d %s%s" h p r
 
         let stat =
             match st with
@@ -133,6 +141,7 @@ let queryKind (k: QueryKind) =
         head + over o + stat + meth
     | Lyapunov k -> sprintf "lyapunov(%s)" (expr k)
     | Alignment(lo, hi, n) -> "alignment" + onBins lo hi n
+    | Let(n, e) -> sprintf "let %s = %s" n (expr e)
 
 let private settings (xs: Setting list) =
     xs |> List.map (fun s -> sprintf "  %s = %s\n" s.Key (expr s.Value)) |> String.concat ""

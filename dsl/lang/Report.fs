@@ -24,6 +24,8 @@ type QueryOutcome =
       Value: float
       StdErr: float
       Grid: float[]
+      /// `density2d`: the y bin centres (Grid holds the x centres; Values are row-major, one row per y bin).
+      GridY: float[]
       Values: float[]
       StdErrs: float[]
       /// Density range and the number of samples that fell below / above it.

@@ -79,6 +79,8 @@ type ModelItem =
     | InitDecl of state: string * index: string option * rhs: InitRhs * Pos
     /// `d x[i] = rhs`: the whole right side, linear in dt and dW (split by the checker).
     | Equation of state: string * index: string option * rhs: Expr * Pos
+    /// `let name = e`: a named expression for the equations, inits and queries (scalar, no dt/dW).
+    | LetDecl of name: string * value: Expr * Pos
 
 [<NoComparison>]
 type Model =
@@ -107,6 +109,14 @@ type Target =
     | MeanOf of Expr
     /// `density(e) on [a, b] bins n`.
     | DensityOf of Expr * lo: Expr * hi: Expr * bins: Expr
+    /// `variance(e)`: the unbiased sample variance over paths.
+    | VarianceOf of Expr
+    /// `covariance(e1, e2)`: the unbiased sample covariance over paths.
+    | CovarianceOf of Expr * Expr
+    /// `quantile(e, p) on [a, b] bins n`: the p-quantile, read off a histogram on [a, b].
+    | QuantileOf of Expr * p: Expr * lo: Expr * hi: Expr * bins: Expr
+    /// `density(e1, e2) on [a, b] x [c, d] bins n x m`.
+    | Density2Of of Expr * Expr * lo1: Expr * hi1: Expr * lo2: Expr * hi2: Expr * bins1: Expr * bins2: Expr
 
 [<NoComparison>]
 type QueryKind =
@@ -119,6 +129,8 @@ type QueryKind =
     /// `alignment on [a, b] bins n`: histogram of |cos| of the angle between the top Lyapunov vector
     /// and the divergence-kernel score estimate ν_T, per path at T.
     | Alignment of lo: Expr * hi: Expr * bins: Expr
+    /// `let name = e`: not a query but a named observable for the queries (and lets) after it.
+    | Let of name: string * Expr
 
 [<NoComparison>]
 type Query =
