@@ -86,6 +86,36 @@ let fileName (setName: string) (queryIndex: int) (q: QueryOutcome) : string =
 /// are collapsed by SVG renderers, leaving some slack.
 let private legendTitle (s: string) = s + String(' ', 4 + s.Length / 2)
 
+/// Greedy word wrap of `text` into lines of at most `columns` characters (a longer word stays whole).
+let wrap (columns: int) (text: string) : string list =
+    let words = text.Split(' ', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray
+
+    let step (lines: string list) (word: string) =
+        match lines with
+        | line :: rest when line.Length + 1 + word.Length <= columns -> (line + " " + word) :: rest
+        | _ -> word :: lines
+
+    words |> List.fold step [] |> List.rev
+
+/// The characters a subtitle line may hold: the width of the plot in 13-pixel text with room to spare for
+/// viewers that fall back to a wider font than OxyPlot measured.
+let private subtitleColumns = 90
+
+/// The query without its `with METHOD` clause (the method is printed once, in brackets).
+let private withoutMethod (query: string) =
+    match query.IndexOf " with " with
+    | i when i > 0 -> query.Substring(0, i)
+    | _ -> query
+
+/// A plot's subtitle: the query and its method (once), wrapped to the width of the plot.
+let subtitleOf (query: string) (methodName: string option) : string =
+    let text =
+        match methodName with
+        | Some m -> sprintf "%s   [%s]" (withoutMethod query) m
+        | None -> query
+
+    wrap subtitleColumns text |> String.concat "\n"
+
 let private newModel (title: string) (subtitle: string) =
     let m =
         PlotModel(
@@ -101,14 +131,16 @@ let private newModel (title: string) (subtitle: string) =
             PlotAreaBorderColor = OxyColor.FromRgb(120uy, 120uy, 120uy)
         )
 
+    // below the plot area, outside it: a legend never covers the data
     m.Legends.Add(
         Legend(
-            LegendPosition = LegendPosition.TopRight,
-            LegendPlacement = LegendPlacement.Inside,
-            LegendBackground = OxyColor.FromAColor(220uy, OxyColors.White),
-            LegendBorder = OxyColor.FromRgb(200uy, 200uy, 200uy),
+            LegendPosition = LegendPosition.BottomCenter,
+            LegendPlacement = LegendPlacement.Outside,
+            LegendOrientation = LegendOrientation.Horizontal,
+            LegendBackground = OxyColors.White,
+            LegendBorder = OxyColors.Transparent,
             LegendFontSize = 13.0,
-            LegendPadding = 10.0,
+            LegendPadding = 6.0,
             LegendSymbolLength = 24.0,
             LegendItemSpacing = 28.0,
             LegendLineSpacing = 6.0
@@ -137,11 +169,16 @@ let private save (path: string) (model: PlotModel) =
     | "" -> ()
     | dir -> Directory.CreateDirectory dir |> ignore
 
-    use stream = File.Create path
+    use stream = new MemoryStream()
     let exporter =
         SvgExporter(Width = width, Height = height, UseVerticalTextAlignmentWorkaround = true)
 
     exporter.Export(model, stream)
+    // OxyPlot's writer starts with a UTF-8 byte order mark, which SVG tools and diffs trip over: write without
+    let bytes = stream.ToArray()
+    let bom = Encoding.UTF8.Preamble.ToArray()
+    let hasBom = bytes.Length >= bom.Length && bytes[.. bom.Length - 1] = bom
+    File.WriteAllBytes(path, (if hasBom then bytes[bom.Length ..] else bytes))
 
 /// Finite or NaN (OxyPlot leaves a gap at NaN), never infinite.
 let private finiteOrGap (x: float) = if Double.IsFinite x then x else nan
@@ -182,10 +219,7 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
         else
             "density"
 
-    let subtitle =
-        match q.Method with
-        | Some m -> sprintf "%s   [%s]" q.Query m
-        | None -> q.Query
+    let subtitle = subtitleOf q.Query q.Method
 
     let model = newModel (sprintf "%s — %s" modelName setName) subtitle
     let xLabel =
@@ -205,14 +239,16 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
             Color = OxyColors.Transparent,
             Color2 = OxyColors.Transparent,
             Fill = OxyColor.FromAColor(70uy, color),
-            StrokeThickness = 0.0
+            StrokeThickness = 0.0,
+            MinimumSegmentLength = 0.0
         )
 
     band.Points.AddRange(steps edges upper)
     band.Points2.AddRange(steps edges lower)
 
     let line =
-        LineSeries(Title = legendTitle "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None)
+        // every point kept (the default drops points under 2 pixels apart, drawing small steps as diagonals)
+        LineSeries(Title = legendTitle "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None, MinimumSegmentLength = 0.0)
 
     line.Points.AddRange(steps edges values)
 
@@ -231,17 +267,27 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
     model.Series.Add line
     save path model
 
-/// Writes an SVG (800×500) of x–y series with ±2·stderr error bars: each entry is
-/// (series name, xs, ys, stderrs); stderrs may be empty (no bars).
-let writeSeries
+/// Writes an SVG (800×500) of x–y series with ±2·stderr error bars, with a subtitle (or null) and, when
+/// `integerX`, ticks on whole numbers only (indices): each entry is (series name, xs, ys, stderrs); stderrs
+/// may be empty (no bars).
+let writeSeriesWith
     (path: string)
     (title: string)
+    (subtitle: string)
+    (integerX: bool)
     (xLabel: string)
     (yLabel: string)
     (series: (string * float[] * float[] * float[]) list)
     : unit =
-    let model = newModel title null
-    model.Axes.Add(axis AxisPosition.Bottom xLabel 0.04)
+    let model = newModel title subtitle
+    let xAxis = axis AxisPosition.Bottom xLabel 0.04
+
+    if integerX then
+        xAxis.MinimumMajorStep <- 1.0
+        xAxis.MinimumMinorStep <- 1.0
+        xAxis.StringFormat <- "0"
+
+    model.Axes.Add xAxis
     model.Axes.Add(axis AxisPosition.Left yLabel 0.06)
 
     series
@@ -259,7 +305,8 @@ let writeSeries
                 StrokeThickness = 1.6,
                 MarkerType = MarkerType.Circle,
                 MarkerSize = 3.5,
-                MarkerFill = color
+                MarkerFill = color,
+                MinimumSegmentLength = 0.0
             )
 
         line.Points.AddRange(Array.init n (fun i -> DataPoint(finiteOrGap xs[i], finiteOrGap ys[i])))
@@ -284,6 +331,11 @@ let writeSeries
 
     save path model
 
-/// Writes an SVG of a `lyapunov` result: exponent against its index, with ±2·stderr error bars.
+/// Writes an SVG (800×500) of x–y series with ±2·stderr error bars: each entry is
+/// (series name, xs, ys, stderrs); stderrs may be empty (no bars).
+let writeSeries (path: string) (title: string) (xLabel: string) (yLabel: string) (series: (string * float[] * float[] * float[]) list) : unit =
+    writeSeriesWith path title null false xLabel yLabel series
+
+/// Writes an SVG of a `lyapunov` result: exponent against its index (whole-number ticks), with ±2·stderr error bars.
 let writeSpectrum (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
-    writeSeries path (sprintf "%s — %s: %s" modelName setName q.Query) "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]
+    writeSeriesWith path (sprintf "%s — %s" modelName setName) (subtitleOf q.Query q.Method) true "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]
