@@ -12,6 +12,7 @@ type RunArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
     | Out of dir: string
     | Json
+    | Csv
     | Set of assignment: string
     | Params of name: string
     | Paths of n: int64
@@ -33,6 +34,7 @@ type RunArgs =
             | Force -> "with --shard: rerun the shard even when its complete partial file is already there."
             | Out _ -> "write results.json and one SVG plot per density query into this folder."
             | Json -> "print the results as JSON on standard output (instead of the table)."
+            | Csv -> "with --out: also write results.csv (one row per estimate); without: print the CSV on standard output (instead of the table or JSON)."
             | Set _ -> "override a parameter in every set, e.g. --set F=9 (repeatable)."
             | Params _ -> "run only the named parameter set."
             | Paths _ -> "number of paths (overrides the file)."
@@ -70,6 +72,7 @@ type MergeArgs =
     | [<MainCommand; ExactlyOnce>] Inputs of paths: string list
     | Out of dir: string
     | Json
+    | Csv
     | Quiet
     | Strict
 
@@ -79,6 +82,7 @@ type MergeArgs =
             | Inputs _ -> "folders of shards (their *.partial files) or partial files."
             | Out _ -> "write results.json and the plots into this folder."
             | Json -> "print the results as JSON on standard output (instead of the table)."
+            | Csv -> "with --out: also write results.csv; without: print the CSV on standard output (instead of the table or JSON)."
             | Quiet -> "no summary line on standard error."
             | Strict -> "exit with code 3 when a result carries a warning."
 
@@ -225,9 +229,11 @@ let private compile (args: ParseResults<CompileArgs>) =
                 eprintfn "%s: error: %s" path ex.Message
                 exitRun
 
-let private writeOut (dir: string) (report: Report.RunReport) =
+let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
     Directory.CreateDirectory dir |> ignore
     File.WriteAllText(Path.Combine(dir, "results.json"), Output.toJson report)
+    if csv then File.WriteAllText(Path.Combine(dir, "results.csv"), Output.toCsv report)
+    Plot.writeSweeps dir report |> ignore
 
     for set in report.Sets do
         set.Results
@@ -238,13 +244,15 @@ let private writeOut (dir: string) (report: Report.RunReport) =
                 Plot.writeSpectrum (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
 
 /// Prints (table or JSON), writes --out, repeats the warnings on standard error; the exit code (--strict).
-let private present (path: string) (json: bool) (out: string option) (strict: bool) (report: Report.RunReport) =
-    if json then
+let private present (path: string) (json: bool) (csv: bool) (out: string option) (strict: bool) (report: Report.RunReport) =
+    if csv && out.IsNone then
+        Console.Out.Write(Output.toCsv report)
+    elif json then
         Console.Out.WriteLine(Output.toJson report)
     else
         Console.Out.Write(Output.tableWith (Output.useColor ()) report)
 
-    out |> Option.iter (fun dir -> writeOut dir report)
+    out |> Option.iter (fun dir -> writeOut dir csv report)
 
     // warnings also on standard error: with --json the table's warning lines are not seen
     let warnings =
@@ -299,8 +307,8 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
     | _, Some b when b <> "cpu" && b <> "auto" ->
         eprintfn "%s:1:1: error: --shard runs on the CPU engine (--backend cpu), whose sums merge exactly; got --backend %s" path b
         exitInput
-    | _ when args.Contains RunArgs.Json || args.Contains RunArgs.Strict ->
-        eprintfn "%s:1:1: error: a shard has no results to print (--json, --strict): dsl merge prints them" path
+    | _ when args.Contains RunArgs.Json || args.Contains RunArgs.Csv || args.Contains RunArgs.Strict ->
+        eprintfn "%s:1:1: error: a shard has no results to print (--json, --csv, --strict): dsl merge prints them" path
         exitInput
     | Some dir, _ ->
         match compileSource path overrides with
@@ -381,7 +389,7 @@ let private run (args: ParseResults<RunArgs>) =
                 try
                     let report = program.Run(args.GetResult(Threads, 0), Action<float>(update), args.GetResult(Backend, "auto"))
                     finish ()
-                    present path (args.Contains RunArgs.Json) (args.TryGetResult RunArgs.Out) (args.Contains RunArgs.Strict) report
+                    present path (args.Contains RunArgs.Json) (args.Contains RunArgs.Csv) (args.TryGetResult RunArgs.Out) (args.Contains RunArgs.Strict) report
                 with ex -> runFailure path finish ex
             finally
                 finish ()
@@ -398,7 +406,7 @@ let private merge (args: ParseResults<MergeArgs>) =
     | Ok (p, report, files) ->
         if not (args.Contains MergeArgs.Quiet) then
             eprintfn "merged %d shard(s) of %s (%d paths per set) in %.3g s" files p.Source report.Settings.Paths sw.Elapsed.TotalSeconds
-        present p.Source (args.Contains MergeArgs.Json) (args.TryGetResult MergeArgs.Out) (args.Contains MergeArgs.Strict) report
+        present p.Source (args.Contains MergeArgs.Json) (args.Contains MergeArgs.Csv) (args.TryGetResult MergeArgs.Out) (args.Contains MergeArgs.Strict) report
 
 /// How the nodes start this dsl: DSL_COMMAND, else this executable (or `dotnet dsl.dll` when run so).
 let private dslCommand () =

@@ -339,3 +339,75 @@ let writeSeries (path: string) (title: string) (xLabel: string) (yLabel: string)
 /// Writes an SVG of a `lyapunov` result: exponent against its index (whole-number ticks), with ±2·stderr error bars.
 let writeSpectrum (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
     writeSeriesWith path (sprintf "%s — %s" modelName setName) (subtitleOf q.Query q.Method) true "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]
+
+// ---------------------------------------------------------------------------------------------
+// Sweeps
+// ---------------------------------------------------------------------------------------------
+
+let private squeeze (s: string) = String(s.ToCharArray() |> Array.filter (Char.IsWhiteSpace >> not))
+
+/// The `mean(...)` of a mean query and what follows it (its `over` window), white space removed.
+let private meanParts (mean: string) : (string * string) option =
+    let m = squeeze mean
+    let inner = observable m
+
+    if m.StartsWith "mean(" && inner <> m then
+        let head = "mean(" + squeeze inner + ")"
+        if m.StartsWith head then Some(head, m.Substring head.Length) else None
+    else None
+
+/// Whether the response query is `d MEAN / d param` of the mean query (white space aside, `over` window
+/// included, `with METHOD` ignored): the response whose swept means' finite differences it should match.
+let isDerivativeOf (param: string) (mean: string) (response: string) : bool =
+    match meanParts mean with
+    | Some(head, tail) -> squeeze (withoutMethod response) = "d" + head + "/d" + param + tail
+    | None -> false
+
+/// Finite differences of neighbouring sets: (midpoint, slope) of each pair of swept values.
+let finiteDifferences (xs: float[]) (ys: float[]) : float[] * float[] =
+    let n = min xs.Length ys.Length
+    let pairs = Array.init (max 0 (n - 1)) (fun k -> (xs[k] + xs[k + 1]) / 2.0, (ys[k + 1] - ys[k]) / (xs[k + 1] - xs[k]))
+    Array.map fst pairs, Array.map snd pairs
+
+/// The file of a sweep plot: `sweep_PARAM_qINDEX_KIND_OBSERVABLE[_WRT].svg`.
+let sweepFileName (sw: Output.Sweep) (queryIndex: int) (q: QueryOutcome) : string =
+    fileName ("sweep_" + sw.Param) queryIndex q
+
+/// Writes an SVG of a scalar query across a sweep: its value against the swept parameter with ±2·stderr
+/// bars; for a response `d mean(e) / d p` (p swept) with `mean(e)` among the queries (`mean`), also the
+/// finite differences of the swept means at the midpoints (the linearity check; no bars: the sets share
+/// their random numbers, so the differences' errors are not those of independent sets).
+let writeSweep (path: string) (modelName: string) (sw: Output.Sweep) (column: QueryOutcome list) (mean: QueryOutcome list option) : unit =
+    let q = List.head column
+    let values = column |> List.map (fun r -> r.Value) |> Array.ofList
+    let errs = column |> List.map (fun r -> r.StdErr) |> Array.ofList
+    let name = if q.Kind = "response" then "response" else "mean"
+
+    let overlay =
+        match mean with
+        | Some m ->
+            let xs, ys = finiteDifferences sw.Values (m |> List.map (fun r -> r.Value) |> Array.ofList)
+            [ sprintf "Δ %s / Δ %s (neighbouring sets)" (List.head m).Query sw.Param, xs, ys, [||] ]
+        | None -> []
+
+    writeSeriesWith path (sprintf "%s — sweep over %s" modelName sw.Param) (subtitleOf q.Query q.Method) false sw.Param (if q.Kind = "response" then sprintf "∂ / ∂ %s" (defaultArg q.Wrt sw.Param) else "mean")
+        ((sprintf "%s ± 2 stderr" name, sw.Values, values, errs) :: overlay)
+
+/// Writes one plot per scalar query of every sweep of the run into `dir`; the files written.
+let writeSweeps (dir: string) (r: RunReport) : string list =
+    [ for sw in Output.sweeps r do
+          let columns = Output.sweepColumns sw
+
+          for (i, column) in columns do
+              let q = List.head column
+
+              let mean =
+                  if q.Kind = "response" && q.Wrt = Some sw.Param then
+                      columns
+                      |> List.tryFind (fun (_, c) -> (List.head c).Kind = "mean" && isDerivativeOf sw.Param (List.head c).Query q.Query)
+                      |> Option.map snd
+                  else None
+
+              let file = Path.Combine(dir, sweepFileName sw i q)
+              writeSweep file r.Model sw column mean
+              yield file ]
