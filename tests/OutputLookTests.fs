@@ -261,6 +261,7 @@ let plotTests =
                   let ticks = bottomTicks (File.ReadAllText path) |> List.map (fun (_, _, _, _, s) -> s)
                   Expect.isNonEmpty ticks "ticks"
                   Expect.all ticks (fun s -> not (s.Contains ".")) (sprintf "k = %d: %A" k ticks)
+                  Expect.equal (List.distinct ticks) ticks (sprintf "k = %d: no tick between two indices (shown rounded): %A" k ticks)
           }
 
           test "histograms are drawn as steps, even steps under a pixel" {
@@ -272,7 +273,8 @@ let plotTests =
 
               let lines =
                   doc.Descendants()
-                  |> Seq.filter (fun e -> e.Name.LocalName = "polyline")
+                  // the estimate's line (1.8 wide; the band's edges are transparent lines of their own)
+                  |> Seq.filter (fun e -> e.Name.LocalName = "polyline" && e.Attribute(XName.Get "style").Value.Contains "stroke-width:1.8")
                   |> Seq.map (fun e ->
                       e.Attribute(XName.Get "points").Value.Split(' ', StringSplitOptions.RemoveEmptyEntries)
                       |> Array.map (fun p ->
