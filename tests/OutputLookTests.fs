@@ -250,6 +250,13 @@ let plotTests =
               Expect.isGreaterThanOrEqual (lines |> List.filter (fun s -> s.Contains "d density" || s.Contains "stationary" || s.Contains "[divergence")).Length 2 "wrapped over lines"
               let all = String.concat " " lines
               Expect.equal (all.Split("divergence_kernel").Length - 1) 1 "the method once"
+
+              let titled = Path.Combine(dir, "t.svg")
+              let title = "divergence kernel: standard error against the rate (relative to the best fixed rate; clipped at 10x)"
+              Plot.writeSeries titled title "x" "y" [ "a", [| 1.0; 2.0 |], [| 1.0; 2.0 |], [||] ]
+              let titleLines = texts (File.ReadAllText titled) |> List.map (fun (_, _, _, _, s) -> s) |> List.filter (fun s -> title.Contains s && s.Length > 5)
+              Expect.isGreaterThanOrEqual titleLines.Length 2 "a long title on several lines"
+              Expect.all titleLines (fun s -> s.Length <= 70) (sprintf "title lines fit: %A" titleLines)
           }
 
           test "spectrum plots have whole-number index ticks" {
@@ -347,10 +354,18 @@ let progressTests =
           }
 
           test "a run of one long path reports progress before it ends" {
+              let runFor (steps: float) (report: float -> unit) =
+                  let s = RunSettings(Paths = 1L, Dt = 1e-3, T = steps * 1e-3, Seed = 1UL, Threads = 1, Progress = Action<float>(report))
+                  let mutable m = { Theta = 1.0; Sigma = 1.0; X0 = 0.0 }
+                  let clock = Diagnostics.Stopwatch.StartNew()
+                  Engine.Run(&m, s, [| QueryPlan(Kind = EstimateKind.Mean, Observable = 0) |]) |> ignore
+                  clock.Elapsed.TotalSeconds
+
+              // a path long enough for about half a second on this machine (progress is reported at most every 0.1 s)
+              let probe = runFor 1e6 ignore
+              let steps = Math.Round(1e6 * Math.Clamp(0.5 / max probe 1e-4, 1.0, 200.0))
               let seen = Collections.Concurrent.ConcurrentQueue<float>()
-              let s = RunSettings(Paths = 1L, Dt = 1e-3, T = 20000.0, Seed = 1UL, Threads = 1, Progress = Action<float>(seen.Enqueue))
-              let mutable m = { Theta = 1.0; Sigma = 1.0; X0 = 0.0 }
-              Engine.Run(&m, s, [| QueryPlan(Kind = EstimateKind.Mean, Observable = 0) |]) |> ignore
+              runFor steps seen.Enqueue |> ignore
               Expect.isTrue (seen |> Seq.exists (fun f -> f > 0.0 && f < 1.0)) (sprintf "a fraction within the path: %A" (List.ofSeq seen))
               Expect.isTrue (seen |> Seq.forall (fun f -> f >= 0.0 && f <= 1.0)) "fractions"
               Expect.equal (Seq.last seen) 1.0 "ends at 1"

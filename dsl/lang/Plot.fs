@@ -97,6 +97,11 @@ let wrap (columns: int) (text: string) : string list =
 
     words |> List.fold step [] |> List.rev
 
+/// As `wrap`, with lines of about equal length (no last line of one word).
+let wrapEven (columns: int) (text: string) : string list =
+    let lines = max 1 ((text.Length + columns - 1) / columns)
+    wrap (min columns (text.Length / lines + 10)) text
+
 /// The characters a subtitle line may hold: the width of the plot in 13-pixel text with room to spare for
 /// viewers that fall back to a wider font than OxyPlot measured.
 let private subtitleColumns = 90
@@ -114,12 +119,16 @@ let subtitleOf (query: string) (methodName: string option) : string =
         | Some m -> sprintf "%s   [%s]" (withoutMethod query) m
         | None -> query
 
-    wrap subtitleColumns text |> String.concat "\n"
+    wrapEven subtitleColumns text |> String.concat "\n"
+
+/// The characters a title line may hold (18-pixel bold text), with the same room to spare.
+let private titleColumns = 64
 
 let private newModel (title: string) (subtitle: string) =
     let m =
         PlotModel(
-            Title = title,
+            // long titles on several lines, not clipped at the edges of the plot
+            Title = (if isNull title then title else wrapEven titleColumns title |> String.concat "\n"),
             Subtitle = subtitle,
             DefaultFont = "Helvetica, Arial, sans-serif",
             DefaultFontSize = 14.0,
