@@ -353,6 +353,24 @@ let progressTests =
               Expect.equal p.Done (3L * StepProgress.Chunk) "counted"
           }
 
+          test "counting the steps allocates nothing per step" {
+              let reports = ref 0
+              let progress = Action<float>(fun _ -> reports.Value <- reports.Value + 1)
+
+              let run steps =
+                  let s = RunSettings(Paths = 100L, Dt = 0.01, T = float steps * 0.01, Seed = 3UL, Threads = 1, Progress = progress)
+                  let mutable m = { Theta = 1.0; Sigma = 0.5; X0 = 1.0 }
+                  let before = GC.GetAllocatedBytesForCurrentThread()
+                  Engine.Run(&m, s, [| QueryPlan(Kind = EstimateKind.Mean, Observable = 0) |]) |> ignore
+                  GC.GetAllocatedBytesForCurrentThread() - before
+
+              run 10 |> ignore // JIT
+              run 3000 |> ignore
+              let a10 = run 10
+              let a3000 = run 3000
+              Expect.isTrue (abs (a3000 - a10) < 512L) (sprintf "10 steps: %d B, 3000 steps: %d B" a10 a3000)
+          }
+
           test "a run of one long path reports progress before it ends" {
               let runFor (steps: float) (report: float -> unit) =
                   let s = RunSettings(Paths = 1L, Dt = 1e-3, T = steps * 1e-3, Seed = 1UL, Threads = 1, Progress = Action<float>(report))
