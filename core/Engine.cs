@@ -99,21 +99,19 @@ public static class Engine
         public readonly double Dt, SqDt;
         public readonly long ObsFrom, ObsTo;
         public readonly CancellationToken Cancel;
-        public readonly Action<double>? Progress;
-        public long NextBlock, Done, LastReport;
+        public readonly StepProgress Progress;
+        public long NextBlock;
         public long FailedPaths, FailStep = long.MaxValue;
         public volatile bool Stop;
         public ExceptionDispatchInfo? Error;
-        public readonly long ReportInterval = Stopwatch.Frequency / 10;
 
         public Shared(RunSettings s, long steps, long blockSize, long blocks, QueryLayout[] layout)
         {
             Seed = s.Seed; FirstPath = s.FirstPath; Paths = s.Paths; Steps = steps;
             BlockSize = blockSize; Blocks = blocks; Dt = s.Dt; SqDt = Math.Sqrt(s.Dt);
-            Cancel = s.Cancel; Progress = s.Progress;
+            Cancel = s.Cancel; Progress = new StepProgress(s.Progress, s.Paths, steps);
             ObsFrom = long.MaxValue; ObsTo = -1;
             foreach (var l in layout) { ObsFrom = Math.Min(ObsFrom, l.From); ObsTo = Math.Max(ObsTo, l.To); }
-            LastReport = Stopwatch.GetTimestamp();
         }
 
         public void Fail(long step)
@@ -129,14 +127,6 @@ public static class Engine
             Stop = true;
         }
 
-        public void Report(long paths)
-        {
-            long done = Interlocked.Add(ref Done, paths);
-            if (Progress == null) return;
-            long now = Stopwatch.GetTimestamp(), last = Volatile.Read(ref LastReport);
-            if (now - last >= ReportInterval && Interlocked.CompareExchange(ref LastReport, now, last) == last)
-                Progress((double)done / Paths);
-        }
     }
 
     /// <summary>One worker's buffers (native, aligned, allocated once) and accumulators.</summary>
@@ -257,6 +247,7 @@ public static class Engine
         long steps = sh.Steps, obsFrom = sh.ObsFrom, obsTo = sh.ObsTo;
         double dt = sh.Dt, sqdt = sh.SqDt;
         ulong seed = sh.Seed;
+        var progress = sh.Progress;
         double* x = wk.X, y = wk.Y, w = wk.W, obs = wk.Obs;
         var wv = new PtrVec(w);
         var ov = new PtrVec(obs);
@@ -288,6 +279,7 @@ public static class Engine
                     if (!AllFinite(b, d)) { failAt = n + 1; break; }
                     double* t = a; a = b; b = t;
                     long n1 = n + 1;
+                    if ((n1 & StepProgress.Mask) == 0) progress.Add(StepProgress.Chunk);
                     if (n1 >= obsFrom && n1 <= obsTo && wk.NeedsObserve(n1))
                     {
                         model.Observe(new PtrVec(a), n1 * dt, ov);
@@ -295,10 +287,10 @@ public static class Engine
                     }
                 }
                 wk.Ran++;
+                progress.Add(steps & StepProgress.Mask);
                 if (failAt >= 0) { wk.Discard(); sh.Fail(failAt); return; }
                 wk.Commit();
             }
-            sh.Report(p1 - p0);
         }
     }
 

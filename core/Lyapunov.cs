@@ -74,8 +74,9 @@ public static class LyapunovEngine
         if (burnin < 0 || nb >= steps) throw new ArgumentException($"the averaging window [burnin, T] holds no step (burnin = {burnin}, T = {s.T}, dt = {s.Dt})");
 
         var q0 = InitialFrame(d, k);
+        var progress = new StepProgress(s.Progress, s.Paths, steps);
         var workers = PathBlocks.Run(s, 64, "lyapunov",
-            () => new LyapunovWorker<TModel>(m0, st, s, k, nb, steps, logDet, q0),
+            () => new LyapunovWorker<TModel>(m0, st, s, k, nb, steps, logDet, q0, progress),
             (wk, gp) => wk.RunPath(gp));
 
         // merge exactly: k exponents and the log-det rate, sums and sums of squares
@@ -188,13 +189,14 @@ internal sealed unsafe class LyapunovWorker<TModel> where TModel : struct, ISdeT
     readonly bool _logDet;
     readonly double[] x, y, w, zn, zu, jv, q, z, q0, logR, jd;
     readonly double[] piv; // pivot rows (as doubles: see Dense)
+    readonly StepProgress _progress;
     public readonly ExactSum[] S, S2;
     public long Paths;
 
-    public LyapunovWorker(TModel model, TangentStructure st, RunSettings s, int k, long nb, long steps, bool logDet, double[] frame)
+    public LyapunovWorker(TModel model, TangentStructure st, RunSettings s, int k, long nb, long steps, bool logDet, double[] frame, StepProgress progress)
     {
         _m = model; _st = st; d = model.Dim; M = model.NoiseDim; K = k; N = steps; Nb = nb;
-        _seed = s.Seed; _dt = s.Dt; _sq = Math.Sqrt(s.Dt); _logDet = logDet;
+        _seed = s.Seed; _dt = s.Dt; _sq = Math.Sqrt(s.Dt); _logDet = logDet; _progress = progress;
         x = new double[d]; y = new double[d]; w = new double[Math.Max(1, M)]; zn = new double[d]; zu = new double[d];
         jv = new double[Math.Max(1, st.JRow.Length)];
         q = new double[d * k]; z = new double[d * k]; q0 = frame; logR = new double[k + 1];
@@ -256,8 +258,10 @@ internal sealed unsafe class LyapunovWorker<TModel> where TModel : struct, ISdeT
                 for (int i = 0; i < d; i++) fin += b[i] * 0.0;
                 if (fin != 0.0 || double.IsNaN(fin)) return n + 1;
                 double* tmp = a; a = b; b = tmp;
+                if (((n + 1) & StepProgress.Mask) == 0) _progress.Add(StepProgress.Chunk);
             }
         }
+        _progress.Add(N & StepProgress.Mask);
         double scale = 1.0 / ((N - Nb) * dt);
         for (int c = 0; c <= K; c++)
         {

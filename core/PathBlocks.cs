@@ -14,7 +14,8 @@ internal static class PathBlocks
     /// blew up, or −1. After a failure no new block starts; the run then throws
     /// <see cref="SimulationFailedException"/> with the earliest failing step, the failed paths seen and
     /// the paths that ran (every path of the blocks started), so that the count is exact or says "at least".
-    /// Returns the workers that ran (to merge their sums).
+    /// Returns the workers that ran (to merge their sums). Progress is the workers' to report, per step
+    /// (<see cref="StepProgress"/>).
     /// </summary>
     public static List<TWorker> Run<TWorker>(RunSettings s, long maxBlock, string name, Func<TWorker> make, Func<TWorker, ulong, long> runPath)
         where TWorker : class =>
@@ -43,7 +44,6 @@ internal static class PathBlocks
         var workers = new TWorker?[threads];
         long next = -1, done = 0, failed = 0, failStep = long.MaxValue;
         Exception? error = null;
-        var lastReport = System.Diagnostics.Stopwatch.StartNew();
 
         void Work(int id)
         {
@@ -62,9 +62,7 @@ internal static class PathBlocks
                     if (b >= blocks || Volatile.Read(ref failed) > 0 || s.Cancel.IsCancellationRequested) break;
                     long p0 = b * blockSize, p1 = Math.Min(p0 + blockSize, s.Paths);
                     runBlock(wk, (ulong)(s.FirstPath + p0), p1 - p0, fail);
-                    long dn = Interlocked.Add(ref done, p1 - p0);
-                    if (s.Progress != null && lastReport.ElapsedMilliseconds > 100)
-                        lock (lastReport) { if (lastReport.ElapsedMilliseconds > 100) { lastReport.Restart(); s.Progress((double)dn / s.Paths); } }
+                    Interlocked.Add(ref done, p1 - p0);
                 }
             }
             catch (Exception e) { Interlocked.CompareExchange(ref error, e, null); Interlocked.Increment(ref failed); }

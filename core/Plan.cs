@@ -40,7 +40,7 @@ public sealed class RunSettings
     public long FirstPath { get; init; }
     /// <summary>Worker threads; 0 means all cores.</summary>
     public int Threads { get; init; }
-    /// <summary>Called now and then with the fraction of paths done (from worker threads).</summary>
+    /// <summary>Called now and then, at most ten times a second, with the fraction of path-steps done (from worker threads; the GPU backends report per batch of paths).</summary>
     public Action<double>? Progress { get; init; }
     public CancellationToken Cancel { get; init; }
     /// <summary>Memory the run may use, in bytes; 0 means what the GC reports as available on this machine.</summary>

@@ -104,7 +104,8 @@ public static class ResponseEngine
 
         TModel m0 = model;
         int lanes = ResponseLanes<TModel>.LaneCount(setup);
-        var sets = PathBlocks.RunBlocks(s, 64, lanes, "response", () => new ResponseLanes<TModel>(m0, variants, setup), (ls, first, count, fail) => ls.RunBlock(first, count, fail));
+        var progress = new StepProgress(s.Progress, s.Paths, steps);
+        var sets = PathBlocks.RunBlocks(s, 64, lanes, "response", () => new ResponseLanes<TModel>(m0, variants, setup, progress), (ls, first, count, fail) => ls.RunBlock(first, count, fail));
         var total = ResponseAccumulators.Create(plans);
         foreach (var w in sets.SelectMany(l => l.Lanes)) { total.Sums.Merge(w.Sums); total.Paths += w.Paths; }
         return total;

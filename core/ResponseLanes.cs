@@ -18,10 +18,12 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
     readonly long[] _failedAt;
     readonly bool[] _solve;
     readonly int[] _dchiPairs; // the pairs of J⁻¹ that DkEnd reads (tr(J⁻¹Dχ)); ∇log|det J| is formed here
+    readonly StepProgress _progress;
 
-    public ResponseLanes(TModel model, TModel[] variants, ResponseEngine.Setup setup)
+    public ResponseLanes(TModel model, TModel[] variants, ResponseEngine.Setup setup, StepProgress progress)
     {
         U = setup;
+        _progress = progress;
         int n = LaneCount(setup);
         Lanes = new Worker<TModel>[n];
         for (int i = 0; i < n; i++) Lanes[i] = new Worker<TModel>(model, variants, setup);
@@ -93,7 +95,9 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
                 }
                 for (int i = 0; i < k; i++)
                     if (_failedAt[i] < 0 && (_failedAt[i] = Lanes[i].Post(n)) >= 0) { live--; fail(_failedAt[i]); }
+                if (((n + 1) & StepProgress.Mask) == 0) _progress.Add(StepProgress.Chunk * k);
             }
+            _progress.Add((U.Steps & StepProgress.Mask) * k);
             for (int i = 0; i < k; i++) if (_failedAt[i] < 0) Lanes[i].End();
         }
     }

@@ -12,6 +12,7 @@ type RunArgs =
     | [<MainCommand; Mandatory>] Files of paths: string list
     | [<EqualsAssignmentOrSpaced>] Out of dir: string
     | Json
+    | Csv
     | [<EqualsAssignmentOrSpaced>] Set of assignment: string
     | [<EqualsAssignmentOrSpaced>] Params of name: string
     | [<EqualsAssignmentOrSpaced>] Paths of n: int64
@@ -33,6 +34,7 @@ type RunArgs =
             | Force -> "with --shard: rerun the shard even when its complete partial file is already there."
             | Out _ -> "write results.json and one SVG plot per density query into this folder."
             | Json -> "print the results as JSON on standard output (instead of the table)."
+            | Csv -> "with --out: also write results.csv (one row per estimate); without: print the CSV on standard output (instead of the table or JSON)."
             | Set _ -> "override a parameter in every set, e.g. --set F=9 (repeatable)."
             | Params _ -> "run only the named parameter set."
             | Paths _ -> "number of paths (overrides the file)."
@@ -70,6 +72,7 @@ type MergeArgs =
     | [<MainCommand; ExactlyOnce>] Inputs of paths: string list
     | [<EqualsAssignmentOrSpaced>] Out of dir: string
     | Json
+    | Csv
     | Quiet
     | Strict
 
@@ -79,6 +82,7 @@ type MergeArgs =
             | Inputs _ -> "folders of shards (their *.partial files) or partial files."
             | Out _ -> "write results.json and the plots into this folder."
             | Json -> "print the results as JSON on standard output (instead of the table)."
+            | Csv -> "with --out: also write results.csv; without: print the CSV on standard output (instead of the table or JSON)."
             | Quiet -> "no summary line on standard error."
             | Strict -> "exit with code 3 when a result carries a warning."
 
@@ -299,9 +303,11 @@ let private compile (args: ParseResults<CompileArgs>) =
                     fileError (displayName path) ex.Message
                     exitRun
 
-let private writeOut (dir: string) (report: Report.RunReport) =
+let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
     Directory.CreateDirectory dir |> ignore
     File.WriteAllText(Path.Combine(dir, "results.json"), Output.toJson report)
+    if csv then File.WriteAllText(Path.Combine(dir, "results.csv"), Output.toCsv report)
+    Plot.writeSweeps dir report |> ignore
 
     for set in report.Sets do
         set.Results
@@ -313,13 +319,16 @@ let private writeOut (dir: string) (report: Report.RunReport) =
             elif q.Kind = "lyapunov" then
                 Plot.writeSpectrum (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
 
-/// Prints the table (unless `json`: the caller prints the JSON), writes --out, repeats the results'
-/// warnings on standard error; the exit code (--strict: 3 when a result or the file carries a warning).
-let private present (path: string) (json: bool) (out: string option) (strict: bool) (report: Report.RunReport) =
-    if not json then
+/// Prints the table, or with --csv and no --out the CSV (with --json the caller prints the JSON), writes
+/// --out, repeats the results' warnings on standard error; the exit code (--strict: 3 when a result or
+/// the file carries a warning).
+let private present (path: string) (json: bool) (csv: bool) (out: string option) (strict: bool) (report: Report.RunReport) =
+    if csv && out.IsNone then
+        Console.Out.Write(Output.toCsv report)
+    elif not json then
         Console.Out.Write(Output.tableWith (Output.useColor ()) report)
 
-    out |> Option.iter (fun dir -> writeOut dir report)
+    out |> Option.iter (fun dir -> writeOut dir csv report)
 
     // warnings also on standard error: with --json the table's warning lines are not seen
     let warnings =
@@ -369,8 +378,8 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
     | None, _ -> usageError "--shard needs --out DIR (the folder of the partial files)"
     | _, Some b when b <> "cpu" && b <> "auto" ->
         usageError (sprintf "--shard runs on the CPU engine (--backend cpu), whose sums merge exactly; got --backend %s" b)
-    | _ when args.Contains RunArgs.Json || args.Contains RunArgs.Strict ->
-        usageError "--shard: a shard has no results to print (--json, --strict): dsl merge prints them"
+    | _ when args.Contains RunArgs.Json || args.Contains RunArgs.Csv || args.Contains RunArgs.Strict ->
+        usageError "--shard: a shard has no results to print (--json, --csv, --strict): dsl merge prints them"
     | Some dir, _ ->
         match compileSource path overrides with
         | Error code -> code
@@ -457,7 +466,7 @@ let private runOne (args: ParseResults<RunArgs>) (overrides: Overrides) (json: b
             try
                 let report = program.Run(args.GetResult(Threads, 0), Action<float>(update), args.GetResult(Backend, "auto"))
                 finish ()
-                present name json out (args.Contains RunArgs.Strict) report, Some report
+                present name json (args.Contains RunArgs.Csv) out (args.Contains RunArgs.Strict) report, Some report
             with ex -> runFailure name finish ex, None
         finally
             finish ()
@@ -483,7 +492,8 @@ let private run (args: ParseResults<RunArgs>) =
                 if i > 0 && not json then Console.Out.WriteLine()
                 runOne args overrides json path out)
 
-        if json then
+        // --csv without --out prints the CSV instead of the JSON (present did)
+        if json && not (args.Contains RunArgs.Csv && (args.TryGetResult RunArgs.Out).IsNone) then
             match outcomes |> List.choose snd |> List.map Output.toJson with
             | [] -> ()
             | [ one ] when files.Length = 1 -> Console.Out.WriteLine one
@@ -507,8 +517,10 @@ let private merge (args: ParseResults<MergeArgs>) =
             eprintfn "merged %d shard(s) of %s (%d paths per set) in %.3g s" files p.Source report.Settings.Paths sw.Elapsed.TotalSeconds
 
         let json = args.Contains MergeArgs.Json
-        if json then Console.Out.WriteLine(Output.toJson report)
-        present p.Source json (args.TryGetResult MergeArgs.Out) (args.Contains MergeArgs.Strict) report
+        let csv = args.Contains MergeArgs.Csv
+        let out = args.TryGetResult MergeArgs.Out
+        if json && not (csv && out.IsNone) then Console.Out.WriteLine(Output.toJson report)
+        present p.Source json csv out (args.Contains MergeArgs.Strict) report
 
 /// How the nodes start this dsl: DSL_COMMAND, else this executable (or `dotnet dsl.dll` when run so).
 let private dslCommand () =

@@ -144,3 +144,6 @@ type SdeCompiler =
 
     /// The results as the JSON of the language contract.
     static member ToJson(report: Report.RunReport) = Output.toJson report
+
+    /// The results as CSV, one row per estimate (docs/language.md, section 11).
+    static member ToCsv(report: Report.RunReport) = Output.toCsv report

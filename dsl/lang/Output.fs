@@ -316,20 +316,43 @@ let summary (q: QueryOutcome) : string =
             (num (at q.Grid iMin))
             err
 
+/// The width the wrapped tables (Lyapunov spectra) keep within.
+let tableColumns = 100
+
+/// Cells in rows, each cell padded to the widest, as many to a row as fit in `columns` characters after
+/// `indent` (at least one).
+let wrapCells (indent: string) (columns: int) (cells: string list) : string list =
+    let cellWidth = cells |> List.fold (fun w c -> max w c.Length) 0
+    let gap = 4
+    let perRow = max 1 ((columns - indent.Length + gap) / (cellWidth + gap))
+
+    cells
+    |> List.map (fun c -> c.PadRight cellWidth)
+    |> List.chunkBySize perRow
+    |> List.map (fun row -> indent + (String.concat (String(' ', gap)) row).TrimEnd())
+
 /// The lines of one result of its kind (without windows or warnings).
 let private kindLines (color: bool) (label: string) (indent: string) (via: string) (q: QueryOutcome) : string list =
     match q.Kind with
     | "lyapunov" ->
-        let exps =
-            Array.init (min q.Values.Length q.StdErrs.Length) (fun c -> sprintf "λ%d = %s" (c + 1) (valueWithError q.Values[c] q.StdErrs[c]))
-            |> String.concat ", "
+        let k = min q.Values.Length q.StdErrs.Length
+
+        // λi = value ± stderr, several to a row (a spectrum of 40 is 8 rows, not one line of 1,100 characters)
+        let name c = (sprintf "λ%d" (c + 1)).PadRight((sprintf "λ%d" k).Length)
+
+        let cells =
+            List.init k (fun c -> sprintf "%s = %s" (name c) (valueWithError q.Values[c] q.StdErrs[c]))
+
+        let rows = wrapCells indent tableColumns cells |> List.map (fun r -> paint color "1" r)
 
         let sumLine =
             if Double.IsFinite q.Value then
                 [ indent + paint color "2" (sprintf "sum %s · time average of log|det J|/Δt %s" (num (Array.sum q.Values)) (valueWithError q.Value q.StdErr)) ]
             else []
 
-        (label + paint color "1" exps) :: sumLine
+        (label + paint color "2" (sprintf "%d exponent%s (per unit time, ± stderr)" k (if k = 1 then "" else "s")) + via)
+        :: rows
+        @ sumLine
     | "alignment" ->
         [ label + paint color "36" (sparkline q.Values) + via
           indent + paint color "2" (sprintf "|cos(top Lyapunov vector, score)| %s" (summary q)) ]
@@ -400,6 +423,66 @@ let private setHeader (color: bool) (s: SetReport) =
 
     paint color "1" ("set " + s.Name) + (if ps = "" then "" else ": " + ps)
 
+// ---------------------------------------------------------------------------------------------
+// Sweeps
+// ---------------------------------------------------------------------------------------------
+
+/// A sweep of the run: the swept parameter, its values and their sets, in the order run.
+type Sweep =
+    { Param: string
+      Values: float[]
+      Sets: SetReport list }
+
+/// The parameter and value of a set of a sweep (named `p=v`, see Checker.checkSets), from its parameters.
+let private sweptValue (s: SetReport) : (string * float) option =
+    match s.Name.IndexOf '=' with
+    | i when i > 0 ->
+        let p = s.Name.Substring(0, i)
+        s.Params |> List.tryFind (fun (n, _) -> n = p)
+    | _ -> None
+
+/// The run's sweeps: sets named `p=v` grouped by `p`, two sets or more (one set is no sweep).
+let sweeps (r: RunReport) : Sweep list =
+    r.Sets
+    |> List.choose (fun s -> sweptValue s |> Option.map (fun (p, v) -> p, v, s))
+    |> List.groupBy (fun (p, _, _) -> p)
+    |> List.filter (fun (_, xs) -> xs.Length >= 2)
+    |> List.map (fun (p, xs) ->
+        { Param = p
+          Values = xs |> List.map (fun (_, v, _) -> v) |> Array.ofList
+          Sets = xs |> List.map (fun (_, _, s) -> s) })
+
+/// A scalar result (mean, response): one value and its standard error.
+let isScalar (q: QueryOutcome) = not (isBinned q) && q.Kind <> "lyapunov"
+
+/// The scalar queries of a sweep, by position, each with its result in every set (in the sweep's order).
+let sweepColumns (sw: Sweep) : (int * QueryOutcome list) list =
+    match sw.Sets with
+    | [] -> []
+    | first :: _ ->
+        first.Results
+        |> List.mapi (fun i q -> i, q)
+        |> List.filter (fun (_, q) -> isScalar q)
+        |> List.choose (fun (i, _) ->
+            let column = sw.Sets |> List.choose (fun s -> List.tryItem i s.Results)
+            if column.Length = sw.Sets.Length && List.forall isScalar column then Some(i, column) else None)
+
+/// The summary of a sweep: per scalar query, its value ± stderr in every set.
+let private sweepLines (color: bool) (sw: Sweep) : string list =
+    let names = sw.Values |> Array.map (fun v -> sprintf "%s = %s" sw.Param (num v))
+    let width = names |> Array.fold (fun w n -> max w n.Length) 0
+
+    let block (_, column: QueryOutcome list) =
+        ("  " + paint color "1" (List.head column).Query)
+        :: (column |> List.mapi (fun k q -> "    " + names[k].PadRight width + "   " + valueWithError q.Value q.StdErr))
+
+    match sweepColumns sw with
+    | [] -> []
+    | columns ->
+        ""
+        :: paint color "1" (sprintf "sweep over %s (%d sets): value ± stderr per set" sw.Param sw.Sets.Length)
+        :: List.collect block columns
+
 /// The timing line: wall time and path-steps per second.
 let timingLine (r: RunReport) : string =
     sprintf "time %s s · %s path-steps/s" (r.Seconds.ToString("F2", inv)) (r.PathStepsPerSecond.ToString("0.00e+0", inv))
@@ -427,10 +510,51 @@ let tableWith (color: bool) (r: RunReport) : string =
         r.Sets
         |> List.collect (fun s -> "" :: setHeader color s :: List.collect (resultLines color width) s.Results)
 
+    let sweepBody = sweeps r |> List.collect (sweepLines color)
+
     // the compiler's warnings about the file, under the head (also on standard error)
-    (head :: r.Warnings) @ body @ [ ""; timingLine r ]
+    (head :: r.Warnings) @ body @ sweepBody @ [ ""; timingLine r ]
     |> String.concat "\n"
     |> fun s -> s + "\n"
 
 /// The readable plain-text table (no colours).
 let table (r: RunReport) : string = tableWith false r
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+// ---------------------------------------------------------------------------------------------
+
+/// The CSV header: one row per estimate.
+let csvHeader = "set,query,kind,wrt,method,index,x,value,stderr"
+
+/// A field quoted as RFC 4180 asks: in double quotes (doubled inside) when it holds a comma, a quote or a line break.
+let csvField (s: string) : string =
+    if s.IndexOfAny([| ','; '"'; '\n'; '\r' |]) >= 0 then "\"" + s.Replace("\"", "\"\"") + "\"" else s
+
+/// A number as the shortest text that reads back to it; empty when NaN or infinite.
+let private csvNumber (x: float) =
+    if Double.IsFinite x then x.ToString("R", inv) else ""
+
+/// The rows of one result: a scalar's one row; a binned result's row per bin (index from 0, x the bin
+/// centre); a spectrum's row per exponent (index from 1) and, with k = dimension, the time average of
+/// log|det J|/Δt in a row without index.
+let private csvRows (set: string) (q: QueryOutcome) : string list =
+    let row (index: string) (x: string) (value: float) (stderr: float) =
+        [ set; q.Query; q.Kind; defaultArg q.Wrt ""; defaultArg q.Method ""; index; x; csvNumber value; csvNumber stderr ]
+        |> List.map csvField
+        |> String.concat ","
+
+    let at (xs: float[]) i = if i < xs.Length then xs[i] else nan
+
+    if q.Kind = "lyapunov" then
+        List.init q.Values.Length (fun i -> row (string (i + 1)) "" q.Values[i] (at q.StdErrs i))
+        @ (if Double.IsFinite q.Value then [ row "" "" q.Value q.StdErr ] else [])
+    elif isBinned q then
+        List.init q.Values.Length (fun i -> row (string i) (csvNumber (at q.Grid i)) q.Values[i] (at q.StdErrs i))
+    else
+        [ row "" "" q.Value q.StdErr ]
+
+/// The run as CSV (header, then one row per estimate, lines ended by \n).
+let toCsv (r: RunReport) : string =
+    let rows = r.Sets |> List.collect (fun s -> s.Results |> List.collect (csvRows s.Name))
+    (csvHeader :: rows |> String.concat "\n") + "\n"

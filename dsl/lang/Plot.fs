@@ -86,10 +86,49 @@ let fileName (setName: string) (queryIndex: int) (q: QueryOutcome) : string =
 /// are collapsed by SVG renderers, leaving some slack.
 let private legendTitle (s: string) = s + String(' ', 4 + s.Length / 2)
 
+/// Greedy word wrap of `text` into lines of at most `columns` characters (a longer word stays whole).
+let wrap (columns: int) (text: string) : string list =
+    let words = text.Split(' ', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray
+
+    let step (lines: string list) (word: string) =
+        match lines with
+        | line :: rest when line.Length + 1 + word.Length <= columns -> (line + " " + word) :: rest
+        | _ -> word :: lines
+
+    words |> List.fold step [] |> List.rev
+
+/// As `wrap`, with lines of about equal length (no last line of one word).
+let wrapEven (columns: int) (text: string) : string list =
+    let lines = max 1 ((text.Length + columns - 1) / columns)
+    wrap (min columns (text.Length / lines + 10)) text
+
+/// The characters a subtitle line may hold: the width of the plot in 13-pixel text with room to spare for
+/// viewers that fall back to a wider font than OxyPlot measured.
+let private subtitleColumns = 90
+
+/// The query without its `with METHOD` clause (the method is printed once, in brackets).
+let private withoutMethod (query: string) =
+    match query.IndexOf " with " with
+    | i when i > 0 -> query.Substring(0, i)
+    | _ -> query
+
+/// A plot's subtitle: the query and its method (once), wrapped to the width of the plot.
+let subtitleOf (query: string) (methodName: string option) : string =
+    let text =
+        match methodName with
+        | Some m -> sprintf "%s   [%s]" (withoutMethod query) m
+        | None -> query
+
+    wrapEven subtitleColumns text |> String.concat "\n"
+
+/// The characters a title line may hold (18-pixel bold text), with the same room to spare.
+let private titleColumns = 64
+
 let private newModel (title: string) (subtitle: string) =
     let m =
         PlotModel(
-            Title = title,
+            // long titles on several lines, not clipped at the edges of the plot
+            Title = (if isNull title then title else wrapEven titleColumns title |> String.concat "\n"),
             Subtitle = subtitle,
             DefaultFont = "Helvetica, Arial, sans-serif",
             DefaultFontSize = 14.0,
@@ -101,14 +140,16 @@ let private newModel (title: string) (subtitle: string) =
             PlotAreaBorderColor = OxyColor.FromRgb(120uy, 120uy, 120uy)
         )
 
+    // below the plot area, outside it: a legend never covers the data
     m.Legends.Add(
         Legend(
-            LegendPosition = LegendPosition.TopRight,
-            LegendPlacement = LegendPlacement.Inside,
-            LegendBackground = OxyColor.FromAColor(220uy, OxyColors.White),
-            LegendBorder = OxyColor.FromRgb(200uy, 200uy, 200uy),
+            LegendPosition = LegendPosition.BottomCenter,
+            LegendPlacement = LegendPlacement.Outside,
+            LegendOrientation = LegendOrientation.Horizontal,
+            LegendBackground = OxyColors.White,
+            LegendBorder = OxyColors.Transparent,
             LegendFontSize = 13.0,
-            LegendPadding = 10.0,
+            LegendPadding = 6.0,
             LegendSymbolLength = 24.0,
             LegendItemSpacing = 28.0,
             LegendLineSpacing = 6.0
@@ -137,11 +178,16 @@ let private save (path: string) (model: PlotModel) =
     | "" -> ()
     | dir -> Directory.CreateDirectory dir |> ignore
 
-    use stream = File.Create path
+    use stream = new MemoryStream()
     let exporter =
         SvgExporter(Width = width, Height = height, UseVerticalTextAlignmentWorkaround = true)
 
     exporter.Export(model, stream)
+    // OxyPlot's writer starts with a UTF-8 byte order mark, which SVG tools and diffs trip over: write without
+    let bytes = stream.ToArray()
+    let bom = Encoding.UTF8.Preamble.ToArray()
+    let hasBom = bytes.Length >= bom.Length && bytes[.. bom.Length - 1] = bom
+    File.WriteAllBytes(path, (if hasBom then bytes[bom.Length ..] else bytes))
 
 /// Finite or NaN (OxyPlot leaves a gap at NaN), never infinite.
 let private finiteOrGap (x: float) = if Double.IsFinite x then x else nan
@@ -182,10 +228,7 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
         else
             "density"
 
-    let subtitle =
-        match q.Method with
-        | Some m -> sprintf "%s   [%s]" q.Query m
-        | None -> q.Query
+    let subtitle = subtitleOf q.Query q.Method
 
     let model = newModel (sprintf "%s — %s" modelName setName) subtitle
     let xLabel =
@@ -205,14 +248,16 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
             Color = OxyColors.Transparent,
             Color2 = OxyColors.Transparent,
             Fill = OxyColor.FromAColor(70uy, color),
-            StrokeThickness = 0.0
+            StrokeThickness = 0.0,
+            MinimumSegmentLength = 0.0
         )
 
     band.Points.AddRange(steps edges upper)
     band.Points2.AddRange(steps edges lower)
 
     let line =
-        LineSeries(Title = legendTitle "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None)
+        // every point kept (the default drops points under 2 pixels apart, drawing small steps as diagonals)
+        LineSeries(Title = legendTitle "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None, MinimumSegmentLength = 0.0)
 
     line.Points.AddRange(steps edges values)
 
@@ -231,17 +276,27 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
     model.Series.Add line
     save path model
 
-/// Writes an SVG (800×500) of x–y series with ±2·stderr error bars: each entry is
-/// (series name, xs, ys, stderrs); stderrs may be empty (no bars).
-let writeSeries
+/// Writes an SVG (800×500) of x–y series with ±2·stderr error bars, with a subtitle (or null) and, when
+/// `integerX`, ticks on whole numbers only (indices): each entry is (series name, xs, ys, stderrs); stderrs
+/// may be empty (no bars).
+let writeSeriesWith
     (path: string)
     (title: string)
+    (subtitle: string)
+    (integerX: bool)
     (xLabel: string)
     (yLabel: string)
     (series: (string * float[] * float[] * float[]) list)
     : unit =
-    let model = newModel title null
-    model.Axes.Add(axis AxisPosition.Bottom xLabel 0.04)
+    let model = newModel title subtitle
+    let xAxis = axis AxisPosition.Bottom xLabel 0.04
+
+    if integerX then
+        xAxis.MinimumMajorStep <- 1.0
+        xAxis.MinimumMinorStep <- 1.0
+        xAxis.StringFormat <- "0"
+
+    model.Axes.Add xAxis
     model.Axes.Add(axis AxisPosition.Left yLabel 0.06)
 
     series
@@ -259,7 +314,8 @@ let writeSeries
                 StrokeThickness = 1.6,
                 MarkerType = MarkerType.Circle,
                 MarkerSize = 3.5,
-                MarkerFill = color
+                MarkerFill = color,
+                MinimumSegmentLength = 0.0
             )
 
         line.Points.AddRange(Array.init n (fun i -> DataPoint(finiteOrGap xs[i], finiteOrGap ys[i])))
@@ -284,9 +340,14 @@ let writeSeries
 
     save path model
 
-/// Writes an SVG of a `lyapunov` result: exponent against its index, with ±2·stderr error bars.
+/// Writes an SVG (800×500) of x–y series with ±2·stderr error bars: each entry is
+/// (series name, xs, ys, stderrs); stderrs may be empty (no bars).
+let writeSeries (path: string) (title: string) (xLabel: string) (yLabel: string) (series: (string * float[] * float[] * float[]) list) : unit =
+    writeSeriesWith path title null false xLabel yLabel series
+
+/// Writes an SVG of a `lyapunov` result: exponent against its index (whole-number ticks), with ±2·stderr error bars.
 let writeSpectrum (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
-    writeSeries path (sprintf "%s — %s: %s" modelName setName q.Query) "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]
+    writeSeriesWith path (sprintf "%s — %s" modelName setName) (subtitleOf q.Query q.Method) true "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]
 
 /// The two observables of `density(x, y) ...`, split at the top-level comma.
 let private twoObservables (query: string) =
@@ -340,3 +401,76 @@ let writeHeatMap (path: string) (q: QueryOutcome) (modelName: string) (setName: 
         )
 
     save path model
+
+
+// ---------------------------------------------------------------------------------------------
+// Sweeps
+// ---------------------------------------------------------------------------------------------
+
+let private squeeze (s: string) = String(s.ToCharArray() |> Array.filter (Char.IsWhiteSpace >> not))
+
+/// The `mean(...)` of a mean query and what follows it (its `over` window), white space removed.
+let private meanParts (mean: string) : (string * string) option =
+    let m = squeeze mean
+    let inner = observable m
+
+    if m.StartsWith "mean(" && inner <> m then
+        let head = "mean(" + squeeze inner + ")"
+        if m.StartsWith head then Some(head, m.Substring head.Length) else None
+    else None
+
+/// Whether the response query is `d MEAN / d param` of the mean query (white space aside, `over` window
+/// included, `with METHOD` ignored): the response whose swept means' finite differences it should match.
+let isDerivativeOf (param: string) (mean: string) (response: string) : bool =
+    match meanParts mean with
+    | Some(head, tail) -> squeeze (withoutMethod response) = "d" + head + "/d" + param + tail
+    | None -> false
+
+/// Finite differences of neighbouring sets: (midpoint, slope) of each pair of swept values.
+let finiteDifferences (xs: float[]) (ys: float[]) : float[] * float[] =
+    let n = min xs.Length ys.Length
+    let pairs = Array.init (max 0 (n - 1)) (fun k -> (xs[k] + xs[k + 1]) / 2.0, (ys[k + 1] - ys[k]) / (xs[k + 1] - xs[k]))
+    Array.map fst pairs, Array.map snd pairs
+
+/// The file of a sweep plot: `sweep_PARAM_qINDEX_KIND_OBSERVABLE[_WRT].svg`.
+let sweepFileName (sw: Output.Sweep) (queryIndex: int) (q: QueryOutcome) : string =
+    fileName ("sweep_" + sw.Param) queryIndex q
+
+/// Writes an SVG of a scalar query across a sweep: its value against the swept parameter with ±2·stderr
+/// bars; for a response `d mean(e) / d p` (p swept) with `mean(e)` among the queries (`mean`), also the
+/// finite differences of the swept means at the midpoints (the linearity check; no bars: the sets share
+/// their random numbers, so the differences' errors are not those of independent sets).
+let writeSweep (path: string) (modelName: string) (sw: Output.Sweep) (column: QueryOutcome list) (mean: QueryOutcome list option) : unit =
+    let q = List.head column
+    let values = column |> List.map (fun r -> r.Value) |> Array.ofList
+    let errs = column |> List.map (fun r -> r.StdErr) |> Array.ofList
+    let name = if q.Kind = "response" then "response" else "mean"
+
+    let overlay =
+        match mean with
+        | Some m ->
+            let xs, ys = finiteDifferences sw.Values (m |> List.map (fun r -> r.Value) |> Array.ofList)
+            [ sprintf "Δ %s / Δ %s (neighbouring sets)" (List.head m).Query sw.Param, xs, ys, [||] ]
+        | None -> []
+
+    writeSeriesWith path (sprintf "%s — sweep over %s" modelName sw.Param) (subtitleOf q.Query q.Method) false sw.Param (if q.Kind = "response" then sprintf "∂ / ∂ %s" (defaultArg q.Wrt sw.Param) else "mean")
+        ((sprintf "%s ± 2 stderr" name, sw.Values, values, errs) :: overlay)
+
+/// Writes one plot per scalar query of every sweep of the run into `dir`; the files written.
+let writeSweeps (dir: string) (r: RunReport) : string list =
+    [ for sw in Output.sweeps r do
+          let columns = Output.sweepColumns sw
+
+          for (i, column) in columns do
+              let q = List.head column
+
+              let mean =
+                  if q.Kind = "response" && q.Wrt = Some sw.Param then
+                      columns
+                      |> List.tryFind (fun (_, c) -> (List.head c).Kind = "mean" && isDerivativeOf sw.Param (List.head c).Query q.Query)
+                      |> Option.map snd
+                  else None
+
+              let file = Path.Combine(dir, sweepFileName sw i q)
+              writeSweep file r.Model sw column mean
+              yield file ]

@@ -1,0 +1,422 @@
+/// Output people read and look at (issue 13): wrapped spectra, sweep summaries and plots, CSV, the SVGs'
+/// details, and a progress bar that advances per step.
+module Sde.Tests.OutputLookTests
+
+open System
+open System.Globalization
+open System.IO
+open System.Text
+open System.Xml.Linq
+open Expecto
+open Sde.Core
+open Sde.Lang
+open Sde.Lang.Report
+open Sde.Tests.TestModels
+
+let private outcome kind query =
+    { Query = query
+      Kind = kind
+      Wrt = None
+      Method = None
+      Value = nan
+      StdErr = nan
+      Grid = [||]
+      GridY = [||]
+      Values = [||]
+      StdErrs = [||]
+      Lo = nan
+      Hi = nan
+      Below = 0L
+      Above = 0L
+      Count = 1000L
+      NonFinite = 0L
+      Rate = None
+      RateSource = None
+      CovectorGrowth = None
+      WeightKurtosis = None
+      WeightMaxShare = None
+      Windows = []
+      ValueWindow = None
+      Warnings = [] }
+
+let private scalar kind query value stderr =
+    { outcome kind query with Value = value; StdErr = stderr }
+
+let private spectrum k =
+    { outcome "lyapunov" (sprintf "lyapunov(%d)" k) with
+        Grid = Array.init k (fun i -> float (i + 1))
+        Values = Array.init k (fun i -> 1.5 - 0.17 * float i)
+        StdErrs = Array.init k (fun i -> 0.01 + 0.003 * float i)
+        Value = -36.8
+        StdErr = 0.03 }
+
+let private density (values: float[]) =
+    let n = values.Length
+
+    { outcome "density" (sprintf "density(x) on [0, 1] bins %d" n) with
+        Grid = Array.init n (fun i -> (float i + 0.5) / float n)
+        Values = values
+        StdErrs = Array.create n 0.01
+        Lo = 0.0
+        Hi = 1.0 }
+
+let private reportOf (sets: SetReport list) =
+    { Model = "OU"
+      Source = "ou.sde"
+      Settings = { Paths = 1000L; Dt = 0.01; T = 1.0; Seed = 1UL; Scheme = "euler_maruyama"; Backend = "cpu" }
+      Sets = sets
+      Seconds = 1.0
+      PathStepsPerSecond = 1e6
+      Warnings = [] }
+
+/// A sweep of theta over 0.5, 1, 1.5: mean(x^2) = 1/(2θ), its response -1/(2θ²), and a density.
+let private sweepReport =
+    let set (theta: float) =
+        { Name = sprintf "theta=%s" (Output.num theta)
+          Params = [ "theta", theta; "sigma", 1.0 ]
+          Results =
+            [ scalar "mean" "mean(x^2)" (0.5 / theta) 0.01
+              { scalar "response" "d mean(x^2) / d theta with divergence_kernel" (-0.5 / (theta * theta)) 0.02 with
+                  Wrt = Some "theta"
+                  Method = Some "divergence_kernel" }
+              density [| 0.5; 1.5 |] ] }
+
+    reportOf [ set 0.5; set 1.0; set 1.5 ]
+
+let private tempDir () =
+    let d = Path.Combine(Path.GetTempPath(), "sde-look-tests-" + Guid.NewGuid().ToString "N")
+    Directory.CreateDirectory d |> ignore
+    d
+
+/// The fields of the CSV lines (RFC 4180: quoted fields, doubled quotes inside).
+let private parseCsv (text: string) : string list list =
+    let rows = Collections.Generic.List<string list>()
+    let fields = Collections.Generic.List<string>()
+    let field = StringBuilder()
+    let mutable quoted = false
+    let mutable i = 0
+
+    while i < text.Length do
+        let c = text[i]
+
+        if quoted then
+            if c = '"' && i + 1 < text.Length && text[i + 1] = '"' then
+                field.Append '"' |> ignore
+                i <- i + 1
+            elif c = '"' then quoted <- false
+            else field.Append c |> ignore
+        elif c = '"' then quoted <- true
+        elif c = ',' then
+            fields.Add(string field)
+            field.Clear() |> ignore
+        elif c = '\n' then
+            fields.Add(string field)
+            field.Clear() |> ignore
+            rows.Add(List.ofSeq fields)
+            fields.Clear()
+        else field.Append c |> ignore
+
+        i <- i + 1
+
+    List.ofSeq rows
+
+/// The SVG's <text> elements: (x, y, text-anchor, rotated, content).
+let private texts (svg: string) =
+    let doc = XDocument.Parse svg
+
+    doc.Descendants()
+    |> Seq.filter (fun e -> e.Name.LocalName = "text")
+    |> Seq.map (fun e ->
+        let t = e.Attribute(XName.Get "transform").Value
+        let inside = t.Substring(t.IndexOf '(' + 1, t.IndexOf ')' - t.IndexOf '(' - 1).Split ','
+        let x, y = Double.Parse(inside[0], CultureInfo.InvariantCulture), Double.Parse(inside[1], CultureInfo.InvariantCulture)
+        x, y, e.Attribute(XName.Get "text-anchor").Value, t.Contains "rotate", e.Value.Trim())
+    |> List.ofSeq
+
+let private isNumber (s: string) =
+    fst (Double.TryParse(s.Replace('−', '-'), NumberStyles.Float, CultureInfo.InvariantCulture))
+
+/// Tick labels of the bottom axis: numbers centred under their tick.
+let private bottomTicks svg =
+    texts svg |> List.filter (fun (_, _, a, r, s) -> a = "middle" && not r && isNumber s)
+
+[<Tests>]
+let tableTests =
+    testList
+        "Output.look.table"
+        [ test "a spectrum of 40 exponents is a wrapped table within 100 characters" {
+              let t = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ spectrum 40 ] } ])
+              let lines = t.Split '\n'
+              Expect.all lines (fun l -> l.Length <= 100) (sprintf "every line within 100 characters\n%s" t)
+              let rows = lines |> Array.filter (fun l -> l.Contains "λ")
+              Expect.isGreaterThanOrEqual rows.Length 8 "several rows"
+              Expect.isTrue (rows |> Array.forall (fun r -> r.Split('=').Length - 1 >= 2 || r = Array.last rows)) "several exponents a row"
+
+              for i in 1..40 do
+                  Expect.isTrue (rows |> Array.exists (fun r -> r.Contains(sprintf "λ%-2d = " i))) (sprintf "λ%d" i)
+
+              Expect.stringContains t "40 exponents" "header"
+              Expect.stringContains t "log|det J|" "the sum line"
+          }
+
+          test "a sweep has a summary table per scalar query after the sets" {
+              let t = Output.table sweepReport
+              let at (s: string) = t.IndexOf s
+              Expect.isGreaterThan (at "sweep over theta (3 sets)") (at "set theta=1.5") "after the per-set tables"
+
+              for theta in [ 0.5; 1.0; 1.5 ] do
+                  let line = sprintf "theta = %-3s   %s" (Output.num theta) (Output.valueWithError (0.5 / theta) 0.01)
+                  Expect.stringContains t line (sprintf "mean at %g\n%s" theta t)
+
+              let summary = t.Substring(at "sweep over theta")
+              Expect.stringContains summary "d mean(x^2) / d theta" "the response's summary"
+              Expect.isFalse (summary.Contains "density(") "no summary of a binned query"
+          }
+
+          test "sets that are not a sweep have no summary" {
+              let one = { sweepReport with Sets = [ List.head sweepReport.Sets ] }
+              Expect.isFalse ((Output.table one).Contains "sweep over") "one set"
+              let named = { sweepReport with Sets = sweepReport.Sets |> List.mapi (fun i s -> { s with Name = sprintf "set%d" i }) }
+              Expect.isFalse ((Output.table named).Contains "sweep over") "params blocks"
+              Expect.equal (Output.sweeps sweepReport |> List.map (fun s -> s.Param, s.Values)) [ "theta", [| 0.5; 1.0; 1.5 |] ] "the sweep"
+          } ]
+
+[<Tests>]
+let csvTests =
+    testList
+        "Output.look.csv"
+        [ test "one row per estimate under the header, fields quoted as RFC 4180 asks" {
+              let r =
+                  reportOf
+                      [ { Name = "a,b"
+                          Params = []
+                          Results =
+                            [ scalar "mean" "mean(x)" 0.25 nan
+                              density [| 0.5; 1.5 |]
+                              spectrum 3
+                              { scalar "response" "d mean(\"x\") / d F" -1.0 0.1 with Wrt = Some "F"; Method = Some "divergence_kernel(rate = 10, mode = iterative)" } ] } ]
+
+              let rows = parseCsv (Output.toCsv r)
+              Expect.equal (List.head rows) [ "set"; "query"; "kind"; "wrt"; "method"; "index"; "x"; "value"; "stderr" ] "header"
+              let body = List.tail rows
+              Expect.equal body.Length (1 + 2 + (3 + 1) + 1) "scalar, 2 bins, 3 exponents and the log-det rate, response"
+              Expect.all body (fun row -> row.Length = 9 && row[0] = "a,b") "nine fields, the set"
+              Expect.equal body[0] [ "a,b"; "mean(x)"; "mean"; ""; ""; ""; ""; "0.25"; "" ] "a scalar; NaN is empty"
+              Expect.equal body[2] [ "a,b"; "density(x) on [0, 1] bins 2"; "density"; ""; ""; "1"; "0.75"; "1.5"; "0.01" ] "bin 1 at its centre"
+              Expect.equal (body[3][5], body[5][5]) ("1", "3") "exponents numbered from 1"
+              Expect.equal (body[6][5], body[6][7]) ("", "-36.8") "the log-det rate"
+              Expect.equal (body[7][1], body[7][3], body[7][4]) ("d mean(\"x\") / d F", "F", "divergence_kernel(rate = 10, mode = iterative)") "quotes and commas survive"
+              Expect.equal (Output.csvField "a\"b") "\"a\"\"b\"" "doubled quote"
+              Expect.equal (Output.csvField "plain") "plain" "unquoted"
+          }
+
+          test "numbers read back to the same bits" {
+              let v = 0.1 + 0.2
+              let row = parseCsv (Output.toCsv (reportOf [ { Name = "s"; Params = []; Results = [ scalar "mean" "mean(x)" v 1e-300 ] } ])) |> List.item 1
+              Expect.equal (Double.Parse(row[7], CultureInfo.InvariantCulture)) v "value"
+              Expect.equal (Double.Parse(row[8], CultureInfo.InvariantCulture)) 1e-300 "stderr"
+          } ]
+
+[<Tests>]
+let plotTests =
+    testList
+        "Output.look.plots"
+        [ test "SVGs start with the XML declaration, not a byte order mark" {
+              let dir = tempDir ()
+              let d = Path.Combine(dir, "d.svg")
+              let s = Path.Combine(dir, "s.svg")
+              Plot.writeDensity d (density [| 0.5; 1.5 |]) "OU" "default"
+              Plot.writeSpectrum s (spectrum 3) "OU" "default"
+
+              for f in [ d; s ] do
+                  let bytes = File.ReadAllBytes f
+                  Expect.equal (Encoding.ASCII.GetString(bytes, 0, 5)) "<?xml" f
+          }
+
+          test "a long subtitle is wrapped, and the method printed once" {
+              let dir = tempDir ()
+              let path = Path.Combine(dir, "r.svg")
+              let method = "divergence_kernel(mode = iterative, rate = 10, alpha = 0.2)"
+
+              let q =
+                  { density [| 0.1; -0.2; 0.3 |] with
+                      Kind = "density_response"
+                      Query = sprintf "d density(x[0] + 0.5 * x[1] * x[2] - sin(x[3]) / (1 + x[4]^2)) / d F on [0, 1] bins 3 stationary window 2 with %s" method
+                      Wrt = Some "F"
+                      Method = Some method }
+
+              Plot.writeDensity path q "Lorenz96" "default"
+              let svg = File.ReadAllText path
+              let lines = texts svg |> List.map (fun (_, _, _, _, s) -> s)
+              Expect.all lines (fun s -> s.Length <= 95) (sprintf "no line the plot clips:\n%s" (String.concat "\n" lines))
+              Expect.isGreaterThanOrEqual (lines |> List.filter (fun s -> s.Contains "d density" || s.Contains "stationary" || s.Contains "[divergence")).Length 2 "wrapped over lines"
+              let all = String.concat " " lines
+              Expect.equal (all.Split("divergence_kernel").Length - 1) 1 "the method once"
+
+              let titled = Path.Combine(dir, "t.svg")
+              let title = "divergence kernel: standard error against the rate (relative to the best fixed rate; clipped at 10x)"
+              Plot.writeSeries titled title "x" "y" [ "a", [| 1.0; 2.0 |], [| 1.0; 2.0 |], [||] ]
+              let titleLines = texts (File.ReadAllText titled) |> List.map (fun (_, _, _, _, s) -> s) |> List.filter (fun s -> title.Contains s && s.Length > 5)
+              Expect.isGreaterThanOrEqual titleLines.Length 2 "a long title on several lines"
+              Expect.all titleLines (fun s -> s.Length <= 70) (sprintf "title lines fit: %A" titleLines)
+          }
+
+          test "spectrum plots have whole-number index ticks" {
+              let dir = tempDir ()
+
+              for k in [ 2; 3; 7; 40 ] do
+                  let path = Path.Combine(dir, sprintf "s%d.svg" k)
+                  Plot.writeSpectrum path (spectrum k) "L96" "default"
+                  let ticks = bottomTicks (File.ReadAllText path) |> List.map (fun (_, _, _, _, s) -> s)
+                  Expect.isNonEmpty ticks "ticks"
+                  Expect.all ticks (fun s -> not (s.Contains ".")) (sprintf "k = %d: %A" k ticks)
+                  Expect.equal (List.distinct ticks) ticks (sprintf "k = %d: no tick between two indices (shown rounded): %A" k ticks)
+          }
+
+          test "histograms are drawn as steps, even steps under a pixel" {
+              let dir = tempDir ()
+              let path = Path.Combine(dir, "h.svg")
+              let values = Array.init 40 (fun i -> 1.0 + 1e-4 * float i + (if i = 20 then 0.5 else 0.0))
+              Plot.writeDensity path (density values) "OU" "default"
+              let doc = XDocument.Parse(File.ReadAllText path)
+
+              let lines =
+                  doc.Descendants()
+                  // the estimate's line (1.8 wide; the band's edges are transparent lines of their own)
+                  |> Seq.filter (fun e -> e.Name.LocalName = "polyline" && e.Attribute(XName.Get "style").Value.Contains "stroke-width:1.8")
+                  |> Seq.map (fun e ->
+                      e.Attribute(XName.Get "points").Value.Split(' ', StringSplitOptions.RemoveEmptyEntries)
+                      |> Array.map (fun p ->
+                          let xy = p.Split ','
+                          Double.Parse(xy[0], CultureInfo.InvariantCulture), Double.Parse(xy[1], CultureInfo.InvariantCulture)))
+                  |> Seq.sortByDescending Array.length
+                  |> List.ofSeq
+
+              let estimate = List.head lines
+              Expect.equal estimate.Length 80 "two points per bin, none dropped"
+
+              for k in 1 .. estimate.Length - 1 do
+                  let (x0, y0), (x1, y1) = estimate[k - 1], estimate[k]
+                  Expect.isTrue (abs (x1 - x0) < 1e-3 || abs (y1 - y0) < 1e-3) (sprintf "segment %d is horizontal or vertical: (%g, %g) - (%g, %g)" k x0 y0 x1 y1)
+          }
+
+          test "the legend sits below the plot area, outside it" {
+              let dir = tempDir ()
+              let path = Path.Combine(dir, "d.svg")
+              Plot.writeDensity path (density [| 0.5; 1.5; 1.0 |]) "OU" "default"
+              let svg = File.ReadAllText path
+              let ts = texts svg
+              let legendY = ts |> List.filter (fun (_, _, _, _, s) -> s = "estimate") |> List.map (fun (_, y, _, _, _) -> y)
+              let tickY = bottomTicks svg |> List.map (fun (_, y, _, _, _) -> y)
+              Expect.isNonEmpty legendY "legend"
+              Expect.isGreaterThan (List.min legendY) (List.max tickY) "below the axis"
+
+              let series = Path.Combine(dir, "s.svg")
+              Plot.writeSeries series "t" "x" "y" [ "a", [| 1.0; 2.0 |], [| 1.0; 2.0 |], [||]; "b", [| 1.0; 2.0 |], [| 2.0; 1.0 |], [||] ]
+              let s = File.ReadAllText series
+              let ly = texts s |> List.filter (fun (_, _, _, _, t) -> t = "a" || t = "b") |> List.map (fun (_, y, _, _, _) -> y)
+              Expect.equal ly.Length 2 "both entries"
+              Expect.isGreaterThan (List.min ly) (bottomTicks s |> List.map (fun (_, y, _, _, _) -> y) |> List.max) "series legend below the axis"
+          }
+
+          test "a sweep plots each scalar query against the swept parameter; a response overlays the means' differences" {
+              let dir = tempDir ()
+              let files = Plot.writeSweeps dir sweepReport |> List.map Path.GetFileName
+              Expect.equal files [ "sweep_theta_q0_mean_x_2.svg"; "sweep_theta_q1_response_x_2_theta.svg" ] "one plot per scalar query"
+              let mean = File.ReadAllText(Path.Combine(dir, files[0]))
+              let response = File.ReadAllText(Path.Combine(dir, files[1]))
+              XDocument.Parse mean |> ignore
+              let words svg = texts svg |> List.map (fun (_, _, _, _, s) -> s)
+              Expect.contains (words mean) "theta" "x axis: the swept parameter"
+              Expect.isFalse (words mean |> List.exists (fun s -> s.StartsWith "Δ")) "no overlay on a mean"
+              Expect.isTrue (words response |> List.exists (fun s -> s.StartsWith "Δ mean(x^2) / Δ theta")) "the finite differences' legend"
+              let xs, ys = Plot.finiteDifferences [| 0.5; 1.0; 1.5 |] [| 1.0; 0.5; 1.0 / 3.0 |]
+              Expect.equal xs [| 0.75; 1.25 |] "midpoints"
+              Expect.floatClose Accuracy.high ys[0] -1.0 "slope"
+              Expect.isTrue (Plot.isDerivativeOf "theta" "mean(x^2)" "d mean( x^2 )/d theta with pathwise") "white space and method aside"
+              Expect.isTrue (Plot.isDerivativeOf "F" "mean(x) over [5, 10]" "d mean(x) / d F over [5,10]") "over windows"
+              Expect.isFalse (Plot.isDerivativeOf "F" "mean(x)" "d mean(x) / d sigma") "another parameter"
+              Expect.isFalse (Plot.isDerivativeOf "F" "mean(x)" "d mean(x^2) / d F") "another observable"
+          } ]
+
+[<Tests>]
+let progressTests =
+    testSequenced
+    <| testList
+        "Output.look.progress"
+        [ test "the fraction is of path-steps, reported at most ten times a second" {
+              let seen = Collections.Concurrent.ConcurrentQueue<float>()
+              let p = StepProgress(Action<float>(seen.Enqueue), 1L, 4L * StepProgress.Chunk)
+              p.Add StepProgress.Chunk
+              Threading.Thread.Sleep 150
+              p.Add StepProgress.Chunk
+              p.Add StepProgress.Chunk
+              Expect.equal (List.ofSeq seen) [ 0.5 ] "half the steps of the one path; the third call within 100 ms is not reported"
+              Expect.equal p.Done (3L * StepProgress.Chunk) "counted"
+          }
+
+          test "counting the steps allocates nothing per step" {
+              let reports = ref 0
+              let progress = Action<float>(fun _ -> reports.Value <- reports.Value + 1)
+
+              let run steps =
+                  let s = RunSettings(Paths = 100L, Dt = 0.01, T = float steps * 0.01, Seed = 3UL, Threads = 1, Progress = progress)
+                  let mutable m = { Theta = 1.0; Sigma = 0.5; X0 = 1.0 }
+                  let before = GC.GetAllocatedBytesForCurrentThread()
+                  Engine.Run(&m, s, [| QueryPlan(Kind = EstimateKind.Mean, Observable = 0) |]) |> ignore
+                  GC.GetAllocatedBytesForCurrentThread() - before
+
+              run 10 |> ignore // JIT
+              run 3000 |> ignore
+              let a10 = run 10
+              let a3000 = run 3000
+              Expect.isTrue (abs (a3000 - a10) < 512L) (sprintf "10 steps: %d B, 3000 steps: %d B" a10 a3000)
+          }
+
+          test "a run of one long path reports progress before it ends" {
+              let runFor (steps: float) (report: float -> unit) =
+                  let s = RunSettings(Paths = 1L, Dt = 1e-3, T = steps * 1e-3, Seed = 1UL, Threads = 1, Progress = Action<float>(report))
+                  let mutable m = { Theta = 1.0; Sigma = 1.0; X0 = 0.0 }
+                  let clock = Diagnostics.Stopwatch.StartNew()
+                  Engine.Run(&m, s, [| QueryPlan(Kind = EstimateKind.Mean, Observable = 0) |]) |> ignore
+                  clock.Elapsed.TotalSeconds
+
+              // a path long enough for about half a second on this machine (progress is reported at most every 0.1 s)
+              let probe = runFor 1e6 ignore
+              let steps = Math.Round(1e6 * Math.Clamp(0.5 / max probe 1e-4, 1.0, 200.0))
+              let seen = Collections.Concurrent.ConcurrentQueue<float>()
+              runFor steps seen.Enqueue |> ignore
+              Expect.isTrue (seen |> Seq.exists (fun f -> f > 0.0 && f < 1.0)) (sprintf "a fraction within the path: %A" (List.ofSeq seen))
+              Expect.isTrue (seen |> Seq.forall (fun f -> f >= 0.0 && f <= 1.0)) "fractions"
+              Expect.equal (Seq.last seen) 1.0 "ends at 1"
+          } ]
+
+[<Tests>]
+let cliTests =
+    testList
+        "Output.look.cli"
+        [ test "--csv with --out writes results.csv and the sweep plots; without --out prints the CSV" {
+              let dir = tempDir ()
+              let model = Path.Combine(dir, "sweep.sde")
+
+              File.WriteAllText(
+                  model,
+                  "model S {\n  param theta = 1 in (0, inf)\n  state x\n  brownian W\n  init x ~ normal(0, 1)\n  d x = -theta * x dt + dW\n}\n"
+                  + "sweep theta from 0.5 to 1.5 step 0.5\nsimulate { paths = 200; dt = 0.01; T = 1; seed = 2 }\n"
+                  + "query {\n  mean(x^2)\n  d mean(x^2) / d theta\n}\n"
+              )
+
+              let out = Path.Combine(dir, "out")
+              let o = CliTests.dsl [ "run"; model; "--out"; out; "--csv"; "--quiet" ]
+              Expect.equal o.Code 0 o.Err
+              Expect.stringContains o.Out "sweep over theta (3 sets)" "the summary"
+              let csv = parseCsv (File.ReadAllText(Path.Combine(out, "results.csv")))
+              Expect.equal (List.head csv |> String.concat ",") Output.csvHeader "header"
+              Expect.equal (List.tail csv).Length 6 "two estimates in three sets"
+              Expect.isTrue (File.Exists(Path.Combine(out, "sweep_theta_q1_response_x_2_theta.svg"))) "the response's sweep plot"
+
+              let p = CliTests.dsl [ "run"; model; "--csv"; "--quiet" ]
+              Expect.equal p.Code 0 p.Err
+              Expect.isTrue (p.Out.StartsWith(Output.csvHeader + "\n")) p.Out
+              Expect.equal (parseCsv p.Out).Length 7 "header and six rows"
+          } ]
