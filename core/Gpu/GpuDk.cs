@@ -54,7 +54,7 @@ public struct TanArgs
 
 /// <summary>
 /// The pathwise and divergence-kernel (exact and first-order; likelihood ratio is α ≡ 1) estimators on one
-/// path per thread: the forward recursion of <c>Worker&lt;TModel&gt;</c> (Begin, Pre, DkBegin/DkEnd, Post; core/ResponseWorker.cs) with
+/// path per thread: the forward recursion of <c>Worker&lt;TModel&gt;</c> (Begin, Pre, DkBegin/DkEnd, Post; core/Responses/ResponseWorker.cs) with
 /// the same operations in the same order, every per-path array in struct-of-arrays scratch rows, the
 /// sparsity patterns in one int table. Keep the two in step: a change of the CPU worker's arithmetic
 /// must be mirrored here (the Gpu.* tests compare them on OU, a 2-D multiplicative model and Lorenz-96).

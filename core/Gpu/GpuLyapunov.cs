@@ -19,7 +19,7 @@ public struct LyaArgs
 }
 
 /// <summary>
-/// The Lyapunov engine (core/Lyapunov.cs, <c>LyapunovWorker.RunPath</c>) on one path per thread, transcribed
+/// The Lyapunov engine (core/Lyapunov/Lyapunov.cs, <c>LyapunovWorker.RunPath</c>) on one path per thread, transcribed
 /// operation by operation in the same order: the fixed frame Q_0 (computed on the host by
 /// <see cref="LyapunovEngine.InitialFrame"/>), Z = J Q column by column through the sparse pattern, modified
 /// Gram–Schmidt, log R_cc summed from the burn-in step, and with LogDet the dense LU of J per step and
