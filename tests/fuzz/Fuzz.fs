@@ -98,9 +98,14 @@ let private mutateTokens (rnd: Random) (text: string) =
         if ts.Count > 0 then
             let i = rnd.Next ts.Count
 
-            match rnd.Next 4 with
+            match rnd.Next 5 with
             | 0 -> ts.RemoveAt i
             | 1 -> ts.Insert(i, ts[i])
+            | 4 ->
+                // a run of one token or a short span repeated: nesting and length limits
+                let span = ts.GetRange(i, min (1 + rnd.Next 3) (ts.Count - i)) |> List.ofSeq
+                let k = [| 10; 100; 1000; 5000 |][rnd.Next 4]
+                ts.InsertRange(i, List.replicate k span |> List.concat)
             | 2 ->
                 let j = rnd.Next ts.Count
                 let t = ts[i]
