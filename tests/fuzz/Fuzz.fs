@@ -262,6 +262,11 @@ let tests =
                   | Some f -> failtestf "%s: %s\n%s" path f.Kind f.Detail
           }
           testSequenced
+          <| test "Fuzz a chain of 5000 factors sigma dW dW ... is checked within the budget (was cubic: seconds)" {
+              let src = sprintf "model M {\n  state x\n  brownian W\n  d x = -x dt + sigma %s\n}\n" (String.replicate 5000 "dW ")
+              Expect.isNone (check src) "located error within budget"
+          }
+          testSequenced
           <| test "Fuzz the harness catches what it should: an empty message is a failure, a clean example is not" {
               Expect.isNone (check (File.ReadAllText(CliTests.examples().[0]))) "an example compiles"
               Expect.isNone (check "model {") "a syntax error is located"

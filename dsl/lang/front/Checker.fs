@@ -575,7 +575,9 @@ let rec private lin (env: Env) (e: Expr) : R<Lin> =
     if not (hasDiff env e) then
         checkExpr env e |> Result.map (fun c -> { linZero with Pure = Some(c, e.Pos) })
     else
-        let dn = firstDiffName env e
+        // only the errors name it: computed eagerly at every level of a chain `a dW dW ...`, it made
+        // the check cubic in the chain's length (a fuzz finding: 1000 factors took seconds)
+        let dn = lazy (firstDiffName env e)
 
         match e.Kind with
         | Var "dt" -> Ok { linZero with Dt = Some(Const 1.0) }
@@ -626,17 +628,17 @@ let rec private lin (env: Env) (e: Expr) : R<Lin> =
             else
                 map2 (fun la cb -> linMap (fun c -> Div(c, cb)) la) (lin env a) (checkExpr env b)
         | Bin(BinOp.Pow, a, _) when hasDiff env a ->
-            if dn = "dt" then
+            if dn.Value = "dt" then
                 fail e.Pos ("dt^... is not linear in dt; " + linearHint)
             else
-                fail e.Pos (sprintf "%s^... is not linear in %s; write the Itô correction as a drift term" dn dn)
-        | Bin(BinOp.Pow, _, _) -> fail e.Pos (sprintf "'%s' cannot appear in an exponent; %s" dn linearHint)
-        | Call(f, _) -> fail e.Pos (sprintf "'%s' cannot appear inside a function (%s); %s" dn f linearHint)
+                fail e.Pos (sprintf "%s^... is not linear in %s; write the Itô correction as a drift term" dn.Value dn.Value)
+        | Bin(BinOp.Pow, _, _) -> fail e.Pos (sprintf "'%s' cannot appear in an exponent; %s" dn.Value linearHint)
+        | Call(f, _) -> fail e.Pos (sprintf "'%s' cannot appear inside a function (%s); %s" dn.Value f linearHint)
         | If _ ->
-            fail e.Pos (sprintf "'%s' cannot appear inside 'if'; write (if c then a else b) %s instead" dn dn)
+            fail e.Pos (sprintf "'%s' cannot appear inside 'if'; write (if c then a else b) %s instead" dn.Value dn.Value)
         | Reduce(op, _, _) ->
-            fail e.Pos (sprintf "'%s' cannot appear inside %s(...)" dn (if op = Sum then "sum" else "avg"))
-        | _ -> fail e.Pos (sprintf "'%s' cannot appear in a condition" dn)
+            fail e.Pos (sprintf "'%s' cannot appear inside %s(...)" dn.Value (if op = Sum then "sum" else "avg"))
+        | _ -> fail e.Pos (sprintf "'%s' cannot appear in a condition" dn.Value)
 
 let rec private isZero (c: CExpr) =
     match c with
