@@ -211,9 +211,10 @@ let run (seconds: float) (seed: int) (log: string -> unit) =
 
     let tried =
         strategies seed
-        |> List.mapi (fun k s ->
+        |> List.map (fun s ->
             let share = seconds / 3.0
-            let until = share * float (k + 1)
+            // each strategy its own share, even after a finding's minimisation took time from the previous one
+            let until = sw.Elapsed.TotalSeconds + share
             let mutable count = 0
 
             while sw.Elapsed.TotalSeconds < until do
