@@ -161,7 +161,7 @@ let private genQuery: Gen<Query> =
 
     Gen.map (fun k -> { Kind = k; Text = QueryText ""; Pos = p }) kind
 
-let private genFile: Gen<File> =
+let internal genFile: Gen<File> =
     let top =
         Gen.oneof
             [ Gen.map2 (fun n items -> ModelBlock { Name = n; Items = items; Pos = p }) genName (Gen.listOf genItem)

@@ -13,10 +13,15 @@ type R<'a> = Result<'a, Diagnostic list>
 
 let private fail p m : R<'a> = Error [ { Pos = p; Message = m } ]
 
+/// The errors one expression reports before the rest are dropped (see map2).
+let private maxMerged = 100
+
 let private map2 f (a: R<'a>) (b: R<'b>) : R<'c> =
     match a, b with
     | Ok x, Ok y -> Ok(f x y)
-    | Error e1, Error e2 -> Error(e1 @ e2)
+    // at most about maxMerged errors from one expression: appending to the left operand's errors at
+    // every level of a long chain `a b c ...` of unknown names was quadratic (a fuzz finding: 510 MB)
+    | Error e1, Error e2 -> Error(if List.length e1 >= maxMerged then e1 else e1 @ e2)
     | Error e, _
     | _, Error e -> Error e
 
@@ -575,7 +580,9 @@ let rec private lin (env: Env) (e: Expr) : R<Lin> =
     if not (hasDiff env e) then
         checkExpr env e |> Result.map (fun c -> { linZero with Pure = Some(c, e.Pos) })
     else
-        let dn = firstDiffName env e
+        // only the errors name it: computed eagerly at every level of a chain `a dW dW ...`, it made
+        // the check cubic in the chain's length (a fuzz finding: 1000 factors took seconds)
+        let dn = lazy (firstDiffName env e)
 
         match e.Kind with
         | Var "dt" -> Ok { linZero with Dt = Some(Const 1.0) }
@@ -626,17 +633,17 @@ let rec private lin (env: Env) (e: Expr) : R<Lin> =
             else
                 map2 (fun la cb -> linMap (fun c -> Div(c, cb)) la) (lin env a) (checkExpr env b)
         | Bin(BinOp.Pow, a, _) when hasDiff env a ->
-            if dn = "dt" then
+            if dn.Value = "dt" then
                 fail e.Pos ("dt^... is not linear in dt; " + linearHint)
             else
-                fail e.Pos (sprintf "%s^... is not linear in %s; write the Itô correction as a drift term" dn dn)
-        | Bin(BinOp.Pow, _, _) -> fail e.Pos (sprintf "'%s' cannot appear in an exponent; %s" dn linearHint)
-        | Call(f, _) -> fail e.Pos (sprintf "'%s' cannot appear inside a function (%s); %s" dn f linearHint)
+                fail e.Pos (sprintf "%s^... is not linear in %s; write the Itô correction as a drift term" dn.Value dn.Value)
+        | Bin(BinOp.Pow, _, _) -> fail e.Pos (sprintf "'%s' cannot appear in an exponent; %s" dn.Value linearHint)
+        | Call(f, _) -> fail e.Pos (sprintf "'%s' cannot appear inside a function (%s); %s" dn.Value f linearHint)
         | If _ ->
-            fail e.Pos (sprintf "'%s' cannot appear inside 'if'; write (if c then a else b) %s instead" dn dn)
+            fail e.Pos (sprintf "'%s' cannot appear inside 'if'; write (if c then a else b) %s instead" dn.Value dn.Value)
         | Reduce(op, _, _) ->
-            fail e.Pos (sprintf "'%s' cannot appear inside %s(...)" dn (if op = Sum then "sum" else "avg"))
-        | _ -> fail e.Pos (sprintf "'%s' cannot appear in a condition" dn)
+            fail e.Pos (sprintf "'%s' cannot appear inside %s(...)" dn.Value (if op = Sum then "sum" else "avg"))
+        | _ -> fail e.Pos (sprintf "'%s' cannot appear in a condition" dn.Value)
 
 let rec private isZero (c: CExpr) =
     match c with
