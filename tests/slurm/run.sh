@@ -106,7 +106,9 @@ EOF
 export SLURM_CONF="$work/slurm.conf"
 
 for _ in $(seq 50); do [[ -S $work/munge/munge.socket ]] && break; sleep 0.1; done
-[[ -S $work/munge/munge.socket ]] || { echo "FAIL: munged did not start"; exit 1; }
+# The daemons not starting is this machine's Slurm, not dsl: a loud SKIP (with the logs), never a pass.
+# A job that fails or results that differ below are FAILs.
+[[ -S $work/munge/munge.socket ]] || { tail -n 20 "$work"/*.log 2>/dev/null || true; skip "munged did not start on this machine (logs above)"; }
 
 slurmctld -D -i >"$work/slurmctld.out.log" 2>&1 &
 pids+=($!)
@@ -119,7 +121,7 @@ for _ in $(seq 60); do
   [[ $state == idle* ]] && break
   sleep 1
 done
-[[ $state == idle* ]] || { echo "FAIL: the node did not come up (state '$state')"; exit 1; }
+[[ $state == idle* ]] || { tail -n 20 "$work"/*.log 2>/dev/null || true; skip "the Slurm node did not come up on this machine (state '$state'; logs above)"; }
 
 example="$root/examples/ou_response.sde"
 paths=4000
