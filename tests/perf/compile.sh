@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Compile time and peak memory of `dsl check` (parse, check, lower, derivatives, emit; no simulation)
+# on the noisy Lorenz-96 ring at growing N, with and without a response query (which adds the
+# Jacobian and Hessian terms). Prints one line per size: N, seconds, peak MB, and the ratios to the
+# previous size (linear scaling: ratios near 10).
+#   tests/perf/compile.sh [N ...]        default: 1000 10000 100000
+# Needs GNU time as /usr/bin/time (Debian: apt-get install time).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+dotnet build dsl/cli -c Release -v q -nologo >/dev/null
+dll=dsl/cli/bin/Release/net10.0/dsl.dll
+sizes=("$@"); [[ ${#sizes[@]} -gt 0 ]] || sizes=(1000 10000 100000)
+work="$(mktemp -d -t dsl-compile.XXXXXX)"; trap 'rm -rf "$work"' EXIT
+
+ring() { # N, query
+  cat <<SDE
+model Lorenz96 {
+  const N = $1
+  param F = 8
+  param sigma = 0.5
+  state x[N] periodic
+  brownian W[N]
+  init x[i] ~ normal(8, 1)
+  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]
+}
+simulate { paths = 4; dt = 0.005; T = 0.01; seed = 1 }
+query { $2 }
+SDE
+}
+
+for what in "mean(x[0])" "d mean(avg(i, x[i])) / d F"; do
+  echo "== $what"
+  prev_t=""; prev_m=""
+  for n in "${sizes[@]}"; do
+    ring "$n" "$what" > "$work/ring.sde"
+    out="$( { /usr/bin/time -f "%e %M" dotnet "$dll" check "$work/ring.sde" >/dev/null; } 2>&1 | tail -n 1)"
+    t="${out% *}"; m=$(( ${out#* } / 1024 ))
+    if [[ -n $prev_t ]]; then
+      printf "N = %-8s %7.2f s %7d MB   x%.1f time, x%.1f memory\n" "$n" "$t" "$m" "$(awk "BEGIN { print $t / $prev_t }")" "$(awk "BEGIN { print $m / $prev_m }")"
+    else
+      printf "N = %-8s %7.2f s %7d MB\n" "$n" "$t" "$m"
+    fi
+    prev_t="$t"; prev_m="$m"
+  done
+done
