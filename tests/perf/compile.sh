@@ -4,11 +4,37 @@
 # Jacobian and Hessian terms). Prints one line per size: N, seconds, peak MB, and the ratios to the
 # previous size (linear scaling: ratios near 10).
 #   tests/perf/compile.sh [N ...]        default: 1000 10000 100000
+#   tests/perf/compile.sh shapes         the shapes that were super-linear (issue 10)
 # Needs GNU time as /usr/bin/time (Debian: apt-get install time).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 dotnet build dsl/cli -c Release -v q -nologo >/dev/null
 dll=dsl/cli/bin/Release/net10.0/dsl.dll
+work0="$(mktemp -d -t dsl-shapes.XXXXXX)"
+# `compile.sh shapes`: the shapes that were super-linear before issue 10's fixes, one line each
+if [[ ${1:-} == shapes ]]; then
+  trap 'rm -rf "$work0"' EXIT
+  model() { printf 'model M {\n%b\n}\nsimulate { paths = 2; dt = 0.1; T = 0.1; seed = 1 }\nquery {\n  %s\n}\n' "$1" "$2"; }
+  one() { # name, file
+    out="$( { /usr/bin/time -f "%e %M" dotnet "$dll" check "$2" >/dev/null || echo "(exit $?)" >&2; } 2>&1 | tail -n 1)"
+    printf "%-48s %7.2f s %7d MB\n" "$1" "${out% *}" $(( ${out#* } / 1024 ))
+  }
+  prod="x$(printf ' * x%.0s' $(seq 999))"
+  model "  state x\n  brownian W\n  init x ~ normal(1, 0.1)\n  d x = -($prod) dt + dW" "mean(x)" > "$work0/prod.sde"
+  one "x * x * ... * x, 1000 factors" "$work0/prod.sde"
+  model "  const N = 200\n  state x[N]\n  brownian W[N]\n  d x[i] = -x[i] dt + dW[i]" "mean(sum(i, sum(j, x[i] * x[j])))" > "$work0/sumsum.sde"
+  one "sum(i, sum(j, x[i] * x[j])), N = 200" "$work0/sumsum.sde"
+  model "  const N = 20000\n  state x[N]\n  brownian W[N]\n  init x[i] ~ normal(0, 1)\n  d x[i] = -x[i] dt + dW[i]" "mean(x[0])" > "$work0/inits.sde"
+  one "init x[i] ~ normal(0, 1), N = 20000" "$work0/inits.sde"
+  consts="$(for k in $(seq 10000); do printf '  const c%d = %d\\n' "$k" "$k"; done)"
+  model "$consts  state x\n  brownian W\n  d x = -x dt + dW" "mean(x)" > "$work0/consts.sde"
+  one "10000 consts" "$work0/consts.sde"
+  divs="x$(printf ' / (1 + x)%.0s' $(seq 8000))"
+  model "  state x\n  brownian W\n  init x ~ normal(1, 0.1)\n  d x = -x dt + dW" "mean($divs)" > "$work0/divs.sde"
+  one "x / (1 + x) / ... , 8000 divisions" "$work0/divs.sde"
+  exit 0
+fi
+rmdir "$work0"
 sizes=("$@"); [[ ${#sizes[@]} -gt 0 ]] || sizes=(1000 10000 100000)
 work="$(mktemp -d -t dsl-compile.XXXXXX)"; trap 'rm -rf "$work"' EXIT
 
