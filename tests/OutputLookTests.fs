@@ -13,31 +13,7 @@ open Sde.Lang
 open Sde.Lang.Report
 open Sde.Tests.TestModels
 
-let private outcome kind query =
-    { Query = query
-      Kind = kind
-      Wrt = None
-      Method = None
-      Value = nan
-      StdErr = nan
-      Grid = [||]
-      GridY = [||]
-      Values = [||]
-      StdErrs = [||]
-      Lo = nan
-      Hi = nan
-      Below = 0L
-      Above = 0L
-      Count = 1000L
-      NonFinite = 0L
-      Rate = None
-      RateSource = None
-      CovectorGrowth = None
-      WeightKurtosis = None
-      WeightMaxShare = None
-      Windows = []
-      ValueWindow = None
-      Warnings = [] }
+let private outcome kind query = { OutputTests.outcome kind query with Count = 1000L }
 
 let private scalar kind query value stderr =
     { outcome kind query with Value = value; StdErr = stderr }

@@ -8,7 +8,8 @@ open Expecto
 open Sde.Lang
 open Sde.Lang.Report
 
-let private outcome kind query =
+/// A result with every field empty but its kind and query (for output tests elsewhere too).
+let internal outcome kind query =
     { Query = query
       Kind = kind
       Wrt = None

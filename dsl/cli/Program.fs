@@ -414,27 +414,33 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
                 finally
                     finish ()
 
+/// The overrides of the file that `run` and `slurm` both take, or the first option error.
+let private overridesOf (sets: string list) paramsName paths dt t (seed: int64 option) : Result<Overrides, string> =
+    let parsed = sets |> List.map parseAssignment
+
+    match parsed |> List.tryPick (function Error e -> Some e | _ -> None), seed with
+    | Some e, _ -> Error e
+    | None, Some s when s < 0L -> Error(sprintf "--seed: must be a non-negative integer, got %d" s)
+    | None, _ ->
+        Ok
+            { Sets = parsed |> List.choose Result.toOption
+              ParamsName = paramsName
+              Paths = paths
+              Dt = dt
+              T = t
+              Seed = seed |> Option.map uint64 }
+
 /// The checks of a run's options that do not need the file, then the overrides they make.
 let private runOverrides (args: ParseResults<RunArgs>) : Result<Overrides, string> =
-    let sets = args.GetResults RunArgs.Set |> List.map parseAssignment
-
-    match sets |> List.tryPick (function Error e -> Some e | _ -> None) with
-    | Some e -> Error e
-    | None ->
-    match args.TryGetResult Backend, args.TryGetResult RunArgs.Seed, args.TryGetResult Threads with
-    | Some b, _, _ when not (List.contains b [ "cpu"; "ilgpu-cpu"; "cuda"; "auto" ]) ->
-        Error(sprintf "--backend: '%s' is not available (available: cpu, ilgpu-cpu, cuda, auto)" b)
-    | _, Some s, _ when s < 0L -> Error(sprintf "--seed: must be a non-negative integer, got %d" s)
-    | _, _, Some n when n < 0 -> Error(sprintf "--threads: must be >= 0 (0: all cores), got %d" n)
-    | _ when args.Contains Force && not (args.Contains Shard) -> Error "--force applies to a shard only (--shard K/N)"
-    | _ ->
-        Ok
-            { Sets = sets |> List.choose (function Ok a -> Some a | _ -> None)
-              ParamsName = args.TryGetResult RunArgs.Params
-              Paths = args.TryGetResult RunArgs.Paths
-              Dt = args.TryGetResult RunArgs.Dt
-              T = args.TryGetResult RunArgs.Horizon
-              Seed = args.TryGetResult RunArgs.Seed |> Option.map uint64 }
+    overridesOf (args.GetResults RunArgs.Set) (args.TryGetResult RunArgs.Params) (args.TryGetResult RunArgs.Paths)
+        (args.TryGetResult RunArgs.Dt) (args.TryGetResult RunArgs.Horizon) (args.TryGetResult RunArgs.Seed)
+    |> Result.bind (fun o ->
+        match args.TryGetResult Backend, args.TryGetResult Threads with
+        | Some b, _ when not (List.contains b [ "cpu"; "ilgpu-cpu"; "cuda"; "auto" ]) ->
+            Error(sprintf "--backend: '%s' is not available (available: cpu, ilgpu-cpu, cuda, auto)" b)
+        | _, Some n when n < 0 -> Error(sprintf "--threads: must be >= 0 (0: all cores), got %d" n)
+        | _ when args.Contains Force && not (args.Contains Shard) -> Error "--force applies to a shard only (--shard K/N)"
+        | _ -> Ok o)
 
 /// The folder of each file's results: --out itself for one file, --out/STEM for several.
 let private outFolders (files: string list) (out: string option) : Result<string option list, string> =
@@ -551,29 +557,19 @@ let private runProcess (exe: string) (argv: string list) : Result<string, string
 let private slurm (args: ParseResults<SlurmArgs>) =
     let path = args.GetResult SlurmArgs.File
     let n = args.GetResult SlurmArgs.Shards
-    let sets = args.GetResults SlurmArgs.Set |> List.map parseAssignment
+    let overridesR =
+        overridesOf (args.GetResults SlurmArgs.Set) (args.TryGetResult SlurmArgs.Params) (args.TryGetResult SlurmArgs.Paths)
+            (args.TryGetResult SlurmArgs.Dt) (args.TryGetResult SlurmArgs.Horizon) (args.TryGetResult SlurmArgs.Seed)
 
-    match sets |> List.tryPick (function Error e -> Some e | _ -> None) with
-    | Some e -> usageError e
-    | None ->
+    match overridesR with
+    | Error e -> usageError e
+    | Ok overrides ->
     match args.TryGetResult SlurmArgs.Time, args.TryGetResult SlurmArgs.Cpus with
     | Some t, _ when not (Text.RegularExpressions.Regex.IsMatch(t, @"^(\d+-)?\d+(:\d{1,2}){0,2}$")) ->
         usageError (sprintf "--time %s: expected HH:MM:SS (or D-HH:MM:SS, or minutes)" t)
     | _, Some c when c < 1 ->
         usageError (sprintf "--cpus: must be at least 1, got %d" c)
     | _ ->
-    match args.TryGetResult SlurmArgs.Seed with
-    | Some s when s < 0L ->
-        usageError (sprintf "--seed: must be a non-negative integer, got %d" s)
-    | _ ->
-        let overrides: Overrides =
-            { Sets = sets |> List.choose (function Ok a -> Some a | _ -> None)
-              ParamsName = args.TryGetResult SlurmArgs.Params
-              Paths = args.TryGetResult SlurmArgs.Paths
-              Dt = args.TryGetResult SlurmArgs.Dt
-              T = args.TryGetResult SlurmArgs.Horizon
-              Seed = args.TryGetResult SlurmArgs.Seed |> Option.map uint64 }
-
         match compileFile path overrides with
         | Error code -> code
         | Ok program ->

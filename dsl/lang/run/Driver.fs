@@ -85,16 +85,22 @@ let rec private jumpsIn (p: int) (e: Ir.Sym) =
     | Ir.Cmp _ | Ir.And | Ir.Or | Ir.Not | Ir.Un Ir.USign | Ir.Un Ir.UFloor -> Ir.mentions (Ir.Param p) e
     | _ -> List.exists (jumpsIn p) e.Args
 
-/// The first state component whose init has no score (a point or a uniform init), by name.
-let private initWithoutScore (m: CheckedModel) (ir: Lower.ModelIr) =
-    ir.Init
-    |> Array.tryFindIndex (function Lower.InitNormal _ -> false | _ -> true)
-    |> Option.map (fun k ->
-        let st = m.States |> List.findBack (fun s -> s.Offset <= k)
-        if st.IsVector then sprintf "%s[%d]" st.Name (k - st.Offset) else st.Name)
+/// Component k of state `st`, as the user writes it (`x`, `x[3]`).
+let private componentName (st: StateInfo) (k: int) =
+    if st.IsVector then sprintf "%s[%d]" st.Name (k - st.Offset) else st.Name
 
-/// Why `meth` cannot answer `d target / d γ` on this model, or None when it can. One function
-/// decides every refusal, so that the methods an error suggests are exactly those it accepts.
+/// Under degenerate noise, the first state component whose init has no score (a point or a uniform
+/// init), by name: the law of the first steps is then singular, without the score the kernel needs.
+let private singularStart (m: CheckedModel) (ir: Lower.ModelIr) =
+    if not (degenerateNoise ir) then None
+    else
+        ir.Init
+        |> Array.tryFindIndex (function Lower.InitNormal _ -> false | _ -> true)
+        |> Option.map (fun k -> componentName (m.States |> List.findBack (fun s -> s.Offset <= k)) k)
+
+/// Why `meth` cannot answer `d target / d γ` on this model, and a hint that follows the suggested
+/// methods (or ""), or None when it can. One function decides every refusal, so that the methods an
+/// error suggests are exactly those it accepts.
 let private refusal (m: CheckedModel) (ir: Lower.ModelIr) (target: CTarget) (p: int) (stationary: bool) (meth: CMethod) =
     let pname = m.Params[p].Name
     let phi = Lower.observable m (targetObservable target)
@@ -103,29 +109,32 @@ let private refusal (m: CheckedModel) (ir: Lower.ModelIr) (target: CTarget) (p: 
     // the methods that inject noise into the kernel (α > 0 at some step)
     let injecting = kernelLike && (match meth with DivergenceKernel (Alpha 0.0, _) -> false | _ -> true)
     let degenerate = degenerateNoise ir
+    let why (s: string) = Some(s, "")
 
     match meth with
-    | Pathwise when isDensity -> Some "pathwise cannot differentiate a density"
-    | Pathwise when Ir.hasSelect phi -> Some "pathwise needs a differentiable observable, and this one contains 'if'"
-    | Pathwise when stationary -> Some "pathwise has no stationary (ergodic) form here"
+    | Pathwise when isDensity -> why "pathwise cannot differentiate a density"
+    | Pathwise when Ir.hasSelect phi -> why "pathwise needs a differentiable observable, and this one contains 'if'"
+    | Pathwise when stationary -> why "pathwise has no stationary (ergodic) form here"
     | FiniteDifference _ -> None
     | _ when jumpsIn p phi ->
-        Some(sprintf "the observable jumps where '%s' enters a condition, so its explicit derivative in '%s' has a point mass that only finite differences estimate" pname pname)
+        why (sprintf "the observable jumps where '%s' enters a condition, so its explicit derivative in '%s' has a point mass that only finite differences estimate" pname pname)
     | _ when isDensity && Ir.mentions (Ir.Param p) phi ->
-        Some(sprintf "the observable of this density depends on '%s' itself, and the derivative of that dependence (a derivative of the histogram in its argument) is not estimated by this method" pname)
-    | _ when injecting && ir.NoiseDim = 0 -> Some(sprintf "'%s' has no noise (an ODE): kernel methods need noise" m.Name)
-    | _ when kernelLike && degenerate && (initWithoutScore m ir).IsSome ->
+        why (sprintf "the observable of this density depends on '%s' itself, and the derivative of that dependence (a derivative of the histogram in its argument) is not estimated by this method" pname)
+    | _ when injecting && ir.NoiseDim = 0 -> why (sprintf "'%s' has no noise (an ODE): kernel methods need noise" m.Name)
+    | _ when kernelLike && (singularStart m ir).IsSome ->
+        // the one refusal that a change of the model (rather than of the method) lifts
         Some(
             sprintf
                 "the noise does not reach every state and the init of '%s' is not normal, so the law of the first steps is singular and has no score for the kernel methods to transport"
-                (initWithoutScore m ir).Value
+                (singularStart m ir).Value,
+            " (or give every state a normal init)"
         )
     | _ when injecting && degenerate && not (Lower.additiveNoise ir) ->
-        Some "the noise is degenerate and depends on the state, so the kernel part of the divergence-kernel method is not defined"
+        why "the noise is degenerate and depends on the state, so the kernel part of the divergence-kernel method is not defined"
     | _ when kernelLike && Tangent.uniformInitDependsOnParam ir p ->
-        Some(sprintf "a uniform init that depends on '%s' has no usable score" pname)
+        why (sprintf "a uniform init that depends on '%s' has no usable score" pname)
     | _ when kernelLike && Tangent.initDependsOnParam ir p && not (Lower.additiveNoise ir) ->
-        Some(sprintf "a deterministic init that depends on '%s' under multiplicative noise is not supported by the kernel methods" pname)
+        why (sprintf "a deterministic init that depends on '%s' under multiplicative noise is not supported by the kernel methods" pname)
     | _ -> None
 
 /// The methods an error may suggest, as the user writes them.
@@ -170,7 +179,7 @@ let private initLawErrors (cf: CheckedFile) (ir: Lower.ModelIr) : Diagnostic lis
 
           for k in representatives do
               let st = stateOf[k]
-              let name = if st.IsVector then sprintf "%s[%d]" st.Name (k - st.Offset) else st.Name
+              let name = componentName st k
 
               let pos () =
                   match initPos.TryGetValue st.Offset with
@@ -279,16 +288,13 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 let explicitTerm = Ir.mentions (Ir.Param p) phi
 
                 match refusal m ir target p stationary.IsSome meth with
-                | Some why ->
+                | Some (why, hint) ->
                     let works =
                         alternatives
                         |> List.filter (fun (alt, _) -> alt <> meth && (refusal m ir target p stationary.IsSome alt).IsNone)
                         |> List.map snd
 
-                    // the one refusal that a change of the model (rather than of the method) lifts
-                    let initHint = if why.Contains "is not normal" then " (or give every state a normal init)" else ""
-
-                    Error { Pos = q.MethodPos; Message = sprintf "%s; use %s%s" why (orList works) initHint }
+                    Error { Pos = q.MethodPos; Message = sprintf "%s; use %s%s" why (orList works) hint }
                 | None ->
                     let k = obsIndex (targetObservable target)
                     // E[∂_γφ]: the observable's own dependence on γ (finite differences see it through the twins)
@@ -352,8 +358,8 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                     err q (sprintf "'%s' has no noise (an ODE): its density is singular and has no score, so alignment is not defined; use lyapunov(k)" m.Name)
                 elif degenerateNoise ir && not (Lower.additiveNoise ir) then
                     err q "the noise is degenerate and depends on the state, so the divergence-kernel score (with its default schedule) is not defined; alignment needs it"
-                elif degenerateNoise ir && (initWithoutScore m ir).IsSome then
-                    err q (sprintf "the noise does not reach every state and the init of '%s' is not normal, so the law of the first steps is singular and has no score, which alignment needs; give every state a normal init" (initWithoutScore m ir).Value)
+                elif (singularStart m ir).IsSome then
+                    err q (sprintf "the noise does not reach every state and the init of '%s' is not normal, so the law of the first steps is singular and has no score, which alignment needs; give every state a normal init" (singularStart m ir).Value)
                 else
                     let mode = if ir.Dim <= 10 then Sde.Core.DkMode.Exact else Sde.Core.DkMode.Iterative
                     Ok(AlignmentJob(ResponsePlan(Kind = EstimateKind.Density, Lo = lo, Hi = hi, Bins = bins, Method = ResponseMethod.DivergenceKernel,
