@@ -33,6 +33,8 @@ let internal outcome kind query =
       Windows = []
       ValueWindow = None
       GridY = [||]
+      Weighted = false
+      Resamplings = None
       Warnings = [] }
 
 let private grid lo hi n =

@@ -531,3 +531,24 @@ public static class WeightedEngine
         }
     }
 }
+
+/// <summary>The weighted engine for code that holds the model's <see cref="Type"/> only.</summary>
+public interface IWeightedRunner
+{
+    WeightedResult Run(object model, RunSettings settings, WeightPlan weight, QueryPlan[] plans);
+}
+
+public sealed class WeightedRunner<TModel> : IWeightedRunner where TModel : struct, ISdeModel
+{
+    public WeightedResult Run(object model, RunSettings settings, WeightPlan weight, QueryPlan[] plans)
+    {
+        var m = (TModel)model;
+        return WeightedEngine.Run(in m, settings, weight, plans);
+    }
+}
+
+public static class WeightedRunner
+{
+    public static IWeightedRunner For(Type modelType) =>
+        (IWeightedRunner)Activator.CreateInstance(typeof(WeightedRunner<>).MakeGenericType(modelType))!;
+}

@@ -809,7 +809,10 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
         // the body is checked below, once every declaration is known
         | LetDecl(n, _, p) -> declare (d, errs) n p (ELet(Const nan))
         | InitDecl _
-        | Equation _ -> d, errs
+        | Equation _
+        // `Weights.desugar` turns these into hidden states before the checker sees them
+        | WeightDecl _
+        | LogWeightEquation _ -> d, errs
 
     let empty =
         { Consts = []
@@ -1344,7 +1347,8 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QPlain(_, o)
         | QResponse(_, _, o, _, _) -> o
         | QLyapunov _
-        | QAlignment _ -> None
+        | QAlignment _
+        | QWeight _ -> None
 
     // a stationary window is a number of steps of the response weights: refused off the grid, as T
     let offGrid =
@@ -1526,6 +1530,8 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
 
             map3 (fun (a, b) n () -> QAlignment(a, b, n)) range n noiseR
         | Let _ -> fail q.Pos "a 'let' is not a query" // checkQueries handles lets before this
+        // `Weights.desugar` has refused these in a model without a weight
+        | WeightQuery n -> Ok(QWeight n)
 
     kind
     |> Result.bind (fun k ->
@@ -1649,6 +1655,8 @@ let private fileExprs (f: File) : Expr list =
                       | InitUniform(a, b) -> yield! [ a; b ]
                   | Equation(_, _, e, _) -> yield e
                   | LetDecl(_, e, _) -> yield e
+                  | LogWeightEquation(_, e, _) -> yield e
+                  | WeightDecl _ -> ()
           | ParamsBlock(_, settings, _)
           | SimulateBlock(settings, _) -> yield! settings |> List.map (fun s -> s.Value)
           | SweepDecl(_, a, b, c, _) -> yield! [ a; b; c ]
@@ -1664,7 +1672,8 @@ let private fileExprs (f: File) : Expr list =
                       | None -> ()
                   | Lyapunov k -> yield k
                   | Alignment(a, b, c) -> yield! [ a; b; c ]
-                  | Let(_, e) -> yield e ]
+                  | Let(_, e) -> yield e
+                  | WeightQuery _ -> () ]
 
 /// The first expression deeper than `maxExprDepth`, as a located error.
 let depthError (f: File) : Diagnostic option =
@@ -1811,7 +1820,8 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                   | QPlain(t, _)
                   | QResponse(t, _, _, _, _) -> targetSize t
                   | QLyapunov _
-                  | QAlignment _ -> 0.0) ]
+                  | QAlignment _
+                  | QWeight _ -> 0.0) ]
 
     // a query's observable after its lets are substituted: as deep as the passes may recurse
     let tooDeep =
@@ -1829,7 +1839,8 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                               Message = sprintf "this query's observable, its lets substituted, is %d levels deep; at most %d" d maxExprDepth }
                     else None)
             | QLyapunov _
-            | QAlignment _ -> None)
+            | QAlignment _
+            | QWeight _ -> None)
 
     let rec go (total: float) items =
         match items with
@@ -1928,5 +1939,6 @@ and private checkShallow (f: File) : Result<CheckedFile, Diagnostic list> =
                   Sets = sets
                   Settings = st
                   Queries = qs
-                  Warnings = warnings model qs (List.tryHead queries |> Option.map snd) }
+                  Warnings = warnings model qs (List.tryHead queries |> Option.map snd)
+                  Weight = None }
         | es, _, _, _, _ -> Error(sortDiags es)

@@ -74,7 +74,11 @@ let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnost
 
         match Parser.parseFile text with
         | Error d -> Error [ d ]
-        | Ok f -> Checker.check f)
+        | Ok f ->
+            // a weight becomes hidden states before the checker (no weight: the file as it is)
+            match Weights.desugar f with
+            | Error ds -> Error ds
+            | Ok (f, weight) -> Checker.check f |> Result.map (fun cf -> { cf with Weight = weight }))
 
 /// Applies command-line overrides to a checked file; the error says which flag is wrong.
 let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string> =

@@ -323,10 +323,13 @@ let private modelItem: P<ModelItem> =
           kw "brownian" >>. nameAt .>>. size |>> fun ((p, n), s) -> BrownianDecl(n, s, p)
           pos .>> kw "init" .>>. ident .>>. lhsIndex .>>. initRhs
           |>> fun (((p, n), i), r) -> InitDecl(n, i, r, p)
+          attempt (pos .>> kw "d" .>> kw "log" .>>. ident .>> sym "=") .>>. expr
+          |>> fun ((p, n), e) -> LogWeightEquation(n, e, p)
           pos .>> kw "d" .>>. ident .>>. lhsIndex .>> sym "=" .>>. expr
           |>> fun (((p, n), i), e) -> Equation(n, i, e, p)
+          kw "weight" >>. nameAt |>> fun (p, n) -> WeightDecl(n, p)
           kw "let" >>. nameAt .>> sym "=" .>>. expr |>> fun ((p, n), e) -> LetDecl(n, e, p) ]
-    <?> "model item (const, param, state, brownian, init, d or let)"
+    <?> "model item (const, param, state, brownian, weight, init, d or let)"
 
 /// `{ item* }` with statements separated by newlines or `;`.
 let private block (item: P<'a>) : P<'a list> =
@@ -414,6 +417,10 @@ let private lyapunovQuery: P<QueryKind> =
     (kw "lyapunov" >>. group '(' ')' expr |>> Lyapunov)
     <|> (kw "alignment" >>. onBins |>> fun (lo, hi, n) -> Alignment(lo, hi, n))
 
+/// `log_normalizer` and `ess` (weighted models).
+let private weightQuery: P<QueryKind> =
+    (kw "log_normalizer" >>% WeightQuery "log_normalizer") <|> (kw "ess" >>% WeightQuery "ess")
+
 /// `let name = e`: a named observable.
 let private letItem: P<QueryKind> =
     kw "let" >>. ident .>> sym "=" .>>. expr |>> Let
@@ -426,7 +433,7 @@ let normalizeQueryText (s: string) =
 
 let private query: P<Query> =
     pos
-    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov or alignment) or 'let name = e'")
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> weightQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov, alignment, log_normalizer or ess) or 'let name = e'")
     |>> fun (p, (s, k)) ->
         { Kind = k
           Text = QueryText(normalizeQueryText s)

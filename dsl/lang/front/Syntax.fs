@@ -81,6 +81,10 @@ type ModelItem =
     | Equation of state: string * index: string option * rhs: Expr * Pos
     /// `let name = e`: a named expression for the equations, inits and queries (scalar, no dt/dW).
     | LetDecl of name: string * value: Expr * Pos
+    /// `weight w`: a Feynman–Kac weight carried by every path (docs/weighted.md).
+    | WeightDecl of name: string * Pos
+    /// `d log w = V dt [+ b dW]`: the weight's equation, linear in dt and dW.
+    | LogWeightEquation of name: string * rhs: Expr * Pos
 
 [<NoComparison>]
 type Model =
@@ -131,6 +135,8 @@ type QueryKind =
     | Alignment of lo: Expr * hi: Expr * bins: Expr
     /// `let name = e`: not a query but a named observable for the queries (and lets) after it.
     | Let of name: string * Expr
+    /// `log_normalizer` or `ess`: a property of the weighted population (weighted models only).
+    | WeightQuery of name: string
 
 [<NoComparison>]
 type Query =

@@ -25,6 +25,8 @@ type QueryJob =
     /// `variance`, `covariance`, `quantile`, 2-D `density`: plain plans (means of powers and products,
     /// or a histogram) whose estimates `Derived.estimate` combines into the answer.
     | DerivedJob of QueryPlan list
+    /// `log_normalizer` / `ess` of a weighted run (its plain plans run on the weighted engine).
+    | WeightJob of name: string
 
 /// A checked file compiled for execution.
 type Program =
@@ -260,6 +262,17 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
         let err (q: CheckedQuery) msg = Error { Pos = q.Pos; Message = msg }
 
         let planOf (q: CheckedQuery) : Result<QueryJob, Diagnostic> =
+            match cf.Weight, q.Query with
+            | Some w, QResponse _ -> err q (sprintf "responses of a weighted model (weight '%s') are not available yet" w.Name)
+            | Some w, (QLyapunov _ | QAlignment _) ->
+                err q (sprintf "lyapunov and alignment queries of a weighted model (weight '%s') are not available yet" w.Name)
+            | Some w, QPlain ((TVariance _ | TCovariance _ | TQuantile _ | TDensity2 _), _) ->
+                err q (sprintf "variance, covariance, quantile and 2-D density queries of a weighted model (weight '%s') are not available yet; use mean(...) of powers and products" w.Name)
+            | Some w, QPlain (TDensity _, Some _) ->
+                err q (sprintf "a weighted density (weight '%s') over a time window is not available yet; take it at T" w.Name)
+            | Some _, QWeight n -> Ok(WeightJob n)
+            | None, QWeight n -> err q (sprintf "'%s' needs a weight" n)
+            | _ ->
             let window over =
                 match over with
                 | Some (a, b) -> true, a, b
@@ -353,6 +366,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                     let plans = if windows.IsEmpty then [ plan 0.0 ] else windows |> List.map plan
                     Ok(ResponseJob(plans, pname, methodText ir.Dim meth, windows))
             | QLyapunov k -> Ok(LyapunovJob k)
+            | QWeight n -> err q (sprintf "'%s' needs a weight" n)
             | QAlignment (lo, hi, bins) ->
                 if ir.NoiseDim = 0 then
                     err q (sprintf "'%s' has no noise (an ODE): its density is singular and has no score, so alignment is not defined; use lyapunov(k)" m.Name)
@@ -427,7 +441,7 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
     let observable =
         match q.Query with
         | QPlain (t, _) | QResponse (t, _, _, _, _) -> Some(targetObservable t)
-        | QLyapunov _ | QAlignment _ -> None
+        | QLyapunov _ | QAlignment _ | QWeight _ -> None
 
     let why =
         match observable |> Option.map (fun e -> Frontend.onLargeStack (fun () -> partialOps e |> List.distinct)) with
@@ -504,6 +518,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
         | QResponse _ -> failwith "the checker refuses responses of variance, covariance, quantiles and 2-D densities"
         | QLyapunov _ -> "lyapunov", 0.0, 0.0
         | QAlignment (lo, hi, _) -> "alignment", lo, hi
+        | QWeight n -> n, 0.0, 0.0
 
     let arr (a: float[]) = if isNull a then [||] else a
     // one path gives no standard error: NaN (n/a in the table, null in the JSON), never a binomial 0
@@ -524,7 +539,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
 
     let wrt, meth, windows, valueWindow =
         match job with
-        | PlainJob _ | LyapunovJob _ | DerivedJob _ -> None, None, [], None
+        | PlainJob _ | LyapunovJob _ | DerivedJob _ | WeightJob _ -> None, None, [], None
         | AlignmentJob _ ->
             // the score of the default schedule, with the rate measured for this set's model
             let rate = match used with pl :: _ -> pl.Rate | [] -> CovectorGrowth.Floor
@@ -569,6 +584,8 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
       WeightMaxShare = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightMaxShare) |> List.max)
       Windows = windows
       ValueWindow = valueWindow
+      Weighted = false
+      Resamplings = None
       Warnings =
         warningsOf q kind ests
         @ (match kernelPlan with
@@ -651,8 +668,13 @@ let private withRates (responses: ResponsePlan[]) (growth: CovectorGrowthResult 
 
 /// The report from each set's estimates (plain, responses, Lyapunov): one code path for a run and
 /// for a merge of shards, so that the two give the same JSON.
-let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
+let rec private assemble (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
                      (estimates: (Estimate[] * Estimate[] * LyapunovResult option) list) (seconds: float) : RunReport =
+    assembleWeighted p backend growth growthOf estimates (Array.create estimates.Length None) seconds
+
+/// `assemble`, with each set's weighted run (None: unweighted) for the weighted outcomes.
+and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
+                     (estimates: (Estimate[] * Estimate[] * LyapunovResult option) list) (weighted: WeightedResult option[]) (seconds: float) : RunReport =
     let s = p.File.Settings
     let responses = responsePlans p
     let ignoreRate () = nan
@@ -671,7 +693,19 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
                     match job with
                     | PlainJob _ ->
                         pi <- pi + 1
-                        outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
+                        let o = outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
+                        match weighted[i] with
+                        | Some wr -> { o with Weighted = true; Warnings = o.Warnings @ Weighted.genealogyWarning wr }
+                        | None -> o
+                    | WeightJob name ->
+                        let wr = Option.get weighted[i]
+                        let est =
+                            if name = "log_normalizer" then Estimate(Value = wr.LogNormalizer, StdErr = wr.LogNormalizerStdErr, Count = wr.Paths)
+                            else Estimate(Value = wr.FinalEss, StdErr = nan, Count = wr.Paths)
+                        let o = outcomeOf q job [] s.Dt ignoreRate [ est ]
+                        { o with
+                            Resamplings = (if name = "ess" then Some wr.Resamplings else None)
+                            Warnings = (if name = "log_normalizer" then Weighted.genealogyWarning wr else []) }
                     | DerivedJob plans ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> pe[pi + k] ]
                         pi <- pi + plans.Length
@@ -714,8 +748,39 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
       Seconds = seconds
       PathStepsPerSecond = float s.Paths * steps * float (List.length p.File.Sets) / max seconds 1e-9 }
 
+/// A weighted program: every set's population on the weighted engine (CPU only).
+let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunReport =
+    let s = p.File.Settings
+
+    match opts.Backend with
+    | "ilgpu-cpu"
+    | "cuda" ->
+        raise (NotSupportedException(sprintf "%d:%d: 'weight %s' makes a weighted model, which runs on the CPU for now; use --backend cpu" w.Pos.Line w.Pos.Col w.Name))
+    | _ -> ()
+
+    let plain = plainPlans p
+    let runner = WeightedRunner.For p.Compiled.Type
+    let wp = Weighted.weightPlan p.File w
+    let sets = p.File.Sets
+    let nSets = List.length sets
+
+    let runSet (i: int) (values: float[]) (range: PathRange) (threads: int) (progress: bool) =
+        let bm, _ = instances p values
+        let prog = if progress then opts.Progress |> Option.map (fun f -> fun x -> f ((float i + x) / float nSets)) else None
+        runner.Run(bm, settingsOf p range s.T threads prog, wp, plain)
+
+    (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } 1 false |> ignore with :? SimulationFailedException -> ())
+    let sw = Stopwatch.StartNew()
+    let results = sets |> List.mapi (fun i set -> runSet i set.Values { First = 0L; Count = s.Paths } opts.Threads true)
+    let seconds = sw.Elapsed.TotalSeconds
+    let estimates = results |> List.map (fun r -> r.Estimates, [||], None)
+    assembleWeighted p "cpu" (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Some |> List.toArray) seconds
+
 /// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
 let run (p: Program) (opts: RunOptions) : RunReport =
+    match p.File.Weight with
+    | Some w -> runWeighted p opts w
+    | None ->
     let s = p.File.Settings
     // backends: "cpu" (the CPU engine), "ilgpu-cpu" / "cuda" (the ILGPU kernels), "auto" (CUDA if present, else cpu)
     // The tangent kernel (divergence kernel, likelihood ratio, pathwise, alignment) equals the CPU engine
@@ -825,6 +890,11 @@ let run (p: Program) (opts: RunOptions) : RunReport =
 /// and the simulation's seconds. Path p draws the same numbers as path p of the whole run: the Philox
 /// streams are keyed by the global path number.
 let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list * float =
+    match p.File.Weight with
+    | Some w ->
+        // resampling couples every path of the population: a shard alone is not a part of the run
+        raise (NotSupportedException(sprintf "%d:%d: 'weight %s' makes a weighted model, whose resampling couples every path: it cannot be split into shards; run it whole" w.Pos.Line w.Pos.Col w.Name))
+    | None ->
     let s = p.File.Settings
     let runner = ModelRunner.For p.Compiled.Type :?> IPartialRunner
     let ly = LyapunovRunner.For p.Compiled.Type :?> ILyapunovPartialRunner

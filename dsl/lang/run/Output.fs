@@ -70,6 +70,8 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
         writeFloatProp w "stderr" q.StdErr
 
     w.WriteNumber("count", q.Count)
+    if q.Weighted then w.WriteBoolean("weighted", true)
+    q.Resamplings |> Option.iter (fun r -> w.WriteNumber("resamplings", r))
     q.WeightKurtosis |> Option.iter (writeFloatProp w "weight_kurtosis")
     q.WeightMaxShare |> Option.iter (writeFloatProp w "weight_max_share")
 

@@ -54,7 +54,11 @@ type QueryOutcome =
       /// What the reader must know about the numbers (non-finite samples of the observable, a standard
       /// error that needs more paths, heavy-tailed kernel weights): shown under the result, in the JSON
       /// and on standard error; `--strict` makes any of them exit 3.
-      Warnings: string list }
+      Warnings: string list
+      /// A self-normalised estimate under the model's Feynman–Kac weight (`"weighted": true`).
+      Weighted: bool
+      /// `ess`: the number of resamplings of the run (None for other kinds).
+      Resamplings: int64 option }
 
 type SetReport =
     { Name: string
