@@ -27,6 +27,8 @@ public sealed class WeightedResult
     public required Estimate[] Estimates { get; init; }
     /// <summary>log Ẑ = Σ over resamplings of log(mean weight) + log(mean final weight): log E[w_T].</summary>
     public double LogNormalizer { get; init; }
+    /// <summary>√(Var Ẑ / Ẑ²) by the genealogy estimate; NaN where that estimate is not positive (it is built
+    /// for multinomial resampling, and the lower-variance schemes can drive it below 0).</summary>
     public double LogNormalizerStdErr { get; init; }
     /// <summary>1/Σ W_i² of the final weights (before any resampling at T, none happens there).</summary>
     public double FinalEss { get; init; }
@@ -259,7 +261,7 @@ public static class WeightedEngine
             }
             return new WeightedResult
             {
-                Estimates = est, LogNormalizer = logZ, LogNormalizerStdErr = Math.Sqrt(Math.Max(0, relVar)),
+                Estimates = est, LogNormalizer = logZ, LogNormalizerStdErr = relVar > 0 ? Math.Sqrt(relVar) : double.NaN,
                 FinalEss = ess, Resamplings = _resamplings, Ancestors = ancestors, Paths = _n,
             };
         }

@@ -705,7 +705,11 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                         let o = outcomeOf q job [] s.Dt ignoreRate [ est ]
                         { o with
                             Resamplings = (if name = "ess" then Some wr.Resamplings else None)
-                            Warnings = (if name = "log_normalizer" then Weighted.genealogyWarning wr else []) }
+                            Warnings =
+                                if name <> "log_normalizer" then []
+                                elif Double.IsNaN wr.LogNormalizerStdErr then
+                                    [ "no standard error: the genealogy estimate of the normaliser's variance is not positive here (it is built for multinomial resampling); resample = multinomial gives one, or compare runs with different seeds" ]
+                                else Weighted.genealogyWarning wr }
                     | DerivedJob plans ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> pe[pi + k] ]
                         pi <- pi + plans.Length

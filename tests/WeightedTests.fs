@@ -1,0 +1,272 @@
+/// Weighted (Feynman–Kac) models and their samplers (issue 14, docs/weighted.md): the Euler chain of
+/// an OU process with the quadratic potential weight d log w = −c x² dt against its exact Gaussian
+/// recursion, for every resampling scheme; the schemes themselves on fixed weight vectors; the
+/// genealogy standard errors by z-scores over seeds; thread independence; the binned density
+/// estimate against the exact sum; and the located errors. Tolerances: 4.5 standard errors.
+module Sde.Tests.WeightedTests
+
+#nowarn "9" // pointers into pinned arrays for the density estimate
+
+open System
+open Expecto
+open Sde
+open Sde.Core
+open Sde.Lang
+
+/// The OU chain x_{n+1} = (1 − θΔt) x_n + σ√Δt ξ_n with log w_{n+1} = log w_n − c x_n² Δt, x_0 ~ N(m0, s0²):
+/// the measure E[w_n; x_n ∈ dx] stays Z_n N(m_n, v_n). Multiplying by exp(−cΔt x²) and propagating are
+/// both Gaussian operations, so Z_N = E[w_N], m_N = E[w x]/E[w] and v_N + m_N² = E[w x²]/E[w] are exact
+/// for the chain. Returns log Z_N, and the normalised mean and second moment at every n (index n).
+let exactChain (theta: float) (sigma: float) (c: float) (m0: float) (s0: float) (dt: float) (steps: int) =
+    let mutable m = m0
+    let mutable v = s0 * s0
+    let mutable logZ = 0.0
+    let means = Array.zeroCreate (steps + 1)
+    let seconds = Array.zeroCreate (steps + 1)
+    means[0] <- m
+    seconds[0] <- v + m * m
+    for n in 1..steps do
+        let p = 1.0 / v + 2.0 * c * dt
+        let v2 = 1.0 / p
+        let m2 = v2 * m / v
+        logZ <- logZ + 0.5 * log (v2 / v) - m * m / (2.0 * v) + m2 * m2 / (2.0 * v2)
+        let a = 1.0 - theta * dt
+        m <- a * m2
+        v <- a * a * v2 + sigma * sigma * dt
+        means[n] <- m
+        seconds[n] <- v + m * m
+    logZ, means, seconds
+
+let private ouFormat: Printf.StringFormat<int -> int -> string -> float -> string> =
+    """model OUW {
+  param theta = 1
+  param sigma = 0.8
+  param c = 0.5
+  state x
+  brownian W
+  weight w
+  init x ~ normal(0.5, 0.7)
+  d x = -theta * x dt + sigma dW
+  d log w = -c * x^2 dt
+}
+simulate { paths = %d; dt = 0.05; T = 2; seed = %d; resample = %s; ess = %g }
+query {
+  mean(x)
+  mean(x^2)
+  mean(x) over [1, 2]
+  log_normalizer
+  ess
+}
+"""
+
+let private ouSource (resample: string) (ess: float) (paths: int) (seed: int) = sprintf ouFormat paths seed resample ess
+
+let private exact = exactChain 1.0 0.8 0.5 0.5 0.7 0.05 40
+
+let private compile (src: string) =
+    match SdeCompiler.Compile(src, "w.sde") with
+    | Error ds -> failwithf "compile errors:\n%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
+    | Ok p -> p
+
+let private results (r: Report.RunReport) =
+    (List.head r.Sets).Results |> List.map (fun q -> q.Query, q) |> Map.ofList
+
+let private runText (src: string) (threads: int) =
+    let p = compile src
+    results (p.Run(threads = threads))
+
+let private within (k: float) (name: string) (est: float) (se: float) (exact: float) =
+    Expect.isTrue (Double.IsFinite est && Double.IsFinite se && se > 0.0) (sprintf "%s: finite (%g ± %g)" name est se)
+    Expect.isLessThanOrEqual (abs (est - exact)) (k * se) (sprintf "%s: %g ± %g vs exact %g" name est se exact)
+
+/// The diagnostics of a source that must not compile.
+let private errorsOf (src: string) =
+    match SdeCompiler.Compile(src, "w.sde") with
+    | Ok _ -> failwith "compiled, but an error was expected"
+    | Error ds -> ds
+
+let private expectError (src: string) (line: int) (fragment: string) =
+    let ds = errorsOf src
+    Expect.exists ds (fun d -> d.Line = line && d.Message.Contains fragment)
+        (sprintf "an error at line %d containing '%s'; got: %s" line fragment (ds |> List.map (fun d -> d.Rendered) |> String.concat " | "))
+
+let private schemes = [ "none"; "systematic"; "stratified"; "multinomial"; "residual"; "birth_death" ]
+
+let private fixedWeights (n: int) =
+    let raw = Array.init n (fun i -> exp (1.5 * sin (float i * 1.7) + 0.3 * float (i % 3)))
+    let s = Array.sum raw
+    raw |> Array.map (fun w -> w / s)
+
+/// Offspring counts of `scheme` on `w` over `reps` independent draws (distinct step keys).
+let private offspring (scheme: ResampleScheme) (w: float[]) (reps: int) =
+    let n = w.Length
+    let anc = Array.zeroCreate<int> n
+    let scratch = Array.zeroCreate<float> (2 * n + 2)
+    Array.init reps (fun r ->
+        Resampling.Ancestors(scheme, ReadOnlySpan<float>(w), 77UL, uint64 r, Span<int>(anc), Span<float>(scratch))
+        Resampling.Counts(ReadOnlySpan<int>(anc), n))
+
+/// The binned estimate at every member of a flat (n × k) population.
+let private evaluateKde (k: int) (flat: float[]) (w: float[]) (h: float[]) =
+    let n = w.Length
+    let out = Array.zeroCreate<float> n
+    let kde = BinnedKde k
+    use px = fixed flat
+    use pw = fixed w
+    use po = fixed out
+    kde.Evaluate(px, int64 k, Array.init k id, pw, n, h, po, 1L)
+    out
+
+[<Tests>]
+let tests =
+    testList "Weighted" [
+        test "OU with d log w = -c x^2 dt: every scheme matches the Euler chain's exact E[w x]/E[w], E[w x^2]/E[w] and the window mean" {
+            let _, means, seconds = exact
+            let windowMean = Array.average means[20..40]
+            for scheme in schemes do
+                for ess in [ 0.5; 1.0 ] do
+                    if not (scheme = "none" && ess = 1.0) then
+                        let r = runText (ouSource scheme ess 20000 11) 0
+                        let tag = sprintf "%s, ess %g" scheme ess
+                        Expect.isTrue r["mean(x)"].Weighted (tag + ": weighted")
+                        within 4.5 (tag + ": mean(x)") r["mean(x)"].Value r["mean(x)"].StdErr means[40]
+                        within 4.5 (tag + ": mean(x^2)") r["mean(x^2)"].Value r["mean(x^2)"].StdErr seconds[40]
+                        within 4.5 (tag + ": mean(x) over [1, 2]") r["mean(x) over [1, 2]"].Value r["mean(x) over [1, 2]"].StdErr windowMean
+                        let resamplings = r["ess"].Resamplings.Value
+                        if scheme = "none" then Expect.equal resamplings 0L (tag + ": no resampling")
+                        elif ess = 1.0 || scheme = "birth_death" then Expect.equal resamplings 39L (tag + ": every step but the last")
+        }
+
+        test "log_normalizer: log E[w_T] of the chain, over 10 independent populations per scheme (and by its own standard error without resampling)" {
+            let logZ, _, _ = exact
+            let r0 = runText (ouSource "none" 0.5 20000 5) 0
+            within 4.5 "none: log_normalizer" r0["log_normalizer"].Value r0["log_normalizer"].StdErr logZ
+            for scheme in schemes do
+                let xs =
+                    [| for seed in 1..10 ->
+                           let r = runText (ouSource scheme 1.0 4000 (100 + seed)) 0
+                           r["log_normalizer"].Value |]
+                let m = Array.average xs
+                let se = sqrt ((xs |> Array.sumBy (fun x -> (x - m) ** 2.0)) / 9.0 / 10.0)
+                within 4.5 (scheme + ": mean log_normalizer over seeds") m se logZ
+        }
+
+        test "genealogy standard errors: z-scores of mean(x) over 40 seeds have RMS near 1 (multinomial and systematic, resampling every step)" {
+            let _, means, _ = exact
+            for scheme in [ "multinomial"; "systematic" ] do
+                let zs =
+                    [| for seed in 1..40 ->
+                           let all = runText (ouSource scheme 1.0 2000 (1000 + seed)) 0
+                           let r = all["mean(x)"]
+                           (r.Value - means[40]) / r.StdErr |]
+                let rms = sqrt (Array.averageBy (fun z -> z * z) zs)
+                printfn "z-score RMS of mean(x), %s: %.3f" scheme rms
+                // 40 z-scores: the RMS of standard normals has sd about 0.11
+                Expect.isGreaterThan rms 0.6 (sprintf "%s: RMS %g not far below 1" scheme rms)
+                Expect.isLessThan rms 1.45 (sprintf "%s: RMS %g not far above 1" scheme rms)
+        }
+
+        test "resampling schemes are unbiased (E count = N W) and stratified, residual have no larger count variance than multinomial" {
+            let n = 40
+            let w = fixedWeights n
+            let reps = 4000
+            let var (counts: int[][]) i =
+                let xs = counts |> Array.map (fun c -> float c[i])
+                let m = Array.average xs
+                (xs |> Array.sumBy (fun x -> (x - m) ** 2.0)) / float (reps - 1)
+            let totals = Collections.Generic.Dictionary<ResampleScheme, float>()
+            for scheme in [ ResampleScheme.Systematic; ResampleScheme.Stratified; ResampleScheme.Multinomial; ResampleScheme.Residual ] do
+                let counts = offspring scheme w reps
+                Expect.isTrue (counts |> Array.forall (fun c -> Array.sum c = n)) (sprintf "%A keeps N" scheme)
+                for i in 0 .. n - 1 do
+                    let m = counts |> Array.averageBy (fun c -> float c[i])
+                    // the sd of the mean; at least the multinomial's bound / 100 (zero-variance indices)
+                    let se = sqrt (max (var counts i) 1e-4 / float reps)
+                    Expect.isLessThanOrEqual (abs (m - float n * w[i])) (4.5 * se + 1e-9) (sprintf "%A: E count of %d = %g vs N W = %g" scheme i m (float n * w[i]))
+                totals[scheme] <- [ 0 .. n - 1 ] |> List.sumBy (var counts)
+            let multinomial = w |> Array.sumBy (fun wi -> float n * wi * (1.0 - wi))
+            printfn "Σ Var(count): multinomial %.3f (exact %.3f), stratified %.3f, residual %.3f, systematic %.3f"
+                totals[ResampleScheme.Multinomial] multinomial totals[ResampleScheme.Stratified] totals[ResampleScheme.Residual] totals[ResampleScheme.Systematic]
+            // the multinomial estimate agrees with its exact value (sampling error of a variance: a few %)
+            Expect.isLessThan (abs (totals[ResampleScheme.Multinomial] / multinomial - 1.0)) 0.1 "multinomial's variance"
+            Expect.isLessThanOrEqual totals[ResampleScheme.Stratified] multinomial "stratified ≤ multinomial"
+            Expect.isLessThanOrEqual totals[ResampleScheme.Residual] multinomial "residual ≤ multinomial"
+        }
+
+        test "birth-death: a path with centred rate β dies or duplicates with probability 1 − exp(−|β|)" {
+            let n = 2000
+            // half the paths with rate +0.3, half with −0.3
+            let rate = Array.init n (fun i -> if i < n / 2 then 0.3 else -0.3)
+            let anc = Array.zeroCreate<int> n
+            let mutable dups = 0
+            let mutable kills = 0
+            let reps = 20
+            for r in 0 .. reps - 1 do
+                Resampling.BirthDeath(ReadOnlySpan<float>(rate), 5UL, uint64 r, Span<int>(anc))
+                // a killed path i < n/2 never happens; a killed path in the second half copies another
+                for i in n / 2 .. n - 1 do
+                    if anc[i] <> i then kills <- kills + 1
+                let c = Resampling.Counts(ReadOnlySpan<int>(anc), n)
+                for i in 0 .. n / 2 - 1 do
+                    if c[i] > 1 then dups <- dups + c[i] - 1
+            let p = 1.0 - exp -0.3
+            let trials = float (reps * n / 2)
+            let se = sqrt (p * (1.0 - p) / trials)
+            // a slot can be overwritten by a later jump, so the counts are a little below p: 2% allowance
+            Expect.isLessThanOrEqual (abs (float kills / trials - p)) (4.5 * se + 0.02 * p) (sprintf "kills %g vs %g" (float kills / trials) p)
+            Expect.isLessThanOrEqual (abs (float dups / trials - p)) (4.5 * se + 0.05 * p) (sprintf "duplications %g vs %g" (float dups / trials) p)
+        }
+
+        test "the same numbers with 1 thread and with all threads (resampling and log_density)" {
+            let src = (ouSource "systematic" 0.7 3000 9).Replace("d log w = -c * x^2 dt", "d log w = -(log_density(x) + x^2) dt")
+            for s in [ ouSource "stratified" 0.7 3000 9; src; src.Replace("ess = 0.7", "ess = 0.7; bandwidth = 0.2") ] do
+                let a = runText s 1
+                let b = runText s 3
+                for KeyValue(k, q) in a do
+                    Expect.equal (b[k].Value.ToString "R") (q.Value.ToString "R") (sprintf "%s: value" k)
+                    Expect.equal (b[k].StdErr.ToString "R") (q.StdErr.ToString "R") (sprintf "%s: stderr" k)
+        }
+
+        test "binned log_density agrees with the exact kernel sum to 1% in 1, 2 and 3 coordinates" {
+            let rng = Random 3
+            for k in 1..3 do
+                let n = 3000
+                let pts = Array.init n (fun i -> Array.init k (fun a -> (if i % 2 = 0 then -1.0 else 1.5) + 0.6 * (rng.NextDouble() + rng.NextDouble() - 1.0) * float (a + 1)))
+                let raw = Array.init n (fun i -> 0.5 + rng.NextDouble())
+                let w = raw |> Array.map (fun x -> x / Array.sum raw)
+                let h = Array.create k 0.25
+                let out = evaluateKde k (Array.concat pts) w h
+                for i in [ 0; 1; 17; 500; 2999 ] do
+                    let e = BinnedKde.Exact(pts, w, pts[i], h)
+                    Expect.isLessThan (abs (exp (out[i] - e) - 1.0)) 0.01 (sprintf "k = %d, member %d: %g vs exact %g" k i out[i] e)
+        }
+
+        test "located errors: several d log w, ess outside (0, 1], log_density of no state, weights with responses and Lyapunov" {
+            let base_ (extraModel: string) (sim: string) (queries: string) =
+                sprintf "model M {\n  param a = 1\n  state x\n  brownian W\n  weight w\n  init x = 0\n  d x = -a * x dt + dW\n  d log w = -x^2 dt\n%s}\nsimulate { paths = 10; dt = 0.1; T = 1%s }\nquery {\n  mean(x)\n%s}\n" extraModel sim queries
+            expectError (base_ "  d log w = x dt\n" "" "") 9 "a second equation for the weight"
+            expectError (base_ "" "; ess = 1.5" "") 10 "outside (0, 1]"
+            expectError (base_ "" "; ess = 0" "") 10 "outside (0, 1]"
+            expectError (base_ "" "; resample = sometimes" "") 10 "resample must be one of"
+            expectError (base_ "" "" "  d mean(x) / d a\n") 13 "not available yet"
+            expectError (base_ "" "" "  lyapunov(1)\n") 13 "not available yet"
+            expectError (base_ "" "" "  mean(w)\n") 13 "cannot appear in expressions"
+            expectError ((base_ "" "" "").Replace("d log w = -x^2 dt", "d log w = -log_density(z) dt")) 8 "no such state"
+            expectError ((base_ "" "" "").Replace("d x = -a * x dt + dW", "d x = -log_density(x) dt + dW")) 7 "only in the weight's equation"
+            let noWeight = "model M {\n  state x\n  brownian W\n  init x = 0\n  d x = -x dt + dW\n}\nsimulate { paths = 10; dt = 0.1; T = 1; resample = systematic }\nquery {\n  log_normalizer\n}\n"
+            expectError noWeight 7 "applies to weighted models"
+            expectError noWeight 9 "property of a weighted population"
+        }
+
+        test "a weighted model refuses the GPU backends with a located error" {
+            let p = compile (ouSource "systematic" 0.5 100 1)
+            Expect.throwsT<NotSupportedException> (fun () -> p.Run(1, null, "ilgpu-cpu") |> ignore) "ilgpu-cpu refused"
+            Expect.throwsT<NotSupportedException> (fun () -> p.Run(1, null, "cuda") |> ignore) "cuda refused"
+        }
+
+        test "weight and d log w print and parse back (round trip)" {
+            match Parser.parseFile (ouSource "systematic" 0.5 100 1) with
+            | Error d -> failwithf "%A" d
+            | Ok f -> Expect.equal (Parser.parseFile (Printer.printFile f)) (Ok f) "round trip"
+        }
+    ]
