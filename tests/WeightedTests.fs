@@ -193,28 +193,27 @@ let tests =
             Expect.isLessThanOrEqual totals[ResampleScheme.Residual] multinomial "residual ≤ multinomial"
         }
 
-        test "birth-death: a path with centred rate β dies or duplicates with probability 1 − exp(−|β|)" {
-            let n = 2000
-            // half the paths with rate +0.3, half with −0.3
-            let rate = Array.init n (fun i -> if i < n / 2 then 0.3 else -0.3)
-            let anc = Array.zeroCreate<int> n
-            let mutable dups = 0
-            let mutable kills = 0
-            let reps = 20
-            for r in 0 .. reps - 1 do
-                Resampling.BirthDeath(ReadOnlySpan<float>(rate), 5UL, uint64 r, Span<int>(anc))
-                // a killed path i < n/2 never happens; a killed path in the second half copies another
-                for i in n / 2 .. n - 1 do
-                    if anc[i] <> i then kills <- kills + 1
-                let c = Resampling.Counts(ReadOnlySpan<int>(anc), n)
-                for i in 0 .. n / 2 - 1 do
-                    if c[i] > 1 then dups <- dups + c[i] - 1
-            let p = 1.0 - exp -0.3
-            let trials = float (reps * n / 2)
-            let se = sqrt (p * (1.0 - p) / trials)
-            // a slot can be overwritten by a later jump, so the counts are a little below p: 2% allowance
-            Expect.isLessThanOrEqual (abs (float kills / trials - p)) (4.5 * se + 0.02 * p) (sprintf "kills %g vs %g" (float kills / trials) p)
-            Expect.isLessThanOrEqual (abs (float dups / trials - p)) (4.5 * se + 0.05 * p) (sprintf "duplications %g vs %g" (float dups / trials) p)
+        test "birth-death: a path with centred rate β Δt dies (β < 0) or duplicates (β > 0) with probability 1 − exp(−|β Δt|), onto a uniform other path" {
+            let n = 1000
+            for rate in [ 0.3; -0.3; 0.05; -1.2 ] do
+                let mutable events = 0
+                let mutable wrongSign = 0
+                let partners = Array.zeroCreate<int> n
+                let reps = 20
+                for r in 0 .. reps - 1 do
+                    for i in 0 .. n - 1 do
+                        let mutable j = 0
+                        let e = Resampling.BirthDeathEvent(rate, 5UL, i, uint64 r, n, &j)
+                        if e <> 0 then
+                            events <- events + 1
+                            if e <> sign rate then wrongSign <- wrongSign + 1
+                            Expect.notEqual j i "the partner is another path"
+                            partners[j] <- partners[j] + 1
+                let p = 1.0 - exp (-(abs rate))
+                let trials = float (reps * n)
+                let se = sqrt (p * (1.0 - p) / trials)
+                Expect.equal wrongSign 0 "a positive rate duplicates, a negative one kills"
+                Expect.isLessThanOrEqual (abs (float events / trials - p)) (4.5 * se) (sprintf "rate %g: frequency %g vs %g" rate (float events / trials) p)
         }
 
         test "the same numbers with 1 thread and with all threads (resampling and log_density)" {
@@ -227,7 +226,7 @@ let tests =
                     Expect.equal (b[k].StdErr.ToString "R") (q.StdErr.ToString "R") (sprintf "%s: stderr" k)
         }
 
-        test "binned log_density agrees with the exact kernel sum to 1% in 1, 2 and 3 coordinates" {
+        test "binned log_density agrees with the exact kernel sum: 1% in 1 and 2 coordinates, 2% in 3 (the grid is capped at 72 nodes per axis)" {
             let rng = Random 3
             for k in 1..3 do
                 let n = 3000
@@ -238,7 +237,7 @@ let tests =
                 let out = evaluateKde k (Array.concat pts) w h
                 for i in [ 0; 1; 17; 500; 2999 ] do
                     let e = BinnedKde.Exact(pts, w, pts[i], h)
-                    Expect.isLessThan (abs (exp (out[i] - e) - 1.0)) 0.01 (sprintf "k = %d, member %d: %g vs exact %g" k i out[i] e)
+                    Expect.isLessThan (abs (exp (out[i] - e) - 1.0)) (if k = 3 then 0.02 else 0.01) (sprintf "k = %d, member %d: %g vs exact %g" k i out[i] e)
         }
 
         test "located errors: several d log w, ess outside (0, 1], log_density of no state, weights with responses and Lyapunov" {

@@ -138,14 +138,24 @@ public static class Resampling
         if (n < 2) return;
         for (int i = 0; i < n; i++)
         {
-            double b = rate[i];
-            if (b == 0 || double.IsNaN(b)) continue;
-            double u = Uniform(seed, (ulong)i, step, TagBirthDeath, 0);
-            if (!(u < 1 - Math.Exp(-Math.Abs(b)))) continue;
-            int j = (int)Math.Min(n - 1, Math.Floor(Uniform(seed, (ulong)i, step, TagBirthDeath, 1) * (n - 1)));
-            if (j >= i) j++; // uniform over the others
-            if (b > 0) anc[j] = i; else anc[i] = j;
+            int e = BirthDeathEvent(rate[i], seed, i, step, n, out int j);
+            if (e > 0) anc[j] = i; else if (e < 0) anc[i] = j;
         }
+    }
+
+    /// <summary>Path i's jump at a step: +1 (duplicate onto slot <paramref name="partner"/>), −1 (die, its
+    /// slot copying <paramref name="partner"/>) or 0, with probability 1 − exp(−|β Δt|); the partner is
+    /// uniform over the other n − 1 paths.</summary>
+    public static int BirthDeathEvent(double rate, ulong seed, int i, ulong step, int n, out int partner)
+    {
+        partner = i;
+        if (rate == 0 || double.IsNaN(rate) || n < 2) return 0;
+        double u = Uniform(seed, (ulong)i, step, TagBirthDeath, 0);
+        if (!(u < 1 - Math.Exp(-Math.Abs(rate)))) return 0;
+        int j = (int)Math.Min(n - 2, Math.Floor(Uniform(seed, (ulong)i, step, TagBirthDeath, 1) * (n - 1)));
+        if (j >= i) j++; // uniform over the others
+        partner = j;
+        return rate > 0 ? 1 : -1;
     }
 
     /// <summary>Offspring counts of each index (tests and diagnostics).</summary>
