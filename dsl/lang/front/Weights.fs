@@ -18,18 +18,22 @@ let private resampleNames =
       "birth_death", Checked.BirthDeath
       "none", Checked.NoResample ]
 
-/// Every sub-expression, depth first (lists stay small: the checker bounds the depth later).
-let rec private subExprs (e: Expr) : Expr seq =
-    seq {
-        yield e
+/// Every sub-expression, in O(size) with an explicit stack (expressions may be 10^4 levels deep).
+let private subExprs (e: Expr) : Expr list =
+    let out = System.Collections.Generic.List<Expr>()
+    let stack = System.Collections.Generic.Stack<Expr>()
+    stack.Push e
+    while stack.Count > 0 do
+        let e = stack.Pop()
+        out.Add e
         match e.Kind with
         | Num _ | Var _ -> ()
-        | Index(_, i) -> yield! subExprs i
-        | Neg a | Not a | Reduce(_, _, a) -> yield! subExprs a
-        | Bin(_, a, b) | Cmp(_, a, b) | And(a, b) | Or(a, b) -> yield! subExprs a; yield! subExprs b
-        | Call(_, args) -> for a in args do yield! subExprs a
-        | If(c, a, b) -> yield! subExprs c; yield! subExprs a; yield! subExprs b
-    }
+        | Index(_, i) -> stack.Push i
+        | Neg a | Not a | Reduce(_, _, a) -> stack.Push a
+        | Bin(_, a, b) | Cmp(_, a, b) | And(a, b) | Or(a, b) -> stack.Push b; stack.Push a
+        | Call(_, args) -> for a in List.rev args do stack.Push a
+        | If(c, a, b) -> stack.Push b; stack.Push a; stack.Push c
+    List.ofSeq out
 
 /// `log_density(...)` replaced by the hidden state.
 let rec private replaceDensity (e: Expr) : Expr =
@@ -100,7 +104,7 @@ let desugar (f: File) : Result<File * Checked.WeightSpec option, Diagnostic list
         let allExprs = modelExprs m.Items @ queryExprs queries @ (sim |> List.map (fun s -> s.Value))
 
         let densityCalls (es: Expr list) =
-            es |> Seq.collect subExprs |> Seq.filter (fun e -> match e.Kind with Call("log_density", _) -> true | _ -> false) |> List.ofSeq
+            es |> List.collect subExprs |> List.filter (fun e -> match e.Kind with Call("log_density", _) -> true | _ -> false)
 
         match decls with
         | [] ->
