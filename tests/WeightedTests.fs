@@ -117,6 +117,27 @@ let private evaluateKde (k: int) (flat: float[]) (w: float[]) (h: float[]) =
     kde.Evaluate(px, int64 k, Array.init k id, pw, n, h, po, 1L)
     out
 
+let private repoRoot =
+    let rec up (d: IO.DirectoryInfo) =
+        if isNull d then failwith "Dsl.sln not found above the test assembly"
+        elif IO.File.Exists(IO.Path.Combine(d.FullName, "Dsl.sln")) then d.FullName
+        else up d.Parent
+    up (IO.DirectoryInfo AppContext.BaseDirectory)
+
+/// examples/NAME.sde with overrides; the results by set name, then by query text.
+let private runExample (name: string) (ov: Frontend.Overrides) =
+    let text = IO.File.ReadAllText(IO.Path.Combine(repoRoot, "examples", name + ".sde"))
+    match SdeCompiler.Compile(text, name + ".sde", ov) with
+    | Error ds -> failwithf "compile errors:\n%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
+    | Ok p ->
+        let r = p.Run()
+        r.Sets |> List.map (fun s -> s.Name, s.Results |> List.map (fun q -> q.Query, q) |> Map.ofList) |> Map.ofList
+
+/// ∫_a^b f by the trapezoid rule on n intervals.
+let private trapezoid (f: float -> float) (a: float) (b: float) (n: int) =
+    let h = (b - a) / float n
+    h * (0.5 * (f a + f b) + Seq.sum (seq { for i in 1 .. n - 1 -> f (a + float i * h) }))
+
 [<Tests>]
 let tests =
     testList "Weighted" [
@@ -267,5 +288,53 @@ let tests =
             match Parser.parseFile (ouSource "systematic" 0.5 100 1) with
             | Error d -> failwithf "%A" d
             | Ok f -> Expect.equal (Parser.parseFile (Printer.printFile f)) (Ok f) "round trip"
+        }
+
+        test "examples/anneal.sde: log Z1/Z0 and E[x^2] against quadrature, within the time-step bias measured at dt and dt/2" {
+            let z1 = trapezoid (fun x -> exp (-2.0 * (x * x - 1.0) ** 2.0)) -6.0 6.0 200000
+            let logZ = log (z1 / sqrt (2.0 * Math.PI))
+            let x2 = trapezoid (fun x -> x * x * exp (-2.0 * (x * x - 1.0) ** 2.0)) -6.0 6.0 200000 / z1
+            Expect.floatClose Accuracy.medium logZ -0.57470 "the comment's log Z1/Z0"
+            Expect.floatClose Accuracy.medium x2 0.85214 "the comment's E[x^2]"
+            let at dt = (runExample "anneal" { Frontend.noOverrides with Paths = Some 20000L; Dt = Some dt })["default"]
+            let a, b = at 0.01, at 0.005
+            for q, exact in [ "log_normalizer", logZ; "mean(x^2)", x2 ] do
+                let ea, eb = a[q], b[q]
+                // an O(dt) bias halves with dt: the estimate at dt/2 lies within the difference of the two
+                // (the bias left at dt/2) plus 4.5 combined standard errors
+                let se = sqrt (ea.StdErr ** 2.0 + eb.StdErr ** 2.0)
+                printfn "anneal %s: %.5f (dt 0.01), %.5f (dt 0.005), exact %.5f" q ea.Value eb.Value exact
+                Expect.isLessThanOrEqual (abs (eb.Value - exact)) (abs (ea.Value - eb.Value) + 4.5 * se) (sprintf "%s at dt/2" q)
+                Expect.isLessThanOrEqual (abs (eb.Value - exact)) (abs (ea.Value - exact) + 4.5 * se) (sprintf "%s: the bias does not grow as dt falls" q)
+        }
+
+        test "examples/wfr_double_well.sde: the WFR sampler reaches the target's mass right of 0, plain Langevin is measurably short of it" {
+            let v x = 4.0 * (x * x - 1.0) ** 2.0 + 0.5 * x
+            let target = trapezoid (fun x -> exp (-(v x))) 0.0 6.0 200000 / trapezoid (fun x -> exp (-(v x))) -6.0 6.0 400000
+            Expect.floatClose { absolute = 1e-5; relative = 0.0 } target 0.28243 "the comment's mass"
+            let r = runExample "wfr_double_well" { Frontend.noOverrides with Paths = Some 10000L }
+            let wfr, lang = r["wfr"]["mean(right)"], r["langevin"]["mean(right)"]
+            printfn "double well: mass right of 0 at T: WFR %.4f ± %.4f, Langevin %.4f ± %.4f, target %.4f" wfr.Value wfr.StdErr lang.Value lang.StdErr target
+            // WFR: within 4.5 standard errors plus 0.03 for the flow not yet at equilibrium at T = 4 and the
+            // kernel estimate's smoothing (h ≈ 0.1 against wells of width about 0.2)
+            Expect.isLessThanOrEqual (abs (wfr.Value - target)) (4.5 * wfr.StdErr + 0.03) "WFR reaches the target mass"
+            Expect.isLessThan (lang.Value + 4.5 * lang.StdErr) (target - 0.1) "Langevin is short of it"
+        }
+
+        test "examples/wfr_mixture2d.sde: WFR finds the four masses (0.4, 0.3, 0.2, 0.1), Langevin stays near 1/4 each" {
+            let r = runExample "wfr_mixture2d" Frontend.noOverrides
+            let queries =
+                [ "mean(if x > 0 and y > 0 then 1 else 0)", 0.4
+                  "mean(if x < 0 and y > 0 then 1 else 0)", 0.3
+                  "mean(if x < 0 and y < 0 then 1 else 0)", 0.2
+                  "mean(if x > 0 and y < 0 then 1 else 0)", 0.1 ]
+            // the quadrant masses of the target: π_k, up to tails beyond 5 standard deviations of a mode
+            for q, pi in queries do
+                let w = r["wfr"][q]
+                within 4.5 ("WFR " + q) w.Value w.StdErr pi
+            // Langevin keeps the start's quadrant shares: the heaviest mode measurably short, the lightest far over
+            let heavy, light = r["langevin"][fst queries[0]], r["langevin"][fst queries[3]]
+            Expect.isLessThan (heavy.Value + 4.5 * heavy.StdErr) 0.35 "Langevin misses the heaviest mode's mass"
+            Expect.isGreaterThan (light.Value - 4.5 * light.StdErr) 0.15 "Langevin overweights the lightest mode"
         }
     ]
