@@ -143,6 +143,19 @@ public static class Resampling
         }
     }
 
+    /// <summary><see cref="BirthDeath"/> from events drawn beforehand (in parallel, by
+    /// <see cref="BirthDeathEvent"/>): applied in path order, so the result is the same.</summary>
+    public static void ApplyBirthDeath(ReadOnlySpan<sbyte> events, ReadOnlySpan<int> partners, Span<int> anc)
+    {
+        int n = events.Length;
+        for (int i = 0; i < n; i++) anc[i] = i;
+        for (int i = 0; i < n; i++)
+        {
+            int e = events[i];
+            if (e > 0) anc[partners[i]] = i; else if (e < 0) anc[i] = partners[i];
+        }
+    }
+
     /// <summary>Path i's jump at a step: +1 (duplicate onto slot <paramref name="partner"/>), −1 (die, its
     /// slot copying <paramref name="partner"/>) or 0, with probability 1 − exp(−|β Δt|); the partner is
     /// uniform over the other n − 1 paths.</summary>
@@ -150,9 +163,11 @@ public static class Resampling
     {
         partner = i;
         if (rate == 0 || double.IsNaN(rate) || n < 2) return 0;
-        double u = Uniform(seed, (ulong)i, step, TagBirthDeath, 0);
+        // one Philox block: the event's uniform from its first 64 bits, the partner's from the last 64
+        var b = Philox.Draw(seed, (ulong)i, step, TagBirthDeath, 0);
+        double u = Normals.ToUniform(b.X | ((ulong)b.Y << 32));
         if (!(u < 1 - Math.Exp(-Math.Abs(rate)))) return 0;
-        int j = (int)Math.Min(n - 2, Math.Floor(Uniform(seed, (ulong)i, step, TagBirthDeath, 1) * (n - 1)));
+        int j = (int)Math.Min(n - 2, Math.Floor(Normals.ToUniform(b.Z | ((ulong)b.W << 32)) * (n - 1)));
         if (j >= i) j++; // uniform over the others
         partner = j;
         return rate > 0 ? 1 : -1;

@@ -138,7 +138,11 @@ public static class WeightedEngine
         readonly int _n, _d, _nw, _nobs, _chunks, _lw;
         readonly double _dt, _sqdt;
         readonly Crew _crew;
-        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase;
+        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase, _eventPhase;
+        readonly sbyte[] _events;
+        readonly int[] _partners;
+        // _w holds the normalised weights of the current population (no step since they were computed)
+        bool _weightsValid;
         // population buffers (native: no pinning, no GC scans)
         double* _x, _y, _obs, _w, _buf;
         readonly int[] _eve, _eveNext, _anc;
@@ -178,6 +182,8 @@ public static class WeightedEngine
             _chunkMax = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
             _scratch = new double[2 * _n + 2];
             _rate = new double[_n];
+            _events = wp.Scheme == ResampleScheme.BirthDeath ? new sbyte[_n] : [];
+            _partners = wp.Scheme == ResampleScheme.BirthDeath ? new int[_n] : [];
             _eveSum = new double[plans.Length][];
             _value = new double[plans.Length];
             _nonFinite = new long[plans.Length];
@@ -185,7 +191,7 @@ public static class WeightedEngine
             for (int q = 0; q < plans.Length; q++) if (_layout[q].Kind == EstimateKind.Mean) _eveSum[q] = new double[_n];
             if (wp.DensitySlot >= 0) _kde = new BinnedKde(wp.DensityComponents.Length);
             _crew = new Crew(threads);
-            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase;
+            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase;
         }
 
         static double* Alloc(long count)
@@ -224,9 +230,10 @@ public static class WeightedEngine
                 // the next point where the population must be seen whole
                 long next = n + 1;
                 if (!population) while (next < _steps && !NeedsObserve(next)) next++;
-                if (_wp.DensitySlot >= 0) { Weights(); Density(); }
+                if (_wp.DensitySlot >= 0) { if (!_weightsValid) Weights(); Density(); }
                 _seg0 = n; _seg1 = next;
                 Phase(_stepPhase);
+                _weightsValid = false;
                 CheckFailed();
                 n = next;
                 if ((n & 63) == 0 || n == _steps) _s.Progress?.Invoke((double)n / Math.Max(1, _steps));
@@ -389,6 +396,7 @@ public static class WeightedEngine
         /// exp(log w − max), and Σ W² of the normalised), in a fixed chunk order.</summary>
         void Weights()
         {
+            _weightsValid = true;
             Phase(_maxPhase);
             double mx = double.NegativeInfinity;
             for (int c = 0; c < _chunks; c++) if (_chunkMax[c] > mx) mx = _chunkMax[c];
@@ -505,7 +513,9 @@ public static class WeightedEngine
                 for (int i = 0; i < _n; i++) mean += _x[(long)i * _d + _lw];
                 mean /= _n;
                 for (int i = 0; i < _n; i++) _rate[i] = _x[(long)i * _d + _lw] - mean;
-                Resampling.BirthDeath(_rate, _s.Seed, (ulong)n, _anc);
+                _eventStep = (ulong)n;
+                Phase(_eventPhase);
+                Resampling.ApplyBirthDeath(_events, _partners, _anc);
             }
             else Resampling.Ancestors(_wp.Scheme, wspan, _s.Seed, (ulong)n, _anc, _scratch);
             for (int i = 0; i < _n; i++) _eveNext[i] = _eve[_anc[i]];
@@ -513,6 +523,30 @@ public static class WeightedEngine
             Phase(_copyPhase);
             var t = _x; _x = _y; _y = t;
             _resamplings++;
+            // every weight is now 1 (log w = 0): the normalised weights are 1/N, with nothing to sum
+            double u = 1.0 / _n;
+            for (int i = 0; i < _n; i++) _w[i] = u;
+            _maxLw = 0; _sumW = _n; _sumW2 = u;
+            _weightsValid = true;
+        }
+
+        ulong _eventStep;
+
+        /// <summary>Each path's birth–death event at the step (<see cref="Resampling.BirthDeathEvent"/>).</summary>
+        void EventPhase(int worker)
+        {
+            ulong seed = _s.Seed, step = _eventStep;
+            while (true)
+            {
+                long c = Interlocked.Increment(ref _nextChunk) - 1;
+                if (c >= _chunks) return;
+                int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
+                for (int p = p0; p < p1; p++)
+                {
+                    _events[p] = (sbyte)Resampling.BirthDeathEvent(_rate[p], seed, p, step, _n, out int j);
+                    _partners[p] = j;
+                }
+            }
         }
 
         /// <summary>Slot i of the next population copies its ancestor, with log w reset to 0.</summary>
