@@ -158,6 +158,16 @@ let tests =
                         elif ess = 1.0 || scheme = "birth_death" then Expect.equal resamplings 39L (tag + ": every step but the last")
         }
 
+        test "a Girsanov weight d log w = b dW - b^2/2 dt: E[w_T] = 1 and the weighted chain drifts by sigma b dt per step (exact for the chain)" {
+            let src = (ouSource "multinomial" 0.5 20000 21).Replace("d log w = -c * x^2 dt", "d log w = 0.6 dW - 0.18 dt")
+            let r = runText src 0
+            // under the tilt exp(b √Δt ξ − b²Δt/2) the normal ξ has mean b √Δt: m ← (1 − θΔt) m + σ b Δt
+            let mutable m = 0.5
+            for _ in 1..40 do m <- (1.0 - 0.05) * m + 0.8 * 0.6 * 0.05
+            within 4.5 "mean(x)" r["mean(x)"].Value r["mean(x)"].StdErr m
+            within 4.5 "log_normalizer" r["log_normalizer"].Value r["log_normalizer"].StdErr 0.0
+        }
+
         test "log_normalizer: log E[w_T] of the chain, over 10 independent populations per scheme (and by its own standard error without resampling)" {
             let logZ, _, _ = exact
             let r0 = runText (ouSource "none" 0.5 20000 5) 0
