@@ -106,6 +106,14 @@ let private offspring (scheme: ResampleScheme) (w: float[]) (reps: int) =
         Resampling.Ancestors(scheme, ReadOnlySpan<float>(w), 77UL, uint64 r, Span<int>(anc), Span<float>(scratch))
         Resampling.Counts(ReadOnlySpan<int>(anc), n))
 
+/// PathNormals.FillFirstLanes4 and Normals.Fill into managed arrays.
+let private fill4 (seed: uint64) (path0: uint64) (step: uint64) (z: float[]) =
+    use pz = fixed z
+    PathNormals.FillFirstLanes4(seed, path0, step, Philox.TagStep, pz)
+
+let private fill1 (seed: uint64) (path: uint64) (step: uint64) (z: float[]) =
+    Normals.Fill(seed, path, step, Philox.TagStep, Span<float>(z))
+
 /// The binned estimate at every member of a flat (n × k) population.
 let private evaluateKde (k: int) (flat: float[]) (w: float[]) (h: float[]) =
     let n = w.Length
@@ -245,6 +253,31 @@ let tests =
                 let se = sqrt (p * (1.0 - p) / trials)
                 Expect.equal wrongSign 0 "a positive rate duplicates, a negative one kills"
                 Expect.isLessThanOrEqual (abs (float events / trials - p)) (4.5 * se) (sprintf "rate %g: frequency %g vs %g" rate (float events / trials) p)
+        }
+
+        test "four paths' first two normals in one vector are bit for bit those of each path's own stream" {
+            if PathNormals.Usable then
+                let z = Array.zeroCreate<float> 8
+                let one = Array.zeroCreate<float> 2
+                for path0 in [ 0UL; 5UL; 4294967294UL; 123456789012UL ] do
+                    for step in [ 0UL; 7UL; 5000000000UL ] do
+                        fill4 42UL path0 step z
+                        for k in 0..3 do
+                            fill1 42UL (path0 + uint64 k) step one
+                            Expect.equal (BitConverter.DoubleToInt64Bits z[2 * k]) (BitConverter.DoubleToInt64Bits one[0]) (sprintf "path %d step %d lane 0" (path0 + uint64 k) step)
+                            Expect.equal (BitConverter.DoubleToInt64Bits z[2 * k + 1]) (BitConverter.DoubleToInt64Bits one[1]) (sprintf "path %d step %d lane 1" (path0 + uint64 k) step)
+        }
+
+        test "a weight that stays 1 leaves the paths of the unweighted model (same means to rounding, lockstep or not)" {
+            let plain = "model P {\n  state x\n  brownian W\n  init x ~ normal(0.3, 1)\n  d x = -x^3 dt + 0.7 dW\n}\nsimulate { paths = 3001; dt = 0.01; T = 1; seed = 8 }\nquery {\n  mean(x)\n  mean(x^2)\n}\n"
+            let weighted (resample: string) =
+                plain.Replace("  d x = -x^3 dt + 0.7 dW\n", "  d x = -x^3 dt + 0.7 dW\n  weight w\n  d log w = 0 dt\n").Replace("seed = 8 }", sprintf "seed = 8; resample = %s }" resample)
+            let a = runText plain 0
+            for resample in [ "none"; "systematic" ] do
+                let b = runText (weighted resample) 0
+                for q in [ "mean(x)"; "mean(x^2)" ] do
+                    Expect.floatClose { absolute = 1e-13; relative = 1e-12 } b[q].Value a[q].Value (sprintf "%s, resample = %s" q resample)
+                Expect.equal b["mean(x)"].Count a["mean(x)"].Count "paths"
         }
 
         test "the same numbers with 1 thread and with all threads (resampling and log_density)" {

@@ -175,7 +175,7 @@ public static class WeightedEngine
             Memory.Check(need, avail, $"a weighted population of {_n} paths of dimension {_d}");
             _x = Alloc((long)_n * _d); _y = Alloc((long)_n * _d);
             _obs = Alloc((long)_n * Math.Max(_nobs, 1)); _w = Alloc(_n);
-            _bufStride = ((2 * _d + Math.Max(_nw, 1) + 2 * _d + 7) & ~7);
+            _bufStride = ((2 * _d + Math.Max(_nw, 1) + Math.Max(_d, 8) + _d + 7) & ~7); // a, b, w, zn (≥ 8: four paths' normals), zu
             _buf = Alloc((long)threads * _bufStride);
             _eve = new int[_n]; _eveNext = new int[_n]; _anc = new int[_n];
             for (int i = 0; i < _n; i++) _eve[i] = i;
@@ -291,7 +291,7 @@ public static class WeightedEngine
         /// <summary>Steps _seg0 → _seg1 for every path (or the init when _seg0 &lt; 0).</summary>
         void StepPhase(int worker)
         {
-            double* a = _buf + (long)worker * _bufStride, b = a + _d, w = b + _d, zn = w + Math.Max(_nw, 1), zu = zn + _d;
+            double* a = _buf + (long)worker * _bufStride, b = a + _d, w = b + _d, zn = w + Math.Max(_nw, 1), zu = zn + Math.Max(_d, 8);
             ulong seed = _s.Seed;
             long first = _s.FirstPath;
             var wv = new PtrVec(w);
@@ -301,7 +301,22 @@ public static class WeightedEngine
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
                 int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
-                for (int p = p0; p < p1; p++)
+                // one step of one or two noise lanes: four paths' normals per vector (same bits as Fill)
+                int batched = _seg0 >= 0 && _seg1 - _seg0 == 1 && _nw > 0 && _nw <= 2 && PathNormals.Usable ? p0 + (p1 - p0) / 4 * 4 : p0;
+                for (int p = p0; p < batched; p += 4)
+                {
+                    PathNormals.FillFirstLanes4(seed, (ulong)(first + p), (ulong)_seg0, Philox.TagStep, zn);
+                    for (int k = 0; k < 4; k++)
+                    {
+                        double* row = _x + (long)(p + k) * _d;
+                        w[0] = zn[2 * k];
+                        if (_nw == 2) w[1] = zn[2 * k + 1];
+                        m.Step(new PtrVec(row), new PtrVec(a), wv, _seg0 * _dt, _dt, _sqdt);
+                        if (!Finite(a, _d)) Fail(_seg0 + 1);
+                        Buffer.MemoryCopy(a, row, _d * 8, _d * 8);
+                    }
+                }
+                for (int p = batched; p < p1; p++)
                 {
                     double* row = _x + (long)p * _d;
                     ulong gp = (ulong)(first + p);

@@ -759,7 +759,12 @@ let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunRep
     match opts.Backend with
     | "ilgpu-cpu"
     | "cuda" ->
-        raise (NotSupportedException(sprintf "%d:%d: 'weight %s' makes a weighted model, which runs on the CPU for now; use --backend cpu" w.Pos.Line w.Pos.Col w.Name))
+        raise (
+            NotSupportedException(
+                sprintf "%d:%d: 'weight %s' uses a Feynman-Kac weight, which the %s backend cannot run yet (weighted models run on the CPU for now); use --backend cpu"
+                    w.Pos.Line w.Pos.Col w.Name opts.Backend
+            )
+        )
     | _ -> ()
 
     let plain = plainPlans p
