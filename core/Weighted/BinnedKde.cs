@@ -49,6 +49,14 @@ public sealed unsafe class BinnedKde
     /// </summary>
     public void Evaluate(double* x, long stride, int[] comps, double* w, int n, double[]? bandwidth, double* o, long outStride)
     {
+        Prepare(x, stride, comps, w, n, bandwidth);
+        Interpolate(x, stride, comps, 0, n, o, outStride);
+    }
+
+    /// <summary>The smoothed grid of the population (bandwidths, binning, convolution): the serial part
+    /// of <see cref="Evaluate"/>, after which <see cref="Interpolate"/> may run on disjoint ranges in parallel.</summary>
+    public void Prepare(double* x, long stride, int[] comps, double* w, int n, double[]? bandwidth)
+    {
         int k = _k;
         // weighted moments and ranges
         double ess = 0;
@@ -114,9 +122,16 @@ public sealed unsafe class BinnedKde
             }
             dst.CopyTo(src);
         }
+    }
 
-        // multilinear interpolation at each member
-        for (int i = 0; i < n; i++)
+    /// <summary>out[i · outStride] ← log f̂(x_i) for i in [from, to), by multilinear interpolation on the
+    /// grid of the last <see cref="Prepare"/> (reads only: ranges may run in parallel).</summary>
+    public void Interpolate(double* x, long stride, int[] comps, int from, int to, double* o, long outStride)
+    {
+        int k = _k;
+        var grid = _grid;
+        int g0 = _g[0], g1 = _g[1];
+        for (int i = from; i < to; i++)
         {
             Cell(x + i * stride, comps, out int j0, out int j1, out int j2, out double f0, out double f1, out double f2);
             double s = 0;

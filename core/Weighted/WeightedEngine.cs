@@ -138,7 +138,7 @@ public static class WeightedEngine
         readonly int _n, _d, _nw, _nobs, _chunks, _lw;
         readonly double _dt, _sqdt;
         readonly Crew _crew;
-        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase, _eventPhase;
+        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase, _eventPhase, _interpolatePhase;
         readonly sbyte[] _events;
         readonly int[] _partners;
         // _w holds the normalised weights of the current population (no step since they were computed)
@@ -191,7 +191,7 @@ public static class WeightedEngine
             for (int q = 0; q < plans.Length; q++) if (_layout[q].Kind == EstimateKind.Mean) _eveSum[q] = new double[_n];
             if (wp.DensitySlot >= 0) _kde = new BinnedKde(wp.DensityComponents.Length);
             _crew = new Crew(threads);
-            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase;
+            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase; _interpolatePhase = InterpolatePhase;
         }
 
         static double* Alloc(long count)
@@ -426,7 +426,20 @@ public static class WeightedEngine
 
         void Density()
         {
-            _kde!.Evaluate(_x, _d, _wp.DensityComponents, _w, _n, _wp.Bandwidth, _x + _wp.DensitySlot, _d);
+            _kde!.Prepare(_x, _d, _wp.DensityComponents, _w, _n, _wp.Bandwidth);
+            Phase(_interpolatePhase);
+        }
+
+        /// <summary>Each path's log_density slot from the prepared grid.</summary>
+        void InterpolatePhase(int worker)
+        {
+            while (true)
+            {
+                long c = Interlocked.Increment(ref _nextChunk) - 1;
+                if (c >= _chunks) return;
+                int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
+                _kde!.Interpolate(_x, _d, _wp.DensityComponents, p0, p1, _x + _wp.DensitySlot, _d);
+            }
         }
 
         /// <summary>The queries whose window holds step n take the weighted population at n.</summary>
