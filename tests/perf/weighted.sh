@@ -17,7 +17,7 @@ dotnet build -c Release dsl/cli -nologo -v quiet >"$tmp/build.log" 2>&1 || { cat
 dll="$root/dsl/cli/bin/Release/net10.0/dsl.dll"
 grep -v -e '^  weight w' -e '^  d log w' tests/perf/weighted_cost.sde | sed 's/; resample = none//' >"$tmp/plain.sde"
 cp tests/perf/weighted_cost.sde "$tmp/weighted.sde"
-sed 's/T = 1;/T = 1;/' tests/perf/wfr_bd.sde >"$tmp/bd.sde"
+cp tests/perf/wfr_bd.sde "$tmp/bd.sde"
 
 rate() { dotnet "$dll" run "$1" --json | "$python" -c 'import json,sys; print(json.load(sys.stdin)["timing"]["path_steps_per_second"])'; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
@@ -28,7 +28,7 @@ for i in $(seq "$reps"); do
     rate "$tmp/bd.sde" >>"$tmp/bd"
     "$python" bench/peers/bd_numpy.py 20000 500 0.1 | awk '$1 == "path_steps_per_s" { print $2 }' >>"$tmp/numpy"
 done
-cat "$tmp/plain" "$tmp/weighted" "$tmp/bd" "$tmp/numpy" >&2
+for f in plain weighted bd numpy; do echo "raw $f: $(tr '\n' ' ' <"$tmp/$f")"; done
 p=$(median <"$tmp/plain"); w=$(median <"$tmp/weighted"); b=$(median <"$tmp/bd"); n=$(median <"$tmp/numpy")
 printf '%-44s %12s\n' "run" "path-steps/s"
 printf '%-44s %12.3g\n' "plain (no weight)" "$p" "weighted, resample = none" "$w" "birth-death + log_density (engine)" "$b" "birth-death + binned KDE (numpy peer)" "$n"
