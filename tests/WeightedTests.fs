@@ -321,6 +321,25 @@ let tests =
             expectError noWeight 9 "property of a weighted population"
         }
 
+        test "the JSON says weighted: true, gives log_normalizer and ess their kinds and the resamplings; coalesced genealogies are flagged" {
+            let p = compile (ouSource "multinomial" 1.0 200 3)
+            let r = p.Run()
+            let json = SdeCompiler.ToJson r
+            let doc = Text.Json.JsonDocument.Parse(json)
+            let sets = doc.RootElement.GetProperty("sets")
+            let res = sets[0].GetProperty("results")
+            let byQuery = [ for q in res.EnumerateArray() -> (q.GetProperty("query").GetString(), q) ] |> Map.ofList
+            Expect.isTrue (byQuery["mean(x)"].GetProperty("weighted").GetBoolean()) "mean weighted"
+            Expect.equal (byQuery["log_normalizer"].GetProperty("kind").GetString()) "log_normalizer" "kind"
+            Expect.equal (byQuery["ess"].GetProperty("kind").GetString()) "ess" "kind"
+            Expect.equal (byQuery["ess"].GetProperty("resamplings").GetInt64()) 39L "resamplings"
+            // 200 paths resampled 39 times (multinomial): the lines coalesce to a few starting paths
+            let q = (results r)["mean(x)"]
+            Expect.exists q.Warnings (fun w -> w.Contains "descend from only") "coalescence warning"
+            let none = (runText (ouSource "none" 0.5 200 3) 0)["mean(x)"]
+            Expect.isEmpty none.Warnings "no warning without resampling"
+        }
+
         test "a weighted model refuses the GPU backends with a located error" {
             let p = compile (ouSource "systematic" 0.5 100 1)
             Expect.throwsT<NotSupportedException> (fun () -> p.Run(1, null, "ilgpu-cpu") |> ignore) "ilgpu-cpu refused"
