@@ -316,6 +316,8 @@ let tests =
             expectError (base_ "" "" "  mean(w)\n") 13 "cannot appear in expressions"
             expectError ((base_ "" "" "").Replace("d log w = -x^2 dt", "d log w = -log_density(z) dt")) 8 "no such state"
             expectError ((base_ "" "" "").Replace("d x = -a * x dt + dW", "d x = -log_density(x) dt + dW")) 7 "only in the weight's equation"
+            expectError (base_ "  init w = 1\n" "" "") 9 "has no init"
+            expectError (base_ "  d w = x dt\n" "" "") 9 "written for its log"
             let noWeight = "model M {\n  state x\n  brownian W\n  init x = 0\n  d x = -x dt + dW\n}\nsimulate { paths = 10; dt = 0.1; T = 1; resample = systematic }\nquery {\n  log_normalizer\n}\n"
             expectError noWeight 7 "applies to weighted models"
             expectError noWeight 9 "property of a weighted population"

@@ -192,6 +192,13 @@ let desugar (f: File) : Result<File * Checked.WeightSpec option, Diagnostic list
                   | _ :: extra -> for (_, _, p) in extra -> err p (sprintf "a second equation for the weight '%s'; write one 'd log %s = ...' with the terms summed" w w)
                   for (n, _, p) in eqs do
                       if n <> w then yield err p (sprintf "'%s' is not a weight (the weight is '%s')" n w)
+                  for mi in m.Items do
+                      match mi with
+                      | InitDecl(n, _, _, p) when n = w ->
+                          yield err p (sprintf "the weight '%s' has no init: every path starts with weight 1 (log %s = 0)" w w)
+                      | Equation(n, _, _, p) when n = w ->
+                          yield err p (sprintf "the weight's equation is written for its log: 'd log %s = V dt [+ b dW]'" w)
+                      | _ -> ()
                   for e in allExprs |> Seq.collect subExprs |> Seq.filter uses ->
                       err e.Pos (sprintf "the weight '%s' cannot appear in expressions: means and densities are weighted by it automatically" w)
                   for (_, e, _) in eqs do
