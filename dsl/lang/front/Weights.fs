@@ -121,7 +121,7 @@ let desugar (f: File) : Result<File * Checked.WeightSpec option, Diagnostic list
                   for e in densityCalls allExprs ->
                       err e.Pos "log_density(...) is the density of the weighted population: it needs 'weight w' and may appear only in 'd log w = ...'" ]
 
-            if errs.IsEmpty then Ok(f, None) else Error errs
+            if errs.IsEmpty then Ok(f, None) else Error(errs |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col))
         | (w, wpos) :: more ->
             let weightEqs = eqs |> List.filter (fun (n, _, _) -> n = w)
             let uses (e: Expr) = match e.Kind with Var n | Index(n, _) when n = w -> true | _ -> false
@@ -211,7 +211,7 @@ let desugar (f: File) : Result<File * Checked.WeightSpec option, Diagnostic list
                   yield! sameArgs
                   yield! simErrs ]
 
-            if not errs.IsEmpty then Error(errs |> List.distinctBy (fun d -> d.Pos.Line, d.Pos.Col, d.Message))
+            if not errs.IsEmpty then Error(errs |> List.distinctBy (fun d -> d.Pos.Line, d.Pos.Col, d.Message) |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col))
             else
                 let _, rhs, epos = weightEqs.Head
                 let hasDensity = not densityArgs.IsEmpty
