@@ -346,6 +346,12 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                             Which = which, Method = rm, ConstantAlpha = constant, Alpha = alpha, Rate = rate, Mode = mode,
                             VariantPlus = vp, VariantMinus = vm, H = h, StationaryWindow = win, Burnin = cf.Settings.Burnin,
                             AdaptiveRate = (match meth with DivergenceKernel (AdaptiveRate, _) -> true | _ -> false),
+                            // the adaptive default of a mean carries a pathwise control variate wherever
+                            // pathwise itself could answer the query (ResponsePlan.PathwiseControl)
+                            PathwiseControl =
+                                (match meth with
+                                 | DivergenceKernel (AdaptiveRate, _) -> kind = EstimateKind.Mean && win = 0.0 && (refusal m ir target p false Pathwise).IsNone
+                                 | _ -> false),
                             Explicit = explicitObs
                         )
 
@@ -519,7 +525,8 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
     // the method text shows the rate in use when it was measured
     let withRate m =
         match kernelPlan with
-        | Some pl when pl.AdaptiveRate -> sprintf "divergence_kernel(rate = %s (adaptive), mode = %s)" (rateText pl.Rate) (modeText pl.Mode)
+        | Some pl when pl.AdaptiveRate ->
+            sprintf "divergence_kernel(rate = %s (adaptive), mode = %s%s)" (rateText pl.Rate) (modeText pl.Mode) (if pl.Control >= 0 then ", control = pathwise" else "")
         | _ -> m
 
     let wrt, meth, windows, valueWindow =
@@ -565,6 +572,9 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
       Rate = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> pl.Rate)
       RateSource = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> if pl.AdaptiveRate then "adaptive" else "explicit")
       CovectorGrowth = None
+      Control = kernelPlan |> Option.filter (fun pl -> pl.Control >= 0) |> Option.map (fun _ -> "pathwise")
+      ControlCoefficient =
+          kernelPlan |> Option.filter (fun pl -> pl.Control >= 0) |> Option.map (fun _ -> est.ControlCoefficient)
       WeightKurtosis = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightKurtosis) |> List.max)
       WeightMaxShare = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightMaxShare) |> List.max)
       Windows = windows
@@ -597,7 +607,13 @@ let plainPlans (p: Program) =
     p.Jobs |> List.collect (fun (_, j) -> match j with PlainJob plan -> [ plan ] | DerivedJob plans -> plans | _ -> []) |> List.toArray
 
 let responsePlans (p: Program) =
-    p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
+    let own =
+        p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
+    // the pathwise twins of the controlled kernel plans, after the queries' own plans (whose estimates
+    // the reports read by position; the twins' own estimates are not reported)
+    let controlled = own |> Array.indexed |> Array.filter (fun (_, pl) -> pl.PathwiseControl) |> Array.map fst
+    let own = own |> Array.mapi (fun i pl -> match Array.IndexOf(controlled, i) with -1 -> pl | k -> pl.WithControl(own.Length + k))
+    Array.append own (controlled |> Array.map (fun i -> own[i].PathwiseTwin()))
 
 /// The largest k of the `lyapunov(k)` queries (one run serves them all), 0 when there is none.
 let lyapunovK (p: Program) =

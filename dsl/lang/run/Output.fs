@@ -39,6 +39,8 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
     q.Rate |> Option.iter (writeFloatProp w "rate")
     writeOptionProp w "rate_source" q.RateSource
     q.CovectorGrowth |> Option.iter (writeFloatProp w "covector_growth")
+    writeOptionProp w "control" q.Control
+    q.ControlCoefficient |> Option.iter (writeFloatProp w "control_coefficient")
 
     if q.Kind = "lyapunov" then
         writeArrayProp w "grid" q.Grid
