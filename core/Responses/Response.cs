@@ -88,6 +88,16 @@ public sealed class ResponsePlan : ObservablePlan
     }
 
     /// <summary>The pathwise plan that serves as this kernel plan's control (same observable, parameter, window, explicit term).</summary>
+    /// <summary>A plan that runs nothing and samples nothing (a control variate dropped for this parameter set:
+    /// the plan list, and so the sums' layout, stays that of the program).</summary>
+    public bool Inactive { get; init; }
+
+    /// <summary>This plan made inactive.</summary>
+    public ResponsePlan Deactivated() => new()
+    {
+        Kind = Kind, Observable = Observable, Which = Which, Method = Method, Mode = Mode, Burnin = Burnin, Inactive = true,
+    };
+
     public ResponsePlan PathwiseTwin() => new()
     {
         Kind = Kind, Observable = Observable, TimeAverage = TimeAverage, T0 = T0, T1 = T1,
@@ -157,12 +167,14 @@ public static class ResponseEngine
         public readonly long[] NonFinite;
         /// <summary>Per plan: paths whose control sample is not finite (the control is then not used).</summary>
         public readonly long[] ControlNonFinite;
+        /// <summary>Per plan: paths whose finite control sample is in SP (the control is used only when every path has one).</summary>
+        public readonly long[] ControlPaths;
         public Sums(ResponsePlan[] plans)
         {
             int np = plans.Length;
             S = new ExactSum[np][]; S2 = new ExactSum[np][]; SAB = new ExactSum[np][]; SC = new ExactSum[np][];
             SB = new ExactSum[np]; SBB = new ExactSum[np]; SB4 = new ExactSum[np]; MaxBB = new double[np];
-            Below = new long[np]; Above = new long[np]; NonFinite = new long[np]; ControlNonFinite = new long[np];
+            Below = new long[np]; Above = new long[np]; NonFinite = new long[np]; ControlNonFinite = new long[np]; ControlPaths = new long[np];
             SP = New(np); SPP = New(np); SAP = New(np); SBP = New(np);
             for (int i = 0; i < np; i++)
             {
@@ -193,6 +205,7 @@ public static class ResponseEngine
                 else
                 {
                     double a0 = a[0] * scale, b0 = weight * scaleB;
+                    ControlPaths[plan]++;
                     SP[plan].Add(control); SPP[plan].Add(control * control);
                     SAP[plan].Add(a0 * control); SBP[plan].Add(b0 * control);
                 }
@@ -263,7 +276,7 @@ public static class ResponseEngine
                 }
                 SB[i].Add(o.SB[i]); SBB[i].Add(o.SBB[i]); SB4[i].Add(o.SB4[i]);
                 SP[i].Add(o.SP[i]); SPP[i].Add(o.SPP[i]); SAP[i].Add(o.SAP[i]); SBP[i].Add(o.SBP[i]);
-                ControlNonFinite[i] += o.ControlNonFinite[i];
+                ControlNonFinite[i] += o.ControlNonFinite[i]; ControlPaths[i] += o.ControlPaths[i];
                 if (o.MaxBB[i] > MaxBB[i]) MaxBB[i] = o.MaxBB[i];
                 Below[i] += o.Below[i]; Above[i] += o.Above[i]; NonFinite[i] += o.NonFinite[i];
             }
@@ -280,7 +293,7 @@ public static class ResponseEngine
                 w.Write(S[i].Length);
                 for (int b = 0; b < S[i].Length; b++) { S[i][b].Write(w); S2[i][b].Write(w); SAB[i][b].Write(w); SC[i][b].Write(w); }
                 SB[i].Write(w); SBB[i].Write(w); SB4[i].Write(w);
-                SP[i].Write(w); SPP[i].Write(w); SAP[i].Write(w); SBP[i].Write(w); w.Write(ControlNonFinite[i]);
+                SP[i].Write(w); SPP[i].Write(w); SAP[i].Write(w); SBP[i].Write(w); w.Write(ControlNonFinite[i]); w.Write(ControlPaths[i]);
                 w.Write(MaxBB[i]); w.Write(Below[i]); w.Write(Above[i]); w.Write(NonFinite[i]);
             }
         }
@@ -295,7 +308,7 @@ public static class ResponseEngine
                 if (r.ReadInt32() != S[i].Length) throw new InvalidDataException($"response query {i}: the bin count differs");
                 for (int b = 0; b < S[i].Length; b++) { Load(S[i][b], r); Load(S2[i][b], r); Load(SAB[i][b], r); Load(SC[i][b], r); }
                 Load(SB[i], r); Load(SBB[i], r); Load(SB4[i], r);
-                Load(SP[i], r); Load(SPP[i], r); Load(SAP[i], r); Load(SBP[i], r); ControlNonFinite[i] = r.ReadInt64();
+                Load(SP[i], r); Load(SPP[i], r); Load(SAP[i], r); Load(SBP[i], r); ControlNonFinite[i] = r.ReadInt64(); ControlPaths[i] = r.ReadInt64();
                 MaxBB[i] = r.ReadDouble(); Below[i] = r.ReadInt64(); Above[i] = r.ReadInt64(); NonFinite[i] = r.ReadInt64();
             }
         }
@@ -331,7 +344,7 @@ public static class ResponseEngine
                 {
                     var (m, se) = At(0);
                     double kappa = double.NaN;
-                    if (p.Control >= 0 && p.Centred && ControlNonFinite[i] == 0 && n > 2)
+                    if (p.Control >= 0 && p.Centred && ControlPaths[i] == paths && n > 2)
                     {
                         // u = A − c̄B (the centred kernel sample), p the control's; d = u − p has mean zero
                         double cbar = SC[i][0].Round() / n, sa = S[i][0].Round();
@@ -423,6 +436,7 @@ public static class ResponseEngine
             {
                 var p = plans[i];
                 PlanGroup[i] = -1;
+                if (p.Inactive) { From[i] = 1; To[i] = 0; continue; } // never samples: its sums stay empty
                 if (p.Method == ResponseMethod.DivergenceKernel)
                 {
                     int g = groups.FindIndex(x => x.Same(p));

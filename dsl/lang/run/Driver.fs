@@ -657,12 +657,22 @@ let private growthMeasures (p: Program) =
 /// Does a plan need the measured rate?
 let private anyAdaptive (p: Program) = responsePlans p |> Array.exists (fun pl -> pl.AdaptiveRate)
 
-/// The response plans of a set, with its measured rate in the adaptive ones.
-let private withRates (responses: ResponsePlan[]) (growth: CovectorGrowthResult option) =
+/// The response plans of a set, with its measured rate in the adaptive ones; where the measured
+/// tangent growth says the pathwise tangent explodes before T (chaos), the control variates are
+/// dropped and their pathwise twins made inactive (the plan list keeps its length).
+let private withRates (t: float) (responses: ResponsePlan[]) (growth: CovectorGrowthResult option) =
     match growth with
     | Some g ->
         let r = CovectorGrowth.RateFor g
-        responses |> Array.map (fun pl -> if pl.AdaptiveRate then pl.WithRate r else pl)
+        let keep = CovectorGrowth.TangentUseful(g, t)
+        let twins = responses |> Array.choose (fun pl -> if pl.Control >= 0 then Some pl.Control else None) |> Set.ofArray
+        responses
+        |> Array.mapi (fun i pl ->
+            let pl = if pl.AdaptiveRate then pl.WithRate r else pl
+            if keep then pl
+            elif pl.Control >= 0 then pl.WithControl(-1)
+            elif twins.Contains i then pl.Deactivated()
+            else pl)
     | None -> responses
 
 /// The report from each set's estimates (plain, responses, Lyapunov): one code path for a run and
@@ -678,7 +688,7 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
         |> List.mapi (fun i (set, (pe, re, le)) ->
             let mutable pi = 0
             let mutable ri = 0
-            let used = withRates responses growth[i]
+            let used = withRates p.File.Settings.T responses growth[i]
             let measured () = CovectorGrowth.RateFor(growthOf[i].Force())
 
             let results =
@@ -800,7 +810,7 @@ let run (p: Program) (opts: RunOptions) : RunReport =
 
     let runSet (i: int) (values: float[]) (range: PathRange) (t: float) (threads: int) (progress: bool) =
         let bm, vs = instances p values
-        let responses = withRates responses growth[i]
+        let responses = withRates p.File.Settings.T responses growth[i]
 
         let prog k =
             if progress then
@@ -864,7 +874,7 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
         { Plain = (if plain.Length > 0 then Some(runner.RunPartial(bm, settingsOf p range t threads (prog 0), plain)) else None)
           Responses =
             if responses.Length > 0 then
-                Some(runner.RunResponsesPartial(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), withRates responses growth[i]))
+                Some(runner.RunResponsesPartial(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), withRates p.File.Settings.T responses growth[i]))
             else None
           Lyapunov =
             if k > 0 then
