@@ -384,8 +384,10 @@ let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string li
     let label = "  " + q.Query.PadRight width + "  "
     let indent = String(' ', label.Length)
 
+    // the method in brackets, unless the query already ends with exactly that `with METHOD` (said once)
     let via =
         q.Method
+        |> Option.filter (fun m -> not (q.Query.EndsWith(" with " + m, StringComparison.Ordinal)))
         |> Option.map (fun m -> "  " + paint color "2" ("[" + m + "]"))
         |> Option.defaultValue ""
 
