@@ -92,7 +92,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
 
     match e.Op, e.Args with
     | Num v, _ -> il.Emit(OpCodes.Ldc_R8, v)
-    | (Param _ | State _ | Time | Noise _ | Ext _) as op, _ -> emitLoadLeaf b op
+    | (Param _ | State _ | Time | Noise _ | Ext _ | StateAt _ | NoiseAt _ | ExtAt _) as op, _ -> emitLoadLeaf b op
     | Add, x :: xs ->
         go x
 

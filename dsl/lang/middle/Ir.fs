@@ -34,6 +34,13 @@ type Op =
     /// An input that only the emitter binds (a method argument such as `dt`, or lane i of a buffer
     /// such as the init normals): never differentiated.
     | Ext of string * int
+    /// In the body of a loop over an index i (`Lower.LoopIr`): state component k + i. Never
+    /// differentiated (a model with loops has no derivative code).
+    | StateAt of int
+    /// In a loop body: noise lane l + i.
+    | NoiseAt of int
+    /// In a loop body: lane k + i of an emitter input (the init normals `zn`, uniforms `zu`).
+    | ExtAt of string * int
     | Add
     | Mul
     | Neg
@@ -87,6 +94,9 @@ let state k = mk (State k) []
 let time = mk Time []
 let noise l = mk (Noise l) []
 let ext name i = mk (Ext(name, i)) []
+let stateAt k = mk (StateAt k) []
+let noiseAt l = mk (NoiseAt l) []
+let extAt name k = mk (ExtAt(name, k)) []
 
 let (|NumV|_|) (s: Sym) =
     match s.Op with
@@ -529,7 +539,7 @@ let rec eval (leaf: Op -> float) (e: Sym) : float =
 
     match e.Op, e.Args with
     | Num v, _ -> v
-    | (Param _ | State _ | Time | Noise _ | Ext _) as op, _ -> leaf op
+    | (Param _ | State _ | Time | Noise _ | Ext _ | StateAt _ | NoiseAt _ | ExtAt _) as op, _ -> leaf op
     | Add, xs -> xs |> List.sumBy ev
     | Mul, xs -> xs |> List.fold (fun p x -> p * ev x) 1.0
     | Neg, [ x ] -> -(ev x)
@@ -560,6 +570,9 @@ let rec show (e: Sym) : string =
     | Time, _ -> "t"
     | Noise l, _ -> sprintf "w%d" l
     | Ext (n, i), _ -> sprintf "%s%d" n i
+    | StateAt k, _ -> sprintf "x[%d+i]" k
+    | NoiseAt l, _ -> sprintf "w[%d+i]" l
+    | ExtAt (n, k), _ -> sprintf "%s[%d+i]" n k
     | Add, xs -> xs |> List.map show |> String.concat " + "
     | Mul, xs -> xs |> List.map p |> String.concat "*"
     | Neg, [ x ] -> "-" + p x
