@@ -21,6 +21,8 @@ type Load =
     /// A parameter field of the model struct.
     | FromField of FieldInfo
     | FromConst of float
+    /// Lane `index + offset` of a vector argument, `index` a loop's int local (`emitLoop`).
+    | FromVecAt of arg: int * offset: int * index: LocalBuilder
 
 /// One output: store the value of `Value` in lane `Lane` of vector argument `Arg`.
 type Output = { Arg: int; Lane: int; Value: Sym }
@@ -62,6 +64,16 @@ let private emitLoadLeaf (b: Body) (op: Op) =
         b.Il.Emit(OpCodes.Ldarg_0)
         b.Il.Emit(OpCodes.Ldfld, f)
     | FromConst v -> b.Il.Emit(OpCodes.Ldc_R8, v)
+    | FromVecAt (arg, offset, index) ->
+        b.Il.Emit(OpCodes.Ldarga_S, byte arg)
+        b.Il.Emit(OpCodes.Ldloc, index)
+
+        if offset <> 0 then
+            b.Il.Emit(OpCodes.Ldc_I4, offset)
+            b.Il.Emit(OpCodes.Add)
+
+        b.Il.Emit(OpCodes.Constrained, b.TV)
+        b.Il.Emit(OpCodes.Callvirt, b.GetItem)
 
 /// Emit code that leaves the value of `e` on the stack. Shared nodes are computed once into a
 /// local; locals created inside a branch of `if` are forgotten after it (they are not assigned on
@@ -325,6 +337,111 @@ let private emitOutputs (b: Body) (outputs: Output list) =
         il.Emit(OpCodes.Constrained, b.TV)
         il.Emit(OpCodes.Callvirt, b.SetItem)
 
+/// One loop of a method body: for i in each range, store `Value` (a template over i, see
+/// `Lower.LoopIr`) in lane `Target + i` of vector argument `Arg`.
+type LoopOutput =
+    { Arg: int
+      Target: int
+      Ranges: (int * int) list
+      Value: Sym }
+
+/// Emit a loop over i. The template's parts that do not depend on i (a mean-field sum) are computed
+/// once, before the loop, into locals; the rest once per i, with its shared nodes in locals local to
+/// one iteration. Each range gets its own copy of the body (there are few: the peeled indices).
+let private emitLoop (b: Body) (l: LoopOutput) =
+    let il = b.Il
+    let index = il.DeclareLocal(typeof<int>)
+
+    let argOf (op: Op) =
+        match b.Bind op with
+        | FromVec (arg, _) -> arg
+        | other -> failwithf "emit: %A is bound to %A, not to a vector" op other
+
+    let lb =
+        { b with
+            Bind =
+                fun op ->
+                    match op with
+                    | StateAt k -> FromVecAt(argOf (State 0), k, index)
+                    | NoiseAt k -> FromVecAt(argOf (Noise 0), k, index)
+                    | ExtAt (n, k) -> FromVecAt(argOf (Ext(n, 0)), k, index)
+                    | op -> b.Bind op }
+
+    let value = (shareAll [ l.Value ]).Head
+    let uses = countUses [ value ]
+
+    // the largest subtrees without the index (booleans stay with their `if`, which tests them)
+    let relative = Dictionary<Sym, bool>(HashIdentity.Reference)
+
+    let rec isRelative (e: Sym) =
+        match relative.TryGetValue e with
+        | true, r -> r
+        | _ ->
+            let r =
+                match e.Op with
+                | StateAt _ | NoiseAt _ | ExtAt _ -> true
+                | _ -> List.exists isRelative e.Args
+
+            relative[e] <- r
+            r
+
+    let invariant = List<Sym>()
+    let seen = HashSet<Sym>(HashIdentity.Reference)
+
+    let rec findInvariant (e: Sym) =
+        if seen.Add e then
+            match e.Op with
+            | Num _ -> ()
+            | Cmp _ | And | Or | Not -> List.iter findInvariant e.Args
+            | _ when e.Args.IsEmpty -> ()
+            | _ when not (isRelative e) -> invariant.Add e
+            | _ -> List.iter findInvariant e.Args
+
+    findInvariant value
+    let hoisted = Dictionary<Sym, LocalBuilder>(HashIdentity.Structural)
+
+    for e in invariant do
+        emitExpr lb uses hoisted e
+
+        if hoisted.ContainsKey e then
+            il.Emit(OpCodes.Pop)
+        else
+            let local = il.DeclareLocal(typeof<double>)
+            il.Emit(OpCodes.Stloc, local)
+            hoisted[e] <- local
+
+    let tmp = il.DeclareLocal(typeof<double>)
+
+    for lo, hi in l.Ranges do
+        let body = il.DefineLabel()
+        let test = il.DefineLabel()
+        il.Emit(OpCodes.Ldc_I4, lo)
+        il.Emit(OpCodes.Stloc, index)
+        il.Emit(OpCodes.Br, test)
+        il.MarkLabel body
+        // a fresh table per range: the locals of one body are not assigned in another
+        let locals = Dictionary<Sym, LocalBuilder>(hoisted, HashIdentity.Structural)
+        emitExpr lb uses locals value
+        il.Emit(OpCodes.Stloc, tmp)
+        il.Emit(OpCodes.Ldarga_S, byte l.Arg)
+        il.Emit(OpCodes.Ldloc, index)
+
+        if l.Target <> 0 then
+            il.Emit(OpCodes.Ldc_I4, l.Target)
+            il.Emit(OpCodes.Add)
+
+        il.Emit(OpCodes.Ldloc, tmp)
+        il.Emit(OpCodes.Constrained, b.TV)
+        il.Emit(OpCodes.Callvirt, b.SetItem)
+        il.Emit(OpCodes.Ldloc, index)
+        il.Emit(OpCodes.Ldc_I4_1)
+        il.Emit(OpCodes.Add)
+        il.Emit(OpCodes.Stloc, index)
+        il.MarkLabel test
+        il.Emit(OpCodes.Ldloc, index)
+        il.Emit(OpCodes.Ldc_I4, hi)
+        il.Emit(OpCodes.Blt, body)
+
 /// Implement one generic interface method `M<TV>(...)` with the body that `emitBody` writes.
 /// `bind` maps the IR leaves to the method's arguments (IL argument indices: 0 is `this`).
 let private implementWith (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (emitBody: Body -> unit) =
@@ -370,6 +487,12 @@ let private implementWith (mb: ModelBuilder) (iface: Type) (methodName: string) 
 /// Implement a generic interface method whose body stores `outputs`.
 let implementMethod (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (outputs: Output list) =
     implementWith mb iface methodName bind (fun b -> emitOutputs b outputs)
+
+/// Implement a generic interface method that stores `outputs` (straight-line code), then runs `loops`.
+let implementMethodWithLoops (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (outputs: Output list) (loops: LoopOutput list) =
+    implementWith mb iface methodName bind (fun b ->
+        emitOutputs b outputs
+        List.iter (emitLoop b) loops)
 
 /// Implement a generic interface method that stores `blocks[which]`, `which` being the int
 /// argument at IL index `whichArg` (out-of-range does nothing). A chain of comparisons, not an IL

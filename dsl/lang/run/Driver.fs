@@ -230,7 +230,15 @@ let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic 
 and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     try
         let m = cf.Model
-        let ir = Lower.lowerModel m
+        // plain simulation needs no derivatives, so its vector equations may run as loops
+        let derivativeQuery = cf.Queries |> List.tryFind (fun q -> match q.Query with QPlain _ -> false | _ -> true)
+
+        match derivativeQuery with
+        | Some q when m.Dim > Loops.maxDerivativeDim ->
+            Error [ { Pos = q.Pos; Message = Loops.derivativeDimMessage m.Dim } ]
+        | _ ->
+
+        let ir = if derivativeQuery.IsSome then Lower.lowerModel m else Loops.lowerModel Loops.defaultMinLoopSize m
         let obs = Collections.Generic.List<Ir.Sym>()
 
         let symIndex (s: Ir.Sym) =
@@ -373,7 +381,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
 
         match errors with
         | [] ->
-            let compiled = Compile.compile ir (obs.ToArray()) wrt
+            let compiled = Compile.compileWith derivativeQuery.IsSome ir (obs.ToArray()) wrt
 
             Ok
                 { File = cf
