@@ -95,7 +95,8 @@ let private templateLeaves (m: CheckedModel) (v: string) (interior: Interior) : 
         fun env ix ->
             match affine env v ix with
             | 0L, b -> num (float b)
-            | _ -> raise NotUniform }
+            | _ -> raise NotUniform
+      Closed = Dictionary<CExpr, Sym>(HashIdentity.Reference) }
 
 /// Whether two distinct subtrees of a template are equal at no i, at every i, or at one i.
 type private Meet =

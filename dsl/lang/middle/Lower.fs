@@ -100,11 +100,40 @@ let private unaryOf f =
 /// evaluates every index (`concreteLeaves`); a loop body keeps its index symbolic (`Loops`).
 type Leaves =
     { StateRef: Map<string, int> -> int -> IExpr -> Sym
-      IndexValue: Map<string, int> -> IExpr -> Sym }
+      IndexValue: Map<string, int> -> IExpr -> Sym
+      /// The reductions without free index variables lowered so far, by reference: an equation
+      /// `d x[i] = (avg(j, x[j]) - x[i]) dt` over n components lowers its average once, not n times
+      /// (n² work for a mean-field coupling).
+      Closed: Collections.Generic.Dictionary<CExpr, Sym> }
 
 let private concreteLeaves (m: CheckedModel) =
     { StateRef = fun env s ix -> state (componentOf m env s ix)
-      IndexValue = fun env ix -> num (float (evalIndex env ix)) }
+      IndexValue = fun env ix -> num (float (evalIndex env ix))
+      Closed = Collections.Generic.Dictionary<CExpr, Sym>(HashIdentity.Reference) }
+
+/// Does the expression use no index variable outside `bound`?
+let rec private closedIn (bound: Set<string>) (e: CExpr) : bool =
+    let rec ix (i: IExpr) =
+        match i with
+        | IConst _ -> true
+        | IVar v -> bound.Contains v
+        | IAdd (a, b) | ISub (a, b) | IMul (a, b) -> ix a && ix b
+        | INeg a -> ix a
+
+    let rec cond (c: CCond) =
+        match c with
+        | CCmp (_, a, b) -> closedIn bound a && closedIn bound b
+        | CAnd (a, b) | COr (a, b) -> cond a && cond b
+        | CNot a -> cond a
+
+    match e with
+    | CExpr.Const _ | CExpr.Param _ | CExpr.Time -> true
+    | CExpr.StateRef (_, i) | CExpr.IndexValue i -> ix i
+    | CExpr.Neg a -> closedIn bound a
+    | CExpr.Add (a, b) | CExpr.Sub (a, b) | CExpr.Mul (a, b) | CExpr.Div (a, b) | CExpr.Power (a, b) -> closedIn bound a && closedIn bound b
+    | CExpr.Func (_, args) -> List.forall (closedIn bound) args
+    | CExpr.IfThen (c, a, b) -> cond c && closedIn bound a && closedIn bound b
+    | CExpr.SumOver (v, _, body) | CExpr.AvgOver (v, _, body) -> closedIn (bound.Add v) body
 
 /// Lower an expression with the given leaf resolution (the one lowering that both the unrolled code
 /// and the loop templates use, so that their trees agree).
@@ -152,6 +181,14 @@ let rec lowerWith (leaves: Leaves) (m: CheckedModel) (env: Env) (e: CExpr) : Sym
     | CExpr.Func (f, [ a ]) -> unary (unaryOf f) (go a)
     | CExpr.Func (f, args) -> failwithf "function %A with %d arguments" f args.Length
     | CExpr.IfThen (c, a, b) -> select (lowerCond m env c) (go a) (go b)
+    | CExpr.SumOver _
+    | CExpr.AvgOver _ when not (isNull leaves.Closed) && leaves.Closed.ContainsKey e -> leaves.Closed[e]
+    | CExpr.SumOver _
+    | CExpr.AvgOver _ when not (isNull leaves.Closed) && closedIn Set.empty e ->
+        // (lowered without the table, which the reductions inside it do not need)
+        let r = lowerWith { leaves with Closed = null } m env e
+        leaves.Closed[e] <- r
+        r
     | CExpr.SumOver (v, n, body) -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
     | CExpr.AvgOver (v, n, body) ->
         let s = [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
@@ -186,6 +223,9 @@ let private instances (st: StateInfo) (index: string option) : (int * Env) seq =
 /// diffusion) and the components whose init `skipInit` says a loop sets (`InitDet zero` until the
 /// caller fills in the law): `Loops` chooses them.
 let lowerModelExcept (skipRow: int -> bool) (skipInit: int -> bool) (m: CheckedModel) : ModelIr =
+    // one table of closed reductions for every equation and init
+    let leaves = concreteLeaves m
+    let lowerExpr m env e = lowerWith leaves m env e
     let drift = Array.create m.Dim zero
     let diffusion = Collections.Generic.Dictionary<struct (int * int), Sym>()
     let lanes = Collections.Generic.List<struct (int * int)>()
