@@ -318,6 +318,17 @@ let select c a b =
     | _ when a = b -> a
     | _ -> mk Select [ c; a; b ]
 
+/// A loop template (`Lower.LoopIr`) at index i: `StateAt k` becomes `State (k + i)`, `NoiseAt l`
+/// `Noise (l + i)`, `ExtAt (n, k)` `Ext (n, k + i)`, nothing re-simplified (the tests compare it
+/// with the tree the unrolled lowering builds for that component).
+let rec atIndex (i: int) (e: Sym) : Sym =
+    match e.Op with
+    | StateAt k -> state (k + i)
+    | NoiseAt l -> noise (l + i)
+    | ExtAt (n, k) -> ext n (k + i)
+    | _ when e.Args.IsEmpty -> e
+    | op -> mk op (List.map (atIndex i) e.Args)
+
 /// Does the expression mention this leaf?
 let rec mentions (leaf: Op) (e: Sym) =
     e.Op = leaf || List.exists (mentions leaf) e.Args

@@ -194,13 +194,15 @@ let private collisions (size: int) (roots: Sym list) : Set<int> =
 
 /// The ranges of i in the interior without the colliding indices; None when the template needs
 /// too many peeled components or the interior is empty.
-let private rangesOf (interior: Interior) (size: int) (roots: Sym list) : (int * int) list option =
+let private rangesOf (interior: Interior) (size: int) (roots: Sym list) (extraCuts: int64 list) : (int * int) list option =
     let lo, hi = max 0L interior.Lo, min (int64 size) interior.Hi
 
     if lo >= hi then
         None
     else
-        let cuts = collisions size roots |> Set.filter (fun i -> int64 i >= lo && int64 i < hi)
+        let extra = extraCuts |> List.filter (fun i -> i >= lo && i < hi) |> List.map int |> Set.ofList
+        let cuts = Set.union extra (collisions size roots) |> Set.filter (fun i -> int64 i >= lo && int64 i < hi)
+        if cuts.Count > maxCollisions then raise NotUniform
         // split [lo, hi) at the colliding indices
         let bounds = [ int lo - 1 ] @ Set.toList cuts @ [ int hi ]
 
@@ -250,7 +252,16 @@ let private equationLoop (m: CheckedModel) (eq: CEquation) (v: string) : LoopIr 
 
         let step = eulerStep (stateAt st.Offset) drift gw
 
-        rangesOf interior st.Size [ step; drift; gw ]
+        // a lane dW[i + k] that is a literal lane dW[c] at i = c - k: the unrolled lowering sums
+        // their coefficients into one entry there
+        let laneCuts =
+            [ for a in lanes do
+                  for b in lanes do
+                      match unify a b with
+                      | At i -> i
+                      | _ -> () ]
+
+        rangesOf interior st.Size [ step; drift; gw ] laneCuts
         |> Option.map (fun rs -> { Target = st.Offset; Ranges = rs; Drift = drift; Gw = gw })
     with
     | NotUniform
@@ -288,7 +299,7 @@ let private initLoop (m: CheckedModel) (ini: CInit) : (InitLoopIr * InitIr) opti
         else
             let value = initValue law (extAt "zn" st.Offset) (extAt "zu" st.Offset)
 
-            rangesOf interior st.Size [ value ]
+            rangesOf interior st.Size [ value ] []
             |> Option.map (fun rs -> { Target = st.Offset; Ranges = rs; Value = value }, law)
     with
     | NotUniform
