@@ -100,7 +100,7 @@ let compileWith (derivatives: bool) (ir: ModelIr) (observables: Sym[]) (wrt: int
     // Diffuse<TV>(x, t, w, gw)
     implementMethodWithLoops mb iface "Diffuse" (standardBind mb 1 3 2 []) (outputsExcept rows 4 (diffusionApplied ir)) (loopsOf 4 (fun l -> l.Gw))
     // Observe<TV>(x, t, obs)
-    implementMethod mb iface "Observe" (standardBind mb 1 0 2 []) (outputs 3 observables)
+    implementMethodReducing mb iface "Observe" (standardBind mb 1 0 2 []) Loops.defaultMinLoopSize (outputs 3 observables)
     // Jacobian / Hessian <TV>(x, w, t, dt, sqdt, values)
     let dBind = standardBind mb 1 2 3 [ "dt", FromArg 4; "sqdt", FromArg 5 ]
     implementMethod mb tface "Jacobian" dBind (sparseOut 6 tg.J)

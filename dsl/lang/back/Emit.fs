@@ -442,6 +442,161 @@ let private emitLoop (b: Body) (l: LoopOutput) =
         il.Emit(OpCodes.Ldc_I4, hi)
         il.Emit(OpCodes.Blt, body)
 
+/// The template of two consecutive terms of a sum (`State k` in the first, `State (k + 1)` in the
+/// second becoming `StateAt k`), or None.
+let rec private antiUnify (a: Sym) (b: Sym) : Sym option =
+    match a.Op, b.Op with
+    | State k, State k2 when k2 = k + 1 -> Some(stateAt k)
+    | oa, ob when oa = ob && a.Args.Length = b.Args.Length ->
+        if a.Args.IsEmpty then
+            Some a
+        else
+            let args = List.map2 antiUnify a.Args b.Args
+
+            if List.forall Option.isSome args then
+                Some(withArgs a (List.map Option.get args))
+            else
+                None
+    | _ -> None
+
+/// Is `e` the template `t` at index j?
+let rec private matchesAt (j: int) (t: Sym) (e: Sym) =
+    match t.Op with
+    | StateAt k -> e.Op = State(k + j)
+    | _ when t.Args.IsEmpty -> e.Args.IsEmpty && t.Op = e.Op
+    | op -> op = e.Op && t.Args.Length = e.Args.Length && List.forall2 (matchesAt j) t.Args e.Args
+
+/// A sum's terms as runs: (first term, template, count) where terms first .. first + count - 1 are
+/// the template at 0 .. count - 1 (a run of 1 is a single term, its own template).
+let private runsOf (minRun: int) (terms: Sym[]) =
+    let runs = List<int * Sym * int>()
+    let mutable s = 0
+
+    while s < terms.Length do
+        let run =
+            if s + 1 < terms.Length then
+                match antiUnify terms[s] terms[s + 1] with
+                | Some t ->
+                    let mutable n = 2
+
+                    while s + n < terms.Length && matchesAt n t terms[s + n] do
+                        n <- n + 1
+
+                    if n >= minRun then Some(t, n) else None
+                | None -> None
+            else
+                None
+
+        match run with
+        | Some (t, n) ->
+            runs.Add((s, t, n))
+            s <- s + n
+        | None ->
+            runs.Add((s, terms[s], 1))
+            s <- s + 1
+
+    runs
+
+/// Compute a sum with at least `minRun` uniform terms in a row (an observable's `avg(i, x[i]^2)` over
+/// 10^6 components) into a local by loops, and record it in `locals`. The additions are those of the
+/// straight-line code, in its order (acc + t, or acc - z for a term -z), so the bits are the same;
+/// straight-line code for 10^6 terms overflows the stack of the JIT-compiled method.
+let private emitLoopSum (b: Body) (minRun: int) (locals: Dictionary<Sym, LocalBuilder>) (sum: Sym) =
+    let il = b.Il
+    let terms = List.toArray sum.Args
+    let acc = il.DeclareLocal(typeof<double>)
+    let index = il.DeclareLocal(typeof<int>)
+
+    let stateArg =
+        match b.Bind(State 0) with
+        | FromVec (arg, _) -> arg
+        | other -> failwithf "emit: the state is bound to %A" other
+
+    let lb =
+        { b with
+            Bind =
+                fun op ->
+                    match op with
+                    | StateAt k -> FromVecAt(stateArg, k, index)
+                    | op -> b.Bind op }
+
+    // one term added to (or, the first, stored in) the accumulator, as emitRaw's Add does it
+    let addTerm (bb: Body) (uses: Dictionary<Sym, int>) (ls: Dictionary<Sym, LocalBuilder>) (first: bool) (t: Sym) =
+        if first then
+            emitExpr bb uses ls t
+        else
+            il.Emit(OpCodes.Ldloc, acc)
+
+            match t.Op, t.Args with
+            | Neg, [ z ] ->
+                emitExpr bb uses ls z
+                il.Emit(OpCodes.Sub)
+            | _ ->
+                emitExpr bb uses ls t
+                il.Emit(OpCodes.Add)
+
+        il.Emit(OpCodes.Stloc, acc)
+
+    let singles = runsOf minRun terms |> Seq.filter (fun (_, _, n) -> n = 1) |> Seq.map (fun (s, _, _) -> terms[s])
+    let uses = countUses singles
+
+    for s, t, n in runsOf minRun terms do
+        if n = 1 then
+            addTerm b uses locals (s = 0) t
+        else
+            // the first term of the sum as itself, the others by the loop
+            let from = if s = 0 then 1 else 0
+            if s = 0 then addTerm b uses locals true terms[0]
+            let bodyUses = countUses [ t ]
+            let body = il.DefineLabel()
+            let test = il.DefineLabel()
+            il.Emit(OpCodes.Ldc_I4, from)
+            il.Emit(OpCodes.Stloc, index)
+            il.Emit(OpCodes.Br, test)
+            il.MarkLabel body
+            addTerm lb bodyUses (Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)) false t
+            il.Emit(OpCodes.Ldloc, index)
+            il.Emit(OpCodes.Ldc_I4_1)
+            il.Emit(OpCodes.Add)
+            il.Emit(OpCodes.Stloc, index)
+            il.MarkLabel test
+            il.Emit(OpCodes.Ldloc, index)
+            il.Emit(OpCodes.Ldc_I4, n)
+            il.Emit(OpCodes.Blt, body)
+
+    locals[sum] <- acc
+
+/// Like `emitOutputs`, with every sum of at least `minRun` uniform terms in a row computed by loops
+/// (`emitLoopSum`) before the output that needs it.
+let private emitOutputsReducing (b: Body) (minRun: int) (outputs: Output list) =
+    let il = b.Il
+    let outputs = List.map2 (fun (o: Output) v -> { o with Value = v }) outputs (shareAll (outputs |> List.map (fun o -> o.Value)))
+    let uses = countUses (outputs |> Seq.map (fun o -> o.Value))
+    let locals = Dictionary<Sym, LocalBuilder>(HashIdentity.Structural)
+    let tmp = il.DeclareLocal(typeof<double>)
+    let seen = HashSet<Sym>(HashIdentity.Reference)
+
+    // the long sums, inner ones first
+    let rec prepare (e: Sym) =
+        if seen.Add e then
+            List.iter prepare e.Args
+
+            match e.Op with
+            | Add when e.Args.Length >= minRun && not (locals.ContainsKey e) ->
+                let runs = runsOf minRun (List.toArray e.Args)
+                if runs |> Seq.exists (fun (_, _, n) -> n > 1) then emitLoopSum b minRun locals e
+            | _ -> ()
+
+    for o in outputs do
+        prepare o.Value
+        emitExpr b uses locals o.Value
+        il.Emit(OpCodes.Stloc, tmp)
+        il.Emit(OpCodes.Ldarga_S, byte o.Arg)
+        il.Emit(OpCodes.Ldc_I4, o.Lane)
+        il.Emit(OpCodes.Ldloc, tmp)
+        il.Emit(OpCodes.Constrained, b.TV)
+        il.Emit(OpCodes.Callvirt, b.SetItem)
+
 /// Implement one generic interface method `M<TV>(...)` with the body that `emitBody` writes.
 /// `bind` maps the IR leaves to the method's arguments (IL argument indices: 0 is `this`).
 let private implementWith (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (emitBody: Body -> unit) =
@@ -493,6 +648,11 @@ let implementMethodWithLoops (mb: ModelBuilder) (iface: Type) (methodName: strin
     implementWith mb iface methodName bind (fun b ->
         emitOutputs b outputs
         List.iter (emitLoop b) loops)
+
+/// Implement a generic interface method that stores `outputs`, its sums of at least `minRun`
+/// uniform terms computed by loops.
+let implementMethodReducing (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (minRun: int) (outputs: Output list) =
+    implementWith mb iface methodName bind (fun b -> emitOutputsReducing b minRun outputs)
 
 /// Implement a generic interface method that stores `blocks[which]`, `which` being the int
 /// argument at IL index `whichArg` (out-of-range does nothing). A chain of comparisons, not an IL

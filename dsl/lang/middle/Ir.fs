@@ -329,6 +329,9 @@ let rec atIndex (i: int) (e: Sym) : Sym =
     | _ when e.Args.IsEmpty -> e
     | op -> mk op (List.map (atIndex i) e.Args)
 
+/// The same node with other children, not re-simplified (loop templates).
+let withArgs (e: Sym) (args: Sym list) : Sym = mk e.Op args
+
 /// Does the expression mention this leaf?
 let rec mentions (leaf: Op) (e: Sym) =
     e.Op = leaf || List.exists (mentions leaf) e.Args
