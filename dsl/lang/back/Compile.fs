@@ -67,7 +67,8 @@ let private structureOf (ir: ModelIr) (tg: Tangent.TangentIr) : TangentStructure
 
 /// The outputs of the components that no loop computes.
 let private outputsExcept (covered: bool[]) arg (es: Sym[]) =
-    es |> Array.mapi (fun k e -> { Arg = arg; Lane = k; Value = e }) |> Array.filter (fun o -> not covered[o.Lane]) |> Array.toList
+    [ for k in 0 .. es.Length - 1 do
+          if not covered[k] then { Arg = arg; Lane = k; Value = es[k] } ]
 
 /// Emit the model type; with `derivatives`, the derivative code for the response parameters `wrt`
 /// (the Jacobian, Hessian, ... that responses, Lyapunov exponents and alignment need). Without it
@@ -90,7 +91,7 @@ let compileWith (derivatives: bool) (ir: ModelIr) (observables: Sym[]) (wrt: int
     // Init<TV>(x, zn, zu)
     let initBind = standardBind mb 0 0 0 [ "zn", FromVec(2, 0); "zu", FromVec(3, 0) ]
     let initLoops = ir.InitLoops |> List.map (fun l -> { LoopOutput.Arg = 1; Target = l.Target; Ranges = l.Ranges; Value = l.Value })
-    implementMethodWithLoops mb iface "Init" initBind (outputsExcept initRows 1 (initExpressions ir)) initLoops
+    implementMethodWithLoops mb iface "Init" initBind (outputsExcept initRows 1 (initExpressionsExcept initRows ir)) initLoops
     // Step<TV>(x, y, w, t, dt, sqdt)
     let stepBind = standardBind mb 1 3 4 [ "dt", FromArg 5; "sqdt", FromArg 6 ]
     let stepLoops = loopsOf 2 (fun l -> eulerStep (stateAt l.Target) l.Drift l.Gw)

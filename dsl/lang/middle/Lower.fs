@@ -343,6 +343,15 @@ let stepExpressions (ir: ModelIr) : Sym[] =
     let gw = diffusionApplied ir
     Array.init ir.Dim (fun k -> eulerStep (state k) ir.Drift[k] gw[k])
 
+/// The step of the rows that no loop computes (`zero` in the `covered` rows, which cost nothing).
+let stepExpressionsExcept (covered: bool[]) (ir: ModelIr) : Sym[] =
+    let gw = diffusionApplied ir
+    Array.init ir.Dim (fun k -> if covered[k] then zero else eulerStep (state k) ir.Drift[k] gw[k])
+
+/// The initial values of the components that no loop sets (`zero` in the `covered` ones).
+let initExpressionsExcept (covered: bool[]) (ir: ModelIr) : Sym[] =
+    ir.Init |> Array.mapi (fun k init -> if covered[k] then zero else initValue init (ext "zn" k) (ext "zu" k))
+
 let initExpressions (ir: ModelIr) : Sym[] =
     ir.Init |> Array.mapi (fun k init -> initValue init (ext "zn" k) (ext "zu" k))
 

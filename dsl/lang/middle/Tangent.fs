@@ -124,9 +124,10 @@ let build (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : TangentIr =
       AdditiveNoise = additiveNoise ir
       InitHasScore = ir.Init |> Array.forall (function InitNormal _ -> true | _ -> false) }
 
-/// No derivatives: the step only (a model compiled for plain simulation, `Compile.compileWith`).
+/// No derivatives: the step only, of the rows that no loop computes (`zero` in the others): a model
+/// compiled for plain simulation (`Compile.compileWith`).
 let none (ir: ModelIr) : TangentIr =
-    { Step = stepExpressions ir
+    { Step = stepExpressionsExcept (loopedRows ir) ir
       J = []
       Hessian = []
       Sigma = []
