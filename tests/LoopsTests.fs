@@ -206,13 +206,13 @@ let tests =
             Expect.isEmpty p.Program.Compiled.Ir.Loops "no loops"
             Expect.isNonEmpty p.Program.Compiled.Tangent.J "the Jacobian"
         }
-        test "a derivative query past 200,000 states is a located error naming the limit" {
-            match SdeCompiler.Compile(file (lorenz96 200_001) "mean(x[0])\n  d mean(x[0]) / d F", "big.sde") with
+        test "a derivative query past 100,000 states is a located error naming the limit" {
+            match SdeCompiler.Compile(file (lorenz96 100_001) "mean(x[0])\n  d mean(x[0]) / d F", "big.sde") with
             | Ok _ -> failtest "expected an error"
             | Error ds ->
                 let d = List.head ds
                 Expect.equal (d.Line, d.Col) (13, 3) d.Rendered
-                Expect.stringContains d.Message "at most 200000 components" "names the limit"
+                Expect.stringContains d.Message "at most 100000 components" "names the limit"
         }
         test "10^6 states: the ring compiles in seconds and runs; the mean-field coupling of 3,000 states too" {
             let sw = Stopwatch.StartNew()

@@ -75,6 +75,23 @@ let private emitLoadLeaf (b: Body) (op: Op) =
         b.Il.Emit(OpCodes.Constrained, b.TV)
         b.Il.Emit(OpCodes.Callvirt, b.GetItem)
 
+/// Most locals `emitExpr` gives shared nodes in one method: IL numbers locals with 16 bits, and an
+/// unrolled model of 70,000 components shared that many (the CLR refused the method as an invalid
+/// program). Past the cap a shared node is computed again where it is used again: the same bits,
+/// more work.
+let private maxSharedLocals = 60_000
+
+/// The highest local index seen per method body (IL generator).
+let private localsSeen = Runtime.CompilerServices.ConditionalWeakTable<ILGenerator, int ref>()
+
+/// One scratch double per method body for the operations that hold an operand while they compute
+/// (integer powers, sign): no emission happens between its store and its last load, so one serves
+/// all (a local each made 10^5 powers 10^5 locals).
+let private scratches = Runtime.CompilerServices.ConditionalWeakTable<ILGenerator, LocalBuilder>()
+
+let private scratch (il: ILGenerator) =
+    scratches.GetValue(il, fun il -> il.DeclareLocal(typeof<double>))
+
 /// Emit code that leaves the value of `e` on the stack. Shared nodes are computed once into a
 /// local; locals created inside a branch of `if` are forgotten after it (they are not assigned on
 /// the other path).
@@ -89,8 +106,11 @@ let rec private emitExpr (b: Body) (uses: Dictionary<Sym, int>) (locals: Diction
             | Num _ -> false
             | _ -> (match uses.TryGetValue e with | true, n -> n > 1 | _ -> false)
 
-        if shared then
+        let seen = localsSeen.GetValue(b.Il, fun _ -> ref 0)
+
+        if shared && seen.Value < maxSharedLocals then
             let l = b.Il.DeclareLocal(typeof<double>)
+            seen.Value <- l.LocalIndex + 1
             b.Il.Emit(OpCodes.Dup)
             b.Il.Emit(OpCodes.Stloc, l)
             locals[e] <- l
@@ -132,7 +152,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
     | PowI n, [ x ] ->
         // exponentiation by squaring on a local; negative powers invert at the end
         let m = abs n
-        let baseL = il.DeclareLocal(typeof<double>)
+        let baseL = scratch il
         go x
         il.Emit(OpCodes.Stloc, baseL)
 
@@ -171,7 +191,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
         | UFloor -> call "Floor" 1
         | USign ->
             // (x > 0) - (x < 0) as a double
-            let l = il.DeclareLocal(typeof<double>)
+            let l = scratch il
             il.Emit(OpCodes.Stloc, l)
             il.Emit(OpCodes.Ldloc, l)
             il.Emit(OpCodes.Ldc_R8, 0.0)
