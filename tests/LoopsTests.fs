@@ -201,6 +201,13 @@ let tests =
             }
             test "mean field, N = 2500" { sameRuns (file (meanField 2500) "mean(x[0])\n  mean(avg(i, x[i]))") }
         ]
+        test "examples/heat_spde.sde runs its equation as one loop, the two wrapped ends unrolled" {
+            let rec up (d: IO.DirectoryInfo) = if IO.File.Exists(IO.Path.Combine(d.FullName, "Dsl.sln")) then d.FullName else up d.Parent
+            let path = IO.Path.Combine(up (IO.DirectoryInfo AppContext.BaseDirectory), "examples", "heat_spde.sde")
+            let p = compile (IO.File.ReadAllText path)
+            Expect.equal (p.Program.Compiled.Ir.Loops |> List.map (fun l -> l.Ranges)) [ [ 1, 2047 ] ] "u[i-1] and u[i+1] wrap at i = 0 and N-1"
+            Expect.equal (p.Program.Compiled.Ir.InitLoops |> List.map (fun l -> l.Ranges)) [ [ 0, 2048 ] ] "the init"
+        }
         test "a file with a derivative query compiles unrolled, with its derivatives" {
             let p = compile (file (lorenz96 2500) "d mean(x[0]) / d F")
             Expect.isEmpty p.Program.Compiled.Ir.Loops "no loops"
