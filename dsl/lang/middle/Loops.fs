@@ -215,7 +215,7 @@ let private rangesOf (interior: Interior) (size: int) (roots: Sym list) (extraCu
 
 /// The loop of one vector equation, or None when it is not uniform in its index.
 let private equationLoop (m: CheckedModel) (eq: CEquation) (v: string) : LoopIr option =
-    let st = m.States[eq.State]
+    let st = List.item eq.State m.States
     let brownians = List.toArray m.Brownians
     let interior = Interior st.Size
     let leaves = templateLeaves m v interior
@@ -274,7 +274,7 @@ let rec private mentionsRelative (e: Sym) =
 
 /// The loop of one vector init and the law it gives every component, or None.
 let private initLoop (m: CheckedModel) (ini: CInit) : (InitLoopIr * InitIr) option =
-    let st = m.States[ini.State]
+    let st = List.item ini.State m.States
     // an init without index variable gives every component the same value
     let v = defaultArg ini.Index ""
     let interior = Interior st.Size
@@ -308,8 +308,10 @@ let private initLoop (m: CheckedModel) (ini: CInit) : (InitLoopIr * InitIr) opti
 /// Lower a model with the vector equations and inits over at least `minSize` components as loops
 /// where they are uniform in their index, everything else unrolled (`Lower.lowerModel`).
 let lowerModel (minSize: int) (m: CheckedModel) : ModelIr =
-    let big (s: int) = m.States[s].Size >= minSize && m.States[s].IsVector
-    let initsOf s = m.Inits |> List.filter (fun i -> i.State = s) |> List.length
+    let states = List.toArray m.States
+    let big (s: int) = states[s].Size >= minSize && states[s].IsVector
+    let initCounts = m.Inits |> List.countBy (fun i -> i.State) |> dict
+    let initsOf s = match initCounts.TryGetValue s with | true, n -> n | _ -> 0
 
     let loops =
         [ for eq in m.Equations do
@@ -323,7 +325,7 @@ let lowerModel (minSize: int) (m: CheckedModel) : ModelIr =
               if big ini.State && initsOf ini.State = 1 then
                   yield! Option.toList (initLoop m ini)
           // a state without init starts at 0 (`InitDet zero`, which the unrolled lowering leaves)
-          for s, st in List.indexed m.States do
+          for s, st in Array.indexed states do
               if big s && initsOf s = 0 then
                   { Target = st.Offset; Ranges = [ 0, st.Size ]; Value = zero }, InitDet zero ]
 
