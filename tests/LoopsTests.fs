@@ -135,6 +135,18 @@ let private sameMethods (m: Checked.CheckedModel) (minSize: int) =
         Expect.equal (bits g1) (bits g2) "Diffuse"
         Expect.equal (bits i1) (bits i2) "Init"
 
+/// An observable with its loop sums written out term by term (`sumAll` of the template at each index).
+let rec private expand (e: Sym) : Sym =
+    match e.Op, e.Args with
+    | SumLoop n, [ t ] -> sumAll [ for j in 0 .. n - 1 -> atIndex j t ]
+    | _, [] -> e
+    | _, args -> withArgs e (List.map expand args)
+
+let rec private loopSums (e: Sym) : int =
+    match e.Op with
+    | SumLoop _ -> 1
+    | _ -> List.sumBy loopSums e.Args
+
 let private compile src =
     match SdeCompiler.Compile(src, "loops.sde") with
     | Ok p -> p
@@ -146,7 +158,17 @@ let private sameRuns (src: string) =
     let p = compile src
     Expect.isNonEmpty p.Program.Compiled.Ir.Loops "the program runs loops"
     let c = p.Program.Compiled
-    let unrolled = { p.Program with Compiled = Compile.compileWith false (Lower.lowerModel p.Program.File.Model) c.Observables [||] }
+    let m = p.Program.File.Model
+
+    // the observables' loop sums, written out, are the unrolled lowering of the queries
+    for q in p.Program.File.Queries do
+        match q.Query with
+        | Checked.QPlain (Checked.TMean e, _)
+        | Checked.QPlain (Checked.TDensity (e, _, _, _), _) ->
+            Expect.equal (expand (Loops.observable Loops.defaultMinLoopSize m e)) (Lower.observable m e) q.Text
+        | _ -> ()
+
+    let unrolled = { p.Program with Compiled = Compile.compileWith false (Lower.lowerModel m) (Array.map expand c.Observables) [||] }
     Expect.isEmpty unrolled.Compiled.Ir.Loops "the twin is unrolled"
     let r1 = Driver.run p.Program Driver.defaultOptions
     let r2 = Driver.run unrolled Driver.defaultOptions
@@ -195,6 +217,19 @@ let tests =
         testList "runs with loops equal the unrolled runs bit for bit" [
             test "Lorenz-96, N = 2500" {
                 sameRuns (file (lorenz96 2500) "mean(x[0])\n  mean(avg(i, x[i]^2))\n  density(x[7]) on [-10, 15] bins 20\n  mean(x[1]) over [0.02, 0.05]")
+            }
+            test "Lorenz-96, N = 2500, observables with loop sums and with sums the loops leave alone" {
+                let qs =
+                    [ "mean(avg(i, x[i]^2))"              // a loop sum
+                      "mean(sqrt(avg(i, -x[i] * F) + 100))" // a loop sum inside, a negated term
+                      "mean(avg(i, x[i] * x[i+1]))"       // wraps at the end: unrolled
+                      "mean(sum(i, x[i] * x[3]))"         // x[3]^2 at i = 3: unrolled
+                      "mean(avg(i, x[i] + 1))"            // the unrolled sum is flat: unrolled
+                      "density(avg(i, exp(-x[i]^2))) on [0, 1] bins 10" ]
+
+                let p = compile (file (lorenz96 2500) (String.concat "\n  " qs))
+                Expect.equal (p.Program.Compiled.Observables |> Array.map loopSums) [| 1; 1; 0; 0; 0; 1 |] "which became loop sums"
+                sameRuns (file (lorenz96 2500) (String.concat "\n  " qs))
             }
             test "stochastic heat equation, N = 2500" {
                 sameRuns (file (heat 2500) "mean(u[0])\n  mean(avg(i, u[i]^2))\n  density(u[2499]) on [-2, 2] bins 20")

@@ -224,6 +224,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
         il.MarkLabel endL
         locals.Clear()
         for kv in saved do locals[kv.Key] <- kv.Value
+    | SumLoop _, _ -> failwith "emit: a loop sum outside an observable (Observe computes them first)"
     | (Cmp _ | And | Or | Not), _ ->
         // a boolean used as a number: 1.0 or 0.0
         emitCond b uses locals e
@@ -586,6 +587,65 @@ let private emitLoopSum (b: Body) (minRun: int) (locals: Dictionary<Sym, LocalBu
 
     locals[sum] <- acc
 
+/// Compute a `SumLoop` node (an observable's reduction lowered as a loop, `Loops.observable`) into a
+/// local, with the additions the unrolled sum of its terms would make, in its order.
+let private emitSumLoop (b: Body) (locals: Dictionary<Sym, LocalBuilder>) (node: Sym) =
+    let il = b.Il
+    let n, t =
+        match node.Op, node.Args with
+        | SumLoop n, [ t ] -> n, t
+        | _ -> failwithf "emit: not a loop sum: %A" node.Op
+
+    let acc = il.DeclareLocal(typeof<double>)
+    let index = il.DeclareLocal(typeof<int>)
+
+    let stateArg =
+        match b.Bind(State 0) with
+        | FromVec (arg, _) -> arg
+        | other -> failwithf "emit: the state is bound to %A" other
+
+    let lb =
+        { b with
+            Bind =
+                fun op ->
+                    match op with
+                    | StateAt k -> FromVecAt(stateArg, k, index)
+                    | op -> b.Bind op }
+
+    let bodyUses = countUses [ t ]
+    // the first term stored, the others added (or subtracted, for a term -z) as emitRaw's Add does
+    il.Emit(OpCodes.Ldc_I4_0)
+    il.Emit(OpCodes.Stloc, index)
+    emitExpr lb bodyUses (Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)) t
+    il.Emit(OpCodes.Stloc, acc)
+    let body = il.DefineLabel()
+    let test = il.DefineLabel()
+    il.Emit(OpCodes.Ldc_I4_1)
+    il.Emit(OpCodes.Stloc, index)
+    il.Emit(OpCodes.Br, test)
+    il.MarkLabel body
+    let ls = Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)
+    il.Emit(OpCodes.Ldloc, acc)
+
+    match t.Op, t.Args with
+    | Neg, [ z ] ->
+        emitExpr lb bodyUses ls z
+        il.Emit(OpCodes.Sub)
+    | _ ->
+        emitExpr lb bodyUses ls t
+        il.Emit(OpCodes.Add)
+
+    il.Emit(OpCodes.Stloc, acc)
+    il.Emit(OpCodes.Ldloc, index)
+    il.Emit(OpCodes.Ldc_I4_1)
+    il.Emit(OpCodes.Add)
+    il.Emit(OpCodes.Stloc, index)
+    il.MarkLabel test
+    il.Emit(OpCodes.Ldloc, index)
+    il.Emit(OpCodes.Ldc_I4, n)
+    il.Emit(OpCodes.Blt, body)
+    locals[node] <- acc
+
 /// Like `emitOutputs`, with every sum of at least `minRun` uniform terms in a row computed by loops
 /// (`emitLoopSum`) before the output that needs it.
 let private emitOutputsReducing (b: Body) (minRun: int) (outputs: Output list) =
@@ -596,12 +656,32 @@ let private emitOutputsReducing (b: Body) (minRun: int) (outputs: Output list) =
     let tmp = il.DeclareLocal(typeof<double>)
     let seen = HashSet<Sym>(HashIdentity.Reference)
 
-    // the long sums, inner ones first
+    // the parts of a loop sum's template that depend on its index are computed inside its loop
+    let relative = Dictionary<Sym, bool>(HashIdentity.Reference)
+
+    let rec isRelative (e: Sym) =
+        match relative.TryGetValue e with
+        | true, r -> r
+        | _ ->
+            let r =
+                match e.Op with
+                | StateAt _ -> true
+                // its template's index is its own
+                | SumLoop _ -> false
+                | _ -> List.exists isRelative e.Args
+
+            relative[e] <- r
+            r
+
+    // the long sums, inner ones first (so that one inside a loop sum's template that does not
+    // depend on its index is computed once, before that loop)
     let rec prepare (e: Sym) =
         if seen.Add e then
             List.iter prepare e.Args
 
             match e.Op with
+            | _ when isRelative e -> ()
+            | SumLoop _ when not (locals.ContainsKey e) -> emitSumLoop b locals e
             | Add when e.Args.Length >= minRun && not (locals.ContainsKey e) ->
                 let runs = runsOf minRun (List.toArray e.Args)
                 if runs |> Seq.exists (fun (_, _, n) -> n > 1) then emitLoopSum b minRun locals e

@@ -41,6 +41,10 @@ type Op =
     | NoiseAt of int
     /// In a loop body: lane k + i of an emitter input (the init normals `zn`, uniforms `zu`).
     | ExtAt of string * int
+    /// Σ_{j < count} of its one argument, a template whose `StateAt` leaves are relative to j: a
+    /// reduction of an observable compiled as a loop (`Loops.observable`), equal term by term to the
+    /// unrolled sum. Never differentiated.
+    | SumLoop of count: int
     | Add
     | Mul
     | Neg
@@ -97,6 +101,7 @@ let ext name i = mk (Ext(name, i)) []
 let stateAt k = mk (StateAt k) []
 let noiseAt l = mk (NoiseAt l) []
 let extAt name k = mk (ExtAt(name, k)) []
+let sumLoop (count: int) (body: Sym) = mk (SumLoop count) [ body ]
 
 let (|NumV|_|) (s: Sym) =
     match s.Op with
@@ -568,6 +573,7 @@ let rec eval (leaf: Op -> float) (e: Sym) : float =
     | And, [ a; b ] -> if ev a <> 0.0 && ev b <> 0.0 then 1.0 else 0.0
     | Or, [ a; b ] -> if ev a <> 0.0 || ev b <> 0.0 then 1.0 else 0.0
     | Not, [ a ] -> if ev a = 0.0 then 1.0 else 0.0
+    | SumLoop n, [ body ] -> Seq.init (n - 1) (fun j -> ev (atIndex (j + 1) body)) |> Seq.fold (+) (ev (atIndex 0 body))
     | _ -> failwithf "eval: malformed node %A" e.Op
 
 /// A readable rendering (diagnostics, tests, `dsl check --ir`).
@@ -601,4 +607,5 @@ let rec show (e: Sym) : string =
     | And, [ a; b ] -> sprintf "(%s and %s)" (show a) (show b)
     | Or, [ a; b ] -> sprintf "(%s or %s)" (show a) (show b)
     | Not, [ a ] -> sprintf "not %s" (p a)
+    | SumLoop n, [ body ] -> sprintf "sum(i < %d, %s)" n (show body)
     | op, _ -> sprintf "%A" op

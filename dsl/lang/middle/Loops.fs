@@ -96,7 +96,8 @@ let private templateLeaves (m: CheckedModel) (v: string) (interior: Interior) : 
             match affine env v ix with
             | 0L, b -> num (float b)
             | _ -> raise NotUniform
-      Closed = Dictionary<CExpr, Sym>(HashIdentity.Reference) }
+      Closed = Dictionary<CExpr, Sym>(HashIdentity.Reference)
+      Reduction = fun _ _ _ -> None }
 
 /// Whether two distinct subtrees of a template are equal at no i, at every i, or at one i.
 type private Meet =
@@ -344,3 +345,34 @@ let lowerModel (minSize: int) (m: CheckedModel) : ModelIr =
         { ir with
             Loops = loops
             InitLoops = List.map fst initLoops }
+
+/// Lower an observable (for a file without derivative queries) with each reduction over at least
+/// `minSize` terms whose body is uniform in its index as one `SumLoop` (the observable is then built
+/// and emitted in time independent of the number of terms), everything else as `Lower.observable`.
+/// A reduction qualifies only where the unrolled sum is exactly the template's terms in order: no
+/// term wraps round a periodic state or meets a fixed reference (no peeling here), and the term is
+/// neither a sum nor a constant (which the unrolled sum would flatten or fold).
+let observable (minSize: int) (m: CheckedModel) (e: CExpr) : Sym =
+    let reduction (v: string) (n: int) (body: CExpr) : Sym option =
+        if n < minSize || not (closedIn (Set.singleton v) body) then
+            None
+        else
+            let interior = Interior n
+
+            try
+                let t = lowerWith (templateLeaves m v interior) m Map.empty body
+                let full = interior.Lo <= 0L && interior.Hi >= int64 n
+                let flat = match t.Op with Add | Num _ -> false | _ -> true
+
+                if full && flat && (collisions n [ t ]).IsEmpty then Some t else None
+            with
+            | NotUniform
+            | :? OverflowException -> None
+
+    let leaves =
+        { StateRef = fun env s ix -> state (componentOf m env s ix)
+          IndexValue = fun env ix -> num (float (evalIndex env ix))
+          Closed = Dictionary<CExpr, Sym>(HashIdentity.Reference)
+          Reduction = reduction }
+
+    lowerWith leaves m Map.empty e

@@ -104,15 +104,19 @@ type Leaves =
       /// The reductions without free index variables lowered so far, by reference: an equation
       /// `d x[i] = (avg(j, x[j]) - x[i]) dt` over n components lowers its average once, not n times
       /// (n² work for a mean-field coupling).
-      Closed: Collections.Generic.Dictionary<CExpr, Sym> }
+      Closed: Collections.Generic.Dictionary<CExpr, Sym>
+      /// A reduction `sum(v, body)` over n terms as the template of one loop (`SumLoop`), or None to
+      /// unroll it (`Loops.observable`).
+      Reduction: string -> int -> CExpr -> Sym option }
 
 let private concreteLeaves (m: CheckedModel) =
     { StateRef = fun env s ix -> state (componentOf m env s ix)
       IndexValue = fun env ix -> num (float (evalIndex env ix))
-      Closed = Collections.Generic.Dictionary<CExpr, Sym>(HashIdentity.Reference) }
+      Closed = Collections.Generic.Dictionary<CExpr, Sym>(HashIdentity.Reference)
+      Reduction = fun _ _ _ -> None }
 
 /// Does the expression use no index variable outside `bound`?
-let rec private closedIn (bound: Set<string>) (e: CExpr) : bool =
+let rec closedIn (bound: Set<string>) (e: CExpr) : bool =
     let rec ix (i: IExpr) =
         match i with
         | IConst _ -> true
@@ -189,9 +193,16 @@ let rec lowerWith (leaves: Leaves) (m: CheckedModel) (env: Env) (e: CExpr) : Sym
         let r = lowerWith { leaves with Closed = null } m env e
         leaves.Closed[e] <- r
         r
-    | CExpr.SumOver (v, n, body) -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
+    | CExpr.SumOver (v, n, body) ->
+        match leaves.Reduction v n body with
+        | Some t -> sumLoop n t
+        | None -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
     | CExpr.AvgOver (v, n, body) ->
-        let s = [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
+        let s =
+            match leaves.Reduction v n body with
+            | Some t -> sumLoop n t
+            | None -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
+
         mul (num (1.0 / float n)) s
 
 and lowerCondWith (leaves: Leaves) (m: CheckedModel) (env: Env) (c: CCond) : Sym =

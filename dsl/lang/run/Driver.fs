@@ -248,7 +248,9 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 obs.Add s
                 obs.Count - 1
 
-        let obsIndex (e: CExpr) = symIndex (Lower.observable m e)
+        // without derivatives, an observable's long uniform reductions are loops too
+        let observableOf e = if derivativeQuery.IsSome then Lower.observable m e else Loops.observable Loops.defaultMinLoopSize m e
+        let obsIndex (e: CExpr) = symIndex (observableOf e)
 
         let wrt =
             cf.Queries
