@@ -230,7 +230,15 @@ let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic 
 and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     try
         let m = cf.Model
-        let ir = Lower.lowerModel m
+        // plain simulation needs no derivatives, so its vector equations may run as loops
+        let derivativeQuery = cf.Queries |> List.tryFind (fun q -> match q.Query with QPlain _ -> false | _ -> true)
+
+        match derivativeQuery with
+        | Some q when m.Dim > Loops.maxDerivativeDim ->
+            Error [ { Pos = q.Pos; Message = Loops.derivativeDimMessage m.Dim } ]
+        | _ ->
+
+        let ir = if derivativeQuery.IsSome then Lower.lowerModel m else Loops.lowerModel Loops.defaultMinLoopSize m
         let obs = Collections.Generic.List<Ir.Sym>()
 
         let symIndex (s: Ir.Sym) =
@@ -240,7 +248,9 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 obs.Add s
                 obs.Count - 1
 
-        let obsIndex (e: CExpr) = symIndex (Lower.observable m e)
+        // without derivatives, an observable's long uniform reductions are loops too
+        let observableOf e = if derivativeQuery.IsSome then Lower.observable m e else Loops.observable Loops.defaultMinLoopSize m e
+        let obsIndex (e: CExpr) = symIndex (observableOf e)
 
         let wrt =
             cf.Queries
@@ -379,7 +389,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
 
         match errors with
         | [] ->
-            let compiled = Compile.compile ir (obs.ToArray()) wrt
+            let compiled = Compile.compileWith derivativeQuery.IsSome ir (obs.ToArray()) wrt
 
             Ok
                 { File = cf
