@@ -128,9 +128,10 @@ let private editDistanceWithin (limit: int) (a: string) (b: string) : int option
         if stopped || prev[b.Length] > limit then None else Some prev[b.Length]
 
 /// `; did you mean 'x'?` when a candidate is within a third of the name's length in edits, and at
-/// most 3 (which bounds the work per candidate for long names).
+/// most 3 (which bounds the work per candidate for long names). A name of one or two letters is one
+/// edit from too many others to guess: only a change of case is suggested for it.
 let suggest (name: string) (candidates: string seq) =
-    let limit = min 3 (max 1 (name.Length / 3))
+    let limit = if name.Length <= 2 then 0 else min 3 (max 1 (name.Length / 3))
     let lower = name.ToLowerInvariant()
 
     candidates
@@ -142,7 +143,9 @@ let suggest (name: string) (candidates: string seq) =
     |> Option.defaultValue ""
 
 let private unknownName (env: Env) p (name: string) : R<'a> =
-    let cands = Seq.append (Map.keys env.Names) [ "t"; "dt" ]
+    // a brownian is not a value (only its differential dW is): never the suggestion for a value
+    let values = env.Names |> Map.filter (fun _ (e, _) -> match e with EBrownian _ -> false | _ -> true) |> Map.keys
+    let cands = Seq.append values [ "t"; "dt" ]
     fail p (sprintf "unknown name '%s'%s" name (suggest name cands))
 
 /// `dW` for a declared brownian `W` (and not itself a declared name).

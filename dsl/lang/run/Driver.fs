@@ -232,7 +232,15 @@ let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic 
 and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     try
         let m = cf.Model
-        let ir = Lower.lowerModel m
+        // plain simulation needs no derivatives, so its vector equations may run as loops
+        let derivativeQuery = cf.Queries |> List.tryFind (fun q -> match q.Query with QPlain _ -> false | _ -> true)
+
+        match derivativeQuery with
+        | Some q when m.Dim > Loops.maxDerivativeDim ->
+            Error [ { Pos = q.Pos; Message = Loops.derivativeDimMessage m.Dim } ]
+        | _ ->
+
+        let ir = if derivativeQuery.IsSome then Lower.lowerModel m else Loops.lowerModel Loops.defaultMinLoopSize m
         let obs = Collections.Generic.List<Ir.Sym>()
 
         let symIndex (s: Ir.Sym) =
@@ -242,7 +250,9 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 obs.Add s
                 obs.Count - 1
 
-        let obsIndex (e: CExpr) = symIndex (Lower.observable m e)
+        // without derivatives, an observable's long uniform reductions are loops too
+        let observableOf e = if derivativeQuery.IsSome then Lower.observable m e else Loops.observable Loops.defaultMinLoopSize m e
+        let obsIndex (e: CExpr) = symIndex (observableOf e)
 
         let wrt =
             cf.Queries
@@ -359,6 +369,12 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                             Which = which, Method = rm, ConstantAlpha = constant, Alpha = alpha, Rate = rate, Mode = mode,
                             VariantPlus = vp, VariantMinus = vm, H = h, StationaryWindow = win, Burnin = cf.Settings.Burnin,
                             AdaptiveRate = (match meth with DivergenceKernel (AdaptiveRate, _) -> true | _ -> false),
+                            // the adaptive default of a mean carries a pathwise control variate wherever
+                            // pathwise itself could answer the query (ResponsePlan.PathwiseControl)
+                            PathwiseControl =
+                                (match meth with
+                                 | DivergenceKernel (AdaptiveRate, _) -> kind = EstimateKind.Mean && win = 0.0 && (refusal m ir target p false Pathwise).IsNone
+                                 | _ -> false),
                             Explicit = explicitObs
                         )
 
@@ -387,7 +403,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
 
         match errors with
         | [] ->
-            let compiled = Compile.compile ir (obs.ToArray()) wrt
+            let compiled = Compile.compileWith derivativeQuery.IsSome ir (obs.ToArray()) wrt
 
             Ok
                 { File = cf
@@ -534,7 +550,8 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
     // the method text shows the rate in use when it was measured
     let withRate m =
         match kernelPlan with
-        | Some pl when pl.AdaptiveRate -> sprintf "divergence_kernel(rate = %s (adaptive), mode = %s)" (rateText pl.Rate) (modeText pl.Mode)
+        | Some pl when pl.AdaptiveRate ->
+            sprintf "divergence_kernel(rate = %s (adaptive), mode = %s%s)" (rateText pl.Rate) (modeText pl.Mode) (if pl.Control >= 0 then ", control = pathwise" else "")
         | _ -> m
 
     let wrt, meth, windows, valueWindow =
@@ -580,6 +597,9 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
       Rate = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> pl.Rate)
       RateSource = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> if pl.AdaptiveRate then "adaptive" else "explicit")
       CovectorGrowth = None
+      Control = kernelPlan |> Option.filter (fun pl -> pl.Control >= 0) |> Option.map (fun _ -> "pathwise")
+      ControlCoefficient =
+          kernelPlan |> Option.filter (fun pl -> pl.Control >= 0) |> Option.map (fun _ -> est.ControlCoefficient)
       WeightKurtosis = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightKurtosis) |> List.max)
       WeightMaxShare = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightMaxShare) |> List.max)
       Windows = windows
@@ -614,7 +634,13 @@ let plainPlans (p: Program) =
     p.Jobs |> List.collect (fun (_, j) -> match j with PlainJob plan -> [ plan ] | DerivedJob plans -> plans | _ -> []) |> List.toArray
 
 let responsePlans (p: Program) =
-    p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
+    let own =
+        p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
+    // the pathwise twins of the controlled kernel plans, after the queries' own plans (whose estimates
+    // the reports read by position; the twins' own estimates are not reported)
+    let controlled = own |> Array.indexed |> Array.filter (fun (_, pl) -> pl.PathwiseControl) |> Array.map fst
+    let own = own |> Array.mapi (fun i pl -> match Array.IndexOf(controlled, i) with -1 -> pl | k -> pl.WithControl(own.Length + k))
+    Array.append own (controlled |> Array.map (fun i -> own[i].PathwiseTwin()))
 
 /// The largest k of the `lyapunov(k)` queries (one run serves them all), 0 when there is none.
 let lyapunovK (p: Program) =
@@ -658,12 +684,22 @@ let private growthMeasures (p: Program) =
 /// Does a plan need the measured rate?
 let private anyAdaptive (p: Program) = responsePlans p |> Array.exists (fun pl -> pl.AdaptiveRate)
 
-/// The response plans of a set, with its measured rate in the adaptive ones.
-let private withRates (responses: ResponsePlan[]) (growth: CovectorGrowthResult option) =
+/// The response plans of a set, with its measured rate in the adaptive ones; where the measured
+/// tangent growth says the pathwise tangent explodes before T (chaos), the control variates are
+/// dropped and their pathwise twins made inactive (the plan list keeps its length).
+let private withRates (t: float) (responses: ResponsePlan[]) (growth: CovectorGrowthResult option) =
     match growth with
     | Some g ->
         let r = CovectorGrowth.RateFor g
-        responses |> Array.map (fun pl -> if pl.AdaptiveRate then pl.WithRate r else pl)
+        let keep = CovectorGrowth.TangentUseful(g, t)
+        let twins = responses |> Array.choose (fun pl -> if pl.Control >= 0 then Some pl.Control else None) |> Set.ofArray
+        responses
+        |> Array.mapi (fun i pl ->
+            let pl = if pl.AdaptiveRate then pl.WithRate r else pl
+            if keep then pl
+            elif pl.Control >= 0 then pl.WithControl(-1)
+            elif twins.Contains i then pl.Deactivated()
+            else pl)
     | None -> responses
 
 /// The report from each set's estimates (plain, responses, Lyapunov): one code path for a run and
@@ -684,7 +720,7 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
         |> List.mapi (fun i (set, (pe, re, le)) ->
             let mutable pi = 0
             let mutable ri = 0
-            let used = withRates responses growth[i]
+            let used = withRates p.File.Settings.T responses growth[i]
             let measured () = CovectorGrowth.RateFor(growthOf[i].Force())
 
             let results =
@@ -858,7 +894,7 @@ let run (p: Program) (opts: RunOptions) : RunReport =
 
     let runSet (i: int) (values: float[]) (range: PathRange) (t: float) (threads: int) (progress: bool) =
         let bm, vs = instances p values
-        let responses = withRates responses growth[i]
+        let responses = withRates p.File.Settings.T responses growth[i]
 
         let prog k =
             if progress then
@@ -927,7 +963,7 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
         { Plain = (if plain.Length > 0 then Some(runner.RunPartial(bm, settingsOf p range t threads (prog 0), plain)) else None)
           Responses =
             if responses.Length > 0 then
-                Some(runner.RunResponsesPartial(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), withRates responses growth[i]))
+                Some(runner.RunResponsesPartial(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), withRates p.File.Settings.T responses growth[i]))
             else None
           Lyapunov =
             if k > 0 then

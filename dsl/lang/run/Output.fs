@@ -39,6 +39,8 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
     q.Rate |> Option.iter (writeFloatProp w "rate")
     writeOptionProp w "rate_source" q.RateSource
     q.CovectorGrowth |> Option.iter (writeFloatProp w "covector_growth")
+    writeOptionProp w "control" q.Control
+    q.ControlCoefficient |> Option.iter (writeFloatProp w "control_coefficient")
 
     if q.Kind = "lyapunov" then
         writeArrayProp w "grid" q.Grid
@@ -384,8 +386,10 @@ let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string li
     let label = "  " + q.Query.PadRight width + "  "
     let indent = String(' ', label.Length)
 
+    // the method in brackets, unless the query already ends with exactly that `with METHOD` (said once)
     let via =
         q.Method
+        |> Option.filter (fun m -> not (q.Query.EndsWith(" with " + m, StringComparison.Ordinal)))
         |> Option.map (fun m -> "  " + paint color "2" ("[" + m + "]"))
         |> Option.defaultValue ""
 

@@ -43,6 +43,11 @@ type QueryOutcome =
       Rate: float option
       RateSource: string option
       CovectorGrowth: float option
+      /// The adaptive default of a mean: "pathwise" when a pathwise control variate was carried.
+      Control: string option
+      /// Its coefficient κ (0: the kernel estimate alone, 1: the pathwise one); NaN when the control was
+      /// not usable (the pathwise tangent overflowed on some path).
+      ControlCoefficient: float option
       /// Kernel estimators: kurtosis and largest path's share of the weights (see `Estimate`).
       WeightKurtosis: float option
       WeightMaxShare: float option
