@@ -202,6 +202,7 @@ let tests =
                           | "density"
                           | "density_response"
                           | "alignment"
+                          | "mean_series"
                           | "lyapunov" ->
                               Expect.isGreaterThan (r["values"].AsArray().Count) 0 (sprintf "%s: %O values" rel r["query"])
                           | k -> failtestf "%s: unknown kind %s" rel k

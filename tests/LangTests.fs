@@ -304,5 +304,46 @@ let private unicodeTests =
               | Error d -> failtestf "%A" d
           } ]
 
+/// `mean(e) every Δ`: the mean at t = 0, Δ, ..., T (kind mean_series).
+let private seriesTests =
+    let ouFrom1 (queries: string) =
+        sprintf "model OU {\n  param theta = 1\n  param sigma = 0.5\n  state x\n  brownian W\n  init x = 1\n  d x = -theta * x dt + sigma dW\n}\nsimulate { paths = 20000; dt = 0.01; T = 2; seed = 3 }\nquery {\n%s}\n" queries
+
+    testList
+        "mean every"
+        [ test "OU from 1: E[x_n] = (1 - theta dt)^n and E[x_n^2] at every 0.25 against the Euler chain; the last time is the mean at T" {
+              let r = run (ouFrom1 "  mean(x) every 0.25\n  mean(x^2) every 0.5\n  mean(x^2)\n")
+              let s, s2, atT = r[0], r[1], r[2]
+              Expect.equal s.Kind "mean_series" "kind"
+              Expect.equal s.Grid [| 0.0; 0.25; 0.5; 0.75; 1.0; 1.25; 1.5; 1.75; 2.0 |] "times"
+              Expect.equal (s.Values[0], s.StdErrs[0]) (1.0, 0.0) "t = 0: the init, exactly"
+              for k in 1 .. s.Grid.Length - 1 do
+                  let n = 25 * k
+                  let m = 0.99 ** float n
+                  let q = { s with Value = s.Values[k]; StdErr = s.StdErrs[k] }
+                  near (sprintf "E[x] at t = %g" s.Grid[k]) m q
+              for k in 1 .. s2.Grid.Length - 1 do
+                  let n = 50 * k
+                  near (sprintf "E[x^2] at t = %g" s2.Grid[k]) (0.99 ** (2.0 * float n) + varAt n) { s2 with Value = s2.Values[k]; StdErr = s2.StdErrs[k] }
+              Expect.equal (Array.last s2.Values, Array.last s2.StdErrs) (atT.Value, atT.StdErr) "the series ends with the mean at T, same bits"
+          }
+          test "located errors: a step off the grid, not positive, longer than T, too many times, with a window" {
+              let src body = ouFrom1 (body + "\n")
+              expectError (src "  mean(x) every 0.013") (11, 3) "not a whole number of steps of dt = 0.01"
+              expectError (src "  mean(x) every 0") (11, 17) "needs Δ > 0"
+              expectError (src "  mean(x) every 3") (11, 3) "longer than T"
+              expectError ((src "  mean(x) every 0.0001").Replace("dt = 0.01", "dt = 0.0001")) (11, 3) "at most 10^4 times"
+              expectError (src "  mean(x) every 0.5 over [0, 1]") (11, 27) "not over a window"
+          }
+          test "weighted: the series of a weighted mean is weighted, and ends with the mean at T" {
+              let r =
+                  run "model W {\n  state x\n  brownian B\n  weight w\n  init x ~ normal(0, 1)\n  d x = -x dt + 0.5 dB\n  d log w = -0.5 * x^2 dt\n}\nsimulate { paths = 4000; dt = 0.01; T = 1; seed = 2; resample = systematic; ess = 0.5 }\nquery {\n  mean(x^2) every 0.5\n  mean(x^2)\n}\n"
+              Expect.isTrue r[0].Weighted "weighted"
+              Expect.equal r[0].Grid [| 0.0; 0.5; 1.0 |] "times"
+              Expect.floatClose Accuracy.veryHigh (Array.last r[0].Values) r[1].Value "ends with the weighted mean at T"
+              // t = 0: the init's E[x^2] = 1 with weights 1
+              near "t = 0" 1.0 { r[0] with Value = r[0].Values[0]; StdErr = r[0].StdErrs[0] }
+          } ]
+
 [<Tests>]
-let tests = testList "Lang" [ letTests; momentTests; unicodeTests ]
+let tests = testList "Lang" [ letTests; momentTests; unicodeTests; seriesTests ]

@@ -322,7 +322,9 @@ let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
             elif q.Kind = "density2d" then
                 Plot.writeHeatMap (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
             elif q.Kind = "lyapunov" then
-                Plot.writeSpectrum (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
+                Plot.writeSpectrum (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
+            elif q.Kind = "mean_series" then
+                Plot.writeTimeSeries (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
 
 /// Prints the table, or with --csv and no --out the CSV (with --json the caller prints the JSON), writes
 /// --out, repeats the results' warnings on standard error; the exit code (--strict: 3 when a result or

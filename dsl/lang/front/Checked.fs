@@ -141,6 +141,8 @@ type CTarget =
     | TCovariance of CExpr * CExpr
     /// `quantile(e, p) on [lo, hi] bins n`, 0 < p < 1 (plain queries at T only).
     | TQuantile of CExpr * p: float * lo: float * hi: float * bins: int
+    /// `mean(e) every Δ`: the mean at t = 0, Δ, ..., up to T (plain queries only, no window).
+    | TSeries of CExpr * every: float
     /// `density(e1, e2) on [lo1, hi1] x [lo2, hi2] bins n1 x n2` (plain queries only).
     | TDensity2 of CExpr * CExpr * lo1: float * hi1: float * lo2: float * hi2: float * bins1: int * bins2: int
 

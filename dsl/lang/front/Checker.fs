@@ -1366,7 +1366,22 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QResponse(_, _, _, Some ws, _) -> ws |> List.tryFind (fun w -> w > s.T || w / s.Dt > 1e6)
         | _ -> None
 
+    // a series samples the grid every Δ: Δ a whole number of steps, at most 10^4 times up to T
+    let series =
+        match q.Query with
+        | QPlain(TSeries(_, d), _) ->
+            let steps = Sde.Core.RunSettings.WholeSteps(d, s.Dt)
+            if steps < 0L then
+                let n = max 1.0 (Math.Round(d / s.Dt))
+                Some(sprintf "the series step %s is not a whole number of steps of dt = %s (every/dt = %s); take every %s (%g steps)"
+                         (shortNumber d) (shortNumber s.Dt) ((d / s.Dt).ToString("G6", CultureInfo.InvariantCulture)) (shortNumber (n * s.Dt)) n)
+            elif d > s.T then Some(sprintf "the series step %s is longer than T = %s: the series would hold only t = 0" (shortNumber d) (shortNumber s.T))
+            elif s.T / d > 10000.0 then Some(sprintf "a series holds at most 10^4 times; every %s up to T = %s would be %g (take a larger step)" (shortNumber d) (shortNumber s.T) (floor (s.T / d) + 1.0))
+            else None
+        | _ -> None
+
     match over with
+    | _ when series.IsSome -> Error series.Value
     | _ when tooLong.IsSome ->
         Error(sprintf "the stationary window %s must be at most T = %s and at most 10^6 steps of dt (it is %g steps)" (shortNumber tooLong.Value) (shortNumber s.T) (tooLong.Value / s.Dt))
     | Some(_, t1) when t1 > s.T -> Error(sprintf "the window ends at %s, after the final time T = %s" (shortNumber t1) (shortNumber s.T))
@@ -1401,6 +1416,11 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
     let target t : R<CTarget> =
         match t with
         | MeanOf e -> checkExpr obsEnv e |> Result.map TMean
+        | SeriesOf(e, d) ->
+            let step =
+                evalFinite consts "the series step" d
+                |> Result.bind (fun v -> if v > 0.0 then Ok v else fail d.Pos "a series step 'every Δ' needs Δ > 0")
+            map2 (fun c v -> TSeries(c, v)) (checkExpr obsEnv e) step
         | DensityOf(e, lo, hi, bins) ->
             let n = checkBins consts bins
             map3 (fun c (a, b) n -> TDensity(c, a, b, n)) (checkExpr obsEnv e) (range "the density range" lo hi) n
@@ -1434,12 +1454,14 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
             fail win.T0.Pos "covariance over a window is not available yet; mean(e1 * e2), mean(e1) and mean(e2) over [t0, t1] give its pieces"
         | QuantileOf _, Some win ->
             fail win.T0.Pos "a quantile over a window is not available yet; density(e) on [a, b] bins n over [t0, t1] gives the time-averaged distribution"
+        | SeriesOf _, Some win ->
+            fail win.T0.Pos "a series 'mean(e) every Δ' is a mean at each time, not over a window; write either 'every' or 'over'"
         | _ -> Ok()
 
     // responses of the derived estimates: which queries give the pieces
     let noResponse (t: Target) : R<unit> =
         match t with
-        | MeanOf _ | DensityOf _ -> Ok()
+        | MeanOf _ | DensityOf _ | SeriesOf _ -> Ok()
         | VarianceOf _ ->
             fail q.Pos "d variance(e) / d p is not available yet; d mean(e) / d p, d mean(e^2) / d p and mean(e) give it: d Var = d E[e^2] - 2 E[e] d E[e]"
         | CovarianceOf _ ->
@@ -1632,6 +1654,7 @@ let private fileExprs (f: File) : Expr list =
         match t with
         | MeanOf e
         | VarianceOf e -> [ e ]
+        | SeriesOf(e, d) -> [ e; d ]
         | CovarianceOf(a, b) -> [ a; b ]
         | DensityOf(e, lo, hi, bins) -> [ e; lo; hi; bins ]
         | QuantileOf(e, p, lo, hi, bins) -> [ e; p; lo; hi; bins ]
@@ -1798,6 +1821,7 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
     let targetExprs t =
         match t with
         | TMean e
+        | TSeries(e, _)
         | TDensity(e, _, _, _)
         | TVariance e
         | TQuantile(e, _, _, _, _) -> [ e ]

@@ -380,7 +380,7 @@ let private densityTarget: P<Target> =
 /// What `mean`, `density`, `variance`, `covariance` and `quantile` estimate (without `over`).
 let private target: P<Target> =
     let pair = group '(' ')' (expr .>> sym "," .>>. expr)
-    (kw "mean" >>. observable |>> MeanOf)
+    (kw "mean" >>. observable .>>. opt (kw "every" >>. expr) |>> fun (e, every) -> match every with Some d -> SeriesOf(e, d) | None -> MeanOf e)
     <|> (kw "density" >>. densityTarget)
     <|> (kw "variance" >>. observable |>> VarianceOf)
     <|> (kw "covariance" >>. pair |>> CovarianceOf)

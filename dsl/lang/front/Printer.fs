@@ -119,6 +119,7 @@ let queryKind (k: QueryKind) =
     let parts (t: Target) =
         match t with
         | MeanOf e -> sprintf "mean(%s)" (expr e), ""
+        | SeriesOf(e, d) -> sprintf "mean(%s)" (expr e), sprintf " every %s" (expr d)
         | DensityOf(e, lo, hi, n) -> sprintf "density(%s)" (expr e), onBins lo hi n
         | VarianceOf e -> sprintf "variance(%s)" (expr e), ""
         | CovarianceOf(a, b) -> sprintf "covariance(%s, %s)" (expr a) (expr b), ""

@@ -111,6 +111,8 @@ type Method =
 [<NoComparison>]
 type Target =
     | MeanOf of Expr
+    /// `mean(e) every Δ`: the mean at t = 0, Δ, 2Δ, ... up to T (a time series).
+    | SeriesOf of Expr * every: Expr
     /// `density(e) on [a, b] bins n`.
     | DensityOf of Expr * lo: Expr * hi: Expr * bins: Expr
     /// `variance(e)`: the unbiased sample variance over paths.

@@ -71,6 +71,7 @@ let private queryExprs (qs: Query list) =
           let target t =
               match t with
               | MeanOf e | VarianceOf e -> [ e ]
+              | SeriesOf(e, d) -> [ e; d ]
               | DensityOf(e, a, b, n) -> [ e; a; b; n ]
               | CovarianceOf(a, b) -> [ a; b ]
               | QuantileOf(e, p, a, b, n) -> [ e; p; a; b; n ]

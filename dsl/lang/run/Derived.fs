@@ -116,4 +116,13 @@ let estimate (q: CQuery) (ests: Estimate list) : Estimate * string list =
 
         Estimate(Grid = centres lo1 hi1 n1, Values = per d.Values, StdErrs = per d.StdErrs, Below = d.Below + d.Above, Above = 0L,
                  Count = d.Count, NonFinite = d.NonFinite, Value = 0.0, StdErr = 0.0), []
+    | QPlain (TSeries (_, every), _), (_ :: _ as es) ->
+        // one mean per time k·Δ (the value is the last, at T); the non-finite count is the largest of the times'
+        let last = List.last es
+        Estimate(Grid = (es |> List.mapi (fun k _ -> float k * every) |> List.toArray), Values = (es |> List.map (fun e -> e.Value) |> List.toArray),
+                 StdErrs = (es |> List.map (fun e -> e.StdErr) |> List.toArray), Count = last.Count, Value = last.Value, StdErr = last.StdErr,
+                 NonFinite = (es |> List.map (fun e -> e.NonFinite) |> List.max)),
+        (if es |> List.exists (fun e -> e.NonFinite > 0L) then
+             [ sprintf "at some times up to %d of %d paths gave a NaN or infinite value of the observable, so those means are not finite" (es |> List.map (fun e -> e.NonFinite) |> List.max) last.Count ]
+         else [])
     | _ -> invalidArg "q" "not a derived query, or the wrong number of estimates"

@@ -50,6 +50,7 @@ let defaultOptions =
 let private targetObservable (t: CTarget) =
     match t with
     | TMean e -> e
+    | TSeries (e, _)
     | TDensity (e, _, _, _)
     | TVariance e
     | TCovariance (e, _)
@@ -303,6 +304,10 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                     Ok(PlainJob(QueryPlan(Kind = EstimateKind.Density, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins)))
                 | TVariance _ | TCovariance _ -> Ok(DerivedJob(Derived.momentObservables target |> List.map meanOf))
                 | TQuantile (e, _, lo, hi, bins) -> Ok(DerivedJob [ densityOf e lo hi bins ])
+                | TSeries (e, every) ->
+                    // the mean at each time k·Δ ≤ T: a window [t, t] holds the one grid time t
+                    let n = int (floor (cf.Settings.T / every + 1e-9))
+                    Ok(DerivedJob [ for k in 0..n -> QueryPlan(Kind = EstimateKind.Mean, Observable = obsIndex e, TimeAverage = true, T0 = float k * every, T1 = float k * every) ])
                 | TDensity2 (_, _, _, _, _, _, n1, n2) ->
                     Ok(DerivedJob [ densityOf (Derived.cellObservable target) 0.0 (float (n1 * n2)) (n1 * n2) ])
             | QResponse (target, p, over, stationary, meth) ->
@@ -524,6 +529,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
     let kind, lo, hi =
         match q.Query with
         | QPlain (TMean _, _) -> "mean", 0.0, 0.0
+        | QPlain (TSeries _, _) -> "mean_series", 0.0, 0.0
         | QPlain (TDensity (_, lo, hi, _), _) -> "density", lo, hi
         | QResponse (TMean _, _, _, _, _) -> "response", 0.0, 0.0
         | QResponse (TDensity (_, lo, hi, _), _, _, _, _) -> "density_response", lo, hi
@@ -751,7 +757,9 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                         pi <- pi + plans.Length
                         let est, warns = Derived.estimate q.Query ests
                         let o = outcomeOf q job [] s.Dt ignoreRate [ est ]
-                        { o with Warnings = o.Warnings @ warns }
+                        match weighted[i] with
+                        | Some wr -> { o with Weighted = true; Warnings = o.Warnings @ warns @ Weighted.genealogyWarning wr }
+                        | None -> { o with Warnings = o.Warnings @ warns }
                     | ResponseJob (plans, _, _, _) ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
                         let pls = [ for k in 0 .. plans.Length - 1 -> used[ri + k] ]

@@ -51,6 +51,11 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
             // with k = dimension: the time average of log|det J_n| / Δt on the same paths (= the exponents' sum)
             writeFloatProp w "log_det_rate" q.Value
             writeFloatProp w "log_det_stderr" q.StdErr
+    elif q.Kind = "mean_series" then
+        // the mean at each time of the grid (t = 0, Δ, ..., up to T)
+        writeArrayProp w "grid" q.Grid
+        writeArrayProp w "values" q.Values
+        writeArrayProp w "stderrs" q.StdErrs
     elif q.Kind = "density2d" then
         // values row-major: one row per y bin (grid_y), each over the x bins (grid_x)
         writeArrayProp w "grid_x" q.Grid
@@ -357,6 +362,15 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
         (label + paint color "2" (sprintf "%d exponent%s (per unit time, ± stderr)" k (if k = 1 then "" else "s")) + via)
         :: rows
         @ sumLine
+    | "mean_series" ->
+        let n = min q.Values.Length q.StdErrs.Length
+        let width = q.Grid |> Array.fold (fun w t -> max w (num t).Length) 0
+
+        let cells =
+            List.init n (fun k -> sprintf "t = %s  %s" ((num q.Grid[k]).PadRight width) (valueWithError q.Values[k] q.StdErrs[k]))
+
+        (label + paint color "2" (sprintf "%d times (mean ± stderr)" n) + via)
+        :: (wrapCells indent tableColumns cells |> List.map (fun r -> paint color "1" r))
     | "alignment" ->
         [ label + paint color "36" (sparkline q.Values) + via
           indent + paint color "2" (sprintf "|cos(top Lyapunov vector, score)| %s" (summary q)) ]
@@ -459,7 +473,7 @@ let sweeps (r: RunReport) : Sweep list =
           Sets = xs |> List.map (fun (_, _, s) -> s) })
 
 /// A scalar result (mean, response): one value and its standard error.
-let isScalar (q: QueryOutcome) = not (isBinned q) && q.Kind <> "lyapunov"
+let isScalar (q: QueryOutcome) = not (isBinned q) && q.Kind <> "lyapunov" && q.Kind <> "mean_series" && q.Kind <> "density2d"
 
 /// The scalar queries of a sweep, by position, each with its result in every set (in the sweep's order).
 let sweepColumns (sw: Sweep) : (int * QueryOutcome list) list =
@@ -552,7 +566,9 @@ let private csvRows (set: string) (q: QueryOutcome) : string list =
 
     let at (xs: float[]) i = if i < xs.Length then xs[i] else nan
 
-    if q.Kind = "lyapunov" then
+    if q.Kind = "mean_series" then
+        List.init q.Values.Length (fun i -> row (string i) (csvNumber (at q.Grid i)) q.Values[i] (at q.StdErrs i))
+    elif q.Kind = "lyapunov" then
         List.init q.Values.Length (fun i -> row (string (i + 1)) "" q.Values[i] (at q.StdErrs i))
         @ (if Double.IsFinite q.Value then [ row "" "" q.Value q.StdErr ] else [])
     elif isBinned q then

@@ -349,6 +349,11 @@ let writeSeries (path: string) (title: string) (xLabel: string) (yLabel: string)
 let writeSpectrum (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
     writeSeriesWith path (sprintf "%s — %s" modelName setName) (subtitleOf q.Query q.Method) true "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]
 
+/// Writes an SVG of a `mean_series` result: the mean against time, with ±2·stderr error bars.
+let writeTimeSeries (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
+    writeSeriesWith path (sprintf "%s — %s" modelName setName) (subtitleOf q.Query q.Method) false "t" (sprintf "mean(%s)" (observable q.Query))
+        [ "mean", q.Grid, q.Values, q.StdErrs ]
+
 /// The two observables of `density(x, y) ...`, split at the top-level comma.
 let private twoObservables (query: string) =
     let both = observable query
