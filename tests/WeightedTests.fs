@@ -403,6 +403,15 @@ let tests =
             Expect.isGreaterThan (light.Value - 4.5 * light.StdErr) 0.15 "Langevin overweights the lightest mode"
         }
 
+        test "the embedding API counts the user's state components; ModelDimension the emitted model's (with log w and log_density)" {
+            let src = File.ReadAllText(Path.Combine(CliTests.repoRoot, "examples", "wfr_double_well.sde"))
+            match SdeCompiler.Compile(src, "wfr_double_well.sde") with
+            | Ok p ->
+                Expect.equal p.Dimension 1 "one state, x"
+                Expect.equal p.ModelDimension 3 "x, log w and log_density"
+            | Error ds -> failtestf "%A" ds
+        }
+
         test "dsl slurm refuses a weighted model before writing any script (located at the weight), as --shard does" {
             let out = Path.Combine(Path.GetTempPath(), sprintf "dsl-wslurm-%d" Environment.ProcessId)
             let o = CliTests.dsl [ "slurm"; "examples/anneal.sde"; "--shards"; "2"; "--out"; out ]

@@ -36,8 +36,14 @@ type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnost
     member _.ParameterSets = program.File.Sets |> List.map (fun s -> s.Name) |> List.toArray
     /// The emitted value type implementing `Sde.Core.ISdeModel` (for direct use of the engine).
     member _.ModelType = program.Compiled.Type
-    /// State dimension.
-    member _.Dimension = program.Compiled.Ir.Dim
+    /// The user's state components (a weight's hidden states, log w and log_density, not counted).
+    member _.Dimension =
+        program.Compiled.Ir.Dim
+        - (match program.File.Weight with
+           | Some w -> 1 + (if w.DensityState.IsSome then 1 else 0)
+           | None -> 0)
+    /// The emitted model's state dimension (`ModelType`'s `Dim`: with a weight's hidden states).
+    member _.ModelDimension = program.Compiled.Ir.Dim
     /// The simulation settings in force (the file's, after overrides).
     member _.Settings = program.File.Settings
     /// The driver's program (the plans behind the queries; used by sharded runs).
