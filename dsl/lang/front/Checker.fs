@@ -236,6 +236,10 @@ let private evalFinite consts what (e: Expr) : R<float> =
     evalConst consts what e
     |> Result.bind (fun v -> if Double.IsFinite v then Ok v else fail e.Pos (sprintf "%s must be finite" what))
 
+/// A finite constant expression (numbers, consts, arithmetic, functions): for blocks checked outside
+/// this module (the `fit` block).
+let constantValue (consts: Map<string, int>) (what: string) (e: Expr) : Result<float, Diagnostic list> = evalFinite consts what e
+
 // ---------------------------------------------------------------------------------- index expressions
 
 let rec private toIExpr (env: Env) (e: Expr) : R<IExpr> =
@@ -1652,6 +1656,12 @@ let private fileExprs (f: File) : Expr list =
           | ParamsBlock(_, settings, _)
           | SimulateBlock(settings, _) -> yield! settings |> List.map (fun s -> s.Value)
           | SweepDecl(_, a, b, c, _) -> yield! [ a; b; c ]
+          | FitBlock(_, _, _, settings, _) ->
+              for s in settings do
+                  match s.Value with
+                  | FitExpr e -> yield e
+                  | FitMethod m -> yield! m.Args |> List.choose (function ArgNum(_, e, _) -> Some e | ArgName _ -> None)
+                  | FitKl(a, w) -> yield! Option.toList a @ Option.toList w
           | QueryBlock(qs, _) ->
               for q in qs do
                   match q.Kind with
@@ -1928,5 +1938,10 @@ and private checkShallow (f: File) : Result<CheckedFile, Diagnostic list> =
                   Sets = sets
                   Settings = st
                   Queries = qs
-                  Warnings = warnings model qs (List.tryHead queries |> Option.map snd) }
+                  // a file that only fits (`dsl fit`) needs no query block
+                  Warnings =
+                    let ws = warnings model qs (List.tryHead queries |> Option.map snd)
+                    if f.Items |> List.exists (function FitBlock _ -> true | _ -> false) && qs.IsEmpty then
+                        ws |> List.filter (fun w -> not (w.Message.Contains "computes nothing"))
+                    else ws }
         | es, _, _, _, _ -> Error(sortDiags es)

@@ -61,8 +61,8 @@ let private guarded (f: unit -> Result<'a, Diagnostic list>) : Result<'a, Diagno
 /// text given to the embedding API.
 let maxSourceBytes = 10_000_000
 
-/// Parses then checks a source text. Never throws.
-let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnostic list> =
+/// Parses then checks a source text, with its `fit` block (if any). Never throws.
+let compileWithFit (fileName: string) (text: string) : Result<CheckedFile * FitCheck.FitSpec option, Diagnostic list> =
     ignore fileName
 
     guarded (fun () ->
@@ -74,7 +74,11 @@ let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnost
 
         match Parser.parseFile text with
         | Error d -> Error [ d ]
-        | Ok f -> Checker.check f)
+        | Ok f -> Checker.check f |> Result.bind (fun cf -> FitCheck.check f cf |> Result.map (fun fit -> cf, fit)))
+
+/// Parses then checks a source text (a `fit` block is checked too). Never throws.
+let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnostic list> =
+    compileWithFit fileName text |> Result.map fst
 
 /// Applies command-line overrides to a checked file; the error says which flag is wrong.
 let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string> =

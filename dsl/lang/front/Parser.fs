@@ -432,6 +432,30 @@ let private query: P<Query> =
           Text = QueryText(normalizeQueryText s)
           Pos = p }
 
+// ---------------------------------------------------------------------------------- fit
+
+/// `"file.csv"`: a file name on one line (no escapes).
+let private stringLit: P<string> =
+    skipChar '"' >>. manySatisfy (fun c -> c <> '"' && c <> '\n' && c <> '\r') .>> (skipChar '"' <?> "'\"' closing the file name") .>> ws
+    <?> "a file name in double quotes"
+
+/// `objective = kl at T`, `optimizer = adam(lr = 0.05)`, `iterations = 300`.
+let private fitSetting: P<FitSetting> =
+    nameAt .>> sym "=" >>= fun (p, k) ->
+        let kl =
+            kw "kl"
+            >>. choice
+                    [ kw "at" >>. expr |>> fun e -> FitKl(Some e, None)
+                      kw "stationary" >>. kw "window" >>. expr |>> fun w -> FitKl(None, Some w)
+                      preturn (FitKl(None, None)) ]
+
+        let value = if k = "objective" || k = "optimizer" then kl <|> (methodP |>> FitMethod) else expr |>> FitExpr
+        value |>> fun v -> { Key = k; Value = v; Pos = p }
+
+let private fitBlock: P<TopItem> =
+    pos .>> kw "fit" .>>. sepBy1 nameAt (sym ",") .>> kw "to" .>>. (pos .>>. stringLit) .>>. block fitSetting
+    |>> fun (((p, ps), (dp, data)), settings) -> FitBlock(ps |> List.map (fun (q, n) -> n, q), data, dp, settings, p)
+
 // ---------------------------------------------------------------------------------- file
 
 let private topItem: P<TopItem> =
@@ -442,8 +466,9 @@ let private topItem: P<TopItem> =
           kw "sweep" >>. nameAt .>> kw "from" .>>. expr .>> kw "to" .>>. expr .>> kw "step" .>>. expr .>> eos
           |>> fun ((((p, n), a), b), s) -> SweepDecl(n, a, b, s, p)
           pos .>> kw "simulate" .>>. block setting |>> fun (p, s) -> SimulateBlock(s, p)
-          pos .>> kw "query" .>>. block query |>> fun (p, q) -> QueryBlock(q, p) ]
-    <?> "'model', 'params', 'sweep', 'simulate' or 'query'"
+          pos .>> kw "query" .>>. block query |>> fun (p, q) -> QueryBlock(q, p)
+          fitBlock ]
+    <?> "'model', 'params', 'sweep', 'simulate', 'query' or 'fit'"
 
 let private fileP: P<File> =
     ws >>. wsnl >>. many (topItem .>> wsnl) .>> eof |>> fun items -> { Items = items }

@@ -157,6 +157,18 @@ let topItem (item: TopItem) =
     | QueryBlock(qs, _) ->
         let body = qs |> List.map (fun q -> "  " + queryKind q.Kind + "\n") |> String.concat ""
         sprintf "query {\n%s}\n" body
+    | FitBlock(ps, data, _, xs, _) ->
+        let value v =
+            match v with
+            | FitExpr e -> expr e
+            | FitMethod m -> methodText m
+            | FitKl(at, w) ->
+                "kl"
+                + (at |> Option.map (fun e -> " at " + expr e) |> Option.defaultValue "")
+                + (w |> Option.map (fun e -> " stationary window " + expr e) |> Option.defaultValue "")
+
+        let body = xs |> List.map (fun s -> sprintf "  %s = %s\n" s.Key (value s.Value)) |> String.concat ""
+        sprintf "fit %s to \"%s\" {\n%s}\n" (ps |> List.map fst |> String.concat ", ") data body
 
 /// A whole file as source text.
 let printFile (f: File) : string =

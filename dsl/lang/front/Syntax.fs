@@ -148,6 +148,19 @@ and [<CustomEquality; NoComparison>] QueryText =
 [<NoComparison>]
 type Setting = { Key: string; Value: Expr; Pos: Pos }
 
+/// The value of a `fit` block setting.
+[<NoComparison>]
+type FitValue =
+    /// `iterations = 300`, `bandwidth = 0.2`
+    | FitExpr of Expr
+    /// `optimizer = adam(lr = 0.05)`, `optimizer = lbfgs`, `objective = jacobian_matching(lambda = 1)`
+    | FitMethod of Method
+    /// `objective = kl at T` (the time, or the name `T`) / `objective = kl stationary window W`
+    | FitKl of at: Expr option * window: Expr option
+
+[<NoComparison>]
+type FitSetting = { Key: string; Value: FitValue; Pos: Pos }
+
 [<NoComparison>]
 type TopItem =
     | ModelBlock of Model
@@ -155,6 +168,9 @@ type TopItem =
     | SweepDecl of param: string * from: Expr * upTo: Expr * step: Expr * Pos
     | SimulateBlock of Setting list * Pos
     | QueryBlock of Query list * Pos
+    /// `fit p, q to "data.csv" { objective = kl at T; optimizer = adam(lr = 0.05); iterations = 300 }`:
+    /// the params to learn (each with its position), the data file as written and its position, the settings.
+    | FitBlock of parameters: (string * Pos) list * data: string * dataPos: Pos * FitSetting list * Pos
 
 /// A whole `.sde` file.
 [<NoComparison>]
