@@ -1658,7 +1658,7 @@ let private fileExprs (f: File) : Expr list =
           | SweepDecl(_, a, b, c, _) -> yield! [ a; b; c ]
           | FitBlock(_, _, _, settings, _) ->
               for s in settings do
-                  match s.Value with
+                  match s.FitArg with
                   | FitExpr e -> yield e
                   | FitMethod m -> yield! m.Args |> List.choose (function ArgNum(_, e, _) -> Some e | ArgName _ -> None)
                   | FitKl(a, w) -> yield! Option.toList a @ Option.toList w

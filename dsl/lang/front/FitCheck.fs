@@ -51,7 +51,7 @@ let private collect (rs: Result<unit, Diagnostic list> list) =
 
 /// The objective: `kl at T` (the settings' T, or a grid time).
 let private objectiveOf (consts: Map<string, int>) (settings: Settings) (s: FitSetting) : Result<Objective, Diagnostic list> =
-    match s.Value with
+    match s.FitArg with
     | FitKl(Some { Kind = Var "T" }, None) -> Ok(KlAt None)
     | FitKl(Some e, None) ->
         Checker.constantValue consts "the time of 'kl at'" e
@@ -63,14 +63,14 @@ let private objectiveOf (consts: Map<string, int>) (settings: Settings) (s: FitS
             else Ok(KlAt(Some t)))
     | FitKl(None, Some w) ->
         fail w.Pos "'kl stationary window' (data from the stationary law) is not available yet; fit the law at a time with 'objective = kl at T'"
-    | FitKl(_, _) -> fail s.Pos "write the objective as 'kl at T' (the data are samples of the states at T)"
+    | FitKl(_, _) -> fail s.FitPos "write the objective as 'kl at T' (the data are samples of the states at T)"
     | FitMethod m when m.Name = "jacobian_matching" ->
         fail m.Pos "'jacobian_matching' is not available yet; the objective available is 'kl at T'"
     | FitMethod m -> fail m.Pos (sprintf "unknown objective '%s'; available: kl at T" m.Name)
     | FitExpr e -> fail e.Pos "the objective is 'kl at T'"
 
 let private optimizerOf (consts: Map<string, int>) (s: FitSetting) : Result<Optimizer, Diagnostic list> =
-    match s.Value with
+    match s.FitArg with
     | FitMethod m ->
         let argPos a = match a with ArgNum(_, _, p) | ArgName(_, _, p) -> p
         let argName a = match a with ArgNum(n, _, _) | ArgName(n, _, _) -> n
@@ -101,7 +101,7 @@ let private optimizerOf (consts: Map<string, int>) (s: FitSetting) : Result<Opti
                 (Ok 0.05)
             |> Result.map Adam
         | n, [] -> fail m.Pos (sprintf "unknown optimizer '%s'%s; available: adam(lr = ...), lbfgs" n (Checker.suggest n [ "adam"; "lbfgs" ]))
-    | FitKl _ -> fail s.Pos "unknown optimizer 'kl'; available: adam(lr = ...), lbfgs"
+    | FitKl _ -> fail s.FitPos "unknown optimizer 'kl'; available: adam(lr = ...), lbfgs"
     | FitExpr e -> fail e.Pos "the optimizer is adam(lr = ...) or lbfgs"
 
 /// Checks the file's `fit` block, if any. `cf` is the checked file (model, settings, consts).
@@ -130,23 +130,23 @@ let check (f: File) (cf: CheckedFile) : Result<FitSpec option, Diagnostic list> 
 
         let dup =
             settings
-            |> List.groupBy (fun s -> s.Key)
-            |> List.collect (fun (k, occ) -> occ |> List.tail |> List.map (fun s -> { Pos = s.Pos; Message = sprintf "duplicate setting '%s'" k }))
+            |> List.groupBy (fun s -> s.FitKey)
+            |> List.collect (fun (k, occ) -> occ |> List.tail |> List.map (fun s -> { Pos = s.FitPos; Message = sprintf "duplicate setting '%s'" k }))
 
         let unknown =
             settings
-            |> List.filter (fun s -> not (List.contains s.Key keys))
-            |> List.map (fun s -> { Pos = s.Pos; Message = sprintf "unknown fit setting '%s'%s (known: %s)" s.Key (Checker.suggest s.Key keys) (String.Join(", ", keys)) })
+            |> List.filter (fun s -> not (List.contains s.FitKey keys))
+            |> List.map (fun s -> { Pos = s.FitPos; Message = sprintf "unknown fit setting '%s'%s (known: %s)" s.FitKey (Checker.suggest s.FitKey keys) (String.Join(", ", keys)) })
 
-        let setting k = settings |> List.tryFind (fun s -> s.Key = k)
+        let setting k = settings |> List.tryFind (fun s -> s.FitKey = k)
 
         let number k (check: float -> string option) (dflt: 'a) (conv: float -> 'a) : Result<'a, Diagnostic list> =
             match setting k with
             | None -> Ok dflt
-            | Some { Value = FitExpr e } ->
+            | Some { FitArg = FitExpr e } ->
                 Checker.constantValue consts k e
                 |> Result.bind (fun v -> match check v with Some m -> fail e.Pos m | None -> Ok(conv v))
-            | Some s -> fail s.Pos (sprintf "%s must be a number" k)
+            | Some s -> fail s.FitPos (sprintf "%s must be a number" k)
 
         let whole (v: float) = Math.Floor v = v
         let objective = match setting "objective" with Some s -> objectiveOf consts cf.Settings s | None -> Ok(KlAt None)

@@ -450,7 +450,7 @@ let private fitSetting: P<FitSetting> =
                       preturn (FitKl(None, None)) ]
 
         let value = if k = "objective" || k = "optimizer" then kl <|> (methodP |>> FitMethod) else expr |>> FitExpr
-        value |>> fun v -> { Key = k; Value = v; Pos = p }
+        value |>> fun v -> { FitKey = k; FitArg = v; FitPos = p }
 
 let private fitBlock: P<TopItem> =
     pos .>> kw "fit" .>>. sepBy1 nameAt (sym ",") .>> kw "to" .>>. (pos .>>. stringLit) .>>. block fitSetting

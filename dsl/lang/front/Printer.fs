@@ -167,7 +167,7 @@ let topItem (item: TopItem) =
                 + (at |> Option.map (fun e -> " at " + expr e) |> Option.defaultValue "")
                 + (w |> Option.map (fun e -> " stationary window " + expr e) |> Option.defaultValue "")
 
-        let body = xs |> List.map (fun s -> sprintf "  %s = %s\n" s.Key (value s.Value)) |> String.concat ""
+        let body = xs |> List.map (fun s -> sprintf "  %s = %s\n" s.FitKey (value s.FitArg)) |> String.concat ""
         sprintf "fit %s to \"%s\" {\n%s}\n" (ps |> List.map fst |> String.concat ", ") data body
 
 /// A whole file as source text.

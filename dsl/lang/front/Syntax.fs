@@ -159,7 +159,8 @@ type FitValue =
     | FitKl of at: Expr option * window: Expr option
 
 [<NoComparison>]
-type FitSetting = { Key: string; Value: FitValue; Pos: Pos }
+/// (Field names of their own: a record expression `{ Key = ...; Value = ...; Pos = ... }` stays a `Setting`.)
+type FitSetting = { FitKey: string; FitArg: FitValue; FitPos: Pos }
 
 [<NoComparison>]
 type TopItem =

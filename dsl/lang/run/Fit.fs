@@ -359,7 +359,9 @@ let defaultFitOptions = { Threads = 0; Progress = None; BaseDir = "." }
 exception FitFailed of Diagnostic
 
 /// The objective at parameter values, with its recorded paths and data smoothing.
-type private Problem =
+/// A fit's objective, ready to evaluate (`evaluate`): the model compiled for the fitted params'
+/// derivatives, the recorded paths' buffers, the data and their bandwidths.
+type Problem =
     { Compiled: Compile.CompiledModel
       Runner: IRecordRunner
       Plans: ResponsePlan[]
@@ -407,7 +409,9 @@ let bandwidths (d: FitData) (spec: FitSpec) (paths: int64) =
             let sd = MathNet.Numerics.Statistics.Statistics.StandardDeviation xs
             KlObjective.Silverman(sd, q, paths))
 
-let private evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64) : KlObjective.Result =
+/// The objective and its DK gradient (by the fitted params, in their order) at the model's param values
+/// `values` (all of them), with the paths of `seed` and the data jitter of `jitterSeed`. Throws FitFailed.
+let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64) : KlObjective.Result =
     let s = RunSettings(Paths = pb.Paths, Dt = pb.Settings.Dt, T = pb.T, Seed = seed, Threads = pb.Threads)
     let at = String.Join(", ", List.map2 (fun (i: int) (n: string) -> sprintf "%s = %s" n (g6 values[i])) pb.Spec.Params (pb.Spec.Params |> List.map (fun i -> pb.Compiled.Ir.ParamNames[i])))
 
@@ -441,13 +445,12 @@ let private stdErrs (r: KlObjective.Result) (k: int) (rows: int) =
 /// exit 2) or the run failed (paths or weights that blow up: exit 3).
 type FitError = { Diagnostics: Diagnostic list; RunFailed: bool }
 
-/// Fits `spec` to its data, starting from the first parameter set of `cf` (after overrides).
-let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<FitReport, FitError> =
-    let sw = Diagnostics.Stopwatch.StartNew()
+/// Checks what the file alone could not (the time and paths after overrides, the start inside the
+/// domains, the data) and compiles the model for the fitted params' derivatives.
+let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Problem, FitError> =
     let m = cf.Model
     let set = List.head cf.Sets
     let at p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = false }
-    let failed p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = true }
     let t = defaultArg (match spec.Objective with KlAt t -> t) cf.Settings.T
     let paths = defaultArg spec.Paths cf.Settings.Paths
     let ps = List.toArray spec.Params
@@ -479,7 +482,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                 |> Array.mapi (fun k _ ->
                     ResponsePlan(Kind = EstimateKind.Mean, Observable = 0, Method = ResponseMethod.DivergenceKernel, Rate = spec.Rate, Mode = mode, Which = k))
 
-            let pb =
+            Ok
                 { Compiled = compiled
                   Runner = ModelRunner.For compiled.Type :?> IRecordRunner
                   Plans = plans
@@ -491,7 +494,26 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   Paths = paths
                   Threads = opts.Threads
                   Spec = spec }
+        with
+        | Tangent.TooManyDerivatives msg -> at spec.Pos msg
 
+/// Fits `spec` to its data, starting from the first parameter set of `cf` (after overrides).
+let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<FitReport, FitError> =
+    let sw = Diagnostics.Stopwatch.StartNew()
+    let m = cf.Model
+    let set = List.head cf.Sets
+    let failed p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = true }
+    let ps = List.toArray spec.Params
+    let trs = ps |> Array.map (fun i -> transformOf m.Params[i])
+    let names = ps |> Array.map (fun i -> m.Params[i].Name)
+    let start = ps |> Array.map (fun i -> set.Values[i])
+
+    match problem cf spec opts with
+    | Error e -> Error e
+    | Ok pb ->
+        let data, t, paths = pb.Data, pb.T, pb.Paths
+
+        try
             let k = ps.Length
             let full (g: float[]) = Array.init set.Values.Length (fun i -> match Array.IndexOf(ps, i) with -1 -> set.Values[i] | j -> g[j])
             let history = Collections.Generic.List<FitStep>()
@@ -592,4 +614,3 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
         with
         | FitFailed d -> Error { Diagnostics = [ d ]; RunFailed = true }
         | :? RunTooLargeException as ex -> failed spec.Pos ex.Message
-        | Tangent.TooManyDerivatives msg -> at spec.Pos msg
