@@ -300,8 +300,10 @@ let gradient =
               // mean of their difference must be 0 within 4.5 standard errors; the gradient itself must be far
               // from 0 (else the check could not fail).
               withTemp (fun dir ->
-                  let z = normals 3
-                  writeCsv dir "data.csv" "x" (Array.init 300 (fun _ -> 0.3 + 0.35 * z ()))
+                  // data from the chain at (a, b) = (0.7, 0.35): near the model's law at (0.8, 0.4), where the
+                  // kernel estimate has many paths at every data point (in the far tails both estimators carry
+                  // a finite-path bias of O(1 / paths within the bandwidth), not the same one: docs/fitting.md)
+                  writeCsv dir "data.csv" "x" (chainSamples 3 300 0.5 0.02 25 (fun x -> 0.7 - x) (fun x -> 0.35 * sqrt (1.0 + x * x)))
                   let p = compile gradModel
 
                   match Fit.problem p.Program.File p.FitSpec.Value { Fit.defaultFitOptions with BaseDir = dir } with
@@ -378,23 +380,23 @@ let fits =
 
           test "recovery: a nonlinear multiplicative-noise model from a distant start, without the diffusion collapsing" {
               withTemp (fun dir ->
-                  // dx = (a − x³) dt + s √(1 + x²) dW, x0 = 0, Δt = 0.02, T = 2: a = 1, s = 0.5
-                  let a0, s0 = 1.0, 0.5
-                  let ys = chainSamples 7 2000 0.0 0.02 100 (fun x -> a0 - x * x * x) (fun x -> s0 * sqrt (1.0 + x * x))
+                  // dx = (a − x³) dt + s √(1 + x²) dW, x0 = 0, Δt = 0.01, T = 1: a = 1, s = 0.3, fitted from (0, 0.9)
+                  let a0, s0 = 1.0, 0.3
+                  let ys = chainSamples 7 2000 0.0 0.01 100 (fun x -> a0 - x * x * x) (fun x -> s0 * sqrt (1.0 + x * x))
                   writeCsv dir "data.csv" "x" ys
                   let paths = 4000
 
                   let text =
                       sprintf
                           """model NL {
-  param a = 0.2
-  param s = 1.5 in (0, inf)
+  param a = 0
+  param s = 0.9 in (0, inf)
   state x
   brownian W
   init x = 0
   d x = (a - x^3) dt + s * sqrt(1 + x^2) dW
 }
-simulate { paths = %d; dt = 0.02; T = 2; seed = 9 }
+simulate { paths = %d; dt = 0.01; T = 1; seed = 9 }
 fit a, s to "data.csv" { optimizer = lbfgs; iterations = 60 }
 """
                           paths
@@ -403,7 +405,7 @@ fit a, s to "data.csv" { optimizer = lbfgs; iterations = 60 }
                   // the fit's error is the data's sampling error (the reported standard errors, from the data's
                   // scores) plus the paths' (the same size scaled by √(rows/paths)): 4.5 of the combined
                   let k = 4.5 * sqrt (1.0 + 2000.0 / float paths)
-                  Expect.isTrue (r.StdErrs |> Array.forall (fun s -> s > 0.0 && s < 0.2)) (sprintf "stderrs %A" r.StdErrs)
+                  Expect.isTrue (r.StdErrs |> Array.forall (fun s -> s > 0.0 && s < 0.1)) (sprintf "stderrs %A" r.StdErrs)
                   Expect.isLessThan (abs (r.Fitted[0] - a0)) (k * r.StdErrs[0]) (sprintf "a %g ± %g vs %g" r.Fitted[0] r.StdErrs[0] a0)
                   Expect.isLessThan (abs (r.Fitted[1] - s0)) (k * r.StdErrs[1]) (sprintf "s %g ± %g vs %g" r.Fitted[1] r.StdErrs[1] s0)
                   Expect.isGreaterThan r.Fitted[1] (0.5 * s0) "the diffusion does not collapse")

@@ -17,6 +17,12 @@ public static class KlObjective
         public double[] Gradient = Array.Empty<double>();
         /// <summary>Per datum: its loss (n), and its gradient (n × K, row-major): the scores of the data.</summary>
         public double[] DatumLoss = Array.Empty<double>(), DatumGradient = Array.Empty<double>();
+        /// <summary>
+        /// Per smoothed point, the paths the kernel estimate rests on there, (Σ K)² / Σ K²: the smallest, and the
+        /// share of points below 10. Where it is small (data in the model's far tails) the log of the estimate and
+        /// the ratio Σ K ℓ / Σ K are biased at O(1 / that number): more paths, or a start closer to the data.
+        /// </summary>
+        public double MinEffectivePaths, ShareBelow10;
     }
 
     /// <summary>
@@ -45,6 +51,7 @@ public static class KlObjective
         for (int j = 0; j < q; j++) logNorm += Math.Log(h[j] * Math.Sqrt(2 * Math.PI));
 
         var rowLoss = new double[rows];
+        var rowEff = new double[rows];
         var rowGrad = new double[(long)rows * K];
         var opts = new ParallelOptions { MaxDegreeOfParallelism = threads > 0 ? threads : Environment.ProcessorCount };
         Parallel.For(0, rows, opts, () => (new double[P], new double[q]), (m, _, buf) =>
@@ -60,8 +67,9 @@ public static class KlObjective
                 logK[p] = -0.5 * a;
                 if (logK[p] > top) top = logK[p];
             }
-            double w = 0;
-            for (int p = 0; p < P; p++) { double e = Math.Exp(logK[p] - top); logK[p] = e; w += e; }
+            double w = 0, w2 = 0;
+            for (int p = 0; p < P; p++) { double e = Math.Exp(logK[p] - top); logK[p] = e; w += e; w2 += e * e; }
+            rowEff[m] = w * w / w2;
             rowLoss[m] = -(top + Math.Log(w) - logNorm);
             long g = (long)m * K;
             for (int p = 0; p < P; p++)
@@ -87,6 +95,8 @@ public static class KlObjective
             }
             r.DatumLoss[i] = s / copies;
         }
+        r.MinEffectivePaths = rowEff.Min();
+        r.ShareBelow10 = rowEff.Count(e => e < 10) / (double)rows;
         double mean = r.DatumLoss.Average();
         double v = n > 1 ? r.DatumLoss.Sum(x => (x - mean) * (x - mean)) / (n - 1) : double.NaN;
         r.Loss = mean;

@@ -218,7 +218,10 @@ type FitReport =
       FinalLoss: float
       FinalLossStdErr: float
       Seconds: float
-      SecondsPerEvaluation: float }
+      SecondsPerEvaluation: float
+      /// What makes the result less reliable than its standard errors say (heavy-tailed DK weights, data
+      /// in the model's far tails), found at the fitted values.
+      Warnings: string list }
 
 let private g6 (x: float) = x.ToString("G6", inv)
 
@@ -248,6 +251,8 @@ let summary (r: FitReport) (defaults: (string * float) list) =
       for i in 0 .. r.Names.Length - 1 do
           yield sprintf "  %s = %s   (start %s)" (r.Names[i].PadRight w) (Output.valueWithError r.Fitted[i] r.StdErrs[i]) (g6 r.Start[i])
       yield sprintf "loss (cross entropy of the smoothed data, nats per row) %s" (Output.valueWithError r.FinalLoss r.FinalLossStdErr)
+      for w in r.Warnings do
+          yield "warning: " + w
       yield ""
       yield paramsBlock r defaults ]
     |> String.concat "\n"
@@ -296,6 +301,9 @@ let toJson (r: FitReport) : string =
      w.WriteNumber("T", r.T)
      w.WriteNumber("seed", r.Seed)
      w.WriteEndObject()
+     w.WriteStartArray "warnings"
+     for x in r.Warnings do w.WriteStringValue x
+     w.WriteEndArray()
      w.WriteStartArray "history"
 
      for s in r.History do
@@ -584,6 +592,16 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
             // the scores of the data at the fitted values: the final loss and the standard errors
             let fr = evaluate pb (full fitted) baseSeed baseSeed
             let se = stdErrs fr k data.Rows
+
+            let warnings =
+                [ if fr.ShareBelow10 > 0.01 then
+                      sprintf "at the fitted values %.1f%% of the smoothed data points have fewer than 10 paths within the bandwidth (fewest %.2g): the kernel estimate of the model's law is thin in the data's tails and the objective is biased there; use more paths" (100.0 * fr.ShareBelow10) fr.MinEffectivePaths
+                  let rec' = pb.Record
+                  for j in 0 .. k - 1 do
+                      let l2 = Array.init (int rec'.Paths) (fun p -> rec'.Ell[p * k + j] ** 2.0)
+                      let share = Array.max l2 / Array.sum l2
+                      if share > Driver.shareLimit rec'.Paths then
+                          sprintf "at the fitted values the DK weights of '%s' are heavy-tailed (one path of %d carries %.0f%% of their variance), so its gradient is unreliable: use a smaller dt or more paths" names[j] rec'.Paths (100.0 * share) ]
             let seconds = sw.Elapsed.TotalSeconds
 
             Ok
@@ -610,7 +628,8 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   FinalLoss = fr.Loss
                   FinalLossStdErr = fr.LossStdErr
                   Seconds = seconds
-                  SecondsPerEvaluation = seconds / float (history.Count + 1) }
+                  SecondsPerEvaluation = seconds / float (history.Count + 1)
+                  Warnings = warnings }
         with
         | FitFailed d -> Error { Diagnostics = [ d ]; RunFailed = true }
         | :? RunTooLargeException as ex -> failed spec.Pos ex.Message
