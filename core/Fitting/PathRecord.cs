@@ -10,6 +10,12 @@ public sealed class PathRecord
 {
     /// <summary>Record ν_T as well (the score query; fitting does not need it).</summary>
     public bool WithNu { get; init; }
+    /// <summary>Record the model's observables at T (`ISdeModel.Observe`) as well: the `samples(...)` query.</summary>
+    public bool WithObservables { get; init; }
+    /// <summary>Observables per path (when recorded).</summary>
+    public int NObs { get; private set; }
+    /// <summary>Paths × NObs observable values at T (when recorded; NaN rows for paths that blew up).</summary>
+    public double[]? Obs { get; private set; }
     public long FirstPath { get; private set; }
     public long Paths { get; private set; }
     public int D { get; private set; }
@@ -18,8 +24,11 @@ public sealed class PathRecord
     public double[] Ell { get; private set; } = Array.Empty<double>();
     public double[]? Nu { get; private set; }
 
-    internal void Reset(long firstPath, long paths, int d, int k)
+    internal void Reset(long firstPath, long paths, int d, int k, int nobs)
     {
+        NObs = WithObservables ? nobs : 0;
+        if (WithObservables && (Obs == null || Obs.Length != paths * NObs)) Obs = new double[paths * NObs];
+        if (Obs != null) Array.Fill(Obs, double.NaN);
         if (paths * Math.Max(d, k) > Array.MaxLength) throw new RunTooLargeException($"recording {paths} paths of {d} states does not fit in one array; use fewer paths");
         FirstPath = firstPath; Paths = paths; D = d; K = k;
         // reuse the buffers between the iterations of a fit (same sizes): nothing allocates per iteration

@@ -107,7 +107,7 @@ public static class ResponseEngine
             throw new ArgumentException("a recorded run takes divergence-kernel mean plans at T only");
         if (plans.Select(p => (p.ConstantAlpha, p.Alpha, p.Rate, p.Mode)).Distinct().Count() > 1)
             throw new ArgumentException("a recorded run takes plans of one DK schedule and mode (one covector)");
-        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length);
+        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount);
         return RunPartial(model, Array.Empty<TModel>(), st, s, plans, record);
     }
 

@@ -238,6 +238,11 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             for (int i = 0; i < r.D; i++) xs[i] = _a[i];
             for (int k = 0; k < r.K; k++) r.Ell[row * r.K + k] = ell[U.PlanGroup[k]][U.Plans[k].Which];
             if (r.Nu != null && U.Groups.Length > 0) nu[0].AsSpan().CopyTo(r.Nu.AsSpan((int)(row * r.D), r.D));
+            if (r.Obs != null && r.NObs > 0)
+            {
+                _m.Observe(V(_a), U.Steps * U.Dt, V(_pobs));
+                for (int q = 0; q < r.NObs; q++) r.Obs[row * r.NObs + q] = obs[q];
+            }
         }
     }
 

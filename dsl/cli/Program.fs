@@ -338,6 +338,7 @@ let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
     File.WriteAllText(Path.Combine(dir, "results.json"), Output.toJson report)
     if csv then File.WriteAllText(Path.Combine(dir, "results.csv"), Output.toCsv report)
     Plot.writeSweeps dir report |> ignore
+    Output.writeSamples dir report |> ignore
 
     for set in report.Sets do
         set.Results

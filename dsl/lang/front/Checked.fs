@@ -153,6 +153,8 @@ type CQuery =
     | QLyapunov of k: int
     /// `alignment on [lo, hi] bins n`: histogram of |cos(top Lyapunov vector, ν_T)| (0 ≤ lo < hi ≤ 1).
     | QAlignment of lo: float * hi: float * bins: int
+    /// `samples(e1, ..., ek)`: each path's values of the observables at T (a CSV file; kind "samples").
+    | QSamples of CExpr list
 
 type CheckedQuery =
     { Query: CQuery

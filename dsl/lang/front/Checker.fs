@@ -1348,7 +1348,8 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QPlain(_, o)
         | QResponse(_, _, o, _, _) -> o
         | QLyapunov _
-        | QAlignment _ -> None
+        | QAlignment _
+        | QSamples _ -> None
 
     // a stationary window is a number of steps of the response weights: refused off the grid, as T
     let offGrid =
@@ -1382,6 +1383,9 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QLyapunov _ when not (s.Burnin < s.T) ->
             Error(sprintf "lyapunov averages over [burnin, T] and needs burnin < T (burnin = %s, T = %s)" (shortNumber s.Burnin) (shortNumber s.T))
         | _ -> Ok()
+
+/// Most observables one `samples(...)` query takes (columns of its CSV file).
+let maxSampleColumns = 1000
 
 /// `settings` is None when the simulate block has errors of its own: the queries' times are then not
 /// checked against it (a window "after T" measured against a T that was refused misleads).
@@ -1529,6 +1533,11 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 else Ok()
 
             map3 (fun (a, b) n () -> QAlignment(a, b, n)) range n noiseR
+        | Samples(_, Some every) ->
+            fail every.Pos "samples(...) every Δ (trajectories) is not available yet; samples(...) writes the values at T"
+        | Samples(es, None) when es.Length > maxSampleColumns ->
+            fail q.Pos (sprintf "samples(...) takes at most %d observables (got %d)" maxSampleColumns es.Length)
+        | Samples(es, None) -> all (es |> List.map (checkExpr obsEnv)) |> Result.map QSamples
         | Let _ -> fail q.Pos "a 'let' is not a query" // checkQueries handles lets before this
 
     kind
@@ -1673,6 +1682,7 @@ let private fileExprs (f: File) : Expr list =
                       | Some m -> yield! m.Args |> List.choose (function ArgNum(_, e, _) -> Some e | ArgName _ -> None)
                       | None -> ()
                   | Lyapunov k -> yield k
+                  | Samples(es, every) -> yield! es @ Option.toList every
                   | Alignment(a, b, c) -> yield! [ a; b; c ]
                   | Let(_, e) -> yield e ]
 
@@ -1820,6 +1830,7 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                   match q.Query with
                   | QPlain(t, _)
                   | QResponse(t, _, _, _, _) -> targetSize t
+                  | QSamples es -> es |> List.sumBy (fun e -> targetSize (TMean e))
                   | QLyapunov _
                   | QAlignment _ -> 0.0) ]
 
@@ -1831,6 +1842,15 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
             | QPlain(t, _)
             | QResponse(t, _, _, _, _) ->
                 targetExprs t
+                |> List.tryPick (fun e ->
+                    let d = measure.Depth e
+                    if d > maxExprDepth then
+                        Some
+                            { Pos = q.Pos
+                              Message = sprintf "this query's observable, its lets substituted, is %d levels deep; at most %d" d maxExprDepth }
+                    else None)
+            | QSamples es ->
+                es
                 |> List.tryPick (fun e ->
                     let d = measure.Depth e
                     if d > maxExprDepth then

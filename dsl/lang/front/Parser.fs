@@ -414,6 +414,10 @@ let private lyapunovQuery: P<QueryKind> =
     (kw "lyapunov" >>. group '(' ')' expr |>> Lyapunov)
     <|> (kw "alignment" >>. onBins |>> fun (lo, hi, n) -> Alignment(lo, hi, n))
 
+/// `samples(e1, ..., ek) [every Δ]`: per-path values at T.
+let private samplesQuery: P<QueryKind> =
+    kw "samples" >>. group '(' ')' (sepBy1 expr (sym ",")) .>>. opt (kw "every" >>. expr) |>> Samples
+
 /// `let name = e`: a named observable.
 let private letItem: P<QueryKind> =
     kw "let" >>. ident .>> sym "=" .>>. expr |>> Let
@@ -426,7 +430,7 @@ let normalizeQueryText (s: string) =
 
 let private query: P<Query> =
     pos
-    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov or alignment) or 'let name = e'")
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> samplesQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov, alignment or samples) or 'let name = e'")
     |>> fun (p, (s, k)) ->
         { Kind = k
           Text = QueryText(normalizeQueryText s)

@@ -142,6 +142,8 @@ let queryKind (k: QueryKind) =
     | Lyapunov k -> sprintf "lyapunov(%s)" (expr k)
     | Alignment(lo, hi, n) -> "alignment" + onBins lo hi n
     | Let(n, e) -> sprintf "let %s = %s" n (expr e)
+    | Samples(es, every) ->
+        sprintf "samples(%s)%s" (String.Join(", ", List.map expr es)) (every |> Option.map (fun e -> " every " + expr e) |> Option.defaultValue "")
 
 let private settings (xs: Setting list) =
     xs |> List.map (fun s -> sprintf "  %s = %s\n" s.Key (expr s.Value)) |> String.concat ""

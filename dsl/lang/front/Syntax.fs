@@ -131,6 +131,9 @@ type QueryKind =
     | Alignment of lo: Expr * hi: Expr * bins: Expr
     /// `let name = e`: not a query but a named observable for the queries (and lets) after it.
     | Let of name: string * Expr
+    /// `samples(e1, ..., ek)`: the per-path values at T, written to a CSV file (`every Δ`: trajectories,
+    /// refused as not available yet).
+    | Samples of Expr list * every: Expr option
 
 [<NoComparison>]
 type Query =

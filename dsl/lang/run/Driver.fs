@@ -25,6 +25,9 @@ type QueryJob =
     /// `variance`, `covariance`, `quantile`, 2-D `density`: plain plans (means of powers and products,
     /// or a histogram) whose estimates `Derived.estimate` combines into the answer.
     | DerivedJob of QueryPlan list
+    /// `samples(...)`: the observables (indices) recorded per path at T by one recorded run per set
+    /// (`fillSamples`), after the other queries.
+    | SamplesJob of observables: int[]
 
 /// A checked file compiled for execution.
 type Program =
@@ -220,6 +223,9 @@ let private twinDomainErrors (cf: CheckedFile) : Diagnostic list =
           | _ -> () ]
 
 /// Compile a checked file: lower the model, collect the observables, plan every query.
+/// Most values (paths × observables) one `samples(...)` query records (they are held in memory).
+let maxSampleValues = 1e8
+
 let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     // lowering, the derivatives and the emitter recurse on the expressions: on a large stack
     try
@@ -266,6 +272,9 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 | None -> false, 0.0, 0.0
 
             match q.Query with
+            | QSamples es when float cf.Settings.Paths * float es.Length > maxSampleValues ->
+                err q (sprintf "samples(...) writes a value per path and observable: %d paths x %d = %g values, more than %g; use fewer paths (--paths)" cf.Settings.Paths es.Length (float cf.Settings.Paths * float es.Length) maxSampleValues)
+            | QSamples es -> Ok(SamplesJob(es |> List.map obsIndex |> List.toArray))
             | QPlain (target, over) ->
                 let k = obsIndex (targetObservable target)
                 let ta, t0, t1 = window over
@@ -427,7 +436,7 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
     let observable =
         match q.Query with
         | QPlain (t, _) | QResponse (t, _, _, _, _) -> Some(targetObservable t)
-        | QLyapunov _ | QAlignment _ -> None
+        | QLyapunov _ | QAlignment _ | QSamples _ -> None
 
     let why =
         match observable |> Option.map (fun e -> Frontend.onLargeStack (fun () -> partialOps e |> List.distinct)) with
@@ -504,6 +513,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
         | QResponse _ -> failwith "the checker refuses responses of variance, covariance, quantiles and 2-D densities"
         | QLyapunov _ -> "lyapunov", 0.0, 0.0
         | QAlignment (lo, hi, _) -> "alignment", lo, hi
+        | QSamples _ -> "samples", 0.0, 0.0
 
     let arr (a: float[]) = if isNull a then [||] else a
     // one path gives no standard error: NaN (n/a in the table, null in the JSON), never a binomial 0
@@ -524,7 +534,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
 
     let wrt, meth, windows, valueWindow =
         match job with
-        | PlainJob _ | LyapunovJob _ | DerivedJob _ -> None, None, [], None
+        | PlainJob _ | LyapunovJob _ | DerivedJob _ | SamplesJob _ -> None, None, [], None
         | AlignmentJob _ ->
             // the score of the default schedule, with the rate measured for this set's model
             let rate = match used with pl :: _ -> pl.Rate | [] -> CovectorGrowth.Floor
@@ -687,6 +697,9 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
                     | AlignmentJob _ ->
                         ri <- ri + 1
                         outcomeOf q job [ used[ri - 1] ] s.Dt measured [ re[ri - 1] ]
+                    | SamplesJob _ ->
+                        // filled by fillSamples (a recorded run after the others)
+                        { outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = nan, StdErr = nan) ] with Warnings = [] }
                     | LyapunovJob k ->
                         let r = Option.get le
                         let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
@@ -713,6 +726,45 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
       Warnings = p.File.Warnings |> List.map (Diagnostics.warningLine p.Source)
       Seconds = seconds
       PathStepsPerSecond = float s.Paths * steps * float (List.length p.File.Sets) / max seconds 1e-9 }
+
+/// The `samples(...)` results of a report: one recorded run of every set (the CPU engine, whatever the
+/// backend; the same paths as the other queries: same seed and path numbers), each path's observables at
+/// T row-major in `Values` (paths × observables), `Count` = paths. A report without them is returned as is.
+let fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
+    if not (p.Jobs |> List.exists (fun (_, j) -> match j with SamplesJob _ -> true | _ -> false)) then report
+    else
+        let s = p.File.Settings
+        let runner = ModelRunner.For p.Compiled.Type :?> IRecordRunner
+
+        let sets =
+            List.zip p.File.Sets report.Sets
+            |> List.map (fun (set, sr) ->
+                let bm, _ = instances p set.Values
+                let record = PathRecord(WithObservables = true)
+                runner.RunRecorded(bm, p.Compiled.Structure, settingsOf p { First = 0L; Count = s.Paths } s.T threads None, [||], record)
+                let n = int record.Paths
+
+                let results =
+                    List.map2
+                        (fun (_, job) (o: QueryOutcome) ->
+                            match job with
+                            | SamplesJob obs ->
+                                let k = obs.Length
+                                let values = Array.init (n * k) (fun i -> record.Obs[(i / k) * record.NObs + obs[i % k]])
+                                let bad = Seq.init n id |> Seq.filter (fun r -> Seq.init k (fun c -> values[r * k + c]) |> Seq.exists (Double.IsFinite >> not)) |> Seq.length
+
+                                { o with
+                                    Values = values
+                                    Count = int64 n
+                                    NonFinite = int64 bad
+                                    Warnings =
+                                        if bad > 0 then [ sprintf "%d of %d paths have a NaN or infinite value of an observable at T (written as empty cells)" bad n ] else [] }
+                            | _ -> o)
+                        p.Jobs sr.Results
+
+                { sr with Results = results })
+
+        { report with Sets = sets }
 
 /// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
 let run (p: Program) (opts: RunOptions) : RunReport =
@@ -818,13 +870,20 @@ let run (p: Program) (opts: RunOptions) : RunReport =
     (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } s.T 1 false |> ignore with :? SimulationFailedException -> ())
     let sw = Stopwatch.StartNew()
     let estimates = sets |> List.mapi (fun i set -> runSet i set.Values all s.T opts.Threads true)
-    assemble p backend growth growthOf estimates sw.Elapsed.TotalSeconds
+    assemble p backend growth growthOf estimates sw.Elapsed.TotalSeconds |> fillSamples p opts.Threads
 
 /// Run paths `range` of every parameter set on the CPU engines and return their exact sums (a shard
 /// of a run; `reportOfSums` turns the merged sums of all shards into the run's report, bit for bit)
 /// and the simulation's seconds. Path p draws the same numbers as path p of the whole run: the Philox
 /// streams are keyed by the global path number.
 let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list * float =
+    // every path's values cannot be merged from exact sums: refused (a located input error, exit 2)
+    for (q, j) in p.Jobs do
+        match j with
+        | SamplesJob _ ->
+            raise (NotSupportedException(sprintf "%d:%d: '%s' writes every path's values, which a shard cannot do yet; run it without --shard" q.Pos.Line q.Pos.Col q.Text))
+        | _ -> ()
+
     let s = p.File.Settings
     let runner = ModelRunner.For p.Compiled.Type :?> IPartialRunner
     let ly = LyapunovRunner.For p.Compiled.Type :?> ILyapunovPartialRunner
