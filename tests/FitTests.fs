@@ -470,3 +470,82 @@ let cli =
                   Expect.equal n.Code 2 (describe [ "fit" ] n)
                   Expect.stringContains n.Err "no 'fit' block" "says why")
           } ]
+
+let private samplesModel (queries: string) =
+    sprintf
+        """model OU {
+  param theta = 1 in (0, inf)
+  param sigma = 0.5 in (0, inf)
+  state x
+  brownian W
+  init x = 1
+  d x = -theta * x dt + sigma dW
+}
+simulate { paths = 2000; dt = 0.01; T = 1; seed = 3 }
+query {
+%s
+}
+"""
+        queries
+
+[<Tests>]
+let samples =
+    testList
+        "Fit.Samples"
+        [ test "samples(...) records the same paths as the other queries: its column means are the means' values" {
+              let p = compile (samplesModel "  samples(x, x^2)\n  mean(x)\n  mean(x^2)")
+              let r = p.Run()
+              let res = (List.head r.Sets).Results
+              let smp = res[0]
+              Expect.equal smp.Kind "samples" "kind"
+              Expect.equal smp.Count 2000L "one row per path"
+              Expect.equal (Output.samplesColumns smp) [ "x"; "x ^ 2" ] "columns as written (printed)"
+              let col c = Array.init 2000 (fun r -> smp.Values[r * 2 + c])
+              Expect.floatClose Accuracy.veryHigh (Array.average (col 0)) res[1].Value "mean(x)"
+              Expect.floatClose Accuracy.veryHigh (Array.average (col 1)) res[2].Value "mean(x^2)"
+              Expect.isTrue (Array.forall2 (fun a b -> a * a = b) (col 0) (col 1)) "x^2 is x squared, row by row"
+              let json = Output.toJson r
+              Expect.stringContains json "\"file\": \"samples.csv\"" "the only samples file is samples.csv"
+              Expect.isFalse ((Output.toCsv r).Contains "samples(") "no estimate rows in the results CSV"
+          }
+
+          test "samples every Δ, too many values, and shards are refused with located errors" {
+              let d = compileErrors (samplesModel "  samples(x) every 0.1") |> List.head
+              Expect.stringContains d.Message "not available yet" (oneLine d)
+              Expect.equal d.Line 11 (oneLine d)
+              let big = (samplesModel "  samples(x, x, x)").Replace("paths = 2000", "paths = 40000000")
+              let d2 = compileErrors big |> List.head
+              Expect.stringContains d2.Message "use fewer paths" (oneLine d2)
+
+              withTemp (fun dir ->
+                  let f = Path.Combine(dir, "s.sde")
+                  File.WriteAllText(f, samplesModel "  samples(x)")
+                  let o = dsl [ "run"; f; "--shard"; "0/2"; "--out"; Path.Combine(dir, "sh") ]
+                  Expect.equal o.Code 2 (describe [ "run --shard" ] o)
+                  Expect.stringContains o.Err "s.sde:11:3: error:" "located"
+                  Expect.stringContains o.Err "a shard cannot do yet" "says why")
+          }
+
+          test "generate data with samples(x) at one parameter set, fit it from another (the CLI end to end)" {
+              withTemp (fun dir ->
+                  let gen = Path.Combine(dir, "gen.sde")
+                  File.WriteAllText(gen, samplesModel "  samples(x)")
+                  let o = dsl [ "run"; gen; "--out"; Path.Combine(dir, "data") ]
+                  Expect.equal o.Code 0 (describe [ "run" ] o)
+                  let csv = File.ReadAllLines(Path.Combine(dir, "data", "samples.csv"))
+                  Expect.equal csv[0] "x" "header: the state's name, as a fit reads it"
+                  Expect.equal csv.Length 2001 "a row per path"
+                  let ys = csv |> Array.skip 1 |> Array.map (fun l -> Double.Parse(l, Globalization.CultureInfo.InvariantCulture))
+                  let fitText = (ouModel 2.5 1.2 4000 "optimizer = lbfgs; iterations = 40").Replace("\"data.csv\"", "\"data/samples.csv\"")
+                  let f = Path.Combine(dir, "fit.sde")
+                  File.WriteAllText(f, fitText)
+                  let j = dsl [ "fit"; f; "--json"; "--quiet" ]
+                  Expect.equal j.Code 0 (describe [ "fit" ] j)
+                  let node = Text.Json.Nodes.JsonNode.Parse j.Out
+                  let theta, sigma, _, _ = ouMle ys
+                  let tt, ts = ouTolerance theta sigma 4000.0
+                  let ft = node.["fitted"].["theta"].GetValue<float>()
+                  let fs = node.["fitted"].["sigma"].GetValue<float>()
+                  Expect.isLessThan (abs (ft - theta)) tt (sprintf "theta %g vs MLE %g (tolerance %g)" ft theta tt)
+                  Expect.isLessThan (abs (fs - sigma)) ts (sprintf "sigma %g vs MLE %g (tolerance %g)" fs sigma ts))
+          } ]
