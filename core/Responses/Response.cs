@@ -103,8 +103,8 @@ public static class ResponseEngine
         where TModel : struct, ISdeTangentModel
     {
         ArgumentNullException.ThrowIfNull(record);
-        if (plans.Any(p => p.Method != ResponseMethod.DivergenceKernel || p.Kind != EstimateKind.Mean || p.StationaryWindow > 0 || p.TimeAverage || p.Alignment || p.ScoreComponent >= 0))
-            throw new ArgumentException("a recorded run takes divergence-kernel mean plans at T only");
+        if (plans.Any(p => p.Method != ResponseMethod.DivergenceKernel || p.Kind != EstimateKind.Mean || p.StationaryWindow > 0 || p.TimeAverage || p.Alignment))
+            throw new ArgumentException("a recorded run takes divergence-kernel mean (or score) plans at T only");
         if (plans.Select(p => (p.ConstantAlpha, p.Alpha, p.Rate, p.Mode)).Distinct().Count() > 1)
             throw new ArgumentException("a recorded run takes plans of one DK schedule and mode (one covector)");
         record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount);

@@ -155,6 +155,8 @@ type CQuery =
     | QAlignment of lo: float * hi: float * bins: int
     /// `samples(e1, ..., ek)`: each path's values of the observables at T (a CSV file; kind "samples").
     | QSamples of CExpr list
+    /// `score(x[i]) on [lo, hi] bins n`: E[ν_T,i | x_i in each bin] = ∂ log ρ_T / ∂x_i (state component `comp`).
+    | QScore of comp: int * lo: float * hi: float * bins: int
 
 type CheckedQuery =
     { Query: CQuery

@@ -1349,7 +1349,8 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QResponse(_, _, o, _, _) -> o
         | QLyapunov _
         | QAlignment _
-        | QSamples _ -> None
+        | QSamples _
+        | QScore _ -> None
 
     // a stationary window is a number of steps of the response weights: refused off the grid, as T
     let offGrid =
@@ -1533,6 +1534,37 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 else Ok()
 
             map3 (fun (a, b) n () -> QAlignment(a, b, n)) range n noiseR
+        | Score(e, lo, hi, bins) ->
+            let noise = env.Brownians |> Array.sumBy (fun b -> b.Size)
+            let offsets = env.States |> Array.scan (fun o (s: StateInfo) -> o + s.Size) 0
+            let named n = env.States |> Array.tryFindIndex (fun (s: StateInfo) -> s.Name = n)
+            let notComponent () = fail e.Pos "score(...) takes a state component: score(x) for a scalar state, score(x[3]) for a component of a vector"
+
+            let comp =
+                match e.Kind with
+                | Var n ->
+                    match named n with
+                    | Some k when not env.States[k].IsVector -> Ok offsets[k]
+                    | Some _ -> fail e.Pos (sprintf "'%s' is a vector state: score(...) takes one component, e.g. score(%s[0])" n n)
+                    | None -> notComponent ()
+                | Index(n, ie) ->
+                    match named n with
+                    | Some k when env.States[k].IsVector ->
+                        let st = env.States[k]
+
+                        evalInt consts "the component's index" ie
+                        |> Result.bind (fun i ->
+                            if i >= 0L && i < int64 st.Size then Ok(offsets[k] + int i)
+                            else fail ie.Pos (sprintf "index %d is outside %s[0 .. %d]" i n (st.Size - 1)))
+                    | _ -> notComponent ()
+                | _ -> notComponent ()
+
+            let noiseR =
+                if noise = 0 then
+                    fail q.Pos "a model without noise (an ODE) has a singular density and no score; add a brownian"
+                else Ok()
+
+            map3 (fun c ((a, b), n) () -> QScore(c, a, b, n)) comp (map2 (fun r n -> r, n) (range "the score's range" lo hi) (checkBins consts bins)) noiseR
         | Samples(_, Some every) ->
             fail every.Pos "samples(...) every Δ (trajectories) is not available yet; samples(...) writes the values at T"
         | Samples(es, None) when es.Length > maxSampleColumns ->
@@ -1683,6 +1715,7 @@ let private fileExprs (f: File) : Expr list =
                       | None -> ()
                   | Lyapunov k -> yield k
                   | Samples(es, every) -> yield! es @ Option.toList every
+                  | Score(e, a, b, c) -> yield! [ e; a; b; c ]
                   | Alignment(a, b, c) -> yield! [ a; b; c ]
                   | Let(_, e) -> yield e ]
 
@@ -1831,6 +1864,7 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                   | QPlain(t, _)
                   | QResponse(t, _, _, _, _) -> targetSize t
                   | QSamples es -> es |> List.sumBy (fun e -> targetSize (TMean e))
+                  | QScore _
                   | QLyapunov _
                   | QAlignment _ -> 0.0) ]
 
@@ -1859,6 +1893,7 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                               Message = sprintf "this query's observable, its lets substituted, is %d levels deep; at most %d" d maxExprDepth }
                     else None)
             | QLyapunov _
+            | QScore _
             | QAlignment _ -> None)
 
     let rec go (total: float) items =

@@ -418,6 +418,10 @@ let private lyapunovQuery: P<QueryKind> =
 let private samplesQuery: P<QueryKind> =
     kw "samples" >>. group '(' ')' (sepBy1 expr (sym ",")) .>>. opt (kw "every" >>. expr) |>> Samples
 
+/// `score(x[i]) on [a, b] bins n`: the marginal score per bin.
+let private scoreQuery: P<QueryKind> =
+    kw "score" >>. observable .>>. onBins |>> fun (e, (lo, hi, n)) -> Score(e, lo, hi, n)
+
 /// `let name = e`: a named observable.
 let private letItem: P<QueryKind> =
     kw "let" >>. ident .>> sym "=" .>>. expr |>> Let
@@ -430,7 +434,7 @@ let normalizeQueryText (s: string) =
 
 let private query: P<Query> =
     pos
-    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> samplesQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov, alignment or samples) or 'let name = e'")
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> samplesQuery <|> scoreQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov, alignment, samples or score) or 'let name = e'")
     |>> fun (p, (s, k)) ->
         { Kind = k
           Text = QueryText(normalizeQueryText s)

@@ -142,6 +142,7 @@ let queryKind (k: QueryKind) =
     | Lyapunov k -> sprintf "lyapunov(%s)" (expr k)
     | Alignment(lo, hi, n) -> "alignment" + onBins lo hi n
     | Let(n, e) -> sprintf "let %s = %s" n (expr e)
+    | Score(e, lo, hi, n) -> sprintf "score(%s)" (expr e) + onBins lo hi n
     | Samples(es, every) ->
         sprintf "samples(%s)%s" (String.Join(", ", List.map expr es)) (every |> Option.map (fun e -> " every " + expr e) |> Option.defaultValue "")
 

@@ -134,6 +134,9 @@ type QueryKind =
     /// `samples(e1, ..., ek)`: the per-path values at T, written to a CSV file (`every Δ`: trajectories,
     /// refused as not available yet).
     | Samples of Expr list * every: Expr option
+    /// `score(x[i]) on [a, b] bins n`: the marginal score ∂ log ρ_T / ∂x_i per bin (the binned conditional
+    /// mean of the divergence-kernel covector ν_T).
+    | Score of Expr * lo: Expr * hi: Expr * bins: Expr
 
 [<NoComparison>]
 type Query =

@@ -28,6 +28,9 @@ type QueryJob =
     /// `samples(...)`: the observables (indices) recorded per path at T by one recorded run per set
     /// (`fillSamples`), after the other queries.
     | SamplesJob of observables: int[]
+    /// `score(x[i]) on ...`: the DK covector's component `comp` binned by x_i, from one recorded run per set
+    /// (`fillSamples`) with this plan (a score plan of the default schedule).
+    | ScoreJob of comp: int * lo: float * hi: float * bins: int * plan: ResponsePlan
 
 /// A checked file compiled for execution.
 type Program =
@@ -275,6 +278,15 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
             | QSamples es when float cf.Settings.Paths * float es.Length > maxSampleValues ->
                 err q (sprintf "samples(...) writes a value per path and observable: %d paths x %d = %g values, more than %g; use fewer paths (--paths)" cf.Settings.Paths es.Length (float cf.Settings.Paths * float es.Length) maxSampleValues)
             | QSamples es -> Ok(SamplesJob(es |> List.map obsIndex |> List.toArray))
+            | QScore (comp, lo, hi, bins) ->
+                if degenerateNoise ir && not (Lower.additiveNoise ir) then
+                    err q "the noise is degenerate and depends on the state, so the divergence-kernel score (with its default schedule) is not defined"
+                elif (singularStart m ir).IsSome then
+                    err q (sprintf "the noise does not reach every state and the init of '%s' is not normal, so the law of the first steps is singular and has no score; give every state a normal init" (singularStart m ir).Value)
+                else
+                    let mode = if ir.Dim <= 10 then Sde.Core.DkMode.Exact else Sde.Core.DkMode.Iterative
+                    Ok(ScoreJob(comp, lo, hi, bins, ResponsePlan(Kind = EstimateKind.Mean, Observable = 0, Method = ResponseMethod.DivergenceKernel,
+                                                                  Rate = CovectorGrowth.Floor, Mode = mode, ScoreComponent = comp)))
             | QPlain (target, over) ->
                 let k = obsIndex (targetObservable target)
                 let ta, t0, t1 = window over
@@ -436,7 +448,7 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
     let observable =
         match q.Query with
         | QPlain (t, _) | QResponse (t, _, _, _, _) -> Some(targetObservable t)
-        | QLyapunov _ | QAlignment _ | QSamples _ -> None
+        | QLyapunov _ | QAlignment _ | QSamples _ | QScore _ -> None
 
     let why =
         match observable |> Option.map (fun e -> Frontend.onLargeStack (fun () -> partialOps e |> List.distinct)) with
@@ -514,6 +526,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
         | QLyapunov _ -> "lyapunov", 0.0, 0.0
         | QAlignment (lo, hi, _) -> "alignment", lo, hi
         | QSamples _ -> "samples", 0.0, 0.0
+        | QScore (_, lo, hi, _) -> "score", lo, hi
 
     let arr (a: float[]) = if isNull a then [||] else a
     // one path gives no standard error: NaN (n/a in the table, null in the JSON), never a binomial 0
@@ -535,6 +548,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
     let wrt, meth, windows, valueWindow =
         match job with
         | PlainJob _ | LyapunovJob _ | DerivedJob _ | SamplesJob _ -> None, None, [], None
+        | ScoreJob _ -> None, Some(sprintf "divergence_kernel(rate = %s)" (rateText CovectorGrowth.Floor)), [], None
         | AlignmentJob _ ->
             // the score of the default schedule, with the rate measured for this set's model
             let rate = match used with pl :: _ -> pl.Rate | [] -> CovectorGrowth.Floor
@@ -697,7 +711,8 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
                     | AlignmentJob _ ->
                         ri <- ri + 1
                         outcomeOf q job [ used[ri - 1] ] s.Dt measured [ re[ri - 1] ]
-                    | SamplesJob _ ->
+                    | SamplesJob _
+                    | ScoreJob _ ->
                         // filled by fillSamples (a recorded run after the others)
                         { outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = nan, StdErr = nan) ] with Warnings = [] }
                     | LyapunovJob k ->
@@ -731,17 +746,22 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
 /// backend; the same paths as the other queries: same seed and path numbers), each path's observables at
 /// T row-major in `Values` (paths × observables), `Count` = paths. A report without them is returned as is.
 let fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
-    if not (p.Jobs |> List.exists (fun (_, j) -> match j with SamplesJob _ -> true | _ -> false)) then report
+    let recorded = p.Jobs |> List.exists (fun (_, j) -> match j with SamplesJob _ | ScoreJob _ -> true | _ -> false)
+
+    if not recorded then report
     else
         let s = p.File.Settings
         let runner = ModelRunner.For p.Compiled.Type :?> IRecordRunner
+        let scorePlans = p.Jobs |> List.choose (fun (_, j) -> match j with ScoreJob (_, _, _, _, pl) -> Some pl | _ -> None)
+        // one covector serves every score query (their plans share the schedule): one plan suffices
+        let plans = scorePlans |> List.truncate 1 |> List.toArray
 
         let sets =
             List.zip p.File.Sets report.Sets
             |> List.map (fun (set, sr) ->
                 let bm, _ = instances p set.Values
-                let record = PathRecord(WithObservables = true)
-                runner.RunRecorded(bm, p.Compiled.Structure, settingsOf p { First = 0L; Count = s.Paths } s.T threads None, [||], record)
+                let record = PathRecord(WithObservables = true, WithNu = not scorePlans.IsEmpty)
+                runner.RunRecorded(bm, p.Compiled.Structure, settingsOf p { First = 0L; Count = s.Paths } s.T threads None, plans, record)
                 let n = int record.Paths
 
                 let results =
@@ -759,6 +779,46 @@ let fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
                                     NonFinite = int64 bad
                                     Warnings =
                                         if bad > 0 then [ sprintf "%d of %d paths have a NaN or infinite value of an observable at T (written as empty cells)" bad n ] else [] }
+                            | ScoreJob (comp, lo, hi, bins, _) ->
+                                // per bin of x_comp: the mean of ν_comp and its standard error (paths in the bin)
+                                let d = record.D
+                                let sum, sum2, cnt = Array.zeroCreate bins, Array.zeroCreate bins, Array.zeroCreate bins
+                                let mutable below, above, bad = 0L, 0L, 0L
+
+                                for r in 0 .. n - 1 do
+                                    let x, v = record.X[r * d + comp], record.Nu[r * d + comp]
+
+                                    if not (Double.IsFinite x && Double.IsFinite v) then bad <- bad + 1L
+                                    elif x < lo then below <- below + 1L
+                                    elif not (x < hi) then above <- above + 1L
+                                    else
+                                        let b = min (bins - 1) (int ((x - lo) / (hi - lo) * float bins))
+                                        sum[b] <- sum[b] + v
+                                        sum2[b] <- sum2[b] + v * v
+                                        cnt[b] <- cnt[b] + 1L
+
+                                let mean b = if cnt[b] > 0L then sum[b] / float cnt[b] else nan
+
+                                let se b =
+                                    if cnt[b] > 1L then
+                                        let m = mean b
+                                        sqrt (max 0.0 (sum2[b] / float cnt[b] - m * m) * float cnt[b] / float (cnt[b] - 1L) / float cnt[b])
+                                    else nan
+
+                                let width = (hi - lo) / float bins
+                                let thin = Seq.init bins id |> Seq.filter (fun b -> cnt[b] < 2L) |> Seq.length
+
+                                { o with
+                                    Grid = Array.init bins (fun b -> lo + (float b + 0.5) * width)
+                                    Values = Array.init bins mean
+                                    StdErrs = Array.init bins se
+                                    Below = below
+                                    Above = above
+                                    Count = int64 n
+                                    NonFinite = bad
+                                    Warnings =
+                                        [ if thin > 0 then sprintf "%d of %d bins hold fewer than 2 paths: no estimate there (nan); narrow the range or add paths" thin bins
+                                          if bad > 0L then sprintf "%d of %d paths have a non-finite state or covector at T" bad n ] }
                             | _ -> o)
                         p.Jobs sr.Results
 
@@ -880,8 +940,9 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
     // every path's values cannot be merged from exact sums: refused (a located input error, exit 2)
     for (q, j) in p.Jobs do
         match j with
-        | SamplesJob _ ->
-            raise (NotSupportedException(sprintf "%d:%d: '%s' writes every path's values, which a shard cannot do yet; run it without --shard" q.Pos.Line q.Pos.Col q.Text))
+        | SamplesJob _
+        | ScoreJob _ ->
+            raise (NotSupportedException(sprintf "%d:%d: '%s' is computed from every path's values, which a shard cannot do yet; run it without --shard" q.Pos.Line q.Pos.Col q.Text))
         | _ -> ()
 
     let s = p.File.Settings

@@ -431,6 +431,12 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
           + paint color "2" (sprintf "%d x %d bins · peak %s at (%s, %s) · outside: %d%s · max stderr %s" nx q.GridY.Length (num (at q.Values i))
                                  (num (at q.Grid (if nx > 0 then i % nx else -1))) (num (at q.GridY (if nx > 0 then i / nx else -1)))
                                  q.Below (if q.NonFinite > 0L then sprintf ", %d NaN" q.NonFinite else "") err) ]
+    | "score" ->
+        let up, down = sparklineSigned q.Values
+
+        [ label + paint color "32" up + via
+          indent + paint color "31" down
+          indent + paint color "2" ("∂ log ρ_T / ∂x per bin " + summary q) ]
     | "samples" ->
         let k = samplesColumns q |> List.length
         [ label + paint color "2" (sprintf "%d rows x %d column%s of per-path values at T (a CSV file with --out)" q.Count k (if k = 1 then "" else "s")) ]
