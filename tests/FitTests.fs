@@ -549,3 +549,81 @@ let samples =
                   Expect.isLessThan (abs (ft - theta)) tt (sprintf "theta %g vs MLE %g (tolerance %g)" ft theta tt)
                   Expect.isLessThan (abs (fs - sigma)) ts (sprintf "sigma %g vs MLE %g (tolerance %g)" fs sigma ts))
           } ]
+
+/// E[score | a ≤ x < b] for the Gaussian N(m, v): the score −(x − m)/v at the bin's conditional mean
+/// m + √v (φ(α) − φ(β)) / (Φ(β) − Φ(α)) (exact for a linear score).
+let private gaussianBinScore (m: float) (v: float) (a: float) (b: float) =
+    let s = sqrt v
+    let al, be = (a - m) / s, (b - m) / s
+    let n = MathNet.Numerics.Distributions.Normal(0.0, 1.0)
+    let cm = m + s * (n.Density al - n.Density be) / (n.CumulativeDistribution be - n.CumulativeDistribution al)
+    -(cm - m) / v
+
+let private checkScore (text: string) (m: float) (v: float) =
+    let r = (compile text).Run()
+    let q = (List.head r.Sets).Results |> List.find (fun q -> q.Kind = "score")
+    let w = q.Grid[1] - q.Grid[0]
+    Expect.isGreaterThan q.Values.Length 4 "bins"
+
+    for b in 0 .. q.Values.Length - 1 do
+        let exact = gaussianBinScore m v (q.Grid[b] - w / 2.0) (q.Grid[b] + w / 2.0)
+        Expect.isLessThan (abs (q.Values[b] - exact)) (4.5 * q.StdErrs[b]) (sprintf "bin %g: %g ± %g vs exact %g" q.Grid[b] q.Values[b] q.StdErrs[b] exact)
+
+    // the estimate resolves the score's slope (the test could fail)
+    Expect.isGreaterThan (abs (q.Values[0] - q.Values[q.Values.Length - 1])) (20.0 * Array.max q.StdErrs) "resolved"
+
+[<Tests>]
+let score =
+    testList
+        "Fit.Score"
+        [ test "score(x) of OU: the exact Gaussian score of the chain per bin" {
+              // the chain's law at N = 100: N(m, v), m = (1 − θΔt)^N x0, v = σ²Δt Σ (1 − θΔt)^{2k}
+              let m, v = ouLaw 1.0 0.5
+              checkScore ((samplesModel "  score(x) on [-0.3, 1.0] bins 6").Replace("paths = 2000", "paths = 20000")) m v
+          }
+
+          test "score(y) of a 2-D linear chain with correlated noise: the marginal's exact Gaussian score" {
+              // z ← A z + √Δt B w: mean A^N z0, covariance C ← A C Aᵀ + Δt B Bᵀ; the marginal of y is N(m_y, C_yy)
+              let dt, n = 0.01, 100
+              let a = array2D [ [ 1.0 - dt; 0.5 * dt ]; [ 0.0; 1.0 - 0.8 * dt ] ]
+              let bm = array2D [ [ 0.4; 0.0 ]; [ 0.2; 0.3 ] ]
+              let mutable z = [| 1.0; -0.5 |]
+              let mutable c = Array2D.zeroCreate 2 2
+
+              for _ in 1..n do
+                  z <- [| a[0, 0] * z[0] + a[0, 1] * z[1]; a[1, 0] * z[0] + a[1, 1] * z[1] |]
+                  let ac = Array2D.init 2 2 (fun i j -> a[i, 0] * c[0, j] + a[i, 1] * c[1, j])
+                  c <- Array2D.init 2 2 (fun i j -> ac[i, 0] * a[j, 0] + ac[i, 1] * a[j, 1] + dt * (bm[i, 0] * bm[j, 0] + bm[i, 1] * bm[j, 1]))
+
+              let text =
+                  """model Chain {
+  state x
+  state y
+  brownian W[2]
+  init x = 1
+  init y = -0.5
+  d x = (-x + 0.5 * y) dt + 0.4 dW[0]
+  d y = -0.8 * y dt + 0.2 dW[0] + 0.3 dW[1]
+}
+simulate { paths = 20000; dt = 0.01; T = 1; seed = 4 }
+query {
+  score(y) on [-0.6, 0.2] bins 6
+}
+"""
+
+              checkScore text z[1] c[1, 1]
+          }
+
+          test "score: a whole vector, a non-component, an out-of-range index, an ODE are located errors" {
+              let vec = "model V {\n  state x[2]\n  brownian W[2]\n  d x[i] = -x[i] dt + dW[i]\n}\nquery {\n  score(%s) on [0, 1] bins 2\n}\n"
+              let e1 = compileErrors (vec.Replace("%s", "x")) |> List.head
+              Expect.stringContains e1.Message "is a vector state" (oneLine e1)
+              let e2 = compileErrors (vec.Replace("%s", "x[0] + 1")) |> List.head
+              Expect.stringContains e2.Message "takes a state component" (oneLine e2)
+              let e3 = compileErrors (vec.Replace("%s", "x[2]")) |> List.head
+              Expect.stringContains e3.Message "outside x[0 .. 1]" (oneLine e3)
+              let ode = "model O {\n  state x\n  init x ~ normal(0, 1)\n  d x = -x dt\n}\nquery {\n  score(x) on [0, 1] bins 2\n}\n"
+              let e4 = compileErrors ode |> List.head
+              Expect.stringContains e4.Message "no score" (oneLine e4)
+              Expect.equal (e1.Line, e4.Line) (7, 7) "located at the query"
+          } ]
