@@ -38,8 +38,8 @@ let componentNames (m: CheckedModel) : (string * int)[] =
         if s.IsVector then [ for k in 0 .. s.Size - 1 -> sprintf "%s[%d]" s.Name k, o + k ] else [ s.Name, o ])
     |> List.toArray
 
-/// Largest data file read (bytes).
-let maxDataBytes = 1L <<< 30
+/// Largest data file read (characters).
+let maxDataBytes = 1L <<< 28
 
 /// The data file of a fit: resolved against `baseDir` (the directory of the .sde file) unless absolute.
 let dataPath (baseDir: string) (spec: FitSpec) =
@@ -122,11 +122,23 @@ let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitDat
     try
         if Directory.Exists path then at (sprintf "data file '%s' is a directory" spec.Data)
         elif not (File.Exists path) then at (sprintf "data file '%s' not found (looked for %s)" spec.Data (Path.GetFullPath path))
-        elif FileInfo(path).Length > maxDataBytes then at (sprintf "data file '%s' is larger than %d MiB" spec.Data (maxDataBytes >>> 20))
         else
-            match parseData spec.Data m (File.ReadAllText path) with
-            | Ok d -> Ok { d with File = path }
-            | Error e -> at e
+            // read at most maxDataBytes + 1 (a device such as /dev/zero reports no length and never ends)
+            use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)
+            use reader = new StreamReader(stream)
+            let buffer = Array.zeroCreate<char> 65536
+            let text = Text.StringBuilder()
+            let mutable n = reader.Read(buffer, 0, buffer.Length)
+
+            while n > 0 && int64 text.Length <= maxDataBytes do
+                text.Append(buffer, 0, n) |> ignore
+                n <- reader.Read(buffer, 0, buffer.Length)
+
+            if int64 text.Length > maxDataBytes then at (sprintf "data file '%s' is larger than %d MiB" spec.Data (maxDataBytes >>> 20))
+            else
+                match parseData spec.Data m (text.ToString()) with
+                | Ok d -> Ok { d with File = path }
+                | Error e -> at e
     with
     | :? IOException
     | :? UnauthorizedAccessException as ex -> at (sprintf "data file '%s' cannot be read: %s" spec.Data ex.Message)
