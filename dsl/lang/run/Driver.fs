@@ -930,7 +930,14 @@ let run (p: Program) (opts: RunOptions) : RunReport =
     (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } s.T 1 false |> ignore with :? SimulationFailedException -> ())
     let sw = Stopwatch.StartNew()
     let estimates = sets |> List.mapi (fun i set -> runSet i set.Values all s.T opts.Threads true)
-    assemble p backend growth growthOf estimates sw.Elapsed.TotalSeconds |> fillSamples p opts.Threads
+    let report = assemble p backend growth growthOf estimates sw.Elapsed.TotalSeconds
+    let filled = fillSamples p opts.Threads report
+
+    if obj.ReferenceEquals(filled, report) then report
+    else
+        // the recorded pass of samples and score queries is simulation too: in the timing
+        let seconds = sw.Elapsed.TotalSeconds
+        { filled with Seconds = seconds; PathStepsPerSecond = report.PathStepsPerSecond * report.Seconds / max seconds 1e-9 }
 
 /// Run paths `range` of every parameter set on the CPU engines and return their exact sums (a shard
 /// of a run; `reportOfSums` turns the merged sums of all shards into the run's report, bit for bit)

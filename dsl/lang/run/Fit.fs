@@ -593,7 +593,16 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                         let mini = MathNet.Numerics.Optimization.LimitedMemoryBfgsMinimizer(spec.Tolerance, 1e-10, 1e-12, 5, spec.Iterations)
                         let res = mini.FindMinimum(f, Vector<float>.Build.DenseOfArray u0)
                         let g = Array.map2 toParam trs (res.MinimizingPoint.ToArray())
-                        g, true, sprintf "%A after %d iteration%s" res.ReasonForExit res.Iterations (if res.Iterations = 1 then "" else "s"), "lbfgs"
+                        // converged only by the fit's own rule: MathNet may end on a line search that made no
+                        // progress and still name a gradient criterion
+                        let gn = res.FunctionInfoAtMinimum.Gradient.L2Norm()
+                        let its = sprintf "after %d iteration%s" res.Iterations (if res.Iterations = 1 then "" else "s")
+
+                        if gn <= spec.Tolerance then g, true, sprintf "|grad| %s <= tolerance %s %s" (Output.num gn) (Output.num spec.Tolerance) its, "lbfgs"
+                        else
+                            g, false,
+                            sprintf "L-BFGS ended (%A) %s with |grad| %s > tolerance %s: its line search found no decrease, so the gradient is at the Monte-Carlo noise floor or unreliable (see the warnings); more paths sharpen it" res.ReasonForExit its (Output.num gn) (Output.num spec.Tolerance),
+                            "lbfgs"
                     with
                     | :? FitFailed -> reraise ()
                     | ex when ex.GetType().Namespace = "MathNet.Numerics.Optimization" ->
@@ -604,6 +613,26 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
             // the scores of the data at the fitted values: the final loss and the standard errors
             let fr = evaluate pb (full fitted) baseSeed baseSeed
             let se = stdErrs fr k data.Rows
+
+            // L-BFGS's stopping rule, besides the tolerance: the gradient (on the fit's sample) within its standard
+            // error over the data rows, in the unconstrained coordinates: the optimum is then found to the precision
+            // the data give it, and no line search can do better on a gradient that is noise
+            let converged, stop =
+                if converged || optText <> "lbfgs" then converged, stop
+                else
+                    let uf = Array.map2 (fun tr g -> (ofParam tr g).Value) trs fitted
+                    let gu = Array.init k (fun j -> fr.Gradient[j] * slope trs[j] uf[j])
+
+                    let seU =
+                        Array.init k (fun j ->
+                            let xs = Array.init data.Rows (fun i -> fr.DatumGradient[i * k + j])
+                            MathNet.Numerics.Statistics.Statistics.StandardDeviation xs / sqrt (float data.Rows) * abs (slope trs[j] uf[j]))
+
+                    let norm (v: float[]) = sqrt (Array.sumBy (fun x -> x * x) v)
+
+                    if norm gu <= norm seU then
+                        true, sprintf "|grad| %s is within its standard error over the data (%s): the optimum to the data's precision" (Output.num (norm gu)) (Output.num (norm seU))
+                    else converged, stop
 
             let warnings =
                 [ if fr.ShareBelow10 > 0.01 then
