@@ -181,7 +181,8 @@ let checks =
 
           test "objectives not available yet are located errors that say so" {
               err "objective = kl stationary window 5" "not available yet" 10
-              err "objective = jacobian_matching(lambda = 1)" "not available yet" 10
+              err "objective = jacobian_matching(lambda = -1)" "lambda must be >= 0" 10
+              err "objective = jacobian_matching(mu = 1)" "unknown argument 'mu'" 10
               err "objective = likelihood" "unknown objective 'likelihood'" 10
           }
 
@@ -626,4 +627,118 @@ query {
               let e4 = compileErrors ode |> List.head
               Expect.stringContains e4.Message "no score" (oneLine e4)
               Expect.equal (e1.Line, e4.Line) (7, 7) "located at the query"
+          } ]
+
+/// Lorenz-63 as a fit file for Jacobian matching: an ODE with params (s, r, b) started at (5, 20, 1).
+let private l63 (start: float * float * float) (lambda: float) =
+    let s, r, b = start
+    sprintf
+        """model L63 {
+  param s = %g
+  param r = %g
+  param b = %g
+  state x
+  state y
+  state z
+  init x ~ normal(1, 0.5)
+  init y ~ normal(1, 0.5)
+  init z ~ normal(20, 0.5)
+  d x = s * (y - x) dt
+  d y = (x * (r - z) - y) dt
+  d z = (x * y - b * z) dt
+}
+simulate { paths = 8; dt = 0.005; T = 60; seed = 5; burnin = 10 }
+fit s, r, b to "field.csv" { objective = jacobian_matching(lambda = %g); optimizer = lbfgs; iterations = 200; tolerance = 1e-6 }
+query {
+  lyapunov(3)
+}
+"""
+        s r b lambda
+
+/// 300 states on the Lorenz-63 attractor (σ, ρ, β) = (10, 28, 8/3) by RK4, with the exact field and Jacobian.
+let private writeL63Field (dir: string) =
+    let f (v: float[]) = [| 10.0 * (v[1] - v[0]); v[0] * (28.0 - v[2]) - v[1]; v[0] * v[1] - 8.0 / 3.0 * v[2] |]
+    let add (a: float[]) (b: float[]) (c: float) = Array.map2 (fun x y -> x + c * y) a b
+    let mutable v = [| 1.0; 1.0; 20.0 |]
+    let h = 0.01
+    let rows = Collections.Generic.List<string>()
+    rows.Add "x,y,z,dx,dy,dz,dx/dx,dx/dy,dy/dx,dy/dy,dy/dz,dz/dx,dz/dy,dz/dz"
+
+    for n in 1..3000 do
+        let k1 = f v
+        let k2 = f (add v k1 (h / 2.0))
+        let k3 = f (add v k2 (h / 2.0))
+        let k4 = f (add v k3 h)
+        v <- Array.init 3 (fun i -> v[i] + h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]))
+
+        if n > 1000 && n % 20 = 0 then
+            let fx = f v
+            let x, y, z = v[0], v[1], v[2]
+            let cells = [ x; y; z; fx[0]; fx[1]; fx[2]; -10.0; 10.0; 28.0 - z; -1.0; -x; y; x; -8.0 / 3.0 ]
+            rows.Add(String.Join(",", cells |> List.map (fun c -> c.ToString("R", Globalization.CultureInfo.InvariantCulture))))
+
+    File.WriteAllLines(Path.Combine(dir, "field.csv"), rows)
+
+[<Tests>]
+let jacobian =
+    testList
+        "Fit.Jacobian"
+        [ test "jacobian matching: the symbolic gradient equals central differences of the (deterministic) objective" {
+              withTemp (fun dir ->
+                  writeL63Field dir
+                  let p = compile (l63 (5.0, 20.0, 1.0) 1.0)
+
+                  match Fit.problem p.Program.File p.FitSpec.Value { Fit.defaultFitOptions with BaseDir = dir } with
+                  | Error e -> failwithf "%A" e.Diagnostics
+                  | Ok pb ->
+                      let g0 = [| 5.0; 20.0; 1.0 |]
+                      let g = (Fit.evaluate pb g0 1UL 1UL).Gradient
+
+                      for k in 0..2 do
+                          let h = 1e-4
+                          let at s = Array.mapi (fun i v -> if i = k then v + s else v) g0
+                          let fd = ((Fit.evaluate pb (at h) 1UL 1UL).Loss - (Fit.evaluate pb (at -h) 1UL 1UL).Loss) / (2.0 * h)
+                          // the loss is quadratic in (s, r, b): central differences are exact up to rounding
+                          Expect.floatClose { absolute = 1e-6; relative = 1e-7 } g[k] fd (sprintf "param %d" k))
+          }
+
+          test "Lorenz-63: matching the field and its Jacobian gives the true (σ, ρ, β) and, through lyapunov(3), the true spectrum" {
+              withTemp (fun dir ->
+                  writeL63Field dir
+                  let p = compile (l63 (5.0, 20.0, 1.0) 1.0)
+                  let r = fitOk p dir
+                  // exact data, a quadratic loss: L-BFGS reaches the minimum to its tolerance
+                  Expect.floatClose { absolute = 1e-6; relative = 1e-6 } r.Fitted[0] 10.0 "sigma"
+                  Expect.floatClose { absolute = 1e-6; relative = 1e-6 } r.Fitted[1] 28.0 "rho"
+                  Expect.floatClose { absolute = 1e-6; relative = 1e-6 } r.Fitted[2] (8.0 / 3.0) "beta"
+                  Expect.isTrue r.Converged r.Stop
+                  // the spectrum of the fitted model against the true model's (same paths): within 4.5 standard errors
+                  let spectrum (s: float, rr: float, b: float) =
+                      let q = (compile (l63 (s, rr, b) 1.0)).Run() |> fun rep -> (List.head rep.Sets).Results |> List.head
+                      q.Values, q.StdErrs
+
+                  let fv, fs = spectrum (r.Fitted[0], r.Fitted[1], r.Fitted[2])
+                  let tv, ts = spectrum (10.0, 28.0, 8.0 / 3.0)
+
+                  for i in 0..2 do
+                      Expect.isLessThanOrEqual (abs (fv[i] - tv[i])) (4.5 * sqrt (fs[i] ** 2.0 + ts[i] ** 2.0)) (sprintf "λ%d: %g vs %g" (i + 1) fv[i] tv[i])
+
+                  // and it is Lorenz-63's: λ1 > 0.5, λ2 near 0, λ3 near −14.6 (the Euler chain at Δt = 0.005 shifts them a little)
+                  Expect.isGreaterThan fv[0] 0.5 "chaotic"
+                  Expect.isLessThan (abs fv[1]) 0.2 "neutral"
+                  Expect.isLessThan (abs (fv[2] + 14.6)) 1.0 "contracting")
+          }
+
+          test "jacobian matching data: the whole state is needed, and a field column" {
+              withTemp (fun dir ->
+                  let p = compile (l63 (5.0, 20.0, 1.0) 1.0)
+                  File.WriteAllText(Path.Combine(dir, "field.csv"), "x,y,dx\n1,2,3\n4,5,6\n")
+                  let d = fitErrors p dir |> List.head
+                  Expect.stringContains d.Message "no column 'z'" (oneLine d)
+                  File.WriteAllText(Path.Combine(dir, "field.csv"), "x,y,z\n1,2,3\n4,5,6\n")
+                  let d2 = fitErrors p dir |> List.head
+                  Expect.stringContains d2.Message "no field column" (oneLine d2)
+                  File.WriteAllText(Path.Combine(dir, "field.csv"), "x,y,z,dq\n1,2,3,1\n4,5,6,1\n")
+                  let d3 = fitErrors p dir |> List.head
+                  Expect.stringContains d3.Message "unknown column 'dq'" (oneLine d3))
           } ]

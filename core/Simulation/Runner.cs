@@ -28,10 +28,19 @@ public interface IPartialRunner
 public interface IRecordRunner
 {
     void RunRecorded(object model, TangentStructure structure, RunSettings settings, ResponsePlan[] plans, PathRecord record);
+
+    /// <summary>Jacobian matching's objective and gradient (<see cref="FieldMatching"/>).</summary>
+    FieldMatching.Result MatchField(object model, TangentStructure structure, double[] states, int[] fieldComp, double[] field, int[] jacRow, int[] jacCol, double[] jac, double lambda);
 }
 
 public sealed class ModelRunner<TModel> : IModelRunner, IGrowthRunner, IPartialRunner, IRecordRunner where TModel : struct, ISdeTangentModel
 {
+    public FieldMatching.Result MatchField(object model, TangentStructure structure, double[] states, int[] fieldComp, double[] field, int[] jacRow, int[] jacCol, double[] jac, double lambda)
+    {
+        var m = (TModel)model;
+        return FieldMatching.Evaluate(in m, structure, states, fieldComp, field, jacRow, jacCol, jac, lambda);
+    }
+
     public void RunRecorded(object model, TangentStructure structure, RunSettings settings, ResponsePlan[] plans, PathRecord record)
     {
         var m = (TModel)model;

@@ -11,6 +11,9 @@ type Objective =
     /// KL(p_data ‖ ρ_t): the data are samples of (some of) the states at time t, a grid time
     /// (None: `kl at T`, the end of the simulation, after any --T).
     | KlAt of t: float option
+    /// Least squares between the drift and a given field, plus λ times between their Jacobians (data rows:
+    /// a whole state, field components `dx`, Jacobian entries `dx/dy`).
+    | JacobianMatching of lambda: float
 
 /// How it is minimised.
 type Optimizer =
@@ -65,9 +68,25 @@ let private objectiveOf (consts: Map<string, int>) (settings: Settings) (s: FitS
         fail w.Pos "'kl stationary window' (data from the stationary law) is not available yet; fit the law at a time with 'objective = kl at T'"
     | FitKl(_, _) -> fail s.FitPos "write the objective as 'kl at T' (the data are samples of the states at T)"
     | FitMethod m when m.Name = "jacobian_matching" ->
-        fail m.Pos "'jacobian_matching' is not available yet; the objective available is 'kl at T'"
-    | FitMethod m -> fail m.Pos (sprintf "unknown objective '%s'; available: kl at T" m.Name)
-    | FitExpr e -> fail e.Pos "the objective is 'kl at T'"
+        m.Args
+        |> List.fold
+            (fun acc a ->
+                acc
+                |> Result.bind (fun _ ->
+                    match a with
+                    | ArgNum("lambda", e, _) ->
+                        Checker.constantValue consts "lambda" e
+                        |> Result.bind (fun v -> if v >= 0.0 then Ok v else fail e.Pos "lambda must be >= 0")
+                    | ArgName("lambda", _, p) -> fail p "lambda must be a number"
+                    | ArgNum(n, _, p)
+                    | ArgName(n, _, p) -> fail p (sprintf "unknown argument '%s' of jacobian_matching; it takes lambda = ..." n)))
+            (Ok 1.0)
+        |> Result.bind (fun l ->
+            if m.Args |> List.map (function ArgNum(n, _, _) | ArgName(n, _, _) -> n) |> List.countBy id |> List.exists (fun (_, c) -> c > 1) then
+                fail m.Pos "argument 'lambda' given twice"
+            else Ok(JacobianMatching l))
+    | FitMethod m -> fail m.Pos (sprintf "unknown objective '%s'; available: kl at T, jacobian_matching(lambda = ...)" m.Name)
+    | FitExpr e -> fail e.Pos "the objective is 'kl at T' or jacobian_matching(lambda = ...)"
 
 let private optimizerOf (consts: Map<string, int>) (s: FitSetting) : Result<Optimizer, Diagnostic list> =
     match s.FitArg with

@@ -49,13 +49,27 @@ let private cellText (s: string) =
     let t = s.Trim()
     if t.Length >= 2 && t.StartsWith "\"" && t.EndsWith "\"" then t.Substring(1, t.Length - 2).Trim() else t
 
+/// The columns a Jacobian-matching data file may name, with their codes: a state component `x` (code
+/// c), a field component `dx` (d + c), a Jacobian entry `dx/dy` = ∂f_x/∂y (2d + a·d + b).
+let fieldColumns (m: CheckedModel) : (string * int)[] =
+    let comps = componentNames m
+    let d = comps.Length
+
+    Array.concat
+        [ comps
+          comps |> Array.map (fun (n, c) -> "d" + n, d + c)
+          [| for (a, ca) in comps do
+                 for (b, cb) in comps -> sprintf "d%s/d%s" a b, 2 * d + ca * d + cb |] ]
+
 /// Parses the CSV text of the data (header of state names, then one row per sample); every problem is
 /// a message that names the file, the line and the column.
-let parseData (name: string) (m: CheckedModel) (text: string) : Result<FitData, string> =
+let rec parseData (name: string) (m: CheckedModel) (text: string) : Result<FitData, string> = parseDataWith (componentNames m) name text
+
+/// As parseData, with the columns `known` (names and codes, the codes going to `Components`).
+and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Result<FitData, string> =
     let lines = text.Split('\n') |> Array.map (fun l -> l.TrimEnd('\r'))
     // blank lines and `#` comments are skipped; line numbers are those of the file
     let content = lines |> Array.indexed |> Array.filter (fun (_, l) -> l.Trim() <> "" && not (l.TrimStart().StartsWith "#"))
-    let known = componentNames m
     let knownMap = dict known
 
     match Array.tryHead content with
@@ -136,7 +150,22 @@ let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitDat
 
             if int64 text.Length > maxDataBytes then at (sprintf "data file '%s' is larger than %d MiB" spec.Data (maxDataBytes >>> 20))
             else
-                match parseData spec.Data m (text.ToString()) with
+                let parsed =
+                    match spec.Objective with
+                    | KlAt _ -> parseData spec.Data m (text.ToString())
+                    | JacobianMatching _ ->
+                        let d = m.Dim
+                        let comps = componentNames m
+
+                        parseDataWith (fieldColumns m) spec.Data (text.ToString())
+                        |> Result.bind (fun fd ->
+                            match comps |> Array.tryFind (fun (_, c) -> not (Array.contains c fd.Components)) with
+                            | Some(n, _) -> Error(sprintf "%s: no column '%s': jacobian matching evaluates the model's field at each row's whole state (columns: the states, the field components as d%s, the Jacobian entries as d%s/d%s)" spec.Data n n n n)
+                            | None when fd.Components |> Array.forall (fun c -> c < d) ->
+                                Error(sprintf "%s: no field column: name the field components d%s, ... or the Jacobian entries d%s/d%s, ..." spec.Data (fst comps[0]) (fst comps[0]) (fst comps[0]))
+                            | None -> Ok fd)
+
+                match parsed with
                 | Ok d -> Ok { d with File = path }
                 | Error e -> at e
     with
@@ -262,7 +291,10 @@ let summary (r: FitReport) (defaults: (string * float) list) =
       yield sprintf "%s after %d evaluation%s: %s" (if r.Converged then "converged" else "stopped") r.History.Length (if r.History.Length = 1 then "" else "s") r.Stop
       for i in 0 .. r.Names.Length - 1 do
           yield sprintf "  %s = %s   (start %s)" (r.Names[i].PadRight w) (Output.valueWithError r.Fitted[i] r.StdErrs[i]) (g6 r.Start[i])
-      yield sprintf "loss (cross entropy of the smoothed data, nats per row) %s" (Output.valueWithError r.FinalLoss r.FinalLossStdErr)
+      if r.Objective.StartsWith "kl" then
+          yield sprintf "loss (cross entropy of the smoothed data, nats per row) %s" (Output.valueWithError r.FinalLoss r.FinalLossStdErr)
+      else
+          yield sprintf "loss (squared field and λ·Jacobian mismatch, mean per row) %s" (Output.valueWithError r.FinalLoss r.FinalLossStdErr)
       for w in r.Warnings do
           yield "warning: " + w
       yield ""
@@ -392,7 +424,9 @@ type Problem =
       T: float
       Paths: int64
       Threads: int
-      Spec: FitSpec }
+      Spec: FitSpec
+      /// Jacobian matching: the rows' states (M × d), field components and values, Jacobian entries and values.
+      Field: (float[] * int[] * float[] * int[] * int[] * float[]) option }
 
 /// The smoothed data points: each row y becomes y + h∘ε and y − h∘ε (antithetic, so the points' mean is the
 /// data's mean exactly), with ε standard normal rescaled per column to mean square one (so their covariance
@@ -435,6 +469,16 @@ let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64)
     let s = RunSettings(Paths = pb.Paths, Dt = pb.Settings.Dt, T = pb.T, Seed = seed, Threads = pb.Threads)
     let at = String.Join(", ", List.map2 (fun (i: int) (n: string) -> sprintf "%s = %s" n (g6 values[i])) pb.Spec.Params (pb.Spec.Params |> List.map (fun i -> pb.Compiled.Ir.ParamNames[i])))
 
+    match pb.Field, pb.Spec.Objective with
+    | Some(states, fc, fv, jr, jc, jvals), JacobianMatching lambda ->
+        let r = pb.Runner.MatchField(pb.Compiled.Instance values, pb.Compiled.Structure, states, fc, fv, jr, jc, jvals, lambda)
+
+        KlObjective.Result(
+            Loss = r.Loss, LossStdErr = r.LossStdErr, Gradient = r.Gradient, DatumLoss = r.RowLoss, DatumGradient = r.RowGradient,
+            MinEffectivePaths = infinity, ShareBelow10 = 0.0
+        )
+    | _ ->
+
     try
         pb.Runner.RunRecorded(pb.Compiled.Instance values, pb.Compiled.Structure, s, pb.Plans, pb.Record)
     with
@@ -471,16 +515,17 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
     let m = cf.Model
     let set = List.head cf.Sets
     let at p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = false }
-    let t = defaultArg (match spec.Objective with KlAt t -> t) cf.Settings.T
+    let t = defaultArg (match spec.Objective with KlAt t -> t | JacobianMatching _ -> None) cf.Settings.T
     let paths = defaultArg spec.Paths cf.Settings.Paths
     let ps = List.toArray spec.Params
     let trs = ps |> Array.map (fun i -> transformOf m.Params[i])
     let names = ps |> Array.map (fun i -> m.Params[i].Name)
     let start = ps |> Array.map (fun i -> set.Values[i])
+    let isKl = match spec.Objective with KlAt _ -> true | JacobianMatching _ -> false
 
-    if t > cf.Settings.T || RunSettings.WholeSteps(t, cf.Settings.Dt) < 1L then
+    if isKl && t > cf.Settings.T || RunSettings.WholeSteps(t, cf.Settings.Dt) < 1L then
         at spec.Pos (sprintf "kl at %s: not a grid time in (0, T = %s] with dt = %s" (g6 t) (g6 cf.Settings.T) (g6 cf.Settings.Dt))
-    elif paths < 2L then
+    elif isKl && paths < 2L then
         at spec.Pos (sprintf "a fit needs at least 2 paths per evaluation (paths = %d)" paths)
     else
 
@@ -508,12 +553,26 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
                   Plans = plans
                   Record = PathRecord()
                   Data = data
-                  H = bandwidths data spec paths
+                  H = (if isKl then bandwidths data spec paths else [||])
                   Settings = cf.Settings
                   T = t
                   Paths = paths
                   Threads = opts.Threads
-                  Spec = spec }
+                  Spec = spec
+                  Field =
+                    if isKl then None
+                    else
+                        let d, q, rows = ir.Dim, data.Columns.Length, data.Rows
+                        let col c = Array.IndexOf(data.Components, c)
+                        let states = Array.init (rows * d) (fun i -> data.Values[(i / d) * q + col (i % d)])
+                        let fields = data.Components |> Array.filter (fun c -> c >= d && c < 2 * d)
+                        let jacs = data.Components |> Array.filter (fun c -> c >= 2 * d)
+                        let pick (cs: int[]) = Array.init (rows * cs.Length) (fun i -> data.Values[(i / cs.Length) * q + col cs[i % cs.Length]])
+
+                        Some(
+                            states, fields |> Array.map (fun c -> c - d), pick fields,
+                            jacs |> Array.map (fun c -> (c - 2 * d) / d), jacs |> Array.map (fun c -> (c - 2 * d) % d), pick jacs
+                        ) }
         with
         | Tangent.TooManyDerivatives msg -> at spec.Pos msg
 
@@ -601,7 +660,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                         if gn <= spec.Tolerance then g, true, sprintf "|grad| %s <= tolerance %s %s" (Output.num gn) (Output.num spec.Tolerance) its, "lbfgs"
                         else
                             g, false,
-                            sprintf "L-BFGS ended (%A) %s with |grad| %s > tolerance %s: its line search found no decrease, so the gradient is at the Monte-Carlo noise floor or unreliable (see the warnings); more paths sharpen it" res.ReasonForExit its (Output.num gn) (Output.num spec.Tolerance),
+                            sprintf "L-BFGS ended (%A) %s with |grad| %s > tolerance %s: its line search found no decrease, so the gradient is at its noise floor (Monte-Carlo, or rounding) or unreliable (see the warnings); more paths sharpen a Monte-Carlo one" res.ReasonForExit its (Output.num gn) (Output.num spec.Tolerance),
                             "lbfgs"
                     with
                     | :? FitFailed -> reraise ()
@@ -612,7 +671,8 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
 
             // the scores of the data at the fitted values: the final loss and the standard errors
             let fr = evaluate pb (full fitted) baseSeed baseSeed
-            let se = stdErrs fr k data.Rows
+            // (no noise model behind a field's least squares: no standard errors)
+            let se = if pb.Field.IsSome then Array.create k nan else stdErrs fr k data.Rows
 
             // L-BFGS's stopping rule, besides the tolerance: the gradient (on the fit's sample) within its standard
             // error over the data rows, in the unconstrained coordinates: the optimum is then found to the precision
@@ -638,7 +698,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                 [ if fr.ShareBelow10 > 0.01 then
                       sprintf "at the fitted values %.1f%% of the smoothed data points have fewer than 10 paths within the bandwidth (fewest %.2g): the kernel estimate of the model's law is thin in the data's tails and the objective is biased there; use more paths" (100.0 * fr.ShareBelow10) fr.MinEffectivePaths
                   let rec' = pb.Record
-                  for j in 0 .. k - 1 do
+                  for j in 0 .. (if rec'.Paths > 0L then k - 1 else -1) do
                       let l2 = Array.init (int rec'.Paths) (fun p -> rec'.Ell[p * k + j] ** 2.0)
                       let share = Array.max l2 / Array.sum l2
                       if share > Driver.shareLimit rec'.Paths then
@@ -651,7 +711,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   DataFile = data.File
                   DataRows = data.Rows
                   Columns = data.Columns
-                  Objective = sprintf "kl at %s" (g6 t)
+                  Objective = (match spec.Objective with KlAt _ -> sprintf "kl at %s" (g6 t) | JacobianMatching l -> sprintf "jacobian_matching(lambda = %s)" (g6 l))
                   Optimizer = optText
                   Names = names
                   Start = start
