@@ -655,7 +655,7 @@ query {
 """
         s r b lambda
 
-/// 300 states on the Lorenz-63 attractor (σ, ρ, β) = (10, 28, 8/3) by RK4, with the exact field and Jacobian.
+/// 100 states on the Lorenz-63 attractor (σ, ρ, β) = (10, 28, 8/3) by RK4, with the exact field and Jacobian.
 let private writeL63Field (dir: string) =
     let f (v: float[]) = [| 10.0 * (v[1] - v[0]); v[0] * (28.0 - v[2]) - v[1]; v[0] * v[1] - 8.0 / 3.0 * v[2] |]
     let add (a: float[]) (b: float[]) (c: float) = Array.map2 (fun x y -> x + c * y) a b
