@@ -28,3 +28,13 @@ for f in plain dk; do
     printf "run %-5s T = %-3s 200000 paths  %7.3f s\n" "$f" "$T" "$s"
   done
 done
+# one evaluation on the 20-dimensional Lorenz-96 ring (1000 paths, 100 steps, 1000 data rows of the 20
+# components made by samples(...) at F = 8, sigma = 0.5): the cost per evaluation of a 20-D fit
+model='model L96 {\n  const N = 20\n  param F = %s\n  param sigma = %s in (0, inf)\n  state x[N] periodic\n  brownian W[N]\n  init x[i] ~ normal(8, 1)\n  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]\n}\nsimulate { paths = 1000; dt = 0.01; T = 1; seed = %s }\n'
+cols="$(for i in $(seq 0 19); do printf 'x[%d], ' "$i"; done)"
+{ printf "$model" 8 0.5 2026; printf 'query {\n  samples(%s)\n}\n' "${cols%, }"; } > "$work/l96gen.sde"
+dotnet "$dll" run "$work/l96gen.sde" --out "$work/l96" --quiet > /dev/null
+{ printf "$model" 6 1 11; printf 'fit F, sigma to "l96/samples.csv" { optimizer = adam(lr = 0.05); iterations = 3 }\n'; } > "$work/l96fit.sde"
+out="$( { /usr/bin/time -f "%M" dotnet "$dll" fit "$work/l96fit.sde" --quiet --json > "$work/l96.json"; } 2>&1 | tail -n 1)"
+per="$(grep -o '"seconds_per_evaluation": [0-9.e+-]*' "$work/l96.json" | awk '{print $2}')"
+printf "fit Lorenz-96 (d = 20), 1000 paths x 100 steps, 1000 rows: %6.3f s per evaluation (all cores)  peak %4d MB\n" "$per" $(( out / 1024 ))

@@ -134,18 +134,23 @@ let check (f: File) (cf: CheckedFile) : Result<FitSpec option, Diagnostic list> 
         let names = cf.Model.Params |> List.map (fun p -> p.Name)
         let second = rest |> List.map (fun (_, _, _, _, p) -> { Pos = p; Message = "a second 'fit' block; a file holds one" })
 
+        // (linear in the list: a set of the names seen, not a scan of the list before each)
+        let seen = Collections.Generic.HashSet<string>()
+        let known = Collections.Generic.HashSet<string>(names)
+
         let paramErrs =
             ps
-            |> List.mapi (fun i (n, p) ->
-                if not (List.contains n names) then
+            |> List.map (fun (n, p) ->
+                if not (known.Contains n) then
                     let what =
                         if cf.Model.States |> List.exists (fun s -> s.Name = n) then sprintf "'%s' is a state, not a param" n
                         else sprintf "unknown param '%s'%s" n (Checker.suggest n names)
 
                     fail p (sprintf "%s; a fit learns params (%s)" what (if names.IsEmpty then "the model declares none" else String.Join(", ", names)))
-                elif ps |> List.take i |> List.exists (fun (m, _) -> m = n) then fail p (sprintf "'%s' is listed twice" n)
+                elif not (seen.Add n) then fail p (sprintf "'%s' is listed twice" n)
                 else Ok())
             |> collect
+            |> List.truncate 20 // a list of thousands of wrong names: the first few say it
 
         let dup =
             settings
@@ -193,7 +198,7 @@ let check (f: File) (cf: CheckedFile) : Result<FitSpec option, Diagnostic list> 
         | [], Ok o, Ok opt, Ok it, Ok tol, Ok bw, Ok r, Ok n ->
             Ok(
                 Some
-                    { Params = ps |> List.map (fun (n, _) -> List.findIndex ((=) n) names)
+                    { Params = (let index = names |> List.mapi (fun i n -> n, i) |> dict in ps |> List.map (fun (n, _) -> index[n]))
                       Data = data
                       DataPos = dataPos
                       Objective = o
