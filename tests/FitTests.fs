@@ -742,3 +742,19 @@ let jacobian =
                   let d3 = fitErrors p dir |> List.head
                   Expect.stringContains d3.Message "unknown column 'dq'" (oneLine d3))
           } ]
+
+[<Tests>]
+let honesty =
+    testList
+        "Fit.Honesty"
+        [ test "a fit stopped by the iteration limit is reported as not converged, whatever MathNet's exit reason says" {
+              withTemp (fun dir ->
+                  writeL63Field dir
+                  let text = (l63 (5.0, 20.0, 1.0) 1.0).Replace("iterations = 200", "iterations = 1")
+                  let r = fitOk (compile text) dir
+                  Expect.isFalse r.Converged r.Stop
+                  Expect.stringContains r.Stop "not converged" r.Stop
+                  Expect.isGreaterThan (abs (r.Fitted[0] - 10.0)) 1e-3 "far from the optimum after one iteration"
+                  Expect.stringContains (Fit.summary r []) "stopped after" "the summary says so"
+                  Expect.stringContains (Fit.toJson r) "\"converged\": false" "in fit.json")
+          } ]

@@ -273,7 +273,7 @@ let paramsBlock (r: FitReport) (defaults: (string * float) list) =
 
     let items =
         r.AllParams
-        |> List.filter (fun (n, v) -> Array.contains n r.Names || d[n] <> v)
+        |> List.filter (fun (n, v) -> Array.contains n r.Names || (match d.TryGetValue n with | true, dv -> dv <> v | _ -> true))
         |> List.map (fun (n, v) -> sprintf "%s = %s" n (g6 v))
 
     sprintf "params fitted { %s }" (String.Join("; ", items))
@@ -660,7 +660,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                         if gn <= spec.Tolerance then g, true, sprintf "|grad| %s <= tolerance %s %s" (Output.num gn) (Output.num spec.Tolerance) its, "lbfgs"
                         else
                             g, false,
-                            sprintf "L-BFGS ended (%A) %s with |grad| %s > tolerance %s: its line search found no decrease, so the gradient is at its noise floor (Monte-Carlo, or rounding) or unreliable (see the warnings); more paths sharpen a Monte-Carlo one" res.ReasonForExit its (Output.num gn) (Output.num spec.Tolerance),
+                            sprintf "not converged: L-BFGS ended (MathNet's reason: %A) %s with |grad| %s > tolerance %s (the iteration limit, or a line search that found no decrease: a gradient at its noise floor, Monte-Carlo or rounding, or an unreliable one, see the warnings)" res.ReasonForExit its (Output.num gn) (Output.num spec.Tolerance),
                             "lbfgs"
                     with
                     | :? FitFailed -> reraise ()
