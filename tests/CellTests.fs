@@ -94,6 +94,8 @@ let private observables place =
 let private methods =
     [ "", "divergence_kernel (default)"
       " with divergence_kernel(mode = iterative)", "divergence_kernel(mode = iterative)"
+      // an explicit rate: the kernel estimate alone (the default of a mean carries a pathwise control variate)
+      " with divergence_kernel(rate = 15)", "divergence_kernel(rate = 15)"
       " with divergence_kernel(alpha = 0.5)", "divergence_kernel(alpha = 0.5)"
       " with divergence_kernel(alpha = 0)", "divergence_kernel(alpha = 0)"
       " with likelihood_ratio", "likelihood_ratio"

@@ -104,6 +104,17 @@ let tests =
     testList
         "Checker"
         [ testList "malformed" malformedTests
+          test "did-you-mean: no guess for a one-letter name (any other is one edit away), never a brownian for a value, case changes still found" {
+              let first src = match compile src with Error(d :: _) -> d.Message | _ -> failtest "expected an error"
+              let m = first "model M {\n  param a = 1\n  state x\n  brownian W\n  d x = -a * x dt + b dW\n}\n"
+              Expect.stringContains m "unknown name 'b'" "the error"
+              Expect.isFalse (m.Contains "did you mean") (sprintf "no guess for 'b': %s" m)
+              let m2 = first "model M {\n  param a = 1\n  state x\n  brownian Wnoise\n  d x = -a * x dt + Wnoisy dWnoise\n}\n"
+              Expect.stringContains m2 "unknown name 'Wnoisy'" "the error"
+              Expect.isFalse (m2.Contains "'Wnoise'") (sprintf "a brownian is not a value: %s" m2)
+              let m3 = first "model M {\n  param a = 1\n  state x\n  brownian W\n  d x = -A * x dt + dW\n}\n"
+              Expect.stringContains m3 "did you mean 'a'?" "a change of case"
+          }
           test "errors are reported together, sorted by position" {
               match compile (ou "  d x = y dt + z dW") with
               | Error ds -> Expect.equal (ds |> List.map (fun d -> d.Pos.Col)) [ 9; 16 ] (sprintf "%A" ds)

@@ -195,7 +195,9 @@ let tests =
                       for r in s["results"].AsArray() do
                           match r["kind"].GetValue<string>() with
                           | "mean"
-                          | "response" ->
+                          | "response"
+                          | "log_normalizer"
+                          | "ess" ->
                               Expect.isTrue (Double.IsFinite(r["value"].GetValue<float>())) (sprintf "%s: %O finite" rel r["query"])
                           | "density"
                           | "density_response"

@@ -130,4 +130,29 @@ let tests =
             // E[x_N^2] is quadratic in sigma: the central difference is exact for the chain
             within 4.5 "finite difference d/d sigma" fd.Value fd.StdErr c.DSecondDSigma
         }
+
+        test "heat_spde.sde: the spatial mean square and the square of the spatial mean are the Euler chain's (0.018087, 9.7656e-5)" {
+            let r = single "heat_spde" 400L
+            // each Fourier mode m of the ring: an AR(1) chain with factor l_m = 1 - 4 a sin^2(pi m / N)
+            let n, k, s, dt, steps = 2048, 100.0, 1.0, 0.001, 200
+            let a = k * dt
+
+            let modeSum =
+                Seq.sum (
+                    seq {
+                        for m in 0 .. n - 1 do
+                            let l = 1.0 - 4.0 * a * (sin (Math.PI * float m / float n)) ** 2.0
+                            // sum_{j < steps} l^(2j), summed term by term (no division at l = 1)
+                            yield Seq.sum (seq { for j in 0 .. steps - 1 -> l ** (2.0 * float j) })
+                    }
+                )
+
+            let meanSquare = s * s * dt / float n * modeSum
+            let squareOfMean = s * s * dt * float steps / float n
+            Expect.floatClose { absolute = 5e-7; relative = 0.0 } meanSquare 0.018087 "the comment's E[avg(i, u[i]^2)]"
+            Expect.floatClose { absolute = 5e-10; relative = 0.0 } squareOfMean 9.7656e-5 "the comment's E[avg(i, u[i])^2]"
+            within 4.5 "mean(avg(i, u[i]^2))" r["mean(avg(i, u[i]^2))"].Value r["mean(avg(i, u[i]^2))"].StdErr meanSquare
+            within 4.5 "mean(avg(i, u[i])^2)" r["mean(avg(i, u[i])^2)"].Value r["mean(avg(i, u[i])^2)"].StdErr squareOfMean
+            within 4.5 "mean(u[0])" r["mean(u[0])"].Value r["mean(u[0])"].StdErr 0.0
+        }
     ]

@@ -155,6 +155,20 @@ let tableTests =
               let named = { sweepReport with Sets = sweepReport.Sets |> List.mapi (fun i s -> { s with Name = sprintf "set%d" i }) }
               Expect.isFalse ((Output.table named).Contains "sweep over") "params blocks"
               Expect.equal (Output.sweeps sweepReport |> List.map (fun s -> s.Param, s.Values)) [ "theta", [| 0.5; 1.0; 1.5 |] ] "the sweep"
+          }
+
+          test "the method is printed once: no brackets when the query ends with exactly that method" {
+              let r q m = { scalar "response" q 0.5 0.01 with Method = Some m }
+              let t =
+                  Output.table (reportOf [ { Name = "default"; Params = []
+                                             Results = [ r "d mean(x) / d a with pathwise" "pathwise"
+                                                         r "d mean(x) / d a with finite_difference(h = 0.01)" "finite_difference(h = 0.01)"
+                                                         r "d mean(x) / d a with divergence_kernel(rate = 20)" "divergence_kernel(rate = 20, mode = exact)"
+                                                         r "d mean(x) / d a" "divergence_kernel(rate = 10 (adaptive), mode = exact)" ] } ])
+              Expect.isFalse (t.Contains "[pathwise]") "pathwise once"
+              Expect.isFalse (t.Contains "[finite_difference") "finite differences once"
+              Expect.stringContains t "[divergence_kernel(rate = 20, mode = exact)]" "the mode the query did not say"
+              Expect.stringContains t "[divergence_kernel(rate = 10 (adaptive), mode = exact)]" "the default's method"
           } ]
 
 [<Tests>]

@@ -28,11 +28,15 @@ let internal outcome kind query =
       Rate = None
       RateSource = None
       CovectorGrowth = None
+      Control = None
+      ControlCoefficient = None
       WeightKurtosis = None
       WeightMaxShare = None
       Windows = []
       ValueWindow = None
       GridY = [||]
+      Weighted = false
+      Resamplings = None
       Warnings = [] }
 
 let private grid lo hi n =

@@ -215,10 +215,76 @@ let cliTests =
             Expect.stringContains (w.[0].GetString()) "try divergence_kernel(rate = " "JSON: the suggested rate"
             let g = CliTests.dsl [ "run"; good; "--quiet"; "--strict" ]
             Expect.equal g.Code 0 (sprintf "--strict without warnings: exit 0 (%s)" g.Err)
-            Expect.stringContains g.Out "(adaptive), mode = exact)" "the method text shows the adaptive rate"
+            Expect.stringContains g.Out "(adaptive), mode = exact, control = pathwise)" "the method text shows the adaptive rate (and the control of a mean)"
             let h = CliTests.dsl [ "run"; "--help" ]
             Expect.stringContains h.Out "--strict" "dsl run --help lists --strict"
             let top = CliTests.dsl [ "--help" ]
             Expect.stringContains top.Out "--strict" "dsl --help mentions --strict"
+        }
+    ]
+
+/// The kernel result of a query by its position, with its control coefficient κ.
+let private kappaOf (q: Report.QueryOutcome) = defaultArg q.ControlCoefficient nan
+
+[<Tests>]
+let controlTests =
+    testList "Pathwise control variate" [
+        test "OU: the default (with its pathwise control) agrees with the chain's closed form in theta and sigma, with the standard error of finite differences" {
+            let c = ouChain 0.01 2.0
+            let r =
+                results (runText (ouSource 20000 0.01 2.0 "  d mean(x^2) / d sigma\n  d mean(x^2) / d sigma with finite_difference(h = 0.01)\n  d mean(x^2) / d sigma with divergence_kernel(rate = 10)\n  d mean(x^2) / d theta\n  d mean(x^2) / d theta with finite_difference(h = 0.01)"))
+            within 4.5 "default, sigma" r[0].Value r[0].StdErr (2.0 * c.Sigma * c.Dt * c.S)
+            within 4.5 "default, theta" r[3].Value r[3].StdErr c.DSecondDTheta
+            Expect.equal r[0].Control (Some "pathwise") "the default of a mean carries the control"
+            Expect.stringContains r[0].Method.Value "control = pathwise)" "method text"
+            Expect.isTrue (Double.IsFinite(kappaOf r[0])) "kappa reported"
+            Expect.isNone r[2].Control "an explicit rate: the kernel alone"
+            // the kernel alone is 3.5x finite differences' standard error here (docs/responses.md); the
+            // control must bring it to finite differences' (pathwise's) level
+            Expect.isLessThan r[0].StdErr (1.1 * r[1].StdErr) "sigma: se within 1.1x of finite differences'"
+            Expect.isLessThan r[3].StdErr (1.1 * r[4].StdErr) "theta: se within 1.1x of finite differences'"
+            Expect.isLessThan r[0].StdErr (0.5 * r[2].StdErr) "sigma: far below the kernel alone"
+        }
+
+        test "OU, sigma: the standard error with the estimated coefficient is honest (z-scores over 60 seeds have RMS about 1)" {
+            let c = ouChain 0.01 1.0
+            let exact = 2.0 * c.Sigma * c.Dt * c.S
+            let zs =
+                [| for seed in 1..60 ->
+                       let src = (ouSource 400 0.01 1.0 "  d mean(x^2) / d sigma").Replace("seed = 7", sprintf "seed = %d" seed)
+                       let q = (results (runText src))[0]
+                       (q.Value - exact) / q.StdErr |]
+            let rms = sqrt (Array.averageBy (fun z -> z * z) zs)
+            // RMS of 60 standard normals: sd ≈ 1/√120 ≈ 0.09; 4.5 sd either side
+            Expect.isTrue (rms > 0.6 && rms < 1.4) (sprintf "RMS of the z-scores %.3f (z: %A)" rms (zs |> Array.map (fun z -> Math.Round(z, 2))))
+        }
+
+        test "chaotic Lorenz-96: the measured tangent growth drops the control at T = 10 (the kernel estimate alone, right); at a short horizon the rule is the one documented" {
+            let long = l96SourceN 20 400 10.0 "  d mean(x[0]) / d F\n  d mean(x[0]) / d F with pathwise\n  d mean(x[0]) / d F with finite_difference(h = 0.01)"
+            let g = growthOf long
+            // the top Lyapunov exponent of noisy Lorenz-96 (N = 20, F = 8) is about 1.5 (docs/lyapunov.md); the
+            // measurement is a finite-time exponent over the capped horizon, somewhat larger
+            Expect.isTrue (g.TangentRate > 0.8 && g.TangentRate < 5.0) (sprintf "tangent growth %g" g.TangentRate)
+            let r = results (runText long)
+            Expect.isNone r[0].Control "T = 10: no control"
+            Expect.isFalse (r[0].Method.Value.Contains "control") "method text"
+            Expect.isGreaterThan r[1].StdErr (1e3 * r[0].StdErr) "pathwise has exploded"
+            agree 4.5 "default vs finite differences" r[0] r[2]
+            for t in [ 0.2; 1.0 ] do
+                let src = l96SourceN 20 400 t "  d mean(x[0]) / d F\n  d mean(x[0]) / d F with finite_difference(h = 0.01)"
+                let gt = growthOf src
+                let q = results (runText src)
+                let carried = gt.TangentRate * t <= CovectorGrowth.ControlHorizon
+                Expect.equal q[0].Control (if carried then Some "pathwise" else None) (sprintf "T = %g: lambda_tan T = %g" t (gt.TangentRate * t))
+                agree 4.5 (sprintf "T = %g: default vs finite differences" t) q[0] q[1]
+        }
+
+        test "no control for densities, stationary windows, observables with 'if', or explicit schedules" {
+            let r =
+                results (runText (ouSource 200 0.01 1.0 "  d density(x) / d sigma on [-1, 2] bins 3\n  d mean(if x > 0 then 1 else 0) / d sigma\n  d mean(x^2) / d sigma stationary window 0.5\n  d mean(x^2) / d sigma with divergence_kernel(alpha = 0.5)\n  d mean(x^2) / d sigma with likelihood_ratio\n  d mean(x^2) / d sigma"))
+            for q in r[0..4] do
+                Expect.isNone q.Control (sprintf "%s: no control" q.Query)
+                Expect.isFalse (q.Method.Value.Contains "control") (sprintf "%s: method text" q.Query)
+            Expect.equal r[5].Control (Some "pathwise") "the default of a differentiable mean has it"
         }
     ]

@@ -663,7 +663,9 @@ public static class GpuTangent
                 long cnt = Math.Max(0, Math.Min(pd[i].To, U.Steps) - Math.Max(pd[i].From, 0) + 1);
                 double scaleB = 1.0 / Math.Max(1, cnt);
                 double scale = p.Kind == EstimateKind.Density ? scaleB / ((p.Hi - p.Lo) / p.Bins) : scaleB;
-                sums.AddRows(i, p.Centred, host, pd[i].Slot, pc, scale, scaleB);
+                int ci = p.Control;
+                long ccnt = ci >= 0 ? Math.Max(0, Math.Min(pd[ci].To, U.Steps) - Math.Max(pd[ci].From, 0) + 1) : 0;
+                sums.AddRows(i, p.Centred, host, pd[i].Slot, pc, scale, scaleB, ci >= 0 ? pd[ci].Slot : -1, 1.0 / Math.Max(1, ccnt));
                 sums.Below[i] += hostFlags[3 + 3 * i];
                 sums.Above[i] += hostFlags[4 + 3 * i];
                 if (p.Kind == EstimateKind.Density) sums.NonFinite[i] += hostFlags[5 + 3 * i];

@@ -61,7 +61,8 @@ public static class GpuResponses
         }
         if (tan.Length > 0)
         {
-            var e = GpuTangent.Run(backend, model, st, s, tan.Select(i => plans[i]).ToArray());
+            // a control variate's index is into all plans: renumber it into the tangent kernel's (a control is pathwise, never FD)
+            var e = GpuTangent.Run(backend, model, st, s, tan.Select(i => plans[i].Control >= 0 ? plans[i].WithControl(Array.IndexOf(tan, plans[i].Control)) : plans[i]).ToArray());
             for (int j = 0; j < tan.Length; j++) r[tan[j]] = e[j];
         }
         return r;

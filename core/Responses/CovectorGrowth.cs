@@ -13,6 +13,9 @@ public sealed class CovectorGrowthResult
     public double VarianceRate { get; init; }
     public int Paths { get; init; }
     public long Steps { get; init; }
+    /// <summary>λ_tan: the mean log-growth per unit time of the forward tangent v ← J v on the same paths (the top
+    /// Lyapunov exponent of the chain, positive when it is chaotic). The pathwise tangent grows like e^{λ_tan t}.</summary>
+    public double TangentRate { get; init; }
 }
 
 /// <summary>
@@ -34,6 +37,14 @@ public static class CovectorGrowth
     public const double Floor = 10, Factor = 4;
 
     public static double RateFor(CovectorGrowthResult g) => Math.Max(Floor, ThreeDigits(Factor * g.Rate));
+
+    /// <summary>The pathwise control variate is carried while λ_tan·T ≤ this: beyond it the tangent has grown by
+    /// more than e³ ≈ 20 along the unstable direction, its variance by e⁶, and the optimal coefficient
+    /// (≈ Var(kernel)/Var(tangent)) buys nothing for the tangent's cost (docs/responses.md).</summary>
+    public const double ControlHorizon = 3;
+
+    /// <summary>Is the pathwise tangent worth carrying as a control variate up to time <paramref name="t"/>?</summary>
+    public static bool TangentUseful(CovectorGrowthResult g, double t) => g.Paths == 0 || g.TangentRate * t <= ControlHorizon;
 
     /// <summary>Rounded to three significant digits (as the method text shows it).</summary>
     public static double ThreeDigits(double r) =>
@@ -57,7 +68,8 @@ public static class CovectorGrowth
         var jv = new double[Math.Max(1, st.JRow.Length)];
         var a = new double[dense ? d * d : 0]; var piv = new double[d];
         var nu = new double[d]; var u = new double[d]; var tmp = new double[d];
-        var growth = new List<double>();
+        var tv = new double[d]; var tu = new double[d];
+        var growth = new List<double>(); var tgrowth = new List<double>();
         TModel mdl = model;
         for (int p = 0; p < paths; p++)
         {
@@ -72,7 +84,8 @@ public static class CovectorGrowth
             double nn = 0;
             for (int i = 0; i < d; i++) { nu[i] = 1 + i; nn += nu[i] * nu[i]; }
             for (int i = 0; i < d; i++) nu[i] /= Math.Sqrt(nn);
-            double g = 0; long counted = 0; bool ok = true;
+            Array.Copy(nu, tv, d);
+            double g = 0, gt = 0; long counted = 0; bool ok = true;
             for (long n = 0; n < n1 && ok; n++)
             {
                 double t = n * dt;
@@ -82,6 +95,14 @@ public static class CovectorGrowth
                     mdl.Jacobian(new PtrVec(px), new PtrVec(pw), t, dt, sq, new PtrVec(pj));
                     mdl.Step(new PtrVec(px), new PtrVec(py), new PtrVec(pw), t, dt, sq);
                 }
+                // the forward tangent: v ← J v (J = I + E on the pattern, as the Neumann solve reads it)
+                Array.Copy(tv, tu, d);
+                for (int e = 0; e < st.JRow.Length; e++)
+                    tu[st.JRow[e]] += (st.JRow[e] == st.JCol[e] ? jv[e] - 1.0 : jv[e]) * tv[st.JCol[e]];
+                double tn = 0;
+                for (int i = 0; i < d; i++) tn += tu[i] * tu[i];
+                tn = Math.Sqrt(tn);
+                if (tn > 0 && double.IsFinite(tn)) { for (int i = 0; i < d; i++) tv[i] = tu[i] / tn; if (n >= n0) gt += Math.Log(tn); }
                 ok = dense ? SolveDense(st, jv, a, piv, nu, u, d) : SolveNeumann(st, jv, nu, u, tmp, d);
                 double norm = 0;
                 for (int i = 0; i < d; i++) norm += u[i] * u[i];
@@ -92,7 +113,7 @@ public static class CovectorGrowth
                 (x, y) = (y, x);
                 for (int i = 0; i < d; i++) if (!double.IsFinite(x[i])) ok = false;
             }
-            if (ok && counted > 0) growth.Add(g / (counted * dt));
+            if (ok && counted > 0) { growth.Add(g / (counted * dt)); tgrowth.Add(gt / (counted * dt)); }
         }
         if (growth.Count == 0) return new CovectorGrowthResult { Paths = 0, Steps = n1 };
         double mean = growth.Average();
@@ -101,6 +122,7 @@ public static class CovectorGrowth
         return new CovectorGrowthResult
         {
             Rate = mean, StdErr = Math.Sqrt(v / growth.Count), VarianceRate = v * tau, Paths = growth.Count, Steps = n1,
+            TangentRate = tgrowth.Average(),
         };
     }
 

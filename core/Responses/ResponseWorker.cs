@@ -349,7 +349,9 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             var p = U.Plans[i];
             double scaleB = 1.0 / Math.Max(1, cnt[i]);
             double scale = p.Kind == EstimateKind.Density ? scaleB / ((p.Hi - p.Lo) / p.Bins) : scaleB;
-            Sums.AddPath(i, p.Centred, acc[i], accC[i], accW[i], scale, scaleB);
+            int ci = p.Control;
+            double control = ci >= 0 ? acc[ci][0] * (1.0 / Math.Max(1, cnt[ci])) : 0.0; // the control plan's own scale (as on the GPU)
+            Sums.AddPath(i, p.Centred, acc[i], accC[i], accW[i], scale, scaleB, ci >= 0, control);
         }
         Paths++;
     }

@@ -99,6 +99,10 @@ public sealed class Estimate
     public double WeightKurtosis { get; init; } = double.NaN;
     /// <summary>Kernel estimators: the largest path's share max ℓ² / Σℓ² of the weights' sum of squares. NaN otherwise.</summary>
     public double WeightMaxShare { get; init; } = double.NaN;
+    /// <summary>A kernel mean with a pathwise control variate: the coefficient κ used (0: the kernel alone,
+    /// 1: the pathwise estimate alone). NaN when there was no control, or it was not usable (a control
+    /// sample not finite: the pathwise tangent overflowed).</summary>
+    public double ControlCoefficient { get; init; } = double.NaN;
 }
 
 /// <summary>A path produced NaN or infinity: the run stops (exit code 3 in the CLI).</summary>

@@ -139,6 +139,8 @@ let g3 (x: float) = if Double.IsNaN x then "–" elif abs x < 1e-12 then "0" eli
 
 type Row =
     { Case: Case; Lambda: float; S2: float; Adaptive: float; AdSe: float; AdValue: float; AdKurt: float; AdShare: float; AdWarn: bool
+      /// the default's result, with its pathwise control variate where pathwise applies (κ its coefficient)
+      DefSe: float; DefValue: float; Kappa: float; TanT: float
       FixedSe: float[]; FixedKurt: float[]; FixedOk: bool[]; FdSe: float; FdValue: float; Ref: float }
 
 let rows =
@@ -146,8 +148,12 @@ let rows =
     |> List.map (fun c ->
         let paths = max 100 (int (float c.Paths * scale))
         let head = sprintf (Printf.StringFormat<int -> string>(c.Source)) paths
+        let g = growthOf head
+        let adaptiveRate = CovectorGrowth.RateFor g
         let qs =
             [ yield c.Query + (if c.Mode = "" then "" else sprintf " with divergence_kernel(%s)" (c.Mode.TrimStart(',', ' ')))
+              // the adaptive rate as an explicit one: the kernel estimate alone, without the default's control variate
+              yield sprintf "%s with divergence_kernel(rate = %s%s)" c.Query (adaptiveRate.ToString("R", inv)) c.Mode
               for r in rates -> sprintf "%s with divergence_kernel(rate = %g%s)" c.Query r c.Mode
               yield c.Query + " with finite_difference(h = 0.01)" ]
         let src = head + "\nquery {\n" + String.Join("\n", qs) + "\n}\n"
@@ -156,18 +162,20 @@ let rows =
             match SdeCompiler.Compile(src, "study.sde") with
             | Ok p -> p.Run().Sets.Head.Results |> List.toArray
             | Error ds -> failwithf "%A" ds
-        let g = growthOf head
-        let ad = res[0]
+        let def = res[0]
+        let ad = res[1]
         let fd = res[res.Length - 1]
-        let fixedR = res[1 .. rates.Length]
+        let fixedR = res[2 .. rates.Length + 1]
         let row =
-            { Case = c; Lambda = g.Rate; S2 = g.VarianceRate; Adaptive = defaultArg ad.Rate nan; AdSe = ad.StdErr; AdValue = ad.Value
+            { Case = c; Lambda = g.Rate; S2 = g.VarianceRate; Adaptive = adaptiveRate; AdSe = ad.StdErr; AdValue = ad.Value
+              DefSe = def.StdErr; DefValue = def.Value; Kappa = defaultArg def.ControlCoefficient nan
+              TanT = g.TangentRate * (match Frontend.compileText "study.sde" head with Ok cf -> cf.Settings.T | Error _ -> nan)
               AdKurt = defaultArg ad.WeightKurtosis nan; AdShare = defaultArg ad.WeightMaxShare nan; AdWarn = not ad.Warnings.IsEmpty
               FixedSe = fixedR |> Array.map (fun q -> q.StdErr); FixedKurt = fixedR |> Array.map (fun q -> defaultArg q.WeightKurtosis nan)
               FixedOk = fixedR |> Array.map (fun q -> q.Warnings.IsEmpty)
               FdSe = fd.StdErr; FdValue = fd.Value; Ref = (match c.Reference with Some f -> f () | None -> nan) }
-        eprintfn "%-32s λ_cov %s s² %s adaptive rate %s: %s ± %s (FD %s ± %s, ref %s) [%.1f s]" c.Name (g3 row.Lambda) (g3 row.S2) (g3 row.Adaptive)
-            (g3 ad.Value) (g3 ad.StdErr) (g3 fd.Value) (g3 fd.StdErr) (g3 row.Ref) sw.Elapsed.TotalSeconds
+        eprintfn "%-32s λ_cov %s s² %s adaptive rate %s: %s ± %s, default %s ± %s (κ %s) (FD %s ± %s, ref %s) [%.1f s]" c.Name (g3 row.Lambda) (g3 row.S2) (g3 row.Adaptive)
+            (g3 ad.Value) (g3 ad.StdErr) (g3 def.Value) (g3 def.StdErr) (g3 row.Kappa) (g3 fd.Value) (g3 fd.StdErr) (g3 row.Ref) sw.Elapsed.TotalSeconds
         for i in 0 .. rates.Length - 1 do
             eprintfn "    rate %5g: %s ± %s  kurtosis %s, largest share %s%s" rates[i] (g3 fixedR[i].Value) (g3 fixedR[i].StdErr) (g3 row.FixedKurt[i])
                 (g3 (defaultArg fixedR[i].WeightMaxShare nan))
@@ -175,17 +183,17 @@ let rows =
         row)
 
 // the table
-printfn "| model | paths | λ_cov | s² | adaptive rate | adaptive: value ± se | adaptive: largest share | best fixed rate (se) | se / best | rate 10 (old default) se | finite differences: value ± se | se / FD's | reference |"
-printfn "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+printfn "| model | paths | λ_cov | s² | adaptive rate | adaptive: value ± se | adaptive: largest share | best fixed rate (se) | se / best | rate 10 (old default) se | finite differences: value ± se | adaptive se / FD's | λ_tan·T | default (with control): value ± se | κ | default se / FD's | reference |"
+printfn "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for r in rows do
     let finite = r.FixedSe |> Array.mapi (fun i s -> i, s) |> Array.filter (fun (i, s) -> Double.IsFinite s && r.FixedOk[i])
     let bi, bse = finite |> Array.minBy snd
     let i10 = Array.IndexOf(rates, 10.0)
     let paths = max 100 (int (float r.Case.Paths * scale))
-    printfn "| %s | %d | %s | %s | %s | %s ± %s | %s%s | %g (%s) | %.2f | %s%s | %s ± %s | %.2f | %s |" r.Case.Name paths (g3 r.Lambda) (g3 r.S2) (g3 r.Adaptive)
+    printfn "| %s | %d | %s | %s | %s | %s ± %s | %s%s | %g (%s) | %.2f | %s%s | %s ± %s | %.2f | %s | %s ± %s | %s | %.2f | %s |" r.Case.Name paths (g3 r.Lambda) (g3 r.S2) (g3 r.Adaptive)
         (g3 r.AdValue) (g3 r.AdSe) (g3 r.AdShare) (if r.AdWarn then " (warning)" else "") rates[bi] (g3 bse) (r.AdSe / bse) (g3 r.FixedSe[i10])
         (if r.FixedOk[i10] then "" else " (warning)")
-        (g3 r.FdValue) (g3 r.FdSe) (r.AdSe / r.FdSe)
+        (g3 r.FdValue) (g3 r.FdSe) (r.AdSe / r.FdSe) (g3 r.TanT) (g3 r.DefValue) (g3 r.DefSe) (g3 r.Kappa) (r.DefSe / r.FdSe)
         (if Double.IsNaN r.Ref then "–" else sprintf "%s (%s)" (r.Ref.ToString("F4", inv)) r.Case.RefName)
 
 // the plot: log10 of the standard error relative to the best fixed rate, against log10(rate / λ_cov)

@@ -285,7 +285,12 @@ let private check (args: ParseResults<CheckArgs>) =
             match compileFile path Frontend.noOverrides with
             | Error code -> code
             | Ok p ->
-                printfn "%s: ok (model %s, %d state components, %d parameter set(s))" (displayName path) p.ModelName p.Dimension p.ParameterSets.Length
+                // a weight's hidden states (log w, log_density) are not the user's state components
+                let hidden, weighted =
+                    match p.Program.File.Weight with
+                    | Some w -> 1 + (if w.DensityState.IsSome then 1 else 0), sprintf ", weight '%s'" w.Name
+                    | None -> 0, ""
+                printfn "%s: ok (model %s, %d state components%s, %d parameter set(s))" (displayName path) p.ModelName (p.Dimension - hidden) weighted p.ParameterSets.Length
                 0)
         |> List.fold max 0
 

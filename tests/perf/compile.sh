@@ -2,9 +2,12 @@
 # Compile time and peak memory of `dsl check` (parse, check, lower, derivatives, emit; no simulation)
 # on the noisy Lorenz-96 ring at growing N, with and without a response query (which adds the
 # Jacobian and Hessian terms). Prints one line per size: N, seconds, peak MB, and the ratios to the
-# previous size (linear scaling: ratios near 10).
-#   tests/perf/compile.sh [N ...]        default: 1000 10000 100000
+# previous size (linear scaling: ratios near 10). Without a derivative query the vector equation
+# compiles to a loop over its index (the cost is then mostly the per-component tables, not code);
+# with one, every component is unrolled, and past 10^5 components that is refused (a located error).
+#   tests/perf/compile.sh [N ...]        default: 1000 10000 100000 1000000
 #   tests/perf/compile.sh shapes         the shapes that were super-linear (issue 10)
+#   tests/perf/compile.sh throughput     run speed with loops vs unrolled (tests/perf/loops.fsx)
 # Needs GNU time as /usr/bin/time (Debian: apt-get install time).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -12,6 +15,11 @@ dotnet build dsl/cli -c Release -v q -nologo >/dev/null
 dll=dsl/cli/bin/Release/net10.0/dsl.dll
 work0="$(mktemp -d -t dsl-shapes.XXXXXX)"
 # `compile.sh shapes`: the shapes that were super-linear before issue 10's fixes, one line each
+if [[ ${1:-} == throughput ]]; then
+  rmdir "$work0"
+  shift
+  exec dotnet fsi tests/perf/loops.fsx "$@"
+fi
 if [[ ${1:-} == shapes ]]; then
   trap 'rm -rf "$work0"' EXIT
   model() { printf 'model M {\n%b\n}\nsimulate { paths = 2; dt = 0.1; T = 0.1; seed = 1 }\nquery {\n  %s\n}\n' "$1" "$2"; }
@@ -32,10 +40,17 @@ if [[ ${1:-} == shapes ]]; then
   divs="x$(printf ' / (1 + x)%.0s' $(seq 8000))"
   model "  state x\n  brownian W\n  init x ~ normal(1, 0.1)\n  d x = -x dt + dW" "mean($divs)" > "$work0/divs.sde"
   one "x / (1 + x) / ... , 8000 divisions" "$work0/divs.sde"
+  meanfield="  const N = %d\n  param s = 0.5\n  state x[N]\n  brownian W[N]\n  init x[i] ~ normal(0, 1)\n  d x[i] = (sum(j, x[j]) / N - x[i]) dt + s dW[i]"
+  model "$(printf "$meanfield" 3000)" "mean(x[0])" > "$work0/mf.sde"
+  one "mean field sum(j, x[j]) / N, N = 3000" "$work0/mf.sde"
+  model "$(printf "$meanfield" 1000)" "mean(x[0])" > "$work0/mf1k.sde"
+  one "mean field, N = 1000 (unrolled)" "$work0/mf1k.sde"
+  model "$(printf "$meanfield" 1000)" "d mean(x[0]) / d s" > "$work0/mf1kr.sde"
+  one "mean field, N = 1000, with a response" "$work0/mf1kr.sde"
   exit 0
 fi
 rmdir "$work0"
-sizes=("$@"); [[ ${#sizes[@]} -gt 0 ]] || sizes=(1000 10000 100000)
+sizes=("$@"); [[ ${#sizes[@]} -gt 0 ]] || sizes=(1000 10000 100000 1000000)
 work="$(mktemp -d -t dsl-compile.XXXXXX)"; trap 'rm -rf "$work"' EXIT
 
 ring() { # N, query
@@ -59,6 +74,10 @@ for what in "mean(x[0])" "d mean(avg(i, x[i])) / d F"; do
   prev_t=""; prev_m=""
   for n in "${sizes[@]}"; do
     ring "$n" "$what" > "$work/ring.sde"
+    if [[ $what == d* && $n -gt 100000 ]]; then
+      printf "N = %-8s refused: %s\n" "$n" "$(dotnet "$dll" check "$work/ring.sde" 2>&1 | head -n 1 | cut -c 1-110)..."
+      continue
+    fi
     out="$( { /usr/bin/time -f "%e %M" dotnet "$dll" check "$work/ring.sde" >/dev/null; } 2>&1 | tail -n 1)"
     t="${out% *}"; m=$(( ${out#* } / 1024 ))
     if [[ -n $prev_t ]]; then

@@ -65,27 +65,43 @@ let private structureOf (ir: ModelIr) (tg: Tangent.TangentIr) : TangentStructure
         NormalInit = (ir.Init |> Array.map (function InitNormal _ -> true | _ -> false))
     )
 
-/// Emit the model type, with the derivatives for the response parameters `wrt`.
-let compile (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : CompiledModel =
+/// The outputs of the components that no loop computes.
+let private outputsExcept (covered: bool[]) arg (es: Sym[]) =
+    [ for k in 0 .. es.Length - 1 do
+          if not covered[k] then { Arg = arg; Lane = k; Value = es[k] } ]
+
+/// Emit the model type; with `derivatives`, the derivative code for the response parameters `wrt`
+/// (the Jacobian, Hessian, ... that responses, Lyapunov exponents and alignment need). Without it
+/// the `ISdeTangentModel` methods are empty and the structure has no entries: a model for plain
+/// simulation, which may have loops (`Loops`).
+let compileWith (derivatives: bool) (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : CompiledModel =
+    if not derivatives && wrt.Length > 0 then invalidArg "wrt" "response parameters need the derivatives"
+    if derivatives && not (ir.Loops.IsEmpty && ir.InitLoops.IsEmpty) then invalidArg "ir" "loops have no derivative code"
     let iface = typeof<ISdeModel>
     let tface = typeof<ISdeTangentModel>
-    let tg = Tangent.build ir observables wrt
+    let tg = if derivatives then Tangent.build ir observables wrt else Tangent.none ir
+    let rows = loopedRows ir
+    let initRows = loopedInits ir
+    let loopsOf arg (value: LoopIr -> Sym) =
+        ir.Loops |> List.map (fun l -> { LoopOutput.Arg = arg; Target = l.Target; Ranges = l.Ranges; Value = value l })
     let mb = defineModelType ir.Name ir.ParamNames [| iface; tface |]
     implementConstInt mb iface "Dim" ir.Dim
     implementConstInt mb iface "NoiseDim" ir.NoiseDim
     implementConstInt mb iface "ObservableCount" observables.Length
     // Init<TV>(x, zn, zu)
     let initBind = standardBind mb 0 0 0 [ "zn", FromVec(2, 0); "zu", FromVec(3, 0) ]
-    implementMethod mb iface "Init" initBind (outputs 1 (initExpressions ir))
+    let initLoops = ir.InitLoops |> List.map (fun l -> { LoopOutput.Arg = 1; Target = l.Target; Ranges = l.Ranges; Value = l.Value })
+    implementMethodWithLoops mb iface "Init" initBind (outputsExcept initRows 1 (initExpressionsExcept initRows ir)) initLoops
     // Step<TV>(x, y, w, t, dt, sqdt)
     let stepBind = standardBind mb 1 3 4 [ "dt", FromArg 5; "sqdt", FromArg 6 ]
-    implementMethod mb iface "Step" stepBind (outputs 2 tg.Step)
+    let stepLoops = loopsOf 2 (fun l -> eulerStep (stateAt l.Target) l.Drift l.Gw)
+    implementMethodWithLoops mb iface "Step" stepBind (outputsExcept rows 2 tg.Step) stepLoops
     // Drift<TV>(x, t, f)
-    implementMethod mb iface "Drift" (standardBind mb 1 0 2 []) (outputs 3 ir.Drift)
+    implementMethodWithLoops mb iface "Drift" (standardBind mb 1 0 2 []) (outputsExcept rows 3 ir.Drift) (loopsOf 3 (fun l -> l.Drift))
     // Diffuse<TV>(x, t, w, gw)
-    implementMethod mb iface "Diffuse" (standardBind mb 1 3 2 []) (outputs 4 (diffusionApplied ir))
+    implementMethodWithLoops mb iface "Diffuse" (standardBind mb 1 3 2 []) (outputsExcept rows 4 (diffusionApplied ir)) (loopsOf 4 (fun l -> l.Gw))
     // Observe<TV>(x, t, obs)
-    implementMethod mb iface "Observe" (standardBind mb 1 0 2 []) (outputs 3 observables)
+    implementMethodReducing mb iface "Observe" (standardBind mb 1 0 2 []) Loops.defaultMinLoopSize (outputs 3 observables)
     // Jacobian / Hessian <TV>(x, w, t, dt, sqdt, values)
     let dBind = standardBind mb 1 2 3 [ "dt", FromArg 4; "sqdt", FromArg 5 ]
     implementMethod mb tface "Jacobian" dBind (sparseOut 6 tg.J)
@@ -116,3 +132,7 @@ let compile (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : CompiledModel =
       Structure = structureOf ir tg
       Type = t
       ParamFields = mb.Params |> Array.map (fun f -> fields[f.Name]) }
+
+/// Emit the model type with the derivatives for the response parameters `wrt` (every component
+/// unrolled).
+let compile (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : CompiledModel = compileWith true ir observables wrt

@@ -21,6 +21,8 @@ type Load =
     /// A parameter field of the model struct.
     | FromField of FieldInfo
     | FromConst of float
+    /// Lane `index + offset` of a vector argument, `index` a loop's int local (`emitLoop`).
+    | FromVecAt of arg: int * offset: int * index: LocalBuilder
 
 /// One output: store the value of `Value` in lane `Lane` of vector argument `Arg`.
 type Output = { Arg: int; Lane: int; Value: Sym }
@@ -62,6 +64,33 @@ let private emitLoadLeaf (b: Body) (op: Op) =
         b.Il.Emit(OpCodes.Ldarg_0)
         b.Il.Emit(OpCodes.Ldfld, f)
     | FromConst v -> b.Il.Emit(OpCodes.Ldc_R8, v)
+    | FromVecAt (arg, offset, index) ->
+        b.Il.Emit(OpCodes.Ldarga_S, byte arg)
+        b.Il.Emit(OpCodes.Ldloc, index)
+
+        if offset <> 0 then
+            b.Il.Emit(OpCodes.Ldc_I4, offset)
+            b.Il.Emit(OpCodes.Add)
+
+        b.Il.Emit(OpCodes.Constrained, b.TV)
+        b.Il.Emit(OpCodes.Callvirt, b.GetItem)
+
+/// Most locals `emitExpr` gives shared nodes in one method: IL numbers locals with 16 bits, and an
+/// unrolled model of 70,000 components shared that many (the CLR refused the method as an invalid
+/// program). Past the cap a shared node is computed again where it is used again: the same bits,
+/// more work.
+let private maxSharedLocals = 60_000
+
+/// The highest local index seen per method body (IL generator).
+let private localsSeen = Runtime.CompilerServices.ConditionalWeakTable<ILGenerator, int ref>()
+
+/// One scratch double per method body for the operations that hold an operand while they compute
+/// (integer powers, sign): no emission happens between its store and its last load, so one serves
+/// all (a local each made 10^5 powers 10^5 locals).
+let private scratches = Runtime.CompilerServices.ConditionalWeakTable<ILGenerator, LocalBuilder>()
+
+let private scratch (il: ILGenerator) =
+    scratches.GetValue(il, fun il -> il.DeclareLocal(typeof<double>))
 
 /// Emit code that leaves the value of `e` on the stack. Shared nodes are computed once into a
 /// local; locals created inside a branch of `if` are forgotten after it (they are not assigned on
@@ -77,8 +106,11 @@ let rec private emitExpr (b: Body) (uses: Dictionary<Sym, int>) (locals: Diction
             | Num _ -> false
             | _ -> (match uses.TryGetValue e with | true, n -> n > 1 | _ -> false)
 
-        if shared then
+        let seen = localsSeen.GetValue(b.Il, fun _ -> ref 0)
+
+        if shared && seen.Value < maxSharedLocals then
             let l = b.Il.DeclareLocal(typeof<double>)
+            seen.Value <- l.LocalIndex + 1
             b.Il.Emit(OpCodes.Dup)
             b.Il.Emit(OpCodes.Stloc, l)
             locals[e] <- l
@@ -92,7 +124,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
 
     match e.Op, e.Args with
     | Num v, _ -> il.Emit(OpCodes.Ldc_R8, v)
-    | (Param _ | State _ | Time | Noise _ | Ext _) as op, _ -> emitLoadLeaf b op
+    | (Param _ | State _ | Time | Noise _ | Ext _ | StateAt _ | NoiseAt _ | ExtAt _) as op, _ -> emitLoadLeaf b op
     | Add, x :: xs ->
         go x
 
@@ -120,7 +152,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
     | PowI n, [ x ] ->
         // exponentiation by squaring on a local; negative powers invert at the end
         let m = abs n
-        let baseL = il.DeclareLocal(typeof<double>)
+        let baseL = scratch il
         go x
         il.Emit(OpCodes.Stloc, baseL)
 
@@ -159,7 +191,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
         | UFloor -> call "Floor" 1
         | USign ->
             // (x > 0) - (x < 0) as a double
-            let l = il.DeclareLocal(typeof<double>)
+            let l = scratch il
             il.Emit(OpCodes.Stloc, l)
             il.Emit(OpCodes.Ldloc, l)
             il.Emit(OpCodes.Ldc_R8, 0.0)
@@ -192,6 +224,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
         il.MarkLabel endL
         locals.Clear()
         for kv in saved do locals[kv.Key] <- kv.Value
+    | SumLoop _, _ -> failwith "emit: a loop sum outside an observable (Observe computes them first)"
     | (Cmp _ | And | Or | Not), _ ->
         // a boolean used as a number: 1.0 or 0.0
         emitCond b uses locals e
@@ -325,6 +358,345 @@ let private emitOutputs (b: Body) (outputs: Output list) =
         il.Emit(OpCodes.Constrained, b.TV)
         il.Emit(OpCodes.Callvirt, b.SetItem)
 
+/// One loop of a method body: for i in each range, store `Value` (a template over i, see
+/// `Lower.LoopIr`) in lane `Target + i` of vector argument `Arg`.
+type LoopOutput =
+    { Arg: int
+      Target: int
+      Ranges: (int * int) list
+      Value: Sym }
+
+/// Emit a loop over i. The template's parts that do not depend on i (a mean-field sum) are computed
+/// once, before the loop, into locals; the rest once per i, with its shared nodes in locals local to
+/// one iteration. Each range gets its own copy of the body (there are few: the peeled indices).
+let private emitLoop (b: Body) (l: LoopOutput) =
+    let il = b.Il
+    let index = il.DeclareLocal(typeof<int>)
+
+    let argOf (op: Op) =
+        match b.Bind op with
+        | FromVec (arg, _) -> arg
+        | other -> failwithf "emit: %A is bound to %A, not to a vector" op other
+
+    let lb =
+        { b with
+            Bind =
+                fun op ->
+                    match op with
+                    | StateAt k -> FromVecAt(argOf (State 0), k, index)
+                    | NoiseAt k -> FromVecAt(argOf (Noise 0), k, index)
+                    | ExtAt (n, k) -> FromVecAt(argOf (Ext(n, 0)), k, index)
+                    | op -> b.Bind op }
+
+    let value = (shareAll [ l.Value ]).Head
+    let uses = countUses [ value ]
+
+    // the largest subtrees without the index (booleans stay with their `if`, which tests them)
+    let relative = Dictionary<Sym, bool>(HashIdentity.Reference)
+
+    let rec isRelative (e: Sym) =
+        match relative.TryGetValue e with
+        | true, r -> r
+        | _ ->
+            let r =
+                match e.Op with
+                | StateAt _ | NoiseAt _ | ExtAt _ -> true
+                | _ -> List.exists isRelative e.Args
+
+            relative[e] <- r
+            r
+
+    let invariant = List<Sym>()
+    let seen = HashSet<Sym>(HashIdentity.Reference)
+
+    let rec findInvariant (e: Sym) =
+        if seen.Add e then
+            match e.Op with
+            | Num _ -> ()
+            | Cmp _ | And | Or | Not -> List.iter findInvariant e.Args
+            | _ when e.Args.IsEmpty -> ()
+            | _ when not (isRelative e) -> invariant.Add e
+            | _ -> List.iter findInvariant e.Args
+
+    findInvariant value
+    let hoisted = Dictionary<Sym, LocalBuilder>(HashIdentity.Structural)
+
+    for e in invariant do
+        emitExpr lb uses hoisted e
+
+        if hoisted.ContainsKey e then
+            il.Emit(OpCodes.Pop)
+        else
+            let local = il.DeclareLocal(typeof<double>)
+            il.Emit(OpCodes.Stloc, local)
+            hoisted[e] <- local
+
+    let tmp = il.DeclareLocal(typeof<double>)
+
+    for lo, hi in l.Ranges do
+        let body = il.DefineLabel()
+        let test = il.DefineLabel()
+        il.Emit(OpCodes.Ldc_I4, lo)
+        il.Emit(OpCodes.Stloc, index)
+        il.Emit(OpCodes.Br, test)
+        il.MarkLabel body
+        // a fresh table per range: the locals of one body are not assigned in another
+        let locals = Dictionary<Sym, LocalBuilder>(hoisted, HashIdentity.Structural)
+        emitExpr lb uses locals value
+        il.Emit(OpCodes.Stloc, tmp)
+        il.Emit(OpCodes.Ldarga_S, byte l.Arg)
+        il.Emit(OpCodes.Ldloc, index)
+
+        if l.Target <> 0 then
+            il.Emit(OpCodes.Ldc_I4, l.Target)
+            il.Emit(OpCodes.Add)
+
+        il.Emit(OpCodes.Ldloc, tmp)
+        il.Emit(OpCodes.Constrained, b.TV)
+        il.Emit(OpCodes.Callvirt, b.SetItem)
+        il.Emit(OpCodes.Ldloc, index)
+        il.Emit(OpCodes.Ldc_I4_1)
+        il.Emit(OpCodes.Add)
+        il.Emit(OpCodes.Stloc, index)
+        il.MarkLabel test
+        il.Emit(OpCodes.Ldloc, index)
+        il.Emit(OpCodes.Ldc_I4, hi)
+        il.Emit(OpCodes.Blt, body)
+
+/// The template of two consecutive terms of a sum (`State k` in the first, `State (k + 1)` in the
+/// second becoming `StateAt k`), or None.
+let rec private antiUnify (a: Sym) (b: Sym) : Sym option =
+    match a.Op, b.Op with
+    | State k, State k2 when k2 = k + 1 -> Some(stateAt k)
+    | oa, ob when oa = ob && a.Args.Length = b.Args.Length ->
+        if a.Args.IsEmpty then
+            Some a
+        else
+            let args = List.map2 antiUnify a.Args b.Args
+
+            if List.forall Option.isSome args then
+                Some(withArgs a (List.map Option.get args))
+            else
+                None
+    | _ -> None
+
+/// Is `e` the template `t` at index j?
+let rec private matchesAt (j: int) (t: Sym) (e: Sym) =
+    match t.Op with
+    | StateAt k -> e.Op = State(k + j)
+    | _ when t.Args.IsEmpty -> e.Args.IsEmpty && t.Op = e.Op
+    | op -> op = e.Op && t.Args.Length = e.Args.Length && List.forall2 (matchesAt j) t.Args e.Args
+
+/// A sum's terms as runs: (first term, template, count) where terms first .. first + count - 1 are
+/// the template at 0 .. count - 1 (a run of 1 is a single term, its own template).
+let private runsOf (minRun: int) (terms: Sym[]) =
+    let runs = List<int * Sym * int>()
+    let mutable s = 0
+
+    while s < terms.Length do
+        let run =
+            if s + 1 < terms.Length then
+                match antiUnify terms[s] terms[s + 1] with
+                | Some t ->
+                    let mutable n = 2
+
+                    while s + n < terms.Length && matchesAt n t terms[s + n] do
+                        n <- n + 1
+
+                    if n >= minRun then Some(t, n) else None
+                | None -> None
+            else
+                None
+
+        match run with
+        | Some (t, n) ->
+            runs.Add((s, t, n))
+            s <- s + n
+        | None ->
+            runs.Add((s, terms[s], 1))
+            s <- s + 1
+
+    runs
+
+/// Compute a sum with at least `minRun` uniform terms in a row (an observable's `avg(i, x[i]^2)` over
+/// 10^6 components) into a local by loops, and record it in `locals`. The additions are those of the
+/// straight-line code, in its order (acc + t, or acc - z for a term -z), so the bits are the same;
+/// straight-line code for 10^6 terms overflows the stack of the JIT-compiled method.
+let private emitLoopSum (b: Body) (minRun: int) (locals: Dictionary<Sym, LocalBuilder>) (sum: Sym) =
+    let il = b.Il
+    let terms = List.toArray sum.Args
+    let acc = il.DeclareLocal(typeof<double>)
+    let index = il.DeclareLocal(typeof<int>)
+
+    let stateArg =
+        match b.Bind(State 0) with
+        | FromVec (arg, _) -> arg
+        | other -> failwithf "emit: the state is bound to %A" other
+
+    let lb =
+        { b with
+            Bind =
+                fun op ->
+                    match op with
+                    | StateAt k -> FromVecAt(stateArg, k, index)
+                    | op -> b.Bind op }
+
+    // one term added to (or, the first, stored in) the accumulator, as emitRaw's Add does it
+    let addTerm (bb: Body) (uses: Dictionary<Sym, int>) (ls: Dictionary<Sym, LocalBuilder>) (first: bool) (t: Sym) =
+        if first then
+            emitExpr bb uses ls t
+        else
+            il.Emit(OpCodes.Ldloc, acc)
+
+            match t.Op, t.Args with
+            | Neg, [ z ] ->
+                emitExpr bb uses ls z
+                il.Emit(OpCodes.Sub)
+            | _ ->
+                emitExpr bb uses ls t
+                il.Emit(OpCodes.Add)
+
+        il.Emit(OpCodes.Stloc, acc)
+
+    let singles = runsOf minRun terms |> Seq.filter (fun (_, _, n) -> n = 1) |> Seq.map (fun (s, _, _) -> terms[s])
+    let uses = countUses singles
+
+    for s, t, n in runsOf minRun terms do
+        if n = 1 then
+            addTerm b uses locals (s = 0) t
+        else
+            // the first term of the sum as itself, the others by the loop
+            let from = if s = 0 then 1 else 0
+            if s = 0 then addTerm b uses locals true terms[0]
+            let bodyUses = countUses [ t ]
+            let body = il.DefineLabel()
+            let test = il.DefineLabel()
+            il.Emit(OpCodes.Ldc_I4, from)
+            il.Emit(OpCodes.Stloc, index)
+            il.Emit(OpCodes.Br, test)
+            il.MarkLabel body
+            addTerm lb bodyUses (Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)) false t
+            il.Emit(OpCodes.Ldloc, index)
+            il.Emit(OpCodes.Ldc_I4_1)
+            il.Emit(OpCodes.Add)
+            il.Emit(OpCodes.Stloc, index)
+            il.MarkLabel test
+            il.Emit(OpCodes.Ldloc, index)
+            il.Emit(OpCodes.Ldc_I4, n)
+            il.Emit(OpCodes.Blt, body)
+
+    locals[sum] <- acc
+
+/// Compute a `SumLoop` node (an observable's reduction lowered as a loop, `Loops.observable`) into a
+/// local, with the additions the unrolled sum of its terms would make, in its order.
+let private emitSumLoop (b: Body) (locals: Dictionary<Sym, LocalBuilder>) (node: Sym) =
+    let il = b.Il
+    let n, t =
+        match node.Op, node.Args with
+        | SumLoop n, [ t ] -> n, t
+        | _ -> failwithf "emit: not a loop sum: %A" node.Op
+
+    let acc = il.DeclareLocal(typeof<double>)
+    let index = il.DeclareLocal(typeof<int>)
+
+    let stateArg =
+        match b.Bind(State 0) with
+        | FromVec (arg, _) -> arg
+        | other -> failwithf "emit: the state is bound to %A" other
+
+    let lb =
+        { b with
+            Bind =
+                fun op ->
+                    match op with
+                    | StateAt k -> FromVecAt(stateArg, k, index)
+                    | op -> b.Bind op }
+
+    let bodyUses = countUses [ t ]
+    // the first term stored, the others added (or subtracted, for a term -z) as emitRaw's Add does
+    il.Emit(OpCodes.Ldc_I4_0)
+    il.Emit(OpCodes.Stloc, index)
+    emitExpr lb bodyUses (Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)) t
+    il.Emit(OpCodes.Stloc, acc)
+    let body = il.DefineLabel()
+    let test = il.DefineLabel()
+    il.Emit(OpCodes.Ldc_I4_1)
+    il.Emit(OpCodes.Stloc, index)
+    il.Emit(OpCodes.Br, test)
+    il.MarkLabel body
+    let ls = Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)
+    il.Emit(OpCodes.Ldloc, acc)
+
+    match t.Op, t.Args with
+    | Neg, [ z ] ->
+        emitExpr lb bodyUses ls z
+        il.Emit(OpCodes.Sub)
+    | _ ->
+        emitExpr lb bodyUses ls t
+        il.Emit(OpCodes.Add)
+
+    il.Emit(OpCodes.Stloc, acc)
+    il.Emit(OpCodes.Ldloc, index)
+    il.Emit(OpCodes.Ldc_I4_1)
+    il.Emit(OpCodes.Add)
+    il.Emit(OpCodes.Stloc, index)
+    il.MarkLabel test
+    il.Emit(OpCodes.Ldloc, index)
+    il.Emit(OpCodes.Ldc_I4, n)
+    il.Emit(OpCodes.Blt, body)
+    locals[node] <- acc
+
+/// Like `emitOutputs`, with every sum of at least `minRun` uniform terms in a row computed by loops
+/// (`emitLoopSum`) before the output that needs it.
+let private emitOutputsReducing (b: Body) (minRun: int) (outputs: Output list) =
+    let il = b.Il
+    let outputs = List.map2 (fun (o: Output) v -> { o with Value = v }) outputs (shareAll (outputs |> List.map (fun o -> o.Value)))
+    let uses = countUses (outputs |> Seq.map (fun o -> o.Value))
+    let locals = Dictionary<Sym, LocalBuilder>(HashIdentity.Structural)
+    let tmp = il.DeclareLocal(typeof<double>)
+    let seen = HashSet<Sym>(HashIdentity.Reference)
+
+    // the parts of a loop sum's template that depend on its index are computed inside its loop
+    let relative = Dictionary<Sym, bool>(HashIdentity.Reference)
+
+    let rec isRelative (e: Sym) =
+        match relative.TryGetValue e with
+        | true, r -> r
+        | _ ->
+            let r =
+                match e.Op with
+                | StateAt _ -> true
+                // its template's index is its own
+                | SumLoop _ -> false
+                | _ -> List.exists isRelative e.Args
+
+            relative[e] <- r
+            r
+
+    // the long sums, inner ones first (so that one inside a loop sum's template that does not
+    // depend on its index is computed once, before that loop)
+    let rec prepare (e: Sym) =
+        if seen.Add e then
+            List.iter prepare e.Args
+
+            match e.Op with
+            | _ when isRelative e -> ()
+            | SumLoop _ when not (locals.ContainsKey e) -> emitSumLoop b locals e
+            | Add when e.Args.Length >= minRun && not (locals.ContainsKey e) ->
+                let runs = runsOf minRun (List.toArray e.Args)
+                if runs |> Seq.exists (fun (_, _, n) -> n > 1) then emitLoopSum b minRun locals e
+            | _ -> ()
+
+    for o in outputs do
+        prepare o.Value
+        emitExpr b uses locals o.Value
+        il.Emit(OpCodes.Stloc, tmp)
+        il.Emit(OpCodes.Ldarga_S, byte o.Arg)
+        il.Emit(OpCodes.Ldc_I4, o.Lane)
+        il.Emit(OpCodes.Ldloc, tmp)
+        il.Emit(OpCodes.Constrained, b.TV)
+        il.Emit(OpCodes.Callvirt, b.SetItem)
+
 /// Implement one generic interface method `M<TV>(...)` with the body that `emitBody` writes.
 /// `bind` maps the IR leaves to the method's arguments (IL argument indices: 0 is `this`).
 let private implementWith (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (emitBody: Body -> unit) =
@@ -370,6 +742,17 @@ let private implementWith (mb: ModelBuilder) (iface: Type) (methodName: string) 
 /// Implement a generic interface method whose body stores `outputs`.
 let implementMethod (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (outputs: Output list) =
     implementWith mb iface methodName bind (fun b -> emitOutputs b outputs)
+
+/// Implement a generic interface method that stores `outputs` (straight-line code), then runs `loops`.
+let implementMethodWithLoops (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (outputs: Output list) (loops: LoopOutput list) =
+    implementWith mb iface methodName bind (fun b ->
+        emitOutputs b outputs
+        List.iter (emitLoop b) loops)
+
+/// Implement a generic interface method that stores `outputs`, its sums of at least `minRun`
+/// uniform terms computed by loops.
+let implementMethodReducing (mb: ModelBuilder) (iface: Type) (methodName: string) (bind: Op -> Load) (minRun: int) (outputs: Output list) =
+    implementWith mb iface methodName bind (fun b -> emitOutputsReducing b minRun outputs)
 
 /// Implement a generic interface method that stores `blocks[which]`, `which` being the int
 /// argument at IL index `whichArg` (out-of-range does nothing). A chain of comparisons, not an IL

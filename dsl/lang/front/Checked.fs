@@ -157,6 +157,8 @@ type CQuery =
     | QSamples of CExpr list
     /// `score(x[i]) on [lo, hi] bins n`: E[ν_T,i | x_i in each bin] = ∂ log ρ_T / ∂x_i (state component `comp`).
     | QScore of comp: int * lo: float * hi: float * bins: int
+    /// `log_normalizer` or `ess` of a weighted model (docs/weighted.md).
+    | QWeight of name: string
 
 type CheckedQuery =
     { Query: CQuery
@@ -191,6 +193,31 @@ type CheckedModel =
       NoiseDim: int
       Pos: Pos }
 
+/// How the population is resampled (`resample = ...` in simulate).
+type Resample =
+    | Systematic
+    | Stratified
+    | Multinomial
+    | Residual
+    | BirthDeath
+    | NoResample
+
+/// A model's Feynman–Kac weight (`weight w`, `d log w = ...`) and its simulate settings. The weight is
+/// carried by a hidden scalar state (its log, init 0) appended after the user's states; `log_density(...)`
+/// by a second hidden state that the engine fills before each step (docs/weighted.md).
+type WeightSpec =
+    { Name: string
+      /// The hidden state holding log w.
+      LogState: string
+      /// The hidden state holding log_density(...), and the states whose density it estimates (by name).
+      DensityState: string option
+      DensityOf: string list
+      Resample: Resample
+      Ess: float
+      /// `bandwidth = h` (one value for every coordinate); None: Silverman's rule.
+      Bandwidth: float option
+      Pos: Pos }
+
 /// A checked file: the model, its parameter sets, settings and queries.
 type CheckedFile =
     { Model: CheckedModel
@@ -199,4 +226,6 @@ type CheckedFile =
       Queries: CheckedQuery list
       /// What is legal but probably not meant (a file without queries, a brownian no equation uses),
       /// located like the errors; reported, and fatal only with `--strict`.
-      Warnings: Diagnostic list }
+      Warnings: Diagnostic list
+      /// The weight, when the model declares one (None: the unweighted engine, bit for bit).
+      Weight: WeightSpec option }

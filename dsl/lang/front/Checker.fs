@@ -128,9 +128,10 @@ let private editDistanceWithin (limit: int) (a: string) (b: string) : int option
         if stopped || prev[b.Length] > limit then None else Some prev[b.Length]
 
 /// `; did you mean 'x'?` when a candidate is within a third of the name's length in edits, and at
-/// most 3 (which bounds the work per candidate for long names).
+/// most 3 (which bounds the work per candidate for long names). A name of one or two letters is one
+/// edit from too many others to guess: only a change of case is suggested for it.
 let suggest (name: string) (candidates: string seq) =
-    let limit = min 3 (max 1 (name.Length / 3))
+    let limit = if name.Length <= 2 then 0 else min 3 (max 1 (name.Length / 3))
     let lower = name.ToLowerInvariant()
 
     candidates
@@ -142,7 +143,9 @@ let suggest (name: string) (candidates: string seq) =
     |> Option.defaultValue ""
 
 let private unknownName (env: Env) p (name: string) : R<'a> =
-    let cands = Seq.append (Map.keys env.Names) [ "t"; "dt" ]
+    // a brownian is not a value (only its differential dW is): never the suggestion for a value
+    let values = env.Names |> Map.filter (fun _ (e, _) -> match e with EBrownian _ -> false | _ -> true) |> Map.keys
+    let cands = Seq.append values [ "t"; "dt" ]
     fail p (sprintf "unknown name '%s'%s" name (suggest name cands))
 
 /// `dW` for a declared brownian `W` (and not itself a declared name).
@@ -813,7 +816,10 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
         // the body is checked below, once every declaration is known
         | LetDecl(n, _, p) -> declare (d, errs) n p (ELet(Const nan))
         | InitDecl _
-        | Equation _ -> d, errs
+        | Equation _
+        // `Weights.desugar` turns these into hidden states before the checker sees them
+        | WeightDecl _
+        | LogWeightEquation _ -> d, errs
 
     let empty =
         { Consts = []
@@ -1351,6 +1357,7 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QAlignment _
         | QSamples _
         | QScore _ -> None
+        | QWeight _ -> None
 
     // a stationary window is a number of steps of the response weights: refused off the grid, as T
     let offGrid =
@@ -1571,6 +1578,8 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
             fail q.Pos (sprintf "samples(...) takes at most %d observables (got %d)" maxSampleColumns es.Length)
         | Samples(es, None) -> all (es |> List.map (checkExpr obsEnv)) |> Result.map QSamples
         | Let _ -> fail q.Pos "a 'let' is not a query" // checkQueries handles lets before this
+        // `Weights.desugar` has refused these in a model without a weight
+        | WeightQuery n -> Ok(QWeight n)
 
     kind
     |> Result.bind (fun k ->
@@ -1694,6 +1703,8 @@ let private fileExprs (f: File) : Expr list =
                       | InitUniform(a, b) -> yield! [ a; b ]
                   | Equation(_, _, e, _) -> yield e
                   | LetDecl(_, e, _) -> yield e
+                  | LogWeightEquation(_, e, _) -> yield e
+                  | WeightDecl _ -> ()
           | ParamsBlock(_, settings, _)
           | SimulateBlock(settings, _) -> yield! settings |> List.map (fun s -> s.Value)
           | SweepDecl(_, a, b, c, _) -> yield! [ a; b; c ]
@@ -1717,7 +1728,8 @@ let private fileExprs (f: File) : Expr list =
                   | Samples(es, every) -> yield! es @ Option.toList every
                   | Score(e, a, b, c) -> yield! [ e; a; b; c ]
                   | Alignment(a, b, c) -> yield! [ a; b; c ]
-                  | Let(_, e) -> yield e ]
+                  | Let(_, e) -> yield e
+                  | WeightQuery _ -> () ]
 
 /// The first expression deeper than `maxExprDepth`, as a located error.
 let depthError (f: File) : Diagnostic option =
@@ -1866,7 +1878,8 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                   | QSamples es -> es |> List.sumBy (fun e -> targetSize (TMean e))
                   | QScore _
                   | QLyapunov _
-                  | QAlignment _ -> 0.0) ]
+                  | QAlignment _
+                  | QWeight _ -> 0.0) ]
 
     // a query's observable after its lets are substituted: as deep as the passes may recurse
     let tooDeep =
@@ -1894,7 +1907,8 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                     else None)
             | QLyapunov _
             | QScore _
-            | QAlignment _ -> None)
+            | QAlignment _
+            | QWeight _ -> None)
 
     let rec go (total: float) items =
         match items with
@@ -1998,5 +2012,6 @@ and private checkShallow (f: File) : Result<CheckedFile, Diagnostic list> =
                     let ws = warnings model qs (List.tryHead queries |> Option.map snd)
                     if f.Items |> List.exists (function FitBlock _ -> true | _ -> false) && qs.IsEmpty then
                         ws |> List.filter (fun w -> not (w.Message.Contains "computes nothing"))
-                    else ws }
+                    else ws
+                  Weight = None }
         | es, _, _, _, _ -> Error(sortDiags es)

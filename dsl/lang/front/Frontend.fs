@@ -74,7 +74,14 @@ let compileWithFit (fileName: string) (text: string) : Result<CheckedFile * FitC
 
         match Parser.parseFile text with
         | Error d -> Error [ d ]
-        | Ok f -> Checker.check f |> Result.bind (fun cf -> FitCheck.check f cf |> Result.map (fun fit -> cf, fit)))
+        | Ok f ->
+            // a weight becomes hidden states before the checker (no weight: the file as it is)
+            match Weights.desugar f with
+            | Error ds -> Error ds
+            | Ok (f, weight) ->
+                Checker.check f
+                |> Result.map (fun cf -> { cf with Weight = weight })
+                |> Result.bind (fun cf -> FitCheck.check f cf |> Result.map (fun fit -> cf, fit)))
 
 /// Parses then checks a source text (a `fit` block is checked too). Never throws.
 let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnostic list> =

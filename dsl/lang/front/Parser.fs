@@ -323,10 +323,13 @@ let private modelItem: P<ModelItem> =
           kw "brownian" >>. nameAt .>>. size |>> fun ((p, n), s) -> BrownianDecl(n, s, p)
           pos .>> kw "init" .>>. ident .>>. lhsIndex .>>. initRhs
           |>> fun (((p, n), i), r) -> InitDecl(n, i, r, p)
+          attempt (pos .>> kw "d" .>> kw "log" .>>. ident .>> sym "=") .>>. expr
+          |>> fun ((p, n), e) -> LogWeightEquation(n, e, p)
           pos .>> kw "d" .>>. ident .>>. lhsIndex .>> sym "=" .>>. expr
           |>> fun (((p, n), i), e) -> Equation(n, i, e, p)
+          kw "weight" >>. nameAt |>> fun (p, n) -> WeightDecl(n, p)
           kw "let" >>. nameAt .>> sym "=" .>>. expr |>> fun ((p, n), e) -> LetDecl(n, e, p) ]
-    <?> "model item (const, param, state, brownian, init, d or let)"
+    <?> "model item (const, param, state, brownian, weight, init, d or let)"
 
 /// `{ item* }` with statements separated by newlines or `;`.
 let private block (item: P<'a>) : P<'a list> =
@@ -421,6 +424,9 @@ let private samplesQuery: P<QueryKind> =
 /// `score(x[i]) on [a, b] bins n`: the marginal score per bin.
 let private scoreQuery: P<QueryKind> =
     kw "score" >>. observable .>>. onBins |>> fun (e, (lo, hi, n)) -> Score(e, lo, hi, n)
+/// `log_normalizer` and `ess` (weighted models).
+let private weightQuery: P<QueryKind> =
+    (kw "log_normalizer" >>% WeightQuery "log_normalizer") <|> (kw "ess" >>% WeightQuery "ess")
 
 /// `let name = e`: a named observable.
 let private letItem: P<QueryKind> =
@@ -434,7 +440,7 @@ let normalizeQueryText (s: string) =
 
 let private query: P<Query> =
     pos
-    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> samplesQuery <|> scoreQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov, alignment, samples or score) or 'let name = e'")
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> weightQuery <|> samplesQuery <|> scoreQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov, alignment, log_normalizer, ess, samples or score) or 'let name = e'")
     |>> fun (p, (s, k)) ->
         { Kind = k
           Text = QueryText(normalizeQueryText s)

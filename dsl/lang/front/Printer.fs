@@ -90,6 +90,8 @@ let modelItem (item: ModelItem) =
 
         sprintf "init %s %s" (lhs n i) r
     | Equation(n, i, e, _) -> sprintf "d %s = %s" (lhs n i) (expr e)
+    | WeightDecl(n, _) -> sprintf "weight %s" n
+    | LogWeightEquation(n, e, _) -> sprintf "d log %s = %s" n (expr e)
 
 let private window (w: Window) = sprintf "[%s, %s]" (expr w.T0) (expr w.T1)
 
@@ -145,6 +147,7 @@ let queryKind (k: QueryKind) =
     | Score(e, lo, hi, n) -> sprintf "score(%s)" (expr e) + onBins lo hi n
     | Samples(es, every) ->
         sprintf "samples(%s)%s" (String.Join(", ", List.map expr es)) (every |> Option.map (fun e -> " every " + expr e) |> Option.defaultValue "")
+    | WeightQuery n -> n
 
 let private settings (xs: Setting list) =
     xs |> List.map (fun s -> sprintf "  %s = %s\n" s.Key (expr s.Value)) |> String.concat ""

@@ -81,6 +81,10 @@ type ModelItem =
     | Equation of state: string * index: string option * rhs: Expr * Pos
     /// `let name = e`: a named expression for the equations, inits and queries (scalar, no dt/dW).
     | LetDecl of name: string * value: Expr * Pos
+    /// `weight w`: a Feynman–Kac weight carried by every path (docs/weighted.md).
+    | WeightDecl of name: string * Pos
+    /// `d log w = V dt [+ b dW]`: the weight's equation, linear in dt and dW.
+    | LogWeightEquation of name: string * rhs: Expr * Pos
 
 [<NoComparison>]
 type Model =
@@ -137,6 +141,8 @@ type QueryKind =
     /// `score(x[i]) on [a, b] bins n`: the marginal score ∂ log ρ_T / ∂x_i per bin (the binned conditional
     /// mean of the divergence-kernel covector ν_T).
     | Score of Expr * lo: Expr * hi: Expr * bins: Expr
+    /// `log_normalizer` or `ess`: a property of the weighted population (weighted models only).
+    | WeightQuery of name: string
 
 [<NoComparison>]
 type Query =

@@ -34,6 +34,17 @@ type Op =
     /// An input that only the emitter binds (a method argument such as `dt`, or lane i of a buffer
     /// such as the init normals): never differentiated.
     | Ext of string * int
+    /// In the body of a loop over an index i (`Lower.LoopIr`): state component k + i. Never
+    /// differentiated (a model with loops has no derivative code).
+    | StateAt of int
+    /// In a loop body: noise lane l + i.
+    | NoiseAt of int
+    /// In a loop body: lane k + i of an emitter input (the init normals `zn`, uniforms `zu`).
+    | ExtAt of string * int
+    /// Σ_{j < count} of its one argument, a template whose `StateAt` leaves are relative to j: a
+    /// reduction of an observable compiled as a loop (`Loops.observable`), equal term by term to the
+    /// unrolled sum. Never differentiated.
+    | SumLoop of count: int
     | Add
     | Mul
     | Neg
@@ -87,6 +98,10 @@ let state k = mk (State k) []
 let time = mk Time []
 let noise l = mk (Noise l) []
 let ext name i = mk (Ext(name, i)) []
+let stateAt k = mk (StateAt k) []
+let noiseAt l = mk (NoiseAt l) []
+let extAt name k = mk (ExtAt(name, k)) []
+let sumLoop (count: int) (body: Sym) = mk (SumLoop count) [ body ]
 
 let (|NumV|_|) (s: Sym) =
     match s.Op with
@@ -307,6 +322,20 @@ let select c a b =
     | NumV v -> if v <> 0.0 then a else b
     | _ when a = b -> a
     | _ -> mk Select [ c; a; b ]
+
+/// A loop template (`Lower.LoopIr`) at index i: `StateAt k` becomes `State (k + i)`, `NoiseAt l`
+/// `Noise (l + i)`, `ExtAt (n, k)` `Ext (n, k + i)`, nothing re-simplified (the tests compare it
+/// with the tree the unrolled lowering builds for that component).
+let rec atIndex (i: int) (e: Sym) : Sym =
+    match e.Op with
+    | StateAt k -> state (k + i)
+    | NoiseAt l -> noise (l + i)
+    | ExtAt (n, k) -> ext n (k + i)
+    | _ when e.Args.IsEmpty -> e
+    | op -> mk op (List.map (atIndex i) e.Args)
+
+/// The same node with other children, not re-simplified (loop templates).
+let withArgs (e: Sym) (args: Sym list) : Sym = mk e.Op args
 
 /// Does the expression mention this leaf?
 let rec mentions (leaf: Op) (e: Sym) =
@@ -529,7 +558,7 @@ let rec eval (leaf: Op -> float) (e: Sym) : float =
 
     match e.Op, e.Args with
     | Num v, _ -> v
-    | (Param _ | State _ | Time | Noise _ | Ext _) as op, _ -> leaf op
+    | (Param _ | State _ | Time | Noise _ | Ext _ | StateAt _ | NoiseAt _ | ExtAt _) as op, _ -> leaf op
     | Add, xs -> xs |> List.sumBy ev
     | Mul, xs -> xs |> List.fold (fun p x -> p * ev x) 1.0
     | Neg, [ x ] -> -(ev x)
@@ -544,6 +573,7 @@ let rec eval (leaf: Op -> float) (e: Sym) : float =
     | And, [ a; b ] -> if ev a <> 0.0 && ev b <> 0.0 then 1.0 else 0.0
     | Or, [ a; b ] -> if ev a <> 0.0 || ev b <> 0.0 then 1.0 else 0.0
     | Not, [ a ] -> if ev a = 0.0 then 1.0 else 0.0
+    | SumLoop n, [ body ] -> Seq.init (n - 1) (fun j -> ev (atIndex (j + 1) body)) |> Seq.fold (+) (ev (atIndex 0 body))
     | _ -> failwithf "eval: malformed node %A" e.Op
 
 /// A readable rendering (diagnostics, tests, `dsl check --ir`).
@@ -560,6 +590,9 @@ let rec show (e: Sym) : string =
     | Time, _ -> "t"
     | Noise l, _ -> sprintf "w%d" l
     | Ext (n, i), _ -> sprintf "%s%d" n i
+    | StateAt k, _ -> sprintf "x[%d+i]" k
+    | NoiseAt l, _ -> sprintf "w[%d+i]" l
+    | ExtAt (n, k), _ -> sprintf "%s[%d+i]" n k
     | Add, xs -> xs |> List.map show |> String.concat " + "
     | Mul, xs -> xs |> List.map p |> String.concat "*"
     | Neg, [ x ] -> "-" + p x
@@ -574,4 +607,5 @@ let rec show (e: Sym) : string =
     | And, [ a; b ] -> sprintf "(%s and %s)" (show a) (show b)
     | Or, [ a; b ] -> sprintf "(%s or %s)" (show a) (show b)
     | Not, [ a ] -> sprintf "not %s" (p a)
+    | SumLoop n, [ body ] -> sprintf "sum(i < %d, %s)" n (show body)
     | op, _ -> sprintf "%A" op

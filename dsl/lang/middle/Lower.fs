@@ -15,6 +15,24 @@ type InitIr =
 /// A diffusion entry g[row, lane] (sparse: only the non-zeros).
 type DiffEntry = { Row: int; Lane: int; Coeff: Sym }
 
+/// Components `Target + i`, for i in each half-open range of `Ranges`, computed by one loop over i
+/// instead of code per component (`Loops`). `Drift` and `Gw` (the diffusion applied to the noise,
+/// Σ_l g_kl w_l) are templates whose `StateAt`/`NoiseAt` leaves are relative to i; instantiated at
+/// any i of the ranges they are the trees the unrolled lowering builds for component Target + i.
+/// Those rows have `zero` drift and no diffusion entries in `ModelIr.Drift` / `ModelIr.Diffusion`.
+type LoopIr =
+    { Target: int
+      Ranges: (int * int) list
+      Drift: Sym
+      Gw: Sym }
+
+/// The inits of components `Target + i`, i in `Ranges`, from one template (`ExtAt` lanes relative
+/// to i). `ModelIr.Init` still holds every component's law.
+type InitLoopIr =
+    { Target: int
+      Ranges: (int * int) list
+      Value: Sym }
+
 /// The scalar form of a model: everything the emitter and the derivative generator need.
 type ModelIr =
     { Name: string
@@ -25,7 +43,11 @@ type ModelIr =
       ComponentNames: string[]
       Drift: Sym[]
       Diffusion: DiffEntry list
-      Init: InitIr[] }
+      Init: InitIr[]
+      /// Rows computed by loops (empty unless `Loops.lowerModel` chose them; then the model has no
+      /// derivative code, see `Compile.compile`).
+      Loops: LoopIr list
+      InitLoops: InitLoopIr list }
 
 type private Env = Map<string, int>
 
@@ -74,15 +96,62 @@ let private unaryOf f =
     | Floor -> UFloor
     | _ -> failwithf "not a unary function: %A" f
 
-let rec private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym =
-    let go = lowerExpr m env
+/// How the lowering resolves the leaves that depend on index variables: the plain lowering
+/// evaluates every index (`concreteLeaves`); a loop body keeps its index symbolic (`Loops`).
+type Leaves =
+    { StateRef: Map<string, int> -> int -> IExpr -> Sym
+      IndexValue: Map<string, int> -> IExpr -> Sym
+      /// The reductions without free index variables lowered so far, by reference: an equation
+      /// `d x[i] = (avg(j, x[j]) - x[i]) dt` over n components lowers its average once, not n times
+      /// (n² work for a mean-field coupling).
+      Closed: Collections.Generic.Dictionary<CExpr, Sym>
+      /// A reduction `sum(v, body)` over n terms as the template of one loop (`SumLoop`), or None to
+      /// unroll it (`Loops.observable`).
+      Reduction: string -> int -> CExpr -> Sym option }
+
+let private concreteLeaves (m: CheckedModel) =
+    { StateRef = fun env s ix -> state (componentOf m env s ix)
+      IndexValue = fun env ix -> num (float (evalIndex env ix))
+      Closed = Collections.Generic.Dictionary<CExpr, Sym>(HashIdentity.Reference)
+      Reduction = fun _ _ _ -> None }
+
+/// Does the expression use no index variable outside `bound`?
+let rec closedIn (bound: Set<string>) (e: CExpr) : bool =
+    let rec ix (i: IExpr) =
+        match i with
+        | IConst _ -> true
+        | IVar v -> bound.Contains v
+        | IAdd (a, b) | ISub (a, b) | IMul (a, b) -> ix a && ix b
+        | INeg a -> ix a
+
+    let rec cond (c: CCond) =
+        match c with
+        | CCmp (_, a, b) -> closedIn bound a && closedIn bound b
+        | CAnd (a, b) | COr (a, b) -> cond a && cond b
+        | CNot a -> cond a
+
+    match e with
+    | CExpr.Const _ | CExpr.Param _ | CExpr.Time -> true
+    | CExpr.StateRef (_, i) | CExpr.IndexValue i -> ix i
+    | CExpr.Neg a -> closedIn bound a
+    | CExpr.Add (a, b) | CExpr.Sub (a, b) | CExpr.Mul (a, b) | CExpr.Div (a, b) | CExpr.Power (a, b) -> closedIn bound a && closedIn bound b
+    | CExpr.Func (_, args) -> List.forall (closedIn bound) args
+    | CExpr.IfThen (c, a, b) -> cond c && closedIn bound a && closedIn bound b
+    | CExpr.SumOver (v, _, body) | CExpr.AvgOver (v, _, body) -> closedIn (bound.Add v) body
+
+/// Lower an expression with the given leaf resolution (the one lowering that both the unrolled code
+/// and the loop templates use, so that their trees agree).
+let rec lowerWith (leaves: Leaves) (m: CheckedModel) (env: Env) (e: CExpr) : Sym =
+    let go = lowerWith leaves m env
+    let lowerExpr = lowerWith leaves
+    let lowerCond = lowerCondWith leaves
 
     match e with
     | CExpr.Const v -> num v
     | CExpr.Param i -> param i
-    | CExpr.StateRef (s, ix) -> state (componentOf m env s ix)
+    | CExpr.StateRef (s, ix) -> leaves.StateRef env s ix
     | CExpr.Time -> time
-    | CExpr.IndexValue ix -> num (float (evalIndex env ix))
+    | CExpr.IndexValue ix -> leaves.IndexValue env ix
     | CExpr.Neg a -> neg (go a)
     | CExpr.Add _
     | CExpr.Sub _ ->
@@ -116,31 +185,58 @@ let rec private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym =
     | CExpr.Func (f, [ a ]) -> unary (unaryOf f) (go a)
     | CExpr.Func (f, args) -> failwithf "function %A with %d arguments" f args.Length
     | CExpr.IfThen (c, a, b) -> select (lowerCond m env c) (go a) (go b)
-    | CExpr.SumOver (v, n, body) -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
+    | CExpr.SumOver _
+    | CExpr.AvgOver _ when not (isNull leaves.Closed) && leaves.Closed.ContainsKey e -> leaves.Closed[e]
+    | CExpr.SumOver _
+    | CExpr.AvgOver _ when not (isNull leaves.Closed) && closedIn Set.empty e ->
+        // (lowered without the table, which the reductions inside it do not need)
+        let r = lowerWith { leaves with Closed = null } m env e
+        leaves.Closed[e] <- r
+        r
+    | CExpr.SumOver (v, n, body) ->
+        match leaves.Reduction v n body with
+        | Some t -> sumLoop n t
+        | None -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
     | CExpr.AvgOver (v, n, body) ->
-        let s = [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
+        let s =
+            match leaves.Reduction v n body with
+            | Some t -> sumLoop n t
+            | None -> [ 0 .. n - 1 ] |> List.map (fun j -> lowerExpr m (env.Add(v, j)) body) |> sumAll
+
         mul (num (1.0 / float n)) s
 
-and private lowerCond (m: CheckedModel) (env: Env) (c: CCond) : Sym =
+and lowerCondWith (leaves: Leaves) (m: CheckedModel) (env: Env) (c: CCond) : Sym =
+    let lowerExpr = lowerWith leaves
+    let lowerCond = lowerCondWith leaves
+
     match c with
     | CCmp (op, a, b) -> cmp op (lowerExpr m env a) (lowerExpr m env b)
     | CAnd (a, b) -> andS (lowerCond m env a) (lowerCond m env b)
     | COr (a, b) -> orS (lowerCond m env a) (lowerCond m env b)
     | CNot a -> notS (lowerCond m env a)
 
+let private lowerExpr (m: CheckedModel) (env: Env) (e: CExpr) : Sym = lowerWith (concreteLeaves m) m env e
+
 /// Lower an observable (no free index variables).
 let observable (m: CheckedModel) (e: CExpr) : Sym = lowerExpr m Map.empty e
 
 /// The index values an equation or init with optional index variable ranges over.
-let private instances (st: StateInfo) (index: string option) : (int * Env) list =
+/// (A sequence: a skipped component costs no environment.)
+let private instances (st: StateInfo) (index: string option) : (int * Env) seq =
     match index with
-    | Some v -> [ for i in 0 .. st.Size - 1 -> st.Offset + i, Map.ofList [ v, i ] ]
-    | None when st.Size = 1 -> [ st.Offset, Map.empty ]
+    | Some v -> seq { for i in 0 .. st.Size - 1 -> st.Offset + i, Map.ofList [ v, i ] }
+    | None when st.Size = 1 -> Seq.singleton (st.Offset, Map.empty)
     | None ->
         // `init x = e` for a vector state without index: the same value for every component
-        [ for i in 0 .. st.Size - 1 -> st.Offset + i, Map.empty ]
+        seq { for i in 0 .. st.Size - 1 -> st.Offset + i, Map.empty }
 
-let lowerModel (m: CheckedModel) : ModelIr =
+/// Lower a model, except the rows whose equation `skipRow` says a loop computes (zero drift, no
+/// diffusion) and the components whose init `skipInit` says a loop sets (`InitDet zero` until the
+/// caller fills in the law): `Loops` chooses them.
+let lowerModelExcept (skipRow: int -> bool) (skipInit: int -> bool) (m: CheckedModel) : ModelIr =
+    // one table of closed reductions for every equation and init
+    let leaves = concreteLeaves m
+    let lowerExpr m env e = lowerWith leaves m env e
     let drift = Array.create m.Dim zero
     let diffusion = Collections.Generic.Dictionary<struct (int * int), Sym>()
     let lanes = Collections.Generic.List<struct (int * int)>()
@@ -151,7 +247,7 @@ let lowerModel (m: CheckedModel) : ModelIr =
     for eq in m.Equations do
         let st = states[eq.State]
 
-        for k, env in instances st eq.Index do
+        for k, env in instances st eq.Index |> Seq.filter (fun (k, _) -> not (skipRow k)) do
             drift[k] <- lowerExpr m env eq.Drift
 
             for term in eq.Noise do
@@ -171,7 +267,7 @@ let lowerModel (m: CheckedModel) : ModelIr =
     for ini in m.Inits do
         let st = states[ini.State]
 
-        for k, env in instances st ini.Index do
+        for k, env in instances st ini.Index |> Seq.filter (fun (k, _) -> not (skipInit k)) do
             init[k] <-
                 match ini.Kind with
                 | Deterministic e -> InitDet(lowerExpr m env e)
@@ -181,7 +277,8 @@ let lowerModel (m: CheckedModel) : ModelIr =
     let names =
         [| for st in m.States do
                if st.IsVector then
-                   for i in 0 .. st.Size - 1 -> sprintf "%s[%d]" st.Name i
+                   // (concatenation: sprintf costs about a second per million components)
+                   for i in 0 .. st.Size - 1 -> st.Name + "[" + string i + "]"
                else
                    yield st.Name |]
 
@@ -195,11 +292,53 @@ let lowerModel (m: CheckedModel) : ModelIr =
         [ for struct (r, l) in lanes do
               let c = diffusion[struct (r, l)]
               if not (isZero c) then { Row = r; Lane = l; Coeff = c } ]
-      Init = init }
+      Init = init
+      Loops = []
+      InitLoops = [] }
+
+/// Lower a model with every component unrolled.
+let lowerModel (m: CheckedModel) : ModelIr = lowerModelExcept (fun _ -> false) (fun _ -> false) m
+
+/// Does the expression read the state (a component, or one relative to a loop's index)?
+let rec private readsState (e: Sym) =
+    match e.Op with
+    | State _ | StateAt _ -> true
+    | _ -> List.exists readsState e.Args
 
 /// Is the diffusion additive (independent of the state)?
 let additiveNoise (ir: ModelIr) =
     ir.Diffusion |> List.forall (fun d -> (stateDeps d.Coeff).Length = 0)
+    && ir.Loops |> List.forall (fun l -> not (readsState l.Gw))
+
+/// Which components the loops cover: `ranges` gives each loop's first component and ranges of i.
+let coveredBy (dim: int) (ranges: (int * (int * int) list) seq) : bool[] =
+    let covered = Array.zeroCreate dim
+
+    for target, rs in ranges do
+        for lo, hi in rs do
+            for i in lo .. hi - 1 do
+                covered[target + i] <- true
+
+    covered
+
+/// The rows that equation loops compute.
+let loopedRows (ir: ModelIr) =
+    coveredBy ir.Dim (ir.Loops |> Seq.map (fun l -> l.Target, l.Ranges))
+
+/// The components that init loops set.
+let loopedInits (ir: ModelIr) =
+    coveredBy ir.Dim (ir.InitLoops |> Seq.map (fun l -> l.Target, l.Ranges))
+
+/// One Euler step x + f dt + gw sqdt (for a component, and for a loop's template alike).
+let eulerStep (x: Sym) (f: Sym) (gw: Sym) =
+    add x (add (mul f (ext "dt" 0)) (mul gw (ext "sqdt" 0)))
+
+/// The initial value from its law, with `zn`/`zu` the component's normal and uniform lanes.
+let initValue (init: InitIr) (zn: Sym) (zu: Sym) =
+    match init with
+    | InitDet e -> e
+    | InitNormal (m, s) -> add m (mul s zn)
+    | InitUniform (a, b) -> add a (mul (sub b a) zu)
 
 /// (g w)_k = Σ_l g_kl w_l, against the Noise leaves.
 let diffusionApplied (ir: ModelIr) : Sym[] =
@@ -213,13 +352,17 @@ let diffusionApplied (ir: ModelIr) : Sym[] =
 /// The Euler step G_k = x_k + f_k dt + (g w)_k sqdt, against the leaves State / Noise / Ext("dt"|"sqdt").
 let stepExpressions (ir: ModelIr) : Sym[] =
     let gw = diffusionApplied ir
-    Array.init ir.Dim (fun k -> add (state k) (add (mul ir.Drift[k] (ext "dt" 0)) (mul gw[k] (ext "sqdt" 0))))
+    Array.init ir.Dim (fun k -> eulerStep (state k) ir.Drift[k] gw[k])
+
+/// The step of the rows that no loop computes (`zero` in the `covered` rows, which cost nothing).
+let stepExpressionsExcept (covered: bool[]) (ir: ModelIr) : Sym[] =
+    let gw = diffusionApplied ir
+    Array.init ir.Dim (fun k -> if covered[k] then zero else eulerStep (state k) ir.Drift[k] gw[k])
+
+/// The initial values of the components that no loop sets (`zero` in the `covered` ones).
+let initExpressionsExcept (covered: bool[]) (ir: ModelIr) : Sym[] =
+    ir.Init |> Array.mapi (fun k init -> if covered[k] then zero else initValue init (ext "zn" k) (ext "zu" k))
 
 let initExpressions (ir: ModelIr) : Sym[] =
-    ir.Init
-    |> Array.mapi (fun k init ->
-        match init with
-        | InitDet e -> e
-        | InitNormal (m, s) -> add m (mul s (ext "zn" k))
-        | InitUniform (a, b) -> add a (mul (sub b a) (ext "zu" k)))
+    ir.Init |> Array.mapi (fun k init -> initValue init (ext "zn" k) (ext "zu" k))
 

@@ -124,6 +124,24 @@ let build (ir: ModelIr) (observables: Sym[]) (wrt: int[]) : TangentIr =
       AdditiveNoise = additiveNoise ir
       InitHasScore = ir.Init |> Array.forall (function InitNormal _ -> true | _ -> false) }
 
+/// No derivatives: the step only, of the rows that no loop computes (`zero` in the others): a model
+/// compiled for plain simulation (`Compile.compileWith`).
+let none (ir: ModelIr) : TangentIr =
+    { Step = stepExpressionsExcept (loopedRows ir) ir
+      J = []
+      Hessian = []
+      Sigma = []
+      Params = [||]
+      Chi = [||]
+      DChi = [||]
+      Dg = [||]
+      ObsGrad = []
+      InitScore = [||]
+      InitParamScore = [||]
+      InitTangent = [||]
+      AdditiveNoise = additiveNoise ir
+      InitHasScore = ir.Init |> Array.forall (function InitNormal _ -> true | _ -> false) }
+
 /// Parameters that a deterministic or uniform init depends on, per response parameter: the
 /// divergence-kernel method handles a deterministic init through the first step's perturbation.
 let initDependsOnParam (ir: ModelIr) (p: int) =

@@ -31,6 +31,8 @@ type QueryJob =
     /// `score(x[i]) on ...`: the DK covector's component `comp` binned by x_i, from one recorded run per set
     /// (`fillSamples`) with this plan (a score plan of the default schedule).
     | ScoreJob of comp: int * lo: float * hi: float * bins: int * plan: ResponsePlan
+    /// `log_normalizer` / `ess` of a weighted run (its plain plans run on the weighted engine).
+    | WeightJob of name: string
 
 /// A checked file compiled for execution.
 type Program =
@@ -239,7 +241,15 @@ let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic 
 and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     try
         let m = cf.Model
-        let ir = Lower.lowerModel m
+        // plain simulation needs no derivatives, so its vector equations may run as loops
+        let derivativeQuery = cf.Queries |> List.tryFind (fun q -> match q.Query with QPlain _ -> false | _ -> true)
+
+        match derivativeQuery with
+        | Some q when m.Dim > Loops.maxDerivativeDim ->
+            Error [ { Pos = q.Pos; Message = Loops.derivativeDimMessage m.Dim } ]
+        | _ ->
+
+        let ir = if derivativeQuery.IsSome then Lower.lowerModel m else Loops.lowerModel Loops.defaultMinLoopSize m
         let obs = Collections.Generic.List<Ir.Sym>()
 
         let symIndex (s: Ir.Sym) =
@@ -249,7 +259,9 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 obs.Add s
                 obs.Count - 1
 
-        let obsIndex (e: CExpr) = symIndex (Lower.observable m e)
+        // without derivatives, an observable's long uniform reductions are loops too
+        let observableOf e = if derivativeQuery.IsSome then Lower.observable m e else Loops.observable Loops.defaultMinLoopSize m e
+        let obsIndex (e: CExpr) = symIndex (observableOf e)
 
         let wrt =
             cf.Queries
@@ -269,6 +281,19 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
         let err (q: CheckedQuery) msg = Error { Pos = q.Pos; Message = msg }
 
         let planOf (q: CheckedQuery) : Result<QueryJob, Diagnostic> =
+            match cf.Weight, q.Query with
+            | Some w, QResponse _ -> err q (sprintf "responses of a weighted model (weight '%s') are not available yet" w.Name)
+            | Some w, (QLyapunov _ | QAlignment _) ->
+                err q (sprintf "lyapunov and alignment queries of a weighted model (weight '%s') are not available yet" w.Name)
+            | Some w, QPlain ((TVariance _ | TCovariance _ | TQuantile _ | TDensity2 _), _) ->
+                err q (sprintf "variance, covariance, quantile and 2-D density queries of a weighted model (weight '%s') are not available yet; use mean(...) of powers and products" w.Name)
+            | Some w, QPlain (TDensity _, Some _) ->
+                err q (sprintf "a weighted density (weight '%s') over a time window is not available yet; take it at T" w.Name)
+            | Some w, (QSamples _ | QScore _) ->
+                err q (sprintf "samples and score queries of a weighted model (weight '%s') are not available yet" w.Name)
+            | Some _, QWeight n -> Ok(WeightJob n)
+            | None, QWeight n -> err q (sprintf "'%s' needs a weight" n)
+            | _ ->
             let window over =
                 match over with
                 | Some (a, b) -> true, a, b
@@ -367,6 +392,12 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                             Which = which, Method = rm, ConstantAlpha = constant, Alpha = alpha, Rate = rate, Mode = mode,
                             VariantPlus = vp, VariantMinus = vm, H = h, StationaryWindow = win, Burnin = cf.Settings.Burnin,
                             AdaptiveRate = (match meth with DivergenceKernel (AdaptiveRate, _) -> true | _ -> false),
+                            // the adaptive default of a mean carries a pathwise control variate wherever
+                            // pathwise itself could answer the query (ResponsePlan.PathwiseControl)
+                            PathwiseControl =
+                                (match meth with
+                                 | DivergenceKernel (AdaptiveRate, _) -> kind = EstimateKind.Mean && win = 0.0 && (refusal m ir target p false Pathwise).IsNone
+                                 | _ -> false),
                             Explicit = explicitObs
                         )
 
@@ -374,6 +405,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                     let plans = if windows.IsEmpty then [ plan 0.0 ] else windows |> List.map plan
                     Ok(ResponseJob(plans, pname, methodText ir.Dim meth, windows))
             | QLyapunov k -> Ok(LyapunovJob k)
+            | QWeight n -> err q (sprintf "'%s' needs a weight" n)
             | QAlignment (lo, hi, bins) ->
                 if ir.NoiseDim = 0 then
                     err q (sprintf "'%s' has no noise (an ODE): its density is singular and has no score, so alignment is not defined; use lyapunov(k)" m.Name)
@@ -394,7 +426,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
 
         match errors with
         | [] ->
-            let compiled = Compile.compile ir (obs.ToArray()) wrt
+            let compiled = Compile.compileWith derivativeQuery.IsSome ir (obs.ToArray()) wrt
 
             Ok
                 { File = cf
@@ -448,7 +480,7 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
     let observable =
         match q.Query with
         | QPlain (t, _) | QResponse (t, _, _, _, _) -> Some(targetObservable t)
-        | QLyapunov _ | QAlignment _ | QSamples _ | QScore _ -> None
+        | QLyapunov _ | QAlignment _ | QSamples _ | QScore _ | QWeight _ -> None
 
     let why =
         match observable |> Option.map (fun e -> Frontend.onLargeStack (fun () -> partialOps e |> List.distinct)) with
@@ -527,6 +559,7 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
         | QAlignment (lo, hi, _) -> "alignment", lo, hi
         | QSamples _ -> "samples", 0.0, 0.0
         | QScore (_, lo, hi, _) -> "score", lo, hi
+        | QWeight n -> n, 0.0, 0.0
 
     let arr (a: float[]) = if isNull a then [||] else a
     // one path gives no standard error: NaN (n/a in the table, null in the JSON), never a binomial 0
@@ -542,12 +575,13 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
     // the method text shows the rate in use when it was measured
     let withRate m =
         match kernelPlan with
-        | Some pl when pl.AdaptiveRate -> sprintf "divergence_kernel(rate = %s (adaptive), mode = %s)" (rateText pl.Rate) (modeText pl.Mode)
+        | Some pl when pl.AdaptiveRate ->
+            sprintf "divergence_kernel(rate = %s (adaptive), mode = %s%s)" (rateText pl.Rate) (modeText pl.Mode) (if pl.Control >= 0 then ", control = pathwise" else "")
         | _ -> m
 
     let wrt, meth, windows, valueWindow =
         match job with
-        | PlainJob _ | LyapunovJob _ | DerivedJob _ | SamplesJob _ -> None, None, [], None
+        | PlainJob _ | LyapunovJob _ | DerivedJob _ | SamplesJob _ | WeightJob _ -> None, None, [], None
         | ScoreJob _ -> None, Some(sprintf "divergence_kernel(rate = %s)" (rateText CovectorGrowth.Floor)), [], None
         | AlignmentJob _ ->
             // the score of the default schedule, with the rate measured for this set's model
@@ -589,10 +623,15 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
       Rate = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> pl.Rate)
       RateSource = kernelPlan |> Option.filter (fun pl -> not pl.ConstantAlpha) |> Option.map (fun pl -> if pl.AdaptiveRate then "adaptive" else "explicit")
       CovectorGrowth = None
+      Control = kernelPlan |> Option.filter (fun pl -> pl.Control >= 0) |> Option.map (fun _ -> "pathwise")
+      ControlCoefficient =
+          kernelPlan |> Option.filter (fun pl -> pl.Control >= 0) |> Option.map (fun _ -> est.ControlCoefficient)
       WeightKurtosis = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightKurtosis) |> List.max)
       WeightMaxShare = kernelPlan |> Option.map (fun _ -> ests |> List.map (fun e -> e.WeightMaxShare) |> List.max)
       Windows = windows
       ValueWindow = valueWindow
+      Weighted = false
+      Resamplings = None
       Warnings =
         warningsOf q kind ests
         @ (match kernelPlan with
@@ -621,7 +660,13 @@ let plainPlans (p: Program) =
     p.Jobs |> List.collect (fun (_, j) -> match j with PlainJob plan -> [ plan ] | DerivedJob plans -> plans | _ -> []) |> List.toArray
 
 let responsePlans (p: Program) =
-    p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
+    let own =
+        p.Jobs |> List.collect (fun (_, j) -> match j with ResponseJob (plans, _, _, _) -> plans | AlignmentJob plan -> [ plan ] | _ -> []) |> List.toArray
+    // the pathwise twins of the controlled kernel plans, after the queries' own plans (whose estimates
+    // the reports read by position; the twins' own estimates are not reported)
+    let controlled = own |> Array.indexed |> Array.filter (fun (_, pl) -> pl.PathwiseControl) |> Array.map fst
+    let own = own |> Array.mapi (fun i pl -> match Array.IndexOf(controlled, i) with -1 -> pl | k -> pl.WithControl(own.Length + k))
+    Array.append own (controlled |> Array.map (fun i -> own[i].PathwiseTwin()))
 
 /// The largest k of the `lyapunov(k)` queries (one run serves them all), 0 when there is none.
 let lyapunovK (p: Program) =
@@ -665,18 +710,33 @@ let private growthMeasures (p: Program) =
 /// Does a plan need the measured rate?
 let private anyAdaptive (p: Program) = responsePlans p |> Array.exists (fun pl -> pl.AdaptiveRate)
 
-/// The response plans of a set, with its measured rate in the adaptive ones.
-let private withRates (responses: ResponsePlan[]) (growth: CovectorGrowthResult option) =
+/// The response plans of a set, with its measured rate in the adaptive ones; where the measured
+/// tangent growth says the pathwise tangent explodes before T (chaos), the control variates are
+/// dropped and their pathwise twins made inactive (the plan list keeps its length).
+let private withRates (t: float) (responses: ResponsePlan[]) (growth: CovectorGrowthResult option) =
     match growth with
     | Some g ->
         let r = CovectorGrowth.RateFor g
-        responses |> Array.map (fun pl -> if pl.AdaptiveRate then pl.WithRate r else pl)
+        let keep = CovectorGrowth.TangentUseful(g, t)
+        let twins = responses |> Array.choose (fun pl -> if pl.Control >= 0 then Some pl.Control else None) |> Set.ofArray
+        responses
+        |> Array.mapi (fun i pl ->
+            let pl = if pl.AdaptiveRate then pl.WithRate r else pl
+            if keep then pl
+            elif pl.Control >= 0 then pl.WithControl(-1)
+            elif twins.Contains i then pl.Deactivated()
+            else pl)
     | None -> responses
 
 /// The report from each set's estimates (plain, responses, Lyapunov): one code path for a run and
 /// for a merge of shards, so that the two give the same JSON.
-let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
+let rec private assemble (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
                      (estimates: (Estimate[] * Estimate[] * LyapunovResult option) list) (seconds: float) : RunReport =
+    assembleWeighted p backend growth growthOf estimates (Array.create estimates.Length None) seconds
+
+/// `assemble`, with each set's weighted run (None: unweighted) for the weighted outcomes.
+and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
+                     (estimates: (Estimate[] * Estimate[] * LyapunovResult option) list) (weighted: WeightedResult option[]) (seconds: float) : RunReport =
     let s = p.File.Settings
     let responses = responsePlans p
     let ignoreRate () = nan
@@ -686,7 +746,7 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
         |> List.mapi (fun i (set, (pe, re, le)) ->
             let mutable pi = 0
             let mutable ri = 0
-            let used = withRates responses growth[i]
+            let used = withRates p.File.Settings.T responses growth[i]
             let measured () = CovectorGrowth.RateFor(growthOf[i].Force())
 
             let results =
@@ -695,7 +755,23 @@ let private assemble (p: Program) (backend: string) (growth: CovectorGrowthResul
                     match job with
                     | PlainJob _ ->
                         pi <- pi + 1
-                        outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
+                        let o = outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
+                        match weighted[i] with
+                        | Some wr -> { o with Weighted = true; Warnings = o.Warnings @ Weighted.genealogyWarning wr }
+                        | None -> o
+                    | WeightJob name ->
+                        let wr = Option.get weighted[i]
+                        let est =
+                            if name = "log_normalizer" then Estimate(Value = wr.LogNormalizer, StdErr = wr.LogNormalizerStdErr, Count = wr.Paths)
+                            else Estimate(Value = wr.FinalEss, StdErr = nan, Count = wr.Paths)
+                        let o = outcomeOf q job [] s.Dt ignoreRate [ est ]
+                        { o with
+                            Resamplings = (if name = "ess" then Some wr.Resamplings else None)
+                            Warnings =
+                                if name <> "log_normalizer" then []
+                                elif Double.IsNaN wr.LogNormalizerStdErr then
+                                    [ "no standard error: the genealogy estimate of the normaliser's variance is not positive here (it is built for multinomial resampling); resample = multinomial gives one, or compare runs with different seeds" ]
+                                else Weighted.genealogyWarning wr }
                     | DerivedJob plans ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> pe[pi + k] ]
                         pi <- pi + plans.Length
@@ -825,9 +901,44 @@ let fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
                 { sr with Results = results })
 
         { report with Sets = sets }
+/// A weighted program: every set's population on the weighted engine (CPU only).
+let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunReport =
+    let s = p.File.Settings
+
+    match opts.Backend with
+    | "ilgpu-cpu"
+    | "cuda" ->
+        raise (
+            NotSupportedException(
+                sprintf "%d:%d: 'weight %s' uses a Feynman-Kac weight, which the %s backend cannot run yet (weighted models run on the CPU for now); use --backend cpu"
+                    w.Pos.Line w.Pos.Col w.Name opts.Backend
+            )
+        )
+    | _ -> ()
+
+    let plain = plainPlans p
+    let runner = WeightedRunner.For p.Compiled.Type
+    let wp = Weighted.weightPlan p.File w
+    let sets = p.File.Sets
+    let nSets = List.length sets
+
+    let runSet (i: int) (values: float[]) (range: PathRange) (threads: int) (progress: bool) =
+        let bm, _ = instances p values
+        let prog = if progress then opts.Progress |> Option.map (fun f -> fun x -> f ((float i + x) / float nSets)) else None
+        runner.Run(bm, settingsOf p range s.T threads prog, wp, plain)
+
+    (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } 1 false |> ignore with :? SimulationFailedException -> ())
+    let sw = Stopwatch.StartNew()
+    let results = sets |> List.mapi (fun i set -> runSet i set.Values { First = 0L; Count = s.Paths } opts.Threads true)
+    let seconds = sw.Elapsed.TotalSeconds
+    let estimates = results |> List.map (fun r -> r.Estimates, [||], None)
+    assembleWeighted p "cpu" (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Some |> List.toArray) seconds
 
 /// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
 let run (p: Program) (opts: RunOptions) : RunReport =
+    match p.File.Weight with
+    | Some w -> runWeighted p opts w
+    | None ->
     let s = p.File.Settings
     // backends: "cpu" (the CPU engine), "ilgpu-cpu" / "cuda" (the ILGPU kernels), "auto" (CUDA if present, else cpu)
     // The tangent kernel (divergence kernel, likelihood ratio, pathwise, alignment) equals the CPU engine
@@ -896,7 +1007,7 @@ let run (p: Program) (opts: RunOptions) : RunReport =
 
     let runSet (i: int) (values: float[]) (range: PathRange) (t: float) (threads: int) (progress: bool) =
         let bm, vs = instances p values
-        let responses = withRates responses growth[i]
+        let responses = withRates p.File.Settings.T responses growth[i]
 
         let prog k =
             if progress then
@@ -952,6 +1063,11 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
             raise (NotSupportedException(sprintf "%d:%d: '%s' is computed from every path's values, which a shard cannot do yet; run it without --shard" q.Pos.Line q.Pos.Col q.Text))
         | _ -> ()
 
+    match p.File.Weight with
+    | Some w ->
+        // resampling couples every path of the population: a shard alone is not a part of the run
+        raise (NotSupportedException(sprintf "%d:%d: 'weight %s' makes a weighted model, whose resampling couples every path: it cannot be split into shards; run it whole" w.Pos.Line w.Pos.Col w.Name))
+    | None ->
     let s = p.File.Settings
     let runner = ModelRunner.For p.Compiled.Type :?> IPartialRunner
     let ly = LyapunovRunner.For p.Compiled.Type :?> ILyapunovPartialRunner
@@ -975,7 +1091,7 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
         { Plain = (if plain.Length > 0 then Some(runner.RunPartial(bm, settingsOf p range t threads (prog 0), plain)) else None)
           Responses =
             if responses.Length > 0 then
-                Some(runner.RunResponsesPartial(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), withRates responses growth[i]))
+                Some(runner.RunResponsesPartial(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), withRates p.File.Settings.T responses growth[i]))
             else None
           Lyapunov =
             if k > 0 then

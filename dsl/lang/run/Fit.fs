@@ -523,7 +523,9 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
     let start = ps |> Array.map (fun i -> set.Values[i])
     let isKl = match spec.Objective with KlAt _ -> true | JacobianMatching _ -> false
 
-    if isKl && t > cf.Settings.T || RunSettings.WholeSteps(t, cf.Settings.Dt) < 1L then
+    if cf.Weight.IsSome then
+        at spec.Pos (sprintf "fitting a weighted model (weight '%s') is not available yet" cf.Weight.Value.Name)
+    elif isKl && t > cf.Settings.T || RunSettings.WholeSteps(t, cf.Settings.Dt) < 1L then
         at spec.Pos (sprintf "kl at %s: not a grid time in (0, T = %s] with dt = %s" (g6 t) (g6 cf.Settings.T) (g6 cf.Settings.Dt))
     elif isKl && paths < 2L then
         at spec.Pos (sprintf "a fit needs at least 2 paths per evaluation (paths = %d)" paths)

@@ -89,6 +89,8 @@ let private writeOutcome (w: Utf8JsonWriter) (file: string) (q: QueryOutcome) =
     q.Rate |> Option.iter (writeFloatProp w "rate")
     writeOptionProp w "rate_source" q.RateSource
     q.CovectorGrowth |> Option.iter (writeFloatProp w "covector_growth")
+    writeOptionProp w "control" q.Control
+    q.ControlCoefficient |> Option.iter (writeFloatProp w "control_coefficient")
 
     if q.Kind = "samples" then
         // the values are in the file (with --out), not in the JSON
@@ -127,6 +129,8 @@ let private writeOutcome (w: Utf8JsonWriter) (file: string) (q: QueryOutcome) =
         writeFloatProp w "stderr" q.StdErr
 
     w.WriteNumber("count", q.Count)
+    if q.Weighted then w.WriteBoolean("weighted", true)
+    q.Resamplings |> Option.iter (fun r -> w.WriteNumber("resamplings", r))
     q.WeightKurtosis |> Option.iter (writeFloatProp w "weight_kurtosis")
     q.WeightMaxShare |> Option.iter (writeFloatProp w "weight_max_share")
 
@@ -448,8 +452,10 @@ let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string li
     let label = "  " + q.Query.PadRight width + "  "
     let indent = String(' ', label.Length)
 
+    // the method in brackets, unless the query already ends with exactly that `with METHOD` (said once)
     let via =
         q.Method
+        |> Option.filter (fun m -> not (q.Query.EndsWith(" with " + m, StringComparison.Ordinal)))
         |> Option.map (fun m -> "  " + paint color "2" ("[" + m + "]"))
         |> Option.defaultValue ""
 

@@ -43,6 +43,11 @@ type QueryOutcome =
       Rate: float option
       RateSource: string option
       CovectorGrowth: float option
+      /// The adaptive default of a mean: "pathwise" when a pathwise control variate was carried.
+      Control: string option
+      /// Its coefficient κ (0: the kernel estimate alone, 1: the pathwise one); NaN when the control was
+      /// not usable (the pathwise tangent overflowed on some path).
+      ControlCoefficient: float option
       /// Kernel estimators: kurtosis and largest path's share of the weights (see `Estimate`).
       WeightKurtosis: float option
       WeightMaxShare: float option
@@ -54,7 +59,11 @@ type QueryOutcome =
       /// What the reader must know about the numbers (non-finite samples of the observable, a standard
       /// error that needs more paths, heavy-tailed kernel weights): shown under the result, in the JSON
       /// and on standard error; `--strict` makes any of them exit 3.
-      Warnings: string list }
+      Warnings: string list
+      /// A self-normalised estimate under the model's Feynman–Kac weight (`"weighted": true`).
+      Weighted: bool
+      /// `ess`: the number of resamplings of the run (None for other kinds).
+      Resamplings: int64 option }
 
 type SetReport =
     { Name: string

@@ -222,13 +222,15 @@ let private writeGrowth (w: BinaryWriter) (g: CovectorGrowthResult) =
     w.Write g.VarianceRate
     w.Write g.Paths
     w.Write g.Steps
+    w.Write g.TangentRate
 
 let private readGrowth (r: BinaryReader) =
     let rate = r.ReadDouble()
     let se = r.ReadDouble()
     let vr = r.ReadDouble()
     let paths = r.ReadInt32()
-    CovectorGrowthResult(Rate = rate, StdErr = se, VarianceRate = vr, Paths = paths, Steps = r.ReadInt64())
+    let steps = r.ReadInt64()
+    CovectorGrowthResult(Rate = rate, StdErr = se, VarianceRate = vr, Paths = paths, Steps = steps, TangentRate = r.ReadDouble())
 
 /// The bytes of a partial file: magic, format, header, each set's sums, seconds, SHA-256 of all that.
 let private partialBytes (h: Header) (p: Program) (sums: SetSums list) (seconds: float) =

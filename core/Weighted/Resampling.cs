@@ -1,0 +1,183 @@
+namespace Sde.Core;
+
+/// <summary>How a weighted population is resampled (the `resample = ...` setting).</summary>
+public enum ResampleScheme
+{
+    /// <summary>Never: plain importance weights to the end.</summary>
+    None,
+    /// <summary>One uniform u; the points (u + i)/N on the cumulative weights.</summary>
+    Systematic,
+    /// <summary>One uniform per stratum: (i + u_i)/N.</summary>
+    Stratified,
+    /// <summary>N independent draws from the weights (sorted uniforms from exponential spacings).</summary>
+    Multinomial,
+    /// <summary>⌊N W_i⌋ copies of each path, the remaining R draws multinomial on the residuals.</summary>
+    Residual,
+    /// <summary>Every step, each path dies or duplicates with probability 1 − exp(−|β_i| Δt), β_i the
+    /// centred rate (birth–death Langevin, Lu, Lu and Nolen 2019): the jump form of the weight.</summary>
+    BirthDeath,
+}
+
+/// <summary>
+/// The resampling schemes as pure functions of normalised weights and counter-based draws: the draws
+/// of step <c>step</c> come from Philox keyed by the seed at (index, step) in streams of their own, so
+/// the ancestors are the same whatever the thread count. Each returns ancestor indices
+/// <c>anc[i]</c> (the path that slot i copies); every scheme is O(N).
+/// </summary>
+public static class Resampling
+{
+    /// <summary>Philox stream tags of the resampling draws (apart from the engines' 0, 1, 2).</summary>
+    public const uint TagResample = 12, TagBirthDeath = 13;
+
+    /// <summary>Uniform number <paramref name="lane"/> (0 or 1) of index i at a step, in (0, 1).</summary>
+    public static double Uniform(ulong seed, ulong i, ulong step, uint tag, int lane)
+    {
+        var b = Philox.Draw(seed, i, step, tag, 0);
+        return lane == 0 ? Normals.ToUniform(b.X | ((ulong)b.Y << 32)) : Normals.ToUniform(b.Z | ((ulong)b.W << 32));
+    }
+
+    /// <summary>Fills <paramref name="anc"/> (length N) for <paramref name="scheme"/> from normalised
+    /// weights <paramref name="w"/> (Σ w = 1). <paramref name="scratch"/> needs 2N + 2 doubles.</summary>
+    public static void Ancestors(ResampleScheme scheme, ReadOnlySpan<double> w, ulong seed, ulong step, Span<int> anc, Span<double> scratch)
+    {
+        int n = w.Length;
+        if (anc.Length != n) throw new ArgumentException("ancestors and weights differ in length");
+        if (n == 0) return;
+        switch (scheme)
+        {
+            case ResampleScheme.Systematic:
+                {
+                    double u = Uniform(seed, 0, step, TagResample, 0);
+                    Walk(w, anc, 0, n, i => (i + u) / n);
+                    break;
+                }
+            case ResampleScheme.Stratified:
+                Walk(w, anc, 0, n, i => (i + Uniform(seed, (ulong)i, step, TagResample, 0)) / n);
+                break;
+            case ResampleScheme.Multinomial:
+                SortedUniforms(seed, step, n, scratch);
+                WalkSorted(w, anc, 0, n, scratch);
+                break;
+            case ResampleScheme.Residual:
+                {
+                    // deterministic part: ⌊N w_i⌋ copies; residual weights N w_i − ⌊N w_i⌋ for the rest
+                    int k = 0;
+                    double rsum = 0;
+                    for (int i = 0; i < n; i++)
+                    {
+                        double nw = n * w[i];
+                        int c = (int)Math.Floor(nw);
+                        if (k + c > n) c = n - k; // rounding when Σw is a hair above 1
+                        for (int j = 0; j < c; j++) anc[k++] = i;
+                        rsum += nw - Math.Floor(nw);
+                    }
+                    int r = n - k;
+                    if (r == 0) break;
+                    if (!(rsum > 0)) { for (int j = k; j < n; j++) anc[j] = anc[j - k]; break; }
+                    // the residual weights, normalised, in scratch[0..n); r sorted uniforms after them
+                    var resid = scratch.Slice(0, n);
+                    for (int i = 0; i < n; i++) { double nw = n * w[i]; resid[i] = (nw - Math.Floor(nw)) / rsum; }
+                    var us = scratch.Slice(n);
+                    SortedUniforms(seed, step, r, us);
+                    WalkSorted(resid, anc, k, r, us);
+                    break;
+                }
+            default:
+                throw new ArgumentException($"{scheme} is not a resampling of weights");
+        }
+    }
+
+    /// <summary>Slots start..start+count−1 take the index whose cumulative-weight interval holds point(j).</summary>
+    static void Walk(ReadOnlySpan<double> w, Span<int> anc, int start, int count, Func<int, double> point)
+    {
+        int n = w.Length, i = 0;
+        double cum = w[0];
+        for (int j = 0; j < count; j++)
+        {
+            double u = point(j);
+            while (u > cum && i < n - 1) cum += w[++i];
+            anc[start + j] = i;
+        }
+    }
+
+    static void WalkSorted(ReadOnlySpan<double> w, Span<int> anc, int start, int count, ReadOnlySpan<double> u)
+    {
+        int n = w.Length, i = 0;
+        double cum = w[0];
+        for (int j = 0; j < count; j++)
+        {
+            while (u[j] > cum && i < n - 1) cum += w[++i];
+            anc[start + j] = i;
+        }
+    }
+
+    /// <summary>m sorted uniforms in out[0..m): partial sums of m + 1 exponentials over their total
+    /// (the order statistics of m uniforms, in O(m) without sorting).</summary>
+    static void SortedUniforms(ulong seed, ulong step, int m, Span<double> o)
+    {
+        double s = 0;
+        for (int j = 0; j <= m; j++)
+        {
+            s += -Math.Log(Uniform(seed, (ulong)j, step, TagResample, 1));
+            if (j < m) o[j] = s;
+        }
+        for (int j = 0; j < m; j++) o[j] /= s;
+    }
+
+    /// <summary>
+    /// Birth–death on a population of equal weights: <paramref name="rate"/>[i] = β_i Δt, the centred
+    /// log-weight increments of the step. In path order, path i with β_i &gt; 0 duplicates onto a slot
+    /// chosen uniformly (other than i) with probability 1 − exp(−β_i Δt); with β_i &lt; 0 it dies with
+    /// probability 1 − exp(β_i Δt) and its slot copies a path chosen uniformly. Decisions read the
+    /// population before the step's jumps (a later jump into the same slot wins); N stays fixed.
+    /// </summary>
+    public static void BirthDeath(ReadOnlySpan<double> rate, ulong seed, ulong step, Span<int> anc)
+    {
+        int n = rate.Length;
+        for (int i = 0; i < n; i++) anc[i] = i;
+        if (n < 2) return;
+        for (int i = 0; i < n; i++)
+        {
+            int e = BirthDeathEvent(rate[i], seed, i, step, n, out int j);
+            if (e > 0) anc[j] = i; else if (e < 0) anc[i] = j;
+        }
+    }
+
+    /// <summary><see cref="BirthDeath"/> from events drawn beforehand (in parallel, by
+    /// <see cref="BirthDeathEvent"/>): applied in path order, so the result is the same.</summary>
+    public static void ApplyBirthDeath(ReadOnlySpan<sbyte> events, ReadOnlySpan<int> partners, Span<int> anc)
+    {
+        int n = events.Length;
+        for (int i = 0; i < n; i++) anc[i] = i;
+        for (int i = 0; i < n; i++)
+        {
+            int e = events[i];
+            if (e > 0) anc[partners[i]] = i; else if (e < 0) anc[i] = partners[i];
+        }
+    }
+
+    /// <summary>Path i's jump at a step: +1 (duplicate onto slot <paramref name="partner"/>), −1 (die, its
+    /// slot copying <paramref name="partner"/>) or 0, with probability 1 − exp(−|β Δt|); the partner is
+    /// uniform over the other n − 1 paths.</summary>
+    public static int BirthDeathEvent(double rate, ulong seed, int i, ulong step, int n, out int partner)
+    {
+        partner = i;
+        if (rate == 0 || double.IsNaN(rate) || n < 2) return 0;
+        // one Philox block: the event's uniform from its first 64 bits, the partner's from the last 64
+        var b = Philox.Draw(seed, (ulong)i, step, TagBirthDeath, 0);
+        double u = Normals.ToUniform(b.X | ((ulong)b.Y << 32));
+        if (!(u < 1 - Math.Exp(-Math.Abs(rate)))) return 0;
+        int j = (int)Math.Min(n - 2, Math.Floor(Normals.ToUniform(b.Z | ((ulong)b.W << 32)) * (n - 1)));
+        if (j >= i) j++; // uniform over the others
+        partner = j;
+        return rate > 0 ? 1 : -1;
+    }
+
+    /// <summary>Offspring counts of each index (tests and diagnostics).</summary>
+    public static int[] Counts(ReadOnlySpan<int> anc, int n)
+    {
+        var c = new int[n];
+        foreach (int a in anc) c[a]++;
+        return c;
+    }
+}
