@@ -758,3 +758,37 @@ let honesty =
                   Expect.stringContains (Fit.summary r []) "stopped after" "the summary says so"
                   Expect.stringContains (Fit.toJson r) "\"converged\": false" "in fit.json")
           } ]
+
+[<Tests>]
+let weighted =
+    testList
+        "Fit.Weighted"
+        [ let model =
+              """model Wt {
+  param a = 1
+  state x
+  brownian W
+  weight w
+  init x = 0
+  d x = -a * x dt + 0.5 dW
+  d log w = -x^2 dt
+}
+simulate { paths = 100; dt = 0.01; T = 1; seed = 1 }
+"""
+
+          test "a weighted model refuses samples and score queries, located" {
+              let d = compileErrors (model + "query {\n  samples(x)\n}\n") |> List.head
+              Expect.stringContains d.Message "not available yet" (oneLine d)
+              Expect.equal d.Line 12 (oneLine d)
+              let d2 = compileErrors (model + "query {\n  score(x) on [-1, 1] bins 4\n}\n") |> List.head
+              Expect.stringContains d2.Message "not available yet" (oneLine d2)
+          }
+
+          test "a weighted model refuses a fit, located at the fit block" {
+              withTemp (fun dir ->
+                  writeCsv dir "data.csv" "x" [| 0.1; 0.2; -0.3 |]
+                  let p = compile (model + "fit a to \"data.csv\" { }\n")
+                  let d = fitErrors p dir |> List.head
+                  Expect.stringContains d.Message "fitting a weighted model" (oneLine d)
+                  Expect.equal d.Line 11 (oneLine d))
+          } ]
