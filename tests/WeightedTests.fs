@@ -8,6 +8,7 @@ module Sde.Tests.WeightedTests
 #nowarn "9" // pointers into pinned arrays for the density estimate
 
 open System
+open System.IO
 open Expecto
 open Sde
 open Sde.Core
@@ -400,5 +401,13 @@ let tests =
             let heavy, light = r["langevin"][fst queries[0]], r["langevin"][fst queries[3]]
             Expect.isLessThan (heavy.Value + 4.5 * heavy.StdErr) 0.35 "Langevin misses the heaviest mode's mass"
             Expect.isGreaterThan (light.Value - 4.5 * light.StdErr) 0.15 "Langevin overweights the lightest mode"
+        }
+
+        test "dsl slurm refuses a weighted model before writing any script (located at the weight), as --shard does" {
+            let out = Path.Combine(Path.GetTempPath(), sprintf "dsl-wslurm-%d" Environment.ProcessId)
+            let o = CliTests.dsl [ "slurm"; "examples/anneal.sde"; "--shards"; "2"; "--out"; out ]
+            Expect.equal o.Code 2 (sprintf "exit 2 (%s)" o.Err)
+            Expect.stringContains o.Err "anneal.sde:17:10: error: 'weight w' makes a weighted model" "located at the weight"
+            Expect.isFalse (Directory.Exists out) "no scripts written"
         }
     ]

@@ -615,6 +615,13 @@ let private slurm (args: ParseResults<SlurmArgs>) =
                 fileError (displayName path) (sprintf "--shards %d: use 1 to %d shards (the run has %d paths)" n (min paths 1000000L) paths)
                 exitInput
             else
+            match program.Program.File.Weight with
+            | Some w ->
+                // refused before any script is written (a shard of it would fail on the cluster)
+                eprintfn "%s:%d:%d: error: 'weight %s' makes a weighted model, whose resampling couples every path: it cannot be split into shards; run it whole"
+                    (displayName path) w.Pos.Line w.Pos.Col w.Name
+                exitInput
+            | None ->
             match prepareOut (args.GetResult(SlurmArgs.Out, program.ModelName + "-slurm")) with
             | Error m -> usageError m
             | Ok() ->

@@ -242,7 +242,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
     try
         let m = cf.Model
         // plain simulation needs no derivatives, so its vector equations may run as loops
-        let derivativeQuery = cf.Queries |> List.tryFind (fun q -> match q.Query with QPlain _ -> false | _ -> true)
+        let derivativeQuery = cf.Queries |> List.tryFind (fun q -> match q.Query with QPlain _ | QWeight _ -> false | _ -> true)
 
         match derivativeQuery with
         | Some q when m.Dim > Loops.maxDerivativeDim ->
