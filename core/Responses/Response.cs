@@ -131,11 +131,32 @@ public static class ResponseEngine
     /// </summary>
     public static ResponseAccumulators RunPartial<TModel>(in TModel model, TModel[] variants, TangentStructure st, RunSettings s, ResponsePlan[] plans)
         where TModel : struct, ISdeTangentModel
+        => RunPartial(model, variants, st, s, plans, null);
+
+    /// <summary>
+    /// As <see cref="RunPartial{TModel}(in TModel, TModel[], TangentStructure, RunSettings, ResponsePlan[])"/>, and
+    /// writes each path's state at T, its DK parameter scores ℓ_T (one per plan) and its covector ν_T into
+    /// <paramref name="record"/> (the per-path values that fitting needs; paths that blow up keep NaN rows).
+    /// </summary>
+    public static ResponseAccumulators RunRecorded<TModel>(in TModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans, PathRecord record)
+        where TModel : struct, ISdeTangentModel
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        if (plans.Any(p => p.Method != ResponseMethod.DivergenceKernel || p.Kind != EstimateKind.Mean || p.StationaryWindow > 0 || p.TimeAverage || p.Alignment))
+            throw new ArgumentException("a recorded run takes divergence-kernel mean (or score) plans at T only");
+        if (plans.Select(p => (p.ConstantAlpha, p.Alpha, p.Rate, p.Mode)).Distinct().Count() > 1)
+            throw new ArgumentException("a recorded run takes plans of one DK schedule and mode (one covector)");
+        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount);
+        return RunPartial(model, Array.Empty<TModel>(), st, s, plans, record);
+    }
+
+    static ResponseAccumulators RunPartial<TModel>(in TModel model, TModel[] variants, TangentStructure st, RunSettings s, ResponsePlan[] plans, PathRecord? record)
+        where TModel : struct, ISdeTangentModel
     {
         long steps = s.Steps;
         if (s.Paths < 1 || steps < 1) throw new ArgumentException("a response run needs at least one path and one step");
         int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
-        var setup = new Setup(model, st, s, plans);
+        var setup = new Setup(model, st, s, plans) { Record = record };
         long need = setup.BytesPerWorker() * threads * ResponseLanes<TModel>.LaneCount(setup);
         long avail = Memory.Available();
         if (need > avail)
@@ -421,6 +442,7 @@ public static class ResponseEngine
         public readonly int[][] ObsGradEntries; // per observable: entries of the gradient pattern
         public readonly SparseLuPlan? Lu;       // iterative mode: sparse LU + selected inversion
         public readonly bool NeedAlign;         // some plan is a Lyapunov alignment (top vector carried per path)
+        public PathRecord? Record { get; init; } // per-path values at T (fitting), or null
 
         public Setup(ISdeTangentModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans)
         {

@@ -226,7 +226,25 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     }
 
     /// <summary>Ends the path: its samples go into the sums.</summary>
-    public void End() => Commit();
+    public void End()
+    {
+        Commit();
+        if (U.Record != null)
+        {
+            // one covector for every plan (RunRecorded allows one DK group): group 0
+            var r = U.Record;
+            long row = (long)_gp - r.FirstPath;
+            var xs = r.X.AsSpan((int)(row * r.D), r.D);
+            for (int i = 0; i < r.D; i++) xs[i] = _a[i];
+            for (int k = 0; k < r.K; k++) r.Ell[row * r.K + k] = ell[U.PlanGroup[k]][U.Plans[k].Which];
+            if (r.Nu != null && U.Groups.Length > 0) nu[0].AsSpan().CopyTo(r.Nu.AsSpan((int)(row * r.D), r.D));
+            if (r.Obs != null && r.NObs > 0)
+            {
+                _m.Observe(V(_a), U.Steps * U.Dt, V(_pobs));
+                for (int q = 0; q < r.NObs; q++) r.Obs[row * r.NObs + q] = obs[q];
+            }
+        }
+    }
 
     /// <summary>Records every plan that samples at step n (x = x_n).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0

@@ -24,8 +24,29 @@ public interface IPartialRunner
     ResponseAccumulators RunResponsesPartial(object model, object[] variants, TangentStructure structure, RunSettings settings, ResponsePlan[] plans);
 }
 
-public sealed class ModelRunner<TModel> : IModelRunner, IGrowthRunner, IPartialRunner where TModel : struct, ISdeTangentModel
+/// <summary>A response run that records per-path values at T (fitting, the score query): CPU only.</summary>
+public interface IRecordRunner
 {
+    void RunRecorded(object model, TangentStructure structure, RunSettings settings, ResponsePlan[] plans, PathRecord record);
+
+    /// <summary>Jacobian matching's objective and gradient (<see cref="FieldMatching"/>).</summary>
+    FieldMatching.Result MatchField(object model, TangentStructure structure, double[] states, int[] fieldComp, double[] field, int[] jacRow, int[] jacCol, double[] jac, double lambda);
+}
+
+public sealed class ModelRunner<TModel> : IModelRunner, IGrowthRunner, IPartialRunner, IRecordRunner where TModel : struct, ISdeTangentModel
+{
+    public FieldMatching.Result MatchField(object model, TangentStructure structure, double[] states, int[] fieldComp, double[] field, int[] jacRow, int[] jacCol, double[] jac, double lambda)
+    {
+        var m = (TModel)model;
+        return FieldMatching.Evaluate(in m, structure, states, fieldComp, field, jacRow, jacCol, jac, lambda);
+    }
+
+    public void RunRecorded(object model, TangentStructure structure, RunSettings settings, ResponsePlan[] plans, PathRecord record)
+    {
+        var m = (TModel)model;
+        ResponseEngine.RunRecorded(in m, structure, settings, plans, record);
+    }
+
     public Accumulators RunPartial(object model, RunSettings settings, QueryPlan[] plans)
     {
         var m = (TModel)model;

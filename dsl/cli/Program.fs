@@ -8,6 +8,34 @@ open Sde
 open Sde.Core
 open Sde.Lang
 
+type FitArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | [<EqualsAssignmentOrSpaced>] Out of dir: string
+    | Json
+    | [<EqualsAssignmentOrSpaced>] Set of assignment: string
+    | [<EqualsAssignmentOrSpaced>] Params of name: string
+    | [<EqualsAssignmentOrSpaced>] Paths of n: int64
+    | [<EqualsAssignmentOrSpaced>] Dt of dt: float
+    | [<CustomCommandLine("--T"); EqualsAssignmentOrSpaced>] Horizon of T: float
+    | [<EqualsAssignmentOrSpaced>] Seed of seed: int64
+    | [<EqualsAssignmentOrSpaced>] Threads of n: int
+    | Quiet
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .sde file with a fit block (its data file is relative to the file's folder)."
+            | Out _ -> "write fit.json, fit_loss.svg and one fit_param_NAME.svg per fitted param into this folder."
+            | Json -> "print fit.json on standard output (the progress lines go to standard error)."
+            | Set _ -> "override a parameter's start value, e.g. --set theta=2 (repeatable)."
+            | Params _ -> "start from the named parameter set (default: the first)."
+            | Paths _ -> "paths per evaluation (overrides the file's simulate block; the fit's own 'paths' wins)."
+            | Dt _ -> "time step (overrides the file)."
+            | Horizon _ -> "final time T (overrides the file)."
+            | Seed _ -> "random seed (overrides the file)."
+            | Threads _ -> "worker threads (default: all cores)."
+            | Quiet -> "no progress lines."
+
 type RunArgs =
     | [<MainCommand; Mandatory>] Files of paths: string list
     | [<EqualsAssignmentOrSpaced>] Out of dir: string
@@ -127,6 +155,7 @@ type Cli =
     | [<CliPrefix(CliPrefix.None)>] Merge of ParseResults<MergeArgs>
     | [<CliPrefix(CliPrefix.None)>] Slurm of ParseResults<SlurmArgs>
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
+    | [<CliPrefix(CliPrefix.None)>] Fit of ParseResults<FitArgs>
     | [<CliPrefix(CliPrefix.None)>] Compile of ParseResults<CompileArgs>
     | Version
 
@@ -137,6 +166,7 @@ type Cli =
             | Merge _ -> "merge the partial files of a sharded run into its results (bit for bit those of the unsplit run)."
             | Slurm _ -> "write (and with --submit, submit) a Slurm job array of shards and the job that merges them."
             | Check _ -> "only parse and check a model."
+            | Fit _ -> "fit the params of a file's fit block to its data (docs/fitting.md): progress, fitted values, fit.json and plots."
             | Compile _ -> "compile a model's GPU kernels (PTX), without a GPU."
             | Version -> "print the version."
 
@@ -313,6 +343,7 @@ let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
     File.WriteAllText(Path.Combine(dir, "results.json"), Output.toJson report)
     if csv then File.WriteAllText(Path.Combine(dir, "results.csv"), Output.toCsv report)
     Plot.writeSweeps dir report |> ignore
+    Output.writeSamples dir report |> ignore
 
     for set in report.Sets do
         set.Results
@@ -652,6 +683,62 @@ let private slurm (args: ParseResults<SlurmArgs>) =
                                 (Path.GetFullPath out)
                             0
 
+/// `dsl fit FILE [--out DIR] [--json]`: the fit of the file's `fit` block; exit 2 for input errors
+/// (the file, the data), 3 for a fit whose paths or weights blow up.
+let private fitCommand (args: ParseResults<FitArgs>) =
+    let path = args.GetResult FitArgs.File
+    let json = args.Contains FitArgs.Json
+    let name = displayName path
+
+    let overrides =
+        overridesOf (args.GetResults FitArgs.Set) (args.TryGetResult FitArgs.Params) (args.TryGetResult FitArgs.Paths)
+            (args.TryGetResult FitArgs.Dt) (args.TryGetResult FitArgs.Horizon) (args.TryGetResult FitArgs.Seed)
+
+    match overrides, args.TryGetResult FitArgs.Threads with
+    | Error m, _ -> usageError m
+    | _, Some n when n < 0 -> usageError (sprintf "--threads: must be >= 0 (0: all cores), got %d" n)
+    | Ok o, _ ->
+    match compileSource path o with
+    | Error code -> code
+    | Ok (program, text) ->
+    match program.FitSpec, args.TryGetResult FitArgs.Out |> Option.map prepareOut with
+    | None, _ ->
+        fileError name "the file has no 'fit' block; add one, e.g. fit theta to \"data.csv\" { objective = kl at T } (docs/fitting.md)"
+        exitInput
+    | _, Some (Error m) -> usageError m
+    | Some spec, _ ->
+        let progressOut = if json then Console.Error else Console.Out
+        let names = spec.Params |> List.map (fun i -> program.Parameters[i]) |> List.toArray
+
+        let opts =
+            { Fit.defaultFitOptions with
+                Threads = args.GetResult(FitArgs.Threads, 0)
+                Progress = if args.Contains FitArgs.Quiet then None else Some(fun s -> progressOut.WriteLine(Fit.progressLine names s))
+                BaseDir = (if path = "-" then "." else Path.GetDirectoryName(Path.GetFullPath path)) }
+
+        try
+            match Fit.fit name program.Program.File spec opts with
+            | Error e ->
+                for d in e.Diagnostics do
+                    Console.Error.WriteLine(Diagnostics.formatAs "error" name text d)
+
+                if e.RunFailed then exitRun else exitInput
+            | Ok r ->
+                let defaults = program.Program.File.Model.Params |> List.map (fun p -> p.Name, p.Default)
+                if json then Console.Out.WriteLine(Fit.toJson r)
+                else
+                    if not (args.Contains FitArgs.Quiet) then Console.Out.WriteLine()
+                    Console.Out.WriteLine(Fit.summary r defaults)
+
+                match args.TryGetResult FitArgs.Out with
+                | Some dir ->
+                    let files = Fit.write dir r
+                    if not json then Console.Out.WriteLine(sprintf "\nwrote %s" (String.Join(", ", files |> List.map Path.GetFileName)))
+                | None -> ()
+
+                0
+        with ex -> runFailure name ignore ex
+
 /// What `dsl --help` says before the commands: what the tool is, three examples, the exit codes and
 /// where the documentation is.
 let private about =
@@ -693,6 +780,7 @@ let main argv =
             | Some (Merge m) -> merge m
             | Some (Slurm s) -> slurm s
             | Some (Check c) -> check c
+            | Some (Fit f) -> fitCommand f
             | Some (Compile c) -> compile c
             | _ ->
                 Console.Error.WriteLine(parser.PrintUsage())

@@ -24,7 +24,7 @@ type SourceDiagnostic =
 type Overrides = Frontend.Overrides
 
 /// A compiled `.sde` program: its checked model, the emitted model type and the query plans.
-type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnostic list) =
+type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnostic list, fit: FitCheck.FitSpec option, text: string) =
     /// The compiler's warnings (a file without queries, an unused brownian): located, rendered like
     /// the errors with `warning:`; a run goes ahead (the CLI fails it with `--strict`).
     member _.Warnings = warnings
@@ -63,6 +63,46 @@ type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnost
     /// C#-friendly `Run`: all cores, no progress.
     member p.Simulate() : Report.RunReport = p.Run()
 
+    /// Does the file have a `fit` block?
+    member _.HasFit = fit.IsSome
+
+    /// The checked `fit` block, if any.
+    member _.FitSpec = fit
+
+    /// The source text.
+    member _.Text = text
+
+    /// Fits the params of the file's `fit` block to its data (docs/fitting.md), starting from the first
+    /// parameter set (after overrides). `dataDir`: the folder the data file's name is relative to
+    /// (default: the current folder; `dsl fit` passes the .sde file's folder). `progress` is called after
+    /// each evaluation of the objective. Errors (the data's, a fit whose paths blow up) are located
+    /// in the source; the report is what `fit.json` holds (`Fit.toJson`, `Fit.write`).
+    member _.Fit(?threads: int, ?progress: Action<Fit.FitStep>, ?dataDir: string) : Result<Fit.FitReport, SourceDiagnostic list> =
+        let file = program.Source
+
+        let located (ds: Syntax.Diagnostic list) =
+            ds
+            |> List.map (fun d ->
+                { File = file
+                  Line = d.Pos.Line
+                  Col = d.Pos.Col
+                  Message = d.Message
+                  Rendered = Diagnostics.formatAs "error" file text d
+                  Severity = "error" })
+
+        match fit with
+        | None ->
+            let m = "the file has no 'fit' block; add one, e.g. fit theta to \"data.csv\" { objective = kl at T }"
+            Error [ { File = file; Line = 0; Col = 0; Message = m; Rendered = sprintf "%s: error: %s" file m; Severity = "error" } ]
+        | Some spec ->
+            let opts =
+                { Fit.defaultFitOptions with
+                    Threads = defaultArg threads 0
+                    Progress = progress |> Option.filter (isNull >> not) |> Option.map (fun a -> fun s -> a.Invoke s)
+                    BaseDir = defaultArg dataDir "." }
+
+            Fit.fit file program.File spec opts |> Result.mapError (fun e -> located e.Diagnostics)
+
     /// C#-friendly `Run`: `threads` = 0 for all cores; `progress` may be null.
     member p.Simulate(threads: int, progress: Action<float>) : Report.RunReport =
         if isNull progress then p.Run(threads) else p.Run(threads, progress)
@@ -91,9 +131,9 @@ type SdeCompiler =
             Error [ { File = file; Line = 0; Col = 0; Message = "no source text (null)"; Rendered = sprintf "%s: error: no source text (null)" file; Severity = "error" } ]
         else
 
-        match Frontend.compileText file source with
+        match Frontend.compileWithFit file source with
         | Error ds -> Error(SdeCompiler.Located file source ds)
-        | Ok cf ->
+        | Ok (cf, fit) ->
             let applied =
                 match overrides with
                 | Some o ->
@@ -106,7 +146,7 @@ type SdeCompiler =
             applied
             |> Result.bind (fun cf ->
                 Driver.prepare file cf
-                |> Result.map (fun p -> CompiledProgram(p, SdeCompiler.LocatedAs "warning" file source cf.Warnings))
+                |> Result.map (fun p -> CompiledProgram(p, SdeCompiler.LocatedAs "warning" file source cf.Warnings, fit, source))
                 |> Result.mapError (SdeCompiler.Located file source))
 
     /// C#-friendly: returns null and fills `diagnostics` when the source has errors.

@@ -239,6 +239,10 @@ let private evalFinite consts what (e: Expr) : R<float> =
     evalConst consts what e
     |> Result.bind (fun v -> if Double.IsFinite v then Ok v else fail e.Pos (sprintf "%s must be finite" what))
 
+/// A finite constant expression (numbers, consts, arithmetic, functions): for blocks checked outside
+/// this module (the `fit` block).
+let constantValue (consts: Map<string, int>) (what: string) (e: Expr) : Result<float, Diagnostic list> = evalFinite consts what e
+
 // ---------------------------------------------------------------------------------- index expressions
 
 let rec private toIExpr (env: Env) (e: Expr) : R<IExpr> =
@@ -1351,6 +1355,8 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QResponse(_, _, o, _, _) -> o
         | QLyapunov _
         | QAlignment _
+        | QSamples _
+        | QScore _ -> None
         | QWeight _ -> None
 
     // a stationary window is a number of steps of the response weights: refused off the grid, as T
@@ -1400,6 +1406,9 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QLyapunov _ when not (s.Burnin < s.T) ->
             Error(sprintf "lyapunov averages over [burnin, T] and needs burnin < T (burnin = %s, T = %s)" (shortNumber s.Burnin) (shortNumber s.T))
         | _ -> Ok()
+
+/// Most observables one `samples(...)` query takes (columns of its CSV file).
+let maxSampleColumns = 1000
 
 /// `settings` is None when the simulate block has errors of its own: the queries' times are then not
 /// checked against it (a window "after T" measured against a T that was refused misleads).
@@ -1554,6 +1563,42 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 else Ok()
 
             map3 (fun (a, b) n () -> QAlignment(a, b, n)) range n noiseR
+        | Score(e, lo, hi, bins) ->
+            let noise = env.Brownians |> Array.sumBy (fun b -> b.Size)
+            let offsets = env.States |> Array.scan (fun o (s: StateInfo) -> o + s.Size) 0
+            let named n = env.States |> Array.tryFindIndex (fun (s: StateInfo) -> s.Name = n)
+            let notComponent () = fail e.Pos "score(...) takes a state component: score(x) for a scalar state, score(x[3]) for a component of a vector"
+
+            let comp =
+                match e.Kind with
+                | Var n ->
+                    match named n with
+                    | Some k when not env.States[k].IsVector -> Ok offsets[k]
+                    | Some _ -> fail e.Pos (sprintf "'%s' is a vector state: score(...) takes one component, e.g. score(%s[0])" n n)
+                    | None -> notComponent ()
+                | Index(n, ie) ->
+                    match named n with
+                    | Some k when env.States[k].IsVector ->
+                        let st = env.States[k]
+
+                        evalInt consts "the component's index" ie
+                        |> Result.bind (fun i ->
+                            if i >= 0L && i < int64 st.Size then Ok(offsets[k] + int i)
+                            else fail ie.Pos (sprintf "index %d is outside %s[0 .. %d]" i n (st.Size - 1)))
+                    | _ -> notComponent ()
+                | _ -> notComponent ()
+
+            let noiseR =
+                if noise = 0 then
+                    fail q.Pos "a model without noise (an ODE) has a singular density and no score; add a brownian"
+                else Ok()
+
+            map3 (fun c ((a, b), n) () -> QScore(c, a, b, n)) comp (map2 (fun r n -> r, n) (range "the score's range" lo hi) (checkBins consts bins)) noiseR
+        | Samples(_, Some every) ->
+            fail every.Pos "samples(...) every Δ (trajectories) is not available yet; samples(...) writes the values at T"
+        | Samples(es, None) when es.Length > maxSampleColumns ->
+            fail q.Pos (sprintf "samples(...) takes at most %d observables (got %d)" maxSampleColumns es.Length)
+        | Samples(es, None) -> all (es |> List.map (checkExpr obsEnv)) |> Result.map QSamples
         | Let _ -> fail q.Pos "a 'let' is not a query" // checkQueries handles lets before this
         // `Weights.desugar` has refused these in a model without a weight
         | WeightQuery n -> Ok(QWeight n)
@@ -1686,6 +1731,12 @@ let private fileExprs (f: File) : Expr list =
           | ParamsBlock(_, settings, _)
           | SimulateBlock(settings, _) -> yield! settings |> List.map (fun s -> s.Value)
           | SweepDecl(_, a, b, c, _) -> yield! [ a; b; c ]
+          | FitBlock(_, _, _, settings, _) ->
+              for s in settings do
+                  match s.FitArg with
+                  | FitExpr e -> yield e
+                  | FitMethod m -> yield! m.Args |> List.choose (function ArgNum(_, e, _) -> Some e | ArgName _ -> None)
+                  | FitKl(a, w) -> yield! Option.toList a @ Option.toList w
           | QueryBlock(qs, _) ->
               for q in qs do
                   match q.Kind with
@@ -1697,6 +1748,8 @@ let private fileExprs (f: File) : Expr list =
                       | Some m -> yield! m.Args |> List.choose (function ArgNum(_, e, _) -> Some e | ArgName _ -> None)
                       | None -> ()
                   | Lyapunov k -> yield k
+                  | Samples(es, every) -> yield! es @ Option.toList every
+                  | Score(e, a, b, c) -> yield! [ e; a; b; c ]
                   | Alignment(a, b, c) -> yield! [ a; b; c ]
                   | Let(_, e) -> yield e
                   | WeightQuery _ -> () ]
@@ -1846,6 +1899,8 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                   match q.Query with
                   | QPlain(t, _)
                   | QResponse(t, _, _, _, _) -> targetSize t
+                  | QSamples es -> es |> List.sumBy (fun e -> targetSize (TMean e))
+                  | QScore _
                   | QLyapunov _
                   | QAlignment _
                   | QWeight _ -> 0.0) ]
@@ -1865,7 +1920,17 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                             { Pos = q.Pos
                               Message = sprintf "this query's observable, its lets substituted, is %d levels deep; at most %d" d maxExprDepth }
                     else None)
+            | QSamples es ->
+                es
+                |> List.tryPick (fun e ->
+                    let d = measure.Depth e
+                    if d > maxExprDepth then
+                        Some
+                            { Pos = q.Pos
+                              Message = sprintf "this query's observable, its lets substituted, is %d levels deep; at most %d" d maxExprDepth }
+                    else None)
             | QLyapunov _
+            | QScore _
             | QAlignment _
             | QWeight _ -> None)
 
@@ -1966,6 +2031,11 @@ and private checkShallow (f: File) : Result<CheckedFile, Diagnostic list> =
                   Sets = sets
                   Settings = st
                   Queries = qs
-                  Warnings = warnings model qs (List.tryHead queries |> Option.map snd)
+                  // a file that only fits (`dsl fit`) needs no query block
+                  Warnings =
+                    let ws = warnings model qs (List.tryHead queries |> Option.map snd)
+                    if f.Items |> List.exists (function FitBlock _ -> true | _ -> false) && qs.IsEmpty then
+                        ws |> List.filter (fun w -> not (w.Message.Contains "computes nothing"))
+                    else ws
                   Weight = None }
         | es, _, _, _, _ -> Error(sortDiags es)

@@ -61,8 +61,8 @@ let private guarded (f: unit -> Result<'a, Diagnostic list>) : Result<'a, Diagno
 /// text given to the embedding API.
 let maxSourceBytes = 10_000_000
 
-/// Parses then checks a source text. Never throws.
-let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnostic list> =
+/// Parses then checks a source text, with its `fit` block (if any). Never throws.
+let compileWithFit (fileName: string) (text: string) : Result<CheckedFile * FitCheck.FitSpec option, Diagnostic list> =
     ignore fileName
 
     guarded (fun () ->
@@ -78,7 +78,14 @@ let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnost
             // a weight becomes hidden states before the checker (no weight: the file as it is)
             match Weights.desugar f with
             | Error ds -> Error ds
-            | Ok (f, weight) -> Checker.check f |> Result.map (fun cf -> { cf with Weight = weight }))
+            | Ok (f, weight) ->
+                Checker.check f
+                |> Result.map (fun cf -> { cf with Weight = weight })
+                |> Result.bind (fun cf -> FitCheck.check f cf |> Result.map (fun fit -> cf, fit)))
+
+/// Parses then checks a source text (a `fit` block is checked too). Never throws.
+let compileText (fileName: string) (text: string) : Result<CheckedFile, Diagnostic list> =
+    compileWithFit fileName text |> Result.map fst
 
 /// Applies command-line overrides to a checked file; the error says which flag is wrong.
 let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string> =

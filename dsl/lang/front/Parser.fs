@@ -417,6 +417,13 @@ let private lyapunovQuery: P<QueryKind> =
     (kw "lyapunov" >>. group '(' ')' expr |>> Lyapunov)
     <|> (kw "alignment" >>. onBins |>> fun (lo, hi, n) -> Alignment(lo, hi, n))
 
+/// `samples(e1, ..., ek) [every Δ]`: per-path values at T.
+let private samplesQuery: P<QueryKind> =
+    kw "samples" >>. group '(' ')' (sepBy1 expr (sym ",")) .>>. opt (kw "every" >>. expr) |>> Samples
+
+/// `score(x[i]) on [a, b] bins n`: the marginal score per bin.
+let private scoreQuery: P<QueryKind> =
+    kw "score" >>. observable .>>. onBins |>> fun (e, (lo, hi, n)) -> Score(e, lo, hi, n)
 /// `log_normalizer` and `ess` (weighted models).
 let private weightQuery: P<QueryKind> =
     (kw "log_normalizer" >>% WeightQuery "log_normalizer") <|> (kw "ess" >>% WeightQuery "ess")
@@ -433,11 +440,35 @@ let normalizeQueryText (s: string) =
 
 let private query: P<Query> =
     pos
-    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> weightQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov, alignment, log_normalizer or ess) or 'let name = e'")
+    .>>. withSkippedString (fun s k -> (s, k)) (plainQuery <|> responseQuery <|> lyapunovQuery <|> weightQuery <|> samplesQuery <|> scoreQuery <|> letItem <?> "query (mean, density, variance, covariance, quantile, d ..., lyapunov, alignment, log_normalizer, ess, samples or score) or 'let name = e'")
     |>> fun (p, (s, k)) ->
         { Kind = k
           Text = QueryText(normalizeQueryText s)
           Pos = p }
+
+// ---------------------------------------------------------------------------------- fit
+
+/// `"file.csv"`: a file name on one line (no escapes).
+let private stringLit: P<string> =
+    skipChar '"' >>. manySatisfy (fun c -> c <> '"' && c <> '\n' && c <> '\r') .>> (skipChar '"' <?> "'\"' closing the file name") .>> ws
+    <?> "a file name in double quotes"
+
+/// `objective = kl at T`, `optimizer = adam(lr = 0.05)`, `iterations = 300`.
+let private fitSetting: P<FitSetting> =
+    nameAt .>> sym "=" >>= fun (p, k) ->
+        let kl =
+            kw "kl"
+            >>. choice
+                    [ kw "at" >>. expr |>> fun e -> FitKl(Some e, None)
+                      kw "stationary" >>. kw "window" >>. expr |>> fun w -> FitKl(None, Some w)
+                      preturn (FitKl(None, None)) ]
+
+        let value = if k = "objective" || k = "optimizer" then kl <|> (methodP |>> FitMethod) else expr |>> FitExpr
+        value |>> fun v -> { FitKey = k; FitArg = v; FitPos = p }
+
+let private fitBlock: P<TopItem> =
+    pos .>> kw "fit" .>>. sepBy1 nameAt (sym ",") .>> kw "to" .>>. (pos .>>. stringLit) .>>. block fitSetting
+    |>> fun (((p, ps), (dp, data)), settings) -> FitBlock(ps |> List.map (fun (q, n) -> n, q), data, dp, settings, p)
 
 // ---------------------------------------------------------------------------------- file
 
@@ -449,8 +480,9 @@ let private topItem: P<TopItem> =
           kw "sweep" >>. nameAt .>> kw "from" .>>. expr .>> kw "to" .>>. expr .>> kw "step" .>>. expr .>> eos
           |>> fun ((((p, n), a), b), s) -> SweepDecl(n, a, b, s, p)
           pos .>> kw "simulate" .>>. block setting |>> fun (p, s) -> SimulateBlock(s, p)
-          pos .>> kw "query" .>>. block query |>> fun (p, q) -> QueryBlock(q, p) ]
-    <?> "'model', 'params', 'sweep', 'simulate' or 'query'"
+          pos .>> kw "query" .>>. block query |>> fun (p, q) -> QueryBlock(q, p)
+          fitBlock ]
+    <?> "'model', 'params', 'sweep', 'simulate', 'query' or 'fit'"
 
 let private fileP: P<File> =
     ws >>. wsnl >>. many (topItem .>> wsnl) .>> eof |>> fun items -> { Items = items }

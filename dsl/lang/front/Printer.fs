@@ -145,6 +145,9 @@ let queryKind (k: QueryKind) =
     | Lyapunov k -> sprintf "lyapunov(%s)" (expr k)
     | Alignment(lo, hi, n) -> "alignment" + onBins lo hi n
     | Let(n, e) -> sprintf "let %s = %s" n (expr e)
+    | Score(e, lo, hi, n) -> sprintf "score(%s)" (expr e) + onBins lo hi n
+    | Samples(es, every) ->
+        sprintf "samples(%s)%s" (String.Join(", ", List.map expr es)) (every |> Option.map (fun e -> " every " + expr e) |> Option.defaultValue "")
     | WeightQuery n -> n
 
 let private settings (xs: Setting list) =
@@ -161,6 +164,18 @@ let topItem (item: TopItem) =
     | QueryBlock(qs, _) ->
         let body = qs |> List.map (fun q -> "  " + queryKind q.Kind + "\n") |> String.concat ""
         sprintf "query {\n%s}\n" body
+    | FitBlock(ps, data, _, xs, _) ->
+        let value v =
+            match v with
+            | FitExpr e -> expr e
+            | FitMethod m -> methodText m
+            | FitKl(at, w) ->
+                "kl"
+                + (at |> Option.map (fun e -> " at " + expr e) |> Option.defaultValue "")
+                + (w |> Option.map (fun e -> " stationary window " + expr e) |> Option.defaultValue "")
+
+        let body = xs |> List.map (fun s -> sprintf "  %s = %s\n" s.FitKey (value s.FitArg)) |> String.concat ""
+        sprintf "fit %s to \"%s\" {\n%s}\n" (ps |> List.map fst |> String.concat ", ") data body
 
 /// A whole file as source text.
 let printFile (f: File) : string =

@@ -137,6 +137,12 @@ type QueryKind =
     | Alignment of lo: Expr * hi: Expr * bins: Expr
     /// `let name = e`: not a query but a named observable for the queries (and lets) after it.
     | Let of name: string * Expr
+    /// `samples(e1, ..., ek)`: the per-path values at T, written to a CSV file (`every Δ`: trajectories,
+    /// refused as not available yet).
+    | Samples of Expr list * every: Expr option
+    /// `score(x[i]) on [a, b] bins n`: the marginal score ∂ log ρ_T / ∂x_i per bin (the binned conditional
+    /// mean of the divergence-kernel covector ν_T).
+    | Score of Expr * lo: Expr * hi: Expr * bins: Expr
     /// `log_normalizer` or `ess`: a property of the weighted population (weighted models only).
     | WeightQuery of name: string
 
@@ -156,6 +162,20 @@ and [<CustomEquality; NoComparison>] QueryText =
 [<NoComparison>]
 type Setting = { Key: string; Value: Expr; Pos: Pos }
 
+/// The value of a `fit` block setting.
+[<NoComparison>]
+type FitValue =
+    /// `iterations = 300`, `bandwidth = 0.2`
+    | FitExpr of Expr
+    /// `optimizer = adam(lr = 0.05)`, `optimizer = lbfgs`, `objective = jacobian_matching(lambda = 1)`
+    | FitMethod of Method
+    /// `objective = kl at T` (the time, or the name `T`) / `objective = kl stationary window W`
+    | FitKl of at: Expr option * window: Expr option
+
+[<NoComparison>]
+/// (Field names of their own: a record expression `{ Key = ...; Value = ...; Pos = ... }` stays a `Setting`.)
+type FitSetting = { FitKey: string; FitArg: FitValue; FitPos: Pos }
+
 [<NoComparison>]
 type TopItem =
     | ModelBlock of Model
@@ -163,6 +183,9 @@ type TopItem =
     | SweepDecl of param: string * from: Expr * upTo: Expr * step: Expr * Pos
     | SimulateBlock of Setting list * Pos
     | QueryBlock of Query list * Pos
+    /// `fit p, q to "data.csv" { objective = kl at T; optimizer = adam(lr = 0.05); iterations = 300 }`:
+    /// the params to learn (each with its position), the data file as written and its position, the settings.
+    | FitBlock of parameters: (string * Pos) list * data: string * dataPos: Pos * FitSetting list * Pos
 
 /// A whole `.sde` file.
 [<NoComparison>]

@@ -79,6 +79,8 @@ let private queryExprs (qs: Query list) =
           match q.Kind with
           | Plain(t, _) | Response(t, _, _, _, _) -> yield! target t
           | Let(_, e) -> yield e
+          | Samples(es, every) -> yield! es @ Option.toList every
+          | Score(e, a, b, n) -> yield! [ e; a; b; n ]
           | Lyapunov _ | Alignment _ | WeightQuery _ -> () ]
 
 let private err (p: Pos) (m: string) = { Pos = p; Message = m }

@@ -25,6 +25,12 @@ type QueryJob =
     /// `variance`, `covariance`, `quantile`, 2-D `density`: plain plans (means of powers and products,
     /// or a histogram) whose estimates `Derived.estimate` combines into the answer.
     | DerivedJob of QueryPlan list
+    /// `samples(...)`: the observables (indices) recorded per path at T by one recorded run per set
+    /// (`fillSamples`), after the other queries.
+    | SamplesJob of observables: int[]
+    /// `score(x[i]) on ...`: the DK covector's component `comp` binned by x_i, from one recorded run per set
+    /// (`fillSamples`) with this plan (a score plan of the default schedule).
+    | ScoreJob of comp: int * lo: float * hi: float * bins: int * plan: ResponsePlan
     /// `log_normalizer` / `ess` of a weighted run (its plain plans run on the weighted engine).
     | WeightJob of name: string
 
@@ -223,6 +229,9 @@ let private twinDomainErrors (cf: CheckedFile) : Diagnostic list =
           | _ -> () ]
 
 /// Compile a checked file: lower the model, collect the observables, plan every query.
+/// Most values (paths × observables) one `samples(...)` query records (they are held in memory).
+let maxSampleValues = 1e8
+
 let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     // lowering, the derivatives and the emitter recurse on the expressions: on a large stack
     try
@@ -234,7 +243,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
     try
         let m = cf.Model
         // plain simulation needs no derivatives, so its vector equations may run as loops
-        let derivativeQuery = cf.Queries |> List.tryFind (fun q -> match q.Query with QPlain _ | QWeight _ -> false | _ -> true)
+        let derivativeQuery = cf.Queries |> List.tryFind (fun q -> match q.Query with QPlain _ | QWeight _ | QSamples _ -> false | _ -> true)
 
         match derivativeQuery with
         | Some q when m.Dim > Loops.maxDerivativeDim ->
@@ -281,6 +290,8 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 err q (sprintf "variance, covariance, quantile and 2-D density queries of a weighted model (weight '%s') are not available yet; use mean(...) of powers and products" w.Name)
             | Some w, QPlain (TDensity _, Some _) ->
                 err q (sprintf "a weighted density (weight '%s') over a time window is not available yet; take it at T" w.Name)
+            | Some w, (QSamples _ | QScore _) ->
+                err q (sprintf "samples and score queries of a weighted model (weight '%s') are not available yet" w.Name)
             | Some _, QWeight n -> Ok(WeightJob n)
             | None, QWeight n -> err q (sprintf "'%s' needs a weight" n)
             | _ ->
@@ -290,6 +301,18 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 | None -> false, 0.0, 0.0
 
             match q.Query with
+            | QSamples es when float cf.Settings.Paths * float es.Length > maxSampleValues ->
+                err q (sprintf "samples(...) writes a value per path and observable: %d paths x %d = %g values, more than %g; use fewer paths (--paths)" cf.Settings.Paths es.Length (float cf.Settings.Paths * float es.Length) maxSampleValues)
+            | QSamples es -> Ok(SamplesJob(es |> List.map obsIndex |> List.toArray))
+            | QScore (comp, lo, hi, bins) ->
+                if degenerateNoise ir && not (Lower.additiveNoise ir) then
+                    err q "the noise is degenerate and depends on the state, so the divergence-kernel score (with its default schedule) is not defined"
+                elif (singularStart m ir).IsSome then
+                    err q (sprintf "the noise does not reach every state and the init of '%s' is not normal, so the law of the first steps is singular and has no score; give every state a normal init" (singularStart m ir).Value)
+                else
+                    let mode = if ir.Dim <= 10 then Sde.Core.DkMode.Exact else Sde.Core.DkMode.Iterative
+                    Ok(ScoreJob(comp, lo, hi, bins, ResponsePlan(Kind = EstimateKind.Mean, Observable = 0, Method = ResponseMethod.DivergenceKernel,
+                                                                  Rate = CovectorGrowth.Floor, Mode = mode, ScoreComponent = comp)))
             | QPlain (target, over) ->
                 let k = obsIndex (targetObservable target)
                 let ta, t0, t1 = window over
@@ -462,7 +485,7 @@ let private warningsOf (q: CheckedQuery) (kind: string) (ests: Estimate list) : 
     let observable =
         match q.Query with
         | QPlain (t, _) | QResponse (t, _, _, _, _) -> Some(targetObservable t)
-        | QLyapunov _ | QAlignment _ | QWeight _ -> None
+        | QLyapunov _ | QAlignment _ | QSamples _ | QScore _ | QWeight _ -> None
 
     let why =
         match observable |> Option.map (fun e -> Frontend.onLargeStack (fun () -> partialOps e |> List.distinct)) with
@@ -540,6 +563,8 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
         | QResponse _ -> failwith "the checker refuses responses of variance, covariance, quantiles and 2-D densities"
         | QLyapunov _ -> "lyapunov", 0.0, 0.0
         | QAlignment (lo, hi, _) -> "alignment", lo, hi
+        | QSamples _ -> "samples", 0.0, 0.0
+        | QScore (_, lo, hi, _) -> "score", lo, hi
         | QWeight n -> n, 0.0, 0.0
 
     let arr (a: float[]) = if isNull a then [||] else a
@@ -562,7 +587,8 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
 
     let wrt, meth, windows, valueWindow =
         match job with
-        | PlainJob _ | LyapunovJob _ | DerivedJob _ | WeightJob _ -> None, None, [], None
+        | PlainJob _ | LyapunovJob _ | DerivedJob _ | SamplesJob _ | WeightJob _ -> None, None, [], None
+        | ScoreJob _ -> None, Some(sprintf "divergence_kernel(rate = %s)" (rateText CovectorGrowth.Floor)), [], None
         | AlignmentJob _ ->
             // the score of the default schedule, with the rate measured for this set's model
             let rate = match used with pl :: _ -> pl.Rate | [] -> CovectorGrowth.Floor
@@ -769,6 +795,10 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                     | AlignmentJob _ ->
                         ri <- ri + 1
                         outcomeOf q job [ used[ri - 1] ] s.Dt measured [ re[ri - 1] ]
+                    | SamplesJob _
+                    | ScoreJob _ ->
+                        // filled by fillSamples (a recorded run after the others)
+                        { outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = nan, StdErr = nan) ] with Warnings = [] }
                     | LyapunovJob k ->
                         let r = Option.get le
                         let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
@@ -796,6 +826,89 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
       Seconds = seconds
       PathStepsPerSecond = float s.Paths * steps * float (List.length p.File.Sets) / max seconds 1e-9 }
 
+/// The `samples(...)` results of a report: one recorded run of every set (the CPU engine, whatever the
+/// backend; the same paths as the other queries: same seed and path numbers), each path's observables at
+/// T row-major in `Values` (paths × observables), `Count` = paths. A report without them is returned as is.
+let fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
+    let recorded = p.Jobs |> List.exists (fun (_, j) -> match j with SamplesJob _ | ScoreJob _ -> true | _ -> false)
+
+    if not recorded then report
+    else
+        let s = p.File.Settings
+        let runner = ModelRunner.For p.Compiled.Type :?> IRecordRunner
+        let scorePlans = p.Jobs |> List.choose (fun (_, j) -> match j with ScoreJob (_, _, _, _, pl) -> Some pl | _ -> None)
+        // one covector serves every score query (their plans share the schedule): one plan suffices
+        let plans = scorePlans |> List.truncate 1 |> List.toArray
+
+        let sets =
+            List.zip p.File.Sets report.Sets
+            |> List.map (fun (set, sr) ->
+                let bm, _ = instances p set.Values
+                let record = PathRecord(WithObservables = true, WithNu = not scorePlans.IsEmpty)
+                runner.RunRecorded(bm, p.Compiled.Structure, settingsOf p { First = 0L; Count = s.Paths } s.T threads None, plans, record)
+                let n = int record.Paths
+
+                let results =
+                    List.map2
+                        (fun (_, job) (o: QueryOutcome) ->
+                            match job with
+                            | SamplesJob obs ->
+                                let k = obs.Length
+                                let values = Array.init (n * k) (fun i -> record.Obs[(i / k) * record.NObs + obs[i % k]])
+                                let bad = Seq.init n id |> Seq.filter (fun r -> Seq.init k (fun c -> values[r * k + c]) |> Seq.exists (Double.IsFinite >> not)) |> Seq.length
+
+                                { o with
+                                    Values = values
+                                    Count = int64 n
+                                    NonFinite = int64 bad
+                                    Warnings =
+                                        if bad > 0 then [ sprintf "%d of %d paths have a NaN or infinite value of an observable at T (written as empty cells)" bad n ] else [] }
+                            | ScoreJob (comp, lo, hi, bins, _) ->
+                                // per bin of x_comp: the mean of ν_comp and its standard error (paths in the bin)
+                                let d = record.D
+                                let sum, sum2, cnt = Array.zeroCreate bins, Array.zeroCreate bins, Array.zeroCreate bins
+                                let mutable below, above, bad = 0L, 0L, 0L
+
+                                for r in 0 .. n - 1 do
+                                    let x, v = record.X[r * d + comp], record.Nu[r * d + comp]
+
+                                    if not (Double.IsFinite x && Double.IsFinite v) then bad <- bad + 1L
+                                    elif x < lo then below <- below + 1L
+                                    elif not (x < hi) then above <- above + 1L
+                                    else
+                                        let b = min (bins - 1) (int ((x - lo) / (hi - lo) * float bins))
+                                        sum[b] <- sum[b] + v
+                                        sum2[b] <- sum2[b] + v * v
+                                        cnt[b] <- cnt[b] + 1L
+
+                                let mean b = if cnt[b] > 0L then sum[b] / float cnt[b] else nan
+
+                                let se b =
+                                    if cnt[b] > 1L then
+                                        let m = mean b
+                                        sqrt (max 0.0 (sum2[b] / float cnt[b] - m * m) * float cnt[b] / float (cnt[b] - 1L) / float cnt[b])
+                                    else nan
+
+                                let width = (hi - lo) / float bins
+                                let thin = Seq.init bins id |> Seq.filter (fun b -> cnt[b] < 2L) |> Seq.length
+
+                                { o with
+                                    Grid = Array.init bins (fun b -> lo + (float b + 0.5) * width)
+                                    Values = Array.init bins mean
+                                    StdErrs = Array.init bins se
+                                    Below = below
+                                    Above = above
+                                    Count = int64 n
+                                    NonFinite = bad
+                                    Warnings =
+                                        [ if thin > 0 then sprintf "%d of %d bins hold fewer than 2 paths: no estimate there (nan); narrow the range or add paths" thin bins
+                                          if bad > 0L then sprintf "%d of %d paths have a non-finite state or covector at T" bad n ] }
+                            | _ -> o)
+                        p.Jobs sr.Results
+
+                { sr with Results = results })
+
+        { report with Sets = sets }
 /// A weighted program: every set's population on the weighted engine (CPU only).
 let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunReport =
     let s = p.File.Settings
@@ -936,13 +1049,28 @@ let run (p: Program) (opts: RunOptions) : RunReport =
     (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } s.T 1 false |> ignore with :? SimulationFailedException -> ())
     let sw = Stopwatch.StartNew()
     let estimates = sets |> List.mapi (fun i set -> runSet i set.Values all s.T opts.Threads true)
-    assemble p backend growth growthOf estimates sw.Elapsed.TotalSeconds
+    let report = assemble p backend growth growthOf estimates sw.Elapsed.TotalSeconds
+    let filled = fillSamples p opts.Threads report
+
+    if obj.ReferenceEquals(filled, report) then report
+    else
+        // the recorded pass of samples and score queries is simulation too: in the timing
+        let seconds = sw.Elapsed.TotalSeconds
+        { filled with Seconds = seconds; PathStepsPerSecond = report.PathStepsPerSecond * report.Seconds / max seconds 1e-9 }
 
 /// Run paths `range` of every parameter set on the CPU engines and return their exact sums (a shard
 /// of a run; `reportOfSums` turns the merged sums of all shards into the run's report, bit for bit)
 /// and the simulation's seconds. Path p draws the same numbers as path p of the whole run: the Philox
 /// streams are keyed by the global path number.
 let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list * float =
+    // every path's values cannot be merged from exact sums: refused (a located input error, exit 2)
+    for (q, j) in p.Jobs do
+        match j with
+        | SamplesJob _
+        | ScoreJob _ ->
+            raise (NotSupportedException(sprintf "%d:%d: '%s' is computed from every path's values, which a shard cannot do yet; run it without --shard" q.Pos.Line q.Pos.Col q.Text))
+        | _ -> ()
+
     match p.File.Weight with
     | Some w ->
         // resampling couples every path of the population: a shard alone is not a part of the run

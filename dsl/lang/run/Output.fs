@@ -30,7 +30,57 @@ let private writeArrayProp (w: Utf8JsonWriter) (name: string) (xs: float[]) =
 let private writeOptionProp (w: Utf8JsonWriter) (name: string) (s: string option) =
     s |> Option.iter (fun v -> w.WriteString(name, v))
 
-let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
+/// The columns of a `samples(...)` result: its observables as written (from the query's text), `x`
+/// for `samples(x, ...)`: so that a samples file of the states is data a `fit` block reads as it is.
+let samplesColumns (q: QueryOutcome) : string list =
+    let t = q.Query.Trim()
+    let inner = if t.StartsWith "samples" then t.Substring("samples".Length).Trim() else t
+    let n = if q.Count > 0L then q.Values.Length / int q.Count else 0
+
+    match Parser.parseExpr ("f" + inner) with
+    | Ok { Kind = Syntax.Call(_, args) } when n = 0 || args.Length = n -> args |> List.map Printer.expr
+    | _ -> List.init n (fun i -> sprintf "c%d" (i + 1))
+
+/// The file a `samples(...)` result is written to with --out: `samples.csv` when it is the run's only
+/// one (one parameter set, one samples query), else `samples_SET_INDEX.csv` (INDEX: the query's number
+/// in the set from 0, as the plots number theirs; SET with characters other than letters, digits,
+/// `-`, `.`, `=` as `_`).
+let samplesFile (r: RunReport) (setName: string) (index: int) : string =
+    let count = r.Sets |> List.sumBy (fun s -> s.Results |> List.filter (fun q -> q.Kind = "samples") |> List.length)
+
+    if count = 1 then "samples.csv"
+    else
+        let safe = String(setName.ToCharArray() |> Array.map (fun c -> if Char.IsAsciiLetterOrDigit c || c = '-' || c = '.' || c = '=' then c else '_'))
+        sprintf "samples_%s_%d.csv" safe index
+
+/// A samples result as CSV: a header of the columns, one row per path (empty cells for non-finite values).
+let samplesCsv (q: QueryOutcome) : string =
+    let cols = samplesColumns q
+    let k = cols.Length
+    let sb = StringBuilder()
+    sb.Append(String.Join(",", cols |> List.map (fun c -> if c.IndexOfAny([| ','; '"' |]) >= 0 then "\"" + c.Replace("\"", "\"\"") + "\"" else c))).Append('\n') |> ignore
+
+    if k > 0 then
+        for r in 0 .. int q.Count - 1 do
+            for c in 0 .. k - 1 do
+                if c > 0 then sb.Append(',') |> ignore
+                let v = q.Values[r * k + c]
+                if Double.IsFinite v then sb.Append(v.ToString("R", inv)) |> ignore
+
+            sb.Append('\n') |> ignore
+
+    sb.ToString()
+
+/// Writes every samples result of the run into `dir`; returns the paths written.
+let writeSamples (dir: string) (r: RunReport) : string list =
+    [ for set in r.Sets do
+          for i, q in List.indexed set.Results do
+              if q.Kind = "samples" then
+                  let path = Path.Combine(dir, samplesFile r set.Name i)
+                  File.WriteAllText(path, samplesCsv q)
+                  yield path ]
+
+let private writeOutcome (w: Utf8JsonWriter) (file: string) (q: QueryOutcome) =
     w.WriteStartObject()
     w.WriteString("query", q.Query)
     w.WriteString("kind", q.Kind)
@@ -42,7 +92,14 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
     writeOptionProp w "control" q.Control
     q.ControlCoefficient |> Option.iter (writeFloatProp w "control_coefficient")
 
-    if q.Kind = "lyapunov" then
+    if q.Kind = "samples" then
+        // the values are in the file (with --out), not in the JSON
+        w.WriteString("file", file)
+        w.WriteStartArray "columns"
+        samplesColumns q |> List.iter (fun (c: string) -> w.WriteStringValue c)
+        w.WriteEndArray()
+        w.WriteNumber("rows", q.Count)
+    elif q.Kind = "lyapunov" then
         writeArrayProp w "grid" q.Grid
         writeArrayProp w "values" q.Values
         writeArrayProp w "stderrs" q.StdErrs
@@ -113,14 +170,14 @@ let private writeOutcome (w: Utf8JsonWriter) (q: QueryOutcome) =
 
     w.WriteEndObject()
 
-let private writeSet (w: Utf8JsonWriter) (s: SetReport) =
+let private writeSet (r: RunReport) (w: Utf8JsonWriter) (s: SetReport) =
     w.WriteStartObject()
     w.WriteString("name", s.Name)
     w.WriteStartObject "params"
     s.Params |> List.iter (fun (n, v) -> writeFloatProp w n v)
     w.WriteEndObject()
     w.WriteStartArray "results"
-    s.Results |> List.iter (writeOutcome w)
+    s.Results |> List.iteri (fun i q -> writeOutcome w (if q.Kind = "samples" then samplesFile r s.Name i else "") q)
     w.WriteEndArray()
     w.WriteEndObject()
 
@@ -151,7 +208,7 @@ let toJson (r: RunReport) : string =
      w.WriteString("source", r.Source)
      writeSettings w r.Settings
      w.WriteStartArray "sets"
-     r.Sets |> List.iter (writeSet w)
+     r.Sets |> List.iter (writeSet r w)
      w.WriteEndArray()
 
      if not r.Warnings.IsEmpty then
@@ -392,6 +449,15 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
           + paint color "2" (sprintf "%d x %d bins · peak %s at (%s, %s) · outside: %d%s · max stderr %s" nx q.GridY.Length (num (at q.Values i))
                                  (num (at q.Grid (if nx > 0 then i % nx else -1))) (num (at q.GridY (if nx > 0 then i / nx else -1)))
                                  q.Below (if q.NonFinite > 0L then sprintf ", %d NaN" q.NonFinite else "") err) ]
+    | "score" ->
+        let up, down = sparklineSigned q.Values
+
+        [ label + paint color "32" up + via
+          indent + paint color "31" down
+          indent + paint color "2" ("∂ log ρ_T / ∂x per bin " + summary q) ]
+    | "samples" ->
+        let k = samplesColumns q |> List.length
+        [ label + paint color "2" (sprintf "%d rows x %d column%s of per-path values at T (a CSV file with --out)" q.Count k (if k = 1 then "" else "s")) ]
     | _ -> [ label + paint color "1" (valueWithError q.Value q.StdErr) + via ]
 
 
@@ -473,7 +539,8 @@ let sweeps (r: RunReport) : Sweep list =
           Sets = xs |> List.map (fun (_, _, s) -> s) })
 
 /// A scalar result (mean, response): one value and its standard error.
-let isScalar (q: QueryOutcome) = not (isBinned q) && q.Kind <> "lyapunov" && q.Kind <> "mean_series" && q.Kind <> "density2d"
+let isScalar (q: QueryOutcome) =
+    not (isBinned q) && q.Kind <> "lyapunov" && q.Kind <> "mean_series" && q.Kind <> "density2d" && q.Kind <> "samples"
 
 /// The scalar queries of a sweep, by position, each with its result in every set (in the sweep's order).
 let sweepColumns (sw: Sweep) : (int * QueryOutcome list) list =
@@ -568,6 +635,8 @@ let private csvRows (set: string) (q: QueryOutcome) : string list =
 
     if q.Kind = "mean_series" then
         List.init q.Values.Length (fun i -> row (string i) (csvNumber (at q.Grid i)) q.Values[i] (at q.StdErrs i))
+    elif q.Kind = "samples" then
+        [] // not an estimate: the values are in the samples file
     elif q.Kind = "lyapunov" then
         List.init q.Values.Length (fun i -> row (string (i + 1)) "" q.Values[i] (at q.StdErrs i))
         @ (if Double.IsFinite q.Value then [ row "" "" q.Value q.StdErr ] else [])

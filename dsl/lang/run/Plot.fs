@@ -225,6 +225,8 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
     let yLabel =
         if isResponse then
             sprintf "∂ density / ∂ %s" (defaultArg q.Wrt "p")
+        elif q.Kind = "score" then
+            "score ∂ log ρ_T / ∂x (mean of ν_T in the bin)"
         else
             "density"
 

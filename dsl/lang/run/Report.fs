@@ -93,4 +93,4 @@ type RunReport =
 /// Binned kinds: `density`, `density_response` and `alignment` (a density of |cos| on [Lo, Hi]).
 /// `lyapunov` fills Grid (1..k), Values (exponents) and StdErrs, and, when k = dimension,
 /// Value/StdErr with the time average of log|det J_n| / Δt (their sum identity), NaN otherwise.
-let isBinned (q: QueryOutcome) = q.Kind = "density" || q.Kind = "density_response" || q.Kind = "alignment"
+let isBinned (q: QueryOutcome) = q.Kind = "density" || q.Kind = "density_response" || q.Kind = "alignment" || q.Kind = "score"

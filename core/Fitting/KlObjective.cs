@@ -1,0 +1,119 @@
+namespace Sde.Core;
+
+/// <summary>
+/// The fitting objective of DK-SDE (docs/fitting.md): the cross entropy −E[log ρ_h(ỹ)] of the smoothed data
+/// ỹ (each datum y replaced by copies y ± h∘ε) under the kernel estimate ρ_h(y) = (1/P) Σ_p K_h(y − x_p) of the
+/// model's law at T, which is KL(p_data ∗ K_h ‖ ρ_T ∗ K_h) up to a constant; and its gradient by the DK
+/// weights: ∂_γ log ρ_h(y) = Σ_p K_h(y − x_p)(ℓ_p − ℓ̄) / Σ_p K_h(y − x_p), where E[ℓ | x_T] = ∂_γ log ρ_T(x_T).
+/// K_h is the product Gaussian kernel with bandwidth h_j on data column j.
+/// </summary>
+public static class KlObjective
+{
+    public sealed class Result
+    {
+        /// <summary>The objective (mean over data of each datum's loss) and its standard error over the data.</summary>
+        public double Loss, LossStdErr;
+        /// <summary>∂_γ of the objective, one entry per parameter (per recorded ℓ).</summary>
+        public double[] Gradient = Array.Empty<double>();
+        /// <summary>Per datum: its loss (n), and its gradient (n × K, row-major): the scores of the data.</summary>
+        public double[] DatumLoss = Array.Empty<double>(), DatumGradient = Array.Empty<double>();
+        /// <summary>
+        /// Per smoothed point, the paths the kernel estimate rests on there, (Σ K)² / Σ K²: the smallest, and the
+        /// share of points below 10. Where it is small (data in the model's far tails) the log of the estimate and
+        /// the ratio Σ K ℓ / Σ K are biased at O(1 / that number): more paths, or a start closer to the data.
+        /// </summary>
+        public double MinEffectivePaths, ShareBelow10;
+    }
+
+    /// <summary>
+    /// Evaluates the objective on <paramref name="points"/> (n·copies rows of q columns, datum i owning rows
+    /// i·copies … i·copies + copies − 1), with data column j compared with state component columns[j] of the
+    /// recorded paths.
+    /// </summary>
+    public static Result Evaluate(double[] points, int copies, int q, int[] columns, double[] h, PathRecord rec, int threads)
+    {
+        ArgumentNullException.ThrowIfNull(points); ArgumentNullException.ThrowIfNull(rec);
+        if (copies < 1 || q < 1 || columns.Length != q || h.Length != q || points.Length % (copies * q) != 0)
+            throw new ArgumentException("the smoothed data do not match their columns");
+        int P = checked((int)rec.Paths), K = rec.K, D = rec.D;
+        int rows = points.Length / q, n = rows / copies;
+        // the compared components of each path, scaled by 1/h; the centred weights
+        var xs = new double[(long)P * q];
+        for (int p = 0; p < P; p++)
+            for (int j = 0; j < q; j++) xs[(long)p * q + j] = rec.X[(long)p * D + columns[j]] / h[j];
+        var lbar = new double[K];
+        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lbar[k] += rec.Ell[(long)p * K + k];
+        for (int k = 0; k < K; k++) lbar[k] /= P;
+        var lc = new double[(long)P * K];
+        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lc[(long)p * K + k] = rec.Ell[(long)p * K + k] - lbar[k];
+        // log of the kernel's normalisation: Σ_j log(h_j √(2π)), and log P
+        double logNorm = Math.Log(P);
+        for (int j = 0; j < q; j++) logNorm += Math.Log(h[j] * Math.Sqrt(2 * Math.PI));
+
+        var rowLoss = new double[rows];
+        var rowEff = new double[rows];
+        var rowGrad = new double[(long)rows * K];
+        var opts = new ParallelOptions { MaxDegreeOfParallelism = threads > 0 ? threads : Environment.ProcessorCount };
+        Parallel.For(0, rows, opts, () => (new double[P], new double[q]), (m, _, buf) =>
+        {
+            var (logK, y) = buf;
+            for (int j = 0; j < q; j++) y[j] = points[(long)m * q + j] / h[j];
+            double top = double.NegativeInfinity;
+            for (int p = 0; p < P; p++)
+            {
+                double a = 0;
+                long o = (long)p * q;
+                for (int j = 0; j < q; j++) { double z = y[j] - xs[o + j]; a += z * z; }
+                logK[p] = -0.5 * a;
+                if (logK[p] > top) top = logK[p];
+            }
+            double w = 0, w2 = 0;
+            for (int p = 0; p < P; p++) { double e = Math.Exp(logK[p] - top); logK[p] = e; w += e; w2 += e * e; }
+            rowEff[m] = w * w / w2;
+            rowLoss[m] = -(top + Math.Log(w) - logNorm);
+            long g = (long)m * K;
+            for (int p = 0; p < P; p++)
+            {
+                double e = logK[p];
+                if (e == 0) continue;
+                long o = (long)p * K;
+                for (int k = 0; k < K; k++) rowGrad[g + k] -= e * lc[o + k];
+            }
+            for (int k = 0; k < K; k++) rowGrad[g + k] /= w;
+            return buf;
+        }, _ => { });
+
+        var r = new Result { DatumLoss = new double[n], DatumGradient = new double[(long)n * K], Gradient = new double[K] };
+        for (int i = 0; i < n; i++)
+        {
+            double s = 0;
+            for (int c = 0; c < copies; c++)
+            {
+                int m = i * copies + c;
+                s += rowLoss[m];
+                for (int k = 0; k < K; k++) r.DatumGradient[(long)i * K + k] += rowGrad[(long)m * K + k] / copies;
+            }
+            r.DatumLoss[i] = s / copies;
+        }
+        r.MinEffectivePaths = rowEff.Min();
+        r.ShareBelow10 = rowEff.Count(e => e < 10) / (double)rows;
+        double mean = r.DatumLoss.Average();
+        double v = n > 1 ? r.DatumLoss.Sum(x => (x - mean) * (x - mean)) / (n - 1) : double.NaN;
+        r.Loss = mean;
+        r.LossStdErr = Math.Sqrt(v / n);
+        for (int k = 0; k < K; k++)
+        {
+            double s = 0;
+            for (int i = 0; i < n; i++) s += r.DatumGradient[(long)i * K + k];
+            r.Gradient[k] = s / n;
+        }
+        return r;
+    }
+
+    /// <summary>
+    /// The bandwidth rule (docs/fitting.md): Silverman's rule of thumb for a product Gaussian kernel in q
+    /// dimensions, h_j = s_j (4 / ((q + 2) P))^{1/(q + 4)}, with s_j the standard deviation of data column j and
+    /// P the number of simulated paths (the kernel estimate whose error it balances is that of the model's law).
+    /// </summary>
+    public static double Silverman(double sd, int q, long paths) => sd * Math.Pow(4.0 / ((q + 2.0) * paths), 1.0 / (q + 4.0));
+}

@@ -1,0 +1,56 @@
+namespace Sde.Core;
+
+/// <summary>
+/// Per-path values at T of a recorded response run (<see cref="ResponseEngine.RunRecorded{TModel}"/>): the
+/// state x_T, the DK parameter scores ℓ_T (one per plan, E[ℓ | x_T] = ∂_γ log ρ_T(x_T)) and, when asked, the
+/// covector ν_T (E[ν | x_T] = ∇ log ρ_T(x_T)). Row-major, one row per path; a path that blew up keeps NaN.
+/// Its size is paths × (2d + K) doubles whatever the number of steps: the fit's memory does not grow with T.
+/// </summary>
+public sealed class PathRecord
+{
+    /// <summary>Record ν_T as well (the score query; fitting does not need it).</summary>
+    public bool WithNu { get; init; }
+    /// <summary>Record the model's observables at T (`ISdeModel.Observe`) as well: the `samples(...)` query.</summary>
+    public bool WithObservables { get; init; }
+    /// <summary>Observables per path (when recorded).</summary>
+    public int NObs { get; private set; }
+    /// <summary>Paths × NObs observable values at T (when recorded; NaN rows for paths that blew up).</summary>
+    public double[]? Obs { get; private set; }
+    public long FirstPath { get; private set; }
+    public long Paths { get; private set; }
+    public int D { get; private set; }
+    public int K { get; private set; }
+    public double[] X { get; private set; } = Array.Empty<double>();
+    public double[] Ell { get; private set; } = Array.Empty<double>();
+    public double[]? Nu { get; private set; }
+
+    internal void Reset(long firstPath, long paths, int d, int k, int nobs)
+    {
+        NObs = WithObservables ? nobs : 0;
+        if (WithObservables && (Obs == null || Obs.Length != paths * NObs)) Obs = new double[paths * NObs];
+        if (Obs != null) Array.Fill(Obs, double.NaN);
+        if (paths * Math.Max(d, k) > Array.MaxLength) throw new RunTooLargeException($"recording {paths} paths of {d} states does not fit in one array; use fewer paths");
+        FirstPath = firstPath; Paths = paths; D = d; K = k;
+        // reuse the buffers between the iterations of a fit (same sizes): nothing allocates per iteration
+        if (X.Length != paths * d) X = new double[paths * d];
+        if (Ell.Length != paths * k) Ell = new double[paths * k];
+        if (WithNu && (Nu == null || Nu.Length != paths * d)) Nu = new double[paths * d];
+        Array.Fill(X, double.NaN);
+        Array.Fill(Ell, double.NaN);
+        if (Nu != null) Array.Fill(Nu, double.NaN);
+    }
+
+    /// <summary>Paths whose row holds a NaN or an infinity (they blew up, or their weights did).</summary>
+    public long NonFinitePaths()
+    {
+        long bad = 0;
+        for (long p = 0; p < Paths; p++)
+        {
+            bool ok = true;
+            for (int i = 0; i < D && ok; i++) ok = double.IsFinite(X[p * D + i]);
+            for (int k = 0; k < K && ok; k++) ok = double.IsFinite(Ell[p * K + k]);
+            if (!ok) bad++;
+        }
+        return bad;
+    }
+}

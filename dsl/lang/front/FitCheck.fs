@@ -1,0 +1,213 @@
+/// The `fit` block (docs/fitting.md), checked against the model and the settings: which params to
+/// learn, the data file, the objective, the optimiser and its stopping rule.
+module Sde.Lang.FitCheck
+
+open System
+open Sde.Lang.Syntax
+open Sde.Lang.Checked
+
+/// What the fit minimises.
+type Objective =
+    /// KL(p_data ‖ ρ_t): the data are samples of (some of) the states at time t, a grid time
+    /// (None: `kl at T`, the end of the simulation, after any --T).
+    | KlAt of t: float option
+    /// Least squares between the drift and a given field, plus λ times between their Jacobians (data rows:
+    /// a whole state, field components `dx`, Jacobian entries `dx/dy`).
+    | JacobianMatching of lambda: float
+
+/// How it is minimised.
+type Optimizer =
+    /// Adam on fresh random numbers (paths and jitter) each iteration; the fitted values are the
+    /// average of the iterates over the last quarter of the iterations.
+    | Adam of lr: float
+    /// MathNet's L-BFGS on common random numbers (the same paths and jitter every evaluation).
+    | Lbfgs
+
+type FitSpec =
+    { /// Indices into the model's params, in the order written.
+      Params: int list
+      /// The data file as written (relative to the directory of the .sde file).
+      Data: string
+      DataPos: Pos
+      Objective: Objective
+      Optimizer: Optimizer
+      Iterations: int
+      /// L-BFGS: stop when the gradient norm (unconstrained coordinates) is below it.
+      Tolerance: float
+      /// The smoothing bandwidth for every data column; None: the rule of docs/fitting.md.
+      Bandwidth: float option
+      /// The DK schedule's rate (per unit time), as `divergence_kernel(rate = r)`.
+      Rate: float
+      /// Paths per evaluation (None: the simulate block's `paths`, after any --paths).
+      Paths: int64 option
+      Pos: Pos }
+
+let keys = [ "objective"; "optimizer"; "iterations"; "tolerance"; "bandwidth"; "rate"; "paths" ]
+
+/// Most iterations a fit may ask for.
+let maxIterations = 1_000_000
+
+let private fail (p: Pos) (m: string) : Result<'a, Diagnostic list> = Error [ { Pos = p; Message = m } ]
+
+let private collect (rs: Result<unit, Diagnostic list> list) =
+    rs |> List.collect (function Error ds -> ds | Ok () -> [])
+
+/// The objective: `kl at T` (the settings' T, or a grid time).
+let private objectiveOf (consts: Map<string, int>) (settings: Settings) (s: FitSetting) : Result<Objective, Diagnostic list> =
+    match s.FitArg with
+    | FitKl(Some { Kind = Var "T" }, None) -> Ok(KlAt None)
+    | FitKl(Some e, None) ->
+        Checker.constantValue consts "the time of 'kl at'" e
+        |> Result.bind (fun t ->
+            if not (t > 0.0) then fail e.Pos "the time of 'kl at' must be > 0"
+            elif t > settings.T then fail e.Pos (sprintf "kl at %s is after the end of the simulation (T = %s)" (Checker.shortNumber t) (Checker.shortNumber settings.T))
+            elif Sde.Core.RunSettings.WholeSteps(t, settings.Dt) < 1L then
+                fail e.Pos (sprintf "kl at %s is not a whole number of steps of dt = %s" (Checker.shortNumber t) (Checker.shortNumber settings.Dt))
+            else Ok(KlAt(Some t)))
+    | FitKl(None, Some w) ->
+        fail w.Pos "'kl stationary window' (data from the stationary law) is not available yet; fit the law at a time with 'objective = kl at T'"
+    | FitKl(_, _) -> fail s.FitPos "write the objective as 'kl at T' (the data are samples of the states at T)"
+    | FitMethod m when m.Name = "jacobian_matching" ->
+        m.Args
+        |> List.fold
+            (fun acc a ->
+                acc
+                |> Result.bind (fun _ ->
+                    match a with
+                    | ArgNum("lambda", e, _) ->
+                        Checker.constantValue consts "lambda" e
+                        |> Result.bind (fun v -> if v >= 0.0 then Ok v else fail e.Pos "lambda must be >= 0")
+                    | ArgName("lambda", _, p) -> fail p "lambda must be a number"
+                    | ArgNum(n, _, p)
+                    | ArgName(n, _, p) -> fail p (sprintf "unknown argument '%s' of jacobian_matching; it takes lambda = ..." n)))
+            (Ok 1.0)
+        |> Result.bind (fun l ->
+            if m.Args |> List.map (function ArgNum(n, _, _) | ArgName(n, _, _) -> n) |> List.countBy id |> List.exists (fun (_, c) -> c > 1) then
+                fail m.Pos "argument 'lambda' given twice"
+            else Ok(JacobianMatching l))
+    | FitMethod m -> fail m.Pos (sprintf "unknown objective '%s'; available: kl at T, jacobian_matching(lambda = ...)" m.Name)
+    | FitExpr e -> fail e.Pos "the objective is 'kl at T' or jacobian_matching(lambda = ...)"
+
+let private optimizerOf (consts: Map<string, int>) (s: FitSetting) : Result<Optimizer, Diagnostic list> =
+    match s.FitArg with
+    | FitMethod m ->
+        let argPos a = match a with ArgNum(_, _, p) | ArgName(_, _, p) -> p
+        let argName a = match a with ArgNum(n, _, _) | ArgName(n, _, _) -> n
+
+        let dup =
+            m.Args
+            |> List.groupBy argName
+            |> List.collect (fun (n, occ) -> occ |> List.tail |> List.map (fun a -> { Pos = argPos a; Message = sprintf "argument '%s' given twice" n }))
+
+        match m.Name, dup with
+        | _, (_ :: _) -> Error dup
+        | "lbfgs", [] ->
+            match m.Args with
+            | [] -> Ok Lbfgs
+            | a :: _ -> fail (argPos a) (sprintf "lbfgs takes no arguments (its stopping rule is the fit's 'tolerance' and 'iterations'); '%s' is not one" (argName a))
+        | "adam", [] ->
+            m.Args
+            |> List.fold
+                (fun acc a ->
+                    acc
+                    |> Result.bind (fun lr ->
+                        match a with
+                        | ArgNum("lr", e, _) ->
+                            Checker.constantValue consts "lr" e
+                            |> Result.bind (fun v -> if v > 0.0 then Ok v else fail e.Pos "lr must be > 0")
+                        | ArgName("lr", _, p) -> fail p "lr must be a number"
+                        | a -> fail (argPos a) (sprintf "unknown argument '%s' of adam; it takes lr = ..." (argName a))))
+                (Ok 0.05)
+            |> Result.map Adam
+        | n, [] -> fail m.Pos (sprintf "unknown optimizer '%s'%s; available: adam(lr = ...), lbfgs" n (Checker.suggest n [ "adam"; "lbfgs" ]))
+    | FitKl _ -> fail s.FitPos "unknown optimizer 'kl'; available: adam(lr = ...), lbfgs"
+    | FitExpr e -> fail e.Pos "the optimizer is adam(lr = ...) or lbfgs"
+
+/// Checks the file's `fit` block, if any. `cf` is the checked file (model, settings, consts).
+let check (f: File) (cf: CheckedFile) : Result<FitSpec option, Diagnostic list> =
+    let fits = f.Items |> List.choose (function FitBlock(ps, d, dp, xs, p) -> Some(ps, d, dp, xs, p) | _ -> None)
+
+    match fits with
+    | [] -> Ok None
+    | (ps, data, dataPos, settings, pos) :: rest ->
+        let consts = Map.ofList cf.Model.Consts
+        let names = cf.Model.Params |> List.map (fun p -> p.Name)
+        let second = rest |> List.map (fun (_, _, _, _, p) -> { Pos = p; Message = "a second 'fit' block; a file holds one" })
+
+        // (linear in the list: a set of the names seen, not a scan of the list before each)
+        let seen = Collections.Generic.HashSet<string>()
+        let known = Collections.Generic.HashSet<string>(names)
+
+        let paramErrs =
+            ps
+            |> List.map (fun (n, p) ->
+                if not (known.Contains n) then
+                    let what =
+                        if cf.Model.States |> List.exists (fun s -> s.Name = n) then sprintf "'%s' is a state, not a param" n
+                        else sprintf "unknown param '%s'%s" n (Checker.suggest n names)
+
+                    fail p (sprintf "%s; a fit learns params (%s)" what (if names.IsEmpty then "the model declares none" else String.Join(", ", names)))
+                elif not (seen.Add n) then fail p (sprintf "'%s' is listed twice" n)
+                else Ok())
+            |> collect
+            |> List.truncate 20 // a list of thousands of wrong names: the first few say it
+
+        let dup =
+            settings
+            |> List.groupBy (fun s -> s.FitKey)
+            |> List.collect (fun (k, occ) -> occ |> List.tail |> List.map (fun s -> { Pos = s.FitPos; Message = sprintf "duplicate setting '%s'" k }))
+
+        let unknown =
+            settings
+            |> List.filter (fun s -> not (List.contains s.FitKey keys))
+            |> List.map (fun s -> { Pos = s.FitPos; Message = sprintf "unknown fit setting '%s'%s (known: %s)" s.FitKey (Checker.suggest s.FitKey keys) (String.Join(", ", keys)) })
+
+        let setting k = settings |> List.tryFind (fun s -> s.FitKey = k)
+
+        let number k (check: float -> string option) (dflt: 'a) (conv: float -> 'a) : Result<'a, Diagnostic list> =
+            match setting k with
+            | None -> Ok dflt
+            | Some { FitArg = FitExpr e } ->
+                Checker.constantValue consts k e
+                |> Result.bind (fun v -> match check v with Some m -> fail e.Pos m | None -> Ok(conv v))
+            | Some s -> fail s.FitPos (sprintf "%s must be a number" k)
+
+        let whole (v: float) = Math.Floor v = v
+        let objective = match setting "objective" with Some s -> objectiveOf consts cf.Settings s | None -> Ok(KlAt None)
+        let optimizer = match setting "optimizer" with Some s -> optimizerOf consts s | None -> Ok Lbfgs
+
+        let iterations =
+            number "iterations" (fun v -> if whole v && v >= 1.0 && v <= float maxIterations then None else Some(sprintf "iterations must be a whole number from 1 to %d" maxIterations)) 100 int
+
+        let tolerance = number "tolerance" (fun v -> if v > 0.0 then None else Some "tolerance must be > 0") 1e-4 id
+        let bandwidth = number "bandwidth" (fun v -> if v > 0.0 then None else Some "bandwidth must be > 0") None Some
+        let rate = number "rate" (fun v -> if v > 0.0 then None else Some "rate must be > 0 (per unit time)") Sde.Core.CovectorGrowth.Floor id
+
+        let paths =
+            number "paths" (fun v -> if whole v && v >= 2.0 && v <= 1e9 then None else Some "paths must be a whole number from 2 to 10^9") None (int64 >> Some)
+
+        let err r = match r with Error ds -> ds | Ok _ -> []
+
+        let errs =
+            second @ paramErrs @ dup @ unknown @ err objective @ err optimizer @ err iterations @ err tolerance @ err bandwidth @ err rate @ err paths
+            |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
+
+        let dataErr = if String.IsNullOrWhiteSpace data then [ { Pos = dataPos; Message = "the data file name is empty" } ] else []
+
+        match errs @ dataErr, objective, optimizer, iterations, tolerance, bandwidth, rate, paths with
+        | [], Ok o, Ok opt, Ok it, Ok tol, Ok bw, Ok r, Ok n ->
+            Ok(
+                Some
+                    { Params = (let index = names |> List.mapi (fun i n -> n, i) |> dict in ps |> List.map (fun (n, _) -> index[n]))
+                      Data = data
+                      DataPos = dataPos
+                      Objective = o
+                      Optimizer = opt
+                      Iterations = it
+                      Tolerance = tol
+                      Bandwidth = bw
+                      Rate = r
+                      Paths = n
+                      Pos = pos }
+            )
+        | es, _, _, _, _, _, _, _ -> Error es

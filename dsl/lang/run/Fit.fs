@@ -1,0 +1,738 @@
+/// Fitting an SDE to data (docs/fitting.md): the KL objective between the smoothed data and the
+/// model's law at T, its gradient by the forward divergence-kernel weights ℓ_T of the paths (no
+/// backward pass: memory does not grow with the number of steps), Adam on fresh random numbers
+/// and MathNet's L-BFGS on common random numbers, in unconstrained coordinates of the domains.
+module Sde.Lang.Fit
+
+open System
+open System.IO
+open System.Globalization
+open Sde.Core
+open Sde.Lang.Syntax
+open Sde.Lang.Checked
+open Sde.Lang.FitCheck
+open MathNet.Numerics.LinearAlgebra
+
+let private inv = CultureInfo.InvariantCulture
+
+// ---------------------------------------------------------------------------------- data
+
+/// The data of a fit: rows of state components at T.
+type FitData =
+    { /// The file as read (resolved path).
+      File: string
+      /// Column names as in the model (`x`, `x[3]`).
+      Columns: string[]
+      /// The engine component of each column.
+      Components: int[]
+      /// Rows × columns, row-major.
+      Values: float[]
+      Rows: int }
+
+/// Every state component with its name as a data column names it: `x` for a scalar state, `x[k]` for a vector's.
+let componentNames (m: CheckedModel) : (string * int)[] =
+    let offsets = m.States |> List.scan (fun o (s: StateInfo) -> o + s.Size) 0
+
+    List.zip m.States (List.take m.States.Length offsets)
+    |> List.collect (fun (s, o) ->
+        if s.IsVector then [ for k in 0 .. s.Size - 1 -> sprintf "%s[%d]" s.Name k, o + k ] else [ s.Name, o ])
+    |> List.toArray
+
+/// Largest data file read (characters).
+let maxDataBytes = 1L <<< 28
+
+/// The data file of a fit: resolved against `baseDir` (the directory of the .sde file) unless absolute.
+let dataPath (baseDir: string) (spec: FitSpec) =
+    if Path.IsPathRooted spec.Data then spec.Data else Path.Combine((if String.IsNullOrEmpty baseDir then "." else baseDir), spec.Data)
+
+let private cellText (s: string) =
+    let t = s.Trim()
+    if t.Length >= 2 && t.StartsWith "\"" && t.EndsWith "\"" then t.Substring(1, t.Length - 2).Trim() else t
+
+/// The columns a Jacobian-matching data file may name, with their codes: a state component `x` (code
+/// c), a field component `dx` (d + c), a Jacobian entry `dx/dy` = ∂f_x/∂y (2d + a·d + b).
+let fieldColumns (m: CheckedModel) : (string * int)[] =
+    let comps = componentNames m
+    let d = comps.Length
+
+    Array.concat
+        [ comps
+          comps |> Array.map (fun (n, c) -> "d" + n, d + c)
+          [| for (a, ca) in comps do
+                 for (b, cb) in comps -> sprintf "d%s/d%s" a b, 2 * d + ca * d + cb |] ]
+
+/// Parses the CSV text of the data (header of state names, then one row per sample); every problem is
+/// a message that names the file, the line and the column.
+let rec parseData (name: string) (m: CheckedModel) (text: string) : Result<FitData, string> = parseDataWith (componentNames m) name text
+
+/// As parseData, with the columns `known` (names and codes, the codes going to `Components`).
+and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Result<FitData, string> =
+    let lines = text.Split('\n') |> Array.map (fun l -> l.TrimEnd('\r'))
+    // blank lines and `#` comments are skipped; line numbers are those of the file
+    let content = lines |> Array.indexed |> Array.filter (fun (_, l) -> l.Trim() <> "" && not (l.TrimStart().StartsWith "#"))
+    let knownMap = dict known
+
+    match Array.tryHead content with
+    | None -> Error(sprintf "%s: the file is empty; it needs a header of state names (e.g. %s) and at least two rows" name (fst known[0]))
+    | Some(hl, header) ->
+        let cols = header.Split(',') |> Array.map (fun c -> String((cellText c).ToCharArray() |> Array.filter (Char.IsWhiteSpace >> not)))
+        let list = String.Join(", ", known |> Array.truncate 8 |> Array.map fst) + (if known.Length > 8 then ", ..." else "")
+
+        let headerErr =
+            cols
+            |> Array.indexed
+            |> Array.tryPick (fun (j, c) ->
+                if c = "" then Some(sprintf "%s, line %d: column %d of the header has no name; name each column by a state (%s)" name (hl + 1) (j + 1) list)
+                elif not (knownMap.ContainsKey c) then
+                    Some(sprintf "%s, line %d: unknown column '%s'%s; the columns are states of the model (%s)" name (hl + 1) c (Checker.suggest c (Array.map fst known)) list)
+                elif Array.IndexOf(cols, c) <> j then Some(sprintf "%s, line %d: column '%s' appears twice" name (hl + 1) c)
+                else None)
+
+        match headerErr with
+        | Some e -> Error e
+        | None ->
+            let q = cols.Length
+            let rows = content.Length - 1
+            let values = Array.zeroCreate<float> (rows * q)
+
+            let rowErr =
+                content
+                |> Array.skip 1
+                |> Array.indexed
+                |> Array.tryPick (fun (r, (li, line)) ->
+                    let cells = line.Split(',')
+
+                    if cells.Length <> q then
+                        Some(sprintf "%s, line %d: %d cell%s, but the header names %d column%s (%s)" name (li + 1) cells.Length (if cells.Length = 1 then "" else "s") q (if q = 1 then "" else "s") (String.Join(", ", cols)))
+                    else
+                        cells
+                        |> Array.indexed
+                        |> Array.tryPick (fun (j, c) ->
+                            let t = cellText c
+                            match Double.TryParse(t, NumberStyles.Float, inv) with
+                            | true, v when Double.IsFinite v && not (t.Contains "∞") ->
+                                values[r * q + j] <- v
+                                None
+                            | true, _ -> Some(sprintf "%s, line %d, column '%s': '%s' is not a finite number (NaN and infinities are not data)" name (li + 1) cols[j] t)
+                            | _ when t = "" -> Some(sprintf "%s, line %d, column '%s': the cell is empty" name (li + 1) cols[j])
+                            | _ -> Some(sprintf "%s, line %d, column '%s': '%s' is not a number" name (li + 1) cols[j] (if t.Length > 40 then t.Substring(0, 40) + "..." else t))))
+
+            match rowErr with
+            | Some e -> Error e
+            | None when rows < 2 -> Error(sprintf "%s: %d data row%s; a fit needs at least two" name rows (if rows = 1 then "" else "s"))
+            | None ->
+                Ok
+                    { File = name
+                      Columns = cols
+                      Components = cols |> Array.map (fun c -> knownMap[c])
+                      Values = values
+                      Rows = rows }
+
+/// Reads and parses the data file of `spec`; errors are located at the file name in the source.
+let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitData, Diagnostic list> =
+    let at msg = Error [ { Pos = spec.DataPos; Message = msg } ]
+    let path = dataPath baseDir spec
+
+    try
+        if Directory.Exists path then at (sprintf "data file '%s' is a directory" spec.Data)
+        elif not (File.Exists path) then at (sprintf "data file '%s' not found (looked for %s)" spec.Data (Path.GetFullPath path))
+        else
+            // read at most maxDataBytes + 1 (a device such as /dev/zero reports no length and never ends)
+            use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)
+            use reader = new StreamReader(stream)
+            let buffer = Array.zeroCreate<char> 65536
+            let text = Text.StringBuilder()
+            let mutable n = reader.Read(buffer, 0, buffer.Length)
+
+            while n > 0 && int64 text.Length <= maxDataBytes do
+                text.Append(buffer, 0, n) |> ignore
+                n <- reader.Read(buffer, 0, buffer.Length)
+
+            if int64 text.Length > maxDataBytes then at (sprintf "data file '%s' is larger than %d MiB" spec.Data (maxDataBytes >>> 20))
+            else
+                let parsed =
+                    match spec.Objective with
+                    | KlAt _ -> parseData spec.Data m (text.ToString())
+                    | JacobianMatching _ ->
+                        let d = m.Dim
+                        let comps = componentNames m
+
+                        parseDataWith (fieldColumns m) spec.Data (text.ToString())
+                        |> Result.bind (fun fd ->
+                            match comps |> Array.tryFind (fun (_, c) -> not (Array.contains c fd.Components)) with
+                            | Some(n, _) -> Error(sprintf "%s: no column '%s': jacobian matching evaluates the model's field at each row's whole state (columns: the states, the field components as d%s, the Jacobian entries as d%s/d%s)" spec.Data n n n n)
+                            | None when fd.Components |> Array.forall (fun c -> c < d) ->
+                                Error(sprintf "%s: no field column: name the field components d%s, ... or the Jacobian entries d%s/d%s, ..." spec.Data (fst comps[0]) (fst comps[0]) (fst comps[0]))
+                            | None -> Ok fd)
+
+                match parsed with
+                | Ok d -> Ok { d with File = path }
+                | Error e -> at e
+    with
+    | :? IOException
+    | :? UnauthorizedAccessException as ex -> at (sprintf "data file '%s' cannot be read: %s" spec.Data ex.Message)
+
+// ---------------------------------------------------------------------------------- domains
+
+/// How a param with a domain is optimised: γ = lo + e^u on (lo, ∞), hi − e^u on (−∞, hi),
+/// lo + (hi − lo)·sigmoid(u) on (lo, hi), γ = u without a domain. The bounds themselves are never reached.
+type Transform =
+    | Free
+    | Above of float
+    | Below of float
+    | Between of float * float
+
+let transformOf (p: ParamInfo) =
+    match p.Domain with
+    | None -> Free
+    | Some(lo, hi) ->
+        match Double.IsFinite lo.Value, Double.IsFinite hi.Value with
+        | false, false -> Free
+        | true, false -> Above lo.Value
+        | false, true -> Below hi.Value
+        | true, true -> Between(lo.Value, hi.Value)
+
+/// γ from u.
+let toParam tr (u: float) =
+    match tr with
+    | Free -> u
+    | Above lo -> lo + exp u
+    | Below hi -> hi - exp u
+    | Between(lo, hi) -> lo + (hi - lo) / (1.0 + exp -u)
+
+/// dγ/du.
+let slope tr (u: float) =
+    match tr with
+    | Free -> 1.0
+    | Above _ -> exp u
+    | Below _ -> -(exp u)
+    | Between(lo, hi) ->
+        let s = 1.0 / (1.0 + exp -u)
+        (hi - lo) * s * (1.0 - s)
+
+/// u from γ; None when γ is on (or beyond) a bound, where the transform has no preimage.
+let ofParam tr (g: float) =
+    let ok x = if Double.IsFinite x then Some x else None
+
+    match tr with
+    | Free -> Some g
+    | Above lo -> if g > lo then ok (log (g - lo)) else None
+    | Below hi -> if g < hi then ok (log (hi - g)) else None
+    | Between(lo, hi) -> if g > lo && g < hi then ok (log ((g - lo) / (hi - g))) else None
+
+// ---------------------------------------------------------------------------------- report
+
+/// One evaluation of the objective (an iteration of Adam; an evaluation, line-search steps included, of L-BFGS).
+type FitStep =
+    { Iteration: int
+      Loss: float
+      LossStdErr: float
+      /// |∂L/∂u|: the gradient's norm in the unconstrained coordinates the optimiser moves in.
+      GradNorm: float
+      /// The fitted params' values there.
+      Values: float[] }
+
+type FitReport =
+    { Model: string
+      Source: string
+      DataFile: string
+      DataRows: int
+      Columns: string[]
+      Objective: string
+      Optimizer: string
+      /// Names of the fitted params, in the order of the fit block.
+      Names: string[]
+      Start: float[]
+      Fitted: float[]
+      /// Standard errors from the data's scores (NaN when the Fisher information is singular).
+      StdErrs: float[]
+      /// Every param of the model with its value after the fit (the fitted ones replaced).
+      AllParams: (string * float) list
+      History: FitStep list
+      Converged: bool
+      Stop: string
+      Bandwidth: float[]
+      Paths: int64
+      T: float
+      Dt: float
+      Seed: uint64
+      FinalLoss: float
+      FinalLossStdErr: float
+      Seconds: float
+      SecondsPerEvaluation: float
+      /// What makes the result less reliable than its standard errors say (heavy-tailed DK weights, data
+      /// in the model's far tails), found at the fitted values.
+      Warnings: string list }
+
+let private g6 (x: float) = x.ToString("G6", inv)
+
+/// The ready-to-paste `params fitted { ... }` block: the fitted params and any other param whose
+/// value in the starting set differs from its default.
+let paramsBlock (r: FitReport) (defaults: (string * float) list) =
+    let d = dict defaults
+
+    let items =
+        r.AllParams
+        |> List.filter (fun (n, v) -> Array.contains n r.Names || (match d.TryGetValue n with | true, dv -> dv <> v | _ -> true))
+        |> List.map (fun (n, v) -> sprintf "%s = %s" n (g6 v))
+
+    sprintf "params fitted { %s }" (String.Join("; ", items))
+
+/// One progress line.
+let progressLine (names: string[]) (s: FitStep) =
+    let ps = Array.map2 (fun n v -> sprintf "%s %s" n (g6 v)) names s.Values
+    sprintf "%5d  loss %s  |grad| %s  %s" s.Iteration (Output.valueWithError s.Loss s.LossStdErr) (Output.num s.GradNorm) (String.Join("  ", ps))
+
+/// The summary after the fit.
+let summary (r: FitReport) (defaults: (string * float) list) =
+    let w = r.Names |> Array.map String.length |> Array.max
+
+    [ yield sprintf "fit of %s to %s (%d rows: %s), %s, %s" r.Model (Path.GetFileName r.DataFile) r.DataRows (String.Join(", ", r.Columns)) r.Objective r.Optimizer
+      yield sprintf "%s after %d evaluation%s: %s" (if r.Converged then "converged" else "stopped") r.History.Length (if r.History.Length = 1 then "" else "s") r.Stop
+      for i in 0 .. r.Names.Length - 1 do
+          yield sprintf "  %s = %s   (start %s)" (r.Names[i].PadRight w) (Output.valueWithError r.Fitted[i] r.StdErrs[i]) (g6 r.Start[i])
+      if r.Objective.StartsWith "kl" then
+          yield sprintf "loss (cross entropy of the smoothed data, nats per row) %s" (Output.valueWithError r.FinalLoss r.FinalLossStdErr)
+      else
+          yield sprintf "loss (squared field and λ·Jacobian mismatch, mean per row) %s" (Output.valueWithError r.FinalLoss r.FinalLossStdErr)
+      for w in r.Warnings do
+          yield "warning: " + w
+      yield ""
+      yield paramsBlock r defaults ]
+    |> String.concat "\n"
+
+/// `fit.json`.
+let toJson (r: FitReport) : string =
+    use ms = new MemoryStream()
+
+    (use w = new Text.Json.Utf8JsonWriter(ms, Text.Json.JsonWriterOptions(Indented = true))
+     let num (name: string) (x: float) =
+         if Double.IsFinite x then w.WriteNumber(name, x) else w.WriteNull name
+
+     let byName (name: string) (xs: float[]) =
+         w.WriteStartObject name
+         Array.iter2 num r.Names xs
+         w.WriteEndObject()
+
+     w.WriteStartObject()
+     w.WriteString("model", r.Model)
+     w.WriteString("source", r.Source)
+     byName "fitted" r.Fitted
+     byName "stderr" r.StdErrs
+     byName "start" r.Start
+     w.WriteStartObject "params"
+     for n, v in r.AllParams do num n v
+     w.WriteEndObject()
+     w.WriteString("objective", r.Objective)
+     w.WriteString("optimizer", r.Optimizer)
+     w.WriteBoolean("converged", r.Converged)
+     w.WriteString("stop", r.Stop)
+     num "loss" r.FinalLoss
+     num "loss_stderr" r.FinalLossStdErr
+     w.WriteStartObject "data"
+     w.WriteString("file", r.DataFile)
+     w.WriteNumber("rows", r.DataRows)
+     w.WriteStartArray "columns"
+     for c in r.Columns do w.WriteStringValue c
+     w.WriteEndArray()
+     w.WriteStartArray "bandwidth"
+     for h in r.Bandwidth do w.WriteNumberValue h
+     w.WriteEndArray()
+     w.WriteEndObject()
+     w.WriteStartObject "settings"
+     w.WriteNumber("paths", r.Paths)
+     w.WriteNumber("dt", r.Dt)
+     w.WriteNumber("T", r.T)
+     w.WriteNumber("seed", r.Seed)
+     w.WriteEndObject()
+     w.WriteStartArray "warnings"
+     for x in r.Warnings do w.WriteStringValue x
+     w.WriteEndArray()
+     w.WriteStartArray "history"
+
+     for s in r.History do
+         w.WriteStartObject()
+         w.WriteNumber("iteration", s.Iteration)
+         num "loss" s.Loss
+         num "loss_stderr" s.LossStdErr
+         num "grad_norm" s.GradNorm
+         byName "params" s.Values
+         w.WriteEndObject()
+
+     w.WriteEndArray()
+     w.WriteStartObject "timing"
+     w.WriteNumber("seconds", r.Seconds)
+     w.WriteNumber("seconds_per_evaluation", r.SecondsPerEvaluation)
+     w.WriteEndObject()
+     w.WriteEndObject())
+
+    Text.Encoding.UTF8.GetString(ms.ToArray())
+
+/// A file-name-safe form of a param name (non-ASCII letters as uXXXX, as the emitted code names them).
+let private safeName (s: string) =
+    s |> Seq.map (fun c -> if Char.IsAscii c && (Char.IsLetterOrDigit c || c = '_') then string c else sprintf "u%04X" (int c)) |> String.concat ""
+
+/// Writes fit.json, fit_loss.svg and fit_param_NAME.svg into `dir`; returns the files written.
+let write (dir: string) (r: FitReport) : string list =
+    Directory.CreateDirectory dir |> ignore
+    let json = Path.Combine(dir, "fit.json")
+    File.WriteAllText(json, toJson r)
+    let its = r.History |> List.map (fun s -> float s.Iteration) |> List.toArray
+    let what = if r.Optimizer = "lbfgs" then "evaluation" else "iteration"
+    let loss = Path.Combine(dir, "fit_loss.svg")
+
+    Plot.writeSeriesWith loss (sprintf "%s — fit loss" r.Model) (sprintf "%s, %s; ±2 standard errors over the data" r.Objective r.Optimizer) true what "loss (nats per row)"
+        [ "loss", its, (r.History |> List.map (fun s -> s.Loss) |> List.toArray), (r.History |> List.map (fun s -> s.LossStdErr) |> List.toArray) ]
+
+    let ps =
+        r.Names
+        |> Array.mapi (fun i n ->
+            let path = Path.Combine(dir, sprintf "fit_param_%s.svg" (safeName n))
+            Plot.writeSeriesWith path (sprintf "%s — %s" r.Model n) (sprintf "fitted %s" (Output.valueWithError r.Fitted[i] r.StdErrs[i])) true what n
+                [ n, its, (r.History |> List.map (fun s -> s.Values[i]) |> List.toArray), [||] ]
+            path)
+        |> Array.toList
+
+    json :: loss :: ps
+
+// ---------------------------------------------------------------------------------- the fit
+
+/// Options of one fit that do not belong to the file.
+type FitOptions =
+    { Threads: int
+      /// Called after each evaluation.
+      Progress: (FitStep -> unit) option
+      /// The directory the data file's name is relative to.
+      BaseDir: string }
+
+let defaultFitOptions = { Threads = 0; Progress = None; BaseDir = "." }
+
+/// A fit that cannot go on (paths blew up, the DK weights are not defined): the message, located at the fit block.
+exception FitFailed of Diagnostic
+
+/// The objective at parameter values, with its recorded paths and data smoothing.
+/// A fit's objective, ready to evaluate (`evaluate`): the model compiled for the fitted params'
+/// derivatives, the recorded paths' buffers, the data and their bandwidths.
+type Problem =
+    { Compiled: Compile.CompiledModel
+      Runner: IRecordRunner
+      Plans: ResponsePlan[]
+      Record: PathRecord
+      Data: FitData
+      H: float[]
+      Settings: Settings
+      T: float
+      Paths: int64
+      Threads: int
+      Spec: FitSpec
+      /// Jacobian matching: the rows' states (M × d), field components and values, Jacobian entries and values.
+      Field: (float[] * int[] * float[] * int[] * int[] * float[]) option }
+
+/// The smoothed data points: each row y becomes y + h∘ε and y − h∘ε (antithetic, so the points' mean is the
+/// data's mean exactly), with ε standard normal rescaled per column to mean square one (so their covariance
+/// is the data's plus diag(h²) up to the data–ε correlation, which the pairs cancel).
+let smoothed (d: FitData) (h: float[]) (seed: uint64) : float[] =
+    let q = d.Columns.Length
+    let rng = MathNet.Numerics.Random.MersenneTwister(int (seed % 2147483647UL), false)
+    let eps = Array.init (d.Rows * q) (fun _ -> MathNet.Numerics.Distributions.Normal.Sample(rng, 0.0, 1.0))
+
+    for j in 0 .. q - 1 do
+        let ms = Seq.init d.Rows (fun r -> eps[r * q + j] ** 2.0) |> Seq.average
+        let s = 1.0 / sqrt ms
+        for r in 0 .. d.Rows - 1 do eps[r * q + j] <- eps[r * q + j] * s
+
+    let pts = Array.zeroCreate (2 * d.Rows * q)
+
+    for r in 0 .. d.Rows - 1 do
+        for j in 0 .. q - 1 do
+            let y, e = d.Values[r * q + j], h[j] * eps[r * q + j]
+            pts[(2 * r) * q + j] <- y + e
+            pts[(2 * r + 1) * q + j] <- y - e
+
+    pts
+
+/// The bandwidth per data column: the fit's `bandwidth`, or Silverman's rule (KlObjective.Silverman).
+let bandwidths (d: FitData) (spec: FitSpec) (paths: int64) =
+    let q = d.Columns.Length
+
+    Array.init q (fun j ->
+        match spec.Bandwidth with
+        | Some h -> h
+        | None ->
+            let xs = Array.init d.Rows (fun r -> d.Values[r * q + j])
+            let sd = MathNet.Numerics.Statistics.Statistics.StandardDeviation xs
+            KlObjective.Silverman(sd, q, paths))
+
+/// The objective and its DK gradient (by the fitted params, in their order) at the model's param values
+/// `values` (all of them), with the paths of `seed` and the data jitter of `jitterSeed`. Throws FitFailed.
+let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64) : KlObjective.Result =
+    let s = RunSettings(Paths = pb.Paths, Dt = pb.Settings.Dt, T = pb.T, Seed = seed, Threads = pb.Threads)
+    let at = String.Join(", ", List.map2 (fun (i: int) (n: string) -> sprintf "%s = %s" n (g6 values[i])) pb.Spec.Params (pb.Spec.Params |> List.map (fun i -> pb.Compiled.Ir.ParamNames[i])))
+
+    match pb.Field, pb.Spec.Objective with
+    | Some(states, fc, fv, jr, jc, jvals), JacobianMatching lambda ->
+        let r = pb.Runner.MatchField(pb.Compiled.Instance values, pb.Compiled.Structure, states, fc, fv, jr, jc, jvals, lambda)
+
+        KlObjective.Result(
+            Loss = r.Loss, LossStdErr = r.LossStdErr, Gradient = r.Gradient, DatumLoss = r.RowLoss, DatumGradient = r.RowGradient,
+            MinEffectivePaths = infinity, ShareBelow10 = 0.0
+        )
+    | _ ->
+
+    try
+        pb.Runner.RunRecorded(pb.Compiled.Instance values, pb.Compiled.Structure, s, pb.Plans, pb.Record)
+    with
+    | :? SimulationFailedException as ex -> raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %s" at ex.Message })
+    | :? InvalidOperationException as ex -> raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %s" at ex.Message })
+
+    if pb.Record.NonFinitePaths() > 0L then
+        raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %d path(s) have a non-finite state or DK weight at T; the model or its weights blow up there (try a smaller dt, or a start closer to the data)" at (pb.Record.NonFinitePaths()) })
+
+    KlObjective.Evaluate(smoothed pb.Data pb.H jitterSeed, 2, pb.Data.Columns.Length, pb.Data.Components, pb.H, pb.Record, pb.Threads)
+
+/// Standard errors of the fitted params from the data's scores: the Fisher information per row is
+/// estimated by the covariance F of the per-row gradients (valid when the model is well specified),
+/// and the covariance of the estimate by F⁻¹ / rows. NaN when F is singular.
+let private stdErrs (r: KlObjective.Result) (k: int) (rows: int) =
+    let g = Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(fun i j -> r.DatumGradient[i * k + j]))
+    let mean = g.ColumnSums() / float rows
+    let c = g - Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(fun _ j -> mean[j]))
+    let f = c.TransposeThisAndMultiply c / float (rows - 1)
+
+    try
+        let cov = f.Inverse() / float rows
+        Array.init k (fun j -> if cov[j, j] > 0.0 && Double.IsFinite cov[j, j] then sqrt cov[j, j] else nan)
+    with _ ->
+        Array.create k nan
+
+/// Why a fit has no result: located diagnostics, and whether the input is at fault (the data, the start:
+/// exit 2) or the run failed (paths or weights that blow up: exit 3).
+type FitError = { Diagnostics: Diagnostic list; RunFailed: bool }
+
+/// Checks what the file alone could not (the time and paths after overrides, the start inside the
+/// domains, the data) and compiles the model for the fitted params' derivatives.
+let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Problem, FitError> =
+    let m = cf.Model
+    let set = List.head cf.Sets
+    let at p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = false }
+    let t = defaultArg (match spec.Objective with KlAt t -> t | JacobianMatching _ -> None) cf.Settings.T
+    let paths = defaultArg spec.Paths cf.Settings.Paths
+    let ps = List.toArray spec.Params
+    let trs = ps |> Array.map (fun i -> transformOf m.Params[i])
+    let names = ps |> Array.map (fun i -> m.Params[i].Name)
+    let start = ps |> Array.map (fun i -> set.Values[i])
+    let isKl = match spec.Objective with KlAt _ -> true | JacobianMatching _ -> false
+
+    if cf.Weight.IsSome then
+        at spec.Pos (sprintf "fitting a weighted model (weight '%s') is not available yet" cf.Weight.Value.Name)
+    elif isKl && t > cf.Settings.T || RunSettings.WholeSteps(t, cf.Settings.Dt) < 1L then
+        at spec.Pos (sprintf "kl at %s: not a grid time in (0, T = %s] with dt = %s" (g6 t) (g6 cf.Settings.T) (g6 cf.Settings.Dt))
+    elif isKl && paths < 2L then
+        at spec.Pos (sprintf "a fit needs at least 2 paths per evaluation (paths = %d)" paths)
+    else
+
+    match Array.tryFindIndex (fun k -> (ofParam trs[k] start[k]).IsNone) [| 0 .. ps.Length - 1 |] with
+    | Some k ->
+        at spec.Pos (sprintf "the start value %s of '%s' is on the bound of its domain %s; a fit moves inside the domain: start inside it (params or --set)" (g6 start[k]) names[k] (Checker.domainText m.Params[ps[k]].Domain.Value))
+    | None ->
+
+    match loadData opts.BaseDir m spec with
+    | Error e -> Error { Diagnostics = e; RunFailed = false }
+    | Ok data ->
+        try
+            let ir = Lower.lowerModel m
+            let compiled = Frontend.onLargeStack (fun () -> Compile.compile ir [| Ir.num 0.0 |] ps)
+            let mode = if ir.Dim <= 10 then Sde.Core.DkMode.Exact else Sde.Core.DkMode.Iterative
+
+            let plans =
+                ps
+                |> Array.mapi (fun k _ ->
+                    ResponsePlan(Kind = EstimateKind.Mean, Observable = 0, Method = ResponseMethod.DivergenceKernel, Rate = spec.Rate, Mode = mode, Which = k))
+
+            Ok
+                { Compiled = compiled
+                  Runner = ModelRunner.For compiled.Type :?> IRecordRunner
+                  Plans = plans
+                  Record = PathRecord()
+                  Data = data
+                  H = (if isKl then bandwidths data spec paths else [||])
+                  Settings = cf.Settings
+                  T = t
+                  Paths = paths
+                  Threads = opts.Threads
+                  Spec = spec
+                  Field =
+                    if isKl then None
+                    else
+                        let d, q, rows = ir.Dim, data.Columns.Length, data.Rows
+                        let col c = Array.IndexOf(data.Components, c)
+                        let states = Array.init (rows * d) (fun i -> data.Values[(i / d) * q + col (i % d)])
+                        let fields = data.Components |> Array.filter (fun c -> c >= d && c < 2 * d)
+                        let jacs = data.Components |> Array.filter (fun c -> c >= 2 * d)
+                        let pick (cs: int[]) = Array.init (rows * cs.Length) (fun i -> data.Values[(i / cs.Length) * q + col cs[i % cs.Length]])
+
+                        Some(
+                            states, fields |> Array.map (fun c -> c - d), pick fields,
+                            jacs |> Array.map (fun c -> (c - 2 * d) / d), jacs |> Array.map (fun c -> (c - 2 * d) % d), pick jacs
+                        ) }
+        with
+        | Tangent.TooManyDerivatives msg -> at spec.Pos msg
+
+/// Fits `spec` to its data, starting from the first parameter set of `cf` (after overrides).
+let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<FitReport, FitError> =
+    let sw = Diagnostics.Stopwatch.StartNew()
+    let m = cf.Model
+    let set = List.head cf.Sets
+    let failed p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = true }
+    let ps = List.toArray spec.Params
+    let trs = ps |> Array.map (fun i -> transformOf m.Params[i])
+    let names = ps |> Array.map (fun i -> m.Params[i].Name)
+    let start = ps |> Array.map (fun i -> set.Values[i])
+
+    match problem cf spec opts with
+    | Error e -> Error e
+    | Ok pb ->
+        let data, t, paths = pb.Data, pb.T, pb.Paths
+
+        try
+            let k = ps.Length
+            let full (g: float[]) = Array.init set.Values.Length (fun i -> match Array.IndexOf(ps, i) with -1 -> set.Values[i] | j -> g[j])
+            let history = Collections.Generic.List<FitStep>()
+            let baseSeed = cf.Settings.Seed
+
+            /// Loss and ∂/∂u at u (records the step).
+            let step (u: float[]) (seed: uint64) (jitter: uint64) =
+                let g = Array.map2 toParam trs u
+                let r = evaluate pb (full g) seed jitter
+                let gu = Array.init k (fun j -> r.Gradient[j] * slope trs[j] u[j])
+                let s = { Iteration = history.Count + 1; Loss = r.Loss; LossStdErr = r.LossStdErr; GradNorm = sqrt (Array.sumBy (fun x -> x * x) gu); Values = g }
+                history.Add s
+                opts.Progress |> Option.iter (fun f -> f s)
+                r, gu
+
+            let u0 = Array.map2 (fun tr g -> (ofParam tr g).Value) trs start
+
+            let fitted, converged, stop, optText =
+                match spec.Optimizer with
+                | Adam lr ->
+                    let b1, b2, eps = 0.9, 0.999, 1e-8
+                    let u = Array.copy u0
+                    let mo = Array.zeroCreate k
+                    let v = Array.zeroCreate k
+
+                    for it in 1 .. spec.Iterations do
+                        // fresh random numbers each iteration: other paths (seed + it) and another jitter
+                        let _, gu = step u (baseSeed + uint64 it) (baseSeed + uint64 it)
+
+                        for j in 0 .. k - 1 do
+                            mo[j] <- b1 * mo[j] + (1.0 - b1) * gu[j]
+                            v[j] <- b2 * v[j] + (1.0 - b2) * gu[j] * gu[j]
+                            let mh = mo[j] / (1.0 - b1 ** float it)
+                            let vh = v[j] / (1.0 - b2 ** float it)
+                            u[j] <- u[j] - lr * mh / (sqrt vh + eps)
+
+                    // Polyak–Ruppert: the average of the iterates over the last quarter removes most of the
+                    // stochastic gradients' jitter around the optimum
+                    let tail = max 1 (spec.Iterations / 4)
+                    let last = history |> Seq.skip (history.Count - tail) |> Seq.toArray
+                    let avg = Array.init k (fun j -> last |> Array.averageBy (fun s -> s.Values[j]))
+                    avg, false, sprintf "%d iterations done; the fitted values average the last %d" spec.Iterations tail, sprintf "adam(lr = %s)" (g6 lr)
+                | Lbfgs ->
+                    // common random numbers: the same paths and jitter at every evaluation
+                    let f =
+                        MathNet.Numerics.Optimization.ObjectiveFunction.Gradient(
+                            System.Func<Vector<float>, struct (float * Vector<float>)>(fun u ->
+                                let r, gu = step (u.ToArray()) baseSeed baseSeed
+                                struct (r.Loss, Vector<float>.Build.DenseOfArray gu))
+                        )
+
+                    let best () =
+                        let b = history |> Seq.minBy (fun s -> s.Loss)
+                        b.Values
+
+                    try
+                        let mini = MathNet.Numerics.Optimization.LimitedMemoryBfgsMinimizer(spec.Tolerance, 1e-10, 1e-12, 5, spec.Iterations)
+                        let res = mini.FindMinimum(f, Vector<float>.Build.DenseOfArray u0)
+                        let g = Array.map2 toParam trs (res.MinimizingPoint.ToArray())
+                        // converged only by the fit's own rule: MathNet may end on a line search that made no
+                        // progress and still name a gradient criterion
+                        let gn = res.FunctionInfoAtMinimum.Gradient.L2Norm()
+                        let its = sprintf "after %d iteration%s" res.Iterations (if res.Iterations = 1 then "" else "s")
+
+                        if gn <= spec.Tolerance then g, true, sprintf "|grad| %s <= tolerance %s %s" (Output.num gn) (Output.num spec.Tolerance) its, "lbfgs"
+                        else
+                            g, false,
+                            sprintf "not converged: L-BFGS ended (MathNet's reason: %A) %s with |grad| %s > tolerance %s (the iteration limit, or a line search that found no decrease: a gradient at its noise floor, Monte-Carlo or rounding, or an unreliable one, see the warnings)" res.ReasonForExit its (Output.num gn) (Output.num spec.Tolerance),
+                            "lbfgs"
+                    with
+                    | :? FitFailed -> reraise ()
+                    | ex when ex.GetType().Namespace = "MathNet.Numerics.Optimization" ->
+                        // the iteration limit, or a line search that found no decrease: at the noise floor the DK
+                        // gradient (an estimate of the expected objective's) no longer points downhill on this sample
+                        best (), false, sprintf "%s; the fitted values are the best evaluation" (ex.Message.TrimEnd('.')), "lbfgs"
+
+            // the scores of the data at the fitted values: the final loss and the standard errors
+            let fr = evaluate pb (full fitted) baseSeed baseSeed
+            // (no noise model behind a field's least squares: no standard errors)
+            let se = if pb.Field.IsSome then Array.create k nan else stdErrs fr k data.Rows
+
+            // L-BFGS's stopping rule, besides the tolerance: the gradient (on the fit's sample) within its standard
+            // error over the data rows, in the unconstrained coordinates: the optimum is then found to the precision
+            // the data give it, and no line search can do better on a gradient that is noise
+            let converged, stop =
+                if converged || optText <> "lbfgs" then converged, stop
+                else
+                    let uf = Array.map2 (fun tr g -> (ofParam tr g).Value) trs fitted
+                    let gu = Array.init k (fun j -> fr.Gradient[j] * slope trs[j] uf[j])
+
+                    let seU =
+                        Array.init k (fun j ->
+                            let xs = Array.init data.Rows (fun i -> fr.DatumGradient[i * k + j])
+                            MathNet.Numerics.Statistics.Statistics.StandardDeviation xs / sqrt (float data.Rows) * abs (slope trs[j] uf[j]))
+
+                    let norm (v: float[]) = sqrt (Array.sumBy (fun x -> x * x) v)
+
+                    if norm gu <= norm seU then
+                        true, sprintf "|grad| %s is within its standard error over the data (%s): the optimum to the data's precision" (Output.num (norm gu)) (Output.num (norm seU))
+                    else converged, stop
+
+            let warnings =
+                [ if fr.ShareBelow10 > 0.01 then
+                      sprintf "at the fitted values %.1f%% of the smoothed data points have fewer than 10 paths within the bandwidth (fewest %.2g): the kernel estimate of the model's law is thin in the data's tails and the objective is biased there; use more paths" (100.0 * fr.ShareBelow10) fr.MinEffectivePaths
+                  let rec' = pb.Record
+                  for j in 0 .. (if rec'.Paths > 0L then k - 1 else -1) do
+                      let l2 = Array.init (int rec'.Paths) (fun p -> rec'.Ell[p * k + j] ** 2.0)
+                      let share = Array.max l2 / Array.sum l2
+                      if share > Driver.shareLimit rec'.Paths then
+                          sprintf "at the fitted values the DK weights of '%s' are heavy-tailed (one path of %d carries %.0f%% of their variance), so its gradient is unreliable: use a smaller dt or more paths" names[j] rec'.Paths (100.0 * share) ]
+            let seconds = sw.Elapsed.TotalSeconds
+
+            Ok
+                { Model = m.Name
+                  Source = source
+                  DataFile = data.File
+                  DataRows = data.Rows
+                  Columns = data.Columns
+                  Objective = (match spec.Objective with KlAt _ -> sprintf "kl at %s" (g6 t) | JacobianMatching l -> sprintf "jacobian_matching(lambda = %s)" (g6 l))
+                  Optimizer = optText
+                  Names = names
+                  Start = start
+                  Fitted = fitted
+                  StdErrs = se
+                  AllParams = List.zip (m.Params |> List.map (fun p -> p.Name)) (Array.toList (full fitted))
+                  History = List.ofSeq history
+                  Converged = converged
+                  Stop = stop
+                  Bandwidth = pb.H
+                  Paths = paths
+                  T = t
+                  Dt = cf.Settings.Dt
+                  Seed = baseSeed
+                  FinalLoss = fr.Loss
+                  FinalLossStdErr = fr.LossStdErr
+                  Seconds = seconds
+                  SecondsPerEvaluation = seconds / float (history.Count + 1)
+                  Warnings = warnings }
+        with
+        | FitFailed d -> Error { Diagnostics = [ d ]; RunFailed = true }
+        | :? RunTooLargeException as ex -> failed spec.Pos ex.Message
