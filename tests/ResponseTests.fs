@@ -146,7 +146,9 @@ let tests =
             let queries =
                 String.concat
                     "\n"
-                    [ "  d mean(x[0]) / d F"
+                    // an explicit rate: the default's pathwise control is carried or not depending on the
+                    // horizon (λ_tan·T), which would change the setup between the two runs; it has its own check below
+                    [ "  d mean(x[0]) / d F with divergence_kernel(rate = 26)"
                       "  d density(x[0]) / d sigma on [-5, 15] bins 4 with divergence_kernel(mode = iterative)"
                       "  d mean(x[0]) / d F with divergence_kernel(mode = exact)"
                       "  d mean(x[0]) / d F with divergence_kernel(mode = first_order)"
@@ -163,6 +165,18 @@ let tests =
             let a10, a1000 = bytes 10 10, bytes 1000 10
             // one normal's worth (8 bytes) per step and path would be 80 kB here
             Expect.isLessThan (abs (a1000 - a10)) 8192L (sprintf "10 steps: %d B, 1000 steps: %d B" a10 a1000)
+            // the default with its pathwise control variate (OU: carried at both horizons)
+            let ou steps =
+                let p = compileOrFail (ouSource 10 0.01 (float steps * 0.01) "  d mean(x^2) / d sigma\n  d mean(x^2) / d theta")
+                p.Run(threads = 1) |> ignore
+                let before = GC.GetAllocatedBytesForCurrentThread()
+                let r = p.Run(threads = 1)
+                let used = GC.GetAllocatedBytesForCurrentThread() - before
+                let first = (results r)[0]
+                Expect.equal first.Control (Some "pathwise") "the control is carried"
+                used
+            let o10, o1000 = ou 10, ou 1000
+            Expect.isLessThan (abs (o1000 - o10)) 8192L (sprintf "with the control: 10 steps: %d B, 1000 steps: %d B" o10 o1000)
         }
 
         test "sparse LU, four lanes: emitted and interpreted kernels give the same bits, and J⁻¹ at the pattern and J⁻ᵀc as dense algebra" {
