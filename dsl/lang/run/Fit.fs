@@ -309,9 +309,11 @@ let toJson (r: FitReport) : string =
      let num (name: string) (x: float) =
          if Double.IsFinite x then w.WriteNumber(name, x) else w.WriteNull name
 
+     let all = List.map fst r.AllParams
+
      let byName (name: string) (xs: float[]) =
          w.WriteStartObject name
-         Array.iter2 num r.Names xs
+         Output.writeParamProps w all (List.ofArray r.Names) xs
          w.WriteEndObject()
 
      w.WriteStartObject()
@@ -321,7 +323,7 @@ let toJson (r: FitReport) : string =
      byName "stderr" r.StdErrs
      byName "start" r.Start
      w.WriteStartObject "params"
-     for n, v in r.AllParams do num n v
+     Output.writeParamProps w all all (r.AllParams |> List.map snd |> List.toArray)
      w.WriteEndObject()
      w.WriteString("objective", r.Objective)
      w.WriteString("optimizer", r.Optimizer)
