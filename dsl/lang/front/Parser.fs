@@ -343,13 +343,13 @@ let private setting: P<Setting> =
 /// A param or one component of a vector param: `F`, `a[2]` (an integer literal index), as the name
 /// `a[2]` that the checker gives the component.
 let private paramName: P<string> =
-    ident .>>. opt (pos .>>. group '[' ']' expr)
+    ident .>>. opt (preturn () .>>. group '[' ']' expr)
     >>= fun (n, ix) ->
         match ix with
         | None -> preturn n
         | Some(_, { Kind = Num v }) when Math.Floor v = v && abs v < 1e9 -> preturn (sprintf "%s[%d]" n (int v))
         | Some(_, { Kind = Neg { Kind = Num v } }) when Math.Floor v = v && abs v < 1e9 -> preturn (sprintf "%s[%d]" n (-(int v)))
-        | Some(p, _) -> failFatally (atPos p (sprintf "a component of a vector param is named by an integer literal, e.g. %s[0]" n))
+        | Some(_, e) -> failFatally (atPos e.Pos (sprintf "a component of a vector param is named by an integer literal, e.g. %s[0]" n))
 
 let private paramAt: P<Pos * string> = pos .>>. paramName
 
