@@ -342,7 +342,8 @@ fit a to "data.csv" { optimizer = lbfgs; iterations = 60 }
                   Expect.isLessThan (abs (r.Fitted[0] - b0)) (4.5 * sd0) (sprintf "a[0] %g vs MLE %g (tolerance %g)" r.Fitted[0] b0 (4.5 * sd0))
                   Expect.isLessThan (abs (r.Fitted[1] - b1)) (4.5 * sd1) (sprintf "a[1] %g vs MLE %g (tolerance %g)" r.Fitted[1] b1 (4.5 * sd1))
                   // fit.json: the vector as an array; the params block pastes back as a set
-                  Fit.write (Path.Combine(dir, "out")) r |> ignore
+                  let files = Fit.write (Path.Combine(dir, "out")) r |> List.map Path.GetFileName
+                  Expect.equal files [ "fit.json"; "fit_loss.svg"; "fit_param_a-0.svg"; "fit_param_a-1.svg" ] "a plot per component"
                   let json = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "out", "fit.json")))
                   let fitted = json.["fitted"].["a"].AsArray() |> Seq.map (fun x -> x.GetValue<float>()) |> Array.ofSeq
                   Expect.equal fitted r.Fitted "fitted.a is the array of the components"

@@ -372,7 +372,9 @@ let toJson (r: FitReport) : string =
 
 /// A file-name-safe form of a param name (non-ASCII letters as uXXXX, as the emitted code names them).
 let private safeName (s: string) =
-    s |> Seq.map (fun c -> if Char.IsAscii c && (Char.IsLetterOrDigit c || c = '_') then string c else sprintf "u%04X" (int c)) |> String.concat ""
+    // a vector param's component `a[2]`: `a-2` (no param name has a '-')
+    let s = if s.EndsWith "]" && s.Contains "[" then s.TrimEnd(']').Replace('[', '-') else s
+    s |> Seq.map (fun c -> if Char.IsAscii c && (Char.IsLetterOrDigit c || c = '_' || c = '-') then string c else sprintf "u%04X" (int c)) |> String.concat ""
 
 /// Writes fit.json, fit_loss.svg and fit_param_NAME.svg into `dir`; returns the files written.
 let write (dir: string) (r: FitReport) : string list =
