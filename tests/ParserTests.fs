@@ -102,7 +102,7 @@ let private genBound =
 let private genItem: Gen<ModelItem> =
     Gen.oneof
         [ Gen.map2 (fun n v -> ConstDecl(n, v, p)) genName genE
-          Gen.map3 (fun n v d -> ParamDecl(n, v, d, p)) genName genE (Gen.optionOf (Gen.zip genBound genBound))
+          Gen.map4 (fun n s v d -> ParamDecl(n, s, v, d, p)) genName (Gen.optionOf genE) genE (Gen.optionOf (Gen.zip genBound genBound))
           Gen.map3 (fun n s per -> StateDecl(n, s, per, p)) genName (Gen.optionOf genE) (Gen.elements [ true; false ])
           Gen.map2 (fun n s -> BrownianDecl(n, s, p)) genName (Gen.optionOf genE)
           Gen.map2 (fun n v -> LetDecl(n, v, p)) genName genE
@@ -276,7 +276,7 @@ let tests =
 
               match modelItems f with
               | [ ConstDecl("N", _, _)
-                  ParamDecl("a", _, Some({ Value = 0.0; Closed = true }, { Value = 1.0; Closed = true }), _)
+                  ParamDecl("a", None, _, Some({ Value = 0.0; Closed = true }, { Value = 1.0; Closed = true }), _)
                   StateDecl("q", None, false, _)
                   BrownianDecl("B", None, _)
                   InitDecl("q", None, InitUniform _, _)

@@ -35,6 +35,9 @@ type CExpr =
     | Const of float
     /// Parameter, by its index in `CheckedModel.Params`.
     | Param of int
+    /// A component of a vector param `a[i]` whose index uses index variables: the param
+    /// `first + index` (the checker has proved the index in [0, count)). A fixed index is a `Param`.
+    | ParamAt of first: int * count: int * index: IExpr
     /// State component: state index in `CheckedModel.States`, index expression (IConst 0 for scalars).
     /// Periodic states wrap the index modulo their size; for others the checker has proved it in range.
     | StateRef of state: int * index: IExpr
@@ -67,6 +70,70 @@ type ParamInfo =
       Default: float
       Domain: (Bound * Bound) option
       Pos: Pos }
+
+/// The name a vector param's component has in `CheckedModel.Params`: `a[2]`. A vector param
+/// `param a[K]` is K scalar params `a[0]`, ..., `a[K-1]` (in order, adjacent).
+let componentName (name: string) (k: int) = sprintf "%s[%d]" name k
+
+/// The param a component belongs to (`a` for `a[2]`); a scalar param's own name.
+let paramBase (name: string) =
+    match name.IndexOf '[' with
+    | -1 -> name
+    | k -> name.Substring(0, k)
+
+/// The params grouped as written: a scalar by itself, a vector's components together, in order,
+/// as (name, indices into the params, is a vector).
+let paramGroups (names: string list) : (string * int list * bool) list =
+    names
+    |> List.mapi (fun i n -> i, n)
+    |> List.fold
+        (fun acc (i, n) ->
+            let b = paramBase n
+
+            match acc with
+            | (b0, ix, true) :: rest when b0 = b && b <> n -> (b0, i :: ix, true) :: rest
+            | _ -> (b, [ i ], b <> n) :: acc)
+        []
+    |> List.rev
+    |> List.map (fun (b, ix, v) -> b, List.rev ix, v)
+
+/// Values by param name for the JSON: the components of a vector param (all of them, `a[0]` to
+/// `a[K-1]` in order, K counted in `all`, the model's param names) as one array under `a`; anything
+/// else (a scalar, a lone component) by its own name.
+let groupParamValues (all: string list) (names: string list) (values: float[]) : (string * Choice<float, float[]>) list =
+    let names = List.toArray names
+    let sizeOf b = all |> List.filter (fun n -> n <> b && paramBase n = b) |> List.length
+    let out = System.Collections.Generic.List<string * Choice<float, float[]>>()
+    let mutable i = 0
+
+    while i < names.Length do
+        let b = paramBase names[i]
+        let k = if b <> names[i] then sizeOf b else 0
+
+        if k > 0 && i + k <= names.Length && Seq.forall (fun j -> names[i + j] = componentName b j) (seq { 0 .. k - 1 }) then
+            out.Add(b, Choice2Of2 values[i .. i + k - 1])
+            i <- i + k
+        else
+            out.Add(names[i], Choice1Of2 values[i])
+            i <- i + 1
+
+    List.ofSeq out
+
+/// Why `name` (as written: `a`, `a[2]`) names no param when no param has that name exactly, if it is
+/// about vector params (a vector without an index, an index out of range or on a scalar); else None.
+let vectorParamProblem (names: string list) (name: string) : string option =
+    let b = paramBase name
+    let size = names |> List.filter (fun n -> n <> b && paramBase n = b) |> List.length
+
+    if b = name then
+        if size > 0 then Some(sprintf "param '%s' is a vector of size %d; name a component, e.g. %s" b size (componentName b 0))
+        else None
+    elif size > 0 then
+        Some(sprintf "index %s out of range for param '%s' of size %d (valid: 0 to %d)" (name.Substring(b.Length + 1).TrimEnd(']')) b size (size - 1))
+    elif List.contains b names then
+        Some(sprintf "param '%s' is a scalar and cannot be indexed; remove the index" b)
+    else
+        None
 
 type StateInfo =
     { Name: string

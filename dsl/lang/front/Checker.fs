@@ -66,6 +66,8 @@ let reserved =
 type private Entity =
     | EConst of int
     | EParam of int
+    /// `param a[K]`: the params first .. first + K - 1 (`a[0]` ...).
+    | EVecParam of first: int * size: int
     | EState of int
     | EBrownian of int
     | EIndex of count: int
@@ -76,6 +78,7 @@ let private describeEntity =
     function
     | EConst _ -> "const"
     | EParam _ -> "param"
+    | EVecParam _ -> "vector param"
     | EState _ -> "state"
     | EBrownian _ -> "brownian"
     | EIndex _ -> "index variable"
@@ -345,6 +348,7 @@ let rec private mentionsState (c: CExpr) =
     | StateRef _ -> true
     | Const _
     | Param _
+    | ParamAt _
     | Time
     | IndexValue _ -> false
     | CExpr.Neg a -> mentionsState a
@@ -383,6 +387,7 @@ let rec private indexedBy (env: Env) (v: string) (e: Expr) : (string * int) list
             | Ok ix when List.contains v (freeVars ix) ->
                 match env.Names.TryFind n, differentialOf env n with
                 | Some(EState s, _), _ -> [ n, env.States[s].Size ]
+                | Some(EVecParam(_, k), _), _ -> [ n, k ]
                 | _, Some b -> [ n, env.Brownians[b].Size ]
                 | _ -> []
             | _ -> []
@@ -422,6 +427,7 @@ let rec private checkExpr (env: Env) (e: Expr) : R<CExpr> =
         match env.Names.TryFind n with
         | Some(EConst v, _) -> Ok(Const(float v))
         | Some(EParam i, _) -> Ok(Param i)
+        | Some(EVecParam(_, k), _) -> fail e.Pos (sprintf "param '%s' is a vector of size %d; index it, e.g. %s[0]" n k n)
         | Some(EIndex _, _) -> Ok(IndexValue(IVar n))
         | Some(ELet c, _) when env.Ctx = InInit && mentionsState c ->
             fail e.Pos (sprintf "an init cannot use let '%s': it depends on the state; use params and consts" n)
@@ -454,6 +460,14 @@ let rec private checkExpr (env: Env) (e: Expr) : R<CExpr> =
                     if st.Periodic then Ok ix
                     else checkRange env ie.Pos "state" n st.Size "; declare the state periodic to wrap" ix)
                 |> Result.map (fun ix -> StateRef(s, ix))
+        | Some(EVecParam(first, k), _) ->
+            toIExpr env ie
+            |> Result.bind (checkRange env ie.Pos "param" n k "")
+            |> Result.map (fun ix ->
+                match freeVars ix with
+                | [] -> Param(first + int (evalI Map.empty ix))
+                | _ -> ParamAt(first, k, ix))
+        | Some(EParam _, _) -> fail e.Pos (sprintf "param '%s' is a scalar and cannot be indexed; remove the index" n)
         | Some(k, _) -> fail e.Pos (sprintf "the %s '%s' is not a vector and cannot be indexed" (describeEntity k) n)
         | None -> unknownName env e.Pos n
     | ExprKind.Neg a -> ce a |> Result.map CExpr.Neg
@@ -734,14 +748,39 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                 errs
             | Ok _ -> d, { Pos = e.Pos; Message = sprintf "const '%s' is too large" n } :: errs
             | Error es -> d, List.rev es @ errs
-        | ParamDecl(n, e, dom, p) ->
-            let info v =
-                { Name = n
-                  Default = v
-                  Domain = dom
-                  Pos = p }
+        | ParamDecl(n, size, e, dom, p) ->
+            // a vector `param a[K]`: K params a[0] .. a[K-1] with the one default and domain
+            let count, errs =
+                match size with
+                | None -> None, errs
+                | Some s ->
+                    match sizeOf d size with
+                    | Ok k when k > 100_000 -> Some 1, { Pos = s.Pos; Message = "a vector param has at most 100000 components" } :: errs
+                    | Ok k -> Some k, errs
+                    | Error es -> Some 1, List.rev es @ errs
 
-            let d1, errs = declare (d, errs) n p (EParam d.ParamCount)
+            let infos v =
+                match count with
+                | None ->
+                    [ { Name = n
+                        Default = v
+                        Domain = dom
+                        Pos = p } ]
+                | Some k ->
+                    [ for j in 0 .. k - 1 ->
+                          { Name = componentName n j
+                            Default = v
+                            Domain = dom
+                            Pos = p } ]
+
+            let info v = List.head (infos v)
+
+            let d1, errs =
+                declare (d, errs) n p (match count with None -> EParam d.ParamCount | Some k -> EVecParam(d.ParamCount, k))
+
+            let add (d1: Decls) v =
+                let xs = infos v
+                { d1 with Params = List.rev xs @ d.Params; ParamCount = d.ParamCount + xs.Length }
 
             let errs =
                 match dom with
@@ -758,9 +797,9 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                     | Ok() -> errs
                     | Error m -> { Pos = e.Pos; Message = m } :: errs
 
-                (if d.Names.ContainsKey n then d1 else { d1 with Params = pi :: d.Params; ParamCount = d.ParamCount + 1 }), errs
+                (if d.Names.ContainsKey n then d1 else add d1 v), errs
             | Error es ->
-                (if d.Names.ContainsKey n then d1 else { d1 with Params = info 0.0 :: d.Params; ParamCount = d.ParamCount + 1 }),
+                (if d.Names.ContainsKey n then d1 else add d1 0.0),
                 List.rev es @ errs
         | StateDecl(n, size, per, p) ->
             let sz, serrs =
@@ -1180,7 +1219,9 @@ let private checkSets (consts: Map<string, int>) (ps: ParamInfo list) (items: To
     let indexOf name = ps |> List.tryFindIndex (fun p -> p.Name = name)
 
     let unknownParam p name =
-        fail p (sprintf "unknown param '%s'%s" name (suggest name (ps |> List.map (fun p -> p.Name))))
+        match vectorParamProblem (ps |> List.map (fun p -> p.Name)) name with
+        | Some m -> fail p m
+        | None -> fail p (sprintf "unknown param '%s'%s" name (suggest name (ps |> List.map (fun p -> p.Name))))
 
     let withValue (p: Pos) (values: float[]) (i: int) (v: float) : R<float[]> =
         match checkDomain ps[i] v with
@@ -1499,11 +1540,13 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 | Some i -> Ok i
                 | None ->
                     let what =
-                        match env.Names.TryFind wrt with
-                        | Some(k, _) -> sprintf "'%s' is a %s, not a param" wrt (describeEntity k)
-                        | None -> sprintf "unknown param '%s'%s" wrt (suggest wrt (ps |> List.map (fun p -> p.Name)))
+                        match vectorParamProblem (ps |> List.map (fun p -> p.Name)) wrt, env.Names.TryFind wrt with
+                        | Some m, _ -> m
+                        | None, Some(k, _) -> sprintf "'%s' is a %s, not a param; d ... / d p needs a declared param" wrt (describeEntity k)
+                        | None, None ->
+                            sprintf "unknown param '%s'%s; d ... / d p needs a declared param" wrt (suggest wrt (ps |> List.map (fun p -> p.Name)))
 
-                    fail q.Pos (what + "; d ... / d p needs a declared param")
+                    fail q.Pos what
 
             let stR =
                 match st with
@@ -1716,7 +1759,7 @@ let private fileExprs (f: File) : Expr list =
               for mi in m.Items do
                   match mi with
                   | ConstDecl(_, e, _) -> yield e
-                  | ParamDecl(_, e, _, _) -> yield e
+                  | ParamDecl(_, _, e, _, _) -> yield e
                   | StateDecl(_, size, _, _)
                   | BrownianDecl(_, size, _) -> yield! Option.toList size
                   | InitDecl(_, _, rhs, _) ->
@@ -1792,6 +1835,7 @@ type private Measure() =
                 match e with
                 | Const _
                 | CExpr.Param _
+                | ParamAt _
                 | StateRef _
                 | Time
                 | IndexValue _ -> 1.0
@@ -1829,6 +1873,7 @@ type private Measure() =
             match e with
             | Const _
             | CExpr.Param _
+            | ParamAt _
             | StateRef _
             | Time
             | IndexValue _ -> []

@@ -138,10 +138,22 @@ let check (f: File) (cf: CheckedFile) : Result<FitSpec option, Diagnostic list> 
         let seen = Collections.Generic.HashSet<string>()
         let known = Collections.Generic.HashSet<string>(names)
 
+        // a vector param stands for all its components (`fit a` learns a[0], ..., a[K-1])
+        let ps =
+            ps
+            |> List.collect (fun (n, p) ->
+                if known.Contains n then [ n, p ]
+                else
+                    match names |> List.filter (fun c -> c <> n && Checked.paramBase c = n) with
+                    | [] -> [ n, p ]
+                    | cs -> cs |> List.map (fun c -> c, p))
+
         let paramErrs =
             ps
             |> List.map (fun (n, p) ->
-                if not (known.Contains n) then
+                if not (known.Contains n) && (Checked.vectorParamProblem names n).IsSome then
+                    fail p (sprintf "%s; a fit learns params" (Checked.vectorParamProblem names n).Value)
+                elif not (known.Contains n) then
                     let what =
                         if cf.Model.States |> List.exists (fun s -> s.Name = n) then sprintf "'%s' is a state, not a param" n
                         else sprintf "unknown param '%s'%s" n (Checker.suggest n names)

@@ -107,6 +107,8 @@ let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string
         |> Result.bind (fun sets ->
             match ps |> List.tryFindIndex (fun p -> p.Name = name) with
             | None when isNull name -> Error "--set: a parameter name is missing (null)"
+            | None when (Checked.vectorParamProblem (ps |> List.map (fun p -> p.Name)) name).IsSome ->
+                Error("--set: " + (Checked.vectorParamProblem (ps |> List.map (fun p -> p.Name)) name).Value)
             | None ->
                 Error(
                     sprintf "--set: unknown param '%s'%s (params: %s)" name (Checker.suggest name (ps |> List.map (fun p -> p.Name)))

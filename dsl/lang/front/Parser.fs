@@ -316,8 +316,8 @@ let private initRhs: P<InitRhs> =
 let private modelItem: P<ModelItem> =
     choice
         [ kw "const" >>. nameAt .>> sym "=" .>>. expr |>> fun ((p, n), e) -> ConstDecl(n, e, p)
-          kw "param" >>. nameAt .>> sym "=" .>>. expr .>>. opt (kw "in" >>. domain)
-          |>> fun (((p, n), e), d) -> ParamDecl(n, e, d, p)
+          kw "param" >>. nameAt .>>. size .>> sym "=" .>>. expr .>>. opt (kw "in" >>. domain)
+          |>> fun ((((p, n), s), e), d) -> ParamDecl(n, s, e, d, p)
           kw "state" >>. nameAt .>>. size .>>. (kw "periodic" >>% true <|> preturn false)
           |>> fun (((p, n), s), per) -> StateDecl(n, s, per, p)
           kw "brownian" >>. nameAt .>>. size |>> fun ((p, n), s) -> BrownianDecl(n, s, p)
@@ -339,6 +339,22 @@ let private block (item: P<'a>) : P<'a list> =
 
 let private setting: P<Setting> =
     nameAt .>> sym "=" .>>. expr |>> fun ((p, k), v) -> { Key = k; Value = v; Pos = p }
+
+/// A param or one component of a vector param: `F`, `a[2]` (an integer literal index), as the name
+/// `a[2]` that the checker gives the component.
+let private paramName: P<string> =
+    ident .>>. opt (preturn () .>>. group '[' ']' expr)
+    >>= fun (n, ix) ->
+        match ix with
+        | None -> preturn n
+        | Some(_, { Kind = Num v }) when Math.Floor v = v && abs v < 1e9 -> preturn (sprintf "%s[%d]" n (int v))
+        | Some(_, { Kind = Neg { Kind = Num v } }) when Math.Floor v = v && abs v < 1e9 -> preturn (sprintf "%s[%d]" n (-(int v)))
+        | Some(_, e) -> failFatally (atPos e.Pos (sprintf "a component of a vector param is named by an integer literal, e.g. %s[0]" n))
+
+let private paramAt: P<Pos * string> = pos .>>. paramName
+
+let private paramSetting: P<Setting> =
+    paramAt .>> sym "=" .>>. expr |>> fun ((p, k), v) -> { Key = k; Value = v; Pos = p }
 
 // ---------------------------------------------------------------------------------- queries
 
@@ -391,7 +407,7 @@ let private plainQuery: P<QueryKind> =
 
 let private responseQuery: P<QueryKind> =
     let tail = over .>>. opt (kw "stationary" >>. kw "window" >>. sepBy1 expr (sym ",")) .>>. opt (kw "with" >>. methodP)
-    let wrt = sym "/" >>. kw "d" >>. ident
+    let wrt = sym "/" >>. kw "d" >>. paramName
     let pair = group '(' ')' (expr .>> sym "," .>>. expr)
     // the ranges of a density (or quantile) follow the parameter: `d density(x) / d F on [a, b] bins n`
     let onTwo =
@@ -467,7 +483,7 @@ let private fitSetting: P<FitSetting> =
         value |>> fun v -> { FitKey = k; FitArg = v; FitPos = p }
 
 let private fitBlock: P<TopItem> =
-    pos .>> kw "fit" .>>. sepBy1 nameAt (sym ",") .>> kw "to" .>>. (pos .>>. stringLit) .>>. block fitSetting
+    pos .>> kw "fit" .>>. sepBy1 paramAt (sym ",") .>> kw "to" .>>. (pos .>>. stringLit) .>>. block fitSetting
     |>> fun (((p, ps), (dp, data)), settings) -> FitBlock(ps |> List.map (fun (q, n) -> n, q), data, dp, settings, p)
 
 // ---------------------------------------------------------------------------------- file
@@ -476,8 +492,8 @@ let private topItem: P<TopItem> =
     choice
         [ pos .>> kw "model" .>>. ident .>>. block modelItem
           |>> fun ((p, n), items) -> ModelBlock { Name = n; Items = items; Pos = p }
-          kw "params" >>. nameAt .>>. block setting |>> fun ((p, n), s) -> ParamsBlock(n, s, p)
-          kw "sweep" >>. nameAt .>> kw "from" .>>. expr .>> kw "to" .>>. expr .>> kw "step" .>>. expr .>> eos
+          kw "params" >>. nameAt .>>. block paramSetting |>> fun ((p, n), s) -> ParamsBlock(n, s, p)
+          kw "sweep" >>. paramAt .>> kw "from" .>>. expr .>> kw "to" .>>. expr .>> kw "step" .>>. expr .>> eos
           |>> fun ((((p, n), a), b), s) -> SweepDecl(n, a, b, s, p)
           pos .>> kw "simulate" .>>. block setting |>> fun (p, s) -> SimulateBlock(s, p)
           pos .>> kw "query" .>>. block query |>> fun (p, q) -> QueryBlock(q, p)

@@ -77,7 +77,8 @@ let private lhs name (index: string option) =
 let modelItem (item: ModelItem) =
     match item with
     | ConstDecl(n, e, _) -> sprintf "const %s = %s" n (expr e)
-    | ParamDecl(n, e, d, _) -> sprintf "param %s = %s%s" n (expr e) (d |> Option.map domain |> Option.defaultValue "")
+    | ParamDecl(n, s, e, d, _) ->
+        sprintf "param %s%s = %s%s" n (s |> Option.map (fun s -> sprintf "[%s]" (expr s)) |> Option.defaultValue "") (expr e) (d |> Option.map domain |> Option.defaultValue "")
     | StateDecl(n, s, per, _) -> sprintf "state %s%s%s" n (size s) (if per then " periodic" else "")
     | BrownianDecl(n, s, _) -> sprintf "brownian %s%s" n (size s)
     | LetDecl(n, e, _) -> sprintf "let %s = %s" n (expr e)

@@ -72,7 +72,8 @@ type InitRhs =
 [<NoComparison>]
 type ModelItem =
     | ConstDecl of name: string * value: Expr * Pos
-    | ParamDecl of name: string * value: Expr * domain: (Bound * Bound) option * Pos
+    /// `param a = v` or, with a size, `param a[K] = v` (a vector: K components with one default).
+    | ParamDecl of name: string * size: Expr option * value: Expr * domain: (Bound * Bound) option * Pos
     | StateDecl of name: string * size: Expr option * periodic: bool * Pos
     | BrownianDecl of name: string * size: Expr option * Pos
     /// `init x[i] ~ normal(...)`: target state, bound index variable.

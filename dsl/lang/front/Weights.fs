@@ -57,7 +57,7 @@ let rec private replaceDensity (e: Expr) : Expr =
 let private modelExprs (items: ModelItem list) =
     [ for mi in items do
           match mi with
-          | ConstDecl(_, e, _) | ParamDecl(_, e, _, _) | LetDecl(_, e, _) -> yield e
+          | ConstDecl(_, e, _) | ParamDecl(_, _, e, _, _) | LetDecl(_, e, _) -> yield e
           | StateDecl(_, size, _, _) | BrownianDecl(_, size, _) -> yield! Option.toList size
           | InitDecl(_, _, rhs, _) ->
               match rhs with

@@ -132,7 +132,7 @@ let rec closedIn (bound: Set<string>) (e: CExpr) : bool =
 
     match e with
     | CExpr.Const _ | CExpr.Param _ | CExpr.Time -> true
-    | CExpr.StateRef (_, i) | CExpr.IndexValue i -> ix i
+    | CExpr.StateRef (_, i) | CExpr.IndexValue i | CExpr.ParamAt (_, _, i) -> ix i
     | CExpr.Neg a -> closedIn bound a
     | CExpr.Add (a, b) | CExpr.Sub (a, b) | CExpr.Mul (a, b) | CExpr.Div (a, b) | CExpr.Power (a, b) -> closedIn bound a && closedIn bound b
     | CExpr.Func (_, args) -> List.forall (closedIn bound) args
@@ -149,6 +149,12 @@ let rec lowerWith (leaves: Leaves) (m: CheckedModel) (env: Env) (e: CExpr) : Sym
     match e with
     | CExpr.Const v -> num v
     | CExpr.Param i -> param i
+    | CExpr.ParamAt (first, _, ix) ->
+        // the index's value through the leaves: a loop template whose index depends on the loop
+        // variable raises there (and the equation is unrolled)
+        match (leaves.IndexValue env ix).Op with
+        | Num k -> param (first + int k)
+        | _ -> failwith "a vector param's index did not evaluate to a number"
     | CExpr.StateRef (s, ix) -> leaves.StateRef env s ix
     | CExpr.Time -> time
     | CExpr.IndexValue ix -> leaves.IndexValue env ix

@@ -477,7 +477,7 @@ let rec private partialOps (e: CExpr) : string list =
     | Add (a, b) | Sub (a, b) | Mul (a, b) -> sub [ a; b ]
     | IfThen (c, a, b) -> cond c @ sub [ a; b ]
     | SumOver (_, _, body) | AvgOver (_, _, body) -> partialOps body
-    | Const _ | Param _ | StateRef _ | Time | IndexValue _ -> []
+    | Const _ | Param _ | ParamAt _ | StateRef _ | Time | IndexValue _ -> []
 
 /// The warnings of one result: non-finite samples of the observable (with their likely cause), and
 /// a standard error that one path cannot give.

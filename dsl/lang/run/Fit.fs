@@ -309,9 +309,11 @@ let toJson (r: FitReport) : string =
      let num (name: string) (x: float) =
          if Double.IsFinite x then w.WriteNumber(name, x) else w.WriteNull name
 
+     let all = List.map fst r.AllParams
+
      let byName (name: string) (xs: float[]) =
          w.WriteStartObject name
-         Array.iter2 num r.Names xs
+         Output.writeParamProps w all (List.ofArray r.Names) xs
          w.WriteEndObject()
 
      w.WriteStartObject()
@@ -321,7 +323,7 @@ let toJson (r: FitReport) : string =
      byName "stderr" r.StdErrs
      byName "start" r.Start
      w.WriteStartObject "params"
-     for n, v in r.AllParams do num n v
+     Output.writeParamProps w all all (r.AllParams |> List.map snd |> List.toArray)
      w.WriteEndObject()
      w.WriteString("objective", r.Objective)
      w.WriteString("optimizer", r.Optimizer)
@@ -370,7 +372,9 @@ let toJson (r: FitReport) : string =
 
 /// A file-name-safe form of a param name (non-ASCII letters as uXXXX, as the emitted code names them).
 let private safeName (s: string) =
-    s |> Seq.map (fun c -> if Char.IsAscii c && (Char.IsLetterOrDigit c || c = '_') then string c else sprintf "u%04X" (int c)) |> String.concat ""
+    // a vector param's component `a[2]`: `a-2` (no param name has a '-')
+    let s = if s.EndsWith "]" && s.Contains "[" then s.TrimEnd(']').Replace('[', '-') else s
+    s |> Seq.map (fun c -> if Char.IsAscii c && (Char.IsLetterOrDigit c || c = '_' || c = '-') then string c else sprintf "u%04X" (int c)) |> String.concat ""
 
 /// Writes fit.json, fit_loss.svg and fit_param_NAME.svg into `dir`; returns the files written.
 let write (dir: string) (r: FitReport) : string list =

@@ -27,6 +27,13 @@ let private writeArrayProp (w: Utf8JsonWriter) (name: string) (xs: float[]) =
     xs |> Array.iter (writeFloat w)
     w.WriteEndArray()
 
+/// Params by name, a vector param as an array (`Checked.groupParamValues`).
+let writeParamProps (w: Utf8JsonWriter) (all: string list) (names: string list) (values: float[]) =
+    for n, v in Checked.groupParamValues all names values do
+        match v with
+        | Choice1Of2 x -> writeFloatProp w n x
+        | Choice2Of2 xs -> writeArrayProp w n xs
+
 let private writeOptionProp (w: Utf8JsonWriter) (name: string) (s: string option) =
     s |> Option.iter (fun v -> w.WriteString(name, v))
 
@@ -174,7 +181,7 @@ let private writeSet (r: RunReport) (w: Utf8JsonWriter) (s: SetReport) =
     w.WriteStartObject()
     w.WriteString("name", s.Name)
     w.WriteStartObject "params"
-    s.Params |> List.iter (fun (n, v) -> writeFloatProp w n v)
+    writeParamProps w (List.map fst s.Params) (List.map fst s.Params) (s.Params |> List.map snd |> List.toArray)
     w.WriteEndObject()
     w.WriteStartArray "results"
     s.Results |> List.iteri (fun i q -> writeOutcome w (if q.Kind = "samples" then samplesFile r s.Name i else "") q)
