@@ -56,7 +56,7 @@ let private malformed: (string * string * int * int * string) list =
       "term without differential", ou "  d x = x", 4, 9, "without dt or dW"
       "mixed term without differential", ou "  d x = -x dt + 1 + dW", 4, 17, "without dt or dW"
       "if on the state in an equation", ou "  d x = (if x > 0 then 1 else 2) dt + dW", 4, 13, "must not depend on the state"
-      "reduction indexes nothing", "model M {\n  state x[2]\n  d x[i] = sum(j, 1) dt\n}", 3, 12, "must index a state"
+      "reduction indexes nothing", "model M {\n  state x[2]\n  d x[i] = sum(j, 1) dt\n}", 3, 12, "must index a vector state or param"
       "reduction over different sizes", "model M {\n  state x[2]\n  state y[3]\n  d x[i] = sum(j, x[j] * y[j]) dt\n  d y[i] = dt\n}", 4, 12, "different sizes"
       "param default outside domain", ou "  param s = -1 in (0, inf)\n  d x = dt + s dW", 4, 13, "outside its domain"
       "unknown param in params block", ou "  d x = dt + dW" + "params a { G = 1 }\n", 6, 12, "unknown param 'G'"

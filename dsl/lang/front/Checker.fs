@@ -515,7 +515,7 @@ let rec private checkExpr (env: Env) (e: Expr) : R<CExpr> =
             let env1 = { env with Names = env.Names.Add(v, (EIndex 1, e.Pos)) }
 
             match indexedBy env1 v body |> List.distinctBy snd with
-            | [] -> fail e.Pos (sprintf "%s(%s, ...) must index a state with '%s', e.g. %s(%s, x[%s])" opName v v opName v v)
+            | [] -> fail e.Pos (sprintf "%s(%s, ...) must index a vector state or param with '%s', e.g. %s(%s, x[%s])" opName v v opName v v)
             | [ (_, n) ] ->
                 let env2 = { env with Names = env.Names.Add(v, (EIndex n, e.Pos)) }
 
