@@ -694,6 +694,10 @@ type private Decls =
 /// model would not fit in memory anyway.
 let maxDimension = 1_000_000
 
+/// Params in all (scalars and vector components): each is a field of the emitted model, a value type
+/// that the engine keeps in arrays, and the runtime refuses arrays of value types above 64 KB.
+let maxParams = 4_000
+
 let private inDomain (lo: Bound, hi: Bound) (v: float) =
     (if lo.Closed then v >= lo.Value else v > lo.Value)
     && (if hi.Closed then v <= hi.Value else v < hi.Value)
@@ -750,14 +754,24 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
             | Error es -> d, List.rev es @ errs
         | ParamDecl(n, size, e, dom, p) ->
             // a vector `param a[K]`: K params a[0] .. a[K-1] with the one default and domain
-            let count, errs =
+            let count, sizeErrors =
                 match size with
-                | None -> None, errs
+                | None -> None, []
                 | Some s ->
                     match sizeOf d size with
-                    | Ok k when k > 100_000 -> Some 1, { Pos = s.Pos; Message = "a vector param has at most 100000 components" } :: errs
-                    | Ok k -> Some k, errs
-                    | Error es -> Some 1, List.rev es @ errs
+                    // (named as if it had the largest size, so that its indices raise no second error)
+                    | Ok k when k > maxParams -> Some maxParams, [ { Pos = s.Pos; Message = sprintf "a vector param has at most %d components" maxParams } ]
+                    | Ok k -> Some k, []
+                    | Error es -> Some 1, List.rev es
+
+            // every param (scalar or component) is a field of the emitted model: bound them all
+            let tooMany = sizeErrors.IsEmpty && d.ParamCount + defaultArg count 1 > maxParams
+
+            let errs =
+                if tooMany then
+                    { Pos = p; Message = sprintf "a model has at most %d params in all (scalars and vector components); '%s' makes %d" maxParams n (d.ParamCount + defaultArg count 1) }
+                    :: sizeErrors @ errs
+                else sizeErrors @ errs
 
             let infos v =
                 match count with
