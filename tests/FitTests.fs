@@ -103,7 +103,8 @@ let private ouTolerance (theta: float) (sigma: float) (paths: float) =
     let sdSigma = sqrt (2.0 * v * v / paths + (dvt * sdTheta) ** 2.0) / dvs
     4.5 * sdTheta, 4.5 * sdSigma
 
-let private withTemp (f: string -> unit) =
+/// Runs `f` in a fresh temporary folder, removed afterwards (also by VectorParamTests).
+let withTemp (f: string -> unit) =
     let dir = Path.Combine(Path.GetTempPath(), "sde-fit-" + Guid.NewGuid().ToString("N"))
     Directory.CreateDirectory dir |> ignore
 

@@ -44,17 +44,7 @@ query {
 """
         decl drift extra qs
 
-let private withTemp (f: string -> unit) =
-    let dir = Path.Combine(Path.GetTempPath(), "sde-vec-" + Guid.NewGuid().ToString("N"))
-    Directory.CreateDirectory dir |> ignore
-
-    try
-        f dir
-    finally
-        try
-            Directory.Delete(dir, true)
-        with _ ->
-            ()
+let private withTemp = FitTests.withTemp
 
 /// The Euler chain of d x = -(a0 + a1 x) dt + s dW from x0 after n steps of dt: Gaussian with mean m
 /// and variance v (m' = c m - a0 dt, v' = c² v + s² dt, c = 1 - a1 dt).

@@ -639,6 +639,9 @@ public static class GpuTangent
         var hostFlags = new long[nFlags];
         var sums = new ResponseEngine.Sums(plans);
 
+        // 1 / the number of samples plan i averages per path (its steps in [From, To])
+        double SampleScale(int i) => 1.0 / Math.Max(1, Math.Max(0, Math.Min(pd[i].To, U.Steps) - Math.Max(pd[i].From, 0) + 1));
+
         for (long p0 = 0; p0 < s.Paths; p0 += chunk)
         {
             s.Cancel.ThrowIfCancellationRequested();
@@ -660,12 +663,10 @@ public static class GpuTangent
             for (int i = 0; i < plans.Length; i++)
             {
                 var p = plans[i];
-                long cnt = Math.Max(0, Math.Min(pd[i].To, U.Steps) - Math.Max(pd[i].From, 0) + 1);
-                double scaleB = 1.0 / Math.Max(1, cnt);
+                double scaleB = SampleScale(i);
                 double scale = p.Kind == EstimateKind.Density ? scaleB / ((p.Hi - p.Lo) / p.Bins) : scaleB;
                 int ci = p.Control;
-                long ccnt = ci >= 0 ? Math.Max(0, Math.Min(pd[ci].To, U.Steps) - Math.Max(pd[ci].From, 0) + 1) : 0;
-                sums.AddRows(i, p.Centred, host, pd[i].Slot, pc, scale, scaleB, ci >= 0 ? pd[ci].Slot : -1, 1.0 / Math.Max(1, ccnt));
+                sums.AddRows(i, p.Centred, host, pd[i].Slot, pc, scale, scaleB, ci >= 0 ? pd[ci].Slot : -1, ci >= 0 ? SampleScale(ci) : 0.0);
                 sums.Below[i] += hostFlags[3 + 3 * i];
                 sums.Above[i] += hostFlags[4 + 3 * i];
                 if (p.Kind == EstimateKind.Density) sums.NonFinite[i] += hostFlags[5 + 3 * i];

@@ -186,8 +186,6 @@ public static class ResponseEngine
         /// <summary>Per plan: a mean plan's paths whose sample (or, centred, whose φ) is not finite; a density
         /// plan's NaN samples of φ (in no bin).</summary>
         public readonly long[] NonFinite;
-        /// <summary>Per plan: paths whose control sample is not finite (the control is then not used).</summary>
-        public readonly long[] ControlNonFinite;
         /// <summary>Per plan: paths whose finite control sample is in SP (the control is used only when every path has one).</summary>
         public readonly long[] ControlPaths;
         public Sums(ResponsePlan[] plans)
@@ -195,7 +193,7 @@ public static class ResponseEngine
             int np = plans.Length;
             S = new ExactSum[np][]; S2 = new ExactSum[np][]; SAB = new ExactSum[np][]; SC = new ExactSum[np][];
             SB = new ExactSum[np]; SBB = new ExactSum[np]; SB4 = new ExactSum[np]; MaxBB = new double[np];
-            Below = new long[np]; Above = new long[np]; NonFinite = new long[np]; ControlNonFinite = new long[np]; ControlPaths = new long[np];
+            Below = new long[np]; Above = new long[np]; NonFinite = new long[np]; ControlPaths = new long[np];
             SP = New(np); SPP = New(np); SAP = New(np); SBP = New(np);
             for (int i = 0; i < np; i++)
             {
@@ -220,18 +218,14 @@ public static class ResponseEngine
         /// <summary>As above, with the path's control sample <paramref name="control"/> (already scaled) when <paramref name="controlled"/>.</summary>
         public void AddPath(int plan, bool centred, ReadOnlySpan<double> a, ReadOnlySpan<double> c, double weight, double scale, double scaleB, bool controlled, double control)
         {
-            if (controlled)
-            {
-                if (!double.IsFinite(control)) ControlNonFinite[plan]++;
-                else
-                {
-                    double a0 = a[0] * scale, b0 = weight * scaleB;
-                    ControlPaths[plan]++;
-                    SP[plan].Add(control); SPP[plan].Add(control * control);
-                    SAP[plan].Add(a0 * control); SBP[plan].Add(b0 * control);
-                }
-            }
             double bv = weight * scaleB;
+            // a path without a finite control sample (the tangent overflowed) leaves the control unused
+            if (controlled && double.IsFinite(control))
+            {
+                ControlPaths[plan]++;
+                SP[plan].Add(control); SPP[plan].Add(control * control);
+                SAP[plan].Add(a[0] * scale * control); SBP[plan].Add(bv * control);
+            }
             if (S[plan].Length == 1 && !(double.IsFinite(a[0]) && (!centred || double.IsFinite(c[0])))) NonFinite[plan]++;
             for (int b = 0; b < S[plan].Length; b++)
             {
@@ -297,7 +291,7 @@ public static class ResponseEngine
                 }
                 SB[i].Add(o.SB[i]); SBB[i].Add(o.SBB[i]); SB4[i].Add(o.SB4[i]);
                 SP[i].Add(o.SP[i]); SPP[i].Add(o.SPP[i]); SAP[i].Add(o.SAP[i]); SBP[i].Add(o.SBP[i]);
-                ControlNonFinite[i] += o.ControlNonFinite[i]; ControlPaths[i] += o.ControlPaths[i];
+                ControlPaths[i] += o.ControlPaths[i];
                 if (o.MaxBB[i] > MaxBB[i]) MaxBB[i] = o.MaxBB[i];
                 Below[i] += o.Below[i]; Above[i] += o.Above[i]; NonFinite[i] += o.NonFinite[i];
             }
@@ -314,7 +308,7 @@ public static class ResponseEngine
                 w.Write(S[i].Length);
                 for (int b = 0; b < S[i].Length; b++) { S[i][b].Write(w); S2[i][b].Write(w); SAB[i][b].Write(w); SC[i][b].Write(w); }
                 SB[i].Write(w); SBB[i].Write(w); SB4[i].Write(w);
-                SP[i].Write(w); SPP[i].Write(w); SAP[i].Write(w); SBP[i].Write(w); w.Write(ControlNonFinite[i]); w.Write(ControlPaths[i]);
+                SP[i].Write(w); SPP[i].Write(w); SAP[i].Write(w); SBP[i].Write(w); w.Write(ControlPaths[i]);
                 w.Write(MaxBB[i]); w.Write(Below[i]); w.Write(Above[i]); w.Write(NonFinite[i]);
             }
         }
@@ -329,7 +323,7 @@ public static class ResponseEngine
                 if (r.ReadInt32() != S[i].Length) throw new InvalidDataException($"response query {i}: the bin count differs");
                 for (int b = 0; b < S[i].Length; b++) { Load(S[i][b], r); Load(S2[i][b], r); Load(SAB[i][b], r); Load(SC[i][b], r); }
                 Load(SB[i], r); Load(SBB[i], r); Load(SB4[i], r);
-                Load(SP[i], r); Load(SPP[i], r); Load(SAP[i], r); Load(SBP[i], r); ControlNonFinite[i] = r.ReadInt64(); ControlPaths[i] = r.ReadInt64();
+                Load(SP[i], r); Load(SPP[i], r); Load(SAP[i], r); Load(SBP[i], r); ControlPaths[i] = r.ReadInt64();
                 MaxBB[i] = r.ReadDouble(); Below[i] = r.ReadInt64(); Above[i] = r.ReadInt64(); NonFinite[i] = r.ReadInt64();
             }
         }

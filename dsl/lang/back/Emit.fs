@@ -366,6 +366,24 @@ type LoopOutput =
       Ranges: (int * int) list
       Value: Sym }
 
+/// `for index in from .. n - 1 do body ()`.
+let private emitCountedLoop (il: ILGenerator) (index: LocalBuilder) (from: int) (n: int) (body: unit -> unit) =
+    let start = il.DefineLabel()
+    let test = il.DefineLabel()
+    il.Emit(OpCodes.Ldc_I4, from)
+    il.Emit(OpCodes.Stloc, index)
+    il.Emit(OpCodes.Br, test)
+    il.MarkLabel start
+    body ()
+    il.Emit(OpCodes.Ldloc, index)
+    il.Emit(OpCodes.Ldc_I4_1)
+    il.Emit(OpCodes.Add)
+    il.Emit(OpCodes.Stloc, index)
+    il.MarkLabel test
+    il.Emit(OpCodes.Ldloc, index)
+    il.Emit(OpCodes.Ldc_I4, n)
+    il.Emit(OpCodes.Blt, start)
+
 /// Emit a loop over i. The template's parts that do not depend on i (a mean-field sum) are computed
 /// once, before the loop, into locals; the rest once per i, with its shared nodes in locals local to
 /// one iteration. Each range gets its own copy of the body (there are few: the peeled indices).
@@ -392,19 +410,7 @@ let private emitLoop (b: Body) (l: LoopOutput) =
     let uses = countUses [ value ]
 
     // the largest subtrees without the index (booleans stay with their `if`, which tests them)
-    let relative = Dictionary<Sym, bool>(HashIdentity.Reference)
-
-    let rec isRelative (e: Sym) =
-        match relative.TryGetValue e with
-        | true, r -> r
-        | _ ->
-            let r =
-                match e.Op with
-                | StateAt _ | NoiseAt _ | ExtAt _ -> true
-                | _ -> List.exists isRelative e.Args
-
-            relative[e] <- r
-            r
+    let isRelative = Loops.dependsOnIndex Loops.indexedLeaf
 
     let invariant = List<Sym>()
     let seen = HashSet<Sym>(HashIdentity.Reference)
@@ -434,34 +440,21 @@ let private emitLoop (b: Body) (l: LoopOutput) =
     let tmp = il.DeclareLocal(typeof<double>)
 
     for lo, hi in l.Ranges do
-        let body = il.DefineLabel()
-        let test = il.DefineLabel()
-        il.Emit(OpCodes.Ldc_I4, lo)
-        il.Emit(OpCodes.Stloc, index)
-        il.Emit(OpCodes.Br, test)
-        il.MarkLabel body
-        // a fresh table per range: the locals of one body are not assigned in another
-        let locals = Dictionary<Sym, LocalBuilder>(hoisted, HashIdentity.Structural)
-        emitExpr lb uses locals value
-        il.Emit(OpCodes.Stloc, tmp)
-        il.Emit(OpCodes.Ldarga_S, byte l.Arg)
-        il.Emit(OpCodes.Ldloc, index)
+        emitCountedLoop il index lo hi (fun () ->
+            // a fresh table per range: the locals of one body are not assigned in another
+            let locals = Dictionary<Sym, LocalBuilder>(hoisted, HashIdentity.Structural)
+            emitExpr lb uses locals value
+            il.Emit(OpCodes.Stloc, tmp)
+            il.Emit(OpCodes.Ldarga_S, byte l.Arg)
+            il.Emit(OpCodes.Ldloc, index)
 
-        if l.Target <> 0 then
-            il.Emit(OpCodes.Ldc_I4, l.Target)
-            il.Emit(OpCodes.Add)
+            if l.Target <> 0 then
+                il.Emit(OpCodes.Ldc_I4, l.Target)
+                il.Emit(OpCodes.Add)
 
-        il.Emit(OpCodes.Ldloc, tmp)
-        il.Emit(OpCodes.Constrained, b.TV)
-        il.Emit(OpCodes.Callvirt, b.SetItem)
-        il.Emit(OpCodes.Ldloc, index)
-        il.Emit(OpCodes.Ldc_I4_1)
-        il.Emit(OpCodes.Add)
-        il.Emit(OpCodes.Stloc, index)
-        il.MarkLabel test
-        il.Emit(OpCodes.Ldloc, index)
-        il.Emit(OpCodes.Ldc_I4, hi)
-        il.Emit(OpCodes.Blt, body)
+            il.Emit(OpCodes.Ldloc, tmp)
+            il.Emit(OpCodes.Constrained, b.TV)
+            il.Emit(OpCodes.Callvirt, b.SetItem))
 
 /// The template of two consecutive terms of a sum (`State k` in the first, `State (k + 1)` in the
 /// second becoming `StateAt k`), or None.
@@ -518,6 +511,40 @@ let private runsOf (minRun: int) (terms: Sym[]) =
 
     runs
 
+/// The body `b` with the state's component `StateAt k` read at `k + index` (the template of a loop).
+let private indexedBody (b: Body) (index: LocalBuilder) =
+    let stateArg =
+        match b.Bind(State 0) with
+        | FromVec (arg, _) -> arg
+        | other -> failwithf "emit: the state is bound to %A" other
+
+    { b with
+        Bind =
+            fun op ->
+                match op with
+                | StateAt k -> FromVecAt(stateArg, k, index)
+                | op -> b.Bind op }
+
+/// One term of a sum stored in (the first) or added to the accumulator, as emitRaw's Add does it (a
+/// term -z subtracts z), so that a loop makes the straight-line code's additions.
+let private addTerm (bb: Body) (acc: LocalBuilder) (uses: Dictionary<Sym, int>) (ls: Dictionary<Sym, LocalBuilder>) (first: bool) (t: Sym) =
+    let il = bb.Il
+
+    if first then
+        emitExpr bb uses ls t
+    else
+        il.Emit(OpCodes.Ldloc, acc)
+
+        match t.Op, t.Args with
+        | Neg, [ z ] ->
+            emitExpr bb uses ls z
+            il.Emit(OpCodes.Sub)
+        | _ ->
+            emitExpr bb uses ls t
+            il.Emit(OpCodes.Add)
+
+    il.Emit(OpCodes.Stloc, acc)
+
 /// Compute a sum with at least `minRun` uniform terms in a row (an observable's `avg(i, x[i]^2)` over
 /// 10^6 components) into a local by loops, and record it in `locals`. The additions are those of the
 /// straight-line code, in its order (acc + t, or acc - z for a term -z), so the bits are the same;
@@ -527,63 +554,19 @@ let private emitLoopSum (b: Body) (minRun: int) (locals: Dictionary<Sym, LocalBu
     let terms = List.toArray sum.Args
     let acc = il.DeclareLocal(typeof<double>)
     let index = il.DeclareLocal(typeof<int>)
-
-    let stateArg =
-        match b.Bind(State 0) with
-        | FromVec (arg, _) -> arg
-        | other -> failwithf "emit: the state is bound to %A" other
-
-    let lb =
-        { b with
-            Bind =
-                fun op ->
-                    match op with
-                    | StateAt k -> FromVecAt(stateArg, k, index)
-                    | op -> b.Bind op }
-
-    // one term added to (or, the first, stored in) the accumulator, as emitRaw's Add does it
-    let addTerm (bb: Body) (uses: Dictionary<Sym, int>) (ls: Dictionary<Sym, LocalBuilder>) (first: bool) (t: Sym) =
-        if first then
-            emitExpr bb uses ls t
-        else
-            il.Emit(OpCodes.Ldloc, acc)
-
-            match t.Op, t.Args with
-            | Neg, [ z ] ->
-                emitExpr bb uses ls z
-                il.Emit(OpCodes.Sub)
-            | _ ->
-                emitExpr bb uses ls t
-                il.Emit(OpCodes.Add)
-
-        il.Emit(OpCodes.Stloc, acc)
-
+    let lb = indexedBody b index
     let singles = runsOf minRun terms |> Seq.filter (fun (_, _, n) -> n = 1) |> Seq.map (fun (s, _, _) -> terms[s])
     let uses = countUses singles
 
     for s, t, n in runsOf minRun terms do
         if n = 1 then
-            addTerm b uses locals (s = 0) t
+            addTerm b acc uses locals (s = 0) t
         else
             // the first term of the sum as itself, the others by the loop
-            let from = if s = 0 then 1 else 0
-            if s = 0 then addTerm b uses locals true terms[0]
+            if s = 0 then addTerm b acc uses locals true terms[0]
             let bodyUses = countUses [ t ]
-            let body = il.DefineLabel()
-            let test = il.DefineLabel()
-            il.Emit(OpCodes.Ldc_I4, from)
-            il.Emit(OpCodes.Stloc, index)
-            il.Emit(OpCodes.Br, test)
-            il.MarkLabel body
-            addTerm lb bodyUses (Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)) false t
-            il.Emit(OpCodes.Ldloc, index)
-            il.Emit(OpCodes.Ldc_I4_1)
-            il.Emit(OpCodes.Add)
-            il.Emit(OpCodes.Stloc, index)
-            il.MarkLabel test
-            il.Emit(OpCodes.Ldloc, index)
-            il.Emit(OpCodes.Ldc_I4, n)
-            il.Emit(OpCodes.Blt, body)
+            emitCountedLoop il index (if s = 0 then 1 else 0) n (fun () ->
+                addTerm lb acc bodyUses (Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)) false t)
 
     locals[sum] <- acc
 
@@ -598,52 +581,13 @@ let private emitSumLoop (b: Body) (locals: Dictionary<Sym, LocalBuilder>) (node:
 
     let acc = il.DeclareLocal(typeof<double>)
     let index = il.DeclareLocal(typeof<int>)
-
-    let stateArg =
-        match b.Bind(State 0) with
-        | FromVec (arg, _) -> arg
-        | other -> failwithf "emit: the state is bound to %A" other
-
-    let lb =
-        { b with
-            Bind =
-                fun op ->
-                    match op with
-                    | StateAt k -> FromVecAt(stateArg, k, index)
-                    | op -> b.Bind op }
-
+    let lb = indexedBody b index
     let bodyUses = countUses [ t ]
-    // the first term stored, the others added (or subtracted, for a term -z) as emitRaw's Add does
+    // the first term (index 0) stored, the others added by the loop
     il.Emit(OpCodes.Ldc_I4_0)
     il.Emit(OpCodes.Stloc, index)
-    emitExpr lb bodyUses (Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)) t
-    il.Emit(OpCodes.Stloc, acc)
-    let body = il.DefineLabel()
-    let test = il.DefineLabel()
-    il.Emit(OpCodes.Ldc_I4_1)
-    il.Emit(OpCodes.Stloc, index)
-    il.Emit(OpCodes.Br, test)
-    il.MarkLabel body
-    let ls = Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)
-    il.Emit(OpCodes.Ldloc, acc)
-
-    match t.Op, t.Args with
-    | Neg, [ z ] ->
-        emitExpr lb bodyUses ls z
-        il.Emit(OpCodes.Sub)
-    | _ ->
-        emitExpr lb bodyUses ls t
-        il.Emit(OpCodes.Add)
-
-    il.Emit(OpCodes.Stloc, acc)
-    il.Emit(OpCodes.Ldloc, index)
-    il.Emit(OpCodes.Ldc_I4_1)
-    il.Emit(OpCodes.Add)
-    il.Emit(OpCodes.Stloc, index)
-    il.MarkLabel test
-    il.Emit(OpCodes.Ldloc, index)
-    il.Emit(OpCodes.Ldc_I4, n)
-    il.Emit(OpCodes.Blt, body)
+    addTerm lb acc bodyUses (Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)) true t
+    emitCountedLoop il index 1 n (fun () -> addTerm lb acc bodyUses (Dictionary<Sym, LocalBuilder>(locals, HashIdentity.Structural)) false t)
     locals[node] <- acc
 
 /// Like `emitOutputs`, with every sum of at least `minRun` uniform terms in a row computed by loops
@@ -657,21 +601,12 @@ let private emitOutputsReducing (b: Body) (minRun: int) (outputs: Output list) =
     let seen = HashSet<Sym>(HashIdentity.Reference)
 
     // the parts of a loop sum's template that depend on its index are computed inside its loop
-    let relative = Dictionary<Sym, bool>(HashIdentity.Reference)
-
-    let rec isRelative (e: Sym) =
-        match relative.TryGetValue e with
-        | true, r -> r
-        | _ ->
-            let r =
-                match e.Op with
-                | StateAt _ -> true
-                // its template's index is its own
-                | SumLoop _ -> false
-                | _ -> List.exists isRelative e.Args
-
-            relative[e] <- r
-            r
+    let isRelative =
+        Loops.dependsOnIndex (function
+            | StateAt _ -> Some true
+            // its template's index is its own
+            | SumLoop _ -> Some false
+            | _ -> None)
 
     // the long sums, inner ones first (so that one inside a loop sum's template that does not
     // depend on its index is computed once, before that loop)

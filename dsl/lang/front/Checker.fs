@@ -164,20 +164,25 @@ let private isDiffName (env: Env) (name: string) =
     name = "dt" || (differentialOf env name).IsSome
 
 /// Whether `dt` or a `dW` occurs in an expression.
-let rec private hasDiff (env: Env) (e: Expr) =
+/// One level of `hasDiff`, with `go` for the subexpressions.
+let private hasDiffStep (env: Env) (go: Expr -> bool) (e: Expr) =
     match e.Kind with
     | Num _ -> false
     | Var n -> isDiffName env n
-    | Index(n, i) -> isDiffName env n || hasDiff env i
+    | Index(n, i) -> isDiffName env n || go i
     | ExprKind.Neg a
     | Not a
-    | Reduce(_, _, a) -> hasDiff env a
+    | Reduce(_, _, a) -> go a
     | Bin(_, a, b)
     | Cmp(_, a, b)
     | And(a, b)
-    | Or(a, b) -> hasDiff env a || hasDiff env b
-    | Call(_, args) -> List.exists (hasDiff env) args
-    | If(c, a, b) -> hasDiff env c || hasDiff env a || hasDiff env b
+    | Or(a, b) -> go a || go b
+    | Call(_, args) -> List.exists go args
+    | If(c, a, b) -> go c || go a || go b
+
+let private hasDiff (env: Env) (e: Expr) =
+    let rec go (x: Expr) = hasDiffStep env go x
+    go e
 
 // ---------------------------------------------------------------------------------- constants
 
@@ -605,21 +610,7 @@ let private hasDiffMemo (memo: Collections.Generic.Dictionary<Expr, bool>) (env:
         match memo.TryGetValue e with
         | true, v -> v
         | _ ->
-            let v =
-                match e.Kind with
-                | Num _ -> false
-                | Var n -> isDiffName env n
-                | Index(n, i) -> isDiffName env n || go i
-                | ExprKind.Neg a
-                | Not a
-                | Reduce(_, _, a) -> go a
-                | Bin(_, a, b)
-                | Cmp(_, a, b)
-                | And(a, b)
-                | Or(a, b) -> go a || go b
-                | Call(_, args) -> List.exists go args
-                | If(c, a, b) -> go c || go a || go b
-
+            let v = hasDiffStep env go e
             memo[e] <- v
             v
 
@@ -773,6 +764,14 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                 elif n > 100_000_000L then fail e.Pos "a size must be at most 100000000"
                 else Ok(int n))
 
+    // the size of a state or brownian (1 after an error), refused when it takes the dimension so far,
+    // `used`, past maxDimension (`message total limit` says so)
+    let dimensionWithin (d: Decls) (size: Expr option) (p: Pos) (used: int) (message: int64 -> int -> string) =
+        match sizeOf d size with
+        | Error es -> 1, es
+        | Ok s when int64 used + int64 s > int64 maxDimension -> 1, [ { Pos = p; Message = message (int64 used + int64 s) maxDimension } ]
+        | Ok s -> s, []
+
     let step (d: Decls, errs: Diagnostic list) item =
         match item with
         | ConstDecl(n, e, p) ->
@@ -850,21 +849,13 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
                 List.rev es @ errs
         | StateDecl(n, size, per, p) ->
             let sz, serrs =
-                match sizeOf d size with
-                | Ok s -> s, []
-                | Error es -> 1, es
+                dimensionWithin d size p d.StateDim (sprintf "state '%s' brings the state dimension to %d; at most %d" n)
 
             let errs =
                 if per && size.IsNone then
                     { Pos = p; Message = sprintf "a scalar state cannot be periodic; declare '%s[N] periodic'" n } :: errs
                 else
                     errs
-
-            let sz, serrs =
-                if serrs.IsEmpty && int64 d.StateDim + int64 sz > int64 maxDimension then
-                    1, [ { Pos = p; Message = sprintf "state '%s' brings the state dimension to %d; at most %d" n (int64 d.StateDim + int64 sz) maxDimension } ]
-                else
-                    sz, serrs
 
             let d1, errs = declare (d, List.rev serrs @ errs) n p (EState d.StateCount)
 
@@ -879,15 +870,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
             (if d.Names.ContainsKey n then d1 else { d1 with States = info :: d.States; StateCount = d.StateCount + 1; StateDim = d.StateDim + sz }), errs
         | BrownianDecl(n, size, p) ->
             let sz, serrs =
-                match sizeOf d size with
-                | Ok s -> s, []
-                | Error es -> 1, es
-
-            let sz, serrs =
-                if serrs.IsEmpty && int64 d.NoiseDim + int64 sz > int64 maxDimension then
-                    1, [ { Pos = p; Message = sprintf "brownian '%s' brings the noise dimension to %d; at most %d" n (int64 d.NoiseDim + int64 sz) maxDimension } ]
-                else
-                    sz, serrs
+                dimensionWithin d size p d.NoiseDim (sprintf "brownian '%s' brings the noise dimension to %d; at most %d" n)
 
             let d1, errs = declare (d, List.rev serrs @ errs) n p (EBrownian d.BrownianCount)
 

@@ -141,24 +141,37 @@ let rec private unify (a: Sym) (b: Sym) : Meet =
                 r
         | _ -> Never
 
+/// Whether a template node depends on the loop index, memoised per node (a template is a DAG): `leaf`
+/// decides the nodes it knows (Some), the others depend on it when one of their arguments does.
+let dependsOnIndex (leaf: Op -> bool option) : Sym -> bool =
+    let memo = Dictionary<Sym, bool>(HashIdentity.Reference)
+
+    let rec go (e: Sym) =
+        match memo.TryGetValue e with
+        | true, r -> r
+        | _ ->
+            let r =
+                match leaf e.Op with
+                | Some r -> r
+                | None -> List.exists go e.Args
+
+            memo[e] <- r
+            r
+
+    go
+
+/// The indexed references of a loop's template: its state, noise and external components at i + k.
+let indexedLeaf (op: Op) =
+    match op with
+    | StateAt _ | NoiseAt _ | ExtAt _ -> Some true
+    | _ -> None
+
 /// The i in [0, size) at which a smart constructor of the unrolled lowering would have found two
 /// parts of a template equal that the template keeps apart: two factors of one product (which the
 /// unrolled code merges into a power) or the two branches of an `if` (which it folds). These are the
 /// only structural equality tests the constructors make (`Ir.mul`, `Ir.select`).
 let private collisions (size: int) (roots: Sym list) : Set<int> =
-    let relative = Dictionary<Sym, bool>(HashIdentity.Reference)
-
-    let rec isRelative (e: Sym) =
-        match relative.TryGetValue e with
-        | true, r -> r
-        | _ ->
-            let r =
-                match e.Op with
-                | StateAt _ | NoiseAt _ | ExtAt _ -> true
-                | _ -> List.exists isRelative e.Args
-
-            relative[e] <- r
-            r
+    let isRelative = dependsOnIndex indexedLeaf
 
     let seen = HashSet<Sym>(HashIdentity.Reference)
     let found = HashSet<int>()
