@@ -19,6 +19,7 @@ type FitArgs =
     | [<CustomCommandLine("--T"); EqualsAssignmentOrSpaced>] Horizon of T: float
     | [<EqualsAssignmentOrSpaced>] Seed of seed: int64
     | [<EqualsAssignmentOrSpaced>] Threads of n: int
+    | [<EqualsAssignmentOrSpaced>] Iterations of n: int
     | Quiet
 
     interface IArgParserTemplate with
@@ -34,6 +35,7 @@ type FitArgs =
             | Horizon _ -> "final time T (overrides the file)."
             | Seed _ -> "random seed (overrides the file)."
             | Threads _ -> "worker threads (default: all cores)."
+            | Iterations _ -> "the fit's iterations (overrides its 'iterations' setting), e.g. --iterations 5 for a quick try."
             | Quiet -> "no progress lines."
 
 type RunArgs =
@@ -694,10 +696,11 @@ let private fitCommand (args: ParseResults<FitArgs>) =
         overridesOf (args.GetResults FitArgs.Set) (args.TryGetResult FitArgs.Params) (args.TryGetResult FitArgs.Paths)
             (args.TryGetResult FitArgs.Dt) (args.TryGetResult FitArgs.Horizon) (args.TryGetResult FitArgs.Seed)
 
-    match overrides, args.TryGetResult FitArgs.Threads with
-    | Error m, _ -> usageError m
-    | _, Some n when n < 0 -> usageError (sprintf "--threads: must be >= 0 (0: all cores), got %d" n)
-    | Ok o, _ ->
+    match overrides, args.TryGetResult FitArgs.Threads, args.TryGetResult FitArgs.Iterations with
+    | Error m, _, _ -> usageError m
+    | _, Some n, _ when n < 0 -> usageError (sprintf "--threads: must be >= 0 (0: all cores), got %d" n)
+    | _, _, Some n when n < 1 || n > FitCheck.maxIterations -> usageError (sprintf "--iterations: must be a whole number from 1 to %d, got %d" FitCheck.maxIterations n)
+    | Ok o, _, _ ->
     match compileSource path o with
     | Error code -> code
     | Ok (program, text) ->
@@ -707,6 +710,7 @@ let private fitCommand (args: ParseResults<FitArgs>) =
         exitInput
     | _, Some (Error m) -> usageError m
     | Some spec, _ ->
+        let spec = match args.TryGetResult FitArgs.Iterations with Some n -> { spec with Iterations = n } | None -> spec
         let progressOut = if json then Console.Error else Console.Out
         let names = spec.Params |> List.map (fun i -> program.Parameters[i]) |> List.toArray
 

@@ -40,9 +40,12 @@ type FitSpec =
       Rate: float
       /// Paths per evaluation (None: the simulate block's `paths`, after any --paths).
       Paths: int64 option
+      /// `law = marginals`: compare each data column's one-dimensional law (the sum of their cross entropies)
+      /// instead of the joint law of the columns (`law = joint`, the default).
+      Marginals: bool
       Pos: Pos }
 
-let keys = [ "objective"; "optimizer"; "iterations"; "tolerance"; "bandwidth"; "rate"; "paths" ]
+let keys = [ "objective"; "optimizer"; "iterations"; "tolerance"; "bandwidth"; "rate"; "paths"; "law" ]
 
 /// Most iterations a fit may ask for.
 let maxIterations = 1_000_000
@@ -198,16 +201,23 @@ let check (f: File) (cf: CheckedFile) : Result<FitSpec option, Diagnostic list> 
         let paths =
             number "paths" (fun v -> if whole v && v >= 2.0 && v <= 1e9 then None else Some "paths must be a whole number from 2 to 10^9") None (int64 >> Some)
 
+        let law =
+            match setting "law" with
+            | None -> Ok false
+            | Some { FitArg = FitExpr { Kind = Var "joint" } } -> Ok false
+            | Some { FitArg = FitExpr { Kind = Var "marginals" } } -> Ok true
+            | Some s -> fail s.FitPos "law is 'joint' (the joint law of the data columns, the default) or 'marginals' (each column's own law)"
+
         let err r = match r with Error ds -> ds | Ok _ -> []
 
         let errs =
-            second @ paramErrs @ dup @ unknown @ err objective @ err optimizer @ err iterations @ err tolerance @ err bandwidth @ err rate @ err paths
+            second @ paramErrs @ dup @ unknown @ err objective @ err optimizer @ err iterations @ err tolerance @ err bandwidth @ err rate @ err paths @ err law
             |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
 
         let dataErr = if String.IsNullOrWhiteSpace data then [ { Pos = dataPos; Message = "the data file name is empty" } ] else []
 
-        match errs @ dataErr, objective, optimizer, iterations, tolerance, bandwidth, rate, paths with
-        | [], Ok o, Ok opt, Ok it, Ok tol, Ok bw, Ok r, Ok n ->
+        match errs @ dataErr, objective, optimizer, iterations, tolerance, bandwidth, rate, paths, law with
+        | [], Ok o, Ok opt, Ok it, Ok tol, Ok bw, Ok r, Ok n, Ok marg ->
             Ok(
                 Some
                     { Params = (let index = names |> List.mapi (fun i n -> n, i) |> dict in ps |> List.map (fun (n, _) -> index[n]))
@@ -220,6 +230,7 @@ let check (f: File) (cf: CheckedFile) : Result<FitSpec option, Diagnostic list> 
                       Bandwidth = bw
                       Rate = r
                       Paths = n
+                      Marginals = marg
                       Pos = pos }
             )
-        | es, _, _, _, _, _, _, _ -> Error es
+        | es, _, _, _, _, _, _, _, _ -> Error es

@@ -287,7 +287,12 @@ let progressLine (names: string[]) (s: FitStep) =
 let summary (r: FitReport) (defaults: (string * float) list) =
     let w = r.Names |> Array.map String.length |> Array.max
 
-    [ yield sprintf "fit of %s to %s (%d rows: %s), %s, %s" r.Model (Path.GetFileName r.DataFile) r.DataRows (String.Join(", ", r.Columns)) r.Objective r.Optimizer
+    // many columns (a 20-component ring): the first three and the last say which
+    let columns =
+        if r.Columns.Length <= 6 then String.Join(", ", r.Columns)
+        else sprintf "%s, ..., %s (%d columns)" (String.Join(", ", Array.take 3 r.Columns)) (Array.last r.Columns) r.Columns.Length
+
+    [ yield sprintf "fit of %s to %s (%d rows: %s), %s, %s" r.Model (Path.GetFileName r.DataFile) r.DataRows columns r.Objective r.Optimizer
       yield sprintf "%s after %d evaluation%s: %s" (if r.Converged then "converged" else "stopped") r.History.Length (if r.History.Length = 1 then "" else "s") r.Stop
       for i in 0 .. r.Names.Length - 1 do
           yield sprintf "  %s = %s   (start %s)" (r.Names[i].PadRight w) (Output.valueWithError r.Fitted[i] r.StdErrs[i]) (g6 r.Start[i])
@@ -465,7 +470,8 @@ let bandwidths (d: FitData) (spec: FitSpec) (paths: int64) =
         | None ->
             let xs = Array.init d.Rows (fun r -> d.Values[r * q + j])
             let sd = MathNet.Numerics.Statistics.Statistics.StandardDeviation xs
-            KlObjective.Silverman(sd, q, paths))
+            // law = marginals: each column's estimate is one-dimensional
+            KlObjective.Silverman(sd, (if spec.Marginals then 1 else q), paths))
 
 /// The objective and its DK gradient (by the fitted params, in their order) at the model's param values
 /// `values` (all of them), with the paths of `seed` and the data jitter of `jitterSeed`. Throws FitFailed.
@@ -492,7 +498,8 @@ let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64)
     if pb.Record.NonFinitePaths() > 0L then
         raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %d path(s) have a non-finite state or DK weight at T; the model or its weights blow up there (try a smaller dt, or a start closer to the data)" at (pb.Record.NonFinitePaths()) })
 
-    KlObjective.Evaluate(smoothed pb.Data pb.H jitterSeed, 2, pb.Data.Columns.Length, pb.Data.Components, pb.H, pb.Record, pb.Threads)
+    let evaluator = if pb.Spec.Marginals then KlObjective.EvaluateMarginals else KlObjective.Evaluate
+    evaluator (smoothed pb.Data pb.H jitterSeed, 2, pb.Data.Columns.Length, pb.Data.Components, pb.H, pb.Record, pb.Threads)
 
 /// Standard errors of the fitted params from the data's scores: the Fisher information per row is
 /// estimated by the covariance F of the per-row gradients (valid when the model is well specified),
@@ -506,6 +513,29 @@ let private stdErrs (r: KlObjective.Result) (k: int) (rows: int) =
     try
         let cov = f.Inverse() / float rows
         Array.init k (fun j -> if cov[j, j] > 0.0 && Double.IsFinite cov[j, j] then sqrt cov[j, j] else nan)
+    with _ ->
+        Array.create k nan
+
+/// `law = marginals`: the objective is a composite likelihood (a sum over the data columns of their marginal
+/// log-likelihoods), whose estimate has the sandwich covariance H⁻¹ J H⁻¹ / rows (Godambe): J the covariance of
+/// the per-row gradients (summed over the columns), H the sum over the columns of each marginal's Fisher
+/// information, the covariance of that column's per-row gradients (the information identity holds marginal by
+/// marginal when the model is well specified). NaN when H is singular.
+let private sandwichErrs (r: KlObjective.Result) (k: int) (q: int) (rows: int) =
+    let cov (f: int -> int -> float) =
+        let g = Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(f))
+        let mean = g.ColumnSums() / float rows
+        let c = g - Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(fun _ j -> mean[j]))
+        c.TransposeThisAndMultiply c / float (rows - 1)
+
+    let cg = r.DatumColumnGradient
+    let j = cov (fun i a -> r.DatumGradient[i * k + a])
+    let h = [ 0 .. q - 1 ] |> List.map (fun c -> cov (fun i a -> cg[(i * q + c) * k + a])) |> List.reduce (+)
+
+    try
+        let hi = h.Inverse()
+        let v = hi * j * hi / float rows
+        Array.init k (fun a -> if v[a, a] > 0.0 && Double.IsFinite v[a, a] then sqrt v[a, a] else nan)
     with _ ->
         Array.create k nan
 
@@ -678,7 +708,10 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
             // the scores of the data at the fitted values: the final loss and the standard errors
             let fr = evaluate pb (full fitted) baseSeed baseSeed
             // (no noise model behind a field's least squares: no standard errors)
-            let se = if pb.Field.IsSome then Array.create k nan else stdErrs fr k data.Rows
+            let se =
+                if pb.Field.IsSome then Array.create k nan
+                elif spec.Marginals then sandwichErrs fr k data.Columns.Length data.Rows
+                else stdErrs fr k data.Rows
 
             // L-BFGS's stopping rule, besides the tolerance: the gradient (on the fit's sample) within its standard
             // error over the data rows, in the unconstrained coordinates: the optimum is then found to the precision
@@ -701,8 +734,10 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                     else converged, stop
 
             let warnings =
-                [ if fr.ShareBelow10 > 0.01 then
-                      sprintf "at the fitted values %.1f%% of the smoothed data points have fewer than 10 paths within the bandwidth (fewest %.2g): the kernel estimate of the model's law is thin in the data's tails and the objective is biased there; use more paths" (100.0 * fr.ShareBelow10) fr.MinEffectivePaths
+                [ if pb.Field.IsNone && not spec.Marginals && data.Columns.Length >= 5 then
+                      sprintf "the joint law of %d data columns is compared through a product kernel in %d dimensions, which %d paths resolve poorly: the objective is nearly flat in the params; 'law = marginals' compares each column's law instead" data.Columns.Length data.Columns.Length paths
+                  if fr.ShareBelow10 > 0.01 then
+                      sprintf "at the fitted values %.1f%% of the smoothed data %s have fewer than 10 paths within the bandwidth (fewest %.2g): the kernel estimate of the model's law is thin in the data's tails and the objective is biased there; use more paths" (100.0 * fr.ShareBelow10) (if spec.Marginals then "values (a point's column)" else "points") fr.MinEffectivePaths
                   let rec' = pb.Record
                   for j in 0 .. (if rec'.Paths > 0L then k - 1 else -1) do
                       let l2 = Array.init (int rec'.Paths) (fun p -> rec'.Ell[p * k + j] ** 2.0)
@@ -717,7 +752,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   DataFile = data.File
                   DataRows = data.Rows
                   Columns = data.Columns
-                  Objective = (match spec.Objective with KlAt _ -> sprintf "kl at %s" (g6 t) | JacobianMatching l -> sprintf "jacobian_matching(lambda = %s)" (g6 l))
+                  Objective = (match spec.Objective with KlAt _ -> sprintf "kl at %s%s" (g6 t) (if spec.Marginals then ", law = marginals" else "") | JacobianMatching l -> sprintf "jacobian_matching(lambda = %s)" (g6 l))
                   Optimizer = optText
                   Names = names
                   Start = start
