@@ -13,7 +13,7 @@ open Sde.Lang
 open Sde.Tests.CliTests
 
 /// Box–Muller normals from a seeded System.Random: the test's own random numbers, independent of the engine's.
-let private normals (seed: int) =
+let normals (seed: int) =
     let rng = Random(seed)
 
     fun () ->
@@ -22,7 +22,7 @@ let private normals (seed: int) =
         sqrt (-2.0 * log u1) * cos (2.0 * Math.PI * u2)
 
 /// `n` samples at T of the Euler–Maruyama chain x ← x + f(x) dt + g(x) √dt w, simulated here (not by the engine).
-let private chainSamples (seed: int) (n: int) (x0: float) (dt: float) (steps: int) (f: float -> float) (g: float -> float) =
+let chainSamples (seed: int) (n: int) (x0: float) (dt: float) (steps: int) (f: float -> float) (g: float -> float) =
     let z = normals seed
 
     Array.init n (fun _ ->
@@ -33,21 +33,21 @@ let private chainSamples (seed: int) (n: int) (x0: float) (dt: float) (steps: in
 
         x)
 
-let private writeCsv (dir: string) (name: string) (column: string) (xs: float[]) =
+let writeCsv (dir: string) (name: string) (column: string) (xs: float[]) =
     let lines = Array.append [| column |] (xs |> Array.map (fun x -> x.ToString("R", Globalization.CultureInfo.InvariantCulture)))
     File.WriteAllLines(Path.Combine(dir, name), lines)
 
-let private compile (text: string) =
+let compile (text: string) =
     match SdeCompiler.Compile(text, "fit.sde") with
     | Ok p -> p
     | Error ds -> failwithf "compile errors:\n%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
 
-let private compileErrors (text: string) =
+let compileErrors (text: string) =
     match SdeCompiler.Compile(text, "fit.sde") with
     | Ok _ -> failwith "expected a compile error"
     | Error ds -> ds
 
-let private fitOk (p: CompiledProgram) (dir: string) =
+let fitOk (p: CompiledProgram) (dir: string) =
     match p.Fit(dataDir = dir) with
     | Ok r -> r
     | Error ds -> failwithf "fit errors:\n%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
@@ -57,7 +57,7 @@ let private fitErrors (p: CompiledProgram) (dir: string) =
     | Ok _ -> failwith "expected a fit error"
     | Error ds -> ds
 
-let private ouModel (theta: float) (sigma: float) (paths: int) (fitBody: string) =
+let ouModel (theta: float) (sigma: float) (paths: int) (fitBody: string) =
     sprintf
         """model OU {
   param theta = %g in (0, inf)
@@ -73,14 +73,14 @@ fit theta, sigma to "data.csv" { %s }
         theta sigma paths fitBody
 
 /// The OU chain's law at step N from x0: mean (1 − θΔt)^N x0, variance σ²Δt Σ_{k<N} (1 − θΔt)^{2k}.
-let private ouLaw (theta: float) (sigma: float) =
+let ouLaw (theta: float) (sigma: float) =
     let dt, n = 0.01, 100
     let a = 1.0 - theta * dt
     a ** float n, sigma * sigma * dt * Seq.sum (Seq.init n (fun k -> a ** float (2 * k)))
 
 /// The maximum-likelihood (θ, σ) of the chain's Gaussian law for data ys: the law's mean and variance
 /// equal the data's mean and (1/n) variance, solved in closed form.
-let private ouMle (ys: float[]) =
+let ouMle (ys: float[]) =
     let n = float ys.Length
     let m = Array.average ys
     let v = (ys |> Array.sumBy (fun y -> (y - m) ** 2.0)) / n
@@ -92,7 +92,7 @@ let private ouMle (ys: float[]) =
 /// smoothed mean and variance up to the paths' sampling errors e_m ~ N(0, v/P) and e_v ~ N(0, 2v²/P)
 /// (independent for a Gaussian law); by the delta method δθ = e_m / ∂m/∂θ and δσ = (e_v − ∂v/∂θ δθ) / ∂v/∂σ.
 /// 4.5 standard deviations of each.
-let private ouTolerance (theta: float) (sigma: float) (paths: float) =
+let ouTolerance (theta: float) (sigma: float) (paths: float) =
     let d = 1e-6
     let m, v = ouLaw theta sigma
     let dm = (fst (ouLaw (theta + d) sigma) - fst (ouLaw (theta - d) sigma)) / (2.0 * d)
@@ -116,7 +116,7 @@ let withTemp (f: string -> unit) =
         with _ ->
             ()
 
-let private oneLine (d: SourceDiagnostic) = sprintf "%d:%d %s" d.Line d.Col d.Message
+let oneLine (d: SourceDiagnostic) = sprintf "%d:%d %s" d.Line d.Col d.Message
 
 [<Tests>]
 let checks =
