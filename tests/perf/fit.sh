@@ -28,13 +28,19 @@ for f in plain dk; do
     printf "run %-5s T = %-3s 200000 paths  %7.3f s\n" "$f" "$T" "$s"
   done
 done
-# one evaluation on the 20-dimensional Lorenz-96 ring (1000 paths, 100 steps, 1000 data rows of the 20
-# components made by samples(...) at F = 8, sigma = 0.5): the cost per evaluation of a 20-D fit
-model='model L96 {\n  const N = 20\n  param F = %s\n  param sigma = %s in (0, inf)\n  state x[N] periodic\n  brownian W[N]\n  init x[i] ~ normal(8, 1)\n  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]\n}\nsimulate { paths = 1000; dt = 0.01; T = 1; seed = %s }\n'
-cols="$(for i in $(seq 0 19); do printf 'x[%d], ' "$i"; done)"
-{ printf "$model" 8 0.5 2026; printf 'query {\n  samples(%s)\n}\n' "${cols%, }"; } > "$work/l96gen.sde"
-dotnet "$dll" run "$work/l96gen.sde" --out "$work/l96" --quiet > /dev/null
-{ printf "$model" 6 1 11; printf 'fit F, sigma to "l96/samples.csv" { optimizer = adam(lr = 0.05); iterations = 3 }\n'; } > "$work/l96fit.sde"
-out="$( { /usr/bin/time -f "%M" dotnet "$dll" fit "$work/l96fit.sde" --quiet --json > "$work/l96.json"; } 2>&1 | tail -n 1)"
-per="$(grep -o '"seconds_per_evaluation": [0-9.e+-]*' "$work/l96.json" | awk '{print $2}')"
-printf "fit Lorenz-96 (d = 20), 1000 paths x 100 steps, 1000 rows: %6.3f s per evaluation (all cores)  peak %4d MB\n" "$per" $(( out / 1024 ))
+# the Lorenz-96 example (20 components, 1000 paths x 100 steps per evaluation, 1000 data rows, law = marginals),
+# all cores, a few L-BFGS iterations at T = 1 and T = 10 (10x the steps): seconds per evaluation and peak memory
+for T in 1 10; do
+  out="$( { /usr/bin/time -f "%M" dotnet "$dll" fit examples/fit_lorenz96.sde --T "$T" --iterations 3 --quiet --json > "$work/l96_$T.json"; } 2>&1 | tail -n 1)"
+  per="$(grep -o '"seconds_per_evaluation": [0-9.e+-]*' "$work/l96_$T.json" | awk '{print $2}')"
+  evals="$(grep -c '"iteration"' "$work/l96_$T.json")"
+  printf "fit Lorenz-96 (d = 20) T = %-3s %3d evaluations  %6.3f s per evaluation (all cores)  peak %4d MB\n" "$T" "$evals" "$per" $(( out / 1024 ))
+done
+# and its simulation part against a plain run of the same paths: the two DK responses the fit needs
+sed -e '/^fit /,/^}/d' -e '/^query {/,/^}/d' examples/fit_lorenz96.sde > "$work/l96base.sde"
+printf 'query {\n  mean(x[0])\n}\n' | cat "$work/l96base.sde" - > "$work/l96plain.sde"
+printf 'query {\n  d mean(x[0]) / d F with divergence_kernel(rate = 10)\n  d mean(x[0]) / d sigma with divergence_kernel(rate = 10)\n}\n' | cat "$work/l96base.sde" - > "$work/l96dk.sde"
+for f in l96plain l96dk; do
+  s="$(dotnet "$dll" run "$work/$f.sde" --paths 20000 --quiet --json | grep -o '"seconds": [0-9.e+-]*' | awk '{print $2}')"
+  printf "run %-8s T = 1   20000 paths  %7.3f s\n" "$f" "$s"
+done
