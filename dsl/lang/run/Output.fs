@@ -465,6 +465,10 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
     | "samples" ->
         let k = samplesColumns q |> List.length
         [ label + paint color "2" (sprintf "%d rows x %d column%s of per-path values at T (a CSV file with --out)" q.Count k (if k = 1 then "" else "s")) ]
+    | "ess" ->
+        // a diagnostic of the final weights, computed exactly from them: no standard error to show
+        let resamplings = q.Resamplings |> Option.map (fun r -> sprintf " · %d resampling%s" r (if r = 1L then "" else "s")) |> Option.defaultValue ""
+        [ label + paint color "1" (num q.Value) + paint color "2" (sprintf " of %d paths%s" q.Count resamplings) ]
     | _ -> [ label + paint color "1" (valueWithError q.Value q.StdErr) + via ]
 
 
