@@ -287,4 +287,22 @@ let controlTests =
                 Expect.isFalse (q.Method.Value.Contains "control") (sprintf "%s: method text" q.Query)
             Expect.equal r[5].Control (Some "pathwise") "the default of a differentiable mean has it"
         }
+
+        test "divergence_kernel(control = none): the adaptive rate without the control, right against the closed form; control with an explicit schedule is located" {
+            let c = ouChain 0.01 1.0
+            let r = results (runText (ouSource 20000 0.01 1.0 "  d mean(x^2) / d sigma with divergence_kernel(control = none)\n  d mean(x^2) / d sigma with divergence_kernel(control = pathwise)\n  d mean(x^2) / d sigma"))
+            let exact = 2.0 * c.Sigma * c.Dt * c.S
+            within 4.5 "control = none" r[0].Value r[0].StdErr exact
+            Expect.isNone r[0].Control "no control"
+            Expect.stringContains r[0].Method.Value "(adaptive), mode = exact, control = none)" "method text"
+            Expect.equal r[1].Control (Some "pathwise") "control = pathwise is the default"
+            Expect.equal r[1].Value r[2].Value "the same estimate as the default"
+            // the kernel alone is the noisier estimate (3.5x here, docs/responses.md)
+            Expect.isGreaterThan r[0].StdErr (1.5 * r[2].StdErr) "the control variate's gain"
+            for bad, fragment in [ "with divergence_kernel(rate = 3, control = none)", "goes with the adaptive rate only"
+                                   "with divergence_kernel(control = off)", "control must be none or pathwise" ] do
+                match SdeCompiler.Compile(ouSource 100 0.01 1.0 ("  d mean(x^2) / d sigma " + bad), "c.sde") with
+                | Ok _ -> failwithf "%s: expected an error" bad
+                | Error ds -> Expect.stringContains (List.head ds).Message fragment bad
+        }
     ]

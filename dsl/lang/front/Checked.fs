@@ -185,6 +185,9 @@ type Schedule =
     /// The default: a rate per unit time measured from the model's covector growth before the run
     /// (`CovectorGrowth.RateFor`), harmonic start.
     | AdaptiveRate
+    /// `divergence_kernel(control = none)`: the adaptive rate without the pathwise control variate the
+    /// default of a mean carries (the kernel's own estimate, e.g. to compare with the controlled one).
+    | AdaptiveAlone
     /// Constant per-step `alpha = a`.
     | Alpha of float
 

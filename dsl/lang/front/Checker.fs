@@ -1399,18 +1399,28 @@ let private checkMethod (consts: Map<string, int>) (m: Method) : R<CMethod> =
                         | "first_order" -> Ok(fun (s, _) -> s, Some FirstOrder)
                         | _ -> fail p (sprintf "unknown mode '%s'; use exact, iterative or first_order" v)
                     | "mode", _ -> fail p "mode must be exact, iterative or first_order"
-                    | _ -> fail p (sprintf "unknown argument '%s' of divergence_kernel (known: rate, alpha, mode)" n)
+                    // checked below, with the schedule it needs
+                    | "control", ArgName(_, ("none" | "pathwise"), _) -> Ok id
+                    | "control", _ -> fail p "control must be none or pathwise (the default: a pathwise control variate where pathwise can answer the query)"
+                    | _ -> fail p (sprintf "unknown argument '%s' of divergence_kernel (known: rate, alpha, mode, control)" n)
 
                 map2 (fun st f -> f st) acc upd
 
             let names = m.Args |> List.map (argName >> fst)
+
+            let control = m.Args |> List.tryPick (function ArgName("control", v, p) -> Some(v, p) | _ -> None)
 
             if List.contains "rate" names && List.contains "alpha" names then
                 let p = m.Args |> List.map argName |> List.find (fun (n, _) -> n = "alpha" || n = "rate") |> snd
                 fail p "give either rate or alpha, not both"
             else
                 List.fold step (Ok(None, None)) m.Args
-                |> Result.map (fun (s, md) -> DivergenceKernel(defaultArg s AdaptiveRate, md))
+                |> Result.bind (fun (s, md) ->
+                    match s, control with
+                    | Some _, Some(_, p) ->
+                        fail p "the control variate goes with the adaptive rate only; an explicit rate or alpha is the kernel's estimate alone"
+                    | None, Some("none", _) -> Ok(DivergenceKernel(AdaptiveAlone, md))
+                    | s, _ -> Ok(DivergenceKernel(defaultArg s AdaptiveRate, md)))
         | n -> fail m.Pos (sprintf "unknown method '%s'%s (known: %s)" n (suggest n methodNames) (String.Join(", ", methodNames)))
 
     match dup, r with

@@ -77,6 +77,7 @@ let methodText (dim: int) (m: CMethod) =
     match m with
     | DivergenceKernel (Rate r, mode) -> sprintf "divergence_kernel(rate = %s, mode = %s)" (fmt r) (modeName mode)
     | DivergenceKernel (AdaptiveRate, mode) -> sprintf "divergence_kernel(rate = adaptive, mode = %s)" (modeName mode)
+    | DivergenceKernel (AdaptiveAlone, mode) -> sprintf "divergence_kernel(rate = adaptive, mode = %s, control = none)" (modeName mode)
     | DivergenceKernel (Alpha a, mode) -> sprintf "divergence_kernel(alpha = %s, mode = %s)" (fmt a) (modeName mode)
     | LikelihoodRatio -> "likelihood_ratio"
     | Pathwise -> "pathwise"
@@ -378,7 +379,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                             match meth with
                             | DivergenceKernel (Rate r, mode) ->
                                 ResponseMethod.DivergenceKernel, false, 0.0, r, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
-                            | DivergenceKernel (AdaptiveRate, mode) ->
+                            | DivergenceKernel ((AdaptiveRate | AdaptiveAlone), mode) ->
                                 // the rate is measured per parameter set before the run (see `run`)
                                 ResponseMethod.DivergenceKernel, false, 0.0, CovectorGrowth.Floor, modeOf mode, (0, 0, 0.0), (ta, t0, t1, win)
                             | DivergenceKernel (Alpha a, mode) ->
@@ -396,7 +397,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                             Kind = kind, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
                             Which = which, Method = rm, ConstantAlpha = constant, Alpha = alpha, Rate = rate, Mode = mode,
                             VariantPlus = vp, VariantMinus = vm, H = h, StationaryWindow = win, Burnin = cf.Settings.Burnin,
-                            AdaptiveRate = (match meth with DivergenceKernel (AdaptiveRate, _) -> true | _ -> false),
+                            AdaptiveRate = (match meth with DivergenceKernel ((AdaptiveRate | AdaptiveAlone), _) -> true | _ -> false),
                             // the adaptive default of a mean carries a pathwise control variate wherever
                             // pathwise itself could answer the query (ResponsePlan.PathwiseControl)
                             PathwiseControl =
@@ -579,10 +580,10 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
         | _ -> None
 
     // the method text shows the rate in use when it was measured
-    let withRate m =
+    let withRate (m: string) =
         match kernelPlan with
         | Some pl when pl.AdaptiveRate ->
-            sprintf "divergence_kernel(rate = %s (adaptive), mode = %s%s)" (rateText pl.Rate) (modeText pl.Mode) (if pl.Control >= 0 then ", control = pathwise" else "")
+            sprintf "divergence_kernel(rate = %s (adaptive), mode = %s%s)" (rateText pl.Rate) (modeText pl.Mode) (if pl.Control >= 0 then ", control = pathwise" elif m.EndsWith "control = none)" then ", control = none" else "")
         | _ -> m
 
     let wrt, meth, windows, valueWindow =
