@@ -346,3 +346,66 @@ fit a to "data.csv" { optimizer = lbfgs; iterations = 60 }
                   Expect.floatClose { absolute = 0.0; relative = 1e-5 } set[0] r.Fitted[0] "a[0] pasted"
                   Expect.floatClose { absolute = 0.0; relative = 1e-5 } set[1] r.Fitted[1] "a[1] pasted")
           } ]
+
+/// A vector param's whole value as a list in a params block (`a = [1, 2, 3]`) and on the command line
+/// (`--set 'a=[1,2,3]'`): the same sets as the components written one by one; located errors for a
+/// wrong length, a list for a scalar param or for one component, a component set twice, a value outside
+/// the domain (at the value); the printed file parses back to the same sets.
+[<Tests>]
+let lists =
+    testList
+        "Vector params.lists"
+        [ let err (text: string) (line: int) (col: int) (fragment: string) =
+              let d = firstError text
+              Expect.stringContains d.Message fragment (sprintf "message: %s" d.Rendered)
+              Expect.equal (d.Line, d.Col) (line, col) (sprintf "position of: %s" d.Rendered)
+
+          test "params p { a = [...] } is the set of its components, in order, with constant expressions" {
+              let sets (extra: string) = (compile (model "param a[K] = 0" "-a[0] * x" extra "mean(x)")).Program.File.Sets
+              let listed = sets "params p { a = [1, 2 * 2, K]; s = 0.25 }\nparams q {\n  a = [\n    0.5,\n    -1,\n    3\n  ]\n}"
+              let named = sets "params p { a[0] = 1; a[1] = 4; a[2] = 3; s = 0.25 }\nparams q { a[0] = 0.5; a[1] = -1; a[2] = 3 }"
+              Expect.equal (listed |> List.map (fun s -> s.Name, s.Values)) (named |> List.map (fun s -> s.Name, s.Values)) "the same sets"
+              Expect.equal listed.Head.Values [| 1.0; 4.0; 3.0; 0.25 |] "a[0], a[1], a[2], s"
+          }
+
+          test "a wrong length, a list for a scalar param or a component, a component set twice, a value outside the domain: located" {
+              let m extra = model "param a[K] = 1 in (0, inf)" "-a[0] * x" extra "mean(x)"
+              err (m "params p { a = [1, 2] }") 10 16 "a has 3 components, the list has 2"
+              err (m "params p { a = [1, 2, 3, 4] }") 10 16 "a has 3 components, the list has 4"
+              err (m "params p { s = [1] }") 10 16 "'s' is a scalar param: its value is a number, not a list"
+              err (m "params p { a[1] = [1] }") 10 19 "'a[1]' is one component of a vector param: its value is a number, not a list"
+              err (m "params p { b = [1] }") 10 12 "unknown param 'b'"
+              err (m "params p { a = [1, 2, 3]; a[1] = 2 }") 10 27 "param 'a[1]' is set twice"
+              err (m "params p { a = [1, -2, 3] }") 10 20 "value -2 of param 'a[1]' is outside its domain (0, inf)"
+              err (m "params p { a = [1, 2, x] }") 10 23 "'x' is not a const"
+              err (m "params p { a = [] }") 10 17 "expected expression"
+          }
+
+          test "the printed file parses back to the same sets" {
+              let text = model "param a[K] = 0" "-a[0] * x" "params p { a = [1, -2.5, 1e-3] }" "mean(x)"
+
+              match Parser.parseFile text with
+              | Error e -> failwithf "%A" e
+              | Ok f ->
+                  let printed = Printer.printFile f
+                  Expect.stringContains printed "a = [1, -2.5, 0.001]" "printed as a list"
+                  Expect.equal (compile printed).Program.File.Sets (compile text).Program.File.Sets "the same sets"
+          }
+
+          test "--set 'a=[...]' sets every component; a wrong length or a scalar param is refused (exit 2)" {
+              use d = new CliTests.TempDir()
+              let f = d.File "v.sde" (model "param a[K] = 0.5" "-a[0] * x" "params p { a[1] = 9 }" "mean(x)")
+              let o = CliTests.dsl [ "run"; f; "--json"; "--quiet"; "--set"; "a=[1, 2,3]" ]
+              Expect.equal o.Code 0 (CliTests.describe [ "run"; f ] o)
+              let set = (CliTests.parseJson o).["sets"].[0].["params"].["a"].AsArray() |> Seq.map (fun x -> x.GetValue<float>()) |> List.ofSeq
+              Expect.equal set [ 1.0; 2.0; 3.0 ] "a from the list, over the set's a[1] = 9"
+
+              for arg, fragment in [ "a=[1,2]", "a has 3 components, the list has 2"
+                                     "a=[1,2,3,4]", "a has 3 components, the list has 4"
+                                     "s=[1]", "'s' is a scalar param: its value is a number, not a list"
+                                     "a=[1,x,3]", "'x' is not a number"
+                                     "a=[]", "the list is empty" ] do
+                  let o = CliTests.dsl [ "run"; f; "--quiet"; "--set"; arg ]
+                  Expect.equal o.Code 2 (CliTests.describe [ "run"; f; "--set"; arg ] o)
+                  Expect.stringContains o.Err fragment arg
+          } ]

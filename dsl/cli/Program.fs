@@ -238,12 +238,27 @@ let private printDiagnostics (ds: SourceDiagnostic list) =
     for d in ds do
         Console.Error.WriteLine d.Rendered
 
-let private parseAssignment (s: string) : Result<string * float, string> =
-    match s.Split('=', 2) with
-    | [| name; value |] ->
+let private parseAssignment (s: string) : Result<(string * float) list, string> =
+    let number (value: string) =
         match Double.TryParse(value.Trim(), Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
-        | true, v -> Ok(name.Trim(), v)
-        | _ -> Error(sprintf "--set %s: '%s' is not a number" s value)
+        | true, v -> Ok v
+        | _ -> Error(sprintf "--set %s: '%s' is not a number" s (value.Trim()))
+
+    match s.Split('=', 2) with
+    | [| name; value |] when value.Trim().StartsWith "[" && value.Trim().EndsWith "]" ->
+        // a vector's whole value, `a=[1,2]`: the count as `a[]` (checked against the vector's size), then the components
+        let name = name.Trim()
+        let items = value.Trim().[1 .. value.Trim().Length - 2].Split(',')
+
+        if items.Length = 1 && items[0].Trim() = "" then
+            Error(sprintf "--set %s: the list is empty" s)
+        else
+            match items |> Array.map number |> Array.tryPick (function Error e -> Some e | _ -> None) with
+            | Some e -> Error e
+            | None ->
+                let vs = items |> Array.map (fun v -> match number v with Ok x -> x | Error _ -> nan)
+                Ok((name + "[]", float vs.Length) :: (vs |> Array.toList |> List.mapi (fun k v -> sprintf "%s[%d]" name k, v)))
+    | [| name; value |] -> number value |> Result.map (fun v -> [ name.Trim(), v ])
     | _ -> Error(sprintf "--set %s: expected NAME=VALUE" s)
 
 /// Read and compile a file; its errors (located, or naming the option of an override) and its
@@ -463,7 +478,7 @@ let private overridesOf (sets: string list) paramsName paths dt t (seed: int64 o
     | None, Some s when s < 0L -> Error(sprintf "--seed: must be a non-negative integer, got %d" s)
     | None, _ ->
         Ok
-            { Sets = parsed |> List.choose Result.toOption
+            { Sets = parsed |> List.choose Result.toOption |> List.concat
               ParamsName = paramsName
               Paths = paths
               Dt = dt

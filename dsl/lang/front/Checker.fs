@@ -1258,25 +1258,52 @@ let private checkSets (consts: Map<string, int>) (ps: ParamInfo list) (items: To
         | Ok() -> Ok(Array.updateAt i v values)
         | Error m -> fail p m
 
+    /// The components of vector param `name` with their indices in `ps` (empty for a scalar or unknown name).
+    let componentsOf (name: string) =
+        ps |> List.indexed |> List.filter (fun (_, p) -> p.Name <> name && paramBase p.Name = name)
+
+    /// `a = [e0, ..., e(K-1)]`: each component's index, value and position; located errors for a scalar
+    /// param, an unknown one, a component (`a[0] = [...]`) and a list of the wrong length.
+    let listValues (s: Setting) (items: Expr list) : R<(int * float * Pos) list> =
+        match componentsOf s.Key, indexOf s.Key with
+        | [], Some _ when s.Key.Contains "[" -> fail s.Value.Pos (sprintf "'%s' is one component of a vector param: its value is a number, not a list" s.Key)
+        | [], Some _ -> fail s.Value.Pos (sprintf "'%s' is a scalar param: its value is a number, not a list" s.Key)
+        | [], None -> unknownParam s.Pos s.Key
+        | comps, _ when comps.Length <> items.Length ->
+            fail s.Value.Pos (sprintf "%s has %d components, the list has %d" s.Key comps.Length items.Length)
+        | comps, _ ->
+            List.zip comps items
+            |> List.map (fun ((i, p), e) -> evalFinite consts (sprintf "the value of '%s'" p.Name) e |> Result.map (fun v -> i, v, e.Pos))
+            |> all
+
     let one item : R<ParamSet list> option =
         match item with
         | ParamsBlock(name, xs, _) ->
+            // a whole vector `a = [...]` sets each of its components: `a = [1, 2]; a[1] = 3` sets a[1] twice
+            let setNames (s: Setting) =
+                match s.Value.Kind, componentsOf s.Key with
+                | Call(f, _), (_ :: _ as comps) when f = listValue -> comps |> List.map (fun (_, p: ParamInfo) -> p.Name)
+                | _ -> [ s.Key ]
+
             let dupErrs =
                 xs
-                |> List.groupBy (fun s -> s.Key)
-                |> List.collect (fun (k, occ) -> occ |> List.tail |> List.map (fun s -> { Pos = s.Pos; Message = sprintf "param '%s' is set twice" k }))
+                |> List.collect (fun s -> setNames s |> List.map (fun n -> n, s))
+                |> List.groupBy fst
+                |> List.collect (fun (k, occ) -> occ |> List.tail |> List.map (fun (_, s) -> { Pos = s.Pos; Message = sprintf "param '%s' is set twice" k }))
+                |> List.distinctBy (fun d -> d.Pos)
 
             let values =
                 xs
                 |> List.fold
                     (fun acc s ->
                         let v =
-                            match indexOf s.Key with
-                            | None -> unknownParam s.Pos s.Key
-                            | Some i -> evalFinite consts (sprintf "the value of '%s'" s.Key) s.Value |> Result.map (fun v -> i, v)
+                            match s.Value.Kind, indexOf s.Key with
+                            | Call(f, items), _ when f = listValue -> listValues s items
+                            | _, None -> unknownParam s.Pos s.Key
+                            | _, Some i -> evalFinite consts (sprintf "the value of '%s'" s.Key) s.Value |> Result.map (fun v -> [ i, v, s.Value.Pos ])
 
                         match acc, v with
-                        | Ok vals, Ok(i, x) -> withValue s.Value.Pos vals i x
+                        | Ok vals, Ok ivs -> ivs |> List.fold (fun r (i, x, p) -> r |> Result.bind (fun vals -> withValue p vals i x)) (Ok vals)
                         | Error e1, Error e2 -> Error(e1 @ e2)
                         | Error e, _
                         | _, Error e -> Error e)

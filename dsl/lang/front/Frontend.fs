@@ -7,7 +7,9 @@ open System.Threading
 open Sde.Lang.Syntax
 open Sde.Lang.Checked
 
-/// Command-line overrides: `--set p=v`, `--params NAME`, `--paths --dt --T --seed`.
+/// Command-line overrides: `--set p=v`, `--params NAME`, `--paths --dt --T --seed`. A vector's whole
+/// value, `--set 'a=[1,2]'`, is the entry ("a[]", 2) (its length, checked against the vector's size)
+/// followed by ("a[0]", 1), ("a[1]", 2).
 type Overrides =
     { Sets: (string * float) list
       ParamsName: string option
@@ -107,6 +109,15 @@ let applyOverrides (cf: CheckedFile) (o: Overrides) : Result<CheckedFile, string
         |> Result.bind (fun sets ->
             match ps |> List.tryFindIndex (fun p -> p.Name = name) with
             | None when isNull name -> Error "--set: a parameter name is missing (null)"
+            | None when name.EndsWith "[]" ->
+                // `--set 'a=[1,2]'` arrives as ("a[]", 2) then a[0], a[1]: the list's length against the vector's size
+                let b = name.Substring(0, name.Length - 2)
+                let size = ps |> List.filter (fun p -> p.Name <> b && Checked.paramBase p.Name = b) |> List.length
+
+                if size = 0 && ps |> List.exists (fun p -> p.Name = b) then Error(sprintf "--set: '%s' is a scalar param: its value is a number, not a list" b)
+                elif size = 0 then Error(sprintf "--set: unknown param '%s'%s" b (Checker.suggest b (ps |> List.map (fun p -> p.Name))))
+                elif float size <> v then Error(sprintf "--set: %s has %d components, the list has %g" b size v)
+                else Ok sets
             | None when (Checked.vectorParamProblem (ps |> List.map (fun p -> p.Name)) name).IsSome ->
                 Error("--set: " + (Checked.vectorParamProblem (ps |> List.map (fun p -> p.Name)) name).Value)
             | None ->

@@ -353,8 +353,12 @@ let private paramName: P<string> =
 
 let private paramAt: P<Pos * string> = pos .>>. paramName
 
+/// A vector param's whole value in a params block: `[e0, e1, ...]`, as a `Call(listValue, items)`.
+let private listLiteral: P<Expr> =
+    pos .>>. group '[' ']' (sepBy1 expr (sym ",")) |>> fun (p, es) -> mk p (Call(listValue, es))
+
 let private paramSetting: P<Setting> =
-    paramAt .>> sym "=" .>>. expr |>> fun ((p, k), v) -> { Key = k; Value = v; Pos = p }
+    paramAt .>> sym "=" .>>. (listLiteral <|> expr) |>> fun ((p, k), v) -> { Key = k; Value = v; Pos = p }
 
 // ---------------------------------------------------------------------------------- queries
 

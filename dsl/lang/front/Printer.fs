@@ -49,6 +49,7 @@ let rec expr (e: Expr) : string =
     | Index(n, i) -> sprintf "%s[%s]" n (expr i)
     | ExprKind.Neg a -> "-" + sub a
     | Bin(op, a, b) -> sprintf "%s %s %s" (sub a) (binOp op) (sub b)
+    | Call(f, args) when f = listValue -> sprintf "[%s]" (String.Join(", ", List.map expr args))
     | Call(f, args) -> sprintf "%s(%s)" f (String.Join(", ", List.map expr args))
     | If(c, a, b) -> sprintf "if %s then %s else %s" (sub c) (sub a) (sub b)
     | Cmp(op, a, b) -> sprintf "%s %s %s" (sub a) (cmpOp op) (sub b)

@@ -163,6 +163,11 @@ and [<CustomEquality; NoComparison>] QueryText =
 [<NoComparison>]
 type Setting = { Key: string; Value: Expr; Pos: Pos }
 
+/// The function name of a list value `[e0, e1, ...]`, the whole value of a vector param in a `params`
+/// block (`a = [1, 2]`): a `Call(listValue, items)` that only a params block's setting holds (no
+/// identifier can be spelled so).
+let listValue = "[]"
+
 /// The value of a `fit` block setting.
 [<NoComparison>]
 type FitValue =
