@@ -35,17 +35,19 @@ public static class KlObjective
         ArgumentNullException.ThrowIfNull(points); ArgumentNullException.ThrowIfNull(rec);
         if (copies < 1 || q < 1 || columns.Length != q || h.Length != q || points.Length % (copies * q) != 0)
             throw new ArgumentException("the smoothed data do not match their columns");
-        int P = checked((int)rec.Paths), K = rec.K, D = rec.D;
+        // a stationary recording holds Times rows per path (kl stationary window): the kernel estimate averages
+        // over all rows, and the weights (window increments) are centred per recorded time
+        int P = checked((int)rec.Rows), K = rec.K, D = rec.D, R = rec.Times;
         int rows = points.Length / q, n = rows / copies;
         // the compared components of each path, scaled by 1/h; the centred weights
         var xs = new double[(long)P * q];
         for (int p = 0; p < P; p++)
             for (int j = 0; j < q; j++) xs[(long)p * q + j] = rec.X[(long)p * D + columns[j]] / h[j];
-        var lbar = new double[K];
-        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lbar[k] += rec.Ell[(long)p * K + k];
-        for (int k = 0; k < K; k++) lbar[k] /= P;
+        var lbar = new double[R * K];
+        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lbar[p % R * K + k] += rec.Ell[(long)p * K + k];
+        for (int k = 0; k < R * K; k++) lbar[k] /= P / R;
         var lc = new double[(long)P * K];
-        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lc[(long)p * K + k] = rec.Ell[(long)p * K + k] - lbar[k];
+        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lc[(long)p * K + k] = rec.Ell[(long)p * K + k] - lbar[p % R * K + k];
         // log of the kernel's normalisation: Σ_j log(h_j √(2π)), and log P
         double logNorm = Math.Log(P);
         for (int j = 0; j < q; j++) logNorm += Math.Log(h[j] * Math.Sqrt(2 * Math.PI));
