@@ -237,7 +237,7 @@ let fits =
                   let z = normals 17
                   let ys = Array.init 2000 (fun _ -> sqrt (ouStationaryVar 1.0 sigma dt) * z ())
                   writeCsv dir "x" ys
-                  let paths = 4000
+                  let paths = 2000
                   let p = compile (ouModel 3.0 paths "fit theta to \"data.csv\" { objective = kl stationary window 2 }")
                   let r = fitOk p dir
                   // the law's mean is 0 whatever θ: the MLE makes v(θ) the data's mean square
@@ -267,4 +267,18 @@ let fits =
                   Expect.isLessThan (abs (r.Fitted[0] - thetaMle)) tol what
                   Expect.stringStarts r.Objective "kl stationary window 2 (6 times in [5, 15])" "the objective as reported"
                   Expect.isTrue (r.StdErrs[0] > 0.0 && r.StdErrs[0] < 0.2) (sprintf "stderr %g" r.StdErrs[0]))
+          } ]
+
+[<Tests>]
+let identifiability =
+    testList
+        "FitStationary.Identifiability"
+        [ test "OU: fitting θ and σ together from stationary data is warned as unidentifiable (only σ²/θ is)" {
+              withTemp (fun dir ->
+                  let z = normals 19
+                  writeCsv dir "x" (Array.init 500 (fun _ -> sqrt (ouStationaryVar 1.0 0.5 0.01) * z ()))
+                  let p = compile (ouModel 2.0 1000 "fit theta, sigma to \"data.csv\" { objective = kl stationary window 2; iterations = 3 }")
+                  let r = fitOk p dir
+                  printfn "FitStationary.Identifiability warnings: %A" r.Warnings
+                  Expect.exists r.Warnings (fun w -> w.Contains "the data identify 'theta' and 'sigma' only in combination") (sprintf "%A" r.Warnings))
           } ]

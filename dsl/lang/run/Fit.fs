@@ -530,6 +530,20 @@ let private stdErrs (r: KlObjective.Result) (k: int) (rows: int) =
     with _ ->
         Array.create k nan
 
+/// Pairs of fitted params that the data identify only in combination: their per-row gradients (the data's
+/// scores) correlated beyond ±0.99, so the Fisher information is (nearly) singular along a direction and the
+/// optimum is a ridge. The stationary law of OU, N(0, σ²/(2θ)), is the example: it fixes σ²/θ, not θ and σ.
+let unidentified (r: KlObjective.Result) (names: string[]) (rows: int) : string list =
+    let k = names.Length
+    let col j = Array.init rows (fun i -> r.DatumGradient[i * k + j])
+
+    [ for i in 0 .. k - 1 do
+          for j in i + 1 .. k - 1 do
+              let c = MathNet.Numerics.Statistics.Correlation.Pearson(col i, col j)
+
+              if abs c > 0.99 then
+                  sprintf "the data identify '%s' and '%s' only in combination (their scores over the data rows are %.3f correlated): the fitted values lie on a ridge and their standard errors are not meaningful; fix one of them (a stationary law often fixes only a ratio, e.g. σ²/θ for OU)" names[i] names[j] c ]
+
 /// Why a fit has no result: located diagnostics, and whether the input is at fault (the data, the start:
 /// exit 2) or the run failed (paths or weights that blow up: exit 3).
 type FitError = { Diagnostics: Diagnostic list; RunFailed: bool }
@@ -736,6 +750,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
             let warnings =
                 [ if fr.ShareBelow10 > 0.01 then
                       sprintf "at the fitted values %.1f%% of the smoothed data points have fewer than 10 paths within the bandwidth (fewest %.2g): the kernel estimate of the model's law is thin in the data's tails and the objective is biased there; use more paths" (100.0 * fr.ShareBelow10) fr.MinEffectivePaths
+                  if pb.Field.IsNone then yield! unidentified fr names data.Rows
                   let rec' = pb.Record
                   for j in 0 .. (if rec'.Paths > 0L then k - 1 else -1) do
                       // (a stationary recording: every path's window increments at every recorded time)
