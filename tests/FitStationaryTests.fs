@@ -282,3 +282,32 @@ let identifiability =
                   printfn "FitStationary.Identifiability warnings: %A" r.Warnings
                   Expect.exists r.Warnings (fun w -> w.Contains "the data identify 'theta' and 'sigma' only in combination") (sprintf "%A" r.Warnings))
           } ]
+
+[<Tests>]
+let memory =
+    testSequenced
+    <| testList
+        "FitStationary.Memory"
+        [ test "an evaluation's allocations do not grow with the number of steps (T = 10 vs T = 100, five recorded times)" {
+              withTemp (fun dir ->
+                  writeCsv dir "x" [| 0.1; 0.3; -0.2; 0.5; 0.0 |]
+
+                  let allocated (t: float) =
+                      let text =
+                          (ouModel 1.0 500 "fit theta to \"data.csv\" { objective = kl stationary window 1; times = 5 }").Replace("T = 15;", sprintf "T = %g;" t)
+
+                      let p = compile text
+
+                      match Fit.problem p.Program.File p.FitSpec.Value { Fit.defaultFitOptions with BaseDir = dir; Threads = 1 } with
+                      | Error e -> failwithf "%A" e.Diagnostics
+                      | Ok pb ->
+                          Fit.evaluate pb [| 1.0; 0.5 |] 1UL 1UL |> ignore // warm: JIT, buffers
+                          let before = GC.GetTotalAllocatedBytes true
+                          Fit.evaluate pb [| 1.0; 0.5 |] 2UL 2UL |> ignore
+                          GC.GetTotalAllocatedBytes true - before
+
+                  let a10, a100 = allocated 10.0, allocated 100.0
+                  // the per-path ring of ℓ is fixed by the window (100 steps), the record by the times (5): storing the
+                  // path would be 10x the bytes at 10x the steps
+                  Expect.isLessThan (float a100) (1.5 * float a10 + 262144.0) (sprintf "T = 10: %d bytes, T = 100: %d bytes" a10 a100))
+          } ]
