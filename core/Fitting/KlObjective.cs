@@ -5,7 +5,9 @@ namespace Sde.Core;
 /// ỹ (each datum y replaced by copies y ± h∘ε) under the kernel estimate ρ_h(y) = (1/P) Σ_p K_h(y − x_p) of the
 /// model's law at T, which is KL(p_data ∗ K_h ‖ ρ_T ∗ K_h) up to a constant; and its gradient by the DK
 /// weights: ∂_γ log ρ_h(y) = Σ_p K_h(y − x_p)(ℓ_p − ℓ̄) / Σ_p K_h(y − x_p), where E[ℓ | x_T] = ∂_γ log ρ_T(x_T).
-/// K_h is the product Gaussian kernel with bandwidth h_j on data column j.
+/// K_h is the product Gaussian kernel with bandwidth h_j on data column j. A stationary recording (`kl stationary
+/// window W`, <see cref="PathRecord.Steps"/>) gives R rows per path: ρ_h averages over all of them and ℓ is the window
+/// increment ℓ_n − ℓ_{n−K}, centred per recorded time.
 /// </summary>
 public static class KlObjective
 {

@@ -4,7 +4,8 @@ namespace Sde.Core;
 /// Per-path values at T of a recorded response run (<see cref="ResponseEngine.RunRecorded{TModel}"/>): the
 /// state x_T, the DK parameter scores ℓ_T (one per plan, E[ℓ | x_T] = ∂_γ log ρ_T(x_T)) and, when asked, the
 /// covector ν_T (E[ν | x_T] = ∇ log ρ_T(x_T)). Row-major, one row per path; a path that blew up keeps NaN.
-/// Its size is paths × (2d + K) doubles whatever the number of steps: the fit's memory does not grow with T.
+/// Its size is paths × (2d + K) doubles whatever the number of steps: the fit's memory does not grow with T. A
+/// stationary recording (<see cref="Steps"/>) holds the state and the DK window increments at R recorded times instead.
 /// </summary>
 public sealed class PathRecord
 {
