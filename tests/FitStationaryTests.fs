@@ -226,6 +226,31 @@ let gradient =
           } ]
 
 [<Tests>]
+let exact =
+    testList
+        "FitStationary.Exact"
+        [ test "one recorded time (T) with the window T and burnin 0 is kl at T exactly: same loss and gradient, bit for bit" {
+              // the increment ℓ_N − ℓ_0 is ℓ_N (a point init has ℓ_0 = 0), the recorded state is x_T, and the bandwidth
+              // rule counts P samples (min(1, 1 + T/W) times per path): the two objectives are the same computation
+              withTemp (fun dir ->
+                  writeCsv dir "x" [| 0.1; 0.3; -0.2; 0.5; 0.0; 0.25; -0.4 |]
+
+                  let evaluate (fitLine: string) =
+                      let p = compile ((ouModel 1.0 300 fitLine).Replace("burnin = 5", "burnin = 0"))
+
+                      match Fit.problem p.Program.File p.FitSpec.Value { Fit.defaultFitOptions with BaseDir = dir } with
+                      | Error e -> failwithf "%A" e.Diagnostics
+                      | Ok pb -> Fit.evaluate pb [| 1.3; 0.6 |] 3UL 4UL, pb.H
+
+                  let st, hs = evaluate "fit theta, sigma to \"data.csv\" { objective = kl stationary window 15; times = 1 }"
+                  let at, ha = evaluate "fit theta, sigma to \"data.csv\" { objective = kl at T }"
+                  Expect.equal hs ha "bandwidth"
+                  Expect.equal st.Loss at.Loss "loss"
+                  Expect.equal st.Gradient at.Gradient "gradient"
+                  Expect.equal st.DatumGradient at.DatumGradient "the data's scores")
+          } ]
+
+[<Tests>]
 let fits =
     testList
         "FitStationary.Fits"
