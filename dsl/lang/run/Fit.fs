@@ -511,7 +511,7 @@ let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64)
     | :? InvalidOperationException as ex -> raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %s" at ex.Message })
 
     if pb.Record.NonFinitePaths() > 0L then
-        raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %d path(s) have a non-finite state or DK weight at T; the model or its weights blow up there (try a smaller dt, or a start closer to the data)" at (pb.Record.NonFinitePaths()) })
+        raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %d path(s) have a non-finite state or DK weight at %s; the model or its weights blow up there (try a smaller dt, or a start closer to the data)" at (pb.Record.NonFinitePaths()) (if pb.Record.Times > 1 then "a recorded time" else "T") })
 
     KlObjective.Evaluate(smoothed pb.Data pb.H jitterSeed, 2, pb.Data.Columns.Length, pb.Data.Components, pb.H, pb.Record, pb.Threads)
 
