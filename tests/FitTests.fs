@@ -181,7 +181,7 @@ let checks =
           }
 
           test "objectives not available yet are located errors that say so" {
-              err "objective = kl stationary window 5" "not available yet" 10
+              err "objective = kl stationary window 5" "longer than the averaged span T - burnin = 1" 10
               err "objective = jacobian_matching(lambda = -1)" "lambda must be >= 0" 10
               err "objective = jacobian_matching(mu = 1)" "unknown argument 'mu'" 10
               err "objective = likelihood" "unknown objective 'likelihood'" 10

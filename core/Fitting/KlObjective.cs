@@ -5,7 +5,9 @@ namespace Sde.Core;
 /// ỹ (each datum y replaced by copies y ± h∘ε) under the kernel estimate ρ_h(y) = (1/P) Σ_p K_h(y − x_p) of the
 /// model's law at T, which is KL(p_data ∗ K_h ‖ ρ_T ∗ K_h) up to a constant; and its gradient by the DK
 /// weights: ∂_γ log ρ_h(y) = Σ_p K_h(y − x_p)(ℓ_p − ℓ̄) / Σ_p K_h(y − x_p), where E[ℓ | x_T] = ∂_γ log ρ_T(x_T).
-/// K_h is the product Gaussian kernel with bandwidth h_j on data column j.
+/// K_h is the product Gaussian kernel with bandwidth h_j on data column j. A stationary recording (`kl stationary
+/// window W`, <see cref="PathRecord.Steps"/>) gives R rows per path: ρ_h averages over all of them and ℓ is the window
+/// increment ℓ_n − ℓ_{n−K}, centred per recorded time.
 /// </summary>
 public static class KlObjective
 {
@@ -40,17 +42,15 @@ public static class KlObjective
         ArgumentNullException.ThrowIfNull(points); ArgumentNullException.ThrowIfNull(rec);
         if (copies < 1 || q < 1 || columns.Length != q || h.Length != q || points.Length % (copies * q) != 0)
             throw new ArgumentException("the smoothed data do not match their columns");
-        int P = checked((int)rec.Paths), K = rec.K, D = rec.D;
+        // a stationary recording holds Times rows per path (kl stationary window): the kernel estimate averages
+        // over all rows, and the weights (window increments) are centred per recorded time
+        int P = checked((int)rec.Rows), K = rec.K, D = rec.D;
         int rows = points.Length / q, n = rows / copies;
         // the compared components of each path, scaled by 1/h; the centred weights
         var xs = new double[(long)P * q];
         for (int p = 0; p < P; p++)
             for (int j = 0; j < q; j++) xs[(long)p * q + j] = rec.X[(long)p * D + columns[j]] / h[j];
-        var lbar = new double[K];
-        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lbar[k] += rec.Ell[(long)p * K + k];
-        for (int k = 0; k < K; k++) lbar[k] /= P;
-        var lc = new double[(long)P * K];
-        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lc[(long)p * K + k] = rec.Ell[(long)p * K + k] - lbar[k];
+        var lc = Centred(rec);
         // log of the kernel's normalisation: Σ_j log(h_j √(2π)), and log P
         double logNorm = Math.Log(P);
         for (int j = 0; j < q; j++) logNorm += Math.Log(h[j] * Math.Sqrt(2 * Math.PI));
@@ -104,17 +104,13 @@ public static class KlObjective
         ArgumentNullException.ThrowIfNull(points); ArgumentNullException.ThrowIfNull(rec);
         if (copies < 1 || q < 1 || columns.Length != q || h.Length != q || points.Length % (copies * q) != 0)
             throw new ArgumentException("the smoothed data do not match their columns");
-        int P = checked((int)rec.Paths), K = rec.K, D = rec.D;
+        int P = checked((int)rec.Rows), K = rec.K, D = rec.D;
         int rows = points.Length / q, n = rows / copies;
         // column-major here: each marginal's P values contiguous, scaled by 1/h_j
         var xs = new double[(long)P * q];
         for (int j = 0; j < q; j++)
             for (int p = 0; p < P; p++) xs[(long)j * P + p] = rec.X[(long)p * D + columns[j]] / h[j];
-        var lbar = new double[K];
-        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lbar[k] += rec.Ell[(long)p * K + k];
-        for (int k = 0; k < K; k++) lbar[k] /= P;
-        var lc = new double[(long)P * K];
-        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lc[(long)p * K + k] = rec.Ell[(long)p * K + k] - lbar[k];
+        var lc = Centred(rec);
         var logNorm = new double[q];
         for (int j = 0; j < q; j++) logNorm[j] = Math.Log(P) + Math.Log(h[j] * Math.Sqrt(2 * Math.PI));
 
@@ -169,6 +165,21 @@ public static class KlObjective
                 for (long e = 0; e < (long)q * K; e++)
                     r.DatumColumnGradient[(long)i * q * K + e] += colGrad[(long)(i * copies + c) * q * K + e] / copies;
         return r;
+    }
+
+    /// <summary>
+    /// The recorded weights centred: by their mean over the paths, per recorded time for a stationary recording
+    /// (R rows per path, the window increments; one time for <c>kl at T</c>): the same expectation, a smaller variance.
+    /// </summary>
+    static double[] Centred(PathRecord rec)
+    {
+        int P = checked((int)rec.Rows), K = rec.K, R = rec.Times;
+        var lbar = new double[R * K];
+        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lbar[p % R * K + k] += rec.Ell[(long)p * K + k];
+        for (int k = 0; k < R * K; k++) lbar[k] /= P / R;
+        var lc = new double[(long)P * K];
+        for (int p = 0; p < P; p++) for (int k = 0; k < K; k++) lc[(long)p * K + k] = rec.Ell[(long)p * K + k] - lbar[p % R * K + k];
+        return lc;
     }
 
     static Result Summarise(double[] rowLoss, double[] rowEff, double[] rowGrad, int copies, int n, int K, int rows)

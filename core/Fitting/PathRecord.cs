@@ -4,7 +4,8 @@ namespace Sde.Core;
 /// Per-path values at T of a recorded response run (<see cref="ResponseEngine.RunRecorded{TModel}"/>): the
 /// state x_T, the DK parameter scores ℓ_T (one per plan, E[ℓ | x_T] = ∂_γ log ρ_T(x_T)) and, when asked, the
 /// covector ν_T (E[ν | x_T] = ∇ log ρ_T(x_T)). Row-major, one row per path; a path that blew up keeps NaN.
-/// Its size is paths × (2d + K) doubles whatever the number of steps: the fit's memory does not grow with T.
+/// Its size is paths × (2d + K) doubles whatever the number of steps: the fit's memory does not grow with T. A
+/// stationary recording (<see cref="Steps"/>) holds the state and the DK window increments at R recorded times instead.
 /// </summary>
 public sealed class PathRecord
 {
@@ -23,17 +24,30 @@ public sealed class PathRecord
     public double[] X { get; private set; } = Array.Empty<double>();
     public double[] Ell { get; private set; } = Array.Empty<double>();
     public double[]? Nu { get; private set; }
+    /// <summary>
+    /// Stationary recording (the fit's `kl stationary window`): the grid steps, ascending, at which each path's
+    /// state x_n and its DK window increments ℓ_n − ℓ_{n−K} (K = <see cref="WindowSteps"/>, ℓ_{n−K} read as ℓ_0
+    /// when n &lt; K) are recorded, instead of x_T and ℓ_T. Null: T only.
+    /// </summary>
+    public long[]? Steps { get; init; }
+    /// <summary>K, the window of the increments in steps (with <see cref="Steps"/>).</summary>
+    public long WindowSteps { get; init; }
+    /// <summary>Recorded times per path: 1 (T), or the length of <see cref="Steps"/>.</summary>
+    public int Times => Steps?.Length ?? 1;
+    /// <summary>Rows of <see cref="X"/> and <see cref="Ell"/>: Paths × Times, path-major (path p, time r: row p·Times + r).</summary>
+    public long Rows => Paths * Times;
 
     internal void Reset(long firstPath, long paths, int d, int k, int nobs)
     {
         NObs = WithObservables ? nobs : 0;
         if (WithObservables && (Obs == null || Obs.Length != paths * NObs)) Obs = new double[paths * NObs];
         if (Obs != null) Array.Fill(Obs, double.NaN);
-        if (paths * Math.Max(d, k) > Array.MaxLength) throw new RunTooLargeException($"recording {paths} paths of {d} states does not fit in one array; use fewer paths");
+        long rows = paths * Times;
+        if (rows * Math.Max(d, k) > Array.MaxLength) throw new RunTooLargeException($"recording {paths} paths of {d} states{(Times > 1 ? $" at {Times} times" : "")} does not fit in one array; use fewer paths");
         FirstPath = firstPath; Paths = paths; D = d; K = k;
         // reuse the buffers between the iterations of a fit (same sizes): nothing allocates per iteration
-        if (X.Length != paths * d) X = new double[paths * d];
-        if (Ell.Length != paths * k) Ell = new double[paths * k];
+        if (X.Length != rows * d) X = new double[rows * d];
+        if (Ell.Length != rows * k) Ell = new double[rows * k];
         if (WithNu && (Nu == null || Nu.Length != paths * d)) Nu = new double[paths * d];
         Array.Fill(X, double.NaN);
         Array.Fill(Ell, double.NaN);
@@ -44,11 +58,15 @@ public sealed class PathRecord
     public long NonFinitePaths()
     {
         long bad = 0;
+        int times = Times;
         for (long p = 0; p < Paths; p++)
         {
             bool ok = true;
-            for (int i = 0; i < D && ok; i++) ok = double.IsFinite(X[p * D + i]);
-            for (int k = 0; k < K && ok; k++) ok = double.IsFinite(Ell[p * K + k]);
+            for (long row = p * times; row < (p + 1) * times && ok; row++)
+            {
+                for (int i = 0; i < D && ok; i++) ok = double.IsFinite(X[row * D + i]);
+                for (int k = 0; k < K && ok; k++) ok = double.IsFinite(Ell[row * K + k]);
+            }
             if (!ok) bad++;
         }
         return bad;

@@ -146,6 +146,9 @@ public static class ResponseEngine
             throw new ArgumentException("a recorded run takes divergence-kernel mean (or score) plans at T only");
         if (plans.Select(p => (p.ConstantAlpha, p.Alpha, p.Rate, p.Mode)).Distinct().Count() > 1)
             throw new ArgumentException("a recorded run takes plans of one DK schedule and mode (one covector)");
+        if (record.Steps is { } rs && (record.WithNu || record.WithObservables || record.WindowSteps < 1 || rs.Length < 1
+            || rs[0] < 0 || rs[^1] > s.Steps || rs.Zip(rs.Skip(1)).Any(t => t.First >= t.Second)))
+            throw new ArgumentException("a stationary recording takes ascending steps in [0, T/dt], a window of at least one step, and no covector or observables");
         record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount);
         return RunPartial(model, Array.Empty<TModel>(), st, s, plans, record);
     }
@@ -567,6 +570,7 @@ public static class ResponseEngine
             if (Lu != null) dense += 2L * Lu.Slots + 2 * d + St.JRow.Length + St.HRow.Length;
             long noise = DiagonalNoise ? 0 : 2 * ((long)d * m + (long)d * d + (long)m * m);
             long perPlan = Plans.Sum(p => (long)(p.Kind == EstimateKind.Density ? p.Bins : 1) * 3 + (p.StationaryWindow > 0 ? (long)Math.Round(p.StationaryWindow / Dt) + 2 : 0));
+            if (Record?.Steps != null) perPlan += (Record.WindowSteps + 1) * Plans.Length; // the stationary recording's ring of ℓ
             return 8 * (dense + noise + perPlan + 16 * d + (long)NParams * 4 * d + St.HRow.Length + St.JRow.Length * 2) + (1 << 16);
         }
     }

@@ -39,6 +39,9 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     readonly double[] accW;          // per plan, per path: B = Σ ω (centred plans)
     readonly long[] cnt;
     readonly double[][] ring;
+    // stationary recording (the fit's kl stationary window): ℓ of each plan over the last K + 1 steps; the next recorded time
+    readonly double[] recRing;
+    int _recNext;
     // Lyapunov alignment: the top Lyapunov vector q_n (and the product J q), from the fixed initial frame
     readonly double[] lyq, lyz, lyq0;
 
@@ -90,6 +93,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             accC[i] = new double[acc[i].Length];
             if (U.WindowSteps[i] > 0) ring[i] = new double[U.WindowSteps[i] + 1];
         }
+        recRing = U.Record?.Steps != null ? new double[checked((int)((U.Record.WindowSteps + 1) * U.Plans.Length))] : Array.Empty<double>();
         lyq0 = U.NeedAlign ? LyapunovEngine.InitialFrame(d, 1) : Array.Empty<double>();
         lyq = new double[lyq0.Length]; lyz = new double[lyq0.Length];
     }
@@ -125,6 +129,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         for (int i = 0; i < acc.Length; i++) { Array.Clear(acc[i]); Array.Clear(accC[i]); accW[i] = 0; cnt[i] = 0; }
         noiseReady = false;
         if (U.NeedAlign) Array.Copy(lyq0, lyq, d);
+        _recNext = 0;
         Sample(0, 0.0, _a, _pobs, _pgrad);
     }
 
@@ -229,7 +234,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     public void End()
     {
         Commit();
-        if (U.Record != null)
+        if (U.Record != null && U.Record.Steps == null) // (a stationary recording is written by Sample)
         {
             // one covector for every plan (RunRecorded allows one DK group): group 0
             var r = U.Record;
@@ -259,6 +264,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 var r = ring[i];
                 r[n % r.Length] = plans[i].Method == ResponseMethod.DivergenceKernel ? ell[U.PlanGroup[i]][plans[i].Which] : 0.0;
             }
+        if (recRing.Length > 0) RecordStationary(n, px);
         for (int i = 0; i < plans.Length; i++)
         {
             if (n < U.From[i] || n > U.To[i]) continue;
@@ -311,6 +317,26 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                     }
             }
         }
+    }
+
+    /// <summary>
+    /// Stationary recording: ℓ_n of every plan into the ring; at a recorded step, the state x_n and the window
+    /// increments ℓ_n − ℓ_{n−K} (ℓ_{n−K} read as ℓ_0 when n &lt; K) into the path's row of the record.
+    /// </summary>
+    void RecordStationary(long n, double* px)
+    {
+        var r = U.Record!;
+        var steps = r.Steps!;
+        int np = r.K;
+        long len = r.WindowSteps + 1, slot = n % len * np;
+        for (int k = 0; k < np; k++) recRing[slot + k] = ell[U.PlanGroup[k]][U.Plans[k].Which];
+        if (_recNext >= steps.Length || steps[_recNext] != n) return;
+        long back = n - r.WindowSteps;
+        long from = (back < 0 ? 0 : back) % len * np;
+        long row = ((long)_gp - r.FirstPath) * steps.Length + _recNext;
+        for (int i = 0; i < r.D; i++) r.X[row * r.D + i] = px[i];
+        for (int k = 0; k < np; k++) r.Ell[row * np + k] = recRing[slot + k] - recRing[from + k];
+        _recNext++;
     }
 
     double ObserveVariant(int k, double t, int q)

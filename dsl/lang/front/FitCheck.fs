@@ -14,6 +14,11 @@ type Objective =
     /// Least squares between the drift and a given field, plus λ times between their Jacobians (data rows:
     /// a whole state, field components `dx`, Jacobian entries `dx/dy`).
     | JacobianMatching of lambda: float
+    /// KL(p_data ‖ ρ_∞): the data are samples of (some of) the states from the stationary law, compared with the
+    /// average of the model's law over `times` grid times evenly spaced in [burnin, T] (None: the default,
+    /// `defaultStationaryTimes`); the gradient weights each recorded state by the increment of its DK weight
+    /// over the last `window` time units (docs/fitting.md, "kl stationary window").
+    | KlStationary of window: float * times: int option
 
 /// How it is minimised.
 type Optimizer =
@@ -45,7 +50,43 @@ type FitSpec =
       Marginals: bool
       Pos: Pos }
 
-let keys = [ "objective"; "optimizer"; "iterations"; "tolerance"; "bandwidth"; "rate"; "paths"; "law" ]
+let keys = [ "objective"; "optimizer"; "iterations"; "tolerance"; "bandwidth"; "rate"; "paths"; "times"; "law" ]
+
+/// Most grid steps a stationary fit's window may span (each worker keeps that many DK weights per param), as
+/// for stationary responses.
+let maxWindowSteps = 1e6
+
+/// The grid steps n_b … N a stationary fit averages over: n_b the first step at or after burnin, N = T/dt.
+let stationarySteps (s: Settings) =
+    int64 (Math.Ceiling(s.Burnin / s.Dt - 1e-9)), int64 (Math.Round(s.T / s.Dt))
+
+/// What is wrong with the window W of `kl stationary window W` under the settings (after any overrides): it
+/// must be > 0, a whole number of steps of dt (else the nearest window on the grid is named), at most
+/// T − burnin (the span the recorded times cover) and at most 10^6 steps.
+let stationaryWindowProblem (s: Settings) (w: float) : string option =
+    let n = max 1.0 (Math.Round(w / s.Dt))
+
+    if not (w > 0.0) then Some "the stationary window must be > 0"
+    elif Sde.Core.RunSettings.WholeSteps(w, s.Dt) < 0L then
+        Some(
+            sprintf "the stationary window %s is not a whole number of steps of dt = %s (window/dt = %s); take window %s (%g steps)"
+                (Checker.shortNumber w) (Checker.shortNumber s.Dt) ((w / s.Dt).ToString("G6", Globalization.CultureInfo.InvariantCulture)) (Checker.shortNumber (n * s.Dt)) n
+        )
+    elif w > s.T - s.Burnin + 1e-9 * s.Dt then
+        Some(
+            sprintf "the stationary window %s is longer than the averaged span T - burnin = %s (T = %s, burnin = %s); take a shorter window or a larger T"
+                (Checker.shortNumber w) (Checker.shortNumber (s.T - s.Burnin)) (Checker.shortNumber s.T) (Checker.shortNumber s.Burnin)
+        )
+    elif w / s.Dt > maxWindowSteps then Some(sprintf "the stationary window %s is %g steps of dt; at most 10^6" (Checker.shortNumber w) n)
+    else None
+
+/// The recorded times per path of a stationary fit without a `times` setting: one per window W over
+/// [burnin, T] (times closer than the decorrelation window add kernel cost but little information), at
+/// most 20 (each multiplies the kernel sums' cost) and at most the grid times there.
+let defaultStationaryTimes (s: Settings) (w: float) =
+    let nb, nt = stationarySteps s
+    let perWindow = 1.0 + Math.Floor((s.T - s.Burnin) / w + 1e-9)
+    int (min 20.0 (min perWindow (float (nt - nb + 1L))))
 
 /// Most iterations a fit may ask for.
 let maxIterations = 1_000_000
@@ -68,7 +109,8 @@ let private objectiveOf (consts: Map<string, int>) (settings: Settings) (s: FitS
                 fail e.Pos (sprintf "kl at %s is not a whole number of steps of dt = %s" (Checker.shortNumber t) (Checker.shortNumber settings.Dt))
             else Ok(KlAt(Some t)))
     | FitKl(None, Some w) ->
-        fail w.Pos "'kl stationary window' (data from the stationary law) is not available yet; fit the law at a time with 'objective = kl at T'"
+        Checker.constantValue consts "the stationary window" w
+        |> Result.bind (fun v -> match stationaryWindowProblem settings v with Some m -> fail w.Pos m | None -> Ok(KlStationary(v, None)))
     | FitKl(_, _) -> fail s.FitPos "write the objective as 'kl at T' (the data are samples of the states at T)"
     | FitMethod m when m.Name = "jacobian_matching" ->
         m.Args
@@ -88,8 +130,8 @@ let private objectiveOf (consts: Map<string, int>) (settings: Settings) (s: FitS
             if m.Args |> List.map (function ArgNum(n, _, _) | ArgName(n, _, _) -> n) |> List.countBy id |> List.exists (fun (_, c) -> c > 1) then
                 fail m.Pos "argument 'lambda' given twice"
             else Ok(JacobianMatching l))
-    | FitMethod m -> fail m.Pos (sprintf "unknown objective '%s'; available: kl at T, jacobian_matching(lambda = ...)" m.Name)
-    | FitExpr e -> fail e.Pos "the objective is 'kl at T' or jacobian_matching(lambda = ...)"
+    | FitMethod m -> fail m.Pos (sprintf "unknown objective '%s'; available: kl at T, kl stationary window W, jacobian_matching(lambda = ...)" m.Name)
+    | FitExpr e -> fail e.Pos "the objective is 'kl at T', 'kl stationary window W' or jacobian_matching(lambda = ...)"
 
 let private optimizerOf (consts: Map<string, int>) (s: FitSetting) : Result<Optimizer, Diagnostic list> =
     match s.FitArg with
@@ -190,6 +232,18 @@ let check (f: File) (cf: CheckedFile) : Result<FitSpec option, Diagnostic list> 
         let whole (v: float) = Math.Floor v = v
         let objective = match setting "objective" with Some s -> objectiveOf consts cf.Settings s | None -> Ok(KlAt None)
         let optimizer = match setting "optimizer" with Some s -> optimizerOf consts s | None -> Ok Lbfgs
+
+        // `times`: the recorded times per path of `kl stationary window W` (no other objective has them)
+        let objective =
+            match objective, setting "times" with
+            | Ok(KlStationary(w, _)), Some _ ->
+                let nb, nt = stationarySteps cf.Settings
+                let most = nt - nb + 1L
+
+                number "times" (fun v -> if whole v && v >= 1.0 && v <= float most then None else Some(sprintf "times must be a whole number from 1 to %d (the grid times in [burnin, T])" most)) None (int >> Some)
+                |> Result.map (fun r -> KlStationary(w, r))
+            | Ok _, Some s -> fail s.FitPos "'times' (the recorded times per path) belongs to 'objective = kl stationary window W'"
+            | o, _ -> o
 
         let iterations =
             number "iterations" (fun v -> if whole v && v >= 1.0 && v <= float maxIterations then None else Some(sprintf "iterations must be a whole number from 1 to %d" maxIterations)) 100 int

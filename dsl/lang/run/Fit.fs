@@ -152,7 +152,8 @@ let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitDat
             else
                 let parsed =
                     match spec.Objective with
-                    | KlAt _ -> parseData spec.Data m (text.ToString())
+                    | KlAt _
+                    | KlStationary _ -> parseData spec.Data m (text.ToString())
                     | JacobianMatching _ ->
                         let d = m.Dim
                         let comps = componentNames m
@@ -473,6 +474,26 @@ let bandwidths (d: FitData) (spec: FitSpec) (paths: int64) =
             // law = marginals: each column's estimate is one-dimensional
             KlObjective.Silverman(sd, (if spec.Marginals then 1 else q), paths))
 
+/// `kl stationary window W` (docs/fitting.md): the grid steps recorded per path, `times` of them evenly spaced over
+/// the steps n_b … N of [burnin, T] (both ends included; N alone for one time), and the samples the bandwidth rule
+/// counts: paths × min(times, 1 + (T − burnin)/W), recorded times closer than the decorrelation window W being
+/// counted as one. Errors (after overrides such as --T) are messages.
+let stationaryRecording (s: Settings) (w: float) (times: int option) (paths: int64) : Result<int64[] * float, string> =
+    match stationaryWindowProblem s w with
+    | Some m -> Error m
+    | None ->
+        let nb, nt = stationarySteps s
+        let r = defaultArg times (defaultStationaryTimes s w)
+
+        if int64 r > nt - nb + 1L then
+            Error(sprintf "times = %d, but [burnin, T] holds %d grid times" r (nt - nb + 1L))
+        else
+            let steps =
+                if r = 1 then [| nt |]
+                else Array.init r (fun i -> nb + int64 (Math.Floor(float i * float (nt - nb) / float (r - 1) + 0.5)))
+
+            Ok(steps, float paths * min (float r) (1.0 + Math.Floor((s.T - s.Burnin) / w + 1e-9)))
+
 /// The objective and its DK gradient (by the fitted params, in their order) at the model's param values
 /// `values` (all of them), with the paths of `seed` and the data jitter of `jitterSeed`. Throws FitFailed.
 let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64) : KlObjective.Result =
@@ -496,7 +517,7 @@ let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64)
     | :? InvalidOperationException as ex -> raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %s" at ex.Message })
 
     if pb.Record.NonFinitePaths() > 0L then
-        raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %d path(s) have a non-finite state or DK weight at T; the model or its weights blow up there (try a smaller dt, or a start closer to the data)" at (pb.Record.NonFinitePaths()) })
+        raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %d path(s) have a non-finite state or DK weight at %s; the model or its weights blow up there (try a smaller dt, or a start closer to the data)" at (pb.Record.NonFinitePaths()) (if pb.Record.Times > 1 then "a recorded time" else "T") })
 
     let evaluator = if pb.Spec.Marginals then KlObjective.EvaluateMarginals else KlObjective.Evaluate
     evaluator (smoothed pb.Data pb.H jitterSeed, 2, pb.Data.Columns.Length, pb.Data.Components, pb.H, pb.Record, pb.Threads)
@@ -539,6 +560,20 @@ let private sandwichErrs (r: KlObjective.Result) (k: int) (q: int) (rows: int) =
     with _ ->
         Array.create k nan
 
+/// Pairs of fitted params that the data identify only in combination: their per-row gradients (the data's
+/// scores) correlated beyond ±0.99, so the Fisher information is (nearly) singular along a direction and the
+/// optimum is a ridge. The stationary law of OU, N(0, σ²/(2θ)), is the example: it fixes σ²/θ, not θ and σ.
+let unidentified (r: KlObjective.Result) (names: string[]) (rows: int) : string list =
+    let k = names.Length
+    let col j = Array.init rows (fun i -> r.DatumGradient[i * k + j])
+
+    [ for i in 0 .. k - 1 do
+          for j in i + 1 .. k - 1 do
+              let c = MathNet.Numerics.Statistics.Correlation.Pearson(col i, col j)
+
+              if abs c > 0.99 then
+                  sprintf "the data identify '%s' and '%s' only in combination (their scores over the data rows are %.3f correlated): the fitted values lie on a ridge and their standard errors are not meaningful; fix one of them (a stationary law often fixes only a ratio, e.g. σ²/θ for OU)" names[i] names[j] c ]
+
 /// Why a fit has no result: located diagnostics, and whether the input is at fault (the data, the start:
 /// exit 2) or the run failed (paths or weights that blow up: exit 3).
 type FitError = { Diagnostics: Diagnostic list; RunFailed: bool }
@@ -549,13 +584,18 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
     let m = cf.Model
     let set = List.head cf.Sets
     let at p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = false }
-    let t = defaultArg (match spec.Objective with KlAt t -> t | JacobianMatching _ -> None) cf.Settings.T
+    let t = defaultArg (match spec.Objective with KlAt t -> t | JacobianMatching _ | KlStationary _ -> None) cf.Settings.T
     let paths = defaultArg spec.Paths cf.Settings.Paths
     let ps = List.toArray spec.Params
     let trs = ps |> Array.map (fun i -> transformOf m.Params[i])
     let names = ps |> Array.map (fun i -> m.Params[i].Name)
     let start = ps |> Array.map (fun i -> set.Values[i])
-    let isKl = match spec.Objective with KlAt _ -> true | JacobianMatching _ -> false
+    let isKl = match spec.Objective with KlAt _ | KlStationary _ -> true | JacobianMatching _ -> false
+
+    let stationary =
+        match spec.Objective with
+        | KlStationary(w, times) -> Some(stationaryRecording cf.Settings w times paths)
+        | _ -> None
 
     if cf.Weight.IsSome then
         at spec.Pos (sprintf "fitting a weighted model (weight '%s') is not available yet" cf.Weight.Value.Name)
@@ -563,6 +603,8 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
         at spec.Pos (sprintf "kl at %s: not a grid time in (0, T = %s] with dt = %s" (g6 t) (g6 cf.Settings.T) (g6 cf.Settings.Dt))
     elif isKl && paths < 2L then
         at spec.Pos (sprintf "a fit needs at least 2 paths per evaluation (paths = %d)" paths)
+    elif (match stationary with Some(Error _) -> true | _ -> false) then
+        at spec.Pos (match stationary with Some(Error m) -> m | _ -> "")
     else
 
     match Array.tryFindIndex (fun k -> (ofParam trs[k] start[k]).IsNone) [| 0 .. ps.Length - 1 |] with
@@ -587,9 +629,14 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
                 { Compiled = compiled
                   Runner = ModelRunner.For compiled.Type :?> IRecordRunner
                   Plans = plans
-                  Record = PathRecord()
+                  Record = (match spec.Objective, stationary with
+                            | KlStationary(w, _), Some(Ok(steps, _)) -> PathRecord(Steps = steps, WindowSteps = int64 (Math.Round(w / cf.Settings.Dt)))
+                            | _ -> PathRecord())
                   Data = data
-                  H = (if isKl then bandwidths data spec paths else [||])
+                  H =
+                    match stationary with
+                    | Some(Ok(_, samples)) -> bandwidths data spec (int64 samples)
+                    | _ -> if isKl then bandwidths data spec paths else [||]
                   Settings = cf.Settings
                   T = t
                   Paths = paths
@@ -748,12 +795,18 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                       sprintf "the joint law of %d data columns is compared through a product kernel in %d dimensions, which %d paths resolve poorly: the objective is nearly flat in the params; 'law = marginals' compares each column's law instead" data.Columns.Length data.Columns.Length paths
                   if fr.ShareBelow10 > 0.01 then
                       sprintf "at the fitted values %.1f%% of the smoothed data %s have fewer than 10 paths within the bandwidth (fewest %.2g): the kernel estimate of the model's law is thin in the data's tails and the objective is biased there; use more paths" (100.0 * fr.ShareBelow10) (if spec.Marginals then "values (a point's column)" else "points") fr.MinEffectivePaths
+                  if pb.Field.IsNone then yield! unidentified fr names data.Rows
                   let rec' = pb.Record
                   for j in 0 .. (if rec'.Paths > 0L then k - 1 else -1) do
-                      let l2 = Array.init (int rec'.Paths) (fun p -> rec'.Ell[p * k + j] ** 2.0)
+                      // (a stationary recording: every path's window increments at every recorded time)
+                      let l2 = Array.init (int rec'.Rows) (fun p -> rec'.Ell[p * k + j] ** 2.0)
                       let share = Array.max l2 / Array.sum l2
-                      if share > Driver.shareLimit rec'.Paths then
-                          sprintf "at the fitted values the DK weights of '%s' are heavy-tailed (one path of %d carries %.0f%% of their variance), so its gradient is unreliable: use a smaller dt or more paths" names[j] rec'.Paths (100.0 * share) ]
+                      if share > Driver.shareLimit rec'.Rows then
+                          sprintf "at the fitted values the DK weights of '%s' are heavy-tailed (one %s of %d carries %.0f%% of their variance), so its gradient is unreliable: use a smaller dt or more paths" names[j] (if rec'.Times > 1 then "path and time" else "path") rec'.Rows (100.0 * share)
+                  match spec.Objective with
+                  | KlStationary _ when cf.Settings.Burnin = 0.0 ->
+                      "burnin = 0: the averaged law includes the start of the paths (their initial law), not only the stationary law; set burnin in the simulate block to the time the chain takes to forget its start"
+                  | _ -> () ]
             let seconds = sw.Elapsed.TotalSeconds
 
             Ok
@@ -762,7 +815,12 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   DataFile = data.File
                   DataRows = data.Rows
                   Columns = data.Columns
-                  Objective = (match spec.Objective with KlAt _ -> sprintf "kl at %s%s" (g6 t) (if spec.Marginals then ", law = marginals" else "") | JacobianMatching l -> sprintf "jacobian_matching(lambda = %s)" (g6 l))
+                  Objective =
+                    (match spec.Objective with
+                     | KlAt _ -> sprintf "kl at %s" (g6 t)
+                     | KlStationary(w, _) -> sprintf "kl stationary window %s (%d times in [%s, %s])" (g6 w) pb.Record.Times (g6 cf.Settings.Burnin) (g6 t)
+                     | JacobianMatching l -> sprintf "jacobian_matching(lambda = %s)" (g6 l))
+                    + (if spec.Marginals then ", law = marginals" else "")
                   Optimizer = optText
                   Names = names
                   Start = start
