@@ -146,7 +146,7 @@ public static class ResponseEngine
             throw new ArgumentException("a recorded run takes divergence-kernel mean (or score) plans at T only");
         if (plans.Select(p => (p.ConstantAlpha, p.Alpha, p.Rate, p.Mode)).Distinct().Count() > 1)
             throw new ArgumentException("a recorded run takes plans of one DK schedule and mode (one covector)");
-        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount);
+        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount, s.Steps);
         return RunPartial(model, Array.Empty<TModel>(), st, s, plans, record);
     }
 
