@@ -14,14 +14,15 @@ namespace Sde.Core;
 /// (the flow direction only) and would make the fit degenerate across it. The slope of a linear fit to a
 /// curved field is biased by O(|∂²f| · radius of the neighbourhood); the field's errors enter divided by
 /// the neighbourhood's spread. A centre whose neighbours span fewer than d directions (the smallest singular
-/// value of their standardised offsets below 1e-3 of the largest, e.g. on a thin attractor) gets no Jacobian.</para>
+/// value of their standardised offsets below <see cref="MinSpread"/> of the largest, e.g. on the thin sheets
+/// of an attractor) gets no Jacobian: NaN entries, which <see cref="FieldMatching"/> skips.</para>
 /// </summary>
 public static class TrajectoryField
 {
     public sealed class Estimate
     {
         /// <summary>Rows × d states (the centres), rows × d fields, rows × d × d Jacobians ∂f_i/∂x_j (row-major
-        /// per row), empty when <see cref="HasJacobian"/> is false.</summary>
+        /// per row; NaN at the <see cref="Degenerate"/> centres), empty when <see cref="HasJacobian"/> is false.</summary>
         public double[] States = Array.Empty<double>(), Field = Array.Empty<double>(), Jacobian = Array.Empty<double>();
         public int Rows, D, Paths, Points, InteriorPoints, Neighbours, Exclusion, Degenerate;
         public bool HasJacobian;
@@ -33,6 +34,11 @@ public static class TrajectoryField
     /// component (so the slope's noise is averaged over several times as many points as it has unknowns) and
     /// small enough that the neighbourhood stays local.</summary>
     public static int DefaultNeighbours(int d) => 4 * (d + 1);
+
+    /// <summary>A centre's neighbours must spread at least this fraction of their widest direction in the
+    /// thinnest (singular values of the standardised offsets): the slope across a thin direction divides the
+    /// field's errors and the curvature's by that width.</summary>
+    public const double MinSpread = 0.05;
 
     /// <summary>
     /// <paramref name="states"/>: N × d rows; <paramref name="time"/>, <paramref name="path"/>: each row's time and
@@ -99,30 +105,27 @@ public static class TrajectoryField
         for (int p = 0; p < m; p++) for (int i = 0; i < d; i++) Z[p * d + i] = X[p * d + i] * scale[i];
         var tree = new KdTree(Z, m, d);
 
-        var rowsOut = new List<int>(); var jacOut = new List<double>(); var radii = new List<double>();
-        var rowsJ = new double[d * d];
-        foreach (int c in centres)
+        var jac = new double[(long)centres.Count * d * d];
+        var radii = new List<double>();
+        var rowJ = new double[d * d];
+        for (int ci = 0; ci < centres.Count; ci++)
         {
+            int c = centres[ci];
             var nb = tree.Nearest(Z.AsSpan(c * d, d), neighbours + 1,
                                   j => j == c || ptPath[j] != ptPath[c] || Math.Abs(ptIndex[j] - ptIndex[c]) > exclusion);
-            if (nb.Count < d + 2 || !LocalSlope(X, F, Z, scale, d, c, nb, rowsJ, out double radius)) { e.Degenerate++; continue; }
-            rowsOut.Add(c); jacOut.AddRange(rowsJ); radii.Add(radius);
+            double radius = 0;
+            bool ok = nb.Count >= d + 2 && LocalSlope(X, F, Z, scale, d, c, nb, rowJ, out radius);
+            if (ok) radii.Add(radius); else e.Degenerate++;
+            for (int q = 0; q < d * d; q++) jac[(long)ci * d * d + q] = ok ? rowJ[q] : double.NaN;
         }
-        if (rowsOut.Count == 0 || e.Degenerate > centres.Count / 2)
-        {
-            // the states span fewer than d directions locally (a thin attractor): the field only
-            e.Rows = centres.Count;
-            e.States = centres.SelectMany(c => X.AsSpan(c * d, d).ToArray()).ToArray();
-            e.Field = centres.SelectMany(c => F.AsSpan(c * d, d).ToArray()).ToArray();
-            return e;
-        }
+        e.Rows = centres.Count;
+        e.States = centres.SelectMany(c => X.AsSpan(c * d, d).ToArray()).ToArray();
+        e.Field = centres.SelectMany(c => F.AsSpan(c * d, d).ToArray()).ToArray();
+        if (radii.Count == 0) return e; // the states span fewer than d directions everywhere: the field only
         radii.Sort();
         e.HasJacobian = true;
         e.MedianRadius = radii[radii.Count / 2];
-        e.Rows = rowsOut.Count;
-        e.States = rowsOut.SelectMany(c => X.AsSpan(c * d, d).ToArray()).ToArray();
-        e.Field = rowsOut.SelectMany(c => F.AsSpan(c * d, d).ToArray()).ToArray();
-        e.Jacobian = jacOut.ToArray();
+        e.Jacobian = jac;
         return e;
     }
 
@@ -155,7 +158,7 @@ public static class TrajectoryField
         var Us = U.Clone();
         for (int i = 0; i < d; i++) for (int r = 0; r < k; r++) Us[r, i] *= scale[i];
         var sv = Us.Svd(false).S;
-        if (!(sv[d - 1] > 1e-3 * sv[0])) return false;
+        if (!(sv[d - 1] > MinSpread * sv[0])) return false;
         // B^T = (UᵀU)⁻¹ Uᵀ Y by QR
         var Bt = U.QR().Solve(Y);
         for (int i = 0; i < d; i++) for (int j = 0; j < d; j++) B[i * d + j] = Bt[j, i];

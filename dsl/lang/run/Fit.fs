@@ -239,9 +239,9 @@ let trajectoryData (m: CheckedModel) (name: string) (text: string) : Result<FitD
 
                                     let warnings =
                                         if not e.HasJacobian then
-                                            [ sprintf "the Jacobian was not estimated from the trajectories: at %d of %d centres the %d nearest states span fewer than %d directions (a thin attractor, or too few paths); the fit matches the estimated field only (start paths off the attractor, add noise or paths)" e.Degenerate (e.Degenerate + e.Rows) k d ]
+                                            [ sprintf "the Jacobian was not estimated from the trajectories: at every centre the %d nearest states span fewer than %d directions (the thinnest under %g of the widest: a thin attractor, or too few paths); the fit matches the estimated field only (start paths off the attractor, add paths or noise)" k d TrajectoryField.MinSpread ]
                                         elif e.Degenerate > 0 then
-                                            [ sprintf "%d of %d centres had neighbours spanning fewer than %d directions and were left out" e.Degenerate (e.Degenerate + e.Rows) d ]
+                                            [ sprintf "%d of %d rows carry no Jacobian: their %d nearest states span fewer than %d directions (the thinnest under %g of the widest); they match the field only" e.Degenerate e.Rows k d TrajectoryField.MinSpread ]
                                         else []
 
                                     Ok
