@@ -231,3 +231,143 @@ let estimation =
               printfn "trajectory Jacobian: RMS entry error %.4g, radius %.4g, bound %.4g" rmsJ rho boundJ
               Expect.isLessThan rmsJ boundJ "the Jacobian's RMS entry error within the curvature and field-error bound"
           } ]
+
+let private lorenzFit (data: string) =
+    sprintf
+        """model L63 {
+  param s = 5
+  param r = 20
+  param b = 1
+  state x
+  state y
+  state z
+  init x = 1
+  init y = 1
+  init z = 20
+  d x = s * (y - x) dt
+  d y = (x * (r - z) - y) dt
+  d z = (x * y - b * z) dt
+}
+simulate { paths = 8; dt = 0.005; T = 1; seed = 5 }
+fit s, r, b to "%s" { objective = jacobian_matching(lambda = 1); tolerance = 1e-9; iterations = 300 }
+"""
+        data
+
+[<Tests>]
+let fitting =
+    testList
+        "FitTrajectory.Fit"
+        [ test "Lorenz-63's (s, r, b) from a wrong start by Jacobian matching on a trajectory file, within the estimates' error" {
+              withTemp (fun dir ->
+                  let run, states, time, path = lorenzData ()
+                  Output.writeSamples dir run |> ignore
+                  let p = compile (lorenzFit "samples_every.csv")
+                  let sw = Diagnostics.Stopwatch.StartNew()
+
+                  let rep =
+                      match p.Fit(dataDir = dir) with
+                      | Ok r -> r
+                      | Error ds -> failwithf "fit errors:\n%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
+
+                  let seconds = sw.Elapsed.TotalSeconds
+                  Expect.isTrue rep.Converged rep.Stop
+                  let est = dict rep.Estimated
+                  Expect.equal est["points"] (50.0 * 101.0) "points recorded"
+                  Expect.equal est["rows"] (50.0 * 99.0) "rows: the interior points"
+                  Expect.equal est["neighbours"] 16.0 "4(d + 1) neighbours"
+                  Expect.stringContains (Fit.toJson rep) "\"estimated\"" "fit.json says what was estimated"
+                  // The same rows as the fit estimated (the file holds the values to the last bit).
+                  let k = Sde.Core.TrajectoryField.DefaultNeighbours 3
+                  let e = Sde.Core.TrajectoryField.Run(states, time, path, 3, true, k, k, 5000)
+                  // The drift is linear in γ = (s, r, b): f_γ(x) = f_γ*(x) + A(x)(γ − γ*), and so is its Jacobian; so
+                  // the minimiser is γ* + δ with δ = (AᵀA)⁻¹Aᵀρ, ρ the estimates' errors (field and, λ = 1, Jacobian
+                  // entries; rows without a Jacobian give the field only). The test asks (1) the fit to reach
+                  // γ* + δ (to the optimiser's precision) and (2) |δ_j| within its bound from the errors' sizes:
+                  // |δ_j| ≤ ‖row j of (AᵀA)⁻¹Aᵀ‖·‖ρ‖ (Cauchy–Schwarz), with ‖ρ‖ the derived bounds of the estimation
+                  // test: 1.5 × the field's leading-order error per row and the Jacobian's curvature + field bound.
+                  let aRows = Collections.Generic.List<float[]>()
+                  let resid = Collections.Generic.List<float>()
+                  let mutable fieldBound2, nJ = 0.0, 0
+
+                  for row in 0 .. e.Rows - 1 do
+                      let x = Array.sub e.States (row * 3) 3
+                      let f = lorenzField s0 r0 b0 x
+                      let j = lorenzJacobian s0 r0 b0 x
+                      aRows.Add [| x[1] - x[0]; 0.0; 0.0 |]
+                      aRows.Add [| 0.0; x[0]; 0.0 |]
+                      aRows.Add [| 0.0; 0.0; -x[2] |]
+                      for i in 0 .. 2 do resid.Add(e.Field[row * 3 + i] - f[i])
+                      let x2 = matVec j f
+                      let jdot = [| 0.0; 0.0; 0.0; -f[2]; 0.0; -f[0]; f[1]; f[0]; 0.0 |]
+                      let x3 = Array.map2 (+) (matVec jdot f) (matVec j x2)
+                      for i in 0 .. 2 do fieldBound2 <- fieldBound2 + (1.5 * (0.01 * 0.01 / 6.0 * abs x3[i] + 0.001 / 2.0 * abs x2[i])) ** 2.0
+
+                      if not (Double.IsNaN e.Jacobian[row * 9]) then
+                          nJ <- nJ + 1
+                          let dJ = [| [| -1.0; 0.0; 0.0 |]; [| 1.0; 0.0; 0.0 |]; [| 0.0; 0.0; 0.0 |]; [| 0.0; 1.0; 0.0 |]; [| 0.0; 0.0; 0.0 |]; [| 0.0; 0.0; 0.0 |]
+                                      [| 0.0; 0.0; 0.0 |]; [| 0.0; 0.0; 0.0 |]; [| 0.0; 0.0; -1.0 |] |]
+                          for q in 0 .. 8 do
+                              aRows.Add dJ[q]
+                              resid.Add(e.Jacobian[row * 9 + q] - j[q])
+
+                  let a = MathNet.Numerics.LinearAlgebra.Matrix<float>.Build.DenseOfRowArrays(aRows)
+                  let rho = MathNet.Numerics.LinearAlgebra.Vector<float>.Build.DenseOfEnumerable(resid)
+                  let pinv = (a.TransposeThisAndMultiply a).Inverse() * a.Transpose()
+                  let delta = pinv * rho
+                  // the Jacobian bound of the estimation test, per entry, over the rows that carry one
+                  let sd i = MathNet.Numerics.Statistics.Statistics.PopulationStandardDeviation(Array.init (states.Length / 3) (fun p -> states[p * 3 + i]))
+                  let radius = e.MedianRadius * (Array.init 3 sd |> Array.max)
+                  let fieldRms = sqrt (fieldBound2 / float (3 * e.Rows))
+                  let jacBound2 = float (9 * nJ) * (sqrt (6.0 / 9.0) * radius + 2.0 * fieldRms / radius) ** 2.0
+                  let rhoBound = sqrt (fieldBound2 + jacBound2)
+                  let truth = [| s0; r0; b0 |]
+
+                  for jx in 0 .. 2 do
+                      let fitted = rep.Fitted[jx]
+                      let bound = pinv.Row(jx).L2Norm() * rhoBound
+                      printfn "trajectory fit: %s = %.6g (truth %.6g, predicted %.6g, bound ±%.3g)" rep.Names[jx] fitted truth[jx] (truth[jx] + delta[jx]) bound
+                      Expect.floatClose { absolute = 1e-4; relative = 1e-4 } fitted (truth[jx] + delta[jx]) "the fit reaches the least-squares optimum of the estimates"
+                      Expect.isLessThan (abs (fitted - truth[jx])) bound "within the bound the estimates' errors imply"
+
+                  printfn "trajectory fit: %d evaluations, %.2f s (with the estimation)" rep.History.Length seconds)
+          } ]
+
+[<Tests>]
+let malformed =
+    let fitLine = 16
+    let fitCol = 16 // the data file's name in the fit line
+
+    let check (csv: string) (fragments: string list) =
+        withTemp (fun dir ->
+            File.WriteAllText(Path.Combine(dir, "traj.csv"), csv)
+
+            match (compile (lorenzFit "traj.csv")).Fit(dataDir = dir) with
+            | Ok _ -> failwithf "expected an error for\n%s" csv
+            | Error ds ->
+                let d = List.head ds
+                Expect.equal (d.Line, d.Col) (fitLine, fitCol) (oneLine d)
+                for f in fragments do Expect.stringContains d.Message f (oneLine d))
+
+    testList
+        "FitTrajectory.Malformed"
+        [ test "a trajectory file's errors are located at the file name and name the line and column" {
+              check "path,t,x,y,z\n0,0,1,1,20\n0,0.01,1.1,1.2,20\n0,0.01,1.2,1.4,20\n" [ "traj.csv, line 4, column 't'"; "not after t = 0.01 of line 3"; "(path 0)"; "increasing time" ]
+              check "t,x,y,z\n0,1,1,20\n0.02,1.1,1.2,20\n0.01,1.2,1.4,20\n" [ "line 4"; "no path column: one path" ]
+              check "path,t,x,y,z,dx\n0,0,1,1,20,0\n" [ "traj.csv, line 1: column 'dx' in a trajectory file"; "drop 'dx'" ]
+              check "path,t,x,y\n0,0,1,1\n0,0.01,1,1\n0,0.02,1,1\n" [ "no column 'z'"; "whole state" ]
+              check "path,t,x,y,z\n0.5,0,1,1,20\n0.5,0.01,1,1,20\n0.5,0.02,1,1,20\n" [ "line 2, column 'path'"; "'0.5' is not a whole number" ]
+              check "path,t,x,y,z\n0,0,1,1,20\n0,0.01,1,1,20\n1,0,1,1,20\n1,0.01,1,1,20\n" [ "0 interior points"; "at least two" ]
+              check "path,t,x,y,z\n0,0,1,1,20\n0,abc,1,1,20\n0,0.02,1,1,20\n" [ "line 3, column 't': 'abc' is not a number" ]
+              check "path,t,x,y,z,w\n0,0,1,1,20,0\n" [ "unknown column 'w'" ]
+              // interleaved paths are fine (each in increasing time); the same time in two paths too
+              withTemp (fun dir ->
+                  let rows =
+                      [ for i in 0 .. 5 do
+                            for p in 0 .. 1 ->
+                                sprintf "%d,%g,%g,%g,%g" p (0.01 * float i) (1.0 + float i + float p) (2.0 * float i) (20.0 + float (i * i)) ]
+                  File.WriteAllText(Path.Combine(dir, "traj.csv"), String.Join("\n", "path,t,x,y,z" :: rows) + "\n")
+
+                  match (compile (lorenzFit "traj.csv")).Fit(dataDir = dir) with
+                  | Ok r -> Expect.equal ((dict r.Estimated).["interior_points"]) 8.0 "4 interior points per path"
+                  | Error ds -> failwithf "%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n"))
+          } ]
