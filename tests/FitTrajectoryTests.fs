@@ -333,6 +333,29 @@ let fitting =
           } ]
 
 [<Tests>]
+let example =
+    testList
+        "FitTrajectory.Example"
+        [ test "dsl fit examples/fit_lorenz63_trajectory.sde reaches what docs/fitting.md says, and its fit.json says what was estimated" {
+              let args = [ "fit"; "examples/fit_lorenz63_trajectory.sde"; "--json"; "--quiet" ]
+              let o = dsl args
+              Expect.equal o.Code 0 (describe args o)
+              let j = Text.Json.Nodes.JsonNode.Parse o.Out
+              let fitted (n: string) = j["fitted"].[n].GetValue<float>()
+              // the values docs/fitting.md quotes (deterministic: no paths in Jacobian matching)
+              Expect.floatClose { absolute = 5e-4; relative = 0.0 } (fitted "s") 10.013 "s"
+              Expect.floatClose { absolute = 5e-4; relative = 0.0 } (fitted "r") 28.024 "r"
+              Expect.floatClose { absolute = 5e-4; relative = 0.0 } (fitted "b") 2.663 "b"
+              let e = j["data"].["estimated"]
+              Expect.equal (e["from"].GetValue<string>()) "trajectories" "from"
+              Expect.equal (e["points"].GetValue<float>()) 3030.0 "30 paths x 101 times"
+              Expect.equal (e["rows"].GetValue<float>()) 2970.0 "the interior points"
+              Expect.equal (e["degenerate"].GetValue<float>()) 729.0 "rows without a Jacobian, as the docs say"
+              Expect.equal (e["neighbours"].GetValue<float>()) 16.0 "k"
+              Expect.stringContains (j["warnings"].[0].GetValue<string>()) "729 of 2970 rows carry no Jacobian" "warned"
+          } ]
+
+[<Tests>]
 let malformed =
     let fitLine = 16
     let fitCol = 16 // the data file's name in the fit line
