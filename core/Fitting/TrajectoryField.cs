@@ -7,7 +7,8 @@ namespace Sde.Core;
 /// steps the central difference (x_{k+1} − x_{k−1}) / (t_{k+1} − t_{k−1})), exact for quadratics in t: its bias
 /// is x'''(t) h₁h₂/6 = O(Δt²) for a smooth path (plus, for a path of an Euler chain with step dt, the chain's
 /// own −(dt/2)·x'' = −(dt/2)·J f). On a path of an SDE dx = f dt + σ dW it carries noise of standard deviation
-/// about σ/√(2Δt) per component, which does not shrink with Δt.</para>
+/// about σ/√(2Δt) per component, which does not shrink with Δt, and a bias −½σσᵀ∇log p_t(x) (the backward
+/// increment is correlated with x_k), which does not shrink with Δt either: meant for ODE paths and small noise.</para>
 /// <para>The Jacobian at a centre is the slope of a local linear least-squares fit F̂(x_j) ≈ a + B (x_j − x_c) over
 /// the centre and its K nearest neighbours (distances in per-component standardised coordinates), leaving out
 /// the points of the same path within W steps of the centre: along the path the points are nearly collinear

@@ -238,7 +238,9 @@ let trajectoryData (m: CheckedModel) (name: string) (text: string) : Result<FitD
                                         @ (if e.HasJacobian then [ "median_radius", e.MedianRadius ] else [])
 
                                     let warnings =
-                                        if not e.HasJacobian then
+                                        if not e.HasJacobian && e.InteriorPoints <= k then
+                                            [ sprintf "the Jacobian was not estimated from the trajectories: %d interior points are too few for local linear fits over %d neighbours; the fit matches the estimated field only" e.InteriorPoints k ]
+                                        elif not e.HasJacobian then
                                             [ sprintf "the Jacobian was not estimated from the trajectories: at every centre the %d nearest states span fewer than %d directions (the thinnest under %g of the widest: a thin attractor, or too few paths); the fit matches the estimated field only (start paths off the attractor, add paths or noise)" k d TrajectoryField.MinSpread ]
                                         elif e.Degenerate > 0 then
                                             [ sprintf "%d of %d rows carry no Jacobian: their %d nearest states span fewer than %d directions (the thinnest under %g of the widest); they match the field only" e.Degenerate e.Rows k d TrajectoryField.MinSpread ]
