@@ -208,6 +208,8 @@ let tests =
                               Expect.isGreaterThan (r["values"].AsArray().Count) 0 (sprintf "%s: %O values" rel r["query"])
                           | "samples" ->
                               Expect.equal (r["rows"].GetValue<float>()) (float paths) (sprintf "%s: %O rows" rel r["query"])
+                          | "samples_every" ->
+                              Expect.equal (r["rows"].GetValue<float>()) (float paths * r["times"].GetValue<float>()) (sprintf "%s: %O rows" rel r["query"])
                           | k -> failtestf "%s: unknown kind %s" rel k
 
                   Expect.isGreaterThan (num j [ "timing"; "path_steps_per_second" ]) 0.0 (rel + ": timing")

@@ -511,10 +511,7 @@ let samples =
               Expect.isFalse ((Output.toCsv r).Contains "samples(") "no estimate rows in the results CSV"
           }
 
-          test "samples every Δ, too many values, and shards are refused with located errors" {
-              let d = compileErrors (samplesModel "  samples(x) every 0.1") |> List.head
-              Expect.stringContains d.Message "not available yet" (oneLine d)
-              Expect.equal d.Line 11 (oneLine d)
+          test "too many values and shards are refused with located errors (samples every Δ: FitTrajectoryTests)" {
               let big = (samplesModel "  samples(x, x, x)").Replace("paths = 2000", "paths = 40000000")
               let d2 = compileErrors big |> List.head
               Expect.stringContains d2.Message "use fewer paths" (oneLine d2)

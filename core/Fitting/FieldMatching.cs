@@ -63,7 +63,9 @@ public static class FieldMatching
             {
                 // D_x f = J − I for one step with Δt = 1 and no noise
                 double df = (jAt[q] >= 0 ? jv[jAt[q]] : 0.0) - (jacRow[q] == jacCol[q] ? 1.0 : 0.0);
-                double res = df - jac[(long)row * nj + q];
+                double target = jac[(long)row * nj + q];
+                if (double.IsNaN(target)) continue; // not known at this row (a trajectory's thin neighbourhood)
+                double res = df - target;
                 loss += lambda * res * res;
                 for (int k = 0; k < K; k++)
                     if (dAt[k][q] >= 0) r.RowGradient[g + k] += 2 * lambda * res * dchi[k][dAt[k][q]];

@@ -37,6 +37,30 @@ public sealed class PathRecord
     /// <summary>Rows of <see cref="X"/> and <see cref="Ell"/>: Paths × Times, path-major (path p, time r: row p·Times + r).</summary>
     public long Rows => Paths * Times;
 
+    /// <summary>Trajectories (`samples(...) every Δ`): the observables (indices into `ISdeModel.Observe`) recorded
+    /// at every <see cref="EverySteps"/>-th step n = 0, e, 2e, ... ≤ steps; null: none.</summary>
+    public int[]? TrajectoryObservables { get; init; }
+    /// <summary>The trajectory's step in steps of dt (≥ 1).</summary>
+    public long EverySteps { get; init; } = 1;
+    /// <summary>Grid times per path of the trajectory (steps / EverySteps + 1).</summary>
+    public int TrajectoryTimes { get; private set; }
+    /// <summary>Paths × Times × TrajectoryObservables.Length values, path-major then time (NaN after a blow-up).</summary>
+    public double[]? Trajectory { get; private set; }
+
+    internal void Reset(long firstPath, long paths, int d, int k, int nobs, long steps)
+    {
+        if (TrajectoryObservables != null)
+        {
+            if (EverySteps < 1) throw new ArgumentException("a trajectory's step is at least one step of dt");
+            long times = steps / EverySteps + 1, n = paths * times * TrajectoryObservables.Length;
+            if (n > Array.MaxLength) throw new RunTooLargeException($"recording {n} trajectory values does not fit in one array; use fewer paths or a larger step");
+            TrajectoryTimes = (int)times;
+            if (Trajectory == null || Trajectory.Length != n) Trajectory = new double[n];
+            Array.Fill(Trajectory, double.NaN);
+        }
+        Reset(firstPath, paths, d, k, nobs);
+    }
+
     internal void Reset(long firstPath, long paths, int d, int k, int nobs)
     {
         NObs = WithObservables ? nobs : 0;

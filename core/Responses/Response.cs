@@ -149,7 +149,7 @@ public static class ResponseEngine
         if (record.Steps is { } rs && (record.WithNu || record.WithObservables || record.WindowSteps < 1 || rs.Length < 1
             || rs[0] < 0 || rs[^1] > s.Steps || rs.Zip(rs.Skip(1)).Any(t => t.First >= t.Second)))
             throw new ArgumentException("a stationary recording takes ascending steps in [0, T/dt], a window of at least one step, and no covector or observables");
-        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount);
+        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount, s.Steps);
         return RunPartial(model, Array.Empty<TModel>(), st, s, plans, record);
     }
 

@@ -257,6 +257,17 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     {
         var plans = U.Plans;
         bool observed = false, grad = false;
+        var tr = U.Record?.Trajectory;
+        if (tr != null && n % U.Record!.EverySteps == 0)
+        {
+            // a trajectory (samples(...) every Δ): this path's observables at the grid time n
+            var r = U.Record;
+            var which = r.TrajectoryObservables!;
+            _m.Observe(V(px), t, V(pobs));
+            observed = true;
+            long at = (((long)_gp - r.FirstPath) * r.TrajectoryTimes + n / r.EverySteps) * which.Length;
+            for (int q = 0; q < which.Length; q++) tr[at + q] = obs[which[q]];
+        }
         // ring buffers of the DK weights, every step (stationary windows)
         for (int i = 0; i < plans.Length; i++)
             if (ring[i] != null)

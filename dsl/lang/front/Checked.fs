@@ -225,8 +225,9 @@ type CQuery =
     | QLyapunov of k: int
     /// `alignment on [lo, hi] bins n`: histogram of |cos(top Lyapunov vector, ν_T)| (0 ≤ lo < hi ≤ 1).
     | QAlignment of lo: float * hi: float * bins: int
-    /// `samples(e1, ..., ek)`: each path's values of the observables at T (a CSV file; kind "samples").
-    | QSamples of CExpr list
+    /// `samples(e1, ..., ek)`: each path's values of the observables at T (a CSV file; kind "samples");
+    /// with `every Δ` (Some Δ), at t = 0, Δ, ..., T (trajectories; kind "samples_every").
+    | QSamples of CExpr list * every: float option
     /// `score(x[i]) on [lo, hi] bins n`: E[ν_T,i | x_i in each bin] = ∂ log ρ_T / ∂x_i (state component `comp`).
     | QScore of comp: int * lo: float * hi: float * bins: int
     /// `log_normalizer` or `ess` of a weighted model (docs/weighted.md).

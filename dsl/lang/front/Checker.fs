@@ -1483,14 +1483,17 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
     // a series samples the grid every Δ: Δ a whole number of steps, at most 10^4 times up to T
     let series =
         match q.Query with
-        | QPlain(TSeries(_, d), _) ->
+        | QPlain(TSeries(_, d), _)
+        | QSamples(_, Some d) ->
+            // a trajectory's bound is on its values (paths x times x observables, Driver.maxTrajectoryValues)
+            let what, most, mostText = (match q.Query with QSamples _ -> "trajectory", 1e6, "10^6" | _ -> "series", 1e4, "10^4")
             let steps = Sde.Core.RunSettings.WholeSteps(d, s.Dt)
             if steps < 0L then
                 let n = max 1.0 (Math.Round(d / s.Dt))
-                Some(sprintf "the series step %s is not a whole number of steps of dt = %s (every/dt = %s); take every %s (%g steps)"
-                         (shortNumber d) (shortNumber s.Dt) ((d / s.Dt).ToString("G6", CultureInfo.InvariantCulture)) (shortNumber (n * s.Dt)) n)
-            elif d > s.T then Some(sprintf "the series step %s is longer than T = %s: the series would hold only t = 0" (shortNumber d) (shortNumber s.T))
-            elif s.T / d > 10000.0 then Some(sprintf "a series holds at most 10^4 times; every %s up to T = %s would be %g (take a larger step)" (shortNumber d) (shortNumber s.T) (floor (s.T / d) + 1.0))
+                Some(sprintf "the %s step %s is not a whole number of steps of dt = %s (every/dt = %s); take every %s (%g steps)"
+                         what (shortNumber d) (shortNumber s.Dt) ((d / s.Dt).ToString("G6", CultureInfo.InvariantCulture)) (shortNumber (n * s.Dt)) n)
+            elif d > s.T then Some(sprintf "the %s step %s is longer than T = %s: the %s would hold only t = 0" what (shortNumber d) (shortNumber s.T) what)
+            elif s.T / d > most then Some(sprintf "a %s holds at most %s times; every %s up to T = %s would be %g (take a larger step)" what mostText (shortNumber d) (shortNumber s.T) (floor (s.T / d) + 1.0))
             else None
         | _ -> None
 
@@ -1704,11 +1707,15 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
                 else Ok()
 
             map3 (fun c ((a, b), n) () -> QScore(c, a, b, n)) comp (map2 (fun r n -> r, n) (range "the score's range" lo hi) (checkBins consts bins)) noiseR
-        | Samples(_, Some every) ->
-            fail every.Pos "samples(...) every Δ (trajectories) is not available yet; samples(...) writes the values at T"
-        | Samples(es, None) when es.Length > maxSampleColumns ->
+        | Samples(es, _) when es.Length > maxSampleColumns ->
             fail q.Pos (sprintf "samples(...) takes at most %d observables (got %d)" maxSampleColumns es.Length)
-        | Samples(es, None) -> all (es |> List.map (checkExpr obsEnv)) |> Result.map QSamples
+        | Samples(es, None) -> all (es |> List.map (checkExpr obsEnv)) |> Result.map (fun cs -> QSamples(cs, None))
+        | Samples(es, Some d) ->
+            // trajectories: the step is checked against dt and T as a series' is (validateQueryTimes)
+            let step =
+                evalFinite consts "the samples step" d
+                |> Result.bind (fun v -> if v > 0.0 then Ok v else fail d.Pos "a trajectory step 'every Δ' needs Δ > 0")
+            map2 (fun cs v -> QSamples(cs, Some v)) (all (es |> List.map (checkExpr obsEnv))) step
         | Let _ -> fail q.Pos "a 'let' is not a query" // checkQueries handles lets before this
         // `Weights.desugar` has refused these in a model without a weight
         | WeightQuery n -> Ok(QWeight n)
@@ -2011,7 +2018,7 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                   match q.Query with
                   | QPlain(t, _)
                   | QResponse(t, _, _, _, _) -> targetSize t
-                  | QSamples es -> es |> List.sumBy (fun e -> targetSize (TMean e))
+                  | QSamples(es, _) -> es |> List.sumBy (fun e -> targetSize (TMean e))
                   | QScore _
                   | QLyapunov _
                   | QAlignment _
@@ -2032,7 +2039,7 @@ let private expansionError (cf: CheckedFile) : Diagnostic option =
                             { Pos = q.Pos
                               Message = sprintf "this query's observable, its lets substituted, is %d levels deep; at most %d" d maxExprDepth }
                     else None)
-            | QSamples es ->
+            | QSamples(es, _) ->
                 es
                 |> List.tryPick (fun e ->
                     let d = measure.Depth e

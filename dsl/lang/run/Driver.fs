@@ -26,8 +26,9 @@ type QueryJob =
     /// or a histogram) whose estimates `Derived.estimate` combines into the answer.
     | DerivedJob of QueryPlan list
     /// `samples(...)`: the observables (indices) recorded per path at T by one recorded run per set
-    /// (`fillSamples`), after the other queries.
-    | SamplesJob of observables: int[]
+    /// (`fillSamples`), after the other queries; with `every Δ` (everySteps = Δ/dt > 0) at every grid
+    /// time 0, Δ, ..., ≤ T, by a recorded run of its own (the same paths).
+    | SamplesJob of observables: int[] * everySteps: int64
     /// `score(x[i]) on ...`: the DK covector's component `comp` binned by x_i, from one recorded run per set
     /// (`fillSamples`) with this plan (a score plan of the default schedule).
     | ScoreJob of comp: int * lo: float * hi: float * bins: int * plan: ResponsePlan
@@ -232,6 +233,8 @@ let private twinDomainErrors (cf: CheckedFile) : Diagnostic list =
 /// Compile a checked file: lower the model, collect the observables, plan every query.
 /// Most values (paths × observables) one `samples(...)` query records (they are held in memory).
 let maxSampleValues = 1e8
+/// Most values (paths × times × observables) one `samples(...) every Δ` query records (held in memory: 400 MB).
+let maxTrajectoryValues = 5e7
 
 let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     // lowering, the derivatives and the emitter recurse on the expressions: on a large stack
@@ -302,9 +305,18 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 | None -> false, 0.0, 0.0
 
             match q.Query with
-            | QSamples es when float cf.Settings.Paths * float es.Length > maxSampleValues ->
+            | QSamples (es, None) when float cf.Settings.Paths * float es.Length > maxSampleValues ->
                 err q (sprintf "samples(...) writes a value per path and observable: %d paths x %d = %g values, more than %g; use fewer paths (--paths)" cf.Settings.Paths es.Length (float cf.Settings.Paths * float es.Length) maxSampleValues)
-            | QSamples es -> Ok(SamplesJob(es |> List.map obsIndex |> List.toArray))
+            | QSamples (es, None) -> Ok(SamplesJob(es |> List.map obsIndex |> List.toArray, 0L))
+            | QSamples (es, Some every) ->
+                // the checker has put Δ on the grid (a whole number of steps, at most T)
+                let e = max 1L (RunSettings.WholeSteps(every, cf.Settings.Dt))
+                let times = float (RunSettings(Dt = cf.Settings.Dt, T = cf.Settings.T).Steps / e + 1L)
+                let values = float cf.Settings.Paths * times * float es.Length
+                if values > maxTrajectoryValues then
+                    err q (sprintf "samples(...) every %s writes a value per path, time and observable: %d paths x %g times x %d = %g values, more than %g (held in memory); use fewer paths (--paths) or a larger step"
+                               (Checker.shortNumber every) cf.Settings.Paths times es.Length values maxTrajectoryValues)
+                else Ok(SamplesJob(es |> List.map obsIndex |> List.toArray, e))
             | QScore (comp, lo, hi, bins) ->
                 if degenerateNoise ir && not (Lower.additiveNoise ir) then
                     err q "the noise is degenerate and depends on the state, so the divergence-kernel score (with its default schedule) is not defined"
@@ -564,7 +576,8 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
         | QResponse _ -> failwith "the checker refuses responses of variance, covariance, quantiles and 2-D densities"
         | QLyapunov _ -> "lyapunov", 0.0, 0.0
         | QAlignment (lo, hi, _) -> "alignment", lo, hi
-        | QSamples _ -> "samples", 0.0, 0.0
+        | QSamples (_, None) -> "samples", 0.0, 0.0
+        | QSamples (_, Some _) -> "samples_every", 0.0, 0.0
         | QScore (_, lo, hi, _) -> "score", lo, hi
         | QWeight n -> n, 0.0, 0.0
 
@@ -845,15 +858,35 @@ let fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
             List.zip p.File.Sets report.Sets
             |> List.map (fun (set, sr) ->
                 let bm, _ = instances p set.Values
+                let atT = p.Jobs |> List.exists (fun (_, j) -> match j with SamplesJob (_, 0L) | ScoreJob _ -> true | _ -> false)
                 let record = PathRecord(WithObservables = true, WithNu = not scorePlans.IsEmpty)
-                runner.RunRecorded(bm, p.Compiled.Structure, settingsOf p { First = 0L; Count = s.Paths } s.T threads None, plans, record)
+                if atT then runner.RunRecorded(bm, p.Compiled.Structure, settingsOf p { First = 0L; Count = s.Paths } s.T threads None, plans, record)
                 let n = int record.Paths
 
                 let results =
                     List.map2
                         (fun (_, job) (o: QueryOutcome) ->
                             match job with
-                            | SamplesJob obs ->
+                            | SamplesJob (obs, every) when every > 0L ->
+                                // a trajectory: a recorded run of its own, the same paths (no plans, as samples at T)
+                                let tr = PathRecord(TrajectoryObservables = obs, EverySteps = every)
+                                runner.RunRecorded(bm, p.Compiled.Structure, settingsOf p { First = 0L; Count = s.Paths } s.T threads None, [||], tr)
+                                let k, times, n = obs.Length, tr.TrajectoryTimes, int tr.Paths
+                                let values = tr.Trajectory
+                                let bad =
+                                    Seq.init n id
+                                    |> Seq.filter (fun r -> Seq.init (times * k) (fun c -> values[(r * times * k) + c]) |> Seq.exists (Double.IsFinite >> not))
+                                    |> Seq.length
+
+                                { o with
+                                    // the engine's times n·dt, to 12 digits (0.35, not 0.35000000000000003)
+                                    Grid = Array.init times (fun i -> Double.Parse((float (int64 i * every) * s.Dt).ToString("G12", Globalization.CultureInfo.InvariantCulture), Globalization.CultureInfo.InvariantCulture))
+                                    Values = values
+                                    Count = int64 n
+                                    NonFinite = int64 bad
+                                    Warnings =
+                                        if bad > 0 then [ sprintf "%d of %d paths have a NaN or infinite value of an observable at some time (written as empty cells)" bad n ] else [] }
+                            | SamplesJob (obs, _) ->
                                 let k = obs.Length
                                 let values = Array.init (n * k) (fun i -> record.Obs[(i / k) * record.NObs + obs[i % k]])
                                 let bad = Seq.init n id |> Seq.filter (fun r -> Seq.init k (fun c -> values[r * k + c]) |> Seq.exists (Double.IsFinite >> not)) |> Seq.length

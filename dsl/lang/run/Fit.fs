@@ -27,7 +27,12 @@ type FitData =
       Components: int[]
       /// Rows × columns, row-major.
       Values: float[]
-      Rows: int }
+      Rows: int
+      /// Jacobian matching from a trajectory file: what was estimated (points, paths, rows, neighbours, ...),
+      /// for the summary and fit.json; empty for data read as they are.
+      Estimated: (string * float) list
+      /// Jacobian matching from a trajectory file: what the estimate could not do (no Jacobian).
+      EstimateWarnings: string list }
 
 /// Every state component with its name as a data column names it: `x` for a scalar state, `x[k]` for a vector's.
 let componentNames (m: CheckedModel) : (string * int)[] =
@@ -126,7 +131,130 @@ and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Resu
                       Columns = cols
                       Components = cols |> Array.map (fun c -> knownMap[c])
                       Values = values
-                      Rows = rows }
+                      Rows = rows
+                      Estimated = []
+                      EstimateWarnings = [] }
+
+/// Most centres (rows) a trajectory file gives Jacobian matching (every s-th interior point beyond it).
+let maxTrajectoryRows = 5000
+
+/// Jacobian matching from a trajectory file: when the header names `t` (and optionally `path`, unless
+/// a state is called so) with the whole state and no field or Jacobian column, the rows are states along
+/// paths in increasing time, and the field and Jacobian rows are estimated from them (TrajectoryField:
+/// the three-point derivative, a local linear fit over 4(d + 1) neighbours leaving out the same path's
+/// points within as many steps). None when the file is not a trajectory file (no `t` column).
+let trajectoryData (m: CheckedModel) (name: string) (text: string) : Result<FitData, string> option =
+    let lines = text.Split('\n') |> Array.map (fun l -> l.TrimEnd('\r'))
+    let content = lines |> Array.indexed |> Array.filter (fun (_, l) -> l.Trim() <> "" && not (l.TrimStart().StartsWith "#"))
+    let strip (c: string) = String((cellText c).ToCharArray() |> Array.filter (Char.IsWhiteSpace >> not))
+    let g6' (x: float) = x.ToString("G6", inv)
+
+    match Array.tryHead content with
+    | Some(hl, header) when header.Split(',') |> Array.exists (fun c -> strip c = "t") ->
+        let comps = componentNames m
+        let d = comps.Length
+        let cols = header.Split(',') |> Array.map strip
+        let pathIsState = comps |> Array.exists (fun (n, _) -> n = "path")
+        let known = Array.append comps [| yield "t", -1; if not pathIsState then yield "path", -2 |]
+        let fieldNames = fieldColumns m |> Array.filter (fun (_, c) -> c >= d) |> Array.map fst
+
+        match cols |> Array.tryFind (fun c -> Array.contains c fieldNames) with
+        | Some c ->
+            Some(Error(sprintf "%s, line %d: column '%s' in a trajectory file (it has a t column): the field and its Jacobian are estimated from the path, so the file holds t, path and the states only; drop '%s', or drop t to give the field" name (hl + 1) c c))
+        | None ->
+            Some(
+                parseDataWith known name text
+                |> Result.bind (fun fd ->
+                    let q = fd.Columns.Length
+                    let col c = Array.IndexOf(fd.Components, c)
+
+                    match comps |> Array.tryFind (fun (_, c) -> col c < 0) with
+                    | Some(n, _) -> Error(sprintf "%s: no column '%s': a trajectory file holds the whole state along each path (columns t, path and %s)" name n (String.Join(", ", Array.map fst comps)))
+                    | None ->
+                        let rows = fd.Rows
+                        let lineOf r = fst content[r + 1] + 1
+                        let tc, pc = col (-1), col (-2)
+                        let time = Array.init rows (fun r -> fd.Values[r * q + tc])
+                        let pathVal r = if pc >= 0 then fd.Values[r * q + pc] else 0.0
+
+                        let badPath =
+                            Seq.init rows id |> Seq.tryFind (fun r -> let v = pathVal r in v <> Math.Round v || abs v > 9e15)
+
+                        match badPath with
+                        | Some r -> Error(sprintf "%s, line %d, column 'path': '%s' is not a whole number (a path's number)" name (lineOf r) (g6' (pathVal r)))
+                        | None ->
+                            let path = Array.init rows (fun r -> int64 (pathVal r))
+                            // the rows of a path in increasing time
+                            let last = Collections.Generic.Dictionary<int64, int>()
+
+                            let unordered =
+                                Seq.init rows id
+                                |> Seq.tryPick (fun r ->
+                                    match last.TryGetValue path[r] with
+                                    | true, prev when not (time[r] > time[prev]) -> Some(r, prev)
+                                    | _ ->
+                                        last[path[r]] <- r
+                                        None)
+
+                            match unordered with
+                            | Some(r, prev) ->
+                                Error(sprintf "%s, line %d, column 't': t = %s is not after t = %s of line %d%s; the rows of a path must be in increasing time" name (lineOf r) (g6' time[r]) (g6' time[prev]) (lineOf prev)
+                                          (if pc >= 0 then sprintf " (path %d)" path[r] else " (no path column: one path)"))
+                            | None ->
+                                let states = Array.init (rows * d) (fun i -> fd.Values[(i / d) * q + col (i % d)])
+                                let k = TrajectoryField.DefaultNeighbours d
+                                let e = TrajectoryField.Run(states, time, path, d, true, k, k, maxTrajectoryRows)
+
+                                if e.Rows < 2 then
+                                    Error(sprintf "%s: %d interior point%s (a point with a row before and after it on its path); the field is estimated by differences along a path: give at least two" name e.InteriorPoints (if e.InteriorPoints = 1 then "" else "s"))
+                                else
+                                    let names = comps |> Array.map fst
+                                    let cols =
+                                        Array.concat
+                                            [ names
+                                              names |> Array.map (fun n -> "d" + n)
+                                              (if e.HasJacobian then [| for a in names do for b in names -> sprintf "d%s/d%s" a b |] else [||]) ]
+                                    let codes =
+                                        Array.concat
+                                            [ Array.init d id
+                                              Array.init d (fun i -> d + i)
+                                              (if e.HasJacobian then Array.init (d * d) (fun i -> 2 * d + i) else [||]) ]
+                                    let w = cols.Length
+                                    let values =
+                                        Array.init (e.Rows * w) (fun i ->
+                                            let r, c = i / w, i % w
+                                            if c < d then e.States[r * d + c]
+                                            elif c < 2 * d then e.Field[r * d + c - d]
+                                            else e.Jacobian[r * d * d + c - 2 * d])
+
+                                    let estimated =
+                                        [ "points", float e.Points
+                                          "paths", float e.Paths
+                                          "interior_points", float e.InteriorPoints
+                                          "rows", float e.Rows
+                                          "neighbours", float e.Neighbours
+                                          "exclusion_steps", float e.Exclusion
+                                          "degenerate", float e.Degenerate ]
+                                        @ (if e.HasJacobian then [ "median_radius", e.MedianRadius ] else [])
+
+                                    let warnings =
+                                        if not e.HasJacobian && e.InteriorPoints <= k then
+                                            [ sprintf "the Jacobian was not estimated from the trajectories: %d interior points are too few for local linear fits over %d neighbours; the fit matches the estimated field only" e.InteriorPoints k ]
+                                        elif not e.HasJacobian then
+                                            [ sprintf "the Jacobian was not estimated from the trajectories: at every centre the %d nearest states span fewer than %d directions (the thinnest under %g of the widest: a thin attractor, or too few paths); the fit matches the estimated field only (start paths off the attractor, add paths or noise)" k d TrajectoryField.MinSpread ]
+                                        elif e.Degenerate > 0 then
+                                            [ sprintf "%d of %d rows carry no Jacobian: their %d nearest states span fewer than %d directions (the thinnest under %g of the widest); they match the field only" e.Degenerate e.Rows k d TrajectoryField.MinSpread ]
+                                        else []
+
+                                    Ok
+                                        { File = name
+                                          Columns = cols
+                                          Components = codes
+                                          Values = values
+                                          Rows = e.Rows
+                                          Estimated = estimated
+                                          EstimateWarnings = warnings }))
+    | _ -> None
 
 /// Reads and parses the data file of `spec`; errors are located at the file name in the source.
 let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitData, Diagnostic list> =
@@ -155,6 +283,10 @@ let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitDat
                     | KlAt _
                     | KlStationary _ -> parseData spec.Data m (text.ToString())
                     | JacobianMatching _ ->
+                        match trajectoryData m spec.Data (text.ToString()) with
+                        | Some fromPaths -> fromPaths
+                        | None ->
+
                         let d = m.Dim
                         let comps = componentNames m
 
@@ -263,7 +395,9 @@ type FitReport =
       SecondsPerEvaluation: float
       /// What makes the result less reliable than its standard errors say (heavy-tailed DK weights, data
       /// in the model's far tails), found at the fitted values.
-      Warnings: string list }
+      Warnings: string list
+      /// Jacobian matching from a trajectory file: what was estimated (FitData.Estimated); else empty.
+      Estimated: (string * float) list }
 
 let private g6 (x: float) = x.ToString("G6", inv)
 
@@ -294,6 +428,16 @@ let summary (r: FitReport) (defaults: (string * float) list) =
         else sprintf "%s, ..., %s (%d columns)" (String.Join(", ", Array.take 3 r.Columns)) (Array.last r.Columns) r.Columns.Length
 
     [ yield sprintf "fit of %s to %s (%d rows: %s), %s, %s" r.Model (Path.GetFileName r.DataFile) r.DataRows columns r.Objective r.Optimizer
+      if not r.Estimated.IsEmpty then
+          let e = dict r.Estimated
+          let get k = match e.TryGetValue k with | true, v -> v | _ -> nan
+          yield
+              sprintf "  the rows estimated from %g states on %g path%s: the field by three-point differences at %g interior points%s%s"
+                  (get "points") (get "paths") (if get "paths" = 1.0 then "" else "s") (get "interior_points")
+                  (if get "rows" < get "interior_points" then sprintf " (%g of them as rows)" (get "rows") else "")
+                  (if e.ContainsKey "median_radius" then
+                       sprintf ", the Jacobian by local linear fits over %g neighbours (same-path points within %g steps left out; median radius %s standard deviations)" (get "neighbours") (get "exclusion_steps") (g6 (get "median_radius"))
+                   else ", no Jacobian")
       yield sprintf "%s after %d evaluation%s: %s" (if r.Converged then "converged" else "stopped") r.History.Length (if r.History.Length = 1 then "" else "s") r.Stop
       for i in 0 .. r.Names.Length - 1 do
           yield sprintf "  %s = %s   (start %s)" (r.Names[i].PadRight w) (Output.valueWithError r.Fitted[i] r.StdErrs[i]) (g6 r.Start[i])
@@ -346,6 +490,14 @@ let toJson (r: FitReport) : string =
      w.WriteStartArray "bandwidth"
      for h in r.Bandwidth do w.WriteNumberValue h
      w.WriteEndArray()
+
+     if not r.Estimated.IsEmpty then
+         // Jacobian matching from a trajectory file: what was estimated
+         w.WriteStartObject "estimated"
+         w.WriteString("from", "trajectories")
+         for k, v in r.Estimated do num k v
+         w.WriteEndObject()
+
      w.WriteEndObject()
      w.WriteStartObject "settings"
      w.WriteNumber("paths", r.Paths)
@@ -839,7 +991,8 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   FinalLossStdErr = fr.LossStdErr
                   Seconds = seconds
                   SecondsPerEvaluation = seconds / float (history.Count + 1)
-                  Warnings = warnings }
+                  Warnings = data.EstimateWarnings @ warnings
+                  Estimated = data.Estimated }
         with
         | FitFailed d -> Error { Diagnostics = [ d ]; RunFailed = true }
         | :? RunTooLargeException as ex -> failed spec.Pos ex.Message

@@ -42,7 +42,26 @@ let private writeOptionProp (w: Utf8JsonWriter) (name: string) (s: string option
 let samplesColumns (q: QueryOutcome) : string list =
     let t = q.Query.Trim()
     let inner = if t.StartsWith "samples" then t.Substring("samples".Length).Trim() else t
-    let n = if q.Count > 0L then q.Values.Length / int q.Count else 0
+    // a trajectory's text ends in `every Δ`: the observables are the first parenthesised group
+    let inner =
+        if q.Kind = "samples_every" && inner.StartsWith "(" then
+            // the ')' that closes the group opened at 0
+            let mutable stop = inner.Length - 1
+            let mutable d = 0
+            let mutable found = false
+            for i in 0 .. inner.Length - 1 do
+                if not found then
+                    match inner[i] with
+                    | '(' -> d <- d + 1
+                    | ')' ->
+                        d <- d - 1
+                        if d = 0 then
+                            stop <- i
+                            found <- true
+                    | _ -> ()
+            inner.Substring(0, stop + 1)
+        else inner
+    let n = if q.Count > 0L then q.Values.Length / int q.Count / (if q.Kind = "samples_every" then max 1 q.Grid.Length else 1) else 0
 
     match Parser.parseExpr ("f" + inner) with
     | Ok { Kind = Syntax.Call(_, args) } when n = 0 || args.Length = n -> args |> List.map Printer.expr
@@ -59,6 +78,40 @@ let samplesFile (r: RunReport) (setName: string) (index: int) : string =
     else
         let safe = String(setName.ToCharArray() |> Array.map (fun c -> if Char.IsAsciiLetterOrDigit c || c = '-' || c = '.' || c = '=' then c else '_'))
         sprintf "samples_%s_%d.csv" safe index
+
+/// The file a `samples(...) every Δ` result is written to with --out: `samples_every.csv` when it is the
+/// run's only one, else `samples_every_SET_INDEX.csv` (as `samplesFile`).
+let samplesEveryFile (r: RunReport) (setName: string) (index: int) : string =
+    let count = r.Sets |> List.sumBy (fun s -> s.Results |> List.filter (fun q -> q.Kind = "samples_every") |> List.length)
+
+    if count = 1 then "samples_every.csv"
+    else
+        let safe = String(setName.ToCharArray() |> Array.map (fun c -> if Char.IsAsciiLetterOrDigit c || c = '-' || c = '.' || c = '=' then c else '_'))
+        sprintf "samples_every_%s_%d.csv" safe index
+
+let private csvHeaderCell (c: string) = if c.IndexOfAny([| ','; '"' |]) >= 0 then "\"" + c.Replace("\"", "\"\"") + "\"" else c
+
+/// A trajectory result as CSV, written line by line: a header `path,t,` and the columns, one row per path
+/// and grid time (paths in order, each in time order; empty cells for non-finite values).
+let writeSamplesEveryCsv (w: TextWriter) (q: QueryOutcome) =
+    let cols = samplesColumns q
+    let k, times = cols.Length, q.Grid.Length
+    w.Write(String.Join(",", "path" :: "t" :: (cols |> List.map csvHeaderCell)))
+    w.Write('\n')
+    let line = StringBuilder()
+
+    if k > 0 then
+        for p in 0 .. int q.Count - 1 do
+            for i in 0 .. times - 1 do
+                line.Clear().Append(p).Append(',').Append(q.Grid[i].ToString("R", inv)) |> ignore
+
+                for c in 0 .. k - 1 do
+                    line.Append(',') |> ignore
+                    let v = q.Values[(p * times + i) * k + c]
+                    if Double.IsFinite v then line.Append(v.ToString("R", inv)) |> ignore
+
+                line.Append('\n') |> ignore
+                w.Write(line)
 
 /// A samples result as CSV: a header of the columns, one row per path (empty cells for non-finite values).
 let samplesCsv (q: QueryOutcome) : string =
@@ -85,6 +138,11 @@ let writeSamples (dir: string) (r: RunReport) : string list =
               if q.Kind = "samples" then
                   let path = Path.Combine(dir, samplesFile r set.Name i)
                   File.WriteAllText(path, samplesCsv q)
+                  yield path
+              elif q.Kind = "samples_every" then
+                  let path = Path.Combine(dir, samplesEveryFile r set.Name i)
+                  use f = new StreamWriter(path, false, UTF8Encoding(false), 1 <<< 16)
+                  writeSamplesEveryCsv f q
                   yield path ]
 
 let private writeOutcome (w: Utf8JsonWriter) (file: string) (q: QueryOutcome) =
@@ -106,6 +164,16 @@ let private writeOutcome (w: Utf8JsonWriter) (file: string) (q: QueryOutcome) =
         samplesColumns q |> List.iter (fun (c: string) -> w.WriteStringValue c)
         w.WriteEndArray()
         w.WriteNumber("rows", q.Count)
+    elif q.Kind = "samples_every" then
+        // the values are in the file (with --out): a row per path and time; "grid" the times
+        w.WriteString("file", file)
+        w.WriteStartArray "columns"
+        "path" :: "t" :: samplesColumns q |> List.iter (fun (c: string) -> w.WriteStringValue c)
+        w.WriteEndArray()
+        w.WriteNumber("rows", q.Count * int64 q.Grid.Length)
+        w.WriteNumber("paths", q.Count)
+        w.WriteNumber("times", q.Grid.Length)
+        if q.Grid.Length > 1 then writeFloatProp w "every" q.Grid[1]
     elif q.Kind = "lyapunov" then
         writeArrayProp w "grid" q.Grid
         writeArrayProp w "values" q.Values
@@ -184,7 +252,7 @@ let private writeSet (r: RunReport) (w: Utf8JsonWriter) (s: SetReport) =
     writeParamProps w (List.map fst s.Params) (List.map fst s.Params) (s.Params |> List.map snd |> List.toArray)
     w.WriteEndObject()
     w.WriteStartArray "results"
-    s.Results |> List.iteri (fun i q -> writeOutcome w (if q.Kind = "samples" then samplesFile r s.Name i else "") q)
+    s.Results |> List.iteri (fun i q -> writeOutcome w (if q.Kind = "samples" then samplesFile r s.Name i elif q.Kind = "samples_every" then samplesEveryFile r s.Name i else "") q)
     w.WriteEndArray()
     w.WriteEndObject()
 
@@ -469,6 +537,9 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
         // a diagnostic of the final weights, computed exactly from them: no standard error to show
         let resamplings = q.Resamplings |> Option.map (fun r -> sprintf " · %d resampling%s" r (if r = 1L then "" else "s")) |> Option.defaultValue ""
         [ label + paint color "1" (num q.Value) + paint color "2" (sprintf " of %d paths%s" q.Count resamplings) ]
+    | "samples_every" ->
+        let k = samplesColumns q |> List.length
+        [ label + paint color "2" (sprintf "%d paths x %d times x %d column%s: trajectories (a CSV file with --out)" q.Count q.Grid.Length k (if k = 1 then "" else "s")) ]
     | _ -> [ label + paint color "1" (valueWithError q.Value q.StdErr) + via ]
 
 
@@ -551,7 +622,7 @@ let sweeps (r: RunReport) : Sweep list =
 
 /// A scalar result (mean, response): one value and its standard error.
 let isScalar (q: QueryOutcome) =
-    not (isBinned q) && q.Kind <> "lyapunov" && q.Kind <> "mean_series" && q.Kind <> "density2d" && q.Kind <> "samples"
+    not (isBinned q) && q.Kind <> "lyapunov" && q.Kind <> "mean_series" && q.Kind <> "density2d" && q.Kind <> "samples" && q.Kind <> "samples_every"
 
 /// The scalar queries of a sweep, by position, each with its result in every set (in the sweep's order).
 let sweepColumns (sw: Sweep) : (int * QueryOutcome list) list =
@@ -646,7 +717,7 @@ let private csvRows (set: string) (q: QueryOutcome) : string list =
 
     if q.Kind = "mean_series" then
         List.init q.Values.Length (fun i -> row (string i) (csvNumber (at q.Grid i)) q.Values[i] (at q.StdErrs i))
-    elif q.Kind = "samples" then
+    elif q.Kind = "samples" || q.Kind = "samples_every" then
         [] // not an estimate: the values are in the samples file
     elif q.Kind = "lyapunov" then
         List.init q.Values.Length (fun i -> row (string (i + 1)) "" q.Values[i] (at q.StdErrs i))
