@@ -892,18 +892,10 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                         let gn = res.FunctionInfoAtMinimum.Gradient.L2Norm()
                         let its = sprintf "after %d iteration%s" res.Iterations (if res.Iterations = 1 then "" else "s")
 
-                        // Jacobian matching: a deterministic loss whose rounding floor scales with it, so the tolerance
-                        // is relative to max(1, loss) there
-                        let tol = if pb.Field.IsSome then spec.Tolerance * max 1.0 (abs res.FunctionInfoAtMinimum.Value) else spec.Tolerance
-
-                        if gn <= tol then
-                            g, true,
-                            (if tol = spec.Tolerance then sprintf "|grad| %s <= tolerance %s %s" (Output.num gn) (Output.num spec.Tolerance) its
-                             else sprintf "|grad| %s <= tolerance %s x loss %s %s" (Output.num gn) (Output.num spec.Tolerance) (Output.num res.FunctionInfoAtMinimum.Value) its),
-                            "lbfgs"
+                        if gn <= spec.Tolerance then g, true, sprintf "|grad| %s <= tolerance %s %s" (Output.num gn) (Output.num spec.Tolerance) its, "lbfgs"
                         else
                             g, false,
-                            sprintf "not converged: L-BFGS ended (MathNet's reason: %A) %s with |grad| %s > %s (the iteration limit, or a line search that found no decrease: a gradient at its noise floor, Monte-Carlo or rounding, or an unreliable one, see the warnings)" res.ReasonForExit its (Output.num gn) (if tol = spec.Tolerance then "tolerance " + Output.num tol else sprintf "tolerance %s x loss = %s" (Output.num spec.Tolerance) (Output.num tol)),
+                            sprintf "not converged: L-BFGS ended (MathNet's reason: %A) %s with |grad| %s > tolerance %s (the iteration limit, or a line search that found no decrease: a gradient at its noise floor, Monte-Carlo or rounding, or an unreliable one, see the warnings)" res.ReasonForExit its (Output.num gn) (Output.num spec.Tolerance),
                             "lbfgs"
                     with
                     | :? FitFailed -> reraise ()
@@ -924,9 +916,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
             // error over the data rows, in the unconstrained coordinates: the optimum is then found to the precision
             // the data give it, and no line search can do better on a gradient that is noise
             let converged, stop =
-                // (not for Jacobian matching: its objective is deterministic, so L-BFGS can reach the least-squares
-                // optimum itself, and a gradient within the rows' standard error may still be far from it)
-                if converged || optText <> "lbfgs" || pb.Field.IsSome then converged, stop
+                if converged || optText <> "lbfgs" then converged, stop
                 else
                     let uf = Array.map2 (fun tr g -> (ofParam tr g).Value) trs fitted
                     let gu = Array.init k (fun j -> fr.Gradient[j] * slope trs[j] uf[j])
