@@ -145,6 +145,16 @@ let examples =
                   Expect.isLessThan (j["loss"].GetValue<float>()) first (rel + ": the loss came down")
           }
 
+          test "a trajectory file given to a kl objective says what it is and which objective takes it" {
+              withTemp (fun dir ->
+                  File.WriteAllText(Path.Combine(dir, "data.csv"), "path,t,x\n0,0,1\n0,0.1,0.9\n1,0,1\n1,0.1,0.8\n")
+                  let p = compile (ouModel 1.0 0.5 100 "iterations = 1")
+                  let d = List.head (fitErrors p dir)
+                  Expect.stringContains d.Message "column 'path': this looks like a trajectory file" (oneLine d)
+                  Expect.stringContains d.Message "jacobian_matching" (oneLine d)
+                  Expect.equal d.Line 10 "located at the fit line")
+          }
+
           test "dsl fit --iterations: a whole number from 1; it caps the fit's iterations" {
               let bad = dsl [ "fit"; "examples/fit_ou.sde"; "--iterations"; "0" ]
               Expect.equal bad.Code 2 (describe [ "--iterations 0" ] bad)

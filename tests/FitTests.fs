@@ -52,7 +52,7 @@ let fitOk (p: CompiledProgram) (dir: string) =
     | Ok r -> r
     | Error ds -> failwithf "fit errors:\n%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
 
-let private fitErrors (p: CompiledProgram) (dir: string) =
+let fitErrors (p: CompiledProgram) (dir: string) =
     match p.Fit(dataDir = dir) with
     | Ok _ -> failwith "expected a fit error"
     | Error ds -> ds

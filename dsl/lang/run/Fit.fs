@@ -88,6 +88,9 @@ and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Resu
             |> Array.indexed
             |> Array.tryPick (fun (j, c) ->
                 if c = "" then Some(sprintf "%s, line %d: column %d of the header has no name; name each column by a state (%s)" name (hl + 1) (j + 1) list)
+                elif not (knownMap.ContainsKey c) && (c = "t" || c = "path") && not (knownMap.ContainsKey "t") && not (known |> Array.exists (fun (k, _) -> k.Contains "/")) then
+                    // a trajectory file (samples(...) every Δ) given to a kl objective
+                    Some(sprintf "%s, line %d: column '%s': this looks like a trajectory file (samples(...) every Δ writes path, t, ...), which is data for objective = jacobian_matching(...); a kl objective takes one row per sample of the states (samples(...) without every writes them)" name (hl + 1) c)
                 elif not (knownMap.ContainsKey c) then
                     Some(sprintf "%s, line %d: unknown column '%s'%s; the columns are states of the model (%s)" name (hl + 1) c (Checker.suggest c (Array.map fst known)) list)
                 elif Array.IndexOf(cols, c) <> j then Some(sprintf "%s, line %d: column '%s' appears twice" name (hl + 1) c)
