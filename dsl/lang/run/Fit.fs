@@ -298,7 +298,7 @@ let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitDat
                             match comps |> Array.tryFind (fun (_, c) -> not (Array.contains c fd.Components)) with
                             | Some(n, _) -> Error(sprintf "%s: no column '%s': jacobian matching evaluates the model's field at each row's whole state (columns: the states, the field components as d%s, the Jacobian entries as d%s/d%s)" spec.Data n n n n)
                             | None when fd.Components |> Array.forall (fun c -> c < d) ->
-                                Error(sprintf "%s: no field column: name the field components d%s, ... or the Jacobian entries d%s/d%s, ..." spec.Data (fst comps[0]) (fst comps[0]) (fst comps[0]))
+                                Error(sprintf "%s: no field column: name the field components d%s, ... or the Jacobian entries d%s/d%s, ..., or give trajectories (a t column, as samples(...) every Δ writes them) to estimate them from" spec.Data (fst comps[0]) (fst comps[0]) (fst comps[0]))
                             | None -> Ok fd)
 
                 match parsed with
