@@ -150,7 +150,7 @@ let examples =
                   File.WriteAllText(Path.Combine(dir, "data.csv"), "path,t,x\n0,0,1\n0,0.1,0.9\n1,0,1\n1,0.1,0.8\n")
                   let p = compile (ouModel 1.0 0.5 100 "iterations = 1")
                   let d = List.head (fitErrors p dir)
-                  Expect.stringContains d.Message "column 'path': this looks like a trajectory file" (oneLine d)
+                  Expect.stringContains d.Message "a column 't': this looks like a trajectory file" (oneLine d)
                   Expect.stringContains d.Message "jacobian_matching" (oneLine d)
                   Expect.equal d.Line 10 "located at the fit line")
           }

@@ -185,32 +185,9 @@ let private expectLeastSquares (r: Fit.FitReport) (csv: string) (lambda: float) 
     for k in 0..8 do
         Expect.floatClose { absolute = 1e-3; relative = 1e-5 } (at (sprintf "c[%d]" k)) c[k] (sprintf "λ = %g: c[%d]" lambda k)
 
-/// 200 states on the Lorenz-63 attractor from (−3, 1, 20) by RK4 (h = 0.01, every 20th step after 1000), with the
-/// exact field and all nine Jacobian entries: another trajectory than the example's file.
-let private writeField (path: string) =
-    let f (v: float[]) = [| 10.0 * (v[1] - v[0]); v[0] * (28.0 - v[2]) - v[1]; v[0] * v[1] - 8.0 / 3.0 * v[2] |]
-    let add (a: float[]) (b: float[]) (c: float) = Array.map2 (fun x y -> x + c * y) a b
-    let mutable v = [| -3.0; 1.0; 20.0 |]
-    let h = 0.01
-    let rows = Collections.Generic.List<string>()
-    rows.Add "x,y,z,dx,dy,dz,dx/dx,dx/dy,dx/dz,dy/dx,dy/dy,dy/dz,dz/dx,dz/dy,dz/dz"
-    let mutable n = 0
-
-    while rows.Count <= 200 do
-        n <- n + 1
-        let k1 = f v
-        let k2 = f (add v k1 (h / 2.0))
-        let k3 = f (add v k2 (h / 2.0))
-        let k4 = f (add v k3 h)
-        v <- Array.init 3 (fun i -> v[i] + h / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i]))
-
-        if n > 1000 && n % 20 = 0 then
-            let fx = f v
-            let x, y, z = v[0], v[1], v[2]
-            let cells = [ x; y; z; fx[0]; fx[1]; fx[2]; -10.0; 10.0; 0.0; 28.0 - z; -1.0; -x; y; x; -8.0 / 3.0 ]
-            rows.Add(String.Join(",", cells |> List.map (fun c -> c.ToString("R", Globalization.CultureInfo.InvariantCulture))))
-
-    File.WriteAllLines(path, rows)
+/// 200 states on the Lorenz-63 attractor from (−3, 1, 20), with the exact field and all nine Jacobian entries:
+/// another trajectory than the example's file.
+let private writeField (path: string) = FitTests.writeL63FieldFrom [| -3.0; 1.0; 20.0 |] 200 path
 
 /// Paths for the spectra: more than the file's 32 (each run is 12,000 steps a path, under a second).
 let private paths = 256L

@@ -197,32 +197,7 @@ let gradient =
                   | Error e -> failwithf "%A" e.Diagnostics
                   | Ok pb ->
                       Expect.equal pb.Record.Steps [| 75L; 150L; 225L; 300L |] "recorded steps: four evenly spaced over [1.5, 6]"
-                      let gamma = [| 0.8; 0.4 |]
-                      let h = 1e-4
-                      let reps = 16
-
-                      let rows =
-                          [ for r in 0 .. reps - 1 ->
-                                let seed = uint64 (100 + r)
-                                let g = (Fit.evaluate pb gamma seed seed).Gradient
-
-                                let fd k =
-                                    let at s = Array.mapi (fun i v -> if i = k then v + s else v) gamma
-                                    ((Fit.evaluate pb (at h) seed seed).Loss - (Fit.evaluate pb (at -h) seed seed).Loss) / (2.0 * h)
-
-                                g, [| fd 0; fd 1 |] ]
-
-                      for k in 0..1 do
-                          let d = rows |> List.map (fun (g, f) -> g[k] - f[k]) |> List.toArray
-                          let gs = rows |> List.map (fun (g, _) -> g[k]) |> List.toArray
-                          let fs = rows |> List.map (fun (_, f) -> f[k]) |> List.toArray
-                          let mean (xs: float[]) = Array.average xs
-                          let se (xs: float[]) = sqrt ((xs |> Array.sumBy (fun x -> (x - mean xs) ** 2.0)) / float (xs.Length - 1) / float xs.Length)
-                          let name = if k = 0 then "a (drift)" else "b (diffusion)"
-                          let what = sprintf "%s: DK %g ± %g, differences %g ± %g, DK − differences %g ± %g" name (mean gs) (se gs) (mean fs) (se fs) (mean d) (se d)
-                          printfn "FitStationary.Gradient %s" what
-                          Expect.isLessThan (abs (mean d)) (4.5 * se d) what
-                          Expect.isGreaterThan (abs (mean gs)) (10.0 * se d) (sprintf "the gradient is resolved: %s" what))
+                      gradientAgreesWithDifferences "FitStationary.Gradient" pb [| 0.8; 0.4 |])
           } ]
 
 [<Tests>]

@@ -292,6 +292,36 @@ simulate { paths = 3000; dt = 0.02; T = 0.5; seed = 11 }
 fit a, b to "data.csv" { iterations = 1 }
 """
 
+/// The DK gradient of a fit's objective against central differences (h = 1e-4) of the same objective with
+/// common random numbers (the same paths and jitter), over 16 seeds, for the two params of `gamma` (a drift
+/// and a diffusion param): the mean difference is 0 within 4.5 standard errors, and the gradient is resolved
+/// (more than 10 of them, else the check could not fail). Prints the figures under `label`.
+let gradientAgreesWithDifferences (label: string) (pb: Fit.Problem) (gamma: float[]) =
+    let h = 1e-4
+
+    let rows =
+        [ for r in 0..15 ->
+              let seed = uint64 (100 + r)
+              let g = (Fit.evaluate pb gamma seed seed).Gradient
+
+              let fd k =
+                  let at s = Array.mapi (fun i v -> if i = k then v + s else v) gamma
+                  ((Fit.evaluate pb (at h) seed seed).Loss - (Fit.evaluate pb (at -h) seed seed).Loss) / (2.0 * h)
+
+              g, [| fd 0; fd 1 |] ]
+
+    for k in 0..1 do
+        let d = rows |> List.map (fun (g, f) -> g[k] - f[k]) |> List.toArray
+        let gs = rows |> List.map (fun (g, _) -> g[k]) |> List.toArray
+        let fs = rows |> List.map (fun (_, f) -> f[k]) |> List.toArray
+        let mean (xs: float[]) = Array.average xs
+        let se (xs: float[]) = sqrt ((xs |> Array.sumBy (fun x -> (x - mean xs) ** 2.0)) / float (xs.Length - 1) / float xs.Length)
+        let name = if k = 0 then "a (drift)" else "b (diffusion)"
+        let what = sprintf "%s: DK %g ± %g, differences %g ± %g, DK − differences %g ± %g" name (mean gs) (se gs) (mean fs) (se fs) (mean d) (se d)
+        printfn "%s %s" label what
+        Expect.isLessThan (abs (mean d)) (4.5 * se d) what
+        Expect.isGreaterThan (abs (mean gs)) (10.0 * se d) (sprintf "the gradient is resolved: %s" what)
+
 [<Tests>]
 let gradient =
     testList
@@ -310,30 +340,7 @@ let gradient =
 
                   match Fit.problem p.Program.File p.FitSpec.Value { Fit.defaultFitOptions with BaseDir = dir } with
                   | Error e -> failwithf "%A" e.Diagnostics
-                  | Ok pb ->
-                      let gamma = [| 0.8; 0.4 |]
-                      let h = 1e-4
-                      let reps = 16
-
-                      let rows =
-                          [ for r in 0 .. reps - 1 ->
-                                let seed = uint64 (100 + r)
-                                let g = (Fit.evaluate pb gamma seed seed).Gradient
-
-                                let fd k =
-                                    let at s = Array.mapi (fun i v -> if i = k then v + s else v) gamma
-                                    ((Fit.evaluate pb (at h) seed seed).Loss - (Fit.evaluate pb (at -h) seed seed).Loss) / (2.0 * h)
-
-                                g, [| fd 0; fd 1 |] ]
-
-                      for k in 0..1 do
-                          let d = rows |> List.map (fun (g, f) -> g[k] - f[k]) |> List.toArray
-                          let gs = rows |> List.map (fun (g, _) -> g[k]) |> List.toArray
-                          let mean (xs: float[]) = Array.average xs
-                          let se (xs: float[]) = sqrt ((xs |> Array.sumBy (fun x -> (x - mean xs) ** 2.0)) / float (xs.Length - 1) / float xs.Length)
-                          let name = if k = 0 then "a (drift)" else "b (diffusion)"
-                          Expect.isLessThan (abs (mean d)) (4.5 * se d) (sprintf "%s: DK %g ± %g, difference %g ± %g" name (mean gs) (se gs) (mean d) (se d))
-                          Expect.isGreaterThan (abs (mean gs)) (10.0 * se d) (sprintf "%s: the gradient %g is resolved (difference se %g)" name (mean gs) (se d)))
+                  | Ok pb -> gradientAgreesWithDifferences "Fit.Gradient" pb [| 0.8; 0.4 |])
           } ]
 
 [<Tests>]
@@ -653,16 +660,20 @@ query {
 """
         s r b lambda
 
-/// 100 states on the Lorenz-63 attractor (σ, ρ, β) = (10, 28, 8/3) by RK4, with the exact field and Jacobian.
-let private writeL63Field (dir: string) =
+/// `count` states on the Lorenz-63 attractor (σ, ρ, β) = (10, 28, 8/3) from `start` by RK4 (h = 0.01, every
+/// 20th step after 1000), with the exact field and all nine Jacobian entries, written to `path` (also by
+/// FitMisspecifiedTests, from another start).
+let writeL63FieldFrom (start: float[]) (count: int) (path: string) =
     let f (v: float[]) = [| 10.0 * (v[1] - v[0]); v[0] * (28.0 - v[2]) - v[1]; v[0] * v[1] - 8.0 / 3.0 * v[2] |]
     let add (a: float[]) (b: float[]) (c: float) = Array.map2 (fun x y -> x + c * y) a b
-    let mutable v = [| 1.0; 1.0; 20.0 |]
+    let mutable v = Array.copy start
     let h = 0.01
     let rows = Collections.Generic.List<string>()
-    rows.Add "x,y,z,dx,dy,dz,dx/dx,dx/dy,dy/dx,dy/dy,dy/dz,dz/dx,dz/dy,dz/dz"
+    rows.Add "x,y,z,dx,dy,dz,dx/dx,dx/dy,dx/dz,dy/dx,dy/dy,dy/dz,dz/dx,dz/dy,dz/dz"
+    let mutable n = 0
 
-    for n in 1..3000 do
+    while rows.Count <= count do
+        n <- n + 1
         let k1 = f v
         let k2 = f (add v k1 (h / 2.0))
         let k3 = f (add v k2 (h / 2.0))
@@ -672,10 +683,13 @@ let private writeL63Field (dir: string) =
         if n > 1000 && n % 20 = 0 then
             let fx = f v
             let x, y, z = v[0], v[1], v[2]
-            let cells = [ x; y; z; fx[0]; fx[1]; fx[2]; -10.0; 10.0; 28.0 - z; -1.0; -x; y; x; -8.0 / 3.0 ]
+            let cells = [ x; y; z; fx[0]; fx[1]; fx[2]; -10.0; 10.0; 0.0; 28.0 - z; -1.0; -x; y; x; -8.0 / 3.0 ]
             rows.Add(String.Join(",", cells |> List.map (fun c -> c.ToString("R", Globalization.CultureInfo.InvariantCulture))))
 
-    File.WriteAllLines(Path.Combine(dir, "field.csv"), rows)
+    File.WriteAllLines(path, rows)
+
+/// 100 states from (1, 1, 20), with the exact field and Jacobian, as `field.csv` in `dir`.
+let private writeL63Field (dir: string) = writeL63FieldFrom [| 1.0; 1.0; 20.0 |] 100 (Path.Combine(dir, "field.csv"))
 
 [<Tests>]
 let jacobian =

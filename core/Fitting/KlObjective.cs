@@ -39,9 +39,7 @@ public static class KlObjective
     /// </summary>
     public static Result Evaluate(double[] points, int copies, int q, int[] columns, double[] h, PathRecord rec, int threads)
     {
-        ArgumentNullException.ThrowIfNull(points); ArgumentNullException.ThrowIfNull(rec);
-        if (copies < 1 || q < 1 || columns.Length != q || h.Length != q || points.Length % (copies * q) != 0)
-            throw new ArgumentException("the smoothed data do not match their columns");
+        CheckShapes(points, copies, q, columns, h, rec);
         // a stationary recording holds Times rows per path (kl stationary window): the kernel estimate averages
         // over all rows, and the weights (window increments) are centred per recorded time
         int P = checked((int)rec.Rows), K = rec.K, D = rec.D;
@@ -61,30 +59,12 @@ public static class KlObjective
         var opts = new ParallelOptions { MaxDegreeOfParallelism = threads > 0 ? threads : Environment.ProcessorCount };
         Parallel.For(0, rows, opts, () => (new double[P], new double[q]), (m, _, buf) =>
         {
-            var (logK, y) = buf;
+            var (e, y) = buf;
             for (int j = 0; j < q; j++) y[j] = points[(long)m * q + j] / h[j];
-            double top = double.NegativeInfinity;
-            for (int p = 0; p < P; p++)
-            {
-                double a = 0;
-                long o = (long)p * q;
-                for (int j = 0; j < q; j++) { double z = y[j] - xs[o + j]; a += z * z; }
-                logK[p] = -0.5 * a;
-                if (logK[p] > top) top = logK[p];
-            }
-            double w = 0, w2 = 0;
-            for (int p = 0; p < P; p++) { double e = Math.Exp(logK[p] - top); logK[p] = e; w += e; w2 += e * e; }
+            var g = rowGrad.AsSpan((int)((long)m * K), K);
+            var (top, w, w2) = Kernel(y, xs, q, P, e, lc, K, g);
             rowEff[m] = w * w / w2;
             rowLoss[m] = -(top + Math.Log(w) - logNorm);
-            long g = (long)m * K;
-            for (int p = 0; p < P; p++)
-            {
-                double e = logK[p];
-                if (e == 0) continue;
-                long o = (long)p * K;
-                for (int k = 0; k < K; k++) rowGrad[g + k] -= e * lc[o + k];
-            }
-            for (int k = 0; k < K; k++) rowGrad[g + k] /= w;
             return buf;
         }, _ => { });
 
@@ -101,9 +81,7 @@ public static class KlObjective
     /// </summary>
     public static Result EvaluateMarginals(double[] points, int copies, int q, int[] columns, double[] h, PathRecord rec, int threads)
     {
-        ArgumentNullException.ThrowIfNull(points); ArgumentNullException.ThrowIfNull(rec);
-        if (copies < 1 || q < 1 || columns.Length != q || h.Length != q || points.Length % (copies * q) != 0)
-            throw new ArgumentException("the smoothed data do not match their columns");
+        CheckShapes(points, copies, q, columns, h, rec);
         int P = checked((int)rec.Rows), K = rec.K, D = rec.D;
         int rows = points.Length / q, n = rows / copies;
         // column-major here: each marginal's P values contiguous, scaled by 1/h_j
@@ -120,37 +98,20 @@ public static class KlObjective
         var colGrad = new double[(long)rows * q * K];
         var below = new int[rows]; // per smoothed point, its columns with fewer than 10 effective paths
         var opts = new ParallelOptions { MaxDegreeOfParallelism = threads > 0 ? threads : Environment.ProcessorCount };
-        Parallel.For(0, rows, opts, () => (new double[P], new double[K]), (m, _, buf) =>
+        Parallel.For(0, rows, opts, () => (new double[P], new double[1]), (m, _, buf) =>
         {
-            var (kern, g) = buf;
+            var (e, y) = buf;
             double loss = 0, eff = double.PositiveInfinity;
-            long gm = (long)m * K;
+            var row = rowGrad.AsSpan((int)((long)m * K), K);
             for (int j = 0; j < q; j++)
             {
-                double y = points[(long)m * q + j] / h[j];
-                long o = (long)j * P;
-                double top = double.NegativeInfinity;
-                for (int p = 0; p < P; p++)
-                {
-                    double z = y - xs[o + p];
-                    kern[p] = -0.5 * z * z;
-                    if (kern[p] > top) top = kern[p];
-                }
-                double w = 0, w2 = 0;
-                for (int p = 0; p < P; p++) { double e = Math.Exp(kern[p] - top); kern[p] = e; w += e; w2 += e * e; }
+                y[0] = points[(long)m * q + j] / h[j];
+                var g = colGrad.AsSpan((int)(((long)m * q + j) * K), K);
+                var (top, w, w2) = Kernel(y, xs.AsSpan((int)((long)j * P), P), 1, P, e, lc, K, g);
                 eff = Math.Min(eff, w * w / w2);
                 if (w * w / w2 < 10) below[m]++;
                 loss -= top + Math.Log(w) - logNorm[j];
-                Array.Clear(g);
-                for (int p = 0; p < P; p++)
-                {
-                    double e = kern[p];
-                    if (e == 0) continue;
-                    long l = (long)p * K;
-                    for (int k = 0; k < K; k++) g[k] -= e * lc[l + k];
-                }
-                long c = ((long)m * q + j) * K;
-                for (int k = 0; k < K; k++) { colGrad[c + k] = g[k] / w; rowGrad[gm + k] += g[k] / w; }
+                for (int k = 0; k < K; k++) row[k] += g[k];
             }
             rowLoss[m] = loss;
             rowEff[m] = eff;
@@ -165,6 +126,44 @@ public static class KlObjective
                 for (long e = 0; e < (long)q * K; e++)
                     r.DatumColumnGradient[(long)i * q * K + e] += colGrad[(long)(i * copies + c) * q * K + e] / copies;
         return r;
+    }
+
+    static void CheckShapes(double[] points, int copies, int q, int[] columns, double[] h, PathRecord rec)
+    {
+        ArgumentNullException.ThrowIfNull(points); ArgumentNullException.ThrowIfNull(rec);
+        if (copies < 1 || q < 1 || columns.Length != q || h.Length != q || points.Length % (copies * q) != 0)
+            throw new ArgumentException("the smoothed data do not match their columns");
+    }
+
+    /// <summary>
+    /// The Gaussian kernel of the scaled point y (q coordinates) against the P scaled samples xs (row p at p·q):
+    /// e[p] ← exp(−|y − x_p|²/2 − top) with top the largest exponent, and g[k] ← −Σ_p e[p] lc[p, k] / Σ_p e[p], the
+    /// point's gradient of −log ρ_h. Returns top, Σ e and Σ e² (log ρ_h is top + log Σ e less the normalisation;
+    /// (Σ e)² / Σ e² the paths the estimate rests on). Both laws, joint and marginal, evaluate their points so.
+    /// </summary>
+    static (double Top, double W, double W2) Kernel(ReadOnlySpan<double> y, ReadOnlySpan<double> xs, int q, int P, double[] e, double[] lc, int K, Span<double> g)
+    {
+        double top = double.NegativeInfinity;
+        for (int p = 0; p < P; p++)
+        {
+            double a = 0;
+            int o = p * q;
+            for (int j = 0; j < q; j++) { double z = y[j] - xs[o + j]; a += z * z; }
+            e[p] = -0.5 * a;
+            if (e[p] > top) top = e[p];
+        }
+        double w = 0, w2 = 0;
+        for (int p = 0; p < P; p++) { double x = Math.Exp(e[p] - top); e[p] = x; w += x; w2 += x * x; }
+        g.Clear();
+        for (int p = 0; p < P; p++)
+        {
+            double x = e[p];
+            if (x == 0) continue;
+            long o = (long)p * K;
+            for (int k = 0; k < K; k++) g[k] -= x * lc[o + k];
+        }
+        for (int k = 0; k < K; k++) g[k] /= w;
+        return (top, w, w2);
     }
 
     /// <summary>

@@ -570,7 +570,7 @@ public static class ResponseEngine
             if (Lu != null) dense += 2L * Lu.Slots + 2 * d + St.JRow.Length + St.HRow.Length;
             long noise = DiagonalNoise ? 0 : 2 * ((long)d * m + (long)d * d + (long)m * m);
             long perPlan = Plans.Sum(p => (long)(p.Kind == EstimateKind.Density ? p.Bins : 1) * 3 + (p.StationaryWindow > 0 ? (long)Math.Round(p.StationaryWindow / Dt) + 2 : 0));
-            if (Record?.Steps != null) perPlan += (Record.WindowSteps + 1) * Plans.Length; // the stationary recording's ring of ℓ
+            if (Record?.Steps != null) perPlan += (Record.WindowSteps + 1) * Plans.Length; // the stationary recording's rings of ℓ
             return 8 * (dense + noise + perPlan + 16 * d + (long)NParams * 4 * d + St.HRow.Length + St.JRow.Length * 2) + (1 << 16);
         }
     }

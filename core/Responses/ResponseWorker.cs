@@ -39,8 +39,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     readonly double[] accW;          // per plan, per path: B = Σ ω (centred plans)
     readonly long[] cnt;
     readonly double[][] ring;
-    // stationary recording (the fit's kl stationary window): ℓ of each plan over the last K + 1 steps; the next recorded time
-    readonly double[] recRing;
+    // stationary recording (the fit's kl stationary window): whether there is one, and the next recorded time
+    readonly bool recording;
     int _recNext;
     // Lyapunov alignment: the top Lyapunov vector q_n (and the product J q), from the fixed initial frame
     readonly double[] lyq, lyz, lyq0;
@@ -91,9 +91,12 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             var p = U.Plans[i];
             acc[i] = new double[p.Kind == EstimateKind.Density ? p.Bins : 1];
             accC[i] = new double[acc[i].Length];
-            if (U.WindowSteps[i] > 0) ring[i] = new double[U.WindowSteps[i] + 1];
+            // the ring of ℓ over the last K + 1 steps: a stationary window's, or the stationary recording's
+            // (whose plans have no window of their own)
+            long w = U.WindowSteps[i] > 0 ? U.WindowSteps[i] : U.Record?.Steps != null ? U.Record.WindowSteps : 0;
+            if (w > 0) ring[i] = new double[checked((int)(w + 1))];
         }
-        recRing = U.Record?.Steps != null ? new double[checked((int)((U.Record.WindowSteps + 1) * U.Plans.Length))] : Array.Empty<double>();
+        recording = U.Record?.Steps != null;
         lyq0 = U.NeedAlign ? LyapunovEngine.InitialFrame(d, 1) : Array.Empty<double>();
         lyq = new double[lyq0.Length]; lyz = new double[lyq0.Length];
     }
@@ -275,7 +278,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                 var r = ring[i];
                 r[n % r.Length] = plans[i].Method == ResponseMethod.DivergenceKernel ? ell[U.PlanGroup[i]][plans[i].Which] : 0.0;
             }
-        if (recRing.Length > 0) RecordStationary(n, px);
+        if (recording) RecordStationary(n, px);
         for (int i = 0; i < plans.Length; i++)
         {
             if (n < U.From[i] || n > U.To[i]) continue;
@@ -293,7 +296,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                         else
                         {
                             omega = ell[g][p.Which];
-                            if (ring[i] != null)
+                            if (U.WindowSteps[i] > 0)
                             {
                                 long back = n - U.WindowSteps[i];
                                 omega -= ring[i][(back < 0 ? 0 : back) % ring[i].Length];
@@ -331,22 +334,20 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     }
 
     /// <summary>
-    /// Stationary recording: ℓ_n of every plan into the ring; at a recorded step, the state x_n and the window
-    /// increments ℓ_n − ℓ_{n−K} (ℓ_{n−K} read as ℓ_0 when n &lt; K) into the path's row of the record.
+    /// Stationary recording: at a recorded step, the state x_n and the window increments ℓ_n − ℓ_{n−K} (ℓ_{n−K}
+    /// read as ℓ_0 when n &lt; K) of every plan, from the plans' rings of ℓ, into the path's row of the record.
     /// </summary>
     void RecordStationary(long n, double* px)
     {
         var r = U.Record!;
         var steps = r.Steps!;
-        int np = r.K;
-        long len = r.WindowSteps + 1, slot = n % len * np;
-        for (int k = 0; k < np; k++) recRing[slot + k] = ell[U.PlanGroup[k]][U.Plans[k].Which];
         if (_recNext >= steps.Length || steps[_recNext] != n) return;
-        long back = n - r.WindowSteps;
-        long from = (back < 0 ? 0 : back) % len * np;
+        int np = r.K;
+        long len = r.WindowSteps + 1, back = n - r.WindowSteps;
+        long slot = n % len, from = (back < 0 ? 0 : back) % len;
         long row = ((long)_gp - r.FirstPath) * steps.Length + _recNext;
         for (int i = 0; i < r.D; i++) r.X[row * r.D + i] = px[i];
-        for (int k = 0; k < np; k++) r.Ell[row * np + k] = recRing[slot + k] - recRing[from + k];
+        for (int k = 0; k < np; k++) r.Ell[row * np + k] = ring[k][slot] - ring[k][from];
         _recNext++;
     }
 

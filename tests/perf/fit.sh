@@ -12,12 +12,16 @@ dotnet build dsl/cli -c Release -v q -nologo >/dev/null
 dll=dsl/cli/bin/Release/net10.0/dsl.dll
 work="$(mktemp -d -t dsl-fit.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-for T in 1 10; do
-  out="$( { /usr/bin/time -f "%M" dotnet "$dll" fit examples/fit_ou.sde --T "$T" --threads 1 --quiet --json > "$work/fit$T.json"; } 2>&1 | tail -n 1)"
-  per="$(grep -o '"seconds_per_evaluation": [0-9.e+-]*' "$work/fit$T.json" | awk '{print $2}')"
-  evals="$(grep -c '"iteration"' "$work/fit$T.json")"
-  printf "fit T = %-3s  %3d evaluations  %6.3f s per evaluation  peak %4d MB\n" "$T" "$evals" "$per" $(( out / 1024 ))
-done
+# fit_measure LABEL FILE T [dsl fit options]: evaluations, seconds per evaluation and peak memory of one fit
+fit_measure() {
+  local label="$1" file="$2" T="$3"; shift 3
+  local json="$work/fit.json" out per evals
+  out="$( { /usr/bin/time -f "%M" dotnet "$dll" fit "$file" --T "$T" --quiet --json "$@" > "$json"; } 2>&1 | tail -n 1)"
+  per="$(grep -o '"seconds_per_evaluation": [0-9.e+-]*' "$json" | awk '{print $2}')"
+  evals="$(grep -c '"iteration"' "$json")"
+  printf "%s T = %-3s %3d evaluations  %6.3f s per evaluation  peak %4d MB\n" "$label" "$T" "$evals" "$per" $(( out / 1024 ))
+}
+for T in 1 10; do fit_measure "fit OU (one thread)" examples/fit_ou.sde "$T" --threads 1; done
 # the simulation part of one evaluation against a plain simulation (same model, paths, seed, steps)
 sed -e '/^fit /,/^}/d' -e '/^query {/,/^}/d' examples/fit_ou.sde > "$work/base.sde"
 printf 'query {\n  mean(x)\n}\n' | cat "$work/base.sde" - > "$work/plain.sde"
@@ -30,12 +34,7 @@ for f in plain dk; do
 done
 # the Lorenz-96 example (20 components, 1000 paths x 100 steps per evaluation, 1000 data rows, law = marginals),
 # all cores, a few L-BFGS iterations at T = 1 and T = 10 (10x the steps): seconds per evaluation and peak memory
-for T in 1 10; do
-  out="$( { /usr/bin/time -f "%M" dotnet "$dll" fit examples/fit_lorenz96.sde --T "$T" --iterations 3 --quiet --json > "$work/l96_$T.json"; } 2>&1 | tail -n 1)"
-  per="$(grep -o '"seconds_per_evaluation": [0-9.e+-]*' "$work/l96_$T.json" | awk '{print $2}')"
-  evals="$(grep -c '"iteration"' "$work/l96_$T.json")"
-  printf "fit Lorenz-96 (d = 20) T = %-3s %3d evaluations  %6.3f s per evaluation (all cores)  peak %4d MB\n" "$T" "$evals" "$per" $(( out / 1024 ))
-done
+for T in 1 10; do fit_measure "fit Lorenz-96 (d = 20, all cores)" examples/fit_lorenz96.sde "$T" --iterations 3; done
 # and its simulation part against a plain run of the same paths: the two DK responses the fit needs
 sed -e '/^fit /,/^}/d' -e '/^query {/,/^}/d' examples/fit_lorenz96.sde > "$work/l96base.sde"
 printf 'query {\n  mean(x[0])\n}\n' | cat "$work/l96base.sde" - > "$work/l96plain.sde"

@@ -96,6 +96,33 @@ let private fail (p: Pos) (m: string) : Result<'a, Diagnostic list> = Error [ { 
 let private collect (rs: Result<unit, Diagnostic list> list) =
     rs |> List.collect (function Error ds -> ds | Ok () -> [])
 
+let private argPos a = match a with ArgNum(_, _, p) | ArgName(_, _, p) -> p
+let private argName a = match a with ArgNum(n, _, _) | ArgName(n, _, _) -> n
+
+/// The one number argument `name = v` of a method (jacobian_matching(lambda = ...), adam(lr = ...)): `dflt`
+/// when absent; an argument given twice, another argument, a name for the number or a value `check`
+/// refuses is an error at that argument.
+let private numberArg (consts: Map<string, int>) (m: Method) (name: string) (dflt: float) (check: float -> string option) =
+    let dup =
+        m.Args
+        |> List.groupBy argName
+        |> List.collect (fun (n, occ) -> occ |> List.tail |> List.map (fun a -> { Pos = argPos a; Message = sprintf "argument '%s' given twice" n }))
+
+    if not dup.IsEmpty then Error dup
+    else
+        m.Args
+        |> List.fold
+            (fun acc a ->
+                acc
+                |> Result.bind (fun v ->
+                    match a with
+                    | ArgNum(n, e, _) when n = name ->
+                        Checker.constantValue consts name e
+                        |> Result.bind (fun v -> match check v with Some msg -> fail e.Pos msg | None -> Ok v)
+                    | ArgName(n, _, p) when n = name -> fail p (sprintf "%s must be a number" name)
+                    | a -> fail (argPos a) (sprintf "unknown argument '%s' of %s; it takes %s = ..." (argName a) m.Name name)))
+            (Ok dflt)
+
 /// The objective: `kl at T` (the settings' T, or a grid time).
 let private objectiveOf (consts: Map<string, int>) (settings: Settings) (s: FitSetting) : Result<Objective, Diagnostic list> =
     match s.FitArg with
@@ -113,58 +140,20 @@ let private objectiveOf (consts: Map<string, int>) (settings: Settings) (s: FitS
         |> Result.bind (fun v -> match stationaryWindowProblem settings v with Some m -> fail w.Pos m | None -> Ok(KlStationary(v, None)))
     | FitKl(_, _) -> fail s.FitPos "write the objective as 'kl at T' (the data are samples of the states at T)"
     | FitMethod m when m.Name = "jacobian_matching" ->
-        m.Args
-        |> List.fold
-            (fun acc a ->
-                acc
-                |> Result.bind (fun _ ->
-                    match a with
-                    | ArgNum("lambda", e, _) ->
-                        Checker.constantValue consts "lambda" e
-                        |> Result.bind (fun v -> if v >= 0.0 then Ok v else fail e.Pos "lambda must be >= 0")
-                    | ArgName("lambda", _, p) -> fail p "lambda must be a number"
-                    | ArgNum(n, _, p)
-                    | ArgName(n, _, p) -> fail p (sprintf "unknown argument '%s' of jacobian_matching; it takes lambda = ..." n)))
-            (Ok 1.0)
-        |> Result.bind (fun l ->
-            if m.Args |> List.map (function ArgNum(n, _, _) | ArgName(n, _, _) -> n) |> List.countBy id |> List.exists (fun (_, c) -> c > 1) then
-                fail m.Pos "argument 'lambda' given twice"
-            else Ok(JacobianMatching l))
+        numberArg consts m "lambda" 1.0 (fun v -> if v >= 0.0 then None else Some "lambda must be >= 0") |> Result.map JacobianMatching
     | FitMethod m -> fail m.Pos (sprintf "unknown objective '%s'; available: kl at T, kl stationary window W, jacobian_matching(lambda = ...)" m.Name)
     | FitExpr e -> fail e.Pos "the objective is 'kl at T', 'kl stationary window W' or jacobian_matching(lambda = ...)"
 
 let private optimizerOf (consts: Map<string, int>) (s: FitSetting) : Result<Optimizer, Diagnostic list> =
     match s.FitArg with
     | FitMethod m ->
-        let argPos a = match a with ArgNum(_, _, p) | ArgName(_, _, p) -> p
-        let argName a = match a with ArgNum(n, _, _) | ArgName(n, _, _) -> n
-
-        let dup =
-            m.Args
-            |> List.groupBy argName
-            |> List.collect (fun (n, occ) -> occ |> List.tail |> List.map (fun a -> { Pos = argPos a; Message = sprintf "argument '%s' given twice" n }))
-
-        match m.Name, dup with
-        | _, (_ :: _) -> Error dup
-        | "lbfgs", [] ->
+        match m.Name with
+        | "lbfgs" ->
             match m.Args with
             | [] -> Ok Lbfgs
             | a :: _ -> fail (argPos a) (sprintf "lbfgs takes no arguments (its stopping rule is the fit's 'tolerance' and 'iterations'); '%s' is not one" (argName a))
-        | "adam", [] ->
-            m.Args
-            |> List.fold
-                (fun acc a ->
-                    acc
-                    |> Result.bind (fun lr ->
-                        match a with
-                        | ArgNum("lr", e, _) ->
-                            Checker.constantValue consts "lr" e
-                            |> Result.bind (fun v -> if v > 0.0 then Ok v else fail e.Pos "lr must be > 0")
-                        | ArgName("lr", _, p) -> fail p "lr must be a number"
-                        | a -> fail (argPos a) (sprintf "unknown argument '%s' of adam; it takes lr = ..." (argName a))))
-                (Ok 0.05)
-            |> Result.map Adam
-        | n, [] -> fail m.Pos (sprintf "unknown optimizer '%s'%s; available: adam(lr = ...), lbfgs" n (Checker.suggest n [ "adam"; "lbfgs" ]))
+        | "adam" -> numberArg consts m "lr" 0.05 (fun v -> if v > 0.0 then None else Some "lr must be > 0") |> Result.map Adam
+        | n -> fail m.Pos (sprintf "unknown optimizer '%s'%s; available: adam(lr = ...), lbfgs" n (Checker.suggest n [ "adam"; "lbfgs" ]))
     | FitKl _ -> fail s.FitPos "unknown optimizer 'kl'; available: adam(lr = ...), lbfgs"
     | FitExpr e -> fail e.Pos "the optimizer is adam(lr = ...) or lbfgs"
 

@@ -68,19 +68,25 @@ let fieldColumns (m: CheckedModel) : (string * int)[] =
 
 /// Parses the CSV text of the data (header of state names, then one row per sample); every problem is
 /// a message that names the file, the line and the column.
+/// A cell's text without any white space (header names: `x [3]` is `x[3]`).
+let private stripCell (c: string) = String((cellText c).ToCharArray() |> Array.filter (Char.IsWhiteSpace >> not))
+
+/// A data file's lines with their indices, blank lines and `#` comments skipped (line numbers stay the file's).
+let private contentLines (text: string) =
+    text.Split('\n') |> Array.map (fun l -> l.TrimEnd('\r')) |> Array.indexed
+    |> Array.filter (fun (_, l) -> l.Trim() <> "" && not (l.TrimStart().StartsWith "#"))
+
 let rec parseData (name: string) (m: CheckedModel) (text: string) : Result<FitData, string> = parseDataWith (componentNames m) name text
 
 /// As parseData, with the columns `known` (names and codes, the codes going to `Components`).
 and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Result<FitData, string> =
-    let lines = text.Split('\n') |> Array.map (fun l -> l.TrimEnd('\r'))
-    // blank lines and `#` comments are skipped; line numbers are those of the file
-    let content = lines |> Array.indexed |> Array.filter (fun (_, l) -> l.Trim() <> "" && not (l.TrimStart().StartsWith "#"))
+    let content = contentLines text
     let knownMap = dict known
 
     match Array.tryHead content with
     | None -> Error(sprintf "%s: the file is empty; it needs a header of state names (e.g. %s) and at least two rows" name (fst known[0]))
     | Some(hl, header) ->
-        let cols = header.Split(',') |> Array.map (fun c -> String((cellText c).ToCharArray() |> Array.filter (Char.IsWhiteSpace >> not)))
+        let cols = header.Split(',') |> Array.map stripCell
         let list = String.Join(", ", known |> Array.truncate 8 |> Array.map fst) + (if known.Length > 8 then ", ..." else "")
 
         let headerErr =
@@ -88,9 +94,6 @@ and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Resu
             |> Array.indexed
             |> Array.tryPick (fun (j, c) ->
                 if c = "" then Some(sprintf "%s, line %d: column %d of the header has no name; name each column by a state (%s)" name (hl + 1) (j + 1) list)
-                elif not (knownMap.ContainsKey c) && (c = "t" || c = "path") && not (knownMap.ContainsKey "t") && not (known |> Array.exists (fun (k, _) -> k.Contains "/")) then
-                    // a trajectory file (samples(...) every Δ) given to a kl objective
-                    Some(sprintf "%s, line %d: column '%s': this looks like a trajectory file (samples(...) every Δ writes path, t, ...), which is data for objective = jacobian_matching(...); a kl objective takes one row per sample of the states (samples(...) without every writes them)" name (hl + 1) c)
                 elif not (knownMap.ContainsKey c) then
                     Some(sprintf "%s, line %d: unknown column '%s'%s; the columns are states of the model (%s)" name (hl + 1) c (Checker.suggest c (Array.map fst known)) list)
                 elif Array.IndexOf(cols, c) <> j then Some(sprintf "%s, line %d: column '%s' appears twice" name (hl + 1) c)
@@ -146,14 +149,19 @@ let maxTrajectoryRows = 5000
 /// paths in increasing time, and the field and Jacobian rows are estimated from them (TrajectoryField:
 /// the three-point derivative, a local linear fit over 4(d + 1) neighbours leaving out the same path's
 /// points within as many steps). None when the file is not a trajectory file (no `t` column).
+/// The header line (its index and text) of a data file: the first line that is not blank or a `#` comment.
+let private headerLine (text: string) = Array.tryHead (contentLines text)
+
+/// Whether a data file's header names a `t` column (a trajectory file, as samples(...) every Δ writes it).
+let private namesTime (header: string) = header.Split(',') |> Array.exists (fun c -> stripCell c = "t")
+
 let trajectoryData (m: CheckedModel) (name: string) (text: string) : Result<FitData, string> option =
-    let lines = text.Split('\n') |> Array.map (fun l -> l.TrimEnd('\r'))
-    let content = lines |> Array.indexed |> Array.filter (fun (_, l) -> l.Trim() <> "" && not (l.TrimStart().StartsWith "#"))
-    let strip (c: string) = String((cellText c).ToCharArray() |> Array.filter (Char.IsWhiteSpace >> not))
+    let strip = stripCell
     let g6' (x: float) = x.ToString("G6", inv)
+    let content = contentLines text
 
     match Array.tryHead content with
-    | Some(hl, header) when header.Split(',') |> Array.exists (fun c -> strip c = "t") ->
+    | Some(hl, header) when namesTime header ->
         let comps = componentNames m
         let d = comps.Length
         let cols = header.Split(',') |> Array.map strip
@@ -284,7 +292,11 @@ let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitDat
                 let parsed =
                     match spec.Objective with
                     | KlAt _
-                    | KlStationary _ -> parseData spec.Data m (text.ToString())
+                    | KlStationary _ ->
+                        match headerLine (text.ToString()) with
+                        | Some(hl, header) when namesTime header && not (componentNames m |> Array.exists (fun (n, _) -> n = "t")) ->
+                            Error(sprintf "%s, line %d: a column 't': this looks like a trajectory file (samples(...) every Δ writes path, t, ...), which is data for objective = jacobian_matching(...); a kl objective takes one row per sample of the states (samples(...) without every writes them)" spec.Data (hl + 1))
+                        | _ -> parseData spec.Data m (text.ToString())
                     | JacobianMatching _ ->
                         match trajectoryData m spec.Data (text.ToString()) with
                         | Some fromPaths -> fromPaths
@@ -677,20 +689,28 @@ let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64)
     let evaluator = if pb.Spec.Marginals then KlObjective.EvaluateMarginals else KlObjective.Evaluate
     evaluator (smoothed pb.Data pb.H jitterSeed, 2, pb.Data.Columns.Length, pb.Data.Components, pb.H, pb.Record, pb.Threads)
 
+/// The k × k covariance (divisor rows − 1) of per-row vectors, `at i j` the j-th entry of row i.
+let private rowCovariance (k: int) (rows: int) (at: int -> int -> float) =
+    let g = Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(at))
+    let mean = g.ColumnSums() / float rows
+    let c = g - Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(fun _ j -> mean[j]))
+    c.TransposeThisAndMultiply c / float (rows - 1)
+
+/// The square roots of the diagonal of the covariance `cov ()`; NaN where it is not positive and finite, and
+/// everywhere when it cannot be computed (a singular information).
+let private standardErrors (k: int) (cov: unit -> Matrix<float>) =
+    try
+        let v = cov ()
+        Array.init k (fun j -> if v[j, j] > 0.0 && Double.IsFinite v[j, j] then sqrt v[j, j] else nan)
+    with _ ->
+        Array.create k nan
+
 /// Standard errors of the fitted params from the data's scores: the Fisher information per row is
 /// estimated by the covariance F of the per-row gradients (valid when the model is well specified),
 /// and the covariance of the estimate by F⁻¹ / rows. NaN when F is singular.
 let private stdErrs (r: KlObjective.Result) (k: int) (rows: int) =
-    let g = Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(fun i j -> r.DatumGradient[i * k + j]))
-    let mean = g.ColumnSums() / float rows
-    let c = g - Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(fun _ j -> mean[j]))
-    let f = c.TransposeThisAndMultiply c / float (rows - 1)
-
-    try
-        let cov = f.Inverse() / float rows
-        Array.init k (fun j -> if cov[j, j] > 0.0 && Double.IsFinite cov[j, j] then sqrt cov[j, j] else nan)
-    with _ ->
-        Array.create k nan
+    let f = rowCovariance k rows (fun i j -> r.DatumGradient[i * k + j])
+    standardErrors k (fun () -> f.Inverse() / float rows)
 
 /// `law = marginals`: the objective is a composite likelihood (a sum over the data columns of their marginal
 /// log-likelihoods), whose estimate has the sandwich covariance H⁻¹ J H⁻¹ / rows (Godambe): J the covariance of
@@ -698,22 +718,13 @@ let private stdErrs (r: KlObjective.Result) (k: int) (rows: int) =
 /// information, the covariance of that column's per-row gradients (the information identity holds marginal by
 /// marginal when the model is well specified). NaN when H is singular.
 let private sandwichErrs (r: KlObjective.Result) (k: int) (q: int) (rows: int) =
-    let cov (f: int -> int -> float) =
-        let g = Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(f))
-        let mean = g.ColumnSums() / float rows
-        let c = g - Matrix<float>.Build.Dense(rows, k, System.Func<int, int, float>(fun _ j -> mean[j]))
-        c.TransposeThisAndMultiply c / float (rows - 1)
-
     let cg = r.DatumColumnGradient
-    let j = cov (fun i a -> r.DatumGradient[i * k + a])
-    let h = [ 0 .. q - 1 ] |> List.map (fun c -> cov (fun i a -> cg[(i * q + c) * k + a])) |> List.reduce (+)
+    let j = rowCovariance k rows (fun i a -> r.DatumGradient[i * k + a])
+    let h = [ 0 .. q - 1 ] |> List.map (fun c -> rowCovariance k rows (fun i a -> cg[(i * q + c) * k + a])) |> List.reduce (+)
 
-    try
+    standardErrors k (fun () ->
         let hi = h.Inverse()
-        let v = hi * j * hi / float rows
-        Array.init k (fun a -> if v[a, a] > 0.0 && Double.IsFinite v[a, a] then sqrt v[a, a] else nan)
-    with _ ->
-        Array.create k nan
+        hi * j * hi / float rows)
 
 /// Pairs of fitted params that the data identify only in combination: their per-row gradients (the data's
 /// scores) correlated beyond ±0.99, so the Fisher information is (nearly) singular along a direction and the

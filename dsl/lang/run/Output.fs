@@ -67,27 +67,23 @@ let samplesColumns (q: QueryOutcome) : string list =
     | Ok { Kind = Syntax.Call(_, args) } when n = 0 || args.Length = n -> args |> List.map Printer.expr
     | _ -> List.init n (fun i -> sprintf "c%d" (i + 1))
 
-/// The file a `samples(...)` result is written to with --out: `samples.csv` when it is the run's only
-/// one (one parameter set, one samples query), else `samples_SET_INDEX.csv` (INDEX: the query's number
-/// in the set from 0, as the plots number theirs; SET with characters other than letters, digits,
-/// `-`, `.`, `=` as `_`).
-let samplesFile (r: RunReport) (setName: string) (index: int) : string =
-    let count = r.Sets |> List.sumBy (fun s -> s.Results |> List.filter (fun q -> q.Kind = "samples") |> List.length)
+/// The file a result of kind `kind` ("samples" or "samples_every") is written to with --out: `KIND.csv`
+/// when it is the run's only one of that kind (one parameter set, one such query), else
+/// `KIND_SET_INDEX.csv` (INDEX: the query's number in the set from 0, as the plots number theirs; SET with
+/// characters other than letters, digits, `-`, `.`, `=` as `_`).
+let private resultFile (kind: string) (r: RunReport) (setName: string) (index: int) : string =
+    let count = r.Sets |> List.sumBy (fun s -> s.Results |> List.filter (fun q -> q.Kind = kind) |> List.length)
 
-    if count = 1 then "samples.csv"
+    if count = 1 then kind + ".csv"
     else
         let safe = String(setName.ToCharArray() |> Array.map (fun c -> if Char.IsAsciiLetterOrDigit c || c = '-' || c = '.' || c = '=' then c else '_'))
-        sprintf "samples_%s_%d.csv" safe index
+        sprintf "%s_%s_%d.csv" kind safe index
 
-/// The file a `samples(...) every Δ` result is written to with --out: `samples_every.csv` when it is the
-/// run's only one, else `samples_every_SET_INDEX.csv` (as `samplesFile`).
-let samplesEveryFile (r: RunReport) (setName: string) (index: int) : string =
-    let count = r.Sets |> List.sumBy (fun s -> s.Results |> List.filter (fun q -> q.Kind = "samples_every") |> List.length)
+/// The file of a `samples(...)` result: `samples.csv`, or `samples_SET_INDEX.csv` (see resultFile).
+let samplesFile r setName index = resultFile "samples" r setName index
 
-    if count = 1 then "samples_every.csv"
-    else
-        let safe = String(setName.ToCharArray() |> Array.map (fun c -> if Char.IsAsciiLetterOrDigit c || c = '-' || c = '.' || c = '=' then c else '_'))
-        sprintf "samples_every_%s_%d.csv" safe index
+/// The file of a `samples(...) every Δ` result: `samples_every.csv`, or `samples_every_SET_INDEX.csv`.
+let samplesEveryFile r setName index = resultFile "samples_every" r setName index
 
 let private csvHeaderCell (c: string) = if c.IndexOfAny([| ','; '"' |]) >= 0 then "\"" + c.Replace("\"", "\"\"") + "\"" else c
 
