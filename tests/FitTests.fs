@@ -352,7 +352,8 @@ let fits =
                   // 2000 samples of the chain at T = 1 (θ = 1, σ = 0.5, x0 = 1, Δt = 0.01), simulated here
                   let ys = chainSamples 42 2000 1.0 0.01 100 (fun x -> -x) (fun _ -> 0.5)
                   writeCsv dir "data.csv" "x" ys
-                  let paths = 10000
+                  // the tolerance is the paths' (ouTolerance): 4000 keep it well inside the test's purpose
+                  let paths = 4000
                   let p = compile (ouModel 3.0 1.5 paths "optimizer = lbfgs; iterations = 60")
                   let r = fitOk p dir
                   let theta, sigma, _, _ = ouMle ys
@@ -393,7 +394,7 @@ let fits =
                   let a0, s0 = 1.0, 0.3
                   let ys = chainSamples 7 2000 0.0 0.01 100 (fun x -> a0 - x * x * x) (fun x -> s0 * sqrt (1.0 + x * x))
                   writeCsv dir "data.csv" "x" ys
-                  let paths = 4000
+                  let paths = 2000
 
                   let text =
                       sprintf
