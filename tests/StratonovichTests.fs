@@ -243,5 +243,23 @@ let private checkTests =
               Expect.equal strat.Drift ito.Drift "no correction"
           } ]
 
+let private exampleTests =
+    testList
+        "example"
+        [ test "Stratonovich examples/gbm_stratonovich.sde: the comment's closed forms (115.02, 14330, 45.977) hold" {
+              let text = IO.File.ReadAllText(IO.Path.Combine(CliTests.repoRoot, "examples", "gbm_stratonovich.sde"))
+              let r = run text
+              let c, n = 0.05 + 0.5 * 0.2 * 0.2, 200.0
+              let m1 = 100.0 * (1.0 + c * 0.01) ** n
+              let m2 = 1e4 * ((1.0 + c * 0.01) ** 2.0 + 0.04 * 0.01) ** n
+              let slope = 100.0 * n * 0.2 * 0.01 * (1.0 + c * 0.01) ** (n - 1.0)
+              Expect.floatClose { absolute = 0.01; relative = 0.0 } m1 115.02 "the comment's E[S_N]"
+              Expect.floatClose { absolute = 1.0; relative = 0.0 } m2 14330.0 "the comment's E[S_N^2]"
+              Expect.floatClose { absolute = 0.001; relative = 0.0 } slope 45.977 "the comment's slope"
+              near "mean(S)" m1 r[0]
+              near "mean(S^2)" m2 r[1]
+              near "d mean(S) / d sigma" slope r[3]
+          } ]
+
 [<Tests>]
-let tests = testList "Stratonovich" [ checkTests; gbmTests; heunTests ]
+let tests = testList "Stratonovich" [ checkTests; gbmTests; heunTests; exampleTests ]
