@@ -235,6 +235,28 @@ let private checkTests =
               expectError src (5, 12) "not available for a weighted model"
           }
 
+          test "Stratonovich vector equations are unrolled, not looped, and converted per component" {
+              // (minimum loop size 1: the Itô model's equation becomes a loop)
+              let src = "model Ring {\n  const N = 50\n  state x[N] periodic\n  brownian W[N + 1]\n%s  d x[i] = (x[i+1] - x[i]) dt + 0.3 * x[i-1] dW[i] + 0.2 * x[i] dW[i+1]\n}\nquery {\n  mean(x[0])\n}\n"
+              let strat = (checkedOk (sprintf (Printf.StringFormat<string -> string> src) "  calculus stratonovich\n")).Model
+              let ito = (checkedOk (sprintf (Printf.StringFormat<string -> string> src) "")).Model
+              Expect.isNonEmpty (Loops.lowerModel 1 ito).Loops "the Itô model loops"
+              let looped = Loops.lowerModel 1 strat
+              Expect.isEmpty looped.Loops "the Stratonovich model does not"
+              Expect.equal looped.Drift (Lower.lowerModel strat).Drift "the unrolled, converted drift"
+              // row i, lane i: b_i,i = 0.3 x[i-1], and row i-1 has b_i-1,i = 0.2 x[i-1] on that lane
+              // (for i > 0; row 49 is on lanes 49 and 50, not 0): ½ 0.2 x[i-1] · 0.3 = 0.03 x[i-1];
+              // lane i+1: b_i,i+1 = 0.2 x[i], ∂ by x[i] 0.2: ½ 0.04 x[i]
+              let rng = Random 9
+              let xs = Array.init 50 (fun _ -> rng.NextDouble() * 2.0 - 1.0)
+              let leaf op = match op with Ir.State k -> xs[k] | _ -> nan
+
+              for i in [ 0; 1; 25; 49 ] do
+                  let at k = xs[(k + 50) % 50]
+                  let expected = at (i + 1) - at i + (if i > 0 then 0.03 * at (i - 1) else 0.0) + 0.02 * at i
+                  Expect.floatClose Accuracy.veryHigh (Ir.eval leaf looped.Drift[i]) expected (sprintf "row %d" i)
+          }
+
           test "Stratonovich additive noise: the converted drift is the drift as written" {
               let src = "model OU {\n  param th = 1\n  state x[3]\n  brownian W[3]\n  calculus stratonovich\n  d x[i] = -th * x[i] dt + 0.5 dW[i] + 0.1 * t dW[0]\n}\nquery {\n  mean(x[0])\n}\n"
               let cf = checkedOk src

@@ -236,6 +236,12 @@ let private instances (st: StateInfo) (index: string option) : (int * Env) seq =
         // `init x = e` for a vector state without index: the same value for every component
         seq { for i in 0 .. st.Size - 1 -> st.Offset + i, Map.empty }
 
+/// Most terms b_jk ∂_j b_ik of the Stratonovich-to-Itô conversion.
+let maxItoTerms = 10_000_000L
+
+/// A Stratonovich model whose conversion would pass `maxItoTerms` (the message says so).
+exception TooManyItoTerms of string
+
 /// The Itô drift of the Stratonovich SDE dx = f dt + g ∘ dW with the same law:
 /// f_i + ½ Σ_l Σ_j g_jl ∂_j g_il (l the noise lanes, j the state components), with the symbolic
 /// derivative. Only the pairs where g_il reads x_j and row j has noise on lane l contribute, so the
@@ -245,6 +251,14 @@ let itoDrift (drift: Sym[]) (diffusion: DiffEntry list) : Sym[] =
 
     for e in diffusion do
         entry[struct (e.Row, e.Lane)] <- e.Coeff
+
+    // bounded like the derivatives of the step (`Tangent.maxDerivativeEntries`): a dense noise that
+    // reads every state has n³ terms, which no compile of n = 1000 would finish
+    let terms =
+        diffusion |> List.sumBy (fun e -> stateDeps e.Coeff |> Array.sumBy (fun j -> if entry.ContainsKey(struct (j, e.Lane)) then 1L else 0L))
+
+    if terms > maxItoTerms then
+        raise (TooManyItoTerms(sprintf "the Stratonovich-to-Itô correction has %d terms b_jk d_j b_ik; at most %d (a noise that reads every one of n states on every lane has n^3)" terms maxItoTerms))
 
     let terms = Array.init drift.Length (fun _ -> Collections.Generic.List<Sym>())
 
