@@ -224,6 +224,10 @@ let private checkTests =
               expectError (gbm "  calculus Ito\n" "  mean(x)\n") (6, 12) "did you mean 'ito'?"
           }
 
+          test "Stratonovich 'calculus' without a name says what it expects" {
+              expectError (gbm "  calculus\n" "  mean(x)\n") (6, 11) "'ito' or 'stratonovich'"
+          }
+
           test "Stratonovich a second calculus item is a located error" {
               expectError (gbm "  calculus ito\n  calculus stratonovich\n" "  mean(x)\n") (7, 12) "a second 'calculus'"
           }
