@@ -254,11 +254,11 @@ let itoDrift (drift: Sym[]) (diffusion: DiffEntry list) : Sym[] =
 
     // bounded like the derivatives of the step (`Tangent.maxDerivativeEntries`): a dense noise that
     // reads every state has n³ terms, which no compile of n = 1000 would finish
-    let terms =
+    let count =
         diffusion |> List.sumBy (fun e -> stateDeps e.Coeff |> Array.sumBy (fun j -> if entry.ContainsKey(struct (j, e.Lane)) then 1L else 0L))
 
-    if terms > maxItoTerms then
-        raise (TooManyItoTerms(sprintf "the Stratonovich-to-Itô correction has %d terms b_jk d_j b_ik; at most %d (a noise that reads every one of n states on every lane has n^3)" terms maxItoTerms))
+    if count > maxItoTerms then
+        raise (TooManyItoTerms(sprintf "the Stratonovich-to-Itô correction has %d terms b_jk d_j b_ik; at most %d (a noise that reads every one of n states on every lane has n^3)" count maxItoTerms))
 
     let terms = Array.init drift.Length (fun _ -> Collections.Generic.List<Sym>())
 
@@ -322,7 +322,11 @@ let lowerModelExcept (skipRow: int -> bool) (skipInit: int -> bool) (m: CheckedM
     let drift =
         match m.Calculus with
         | Ito -> drift
-        | Stratonovich -> itoDrift drift entries
+        | Stratonovich ->
+            // a skipped row's diffusion is not here, and the correction of the rows its noise meets
+            // would silently miss it (`Loops` unrolls every row of a Stratonovich model)
+            if Seq.exists skipRow (seq { 0 .. m.Dim - 1 }) then invalidArg "skipRow" "a Stratonovich model's rows are never looped"
+            itoDrift drift entries
 
     let names =
         [| for st in m.States do
