@@ -27,6 +27,7 @@ let l96Checked (n: int) : CheckedModel =
       Equations = [ { State = 0; Index = Some "i"; Drift = drift; Noise = [ { Brownian = 0; Index = i; Coeff = CExpr.Param 1 } ]; Pos = pos } ]
       Dim = n
       NoiseDim = n
+      Calculus = Ito
       Pos = pos }
 
 /// A 2-state model with multiplicative, non-diagonal noise, `if` on time and functions.
@@ -54,6 +55,7 @@ let twoChecked () : CheckedModel =
             Pos = pos } ]
       Dim = 2
       NoiseDim = 2
+      Calculus = Ito
       Pos = pos }
 
 let private vec (a: float[]) (f: PtrVec -> 'r) : 'r =

@@ -78,11 +78,13 @@ type RunArgs =
 
 type CheckArgs =
     | [<MainCommand; Mandatory>] Files of paths: string list
+    | Ito
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Files _ -> "the .sde file(s) to parse and check (- reads standard input)."
+            | Ito -> "also print each state component's Itô drift, as every estimator uses it (for 'calculus stratonovich', the converted drift)."
 
 type CompileArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
@@ -308,6 +310,14 @@ let private check (args: ParseResults<CheckArgs>) =
                     | Some w -> sprintf ", weight '%s'" w.Name
                     | None -> ""
                 printfn "%s: ok (model %s, %d state components%s, %d parameter set(s))" (displayName path) p.ModelName p.Dimension weighted p.ParameterSets.Length
+
+                if args.Contains CheckArgs.Ito then
+                    let model = p.Program.File.Model
+                    printfn "Itô drift (calculus %s):" (match model.Calculus with Checked.Ito -> "ito" | Checked.Stratonovich -> "stratonovich")
+
+                    for name, drift in Lower.itoDrifts p.Dimension model do
+                        printfn "  %s: %s" name drift
+
                 0)
         |> List.fold max 0
 

@@ -77,6 +77,7 @@ let vocabulary =
        "simulate"; "query"; "mean"; "density"; "variance"; "covariance"; "quantile"; "on"; "bins"; "over"; "window"
        "stationary"; "with"; "lyapunov"; "alignment"; "normal"; "uniform"; "sum"; "avg"; "if"; "then"; "else"; "exp"
        "max"; "min"; "sqrt"; "log"; "sin"; "paths"; "T"; "seed"; "burnin"; "x"; "i"; "N"; "F"; "sigma"; "dW"; "W"
+       "calculus"; "stratonovich"; "ito"; "weight"
        // operators and punctuation
        "+"; "-"; "*"; "/"; "^"; "("; ")"; "["; "]"; "{"; "}"; ","; ";"; "="; "=="; "!="; "<"; "<="; ">"; ">="
        "&&"; "||"; "!"; "~"; ":"; "."; "|"; "'"; "\""; "#"; "\n"; " "

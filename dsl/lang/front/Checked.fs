@@ -252,6 +252,12 @@ type Settings =
 /// A parameter set: a name and a value for every parameter (in `CheckedModel.Params` order).
 type ParamSet = { Name: string; Values: float[] }
 
+/// How the equations' `b dW` terms are read. A Stratonovich model is converted to the Itô model
+/// with the same law when it is lowered (`Lower.itoCorrection`), so everything downstream is Itô.
+type Calculus =
+    | Ito
+    | Stratonovich
+
 type CheckedModel =
     { Name: string
       Consts: (string * int) list
@@ -264,6 +270,8 @@ type CheckedModel =
       Dim: int
       /// Engine noise dimension (sum of brownian sizes).
       NoiseDim: int
+      /// As written (`calculus ...`), Itô by default; `Equations` hold the coefficients as written.
+      Calculus: Calculus
       Pos: Pos }
 
 /// How the population is resampled (`resample = ...` in simulate).

@@ -888,7 +888,9 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
         | Equation _
         // `Weights.desugar` turns these into hidden states before the checker sees them
         | WeightDecl _
-        | LogWeightEquation _ -> d, errs
+        | LogWeightEquation _
+        // read by `calculusOf`
+        | CalculusDecl _ -> d, errs
 
     let empty =
         { Consts = []
@@ -1005,9 +1007,29 @@ let private checkEquation (env: Env) (name, index, rhs: Expr, p) : R<CEquation> 
                       Noise = l.Noise |> List.map (fun ((b, ix), c) -> { Brownian = b; Index = ix; Coeff = c })
                       Pos = p }))
 
+let calculusNames = [ "ito", Ito; "stratonovich", Stratonovich ]
+
+/// The model's `calculus` item (at most one), Itô without one.
+let private calculusOf (items: ModelItem list) : R<Calculus> =
+    let decls = items |> List.choose (function CalculusDecl(c, p) -> Some(c, p) | _ -> None)
+
+    let one (c: string, p) =
+        match List.tryFind (fun (n, _) -> n = c) calculusNames with
+        | Some(_, k) -> Ok k
+        | None ->
+            let names = List.map fst calculusNames
+            fail p (sprintf "unknown calculus '%s'%s; write 'calculus ito' (the default) or 'calculus stratonovich'" c (suggest c names))
+
+    match decls with
+    | [] -> Ok Ito
+    | first :: rest ->
+        let again = rest |> List.map (fun (_, p) -> { Pos = p; Message = sprintf "a second 'calculus' (the first is at %O); a model has one" (snd first) })
+        if again.IsEmpty then one first else Error again
+
 /// Every state has exactly one equation and at most one init (a missing init is deterministic 0).
 let private checkModel (m: Model) : R<CheckedModel> =
     let d, declErrs = declarations m.Items
+    let calculus = calculusOf m.Items
 
     let env =
         { Names = d.Names
@@ -1065,6 +1087,7 @@ let private checkModel (m: Model) : R<CheckedModel> =
 
     let errs =
         declErrs
+        @ errorsOf calculus
         @ List.collect errorsOf inits
         @ List.collect errorsOf eqs
         @ dupes "equation" eqStates
@@ -1100,6 +1123,7 @@ let private checkModel (m: Model) : R<CheckedModel> =
               Equations = sortedEqs
               Dim = d.States |> List.sumBy (fun s -> s.Size)
               NoiseDim = d.Brownians |> List.sumBy (fun b -> b.Size)
+              Calculus = (match calculus with Ok c -> c | Error _ -> Ito)
               Pos = m.Pos }
 
 // ---------------------------------------------------------------------------------- settings
@@ -1844,7 +1868,8 @@ let private fileExprs (f: File) : Expr list =
                   | Equation(_, _, e, _) -> yield e
                   | LetDecl(_, e, _) -> yield e
                   | LogWeightEquation(_, e, _) -> yield e
-                  | WeightDecl _ -> ()
+                  | WeightDecl _
+                  | CalculusDecl _ -> ()
           | ParamsBlock(_, settings, _)
           | SimulateBlock(settings, _) -> yield! settings |> List.map (fun s -> s.Value)
           | SweepDecl(_, a, b, c, _) -> yield! [ a; b; c ]

@@ -328,8 +328,9 @@ let private modelItem: P<ModelItem> =
           pos .>> kw "d" .>>. ident .>>. lhsIndex .>> sym "=" .>>. expr
           |>> fun (((p, n), i), e) -> Equation(n, i, e, p)
           kw "weight" >>. nameAt |>> fun (p, n) -> WeightDecl(n, p)
+          kw "calculus" >>. (nameAt <?> "'ito' or 'stratonovich'") |>> fun (p, n) -> CalculusDecl(n, p)
           kw "let" >>. nameAt .>> sym "=" .>>. expr |>> fun ((p, n), e) -> LetDecl(n, e, p) ]
-    <?> "model item (const, param, state, brownian, weight, init, d or let)"
+    <?> "model item (const, param, state, brownian, weight, init, d, let or calculus)"
 
 /// `{ item* }` with statements separated by newlines or `;`.
 let private block (item: P<'a>) : P<'a list> =

@@ -93,6 +93,7 @@ let modelItem (item: ModelItem) =
         sprintf "init %s %s" (lhs n i) r
     | Equation(n, i, e, _) -> sprintf "d %s = %s" (lhs n i) (expr e)
     | WeightDecl(n, _) -> sprintf "weight %s" n
+    | CalculusDecl(c, _) -> sprintf "calculus %s" c
     | LogWeightEquation(n, e, _) -> sprintf "d log %s = %s" n (expr e)
 
 let private window (w: Window) = sprintf "[%s, %s]" (expr w.T0) (expr w.T1)

@@ -86,6 +86,9 @@ type ModelItem =
     | WeightDecl of name: string * Pos
     /// `d log w = V dt [+ b dW]`: the weight's equation, linear in dt and dW.
     | LogWeightEquation of name: string * rhs: Expr * Pos
+    /// `calculus stratonovich` / `calculus ito`: how the equations' noise terms are read, as written
+    /// (the checker validates the name); the position is the name's.
+    | CalculusDecl of calculus: string * Pos
 
 [<NoComparison>]
 type Model =

@@ -64,7 +64,7 @@ let private modelExprs (items: ModelItem list) =
               | InitValue e -> yield e
               | InitNormal(a, b) | InitUniform(a, b) -> yield! [ a; b ]
           | Equation(_, _, e, _) -> yield e
-          | LogWeightEquation _ | WeightDecl _ -> () ]
+          | LogWeightEquation _ | WeightDecl _ | CalculusDecl _ -> () ]
 
 let private queryExprs (qs: Query list) =
     [ for q in qs do
@@ -210,6 +210,14 @@ let desugar (f: File) : Result<File * Checked.WeightSpec option, Diagnostic list
                   for c in calls do
                       if not (inWeight.Contains(c.Pos.Line, c.Pos.Col)) then
                           yield err c.Pos "log_density(...) may appear only in the weight's equation 'd log w = ...'"
+                  // the log-weight is a hidden state whose diffusion may read log_density(...), an
+                  // ensemble quantity with no derivative in the path's state: the Stratonovich
+                  // correction of its row has no symbolic form
+                  for mi in m.Items do
+                      match mi with
+                      | CalculusDecl("stratonovich", p) ->
+                          yield err p (sprintf "calculus stratonovich is not available for a weighted model: the weight's equation 'd log %s = ...' is read as Itô; write the model's equations in Itô form (docs/estimators.md, Stratonovich models)" w)
+                      | _ -> ()
                   yield! argErrs
                   yield! sameArgs
                   yield! simErrs ]

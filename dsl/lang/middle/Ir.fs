@@ -609,3 +609,70 @@ let rec show (e: Sym) : string =
     | Not, [ a ] -> sprintf "not %s" (p a)
     | SumLoop n, [ body ] -> sprintf "sum(i < %d, %s)" n (show body)
     | op, _ -> sprintf "%A" op
+
+/// The expression in `.sde` syntax, leaves named by `name` (a param, a state component `x[3]`), for
+/// `dsl check --ito`: what it prints reads back as an observable with the same value. Parentheses
+/// only where the language's precedence needs them (levels: 0 `if`, 1 `+ -`, 2 `* /`, 3 unary `-`,
+/// 4 `^`, 5 atoms).
+let render (name: Op -> string) (e: Sym) : string =
+    let number (v: float) =
+        if Double.IsPositiveInfinity v then "inf"
+        elif Double.IsNegativeInfinity v then "-inf"
+        else v.ToString("R", Globalization.CultureInfo.InvariantCulture)
+
+    let cmpText op =
+        match op with
+        | Eq -> "=="
+        | Ne -> "!="
+        | Lt -> "<"
+        | Le -> "<="
+        | Gt -> ">"
+        | Ge -> ">="
+
+    let rec go (level: int) (e: Sym) : string =
+        let wrap (own: int) (s: string) = if own < level then "(" + s + ")" else s
+
+        match e.Op, e.Args with
+        | Num v, _ when v < 0.0 -> wrap 3 (number v)
+        | Num v, _ -> number v
+        | (Param _ | State _), _ -> name e.Op
+        | Time, _ -> "t"
+        | Add, x :: xs ->
+            let rest =
+                xs
+                |> List.map (fun t ->
+                    match t.Op, t.Args with
+                    | Neg, [ y ] -> " - " + go 2 y
+                    | Num v, _ when v < 0.0 -> " - " + number (-v)
+                    | _ -> " + " + go 2 t)
+
+            wrap 1 (go 1 x + String.concat "" rest)
+        | Mul, x :: xs -> wrap 2 (go 2 x + String.concat "" (xs |> List.map (fun f -> " * " + go 3 f)))
+        | Neg, [ x ] -> wrap 3 ("-" + go 4 x)
+        | Div, [ a; b ] -> wrap 2 (go 2 a + " / " + go 3 b)
+        | PowI n, [ x ] -> wrap 4 (go 5 x + "^" + (if n < 0 then "(" + string n + ")" else string n))
+        | Pow, [ a; b ] -> wrap 4 (go 5 a + "^" + go 5 b)
+        | Un USign, [ x ] ->
+            let a = go 1 x
+            wrap 0 (sprintf "if %s > 0 then 1 else if %s < 0 then -1 else 0" a a)
+        | Un f, [ x ] -> (sprintf "%A" f).Substring(1).ToLowerInvariant() + "(" + go 0 x + ")"
+        | Min, [ a; b ] -> sprintf "min(%s, %s)" (go 0 a) (go 0 b)
+        | Max, [ a; b ] -> sprintf "max(%s, %s)" (go 0 a) (go 0 b)
+        | Select, [ c; a; b ] -> wrap 0 (sprintf "if %s then %s else %s" (cond c) (go 0 a) (go 0 b))
+        | op, _ -> sprintf "%A" op
+
+    // conditions: comparisons, then `not`, then `and`, then `or` (parenthesised when nested)
+    and cond (c: Sym) : string =
+        match c.Op, c.Args with
+        | Cmp op, [ a; b ] -> sprintf "%s %s %s" (go 1 a) (cmpText op) (go 1 b)
+        | Not, [ a ] -> "not " + condAtom a
+        | And, [ a; b ] -> condAtom a + " and " + condAtom b
+        | Or, [ a; b ] -> cond a + " or " + cond b
+        | _ -> go 1 c + " != 0"
+
+    and condAtom (c: Sym) =
+        match c.Op with
+        | Or -> "(" + cond c + ")"
+        | _ -> cond c
+
+    go 0 e

@@ -327,8 +327,10 @@ let lowerModel (minSize: int) (m: CheckedModel) : ModelIr =
     let initCounts = m.Inits |> List.countBy (fun i -> i.State) |> dict
     let initsOf s = match initCounts.TryGetValue s with | true, n -> n | _ -> 0
 
+    // a Stratonovich model's rows are unrolled: the Itô correction of row i reads the diffusion of
+    // every row its noise depends on, which `Lower.itoDrift` builds per component
     let loops =
-        [ for eq in m.Equations do
+        [ for eq in (match m.Calculus with Ito -> m.Equations | Stratonovich -> []) do
               match eq.Index with
               | Some v when big eq.State -> yield! Option.toList (equationLoop m eq v)
               | _ -> () ]

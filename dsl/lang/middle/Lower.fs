@@ -236,6 +236,40 @@ let private instances (st: StateInfo) (index: string option) : (int * Env) seq =
         // `init x = e` for a vector state without index: the same value for every component
         seq { for i in 0 .. st.Size - 1 -> st.Offset + i, Map.empty }
 
+/// Most terms b_jk ∂_j b_ik of the Stratonovich-to-Itô conversion.
+let maxItoTerms = 10_000_000L
+
+/// A Stratonovich model whose conversion would pass `maxItoTerms` (the message says so).
+exception TooManyItoTerms of string
+
+/// The Itô drift of the Stratonovich SDE dx = f dt + g ∘ dW with the same law:
+/// f_i + ½ Σ_l Σ_j g_jl ∂_j g_il (l the noise lanes, j the state components), with the symbolic
+/// derivative. Only the pairs where g_il reads x_j and row j has noise on lane l contribute, so the
+/// work is the number of such (i, j, l), not dim² × noise lanes.
+let itoDrift (drift: Sym[]) (diffusion: DiffEntry list) : Sym[] =
+    let entry = Collections.Generic.Dictionary<struct (int * int), Sym>()
+
+    for e in diffusion do
+        entry[struct (e.Row, e.Lane)] <- e.Coeff
+
+    // bounded like the derivatives of the step (`Tangent.maxDerivativeEntries`): a dense noise that
+    // reads every state has n³ terms, which no compile of n = 1000 would finish
+    let count =
+        diffusion |> List.sumBy (fun e -> stateDeps e.Coeff |> Array.sumBy (fun j -> if entry.ContainsKey(struct (j, e.Lane)) then 1L else 0L))
+
+    if count > maxItoTerms then
+        raise (TooManyItoTerms(sprintf "the Stratonovich-to-Itô correction has %d terms b_jk d_j b_ik; at most %d (a noise that reads every one of n states on every lane has n^3)" count maxItoTerms))
+
+    let terms = Array.init drift.Length (fun _ -> Collections.Generic.List<Sym>())
+
+    for e in diffusion do
+        for j in stateDeps e.Coeff do
+            match entry.TryGetValue(struct (j, e.Lane)) with
+            | true, gj -> terms[e.Row].Add(mul gj (derivative (State j) e.Coeff))
+            | _ -> ()
+
+    drift |> Array.mapi (fun i f -> if terms[i].Count = 0 then f else add f (mul (num 0.5) (sumAll terms[i])))
+
 /// Lower a model, except the rows whose equation `skipRow` says a loop computes (zero drift, no
 /// diffusion) and the components whose init `skipInit` says a loop sets (`InitDet zero` until the
 /// caller fills in the law): `Loops` chooses them.
@@ -280,6 +314,20 @@ let lowerModelExcept (skipRow: int -> bool) (skipInit: int -> bool) (m: CheckedM
                 | Normal (a, b) -> InitNormal(lowerExpr m env a, lowerExpr m env b)
                 | Uniform (a, b) -> InitUniform(lowerExpr m env a, lowerExpr m env b)
 
+    let entries =
+        [ for struct (r, l) in lanes do
+              let c = diffusion[struct (r, l)]
+              if not (isZero c) then { Row = r; Lane = l; Coeff = c } ]
+
+    let drift =
+        match m.Calculus with
+        | Ito -> drift
+        | Stratonovich ->
+            // a skipped row's diffusion is not here, and the correction of the rows its noise meets
+            // would silently miss it (`Loops` unrolls every row of a Stratonovich model)
+            if Seq.exists skipRow (seq { 0 .. m.Dim - 1 }) then invalidArg "skipRow" "a Stratonovich model's rows are never looped"
+            itoDrift drift entries
+
     let names =
         [| for st in m.States do
                if st.IsVector then
@@ -294,16 +342,27 @@ let lowerModelExcept (skipRow: int -> bool) (skipInit: int -> bool) (m: CheckedM
       ParamNames = m.Params |> List.map (fun p -> p.Name) |> List.toArray
       ComponentNames = names
       Drift = drift
-      Diffusion =
-        [ for struct (r, l) in lanes do
-              let c = diffusion[struct (r, l)]
-              if not (isZero c) then { Row = r; Lane = l; Coeff = c } ]
+      Diffusion = entries
       Init = init
       Loops = []
       InitLoops = [] }
 
 /// Lower a model with every component unrolled.
 let lowerModel (m: CheckedModel) : ModelIr = lowerModelExcept (fun _ -> false) (fun _ -> false) m
+
+/// The first `count` components' names and Itô drifts in `.sde` syntax (`dsl check --ito`): for a
+/// Stratonovich model the converted drift that every estimator uses, for an Itô model the drift as
+/// written (simplified).
+let itoDrifts (count: int) (m: CheckedModel) : (string * string) list =
+    let ir = lowerModel m
+
+    let name (op: Op) =
+        match op with
+        | Param i -> ir.ParamNames[i]
+        | State k -> ir.ComponentNames[k]
+        | _ -> string op
+
+    [ for k in 0 .. min count ir.Dim - 1 -> ir.ComponentNames[k], render name ir.Drift[k] ]
 
 /// Does the expression read the state (a component, or one relative to a loop's index)?
 let rec private readsState (e: Sym) =

@@ -454,7 +454,8 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                   Source = source }
         | errs -> Error errs
     with
-    | Tangent.TooManyDerivatives m -> Error [ { Pos = cf.Model.Pos; Message = m } ]
+    | Tangent.TooManyDerivatives m
+    | Lower.TooManyItoTerms m -> Error [ { Pos = cf.Model.Pos; Message = m } ]
     | ex -> Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
 
 /// The operations of an observable that give NaN or ±∞ on a finite state: the likely causes of

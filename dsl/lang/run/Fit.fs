@@ -823,7 +823,8 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
                             jacs |> Array.map (fun c -> (c - 2 * d) / d), jacs |> Array.map (fun c -> (c - 2 * d) % d), pick jacs
                         ) }
         with
-        | Tangent.TooManyDerivatives msg -> at spec.Pos msg
+        | Tangent.TooManyDerivatives msg
+        | Lower.TooManyItoTerms msg -> at spec.Pos msg
 
 /// Fits `spec` to its data, starting from the first parameter set of `cf` (after overrides).
 let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<FitReport, FitError> =
