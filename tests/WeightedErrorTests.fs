@@ -4,10 +4,13 @@
 /// reasons, where no valid estimate exists; and collapsed weights that warn instead of pretending.
 module Sde.Tests.WeightedErrorTests
 
+#nowarn "9" // pointers into pinned arrays for the density estimate
+
 open System
 open System.IO
 open Expecto
 open Sde
+open Sde.Core
 open Sde.Lang
 
 let private compile (src: string) =
@@ -37,6 +40,17 @@ let private rms (xs: float[]) = sqrt (Array.averageBy (fun z -> z * z) xs)
 let private sd (xs: float[]) =
     let m = Array.average xs
     sqrt ((xs |> Array.sumBy (fun x -> (x - m) ** 2.0)) / float (xs.Length - 1))
+
+/// The binned estimate at every member of a flat (n × k) population, at grid spacing `spacing` h.
+let private evaluateKde (k: int) (spacing: float) (flat: float[]) (w: float[]) (h: float[]) =
+    let n = w.Length
+    let out = Array.zeroCreate<float> n
+    let kde = BinnedKde(k, Spacing = spacing)
+    use px = fixed flat
+    use pw = fixed w
+    use po = fixed out
+    kde.Evaluate(px, int64 k, Array.init k id, pw, n, h, po, 1L)
+    out
 
 [<Tests>]
 let tests =
@@ -114,5 +128,33 @@ let tests =
             for q in [ "mean(x)"; "log_normalizer" ] do
                 Expect.isTrue (Double.IsNaN r[q].StdErr) (sprintf "%s: no error" q)
                 Expect.exists r[q].Warnings (fun w -> w.Contains "16 independent replicas") (sprintf "%s: the reason (%A)" q r[q].Warnings)
+        }
+    
+        test "the replicas' binned log_density at spacing h/2 (2 and 3 coordinates) agrees with the exact kernel sum within 4%" {
+            // the binning error grows like (spacing / h)²: 1% at h/4 (WeightedTests) allows 4% at h/2
+            let rng = Random 5
+            for k in 2..3 do
+                let n = 3000
+                let pts = Array.init n (fun i -> Array.init k (fun a -> (if i % 2 = 0 then -1.0 else 1.5) + 0.6 * (rng.NextDouble() + rng.NextDouble() - 1.0) * float (a + 1)))
+                let raw = Array.init n (fun _ -> 0.5 + rng.NextDouble())
+                let w = raw |> Array.map (fun x -> x / Array.sum raw)
+                let h = Array.create k 0.25
+                let out = evaluateKde k 0.5 (Array.concat pts) w h
+                let worst =
+                    [ 0; 1; 17; 500; 1001; 2999 ]
+                    |> List.map (fun i -> abs (exp (out[i] - BinnedKde.Exact(pts, w, pts[i], h)) - 1.0))
+                    |> List.max
+                printfn "binned log_density at spacing h/2, k = %d: largest relative error %.4f" k worst
+                Expect.isLessThan worst 0.04 (sprintf "k = %d: %g" k worst)
+        }
+    
+        test "replicas in 2 coordinates give the same numbers with 1 thread and with 3 (each replica's density estimate is one fixed computation)" {
+            let src =
+                "model W2 {\n  state x\n  state y\n  brownian W1\n  brownian W2\n  weight w\n  init x ~ normal(0, 2)\n  init y ~ normal(0, 2)\n  d x = -x dt + dW1\n  d y = -y dt + dW2\n  d log w = -(log_density(x, y) + (x^2 + y^2) / 4) dt\n}\nsimulate { paths = 2048; dt = 0.05; T = 0.5; seed = 4; resample = systematic; ess = 0.9 }\nquery {\n  mean(x^2)\n  log_normalizer\n}\n"
+            let p = compile src
+            let at (threads: int) = (List.head (p.Run(threads = threads).Sets)).Results
+            for a, b in List.zip (at 1) (at 3) do
+                Expect.equal (b.Value.ToString "R") (a.Value.ToString "R") (sprintf "%s: value" a.Query)
+                Expect.equal (b.StdErr.ToString "R") (a.StdErr.ToString "R") (sprintf "%s: stderr" a.Query)
         }
     ]

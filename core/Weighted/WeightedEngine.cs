@@ -168,7 +168,7 @@ public static class WeightedEngine
         readonly double[] _minEss;       // per query: the smallest effective sample size over its window
         readonly long[] _nonFinite;
         readonly Estimate?[] _density;   // per density query at T
-        readonly BinnedKde[]? _kde;      // one per worker: a worker estimates whole replicas
+        readonly BinnedKde?[]? _kde;     // one per worker: a worker estimates whole replicas
         long _seg0, _seg1, _nextChunk;
         long _resamplings, _failedPaths, _failStep = long.MaxValue;
         readonly int _bufStride;
@@ -227,8 +227,10 @@ public static class WeightedEngine
                 }
             if (wp.DensitySlot >= 0)
             {
-                _kde = new BinnedKde[Math.Min(threads, _r)];
-                for (int k = 0; k < _kde.Length; k++) _kde[k] = new BinnedKde(wp.DensityComponents.Length);
+                // one per worker, made by the worker the first time it takes a replica (slot 0 serves one population)
+                _kde = new BinnedKde[threads];
+                int k = wp.DensityComponents.Length;
+                _kde[0] = new BinnedKde(k) { Spacing = _r > 1 ? ReplicaSpacing(k) : 0.25 };
             }
             _crew = new Crew(threads);
             _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase; _densityPhase = DensityPhase; _interpolatePhase = InterpolatePhase;
@@ -546,7 +548,7 @@ public static class WeightedEngine
         {
             if (_r > 1) { Phase(_densityPhase); return; }
             // one population: the grid serially, the interpolation in parallel over chunks
-            _kde![0].Prepare(_x, _d, _wp.DensityComponents, _w, _n, _wp.Bandwidth);
+            _kde![0]!.Prepare(_x, _d, _wp.DensityComponents, _w, _n, _wp.Bandwidth);
             Phase(_interpolatePhase);
         }
 
@@ -556,15 +558,22 @@ public static class WeightedEngine
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
-                _kde![0].Interpolate(_x, _d, _wp.DensityComponents, _cs[c], _cs[c + 1], _x + _wp.DensitySlot, _d);
+                _kde![0]!.Interpolate(_x, _d, _wp.DensityComponents, _cs[c], _cs[c + 1], _x + _wp.DensitySlot, _d);
             }
         }
+
+        /// <summary>The replicas' grid spacing (a fraction of the bandwidth). R replicas have R grids of
+        /// (R^{1/(k+4)})^k times fewer nodes each (their bandwidths are wider): in 2 and 3 coordinates, at the
+        /// spacing h/4 of one population, 6 and more times the convolution work. At h/2 (4 and 8 times fewer
+        /// nodes, half the taps) the work is about that of one population, and the binning error, which
+        /// grows like the spacing squared, stays within the bound the tests check for it.</summary>
+        static double ReplicaSpacing(int k) => k >= 2 ? 0.5 : 0.25;
 
         /// <summary>Each path's log_density slot, from the kernel estimate of its own replica: a worker
         /// takes whole replicas (binning, convolution and interpolation), so each is one fixed computation.</summary>
         void DensityPhase(int worker)
         {
-            var kde = _kde![worker];
+            var kde = _kde![worker] ??= new BinnedKde(_wp.DensityComponents.Length) { Spacing = ReplicaSpacing(_wp.DensityComponents.Length) };
             int[] comps = _wp.DensityComponents;
             while (true)
             {
