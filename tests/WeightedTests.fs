@@ -396,6 +396,7 @@ let tests =
             // the quadrant masses of the target: π_k, up to tails beyond 5 standard deviations of a mode
             for q, pi in queries do
                 let w = r["wfr"][q]
+                printfn "four Gaussians, WFR: %s = %.4f ± %.4f (mass %g)" q w.Value w.StdErr pi
                 within 4.5 ("WFR " + q) w.Value w.StdErr pi
             // Langevin keeps the start's quadrant shares: the heaviest mode measurably short, the lightest far over
             let heavy, light = r["langevin"][fst queries[0]], r["langevin"][fst queries[3]]

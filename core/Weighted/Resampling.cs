@@ -37,8 +37,9 @@ public static class Resampling
     }
 
     /// <summary>Fills <paramref name="anc"/> (length N) for <paramref name="scheme"/> from normalised
-    /// weights <paramref name="w"/> (Σ w = 1). <paramref name="scratch"/> needs 2N + 2 doubles.</summary>
-    public static void Ancestors(ResampleScheme scheme, ReadOnlySpan<double> w, ulong seed, ulong step, Span<int> anc, Span<double> scratch)
+    /// weights <paramref name="w"/> (Σ w = 1). <paramref name="scratch"/> needs 2N + 2 doubles.
+    /// <paramref name="stream"/> offsets the draws' indices, so independent replicas draw apart.</summary>
+    public static void Ancestors(ResampleScheme scheme, ReadOnlySpan<double> w, ulong seed, ulong step, Span<int> anc, Span<double> scratch, ulong stream = 0)
     {
         int n = w.Length;
         if (anc.Length != n) throw new ArgumentException("ancestors and weights differ in length");
@@ -47,15 +48,15 @@ public static class Resampling
         {
             case ResampleScheme.Systematic:
                 {
-                    double u = Uniform(seed, 0, step, TagResample, 0);
+                    double u = Uniform(seed, stream, step, TagResample, 0);
                     Walk(w, anc, 0, n, i => (i + u) / n);
                     break;
                 }
             case ResampleScheme.Stratified:
-                Walk(w, anc, 0, n, i => (i + Uniform(seed, (ulong)i, step, TagResample, 0)) / n);
+                Walk(w, anc, 0, n, i => (i + Uniform(seed, stream + (ulong)i, step, TagResample, 0)) / n);
                 break;
             case ResampleScheme.Multinomial:
-                SortedUniforms(seed, step, n, scratch);
+                SortedUniforms(seed, step, n, scratch, stream);
                 WalkSorted(w, anc, 0, n, scratch);
                 break;
             case ResampleScheme.Residual:
@@ -78,7 +79,7 @@ public static class Resampling
                     var resid = scratch.Slice(0, n);
                     for (int i = 0; i < n; i++) { double nw = n * w[i]; resid[i] = (nw - Math.Floor(nw)) / rsum; }
                     var us = scratch.Slice(n);
-                    SortedUniforms(seed, step, r, us);
+                    SortedUniforms(seed, step, r, us, stream);
                     WalkSorted(resid, anc, k, r, us);
                     break;
                 }
@@ -113,12 +114,12 @@ public static class Resampling
 
     /// <summary>m sorted uniforms in out[0..m): partial sums of m + 1 exponentials over their total
     /// (the order statistics of m uniforms, in O(m) without sorting).</summary>
-    static void SortedUniforms(ulong seed, ulong step, int m, Span<double> o)
+    static void SortedUniforms(ulong seed, ulong step, int m, Span<double> o, ulong stream)
     {
         double s = 0;
         for (int j = 0; j <= m; j++)
         {
-            s += -Math.Log(Uniform(seed, (ulong)j, step, TagResample, 1));
+            s += -Math.Log(Uniform(seed, stream + (ulong)j, step, TagResample, 1));
             if (j < m) o[j] = s;
         }
         for (int j = 0; j < m; j++) o[j] /= s;
@@ -159,16 +160,22 @@ public static class Resampling
     /// <summary>Path i's jump at a step: +1 (duplicate onto slot <paramref name="partner"/>), −1 (die, its
     /// slot copying <paramref name="partner"/>) or 0, with probability 1 − exp(−|β Δt|); the partner is
     /// uniform over the other n − 1 paths.</summary>
-    public static int BirthDeathEvent(double rate, ulong seed, int i, ulong step, int n, out int partner)
+    public static int BirthDeathEvent(double rate, ulong seed, int i, ulong step, int n, out int partner) =>
+        BirthDeathEvent(rate, seed, i, i, step, n, out partner);
+
+    /// <summary><see cref="BirthDeathEvent(double, ulong, int, ulong, int, out int)"/> for path <paramref name="i"/>
+    /// (its draws) at position <paramref name="local"/> of a replica of <paramref name="n"/> paths: the partner is
+    /// a position in the replica.</summary>
+    public static int BirthDeathEvent(double rate, ulong seed, int i, int local, ulong step, int n, out int partner)
     {
-        partner = i;
+        partner = local;
         if (rate == 0 || double.IsNaN(rate) || n < 2) return 0;
         // one Philox block: the event's uniform from its first 64 bits, the partner's from the last 64
         var b = Philox.Draw(seed, (ulong)i, step, TagBirthDeath, 0);
         double u = Normals.ToUniform(b.X | ((ulong)b.Y << 32));
         if (!(u < 1 - Math.Exp(-Math.Abs(rate)))) return 0;
         int j = (int)Math.Min(n - 2, Math.Floor(Normals.ToUniform(b.Z | ((ulong)b.W << 32)) * (n - 1)));
-        if (j >= i) j++; // uniform over the others
+        if (j >= local) j++; // uniform over the others
         partner = j;
         return rate > 0 ? 1 : -1;
     }

@@ -18,6 +18,10 @@ public sealed class WeightPlan
     public int[] DensityComponents { get; init; } = [];
     /// <summary>Kernel bandwidth per density component; null: Silverman's rule each step.</summary>
     public double[]? Bandwidth { get; init; }
+    /// <summary>Independent sub-populations (1: one population). Each replica of about N/R paths is
+    /// weighted, resampled and density-estimated on its own; the estimates are the replicas' mean and the
+    /// standard errors their batch variance / R, valid whatever couples the paths inside a replica.</summary>
+    public int Replicas { get; init; } = 1;
 }
 
 /// <summary>What a weighted run returns besides the estimates.</summary>
@@ -36,6 +40,10 @@ public sealed class WeightedResult
     /// <summary>Distinct time-0 ancestors of the final population: few means unreliable standard errors.</summary>
     public long Ancestors { get; init; }
     public long Paths { get; init; }
+    /// <summary>The independent replicas whose spread gave the standard errors (1: the genealogy estimate).</summary>
+    public int Replicas { get; init; } = 1;
+    /// <summary>Per plan: the smallest effective sample size (Σ over replicas of 1/Σ W²) at the times it observes.</summary>
+    public double[] MinEss { get; init; } = [];
 }
 
 /// <summary>
@@ -51,6 +59,9 @@ public sealed class WeightedResult
 public static class WeightedEngine
 {
     const int Chunk = 256;
+
+    /// <summary>A weighted estimate whose effective sample size falls below this has no standard error (NaN).</summary>
+    public const double MinEssForError = 30;
 
     public static WeightedResult Run<TModel>(in TModel model, RunSettings s, WeightPlan wp, QueryPlan[] plans)
         where TModel : struct, ISdeModel
@@ -135,10 +146,10 @@ public static class WeightedEngine
         readonly QueryPlan[] _plans;
         readonly QueryLayout[] _layout;
         readonly long _steps;
-        readonly int _n, _d, _nw, _nobs, _chunks, _lw;
+        readonly int _n, _d, _nw, _nobs, _chunks, _lw, _r;
         readonly double _dt, _sqdt;
         readonly Crew _crew;
-        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase, _eventPhase, _interpolatePhase;
+        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase, _eventPhase, _densityPhase, _interpolatePhase;
         readonly sbyte[] _events;
         readonly int[] _partners;
         // _w holds the normalised weights of the current population (no step since they were computed)
@@ -146,14 +157,19 @@ public static class WeightedEngine
         // population buffers (native: no pinning, no GC scans)
         double* _x, _y, _obs, _w, _buf;
         readonly int[] _eve, _eveNext, _anc;
+        // replica r holds the paths [_rs[r], _rs[r + 1]); chunk c the paths [_cs[c], _cs[c + 1]) of replica _chunkRep[c]
+        readonly int[] _rs, _cs, _chunkRep;
         readonly double[] _chunkMax, _chunkSum, _chunkSum2, _scratch, _rate;
-        readonly double[][] _eveSum;     // per mean query: Σ over its window of W_i (φ_i − η_n) / K by time-0 ancestor
-        readonly double[] _value;        // per mean query: Σ_n η_n / K
+        // per replica: max log w, Σ exp(log w − max), Σ W² of the normalised weights, log Ẑ so far, resampled at this step
+        readonly double[] _maxLw, _sumW, _sumW2, _logZ;
+        readonly bool[] _resampled;
+        readonly double[][] _eveSum;     // per mean query (one replica): Σ over its window of W_i (φ_i − η_n) / K by time-0 ancestor
+        readonly double[][] _value;      // per mean query and replica: Σ_n η_n / K
+        readonly double[] _minEss;       // per query: the smallest effective sample size over its window
         readonly long[] _nonFinite;
         readonly Estimate?[] _density;   // per density query at T
-        readonly BinnedKde? _kde;
+        readonly BinnedKde?[]? _kde;     // one per worker: a worker estimates whole replicas
         long _seg0, _seg1, _nextChunk;
-        double _maxLw, _sumW, _sumW2, _logZ;
         long _resamplings, _failedPaths, _failStep = long.MaxValue;
         readonly int _bufStride;
 
@@ -167,7 +183,18 @@ public static class WeightedEngine
             foreach (var l in _layout)
                 if (l.Kind == EstimateKind.Density && l.From != steps)
                     throw new ArgumentException("a weighted density is estimated at T only (not over a window)");
-            _chunks = (_n + Chunk - 1) / Chunk;
+            if (wp.Replicas < 1) throw new ArgumentException($"a weighted run needs at least one replica (got {wp.Replicas})");
+            // at least two paths per replica (a short warm-up run gets fewer replicas; the result says how many)
+            _r = Math.Max(1, Math.Min(wp.Replicas, _n / 2));
+            _rs = new int[_r + 1];
+            for (int r = 0; r <= _r; r++) _rs[r] = (int)((long)r * _n / _r);
+            var cs = new List<int>();
+            var rep = new List<int>();
+            for (int r = 0; r < _r; r++)
+                for (int p = _rs[r]; p < _rs[r + 1]; p += Chunk) { cs.Add(p); rep.Add(r); }
+            cs.Add(_n);
+            _cs = cs.ToArray(); _chunkRep = rep.ToArray();
+            _chunks = _chunkRep.Length;
             int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
             threads = Math.Max(1, Math.Min(threads, Math.Max(1, _chunks)));
             long need = 2L * _n * _d * 8 + (long)_n * Math.Max(_nobs, 1) * 8 + 40L * _n;
@@ -180,18 +207,33 @@ public static class WeightedEngine
             _eve = new int[_n]; _eveNext = new int[_n]; _anc = new int[_n];
             for (int i = 0; i < _n; i++) _eve[i] = i;
             _chunkMax = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
+            _maxLw = new double[_r]; _sumW = new double[_r]; _sumW2 = new double[_r]; _logZ = new double[_r];
+            _resampled = new bool[_r];
             _scratch = new double[2 * _n + 2];
             _rate = new double[_n];
             _events = wp.Scheme == ResampleScheme.BirthDeath ? new sbyte[_n] : [];
             _partners = wp.Scheme == ResampleScheme.BirthDeath ? new int[_n] : [];
             _eveSum = new double[plans.Length][];
-            _value = new double[plans.Length];
+            _value = new double[plans.Length][];
+            _minEss = new double[plans.Length];
+            Array.Fill(_minEss, double.PositiveInfinity);
             _nonFinite = new long[plans.Length];
             _density = new Estimate?[plans.Length];
-            for (int q = 0; q < plans.Length; q++) if (_layout[q].Kind == EstimateKind.Mean) _eveSum[q] = new double[_n];
-            if (wp.DensitySlot >= 0) _kde = new BinnedKde(wp.DensityComponents.Length);
+            for (int q = 0; q < plans.Length; q++)
+                if (_layout[q].Kind == EstimateKind.Mean)
+                {
+                    _value[q] = new double[_r];
+                    if (_r == 1) _eveSum[q] = new double[_n];
+                }
+            if (wp.DensitySlot >= 0)
+            {
+                // one per worker, made by the worker the first time it takes a replica (slot 0 serves one population)
+                _kde = new BinnedKde[threads];
+                int k = wp.DensityComponents.Length;
+                _kde[0] = new BinnedKde(k) { Spacing = _r > 1 ? ReplicaSpacing(k) : 0.25 };
+            }
             _crew = new Crew(threads);
-            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase; _interpolatePhase = InterpolatePhase;
+            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase; _densityPhase = DensityPhase; _interpolatePhase = InterpolatePhase;
         }
 
         static double* Alloc(long count)
@@ -212,6 +254,14 @@ public static class WeightedEngine
         {
             foreach (var l in _layout) if (n >= l.From && n <= l.To) return true;
             return false;
+        }
+
+        /// <summary>The effective sample size of the whole population: Σ over replicas of 1/Σ W².</summary>
+        double Ess()
+        {
+            double e = 0;
+            for (int r = 0; r < _r; r++) e += 1 / _sumW2[r];
+            return e;
         }
 
         public WeightedResult Run()
@@ -243,34 +293,102 @@ public static class WeightedEngine
                 if (n < _steps && _wp.Scheme != ResampleScheme.None) MaybeResample(n);
             }
             Weights();
-            double ess = 1 / _sumW2;
-            // log Ẑ: the resamplings' factors and the final mean weight
-            double logZ = _logZ + _maxLw + Math.Log(_sumW / _n);
-            double c = CorrectionFactor();
-            // Var(Ẑ)/Ẑ² ≈ 1 − c (1 − Σ_a (Σ_{E_i=a} W_i)²)
-            var byEve = new double[_n];
-            for (int i = 0; i < _n; i++) byEve[_eve[i]] += _w[i];
-            double q = 0;
-            long ancestors = 0;
-            for (int a = 0; a < _n; a++) if (byEve[a] != 0) { q += byEve[a] * byEve[a]; ancestors++; }
-            double relVar = 1 - c * (1 - q);
+            double ess = Ess();
             var est = new Estimate[_plans.Length];
+            double logZ, logZSe;
+            long ancestors;
+            if (_r == 1)
+            {
+                // log Ẑ: the resamplings' factors and the final mean weight
+                logZ = _logZ[0] + _maxLw[0] + Math.Log(_sumW[0] / _n);
+                double c = CorrectionFactor();
+                var byEve = new double[_n];
+                for (int i = 0; i < _n; i++) byEve[_eve[i]] += _w[i];
+                double q = 0;
+                ancestors = 0;
+                for (int a = 0; a < _n; a++) if (byEve[a] != 0) { q += byEve[a] * byEve[a]; ancestors++; }
+                // Var(Ẑ)/Ẑ²: without resampling Ẑ is the mean of N independent weights, and
+                // (N Σ W² − 1)/(N − 1) is exactly their sample variance over their squared mean, divided by N
+                // (0 when the weights are equal: Ẑ is then exact). With multinomial resampling, the
+                // genealogy estimate 1 − c (1 − Σ_a (Σ_{E_i=a} W_i)²) (Lee and Whiteley). The other schemes
+                // have no valid estimate from one population: NaN, and the report says why.
+                double relVar = _wp.Scheme switch
+                {
+                    ResampleScheme.None => _n > 1 ? Math.Max(0, (_n * _sumW2[0] - 1) / (_n - 1)) : double.NaN,
+                    ResampleScheme.Multinomial => 1 - c * (1 - q) is var v && v > 0 ? v : double.NaN,
+                    _ => _resamplings == 0 && _n > 1 ? Math.Max(0, (_n * _sumW2[0] - 1) / (_n - 1)) : double.NaN,
+                };
+                logZSe = Math.Sqrt(relVar);
+                for (int k = 0; k < _plans.Length; k++)
+                {
+                    if (_layout[k].Kind == EstimateKind.Mean)
+                    {
+                        double v = 0;
+                        var es = _eveSum[k];
+                        for (int a = 0; a < _n; a++) v += es[a] * es[a];
+                        est[k] = new Estimate { Value = _nonFinite[k] > 0 ? double.NaN : _value[k][0], StdErr = Math.Sqrt(c * v), Count = _n, NonFinite = _nonFinite[k] };
+                    }
+                    else est[k] = _density[k]!;
+                }
+            }
+            else
+            {
+                // independent replicas: Ẑ = mean of the replicas' unbiased Ẑ_r, its variance the batch variance / R
+                double mx = double.NegativeInfinity;
+                var lz = new double[_r];
+                for (int r = 0; r < _r; r++)
+                {
+                    lz[r] = _logZ[r] + _maxLw[r] + Math.Log(_sumW[r] / (_rs[r + 1] - _rs[r]));
+                    if (lz[r] > mx) mx = lz[r];
+                }
+                var z = new double[_r];
+                for (int r = 0; r < _r; r++) z[r] = Math.Exp(lz[r] - mx);
+                var (zm, zse) = BatchMean(z);
+                logZ = mx + Math.Log(zm);
+                logZSe = zse / zm;
+                ancestors = _n;
+                for (int k = 0; k < _plans.Length; k++)
+                {
+                    if (_layout[k].Kind == EstimateKind.Mean)
+                    {
+                        var (v, se) = BatchMean(_value[k]);
+                        est[k] = new Estimate { Value = _nonFinite[k] > 0 ? double.NaN : v, StdErr = _nonFinite[k] > 0 ? double.NaN : se, Count = _n, NonFinite = _nonFinite[k] };
+                    }
+                    else est[k] = _density[k]!;
+                }
+            }
+            var minEss = new double[_plans.Length];
             for (int k = 0; k < _plans.Length; k++)
             {
-                if (_layout[k].Kind == EstimateKind.Mean)
-                {
-                    double v = 0;
-                    var es = _eveSum[k];
-                    for (int a = 0; a < _n; a++) v += es[a] * es[a];
-                    est[k] = new Estimate { Value = _nonFinite[k] > 0 ? double.NaN : _value[k], StdErr = Math.Sqrt(c * v), Count = _n, NonFinite = _nonFinite[k] };
-                }
-                else est[k] = _density[k]!;
+                minEss[k] = double.IsFinite(_minEss[k]) ? _minEss[k] : ess;
+                // no standard error that pretends: below MinEssForError effective paths there is no central
+                // limit to lean on, and with log_density the genealogy ignores the density's feedback
+                if (minEss[k] < MinEssForError || (_r == 1 && _wp.DensitySlot >= 0)) est[k] = WithoutError(est[k]);
             }
+            if (ess < MinEssForError || (_r == 1 && _wp.DensitySlot >= 0)) logZSe = double.NaN;
             return new WeightedResult
             {
-                Estimates = est, LogNormalizer = logZ, LogNormalizerStdErr = relVar > 0 ? Math.Sqrt(relVar) : double.NaN,
-                FinalEss = ess, Resamplings = _resamplings, Ancestors = ancestors, Paths = _n,
+                Estimates = est, LogNormalizer = logZ, LogNormalizerStdErr = logZSe,
+                FinalEss = ess, Resamplings = _resamplings, Ancestors = ancestors, Paths = _n, Replicas = _r, MinEss = minEss,
             };
+        }
+
+        static Estimate WithoutError(Estimate e) => new()
+        {
+            Value = e.Value, StdErr = double.NaN, Grid = e.Grid, Values = e.Values,
+            StdErrs = e.StdErrs is null ? null : Array.ConvertAll(e.StdErrs, _ => double.NaN),
+            Below = e.Below, Above = e.Above, Count = e.Count, NonFinite = e.NonFinite,
+        };
+
+        /// <summary>The mean of R independent replica estimates and its standard error √(Σ (x_r − x̄)² / (R (R − 1))).</summary>
+        static (double Mean, double StdErr) BatchMean(double[] x)
+        {
+            double m = 0;
+            foreach (double v in x) m += v;
+            m /= x.Length;
+            double s = 0;
+            foreach (double v in x) s += (v - m) * (v - m);
+            return (m, Math.Sqrt(s / ((double)x.Length * (x.Length - 1))));
         }
 
         /// <summary>(N/(N−1))^{r+1}: Lee and Whiteley's bias correction of the genealogy variance.</summary>
@@ -300,7 +418,7 @@ public static class WeightedEngine
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
-                int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
+                int p0 = _cs[c], p1 = _cs[c + 1];
                 // one step of one or two noise lanes: four paths' normals per vector (same bits as Fill)
                 int batched = _seg0 >= 0 && _seg1 - _seg0 == 1 && _nw > 0 && _nw <= 2 && PathNormals.Usable ? p0 + (p1 - p0) / 4 * 4 : p0;
                 for (int p = p0; p < batched; p += 4)
@@ -370,7 +488,7 @@ public static class WeightedEngine
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
-                int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
+                int p0 = _cs[c], p1 = _cs[c + 1];
                 for (int p = p0; p < p1; p++)
                     m.Observe(new PtrVec(_x + (long)p * _d), t, new PtrVec(_obs + (long)p * _nobs));
             }
@@ -382,7 +500,7 @@ public static class WeightedEngine
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
-                int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
+                int p0 = _cs[c], p1 = _cs[c + 1];
                 double mx = double.NegativeInfinity;
                 for (int p = p0; p < p1; p++) { double l = _x[(long)p * _d + _lw]; if (l > mx) mx = l; }
                 _chunkMax[c] = mx;
@@ -391,12 +509,12 @@ public static class WeightedEngine
 
         void ExpPhase(int worker)
         {
-            double mx = _maxLw;
             while (true)
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
-                int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
+                int p0 = _cs[c], p1 = _cs[c + 1];
+                double mx = _maxLw[_chunkRep[c]];
                 double s1 = 0, s2 = 0;
                 for (int p = p0; p < p1; p++)
                 {
@@ -407,38 +525,64 @@ public static class WeightedEngine
             }
         }
 
-        /// <summary>_w ← normalised weights of the current population; _sumW, _sumW2 (Σ of the unnormalised
-        /// exp(log w − max), and Σ W² of the normalised), in a fixed chunk order.</summary>
+        /// <summary>_w ← the weights of the current population, normalised within each replica; per replica
+        /// _sumW, _sumW2 (Σ of the unnormalised exp(log w − max), and Σ W² of the normalised), in a fixed chunk order.</summary>
         void Weights()
         {
             _weightsValid = true;
             Phase(_maxPhase);
-            double mx = double.NegativeInfinity;
-            for (int c = 0; c < _chunks; c++) if (_chunkMax[c] > mx) mx = _chunkMax[c];
-            _maxLw = mx;
+            for (int r = 0; r < _r; r++) _maxLw[r] = double.NegativeInfinity;
+            for (int c = 0; c < _chunks; c++) { int r = _chunkRep[c]; if (_chunkMax[c] > _maxLw[r]) _maxLw[r] = _chunkMax[c]; }
             Phase(_expPhase);
-            double s1 = 0, s2 = 0;
-            for (int c = 0; c < _chunks; c++) { s1 += _chunkSum[c]; s2 += _chunkSum2[c]; }
-            double inv = 1 / s1;
-            for (int p = 0; p < _n; p++) _w[p] *= inv;
-            _sumW = s1; _sumW2 = s2 * inv * inv;
+            for (int r = 0; r < _r; r++) { _sumW[r] = 0; _sumW2[r] = 0; }
+            for (int c = 0; c < _chunks; c++) { int r = _chunkRep[c]; _sumW[r] += _chunkSum[c]; _sumW2[r] += _chunkSum2[c]; }
+            for (int r = 0; r < _r; r++)
+            {
+                double inv = 1 / _sumW[r];
+                for (int p = _rs[r]; p < _rs[r + 1]; p++) _w[p] *= inv;
+                _sumW2[r] *= inv * inv;
+            }
         }
 
         void Density()
         {
-            _kde!.Prepare(_x, _d, _wp.DensityComponents, _w, _n, _wp.Bandwidth);
+            if (_r > 1) { Phase(_densityPhase); return; }
+            // one population: the grid serially, the interpolation in parallel over chunks
+            _kde![0]!.Prepare(_x, _d, _wp.DensityComponents, _w, _n, _wp.Bandwidth);
             Phase(_interpolatePhase);
         }
 
-        /// <summary>Each path's log_density slot from the prepared grid.</summary>
         void InterpolatePhase(int worker)
         {
             while (true)
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
-                int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
-                _kde!.Interpolate(_x, _d, _wp.DensityComponents, p0, p1, _x + _wp.DensitySlot, _d);
+                _kde![0]!.Interpolate(_x, _d, _wp.DensityComponents, _cs[c], _cs[c + 1], _x + _wp.DensitySlot, _d);
+            }
+        }
+
+        /// <summary>The replicas' grid spacing (a fraction of the bandwidth). R replicas have R grids of
+        /// (R^{1/(k+4)})^k times fewer nodes each (their bandwidths are wider): in 2 and 3 coordinates, at the
+        /// spacing h/4 of one population, 6 and more times the convolution work. At h/2 (4 and 8 times fewer
+        /// nodes, half the taps) the work is about that of one population, and the binning error, which
+        /// grows like the spacing squared, stays within the bound the tests check for it.</summary>
+        static double ReplicaSpacing(int k) => k >= 2 ? 0.5 : 0.25;
+
+        /// <summary>Each path's log_density slot, from the kernel estimate of its own replica: a worker
+        /// takes whole replicas (binning, convolution and interpolation), so each is one fixed computation.</summary>
+        void DensityPhase(int worker)
+        {
+            var kde = _kde![worker] ??= new BinnedKde(_wp.DensityComponents.Length) { Spacing = ReplicaSpacing(_wp.DensityComponents.Length) };
+            int[] comps = _wp.DensityComponents;
+            while (true)
+            {
+                long r = Interlocked.Increment(ref _nextChunk) - 1;
+                if (r >= _r) return;
+                int p0 = _rs[r], n = _rs[r + 1] - p0;
+                double* x = _x + (long)p0 * _d;
+                kde.Prepare(x, _d, comps, _w + p0, n, _wp.Bandwidth);
+                kde.Interpolate(x, _d, comps, 0, n, x + _wp.DensitySlot, _d);
             }
         }
 
@@ -447,29 +591,71 @@ public static class WeightedEngine
         {
             _seg1 = n;
             Phase(_observePhase);
+            double ess = Ess();
             for (int q = 0; q < _layout.Length; q++)
             {
                 var l = _layout[q];
                 if (n < l.From || n > l.To) continue;
+                if (ess < _minEss[q]) _minEss[q] = ess;
                 int o = l.Observable;
                 if (l.Kind == EstimateKind.Mean)
                 {
-                    double eta = 0;
-                    for (int i = 0; i < _n; i++) eta += _w[i] * _obs[(long)i * _nobs + o];
-                    if (!double.IsFinite(eta))
-                    {
-                        long bad = 0;
-                        for (int i = 0; i < _n; i++) if (!double.IsFinite(_obs[(long)i * _nobs + o])) bad++;
-                        _nonFinite[q] = Math.Max(_nonFinite[q], bad);
-                        continue;
-                    }
                     double k = l.Window;
-                    _value[q] += eta / k;
-                    var es = _eveSum[q];
-                    for (int i = 0; i < _n; i++) es[_eve[i]] += _w[i] * (_obs[(long)i * _nobs + o] - eta) / k;
+                    for (int r = 0; r < _r; r++)
+                    {
+                        int p0 = _rs[r], p1 = _rs[r + 1];
+                        double eta = 0;
+                        for (int i = p0; i < p1; i++) eta += _w[i] * _obs[(long)i * _nobs + o];
+                        if (!double.IsFinite(eta))
+                        {
+                            long bad = 0;
+                            for (int i = 0; i < _n; i++) if (!double.IsFinite(_obs[(long)i * _nobs + o])) bad++;
+                            _nonFinite[q] = Math.Max(_nonFinite[q], bad);
+                            break;
+                        }
+                        _value[q][r] += eta / k;
+                        if (_r == 1)
+                        {
+                            var es = _eveSum[q];
+                            for (int i = 0; i < _n; i++) es[_eve[i]] += _w[i] * (_obs[(long)i * _nobs + o] - eta) / k;
+                        }
+                    }
                 }
-                else _density[q] = DensityAt(l, o);
+                else _density[q] = _r == 1 ? DensityAt(l, o) : ReplicaDensityAt(l, o);
             }
+        }
+
+        /// <summary>Weighted histogram density of independent replicas: per bin the mean of the replicas'
+        /// histograms, its standard error their batch variance / R.</summary>
+        Estimate ReplicaDensityAt(QueryLayout l, int o)
+        {
+            int bins = l.Bins;
+            double width = (l.Hi - l.Lo) / bins;
+            var per = new double[_r][];
+            long below = 0, above = 0, nan = 0;
+            for (int r = 0; r < _r; r++)
+            {
+                var h = per[r] = new double[bins];
+                for (int i = _rs[r]; i < _rs[r + 1]; i++)
+                {
+                    double v = _obs[(long)i * _nobs + o];
+                    if (v < l.Lo) below++;
+                    else if (v >= l.Hi) above++;
+                    else if (v >= l.Lo) h[Math.Min(bins - 1, (int)((v - l.Lo) * l.Scale))] += _w[i] / width;
+                    else nan++;
+                }
+            }
+            var grid = new double[bins];
+            var vals = new double[bins];
+            var ses = new double[bins];
+            var col = new double[_r];
+            for (int b = 0; b < bins; b++)
+            {
+                for (int r = 0; r < _r; r++) col[r] = per[r][b];
+                (vals[b], ses[b]) = BatchMean(col);
+                grid[b] = l.Lo + (b + 0.5) * width;
+            }
+            return new Estimate { Grid = grid, Values = vals, StdErrs = ses, Below = below, Above = above, Count = _n, NonFinite = nan };
         }
 
         /// <summary>Weighted histogram density with genealogy standard errors per bin:
@@ -529,38 +715,72 @@ public static class WeightedEngine
         void MaybeResample(long n)
         {
             bool bd = _wp.Scheme == ResampleScheme.BirthDeath;
-            double essFrac = 1 / (_sumW2 * _n);
-            if (!bd && !(_wp.Ess >= 1 || essFrac < _wp.Ess)) return;
-            // the mean weight goes into the normaliser: the resampled population carries it
-            _logZ += _maxLw + Math.Log(_sumW / _n);
-            var wspan = new ReadOnlySpan<double>(_w, _n);
+            bool any = false;
+            for (int r = 0; r < _r; r++)
+            {
+                int p0 = _rs[r], m = _rs[r + 1] - p0;
+                double essFrac = 1 / (_sumW2[r] * m);
+                _resampled[r] = bd || _wp.Ess >= 1 || essFrac < _wp.Ess;
+                if (!_resampled[r])
+                {
+                    for (int i = p0; i < p0 + m; i++) _anc[i] = i;
+                    continue;
+                }
+                any = true;
+                // the mean weight goes into the normaliser: the resampled population carries it
+                _logZ[r] += _maxLw[r] + Math.Log(_sumW[r] / m);
+                if (bd)
+                {
+                    // β_i Δt: the log-weight increments since the last reset, centred within the replica
+                    double mean = 0;
+                    for (int i = p0; i < p0 + m; i++) mean += _x[(long)i * _d + _lw];
+                    mean /= m;
+                    for (int i = p0; i < p0 + m; i++) _rate[i] = _x[(long)i * _d + _lw] - mean;
+                }
+                else
+                {
+                    // replica r's draws at index offset r · 2^32: streams of their own (replica 0's are the unsplit run's)
+                    var anc = new Span<int>(_anc, p0, m);
+                    Resampling.Ancestors(_wp.Scheme, new ReadOnlySpan<double>(_w + p0, m), _s.Seed, (ulong)n, anc, _scratch, (ulong)r << 32);
+                    for (int i = 0; i < m; i++) anc[i] += p0;
+                }
+            }
+            if (!any) return;
             if (bd)
             {
-                // β_i Δt: the log-weight increments since the last reset, centred
-                double mean = 0;
-                for (int i = 0; i < _n; i++) mean += _x[(long)i * _d + _lw];
-                mean /= _n;
-                for (int i = 0; i < _n; i++) _rate[i] = _x[(long)i * _d + _lw] - mean;
                 _eventStep = (ulong)n;
                 Phase(_eventPhase);
-                Resampling.ApplyBirthDeath(_events, _partners, _anc);
+                for (int r = 0; r < _r; r++)
+                {
+                    int p0 = _rs[r], m = _rs[r + 1] - p0;
+                    Resampling.ApplyBirthDeath(new ReadOnlySpan<sbyte>(_events, p0, m), new ReadOnlySpan<int>(_partners, p0, m), new Span<int>(_anc, p0, m));
+                    for (int i = p0; i < p0 + m; i++) _anc[i] += p0;
+                }
             }
-            else Resampling.Ancestors(_wp.Scheme, wspan, _s.Seed, (ulong)n, _anc, _scratch);
-            for (int i = 0; i < _n; i++) _eveNext[i] = _eve[_anc[i]];
-            Array.Copy(_eveNext, _eve, _n);
+            if (_r == 1)
+            {
+                for (int i = 0; i < _n; i++) _eveNext[i] = _eve[_anc[i]];
+                Array.Copy(_eveNext, _eve, _n);
+            }
             Phase(_copyPhase);
             var t = _x; _x = _y; _y = t;
             _resamplings++;
-            // every weight is now 1 (log w = 0): the normalised weights are 1/N, with nothing to sum
-            double u = 1.0 / _n;
-            for (int i = 0; i < _n; i++) _w[i] = u;
-            _maxLw = 0; _sumW = _n; _sumW2 = u;
+            // every weight of a resampled replica is now 1 (log w = 0): its normalised weights are 1/m, with nothing to sum
+            for (int r = 0; r < _r; r++)
+            {
+                if (!_resampled[r]) continue;
+                int p0 = _rs[r], m = _rs[r + 1] - p0;
+                double u = 1.0 / m;
+                for (int i = p0; i < p0 + m; i++) _w[i] = u;
+                _maxLw[r] = 0; _sumW[r] = m; _sumW2[r] = u;
+            }
             _weightsValid = true;
         }
 
         ulong _eventStep;
 
-        /// <summary>Each path's birth–death event at the step (<see cref="Resampling.BirthDeathEvent"/>).</summary>
+        /// <summary>Each path's birth–death event at the step (<see cref="Resampling.BirthDeathEvent"/>), its
+        /// partner within its replica.</summary>
         void EventPhase(int worker)
         {
             ulong seed = _s.Seed, step = _eventStep;
@@ -568,28 +788,30 @@ public static class WeightedEngine
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
-                int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
+                int p0 = _cs[c], p1 = _cs[c + 1];
+                int r0 = _rs[_chunkRep[c]], m = _rs[_chunkRep[c] + 1] - r0;
                 for (int p = p0; p < p1; p++)
                 {
-                    _events[p] = (sbyte)Resampling.BirthDeathEvent(_rate[p], seed, p, step, _n, out int j);
+                    _events[p] = (sbyte)Resampling.BirthDeathEvent(_rate[p], seed, p, p - r0, step, m, out int j);
                     _partners[p] = j;
                 }
             }
         }
 
-        /// <summary>Slot i of the next population copies its ancestor, with log w reset to 0.</summary>
+        /// <summary>Slot i of the next population copies its ancestor, with log w reset to 0 where its replica resampled.</summary>
         void CopyPhase(int worker)
         {
             while (true)
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
-                int p0 = (int)c * Chunk, p1 = Math.Min(p0 + Chunk, _n);
+                int p0 = _cs[c], p1 = _cs[c + 1];
+                bool reset = _resampled[_chunkRep[c]];
                 for (int p = p0; p < p1; p++)
                 {
                     double* dst = _y + (long)p * _d;
                     Buffer.MemoryCopy(_x + (long)_anc[p] * _d, dst, _d * 8, _d * 8);
-                    dst[_lw] = 0;
+                    if (reset) dst[_lw] = 0;
                 }
             }
         }

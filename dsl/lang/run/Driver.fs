@@ -777,9 +777,9 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                     | PlainJob _ ->
                         pi <- pi + 1
                         let o = outcomeOf q job [] s.Dt ignoreRate [ pe[pi - 1] ]
-                        match weighted[i] with
-                        | Some wr -> { o with Weighted = true; Warnings = o.Warnings @ Weighted.genealogyWarning wr }
-                        | None -> o
+                        match weighted[i], p.File.Weight with
+                        | Some wr, Some w -> { o with Weighted = true; Warnings = o.Warnings @ Weighted.estimateWarnings w wr (pi - 1) }
+                        | _ -> o
                     | WeightJob name ->
                         let wr = Option.get weighted[i]
                         let est =
@@ -790,17 +790,17 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                             Resamplings = (if name = "ess" then Some wr.Resamplings else None)
                             Warnings =
                                 if name <> "log_normalizer" then []
-                                elif Double.IsNaN wr.LogNormalizerStdErr then
-                                    [ "no standard error: the genealogy estimate of the normaliser's variance is not positive here (it is built for multinomial resampling); resample = multinomial gives one, or compare runs with different seeds" ]
-                                else Weighted.genealogyWarning wr }
+                                else Weighted.normalizerWarnings (Option.get p.File.Weight) wr }
                     | DerivedJob plans ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> pe[pi + k] ]
                         pi <- pi + plans.Length
                         let est, warns = Derived.estimate q.Query ests
                         let o = outcomeOf q job [] s.Dt ignoreRate [ est ]
-                        match weighted[i] with
-                        | Some wr -> { o with Weighted = true; Warnings = o.Warnings @ warns @ Weighted.genealogyWarning wr }
-                        | None -> { o with Warnings = o.Warnings @ warns }
+                        match weighted[i], p.File.Weight with
+                        | Some wr, Some w ->
+                            let own = [ pi - plans.Length .. pi - 1 ] |> List.collect (Weighted.estimateWarnings w wr) |> List.distinct
+                            { o with Weighted = true; Warnings = o.Warnings @ warns @ own }
+                        | _ -> { o with Warnings = o.Warnings @ warns }
                     | ResponseJob (plans, _, _, _) ->
                         let ests = [ for k in 0 .. plans.Length - 1 -> re[ri + k] ]
                         let pls = [ for k in 0 .. plans.Length - 1 -> used[ri + k] ]
