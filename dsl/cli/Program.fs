@@ -355,24 +355,67 @@ let private compile (args: ParseResults<CompileArgs>) =
                     fileError (displayName path) ex.Message
                     exitRun
 
+// ---------------------------------------------------------------------------------------------
+// Signals: SIGINT (Ctrl-C) and SIGTERM stop the run
+// ---------------------------------------------------------------------------------------------
+
+/// Cancelled by the first SIGINT or SIGTERM: the set being simulated stops, no later set starts, and
+/// what finished is written (or, during the writing, nothing is). A second signal ends the process
+/// at once (files are written under temporary names, so it leaves no file that a later command takes).
+let private interrupt = new Threading.CancellationTokenSource()
+
+let private onSignal (ctx: Runtime.InteropServices.PosixSignalContext) =
+    if not interrupt.IsCancellationRequested then
+        ctx.Cancel <- true
+        Console.Error.WriteLine(sprintf "\ndsl: %s: stopping; the parameter sets that finished are kept (signal again to end at once)" (string ctx.Signal))
+        interrupt.Cancel()
+
+/// Registered for the life of the process (a registration that is collected stops handling).
+let private signalHandlers =
+    lazy
+        [ Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGINT, Action<_>(onSignal))
+          Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, Action<_>(onSignal)) ]
+
+/// Writes every output file of a report (results.json, results.csv, plots, samples files) into a
+/// staging folder inside `dir`, then renames them into `dir`, results.json last: a run stopped while
+/// writing (a full disk, a signal) leaves the previous files or the new ones, never a cut file that
+/// results.json names. The staging folder is removed in every case.
 let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
     Directory.CreateDirectory dir |> ignore
-    File.WriteAllText(Path.Combine(dir, "results.json"), Output.toJson report)
-    if csv then File.WriteAllText(Path.Combine(dir, "results.csv"), Output.toCsv report)
-    Plot.writeSweeps dir report |> ignore
-    Output.writeSamples dir report |> ignore
+    let stage = Path.Combine(dir, sprintf ".dsl-writing-%d" Environment.ProcessId)
+    let stop () = interrupt.Token.ThrowIfCancellationRequested()
 
-    for set in report.Sets do
-        set.Results
-        |> List.iteri (fun i q ->
-            if Report.isBinned q then
-                Plot.writeDensity (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
-            elif q.Kind = "density2d" then
-                Plot.writeHeatMap (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
-            elif q.Kind = "lyapunov" then
-                Plot.writeSpectrum (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
-            elif q.Kind = "mean_series" then
-                Plot.writeTimeSeries (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
+    try
+        Directory.CreateDirectory stage |> ignore
+        File.WriteAllText(Path.Combine(stage, "results.json"), Output.toJson report)
+        stop ()
+        if csv then File.WriteAllText(Path.Combine(stage, "results.csv"), Output.toCsv report)
+        Plot.writeSweeps stage report |> ignore
+        stop ()
+        Output.writeSamples stage report |> ignore
+
+        for set in report.Sets do
+            set.Results
+            |> List.iteri (fun i q ->
+                stop ()
+                if Report.isBinned q then
+                    Plot.writeDensity (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name
+                elif q.Kind = "density2d" then
+                    Plot.writeHeatMap (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name
+                elif q.Kind = "lyapunov" then
+                    Plot.writeSpectrum (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name
+                elif q.Kind = "mean_series" then
+                    Plot.writeTimeSeries (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name)
+
+        stop ()
+        // every file is complete: rename them in, results.json (which names the others) last
+        let files = Directory.GetFiles stage |> Array.sortBy (fun f -> Path.GetFileName f = "results.json", f)
+        for f in files do
+            File.Move(f, Path.Combine(dir, Path.GetFileName f), true)
+    finally
+        try
+            if Directory.Exists stage then Directory.Delete(stage, true)
+        with _ -> ()
 
 /// Prints the table, or with --csv and no --out the CSV (with --json the caller prints the JSON), writes
 /// --out, repeats the results' warnings on standard error; the exit code (--strict: 3 when a result or
@@ -392,14 +435,54 @@ let private present (path: string) (json: bool) (csv: bool) (out: string option)
                   for m in q.Warnings -> sprintf "%s: warning: set %s, '%s': %s" path set.Name q.Query m ]
 
     warnings |> List.iter (fun w -> Console.Error.WriteLine w)
+
+    // the sets that failed: after the others' results were printed and written, the run fails (exit 3)
+    let failed = report.Sets |> List.choose (fun s -> s.Failure |> Option.map (fun m -> s.Name, m))
+
+    for (set, m) in failed do
+        if report.Sets.Length = 1 then fileError path m else fileError path (sprintf "set %s: %s" set m)
+
+    if not failed.IsEmpty then exitRun
     // --strict: a result or a file that carries any warning fails the run (after it was printed and written)
-    if strict && not (warnings.IsEmpty && report.Warnings.IsEmpty) then exitRun else 0
+    elif strict && not (warnings.IsEmpty && report.Warnings.IsEmpty) then exitRun
+    else 0
 
 let private env (name: string) =
     match Environment.GetEnvironmentVariable name with
     | null
     | "" -> None
     | v -> Some v
+
+/// The progress callback `update`, also watching the rate of the first second of progress: a run
+/// whose estimated total exceeds `longRunSeconds` says so once on standard error, with the estimate.
+let private longRunSeconds = 30.0
+
+let private withEstimate (name: string) (update: float -> unit) : float -> unit =
+    let clock = Diagnostics.Stopwatch.StartNew()
+    // [| time of the first report; its fraction; decided (0/1) |], guarded by the lock
+    let state = [| nan; nan; 0.0 |]
+
+    fun (f: float) ->
+        update f
+
+        if state[2] = 0.0 && Double.IsFinite f then
+            lock state (fun () ->
+                let t = clock.Elapsed.TotalSeconds
+
+                if state[2] = 0.0 then
+                    if Double.IsNaN state[0] then
+                        state[0] <- t
+                        state[1] <- f
+                    elif t - state[0] >= 1.0 && f > state[1] then
+                        state[2] <- 1.0
+                        // from the rate since the first report (the JIT warm-up and setup excluded)
+                        let rate = (f - state[1]) / (t - state[0])
+                        let total = t + (1.0 - f) / rate
+
+                        if total > longRunSeconds then
+                            Console.Error.WriteLine(
+                                sprintf "%s: note: this run will take about %.0f s (%s), estimated from its first %.1f s; Ctrl-C stops it and keeps the parameter sets that finished"
+                                    name total (Progress.formatDuration total) (t - state[0])))
 
 /// The errors of a run, as exit codes (shared by a run and a shard).
 let private runFailure (path: string) (finish: unit -> unit) (ex: exn) =
@@ -451,20 +534,27 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
             | Ok() ->
                 let h = Shards.headerOf program.Program name text overrides spec
                 let update, finish = if args.Contains RunArgs.Quiet then ignore, ignore else Progress.create (sprintf "shard %d/%d" spec.K spec.N)
-                let opts = { Driver.defaultOptions with Threads = args.GetResult(Threads, 0); Progress = Some update; Backend = "cpu" }
+                let update = withEstimate name update
+                signalHandlers.Force() |> ignore
+                let opts = { Driver.defaultOptions with Threads = args.GetResult(Threads, 0); Progress = Some update; Backend = "cpu"; Cancel = interrupt.Token }
+                // a set whose paths blew up is recorded in the partial file (a merge reports it); the shard fails
+                let failedSets (failures: (string * string) list) =
+                    for (set, m) in failures do
+                        fileError name (sprintf "set %s: %s" set m)
+                    if failures.IsEmpty then 0 else exitRun
 
                 try
                     try
                         match Shards.runShard program.Program h opts dir (args.Contains Force) with
-                        | Shards.Skipped file ->
+                        | Shards.Skipped (file, failures) ->
                             finish ()
                             printfn "shard %d/%d: %s is complete already (paths %d..%d); nothing to do (--force reruns it)" spec.K spec.N file h.Range.First (h.Range.First + h.Range.Count - 1L)
-                            0
-                        | Shards.Written (file, _, seconds) ->
+                            failedSets failures
+                        | Shards.Written (file, _, seconds, failures) ->
                             finish ()
                             printfn "shard %d/%d: paths %d..%d of %d parameter set(s) in %.3g s -> %s" spec.K spec.N h.Range.First (h.Range.First + h.Range.Count - 1L)
                                 program.ParameterSets.Length seconds file
-                            0
+                            failedSets failures
                     with ex -> runFailure name finish ex
                 finally
                     finish ()
@@ -522,10 +612,18 @@ let private runOne (args: ParseResults<RunArgs>) (overrides: Overrides) (json: b
         let name = displayName path
         let quiet = args.Contains RunArgs.Quiet
         let update, finish = if quiet then ignore, ignore else Progress.create "simulating"
+        signalHandlers.Force() |> ignore
 
         try
             try
-                let report = program.Run(args.GetResult(Threads, 0), Action<float>(update), args.GetResult(Backend, "auto"))
+                let opts =
+                    { Driver.defaultOptions with
+                        Threads = args.GetResult(Threads, 0)
+                        Progress = Some(withEstimate name update)
+                        Backend = args.GetResult(Backend, "auto")
+                        Cancel = interrupt.Token }
+                // the sets that finished are reported even when another failed (its failure is in the report)
+                let report, _ = Driver.runKeeping program.Program opts
                 finish ()
                 present name json (args.Contains RunArgs.Csv) out (args.Contains RunArgs.Strict) report, Some report
             with ex -> runFailure name finish ex, None

@@ -247,6 +247,8 @@ let private writeSet (r: RunReport) (w: Utf8JsonWriter) (s: SetReport) =
     w.WriteStartObject "params"
     writeParamProps w (List.map fst s.Params) (List.map fst s.Params) (s.Params |> List.map snd |> List.toArray)
     w.WriteEndObject()
+    // a set that failed: why, and no results (the other sets' results stand)
+    s.Failure |> Option.iter (fun m -> w.WriteString("error", m))
     w.WriteStartArray "results"
     s.Results |> List.iteri (fun i q -> writeOutcome w (if q.Kind = "samples" then samplesFile r s.Name i elif q.Kind = "samples_every" then samplesEveryFile r s.Name i else "") q)
     w.WriteEndArray()
@@ -608,6 +610,8 @@ let private sweptValue (s: SetReport) : (string * float) option =
 /// The run's sweeps: sets named `p=v` grouped by `p`, two sets or more (one set is no sweep).
 let sweeps (r: RunReport) : Sweep list =
     r.Sets
+    // a failed set has no results to compare
+    |> List.filter (fun s -> s.Failure.IsNone)
     |> List.choose (fun s -> sweptValue s |> Option.map (fun (p, v) -> p, v, s))
     |> List.groupBy (fun (p, _, _) -> p)
     |> List.filter (fun (_, xs) -> xs.Length >= 2)
@@ -673,7 +677,9 @@ let tableWith (color: bool) (r: RunReport) : string =
 
     let body =
         r.Sets
-        |> List.collect (fun s -> "" :: setHeader color s :: List.collect (resultLines color width) s.Results)
+        |> List.collect (fun s ->
+            let failed = s.Failure |> Option.map (fun m -> "  " + paint color "31" ("error: " + m)) |> Option.toList
+            "" :: setHeader color s :: failed @ List.collect (resultLines color width) s.Results)
 
     let sweepBody = sweeps r |> List.collect (sweepLines color)
 

@@ -37,7 +37,7 @@ type PartialFile = { Path: string; Header: Header; Body: byte[] }
 
 /// The format of the partial file ("DSLPART\n", version, header JSON, sums, SHA-256 of all before it).
 let private magic = "DSLPART\n"B
-let private formatVersion = 1
+let private formatVersion = 2
 
 let private inv = Globalization.CultureInfo.InvariantCulture
 
@@ -244,7 +244,9 @@ let private partialBytes (h: Header) (p: Program) (sums: SetSums list) (seconds:
      w.Write(List.length sums)
      for s in sums do
          let flag (b: bool) (bit: int) = if b then 1 <<< bit else 0
-         w.Write(byte (flag s.Plain.IsSome 0 ||| flag s.Responses.IsSome 1 ||| flag s.Lyapunov.IsSome 2 ||| flag s.Growth.IsSome 3))
+         w.Write(byte (flag s.Plain.IsSome 0 ||| flag s.Responses.IsSome 1 ||| flag s.Lyapunov.IsSome 2 ||| flag s.Growth.IsSome 3 ||| flag s.Failure.IsSome 4))
+         // a set whose paths blew up in this shard: its message instead of its sums
+         s.Failure |> Option.iter (fun (m: string) -> w.Write m)
          s.Plain |> Option.iter (fun a -> a.Write w)
          s.Responses |> Option.iter (fun a -> a.Write w)
          s.Lyapunov |> Option.iter (fun a -> a.Write w)
@@ -306,9 +308,13 @@ let readSums (p: Program) (f: PartialFile) : Result<SetSums list * float, string
             [ for _ in 1..n ->
                   let flags = int (r.ReadByte())
                   let has bit = flags &&& (1 <<< bit) <> 0
-                  if has 0 <> (plain.Length > 0) || has 1 <> (responses.Length > 0) || has 2 <> (k > 0) then
+                  if flags >>> 5 <> 0 then failwith "a set has unknown flags"
+                  let failure = if has 4 then Some(sprintf "%s (shard %d/%d)" (r.ReadString()) f.Header.Shard.K f.Header.Shard.N) else None
+                  if failure.IsNone && (has 0 <> (plain.Length > 0) || has 1 <> (responses.Length > 0) || has 2 <> (k > 0)) then
                       failwith "its engines do not match the queries of the run"
-                  { Plain = (if has 0 then Some(Accumulators.Read(r, plain, settings)) else None)
+                  if failure.IsSome && (has 0 || has 1 || has 2) then failwith "a failed set carries sums"
+                  { Failure = failure
+                    Plain = (if has 0 then Some(Accumulators.Read(r, plain, settings)) else None)
                     Responses = (if has 1 then Some(ResponseAccumulators.Read(r, responses)) else None)
                     Lyapunov = (if has 2 then Some(LyapunovAccumulators.Read(r, k, lyapunovLogDet p)) else None)
                     Growth = (if has 3 then Some(readGrowth r) else None) } ]
@@ -334,8 +340,9 @@ let compileHeader (h: Header) : Result<Program, string> =
 
 /// What a shard run did.
 type ShardOutcome =
-    | Written of partial: string * manifest: string * seconds: float
-    | Skipped of partial: string
+    /// With the sets that failed (name, message): recorded in the partial file, reported by the merge.
+    | Written of partial: string * manifest: string * seconds: float * failures: (string * string) list
+    | Skipped of partial: string * failures: (string * string) list
 
 /// The header of shard `spec` of program `p` compiled from `source` (file `sourceFile`) with `overrides`.
 let headerOf (p: Program) (sourceFile: string) (source: string) (overrides: Frontend.Overrides) (spec: ShardSpec) =
@@ -377,15 +384,28 @@ let runShard (p: Program) (h: Header) (opts: RunOptions) (dir: string) (force: b
     let partial = Path.Combine(dir, fileName h.Shard)
 
     // (a shard killed between its two renames has its partial file but no manifest: rerun it)
-    if not force && isComplete h partial && File.Exists(Path.Combine(dir, manifestName h.Shard)) then
-        Skipped partial
-    else
+    let failuresOf (sums: SetSums list) =
+        List.zip p.File.Sets sums |> List.choose (fun (set, s) -> s.Failure |> Option.map (fun m -> set.Name, m))
+
+    let complete =
+        if force then None
+        else
+            match readPartial partial with
+            | Ok f when f.Header.Fingerprint = h.Fingerprint && f.Header.Shard = h.Shard && f.Header.Range = h.Range
+                        && File.Exists(Path.Combine(dir, manifestName h.Shard)) ->
+                readSums p f |> Result.toOption |> Option.map fst
+            | _ -> None
+
+    // (a shard killed between its two renames has its partial file but no manifest: rerun it)
+    match complete with
+    | Some sums -> Skipped(partial, failuresOf sums)
+    | None ->
         let sums, seconds = Driver.runShard p opts h.Range
         let bytes = partialBytes h p sums seconds
         writeAtomically partial bytes
         let manifest = Path.Combine(dir, manifestName h.Shard)
         writeAtomically manifest (manifestBytes h p (fileName h.Shard) bytes seconds)
-        Written(partial, manifest, seconds)
+        Written(partial, manifest, seconds, failuresOf sums)
 
 // ---------------------------------------------------------------------------------------------
 // Merging
@@ -497,11 +517,18 @@ let merge (args: string list) : Result<Program * Report.RunReport * int, string>
                                     if not sameGrowth then
                                         Error(sprintf "%s measured another covector growth than the other shards: not the numerics of one run" f.Path)
                                     else
-                                        List.iter2 (fun (a: SetSums) (b: SetSums) ->
-                                            a.Plain |> Option.iter (fun x -> x.Merge b.Plain.Value)
-                                            a.Responses |> Option.iter (fun x -> x.Merge b.Responses.Value)
-                                            a.Lyapunov |> Option.iter (fun x -> x.Merge b.Lyapunov.Value)) t sums
-                                        Ok(Some(t, s + secs)))))
+                                        let merged =
+                                            List.map2 (fun (a: SetSums) (b: SetSums) ->
+                                                match a.Failure, b.Failure with
+                                                // a set that failed in any shard failed in the run: the first shard's message
+                                                | Some _, _ -> a
+                                                | None, Some _ -> { a with Plain = None; Responses = None; Lyapunov = None; Failure = b.Failure }
+                                                | None, None ->
+                                                    a.Plain |> Option.iter (fun x -> x.Merge b.Plain.Value)
+                                                    a.Responses |> Option.iter (fun x -> x.Merge b.Responses.Value)
+                                                    a.Lyapunov |> Option.iter (fun x -> x.Merge b.Lyapunov.Value)
+                                                    a) t sums
+                                        Ok(Some(merged, s + secs)))))
                     (Ok None)
                 |> Result.map (fun total ->
                     let sums, seconds = total.Value
