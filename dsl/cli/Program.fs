@@ -226,7 +226,8 @@ let private readSource (path: string) : Result<string, string> =
         Error "is a directory, not a .sde file"
     else
         try
-            use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, false)
+            // a FIFO without a writer reads as empty instead of blocking forever (Files.openRead)
+            use stream = Files.openRead path
             readCapped stream
         with
         | :? FileNotFoundException
@@ -364,8 +365,16 @@ let private compile (args: ParseResults<CompileArgs>) =
 /// at once (files are written under temporary names, so it leaves no file that a later command takes).
 let private interrupt = new Threading.CancellationTokenSource()
 
+/// Set while the output files are written: a signal then abandons the writing (the staging folder is
+/// removed, nothing is renamed in) instead of ending the process with the folder left behind.
+let private writing = new Threading.CancellationTokenSource()
+let private writingNow = ref false
+
 let private onSignal (ctx: Runtime.InteropServices.PosixSignalContext) =
-    if not interrupt.IsCancellationRequested then
+    if writingNow.Value then
+        ctx.Cancel <- true
+        writing.Cancel()
+    elif not interrupt.IsCancellationRequested then
         ctx.Cancel <- true
         Console.Error.WriteLine(sprintf "\ndsl: %s: stopping; the parameter sets that finished are kept (signal again to end at once)" (string ctx.Signal))
         interrupt.Cancel()
@@ -383,9 +392,13 @@ let private signalHandlers =
 let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
     Directory.CreateDirectory dir |> ignore
     let stage = Path.Combine(dir, sprintf ".dsl-writing-%d" Environment.ProcessId)
-    let stop () = interrupt.Token.ThrowIfCancellationRequested()
+    let stop () =
+        if writing.IsCancellationRequested then
+            raise (OperationCanceledException "interrupted while writing the results: nothing was written")
 
     try
+        writingNow.Value <- true
+        stop ()
         Directory.CreateDirectory stage |> ignore
         File.WriteAllText(Path.Combine(stage, "results.json"), Output.toJson report)
         stop ()
@@ -413,6 +426,7 @@ let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
         for f in files do
             File.Move(f, Path.Combine(dir, Path.GetFileName f), true)
     finally
+        writingNow.Value <- false
         try
             if Directory.Exists stage then Directory.Delete(stage, true)
         with _ -> ()
@@ -426,7 +440,12 @@ let private present (path: string) (json: bool) (csv: bool) (out: string option)
     elif not json then
         Console.Out.Write(Output.tableWith (Output.useColor ()) report)
 
-    out |> Option.iter (fun dir -> writeOut dir csv report)
+    // an interrupted run with no finished set leaves nothing (rather than a results.json without results)
+    let interruptedEmpty =
+        report.Sets |> List.forall (fun s -> s.Failure.IsSome)
+        && report.Sets |> List.exists (fun s -> s.Failure = Some Driver.interruptedMessage)
+
+    if not interruptedEmpty then out |> Option.iter (fun dir -> writeOut dir csv report)
 
     // warnings also on standard error: with --json the table's warning lines are not seen
     let warnings =
@@ -499,8 +518,12 @@ let private runFailure (path: string) (finish: unit -> unit) (ex: exn) =
         // a query the chosen backend cannot run: a located input error, found before simulating
         eprintfn "%s:%s" path (e.Message.Replace(": '", ": error: '"))
         exitInput
-    | :? OperationCanceledException ->
-        fileError path "cancelled"
+    | Shards.ShardBusyException m ->
+        fileError path m
+        exitRun
+    | :? OperationCanceledException as e ->
+        // SIGINT/SIGTERM: during a shard (which then writes nothing), or while the results were written
+        fileError path (if e.Message.StartsWith "interrupted" then e.Message else "interrupted (SIGINT or SIGTERM): nothing was written")
         exitRun
     | ex ->
         let inner = if isNull ex.InnerException then ex else ex.InnerException
@@ -723,6 +746,23 @@ let private slurm (args: ParseResults<SlurmArgs>) =
     | _, Some c when c < 1 ->
         usageError (sprintf "--cpus: must be at least 1, got %d" c)
     | _ ->
+    // every value that goes into the scripts, checked before anything is compiled or created
+    let request (modelName: string) (runArgs: string list) : Shards.SlurmRequest =
+        { Dsl = dslCommand ()
+          File = path
+          Shards = n
+          Partition = args.TryGetResult SlurmArgs.Partition
+          Time = args.TryGetResult SlurmArgs.Time
+          Cpus = args.TryGetResult SlurmArgs.Cpus
+          Mem = args.TryGetResult SlurmArgs.Mem
+          Out = args.GetResult(SlurmArgs.Out, modelName + "-slurm")
+          SbatchArgs = args.GetResults SlurmArgs.Sbatch_Arg
+          RunArgs = runArgs
+          JobName = "dsl-" + modelName }
+
+    match Shards.slurmProblems (request "model" []) with
+    | Some m -> usageError m
+    | None ->
         match compileFile path overrides with
         | Error code -> code
         | Ok program ->
@@ -754,20 +794,11 @@ let private slurm (args: ParseResults<SlurmArgs>) =
                       yield! overrides.Seed |> Option.map (fun s -> [ "--seed"; string s ]) |> Option.defaultValue [] ]
 
                 let out = args.GetResult(SlurmArgs.Out, program.ModelName + "-slurm")
+                let req = request program.ModelName runArgs
 
-                let req: Shards.SlurmRequest =
-                    { Dsl = dslCommand ()
-                      File = path
-                      Shards = n
-                      Partition = args.TryGetResult SlurmArgs.Partition
-                      Time = args.TryGetResult SlurmArgs.Time
-                      Cpus = args.TryGetResult SlurmArgs.Cpus
-                      Mem = args.TryGetResult SlurmArgs.Mem
-                      Out = out
-                      SbatchArgs = args.GetResults SlurmArgs.Sbatch_Arg
-                      RunArgs = runArgs
-                      JobName = "dsl-" + program.ModelName }
-
+                match Shards.slurmProblems req with
+                | Some m -> usageError m
+                | None ->
                 let arrayScript, mergeScript = Shards.slurmScripts req
                 // Slurm does not create the folders of --output: they must exist before the jobs start
                 for d in [ out; Path.Combine(out, "logs"); Path.Combine(out, "shards") ] do

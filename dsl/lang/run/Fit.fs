@@ -277,7 +277,8 @@ let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitDat
         elif not (File.Exists path) then at (sprintf "data file '%s' not found (looked for %s)" spec.Data (Path.GetFullPath path))
         else
             // read at most maxDataBytes + 1 (a device such as /dev/zero reports no length and never ends)
-            use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)
+            // a FIFO without a writer reads as empty instead of blocking forever
+            use stream = Files.openRead path
             use reader = new StreamReader(stream)
             let buffer = Array.zeroCreate<char> 65536
             let text = Text.StringBuilder()
