@@ -173,6 +173,27 @@ let tests =
             Expect.stringContains (setNamed merged "a=0.9" |> field "error" |> text) "blew up" "the failed set"
         }
 
+        test "Lost work: a fit whose run fails after an evaluation writes fit.json with the error and the evaluations done, exit 3" {
+            use tmp = new TempDir()
+            // dx = θ x³ dt from x = 1 blows up at t = 1/(2θ): the start θ = 0.1 runs; Adam's first step
+            // moves θ by lr = 0.5 towards the data (x ≈ 1.5 at T = 1, θ ≈ 0.28), to 0.6, where the paths blow up before T
+            let rows = Array.init 200 (fun i -> sprintf "%.4f" (1.5 + 0.05 * sin (float i)))
+            File.WriteAllText(Path.Combine(tmp.Path, "d.csv"), "x\n" + String.Join("\n", rows) + "\n")
+            let f =
+                tmp.File "fit.sde"
+                    "model C {\n  param theta = 0.1\n  state x\n  brownian W\n  init x = 1\n  d x = theta * x^3 dt + 0.01 dW\n}\nsimulate { paths = 400; dt = 0.01; T = 1; seed = 3 }\nfit theta to \"d.csv\" {\n  objective = kl at T\n  optimizer = adam(lr = 0.5)\n  iterations = 2\n}\n"
+            let out = Path.Combine(tmp.Path, "out")
+            let o = dslIn tmp.Path [ "fit"; f; "--out"; out; "--quiet" ]
+            Expect.equal o.Code 3 (describe [ "fit" ] o)
+            let j = json (Path.Combine(out, "fit.json"))
+            Expect.stringContains (j |> field "error" |> text) "theta = 0.6" "the failure and where"
+            let h = (j |> field "history").AsArray()
+            Expect.equal h.Count 1 "the one evaluation done"
+            Expect.equal (h[0] |> field "params" |> field "theta" |> float') 0.1 "at the start"
+            Expect.isTrue (Double.IsFinite(h[0] |> field "loss" |> float')) "with its loss"
+            Expect.isEmpty (Directory.GetFileSystemEntries(out, ".*")) "no temporaries left"
+        }
+
         test "Signals: a long run says so early with its estimate; SIGTERM ends it with exit 3, leaving complete files or none" {
             use tmp = new TempDir()
             // 2 sets × 200 paths × 10^6 steps: over a minute on any machine (81 s in the issue)

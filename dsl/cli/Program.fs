@@ -870,6 +870,18 @@ let private fitCommand (args: ParseResults<FitArgs>) =
                 for d in e.Diagnostics do
                     Console.Error.WriteLine(Diagnostics.formatAs "error" name text d)
 
+                // a fit that failed after some evaluations keeps them: fit.json with the error and the history
+                if e.RunFailed && not e.History.IsEmpty then
+                    let message = e.Diagnostics |> List.map (fun d -> d.Message) |> String.concat "; "
+                    let j = Fit.failedJson program.ModelName name names message e.History
+                    if json then Console.Out.WriteLine j
+
+                    match args.TryGetResult FitArgs.Out with
+                    | Some dir ->
+                        Files.writeAtomically (Path.Combine(dir, "fit.json")) (Text.Encoding.UTF8.GetBytes j)
+                        eprintfn "%s: the %d evaluation(s) done before the failure are in %s" name e.History.Length (Path.Combine(dir, "fit.json"))
+                    | None -> ()
+
                 if e.RunFailed then exitRun else exitInput
             | Ok r ->
                 let defaults = program.Program.File.Model.Params |> List.map (fun p -> p.Name, p.Default)
