@@ -331,6 +331,22 @@ let tests =
             Expect.isEmpty (Directory.GetFiles(shards, "*.partial")) "wrote nothing"
         }
 
+        test "Files: a write that fails removes its temporaries (a shard's partial file, a run's staging folder), exit 3" {
+            use tmp = new TempDir()
+            let f = tmp.File "ou.sde" goodModel
+            // the final names taken by folders: the rename at the end fails, as a full disk fails a write
+            let shards = Path.Combine(tmp.Path, "shards")
+            Directory.CreateDirectory(Path.Combine(shards, "shard-0-of-2.partial")) |> ignore
+            let o = dslIn tmp.Path [ "run"; f; "--shard"; "0/2"; "--out"; "shards"; "--quiet" ]
+            Expect.equal o.Code 3 (describe [ "run --shard (cannot write)" ] o)
+            Expect.isEmpty (Directory.GetFiles(shards, "*.tmp-*")) "no temporary partial file left"
+            let out = Path.Combine(tmp.Path, "out")
+            Directory.CreateDirectory(Path.Combine(out, "results.json")) |> ignore
+            let r = dslIn tmp.Path [ "run"; f; "--out"; out; "--quiet" ]
+            Expect.equal r.Code 3 (describe [ "run --out (cannot write)" ] r)
+            Expect.isEmpty (Directory.GetFileSystemEntries(out, ".*")) "no staging folder left"
+        }
+
         test "Shards: --shard N past Int32 names the bound; a weighted model's refusal is located" {
             use tmp = new TempDir()
             let f = tmp.File "ou.sde" goodModel

@@ -385,11 +385,12 @@ let private signalHandlers =
         [ Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGINT, Action<_>(onSignal))
           Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, Action<_>(onSignal)) ]
 
-/// Writes every output file of a report (results.json, results.csv, plots, samples files) into a
-/// staging folder inside `dir`, then renames them into `dir`, results.json last: a run stopped while
-/// writing (a full disk, a signal) leaves the previous files or the new ones, never a cut file that
-/// results.json names. The staging folder is removed in every case.
-let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
+/// Runs `write` into a staging folder inside `dir`, then renames what it wrote into `dir`, `main`
+/// (the file that names the others: results.json, fit.json) last: a command stopped while writing (a
+/// full disk, a signal) leaves the previous files or the new ones, never a cut file that `main` names.
+/// `stop ()` (to call between files) throws once a signal arrived during the writing. The staging
+/// folder is removed in every case.
+let private writeStaged (dir: string) (main: string) (write: string -> (unit -> unit) -> 'a) : 'a =
     Directory.CreateDirectory dir |> ignore
     let stage = Path.Combine(dir, sprintf ".dsl-writing-%d" Environment.ProcessId)
     let stop () =
@@ -400,6 +401,21 @@ let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
         writingNow.Value <- true
         stop ()
         Directory.CreateDirectory stage |> ignore
+        let result = write stage stop
+        stop ()
+        let files = Directory.GetFiles stage |> Array.sortBy (fun f -> Path.GetFileName f = main, f)
+        for f in files do
+            File.Move(f, Path.Combine(dir, Path.GetFileName f), true)
+        result
+    finally
+        writingNow.Value <- false
+        try
+            if Directory.Exists stage then Directory.Delete(stage, true)
+        with _ -> ()
+
+/// Writes every output file of a report (results.json, results.csv, plots, samples files), staged.
+let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
+    writeStaged dir "results.json" (fun stage stop ->
         File.WriteAllText(Path.Combine(stage, "results.json"), Output.toJson report)
         stop ()
         if csv then File.WriteAllText(Path.Combine(stage, "results.csv"), Output.toCsv report)
@@ -418,18 +434,7 @@ let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
                 elif q.Kind = "lyapunov" then
                     Plot.writeSpectrum (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name
                 elif q.Kind = "mean_series" then
-                    Plot.writeTimeSeries (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name)
-
-        stop ()
-        // every file is complete: rename them in, results.json (which names the others) last
-        let files = Directory.GetFiles stage |> Array.sortBy (fun f -> Path.GetFileName f = "results.json", f)
-        for f in files do
-            File.Move(f, Path.Combine(dir, Path.GetFileName f), true)
-    finally
-        writingNow.Value <- false
-        try
-            if Directory.Exists stage then Directory.Delete(stage, true)
-        with _ -> ()
+                    Plot.writeTimeSeries (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name))
 
 /// Prints the table, or with --csv and no --out the CSV (with --json the caller prints the JSON), writes
 /// --out, repeats the results' warnings on standard error; the exit code (--strict: 3 when a result or
@@ -892,7 +897,8 @@ let private fitCommand (args: ParseResults<FitArgs>) =
 
                 match args.TryGetResult FitArgs.Out with
                 | Some dir ->
-                    let files = Fit.write dir r
+                    signalHandlers.Force() |> ignore
+                    let files = writeStaged dir "fit.json" (fun stage _ -> Fit.write stage r)
                     if not json then Console.Out.WriteLine(sprintf "\nwrote %s" (String.Join(", ", files |> List.map Path.GetFileName)))
                 | None -> ()
 
