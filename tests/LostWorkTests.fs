@@ -316,6 +316,11 @@ let tests =
             Expect.stringContains q.Err "not a regular file" "a FIFO"
             let r = dslEnv tmp.Path [] 20.0 [ "run"; fifo ]
             Expect.equal r.Code 2 (describe [ "run fifo" ] r)
+            // a fit's data file: read as empty, a located error
+            let fitFile = tmp.File "fit.sde" (goodModel + "fit a to \"fifo.partial\" {\n  objective = kl at T\n  iterations = 2\n}\n")
+            let d = dslEnv tmp.Path [] 20.0 [ "fit"; fitFile ]
+            Expect.equal d.Code 2 (describe [ "fit with a FIFO as data" ] d)
+            Expect.stringContains d.Err "fit.sde:" (describe [ "fit with a FIFO as data" ] d)
         }
 
         test "Shards: a shard that another process is running (its lock held) is refused, exit 3, its files untouched" {

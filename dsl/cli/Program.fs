@@ -397,6 +397,10 @@ let private writeStaged (dir: string) (main: string) (write: string -> (unit -> 
         if writing.IsCancellationRequested then
             raise (OperationCanceledException "interrupted while writing the results: nothing was written")
 
+    // a signal while writing abandons the writing (the commands that do not watch for signals before
+    // this point, merge and fit, are simply ended by one then: nothing written)
+    signalHandlers.Force() |> ignore
+
     try
         writingNow.Value <- true
         stop ()
@@ -897,7 +901,6 @@ let private fitCommand (args: ParseResults<FitArgs>) =
 
                 match args.TryGetResult FitArgs.Out with
                 | Some dir ->
-                    signalHandlers.Force() |> ignore
                     let files = writeStaged dir "fit.json" (fun stage _ -> Fit.write stage r)
                     if not json then Console.Out.WriteLine(sprintf "\nwrote %s" (String.Join(", ", files |> List.map Path.GetFileName)))
                 | None -> ()
