@@ -72,7 +72,10 @@ let samplesColumns (q: QueryOutcome) : string list =
 /// `KIND_SET_INDEX.csv` (INDEX: the query's number in the set from 0, as the plots number theirs; SET with
 /// characters other than letters, digits, `-`, `.`, `=` as `_`).
 let private resultFile (kind: string) (r: RunReport) (setName: string) (index: int) : string =
-    let count = r.Sets |> List.sumBy (fun s -> s.Results |> List.filter (fun q -> q.Kind = kind) |> List.length)
+    // every set has the same queries: counted in a set that finished, times the sets, so that a set that
+    // failed (no results) does not change the other sets' file names
+    let perSet = r.Sets |> List.map (fun s -> s.Results |> List.filter (fun q -> q.Kind = kind) |> List.length) |> List.fold max 0
+    let count = perSet * r.Sets.Length
 
     if count = 1 then kind + ".csv"
     else
