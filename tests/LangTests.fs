@@ -187,7 +187,7 @@ let private momentTests =
               let outside = float d.Below / 20000.0
               Expect.isLessThan (abs (outside - inside)) (4.5 * sqrt (inside * (1.0 - inside) / 20000.0)) "outside share"
               let json = Output.toJson { Model = "m"; Source = "s"; Settings = { Paths = 1L; Dt = 0.1; T = 1.0; Seed = 1UL; Scheme = "e"; Backend = "cpu" }
-                                         Sets = [ { Name = "default"; Params = []; Results = res } ]; Seconds = 1.0; PathStepsPerSecond = 1.0; Warnings = [] }
+                                         Sets = [ { Name = "default"; Params = []; Results = res; Failure = None } ]; Seconds = 1.0; PathStepsPerSecond = 1.0; Warnings = [] }
               for field in [ "\"kind\": \"density2d\""; "\"grid_x\""; "\"grid_y\""; "\"values\""; "\"stderrs\""; "\"outside\"" ] do
                   Expect.stringContains json field field
           }

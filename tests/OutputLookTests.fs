@@ -48,7 +48,7 @@ let private reportOf (sets: SetReport list) =
 /// A sweep of theta over 0.5, 1, 1.5: mean(x^2) = 1/(2θ), its response -1/(2θ²), and a density.
 let private sweepReport =
     let set (theta: float) =
-        { Name = sprintf "theta=%s" (Output.num theta)
+        { Failure = None; Name = sprintf "theta=%s" (Output.num theta)
           Params = [ "theta", theta; "sigma", 1.0 ]
           Results =
             [ scalar "mean" "mean(x^2)" (0.5 / theta) 0.01
@@ -121,7 +121,7 @@ let tableTests =
     testList
         "Output.look.table"
         [ test "a spectrum of 40 exponents is a wrapped table within 100 characters" {
-              let t = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ spectrum 40 ] } ])
+              let t = Output.table (reportOf [ { Failure = None; Name = "default"; Params = []; Results = [ spectrum 40 ] } ])
               let lines = t.Split '\n'
               Expect.all lines (fun l -> l.Length <= 100) (sprintf "every line within 100 characters\n%s" t)
               let rows = lines |> Array.filter (fun l -> l.Contains "λ")
@@ -160,7 +160,7 @@ let tableTests =
           test "the method is printed once: no brackets when the query ends with exactly that method" {
               let r q m = { scalar "response" q 0.5 0.01 with Method = Some m }
               let t =
-                  Output.table (reportOf [ { Name = "default"; Params = []
+                  Output.table (reportOf [ { Failure = None; Name = "default"; Params = []
                                              Results = [ r "d mean(x) / d a with pathwise" "pathwise"
                                                          r "d mean(x) / d a with finite_difference(h = 0.01)" "finite_difference(h = 0.01)"
                                                          r "d mean(x) / d a with divergence_kernel(rate = 20)" "divergence_kernel(rate = 20, mode = exact)"
@@ -178,7 +178,7 @@ let csvTests =
         [ test "one row per estimate under the header, fields quoted as RFC 4180 asks" {
               let r =
                   reportOf
-                      [ { Name = "a,b"
+                      [ { Failure = None; Name = "a,b"
                           Params = []
                           Results =
                             [ scalar "mean" "mean(x)" 0.25 nan
@@ -202,7 +202,7 @@ let csvTests =
 
           test "numbers read back to the same bits" {
               let v = 0.1 + 0.2
-              let row = parseCsv (Output.toCsv (reportOf [ { Name = "s"; Params = []; Results = [ scalar "mean" "mean(x)" v 1e-300 ] } ])) |> List.item 1
+              let row = parseCsv (Output.toCsv (reportOf [ { Failure = None; Name = "s"; Params = []; Results = [ scalar "mean" "mean(x)" v 1e-300 ] } ])) |> List.item 1
               Expect.equal (Double.Parse(row[7], CultureInfo.InvariantCulture)) v "value"
               Expect.equal (Double.Parse(row[8], CultureInfo.InvariantCulture)) 1e-300 "stderr"
           } ]

@@ -91,7 +91,7 @@ let private report =
       Sets =
         [ { Name = "base"
             Params = [ "F", 8.0; "sigma", 0.5 ]
-            Results = [ meanQ; densityQ; responseQ; densityResponseQ ] } ]
+            Results = [ meanQ; densityQ; responseQ; densityResponseQ ]; Failure = None } ]
       Warnings = []
       Seconds = 3.1
       PathStepsPerSecond = 6.4e6 }
@@ -178,7 +178,7 @@ let jsonTests =
                       Sets =
                           [ { Name = "s"
                               Params = [ "a", nan ]
-                              Results = [ responseQ; { densityQ with Values = [| nan; 1.0; -infinity |] } ] } ] }
+                              Results = [ responseQ; { densityQ with Values = [| nan; 1.0; -infinity |] } ]; Failure = None } ] }
 
               use doc = JsonDocument.Parse(Output.toJson r)
               let root = doc.RootElement

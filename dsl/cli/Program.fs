@@ -228,7 +228,8 @@ let private readSource (path: string) : Result<string, string> =
         Error "is a directory, not a .sde file"
     else
         try
-            use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, false)
+            // a FIFO without a writer reads as empty instead of blocking forever (Files.openRead)
+            use stream = Files.openRead path
             readCapped stream
         with
         | :? FileNotFoundException
@@ -365,24 +366,89 @@ let private compile (args: ParseResults<CompileArgs>) =
                     fileError (displayName path) ex.Message
                     exitRun
 
-let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
-    Directory.CreateDirectory dir |> ignore
-    File.WriteAllText(Path.Combine(dir, "results.json"), Output.toJson report)
-    if csv then File.WriteAllText(Path.Combine(dir, "results.csv"), Output.toCsv report)
-    Plot.writeSweeps dir report |> ignore
-    Output.writeSamples dir report |> ignore
+// ---------------------------------------------------------------------------------------------
+// Signals: SIGINT (Ctrl-C) and SIGTERM stop the run
+// ---------------------------------------------------------------------------------------------
 
-    for set in report.Sets do
-        set.Results
-        |> List.iteri (fun i q ->
-            if Report.isBinned q then
-                Plot.writeDensity (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
-            elif q.Kind = "density2d" then
-                Plot.writeHeatMap (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
-            elif q.Kind = "lyapunov" then
-                Plot.writeSpectrum (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name
-            elif q.Kind = "mean_series" then
-                Plot.writeTimeSeries (Path.Combine(dir, Plot.fileName set.Name i q)) q report.Model set.Name)
+/// Cancelled by the first SIGINT or SIGTERM: the set being simulated stops, no later set starts, and
+/// what finished is written (or, during the writing, nothing is). A second signal ends the process
+/// at once (files are written under temporary names, so it leaves no file that a later command takes).
+let private interrupt = new Threading.CancellationTokenSource()
+
+/// Set while the output files are written: a signal then abandons the writing (the staging folder is
+/// removed, nothing is renamed in) instead of ending the process with the folder left behind.
+let private writing = new Threading.CancellationTokenSource()
+let private writingNow = ref false
+
+let private onSignal (ctx: Runtime.InteropServices.PosixSignalContext) =
+    if writingNow.Value then
+        ctx.Cancel <- true
+        writing.Cancel()
+    elif not interrupt.IsCancellationRequested then
+        ctx.Cancel <- true
+        Console.Error.WriteLine(sprintf "\ndsl: %s: stopping; the parameter sets that finished are kept (signal again to end at once)" (string ctx.Signal))
+        interrupt.Cancel()
+
+/// Registered for the life of the process (a registration that is collected stops handling).
+let private signalHandlers =
+    lazy
+        [ Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGINT, Action<_>(onSignal))
+          Runtime.InteropServices.PosixSignalRegistration.Create(Runtime.InteropServices.PosixSignal.SIGTERM, Action<_>(onSignal)) ]
+
+/// Runs `write` into a staging folder inside `dir`, then renames what it wrote into `dir`, `main`
+/// (the file that names the others: results.json, fit.json) last: a command stopped while writing (a
+/// full disk, a signal) leaves the previous files or the new ones, never a cut file that `main` names.
+/// `stop ()` (to call between files) throws once a signal arrived during the writing. The staging
+/// folder is removed in every case.
+let private writeStaged (dir: string) (main: string) (write: string -> (unit -> unit) -> 'a) : 'a =
+    Directory.CreateDirectory dir |> ignore
+    let stage = Path.Combine(dir, sprintf ".dsl-writing-%d" Environment.ProcessId)
+    let stop () =
+        if writing.IsCancellationRequested then
+            raise (OperationCanceledException "interrupted while writing the results: nothing was written")
+
+    // a signal while writing abandons the writing (the commands that do not watch for signals before
+    // this point, merge and fit, are simply ended by one then: nothing written)
+    signalHandlers.Force() |> ignore
+
+    try
+        writingNow.Value <- true
+        stop ()
+        Directory.CreateDirectory stage |> ignore
+        let result = write stage stop
+        stop ()
+        let files = Directory.GetFiles stage |> Array.sortBy (fun f -> Path.GetFileName f = main, f)
+        for f in files do
+            File.Move(f, Path.Combine(dir, Path.GetFileName f), true)
+        result
+    finally
+        writingNow.Value <- false
+        try
+            if Directory.Exists stage then Directory.Delete(stage, true)
+        with _ -> ()
+
+/// Writes every output file of a report (results.json, results.csv, plots, samples files), staged.
+let private writeOut (dir: string) (csv: bool) (report: Report.RunReport) =
+    writeStaged dir "results.json" (fun stage stop ->
+        File.WriteAllText(Path.Combine(stage, "results.json"), Output.toJson report)
+        stop ()
+        if csv then File.WriteAllText(Path.Combine(stage, "results.csv"), Output.toCsv report)
+        Plot.writeSweeps stage report |> ignore
+        stop ()
+        Output.writeSamples stage report |> ignore
+
+        for set in report.Sets do
+            set.Results
+            |> List.iteri (fun i q ->
+                stop ()
+                if Report.isBinned q then
+                    Plot.writeDensity (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name
+                elif q.Kind = "density2d" then
+                    Plot.writeHeatMap (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name
+                elif q.Kind = "lyapunov" then
+                    Plot.writeSpectrum (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name
+                elif q.Kind = "mean_series" then
+                    Plot.writeTimeSeries (Path.Combine(stage, Plot.fileName set.Name i q)) q report.Model set.Name))
 
 /// Prints the table, or with --csv and no --out the CSV (with --json the caller prints the JSON), writes
 /// --out, repeats the results' warnings on standard error; the exit code (--strict: 3 when a result or
@@ -393,7 +459,12 @@ let private present (path: string) (json: bool) (csv: bool) (out: string option)
     elif not json then
         Console.Out.Write(Output.tableWith (Output.useColor ()) report)
 
-    out |> Option.iter (fun dir -> writeOut dir csv report)
+    // an interrupted run with no finished set leaves nothing (rather than a results.json without results)
+    let interruptedEmpty =
+        report.Sets |> List.forall (fun s -> s.Failure.IsSome)
+        && report.Sets |> List.exists (fun s -> s.Failure = Some Driver.interruptedMessage)
+
+    if not interruptedEmpty then out |> Option.iter (fun dir -> writeOut dir csv report)
 
     // warnings also on standard error: with --json the table's warning lines are not seen
     let warnings =
@@ -402,14 +473,54 @@ let private present (path: string) (json: bool) (csv: bool) (out: string option)
                   for m in q.Warnings -> sprintf "%s: warning: set %s, '%s': %s" path set.Name q.Query m ]
 
     warnings |> List.iter (fun w -> Console.Error.WriteLine w)
+
+    // the sets that failed: after the others' results were printed and written, the run fails (exit 3)
+    let failed = report.Sets |> List.choose (fun s -> s.Failure |> Option.map (fun m -> s.Name, m))
+
+    for (set, m) in failed do
+        if report.Sets.Length = 1 then fileError path m else fileError path (sprintf "set %s: %s" set m)
+
+    if not failed.IsEmpty then exitRun
     // --strict: a result or a file that carries any warning fails the run (after it was printed and written)
-    if strict && not (warnings.IsEmpty && report.Warnings.IsEmpty) then exitRun else 0
+    elif strict && not (warnings.IsEmpty && report.Warnings.IsEmpty) then exitRun
+    else 0
 
 let private env (name: string) =
     match Environment.GetEnvironmentVariable name with
     | null
     | "" -> None
     | v -> Some v
+
+/// The progress callback `update`, also watching the rate of the first second of progress: a run
+/// whose estimated total exceeds `longRunSeconds` says so once on standard error, with the estimate.
+let private longRunSeconds = 30.0
+
+let private withEstimate (name: string) (update: float -> unit) : float -> unit =
+    let clock = Diagnostics.Stopwatch.StartNew()
+    // [| time of the first report; its fraction; decided (0/1) |], guarded by the lock
+    let state = [| nan; nan; 0.0 |]
+
+    fun (f: float) ->
+        update f
+
+        if state[2] = 0.0 && Double.IsFinite f then
+            lock state (fun () ->
+                let t = clock.Elapsed.TotalSeconds
+
+                if state[2] = 0.0 then
+                    if Double.IsNaN state[0] then
+                        state[0] <- t
+                        state[1] <- f
+                    elif t - state[0] >= 1.0 && f > state[1] then
+                        state[2] <- 1.0
+                        // from the rate since the first report (the JIT warm-up and setup excluded)
+                        let rate = (f - state[1]) / (t - state[0])
+                        let total = t + (1.0 - f) / rate
+
+                        if total > longRunSeconds then
+                            Console.Error.WriteLine(
+                                sprintf "%s: note: this run will take about %.0f s (%s), estimated from its first %.1f s; Ctrl-C stops it and keeps the parameter sets that finished"
+                                    name total (Progress.formatDuration total) (t - state[0])))
 
 /// The errors of a run, as exit codes (shared by a run and a shard).
 let private runFailure (path: string) (finish: unit -> unit) (ex: exn) =
@@ -426,8 +537,12 @@ let private runFailure (path: string) (finish: unit -> unit) (ex: exn) =
         // a query the chosen backend cannot run: a located input error, found before simulating
         eprintfn "%s:%s" path (e.Message.Replace(": '", ": error: '"))
         exitInput
-    | :? OperationCanceledException ->
-        fileError path "cancelled"
+    | Shards.ShardBusyException m ->
+        fileError path m
+        exitRun
+    | :? OperationCanceledException as e ->
+        // SIGINT/SIGTERM: during a shard (which then writes nothing), or while the results were written
+        fileError path (if e.Message.StartsWith "interrupted" then e.Message else "interrupted (SIGINT or SIGTERM): nothing was written")
         exitRun
     | ex ->
         let inner = if isNull ex.InnerException then ex else ex.InnerException
@@ -461,20 +576,27 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
             | Ok() ->
                 let h = Shards.headerOf program.Program name text overrides spec
                 let update, finish = if args.Contains RunArgs.Quiet then ignore, ignore else Progress.create (sprintf "shard %d/%d" spec.K spec.N)
-                let opts = { Driver.defaultOptions with Threads = args.GetResult(Threads, 0); Progress = Some update; Backend = "cpu" }
+                let update = withEstimate name update
+                signalHandlers.Force() |> ignore
+                let opts = { Driver.defaultOptions with Threads = args.GetResult(Threads, 0); Progress = Some update; Backend = "cpu"; Cancel = interrupt.Token }
+                // a set whose paths blew up is recorded in the partial file (a merge reports it); the shard fails
+                let failedSets (failures: (string * string) list) =
+                    for (set, m) in failures do
+                        fileError name (sprintf "set %s: %s" set m)
+                    if failures.IsEmpty then 0 else exitRun
 
                 try
                     try
                         match Shards.runShard program.Program h opts dir (args.Contains Force) with
-                        | Shards.Skipped file ->
+                        | Shards.Skipped (file, failures) ->
                             finish ()
                             printfn "shard %d/%d: %s is complete already (paths %d..%d); nothing to do (--force reruns it)" spec.K spec.N file h.Range.First (h.Range.First + h.Range.Count - 1L)
-                            0
-                        | Shards.Written (file, _, seconds) ->
+                            failedSets failures
+                        | Shards.Written (file, _, seconds, failures) ->
                             finish ()
                             printfn "shard %d/%d: paths %d..%d of %d parameter set(s) in %.3g s -> %s" spec.K spec.N h.Range.First (h.Range.First + h.Range.Count - 1L)
                                 program.ParameterSets.Length seconds file
-                            0
+                            failedSets failures
                     with ex -> runFailure name finish ex
                 finally
                     finish ()
@@ -532,10 +654,18 @@ let private runOne (args: ParseResults<RunArgs>) (overrides: Overrides) (json: b
         let name = displayName path
         let quiet = args.Contains RunArgs.Quiet
         let update, finish = if quiet then ignore, ignore else Progress.create "simulating"
+        signalHandlers.Force() |> ignore
 
         try
             try
-                let report = program.Run(args.GetResult(Threads, 0), Action<float>(update), args.GetResult(Backend, "auto"))
+                let opts =
+                    { Driver.defaultOptions with
+                        Threads = args.GetResult(Threads, 0)
+                        Progress = Some(withEstimate name update)
+                        Backend = args.GetResult(Backend, "auto")
+                        Cancel = interrupt.Token }
+                // the sets that finished are reported even when another failed (its failure is in the report)
+                let report, _ = Driver.runKeeping program.Program opts
                 finish ()
                 present name json (args.Contains RunArgs.Csv) out (args.Contains RunArgs.Strict) report, Some report
             with ex -> runFailure name finish ex, None
@@ -635,6 +765,23 @@ let private slurm (args: ParseResults<SlurmArgs>) =
     | _, Some c when c < 1 ->
         usageError (sprintf "--cpus: must be at least 1, got %d" c)
     | _ ->
+    // every value that goes into the scripts, checked before anything is compiled or created
+    let request (modelName: string) (runArgs: string list) : Shards.SlurmRequest =
+        { Dsl = dslCommand ()
+          File = path
+          Shards = n
+          Partition = args.TryGetResult SlurmArgs.Partition
+          Time = args.TryGetResult SlurmArgs.Time
+          Cpus = args.TryGetResult SlurmArgs.Cpus
+          Mem = args.TryGetResult SlurmArgs.Mem
+          Out = args.GetResult(SlurmArgs.Out, modelName + "-slurm")
+          SbatchArgs = args.GetResults SlurmArgs.Sbatch_Arg
+          RunArgs = runArgs
+          JobName = "dsl-" + modelName }
+
+    match Shards.slurmProblems (request "model" []) with
+    | Some m -> usageError m
+    | None ->
         match compileFile path overrides with
         | Error code -> code
         | Ok program ->
@@ -666,20 +813,11 @@ let private slurm (args: ParseResults<SlurmArgs>) =
                       yield! overrides.Seed |> Option.map (fun s -> [ "--seed"; string s ]) |> Option.defaultValue [] ]
 
                 let out = args.GetResult(SlurmArgs.Out, program.ModelName + "-slurm")
+                let req = request program.ModelName runArgs
 
-                let req: Shards.SlurmRequest =
-                    { Dsl = dslCommand ()
-                      File = path
-                      Shards = n
-                      Partition = args.TryGetResult SlurmArgs.Partition
-                      Time = args.TryGetResult SlurmArgs.Time
-                      Cpus = args.TryGetResult SlurmArgs.Cpus
-                      Mem = args.TryGetResult SlurmArgs.Mem
-                      Out = out
-                      SbatchArgs = args.GetResults SlurmArgs.Sbatch_Arg
-                      RunArgs = runArgs
-                      JobName = "dsl-" + program.ModelName }
-
+                match Shards.slurmProblems req with
+                | Some m -> usageError m
+                | None ->
                 let arrayScript, mergeScript = Shards.slurmScripts req
                 // Slurm does not create the folders of --output: they must exist before the jobs start
                 for d in [ out; Path.Combine(out, "logs"); Path.Combine(out, "shards") ] do
@@ -751,6 +889,18 @@ let private fitCommand (args: ParseResults<FitArgs>) =
                 for d in e.Diagnostics do
                     Console.Error.WriteLine(Diagnostics.formatAs "error" name text d)
 
+                // a fit that failed after some evaluations keeps them: fit.json with the error and the history
+                if e.RunFailed && not e.History.IsEmpty then
+                    let message = e.Diagnostics |> List.map (fun d -> d.Message) |> String.concat "; "
+                    let j = Fit.failedJson program.ModelName name names message e.History
+                    if json then Console.Out.WriteLine j
+
+                    match args.TryGetResult FitArgs.Out with
+                    | Some dir ->
+                        Files.writeAtomically (Path.Combine(dir, "fit.json")) (Text.Encoding.UTF8.GetBytes j)
+                        eprintfn "%s: the %d evaluation(s) done before the failure are in %s" name e.History.Length (Path.Combine(dir, "fit.json"))
+                    | None -> ()
+
                 if e.RunFailed then exitRun else exitInput
             | Ok r ->
                 let defaults = program.Program.File.Model.Params |> List.map (fun p -> p.Name, p.Default)
@@ -761,7 +911,7 @@ let private fitCommand (args: ParseResults<FitArgs>) =
 
                 match args.TryGetResult FitArgs.Out with
                 | Some dir ->
-                    let files = Fit.write dir r
+                    let files = writeStaged dir "fit.json" (fun stage _ -> Fit.write stage r)
                     if not json then Console.Out.WriteLine(sprintf "\nwrote %s" (String.Join(", ", files |> List.map Path.GetFileName)))
                 | None -> ()
 

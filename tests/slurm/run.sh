@@ -48,7 +48,7 @@ cleanup() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   if [[ $code -ne 0 ]]; then
-    for f in "$work"/*.log "$work"/run/logs/*; do [[ -f $f ]] && { echo "--- $f"; tail -n 30 "$f"; }; done
+    for f in "$work"/*.log "$work"/run*/logs/*; do [[ -f $f ]] && { echo "--- $f"; tail -n 30 "$f"; }; done
   fi
   rm -rf "$work"
   exit $code
@@ -125,8 +125,18 @@ done
 
 example="$root/examples/ou_response.sde"
 paths=4000
-echo "== dsl slurm --submit: 4 shards of $(basename "$example") (--paths $paths)"
-out="$(cd "$work" && dotnet "$dll" slurm "$example" --shards 4 --cpus 1 --time 00:10:00 --paths $paths --out "$work/run" --submit)"
+# The documented form DSL_COMMAND='module load dsl && dsl': `module` is a shell function exported
+# into the job's environment, as a site's Lmod or Environment Modules exports it (sbatch passes the
+# environment on); `load dsl` puts a `dsl` wrapper on the PATH. The run's folder has a space and a
+# '#' in its name, which the #SBATCH --output lines must carry whole.
+mkdir -p "$work/bin"
+printf '#!/bin/sh\nexec dotnet %q "$@"\n' "$dll" >"$work/bin/dsl"
+chmod 755 "$work/bin/dsl"
+eval "module() { if [ \"\$1 \$2\" = 'load dsl' ]; then export PATH=$(printf %q "$work/bin"):\"\$PATH\"; fi; }"
+export -f module
+run="$work/run #1"
+echo "== dsl slurm --submit: 4 shards of $(basename "$example") (--paths $paths), DSL_COMMAND='module load dsl && dsl'"
+out="$(cd "$work" && DSL_COMMAND='module load dsl && dsl' dotnet "$dll" slurm "$example" --shards 4 --cpus 1 --time 00:10:00 --paths $paths --out "$run" --submit)"
 echo "$out" | tail -n 1
 merge_id="$(echo "$out" | sed -n 's/.*merge job \([0-9]*\).*/\1/p')"
 [[ -n $merge_id ]] || { echo "FAIL: no merge job id in the output"; exit 1; }
@@ -145,12 +155,15 @@ for _ in $(seq 240); do
   sleep 1
 done
 [[ $st == COMPLETED ]] || { echo "FAIL: the merge job did not finish in 4 minutes (state '$st')"; exit 1; }
-ls "$work/run/shards"/*.partial | sed 's/^/   /'
+ls "$run/shards"/*.partial | sed 's/^/   /'
 
 echo "== the unsplit run, locally"
 (cd "$work" && dotnet "$dll" run "$example" --paths $paths --backend cpu --json --quiet >"$work/unsplit.json")
 
-python3 - "$work/unsplit.json" "$work/run/results.json" <<'EOF'
+grep -q '^dsl_command() {$' "$run/slurm-shards.sh" || { echo "FAIL: the array script does not start dsl through DSL_COMMAND"; exit 1; }
+ls "$run/logs"/shard-*.out >/dev/null || { echo "FAIL: no shard logs under the folder with a space and a '#'"; exit 1; }
+
+python3 - "$work/unsplit.json" "$run/results.json" <<'EOF'
 import json, sys
 a, b = (json.load(open(f)) for f in sys.argv[1:3])
 for d in (a, b):

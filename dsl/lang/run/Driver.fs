@@ -47,12 +47,16 @@ type Program =
 type RunOptions =
     { Threads: int
       Progress: (float -> unit) option
-      Backend: string }
+      Backend: string
+      /// Cancelled by SIGINT/SIGTERM in the CLI: the set being simulated stops and is reported as
+      /// interrupted, the sets not yet started are not run (the finished ones are kept).
+      Cancel: Threading.CancellationToken }
 
 let defaultOptions =
     { Threads = 0
       Progress = None
-      Backend = "cpu" }
+      Backend = "cpu"
+      Cancel = Threading.CancellationToken.None }
 
 let private targetObservable (t: CTarget) =
     match t with
@@ -674,7 +678,25 @@ type SetSums =
       Lyapunov: LyapunovAccumulators option
       /// The covector growth measured for the adaptive schedule (None when no plan needs it): it is
       /// measured on paths of its own (2^47 + p), so every shard finds the same bits.
-      Growth: CovectorGrowthResult option }
+      Growth: CovectorGrowthResult option
+      /// Why the set has no sums (its paths blew up in this range); the run's other sets are kept.
+      Failure: string option }
+
+/// The message of a set that did not finish because the run was interrupted (SIGINT, SIGTERM).
+let interruptedMessage = "the run was interrupted (SIGINT or SIGTERM) before this set finished; no results"
+
+/// Runs one set, turning the failures that belong to it (its paths blew up, the run was interrupted)
+/// into an Error, so that the sets that finished are still reported. Once cancelled, later sets are
+/// not started.
+let private guardSet (cancel: Threading.CancellationToken) (f: unit -> 'a) : Result<'a, exn> =
+    if cancel.IsCancellationRequested then Error(OperationCanceledException(interruptedMessage) :> exn)
+    else
+        try Ok(f ()) with
+        | :? SimulationFailedException as e -> Error(e :> exn)
+        | :? OperationCanceledException -> Error(OperationCanceledException(interruptedMessage) :> exn)
+
+/// The text of a set's failure, as the report carries it.
+let failureText (e: exn) = e.Message
 
 /// The plans of a program by engine.
 let plainPlans (p: Program) =
@@ -696,12 +718,15 @@ let lyapunovK (p: Program) =
 /// log|det J| (dense LU per step) only when the full spectrum is asked: its sum identity.
 let lyapunovLogDet (p: Program) = lyapunovK p = p.Compiled.Ir.Dim
 
-let private settingsOf (p: Program) (range: PathRange) (t: float) (threads: int) (progress: (float -> unit) option) =
+let private settingsWith (cancel: Threading.CancellationToken) (p: Program) (range: PathRange) (t: float) (threads: int) (progress: (float -> unit) option) =
     let s = p.File.Settings
     RunSettings(
         Paths = range.Count, FirstPath = range.First, Dt = s.Dt, T = t, Seed = s.Seed, Threads = threads,
-        Progress = (match progress with Some f -> Action<float>(f) | None -> null)
+        Progress = (match progress with Some f -> Action<float>(f) | None -> null),
+        Cancel = cancel
     )
+
+let private settingsOf p range t threads progress = settingsWith Threading.CancellationToken.None p range t threads progress
 
 /// The base model of a set and its finite-difference twins.
 let private instances (p: Program) (values: float[]) =
@@ -752,19 +777,24 @@ let private withRates (t: float) (responses: ResponsePlan[]) (growth: CovectorGr
 /// The report from each set's estimates (plain, responses, Lyapunov): one code path for a run and
 /// for a merge of shards, so that the two give the same JSON.
 let rec private assemble (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
-                     (estimates: (Estimate[] * Estimate[] * LyapunovResult option) list) (seconds: float) : RunReport =
+                     (estimates: Result<Estimate[] * Estimate[] * LyapunovResult option, string> list) (seconds: float) : RunReport =
     assembleWeighted p backend growth growthOf estimates (Array.create estimates.Length None) seconds
 
 /// `assemble`, with each set's weighted run (None: unweighted) for the weighted outcomes.
 and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
-                     (estimates: (Estimate[] * Estimate[] * LyapunovResult option) list) (weighted: WeightedResult option[]) (seconds: float) : RunReport =
+                     (estimates: Result<Estimate[] * Estimate[] * LyapunovResult option, string> list) (weighted: WeightedResult option[]) (seconds: float) : RunReport =
     let s = p.File.Settings
     let responses = responsePlans p
     let ignoreRate () = nan
 
     let reports =
         List.zip p.File.Sets estimates
-        |> List.mapi (fun i (set, (pe, re, le)) ->
+        |> List.mapi (fun i (set, outcome) ->
+          let pars = List.zip (p.File.Model.Params |> List.map (fun q -> q.Name)) (Array.toList set.Values)
+
+          match outcome with
+          | Error message -> { Name = set.Name; Params = pars; Results = []; Failure = Some message }
+          | Ok (pe, re, le) ->
             let mutable pi = 0
             let mutable ri = 0
             let used = withRates p.File.Settings.T responses growth[i]
@@ -822,8 +852,9 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                                                    StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ])
 
             { Name = set.Name
-              Params = List.zip (p.File.Model.Params |> List.map (fun q -> q.Name)) (Array.toList set.Values)
-              Results = results })
+              Params = pars
+              Results = results
+              Failure = None })
 
     let steps = float (RunSettings(Dt = s.Dt, T = s.T).Steps)
 
@@ -839,17 +870,24 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
       Sets = reports
       Warnings = p.File.Warnings |> List.map (Diagnostics.warningLine p.Source)
       Seconds = seconds
-      PathStepsPerSecond = float s.Paths * steps * float (List.length p.File.Sets) / max seconds 1e-9 }
+      // the sets that finished (a failed set's paths did not all run)
+      PathStepsPerSecond = float s.Paths * steps * float (reports |> List.filter (fun r -> r.Failure.IsNone) |> List.length) / max seconds 1e-9 }
 
 /// The `samples(...)` results of a report: one recorded run of every set (the CPU engine, whatever the
 /// backend; the same paths as the other queries: same seed and path numbers), each path's observables at
 /// T row-major in `Values` (paths × observables), `Count` = paths. A report without them is returned as is.
-let fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
+let rec fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
+    fst (fillSamplesWith Threading.CancellationToken.None p threads report)
+
+/// `fillSamples`, cancellable; a set whose recorded run fails (or is interrupted) is reported failed,
+/// and its failure returned.
+and fillSamplesWith (cancel: Threading.CancellationToken) (p: Program) (threads: int) (report: RunReport) : RunReport * exn list =
     let recorded = p.Jobs |> List.exists (fun (_, j) -> match j with SamplesJob _ | ScoreJob _ -> true | _ -> false)
 
-    if not recorded then report
+    if not recorded then report, []
     else
         let s = p.File.Settings
+        let failures = Collections.Generic.List<exn>()
         let runner = ModelRunner.For p.Compiled.Type :?> IRecordRunner
         let scorePlans = p.Jobs |> List.choose (fun (_, j) -> match j with ScoreJob (_, _, _, _, pl) -> Some pl | _ -> None)
         // one covector serves every score query (their plans share the schedule): one plan suffices
@@ -858,6 +896,10 @@ let fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
         let sets =
             List.zip p.File.Sets report.Sets
             |> List.map (fun (set, sr) ->
+              if sr.Failure.IsSome then sr
+              else
+              match guardSet cancel (fun () ->
+                let settingsOf = settingsWith cancel
                 let bm, _ = instances p set.Values
                 let atT = p.Jobs |> List.exists (fun (_, j) -> match j with SamplesJob (_, 0L) | ScoreJob _ -> true | _ -> false)
                 let record = PathRecord(WithObservables = true, WithNu = not scorePlans.IsEmpty)
@@ -941,11 +983,16 @@ let fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
                             | _ -> o)
                         p.Jobs sr.Results
 
-                { sr with Results = results })
+                { sr with Results = results }) with
+              | Ok r -> r
+              | Error e ->
+                  failures.Add e
+                  { sr with Results = []; Failure = Some(failureText e) })
 
-        { report with Sets = sets }
+        { report with Sets = sets }, List.ofSeq failures
+
 /// A weighted program: every set's population on the weighted engine (CPU only).
-let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunReport =
+let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunReport * exn list =
     let s = p.File.Settings
 
     match opts.Backend with
@@ -968,17 +1015,20 @@ let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunRep
     let runSet (i: int) (values: float[]) (range: PathRange) (threads: int) (progress: bool) =
         let bm, _ = instances p values
         let prog = if progress then opts.Progress |> Option.map (fun f -> fun x -> f ((float i + x) / float nSets)) else None
-        runner.Run(bm, settingsOf p range s.T threads prog, wp, plain)
+        runner.Run(bm, settingsWith (if progress then opts.Cancel else Threading.CancellationToken.None) p range s.T threads prog, wp, plain)
 
     (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } 1 false |> ignore with :? SimulationFailedException -> ())
     let sw = Stopwatch.StartNew()
-    let results = sets |> List.mapi (fun i set -> runSet i set.Values { First = 0L; Count = s.Paths } opts.Threads true)
+    let results = sets |> List.mapi (fun i set -> guardSet opts.Cancel (fun () -> runSet i set.Values { First = 0L; Count = s.Paths } opts.Threads true))
     let seconds = sw.Elapsed.TotalSeconds
-    let estimates = results |> List.map (fun r -> r.Estimates, [||], None)
-    assembleWeighted p "cpu" (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Some |> List.toArray) seconds
+    let estimates = results |> List.map (Result.map (fun r -> r.Estimates, [||], None) >> Result.mapError failureText)
+    let report = assembleWeighted p "cpu" (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Result.toOption |> List.toArray) seconds
+    report, results |> List.choose (function Error e -> Some e | Ok _ -> None)
 
-/// Run every parameter set of the program. Throws SimulationFailedException / RunTooLargeException.
-let run (p: Program) (opts: RunOptions) : RunReport =
+/// Run every parameter set of the program: the report, whose sets that failed (their paths blew up,
+/// or the run was interrupted) carry their `Failure` and no results, and those failures. Throws
+/// RunTooLargeException, and NotSupportedException for a query the backend cannot run.
+let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
     match p.File.Weight with
     | Some w -> runWeighted p opts w
     | None ->
@@ -1057,6 +1107,8 @@ let run (p: Program) (opts: RunOptions) : RunReport =
                 opts.Progress |> Option.map (fun f -> fun x -> f ((float (i * engines + k) + x) / float (nSets * engines)))
             else None
 
+        // the warm-up (progress = false) is not cancelled: a signal during it stops the first set instead
+        let settingsOf = settingsWith (if progress then opts.Cancel else Threading.CancellationToken.None)
         let pe = if plain.Length > 0 then runner.Run(bm, settingsOf p range t threads (prog 0), plain) else [||]
 
         let re =
@@ -1083,15 +1135,25 @@ let run (p: Program) (opts: RunOptions) : RunReport =
     // (a blow-up there is left to the run itself, whose message counts the paths asked for, not these two)
     (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } s.T 1 false |> ignore with :? SimulationFailedException -> ())
     let sw = Stopwatch.StartNew()
-    let estimates = sets |> List.mapi (fun i set -> runSet i set.Values all s.T opts.Threads true)
+    let outcomes = sets |> List.mapi (fun i set -> guardSet opts.Cancel (fun () -> runSet i set.Values all s.T opts.Threads true))
+    let estimates = outcomes |> List.map (Result.mapError failureText)
     let report = assemble p backend growth growthOf estimates sw.Elapsed.TotalSeconds
-    let filled = fillSamples p opts.Threads report
+    let filled, recordFailures = fillSamplesWith opts.Cancel p opts.Threads report
+    let failures = (outcomes |> List.choose (function Error e -> Some e | Ok _ -> None)) @ recordFailures
 
-    if obj.ReferenceEquals(filled, report) then report
+    if obj.ReferenceEquals(filled, report) then report, failures
     else
         // the recorded pass of samples and score queries is simulation too: in the timing
         let seconds = sw.Elapsed.TotalSeconds
-        { filled with Seconds = seconds; PathStepsPerSecond = report.PathStepsPerSecond * report.Seconds / max seconds 1e-9 }
+        { filled with Seconds = seconds; PathStepsPerSecond = report.PathStepsPerSecond * report.Seconds / max seconds 1e-9 }, failures
+
+/// Run every parameter set of the program (the embedding API): the report when every set finished;
+/// otherwise the first failure is thrown (SimulationFailedException, OperationCanceledException), as
+/// is RunTooLargeException.
+and run (p: Program) (opts: RunOptions) : RunReport =
+    match runKeeping p opts with
+    | report, [] -> report
+    | _, e :: _ -> Runtime.ExceptionServices.ExceptionDispatchInfo.Throw e; Unchecked.defaultof<_>
 
 /// Run paths `range` of every parameter set on the CPU engines and return their exact sums (a shard
 /// of a run; `reportOfSums` turns the merged sums of all shards into the run's report, bit for bit)
@@ -1131,6 +1193,8 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
                 opts.Progress |> Option.map (fun f -> fun x -> f ((float (i * engines + e) + x) / float (nSets * engines)))
             else None
 
+        let settingsOf = settingsWith (if progress then opts.Cancel else Threading.CancellationToken.None)
+
         { Plain = (if plain.Length > 0 then Some(runner.RunPartial(bm, settingsOf p range t threads (prog 0), plain)) else None)
           Responses =
             if responses.Length > 0 then
@@ -1141,11 +1205,22 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
                 let t = if progress then t else min t ((ceil (s.Burnin / s.Dt - 1e-9) + 10.0) * s.Dt)
                 Some(ly.RunPartial(bm, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), k, s.Burnin, lyapunovLogDet p))
             else None
-          Growth = growth[i] }
+          Growth = growth[i]
+          Failure = None }
 
     (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } s.T 1 false |> ignore with :? SimulationFailedException -> ())
     let sw = Stopwatch.StartNew()
-    let sums = sets |> List.mapi (fun i set -> runSet i set.Values range s.T opts.Threads true)
+
+    let sums =
+        sets
+        |> List.mapi (fun i set ->
+            match guardSet opts.Cancel (fun () -> runSet i set.Values range s.T opts.Threads true) with
+            | Ok sums -> sums
+            // an interrupted shard writes nothing (a rerun completes it); a set whose paths blew up is
+            // recorded as failed: rerunning the shard would give the same failure
+            | Error (:? OperationCanceledException as e) -> raise e
+            | Error e -> { Plain = None; Responses = None; Lyapunov = None; Growth = growth[i]; Failure = Some(failureText e) })
+
     sums, sw.Elapsed.TotalSeconds
 
 /// The report of the merged sums of every shard (the CPU engines'), as `run` would have given it.
@@ -1156,8 +1231,13 @@ let reportOfSums (p: Program) (sums: SetSums list) (seconds: float) : RunReport 
     let estimates =
         sums
         |> List.map (fun s ->
-            (s.Plain |> Option.map (fun a -> a.ToEstimates()) |> Option.defaultValue [||]),
-            (s.Responses |> Option.map (fun a -> a.ToEstimates()) |> Option.defaultValue [||]),
-            (s.Lyapunov |> Option.map (fun a -> a.ToResult())))
+            match s.Failure with
+            | Some m -> Error m
+            | None ->
+                Ok(
+                    (s.Plain |> Option.map (fun a -> a.ToEstimates()) |> Option.defaultValue [||]),
+                    (s.Responses |> Option.map (fun a -> a.ToEstimates()) |> Option.defaultValue [||]),
+                    (s.Lyapunov |> Option.map (fun a -> a.ToResult()))
+                ))
 
     assemble p "cpu" growth growthOf estimates seconds

@@ -277,7 +277,8 @@ let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitDat
         elif not (File.Exists path) then at (sprintf "data file '%s' not found (looked for %s)" spec.Data (Path.GetFullPath path))
         else
             // read at most maxDataBytes + 1 (a device such as /dev/zero reports no length and never ends)
-            use stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)
+            // a FIFO without a writer reads as empty instead of blocking forever
+            use stream = Files.openRead path
             use reader = new StreamReader(stream)
             let buffer = Array.zeroCreate<char> 65536
             let text = Text.StringBuilder()
@@ -543,6 +544,37 @@ let toJson (r: FitReport) : string =
 
     Text.Encoding.UTF8.GetString(ms.ToArray())
 
+/// `fit.json` of a fit whose run failed: the model, the error, and the evaluations done before it
+/// (the fitted params of each step by name, as `history` in a finished fit's `fit.json`).
+let failedJson (model: string) (source: string) (names: string[]) (error: string) (history: FitStep list) : string =
+    use ms = new MemoryStream()
+
+    (use w = new Text.Json.Utf8JsonWriter(ms, Text.Json.JsonWriterOptions(Indented = true, Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping))
+     let num (name: string) (x: float) =
+         if Double.IsFinite x then w.WriteNumber(name, x) else w.WriteNull name
+
+     w.WriteStartObject()
+     w.WriteString("model", model)
+     w.WriteString("source", source)
+     w.WriteString("error", error)
+     w.WriteStartArray "history"
+
+     for s in history do
+         w.WriteStartObject()
+         w.WriteNumber("iteration", s.Iteration)
+         num "loss" s.Loss
+         num "loss_stderr" s.LossStdErr
+         num "grad_norm" s.GradNorm
+         w.WriteStartObject "params"
+         Output.writeParamProps w (List.ofArray names) (List.ofArray names) s.Values
+         w.WriteEndObject()
+         w.WriteEndObject()
+
+     w.WriteEndArray()
+     w.WriteEndObject())
+
+    Text.Encoding.UTF8.GetString(ms.ToArray())
+
 /// A file-name-safe form of a param name (non-ASCII letters as uXXXX, as the emitted code names them).
 let private safeName (s: string) =
     // a vector param's component `a[2]`: `a-2` (no param name has a '-')
@@ -742,14 +774,18 @@ let unidentified (r: KlObjective.Result) (names: string[]) (rows: int) : string 
 
 /// Why a fit has no result: located diagnostics, and whether the input is at fault (the data, the start:
 /// exit 2) or the run failed (paths or weights that blow up: exit 3).
-type FitError = { Diagnostics: Diagnostic list; RunFailed: bool }
+type FitError =
+    { Diagnostics: Diagnostic list
+      RunFailed: bool
+      /// The evaluations done before a run failed (kept: `failedJson` writes them), else empty.
+      History: FitStep list }
 
 /// Checks what the file alone could not (the time and paths after overrides, the start inside the
 /// domains, the data) and compiles the model for the fitted params' derivatives.
 let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Problem, FitError> =
     let m = cf.Model
     let set = List.head cf.Sets
-    let at p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = false }
+    let at p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = false; History = [] }
     let t = defaultArg (match spec.Objective with KlAt t -> t | JacobianMatching _ | KlStationary _ -> None) cf.Settings.T
     let paths = defaultArg spec.Paths cf.Settings.Paths
     let ps = List.toArray spec.Params
@@ -779,7 +815,7 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
     | None ->
 
     match loadData opts.BaseDir m spec with
-    | Error e -> Error { Diagnostics = e; RunFailed = false }
+    | Error e -> Error { Diagnostics = e; RunFailed = false; History = [] }
     | Ok data ->
         try
             let ir = Lower.lowerModel m
@@ -831,7 +867,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
     let sw = Diagnostics.Stopwatch.StartNew()
     let m = cf.Model
     let set = List.head cf.Sets
-    let failed p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = true }
+    let failed p msg = Error { Diagnostics = [ { Pos = p; Message = msg } ]; RunFailed = true; History = [] }
     let ps = List.toArray spec.Params
     let trs = ps |> Array.map (fun i -> transformOf m.Params[i])
     let names = ps |> Array.map (fun i -> m.Params[i].Name)
@@ -841,11 +877,12 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
     | Error e -> Error e
     | Ok pb ->
         let data, t, paths = pb.Data, pb.T, pb.Paths
+        // outside the try: the evaluations done before a failure are returned with it
+        let history = Collections.Generic.List<FitStep>()
 
         try
             let k = ps.Length
             let full (g: float[]) = Array.init set.Values.Length (fun i -> match Array.IndexOf(ps, i) with -1 -> set.Values[i] | j -> g[j])
-            let history = Collections.Generic.List<FitStep>()
             let baseSeed = cf.Settings.Seed
 
             /// Loss and ∂/∂u at u (records the step).
@@ -999,5 +1036,5 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   Warnings = data.EstimateWarnings @ warnings
                   Estimated = data.Estimated }
         with
-        | FitFailed d -> Error { Diagnostics = [ d ]; RunFailed = true }
+        | FitFailed d -> Error { Diagnostics = [ d ]; RunFailed = true; History = List.ofSeq history }
         | :? RunTooLargeException as ex -> failed spec.Pos ex.Message

@@ -72,7 +72,10 @@ let samplesColumns (q: QueryOutcome) : string list =
 /// `KIND_SET_INDEX.csv` (INDEX: the query's number in the set from 0, as the plots number theirs; SET with
 /// characters other than letters, digits, `-`, `.`, `=` as `_`).
 let private resultFile (kind: string) (r: RunReport) (setName: string) (index: int) : string =
-    let count = r.Sets |> List.sumBy (fun s -> s.Results |> List.filter (fun q -> q.Kind = kind) |> List.length)
+    // every set has the same queries: counted in a set that finished, times the sets, so that a set that
+    // failed (no results) does not change the other sets' file names
+    let perSet = r.Sets |> List.map (fun s -> s.Results |> List.filter (fun q -> q.Kind = kind) |> List.length) |> List.fold max 0
+    let count = perSet * r.Sets.Length
 
     if count = 1 then kind + ".csv"
     else
@@ -247,6 +250,8 @@ let private writeSet (r: RunReport) (w: Utf8JsonWriter) (s: SetReport) =
     w.WriteStartObject "params"
     writeParamProps w (List.map fst s.Params) (List.map fst s.Params) (s.Params |> List.map snd |> List.toArray)
     w.WriteEndObject()
+    // a set that failed: why, and no results (the other sets' results stand)
+    s.Failure |> Option.iter (fun m -> w.WriteString("error", m))
     w.WriteStartArray "results"
     s.Results |> List.iteri (fun i q -> writeOutcome w (if q.Kind = "samples" then samplesFile r s.Name i elif q.Kind = "samples_every" then samplesEveryFile r s.Name i else "") q)
     w.WriteEndArray()
@@ -608,6 +613,8 @@ let private sweptValue (s: SetReport) : (string * float) option =
 /// The run's sweeps: sets named `p=v` grouped by `p`, two sets or more (one set is no sweep).
 let sweeps (r: RunReport) : Sweep list =
     r.Sets
+    // a failed set has no results to compare
+    |> List.filter (fun s -> s.Failure.IsNone)
     |> List.choose (fun s -> sweptValue s |> Option.map (fun (p, v) -> p, v, s))
     |> List.groupBy (fun (p, _, _) -> p)
     |> List.filter (fun (_, xs) -> xs.Length >= 2)
@@ -673,7 +680,9 @@ let tableWith (color: bool) (r: RunReport) : string =
 
     let body =
         r.Sets
-        |> List.collect (fun s -> "" :: setHeader color s :: List.collect (resultLines color width) s.Results)
+        |> List.collect (fun s ->
+            let failed = s.Failure |> Option.map (fun m -> "  " + paint color "31" ("error: " + m)) |> Option.toList
+            "" :: setHeader color s :: failed @ List.collect (resultLines color width) s.Results)
 
     let sweepBody = sweeps r |> List.collect (sweepLines color)
 

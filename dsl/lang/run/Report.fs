@@ -68,7 +68,10 @@ type QueryOutcome =
 type SetReport =
     { Name: string
       Params: (string * float) list
-      Results: QueryOutcome list }
+      Results: QueryOutcome list
+      /// Why this set has no results (its paths blew up, the run was interrupted before it finished):
+      /// the other sets' results are still reported and written, and the run exits 3.
+      Failure: string option }
 
 type SettingsReport =
     { Paths: int64

@@ -37,7 +37,7 @@ type PartialFile = { Path: string; Header: Header; Body: byte[] }
 
 /// The format of the partial file ("DSLPART\n", version, header JSON, sums, SHA-256 of all before it).
 let private magic = "DSLPART\n"B
-let private formatVersion = 1
+let private formatVersion = 2
 
 let private inv = Globalization.CultureInfo.InvariantCulture
 
@@ -68,8 +68,12 @@ let pathRange (paths: int64) (s: ShardSpec) : PathRange =
 /// JOB_COMPLETION_INDEX) and N from SLURM_ARRAY_TASK_COUNT, or from "/N".
 let parseSpec (text: string) (env: string -> string option) : Result<ShardSpec, string> =
     let int (what: string) (s: string) =
-        match Int32.TryParse(s.Trim(), Globalization.NumberStyles.None, inv) with
+        let digits = s.Trim()
+        match Int32.TryParse(digits, Globalization.NumberStyles.None, inv) with
         | true, v -> Ok v
+        | _ when digits <> "" && digits |> Seq.forall Char.IsAsciiDigit ->
+            // a whole number past Int32: the bound, not "not an integer"
+            Error(sprintf "--shard %s: %s = %s is too large: a run has at most %d shards (and no more shards than paths)" text what digits Int32.MaxValue)
         | _ -> Error(sprintf "--shard %s: %s '%s' is not a non-negative integer" text what s)
 
     let check (k: int) (n: int) =
@@ -244,7 +248,9 @@ let private partialBytes (h: Header) (p: Program) (sums: SetSums list) (seconds:
      w.Write(List.length sums)
      for s in sums do
          let flag (b: bool) (bit: int) = if b then 1 <<< bit else 0
-         w.Write(byte (flag s.Plain.IsSome 0 ||| flag s.Responses.IsSome 1 ||| flag s.Lyapunov.IsSome 2 ||| flag s.Growth.IsSome 3))
+         w.Write(byte (flag s.Plain.IsSome 0 ||| flag s.Responses.IsSome 1 ||| flag s.Lyapunov.IsSome 2 ||| flag s.Growth.IsSome 3 ||| flag s.Failure.IsSome 4))
+         // a set whose paths blew up in this shard: its message instead of its sums
+         s.Failure |> Option.iter (fun (m: string) -> w.Write m)
          s.Plain |> Option.iter (fun a -> a.Write w)
          s.Responses |> Option.iter (fun a -> a.Write w)
          s.Lyapunov |> Option.iter (fun a -> a.Write w)
@@ -253,26 +259,44 @@ let private partialBytes (h: Header) (p: Program) (sums: SetSums list) (seconds:
     let body = ms.ToArray()
     Array.append body (sha256 body)
 
-/// Writes `bytes` to `path` through a temporary file in the same folder, renamed at the end: a reader
-/// (or a merge) sees the whole file or none, even when the writer is killed half way.
-let writeAtomically (path: string) (bytes: byte[]) =
-    let tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath path), sprintf ".%s.tmp-%d" (Path.GetFileName path) Environment.ProcessId)
-    File.WriteAllBytes(tmp, bytes)
-    File.Move(tmp, path, true)
+/// See `Files.writeAtomically`.
+let writeAtomically (path: string) (bytes: byte[]) = Files.writeAtomically path bytes
 
 // ---------------------------------------------------------------------------------------------
 // Reading and checking
 // ---------------------------------------------------------------------------------------------
 
 /// Reads a partial file and checks its form and checksum (not yet whether it belongs with the others).
-let readPartial (path: string) : Result<PartialFile, string> =
-    let bytes = try Ok(File.ReadAllBytes path) with ex -> Error(sprintf "%s: cannot read it: %s" path ex.Message)
+/// The largest partial file read (its sums are held in memory): 2 GiB, the most an array holds.
+let maxPartialBytes = int64 Array.MaxLength
 
-    bytes
+/// The bytes of a partial file: its magic bytes checked first, then its size, then read; a FIFO, a
+/// device or a file past `maxPartialBytes` refused unread.
+let private readPartialBytes (path: string) : Result<byte[], string> =
+    try
+        use stream = Files.openRead path
+
+        if not (Files.isRegular stream) then
+            Error(sprintf "%s: not a regular file (a FIFO, socket or device), so not a partial-results file of dsl" path)
+        else
+            let head = Array.zeroCreate<byte> magic.Length
+            let n = stream.ReadAtLeast(head.AsSpan(), head.Length, false)
+
+            if n < magic.Length || not (ReadOnlySpan(head).SequenceEqual(ReadOnlySpan magic)) then
+                Error(sprintf "%s: not a partial-results file of dsl" path)
+            elif stream.Length > maxPartialBytes then
+                Error(sprintf "%s: %d bytes, more than a partial file of dsl may have (%d)" path stream.Length maxPartialBytes)
+            else
+                let b = Array.zeroCreate<byte> (int stream.Length)
+                head.CopyTo(b, 0)
+                let got = magic.Length + stream.ReadAtLeast(b.AsSpan(magic.Length), b.Length - magic.Length, false)
+                if got < b.Length then Error(sprintf "%s: cut while it was read (%d of %d bytes)" path got b.Length) else Ok b
+    with ex -> Error(sprintf "%s: cannot read it: %s" path ex.Message)
+
+let readPartial (path: string) : Result<PartialFile, string> =
+    readPartialBytes path
     |> Result.bind (fun b ->
-        if b.Length < magic.Length || not (ReadOnlySpan(b, 0, magic.Length).SequenceEqual(ReadOnlySpan magic)) then
-            Error(sprintf "%s: not a partial-results file of dsl" path)
-        elif b.Length < magic.Length + 8 + 32 then
+        if b.Length < magic.Length + 8 + 32 then
             Error(sprintf "%s: truncated (%d bytes): the shard did not finish writing it, or it was cut; rerun that shard" path b.Length)
         else
             let body = b[.. b.Length - 33]
@@ -290,6 +314,45 @@ let readPartial (path: string) : Result<PartialFile, string> =
                     |> Result.mapError (fun m -> sprintf "%s: %s" path m)
                     |> Result.map (fun h -> { Path = path; Header = h; Body = body[int r.BaseStream.Position ..] }))
 
+/// What is impossible in a shard's sums over `range` (a checksum proves only that the file is as
+/// written, not that a shard wrote it): every engine ran exactly the range's paths; a mean's paths
+/// with a non-finite value are at most its paths; counts are not negative; a density's bins hold at
+/// most all samples.
+let consistencyProblem (range: PathRange) (sums: SetSums list) : string option =
+    let n = range.Count
+
+    let estimate (what: string) (e: Estimate) =
+        if e.NonFinite < 0L || e.Below < 0L || e.Above < 0L then Some(sprintf "%s: a negative count" what)
+        elif e.Count <> n then Some(sprintf "%s: %d paths, the shard ran %d" what e.Count n)
+        elif isNull e.Values && e.NonFinite > e.Count then Some(sprintf "%s: %d of %d paths non-finite" what e.NonFinite e.Count)
+        else None
+
+    let density (what: string) (e: Estimate) =
+        // the plain engine's densities: each bin's share in [0, 1], all of them at most 1
+        if isNull e.Values || isNull e.Grid || e.Grid.Length < 1 then None
+        else
+            let width = if e.Grid.Length > 1 then e.Grid[1] - e.Grid[0] else 1.0
+            let shares = e.Values |> Array.map (fun v -> v * abs width)
+            if shares |> Array.exists (fun p -> p < 0.0 || p > 1.0 + 1e-9) || Array.sum shares > 1.0 + 1e-9 then
+                Some(sprintf "%s: bin counts beyond the samples" what)
+            else None
+
+    sums
+    |> List.indexed
+    |> List.tryPick (fun (i, s) ->
+        let set = sprintf "set %d" (i + 1)
+        [ yield! (match s.Plain with
+                  | Some a when a.Paths <> n -> [ Some(sprintf "%s: %d paths in the plain sums, the shard ran %d" set a.Paths n) ]
+                  | Some a -> a.ToEstimates() |> Array.toList |> List.collect (fun e -> [ estimate set e; density set e ])
+                  | None -> [])
+          yield! (match s.Responses with
+                  | Some a when a.Paths <> n -> [ Some(sprintf "%s: %d paths in the response sums, the shard ran %d" set a.Paths n) ]
+                  | _ -> [])
+          yield! (match s.Lyapunov with
+                  | Some a when a.Paths <> n -> [ Some(sprintf "%s: %d paths in the Lyapunov sums, the shard ran %d" set a.Paths n) ]
+                  | _ -> []) ]
+        |> List.tryPick id)
+
 /// The sums of a checked partial file, read for `p` (the program its header compiles to), and its seconds.
 let readSums (p: Program) (f: PartialFile) : Result<SetSums list * float, string> =
     try
@@ -306,16 +369,24 @@ let readSums (p: Program) (f: PartialFile) : Result<SetSums list * float, string
             [ for _ in 1..n ->
                   let flags = int (r.ReadByte())
                   let has bit = flags &&& (1 <<< bit) <> 0
-                  if has 0 <> (plain.Length > 0) || has 1 <> (responses.Length > 0) || has 2 <> (k > 0) then
+                  if flags >>> 5 <> 0 then failwith "a set has unknown flags"
+                  let failure = if has 4 then Some(sprintf "%s (shard %d/%d)" (r.ReadString()) f.Header.Shard.K f.Header.Shard.N) else None
+                  if failure.IsNone && (has 0 <> (plain.Length > 0) || has 1 <> (responses.Length > 0) || has 2 <> (k > 0)) then
                       failwith "its engines do not match the queries of the run"
-                  { Plain = (if has 0 then Some(Accumulators.Read(r, plain, settings)) else None)
+                  if failure.IsSome && (has 0 || has 1 || has 2) then failwith "a failed set carries sums"
+                  { Failure = failure
+                    Plain = (if has 0 then Some(Accumulators.Read(r, plain, settings)) else None)
                     Responses = (if has 1 then Some(ResponseAccumulators.Read(r, responses)) else None)
                     Lyapunov = (if has 2 then Some(LyapunovAccumulators.Read(r, k, lyapunovLogDet p)) else None)
                     Growth = (if has 3 then Some(readGrowth r) else None) } ]
 
         let seconds = r.ReadDouble()
         if r.BaseStream.Position <> r.BaseStream.Length then failwith "it has bytes after its sums"
-        Ok(sums, seconds)
+        if not (seconds >= 0.0 && Double.IsFinite seconds) then failwithf "its simulation time (%g s) is impossible" seconds
+
+        match consistencyProblem f.Header.Range sums with
+        | Some m -> Error(sprintf "%s: inconsistent contents (%s): a file edited or written by something else; rerun that shard with --force" f.Path m)
+        | None -> Ok(sums, seconds)
     with ex -> Error(sprintf "%s: its sums are not readable: %s" f.Path ex.Message)
 
 /// Compile the run that a header describes (its source and overrides), as the shard did.
@@ -332,10 +403,14 @@ let compileHeader (h: Header) : Result<Program, string> =
 // Running a shard
 // ---------------------------------------------------------------------------------------------
 
+/// Another process holds the shard's lock.
+exception ShardBusyException of string
+
 /// What a shard run did.
 type ShardOutcome =
-    | Written of partial: string * manifest: string * seconds: float
-    | Skipped of partial: string
+    /// With the sets that failed (name, message): recorded in the partial file, reported by the merge.
+    | Written of partial: string * manifest: string * seconds: float * failures: (string * string) list
+    | Skipped of partial: string * failures: (string * string) list
 
 /// The header of shard `spec` of program `p` compiled from `source` (file `sourceFile`) with `overrides`.
 let headerOf (p: Program) (sourceFile: string) (source: string) (overrides: Frontend.Overrides) (spec: ShardSpec) =
@@ -377,15 +452,38 @@ let runShard (p: Program) (h: Header) (opts: RunOptions) (dir: string) (force: b
     let partial = Path.Combine(dir, fileName h.Shard)
 
     // (a shard killed between its two renames has its partial file but no manifest: rerun it)
-    if not force && isComplete h partial && File.Exists(Path.Combine(dir, manifestName h.Shard)) then
-        Skipped partial
-    else
+    let failuresOf (sums: SetSums list) =
+        List.zip p.File.Sets sums |> List.choose (fun (set, s) -> s.Failure |> Option.map (fun m -> set.Name, m))
+
+    let complete =
+        if force then None
+        else
+            match readPartial partial with
+            | Ok f when f.Header.Fingerprint = h.Fingerprint && f.Header.Shard = h.Shard && f.Header.Range = h.Range
+                        && File.Exists(Path.Combine(dir, manifestName h.Shard)) ->
+                readSums p f |> Result.toOption |> Option.map fst
+            | _ -> None
+
+    // (a shard killed between its two renames has its partial file but no manifest: rerun it)
+    match complete with
+    | Some sums -> Skipped(partial, failuresOf sums)
+    | None ->
+        // one process at a time per shard (an advisory lock, released when the process ends): two runs of
+        // one shard (--force) would otherwise rename their files in turn and leave a manifest that
+        // names the other's partial file
+        let lockPath = Path.Combine(dir, "." + fileName h.Shard + ".lock")
+
+        use _lock =
+            try new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)
+            with :? IOException ->
+                raise (ShardBusyException(sprintf "shard %d/%d is being run by another process now (%s is locked); wait for it, or run another shard" h.Shard.K h.Shard.N lockPath))
+
         let sums, seconds = Driver.runShard p opts h.Range
         let bytes = partialBytes h p sums seconds
         writeAtomically partial bytes
         let manifest = Path.Combine(dir, manifestName h.Shard)
         writeAtomically manifest (manifestBytes h p (fileName h.Shard) bytes seconds)
-        Written(partial, manifest, seconds)
+        Written(partial, manifest, seconds, failuresOf sums)
 
 // ---------------------------------------------------------------------------------------------
 // Merging
@@ -497,11 +595,18 @@ let merge (args: string list) : Result<Program * Report.RunReport * int, string>
                                     if not sameGrowth then
                                         Error(sprintf "%s measured another covector growth than the other shards: not the numerics of one run" f.Path)
                                     else
-                                        List.iter2 (fun (a: SetSums) (b: SetSums) ->
-                                            a.Plain |> Option.iter (fun x -> x.Merge b.Plain.Value)
-                                            a.Responses |> Option.iter (fun x -> x.Merge b.Responses.Value)
-                                            a.Lyapunov |> Option.iter (fun x -> x.Merge b.Lyapunov.Value)) t sums
-                                        Ok(Some(t, s + secs)))))
+                                        let merged =
+                                            List.map2 (fun (a: SetSums) (b: SetSums) ->
+                                                match a.Failure, b.Failure with
+                                                // a set that failed in any shard failed in the run: the first shard's message
+                                                | Some _, _ -> a
+                                                | None, Some _ -> { a with Plain = None; Responses = None; Lyapunov = None; Failure = b.Failure }
+                                                | None, None ->
+                                                    a.Plain |> Option.iter (fun x -> x.Merge b.Plain.Value)
+                                                    a.Responses |> Option.iter (fun x -> x.Merge b.Responses.Value)
+                                                    a.Lyapunov |> Option.iter (fun x -> x.Merge b.Lyapunov.Value)
+                                                    a) t sums
+                                        Ok(Some(merged, s + secs)))))
                     (Ok None)
                 |> Result.map (fun total ->
                     let sums, seconds = total.Value
@@ -532,43 +637,82 @@ let shellQuote (s: string) =
     if s <> "" && s |> Seq.forall (fun c -> Char.IsLetterOrDigit c || "/._-+=:,@%".Contains c) then s
     else "'" + s.Replace("'", "'\\''") + "'"
 
+/// One argument of an `#SBATCH` line as sbatch reads it (it splits the line at white space, honours
+/// quotes and backslashes, and ends it at an unquoted `#`): bare when that is safe, else in double
+/// quotes with `\` and `"` escaped. Control characters are refused before (`slurmProblems`).
+let sbatchQuote (s: string) =
+    if s <> "" && s |> Seq.forall (fun c -> Char.IsAsciiLetterOrDigit c || "/._-+=:,@%".Contains c) then s
+    else "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""
+
+/// What may not go into a job script: a control character (a newline would start a script line that
+/// bash runs, or end an `#SBATCH` line early) in any value written into it. The first problem, naming the option.
+let slurmProblems (r: SlurmRequest) : string option =
+    let control (s: string) = s |> Seq.exists Char.IsControl
+    [ "--out", Some r.Out
+      "the model file", Some r.File
+      "--partition", r.Partition
+      "--time", r.Time
+      "--mem", r.Mem
+      "DSL_COMMAND", Some r.Dsl ]
+    @ (r.SbatchArgs |> List.map (fun a -> "--sbatch-arg", Some a))
+    @ (r.RunArgs |> List.map (fun a -> "an override", Some a))
+    |> List.tryPick (fun (what, v) ->
+        match v with
+        | Some v when control v ->
+            Some(sprintf "%s: %s holds a control character (such as a newline), which a job script cannot carry safely; remove it" what (v.Replace("\n", "\\n").Replace("\r", "\\r")))
+        | _ -> None)
+
 /// The job-array script (one task per shard) and the merge job's script (submitted with
 /// `--dependency=afterok:<array job id>`), with absolute paths, so that they run from any folder.
+/// `r.Dsl` is shell code (DSL_COMMAND, e.g. `module load dsl && dsl`) that the scripts run with the
+/// arguments appended, inside a function: so that shell setup before the command works. Every value is
+/// quoted (`sbatchQuote` in `#SBATCH` lines, `shellQuote` in commands and comments); call
+/// `slurmProblems` first.
 let slurmScripts (r: SlurmRequest) : string * string =
     let out = Path.GetFullPath r.Out
     let shards = Path.Combine(out, "shards")
     let logs = Path.Combine(out, "logs")
     let file = Path.GetFullPath r.File
+    let sbatch (name: string) (value: string) = sprintf "#SBATCH %s" (sbatchQuote (sprintf "--%s=%s" name value))
 
     let common (cpus: int option) =
-        [ yield! r.Partition |> Option.map (sprintf "#SBATCH --partition=%s") |> Option.toList
-          yield! r.Time |> Option.map (sprintf "#SBATCH --time=%s") |> Option.toList
-          yield! cpus |> Option.map (sprintf "#SBATCH --cpus-per-task=%d") |> Option.toList
-          yield! r.Mem |> Option.map (sprintf "#SBATCH --mem=%s") |> Option.toList
-          for a in r.SbatchArgs -> sprintf "#SBATCH %s" a ]
+        [ yield! r.Partition |> Option.map (sbatch "partition") |> Option.toList
+          yield! r.Time |> Option.map (sbatch "time") |> Option.toList
+          yield! cpus |> Option.map (string >> sbatch "cpus-per-task") |> Option.toList
+          yield! r.Mem |> Option.map (sbatch "mem") |> Option.toList
+          for a in r.SbatchArgs -> sprintf "#SBATCH %s" (sbatchQuote a) ]
 
     let runArgs = r.RunArgs |> List.map shellQuote |> String.concat " "
 
+    // the command that starts dsl on the node: DSL_COMMAND's shell code, the arguments appended
+    let dslFunction =
+        [ "# how the node starts dsl (DSL_COMMAND when the scripts were written, else the dsl that wrote them):"
+          "dsl_command() {"
+          sprintf "  %s \"$@\"" r.Dsl
+          "}" ]
+
     let array =
         [ "#!/bin/bash"
-          sprintf "#SBATCH --job-name=%s" r.JobName
+          sbatch "job-name" r.JobName
           sprintf "#SBATCH --array=0-%d" (r.Shards - 1)
-          sprintf "#SBATCH --output=%s" (Path.Combine(logs, "shard-%a.out"))
+          sbatch "output" (Path.Combine(logs, "shard-%a.out"))
           yield! common r.Cpus
           "# one task per shard: paths K*P/N .. (K+1)*P/N - 1 of every parameter set (docs/cluster.md)."
           "# A task whose shard file is complete skips its work, so a failed task is simply resubmitted:"
-          sprintf "#   sbatch --array=K %s" (Path.Combine(out, "slurm-shards.sh"))
-          "set -euo pipefail"
-          sprintf "exec %s run %s --shard \"$SLURM_ARRAY_TASK_ID/%d\" --out %s --threads \"${SLURM_CPUS_PER_TASK:-0}\" --quiet%s"
-              r.Dsl (shellQuote file) r.Shards (shellQuote shards) (if runArgs = "" then "" else " " + runArgs) ]
+          sprintf "#   sbatch --array=K %s" (shellQuote (Path.Combine(out, "slurm-shards.sh")))
+          yield! dslFunction
+          "set -eo pipefail"
+          sprintf "dsl_command run %s --shard \"$SLURM_ARRAY_TASK_ID/%d\" --out %s --threads \"${SLURM_CPUS_PER_TASK:-0}\" --quiet%s"
+              (shellQuote file) r.Shards (shellQuote shards) (if runArgs = "" then "" else " " + runArgs) ]
 
     let merge =
         [ "#!/bin/bash"
-          sprintf "#SBATCH --job-name=%s-merge" r.JobName
-          sprintf "#SBATCH --output=%s" (Path.Combine(logs, "merge.out"))
+          sbatch "job-name" (r.JobName + "-merge")
+          sbatch "output" (Path.Combine(logs, "merge.out"))
           yield! common (Some 1)
           "# submitted with --dependency=afterok:<the array's job id>: runs once every shard succeeded."
-          "set -euo pipefail"
-          sprintf "exec %s merge %s --out %s --quiet" r.Dsl (shellQuote shards) (shellQuote out) ]
+          yield! dslFunction
+          "set -eo pipefail"
+          sprintf "dsl_command merge %s --out %s --quiet" (shellQuote shards) (shellQuote out) ]
 
     (String.concat "\n" array + "\n"), (String.concat "\n" merge + "\n")
