@@ -352,6 +352,34 @@ let tests =
               Expect.equal (DocsSamples.fitFromFSharp "model M {" "." tmp.Path) 2 "a bad file: its diagnostics, 2"
           }
 
+          test "Docs docs/fitting.md's quoted fit of examples/fit_ou.sde agrees with a fit (SDE_DOCS_FULL=1 only: a fit of 40 evaluations)" {
+              if not full then skiptest "a full fit (about 10 s of CPU); SDE_DOCS_FULL=1 runs it"
+              let doc = readDoc "docs/fitting.md"
+              let a = doc.IndexOf "```\nfit of OU to fit_ou.csv"
+              let quoted = doc.Substring(a + 4, doc.IndexOf("```", a + 4) - a - 4)
+              let text = File.ReadAllText(Path.Combine(repoRoot, "examples", "fit_ou.sde"))
+              let p = compileOrFail "fit_ou.sde" text Frontend.noOverrides
+
+              match p.Fit(dataDir = Path.Combine(repoRoot, "examples")) with
+              | Error ds -> failtestf "the fit fails: %A" (ds |> List.map (fun d -> d.Rendered))
+              | Ok r ->
+                  // `  theta = 1.000 ± 0.020   (start 3)`: the estimate within 4.5 of the run's standard
+                  // errors, the standard error within 25%, the start exact
+                  for i, name in Array.indexed r.Names do
+                      let m = Regex.Match(quoted, sprintf @"(?m)^  %s = ([-\d.e]+) ± ([\d.e]+)   \(start ([-\d.e]+)\)$" name)
+                      Expect.isTrue m.Success (sprintf "the doc quotes %s" name)
+                      let v, se, start = float m.Groups[1].Value, float m.Groups[2].Value, float m.Groups[3].Value
+                      Expect.isLessThanOrEqual (abs (v - r.Fitted[i])) (4.5 * r.StdErrs[i] + roundingOf v) (sprintf "%s: quoted %g, fitted %g ± %g" name v r.Fitted[i] r.StdErrs[i])
+                      Expect.isLessThanOrEqual (abs (se - r.StdErrs[i])) (0.25 * r.StdErrs[i] + roundingOf se) (sprintf "%s: quoted standard error %g, the fit's %g" name se r.StdErrs[i])
+                      Expect.equal start r.Start[i] (sprintf "%s: the start" name)
+
+                  let loss = Regex.Match(quoted, @"nats per row\) ([\d.e]+) ± ([\d.e]+)")
+                  Expect.isTrue loss.Success "the doc quotes the loss"
+                  let lv = float loss.Groups[1].Value
+                  Expect.isLessThanOrEqual (abs (lv - r.FinalLoss)) (4.5 * r.FinalLossStdErr + roundingOf lv) (sprintf "loss: quoted %g, the fit's %g ± %g" lv r.FinalLoss r.FinalLossStdErr)
+                  Expect.equal r.Converged (quoted.Contains "converged after") "converged, as quoted"
+          }
+
           test "Docs docs/fitting.md's OU file is examples/fit_ou.sde" {
               let example = File.ReadAllText(Path.Combine(repoRoot, "examples", "fit_ou.sde")).Replace("\r\n", "\n")
               let body = example.Split('\n') |> Array.skipWhile (fun l -> l.StartsWith "//" || l = "") |> String.concat "\n"
