@@ -263,11 +263,61 @@ let tests =
               Expect.equal (List.ofArray p.ParameterSets) [ "strong"; "F=6"; "F=7"; "F=8"; "F=9"; "F=10" ] "the sets"
           }
 
+          test "Docs the sets docs/language.md says its Sets file runs are the file's sets" {
+              let doc = readDoc "docs/language.md"
+              let m = Regex.Match(doc, @"A complete file; it runs \w+ sets, ((?:`[^`]+`(?:, | and )?)+):")
+              Expect.isTrue m.Success "the sentence that names the sets"
+              let named = Regex.Matches(m.Groups[1].Value, "`([^`]+)`") |> Seq.map (fun g -> g.Groups[1].Value) |> List.ofSeq
+              let p = compileOrFail "sets.sde" (fileOf "docs/language.md" "Sets").Text Frontend.noOverrides
+              Expect.equal (List.ofArray p.ParameterSets) named "the sets, in order"
+          }
+
           test "Docs docs/language.md's JSON example is a run of its file: same keys, texts and counts, estimates within 4.5 standard errors" {
               let p = compileOrFail "every.sde" (everyFile ()) Frontend.noOverrides
               let run = JsonNode.Parse(SdeCompiler.ToJson(p.Run()))
               let diffs = jsonDiffs "" (jsonExample ()) run "" None
               Expect.isEmpty diffs (String.concat "\n" diffs)
+          }
+
+          test "Docs docs/lyapunov.md's lyapunov(3) result is examples/lorenz63_lyapunov.sde's, within 4.5 standard errors" {
+              let block = blocksOf "docs/lyapunov.md" |> List.find (fun b -> b.Info = "json")
+              let first = block.Text.Substring(0, block.Text.IndexOf "\n{ \"query\": \"alignment")
+              let text = File.ReadAllText(Path.Combine(repoRoot, "examples", "lorenz63_lyapunov.sde"))
+              let run = JsonNode.Parse(SdeCompiler.ToJson((compileOrFail "lorenz63_lyapunov.sde" text Frontend.noOverrides).Run()))
+              let set0 = run["sets"].AsArray()[0]
+              let result = set0["results"].AsArray()[0]
+              let diffs = jsonDiffs "" (JsonNode.Parse first) result "" None
+              Expect.isEmpty diffs (String.concat "\n" diffs)
+          }
+
+          test "Docs docs/language.md's CSV example is a run of examples/sweep.sde with 2000 paths, within 4.5 standard errors" {
+              let doc = readDoc "docs/language.md"
+              let m = Regex.Match(doc, @"For example, `dsl run (examples/\S+) --csv --paths (\d+)`:")
+              Expect.isTrue m.Success "the command the example quotes"
+              let block = blocksOf "docs/language.md" |> List.find (fun b -> b.Text.StartsWith "set,query,kind" && b.Text.Contains "\n...")
+              // RFC 4180 fields: quoted ones may hold commas
+              let fields (line: string) =
+                  Regex.Matches(line, "(?:^|,)(\"(?:[^\"]|\"\")*\"|[^,]*)")
+                  |> Seq.map (fun f -> f.Groups[1].Value.Trim('"'))
+                  |> Array.ofSeq
+
+              let text = File.ReadAllText(Path.Combine(repoRoot, m.Groups[1].Value))
+              let p = compileOrFail "sweep.sde" text { Frontend.noOverrides with Paths = Some(int64 m.Groups[2].Value) }
+              let run = SdeCompiler.ToCsv(p.Run()).Replace("\r\n", "\n").Split('\n') |> Array.filter ((<>) "")
+              let quoted = block.Text.Split('\n') |> Array.filter (fun l -> l <> "" && l <> "...")
+              Expect.equal quoted[0] run[0] "the header"
+              Expect.isGreaterThanOrEqual quoted.Length 3 "some rows"
+
+              for q in quoted[1..] do
+                  let qf = fields q
+                  // the run's row of the same set, query, kind, wrt, method and index
+                  match run |> Array.map fields |> Array.tryFind (fun r -> r[..5] = qf[..5]) with
+                  | None -> failtestf "no row %s in the run" q
+                  | Some r ->
+                      let v, se, rv, rse = float qf[7], float qf[8], float r[7], float r[8]
+                      Expect.equal qf[6] r[6] (q + ": x")
+                      Expect.isLessThanOrEqual (abs (v - rv)) (4.5 * rse) (sprintf "%s: value, the run's %g ± %g" q rv rse)
+                      Expect.isLessThanOrEqual (abs (se - rse)) (0.25 * rse) (sprintf "%s: standard error, the run's %g" q rse)
           }
 
           test "Docs the JSON comparison sees a stale number, a missing key and a changed method" {
