@@ -363,7 +363,9 @@ let tests =
           test "Docs the README's F# script is samples/embed.fsx (which the tests run), from its #r on" {
               let script = File.ReadAllText(Path.Combine(repoRoot, "samples", "embed.fsx")).Replace("\r\n", "\n")
               let body = script.Substring(script.IndexOf "#r \"nuget:")
-              let snippet = blocksOf "README.md" |> List.find (fun b -> b.Info = "fsharp" && b.Text.StartsWith "#r")
+              let fsharp = blocksOf "README.md" |> List.filter (fun b -> b.Info = "fsharp")
+              Expect.equal fsharp.Length 1 "the README's one F# snippet (another would need a sample file and a check here)"
+              let snippet = fsharp.Head
               Expect.equal (linesOf snippet.Text) (linesOf body) "the README's script, line for line"
           }
 
@@ -428,6 +430,24 @@ let tests =
                   let lv = float loss.Groups[1].Value
                   Expect.isLessThanOrEqual (abs (lv - r.FinalLoss)) (4.5 * r.FinalLossStdErr + roundingOf lv) (sprintf "loss: quoted %g, the fit's %g ± %g" lv r.FinalLoss r.FinalLossStdErr)
                   Expect.equal r.Converged (quoted.Contains "converged after") "converged, as quoted"
+
+                  // fit.json as the doc shows it: the same top-level keys in the same order, the fitted
+                  // values within 4.5 standard errors
+                  let example = (blocksOf "docs/fitting.md" |> List.find (fun b -> b.Info = "json" && b.Text.Contains "\"fitted\"")).Text
+                  let keysOf (json: string) = Regex.Matches(json, "(?m)^  \"(\\w+)\":") |> Seq.map (fun m -> m.Groups[1].Value) |> List.ofSeq
+                  let written = Fit.toJson r
+                  Expect.equal (keysOf example) (keysOf written) "fit.json's keys, in order"
+
+                  for i, name in Array.indexed r.Names do
+                      let m = Regex.Match(example, sprintf "\"fitted\": \\{[^}]*\"%s\": ([-\\d.e]+)" name)
+                      Expect.isTrue m.Success (sprintf "fit.json's example quotes %s" name)
+                      let v = float m.Groups[1].Value
+                      Expect.isLessThanOrEqual (abs (v - r.Fitted[i])) (4.5 * r.StdErrs[i] + roundingOf v) (sprintf "fit.json %s: quoted %g, fitted %g" name v r.Fitted[i])
+
+                  // the bandwidth is a function of the data alone (the rule of fitting.md): to the digits quoted
+                  let bw = Regex.Match(example, @"""bandwidth"": \[ ([\d.e]+) \]")
+                  Expect.isTrue bw.Success "fit.json's example quotes the bandwidth"
+                  Expect.isLessThanOrEqual (abs (float bw.Groups[1].Value - r.Bandwidth[0])) (roundingOf (float bw.Groups[1].Value)) "the bandwidth"
           }
 
           test "Docs docs/fitting.md's OU file is examples/fit_ou.sde" {
