@@ -1477,7 +1477,7 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
     // looks back before the start, and its memory must stay bounded
     let tooLong =
         match q.Query with
-        | QResponse(_, _, _, Some ws, _) -> ws |> List.tryFind (fun w -> w > s.T || w / s.Dt > 1e6)
+        | QResponse(_, _, _, Some ws, _) -> ws |> List.tryFind (fun w -> w > s.T || w / s.Dt > Limits.windowSteps)
         | _ -> None
 
     // a series samples the grid every Δ: Δ a whole number of steps, at most 10^4 times up to T
@@ -1486,7 +1486,12 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QPlain(TSeries(_, d), _)
         | QSamples(_, Some d) ->
             // a trajectory's bound is on its values (paths x times x observables, Driver.maxTrajectoryValues)
-            let what, most, mostText = (match q.Query with QSamples _ -> "trajectory", 1e6, "10^6" | _ -> "series", 1e4, "10^4")
+            let what, most =
+                match q.Query with
+                | QSamples _ -> "trajectory", Limits.trajectoryTimes
+                | _ -> "series", Limits.seriesTimes
+
+            let mostText = Limits.power most
             let steps = Sde.Core.RunSettings.WholeSteps(d, s.Dt)
             if steps < 0L then
                 let n = max 1.0 (Math.Round(d / s.Dt))
@@ -1500,7 +1505,7 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
     match over with
     | _ when series.IsSome -> Error series.Value
     | _ when tooLong.IsSome ->
-        Error(sprintf "the stationary window %s must be at most T = %s and at most 10^6 steps of dt (it is %g steps)" (shortNumber tooLong.Value) (shortNumber s.T) (tooLong.Value / s.Dt))
+        Error(sprintf "the stationary window %s must be at most T = %s and at most %s steps of dt (it is %g steps)" (shortNumber tooLong.Value) (shortNumber s.T) (Limits.power Limits.windowSteps) (tooLong.Value / s.Dt))
     | Some(_, t1) when t1 > s.T -> Error(sprintf "the window ends at %s, after the final time T = %s" (shortNumber t1) (shortNumber s.T))
     | Some(t0, t1) when floor (t1 / s.Dt + 1e-9) < ceil (t0 / s.Dt - 1e-9) ->
         // a window averages over the grid times n·dt in [t0, t1]; with none it has nothing to average

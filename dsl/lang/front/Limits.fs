@@ -71,12 +71,27 @@ let trajectoryValues = 5e7
 /// Most observables of one `samples(...)` query.
 let sampleColumns = 1000
 
+/// Most grid steps a stationary window spans (a stationary response, a `kl stationary window W`
+/// fit): each worker keeps that many steps of DK weights per param.
+let windowSteps = 1e6
+
+/// Most times of a series `mean(e) every Δ` (held per set and time) and of a trajectory
+/// `samples(...) every Δ` (whose values are bounded by `trajectoryValues` too).
+let seriesTimes = 1e4
+let trajectoryTimes = 1e6
+
+/// Most iterations a fit may ask for.
+let fitIterations = 1_000_000
+
+/// Largest data file a fit reads (it is read whole; `/dev/zero` is refused after that many bytes).
+let fitDataBytes = 1L <<< 28
+
 /// 12,345 (thousands separated by commas, as the docs write them).
 let commas (n: int64) = n.ToString("#,0", CultureInfo.InvariantCulture)
 
-/// 10^12 for a power of ten, 2 × 10^7 for a small multiple of one, else the number with commas.
+/// 10^12 for a power of ten from 10^4 on, 2 × 10^7 for a small multiple of one, else the number with commas.
 let power (x: float) =
-    if x < 1e5 then commas (int64 x)
+    if x < 1e4 then commas (int64 x)
     else
         let e = int (Math.Floor(Math.Log10 x + 1e-9))
         let m = x / Math.Pow(10.0, float e)
@@ -131,7 +146,15 @@ let rows: Row list =
         Where = "the query" }
       { What = "values of one `samples(...) every Δ` query (paths × times × observables)"
         Limit = power trajectoryValues
-        Where = "the query" } ]
+        Where = "the query" }
+      { What = "times of a series `mean(e) every Δ`; of a trajectory `samples(...) every Δ`"
+        Limit = sprintf "%s; %s" (power seriesTimes) (power trajectoryTimes)
+        Where = "the query" }
+      { What = "a stationary window (responses, `kl stationary window W` fits)"
+        Limit = sprintf "%s steps of dt, and at most T" (power windowSteps)
+        Where = "the query; in a fit, the window" }
+      { What = "fit iterations"; Limit = power (float fitIterations); Where = "`iterations`" }
+      { What = "a fit's data file"; Limit = sprintf "%d MiB" (fitDataBytes >>> 20); Where = "the file's name in the fit block" } ]
 
 /// The limits as the markdown table README.md and docs/language.md show (lines joined by "\n").
 let markdownTable =
