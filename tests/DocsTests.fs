@@ -339,6 +339,21 @@ let tests =
                   Expect.stringContains (readDoc doc) (Limits.markdownTable + "\n") (sprintf "%s holds the table Limits renders" doc)
           }
 
+          test "Docs the limits docs/language.md's prose quotes are Limits' values" {
+              // each sentence that repeats a limit outside the table, rendered from the module's value
+              let prose = Regex.Replace(readDoc "docs/language.md", @"\s+", " ")
+              let c (n: int) = Limits.commas (int64 n)
+
+              for sentence in
+                  [ sprintf "a model has at most %s params in all" (c Limits.paramCount)
+                    sprintf "the states together have at most %s components" (c Limits.dimension)
+                    sprintf "a file has at most %s parameter sets" (c Limits.parameterSets)
+                    sprintf "at most %s of them (paths × observables) per query" (Limits.power Limits.sampleValues)
+                    sprintf "may have at most %s state components" (c Limits.derivativeDim)
+                    sprintf "A run has at most %s paths, %s steps (`T/dt`) and %s path-steps" (Limits.power (float Limits.paths)) (Limits.power Limits.steps) (Limits.power Limits.pathSteps) ] do
+                  Expect.stringContains prose sentence "docs/language.md quotes the limit as enforced"
+          }
+
           test "Docs the limits in the table are the ones enforced: one past each is refused" {
               // a spot check that the module's values are the checks' values (not only the table's)
               let refused (text: string) (expected: string) =
