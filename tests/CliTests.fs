@@ -409,25 +409,6 @@ let tests =
               Expect.isTrue (Regex.IsMatch(out.Result, @"mean\(x\) = 0\.1\d+")) d
           }
 
-          test "Cli every complete file of docs/language.md checks" {
-              // the reference's examples must stay true: each fenced block that is a whole file
-              // (starts with `model Name {`, not the `<...>` template of the syntax) passes `dsl check`
-              let doc = File.ReadAllText(Path.Combine(repoRoot, "docs", "language.md"))
-              let blocks =
-                  Regex.Matches(doc, @"```\n(model [A-Za-z_][A-Za-z0-9_]* \{\n[\s\S]*?)```")
-                  |> Seq.map (fun m -> m.Groups[1].Value)
-                  |> Seq.filter (fun b -> not (b.Contains "\n  <"))
-                  |> List.ofSeq
-
-              Expect.isGreaterThanOrEqual blocks.Length 5 "the complete examples"
-              use tmp = new TempDir()
-
-              for b in blocks do
-                  let f = tmp.File "example.sde" b
-                  let o = dsl [ "check"; f ]
-                  Expect.equal o.Code 0 (describe [ "check"; b ] o)
-          }
-
           test "Cli no machine paths and no links outside the repository in its text files" {
               // the repository stands on its own: nothing may name a folder of one machine or the
               // team's workshop next to the clone (the patterns are split so that this file passes)
@@ -545,19 +526,3 @@ let tests =
 
               Expect.equal (rawSets "2") (rawSets "1") "the raw JSON text before the timing block"
           } ]
-
-[<Tests>]
-let readmeTests =
-    test "Cli the README's tour of the language compiles and runs as written" {
-        let readme = File.ReadAllText(Path.Combine(repoRoot, "README.md"))
-        let start = readme.IndexOf("```\nmodel Name {")
-        Expect.isGreaterThanOrEqual start 0 "the tour is in the README"
-        let body = readme.Substring(start + 4)
-        let text = body.Substring(0, body.IndexOf("```"))
-        let o = { Sde.Lang.Frontend.noOverrides with Paths = Some 100L }
-        match Sde.SdeCompiler.Compile(text, "README.md", o) with
-        | Error ds -> failtestf "the tour does not compile:\n%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
-        | Ok p ->
-            let r = p.Run(2)
-            Expect.equal r.Sets.Length 6 "one set for params strong and one per sweep value (6, 7, 8, 9, 10)"
-    }

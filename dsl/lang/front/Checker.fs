@@ -240,7 +240,7 @@ let private checkBins consts (bins: Expr) : R<int> =
     evalInt consts "bins" bins
     |> Result.bind (fun n ->
         if n < 1L then fail bins.Pos "bins must be >= 1"
-        elif n > 10_000_000L then fail bins.Pos "bins must be at most 10000000"
+        elif n > int64 Limits.bins then fail bins.Pos (sprintf "bins must be at most %d" Limits.bins)
         else Ok(int n))
 
 let private evalFinite consts what (e: Expr) : R<float> =
@@ -716,11 +716,11 @@ type private Decls =
 
 /// Largest total state dimension (and total noise dimension) of a model: beyond it the expanded
 /// model would not fit in memory anyway.
-let maxDimension = 1_000_000
+let maxDimension = Limits.dimension
 
 /// Params in all (scalars and vector components): each is a field of the emitted model, a value type
 /// that the engine keeps in arrays, and the runtime refuses arrays of value types above 64 KB.
-let maxParams = 4_000
+let maxParams = Limits.paramCount
 
 let private inDomain (lo: Bound, hi: Bound) (v: float) =
     (if lo.Closed then v >= lo.Value else v > lo.Value)
@@ -761,7 +761,7 @@ let private declarations (items: ModelItem list) : Decls * Diagnostic list =
             evalInt d.ConstMap "a size" e
             |> Result.bind (fun n ->
                 if n < 1L then fail e.Pos (sprintf "a size must be positive, got %d" n)
-                elif n > 100_000_000L then fail e.Pos "a size must be at most 100000000"
+                elif n > int64 Limits.sizeExpression then fail e.Pos (sprintf "a size must be at most %d" Limits.sizeExpression)
                 else Ok(int n))
 
     // the size of a state or brownian (1 after an error), refused when it takes the dimension so far,
@@ -1162,12 +1162,12 @@ let private shortDecimal (ok: float -> bool) (x: float) : string option =
 let sizeError (paths: int64) (dt: float) (t: float) : (string * string) option =
     let steps = t / dt
 
-    if paths > 1_000_000_000_000L then
-        Some("paths", sprintf "paths = %d is more than the limit of 10^12 paths per run" paths)
-    elif not (steps <= 1e10) then
-        Some("dt", sprintf "T/dt = %g steps is more than the limit of 10^10 steps per run; take a larger dt" steps)
-    elif float paths * steps > 1e15 then
-        Some("paths", sprintf "paths x steps = %g path-steps is more than the limit of 10^15 per run (about four months at 10^8 per second); split the run or take fewer paths" (float paths * steps))
+    if paths > Limits.paths then
+        Some("paths", sprintf "paths = %d is more than the limit of %s paths per run" paths (Limits.power (float Limits.paths)))
+    elif not (steps <= Limits.steps) then
+        Some("dt", sprintf "T/dt = %g steps is more than the limit of %s steps per run; take a larger dt" steps (Limits.power Limits.steps))
+    elif float paths * steps > Limits.pathSteps then
+        Some("paths", sprintf "paths x steps = %g path-steps is more than the limit of %s per run (about four months at 10^8 per second); split the run or take fewer paths" (float paths * steps) (Limits.power Limits.pathSteps))
     else None
 
 /// None when T is a whole number of steps dt (within the engine's tolerance, 1e-9 relative), else
@@ -1266,7 +1266,7 @@ let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos
 // ---------------------------------------------------------------------------------- parameter sets
 
 /// Most parameter sets a file may run (named sets and sweep values together).
-let maxParameterSets = 10_000
+let maxParameterSets = Limits.parameterSets
 
 let private checkSets (consts: Map<string, int>) (ps: ParamInfo list) (items: TopItem list) : R<ParamSet list> =
     let defaults = ps |> List.map (fun p -> p.Default) |> Array.ofList
@@ -1501,7 +1501,7 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
     // looks back before the start, and its memory must stay bounded
     let tooLong =
         match q.Query with
-        | QResponse(_, _, _, Some ws, _) -> ws |> List.tryFind (fun w -> w > s.T || w / s.Dt > 1e6)
+        | QResponse(_, _, _, Some ws, _) -> ws |> List.tryFind (fun w -> w > s.T || w / s.Dt > Limits.windowSteps)
         | _ -> None
 
     // a series samples the grid every Δ: Δ a whole number of steps, at most 10^4 times up to T
@@ -1510,7 +1510,12 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | QPlain(TSeries(_, d), _)
         | QSamples(_, Some d) ->
             // a trajectory's bound is on its values (paths x times x observables, Driver.maxTrajectoryValues)
-            let what, most, mostText = (match q.Query with QSamples _ -> "trajectory", 1e6, "10^6" | _ -> "series", 1e4, "10^4")
+            let what, most =
+                match q.Query with
+                | QSamples _ -> "trajectory", Limits.trajectoryTimes
+                | _ -> "series", Limits.seriesTimes
+
+            let mostText = Limits.power most
             let steps = Sde.Core.RunSettings.WholeSteps(d, s.Dt)
             if steps < 0L then
                 let n = max 1.0 (Math.Round(d / s.Dt))
@@ -1524,7 +1529,7 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
     match over with
     | _ when series.IsSome -> Error series.Value
     | _ when tooLong.IsSome ->
-        Error(sprintf "the stationary window %s must be at most T = %s and at most 10^6 steps of dt (it is %g steps)" (shortNumber tooLong.Value) (shortNumber s.T) (tooLong.Value / s.Dt))
+        Error(sprintf "the stationary window %s must be at most T = %s and at most %s steps of dt (it is %g steps)" (shortNumber tooLong.Value) (shortNumber s.T) (Limits.power Limits.windowSteps) (tooLong.Value / s.Dt))
     | Some(_, t1) when t1 > s.T -> Error(sprintf "the window ends at %s, after the final time T = %s" (shortNumber t1) (shortNumber s.T))
     | Some(t0, t1) when floor (t1 / s.Dt + 1e-9) < ceil (t0 / s.Dt - 1e-9) ->
         // a window averages over the grid times n·dt in [t0, t1]; with none it has nothing to average
@@ -1543,7 +1548,7 @@ let validateQueryTimes (s: Settings) (q: CheckedQuery) : Result<unit, string> =
         | _ -> Ok()
 
 /// Most observables one `samples(...)` query takes (columns of its CSV file).
-let maxSampleColumns = 1000
+let maxSampleColumns = Limits.sampleColumns
 
 /// `settings` is None when the simulate block has errors of its own: the queries' times are then not
 /// checked against it (a window "after T" measured against a T that was refused misleads).
@@ -1581,7 +1586,7 @@ let private checkQuery (env: Env) (consts: Map<string, int>) (ps: ParamInfo list
             let bins =
                 map2 (fun a b -> a, b) (checkBins consts n1) (checkBins consts n2)
                 |> Result.bind (fun (a, b) ->
-                    if int64 a * int64 b > 10_000_000L then fail n1.Pos (sprintf "a 2-D density has at most 10^7 bins (got %d x %d)" a b)
+                    if int64 a * int64 b > int64 Limits.bins then fail n1.Pos (sprintf "a 2-D density has at most %s bins (got %d x %d)" (Limits.power (float Limits.bins)) a b)
                     else Ok(a, b))
 
             map3 (fun (c1, c2) ((a, b), (c, d)) (n, m) -> TDensity2(c1, c2, a, b, c, d, n, m))
@@ -1800,7 +1805,7 @@ let private checkQueries (env: Env) consts ps settings (qs: Query list) : R<Chec
 /// (a chain of n terms `a + b + ...` is n levels deep: it parses to a left-leaning tree). The parser
 /// caps parentheses at 256 levels and chains at 10000 terms, but chains nest inside chains; every
 /// later pass recurses on the tree, on threads whose stacks are sized for this depth.
-let maxExprDepth = 20_000
+let maxExprDepth = Limits.exprDepth
 
 /// The depth of an expression tree, without recursion (it is called before the depth is known).
 let exprDepth (e: Expr) : int =
@@ -1916,7 +1921,7 @@ let private sortDiags (ds: Diagnostic list) =
 /// Most scalar operations a file may expand to: equations and inits unrolled over their index, and
 /// `sum`/`avg` over their range (a sum of sums over 10^3 states is 10^6 terms; one more level is
 /// 10^9, which no compile would finish). Lorenz-96 at the 10^6-state limit is about 1.1 * 10^7.
-let maxExpandedSize = 20_000_000L
+let maxExpandedSize = Limits.expandedSize
 
 /// Size (scalar operations once unrolled) and depth of a checked expression. A `let` is substituted
 /// by reference, so a chain of lets that each use the previous one twice is a DAG whose tree is

@@ -54,7 +54,7 @@ let keys = [ "objective"; "optimizer"; "iterations"; "tolerance"; "bandwidth"; "
 
 /// Most grid steps a stationary fit's window may span (each worker keeps that many DK weights per param), as
 /// for stationary responses.
-let maxWindowSteps = 1e6
+let maxWindowSteps = Limits.windowSteps
 
 /// The grid steps n_b … N a stationary fit averages over: n_b the first step at or after burnin, N = T/dt.
 let stationarySteps (s: Settings) =
@@ -77,7 +77,7 @@ let stationaryWindowProblem (s: Settings) (w: float) : string option =
             sprintf "the stationary window %s is longer than the averaged span T - burnin = %s (T = %s, burnin = %s); take a shorter window or a larger T"
                 (Checker.shortNumber w) (Checker.shortNumber (s.T - s.Burnin)) (Checker.shortNumber s.T) (Checker.shortNumber s.Burnin)
         )
-    elif w / s.Dt > maxWindowSteps then Some(sprintf "the stationary window %s is %g steps of dt; at most 10^6" (Checker.shortNumber w) n)
+    elif w / s.Dt > maxWindowSteps then Some(sprintf "the stationary window %s is %g steps of dt; at most %s" (Checker.shortNumber w) n (Limits.power maxWindowSteps))
     else None
 
 /// The recorded times per path of a stationary fit without a `times` setting: one per window W over
@@ -89,7 +89,7 @@ let defaultStationaryTimes (s: Settings) (w: float) =
     int (min 20.0 (min perWindow (float (nt - nb + 1L))))
 
 /// Most iterations a fit may ask for.
-let maxIterations = 1_000_000
+let maxIterations = Limits.fitIterations
 
 let private fail (p: Pos) (m: string) : Result<'a, Diagnostic list> = Error [ { Pos = p; Message = m } ]
 

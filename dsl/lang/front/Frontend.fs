@@ -61,7 +61,7 @@ let private guarded (f: unit -> Result<'a, Diagnostic list>) : Result<'a, Diagno
 
 /// Largest source accepted, in bytes for a file the command line reads and in characters for a
 /// text given to the embedding API.
-let maxSourceBytes = 10_000_000
+let maxSourceBytes = Limits.sourceChars
 
 /// Parses then checks a source text, with its `fit` block (if any). Never throws.
 let compileWithFit (fileName: string) (text: string) : Result<CheckedFile * FitCheck.FitSpec option, Diagnostic list> =

@@ -14,14 +14,14 @@ type UState = { Parens: int; Depth: int }
 type P<'a> = Parser<'a, UState>
 
 /// Deepest expression nesting accepted.
-let maxDepth = 256
+let maxDepth = Limits.parseDepth
 
 /// Most operands in one chain of `+`/`*`/`and`/`or`.
-let maxChain = 10000
+let maxChain = Limits.chainTerms
 
 /// Longest name accepted (a name becomes a .NET type or field name, and longer ones only slow the
 /// did-you-mean search).
-let maxIdent = 256
+let maxIdent = Limits.nameLength
 
 /// A message starting with `@LINE:COL|` is reported at that position instead of the failure point.
 let private atPos (p: Pos) (msg: string) = sprintf "@%d:%d|%s" p.Line p.Col msg

@@ -25,7 +25,7 @@ let defaultMinLoopSize = 2000
 /// Most state components of a model with derivative queries (responses, Lyapunov exponents,
 /// alignment): their derivative code is unrolled per component; at 10^5 components a response on
 /// the Lorenz-96 ring compiles and runs in about a minute and 4 GB, and it grows linearly from there.
-let maxDerivativeDim = 100_000
+let maxDerivativeDim = Limits.derivativeDim
 
 let derivativeDimMessage (dim: int) =
     sprintf "this model has %d state components; responses, Lyapunov exponents and alignment need derivative code for each, which is unrolled: at most %d components (mean and density queries alone run vector equations as loops, at any size)" dim maxDerivativeDim

@@ -37,7 +37,7 @@ type TangentIr =
 /// Most structural non-zeros of the step's Jacobian, and most entries of its state derivatives (the
 /// Hessian terms): a dense nonlinear coupling over n states has n² and n³ of them, which no compile
 /// of n = 1000 would finish.
-let maxDerivativeEntries = 10_000_000L
+let maxDerivativeEntries = Limits.derivativeEntries
 
 /// A model whose derivatives would pass `maxDerivativeEntries` (the message says which).
 exception TooManyDerivatives of string

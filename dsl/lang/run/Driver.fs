@@ -236,9 +236,9 @@ let private twinDomainErrors (cf: CheckedFile) : Diagnostic list =
 
 /// Compile a checked file: lower the model, collect the observables, plan every query.
 /// Most values (paths × observables) one `samples(...)` query records (they are held in memory).
-let maxSampleValues = 1e8
+let maxSampleValues = Limits.sampleValues
 /// Most values (paths × times × observables) one `samples(...) every Δ` query records (held in memory: 400 MB).
-let maxTrajectoryValues = 5e7
+let maxTrajectoryValues = Limits.trajectoryValues
 
 let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     // lowering, the derivatives and the emitter recurse on the expressions: on a large stack

@@ -44,7 +44,7 @@ let componentNames (m: CheckedModel) : (string * int)[] =
     |> List.toArray
 
 /// Largest data file read (characters).
-let maxDataBytes = 1L <<< 28
+let maxDataBytes = Limits.fitDataBytes
 
 /// The data file of a fit: resolved against `baseDir` (the directory of the .sde file) unless absolute.
 let dataPath (baseDir: string) (spec: FitSpec) =
