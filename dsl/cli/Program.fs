@@ -350,9 +350,29 @@ let private compile (args: ParseResults<CompileArgs>) =
     | Error m, _ -> usageError (sprintf "--arch: %s" m)
     | _, None -> usageError "--out DIR is required (the folder for the PTX files)"
     | Ok arch, Some dir ->
-        match compileFile path Frontend.noOverrides with
+        match compileSource path Frontend.noOverrides with
         | Error code -> code
-        | Ok p ->
+        | Ok (p, text) ->
+        let name = displayName path
+        let located (severity: string) (pos: Syntax.Pos) (m: string) =
+            Console.Error.WriteLine(Diagnostics.formatAs severity name text { Pos = pos; Message = m })
+
+        match p.Program.File.Weight with
+        | Some w ->
+            // its kernels would simulate the model without the weight: PTX that computes something else
+            located "error" w.Pos (sprintf "'weight %s' makes a weighted (Feynman-Kac) model, which the GPU kernels cannot run yet: their PTX would simulate the model without its weight and resampling; 'dsl run' runs it on the CPU" w.Name)
+            exitInput
+        | None ->
+            // the kernels are compiled whatever the queries, but `dsl run --backend cuda` refuses these
+            // (see Driver.run: the tangent kernel gave wrong results on a device): said, not written silently
+            for (q, j) in p.Program.Jobs do
+                match j with
+                | Driver.ResponseJob (plans, _, m, _) when plans |> List.exists (fun pl -> pl.Method <> ResponseMethod.FiniteDifference) ->
+                    located "warning" q.Pos (sprintf "'%s' uses %s, which the cuda backend does not run yet (only finite_difference responses are enabled on CUDA): the PTX is written, but 'dsl run --backend cuda' refuses this query" q.Text m)
+                | Driver.AlignmentJob _ ->
+                    located "warning" q.Pos (sprintf "'%s' cannot run on the cuda backend yet: the PTX is written, but 'dsl run --backend cuda' refuses this query" q.Text)
+                | _ -> ()
+
             match prepareOut dir with
             | Error m -> usageError m
             | Ok() ->
