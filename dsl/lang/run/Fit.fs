@@ -566,8 +566,8 @@ let write (dir: string) (r: FitReport) : string list =
     let what = if r.Optimizer = "lbfgs" then "evaluation" else "iteration"
     let loss = Path.Combine(dir, "fit_loss.svg")
 
-    Plot.writeSeriesWith loss (sprintf "%s — fit loss" r.Model) (sprintf "%s, %s; ±2 standard errors over the data" r.Objective r.Optimizer) true what "loss (nats per row)"
-        [ "loss", its, (r.History |> List.map (fun s -> s.Loss) |> List.toArray), (r.History |> List.map (fun s -> s.LossStdErr) |> List.toArray) ]
+    Plot.writeLoss loss (sprintf "%s — fit loss" r.Model) (sprintf "%s, %s; ±2 standard errors over the data" r.Objective r.Optimizer) what
+        its (r.History |> List.map (fun s -> s.Loss) |> List.toArray) (r.History |> List.map (fun s -> s.LossStdErr) |> List.toArray)
 
     let ps =
         r.Names
