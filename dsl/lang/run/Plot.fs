@@ -85,7 +85,7 @@ let fileName (setName: string) (queryIndex: int) (q: QueryOutcome) : string =
 /// viewers often fall back to wider fonts (DejaVu Sans): the legend box clipped its last item, lines of
 /// a subtitle overlapped each other and the title, and the last line ran into the frame. This measurer
 /// takes DejaVu Sans's widths (wider than Helvetica's and Arial's, so the text fits in either) and a
-/// line height of 1.2 font sizes.
+/// line height of 1.45 font sizes.
 type private WideTextMeasurer() =
     inherit PdfRenderContext(width, height, OxyColors.White)
 
@@ -106,7 +106,9 @@ type private WideTextMeasurer() =
             let lines = text.Split('\n')
             let bold = if fontWeight >= 600.0 then 1.08 else 1.0
             let w = lines |> Array.map (fun l -> l |> Seq.sumBy WideTextMeasurer.Em) |> Array.max
-            OxySize(w * fontSize * bold, float lines.Length * fontSize * 1.2)
+            // OxyPlot's SVG puts a line's baseline at the bottom of its measured box, so the descenders of
+            // a line hang into the box under it: 1.45 font sizes leave room for them and the next ascenders
+            OxySize(w * fontSize * bold, float lines.Length * fontSize * 1.45)
 
 /// A legend item's text (room is made by the measurer, see WideTextMeasurer).
 let private legendTitle (s: string) = s
