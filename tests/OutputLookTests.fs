@@ -564,6 +564,35 @@ let issue19Tests =
               Expect.stringContains bad.Err "--paths: must be a whole number, got 2.5" bad.Err
           }
 
+          test "a CSV with decimal commas says so" {
+              let dir = tempDir ()
+              File.WriteAllText(Path.Combine(dir, "d.csv"), "x\n0,5\n1,25\n")
+              let text = File.ReadAllText(Path.Combine(CliTests.repoRoot, "examples", "fit_ou.sde")).Replace("fit_ou.csv", "d.csv")
+
+              match Sde.SdeCompiler.Compile(text, "f.sde") with
+              | Error ds -> failtestf "%A" ds
+              | Ok p ->
+                  match p.Fit(threads = 1, dataDir = dir) with
+                  | Ok _ -> failtest "fitted data with decimal commas"
+                  | Error ds -> Expect.stringContains (List.head ds).Message "decimal comma" (List.head ds).Message
+          }
+
+          test "L-BFGS reports the iterations asked for, at the limit" {
+              // MathNet counts one more iteration than it did when its loop test stops it: `iterations = 2` said "after 3"
+              let text = File.ReadAllText(Path.Combine(CliTests.repoRoot, "examples", "fit_ou.sde")).Replace("iterations = 40", "iterations = 2")
+              let o = { Frontend.noOverrides with Paths = Some 300L }
+
+              match Sde.SdeCompiler.Compile(text, "f.sde", o) with
+              | Error ds -> failtestf "%A" ds
+              | Ok p ->
+                  match p.Fit(threads = 1, dataDir = Path.Combine(CliTests.repoRoot, "examples")) with
+                  | Error ds -> failtestf "%A" ds
+                  | Ok r ->
+                      Expect.isFalse r.Converged r.Stop
+                      Expect.stringContains r.Stop "did the 2 iterations asked for" r.Stop
+                      Expect.isFalse (r.Stop.Contains "3 iterations") r.Stop
+          }
+
           test "dsl compile --target ptx refuses a weighted model and warns about refused queries" {
               let dir = tempDir ()
               let weighted = Path.Combine(dir, "w.sde")
