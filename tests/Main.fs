@@ -58,6 +58,41 @@ let summaryLines (s: TestRunSummary) : string list =
           yield sprintf "Slowest %d:" slowest.Length
           yield! slowest ]
 
+[<Tests>]
+let summaryTests =
+    test "Main: the summary counts, gives each failure's first lines and the 10 slowest, not every name" {
+        let flat name =
+            { name = [ "list"; name ]
+              test = Sync ignore
+              state = FocusState.Normal
+              focusOn = false
+              sequenced = InParallel }
+
+        let result r (seconds: float) =
+            { result = r; count = 1; meanDuration = seconds * 1000.0; maxDuration = seconds * 1000.0 }
+
+        let passed = [ for i in 1..12 -> flat (sprintf "p%02d" i), result TestResult.Passed (float i) ]
+        let message = String.concat "\n" [ for i in 1..20 -> sprintf "line %d" i ]
+        let failed = flat "bad", result (TestResult.Failed message) 0.5
+
+        let s =
+            { results = failed :: passed
+              duration = System.TimeSpan.FromSeconds 78.0
+              maxMemory = 0L
+              memoryLimit = 0L
+              timedOut = [] }
+
+        let lines = summaryLines s
+        let text = String.concat "\n" lines
+        Expect.stringContains text "13 tests in 78.0 s: 12 passed, 1 failed, 0 errored, 0 ignored" text
+        Expect.stringContains text "FAILED list/bad" text
+        Expect.stringContains text "line 8\n      ... (12 more lines)" "the message's first 8 lines"
+        Expect.isFalse (text.Contains "line 9") "not the rest"
+        let slow = lines |> List.skipWhile (fun l -> not (l.StartsWith "Slowest")) |> List.tail
+        Expect.equal (slow |> List.map (fun l -> l.Trim().Split("  ").[1])) [ for i in 12..-1..3 -> sprintf "list/p%02d" i ] "the 10 slowest, slowest first"
+        Expect.isFalse (text.Contains "list/p02") "the other passing tests unnamed"
+    }
+
 /// The default printer, except the summary: ours (see `summaryLines`), recorded for the closing line.
 let private counted (summary: TestRunSummary option ref) =
     { TestPrinters.defaultPrinter with
