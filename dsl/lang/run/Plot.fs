@@ -110,9 +110,6 @@ type private WideTextMeasurer() =
             // a line hang into the box under it: 1.45 font sizes leave room for them and the next ascenders
             OxySize(w * fontSize * bold, float lines.Length * fontSize * 1.45)
 
-/// A legend item's text (room is made by the measurer, see WideTextMeasurer).
-let private legendTitle (s: string) = s
-
 /// Greedy word wrap of `text` into lines of at most `columns` characters (a longer word stays whole).
 let wrap (columns: int) (text: string) : string list =
     let words = text.Split(' ', StringSplitOptions.RemoveEmptyEntries) |> List.ofArray
@@ -318,7 +315,7 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
 
     let band =
         AreaSeries(
-            Title = legendTitle "± 2 stderr",
+            Title = "± 2 stderr",
             Color = OxyColors.Transparent,
             Color2 = OxyColors.Transparent,
             Fill = OxyColor.FromAColor(70uy, color),
@@ -331,7 +328,7 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
 
     let line =
         // every point kept (the default drops points under 2 pixels apart, drawing small steps as diagonals)
-        LineSeries(Title = legendTitle "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None, MinimumSegmentLength = 0.0)
+        LineSeries(Title = "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None, MinimumSegmentLength = 0.0)
 
     line.Points.AddRange(steps edges values)
 
@@ -394,7 +391,7 @@ and private seriesModel
 
         let line =
             LineSeries(
-                Title = legendTitle name,
+                Title = name,
                 Color = color,
                 StrokeThickness = 1.6,
                 MarkerType = MarkerType.Circle,
