@@ -458,6 +458,13 @@ let issue19Tests =
               Expect.stringContains t "no queries, so no paths were simulated" t
               let withQuery = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ scalar "mean" "mean(x)" 1.0 0.1 ] } ])
               Expect.stringContains withQuery "path-steps/s" "a run that computed something"
+
+              match Sde.SdeCompiler.Compile(ouText, "ou.sde") with
+              | Error ds -> failtestf "%A" ds
+              | Ok p ->
+                  let r = p.Run(threads = 1)
+                  Expect.equal r.PathStepsPerSecond 0.0 "the report (and the JSON) claims none either"
+                  Expect.stringContains (Output.table r) "no queries, so no paths were simulated" "the run's own table"
           }
 
           test "a title breaks between phrases, not inside an expression" {

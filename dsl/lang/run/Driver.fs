@@ -838,7 +838,8 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
       Sets = reports
       Warnings = p.File.Warnings |> List.map (Diagnostics.warningLine p.Source)
       Seconds = seconds
-      PathStepsPerSecond = float s.Paths * steps * float (List.length p.File.Sets) / max seconds 1e-9 }
+      // a file without queries simulates no paths: no throughput to claim
+      PathStepsPerSecond = (if p.Jobs.IsEmpty then 0.0 else float s.Paths * steps * float (List.length p.File.Sets) / max seconds 1e-9) }
 
 /// The `samples(...)` results of a report: one recorded run of every set (the CPU engine, whatever the
 /// backend; the same paths as the other queries: same seed and path numbers), each path's observables at
