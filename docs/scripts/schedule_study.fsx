@@ -211,5 +211,5 @@ let series =
                 [ Math.Log10(r.AdSe / best); nan ]) |> List.toArray, [||] ]
 
 let out = Path.Combine(__SOURCE_DIRECTORY__, "..", "img", "schedule_study.svg")
-Plot.writeSeries out "divergence kernel: standard error against the rate (relative to the best fixed rate; clipped at 10x)" "log10(rate / λ_cov)" "log10(se / best se)" series
+Plot.writeSeriesWith out "divergence kernel: standard error against the rate" "relative to the best fixed rate of each case; clipped at 10x" false "log10(rate / λ_cov)" "log10(se / best se)" series
 eprintfn "wrote %s" out

@@ -851,8 +851,10 @@ let private parseError (argv: string[]) (message: string) =
         options
         |> Option.bind (fun known ->
             argv
-            |> Array.skip 1
-            |> Array.map (fun a -> a.Split('=').[0])
+            |> Array.pairwise
+            // a value may itself start with -- (`--sbatch-arg --account=abc`): not an option
+            |> Array.filter (fun (before, _) -> before <> "--sbatch-arg" && before <> "--set")
+            |> Array.map (fun (_, a) -> a.Split('=').[0])
             |> Array.tryFind (fun a -> a.StartsWith "--" && not (List.contains a known) && not (File.Exists a))
             |> Option.map (fun a -> sprintf "unknown option '%s'%s" a (didYouMean a known)))
 
