@@ -148,7 +148,9 @@ let rows =
     |> List.map (fun c ->
         let paths = max 100 (int (float c.Paths * scale))
         let head = sprintf (Printf.StringFormat<int -> string>(c.Source)) paths
-        let g = growthOf head
+        // with its response query: a file of means only is compiled without derivatives (no tangent
+        // structure), whose growth measures as 0
+        let g = growthOf (head + "\nquery {\n" + c.Query + "\n}\n")
         let adaptiveRate = CovectorGrowth.RateFor g
         let qs =
             [ yield c.Query + (if c.Mode = "" then "" else sprintf " with divergence_kernel(%s)" (c.Mode.TrimStart(',', ' ')))
