@@ -503,7 +503,7 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
 
 /// A count or seed given to `option`, in the number forms a file accepts (`paths = 1e4`: digits, a
 /// fraction, an exponent) with a whole value: `--paths 1e3` is 1000, `--paths 2.5` is refused.
-let wholeNumber (option: string) (text: string) : Result<int64, string> =
+let private wholeNumber (option: string) (text: string) : Result<int64, string> =
     let t = text.Trim()
     let inv = Globalization.CultureInfo.InvariantCulture
 
