@@ -29,6 +29,7 @@ simulate { paths = 2000; dt = 0.01; T = 1; seed = 1 }
 query {
   mean(x)
   d mean(x) / d theta
+  density(x) on [0, 1] bins 4
 }
 """
 
@@ -36,7 +37,13 @@ match SdeCompiler.Compile(text, "ou.sde") with
 | Ok program ->
     let report = program.Run() // Report.RunReport: the JSON's data
     for q in report.Sets.Head.Results do
-        printfn "%s = %g ± %g" q.Query q.Value q.StdErr
+        // Points: every kind in one shape, one point for a scalar result, one per bin of a density
+        match q.Points() with
+        | [| p |] when System.Double.IsNaN p.X -> printfn "%s = %g ± %g" q.Query p.Value p.StdErr
+        | points ->
+            printfn "%s:" q.Query
+            for p in points do
+                printfn "  at %g: %g ± %g" p.X p.Value p.StdErr
 | Error diagnostics ->
     for d in diagnostics do
         eprintfn "%s" d.Rendered // FILE:LINE:COL: error: ... with the source line and a caret

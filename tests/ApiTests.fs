@@ -86,6 +86,49 @@ let tests =
               | Error ds -> Expect.stringStarts (List.head ds).Rendered "ou.sde: error: --set: " "rendering"
           }
 
+          test "Api every result kind has points and a text that are true" {
+              // a density's Value is 0 (not its values): the README's loop printed `density(...) = 0 ± 0`
+              let text =
+                  ou.Replace("query {\n  mean(x)\n", "query {\n  mean(x)\n  d mean(x) / d theta\n  mean(x) every 1\n")
+                      .Replace("simulate { paths = 4000", "simulate { paths = 400")
+              let p = SdeCompiler.Compile(text, "ou.sde") |> expectOk
+              let r = p.Run(threads = 1)
+              let res = r.Sets.Head.Results
+              let byKind k = res |> List.find (fun q -> q.Kind = k)
+              let m = byKind "mean"
+              Expect.equal (m.Points()).Length 1 "a scalar: one point"
+              Expect.equal (m.Points()).[0].Value m.Value "its value"
+              let d = byKind "density"
+              let pts = d.Points()
+              Expect.equal pts.Length 35 "a density: a point per bin"
+              Expect.equal (pts |> Array.map (fun q -> q.X)) d.Grid "bin centres"
+              Expect.equal (pts |> Array.map (fun q -> q.Value)) d.Values "values per bin"
+              Expect.equal (pts |> Array.map (fun q -> q.StdErr)) d.StdErrs "errors per bin"
+              // the density integrates to the mass inside the range (closed form: 1 less what fell outside)
+              let width = 3.5 / 35.0
+              let mass = 1.0 - float (d.Below + d.Above) / float d.Count
+              Expect.floatClose Accuracy.high (pts |> Array.sumBy (fun q -> q.Value * width)) mass "the points are the density"
+              Expect.isFalse ((d.Text()).Contains "= 0 ± 0") (d.Text())
+              Expect.stringContains (d.Text()) "35 bins" (d.Text())
+              let series = byKind "mean_series"
+              Expect.equal ((series.Points()) |> Array.map (fun q -> q.X)) [| 0.0; 1.0; 2.0 |] "a series: a point per time"
+              for q in res do
+                  Expect.stringStarts (q.Text()) q.Query "the text names the query"
+                  Expect.isTrue (q.Points() |> Array.forall (fun pt -> Double.IsFinite pt.Value)) (sprintf "%s: finite values" q.Query)
+          }
+
+          test "Api ess is a count with an exact (zero) standard error" {
+              let text =
+                  "model M {\n  state x\n  brownian W\n  weight w\n  d log w = -x^2 dt\n  d x = -x dt + dW\n}\n"
+                  + "simulate { paths = 300; dt = 0.01; T = 0.5; seed = 3 }\nquery {\n  mean(x)\n  ess\n}\n"
+              let p = SdeCompiler.Compile(text, "w.sde") |> expectOk
+              let e = p.Run(threads = 1).Sets.Head.Results |> List.find (fun q -> q.Kind = "ess")
+              let pt = (e.Points()).[0]
+              Expect.equal pt.StdErr 0.0 "exact: computed from the run's own weights"
+              Expect.isTrue (pt.Value >= 1.0 && pt.Value <= 300.0) "between 1 and the paths"
+              Expect.stringContains (e.Text()) "of 300 paths" (e.Text())
+          }
+
           test "Api C#-friendly members" {
               let mutable ds: SourceDiagnostic[] = null
               let bad = SdeCompiler.TryCompile("model {", "x.sde", &ds)

@@ -496,6 +496,8 @@ let tests =
                   Expect.equal code 0 d
                   Expect.isTrue (Regex.IsMatch(d, @"mean\(x\) = 0\.3\d+ ± 0\.0\d+")) d
                   Expect.isTrue (Regex.IsMatch(d, @"d mean\(x\) / d theta = -0\.\d+ ± 0\.0\d+")) d
+                  // a density prints one point per bin (Points), not a scalar's Value of 0
+                  Expect.isTrue (Regex.IsMatch(d, @"density\(x\) on \[0, 1\] bins 4:\r?\n  at 0\.125: 0\.\d+ ± 0\.0\d+")) d
               finally
                   // the two packages this test put into the global cache
                   for id in [ "sde.lang"; "sde.core" ] do

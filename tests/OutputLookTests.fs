@@ -410,3 +410,203 @@ let cliTests =
               Expect.isTrue (p.Out.StartsWith(Output.csvHeader + "\n")) p.Out
               Expect.equal (parseCsv p.Out).Length 7 "header and six rows"
           } ]
+
+/// The SVG's <text> elements with their font size: (y, font size, content).
+let private sizedTexts (svg: string) =
+    XDocument.Parse(svg).Descendants()
+    |> Seq.filter (fun e -> e.Name.LocalName = "text")
+    |> Seq.map (fun e ->
+        let t = e.Attribute(XName.Get "transform").Value
+        let inside = t.Substring(t.IndexOf '(' + 1, t.IndexOf ')' - t.IndexOf '(' - 1).Split ','
+        Double.Parse(inside[1], CultureInfo.InvariantCulture), Double.Parse(e.Attribute(XName.Get "font-size").Value, CultureInfo.InvariantCulture), e.Value.Trim())
+    |> List.ofSeq
+
+/// A lower bound of a text's width in DejaVu Sans (the font viewers fall back to): its narrowest
+/// letters are about 0.55 em wide on average in words, spaces 0.32 em.
+let private dejaVuWidth (size: float) (s: string) =
+    s |> Seq.sumBy (fun c -> if c = ' ' then 0.32 else 0.55) |> (*) size
+
+let private ouText =
+    "model OU {\n  param theta = 1 in (0, inf)\n  state x\n  brownian W\n  init x = 1\n  d x = -theta * x dt + 0.5 dW\n}\n"
+    + "simulate { paths = 200; dt = 0.01; T = 0.5; seed = 3 }\n"
+
+[<Tests>]
+let issue19Tests =
+    testList
+        "Output.look.issue19"
+        [ test "a value near 1 with a tiny stderr prints without a power of ten" {
+              // 0.99999999995 rounds to 1.0000000000 at the stderr's decimals: it printed (10.0000000000 ± 0.0000000011)e-01
+              Expect.equal (Output.valueWithError 0.99999999995 1.1e-9) "1.0000000000 ± 0.0000000011" "rounded up to 1"
+              Expect.equal (Output.valueWithError 1.0 1.1e-9) "1.0000000000 ± 0.0000000011" "exactly 1"
+              Expect.equal (Output.valueWithError -2.5 3e-12) "-2.5000000000000 ± 0.0000000000030" "moderate value, tinier stderr"
+              // a power of ten still where the value itself is tiny or huge; and its mantissa below 10
+              Expect.equal (Output.valueWithError 9.99999999995e-12 1.1e-20) "(1.0000000000 ± 0.0000000011)e-11" "mantissa rounded to 10 moves the power"
+              Expect.equal (Output.valueWithError 1.234e-9 1.2e-11) "(1.234 ± 0.012)e-09" "tiny"
+          }
+
+          test "ess prints as a count of paths" {
+              Expect.equal (Output.essCount 18620.4) "18620" "large: whole"
+              Expect.equal (Output.essCount 1.5) "1.5" "small: its fraction"
+              let q = { scalar "ess" "ess" 18620.4 nan with Count = 20000L; Resamplings = Some 3L }
+              let t = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ q ] } ])
+              Expect.stringContains t "18620 of 20000 paths · 3 resamplings" t
+          }
+
+          test "a run without queries claims no throughput" {
+              let t = Output.table (reportOf [ { Name = "default"; Params = []; Results = [] } ])
+              Expect.isFalse (t.Contains "path-steps/s") t
+              Expect.stringContains t "no queries, so no paths were simulated" t
+              let withQuery = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ scalar "mean" "mean(x)" 1.0 0.1 ] } ])
+              Expect.stringContains withQuery "path-steps/s" "a run that computed something"
+
+              match Sde.SdeCompiler.Compile(ouText, "ou.sde") with
+              | Error ds -> failtestf "%A" ds
+              | Ok p ->
+                  let r = p.Run(threads = 1)
+                  Expect.equal r.PathStepsPerSecond 0.0 "the report (and the JSON) claims none either"
+                  Expect.stringContains (Output.table r) "no queries, so no paths were simulated" "the run's own table"
+          }
+
+          test "a title breaks between phrases, not inside an expression" {
+              let lines = Plot.wrapEven 64 "Lorenz-96 (N = 40): standard error of d E[avg x] / d F, 1000 paths"
+              Expect.isGreaterThan lines.Length 1 "wrapped"
+              Expect.isTrue (lines |> List.exists (fun l -> l.Contains "d E[avg x] / d F")) (sprintf "the expression whole: %A" lines)
+              Expect.all lines (fun l -> l.Length <= 64) "within the width"
+              Expect.equal (Plot.phrases "a, b(c, d): e") [ "a,"; "b(c, d):"; "e" ] "no cut inside brackets"
+          }
+
+          test "title, subtitle lines and legend have room in a wide fallback font" {
+              let dir = tempDir ()
+              let path = Path.Combine(dir, "s.svg")
+              let sub = Plot.subtitleOf "d mean(x^2) / d theta with divergence_kernel(rate = 2, mode = exact)" (Some "divergence_kernel(rate = 2, mode = exact)")
+              Plot.writeSeriesWith path "OU — sweep over theta" (sub + "\nsecond line") false "theta" "y"
+                  [ "response ± 2 stderr", [| 1.0; 2.0 |], [| 1.0; 2.0 |], [||]; "Δ mean(x^2) / Δ theta (neighbouring sets)", [| 1.5 |], [| 1.5 |], [||] ]
+              let svg = File.ReadAllText path
+              let ts = sizedTexts svg
+              let title = ts |> List.find (fun (_, size, _) -> size = 18.0)
+              let subs = ts |> List.filter (fun (_, size, s) -> size = 13.0 && (s.StartsWith "d mean" || s = "second line"))
+              Expect.equal subs.Length 2 "two subtitle lines"
+              let (y0, _, _), (y1, _, _), (y2, _, _) = title, subs[0], subs[1]
+              // baselines: the title's descent (0.25 em), the subtitle's ascenders (0.8 em) and a gap must fit between
+              Expect.isGreaterThan (y1 - y0) (0.25 * 18.0 + 0.8 * 13.0 + 3.0) "the subtitle clear of the title"
+              Expect.isGreaterThan (y2 - y1) (1.15 * 13.0) "subtitle lines clear of each other"
+              // the legend's clip box holds its last item in DejaVu Sans widths
+              let doc = XDocument.Parse svg
+              let legendText = ts |> List.find (fun (_, _, s) -> s.StartsWith "Δ mean")
+              let textX =
+                  doc.Descendants() |> Seq.find (fun e -> e.Name.LocalName = "text" && e.Value.Trim().StartsWith "Δ mean")
+                  |> fun e -> let t = e.Attribute(XName.Get "transform").Value in Double.Parse(t.Substring(10, t.IndexOf ',' - 10), CultureInfo.InvariantCulture)
+              let clipRight =
+                  doc.Descendants()
+                  |> Seq.filter (fun e -> e.Name.LocalName = "rect" && e.Parent.Name.LocalName = "clipPath")
+                  |> Seq.map (fun e -> float (e.Attribute(XName.Get "x").Value) + float (e.Attribute(XName.Get "width").Value))
+                  |> Seq.filter (fun r -> r < 800.0)
+                  |> Seq.max
+              let (_, _, s) = legendText
+              Expect.isGreaterThanOrEqual clipRight (textX + dejaVuWidth 13.0 s) "the legend's last item not clipped"
+          }
+
+          test "a fit's loss plot keeps a line-search spike off the scale and marks it" {
+              Expect.isNone (Plot.lossScaleTop [| 0.7; 0.6; 0.5; 0.45 |] [| 0.01; 0.01; 0.01; 0.01 |]) "a plain descent: no clip"
+              let loss = [| 0.7; 0.6; 31.86; 3.46; 0.5; 0.4 |]
+              let errs = Array.create loss.Length 0.01
+              let top = Plot.lossScaleTop loss errs |> Option.get
+              Expect.isTrue (top > 0.72 && top < 1.0) (sprintf "the scale ends just above the start: %g" top)
+              let dir = tempDir ()
+              let path = Path.Combine(dir, "fit_loss.svg")
+              Plot.writeLoss path "OU — fit loss" "kl at 1, lbfgs" "evaluation" (Array.init loss.Length (fun i -> float (i + 1))) loss errs
+              let ts = sizedTexts (File.ReadAllText path) |> List.map (fun (_, _, s) -> s)
+              Expect.contains ts "31.86" "the spike's value written"
+              Expect.contains ts "3.46" "the second spike's value"
+              Expect.isTrue (ts |> List.exists (fun s -> s.StartsWith "off the scale: 2 losses")) "the legend says what the marks are"
+          }
+
+          test "a weighted estimate's plot says it is weighted" {
+              let dir = tempDir ()
+              let path = Path.Combine(dir, "d.svg")
+              Plot.writeDensity path { density [| 0.5; 1.5 |] with Weighted = true } "M" "default"
+              let ts = sizedTexts (File.ReadAllText path) |> List.map (fun (_, _, s) -> s)
+              Expect.isTrue (ts |> List.exists (fun s -> s.StartsWith "weighted: self-normalised")) (sprintf "subtitle: %A" ts)
+              Expect.contains ts "density (weighted)" "the axis"
+              let plain = Path.Combine(dir, "p.svg")
+              Plot.writeDensity plain (density [| 0.5; 1.5 |]) "M" "default"
+              Expect.isFalse ((File.ReadAllText plain).Contains "weighted") "an unweighted one does not"
+          }
+
+          test "an undeclared brownian's dW names the declaration it needs" {
+              match Sde.SdeCompiler.Compile("model M {\n  state x\n  d x = -x dt + 0.5 dW\n}\nquery { mean(x) }\n", "m.sde") with
+              | Ok _ -> failtest "compiled"
+              | Error ds -> Expect.stringContains (List.head ds).Message "add 'brownian W'" (List.head ds).Message
+
+              match Sde.SdeCompiler.Compile("model M {\n  state x\n  brownian W\n  d x = -x dt + 0.5 dB\n}\nquery { mean(x) }\n", "m.sde") with
+              | Ok _ -> failtest "compiled"
+              | Error ds ->
+                  let m = (List.head ds).Message
+                  Expect.stringContains m "add 'brownian B'" m
+                  Expect.stringContains m "dW" "the declared ones"
+          }
+
+          test "a misspelt command or option gets a did-you-mean" {
+              let o = CliTests.dsl [ "runn"; "x.sde" ]
+              Expect.equal o.Code 2 o.Err
+              Expect.stringContains o.Err "did you mean 'run'?" o.Err
+              let p = CliTests.dsl [ "run"; "x.sde"; "--parm"; "a" ]
+              Expect.equal p.Code 2 p.Err
+              Expect.stringContains p.Err "did you mean '--params'?" p.Err
+              let f = CliTests.dsl [ "fit"; "--pahts"; "3"; "x.sde" ]
+              Expect.stringContains f.Err "unknown option '--pahts'; did you mean '--paths'?" f.Err
+          }
+
+          test "--paths and --seed take the number forms of the file, whole values only" {
+              let dir = tempDir ()
+              let model = Path.Combine(dir, "ou.sde")
+              File.WriteAllText(model, ouText + "query { mean(x) }\n")
+              let o = CliTests.dsl [ "run"; model; "--paths"; "1e2"; "--seed=2.0e1"; "--json"; "--quiet" ]
+              Expect.equal o.Code 0 o.Err
+              let j = CliTests.parseJson o
+              Expect.equal (CliTests.num j [ "settings"; "paths" ]) 100.0 "1e2 paths"
+              Expect.equal (CliTests.num j [ "settings"; "seed" ]) 20.0 "seed 2.0e1"
+              let bad = CliTests.dsl [ "run"; model; "--paths"; "2.5" ]
+              Expect.equal bad.Code 2 bad.Err
+              Expect.stringContains bad.Err "--paths: must be a whole number, got 2.5" bad.Err
+          }
+
+          test "a CSV with decimal commas says so" {
+              let dir = tempDir ()
+              File.WriteAllText(Path.Combine(dir, "d.csv"), "x\n0,5\n1,25\n")
+              let text = File.ReadAllText(Path.Combine(CliTests.repoRoot, "examples", "fit_ou.sde")).Replace("fit_ou.csv", "d.csv")
+
+              match Sde.SdeCompiler.Compile(text, "f.sde") with
+              | Error ds -> failtestf "%A" ds
+              | Ok p ->
+                  match p.Fit(threads = 1, dataDir = dir) with
+                  | Ok _ -> failtest "fitted data with decimal commas"
+                  | Error ds -> Expect.stringContains (List.head ds).Message "decimal comma" (List.head ds).Message
+          }
+
+          test "L-BFGS reports the iterations asked for, at the limit" {
+              // MathNet counts one more iteration than it did when its loop test stops it: `iterations = 2` said "after 3"
+              let text = File.ReadAllText(Path.Combine(CliTests.repoRoot, "examples", "fit_ou.sde")).Replace("iterations = 40", "iterations = 2")
+              let o = { Frontend.noOverrides with Paths = Some 300L }
+
+              match Sde.SdeCompiler.Compile(text, "f.sde", o) with
+              | Error ds -> failtestf "%A" ds
+              | Ok p ->
+                  match p.Fit(threads = 1, dataDir = Path.Combine(CliTests.repoRoot, "examples")) with
+                  | Error ds -> failtestf "%A" ds
+                  | Ok r ->
+                      Expect.isFalse r.Converged r.Stop
+                      Expect.stringContains r.Stop "did the 2 iterations asked for" r.Stop
+                      Expect.isFalse (r.Stop.Contains "3 iterations") r.Stop
+          }
+
+          test "dsl compile --target ptx refuses a weighted model and warns about refused queries" {
+              let dir = tempDir ()
+              let weighted = Path.Combine(dir, "w.sde")
+              File.WriteAllText(weighted, ouText.Replace("  init x = 1\n", "  init x = 1\n  weight w\n  d log w = -x^2 dt\n") + "query { mean(x) }\n")
+              let o = CliTests.dsl [ "compile"; weighted; "--out"; Path.Combine(dir, "ptx") ]
+              Expect.equal o.Code 2 o.Err
+              Expect.stringContains o.Err "w.sde:6:" o.Err
+              Expect.stringContains o.Err "GPU kernels cannot run yet" o.Err
+              Expect.isFalse (Directory.Exists(Path.Combine(dir, "ptx")) && Directory.GetFiles(Path.Combine(dir, "ptx")).Length > 0) "no PTX written"
+          } ]

@@ -148,7 +148,9 @@ let rows =
     |> List.map (fun c ->
         let paths = max 100 (int (float c.Paths * scale))
         let head = sprintf (Printf.StringFormat<int -> string>(c.Source)) paths
-        let g = growthOf head
+        // with its response query: a file of means only is compiled without derivatives (no tangent
+        // structure), whose growth measures as 0
+        let g = growthOf (head + "\nquery {\n" + c.Query + "\n}\n")
         let adaptiveRate = CovectorGrowth.RateFor g
         let qs =
             [ yield c.Query + (if c.Mode = "" then "" else sprintf " with divergence_kernel(%s)" (c.Mode.TrimStart(',', ' ')))
@@ -211,5 +213,5 @@ let series =
                 [ Math.Log10(r.AdSe / best); nan ]) |> List.toArray, [||] ]
 
 let out = Path.Combine(__SOURCE_DIRECTORY__, "..", "img", "schedule_study.svg")
-Plot.writeSeries out "divergence kernel: standard error against the rate (relative to the best fixed rate; clipped at 10x)" "log10(rate / λ_cov)" "log10(se / best se)" series
+Plot.writeSeriesWith out "divergence kernel: standard error against the rate" "relative to the best fixed rate of each case; clipped at 10x" false "log10(rate / λ_cov)" "log10(se / best se)" series
 eprintfn "wrote %s" out

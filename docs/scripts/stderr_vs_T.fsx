@@ -54,5 +54,6 @@ let series =
 
 let out = Path.Combine(__SOURCE_DIRECTORY__, "..", "img", "stderr_vs_T.svg")
 Directory.CreateDirectory(Path.GetDirectoryName out) |> ignore
-Plot.writeSeries out (sprintf "Lorenz-96 (N = 40): standard error of d E[avg x] / d F, %d paths" paths) "T" "log10 standard error" series
+// the title names the plot, the subtitle the estimate (a title wrapped across lines broke its expression)
+Plot.writeSeriesWith out "Lorenz-96 (N = 40): standard error against the horizon T" (sprintf "d E[avg x] / d F, %d paths, the same seed for every method" paths) false "T" "log10 standard error" series
 printfn "wrote %s" out

@@ -14,10 +14,10 @@ type FitArgs =
     | Json
     | [<EqualsAssignmentOrSpaced>] Set of assignment: string
     | [<EqualsAssignmentOrSpaced>] Params of name: string
-    | [<EqualsAssignmentOrSpaced>] Paths of n: int64
+    | [<EqualsAssignmentOrSpaced>] Paths of n: string
     | [<EqualsAssignmentOrSpaced>] Dt of dt: float
     | [<CustomCommandLine("--T"); EqualsAssignmentOrSpaced>] Horizon of T: float
-    | [<EqualsAssignmentOrSpaced>] Seed of seed: int64
+    | [<EqualsAssignmentOrSpaced>] Seed of seed: string
     | [<EqualsAssignmentOrSpaced>] Threads of n: int
     | [<EqualsAssignmentOrSpaced>] Iterations of n: int
     | Quiet
@@ -45,10 +45,10 @@ type RunArgs =
     | Csv
     | [<EqualsAssignmentOrSpaced>] Set of assignment: string
     | [<EqualsAssignmentOrSpaced>] Params of name: string
-    | [<EqualsAssignmentOrSpaced>] Paths of n: int64
+    | [<EqualsAssignmentOrSpaced>] Paths of n: string
     | [<EqualsAssignmentOrSpaced>] Dt of dt: float
     | [<CustomCommandLine("--T"); EqualsAssignmentOrSpaced>] Horizon of T: float
-    | [<EqualsAssignmentOrSpaced>] Seed of seed: int64
+    | [<EqualsAssignmentOrSpaced>] Seed of seed: string
     | [<EqualsAssignmentOrSpaced>] Threads of n: int
     | [<EqualsAssignmentOrSpaced>] Backend of name: string
     | Quiet
@@ -130,10 +130,10 @@ type SlurmArgs =
     | Submit
     | [<EqualsAssignmentOrSpaced>] Set of assignment: string
     | [<EqualsAssignmentOrSpaced>] Params of name: string
-    | [<EqualsAssignmentOrSpaced>] Paths of n: int64
+    | [<EqualsAssignmentOrSpaced>] Paths of n: string
     | [<EqualsAssignmentOrSpaced>] Dt of dt: float
     | [<CustomCommandLine("--T"); EqualsAssignmentOrSpaced>] Horizon of T: float
-    | [<EqualsAssignmentOrSpaced>] Seed of seed: int64
+    | [<EqualsAssignmentOrSpaced>] Seed of seed: string
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -285,19 +285,31 @@ let private compileSource (path: string) (overrides: Overrides) : Result<Compile
 let private compileFile (path: string) (overrides: Overrides) : Result<CompiledProgram, int> =
     compileSource path overrides |> Result.map fst
 
+/// The options of a command (`--paths`, `--T`, ...), as it spells them.
+let private optionsOf<'T when 'T :> IArgParserTemplate> () : string list =
+    "--help" :: (ArgumentParser.Create<'T>().GetArgumentCases() |> List.collect (fun c -> c.CommandLineNames.Value))
+
+/// The command names (`run`, `fit`, ...).
+let private commandNames = [ "run"; "merge"; "slurm"; "check"; "fit"; "compile"; "--version"; "--help" ]
+
+/// `; did you mean '--params'?` for a misspelt option or command (the checker's rule for names).
+let private didYouMean (given: string) (known: string list) = Checker.suggest given known
+
 /// The files of a command, as given, and what is wrong with them as a list: `-` (standard input,
 /// read once) given twice, or an unknown option (Argu hands an unknown `--x` to the file list).
-let private filesProblem (files: string list) =
+let private filesProblem (options: string list) (files: string list) =
     match files |> List.tryFind (fun f -> f.StartsWith "-" && f <> "-" && not (File.Exists f)) with
     | _ when files.IsEmpty -> Some "no model file given (a .sde file, or - for standard input)"
-    | Some o -> Some(sprintf "unknown option '%s' (dsl --help lists the commands, dsl COMMAND --help their options)" o)
+    | Some o ->
+        let name = o.Split('=').[0]
+        Some(sprintf "unknown option '%s'%s (dsl --help lists the commands, dsl COMMAND --help their options)" name (didYouMean name options))
     | None when (files |> List.filter ((=) "-")).Length > 1 -> Some "- (standard input) may be given once"
     | None -> None
 
 let private check (args: ParseResults<CheckArgs>) =
     let files = args.GetResults CheckArgs.Files |> List.concat
 
-    match filesProblem files with
+    match filesProblem (optionsOf<CheckArgs> ()) files with
     | Some m -> usageError m
     | None ->
         files
@@ -349,9 +361,29 @@ let private compile (args: ParseResults<CompileArgs>) =
     | Error m, _ -> usageError (sprintf "--arch: %s" m)
     | _, None -> usageError "--out DIR is required (the folder for the PTX files)"
     | Ok arch, Some dir ->
-        match compileFile path Frontend.noOverrides with
+        match compileSource path Frontend.noOverrides with
         | Error code -> code
-        | Ok p ->
+        | Ok (p, text) ->
+        let name = displayName path
+        let located (severity: string) (pos: Syntax.Pos) (m: string) =
+            Console.Error.WriteLine(Diagnostics.formatAs severity name text { Pos = pos; Message = m })
+
+        match p.Program.File.Weight with
+        | Some w ->
+            // its kernels would simulate the model without the weight: PTX that computes something else
+            located "error" w.Pos (sprintf "'weight %s' makes a weighted (Feynman-Kac) model, which the GPU kernels cannot run yet: their PTX would simulate the model without its weight and resampling; 'dsl run' runs it on the CPU" w.Name)
+            exitInput
+        | None ->
+            // the kernels are compiled whatever the queries, but `dsl run --backend cuda` refuses these
+            // (see Driver.run: the tangent kernel gave wrong results on a device): said, not written silently
+            for (q, j) in p.Program.Jobs do
+                match j with
+                | Driver.ResponseJob (plans, _, m, _) when plans |> List.exists (fun pl -> pl.Method <> ResponseMethod.FiniteDifference) ->
+                    located "warning" q.Pos (sprintf "'%s' uses %s, which the cuda backend does not run yet (only finite_difference responses are enabled on CUDA): the PTX is written, but 'dsl run --backend cuda' refuses this query" q.Text m)
+                | Driver.AlignmentJob _ ->
+                    located "warning" q.Pos (sprintf "'%s' cannot run on the cuda backend yet: the PTX is written, but 'dsl run --backend cuda' refuses this query" q.Text)
+                | _ -> ()
+
             match prepareOut dir with
             | Error m -> usageError m
             | Ok() ->
@@ -601,14 +633,37 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
                 finally
                     finish ()
 
+/// A count or seed given to `option`, in the number forms a file accepts (`paths = 1e4`: digits, a
+/// fraction, an exponent) with a whole value: `--paths 1e3` is 1000, `--paths 2.5` is refused.
+let private wholeNumber (option: string) (text: string) : Result<int64, string> =
+    let t = text.Trim()
+    let inv = Globalization.CultureInfo.InvariantCulture
+
+    match Int64.TryParse(t, Globalization.NumberStyles.AllowLeadingSign, inv) with
+    | true, n -> Ok n
+    | _ ->
+        match Double.TryParse(t, Globalization.NumberStyles.Float, inv) with
+        // 2^53: beyond it a double no longer holds every whole number, so `1e17` could name another one
+        | true, v when Double.IsFinite v && Math.Floor v = v && abs v <= 9007199254740992.0 -> Ok(int64 v)
+        | true, v when Double.IsFinite v && Math.Floor v = v -> Error(sprintf "%s: %s is too large to be exact as a number with an exponent; write its digits" option t)
+        | true, _ -> Error(sprintf "%s: must be a whole number, got %s" option t)
+        | _ -> Error(sprintf "%s: '%s' is not a number" option t)
+
 /// The overrides of the file that `run` and `slurm` both take, or the first option error.
-let private overridesOf (sets: string list) paramsName paths dt t (seed: int64 option) : Result<Overrides, string> =
+let private overridesOf (sets: string list) paramsName (paths: string option) dt t (seed: string option) : Result<Overrides, string> =
     let parsed = sets |> List.map parseAssignment
 
-    match parsed |> List.tryPick (function Error e -> Some e | _ -> None), seed with
-    | Some e, _ -> Error e
-    | None, Some s when s < 0L -> Error(sprintf "--seed: must be a non-negative integer, got %d" s)
-    | None, _ ->
+    let whole option (text: string option) =
+        match text with
+        | None -> Ok None
+        | Some x -> wholeNumber option x |> Result.map Some
+
+    match parsed |> List.tryPick (function Error e -> Some e | _ -> None), whole "--paths" paths, whole "--seed" seed with
+    | Some e, _, _ -> Error e
+    | None, Error e, _
+    | None, _, Error e -> Error e
+    | None, _, Ok (Some s) when s < 0L -> Error(sprintf "--seed: must be a non-negative integer, got %d" s)
+    | None, Ok paths, Ok seed ->
         Ok
             { Sets = parsed |> List.choose Result.toOption |> List.concat
               ParamsName = paramsName
@@ -676,7 +731,7 @@ let private run (args: ParseResults<RunArgs>) =
     let files = args.GetResults RunArgs.Files |> List.concat
     let json = args.Contains RunArgs.Json
 
-    match filesProblem files, runOverrides args with
+    match filesProblem (optionsOf<RunArgs> ()) files, runOverrides args with
     | Some m, _
     | None, Error m -> usageError m
     | None, Ok overrides ->
@@ -934,10 +989,50 @@ Exit codes: 0 success (also with warnings, unless --strict); 2 an input or optio
 Documentation: docs/language.md in the repository (the language, every command and option, the JSON).
 """
 
-/// Argu's parse error as one line `dsl: error: ...` and where to look (its usage text dropped).
-let private parseError (message: string) =
+/// Argu's parse error as one line `dsl: error: ...` and where to look (its usage text dropped); an
+/// unknown command or option with the known one it is closest to (`dsl runn`: did you mean 'run'?).
+let private parseError (argv: string[]) (message: string) =
     let first = message.Split('\n').[0].Trim()
     let first = if first.StartsWith "ERROR: " then first.Substring 7 else first
+
+    let options =
+        match Array.tryHead argv with
+        | Some "run" -> Some(optionsOf<RunArgs> ())
+        | Some "merge" -> Some(optionsOf<MergeArgs> ())
+        | Some "slurm" -> Some(optionsOf<SlurmArgs> ())
+        | Some "check" -> Some(optionsOf<CheckArgs> ())
+        | Some "fit" -> Some(optionsOf<FitArgs> ())
+        | Some "compile" -> Some(optionsOf<CompileArgs> ())
+        | _ -> None
+
+    // an unknown `--option` after a command is the error to name, whatever Argu tripped on after it
+    // (`dsl fit --pahts 3 m.sde` took --pahts for the file and then refused the 3)
+    let unknownOption =
+        options
+        |> Option.bind (fun known ->
+            argv
+            |> Array.pairwise
+            // a value may itself start with -- (`--sbatch-arg --account=abc`): not an option
+            |> Array.filter (fun (before, _) -> before <> "--sbatch-arg" && before <> "--set")
+            |> Array.map (fun (_, a) -> a.Split('=').[0])
+            |> Array.tryFind (fun a -> a.StartsWith "--" && not (List.contains a known) && not (File.Exists a))
+            |> Option.map (fun a -> sprintf "unknown option '%s'%s" a (didYouMean a known)))
+
+    let first =
+        match unknownOption with
+        | Some m -> m
+        | None ->
+            let m = Text.RegularExpressions.Regex.Match(first, "^unrecognized argument: '(.*)'\\.?$")
+
+            if not m.Success then first
+            else
+                // an unknown first word is a misspelt command
+                let given = m.Groups[1].Value.Split('=').[0]
+                let known = if argv.Length > 0 && argv[0] = given then commandNames else defaultArg options commandNames
+
+                match didYouMean given known with
+                | "" -> first
+                | hint -> first.TrimEnd('.') + hint
     usageError (sprintf "%s (dsl --help lists the commands, dsl COMMAND --help their options)" first)
 
 [<EntryPoint>]
@@ -973,7 +1068,7 @@ let main argv =
             Console.Out.WriteLine e.Message
             0
         else
-            parseError e.Message
+            parseError argv e.Message
     | ex ->
         eprintfn "dsl: error: %s" ex.Message
         exitRun

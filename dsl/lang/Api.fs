@@ -20,6 +20,54 @@ type SourceDiagnostic =
         if d.Line = 0 then sprintf "%s: %s: %s" d.File d.Severity d.Message
         else sprintf "%s:%d:%d: %s: %s" d.File d.Line d.Col d.Severity d.Message
 
+/// One estimate of a result, where it sits: a scalar's one value, a bin's, a time's, an exponent's.
+type ResultPoint =
+    { /// The bin (row-major for a 2-D density), time or exponent number from 0; -1 for a scalar.
+      Index: int
+      /// The bin centre (x for a 2-D density), the time of a series, the exponent's number (1, 2, ...);
+      /// NaN for a scalar.
+      X: float
+      /// A 2-D density's y bin centre; NaN otherwise.
+      Y: float
+      Value: float
+      /// NaN where none could be computed (one path, a warning says why); 0 for `ess`, which is exact:
+      /// computed from this run's weights, not estimated.
+      StdErr: float }
+
+/// Every result kind in one shape (`Points`) and as the table prints it (`Text`). A `QueryOutcome`'s
+/// `Value`/`StdErr` are a scalar result's only (a density's are not its values: they are 0).
+[<Runtime.CompilerServices.Extension>]
+type Results =
+    /// The result's estimates: one point for a scalar kind (mean, response, variance, covariance,
+    /// quantile, log_normalizer, ess), one per bin for a density, density response, score or
+    /// alignment (2-D densities row-major, one row per y bin), one per time for `mean(...) every`,
+    /// one per exponent for `lyapunov`; none for `samples` (per-path values, not estimates: `Values`
+    /// holds them, paths x columns row-major).
+    [<Runtime.CompilerServices.Extension>]
+    static member Points(q: Report.QueryOutcome) : ResultPoint[] =
+        let at (xs: float[]) i = if i < xs.Length then xs[i] else nan
+
+        match q.Kind with
+        | "samples"
+        | "samples_every" -> [||]
+        | "ess" -> [| { Index = -1; X = nan; Y = nan; Value = q.Value; StdErr = 0.0 } |]
+        | "density2d" ->
+            let nx = q.Grid.Length
+
+            Array.init q.Values.Length (fun i ->
+                { Index = i; X = at q.Grid (i % nx); Y = at q.GridY (i / nx); Value = q.Values[i]; StdErr = at q.StdErrs i })
+        | "lyapunov"
+        | "mean_series" ->
+            Array.init q.Values.Length (fun i -> { Index = i; X = at q.Grid i; Y = nan; Value = q.Values[i]; StdErr = at q.StdErrs i })
+        | _ when Report.isBinned q ->
+            Array.init q.Values.Length (fun i -> { Index = i; X = at q.Grid i; Y = nan; Value = q.Values[i]; StdErr = at q.StdErrs i })
+        | _ -> [| { Index = -1; X = nan; Y = nan; Value = q.Value; StdErr = q.StdErr } |]
+
+    /// The result as the table prints it: the query, then its value ± standard error, or a density's
+    /// sparkline and summary, a spectrum, a series, ... and its warnings (lines separated by \n).
+    [<Runtime.CompilerServices.Extension>]
+    static member Text(q: Report.QueryOutcome) : string = Output.resultText q
+
 /// Settings that override the file's (`--set`, `--params`, `--paths`, `--dt`, `--T`, `--seed`).
 type Overrides = Frontend.Overrides
 

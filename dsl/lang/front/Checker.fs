@@ -145,11 +145,29 @@ let suggest (name: string) (candidates: string seq) =
     |> Option.map (fun (c, _) -> sprintf "; did you mean '%s'?" c)
     |> Option.defaultValue ""
 
-let private unknownName (env: Env) p (name: string) : R<'a> =
+/// For an unknown `dW` (a `d` and a capital): the brownian it needs, since a noise differential is
+/// only known once `brownian W` declares it; the declared brownians when there are some.
+let private undeclaredNoise (env: Env) (name: string) (indexed: bool) : string option =
+    if name.Length >= 2 && name[0] = 'd' && Char.IsUpper name[1] && not (env.Names.ContainsKey(name.Substring 1)) then
+        let declared =
+            env.Names |> Map.toList |> List.choose (fun (n, (e, _)) -> match e with EBrownian _ -> Some("d" + n) | _ -> None)
+
+        let known =
+            match declared with
+            | [] -> ""
+            | ds -> sprintf " (the model's noise differentials: %s)" (String.Join(", ", ds))
+
+        Some(sprintf "; a noise term needs its brownian declared in the model: add 'brownian %s%s'%s" (name.Substring 1) (if indexed then "[N]" else "") known)
+    else None
+
+let private unknownNameOf (env: Env) p (name: string) (indexed: bool) : R<'a> =
     // a brownian is not a value (only its differential dW is): never the suggestion for a value
     let values = env.Names |> Map.filter (fun _ (e, _) -> match e with EBrownian _ -> false | _ -> true) |> Map.keys
     let cands = Seq.append values [ "t"; "dt" ]
-    fail p (sprintf "unknown name '%s'%s" name (suggest name cands))
+    let hint = match suggest name cands with "" -> undeclaredNoise env name indexed |> Option.defaultValue "" | s -> s
+    fail p (sprintf "unknown name '%s'%s" name hint)
+
+let private unknownName (env: Env) p (name: string) : R<'a> = unknownNameOf env p name false
 
 /// `dW` for a declared brownian `W` (and not itself a declared name).
 let private differentialOf (env: Env) (name: string) =
@@ -474,7 +492,7 @@ let rec private checkExpr (env: Env) (e: Expr) : R<CExpr> =
                 | _ -> ParamAt(first, k, ix))
         | Some(EParam _, _) -> fail e.Pos (sprintf "param '%s' is a scalar and cannot be indexed; remove the index" n)
         | Some(k, _) -> fail e.Pos (sprintf "the %s '%s' is not a vector and cannot be indexed" (describeEntity k) n)
-        | None -> unknownName env e.Pos n
+        | None -> unknownNameOf env e.Pos n true
     | ExprKind.Neg a -> ce a |> Result.map CExpr.Neg
     | Bin(op, a, b) ->
         map2

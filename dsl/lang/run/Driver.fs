@@ -870,8 +870,11 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
       Sets = reports
       Warnings = p.File.Warnings |> List.map (Diagnostics.warningLine p.Source)
       Seconds = seconds
-      // the sets that finished (a failed set's paths did not all run)
-      PathStepsPerSecond = float s.Paths * steps * float (reports |> List.filter (fun r -> r.Failure.IsNone) |> List.length) / max seconds 1e-9 }
+      // the sets that finished (a failed set's paths did not all run); a file without queries
+      // simulates no paths: no throughput to claim
+      PathStepsPerSecond =
+        if p.Jobs.IsEmpty then 0.0
+        else float s.Paths * steps * float (reports |> List.filter (fun r -> r.Failure.IsNone) |> List.length) / max seconds 1e-9 }
 
 /// The `samples(...)` results of a report: one recorded run of every set (the CPU engine, whatever the
 /// backend; the same paths as the other queries: same seed and path numbers), each path's observables at

@@ -113,7 +113,15 @@ and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Resu
                 |> Array.tryPick (fun (r, (li, line)) ->
                     let cells = line.Split(',')
 
-                    if cells.Length <> q then
+                    // more cells than columns, each of digits only: numbers written with a decimal comma
+                    // (`0,5` for 0.5), which a comma-separated file cannot hold
+                    let decimalComma =
+                        cells.Length > q
+                        && cells |> Array.forall (fun c -> let t = (cellText c).TrimStart('-', '+') in t <> "" && t |> Seq.forall Char.IsDigit)
+
+                    if cells.Length <> q && decimalComma then
+                        Some(sprintf "%s, line %d: %d cells, but the header names %d column%s (%s): the numbers seem to be written with a decimal comma ('%s'); write them with a decimal point (0.5, not 0,5), since commas separate the cells" name (li + 1) cells.Length q (if q = 1 then "" else "s") (String.Join(", ", cols)) (let t = line.Trim() in if t.Length > 40 then t.Substring(0, 40) + "..." else t))
+                    elif cells.Length <> q then
                         Some(sprintf "%s, line %d: %d cell%s, but the header names %d column%s (%s)" name (li + 1) cells.Length (if cells.Length = 1 then "" else "s") q (if q = 1 then "" else "s") (String.Join(", ", cols)))
                     else
                         cells
@@ -590,8 +598,8 @@ let write (dir: string) (r: FitReport) : string list =
     let what = if r.Optimizer = "lbfgs" then "evaluation" else "iteration"
     let loss = Path.Combine(dir, "fit_loss.svg")
 
-    Plot.writeSeriesWith loss (sprintf "%s — fit loss" r.Model) (sprintf "%s, %s; ±2 standard errors over the data" r.Objective r.Optimizer) true what "loss (nats per row)"
-        [ "loss", its, (r.History |> List.map (fun s -> s.Loss) |> List.toArray), (r.History |> List.map (fun s -> s.LossStdErr) |> List.toArray) ]
+    Plot.writeLoss loss (sprintf "%s — fit loss" r.Model) (sprintf "%s, %s; ±2 standard errors over the data" r.Objective r.Optimizer) what
+        its (r.History |> List.map (fun s -> s.Loss) |> List.toArray) (r.History |> List.map (fun s -> s.LossStdErr) |> List.toArray)
 
     let ps =
         r.Names
@@ -942,9 +950,18 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                         // converged only by the fit's own rule: MathNet may end on a line search that made no
                         // progress and still name a gradient criterion
                         let gn = res.FunctionInfoAtMinimum.Gradient.L2Norm()
-                        let its = sprintf "after %d iteration%s" res.Iterations (if res.Iterations = 1 then "" else "s")
+                        // MathNet's count is one more than the line searches done when its loop test ends the
+                        // run (`while (iterations++ < max ...)`): `iterations = 3` reported 4; at the limit it also
+                        // names AbsoluteGradient as the reason. The iterations done are at most those asked for.
+                        let atLimit = res.Iterations > spec.Iterations
+                        let n = min res.Iterations spec.Iterations
+                        let its = sprintf "after %d iteration%s" n (if n = 1 then "" else "s")
 
                         if gn <= spec.Tolerance then g, true, sprintf "|grad| %s <= tolerance %s %s" (Output.num gn) (Output.num spec.Tolerance) its, "lbfgs"
+                        elif atLimit then
+                            g, false,
+                            sprintf "not converged: L-BFGS did the %d iteration%s asked for (the iteration limit) and ended with |grad| %s > tolerance %s" n (if n = 1 then "" else "s") (Output.num gn) (Output.num spec.Tolerance),
+                            "lbfgs"
                         else
                             g, false,
                             sprintf "not converged: L-BFGS ended (MathNet's reason: %A) %s with |grad| %s > tolerance %s (the iteration limit, or a line search that found no decrease: a gradient at its noise floor, Monte-Carlo or rounding, or an unreliable one, see the warnings)" res.ReasonForExit its (Output.num gn) (Output.num spec.Tolerance),

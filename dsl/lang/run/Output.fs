@@ -311,6 +311,11 @@ let num (x: float) : string =
     elif Double.IsNegativeInfinity x then "-inf"
     else x.ToString("G4", inv).Replace("E", "e")
 
+/// An effective sample size, a count of paths: whole when it is large (18620, not 1.862e+04), with
+/// its fraction only below 10 paths, where it tells 1.5 from 2.
+let essCount (x: float) : string =
+    if Double.IsFinite x && abs x >= 10.0 then Math.Round(x, MidpointRounding.AwayFromZero).ToString("F0", inv) else num x
+
 /// Decimal places that give two significant digits of a positive, finite stderr (may be negative:
 /// rounding to tens, hundreds, ...).
 let private decimalsFor (stderr: float) = 1 - int (floor (log10 stderr))
@@ -333,10 +338,17 @@ let valueWithError (value: float) (stderr: float) : string =
     else
         let d = decimalsFor stderr
 
-        if d <= 6 && d >= -6 then
+        // the power of ten of the larger of the two, after rounding: 0.99999999995 ± 1.1e-9 rounds to
+        // 1.0000000000, whose power is 0, not the -1 of the unrounded value (that printed `(10.0… ± …)e-01`)
+        let e0 = int (floor (log10 (max (abs value) stderr)))
+        let scaled e = Math.Round(abs value / Math.Pow(10.0, float e), min (max (decimalsFor (stderr / Math.Pow(10.0, float e))) 0) 15, MidpointRounding.AwayFromZero)
+        let e = if scaled e0 >= 10.0 then e0 + 1 else e0
+
+        // plain digits when they are few enough to read: a stderr's two digits within 6 places of the
+        // point, or a value of moderate size (1.0000000000 ± 0.0000000011 reads better than a power of ten)
+        if (d <= 6 && d >= -6) || (e >= -3 && e <= 5 && d <= 15) then
             sprintf "%s ± %s" (fixedAt d value) (fixedAt d stderr)
         else
-            let e = int (floor (log10 (max (abs value) stderr)))
             let scale = Math.Pow(10.0, float e)
             let d' = decimalsFor (stderr / scale)
             sprintf "(%s ± %s)e%+03d" (fixedAt d' (value / scale)) (fixedAt d' (stderr / scale)) e
@@ -537,7 +549,7 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
     | "ess" ->
         // a diagnostic of the final weights, computed exactly from them: no standard error to show
         let resamplings = q.Resamplings |> Option.map (fun r -> sprintf " · %d resampling%s" r (if r = 1L then "" else "s")) |> Option.defaultValue ""
-        [ label + paint color "1" (num q.Value) + paint color "2" (sprintf " of %d paths%s" q.Count resamplings) ]
+        [ label + paint color "1" (essCount q.Value) + paint color "2" (sprintf " of %d paths%s" q.Count resamplings) ]
     | "samples_every" ->
         let k = samplesColumns q |> List.length
         [ label + paint color "2" (sprintf "%d paths x %d times x %d column%s: trajectories (a CSV file with --out)" q.Count q.Grid.Length k (if k = 1 then "" else "s")) ]
@@ -585,6 +597,11 @@ let private resultLines (color: bool) (width: int) (q: QueryOutcome) : string li
 
     // the warnings must not go unnoticed: under the result, in yellow
     main @ (q.Warnings |> List.map (fun m -> indent + paint color "33" ("warning: " + m)))
+
+/// One result as the table shows it, without colours: the query, its value(s) and any warnings, for
+/// every kind (the embedding API's `Text`).
+let resultText (q: QueryOutcome) : string =
+    resultLines false q.Query.Length q |> List.map (fun l -> l.Substring(min 2 l.Length)) |> String.concat "\n"
 
 let private setHeader (color: bool) (s: SetReport) =
     let ps =
@@ -655,9 +672,13 @@ let private sweepLines (color: bool) (sw: Sweep) : string list =
         :: paint color "1" (sprintf "sweep over %s (%d sets): value ± stderr per set" sw.Param sw.Sets.Length)
         :: List.collect block columns
 
-/// The timing line: wall time and path-steps per second.
+/// The timing line: wall time and path-steps per second; a run without queries simulated no paths,
+/// so it claims no throughput.
 let timingLine (r: RunReport) : string =
-    sprintf "time %s s · %s path-steps/s" (r.Seconds.ToString("F2", inv)) (r.PathStepsPerSecond.ToString("0.00e+0", inv))
+    if r.Sets |> List.forall (fun s -> s.Results.IsEmpty) then
+        sprintf "time %s s · no queries, so no paths were simulated" (r.Seconds.ToString("F2", inv))
+    else
+        sprintf "time %s s · %s path-steps/s" (r.Seconds.ToString("F2", inv)) (r.PathStepsPerSecond.ToString("0.00e+0", inv))
 
 /// The readable table, optionally with ANSI colours (see `useColor`).
 let tableWith (color: bool) (r: RunReport) : string =

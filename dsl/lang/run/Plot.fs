@@ -81,10 +81,34 @@ let fileName (setName: string) (queryIndex: int) (q: QueryOutcome) : string =
 
     String.concat "_" parts + ".svg"
 
-/// OxyPlot measures text with Helvetica metrics, but viewers often fall back to wider fonts
-/// (DejaVu Sans), which the legend box then clips. Trailing spaces widen the measured text and
-/// are collapsed by SVG renderers, leaving some slack.
-let private legendTitle (s: string) = s + String(' ', 4 + s.Length / 2)
+/// OxyPlot measures text with Helvetica metrics (and for a list of families, narrower still), but
+/// viewers often fall back to wider fonts (DejaVu Sans): the legend box clipped its last item, lines of
+/// a subtitle overlapped each other and the title, and the last line ran into the frame. This measurer
+/// takes DejaVu Sans's widths (wider than Helvetica's and Arial's, so the text fits in either) and a
+/// line height of 1.45 font sizes.
+type private WideTextMeasurer() =
+    inherit PdfRenderContext(width, height, OxyColors.White)
+
+    /// Advance widths in em, close to DejaVu Sans's.
+    static member Em(c: char) =
+        if c = ' ' then 0.32
+        elif Char.IsDigit c then 0.64
+        elif c = 'i' || c = 'l' || c = 'j' || c = '|' || c = '\'' || c = '.' || c = ',' || c = ':' || c = ';' || c = '!' then 0.30
+        elif c = '(' || c = ')' || c = '[' || c = ']' || c = '{' || c = '}' || c = 'f' || c = 't' || c = 'r' then 0.40
+        elif c = 'm' || c = 'w' || c = 'M' || c = 'W' || c = '—' then 0.98
+        elif Char.IsUpper c then 0.72
+        elif Char.IsLower c then 0.62
+        else 0.84 // operators, Greek, symbols: room to spare
+
+    override _.MeasureText(text: string, _fontFamily: string, fontSize: float, fontWeight: float) =
+        if String.IsNullOrEmpty text then OxySize.Empty
+        else
+            let lines = text.Split('\n')
+            let bold = if fontWeight >= 600.0 then 1.08 else 1.0
+            let w = lines |> Array.map (fun l -> l |> Seq.sumBy WideTextMeasurer.Em) |> Array.max
+            // OxyPlot's SVG puts a line's baseline at the bottom of its measured box, so the descenders of
+            // a line hang into the box under it: 1.45 font sizes leave room for them and the next ascenders
+            OxySize(w * fontSize * bold, float lines.Length * fontSize * 1.45)
 
 /// Greedy word wrap of `text` into lines of at most `columns` characters (a longer word stays whole).
 let wrap (columns: int) (text: string) : string list =
@@ -97,10 +121,45 @@ let wrap (columns: int) (text: string) : string list =
 
     words |> List.fold step [] |> List.rev
 
-/// As `wrap`, with lines of about equal length (no last line of one word).
+/// The phrases of a text: cut after `, `, `: `, `; `, before ` — ` and before a `   [method]`, outside
+/// brackets, so that a line break never falls inside an expression such as `d E[avg x] / d F`.
+let phrases (text: string) : string list =
+    let cuts = Collections.Generic.List<int>()
+    let mutable depth = 0
+
+    for i in 0 .. text.Length - 1 do
+        match text[i] with
+        | '(' | '[' | '{' -> depth <- depth + 1
+        | ')' | ']' | '}' -> depth <- max 0 (depth - 1)
+        | (',' | ':' | ';') when depth = 0 && i + 1 < text.Length && text[i + 1] = ' ' -> cuts.Add(i + 1)
+        | ' ' when depth = 0 && (text.Substring(i).StartsWith " — " || text.Substring(i).StartsWith "   [") -> cuts.Add i
+        | _ -> ()
+
+    let bounds = [ 0 ] @ List.ofSeq cuts @ [ text.Length ]
+
+    bounds
+    |> List.pairwise
+    |> List.map (fun (a, b) -> text.Substring(a, b - a).Trim())
+    |> List.filter ((<>) "")
+
+/// Lines of at most `columns` characters (a longer phrase is wrapped by words), as few as possible and
+/// of about equal length, broken between phrases (see `phrases`) where they allow it.
 let wrapEven (columns: int) (text: string) : string list =
-    let lines = max 1 ((text.Length + columns - 1) / columns)
-    wrap (min columns (text.Length / lines + 10)) text
+    let pack (limit: int) =
+        let step (lines: string list) (p: string) =
+            match lines with
+            | line :: rest when line.Length + 1 + p.Length <= limit -> (line + " " + p) :: rest
+            | _ -> p :: lines
+
+        phrases text |> List.collect (fun p -> if p.Length > columns then wrap columns p else [ p ]) |> List.fold step [] |> List.rev
+
+    let fewest = (pack columns).Length
+    let even = max 1 ((text.Length + columns - 1) / columns)
+    // the narrowest limit that needs no more lines than the widest: balanced lines
+    [ min columns (text.Length / even + 10) .. columns ]
+    |> List.map pack
+    |> List.tryFind (fun ls -> ls.Length <= fewest)
+    |> Option.defaultValue (pack columns)
 
 /// The characters a subtitle line may hold: the width of the plot in 13-pixel text with room to spare for
 /// viewers that fall back to a wider font than OxyPlot measured.
@@ -120,6 +179,15 @@ let subtitleOf (query: string) (methodName: string option) : string =
         | None -> query
 
     wrapEven subtitleColumns text |> String.concat "\n"
+
+/// The subtitle of a result's plot: its query and method, and for an estimate under the model's
+/// Feynman–Kac weight, that it is one (a weighted density is not the density of the paths).
+let private subtitleFor (q: QueryOutcome) : string =
+    let s = subtitleOf q.Query q.Method
+    if q.Weighted then s + "\n" + "weighted: self-normalised under the model's weight" else s
+
+/// An axis label that says when the estimate is weighted.
+let private weightedLabel (q: QueryOutcome) (label: string) = if q.Weighted then label + " (weighted)" else label
 
 /// The characters a title line may hold (18-pixel bold text), with the same room to spare.
 let private titleColumns = 64
@@ -180,7 +248,7 @@ let private save (path: string) (model: PlotModel) =
 
     use stream = new MemoryStream()
     let exporter =
-        SvgExporter(Width = width, Height = height, UseVerticalTextAlignmentWorkaround = true)
+        SvgExporter(Width = width, Height = height, UseVerticalTextAlignmentWorkaround = true, TextMeasurer = new WideTextMeasurer())
 
     exporter.Export(model, stream)
     // OxyPlot's writer starts with a UTF-8 byte order mark, which SVG tools and diffs trip over: write without
@@ -230,7 +298,8 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
         else
             "density"
 
-    let subtitle = subtitleOf q.Query q.Method
+    let subtitle = subtitleFor q
+    let yLabel = weightedLabel q yLabel
 
     let model = newModel (sprintf "%s — %s" modelName setName) subtitle
     let xLabel =
@@ -246,7 +315,7 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
 
     let band =
         AreaSeries(
-            Title = legendTitle "± 2 stderr",
+            Title = "± 2 stderr",
             Color = OxyColors.Transparent,
             Color2 = OxyColors.Transparent,
             Fill = OxyColor.FromAColor(70uy, color),
@@ -259,7 +328,7 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
 
     let line =
         // every point kept (the default drops points under 2 pixels apart, drawing small steps as diagonals)
-        LineSeries(Title = legendTitle "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None, MinimumSegmentLength = 0.0)
+        LineSeries(Title = "estimate", Color = color, StrokeThickness = 1.8, MarkerType = MarkerType.None, MinimumSegmentLength = 0.0)
 
     line.Points.AddRange(steps edges values)
 
@@ -281,7 +350,7 @@ let writeDensity (path: string) (q: QueryOutcome) (modelName: string) (setName: 
 /// Writes an SVG (800×500) of x–y series with ±2·stderr error bars, with a subtitle (or null) and, when
 /// `integerX`, ticks on whole numbers only (indices): each entry is (series name, xs, ys, stderrs); stderrs
 /// may be empty (no bars).
-let writeSeriesWith
+let rec writeSeriesWith
     (path: string)
     (title: string)
     (subtitle: string)
@@ -290,6 +359,17 @@ let writeSeriesWith
     (yLabel: string)
     (series: (string * float[] * float[] * float[]) list)
     : unit =
+    save path (seriesModel title subtitle integerX xLabel yLabel series)
+
+/// The plot model of `writeSeriesWith` (its axes: bottom, then left).
+and private seriesModel
+    (title: string)
+    (subtitle: string)
+    (integerX: bool)
+    (xLabel: string)
+    (yLabel: string)
+    (series: (string * float[] * float[] * float[]) list)
+    : PlotModel =
     let model = newModel title subtitle
     let xAxis = axis AxisPosition.Bottom xLabel 0.04
 
@@ -311,7 +391,7 @@ let writeSeriesWith
 
         let line =
             LineSeries(
-                Title = legendTitle name,
+                Title = name,
                 Color = color,
                 StrokeThickness = 1.6,
                 MarkerType = MarkerType.Circle,
@@ -340,6 +420,74 @@ let writeSeriesWith
         model.Series.Add bars
         model.Series.Add line)
 
+    model
+
+/// The top of a loss plot's scale: the starting loss plus its error bar and a margin, unless the losses
+/// stay within it; None when nothing lies above it. A line search's probe far uphill (a loss of 40 among
+/// losses of 0.5) flattened everything else into a line at the bottom of a scale fitted to it.
+let lossScaleTop (loss: float[]) (errs: float[]) : float option =
+    let err i = if i < errs.Length && Double.IsFinite errs[i] then 2.0 * errs[i] else 0.0
+    let finite = Array.init loss.Length id |> Array.filter (fun i -> Double.IsFinite loss[i])
+
+    if finite.Length < 2 then None
+    else
+        let first = finite[0]
+        let lo = finite |> Array.map (fun i -> loss[i] - err i) |> Array.min
+        let start = loss[first] + err first
+        let span = max (start - lo) (1e-9 * max 1.0 (abs start))
+        let top = start + 0.2 * span
+        if finite |> Array.exists (fun i -> loss[i] > top) then Some top else None
+
+/// Writes a fit's loss against its evaluations (or iterations) with ±2·stderr error bars. Losses above
+/// `lossScaleTop` are off the scale: the scale ends there, and each is marked at the top edge by a
+/// triangle labelled with its value (the legend says so), so that the descent stays readable.
+let writeLoss (path: string) (title: string) (subtitle: string) (xLabel: string) (xs: float[]) (loss: float[]) (errs: float[]) : unit =
+    let model = seriesModel title subtitle true xLabel "loss (nats per row)" [ "loss", xs, loss, errs ]
+
+    match lossScaleTop loss errs with
+    | None -> ()
+    | Some top ->
+        let yAxis = model.Axes[1]
+        let lo =
+            Array.init (min xs.Length loss.Length) id
+            |> Array.filter (fun i -> Double.IsFinite loss[i])
+            |> Array.map (fun i -> loss[i] - (if i < errs.Length && Double.IsFinite errs[i] then 2.0 * errs[i] else 0.0))
+            |> Array.min
+
+        yAxis.Minimum <- lo - 0.06 * (top - lo)
+        yAxis.Maximum <- top
+
+        let off = Array.init (min xs.Length loss.Length) id |> Array.filter (fun i -> Double.IsFinite loss[i] && loss[i] > top)
+        let color = OxyColor.FromRgb(213uy, 94uy, 0uy)
+
+        let marks =
+            ScatterSeries(
+                Title = sprintf "off the scale: %d loss%s, each value written under its mark" off.Length (if off.Length = 1 then "" else "es"),
+                MarkerType = MarkerType.Triangle,
+                MarkerSize = 5.0,
+                MarkerFill = color
+            )
+
+        // the marks just inside the top edge (not cut in half by it); neighbours' labels on two rows
+        let markY = top - 0.025 * (top - lo)
+
+        off
+        |> Array.iteri (fun k i ->
+            marks.Points.Add(ScatterPoint(xs[i], markY))
+            model.Annotations.Add(
+                TextAnnotation(
+                    Text = Output.num loss[i],
+                    TextPosition = DataPoint(xs[i], markY),
+                    TextVerticalAlignment = VerticalAlignment.Top,
+                    Offset = ScreenVector(0.0, 9.0 + 14.0 * float (k % 2)),
+                    Stroke = OxyColors.Transparent,
+                    FontSize = 11.0,
+                    TextColor = color
+                )
+            ))
+
+        model.Series.Add marks
+
     save path model
 
 /// Writes an SVG (800×500) of x–y series with ±2·stderr error bars: each entry is
@@ -349,11 +497,11 @@ let writeSeries (path: string) (title: string) (xLabel: string) (yLabel: string)
 
 /// Writes an SVG of a `lyapunov` result: exponent against its index (whole-number ticks), with ±2·stderr error bars.
 let writeSpectrum (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
-    writeSeriesWith path (sprintf "%s — %s" modelName setName) (subtitleOf q.Query q.Method) true "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]
+    writeSeriesWith path (sprintf "%s — %s" modelName setName) (subtitleFor q) true "index" "Lyapunov exponent (per unit time)" [ "exponents", q.Grid, q.Values, q.StdErrs ]
 
 /// Writes an SVG of a `mean_series` result: the mean against time, with ±2·stderr error bars.
 let writeTimeSeries (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
-    writeSeriesWith path (sprintf "%s — %s" modelName setName) (subtitleOf q.Query q.Method) false "t" (sprintf "mean(%s)" (observable q.Query))
+    writeSeriesWith path (sprintf "%s — %s" modelName setName) (subtitleFor q) false "t" (weightedLabel q (sprintf "mean(%s)" (observable q.Query)))
         [ "mean", q.Grid, q.Values, q.StdErrs ]
 
 /// The two observables of `density(x, y) ...`, split at the top-level comma.
@@ -376,7 +524,7 @@ let private twoObservables (query: string) =
 /// the density as colour (viridis; NaN cells blank), titled with model and set.
 let writeHeatMap (path: string) (q: QueryOutcome) (modelName: string) (setName: string) : unit =
     let nx, ny = q.Grid.Length, q.GridY.Length
-    let model = newModel (sprintf "%s — %s" modelName setName) q.Query
+    let model = newModel (sprintf "%s — %s" modelName setName) (subtitleFor q)
     let xLabel, yLabel = twoObservables q.Query
     model.Axes.Add(axis AxisPosition.Bottom xLabel 0.0)
     model.Axes.Add(axis AxisPosition.Left yLabel 0.0)
@@ -460,7 +608,7 @@ let writeSweep (path: string) (modelName: string) (sw: Output.Sweep) (column: Qu
             [ sprintf "Δ %s / Δ %s (neighbouring sets)" (List.head m).Query sw.Param, xs, ys, [||] ]
         | None -> []
 
-    writeSeriesWith path (sprintf "%s — sweep over %s" modelName sw.Param) (subtitleOf q.Query q.Method) false sw.Param (if q.Kind = "response" then sprintf "∂ / ∂ %s" (defaultArg q.Wrt sw.Param) else "mean")
+    writeSeriesWith path (sprintf "%s — sweep over %s" modelName sw.Param) (subtitleFor q) false sw.Param (weightedLabel q (if q.Kind = "response" then sprintf "∂ / ∂ %s" (defaultArg q.Wrt sw.Param) else "mean"))
         ((sprintf "%s ± 2 stderr" name, sw.Values, values, errs) :: overlay)
 
 /// Writes one plot per scalar query of every sweep of the run into `dir`; the files written.
