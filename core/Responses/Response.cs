@@ -249,6 +249,31 @@ public static class ResponseEngine
             }
         }
 
+        /// <summary>A density plan's path sample, as <see cref="AddPath(int, bool, ReadOnlySpan{double}, ReadOnlySpan{double}, double, double, double)"/>
+        /// but visiting only the bins in <paramref name="bins"/>: the others hold A = C = 0, which add nothing to the
+        /// exact sums (so the sums are the same bits), and a path costs its samples, not the number of bins.</summary>
+        public void AddPathBins(int plan, bool centred, double[] a, double[] c, ReadOnlySpan<int> bins, double weight, double scale, double scaleB)
+        {
+            double bv = weight * scaleB;
+            foreach (int b in bins)
+            {
+                double av = a[b] * scale;
+                S[plan][b].Add(av);
+                S2[plan][b].Add(av * av);
+                if (centred)
+                {
+                    SAB[plan][b].Add(av * bv);
+                    SC[plan][b].Add(c[b] * scale);
+                }
+            }
+            if (centred)
+            {
+                double b2 = bv * bv;
+                SB[plan].Add(bv); SBB[plan].Add(b2); SB4[plan].Add(b2 * b2);
+                if (b2 > MaxBB[plan]) MaxBB[plan] = b2;
+            }
+        }
+
         /// <summary>
         /// Adds the per-path samples of plan <paramref name="plan"/> copied back from a device: row r of
         /// path q at host[r·count + q]; A rows from <paramref name="firstRow"/>, then (centred) the C rows
