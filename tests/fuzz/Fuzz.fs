@@ -1,10 +1,13 @@
-/// The fuzz harness (issue 10): inputs from three strategies — generated well-formed models (ParserTests'
-/// AST generators, printed with the printer), token-level and byte-level mutations of examples/*.sde — each
-/// compiled in-process (`SdeCompiler.Compile`, no simulation) under a time and a memory budget. A failure is
-/// an exception escaping Compile, a diagnostic that is not located (Line < 1, Col < 1) or whose message is
-/// empty or says "internal", or an input over budget. A failing input is minimised (lines, then tokens,
-/// then characters) and written to tests/fuzz/corpus/<hash>.sde; the corpus test compiles every file there
-/// (tests/fuzz/corpus/known/ holds findings not fixed yet: reported, not asserted).
+/// The fuzz harness (issues 10 and 19): inputs from four strategies — generated well-formed models (ParserTests'
+/// AST generators, printed with the printer), token-level and byte-level mutations of examples/*.sde, and data
+/// files (the fit examples' data files, mutated by lines and bytes, and a shard's partial file mutated with its
+/// checksum recomputed) — each compiled or read in-process (`SdeCompiler.Compile`, the fit data readers, the
+/// merge's partial-file reader; no simulation) under a time and a memory budget. A failure is an exception
+/// escaping, a diagnostic that is not located (Line < 1, Col < 1) or whose message is empty or says "internal"
+/// (for a data file: a message that is empty, internal or over 2,000 characters), or an input over budget. A
+/// failing input is minimised (lines, then tokens, then characters) and written to
+/// tests/fuzz/corpus/<hash>.sde; the corpus test checks every file there (tests/fuzz/corpus/known/ holds
+/// findings not fixed yet: reported, not asserted).
 ///
 /// CI: the "Fuzz" test runs FUZZ_SECONDS (default 60) split over the strategies, seed FUZZ_SEED (default 1).
 /// For hours: `FUZZ_SECONDS=3600 FUZZ_SEED=$RANDOM dotnet run --project tests -c Release -- --filter Fuzz`.
