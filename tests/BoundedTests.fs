@@ -191,6 +191,15 @@ let private fits =
             Expect.equal (Fit.fittedText 4.886123 2.7e7) "4.88612 ± 2.7e+07" "as fit.json holds it"
             Expect.equal (Fit.fittedText 4.886123 0.01) (Output.valueWithError 4.886123 0.01) "a small error: to its precision"
         }
+        test "dsl fit --json on data of 1e308: a located error and exit 2, never the JSON serializer's text" {
+            withData ("x\n1\n1e308\n2\n") (fun dir ->
+                File.WriteAllText(Path.Combine(dir, "fit.sde"), fitModel "1 in (0, inf)" 20 "objective = kl at T; iterations = 2")
+                let o = CliTests.dslIn dir [ "fit"; "fit.sde"; "--json"; "--quiet" ]
+                Expect.equal o.Code 2 (o.Out + o.Err)
+                Expect.stringStarts o.Err "fit.sde:9:14: error: data.csv, line 3" o.Err
+                Expect.isFalse (o.Err.Contains "http") o.Err
+                Expect.equal o.Out "" "no JSON")
+        }
         test "fit.json writes a non-finite number as null, never through the serializer's exception" {
             withData (gaussianData 0.1 0.5 40) (fun dir ->
                 match runFit (fitModel "1 in (0, inf)" 50 "objective = kl at T; iterations = 2; optimizer = adam(lr = 0.1)") dir with
