@@ -448,15 +448,15 @@ let issue19Tests =
               Expect.equal (Output.essCount 18620.4) "18620" "large: whole"
               Expect.equal (Output.essCount 1.5) "1.5" "small: its fraction"
               let q = { scalar "ess" "ess" 18620.4 nan with Count = 20000L; Resamplings = Some 3L }
-              let t = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ q ] } ])
+              let t = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ q ]; Failure = None } ])
               Expect.stringContains t "18620 of 20000 paths · 3 resamplings" t
           }
 
           test "a run without queries claims no throughput" {
-              let t = Output.table (reportOf [ { Name = "default"; Params = []; Results = [] } ])
+              let t = Output.table (reportOf [ { Name = "default"; Params = []; Results = []; Failure = None } ])
               Expect.isFalse (t.Contains "path-steps/s") t
               Expect.stringContains t "no queries, so no paths were simulated" t
-              let withQuery = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ scalar "mean" "mean(x)" 1.0 0.1 ] } ])
+              let withQuery = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ scalar "mean" "mean(x)" 1.0 0.1 ]; Failure = None } ])
               Expect.stringContains withQuery "path-steps/s" "a run that computed something"
 
               match Sde.SdeCompiler.Compile(ouText, "ou.sde") with

@@ -163,7 +163,7 @@ public static class ResponseEngine
         long need = setup.BytesPerWorker() * threads * ResponseLanes<TModel>.LaneCount(setup);
         long avail = Memory.Available();
         if (need > avail)
-            throw new RunTooLargeException($"this response run needs about {need / (1 << 20)} MiB of working memory ({threads} worker(s)), more than the {avail / (1 << 20)} MiB available; use mode = iterative or first_order, or fewer threads");
+            throw new RunTooLargeException($"this response run needs about {need / (1 << 20)} MiB of working memory ({threads} worker(s)), more than the {avail / (1 << 20)} MiB available; use mode = iterative or first_order, fewer threads, or fewer bins");
 
         TModel m0 = model;
         int lanes = ResponseLanes<TModel>.LaneCount(setup);
@@ -246,6 +246,31 @@ public static class ResponseEngine
                 double b2 = bv * bv;
                 SB[plan].Add(bv); SBB[plan].Add(b2); SB4[plan].Add(b2 * b2);
                 if (b2 > MaxBB[plan]) MaxBB[plan] = b2; // (a NaN weight shows in ΣB²)
+            }
+        }
+
+        /// <summary>A density plan's path sample, as <see cref="AddPath(int, bool, ReadOnlySpan{double}, ReadOnlySpan{double}, double, double, double)"/>
+        /// but visiting only the bins in <paramref name="bins"/>: the others hold A = C = 0, which add nothing to the
+        /// exact sums (so the sums are the same bits), and a path costs its samples, not the number of bins.</summary>
+        public void AddPathBins(int plan, bool centred, double[] a, double[] c, ReadOnlySpan<int> bins, double weight, double scale, double scaleB)
+        {
+            double bv = weight * scaleB;
+            foreach (int b in bins)
+            {
+                double av = a[b] * scale;
+                S[plan][b].Add(av);
+                S2[plan][b].Add(av * av);
+                if (centred)
+                {
+                    SAB[plan][b].Add(av * bv);
+                    SC[plan][b].Add(c[b] * scale);
+                }
+            }
+            if (centred)
+            {
+                double b2 = bv * bv;
+                SB[plan].Add(bv); SBB[plan].Add(b2); SB4[plan].Add(b2 * b2);
+                if (b2 > MaxBB[plan]) MaxBB[plan] = b2;
             }
         }
 
@@ -569,7 +594,9 @@ public static class ResponseEngine
             long dense = AnyExact ? 3L * d * d : 0;
             if (Lu != null) dense += 2L * Lu.Slots + 2 * d + St.JRow.Length + St.HRow.Length;
             long noise = DiagonalNoise ? 0 : 2 * ((long)d * m + (long)d * d + (long)m * m);
-            long perPlan = Plans.Sum(p => (long)(p.Kind == EstimateKind.Density ? p.Bins : 1) * 3 + (p.StationaryWindow > 0 ? (long)Math.Round(p.StationaryWindow / Dt) + 2 : 0));
+            // per bin: the path's A and C and the touched list (3 doubles), and the four exact sums of Sums (an object
+            // and its array of 8 partials, about 120 bytes = 15 doubles each): 10^7 bins are about 5 GB a worker
+            long perPlan = Plans.Sum(p => (long)(p.Kind == EstimateKind.Density ? p.Bins : 1) * (3 + 4 * 15) + (p.StationaryWindow > 0 ? (long)Math.Round(p.StationaryWindow / Dt) + 2 : 0));
             if (Record?.Steps != null) perPlan += (Record.WindowSteps + 1) * Plans.Length; // the stationary recording's rings of ℓ
             return 8 * (dense + noise + perPlan + 16 * d + (long)NParams * 4 * d + St.HRow.Length + St.JRow.Length * 2) + (1 << 16);
         }

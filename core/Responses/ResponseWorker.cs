@@ -36,6 +36,11 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     readonly double[][] v;
     // per plan, per path
     readonly double[][] acc, accC;   // per plan, per path: A (φ·ω or ω in a bin) and C (φ or the bin indicator)
+    // per density plan, per path: the bins touched (first-touch order), their count and marks; a path's commit
+    // and reset visit only these, so binning costs O(1) per sample whatever the number of bins
+    readonly int[][] touched;
+    readonly int[] nTouched;
+    readonly bool[][] marked;
     readonly double[] accW;          // per plan, per path: B = Σ ω (centred plans)
     readonly long[] cnt;
     readonly double[][] ring;
@@ -86,11 +91,14 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         foreach (int k in U.PathwiseWhich) v[k] = new double[d];
         acc = new double[U.Plans.Length][]; accC = new double[U.Plans.Length][]; accW = new double[U.Plans.Length];
         cnt = new long[U.Plans.Length]; ring = new double[U.Plans.Length][];
+        touched = new int[U.Plans.Length][]; nTouched = new int[U.Plans.Length]; marked = new bool[U.Plans.Length][];
         for (int i = 0; i < U.Plans.Length; i++)
         {
             var p = U.Plans[i];
             acc[i] = new double[p.Kind == EstimateKind.Density ? p.Bins : 1];
             accC[i] = new double[acc[i].Length];
+            touched[i] = new int[p.Kind == EstimateKind.Density && p.Bins > 1 ? p.Bins : 0]; // (one bin: as a mean)
+            marked[i] = new bool[touched[i].Length];
             // the ring of ℓ over the last K + 1 steps: a stationary window's, or the stationary recording's
             // (whose plans have no window of their own)
             long w = U.WindowSteps[i] > 0 ? U.WindowSteps[i] : U.Record?.Steps != null ? U.Record.WindowSteps : 0;
@@ -129,7 +137,16 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             for (int k = 0; k < U.NParams; k++) ell[g][k] = ell0[k];
         }
         foreach (int k in U.PathwiseWhich) Array.Copy(v0, k * d, v[k], 0, d);
-        for (int i = 0; i < acc.Length; i++) { Array.Clear(acc[i]); Array.Clear(accC[i]); accW[i] = 0; cnt[i] = 0; }
+        for (int i = 0; i < acc.Length; i++)
+        {
+            if (touched[i].Length == 0) { acc[i][0] = 0; accC[i][0] = 0; }
+            else
+            {
+                for (int j = 0; j < nTouched[i]; j++) { int b = touched[i][j]; acc[i][b] = 0; accC[i][b] = 0; marked[i][b] = false; }
+                nTouched[i] = 0;
+            }
+            accW[i] = 0; cnt[i] = 0;
+        }
         noiseReady = false;
         if (U.NeedAlign) Array.Copy(lyq0, lyq, d);
         _recNext = 0;
@@ -303,7 +320,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                             }
                         }
                         Add(i, pobs[p.Observable], omega);
-                        if (p.Explicit >= 0) acc[i][0] += pobs[p.Explicit];
+                        if (p.Explicit >= 0) { Touch(i, 0); acc[i][0] += pobs[p.Explicit]; }
                         break;
                     }
                 case ResponseMethod.Pathwise:
@@ -376,8 +393,18 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         if (!(phi < p.Hi)) { if (weight >= 0) Sums.Above[i]++; return; }
         int bin = (int)((phi - p.Lo) / (p.Hi - p.Lo) * p.Bins);
         if (bin >= p.Bins) bin = p.Bins - 1;
+        Touch(i, bin);
         acc[i][bin] += weight;
         if (centred) accC[i][bin] += 1.0;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void Touch(int i, int bin)
+    {
+        var m = marked[i];
+        if (m.Length == 0 || m[bin]) return;
+        m[bin] = true;
+        touched[i][nTouched[i]++] = bin;
     }
 
     void Commit()
@@ -389,7 +416,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             double scale = p.Kind == EstimateKind.Density ? scaleB / ((p.Hi - p.Lo) / p.Bins) : scaleB;
             int ci = p.Control;
             double control = ci >= 0 ? acc[ci][0] * (1.0 / Math.Max(1, cnt[ci])) : 0.0; // the control plan's own scale (as on the GPU)
-            Sums.AddPath(i, p.Centred, acc[i], accC[i], accW[i], scale, scaleB, ci >= 0, control);
+            if (touched[i].Length == 0 || ci >= 0) Sums.AddPath(i, p.Centred, acc[i], accC[i], accW[i], scale, scaleB, ci >= 0, control);
+            else Sums.AddPathBins(i, p.Centred, acc[i], accC[i], touched[i].AsSpan(0, nTouched[i]), accW[i], scale, scaleB);
         }
         Paths++;
     }

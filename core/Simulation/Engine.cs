@@ -137,6 +137,10 @@ public static class Engine
         public readonly QueryLayout[] Layout;
         public readonly double[] QSum;   // per query: the path's running Σφ over its window
         public readonly int[][] Counts;  // per density query: the path's counts per bin
+        // per density query: the bins the path has touched (in first-touch order) and how many; a path's
+        // commit and reset visit only these, so binning costs O(1) per sample whatever the number of bins
+        readonly int[][] _touched;
+        readonly int[] _nTouched;
         public long Ran;                 // paths this worker simulated (completed or failed): a failure's count is among these
         void* _mem;
 
@@ -152,7 +156,9 @@ public static class Engine
             Layout = layout;
             QSum = new double[layout.Length];
             Counts = new int[layout.Length][];
-            for (int i = 0; i < layout.Length; i++) Counts[i] = new int[layout[i].Bins];
+            _touched = new int[layout.Length][];
+            _nTouched = new int[layout.Length];
+            for (int i = 0; i < layout.Length; i++) { Counts[i] = new int[layout[i].Bins]; _touched[i] = new int[layout[i].Bins]; }
         }
 
         static long Pad(int n) => ((long)Math.Max(n, 1) + 3) & ~3L;
@@ -181,7 +187,7 @@ public static class Engine
                     {
                         int b = (int)((v - l.Lo) * l.Scale);
                         if (b >= l.Bins) b = l.Bins - 1; // rounding just below Hi
-                        Counts[i][b]++;
+                        if (Counts[i][b]++ == 0) _touched[i][_nTouched[i]++] = b;
                     }
                     else qa.NonFinite++; // NaN: in no bin, neither below nor above; counted for the warning
                 }
@@ -211,12 +217,14 @@ public static class Engine
                 }
                 else
                 {
-                    int[] c = Counts[i];
-                    for (int b = 0; b < c.Length; b++)
+                    int[] c = Counts[i], t = _touched[i];
+                    for (int j = 0; j < _nTouched[i]; j++)
                     {
+                        int b = t[j];
                         long k = c[b];
-                        if (k != 0) { qa.C[b] += k; qa.C2[b] += k * k; c[b] = 0; }
+                        qa.C[b] += k; qa.C2[b] += k * k; c[b] = 0;
                     }
+                    _nTouched[i] = 0;
                 }
                 QSum[i] = 0;
             }
@@ -226,7 +234,11 @@ public static class Engine
         public void Discard()
         {
             Array.Clear(QSum);
-            foreach (var c in Counts) Array.Clear(c);
+            for (int i = 0; i < Counts.Length; i++)
+            {
+                for (int j = 0; j < _nTouched[i]; j++) Counts[i][_touched[i][j]] = 0;
+                _nTouched[i] = 0;
+            }
         }
     }
 

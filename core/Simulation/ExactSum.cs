@@ -118,6 +118,9 @@ public sealed class ExactSum
     public static ExactSum Read(BinaryReader r)
     {
         int n = r.ReadInt32();
+        // a non-overlapping expansion of doubles has at most one partial per bit of the exponent range; a count
+        // beyond it (a hostile or damaged file whose checksum was recomputed) would allocate up to 16 GB
+        if (n < 0 || n > 2100) throw new InvalidDataException($"an exact sum of {n} partials (at most 2100)");
         var s = new ExactSum(Math.Max(8, n));
         for (int j = 0; j < n; j++) s._p[j] = r.ReadDouble();
         s._n = n;

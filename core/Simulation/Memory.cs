@@ -18,7 +18,7 @@ public static class Memory
         {
             b += 128;
             if (q.Kind == EstimateKind.Mean) b += 2 * (64 + 8 * 8);
-            else b += (long)Math.Max(q.Bins, 0) * (8 + 16 + 4) + 64;
+            else b += (long)Math.Max(q.Bins, 0) * (8 + 16 + 4 + 4) + 64;
         }
         return b;
     }

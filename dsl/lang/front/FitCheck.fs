@@ -238,7 +238,9 @@ let check (f: File) (cf: CheckedFile) : Result<FitSpec option, Diagnostic list> 
             number "iterations" (fun v -> if whole v && v >= 1.0 && v <= float maxIterations then None else Some(sprintf "iterations must be a whole number from 1 to %d" maxIterations)) 100 int
 
         let tolerance = number "tolerance" (fun v -> if v > 0.0 then None else Some "tolerance must be > 0") 1e-4 id
-        let bandwidth = number "bandwidth" (fun v -> if v > 0.0 then None else Some "bandwidth must be > 0") None Some
+        // (the kernel divides by h and squares: 1e-310 or 1e308 overflowed it silently)
+        let bandwidth =
+            number "bandwidth" (fun v -> if not (v > 0.0) then Some "bandwidth must be > 0" elif v >= 1e-100 && v <= 1e100 then None else Some(sprintf "bandwidth must be from 1e-100 to 1e100 (the kernel divides data differences by it and squares them), got %s" (v.ToString("G6", Globalization.CultureInfo.InvariantCulture).Replace("E", "e")))) None Some
         let rate = number "rate" (fun v -> if v > 0.0 then None else Some "rate must be > 0 (per unit time)") Sde.Core.CovectorGrowth.Floor id
 
         let paths =

@@ -83,8 +83,24 @@ let trajectoryTimes = 1e6
 /// Most iterations a fit may ask for.
 let fitIterations = 1_000_000
 
-/// Largest data file a fit reads (it is read whole; `/dev/zero` is refused after that many bytes).
+/// Most bins of the results of one run: parameter sets × the bins of every binned query (a mean, a
+/// series point or a Lyapunov exponent counting one). A bin is three numbers in memory and about 60
+/// characters of the JSON, which must stay within .NET's 2^30-character strings.
+let resultBins = 1e7
+
+/// Most values of the samples queries of one run, over parameter sets and queries (held in memory
+/// until written).
+let runSampleValues = 1e8
+
+/// Largest data file a fit reads, in characters (read line by line, only the numbers kept).
 let fitDataBytes = 1L <<< 28
+
+/// Longest line of a fit's data file (a file with no line ends is refused there, unread).
+let fitDataLine = 1 <<< 20
+
+/// Largest data value in magnitude, and the range of a fit's `bandwidth` (1/x to x): the kernel squares
+/// differences of values over the bandwidth.
+let fitDataValue = 1e100
 
 /// 12,345 (thousands separated by commas, as the docs write them).
 let commas (n: int64) = n.ToString("#,0", CultureInfo.InvariantCulture)
@@ -147,6 +163,13 @@ let rows: Row list =
       { What = "values of one `samples(...) every Δ` query (paths × times × observables)"
         Limit = power trajectoryValues
         Where = "the query" }
+      { What =
+          "result bins per run: parameter sets × the bins of every binned query (a mean, a series point or a Lyapunov exponent counting one); a bin is about 60 characters of the JSON, which must stay within .NET's 2^30-character strings"
+        Limit = power resultBins
+        Where = "the query at which the sum passes it" }
+      { What = "values of the samples queries per run, over parameter sets and queries (held in memory until written)"
+        Limit = power runSampleValues
+        Where = "the query at which the sum passes it" }
       { What = "times of a series `mean(e) every Δ`; of a trajectory `samples(...) every Δ`"
         Limit = sprintf "%s; %s" (power seriesTimes) (power trajectoryTimes)
         Where = "the query" }
@@ -154,7 +177,11 @@ let rows: Row list =
         Limit = sprintf "%s steps of dt, and at most T" (power windowSteps)
         Where = "the query; in a fit, the window" }
       { What = "fit iterations"; Limit = power (float fitIterations); Where = "`iterations`" }
-      { What = "a fit's data file"; Limit = sprintf "%d MiB" (fitDataBytes >>> 20); Where = "the file's name in the fit block" } ]
+      { What = "a fit's data file"
+        Limit =
+          sprintf "%d MiB (2^28 characters), 2^20 characters per line, values at most 10^%d in magnitude; `bandwidth` from 10^-%d to 10^%d"
+              (fitDataBytes >>> 20) (int (Math.Log10 fitDataValue)) (int (Math.Log10 fitDataValue)) (int (Math.Log10 fitDataValue))
+        Where = "the file's name in the fit block / `bandwidth`" } ]
 
 /// The limits as the markdown table README.md and docs/language.md show (lines joined by "\n").
 let markdownTable =

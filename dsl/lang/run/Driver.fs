@@ -240,6 +240,44 @@ let maxSampleValues = Limits.sampleValues
 /// Most values (paths × times × observables) one `samples(...) every Δ` query records (held in memory: 400 MB).
 let maxTrajectoryValues = Limits.trajectoryValues
 
+/// Most result bins one run holds and writes (sets × the bins of every binned query, a mean or a series point
+/// counting one): a bin is three numbers in memory and about 60 characters of the JSON, whose text must stay
+/// within .NET's 2^30-character strings (10^7 bins: about 600 MB of JSON).
+let maxResultBins = Limits.resultBins
+/// Most values the samples queries of one run hold in memory until they are written (over sets and queries).
+let maxRunSampleValues = Limits.runSampleValues
+
+/// The results' size, before anything runs: the first query at which the sets' bins, or the sets' samples
+/// values, pass their limit (the run would otherwise grow until the machine killed it, or fail after it).
+let private resultSizeError (cf: CheckedFile) (jobs: (CheckedQuery * QueryJob) list) : Diagnostic option =
+    let sets = float cf.Sets.Length
+    let binsOf (kind: EstimateKind) (bins: int) = if kind = EstimateKind.Density then float bins else 1.0
+
+    let size job =
+        match job with
+        | PlainJob p -> binsOf p.Kind p.Bins, 0.0
+        | DerivedJob ps -> ps |> List.sumBy (fun p -> binsOf p.Kind p.Bins), 0.0
+        | ResponseJob(ps, _, _, _) -> ps |> List.sumBy (fun p -> binsOf p.Kind p.Bins), 0.0
+        | AlignmentJob p -> float p.Bins, 0.0
+        | ScoreJob(_, _, _, bins, _) -> float bins, 0.0
+        | LyapunovJob k -> float k, 0.0
+        | WeightJob _ -> 1.0, 0.0
+        | SamplesJob(obs, every) ->
+            let times = if every > 0L then float (RunSettings(Dt = cf.Settings.Dt, T = cf.Settings.T).Steps / every + 1L) else 1.0
+            0.0, float cf.Settings.Paths * times * float obs.Length
+
+    jobs
+    |> List.scan (fun (_, b, v) (q, job) -> let qb, qv = size job in Some q, b + sets * qb, v + sets * qv) (None, 0.0, 0.0)
+    |> List.tryPick (fun (q, b, v) ->
+        match q with
+        | Some q when b > maxResultBins ->
+            Some { Pos = q.Pos
+                   Message = sprintf "the results would hold %g bins (%d parameter set%s x the bins of the queries up to this one), more than the limit of %g per run; use fewer bins or fewer sets" b cf.Sets.Length (if cf.Sets.Length = 1 then "" else "s") maxResultBins }
+        | Some q when v > maxRunSampleValues ->
+            Some { Pos = q.Pos
+                   Message = sprintf "the samples queries would hold %g values in memory (%d parameter set%s x paths x times x observables, up to this query), more than the limit of %g per run; use fewer paths, sets or observables" v cf.Sets.Length (if cf.Sets.Length = 1 then "" else "s") maxRunSampleValues }
+        | _ -> None)
+
 let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     // lowering, the derivatives and the emitter recurse on the expressions: on a large stack
     try
@@ -446,8 +484,14 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
             initLawErrors cf ir @ twinDomainErrors cf @ (jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None))
             |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
 
-        match errors with
-        | [] ->
+        // (the size needs every job planned: only when there is no other error)
+        let sizeError =
+            if errors.IsEmpty then jobs |> List.map (fun (q, r) -> q, (match r with Ok j -> j | Error _ -> failwith "unreachable")) |> resultSizeError cf
+            else None
+
+        match errors, sizeError with
+        | [], Some d -> Error [ d ]
+        | [], None ->
             let compiled = Compile.compileWith derivativeQuery.IsSome ir (obs.ToArray()) wrt
 
             Ok
@@ -456,7 +500,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                   Jobs = jobs |> List.map (fun (q, r) -> q, (match r with Ok j -> j | Error _ -> failwith "unreachable"))
                   Variants = List.ofSeq variants
                   Source = source }
-        | errs -> Error errs
+        | errs, _ -> Error errs
     with
     | Tangent.TooManyDerivatives m
     | Lower.TooManyItoTerms m -> Error [ { Pos = cf.Model.Pos; Message = m } ]

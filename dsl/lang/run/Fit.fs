@@ -43,8 +43,16 @@ let componentNames (m: CheckedModel) : (string * int)[] =
         if s.IsVector then [ for k in 0 .. s.Size - 1 -> sprintf "%s[%d]" s.Name k, o + k ] else [ s.Name, o ])
     |> List.toArray
 
-/// Largest data file read (characters).
+/// Largest data file read (characters): 2^28 (256 Mi). The file is read line by line and only its numbers are
+/// kept (8 bytes a cell), so a file at the limit needs at most about 1 GB.
 let maxDataBytes = Limits.fitDataBytes
+
+/// Longest line of a data file (characters): 2^20 (1 Mi); a file with no line ends is refused at it, unread.
+let maxDataLine = Limits.fitDataLine
+
+/// Largest data value in magnitude: the kernel squares differences of values over the bandwidth, and the
+/// bandwidth rule the data's variance, which overflow far before the largest double.
+let maxDataValue = Limits.fitDataValue
 
 /// The data file of a fit: resolved against `baseDir` (the directory of the .sde file) unless absolute.
 let dataPath (baseDir: string) (spec: FitSpec) =
@@ -53,6 +61,9 @@ let dataPath (baseDir: string) (spec: FitSpec) =
 let private cellText (s: string) =
     let t = s.Trim()
     if t.Length >= 2 && t.StartsWith "\"" && t.EndsWith "\"" then t.Substring(1, t.Length - 2).Trim() else t
+
+/// A piece of the input quoted in a message: at most 40 characters (a message never grows with the input).
+let private quote (t: string) = if t.Length > 40 then t.Substring(0, 40) + "..." else t
 
 /// The columns a Jacobian-matching data file may name, with their codes: a state component `x` (code
 /// c), a field component `dx` (d + c), a Jacobian entry `dx/dy` = ∂f_x/∂y (2d + a·d + b).
@@ -66,24 +77,86 @@ let fieldColumns (m: CheckedModel) : (string * int)[] =
           [| for (a, ca) in comps do
                  for (b, cb) in comps -> sprintf "d%s/d%s" a b, 2 * d + ca * d + cb |] ]
 
-/// Parses the CSV text of the data (header of state names, then one row per sample); every problem is
-/// a message that names the file, the line and the column.
 /// A cell's text without any white space (header names: `x [3]` is `x[3]`).
 let private stripCell (c: string) = String((cellText c).ToCharArray() |> Array.filter (Char.IsWhiteSpace >> not))
 
-/// A data file's lines with their indices, blank lines and `#` comments skipped (line numbers stay the file's).
-let private contentLines (text: string) =
-    text.Split('\n') |> Array.map (fun l -> l.TrimEnd('\r')) |> Array.indexed
-    |> Array.filter (fun (_, l) -> l.Trim() <> "" && not (l.TrimStart().StartsWith "#"))
+/// A data file past maxDataBytes or maxDataLine: the message.
+exception private DataLimit of string
 
-let rec parseData (name: string) (m: CheckedModel) (text: string) : Result<FitData, string> = parseDataWith (componentNames m) name text
+/// The content lines of a data file as they are read (the file is never held whole): `Next` gives the next line
+/// that is not blank or a `#` comment, with its index from 0. A line ends at LF, CR LF or a lone CR (a file
+/// saved with old Mac line ends reads as its lines). Raises DataLimit past maxDataBytes characters in all or
+/// maxDataLine in one line.
+type private DataLines(name: string, reader: TextReader) =
+    let buf = Array.zeroCreate<char> 65536
+    let line = Text.StringBuilder()
+    let mutable pos, len = 0, 0
+    let mutable total = 0L
+    let mutable index = -1
+    let mutable ended = false
 
-/// As parseData, with the columns `known` (names and codes, the codes going to `Components`).
-and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Result<FitData, string> =
-    let content = contentLines text
+    /// The next line (any), None at the end of the input.
+    let rawLine () =
+        if ended then None
+        else
+            line.Clear() |> ignore
+            let mutable result = None
+
+            while result.IsNone && not ended do
+                if pos = len then
+                    len <- reader.Read(buf, 0, buf.Length)
+                    pos <- 0
+                    total <- total + int64 len
+                    if total > maxDataBytes then raise (DataLimit(sprintf "%s: the file is larger than %d MiB characters, the limit of a data file" name (maxDataBytes >>> 20)))
+
+                if len = 0 then
+                    ended <- true
+                    if line.Length > 0 then result <- Some(line.ToString())
+                else
+                    let mutable i = pos
+                    while i < len && buf[i] <> '\n' && buf[i] <> '\r' do i <- i + 1
+                    if line.Length + (i - pos) > maxDataLine then
+                        raise (DataLimit(sprintf "%s, line %d: longer than %d characters, the limit of a data line (a file without line ends?)" name (index + 2) maxDataLine))
+                    line.Append(buf, pos, i - pos) |> ignore
+
+                    if i < len then
+                        // a CR LF is one line end: skip the LF (possibly in the next buffer)
+                        if buf[i] = '\r' then
+                            if i + 1 < len then
+                                pos <- (if buf[i + 1] = '\n' then i + 2 else i + 1)
+                            else
+                                len <- reader.Read(buf, 0, buf.Length)
+                                total <- total + int64 len
+                                pos <- (if len > 0 && buf[0] = '\n' then 1 else 0)
+                        else pos <- i + 1
+                        result <- Some(line.ToString())
+                    else pos <- len
+
+            if result.IsSome then index <- index + 1
+            result
+
+    /// The next content line and its index, None at the end.
+    member _.Next() : (int * string) option =
+        let mutable r = None
+        let mutable go = true
+
+        while go do
+            match rawLine () with
+            | None -> go <- false
+            | Some l when l.Trim() = "" || l.TrimStart().StartsWith "#" -> ()
+            | Some l ->
+                r <- Some(index, l)
+                go <- false
+
+        r
+
+/// Parses the rows of a data file after its header line `first` (None: the file has none) against the columns
+/// `known` (names and codes, the codes going to `Components`); every problem is a message that names the file, the
+/// line and the column. Also gives the line index of each row.
+let private parseRows (known: (string * int)[]) (name: string) (first: (int * string) option) (lines: DataLines) : Result<FitData * int[], string> =
     let knownMap = dict known
 
-    match Array.tryHead content with
+    match first with
     | None -> Error(sprintf "%s: the file is empty; it needs a header of state names (e.g. %s) and at least two rows" name (fst known[0]))
     | Some(hl, header) ->
         let cols = header.Split(',') |> Array.map stripCell
@@ -95,80 +168,100 @@ and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Resu
             |> Array.tryPick (fun (j, c) ->
                 if c = "" then Some(sprintf "%s, line %d: column %d of the header has no name; name each column by a state (%s)" name (hl + 1) (j + 1) list)
                 elif not (knownMap.ContainsKey c) then
-                    Some(sprintf "%s, line %d: unknown column '%s'%s; the columns are states of the model (%s)" name (hl + 1) c (Checker.suggest c (Array.map fst known)) list)
-                elif Array.IndexOf(cols, c) <> j then Some(sprintf "%s, line %d: column '%s' appears twice" name (hl + 1) c)
+                    let hint = if c.Length <= 256 then Checker.suggest c (Array.map fst known) else ""
+                    Some(sprintf "%s, line %d: unknown column '%s'%s; the columns are states of the model (%s)" name (hl + 1) (quote c) hint list)
+                elif Array.IndexOf(cols, c) <> j then Some(sprintf "%s, line %d: column '%s' appears twice" name (hl + 1) (quote c))
                 else None)
 
         match headerErr with
         | Some e -> Error e
         | None ->
             let q = cols.Length
-            let rows = content.Length - 1
-            let values = Array.zeroCreate<float> (rows * q)
+            let colList = String.Join(", ", cols |> Array.truncate 8) + (if q > 8 then ", ..." else "")
+            let values = Collections.Generic.List<float>()
+            let rowLines = Collections.Generic.List<int>()
+            let mutable err = None
 
-            let rowErr =
-                content
-                |> Array.skip 1
-                |> Array.indexed
-                |> Array.tryPick (fun (r, (li, line)) ->
-                    let cells = line.Split(',')
+            let parseRow (li: int) (line: string) =
+                let cells = line.Split(',')
 
-                    // more cells than columns, each of digits only: numbers written with a decimal comma
-                    // (`0,5` for 0.5), which a comma-separated file cannot hold
-                    let decimalComma =
-                        cells.Length > q
-                        && cells |> Array.forall (fun c -> let t = (cellText c).TrimStart('-', '+') in t <> "" && t |> Seq.forall Char.IsDigit)
+                // more cells than columns, each of digits only: numbers written with a decimal comma
+                // (`0,5` for 0.5), which a comma-separated file cannot hold
+                let decimalComma =
+                    cells.Length > q
+                    && cells |> Array.forall (fun c -> let t = (cellText c).TrimStart('-', '+') in t <> "" && t |> Seq.forall Char.IsDigit)
 
-                    if cells.Length <> q && decimalComma then
-                        Some(sprintf "%s, line %d: %d cells, but the header names %d column%s (%s): the numbers seem to be written with a decimal comma ('%s'); write them with a decimal point (0.5, not 0,5), since commas separate the cells" name (li + 1) cells.Length q (if q = 1 then "" else "s") (String.Join(", ", cols)) (let t = line.Trim() in if t.Length > 40 then t.Substring(0, 40) + "..." else t))
-                    elif cells.Length <> q then
-                        Some(sprintf "%s, line %d: %d cell%s, but the header names %d column%s (%s)" name (li + 1) cells.Length (if cells.Length = 1 then "" else "s") q (if q = 1 then "" else "s") (String.Join(", ", cols)))
-                    else
-                        cells
-                        |> Array.indexed
-                        |> Array.tryPick (fun (j, c) ->
-                            let t = cellText c
-                            match Double.TryParse(t, NumberStyles.Float, inv) with
-                            | true, v when Double.IsFinite v && not (t.Contains "∞") ->
-                                values[r * q + j] <- v
-                                None
-                            | true, _ -> Some(sprintf "%s, line %d, column '%s': '%s' is not a finite number (NaN and infinities are not data)" name (li + 1) cols[j] t)
-                            | _ when t = "" -> Some(sprintf "%s, line %d, column '%s': the cell is empty" name (li + 1) cols[j])
-                            | _ -> Some(sprintf "%s, line %d, column '%s': '%s' is not a number" name (li + 1) cols[j] (if t.Length > 40 then t.Substring(0, 40) + "..." else t))))
+                if cells.Length <> q && decimalComma then
+                    Some(sprintf "%s, line %d: %d cells, but the header names %d column%s (%s): the numbers seem to be written with a decimal comma ('%s'); write them with a decimal point (0.5, not 0,5), since commas separate the cells" name (li + 1) cells.Length q (if q = 1 then "" else "s") colList (quote (line.Trim())))
+                elif cells.Length <> q then
+                    Some(sprintf "%s, line %d: %d cell%s, but the header names %d column%s (%s)" name (li + 1) cells.Length (if cells.Length = 1 then "" else "s") q (if q = 1 then "" else "s") colList)
+                else
+                    cells
+                    |> Array.indexed
+                    |> Array.tryPick (fun (j, c) ->
+                        let t = cellText c
+                        match Double.TryParse(t, NumberStyles.Float, inv) with
+                        | true, v when Double.IsFinite v && not (t.Contains "∞") && abs v <= maxDataValue ->
+                            values.Add v
+                            None
+                        | true, v when Double.IsFinite v && not (t.Contains "∞") ->
+                            Some(sprintf "%s, line %d, column '%s': %s is larger in magnitude than %g, the limit of a data value (the kernel squares differences of values); rescale the data and the model" name (li + 1) cols[j] (quote t) maxDataValue)
+                        | true, _ -> Some(sprintf "%s, line %d, column '%s': '%s' is not a finite number (NaN and infinities are not data)" name (li + 1) cols[j] (quote t))
+                        | _ when t = "" -> Some(sprintf "%s, line %d, column '%s': the cell is empty" name (li + 1) cols[j])
+                        | _ -> Some(sprintf "%s, line %d, column '%s': '%s' is not a number" name (li + 1) cols[j] (quote t)))
 
-            match rowErr with
+            let mutable next = lines.Next()
+
+            while err.IsNone && next.IsSome do
+                let li, line = next.Value
+                err <- parseRow li line
+                rowLines.Add li
+                next <- if err.IsNone then lines.Next() else None
+
+            let rows = rowLines.Count
+
+            match err with
             | Some e -> Error e
             | None when rows < 2 -> Error(sprintf "%s: %d data row%s; a fit needs at least two" name rows (if rows = 1 then "" else "s"))
             | None ->
-                Ok
+                Ok(
                     { File = name
                       Columns = cols
                       Components = cols |> Array.map (fun c -> knownMap[c])
-                      Values = values
+                      Values = values.ToArray()
                       Rows = rows
                       Estimated = []
-                      EstimateWarnings = [] }
+                      EstimateWarnings = [] },
+                    rowLines.ToArray()
+                )
+
+/// Parses lines from `reader` as parseRows does, a size limit being a message too.
+let private parseFrom (known: (string * int)[]) (name: string) (reader: TextReader) : Result<FitData, string> =
+    try
+        let lines = DataLines(name, reader)
+        parseRows known name (lines.Next()) lines |> Result.map fst
+    with DataLimit msg -> Error msg
+
+/// Parses the CSV text of the data (header of state names, then one row per sample); every problem is
+/// a message that names the file, the line and the column.
+let rec parseData (name: string) (m: CheckedModel) (text: string) : Result<FitData, string> = parseDataWith (componentNames m) name text
+
+/// As parseData, with the columns `known` (names and codes, the codes going to `Components`).
+and parseDataWith (known: (string * int)[]) (name: string) (text: string) : Result<FitData, string> =
+    parseFrom known name (new StringReader(text))
 
 /// Most centres (rows) a trajectory file gives Jacobian matching (every s-th interior point beyond it).
 let maxTrajectoryRows = 5000
 
-/// Jacobian matching from a trajectory file: when the header names `t` (and optionally `path`, unless
-/// a state is called so) with the whole state and no field or Jacobian column, the rows are states along
-/// paths in increasing time, and the field and Jacobian rows are estimated from them (TrajectoryField:
-/// the three-point derivative, a local linear fit over 4(d + 1) neighbours leaving out the same path's
-/// points within as many steps). None when the file is not a trajectory file (no `t` column).
-/// The header line (its index and text) of a data file: the first line that is not blank or a `#` comment.
-let private headerLine (text: string) = Array.tryHead (contentLines text)
-
 /// Whether a data file's header names a `t` column (a trajectory file, as samples(...) every Δ writes it).
 let private namesTime (header: string) = header.Split(',') |> Array.exists (fun c -> stripCell c = "t")
 
-let trajectoryData (m: CheckedModel) (name: string) (text: string) : Result<FitData, string> option =
+/// As trajectoryData, on the header line `first` and the lines after it.
+let private trajectoryRows (m: CheckedModel) (name: string) (first: (int * string) option) (lines: DataLines) : Result<FitData, string> option =
     let strip = stripCell
     let g6' (x: float) = x.ToString("G6", inv)
-    let content = contentLines text
 
-    match Array.tryHead content with
+    match first with
     | Some(hl, header) when namesTime header ->
         let comps = componentNames m
         let d = comps.Length
@@ -182,8 +275,8 @@ let trajectoryData (m: CheckedModel) (name: string) (text: string) : Result<FitD
             Some(Error(sprintf "%s, line %d: column '%s' in a trajectory file (it has a t column): the field and its Jacobian are estimated from the path, so the file holds t, path and the states only; drop '%s', or drop t to give the field" name (hl + 1) c c))
         | None ->
             Some(
-                parseDataWith known name text
-                |> Result.bind (fun fd ->
+                parseRows known name first lines
+                |> Result.bind (fun (fd, rowLines) ->
                     let q = fd.Columns.Length
                     let col c = Array.IndexOf(fd.Components, c)
 
@@ -191,7 +284,7 @@ let trajectoryData (m: CheckedModel) (name: string) (text: string) : Result<FitD
                     | Some(n, _) -> Error(sprintf "%s: no column '%s': a trajectory file holds the whole state along each path (columns t, path and %s)" name n (String.Join(", ", Array.map fst comps)))
                     | None ->
                         let rows = fd.Rows
-                        let lineOf r = fst content[r + 1] + 1
+                        let lineOf r = rowLines[r] + 1
                         let tc, pc = col (-1), col (-2)
                         let time = Array.init rows (fun r -> fd.Values[r * q + tc])
                         let pathVal r = if pc >= 0 then fd.Values[r * q + pc] else 0.0
@@ -275,6 +368,17 @@ let trajectoryData (m: CheckedModel) (name: string) (text: string) : Result<FitD
                                           EstimateWarnings = warnings }))
     | _ -> None
 
+/// Jacobian matching from a trajectory file: when the header names `t` (and optionally `path`, unless
+/// a state is called so) with the whole state and no field or Jacobian column, the rows are states along
+/// paths in increasing time, and the field and Jacobian rows are estimated from them (TrajectoryField:
+/// the three-point derivative, a local linear fit over 4(d + 1) neighbours leaving out the same path's
+/// points within as many steps). None when the file is not a trajectory file (no `t` column).
+let trajectoryData (m: CheckedModel) (name: string) (text: string) : Result<FitData, string> option =
+    try
+        let lines = DataLines(name, new StringReader(text))
+        trajectoryRows m name (lines.Next()) lines
+    with DataLimit msg -> Some(Error msg)
+
 /// Reads and parses the data file of `spec`; errors are located at the file name in the source.
 let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitData, Diagnostic list> =
     let at msg = Error [ { Pos = spec.DataPos; Message = msg } ]
@@ -284,47 +388,43 @@ let loadData (baseDir: string) (m: CheckedModel) (spec: FitSpec) : Result<FitDat
         if Directory.Exists path then at (sprintf "data file '%s' is a directory" spec.Data)
         elif not (File.Exists path) then at (sprintf "data file '%s' not found (looked for %s)" spec.Data (Path.GetFullPath path))
         else
-            // read at most maxDataBytes + 1 (a device such as /dev/zero reports no length and never ends)
-            // a FIFO without a writer reads as empty instead of blocking forever
+            // read line by line, keeping only the numbers (a device such as /dev/zero is refused at the line
+            // limit); a FIFO without a writer reads as empty instead of blocking forever
             use stream = Files.openRead path
             use reader = new StreamReader(stream)
-            let buffer = Array.zeroCreate<char> 65536
-            let text = Text.StringBuilder()
-            let mutable n = reader.Read(buffer, 0, buffer.Length)
+            let lines = DataLines(spec.Data, reader)
 
-            while n > 0 && int64 text.Length <= maxDataBytes do
-                text.Append(buffer, 0, n) |> ignore
-                n <- reader.Read(buffer, 0, buffer.Length)
+            let parsed =
+                try
+                    let first = lines.Next()
 
-            if int64 text.Length > maxDataBytes then at (sprintf "data file '%s' is larger than %d MiB" spec.Data (maxDataBytes >>> 20))
-            else
-                let parsed =
                     match spec.Objective with
                     | KlAt _
                     | KlStationary _ ->
-                        match headerLine (text.ToString()) with
+                        match first with
                         | Some(hl, header) when namesTime header && not (componentNames m |> Array.exists (fun (n, _) -> n = "t")) ->
                             Error(sprintf "%s, line %d: a column 't': this looks like a trajectory file (samples(...) every Δ writes path, t, ...), which is data for objective = jacobian_matching(...); a kl objective takes one row per sample of the states (samples(...) without every writes them)" spec.Data (hl + 1))
-                        | _ -> parseData spec.Data m (text.ToString())
+                        | _ -> parseRows (componentNames m) spec.Data first lines |> Result.map fst
                     | JacobianMatching _ ->
-                        match trajectoryData m spec.Data (text.ToString()) with
+                        match trajectoryRows m spec.Data first lines with
                         | Some fromPaths -> fromPaths
                         | None ->
 
                         let d = m.Dim
                         let comps = componentNames m
 
-                        parseDataWith (fieldColumns m) spec.Data (text.ToString())
-                        |> Result.bind (fun fd ->
+                        parseRows (fieldColumns m) spec.Data first lines
+                        |> Result.bind (fun (fd, _) ->
                             match comps |> Array.tryFind (fun (_, c) -> not (Array.contains c fd.Components)) with
                             | Some(n, _) -> Error(sprintf "%s: no column '%s': jacobian matching evaluates the model's field at each row's whole state (columns: the states, the field components as d%s, the Jacobian entries as d%s/d%s)" spec.Data n n n n)
                             | None when fd.Components |> Array.forall (fun c -> c < d) ->
                                 Error(sprintf "%s: no field column: name the field components d%s, ... or the Jacobian entries d%s/d%s, ..., or give trajectories (a t column, as samples(...) every Δ writes them) to estimate them from" spec.Data (fst comps[0]) (fst comps[0]) (fst comps[0]))
                             | None -> Ok fd)
+                with DataLimit msg -> Error msg
 
-                match parsed with
-                | Ok d -> Ok { d with File = path }
-                | Error e -> at e
+            match parsed with
+            | Ok d -> Ok { d with File = path }
+            | Error e -> at e
     with
     | :? IOException
     | :? UnauthorizedAccessException as ex -> at (sprintf "data file '%s' cannot be read: %s" spec.Data ex.Message)
@@ -349,13 +449,29 @@ let transformOf (p: ParamInfo) =
         | false, true -> Below hi.Value
         | true, true -> Between(lo.Value, hi.Value)
 
-/// γ from u.
-let toParam tr (u: float) =
+/// The open interval of a transform's values (infinite ends where there is no bound).
+let bounds tr =
+    match tr with
+    | Free -> -infinity, infinity
+    | Above lo -> lo, infinity
+    | Below hi -> -infinity, hi
+    | Between(lo, hi) -> lo, hi
+
+/// γ from u, strictly inside the domain: far out in u the transform rounds onto a bound (sigmoid(40) is 1.0
+/// in doubles), which a fit must never report (its `params fitted` block would be refused), so such a γ is
+/// moved to the nearest double inside.
+let rec toParam tr (u: float) =
     match tr with
     | Free -> u
-    | Above lo -> lo + exp u
-    | Below hi -> hi - exp u
-    | Between(lo, hi) -> lo + (hi - lo) / (1.0 + exp -u)
+    | Above lo -> inside tr (lo + exp u)
+    | Below hi -> inside tr (hi - exp u)
+    | Between(lo, hi) -> inside tr (lo + (hi - lo) / (1.0 + exp -u))
+
+/// γ moved to the nearest double strictly inside the domain when it is on or beyond a bound (or infinite).
+and inside tr (g: float) =
+    let lo, hi = bounds tr
+    let lo, hi = max lo -Double.MaxValue, min hi Double.MaxValue
+    if g <= lo then Math.BitIncrement lo elif g >= hi then Math.BitDecrement hi else g
 
 /// dγ/du.
 let slope tr (u: float) =
@@ -401,6 +517,8 @@ type FitReport =
       Names: string[]
       Start: float[]
       Fitted: float[]
+      /// The open domain (lo, hi) of each fitted param (infinite ends where it has no bound).
+      Bounds: (float * float)[]
       /// Standard errors from the data's scores (NaN when the Fisher information is singular).
       StdErrs: float[]
       /// Every param of the model with its value after the fit (the fitted ones replaced).
@@ -430,10 +548,21 @@ let private g6 (x: float) = x.ToString("G6", inv)
 let paramsBlock (r: FitReport) (defaults: (string * float) list) =
     let d = dict defaults
 
+    // a fitted value printed to 6 digits may round onto its domain's bound (0.9999999 on (0, 1) prints as 1,
+    // which the pasted block would be refused for): then with as many digits as keep it inside
+    let text (n: string) (v: float) =
+        match Array.tryFindIndex ((=) n) r.Names with
+        | Some i ->
+            let lo, hi = r.Bounds[i]
+            seq { 6..17 } |> Seq.map (fun k -> v.ToString("G" + string k, inv))
+            |> Seq.tryFind (fun t -> let x = Double.Parse(t, inv) in x > lo && x < hi)
+            |> Option.defaultValue (v.ToString("R", inv))
+        | None -> g6 v
+
     let items =
         r.AllParams
         |> List.filter (fun (n, v) -> Array.contains n r.Names || (match d.TryGetValue n with | true, dv -> dv <> v | _ -> true))
-        |> List.map (fun (n, v) -> sprintf "%s = %s" n (g6 v))
+        |> List.map (fun (n, v) -> sprintf "%s = %s" n (text n v))
 
     sprintf "params fitted { %s }" (String.Join("; ", items))
 
@@ -441,6 +570,12 @@ let paramsBlock (r: FitReport) (defaults: (string * float) list) =
 let progressLine (names: string[]) (s: FitStep) =
     let ps = Array.map2 (fun n v -> sprintf "%s %s" n (g6 v)) names s.Values
     sprintf "%5d  loss %s  |grad| %s  %s" s.Iteration (Output.valueWithError s.Loss s.LossStdErr) (Output.num s.GradNorm) (String.Join("  ", ps))
+
+/// A fitted value and its standard error: rounded to the error's precision, unless the error is as large as the
+/// value, where that rounding would print the value as 0 (`0 ± 27000000` for 4.886): then the value to 6 digits.
+let fittedText (v: float) (se: float) =
+    if Double.IsFinite v && Double.IsFinite se && se >= abs v && v <> 0.0 then sprintf "%s ± %s" (g6 v) (Output.num se)
+    else Output.valueWithError v se
 
 /// The summary after the fit.
 let summary (r: FitReport) (defaults: (string * float) list) =
@@ -464,7 +599,7 @@ let summary (r: FitReport) (defaults: (string * float) list) =
                    else ", no Jacobian")
       yield sprintf "%s after %d evaluation%s: %s" (if r.Converged then "converged" else "stopped") r.History.Length (if r.History.Length = 1 then "" else "s") r.Stop
       for i in 0 .. r.Names.Length - 1 do
-          yield sprintf "  %s = %s   (start %s)" (r.Names[i].PadRight w) (Output.valueWithError r.Fitted[i] r.StdErrs[i]) (g6 r.Start[i])
+          yield sprintf "  %s = %s   (start %s)" (r.Names[i].PadRight w) (fittedText r.Fitted[i] r.StdErrs[i]) (g6 r.Start[i])
       if r.Objective.StartsWith "kl" then
           yield sprintf "loss (cross entropy of the smoothed data, nats per row) %s" (Output.valueWithError r.FinalLoss r.FinalLossStdErr)
       else
@@ -512,7 +647,8 @@ let toJson (r: FitReport) : string =
      for c in r.Columns do w.WriteStringValue c
      w.WriteEndArray()
      w.WriteStartArray "bandwidth"
-     for h in r.Bandwidth do w.WriteNumberValue h
+     // (NaN and infinities are never written into the JSON: null, as in the run's JSON)
+     for h in r.Bandwidth do if Double.IsFinite h then w.WriteNumberValue h else w.WriteNullValue()
      w.WriteEndArray()
 
      if not r.Estimated.IsEmpty then
@@ -605,7 +741,7 @@ let write (dir: string) (r: FitReport) : string list =
         r.Names
         |> Array.mapi (fun i n ->
             let path = Path.Combine(dir, sprintf "fit_param_%s.svg" (safeName n))
-            Plot.writeSeriesWith path (sprintf "%s — %s" r.Model n) (sprintf "fitted %s" (Output.valueWithError r.Fitted[i] r.StdErrs[i])) true what n
+            Plot.writeSeriesWith path (sprintf "%s — %s" r.Model n) (sprintf "fitted %s" (fittedText r.Fitted[i] r.StdErrs[i])) true what n
                 [ n, its, (r.History |> List.map (fun s -> s.Values[i]) |> List.toArray), [||] ]
             path)
         |> Array.toList
@@ -681,6 +817,28 @@ let bandwidths (d: FitData) (spec: FitSpec) (paths: int64) =
             // law = marginals: each column's estimate is one-dimensional
             KlObjective.Silverman(sd, (if spec.Marginals then 1 else q), paths))
 
+/// Most data range per bandwidth in a column: the kernel squares (y − x)/h, which must stay far from overflow.
+let maxRangePerBandwidth = 1e100
+
+/// Why the kernel cannot be evaluated with the bandwidths `h` on `d`, if it cannot: a bandwidth that is zero (the
+/// rule on a constant column) or not finite, or far below the column's range (the squares would overflow).
+let bandwidthProblem (d: FitData) (spec: FitSpec) (h: float[]) : string option =
+    let q = d.Columns.Length
+
+    Seq.init h.Length id
+    |> Seq.tryPick (fun j ->
+        let xs = Seq.init d.Rows (fun r -> d.Values[r * q + j])
+        let range = Seq.max xs - Seq.min xs
+
+        if not (h[j] > 0.0 && Double.IsFinite h[j]) then
+            match spec.Bandwidth with
+            | None when range = 0.0 ->
+                Some(sprintf "%s: column '%s' is constant (every row %s), so the bandwidth rule (its standard deviation times a factor) gives 0 and the kernel is singular; a fit cannot learn from a constant column: drop it, or give a bandwidth (bandwidth = ...)" spec.Data d.Columns[j] (g6 d.Values[j]))
+            | _ -> Some(sprintf "%s: the bandwidth of column '%s' is %s; it must be positive and finite (give bandwidth = ...)" spec.Data d.Columns[j] (g6 h[j]))
+        elif range / h[j] > maxRangePerBandwidth then
+            Some(sprintf "%s: the bandwidth %s of column '%s' is below 10^-100 of the column's range %s, so the kernel's squares overflow; give a larger bandwidth" spec.Data (g6 h[j]) d.Columns[j] (g6 range))
+        else None)
+
 /// `kl stationary window W` (docs/fitting.md): the grid steps recorded per path, `times` of them evenly spaced over
 /// the steps n_b … N of [burnin, T] (both ends included; N alone for one time), and the samples the bandwidth rule
 /// counts: paths × min(times, 1 + (T − burnin)/W), recorded times closer than the decorrelation window W being
@@ -701,6 +859,18 @@ let stationaryRecording (s: Settings) (w: float) (times: int option) (paths: int
 
             Ok(steps, float paths * min (float r) (1.0 + Math.Floor((s.T - s.Burnin) / w + 1e-9)))
 
+/// An objective or gradient that is NaN or infinite ends the fit (FitFailed, exit 3) saying so: an optimiser fed
+/// NaN stops at once and would report its start as a fit.
+let private notFinite (pb: Problem) (at: string) (r: KlObjective.Result) =
+    let bad = not (Double.IsFinite r.Loss) || r.Gradient |> Array.exists (Double.IsFinite >> not)
+
+    if bad then
+        let what = if Double.IsFinite r.Loss then "its gradient is not finite" else sprintf "the objective is %s" (if Double.IsNaN r.Loss then "NaN" else string r.Loss)
+        let why =
+            if pb.Field.IsSome then "the model's field or its Jacobian overflows at the data's states (rescale the data and the model, or start closer to the data)"
+            else sprintf "the kernel of bandwidth %s overflows against the spread of the data and the paths (a data point more than about 10^150 bandwidths from every path, or a bandwidth far below the data's scale): rescale the data, give a larger bandwidth, or start closer to the data" (String.Join(", ", pb.H |> Array.map g6))
+        raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %s; %s" at what why })
+
 /// The objective and its DK gradient (by the fitted params, in their order) at the model's param values
 /// `values` (all of them), with the paths of `seed` and the data jitter of `jitterSeed`. Throws FitFailed.
 let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64) : KlObjective.Result =
@@ -711,10 +881,14 @@ let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64)
     | Some(states, fc, fv, jr, jc, jvals), JacobianMatching lambda ->
         let r = pb.Runner.MatchField(pb.Compiled.Instance values, pb.Compiled.Structure, states, fc, fv, jr, jc, jvals, lambda)
 
-        KlObjective.Result(
-            Loss = r.Loss, LossStdErr = r.LossStdErr, Gradient = r.Gradient, DatumLoss = r.RowLoss, DatumGradient = r.RowGradient,
-            MinEffectivePaths = infinity, ShareBelow10 = 0.0
-        )
+        let r =
+            KlObjective.Result(
+                Loss = r.Loss, LossStdErr = r.LossStdErr, Gradient = r.Gradient, DatumLoss = r.RowLoss, DatumGradient = r.RowGradient,
+                MinEffectivePaths = infinity, ShareBelow10 = 0.0
+            )
+
+        notFinite pb at r
+        r
     | _ ->
 
     try
@@ -727,7 +901,9 @@ let evaluate (pb: Problem) (values: float[]) (seed: uint64) (jitterSeed: uint64)
         raise (FitFailed { Pos = pb.Spec.Pos; Message = sprintf "at %s: %d path(s) have a non-finite state or DK weight at %s; the model or its weights blow up there (try a smaller dt, or a start closer to the data)" at (pb.Record.NonFinitePaths()) (if pb.Record.Times > 1 then "a recorded time" else "T") })
 
     let evaluator = if pb.Spec.Marginals then KlObjective.EvaluateMarginals else KlObjective.Evaluate
-    evaluator (smoothed pb.Data pb.H jitterSeed, 2, pb.Data.Columns.Length, pb.Data.Components, pb.H, pb.Record, pb.Threads)
+    let r = evaluator (smoothed pb.Data pb.H jitterSeed, 2, pb.Data.Columns.Length, pb.Data.Components, pb.H, pb.Record, pb.Threads)
+    notFinite pb at r
+    r
 
 /// The k × k covariance (divisor rows − 1) of per-row vectors, `at i j` the j-th entry of row i.
 let private rowCovariance (k: int) (rows: int) (at: int -> int -> float) =
@@ -825,6 +1001,15 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
     match loadData opts.BaseDir m spec with
     | Error e -> Error { Diagnostics = e; RunFailed = false; History = [] }
     | Ok data ->
+
+    let h =
+        match stationary with
+        | Some(Ok(_, samples)) -> bandwidths data spec (int64 samples)
+        | _ -> if isKl then bandwidths data spec paths else [||]
+
+    match bandwidthProblem data spec h with
+    | Some msg -> at spec.DataPos msg
+    | None ->
         try
             let ir = Lower.lowerModel m
             let compiled = Frontend.onLargeStack (fun () -> Compile.compile ir [| Ir.num 0.0 |] ps)
@@ -843,10 +1028,7 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
                             | KlStationary(w, _), Some(Ok(steps, _)) -> PathRecord(Steps = steps, WindowSteps = int64 (Math.Round(w / cf.Settings.Dt)))
                             | _ -> PathRecord())
                   Data = data
-                  H =
-                    match stationary with
-                    | Some(Ok(_, samples)) -> bandwidths data spec (int64 samples)
-                    | _ -> if isKl then bandwidths data spec paths else [||]
+                  H = h
                   Settings = cf.Settings
                   T = t
                   Paths = paths
@@ -973,6 +1155,8 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                         // gradient (an estimate of the expected objective's) no longer points downhill on this sample
                         best (), false, sprintf "%s; the fitted values are the best evaluation" (ex.Message.TrimEnd('.')), "lbfgs"
 
+            // (an average of iterates inside the domain may round onto a bound: back inside)
+            let fitted = Array.map2 inside trs fitted
             // the scores of the data at the fitted values: the final loss and the standard errors
             let fr = evaluate pb (full fitted) baseSeed baseSeed
             // (no noise model behind a field's least squares: no standard errors)
@@ -1007,6 +1191,14 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   if fr.ShareBelow10 > 0.01 then
                       sprintf "at the fitted values %.1f%% of the smoothed data %s have fewer than 10 paths within the bandwidth (fewest %.2g): the kernel estimate of the model's law is thin in the data's tails and the objective is biased there; use more paths" (100.0 * fr.ShareBelow10) (if spec.Marginals then "values (a point's column)" else "points") fr.MinEffectivePaths
                   if pb.Field.IsNone then yield! unidentified fr names data.Rows
+                  for j in 0 .. k - 1 do
+                      let lo, hi = bounds trs[j]
+                      let near (b: float) = Double.IsFinite b && abs (fitted[j] - b) <= 1e-9 * max 1.0 (abs b)
+                      match (if near lo then Some lo elif near hi then Some hi else None) with
+                      | Some b ->
+                          sprintf "'%s' ended at %s, on the bound %s of its domain %s to within rounding: the fit ran to the edge of the domain (the optimum may lie on or beyond the bound%s); the value and its standard error are not an interior optimum" names[j] (fitted[j].ToString("R", inv)) (g6 b) (Checker.domainText m.Params[ps[j]].Domain.Value)
+                              (match spec.Optimizer with Adam lr -> sprintf ", or adam's lr = %s is too large for this objective" (g6 lr) | Lbfgs -> "")
+                      | None -> ()
                   let rec' = pb.Record
                   for j in 0 .. (if rec'.Paths > 0L then k - 1 else -1) do
                       // (a stationary recording: every path's window increments at every recorded time)
@@ -1036,6 +1228,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   Names = names
                   Start = start
                   Fitted = fitted
+                  Bounds = Array.map bounds trs
                   StdErrs = se
                   AllParams = List.zip (m.Params |> List.map (fun p -> p.Name)) (Array.toList (full fitted))
                   History = List.ofSeq history

@@ -112,23 +112,32 @@ let writeSamplesEveryCsv (w: TextWriter) (q: QueryOutcome) =
                 line.Append('\n') |> ignore
                 w.Write(line)
 
-/// A samples result as CSV: a header of the columns, one row per path (empty cells for non-finite values).
-let samplesCsv (q: QueryOutcome) : string =
+/// A samples result as CSV, written row by row (a run may hold 10^8 values: as one string they would pass
+/// .NET's 2^30-character limit): a header of the columns, one row per path (empty cells for non-finite values).
+let writeSamplesCsv (w: TextWriter) (q: QueryOutcome) =
     let cols = samplesColumns q
     let k = cols.Length
-    let sb = StringBuilder()
-    sb.Append(String.Join(",", cols |> List.map (fun c -> if c.IndexOfAny([| ','; '"' |]) >= 0 then "\"" + c.Replace("\"", "\"\"") + "\"" else c))).Append('\n') |> ignore
+    w.Write(String.Join(",", cols |> List.map csvHeaderCell))
+    w.Write('\n')
+    let line = StringBuilder()
 
     if k > 0 then
         for r in 0 .. int q.Count - 1 do
+            line.Clear() |> ignore
+
             for c in 0 .. k - 1 do
-                if c > 0 then sb.Append(',') |> ignore
+                if c > 0 then line.Append(',') |> ignore
                 let v = q.Values[r * k + c]
-                if Double.IsFinite v then sb.Append(v.ToString("R", inv)) |> ignore
+                if Double.IsFinite v then line.Append(v.ToString("R", inv)) |> ignore
 
-            sb.Append('\n') |> ignore
+            line.Append('\n') |> ignore
+            w.Write(line)
 
-    sb.ToString()
+/// A samples result as CSV text (small results; files are written by writeSamplesCsv).
+let samplesCsv (q: QueryOutcome) : string =
+    use w = new StringWriter()
+    writeSamplesCsv w q
+    w.ToString()
 
 /// Writes every samples result of the run into `dir`; returns the paths written.
 let writeSamples (dir: string) (r: RunReport) : string list =
@@ -136,7 +145,8 @@ let writeSamples (dir: string) (r: RunReport) : string list =
           for i, q in List.indexed set.Results do
               if q.Kind = "samples" then
                   let path = Path.Combine(dir, samplesFile r set.Name i)
-                  File.WriteAllText(path, samplesCsv q)
+                  use f = new StreamWriter(path, false, UTF8Encoding(false), 1 <<< 16)
+                  writeSamplesCsv f q
                   yield path
               elif q.Kind = "samples_every" then
                   let path = Path.Combine(dir, samplesEveryFile r set.Name i)

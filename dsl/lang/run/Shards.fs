@@ -309,7 +309,13 @@ let readPartial (path: string) : Result<PartialFile, string> =
                 if format <> formatVersion then
                     Error(sprintf "%s: written in partial-file format %d, this dsl reads format %d (another tool version); rerun the shards with one version" path format formatVersion)
                 else
-                    let hb = r.ReadBytes(r.ReadInt32())
+                    // the header's length as the file states it: within the bytes that follow (a damaged count,
+                    // negative or of 700 MB, threw or allocated it before the read failed)
+                    let hl = r.ReadInt32()
+                    if hl < 0 || int64 hl > r.BaseStream.Length - r.BaseStream.Position then
+                        Error(sprintf "%s: its header length (%d bytes) does not fit in the file; the file is damaged: rerun that shard with --force" path hl)
+                    else
+                    let hb = r.ReadBytes hl
                     parseHeader (Encoding.UTF8.GetString hb)
                     |> Result.mapError (fun m -> sprintf "%s: %s" path m)
                     |> Result.map (fun h -> { Path = path; Header = h; Body = body[int r.BaseStream.Position ..] }))
