@@ -43,10 +43,10 @@ let private unusedBrownian = goodModel.Replace("  brownian W\n", "  brownian W\n
 /// goodModel without its query block.
 let private noQueries = goodModel.Substring(0, goodModel.IndexOf "query {")
 
+// In parallel with the rest, like the Cli list: each test runs dsl processes in its own temporary folder.
 [<Tests>]
 let tests =
-    testSequenced
-    <| testList
+    testList
         "CliConsistency"
         [ test "CliConsistency --opt=value works as --opt value, and options go before or after the file" {
               use tmp = new TempDir()

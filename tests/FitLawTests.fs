@@ -67,7 +67,7 @@ let marginals =
                   let ys = chainSamples 46 n 1.0 0.01 100 (fun x -> -x) (fun _ -> 0.5)
                   let inv = Globalization.CultureInfo.InvariantCulture
                   File.WriteAllLines(Path.Combine(dir, "data.csv"), Array.append [| "x, y" |] (Array.init n (fun i -> xs[i].ToString("R", inv) + ", " + ys[i].ToString("R", inv))))
-                  let paths = 4000
+                  let paths = 2000
                   let r = fitOk (compile (twoOu "marginals" paths)) dir
                   // the composite likelihood of independent columns is the likelihood of the pooled values: its
                   // maximiser is the closed form of the pooled 2n values; the paths' error is at most that of one

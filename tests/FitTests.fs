@@ -376,7 +376,7 @@ let fits =
               withTemp (fun dir ->
                   let ys = chainSamples 43 2000 1.0 0.01 100 (fun x -> -x) (fun _ -> 0.5)
                   writeCsv dir "data.csv" "x" ys
-                  let paths = 2000
+                  let paths = 1000
                   let p = compile (ouModel 2.0 1.0 paths "optimizer = adam(lr = 0.05); iterations = 120")
                   let r = fitOk p dir
                   let theta, sigma, _, _ = ouMle ys

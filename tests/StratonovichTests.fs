@@ -11,33 +11,7 @@ open Sde
 open Sde.Lang
 open Sde.Lang.Checked
 
-let private compile (src: string) = Frontend.compileText "test.sde" src
-
-let private checkedOk (src: string) =
-    match compile src with
-    | Ok cf -> cf
-    | Error ds -> failwithf "unexpected errors:\n%s" (ds |> List.map Diagnostics.short |> String.concat "\n")
-
-/// The first diagnostic is at (line, col), its message contains `msg`, and it is formatted
-/// `test.sde:LINE:COL: error: ...`.
-let private expectError (src: string) (line: int, col: int) (msg: string) =
-    match compile src with
-    | Ok _ -> failtestf "expected an error containing '%s'" msg
-    | Error [] -> failtest "an empty error list"
-    | Error(d :: _ as ds) ->
-        let all = ds |> List.map Diagnostics.short |> String.concat "\n"
-        Expect.equal (d.Pos.Line, d.Pos.Col) (line, col) (sprintf "position; got\n%s" all)
-        Expect.stringContains d.Message msg (sprintf "message; got\n%s" all)
-        Expect.stringStarts (Diagnostics.format "test.sde" src d) (sprintf "test.sde:%d:%d: error: " line col) "format"
-
-let private run (src: string) =
-    match SdeCompiler.Compile(src, "test.sde") with
-    | Ok p -> p.Run(threads = 2).Sets.Head.Results
-    | Error ds -> failtestf "unexpected diagnostics: %A" (ds |> List.map string)
-
-let private near (what: string) (expected: float) (q: Report.QueryOutcome) =
-    Expect.isTrue (Double.IsFinite q.StdErr && q.StdErr > 0.0) (sprintf "%s: a standard error (%g)" what q.StdErr)
-    Expect.isLessThan (abs (q.Value - expected)) (4.5 * q.StdErr) (sprintf "%s: %g ± %g vs %g" what q.Value q.StdErr expected)
+open Sde.Tests.LangTests
 
 /// Geometric Brownian motion dX = mu X dt + s X ∘ dW, X0 = 1, read with `calculus` (none: Itô).
 let private gbm (calculus: string) (queries: string) =
