@@ -237,7 +237,7 @@ let fits =
                   let z = normals 17
                   let ys = Array.init 2000 (fun _ -> sqrt (ouStationaryVar 1.0 sigma dt) * z ())
                   writeCsv dir "x" ys
-                  let paths = 1000
+                  let paths = 500
                   let p = compile (ouModel 3.0 paths "fit theta to \"data.csv\" { objective = kl stationary window 2 }")
                   let r = fitOk p dir
                   // the law's mean is 0 whatever θ: the MLE makes v(θ) the data's mean square
