@@ -135,7 +135,7 @@ let examples =
 
               for f in files do
                   let rel = Path.GetRelativePath(repoRoot, f)
-                  let args = [ "fit"; rel; "--iterations"; "3"; "--paths"; "300"; "--json"; "--quiet" ]
+                  let args = [ "fit"; rel; "--iterations"; "3"; "--paths"; "100"; "--json"; "--quiet" ]
                   let o = dsl args
                   Expect.equal o.Code 0 (describe args o)
                   let j = parseJson o
