@@ -230,23 +230,30 @@ public static class ResponseEngine
                 SAP[plan].Add(a[0] * scale * control); SBP[plan].Add(bv * control);
             }
             if (S[plan].Length == 1 && !(double.IsFinite(a[0]) && (!centred || double.IsFinite(c[0])))) NonFinite[plan]++;
-            for (int b = 0; b < S[plan].Length; b++)
-            {
-                double av = a[b] * scale;
-                S[plan][b].Add(av);
-                S2[plan][b].Add(av * av);
-                if (centred)
-                {
-                    SAB[plan][b].Add(av * bv);
-                    SC[plan][b].Add(c[b] * scale);
-                }
-            }
+            for (int b = 0; b < S[plan].Length; b++) AddBin(plan, b, centred, a[b] * scale, c, scale, bv);
+            if (centred) AddWeight(plan, bv);
+        }
+
+        /// <summary>One bin's terms of a path: A (scaled), A², and when centred A·B and the control C.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void AddBin(int plan, int b, bool centred, double av, ReadOnlySpan<double> c, double scale, double bv)
+        {
+            S[plan][b].Add(av);
+            S2[plan][b].Add(av * av);
             if (centred)
             {
-                double b2 = bv * bv;
-                SB[plan].Add(bv); SBB[plan].Add(b2); SB4[plan].Add(b2 * b2);
-                if (b2 > MaxBB[plan]) MaxBB[plan] = b2; // (a NaN weight shows in ΣB²)
+                SAB[plan][b].Add(av * bv);
+                SC[plan][b].Add(c[b] * scale);
             }
+        }
+
+        /// <summary>A path's weight terms of a centred plan: B, B², B⁴ and the largest B².</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void AddWeight(int plan, double bv)
+        {
+            double b2 = bv * bv;
+            SB[plan].Add(bv); SBB[plan].Add(b2); SB4[plan].Add(b2 * b2);
+            if (b2 > MaxBB[plan]) MaxBB[plan] = b2; // (a NaN weight shows in ΣB²)
         }
 
         /// <summary>A density plan's path sample, as <see cref="AddPath(int, bool, ReadOnlySpan{double}, ReadOnlySpan{double}, double, double, double)"/>
@@ -255,23 +262,8 @@ public static class ResponseEngine
         public void AddPathBins(int plan, bool centred, double[] a, double[] c, ReadOnlySpan<int> bins, double weight, double scale, double scaleB)
         {
             double bv = weight * scaleB;
-            foreach (int b in bins)
-            {
-                double av = a[b] * scale;
-                S[plan][b].Add(av);
-                S2[plan][b].Add(av * av);
-                if (centred)
-                {
-                    SAB[plan][b].Add(av * bv);
-                    SC[plan][b].Add(c[b] * scale);
-                }
-            }
-            if (centred)
-            {
-                double b2 = bv * bv;
-                SB[plan].Add(bv); SBB[plan].Add(b2); SB4[plan].Add(b2 * b2);
-                if (b2 > MaxBB[plan]) MaxBB[plan] = b2;
-            }
+            foreach (int b in bins) AddBin(plan, b, centred, a[b] * scale, c, scale, bv);
+            if (centred) AddWeight(plan, bv);
         }
 
         /// <summary>

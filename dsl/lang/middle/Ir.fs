@@ -620,15 +620,6 @@ let render (name: Op -> string) (e: Sym) : string =
         elif Double.IsNegativeInfinity v then "-inf"
         else v.ToString("R", Globalization.CultureInfo.InvariantCulture)
 
-    let cmpText op =
-        match op with
-        | Eq -> "=="
-        | Ne -> "!="
-        | Lt -> "<"
-        | Le -> "<="
-        | Gt -> ">"
-        | Ge -> ">="
-
     let rec go (level: int) (e: Sym) : string =
         let wrap (own: int) (s: string) = if own < level then "(" + s + ")" else s
 
@@ -664,7 +655,7 @@ let render (name: Op -> string) (e: Sym) : string =
     // conditions: comparisons, then `not`, then `and`, then `or` (parenthesised when nested)
     and cond (c: Sym) : string =
         match c.Op, c.Args with
-        | Cmp op, [ a; b ] -> sprintf "%s %s %s" (go 1 a) (cmpText op) (go 1 b)
+        | Cmp op, [ a; b ] -> sprintf "%s %s %s" (go 1 a) (Printer.cmpOp op) (go 1 b)
         | Not, [ a ] -> "not " + condAtom a
         | And, [ a; b ] -> condAtom a + " and " + condAtom b
         | Or, [ a; b ] -> cond a + " or " + cond b
