@@ -1,0 +1,232 @@
+/// The numbers docs/responses.md's study table quotes (issue 19: a doc cannot go stale).
+///
+/// Quick tier, from the doc alone: every ratio column is the ratio of the columns it names; every
+/// estimate lies within 4.5 of its standard errors of the row's reference; OU's references are the
+/// Euler chain's moments, recomputed here by a forward recursion (independent of the study script's
+/// closed-form sums).
+///
+/// Exhaustive tier (SDE_SLOW=1): the double well's references by a forward-mode quadrature of the
+/// chain's transition density (the script differences two quadratures), and a rerun of every row
+/// but Lorenz-96's: the default, the kernel estimate at the quoted rate and finite differences agree
+/// with the quoted values within 4.5 combined standard errors, and their standard errors within 25%.
+module Sde.Tests.DocsClaimsTests
+
+open System
+open System.IO
+open System.Text.RegularExpressions
+open Expecto
+open Sde
+open Sde.Tests.CliTests
+
+let private inv = Globalization.CultureInfo.InvariantCulture
+
+/// The study table: its header cells and its rows' cells (trimmed, without the outer bars).
+let studyTable () =
+    let lines = File.ReadAllLines(Path.Combine(repoRoot, "docs", "responses.md"))
+    let cells (l: string) = l.Trim().Trim('|').Split('|') |> Array.map (fun c -> c.Trim())
+
+    match lines |> Array.tryFindIndex (fun l -> l.StartsWith "| model | paths | λ_cov") with
+    | None -> failtest "docs/responses.md: the study table (| model | paths | λ_cov ...) is gone"
+    | Some i ->
+        let header = cells lines[i]
+        let rows = lines[i + 2 ..] |> Array.takeWhile (fun l -> l.StartsWith "|") |> Array.map cells
+        header, rows
+
+let private num (s: string) = Double.Parse(s.Replace("−", "-"), inv)
+
+/// `v ± se` → (v, se).
+let private pm (cell: string) =
+    let m = Regex.Match(cell, @"^([-−0-9.e+]+) ± ([0-9.e+-]+)$")
+    if not m.Success then failtestf "not `value ± se`: %s" cell
+    num m.Groups[1].Value, num m.Groups[2].Value
+
+/// `20 (0.0574)` → 0.0574 (the best fixed rate's standard error).
+let private parenthesised (cell: string) =
+    let m = Regex.Match(cell, @"\(([0-9.e+-]+)\)")
+    if not m.Success then failtestf "no `(se)` in %s" cell
+    num m.Groups[1].Value
+
+/// A reference cell `-0.3858 (quadrature)` → Some -0.3858; `–` → None.
+let private reference (cell: string) =
+    let m = Regex.Match(cell, @"^([-−0-9.e+]+) \(")
+    if m.Success then Some(num m.Groups[1].Value) else None
+
+/// A quoted ratio rounded to two decimals, against the ratio of two quoted three-digit numbers.
+let private ratioAgrees (quoted: float) (computed: float) = abs (quoted - computed) <= 0.006 + 0.01 * computed
+
+let private column (header: string[]) (name: string) =
+    match Array.tryFindIndex ((=) name) header with
+    | Some i -> i
+    | None -> failtestf "docs/responses.md's study table has no column %s" name
+
+/// OU's Euler chain x_{n+1} = (1 − θΔt) x_n + σ√Δt z from x_0 = 1: d E[x_N²] / dθ and / dσ by a
+/// forward recursion of the second moment and its derivatives (θ = 1, σ = 0.5, Δt = 0.01, N = 200).
+let ouChainDerivatives () =
+    let theta, sigma, dt = 1.0, 0.5, 0.01
+    let a = 1.0 - theta * dt
+    let mutable s, dsTheta, dsSigma = 1.0, 0.0, 0.0 // E[x_n²] and its derivatives
+
+    for _ in 1..200 do
+        // s' = a² s + σ² Δt
+        dsTheta <- 2.0 * a * (-dt) * s + a * a * dsTheta
+        dsSigma <- a * a * dsSigma + 2.0 * sigma * dt
+        s <- a * a * s + sigma * sigma * dt
+
+    dsTheta, dsSigma
+
+/// The double well's Euler chain (dx = −(4x³ − 4x) dt + √(2 temp) dW, x_0 ~ N(1, 0.3²), Δt = 0.01,
+/// N = 500): d E[x_N²] / d temp by propagating the density p_n and its derivative q_n = ∂p_n/∂temp on
+/// a grid (x ∈ [−3, 3], spacing 0.004): with K the Gaussian kernel of mean m(x) and variance
+/// v = 2 temp Δt, ∂K/∂temp = K (u² − 1) / (2 temp), u = (y − m)/√v.
+let doubleWellChainDerivative (temp: float) =
+    let h, dt = 0.004, 0.01
+    let n = int (Math.Round(6.0 / h)) + 1
+    let xs = Array.init n (fun i -> -3.0 + float i * h)
+    let sd = sqrt (2.0 * temp * dt)
+    let norm0 = h / (sd * sqrt (2.0 * Math.PI))
+    let mutable p = xs |> Array.map (fun x -> exp (-0.5 * ((x - 1.0) / 0.3) ** 2.0) / (0.3 * sqrt (2.0 * Math.PI)))
+    let mutable q = Array.zeroCreate<float> n
+    let band = int (ceil (10.0 * sd / h))
+    let delta = h / sd
+    let decay = exp (-delta * delta)
+
+    for _ in 1..500 do
+        let p1 = Array.zeroCreate<float> n
+        let q1 = Array.zeroCreate<float> n
+
+        for i in 0 .. n - 1 do
+            if p[i] > 1e-300 || abs q[i] > 1e-300 then
+                let x = xs[i]
+                let m = x - (4.0 * x * x * x - 4.0 * x) * dt
+                let c = int (Math.Round((m + 3.0) / h))
+                let j0 = max 0 (c - band)
+                let j1 = min (n - 1) (c + band)
+
+                if j0 <= j1 then
+                    // K_j = norm0 · exp(−u_j²/2) by the recurrence e_{j+1} = e_j r_j, r_{j+1} = r_j e^{−δ²}
+                    let mutable u = (xs[j0] - m) / sd
+                    let mutable e = norm0 * exp (-0.5 * u * u)
+                    let mutable r = exp (-delta * (u + 0.5 * delta))
+                    let pi, qi = p[i], q[i]
+
+                    for j in j0..j1 do
+                        p1[j] <- p1[j] + pi * e
+                        q1[j] <- q1[j] + (qi + pi * (u * u - 1.0) / (2.0 * temp)) * e
+                        e <- e * r
+                        r <- r * decay
+                        u <- u + delta
+
+        p <- p1
+        q <- q1
+
+    Array.fold2 (fun acc x qi -> acc + qi * x * x * h) 0.0 xs q
+
+[<Tests>]
+let quickTests =
+    testList
+        "Docs claims"
+        [ test "Docs docs/responses.md's study table: every ratio column is the ratio of the columns it names" {
+              let header, rows = studyTable ()
+              let col = column header
+              Expect.isGreaterThanOrEqual rows.Length 8 "the table's rows"
+
+              for r in rows do
+                  let adSe = snd (pm r[col "adaptive: value ± se"])
+                  let fdSe = snd (pm r[col "finite differences: value ± se"])
+                  let defSe = snd (pm r[col "default (with control): value ± se"])
+                  let best = parenthesised r[col "best fixed rate (se)"]
+
+                  for name, quoted, computed in
+                      [ "se / best", num r[col "se / best"], adSe / best
+                        "adaptive se / FD's", num r[col "adaptive se / FD's"], adSe / fdSe
+                        "default se / FD's", num r[col "default se / FD's"], defSe / fdSe ] do
+                      Expect.isTrue (ratioAgrees quoted computed) (sprintf "%s, %s: quoted %g, the columns give %.4f" r[0] name quoted computed)
+
+          }
+
+          test "Docs docs/responses.md's study table: every estimate is within 4.5 standard errors of its row's reference" {
+              let header, rows = studyTable ()
+              let col = column header
+              let withRef = rows |> Array.choose (fun r -> reference r[col "reference"] |> Option.map (fun v -> r, v))
+              Expect.equal withRef.Length 5 "rows with a reference (three double wells, two OU)"
+
+              for r, v in withRef do
+                  for c in [ "adaptive: value ± se"; "finite differences: value ± se"; "default (with control): value ± se" ] do
+                      let x, se = pm r[col c]
+                      Expect.isLessThanOrEqual (abs (x - v) / se) 4.5 (sprintf "%s, %s: %g ± %g against %g" r[0] c x se v)
+          }
+
+          test "Docs docs/responses.md's OU references are the Euler chain's d E[x_N²] / dθ and / dσ (a forward recursion)" {
+              let header, rows = studyTable ()
+              let col = column header
+              let dTheta, dSigma = ouChainDerivatives ()
+
+              for name, exact in [ "OU, d/dtheta", dTheta; "OU, d/dsigma", dSigma ] do
+                  let r = rows |> Array.find (fun r -> r[0] = name)
+                  let quoted = reference r[col "reference"] |> Option.get
+                  // quoted to four decimals
+                  Expect.isLessThanOrEqual (abs (quoted - exact)) 0.6e-4 (sprintf "%s: quoted %g, the chain's %.6f" name quoted exact)
+          } ]
+
+/// The study's files (docs/scripts/schedule_study.fsx), with `paths` left open.
+let private studyFile (model: string) =
+    match model with
+    | m when m.StartsWith "double well" ->
+        let temp = num (m.Substring(m.IndexOf '=' + 1).Trim())
+        sprintf
+            "model DoubleWell {\n  param temp = %s in (0, inf)\n  state x\n  brownian W\n  init x ~ normal(1, 0.3)\n  d x = -(4*x^3 - 4*x) dt + sqrt(2*temp) dW\n}\nsimulate { paths = PATHS; dt = 0.01; T = 5; seed = 1 }"
+            (temp.ToString("R", inv)),
+        "d mean(x^2) / d temp"
+    | m when m.StartsWith "OU" ->
+        "model OU {\n  param theta = 1\n  param sigma = 0.5\n  state x\n  brownian W\n  init x = 1\n  d x = -theta * x dt + sigma dW\n}\nsimulate { paths = PATHS; dt = 0.01; T = 2; seed = 7 }",
+        sprintf "d mean(x^2) / d %s" (m.Substring(m.IndexOf "d/d" + 3))
+    | m when m.StartsWith "2-D" ->
+        "model Coupled2D {\n  param a = 0.8\n  param s = 0.4\n  state x\n  state y\n  brownian W[2]\n  init x = 0.5\n  init y = -0.3\n  d x = (-x + a * y - 0.2 * x^3) dt + s * (1 + 0.3 * y^2) dW[0] + 0.2 * x dW[1]\n  d y = (-a * x - y) dt + 0.3 * sin(x) dW[0] + s * (1 + 0.1 * x^2) dW[1]\n}\nsimulate { paths = PATHS; dt = 0.01; T = 1; seed = 5 }",
+        sprintf "d mean(y + x * y + x^2) / d %s" (m.Substring(m.IndexOf "d/d" + 3))
+    | m -> failtestf "no study file for %s" m
+
+[<Tests>]
+let slowTests =
+    testList
+        "Slow docs claims"
+        [ test "Docs docs/responses.md's double-well references are the Euler chain's (a forward-mode quadrature)" {
+              Tier.requireSlow "three quadratures of 500 steps on a 1501-point grid (a few seconds)"
+              let header, rows = studyTable ()
+              let col = column header
+
+              for temp in [ 0.25; 0.5; 1.0 ] do
+                  let name = sprintf "double well, temp = %g" temp
+                  let r = rows |> Array.find (fun r -> r[0] = name)
+                  let quoted = reference r[col "reference"] |> Option.get
+                  let exact = doubleWellChainDerivative temp
+                  Expect.isLessThanOrEqual (abs (quoted - exact)) 3e-4 (sprintf "%s: quoted %g, the quadrature's %.5f" name quoted exact)
+          }
+
+          test "Docs docs/responses.md's study rows (all but Lorenz-96) agree with a rerun: values within 4.5 combined se, errors within 25%" {
+              Tier.requireSlow "seven rows of 20000 paths, three estimators each (about 20 s)"
+              let header, rows = studyTable ()
+              let col = column header
+
+              for r in rows |> Array.filter (fun r -> not (r[0].StartsWith "Lorenz")) do
+                  let file, query = studyFile r[0]
+                  let rate = r[col "adaptive rate"]
+
+                  let src =
+                      file.Replace("PATHS", r[col "paths"])
+                      + sprintf "\nquery {\n  %s\n  %s with divergence_kernel(rate = %s)\n  %s with finite_difference(h = 0.01)\n}\n" query query rate query
+
+                  let results =
+                      match SdeCompiler.Compile(src, "study.sde") with
+                      | Ok p -> p.Run().Sets.Head.Results |> List.toArray
+                      | Error ds -> failtestf "%s: %A" r[0] (ds |> List.map string)
+
+                  for (c, res) in
+                      [ "default (with control): value ± se", results[0]
+                        "adaptive: value ± se", results[1]
+                        "finite differences: value ± se", results[2] ] do
+                      let v, se = pm r[col c]
+                      let z = abs (res.Value - v) / sqrt (se * se + res.StdErr * res.StdErr)
+                      Expect.isLessThanOrEqual z 4.5 (sprintf "%s, %s: quoted %g ± %g, the run %g ± %g" r[0] c v se res.Value res.StdErr)
+                      let ratio = res.StdErr / se
+                      Expect.isTrue (ratio >= 0.8 && ratio <= 1.25) (sprintf "%s, %s: quoted se %g, the run's %g" r[0] c se res.StdErr)
+          } ]
