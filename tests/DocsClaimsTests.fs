@@ -156,6 +156,34 @@ let quickTests =
                       Expect.isLessThanOrEqual (abs (x - v) / se) 4.5 (sprintf "%s, %s: %g ± %g against %g" r[0] c x se v)
           }
 
+          test "Docs docs/responses.md's prose under the study table quotes the table's extremes" {
+              let header, rows = studyTable ()
+              let col = column header
+              let text = File.ReadAllText(Path.Combine(repoRoot, "docs", "responses.md"))
+              let values name (pick: string[] -> bool) = rows |> Array.filter pick |> Array.map (fun r -> num r[col name])
+              let round2 (x: float) = Math.Round(x, 2)
+              let quoted (pattern: string) =
+                  let m = Regex.Match(text, pattern)
+                  if not m.Success then failtestf "docs/responses.md no longer says /%s/" pattern
+                  m.Groups |> Seq.skip 1 |> Seq.map (fun g -> num g.Value) |> Array.ofSeq
+
+              let all _ = true
+              let seBest = values "se / best" all
+              Expect.equal (quoted @"within \*\*([0-9.]+)x\*\* of the best fixed rate") [| round2 (Array.max seBest) |] "the adaptive rate's worst se / best"
+
+              let defFd = values "default se / FD's" all
+              Expect.equal
+                  (quoted @"within\s+\*\*([0-9.]+)x–([0-9.]+)x\*\* of finite differences")
+                  [| round2 (Array.min defFd); round2 (Array.max defFd) |]
+                  "the default's range of se / FD's"
+
+              let adFd = values "adaptive se / FD's" (fun r -> r[0].StartsWith "double well" || r[0].StartsWith "Lorenz")
+              Expect.equal
+                  (quoted @"the kernel estimate alone: ([0-9.]+)x–([0-9.]+)x on the double")
+                  [| round2 (Array.min adFd); round2 (Array.max adFd) |]
+                  "the kernel estimate's range of se / FD's on the double well and Lorenz-96"
+          }
+
           test "Docs docs/responses.md's OU references are the Euler chain's d E[x_N²] / dθ and / dσ (a forward recursion)" {
               let header, rows = studyTable ()
               let col = column header
