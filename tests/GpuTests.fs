@@ -70,17 +70,13 @@ let private sameEstimates (a: Estimate[]) (b: Estimate[]) =
             Expect.equal (Array.map bits f.Values) (Array.map bits e.Values) "bin values"
             Expect.equal (f.Below, f.Above) (e.Below, e.Above) "outside"
 
-/// The CPU engine's normals come from an AVX2 log/sincos that may differ from the scalar formula (which the
-/// kernels use) in the last bit, and a chaotic chain amplifies that (Lorenz-96 over T = 10: 1e-5 relative).
-/// So the reference is the CPU engine on one thread with scalar normals (`Normals.ScalarOnThisThread`).
-let private tolerance = 1e-9
+/// The CPU engine and the kernels draw the same normals bit for bit (one generator: Normals.Transform's
+/// operations round identically in the AVX2 and scalar forms), and the kernels mirror the CPU engine's
+/// arithmetic, so on ILGPU's CPU accelerator the numbers are the same: no tolerance.
+let private tolerance = 0.0
 
-/// The CPU engine's report with the scalar normals (one thread: the run stays on this thread).
-let private cpuScalar (p: CompiledProgram) =
-    // the Lyapunov engine runs on worker threads, hence the process-wide switch too
-    Normals.ScalarOnThisThread <- true
-    Normals.ForceScalar <- true
-    try p.Run(1, backend = "cpu") finally Normals.ScalarOnThisThread <- false; Normals.ForceScalar <- false
+/// The CPU engine's report, on one thread (no switch of the normals: there is one generator).
+let private cpuScalar (p: CompiledProgram) = p.Run(1, backend = "cpu")
 
 /// The program on ilgpu-cpu, and its worst relative difference from <see cref="cpuScalar"/>.
 let private onIlgpuCpu (p: CompiledProgram) =
@@ -309,6 +305,11 @@ let private alignmentCases =
 /// numbers are expected to be the same bits; the bound is the issue's 1e-9.
 let private tangentTolerance = 1e-9
 
+/// Examples whose numbers come from another algorithm on the kernels: a divergence-kernel response in
+/// `iterative` mode runs as a dense LU on the device and as a sparse LU with selected inversion on the
+/// CPU (equal to rounding: 7e-15 relative measured), so these are held to the tangent bound, not to bits.
+let private otherAlgebra = set [ "lorenz96_response.sde" ]
+
 /// The kernels' normals / uniforms, called on the CPU through a pointer accessor.
 let private kernelFill (uniform: bool) path step tag (b: float[]) =
     use pa = fixed b
@@ -318,12 +319,12 @@ let private kernelFill (uniform: bool) path step tag (b: float[]) =
 [<Tests>]
 let gpuTests =
     testSequenced <| testList "Gpu" [
-        test "kernel normals and uniforms are FillScalar's / FillUniform's bits" {
+        test "kernel normals and uniforms are Fill's (AVX2) / FillUniform's bits" {
             let n = 37
             let a = Array.zeroCreate<float> n
             let b = Array.zeroCreate<float> n
             for (path, step, tag) in [ (0UL, 0UL, 0u); (5UL, 17UL, 0u); (123456789UL, 1UL <<< 33, 1u); ((1UL <<< 40) + 3UL, 99UL, 2u) ] do
-                Normals.FillScalar(42UL, path, step, tag, Span<float>(a))
+                Normals.Fill(42UL, path, step, tag, Span<float>(a))
                 kernelFill false path step tag b
                 Expect.equal (Array.map BitConverter.DoubleToInt64Bits b) (Array.map BitConverter.DoubleToInt64Bits a) "normals"
                 Normals.FillUniform(42UL, path, step, tag, Span<float>(a))
@@ -352,7 +353,9 @@ let gpuTests =
                             Expect.isGreaterThan GpuLyapunov.Launches launches "lyapunov(k) ran on the Lyapunov kernel, not on the CPU engine"
                         let worst = compareReports cpu gpu
                         printfn "gpu: %s worst relative difference ilgpu-cpu vs cpu: %g" (Path.GetFileName file) worst
-                        Expect.isLessThan worst tolerance "relative difference"
+                        if otherAlgebra.Contains(Path.GetFileName file) then
+                            Expect.isLessThan worst tangentTolerance "relative difference (another linear algebra)"
+                        else Expect.equal worst tolerance "relative difference (none: the same bits)"
                     | Error msg ->
                         // a method without a kernel yet: a located error, before any simulation
                         Expect.isMatch msg @"^\d+:\d+: '.*' uses .*cannot run yet" "located refusal"
@@ -364,7 +367,7 @@ let gpuTests =
             let p = compileWith fdModel "fd.sde" 64L
             let gpu, worst = onIlgpuCpu p
             printfn "gpu: finite differences worst relative difference: %g" worst
-            Expect.isLessThan worst tolerance "relative difference"
+            Expect.equal worst tolerance "relative difference (none: the same bits)"
         }
 
         testList "pathwise and divergence-kernel responses: ilgpu-cpu equals cpu" [
@@ -432,11 +435,7 @@ let gpuTests =
             Expect.equal (Array.map bits chunked.StdErrs) (Array.map bits one.StdErrs) "stderrs"
             Expect.equal (bits chunked.LogDetRate) (bits one.LogDetRate) "log-det rate"
             Expect.equal chunked.Paths 40L "paths"
-            Normals.ScalarOnThisThread <- true
-            Normals.ForceScalar <- true
-            let cpu =
-                try LyapunovRunner.For(prog.Compiled.Type).Run(model, prog.Compiled.Structure, RunSettings(Paths = 40L, Dt = 0.01, T = 3.0, Seed = 11UL, Threads = 2), 2, 1.0, true)
-                finally Normals.ScalarOnThisThread <- false; Normals.ForceScalar <- false
+            let cpu = LyapunovRunner.For(prog.Compiled.Type).Run(model, prog.Compiled.Structure, RunSettings(Paths = 40L, Dt = 0.01, T = 3.0, Seed = 11UL, Threads = 2), 2, 1.0, true)
             Expect.equal (Array.map bits one.Exponents) (Array.map bits cpu.Exponents) "exponents = the CPU engine's bits"
             Expect.equal (Array.map bits one.StdErrs) (Array.map bits cpu.StdErrs) "stderrs = the CPU engine's bits"
             Expect.equal (bits one.LogDetRate) (bits cpu.LogDetRate) "log-det = the CPU engine's bits"
@@ -481,10 +480,7 @@ let gpuTests =
             let one = runner.Run(model, st 0L, plans)
             let chunked = runner.Run(model, st (perPath * 2L * 47L), plans)   // 47 paths per launch
             sameEstimates one chunked
-            Normals.ScalarOnThisThread <- true
-            let cpu =
-                try ModelRunner.For(prog.Compiled.Type).Run(model, RunSettings(Paths = 300L, Dt = 0.01, T = 2.0, Seed = 7UL, Threads = 1), plans)
-                finally Normals.ScalarOnThisThread <- false
+            let cpu = ModelRunner.For(prog.Compiled.Type).Run(model, RunSettings(Paths = 300L, Dt = 0.01, T = 2.0, Seed = 7UL, Threads = 1), plans)
             sameEstimates cpu one   // same normals, same arithmetic, same exact sums: the same bits
             let e = Expect.throwsT<RunTooLargeException> (fun () -> runner.Run(model, st (perPath / 2L), plans) |> ignore)
             ()
@@ -525,6 +521,9 @@ let gpuTests =
                     for struct (name, text) in ptx do
                         Expect.stringContains text ".entry" (sprintf "%s has an entry point" name)
                         Expect.stringContains text ".target sm_70" name
+                        // every function is defined: a .NET method ILGPU cannot map (Math.FusedMultiplyAdd in
+                        // 1.5) becomes an undefined external function that no device can load
+                        Expect.isFalse (text.Contains ".extern .func") (sprintf "%s calls no undefined function" name)
                 }
         ]
     ]

@@ -28,27 +28,14 @@ public struct SoaVec : IVec
 
 /// <summary>
 /// The normals and uniforms of <see cref="Normals"/>, written for kernels: no spans, arrays or classes,
-/// output through an <see cref="IVec"/>. Same counters and the same formula as
-/// <see cref="Normals.FillScalar(ulong, ulong, ulong, uint, double*, int)"/> (Box–Muller with
-/// Math.Log / Math.Sqrt / Math.Sin / Math.Cos), so lane k of (seed, path, step, tag) is the same number
-/// on every backend up to the accuracy of the math library of the target (on the CPU and on
-/// ILGPU's CPU accelerator: the same bits as FillScalar).
+/// output through an <see cref="IVec"/>. Same counters and the same scalar code
+/// (<see cref="Normals.Transform"/>: its own log, sine and cosine from adds, multiplies, a division and
+/// a square root), so lane k of (seed, path, step, tag) is the same number as the CPU engine's, bit for
+/// bit, wherever those operations round as IEEE 754 says (ILGPU's CPU accelerator runs this very code;
+/// a CUDA assembler may contract a multiply and an add into an FMA).
 /// </summary>
 public static class KernelNormals
 {
-    const double TwoPi = 6.283185307179586476925286766559;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void BoxMuller(UInt4 b, out double z0, out double z1)
-    {
-        double u1 = Normals.ToUniform(b.X | ((ulong)b.Y << 32));
-        double u2 = Normals.ToUniform(b.Z | ((ulong)b.W << 32));
-        double r = Math.Sqrt(-2.0 * Math.Log(u1));
-        double a = TwoPi * u2;
-        z0 = r * Math.Cos(a);
-        z1 = r * Math.Sin(a);
-    }
-
     /// <summary>Lanes 0..count−1 of the standard normals of (path, step) in stream <paramref name="tag"/>.</summary>
     public static void Fill<TV>(ulong seed, ulong path, ulong step, uint tag, TV dst, int count) where TV : struct, IVec
     {
@@ -56,14 +43,14 @@ public static class KernelNormals
         int k = 0;
         for (; k + 1 < count; k += 2, blk++)
         {
-            BoxMuller(Philox.Draw(seed, path, step, tag, blk), out double z0, out double z1);
+            Normals.BoxMuller(Philox.Draw(seed, path, step, tag, blk), out double z0, out double z1);
             dst[k] = z0;
             dst[k + 1] = z1;
         }
         if (k < count)
         {
-            BoxMuller(Philox.Draw(seed, path, step, tag, blk), out double z0, out _);
-            dst[k] = z0;
+            UInt4 b = Philox.Draw(seed, path, step, tag, blk);
+            dst[k] = Normals.TransformCos(b.X | ((ulong)b.Y << 32), b.Z | ((ulong)b.W << 32));
         }
     }
 

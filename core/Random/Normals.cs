@@ -8,46 +8,164 @@ namespace Sde.Core;
 /// Standard normals and uniforms from Philox blocks. Each block (128 bits) gives two 53-bit uniforms
 /// and, by Box–Muller, two normals: lanes 2j and 2j+1 come from block j, so lane k depends only on
 /// (seed, path, step, tag, k) and never on how many lanes were asked for.
+///
+/// One generator, the same bits in every form. The transform uses only operations that IEEE 754 rounds
+/// exactly once (add, subtract, multiply, divide, square root) and exact integer and bit manipulations,
+/// in the same order in the scalar form (<see cref="Transform"/>, which the GPU kernels compile too),
+/// the AVX2 form (<see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/>) and the four-paths form
+/// (<see cref="FillAcrossPaths4"/>): its own log (fdlibm's reduction and polynomial) and its own sine and
+/// cosine (a quarter-turn reduction done on the integer bits, so exact, and Taylor polynomials on
+/// [−π/4, π/4]), no library log/sin/cos whose last bit is the library's choice. No fused multiply-add:
+/// .NET never contracts a·b + c (scalar or vector), and ILGPU 1.5 cannot emit Math.FusedMultiplyAdd in
+/// PTX (it leaves a call of an undefined function), so plain multiplies and adds are what every
+/// backend rounds alike. So `cpu` and `ilgpu-cpu` give the same numbers, and a change of this code is a
+/// change of every printed number: <see cref="Version"/> names it (shards record it) and the test
+/// "first values of three streams" records its first outputs.
 /// </summary>
 public static class Normals
 {
-    const double TwoPi = 6.283185307179586476925286766559;
+    /// <summary>The generator's name and version, recorded in shard files: bump it with any change of the bits.</summary>
+    public const string Version = "philox4x32-10 box-muller-fma 1";
+
     const double Inv53 = 1.0 / 9007199254740992.0; // 2^-53
+    const double Inv51 = 1.0 / 2251799813685248.0; // 2^-51
+    const ulong Low51 = (1UL << 51) - 1;
+
+    // log: fdlibm's e_log.c reduction x = 2^k·m, m in [√2/2, √2), f = m − 1, s = f/(2 + f),
+    // log m = f − f²/2 + s(f²/2 + R(s²)), with its minimax R (error below 2^-58.45 on the range).
+    const ulong SqrtHalfBits = 0x3fe6a09e667f3bcdUL;       // √2/2
+    const ulong MantMask = 0x000fffffffffffffUL;
+    const double Ln2Hi = 6.93147180369123816490e-01;       // 0x3fe62e42fee00000: k·Ln2Hi exact for |k| < 2^11
+    const double Ln2Lo = 1.90821492927058770002e-10;       // 0x3dea39ef35793c76
+    const double Lg1 = 6.666666666666735130e-01, Lg2 = 3.999999999940941908e-01, Lg3 = 2.857142874366239149e-01,
+                 Lg4 = 2.222219843214978396e-01, Lg5 = 1.818357216161805012e-01, Lg6 = 1.531383769920937332e-01,
+                 Lg7 = 1.479819860511658591e-01;
+
+    // sin(πf/2) = f·Σ S_k f^2k and cos(πf/2) = 1 + Σ C_k f^2k for |f| ≤ 1/2: Taylor coefficients (the
+    // first omitted terms are below 1e-19 relative), each the double nearest the exact (π/2)^n/n!.
+    const double S0 = 1.5707963267948966, S1 = -0.6459640975062463, S2 = 0.07969262624616705,
+                 S3 = -0.004681754135318688, S4 = 0.00016044118478735983, S5 = -3.598843235212085e-06,
+                 S6 = 5.692172921967927e-08, S7 = -6.688035109811468e-10, S8 = 6.0669357311061955e-12;
+    const double C1 = -1.2337005501361697, C2 = 0.25366950790104803, C3 = -0.02086348076335296,
+                 C4 = 0.0009192602748394266, C5 = -2.5202042373060607e-05, C6 = 4.710874778818172e-07,
+                 C7 = -6.386603083791852e-09, C8 = 6.565963114979473e-11;
 
     /// <summary>The top 53 bits of <paramref name="bits"/> as a uniform in (0, 1): centred in its cell, so never 0 or 1.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static double ToUniform(ulong bits) => ((bits >> 11) + 0.5) * Inv53;
 
-    /// <summary>Two standard normals from one Philox block (Box–Muller).</summary>
+    /// <summary>
+    /// log x for a positive normal double (the generator's log; a test measures its error against
+    /// Math.Log). Integer reduction, then the polynomial by Horner's rule.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void BoxMuller(UInt4 b, out double z0, out double z1)
+    public static double Log(double x)
     {
-        double u1 = ToUniform(b.X | ((ulong)b.Y << 32));
-        double u2 = ToUniform(b.Z | ((ulong)b.W << 32));
-        double r = Math.Sqrt(-2.0 * Math.Log(u1));
-        (double s, double c) = Math.SinCos(TwoPi * u2);
-        z0 = r * c;
-        z1 = r * s;
+        ulong ix = (ulong)BitConverter.DoubleToInt64Bits(x) + (0x3ff0000000000000UL - SqrtHalfBits);
+        double k = (double)(long)(ix >> 52) - 1023.0;
+        double f = BitConverter.Int64BitsToDouble((long)((ix & MantMask) + SqrtHalfBits)) - 1.0;
+        double hfsq = 0.5 * f * f;
+        double s = f / (2.0 + f);
+        double z = s * s;
+        double p = z * Lg7 + Lg6;
+        p = z * p + Lg5;
+        p = z * p + Lg4;
+        p = z * p + Lg3;
+        p = z * p + Lg2;
+        p = z * p + Lg1;
+        double r = z * p;
+        return k * Ln2Hi + (((s * (hfsq + r) + k * Ln2Lo) - hfsq) + f);
+    }
+
+    /// <summary>sin(πf/2) and cos(πf/2) for |f| ≤ 1/2 (the generator's; a test measures its error).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SinCosQuarter(double f, out double sin, out double cos)
+    {
+        double f2 = f * f;
+        double ps = f2 * S8 + S7;
+        ps = f2 * ps + S6;
+        ps = f2 * ps + S5;
+        ps = f2 * ps + S4;
+        ps = f2 * ps + S3;
+        ps = f2 * ps + S2;
+        ps = f2 * ps + S1;
+        ps = f2 * ps + S0;
+        double pc = f2 * C8 + C7;
+        pc = f2 * pc + C6;
+        pc = f2 * pc + C5;
+        pc = f2 * pc + C4;
+        pc = f2 * pc + C3;
+        pc = f2 * pc + C2;
+        pc = f2 * pc + C1;
+        sin = f * ps;
+        cos = f2 * pc + 1.0;
     }
 
     /// <summary>
-    /// Makes <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/> use <see cref="FillScalar(ulong, ulong, ulong, uint, double*, int)"/>
-    /// (the GPU kernels' formula) on the current thread only: lets tests compare the CPU engine (run with one
-    /// thread) with the ILGPU backends bit for bit, without touching other threads' runs.
+    /// The generator on one block's two 64-bit halves (the scalar form; the kernels compile this code).
+    /// Radius √(−2 log u) with u = ((a ≫ 11) + ½)·2^-53 ∈ (0, 1) (so |z| reaches √(108 log 2) ≈ 8.65);
+    /// angle (q + f)·π/2 from the other half's top 53 bits: the quadrant q is their top two bits and
+    /// f = (rest + ½)·2^-51 − ½ ∈ (−½, ½), exactly, i.e. the uniform angle 2π((b ≫ 11) + ½)/2^53 − π/4
+    /// (a rotation of a uniform angle is uniform). z0 = r cos, z1 = r sin.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Transform(ulong a, ulong b, out double z0, out double z1)
+    {
+        double r = Radius(a);
+        ulong b53 = b >> 11;
+        double f = ((double)(b53 & Low51) + 0.5) * Inv51 - 0.5;
+        SinCosQuarter(f, out double s, out double c);
+        uint q = (uint)(b53 >> 51);
+        double sn = (q & 1) != 0 ? c : s, cs = (q & 1) != 0 ? s : c;
+        if ((q & 2) != 0) sn = -sn;
+        if (((q + 1) & 2) != 0) cs = -cs;
+        z0 = r * cs;
+        z1 = r * sn;
+    }
+
+    /// <summary>Lane 2j of <see cref="Transform"/> only (a last odd lane): the same bits as its z0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static double TransformCos(ulong a, ulong b)
+    {
+        double r = Radius(a);
+        ulong b53 = b >> 11;
+        double f = ((double)(b53 & Low51) + 0.5) * Inv51 - 0.5;
+        SinCosQuarter(f, out double s, out double c);
+        uint q = (uint)(b53 >> 51);
+        double cs = (q & 1) != 0 ? s : c;
+        if (((q + 1) & 2) != 0) cs = -cs;
+        return r * cs;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double Radius(ulong a) => Math.Sqrt(-2.0 * Log(((double)(a >> 11) + 0.5) * Inv53));
+
+    /// <summary>Two standard normals from one Philox block (lanes 2j, 2j+1 of block j).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void BoxMuller(UInt4 b, out double z0, out double z1)
+        => Transform(b.X | ((ulong)b.Y << 32), b.Z | ((ulong)b.W << 32), out z0, out z1);
+
+    /// <summary>
+    /// Makes <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/> use the scalar form on the current
+    /// thread. The bits are the same either way; tests use it to run the scalar form through the engines.
     /// </summary>
     [ThreadStatic] public static bool ScalarOnThisThread;
-    /// <summary>Process-wide: scalar normals on every thread (tests that compare backends bit for bit).</summary>
+    /// <summary>Process-wide: the scalar form on every thread (the same bits; for tests and measurements).</summary>
     public static volatile bool ForceScalar;
+
+    /// <summary>Whether the vector forms run here (AVX2, and not switched off).</summary>
+    public static bool VectorUsable => Avx2.IsSupported && !ForceScalar && !ScalarOnThisThread;
 
     /// <summary>Lanes 0..count−1 of the standard normals of (path, step) in stream <paramref name="tag"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Fill(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
-        if (Avx2.IsSupported && !ScalarOnThisThread && !ForceScalar) { FillAvx2(seed, path, step, tag, dst, count); return; }
-        FillScalar(seed, path, step, tag, dst, count);
+        // One block: the scalar form is cheaper than a 4-block vector group (same bits).
+        if (count > 2 && Avx2.IsSupported && !ScalarOnThisThread && !ForceScalar) FillAvx2(seed, path, step, tag, dst, count);
+        else FillScalar(seed, path, step, tag, dst, count);
     }
 
-    /// <summary>The portable reference (and the GPU's formula): one block, two lanes, at a time.</summary>
+    /// <summary>The portable form: one block, two lanes, at a time (a last odd lane computes only its cosine).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called every step: never run at tier 0
     public static unsafe void FillScalar(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
@@ -59,15 +177,136 @@ public static class Normals
         }
         if (k < count)
         {
-            BoxMuller(Philox.Draw(seed, path, step, tag, blk), out dst[k], out _);
+            UInt4 b = Philox.Draw(seed, path, step, tag, blk);
+            dst[k] = TransformCos(b.X | ((ulong)b.Y << 32), b.Z | ((ulong)b.W << 32));
         }
     }
 
+    // ---- vector forms: the same operations lane-wise ----
+
+    /// <summary>Ten Philox rounds on four counters in the low halves of 64-bit lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PhiloxV(ref Vector256<ulong> x0, ref Vector256<ulong> x1, ref Vector256<ulong> x2, ref Vector256<ulong> x3, uint k0, uint k1)
+    {
+        var m0 = Vector256.Create((ulong)Philox.M0).AsUInt32();
+        var m1 = Vector256.Create((ulong)Philox.M1).AsUInt32();
+        for (int r = 0; r < 10; r++)
+        {
+            // High halves of the 64-bit lanes may hold junk between rounds: the multiplies read only
+            // the low 32 bits, and the junk is masked (or shifted out) at the end.
+            var p0 = Avx2.Multiply(x0.AsUInt32(), m0);
+            var p1 = Avx2.Multiply(x2.AsUInt32(), m1);
+            x0 = (p1 >> 32) ^ x1 ^ Vector256.Create((ulong)k0);
+            x1 = p1;
+            x2 = (p0 >> 32) ^ x3 ^ Vector256.Create((ulong)k1);
+            x3 = p0;
+            k0 += Philox.W0; k1 += Philox.W1;
+        }
+    }
+
+    /// <summary>Two sets of four counters through <see cref="PhiloxV"/>'s rounds, interleaved.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PhiloxV2(ref Vector256<ulong> x0, ref Vector256<ulong> x1, ref Vector256<ulong> x2, ref Vector256<ulong> x3,
+                         ref Vector256<ulong> y0, ref Vector256<ulong> y1, ref Vector256<ulong> y2, ref Vector256<ulong> y3, uint k0, uint k1)
+    {
+        var m0 = Vector256.Create((ulong)Philox.M0).AsUInt32();
+        var m1 = Vector256.Create((ulong)Philox.M1).AsUInt32();
+        for (int r = 0; r < 10; r++)
+        {
+            var kv0 = Vector256.Create((ulong)k0);
+            var kv1 = Vector256.Create((ulong)k1);
+            var p0 = Avx2.Multiply(x0.AsUInt32(), m0);
+            var p1 = Avx2.Multiply(x2.AsUInt32(), m1);
+            var q0 = Avx2.Multiply(y0.AsUInt32(), m0);
+            var q1 = Avx2.Multiply(y2.AsUInt32(), m1);
+            x0 = (p1 >> 32) ^ x1 ^ kv0;
+            x1 = p1;
+            x2 = (p0 >> 32) ^ x3 ^ kv1;
+            x3 = p0;
+            y0 = (q1 >> 32) ^ y1 ^ kv0;
+            y1 = q1;
+            y2 = (q0 >> 32) ^ y3 ^ kv1;
+            y3 = q0;
+            k0 += Philox.W0; k1 += Philox.W1;
+        }
+    }
+
+    /// <summary>Integers below 2^52 to double, exactly (the 2^52 bit-pattern trick).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> Small52(Vector256<ulong> v)
+        => (v | Vector256.Create(0x4330000000000000UL)).AsDouble() - Vector256.Create(4503599627370496.0);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> LogV(Vector256<double> x)
+    {
+        var ix = x.AsUInt64() + Vector256.Create(0x3ff0000000000000UL - SqrtHalfBits);
+        var k = Small52(ix >> 52) - Vector256.Create(1023.0);
+        var f = ((ix & Vector256.Create(MantMask)) + Vector256.Create(SqrtHalfBits)).AsDouble() - Vector256.Create(1.0);
+        var hfsq = Vector256.Create(0.5) * f * f;
+        var s = f / (Vector256.Create(2.0) + f);
+        var z = s * s;
+        var p = z * Vector256.Create(Lg7) + Vector256.Create(Lg6);
+        p = z * p + Vector256.Create(Lg5);
+        p = z * p + Vector256.Create(Lg4);
+        p = z * p + Vector256.Create(Lg3);
+        p = z * p + Vector256.Create(Lg2);
+        p = z * p + Vector256.Create(Lg1);
+        var r = z * p;
+        return k * Vector256.Create(Ln2Hi) + (((s * (hfsq + r) + k * Vector256.Create(Ln2Lo)) - hfsq) + f);
+    }
+
+    /// <summary><see cref="Transform"/> on four (a, b) pairs: z0 = r cos, z1 = r sin, lane-wise the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void TransformV(Vector256<ulong> a, Vector256<ulong> b, out Vector256<double> z0, out Vector256<double> z1)
+    {
+        // (a >> 11) < 2^53: halve it so the 2^52 trick applies, (h + h) + low bit is exact as in the scalar cast
+        var a53 = a >> 11;
+        var h = Small52(a53 >> 1);
+        var u = ((h + h + Small52(a53 & Vector256<ulong>.One)) + Vector256.Create(0.5)) * Vector256.Create(Inv53);
+        var r = Vector256.Sqrt(Vector256.Create(-2.0) * LogV(u));
+        var b53 = b >> 11;
+        var f = (Small52(b53 & Vector256.Create(Low51)) + Vector256.Create(0.5)) * Vector256.Create(Inv51) - Vector256.Create(0.5);
+        var f2 = f * f;
+        var ps = f2 * Vector256.Create(S8) + Vector256.Create(S7);
+        ps = f2 * ps + Vector256.Create(S6);
+        ps = f2 * ps + Vector256.Create(S5);
+        ps = f2 * ps + Vector256.Create(S4);
+        ps = f2 * ps + Vector256.Create(S3);
+        ps = f2 * ps + Vector256.Create(S2);
+        ps = f2 * ps + Vector256.Create(S1);
+        ps = f2 * ps + Vector256.Create(S0);
+        var pc = f2 * Vector256.Create(C8) + Vector256.Create(C7);
+        pc = f2 * pc + Vector256.Create(C6);
+        pc = f2 * pc + Vector256.Create(C5);
+        pc = f2 * pc + Vector256.Create(C4);
+        pc = f2 * pc + Vector256.Create(C3);
+        pc = f2 * pc + Vector256.Create(C2);
+        pc = f2 * pc + Vector256.Create(C1);
+        var s = f * ps;
+        var c = f2 * pc + Vector256.Create(1.0);
+        var q = b53 >> 51;
+        var swap = Vector256.Equals(q & Vector256<ulong>.One, Vector256<ulong>.One).AsDouble();
+        var sn = Vector256.ConditionalSelect(swap, c, s);
+        var cs = Vector256.ConditionalSelect(swap, s, c);
+        // negation is a sign flip: q & 2 for the sine, (q + 1) & 2 for the cosine (quadrants 1 and 2)
+        sn = (sn.AsUInt64() ^ ((q & Vector256.Create(2UL)) << 62)).AsDouble();
+        cs = (cs.AsUInt64() ^ (((q + Vector256<ulong>.One) & Vector256.Create(2UL)) << 62)).AsDouble();
+        z0 = r * cs;
+        z1 = r * sn;
+    }
+
+    /// <summary>The 64-bit halves (X | Y≪32, Z | W≪32) of four Philox outputs held in 64-bit lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Halves(Vector256<ulong> x0, Vector256<ulong> x1, Vector256<ulong> x2, Vector256<ulong> x3, out Vector256<ulong> a, out Vector256<ulong> b)
+    {
+        var mask = Vector256.Create(0xFFFFFFFFUL);
+        a = (x0 & mask) | (x1 << 32);
+        b = (x2 & mask) | (x3 << 32);
+    }
+
     /// <summary>
-    /// Four Philox blocks (eight lanes) per iteration in AVX2 registers, with vectorised log and sincos.
-    /// A partial last group is computed in full and copied, so every lane always comes from this same
-    /// code and a lane's value never depends on the count. (Its bits may differ from <see cref="FillScalar"/>
-    /// in the last place: the vector log/sincos are not the C library's.)
+    /// Four Philox blocks (eight lanes) per group in AVX2 registers. A last block alone goes to the scalar
+    /// form, a partial group of two or three blocks is computed in full and copied: the same bits.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called every step: never run at tier 0
     static unsafe void FillAvx2(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
@@ -77,39 +316,38 @@ public static class Normals
         var c2 = Vector256.Create((ulong)(uint)path);
         var c3 = Vector256.Create((ulong)((uint)(path >> 32) ^ ((uint)(step >> 32) << 16) ^ (tag << 28)));
         uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
-        var mask = Vector256.Create(0xFFFFFFFFUL);
-        var magic = Vector256.Create(0x4330000000000000UL);  // 2^52: integers below it by bit pattern
-        var two52 = Vector256.Create(4503599627370496.0);
-        var half = Vector256.Create(0.5);
-        var scale = Vector256.Create(Inv53);
-        var twoPi = Vector256.Create(TwoPi);
-        var minus2 = Vector256.Create(-2.0);
-        for (int k = 0; k < count; k += 8)
+        int k = 0;
+        // Two groups (sixteen lanes) at a time while they fill: two independent dependency chains, which
+        // the core overlaps (one group's Philox rounds and log polynomial are latency-bound).
+        for (; count - k >= 16; k += 16)
+        {
+            ulong b0 = (ulong)(uint)(k >> 1);
+            var x0 = Vector256.Create(b0, b0 + 1, b0 + 2, b0 + 3);
+            var y0 = x0 + Vector256.Create(4UL);
+            var x1 = c1; var x2 = c2; var x3 = c3;
+            var y1 = c1; var y2 = c2; var y3 = c3;
+            PhiloxV2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, k0, k1);
+            Halves(x0, x1, x2, x3, out var a, out var b);
+            Halves(y0, y1, y2, y3, out var a2, out var b2);
+            TransformV(a, b, out var z0, out var z1);
+            TransformV(a2, b2, out var w0, out var w1);
+            var lo = Avx.UnpackLow(z0, z1);
+            var hi = Avx.UnpackHigh(z0, z1);
+            Avx.Permute2x128(lo, hi, 0x20).Store(dst + k);
+            Avx.Permute2x128(lo, hi, 0x31).Store(dst + k + 4);
+            lo = Avx.UnpackLow(w0, w1);
+            hi = Avx.UnpackHigh(w0, w1);
+            Avx.Permute2x128(lo, hi, 0x20).Store(dst + k + 8);
+            Avx.Permute2x128(lo, hi, 0x31).Store(dst + k + 12);
+        }
+        for (; count - k > 2; k += 8)
         {
             ulong b0 = (ulong)(uint)(k >> 1);
             var x0 = Vector256.Create(b0, b0 + 1, b0 + 2, b0 + 3);
             var x1 = c1; var x2 = c2; var x3 = c3;
-            uint kk0 = k0, kk1 = k1;
-            for (int r = 0; r < 10; r++)
-            {
-                // High halves of the 64-bit lanes may hold junk between rounds: the multiplies read only
-                // the low 32 bits, and the junk is masked (or shifted out) at the end.
-                var p0 = Avx2.Multiply(x0.AsUInt32(), Vector256.Create((ulong)Philox.M0).AsUInt32());
-                var p1 = Avx2.Multiply(x2.AsUInt32(), Vector256.Create((ulong)Philox.M1).AsUInt32());
-                x0 = (p1 >> 32) ^ x1 ^ Vector256.Create((ulong)kk0);
-                x1 = p1;
-                x2 = (p0 >> 32) ^ x3 ^ Vector256.Create((ulong)kk1);
-                x3 = p0;
-                kk0 += Philox.W0; kk1 += Philox.W1;
-            }
-            var a = ((x0 & mask) | (x1 << 32)) >> 11;
-            var b = ((x2 & mask) | (x3 << 32)) >> 11;
-            var u1 = (ToDouble53(a, magic, two52) + half) * scale;
-            var u2 = (ToDouble53(b, magic, two52) + half) * scale;
-            var rad = Vector256.Sqrt(minus2 * Vector256.Log(u1));
-            var (sn, cs) = Vector256.SinCos(twoPi * u2);
-            var z0 = rad * cs;
-            var z1 = rad * sn;
+            PhiloxV(ref x0, ref x1, ref x2, ref x3, k0, k1);
+            Halves(x0, x1, x2, x3, out var a, out var b);
+            TransformV(a, b, out var z0, out var z1);
             // Interleave: block j gives lanes 2j (cos) and 2j+1 (sin).
             var lo = Avx.UnpackLow(z0, z1);   // j0c j0s j2c j2s
             var hi = Avx.UnpackHigh(z0, z1);  // j1c j1s j3c j3s
@@ -127,15 +365,111 @@ public static class Normals
                 for (int i = k; i < count; i++) dst[i] = tmp[i - k];
             }
         }
+        // one block left
+        if (k + 1 < count)
+            BoxMuller(Philox.Draw(seed, path, step, tag, (uint)(k >> 1)), out dst[k], out dst[k + 1]);
+        else if (k < count)
+        {
+            UInt4 b = Philox.Draw(seed, path, step, tag, (uint)(k >> 1));
+            dst[k] = TransformCos(b.X | ((ulong)b.Y << 32), b.Z | ((ulong)b.W << 32));
+        }
     }
 
-    /// <summary>Exact conversion of integers below 2^53: (v/2)·2 + (v mod 2), each half through the 2^52 bit trick.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<double> ToDouble53(Vector256<ulong> v, Vector256<ulong> magic, Vector256<double> two52)
+    /// <summary>
+    /// The normals of four consecutive paths at one step: dst[k·4 + j] = lane k of path path0 + j, the same
+    /// bits as <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/> of that path (a test checks it).
+    /// The four vector lanes run over the paths (only Philox's counter differs), one block per iteration.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void FillAcrossPaths4(ulong seed, ulong path0, ulong step, uint tag, double* dst, int count)
     {
-        var h = ((v >> 1) | magic).AsDouble() - two52;
-        var l = ((v & Vector256<ulong>.One) | magic).AsDouble() - two52;
-        return h + h + l;
+        if (!VectorUsable)
+        {
+            double* tmp = stackalloc double[2];
+            for (int j = 0; j < 4; j++)
+            {
+                ulong p = path0 + (ulong)j;
+                for (int i = 0; i < count; i += 2)
+                {
+                    int n = Math.Min(2, count - i);
+                    FillBlock(seed, p, step, tag, (uint)(i >> 1), tmp, n);
+                    dst[i * 4 + j] = tmp[0];
+                    if (n == 2) dst[(i + 1) * 4 + j] = tmp[1];
+                }
+            }
+            return;
+        }
+        ulong p1 = path0 + 1, p2 = path0 + 2, p3 = path0 + 3;
+        var c1 = Vector256.Create((ulong)(uint)step);
+        var c2 = Vector256.Create((ulong)(uint)path0, (uint)p1, (uint)p2, (uint)p3);
+        uint hi = ((uint)(step >> 32) << 16) ^ (tag << 28);
+        var c3 = Vector256.Create((ulong)((uint)(path0 >> 32) ^ hi), (uint)(p1 >> 32) ^ hi, (uint)(p2 >> 32) ^ hi, (uint)(p3 >> 32) ^ hi);
+        uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        int k = 0;
+        for (; count - k >= 4; k += 4)
+        {
+            // two blocks at once: independent chains the core overlaps
+            var x0 = Vector256.Create((ulong)(uint)(k >> 1));
+            var y0 = x0 + Vector256<ulong>.One;
+            var x1 = c1; var x2 = c2; var x3 = c3;
+            var y1 = c1; var y2 = c2; var y3 = c3;
+            PhiloxV2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, k0, k1);
+            Halves(x0, x1, x2, x3, out var a, out var b);
+            Halves(y0, y1, y2, y3, out var a2, out var b2);
+            TransformV(a, b, out var z0, out var z1);
+            TransformV(a2, b2, out var w0, out var w1);
+            z0.Store(dst + k * 4);
+            z1.Store(dst + (k + 1) * 4);
+            w0.Store(dst + (k + 2) * 4);
+            w1.Store(dst + (k + 3) * 4);
+        }
+        for (; k < count; k += 2)
+        {
+            var x0 = Vector256.Create((ulong)(uint)(k >> 1));
+            var x1 = c1; var x2 = c2; var x3 = c3;
+            PhiloxV(ref x0, ref x1, ref x2, ref x3, k0, k1);
+            Halves(x0, x1, x2, x3, out var a, out var b);
+            TransformV(a, b, out var z0, out var z1);
+            z0.Store(dst + k * 4);
+            if (k + 1 < count) z1.Store(dst + (k + 1) * 4);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void FillBlock(ulong seed, ulong path, ulong step, uint tag, uint blk, double* dst, int n)
+    {
+        UInt4 b = Philox.Draw(seed, path, step, tag, blk);
+        ulong a = b.X | ((ulong)b.Y << 32), c = b.Z | ((ulong)b.W << 32);
+        if (n == 2) Transform(a, c, out dst[0], out dst[1]);
+        else dst[0] = TransformCos(a, c);
+    }
+
+    /// <summary>
+    /// Lanes 0 and 1 of four consecutive paths, path-major: z[2j], z[2j+1] = lanes 0, 1 of path path0 + j
+    /// (the weighted engine's layout; the same bits as <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void FillFirstLanes4(ulong seed, ulong path0, ulong step, uint tag, double* z)
+    {
+        if (!VectorUsable)
+        {
+            for (int j = 0; j < 4; j++) FillBlock(seed, path0 + (ulong)j, step, tag, 0, z + 2 * j, 2);
+            return;
+        }
+        ulong p1 = path0 + 1, p2 = path0 + 2, p3 = path0 + 3;
+        var x0 = Vector256<ulong>.Zero;
+        var x1 = Vector256.Create((ulong)(uint)step);
+        var x2 = Vector256.Create((ulong)(uint)path0, (uint)p1, (uint)p2, (uint)p3);
+        uint hi = ((uint)(step >> 32) << 16) ^ (tag << 28);
+        var x3 = Vector256.Create((ulong)((uint)(path0 >> 32) ^ hi), (uint)(p1 >> 32) ^ hi, (uint)(p2 >> 32) ^ hi, (uint)(p3 >> 32) ^ hi);
+        PhiloxV(ref x0, ref x1, ref x2, ref x3, (uint)seed, (uint)(seed >> 32));
+        Halves(x0, x1, x2, x3, out var a, out var b);
+        TransformV(a, b, out var z0, out var z1);
+        // unpack gives (p0 cos, p0 sin, p2 cos, p2 sin) and (p1 ..., p3 ...); the permutes put them in path order
+        var lo = Avx.UnpackLow(z0, z1);
+        var hi2 = Avx.UnpackHigh(z0, z1);
+        Avx.Permute2x128(lo, hi2, 0x20).Store(z);
+        Avx.Permute2x128(lo, hi2, 0x31).Store(z + 4);
     }
 
     /// <inheritdoc cref="Fill(ulong, ulong, ulong, uint, double*, int)"/>

@@ -76,7 +76,7 @@ public static class CovectorGrowth
             ulong gp = FirstPath + (ulong)p;
             fixed (double* px = x, pzn = zn, pzu = zu)
             {
-                Normals.FillScalar(s.Seed, gp, 0, Philox.TagInitNormal, pzn, d);
+                Normals.Fill(s.Seed, gp, 0, Philox.TagInitNormal, pzn, d);
                 Normals.FillUniform(s.Seed, gp, 0, Philox.TagInitUniform, pzu, d);
                 mdl.Init(new PtrVec(px), new PtrVec(pzn), new PtrVec(pzu));
             }
@@ -91,7 +91,7 @@ public static class CovectorGrowth
                 double t = n * dt;
                 fixed (double* px = x, py = y, pw = w, pj = jv)
                 {
-                    Normals.FillScalar(s.Seed, gp, (ulong)n, Philox.TagStep, pw, m);
+                    Normals.Fill(s.Seed, gp, (ulong)n, Philox.TagStep, pw, m);
                     mdl.Jacobian(new PtrVec(px), new PtrVec(pw), t, dt, sq, new PtrVec(pj));
                     mdl.Step(new PtrVec(px), new PtrVec(py), new PtrVec(pw), t, dt, sq);
                 }

@@ -1037,8 +1037,8 @@ let private parseError (argv: string[]) (message: string) =
 
 [<EntryPoint>]
 let main argv =
-    // DSL_SCALAR_NORMALS=1: the portable scalar normals on every thread, so that the CPU backend's
-    // numbers can be compared bit for bit with a GPU backend's (which computes the scalar formula)
+    // DSL_SCALAR_NORMALS=1 (accepted, no effect on the numbers): the scalar form of the one normal
+    // generator on every thread; its vector forms give the same bits, so backends agree without it
     if Environment.GetEnvironmentVariable "DSL_SCALAR_NORMALS" = "1" then Normals.ForceScalar <- true
     let parser = ArgumentParser.Create<Cli>(programName = "dsl")
 

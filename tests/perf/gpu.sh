@@ -4,7 +4,7 @@
 #   dotnet publish dsl/cli -c Release -r linux-x64 --self-contained -o publish/dsl
 #   tar czf dsl-publish.tgz publish/dsl        (then, there, in the repository root: tar xzf dsl-publish.tgz)
 # 1. equivalence: `--backend cuda` against the CPU engine with the same (scalar) normals
-#    (DSL_SCALAR_NORMALS=1), on small runs of several examples, worst relative difference;
+#    (one generator: no switch needed), on small runs of several examples, worst relative difference;
 # 2. throughput on the benchmark workload (Lorenz-96-40, 2000 steps): CUDA with 10^6 paths,
 #    the CPU engine (all cores of that machine) with 10^5 paths.
 set -u
@@ -16,10 +16,10 @@ trap 'rm -rf "$tmp"' EXIT
 log="$OUT/gpu.log"
 say() { echo "$*" | tee -a "$log"; }
 say "== $(date -u +%F) $(nvidia-smi -L 2>/dev/null | head -1) ; $(nproc) CPU cores"
-say "== equivalence: cuda vs cpu (scalar normals), worst relative difference over every value and stderr"
+say "== equivalence: cuda vs cpu (the same normals), worst relative difference over every value and stderr"
 eq() { # NAME FILE ARGS...
     local name="$1" file="$2"; shift 2
-    DSL_SCALAR_NORMALS=1 "$DSL" run "$file" --backend cpu --json --quiet "$@" >"$tmp/cpu_$name.json" 2>>"$log" || { say "$name: cpu run failed"; return; }
+    "$DSL" run "$file" --backend cpu --json --quiet "$@" >"$tmp/cpu_$name.json" 2>>"$log" || { say "$name: cpu run failed"; return; }
     "$DSL" run "$file" --backend cuda --json --quiet "$@" >"$tmp/cuda_$name.json" 2>>"$log" || { say "$name: cuda run failed"; return; }
     say "$name: $(python3 tests/perf/compare_json.py "$tmp/cpu_$name.json" "$tmp/cuda_$name.json")"
 }

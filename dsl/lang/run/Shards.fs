@@ -19,7 +19,7 @@ type ShardSpec = { K: int; N: int }
 /// What a partial file says about itself (its manifest, also stored inside the file).
 type Header =
     { ToolVersion: string
-      /// The numerics of the machine that ran the shard (architecture, AVX2 or scalar normals, runtime):
+      /// The numerics of the machine that ran the shard (architecture, normal generator version, runtime):
       /// shards must share them for their paths to be those of one run.
       Numerics: string
       /// The identity of the run: the source text, the settings and the parameter sets in force (after
@@ -54,8 +54,9 @@ let toolVersion () =
 
 /// The numerics of this process: which normal generator the engines use, on which architecture and runtime.
 let numerics () =
-    let normals = if Runtime.Intrinsics.X86.Avx2.IsSupported && not Normals.ForceScalar then "avx2" else "scalar"
-    sprintf "%s, %s normals, %s" (Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant()) normals
+    // the generator's version, not its form: scalar and vector forms give the same bits. A partial of an
+    // older build ("avx2 normals") differs here and is refused with the "other numerics" message.
+    sprintf "%s, normals %s, %s" (Runtime.InteropServices.RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant()) Normals.Version
         Runtime.InteropServices.RuntimeInformation.FrameworkDescription
 
 /// Paths K·P/N .. (K+1)·P/N − 1 (exact in 128-bit integers: K·P overflows 64 bits for large runs).
