@@ -33,11 +33,19 @@ public static partial class Engine
     /// </summary>
     public const int MaxAutoLaneDim = 256;
 
+    /// <summary>
+    /// Overrides the automatic choice for runs started on the current thread only (0: no override, 1: one
+    /// path at a time, 4: lanes wherever the model has them), below <see cref="RunSettings.Lanes"/>: lets tests
+    /// compare both ways in-process without touching other threads' runs.
+    /// </summary>
+    [ThreadStatic] public static int LanesOnThisThread;
+
     /// <summary>Does a run with settings <paramref name="s"/> of a model with this lane width and dimension use lanes?</summary>
     internal static bool ChooseLanes(RunSettings s, int laneWidth, int dim)
     {
         if (laneWidth != 4 || !Vector256.IsHardwareAccelerated || !Avx2.IsSupported) return false;
         int want = s.Lanes;
+        if (want == 0) want = LanesOnThisThread;
         if (want == 0 && int.TryParse(Environment.GetEnvironmentVariable("SDE_LANES"), out int env)) want = env;
         return want switch
         {
