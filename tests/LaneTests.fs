@@ -224,6 +224,27 @@ let tests =
             sameReports (runWith p 1 1) (runWith p 4 1)
         }
 
+        test "lanes allocate nothing per step or per path" {
+            let c = (compile ou).Program.Compiled
+            let runner = ModelRunner.For c.Type
+            let model = c.Instance [| 1.0; 0.5; 1.0 |]
+            let plans = [| QueryPlan(Kind = EstimateKind.Mean, Observable = 0); QueryPlan(Kind = EstimateKind.Density, Observable = 0, Lo = -2.0, Hi = 2.0, Bins = 10) |]
+            let run paths steps =
+                let s = RunSettings(Paths = paths, Dt = 0.01, T = float steps * 0.01, Seed = 3UL, Threads = 1, Lanes = 4)
+                let before = GC.GetAllocatedBytesForCurrentThread()
+                runner.Run(model, s, plans) |> ignore
+                GC.GetAllocatedBytesForCurrentThread() - before
+            run 100L 10 |> ignore // JIT
+            run 100L 1000 |> ignore
+            run 4000L 10 |> ignore
+            let least f = List.min [ f (); f (); f () ]
+            let a10 = least (fun () -> run 100L 10)
+            let a1000 = least (fun () -> run 100L 1000)
+            let p4k = least (fun () -> run 4000L 10)
+            Expect.isTrue (abs (a1000 - a10) < 512L) (sprintf "10 steps: %d B, 1000 steps: %d B" a10 a1000)
+            Expect.isTrue (abs (p4k - a10) < 2048L) (sprintf "100 paths: %d B, 4000 paths: %d B" a10 p4k)
+        }
+
         test "a run that blows up fails in the same words with lanes" {
             let p = compile blowup
             hasLanes p
