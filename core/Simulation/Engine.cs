@@ -11,7 +11,7 @@ namespace Sde.Core;
 /// per-thread exact accumulators merged at the end. Generic over the model struct so that the JIT
 /// specialises and inlines the model's methods into the step loop.
 /// </summary>
-public static class Engine
+public static partial class Engine
 {
     /// <summary>Runs <paramref name="plans"/> on <paramref name="model"/> and returns one estimate per plan.</summary>
     public static Estimate[] Run<TModel>(in TModel model, RunSettings s, QueryPlan[] plans)
@@ -32,6 +32,8 @@ public static class Engine
         int d = m.Dim, nw = m.NoiseDim, nobs = m.ObservableCount;
         if (d <= 0 || nw < 0 || nobs < 0) throw new ArgumentException($"invalid model sizes (dim {d}, noise {nw}, observables {nobs})");
         var layout = QueryLayout.Build(plans, steps, s.Dt, nobs);
+        // Four paths per step in the vector lanes where the model has a lane step and it pays (EngineLanes.cs).
+        if (LaneRun<TModel>.Run is { } lanes && lanes(m, s, plans) is { } laneResult) return laneResult;
 
         int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
         long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 1, 256);

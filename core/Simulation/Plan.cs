@@ -45,6 +45,12 @@ public sealed class RunSettings
     public CancellationToken Cancel { get; init; }
     /// <summary>Memory the run may use, in bytes; 0 means what the GC reports as available on this machine.</summary>
     public long MemoryLimit { get; init; }
+    /// <summary>
+    /// Paths per step on the plain CPU engine: 0 chooses (four paths in the vector lanes where the model has
+    /// a lane step and it pays, else one; the environment variable SDE_LANES = 1 or 4 overrides the choice),
+    /// 1 one path at a time, 4 four paths wherever the model has a lane step. The results are the same bits.
+    /// </summary>
+    public int Lanes { get; init; }
 
     /// <summary>Number of steps N = T / dt; see <see cref="StepsOf"/> (throws when T is not a whole number of steps).</summary>
     public long Steps => StepsOf(T, Dt);

@@ -1,0 +1,280 @@
+using System.Reflection;
+using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Sde.Core;
+
+/// <summary>
+/// The lane entry of <see cref="Engine.RunPartial{TModel}"/> for a model type: null when the type has no lane
+/// step (<see cref="ISdeLaneModel"/>), else the lane run, which returns null when one path at a time is chosen.
+/// Built once per type by reflection, so that the engine's generic code needs no constraint on it.
+/// </summary>
+static class LaneRun<TModel> where TModel : struct, ISdeModel
+{
+    public static readonly Func<TModel, RunSettings, QueryPlan[], Accumulators?>? Run = Make();
+
+    static Func<TModel, RunSettings, QueryPlan[], Accumulators?>? Make()
+    {
+        if (!typeof(ISdeLaneModel).IsAssignableFrom(typeof(TModel))) return null;
+        var mi = typeof(Engine).GetMethod(nameof(Engine.RunLanes), BindingFlags.NonPublic | BindingFlags.Static)!.MakeGenericMethod(typeof(TModel));
+        return mi.CreateDelegate<Func<TModel, RunSettings, QueryPlan[], Accumulators?>>();
+    }
+}
+
+public static partial class Engine
+{
+    /// <summary>
+    /// Largest state dimension for which the automatic choice runs four paths per step. Measured (one
+    /// thread, tests/perf/lanes.sh): lanes win on every model size tried, from 1 to 40 components.
+    /// Above this the lane step's method body grows with the model and the JIT would optimise it less.
+    /// </summary>
+    public const int MaxAutoLaneDim = 256;
+
+    /// <summary>
+    /// Overrides the automatic choice for runs started on the current thread only (0: no override, 1: one
+    /// path at a time, 4: lanes wherever the model has them), below <see cref="RunSettings.Lanes"/>: lets tests
+    /// compare both ways in-process without touching other threads' runs.
+    /// </summary>
+    [ThreadStatic] public static int LanesOnThisThread;
+
+    /// <summary>Does a run with settings <paramref name="s"/> of a model with this lane width and dimension use lanes?</summary>
+    internal static bool ChooseLanes(RunSettings s, int laneWidth, int dim)
+    {
+        if (laneWidth != 4 || !Vector256.IsHardwareAccelerated || !Avx2.IsSupported) return false;
+        int want = s.Lanes;
+        if (want == 0) want = LanesOnThisThread;
+        if (want == 0 && int.TryParse(Environment.GetEnvironmentVariable("SDE_LANES"), out int env)) want = env;
+        return want switch
+        {
+            1 => false,
+            4 => true,
+            _ => s.Paths >= 4 && dim <= MaxAutoLaneDim,
+        };
+    }
+
+    /// <summary>
+    /// <see cref="RunPartial{TModel}"/> with four paths per step in the lanes of a <see cref="Vector256{T}"/>,
+    /// or null when one path at a time is chosen. The same path blocks, accumulators and failure record
+    /// as the one-path engine; each lane records into a worker of its own (merged at the end: the sums
+    /// are exact, so the order does not matter).
+    /// </summary>
+    internal static unsafe Accumulators? RunLanes<TModel>(TModel m, RunSettings s, QueryPlan[] plans)
+        where TModel : struct, ISdeModel, ISdeLaneModel
+    {
+        long steps = CheckSettings(s);
+        int d = m.Dim, nw = m.NoiseDim, nobs = m.ObservableCount;
+        if (!ChooseLanes(s, m.LaneWidth, d)) return null;
+        var layout = QueryLayout.Build(plans, steps, s.Dt, nobs);
+
+        int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
+        // blocks of whole lane groups where there are enough paths (a partial group runs one path at a time)
+        long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 4, 256) & ~3L;
+        long blocks = s.Paths == 0 ? 0 : (s.Paths + blockSize - 1) / blockSize;
+        threads = (int)Math.Max(1, Math.Min(threads, blocks));
+
+        long need = Memory.Estimate(d, nw, nobs, plans, 4 * threads) + threads * 8L * 4 * (2 * (d + 4) + nw + 4);
+        long avail = s.MemoryLimit > 0 ? s.MemoryLimit : Memory.Available();
+        Memory.Check(need, avail, $"{threads} worker(s) of four lanes on a model of dimension {d} with {plans.Length} quer{(plans.Length == 1 ? "y" : "ies")}");
+
+        var sh = new Shared(s, steps, blockSize, blocks, layout);
+        var result = new Accumulators(plans, layout, steps, s.Dt);
+        var groups = new LaneGroup[threads];
+        try
+        {
+            for (int i = 0; i < threads; i++) groups[i] = new LaneGroup(d, nw, nobs, plans, layout, steps, s.Dt);
+            if (threads == 1)
+            {
+                RunLaneWorker(m, sh, groups[0]);
+            }
+            else
+            {
+                var ts = new Thread[threads - 1];
+                for (int i = 1; i < threads; i++)
+                {
+                    var g = groups[i];
+                    ts[i - 1] = new Thread(() => RunLaneWorker(m, sh, g), (int)Memory.WorkerStack) { IsBackground = true, Name = $"sde-worker-{i}" };
+                    ts[i - 1].Start();
+                }
+                RunLaneWorker(m, sh, groups[0]);
+                foreach (var t in ts) t.Join();
+            }
+            if (sh.Error != null) sh.Error.Throw();
+            s.Cancel.ThrowIfCancellationRequested();
+            if (sh.FailedPaths > 0)
+                throw new SimulationFailedException(sh.FailStep, sh.FailStep * s.Dt, sh.FailedPaths, groups.Sum(g => g.Lanes.Sum(w => w.Ran)), s.Paths);
+            foreach (var g in groups) foreach (var w in g.Lanes) result.Merge(w.Acc);
+        }
+        finally
+        {
+            foreach (var g in groups) g?.Dispose();
+        }
+        s.Progress?.Invoke(1.0);
+        return result;
+    }
+
+    /// <summary>One thread's four lane workers (lane j's records and accumulators) and the lane-major buffers.</summary>
+    sealed unsafe class LaneGroup : IDisposable
+    {
+        public readonly Worker[] Lanes = new Worker[4];
+        public double* X4, Y4, W4;
+        void* _mem;
+
+        public LaneGroup(int d, int m, int nobs, QueryPlan[] plans, QueryLayout[] layout, long steps, double dt)
+        {
+            for (int j = 0; j < 4; j++) Lanes[j] = new Worker(d, m, nobs, plans, layout, steps, dt);
+            long dp = 4L * Math.Max(d, 1), mp = 4L * Math.Max(m, 1);
+            long total = 2 * dp + mp;
+            _mem = NativeMemory.AlignedAlloc((nuint)(total * 8), 64);
+            NativeMemory.Clear(_mem, (nuint)(total * 8));
+            X4 = (double*)_mem; Y4 = X4 + dp; W4 = Y4 + dp;
+        }
+
+        public void Dispose()
+        {
+            foreach (var w in Lanes) w?.Dispose();
+            if (_mem != null) { NativeMemory.AlignedFree(_mem); _mem = null; }
+        }
+    }
+
+    static void RunLaneWorker<TModel>(TModel model, Shared sh, LaneGroup g) where TModel : struct, ISdeModel, ISdeLaneModel
+    {
+        try { RunLaneBlocks(ref model, sh, g); }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref sh.Error, ExceptionDispatchInfo.Capture(e), null);
+            sh.Stop = true;
+        }
+    }
+
+    /// <summary>
+    /// The blocks of paths, four at a time; a block's last paths that do not fill a group, and every group in
+    /// which a lane fails, run one path at a time (<see cref="RunOnePath"/>): a failure is then found and
+    /// reported exactly as the one-path engine reports it (the first failing path in order, its step).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void RunLaneBlocks<TModel>(ref TModel model, Shared sh, LaneGroup g) where TModel : struct, ISdeModel, ISdeLaneModel
+    {
+        var w0 = g.Lanes[0];
+        while (!sh.Stop)
+        {
+            long blk = Interlocked.Increment(ref sh.NextBlock) - 1;
+            if (blk >= sh.Blocks) break;
+            long p0 = blk * sh.BlockSize, p1 = Math.Min(p0 + sh.BlockSize, sh.Paths);
+            long p = p0;
+            for (; p + 4 <= p1; p += 4)
+            {
+                if (sh.Stop) return;
+                if (sh.Cancel.IsCancellationRequested) { sh.Stop = true; return; }
+                if (RunGroup(ref model, sh, g, p)) continue;
+                // a lane failed: its group again, one path at a time (same bits), to report as the one-path engine does
+                foreach (var w in g.Lanes) w.Discard();
+                for (long q = p; q < p + 4; q++)
+                    if (!RunOnePath(ref model, sh, w0, q)) return;
+            }
+            for (; p < p1; p++)
+            {
+                if (sh.Stop) return;
+                if (sh.Cancel.IsCancellationRequested) { sh.Stop = true; return; }
+                if (!RunOnePath(ref model, sh, w0, p)) return;
+            }
+        }
+    }
+
+    /// <summary>Paths p .. p+3 in the four lanes; false (nothing committed, nothing counted) if a lane's state is not finite.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe bool RunGroup<TModel>(ref TModel model, Shared sh, LaneGroup g, long p) where TModel : struct, ISdeModel, ISdeLaneModel
+    {
+        int d = model.Dim, m = model.NoiseDim, d4 = 4 * d;
+        long steps = sh.Steps, obsFrom = sh.ObsFrom, obsTo = sh.ObsTo;
+        double dt = sh.Dt, sqdt = sh.SqDt;
+        ulong seed = sh.Seed;
+        var progress = sh.Progress;
+        var lanes = g.Lanes;
+        var w0 = lanes[0];
+        double* a = g.X4, b = g.Y4, w = g.W4;
+        ulong gp = (ulong)(sh.FirstPath + p);
+        for (int j = 0; j < 4; j++)
+        {
+            var wk = lanes[j];
+            Normals.Fill(seed, gp + (ulong)j, 0, Philox.TagInitNormal, wk.Zn, d);
+            Normals.FillUniform(seed, gp + (ulong)j, 0, Philox.TagInitUniform, wk.Zu, d);
+            model.Init(new StrideVec(a + j, 4), new StrideVec(wk.Zn, 1), new StrideVec(wk.Zu, 1));
+        }
+        if (!AllFinite(a, d4)) return false;
+        if (obsFrom == 0 && w0.NeedsObserve(0)) ObserveLanes(ref model, lanes, a, 0, 0.0);
+        for (long n = 0; n < steps; n++)
+        {
+            if (m > 0) LaneNormals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w, m);
+            model.StepLanes4(a, b, w, n * dt, dt, sqdt);
+            if (!AllFinite(b, d4)) return false;
+            double* t = a; a = b; b = t;
+            long n1 = n + 1;
+            if ((n1 & StepProgress.Mask) == 0) progress.Add(4 * StepProgress.Chunk);
+            if (n1 >= obsFrom && n1 <= obsTo && w0.NeedsObserve(n1)) ObserveLanes(ref model, lanes, a, n1, n1 * dt);
+        }
+        progress.Add(4 * (steps & StepProgress.Mask));
+        for (int j = 0; j < 4; j++) { lanes[j].Ran++; lanes[j].Commit(); }
+        return true;
+    }
+
+    /// <summary>Each lane's observables (the one-path Observe on a strided view of its lane) into its own records.</summary>
+    static unsafe void ObserveLanes<TModel>(ref TModel model, Worker[] lanes, double* x4, long n, double t) where TModel : struct, ISdeModel
+    {
+        for (int j = 0; j < 4; j++)
+        {
+            var wk = lanes[j];
+            model.Observe(new StrideVec(x4 + j, 4), t, new StrideVec(wk.Obs, 1));
+            wk.Record(n);
+        }
+    }
+
+    /// <summary>
+    /// One path as <see cref="RunBlocks{TModel}"/> runs it (its per-path body): false after a failure, which it
+    /// records in <paramref name="sh"/>.
+    /// </summary>
+    static unsafe bool RunOnePath<TModel>(ref TModel model, Shared sh, Worker wk, long p) where TModel : struct, ISdeModel
+    {
+        int d = model.Dim, m = model.NoiseDim;
+        long steps = sh.Steps, obsFrom = sh.ObsFrom, obsTo = sh.ObsTo;
+        double dt = sh.Dt, sqdt = sh.SqDt;
+        ulong seed = sh.Seed;
+        var progress = sh.Progress;
+        double* x = wk.X, y = wk.Y, w = wk.W, obs = wk.Obs;
+        var wv = new PtrVec(w);
+        var ov = new PtrVec(obs);
+        ulong gp = (ulong)(sh.FirstPath + p);
+
+        Normals.Fill(seed, gp, 0, Philox.TagInitNormal, wk.Zn, d);
+        Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, wk.Zu, d);
+        double* a = x, b = y;
+        model.Init(new PtrVec(a), new PtrVec(wk.Zn), new PtrVec(wk.Zu));
+        long failAt = AllFinite(a, d) ? -1 : 0;
+        if (failAt < 0 && obsFrom == 0 && wk.NeedsObserve(0))
+        {
+            model.Observe(new PtrVec(a), 0.0, ov);
+            wk.Record(0);
+        }
+        for (long n = 0; n < steps && failAt < 0; n++)
+        {
+            if (m > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, w, m);
+            model.Step(new PtrVec(a), new PtrVec(b), wv, n * dt, dt, sqdt);
+            if (!AllFinite(b, d)) { failAt = n + 1; break; }
+            double* t = a; a = b; b = t;
+            long n1 = n + 1;
+            if ((n1 & StepProgress.Mask) == 0) progress.Add(StepProgress.Chunk);
+            if (n1 >= obsFrom && n1 <= obsTo && wk.NeedsObserve(n1))
+            {
+                model.Observe(new PtrVec(a), n1 * dt, ov);
+                wk.Record(n1);
+            }
+        }
+        wk.Ran++;
+        progress.Add(steps & StepProgress.Mask);
+        if (failAt >= 0) { wk.Discard(); sh.Fail(failAt); return false; }
+        wk.Commit();
+        return true;
+    }
+}

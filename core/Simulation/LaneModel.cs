@@ -1,0 +1,123 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Sde.Core;
+
+/// <summary>
+/// A compiled model's Euler–Maruyama step on four paths at once, one path per lane of a
+/// <see cref="Vector256{T}"/>: the state and noise buffers are struct-of-arrays, component i of
+/// path (lane) j at <c>p[i*4 + j]</c>. The lane step computes every lane with the operations, in the
+/// order, of the one-path <see cref="ISdeModel.Step{TV}"/>, so each lane gets the bits that the
+/// one-path step gives that path (the engine's tests check it). The compiler emits it next to the
+/// generic methods; <see cref="LaneWidth"/> is 0 where it did not (loops, too large a body).
+/// </summary>
+public unsafe interface ISdeLaneModel
+{
+    /// <summary>4 when <see cref="StepLanes4"/> is implemented, 0 when the engine must run one path at a time.</summary>
+    int LaneWidth { get; }
+
+    /// <summary>y ← x + f(x,t) dt + g(x,t) sqdt w for four paths (lane j of x[i*4 + j], w[l*4 + j], y[i*4 + j]).</summary>
+    void StepLanes4(double* x, double* y, double* w, double t, double dt, double sqdt);
+}
+
+/// <summary>
+/// The lane versions of the operations that the emitted lane step calls (the JIT inlines them).
+/// +, −, ×, ÷, √, |·|, ⌊·⌋, comparisons and selects are single IEEE operations per lane, so a lane
+/// gives the scalar bits. The transcendental functions, min/max and pow call the scalar
+/// <see cref="Math"/> function on each lane: the runtime's vector exp/log/sin differ from
+/// <see cref="Math"/>'s in the last bits, and the lanes must match the one-path step exactly.
+/// Conditions are lane masks (all bits set where true), as <see cref="Vector256.Equals{T}"/> makes them.
+/// </summary>
+public static unsafe class LaneMath
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Load(double* p) => Vector256.Load(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Vector256<double> v, double* p) => v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Broadcast(double a) => Vector256.Create(a);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Add(Vector256<double> a, Vector256<double> b) => a + b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Sub(Vector256<double> a, Vector256<double> b) => a - b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Mul(Vector256<double> a, Vector256<double> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Div(Vector256<double> a, Vector256<double> b) => a / b;
+    /// <summary>The sign bit flipped, as the scalar <c>neg</c> does (−0 for 0, NaN stays NaN).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Neg(Vector256<double> a) => -a;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Sqrt(Vector256<double> a) => Vector256.Sqrt(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Abs(Vector256<double> a) => Vector256.Abs(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Floor(Vector256<double> a) => Vector256.Floor(a);
+
+    // Per lane through the scalar function: the same bits as the one-path step.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Exp(Vector256<double> a) =>
+        Vector256.Create(Math.Exp(a.GetElement(0)), Math.Exp(a.GetElement(1)), Math.Exp(a.GetElement(2)), Math.Exp(a.GetElement(3)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Log(Vector256<double> a) =>
+        Vector256.Create(Math.Log(a.GetElement(0)), Math.Log(a.GetElement(1)), Math.Log(a.GetElement(2)), Math.Log(a.GetElement(3)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Sin(Vector256<double> a) =>
+        Vector256.Create(Math.Sin(a.GetElement(0)), Math.Sin(a.GetElement(1)), Math.Sin(a.GetElement(2)), Math.Sin(a.GetElement(3)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Cos(Vector256<double> a) =>
+        Vector256.Create(Math.Cos(a.GetElement(0)), Math.Cos(a.GetElement(1)), Math.Cos(a.GetElement(2)), Math.Cos(a.GetElement(3)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Tan(Vector256<double> a) =>
+        Vector256.Create(Math.Tan(a.GetElement(0)), Math.Tan(a.GetElement(1)), Math.Tan(a.GetElement(2)), Math.Tan(a.GetElement(3)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Tanh(Vector256<double> a) =>
+        Vector256.Create(Math.Tanh(a.GetElement(0)), Math.Tanh(a.GetElement(1)), Math.Tanh(a.GetElement(2)), Math.Tanh(a.GetElement(3)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Pow(Vector256<double> a, Vector256<double> b) =>
+        Vector256.Create(Math.Pow(a.GetElement(0), b.GetElement(0)), Math.Pow(a.GetElement(1), b.GetElement(1)),
+                         Math.Pow(a.GetElement(2), b.GetElement(2)), Math.Pow(a.GetElement(3), b.GetElement(3)));
+    // Math.Min/Max: NaN if either is NaN, −0 below +0; per lane so that no vector instruction's rule for those cases differs.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Min(Vector256<double> a, Vector256<double> b) =>
+        Vector256.Create(Math.Min(a.GetElement(0), b.GetElement(0)), Math.Min(a.GetElement(1), b.GetElement(1)),
+                         Math.Min(a.GetElement(2), b.GetElement(2)), Math.Min(a.GetElement(3), b.GetElement(3)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Max(Vector256<double> a, Vector256<double> b) =>
+        Vector256.Create(Math.Max(a.GetElement(0), b.GetElement(0)), Math.Max(a.GetElement(1), b.GetElement(1)),
+                         Math.Max(a.GetElement(2), b.GetElement(2)), Math.Max(a.GetElement(3), b.GetElement(3)));
+
+    // Comparisons as the scalar IL makes them: ceq, clt, cgt are ordered (false with a NaN); ≠ is not ceq
+    // (true with a NaN); ≤ is not cgt.un and ≥ not clt.un (false with a NaN).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Eq(Vector256<double> a, Vector256<double> b) => Vector256.Equals(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Ne(Vector256<double> a, Vector256<double> b) => ~Vector256.Equals(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Lt(Vector256<double> a, Vector256<double> b) => Vector256.LessThan(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Gt(Vector256<double> a, Vector256<double> b) => Vector256.GreaterThan(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Le(Vector256<double> a, Vector256<double> b) => Vector256.LessThanOrEqual(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Ge(Vector256<double> a, Vector256<double> b) => Vector256.GreaterThanOrEqual(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> And(Vector256<double> a, Vector256<double> b) => a & b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Or(Vector256<double> a, Vector256<double> b) => a | b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Not(Vector256<double> a) => ~a;
+    /// <summary>A number as a condition: non-zero (or NaN) is true.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> NonZero(Vector256<double> a) => ~Vector256.Equals(a, Vector256<double>.Zero);
+    /// <summary>A condition as a number: 1.0 or +0.0, as the scalar conv.r8 of 1 or 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> AsNumber(Vector256<double> mask) => mask & Vector256.Create(1.0);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Select(Vector256<double> mask, Vector256<double> a, Vector256<double> b) => Vector256.ConditionalSelect(mask, a, b);
+    /// <summary>(x &gt; 0) − (x &lt; 0) as the scalar code computes it: ±1, or +0 for 0 and NaN.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Sign(Vector256<double> a) =>
+        AsNumber(Vector256.GreaterThan(a, Vector256<double>.Zero)) - AsNumber(Vector256.LessThan(a, Vector256<double>.Zero));
+}

@@ -1,0 +1,267 @@
+/// Lanes over paths (core/Simulation/EngineLanes.cs, dsl/lang/back/LaneEmit.fs): the plain engine's four
+/// paths per step in the lanes of a Vector256 give every number of one path at a time bit for bit
+/// (means, densities, windows, `if`, the functions, periodic indices, reductions, several sets, a path
+/// count that is not a multiple of 4, two threads), a failure is reported in the same words, and the
+/// normals of four paths are each path's normals.
+module Sde.Tests.LaneTests
+
+#nowarn "9" // a pinned array as a pointer for LaneNormals
+
+open System
+open Expecto
+open Sde
+open Sde.Core
+open Sde.Lang
+
+let private compile (src: string) =
+    match SdeCompiler.Compile(src, "lanes.sde") with
+    | Ok p -> p
+    | Error ds -> failtestf "%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
+
+let private bitsOf (x: float) = BitConverter.DoubleToInt64Bits x
+let private arrBits (xs: float[]) = if isNull xs then [||] else Array.map bitsOf xs
+
+/// The report of a run with `lanes` paths per step (1 or 4) on `threads` threads.
+let private runWith (p: CompiledProgram) (lanes: int) (threads: int) =
+    let saved = Engine.LanesOnThisThread
+    Engine.LanesOnThisThread <- lanes
+    try Driver.run p.Program { Driver.defaultOptions with Threads = threads }
+    finally Engine.LanesOnThisThread <- saved
+
+/// As `runWith`, keeping the sets that failed: the report and the failures' messages.
+let private runKeepingWith (p: CompiledProgram) (lanes: int) =
+    let saved = Engine.LanesOnThisThread
+    Engine.LanesOnThisThread <- lanes
+    try
+        let r, es = Driver.runKeeping p.Program { Driver.defaultOptions with Threads = 1 }
+        r, es |> List.map (fun e -> e.Message)
+    finally Engine.LanesOnThisThread <- saved
+
+let private sameReports (a: Report.RunReport) (b: Report.RunReport) =
+    Expect.equal a.Sets.Length b.Sets.Length "sets"
+    for s1, s2 in List.zip a.Sets b.Sets do
+        Expect.equal s1.Failure s2.Failure (sprintf "set %s: failure" s1.Name)
+        Expect.equal s1.Results.Length s2.Results.Length "results"
+        for q1, q2 in List.zip s1.Results s2.Results do
+            let what = sprintf "set %s, %s" s1.Name q1.Query
+            Expect.equal (bitsOf q1.Value) (bitsOf q2.Value) (what + ": value bits")
+            Expect.equal (bitsOf q1.StdErr) (bitsOf q2.StdErr) (what + ": stderr bits")
+            Expect.equal (arrBits q1.Values) (arrBits q2.Values) (what + ": bin value bits")
+            Expect.equal (arrBits q1.StdErrs) (arrBits q2.StdErrs) (what + ": bin stderr bits")
+            Expect.equal (q1.Count, q1.Below, q1.Above, q1.NonFinite) (q2.Count, q2.Below, q2.Above, q2.NonFinite) (what + ": counts")
+            Expect.equal q1.Warnings q2.Warnings (what + ": warnings")
+
+/// The program's model has a lane step, and a run of it chooses the lanes.
+let private hasLanes (p: CompiledProgram) =
+    let c = p.Program.Compiled
+    let m = c.Instance(Array.zeroCreate c.Ir.ParamNames.Length) :?> ISdeLaneModel
+    Expect.equal m.LaneWidth 4 "the model has a lane step"
+    Expect.isTrue (Engine.ChooseLanes(RunSettings(Paths = 100L, Dt = 0.1, T = 1.0, Lanes = 4), m.LaneWidth, c.Ir.Dim) || not Runtime.Intrinsics.X86.Avx2.IsSupported) "lanes are chosen"
+
+let private ou =
+    """
+model OU {
+  param theta = 1 in (0, inf)
+  param sigma = 0.5 in (0, inf)
+  param x0 = 1
+  state x
+  brownian W
+  init x = x0
+  d x = -theta * x dt + sigma dW
+}
+
+simulate { paths = 203; dt = 0.01; T = 0.3; seed = 7 }
+
+params base {}
+params fast { theta = 3 }
+
+query {
+  mean(x)
+  mean(x^2)
+  mean(x) over [0.1, 0.3]
+  density(x) on [-1.5, 2] bins 35
+  density(x) on [-0.5, 0.5] bins 7 over [0, 0.3]
+}
+"""
+
+// every function, `if` on time, min/max/abs, periodic indices, reductions in the drift and in an
+// observable, multiplicative noise, normal and uniform initial laws
+let private mix =
+    """
+model Mix {
+  const N = 6
+  param a = 0.7 in (0, inf)
+  param s = 0.3 in (0, inf)
+  state x[N] periodic
+  state y
+  brownian W[N]
+  brownian B
+  init x[i] ~ normal(a, 0.5)
+  init y ~ uniform(-1, 1)
+  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] * 0.1 - a * x[i] + (if t < 0.05 then sin(x[i]) else cos(y)) + exp(-x[i]^2) * tanh(y) + log(1 + x[i]^2) / 3 + pow(1 + y^2, 0.3) - sqrt(1 + abs(y)) + min(x[i], 1) - max(y, -1) + sigmoid(y) + sum(j, x[j]) / N) dt + s * (1 + 0.1 * sin(x[i])) dW[i]
+  d y = (sum(j, x[j] * x[j]) / N - y^3 + tan(0.1 * y) - x[0] / (1 + y^2) + x[2]^-2 * 1e-3) dt + s dB
+}
+
+simulate { paths = 103; dt = 0.01; T = 0.1; seed = 3 }
+
+query {
+  mean(x[0])
+  mean(y^2) over [0.05, 0.1]
+  density(y) on [-2, 2] bins 20
+  density(x[1]) on [-1, 2] bins 15 over [0, 0.1]
+  mean(if x[0] > 0 and not y < 0 or t > 5 then 1 else 0)
+  mean(avg(i, x[i]^2))
+}
+"""
+
+let private l96 =
+    """
+model L96 {
+  const N = 12
+  param F = 8
+  param sigma = 0.5 in (0, inf)
+  state x[N] periodic
+  brownian W[N]
+  init x[i] = F + if i == 0 then 0.01 else 0
+  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]
+}
+
+simulate { paths = 66; dt = 0.005; T = 0.5; seed = 11 }
+
+query {
+  mean(x[0])
+  density(x[3]) on [-10, 15] bins 25
+}
+"""
+
+// an ODE (no noise): the lane step without normals
+let private ode =
+    """
+model Decay {
+  param k = 2
+  state x
+  init x ~ normal(1, 0.2)
+  d x = -k * x dt
+}
+
+simulate { paths = 9; dt = 0.01; T = 0.5; seed = 1 }
+
+query {
+  mean(x)
+}
+"""
+
+// blows up: the 8th path leaves every double (the second group of four, its last lane)
+let private blowup =
+    """
+model Blow {
+  param c = 0.05
+  state x
+  brownian W
+  init x = 0
+  d x = c * x^3 dt + dW
+}
+
+simulate { paths = 57; dt = 0.05; T = 3; seed = 5 }
+
+query {
+  mean(x)
+}
+"""
+
+[<Tests>]
+let tests =
+    testList "Lanes" [
+        test "the normals of four paths are each path's normals, bit for bit" {
+            let check (scalar: bool) =
+                let saved = Normals.ScalarOnThisThread
+                Normals.ScalarOnThisThread <- scalar
+                try
+                    for path0, step, tag in [ 0UL, 0UL, Philox.TagStep; 4294967294UL, 9UL, Philox.TagStep; 123UL, (1UL <<< 33) + 5UL, Philox.TagInitNormal ] do
+                        for count in [ 1; 2; 3; 7; 8; 9; 40; 67 ] do
+                            let dst = Array.zeroCreate<float> (4 * count)
+                            let one = Array.zeroCreate<float> count
+                            let seed = 0x1234_5678_9abc_def0UL
+
+                            (let h = Runtime.InteropServices.GCHandle.Alloc(dst, Runtime.InteropServices.GCHandleType.Pinned)
+                             try
+                                 LaneNormals.FillAcrossPaths4(seed, path0, step, tag, NativeInterop.NativePtr.ofNativeInt (h.AddrOfPinnedObject()), count)
+                             finally
+                                 h.Free())
+
+                            for j in 0..3 do
+                                Normals.Fill(seed, path0 + uint64 j, step, tag, Span one)
+                                let lane = Array.init count (fun k -> dst[k * 4 + j])
+                                Expect.equal (arrBits lane) (arrBits one) (sprintf "scalar %b, path %d, step %d, count %d" scalar (path0 + uint64 j) step count)
+                finally
+                    Normals.ScalarOnThisThread <- saved
+
+            check false
+            check true
+        }
+
+        test "lanes over paths give the bits of one lane: means, windows, densities, sets, 203 paths" {
+            let p = compile ou
+            hasLanes p
+            sameReports (runWith p 1 1) (runWith p 4 1)
+        }
+
+        test "lanes over paths give the bits of one lane: functions, if, min/max, periodic indices, reductions" {
+            let p = compile mix
+            hasLanes p
+            sameReports (runWith p 1 1) (runWith p 4 1)
+        }
+
+        test "lanes over paths give the bits of one lane: Lorenz-96, two threads against one" {
+            let p = compile l96
+            hasLanes p
+            sameReports (runWith p 1 1) (runWith p 4 2)
+        }
+
+        test "lanes over paths give the bits of one lane: an ODE, 9 paths" {
+            let p = compile ode
+            hasLanes p
+            sameReports (runWith p 1 1) (runWith p 4 1)
+        }
+
+        test "lanes allocate nothing per step or per path" {
+            let c = (compile ou).Program.Compiled
+            let runner = ModelRunner.For c.Type
+            let model = c.Instance [| 1.0; 0.5; 1.0 |]
+            let plans = [| QueryPlan(Kind = EstimateKind.Mean, Observable = 0); QueryPlan(Kind = EstimateKind.Density, Observable = 0, Lo = -2.0, Hi = 2.0, Bins = 10) |]
+            let run paths steps =
+                let s = RunSettings(Paths = paths, Dt = 0.01, T = float steps * 0.01, Seed = 3UL, Threads = 1, Lanes = 4)
+                let before = GC.GetAllocatedBytesForCurrentThread()
+                runner.Run(model, s, plans) |> ignore
+                GC.GetAllocatedBytesForCurrentThread() - before
+            run 100L 10 |> ignore // JIT
+            run 100L 1000 |> ignore
+            run 4000L 10 |> ignore
+            let least f = List.min [ f (); f (); f () ]
+            let a10 = least (fun () -> run 100L 10)
+            let a1000 = least (fun () -> run 100L 1000)
+            let p4k = least (fun () -> run 4000L 10)
+            Expect.isTrue (abs (a1000 - a10) < 512L) (sprintf "10 steps: %d B, 1000 steps: %d B" a10 a1000)
+            Expect.isTrue (abs (p4k - a10) < 2048L) (sprintf "100 paths: %d B, 4000 paths: %d B" a10 p4k)
+        }
+
+        test "a run that blows up fails in the same words with lanes" {
+            let p = compile blowup
+            hasLanes p
+            let failure lanes =
+                try
+                    runWith p lanes 1 |> ignore
+                    failtest "the run should fail"
+                    ""
+                with :? SimulationFailedException as e -> e.Message
+            let a = failure 1
+            Expect.stringContains a "after 8 of 57 paths" "the one-lane run fails at the 8th path"
+            Expect.equal (failure 4) a "the same failure, word for word"
+            // with several sets the failure is the set's, in the report
+            let two = compile (blowup.Replace("simulate", "params base {}\nparams calm { c = 0 }\nsimulate"))
+            let (r1, e1), (r4, e4) = runKeepingWith two 1, runKeepingWith two 4
+            Expect.equal e4 e1 "the failures"
+            Expect.equal (r1.Sets |> List.map (fun s -> s.Failure.IsSome)) [ true; false ] "the first set fails, the second runs"
+            sameReports r1 r4
+        }
+    ]
