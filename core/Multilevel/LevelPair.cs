@@ -27,17 +27,40 @@ public sealed class LevelSums
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static int Tri(int i, int j) => i >= j ? i * (i + 1) / 2 + j : j * (j + 1) / 2 + i;
 
-    internal void Add(double[] y, double[] p)
+    /// <summary>Adds one chunk's plain sums (Σy, Σyyᵀ, Σp, Σp² over its samples, in sample order) exactly.</summary>
+    internal void AddChunk(Chunk c)
     {
-        for (int i = 0; i < K; i++)
+        if (c.N == 0) return;
+        for (int i = 0; i < K; i++) { SY[i].Add(c.Y[i]); SP[i].Add(c.P[i]); SPP[i].Add(c.PP[i]); }
+        for (int i = 0; i < SYY.Length; i++) SYY[i].Add(c.YY[i]);
+        N += c.N; NonFinite += c.NonFinite;
+        c.Clear();
+    }
+
+    /// <summary>
+    /// Plain sums over a chunk of consecutive samples (<see cref="LevelPair.ChunkSize"/>, aligned on the
+    /// batch's first sample): an exact sum per sample would cost more than a coarse level's few steps.
+    /// The chunks are the same whatever the thread count (blocks are multiples of the chunk), and their
+    /// sums are added exactly, so the result still does not depend on the threads.
+    /// </summary>
+    internal sealed class Chunk
+    {
+        public readonly double[] Y, YY, P, PP;
+        public long N, NonFinite;
+        public Chunk(int k) { Y = new double[k]; YY = new double[k * (k + 1) / 2]; P = new double[k]; PP = new double[k]; }
+        public void Add(double[] y, double[] p)
         {
-            if (!double.IsFinite(y[i]) || !double.IsFinite(p[i])) NonFinite++;
-            SY[i].Add(y[i]);
-            SP[i].Add(p[i]);
-            SPP[i].AddProduct(p[i], p[i]);
-            for (int j = 0; j <= i; j++) SYY[Tri(i, j)].AddProduct(y[i], y[j]);
+            int k = Y.Length;
+            for (int i = 0; i < k; i++)
+            {
+                if (!double.IsFinite(y[i]) || !double.IsFinite(p[i])) NonFinite++;
+                Y[i] += y[i]; P[i] += p[i]; PP[i] += p[i] * p[i];
+                int r = i * (i + 1) / 2;
+                for (int j = 0; j <= i; j++) YY[r + j] += y[i] * y[j];
+            }
+            N++;
         }
-        N++;
+        public void Clear() { Array.Clear(Y); Array.Clear(YY); Array.Clear(P); Array.Clear(PP); N = 0; NonFinite = 0; }
     }
 
     public void Merge(LevelSums o)
@@ -73,6 +96,9 @@ public static class LevelPair
     /// <summary>Path-index offset of level ℓ's samples (2⁴⁰ apart: Philox's path word holds 2⁴⁸ per level).</summary>
     public static ulong LevelBase(int level) => (ulong)(level + 1) << 40;
 
+    /// <summary>Samples per chunk of plain sums (see <see cref="LevelSums.Chunk"/>).</summary>
+    public const int ChunkSize = 64;
+
     /// <summary>The samples' window layout on a grid of <paramref name="steps"/> steps of <paramref name="dt"/>.</summary>
     internal static QueryLayout[] Layout(QueryPlan[] plans, long steps, double dt, int nobs) => QueryLayout.Build(plans, steps, dt, nobs);
 
@@ -104,7 +130,7 @@ public static class LevelPair
         var ctx = new Ctx(s, level, nf, dtf, lf, lc);
         var total = new LevelSums(plans.Length);
         if (s.Paths == 0) return total;
-        var workers = PathBlocks.RunBlocks(s, 256, 1, "mlmc",
+        var workers = PathBlocks.RunBlocks(s, 16 * ChunkSize, ChunkSize, "mlmc",
             () => new Worker(d, nw, nobs, plans.Length),
             (wk, first, count, fail) =>
             {
@@ -115,7 +141,9 @@ public static class LevelPair
                     long f = RunPath(ref mm, ctx, wk, first + (ulong)i);
                     if (f >= 0) fail(f);
                     progress?.Add(level == 0 ? nf : nf + nf / 2);
+                    if (wk.Chunk.N == ChunkSize) wk.Acc.AddChunk(wk.Chunk);
                 }
+                wk.Acc.AddChunk(wk.Chunk); // a block's last, partial chunk (the run's last samples)
             });
         try { foreach (var w in workers) total.Merge(w.Acc); }
         finally { foreach (var w in workers) w.Dispose(); }
@@ -146,6 +174,7 @@ public static class LevelPair
         public double* Xf, Yf, Xc, Yc, W1, W2, Wc, Zn, Zu, Obs;
         public readonly double[] SumF, SumC, Y, P;
         public readonly LevelSums Acc;
+        public readonly LevelSums.Chunk Chunk;
         void* _mem;
 
         public Worker(int d, int m, int nobs, int k)
@@ -159,6 +188,7 @@ public static class LevelPair
             W1 = Zu + dp; W2 = W1 + mp; Wc = W2 + mp; Obs = Wc + mp;
             SumF = new double[k]; SumC = new double[k]; Y = new double[k]; P = new double[k];
             Acc = new LevelSums(k);
+            Chunk = new LevelSums.Chunk(k);
         }
 
         static long Pad(int n) => ((long)Math.Max(n, 1) + 3) & ~3L;
@@ -241,7 +271,7 @@ public static class LevelPair
             pf[i] = f;
             y[i] = coupled ? f - wk.SumC[i] / lc[i].Window : f;
         }
-        wk.Acc.Add(y, pf);
+        wk.Chunk.Add(y, pf);
         return -1;
     }
 
