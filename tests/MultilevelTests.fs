@@ -124,7 +124,7 @@ let tests =
               let levels = j.["sets"].[0].["levels"].AsArray()
               Expect.isGreaterThanOrEqual levels.Count 3 "levels"
               Expect.equal (levels.[1].["dt"].GetValue<float>()) 0.125 "level 1 step"
-              Expect.isTrue (j.["sets"].[0].["results"].[0].["error"].GetValue<float>() <= 0.02) "error field"
+              Expect.isTrue (j.["sets"].[0].["results"].[0].["error_estimate"].GetValue<float>() <= 0.02) "error field"
               Expect.equal (j.["multilevel"].["accuracy"].GetValue<float>()) 0.02 "settings"
               let ml = j.["sets"].[0].["results"].[1].["multilevel"]
               Expect.equal (ml.["levels"].AsArray().Count) levels.Count "per-query level table"

@@ -223,7 +223,7 @@ let toJson (report: RunReport) (info: Info) : string =
                 let ts = sl.Queries[qi].Targets
                 let t = r.Targets[List.last ts]
                 let k = List.last ts
-                ro["error"] <- num t.Error
+                ro["error_estimate"] <- num t.Error
                 let mo = JsonObject()
                 mo["accuracy"] <- num t.Accuracy
                 mo["error"] <- num t.Error
