@@ -109,14 +109,19 @@ public static class LevelPair
     public static LevelSums Run<TModel>(in TModel model, RunSettings s, QueryPlan[] plans, int level)
         where TModel : struct, ISdeModel
     {
-        return Run(model, s, plans, level, null);
+        return Run(new[] { model }, new int[plans.Length], s, plans, level, null);
     }
 
     /// <inheritdoc cref="Run{TModel}(in TModel, RunSettings, QueryPlan[], int)"/>
     /// <param name="progress">Counts the path-steps done (fine plus coarse steps), now and then.</param>
-    internal static LevelSums Run<TModel>(in TModel model, RunSettings s, QueryPlan[] plans, int level, StepProgress? progress)
+    /// <param name="models">The set's model and its finite-difference twins; plan i is sampled on models[planModel[i]].</param>
+    internal static LevelSums Run<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, int level, StepProgress? progress)
         where TModel : struct, ISdeModel
     {
+        if (planModel.Length != plans.Length) throw new ArgumentException("one model index per plan");
+        foreach (int k in planModel) if (k < 0 || k >= models.Length) throw new ArgumentException($"model index {k} out of range");
+        var model = models[0];
+        var used = planModel.Distinct().OrderBy(k => k).ToArray();
         long n0 = Engine.CheckSettings(s);
         if (level < 0 || level > 30) throw new ArgumentOutOfRangeException(nameof(level));
         TModel m = model;
@@ -127,22 +132,30 @@ public static class LevelPair
         double dtf = s.Dt / (1L << level);
         var lf = Layout(plans, nf, dtf, nobs);
         var lc = level > 0 ? Layout(plans, nf / 2, 2 * dtf, nobs) : lf;
-        var ctx = new Ctx(s, level, nf, dtf, lf, lc);
+        var ctx = new Ctx(s, level, nf, dtf, lf, lc, planModel);
+        long perSample = level == 0 ? nf : nf + nf / 2; // path-steps of a sample, for the progress (counted per chunk)
         var total = new LevelSums(plans.Length);
         if (s.Paths == 0) return total;
         var workers = PathBlocks.RunBlocks(s, 16 * ChunkSize, ChunkSize, "mlmc",
             () => new Worker(d, nw, nobs, plans.Length),
             (wk, first, count, fail) =>
             {
-                var mm = m;
+                var ms = (TModel[])models.Clone();
                 for (long i = 0; i < count; i++)
                 {
                     if (s.Cancel.IsCancellationRequested) return;
-                    long f = RunPath(ref mm, ctx, wk, first + (ulong)i);
-                    if (f >= 0) fail(f);
-                    progress?.Add(level == 0 ? nf : nf + nf / 2);
-                    if (wk.Chunk.N == ChunkSize) wk.Acc.AddChunk(wk.Chunk);
+                    Array.Clear(wk.SumF); Array.Clear(wk.SumC);
+                    long f = -1;
+                    foreach (int k in used)
+                    {
+                        f = RunPath(ref ms[k], ctx, wk, first + (ulong)i, k);
+                        if (f >= 0) break;
+                    }
+                    if (f >= 0) { fail(f); continue; }
+                    Finish(ctx, wk);
+                    if (wk.Chunk.N == ChunkSize) { progress?.Add(ChunkSize * perSample); wk.Acc.AddChunk(wk.Chunk); }
                 }
+                progress?.Add(wk.Chunk.N * perSample);
                 wk.Acc.AddChunk(wk.Chunk); // a block's last, partial chunk (the run's last samples)
             });
         try { foreach (var w in workers) total.Merge(w.Acc); }
@@ -158,8 +171,10 @@ public static class LevelPair
         public readonly double Dtf, SqDtf, Dtc, SqDtc;
         public readonly QueryLayout[] Lf, Lc;
         public readonly long FFrom, FTo, CFrom, CTo;
-        public Ctx(RunSettings s, int level, long nf, double dtf, QueryLayout[] lf, QueryLayout[] lc)
+        public readonly int[] PlanModel;
+        public Ctx(RunSettings s, int level, long nf, double dtf, QueryLayout[] lf, QueryLayout[] lc, int[] planModel)
         {
+            PlanModel = planModel;
             Seed = s.Seed; Base = LevelBase(level); Level = level; Nf = nf;
             Dtf = dtf; SqDtf = Math.Sqrt(dtf); Dtc = 2 * dtf; SqDtc = Math.Sqrt(2 * dtf);
             Lf = lf; Lc = lc;
@@ -199,22 +214,26 @@ public static class LevelPair
         }
     }
 
-    /// <summary>Adds the observables (in obs) at step n to the running window sums of the samples whose window holds n.</summary>
+    /// <summary>Adds the observables (in obs) at step n to the running window sums of instance <paramref name="who"/>'s plans whose window holds n.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void Record(QueryLayout[] lay, double* obs, long n, double[] sum)
+    static unsafe void Record(QueryLayout[] lay, int[] planModel, int who, double* obs, long n, double[] sum)
     {
         for (int i = 0; i < lay.Length; i++)
-            if (n >= lay[i].From && n <= lay[i].To) sum[i] += obs[lay[i].Observable];
+            if (planModel[i] == who && n >= lay[i].From && n <= lay[i].To) sum[i] += obs[lay[i].Observable];
     }
 
-    /// <summary>One sample of the level: returns the step at which a path blew up, or −1.</summary>
+    /// <summary>
+    /// One sample of the level on model instance <paramref name="who"/> (0: the set's model, k ≥ 1: finite-difference
+    /// twin k − 1), recording the plans of that instance: returns the step at which a path blew up, or −1. Every
+    /// instance draws the same init and increments (the same path index), so twins are coupled across parameter
+    /// and level alike.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe long RunPath<TModel>(ref TModel model, Ctx c, Worker wk, ulong p) where TModel : struct, ISdeModel
+    static unsafe long RunPath<TModel>(ref TModel model, Ctx c, Worker wk, ulong p, int who) where TModel : struct, ISdeModel
     {
         int d = model.Dim, m = model.NoiseDim;
         ulong gp = c.Base + p, seed = c.Seed;
         var lf = c.Lf; var lc = c.Lc;
-        Array.Clear(wk.SumF); Array.Clear(wk.SumC);
         double* xf = wk.Xf, yf = wk.Yf, xc = wk.Xc, yc = wk.Yc, w1 = wk.W1, w2 = wk.W2, wc = wk.Wc, obs = wk.Obs;
         var ov = new PtrVec(obs);
         // the same init draw for both paths
@@ -224,8 +243,8 @@ public static class LevelPair
         if (!Finite(xf, d)) return 0;
         for (int i = 0; i < d; i++) xc[i] = xf[i];
         bool coupled = c.Level > 0;
-        if (c.FFrom == 0) { model.Observe(new PtrVec(xf), 0.0, ov); Record(lf, obs, 0, wk.SumF); }
-        if (coupled && c.CFrom == 0) { model.Observe(new PtrVec(xc), 0.0, ov); Record(lc, obs, 0, wk.SumC); }
+        if (c.FFrom == 0) { model.Observe(new PtrVec(xf), 0.0, ov); Record(lf, c.PlanModel, who, obs, 0, wk.SumF); }
+        if (coupled && c.CFrom == 0) { model.Observe(new PtrVec(xc), 0.0, ov); Record(lc, c.PlanModel, who, obs, 0, wk.SumC); }
         double dtf = c.Dtf, sqf = c.SqDtf, dtc = c.Dtc, sqc = c.SqDtc;
         const double InvSqrt2 = 0.70710678118654752440;
         long nf = c.Nf;
@@ -238,7 +257,7 @@ public static class LevelPair
                 if (!Finite(yf, d)) return n + 1;
                 { double* t = xf; xf = yf; yf = t; }
                 long n1 = n + 1;
-                if (n1 >= c.FFrom && n1 <= c.FTo) { model.Observe(new PtrVec(xf), n1 * dtf, ov); Record(lf, obs, n1, wk.SumF); }
+                if (n1 >= c.FFrom && n1 <= c.FTo) { model.Observe(new PtrVec(xf), n1 * dtf, ov); Record(lf, c.PlanModel, who, obs, n1, wk.SumF); }
             }
         }
         else
@@ -250,21 +269,29 @@ public static class LevelPair
                 model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w1), n * dtf, dtf, sqf);
                 if (!Finite(yf, d)) return n + 1;
                 { double* t = xf; xf = yf; yf = t; }
-                if (n + 1 >= c.FFrom && n + 1 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 1) * dtf, ov); Record(lf, obs, n + 1, wk.SumF); }
+                if (n + 1 >= c.FFrom && n + 1 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 1) * dtf, ov); Record(lf, c.PlanModel, who, obs, n + 1, wk.SumF); }
                 if (m > 0) Normals.Fill(seed, gp, (ulong)(n + 1), Philox.TagStep, w2, m);
                 model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w2), (n + 1) * dtf, dtf, sqf);
                 if (!Finite(yf, d)) return n + 2;
                 { double* t = xf; xf = yf; yf = t; }
-                if (n + 2 >= c.FFrom && n + 2 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 2) * dtf, ov); Record(lf, obs, n + 2, wk.SumF); }
+                if (n + 2 >= c.FFrom && n + 2 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 2) * dtf, ov); Record(lf, c.PlanModel, who, obs, n + 2, wk.SumF); }
                 // the coarse step on the same Brownian increment: ΔW_c = ΔW₁ + ΔW₂, i.e. z_c = (z₁ + z₂)/√2
                 for (int j = 0; j < m; j++) wc[j] = (w1[j] + w2[j]) * InvSqrt2;
                 model.Step(new PtrVec(xc), new PtrVec(yc), new PtrVec(wc), k * dtc, dtc, sqc);
                 if (!Finite(yc, d)) return n + 2;
                 { double* t = xc; xc = yc; yc = t; }
-                if (k + 1 >= c.CFrom && k + 1 <= c.CTo) { model.Observe(new PtrVec(xc), (k + 1) * dtc, ov); Record(lc, obs, k + 1, wk.SumC); }
+                if (k + 1 >= c.CFrom && k + 1 <= c.CTo) { model.Observe(new PtrVec(xc), (k + 1) * dtc, ov); Record(lc, c.PlanModel, who, obs, k + 1, wk.SumC); }
             }
         }
+        return -1;
+    }
+
+    /// <summary>The sample's values (every instance has run): Y = P_fine − P_coarse (level 0: P_fine) per plan, into the chunk.</summary>
+    static void Finish(Ctx c, Worker wk)
+    {
         var y = wk.Y; var pf = wk.P;
+        var lf = c.Lf; var lc = c.Lc;
+        bool coupled = c.Level > 0;
         for (int i = 0; i < y.Length; i++)
         {
             double f = wk.SumF[i] / lf[i].Window;
@@ -272,7 +299,6 @@ public static class LevelPair
             y[i] = coupled ? f - wk.SumC[i] / lc[i].Window : f;
         }
         wk.Chunk.Add(y, pf);
-        return -1;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

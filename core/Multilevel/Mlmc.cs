@@ -9,6 +9,8 @@ public enum MlmcTargetKind
     Variance,
     /// <summary>E[ab] − E[a] E[b]: Samples = [a, b, ab].</summary>
     Covariance,
+    /// <summary>(E[a] − E[b])·Scale: Samples = [a, b] (a finite difference: a on the twin θ + h, b on θ − h, Scale = 1/2h).</summary>
+    Difference,
 }
 
 /// <summary>One quantity the user asked for, as a function of the means of the sampled plans (indices into the plans).</summary>
@@ -16,11 +18,14 @@ public sealed class MlmcTarget
 {
     public MlmcTargetKind Kind { get; init; }
     public int[] Samples { get; init; } = Array.Empty<int>();
+    /// <summary><see cref="MlmcTargetKind.Difference"/>: the factor of the difference.</summary>
+    public double Scale { get; init; } = 1.0;
 
     internal double Value(double[] m) => Kind switch
     {
         MlmcTargetKind.Mean => m[Samples[0]],
         MlmcTargetKind.Variance => m[Samples[1]] - m[Samples[0]] * m[Samples[0]],
+        MlmcTargetKind.Difference => (m[Samples[0]] - m[Samples[1]]) * Scale,
         _ => m[Samples[2]] - m[Samples[0]] * m[Samples[1]],
     };
 
@@ -30,6 +35,7 @@ public sealed class MlmcTarget
     {
         MlmcTargetKind.Mean => new[] { (Samples[0], 1.0) },
         MlmcTargetKind.Variance => new[] { (Samples[0], -2.0 * m[Samples[0]]), (Samples[1], 1.0) },
+        MlmcTargetKind.Difference => new[] { (Samples[0], Scale), (Samples[1], -Scale) },
         _ => new[] { (Samples[0], -m[Samples[1]]), (Samples[1], -m[Samples[0]]), (Samples[2], 1.0) },
     };
 }
@@ -114,6 +120,12 @@ public static class Mlmc
 
     public static MlmcResult Run<TModel>(in TModel model, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions o)
         where TModel : struct, ISdeModel
+        => Run(new[] { model }, new int[plans.Length], s, plans, targets, o);
+
+    /// <summary>As above, with finite-difference twins: plan i is sampled on models[planModel[i]] (models[0]: the set's model),
+    /// every instance on the same normals, so a difference of twins is coupled across the parameter and the levels.</summary>
+    public static MlmcResult Run<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions o)
+        where TModel : struct, ISdeModel
     {
         long n0 = Engine.CheckSettings(s);
         if (!(o.Accuracy > 0) || !double.IsFinite(o.Accuracy)) throw new ArgumentException($"accuracy must be positive (got {o.Accuracy})");
@@ -126,7 +138,9 @@ public static class Mlmc
         var dN = new List<long>();
         int L = Math.Min(2, o.MaxLevel);
         for (int l = 0; l <= L; l++) { sums.Add(new LevelSums(plans.Length)); secs.Add(0); dN.Add(o.Pilot); }
-        double Cost(int l) => l == 0 ? n0 : 1.5 * (n0 << l);
+        // path-steps per sample: fine plus coarse steps, on every model instance (a finite difference's twins)
+        int instances = planModel.Distinct().Count();
+        double Cost(int l) => instances * (l == 0 ? n0 : 1.5 * (n0 << l));
         var sw = System.Diagnostics.Stopwatch.StartNew();
         double work = 0;
         bool converged = true;
@@ -154,7 +168,7 @@ public static class Mlmc
                     Cancel = s.Cancel, MemoryLimit = s.MemoryLimit,
                 };
                 var t0 = sw.Elapsed.TotalSeconds;
-                var part = LevelPair.Run(model, rs, plans, l, prog);
+                var part = LevelPair.Run(models, planModel, rs, plans, l, prog);
                 secs[l] += sw.Elapsed.TotalSeconds - t0;
                 sums[l].Merge(part);
                 work += dN[l] * Cost(l);
@@ -338,6 +352,8 @@ public static class Mlmc
 public interface IMlmcRunner
 {
     MlmcResult Run(object model, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options);
+    /// <summary>With finite-difference twins (see <see cref="Mlmc.Run{TModel}(TModel[], int[], RunSettings, QueryPlan[], MlmcTarget[], MlmcOptions)"/>).</summary>
+    MlmcResult Run(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options);
 }
 
 public sealed class MlmcRunner<TModel> : IMlmcRunner where TModel : struct, ISdeModel
@@ -346,6 +362,14 @@ public sealed class MlmcRunner<TModel> : IMlmcRunner where TModel : struct, ISde
     {
         var m = (TModel)model;
         return Mlmc.Run(in m, settings, plans, targets, options);
+    }
+
+    public MlmcResult Run(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options)
+    {
+        var ms = new TModel[1 + variants.Length];
+        ms[0] = (TModel)model;
+        for (int i = 0; i < variants.Length; i++) ms[i + 1] = (TModel)variants[i];
+        return Mlmc.Run(ms, planModel, settings, plans, targets, options);
     }
 }
 

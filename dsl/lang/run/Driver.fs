@@ -264,7 +264,9 @@ let private multilevelErrors (cf: CheckedFile) : Diagnostic list =
               | QPlain ((TDensity _ | TDensity2 _), _) ->
                   refuse "estimates means and what is derived from them; a density's indicator is not Lipschitz, so its level corrections decay too slowly for a gain (docs/mlmc.md)"
               | QPlain (TQuantile _, _) -> refuse "estimates means and what is derived from them, not quantiles (read off a histogram)"
-              | QResponse _ -> refuse "does not estimate responses yet"
+              | QResponse (TMean _, _, _, None, FiniteDifference _) -> ()
+              | QResponse _ ->
+                  refuse "estimates responses by finite_difference(h = ...) of a mean only (its twins coupled across parameter and level); not stationary responses, densities or the kernel and pathwise methods yet"
               | QLyapunov _ | QAlignment _ -> refuse "does not estimate Lyapunov exponents or alignment (long-time averages, not expectations at T)"
               | QSamples _ | QScore _ -> refuse "has no per-path values to record (its paths live on several levels)"
               | QWeight _ -> () ]

@@ -30,15 +30,21 @@ type Info =
       Sets: SetLevels list }
 
 /// The sampled plans and the targets of the program's queries (in query order).
-let private plan (p: Program) : QueryPlan[] * MlmcTarget[] * int list list =
+/// The plans' model instances: 0 the set's model, 1 + k the finite-difference twin k (`Program.Variants`).
+let private plan (p: Program) : QueryPlan[] * int[] * MlmcTarget[] * int list list =
     let plans = Collections.Generic.List<QueryPlan>()
+    let models = Collections.Generic.List<int>()
     let targets = Collections.Generic.List<MlmcTarget>()
 
-    let add (kind: MlmcTargetKind) (ps: QueryPlan list) =
+    let addOn (kind: MlmcTargetKind) (scale: float) (ps: (QueryPlan * int) list) =
         let first = plans.Count
-        plans.AddRange ps
-        targets.Add(MlmcTarget(Kind = kind, Samples = Array.init ps.Length (fun i -> first + i)))
+        for pl, m in ps do
+            plans.Add pl
+            models.Add m
+        targets.Add(MlmcTarget(Kind = kind, Samples = Array.init ps.Length (fun i -> first + i), Scale = scale))
         targets.Count - 1
+
+    let add kind (ps: QueryPlan list) = addOn kind 1.0 (ps |> List.map (fun pl -> pl, 0))
 
     let per =
         p.Jobs
@@ -48,9 +54,13 @@ let private plan (p: Program) : QueryPlan[] * MlmcTarget[] * int list list =
             | QPlain (TCovariance _, _), DerivedJob (a :: b :: ab :: _) -> [ add MlmcTargetKind.Covariance [ a; b; ab ] ]
             | QPlain (TSeries _, _), DerivedJob ps -> ps |> List.map (fun pl -> add MlmcTargetKind.Mean [ pl ])
             | _, PlainJob pl -> [ add MlmcTargetKind.Mean [ pl ] ]
+            | _, ResponseJob ([ rp ], _, _, []) when rp.Method = ResponseMethod.FiniteDifference ->
+                // (E φ(θ + h) − E φ(θ − h)) / 2h, both twins on the same normals at every level
+                let twin () = QueryPlan(Kind = EstimateKind.Mean, Observable = rp.Observable, TimeAverage = rp.TimeAverage, T0 = rp.T0, T1 = rp.T1)
+                [ addOn MlmcTargetKind.Difference (1.0 / (2.0 * rp.H)) [ twin (), 1 + rp.VariantPlus; twin (), 1 + rp.VariantMinus ] ]
             | _ -> failwithf "multilevel: the checker refuses '%s'" q.Text)
 
-    plans.ToArray(), targets.ToArray(), per
+    plans.ToArray(), models.ToArray(), targets.ToArray(), per
 
 let private outcome (q: CheckedQuery) (kind: string) (value: float) (se: float) (count: int64) (nonFinite: int64) (warnings: string list) : QueryOutcome =
     { Query = q.Text; Kind = kind; Wrt = None; Method = None; Value = value; StdErr = se
@@ -79,20 +89,29 @@ let run (p: Program) (opts: RunOptions) : RunReport * Info * exn list =
     | _ -> ()
 
     let runner = MlmcRunner.For p.Compiled.Type
-    let plans, targets, per = plan p
+    let plans, planModel, targets, per = plan p
     let o = options p
     let nSets = p.File.Sets.Length
+
+    let twins (values: float[]) =
+        p.Variants
+        |> List.map (fun v ->
+            let vs = Array.copy values
+            vs[v.Param] <- vs[v.Param] + v.Shift
+            p.Compiled.Instance vs)
+        |> List.toArray
 
     let runSet (i: int) (values: float[]) =
         let bm = p.Compiled.Instance values
         let progress = opts.Progress |> Option.map (fun f -> Action<float>(fun x -> f ((float i + x) / float nSets)))
         let rs = RunSettings(Dt = s.Dt, T = s.T, Seed = s.Seed, Threads = opts.Threads, Progress = Option.toObj progress, Cancel = opts.Cancel)
-        runner.Run(bm, rs, plans, targets, o)
+        runner.Run(bm, twins values, planModel, rs, plans, targets, o)
 
     // JIT warm-up outside the timing: a cheap run (a coarse target) on one thread
     (try
         let bm = p.Compiled.Instance (List.head p.File.Sets).Values
-        runner.Run(bm, RunSettings(Dt = s.Dt, T = s.T, Seed = s.Seed, Threads = 1), plans, targets, MlmcOptions(Accuracy = 1e300, Pilot = 2L, MaxLevel = min 1 ml.MaxLevels)) |> ignore
+        runner.Run(bm, twins (List.head p.File.Sets).Values, planModel, RunSettings(Dt = s.Dt, T = s.T, Seed = s.Seed, Threads = 1), plans, targets,
+                   MlmcOptions(Accuracy = 1e300, Pilot = 2L, MaxLevel = min 1 ml.MaxLevels)) |> ignore
      with _ -> ())
 
     let sw = Stopwatch.StartNew()
@@ -135,6 +154,10 @@ let run (p: Program) (opts: RunOptions) : RunReport * Info * exn list =
                                 Grid = ts |> List.mapi (fun k _ -> float k * every) |> List.toArray
                                 Values = ts |> List.map (fun k -> r.Targets[k].Value) |> List.toArray
                                 StdErrs = ts |> List.map (fun k -> r.Targets[k].StdErr) |> List.toArray }
+                        | QResponse (_, wrt, _, _, FiniteDifference h) ->
+                            { outcome q "response" t.Value t.StdErr count bad warns with
+                                Wrt = Some p.File.Model.Params[wrt].Name
+                                Method = Some(methodText p.Compiled.Ir.Dim (FiniteDifference h)) }
                         | QPlain (TVariance _, _) -> outcome q "variance" t.Value t.StdErr count bad warns
                         | QPlain (TCovariance _, _) -> outcome q "covariance" t.Value t.StdErr count bad warns
                         | _ -> outcome q "mean" t.Value t.StdErr count bad warns)
