@@ -719,10 +719,23 @@ let private runOne (args: ParseResults<RunArgs>) (overrides: Overrides) (json: b
                         Progress = Some(withEstimate name update)
                         Backend = args.GetResult(Backend, "auto")
                         Cancel = interrupt.Token }
+                match program.Program.File.Settings.Multilevel with
+                | Some _ ->
+                    // multilevel (accuracy = ...): the run's report plus the level table, JSON fields and plots
+                    let report, info, _ = Multilevel.run program.Program opts
+                    finish ()
+                    let code = present name json (args.Contains RunArgs.Csv) out (args.Contains RunArgs.Strict) report
+                    if not json && not (args.Contains RunArgs.Csv && out.IsNone) then Console.Out.Write(Multilevel.table info)
+                    out |> Option.iter (fun dir ->
+                        if File.Exists(Path.Combine(dir, "results.json")) then
+                            File.WriteAllText(Path.Combine(dir, "results.json"), Multilevel.toJson report info)
+                            Multilevel.writePlots dir report info |> ignore)
+                    code, Some(report, Multilevel.toJson report info)
+                | None ->
                 // the sets that finished are reported even when another failed (its failure is in the report)
                 let report, _ = Driver.runKeeping program.Program opts
                 finish ()
-                present name json (args.Contains RunArgs.Csv) out (args.Contains RunArgs.Strict) report, Some report
+                present name json (args.Contains RunArgs.Csv) out (args.Contains RunArgs.Strict) report, Some(report, Output.toJson report)
             with ex -> runFailure name finish ex, None
         finally
             finish ()
@@ -750,7 +763,7 @@ let private run (args: ParseResults<RunArgs>) =
 
         // --csv without --out prints the CSV instead of the JSON (present did)
         if json && not (args.Contains RunArgs.Csv && (args.TryGetResult RunArgs.Out).IsNone) then
-            match outcomes |> List.choose snd |> List.map Output.toJson with
+            match outcomes |> List.choose snd |> List.map snd with
             | [] -> ()
             | [ one ] when files.Length = 1 -> Console.Out.WriteLine one
             | many -> Console.Out.WriteLine("[\n" + String.Join(",\n", many) + "\n]")

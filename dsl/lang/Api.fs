@@ -106,7 +106,13 @@ type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnost
                 Threads = defaultArg threads 0
                 Progress = progress |> Option.map (fun a -> fun x -> a.Invoke x) }
 
-        Driver.run program opts
+        match program.File.Settings.Multilevel with
+        | Some _ ->
+            // `accuracy = ...`: the multilevel engine (the level table is in `Multilevel.run`'s info)
+            match Multilevel.run program opts with
+            | report, _, [] -> report
+            | _, _, e :: _ -> Runtime.ExceptionServices.ExceptionDispatchInfo.Throw e; Unchecked.defaultof<_>
+        | None -> Driver.run program opts
 
     /// C#-friendly `Run`: all cores, no progress.
     member p.Simulate() : Report.RunReport = p.Run()

@@ -241,13 +241,26 @@ type CheckedQuery =
       /// Where the response method is written (the query's position when the default is used).
       MethodPos: Pos }
 
+/// `simulate { accuracy = ε }` (or `relative_accuracy = ε`): multilevel Monte Carlo (docs/mlmc.md).
+/// `dt` is then the coarsest step and `paths` the pilot samples per level.
+type Multilevel =
+    { /// The root-mean-square error target of every query (absolute, or relative to |value|).
+      Accuracy: float
+      Relative: bool
+      /// The finest level allowed (finest step dt 2^-max_levels).
+      MaxLevels: int
+      /// Where `accuracy` / `relative_accuracy` is written (the located errors of what it cannot do).
+      Pos: Pos }
+
 type Settings =
     { Paths: int64
       Dt: float
       T: float
       Seed: uint64
       Scheme: string
-      Burnin: float }
+      Burnin: float
+      /// None: plain Monte Carlo with the given dt and paths.
+      Multilevel: Multilevel option }
 
 /// A parameter set: a name and a value for every parameter (in `CheckedModel.Params` order).
 type ParamSet = { Name: string; Values: float[] }

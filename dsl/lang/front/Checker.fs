@@ -1154,7 +1154,14 @@ let defaultSettings =
       T = 1.0
       Seed = 1UL
       Scheme = "euler_maruyama"
-      Burnin = 0.0 }
+      Burnin = 0.0
+      Multilevel = None }
+
+/// Multilevel defaults (docs/mlmc.md): the coarsest step T/8 and 1000 pilot samples per level when
+/// dt and paths are not written, and levels up to dt 2^-10.
+let mlmcCoarseSteps = 8.0
+let mlmcPilot = 1000L
+let mlmcMaxLevels = 10
 
 let schemes = [ "euler_maruyama" ]
 
@@ -1253,15 +1260,53 @@ let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos
                     | Var n when List.contains n schemes -> Ok(fun st -> { st with Scheme = n })
                     | Var n -> fail pos (sprintf "unknown scheme '%s'; available: %s" n (String.Join(", ", schemes)))
                     | _ -> fail pos "scheme must be a name, e.g. euler_maruyama"
+                | "accuracy"
+                | "relative_accuracy" ->
+                    let relative = s.Key = "relative_accuracy"
+                    num s.Key
+                    |> Result.bind (fun v ->
+                        if not (v > 0.0) then fail pos (sprintf "%s must be > 0 (a root-mean-square error target)" s.Key)
+                        elif relative && v >= 1.0 then fail pos "relative_accuracy must be < 1 (0.001 asks for three digits)"
+                        else
+                            Ok(fun st ->
+                                let ml = st.Multilevel |> Option.defaultValue { Accuracy = v; Relative = relative; MaxLevels = mlmcMaxLevels; Pos = s.Pos }
+                                { st with Multilevel = Some { ml with Accuracy = v; Relative = relative; Pos = s.Pos } }))
+                | "max_levels" ->
+                    evalInt consts "max_levels" s.Value
+                    |> Result.bind (fun n ->
+                        if n >= 1L && n <= 20L then
+                            Ok(fun st ->
+                                let ml = st.Multilevel |> Option.defaultValue { Accuracy = nan; Relative = false; MaxLevels = 0; Pos = s.Pos }
+                                { st with Multilevel = Some { ml with MaxLevels = int n } })
+                        else fail pos "max_levels must be an integer in 1..20 (the finest step is dt 2^-max_levels)")
                 | k ->
                     fail
                         s.Pos
-                        (sprintf "unknown setting '%s'%s (known: paths, dt, T, seed, scheme, burnin)" k
-                            (suggest k [ "paths"; "dt"; "T"; "seed"; "scheme"; "burnin" ]))
+                        (sprintf "unknown setting '%s'%s (known: paths, dt, T, seed, scheme, burnin, accuracy, relative_accuracy, max_levels)" k
+                            (suggest k [ "paths"; "dt"; "T"; "seed"; "scheme"; "burnin"; "accuracy"; "relative_accuracy"; "max_levels" ]))
 
             map2 (fun st f -> f st) acc r
 
         let r = List.fold apply (Ok defaultSettings) xs
+        let written key = xs |> List.tryFind (fun s -> s.Key = key)
+
+        // multilevel: one accuracy; max_levels only with it; dt and paths then default to the
+        // coarsest step T/8 and the pilot size
+        let r =
+            r
+            |> Result.bind (fun st ->
+                match st.Multilevel, written "accuracy", written "relative_accuracy", written "max_levels" with
+                | _, Some _, Some b, _ -> fail b.Pos "give either accuracy or relative_accuracy, not both"
+                | Some ml, None, None, Some m when Double.IsNaN ml.Accuracy ->
+                    fail m.Pos "max_levels bounds the finest step of a multilevel run: it needs accuracy = ... or relative_accuracy = ..."
+                | Some ml, _, _, _ ->
+                    let ml = if ml.MaxLevels = 0 then { ml with MaxLevels = mlmcMaxLevels } else ml
+                    Ok
+                        { st with
+                            Multilevel = Some ml
+                            Dt = (if (written "dt").IsSome then st.Dt else st.T / mlmcCoarseSteps)
+                            Paths = (if (written "paths").IsSome then st.Paths else mlmcPilot) }
+                | None, _, _, _ -> Ok st)
 
         let r =
             r

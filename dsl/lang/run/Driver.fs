@@ -234,6 +234,43 @@ let private twinDomainErrors (cf: CheckedFile) : Diagnostic list =
               | _ -> ()
           | _ -> () ]
 
+/// The scheme's weak order, for the bias estimate of a multilevel run (`accuracy = ...`): the one place
+/// to extend when a scheme is added (None: multilevel refuses the scheme until its coupling is written).
+let multilevelWeakOrder (scheme: string) : float option =
+    match scheme with
+    | "euler_maruyama" -> Some 1.0
+    | _ -> None
+
+/// What a multilevel run (`accuracy = ...`, docs/mlmc.md) cannot answer: located errors that say what works.
+let private multilevelErrors (cf: CheckedFile) : Diagnostic list =
+    match cf.Settings.Multilevel with
+    | None -> []
+    | Some ml ->
+        let plainInstead = "; run it without accuracy (plain Monte Carlo with dt and paths) or ask for means"
+        [ match multilevelWeakOrder cf.Settings.Scheme with
+          | None ->
+              { Pos = ml.Pos
+                Message = sprintf "multilevel Monte Carlo (accuracy) couples levels with euler_maruyama only, not scheme = %s yet; use scheme = euler_maruyama or drop accuracy" cf.Settings.Scheme }
+          | Some _ -> ()
+          match cf.Weight with
+          | Some w ->
+              { Pos = w.Pos
+                Message = sprintf "multilevel Monte Carlo (accuracy) cannot run a weighted model (weight '%s'): its resampling couples the paths of one level; run it without accuracy" w.Name }
+          | None -> ()
+          for q in cf.Queries do
+              let refuse why = { Pos = q.Pos; Message = sprintf "multilevel Monte Carlo (accuracy) %s%s" why plainInstead }
+              match q.Query with
+              | QPlain ((TMean _ | TVariance _ | TCovariance _ | TSeries _), _) -> ()
+              | QPlain ((TDensity _ | TDensity2 _), _) ->
+                  refuse "estimates means and what is derived from them; a density's indicator is not Lipschitz, so its level corrections decay too slowly for a gain (docs/mlmc.md)"
+              | QPlain (TQuantile _, _) -> refuse "estimates means and what is derived from them, not quantiles (read off a histogram)"
+              | QResponse (TMean _, _, _, None, FiniteDifference _) -> ()
+              | QResponse _ ->
+                  refuse "estimates responses by finite_difference(h = ...) of a mean only (its twins coupled across parameter and level); not stationary responses, densities or the kernel and pathwise methods yet"
+              | QLyapunov _ | QAlignment _ -> refuse "does not estimate Lyapunov exponents or alignment (long-time averages, not expectations at T)"
+              | QSamples _ | QScore _ -> refuse "has no per-path values to record (its paths live on several levels)"
+              | QWeight _ -> () ]
+
 /// Compile a checked file: lower the model, collect the observables, plan every query.
 /// Most values (paths × observables) one `samples(...)` query records (they are held in memory).
 let maxSampleValues = Limits.sampleValues
@@ -481,7 +518,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
         let jobs = cf.Queries |> List.map (fun q -> q, planOf q)
 
         let errors =
-            initLawErrors cf ir @ twinDomainErrors cf @ (jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None))
+            initLawErrors cf ir @ twinDomainErrors cf @ multilevelErrors cf @ (jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None))
             |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
 
         // (the size needs every job planned: only when there is no other error)
@@ -1076,6 +1113,11 @@ let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunRep
 /// or the run was interrupted) carry their `Failure` and no results, and those failures. Throws
 /// RunTooLargeException, and NotSupportedException for a query the backend cannot run.
 let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
+    match p.File.Settings.Multilevel with
+    | Some ml ->
+        // never a plain run of a file that asked for an accuracy
+        raise (NotSupportedException(sprintf "%d:%d: 'accuracy' makes a multilevel run: run it with Multilevel.run (the CLI and the API's Run do)" ml.Pos.Line ml.Pos.Col))
+    | None ->
     match p.File.Weight with
     | Some w -> runWeighted p opts w
     | None ->
@@ -1215,6 +1257,11 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
             raise (NotSupportedException(sprintf "%d:%d: '%s' is computed from every path's values, which a shard cannot do yet; run it without --shard" q.Pos.Line q.Pos.Col q.Text))
         | _ -> ()
 
+    match p.File.Settings.Multilevel with
+    | Some ml ->
+        // the level plan (samples per level) is chosen from the sums of every level as the run goes
+        raise (NotSupportedException(sprintf "%d:%d: '%s' makes a multilevel run, which chooses its samples per level from all the samples so far, so it cannot be split into shards yet; run it whole" ml.Pos.Line ml.Pos.Col (if ml.Relative then "relative_accuracy" else "accuracy")))
+    | None ->
     match p.File.Weight with
     | Some w ->
         // resampling couples every path of the population: a shard alone is not a part of the run

@@ -1,0 +1,311 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace Sde.Core;
+
+/// <summary>
+/// One level's exact sums over its samples (pairs of a fine and a coarse path): per sampled quantity k
+/// (a plan: an observable at T or its window average), Σ Y_k and Σ Y_k Y_j (j ≤ k) of the correction
+/// Y = P_fine − P_coarse (on level 0, Y = P_fine), and Σ P_k, Σ P_k² of the fine value alone. Exact, so
+/// the sums (and every decision taken from them) do not depend on the thread count.
+/// </summary>
+public sealed class LevelSums
+{
+    public readonly int K;
+    public long N;
+    internal readonly ExactSum[] SY, SYY, SP, SPP;
+    public long NonFinite;
+
+    public LevelSums(int k)
+    {
+        K = k;
+        SY = New(k); SYY = New(k * (k + 1) / 2); SP = New(k); SPP = New(k);
+    }
+
+    static ExactSum[] New(int n) { var a = new ExactSum[n]; for (int i = 0; i < n; i++) a[i] = new ExactSum(4); return a; }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Tri(int i, int j) => i >= j ? i * (i + 1) / 2 + j : j * (j + 1) / 2 + i;
+
+    /// <summary>Adds one chunk's plain sums (Σy, Σyyᵀ, Σp, Σp² over its samples, in sample order) exactly.</summary>
+    internal void AddChunk(Chunk c)
+    {
+        if (c.N == 0) return;
+        for (int i = 0; i < K; i++) { SY[i].Add(c.Y[i]); SP[i].Add(c.P[i]); SPP[i].Add(c.PP[i]); }
+        for (int i = 0; i < SYY.Length; i++) SYY[i].Add(c.YY[i]);
+        N += c.N; NonFinite += c.NonFinite;
+        c.Clear();
+    }
+
+    /// <summary>
+    /// Plain sums over a chunk of consecutive samples (<see cref="LevelPair.ChunkSize"/>, aligned on the
+    /// batch's first sample): an exact sum per sample would cost more than a coarse level's few steps.
+    /// The chunks are the same whatever the thread count (blocks are multiples of the chunk), and their
+    /// sums are added exactly, so the result still does not depend on the threads.
+    /// </summary>
+    internal sealed class Chunk
+    {
+        public readonly double[] Y, YY, P, PP;
+        public long N, NonFinite;
+        public Chunk(int k) { Y = new double[k]; YY = new double[k * (k + 1) / 2]; P = new double[k]; PP = new double[k]; }
+        public void Add(double[] y, double[] p)
+        {
+            int k = Y.Length;
+            for (int i = 0; i < k; i++)
+            {
+                if (!double.IsFinite(y[i]) || !double.IsFinite(p[i])) NonFinite++;
+                Y[i] += y[i]; P[i] += p[i]; PP[i] += p[i] * p[i];
+                int r = i * (i + 1) / 2;
+                for (int j = 0; j <= i; j++) YY[r + j] += y[i] * y[j];
+            }
+            N++;
+        }
+        public void Clear() { Array.Clear(Y); Array.Clear(YY); Array.Clear(P); Array.Clear(PP); N = 0; NonFinite = 0; }
+    }
+
+    public void Merge(LevelSums o)
+    {
+        for (int i = 0; i < SY.Length; i++) { SY[i].Add(o.SY[i]); SP[i].Add(o.SP[i]); SPP[i].Add(o.SPP[i]); }
+        for (int i = 0; i < SYY.Length; i++) SYY[i].Add(o.SYY[i]);
+        N += o.N; NonFinite += o.NonFinite;
+    }
+
+    /// <summary>E[Y_k] (rounded once).</summary>
+    public double MeanY(int k) => N == 0 ? double.NaN : SY[k].Round() / N;
+    /// <summary>The sample covariance of Y_i and Y_j (N − 1 in the denominator).</summary>
+    public double CovY(int i, int j)
+    {
+        if (N < 2) return double.NaN;
+        double mi = MeanY(i), mj = MeanY(j);
+        return (SYY[Tri(i, j)].Round() / N - mi * mj) * N / (N - 1.0);
+    }
+    public double MeanP(int k) => N == 0 ? double.NaN : SP[k].Round() / N;
+    public double VarP(int k) => N < 2 ? double.NaN : (SPP[k].Round() / N - MeanP(k) * MeanP(k)) * N / (N - 1.0);
+}
+
+/// <summary>
+/// The coupled simulation of one level of multilevel Monte Carlo (Giles 2008): on level ℓ ≥ 1 a fine
+/// path with step dt₀ 2^−ℓ and a coarse path with step dt₀ 2^−(ℓ−1), started from the same init draw and
+/// driven by the same Brownian path: each coarse step takes the sum of the two fine increments,
+/// z_c = (z₁ + z₂)/√2. Level 0 is a plain Euler–Maruyama path with step dt₀. Sample p of level ℓ draws
+/// its normals from path index (ℓ + 1)·2⁴⁰ + p, so the levels are independent of each other and of a
+/// plain run of the same seed, and a sample's numbers do not depend on the batch or thread that ran it.
+/// </summary>
+public static class LevelPair
+{
+    /// <summary>Path-index offset of level ℓ's samples (2⁴⁰ apart: Philox's path word holds 2⁴⁸ per level).</summary>
+    public static ulong LevelBase(int level) => (ulong)(level + 1) << 40;
+
+    /// <summary>Samples per chunk of plain sums (see <see cref="LevelSums.Chunk"/>).</summary>
+    public const int ChunkSize = 64;
+
+    /// <summary>The samples' window layout on a grid of <paramref name="steps"/> steps of <paramref name="dt"/>.</summary>
+    internal static QueryLayout[] Layout(QueryPlan[] plans, long steps, double dt, int nobs) => QueryLayout.Build(plans, steps, dt, nobs);
+
+    /// <summary>
+    /// Runs samples First .. First + Paths − 1 of level <paramref name="level"/> (step dt₀ 2^−level on the fine
+    /// path; <paramref name="s"/>.Dt is dt₀ and <paramref name="s"/>.T the horizon) and returns their exact sums.
+    /// </summary>
+    public static LevelSums Run<TModel>(in TModel model, RunSettings s, QueryPlan[] plans, int level)
+        where TModel : struct, ISdeModel
+    {
+        return Run(new[] { model }, new int[plans.Length], s, plans, level, null);
+    }
+
+    /// <inheritdoc cref="Run{TModel}(in TModel, RunSettings, QueryPlan[], int)"/>
+    /// <param name="progress">Counts the path-steps done (fine plus coarse steps), now and then.</param>
+    /// <param name="models">The set's model and its finite-difference twins; plan i is sampled on models[planModel[i]].</param>
+    internal static LevelSums Run<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, int level, StepProgress? progress)
+        where TModel : struct, ISdeModel
+    {
+        if (planModel.Length != plans.Length) throw new ArgumentException("one model index per plan");
+        foreach (int k in planModel) if (k < 0 || k >= models.Length) throw new ArgumentException($"model index {k} out of range");
+        var model = models[0];
+        var used = planModel.Distinct().OrderBy(k => k).ToArray();
+        long n0 = Engine.CheckSettings(s);
+        if (level < 0 || level > 30) throw new ArgumentOutOfRangeException(nameof(level));
+        TModel m = model;
+        int d = m.Dim, nw = m.NoiseDim, nobs = m.ObservableCount;
+        foreach (var q in plans)
+            if (q.Kind != EstimateKind.Mean) throw new ArgumentException("multilevel Monte Carlo estimates means only");
+        long nf = n0 << level;
+        double dtf = s.Dt / (1L << level);
+        var lf = Layout(plans, nf, dtf, nobs);
+        var lc = level > 0 ? Layout(plans, nf / 2, 2 * dtf, nobs) : lf;
+        var ctx = new Ctx(s, level, nf, dtf, lf, lc, planModel);
+        long perSample = level == 0 ? nf : nf + nf / 2; // path-steps of a sample, for the progress (counted per chunk)
+        var total = new LevelSums(plans.Length);
+        if (s.Paths == 0) return total;
+        var workers = PathBlocks.RunBlocks(s, 16 * ChunkSize, ChunkSize, "mlmc",
+            () => new Worker(d, nw, nobs, plans.Length),
+            (wk, first, count, fail) =>
+            {
+                var ms = (TModel[])models.Clone();
+                for (long i = 0; i < count; i++)
+                {
+                    if (s.Cancel.IsCancellationRequested) return;
+                    Array.Clear(wk.SumF); Array.Clear(wk.SumC);
+                    long f = -1;
+                    foreach (int k in used)
+                    {
+                        f = RunPath(ref ms[k], ctx, wk, first + (ulong)i, k);
+                        if (f >= 0) break;
+                    }
+                    if (f >= 0) { fail(f); continue; }
+                    Finish(ctx, wk);
+                    if (wk.Chunk.N == ChunkSize) { progress?.Add(ChunkSize * perSample); wk.Acc.AddChunk(wk.Chunk); }
+                }
+                progress?.Add(wk.Chunk.N * perSample);
+                wk.Acc.AddChunk(wk.Chunk); // a block's last, partial chunk (the run's last samples)
+            });
+        try { foreach (var w in workers) total.Merge(w.Acc); }
+        finally { foreach (var w in workers) w.Dispose(); }
+        return total;
+    }
+
+    sealed class Ctx
+    {
+        public readonly ulong Seed, Base;
+        public readonly int Level;
+        public readonly long Nf;
+        public readonly double Dtf, SqDtf, Dtc, SqDtc;
+        public readonly QueryLayout[] Lf, Lc;
+        public readonly long FFrom, FTo, CFrom, CTo;
+        public readonly int[] PlanModel;
+        public Ctx(RunSettings s, int level, long nf, double dtf, QueryLayout[] lf, QueryLayout[] lc, int[] planModel)
+        {
+            PlanModel = planModel;
+            Seed = s.Seed; Base = LevelBase(level); Level = level; Nf = nf;
+            Dtf = dtf; SqDtf = Math.Sqrt(dtf); Dtc = 2 * dtf; SqDtc = Math.Sqrt(2 * dtf);
+            Lf = lf; Lc = lc;
+            FFrom = CFrom = long.MaxValue; FTo = CTo = -1;
+            foreach (var l in lf) { FFrom = Math.Min(FFrom, l.From); FTo = Math.Max(FTo, l.To); }
+            foreach (var l in lc) { CFrom = Math.Min(CFrom, l.From); CTo = Math.Max(CTo, l.To); }
+        }
+    }
+
+    sealed unsafe class Worker : IDisposable
+    {
+        public double* Xf, Yf, Xc, Yc, W1, W2, Wc, Zn, Zu, Obs;
+        public readonly double[] SumF, SumC, Y, P;
+        public readonly LevelSums Acc;
+        public readonly LevelSums.Chunk Chunk;
+        void* _mem;
+
+        public Worker(int d, int m, int nobs, int k)
+        {
+            long dp = Pad(d), mp = Pad(m), op = Pad(nobs);
+            long total = 6 * dp + 3 * mp + op;
+            _mem = NativeMemory.AlignedAlloc((nuint)(total * 8), 64);
+            double* p = (double*)_mem;
+            NativeMemory.Clear(p, (nuint)(total * 8));
+            Xf = p; Yf = Xf + dp; Xc = Yf + dp; Yc = Xc + dp; Zn = Yc + dp; Zu = Zn + dp;
+            W1 = Zu + dp; W2 = W1 + mp; Wc = W2 + mp; Obs = Wc + mp;
+            SumF = new double[k]; SumC = new double[k]; Y = new double[k]; P = new double[k];
+            Acc = new LevelSums(k);
+            Chunk = new LevelSums.Chunk(k);
+        }
+
+        static long Pad(int n) => ((long)Math.Max(n, 1) + 3) & ~3L;
+
+        public void Dispose()
+        {
+            if (_mem != null) { NativeMemory.AlignedFree(_mem); _mem = null; }
+        }
+    }
+
+    /// <summary>Adds the observables (in obs) at step n to the running window sums of instance <paramref name="who"/>'s plans whose window holds n.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Record(QueryLayout[] lay, int[] planModel, int who, double* obs, long n, double[] sum)
+    {
+        for (int i = 0; i < lay.Length; i++)
+            if (planModel[i] == who && n >= lay[i].From && n <= lay[i].To) sum[i] += obs[lay[i].Observable];
+    }
+
+    /// <summary>
+    /// One sample of the level on model instance <paramref name="who"/> (0: the set's model, k ≥ 1: finite-difference
+    /// twin k − 1), recording the plans of that instance: returns the step at which a path blew up, or −1. Every
+    /// instance draws the same init and increments (the same path index), so twins are coupled across parameter
+    /// and level alike.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe long RunPath<TModel>(ref TModel model, Ctx c, Worker wk, ulong p, int who) where TModel : struct, ISdeModel
+    {
+        int d = model.Dim, m = model.NoiseDim;
+        ulong gp = c.Base + p, seed = c.Seed;
+        var lf = c.Lf; var lc = c.Lc;
+        double* xf = wk.Xf, yf = wk.Yf, xc = wk.Xc, yc = wk.Yc, w1 = wk.W1, w2 = wk.W2, wc = wk.Wc, obs = wk.Obs;
+        var ov = new PtrVec(obs);
+        // the same init draw for both paths
+        Normals.Fill(seed, gp, 0, Philox.TagInitNormal, wk.Zn, d);
+        Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, wk.Zu, d);
+        model.Init(new PtrVec(xf), new PtrVec(wk.Zn), new PtrVec(wk.Zu));
+        if (!Finite(xf, d)) return 0;
+        for (int i = 0; i < d; i++) xc[i] = xf[i];
+        bool coupled = c.Level > 0;
+        if (c.FFrom == 0) { model.Observe(new PtrVec(xf), 0.0, ov); Record(lf, c.PlanModel, who, obs, 0, wk.SumF); }
+        if (coupled && c.CFrom == 0) { model.Observe(new PtrVec(xc), 0.0, ov); Record(lc, c.PlanModel, who, obs, 0, wk.SumC); }
+        double dtf = c.Dtf, sqf = c.SqDtf, dtc = c.Dtc, sqc = c.SqDtc;
+        const double InvSqrt2 = 0.70710678118654752440;
+        long nf = c.Nf;
+        if (!coupled)
+        {
+            for (long n = 0; n < nf; n++)
+            {
+                if (m > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, w1, m);
+                model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w1), n * dtf, dtf, sqf);
+                if (!Finite(yf, d)) return n + 1;
+                { double* t = xf; xf = yf; yf = t; }
+                long n1 = n + 1;
+                if (n1 >= c.FFrom && n1 <= c.FTo) { model.Observe(new PtrVec(xf), n1 * dtf, ov); Record(lf, c.PlanModel, who, obs, n1, wk.SumF); }
+            }
+        }
+        else
+        {
+            for (long k = 0; k < nf / 2; k++)
+            {
+                long n = 2 * k;
+                if (m > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, w1, m);
+                model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w1), n * dtf, dtf, sqf);
+                if (!Finite(yf, d)) return n + 1;
+                { double* t = xf; xf = yf; yf = t; }
+                if (n + 1 >= c.FFrom && n + 1 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 1) * dtf, ov); Record(lf, c.PlanModel, who, obs, n + 1, wk.SumF); }
+                if (m > 0) Normals.Fill(seed, gp, (ulong)(n + 1), Philox.TagStep, w2, m);
+                model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w2), (n + 1) * dtf, dtf, sqf);
+                if (!Finite(yf, d)) return n + 2;
+                { double* t = xf; xf = yf; yf = t; }
+                if (n + 2 >= c.FFrom && n + 2 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 2) * dtf, ov); Record(lf, c.PlanModel, who, obs, n + 2, wk.SumF); }
+                // the coarse step on the same Brownian increment: ΔW_c = ΔW₁ + ΔW₂, i.e. z_c = (z₁ + z₂)/√2
+                for (int j = 0; j < m; j++) wc[j] = (w1[j] + w2[j]) * InvSqrt2;
+                model.Step(new PtrVec(xc), new PtrVec(yc), new PtrVec(wc), k * dtc, dtc, sqc);
+                if (!Finite(yc, d)) return n + 2;
+                { double* t = xc; xc = yc; yc = t; }
+                if (k + 1 >= c.CFrom && k + 1 <= c.CTo) { model.Observe(new PtrVec(xc), (k + 1) * dtc, ov); Record(lc, c.PlanModel, who, obs, k + 1, wk.SumC); }
+            }
+        }
+        return -1;
+    }
+
+    /// <summary>The sample's values (every instance has run): Y = P_fine − P_coarse (level 0: P_fine) per plan, into the chunk.</summary>
+    static void Finish(Ctx c, Worker wk)
+    {
+        var y = wk.Y; var pf = wk.P;
+        var lf = c.Lf; var lc = c.Lc;
+        bool coupled = c.Level > 0;
+        for (int i = 0; i < y.Length; i++)
+        {
+            double f = wk.SumF[i] / lf[i].Window;
+            pf[i] = f;
+            y[i] = coupled ? f - wk.SumC[i] / lc[i].Window : f;
+        }
+        wk.Chunk.Add(y, pf);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe bool Finite(double* p, int n)
+    {
+        double r = 0;
+        for (int i = 0; i < n; i++) r += p[i] * 0.0;
+        return r == 0.0;
+    }
+}

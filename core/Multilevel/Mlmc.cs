@@ -1,0 +1,380 @@
+namespace Sde.Core;
+
+/// <summary>What a multilevel target is: a function of the means of some sampled quantities.</summary>
+public enum MlmcTargetKind
+{
+    /// <summary>E[a]: Samples = [a].</summary>
+    Mean,
+    /// <summary>E[a²] − E[a]²: Samples = [a, a²].</summary>
+    Variance,
+    /// <summary>E[ab] − E[a] E[b]: Samples = [a, b, ab].</summary>
+    Covariance,
+    /// <summary>(E[a] − E[b])·Scale: Samples = [a, b] (a finite difference: a on the twin θ + h, b on θ − h, Scale = 1/2h).</summary>
+    Difference,
+}
+
+/// <summary>One quantity the user asked for, as a function of the means of the sampled plans (indices into the plans).</summary>
+public sealed class MlmcTarget
+{
+    public MlmcTargetKind Kind { get; init; }
+    public int[] Samples { get; init; } = Array.Empty<int>();
+    /// <summary><see cref="MlmcTargetKind.Difference"/>: the factor of the difference.</summary>
+    public double Scale { get; init; } = 1.0;
+
+    internal double Value(double[] m) => Kind switch
+    {
+        MlmcTargetKind.Mean => m[Samples[0]],
+        MlmcTargetKind.Variance => m[Samples[1]] - m[Samples[0]] * m[Samples[0]],
+        MlmcTargetKind.Difference => (m[Samples[0]] - m[Samples[1]]) * Scale,
+        _ => m[Samples[2]] - m[Samples[0]] * m[Samples[1]],
+    };
+
+    /// <summary>The gradient of <see cref="Value"/> in the means, as (plan, coefficient) pairs: the target's
+    /// corrections are linearised with it (delta method), so one variance per level serves any target.</summary>
+    internal (int, double)[] Gradient(double[] m) => Kind switch
+    {
+        MlmcTargetKind.Mean => new[] { (Samples[0], 1.0) },
+        MlmcTargetKind.Variance => new[] { (Samples[0], -2.0 * m[Samples[0]]), (Samples[1], 1.0) },
+        MlmcTargetKind.Difference => new[] { (Samples[0], Scale), (Samples[1], -Scale) },
+        _ => new[] { (Samples[0], -m[Samples[1]]), (Samples[1], -m[Samples[0]]), (Samples[2], 1.0) },
+    };
+}
+
+/// <summary>The accuracy asked for and the algorithm's knobs (docs/mlmc.md).</summary>
+public sealed class MlmcOptions
+{
+    /// <summary>The root-mean-square error target ε of every target (absolute), or relative to |value| with <see cref="Relative"/>.</summary>
+    public double Accuracy { get; init; }
+    public bool Relative { get; init; }
+    /// <summary>Samples of the pilot run on each of the first levels.</summary>
+    public long Pilot { get; init; } = 1000;
+    /// <summary>The finest level allowed: the finest step is dt₀ 2^−MaxLevel.</summary>
+    public int MaxLevel { get; init; } = 10;
+    /// <summary>The scheme's weak order: caps the fitted α used for the bias estimate.</summary>
+    public double WeakOrder { get; init; } = 1.0;
+    /// <summary>Most samples on one level (the run stops there, unconverged, rather than run for ever).</summary>
+    public long MaxPaths { get; init; } = 1_000_000_000_000;
+}
+
+/// <summary>One level of the run: its step, samples and cost, and per target the mean and variance of its correction.</summary>
+public sealed class MlmcLevel
+{
+    public int Level { get; init; }
+    public double Dt { get; init; }
+    public long Steps { get; init; }
+    public long Paths { get; init; }
+    /// <summary>Path-steps per sample (fine plus coarse steps).</summary>
+    public double Cost { get; init; }
+    /// <summary>Wall time spent on this level.</summary>
+    public double Seconds { get; init; }
+    /// <summary>Per target: E[Y_ℓ] and V[Y_ℓ] of the (linearised) correction, and E[P_ℓ], V[P_ℓ] of the fine value (NaN for derived targets).</summary>
+    public double[] Mean { get; init; } = Array.Empty<double>();
+    public double[] Variance { get; init; } = Array.Empty<double>();
+    public double[] MeanFine { get; init; } = Array.Empty<double>();
+    public double[] VarianceFine { get; init; } = Array.Empty<double>();
+}
+
+/// <summary>One target's result.</summary>
+public sealed class MlmcTargetResult
+{
+    public double Value { get; init; }
+    /// <summary>The sampling standard error √(Σ V_ℓ/N_ℓ).</summary>
+    public double StdErr { get; init; }
+    /// <summary>The estimated remaining bias (from the last corrections and the weak order).</summary>
+    public double Bias { get; init; }
+    /// <summary>The achieved root-mean-square error estimate √(StdErr² + Bias²).</summary>
+    public double Error { get; init; }
+    /// <summary>The absolute target ε (ε·|value| for a relative accuracy).</summary>
+    public double Accuracy { get; init; }
+    /// <summary>Fitted rates over levels ≥ 1: |E[Y_ℓ]| ∝ 2^−αℓ, V[Y_ℓ] ∝ 2^−βℓ, cost ∝ 2^γℓ (NaN with fewer than two levels ≥ 1).</summary>
+    public double Alpha { get; init; }
+    public double Beta { get; init; }
+    public double Gamma { get; init; }
+    public long NonFinite { get; init; }
+}
+
+public sealed class MlmcResult
+{
+    public MlmcLevel[] Levels { get; init; } = Array.Empty<MlmcLevel>();
+    public MlmcTargetResult[] Targets { get; init; } = Array.Empty<MlmcTargetResult>();
+    /// <summary>False when the finest level allowed (or the most samples) was reached before the bias (or variance) target.</summary>
+    public bool Converged { get; init; }
+    /// <summary>Why not converged (empty when converged).</summary>
+    public string Note { get; init; } = "";
+    /// <summary>Total path-steps (fine plus coarse).</summary>
+    public double Work { get; init; }
+    public double Seconds { get; init; }
+}
+
+/// <summary>
+/// Giles' adaptive multilevel Monte Carlo (Operations Research 56(3), 2008; the algorithm of his
+/// Acta Numerica 2015 review): pilot samples on levels 0..2, then N_ℓ ∝ √(V_ℓ/C_ℓ) from the measured
+/// variances V_ℓ and costs C_ℓ of the level corrections so that Σ V_ℓ/N_ℓ ≤ ε²/2, and new levels while
+/// the estimated remaining bias exceeds ε/√2. Every decision is taken from exact sums, and the costs
+/// are counted in path-steps (not measured in seconds), so the plan and the numbers do not depend on
+/// the thread count or the machine's load.
+/// </summary>
+public static class Mlmc
+{
+    const double Theta = 0.5; // the share of ε² given to the variance; the bias gets the rest
+
+    public static MlmcResult Run<TModel>(in TModel model, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions o)
+        where TModel : struct, ISdeModel
+        => Run(new[] { model }, new int[plans.Length], s, plans, targets, o);
+
+    /// <summary>As above, with finite-difference twins: plan i is sampled on models[planModel[i]] (models[0]: the set's model),
+    /// every instance on the same normals, so a difference of twins is coupled across the parameter and the levels.</summary>
+    public static MlmcResult Run<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions o)
+        where TModel : struct, ISdeModel
+    {
+        long n0 = Engine.CheckSettings(s);
+        if (!(o.Accuracy > 0) || !double.IsFinite(o.Accuracy)) throw new ArgumentException($"accuracy must be positive (got {o.Accuracy})");
+        if (o.Pilot < 2) throw new ArgumentException($"the pilot needs at least 2 samples per level (got {o.Pilot})");
+        if (o.MaxLevel < 0 || o.MaxLevel > 30) throw new ArgumentException($"max_levels must be in 0..30 (got {o.MaxLevel})");
+        if (n0 < 1) throw new ArgumentException("the coarsest level needs at least one step");
+        int nt = targets.Length;
+        var sums = new List<LevelSums>();
+        var secs = new List<double>();
+        var dN = new List<long>();
+        int L = Math.Min(2, o.MaxLevel);
+        for (int l = 0; l <= L; l++) { sums.Add(new LevelSums(plans.Length)); secs.Add(0); dN.Add(o.Pilot); }
+        // path-steps per sample: fine plus coarse steps, on every model instance (a finite difference's twins)
+        int instances = planModel.Distinct().Count();
+        double Cost(int l) => instances * (l == 0 ? n0 : 1.5 * (n0 << l));
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        double work = 0;
+        bool converged = true;
+        string note = "";
+        double[] alpha = new double[nt], beta = new double[nt], gamma = new double[nt];
+        double[][] ml = new double[nt][], vl = new double[nt][];
+        double[] eps = new double[nt];
+        double[] mean = new double[plans.Length];
+
+        while (true)
+        {
+            // run the extra samples of every level (samples N_ℓ .. N_ℓ + dN_ℓ − 1)
+            double planned = work;
+            for (int l = 0; l <= L; l++) planned += dN[l] * Cost(l);
+            for (int l = 0; l <= L; l++)
+            {
+                if (dN[l] <= 0) continue;
+                s.Cancel.ThrowIfCancellationRequested();
+                double before = work;
+                var prog = s.Progress == null ? null
+                    : new StepProgress(f => s.Progress(Math.Min(1.0, (before + f * dN[l] * Cost(l)) / planned)), dN[l], (long)Cost(l));
+                var rs = new RunSettings
+                {
+                    Paths = dN[l], FirstPath = sums[l].N, Dt = s.Dt, T = s.T, Seed = s.Seed, Threads = s.Threads,
+                    Cancel = s.Cancel, MemoryLimit = s.MemoryLimit,
+                };
+                var t0 = sw.Elapsed.TotalSeconds;
+                var part = LevelPair.Run(models, planModel, rs, plans, l, prog);
+                secs[l] += sw.Elapsed.TotalSeconds - t0;
+                sums[l].Merge(part);
+                work += dN[l] * Cost(l);
+                dN[l] = 0;
+            }
+
+            Estimate(sums, targets, mean, ml, vl, eps, o, alpha, beta, gamma, Cost);
+            var ns = Optimal(L, targets, vl, eps, Cost, o, out bool capped);
+            for (int l = 0; l <= L; l++) dN[l] = Math.Max(0, ns[l] - sums[l].N);
+            if (capped) { converged = false; note = $"a level would need more than {o.MaxPaths:G3} samples; the accuracy asked for is out of reach"; }
+
+            bool almost = true;
+            for (int l = 0; l <= L; l++) if (dN[l] > 0.01 * sums[l].N) almost = false;
+            if (almost)
+            {
+                bool biasOk = true;
+                for (int q = 0; q < nt; q++)
+                    if (!(Remaining(ml[q], L, UsedAlpha(alpha[q], o)) <= Math.Sqrt(Theta) * eps[q])) biasOk = false;
+                if (!biasOk)
+                {
+                    if (L == o.MaxLevel)
+                    {
+                        converged = false;
+                        note = $"the estimated bias is still above accuracy/sqrt(2) at the finest level allowed (max_levels = {o.MaxLevel}); raise max_levels or take a smaller dt";
+                    }
+                    else
+                    {
+                        // a new level, its variance extrapolated from the last one (β), then the samples of every level again
+                        L++;
+                        sums.Add(new LevelSums(plans.Length)); secs.Add(0); dN.Add(0);
+                        for (int q = 0; q < nt; q++)
+                        {
+                            Array.Resize(ref vl[q], L + 1); Array.Resize(ref ml[q], L + 1);
+                            vl[q][L] = vl[q][L - 1] / Math.Pow(2, double.IsFinite(beta[q]) ? Math.Max(beta[q], 0.5) : 1.0);
+                        }
+                        ns = Optimal(L, targets, vl, eps, Cost, o, out capped);
+                        for (int l = 0; l <= L; l++) dN[l] = Math.Max(0, ns[l] - sums[l].N);
+                        // the new level gets at least a pilot's worth, so that its variance is measured
+                        dN[L] = Math.Max(dN[L], Math.Min(o.Pilot, Math.Max(2, ns[L])));
+                        if (capped) { converged = false; note = $"a level would need more than {o.MaxPaths:G3} samples; the accuracy asked for is out of reach"; }
+                    }
+                }
+            }
+            bool more = false;
+            for (int l = 0; l <= L; l++) if (dN[l] > 0) more = true;
+            if (!more || capped) break;
+        }
+        s.Progress?.Invoke(1.0);
+
+        var res = new MlmcTargetResult[nt];
+        for (int q = 0; q < nt; q++)
+        {
+            double v = 0;
+            for (int l = 0; l <= L; l++) v += VarOf(sums[l], targets[q], mean) / sums[l].N;
+            double se = Math.Sqrt(Math.Max(v, 0));
+            double bias = Remaining(ml[q], L, UsedAlpha(alpha[q], o));
+            long bad = 0;
+            foreach (var ls in sums) bad = Math.Max(bad, ls.NonFinite);
+            res[q] = new MlmcTargetResult
+            {
+                Value = targets[q].Value(mean), StdErr = se, Bias = bias, Error = Math.Sqrt(se * se + bias * bias),
+                Accuracy = eps[q], Alpha = alpha[q], Beta = beta[q], Gamma = gamma[q], NonFinite = bad,
+            };
+        }
+        var levels = new MlmcLevel[L + 1];
+        for (int l = 0; l <= L; l++)
+        {
+            var ls = sums[l];
+            levels[l] = new MlmcLevel
+            {
+                Level = l, Dt = s.Dt / (1L << l), Steps = n0 << l, Paths = ls.N, Cost = Cost(l), Seconds = secs[l],
+                Mean = targets.Select(t => Correction(ls, t, mean)).ToArray(),
+                Variance = targets.Select(t => VarOf(ls, t, mean)).ToArray(),
+                MeanFine = targets.Select(t => t.Kind == MlmcTargetKind.Mean ? ls.MeanP(t.Samples[0]) : double.NaN).ToArray(),
+                VarianceFine = targets.Select(t => t.Kind == MlmcTargetKind.Mean ? ls.VarP(t.Samples[0]) : double.NaN).ToArray(),
+            };
+        }
+        return new MlmcResult { Levels = levels, Targets = res, Converged = converged, Note = note, Work = work, Seconds = sw.Elapsed.TotalSeconds };
+    }
+
+    /// <summary>α for the bias estimate: the fitted rate, at least ½ and at most the scheme's weak order (the conservative choice when the fit is noisy).</summary>
+    static double UsedAlpha(double fitted, MlmcOptions o) => double.IsFinite(fitted) ? Math.Min(o.WeakOrder, Math.Max(0.5, fitted)) : o.WeakOrder;
+
+    /// <summary>Giles' estimate of the remaining bias: the largest of the last three corrections, each
+    /// brought to level L by the weak rate, summed over the geometric tail: max_i |E Y_{L−i}| 2^−iα / (2^α − 1).</summary>
+    static double Remaining(double[] ml, int L, double a)
+    {
+        double r = 0;
+        for (int i = 0; i <= Math.Min(2, L - 1); i++) r = Math.Max(r, ml[L - i] * Math.Pow(2, -i * a));
+        if (L == 0) r = double.PositiveInfinity; // one level: no correction measured, so no bias estimate
+        return r / (Math.Pow(2, a) - 1);
+    }
+
+    /// <summary>The linearised correction of a target on one level: g · E[Y_ℓ].</summary>
+    static double Correction(LevelSums ls, MlmcTarget t, double[] m)
+    {
+        double r = 0;
+        foreach (var (i, c) in t.Gradient(m)) r += c * ls.MeanY(i);
+        return r;
+    }
+
+    /// <summary>The variance of the linearised correction on one level: gᵀ Cov(Y_ℓ) g.</summary>
+    static double VarOf(LevelSums ls, MlmcTarget t, double[] m)
+    {
+        var g = t.Gradient(m);
+        double r = 0;
+        foreach (var (i, ci) in g) foreach (var (j, cj) in g) r += ci * cj * ls.CovY(i, j);
+        return Math.Max(r, 0);
+    }
+
+    static void Estimate(List<LevelSums> sums, MlmcTarget[] targets, double[] mean, double[][] ml, double[][] vl, double[] eps, MlmcOptions o,
+                         double[] alpha, double[] beta, double[] gamma, Func<int, double> cost)
+    {
+        int L = sums.Count - 1;
+        Array.Clear(mean);
+        for (int i = 0; i < mean.Length; i++)
+        {
+            // the sum of the levels' means, exactly rounded once per level then summed in level order
+            double m = 0;
+            for (int l = 0; l <= L; l++) m += sums[l].MeanY(i);
+            mean[i] = m;
+        }
+        for (int q = 0; q < targets.Length; q++)
+        {
+            var t = targets[q];
+            ml[q] = new double[L + 1]; vl[q] = new double[L + 1];
+            for (int l = 0; l <= L; l++) { ml[q][l] = Math.Abs(Correction(sums[l], t, mean)); vl[q][l] = VarOf(sums[l], t, mean); }
+            alpha[q] = -Slope(ml[q], 1, L);
+            beta[q] = -Slope(vl[q], 1, L);
+            var c = new double[L + 1];
+            for (int l = 0; l <= L; l++) c[l] = cost(l);
+            gamma[q] = Slope(c, 1, L);
+            // Giles' guard against a level whose few samples show a tiny mean or variance by chance
+            double a = UsedAlpha(alpha[q], o), b = double.IsFinite(beta[q]) ? Math.Max(beta[q], 0.5) : 1.0;
+            for (int l = 2; l <= L; l++)
+            {
+                ml[q][l] = Math.Max(ml[q][l], 0.5 * ml[q][l - 1] / Math.Pow(2, a));
+                vl[q][l] = Math.Max(vl[q][l], 0.5 * vl[q][l - 1] / Math.Pow(2, b));
+            }
+            double value = t.Value(mean);
+            eps[q] = o.Relative ? o.Accuracy * Math.Abs(value) : o.Accuracy;
+        }
+    }
+
+    /// <summary>The least-squares slope of log₂ y against ℓ over levels from..to (NaN with fewer than two usable points).</summary>
+    static double Slope(double[] y, int from, int to)
+    {
+        double sx = 0, sy = 0, sxx = 0, sxy = 0; int n = 0;
+        for (int l = from; l <= to && l < y.Length; l++)
+        {
+            if (!(y[l] > 0) || !double.IsFinite(y[l])) continue;
+            double ly = Math.Log2(y[l]);
+            sx += l; sy += ly; sxx += (double)l * l; sxy += l * ly; n++;
+        }
+        if (n < 2) return double.NaN;
+        return (n * sxy - sx * sy) / (n * sxx - sx * sx);
+    }
+
+    /// <summary>N_ℓ = ⌈(2/ε²) √(V_ℓ/C_ℓ) Σ_k √(V_k C_k)⌉, the largest over the targets (each with its own ε).</summary>
+    static long[] Optimal(int L, MlmcTarget[] targets, double[][] vl, double[] eps, Func<int, double> cost, MlmcOptions o, out bool capped)
+    {
+        capped = false;
+        var ns = new long[L + 1];
+        for (int q = 0; q < targets.Length; q++)
+        {
+            if (!(eps[q] > 0) || !double.IsFinite(eps[q])) continue; // a relative target of a zero value: see the driver's warning
+            double sum = 0;
+            for (int l = 0; l <= L; l++) sum += Math.Sqrt(vl[q][l] * cost(l));
+            for (int l = 0; l <= L; l++)
+            {
+                double n = Math.Ceiling(Math.Sqrt(vl[q][l] / cost(l)) * sum / ((1 - Theta) * eps[q] * eps[q]));
+                if (!(n <= o.MaxPaths)) { capped = true; n = o.MaxPaths; }
+                ns[l] = Math.Max(ns[l], (long)n);
+            }
+        }
+        return ns;
+    }
+}
+
+/// <summary>The multilevel run reachable from a <see cref="Type"/> (the compiler's emitted struct).</summary>
+public interface IMlmcRunner
+{
+    MlmcResult Run(object model, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options);
+    /// <summary>With finite-difference twins (see <see cref="Mlmc.Run{TModel}(TModel[], int[], RunSettings, QueryPlan[], MlmcTarget[], MlmcOptions)"/>).</summary>
+    MlmcResult Run(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options);
+}
+
+public sealed class MlmcRunner<TModel> : IMlmcRunner where TModel : struct, ISdeModel
+{
+    public MlmcResult Run(object model, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options)
+    {
+        var m = (TModel)model;
+        return Mlmc.Run(in m, settings, plans, targets, options);
+    }
+
+    public MlmcResult Run(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options)
+    {
+        var ms = new TModel[1 + variants.Length];
+        ms[0] = (TModel)model;
+        for (int i = 0; i < variants.Length; i++) ms[i + 1] = (TModel)variants[i];
+        return Mlmc.Run(ms, planModel, settings, plans, targets, options);
+    }
+}
+
+public static class MlmcRunner
+{
+    public static IMlmcRunner For(Type modelType) =>
+        (IMlmcRunner)Activator.CreateInstance(typeof(MlmcRunner<>).MakeGenericType(modelType))!;
+}

@@ -1,0 +1,183 @@
+/// Multilevel Monte Carlo (`simulate { accuracy = ... }`, docs/mlmc.md): the settings and their located
+/// errors, a run against closed forms, thread-count independence; the slow tier repeats runs over 40
+/// seeds and checks the achieved root-mean-square error against the target and the reported error.
+module Sde.Tests.MultilevelTests
+
+open System
+open System.Text.Json.Nodes
+open Expecto
+open Sde
+open Sde.Lang
+
+let private compile (text: string) =
+    match SdeCompiler.Compile(text, "m.sde") with
+    | Ok p -> p
+    | Error ds -> failtestf "unexpected diagnostics: %A" (ds |> List.map (fun d -> d.Rendered))
+
+let private errors (text: string) =
+    match SdeCompiler.Compile(text, "m.sde") with
+    | Ok _ -> failtest "expected a located error"
+    | Error ds -> ds |> List.filter (fun d -> d.Severity = "error")
+
+/// GBM from S0 = 1: E[S_T] = e^(mu T), E[S_T^2] = e^((2 mu + sigma^2) T); `simulate` and queries filled in.
+let private gbm (simulate: string) (queries: string) =
+    sprintf
+        """model G {
+  param mu = 0.05
+  param sigma = 0.2
+  state S
+  brownian W
+  init S = 1
+  d S = mu * S dt + sigma * S dW
+}
+simulate { %s }
+query {
+%s
+}
+"""
+        simulate queries
+
+/// OU from x0 = 1: E[x_T] = e^(-T), Var x_T = sigma^2 (1 - e^(-2T)) / 2.
+let private ou (simulate: string) (queries: string) =
+    sprintf
+        """model O {
+  param sigma = 0.5
+  state x
+  brownian W
+  init x = 1
+  d x = -x dt + sigma dW
+}
+simulate { %s }
+query {
+%s
+}
+"""
+        simulate queries
+
+/// The Black–Scholes price without discounting: E[max(S_T − K, 0)] for GBM from S0.
+let private call (s0: float) (k: float) (mu: float) (sigma: float) (t: float) =
+    let phi (x: float) = 0.5 * (1.0 + MathNet.Numerics.SpecialFunctions.Erf(x / sqrt 2.0))
+    let d1 = (log (s0 / k) + (mu + 0.5 * sigma * sigma) * t) / (sigma * sqrt t)
+    let d2 = d1 - sigma * sqrt t
+    s0 * exp (mu * t) * phi d1 - k * phi d2
+
+let private runMl (p: CompiledProgram) (threads: int) =
+    let opts = { Driver.defaultOptions with Threads = threads }
+    match Multilevel.run p.Program opts with
+    | r, info, [] -> r, info
+    | _, _, e :: _ -> raise e
+
+/// (value, reported error) of each query of the first set.
+let private valuesAndErrors (r: Report.RunReport) (info: Multilevel.Info) =
+    let set = List.head info.Sets
+    let res = Option.get set.Result
+    List.map2 (fun (q: Report.QueryOutcome) (qt: Multilevel.QueryTargets) -> q.Value, res.Targets[List.last qt.Targets].Error) (List.head r.Sets).Results set.Queries
+
+[<Tests>]
+let tests =
+    testList
+        "Multilevel"
+        [ test "Multilevel settings: accuracy errors are located" {
+              let at (ds: SourceDiagnostic list) (line: int) (text: string) =
+                  Expect.isTrue (ds |> List.exists (fun d -> d.Line = line && d.Message.Contains text)) (sprintf "line %d says '%s': %A" line text (ds |> List.map (fun d -> d.Rendered)))
+              at (errors (gbm "accuracy = -1; T = 1" "  mean(S)")) 9 "accuracy must be > 0"
+              at (errors (gbm "accuracy = 0.1; relative_accuracy = 0.01; T = 1" "  mean(S)")) 9 "either accuracy or relative_accuracy"
+              at (errors (gbm "relative_accuracy = 2; T = 1" "  mean(S)")) 9 "relative_accuracy must be < 1"
+              at (errors (gbm "max_levels = 4; T = 1" "  mean(S)")) 9 "needs accuracy"
+              at (errors (gbm "accuracy = 0.1; max_levels = 40" "  mean(S)")) 9 "max_levels must be an integer in 1..20"
+              at (errors (gbm "accuracy = 0.1" "  mean(S)\n  density(S) on [0, 3] bins 10")) 12 "not Lipschitz"
+              at (errors (gbm "accuracy = 0.1" "  d mean(S) / d mu")) 11 "finite_difference(h = ...) of a mean only"
+              at (errors (gbm "accuracy = 0.1" "  lyapunov(1)")) 11 "Lyapunov"
+          }
+
+          test "Multilevel defaults: dt = T/8, paths = 1000 pilot samples, max_levels 10" {
+              let p = compile (gbm "accuracy = 0.1; T = 2" "  mean(S)")
+              Expect.equal p.Settings.Dt 0.25 "coarsest step T/8"
+              Expect.equal p.Settings.Paths 1000L "pilot"
+              Expect.equal (Option.get p.Settings.Multilevel).MaxLevels 10 "max_levels"
+          }
+
+          test "Multilevel GBM: E[S_T], E[S_T^2] and the call within 4.5 reported errors of the closed forms" {
+              let p = compile (gbm "accuracy = 0.01; dt = 0.25; paths = 200; T = 1; seed = 5" "  mean(S)\n  mean(S^2)\n  mean(max(S - 1, 0))\n  variance(S)")
+              let r, info = runMl p 0
+              let exact = [ exp 0.05; exp 0.14; call 1.0 1.0 0.05 0.2 1.0; exp 0.14 - exp 0.1 ]
+              for (v, e), x in List.zip (valuesAndErrors r info) exact do
+                  Expect.isLessThanOrEqual e 0.0101 "the reported error is within the target"
+                  Expect.isLessThan (abs (v - x)) (4.5 * e) (sprintf "%g against %g (error %g)" v x e)
+              let res = Option.get (List.head info.Sets).Result
+              Expect.isTrue res.Converged "converged"
+              Expect.isGreaterThanOrEqual res.Levels.Length 3 "at least levels 0..2"
+              // the samples fall with the level: the corrections' variance decays (beta about 1 for Euler)
+              Expect.isGreaterThan res.Levels[0].Paths res.Levels[res.Levels.Length - 1].Paths "fewer samples on finer levels"
+          }
+
+          test "Multilevel finite-difference responses, twins coupled across parameter and level: closed forms within 4.5 reported errors" {
+              let p = compile (gbm "accuracy = 0.03; dt = 0.25; paths = 200; T = 1; seed = 6" "  d mean(S) / d mu with finite_difference(h = 0.01)\n  d mean(S^2) / d sigma with finite_difference(h = 0.01)")
+              let r, info = runMl p 0
+              // d/dmu e^(mu T) = T e^(mu T); d/dsigma e^((2 mu + sigma^2) T) = 2 sigma T e^((2 mu + sigma^2) T)
+              // (the central difference's own error, h^2 times the third derivative, is below 1e-4 here)
+              let exact = [ exp 0.05; 0.4 * exp 0.14 ]
+              for (v, e), x in List.zip (valuesAndErrors r info) exact do
+                  Expect.isLessThan (abs (v - x)) (4.5 * e) (sprintf "%g against %g (error %g)" v x e)
+              let q = (List.head r.Sets).Results |> List.head
+              Expect.equal q.Kind "response" "kind"
+              Expect.equal q.Wrt (Some "mu") "wrt"
+          }
+
+          test "Multilevel the same numbers on 1 and 2 threads, levels in the JSON" {
+              let p = compile (ou "accuracy = 0.02; dt = 0.25; paths = 200; T = 1; seed = 2" "  mean(x)\n  variance(x)")
+              let r1, i1 = runMl p 1
+              let r2, i2 = runMl p 2
+              let strip (r: Report.RunReport) (i: Multilevel.Info) =
+                  let j = JsonNode.Parse(Multilevel.toJson { r with Seconds = 0.0; PathStepsPerSecond = 0.0 } i)
+                  for l in j.["sets"].[0].["levels"].AsArray() do l.AsObject().Remove "seconds" |> ignore
+                  j.ToJsonString()
+              Expect.equal (strip r1 i1) (strip r2 i2) "JSON without timings"
+              let j = JsonNode.Parse(Multilevel.toJson r1 i1)
+              let levels = j.["sets"].[0].["levels"].AsArray()
+              Expect.isGreaterThanOrEqual levels.Count 3 "levels"
+              Expect.equal (levels.[1].["dt"].GetValue<float>()) 0.125 "level 1 step"
+              Expect.isTrue (j.["sets"].[0].["results"].[0].["error_estimate"].GetValue<float>() <= 0.02) "error field"
+              Expect.equal (j.["multilevel"].["accuracy"].GetValue<float>()) 0.02 "settings"
+              let ml = j.["sets"].[0].["results"].[1].["multilevel"]
+              Expect.equal (ml.["levels"].AsArray().Count) levels.Count "per-query level table"
+          } ]
+
+/// The achieved root-mean-square error over `seeds` runs and the RMS of (estimate − exact)/reported error.
+let private repeat (text: int -> string) (exact: float list) (seeds: int) =
+    let runs =
+        [ for seed in 1..seeds ->
+              let r, info = runMl (compile (text seed)) 0
+              valuesAndErrors r info ]
+    exact
+    |> List.mapi (fun k x ->
+        let errs = runs |> List.map (fun vs -> fst vs[k] - x)
+        let z = List.map2 (fun e (vs: (float * float) list) -> e / snd vs[k]) errs runs
+        sqrt (errs |> List.averageBy (fun e -> e * e)), sqrt (z |> List.averageBy (fun e -> e * e)))
+
+[<Tests>]
+let slow =
+    testList
+        "Slow multilevel"
+        [ test "Slow multilevel GBM over 40 seeds: RMS error <= 1.2 accuracy, reported errors honest" {
+              Tier.requireSlow "40 multilevel runs to an accuracy of 0.005"
+              let eps = 0.005
+              let text seed = gbm (sprintf "accuracy = %g; dt = 0.25; paths = 500; T = 1; seed = %d" eps seed) "  mean(S)\n  mean(S^2)\n  mean(max(S - 1, 0))"
+              let results = repeat text [ exp 0.05; exp 0.14; call 1.0 1.0 0.05 0.2 1.0 ] 40
+              for rms, z in results do
+                  printfn "mlmc GBM: achieved RMS error %g (target %g), RMS of error/reported %g" rms eps z
+                  Expect.isLessThanOrEqual rms (1.2 * eps) "achieved RMS error"
+                  Expect.isLessThanOrEqual z 1.5 "the reported error is honest"
+          }
+
+          test "Slow multilevel OU over 40 seeds: RMS error <= 1.2 accuracy, reported errors honest" {
+              Tier.requireSlow "40 multilevel runs to an accuracy of 0.003"
+              let eps = 0.003
+              let text seed = ou (sprintf "accuracy = %g; dt = 0.25; paths = 500; T = 1; seed = %d" eps seed) "  mean(x)\n  mean(x^2)\n  variance(x)"
+              let v = 0.25 * (1.0 - exp -2.0) / 2.0
+              let results = repeat text [ exp -1.0; exp -2.0 + v; v ] 40
+              for rms, z in results do
+                  printfn "mlmc OU: achieved RMS error %g (target %g), RMS of error/reported %g" rms eps z
+                  Expect.isLessThanOrEqual rms (1.2 * eps) "achieved RMS error"
+                  Expect.isLessThanOrEqual z 1.5 "the reported error is honest"
+          } ]

@@ -1,0 +1,134 @@
+// The multilevel benchmark (docs/mlmc.md, issue 22). Prints
+//   1. total work (path-steps) and wall time against the accuracy ε (1e-2 .. 1e-4) for the multilevel
+//      run of a GBM call payoff, with the slope of log work against log ε, next to the work of plain
+//      Euler Monte Carlo at its optimal dt and paths for the same ε (from the measured bias and variance);
+//   2. at relative_accuracy = 1e-3: the multilevel wall time against plain Euler with the dt and paths
+//      that reach the same error (chosen from the measured bias constant and variance), on GBM and on a
+//      nonlinear 10-dimensional model with multiplicative noise. Plain Euler runs `fraction` of its paths
+//      (its time is linear in the paths) and its time is scaled up: the line says so.
+//
+//   dotnet build dsl/cli -c Release
+//   dotnet fsi tests/perf/mlmc.fsx [smallest-eps] [threads] [fraction]
+//
+// Work is counted in path-steps (fine plus coarse steps): unlike seconds, it does not depend on the machine's load.
+#r "../../dsl/cli/bin/Release/net10.0/Sde.Core.dll"
+#r "../../dsl/cli/bin/Release/net10.0/Sde.Lang.dll"
+#r "../../dsl/cli/bin/Release/net10.0/OxyPlot.dll"
+#r "../../dsl/cli/bin/Release/net10.0/FParsec.dll"
+#r "../../dsl/cli/bin/Release/net10.0/FParsecCS.dll"
+
+open System
+open Sde
+open Sde.Lang
+
+let args = fsi.CommandLineArgs
+let smallest = if args.Length > 1 then float args[1] else 1e-4
+let threads = if args.Length > 2 then int args[2] else 0
+let fraction = if args.Length > 3 then float args[3] else 0.05
+
+let gbmText = """model GBM {
+  param mu = 0.05
+  param sigma = 0.2
+  state S
+  brownian W
+  init S = 1
+  d S = mu * S dt + sigma * S dW
+}
+simulate { SIMULATE }
+query {
+  mean(max(S - 1, 0))
+}
+"""
+let gbm (simulate: string) = gbmText.Replace("SIMULATE", simulate)
+
+let ringText = """model Ring10 {
+  const N = 10
+  param k = 1
+  param sigma = 0.5
+  state x[N] periodic
+  brownian W[N]
+  init x[i] = 0.5
+  d x[i] = (2 * x[i] * (1 - x[i]) + k * (x[i+1] + x[i-1] - 2 * x[i])) dt + sigma * x[i] dW[i]
+}
+simulate { SIMULATE }
+query {
+  mean(avg(i, x[i]^2))
+}
+"""
+let ring (simulate: string) = ringText.Replace("SIMULATE", simulate)
+
+let compile (text: string) =
+    match SdeCompiler.Compile(text, "bench.sde") with
+    | Ok p -> p
+    | Error ds -> failwithf "%A" (ds |> List.map (fun d -> d.Rendered))
+
+let multilevel (text: string) =
+    let p = compile text
+    let sw = Diagnostics.Stopwatch.StartNew()
+    match Multilevel.run p.Program { Driver.defaultOptions with Threads = threads } with
+    | r, info, [] -> r, Option.get (List.head info.Sets).Result, sw.Elapsed.TotalSeconds
+    | _, _, e :: _ -> raise e
+
+/// Plain Euler at its optimum for an RMS error ε with a weak-order-1 bias c·dt and variance V:
+/// bias² = ε²/3 (the optimum of N·T/dt under V/N + c²dt² = ε²), N = 1.5 V / ε².
+let plainPlan (c: float) (v: float) (eps: float) (t: float) =
+    let steps = max 1.0 (ceil (t / (eps / (sqrt 3.0 * c))))
+    let dt = t / steps
+    let n = ceil (v / (eps * eps - c * c * dt * dt))
+    steps, dt, n, n * steps
+
+/// The bias constant c (|bias(dt)| ≈ c·dt for Euler) from the corrections: |E[P_l − P_l−1]| = c·dt_l; the
+/// median over levels ≥ 1 of the run; and V = var(P_L) on the finest level.
+let biasAndVariance (res: Sde.Core.MlmcResult) =
+    let cs = res.Levels |> Array.filter (fun l -> l.Level >= 1) |> Array.map (fun l -> abs l.Mean[0] / l.Dt) |> Array.sort
+    cs[cs.Length / 2], res.Levels[res.Levels.Length - 1].VarianceFine[0]
+
+let slope (xs: float[]) (ys: float[]) =
+    let lx = xs |> Array.map log
+    let ly = ys |> Array.map log
+    let mx, my = Array.average lx, Array.average ly
+    Array.map2 (fun x y -> (x - mx) * (y - my)) lx ly |> Array.sum
+    |> fun s -> s / (lx |> Array.sumBy (fun x -> (x - mx) ** 2.0))
+
+// ---------------------------------------------------------------- 1. work against ε
+printfn "1. GBM call payoff E[max(S_T - 1, 0)] (S0 = 1, mu = 0.05, sigma = 0.2, T = 1), Euler, dt0 = 1 (one step), pilot 200"
+let epss = [| 1e-2; 5e-3; 2e-3; 1e-3; 5e-4; 2e-4; 1e-4 |] |> Array.filter (fun e -> e >= smallest * 0.999)
+let rows =
+    [| for eps in epss ->
+           let _, res, secs = multilevel (gbm (sprintf "accuracy = %g; dt = 1; paths = 200; T = 1; seed = 1" eps))
+           eps, res, secs |]
+let _, finest, _ = rows[rows.Length - 1]
+let c, v = biasAndVariance finest
+printfn "   measured bias constant c = %.4g (|bias| = c dt), variance V = %.4g" c v
+printfn "   %8s %7s %14s %9s %10s %16s %12s" "eps" "levels" "mlmc work" "seconds" "error" "plain work" "plain dt"
+for eps, res, secs in rows do
+    let steps, dt, n, w = plainPlan c v eps 1.0
+    printfn "   %8.0e %7d %14.4g %9.3g %10.3g %16.4g %12.4g" eps res.Levels.Length res.Work secs res.Targets[0].Error w dt
+let e = rows |> Array.map (fun (e, _, _) -> e)
+let works = rows |> Array.map (fun (_, r, _) -> r.Work)
+let plains = e |> Array.map (fun eps -> let _, _, _, w = plainPlan c v eps 1.0 in w)
+printfn "   slope of log work against log eps: multilevel %.3g, plain Euler at its optimal dt %.3g (theory: -2 with a log^2 factor for Euler's beta = 1; -3)" (slope e works) (slope e plains)
+printfn "   slope of log (work eps^2) against log eps (the log factor): %.3g" (slope e (Array.map2 (fun w eps -> w * eps * eps) works e))
+
+// ---------------------------------------------------------------- 2. relative 1e-3 against plain Euler
+let compare (name: string) (text: string -> string) (coarse: string) (t: float) =
+    let r, res, secs = multilevel (text ("relative_accuracy = 1e-3; paths = 200; T = 1; seed = 1; " + coarse))
+    let value = res.Targets[0].Value
+    let eps = 1e-3 * abs value
+    let c, v = biasAndVariance res
+    let steps, dt, n, w = plainPlan c v eps t
+    // plain Euler: `fraction` of its paths, timed, scaled to all
+    let np = max 1000.0 (ceil (n * fraction))
+    let p = compile (text (sprintf "dt = %.17g; paths = %d; T = 1; seed = 2" dt (int64 np)))
+    p.Run(threads = threads, backend = "cpu") |> ignore // JIT warm-up and a first pass
+    let sw = Diagnostics.Stopwatch.StartNew()
+    let pr = p.Run(threads = threads, backend = "cpu")
+    let psecs = sw.Elapsed.TotalSeconds * n / np
+    printfn "2. %s, relative_accuracy = 1e-3 (eps = %.3g): value %.6g, error estimate %.3g" name eps value res.Targets[0].Error
+    printfn "   multilevel: %d levels, %.4g path-steps, %.3g s" res.Levels.Length res.Work secs
+    printfn "   plain Euler at the same error: c = %.3g, V = %.3g -> dt = %.4g (%g steps), %g paths = %.4g path-steps, %.3g s (scaled from %g paths: %.3g s)"
+        c v dt steps n w psecs np (sw.Elapsed.TotalSeconds)
+    printfn "   speed-up: %.3gx in work, %.3gx in wall time" (w / res.Work) (psecs / secs)
+
+compare "GBM call payoff (dt0 = 1)" gbm "dt = 1" 1.0
+compare "Ring10 (10-D, logistic drift, multiplicative noise) mean(avg(i, x[i]^2)), dt0 = 0.25" ring "dt = 0.25" 1.0
