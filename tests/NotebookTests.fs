@@ -26,6 +26,7 @@ query {
   mean(x)
   d mean(x) / d theta
   density(x) on [-0.5, 1.5] bins 8
+  lyapunov(1)
 }
 """
 
@@ -38,27 +39,37 @@ let private tags (pattern: string) (html: string) =
           |> Seq.map (fun a -> a.Groups[1].Value, Net.WebUtility.HtmlDecode a.Groups[2].Value)
           |> dict ]
 
+/// Equal to the last bit, NaN included.
+let private same (a: float) (b: float) = BitConverter.DoubleToInt64Bits a = BitConverter.DoubleToInt64Bits b
+
 let private count (what: string) (s: string) = Regex.Matches(s, Regex.Escape what).Count
 
-/// What .NET Interactive's formatter does with a value whose type names a formatter source by convention
+/// What .NET Interactive's formatter finds for a value whose type names a formatter source by convention
 /// (an attribute called TypeFormatterSourceAttribute, a source with CreateTypeFormatters, formatters with
-/// MimeType and Format(object, TextWriter)): the text each MIME type's formatter writes.
-let private formatByConvention (value: obj) : Map<string, string> =
+/// MimeType and Format(object, TextWriter)): per MIME type, the call that writes the value.
+let private formatters (value: obj) : (string * (unit -> string)) list =
     let attr =
         value.GetType().GetCustomAttributes(true)
         |> Array.find (fun a -> a.GetType().Name = "TypeFormatterSourceAttribute")
 
     let sourceType = attr.GetType().GetProperty("FormatterSourceType").GetValue(attr) :?> Type
     let source = Activator.CreateInstance sourceType
-    let formatters = sourceType.GetMethod("CreateTypeFormatters").Invoke(source, [||]) :?> Collections.IEnumerable
+    let all = sourceType.GetMethod("CreateTypeFormatters").Invoke(source, [||]) :?> Collections.IEnumerable
 
-    [ for f in Seq.cast<obj> formatters ->
+    [ for f in Seq.cast<obj> all ->
           let mime = f.GetType().GetProperty("MimeType").GetValue(f) :?> string
-          use w = new StringWriter()
-          let ok = f.GetType().GetMethod("Format", [| typeof<obj>; typeof<TextWriter> |]).Invoke(f, [| value; w |]) :?> bool
-          Expect.isTrue ok (sprintf "%s formats %s" mime (value.GetType().Name))
-          mime, w.ToString() ]
-    |> Map.ofList
+
+          mime,
+          fun () ->
+              use w = new StringWriter()
+              let ok = f.GetType().GetMethod("Format", [| typeof<obj>; typeof<TextWriter> |]).Invoke(f, [| value; w |]) :?> bool
+              Expect.isTrue ok (sprintf "%s formats %s" mime (value.GetType().Name))
+              w.ToString() ]
+
+let private formatAs (mime: string) (value: obj) = (formatters value |> List.find (fst >> (=) mime) |> snd) ()
+
+/// The HTML with its plots' unique id prefixes made equal (they differ from one rendering to the next).
+let private sameIds (html: string) = Regex.Replace(html, "sde[0-9a-f]{12}-", "sde-")
 
 [<Tests>]
 let tests =
@@ -69,25 +80,40 @@ let tests =
               let html = Notebook.Html r
               Expect.equal r.Sets.Length 3 "three swept sets"
               let rows = tags "<tr class=\"sde-result\"[^>]*>" html
-              Expect.equal rows.Length 9 "three results in each of three sets"
+              Expect.equal rows.Length 12 "four results in each of three sets"
 
               for s, k in List.zip r.Sets [ 0..2 ] do
-                  for q, i in List.zip s.Results [ 0..2 ] do
-                      let row = rows[3 * k + i]
+                  for q, i in List.zip s.Results [ 0..3 ] do
+                      let row = rows[4 * k + i]
                       Expect.equal row["data-query"] q.Query "the row's query"
-                      Expect.equal (float row["data-value"]) q.Value "the value, to the last bit"
-                      Expect.equal (float row["data-stderr"]) q.StdErr "the stderr, to the last bit"
+                      Expect.isTrue (same (float row["data-value"]) q.Value) "the value, to the last bit"
+                      Expect.isTrue (same (float row["data-stderr"]) q.StdErr) "the stderr, to the last bit"
 
-                      if q.Kind = "density" then
-                          Expect.equal (row["data-values"].Split ' ' |> Array.map float) q.Values "a density's bins, to the last bit"
+                      if q.Kind = "density" || q.Kind = "lyapunov" then
+                          Expect.equal (row["data-values"].Split ' ' |> Array.map float) q.Values "the bins or exponents, to the last bit"
                       else
                           Expect.stringContains html (Output.valueWithError q.Value q.StdErr) "the table's value ± stderr"
 
-              // one density plot per set, inlined (no XML prologue), scaled by a view box; one sweep plot per scalar query
-              Expect.equal (count "<svg" html) (3 + 2) "three densities and two sweep plots"
+                  // the exponent of the Euler chain x_{n+1} = (1 - theta dt) x_n + ...: log|1 - theta dt| / dt
+                  let theta = s.Params |> List.find (fun (n, _) -> n = "theta") |> snd
+                  let lyap = rows[4 * k + 3]
+                  Expect.floatClose Accuracy.high (float lyap["data-values"]) (log (1.0 - theta * 0.05) / 0.05) "the spectrum's closed form"
+
+              // a density's lines as the table has them, less the query's column: its summary starts a line
+              Expect.stringContains html (Net.WebUtility.HtmlEncode "\non [-0.5, 1.5], 8 bins · peak") "the density's summary under its sparkline"
+
+              // per set a density and a spectrum, inlined (no XML prologue), scaled by a view box; a sweep plot per scalar query
+              Expect.equal (count "<svg" html) (3 * 2 + 2) "three densities, three spectra, two sweep plots"
               Expect.equal (count "<?xml" html) 0 "no XML prologue inside the HTML"
-              Expect.equal (count "viewBox=\"0 0 800 500\"" html) 5 "every plot scales with the cell"
-              Expect.stringContains html "<details><summary>plots of set theta=1 (1)</summary>" "several sets: their plots folded"
+              Expect.equal (count "viewBox=\"0 0 800 500\"" html) 8 "every plot scales with the cell"
+              Expect.stringContains html "<details><summary>plots of set theta=1 (2)</summary>" "several sets: their plots folded"
+
+              // one page holds every plot: their ids are unique, and every reference names one of them
+              let ids = [ for m in Regex.Matches(html, "\\sid=\"([^\"]+)\"") -> m.Groups[1].Value ]
+              Expect.isNonEmpty ids "the plots' clip paths"
+              Expect.equal (List.distinct ids).Length ids.Length "unique ids"
+              for m in Regex.Matches(html, "url\\(#([^)]+)\\)") do
+                  Expect.contains ids m.Groups[1].Value "a reference to an id of the page"
 
               // the sweep: one row per value, a column per scalar query, the same numbers as the sets'
               let sweep = tags "<td class=\"sde-num\" data-value=[^>]*>" html
@@ -97,18 +123,15 @@ let tests =
 
           test "Notebook the result types name formatter sources as .NET Interactive's convention reads them: HTML and the CLI's text" {
               let r = report.Value
-              let f = formatByConvention r
-              Expect.equal (f |> Map.toList |> List.map fst) [ "text/html"; "text/plain" ] "HTML and plain text"
-              Expect.equal f["text/html"] (Notebook.Html r) "the report's HTML"
-              Expect.equal f["text/plain"] (Output.table r) "the report's text is the CLI's table"
+              Expect.equal (formatters r |> List.map fst) [ "text/html"; "text/plain" ] "HTML and plain text"
+              Expect.equal (formatAs "text/plain" r) (Output.table r) "the report's text is the CLI's table"
               let q = r.Sets.Head.Results |> List.find (fun q -> q.Kind = "density")
-              let fq = formatByConvention q
-              Expect.equal fq["text/plain"] (Output.resultText q) "a result's text is the table's lines"
-              Expect.stringContains fq["text/html"] "<svg" "a density shows its plot"
-              let fs = formatByConvention r.Sets.Head
-              Expect.stringContains fs["text/html"] "<table" "a set shows its table"
-              let fp = formatByConvention (Notebook.Compile small)
-              Expect.stringContains fp["text/plain"] "model OU: 1 state component, params theta, sigma" "a program's summary"
+              Expect.equal (formatAs "text/plain" q) (Output.resultText q) "a result's text is the table's lines"
+              let html = formatAs "text/html" q
+              Expect.equal (sameIds html) (sameIds (Notebook.Html q)) "a result's HTML"
+              Expect.stringContains html "<svg" "a density shows its plot"
+              Expect.stringContains (formatAs "text/plain" r.Sets.Head) "d mean(x) / d theta" "a set's results"
+              Expect.stringContains (formatAs "text/plain" (Notebook.Compile small)) "model OU: 1 state component, params theta, sigma" "a program's summary"
               let preferred = r.GetType().GetCustomAttributes(true) |> Array.pick (function :? Formatting.TypeFormatterSourceAttribute as a -> Some a.PreferredMimeTypes | _ -> None)
               Expect.equal preferred [| "text/html"; "text/plain" |] "HTML first"
           }
@@ -123,8 +146,7 @@ let tests =
                     Paths = 2000L; T = 1.0; Dt = 0.01; Seed = 7UL; FinalLoss = 0.5; FinalLossStdErr = 0.01; Seconds = 1.0
                     SecondsPerEvaluation = 0.3; Warnings = [ "a warning <here>" ]; Estimated = [] }
 
-              let formatted = formatByConvention fit
-              let html = formatted["text/html"]
+              let html = formatAs "text/html" fit
               let rows = tags "<tr class=\"sde-fitted\"[^>]*>" html
               Expect.equal (rows |> List.map (fun d -> d["data-name"], float d["data-value"], float d["data-stderr"])) [ "theta", 1.01, 0.05; "sigma", 0.49, 0.01 ] "the fitted params"
               Expect.stringContains html (Fit.fittedText 1.01 0.05) "theta's fitted ± stderr"
@@ -132,7 +154,7 @@ let tests =
               Expect.stringContains html "warning: a warning &lt;here&gt;" "the warnings, escaped"
               Expect.stringContains html (Net.WebUtility.HtmlEncode(Fit.paramsBlock fit fit.AllParams)) "the params block"
               Expect.equal (count "<svg" html) 3 "the loss and each param against the evaluations"
-              Expect.equal formatted["text/plain"] (Fit.summary fit fit.AllParams) "the text is dsl fit's summary"
+              Expect.equal (formatAs "text/plain" fit) (Fit.summary fit fit.AllParams) "the text is dsl fit's summary"
           }
 
           test "Notebook docs/notebooks.md's notebook cells are verbatim excerpts of docs/notebooks/tour.dib (which CI runs and checks)" {

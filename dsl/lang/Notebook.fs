@@ -63,7 +63,14 @@ type Notebook =
                     t.Insert(4, sprintf " viewBox=\"0 0 %s %s\" style=\"width:100%%;max-width:%spx;height:auto\"" w.Groups[1].Value h.Groups[1].Value w.Groups[1].Value)
                 else tag
 
-            tag' + body.Substring tag.Length
+            // the plot's ids (its clip paths: clipPath1, ...) made unique: every plot of a notebook page
+            // shares one document, where `url(#clipPath1)` would name the first plot's
+            let prefix = "sde" + Guid.NewGuid().ToString("N").Substring(0, 12) + "-"
+
+            let rest =
+                Regex.Replace(body.Substring tag.Length, "(\\sid=\"|url\\(#|href=\"#)([^\")]+)", fun m -> m.Groups[1].Value + prefix + m.Groups[2].Value)
+
+            tag' + rest
         else body
 
     static member private Style =
@@ -92,10 +99,17 @@ type Notebook =
             elif q.Kind = "ess" then
                 Output.essCount q.Value
             else
-                // the table's lines without the query's name on the first (the first column has it)
-                let text = Output.resultText q
-                let text = if text.StartsWith q.Query then text.Substring(q.Query.Length).TrimStart() else text
-                text.Split('\n') |> Array.filter (fun l -> not (l.TrimStart().StartsWith "warning: ")) |> String.concat "\n"
+                // the table's lines without the query's name before the first (the first column has it):
+                // each line loses the label's width (the query and two spaces), which keeps a signed
+                // sparkline's two rows and a summary aligned; the warnings have rows of their own
+                let label = q.Query.Length + 2
+                let cut (l: string) = if l.Length >= label && String.IsNullOrWhiteSpace(l.Substring(0, label)) then l.Substring label else l.TrimStart()
+
+                Output.resultText q
+                |> fun t -> t.Split('\n')
+                |> Array.mapi (fun i l -> if i = 0 && l.StartsWith q.Query && l.Length >= label then l.Substring label else cut l)
+                |> Array.filter (fun l -> not (l.TrimStart().StartsWith "warning: "))
+                |> String.concat "\n"
 
         let method =
             q.Method
