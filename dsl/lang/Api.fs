@@ -5,6 +5,7 @@ open Sde.Lang
 
 /// A problem in a source text: `File:Line:Col: error: Message` (or `warning:`). An error in a
 /// command-line override has no place in the source: Line = Col = 0, `File: error: --option: Message`.
+[<Sde.Lang.Formatting.TypeFormatterSource(typeof<Sde.Lang.Formatting.SdeFormatterSource>)>]
 type SourceDiagnostic =
     { File: string
       /// 0 when the problem is not located in the source (an override's).
@@ -72,6 +73,7 @@ type Results =
 type Overrides = Frontend.Overrides
 
 /// A compiled `.sde` program: its checked model, the emitted model type and the query plans.
+[<Sde.Lang.Formatting.TypeFormatterSource(typeof<Sde.Lang.Formatting.SdeFormatterSource>)>]
 type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnostic list, fit: FitCheck.FitSpec option, text: string) =
     /// The compiler's warnings (a file without queries, an unused brownian): located, rendered like
     /// the errors with `warning:`; a run goes ahead (the CLI fails it with `--strict`).

@@ -505,6 +505,7 @@ type FitStep =
       /// The fitted params' values there.
       Values: float[] }
 
+[<Sde.Lang.Formatting.TypeFormatterSource(typeof<Sde.Lang.Formatting.SdeFormatterSource>)>]
 type FitReport =
     { Model: string
       Source: string

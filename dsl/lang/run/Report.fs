@@ -13,6 +13,7 @@ type WindowOutcome =
 
 /// One query's answer. Scalar kinds (`mean`, `response`) fill Value/StdErr; binned kinds
 /// (`density`, `density_response`) fill Grid/Values/StdErrs (Grid = bin centres).
+[<Sde.Lang.Formatting.TypeFormatterSource(typeof<Sde.Lang.Formatting.SdeFormatterSource>)>]
 type QueryOutcome =
     { /// The query as written, white space collapsed.
       Query: string
@@ -65,6 +66,7 @@ type QueryOutcome =
       /// `ess`: the number of resamplings of the run (None for other kinds).
       Resamplings: int64 option }
 
+[<Sde.Lang.Formatting.TypeFormatterSource(typeof<Sde.Lang.Formatting.SdeFormatterSource>)>]
 type SetReport =
     { Name: string
       Params: (string * float) list
@@ -81,6 +83,7 @@ type SettingsReport =
       Scheme: string
       Backend: string }
 
+[<Sde.Lang.Formatting.TypeFormatterSource(typeof<Sde.Lang.Formatting.SdeFormatterSource>)>]
 type RunReport =
     { Model: string
       Source: string
