@@ -5,7 +5,7 @@
 /// normals of four paths are each path's normals.
 module Sde.Tests.LaneTests
 
-#nowarn "9" // a pinned array as a pointer for LaneNormals
+#nowarn "9" // a pinned array as a pointer for Normals.FillAcrossPaths4
 
 open System
 open Expecto
@@ -185,7 +185,7 @@ let tests =
 
                             (let h = Runtime.InteropServices.GCHandle.Alloc(dst, Runtime.InteropServices.GCHandleType.Pinned)
                              try
-                                 LaneNormals.FillAcrossPaths4(seed, path0, step, tag, NativeInterop.NativePtr.ofNativeInt (h.AddrOfPinnedObject()), count)
+                                 Normals.FillAcrossPaths4(seed, path0, step, tag, NativeInterop.NativePtr.ofNativeInt (h.AddrOfPinnedObject()), count)
                              finally
                                  h.Free())
 

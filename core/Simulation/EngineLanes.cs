@@ -207,7 +207,7 @@ public static partial class Engine
         if (obsFrom == 0 && w0.NeedsObserve(0)) ObserveLanes(ref model, lanes, a, 0, 0.0);
         for (long n = 0; n < steps; n++)
         {
-            if (m > 0) LaneNormals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w, m);
+            if (m > 0) Normals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w, m);
             model.StepLanes4(a, b, w, n * dt, dt, sqdt);
             if (!AllFinite(b, d4)) return false;
             double* t = a; a = b; b = t;
