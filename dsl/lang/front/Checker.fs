@@ -1156,7 +1156,7 @@ let defaultSettings =
       Scheme = "euler_maruyama"
       Burnin = 0.0 }
 
-let schemes = [ "euler_maruyama" ]
+let schemes = [ "euler_maruyama"; "milstein"; "sra" ]
 
 /// Cross-checks of settings (burnin < T); `pos` locates the error.
 let validateSettings (s: Settings) : Result<unit, string> =
