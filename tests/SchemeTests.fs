@@ -307,6 +307,25 @@ let tests =
               Expect.isLessThan (abs (mean[0] - exactMean)) (abs (eMean[0] - exactMean) / 10.0) "E x of the chain vs the SDE"
               Expect.isLessThan (abs (second[0, 0] - exact2)) (abs (eSecond[0, 0] - exact2) / 10.0) "E x^2 of the chain vs the SDE"
 
+          testCase "lyapunov(1) is the exponent of the scheme's chain: Milstein on GBM (quadrature), SRA on OU (exact)" <| fun () ->
+              // Milstein on GBM: J = 1 + mu h + sigma sqrt(h) w + sigma^2 h (w^2 - 1) / 2 > 0 for every w
+              // here, and lambda = E[log J] / h (trapezoid over the normal density on [-12, 12])
+              let mu, s, h = 0.5, 0.8, 0.05
+              let dz = 1e-3
+              let expected =
+                  Seq.sum (seq { for k in -12000 .. 12000 do
+                                     let z = float k * dz
+                                     let j = 1.0 + mu * h + s * sqrt h * z + s * s * h * (z * z - 1.0) / 2.0
+                                     yield log j * exp (-z * z / 2.0) / sqrt (2.0 * Math.PI) * dz }) / h
+              let p = program (sprintf "%s\nsimulate { paths = 20; dt = 0.05; T = 20; seed = 3; burnin = 1; scheme = milstein }\nquery { lyapunov(1) }\n" gbmModel)
+              let q = (List.head (p.Run(threads = 1, backend = "cpu")).Sets).Results.Head
+              Expect.isLessThan (abs (q.Values[0] - expected)) (4.5 * q.StdErrs[0]) (sprintf "milstein GBM: %g ± %g vs %g" q.Values[0] q.StdErrs[0] expected)
+              // SRA on OU: J = 1 - theta h + (theta h)^2 / 2 on every step
+              let th, h = 1.5, 0.1
+              let p = program (sprintf "%s\nsimulate { paths = 4; dt = 0.1; T = 5; seed = 3; burnin = 1; scheme = sra }\nquery { lyapunov(1) }\n" ouModel)
+              let q = (List.head (p.Run(threads = 1, backend = "cpu")).Sets).Results.Head
+              Expect.floatClose Accuracy.high q.Values[0] (log (1.0 - th * h + th * th * h * h / 2.0) / h) "sra OU"
+
           testCase "sra and euler share their Brownian increments (lanes 0..m-1 of each step)" <| fun () ->
               // a pure-noise model: x_T = sigma W_T under both schemes, path by path
               let text = "model bm {\n  state x\n  brownian W\n  init x = 0\n  d x = 0.5 dW\n}"
@@ -315,11 +334,11 @@ let tests =
                   (List.head (p.Run(threads = 1, backend = "cpu")).Sets).Results.Head.Value
               Expect.floatClose Accuracy.high (samples "sra") (samples "euler_maruyama") "same E over the same paths"
 
-          testCase "examples/gbm_milstein.sde shows its comments' closed forms of the Milstein chain (2000 paths)" <| fun () ->
+          testCase "examples/gbm_milstein.sde shows its comments' closed forms of the Milstein chain (1000 paths)" <| fun () ->
               let rec up (d: DirectoryInfo) = if File.Exists(Path.Combine(d.FullName, "Dsl.sln")) then d.FullName else up d.Parent
               let text = File.ReadAllText(Path.Combine(up (DirectoryInfo AppContext.BaseDirectory), "examples", "gbm_milstein.sde"))
               let p =
-                  match SdeCompiler.Compile(text, "gbm_milstein.sde", { Frontend.noOverrides with Paths = Some 2000L }) with
+                  match SdeCompiler.Compile(text, "gbm_milstein.sde", { Frontend.noOverrides with Paths = Some 1000L }) with
                   | Ok p -> p
                   | Error ds -> failwithf "%A" (ds |> List.map string)
               let r = (List.head (p.Run(threads = 2, backend = "cpu")).Sets).Results
