@@ -67,7 +67,7 @@ let private malformed: (string * string * int * int * string) list =
       "non-integer paths", ou "  d x = dt + dW" + "simulate { paths = 1.5 }\n", 6, 20, "paths must be an integer"
       "negative dt", ou "  d x = dt + dW" + "simulate { dt = -0.1 }\n", 6, 17, "dt must be > 0"
       "burnin not below T", ou "  d x = dt + dW" + "simulate { T = 1; burnin = 2 }\n", 6, 28, "burnin"
-      "unknown scheme", ou "  d x = dt + dW" + "simulate { scheme = milstein }\n", 6, 21, "unknown scheme"
+      "unknown scheme", ou "  d x = dt + dW" + "simulate { scheme = heun }\n", 6, 21, "unknown scheme"
       "dt in an observable", ou "  d x = dt + dW" + "query { mean(x dt) }\n", 6, 16, "observables must not contain"
       "zero bins", ou "  d x = dt + dW" + "query { density(x) on [0, 1] bins 0 }\n", 6, 35, "bins must be >= 1"
       "empty density range", ou "  d x = dt + dW" + "query { density(x) on [1, 1] bins 3 }\n", 6, 24, "a < b"

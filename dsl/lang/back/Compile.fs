@@ -86,7 +86,7 @@ let compileWith (derivatives: bool) (ir: ModelIr) (observables: Sym[]) (wrt: int
         ir.Loops |> List.map (fun l -> { LoopOutput.Arg = arg; Target = l.Target; Ranges = l.Ranges; Value = value l })
     let mb = defineModelType ir.Name ir.ParamNames [| iface; tface; typeof<ISdeLaneModel> |]
     implementConstInt mb iface "Dim" ir.Dim
-    implementConstInt mb iface "NoiseDim" ir.NoiseDim
+    implementConstInt mb iface "NoiseDim" (noiseLanes ir)
     implementConstInt mb iface "ObservableCount" observables.Length
     // Init<TV>(x, zn, zu)
     let initBind = standardBind mb 0 0 0 [ "zn", FromVec(2, 0); "zu", FromVec(3, 0) ]

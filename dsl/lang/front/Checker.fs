@@ -1163,7 +1163,7 @@ let mlmcCoarseSteps = 8.0
 let mlmcPilot = 1000L
 let mlmcMaxLevels = 10
 
-let schemes = [ "euler_maruyama" ]
+let schemes = [ "euler_maruyama"; "milstein"; "sra" ]
 
 /// Cross-checks of settings (burnin < T); `pos` locates the error.
 let validateSettings (s: Settings) : Result<unit, string> =

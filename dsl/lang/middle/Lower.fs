@@ -33,6 +33,16 @@ type InitLoopIr =
       Ranges: (int * int) list
       Value: Sym }
 
+/// The one-step map the engines iterate (`simulate { scheme = ... }`, docs/discretisation.md).
+type Scheme =
+    /// x + f Δt + g ΔW: strong order 1/2, weak order 1.
+    | EulerMaruyama
+    /// Euler plus ½ Σ_jk (L^j g_·k)(ΔW_j ΔW_k − δ_jk Δt): strong order 1 for commutative noise.
+    | Milstein
+    /// Rößler's SRA1 for additive noise: strong order 1.5, weak order 2; a second normal per noise
+    /// lane and step (the engines draw 2m lanes, `noiseLanes`).
+    | Sra
+
 /// The scalar form of a model: everything the emitter and the derivative generator need.
 type ModelIr =
     { Name: string
@@ -47,7 +57,9 @@ type ModelIr =
       /// Rows computed by loops (empty unless `Loops.lowerModel` chose them; then the model has no
       /// derivative code, see `Compile.compile`).
       Loops: LoopIr list
-      InitLoops: InitLoopIr list }
+      InitLoops: InitLoopIr list
+      /// The one-step map (Euler unless the driver sets another; a non-Euler model has no loops).
+      Scheme: Scheme }
 
 type private Env = Map<string, int>
 
@@ -345,7 +357,8 @@ let lowerModelExcept (skipRow: int -> bool) (skipInit: int -> bool) (m: CheckedM
       Diffusion = entries
       Init = init
       Loops = []
-      InitLoops = [] }
+      InitLoops = []
+      Scheme = EulerMaruyama }
 
 /// Lower a model with every component unrolled.
 let lowerModel (m: CheckedModel) : ModelIr = lowerModelExcept (fun _ -> false) (fun _ -> false) m
@@ -415,14 +428,162 @@ let diffusionApplied (ir: ModelIr) : Sym[] =
     gw
 
 /// The Euler step G_k = x_k + f_k dt + (g w)_k sqdt, against the leaves State / Noise / Ext("dt"|"sqdt").
-let stepExpressions (ir: ModelIr) : Sym[] =
+let private eulerExpressions (ir: ModelIr) : Sym[] =
     let gw = diffusionApplied ir
     Array.init ir.Dim (fun k -> eulerStep (state k) ir.Drift[k] gw[k])
 
+let schemeName (s: Scheme) =
+    match s with
+    | EulerMaruyama -> "euler_maruyama"
+    | Milstein -> "milstein"
+    | Sra -> "sra"
+
+let schemeOfName (name: string) =
+    match name with
+    | "milstein" -> Milstein
+    | "sra" -> Sra
+    | _ -> EulerMaruyama
+
+/// Noise lanes the engines draw per step (`ISdeModel.NoiseDim`): SRA reads a second normal per
+/// lane, lanes m .. 2m − 1 after the m lanes of ΔW. A lane's normal depends only on its index
+/// (`Normals.Fill`), so lanes 0 .. m − 1 are the Euler run's: common random numbers across schemes.
+let noiseLanes (ir: ModelIr) = if ir.Scheme = Sra then 2 * ir.NoiseDim else ir.NoiseDim
+
+/// Most terms g_lj ∂_l g_ik of Milstein's correction (like `maxItoTerms`).
+let maxMilsteinTerms = maxItoTerms
+
+/// A Milstein model whose correction would pass `maxMilsteinTerms`.
+exception TooManyMilsteinTerms of string
+
+/// Milstein's coefficients L^j g_ik = Σ_l g_lj ∂_l g_ik, keyed (row i, lane j, lane k), structural
+/// zeros absent (only the states l that g_ik reads and that carry noise on lane j contribute).
+let milsteinCoefficients (ir: ModelIr) : Collections.Generic.Dictionary<struct (int * int * int), Sym> =
+    let rowLanes = Collections.Generic.Dictionary<int, Collections.Generic.List<int * Sym>>()
+
+    for e in ir.Diffusion do
+        match rowLanes.TryGetValue e.Row with
+        | true, l -> l.Add((e.Lane, e.Coeff))
+        | _ -> rowLanes[e.Row] <- Collections.Generic.List [ (e.Lane, e.Coeff) ]
+
+    let count =
+        ir.Diffusion |> List.sumBy (fun e -> stateDeps e.Coeff |> Array.sumBy (fun l -> match rowLanes.TryGetValue l with | true, ls -> int64 ls.Count | _ -> 0L))
+
+    if count > maxMilsteinTerms then
+        raise (TooManyMilsteinTerms(sprintf "Milstein's correction has %d terms g_lj d_l g_ik; at most %d (a noise that reads every one of n states on every lane has n^3); use scheme = euler_maruyama" count maxMilsteinTerms))
+
+    let terms = Collections.Generic.Dictionary<struct (int * int * int), Collections.Generic.List<Sym>>()
+
+    for e in ir.Diffusion do
+        for l, dg in stateGradient e.Coeff do
+            match rowLanes.TryGetValue l with
+            | true, ls ->
+                for j, glj in ls do
+                    let key = struct (e.Row, j, e.Lane)
+                    match terms.TryGetValue key with
+                    | true, xs -> xs.Add(mul glj dg)
+                    | _ -> terms[key] <- Collections.Generic.List [ mul glj dg ]
+            | _ -> ()
+
+    let out = Collections.Generic.Dictionary<struct (int * int * int), Sym>()
+
+    for kv in terms do
+        let c = sumAll kv.Value
+        if not (isZero c) then out[kv.Key] <- c
+
+    out
+
+/// A normal form for comparing two expressions: the operands of sums and products ordered by
+/// hash, recursively. Equal normal forms are equal functions.
+let rec private normal (e: Sym) : Sym =
+    let args = List.map normal e.Args
+
+    match e.Op with
+    | Add | Mul -> withArgs e (args |> List.sortBy (fun a -> a.Hash))
+    | _ -> if args.IsEmpty then e else withArgs e args
+
+/// The first (row, lane j, lane k), j < k, where L^j g_ik and L^k g_ij differ after simplification
+/// (the noise is not commutative, as far as the compiler can prove), or None.
+let nonCommutative (ir: ModelIr) : (int * int * int) option =
+    let c = milsteinCoefficients ir
+    let get key = match c.TryGetValue key with | true, v -> v | _ -> zero
+
+    c.Keys
+    |> Seq.collect (fun (struct (i, j, k)) -> [ (i, min j k, max j k) ])
+    |> Seq.filter (fun (_, j, k) -> j <> k)
+    |> Seq.distinct
+    |> Seq.sort
+    |> Seq.tryFind (fun (i, j, k) -> normal (get (struct (i, j, k))) <> normal (get (struct (i, k, j))))
+
+/// Milstein's step: Euler plus ½ Δt Σ_jk L^j g_ik (w_j w_k − δ_jk), ΔW = √Δt w (exact for
+/// commutative noise, where the iterated integrals I_jk + I_kj = ΔW_j ΔW_k − δ_jk Δt suffice).
+let private milsteinExpressions (ir: ModelIr) : Sym[] =
+    let euler = eulerExpressions ir
+    let c = milsteinCoefficients ir
+    let perRow = Array.init ir.Dim (fun _ -> Collections.Generic.List<Sym>())
+
+    for kv in c |> Seq.sortBy (fun kv -> let struct (i, j, k) = kv.Key in i, j, k) do
+        let struct (i, j, k) = kv.Key
+        let ww = if j = k then sub (powi (noise j) 2) one else mul (noise j) (noise k)
+        perRow[i].Add(mul kv.Value ww)
+
+    euler
+    |> Array.mapi (fun i g -> if perRow[i].Count = 0 then g else add g (mul (mul (num 0.5) (ext "dt" 0)) (sumAll perRow[i])))
+
+/// Rößler's SRA1 (SIAM J. Numer. Anal. 48(3), 2010; the form of StochasticDiffEq.jl) for additive
+/// noise g(t): χ_l = ½ (ΔW_l + ΔZ_l/√3) (I_(1,0)/Δt), H = x + ¾ f Δt + 3/2 g(t+Δt) χ,
+/// x' = x + Δt (f(x, t)/3 + 2 f(H, t + ¾Δt)/3) + g(t+Δt) ΔW + (g(t) − g(t+Δt)) χ, with ΔW = √Δt w_l
+/// and ΔZ = √Δt w_(m+l) independent. (The driver refuses a diffusion that reads the state.)
+let private sraExpressions (ir: ModelIr) : Sym[] =
+    let m = ir.NoiseDim
+    let dt = ext "dt" 0
+    let sqdt = ext "sqdt" 0
+    let chi = Array.init m (fun l -> mul (mul (num 0.5) sqdt) (add (noise l) (mul (num (1.0 / sqrt 3.0)) (noise (m + l)))))
+    let atTime (t: Sym) (e: Sym) = substitute (function Time -> Some t | _ -> None) e
+    let later = add time dt
+    let rows = Array.init ir.Dim (fun _ -> Collections.Generic.List<DiffEntry>())
+    for e in ir.Diffusion do rows[e.Row].Add e
+
+    let h =
+        Array.init ir.Dim (fun i ->
+            let noisePart = rows[i] |> Seq.map (fun e -> mul (atTime later e.Coeff) chi[e.Lane]) |> sumAll
+            add (state i) (add (mul (num 0.75) (mul ir.Drift[i] dt)) (mul (num 1.5) noisePart)))
+
+    let shifted = add time (mul (num 0.75) dt)
+    let atH (e: Sym) = substitute (function State k -> Some h[k] | Time -> Some shifted | _ -> None) e
+
+    Array.init ir.Dim (fun i ->
+        let f0 = ir.Drift[i]
+        let f1 = atH f0
+        let drift = mul dt (add (mul (num (1.0 / 3.0)) f0) (mul (num (2.0 / 3.0)) f1))
+
+        let noisePart =
+            rows[i]
+            |> Seq.map (fun e ->
+                let gp = atTime later e.Coeff
+                let dw = mul (mul gp sqdt) (noise e.Lane)
+                if mentions Time e.Coeff then add dw (mul (sub e.Coeff gp) chi[e.Lane]) else dw)
+            |> sumAll
+
+        add (state i) (add drift noisePart))
+
+/// The scheme's one-step map G_k(x, w), against the leaves State / Noise / Time / Ext("dt"|"sqdt"):
+/// the emitted `Step` and, through its symbolic derivatives, the tangent (pathwise responses,
+/// Lyapunov exponents).
+let stepExpressions (ir: ModelIr) : Sym[] =
+    match ir.Scheme with
+    | EulerMaruyama -> eulerExpressions ir
+    | Milstein -> milsteinExpressions ir
+    | Sra -> sraExpressions ir
+
 /// The step of the rows that no loop computes (`zero` in the `covered` rows, which cost nothing).
 let stepExpressionsExcept (covered: bool[]) (ir: ModelIr) : Sym[] =
-    let gw = diffusionApplied ir
-    Array.init ir.Dim (fun k -> if covered[k] then zero else eulerStep (state k) ir.Drift[k] gw[k])
+    match ir.Scheme with
+    | EulerMaruyama ->
+        let gw = diffusionApplied ir
+        Array.init ir.Dim (fun k -> if covered[k] then zero else eulerStep (state k) ir.Drift[k] gw[k])
+    | _ ->
+        if Array.exists id covered then invalidArg "covered" "a model with another scheme than Euler has no loops"
+        stepExpressions ir
 
 /// The initial values of the components that no loop sets (`zero` in the `covered` ones).
 let initExpressionsExcept (covered: bool[]) (ir: ModelIr) : Sym[] =

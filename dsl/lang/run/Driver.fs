@@ -127,6 +127,11 @@ let private refusal (m: CheckedModel) (ir: Lower.ModelIr) (target: CTarget) (p: 
     let why (s: string) = Some(s, "")
 
     match meth with
+    | _ when kernelLike && ir.Scheme <> Lower.EulerMaruyama ->
+        Some(
+            sprintf "the divergence-kernel and likelihood-ratio estimators are built on the Euler-Maruyama transition density, which scheme = %s does not have" (Lower.schemeName ir.Scheme),
+            " (or scheme = euler_maruyama, with extrapolate = richardson for a smaller bias)"
+        )
     | Pathwise when isDensity -> why "pathwise cannot differentiate a density"
     | Pathwise when Ir.hasSelect phi -> why "pathwise needs a differentiable observable, and this one contains 'if'"
     | Pathwise when stationary -> why "pathwise has no stationary (ergodic) form here"
@@ -315,6 +320,55 @@ let private resultSizeError (cf: CheckedFile) (jobs: (CheckedQuery * QueryJob) l
                    Message = sprintf "the samples queries would hold %g values in memory (%d parameter set%s x paths x times x observables, up to this query), more than the limit of %g per run; use fewer paths, sets or observables" v cf.Sets.Length (if cf.Sets.Length = 1 then "" else "s") maxRunSampleValues }
         | _ -> None)
 
+/// The noise of component k as the user writes it: the brownian lane's name (`dW`, `dW[2]`).
+let private laneName (m: CheckedModel) (l: int) =
+    match m.Brownians |> List.tryFindBack (fun b -> b.Offset <= l) with
+    | Some b when b.IsVector -> sprintf "d%s[%d]" b.Name (l - b.Offset)
+    | Some b -> "d" + b.Name
+    | None -> sprintf "lane %d" l
+
+/// Where the equation of component k is written (the model's position when none is found).
+let private equationPos (m: CheckedModel) (k: int) =
+    let states = List.toArray m.States
+
+    match states |> Array.tryFindIndexBack (fun s -> s.Offset <= k) with
+    | Some si ->
+        match m.Equations |> List.tryFind (fun e -> e.State = si) with
+        | Some e -> e.Pos
+        | None -> m.Pos
+    | None -> m.Pos
+
+/// What the scheme needs of the noise (docs/discretisation.md, Schemes): `sra` an additive
+/// diffusion, `milstein` a commutative one; located at the first equation that breaks it.
+let private schemeErrors (cf: CheckedFile) (ir: Lower.ModelIr) : Diagnostic list =
+    let m = cf.Model
+    let compName k = componentName (m.States |> List.findBack (fun s -> s.Offset <= k)) k
+
+    let name (op: Ir.Op) =
+        match op with
+        | Ir.Param i -> ir.ParamNames[i]
+        | Ir.State k -> ir.ComponentNames[k]
+        | _ -> string op
+
+    match ir.Scheme with
+    | Lower.EulerMaruyama -> []
+    | Lower.Sra ->
+        match ir.Diffusion |> List.tryFind (fun d -> (Ir.stateDeps d.Coeff).Length > 0) with
+        | Some d ->
+            [ { Pos = equationPos m d.Row
+                Message =
+                  sprintf "scheme = sra is for additive noise, and the coefficient of %s in the equation of '%s' (%s) depends on the state; use scheme = milstein or scheme = euler_maruyama"
+                      (laneName m d.Lane) (compName d.Row) (Ir.render name d.Coeff) } ]
+        | None -> []
+    | Lower.Milstein ->
+        match Lower.nonCommutative ir with
+        | Some (i, j, k) ->
+            [ { Pos = equationPos m i
+                Message =
+                  sprintf "scheme = milstein needs commutative noise (L^j g_k = L^k g_j for every pair of noise lanes, with L^j = sum_l g_lj d/dx_l), and in the equation of '%s' the lanes %s and %s do not commute as far as the compiler can prove (Milstein would then need the Levy areas); use scheme = euler_maruyama (with extrapolate = richardson for a smaller bias), or a diagonal noise (each equation on its own brownian, its coefficient reading only its own state)"
+                      (compName i) (laneName m j) (laneName m k) } ]
+        | None -> []
+
 let rec prepare (source: string) (cf: CheckedFile) : Result<Program, Diagnostic list> =
     // lowering, the derivatives and the emitter recurse on the expressions: on a large stack
     try
@@ -333,7 +387,12 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
             Error [ { Pos = q.Pos; Message = Loops.derivativeDimMessage m.Dim } ]
         | _ ->
 
-        let ir = if derivativeQuery.IsSome then Lower.lowerModel m else Loops.lowerModel Loops.defaultMinLoopSize m
+        let scheme = Lower.schemeOfName cf.Settings.Scheme
+
+        let ir =
+            if scheme <> Lower.EulerMaruyama then { Lower.lowerModel m with Scheme = scheme } // (no loops: their step is Euler's)
+            elif derivativeQuery.IsSome then Lower.lowerModel m
+            else Loops.lowerModel Loops.defaultMinLoopSize m
         let obs = Collections.Generic.List<Ir.Sym>()
 
         let symIndex (s: Ir.Sym) =
@@ -396,6 +455,8 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                     err q (sprintf "samples(...) every %s writes a value per path, time and observable: %d paths x %g times x %d = %g values, more than %g (held in memory); use fewer paths (--paths) or a larger step"
                                (Checker.shortNumber every) cf.Settings.Paths times es.Length values maxTrajectoryValues)
                 else Ok(SamplesJob(es |> List.map obsIndex |> List.toArray, e))
+            | QScore _ when ir.Scheme <> Lower.EulerMaruyama ->
+                err q (sprintf "score(...) is the divergence-kernel estimator, built on the Euler-Maruyama transition density, which scheme = %s does not have; use scheme = euler_maruyama" (Lower.schemeName ir.Scheme))
             | QScore (comp, lo, hi, bins) ->
                 if degenerateNoise ir && not (Lower.additiveNoise ir) then
                     err q "the noise is degenerate and depends on the state, so the divergence-kernel score (with its default schedule) is not defined"
@@ -503,6 +564,8 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                     Ok(ResponseJob(plans, pname, methodText ir.Dim meth, windows))
             | QLyapunov k -> Ok(LyapunovJob k)
             | QWeight n -> err q (sprintf "'%s' needs a weight" n)
+            | QAlignment _ when ir.Scheme <> Lower.EulerMaruyama ->
+                err q (sprintf "alignment needs the divergence-kernel score, built on the Euler-Maruyama transition density, which scheme = %s does not have; use scheme = euler_maruyama" (Lower.schemeName ir.Scheme))
             | QAlignment (lo, hi, bins) ->
                 if ir.NoiseDim = 0 then
                     err q (sprintf "'%s' has no noise (an ODE): its density is singular and has no score, so alignment is not defined; use lyapunov(k)" m.Name)
@@ -518,7 +581,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
         let jobs = cf.Queries |> List.map (fun q -> q, planOf q)
 
         let errors =
-            initLawErrors cf ir @ twinDomainErrors cf @ multilevelErrors cf @ (jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None))
+            schemeErrors cf ir @ initLawErrors cf ir @ twinDomainErrors cf @ multilevelErrors cf @ (jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None))
             |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
 
         // (the size needs every job planned: only when there is no other error)
@@ -540,6 +603,7 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
         | errs, _ -> Error errs
     with
     | Tangent.TooManyDerivatives m
+    | Lower.TooManyMilsteinTerms m
     | Lower.TooManyItoTerms m -> Error [ { Pos = cf.Model.Pos; Message = m } ]
     | ex -> Error [ { Pos = cf.Model.Pos; Message = sprintf "internal compiler error: %s" ex.Message } ]
 

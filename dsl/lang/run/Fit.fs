@@ -986,6 +986,9 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
 
     if cf.Weight.IsSome then
         at spec.Pos (sprintf "fitting a weighted model (weight '%s') is not available yet" cf.Weight.Value.Name)
+    elif cf.Settings.Scheme <> "euler_maruyama" then
+        // (the KL gradient is the divergence-kernel one, built on the Euler transition density)
+        at spec.Pos (sprintf "a fit runs the Euler-Maruyama chain (its KL gradient is built on the Euler transition density), not scheme = %s; use scheme = euler_maruyama" cf.Settings.Scheme)
     elif isKl && t > cf.Settings.T || RunSettings.WholeSteps(t, cf.Settings.Dt) < 1L then
         at spec.Pos (sprintf "kl at %s: not a grid time in (0, T = %s] with dt = %s" (g6 t) (g6 cf.Settings.T) (g6 cf.Settings.Dt))
     elif isKl && paths < 2L then
