@@ -49,13 +49,14 @@ for i, c in enumerate(code):
     errors = [o for o in c.get("outputs", []) if o.get("output_type") == "error"]
     check(not errors, "code cell %d ran without error%s" % (i, "" if not errors else ": " + errors[0].get("evalue", "")[:300]))
 
-# the cells in order: 0 the reference, 1 the OU run, 2 the comparison, 3 the sweep, 4 the fit, 5 WFR
-check(len(code) == 6, "six code cells (found %d)" % len(code))
-if len(code) != 6:
+# the cells in order: 0 the reference, 1 the OU run, 2 the comparison, 3 the sweep, 4 the fit, 5 WFR,
+# 6 the OU run from C#
+check(len(code) == 7, "seven code cells (found %d)" % len(code))
+if len(code) != 7:
     print("notebook: %d passed, %d failed" % (passed, failed))
     sys.exit(1)
 
-ou, sweep, fit, wfr = html_of(code[1]), html_of(code[3]), html_of(code[4]), html_of(code[5])
+ou, sweep, fit, wfr, cs = html_of(code[1]), html_of(code[3]), html_of(code[4]), html_of(code[5]), html_of(code[6])
 for name, h in [("OU run", ou), ("sweep", sweep), ("fit", fit), ("WFR run", wfr)]:
     check("<table" in h and "<svg" in h, "%s: displayed as an HTML table with inline SVG plots" % name)
 
@@ -118,6 +119,15 @@ for key, derivative in [("density(x) on [-0.5, 1.25] bins 14", False), ("d densi
         if abs(v - exact) > 4.5 * e + 1e-9:
             bad.append("bin at %.3f: %.4f ± %.4f vs %.4f" % (c, v, e, exact))
     check(len(grid) == 14 and not bad, "%s: all 14 bins within 4.5 stderr of the Gaussian's %s" % (key, "derivative" if derivative else "bin masses") + ("; " + "; ".join(bad) if bad else ""))
+
+# the same from C# (1000 paths)
+check("<table" in cs, "C#: displayed as an HTML table")
+cs_sets = results(cs)
+check(len(cs_sets) == 1 and "mean(x)" in cs_sets[0][1], "C#: the run's mean(x)")
+if len(cs_sets) == 1 and "mean(x)" in cs_sets[0][1]:
+    q = cs_sets[0][1]["mean(x)"]
+    within("C#: mean(x)", float(q["data-value"]), float(q["data-stderr"]), m)
+    check('data-stderr="' in cs and "1000 paths" in cs, "C#: the paths override (1000 paths)")
 
 # 2. the sweep: the chain's stationary variance (the transient from N(0, 1) is below 1e-4 at T = 5)
 cells = re.findall(r'<h4 class="sde-sweep" data-param="theta">.*?</table>', sweep, re.S)

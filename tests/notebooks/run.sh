@@ -45,7 +45,7 @@ mkdir -p "$work/home"
 out="$work/tour.ipynb"
 (
     cd docs/notebooks
-    HOME="$work/home" DOTNET_CLI_HOME="$work/home" timeout 600 "$repl" --run tour.dib --exit-after-run --output-format ipynb --output-path "$out" > "$work/repl.log" 2>&1
+    HOME="$work/home" DOTNET_CLI_HOME="$work/home" timeout 600 "$repl" --run tour.dib --default-kernel fsharp --exit-after-run --output-format ipynb --output-path "$out" > "$work/repl.log" 2>&1
 ) || echo "notebooks: dotnet-repl exited $? (a cell failed; the check below says which)"
 
 if [[ ! -s "$out" ]]; then
