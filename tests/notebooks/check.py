@@ -11,7 +11,12 @@ agree with closed forms computed here, independently of the engine:
   4. examples/wfr_double_well.sde: the WFR set's mass right of 0 near the target's (quadrature), plain
      Langevin measurably short of it (the claims of tests/WeightedTests.fs).
 
-Usage: check.py NOTEBOOK.ipynb REPO_ROOT. Prints one line per check and `notebook: N passed, N failed`;
+With a third argument, the committed notebook (docs/notebooks/tour.ipynb), it also checks that the run
+reproduces its structure: the same cells with the same sources, outputs of the same kinds, the same
+result rows and as many plots per cell (the numbers and timings may differ), so that the committed
+notebook cannot go stale (`tests/notebooks/run.sh --update` rewrites it).
+
+Usage: check.py NOTEBOOK.ipynb REPO_ROOT [COMMITTED.ipynb]. Prints one line per check and `notebook: N passed, N failed`;
 exits 1 on any failure.
 """
 import html
@@ -188,6 +193,25 @@ if set(sets) >= {"wfr", "langevin"}:
     check(abs(wv - target) <= 4.5 * we + 0.03, "WFR mass right of 0 at T %.4f ± %.4f vs target %.4f" % (wv, we, target))
     check(lv + 4.5 * le < target - 0.1, "Langevin %.4f ± %.4f is short of it" % (lv, le))
     check("ess" in sets["wfr"], "the WFR set reports its effective sample size")
+
+# the committed notebook: the structure of this run
+def structure(book):
+    out = []
+    for c in book["cells"]:
+        outs = []
+        for o in c.get("outputs", []):
+            h = "".join(o.get("data", {}).get("text/html", []))
+            rows = tuple(attrs(t).get("data-query") for t in re.findall(r'<tr class="sde-result"[^>]*>', h))
+            outs.append((o.get("output_type"), tuple(sorted(o.get("data", {}))), rows, h.count("<svg")))
+        out.append((c["cell_type"], "".join(c.get("source", [])), tuple(outs)))
+    return out
+
+
+if len(sys.argv) > 3:
+    committed = json.load(open(sys.argv[3], encoding="utf-8"))
+    a, b = structure(committed), structure(nb)
+    diff = [i for i in range(max(len(a), len(b))) if i >= len(a) or i >= len(b) or a[i] != b[i]]
+    check(not diff, "the committed %s has this run's structure%s" % (sys.argv[3], "" if not diff else " (cells %s differ: run tests/notebooks/run.sh --update)" % diff))
 
 print("notebook: %d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
