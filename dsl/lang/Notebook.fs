@@ -6,6 +6,7 @@ open System.IO
 open System.Net
 open System.Text
 open System.Text.RegularExpressions
+open System.Runtime.InteropServices
 open Sde.Lang
 open Sde.Lang.Report
 
@@ -363,20 +364,29 @@ type Notebook =
         let text = ds |> List.map (fun d -> d.Rendered.TrimEnd()) |> String.concat "\n"
         raise (SdeException(text, ds))
 
-    static member private OverridesOf(paths: int option, seed: int option) : Overrides option =
-        if paths.IsNone && seed.IsNone then None
+    static member private OverridesOf(paths: int, seed: int64) : Overrides option =
+        if paths <= 0 && seed < 0L then None
         else
             Some
                 { Sets = []
                   ParamsName = None
-                  Paths = paths |> Option.map int64
+                  Paths = (if paths > 0 then Some(int64 paths) else None)
                   Dt = None
                   T = None
-                  Seed = seed |> Option.map uint64 }
+                  Seed = (if seed >= 0L then Some(uint64 seed) else None) }
+
+    // The optional arguments are .NET's (Optional, DefaultParameterValue), for F# and C# alike:
+    // `paths` 0 and `seed` -1 leave the file's settings; `fileName` null names the text notebook.sde.
 
     /// Compiles a model's text (`fileName` names it in diagnostics); throws `SdeException` on errors.
-    static member Compile(source: string, ?fileName: string, ?paths: int, ?seed: int) : CompiledProgram =
-        let file = defaultArg fileName "notebook.sde"
+    static member Compile
+        (
+            source: string,
+            [<Optional; DefaultParameterValue(null: string)>] fileName: string,
+            [<Optional; DefaultParameterValue(0)>] paths: int,
+            [<Optional; DefaultParameterValue(-1L)>] seed: int64
+        ) : CompiledProgram =
+        let file = if isNull fileName then "notebook.sde" else fileName
 
         let result =
             match Notebook.OverridesOf(paths, seed) with
@@ -388,23 +398,36 @@ type Notebook =
         | Error ds -> Notebook.Fail ds
 
     /// Compiles and runs a model's text: every query of every set (`paths`, `seed` override the file's).
-    static member Run(source: string, ?paths: int, ?seed: int, ?fileName: string) : RunReport =
-        Notebook.Compile(source, ?fileName = fileName, ?paths = paths, ?seed = seed).Run()
+    static member Run
+        (
+            source: string,
+            [<Optional; DefaultParameterValue(0)>] paths: int,
+            [<Optional; DefaultParameterValue(-1L)>] seed: int64,
+            [<Optional; DefaultParameterValue(null: string)>] fileName: string
+        ) : RunReport =
+        Notebook.Compile(source, fileName, paths, seed).Run()
 
     /// Compiles and runs a `.sde` file.
-    static member RunFile(path: string, ?paths: int, ?seed: int) : RunReport =
-        Notebook.Run(File.ReadAllText path, ?paths = paths, ?seed = seed, fileName = path)
+    static member RunFile(path: string, [<Optional; DefaultParameterValue(0)>] paths: int, [<Optional; DefaultParameterValue(-1L)>] seed: int64) : RunReport =
+        Notebook.Run(File.ReadAllText path, paths, seed, path)
 
     /// Compiles a model's text and fits its `fit` block; the data file's name is relative to `dataDir`
-    /// (default: the current folder, a notebook's own).
-    static member Fit(source: string, ?dataDir: string, ?paths: int, ?seed: int, ?fileName: string) : Fit.FitReport =
-        let p = Notebook.Compile(source, ?fileName = fileName, ?paths = paths, ?seed = seed)
+    /// (null: the current folder, a notebook's own).
+    static member Fit
+        (
+            source: string,
+            [<Optional; DefaultParameterValue(null: string)>] dataDir: string,
+            [<Optional; DefaultParameterValue(0)>] paths: int,
+            [<Optional; DefaultParameterValue(-1L)>] seed: int64,
+            [<Optional; DefaultParameterValue(null: string)>] fileName: string
+        ) : Fit.FitReport =
+        let p = Notebook.Compile(source, fileName, paths, seed)
 
-        match p.Fit(dataDir = defaultArg dataDir ".") with
+        match p.Fit(dataDir = (if isNull dataDir then "." else dataDir)) with
         | Ok r -> r
         | Error ds -> Notebook.Fail ds
 
     /// Fits a `.sde` file's `fit` block (its data file relative to the file's folder, as `dsl fit` does).
-    static member FitFile(path: string, ?paths: int, ?seed: int) : Fit.FitReport =
+    static member FitFile(path: string, [<Optional; DefaultParameterValue(0)>] paths: int, [<Optional; DefaultParameterValue(-1L)>] seed: int64) : Fit.FitReport =
         let dir = match Path.GetDirectoryName(Path.GetFullPath path) with | null -> "." | d -> d
-        Notebook.Fit(File.ReadAllText path, dir, ?paths = paths, ?seed = seed, fileName = path)
+        Notebook.Fit(File.ReadAllText path, dir, paths, seed, path)

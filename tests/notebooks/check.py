@@ -11,7 +11,12 @@ agree with closed forms computed here, independently of the engine:
   4. examples/wfr_double_well.sde: the WFR set's mass right of 0 near the target's (quadrature), plain
      Langevin measurably short of it (the claims of tests/WeightedTests.fs).
 
-Usage: check.py NOTEBOOK.ipynb REPO_ROOT. Prints one line per check and `notebook: N passed, N failed`;
+With a third argument, the committed notebook (docs/notebooks/tour.ipynb), it also checks that the run
+reproduces its structure: the same cells with the same sources, outputs of the same kinds, the same
+result rows and as many plots per cell (the numbers and timings may differ), so that the committed
+notebook cannot go stale (`tests/notebooks/run.sh --update` rewrites it).
+
+Usage: check.py NOTEBOOK.ipynb REPO_ROOT [COMMITTED.ipynb]. Prints one line per check and `notebook: N passed, N failed`;
 exits 1 on any failure.
 """
 import html
@@ -49,13 +54,14 @@ for i, c in enumerate(code):
     errors = [o for o in c.get("outputs", []) if o.get("output_type") == "error"]
     check(not errors, "code cell %d ran without error%s" % (i, "" if not errors else ": " + errors[0].get("evalue", "")[:300]))
 
-# the cells in order: 0 the reference, 1 the OU run, 2 the comparison, 3 the sweep, 4 the fit, 5 WFR
-check(len(code) == 6, "six code cells (found %d)" % len(code))
-if len(code) != 6:
+# the cells in order: 0 the reference, 1 the OU run, 2 the comparison, 3 the sweep, 4 the fit, 5 WFR,
+# 6 the OU run from C#
+check(len(code) == 7, "seven code cells (found %d)" % len(code))
+if len(code) != 7:
     print("notebook: %d passed, %d failed" % (passed, failed))
     sys.exit(1)
 
-ou, sweep, fit, wfr = html_of(code[1]), html_of(code[3]), html_of(code[4]), html_of(code[5])
+ou, sweep, fit, wfr, cs = html_of(code[1]), html_of(code[3]), html_of(code[4]), html_of(code[5]), html_of(code[6])
 for name, h in [("OU run", ou), ("sweep", sweep), ("fit", fit), ("WFR run", wfr)]:
     check("<table" in h and "<svg" in h, "%s: displayed as an HTML table with inline SVG plots" % name)
 
@@ -119,6 +125,15 @@ for key, derivative in [("density(x) on [-0.5, 1.25] bins 14", False), ("d densi
             bad.append("bin at %.3f: %.4f ± %.4f vs %.4f" % (c, v, e, exact))
     check(len(grid) == 14 and not bad, "%s: all 14 bins within 4.5 stderr of the Gaussian's %s" % (key, "derivative" if derivative else "bin masses") + ("; " + "; ".join(bad) if bad else ""))
 
+# the same from C# (1000 paths)
+check("<table" in cs, "C#: displayed as an HTML table")
+cs_sets = results(cs)
+check(len(cs_sets) == 1 and "mean(x)" in cs_sets[0][1], "C#: the run's mean(x)")
+if len(cs_sets) == 1 and "mean(x)" in cs_sets[0][1]:
+    q = cs_sets[0][1]["mean(x)"]
+    within("C#: mean(x)", float(q["data-value"]), float(q["data-stderr"]), m)
+    check('data-stderr="' in cs and "1000 paths" in cs, "C#: the paths override (1000 paths)")
+
 # 2. the sweep: the chain's stationary variance (the transient from N(0, 1) is below 1e-4 at T = 5)
 cells = re.findall(r'<h4 class="sde-sweep" data-param="theta">.*?</table>', sweep, re.S)
 check(len(cells) == 1, "the sweep's table over theta")
@@ -178,6 +193,25 @@ if set(sets) >= {"wfr", "langevin"}:
     check(abs(wv - target) <= 4.5 * we + 0.03, "WFR mass right of 0 at T %.4f ± %.4f vs target %.4f" % (wv, we, target))
     check(lv + 4.5 * le < target - 0.1, "Langevin %.4f ± %.4f is short of it" % (lv, le))
     check("ess" in sets["wfr"], "the WFR set reports its effective sample size")
+
+# the committed notebook: the structure of this run
+def structure(book):
+    out = []
+    for c in book["cells"]:
+        outs = []
+        for o in c.get("outputs", []):
+            h = "".join(o.get("data", {}).get("text/html", []))
+            rows = tuple(attrs(t).get("data-query") for t in re.findall(r'<tr class="sde-result"[^>]*>', h))
+            outs.append((o.get("output_type"), tuple(sorted(o.get("data", {}))), rows, h.count("<svg")))
+        out.append((c["cell_type"], "".join(c.get("source", [])), tuple(outs)))
+    return out
+
+
+if len(sys.argv) > 3:
+    committed = json.load(open(sys.argv[3], encoding="utf-8"))
+    a, b = structure(committed), structure(nb)
+    diff = [i for i in range(max(len(a), len(b))) if i >= len(a) or i >= len(b) or a[i] != b[i]]
+    check(not diff, "the committed %s has this run's structure%s" % (sys.argv[3], "" if not diff else " (cells %s differ: run tests/notebooks/run.sh --update)" % diff))
 
 print("notebook: %d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
