@@ -11,7 +11,7 @@ namespace Sde.Core;
 /// per-thread exact accumulators merged at the end. Generic over the model struct so that the JIT
 /// specialises and inlines the model's methods into the step loop.
 /// </summary>
-public static class Engine
+public static partial class Engine
 {
     /// <summary>Runs <paramref name="plans"/> on <paramref name="model"/> and returns one estimate per plan.</summary>
     public static Estimate[] Run<TModel>(in TModel model, RunSettings s, QueryPlan[] plans)
@@ -42,6 +42,7 @@ public static class Engine
         long avail = s.MemoryLimit > 0 ? s.MemoryLimit : Memory.Available();
         Memory.Check(need, avail, $"{threads} worker(s) on a model of dimension {d} with {plans.Length} quer{(plans.Length == 1 ? "y" : "ies")}");
 
+        if (s.Bias == BiasMode.Richardson) return RunRichardson(m, s, plans, layout, steps, threads);
         var sh = new Shared(s, steps, blockSize, blocks, layout);
         var result = new Accumulators(plans, layout, steps, s.Dt);
         var workers = new Worker[threads];
@@ -74,6 +75,9 @@ public static class Engine
         {
             foreach (var w in workers) w?.Dispose();
         }
+        // the discretisation-error estimate: coupled (dt, dt/2) pairs on streams of their own, after the
+        // main paths, whose values they leave untouched (see Coupled.cs)
+        if (s.Bias == BiasMode.Estimate) RunBias(m, s, plans, result, steps, threads);
         s.Progress?.Invoke(1.0);
         return result;
     }
@@ -139,8 +143,8 @@ public static class Engine
         public readonly int[][] Counts;  // per density query: the path's counts per bin
         // per density query: the bins the path has touched (in first-touch order) and how many; a path's
         // commit and reset visit only these, so binning costs O(1) per sample whatever the number of bins
-        readonly int[][] _touched;
-        readonly int[] _nTouched;
+        internal readonly int[][] _touched;
+        internal readonly int[] _nTouched;
         public long Ran;                 // paths this worker simulated (completed or failed): a failure's count is among these
         void* _mem;
 

@@ -1154,9 +1154,22 @@ let defaultSettings =
       T = 1.0
       Seed = 1UL
       Scheme = "euler_maruyama"
-      Burnin = 0.0 }
+      Burnin = 0.0
+      Bias = "estimate"
+      Extrapolate = "none" }
 
 let schemes = [ "euler_maruyama" ]
+
+/// The weak order p of a scheme (the bias of Q(dt) is O(dt^p)): the bias estimate divides
+/// Q(dt) − Q(dt/2) by 1 − 2^−p. Euler–Maruyama and Milstein 1, SRA 2.
+let weakOrder (scheme: string) =
+    match scheme with
+    | "sra" -> 2
+    | _ -> 1
+
+/// `bias = ...` and `extrapolate = ...` values.
+let biasModes = [ "estimate"; "off" ]
+let extrapolations = [ "richardson"; "none" ]
 
 /// Cross-checks of settings (burnin < T); `pos` locates the error.
 let validateSettings (s: Settings) : Result<unit, string> =
@@ -1253,11 +1266,19 @@ let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos
                     | Var n when List.contains n schemes -> Ok(fun st -> { st with Scheme = n })
                     | Var n -> fail pos (sprintf "unknown scheme '%s'; available: %s" n (String.Join(", ", schemes)))
                     | _ -> fail pos "scheme must be a name, e.g. euler_maruyama"
+                | "bias" ->
+                    match s.Value.Kind with
+                    | Var n when List.contains n biasModes -> Ok(fun st -> { st with Bias = n })
+                    | _ -> fail pos "bias must be 'estimate' (the default: a discretisation-error estimate on every result) or 'off'"
+                | "extrapolate" ->
+                    match s.Value.Kind with
+                    | Var n when List.contains n extrapolations -> Ok(fun st -> { st with Extrapolate = n })
+                    | _ -> fail pos "extrapolate must be 'richardson' (2 Q(dt/2) - Q(dt) from coupled runs) or 'none' (the default)"
                 | k ->
                     fail
                         s.Pos
-                        (sprintf "unknown setting '%s'%s (known: paths, dt, T, seed, scheme, burnin)" k
-                            (suggest k [ "paths"; "dt"; "T"; "seed"; "scheme"; "burnin" ]))
+                        (sprintf "unknown setting '%s'%s (known: paths, dt, T, seed, scheme, burnin, bias, extrapolate)" k
+                            (suggest k [ "paths"; "dt"; "T"; "seed"; "scheme"; "burnin"; "bias"; "extrapolate" ]))
 
             map2 (fun st f -> f st) acc r
 

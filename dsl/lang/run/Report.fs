@@ -11,6 +11,23 @@ type WindowOutcome =
       Values: float[]
       StdErrs: float[] }
 
+/// A result's estimated distance from the dt → 0 limit (`bias = estimate`): b = (Q(dt) − Q(dt/2)) / (1 − 2^−p).
+/// Scalars fill Value/StdErr, binned kinds Values/StdErrs (per bin). Reason: why there is none (null in the JSON).
+type BiasOutcome =
+    { Value: float
+      StdErr: float
+      Values: float[]
+      StdErrs: float[]
+      /// "coupled" (pairs on the same Brownian path at dt and dt/2) or "independent" (a separate run at dt/2).
+      Method: string
+      /// The coupled pairs, or the paths of the independent half-step run, behind it.
+      Samples: int64
+      Reason: string option }
+
+/// No estimate, and why.
+let biasNone (reason: string) =
+    { Value = nan; StdErr = nan; Values = [||]; StdErrs = [||]; Method = ""; Samples = 0L; Reason = Some reason }
+
 /// One query's answer. Scalar kinds (`mean`, `response`) fill Value/StdErr; binned kinds
 /// (`density`, `density_response`) fill Grid/Values/StdErrs (Grid = bin centres).
 type QueryOutcome =
@@ -63,7 +80,11 @@ type QueryOutcome =
       /// A self-normalised estimate under the model's Feynman–Kac weight (`"weighted": true`).
       Weighted: bool
       /// `ess`: the number of resamplings of the run (None for other kinds).
-      Resamplings: int64 option }
+      Resamplings: int64 option
+      /// The discretisation-error estimate (None with `bias = off`; Some with a Reason when there is none).
+      Bias: BiasOutcome option
+      /// `extrapolate = richardson`: the value is 2 Q(dt/2) − Q(dt).
+      Extrapolated: bool }
 
 type SetReport =
     { Name: string

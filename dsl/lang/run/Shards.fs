@@ -369,7 +369,8 @@ let readSums (p: Program) (f: PartialFile) : Result<SetSums list * float, string
         let plain = plainPlans p
         let responses = responsePlans p
         let k = lyapunovK p
-        let settings = RunSettings(Paths = p.File.Settings.Paths, Dt = p.File.Settings.Dt, T = p.File.Settings.T, Seed = p.File.Settings.Seed)
+        let settings = RunSettings(Paths = p.File.Settings.Paths, Dt = p.File.Settings.Dt, T = p.File.Settings.T, Seed = p.File.Settings.Seed,
+                                   Bias = biasMode p.File.Settings, WeakOrder = Checker.weakOrder p.File.Settings.Scheme)
 
         let sums =
             [ for _ in 1..n ->
