@@ -13,6 +13,8 @@ let ofEstimate (e: Estimate) : BiasOutcome option =
     if e.Extrapolated || e.BiasPairs <= 0L then None
     elif not (isNull e.Biases) then
         Some { Value = nan; StdErr = nan; Values = e.Biases; StdErrs = e.BiasStdErrs; Method = "coupled"; Samples = e.BiasPairs; Reason = None }
+    elif not (Double.IsFinite e.Bias) then
+        Some(biasNone "the coupled pairs gave non-finite values of the observable")
     else
         Some { Value = e.Bias; StdErr = e.BiasStdErr; Values = [||]; StdErrs = [||]; Method = "coupled"; Samples = e.BiasPairs; Reason = None }
 
