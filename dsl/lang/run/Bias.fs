@@ -12,7 +12,7 @@ open Sde.Lang.Report
 let ofEstimate (e: Estimate) : BiasOutcome option =
     if e.Extrapolated || e.BiasPairs <= 0L then None
     elif not (isNull e.Biases) then
-        Some { Value = nan; StdErr = nan; Values = e.Biases; StdErrs = e.BiasStdErrs; Method = "coupled"; Samples = e.BiasPairs; Reason = None }
+        Some { Value = 0.0; StdErr = 0.0; Values = e.Biases; StdErrs = e.BiasStdErrs; Method = "coupled"; Samples = e.BiasPairs; Reason = None }
     elif not (Double.IsFinite e.Bias) then
         Some(biasNone "the coupled pairs gave non-finite values of the observable")
     else
@@ -119,8 +119,8 @@ let combineIndependent (richardson: bool) (order: int) (c: QueryOutcome) (f: Que
         { c with
             Bias =
                 Some
-                    { Value = (if binned then nan else (c.Value - f.Value) * k)
-                      StdErr = (if binned then nan else k * sqrt (c.StdErr * c.StdErr + f.StdErr * f.StdErr))
+                    { Value = (if binned then 0.0 else (c.Value - f.Value) * k)
+                      StdErr = (if binned then 0.0 else k * sqrt (c.StdErr * c.StdErr + f.StdErr * f.StdErr))
                       Values = Array.map2 (fun a b -> (a - b) * k) c.Values f.Values
                       StdErrs = Array.map2 (fun a b -> k * sqrt (a * a + b * b)) c.StdErrs f.StdErrs
                       Method = "independent"

@@ -12,7 +12,8 @@ type WindowOutcome =
       StdErrs: float[] }
 
 /// A result's estimated distance from the dt → 0 limit (`bias = estimate`): b = (Q(dt) − Q(dt/2)) / (1 − 2^−p).
-/// Scalars fill Value/StdErr, binned kinds Values/StdErrs (per bin). Reason: why there is none (null in the JSON).
+/// Scalars fill Value/StdErr, binned kinds Values/StdErrs (per bin; their Value/StdErr are 0, not NaN, so
+/// that a report equals itself). Reason: why there is none (null in the JSON).
 type BiasOutcome =
     { Value: float
       StdErr: float
@@ -26,7 +27,7 @@ type BiasOutcome =
 
 /// No estimate, and why.
 let biasNone (reason: string) =
-    { Value = nan; StdErr = nan; Values = [||]; StdErrs = [||]; Method = ""; Samples = 0L; Reason = Some reason }
+    { Value = 0.0; StdErr = 0.0; Values = [||]; StdErrs = [||]; Method = ""; Samples = 0L; Reason = Some reason }
 
 /// One query's answer. Scalar kinds (`mean`, `response`) fill Value/StdErr; binned kinds
 /// (`density`, `density_response`) fill Grid/Values/StdErrs (Grid = bin centres).
