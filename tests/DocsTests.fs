@@ -105,7 +105,7 @@ let private roundingOf (d: float) =
 /// tolerance. Settings, params, grids, ranges and counts of paths run are exact.
 let private exactKeys = set [ "count"; "rows"; "paths"; "seed"; "dt"; "T"; "value_window"; "window"; "grid"; "range"; "F"; "sigma" ]
 let private poissonKeys = set [ "below"; "above"; "non_finite" ]
-let private stderrKeys = set [ "stderr"; "stderrs"; "log_det_stderr" ]
+let private stderrKeys = set [ "stderr"; "stderrs"; "log_det_stderr"; "bias_stderr" ]
 
 /// Every difference between a quoted JSON value (`doc`) and the run's (`run`), under `path`. `...` in
 /// the doc (a string, or an array `[ ... ]`) stands for what it leaves out; `se` is the run's
@@ -134,6 +134,7 @@ let rec jsonDiffs (path: string) (doc: JsonNode) (run: JsonNode) (key: string) (
                     | "value" -> Some "stderr"
                     | "values" -> Some "stderrs"
                     | "log_det_rate" -> Some "log_det_stderr"
+                    | "bias" -> Some "bias_stderr"
                     | _ -> None
 
                 match partner |> Option.bind (fun p -> Option.ofObj r[p]) with

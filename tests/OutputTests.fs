@@ -37,6 +37,8 @@ let internal outcome kind query =
       GridY = [||]
       Weighted = false
       Resamplings = None
+      Bias = None
+      Extrapolated = false
       Warnings = [] }
 
 let private grid lo hi n =

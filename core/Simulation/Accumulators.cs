@@ -14,6 +14,8 @@ public sealed class Accumulators
     public double Dt { get; }
     /// <summary>Number of paths accumulated.</summary>
     public long Paths { get; internal set; }
+    /// <summary>The coupled (dt, dt/2) pairs of the bias estimate or of the extrapolation (null: bias = off).</summary>
+    internal PairSums? Pairs;
 
     internal Accumulators(QueryPlan[] plans, QueryLayout[] layout, long steps, double dt)
     {
@@ -26,7 +28,9 @@ public sealed class Accumulators
     public static Accumulators Create(QueryPlan[] plans, RunSettings s)
     {
         long n = Engine.CheckSettings(s);
-        return new Accumulators(plans, QueryLayout.Build(plans, n, s.Dt, int.MaxValue), n, s.Dt);
+        var a = new Accumulators(plans, QueryLayout.Build(plans, n, s.Dt, int.MaxValue), n, s.Dt);
+        if (s.Bias != BiasMode.Off) a.Pairs = new PairSums(s.Bias, s.WeakOrder, a.Layout);
+        return a;
     }
 
     /// <summary>Adds <paramref name="other"/> (paths disjoint from ours, same queries and step) exactly.</summary>
@@ -42,36 +46,52 @@ public sealed class Accumulators
             Q[i].Merge(other.Q[i]);
         }
         Paths += other.Paths;
+        if (other.Pairs != null)
+        {
+            // empty accumulators (Create) take the planned number of pairs of the first run merged in
+            Pairs ??= new PairSums(other.Pairs.Mode, other.Pairs.Order, Layout) { Planned = other.Pairs.Planned };
+            if (Pairs.Pairs == 0 && Pairs.Planned == 0) Pairs.Planned = other.Pairs.Planned;
+            Pairs.Merge(other.Pairs);
+        }
+        else if (Pairs != null && Pairs.Pairs > 0) throw new ArgumentException("accumulators with and without coupled pairs cannot be merged");
     }
 
     /// <summary>Rounds the exact sums into estimates with standard errors (once, at the end).</summary>
     public Estimate[] ToEstimates()
     {
         var r = new Estimate[Q.Length];
-        for (int i = 0; i < Q.Length; i++) r[i] = Q[i].ToEstimate(Plans[i], Layout[i], Paths);
+        for (int i = 0; i < Q.Length; i++)
+        {
+            r[i] = Q[i].ToEstimate(Plans[i], Layout[i], Paths);
+            if (Pairs != null) r[i] = Pairs.Apply(r[i], i, Layout[i]);
+        }
         return r;
     }
 
     /// <summary>"BEDS": the format tag; version 2 (was "AEDS") adds each query's non-finite count, so that an older file is refused, not misread.</summary>
     const int FormatTag = 0x53444542;
+    /// <summary>"CEDS": as "BEDS", followed by the coupled pairs' sums (bias = estimate, extrapolate = richardson).</summary>
+    const int FormatTagPairs = 0x53444543;
 
     /// <summary>Writes the exact state (for sharded runs merged later).</summary>
     public void Write(BinaryWriter w)
     {
-        w.Write(FormatTag);
+        w.Write(Pairs == null ? FormatTag : FormatTagPairs);
         w.Write(Q.Length); w.Write(Steps); w.Write(Dt); w.Write(Paths);
         foreach (var q in Q) q.Write(w);
+        Pairs?.Write(w);
     }
 
     /// <summary>Reads what <see cref="Write"/> wrote, for the same <paramref name="plans"/> and settings.</summary>
     public static Accumulators Read(BinaryReader r, QueryPlan[] plans, RunSettings s)
     {
-        if (r.ReadInt32() != FormatTag) throw new InvalidDataException("not an accumulator file of this version");
+        if (r.ReadInt32() != (s.Bias == BiasMode.Off ? FormatTag : FormatTagPairs)) throw new InvalidDataException("not an accumulator file of this version (or of another bias setting)");
         var a = Create(plans, s);
         if (r.ReadInt32() != plans.Length || r.ReadInt64() != a.Steps || r.ReadDouble() != a.Dt)
             throw new InvalidDataException("the accumulators were written for other queries or settings");
         a.Paths = r.ReadInt64();
         foreach (var q in a.Q) q.Read(r);
+        a.Pairs?.Read(r);
         return a;
     }
 }

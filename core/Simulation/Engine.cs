@@ -44,6 +44,7 @@ public static partial class Engine
         long avail = s.MemoryLimit > 0 ? s.MemoryLimit : Memory.Available();
         Memory.Check(need, avail, $"{threads} worker(s) on a model of dimension {d} with {plans.Length} quer{(plans.Length == 1 ? "y" : "ies")}");
 
+        if (s.Bias == BiasMode.Richardson) return RunRichardson(m, s, plans, layout, steps, threads);
         var sh = new Shared(s, steps, blockSize, blocks, layout);
         var result = new Accumulators(plans, layout, steps, s.Dt);
         var workers = new Worker[threads];
@@ -76,6 +77,9 @@ public static partial class Engine
         {
             foreach (var w in workers) w?.Dispose();
         }
+        // the discretisation-error estimate: coupled (dt, dt/2) pairs on streams of their own, after the
+        // main paths, whose values they leave untouched (see Coupled.cs)
+        if (s.Bias == BiasMode.Estimate) RunBias(m, s, plans, result, steps, threads);
         s.Progress?.Invoke(1.0);
         return result;
     }
@@ -141,8 +145,8 @@ public static partial class Engine
         public readonly int[][] Counts;  // per density query: the path's counts per bin
         // per density query: the bins the path has touched (in first-touch order) and how many; a path's
         // commit and reset visit only these, so binning costs O(1) per sample whatever the number of bins
-        readonly int[][] _touched;
-        readonly int[] _nTouched;
+        internal readonly int[][] _touched;
+        internal readonly int[] _nTouched;
         public long Ran;                 // paths this worker simulated (completed or failed): a failure's count is among these
         void* _mem;
 

@@ -51,6 +51,13 @@ public sealed class RunSettings
     /// 1 one path at a time, 4 four paths wherever the model has a lane step. The results are the same bits.
     /// </summary>
     public int Lanes { get; init; }
+    /// <summary>The discretisation-error estimate (<see cref="BiasMode"/>); Off unless asked (the plain engine only).</summary>
+    public BiasMode Bias { get; init; }
+    /// <summary>The whole run's number of paths, of which this run is FirstPath .. FirstPath + Paths − 1 (a shard):
+    /// the coupled pairs of the bias estimate are spread over the whole run by global index. 0: FirstPath + Paths.</summary>
+    public long TotalPaths { get; init; }
+    /// <summary>The scheme's weak order p (Euler–Maruyama 1): b = (Q(dt) − Q(dt/2)) / (1 − 2^−p).</summary>
+    public int WeakOrder { get; init; } = 1;
 
     /// <summary>Number of steps N = T / dt; see <see cref="StepsOf"/> (throws when T is not a whole number of steps).</summary>
     public long Steps => StepsOf(T, Dt);
@@ -109,6 +116,28 @@ public sealed class Estimate
     /// 1: the pathwise estimate alone). NaN when there was no control, or it was not usable (a control
     /// sample not finite: the pathwise tangent overflowed).</summary>
     public double ControlCoefficient { get; init; } = double.NaN;
+    /// <summary>The estimated distance of the value from the dt → 0 limit, b = mean(Q_dt − Q_dt/2) / (1 − 2^−p)
+    /// over coupled pairs (scalars; NaN when not estimated), and its standard error.</summary>
+    public double Bias { get; set; } = double.NaN;
+    public double BiasStdErr { get; set; } = double.NaN;
+    /// <summary>Densities: the bias per bin and its standard errors (null when not estimated).</summary>
+    public double[]? Biases { get; set; }
+    public double[]? BiasStdErrs { get; set; }
+    /// <summary>The coupled pairs behind the bias (or, extrapolated, behind the value); 0 when none.</summary>
+    public long BiasPairs { get; set; }
+    /// <summary>The value is the Richardson extrapolation 2 Q(dt/2) − Q(dt) of coupled pairs.</summary>
+    public bool Extrapolated { get; set; }
+}
+
+/// <summary>How a run treats the distance of its Euler chain from the SDE (the dt → 0 limit).</summary>
+public enum BiasMode
+{
+    /// <summary>No estimate.</summary>
+    Off,
+    /// <summary>The main paths as with Off (same bits), plus coupled (dt, dt/2) pairs on a share of the path indices, on streams of their own: b = mean(Q_dt − Q_dt/2) / (1 − 2^−p).</summary>
+    Estimate,
+    /// <summary>Every path a coupled pair; the value 2 Q(dt/2) − Q(dt) (Richardson, weak order 2 from Euler).</summary>
+    Richardson,
 }
 
 /// <summary>A path produced NaN or infinity: the run stops (exit code 3 in the CLI).</summary>

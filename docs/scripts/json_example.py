@@ -38,7 +38,7 @@ def val(v):
 def result(r, seen_methods, elide_arrays):
     parts = []
     for k, v in r.items():
-        if k in ('grid', 'values', 'stderrs') and elide_arrays:
+        if (k in ('grid', 'values', 'stderrs') or (k in ('bias', 'bias_stderr') and isinstance(v, list))) and elide_arrays:
             parts.append('"%s": [ ... ]' % k)
         elif k == 'method' and v in seen_methods and r['kind'] == 'response':
             parts.append('"method": "..."')

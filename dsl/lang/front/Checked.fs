@@ -260,7 +260,11 @@ type Settings =
       Scheme: string
       Burnin: float
       /// None: plain Monte Carlo with the given dt and paths.
-      Multilevel: Multilevel option }
+      Multilevel: Multilevel option
+      /// `bias = estimate | off`: the discretisation-error estimate on every result (default estimate).
+      Bias: string
+      /// `extrapolate = richardson | none`: report 2 Q(dt/2) − Q(dt) instead of Q(dt) (default none).
+      Extrapolate: string }
 
 /// A parameter set: a name and a value for every parameter (in `CheckedModel.Params` order).
 type ParamSet = { Name: string; Values: float[] }

@@ -1155,7 +1155,9 @@ let defaultSettings =
       Seed = 1UL
       Scheme = "euler_maruyama"
       Burnin = 0.0
-      Multilevel = None }
+      Multilevel = None
+      Bias = "estimate"
+      Extrapolate = "none" }
 
 /// Multilevel defaults (docs/mlmc.md): the coarsest step T/8 and 1000 pilot samples per level when
 /// dt and paths are not written, and levels up to dt 2^-10.
@@ -1164,6 +1166,17 @@ let mlmcPilot = 1000L
 let mlmcMaxLevels = 10
 
 let schemes = [ "euler_maruyama"; "milstein"; "sra" ]
+
+/// The weak order p of a scheme (the bias of Q(dt) is O(dt^p)): the bias estimate divides
+/// Q(dt) − Q(dt/2) by 1 − 2^−p. Euler–Maruyama and Milstein 1, SRA 2.
+let weakOrder (scheme: string) =
+    match scheme with
+    | "sra" -> 2
+    | _ -> 1
+
+/// `bias = ...` and `extrapolate = ...` values.
+let biasModes = [ "estimate"; "off" ]
+let extrapolations = [ "richardson"; "none" ]
 
 /// Cross-checks of settings (burnin < T); `pos` locates the error.
 let validateSettings (s: Settings) : Result<unit, string> =
@@ -1279,11 +1292,19 @@ let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos
                                 let ml = st.Multilevel |> Option.defaultValue { Accuracy = nan; Relative = false; MaxLevels = 0; Pos = s.Pos }
                                 { st with Multilevel = Some { ml with MaxLevels = int n } })
                         else fail pos "max_levels must be an integer in 1..20 (the finest step is dt 2^-max_levels)")
+                | "bias" ->
+                    match s.Value.Kind with
+                    | Var n when List.contains n biasModes -> Ok(fun st -> { st with Bias = n })
+                    | _ -> fail pos "bias must be 'estimate' (the default: a discretisation-error estimate on every result) or 'off'"
+                | "extrapolate" ->
+                    match s.Value.Kind with
+                    | Var n when List.contains n extrapolations -> Ok(fun st -> { st with Extrapolate = n })
+                    | _ -> fail pos "extrapolate must be 'richardson' (2 Q(dt/2) - Q(dt) from coupled runs) or 'none' (the default)"
                 | k ->
                     fail
                         s.Pos
-                        (sprintf "unknown setting '%s'%s (known: paths, dt, T, seed, scheme, burnin, accuracy, relative_accuracy, max_levels)" k
-                            (suggest k [ "paths"; "dt"; "T"; "seed"; "scheme"; "burnin"; "accuracy"; "relative_accuracy"; "max_levels" ]))
+                        (sprintf "unknown setting '%s'%s (known: paths, dt, T, seed, scheme, burnin, bias, extrapolate, accuracy, relative_accuracy, max_levels)" k
+                            (suggest k [ "paths"; "dt"; "T"; "seed"; "scheme"; "burnin"; "bias"; "extrapolate"; "accuracy"; "relative_accuracy"; "max_levels" ]))
 
             map2 (fun st f -> f st) acc r
 

@@ -119,9 +119,17 @@ let estimate (q: CQuery) (ests: Estimate list) : Estimate * string list =
     | QPlain (TSeries (_, every), _), (_ :: _ as es) ->
         // one mean per time k·Δ (the value is the last, at T); the non-finite count is the largest of the times'
         let last = List.last es
-        Estimate(Grid = (es |> List.mapi (fun k _ -> float k * every) |> List.toArray), Values = (es |> List.map (fun e -> e.Value) |> List.toArray),
-                 StdErrs = (es |> List.map (fun e -> e.StdErr) |> List.toArray), Count = last.Count, Value = last.Value, StdErr = last.StdErr,
-                 NonFinite = (es |> List.map (fun e -> e.NonFinite) |> List.max)),
+        let series =
+            Estimate(Grid = (es |> List.mapi (fun k _ -> float k * every) |> List.toArray), Values = (es |> List.map (fun e -> e.Value) |> List.toArray),
+                     StdErrs = (es |> List.map (fun e -> e.StdErr) |> List.toArray), Count = last.Count, Value = last.Value, StdErr = last.StdErr,
+                     NonFinite = (es |> List.map (fun e -> e.NonFinite) |> List.max))
+        // the coupled bias of each time's mean, or the extrapolated means
+        if es |> List.forall (fun e -> e.BiasPairs > 0L && not e.Extrapolated) then
+            series.Biases <- es |> List.map (fun e -> e.Bias) |> List.toArray
+            series.BiasStdErrs <- es |> List.map (fun e -> e.BiasStdErr) |> List.toArray
+            series.BiasPairs <- last.BiasPairs
+        if es |> List.forall (fun e -> e.Extrapolated) then series.Extrapolated <- true
+        series,
         (if es |> List.exists (fun e -> e.NonFinite > 0L) then
              [ sprintf "at some times up to %d of %d paths gave a NaN or infinite value of the observable, so those means are not finite" (es |> List.map (fun e -> e.NonFinite) |> List.max) last.Count ]
          else [])

@@ -580,8 +580,31 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
 
         let jobs = cf.Queries |> List.map (fun q -> q, planOf q)
 
+        // extrapolate = richardson: the kinds it cannot extrapolate are refused where they are written
+        let richardsonErrors =
+            if cf.Settings.Extrapolate <> "richardson" then []
+            else
+                cf.Queries
+                |> List.choose (fun q ->
+                    let kind =
+                        match q.Query with
+                        | QPlain (TMean _, _) -> "mean"
+                        | QPlain (TSeries _, _) -> "mean_series"
+                        | QPlain (TDensity _, _) -> "density"
+                        | QWeight _ -> "mean"
+                        | QPlain (TVariance _, _) -> "variance"
+                        | QPlain (TCovariance _, _) -> "covariance"
+                        | QPlain (TQuantile _, _) -> "quantile"
+                        | QPlain (TDensity2 _, _) -> "density2d"
+                        | QResponse _ -> "response"
+                        | QLyapunov _ -> "lyapunov"
+                        | QAlignment _ -> "alignment"
+                        | QSamples _ -> "samples"
+                        | QScore _ -> "score"
+                    Bias.richardsonRefusal kind |> Option.map (fun m -> { Pos = q.Pos; Message = m }))
+
         let errors =
-            schemeErrors cf ir @ initLawErrors cf ir @ twinDomainErrors cf @ multilevelErrors cf @ (jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None))
+            schemeErrors cf ir @ richardsonErrors @ initLawErrors cf ir @ twinDomainErrors cf @ multilevelErrors cf @ (jobs |> List.choose (fun (_, r) -> match r with Error d -> Some d | _ -> None))
             |> List.sortBy (fun d -> d.Pos.Line, d.Pos.Col)
 
         // (the size needs every job planned: only when there is no other error)
@@ -802,6 +825,8 @@ let private outcomeOf (q: CheckedQuery) (job: QueryJob) (used: ResponsePlan list
       ValueWindow = valueWindow
       Weighted = false
       Resamplings = None
+      Bias = Bias.ofEstimate est
+      Extrapolated = est.Extrapolated
       Warnings =
         warningsOf q kind ests
         @ (match kernelPlan with
@@ -873,6 +898,39 @@ let private settingsWith (cancel: Threading.CancellationToken) (p: Program) (ran
 
 let private settingsOf p range t threads progress = settingsWith Threading.CancellationToken.None p range t threads progress
 
+/// The plain engine's settings with the file's bias mode: `bias = estimate` (coupled pairs on a share of
+/// the paths, spread over the whole run's path indices, so that shards merge to the unsplit run's bits) or
+/// `extrapolate = richardson` (every path a coupled pair). The JIT warm-up (`warm`) sizes its pairs by its own paths.
+let biasMode (s: Settings) =
+    if s.Extrapolate = "richardson" then BiasMode.Richardson
+    elif s.Bias = "estimate" then BiasMode.Estimate
+    else BiasMode.Off
+
+let private withBias (p: Program) (warm: bool) (range: PathRange) (rs: RunSettings) =
+    let s = p.File.Settings
+    RunSettings(
+        Paths = rs.Paths, FirstPath = rs.FirstPath, Dt = rs.Dt, T = rs.T, Seed = rs.Seed, Threads = rs.Threads,
+        Progress = rs.Progress, Cancel = rs.Cancel, MemoryLimit = rs.MemoryLimit,
+        Bias = biasMode s, TotalPaths = (if warm then range.First + range.Count else s.Paths), WeakOrder = Checker.weakOrder s.Scheme
+    )
+
+/// The results' discretisation errors once every estimate is in: the kinds without one get `bias: null`
+/// with the reason, and a bias over twice the standard error its warning (naming a dt).
+let finishBias (p: Program) (backend: string) (r: RunReport) : RunReport =
+    let s = p.File.Settings
+    if s.Bias <> "estimate" && s.Extrapolate <> "richardson" then r
+    else
+        let order = Checker.weakOrder s.Scheme
+        let fix (q: QueryOutcome) =
+            let q =
+                if s.Bias = "estimate" && not q.Extrapolated && q.Bias.IsNone then
+                    { q with Bias = Bias.missingReason backend q.Kind |> Option.map biasNone }
+                else q
+            match Bias.warning s.Dt s.T order q with
+            | Some w -> { q with Warnings = q.Warnings @ [ w ] }
+            | None -> q
+        { r with Sets = r.Sets |> List.map (fun set -> { set with Results = set.Results |> List.map fix }) }
+
 /// The base model of a set and its finite-difference twins.
 let private instances (p: Program) (values: float[]) =
     let baseModel = p.Compiled.Instance values
@@ -923,7 +981,7 @@ let private withRates (t: float) (responses: ResponsePlan[]) (growth: CovectorGr
 /// for a merge of shards, so that the two give the same JSON.
 let rec private assemble (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
                      (estimates: Result<Estimate[] * Estimate[] * LyapunovResult option, string> list) (seconds: float) : RunReport =
-    assembleWeighted p backend growth growthOf estimates (Array.create estimates.Length None) seconds
+    assembleWeighted p backend growth growthOf estimates (Array.create estimates.Length None) seconds |> finishBias p backend
 
 /// `assemble`, with each set's weighted run (None: unweighted) for the weighted outcomes.
 and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
@@ -1168,10 +1226,41 @@ let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunRep
     (try runSet 0 (List.head sets).Values { First = 0L; Count = 2L } 1 false |> ignore with :? SimulationFailedException -> ())
     let sw = Stopwatch.StartNew()
     let results = sets |> List.mapi (fun i set -> guardSet opts.Cancel (fun () -> runSet i set.Values { First = 0L; Count = s.Paths } opts.Threads true))
-    let seconds = sw.Elapsed.TotalSeconds
     let estimates = results |> List.map (Result.map (fun r -> r.Estimates, [||], None) >> Result.mapError failureText)
-    let report = assembleWeighted p "cpu" (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Result.toOption |> List.toArray) seconds
-    report, results |> List.choose (function Error e -> Some e | Ok _ -> None)
+    let failures = results |> List.choose (function Error e -> Some e | Ok _ -> None)
+    let richardson = s.Extrapolate = "richardson"
+
+    if not richardson && s.Bias <> "estimate" then
+        assembleWeighted p "cpu" (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Result.toOption |> List.toArray) sw.Elapsed.TotalSeconds, failures
+    else
+        // the discretisation error: resampling couples every path of the population, so no pair of paths
+        // can be coupled; an independent run at dt/2 (its own seed) on 15% of the paths (it costs twice a
+        // path: 30%) for the estimate, on all of them for Richardson
+        let fineSettings = { s with Dt = s.Dt / 2.0; Paths = (if richardson then s.Paths else max 2L (int64 (ceil (0.15 * float s.Paths)))); Seed = s.Seed ^^^ 0x5DEECE66DUL }
+        let pf = { p with File = { p.File with Settings = fineSettings } }
+        let wpf = Weighted.weightPlan pf.File w
+        let fine =
+            sets
+            |> List.mapi (fun i set ->
+                match results[i] with
+                | Error _ -> None
+                | Ok _ ->
+                    let bm, _ = instances pf set.Values
+                    guardSet opts.Cancel (fun () -> runner.Run(bm, settingsWith opts.Cancel pf { First = 0L; Count = fineSettings.Paths } s.T opts.Threads None, wpf, plain))
+                    |> Result.toOption)
+        let seconds = sw.Elapsed.TotalSeconds
+        let coarseReport = assembleWeighted p "cpu" (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Result.toOption |> List.toArray) seconds
+        let fineEstimates = fine |> List.map (function Some r -> Ok(r.Estimates, [||], None) | None -> Error "no half-step run")
+        let fineReport = assembleWeighted pf "cpu" (Array.create nSets None) (growthMeasures pf) fineEstimates (List.toArray fine) seconds
+        let order = Checker.weakOrder s.Scheme
+        let sets' =
+            List.map2
+                (fun (c: SetReport) (f: SetReport) ->
+                    if c.Failure.IsSome || f.Failure.IsSome || c.Results.Length <> f.Results.Length then
+                        { c with Results = c.Results |> List.map (fun q -> if richardson || q.Kind = "ess" then q else { q with Bias = Some(biasNone "the independent run at dt/2 did not finish") }) }
+                    else { c with Results = List.map2 (Bias.combineIndependent richardson order) c.Results f.Results })
+                coarseReport.Sets fineReport.Sets
+        finishBias p "cpu" { coarseReport with Sets = sets' }, failures
 
 /// Run every parameter set of the program: the report, whose sets that failed (their paths blew up,
 /// or the run was interrupted) carry their `Failure` and no results, and those failures. Throws
@@ -1218,6 +1307,12 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
         match backend with
         | "ilgpu-cpu"
         | "cuda" ->
+            // the GPU kernels run no coupled pairs: an extrapolation there would be the plain value mislabelled
+            if s.Extrapolate = "richardson" then
+                let lines = p.Source.Split('\n')
+                let line = lines |> Array.tryFindIndex (fun l -> l.Contains "extrapolate") |> Option.defaultValue 0
+                let col = if line < lines.Length then max 0 (lines[line].IndexOf "extrapolate") else 0
+                raise (NotSupportedException(sprintf "%d:%d: extrapolate = richardson runs coupled pairs on the CPU engine only; use --backend cpu" (line + 1) (col + 1)))
             // a located error for the queries that have no kernel yet (before any simulation)
             for (q, j) in p.Jobs do
                 match j with
@@ -1262,7 +1357,7 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
 
         // the warm-up (progress = false) is not cancelled: a signal during it stops the first set instead
         let settingsOf = settingsWith (if progress then opts.Cancel else Threading.CancellationToken.None)
-        let pe = if plain.Length > 0 then runner.Run(bm, settingsOf p range t threads (prog 0), plain) else [||]
+        let pe = if plain.Length > 0 then runner.Run(bm, withBias p (not progress) range (settingsOf p range t threads (prog 0)), plain) else [||]
 
         let re =
             if responses.Length > 0 then
@@ -1353,7 +1448,7 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
 
         let settingsOf = settingsWith (if progress then opts.Cancel else Threading.CancellationToken.None)
 
-        { Plain = (if plain.Length > 0 then Some(runner.RunPartial(bm, settingsOf p range t threads (prog 0), plain)) else None)
+        { Plain = (if plain.Length > 0 then Some(runner.RunPartial(bm, withBias p (not progress) range (settingsOf p range t threads (prog 0)), plain)) else None)
           Responses =
             if responses.Length > 0 then
                 Some(runner.RunResponsesPartial(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), withRates p.File.Settings.T responses growth[i]))

@@ -217,6 +217,26 @@ let private writeOutcome (w: Utf8JsonWriter) (file: string) (q: QueryOutcome) =
         writeFloatProp w "value" q.Value
         writeFloatProp w "stderr" q.StdErr
 
+    // the discretisation error (docs/discretisation.md): the estimated distance from dt → 0, or null and why
+    if q.Extrapolated then w.WriteBoolean("extrapolated", true)
+
+    match q.Bias with
+    | None -> ()
+    | Some b ->
+        match b.Reason with
+        | Some r ->
+            w.WriteNull "bias"
+            w.WriteString("bias_reason", r)
+        | None ->
+            if b.Values.Length > 0 || isBinned q || q.Kind = "mean_series" then
+                writeArrayProp w "bias" b.Values
+                writeArrayProp w "bias_stderr" b.StdErrs
+            else
+                writeFloatProp w "bias" b.Value
+                writeFloatProp w "bias_stderr" b.StdErr
+            w.WriteString("bias_method", b.Method)
+            w.WriteNumber("bias_samples", b.Samples)
+
     w.WriteNumber("count", q.Count)
     if q.Weighted then w.WriteBoolean("weighted", true)
     q.Resamplings |> Option.iter (fun r -> w.WriteNumber("resamplings", r))
@@ -495,6 +515,29 @@ let wrapCells (indent: string) (columns: int) (cells: string list) : string list
     |> List.chunkBySize perRow
     |> List.map (fun row -> indent + (String.concat (String(' ', gap)) row).TrimEnd())
 
+/// The bias next to a scalar's `value ± se`, when it is larger than the standard error (and than its own);
+/// `(richardson)` after an extrapolated value.
+let private biasSuffix (color: bool) (q: QueryOutcome) : string =
+    let b =
+        match q.Bias with
+        | Some b when b.Reason.IsNone && Bias.shows b.Value b.StdErr q.StdErr ->
+            "  " + paint color "33" (sprintf "(bias %s)" (valueWithError b.Value b.StdErr))
+        | _ -> ""
+    b + (if q.Extrapolated then "  " + paint color "2" "(richardson)" else "")
+
+/// A binned result's bias line: the largest bias that shows (larger than its bin's standard error and its own).
+let private biasBinsLine (color: bool) (indent: string) (q: QueryOutcome) : string list =
+    match q.Bias with
+    | Some b when b.Reason.IsNone && b.Values.Length > 0 ->
+        let at (xs: float[]) i = if i < xs.Length then xs[i] else nan
+        let shown = [ for i in 0 .. b.Values.Length - 1 do if Bias.shows b.Values[i] (at b.StdErrs i) (at q.StdErrs i) then yield i ]
+        match shown with
+        | [] -> []
+        | _ ->
+            let i = shown |> List.maxBy (fun i -> abs b.Values[i])
+            [ indent + paint color "33" (sprintf "bias larger than the standard error in %d of %d bins; the most %s at %s" shown.Length b.Values.Length (valueWithError b.Values[i] (at b.StdErrs i)) (num (at q.Grid i))) ]
+    | _ -> []
+
 /// The lines of one result of its kind (without windows or warnings).
 let private kindLines (color: bool) (label: string) (indent: string) (via: string) (q: QueryOutcome) : string list =
     match q.Kind with
@@ -530,8 +573,9 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
         [ label + paint color "36" (sparkline q.Values) + via
           indent + paint color "2" (sprintf "|cos(top Lyapunov vector, score)| %s" (summary q)) ]
     | "density" ->
-        [ label + paint color "36" (sparkline q.Values)
+        [ label + paint color "36" (sparkline q.Values) + (if q.Extrapolated then "  " + paint color "2" "(richardson)" else "")
           indent + paint color "2" (summary q) ]
+        @ biasBinsLine color indent q
     | "density_response" ->
         let up, down = sparklineSigned q.Values
 
@@ -563,7 +607,7 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
     | "samples_every" ->
         let k = samplesColumns q |> List.length
         [ label + paint color "2" (sprintf "%d paths x %d times x %d column%s: trajectories (a CSV file with --out)" q.Count q.Grid.Length k (if k = 1 then "" else "s")) ]
-    | _ -> [ label + paint color "1" (valueWithError q.Value q.StdErr) + via ]
+    | _ -> [ label + paint color "1" (valueWithError q.Value q.StdErr) + biasSuffix color q + via ]
 
 
 /// The lines of one result, query column padded to `width`.

@@ -11,6 +11,24 @@ type WindowOutcome =
       Values: float[]
       StdErrs: float[] }
 
+/// A result's estimated distance from the dt → 0 limit (`bias = estimate`): b = (Q(dt) − Q(dt/2)) / (1 − 2^−p).
+/// Scalars fill Value/StdErr, binned kinds Values/StdErrs (per bin; their Value/StdErr are 0, not NaN, so
+/// that a report equals itself). Reason: why there is none (null in the JSON).
+type BiasOutcome =
+    { Value: float
+      StdErr: float
+      Values: float[]
+      StdErrs: float[]
+      /// "coupled" (pairs on the same Brownian path at dt and dt/2) or "independent" (a separate run at dt/2).
+      Method: string
+      /// The coupled pairs, or the paths of the independent half-step run, behind it.
+      Samples: int64
+      Reason: string option }
+
+/// No estimate, and why.
+let biasNone (reason: string) =
+    { Value = 0.0; StdErr = 0.0; Values = [||]; StdErrs = [||]; Method = ""; Samples = 0L; Reason = Some reason }
+
 /// One query's answer. Scalar kinds (`mean`, `response`) fill Value/StdErr; binned kinds
 /// (`density`, `density_response`) fill Grid/Values/StdErrs (Grid = bin centres).
 [<Sde.Lang.Formatting.TypeFormatterSource(typeof<Sde.Lang.Formatting.SdeFormatterSource>)>]
@@ -64,7 +82,11 @@ type QueryOutcome =
       /// A self-normalised estimate under the model's Feynman–Kac weight (`"weighted": true`).
       Weighted: bool
       /// `ess`: the number of resamplings of the run (None for other kinds).
-      Resamplings: int64 option }
+      Resamplings: int64 option
+      /// The discretisation-error estimate (None with `bias = off`; Some with a Reason when there is none).
+      Bias: BiasOutcome option
+      /// `extrapolate = richardson`: the value is 2 Q(dt/2) − Q(dt).
+      Extrapolated: bool }
 
 [<Sde.Lang.Formatting.TypeFormatterSource(typeof<Sde.Lang.Formatting.SdeFormatterSource>)>]
 type SetReport =

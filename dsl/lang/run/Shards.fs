@@ -335,8 +335,9 @@ let consistencyProblem (range: PathRange) (sums: SetSums list) : string option =
         else None
 
     let density (what: string) (e: Estimate) =
-        // the plain engine's densities: each bin's share in [0, 1], all of them at most 1
-        if isNull e.Values || isNull e.Grid || e.Grid.Length < 1 then None
+        // the plain engine's densities: each bin's share in [0, 1], all of them at most 1 (an extrapolated
+        // density, 2 Q(dt/2) − Q(dt) per bin, may leave [0, 1] in a bin)
+        if isNull e.Values || isNull e.Grid || e.Grid.Length < 1 || e.Extrapolated then None
         else
             let width = if e.Grid.Length > 1 then e.Grid[1] - e.Grid[0] else 1.0
             let shares = e.Values |> Array.map (fun v -> v * abs width)
@@ -370,7 +371,8 @@ let readSums (p: Program) (f: PartialFile) : Result<SetSums list * float, string
         let plain = plainPlans p
         let responses = responsePlans p
         let k = lyapunovK p
-        let settings = RunSettings(Paths = p.File.Settings.Paths, Dt = p.File.Settings.Dt, T = p.File.Settings.T, Seed = p.File.Settings.Seed)
+        let settings = RunSettings(Paths = p.File.Settings.Paths, Dt = p.File.Settings.Dt, T = p.File.Settings.T, Seed = p.File.Settings.Seed,
+                                   Bias = biasMode p.File.Settings, WeakOrder = Checker.weakOrder p.File.Settings.Scheme)
 
         let sums =
             [ for _ in 1..n ->

@@ -1,0 +1,373 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
+
+namespace Sde.Core;
+
+/// <summary>
+/// One query's exact sums over coupled pairs: per pair the coarse value c (the chain at dt), the fine
+/// value f (at dt/2, on the same Brownian path: two fine increments sum to the coarse one, and the same
+/// initial draw), d = c − f and r = 2f − c. Means have one slot; densities one per bin (the per-path
+/// fraction of the window's samples in the bin; divided by the bin width when rounded).
+/// </summary>
+internal sealed class PairAcc
+{
+    public readonly ExactSum[] D1, D2, R1, R2, C1, C2;
+
+    public PairAcc(int slots)
+    {
+        static ExactSum[] make(int n) { var a = new ExactSum[n]; for (int i = 0; i < n; i++) a[i] = new ExactSum(4); return a; }
+        D1 = make(slots); D2 = make(slots); R1 = make(slots); R2 = make(slots); C1 = make(slots); C2 = make(slots);
+    }
+
+    public int Slots => D1.Length;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Add(int k, double c, double f)
+    {
+        double d = c - f, r = 2 * f - c;
+        D1[k].Add(d); D2[k].AddProduct(d, d);
+        R1[k].Add(r); R2[k].AddProduct(r, r);
+        C1[k].Add(c); C2[k].AddProduct(c, c);
+    }
+
+    IEnumerable<ExactSum[]> All() { yield return D1; yield return D2; yield return R1; yield return R2; yield return C1; yield return C2; }
+
+    public void Merge(PairAcc o)
+    {
+        using var a = All().GetEnumerator();
+        using var b = o.All().GetEnumerator();
+        while (a.MoveNext() && b.MoveNext())
+            for (int k = 0; k < a.Current.Length; k++) a.Current[k].Add(b.Current[k]);
+    }
+
+    public void Write(BinaryWriter w)
+    {
+        w.Write(Slots);
+        foreach (var xs in All()) foreach (var x in xs) x.Write(w);
+    }
+
+    public void Read(BinaryReader r)
+    {
+        if (r.ReadInt32() != Slots) throw new InvalidDataException("the coupled pairs' bins differ");
+        foreach (var xs in All()) foreach (var x in xs) { x.Clear(); x.Add(ExactSum.Read(r)); }
+    }
+
+    /// <summary>Mean and standard error of the mean of n samples from their exact Σv and Σv² (as QueryAcc does for a mean).</summary>
+    public static (double Mean, double StdErr) MeanSe(ExactSum s1, ExactSum s2, long n)
+    {
+        if (n <= 0) return (double.NaN, double.NaN);
+        double mean = s1.Round() / n;
+        if (n < 2 || s1.IsSpecial || s2.IsSpecial) return (mean, double.NaN);
+        var ss = new ExactSum(16);
+        ss.Add(s2);
+        foreach (double p in s1.Partials) ss.AddProduct(-2 * mean, p);
+        double m2 = mean * mean, m2e = Math.FusedMultiplyAdd(mean, mean, -m2);
+        ss.AddProduct(n, m2); ss.AddProduct(n, m2e);
+        double var = Math.Max(ss.Round(), 0) / (n - 1);
+        return (mean, Math.Sqrt(var / n));
+    }
+}
+
+/// <summary>The coupled pairs of a run: how many, how many were planned for the whole run, and their sums per query.</summary>
+internal sealed class PairSums
+{
+    public readonly BiasMode Mode;
+    public readonly int Order;
+    public long Pairs;
+    /// <summary>Estimate: the pairs of the whole run (chosen from the pilot; the same in every shard). Richardson: the run's paths.</summary>
+    public long Planned;
+    public readonly PairAcc[] Q;
+
+    public PairSums(BiasMode mode, int order, QueryLayout[] layout)
+    {
+        Mode = mode; Order = order;
+        Q = new PairAcc[layout.Length];
+        for (int i = 0; i < layout.Length; i++) Q[i] = new PairAcc(layout[i].Kind == EstimateKind.Density ? layout[i].Bins : 1);
+    }
+
+    public void Merge(PairSums o)
+    {
+        if (o.Mode != Mode || o.Order != Order || o.Planned != Planned)
+            throw new ArgumentException("the coupled pairs of the accumulators being merged differ (bias mode, order or planned pairs)");
+        Pairs += o.Pairs;
+        for (int i = 0; i < Q.Length; i++) Q[i].Merge(o.Q[i]);
+    }
+
+    public void Write(BinaryWriter w)
+    {
+        w.Write((int)Mode); w.Write(Order); w.Write(Pairs); w.Write(Planned);
+        foreach (var q in Q) q.Write(w);
+    }
+
+    public void Read(BinaryReader r)
+    {
+        if (r.ReadInt32() != (int)Mode || r.ReadInt32() != Order) throw new InvalidDataException("the accumulators were written with another bias setting");
+        Pairs = r.ReadInt64(); Planned = r.ReadInt64();
+        foreach (var q in Q) q.Read(r);
+    }
+
+    /// <summary>1 / (1 − 2^−p): turns Q(dt) − Q(dt/2) into the estimate of Q(dt) − Q(0).</summary>
+    public double Factor => 1 / (1 - Math.Pow(2, -Order));
+
+    /// <summary>Fills the bias of <paramref name="e"/> (Estimate), or replaces its value by the extrapolation (Richardson).</summary>
+    public Estimate Apply(Estimate e, int i, in QueryLayout l)
+    {
+        var q = Q[i];
+        long n = Pairs;
+        if (l.Kind == EstimateKind.Mean)
+        {
+            if (Mode == BiasMode.Richardson)
+            {
+                var (v, se) = PairAcc.MeanSe(q.R1[0], q.R2[0], n);
+                return new Estimate { Value = v, StdErr = se, Count = n, NonFinite = e.NonFinite, Extrapolated = true, BiasPairs = n };
+            }
+            var (b, sb) = PairAcc.MeanSe(q.D1[0], q.D2[0], n);
+            e.Bias = b * Factor; e.BiasStdErr = sb * Factor; e.BiasPairs = n;
+            return e;
+        }
+        double width = (l.Hi - l.Lo) / l.Bins;
+        var vals = new double[l.Bins]; var ses = new double[l.Bins];
+        for (int k = 0; k < l.Bins; k++)
+        {
+            var (v, se) = Mode == BiasMode.Richardson ? PairAcc.MeanSe(q.R1[k], q.R2[k], n) : PairAcc.MeanSe(q.D1[k], q.D2[k], n);
+            double f = Mode == BiasMode.Richardson ? 1 : Factor;
+            vals[k] = v * f / width; ses[k] = se * f / width;
+        }
+        if (Mode == BiasMode.Richardson)
+            return new Estimate { Grid = e.Grid, Values = vals, StdErrs = ses, Below = e.Below, Above = e.Above, Count = n,
+                                  NonFinite = e.NonFinite, Extrapolated = true, BiasPairs = n };
+        e.Biases = vals; e.BiasStdErrs = ses; e.BiasPairs = n;
+        return e;
+    }
+}
+
+public static partial class Engine
+{
+    /// <summary>Philox streams of the coupled pairs (pair j: the fine step's 2m normals, the initial draw), apart from the main paths'.</summary>
+    public const uint TagPairStep = 40, TagPairInitNormal = 41, TagPairInitUniform = 42;
+
+    /// <summary>Pairs of the pilot that sizes the share (pairs 0 .. m − 1 of the whole run).</summary>
+    public const int PilotPairs = 32;
+
+    /// <summary>The most pairs the estimate may run, pilot included: a pair costs about three paths, so a tenth of the paths keeps the added cost near 30%.</summary>
+    public static long MaxPairs(long totalPaths) => Math.Max(2, totalPaths / 10);
+
+    /// <summary>
+    /// The number of pairs J for the whole run, from the pilot's variances: the bias's standard error
+    /// var(D)^½ / (1 − 2^−p) / √J is about the value's var(Q)^½ / √P when J = P var(D) / (var(Q) (1 − 2^−p)²);
+    /// at least the pilot, at most <see cref="MaxPairs"/> less the pilot (which is run again by its shard).
+    /// </summary>
+    internal static long ChoosePairs(PairSums pilot, long m, long total)
+    {
+        double ratio = 0;
+        foreach (var q in pilot.Q)
+        {
+            double vd = 0, vc = 0;
+            for (int k = 0; k < q.Slots; k++)
+            {
+                vd += PairAcc.MeanSe(q.D1[k], q.D2[k], m).StdErr is var a && double.IsFinite(a) ? a * a * m : double.PositiveInfinity;
+                vc += PairAcc.MeanSe(q.C1[k], q.C2[k], m).StdErr is var c && double.IsFinite(c) ? c * c * m : 0;
+            }
+            double r = vd == 0 ? 0 : vc > 0 ? vd / vc : double.PositiveInfinity;
+            ratio = Math.Max(ratio, r);
+        }
+        double f = pilot.Factor;
+        double want = Math.Ceiling(ratio * f * f * total);
+        long hi = Math.Max(m, MaxPairs(total) - m);
+        return double.IsFinite(want) ? (long)Math.Clamp(want, m, hi) : hi;
+    }
+
+    static void RunBias<TModel>(TModel m, RunSettings s, QueryPlan[] plans, Accumulators result, long steps, int threads)
+        where TModel : struct, ISdeModel
+    {
+        long total = s.TotalPaths > 0 ? s.TotalPaths : s.FirstPath + s.Paths;
+        long pilotN = Math.Min(PilotPairs, Math.Max(2, MaxPairs(total) / 3));
+        var pilot = new PairSums(BiasMode.Estimate, s.WeakOrder, result.Layout);
+        RunPairs(m, s, plans, result.Layout, steps, 0, pilotN, pilot, threads, null);
+        long j = ChoosePairs(pilot, pilotN, total);
+        var sums = new PairSums(BiasMode.Estimate, s.WeakOrder, result.Layout) { Planned = j };
+        // pair i's home is path ⌊i P / J⌋: the shard holding that path runs it
+        long lo = (long)(((Int128)s.FirstPath * j + total - 1) / total);
+        long hi = (long)(((Int128)(s.FirstPath + s.Paths) * j + total - 1) / total);
+        RunPairs(m, s, plans, result.Layout, steps, lo, Math.Min(hi, j), sums, threads, null);
+        result.Pairs = sums;
+    }
+
+    static Accumulators RunRichardson<TModel>(TModel m, RunSettings s, QueryPlan[] plans, QueryLayout[] layout, long steps, int threads)
+        where TModel : struct, ISdeModel
+    {
+        var result = new Accumulators(plans, layout, steps, s.Dt);
+        var sums = new PairSums(BiasMode.Richardson, s.WeakOrder, layout) { Planned = s.TotalPaths > 0 ? s.TotalPaths : s.FirstPath + s.Paths };
+        RunPairs(m, s, plans, layout, steps, s.FirstPath, s.FirstPath + s.Paths, sums, threads, result);
+        result.Pairs = sums;
+        result.Paths = sums.Pairs;
+        return result;
+    }
+
+    /// <summary>
+    /// Runs the coupled pairs j0 .. j1 − 1 into <paramref name="sums"/>. Per coarse step the fine chain
+    /// takes two steps of dt/2 on normals z1, z2 and the coarse one step of dt on (z1 + z2)/√2: the same
+    /// Brownian increment. <paramref name="outside"/>, when given, receives the coarse chain's samples
+    /// outside the densities' ranges (Richardson, where the pairs are the run).
+    /// </summary>
+    static unsafe void RunPairs<TModel>(TModel model, RunSettings s, QueryPlan[] plans, QueryLayout[] layoutC, long steps,
+                                        long j0, long j1, PairSums sums, int threads, Accumulators? outside)
+        where TModel : struct, ISdeModel
+    {
+        if (j1 <= j0) return;
+        int d = model.Dim, nw = model.NoiseDim, nobs = model.ObservableCount;
+        var layoutF = QueryLayout.Build(plans, 2 * steps, s.Dt / 2, nobs);
+        long count = j1 - j0;
+        threads = (int)Math.Max(1, Math.Min(threads, count));
+        long next = 0;
+        long failed = 0, failStep = long.MaxValue;
+        ExceptionDispatchInfo? error = null;
+        var local = new PairSums[threads];
+        var coarse = new Worker[threads];
+        var fine = new Worker[threads];
+        try
+        {
+            for (int i = 0; i < threads; i++)
+            {
+                local[i] = new PairSums(sums.Mode, sums.Order, layoutC) { Planned = sums.Planned };
+                coarse[i] = new Worker(d, nw, nobs, plans, layoutC, steps, s.Dt);
+                // the fine worker's normals buffer holds 2m numbers: its W is allocated for 2m (see Pad)
+                fine[i] = new Worker(d, 2 * nw, nobs, plans, layoutF, 2 * steps, s.Dt / 2);
+            }
+            void work(int t)
+            {
+                try
+                {
+                    var mm = model;
+                    while (!s.Cancel.IsCancellationRequested && Volatile.Read(ref failed) == 0)
+                    {
+                        long k = Interlocked.Increment(ref next) - 1;
+                        if (k >= count) break;
+                        long at = Pair(ref mm, s, steps, (ulong)(j0 + k), coarse[t], fine[t], local[t]);
+                        if (at >= 0)
+                        {
+                            Interlocked.Increment(ref failed);
+                            long cur;
+                            while (at < (cur = Volatile.Read(ref failStep)) && Interlocked.CompareExchange(ref failStep, at, cur) != cur) { }
+                        }
+                    }
+                }
+                catch (Exception e) { Interlocked.CompareExchange(ref error, ExceptionDispatchInfo.Capture(e), null); Interlocked.Increment(ref failed); }
+            }
+            if (threads == 1) work(0);
+            else
+            {
+                var ts = new Thread[threads - 1];
+                for (int i = 1; i < threads; i++)
+                {
+                    int t = i;
+                    ts[i - 1] = new Thread(() => work(t), (int)Memory.WorkerStack) { IsBackground = true, Name = $"sde-pairs-{i}" };
+                    ts[i - 1].Start();
+                }
+                work(0);
+                foreach (var t in ts) t.Join();
+            }
+            error?.Throw();
+            s.Cancel.ThrowIfCancellationRequested();
+            if (failed > 0) throw new SimulationFailedException(failStep, failStep * s.Dt, failed);
+            for (int i = 0; i < threads; i++)
+            {
+                sums.Merge(local[i]);
+                if (outside != null)
+                    for (int q = 0; q < layoutC.Length; q++)
+                    {
+                        var a = outside.Q[q]; var b = coarse[i].Acc.Q[q];
+                        a.Below += b.Below; a.Above += b.Above; a.NonFinite += b.NonFinite;
+                    }
+            }
+        }
+        finally
+        {
+            foreach (var w in coarse) w?.Dispose();
+            foreach (var w in fine) w?.Dispose();
+        }
+    }
+
+    /// <summary>One coupled pair; returns −1, or the coarse step at which a chain left the finite numbers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe long Pair<TModel>(ref TModel model, RunSettings s, long steps, ulong j, Worker wc, Worker wf, PairSums acc)
+        where TModel : struct, ISdeModel
+    {
+        int d = model.Dim, m = model.NoiseDim;
+        double dt = s.Dt, sqdt = Math.Sqrt(dt), h = dt / 2, sqh = Math.Sqrt(h);
+        ulong seed = s.Seed;
+        double* z = wf.W, zc = wc.W;
+        var cv = new PtrVec(zc);
+        var z1 = new PtrVec(z);
+        var z2 = new PtrVec(z + m);
+
+        // the same initial draw for both chains
+        Normals.Fill(seed, j, 0, TagPairInitNormal, wc.Zn, d);
+        Normals.FillUniform(seed, j, 0, TagPairInitUniform, wc.Zu, d);
+        double* a = wc.X, b = wc.Y, fa = wf.X, fb = wf.Y;
+        model.Init(new PtrVec(a), new PtrVec(wc.Zn), new PtrVec(wc.Zu));
+        for (int i = 0; i < d; i++) fa[i] = a[i];
+        long failAt = Finite(a, d) ? -1 : 0;
+        var ovc = new PtrVec(wc.Obs);
+        var ovf = new PtrVec(wf.Obs);
+        if (failAt < 0)
+        {
+            if (wc.NeedsObserve(0)) { model.Observe(new PtrVec(a), 0.0, ovc); wc.Record(0); }
+            if (wf.NeedsObserve(0)) { model.Observe(new PtrVec(fa), 0.0, ovf); wf.Record(0); }
+        }
+        double inv = 1 / Math.Sqrt(2);
+        for (long n = 0; n < steps && failAt < 0; n++)
+        {
+            if (m > 0)
+            {
+                Normals.Fill(seed, j, (ulong)n, TagPairStep, z, 2 * m);
+                for (int k = 0; k < m; k++) zc[k] = (z[k] + z[m + k]) * inv;
+            }
+            model.Step(new PtrVec(a), new PtrVec(b), cv, n * dt, dt, sqdt);
+            model.Step(new PtrVec(fa), new PtrVec(fb), z1, (2 * n) * h, h, sqh);
+            if (!Finite(fb, d)) { failAt = n + 1; break; }
+            if (wf.NeedsObserve(2 * n + 1)) { model.Observe(new PtrVec(fb), (2 * n + 1) * h, ovf); wf.Record(2 * n + 1); }
+            model.Step(new PtrVec(fb), new PtrVec(fa), z2, (2 * n + 1) * h, h, sqh);
+            if (!Finite(b, d) || !Finite(fa, d)) { failAt = n + 1; break; }
+            double* t = a; a = b; b = t;
+            if (wc.NeedsObserve(n + 1)) { model.Observe(new PtrVec(a), (n + 1) * dt, ovc); wc.Record(n + 1); }
+            if (wf.NeedsObserve(2 * n + 2)) { model.Observe(new PtrVec(fa), (2 * n + 2) * h, ovf); wf.Record(2 * n + 2); }
+        }
+        if (failAt >= 0) { wc.Discard(); wf.Discard(); return failAt; }
+        CommitPair(wc, wf, acc);
+        return -1;
+    }
+
+    static unsafe bool Finite(double* p, int n)
+    {
+        double r = 0;
+        for (int i = 0; i < n; i++) r += p[i] * 0.0;
+        return r == 0.0;
+    }
+
+    /// <summary>Adds the pair's per-query values (coarse c, fine f) to the sums and clears both workers for the next pair.</summary>
+    static void CommitPair(Worker wc, Worker wf, PairSums acc)
+    {
+        var lc = wc.Layout; var lf = wf.Layout;
+        for (int i = 0; i < lc.Length; i++)
+        {
+            var q = acc.Q[i];
+            if (lc[i].Kind == EstimateKind.Mean)
+            {
+                q.Add(0, wc.QSum[i] / lc[i].Window, wf.QSum[i] / lf[i].Window);
+                wc.QSum[i] = 0; wf.QSum[i] = 0;
+                continue;
+            }
+            int[] cc = wc.Counts[i], cf = wf.Counts[i];
+            double ic = 1.0 / lc[i].Window, jf = 1.0 / lf[i].Window;
+            // every bin either chain touched, once: the coarse's, then the fine's that the coarse left empty
+            int[] tc = wc._touched[i], tf = wf._touched[i];
+            for (int k = 0; k < wc._nTouched[i]; k++) { int b = tc[k]; q.Add(b, cc[b] * ic, cf[b] * jf); }
+            for (int k = 0; k < wf._nTouched[i]; k++) { int b = tf[k]; if (cc[b] == 0) q.Add(b, 0, cf[b] * jf); }
+            for (int k = 0; k < wc._nTouched[i]; k++) cc[tc[k]] = 0;
+            for (int k = 0; k < wf._nTouched[i]; k++) cf[tf[k]] = 0;
+            wc._nTouched[i] = 0; wf._nTouched[i] = 0;
+        }
+        acc.Pairs++;
+    }
+}

@@ -1,0 +1,128 @@
+/// The discretisation error of a result (docs/discretisation.md): the estimate b of its distance from
+/// the dt → 0 limit, from the engine's coupled pairs or from an independent run at dt/2; the kinds that
+/// have none, and why; the warning that names a dt; Richardson's combination of independent runs.
+module Sde.Lang.Bias
+
+open System
+open System.Globalization
+open Sde.Core
+open Sde.Lang.Report
+
+/// The engine's coupled estimate of a result (None when it carries none, or its value is extrapolated).
+let ofEstimate (e: Estimate) : BiasOutcome option =
+    if e.Extrapolated || e.BiasPairs <= 0L then None
+    elif not (isNull e.Biases) then
+        Some { Value = 0.0; StdErr = 0.0; Values = e.Biases; StdErrs = e.BiasStdErrs; Method = "coupled"; Samples = e.BiasPairs; Reason = None }
+    elif not (Double.IsFinite e.Bias) then
+        Some(biasNone "the coupled pairs gave non-finite values of the observable")
+    else
+        Some { Value = e.Bias; StdErr = e.BiasStdErr; Values = [||]; StdErrs = [||]; Method = "coupled"; Samples = e.BiasPairs; Reason = None }
+
+/// Why a result of `kind` has no estimate (None: the kind is not an estimate of the SDE, e.g. samples).
+let missingReason (backend: string) (kind: string) : string option =
+    match kind with
+    | "samples"
+    | "samples_every"
+    | "ess" -> None
+    | "mean"
+    | "density"
+    | "mean_series" when backend <> "cpu" -> Some(sprintf "the %s backend does not run the coupled pairs yet; use --backend cpu for the estimate" backend)
+    | "response"
+    | "density_response" -> Some "not estimated for responses yet (the coupled pairs run on the plain engine only); compare with a run at dt/2"
+    | "variance"
+    | "covariance"
+    | "quantile"
+    | "density2d" -> Some "not estimated for results derived from several estimates yet; compare with a run at dt/2"
+    | "lyapunov" -> Some "not estimated for Lyapunov exponents yet; compare with a run at dt/2"
+    | "score"
+    | "alignment" -> Some(sprintf "not estimated for %s results yet; compare with a run at dt/2" kind)
+    | _ -> Some "not estimated for this kind of result yet; compare with a run at dt/2"
+
+/// Where a result of `kind` cannot be extrapolated: the reason (Richardson needs the coupled pairs of the
+/// plain engine, or independent weighted runs).
+let richardsonRefusal (kind: string) : string option =
+    match kind with
+    | "mean"
+    | "density"
+    | "mean_series" -> None
+    | "samples"
+    | "samples_every" -> Some "samples are per-path values, not an estimate that can be extrapolated"
+    | k -> Some(sprintf "extrapolate = richardson is not available for %s results yet (it extrapolates means, series, densities and weighted results); remove it, or compare runs at dt and dt/2" k)
+
+let private inv = CultureInfo.InvariantCulture
+
+/// The largest step 5, 2 or 1 × 10^k at most `target` on which T is a whole number of steps.
+let niceDtBelow (t: float) (target: float) : float option =
+    if not (target > 0.0 && Double.IsFinite target) then None
+    else
+        let e = int (floor (log10 target))
+        seq {
+            for k in 0 .. 40 do
+                for m in [ 5; 2; 1 ] do
+                    yield Double.Parse(sprintf "%de%d" m (e - k), inv)
+        }
+        |> Seq.filter (fun d -> d <= target * (1.0 + 1e-12))
+        |> Seq.tryFind (fun d -> RunSettings.WholeSteps(t, d) >= 0L)
+
+let private show (x: float) = x.ToString("G3", inv).Replace("E", "e")
+
+/// Is b shown next to the value: larger than the result's standard error and than its own.
+let shows (b: float) (sb: float) (se: float) =
+    Double.IsFinite b && abs b > se && not (abs b <= sb)
+
+/// The warning of a result whose bias is more than twice its standard error (and clearly measured: more
+/// than 2.5 of its own standard errors; 4 per bin of a density, of which there are many), naming the dt
+/// that would bring it under the standard error (b ∝ dt^p).
+let warning (dt: float) (t: float) (order: int) (q: QueryOutcome) : string option =
+    match q.Bias with
+    | Some b when b.Reason.IsNone ->
+        let binned = b.Values.Length > 0
+        let at (xs: float[]) i = if i < xs.Length then xs[i] else nan
+        let cells =
+            if binned then [ for i in 0 .. b.Values.Length - 1 -> i, b.Values[i], at b.StdErrs i, at q.StdErrs i ]
+            else [ -1, b.Value, b.StdErr, q.StdErr ]
+        let z = if binned then 4.0 else 2.5
+        let flagged = cells |> List.filter (fun (_, v, s, se) -> Double.IsFinite v && se > 0.0 && abs v > 2.0 * se && abs v > z * s)
+        match flagged with
+        | [] -> None
+        | _ ->
+            let i, v, s, se = flagged |> List.maxBy (fun (_, v, _, se) -> abs v / se)
+            let target = dt * Math.Pow(se / abs v, 1.0 / float order)
+            let step =
+                match niceDtBelow t target with
+                | Some d -> sprintf "dt = %s would bring it under the standard error" (d.ToString("R", inv))
+                | None -> sprintf "a dt below %s would bring it under the standard error" (show target)
+            let what =
+                if binned then
+                    sprintf "in %d of %d bins the discretisation bias exceeds twice the standard error (the most at %s: bias %s ± %s against a standard error %s)"
+                        flagged.Length b.Values.Length (show (at q.Grid i)) (show v) (show s) (show se)
+                else sprintf "the discretisation bias %s ± %s is %s standard errors" (show v) (show s) ((abs v / se).ToString("F1", inv))
+            Some(sprintf "%s: the value is the Euler chain's at dt = %s, not the SDE's; %s (or use extrapolate = richardson)" what (dt.ToString("R", inv)) step)
+    | _ -> None
+
+/// Combines a result at dt (`c`) with the same result of an independent run at dt/2 (`f`): the bias
+/// (c − f)/(1 − 2^−p) with se √(se_c² + se_f²)/(1 − 2^−p), or (`richardson`) the value 2f − c with se √(4 se_f² + se_c²).
+let combineIndependent (richardson: bool) (order: int) (c: QueryOutcome) (f: QueryOutcome) : QueryOutcome =
+    let k = 1.0 / (1.0 - Math.Pow(2.0, -float order))
+    let same = c.Kind = f.Kind && c.Values.Length = f.Values.Length
+    if not same || c.Kind = "ess" then c
+    elif richardson then
+        { c with
+            Value = 2.0 * f.Value - c.Value
+            StdErr = sqrt (4.0 * f.StdErr * f.StdErr + c.StdErr * c.StdErr)
+            Values = Array.map2 (fun a b -> 2.0 * b - a) c.Values f.Values
+            StdErrs = Array.map2 (fun a b -> sqrt (4.0 * b * b + a * a)) c.StdErrs f.StdErrs
+            Extrapolated = true
+            Bias = None }
+    else
+        let binned = c.Values.Length > 0
+        { c with
+            Bias =
+                Some
+                    { Value = (if binned then 0.0 else (c.Value - f.Value) * k)
+                      StdErr = (if binned then 0.0 else k * sqrt (c.StdErr * c.StdErr + f.StdErr * f.StdErr))
+                      Values = Array.map2 (fun a b -> (a - b) * k) c.Values f.Values
+                      StdErrs = Array.map2 (fun a b -> k * sqrt (a * a + b * b)) c.StdErrs f.StdErrs
+                      Method = "independent"
+                      Samples = f.Count
+                      Reason = None } }
