@@ -67,7 +67,10 @@ let private outcome (q: CheckedQuery) (kind: string) (value: float) (se: float) 
       Grid = [||]; GridY = [||]; Values = [||]; StdErrs = [||]; Lo = 0.0; Hi = 0.0; Below = 0L; Above = 0L
       Count = count; NonFinite = nonFinite; Rate = None; RateSource = None; CovectorGrowth = None; Control = None
       ControlCoefficient = None; WeightKurtosis = None; WeightMaxShare = None; Windows = []; ValueWindow = None
-      Warnings = warnings; Weighted = false; Resamplings = None }
+      Warnings = warnings; Weighted = false; Resamplings = None
+      // the levels estimate their own remaining bias (`multilevel.bias`, inside `error_estimate`)
+      Bias = Some(biasNone "a multilevel result: its estimated remaining bias is multilevel.bias, and error_estimate combines it with the standard error")
+      Extrapolated = false }
 
 /// The engine's options of the program's multilevel settings.
 let options (p: Program) : MlmcOptions =
