@@ -88,6 +88,8 @@ let private lawChecks (n: int) (h: float) =
     for i in 0 .. nb - 1 do
         cum <- cum + int64 counts[i]
         d <- max d (abs (float cum / nf - phi[i + 1]))
+    printfn "normals: %d draws, KS √n·D = %.3f, |Z| > 3..7: %A (expected %s), largest |Z| %.3f" n (sqrt nf * d) tails[3..7]
+        (String.Join(", ", [ 0.0026997960632601891; 6.3342483666239843e-5; 5.7330314375838782e-7; 1.9731752900753963e-9; 2.55962508777167e-12 ] |> List.map (fun p -> (nf * p).ToString("G3")))) zmax
     // Kolmogorov: P(√n D > 2.5) ≈ 2 exp(−12.5) ≈ 7e-6
     Expect.isLessThan (sqrt nf * d) 2.5 (sprintf "KS √n·D = %.3f over %d draws" (sqrt nf * d) n)
     // P(|Z| > k) = erfc(k/√2): binomial counts, with a Poisson bound where the mean is small
