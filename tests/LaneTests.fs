@@ -245,6 +245,19 @@ let tests =
             Expect.isTrue (abs (p4k - a10) < 2048L) (sprintf "100 paths: %d B, 4000 paths: %d B" a10 p4k)
         }
 
+        test "where four lanes' records do not fit in the memory limit, one path at a time runs" {
+            let c = (compile ou).Program.Compiled
+            let runner = ModelRunner.For c.Type
+            let model = c.Instance [| 1.0; 0.5; 1.0 |]
+            // a million bins: about 33 MB of records per path slot, so 1 slot fits in 100 MB and 4 do not
+            let plans = [| QueryPlan(Kind = EstimateKind.Density, Observable = 0, Lo = -2.0, Hi = 2.0, Bins = 1_000_000) |]
+            let limit = 100L <<< 20
+            Expect.isTrue (Memory.Estimate(1, 1, 1, plans, 1) < limit && Memory.Estimate(1, 1, 1, plans, 4) > limit) "the limit lies between"
+            let run lanes = runner.Run(model, RunSettings(Paths = 40L, Dt = 0.01, T = 0.05, Seed = 3UL, Threads = 1, Lanes = lanes, MemoryLimit = limit), plans)
+            let a, b = run 1, run 4
+            Expect.equal (arrBits b[0].Values) (arrBits a[0].Values) "the same bins"
+        }
+
         test "a run that blows up fails in the same words with lanes" {
             let p = compile blowup
             hasLanes p

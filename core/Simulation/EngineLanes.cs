@@ -77,7 +77,9 @@ public static partial class Engine
 
         long need = Memory.Estimate(d, nw, nobs, plans, 4 * threads) + threads * 8L * 4 * (2 * (d + 4) + nw + 4);
         long avail = s.MemoryLimit > 0 ? s.MemoryLimit : Memory.Available();
-        Memory.Check(need, avail, $"{threads} worker(s) of four lanes on a model of dimension {d} with {plans.Length} quer{(plans.Length == 1 ? "y" : "ies")}");
+        // four lanes keep four paths' records (a density's bins four times): where that does not fit, one
+        // path at a time, which checks its own need and says so in its words
+        if (avail > 0 && need > avail) return null;
 
         var sh = new Shared(s, steps, blockSize, blocks, layout);
         var result = new Accumulators(plans, layout, steps, s.Dt);
