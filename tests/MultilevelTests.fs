@@ -90,6 +90,19 @@ let tests =
               at (errors (gbm "accuracy = 0.1" "  lyapunov(1)")) 11 "Lyapunov"
           }
 
+          test "Multilevel shards and the GPU backends: located refusals at the accuracy setting" {
+              let p = compile (gbm "accuracy = 0.1" "  mean(S)")
+              let refused (f: unit -> unit) =
+                  try
+                      f ()
+                      failtest "expected a refusal"
+                  with :? NotSupportedException as e -> e.Message
+              for m in [ refused (fun () -> Driver.runShard p.Program Driver.defaultOptions { First = 0L; Count = 10L } |> ignore)
+                         refused (fun () -> Multilevel.run p.Program { Driver.defaultOptions with Backend = "cuda" } |> ignore)
+                         refused (fun () -> Driver.runKeeping p.Program Driver.defaultOptions |> ignore) ] do
+                  Expect.isMatch m @"^9:12: 'accuracy' " "located at the accuracy setting"
+          }
+
           test "Multilevel defaults: dt = T/8, paths = 1000 pilot samples, max_levels 10" {
               let p = compile (gbm "accuracy = 0.1; T = 2" "  mean(S)")
               Expect.equal p.Settings.Dt 0.25 "coarsest step T/8"
