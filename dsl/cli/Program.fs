@@ -1054,7 +1054,8 @@ Examples:
   dsl check model.sde                            parse and check only (- reads standard input)
 
 Exit codes: 0 success (also with warnings, unless --strict); 2 an input or option error;
-3 a run that failed (or, with --strict, a result or file with a warning).
+3 a run that failed (or, with --strict, a result or file with a warning);
+1 dsl format --check: a file would change.
 Documentation: docs/language.md in the repository (the language, every command and option, the JSON).
 """
 

@@ -239,8 +239,11 @@ let private nameCol (ls: string[]) (line: int) (col: int) (name: string) =
             else find (i + 1)
         find (max 0 (col - 1))
 
-/// The declarations of a parsed file.
-let symbols (text: string) (f: File) : Symbol list =
+/// The declarations of a parsed file (printed on a large stack: a chain of 10,000 terms is a tree
+/// 10,000 deep).
+let rec symbols (text: string) (f: File) : Symbol list = Frontend.onLargeStack (fun () -> symbolsHere text f)
+
+and private symbolsHere (text: string) (f: File) : Symbol list =
     let ls = lines text
     let sym n k d (p: Pos) = { Name = n; Kind = k; Detail = d; Line = p.Line; Col = p.Col }
 
@@ -328,20 +331,26 @@ let private functionNames = [ "exp"; "log"; "sqrt"; "sin"; "cos"; "tan"; "tanh";
 let private modelKeywords = [ "const"; "param"; "state"; "brownian"; "init"; "d"; "let"; "weight"; "calculus"; "periodic"; "in"; "if"; "then"; "else"; "and"; "or"; "not"; "inf" ]
 let private topKeywords = [ "model"; "params"; "sweep"; "simulate"; "query"; "fit" ]
 
-/// Parses and checks a text: the diagnostics (severity, diagnostic) and what hover and completion use.
-let analyse (previous: Analysis option) (text: string) : Analysis =
-    let parsed = try Frontend.onLargeStack (fun () -> Parser.parseFile text) |> Result.toOption with _ -> None
-
+/// Checks a text: its diagnostics, errors or (for a file that checks) warnings, and the checked file.
+let check (text: string) : (string * Diagnostic) list * Checked.CheckedFile option =
     match Frontend.compileText "" text with
-    | Ok cf ->
-        { Diagnostics = cf.Warnings |> Diagnostics.sort |> List.map (fun d -> "warning", d)
-          Parsed = parsed
-          Checked = Some cf }
-    | Error ds ->
-        { Diagnostics = ds |> Diagnostics.sort |> List.map (fun d -> "error", d)
-          // a text that does not parse keeps the names of the last one that did
-          Parsed = (match parsed with Some p -> Some p | None -> previous |> Option.bind (fun a -> a.Parsed))
-          Checked = None }
+    | Ok cf -> cf.Warnings |> Diagnostics.sort |> List.map (fun d -> "warning", d), Some cf
+    | Error ds -> ds |> Diagnostics.sort |> List.map (fun d -> "error", d), None
+
+/// The syntax tree of a text for hover, completion and definition: a text that does not parse keeps
+/// the tree of the last one that did.
+let parse (previous: File option) (text: string) : File option =
+    match (try Frontend.onLargeStack (fun () -> Parser.parseFile text) |> Result.toOption with _ -> None) with
+    | Some f -> Some f
+    | None -> previous
+
+/// Parses and checks a text.
+let analyse (previous: Analysis option) (text: string) : Analysis =
+    let diagnostics, cf = check text
+
+    { Diagnostics = diagnostics
+      Parsed = parse (previous |> Option.bind (fun a -> a.Parsed)) text
+      Checked = cf }
 
 /// The LSP diagnostics of an analysis.
 let diagnosticsJson (text: string) (a: Analysis) : JsonNode =
@@ -559,11 +568,13 @@ let handle (publish: JsonNode -> unit) (state: State) (methodName: string) (pars
         | Some(t, a) -> t, a
         | None -> raise (RpcError(-32602, sprintf "document not open: %s" uri))
 
+    // the diagnostics go out as soon as the text is checked; the tree for hover and completion after
     let update uri text =
-        let previous = state.Documents.TryFind uri |> Option.map snd
-        let a = analyse previous text
+        let previous = state.Documents.TryFind uri |> Option.bind (fun (_, a) -> a.Parsed)
+        let diagnostics, cf = check text
+        let a = { Diagnostics = diagnostics; Parsed = None; Checked = cf }
         publish (obj [ "jsonrpc", str "2.0"; "method", str "textDocument/publishDiagnostics"; "params", obj [ "uri", str uri; "diagnostics", diagnosticsJson text a ] ])
-        { state with Documents = state.Documents.Add(uri, (text, a)) }
+        { state with Documents = state.Documents.Add(uri, (text, { a with Parsed = parse previous text })) }
 
     match methodName with
     | "initialize" ->
