@@ -86,6 +86,24 @@ type CheckArgs =
             | Files _ -> "the .sde file(s) to parse and check (- reads standard input)."
             | Ito -> "also print each state component's Itô drift, as every estimator uses it (for 'calculus stratonovich', the converted drift)."
 
+type FormatArgs =
+    | [<MainCommand; Mandatory>] Files of paths: string list
+    | Check
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Files _ -> "the .sde file(s) to rewrite in the canonical layout (- reads standard input and writes standard output)."
+            | Check -> "change nothing; exit 1 when a file would change."
+
+type LspArgs =
+    | [<Hidden>] Stdio
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Stdio -> "talk on standard input and output (the default and only transport)."
+
 type CompileArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
     | [<EqualsAssignmentOrSpaced>] Target of target: string
@@ -161,6 +179,8 @@ type Cli =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
     | [<CliPrefix(CliPrefix.None)>] Fit of ParseResults<FitArgs>
     | [<CliPrefix(CliPrefix.None)>] Compile of ParseResults<CompileArgs>
+    | [<CliPrefix(CliPrefix.None)>] Format of ParseResults<FormatArgs>
+    | [<CliPrefix(CliPrefix.None)>] Lsp of ParseResults<LspArgs>
     | Version
 
     interface IArgParserTemplate with
@@ -172,6 +192,8 @@ type Cli =
             | Check _ -> "only parse and check a model."
             | Fit _ -> "fit the params of a file's fit block to its data (docs/fitting.md): progress, fitted values, fit.json and plots."
             | Compile _ -> "compile a model's GPU kernels (PTX), without a GPU."
+            | Format _ -> "rewrite .sde files in the canonical layout, comments kept (--check: exit 1 when a file would change)."
+            | Lsp _ -> "a Language Server Protocol server on standard input and output, for editors (docs/editors.md)."
             | Version -> "print the version."
 
 let private exitInput = 2
@@ -290,7 +312,7 @@ let private optionsOf<'T when 'T :> IArgParserTemplate> () : string list =
     "--help" :: (ArgumentParser.Create<'T>().GetArgumentCases() |> List.collect (fun c -> c.CommandLineNames.Value))
 
 /// The command names (`run`, `fit`, ...).
-let private commandNames = [ "run"; "merge"; "slurm"; "check"; "fit"; "compile"; "--version"; "--help" ]
+let private commandNames = [ "run"; "merge"; "slurm"; "check"; "fit"; "compile"; "format"; "lsp"; "--version"; "--help" ]
 
 /// `; did you mean '--params'?` for a misspelt option or command (the checker's rule for names).
 let private didYouMean (given: string) (known: string list) = Checker.suggest given known
@@ -988,6 +1010,53 @@ let private fitCommand (args: ParseResults<FitArgs>) =
 
 /// What `dsl --help` says before the commands: what the tool is, three examples, the exit codes and
 /// where the documentation is.
+/// `dsl format FILE... [--check]`: each file in the canonical layout (`Format.format`), in place
+/// (`-`: standard input to standard output). Exit 2 for a file that cannot be read or parsed (it is
+/// left as it is), else 1 with --check when a file would change, else 0.
+let private formatCommand (args: ParseResults<FormatArgs>) =
+    let files = args.GetResult FormatArgs.Files
+    let checkOnly = args.Contains FormatArgs.Check
+
+    match filesProblem (optionsOf<FormatArgs> ()) files with
+    | Some m -> usageError m
+    | None ->
+        files
+        |> List.map (fun path ->
+            let name = displayName path
+
+            match readSource path with
+            | Error m ->
+                fileError name m
+                exitInput
+            | Ok text ->
+                match Format.format text with
+                | Error d ->
+                    eprintfn "%s" (Diagnostics.format name text d)
+                    exitInput
+                | Ok formatted when checkOnly ->
+                    if formatted = text then 0
+                    else
+                        eprintfn "%s: would be reformatted" name
+                        1
+                | Ok formatted when path = "-" ->
+                    Console.Out.Write formatted
+                    0
+                | Ok formatted when formatted = text -> 0
+                | Ok formatted ->
+                    try
+                        File.WriteAllText(path, formatted)
+                        0
+                    with ex ->
+                        fileError name (sprintf "cannot write the file: %s" ex.Message)
+                        exitInput)
+        |> List.fold max 0
+
+/// `dsl lsp`: the language server on standard input and output (docs/editors.md).
+let private lspCommand () =
+    use input = Console.OpenStandardInput()
+    use output = Console.OpenStandardOutput()
+    Lsp.serve input output
+
 let private about =
     """dsl simulates stochastic differential equations written in a .sde file and estimates their means,
 densities and derivatives with respect to parameters (with standard errors).
@@ -998,7 +1067,8 @@ Examples:
   dsl check model.sde                            parse and check only (- reads standard input)
 
 Exit codes: 0 success (also with warnings, unless --strict); 2 an input or option error;
-3 a run that failed (or, with --strict, a result or file with a warning).
+3 a run that failed (or, with --strict, a result or file with a warning);
+1 dsl format --check: a file would change.
 Documentation: docs/language.md in the repository (the language, every command and option, the JSON).
 """
 
@@ -1016,6 +1086,7 @@ let private parseError (argv: string[]) (message: string) =
         | Some "check" -> Some(optionsOf<CheckArgs> ())
         | Some "fit" -> Some(optionsOf<FitArgs> ())
         | Some "compile" -> Some(optionsOf<CompileArgs> ())
+        | Some "format" -> Some(optionsOf<FormatArgs> ())
         | _ -> None
 
     // an unknown `--option` after a command is the error to name, whatever Argu tripped on after it
@@ -1069,6 +1140,8 @@ let main argv =
             | Some (Check c) -> check c
             | Some (Fit f) -> fitCommand f
             | Some (Compile c) -> compile c
+            | Some (Format f) -> formatCommand f
+            | Some (Lsp _) -> lspCommand ()
             | _ ->
                 Console.Error.WriteLine(parser.PrintUsage())
                 exitInput
