@@ -33,12 +33,17 @@ public static partial class Engine
         if (d <= 0 || nw < 0 || nobs < 0) throw new ArgumentException($"invalid model sizes (dim {d}, noise {nw}, observables {nobs})");
         var layout = QueryLayout.Build(plans, steps, s.Dt, nobs);
         // Four paths per step in the vector lanes where the model has a lane step and it pays (EngineLanes.cs).
-        if (LaneRun<TModel>.Run is { } lanes && lanes(m, s, plans) is { } laneResult) return laneResult;
-
+        // Richardson runs every path as a coupled pair (RunRichardson), one path at a time.
         int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
         long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 1, 256);
         long blocks = s.Paths == 0 ? 0 : (s.Paths + blockSize - 1) / blockSize;
         threads = (int)Math.Max(1, Math.Min(threads, blocks));
+        if (s.Bias != BiasMode.Richardson && LaneRun<TModel>.Run is { } lanes && lanes(m, s, plans) is { } laneResult)
+        {
+            // the bias pairs run after the main paths on streams of their own, whichever engine ran those
+            if (s.Bias == BiasMode.Estimate) RunBias(m, s, plans, laneResult, steps, threads);
+            return laneResult;
+        }
 
         long need = Memory.Estimate(d, nw, nobs, plans, threads);
         long avail = s.MemoryLimit > 0 ? s.MemoryLimit : Memory.Available();
