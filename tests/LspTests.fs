@@ -41,7 +41,7 @@ let session (raw: byte[] list) : int * JsonNode list =
 
     code, read 0 []
 
-let private uri = "file:///work/ou.sde"
+let private uri = "file:///models/ou.sde"
 let private doc = {| uri = uri |}
 let private at (line: int) (character: int) = {| textDocument = doc; position = {| line = line; character = character |} |}
 let private initialize = frame (request 1 "initialize" {| capabilities = {| |} |})

@@ -102,8 +102,10 @@ let compileWith (derivatives: bool) (ir: ModelIr) (observables: Sym[]) (wrt: int
     implementMethodWithLoops mb iface "Diffuse" (standardBind mb 1 3 2 []) (outputsExcept rows 4 (diffusionApplied ir)) (loopsOf 4 (fun l -> l.Gw))
     // Observe<TV>(x, t, obs)
     implementMethodReducing mb iface "Observe" (standardBind mb 1 0 2 []) Loops.defaultMinLoopSize (outputs 3 observables)
-    // StepLanes4(x, y, w, t, dt, sqdt): four paths per step in the vector lanes (the step without loops)
-    LaneEmit.implementLaneStep mb (if ir.Loops.IsEmpty then Some tg.Step else None)
+    // StepLanes4(x, y, w, t, dt, sqdt): four paths per step in the vector lanes (the step without loops,
+    // of a model small enough for the engine to choose lanes: a wide model's lane step would only double
+    // its compile time)
+    LaneEmit.implementLaneStep mb (if ir.Loops.IsEmpty && ir.Dim <= Engine.MaxAutoLaneDim then Some tg.Step else None)
     // Jacobian / Hessian <TV>(x, w, t, dt, sqdt, values)
     let dBind = standardBind mb 1 2 3 [ "dt", FromArg 4; "sqdt", FromArg 5 ]
     implementMethod mb tface "Jacobian" dBind (sparseOut 6 tg.J)

@@ -243,8 +243,9 @@ let private twinDomainErrors (cf: CheckedFile) : Diagnostic list =
 /// to extend when a scheme is added (None: multilevel refuses the scheme until its coupling is written).
 let multilevelWeakOrder (scheme: string) : float option =
     match scheme with
-    | "euler_maruyama" -> Some 1.0
-    | _ -> None
+    | "euler_maruyama"
+    | "milstein" -> Some 1.0 // Milstein's gain is the variance decay (beta 2, strong order 1), not the bias
+    | _ -> None // sra: its second normal per lane (the iterated integral) has no coupling across levels yet
 
 /// What a multilevel run (`accuracy = ...`, docs/mlmc.md) cannot answer: located errors that say what works.
 let private multilevelErrors (cf: CheckedFile) : Diagnostic list =
