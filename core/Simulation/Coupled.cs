@@ -11,51 +11,76 @@ namespace Sde.Core;
 /// </summary>
 internal sealed class PairAcc
 {
-    public readonly ExactSum[] D1, D2, R1, R2, C1, C2;
-
-    public PairAcc(int slots)
+    /// <summary>One slot's sums: d, d², r, r², c, c².</summary>
+    internal sealed class Cell
     {
-        static ExactSum[] make(int n) { var a = new ExactSum[n]; for (int i = 0; i < n; i++) a[i] = new ExactSum(4); return a; }
-        D1 = make(slots); D2 = make(slots); R1 = make(slots); R2 = make(slots); C1 = make(slots); C2 = make(slots);
+        public readonly ExactSum D1 = new(4), D2 = new(4), R1 = new(4), R2 = new(4), C1 = new(4), C2 = new(4);
+        public IEnumerable<ExactSum> All() { yield return D1; yield return D2; yield return R1; yield return R2; yield return C1; yield return C2; }
     }
 
-    public int Slots => D1.Length;
+    // a slot's sums are made when a pair first touches it: a density of 10^5 bins costs one array of
+    // references, not 6·10^5 accumulators (pairs touch few bins); an untouched slot's sums are zero
+    readonly Cell?[] _cells;
+    static readonly Cell Zero = new();
+
+    public PairAcc(int slots) { _cells = new Cell?[slots]; }
+
+    public int Slots => _cells.Length;
+
+    /// <summary>The slot's sums (zero sums when no pair touched it; not to be added to).</summary>
+    public Cell this[int k] => _cells[k] ?? Zero;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Add(int k, double c, double f)
     {
+        var x = _cells[k] ??= new Cell();
         double d = c - f, r = 2 * f - c;
-        D1[k].Add(d); D2[k].AddProduct(d, d);
-        R1[k].Add(r); R2[k].AddProduct(r, r);
-        C1[k].Add(c); C2[k].AddProduct(c, c);
+        x.D1.Add(d); x.D2.AddProduct(d, d);
+        x.R1.Add(r); x.R2.AddProduct(r, r);
+        x.C1.Add(c); x.C2.AddProduct(c, c);
     }
-
-    IEnumerable<ExactSum[]> All() { yield return D1; yield return D2; yield return R1; yield return R2; yield return C1; yield return C2; }
 
     public void Merge(PairAcc o)
     {
-        using var a = All().GetEnumerator();
-        using var b = o.All().GetEnumerator();
-        while (a.MoveNext() && b.MoveNext())
-            for (int k = 0; k < a.Current.Length; k++) a.Current[k].Add(b.Current[k]);
+        for (int k = 0; k < _cells.Length; k++)
+        {
+            var y = o._cells[k];
+            if (y == null) continue;
+            var x = _cells[k] ??= new Cell();
+            using var a = x.All().GetEnumerator();
+            using var b = y.All().GetEnumerator();
+            while (a.MoveNext() && b.MoveNext()) a.Current.Add(b.Current);
+        }
     }
 
     public void Write(BinaryWriter w)
     {
         w.Write(Slots);
-        foreach (var xs in All()) foreach (var x in xs) x.Write(w);
+        for (int k = 0; k < _cells.Length; k++)
+        {
+            var x = _cells[k];
+            w.Write(x != null);
+            if (x != null) foreach (var e in x.All()) e.Write(w);
+        }
     }
 
     public void Read(BinaryReader r)
     {
         if (r.ReadInt32() != Slots) throw new InvalidDataException("the coupled pairs' bins differ");
-        foreach (var xs in All()) foreach (var x in xs) { x.Clear(); x.Add(ExactSum.Read(r)); }
+        for (int k = 0; k < _cells.Length; k++)
+        {
+            if (!r.ReadBoolean()) { _cells[k] = null; continue; }
+            var x = _cells[k] = new Cell();
+            foreach (var e in x.All()) e.Add(ExactSum.Read(r));
+        }
     }
 
     /// <summary>Mean and standard error of the mean of n samples from their exact Σv and Σv² (as QueryAcc does for a mean).</summary>
     public static (double Mean, double StdErr) MeanSe(ExactSum s1, ExactSum s2, long n)
     {
         if (n <= 0) return (double.NaN, double.NaN);
+        // untouched bins: no work, no allocation (a density may have 10^5 of them)
+        if (s1.Partials.Length == 0 && s2.Partials.Length == 0 && !s1.IsSpecial && !s2.IsSpecial) return (0, n < 2 ? double.NaN : 0);
         double mean = s1.Round() / n;
         if (n < 2 || s1.IsSpecial || s2.IsSpecial) return (mean, double.NaN);
         var ss = new ExactSum(16);
@@ -118,10 +143,10 @@ internal sealed class PairSums
         {
             if (Mode == BiasMode.Richardson)
             {
-                var (v, se) = PairAcc.MeanSe(q.R1[0], q.R2[0], n);
+                var (v, se) = PairAcc.MeanSe(q[0].R1, q[0].R2, n);
                 return new Estimate { Value = v, StdErr = se, Count = n, NonFinite = e.NonFinite, Extrapolated = true, BiasPairs = n };
             }
-            var (b, sb) = PairAcc.MeanSe(q.D1[0], q.D2[0], n);
+            var (b, sb) = PairAcc.MeanSe(q[0].D1, q[0].D2, n);
             e.Bias = b * Factor; e.BiasStdErr = sb * Factor; e.BiasPairs = n;
             return e;
         }
@@ -129,7 +154,7 @@ internal sealed class PairSums
         var vals = new double[l.Bins]; var ses = new double[l.Bins];
         for (int k = 0; k < l.Bins; k++)
         {
-            var (v, se) = Mode == BiasMode.Richardson ? PairAcc.MeanSe(q.R1[k], q.R2[k], n) : PairAcc.MeanSe(q.D1[k], q.D2[k], n);
+            var (v, se) = Mode == BiasMode.Richardson ? PairAcc.MeanSe(q[k].R1, q[k].R2, n) : PairAcc.MeanSe(q[k].D1, q[k].D2, n);
             double f = Mode == BiasMode.Richardson ? 1 : Factor;
             vals[k] = v * f / width; ses[k] = se * f / width;
         }
@@ -165,8 +190,8 @@ public static partial class Engine
             double vd = 0, vc = 0;
             for (int k = 0; k < q.Slots; k++)
             {
-                vd += PairAcc.MeanSe(q.D1[k], q.D2[k], m).StdErr is var a && double.IsFinite(a) ? a * a * m : double.PositiveInfinity;
-                vc += PairAcc.MeanSe(q.C1[k], q.C2[k], m).StdErr is var c && double.IsFinite(c) ? c * c * m : 0;
+                vd += PairAcc.MeanSe(q[k].D1, q[k].D2, m).StdErr is var a && double.IsFinite(a) ? a * a * m : double.PositiveInfinity;
+                vc += PairAcc.MeanSe(q[k].C1, q[k].C2, m).StdErr is var c && double.IsFinite(c) ? c * c * m : 0;
             }
             double r = vd == 0 ? 0 : vc > 0 ? vd / vc : double.PositiveInfinity;
             ratio = Math.Max(ratio, r);

@@ -567,7 +567,7 @@ let private kindLines (color: bool) (label: string) (indent: string) (via: strin
         let cells =
             List.init n (fun k -> sprintf "t = %s  %s" ((num q.Grid[k]).PadRight width) (valueWithError q.Values[k] q.StdErrs[k]))
 
-        (label + paint color "2" (sprintf "%d times (mean ± stderr)" n) + via)
+        (label + paint color "2" (sprintf "%d times (mean ± stderr)" n) + (if q.Extrapolated then "  " + paint color "2" "(richardson)" else "") + via)
         :: (wrapCells indent tableColumns cells |> List.map (fun r -> paint color "1" r))
     | "alignment" ->
         [ label + paint color "36" (sparkline q.Values) + via
