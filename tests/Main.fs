@@ -127,6 +127,15 @@ let main argv =
         // On a line of its own, after whatever the progress display left on the current one.
         printfn ""
         printfn "Tests: %d passed, %d failed" s.passed.Length (s.failed.Length + s.errored.Length)
+        // SDE_TEST_TIMES=FILE: every test's wall time, slowest first (to find what to trim)
+        match System.Environment.GetEnvironmentVariable "SDE_TEST_TIMES" with
+        | null
+        | "" -> ()
+        | path ->
+            s.results
+            |> List.sortByDescending (fun (_, r) -> r.duration)
+            |> List.map (fun (t, r) -> sprintf "%8.2f  %s" r.duration.TotalSeconds (nameOf t))
+            |> fun lines -> System.IO.File.WriteAllLines(path, lines)
     | None -> ()
 
     code

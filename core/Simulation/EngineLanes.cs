@@ -34,6 +34,13 @@ public static partial class Engine
     public const int MaxAutoLaneDim = 256;
 
     /// <summary>
+    /// Smallest run (paths × steps) for which the automatic choice runs four paths per step: the lane
+    /// engine's code is compiled per model on first use (tens of milliseconds), which a run of fewer
+    /// path-steps than this does not win back (one path at a time runs 10^6 path-steps in about 0.2 s).
+    /// </summary>
+    public const long MinAutoLanePathSteps = 1_000_000;
+
+    /// <summary>
     /// Overrides the automatic choice for runs started on the current thread only (0: no override, 1: one
     /// path at a time, 4: lanes wherever the model has them), below <see cref="RunSettings.Lanes"/>: lets tests
     /// compare both ways in-process without touching other threads' runs.
@@ -51,7 +58,7 @@ public static partial class Engine
         {
             1 => false,
             4 => true,
-            _ => s.Paths >= 4 && dim <= MaxAutoLaneDim,
+            _ => s.Paths >= 4 && dim <= MaxAutoLaneDim && (double)s.Paths * s.Steps >= MinAutoLanePathSteps,
         };
     }
 
