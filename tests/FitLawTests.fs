@@ -60,7 +60,8 @@ let marginals =
                       Expect.floatClose Accuracy.medium fm.StdErrs[k] fj.StdErrs[k] (sprintf "stderr %d" k))
           }
 
-          test "independent columns: the fit reaches the pooled maximum-likelihood values, the sandwich errors the joint law's" {
+          test "independent columns: the fit reaches the pooled maximum-likelihood values, the sandwich errors the joint law's [slow tier]" {
+              Tier.requireSlow "a fit and its sandwich errors (about 15 s)"
               withTemp (fun dir ->
                   let n = 2000
                   let xs = chainSamples 45 n 1.0 0.01 100 (fun x -> -x) (fun _ -> 0.5)
@@ -110,7 +111,8 @@ let marginals =
 let examples =
     testList
         "Fit.Examples"
-        [ test "examples/fit_lorenz96.sde: the 20-D ring's F and sigma are recovered from a wrong start" {
+        [ test "examples/fit_lorenz96.sde: the 20-D ring's F and sigma are recovered from a wrong start [slow tier]" {
+              Tier.requireSlow "a 20-D fit of many evaluations (about 25 s)"
               let o = dsl [ "fit"; "examples/fit_lorenz96.sde"; "--json"; "--quiet" ]
               Expect.equal o.Code 0 (describe [ "fit"; "examples/fit_lorenz96.sde" ] o)
               let j = parseJson o

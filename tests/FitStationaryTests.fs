@@ -168,7 +168,8 @@ fit a, b to "data.csv" { objective = kl stationary window 3; times = 4; iteratio
 let gradient =
     testList
         "FitStationary.Gradient"
-        [ test "the DK gradient of the stationary objective agrees with central differences of the same objective (common random numbers)" {
+        [ test "the DK gradient of the stationary objective agrees with central differences of the same objective (common random numbers) [slow tier]" {
+              Tier.requireSlow "gradients and central differences of a stationary objective (about 20 s)"
               // Both estimate ∂γ of the expected objective, the average over the recorded times of the law's
               // smoothed cross entropy: the DK gradient by the window increments ℓ_n − ℓ_{n−K}, the differences
               // by moving the paths with their noise fixed (same paths, same jitter). The window drops the
@@ -229,7 +230,8 @@ let exact =
 let fits =
     testList
         "FitStationary.Fits"
-        [ test "OU: the stationary fit of θ (σ fixed) reaches the maximum-likelihood value of the chain's stationary law" {
+        [ test "OU: the stationary fit of θ (σ fixed) reaches the maximum-likelihood value of the chain's stationary law [slow tier]" {
+              Tier.requireSlow "a stationary fit (about 15 s)"
               withTemp (fun dir ->
                   // 2000 draws of the Euler chain's stationary law N(0, v), v = σ²Δt / (1 − (1 − θΔt)²) at θ = 1,
                   // σ = 0.5, Δt = 0.01, drawn here

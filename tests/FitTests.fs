@@ -372,7 +372,8 @@ let fits =
                   Expect.isTrue (files |> List.forall File.Exists) "written")
           }
 
-          test "OU: Adam on fresh random numbers reaches the same values" {
+          test "OU: Adam on fresh random numbers reaches the same values [slow tier]" {
+              Tier.requireSlow "an Adam fit of many evaluations (about 13 s)"
               withTemp (fun dir ->
                   let ys = chainSamples 43 2000 1.0 0.01 100 (fun x -> -x) (fun _ -> 0.5)
                   writeCsv dir "data.csv" "x" ys

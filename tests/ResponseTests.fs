@@ -219,7 +219,8 @@ let tests =
                     Expect.floatClose { absolute = 1e-13; relative = 1e-12 } (uE[l][i]) (u[i]) (sprintf "lane %d: (J⁻ᵀν)_%d" l i)
         }
 
-        test "default schedule: stderr for a diffusion parameter does not grow as dt shrinks; constant alpha 0.5's does" {
+        test "default schedule: stderr for a diffusion parameter does not grow as dt shrinks; constant alpha 0.5's does [slow tier]" {
+            Tier.requireSlow "responses at three steps (about 9 s)"
             let se dt m =
                 let r = results (runText (ouSource 10000 dt 2.0 (sprintf "  d mean(x^2) / d sigma with %s" m)))
                 r[0].StdErr

@@ -256,7 +256,8 @@ query {
 let fits =
     testList
         "Vector params.fit"
-        [ test "fit a (both components) of d x = -(a[0] + a[1] x) dt + s dW: the closed-form maximum-likelihood values" {
+        [ test "fit a (both components) of d x = -(a[0] + a[1] x) dt + s dW: the closed-form maximum-likelihood values [slow tier]" {
+              Tier.requireSlow "a fit (about 12 s)"
               withTemp (fun dir ->
                   // 2000 samples of the chain at T = 1 (a = [0.5, 1.5], s = 0.5, x0 = 1, Δt = 0.01), simulated here
                   let a0, a1, s, n, dt = 0.5, 1.5, 0.5, 100, 0.01
