@@ -128,7 +128,8 @@ let examples =
               Expect.isLessThan (se "sigma") 0.05 "sigma is resolved (the law at T sees the noise)"
           }
 
-          test "every example with a fit block fits from the command line with a few iterations, lowering its loss" {
+          test "every example with a fit block fits from the command line with a few iterations, lowering its loss [slow tier]" {
+              Tier.requireSlow "a quick fit of every fit example from the command line (about 17 s)"
               let files =
                   examples ()
                   |> Array.filter (fun f -> Text.RegularExpressions.Regex.IsMatch(File.ReadAllText f, @"(?m)^fit\s"))

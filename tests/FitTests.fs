@@ -347,7 +347,8 @@ let gradient =
 let fits =
     testList
         "Fit.Fits"
-        [ test "OU: the L-BFGS fit reaches the closed-form maximum-likelihood values of the chain's Gaussian law" {
+        [ test "OU: the L-BFGS fit reaches the closed-form maximum-likelihood values of the chain's Gaussian law [slow tier]" {
+              Tier.requireSlow "an L-BFGS fit to convergence (about 15 s; the quick tier's Fit.Cli fits examples/fit_ou.sde end to end)"
               withTemp (fun dir ->
                   // 2000 samples of the chain at T = 1 (θ = 1, σ = 0.5, x0 = 1, Δt = 0.01), simulated here
                   let ys = chainSamples 42 2000 1.0 0.01 100 (fun x -> -x) (fun _ -> 0.5)

@@ -113,7 +113,8 @@ let private limits =
             Expect.equal (d.Line, d.Col) (8, 3) d.Message
             Expect.stringContains d.Message "at most 20000000" "names the limit"
         }
-        test "a dense nonlinear coupling whose Hessian would have 10^9 entries is an error naming the limit" {
+        test "a dense nonlinear coupling whose Hessian would have 10^9 entries is an error naming the limit [slow tier]" {
+            Tier.requireSlow "compiling a dense 1000-state coupling twice (about 15 s)"
             let model = "  const N = 1000\n  param a = 0.001\n  state x[N]\n  brownian W[N]\n  d x[i] = -a * sum(j, x[j])^2 dt + dW[i]"
             // a response needs the Hessian terms
             let d = within 60.0 "compile" (fun () -> firstError (file "H" model "d mean(x[0]) / d a"))
