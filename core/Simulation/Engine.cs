@@ -264,16 +264,8 @@ public static partial class Engine
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
-    static unsafe void RunBlocks<TModel>(ref TModel model, Shared sh, Worker wk) where TModel : struct, ISdeModel
+    static void RunBlocks<TModel>(ref TModel model, Shared sh, Worker wk) where TModel : struct, ISdeModel
     {
-        int d = model.Dim, m = model.NoiseDim;
-        long steps = sh.Steps, obsFrom = sh.ObsFrom, obsTo = sh.ObsTo;
-        double dt = sh.Dt, sqdt = sh.SqDt;
-        ulong seed = sh.Seed;
-        var progress = sh.Progress;
-        double* x = wk.X, y = wk.Y, w = wk.W, obs = wk.Obs;
-        var wv = new PtrVec(w);
-        var ov = new PtrVec(obs);
         while (!sh.Stop)
         {
             long blk = Interlocked.Increment(ref sh.NextBlock) - 1;
@@ -283,36 +275,7 @@ public static partial class Engine
             {
                 if (sh.Stop) return;
                 if (sh.Cancel.IsCancellationRequested) { sh.Stop = true; return; }
-                ulong gp = (ulong)(sh.FirstPath + p);
-
-                Normals.Fill(seed, gp, 0, Philox.TagInitNormal, wk.Zn, d);
-                Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, wk.Zu, d);
-                double* a = x, b = y;
-                model.Init(new PtrVec(a), new PtrVec(wk.Zn), new PtrVec(wk.Zu));
-                long failAt = AllFinite(a, d) ? -1 : 0;
-                if (failAt < 0 && obsFrom == 0 && wk.NeedsObserve(0))
-                {
-                    model.Observe(new PtrVec(a), 0.0, ov);
-                    wk.Record(0);
-                }
-                for (long n = 0; n < steps && failAt < 0; n++)
-                {
-                    if (m > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, w, m);
-                    model.Step(new PtrVec(a), new PtrVec(b), wv, n * dt, dt, sqdt);
-                    if (!AllFinite(b, d)) { failAt = n + 1; break; }
-                    double* t = a; a = b; b = t;
-                    long n1 = n + 1;
-                    if ((n1 & StepProgress.Mask) == 0) progress.Add(StepProgress.Chunk);
-                    if (n1 >= obsFrom && n1 <= obsTo && wk.NeedsObserve(n1))
-                    {
-                        model.Observe(new PtrVec(a), n1 * dt, ov);
-                        wk.Record(n1);
-                    }
-                }
-                wk.Ran++;
-                progress.Add(steps & StepProgress.Mask);
-                if (failAt >= 0) { wk.Discard(); sh.Fail(failAt); return; }
-                wk.Commit();
+                if (!RunOnePath(ref model, sh, wk, p)) return;
             }
         }
     }

@@ -241,9 +241,10 @@ public static partial class Engine
     }
 
     /// <summary>
-    /// One path as <see cref="RunBlocks{TModel}"/> runs it (its per-path body): false after a failure, which it
-    /// records in <paramref name="sh"/>.
+    /// One path, Euler–Maruyama step by step (the body of <see cref="RunBlocks{TModel}"/> and the lanes' fallback):
+    /// false after a failure, which it records in <paramref name="sh"/>.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the step loop: optimised at once, not after tier 0
     static unsafe bool RunOnePath<TModel>(ref TModel model, Shared sh, Worker wk, long p) where TModel : struct, ISdeModel
     {
         int d = model.Dim, m = model.NoiseDim;
