@@ -66,9 +66,10 @@ let niceDtBelow (t: float) (target: float) : float option =
 
 let private show (x: float) = x.ToString("G3", inv).Replace("E", "e")
 
-/// Is b shown next to the value: larger than the result's standard error and than its own.
+/// Is b shown next to the value: larger than the result's standard error and than its own (so never
+/// when its own is unknown: a bias from too few half-step paths to give an error is not a measurement).
 let shows (b: float) (sb: float) (se: float) =
-    Double.IsFinite b && abs b > se && not (abs b <= sb)
+    Double.IsFinite b && abs b > se && abs b > sb
 
 /// The warning of a result whose bias is more than twice its standard error (and clearly measured: more
 /// than 2.5 of its own standard errors; 4 per bin of a density, of which there are many), naming the dt
