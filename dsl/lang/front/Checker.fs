@@ -95,55 +95,8 @@ type private Env =
       Brownians: BrownianInfo[]
       Ctx: Ctx }
 
-/// The edit distance of a and b if it is at most `limit`, else None. Only the band of cells within
-/// `limit` of the diagonal is computed (a cell outside it is above the limit), two rows at a time,
-/// stopping as soon as a row is above the limit: O(length × limit) per candidate.
-let private editDistanceWithin (limit: int) (a: string) (b: string) : int option =
-    if abs (a.Length - b.Length) > limit then
-        None
-    else
-        let over = limit + 1
-        let mutable prev = Array.init (b.Length + 1) (fun j -> if j <= limit then j else over)
-        let mutable cur = Array.create (b.Length + 1) over
-        let mutable stopped = false
-        let mutable i = 1
-
-        while not stopped && i <= a.Length do
-            let lo = max 1 (i - limit)
-            let hi = min b.Length (i + limit)
-            cur[0] <- if i <= limit then i else over
-            if lo > 1 then cur[lo - 1] <- over
-            let mutable rowMin = cur[0]
-
-            for j in lo..hi do
-                let cost = if a[i - 1] = b[j - 1] then 0 else 1
-                let v = min (min (prev[j] + 1) (cur[j - 1] + 1)) (prev[j - 1] + cost)
-                cur[j] <- min v over
-                rowMin <- min rowMin cur[j]
-
-            if hi < b.Length then cur[hi + 1] <- over
-            stopped <- rowMin > limit
-            let t = prev
-            prev <- cur
-            cur <- t
-            i <- i + 1
-
-        if stopped || prev[b.Length] > limit then None else Some prev[b.Length]
-
-/// `; did you mean 'x'?` when a candidate is within a third of the name's length in edits, and at
-/// most 3 (which bounds the work per candidate for long names). A name of one or two letters is one
-/// edit from too many others to guess: only a change of case is suggested for it.
-let suggest (name: string) (candidates: string seq) =
-    let limit = if name.Length <= 2 then 0 else min 3 (max 1 (name.Length / 3))
-    let lower = name.ToLowerInvariant()
-
-    candidates
-    |> Seq.filter (fun c -> c <> name)
-    |> Seq.choose (fun c -> editDistanceWithin limit lower (c.ToLowerInvariant()) |> Option.map (fun d -> c, d))
-    |> Seq.sortBy snd
-    |> Seq.tryHead
-    |> Option.map (fun (c, _) -> sprintf "; did you mean '%s'?" c)
-    |> Option.defaultValue ""
+/// `; did you mean 'x'?` (Diagnostics.suggest).
+let suggest (name: string) (candidates: string seq) = Diagnostics.suggest name candidates
 
 /// For an unknown `dW` (a `d` and a capital): the brownian it needs, since a noise differential is
 /// only known once `brownian W` declares it; the declared brownians when there are some.

@@ -4,6 +4,61 @@ module Sde.Lang.Diagnostics
 open System
 open Sde.Lang.Syntax
 
+/// The edit distance of a and b if it is at most `limit`, else None: insertions, deletions,
+/// substitutions and transpositions of neighbours ('modle' is one edit from 'model'; the optimal string
+/// alignment distance). Only the band of cells within `limit` of the diagonal is computed (a cell
+/// outside it is above the limit), three rows at a time,
+/// stopping as soon as a row is above the limit: O(length × limit) per candidate.
+let private editDistanceWithin (limit: int) (a: string) (b: string) : int option =
+    if abs (a.Length - b.Length) > limit then
+        None
+    else
+        let over = limit + 1
+        let mutable prev = Array.init (b.Length + 1) (fun j -> if j <= limit then j else over)
+        let mutable cur = Array.create (b.Length + 1) over
+        let mutable prev2 = Array.create (b.Length + 1) over
+        let mutable stopped = false
+        let mutable i = 1
+
+        while not stopped && i <= a.Length do
+            let lo = max 1 (i - limit)
+            let hi = min b.Length (i + limit)
+            cur[0] <- if i <= limit then i else over
+            if lo > 1 then cur[lo - 1] <- over
+            let mutable rowMin = cur[0]
+
+            for j in lo..hi do
+                let cost = if a[i - 1] = b[j - 1] then 0 else 1
+                let v = min (min (prev[j] + 1) (cur[j - 1] + 1)) (prev[j - 1] + cost)
+                let v = if i > 1 && j > 1 && a[i - 1] = b[j - 2] && a[i - 2] = b[j - 1] then min v (prev2[j - 2] + 1) else v
+                cur[j] <- min v over
+                rowMin <- min rowMin cur[j]
+
+            if hi < b.Length then cur[hi + 1] <- over
+            stopped <- rowMin > limit
+            let t = prev2
+            prev2 <- prev
+            prev <- cur
+            cur <- t
+            i <- i + 1
+
+        if stopped || prev[b.Length] > limit then None else Some prev[b.Length]
+
+/// `; did you mean 'x'?` when a candidate is within a third of the name's length in edits, and at
+/// most 3 (which bounds the work per candidate for long names). A name of one or two letters is one
+/// edit from too many others to guess: only a change of case is suggested for it.
+let suggest (name: string) (candidates: string seq) =
+    let limit = if name.Length <= 2 then 0 else min 3 (max 1 (name.Length / 3))
+    let lower = name.ToLowerInvariant()
+
+    candidates
+    |> Seq.filter (fun c -> c <> name)
+    |> Seq.choose (fun c -> editDistanceWithin limit lower (c.ToLowerInvariant()) |> Option.map (fun d -> c, d))
+    |> Seq.sortBy snd
+    |> Seq.tryHead
+    |> Option.map (fun (c, _) -> sprintf "; did you mean '%s'?" c)
+    |> Option.defaultValue ""
+
 /// Lines longer than this are shown as a window around the column.
 let maxShown = 200
 

@@ -4,6 +4,7 @@ module Sde.Lang.Parser
 
 open System
 open System.Globalization
+open System.Text
 open FParsec
 open Sde.Lang.Syntax
 
@@ -543,6 +544,28 @@ let private orList (xs: string list) =
     | [ x ] -> x
     | last :: rest -> String.Join(", ", List.rev rest) + " or " + last
 
+/// `; did you mean 'param'?` when the word found is a misspelling of a keyword the parser expected
+/// there: one of the quoted labels, or of the keywords a label lists in parentheses
+/// ("model item (const, param, ...)").
+let private misspelledKeyword (expecteds: string list) (found: string) =
+    if found.Length > 2 && found.StartsWith "'" && found.EndsWith "'" then
+        let word = found.Substring(1, found.Length - 2)
+        let keywords =
+            expecteds
+            |> List.collect (fun l ->
+                // quoted keywords anywhere in a label ("'model', 'params' ..."), and the list a label
+                // gives in parentheses
+                let quoted = [ for m in RegularExpressions.Regex.Matches(l, @"'([A-Za-z_]+)'") -> m.Groups[1].Value ]
+                let o = l.IndexOf '('
+                let listed =
+                    if o >= 0 && l.EndsWith ")" then
+                        l.Substring(o + 1, l.Length - o - 2).Replace(" or ", ", ").Split(',') |> Array.map (fun k -> k.Trim()) |> List.ofArray
+                    else []
+                quoted @ listed)
+            |> List.filter (fun k -> k.Length > 0 && k |> Seq.forall (fun c -> Char.IsLetter c || c = '_'))
+        Diagnostics.suggest word keywords
+    else ""
+
 let rec private describe (text: string) (epos: Position) (msgs: ErrorMessageList) : Pos * string =
     let all = ErrorMessageList.ToSortedArray msgs |> Array.toList
     let p = { Line = int epos.Line; Col = int epos.Column }
@@ -589,7 +612,7 @@ let rec private describe (text: string) (epos: Position) (msgs: ErrorMessageList
         | [], [] -> p, "syntax error"
         | es, _ ->
             let found = foundAt text p.Line p.Col
-            p, sprintf "expected %s but found %s" (orList es) found
+            p, sprintf "expected %s but found %s%s" (orList es) found (misspelledKeyword es found)
 
 /// Parses a whole file.
 let parseFile (text: string) : Result<File, Diagnostic> =
