@@ -444,6 +444,24 @@ let issue19Tests =
               Expect.equal (Output.valueWithError 1.234e-9 1.2e-11) "(1.234 ± 0.012)e-09" "tiny"
           }
 
+          test "a model without noise: an error below rounding and a bias of rounding noise are not shown as digits or as a bias" {
+              // a weighted mean of a constant state printed (1.000000000000001110 ± 0.000000000000000000)e+00,
+              // then a warning that its 'bias' of 3.6e-15 was 168 standard errors
+              Expect.equal (Output.valueWithError 1.0000000000000011 1.1e-19) "1 ± 1.1e-19" "15 digits of the value"
+              Expect.isFalse (Bias.shows 1.0000000000000011 -3.55e-15 4.0e-16 1.1e-19) "rounding noise is no bias"
+              Expect.isTrue (Bias.shows 1.0 -3.55e-3 4.0e-4 1.1e-4) "a bias above rounding shows"
+              let dsl = CliTests.dsl
+              use tmp = new CliTests.TempDir()
+              let f =
+                  tmp.File
+                      "still.sde"
+                      "model M {\n  state x\n  brownian W\n  weight w\n  init x = 1\n  d x = 0 dt + 0 dW\n  d log w = 0\n}\nsimulate { paths = 1000; dt = 0.01; T = 1; seed = 1; resample = none }\nquery {\n  mean(x)\n}\n"
+              let o = dsl [ "run"; f ]
+              Expect.equal o.Code 0 (CliTests.describe [ "run"; f ] o)
+              Expect.isFalse (o.Out.Contains "bias") (sprintf "no bias shown\n%s" o.Out)
+              Expect.isFalse (o.Err.Contains "warning") (sprintf "no warning\n%s" o.Err)
+          }
+
           test "ess prints as a count of paths" {
               Expect.equal (Output.essCount 18620.4) "18620" "large: whole"
               Expect.equal (Output.essCount 1.5) "1.5" "small: its fraction"

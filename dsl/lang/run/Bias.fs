@@ -66,10 +66,16 @@ let niceDtBelow (t: float) (target: float) : float option =
 
 let private show (x: float) = x.ToString("G3", inv).Replace("E", "e")
 
+/// Is a bias b of a result of size `value` more than the rounding of double precision: a model without
+/// noise gives coarse and fine estimates that differ in their last bits (3.6e-15 on a value of 1), which
+/// is no discretisation error to report.
+let aboveRounding (value: float) (b: float) = abs b > 1e-12 * abs value
+
 /// Is b shown next to the value: larger than the result's standard error and than its own (so never
-/// when its own is unknown: a bias from too few half-step paths to give an error is not a measurement).
-let shows (b: float) (sb: float) (se: float) =
-    Double.IsFinite b && abs b > se && abs b > sb
+/// when its own is unknown: a bias from too few half-step paths to give an error is not a measurement),
+/// and above rounding.
+let shows (value: float) (b: float) (sb: float) (se: float) =
+    Double.IsFinite b && abs b > se && abs b > sb && aboveRounding value b
 
 /// The warning of a result whose bias is more than twice its standard error (and clearly measured: more
 /// than 2.5 of its own standard errors; 4 per bin of a density, of which there are many), naming the dt
@@ -80,10 +86,13 @@ let warning (dt: float) (t: float) (order: int) (q: QueryOutcome) : string optio
         let binned = b.Values.Length > 0
         let at (xs: float[]) i = if i < xs.Length then xs[i] else nan
         let cells =
-            if binned then [ for i in 0 .. b.Values.Length - 1 -> i, b.Values[i], at b.StdErrs i, at q.StdErrs i ]
-            else [ -1, b.Value, b.StdErr, q.StdErr ]
+            if binned then [ for i in 0 .. b.Values.Length - 1 -> i, b.Values[i], at b.StdErrs i, at q.StdErrs i, at q.Values i ]
+            else [ -1, b.Value, b.StdErr, q.StdErr, q.Value ]
         let z = if binned then 4.0 else 2.5
-        let flagged = cells |> List.filter (fun (_, v, s, se) -> Double.IsFinite v && se > 0.0 && abs v > 2.0 * se && abs v > z * s)
+        let flagged =
+            cells
+            |> List.filter (fun (_, v, s, se, x) -> Double.IsFinite v && se > 0.0 && abs v > 2.0 * se && abs v > z * s && aboveRounding x v)
+            |> List.map (fun (i, v, s, se, _) -> i, v, s, se)
         match flagged with
         | [] -> None
         | _ ->
@@ -91,7 +100,7 @@ let warning (dt: float) (t: float) (order: int) (q: QueryOutcome) : string optio
             let target = dt * Math.Pow(se / abs v, 1.0 / float order)
             let step =
                 match niceDtBelow t target with
-                | Some d -> sprintf "dt = %s would bring it under the standard error" (d.ToString("R", inv))
+                | Some d -> sprintf "dt = %s would bring it under the standard error" (d.ToString("R", inv).Replace("E", "e"))
                 | None -> sprintf "a dt below %s would bring it under the standard error" (show target)
             let what =
                 if binned then

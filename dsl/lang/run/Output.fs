@@ -365,6 +365,10 @@ let valueWithError (value: float) (stderr: float) : string =
         sprintf "%s ± n/a" (num value)
     elif not (Double.IsFinite value) || not (Double.IsFinite stderr) || stderr <= 0.0 then
         sprintf "%s ± %s" (num value) (num stderr)
+    elif stderr < 1e-14 * abs value then
+        // an error below double precision's rounding of the value (a model without noise): the value
+        // to the 15 digits a double holds, not 18 digits of which the last are rounding noise
+        sprintf "%s ± %s" (value.ToString("G15", inv).Replace("E", "e")) (num stderr)
     else
         let d = decimalsFor stderr
 
@@ -520,7 +524,7 @@ let wrapCells (indent: string) (columns: int) (cells: string list) : string list
 let private biasSuffix (color: bool) (q: QueryOutcome) : string =
     let b =
         match q.Bias with
-        | Some b when b.Reason.IsNone && Bias.shows b.Value b.StdErr q.StdErr ->
+        | Some b when b.Reason.IsNone && Bias.shows q.Value b.Value b.StdErr q.StdErr ->
             "  " + paint color "33" (sprintf "(bias %s)" (valueWithError b.Value b.StdErr))
         | _ -> ""
     b + (if q.Extrapolated then "  " + paint color "2" "(richardson)" else "")
@@ -530,7 +534,7 @@ let private biasBinsLine (color: bool) (indent: string) (q: QueryOutcome) : stri
     match q.Bias with
     | Some b when b.Reason.IsNone && b.Values.Length > 0 ->
         let at (xs: float[]) i = if i < xs.Length then xs[i] else nan
-        let shown = [ for i in 0 .. b.Values.Length - 1 do if Bias.shows b.Values[i] (at b.StdErrs i) (at q.StdErrs i) then yield i ]
+        let shown = [ for i in 0 .. b.Values.Length - 1 do if Bias.shows (at q.Values i) b.Values[i] (at b.StdErrs i) (at q.StdErrs i) then yield i ]
         match shown with
         | [] -> []
         | _ ->
