@@ -41,6 +41,10 @@ public static class GpuRunner
     public static ILyapunovRunner LyapunovFor(Type modelType, GpuBackend backend) =>
         (ILyapunovRunner)Activator.CreateInstance(typeof(GpuLyapunovRunner<>).MakeGenericType(modelType), backend)!;
 
+    /// <summary>The weighted engine with its steps on the weighted step kernel of an ILGPU backend.</summary>
+    public static IWeightedRunner WeightedFor(Type modelType, GpuBackend backend) =>
+        (IWeightedRunner)Activator.CreateInstance(typeof(GpuWeightedRunner<>).MakeGenericType(modelType), backend)!;
+
     /// <summary>Which response plans the GPU backends can run: all of them (alignment included) since the alignment kernel.</summary>
     public static bool Supports(ResponsePlan p) => true;
 
