@@ -95,19 +95,18 @@ public sealed unsafe class GpuPopulationStepper<TModel> : IPopulationStepper, ID
     readonly long[] _hostFlags = new long[2];
     readonly Action<Index1D, TModel, WeightedStepArgs, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<long>> _kernel;
 
-    /// <summary>Launches of the weighted step kernel in this process (the tests check that a weighted run used it).</summary>
-    public static long Launches;
-
     /// <summary>Bytes of device memory one path needs: its row, two working rows, its normals and uniforms.</summary>
     public static long BytesPerPath(int d, int m) => 8L * (d + 2L * d + Math.Max(Math.Max(d, m), 1) + d);
 
-    public GpuPopulationStepper(GpuDevice dev, in TModel model, RunSettings s)
+    /// <param name="maxPaths">at most this many paths per launch (0: as many as fit the device)</param>
+    public GpuPopulationStepper(GpuDevice dev, in TModel model, RunSettings s, long maxPaths = 0)
     {
         _dev = dev; _model = model; _s = s;
         _d = model.Dim; _m = model.NoiseDim;
         _chunk = dev.Chunk(BytesPerPath(_d, _m), s, " in the weighted step kernel", $"state dimension {_d}, noise {_m}", "use --backend cpu");
         // one copy moves at most int.MaxValue doubles
         _chunk = Math.Max(1, Math.Min(_chunk, int.MaxValue / Math.Max(_d, 1)));
+        if (maxPaths > 0) _chunk = Math.Min(_chunk, maxPaths);
         var acc = dev.Accelerator;
         lock (gate)
         {
@@ -145,7 +144,7 @@ public sealed unsafe class GpuPopulationStepper<TModel> : IPopulationStepper, ID
             };
             _kernel(pc, _model, args, _pop.View, _work.View, _noise.View, _unif.View, _flags.View);
             _dev.Accelerator.Synchronize();
-            Interlocked.Increment(ref Launches);
+            Interlocked.Increment(ref GpuWeighted.Launches);
             dst.CopyToCPU(rows);
             _flags.View.CopyToCPU(_hostFlags);
             failed += _hostFlags[0];
@@ -163,12 +162,17 @@ public sealed unsafe class GpuPopulationStepper<TModel> : IPopulationStepper, ID
 /// <summary>The weighted engine with its steps on an ILGPU backend.</summary>
 public static class GpuWeighted
 {
-    public static WeightedResult Run<TModel>(GpuBackend backend, in TModel model, RunSettings s, WeightPlan wp, QueryPlan[] plans)
+    /// <summary>Launches of the weighted step kernel in this process (the tests check that a weighted run used it).</summary>
+    public static long Launches;
+
+    /// <param name="maxPaths">at most this many paths per launch (0: as many as fit the device; the
+    /// results do not depend on it)</param>
+    public static WeightedResult Run<TModel>(GpuBackend backend, in TModel model, RunSettings s, WeightPlan wp, QueryPlan[] plans, long maxPaths = 0)
         where TModel : unmanaged, ISdeModel
     {
         ArgumentNullException.ThrowIfNull(s);
         if (s.Paths <= 0) return WeightedEngine.Run(model, s, wp, plans);
-        using var stepper = new GpuPopulationStepper<TModel>(GpuDevice.Get(backend), model, s);
+        using var stepper = new GpuPopulationStepper<TModel>(GpuDevice.Get(backend), model, s, maxPaths);
         return WeightedEngine.Run(model, s, wp, plans, stepper);
     }
 }

@@ -1198,6 +1198,11 @@ and fillSamplesWith (cancel: Threading.CancellationToken) (p: Program) (threads:
 
         { report with Sets = sets }, List.ofSeq failures
 
+/// Why the ILGPU backends' tangent kernel cannot run these response plans of the program (None: it can).
+let gpuTangentRefusal (p: Program) (plans: ResponsePlan list) : string option =
+    let m = p.Compiled.Instance (List.head p.File.Sets).Values :?> ISdeModel
+    Gpu.GpuRunner.TangentRefusal(p.Compiled.Structure, m.Dim, m.NoiseDim, plans) |> Option.ofObj
+
 /// A weighted program: every set's population on the weighted engine, its steps on the CPU's threads or
 /// on the weighted step kernel of an ILGPU backend (the population operations on the host either way).
 let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunReport * exn list =
@@ -1305,8 +1310,8 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
         p.Jobs
         |> List.forall (fun (_, j) ->
             match j with
-            | ResponseJob (plans, _, _, _) -> plans |> List.forall (gpuSupports "cuda")
-            | AlignmentJob _ -> tangentOnCuda
+            | ResponseJob (plans, _, _, _) -> plans |> List.forall (gpuSupports "cuda") && (gpuTangentRefusal p plans).IsNone
+            | AlignmentJob pl -> tangentOnCuda && (gpuTangentRefusal p [ pl ]).IsNone
             | _ -> true)
 
     // `auto` takes CUDA only when a device is present and has a kernel for every query
@@ -1337,6 +1342,10 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
                                 q.Pos.Line q.Pos.Col q.Text m backend
                         )
                     )
+                | ResponseJob (plans, _, _, _) when (gpuTangentRefusal p plans).IsSome ->
+                    raise (NotSupportedException(sprintf "%d:%d: '%s': %s; use --backend cpu" q.Pos.Line q.Pos.Col q.Text (gpuTangentRefusal p plans).Value))
+                | AlignmentJob pl when (gpuTangentRefusal p [ pl ]).IsSome ->
+                    raise (NotSupportedException(sprintf "%d:%d: '%s': %s; use --backend cpu" q.Pos.Line q.Pos.Col q.Text (gpuTangentRefusal p [ pl ]).Value))
                 | AlignmentJob _ when backend = "cuda" && not tangentOnCuda ->
                     raise (
                         NotSupportedException(
