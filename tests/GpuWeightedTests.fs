@@ -87,10 +87,10 @@ model Tilt {
   d x = -x dt + dW
   d log w = -a * x^2 dt
 }
-simulate { paths = 300; dt = 0.01; T = 1; seed = 3; resample = RESAMPLE; ess = 0.9 }
+simulate { paths = 300; dt = 0.01; T = 0.3; seed = 3; resample = RESAMPLE; ess = 0.9 }
 query {
   mean(x^2)
-  mean(x) over [0.5, 1]
+  mean(x) over [0.1, 0.3]
   density(x) on [-2, 2] bins 16
   log_normalizer
   ess
@@ -140,10 +140,10 @@ let tests =
                 let name = Path.GetFileName file
                 // the WFR examples run their population through a kernel estimate every step: at 300 paths
                 // and their own horizons many seconds on the CPU accelerator (CI's exhaustive tier); the quick
-                // tier runs 40 steps of dt = 0.05 to T = 2 (every step still a launch, a density and a resampling)
+                // tier runs 80 steps of dt = 0.025 to T = 2 (every step still a launch, a density and a resampling)
                 testList name [
-                    test "40 steps to T = 2" {
-                        sameOnBoth (compile (File.ReadAllText file) file { quick with T = Some 2.0; Dt = Some 0.05 }) |> ignore
+                    test "80 steps to T = 2" {
+                        sameOnBoth (compile (File.ReadAllText file) file { quick with T = Some 2.0; Dt = Some 0.025 }) |> ignore
                     }
                     test "the file's horizon [slow tier]" {
                         Tier.requireSlow "a weighted example to its own T on ILGPU's CPU accelerator (up to about 10 s)"
@@ -178,7 +178,7 @@ let tests =
             let plans = Driver.plainPlans prog
             let wp = Weighted.weightPlan prog.File prog.File.Weight.Value
             let model = prog.Compiled.Instance prog.File.Sets.Head.Values
-            let st () = RunSettings(Paths = 300L, Dt = 0.01, T = 1.0, Seed = 3UL, Threads = 1)
+            let st () = RunSettings(Paths = 300L, Dt = 0.01, T = 0.3, Seed = 3UL, Threads = 1)
             let cpu = WeightedRunner.For(prog.Compiled.Type).Run(model, st (), wp, plans)
             let run (maxPaths: int64) =
                 let mi = typeof<GpuWeighted>.GetMethod("Run").MakeGenericMethod(prog.Compiled.Type)
