@@ -347,7 +347,7 @@ let tests =
             let p = compile (ouSource "systematic" 0.5 100 1)
             let bits (x: float) = BitConverter.DoubleToInt64Bits x
             let values (r: Report.RunReport) = r.Sets.Head.Results |> List.map (fun q -> bits q.Value, bits q.StdErr)
-            Expect.equal (values (p.Run(1, null, "ilgpu-cpu"))) (values (p.Run(1, null, "cpu"))) "ilgpu-cpu: the CPU engine's values"
+            Expect.equal (values (p.Run(1, backend = "ilgpu-cpu"))) (values (p.Run(1, backend = "cpu"))) "ilgpu-cpu: the CPU engine's values"
             Expect.throwsT<NotSupportedException> (fun () -> p.Run(1, null, "cuda") |> ignore) "cuda refused (no device has checked the kernel)"
         }
 
