@@ -336,9 +336,12 @@ let gpuTests =
             for file in examples () ->
                 // the 40-component Lorenz-96 response and Lyapunov kernels cost about 10 s each on the CPU
                 // accelerator: CI's exhaustive tier compares them
-                let heavy = Path.GetFileName file = "lorenz96_response.sde" || Path.GetFileName file = "lorenz96_lyapunov.sde"
+                // a weighted example launches the weighted step kernel once per step (it resamples or estimates
+                // its density every step): 15-30 s at its own horizon; "Gpu weighted" compares 100 steps of each
+                let weighted = Text.RegularExpressions.Regex.IsMatch(File.ReadAllText file, @"(?m)^\s*weight\s+\w+\s*$")
+                let heavy = Path.GetFileName file = "lorenz96_response.sde" || Path.GetFileName file = "lorenz96_lyapunov.sde" || weighted
                 test (Path.GetFileName file + (if heavy then " [slow tier]" else "")) {
-                    if heavy then Tier.requireSlow "a Lorenz-96 response or Lyapunov kernel on ILGPU's CPU accelerator (about 10 s)"
+                    if heavy then Tier.requireSlow "a Lorenz-96 response or Lyapunov kernel, or a weighted example, on ILGPU's CPU accelerator (10-30 s)"
                     // 48 paths, 4 for the 40-component Lorenz-96 examples (their response and Lyapunov kernels
                     // emulated on the CPU cost minutes at 48; the comparison is per path, so 4 test the same code)
                     let paths = if Path.GetFileName(file).StartsWith "lorenz96" then 4L else 48L

@@ -15,9 +15,14 @@ namespace Sde.Core.Gpu;
 public static class Ptx
 {
     /// <summary>The kernels of a model: (file-friendly name, method), generic ones specialised on the model type.</summary>
-    public static (string Name, MethodInfo Method)[] KernelsOf(Type modelType)
+    public static (string Name, MethodInfo Method)[] KernelsOf(Type modelType) => KernelsOf(modelType, false);
+
+    /// <summary>The kernels a run of the model uses: a weighted model's population is stepped by the weighted
+    /// step kernel only (the others would simulate it without its weight and resampling).</summary>
+    public static (string Name, MethodInfo Method)[] KernelsOf(Type modelType, bool weighted)
     {
         MethodInfo G(Type t, string name) => t.GetMethod(name, BindingFlags.Public | BindingFlags.Static)!.MakeGenericMethod(modelType);
+        if (weighted) return [("weighted_step", G(typeof(WeightedKernels), nameof(WeightedKernels.WeightedStep)))];
         return new[]
         {
             ("plain", G(typeof(Kernels), nameof(Kernels.Plain))),
@@ -41,13 +46,16 @@ public static class Ptx
     }
 
     /// <summary>Compiles every kernel of <paramref name="modelType"/> to PTX: (name, PTX text) per kernel.</summary>
-    public static (string Name, string Ptx)[] Compile(Type modelType, CudaArchitecture arch)
+    public static (string Name, string Ptx)[] Compile(Type modelType, CudaArchitecture arch) => Compile(modelType, arch, false);
+
+    /// <summary>Compiles the kernels a run of the model uses (<see cref="KernelsOf(Type, bool)"/>) to PTX.</summary>
+    public static (string Name, string Ptx)[] Compile(Type modelType, CudaArchitecture arch, bool weighted)
     {
         var isa = arch.Major >= 9 ? CudaInstructionSet.ISA_78 : arch.Major >= 8 ? CudaInstructionSet.ISA_71 : CudaInstructionSet.ISA_70;
         using var context = Context.Create(b => b.EnableAlgorithms().Math(MathMode.Default));
         using var backend = new PTXBackend(context, new CudaCapabilityContext(arch), arch, isa, null);
         var r = new List<(string, string)>();
-        foreach (var (name, method) in KernelsOf(modelType))
+        foreach (var (name, method) in KernelsOf(modelType, weighted))
         {
             try
             {

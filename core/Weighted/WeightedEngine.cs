@@ -24,6 +24,22 @@ public sealed class WeightPlan
     public int Replicas { get; init; } = 1;
 }
 
+/// <summary>
+/// Steps every path of a weighted population between two points where the population is seen whole
+/// (the engine's step phase), so the population operations (weights, resampling, log_density,
+/// observations) stay one code whatever runs the steps: the engine's worker threads by default, a GPU
+/// kernel (<c>Sde.Core.Gpu.GpuWeighted</c>). It must use the plain engine's draws (path p, step n) and
+/// arithmetic, so the population is the same bits either way.
+/// </summary>
+public unsafe interface IPopulationStepper
+{
+    /// <summary>Rows of <paramref name="x"/> (n × d, row-major, path p of the run at global index
+    /// FirstPath + p): the init when <paramref name="seg0"/> &lt; 0, otherwise steps seg0 → seg1. A path whose
+    /// state stops being finite stops there; returns how many did and the first step at which one did
+    /// (long.MaxValue when none).</summary>
+    (long Failed, long FirstStep) Step(double* x, int n, int d, long seg0, long seg1);
+}
+
 /// <summary>What a weighted run returns besides the estimates.</summary>
 public sealed class WeightedResult
 {
@@ -65,6 +81,12 @@ public static class WeightedEngine
 
     public static WeightedResult Run<TModel>(in TModel model, RunSettings s, WeightPlan wp, QueryPlan[] plans)
         where TModel : struct, ISdeModel
+        => Run(model, s, wp, plans, null);
+
+    /// <summary><see cref="Run{TModel}(in TModel, RunSettings, WeightPlan, QueryPlan[])"/> with the paths
+    /// stepped by <paramref name="stepper"/> (null: the engine's own worker threads).</summary>
+    public static WeightedResult Run<TModel>(in TModel model, RunSettings s, WeightPlan wp, QueryPlan[] plans, IPopulationStepper? stepper)
+        where TModel : struct, ISdeModel
     {
         ArgumentNullException.ThrowIfNull(s);
         ArgumentNullException.ThrowIfNull(wp);
@@ -74,7 +96,7 @@ public static class WeightedEngine
         TModel m = model;
         if (wp.LogWeight < 0 || wp.LogWeight >= m.Dim) throw new ArgumentException("the log-weight component is outside the state");
         if (!(wp.Ess > 0 && wp.Ess <= 1)) throw new ArgumentException($"ess must be in (0, 1] (got {wp.Ess})");
-        using var pop = new Population<TModel>(m, s, wp, plans, steps);
+        using var pop = new Population<TModel>(m, s, wp, plans, steps, stepper);
         return pop.Run();
     }
 
@@ -172,10 +194,11 @@ public static class WeightedEngine
         long _seg0, _seg1, _nextChunk;
         long _resamplings, _failedPaths, _failStep = long.MaxValue;
         readonly int _bufStride;
+        readonly IPopulationStepper? _stepper;
 
-        public Population(TModel m, RunSettings s, WeightPlan wp, QueryPlan[] plans, long steps)
+        public Population(TModel m, RunSettings s, WeightPlan wp, QueryPlan[] plans, long steps, IPopulationStepper? stepper)
         {
-            _m = m; _s = s; _wp = wp; _plans = plans; _steps = steps;
+            _m = m; _s = s; _wp = wp; _plans = plans; _steps = steps; _stepper = stepper;
             _n = (int)s.Paths; _d = m.Dim; _nw = m.NoiseDim; _nobs = m.ObservableCount;
             _lw = wp.LogWeight;
             _dt = s.Dt; _sqdt = Math.Sqrt(s.Dt);
@@ -269,7 +292,7 @@ public static class WeightedEngine
             var cancel = _s.Cancel;
             // init: the plain engine's draws, path by path
             _seg0 = -1; _seg1 = 0;
-            Phase(_stepPhase);
+            StepAll();
             CheckFailed();
             if (NeedsObserve(0)) { Weights(); Observe(0); }
             bool population = _wp.Scheme != ResampleScheme.None || _wp.DensitySlot >= 0;
@@ -282,7 +305,7 @@ public static class WeightedEngine
                 if (!population) while (next < _steps && !NeedsObserve(next)) next++;
                 if (_wp.DensitySlot >= 0) { if (!_weightsValid) Weights(); Density(); }
                 _seg0 = n; _seg1 = next;
-                Phase(_stepPhase);
+                StepAll();
                 _weightsValid = false;
                 CheckFailed();
                 n = next;
@@ -398,6 +421,14 @@ public static class WeightedEngine
         {
             _nextChunk = 0;
             _crew.Run(body);
+        }
+
+        /// <summary>Steps _seg0 → _seg1 for every path, on the stepper when there is one.</summary>
+        void StepAll()
+        {
+            if (_stepper is null) { Phase(_stepPhase); return; }
+            var (failed, first) = _stepper.Step(_x, _n, _d, _seg0, _seg1);
+            if (failed > 0) { _failedPaths += failed; _failStep = Math.Min(_failStep, first); }
         }
 
         void CheckFailed()

@@ -390,35 +390,53 @@ let private compile (args: ParseResults<CompileArgs>) =
         let located (severity: string) (pos: Syntax.Pos) (m: string) =
             Console.Error.WriteLine(Diagnostics.formatAs severity name text { Pos = pos; Message = m })
 
+        let weighted = p.Program.File.Weight.IsSome
+        // what `dsl run` on a GPU backend refuses or leaves to the CPU engine is said here, not written silently
         match p.Program.File.Weight with
         | Some w ->
-            // its kernels would simulate the model without the weight: PTX that computes something else
-            located "error" w.Pos (sprintf "'weight %s' makes a weighted (Feynman-Kac) model, which the GPU kernels cannot run yet: their PTX would simulate the model without its weight and resampling; 'dsl run' runs it on the CPU" w.Name)
-            exitInput
+            // a weighted run uses the weighted step kernel only (the population operations run on the host)
+            located "warning" w.Pos (sprintf "'weight %s' makes a weighted (Feynman-Kac) model: only its weighted_step kernel is written (weights, resampling and log_density run on the host); 'dsl run --backend ilgpu-cpu' runs it, but '--backend cuda' refuses it until the kernel is checked on a device (DSL_CUDA_WEIGHTED=1 lifts the refusal)" w.Name)
         | None ->
-            // the kernels are compiled whatever the queries, but `dsl run --backend cuda` refuses these
-            // (see Driver.run: the tangent kernel gave wrong results on a device): said, not written silently
             for (q, j) in p.Program.Jobs do
                 match j with
+                | Driver.ResponseJob (plans, _, _, _) when (Driver.gpuTangentRefusal p.Program plans).IsSome ->
+                    located "warning" q.Pos (sprintf "'%s': %s: the PTX is written, but 'dsl run --backend ilgpu-cpu|cuda' refuses this query" q.Text (Driver.gpuTangentRefusal p.Program plans).Value)
+                | Driver.AlignmentJob pl when (Driver.gpuTangentRefusal p.Program [ pl ]).IsSome ->
+                    located "warning" q.Pos (sprintf "'%s': %s: the PTX is written, but 'dsl run --backend ilgpu-cpu|cuda' refuses this query" q.Text (Driver.gpuTangentRefusal p.Program [ pl ]).Value)
                 | Driver.ResponseJob (plans, _, m, _) when plans |> List.exists (fun pl -> pl.Method <> ResponseMethod.FiniteDifference) ->
                     located "warning" q.Pos (sprintf "'%s' uses %s, which the cuda backend does not run yet (only finite_difference responses are enabled on CUDA): the PTX is written, but 'dsl run --backend cuda' refuses this query" q.Text m)
                 | Driver.AlignmentJob _ ->
                     located "warning" q.Pos (sprintf "'%s' cannot run on the cuda backend yet: the PTX is written, but 'dsl run --backend cuda' refuses this query" q.Text)
+                | Driver.SamplesJob _
+                | Driver.ScoreJob _ ->
+                    located "warning" q.Pos (sprintf "'%s' is computed by a recorded run of the CPU engine whatever the backend (no kernel records per-path values yet)" q.Text)
                 | _ -> ()
 
-            match prepareOut dir with
-            | Error m -> usageError m
-            | Ok() ->
-                try
-                    for (name, ptx) in Gpu.Ptx.Compile(p.ModelType, arch) do
-                        let file = Path.Combine(dir, sprintf "%s.%s.ptx" p.ModelName name)
-                        File.WriteAllText(file, ptx)
-                        printfn "%s" file
+            let s = p.Program.File.Settings
+            if s.Extrapolate = "richardson" then
+                let lines = text.Split('\n')
+                let line = lines |> Array.tryFindIndex (fun l -> l.Contains "extrapolate") |> Option.defaultValue 0
+                let col = if line < lines.Length then max 0 (lines[line].IndexOf "extrapolate") else 0
+                located "warning" ({ Line = line + 1; Col = col + 1 }: Syntax.Pos) "extrapolate = richardson runs coupled pairs on the CPU engine only: the PTX is written, but 'dsl run --backend ilgpu-cpu|cuda' refuses this file"
 
-                    0
-                with ex ->
-                    fileError (displayName path) ex.Message
-                    exitRun
+        match p.Program.File.Settings.Multilevel with
+        | Some ml ->
+            located "warning" ml.Pos "a multilevel run (accuracy) runs on the CPU engine only: the PTX is written, but 'dsl run --backend ilgpu-cpu|cuda' refuses this file"
+        | None -> ()
+
+        match prepareOut dir with
+        | Error m -> usageError m
+        | Ok() ->
+            try
+                for (name, ptx) in Gpu.Ptx.Compile(p.ModelType, arch, weighted) do
+                    let file = Path.Combine(dir, sprintf "%s.%s.ptx" p.ModelName name)
+                    File.WriteAllText(file, ptx)
+                    printfn "%s" file
+
+                0
+            with ex ->
+                fileError (displayName path) ex.Message
+                exitRun
 
 // ---------------------------------------------------------------------------------------------
 // Signals: SIGINT (Ctrl-C) and SIGTERM stop the run

@@ -52,6 +52,16 @@ done
 sed "s|^  mean(x\[0\])\$|  d mean(x[0]) / d F with pathwise|" tests/perf/l96_bench.sde >$tmp/t_l96_pw.sde
 eq tangent_l96_pathwise $tmp/t_l96_pw.sde --paths 64 --T 1
 unset DSL_CUDA_TANGENT
+# the weighted step kernel (refused on cuda until confirmed: DSL_CUDA_WEIGHTED=1 lifts the refusal): the
+# population operations run on the host, so the JSON should be the CPU engine's up to the device's math
+# functions (every step a launch and a round trip of the population)
+export DSL_CUDA_WEIGHTED=1
+eq weighted_anneal examples/anneal.sde --paths 2000 --T 1
+eq weighted_wfr_double_well examples/wfr_double_well.sde --paths 2000 --T 2
+eq weighted_wfr_mixture2d examples/wfr_mixture2d.sde --paths 2000 --T 1
+sed 's|resample = systematic; ess = 0.9|resample = birth_death|' examples/wfr_double_well.sde >$tmp/w_bd.sde
+eq weighted_birth_death $tmp/w_bd.sde --paths 2000 --T 2
+unset DSL_CUDA_WEIGHTED
 say "== throughput, tests/perf/l96_bench.sde (N = 40, dt = 0.005, 2000 steps)"
 rate() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["timing"]["path_steps_per_second"], d["timing"]["seconds"], d["sets"][0]["results"][0]["value"])' "$1"; }
 for p in 100000 1000000; do

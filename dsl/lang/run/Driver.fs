@@ -1198,23 +1198,41 @@ and fillSamplesWith (cancel: Threading.CancellationToken) (p: Program) (threads:
 
         { report with Sets = sets }, List.ofSeq failures
 
-/// A weighted program: every set's population on the weighted engine (CPU only).
+/// Why the ILGPU backends' tangent kernel cannot run these response plans of the program (None: it can).
+let gpuTangentRefusal (p: Program) (plans: ResponsePlan list) : string option =
+    let m = p.Compiled.Instance (List.head p.File.Sets).Values :?> ISdeModel
+    Gpu.GpuRunner.TangentRefusal(p.Compiled.Structure, m.Dim, m.NoiseDim, plans) |> Option.ofObj
+
+/// A weighted program: every set's population on the weighted engine, its steps on the CPU's threads or
+/// on the weighted step kernel of an ILGPU backend (the population operations on the host either way).
 let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunReport * exn list =
     let s = p.File.Settings
+    // The weighted step kernel equals the CPU engine bit for bit on ILGPU's CPU accelerator but has not
+    // run on a CUDA device yet: cuda refuses it unless DSL_CUDA_WEIGHTED=1 (core/Gpu/README.md), and
+    // `auto` keeps the CPU engine.
+    let weightedOnCuda = Environment.GetEnvironmentVariable "DSL_CUDA_WEIGHTED" = "1"
 
-    match opts.Backend with
-    | "ilgpu-cpu"
-    | "cuda" ->
+    let backend =
+        match opts.Backend with
+        | "auto" when weightedOnCuda -> Gpu.GpuRunner.ResolveAuto()
+        | "auto" -> "cpu"
+        | b -> b
+
+    if backend = "cuda" && not weightedOnCuda then
         raise (
             NotSupportedException(
-                sprintf "%d:%d: 'weight %s' uses a Feynman-Kac weight, which the %s backend cannot run yet (weighted models run on the CPU for now); use --backend cpu"
-                    w.Pos.Line w.Pos.Col w.Name opts.Backend
+                sprintf "%d:%d: 'weight %s' makes a weighted (Feynman-Kac) model, whose step kernel the cuda backend cannot run yet: it equals the CPU engine on ilgpu-cpu but has not been checked on a device; use --backend cpu or ilgpu-cpu (DSL_CUDA_WEIGHTED=1 lifts the refusal, to check it on a GPU)"
+                    w.Pos.Line w.Pos.Col w.Name
             )
         )
-    | _ -> ()
 
     let plain = plainPlans p
-    let runner = WeightedRunner.For p.Compiled.Type
+
+    let runner =
+        match backend with
+        | "ilgpu-cpu"
+        | "cuda" -> Gpu.GpuRunner.WeightedFor(p.Compiled.Type, Gpu.GpuRunner.Parse backend)
+        | _ -> WeightedRunner.For p.Compiled.Type
     let wp = Weighted.weightPlan p.File w
     let sets = p.File.Sets
     let nSets = List.length sets
@@ -1232,7 +1250,7 @@ let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunRep
     let richardson = s.Extrapolate = "richardson"
 
     if not richardson && s.Bias <> "estimate" then
-        assembleWeighted p "cpu" (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Result.toOption |> List.toArray) sw.Elapsed.TotalSeconds, failures
+        assembleWeighted p backend (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Result.toOption |> List.toArray) sw.Elapsed.TotalSeconds, failures
     else
         // the discretisation error: resampling couples every path of the population, so no pair of paths
         // can be coupled; an independent run at dt/2 (its own seed) on 15% of the paths (it costs twice a
@@ -1250,9 +1268,9 @@ let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunRep
                     guardSet opts.Cancel (fun () -> runner.Run(bm, settingsWith opts.Cancel pf { First = 0L; Count = fineSettings.Paths } s.T opts.Threads None, wpf, plain))
                     |> Result.toOption)
         let seconds = sw.Elapsed.TotalSeconds
-        let coarseReport = assembleWeighted p "cpu" (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Result.toOption |> List.toArray) seconds
+        let coarseReport = assembleWeighted p backend (Array.create nSets None) (growthMeasures p) estimates (results |> List.map Result.toOption |> List.toArray) seconds
         let fineEstimates = fine |> List.map (function Some r -> Ok(r.Estimates, [||], None) | None -> Error "no half-step run")
-        let fineReport = assembleWeighted pf "cpu" (Array.create nSets None) (growthMeasures pf) fineEstimates (List.toArray fine) seconds
+        let fineReport = assembleWeighted pf backend (Array.create nSets None) (growthMeasures pf) fineEstimates (List.toArray fine) seconds
         let order = Checker.weakOrder s.Scheme
         let sets' =
             List.map2
@@ -1261,7 +1279,7 @@ let private runWeighted (p: Program) (opts: RunOptions) (w: WeightSpec) : RunRep
                         { c with Results = c.Results |> List.map (fun q -> if richardson || q.Kind = "ess" then q else { q with Bias = Some(biasNone "the independent run at dt/2 did not finish") }) }
                     else { c with Results = List.map2 (Bias.combineIndependent richardson order) c.Results f.Results })
                 coarseReport.Sets fineReport.Sets
-        finishBias p "cpu" { coarseReport with Sets = sets' }, failures
+        finishBias p backend { coarseReport with Sets = sets' }, failures
 
 /// Run every parameter set of the program: the report, whose sets that failed (their paths blew up,
 /// or the run was interrupted) carry their `Failure` and no results, and those failures. Throws
@@ -1292,8 +1310,8 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
         p.Jobs
         |> List.forall (fun (_, j) ->
             match j with
-            | ResponseJob (plans, _, _, _) -> plans |> List.forall (gpuSupports "cuda")
-            | AlignmentJob _ -> tangentOnCuda
+            | ResponseJob (plans, _, _, _) -> plans |> List.forall (gpuSupports "cuda") && (gpuTangentRefusal p plans).IsNone
+            | AlignmentJob pl -> tangentOnCuda && (gpuTangentRefusal p [ pl ]).IsNone
             | _ -> true)
 
     // `auto` takes CUDA only when a device is present and has a kernel for every query
@@ -1324,6 +1342,10 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
                                 q.Pos.Line q.Pos.Col q.Text m backend
                         )
                     )
+                | ResponseJob (plans, _, _, _) when (gpuTangentRefusal p plans).IsSome ->
+                    raise (NotSupportedException(sprintf "%d:%d: '%s': %s; use --backend cpu" q.Pos.Line q.Pos.Col q.Text (gpuTangentRefusal p plans).Value))
+                | AlignmentJob pl when (gpuTangentRefusal p [ pl ]).IsSome ->
+                    raise (NotSupportedException(sprintf "%d:%d: '%s': %s; use --backend cpu" q.Pos.Line q.Pos.Col q.Text (gpuTangentRefusal p [ pl ]).Value))
                 | AlignmentJob _ when backend = "cuda" && not tangentOnCuda ->
                     raise (
                         NotSupportedException(
