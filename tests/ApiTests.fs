@@ -143,4 +143,8 @@ let tests =
               Expect.equal r.Settings.Seed 5UL "seed"
               Expect.equal (r.Sets.Head.Params |> List.find (fst >> (=) "sigma") |> snd) 0.25 "sigma"
               Expect.equal (p.Simulate(2, null)).Sets r.Sets "Simulate(2) = Simulate(1)"
+              // positional nulls for the optional progress and backend: no progress, the CPU engine
+              // (an explicit null progress was Some null, and threw when the run reported progress)
+              Expect.equal (p.Run(1, null, null)).Sets r.Sets "Run(1, null, null) = Simulate(1, null)"
+              Expect.equal (p.Run(1, null, "cpu")).Sets r.Sets "Run(1, null, \"cpu\")"
           } ]

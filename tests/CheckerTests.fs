@@ -147,7 +147,7 @@ let tests =
               | [ { Kind = Normal(Param 0, Const 1.0); Index = Some "i" } ] -> ()
               | other -> failtestf "%A" other
 
-              Expect.equal cf.Settings { Paths = 100000L; Dt = 0.005; T = 20.0; Seed = 42UL; Scheme = "euler_maruyama"; Burnin = 10.0; Multilevel = None; Bias = "estimate"; Extrapolate = "none" } "settings"
+              Expect.equal cf.Settings { Paths = 100000L; Dt = 0.005; T = 20.0; Seed = 42UL; Scheme = "euler_maruyama"; Burnin = 10.0; Multilevel = None; Bias = "estimate"; Extrapolate = "none"; ExtrapolatePos = { Line = 0; Col = 0 } } "settings"
               Expect.equal cf.Queries.Length 9 "queries"
 
               match cf.Queries[4].Query, cf.Queries[6].Query, cf.Queries[7].Query, cf.Queries[8].Query with

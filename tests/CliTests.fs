@@ -381,6 +381,27 @@ let tests =
               expectNoTrace "explode" o
           }
 
+          test "Cli a weighted population whose states overflow before they are infinite fails as a blow-up, not an index error" {
+              // dt = 0.05 is too large for the double well's cubic drift: states reach 1e200, finite, whose
+              // squares overflow in the kernel density of log_density (it threw IndexOutOfRange)
+              let args = [ "run"; "examples/wfr_double_well.sde"; "--paths"; "300"; "--dt"; "0.05"; "--T"; "2"; "--json"; "--quiet" ]
+              let o = dsl args
+              let d = describe args o
+              Expect.equal o.Code 3 d
+              Expect.isTrue (Regex.IsMatch(o.Err, @"step \d+")) ("names the step\n" + d)
+              Expect.isFalse (o.Err.Contains "Index") ("no index error\n" + d)
+              expectNoTrace "overflow" o
+          }
+
+          test "Cli extrapolate = richardson on a GPU backend: located at the setting, with error:" {
+              use tmp = new TempDir()
+              let f = tmp.File "r.sde" (goodModel.Replace("seed = 4 }", "seed = 4; extrapolate = richardson }"))
+              let args = [ "run"; f; "--backend"; "ilgpu-cpu" ]
+              let o = dsl args
+              expectLocatedError "richardson on ilgpu-cpu" args o
+              Expect.stringContains o.Err (f + ":10:") (describe args o)
+          }
+
           test "Cli --set, --params, --paths, --dt, --T and --seed show in the JSON" {
               let args =
                   [ "run"; "examples/ou.sde"; "--json"; "--quiet"; "--set"; "sigma=0.7"; "--set"; "x0=2"

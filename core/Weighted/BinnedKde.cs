@@ -53,13 +53,16 @@ public sealed unsafe class BinnedKde
     /// </summary>
     public void Evaluate(double* x, long stride, int[] comps, double* w, int n, double[]? bandwidth, double* o, long outStride)
     {
-        Prepare(x, stride, comps, w, n, bandwidth);
+        if (!Prepare(x, stride, comps, w, n, bandwidth))
+            throw new ArithmeticException("the population's spread is not finite (its states overflow when squared)");
         Interpolate(x, stride, comps, 0, n, o, outStride);
     }
 
     /// <summary>The smoothed grid of the population (bandwidths, binning, convolution): the serial part
-    /// of <see cref="Evaluate"/>, after which <see cref="Interpolate"/> may run on disjoint ranges in parallel.</summary>
-    public void Prepare(double* x, long stride, int[] comps, double* w, int n, double[]? bandwidth)
+    /// of <see cref="Evaluate"/>, after which <see cref="Interpolate"/> may run on disjoint ranges in parallel.
+    /// False (and no grid) when the population's moments or range are not finite: states so large that
+    /// their squares overflow (an Euler step too large for a stiff drift), which no grid can hold.</summary>
+    public bool Prepare(double* x, long stride, int[] comps, double* w, int n, double[]? bandwidth)
     {
         int k = _k;
         // weighted moments and ranges
@@ -82,6 +85,7 @@ public sealed unsafe class BinnedKde
             double h = bandwidth != null ? bandwidth[a] : Silverman(Math.Sqrt(m2), m, ess, k);
             _h[a] = h;
             lo -= 4 * h; hi += 4 * h;
+            if (!(double.IsFinite(h) && h > 0 && double.IsFinite(hi - lo))) return false;
             int g = (int)Math.Clamp(Math.Ceiling((hi - lo) / (h * Spacing)) + 1, 8, MaxNodes[k - 1]);
             _g[a] = g; _lo[a] = lo; _dx[a] = (hi - lo) / (g - 1);
             total *= g;
@@ -126,6 +130,7 @@ public sealed unsafe class BinnedKde
             }
             dst.CopyTo(src);
         }
+        return true;
     }
 
     /// <summary>out[i · outStride] ← log f̂(x_i) for i in [from, to), by multilinear interpolation on the

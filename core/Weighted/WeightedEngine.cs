@@ -193,6 +193,7 @@ public static class WeightedEngine
         readonly BinnedKde?[]? _kde;     // one per worker: a worker estimates whole replicas
         long _seg0, _seg1, _nextChunk;
         long _resamplings, _failedPaths, _failStep = long.MaxValue;
+        volatile bool _overflowed;
         readonly int _bufStride;
         readonly IPopulationStepper? _stepper;
 
@@ -577,10 +578,21 @@ public static class WeightedEngine
 
         void Density()
         {
-            if (_r > 1) { Phase(_densityPhase); return; }
+            if (_r > 1) { Phase(_densityPhase); if (_overflowed) FailOverflow(); return; }
             // one population: the grid serially, the interpolation in parallel over chunks
-            _kde![0]!.Prepare(_x, _d, _wp.DensityComponents, _w, _n, _wp.Bandwidth);
+            if (!_kde![0]!.Prepare(_x, _d, _wp.DensityComponents, _w, _n, _wp.Bandwidth)) FailOverflow();
             Phase(_interpolatePhase);
+        }
+
+        /// <summary>A population whose states are finite but so large that their spread overflows (a step
+        /// too large for a stiff drift): the paths that overflow count as failed at this step, as a path
+        /// that reached infinity would one step later.</summary>
+        void FailOverflow()
+        {
+            long bad = 0;
+            foreach (int c in _wp.DensityComponents)
+                for (int i = 0; i < _n; i++) { double v = _x[(long)i * _d + c]; if (!double.IsFinite(v * v)) bad++; }
+            throw new SimulationFailedException(_seg1, _seg1 * _dt, Math.Max(1, bad), _n, _n);
         }
 
         void InterpolatePhase(int worker)
@@ -612,7 +624,7 @@ public static class WeightedEngine
                 if (r >= _r) return;
                 int p0 = _rs[r], n = _rs[r + 1] - p0;
                 double* x = _x + (long)p0 * _d;
-                kde.Prepare(x, _d, comps, _w + p0, n, _wp.Bandwidth);
+                if (!kde.Prepare(x, _d, comps, _w + p0, n, _wp.Bandwidth)) { _overflowed = true; continue; }
                 kde.Interpolate(x, _d, comps, 0, n, x + _wp.DensitySlot, _d);
             }
         }

@@ -607,7 +607,7 @@ let private runFailure (path: string) (finish: unit -> unit) (ex: exn) =
         exitRun
     | :? NotSupportedException as e when Text.RegularExpressions.Regex.IsMatch(e.Message, @"^\d+:\d+: ") ->
         // a query the chosen backend cannot run: a located input error, found before simulating
-        eprintfn "%s:%s" path (e.Message.Replace(": '", ": error: '"))
+        eprintfn "%s:%s" path (Text.RegularExpressions.Regex.Replace(e.Message, @"^(\d+:\d+: )(?!error: )", "$1error: "))
         exitInput
     | Shards.ShardBusyException m ->
         fileError path m

@@ -104,9 +104,10 @@ type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnost
     member _.Run(?threads: int, ?progress: Action<float>, ?backend: string) : Report.RunReport =
         let opts =
             { Driver.defaultOptions with
-                Backend = defaultArg backend "cpu"
+                Backend = backend |> Option.filter (isNull >> not) |> Option.defaultValue "cpu"
                 Threads = defaultArg threads 0
-                Progress = progress |> Option.map (fun a -> fun x -> a.Invoke x) }
+                // an explicit null (C#, or F# positional arguments) is no progress, not Some null
+                Progress = progress |> Option.filter (isNull >> not) |> Option.map (fun a -> fun x -> a.Invoke x) }
 
         match program.File.Settings.Multilevel with
         | Some _ ->

@@ -264,7 +264,10 @@ type Settings =
       /// `bias = estimate | off`: the discretisation-error estimate on every result (default estimate).
       Bias: string
       /// `extrapolate = richardson | none`: report 2 Q(dt/2) − Q(dt) instead of Q(dt) (default none).
-      Extrapolate: string }
+      Extrapolate: string
+      /// Where `extrapolate` is written (line 0 when it is not: the default), for the refusals of a
+      /// backend that cannot extrapolate.
+      ExtrapolatePos: Pos }
 
 /// A parameter set: a name and a value for every parameter (in `CheckedModel.Params` order).
 type ParamSet = { Name: string; Values: float[] }

@@ -1110,7 +1110,8 @@ let defaultSettings =
       Burnin = 0.0
       Multilevel = None
       Bias = "estimate"
-      Extrapolate = "none" }
+      Extrapolate = "none"
+      ExtrapolatePos = { Line = 0; Col = 0 } }
 
 /// Multilevel defaults (docs/mlmc.md): the coarsest step T/8 and 1000 pilot samples per level when
 /// dt and paths are not written, and levels up to dt 2^-10.
@@ -1251,7 +1252,7 @@ let private checkSettings (consts: Map<string, int>) (block: (Setting list * Pos
                     | _ -> fail pos "bias must be 'estimate' (the default: a discretisation-error estimate on every result) or 'off'"
                 | "extrapolate" ->
                     match s.Value.Kind with
-                    | Var n when List.contains n extrapolations -> Ok(fun st -> { st with Extrapolate = n })
+                    | Var n when List.contains n extrapolations -> Ok(fun st -> { st with Extrapolate = n; ExtrapolatePos = s.Pos })
                     | _ -> fail pos "extrapolate must be 'richardson' (2 Q(dt/2) - Q(dt) from coupled runs) or 'none' (the default)"
                 | k ->
                     fail

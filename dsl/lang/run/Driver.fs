@@ -1328,10 +1328,7 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
         | "cuda" ->
             // the GPU kernels run no coupled pairs: an extrapolation there would be the plain value mislabelled
             if s.Extrapolate = "richardson" then
-                let lines = p.Source.Split('\n')
-                let line = lines |> Array.tryFindIndex (fun l -> l.Contains "extrapolate") |> Option.defaultValue 0
-                let col = if line < lines.Length then max 0 (lines[line].IndexOf "extrapolate") else 0
-                raise (NotSupportedException(sprintf "%d:%d: extrapolate = richardson runs coupled pairs on the CPU engine only; use --backend cpu" (line + 1) (col + 1)))
+                raise (NotSupportedException(sprintf "%d:%d: extrapolate = richardson runs coupled pairs on the CPU engine only; use --backend cpu" s.ExtrapolatePos.Line s.ExtrapolatePos.Col))
             // a located error for the queries that have no kernel yet (before any simulation)
             for (q, j) in p.Jobs do
                 match j with
