@@ -6,8 +6,10 @@ namespace Sde.Core;
 /// <summary>
 /// One query's exact sums over coupled pairs: per pair the coarse value c (the chain at dt), the fine
 /// value f (at dt/2, on the same Brownian path: two fine increments sum to the coarse one, and the same
-/// initial draw), d = c − f and r = 2f − c. Means have one slot; densities one per bin (the per-path
-/// fraction of the window's samples in the bin; divided by the bin width when rounded).
+/// initial draw), d = c − f and r the Richardson extrapolation (2^p f − c) / (2^p − 1) for a scheme of
+/// weak order p: 2f − c for Euler and Milstein, (4f − c)/3 for SRA, whose error has no dt term for
+/// 2f − c to cancel. Means have one slot; densities one per bin (the per-path fraction of the window's
+/// samples in the bin; divided by the bin width when rounded).
 /// </summary>
 internal sealed class PairAcc
 {
@@ -23,7 +25,9 @@ internal sealed class PairAcc
     readonly Cell?[] _cells;
     static readonly Cell Zero = new();
 
-    public PairAcc(int slots) { _cells = new Cell?[slots]; }
+    readonly double _twoP;
+
+    public PairAcc(int slots, int order = 1) { _cells = new Cell?[slots]; _twoP = Math.Pow(2, order); }
 
     public int Slots => _cells.Length;
 
@@ -34,7 +38,7 @@ internal sealed class PairAcc
     public void Add(int k, double c, double f)
     {
         var x = _cells[k] ??= new Cell();
-        double d = c - f, r = 2 * f - c;
+        double d = c - f, r = _twoP == 2 ? 2 * f - c : (_twoP * f - c) / (_twoP - 1);
         x.D1.Add(d); x.D2.AddProduct(d, d);
         x.R1.Add(r); x.R2.AddProduct(r, r);
         x.C1.Add(c); x.C2.AddProduct(c, c);
@@ -107,7 +111,7 @@ internal sealed class PairSums
     {
         Mode = mode; Order = order;
         Q = new PairAcc[layout.Length];
-        for (int i = 0; i < layout.Length; i++) Q[i] = new PairAcc(layout[i].Kind == EstimateKind.Density ? layout[i].Bins : 1);
+        for (int i = 0; i < layout.Length; i++) Q[i] = new PairAcc(layout[i].Kind == EstimateKind.Density ? layout[i].Bins : 1, order);
     }
 
     public void Merge(PairSums o)
