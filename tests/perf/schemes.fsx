@@ -9,17 +9,17 @@
 //      cost: bias² = ε²/(2p+1) (the optimum of paths·steps under V/paths + c²dt^(2p) = ε²), dt rounded
 //      down to divide T, paths = V / (ε² − c²dt^(2p));
 //   3. runs each plan through the engine (`dsl run`'s code path, `bias = off`: the bias was measured in
-//      step 1), interleaved, REPS times, and prints the medians of the simulation's wall time and the
-//      ratios against Euler in the same run; then the values reached against the exact value (GBM) or
-//      against each other (Lorenz-96), in units of ε.
+//      step 1), interleaved, REPS times, and prints the medians of the simulation's wall time and of
+//      the process's CPU time, and their ratios against Euler in the same run; then the values reached
+//      against the exact value (GBM) or against the most precise run (Lorenz-96), in units of ε.
 // The coupled paths of step 1 step the compiler's emitted `Step` of each scheme (the same code the
 // engine runs) on normals drawn here (System.Random, Box–Muller), not the engine's generator.
 //
 //   dotnet build dsl/cli -c Release
 //   dotnet fsi tests/perf/schemes.fsx [REPS] [THREADS] [BUDGET] [CALIBRATION_PATHS]
 //
-// A timed run simulates at most BUDGET chain steps (paths × steps, a Richardson pair counting three;
-// default 3e7): a plan above it runs fewer paths (at least 64) and its time is scaled up to all of its
+// A timed Lorenz-96 run simulates at most BUDGET chain steps (paths × steps, a Richardson pair counting
+// three; default 1e7; GBM's plans run whole): a plan above it runs fewer paths (at least 64) and its time is scaled up to all of its
 // paths (the simulation's time is linear in the paths; the table says which were scaled). The values'
 // check then uses the standard error of the paths that ran. Output: the calibration lines, then one
 // table per model in the format docs/discretisation.md quotes (lines starting with `|`).
@@ -36,7 +36,7 @@ open Sde.Lang
 let args = fsi.CommandLineArgs
 let reps = if args.Length > 1 then int args[1] else 3
 let threads = if args.Length > 2 then int args[2] else 1
-let budget = if args.Length > 3 then float args[3] else 3e7
+let budget = if args.Length > 3 then float args[3] else 1e7
 let calPathsArg = if args.Length > 4 then Some(int args[4]) else None
 let relTarget = 1e-3
 
@@ -63,7 +63,9 @@ type Bench =
       /// The chain's exact E[Q] at n steps, from the emitted step (None: measured on the coupled paths).
       ChainMean: (ISdeModel -> int -> float) option
       Fine: int
-      CalPaths: int }
+      CalPaths: int
+      /// The most chain steps of a timed run (see BUDGET): GBM's plans run whole.
+      Budget: float }
 
 let mu, sigma = 0.5, 0.5
 
@@ -94,7 +96,8 @@ let gbm =
                       p * y[0])
               g ** float n)
       Fine = 256
-      CalPaths = 4000 }
+      CalPaths = 4000
+      Budget = 2e8 }
 
 let normal (rng: Random) =
     let u1 = 1.0 - rng.NextDouble()
@@ -117,7 +120,8 @@ let l96 =
       ExactValue = None
       ChainMean = None
       Fine = 2048
-      CalPaths = 2000 }
+      CalPaths = 2000
+      Budget = budget }
 
 // ---------------------------------------------------------------------------------- compiled steps
 
@@ -305,22 +309,31 @@ let runPlans (b: Bench) (eps: float) (plans: Plan list) =
         plans
         |> List.map (fun pl ->
             let chainSteps = float pl.Steps * (if pl.Cal.Method.Richardson then 3.0 else 1.0)
-            let paths = min pl.Paths (max 64L (int64 (budget / chainSteps)))
+            let paths = min pl.Paths (max 64L (int64 (b.Budget / chainSteps)))
             let settings =
                 sprintf "paths = %d; dt = %.17g; T = %g; seed = 11; scheme = %s; bias = off%s" paths pl.Dt b.T pl.Cal.Method.Scheme
                     (if pl.Cal.Method.Richardson then "; extrapolate = richardson" else "")
             pl, paths, compile (fileOf b settings))
     let times = programs |> List.map (fun _ -> Collections.Generic.List<float>())
+    let cpus = programs |> List.map (fun _ -> Collections.Generic.List<float>())
     let mutable last = programs |> List.map (fun _ -> nan, nan)
+    let me = Diagnostics.Process.GetCurrentProcess()
     for _ in 1 .. reps do
         last <-
             programs
             |> List.mapi (fun i (pl, paths, p) ->
+                me.Refresh()
+                let cpu0 = me.TotalProcessorTime.TotalSeconds
                 let r = p.Run(threads = threads, backend = "cpu")
+                me.Refresh()
+                // the process's CPU time (every thread; includes the run's untimed two-path warm-up):
+                // less sensitive than the wall time to the other jobs on a loaded machine
+                cpus[i].Add((me.TotalProcessorTime.TotalSeconds - cpu0) * float pl.Paths / float paths)
                 times[i].Add(r.Seconds * float pl.Paths / float paths)
                 let q = (List.head r.Sets).Results.Head
                 q.Value, q.StdErr)
-    programs, times |> Seq.map (List.ofSeq >> median) |> List.ofSeq, last
+    let med (xs: Collections.Generic.List<float>) = median (List.ofSeq xs)
+    programs, List.map med times, List.map med cpus, last
 
 let report (b: Bench) =
     let cals = bench b
@@ -334,14 +347,15 @@ let report (b: Bench) =
     let eps = relTarget * abs value
     let plans = cals |> List.map (plan b eps)
     printfn "   Q ≈ %.6g, ε = %.4g; plans (bias² = ε²/(2p+1)):" value eps
-    let programs, medians, last = runPlans b eps plans
+    let programs, medians, cpuMedians, last = runPlans b eps plans
     let eulerTime = medians[plans |> List.findIndex (fun pl -> pl.Cal.Method.Label = "euler_maruyama")]
+    let eulerCpu = cpuMedians[plans |> List.findIndex (fun pl -> pl.Cal.Method.Label = "euler_maruyama")]
     let load = try IO.File.ReadAllText("/proc/loadavg").Split(' ')[0..2] |> String.concat " " with _ -> "?"
-    printfn "   %d runs each, interleaved, %d thread(s), at most %g chain steps a run; load average before the table: %s" reps threads budget load
+    printfn "   %d runs each, interleaved, %d thread(s), at most %g chain steps a run; load average before the table: %s" reps threads b.Budget load
     let rows =
-        [ for (pl, ran, _), t in List.zip programs medians ->
+        [ for ((pl, ran, _), t), cpu in List.zip (List.zip programs medians) cpuMedians ->
               let cost = float pl.Paths * float pl.Steps * (if pl.Cal.Method.Richardson then 3.0 else 1.0)
-              sprintf "| %s | `%s` | %d | %.3g | %.3g | 1/%d | %d | %.3g | %d | %.3g | %.2f |" b.Name pl.Cal.Method.Label pl.Cal.Method.Order pl.Cal.C pl.Cal.V pl.Steps pl.Paths cost ran t (eulerTime / t) ]
+              sprintf "| %s | `%s` | %d | %.3g | %.3g | 1/%d | %d | %.3g | %d | %.3g | %.2f | %.3g | %.2f |" b.Name pl.Cal.Method.Label pl.Cal.Method.Order pl.Cal.C pl.Cal.V pl.Steps pl.Paths cost ran t (eulerTime / t) cpu (eulerCpu / cpu) ]
     rows |> List.iter (printfn "   %s")
     // L96 has no exact value: each value against the run with the smallest standard error
     let refLabel, (refValue, _) = List.zip plans last |> List.minBy (fun (_, (_, se)) -> se) |> fun (pl, v) -> pl.Cal.Method.Label, v
@@ -349,8 +363,8 @@ let report (b: Bench) =
         match b.ExactValue with
         | Some exact -> printfn "   %-20s value %.6g ± %.3g: error %.3g ε (predicted bias %.3g ε, se %.3g ε)" pl.Cal.Method.Label v se ((v - exact) / eps) (pl.Bias / eps) (se / eps)
         | None -> printfn "   %-20s value %.6g ± %.3g: minus %s's %.3g ε (predicted bias %.3g ε, se %.3g ε)" pl.Cal.Method.Label v se refLabel ((v - refValue) / eps) (pl.Bias / eps) (se / eps)
-    let best = List.zip plans medians |> List.minBy snd
-    printfn "   best: %s, %.2fx faster than Euler (goal: 5x)" (fst best).Cal.Method.Label (eulerTime / snd best)
+    let best, bestIndex = plans |> List.mapi (fun i pl -> pl, i) |> List.minBy (fun (_, i) -> cpuMedians[i])
+    printfn "   best: %s, %.2fx faster than Euler in CPU time, %.2fx in wall time (goal: 5x)" best.Cal.Method.Label (eulerCpu / cpuMedians[bestIndex]) (eulerTime / medians[bestIndex])
     printfn ""
     rows
 
@@ -359,6 +373,6 @@ printfn "   SRA on GBM: refused (its diffusion sigma * x reads the state; SRA1 n
 let l96Rows = report l96
 printfn "The table (docs/discretisation.md, Which scheme at equal error):"
 printfn ""
-printfn "| model | scheme | weak order p | bias constant c | variance per path | dt | paths | chain steps | paths timed | time (s) | Euler / scheme |"
-printfn "|---|---|---|---|---|---|---|---|---|---|---|"
-gbmRows @ [ "| GBM | `sra` | 2 | refused | | | | | | | |" ] @ l96Rows |> List.iter (printfn "%s")
+printfn "| model | scheme | weak order p | bias constant c | variance per path | dt | paths | chain steps | paths timed | wall (s) | Euler / scheme, wall | CPU (s) | Euler / scheme, CPU |"
+printfn "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+gbmRows @ [ "| GBM | `sra` | 2 | refused | | | | | | | | | |" ] @ l96Rows |> List.iter (printfn "%s")
