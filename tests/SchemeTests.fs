@@ -349,10 +349,19 @@ let tests =
               // the strong error is small: well below Euler's 4.5 at this dt (the comment quotes 0.0049 on 10^4 paths)
               Expect.isLessThan r[3].Value 0.05 "mean-square distance to the exact solution"
 
-          testCase "shards of a milstein and an sra run merge to the unsplit run's bits" <| fun () ->
-              for scheme, modelText, q in [ "milstein", gbmModel, "  mean(x)\n  d mean(x) / d mu with pathwise\n  lyapunov(1)"
-                                            "sra", ouModel, "  mean(x^2)\n  d mean(x) / d theta with finite_difference(h = 0.01)" ] do
-                  let text = sprintf "%s\nsimulate { paths = 37; dt = 0.1; T = 1; seed = 4; scheme = %s }\nquery {\n%s\n}\n" modelText scheme q
+          testCase "shards of every scheme's run, with the bias estimate (and with richardson: SDE_SLOW=1), merge to the unsplit run's bits" <| fun () ->
+              let dens = "\n  density(x) on [-2, 3] bins 5"
+              let cases =
+                  [ "milstein", gbmModel, "  mean(x)\n  d mean(x) / d mu with pathwise\n  lyapunov(1)", ""
+                    "sra", ouModel, "  mean(x^2)\n  d mean(x) / d theta with finite_difference(h = 0.01)" + dens, "" ]
+                  @ (if not Tier.slow then []
+                     else [ "euler_maruyama", ouModel, "  mean(x)\n  variance(x)" + dens, ""
+                            "euler_maruyama", ouModel, "  mean(x)" + dens, "; extrapolate = richardson"
+                            "milstein", gbmModel, "  mean(x)\n  mean(x) every 0.5", "; extrapolate = richardson"
+                            "sra", ouModel, "  mean(x^2)" + dens, "; extrapolate = richardson" ])
+              // (SDE_SLOW=1 adds Euler and the richardson runs of each scheme; ShardTests covers Euler's kinds)
+              for scheme, modelText, q, extra in cases do
+                  let text = sprintf "%s\nsimulate { paths = 37; dt = 0.1; T = 1; seed = 4; scheme = %s%s }\nquery {\n%s\n}\n" modelText scheme extra q
                   let p = program text
                   let strip (json: string) =
                       let node = Text.Json.Nodes.JsonNode.Parse(json).AsObject()
@@ -365,9 +374,107 @@ let tests =
                       let h = Shards.headerOf p.Program "s.sde" text Frontend.noOverrides { K = k; N = 3 }
                       Shards.runShard p.Program h { Driver.defaultOptions with Threads = 2 } dir false |> ignore
                   match Shards.merge (Directory.GetFiles(dir, "*.partial") |> Array.sort |> Array.toList) with
-                  | Ok (_, report, _) -> Expect.equal (strip (Output.toJson report)) unsplit (sprintf "%s: merge = unsplit" scheme)
+                  | Ok (_, report, _) -> Expect.equal (strip (Output.toJson report)) unsplit (sprintf "%s%s: merge = unsplit" scheme extra)
                   | Error m -> failwithf "merge refused: %s" m
                   Directory.Delete(dir, true) ]
+
+/// A 2-D model with additive noise (every scheme applies) and a normal init (the kernel methods,
+/// score and alignment need one under Euler).
+let matrixModel = """model m2 {
+  param theta = 1
+  param sigma = 0.5
+  state x
+  state y
+  brownian W[2]
+  init x ~ normal(0.5, 1)
+  init y ~ normal(0, 1)
+  d x = (-theta * x + 0.3 * y) dt + sigma dW[0]
+  d y = (-y + 0.2 * x - 0.1 * y^3) dt + sigma dW[1]
+}"""
+
+/// Every query kind, one per line (the refusals are located at their lines), and whether a scheme
+/// other than Euler must refuse it (built on the Euler transition density).
+let matrixQueries =
+    [ "mean(x)", false
+      "mean(x) over [0.5, 1]", false
+      "mean(x) every 0.5", false
+      "density(x) on [-3, 3] bins 6", false
+      "density(x, y) on [-3, 3] x [-3, 3] bins 3 x 3", false
+      "variance(x)", false
+      "covariance(x, y)", false
+      "quantile(x, 0.5) on [-3, 3] bins 60", false
+      "samples(x, y)", false
+      "d mean(x) / d theta with pathwise", false
+      "d mean(x) / d theta with finite_difference(h = 0.01)", false
+      "lyapunov(2)", false
+      "d mean(x) / d theta with divergence_kernel", true
+      "d mean(x) / d theta with likelihood_ratio", true
+      "d mean(x) / d theta", true
+      "score(x) on [-2, 2] bins 4", true
+      "alignment on [0, 1] bins 4", true ]
+
+let private matrixFile (scheme: string) (queries: string list) =
+    sprintf "%s\nsimulate { paths = 40; dt = 0.05; T = 1; seed = 6; burnin = 0.5; scheme = %s }\nquery {\n%s\n}\n"
+        matrixModel scheme (queries |> List.map (fun q -> "  " + q) |> String.concat "\n")
+
+/// A noise-free linear decay (x_T known in closed form for each scheme's chain), for the
+/// extrapolation's formula: every pair's values are deterministic.
+let decayFile (scheme: string) =
+    sprintf "model decay {\n  param theta = 1.5\n  state x\n  brownian W\n  init x = 1\n  d x = -theta * x dt + 0 * dW\n}\nsimulate { paths = 3; dt = 0.1; T = 1; seed = 1; scheme = %s; extrapolate = richardson }\nquery {\n  mean(x)\n}\n" scheme
+
+[<Tests>]
+let matrixTests =
+    testList
+        "schemes by query kind"
+        [ testCase "every query kind under every scheme: refused at its line, naming a setting that works, or accepted" <| fun () ->
+              let firstQueryLine = 14 // the model's 11 lines, the simulate line, `query {`
+              for scheme in [ "euler_maruyama"; "milstein"; "sra" ] do
+                  let all = matrixQueries |> List.map fst
+                  let mustRefuse = if scheme = "euler_maruyama" then [] else matrixQueries |> List.filter snd |> List.map fst
+                  match compile (matrixFile scheme all) with
+                  | Ok _ -> Expect.isEmpty mustRefuse (sprintf "%s: accepted every kind" scheme)
+                  | Error ds ->
+                      let lines = ds |> List.map (fun d -> d.Line) |> List.sort
+                      let expected = mustRefuse |> List.map (fun q -> firstQueryLine + List.findIndex (fun a -> a = q) all) |> List.sort
+                      Expect.equal lines expected (sprintf "%s: the refused queries' lines (%A)" scheme (ds |> List.map (fun d -> d.Message)))
+                      for d in ds do
+                          Expect.isGreaterThan d.Col 0 "located"
+                          Expect.isTrue (d.Message.Contains "scheme = euler_maruyama" || d.Message.Contains "use pathwise")
+                              (sprintf "%s line %d names what works: %s" scheme d.Line d.Message)
+
+          testCase "every accepted query kind runs under every scheme, each result finite" <| fun () ->
+              Tier.requireSlow "three runs of every query kind (responses, Lyapunov, 2-D densities)"
+              for scheme in [ "euler_maruyama"; "milstein"; "sra" ] do
+                  let accepted = matrixQueries |> List.filter (fun (_, r) -> scheme = "euler_maruyama" || not r) |> List.map fst
+                  let r = (List.head ((program (matrixFile scheme accepted)).Run(threads = 1, backend = "cpu")).Sets).Results
+                  Expect.equal r.Length accepted.Length "one result per query"
+                  for q in r do
+                      let values = if q.Kind = "samples" then q.Values else Array.append [| q.Value |] q.Values |> Array.filter (fun v -> not (Double.IsNaN v))
+                      Expect.isNonEmpty values (sprintf "%s %s: values" scheme q.Query)
+                      Expect.all values Double.IsFinite (sprintf "%s %s: finite" scheme q.Query)
+
+          testCase "a fit is refused under milstein and sra, at the fit block, naming euler_maruyama" <| fun () ->
+              Tier.requireSlow "a fit's set-up for two schemes"
+              for scheme in [ "milstein"; "sra" ] do
+                  let text = sprintf "%s\nsimulate { paths = 20; dt = 0.05; T = 1; seed = 1; scheme = %s }\nfit theta to \"data.csv\" { }\n" ouModel scheme
+                  // refused when the fit starts (`dsl fit`), before its data are read
+                  match (program text).Fit(threads = 1, dataDir = Path.GetTempPath()) with
+                  | Ok _ -> failwithf "%s: a fit ran" scheme
+                  | Error ds ->
+                      Expect.exists ds (fun d -> d.Line = 10 && d.Message.Contains "use scheme = euler_maruyama") (sprintf "%s: %A" scheme (ds |> List.map (fun d -> d.Rendered)))
+
+          testCase "richardson extrapolates with the scheme's weak order: 2 Q(dt/2) - Q(dt) for Euler, (4 Q(dt/2) - Q(dt))/3 for SRA" <| fun () ->
+              // dx = -theta x dt: Euler's chain is (1 - theta dt)^N, SRA's (1 - theta dt + (theta dt)^2/2)^N
+              let th, dt, n = 1.5, 0.1, 10.0
+              let value scheme = (List.head ((program (decayFile scheme)).Run(threads = 1, backend = "cpu")).Sets).Results.Head.Value
+              let euler h k = (1.0 - th * h) ** k
+              let sra h k = (1.0 - th * h + th * th * h * h / 2.0) ** k
+              Expect.floatClose Accuracy.veryHigh (value "euler_maruyama") (2.0 * euler (dt / 2.0) (2.0 * n) - euler dt n) "euler"
+              Expect.floatClose Accuracy.veryHigh (value "milstein") (2.0 * euler (dt / 2.0) (2.0 * n) - euler dt n) "milstein (weak order 1)"
+              let expected = (4.0 * sra (dt / 2.0) (2.0 * n) - sra dt n) / 3.0
+              Expect.floatClose Accuracy.veryHigh (value "sra") expected "sra"
+              // the extrapolation removes SRA's dt^2 term: closer to exp(-theta T) than the chain itself
+              Expect.isLessThan (abs (expected - exp (-th))) (abs (sra dt n - exp (-th)) / 20.0) "order 3 after extrapolation" ]
 
 /// The measured orders: slopes of log error against log dt, within ±0.15 of the theory.
 [<Tests>]

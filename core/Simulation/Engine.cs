@@ -180,6 +180,7 @@ public static partial class Engine
         }
 
         /// <summary>Feeds the observables of the current state (step n) to the queries whose window holds n.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // every step of a coupled pair: never at tier 0
         public void Record(long n)
         {
             var lay = Layout;
@@ -205,6 +206,7 @@ public static partial class Engine
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called every step by the coupled pairs: never at tier 0
         public bool NeedsObserve(long n)
         {
             var lay = Layout;
@@ -213,6 +215,7 @@ public static partial class Engine
         }
 
         /// <summary>Ends a path: its per-path samples go into the exact sums.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Commit()
         {
             var lay = Layout;

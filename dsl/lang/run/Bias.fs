@@ -117,11 +117,15 @@ let combineIndependent (richardson: bool) (order: int) (c: QueryOutcome) (f: Que
     let same = c.Kind = f.Kind && c.Values.Length = f.Values.Length
     if not same || c.Kind = "ess" then c
     elif richardson then
+        // (2^p f − c) / (2^p − 1): 2f − c for weak order 1 (written so, for the same bits), (4f − c)/3 for SRA
+        let r = Math.Pow(2.0, float order)
+        let ext (a: float) (b: float) = if order = 1 then 2.0 * b - a else (r * b - a) / (r - 1.0)
+        let extSe (a: float) (b: float) = if order = 1 then sqrt (4.0 * b * b + a * a) else sqrt (r * r * b * b + a * a) / (r - 1.0)
         { c with
-            Value = 2.0 * f.Value - c.Value
-            StdErr = sqrt (4.0 * f.StdErr * f.StdErr + c.StdErr * c.StdErr)
-            Values = Array.map2 (fun a b -> 2.0 * b - a) c.Values f.Values
-            StdErrs = Array.map2 (fun a b -> sqrt (4.0 * b * b + a * a)) c.StdErrs f.StdErrs
+            Value = ext c.Value f.Value
+            StdErr = extSe c.StdErr f.StdErr
+            Values = Array.map2 ext c.Values f.Values
+            StdErrs = Array.map2 extSe c.StdErrs f.StdErrs
             Extrapolated = true
             Bias = None }
     else
