@@ -295,6 +295,33 @@ let slowTests =
                   Expect.isLessThanOrEqual (abs (quoted - exact)) 3e-4 (sprintf "%s: quoted %g, the quadrature's %.5f" name quoted exact)
           }
 
+          test "Docs docs/responses.md's double well at temp = 1: over 40 seeds the default's z-scores against the chain's quadrature have RMS in [0.7, 1.4], however κ moves" {
+              Tier.requireSlow "40 runs of 5000 paths with the kernel and the tangent, and a quadrature"
+              let exact = doubleWellChainDerivative 1.0
+              let file, query = studyFile "double well, temp = 1"
+              let runs =
+                  [| for seed in 1..40 ->
+                         let src = (file.Replace("PATHS", "5000").Replace("seed = 1 }", sprintf "seed = %d }" seed)) + sprintf "\nquery {\n  %s\n}\n" query
+                         match SdeCompiler.Compile(src, "dw.sde") with
+                         | Ok p -> p.Run(threads = 2).Sets.Head.Results.Head
+                         | Error ds -> failtestf "%A" (ds |> List.map string) |]
+              let zs = runs |> Array.map (fun r -> (r.Value - exact) / r.StdErr)
+              let rms = sqrt (Array.averageBy (fun z -> z * z) zs)
+              let kappas = runs |> Array.map (fun r -> defaultArg r.ControlCoefficient nan)
+              let ses = runs |> Array.map (fun r -> r.StdErr)
+              printfn "double well, temp = 1, 40 seeds: z RMS %.3f; κ from %.3f to %.3f; se from %.4f to %.4f" rms (Array.min kappas) (Array.max kappas) (Array.min ses) (Array.max ses)
+              Expect.all kappas Double.IsFinite "the control is carried on every run"
+              // the figures the prose quotes are these runs'
+              let text = File.ReadAllText(Path.Combine(repoRoot, "docs", "responses.md"))
+              let q = DocsNumbers.quoted "responses.md" text @"κ from ([0-9.]+) to ([0-9.]+) \(mean ([0-9.]+)\) and the default's standard error from ([0-9.]+) to ([0-9.]+),\s+yet\s+the default's z-scores against the quadrature value have RMS ([0-9.]+)"
+              for quotedFigure, measured, what in
+                  [ q[0], Array.min kappas, "least κ"; q[1], Array.max kappas, "largest κ"; q[2], Array.average kappas, "mean κ"
+                    q[3], Array.min ses, "least se"; q[4], Array.max ses, "largest se"; q[5], rms, "z RMS" ] do
+                  DocsNumbers.agreesToDigits what quotedFigure measured
+              Expect.isGreaterThanOrEqual rms 0.7 "RMS >= 0.7"
+              Expect.isLessThanOrEqual rms 1.4 "RMS <= 1.4"
+          }
+
           test "Docs docs/responses.md's study rows (all but Lorenz-96) agree with a rerun: values within 4.5 combined se, errors within 25%" {
               Tier.requireSlow "seven rows of 20000 paths, three estimators each (about 20 s)"
               let header, rows = studyTable ()
