@@ -61,7 +61,7 @@ let private levelTable () =
 let quickTests =
     testList
         "Docs mlmc claims"
-        [ test "Docs docs/mlmc.md's level table: work, costs, standard error, bias, error and samples follow from its columns" {
+        [ test "Docs docs/mlmc.md's level table: work, costs, standard error, rates, bias, error and samples follow from its columns" {
               let head, line, rows = levelTable ()
               Expect.equal rows.Length (int head[1]) "the levels"
               let work = rows |> Array.sumBy (fun r -> r.Paths * r.Cost)
@@ -81,6 +81,18 @@ let quickTests =
               Expect.isLessThan (num line[1]) (num line[2]) "the error is under its target"
               Expect.equal line[2] head[0] "the target is the accuracy"
               agreesToDigits "the value is the sum of the corrections" line[0] (rows |> Array.sumBy (fun r -> num r.MeanY))
+              // the rates: least-squares slopes over levels ≥ 1 of −log2 |E Y_l| (α), −log2 V_l (β), log2 C_l (γ)
+              // (the page's means and variances have four digits: the rates then agree to about 0.01)
+              let upper = rows |> Array.filter (fun r -> r.Level >= 1)
+              let rate (f: LevelRow -> float) =
+                  let xs = upper |> Array.map (fun r -> float r.Level)
+                  let ys = upper |> Array.map (fun r -> Math.Log2(f r))
+                  let mx, my = Array.average xs, Array.average ys
+                  Array.fold2 (fun a x y -> a + (x - mx) * (y - my)) 0.0 xs ys / (xs |> Array.sumBy (fun x -> (x - mx) ** 2.0))
+              let g = quote @"alpha ([-0-9.]+)  beta ([0-9.]+)  gamma ([0-9.]+)"
+              Expect.isLessThan (abs (-rate (fun r -> abs (num r.MeanY)) - num g[0])) 0.01 (sprintf "alpha %s" g[0])
+              Expect.isLessThan (abs (-rate (fun r -> r.VarY) - num g[1])) 0.01 (sprintf "beta %s" g[1])
+              agreesToDigits "gamma" g[2] (rate (fun r -> r.Cost))
               // the samples are the optimal N_l = (2/ε²) √(V_l/C_l) Σ √(V_k C_k), from variances the page rounds to four digits
               let eps = num head[0]
               let s = rows |> Array.sumBy (fun r -> sqrt (r.VarY * r.Cost))
