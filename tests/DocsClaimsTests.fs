@@ -196,6 +196,71 @@ let quickTests =
                   Expect.isLessThanOrEqual (abs (quoted - exact)) 0.6e-4 (sprintf "%s: quoted %g, the chain's %.6f" name quoted exact)
           } ]
 
+/// docs/responses.md's "Standard error against T" table: per T (rows) the standard error of each method.
+let stderrVsT () =
+    let header, rows = DocsNumbers.table "responses.md" (File.ReadAllText(Path.Combine(repoRoot, "docs", "responses.md"))) "| T | pathwise |"
+    let col = DocsNumbers.column "responses.md" header
+    let series name = rows |> Array.map (fun r -> num r[0], r[col name])
+    series "pathwise", series "likelihood ratio", series "divergence kernel"
+
+[<Tests>]
+let stderrVsTTests =
+    testList
+        "Docs claims, stderr against T"
+        [ test "Docs docs/responses.md's prose on the standard error against T quotes its table" {
+              let text = File.ReadAllText(Path.Combine(repoRoot, "docs", "responses.md"))
+              let q = DocsNumbers.quoted "responses.md" text
+              let pw, lr, dk = stderrVsT ()
+              let at (s: (float * string)[]) t = snd (s |> Array.find (fun (x, _) -> x = t))
+              let v s t = num (at s t)
+              Expect.equal (pw |> Array.map fst) [| 0.25; 0.5; 1.0; 1.5; 2.0; 3.0; 4.0 |] "the script's horizons"
+              // pathwise: two orders of magnitude better at 0.25, its growth rate over T = 1 .. 4, its value at 4
+              let p = q @"\*\*pathwise\*\* starts two orders of magnitude better than the others \(([0-9.]+) at T = 0.25\)[\s\S]*?grows about like e\^\{([0-9.]+) T\}[\s\S]*?at T = 4 its standard error is ([0-9.]+);"
+              DocsNumbers.agreesToDigits "pathwise at T = 0.25" p[0] (v pw 0.25)
+              Expect.isGreaterThanOrEqual (v lr 0.25 / v pw 0.25) 100.0 "two orders of magnitude below the likelihood ratio's"
+              let late = pw |> Array.filter (fun (t, _) -> t >= 1.0)
+              let ts = late |> Array.map fst
+              let ls = late |> Array.map (fun (_, s) -> log (num s))
+              let mt, ml = Array.average ts, Array.average ls
+              let rate = Array.fold2 (fun a t l -> a + (t - mt) * (l - ml)) 0.0 ts ls / (ts |> Array.sumBy (fun t -> (t - mt) ** 2.0))
+              DocsNumbers.agreesToDigits "pathwise's growth rate over T = 1 .. 4" p[1] rate
+              DocsNumbers.agreesToDigits "pathwise at T = 4" p[2] (v pw 4.0)
+              // the likelihood ratio's range
+              let l = q @"\*\*likelihood ratio\*\* stays between ([0-9.]+) and ([0-9.]+) at every T \(([0-9.]+) at T = 4\)"
+              let lrs = lr |> Array.map (fun (_, s) -> num s)
+              DocsNumbers.agreesToDigits "the likelihood ratio's least" l[0] (Array.min lrs)
+              DocsNumbers.agreesToDigits "the likelihood ratio's largest" l[1] (Array.max lrs)
+              DocsNumbers.agreesToDigits "the likelihood ratio at T = 4" l[2] (v lr 4.0)
+              // the divergence kernel: pathwise's while the control's coefficient is 1, then the kernel's range
+              let d = q @"better estimate \(([0-9.]+) at T = 0.25, ([0-9.]+) at T = 0.5:[\s\S]*?the kernel from T = 1 on \(([0-9.]+) to ([0-9.]+), like"
+              DocsNumbers.agreesToDigits "the kernel at T = 0.25" d[0] (v dk 0.25)
+              DocsNumbers.agreesToDigits "the kernel at T = 0.5" d[1] (v dk 0.5)
+              for t in [ 0.25; 0.5 ] do
+                  Expect.floatClose Accuracy.low (v dk t) (v pw t) (sprintf "the kernel's default is pathwise's at T = %g" t)
+              let dks = dk |> Array.filter (fun (t, _) -> t >= 1.0) |> Array.map (fun (_, s) -> num s)
+              DocsNumbers.agreesToDigits "the kernel's least from T = 1" d[2] (Array.min dks)
+              DocsNumbers.agreesToDigits "the kernel's largest from T = 1" d[3] (Array.max dks)
+          }
+
+          test "Docs docs/responses.md's standard errors against T rerun at T = 0.25, 0.5 and 1 (the script's files): within 25% of the table's" {
+              Tier.requireSlow "nine Lorenz-96 runs of 1000 paths (N = 40)"
+              let pw, lr, dk = stderrVsT ()
+              let at (s: (float * string)[]) t = num (snd (s |> Array.find (fun (x, _) -> x = t)))
+              for name, meth, s in [ "pathwise", "pathwise", pw; "likelihood ratio", "likelihood_ratio", lr; "divergence kernel", "divergence_kernel(mode = iterative)", dk ] do
+                  for t in [ 0.25; 0.5; 1.0 ] do
+                      // docs/scripts/stderr_vs_T.fsx's file
+                      let src =
+                          sprintf
+                              "model Lorenz96 {\n  const N = 40\n  param F = 8\n  param sigma = 0.5\n  state x[N] periodic\n  brownian W[N]\n  init x[i] ~ normal(8, 1)\n  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma dW[i]\n}\nsimulate { paths = 1000; dt = 0.005; T = %g; seed = 1 }\nquery { d mean(avg(i, x[i])) / d F with %s }"
+                              t meth
+                      let r =
+                          match SdeCompiler.Compile(src, "l96.sde") with
+                          | Ok p -> p.Run().Sets.Head.Results.Head
+                          | Error ds -> failtestf "%A" (ds |> List.map string)
+                      let ratio = r.StdErr / at s t
+                      Expect.isTrue (ratio >= 0.8 && ratio <= 1.25) (sprintf "%s at T = %g: the table's %g, the run's %g" name t (at s t) r.StdErr)
+          } ]
+
 /// The study's files (docs/scripts/schedule_study.fsx), with `paths` left open.
 let private studyFile (model: string) =
     match model with
@@ -228,6 +293,42 @@ let slowTests =
                   let quoted = reference r[col "reference"] |> Option.get
                   let exact = doubleWellChainDerivative temp
                   Expect.isLessThanOrEqual (abs (quoted - exact)) 3e-4 (sprintf "%s: quoted %g, the quadrature's %.5f" name quoted exact)
+          }
+
+          test "Docs docs/responses.md's double well at temp = 1: over 40 seeds the default's z-scores against the chain's quadrature have RMS in [0.7, 1.4], however κ moves; the prose's figures are these runs'" {
+              Tier.requireSlow "40 runs of 5000 paths with the default, pathwise and the kernel alone, and a quadrature"
+              let exact = doubleWellChainDerivative 1.0
+              let file, query = studyFile "double well, temp = 1"
+              let runs =
+                  [| for seed in 1..40 ->
+                         let src =
+                             (file.Replace("PATHS", "5000").Replace("seed = 1 }", sprintf "seed = %d }" seed))
+                             + sprintf "\nquery {\n  %s\n  %s with pathwise\n  %s with divergence_kernel(rate = 22.9)\n}\n" query query query
+                         match SdeCompiler.Compile(src, "dw.sde") with
+                         | Ok p -> p.Run(threads = 2).Sets.Head.Results |> List.toArray
+                         | Error ds -> failtestf "%A" (ds |> List.map string) |]
+              let rms (xs: float[]) = sqrt (Array.averageBy (fun z -> z * z) xs)
+              let sd (xs: float[]) = let m = Array.average xs in sqrt (Array.sumBy (fun x -> (x - m) ** 2.0) xs / float (xs.Length - 1))
+              let zOf i = runs |> Array.map (fun r -> (r[i].Value - exact) / r[i].StdErr)
+              let values i = runs |> Array.map (fun r -> r[i].Value)
+              let ses i = runs |> Array.map (fun r -> r[i].StdErr)
+              let kappas = runs |> Array.map (fun r -> defaultArg r[0].ControlCoefficient nan)
+              printfn "double well, temp = 1, 40 seeds: z RMS %.3f (kernel alone %.3f); κ from %.3f to %.3f; se from %.4f to %.4f" (rms (zOf 0)) (rms (zOf 2)) (Array.min kappas) (Array.max kappas) (Array.min (ses 0)) (Array.max (ses 0))
+              Expect.all kappas Double.IsFinite "the control is carried on every run"
+              let text = File.ReadAllText(Path.Combine(repoRoot, "docs", "responses.md"))
+              let q =
+                  DocsNumbers.quoted "responses.md" text
+                      @"pathwise's own standard error ranged from ([0-9.]+) to\s+([0-9.]+), κ from ([0-9.]+) to ([0-9.]+) \(mean ([0-9.]+)\) and the default's standard error from ([0-9.]+) to ([0-9.]+),\s+yet\s+the default's z-scores against the quadrature value have RMS ([0-9.]+) \(the kernel alone's ([0-9.]+)\), and\s+its values spread ([0-9.]+) against the kernel alone's ([0-9.]+)"
+              for quotedFigure, measured, what in
+                  [ q[0], Array.min (ses 1), "pathwise's least se"; q[1], Array.max (ses 1), "pathwise's largest se"
+                    q[2], Array.min kappas, "least κ"; q[3], Array.max kappas, "largest κ"; q[4], Array.average kappas, "mean κ"
+                    q[5], Array.min (ses 0), "the default's least se"; q[6], Array.max (ses 0), "the default's largest se"
+                    q[7], rms (zOf 0), "the default's z RMS"; q[8], rms (zOf 2), "the kernel's z RMS"
+                    q[9], sd (values 0), "the default's spread"; q[10], sd (values 2), "the kernel's spread" ] do
+                  DocsNumbers.agreesToDigits what quotedFigure measured
+              for i, name in [ 0, "the default"; 2, "the kernel alone" ] do
+                  Expect.isGreaterThanOrEqual (rms (zOf i)) 0.7 (sprintf "%s: RMS >= 0.7" name)
+                  Expect.isLessThanOrEqual (rms (zOf i)) 1.4 (sprintf "%s: RMS <= 1.4" name)
           }
 
           test "Docs docs/responses.md's study rows (all but Lorenz-96) agree with a rerun: values within 4.5 combined se, errors within 25%" {

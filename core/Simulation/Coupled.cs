@@ -160,6 +160,9 @@ internal sealed class PairSums
         {
             var (v, se) = Mode == BiasMode.Richardson ? PairAcc.MeanSe(q[k].R1, q[k].R2, n) : PairAcc.MeanSe(q[k].D1, q[k].D2, n);
             double f = Mode == BiasMode.Richardson ? 1 : Factor;
+            // a bin where no pair's coarse and fine samples differed: its bias reads 0, but its standard
+            // error is not known to be 0 (the pairs did not resolve it), so it is unknown
+            if (Mode == BiasMode.Estimate && se == 0) se = double.NaN;
             vals[k] = v * f / width; ses[k] = se * f / width;
         }
         if (Mode == BiasMode.Richardson)
@@ -197,7 +200,9 @@ public static partial class Engine
                 vd += PairAcc.MeanSe(q[k].D1, q[k].D2, m).StdErr is var a && double.IsFinite(a) ? a * a * m : double.PositiveInfinity;
                 vc += PairAcc.MeanSe(q[k].C1, q[k].C2, m).StdErr is var c && double.IsFinite(c) ? c * c * m : 0;
             }
-            double r = vd == 0 ? 0 : vc > 0 ? vd / vc : double.PositiveInfinity;
+            // a density whose pilot pairs never left a bin together has an unknown var(D), not a zero one
+            // (pairs cross a bin edge rarely): it takes the most pairs
+            double r = vd == 0 ? (q.Slots > 1 ? double.PositiveInfinity : 0) : vc > 0 ? vd / vc : double.PositiveInfinity;
             ratio = Math.Max(ratio, r);
         }
         double f = pilot.Factor;

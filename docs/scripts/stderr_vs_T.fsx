@@ -52,6 +52,13 @@ let series =
         // log10 so that the orders of magnitude are visible
         name, horizons, ses |> Array.map (fun s -> Math.Log10 s), [||])
 
+// the table docs/responses.md quotes (tests/DocsClaimsTests.fs reads its prose back against it)
+printfn "\n| T | %s |" (methods |> List.map fst |> String.concat " | ")
+printfn "|---|%s" (methods |> List.map (fun _ -> "---|") |> String.concat "")
+horizons
+|> Array.iteri (fun i T ->
+    printfn "| %g | %s |" T (series |> List.map (fun (_, _, ys, _) -> (10.0 ** ys[i]).ToString("G3", Globalization.CultureInfo.InvariantCulture)) |> String.concat " | "))
+
 let out = Path.Combine(__SOURCE_DIRECTORY__, "..", "img", "stderr_vs_T.svg")
 Directory.CreateDirectory(Path.GetDirectoryName out) |> ignore
 // the title names the plot, the subtitle the estimate (a title wrapped across lines broke its expression)
