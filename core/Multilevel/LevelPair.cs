@@ -70,6 +70,23 @@ public sealed class LevelSums
         N += o.N; NonFinite += o.NonFinite;
     }
 
+    /// <summary>The exact state (for the partial files of a sharded fixed-plan run): merged, it gives the unsplit run's bits.</summary>
+    public void Write(BinaryWriter w)
+    {
+        w.Write(K); w.Write(N); w.Write(NonFinite);
+        foreach (var a in new[] { SY, SYY, SP, SPP }) foreach (var e in a) e.Write(w);
+    }
+
+    public static LevelSums Read(BinaryReader r, int k)
+    {
+        int kk = r.ReadInt32();
+        if (kk != k) throw new InvalidDataException($"level sums of {kk} quantities, the run samples {k}");
+        var s = new LevelSums(k) { N = r.ReadInt64(), NonFinite = r.ReadInt64() };
+        if (s.N < 0 || s.NonFinite < 0 || s.NonFinite > s.N * k) throw new InvalidDataException($"impossible counts ({s.N} samples, {s.NonFinite} non-finite)");
+        foreach (var a in new[] { s.SY, s.SYY, s.SP, s.SPP }) for (int i = 0; i < a.Length; i++) a[i] = ExactSum.Read(r);
+        return s;
+    }
+
     /// <summary>E[Y_k] (rounded once).</summary>
     public double MeanY(int k) => N == 0 ? double.NaN : SY[k].Round() / N;
     /// <summary>The sample covariance of Y_i and Y_j (N − 1 in the denominator).</summary>

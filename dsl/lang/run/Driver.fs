@@ -1420,7 +1420,7 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
     match p.File.Settings.Multilevel with
     | Some ml ->
         // the level plan (samples per level) is chosen from the sums of every level as the run goes
-        raise (NotSupportedException(sprintf "%d:%d: '%s' makes a multilevel run, which chooses its samples per level from all the samples so far, so it cannot be split into shards yet; run it whole" ml.Pos.Line ml.Pos.Col (if ml.Relative then "relative_accuracy" else "accuracy")))
+        raise (NotSupportedException(sprintf "%d:%d: '%s' makes a multilevel run, which chooses its samples per level from all the samples so far, so its shards need a fixed level plan: make one with dsl run FILE --plan-only --plan PLAN.json, then run the shards with --shard K/N --plan PLAN.json (docs/mlmc.md)" ml.Pos.Line ml.Pos.Col (if ml.Relative then "relative_accuracy" else "accuracy")))
     | None ->
     match p.File.Weight with
     | Some w ->
