@@ -994,6 +994,13 @@ let private slurm (args: ParseResults<SlurmArgs>) =
                     (displayName path) w.Pos.Line w.Pos.Col w.Name
                 exitInput
             | None ->
+            match program.Program.File.Settings.Multilevel with
+            | Some ml ->
+                // its shards need a fixed level plan, which the array scripts do not make yet
+                eprintfn "%s:%d:%d: error: '%s' makes a multilevel run, whose shards need a fixed level plan that dsl slurm does not make yet: run dsl run FILE --plan-only --plan PLAN.json, then an array of dsl run FILE --shard auto --plan PLAN.json --out DIR and dsl merge DIR (docs/mlmc.md)"
+                    (displayName path) ml.Pos.Line ml.Pos.Col (if ml.Relative then "relative_accuracy" else "accuracy")
+                exitInput
+            | None ->
             match prepareOut (args.GetResult(SlurmArgs.Out, program.ModelName + "-slurm")) with
             | Error m -> usageError m
             | Ok() ->
