@@ -34,6 +34,7 @@ query {
   variance(S)
   mean(max(S - 1, 0)) over [0.5, 1]
   d mean(S) / d mu with finite_difference(h = 0.01)
+  density(S) on [0.6, 1.6] bins 4
 }
 """
         simulate
@@ -84,7 +85,7 @@ let tests =
     testList
         "Multilevel shards"
         [ test "Multilevel shards: the merge of 3 and 7 shards is the whole plan's run bit for bit, on 1, 2 and 3 threads" {
-              let text = gbm "accuracy = 0.03; dt = 0.25; paths = 200; T = 1; seed = 11"
+              let text = gbm "accuracy = 0.03; dt = 0.25; paths = 200; T = 1; seed = 11; scheme = milstein"
               let p = compile text
               let pf, planText = planOf p text
               Expect.equal pf.Sets.Length 2 "a plan per parameter set"
@@ -107,7 +108,7 @@ let tests =
           }
 
           test "Multilevel shards: the plan's run is within 4.5 reported errors of the closed forms, its errors within the target" {
-              let text = gbm "accuracy = 0.015; dt = 0.25; paths = 200; T = 1; seed = 12"
+              let text = gbm "accuracy = 0.015; dt = 0.25; paths = 200; T = 1; seed = 12; scheme = milstein"
               let p = compile text
               let pf, _ = planOf p text
               let r, i = whole p pf 0
@@ -125,7 +126,7 @@ let tests =
           }
 
           test "Multilevel shards: refusals (no plan, another file's plan, a damaged plan, a missing shard)" {
-              let text = gbm "accuracy = 0.05; dt = 0.25; paths = 100; T = 1; seed = 13"
+              let text = gbm "accuracy = 0.05; dt = 0.25; paths = 100; T = 1; seed = 13; scheme = milstein"
               let p = compile text
               // no plan: the located refusal says how to make one
               let m =
@@ -137,7 +138,7 @@ let tests =
               Expect.stringContains m "--plan-only --plan" "says how to make a plan"
               let pf, planText = planOf p text
               // the plan of another seed (or source) is refused
-              let other = gbm "accuracy = 0.05; dt = 0.25; paths = 100; T = 1; seed = 14"
+              let other = gbm "accuracy = 0.05; dt = 0.25; paths = 100; T = 1; seed = 14; scheme = milstein"
               Expect.isSome (Multilevel.planProblem (compile other).Program other pf) "another seed's plan"
               Expect.isNone (Multilevel.planProblem p.Program text pf) "its own plan"
               Expect.isError (Multilevel.parsePlan (planText.Replace("\"paths\": ", "\"paths\": -"))) "negative paths"

@@ -20,6 +20,9 @@ public sealed class MlmcTarget
     public int[] Samples { get; init; } = Array.Empty<int>();
     /// <summary><see cref="MlmcTargetKind.Difference"/>: the factor of the difference.</summary>
     public double Scale { get; init; } = 1.0;
+    /// <summary>Targets of one group (a density's bins, ≥ 0) share a relative accuracy's ε: the relative target times the
+    /// group's largest |value| (a bin's own value would ask a tail bin for an absurd absolute accuracy). −1: none.</summary>
+    public int Group { get; init; } = -1;
 
     internal double Value(double[] m) => Kind switch
     {
@@ -142,6 +145,9 @@ public static class Mlmc
         }
     }
 
+    /// <summary>The quantities whose covariances a target needs (its samples): the level sums keep only those pairs.</summary>
+    static int[][] Groups(MlmcTarget[] targets) => targets.Select(t => t.Samples).ToArray();
+
     static long Check(RunSettings s, MlmcOptions o)
     {
         long n0 = Engine.CheckSettings(s);
@@ -178,7 +184,8 @@ public static class Mlmc
         var sums = st.Sums; var secs = st.Secs;
         var dN = new List<long>();
         int L = Math.Min(2, o.MaxLevel);
-        for (int l = 0; l <= L; l++) { sums.Add(new LevelSums(plans.Length)); secs.Add(0); dN.Add(o.Pilot); }
+        var groups = Groups(targets);
+        for (int l = 0; l <= L; l++) { sums.Add(new LevelSums(plans.Length, groups)); secs.Add(0); dN.Add(o.Pilot); }
         var Cost = st.Cost;
         var sw = System.Diagnostics.Stopwatch.StartNew();
         double work = 0;
@@ -207,7 +214,7 @@ public static class Mlmc
                     Cancel = s.Cancel, MemoryLimit = s.MemoryLimit,
                 };
                 var t0 = sw.Elapsed.TotalSeconds;
-                var part = LevelPair.Run(models, planModel, rs, plans, l, prog);
+                var part = LevelPair.Run(models, planModel, rs, plans, l, prog, groups);
                 secs[l] += sw.Elapsed.TotalSeconds - t0;
                 sums[l].Merge(part);
                 work += dN[l] * Cost(l);
@@ -237,7 +244,7 @@ public static class Mlmc
                     {
                         // a new level, its variance extrapolated from the last one (β), then the samples of every level again
                         L++;
-                        sums.Add(new LevelSums(plans.Length)); secs.Add(0); dN.Add(0);
+                        sums.Add(new LevelSums(plans.Length, groups)); secs.Add(0); dN.Add(0);
                         for (int q = 0; q < nt; q++)
                         {
                             Array.Resize(ref vl[q], L + 1); Array.Resize(ref ml[q], L + 1);
@@ -350,9 +357,10 @@ public static class Mlmc
     /// exact sums and seconds. A range that starts at a multiple of <see cref="LevelPair.ChunkSize"/> sums its samples in
     /// the chunks of the whole plan's run, so the shards' merged sums are the unsplit run's, bit for bit.
     /// </summary>
-    public static LevelSums[] RunLevels<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, long[] first, long[] count, double[] seconds)
+    public static LevelSums[] RunLevels<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, long[] first, long[] count, double[] seconds)
         where TModel : struct, ISdeModel
     {
+        var groups = Groups(targets);
         long n0 = Engine.CheckSettings(s);
         if (first.Length != count.Length || seconds.Length != count.Length) throw new ArgumentException("one range per level");
         var cost = CostOf(planModel, n0);
@@ -372,7 +380,7 @@ public static class Mlmc
                 Cancel = s.Cancel, MemoryLimit = s.MemoryLimit,
             };
             var t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-            res[l] = LevelPair.Run(models, planModel, rs, plans, l, prog);
+            res[l] = LevelPair.Run(models, planModel, rs, plans, l, prog, groups);
             seconds[l] = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalSeconds;
             done += count[l] * cost(l);
         }
@@ -469,6 +477,13 @@ public static class Mlmc
             double value = t.Value(mean);
             eps[q] = o.Relative ? o.Accuracy * Math.Abs(value) : o.Accuracy;
         }
+        // a group's targets share the relative ε of its largest |value|
+        if (o.Relative)
+            foreach (var g in targets.Select((t, q) => (t.Group, q)).Where(x => x.Group >= 0).GroupBy(x => x.Group))
+            {
+                double m = g.Max(x => eps[x.q]);
+                foreach (var x in g) eps[x.q] = m;
+            }
     }
 
     /// <summary>The least-squares slope of log₂ y against ℓ over levels from..to (NaN with fewer than two usable points).</summary>
@@ -516,7 +531,7 @@ public interface IMlmcRunner
     long[] Plan(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options,
                 double pilotFactor, out MlmcResult pilot, out string note);
     /// <summary>See <see cref="Mlmc.RunLevels"/>.</summary>
-    LevelSums[] RunLevels(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, long[] first, long[] count, double[] seconds);
+    LevelSums[] RunLevels(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, long[] first, long[] count, double[] seconds);
 }
 
 public sealed class MlmcRunner<TModel> : IMlmcRunner where TModel : struct, ISdeModel
@@ -542,8 +557,8 @@ public sealed class MlmcRunner<TModel> : IMlmcRunner where TModel : struct, ISde
                        double pilotFactor, out MlmcResult pilot, out string note)
         => Mlmc.Plan(Models(model, variants), planModel, settings, plans, targets, options, pilotFactor, out pilot, out note);
 
-    public LevelSums[] RunLevels(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, long[] first, long[] count, double[] seconds)
-        => Mlmc.RunLevels(Models(model, variants), planModel, settings, plans, first, count, seconds);
+    public LevelSums[] RunLevels(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, long[] first, long[] count, double[] seconds)
+        => Mlmc.RunLevels(Models(model, variants), planModel, settings, plans, targets, first, count, seconds);
 }
 
 public static class MlmcRunner

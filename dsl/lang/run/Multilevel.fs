@@ -12,7 +12,11 @@ open Sde.Lang.Report
 open Sde.Lang.Driver
 
 /// One query of a set: its targets (several for a mean series, one per time) in the engine's target list.
-type QueryTargets = { Query: string; Targets: int list }
+type QueryTargets =
+    { Query: string
+      Targets: int list
+      /// The target whose level table is shown (the last; a density's largest bin)
+      Shown: int }
 
 /// One set's multilevel run.
 type SetLevels =
@@ -36,13 +40,15 @@ let plan (p: Program) : QueryPlan[] * int[] * MlmcTarget[] * int list list =
     let models = Collections.Generic.List<int>()
     let targets = Collections.Generic.List<MlmcTarget>()
 
-    let addOn (kind: MlmcTargetKind) (scale: float) (ps: (QueryPlan * int) list) =
+    let addIn (group: int) (kind: MlmcTargetKind) (scale: float) (ps: (QueryPlan * int) list) =
         let first = plans.Count
         for pl, m in ps do
             plans.Add pl
             models.Add m
-        targets.Add(MlmcTarget(Kind = kind, Samples = Array.init ps.Length (fun i -> first + i), Scale = scale))
+        targets.Add(MlmcTarget(Kind = kind, Samples = Array.init ps.Length (fun i -> first + i), Scale = scale, Group = group))
         targets.Count - 1
+
+    let addOn = addIn -1
 
     let add kind (ps: QueryPlan list) = addOn kind 1.0 (ps |> List.map (fun pl -> pl, 0))
 
@@ -53,6 +59,14 @@ let plan (p: Program) : QueryPlan[] * int[] * MlmcTarget[] * int list list =
             | QPlain (TVariance _, _), DerivedJob (a :: a2 :: _) -> [ add MlmcTargetKind.Variance [ a; a2 ] ]
             | QPlain (TCovariance _, _), DerivedJob (a :: b :: ab :: _) -> [ add MlmcTargetKind.Covariance [ a; b; ab ] ]
             | QPlain (TSeries _, _), DerivedJob ps -> ps |> List.map (fun pl -> add MlmcTargetKind.Mean [ pl ])
+            | QPlain (TDensity _, _), PlainJob pl when pl.Kind = EstimateKind.Density ->
+                // one smoothed bin per target (LevelPair.SmoothedBin), the bins one group (a relative accuracy's ε)
+                let w = (pl.Hi - pl.Lo) / float pl.Bins
+                let group = targets.Count
+                [ for b in 0 .. pl.Bins - 1 ->
+                      let bin = QueryPlan(Kind = EstimateKind.Density, Observable = pl.Observable, TimeAverage = pl.TimeAverage, T0 = pl.T0, T1 = pl.T1,
+                                          Lo = pl.Lo + float b * w, Hi = (if b = pl.Bins - 1 then pl.Hi else pl.Lo + float (b + 1) * w), Bins = 1)
+                      addIn group MlmcTargetKind.Mean 1.0 [ bin, 0 ] ]
             | _, PlainJob pl -> [ add MlmcTargetKind.Mean [ pl ] ]
             | _, ResponseJob ([ rp ], _, _, []) when rp.Method = ResponseMethod.FiniteDifference ->
                 // (E φ(θ + h) − E φ(θ − h)) / 2h, both twins on the same normals at every level
@@ -172,6 +186,13 @@ and reportOf (p: Program) (o: MlmcOptions) (results: Result<MlmcResult, exn> lis
                             { outcome q "response" t.Value t.StdErr count bad warns with
                                 Wrt = Some p.File.Model.Params[wrt].Name
                                 Method = Some(methodText p.Compiled.Ir.Dim (FiniteDifference h)) }
+                        | QPlain (TDensity (_, lo, hi, bins), _) ->
+                            { outcome q "density" nan nan count bad warns with
+                                Grid = Derived.centres lo hi bins
+                                Values = ts |> List.map (fun k -> r.Targets[k].Value) |> List.toArray
+                                StdErrs = ts |> List.map (fun k -> r.Targets[k].StdErr) |> List.toArray
+                                Lo = lo
+                                Hi = hi }
                         | QPlain (TVariance _, _) -> outcome q "variance" t.Value t.StdErr count bad warns
                         | QPlain (TCovariance _, _) -> outcome q "covariance" t.Value t.StdErr count bad warns
                         | _ -> outcome q "mean" t.Value t.StdErr count bad warns)
@@ -202,7 +223,15 @@ and reportOf (p: Program) (o: MlmcOptions) (results: Result<MlmcResult, exn> lis
                 (fun (set: ParamSet) (r: Result<MlmcResult, exn>) ->
                     { Set = set.Name
                       Result = (match r with Ok r -> Some r | Error _ -> None)
-                      Queries = List.map2 (fun (q: CheckedQuery, _) ts -> { Query = q.Text; Targets = ts }) p.Jobs per })
+                      Queries =
+                        List.map2
+                            (fun (q: CheckedQuery, _) (ts: int list) ->
+                                let shown =
+                                    match q.Query, r with
+                                    | QPlain (TDensity _, _), Ok r -> ts |> List.maxBy (fun k -> abs r.Targets[k].Value)
+                                    | _ -> List.last ts
+                                { Query = q.Text; Targets = ts; Shown = shown })
+                            p.Jobs per })
                 p.File.Sets results }
 
     report, info, List.ofSeq failures
@@ -402,7 +431,7 @@ type PlanSums = { Levels: LevelSums[]; Seconds: float[] }
 let runPlan (p: Program) (pf: PlanFile) (opts: RunOptions) (shard: (int * int) option) : Result<PlanSums, exn> list =
     let s = p.File.Settings
     let runner = MlmcRunner.For p.Compiled.Type
-    let plans, planModel, _, _ = plan p
+    let plans, planModel, targets, _ = plan p
     let nSets = p.File.Sets.Length
 
     List.zip p.File.Sets pf.Sets
@@ -413,7 +442,7 @@ let runPlan (p: Program) (pf: PlanFile) (opts: RunOptions) (shard: (int * int) o
             let progress = opts.Progress |> Option.map (fun f -> Action<float>(fun x -> f ((float i + x) / float nSets)))
             let rs = RunSettings(Dt = s.Dt, T = s.T, Seed = s.Seed, Threads = opts.Threads, Progress = Option.toObj progress, Cancel = opts.Cancel)
             let secs = Array.zeroCreate first.Length
-            try Ok { Levels = runner.RunLevels(p.Compiled.Instance set.Values, twinsOf p set.Values, planModel, rs, plans, first, count, secs); Seconds = secs }
+            try Ok { Levels = runner.RunLevels(p.Compiled.Instance set.Values, twinsOf p set.Values, planModel, rs, plans, targets, first, count, secs); Seconds = secs }
             with
             | :? SimulationFailedException as e -> Error(e :> exn)
             | :? OperationCanceledException -> Error(OperationCanceledException(interruptedMessage) :> exn))
@@ -487,8 +516,8 @@ let toJson (report: RunReport) (info: Info) : string =
             for qi in 0 .. results.Count - 1 do
                 let ro = results[qi].AsObject()
                 let ts = sl.Queries[qi].Targets
-                let t = r.Targets[List.last ts]
-                let k = List.last ts
+                let k = sl.Queries[qi].Shown
+                let t = r.Targets[k]
                 ro["error_estimate"] <- num t.Error
                 let mo = JsonObject()
                 mo["accuracy"] <- num t.Accuracy
@@ -533,7 +562,7 @@ let table (info: Info) : string =
             line (sprintf "multilevel Monte Carlo, set %s (%s, %s, weak order %s): %d levels, %s path-steps, %s"
                       sl.Set target info.Scheme (g info.WeakOrder) r.Levels.Length (g r.Work) (if r.Converged then "converged" else "NOT converged: " + r.Note))
             for qt in sl.Queries do
-                let k = List.last qt.Targets
+                let k = qt.Shown
                 let t = r.Targets[k]
                 line (sprintf "  %s = %s  error %s (target %s; stderr %s, bias %s)  alpha %s  beta %s  gamma %s"
                           qt.Query (g t.Value) (g t.Error) (g t.Accuracy) (g t.StdErr) (g t.Bias) (g t.Alpha) (g t.Beta) (g t.Gamma))
@@ -553,7 +582,7 @@ let writePlots (dir: string) (report: RunReport) (info: Info) : string list =
           | None -> ()
           | Some r ->
               for qi, qt in List.indexed sl.Queries do
-                  let k = List.last qt.Targets
+                  let k = qt.Shown
                   let ls = r.Levels
                   let xs = ls |> Array.map (fun l -> float l.Level)
                   let log2 (v: float) = if v > 0.0 && Double.IsFinite v then Math.Log2 v else nan

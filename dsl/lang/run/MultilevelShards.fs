@@ -150,23 +150,29 @@ let merge (args: string list) : Result<Program * Report.RunReport * Info * int, 
                     elif p.File.Settings.Multilevel.IsNone then Error "the shards' source has no accuracy = ..., but their files are a multilevel plan's"
                     else
                         // each set: the sums of every shard, level by level (exact), or the first shard's failure
-                        let k = (let plans, _, _, _ = Multilevel.plan p in plans.Length)
                         let merged =
                             pf.Sets
                             |> List.mapi (fun i sp ->
                                 bodies
                                 |> List.fold
-                                    (fun (acc: Result<PlanSums, exn>) (_, _, sums, _) ->
+                                    (fun (acc: Result<PlanSums, exn> option) (_, _, sums, _) ->
                                         match acc, sums[i] with
-                                        | Error e, _ -> Error e
-                                        | Ok _, Error m -> Error(InvalidOperationException m :> exn)
-                                        | Ok a, Ok b ->
+                                        | Some (Error e), _ -> Some(Error e)
+                                        | _, Error m -> Some(Error(InvalidOperationException m :> exn))
+                                        | None, Ok b ->
+                                            // empty sums with the shard's quantities and covariance pairs
+                                            let a = { Levels = b.Levels |> Array.map (fun l -> l.EmptyLike()); Seconds = Array.zeroCreate b.Levels.Length }
+                                            for l in 0 .. a.Levels.Length - 1 do
+                                                a.Levels[l].Merge b.Levels[l]
+                                                a.Seconds[l] <- b.Seconds[l]
+                                            Some(Ok a)
+                                        | Some (Ok a), Ok b ->
                                             for l in 0 .. a.Levels.Length - 1 do
                                                 a.Levels[l].Merge b.Levels[l]
                                                 a.Seconds[l] <- a.Seconds[l] + b.Seconds[l]
-                                            Ok a)
-                                    (Ok { Levels = sp.Levels |> List.map (fun _ -> LevelSums(k)) |> List.toArray
-                                          Seconds = Array.zeroCreate sp.Levels.Length }))
+                                            Some(Ok a))
+                                    None
+                                |> Option.defaultWith (fun () -> Error(InvalidOperationException "no shard" :> exn)))
                         let seconds = bodies |> List.sumBy (fun (_, _, _, s) -> s)
                         let report, info, _ = reportOfPlan p pf merged seconds
                         Ok(p, report, info, List.length files))))
