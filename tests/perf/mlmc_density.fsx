@@ -5,7 +5,7 @@
 // (Lipschitz: beta = 1 once sqrt(dt) is below h). GBM (S0 = 1, mu = 0.05, sigma = 0.2, T = 1), bin [1, 1.1].
 //
 //   dotnet build dsl/cli -c Release
-//   dotnet fsi tests/perf/mlmc_density.fsx [relative-accuracies, comma-separated] [threads] [scheme]
+//   dotnet fsi tests/perf/mlmc_density.fsx [relative-accuracies, comma-separated] [threads] [scheme] [only]
 //
 // Work is counted in path-steps (fine plus coarse steps), not seconds: it does not depend on the load.
 #r "../../dsl/cli/bin/Release/net10.0/Sde.Core.dll"
@@ -22,6 +22,7 @@ let args = fsi.CommandLineArgs
 let epss = if args.Length > 1 then args[1].Split(',') |> Array.map float else [| 1e-2; 3e-3 |]
 let threads = if args.Length > 2 then int args[2] else 0
 let scheme = if args.Length > 3 then args[3] else "euler_maruyama"
+let only = if args.Length > 4 then args[4] else ""  // e.g. "smoothed": only the observables whose name starts so
 
 let template = """model GBM {
   param mu = 0.05
@@ -71,7 +72,7 @@ let queries =
 printfn "bin [%g, %g] of GBM S_T; %s (plain Monte Carlo: the same scheme, its bias constant from the levels); dt0 = 0.25; pilot 400; seed 1" a b scheme
 printfn "%-18s %8s %10s %7s %6s %12s %10s %8s %12s %8s" "observable" "rel eps" "value" "levels" "beta" "mlmc work" "plain dt" "" "plain work" "gain"
 for eps in epss do
-    for name, q in queries do
+    for name, q in queries |> List.filter (fun (n, _) -> n.StartsWith only) do
         let res, secs = multilevel (text (sprintf "relative_accuracy = %g; dt = 0.25; paths = 400; T = 1; seed = 1; max_levels = 14; scheme = %s" eps scheme) q)
         let t = res.Targets[0]
         let c, v = biasAndVariance res
