@@ -183,7 +183,7 @@ let tests =
               Expect.isTrue (es |> List.exists (fun d -> d.Message.Contains "add scheme = milstein")) "euler_maruyama refused, naming milstein"
           }
 
-          test "Multilevel the same numbers on 1, 2 and 3 threads, levels in the JSON" {
+          test "Multilevel the same numbers on 1, 2 and 3 threads and without lanes, levels in the JSON" {
               let p = compile (ou "accuracy = 0.02; dt = 0.25; paths = 200; T = 1; seed = 2" "  mean(x)\n  variance(x)")
               let r1, i1 = runMl p 1
               let r2, i2 = runMl p 2
@@ -194,6 +194,11 @@ let tests =
                   j.ToJsonString()
               Expect.equal (strip r1 i1) (strip r2 i2) "JSON without timings"
               Expect.equal (strip r1 i1) (strip r3 i3) "JSON without timings, 3 threads"
+              // one sample at a time instead of four in the vector lanes: the same bits
+              let rOne, iOne =
+                  Sde.Core.Engine.LanesOnThisThread <- 1
+                  try runMl p 2 finally Sde.Core.Engine.LanesOnThisThread <- 0
+              Expect.equal (strip rOne iOne) (strip r1 i1) "JSON without timings, without lanes"
               let j = JsonNode.Parse(Multilevel.toJson r1 i1)
               let levels = j.["sets"].[0].["levels"].AsArray()
               Expect.isGreaterThanOrEqual levels.Count 3 "levels"

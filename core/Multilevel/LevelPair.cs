@@ -213,22 +213,36 @@ public static class LevelPair
         long perSample = level == 0 ? nf : nf + nf / 2; // path-steps of a sample, for the progress (counted per chunk)
         var total = new LevelSums(plans.Length, groups);
         if (s.Paths == 0) return total;
+        // four samples side by side where the model has a lane step (the same bits: CoupledLanes)
+        var lanes = CoupledLanes<TModel>.For(model, s);
         var workers = PathBlocks.RunBlocks(s, 16 * ChunkSize, ChunkSize, "mlmc",
-            () => new Worker(d, nw, nobs, total),
+            () => new Worker(d, nw, nobs, total, lanes != null),
             (wk, first, count, fail) =>
             {
                 var ms = (TModel[])models.Clone();
-                for (long i = 0; i < count; i++)
+                long i = 0;
+                if (lanes != null)
+                    for (; i + 4 <= count; i += 4)
+                    {
+                        if (s.Cancel.IsCancellationRequested) return;
+                        foreach (var a in wk.LaneF) Array.Clear(a);
+                        foreach (var a in wk.LaneC) Array.Clear(a);
+                        bool ok = true;
+                        foreach (int k in used)
+                            if (!lanes.Run(ref ms[k], ctx, wk.Lanes!, first + (ulong)i, k, wk.LaneF, wk.LaneC)) { ok = false; break; }
+                        for (int j = 0; j < 4; j++)
+                        {
+                            if (ok) { Array.Copy(wk.LaneF[j], wk.SumF, wk.SumF.Length); Array.Copy(wk.LaneC[j], wk.SumC, wk.SumC.Length); }
+                            // a path of the four not finite: the four one at a time, which reports the failure exactly
+                            else if (!One(ms, used, ctx, wk, first + (ulong)(i + j), fail)) continue;
+                            Finish(ctx, wk);
+                            if (wk.Chunk.N == ChunkSize) { progress?.Add(ChunkSize * perSample); wk.Acc.AddChunk(wk.Chunk); }
+                        }
+                    }
+                for (; i < count; i++)
                 {
                     if (s.Cancel.IsCancellationRequested) return;
-                    Array.Clear(wk.SumF); Array.Clear(wk.SumC);
-                    long f = -1;
-                    foreach (int k in used)
-                    {
-                        f = RunPath(ref ms[k], ctx, wk, first + (ulong)i, k);
-                        if (f >= 0) break;
-                    }
-                    if (f >= 0) { fail(f); continue; }
+                    if (!One(ms, used, ctx, wk, first + (ulong)i, fail)) continue;
                     Finish(ctx, wk);
                     if (wk.Chunk.N == ChunkSize) { progress?.Add(ChunkSize * perSample); wk.Acc.AddChunk(wk.Chunk); }
                 }
@@ -240,7 +254,20 @@ public static class LevelPair
         return total;
     }
 
-    sealed class Ctx
+    /// <summary>One sample on every model instance, one path at a time, into the worker's window sums: false (and the
+    /// failure reported) when a path blew up.</summary>
+    static bool One<TModel>(TModel[] ms, int[] used, Ctx ctx, Worker wk, ulong p, Action<long> fail) where TModel : struct, ISdeModel
+    {
+        Array.Clear(wk.SumF); Array.Clear(wk.SumC);
+        foreach (int k in used)
+        {
+            long f = RunPath(ref ms[k], ctx, wk, p, k);
+            if (f >= 0) { fail(f); return false; }
+        }
+        return true;
+    }
+
+    internal sealed class Ctx
     {
         public readonly ulong Seed, Base;
         public readonly int Level;
@@ -280,9 +307,15 @@ public static class LevelPair
         public readonly LevelSums.Chunk Chunk;
         void* _mem;
 
-        public Worker(int d, int m, int nobs, LevelSums like)
+        public readonly double[][] LaneF, LaneC;
+        public readonly LaneBuffers? Lanes;
+
+        public Worker(int d, int m, int nobs, LevelSums like, bool lanes)
         {
             int k = like.K;
+            LaneF = new double[4][]; LaneC = new double[4][];
+            for (int j = 0; j < 4; j++) { LaneF[j] = new double[k]; LaneC[j] = new double[k]; }
+            if (lanes) Lanes = new LaneBuffers(d, m, nobs);
             long dp = Pad(d), mp = Pad(m), op = Pad(nobs);
             long total = 6 * dp + 3 * mp + op;
             _mem = NativeMemory.AlignedAlloc((nuint)(total * 8), 64);
@@ -300,6 +333,7 @@ public static class LevelPair
         public void Dispose()
         {
             if (_mem != null) { NativeMemory.AlignedFree(_mem); _mem = null; }
+            Lanes?.Dispose();
         }
     }
 
@@ -319,7 +353,7 @@ public static class LevelPair
 
     /// <summary>Adds the observables (in obs) at step n to the running window sums of instance <paramref name="who"/>'s plans whose window holds n.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void Record(Ctx c, QueryLayout[] lay, int who, double* obs, long n, double[] sum)
+    internal static unsafe void Record(Ctx c, QueryLayout[] lay, int who, double* obs, long n, double[] sum)
     {
         var planModel = c.PlanModel;
         for (int i = 0; i < lay.Length; i++)
