@@ -209,7 +209,7 @@ public static class LevelPair
         double dtf = s.Dt / (1L << level);
         var lf = Layout(plans, nf, dtf, nobs);
         var lc = level > 0 ? Layout(plans, nf / 2, 2 * dtf, nobs) : lf;
-        var ctx = new Ctx(s, level, nf, dtf, lf, lc, planModel, plans);
+        var ctx = new Ctx(s, level, nf, dtf, lf, lc, planModel, plans) { InitDraws = used.Any(k => ReadsInitDraws(models[k])) };
         long perSample = level == 0 ? nf : nf + nf / 2; // path-steps of a sample, for the progress (counted per chunk)
         var total = new LevelSums(plans.Length, groups);
         if (s.Paths == 0) return total;
@@ -254,6 +254,24 @@ public static class LevelPair
         return total;
     }
 
+    /// <summary>
+    /// Whether the model's init reads its draws: an init that gives the same finite state from NaN draws as from
+    /// zeros does not (the language's init laws use their draws arithmetically, so a NaN would reach the state).
+    /// Then a sample skips its two init draws, which on a one-step level 0 cost as much as the step; the
+    /// state, and so every number, is the same.
+    /// </summary>
+    static unsafe bool ReadsInitDraws<TModel>(TModel model) where TModel : struct, ISdeModel
+    {
+        int d = Math.Max(model.Dim, 1);
+        double* x0 = stackalloc double[d], x1 = stackalloc double[d], z0 = stackalloc double[d], zn = stackalloc double[d];
+        for (int i = 0; i < d; i++) { x0[i] = 0; x1[i] = 0; z0[i] = 0; zn[i] = double.NaN; }
+        model.Init(new PtrVec(x0), new PtrVec(z0), new PtrVec(z0));
+        model.Init(new PtrVec(x1), new PtrVec(zn), new PtrVec(zn));
+        for (int i = 0; i < model.Dim; i++)
+            if (!double.IsFinite(x1[i]) || BitConverter.DoubleToInt64Bits(x0[i]) != BitConverter.DoubleToInt64Bits(x1[i])) return true;
+        return false;
+    }
+
     /// <summary>One sample on every model instance, one path at a time, into the worker's window sums: false (and the
     /// failure reported) when a path blew up.</summary>
     static bool One<TModel>(TModel[] ms, int[] used, Ctx ctx, Worker wk, ulong p, Action<long> fail) where TModel : struct, ISdeModel
@@ -270,6 +288,8 @@ public static class LevelPair
     internal sealed class Ctx
     {
         public readonly ulong Seed, Base;
+        /// <summary>Does the model's init read its normal and uniform draws? (<see cref="ReadsInitDraws"/>)</summary>
+        public bool InitDraws = true;
         public readonly int Level;
         public readonly long Nf;
         public readonly double Dtf, SqDtf, Dtc, SqDtc;
@@ -379,8 +399,11 @@ public static class LevelPair
         double* xf = wk.Xf, yf = wk.Yf, xc = wk.Xc, yc = wk.Yc, w1 = wk.W1, w2 = wk.W2, wc = wk.Wc, obs = wk.Obs;
         var ov = new PtrVec(obs);
         // the same init draw for both paths
-        Normals.Fill(seed, gp, 0, Philox.TagInitNormal, wk.Zn, d);
-        Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, wk.Zu, d);
+        if (c.InitDraws)
+        {
+            Normals.Fill(seed, gp, 0, Philox.TagInitNormal, wk.Zn, d);
+            Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, wk.Zu, d);
+        }
         model.Init(new PtrVec(xf), new PtrVec(wk.Zn), new PtrVec(wk.Zu));
         if (!Finite(xf, d)) return 0;
         for (int i = 0; i < d; i++) xc[i] = xf[i];

@@ -51,8 +51,11 @@ internal sealed unsafe class CoupledLanesOf<TModel> : CoupledLanes<TModel> where
         double* xf = b.Xf, yf = b.Yf, xc = b.Xc, yc = b.Yc, w1 = b.W1, w2 = b.W2, wc = b.Wc, obs = b.Obs;
         for (int j = 0; j < 4; j++)
         {
-            Normals.Fill(seed, gp + (ulong)j, 0, Philox.TagInitNormal, b.Zn, d);
-            Normals.FillUniform(seed, gp + (ulong)j, 0, Philox.TagInitUniform, b.Zu, d);
+            if (c.InitDraws)
+            {
+                Normals.Fill(seed, gp + (ulong)j, 0, Philox.TagInitNormal, b.Zn, d);
+                Normals.FillUniform(seed, gp + (ulong)j, 0, Philox.TagInitUniform, b.Zu, d);
+            }
             model.Init(new StrideVec(xf + j, 4), new StrideVec(b.Zn, 1), new StrideVec(b.Zu, 1));
         }
         if (!Finite(xf, d4)) return false;
