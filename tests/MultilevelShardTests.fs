@@ -9,6 +9,7 @@ open System.Text.Json.Nodes
 open Expecto
 open Sde
 open Sde.Lang
+open Sde.Tests.CliTests
 
 let private compile (text: string) =
     match SdeCompiler.Compile(text, "m.sde") with
@@ -123,6 +124,37 @@ let tests =
                   let fd = set.Results[3]
                   let e = ml.Targets[List.last res.Queries[3].Targets].Error
                   Expect.isLessThan (abs (fd.Value - exp 0.05)) (4.5 * e) (sprintf "set %s: response %g against %g (error %g)" set.Name fd.Value (exp 0.05) e)
+          }
+
+          test "Multilevel shards: the command line (--plan-only, --shard K/N --plan, dsl merge) gives the JSON of dsl run --plan [slow tier]" {
+              Tier.requireSlow "seven dsl processes"
+              let dir = tempDir "cli"
+              try
+                  let file = Path.Combine(dir, "g.sde")
+                  File.WriteAllText(file, gbm "accuracy = 0.05; dt = 0.25; paths = 100; T = 1; seed = 15; scheme = milstein")
+                  let plan = Path.Combine(dir, "plan.json")
+                  let ok (args: string list) =
+                      let o = dsl args
+                      Expect.equal o.Code 0 (describe args o)
+                      o
+                  ok [ "run"; file; "--plan-only"; "--plan"; plan; "--quiet" ] |> ignore
+                  let whole = (ok [ "run"; file; "--plan"; plan; "--json"; "--quiet" ]).Out
+                  for k in 0..1 do ok [ "run"; file; "--shard"; sprintf "%d/2" k; "--plan"; plan; "--out"; Path.Combine(dir, "sh"); "--quiet" ] |> ignore
+                  let merged = (ok [ "merge"; Path.Combine(dir, "sh"); "--json"; "--quiet" ]).Out
+                  let strip (json: string) =
+                      let j = JsonNode.Parse(json).AsObject()
+                      j.Remove "timing" |> ignore
+                      for s in j.["sets"].AsArray() do
+                          for l in s.["levels"].AsArray() do l.AsObject().Remove "seconds" |> ignore
+                      j.ToJsonString()
+                  Expect.equal (strip merged) (strip whole) "merged shards = the whole plan"
+                  // without a plan: the located refusal (exit 2) that says how to make one
+                  let o = dsl [ "run"; file; "--shard"; "0/2"; "--out"; Path.Combine(dir, "x") ]
+                  Expect.equal o.Code 2 (describe [ "run --shard without --plan" ] o)
+                  Expect.stringContains o.Err "g.sde:11:12: error: 'accuracy'" "located"
+                  Expect.stringContains o.Err "--plan-only" "says how"
+              finally
+                  Directory.Delete(dir, true)
           }
 
           test "Multilevel shards: refusals (no plan, another file's plan, a damaged plan, a missing shard)" {
