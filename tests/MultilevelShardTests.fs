@@ -86,7 +86,7 @@ let tests =
     testList
         "Multilevel shards"
         [ test "Multilevel shards: the merge of 3 and 7 shards is the whole plan's run bit for bit, on 1, 2 and 3 threads" {
-              let text = gbm "accuracy = 0.03; dt = 0.25; paths = 200; T = 1; seed = 11; scheme = milstein"
+              let text = gbm "accuracy = 0.05; dt = 0.25; paths = 200; T = 1; seed = 11; scheme = milstein"
               let p = compile text
               let pf, planText = planOf p text
               Expect.equal pf.Sets.Length 2 "a plan per parameter set"
