@@ -16,21 +16,21 @@ public sealed class LevelSums
     internal readonly ExactSum[] SY, SYY, SP, SPP;
     public long NonFinite;
     /// <summary>The pairs (i ≥ j) whose Σ Y_i Y_j is kept: within each group of quantities that one target combines
-    /// (a density's bins are separate targets, so their k² cross-products are not computed); Map[i·K + j] is the pair's index.</summary>
-    internal readonly int[] PI, PJ, Map;
+    /// (a density's bins are separate targets, so their k² cross-products are not computed); Map[(i, j)] (i ≥ j) is the pair's index
+    /// (a dictionary: a density of many bins would make a dense k² map large).</summary>
+    internal readonly int[] PI, PJ;
+    internal readonly Dictionary<(int, int), int> Map;
 
     /// <param name="groups">The groups of quantities whose covariances are needed; null: every pair.</param>
     public LevelSums(int k, int[][]? groups = null)
     {
         K = k;
-        Map = new int[k * k];
-        Array.Fill(Map, -1);
+        Map = new Dictionary<(int, int), int>();
         var pi = new List<int>(); var pj = new List<int>();
         void Pair(int i, int j)
         {
             if (i < j) (i, j) = (j, i);
-            if (Map[i * k + j] >= 0) return;
-            Map[i * k + j] = Map[j * k + i] = pi.Count;
+            if (!Map.TryAdd((i, j), pi.Count)) return;
             pi.Add(i); pj.Add(j);
         }
         if (groups == null) { for (int i = 0; i < k; i++) for (int j = 0; j <= i; j++) Pair(i, j); }
@@ -102,8 +102,7 @@ public sealed class LevelSums
         // pair by pair (exact sums: the order of the additions does not matter)
         for (int q = 0; q < o.PI.Length; q++)
         {
-            int at = Map[o.PI[q] * K + o.PJ[q]];
-            if (at < 0) throw new ArgumentException("level sums of other covariance pairs");
+            if (!Map.TryGetValue((o.PI[q], o.PJ[q]), out int at)) throw new ArgumentException("level sums of other covariance pairs");
             SYY[at].Add(o.SYY[q]);
         }
         N += o.N; NonFinite += o.NonFinite;
@@ -124,7 +123,7 @@ public sealed class LevelSums
         if (kk != k) throw new InvalidDataException($"level sums of {kk} quantities, the run samples {k}");
         long n = r.ReadInt64(), bad = r.ReadInt64();
         int np = r.ReadInt32();
-        if (np < k || np > k * (k + 1) / 2) throw new InvalidDataException($"{np} covariance pairs of {k} quantities");
+        if (np < k || np > (long)k * (k + 1) / 2) throw new InvalidDataException($"{np} covariance pairs of {k} quantities");
         var groups = new int[np][];
         for (int p = 0; p < np; p++)
         {
@@ -136,7 +135,7 @@ public sealed class LevelSums
         if (s.PI.Length != np) throw new InvalidDataException("repeated covariance pairs");
         for (int i = 0; i < k; i++) s.SY[i] = ExactSum.Read(r);
         // the file's pairs in its order: each to its place here
-        foreach (var g in groups) s.SYY[s.Map[g[0] * k + g[1]]] = ExactSum.Read(r);
+        foreach (var g in groups) s.SYY[s.Map[(Math.Max(g[0], g[1]), Math.Min(g[0], g[1]))]] = ExactSum.Read(r);
         for (int i = 0; i < k; i++) s.SP[i] = ExactSum.Read(r);
         for (int i = 0; i < k; i++) s.SPP[i] = ExactSum.Read(r);
         if (s.N < 0 || s.NonFinite < 0 || s.NonFinite > s.N * k) throw new InvalidDataException($"impossible counts ({s.N} samples, {s.NonFinite} non-finite)");
@@ -150,8 +149,7 @@ public sealed class LevelSums
     {
         if (N < 2) return double.NaN;
         double mi = MeanY(i), mj = MeanY(j);
-        int q = Map[i * K + j];
-        if (q < 0) throw new InvalidOperationException($"the covariance of quantities {i} and {j} is not kept");
+        if (!Map.TryGetValue((Math.Max(i, j), Math.Min(i, j)), out int q)) throw new InvalidOperationException($"the covariance of quantities {i} and {j} is not kept");
         return (SYY[q].Round() / N - mi * mj) * N / (N - 1.0);
     }
     public double MeanP(int k) => N == 0 ? double.NaN : SP[k].Round() / N;
