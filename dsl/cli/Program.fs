@@ -680,8 +680,12 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
                             failedSets failures
                         | Shards.Written (file, _, seconds, failures) ->
                             finish ()
-                            printfn "shard %d/%d: paths %d..%d of %d parameter set(s) in %.3g s -> %s" spec.K spec.N h.Range.First (h.Range.First + h.Range.Count - 1L)
-                                program.ParameterSets.Length seconds file
+                            if plan.IsSome then
+                                printfn "shard %d/%d: its share of every level of the plan (level 0: samples %d..%d) of %d parameter set(s) in %.3g s -> %s" spec.K spec.N
+                                    h.Range.First (h.Range.First + h.Range.Count - 1L) program.ParameterSets.Length seconds file
+                            else
+                                printfn "shard %d/%d: paths %d..%d of %d parameter set(s) in %.3g s -> %s" spec.K spec.N h.Range.First (h.Range.First + h.Range.Count - 1L)
+                                    program.ParameterSets.Length seconds file
                             failedSets failures
                     with ex -> runFailure name finish ex
                 finally
