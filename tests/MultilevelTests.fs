@@ -153,15 +153,52 @@ let tests =
               Expect.equal q.Wrt (Some "mu") "wrt"
           }
 
-          test "Multilevel the same numbers on 1 and 2 threads, levels in the JSON" {
+          test "Multilevel density with scheme = milstein: each smoothed bin within 4.5 reported errors of the Gaussian quadrature; refused with euler_maruyama" {
+              let p = compile (ou "relative_accuracy = 0.02; dt = 0.25; paths = 200; T = 1; seed = 4; scheme = milstein" "  density(x) on [-0.5, 1.5] bins 5")
+              let r, info = runMl p 0
+              // x_T ~ N(e^-1, sigma^2 (1 - e^-2) / 2): the bin [a, b] smoothed by a logistic of scale h = w/8, per unit width
+              let m, sd = exp -1.0, sqrt (0.25 * (1.0 - exp -2.0) / 2.0)
+              let smoothed (a: float) (b: float) =
+                  let w = b - a
+                  let h = w / Sde.Core.LevelPair.SmoothingPerWidth
+                  let sg (z: float) = 1.0 / (1.0 + exp -z)
+                  let n = 4000
+                  let lo, hi = m - 10.0 * sd, m + 10.0 * sd
+                  let dx = (hi - lo) / float n
+                  let f (x: float) = exp (-0.5 * ((x - m) / sd) ** 2.0) / (sd * sqrt (2.0 * Math.PI)) * (sg ((x - a) / h) - sg ((x - b) / h)) / w
+                  // Simpson's rule
+                  dx / 3.0 * (f lo + f hi + ([ 1 .. n - 1 ] |> List.sumBy (fun i -> (if i % 2 = 1 then 4.0 else 2.0) * f (lo + float i * dx))))
+              let q = (List.head r.Sets).Results |> List.head
+              Expect.equal q.Kind "density" "kind"
+              Expect.equal q.Values.Length 5 "bins"
+              let res = Option.get (List.head info.Sets).Result
+              let ts = (List.head (List.head info.Sets).Queries).Targets
+              for b in 0..4 do
+                  let a = -0.5 + 0.4 * float b
+                  let x = smoothed a (a + 0.4)
+                  let e = res.Targets[ts[b]].Error
+                  Expect.isLessThan (abs (q.Values[b] - x)) (4.5 * e) (sprintf "bin %d: %g against %g (error %g)" b q.Values[b] x e)
+              Expect.isTrue res.Converged "converged"
+              let es = errors (ou "relative_accuracy = 0.02" "  density(x) on [-0.5, 1.5] bins 5")
+              Expect.isTrue (es |> List.exists (fun d -> d.Message.Contains "add scheme = milstein")) "euler_maruyama refused, naming milstein"
+          }
+
+          test "Multilevel the same numbers on 1, 2 and 3 threads and without lanes, levels in the JSON" {
               let p = compile (ou "accuracy = 0.02; dt = 0.25; paths = 200; T = 1; seed = 2" "  mean(x)\n  variance(x)")
               let r1, i1 = runMl p 1
               let r2, i2 = runMl p 2
+              let r3, i3 = runMl p 3
               let strip (r: Report.RunReport) (i: Multilevel.Info) =
                   let j = JsonNode.Parse(Multilevel.toJson { r with Seconds = 0.0; PathStepsPerSecond = 0.0 } i)
                   for l in j.["sets"].[0].["levels"].AsArray() do l.AsObject().Remove "seconds" |> ignore
                   j.ToJsonString()
               Expect.equal (strip r1 i1) (strip r2 i2) "JSON without timings"
+              Expect.equal (strip r1 i1) (strip r3 i3) "JSON without timings, 3 threads"
+              // one sample at a time instead of four in the vector lanes: the same bits
+              let rOne, iOne =
+                  Sde.Core.Engine.LanesOnThisThread <- 1
+                  try runMl p 2 finally Sde.Core.Engine.LanesOnThisThread <- 0
+              Expect.equal (strip rOne iOne) (strip r1 i1) "JSON without timings, without lanes"
               let j = JsonNode.Parse(Multilevel.toJson r1 i1)
               let levels = j.["sets"].[0].["levels"].AsArray()
               Expect.isGreaterThanOrEqual levels.Count 3 "levels"

@@ -15,17 +15,44 @@ public sealed class LevelSums
     public long N;
     internal readonly ExactSum[] SY, SYY, SP, SPP;
     public long NonFinite;
+    /// <summary>The pairs (i ≥ j) whose Σ Y_i Y_j is kept: within each group of quantities that one target combines
+    /// (a density's bins are separate targets, so their k² cross-products are not computed); Map[(i, j)] (i ≥ j) is the pair's index
+    /// (a dictionary: a density of many bins would make a dense k² map large).</summary>
+    internal readonly int[] PI, PJ;
+    internal readonly Dictionary<(int, int), int> Map;
 
-    public LevelSums(int k)
+    /// <param name="groups">The groups of quantities whose covariances are needed; null: every pair.</param>
+    public LevelSums(int k, int[][]? groups = null)
     {
         K = k;
-        SY = New(k); SYY = New(k * (k + 1) / 2); SP = New(k); SPP = New(k);
+        Map = new Dictionary<(int, int), int>();
+        var pi = new List<int>(); var pj = new List<int>();
+        void Pair(int i, int j)
+        {
+            if (i < j) (i, j) = (j, i);
+            if (!Map.TryAdd((i, j), pi.Count)) return;
+            pi.Add(i); pj.Add(j);
+        }
+        if (groups == null) { for (int i = 0; i < k; i++) for (int j = 0; j <= i; j++) Pair(i, j); }
+        else
+        {
+            for (int i = 0; i < k; i++) Pair(i, i);
+            foreach (var g in groups) foreach (int i in g) foreach (int j in g) Pair(i, j);
+        }
+        PI = pi.ToArray(); PJ = pj.ToArray();
+        SY = New(k); SYY = New(PI.Length); SP = New(k); SPP = New(k);
     }
 
     static ExactSum[] New(int n) { var a = new ExactSum[n]; for (int i = 0; i < n; i++) a[i] = new ExactSum(4); return a; }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static int Tri(int i, int j) => i >= j ? i * (i + 1) / 2 + j : j * (j + 1) / 2 + i;
+    /// <summary>Empty sums with the same quantities and pairs.</summary>
+    public LevelSums EmptyLike() => new(this);
+
+    LevelSums(LevelSums like)
+    {
+        K = like.K; PI = like.PI; PJ = like.PJ; Map = like.Map;
+        SY = New(K); SYY = New(PI.Length); SP = New(K); SPP = New(K);
+    }
 
     /// <summary>Adds one chunk's plain sums (Σy, Σyyᵀ, Σp, Σp² over its samples, in sample order) exactly.</summary>
     internal void AddChunk(Chunk c)
@@ -46,8 +73,14 @@ public sealed class LevelSums
     internal sealed class Chunk
     {
         public readonly double[] Y, YY, P, PP;
+        readonly int[] _pi, _pj;
         public long N, NonFinite;
-        public Chunk(int k) { Y = new double[k]; YY = new double[k * (k + 1) / 2]; P = new double[k]; PP = new double[k]; }
+        public Chunk(LevelSums like)
+        {
+            int k = like.K;
+            _pi = like.PI; _pj = like.PJ;
+            Y = new double[k]; YY = new double[_pi.Length]; P = new double[k]; PP = new double[k];
+        }
         public void Add(double[] y, double[] p)
         {
             int k = Y.Length;
@@ -55,9 +88,8 @@ public sealed class LevelSums
             {
                 if (!double.IsFinite(y[i]) || !double.IsFinite(p[i])) NonFinite++;
                 Y[i] += y[i]; P[i] += p[i]; PP[i] += p[i] * p[i];
-                int r = i * (i + 1) / 2;
-                for (int j = 0; j <= i; j++) YY[r + j] += y[i] * y[j];
             }
+            for (int q = 0; q < _pi.Length; q++) YY[q] += y[_pi[q]] * y[_pj[q]];
             N++;
         }
         public void Clear() { Array.Clear(Y); Array.Clear(YY); Array.Clear(P); Array.Clear(PP); N = 0; NonFinite = 0; }
@@ -65,9 +97,49 @@ public sealed class LevelSums
 
     public void Merge(LevelSums o)
     {
+        if (o.K != K || o.PI.Length != PI.Length) throw new ArgumentException("level sums of other quantities");
         for (int i = 0; i < SY.Length; i++) { SY[i].Add(o.SY[i]); SP[i].Add(o.SP[i]); SPP[i].Add(o.SPP[i]); }
-        for (int i = 0; i < SYY.Length; i++) SYY[i].Add(o.SYY[i]);
+        // pair by pair (exact sums: the order of the additions does not matter)
+        for (int q = 0; q < o.PI.Length; q++)
+        {
+            if (!Map.TryGetValue((o.PI[q], o.PJ[q]), out int at)) throw new ArgumentException("level sums of other covariance pairs");
+            SYY[at].Add(o.SYY[q]);
+        }
         N += o.N; NonFinite += o.NonFinite;
+    }
+
+    /// <summary>The exact state (for the partial files of a sharded fixed-plan run): merged, it gives the unsplit run's bits.</summary>
+    public void Write(BinaryWriter w)
+    {
+        w.Write(K); w.Write(N); w.Write(NonFinite);
+        w.Write(PI.Length);
+        for (int p = 0; p < PI.Length; p++) { w.Write(PI[p]); w.Write(PJ[p]); }
+        foreach (var a in new[] { SY, SYY, SP, SPP }) foreach (var e in a) e.Write(w);
+    }
+
+    public static LevelSums Read(BinaryReader r, int k)
+    {
+        int kk = r.ReadInt32();
+        if (kk != k) throw new InvalidDataException($"level sums of {kk} quantities, the run samples {k}");
+        long n = r.ReadInt64(), bad = r.ReadInt64();
+        int np = r.ReadInt32();
+        if (np < k || np > (long)k * (k + 1) / 2) throw new InvalidDataException($"{np} covariance pairs of {k} quantities");
+        var groups = new int[np][];
+        for (int p = 0; p < np; p++)
+        {
+            int i = r.ReadInt32(), j = r.ReadInt32();
+            if (i < 0 || j < 0 || i >= k || j >= k) throw new InvalidDataException($"a covariance pair ({i}, {j}) outside 0..{k - 1}");
+            groups[p] = new[] { i, j };
+        }
+        var s = new LevelSums(k, groups) { N = n, NonFinite = bad };
+        if (s.PI.Length != np) throw new InvalidDataException("repeated covariance pairs");
+        for (int i = 0; i < k; i++) s.SY[i] = ExactSum.Read(r);
+        // the file's pairs in its order: each to its place here
+        foreach (var g in groups) s.SYY[s.Map[(Math.Max(g[0], g[1]), Math.Min(g[0], g[1]))]] = ExactSum.Read(r);
+        for (int i = 0; i < k; i++) s.SP[i] = ExactSum.Read(r);
+        for (int i = 0; i < k; i++) s.SPP[i] = ExactSum.Read(r);
+        if (s.N < 0 || s.NonFinite < 0 || s.NonFinite > s.N * k) throw new InvalidDataException($"impossible counts ({s.N} samples, {s.NonFinite} non-finite)");
+        return s;
     }
 
     /// <summary>E[Y_k] (rounded once).</summary>
@@ -77,7 +149,8 @@ public sealed class LevelSums
     {
         if (N < 2) return double.NaN;
         double mi = MeanY(i), mj = MeanY(j);
-        return (SYY[Tri(i, j)].Round() / N - mi * mj) * N / (N - 1.0);
+        if (!Map.TryGetValue((Math.Max(i, j), Math.Min(i, j)), out int q)) throw new InvalidOperationException($"the covariance of quantities {i} and {j} is not kept");
+        return (SYY[q].Round() / N - mi * mj) * N / (N - 1.0);
     }
     public double MeanP(int k) => N == 0 ? double.NaN : SP[k].Round() / N;
     public double VarP(int k) => N < 2 ? double.NaN : (SPP[k].Round() / N - MeanP(k) * MeanP(k)) * N / (N - 1.0);
@@ -115,7 +188,8 @@ public static class LevelPair
     /// <inheritdoc cref="Run{TModel}(in TModel, RunSettings, QueryPlan[], int)"/>
     /// <param name="progress">Counts the path-steps done (fine plus coarse steps), now and then.</param>
     /// <param name="models">The set's model and its finite-difference twins; plan i is sampled on models[planModel[i]].</param>
-    internal static LevelSums Run<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, int level, StepProgress? progress)
+    internal static LevelSums Run<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, int level, StepProgress? progress,
+                                          int[][]? groups = null)
         where TModel : struct, ISdeModel
     {
         if (planModel.Length != plans.Length) throw new ArgumentException("one model index per plan");
@@ -127,31 +201,46 @@ public static class LevelPair
         TModel m = model;
         int d = m.Dim, nw = m.NoiseDim, nobs = m.ObservableCount;
         foreach (var q in plans)
-            if (q.Kind != EstimateKind.Mean) throw new ArgumentException("multilevel Monte Carlo estimates means only");
+            if (q.Kind != EstimateKind.Mean && !(q.Kind == EstimateKind.Density && q.Bins == 1 && q.Hi > q.Lo))
+                throw new ArgumentException("multilevel Monte Carlo estimates means and smoothed density bins only");
         long nf = n0 << level;
         double dtf = s.Dt / (1L << level);
         var lf = Layout(plans, nf, dtf, nobs);
         var lc = level > 0 ? Layout(plans, nf / 2, 2 * dtf, nobs) : lf;
-        var ctx = new Ctx(s, level, nf, dtf, lf, lc, planModel);
+        var ctx = new Ctx(s, level, nf, dtf, lf, lc, planModel, plans) { InitDraws = used.Any(k => ReadsInitDraws(models[k])) };
         long perSample = level == 0 ? nf : nf + nf / 2; // path-steps of a sample, for the progress (counted per chunk)
-        var total = new LevelSums(plans.Length);
+        var total = new LevelSums(plans.Length, groups);
         if (s.Paths == 0) return total;
+        // four samples side by side where the model has a lane step (the same bits: CoupledLanes)
+        var lanes = CoupledLanes<TModel>.For(model, s);
         var workers = PathBlocks.RunBlocks(s, 16 * ChunkSize, ChunkSize, "mlmc",
-            () => new Worker(d, nw, nobs, plans.Length),
+            () => new Worker(d, nw, nobs, total, lanes != null),
             (wk, first, count, fail) =>
             {
                 var ms = (TModel[])models.Clone();
-                for (long i = 0; i < count; i++)
+                long i = 0;
+                if (lanes != null)
+                    for (; i + 4 <= count; i += 4)
+                    {
+                        if (s.Cancel.IsCancellationRequested) return;
+                        foreach (var a in wk.LaneF) Array.Clear(a);
+                        foreach (var a in wk.LaneC) Array.Clear(a);
+                        bool ok = true;
+                        foreach (int k in used)
+                            if (!lanes.Run(ref ms[k], ctx, wk.Lanes!, first + (ulong)i, k, wk.LaneF, wk.LaneC)) { ok = false; break; }
+                        for (int j = 0; j < 4; j++)
+                        {
+                            if (ok) { Array.Copy(wk.LaneF[j], wk.SumF, wk.SumF.Length); Array.Copy(wk.LaneC[j], wk.SumC, wk.SumC.Length); }
+                            // a path of the four not finite: the four one at a time, which reports the failure exactly
+                            else if (!One(ms, used, ctx, wk, first + (ulong)(i + j), fail)) continue;
+                            Finish(ctx, wk);
+                            if (wk.Chunk.N == ChunkSize) { progress?.Add(ChunkSize * perSample); wk.Acc.AddChunk(wk.Chunk); }
+                        }
+                    }
+                for (; i < count; i++)
                 {
                     if (s.Cancel.IsCancellationRequested) return;
-                    Array.Clear(wk.SumF); Array.Clear(wk.SumC);
-                    long f = -1;
-                    foreach (int k in used)
-                    {
-                        f = RunPath(ref ms[k], ctx, wk, first + (ulong)i, k);
-                        if (f >= 0) break;
-                    }
-                    if (f >= 0) { fail(f); continue; }
+                    if (!One(ms, used, ctx, wk, first + (ulong)i, fail)) continue;
                     Finish(ctx, wk);
                     if (wk.Chunk.N == ChunkSize) { progress?.Add(ChunkSize * perSample); wk.Acc.AddChunk(wk.Chunk); }
                 }
@@ -163,18 +252,62 @@ public static class LevelPair
         return total;
     }
 
-    sealed class Ctx
+    /// <summary>
+    /// Whether the model's init reads its draws: an init that gives the same finite state from NaN draws as from
+    /// zeros does not (the language's init laws use their draws arithmetically, so a NaN would reach the state).
+    /// Then a sample skips its two init draws, which on a one-step level 0 cost as much as the step; the
+    /// state, and so every number, is the same.
+    /// </summary>
+    static unsafe bool ReadsInitDraws<TModel>(TModel model) where TModel : struct, ISdeModel
+    {
+        int d = Math.Max(model.Dim, 1);
+        double* x0 = stackalloc double[d], x1 = stackalloc double[d], z0 = stackalloc double[d], zn = stackalloc double[d];
+        for (int i = 0; i < d; i++) { x0[i] = 0; x1[i] = 0; z0[i] = 0; zn[i] = double.NaN; }
+        model.Init(new PtrVec(x0), new PtrVec(z0), new PtrVec(z0));
+        model.Init(new PtrVec(x1), new PtrVec(zn), new PtrVec(zn));
+        for (int i = 0; i < model.Dim; i++)
+            if (!double.IsFinite(x1[i]) || BitConverter.DoubleToInt64Bits(x0[i]) != BitConverter.DoubleToInt64Bits(x1[i])) return true;
+        return false;
+    }
+
+    /// <summary>One sample on every model instance, one path at a time, into the worker's window sums: false (and the
+    /// failure reported) when a path blew up.</summary>
+    static bool One<TModel>(TModel[] ms, int[] used, Ctx ctx, Worker wk, ulong p, Action<long> fail) where TModel : struct, ISdeModel
+    {
+        Array.Clear(wk.SumF); Array.Clear(wk.SumC);
+        foreach (int k in used)
+        {
+            long f = RunPath(ref ms[k], ctx, wk, p, k);
+            if (f >= 0) { fail(f); return false; }
+        }
+        return true;
+    }
+
+    internal sealed class Ctx
     {
         public readonly ulong Seed, Base;
+        /// <summary>Does the model's init read its normal and uniform draws? (<see cref="ReadsInitDraws"/>)</summary>
+        public bool InitDraws = true;
         public readonly int Level;
         public readonly long Nf;
         public readonly double Dtf, SqDtf, Dtc, SqDtc;
         public readonly QueryLayout[] Lf, Lc;
         public readonly long FFrom, FTo, CFrom, CTo;
         public readonly int[] PlanModel;
-        public Ctx(RunSettings s, int level, long nf, double dtf, QueryLayout[] lf, QueryLayout[] lc, int[] planModel)
+        /// <summary>Per plan: a smoothed density bin [Lo, Hi] (see <see cref="SmoothedBin"/>), else a plain observable.</summary>
+        public readonly bool[] Bin;
+        public readonly double[] BinLo, BinHi, BinInvH, BinInvW;
+        public Ctx(RunSettings s, int level, long nf, double dtf, QueryLayout[] lf, QueryLayout[] lc, int[] planModel, QueryPlan[] plans)
         {
             PlanModel = planModel;
+            int k = plans.Length;
+            Bin = new bool[k]; BinLo = new double[k]; BinHi = new double[k]; BinInvH = new double[k]; BinInvW = new double[k];
+            for (int i = 0; i < k; i++)
+                if (plans[i].Kind == EstimateKind.Density)
+                {
+                    double w = plans[i].Hi - plans[i].Lo;
+                    Bin[i] = true; BinLo[i] = plans[i].Lo; BinHi[i] = plans[i].Hi; BinInvH[i] = SmoothingPerWidth / w; BinInvW[i] = 1.0 / w;
+                }
             Seed = s.Seed; Base = LevelBase(level); Level = level; Nf = nf;
             Dtf = dtf; SqDtf = Math.Sqrt(dtf); Dtc = 2 * dtf; SqDtc = Math.Sqrt(2 * dtf);
             Lf = lf; Lc = lc;
@@ -192,8 +325,15 @@ public static class LevelPair
         public readonly LevelSums.Chunk Chunk;
         void* _mem;
 
-        public Worker(int d, int m, int nobs, int k)
+        public readonly double[][] LaneF, LaneC;
+        public readonly LaneBuffers? Lanes;
+
+        public Worker(int d, int m, int nobs, LevelSums like, bool lanes)
         {
+            int k = like.K;
+            LaneF = new double[4][]; LaneC = new double[4][];
+            for (int j = 0; j < 4; j++) { LaneF[j] = new double[k]; LaneC[j] = new double[k]; }
+            if (lanes) Lanes = new LaneBuffers(d, m, nobs);
             long dp = Pad(d), mp = Pad(m), op = Pad(nobs);
             long total = 6 * dp + 3 * mp + op;
             _mem = NativeMemory.AlignedAlloc((nuint)(total * 8), 64);
@@ -202,8 +342,8 @@ public static class LevelPair
             Xf = p; Yf = Xf + dp; Xc = Yf + dp; Yc = Xc + dp; Zn = Yc + dp; Zu = Zn + dp;
             W1 = Zu + dp; W2 = W1 + mp; Wc = W2 + mp; Obs = Wc + mp;
             SumF = new double[k]; SumC = new double[k]; Y = new double[k]; P = new double[k];
-            Acc = new LevelSums(k);
-            Chunk = new LevelSums.Chunk(k);
+            Acc = like.EmptyLike();
+            Chunk = new LevelSums.Chunk(like);
         }
 
         static long Pad(int n) => ((long)Math.Max(n, 1) + 3) & ~3L;
@@ -211,15 +351,35 @@ public static class LevelPair
         public void Dispose()
         {
             if (_mem != null) { NativeMemory.AlignedFree(_mem); _mem = null; }
+            Lanes?.Dispose();
         }
+    }
+
+    /// <summary>A density bin's smoothing: the logistic scale h is the bin width over this (w/8: a logistic of standard
+    /// deviation 0.23 w, against the bin's own uniform averaging of 0.29 w). docs/mlmc.md, "Densities".</summary>
+    public const double SmoothingPerWidth = 8.0;
+
+    /// <summary>The smoothed indicator of the bin [lo, hi] per unit width: (σ((x − lo)/h) − σ((x − hi)/h))/w, σ the
+    /// logistic function. Lipschitz (unlike the indicator), so the level corrections' variance decays like dt_ℓ^β with the
+    /// scheme's strong rate once dt_ℓ is small against h², not like dt_ℓ^½.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static double SmoothedBin(double x, double lo, double hi, double invH, double invW)
+    {
+        double a = 1.0 / (1.0 + Math.Exp(-(x - lo) * invH)), b = 1.0 / (1.0 + Math.Exp(-(x - hi) * invH));
+        return (a - b) * invW;
     }
 
     /// <summary>Adds the observables (in obs) at step n to the running window sums of instance <paramref name="who"/>'s plans whose window holds n.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void Record(QueryLayout[] lay, int[] planModel, int who, double* obs, long n, double[] sum)
+    internal static unsafe void Record(Ctx c, QueryLayout[] lay, int who, double* obs, long n, double[] sum)
     {
+        var planModel = c.PlanModel;
         for (int i = 0; i < lay.Length; i++)
-            if (planModel[i] == who && n >= lay[i].From && n <= lay[i].To) sum[i] += obs[lay[i].Observable];
+            if (planModel[i] == who && n >= lay[i].From && n <= lay[i].To)
+            {
+                double x = obs[lay[i].Observable];
+                sum[i] += c.Bin[i] ? SmoothedBin(x, c.BinLo[i], c.BinHi[i], c.BinInvH[i], c.BinInvW[i]) : x;
+            }
     }
 
     /// <summary>
@@ -237,14 +397,17 @@ public static class LevelPair
         double* xf = wk.Xf, yf = wk.Yf, xc = wk.Xc, yc = wk.Yc, w1 = wk.W1, w2 = wk.W2, wc = wk.Wc, obs = wk.Obs;
         var ov = new PtrVec(obs);
         // the same init draw for both paths
-        Normals.Fill(seed, gp, 0, Philox.TagInitNormal, wk.Zn, d);
-        Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, wk.Zu, d);
+        if (c.InitDraws)
+        {
+            Normals.Fill(seed, gp, 0, Philox.TagInitNormal, wk.Zn, d);
+            Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, wk.Zu, d);
+        }
         model.Init(new PtrVec(xf), new PtrVec(wk.Zn), new PtrVec(wk.Zu));
         if (!Finite(xf, d)) return 0;
         for (int i = 0; i < d; i++) xc[i] = xf[i];
         bool coupled = c.Level > 0;
-        if (c.FFrom == 0) { model.Observe(new PtrVec(xf), 0.0, ov); Record(lf, c.PlanModel, who, obs, 0, wk.SumF); }
-        if (coupled && c.CFrom == 0) { model.Observe(new PtrVec(xc), 0.0, ov); Record(lc, c.PlanModel, who, obs, 0, wk.SumC); }
+        if (c.FFrom == 0) { model.Observe(new PtrVec(xf), 0.0, ov); Record(c, lf, who, obs, 0, wk.SumF); }
+        if (coupled && c.CFrom == 0) { model.Observe(new PtrVec(xc), 0.0, ov); Record(c, lc, who, obs, 0, wk.SumC); }
         double dtf = c.Dtf, sqf = c.SqDtf, dtc = c.Dtc, sqc = c.SqDtc;
         const double InvSqrt2 = 0.70710678118654752440;
         long nf = c.Nf;
@@ -257,7 +420,7 @@ public static class LevelPair
                 if (!Finite(yf, d)) return n + 1;
                 { double* t = xf; xf = yf; yf = t; }
                 long n1 = n + 1;
-                if (n1 >= c.FFrom && n1 <= c.FTo) { model.Observe(new PtrVec(xf), n1 * dtf, ov); Record(lf, c.PlanModel, who, obs, n1, wk.SumF); }
+                if (n1 >= c.FFrom && n1 <= c.FTo) { model.Observe(new PtrVec(xf), n1 * dtf, ov); Record(c, lf, who, obs, n1, wk.SumF); }
             }
         }
         else
@@ -269,18 +432,18 @@ public static class LevelPair
                 model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w1), n * dtf, dtf, sqf);
                 if (!Finite(yf, d)) return n + 1;
                 { double* t = xf; xf = yf; yf = t; }
-                if (n + 1 >= c.FFrom && n + 1 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 1) * dtf, ov); Record(lf, c.PlanModel, who, obs, n + 1, wk.SumF); }
+                if (n + 1 >= c.FFrom && n + 1 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 1) * dtf, ov); Record(c, lf, who, obs, n + 1, wk.SumF); }
                 if (m > 0) Normals.Fill(seed, gp, (ulong)(n + 1), Philox.TagStep, w2, m);
                 model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w2), (n + 1) * dtf, dtf, sqf);
                 if (!Finite(yf, d)) return n + 2;
                 { double* t = xf; xf = yf; yf = t; }
-                if (n + 2 >= c.FFrom && n + 2 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 2) * dtf, ov); Record(lf, c.PlanModel, who, obs, n + 2, wk.SumF); }
+                if (n + 2 >= c.FFrom && n + 2 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 2) * dtf, ov); Record(c, lf, who, obs, n + 2, wk.SumF); }
                 // the coarse step on the same Brownian increment: ΔW_c = ΔW₁ + ΔW₂, i.e. z_c = (z₁ + z₂)/√2
                 for (int j = 0; j < m; j++) wc[j] = (w1[j] + w2[j]) * InvSqrt2;
                 model.Step(new PtrVec(xc), new PtrVec(yc), new PtrVec(wc), k * dtc, dtc, sqc);
                 if (!Finite(yc, d)) return n + 2;
                 { double* t = xc; xc = yc; yc = t; }
-                if (k + 1 >= c.CFrom && k + 1 <= c.CTo) { model.Observe(new PtrVec(xc), (k + 1) * dtc, ov); Record(lc, c.PlanModel, who, obs, k + 1, wk.SumC); }
+                if (k + 1 >= c.CFrom && k + 1 <= c.CTo) { model.Observe(new PtrVec(xc), (k + 1) * dtc, ov); Record(c, lc, who, obs, k + 1, wk.SumC); }
             }
         }
         return -1;

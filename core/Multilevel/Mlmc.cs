@@ -20,6 +20,9 @@ public sealed class MlmcTarget
     public int[] Samples { get; init; } = Array.Empty<int>();
     /// <summary><see cref="MlmcTargetKind.Difference"/>: the factor of the difference.</summary>
     public double Scale { get; init; } = 1.0;
+    /// <summary>Targets of one group (a density's bins, ≥ 0) share a relative accuracy's ε: the relative target times the
+    /// group's largest |value| (a bin's own value would ask a tail bin for an absurd absolute accuracy). −1: none.</summary>
+    public int Group { get; init; } = -1;
 
     internal double Value(double[] m) => Kind switch
     {
@@ -122,33 +125,76 @@ public static class Mlmc
         where TModel : struct, ISdeModel
         => Run(new[] { model }, new int[plans.Length], s, plans, targets, o);
 
-    /// <summary>As above, with finite-difference twins: plan i is sampled on models[planModel[i]] (models[0]: the set's model),
-    /// every instance on the same normals, so a difference of twins is coupled across the parameter and the levels.</summary>
-    public static MlmcResult Run<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions o)
-        where TModel : struct, ISdeModel
+    /// <summary>The decisions and sums of a run so far (the adaptive loop's, or a fixed plan's).</summary>
+    sealed class State
+    {
+        public readonly List<LevelSums> Sums = new();
+        public readonly List<double> Secs = new();
+        public int L;
+        public double[] Alpha, Beta, Gamma, Eps, Mean;
+        public double[][] Ml, Vl;
+        public double Work;
+        public bool Converged = true;
+        public string Note = "";
+        public readonly Func<int, double> Cost;
+        public readonly long N0;
+        public State(int nt, int np, Func<int, double> cost, long n0)
+        {
+            Alpha = new double[nt]; Beta = new double[nt]; Gamma = new double[nt]; Eps = new double[nt];
+            Ml = new double[nt][]; Vl = new double[nt][]; Mean = new double[np]; Cost = cost; N0 = n0;
+        }
+    }
+
+    /// <summary>The quantities whose covariances a target needs (its samples): the level sums keep only those pairs.</summary>
+    static int[][] Groups(MlmcTarget[] targets) => targets.Select(t => t.Samples).ToArray();
+
+    static long Check(RunSettings s, MlmcOptions o)
     {
         long n0 = Engine.CheckSettings(s);
         if (!(o.Accuracy > 0) || !double.IsFinite(o.Accuracy)) throw new ArgumentException($"accuracy must be positive (got {o.Accuracy})");
         if (o.Pilot < 2) throw new ArgumentException($"the pilot needs at least 2 samples per level (got {o.Pilot})");
         if (o.MaxLevel < 0 || o.MaxLevel > 30) throw new ArgumentException($"max_levels must be in 0..30 (got {o.MaxLevel})");
         if (n0 < 1) throw new ArgumentException("the coarsest level needs at least one step");
+        return n0;
+    }
+
+    /// <summary>Path-steps per sample of level ℓ: fine plus coarse steps, on every model instance (a finite difference's twins).</summary>
+    static Func<int, double> CostOf(int[] planModel, long n0)
+    {
+        int instances = planModel.Distinct().Count();
+        return l => instances * (l == 0 ? n0 : 1.5 * (n0 << l));
+    }
+
+    /// <summary>As above, with finite-difference twins: plan i is sampled on models[planModel[i]] (models[0]: the set's model),
+    /// every instance on the same normals, so a difference of twins is coupled across the parameter and the levels.</summary>
+    public static MlmcResult Run<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions o)
+        where TModel : struct, ISdeModel
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var st = Adaptive(models, planModel, s, plans, targets, o);
+        return Result(st, s.Dt, targets, o, sw.Elapsed.TotalSeconds);
+    }
+
+    static State Adaptive<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions o)
+        where TModel : struct, ISdeModel
+    {
+        long n0 = Check(s, o);
         int nt = targets.Length;
-        var sums = new List<LevelSums>();
-        var secs = new List<double>();
+        var st = new State(nt, plans.Length, CostOf(planModel, n0), n0);
+        var sums = st.Sums; var secs = st.Secs;
         var dN = new List<long>();
         int L = Math.Min(2, o.MaxLevel);
-        for (int l = 0; l <= L; l++) { sums.Add(new LevelSums(plans.Length)); secs.Add(0); dN.Add(o.Pilot); }
-        // path-steps per sample: fine plus coarse steps, on every model instance (a finite difference's twins)
-        int instances = planModel.Distinct().Count();
-        double Cost(int l) => instances * (l == 0 ? n0 : 1.5 * (n0 << l));
+        var groups = Groups(targets);
+        for (int l = 0; l <= L; l++) { sums.Add(new LevelSums(plans.Length, groups)); secs.Add(0); dN.Add(o.Pilot); }
+        var Cost = st.Cost;
         var sw = System.Diagnostics.Stopwatch.StartNew();
         double work = 0;
         bool converged = true;
         string note = "";
-        double[] alpha = new double[nt], beta = new double[nt], gamma = new double[nt];
-        double[][] ml = new double[nt][], vl = new double[nt][];
-        double[] eps = new double[nt];
-        double[] mean = new double[plans.Length];
+        double[] alpha = st.Alpha, beta = st.Beta, gamma = st.Gamma;
+        double[][] ml = st.Ml, vl = st.Vl;
+        double[] eps = st.Eps;
+        double[] mean = st.Mean;
 
         while (true)
         {
@@ -168,7 +214,7 @@ public static class Mlmc
                     Cancel = s.Cancel, MemoryLimit = s.MemoryLimit,
                 };
                 var t0 = sw.Elapsed.TotalSeconds;
-                var part = LevelPair.Run(models, planModel, rs, plans, l, prog);
+                var part = LevelPair.Run(models, planModel, rs, plans, l, prog, groups);
                 secs[l] += sw.Elapsed.TotalSeconds - t0;
                 sums[l].Merge(part);
                 work += dN[l] * Cost(l);
@@ -198,7 +244,7 @@ public static class Mlmc
                     {
                         // a new level, its variance extrapolated from the last one (β), then the samples of every level again
                         L++;
-                        sums.Add(new LevelSums(plans.Length)); secs.Add(0); dN.Add(0);
+                        sums.Add(new LevelSums(plans.Length, groups)); secs.Add(0); dN.Add(0);
                         for (int q = 0; q < nt; q++)
                         {
                             Array.Resize(ref vl[q], L + 1); Array.Resize(ref ml[q], L + 1);
@@ -217,20 +263,28 @@ public static class Mlmc
             if (!more || capped) break;
         }
         s.Progress?.Invoke(1.0);
+        st.L = L; st.Work = work; st.Converged = converged; st.Note = note;
+        return st;
+    }
 
+    /// <summary>The result of the run whose sums and estimates <paramref name="st"/> holds.</summary>
+    static MlmcResult Result(State st, double dt0, MlmcTarget[] targets, MlmcOptions o, double seconds)
+    {
+        int nt = targets.Length, L = st.L;
+        var sums = st.Sums; var mean = st.Mean;
         var res = new MlmcTargetResult[nt];
         for (int q = 0; q < nt; q++)
         {
             double v = 0;
             for (int l = 0; l <= L; l++) v += VarOf(sums[l], targets[q], mean) / sums[l].N;
             double se = Math.Sqrt(Math.Max(v, 0));
-            double bias = Remaining(ml[q], L, UsedAlpha(alpha[q], o));
+            double bias = Remaining(st.Ml[q], L, UsedAlpha(st.Alpha[q], o));
             long bad = 0;
             foreach (var ls in sums) bad = Math.Max(bad, ls.NonFinite);
             res[q] = new MlmcTargetResult
             {
                 Value = targets[q].Value(mean), StdErr = se, Bias = bias, Error = Math.Sqrt(se * se + bias * bias),
-                Accuracy = eps[q], Alpha = alpha[q], Beta = beta[q], Gamma = gamma[q], NonFinite = bad,
+                Accuracy = st.Eps[q], Alpha = st.Alpha[q], Beta = st.Beta[q], Gamma = st.Gamma[q], NonFinite = bad,
             };
         }
         var levels = new MlmcLevel[L + 1];
@@ -239,14 +293,126 @@ public static class Mlmc
             var ls = sums[l];
             levels[l] = new MlmcLevel
             {
-                Level = l, Dt = s.Dt / (1L << l), Steps = n0 << l, Paths = ls.N, Cost = Cost(l), Seconds = secs[l],
+                Level = l, Dt = dt0 / (1L << l), Steps = st.N0 << l, Paths = ls.N, Cost = st.Cost(l), Seconds = st.Secs[l],
                 Mean = targets.Select(t => Correction(ls, t, mean)).ToArray(),
                 Variance = targets.Select(t => VarOf(ls, t, mean)).ToArray(),
                 MeanFine = targets.Select(t => t.Kind == MlmcTargetKind.Mean ? ls.MeanP(t.Samples[0]) : double.NaN).ToArray(),
                 VarianceFine = targets.Select(t => t.Kind == MlmcTargetKind.Mean ? ls.VarP(t.Samples[0]) : double.NaN).ToArray(),
             };
         }
-        return new MlmcResult { Levels = levels, Targets = res, Converged = converged, Note = note, Work = work, Seconds = sw.Elapsed.TotalSeconds };
+        return new MlmcResult { Levels = levels, Targets = res, Converged = st.Converged, Note = st.Note, Work = st.Work, Seconds = seconds };
+    }
+
+    // ------------------------------------------------------------------ a fixed level plan (sharded runs)
+
+    /// <summary>
+    /// A fixed level plan for the accuracy of <paramref name="o"/>: the samples per level (index: level). The pilot is the
+    /// adaptive run at the looser accuracy <paramref name="pilotFactor"/>·ε (about 1/pilotFactor² of the work); its
+    /// levels' means and variances are then extrapolated as the adaptive loop does (a new level's |E Y| brought down
+    /// by 2^−α, its variance by 2^−β) until the estimated remaining bias is under ε/√2, and each level gets the optimal
+    /// N_ℓ for ε (at least the pilot's samples, so that its mean and variance are measured). <paramref name="pilot"/>
+    /// is the pilot's own result.
+    /// </summary>
+    public static long[] Plan<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions o,
+                                      double pilotFactor, out MlmcResult pilot, out string note)
+        where TModel : struct, ISdeModel
+    {
+        if (!(pilotFactor >= 1)) throw new ArgumentException($"the pilot's accuracy factor must be at least 1 (got {pilotFactor})");
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var po = new MlmcOptions { Accuracy = o.Accuracy * pilotFactor, Relative = o.Relative, Pilot = o.Pilot, MaxLevel = o.MaxLevel, WeakOrder = o.WeakOrder, MaxPaths = o.MaxPaths };
+        var st = Adaptive(models, planModel, s, plans, targets, po);
+        pilot = Result(st, s.Dt, targets, po, sw.Elapsed.TotalSeconds);
+        int nt = targets.Length, L = st.L;
+        var eps = st.Eps.Select(e => e / pilotFactor).ToArray();
+        var ml = st.Ml.Select(a => (double[])a.Clone()).ToArray();
+        var vl = st.Vl.Select(a => (double[])a.Clone()).ToArray();
+        note = "";
+        while (true)
+        {
+            bool biasOk = true;
+            for (int q = 0; q < nt; q++)
+                if (eps[q] > 0 && !(Remaining(ml[q], L, UsedAlpha(st.Alpha[q], o)) <= Math.Sqrt(Theta) * eps[q])) biasOk = false;
+            if (biasOk) break;
+            if (L == o.MaxLevel)
+            {
+                note = $"the extrapolated bias is still above accuracy/sqrt(2) at the finest level allowed (max_levels = {o.MaxLevel}); raise max_levels or take a smaller dt";
+                break;
+            }
+            L++;
+            for (int q = 0; q < nt; q++)
+            {
+                Array.Resize(ref vl[q], L + 1); Array.Resize(ref ml[q], L + 1);
+                ml[q][L] = ml[q][L - 1] / Math.Pow(2, UsedAlpha(st.Alpha[q], o));
+                vl[q][L] = vl[q][L - 1] / Math.Pow(2, double.IsFinite(st.Beta[q]) ? Math.Max(st.Beta[q], 0.5) : 1.0);
+            }
+        }
+        var ns = Optimal(L, targets, vl, eps, st.Cost, o, out bool capped);
+        if (capped) note = $"a level would need more than {o.MaxPaths:G3} samples; the accuracy asked for is out of reach";
+        for (int l = 0; l <= L; l++) ns[l] = Math.Max(ns[l], Math.Min(o.MaxPaths, Math.Max(2, o.Pilot)));
+        return ns;
+    }
+
+    /// <summary>
+    /// Samples first[ℓ] .. first[ℓ] + count[ℓ] − 1 of each level ℓ (a fixed plan, or a shard's share of it): the levels'
+    /// exact sums and seconds. A range that starts at a multiple of <see cref="LevelPair.ChunkSize"/> sums its samples in
+    /// the chunks of the whole plan's run, so the shards' merged sums are the unsplit run's, bit for bit.
+    /// </summary>
+    public static LevelSums[] RunLevels<TModel>(TModel[] models, int[] planModel, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, long[] first, long[] count, double[] seconds)
+        where TModel : struct, ISdeModel
+    {
+        var groups = Groups(targets);
+        long n0 = Engine.CheckSettings(s);
+        if (first.Length != count.Length || seconds.Length != count.Length) throw new ArgumentException("one range per level");
+        var cost = CostOf(planModel, n0);
+        double planned = 0, done = 0;
+        for (int l = 0; l < count.Length; l++) planned += count[l] * cost(l);
+        var res = new LevelSums[count.Length];
+        for (int l = 0; l < count.Length; l++)
+        {
+            if (count[l] < 0 || first[l] < 0) throw new ArgumentException($"level {l}: a negative range");
+            s.Cancel.ThrowIfCancellationRequested();
+            double before = done;
+            var prog = s.Progress == null || count[l] == 0 ? null
+                : new StepProgress(f => s.Progress(Math.Min(1.0, (before + f * count[l] * cost(l)) / planned)), count[l], (long)cost(l));
+            var rs = new RunSettings
+            {
+                Paths = count[l], FirstPath = first[l], Dt = s.Dt, T = s.T, Seed = s.Seed, Threads = s.Threads,
+                Cancel = s.Cancel, MemoryLimit = s.MemoryLimit,
+            };
+            var t0 = System.Diagnostics.Stopwatch.GetTimestamp();
+            res[l] = LevelPair.Run(models, planModel, rs, plans, l, prog, groups);
+            seconds[l] = System.Diagnostics.Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            done += count[l] * cost(l);
+        }
+        s.Progress?.Invoke(1.0);
+        return res;
+    }
+
+    /// <summary>
+    /// The result of a fixed plan from its levels' merged sums (every level's samples 0 .. N_ℓ − 1): the value, the
+    /// sampling standard error and the bias estimated from the last corrections as in the adaptive run. Converged
+    /// when every target's error estimate √(stderr² + bias²) is within its ε; otherwise a note that says by how much.
+    /// </summary>
+    public static MlmcResult FromSums(LevelSums[] sums, double[] seconds, int[] planModel, RunSettings s, MlmcTarget[] targets, MlmcOptions o, string planNote)
+    {
+        long n0 = Engine.CheckSettings(s);
+        int nt = targets.Length;
+        var st = new State(nt, sums.Length == 0 ? 0 : sums[0].K, CostOf(planModel, n0), n0);
+        foreach (var ls in sums) { if (ls.N < 2) throw new ArgumentException("every level of a plan needs at least 2 samples"); st.Sums.Add(ls); }
+        st.Secs.AddRange(seconds);
+        st.L = sums.Length - 1;
+        Estimate(st.Sums, targets, st.Mean, st.Ml, st.Vl, st.Eps, o, st.Alpha, st.Beta, st.Gamma, st.Cost);
+        for (int l = 0; l <= st.L; l++) st.Work += sums[l].N * st.Cost(l);
+        var r = Result(st, s.Dt, targets, o, seconds.Sum());
+        var over = r.Targets.Select((t, q) => (t, q)).Where(x => !(x.t.Error <= x.t.Accuracy)).ToArray();
+        string note = planNote;
+        if (over.Length > 0)
+        {
+            var (t, q) = over[0];
+            note = (note == "" ? "" : note + "; ")
+                + $"the fixed plan's error estimate {t.Error:G3} of target {q} is above its accuracy {t.Accuracy:G3} (stderr {t.StdErr:G3}, bias {t.Bias:G3}): the pilot's variances or corrections were off; make a new plan with more pilot paths";
+        }
+        return new MlmcResult { Levels = r.Levels, Targets = r.Targets, Converged = note == "", Note = note, Work = r.Work, Seconds = r.Seconds };
     }
 
     /// <summary>α for the bias estimate: the fitted rate, at least ½ and at most the scheme's weak order (the conservative choice when the fit is noisy).</summary>
@@ -311,6 +477,13 @@ public static class Mlmc
             double value = t.Value(mean);
             eps[q] = o.Relative ? o.Accuracy * Math.Abs(value) : o.Accuracy;
         }
+        // a group's targets share the relative ε of its largest |value|
+        if (o.Relative)
+            foreach (var g in targets.Select((t, q) => (t.Group, q)).Where(x => x.Group >= 0).GroupBy(x => x.Group))
+            {
+                double m = g.Max(x => eps[x.q]);
+                foreach (var x in g) eps[x.q] = m;
+            }
     }
 
     /// <summary>The least-squares slope of log₂ y against ℓ over levels from..to (NaN with fewer than two usable points).</summary>
@@ -354,6 +527,11 @@ public interface IMlmcRunner
     MlmcResult Run(object model, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options);
     /// <summary>With finite-difference twins (see <see cref="Mlmc.Run{TModel}(TModel[], int[], RunSettings, QueryPlan[], MlmcTarget[], MlmcOptions)"/>).</summary>
     MlmcResult Run(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options);
+    /// <summary>See <see cref="Mlmc.Plan"/>.</summary>
+    long[] Plan(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options,
+                double pilotFactor, out MlmcResult pilot, out string note);
+    /// <summary>See <see cref="Mlmc.RunLevels"/>.</summary>
+    LevelSums[] RunLevels(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, long[] first, long[] count, double[] seconds);
 }
 
 public sealed class MlmcRunner<TModel> : IMlmcRunner where TModel : struct, ISdeModel
@@ -365,12 +543,22 @@ public sealed class MlmcRunner<TModel> : IMlmcRunner where TModel : struct, ISde
     }
 
     public MlmcResult Run(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options)
+        => Mlmc.Run(Models(model, variants), planModel, settings, plans, targets, options);
+
+    static TModel[] Models(object model, object[] variants)
     {
         var ms = new TModel[1 + variants.Length];
         ms[0] = (TModel)model;
         for (int i = 0; i < variants.Length; i++) ms[i + 1] = (TModel)variants[i];
-        return Mlmc.Run(ms, planModel, settings, plans, targets, options);
+        return ms;
     }
+
+    public long[] Plan(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions options,
+                       double pilotFactor, out MlmcResult pilot, out string note)
+        => Mlmc.Plan(Models(model, variants), planModel, settings, plans, targets, options, pilotFactor, out pilot, out note);
+
+    public LevelSums[] RunLevels(object model, object[] variants, int[] planModel, RunSettings settings, QueryPlan[] plans, MlmcTarget[] targets, long[] first, long[] count, double[] seconds)
+        => Mlmc.RunLevels(Models(model, variants), planModel, settings, plans, targets, first, count, seconds);
 }
 
 public static class MlmcRunner

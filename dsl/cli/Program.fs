@@ -55,6 +55,8 @@ type RunArgs =
     | Strict
     | [<EqualsAssignmentOrSpaced>] Shard of spec: string
     | Force
+    | [<EqualsAssignmentOrSpaced>] Plan of file: string
+    | Plan_Only
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -62,6 +64,8 @@ type RunArgs =
             | Files _ -> "the .sde file(s) to run, in order (- reads the model from standard input)."
             | Shard _ -> "K/N: run only paths K*P/N .. (K+1)*P/N - 1 of every parameter set and write their exact sums into --out (merge with dsl merge); auto or auto/N: K (and N) from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT or JOB_COMPLETION_INDEX."
             | Force -> "with --shard: rerun the shard even when its complete partial file is already there."
+            | Plan _ -> "a multilevel run (accuracy = ...) with the fixed level plan in this file (made by --plan-only), whole or with --shard K/N; with --plan-only, the file the plan is written to."
+            | Plan_Only -> "a multilevel run's pilot only: write its fixed level plan (levels, steps, paths per level) to --plan FILE, for runs split with --shard (docs/mlmc.md)."
             | Out _ -> "write results.json and one SVG plot per density query into this folder."
             | Json -> "print the results as JSON on standard output (instead of the table)."
             | Csv -> "with --out: also write results.csv (one row per estimate); without: print the CSV on standard output (instead of the table or JSON)."
@@ -621,6 +625,24 @@ let private runFailure (path: string) (finish: unit -> unit) (ex: exn) =
         fileError path (sprintf "the run failed: %s" inner.Message)
         exitRun
 
+/// The fixed level plan named by --plan (read and checked against the program), or None without --plan;
+/// on an error (printed) the exit code.
+let private planOf (args: ParseResults<RunArgs>) (p: Driver.Program) (source: string) : Result<(Multilevel.PlanFile * string) option, int> =
+    match args.TryGetResult RunArgs.Plan with
+    | None -> Ok None
+    | Some file ->
+        let text = try Ok(File.ReadAllText file) with ex -> Error ex.Message
+        match text |> Result.bind (fun t -> Multilevel.parsePlan t |> Result.map (fun pf -> pf, t)) with
+        | Error m ->
+            fileError file m
+            Error exitInput
+        | Ok (pf, t) ->
+            match Multilevel.planProblem p source pf with
+            | Some m ->
+                fileError file m
+                Error exitInput
+            | None -> Ok(Some(pf, t))
+
 /// `dsl run FILE --shard K/N --out DIR`: one shard's exact sums into DIR (skipped when already complete).
 let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overrides) (specText: string) =
     match Shards.parseSpec specText env with
@@ -646,7 +668,13 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
             match prepareOut dir with
             | Error m -> usageError m
             | Ok() ->
-                let h = Shards.headerOf program.Program name text overrides spec
+            match planOf args program.Program text with
+            | Error code -> code
+            | Ok plan ->
+                let h =
+                    match plan with
+                    | Some (pf, planText) -> MultilevelShards.headerOf program.Program name text overrides spec pf planText
+                    | None -> Shards.headerOf program.Program name text overrides spec
                 let update, finish = if args.Contains RunArgs.Quiet then ignore, ignore else Progress.create (sprintf "shard %d/%d" spec.K spec.N)
                 let update = withEstimate name update
                 signalHandlers.Force() |> ignore
@@ -659,15 +687,23 @@ let private shard (args: ParseResults<RunArgs>) (path: string) (overrides: Overr
 
                 try
                     try
-                        match Shards.runShard program.Program h opts dir (args.Contains Force) with
+                        let outcome =
+                            match plan with
+                            | Some (pf, planText) -> MultilevelShards.runShard program.Program h pf planText opts dir (args.Contains Force)
+                            | None -> Shards.runShard program.Program h opts dir (args.Contains Force)
+                        match outcome with
                         | Shards.Skipped (file, failures) ->
                             finish ()
                             printfn "shard %d/%d: %s is complete already (paths %d..%d); nothing to do (--force reruns it)" spec.K spec.N file h.Range.First (h.Range.First + h.Range.Count - 1L)
                             failedSets failures
                         | Shards.Written (file, _, seconds, failures) ->
                             finish ()
-                            printfn "shard %d/%d: paths %d..%d of %d parameter set(s) in %.3g s -> %s" spec.K spec.N h.Range.First (h.Range.First + h.Range.Count - 1L)
-                                program.ParameterSets.Length seconds file
+                            if plan.IsSome then
+                                printfn "shard %d/%d: its share of every level of the plan (level 0: samples %d..%d) of %d parameter set(s) in %.3g s -> %s" spec.K spec.N
+                                    h.Range.First (h.Range.First + h.Range.Count - 1L) program.ParameterSets.Length seconds file
+                            else
+                                printfn "shard %d/%d: paths %d..%d of %d parameter set(s) in %.3g s -> %s" spec.K spec.N h.Range.First (h.Range.First + h.Range.Count - 1L)
+                                    program.ParameterSets.Length seconds file
                             failedSets failures
                     with ex -> runFailure name finish ex
                 finally
@@ -740,9 +776,12 @@ let private outFolders (files: string list) (out: string option) : Result<string
 /// One file of `dsl run`: compile, check its --out folder, simulate, print; the exit code and the
 /// report (for the JSON of several files).
 let private runOne (args: ParseResults<RunArgs>) (overrides: Overrides) (json: bool) (path: string) (out: string option) =
-    match compileFile path overrides with
+    match compileSource path overrides with
     | Error code -> code, None
-    | Ok program ->
+    | Ok (program, source) ->
+    match planOf args program.Program source with
+    | Error code -> code, None
+    | Ok plan ->
     match out |> Option.map prepareOut with
     | Some (Error m) -> usageError m, None
     | _ ->
@@ -761,8 +800,15 @@ let private runOne (args: ParseResults<RunArgs>) (overrides: Overrides) (json: b
                         Cancel = interrupt.Token }
                 match program.Program.File.Settings.Multilevel with
                 | Some _ ->
-                    // multilevel (accuracy = ...): the run's report plus the level table, JSON fields and plots
-                    let report, info, _ = Multilevel.run program.Program opts
+                    // multilevel (accuracy = ...): the run's report plus the level table, JSON fields and plots;
+                    // with --plan, the fixed plan's samples (the unsplit run of a sharded plan)
+                    let report, info, _ =
+                        match plan with
+                        | Some (pf, _) ->
+                            let sw = Diagnostics.Stopwatch.StartNew()
+                            let sums = Multilevel.runPlan program.Program pf opts None
+                            Multilevel.reportOfPlan program.Program pf sums sw.Elapsed.TotalSeconds
+                        | None -> Multilevel.run program.Program opts
                     finish ()
                     let code = present name json (args.Contains RunArgs.Csv) out (args.Contains RunArgs.Strict) report
                     if not json && not (args.Contains RunArgs.Csv && out.IsNone) then Console.Out.Write(Multilevel.table info)
@@ -780,6 +826,42 @@ let private runOne (args: ParseResults<RunArgs>) (overrides: Overrides) (json: b
         finally
             finish ()
 
+/// `dsl run FILE --plan-only --plan PLAN`: the multilevel pilot, its fixed level plan written to PLAN.
+let private makePlan (args: ParseResults<RunArgs>) (path: string) (overrides: Overrides) (planFile: string) =
+    match compileSource path overrides with
+    | Error code -> code
+    | Ok (program, source) ->
+        let name = displayName path
+        match program.Program.File.Settings.Multilevel with
+        | None ->
+            fileError name "--plan-only makes the level plan of a multilevel run: the file needs accuracy = ... or relative_accuracy = ... in its simulate block"
+            exitInput
+        | Some _ ->
+        let update, finish = if args.Contains RunArgs.Quiet then ignore, ignore else Progress.create "pilot"
+        signalHandlers.Force() |> ignore
+        try
+            try
+                let opts = { Driver.defaultOptions with Threads = args.GetResult(Threads, 0); Progress = Some(withEstimate name update); Backend = "cpu"; Cancel = interrupt.Token }
+                let pf, _, _, failures = Multilevel.makePlan program.Program source opts
+                finish ()
+                match failures with
+                | e :: _ -> runFailure name finish e
+                | [] ->
+                    Files.writeAtomically planFile (Text.Encoding.UTF8.GetBytes(Multilevel.planJson program.Program pf))
+                    if not (args.Contains RunArgs.Quiet) then
+                        printfn "level plan of %s (%s %g; pilot at %g x that: %s path-steps) -> %s"
+                            name (if pf.Relative then "relative_accuracy" else "accuracy") pf.Accuracy pf.PilotFactor (pf.PilotWork.ToString("G4")) planFile
+                        for sp in pf.Sets do
+                            printfn "  set %s: %d levels, %s path-steps%s" sp.Set sp.Levels.Length ((Multilevel.planWork program.Program sp).ToString("G4"))
+                                (if sp.Note = "" then "" else "; " + sp.Note)
+                            printfn "    %5s %11s %8s %14s" "level" "dt" "steps" "paths"
+                            for l in sp.Levels do
+                                printfn "    %5d %11s %8d %14d" l.Level (l.Dt.ToString("G4")) l.Steps l.Paths
+                    0
+            with ex -> runFailure name finish ex
+        finally
+            finish ()
+
 let private run (args: ParseResults<RunArgs>) =
     let files = args.GetResults RunArgs.Files |> List.concat
     let json = args.Contains RunArgs.Json
@@ -788,6 +870,13 @@ let private run (args: ParseResults<RunArgs>) =
     | Some m, _
     | None, Error m -> usageError m
     | None, Ok overrides ->
+    match args.Contains Plan_Only, args.TryGetResult RunArgs.Plan, args.TryGetResult Shard, files with
+    | true, None, _, _ -> usageError "--plan-only needs --plan FILE (the file the level plan is written to)"
+    | true, _, Some _, _ -> usageError "--plan-only runs the pilot of the whole run: make the plan first, then run its shards with --shard K/N --plan FILE"
+    | true, Some planFile, None, [ path ] -> makePlan args path overrides planFile
+    | true, _, _, _ -> usageError (sprintf "--plan-only: a plan is made for one file (got %d)" files.Length)
+    | false, Some _, _, _ :: _ :: _ -> usageError (sprintf "--plan: a plan is for one file (got %d)" files.Length)
+    | _ ->
     match args.TryGetResult Shard, files with
     | Some spec, [ path ] -> shard args path overrides spec
     | Some _, _ -> usageError (sprintf "--shard: a shard runs one file (got %d)" files.Length)
@@ -816,6 +905,27 @@ let private merge (args: ParseResults<MergeArgs>) =
     let inputs = args.GetResult Inputs
     let sw = Diagnostics.Stopwatch.StartNew()
 
+    match MultilevelShards.merge inputs with
+    | Some (Error m) -> usageError m
+    | Some (Ok (p, report, info, files)) ->
+        // a multilevel plan's shards: the report and level table of the plan's unsplit run
+        match args.TryGetResult MergeArgs.Out |> Option.map prepareOut with
+        | Some (Error m) -> usageError m
+        | _ ->
+            if not (args.Contains MergeArgs.Quiet) then
+                eprintfn "merged %d shard(s) of %s (a multilevel plan) in %.3g s" files p.Source sw.Elapsed.TotalSeconds
+            let json = args.Contains MergeArgs.Json
+            let csv = args.Contains MergeArgs.Csv
+            let out = args.TryGetResult MergeArgs.Out
+            if json && not (csv && out.IsNone) then Console.Out.WriteLine(Multilevel.toJson report info)
+            let code = present p.Source json csv out (args.Contains MergeArgs.Strict) report
+            if not json && not (csv && out.IsNone) then Console.Out.Write(Multilevel.table info)
+            out |> Option.iter (fun dir ->
+                if File.Exists(Path.Combine(dir, "results.json")) then
+                    File.WriteAllText(Path.Combine(dir, "results.json"), Multilevel.toJson report info)
+                    Multilevel.writePlots dir report info |> ignore)
+            code
+    | None ->
     match Shards.merge inputs with
     | Error m -> usageError m
     | Ok (p, report, files) ->
@@ -904,6 +1014,13 @@ let private slurm (args: ParseResults<SlurmArgs>) =
                 // refused before any script is written (a shard of it would fail on the cluster)
                 eprintfn "%s:%d:%d: error: 'weight %s' makes a weighted model, whose resampling couples every path: it cannot be split into shards; run it whole"
                     (displayName path) w.Pos.Line w.Pos.Col w.Name
+                exitInput
+            | None ->
+            match program.Program.File.Settings.Multilevel with
+            | Some ml ->
+                // its shards need a fixed level plan, which the array scripts do not make yet
+                eprintfn "%s:%d:%d: error: '%s' makes a multilevel run, whose shards need a fixed level plan that dsl slurm does not make yet: run dsl run FILE --plan-only --plan PLAN.json, then an array of dsl run FILE --shard auto --plan PLAN.json --out DIR and dsl merge DIR (docs/mlmc.md)"
+                    (displayName path) ml.Pos.Line ml.Pos.Col (if ml.Relative then "relative_accuracy" else "accuracy")
                 exitInput
             | None ->
             match prepareOut (args.GetResult(SlurmArgs.Out, program.ModelName + "-slurm")) with

@@ -267,8 +267,11 @@ let private multilevelErrors (cf: CheckedFile) : Diagnostic list =
               let refuse why = { Pos = q.Pos; Message = sprintf "multilevel Monte Carlo (accuracy) %s%s" why plainInstead }
               match q.Query with
               | QPlain ((TMean _ | TVariance _ | TCovariance _ | TSeries _), _) -> ()
-              | QPlain ((TDensity _ | TDensity2 _), _) ->
-                  refuse "estimates means and what is derived from them; a density's indicator is not Lipschitz, so its level corrections decay too slowly for a gain (docs/mlmc.md)"
+              | QPlain (TDensity _, _) when cf.Settings.Scheme = "milstein" -> () // smoothed bins (docs/mlmc.md, "Densities")
+              | QPlain (TDensity _, _) ->
+                  refuse "estimates a density with scheme = milstein only: a bin's indicator is not Lipschitz, and with euler_maruyama even its smoothed bins' corrections decay too slowly to beat plain Monte Carlo (measured in docs/mlmc.md); add scheme = milstein"
+              | QPlain (TDensity2 _, _) ->
+                  refuse "estimates 1-D densities (with scheme = milstein) and means, not 2-D densities"
               | QPlain (TQuantile _, _) -> refuse "estimates means and what is derived from them, not quantiles (read off a histogram)"
               | QResponse (TMean _, _, _, None, FiniteDifference _) -> ()
               | QResponse _ ->
@@ -1439,7 +1442,7 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
     match p.File.Settings.Multilevel with
     | Some ml ->
         // the level plan (samples per level) is chosen from the sums of every level as the run goes
-        raise (NotSupportedException(sprintf "%d:%d: '%s' makes a multilevel run, which chooses its samples per level from all the samples so far, so it cannot be split into shards yet; run it whole" ml.Pos.Line ml.Pos.Col (if ml.Relative then "relative_accuracy" else "accuracy")))
+        raise (NotSupportedException(sprintf "%d:%d: '%s' makes a multilevel run, which chooses its samples per level from all the samples so far, so its shards need a fixed level plan: make one with dsl run FILE --plan-only --plan PLAN.json, then run the shards with --shard K/N --plan PLAN.json (docs/mlmc.md)" ml.Pos.Line ml.Pos.Col (if ml.Relative then "relative_accuracy" else "accuracy")))
     | None ->
     match p.File.Weight with
     | Some w ->

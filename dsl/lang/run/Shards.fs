@@ -237,8 +237,8 @@ let private readGrowth (r: BinaryReader) =
     let steps = r.ReadInt64()
     CovectorGrowthResult(Rate = rate, StdErr = se, VarianceRate = vr, Paths = paths, Steps = steps, TangentRate = r.ReadDouble())
 
-/// The bytes of a partial file: magic, format, header, each set's sums, seconds, SHA-256 of all that.
-let private partialBytes (h: Header) (p: Program) (sums: SetSums list) (seconds: float) =
+/// The bytes of a partial file: magic, format, header, the body `writeBody` writes, SHA-256 of all that.
+let partialBytesWith (h: Header) (p: Program) (writeBody: BinaryWriter -> unit) =
     use ms = new MemoryStream()
     (use w = new BinaryWriter(ms, Encoding.UTF8, true)
      w.Write magic
@@ -246,6 +246,13 @@ let private partialBytes (h: Header) (p: Program) (sums: SetSums list) (seconds:
      let hb = headerBytes h p
      w.Write hb.Length
      w.Write hb
+     writeBody w)
+    let body = ms.ToArray()
+    Array.append body (sha256 body)
+
+/// The bytes of a partial file: magic, format, header, each set's sums, seconds, SHA-256 of all that.
+let private partialBytes (h: Header) (p: Program) (sums: SetSums list) (seconds: float) =
+    partialBytesWith h p (fun w ->
      w.Write(List.length sums)
      for s in sums do
          let flag (b: bool) (bit: int) = if b then 1 <<< bit else 0
@@ -257,8 +264,6 @@ let private partialBytes (h: Header) (p: Program) (sums: SetSums list) (seconds:
          s.Lyapunov |> Option.iter (fun a -> a.Write w)
          s.Growth |> Option.iter (writeGrowth w)
      w.Write seconds)
-    let body = ms.ToArray()
-    Array.append body (sha256 body)
 
 /// See `Files.writeAtomically`.
 let writeAtomically (path: string) (bytes: byte[]) = Files.writeAtomically path bytes
@@ -441,7 +446,7 @@ let isComplete (h: Header) (path: string) =
     | Error _ -> false
 
 /// The manifest: the header (without the source text), the partial file's name, size and SHA-256.
-let private manifestBytes (h: Header) (p: Program) (partialName: string) (partial: byte[]) (seconds: float) =
+let manifestBytes (h: Header) (p: Program) (partialName: string) (partial: byte[]) (seconds: float) =
     use ms = new MemoryStream()
     (use w = new Utf8JsonWriter(ms, JsonWriterOptions(Indented = true, Encoder = Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping))
      w.WriteStartObject()
