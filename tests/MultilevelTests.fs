@@ -179,6 +179,12 @@ let tests =
                   let e = res.Targets[ts[b]].Error
                   Expect.isLessThan (abs (q.Values[b] - x)) (4.5 * e) (sprintf "bin %d: %g against %g (error %g)" b q.Values[b] x e)
               Expect.isTrue res.Converged "converged"
+              // no sample count outside the range (the bins are level corrections): null, not 0
+              let j = JsonNode.Parse(Multilevel.toJson r info)
+              let jd = j.["sets"].[0].["results"].[0]
+              Expect.isNull jd.["below"] "below: null"
+              Expect.isNull jd.["above"] "above: null"
+              Expect.stringContains (Output.table r) "outside: not counted" "the table"
               let es = errors (ou "relative_accuracy = 0.02" "  density(x) on [-0.5, 1.5] bins 5")
               Expect.isTrue (es |> List.exists (fun d -> d.Message.Contains "add scheme = milstein")) "euler_maruyama refused, naming milstein"
           }

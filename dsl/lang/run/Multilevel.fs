@@ -192,7 +192,10 @@ and reportOf (p: Program) (o: MlmcOptions) (results: Result<MlmcResult, exn> lis
                                 Values = ts |> List.map (fun k -> r.Targets[k].Value) |> List.toArray
                                 StdErrs = ts |> List.map (fun k -> r.Targets[k].StdErr) |> List.toArray
                                 Lo = lo
-                                Hi = hi }
+                                Hi = hi
+                                // the bins are sums of level corrections: no sample count outside the range
+                                Below = -1L
+                                Above = -1L }
                         | QPlain (TVariance _, _) -> outcome q "variance" t.Value t.StdErr count bad warns
                         | QPlain (TCovariance _, _) -> outcome q "covariance" t.Value t.StdErr count bad warns
                         | _ -> outcome q "mean" t.Value t.StdErr count bad warns)

@@ -211,8 +211,9 @@ let private writeOutcome (w: Utf8JsonWriter) (file: string) (q: QueryOutcome) =
         writeArrayProp w "range" [| q.Lo; q.Hi |]
 
         if q.Kind = "density" then
-            w.WriteNumber("below", q.Below)
-            w.WriteNumber("above", q.Above)
+            // negative: not counted (a multilevel density's bins are level corrections, not counts)
+            if q.Below >= 0L then w.WriteNumber("below", q.Below) else w.WriteNull "below"
+            if q.Above >= 0L then w.WriteNumber("above", q.Above) else w.WriteNull "above"
     else
         writeFloatProp w "value" q.Value
         writeFloatProp w "stderr" q.StdErr
@@ -481,13 +482,14 @@ let summary (q: QueryOutcome) : string =
             else
                 ""
 
+        let counts = if q.Below >= 0L && q.Above >= 0L then sprintf "%d below, %d above" q.Below q.Above else "not counted"
+
         sprintf
-            "%s · peak %s at %s · outside: %d below, %d above%s%s · %s"
+            "%s · peak %s at %s · outside: %s%s%s · %s"
             range
             (num (at q.Values i))
             (num (at q.Grid i))
-            q.Below
-            q.Above
+            counts
             (if q.NonFinite > 0L then sprintf ", %d NaN" q.NonFinite else "")
             share
             err
