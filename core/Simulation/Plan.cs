@@ -27,6 +27,10 @@ public abstract class ObservablePlan
 /// <summary>One plain query (a mean or a density) as the engine sees it.</summary>
 public sealed class QueryPlan : ObservablePlan
 {
+    /// <summary>The coupled pairs keep this query's coarse and fine sums per block of pairs as well
+    /// (<see cref="Estimate.PairBlockC"/>): a result derived from several sums (a variance, a quantile)
+    /// gets its bias's standard error by a jackknife over the blocks. Changes no other number.</summary>
+    public bool PairBlocks { get; init; }
 }
 
 /// <summary>How to run: number of paths, step, horizon, seed, and the execution knobs.</summary>
@@ -127,6 +131,15 @@ public sealed class Estimate
     public long BiasPairs { get; set; }
     /// <summary>The value is the Richardson extrapolation 2 Q(dt/2) − Q(dt) of coupled pairs.</summary>
     public bool Extrapolated { get; set; }
+    /// <summary>Plans with <see cref="QueryPlan.PairBlocks"/>: the coupled pairs' sums of the coarse (C) and
+    /// fine (F) per-pair values, per slot and block (index slot · <see cref="PairBlockN"/>.Length + block;
+    /// a density's slots are its bins, then the fraction below its range), rounded from exact sums.</summary>
+    public double[]? PairBlockC { get; set; }
+    public double[]? PairBlockF { get; set; }
+    /// <summary>The pairs in each block (pair j is in block j mod B).</summary>
+    public long[]? PairBlockN { get; set; }
+    /// <summary>1 / (1 − 2^−p), which turns Q(dt) − Q(dt/2) into the bias (NaN when there are no pairs).</summary>
+    public double BiasFactor { get; set; } = double.NaN;
 }
 
 /// <summary>How a run treats the distance of its Euler chain from the SDE (the dt → 0 limit).</summary>

@@ -26,13 +26,18 @@ let missingReason (backend: string) (kind: string) : string option =
     | "ess" -> None
     | "mean"
     | "density"
-    | "mean_series" when backend <> "cpu" -> Some(sprintf "the %s backend does not run the coupled pairs yet; use --backend cpu for the estimate" backend)
-    | "response"
-    | "density_response" -> Some "not estimated for responses yet (the coupled pairs run on the plain engine only); compare with a run at dt/2"
+    | "mean_series"
     | "variance"
     | "covariance"
     | "quantile"
-    | "density2d" -> Some "not estimated for results derived from several estimates yet; compare with a run at dt/2"
+    | "density2d" when backend <> "cpu" -> Some(sprintf "the %s backend does not run the coupled pairs yet; use --backend cpu for the estimate" backend)
+    | "response"
+    | "density_response" -> Some "not estimated for responses yet (the coupled pairs run on the plain engine only); compare with a run at dt/2"
+    | "quantile" ->
+        Some "the coupled pairs' quantile at dt or at dt/2 (with one block of pairs left out) lies outside the histogram's range, or too few pairs fall near it; widen the range or use more paths"
+    | "variance"
+    | "covariance"
+    | "density2d" -> Some "the coupled pairs gave no finite estimate (too few pairs, or a non-finite observable); compare with a run at dt/2"
     | "lyapunov" -> Some "not estimated for Lyapunov exponents yet; compare with a run at dt/2"
     | "score"
     | "alignment" -> Some(sprintf "not estimated for %s results yet; compare with a run at dt/2" kind)

@@ -471,9 +471,11 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 let k = obsIndex (targetObservable target)
                 let ta, t0, t1 = window over
 
-                let meanOf (e: CExpr) = QueryPlan(Kind = EstimateKind.Mean, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1)
+                // PairBlocks: the coupled pairs keep per-block sums, for the jackknife of the derived result's bias
+                let meanOf (e: CExpr) = QueryPlan(Kind = EstimateKind.Mean, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1, PairBlocks = true)
                 let densityOf (e: CExpr) lo hi bins =
-                    QueryPlan(Kind = EstimateKind.Density, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins)
+                    QueryPlan(Kind = EstimateKind.Density, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
+                              PairBlocks = (match target with TQuantile _ -> true | _ -> false))
 
                 match target with
                 | TMean _ -> Ok(PlainJob(QueryPlan(Kind = EstimateKind.Mean, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1)))
