@@ -310,33 +310,56 @@ public static partial class Engine
         if (j1 <= j0) return;
         int d = model.Dim, nw = model.NoiseDim, nobs = model.ObservableCount;
         var layoutF = QueryLayout.Build(plans, 2 * steps, s.Dt / 2, nobs);
+        // the model instances the plans sample (0: the run's model; k: twin k − 1), each with the layouts of
+        // its own plans only (the others' windows emptied, so that it neither observes nor records them)
+        var twins = s.PairTwins ?? Array.Empty<object>();
+        var models = new TModel[1 + twins.Length];
+        models[0] = model;
+        for (int i = 0; i < twins.Length; i++) models[i + 1] = (TModel)twins[i];
+        var planModel = new int[plans.Length];
+        for (int i = 0; i < plans.Length; i++)
+        {
+            planModel[i] = plans[i].PairTwin;
+            if (planModel[i] < 0 || planModel[i] >= models.Length) throw new ArgumentException($"query {i}: pair twin {planModel[i]} out of range ({twins.Length} twins)");
+        }
+        var used = planModel.Append(0).Distinct().OrderBy(k => k).ToArray();
+        QueryLayout[] own(QueryLayout[] l, int who) =>
+            used.Length == 1 ? l : l.Select((x, i) => planModel[i] == who ? x : new QueryLayout(x.Kind, x.Observable, long.MaxValue, -1, x.Bins, x.Lo, x.Hi)).ToArray();
         long count = j1 - j0;
         threads = (int)Math.Max(1, Math.Min(threads, count));
         long next = 0;
         long failed = 0, failStep = long.MaxValue;
         ExceptionDispatchInfo? error = null;
         var local = new PairSums[threads];
-        var coarse = new Worker[threads];
-        var fine = new Worker[threads];
+        var coarse = new Worker[threads, used.Length];
+        var fine = new Worker[threads, used.Length];
         try
         {
             for (int i = 0; i < threads; i++)
             {
                 local[i] = new PairSums(sums.Mode, sums.Order, plans, layoutC) { Planned = sums.Planned };
-                coarse[i] = new Worker(d, nw, nobs, plans, layoutC, steps, s.Dt);
-                // the fine worker's normals buffer holds 2m numbers: its W is allocated for 2m (see Pad)
-                fine[i] = new Worker(d, 2 * nw, nobs, plans, layoutF, 2 * steps, s.Dt / 2);
+                for (int u = 0; u < used.Length; u++)
+                {
+                    coarse[i, u] = new Worker(d, nw, nobs, plans, own(layoutC, used[u]), steps, s.Dt);
+                    // the fine worker's normals buffer holds 2m numbers: its W is allocated for 2m (see Pad)
+                    fine[i, u] = new Worker(d, 2 * nw, nobs, plans, own(layoutF, used[u]), 2 * steps, s.Dt / 2);
+                }
             }
             void work(int t)
             {
                 try
                 {
-                    var mm = model;
+                    var ms = (TModel[])models.Clone();
                     while (!s.Cancel.IsCancellationRequested && Volatile.Read(ref failed) == 0)
                     {
                         long k = Interlocked.Increment(ref next) - 1;
                         if (k >= count) break;
-                        long at = Pair(ref mm, s, steps, (ulong)(j0 + k), coarse[t], fine[t], local[t]);
+                        ulong j = (ulong)(j0 + k);
+                        long at = -1;
+                        // every instance on the same init draw and Brownian path (the pair's streams)
+                        for (int u = 0; u < used.Length && at < 0; u++)
+                            at = Pair(ref ms[used[u]], s, steps, j, coarse[t, u], fine[t, u], local[t], used[u], planModel);
+                        if (at < 0) { local[t].Pairs++; local[t].BlockPairs[j % PairAcc.Blocks]++; }
                         if (at >= 0)
                         {
                             Interlocked.Increment(ref failed);
@@ -367,11 +390,12 @@ public static partial class Engine
             {
                 sums.Merge(local[i]);
                 if (outside != null)
-                    for (int q = 0; q < layoutC.Length; q++)
-                    {
-                        var a = outside.Q[q]; var b = coarse[i].Acc.Q[q];
-                        a.Below += b.Below; a.Above += b.Above; a.NonFinite += b.NonFinite;
-                    }
+                    for (int u = 0; u < used.Length; u++)
+                        for (int q = 0; q < layoutC.Length; q++)
+                        {
+                            var a = outside.Q[q]; var b = coarse[i, u].Acc.Q[q];
+                            a.Below += b.Below; a.Above += b.Above; a.NonFinite += b.NonFinite;
+                        }
             }
         }
         finally
@@ -383,7 +407,7 @@ public static partial class Engine
 
     /// <summary>One coupled pair; returns −1, or the coarse step at which a chain left the finite numbers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe long Pair<TModel>(ref TModel model, RunSettings s, long steps, ulong j, Worker wc, Worker wf, PairSums acc)
+    static unsafe long Pair<TModel>(ref TModel model, RunSettings s, long steps, ulong j, Worker wc, Worker wf, PairSums acc, int who, int[] planModel)
         where TModel : struct, ISdeModel
     {
         int d = model.Dim, m = model.NoiseDim;
@@ -427,7 +451,7 @@ public static partial class Engine
             if (wf.NeedsObserve(2 * n + 2)) { model.Observe(new PtrVec(fa), (2 * n + 2) * h, ovf); wf.Record(2 * n + 2); }
         }
         if (failAt >= 0) { wc.Discard(); wf.Discard(); return failAt; }
-        CommitPair(wc, wf, acc, j);
+        CommitPair(wc, wf, acc, j, who, planModel);
         return -1;
     }
 
@@ -438,13 +462,15 @@ public static partial class Engine
         return r == 0.0;
     }
 
-    /// <summary>Adds the pair's per-query values (coarse c, fine f) to the sums and clears both workers for the next pair.</summary>
-    static void CommitPair(Worker wc, Worker wf, PairSums acc, ulong pair)
+    /// <summary>Adds the pair's values (coarse c, fine f) of the queries that model instance <paramref name="who"/>
+    /// samples to the sums and clears both workers for the next pair (the caller counts the pair once all its instances ran).</summary>
+    static void CommitPair(Worker wc, Worker wf, PairSums acc, ulong pair, int who, int[] planModel)
     {
         var lc = wc.Layout; var lf = wf.Layout;
         long j = (long)pair;
         for (int i = 0; i < lc.Length; i++)
         {
+            if (planModel[i] != who) continue;
             var q = acc.Q[i];
             if (lc[i].Kind == EstimateKind.Mean)
             {
@@ -467,7 +493,5 @@ public static partial class Engine
             for (int k = 0; k < wf._nTouched[i]; k++) cf[tf[k]] = 0;
             wc._nTouched[i] = 0; wf._nTouched[i] = 0;
         }
-        acc.Pairs++;
-        acc.BlockPairs[j % PairAcc.Blocks]++;
     }
 }

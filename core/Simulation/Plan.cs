@@ -31,6 +31,11 @@ public sealed class QueryPlan : ObservablePlan
     /// (<see cref="Estimate.PairBlockC"/>): a result derived from several sums (a variance, a quantile)
     /// gets its bias's standard error by a jackknife over the blocks. Changes no other number.</summary>
     public bool PairBlocks { get; init; }
+    /// <summary>The model instance whose coupled pairs sample this query: 0 the run's model, k ≥ 1 the
+    /// twin <see cref="RunSettings.PairTwins"/>[k − 1] (a finite-difference response's twin, whose bias is
+    /// the difference of its twins' coupled biases). The main paths sample the run's model whatever it
+    /// is (a value nobody reports).</summary>
+    public int PairTwin { get; init; }
 }
 
 /// <summary>How to run: number of paths, step, horizon, seed, and the execution knobs.</summary>
@@ -60,6 +65,9 @@ public sealed class RunSettings
     /// <summary>The whole run's number of paths, of which this run is FirstPath .. FirstPath + Paths − 1 (a shard):
     /// the coupled pairs of the bias estimate are spread over the whole run by global index. 0: FirstPath + Paths.</summary>
     public long TotalPaths { get; init; }
+    /// <summary>The model's twins (of the model type, parameters shifted) that the coupled pairs also run,
+    /// on the same init draw and Brownian path, for the plans with <see cref="QueryPlan.PairTwin"/> ≥ 1.</summary>
+    public object[]? PairTwins { get; init; }
     /// <summary>The scheme's weak order p (Euler–Maruyama 1): b = (Q(dt) − Q(dt/2)) / (1 − 2^−p).</summary>
     public int WeakOrder { get; init; } = 1;
 
