@@ -245,12 +245,32 @@ public static partial class Engine
     /// <summary>The most pairs the estimate may run, pilot included: a pair costs about three paths, so a tenth of the paths keeps the added cost near 30%.</summary>
     public static long MaxPairs(long totalPaths) => Math.Max(2, totalPaths / 10);
 
+    /// <summary>As <see cref="MaxPairs(long)"/> when each pair runs <paramref name="instances"/> model instances (the
+    /// run's model and the finite-difference twins of <see cref="QueryPlan.PairTwin"/>): a pair then costs that many times more.</summary>
+    public static long MaxPairs(long totalPaths, int instances) => Math.Max(2, totalPaths / (10L * Math.Max(1, instances)));
+
+    static int Instances(QueryPlan[] plans) => plans.Select(q => q.PairTwin).Append(0).Distinct().Count();
+
+    /// <summary>
+    /// A run whose plans are all finite-difference twins of the coupled pairs (<see cref="QueryPlan.PairTwin"/>):
+    /// their main-path values are nobody's, so the main paths are not simulated; only the pairs run. The
+    /// accumulators count the range's paths, as a run of them would (the shards' checks compare counts).
+    /// </summary>
+    static Accumulators RunPairsOnly<TModel>(TModel m, RunSettings s, QueryPlan[] plans, QueryLayout[] layout, long steps, int threads)
+        where TModel : struct, ISdeModel
+    {
+        var result = new Accumulators(plans, layout, steps, s.Dt) { Paths = s.Paths };
+        RunBias(m, s, plans, result, steps, threads);
+        s.Progress?.Invoke(1.0);
+        return result;
+    }
+
     /// <summary>
     /// The number of pairs J for the whole run, from the pilot's variances: the bias's standard error
     /// var(D)^½ / (1 − 2^−p) / √J is about the value's var(Q)^½ / √P when J = P var(D) / (var(Q) (1 − 2^−p)²);
     /// at least the pilot, at most <see cref="MaxPairs"/> less the pilot (which is run again by its shard).
     /// </summary>
-    internal static long ChoosePairs(PairSums pilot, long m, long total)
+    internal static long ChoosePairs(PairSums pilot, long m, long total, int instances = 1)
     {
         double ratio = 0;
         foreach (var q in pilot.Q)
@@ -266,7 +286,7 @@ public static partial class Engine
         }
         double f = pilot.Factor;
         double want = Math.Ceiling(ratio * f * f * total);
-        long hi = Math.Max(m, MaxPairs(total) - m);
+        long hi = Math.Max(m, MaxPairs(total, instances) - m);
         return double.IsFinite(want) ? (long)Math.Clamp(want, m, hi) : hi;
     }
 
@@ -274,10 +294,11 @@ public static partial class Engine
         where TModel : struct, ISdeModel
     {
         long total = s.TotalPaths > 0 ? s.TotalPaths : s.FirstPath + s.Paths;
-        long pilotN = Math.Min(PilotPairs, Math.Max(2, MaxPairs(total) / 3));
+        int instances = Instances(plans);
+        long pilotN = Math.Min(PilotPairs, Math.Max(2, MaxPairs(total, instances) / 3));
         var pilot = new PairSums(BiasMode.Estimate, s.WeakOrder, plans, result.Layout);
         RunPairs(m, s, plans, result.Layout, steps, 0, pilotN, pilot, threads, null);
-        long j = ChoosePairs(pilot, pilotN, total);
+        long j = ChoosePairs(pilot, pilotN, total, instances);
         var sums = new PairSums(BiasMode.Estimate, s.WeakOrder, plans, result.Layout) { Planned = j };
         // pair i's home is path ⌊i P / J⌋: the shard holding that path runs it
         long lo = (long)(((Int128)s.FirstPath * j + total - 1) / total);

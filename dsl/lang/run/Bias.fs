@@ -96,7 +96,7 @@ let missingReason (backend: string) (kind: string) : string option =
     | "response"
     | "density_response" -> Some "not estimated for responses yet (the coupled pairs run on the plain engine only); compare with a run at dt/2"
     | "quantile" ->
-        Some "the coupled pairs' quantile at dt or at dt/2 (with one block of pairs left out) lies outside the histogram's range, or too few pairs fall near it; widen the range or use more paths"
+        Some "the quantile or its standard error (whose density at the quantile the bias needs) is not inside the histogram's range; widen the range or use more paths"
     | "variance"
     | "covariance"
     | "density2d" -> Some "the coupled pairs gave no finite estimate (too few pairs, or a non-finite observable); compare with a run at dt/2"

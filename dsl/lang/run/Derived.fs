@@ -162,10 +162,21 @@ let estimate (q: CQuery) (ests: Estimate list) : Estimate * string list =
                   sprintf "the bins (width %s) are wider than twice the standard error: the quantile is read off a linear interpolation within a bin; use more bins" (Checker.shortNumber width) ]
 
         let r = Estimate(Value = value, StdErr = se, Count = d.Count, NonFinite = d.NonFinite, Below = d.Below, Above = d.Above)
-        // the pairs' p-quantile at dt and at dt/2 from their histograms of per-pair fractions (the slot
-        // after the bins is the fraction below the range); the linear interpolation within a bin makes it
-        // a smooth function of the sums, which the jackknife over blocks needs
-        pairBias (fun ms _ -> inverseCdf lo width (ms[0][bins]) (Array.sub ms[0] 0 bins) 1.0 p) [ d ] |> setBias r
+        // q(dt) − q(dt/2) ≈ −(F_dt(q) − F_dt/2(q)) / f(q) (Bahadur): the pairs' distribution functions at the
+        // run's quantile q (from their histograms of per-pair fractions, linear within a bin; the slot after
+        // the bins is the fraction below the range), f(q) = s / se the density that the standard error
+        // already measured. The pairs' own quantiles would be read off histograms where coupled samples
+        // straddle bin edges: noise of the bin counts, not of the bias. Linear in the sums: a smooth jackknife.
+        if Double.IsFinite value && Double.IsFinite se && se > 0.0 then
+            let density = s / se
+            let k = min (bins - 1) (max 0 (int (floor ((value - lo) / width))))
+            let frac = (value - (lo + float k * width)) / width
+            let cdf (m: float[]) =
+                let mutable f = m[bins] + m[k] * frac
+                for b in 0 .. k - 1 do
+                    f <- f + m[b]
+                f
+            pairBias (fun ms _ -> -(cdf ms[0]) / density) [ d ] |> setBias r
         r, warns
     | QPlain (TDensity2 (_, _, lo1, hi1, lo2, hi2, n1, n2), _), [ d ] ->
         // the histogram of the cell index has unit bins: divide by the cell's area
