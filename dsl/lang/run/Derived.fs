@@ -162,20 +162,29 @@ let estimate (q: CQuery) (ests: Estimate list) : Estimate * string list =
                   sprintf "the bins (width %s) are wider than twice the standard error: the quantile is read off a linear interpolation within a bin; use more bins" (Checker.shortNumber width) ]
 
         let r = Estimate(Value = value, StdErr = se, Count = d.Count, NonFinite = d.NonFinite, Below = d.Below, Above = d.Above)
-        // q(dt) − q(dt/2) ≈ −(F_dt(q) − F_dt/2(q)) / f(q) (Bahadur): the pairs' distribution functions at the
+        // q(dt) − q(dt/2) ≈ −(F_dt(q) − F_dt/2(q)) / f(q) (Bahadur): the pairs' distribution functions near the
         // run's quantile q (from their histograms of per-pair fractions, linear within a bin; the slot after
         // the bins is the fraction below the range), f(q) = s / se the density that the standard error
-        // already measured. The pairs' own quantiles would be read off histograms where coupled samples
-        // straddle bin edges: noise of the bin counts, not of the bias. Linear in the sums: a smooth jackknife.
-        if Double.IsFinite value && Double.IsFinite se && se > 0.0 then
+        // already measured. The pairs' own quantiles, or F at q alone, see only the few pairs whose two
+        // chains fall in different bins near q (a count of a few, whose jackknife can be 0); F averaged over
+        // q ± w, w the 95% half-width of the pairs' own quantile (1.96 se √(n/J), at least a bin), sees
+        // every pair near q in proportion to its displacement. Linear in the sums: a smooth jackknife.
+        if Double.IsFinite value && Double.IsFinite se && se > 0.0 && d.BiasPairs > 1L then
             let density = s / se
-            let k = min (bins - 1) (max 0 (int (floor ((value - lo) / width))))
-            let frac = (value - (lo + float k * width)) / width
-            let cdf (m: float[]) =
-                let mutable f = m[bins] + m[k] * frac
-                for b in 0 .. k - 1 do
-                    f <- f + m[b]
+            let w = max width (1.96 * se * sqrt (n / float d.BiasPairs))
+            let a, b = max lo (value - w), min hi (value + w)
+            let points = 64
+            let cdfAt (m: float[]) (x: float) =
+                let k = min (bins - 1) (max 0 (int (floor ((x - lo) / width))))
+                let mutable f = m[bins] + m[k] * ((x - (lo + float k * width)) / width)
+                for j in 0 .. k - 1 do
+                    f <- f + m[j]
                 f
+            let cdf (m: float[]) =
+                let mutable acc = 0.0
+                for i in 0 .. points - 1 do
+                    acc <- acc + cdfAt m (a + (float i + 0.5) * (b - a) / float points)
+                acc / float points
             pairBias (fun ms _ -> -(cdf ms[0]) / density) [ d ] |> setBias r
         r, warns
     | QPlain (TDensity2 (_, _, lo1, hi1, lo2, hi2, n1, n2), _), [ d ] ->
