@@ -885,13 +885,13 @@ let plainPlans (p: Program) =
 
 /// The bias of a finite-difference response `q` from its twins' estimates (at the end of the plain ones).
 let private twinBias (p: Program) (q: CheckedQuery) (pe: Estimate[]) =
+    // each response's twins are two plans (γ + h, γ − h), in the order of biasTwins
     let twins = biasTwins p
-    match twins |> List.tryFindIndex (fun (q', _) -> obj.ReferenceEquals(q', q)) with
-    | Some k when pe.Length >= 2 * twins.Length ->
+    let h = p.Jobs |> List.tryPick (fun (q', j) -> match j with ResponseJob ([ rp ], _, _, _) when obj.ReferenceEquals(q', q) -> Some rp.H | _ -> None)
+    match twins |> List.tryFindIndex (fun (q', _) -> obj.ReferenceEquals(q', q)), h with
+    | Some k, Some h when pe.Length >= 2 * twins.Length ->
         let at = pe.Length - 2 * twins.Length + 2 * k
-        match snd twins[k] with
-        | plus :: _ -> Bias.fdBias (p.Jobs |> List.pick (fun (q', j) -> match j with ResponseJob ([ rp ], _, _, _) when obj.ReferenceEquals(q', q) -> Some rp.H | _ -> None)) pe[at] pe[at + 1]
-        | [] -> None
+        Bias.fdBias h pe[at] pe[at + 1]
     | _ -> None
 
 let responsePlans (p: Program) =
