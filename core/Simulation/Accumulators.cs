@@ -29,7 +29,7 @@ public sealed class Accumulators
     {
         long n = Engine.CheckSettings(s);
         var a = new Accumulators(plans, QueryLayout.Build(plans, n, s.Dt, int.MaxValue), n, s.Dt);
-        if (s.Bias != BiasMode.Off) a.Pairs = new PairSums(s.Bias, s.WeakOrder, a.Layout);
+        if (s.Bias != BiasMode.Off) a.Pairs = new PairSums(s.Bias, s.WeakOrder, plans, a.Layout);
         return a;
     }
 
@@ -49,7 +49,7 @@ public sealed class Accumulators
         if (other.Pairs != null)
         {
             // empty accumulators (Create) take the planned number of pairs of the first run merged in
-            Pairs ??= new PairSums(other.Pairs.Mode, other.Pairs.Order, Layout) { Planned = other.Pairs.Planned };
+            Pairs ??= new PairSums(other.Pairs.Mode, other.Pairs.Order, Plans, Layout) { Planned = other.Pairs.Planned };
             if (Pairs.Pairs == 0 && Pairs.Planned == 0) Pairs.Planned = other.Pairs.Planned;
             Pairs.Merge(other.Pairs);
         }

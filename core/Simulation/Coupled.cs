@@ -9,39 +9,72 @@ namespace Sde.Core;
 /// initial draw), d = c − f and r the Richardson extrapolation (2^p f − c) / (2^p − 1) for a scheme of
 /// weak order p: 2f − c for Euler and Milstein, (4f − c)/3 for SRA, whose error has no dt term for
 /// 2f − c to cancel. Means have one slot; densities one per bin (the per-path fraction of the window's
-/// samples in the bin; divided by the bin width when rounded).
+/// samples in the bin; divided by the bin width when rounded). With blocks
+/// (<see cref="QueryPlan.PairBlocks"/>) each slot also keeps Σc and Σf per block of pairs (pair j in
+/// block j mod <see cref="Blocks"/>), and a density one more slot: the fraction of samples below its range.
 /// </summary>
 internal sealed class PairAcc
 {
-    /// <summary>One slot's sums: d, d², r, r², c, c².</summary>
+    /// <summary>Blocks of the jackknife of a derived result (a variance, a quantile): 32 leave-one-block-out
+    /// estimates give its standard error with 31 degrees of freedom (t-distributed z, RMS √(31/29) ≈ 1.03).</summary>
+    public const int Blocks = 32;
+
+    /// <summary>One slot's sums: d, d², r, r², c, c²; with blocks, Σc and Σf per block.</summary>
     internal sealed class Cell
     {
         public readonly ExactSum D1 = new(4), D2 = new(4), R1 = new(4), R2 = new(4), C1 = new(4), C2 = new(4);
-        public IEnumerable<ExactSum> All() { yield return D1; yield return D2; yield return R1; yield return R2; yield return C1; yield return C2; }
+        public readonly ExactSum[] BC, BF;
+        public Cell(int blocks)
+        {
+            BC = new ExactSum[blocks]; BF = new ExactSum[blocks];
+            for (int b = 0; b < blocks; b++) { BC[b] = new ExactSum(2); BF[b] = new ExactSum(2); }
+        }
+        public IEnumerable<ExactSum> All()
+        {
+            yield return D1; yield return D2; yield return R1; yield return R2; yield return C1; yield return C2;
+            foreach (var e in BC) yield return e;
+            foreach (var e in BF) yield return e;
+        }
     }
 
     // a slot's sums are made when a pair first touches it: a density of 10^5 bins costs one array of
     // references, not 6·10^5 accumulators (pairs touch few bins); an untouched slot's sums are zero
     readonly Cell?[] _cells;
-    static readonly Cell Zero = new();
+    readonly Cell _zero;
+    /// <summary>The number of blocks (0: none kept).</summary>
+    public readonly int BlockCount;
+    /// <summary>The slots that are values (a density's bins; the slot after them is the fraction below).</summary>
+    public readonly int ValueSlots;
 
     readonly double _twoP;
 
-    public PairAcc(int slots, int order = 1) { _cells = new Cell?[slots]; _twoP = Math.Pow(2, order); }
+    public PairAcc(int slots, int order = 1, bool blocks = false, bool density = false)
+    {
+        ValueSlots = slots;
+        BlockCount = blocks ? Blocks : 0;
+        _cells = new Cell?[blocks && density ? slots + 1 : slots];
+        _zero = new Cell(BlockCount);
+        _twoP = Math.Pow(2, order);
+    }
 
     public int Slots => _cells.Length;
 
     /// <summary>The slot's sums (zero sums when no pair touched it; not to be added to).</summary>
-    public Cell this[int k] => _cells[k] ?? Zero;
+    public Cell this[int k] => _cells[k] ?? _zero;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Add(int k, double c, double f)
+    public void Add(int k, double c, double f, long pair)
     {
-        var x = _cells[k] ??= new Cell();
+        var x = _cells[k] ??= new Cell(BlockCount);
         double d = c - f, r = _twoP == 2 ? 2 * f - c : (_twoP * f - c) / (_twoP - 1);
         x.D1.Add(d); x.D2.AddProduct(d, d);
         x.R1.Add(r); x.R2.AddProduct(r, r);
         x.C1.Add(c); x.C2.AddProduct(c, c);
+        if (BlockCount > 0)
+        {
+            int b = (int)(pair % BlockCount);
+            x.BC[b].Add(c); x.BF[b].Add(f);
+        }
     }
 
     public void Merge(PairAcc o)
@@ -50,7 +83,7 @@ internal sealed class PairAcc
         {
             var y = o._cells[k];
             if (y == null) continue;
-            var x = _cells[k] ??= new Cell();
+            var x = _cells[k] ??= new Cell(BlockCount);
             using var a = x.All().GetEnumerator();
             using var b = y.All().GetEnumerator();
             while (a.MoveNext() && b.MoveNext()) a.Current.Add(b.Current);
@@ -59,7 +92,7 @@ internal sealed class PairAcc
 
     public void Write(BinaryWriter w)
     {
-        w.Write(Slots);
+        w.Write(Slots); w.Write(BlockCount);
         for (int k = 0; k < _cells.Length; k++)
         {
             var x = _cells[k];
@@ -70,11 +103,11 @@ internal sealed class PairAcc
 
     public void Read(BinaryReader r)
     {
-        if (r.ReadInt32() != Slots) throw new InvalidDataException("the coupled pairs' bins differ");
+        if (r.ReadInt32() != Slots || r.ReadInt32() != BlockCount) throw new InvalidDataException("the coupled pairs' bins differ");
         for (int k = 0; k < _cells.Length; k++)
         {
             if (!r.ReadBoolean()) { _cells[k] = null; continue; }
-            var x = _cells[k] = new Cell();
+            var x = _cells[k] = new Cell(BlockCount);
             foreach (var e in x.All()) e.Add(ExactSum.Read(r));
         }
     }
@@ -106,12 +139,28 @@ internal sealed class PairSums
     /// <summary>Estimate: the pairs of the whole run (chosen from the pilot; the same in every shard). Richardson: the run's paths.</summary>
     public long Planned;
     public readonly PairAcc[] Q;
+    /// <summary>The pairs per block (pair j in block j mod <see cref="PairAcc.Blocks"/>), for the jackknife of derived results.</summary>
+    public readonly long[] BlockPairs = new long[PairAcc.Blocks];
+    // per density query: the worker's running counts below the range at the last pair committed (the
+    // workers count below per run, a pair's own count is the difference); transient, never merged
+    readonly long[] _belowC, _belowF;
 
-    public PairSums(BiasMode mode, int order, QueryLayout[] layout)
+    public PairSums(BiasMode mode, int order, QueryPlan[] plans, QueryLayout[] layout)
     {
         Mode = mode; Order = order;
         Q = new PairAcc[layout.Length];
-        for (int i = 0; i < layout.Length; i++) Q[i] = new PairAcc(layout[i].Kind == EstimateKind.Density ? layout[i].Bins : 1, order);
+        for (int i = 0; i < layout.Length; i++)
+            Q[i] = new PairAcc(layout[i].Kind == EstimateKind.Density ? layout[i].Bins : 1, order, plans[i].PairBlocks && mode == BiasMode.Estimate,
+                               layout[i].Kind == EstimateKind.Density);
+        _belowC = new long[layout.Length]; _belowF = new long[layout.Length];
+    }
+
+    /// <summary>The pair's count below a density's range in each chain, from the workers' running counts.</summary>
+    internal (long C, long F) BelowOfPair(int i, long runningC, long runningF)
+    {
+        long c = runningC - _belowC[i], f = runningF - _belowF[i];
+        _belowC[i] = runningC; _belowF[i] = runningF;
+        return (c, f);
     }
 
     public void Merge(PairSums o)
@@ -119,12 +168,14 @@ internal sealed class PairSums
         if (o.Mode != Mode || o.Order != Order || o.Planned != Planned)
             throw new ArgumentException("the coupled pairs of the accumulators being merged differ (bias mode, order or planned pairs)");
         Pairs += o.Pairs;
+        for (int b = 0; b < BlockPairs.Length; b++) BlockPairs[b] += o.BlockPairs[b];
         for (int i = 0; i < Q.Length; i++) Q[i].Merge(o.Q[i]);
     }
 
     public void Write(BinaryWriter w)
     {
         w.Write((int)Mode); w.Write(Order); w.Write(Pairs); w.Write(Planned);
+        foreach (long n in BlockPairs) w.Write(n);
         foreach (var q in Q) q.Write(w);
     }
 
@@ -132,6 +183,7 @@ internal sealed class PairSums
     {
         if (r.ReadInt32() != (int)Mode || r.ReadInt32() != Order) throw new InvalidDataException("the accumulators were written with another bias setting");
         Pairs = r.ReadInt64(); Planned = r.ReadInt64();
+        for (int b = 0; b < BlockPairs.Length; b++) BlockPairs[b] = r.ReadInt64();
         foreach (var q in Q) q.Read(r);
     }
 
@@ -152,6 +204,7 @@ internal sealed class PairSums
             }
             var (b, sb) = PairAcc.MeanSe(q[0].D1, q[0].D2, n);
             e.Bias = b * Factor; e.BiasStdErr = sb * Factor; e.BiasPairs = n;
+            Blocks(e, q);
             return e;
         }
         double width = (l.Hi - l.Lo) / l.Bins;
@@ -169,7 +222,23 @@ internal sealed class PairSums
             return new Estimate { Grid = e.Grid, Values = vals, StdErrs = ses, Below = e.Below, Above = e.Above, Count = n,
                                   NonFinite = e.NonFinite, Extrapolated = true, BiasPairs = n };
         e.Biases = vals; e.BiasStdErrs = ses; e.BiasPairs = n;
+        Blocks(e, q);
         return e;
+    }
+
+    /// <summary>The per-block coarse and fine sums of a plan that keeps them, rounded (for the jackknife of a derived result).</summary>
+    void Blocks(Estimate e, PairAcc q)
+    {
+        e.BiasFactor = Factor;
+        if (q.BlockCount == 0) return;
+        int nb = q.BlockCount;
+        var c = new double[q.Slots * nb]; var f = new double[q.Slots * nb];
+        for (int k = 0; k < q.Slots; k++)
+        {
+            var x = q[k];
+            for (int b = 0; b < nb; b++) { c[k * nb + b] = x.BC[b].Round(); f[k * nb + b] = x.BF[b].Round(); }
+        }
+        e.PairBlockC = c; e.PairBlockF = f; e.PairBlockN = (long[])BlockPairs.Clone();
     }
 }
 
@@ -184,18 +253,40 @@ public static partial class Engine
     /// <summary>The most pairs the estimate may run, pilot included: a pair costs about three paths, so a tenth of the paths keeps the added cost near 30%.</summary>
     public static long MaxPairs(long totalPaths) => Math.Max(2, totalPaths / 10);
 
+    /// <summary>As <see cref="MaxPairs(long)"/> when each pair runs <paramref name="instances"/> model instances (the
+    /// run's model and the finite-difference twins of <see cref="QueryPlan.PairTwin"/>): a pair then costs that many
+    /// times more, and (measured, docs/discretisation.md) 4 to 5 scalar paths per instance rather than 3, hence 15.</summary>
+    public static long MaxPairs(long totalPaths, int instances) =>
+        instances <= 1 ? MaxPairs(totalPaths) : Math.Max(2, totalPaths / (15L * instances));
+
+    static int Instances(QueryPlan[] plans) => plans.Select(q => q.PairTwin).Append(0).Distinct().Count();
+
+    /// <summary>
+    /// A run whose plans are all finite-difference twins of the coupled pairs (<see cref="QueryPlan.PairTwin"/>):
+    /// their main-path values are nobody's, so the main paths are not simulated; only the pairs run. The
+    /// accumulators count the range's paths, as a run of them would (the shards' checks compare counts).
+    /// </summary>
+    static Accumulators RunPairsOnly<TModel>(TModel m, RunSettings s, QueryPlan[] plans, QueryLayout[] layout, long steps, int threads)
+        where TModel : struct, ISdeModel
+    {
+        var result = new Accumulators(plans, layout, steps, s.Dt) { Paths = s.Paths };
+        RunBias(m, s, plans, result, steps, threads);
+        s.Progress?.Invoke(1.0);
+        return result;
+    }
+
     /// <summary>
     /// The number of pairs J for the whole run, from the pilot's variances: the bias's standard error
     /// var(D)^½ / (1 − 2^−p) / √J is about the value's var(Q)^½ / √P when J = P var(D) / (var(Q) (1 − 2^−p)²);
     /// at least the pilot, at most <see cref="MaxPairs"/> less the pilot (which is run again by its shard).
     /// </summary>
-    internal static long ChoosePairs(PairSums pilot, long m, long total)
+    internal static long ChoosePairs(PairSums pilot, long m, long total, int instances = 1)
     {
         double ratio = 0;
         foreach (var q in pilot.Q)
         {
             double vd = 0, vc = 0;
-            for (int k = 0; k < q.Slots; k++)
+            for (int k = 0; k < q.ValueSlots; k++)
             {
                 vd += PairAcc.MeanSe(q[k].D1, q[k].D2, m).StdErr is var a && double.IsFinite(a) ? a * a * m : double.PositiveInfinity;
                 vc += PairAcc.MeanSe(q[k].C1, q[k].C2, m).StdErr is var c && double.IsFinite(c) ? c * c * m : 0;
@@ -207,7 +298,7 @@ public static partial class Engine
         }
         double f = pilot.Factor;
         double want = Math.Ceiling(ratio * f * f * total);
-        long hi = Math.Max(m, MaxPairs(total) - m);
+        long hi = Math.Max(m, MaxPairs(total, instances) - m);
         return double.IsFinite(want) ? (long)Math.Clamp(want, m, hi) : hi;
     }
 
@@ -215,11 +306,12 @@ public static partial class Engine
         where TModel : struct, ISdeModel
     {
         long total = s.TotalPaths > 0 ? s.TotalPaths : s.FirstPath + s.Paths;
-        long pilotN = Math.Min(PilotPairs, Math.Max(2, MaxPairs(total) / 3));
-        var pilot = new PairSums(BiasMode.Estimate, s.WeakOrder, result.Layout);
+        int instances = Instances(plans);
+        long pilotN = Math.Min(PilotPairs, Math.Max(2, MaxPairs(total, instances) / 3));
+        var pilot = new PairSums(BiasMode.Estimate, s.WeakOrder, plans, result.Layout);
         RunPairs(m, s, plans, result.Layout, steps, 0, pilotN, pilot, threads, null);
-        long j = ChoosePairs(pilot, pilotN, total);
-        var sums = new PairSums(BiasMode.Estimate, s.WeakOrder, result.Layout) { Planned = j };
+        long j = ChoosePairs(pilot, pilotN, total, instances);
+        var sums = new PairSums(BiasMode.Estimate, s.WeakOrder, plans, result.Layout) { Planned = j };
         // pair i's home is path ⌊i P / J⌋: the shard holding that path runs it
         long lo = (long)(((Int128)s.FirstPath * j + total - 1) / total);
         long hi = (long)(((Int128)(s.FirstPath + s.Paths) * j + total - 1) / total);
@@ -231,7 +323,7 @@ public static partial class Engine
         where TModel : struct, ISdeModel
     {
         var result = new Accumulators(plans, layout, steps, s.Dt);
-        var sums = new PairSums(BiasMode.Richardson, s.WeakOrder, layout) { Planned = s.TotalPaths > 0 ? s.TotalPaths : s.FirstPath + s.Paths };
+        var sums = new PairSums(BiasMode.Richardson, s.WeakOrder, plans, layout) { Planned = s.TotalPaths > 0 ? s.TotalPaths : s.FirstPath + s.Paths };
         RunPairs(m, s, plans, layout, steps, s.FirstPath, s.FirstPath + s.Paths, sums, threads, result);
         result.Pairs = sums;
         result.Paths = sums.Pairs;
@@ -251,22 +343,40 @@ public static partial class Engine
         if (j1 <= j0) return;
         int d = model.Dim, nw = model.NoiseDim, nobs = model.ObservableCount;
         var layoutF = QueryLayout.Build(plans, 2 * steps, s.Dt / 2, nobs);
+        // the model instances the plans sample (0: the run's model; k: twin k − 1), each with the layouts of
+        // its own plans only (the others' windows emptied, so that it neither observes nor records them)
+        var twins = s.PairTwins ?? Array.Empty<object>();
+        var models = new TModel[1 + twins.Length];
+        models[0] = model;
+        for (int i = 0; i < twins.Length; i++) models[i + 1] = (TModel)twins[i];
+        var planModel = new int[plans.Length];
+        for (int i = 0; i < plans.Length; i++)
+        {
+            planModel[i] = plans[i].PairTwin;
+            if (planModel[i] < 0 || planModel[i] >= models.Length) throw new ArgumentException($"query {i}: pair twin {planModel[i]} out of range ({twins.Length} twins)");
+        }
+        var used = planModel.Append(0).Distinct().OrderBy(k => k).ToArray();
+        QueryLayout[] own(QueryLayout[] l, int who) =>
+            used.Length == 1 ? l : l.Select((x, i) => planModel[i] == who ? x : new QueryLayout(x.Kind, x.Observable, long.MaxValue, -1, x.Bins, x.Lo, x.Hi)).ToArray();
         long count = j1 - j0;
         threads = (int)Math.Max(1, Math.Min(threads, count));
         long next = 0;
         long failed = 0, failStep = long.MaxValue;
         ExceptionDispatchInfo? error = null;
         var local = new PairSums[threads];
-        var coarse = new Worker[threads];
-        var fine = new Worker[threads];
+        var coarse = new Worker[threads, used.Length];
+        var fine = new Worker[threads, used.Length];
         try
         {
             for (int i = 0; i < threads; i++)
             {
-                local[i] = new PairSums(sums.Mode, sums.Order, layoutC) { Planned = sums.Planned };
-                coarse[i] = new Worker(d, nw, nobs, plans, layoutC, steps, s.Dt);
-                // the fine worker's normals buffer holds 2m numbers: its W is allocated for 2m (see Pad)
-                fine[i] = new Worker(d, 2 * nw, nobs, plans, layoutF, 2 * steps, s.Dt / 2);
+                local[i] = new PairSums(sums.Mode, sums.Order, plans, layoutC) { Planned = sums.Planned };
+                for (int u = 0; u < used.Length; u++)
+                {
+                    coarse[i, u] = new Worker(d, nw, nobs, plans, own(layoutC, used[u]), steps, s.Dt);
+                    // the fine worker's normals buffer holds 2m numbers: its W is allocated for 2m (see Pad)
+                    fine[i, u] = new Worker(d, 2 * nw, nobs, plans, own(layoutF, used[u]), 2 * steps, s.Dt / 2);
+                }
             }
             // the pair loop and the per-pair commit run optimised at once, as the plain engine's path
             // loop does: at tier 0 (until the background re-JIT, which a loaded machine delays) a
@@ -276,12 +386,17 @@ public static partial class Engine
             {
                 try
                 {
-                    var mm = model;
+                    var ms = (TModel[])models.Clone();
                     while (!s.Cancel.IsCancellationRequested && Volatile.Read(ref failed) == 0)
                     {
                         long k = Interlocked.Increment(ref next) - 1;
                         if (k >= count) break;
-                        long at = Pair(ref mm, s, steps, (ulong)(j0 + k), coarse[t], fine[t], local[t]);
+                        ulong j = (ulong)(j0 + k);
+                        long at = -1;
+                        // every instance on the same init draw and Brownian path (the pair's streams)
+                        for (int u = 0; u < used.Length && at < 0; u++)
+                            at = Pair(ref ms[used[u]], s, steps, j, coarse[t, u], fine[t, u], local[t], used[u], planModel);
+                        if (at < 0) { local[t].Pairs++; local[t].BlockPairs[j % PairAcc.Blocks]++; }
                         if (at >= 0)
                         {
                             Interlocked.Increment(ref failed);
@@ -312,11 +427,12 @@ public static partial class Engine
             {
                 sums.Merge(local[i]);
                 if (outside != null)
-                    for (int q = 0; q < layoutC.Length; q++)
-                    {
-                        var a = outside.Q[q]; var b = coarse[i].Acc.Q[q];
-                        a.Below += b.Below; a.Above += b.Above; a.NonFinite += b.NonFinite;
-                    }
+                    for (int u = 0; u < used.Length; u++)
+                        for (int q = 0; q < layoutC.Length; q++)
+                        {
+                            var a = outside.Q[q]; var b = coarse[i, u].Acc.Q[q];
+                            a.Below += b.Below; a.Above += b.Above; a.NonFinite += b.NonFinite;
+                        }
             }
         }
         finally
@@ -328,7 +444,7 @@ public static partial class Engine
 
     /// <summary>One coupled pair; returns −1, or the coarse step at which a chain left the finite numbers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe long Pair<TModel>(ref TModel model, RunSettings s, long steps, ulong j, Worker wc, Worker wf, PairSums acc)
+    static unsafe long Pair<TModel>(ref TModel model, RunSettings s, long steps, ulong j, Worker wc, Worker wf, PairSums acc, int who, int[] planModel)
         where TModel : struct, ISdeModel
     {
         int d = model.Dim, m = model.NoiseDim;
@@ -372,7 +488,7 @@ public static partial class Engine
             if (wf.NeedsObserve(2 * n + 2)) { model.Observe(new PtrVec(fa), (2 * n + 2) * h, ovf); wf.Record(2 * n + 2); }
         }
         if (failAt >= 0) { wc.Discard(); wf.Discard(); return failAt; }
-        CommitPair(wc, wf, acc);
+        CommitPair(wc, wf, acc, j, who, planModel);
         return -1;
     }
 
@@ -383,17 +499,20 @@ public static partial class Engine
         return r == 0.0;
     }
 
-    /// <summary>Adds the pair's per-query values (coarse c, fine f) to the sums and clears both workers for the next pair.</summary>
+    /// <summary>Adds the pair's values (coarse c, fine f) of the queries that model instance <paramref name="who"/>
+    /// samples to the sums and clears both workers for the next pair (the caller counts the pair once all its instances ran).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void CommitPair(Worker wc, Worker wf, PairSums acc)
+    static void CommitPair(Worker wc, Worker wf, PairSums acc, ulong pair, int who, int[] planModel)
     {
         var lc = wc.Layout; var lf = wf.Layout;
+        long j = (long)pair;
         for (int i = 0; i < lc.Length; i++)
         {
+            if (planModel[i] != who) continue;
             var q = acc.Q[i];
             if (lc[i].Kind == EstimateKind.Mean)
             {
-                q.Add(0, wc.QSum[i] / lc[i].Window, wf.QSum[i] / lf[i].Window);
+                q.Add(0, wc.QSum[i] / lc[i].Window, wf.QSum[i] / lf[i].Window, j);
                 wc.QSum[i] = 0; wf.QSum[i] = 0;
                 continue;
             }
@@ -401,12 +520,16 @@ public static partial class Engine
             double ic = 1.0 / lc[i].Window, jf = 1.0 / lf[i].Window;
             // every bin either chain touched, once: the coarse's, then the fine's that the coarse left empty
             int[] tc = wc._touched[i], tf = wf._touched[i];
-            for (int k = 0; k < wc._nTouched[i]; k++) { int b = tc[k]; q.Add(b, cc[b] * ic, cf[b] * jf); }
-            for (int k = 0; k < wf._nTouched[i]; k++) { int b = tf[k]; if (cc[b] == 0) q.Add(b, 0, cf[b] * jf); }
+            for (int k = 0; k < wc._nTouched[i]; k++) { int b = tc[k]; q.Add(b, cc[b] * ic, cf[b] * jf, j); }
+            for (int k = 0; k < wf._nTouched[i]; k++) { int b = tf[k]; if (cc[b] == 0) q.Add(b, 0, cf[b] * jf, j); }
+            if (q.Slots > q.ValueSlots)
+            {
+                var (bc, bf) = acc.BelowOfPair(i, wc.Acc.Q[i].Below, wf.Acc.Q[i].Below);
+                if (bc != 0 || bf != 0) q.Add(q.ValueSlots, bc * ic, bf * jf, j);
+            }
             for (int k = 0; k < wc._nTouched[i]; k++) cc[tc[k]] = 0;
             for (int k = 0; k < wf._nTouched[i]; k++) cf[tf[k]] = 0;
             wc._nTouched[i] = 0; wf._nTouched[i] = 0;
         }
-        acc.Pairs++;
     }
 }

@@ -35,6 +35,8 @@ public static partial class Engine
         // Four paths per step in the vector lanes where the model has a lane step and it pays (EngineLanes.cs).
         // Richardson runs every path as a coupled pair (RunRichardson), one path at a time.
         int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
+        if (s.Bias == BiasMode.Estimate && plans.Length > 0 && Array.TrueForAll(plans, q => q.PairTwin > 0))
+            return RunPairsOnly(m, s, plans, layout, steps, threads);
         long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 1, 256);
         long blocks = s.Paths == 0 ? 0 : (s.Paths + blockSize - 1) / blockSize;
         threads = (int)Math.Max(1, Math.Min(threads, blocks));

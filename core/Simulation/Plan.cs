@@ -27,6 +27,15 @@ public abstract class ObservablePlan
 /// <summary>One plain query (a mean or a density) as the engine sees it.</summary>
 public sealed class QueryPlan : ObservablePlan
 {
+    /// <summary>The coupled pairs keep this query's coarse and fine sums per block of pairs as well
+    /// (<see cref="Estimate.PairBlockC"/>): a result derived from several sums (a variance, a quantile)
+    /// gets its bias's standard error by a jackknife over the blocks. Changes no other number.</summary>
+    public bool PairBlocks { get; init; }
+    /// <summary>The model instance whose coupled pairs sample this query: 0 the run's model, k ≥ 1 the
+    /// twin <see cref="RunSettings.PairTwins"/>[k − 1] (a finite-difference response's twin, whose bias is
+    /// the difference of its twins' coupled biases). The main paths sample the run's model whatever it
+    /// is (a value nobody reports).</summary>
+    public int PairTwin { get; init; }
 }
 
 /// <summary>How to run: number of paths, step, horizon, seed, and the execution knobs.</summary>
@@ -56,6 +65,9 @@ public sealed class RunSettings
     /// <summary>The whole run's number of paths, of which this run is FirstPath .. FirstPath + Paths − 1 (a shard):
     /// the coupled pairs of the bias estimate are spread over the whole run by global index. 0: FirstPath + Paths.</summary>
     public long TotalPaths { get; init; }
+    /// <summary>The model's twins (of the model type, parameters shifted) that the coupled pairs also run,
+    /// on the same init draw and Brownian path, for the plans with <see cref="QueryPlan.PairTwin"/> ≥ 1.</summary>
+    public object[]? PairTwins { get; init; }
     /// <summary>The scheme's weak order p (Euler–Maruyama 1): b = (Q(dt) − Q(dt/2)) / (1 − 2^−p).</summary>
     public int WeakOrder { get; init; } = 1;
 
@@ -127,6 +139,15 @@ public sealed class Estimate
     public long BiasPairs { get; set; }
     /// <summary>The value is the Richardson extrapolation 2 Q(dt/2) − Q(dt) of coupled pairs.</summary>
     public bool Extrapolated { get; set; }
+    /// <summary>Plans with <see cref="QueryPlan.PairBlocks"/>: the coupled pairs' sums of the coarse (C) and
+    /// fine (F) per-pair values, per slot and block (index slot · <see cref="PairBlockN"/>.Length + block;
+    /// a density's slots are its bins, then the fraction below its range), rounded from exact sums.</summary>
+    public double[]? PairBlockC { get; set; }
+    public double[]? PairBlockF { get; set; }
+    /// <summary>The pairs in each block (pair j is in block j mod B).</summary>
+    public long[]? PairBlockN { get; set; }
+    /// <summary>1 / (1 − 2^−p), which turns Q(dt) − Q(dt/2) into the bias (NaN when there are no pairs).</summary>
+    public double BiasFactor { get; set; } = double.NaN;
 }
 
 /// <summary>How a run treats the distance of its Euler chain from the SDE (the dt → 0 limit).</summary>

@@ -4,14 +4,16 @@
 # against the same file with `bias = off`, and with `extrapolate = richardson` where the file's queries
 # allow it. Prints the medians of REPS runs and the ratios.
 #
-#   tests/perf/bias.sh [REPS] [EXAMPLE...]   (default 3; examples ou gbm double_well anneal lorenz96)
+#   tests/perf/bias.sh [REPS] [EXAMPLE...]   (default 3; examples ou gbm double_well anneal lorenz96
+#                                             ou_response, and tests/perf/bias_kinds.sde; an EXAMPLE
+#                                             ending in .sde is a path)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 reps="${1:-3}"
 shift || true
 examples=("$@")
-[ ${#examples[@]} -gt 0 ] || examples=(ou gbm double_well anneal lorenz96)
+[ ${#examples[@]} -gt 0 ] || examples=(ou gbm double_well anneal lorenz96 ou_response tests/perf/bias_kinds.sde)
 python="${PYTHON:-/usr/bin/python3}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -21,9 +23,11 @@ secs() { dotnet "$dll" run "$1" --json 2>/dev/null | "$python" -c 'import json,s
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 printf '%-14s %10s %10s %8s %12s %8s\n' example "off (s)" "estimate" ratio richardson ratio
 for e in "${examples[@]}"; do
-    sed 's/^simulate {/simulate {\n  bias = off\n/' "examples/$e.sde" >"$tmp/$e.off.sde"
-    cp "examples/$e.sde" "$tmp/$e.est.sde"
-    sed 's/^simulate {/simulate {\n  extrapolate = richardson\n/' "examples/$e.sde" >"$tmp/$e.rich.sde"
+    src="examples/$e.sde"
+    case "$e" in *.sde) src="$e"; e="$(basename "$e" .sde)" ;; esac
+    sed 's/^simulate {/simulate {\n  bias = off\n/' "$src" >"$tmp/$e.off.sde"
+    cp "$src" "$tmp/$e.est.sde"
+    sed 's/^simulate {/simulate {\n  extrapolate = richardson\n/' "$src" >"$tmp/$e.rich.sde"
     : >"$tmp/off"; : >"$tmp/est"; : >"$tmp/rich"
     for i in $(seq "$reps"); do
         secs "$tmp/$e.off.sde" >>"$tmp/off"

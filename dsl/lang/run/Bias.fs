@@ -18,6 +18,68 @@ let ofEstimate (e: Estimate) : BiasOutcome option =
     else
         Some { Value = e.Bias; StdErr = e.BiasStdErr; Values = [||]; StdErrs = [||]; Method = "coupled"; Samples = e.BiasPairs; Reason = None }
 
+/// A finite-difference response's twins as plans of the coupled pairs (docs/discretisation.md): its
+/// observable sampled on the twin instances γ + h and γ − h (1 + the variant's index), on the pairs' shared
+/// init draw and Brownian path; [] for another method. The main paths sample them on the run's model, a
+/// value that is not reported.
+let fdTwins (rp: ResponsePlan) : QueryPlan list =
+    if rp.Method <> ResponseMethod.FiniteDifference || rp.Inactive then []
+    else
+        let twin v =
+            QueryPlan(Kind = rp.Kind, Observable = rp.Observable, TimeAverage = rp.TimeAverage, T0 = rp.T0, T1 = rp.T1, Lo = rp.Lo, Hi = rp.Hi,
+                      Bins = rp.Bins, PairBlocks = true, PairTwin = 1 + v)
+        [ twin rp.VariantPlus; twin rp.VariantMinus ]
+
+/// The coupled bias of a linear combination Σ w_k Q_k of coupled estimates (a finite-difference response:
+/// (Q₊ − Q₋)/2h), per slot (one for a mean, a bin each for a density, per unit width): b = Σ w_k
+/// mean(c_k − f_k) / (1 − 2^−p), its standard error by the jackknife over the blocks of pairs, which sees
+/// the twins' correlation (they share every pair's path). None without blocks (another backend, bias off).
+let linearBias (terms: (Estimate * float) list) : BiasOutcome option =
+    let ok (e: Estimate) = not (isNull e.PairBlockC) && not (isNull e.PairBlockN) && e.BiasPairs > 0L
+    match terms with
+    | (e0, _) :: _ when terms |> List.forall (fst >> ok) ->
+        let counts = e0.PairBlockN
+        let nb = counts.Length
+        let total = Array.sum counts
+        // a density's blocks hold its bins and, after them, the fraction below its range
+        let slots = if isNull e0.Values then 1 else e0.Values.Length
+        let width = if isNull e0.Grid || e0.Grid.Length < 2 then 1.0 else e0.Grid[1] - e0.Grid[0]
+        let factor = e0.BiasFactor
+        let used = [| for b in 0 .. nb - 1 do if counts[b] > 0L then yield b |]
+        let per k =
+            // Σ_k w_k (c − f) per block, and over all blocks
+            let blockD = Array.init nb (fun b -> terms |> List.sumBy (fun (e, w) -> w * (e.PairBlockC[k * nb + b] - e.PairBlockF[k * nb + b])))
+            let all = Array.sum blockD
+            let theta = used |> Array.map (fun b -> (all - blockD[b]) / float (total - counts[b]))
+            let m = Array.average theta
+            let kk = float theta.Length
+            let var = (kk - 1.0) / kk * (theta |> Array.sumBy (fun t -> (t - m) * (t - m)))
+            all / float total * factor / width, sqrt var * factor / width
+        if used.Length < 2 then None
+        else
+            let vs = Array.init slots per
+            let finite = vs |> Array.forall (fun (v, s) -> Double.IsFinite v && Double.IsFinite s)
+            if not finite then Some(biasNone "the coupled pairs gave non-finite values of the observable")
+            elif isNull e0.Values then
+                Some { Value = fst vs[0]; StdErr = snd vs[0]; Values = [||]; StdErrs = [||]; Method = "coupled"; Samples = total; Reason = None }
+            else
+                Some { Value = 0.0; StdErr = 0.0; Values = Array.map fst vs; StdErrs = Array.map snd vs; Method = "coupled"; Samples = total; Reason = None }
+    | _ -> None
+
+/// The bias of a finite-difference response from its twins' estimates (plus, minus) and h.
+let fdBias (h: float) (plus: Estimate) (minus: Estimate) : BiasOutcome option =
+    linearBias [ plus, 1.0 / (2.0 * h); minus, -1.0 / (2.0 * h) ]
+
+/// Why a response by `method` has no estimate.
+let private responseReason (backend: string) (methodText: string) =
+    if methodText.StartsWith "finite_difference" then
+        if backend <> "cpu" then sprintf "the %s backend does not run the coupled pairs yet; use --backend cpu for the estimate" backend
+        else "not estimated for this finite-difference response (the coupled pairs run its twins for a single-window response of the plain engine only); compare with a run at dt/2"
+    elif methodText = "pathwise" then
+        "not estimated for pathwise responses yet: the coupled pairs do not carry the tangent (the bias of a derivative would need the tangent at dt and at dt/2 on the same path); use finite_difference(h = ...), whose twins the pairs run, or compare with a run at dt/2"
+    else
+        "not estimated for divergence-kernel and likelihood-ratio responses: their per-path weights are sums over the steps of Euler transition scores, which at dt and at dt/2 are different random variables (no coupled difference converges); use finite_difference(h = ...), whose twins the pairs run, or compare with a run at dt/2"
+
 /// Why a result of `kind` has no estimate (None: the kind is not an estimate of the SDE, e.g. samples).
 let missingReason (backend: string) (kind: string) : string option =
     match kind with
@@ -26,17 +88,28 @@ let missingReason (backend: string) (kind: string) : string option =
     | "ess" -> None
     | "mean"
     | "density"
-    | "mean_series" when backend <> "cpu" -> Some(sprintf "the %s backend does not run the coupled pairs yet; use --backend cpu for the estimate" backend)
-    | "response"
-    | "density_response" -> Some "not estimated for responses yet (the coupled pairs run on the plain engine only); compare with a run at dt/2"
+    | "mean_series"
     | "variance"
     | "covariance"
     | "quantile"
-    | "density2d" -> Some "not estimated for results derived from several estimates yet; compare with a run at dt/2"
+    | "density2d" when backend <> "cpu" -> Some(sprintf "the %s backend does not run the coupled pairs yet; use --backend cpu for the estimate" backend)
+    | "response"
+    | "density_response" -> Some "not estimated for responses yet (the coupled pairs run on the plain engine only); compare with a run at dt/2"
+    | "quantile" ->
+        Some "the quantile or its standard error (whose density at the quantile the bias needs) is not inside the histogram's range; widen the range or use more paths"
+    | "variance"
+    | "covariance"
+    | "density2d" -> Some "the coupled pairs gave no finite estimate (too few pairs, or a non-finite observable); compare with a run at dt/2"
     | "lyapunov" -> Some "not estimated for Lyapunov exponents yet; compare with a run at dt/2"
     | "score"
     | "alignment" -> Some(sprintf "not estimated for %s results yet; compare with a run at dt/2" kind)
     | _ -> Some "not estimated for this kind of result yet; compare with a run at dt/2"
+
+/// Why a result has no estimate (None: the kind is not an estimate of the SDE, e.g. samples).
+let missingReasonOf (backend: string) (q: QueryOutcome) : string option =
+    match q.Kind, q.Method with
+    | ("response" | "density_response"), Some m -> Some(responseReason backend m)
+    | _ -> missingReason backend q.Kind
 
 /// Where a result of `kind` cannot be extrapolated: the reason (Richardson needs the coupled pairs of the
 /// plain engine, or independent weighted runs).

@@ -474,9 +474,11 @@ and private prepareHere (source: string) (cf: CheckedFile) : Result<Program, Dia
                 let k = obsIndex (targetObservable target)
                 let ta, t0, t1 = window over
 
-                let meanOf (e: CExpr) = QueryPlan(Kind = EstimateKind.Mean, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1)
+                // PairBlocks: the coupled pairs keep per-block sums, for the jackknife of the derived result's bias
+                let meanOf (e: CExpr) = QueryPlan(Kind = EstimateKind.Mean, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1, PairBlocks = true)
                 let densityOf (e: CExpr) lo hi bins =
-                    QueryPlan(Kind = EstimateKind.Density, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins)
+                    QueryPlan(Kind = EstimateKind.Density, Observable = obsIndex e, TimeAverage = ta, T0 = t0, T1 = t1, Lo = lo, Hi = hi, Bins = bins,
+                              PairBlocks = (match target with TQuantile _ -> true | _ -> false))
 
                 match target with
                 | TMean _ -> Ok(PlainJob(QueryPlan(Kind = EstimateKind.Mean, Observable = k, TimeAverage = ta, T0 = t0, T1 = t1)))
@@ -872,9 +874,28 @@ let private guardSet (cancel: Threading.CancellationToken) (f: unit -> 'a) : Res
 /// The text of a set's failure, as the report carries it.
 let failureText (e: exn) = e.Message
 
+/// The finite-difference responses whose twins the coupled pairs run (`bias = estimate`, unweighted), with
+/// their twins' plans (Bias.fdTwins): sampled by the pairs only, after the queries' own plain plans.
+let biasTwins (p: Program) =
+    let s = p.File.Settings
+    if s.Bias <> "estimate" || s.Extrapolate = "richardson" || p.File.Weight.IsSome then []
+    else p.Jobs |> List.choose (fun (q, j) -> match j with ResponseJob ([ rp ], _, _, _) when not (Bias.fdTwins rp).IsEmpty -> Some(q, Bias.fdTwins rp) | _ -> None)
+
 /// The plans of a program by engine.
 let plainPlans (p: Program) =
-    p.Jobs |> List.collect (fun (_, j) -> match j with PlainJob plan -> [ plan ] | DerivedJob plans -> plans | _ -> []) |> List.toArray
+    let own = p.Jobs |> List.collect (fun (_, j) -> match j with PlainJob plan -> [ plan ] | DerivedJob plans -> plans | _ -> [])
+    own @ (biasTwins p |> List.collect snd) |> List.toArray
+
+/// The bias of a finite-difference response `q` from its twins' estimates (at the end of the plain ones).
+let private twinBias (p: Program) (q: CheckedQuery) (pe: Estimate[]) =
+    // each response's twins are two plans (γ + h, γ − h), in the order of biasTwins
+    let twins = biasTwins p
+    let h = p.Jobs |> List.tryPick (fun (q', j) -> match j with ResponseJob ([ rp ], _, _, _) when obj.ReferenceEquals(q', q) -> Some rp.H | _ -> None)
+    match twins |> List.tryFindIndex (fun (q', _) -> obj.ReferenceEquals(q', q)), h with
+    | Some k, Some h when pe.Length >= 2 * twins.Length ->
+        let at = pe.Length - 2 * twins.Length + 2 * k
+        Bias.fdBias h pe[at] pe[at + 1]
+    | _ -> None
 
 let responsePlans (p: Program) =
     let own =
@@ -910,12 +931,13 @@ let biasMode (s: Settings) =
     elif s.Bias = "estimate" then BiasMode.Estimate
     else BiasMode.Off
 
-let private withBias (p: Program) (warm: bool) (range: PathRange) (rs: RunSettings) =
+let private withBias (p: Program) (twins: obj[]) (warm: bool) (range: PathRange) (rs: RunSettings) =
     let s = p.File.Settings
     RunSettings(
         Paths = rs.Paths, FirstPath = rs.FirstPath, Dt = rs.Dt, T = rs.T, Seed = rs.Seed, Threads = rs.Threads,
         Progress = rs.Progress, Cancel = rs.Cancel, MemoryLimit = rs.MemoryLimit,
-        Bias = biasMode s, TotalPaths = (if warm then range.First + range.Count else s.Paths), WeakOrder = Checker.weakOrder s.Scheme
+        Bias = biasMode s, TotalPaths = (if warm then range.First + range.Count else s.Paths), WeakOrder = Checker.weakOrder s.Scheme,
+        PairTwins = (if (biasTwins p).IsEmpty then null else twins)
     )
 
 /// The results' discretisation errors once every estimate is in: the kinds without one get `bias: null`
@@ -928,7 +950,7 @@ let finishBias (p: Program) (backend: string) (r: RunReport) : RunReport =
         let fix (q: QueryOutcome) =
             let q =
                 if s.Bias = "estimate" && not q.Extrapolated && q.Bias.IsNone then
-                    { q with Bias = Bias.missingReason backend q.Kind |> Option.map biasNone }
+                    { q with Bias = Bias.missingReasonOf backend q |> Option.map biasNone }
                 else q
             match Bias.warning s.Dt s.T order q with
             | Some w -> { q with Warnings = q.Warnings @ [ w ] }
@@ -1043,6 +1065,7 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                         let pls = [ for k in 0 .. plans.Length - 1 -> used[ri + k] ]
                         ri <- ri + plans.Length
                         let o = outcomeOf q job pls s.Dt measured ests
+                        let o = match twinBias p q pe with Some b when not o.Extrapolated -> { o with Bias = Some b } | _ -> o
                         if pls.Head.AdaptiveRate then { o with CovectorGrowth = growth[i] |> Option.map (fun g -> g.Rate) } else o
                     | AlignmentJob _ ->
                         ri <- ri + 1
@@ -1380,7 +1403,7 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
 
         // the warm-up (progress = false) is not cancelled: a signal during it stops the first set instead
         let settingsOf = settingsWith (if progress then opts.Cancel else Threading.CancellationToken.None)
-        let pe = if plain.Length > 0 then runner.Run(bm, withBias p (not progress) range (settingsOf p range t threads (prog 0)), plain) else [||]
+        let pe = if plain.Length > 0 then runner.Run(bm, withBias p (Array.map box vs) (not progress) range (settingsOf p range t threads (prog 0)), plain) else [||]
 
         let re =
             if responses.Length > 0 then
@@ -1471,7 +1494,7 @@ let runShard (p: Program) (opts: RunOptions) (range: PathRange) : SetSums list *
 
         let settingsOf = settingsWith (if progress then opts.Cancel else Threading.CancellationToken.None)
 
-        { Plain = (if plain.Length > 0 then Some(runner.RunPartial(bm, withBias p (not progress) range (settingsOf p range t threads (prog 0)), plain)) else None)
+        { Plain = (if plain.Length > 0 then Some(runner.RunPartial(bm, withBias p (Array.map box vs) (not progress) range (settingsOf p range t threads (prog 0)), plain)) else None)
           Responses =
             if responses.Length > 0 then
                 Some(runner.RunResponsesPartial(bm, vs, p.Compiled.Structure, settingsOf p range t threads (prog (engines - 1)), withRates p.File.Settings.T responses growth[i]))
