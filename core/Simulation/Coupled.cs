@@ -214,8 +214,10 @@ internal sealed class PairSums
             var (v, se) = Mode == BiasMode.Richardson ? PairAcc.MeanSe(q[k].R1, q[k].R2, n) : PairAcc.MeanSe(q[k].D1, q[k].D2, n);
             double f = Mode == BiasMode.Richardson ? 1 : Factor;
             // a bin where no pair's coarse and fine samples differed: its bias reads 0, but its standard
-            // error is not known to be 0 (the pairs did not resolve it), so it is unknown
-            if (Mode == BiasMode.Estimate && se == 0) se = double.NaN;
+            // error is not 0 (the pairs did not resolve it). No difference in n pairs bounds the chance of
+            // one below 3/n (95%, the rule of three), and a difference is at most 1, so var(D) <= 3/n:
+            // the bound √3/n (finite, so that results compare equal and the JSON keeps a number)
+            if (Mode == BiasMode.Estimate && se == 0 && n > 0) se = Math.Sqrt(3.0) / n;
             vals[k] = v * f / width; ses[k] = se * f / width;
         }
         if (Mode == BiasMode.Richardson)
