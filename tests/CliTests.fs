@@ -477,7 +477,8 @@ let tests =
               Expect.isEmpty hits (String.Join("\n", hits))
           }
 
-          test "Cli the F# script samples/embed.fsx runs on the packed library (#r nuget)" {
+          test "Cli the F# script samples/embed.fsx runs on the packed library (#r nuget) [slow tier]" {
+              Tier.requireSlow "packs the library and runs dotnet fsi with #r nuget (9 s)"
               // pack Sde.Core and Sde.Lang (already built by the test project's reference) into a
               // temporary folder under a version of their own, so that no package left in the global
               // NuGet cache by an earlier run can stand in for them; then run the sample script with

@@ -390,7 +390,8 @@ let fits =
                   Expect.equal r.History.Length 120 "one line per iteration")
           }
 
-          test "recovery: a nonlinear multiplicative-noise model from a distant start, without the diffusion collapsing" {
+          test "recovery: a nonlinear multiplicative-noise model from a distant start, without the diffusion collapsing [slow tier]" {
+              Tier.requireSlow "a fit of many evaluations (7 s)"
               withTemp (fun dir ->
                   // dx = (a − x³) dt + s √(1 + x²) dW, x0 = 0, Δt = 0.01, T = 1: a = 1, s = 0.3, fitted from (0, 0.9)
                   let a0, s0 = 1.0, 0.3
@@ -535,7 +536,8 @@ let samples =
                   Expect.stringContains o.Err "a shard cannot do yet" "says why")
           }
 
-          test "generate data with samples(x) at one parameter set, fit it from another (the CLI end to end)" {
+          test "generate data with samples(x) at one parameter set, fit it from another (the CLI end to end) [slow tier]" {
+              Tier.requireSlow "a CLI run and a CLI fit (7 s)"
               withTemp (fun dir ->
                   let gen = Path.Combine(dir, "gen.sde")
                   File.WriteAllText(gen, samplesModel "  samples(x)")

@@ -246,7 +246,8 @@ let controlTests =
             Expect.isLessThan r[0].StdErr (0.5 * r[2].StdErr) "sigma: far below the kernel alone"
         }
 
-        test "OU, sigma: the standard error with the estimated coefficient is honest (z-scores over 60 seeds have RMS about 1)" {
+        test "OU, sigma: the standard error with the estimated coefficient is honest (z-scores over 60 seeds have RMS about 1) [slow tier]" {
+            Tier.requireSlow "60 seeds of a response run (7 s)"
             let c = ouChain 0.01 1.0
             let exact = 2.0 * c.Sigma * c.Dt * c.S
             let zs =

@@ -55,7 +55,8 @@ let private evaluateKde (k: int) (spacing: float) (flat: float[]) (w: float[]) (
 [<Tests>]
 let tests =
     testList "Weighted errors" [
-        test "log_density (WFR): over 40 seeds the spread of each estimate is 0.7-1.4 times its reported error (16 replicas' batch means; systematic and birth-death)" {
+        test "log_density (WFR): over 40 seeds the spread of each estimate is 0.7-1.4 times its reported error (16 replicas' batch means; systematic and birth-death) [slow tier]" {
+            Tier.requireSlow "80 WFR runs (11 s)"
             for resample in [ "systematic"; "birth_death" ] do
                 let runs = [| for seed in 1..40 -> run (wfrSource resample 1600 (200 + seed)) |]
                 for q in [ "mean(if x > 0 then 1 else 0)"; "mean(x)"; "log_normalizer" ] do

@@ -191,7 +191,8 @@ let tests =
                 within 4.5 (scheme + ": mean log_normalizer over seeds") m se logZ
         }
 
-        test "genealogy standard errors: z-scores of mean(x) over 40 seeds have RMS near 1 (multinomial and systematic, resampling every step)" {
+        test "genealogy standard errors: z-scores of mean(x) over 40 seeds have RMS near 1 (multinomial and systematic, resampling every step) [slow tier]" {
+            Tier.requireSlow "80 weighted runs (6 s)"
             let _, means, _ = exact
             for scheme in [ "multinomial"; "systematic" ] do
                 let zs =
