@@ -224,7 +224,22 @@ let private withScheme (scheme: string) (extra: string) (modelText: string) (que
 let tests =
     testList
         "schemes"
-        [ testCase "unknown scheme: a located error that lists the three" <| fun () ->
+        [ testCase "sra's coupled pairs share the fine path's integral of W: the pair difference shrinks at least like dt^1.5 under a time-dependent noise" <| fun () ->
+              // the coarse step's second normal from the two fine steps' (ξ, ζ); the plain sum (ζ₁ + ζ₂)/√2 has the
+              // right law but another ∫ W ds, and with g = g(t) the term (g(t) − g(t+Δt)) χ then makes the pair
+              // difference shrink only like dt (a ratio of 4 over dt → dt/4, against 8 or more coupled)
+              let model = "model tdep {\n  state x\n  brownian W\n  init x = 0\n  d x = -x dt + (1 + 2 * t) dW\n}\n"
+              let sdOfD (dt: float) =
+                  let text = sprintf "%ssimulate { paths = 4000; dt = %g; T = 1; seed = 3; scheme = sra }\nquery {\n  mean(x^2)\n}\n" model dt
+                  let r = (program text).Run(threads = 1)
+                  let q = r.Sets.Head.Results.Head
+                  match q.Bias with
+                  | Some b when b.Reason.IsNone -> b.StdErr * sqrt (float b.Samples)
+                  | other -> failtestf "no coupled bias: %A" other
+              let coarse, fine = sdOfD 0.04, sdOfD 0.01
+              Expect.isGreaterThan (coarse / fine) 6.0 (sprintf "sd(D) at dt = 0.04: %g, at 0.01: %g" coarse fine)
+
+          testCase "unknown scheme: a located error that lists the three" <| fun () ->
               let d = refused (withScheme "rk4" "" ouModel "  mean(x)")
               Expect.equal (d.Line, d.Col) (9, 62) "at the value"
               Expect.stringContains d.Message "euler_maruyama, milstein, sra" "the list"

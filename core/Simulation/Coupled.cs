@@ -472,12 +472,18 @@ public static partial class Engine
             if (wf.NeedsObserve(0)) { model.Observe(new PtrVec(fa), 0.0, ovf); wf.Record(0); }
         }
         double inv = 1 / Math.Sqrt(2);
+        // SRA: lanes 0 .. m/2 − 1 are ξ (ΔW = √Δt ξ), lanes m/2 .. m − 1 the ζ of I_(1,0) = Δt^{3/2} (ξ + ζ/√3) / 2.
+        // Over the coarse step, ∫ W ds = I_a + h ΔW_a + I_b gives ζ_c = (√3 (ξ_a − ξ_b) + ζ_a + ζ_b) / (2√2),
+        // a standard normal independent of ξ_c = (ξ_a + ξ_b)/√2: the coarse chain's own integral of the fine path
+        int mi = s.IntegralNormals ? m / 2 : m;
+        double s3 = Math.Sqrt(3), inv8 = 1 / Math.Sqrt(8);
         for (long n = 0; n < steps && failAt < 0; n++)
         {
             if (m > 0)
             {
                 Normals.Fill(seed, j, (ulong)n, TagPairStep, z, 2 * m);
-                for (int k = 0; k < m; k++) zc[k] = (z[k] + z[m + k]) * inv;
+                for (int k = 0; k < mi; k++) zc[k] = (z[k] + z[m + k]) * inv;
+                for (int k = mi; k < m; k++) zc[k] = (s3 * (z[k - mi] - z[m + k - mi]) + z[k] + z[m + k]) * inv8;
             }
             model.Step(new PtrVec(a), new PtrVec(b), cv, n * dt, dt, sqdt);
             model.Step(new PtrVec(fa), new PtrVec(fb), z1, (2 * n) * h, h, sqh);

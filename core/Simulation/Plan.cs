@@ -70,6 +70,10 @@ public sealed class RunSettings
     public object[]? PairTwins { get; init; }
     /// <summary>The scheme's weak order p (Euler–Maruyama 1): b = (Q(dt) − Q(dt/2)) / (1 − 2^−p).</summary>
     public int WeakOrder { get; init; } = 1;
+    /// <summary>True when the second half of a step's normals are the ζ of the scheme's integrals
+    /// I_(1,0) = Δt^{3/2} (ξ + ζ/√3) / 2 (SRA): the coupled pairs then build the coarse step's ζ from the
+    /// two fine steps' ξ and ζ, so that both chains see the same ∫ W ds.</summary>
+    public bool IntegralNormals { get; init; }
 
     /// <summary>Number of steps N = T / dt; see <see cref="StepsOf"/> (throws when T is not a whole number of steps).</summary>
     public long Steps => StepsOf(T, Dt);

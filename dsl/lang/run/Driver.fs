@@ -936,7 +936,7 @@ let private withBias (p: Program) (twins: obj[]) (warm: bool) (range: PathRange)
     RunSettings(
         Paths = rs.Paths, FirstPath = rs.FirstPath, Dt = rs.Dt, T = rs.T, Seed = rs.Seed, Threads = rs.Threads,
         Progress = rs.Progress, Cancel = rs.Cancel, MemoryLimit = rs.MemoryLimit,
-        Bias = biasMode s, TotalPaths = (if warm then range.First + range.Count else s.Paths), WeakOrder = Checker.weakOrder s.Scheme,
+        Bias = biasMode s, TotalPaths = (if warm then range.First + range.Count else s.Paths), WeakOrder = Checker.weakOrder s.Scheme, IntegralNormals = (s.Scheme = "sra"),
         PairTwins = (if (biasTwins p).IsEmpty then null else twins)
     )
 

@@ -377,7 +377,8 @@ let readSums (p: Program) (f: PartialFile) : Result<SetSums list * float, string
         let responses = responsePlans p
         let k = lyapunovK p
         let settings = RunSettings(Paths = p.File.Settings.Paths, Dt = p.File.Settings.Dt, T = p.File.Settings.T, Seed = p.File.Settings.Seed,
-                                   Bias = biasMode p.File.Settings, WeakOrder = Checker.weakOrder p.File.Settings.Scheme)
+                                   Bias = biasMode p.File.Settings, WeakOrder = Checker.weakOrder p.File.Settings.Scheme,
+                                   IntegralNormals = (p.File.Settings.Scheme = "sra"))
 
         let sums =
             [ for _ in 1..n ->
