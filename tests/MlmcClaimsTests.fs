@@ -45,7 +45,7 @@ type private LevelRow = { Level: int; Dt: float; Paths: float; Cost: float; Mean
 
 let private levelTable () =
     let t = text ()
-    let head = quote @"multilevel Monte Carlo, set default \(accuracy ([0-9.]+), [^)]*\): ([0-9]+) levels, ([0-9.E+]+) path-steps, converged"
+    let head = quote @"multilevel Monte Carlo, set default \(accuracy ([0-9.]+), [^)]*\): ([0-9]+) levels, ([0-9.eE+]+) path-steps, converged"
     let line = quote @"mean\(S\) = ([0-9.]+)  error ([0-9.]+) \(target ([0-9.]+); stderr ([0-9.]+), bias ([0-9.]+)\)  alpha ([-0-9.]+)  beta ([0-9.]+)"
     let start = t.IndexOf "    level          dt"
     let rows =

@@ -549,7 +549,7 @@ let toJson (report: RunReport) (info: Info) : string =
 
 // ------------------------------------------------------------------------------------ table
 
-let private g (x: float) = if Double.IsFinite x then x.ToString("G4", Globalization.CultureInfo.InvariantCulture) else "n/a"
+let private g (x: float) = if Double.IsFinite x then x.ToString("G4", Globalization.CultureInfo.InvariantCulture).Replace("E", "e") else "n/a"
 
 /// The level table of each set, printed after the run's table.
 let table (info: Info) : string =
