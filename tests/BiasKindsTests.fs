@@ -14,24 +14,11 @@ open Sde.Lang.Report
 
 let private inv = Globalization.CultureInfo.InvariantCulture
 
-let private gbmTemplate = """model Gbm {
-  param mu = 1
-  param sigma = 0.5
-  state x
-  brownian W
-  init x = 1
-  d x = mu * x dt + sigma * x dW
-}
-simulate { paths = PATHS; dt = DT; T = 1; seed = SEED }
-query {
-QUERIES
-}
-"""
-
 let private fill (template: string) (dt: float) (paths: int) (seed: int) (queries: string) =
     template.Replace("PATHS", string paths).Replace("DT", dt.ToString("R", inv)).Replace("SEED", string seed).Replace("QUERIES", queries)
 
-let private gbmText = fill gbmTemplate
+/// BiasTests' geometric Brownian motion (μ = 1, σ = 0.5, x₀ = 1, T = 1).
+let private gbmText (dt: float) (paths: int) (seed: int) (queries: string) = BiasTests.gbm dt paths seed "" queries
 
 let private ouTemplate = """model Ou {
   param theta = 1

@@ -25,7 +25,7 @@ QUERIES
 }
 """
 
-let private gbm (dt: float) (paths: int) (seed: int) (extra: string) (queries: string) =
+let gbm (dt: float) (paths: int) (seed: int) (extra: string) (queries: string) =
     template
         .Replace("PATHS", string paths)
         .Replace("DT", dt.ToString("R", Globalization.CultureInfo.InvariantCulture))
