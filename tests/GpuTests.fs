@@ -20,7 +20,7 @@ let rec private findUp (dir: string) (name: string) =
         let parent = Directory.GetParent dir
         if isNull parent then failwithf "cannot find %s above the working directory" name else findUp parent.FullName name
 
-let private examplesDir = lazy (findUp Environment.CurrentDirectory "examples")
+let examplesDir = lazy (findUp Environment.CurrentDirectory "examples")
 let private examples () = Directory.GetFiles(examplesDir.Value, "*.sde") |> Array.sort
 
 let private compileWith (text: string) (file: string) (paths: int64) =

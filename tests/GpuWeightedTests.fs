@@ -13,18 +13,9 @@ open Sde.Core
 open Sde.Core.Gpu
 open Sde.Lang
 
-let rec private findUp (dir: string) (name: string) =
-    let p = Path.Combine(dir, name)
-    if Directory.Exists p then p
-    else
-        let parent = Directory.GetParent dir
-        if isNull parent then failwithf "cannot find %s above the working directory" name else findUp parent.FullName name
-
-let private examplesDir = lazy (findUp Environment.CurrentDirectory "examples")
-
 /// The examples whose model declares a weight (`weight NAME` on a line of its own).
 let private weightedExamples () =
-    Directory.GetFiles(examplesDir.Value, "*.sde")
+    Directory.GetFiles(GpuTests.examplesDir.Value, "*.sde")
     |> Array.sort
     |> Array.filter (fun f -> Regex.IsMatch(File.ReadAllText f, @"(?m)^\s*weight\s+\w+\s*$"))
 
