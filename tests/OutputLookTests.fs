@@ -474,6 +474,11 @@ let issue19Tests =
               let t = Output.table (reportOf [ { Name = "default"; Params = []; Results = []; Failure = None } ])
               Expect.isFalse (t.Contains "path-steps/s") t
               Expect.stringContains t "no queries, so no paths were simulated" t
+              // an interrupted or blown-up run had queries: it says that no set finished, not that there were none
+              let failed = Output.table (reportOf [ { Name = "default"; Params = []; Results = []; Failure = Some "the run was interrupted" } ])
+              Expect.isFalse (failed.Contains "path-steps/s") failed
+              Expect.isFalse (failed.Contains "no queries") failed
+              Expect.stringContains failed "no set finished" failed
               let withQuery = Output.table (reportOf [ { Name = "default"; Params = []; Results = [ scalar "mean" "mean(x)" 1.0 0.1 ]; Failure = None } ])
               Expect.stringContains withQuery "path-steps/s" "a run that computed something"
 

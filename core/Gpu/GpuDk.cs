@@ -642,16 +642,18 @@ public static class GpuTangent
         // 1 / the number of samples plan i averages per path (its steps in [From, To])
         double SampleScale(int i) => 1.0 / Math.Max(1, Math.Max(0, Math.Min(pd[i].To, U.Steps) - Math.Max(pd[i].From, 0) + 1));
 
-        for (long p0 = 0; p0 < s.Paths; p0 += chunk)
+        var launches = new LaunchSizer(dev, chunk, s.Steps);
+        for (long p0 = 0, pc = 0; p0 < s.Paths; p0 += pc)
         {
             s.Cancel.ThrowIfCancellationRequested();
-            long pc = Math.Min(chunk, s.Paths - p0);
+            pc = launches.Next(s.Paths - p0);
             a.FirstPath = s.FirstPath + p0; a.Count = pc;
             hostFlags[0] = 0; hostFlags[1] = long.MaxValue;
             for (int k = 2; k < nFlags; k++) hostFlags[k] = 0;
             flags.View.CopyFromCPU(hostFlags);
             kernel((int)pc, model, a, ibuf.View, pbuf.View, gbuf.View, fbuf.View, scratch.View, accs.View, flags.View);
             acc.Synchronize();
+            launches.Done(pc);
             flags.View.CopyToCPU(hostFlags);
             if (hostFlags[2] == 1)
                 throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -81,6 +82,47 @@ public sealed class GpuDevice
                 $"one path's working set{what} ({Memory.Format(perPath)}: {detail}) " +
                 $"does not fit in the {Memory.Format(budget)} of device memory the engine may use on {Accelerator.Name}; {remedy}");
         return Math.Max(1, Math.Min(Math.Min(s.Paths, GpuEngine.MaxChunk), budget / perPath));
+    }
+}
+
+/// <summary>
+/// Paths per kernel launch. A launch cannot be interrupted and reports progress only when it ends, so
+/// a run goes in launches of about a second each: the first one small, the next sized from the rate the
+/// last one measured (growing at most eightfold), never above the chunk the device's memory allows.
+/// Ctrl-C then stops a long run within about a second of work, and the progress bar moves. The numbers
+/// do not depend on the sizes: every path has its own stream and the per-launch sums are exact.
+/// </summary>
+public sealed class LaunchSizer
+{
+    const double TargetSeconds = 1.0;
+    readonly long _max, _min;
+    long _next;
+    readonly Stopwatch _clock = new();
+
+    public LaunchSizer(GpuDevice dev, long maxPaths, long steps)
+    {
+        bool gpu = dev.Backend == GpuBackend.Cuda;
+        _max = Math.Max(1, maxPaths);
+        // a GPU needs tens of thousands of threads in flight; ILGPU's CPU accelerator a few per core
+        _min = Math.Min(_max, gpu ? 1L << 16 : 16);
+        long firstPathSteps = gpu ? 1L << 30 : 1L << 18;
+        _next = Math.Clamp(firstPathSteps / Math.Max(1, steps), _min, _max);
+    }
+
+    /// <summary>The next launch's paths (at most <paramref name="remaining"/>); starts its clock.</summary>
+    public long Next(long remaining)
+    {
+        _clock.Restart();
+        return Math.Min(_next, remaining);
+    }
+
+    /// <summary>The launch of <paramref name="paths"/> paths has finished: size the next from its time.</summary>
+    public void Done(long paths)
+    {
+        double seconds = _clock.Elapsed.TotalSeconds;
+        long grown = paths >= _max / 8 ? _max : 8 * Math.Max(1, paths);
+        long byRate = seconds > 0 ? (long)Math.Min(_max, paths * TargetSeconds / seconds) : _max;
+        _next = Math.Clamp(Math.Min(byRate, grown), _min, _max);
     }
 }
 
@@ -193,10 +235,11 @@ public static class GpuEngine
         var hostFlags = new long[nFlags];
         var hostSums = new long[2 * Math.Max(countRows, 1)];
 
-        for (long p0 = 0; p0 < s.Paths; p0 += chunk)
+        var launches = new LaunchSizer(dev, chunk, steps);
+        for (long p0 = 0, pc = 0; p0 < s.Paths; p0 += pc)
         {
             s.Cancel.ThrowIfCancellationRequested();
-            long pc = Math.Min(chunk, s.Paths - p0);
+            pc = launches.Next(s.Paths - p0);
             var args = new PlainArgs
             {
                 Seed = s.Seed, FirstPath = s.FirstPath + p0, Count = pc, Steps = steps, Dt = s.Dt, SqDt = Math.Sqrt(s.Dt),
@@ -208,6 +251,7 @@ public static class GpuEngine
             kernel((int)pc, mdl, args, state.View, noise.View, unif.View, obs.View, qbuf.View, samples.View, counts.View, flags.View);
             if (countRows > 0) red(countRows, counts.View, pc, sums.View);
             acc.Synchronize();
+            launches.Done(pc);
             flags.View.CopyToCPU(hostFlags);
             if (hostFlags[0] > 0)
                 throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran

@@ -197,16 +197,18 @@ public static class GpuLyapunov
         double scale = 1.0 / ((steps - nb) * s.Dt);
         long paths = 0;
 
-        for (long p0 = 0; p0 < s.Paths; p0 += chunk)
+        var launches = new LaunchSizer(dev, chunk, steps);
+        for (long p0 = 0, pc = 0; p0 < s.Paths; p0 += pc)
         {
             s.Cancel.ThrowIfCancellationRequested();
-            long pc = Math.Min(chunk, s.Paths - p0);
+            pc = launches.Next(s.Paths - p0);
             a.FirstPath = s.FirstPath + p0; a.Count = pc;
             hostFlags[0] = 0; hostFlags[1] = long.MaxValue;
             flags.View.CopyFromCPU(hostFlags);
             kernel((int)pc, model, a, ibuf.View, fbuf.View, scratch.View, sbuf.View, flags.View);
             Interlocked.Increment(ref _launches);
             acc.Synchronize();
+            launches.Done(pc);
             flags.View.CopyToCPU(hostFlags);
             if (hostFlags[0] > 0) throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran
             ((ArrayView<double>)sbuf.View).SubView(0, rows * pc).CopyToCPU(host.AsSpan(0, (int)(rows * pc)));

@@ -124,10 +124,11 @@ public static class GpuResponses
         var hostFlags = new long[nFlags];
         var sums = new ResponseEngine.Sums(plans);
 
-        for (long p0 = 0; p0 < s.Paths; p0 += chunk)
+        var launches = new LaunchSizer(dev, chunk, steps);
+        for (long p0 = 0, pc = 0; p0 < s.Paths; p0 += pc)
         {
             s.Cancel.ThrowIfCancellationRequested();
-            long pc = Math.Min(chunk, s.Paths - p0);
+            pc = launches.Next(s.Paths - p0);
             var args = new FdArgs
             {
                 Seed = s.Seed, FirstPath = s.FirstPath + p0, Count = pc, Steps = steps, Dt = s.Dt, SqDt = Math.Sqrt(s.Dt),
@@ -138,6 +139,7 @@ public static class GpuResponses
             flags.View.CopyFromCPU(hostFlags);
             kernel((int)pc, vbuf.View, args, state.View, noise.View, unif.View, obs.View, pbuf.View, accs.View, flags.View);
             acc.Synchronize();
+            launches.Done(pc);
             flags.View.CopyToCPU(hostFlags);
             if (hostFlags[0] > 0)
                 throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran

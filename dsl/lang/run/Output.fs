@@ -733,10 +733,14 @@ let private sweepLines (color: bool) (sw: Sweep) : string list =
         :: List.collect block columns
 
 /// The timing line: wall time and path-steps per second; a run without queries simulated no paths,
-/// so it claims no throughput.
+/// and a run whose every set failed finished none, so neither claims a throughput.
 let timingLine (r: RunReport) : string =
     if r.Sets |> List.forall (fun s -> s.Results.IsEmpty) then
-        sprintf "time %s s · no queries, so no paths were simulated" (r.Seconds.ToString("F2", inv))
+        // every set failed (a blow-up, an interrupt): its error says why; no throughput to claim
+        if r.Sets |> List.exists (fun s -> s.Failure.IsSome) then
+            sprintf "time %s s · no set finished" (r.Seconds.ToString("F2", inv))
+        else
+            sprintf "time %s s · no queries, so no paths were simulated" (r.Seconds.ToString("F2", inv))
     else
         sprintf "time %s s · %s path-steps/s" (r.Seconds.ToString("F2", inv)) (r.PathStepsPerSecond.ToString("0.00e+0", inv))
 
