@@ -240,6 +240,7 @@ public static class LevelPair
         var lf = Layout(plans, nf, dtf, nobs);
         var lc = level > 0 ? Layout(plans, nf / 2, 2 * dtf, nobs) : lf;
         var ctx = new Ctx(s, level, nf, dtf, lf, lc, planModel, plans) { InitDraws = used.Any(k => ReadsInitDraws(models[k])) };
+        if (!ctx.InitDraws) ctx.X0 = models.Select(InitState).ToArray();
         long perSample = level == 0 ? nf : nf + nf / 2; // path-steps of a sample, for the progress (counted per chunk)
         var total = new LevelSums(plans.Length, groups);
         if (s.Paths == 0) return total;
@@ -304,6 +305,16 @@ public static class LevelPair
     /// Then a sample skips its two init draws, which on a one-step level 0 cost as much as the step; the
     /// state, and so every number, is the same.
     /// </summary>
+    static unsafe double[] InitState<TModel>(TModel model) where TModel : struct, ISdeModel
+    {
+        int d = Math.Max(model.Dim, 1);
+        var x = new double[d];
+        double* z = stackalloc double[d];
+        for (int i = 0; i < d; i++) z[i] = 0;
+        fixed (double* px = x) model.Init(new PtrVec(px), new PtrVec(z), new PtrVec(z));
+        return x;
+    }
+
     static unsafe bool ReadsInitDraws<TModel>(TModel model) where TModel : struct, ISdeModel
     {
         int d = Math.Max(model.Dim, 1);
@@ -333,6 +344,8 @@ public static class LevelPair
         public readonly ulong Seed, Base;
         /// <summary>Does the model's init read its normal and uniform draws? (<see cref="ReadsInitDraws"/>)</summary>
         public bool InitDraws = true;
+        /// <summary>Without init draws, each model instance's init state (the same for every sample: computed once).</summary>
+        public double[][]? X0;
         public readonly int Level;
         public readonly long Nf;
         public readonly double Dtf, SqDtf, Dtc, SqDtc;

@@ -49,16 +49,22 @@ internal sealed unsafe class CoupledLanesOf<TModel> : CoupledLanes<TModel> where
         int d = model.Dim, m = model.NoiseDim, d4 = 4 * d;
         ulong gp = c.Base + p, seed = c.Seed;
         double* xf = b.Xf, yf = b.Yf, xc = b.Xc, yc = b.Yc, w1 = b.W1, w2 = b.W2, wc = b.Wc, obs = b.Obs;
-        for (int j = 0; j < 4; j++)
+        if (c.X0 is double[][] x0s)
         {
-            if (c.InitDraws)
+            // an init without draws: its state, computed once, in the four lanes
+            var x0 = x0s[who];
+            for (int i = 0; i < d; i++) { double v = x0[i]; xf[4 * i] = v; xf[4 * i + 1] = v; xf[4 * i + 2] = v; xf[4 * i + 3] = v; }
+        }
+        else
+        {
+            for (int j = 0; j < 4; j++)
             {
                 Normals.Fill(seed, gp + (ulong)j, 0, Philox.TagInitNormal, b.Zn, d);
                 Normals.FillUniform(seed, gp + (ulong)j, 0, Philox.TagInitUniform, b.Zu, d);
+                model.Init(new StrideVec(xf + j, 4), new StrideVec(b.Zn, 1), new StrideVec(b.Zu, 1));
             }
-            model.Init(new StrideVec(xf + j, 4), new StrideVec(b.Zn, 1), new StrideVec(b.Zu, 1));
+            if (!Finite(xf, d4)) return false;
         }
-        if (!Finite(xf, d4)) return false;
         for (int i = 0; i < d4; i++) xc[i] = xf[i];
         bool coupled = c.Level > 0;
         if (c.FFrom == 0) Observe(ref model, c, c.Lf, who, xf, obs, 0, 0.0, sumF, stride);
