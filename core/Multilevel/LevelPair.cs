@@ -281,6 +281,7 @@ public static class LevelPair
                 for (; j + 4 <= cn; j += 4)
                 {
                     double* f = wk.F + rows * k, c = wk.C + rows * k;
+                    if (rows != j) { new Span<double>(f, 4 * k).Clear(); new Span<double>(c, 4 * k).Clear(); } // after a failed sample's row
                     bool ok = true;
                     foreach (int who in used)
                         if (!lanes.Run(ref ms[who], ctx, wk.Lanes!, p0 + (ulong)j, who, f, c, k)) { ok = false; break; }
@@ -331,6 +332,9 @@ public static class LevelPair
     /// failure reported) when a path blew up.</summary>
     static unsafe bool One<TModel>(TModel[] ms, int[] used, Ctx ctx, Worker wk, ulong p, double* sumF, double* sumC, Action<long> fail) where TModel : struct, ISdeModel
     {
+        // the row may hold a failed sample's partial sums
+        new Span<double>(sumF, wk.K).Clear();
+        new Span<double>(sumC, wk.K).Clear();
         foreach (int k in used)
         {
             long f = RunPath(ref ms[k], ctx, wk, p, k, sumF, sumC);
