@@ -124,6 +124,22 @@ let tests =
               Expect.isGreaterThan res.Levels[0].Paths res.Levels[res.Levels.Length - 1].Paths "fewer samples on finer levels"
           }
 
+          test "Multilevel: paths that blow up fail the run (on every thread count, with and without lanes), never a number" {
+              // x' = x² from 1 blows up at t = 1: Euler with dt 0.25 overflows within 20 steps
+              let text = "model B {\n  state x\n  brownian W\n  init x = 1\n  d x = x * x dt + 0.1 dW\n}\nsimulate { accuracy = 0.01; dt = 0.25; paths = 64; T = 5; seed = 1 }\nquery {\n  mean(x)\n}\n"
+              let p = compile text
+              for threads, lanes in [ 1, 0; 2, 0; 1, 1 ] do
+                  let fails =
+                      Sde.Core.Engine.LanesOnThisThread <- lanes
+                      try
+                          match Multilevel.run p.Program { Driver.defaultOptions with Threads = threads } with
+                          | _, _, [] -> false
+                          | _, _, e :: _ -> e :? Sde.Core.SimulationFailedException
+                      finally
+                          Sde.Core.Engine.LanesOnThisThread <- 0
+                  Expect.isTrue fails (sprintf "%d threads, lanes %d: the run fails" threads lanes)
+          }
+
           test "Multilevel: the variance gets what the bias leaves of accuracy^2 (within [0.5, 0.85])" {
               // one target: its samples are the optimum for the share s = 1 − bias²/ε² of the final estimates, so
               // stderr² ≤ s ε² (the run stops when no level needs more) and, unless a level was over-allocated from
