@@ -124,6 +124,42 @@ let tests =
               Expect.isGreaterThan res.Levels[0].Paths res.Levels[res.Levels.Length - 1].Paths "fewer samples on finer levels"
           }
 
+          test "Multilevel: paths that blow up fail the run (on every thread count, with and without lanes), never a number" {
+              // x' = x² from 1 blows up at t = 1: Euler with dt 0.25 overflows within 20 steps
+              let text = "model B {\n  state x\n  brownian W\n  init x = 1\n  d x = x * x dt + 0.1 dW\n}\nsimulate { accuracy = 0.01; dt = 0.25; paths = 64; T = 5; seed = 1 }\nquery {\n  mean(x)\n}\n"
+              let p = compile text
+              for threads, lanes in [ 1, 0; 2, 0; 1, 1 ] do
+                  let fails =
+                      Sde.Core.Engine.LanesOnThisThread <- lanes
+                      try
+                          match Multilevel.run p.Program { Driver.defaultOptions with Threads = threads } with
+                          | _, _, [] -> false
+                          | _, _, e :: _ -> e :? Sde.Core.SimulationFailedException
+                      finally
+                          Sde.Core.Engine.LanesOnThisThread <- 0
+                  Expect.isTrue fails (sprintf "%d threads, lanes %d: the run fails" threads lanes)
+          }
+
+          test "Multilevel: the variance gets what the bias leaves of accuracy^2 (within [0.5, 0.85])" {
+              // one target: its samples are the optimum for the share s = 1 − bias²/ε² of the final estimates, so
+              // stderr² ≤ s ε² (the run stops when no level needs more) and, unless a level was over-allocated from
+              // earlier estimates, close to it; a fixed half (Giles' split) would leave stderr² ≤ ε²/2
+              // ε small enough that level 0 needs far more than the pilot's samples (Var S_T ≈ 0.045)
+              let eps = 0.005
+              let p = compile (gbm (sprintf "accuracy = %g; dt = 0.25; paths = 200; T = 1; seed = 11" eps) "  mean(S)")
+              let _, info = runMl p 0
+              let res = Option.get (List.head info.Sets).Result
+              let t = res.Targets[0]
+              let share = min 0.85 (max 0.5 (1.0 - (t.Bias / eps) ** 2.0))
+              Expect.isTrue res.Converged "converged"
+              Expect.isLessThanOrEqual (t.StdErr * t.StdErr) (share * eps * eps * (1.0 + 1e-9)) (sprintf "stderr² %g, share %g of ε²" (t.StdErr * t.StdErr) share)
+              Expect.isGreaterThan (t.StdErr * t.StdErr) (0.8 * share * eps * eps) (sprintf "stderr² %g: most of the share %g of ε² used" (t.StdErr * t.StdErr) share)
+              Expect.isGreaterThan share 0.55 "the bias leaves the variance more than half of ε² here"
+              Expect.isLessThanOrEqual t.Error eps "the error estimate within the target"
+              let l0 = res.Levels[0]
+              Expect.isGreaterThan l0.Paths (10L * res.Levels[res.Levels.Length - 1].Paths) "level 0 holds most samples"
+          }
+
           test "Multilevel with scheme = milstein: closed forms within 4.5 reported errors, the corrections' variance decaying faster than Euler's" {
               let run scheme =
                   let p = compile (gbm (sprintf "accuracy = 0.003; dt = 0.25; paths = 400; T = 1; seed = 8; scheme = %s" scheme) "  mean(S^2)")

@@ -55,6 +55,7 @@ public sealed class LevelSums
     }
 
     /// <summary>Adds one chunk's plain sums (Σy, Σyyᵀ, Σp, Σp² over its samples, in sample order) exactly.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal void AddChunk(Chunk c)
     {
         if (c.N == 0) return;
@@ -80,17 +81,48 @@ public sealed class LevelSums
             int k = like.K;
             _pi = like.PI; _pj = like.PJ;
             Y = new double[k]; YY = new double[_pi.Length]; P = new double[k]; PP = new double[k];
+            _y = new double[LevelPair.ChunkSize * Math.Max(k, 1)];
         }
-        public void Add(double[] y, double[] p)
+        /// <summary>A chunk's corrections, plan by plan (for the products of pairs).</summary>
+        readonly double[] _y;
+        /// <summary>
+        /// Adds <paramref name="rows"/> samples, given as their window sums (sample j's plan i at [j·K + i], fine in f,
+        /// coarse in c): P = f/window, Y = P − c/window (level 0: Y = P). Each sum takes the samples in order, so the
+        /// bits are those of adding one sample at a time; the loops run per quantity over the samples (no per-sample calls).
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public unsafe void AddRows(double* f, double* c, int rows, double[] winF, double[] winC, bool coupled)
         {
             int k = Y.Length;
+            if (rows == 0) return;
+            fixed (double* y = _y) AddRows(f, c, rows, winF, winC, coupled, y, k);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        unsafe void AddRows(double* f, double* c, int rows, double[] winF, double[] winC, bool coupled, double* y, int k)
+        {
             for (int i = 0; i < k; i++)
             {
-                if (!double.IsFinite(y[i]) || !double.IsFinite(p[i])) NonFinite++;
-                Y[i] += y[i]; P[i] += p[i]; PP[i] += p[i] * p[i];
+                double wf = winF[i], wc = winC[i], sy = Y[i], sp = P[i], spp = PP[i];
+                long bad = 0;
+                for (int j = 0; j < rows; j++)
+                {
+                    double pf = f[j * k + i] / wf;
+                    double yi = coupled ? pf - c[j * k + i] / wc : pf;
+                    y[i * rows + j] = yi;
+                    if (!double.IsFinite(yi) || !double.IsFinite(pf)) bad++;
+                    sy += yi; sp += pf; spp += pf * pf;
+                }
+                Y[i] = sy; P[i] = sp; PP[i] = spp; NonFinite += bad;
             }
-            for (int q = 0; q < _pi.Length; q++) YY[q] += y[_pi[q]] * y[_pj[q]];
-            N++;
+            for (int q = 0; q < _pi.Length; q++)
+            {
+                double* a = y + _pi[q] * rows, b = y + _pj[q] * rows;
+                double s = YY[q];
+                for (int j = 0; j < rows; j++) s += a[j] * b[j];
+                YY[q] = s;
+            }
+            N += rows;
         }
         public void Clear() { Array.Clear(Y); Array.Clear(YY); Array.Clear(P); Array.Clear(PP); N = 0; NonFinite = 0; }
     }
@@ -208,48 +240,64 @@ public static class LevelPair
         var lf = Layout(plans, nf, dtf, nobs);
         var lc = level > 0 ? Layout(plans, nf / 2, 2 * dtf, nobs) : lf;
         var ctx = new Ctx(s, level, nf, dtf, lf, lc, planModel, plans) { InitDraws = used.Any(k => ReadsInitDraws(models[k])) };
+        if (!ctx.InitDraws) ctx.X0 = models.Select(InitState).ToArray();
         long perSample = level == 0 ? nf : nf + nf / 2; // path-steps of a sample, for the progress (counted per chunk)
         var total = new LevelSums(plans.Length, groups);
         if (s.Paths == 0) return total;
         // four samples side by side where the model has a lane step (the same bits: CoupledLanes)
         var lanes = CoupledLanes<TModel>.For(model, s);
+        int kq = plans.Length;
         var workers = PathBlocks.RunBlocks(s, 16 * ChunkSize, ChunkSize, "mlmc",
             () => new Worker(d, nw, nobs, total, lanes != null),
-            (wk, first, count, fail) =>
-            {
-                var ms = (TModel[])models.Clone();
-                long i = 0;
-                if (lanes != null)
-                    for (; i + 4 <= count; i += 4)
-                    {
-                        if (s.Cancel.IsCancellationRequested) return;
-                        foreach (var a in wk.LaneF) Array.Clear(a);
-                        foreach (var a in wk.LaneC) Array.Clear(a);
-                        bool ok = true;
-                        foreach (int k in used)
-                            if (!lanes.Run(ref ms[k], ctx, wk.Lanes!, first + (ulong)i, k, wk.LaneF, wk.LaneC)) { ok = false; break; }
-                        for (int j = 0; j < 4; j++)
-                        {
-                            if (ok) { Array.Copy(wk.LaneF[j], wk.SumF, wk.SumF.Length); Array.Copy(wk.LaneC[j], wk.SumC, wk.SumC.Length); }
-                            // a path of the four not finite: the four one at a time, which reports the failure exactly
-                            else if (!One(ms, used, ctx, wk, first + (ulong)(i + j), fail)) continue;
-                            Finish(ctx, wk);
-                            if (wk.Chunk.N == ChunkSize) { progress?.Add(ChunkSize * perSample); wk.Acc.AddChunk(wk.Chunk); }
-                        }
-                    }
-                for (; i < count; i++)
-                {
-                    if (s.Cancel.IsCancellationRequested) return;
-                    if (!One(ms, used, ctx, wk, first + (ulong)i, fail)) continue;
-                    Finish(ctx, wk);
-                    if (wk.Chunk.N == ChunkSize) { progress?.Add(ChunkSize * perSample); wk.Acc.AddChunk(wk.Chunk); }
-                }
-                progress?.Add(wk.Chunk.N * perSample);
-                wk.Acc.AddChunk(wk.Chunk); // a block's last, partial chunk (the run's last samples)
-            });
+            (wk, first, count, fail) => Block(models, used, ctx, lanes, wk, first, count, fail, s.Cancel, progress, perSample));
         try { foreach (var w in workers) total.Merge(w.Acc); }
         finally { foreach (var w in workers) w.Dispose(); }
         return total;
+    }
+
+    /// <summary>
+    /// A block of samples, a chunk of <see cref="ChunkSize"/> at a time: the chunk's samples are simulated (four side by
+    /// side where the model has lanes) into the worker's rows of window sums, then summed in sample order by one tight
+    /// loop (<see cref="LevelSums.Chunk.AddRows"/>). A sample's fixed cost is what sets the wall time of the coarse levels
+    /// (level 0 of a one-step dt₀ is a step per sample), so nothing here is per sample that can be per chunk.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void Block<TModel>(TModel[] models, int[] used, Ctx ctx, CoupledLanes<TModel>? lanes, Worker wk, ulong first, long count,
+                                     Action<long> fail, CancellationToken cancel, StepProgress? progress, long perSample)
+        where TModel : struct, ISdeModel
+    {
+        var ms = (TModel[])models.Clone();
+        int k = wk.K;
+        for (long c0 = 0; c0 < count; c0 += ChunkSize)
+        {
+            if (cancel.IsCancellationRequested) return;
+            int cn = (int)Math.Min(ChunkSize, count - c0);
+            ulong p0 = first + (ulong)c0;
+            new Span<double>(wk.F, cn * k).Clear();
+            new Span<double>(wk.C, cn * k).Clear();
+            int rows = 0; // rows filled (failed samples are left out, as one at a time)
+            int j = 0;
+            if (lanes != null)
+                for (; j + 4 <= cn; j += 4)
+                {
+                    double* f = wk.F + rows * k, c = wk.C + rows * k;
+                    if (rows != j) { new Span<double>(f, 4 * k).Clear(); new Span<double>(c, 4 * k).Clear(); } // after a failed sample's row
+                    bool ok = true;
+                    foreach (int who in used)
+                        if (!lanes.Run(ref ms[who], ctx, wk.Lanes!, p0 + (ulong)j, who, f, c, k)) { ok = false; break; }
+                    if (ok) { rows += 4; continue; }
+                    // a path of the four not finite: the four one at a time, which reports the failure exactly
+                    new Span<double>(f, 4 * k).Clear();
+                    new Span<double>(c, 4 * k).Clear();
+                    for (int jj = 0; jj < 4; jj++)
+                        if (One(ms, used, ctx, wk, p0 + (ulong)(j + jj), wk.F + rows * k, wk.C + rows * k, fail)) rows++;
+                }
+            for (; j < cn; j++)
+                if (One(ms, used, ctx, wk, p0 + (ulong)j, wk.F + rows * k, wk.C + rows * k, fail)) rows++;
+            wk.Chunk.AddRows(wk.F, wk.C, rows, ctx.WinF, ctx.WinC, ctx.Level > 0);
+            progress?.Add(cn * perSample);
+            wk.Acc.AddChunk(wk.Chunk);
+        }
     }
 
     /// <summary>
@@ -258,6 +306,16 @@ public static class LevelPair
     /// Then a sample skips its two init draws, which on a one-step level 0 cost as much as the step; the
     /// state, and so every number, is the same.
     /// </summary>
+    static unsafe double[] InitState<TModel>(TModel model) where TModel : struct, ISdeModel
+    {
+        int d = Math.Max(model.Dim, 1);
+        var x = new double[d];
+        double* z = stackalloc double[d];
+        for (int i = 0; i < d; i++) z[i] = 0;
+        fixed (double* px = x) model.Init(new PtrVec(px), new PtrVec(z), new PtrVec(z));
+        return x;
+    }
+
     static unsafe bool ReadsInitDraws<TModel>(TModel model) where TModel : struct, ISdeModel
     {
         int d = Math.Max(model.Dim, 1);
@@ -272,12 +330,14 @@ public static class LevelPair
 
     /// <summary>One sample on every model instance, one path at a time, into the worker's window sums: false (and the
     /// failure reported) when a path blew up.</summary>
-    static bool One<TModel>(TModel[] ms, int[] used, Ctx ctx, Worker wk, ulong p, Action<long> fail) where TModel : struct, ISdeModel
+    static unsafe bool One<TModel>(TModel[] ms, int[] used, Ctx ctx, Worker wk, ulong p, double* sumF, double* sumC, Action<long> fail) where TModel : struct, ISdeModel
     {
-        Array.Clear(wk.SumF); Array.Clear(wk.SumC);
+        // the row may hold a failed sample's partial sums
+        new Span<double>(sumF, wk.K).Clear();
+        new Span<double>(sumC, wk.K).Clear();
         foreach (int k in used)
         {
-            long f = RunPath(ref ms[k], ctx, wk, p, k);
+            long f = RunPath(ref ms[k], ctx, wk, p, k, sumF, sumC);
             if (f >= 0) { fail(f); return false; }
         }
         return true;
@@ -288,6 +348,8 @@ public static class LevelPair
         public readonly ulong Seed, Base;
         /// <summary>Does the model's init read its normal and uniform draws? (<see cref="ReadsInitDraws"/>)</summary>
         public bool InitDraws = true;
+        /// <summary>Without init draws, each model instance's init state (the same for every sample: computed once).</summary>
+        public double[][]? X0;
         public readonly int Level;
         public readonly long Nf;
         public readonly double Dtf, SqDtf, Dtc, SqDtc;
@@ -297,6 +359,8 @@ public static class LevelPair
         /// <summary>Per plan: a smoothed density bin [Lo, Hi] (see <see cref="SmoothedBin"/>), else a plain observable.</summary>
         public readonly bool[] Bin;
         public readonly double[] BinLo, BinHi, BinInvH, BinInvW;
+        /// <summary>Per plan: the number of grid times in its window, fine and coarse (a sample's value is its window sum over this).</summary>
+        public readonly double[] WinF, WinC;
         public Ctx(RunSettings s, int level, long nf, double dtf, QueryLayout[] lf, QueryLayout[] lc, int[] planModel, QueryPlan[] plans)
         {
             PlanModel = planModel;
@@ -311,6 +375,7 @@ public static class LevelPair
             Seed = s.Seed; Base = LevelBase(level); Level = level; Nf = nf;
             Dtf = dtf; SqDtf = Math.Sqrt(dtf); Dtc = 2 * dtf; SqDtc = Math.Sqrt(2 * dtf);
             Lf = lf; Lc = lc;
+            WinF = lf.Select(l => (double)l.Window).ToArray(); WinC = lc.Select(l => (double)l.Window).ToArray();
             FFrom = CFrom = long.MaxValue; FTo = CTo = -1;
             foreach (var l in lf) { FFrom = Math.Min(FFrom, l.From); FTo = Math.Max(FTo, l.To); }
             foreach (var l in lc) { CFrom = Math.Min(CFrom, l.From); CTo = Math.Max(CTo, l.To); }
@@ -320,28 +385,25 @@ public static class LevelPair
     sealed unsafe class Worker : IDisposable
     {
         public double* Xf, Yf, Xc, Yc, W1, W2, Wc, Zn, Zu, Obs;
-        public readonly double[] SumF, SumC, Y, P;
+        /// <summary>A chunk's rows of window sums: sample j's plan i at [j·K + i], fine (F) and coarse (C).</summary>
+        public double* F, C;
+        public readonly int K;
         public readonly LevelSums Acc;
         public readonly LevelSums.Chunk Chunk;
         void* _mem;
-
-        public readonly double[][] LaneF, LaneC;
         public readonly LaneBuffers? Lanes;
 
         public Worker(int d, int m, int nobs, LevelSums like, bool lanes)
         {
-            int k = like.K;
-            LaneF = new double[4][]; LaneC = new double[4][];
-            for (int j = 0; j < 4; j++) { LaneF[j] = new double[k]; LaneC[j] = new double[k]; }
+            int k = K = like.K;
             if (lanes) Lanes = new LaneBuffers(d, m, nobs);
-            long dp = Pad(d), mp = Pad(m), op = Pad(nobs);
-            long total = 6 * dp + 3 * mp + op;
+            long dp = Pad(d), mp = Pad(m), op = Pad(nobs), rows = Pad(ChunkSize * Math.Max(k, 1));
+            long total = 6 * dp + 3 * mp + op + 2 * rows;
             _mem = NativeMemory.AlignedAlloc((nuint)(total * 8), 64);
             double* p = (double*)_mem;
             NativeMemory.Clear(p, (nuint)(total * 8));
             Xf = p; Yf = Xf + dp; Xc = Yf + dp; Yc = Xc + dp; Zn = Yc + dp; Zu = Zn + dp;
-            W1 = Zu + dp; W2 = W1 + mp; Wc = W2 + mp; Obs = Wc + mp;
-            SumF = new double[k]; SumC = new double[k]; Y = new double[k]; P = new double[k];
+            W1 = Zu + dp; W2 = W1 + mp; Wc = W2 + mp; Obs = Wc + mp; F = Obs + op; C = F + rows;
             Acc = like.EmptyLike();
             Chunk = new LevelSums.Chunk(like);
         }
@@ -371,7 +433,7 @@ public static class LevelPair
 
     /// <summary>Adds the observables (in obs) at step n to the running window sums of instance <paramref name="who"/>'s plans whose window holds n.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static unsafe void Record(Ctx c, QueryLayout[] lay, int who, double* obs, long n, double[] sum)
+    internal static unsafe void Record(Ctx c, QueryLayout[] lay, int who, double* obs, long n, double* sum)
     {
         var planModel = c.PlanModel;
         for (int i = 0; i < lay.Length; i++)
@@ -389,7 +451,7 @@ public static class LevelPair
     /// and level alike.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe long RunPath<TModel>(ref TModel model, Ctx c, Worker wk, ulong p, int who) where TModel : struct, ISdeModel
+    static unsafe long RunPath<TModel>(ref TModel model, Ctx c, Worker wk, ulong p, int who, double* sumF, double* sumC) where TModel : struct, ISdeModel
     {
         int d = model.Dim, m = model.NoiseDim;
         ulong gp = c.Base + p, seed = c.Seed;
@@ -406,8 +468,8 @@ public static class LevelPair
         if (!Finite(xf, d)) return 0;
         for (int i = 0; i < d; i++) xc[i] = xf[i];
         bool coupled = c.Level > 0;
-        if (c.FFrom == 0) { model.Observe(new PtrVec(xf), 0.0, ov); Record(c, lf, who, obs, 0, wk.SumF); }
-        if (coupled && c.CFrom == 0) { model.Observe(new PtrVec(xc), 0.0, ov); Record(c, lc, who, obs, 0, wk.SumC); }
+        if (c.FFrom == 0) { model.Observe(new PtrVec(xf), 0.0, ov); Record(c, lf, who, obs, 0, sumF); }
+        if (coupled && c.CFrom == 0) { model.Observe(new PtrVec(xc), 0.0, ov); Record(c, lc, who, obs, 0, sumC); }
         double dtf = c.Dtf, sqf = c.SqDtf, dtc = c.Dtc, sqc = c.SqDtc;
         const double InvSqrt2 = 0.70710678118654752440;
         long nf = c.Nf;
@@ -420,7 +482,7 @@ public static class LevelPair
                 if (!Finite(yf, d)) return n + 1;
                 { double* t = xf; xf = yf; yf = t; }
                 long n1 = n + 1;
-                if (n1 >= c.FFrom && n1 <= c.FTo) { model.Observe(new PtrVec(xf), n1 * dtf, ov); Record(c, lf, who, obs, n1, wk.SumF); }
+                if (n1 >= c.FFrom && n1 <= c.FTo) { model.Observe(new PtrVec(xf), n1 * dtf, ov); Record(c, lf, who, obs, n1, sumF); }
             }
         }
         else
@@ -432,36 +494,21 @@ public static class LevelPair
                 model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w1), n * dtf, dtf, sqf);
                 if (!Finite(yf, d)) return n + 1;
                 { double* t = xf; xf = yf; yf = t; }
-                if (n + 1 >= c.FFrom && n + 1 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 1) * dtf, ov); Record(c, lf, who, obs, n + 1, wk.SumF); }
+                if (n + 1 >= c.FFrom && n + 1 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 1) * dtf, ov); Record(c, lf, who, obs, n + 1, sumF); }
                 if (m > 0) Normals.Fill(seed, gp, (ulong)(n + 1), Philox.TagStep, w2, m);
                 model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w2), (n + 1) * dtf, dtf, sqf);
                 if (!Finite(yf, d)) return n + 2;
                 { double* t = xf; xf = yf; yf = t; }
-                if (n + 2 >= c.FFrom && n + 2 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 2) * dtf, ov); Record(c, lf, who, obs, n + 2, wk.SumF); }
+                if (n + 2 >= c.FFrom && n + 2 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 2) * dtf, ov); Record(c, lf, who, obs, n + 2, sumF); }
                 // the coarse step on the same Brownian increment: ΔW_c = ΔW₁ + ΔW₂, i.e. z_c = (z₁ + z₂)/√2
                 for (int j = 0; j < m; j++) wc[j] = (w1[j] + w2[j]) * InvSqrt2;
                 model.Step(new PtrVec(xc), new PtrVec(yc), new PtrVec(wc), k * dtc, dtc, sqc);
                 if (!Finite(yc, d)) return n + 2;
                 { double* t = xc; xc = yc; yc = t; }
-                if (k + 1 >= c.CFrom && k + 1 <= c.CTo) { model.Observe(new PtrVec(xc), (k + 1) * dtc, ov); Record(c, lc, who, obs, k + 1, wk.SumC); }
+                if (k + 1 >= c.CFrom && k + 1 <= c.CTo) { model.Observe(new PtrVec(xc), (k + 1) * dtc, ov); Record(c, lc, who, obs, k + 1, sumC); }
             }
         }
         return -1;
-    }
-
-    /// <summary>The sample's values (every instance has run): Y = P_fine − P_coarse (level 0: P_fine) per plan, into the chunk.</summary>
-    static void Finish(Ctx c, Worker wk)
-    {
-        var y = wk.Y; var pf = wk.P;
-        var lf = c.Lf; var lc = c.Lc;
-        bool coupled = c.Level > 0;
-        for (int i = 0; i < y.Length; i++)
-        {
-            double f = wk.SumF[i] / lf[i].Window;
-            pf[i] = f;
-            y[i] = coupled ? f - wk.SumC[i] / lc[i].Window : f;
-        }
-        wk.Chunk.Add(y, pf);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

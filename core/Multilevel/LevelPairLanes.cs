@@ -35,34 +35,40 @@ internal abstract unsafe class CoupledLanes<TModel> where TModel : struct, ISdeM
 
     /// <summary>
     /// Samples p .. p + 3 of the level on model instance <paramref name="who"/>, their plans' window sums into
-    /// lane j's <paramref name="sumF"/>[j] and <paramref name="sumC"/>[j]: false when a path of the four is not
+    /// lane j's row of <paramref name="sumF"/> and <paramref name="sumC"/> (plan i of lane j at [j·k + i]): false when a path of the four is not
     /// finite (the caller runs the four one at a time, which reports the failure exactly).
     /// </summary>
-    public abstract bool Run(ref TModel model, LevelPair.Ctx c, LaneBuffers b, ulong p, int who, double[][] sumF, double[][] sumC);
+    public abstract bool Run(ref TModel model, LevelPair.Ctx c, LaneBuffers b, ulong p, int who, double* sumF, double* sumC, int stride);
 }
 
 internal sealed unsafe class CoupledLanesOf<TModel> : CoupledLanes<TModel> where TModel : struct, ISdeModel, ISdeLaneModel
 {
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public override bool Run(ref TModel model, LevelPair.Ctx c, LaneBuffers b, ulong p, int who, double[][] sumF, double[][] sumC)
+    public override bool Run(ref TModel model, LevelPair.Ctx c, LaneBuffers b, ulong p, int who, double* sumF, double* sumC, int stride)
     {
         int d = model.Dim, m = model.NoiseDim, d4 = 4 * d;
         ulong gp = c.Base + p, seed = c.Seed;
         double* xf = b.Xf, yf = b.Yf, xc = b.Xc, yc = b.Yc, w1 = b.W1, w2 = b.W2, wc = b.Wc, obs = b.Obs;
-        for (int j = 0; j < 4; j++)
+        if (c.X0 is double[][] x0s)
         {
-            if (c.InitDraws)
+            // an init without draws: its state, computed once, in the four lanes
+            var x0 = x0s[who];
+            for (int i = 0; i < d; i++) { double v = x0[i]; xf[4 * i] = v; xf[4 * i + 1] = v; xf[4 * i + 2] = v; xf[4 * i + 3] = v; }
+        }
+        else
+        {
+            for (int j = 0; j < 4; j++)
             {
                 Normals.Fill(seed, gp + (ulong)j, 0, Philox.TagInitNormal, b.Zn, d);
                 Normals.FillUniform(seed, gp + (ulong)j, 0, Philox.TagInitUniform, b.Zu, d);
+                model.Init(new StrideVec(xf + j, 4), new StrideVec(b.Zn, 1), new StrideVec(b.Zu, 1));
             }
-            model.Init(new StrideVec(xf + j, 4), new StrideVec(b.Zn, 1), new StrideVec(b.Zu, 1));
+            if (!Finite(xf, d4)) return false;
         }
-        if (!Finite(xf, d4)) return false;
         for (int i = 0; i < d4; i++) xc[i] = xf[i];
         bool coupled = c.Level > 0;
-        if (c.FFrom == 0) Observe(ref model, c, c.Lf, who, xf, obs, 0, 0.0, sumF);
-        if (coupled && c.CFrom == 0) Observe(ref model, c, c.Lc, who, xc, obs, 0, 0.0, sumC);
+        if (c.FFrom == 0) Observe(ref model, c, c.Lf, who, xf, obs, 0, 0.0, sumF, stride);
+        if (coupled && c.CFrom == 0) Observe(ref model, c, c.Lc, who, xc, obs, 0, 0.0, sumC, stride);
         double dtf = c.Dtf, sqf = c.SqDtf, dtc = c.Dtc, sqc = c.SqDtc;
         const double InvSqrt2 = 0.70710678118654752440;
         long nf = c.Nf;
@@ -75,7 +81,7 @@ internal sealed unsafe class CoupledLanesOf<TModel> : CoupledLanes<TModel> where
                 if (!Finite(yf, d4)) return false;
                 { double* t = xf; xf = yf; yf = t; }
                 long n1 = n + 1;
-                if (n1 >= c.FFrom && n1 <= c.FTo) Observe(ref model, c, c.Lf, who, xf, obs, n1, n1 * dtf, sumF);
+                if (n1 >= c.FFrom && n1 <= c.FTo) Observe(ref model, c, c.Lf, who, xf, obs, n1, n1 * dtf, sumF, stride);
             }
         }
         else
@@ -88,30 +94,30 @@ internal sealed unsafe class CoupledLanesOf<TModel> : CoupledLanes<TModel> where
                 model.StepLanes4(xf, yf, w1, n * dtf, dtf, sqf);
                 if (!Finite(yf, d4)) return false;
                 { double* t = xf; xf = yf; yf = t; }
-                if (n + 1 >= c.FFrom && n + 1 <= c.FTo) Observe(ref model, c, c.Lf, who, xf, obs, n + 1, (n + 1) * dtf, sumF);
+                if (n + 1 >= c.FFrom && n + 1 <= c.FTo) Observe(ref model, c, c.Lf, who, xf, obs, n + 1, (n + 1) * dtf, sumF, stride);
                 if (m > 0) Normals.FillAcrossPaths4(seed, gp, (ulong)(n + 1), Philox.TagStep, w2, m);
                 model.StepLanes4(xf, yf, w2, (n + 1) * dtf, dtf, sqf);
                 if (!Finite(yf, d4)) return false;
                 { double* t = xf; xf = yf; yf = t; }
-                if (n + 2 >= c.FFrom && n + 2 <= c.FTo) Observe(ref model, c, c.Lf, who, xf, obs, n + 2, (n + 2) * dtf, sumF);
+                if (n + 2 >= c.FFrom && n + 2 <= c.FTo) Observe(ref model, c, c.Lf, who, xf, obs, n + 2, (n + 2) * dtf, sumF, stride);
                 // the coarse step on the same Brownian increment, lane by lane as the one-sample path
                 for (int j = 0; j < m4; j++) wc[j] = (w1[j] + w2[j]) * InvSqrt2;
                 model.StepLanes4(xc, yc, wc, k * dtc, dtc, sqc);
                 if (!Finite(yc, d4)) return false;
                 { double* t = xc; xc = yc; yc = t; }
-                if (k + 1 >= c.CFrom && k + 1 <= c.CTo) Observe(ref model, c, c.Lc, who, xc, obs, k + 1, (k + 1) * dtc, sumC);
+                if (k + 1 >= c.CFrom && k + 1 <= c.CTo) Observe(ref model, c, c.Lc, who, xc, obs, k + 1, (k + 1) * dtc, sumC, stride);
             }
         }
         return true;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Observe(ref TModel model, LevelPair.Ctx c, QueryLayout[] lay, int who, double* x4, double* obs, long n, double t, double[][] sums)
+    static void Observe(ref TModel model, LevelPair.Ctx c, QueryLayout[] lay, int who, double* x4, double* obs, long n, double t, double* sums, int stride)
     {
         for (int j = 0; j < 4; j++)
         {
             model.Observe(new StrideVec(x4 + j, 4), t, new StrideVec(obs, 1));
-            LevelPair.Record(c, lay, who, obs, n, sums[j]);
+            LevelPair.Record(c, lay, who, obs, n, sums + j * stride);
         }
     }
 

@@ -119,7 +119,10 @@ public sealed class MlmcResult
 /// </summary>
 public static class Mlmc
 {
-    const double Theta = 0.5; // the share of ε² given to the variance; the bias gets the rest
+    const double Theta = 0.5; // the share of ε² left to the bias when levels are added: a run stops adding levels once the bias is under √Θ·ε
+    /// <summary>The most of ε² the variance gets when the bias estimate is small (the bias estimate, from a few noisy
+    /// corrections, keeps at least this margin).</summary>
+    const double MaxVarianceShare = 0.85;
 
     public static MlmcResult Run<TModel>(in TModel model, RunSettings s, QueryPlan[] plans, MlmcTarget[] targets, MlmcOptions o)
         where TModel : struct, ISdeModel
@@ -195,6 +198,22 @@ public static class Mlmc
         double[][] ml = st.Ml, vl = st.Vl;
         double[] eps = st.Eps;
         double[] mean = st.Mean;
+        var bias = new double[nt];
+        var share = new double[nt];
+        bool biasShort = false;
+        var low = new double[o.MaxLevel + 1];
+
+        // a new level, its variance extrapolated from the last one (β)
+        void AddLevel()
+        {
+            L++;
+            sums.Add(new LevelSums(plans.Length, groups)); secs.Add(0); dN.Add(0);
+            for (int q = 0; q < nt; q++)
+            {
+                Array.Resize(ref vl[q], L + 1); Array.Resize(ref ml[q], L + 1);
+                vl[q][L] = vl[q][L - 1] / Math.Pow(2, double.IsFinite(beta[q]) ? Math.Max(beta[q], 0.5) : 1.0);
+            }
+        }
 
         while (true)
         {
@@ -222,45 +241,59 @@ public static class Mlmc
             }
 
             Estimate(sums, targets, mean, ml, vl, eps, o, alpha, beta, gamma, Cost);
-            var ns = Optimal(L, targets, vl, eps, Cost, o, out bool capped);
-            for (int l = 0; l <= L; l++) dN[l] = Math.Max(0, ns[l] - sums[l].N);
-            if (capped) { converged = false; note = $"a level would need more than {o.MaxPaths:G3} samples; the accuracy asked for is out of reach"; }
-
+            // The levels first: while a target's remaining bias is surely above ε/√2 (even from its corrections' means less
+            // two standard errors), a new level gets its first samples and nothing else runs, so that the bulk of the
+            // samples is allocated once the levels are known, with the variance's share of ε² from the bias.
+            bool biasOk = true, sure = false;
+            for (int q = 0; q < nt; q++)
+            {
+                double a = UsedAlpha(alpha[q], o);
+                bias[q] = Remaining(ml[q], L, a);
+                if (!(bias[q] <= Math.Sqrt(Theta) * eps[q])) biasOk = false;
+                for (int l = 0; l <= L; l++)
+                    low[l] = Math.Max(0, Math.Abs(Correction(sums[l], targets[q], mean)) - 2 * Math.Sqrt(VarOf(sums[l], targets[q], mean) / sums[l].N));
+                if (L >= 1 && Remaining(low, L, a) > Math.Sqrt(Theta) * eps[q]) sure = true;
+            }
+            bool capped;
+            if (sure && L < o.MaxLevel)
+            {
+                AddLevel();
+                for (int q = 0; q < nt; q++) share[q] = 1 - Theta;
+                var nn = Optimal(L, targets, vl, eps, share, Cost, o, out capped);
+                dN[L] = Math.Min(o.Pilot, Math.Max(2, nn[L]));
+                if (capped) { converged = false; note = $"a level would need more than {o.MaxPaths:G3} samples; the accuracy asked for is out of reach"; break; }
+                continue;
+            }
+            // The variance gets what the bias leaves of ε² (at least half, at most MaxVarianceShare): the optimal split
+            // for this bias, where a fixed half spends up to twice the samples when the bias is well under ε/√2.
+            for (int q = 0; q < nt; q++)
+                share[q] = biasOk ? Math.Clamp(1 - bias[q] * bias[q] / (eps[q] * eps[q]), 1 - Theta, MaxVarianceShare) : 1 - Theta;
+            // While the bias is not yet known to be small enough, only the last three levels (whose corrections the bias
+            // estimate reads) get their samples: the coarse levels, where most samples go, wait for the variance's share.
+            int from = !biasOk && L < o.MaxLevel ? Math.Max(1, L - 2) : 0;
+            var ns = Optimal(L, targets, vl, eps, share, Cost, o, out capped);
+            for (int l = 0; l <= L; l++) dN[l] = l < from ? 0 : Math.Max(0, ns[l] - sums[l].N);
             bool almost = true;
             for (int l = 0; l <= L; l++) if (dN[l] > 0.01 * sums[l].N) almost = false;
-            if (almost)
+            biasShort = !biasOk;
+            if (almost && !biasOk && L < o.MaxLevel)
             {
-                bool biasOk = true;
-                for (int q = 0; q < nt; q++)
-                    if (!(Remaining(ml[q], L, UsedAlpha(alpha[q], o)) <= Math.Sqrt(Theta) * eps[q])) biasOk = false;
-                if (!biasOk)
-                {
-                    if (L == o.MaxLevel)
-                    {
-                        converged = false;
-                        note = $"the estimated bias is still above accuracy/sqrt(2) at the finest level allowed (max_levels = {o.MaxLevel}); raise max_levels or take a smaller dt";
-                    }
-                    else
-                    {
-                        // a new level, its variance extrapolated from the last one (β), then the samples of every level again
-                        L++;
-                        sums.Add(new LevelSums(plans.Length, groups)); secs.Add(0); dN.Add(0);
-                        for (int q = 0; q < nt; q++)
-                        {
-                            Array.Resize(ref vl[q], L + 1); Array.Resize(ref ml[q], L + 1);
-                            vl[q][L] = vl[q][L - 1] / Math.Pow(2, double.IsFinite(beta[q]) ? Math.Max(beta[q], 0.5) : 1.0);
-                        }
-                        ns = Optimal(L, targets, vl, eps, Cost, o, out capped);
-                        for (int l = 0; l <= L; l++) dN[l] = Math.Max(0, ns[l] - sums[l].N);
-                        // the new level gets at least a pilot's worth, so that its variance is measured
-                        dN[L] = Math.Max(dN[L], Math.Min(o.Pilot, Math.Max(2, ns[L])));
-                        if (capped) { converged = false; note = $"a level would need more than {o.MaxPaths:G3} samples; the accuracy asked for is out of reach"; }
-                    }
-                }
+                // the corrections, now measured well, still leave too much bias: a new level, then the last levels' samples again
+                AddLevel();
+                ns = Optimal(L, targets, vl, eps, share, Cost, o, out capped);
+                from = L < o.MaxLevel ? Math.Max(1, L - 2) : 0;
+                for (int l = 0; l <= L; l++) dN[l] = l < from ? 0 : Math.Max(0, ns[l] - sums[l].N);
+                dN[L] = Math.Max(dN[L], Math.Min(o.Pilot, Math.Max(2, ns[L])));
             }
+            if (capped) { converged = false; note = $"a level would need more than {o.MaxPaths:G3} samples; the accuracy asked for is out of reach"; }
             bool more = false;
             for (int l = 0; l <= L; l++) if (dN[l] > 0) more = true;
             if (!more || capped) break;
+        }
+        if (biasShort)
+        {
+            converged = false;
+            note = (note == "" ? "" : note + "; ") + $"the estimated bias is still above accuracy/sqrt(2) at the finest level allowed (max_levels = {o.MaxLevel}); raise max_levels or take a smaller dt";
         }
         s.Progress?.Invoke(1.0);
         st.L = L; st.Work = work; st.Converged = converged; st.Note = note;
@@ -346,7 +379,7 @@ public static class Mlmc
                 vl[q][L] = vl[q][L - 1] / Math.Pow(2, double.IsFinite(st.Beta[q]) ? Math.Max(st.Beta[q], 0.5) : 1.0);
             }
         }
-        var ns = Optimal(L, targets, vl, eps, st.Cost, o, out bool capped);
+        var ns = Optimal(L, targets, vl, eps, Enumerable.Repeat(1 - Theta, nt).ToArray(), st.Cost, o, out bool capped);
         if (capped) note = $"a level would need more than {o.MaxPaths:G3} samples; the accuracy asked for is out of reach";
         for (int l = 0; l <= L; l++) ns[l] = Math.Max(ns[l], Math.Min(o.MaxPaths, Math.Max(2, o.Pilot)));
         return ns;
@@ -501,7 +534,7 @@ public static class Mlmc
     }
 
     /// <summary>N_ℓ = ⌈(2/ε²) √(V_ℓ/C_ℓ) Σ_k √(V_k C_k)⌉, the largest over the targets (each with its own ε).</summary>
-    static long[] Optimal(int L, MlmcTarget[] targets, double[][] vl, double[] eps, Func<int, double> cost, MlmcOptions o, out bool capped)
+    static long[] Optimal(int L, MlmcTarget[] targets, double[][] vl, double[] eps, double[] share, Func<int, double> cost, MlmcOptions o, out bool capped)
     {
         capped = false;
         var ns = new long[L + 1];
@@ -512,7 +545,7 @@ public static class Mlmc
             for (int l = 0; l <= L; l++) sum += Math.Sqrt(vl[q][l] * cost(l));
             for (int l = 0; l <= L; l++)
             {
-                double n = Math.Ceiling(Math.Sqrt(vl[q][l] / cost(l)) * sum / ((1 - Theta) * eps[q] * eps[q]));
+                double n = Math.Ceiling(Math.Sqrt(vl[q][l] / cost(l)) * sum / (share[q] * eps[q] * eps[q]));
                 if (!(n <= o.MaxPaths)) { capped = true; n = o.MaxPaths; }
                 ns[l] = Math.Max(ns[l], (long)n);
             }

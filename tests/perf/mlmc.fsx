@@ -8,7 +8,7 @@
 //      (its time is linear in the paths) and its time is scaled up: the line says so.
 //
 //   dotnet build dsl/cli -c Release
-//   dotnet fsi tests/perf/mlmc.fsx [smallest-eps] [threads] [fraction]
+//   dotnet fsi tests/perf/mlmc.fsx [smallest-eps] [threads] [fraction] [rounds]
 //
 // Work is counted in path-steps (fine plus coarse steps): unlike seconds, it does not depend on the machine's load.
 #r "../../dsl/cli/bin/Release/net10.0/Sde.Core.dll"
@@ -25,6 +25,7 @@ let args = fsi.CommandLineArgs
 let smallest = if args.Length > 1 then float args[1] else 1e-4
 let threads = if args.Length > 2 then int args[2] else 0
 let fraction = if args.Length > 3 then float args[3] else 0.05
+let rounds = if args.Length > 4 then int args[4] else 3
 
 let gbmText = """model GBM {
   param mu = 0.05
@@ -153,12 +154,20 @@ printfn "   slope of log work against log eps: Milstein multilevel %.3g (theory 
 let compare (name: string) (text: string -> string) (coarse: string) (t: float) =
     // the Euler multilevel run measures plain Euler's bias constant and variance (and is a candidate itself);
     // the Milstein one (scheme = milstein: the emitted step, beta about 2) is the other candidate
-    let multilevelTimed (scheme: string) =
+    // Each candidate is compiled once and run once untimed (the model's code is compiled then, as for plain Euler
+    // below); then `rounds` rounds time the three in turn (multilevel Euler, multilevel Milstein, plain Euler), and
+    // each figure is the median of its rounds: on a loaded machine the load drifts, and interleaving shares it out.
+    let multilevelRun (scheme: string) =
         let s = sprintf "relative_accuracy = 1e-3; paths = 200; T = 1; seed = 1; scheme = %s; %s" scheme coarse
-        multilevel (text (s.Replace("1e-3", "1e-1"))) |> ignore // JIT warm-up of this scheme's model
-        multilevel (text s)
-    let _, res, secs = multilevelTimed "euler_maruyama"
-    let _, resM, secsM = multilevelTimed "milstein"
+        let p = compile (text s)
+        fun () ->
+            let sw = Diagnostics.Stopwatch.StartNew()
+            match Multilevel.run p.Program { Driver.defaultOptions with Threads = threads } with
+            | _, info, [] -> Option.get (List.head info.Sets).Result, sw.Elapsed.TotalSeconds
+            | _, _, e :: _ -> raise e
+    let eulerRun, milsteinRun = multilevelRun "euler_maruyama", multilevelRun "milstein"
+    let res, _ = eulerRun ()
+    let resM, _ = milsteinRun ()
     let value = res.Targets[0].Value
     let eps = 1e-3 * abs value
     let c, v = biasAndVariance res
@@ -167,14 +176,21 @@ let compare (name: string) (text: string -> string) (coarse: string) (t: float) 
     let np = max 1000.0 (ceil (n * fraction))
     let p = compile (text (sprintf "dt = %.17g; paths = %d; T = 1; seed = 2" dt (int64 np)))
     p.Run(threads = threads, backend = "cpu") |> ignore // JIT warm-up and a first pass
-    let sw = Diagnostics.Stopwatch.StartNew()
-    let pr = p.Run(threads = threads, backend = "cpu")
-    let psecs = sw.Elapsed.TotalSeconds * n / np
-    printfn "2. %s, relative_accuracy = 1e-3 (eps = %.3g): value %.6g, error estimate %.3g (euler), %.3g (milstein)" name eps value res.Targets[0].Error resM.Targets[0].Error
+    let plainRun () =
+        let sw = Diagnostics.Stopwatch.StartNew()
+        p.Run(threads = threads, backend = "cpu") |> ignore
+        sw.Elapsed.TotalSeconds
+    let times = [| for _ in 1..rounds -> snd (eulerRun ()), snd (milsteinRun ()), plainRun () |]
+    let median (xs: float[]) = let s = Array.sort xs in s[s.Length / 2]
+    let secs = times |> Array.map (fun (a, _, _) -> a) |> median
+    let secsM = times |> Array.map (fun (_, b, _) -> b) |> median
+    let plainSecs = times |> Array.map (fun (_, _, c) -> c) |> median
+    let psecs = plainSecs * n / np
+    printfn "2. %s, relative_accuracy = 1e-3 (eps = %.3g): value %.6g, error estimate %.3g (euler), %.3g (milstein); wall times: medians of %d interleaved rounds" name eps value res.Targets[0].Error resM.Targets[0].Error rounds
     printfn "   multilevel euler:    %d levels, %.4g path-steps, %.3g s (%.3g ns per path-step)" res.Levels.Length res.Work secs (1e9 * secs / res.Work)
     printfn "   multilevel milstein: %d levels, %.4g path-steps, %.3g s (%.3g ns per path-step), beta %.3g" resM.Levels.Length resM.Work secsM (1e9 * secsM / resM.Work) resM.Targets[0].Beta
     printfn "   plain Euler at the same error: c = %.3g, V = %.3g -> dt = %.4g (%g steps), %g paths = %.4g path-steps, %.3g s (%.3g ns per path-step; scaled from %g paths: %.3g s)"
-        c v dt steps n w psecs (1e9 * psecs / w) np (sw.Elapsed.TotalSeconds)
+        c v dt steps n w psecs (1e9 * psecs / w) np plainSecs
     printfn "   speed-up over plain Euler: euler multilevel %.3gx in work, %.3gx in wall time; milstein multilevel %.3gx in work, %.3gx in wall time"
         (w / res.Work) (psecs / secs) (w / resM.Work) (psecs / secsM)
 

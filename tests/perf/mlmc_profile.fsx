@@ -5,7 +5,7 @@
 // sample (its init draws, observables, sums) from the cost of a step.
 //
 //   dotnet build dsl/cli -c Release
-//   dotnet fsi tests/perf/mlmc_profile.fsx [samples]
+//   dotnet fsi tests/perf/mlmc_profile.fsx [samples] [rounds]
 #r "../../dsl/cli/bin/Release/net10.0/Sde.Core.dll"
 #r "../../dsl/cli/bin/Release/net10.0/Sde.Lang.dll"
 #r "../../dsl/cli/bin/Release/net10.0/OxyPlot.dll"
@@ -49,8 +49,16 @@ let plainPerStep () =
     p.Run(threads = 1, backend = "cpu") |> ignore
     sw.Elapsed.TotalSeconds / (200000.0 * 30.0)
 
-for scheme in [ "euler_maruyama"; "milstein" ] do
-    let rows = [ for l in 0 .. 5 -> l, (if l = 0 then 1.0 else 1.5 * float (1 <<< l)), perSample scheme l ]
+// `rounds` rounds, each timing every level of both schemes and plain Euler in turn; each figure is the median
+// of its rounds (on a loaded machine one timing can be off by 2x; interleaving shares the load out)
+let rounds = if args.Length > 2 then int args[2] else 3
+let median (xs: float list) = let s = List.sort xs in s[s.Length / 2]
+let timings =
+    [ for _ in 1 .. rounds ->
+          [ for scheme in [ "euler_maruyama"; "milstein" ] -> [ for l in 0 .. 5 -> perSample scheme l ] ], plainPerStep () ]
+
+for si, scheme in List.indexed [ "euler_maruyama"; "milstein" ] do
+    let rows = [ for l in 0 .. 5 -> l, (if l = 0 then 1.0 else 1.5 * float (1 <<< l)), median [ for ts, _ in timings -> ts[si][l] ] ]
     // least squares of seconds per sample against path-steps per sample
     let xs = rows |> List.map (fun (_, c, _) -> c)
     let ys = rows |> List.map (fun (_, _, s) -> s)
@@ -60,4 +68,5 @@ for scheme in [ "euler_maruyama"; "milstein" ] do
     printfn "%s (one thread): level, path-steps per sample, ns per sample, ns per path-step" scheme
     for l, c, s in rows do printfn "  %d %6g %10.1f %10.1f" l c (1e9 * s) (1e9 * s / c)
     printfn "  fit: %.1f ns per sample + %.1f ns per path-step" (1e9 * a) (1e9 * b)
-printfn "plain Euler (one thread, 30 steps, 200000 paths: lanes): %.1f ns per path-step" (1e9 * plainPerStep ())
+printfn "plain Euler (one thread, 30 steps, 200000 paths: lanes): %.1f ns per path-step" (1e9 * median [ for _, p in timings -> p ])
+printfn "(medians of %d interleaved rounds)" rounds

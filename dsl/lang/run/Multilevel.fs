@@ -127,11 +127,11 @@ let rec run (p: Program) (opts: RunOptions) : RunReport * Info * exn list =
         let rs = RunSettings(Dt = s.Dt, T = s.T, Seed = s.Seed, Threads = opts.Threads, Progress = Option.toObj progress, Cancel = opts.Cancel)
         runner.Run(bm, twins values, planModel, rs, plans, targets, o)
 
-    // JIT warm-up outside the timing: a cheap run (a coarse target) on one thread
+    // JIT warm-up outside the timing: a cheap run (a coarse target) on one thread, 8 samples so that the four-lane code runs too
     (try
         let bm = p.Compiled.Instance (List.head p.File.Sets).Values
         runner.Run(bm, twins (List.head p.File.Sets).Values, planModel, RunSettings(Dt = s.Dt, T = s.T, Seed = s.Seed, Threads = 1), plans, targets,
-                   MlmcOptions(Accuracy = 1e300, Pilot = 2L, MaxLevel = min 1 ml.MaxLevels)) |> ignore
+                   MlmcOptions(Accuracy = 1e300, Pilot = 8L, MaxLevel = min 1 ml.MaxLevels)) |> ignore
      with _ -> ())
 
     let sw = Stopwatch.StartNew()
