@@ -429,10 +429,121 @@ public static class Normals
             var x1 = c1; var x2 = c2; var x3 = c3;
             PhiloxV(ref x0, ref x1, ref x2, ref x3, k0, k1);
             Halves(x0, x1, x2, x3, out var a, out var b);
-            TransformV(a, b, out var z0, out var z1);
-            z0.Store(dst + k * 4);
-            if (k + 1 < count) z1.Store(dst + (k + 1) * 4);
+            if (k + 1 < count)
+            {
+                TransformV(a, b, out var z0, out var z1);
+                z0.Store(dst + k * 4);
+                z1.Store(dst + (k + 1) * 4);
+            }
+            else TransformCosV(a, b).Store(dst + k * 4);
         }
+    }
+
+    /// <summary>Steps per pass of <see cref="FillAcrossPaths4Steps"/>: its Philox outputs wait on the stack (1 KiB).</summary>
+    const int StepChunk = 16;
+
+    /// <summary>
+    /// The normals of four consecutive paths at <paramref name="steps"/> consecutive steps:
+    /// dst[(s·count + k)·4 + j] = lane k of path path0 + j at step step0 + s, the same bits as
+    /// <see cref="FillAcrossPaths4"/> of each step (so as <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/>
+    /// of each path). A step's normals do not depend on the state, so the engine draws several steps at
+    /// once: one step of a model with one to three noises is one or two Philox blocks per path, a single
+    /// dependency chain (Philox's ten rounds, then log, division, square root) that leaves the core
+    /// mostly waiting; many steps' chains in flight fill it, and a last lane 2j computes its cosine alone
+    /// (<see cref="TransformCosV"/>). Any steps, counts and first step (a batch may cross a 2^32 step).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void FillAcrossPaths4Steps(ulong seed, ulong path0, ulong step0, int steps, uint tag, double* dst, int count)
+    {
+        if (count <= 0 || steps <= 0) return;
+        int stride = 4 * count;
+        if (!VectorUsable)
+        {
+            for (int s = 0; s < steps; s++) FillAcrossPaths4(seed, path0, step0 + (ulong)s, tag, dst + s * stride, count);
+            return;
+        }
+        ulong p1 = path0 + 1, p2 = path0 + 2, p3 = path0 + 3;
+        var c2 = Vector256.Create((ulong)(uint)path0, (uint)p1, (uint)p2, (uint)p3);
+        uint tg = tag << 28;
+        var c3p = Vector256.Create((ulong)((uint)(path0 >> 32) ^ tg), (uint)(p1 >> 32) ^ tg, (uint)(p2 >> 32) ^ tg, (uint)(p3 >> 32) ^ tg);
+        uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        int blocks = (count + 1) >> 1;
+        // Two passes per block: Philox for up to StepChunk steps, then the transform of each. Each loop's
+        // iterations are independent and short, so the core runs several of them at once (a step's single
+        // chain alone leaves it mostly waiting on latency), and few registers are live (no spills).
+        var ha = stackalloc Vector256<ulong>[StepChunk];
+        var hb = stackalloc Vector256<ulong>[StepChunk];
+        for (int s0 = 0; s0 < steps; s0 += StepChunk)
+        {
+            int ns = Math.Min(StepChunk, steps - s0);
+            for (int blk = 0; blk < blocks; blk++)
+            {
+                var x0b = Vector256.Create((ulong)(uint)blk);
+                int s = 0;
+                for (; s + 2 <= ns; s += 2)
+                {
+                    ulong st = step0 + (ulong)(s0 + s), su = st + 1;
+                    var x0 = x0b; var x1 = Vector256.Create((ulong)(uint)st); var x2 = c2; var x3 = c3p ^ Vector256.Create((ulong)((uint)(st >> 32) << 16));
+                    var y0 = x0b; var y1 = Vector256.Create((ulong)(uint)su); var y2 = c2; var y3 = c3p ^ Vector256.Create((ulong)((uint)(su >> 32) << 16));
+                    PhiloxV2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, k0, k1);
+                    Halves(x0, x1, x2, x3, out ha[s], out hb[s]);
+                    Halves(y0, y1, y2, y3, out ha[s + 1], out hb[s + 1]);
+                }
+                if (s < ns)
+                {
+                    ulong st = step0 + (ulong)(s0 + s);
+                    var x0 = x0b; var x1 = Vector256.Create((ulong)(uint)st); var x2 = c2; var x3 = c3p ^ Vector256.Create((ulong)((uint)(st >> 32) << 16));
+                    PhiloxV(ref x0, ref x1, ref x2, ref x3, k0, k1);
+                    Halves(x0, x1, x2, x3, out ha[s], out hb[s]);
+                }
+                double* o = dst + (s0 * count + 2 * blk) * 4;
+                if (2 * blk + 1 < count)
+                {
+                    for (s = 0; s < ns; s++, o += stride)
+                    {
+                        TransformV(ha[s], hb[s], out var z0, out var z1);
+                        z0.Store(o);
+                        z1.Store(o + 4);
+                    }
+                }
+                else
+                {
+                    for (s = 0; s < ns; s++, o += stride) TransformCosV(ha[s], hb[s]).Store(o);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// z0 of <see cref="TransformV"/> alone, the same bits: the sine's and the cosine's polynomials have the
+    /// same shape (eight steps p ← f²·p + coefficient, then ×f for the sine, for the cosine its last
+    /// coefficient 1 and ×1, which is exact), so each lane evaluates only the one its quadrant picks,
+    /// with that polynomial's coefficients selected per lane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> TransformCosV(Vector256<ulong> a, Vector256<ulong> b)
+    {
+        var a53 = a >> 11;
+        var h = Small52(a53 >> 1);
+        var u = ((h + h + Small52(a53 & Vector256<ulong>.One)) + Vector256.Create(0.5)) * Vector256.Create(Inv53);
+        var r = Vector256.Sqrt(Vector256.Create(-2.0) * LogV(u));
+        var b53 = b >> 11;
+        var f = (Small52(b53 & Vector256.Create(Low51)) + Vector256.Create(0.5)) * Vector256.Create(Inv51) - Vector256.Create(0.5);
+        var f2 = f * f;
+        var q = b53 >> 51;
+        // quadrants 1 and 3 take the sine: all bits set in those lanes
+        var sine = Vector256.Equals(q & Vector256<ulong>.One, Vector256<ulong>.One).AsDouble();
+        var p = f2 * Avx.BlendVariable(Vector256.Create(C8), Vector256.Create(S8), sine) + Avx.BlendVariable(Vector256.Create(C7), Vector256.Create(S7), sine);
+        p = f2 * p + Avx.BlendVariable(Vector256.Create(C6), Vector256.Create(S6), sine);
+        p = f2 * p + Avx.BlendVariable(Vector256.Create(C5), Vector256.Create(S5), sine);
+        p = f2 * p + Avx.BlendVariable(Vector256.Create(C4), Vector256.Create(S4), sine);
+        p = f2 * p + Avx.BlendVariable(Vector256.Create(C3), Vector256.Create(S3), sine);
+        p = f2 * p + Avx.BlendVariable(Vector256.Create(C2), Vector256.Create(S2), sine);
+        p = f2 * p + Avx.BlendVariable(Vector256.Create(C1), Vector256.Create(S1), sine);
+        p = f2 * p + Avx.BlendVariable(Vector256.Create(1.0), Vector256.Create(S0), sine);
+        var cs = p * Avx.BlendVariable(Vector256.Create(1.0), f, sine);
+        cs = (cs.AsUInt64() ^ (((q + Vector256<ulong>.One) & Vector256.Create(2UL)) << 62)).AsDouble();
+        return r * cs;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
