@@ -231,6 +231,45 @@ public static class Normals
         }
     }
 
+    /// <summary>
+    /// <see cref="PhiloxV2"/> with the round keys broadcast beforehand (keys[2r], keys[2r + 1] for round r):
+    /// a batch's chains share them, so each round's key is one operand read from memory, not two broadcasts.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void PhiloxV2Keyed(ref Vector256<ulong> x0, ref Vector256<ulong> x1, ref Vector256<ulong> x2, ref Vector256<ulong> x3,
+                                     ref Vector256<ulong> y0, ref Vector256<ulong> y1, ref Vector256<ulong> y2, ref Vector256<ulong> y3, Vector256<ulong>* keys)
+    {
+        var m0 = Vector256.Create((ulong)Philox.M0).AsUInt32();
+        var m1 = Vector256.Create((ulong)Philox.M1).AsUInt32();
+        for (int r = 0; r < 20; r += 2)
+        {
+            var p0 = Avx2.Multiply(x0.AsUInt32(), m0);
+            var p1 = Avx2.Multiply(x2.AsUInt32(), m1);
+            var q0 = Avx2.Multiply(y0.AsUInt32(), m0);
+            var q1 = Avx2.Multiply(y2.AsUInt32(), m1);
+            x0 = (p1 >> 32) ^ x1 ^ keys[r];
+            x1 = p1;
+            x2 = (p0 >> 32) ^ x3 ^ keys[r + 1];
+            x3 = p0;
+            y0 = (q1 >> 32) ^ y1 ^ keys[r];
+            y1 = q1;
+            y2 = (q0 >> 32) ^ y3 ^ keys[r + 1];
+            y3 = q0;
+        }
+    }
+
+    /// <summary>The 20 round keys of <paramref name="seed"/>, broadcast, for <see cref="PhiloxV2Keyed"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void RoundKeys(ulong seed, Vector256<ulong>* keys)
+    {
+        uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        for (int r = 0; r < 10; r++, k0 += Philox.W0, k1 += Philox.W1)
+        {
+            keys[2 * r] = Vector256.Create((ulong)k0);
+            keys[2 * r + 1] = Vector256.Create((ulong)k1);
+        }
+    }
+
     /// <summary>Integers below 2^52 to double, exactly (the 2^52 bit-pattern trick).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<double> Small52(Vector256<ulong> v)
@@ -467,6 +506,8 @@ public static class Normals
         uint tg = tag << 28;
         var c3p = Vector256.Create((ulong)((uint)(path0 >> 32) ^ tg), (uint)(p1 >> 32) ^ tg, (uint)(p2 >> 32) ^ tg, (uint)(p3 >> 32) ^ tg);
         uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        var keys = stackalloc Vector256<ulong>[20];
+        RoundKeys(seed, keys);
         int blocks = (count + 1) >> 1;
         // Two passes per block: Philox for up to StepChunk steps, then the transform of each. Each loop's
         // iterations are independent and short, so the core runs several of them at once (a step's single
@@ -485,7 +526,7 @@ public static class Normals
                     ulong st = step0 + (ulong)(s0 + s), su = st + 1;
                     var x0 = x0b; var x1 = Vector256.Create((ulong)(uint)st); var x2 = c2; var x3 = c3p ^ Vector256.Create((ulong)((uint)(st >> 32) << 16));
                     var y0 = x0b; var y1 = Vector256.Create((ulong)(uint)su); var y2 = c2; var y3 = c3p ^ Vector256.Create((ulong)((uint)(su >> 32) << 16));
-                    PhiloxV2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, k0, k1);
+                    PhiloxV2Keyed(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, keys);
                     Halves(x0, x1, x2, x3, out ha[s], out hb[s]);
                     Halves(y0, y1, y2, y3, out ha[s + 1], out hb[s + 1]);
                 }
@@ -530,9 +571,10 @@ public static class Normals
         var b53 = b >> 11;
         var f = (Small52(b53 & Vector256.Create(Low51)) + Vector256.Create(0.5)) * Vector256.Create(Inv51) - Vector256.Create(0.5);
         var f2 = f * f;
-        var q = b53 >> 51;
-        // quadrants 1 and 3 take the sine: all bits set in those lanes
-        var sine = Vector256.Equals(q & Vector256<ulong>.One, Vector256<ulong>.One).AsDouble();
+        // the quadrant q is b's top two bits: q odd (bit 62) takes the sine, the blends read only the
+        // sign bit, so b ≪ 1 is the mask; the sign flips for q = 1, 2, i.e. bit 63 ≠ bit 62
+        var b1 = b << 1;
+        var sine = b1.AsDouble();
         var p = f2 * Avx.BlendVariable(Vector256.Create(C8), Vector256.Create(S8), sine) + Avx.BlendVariable(Vector256.Create(C7), Vector256.Create(S7), sine);
         p = f2 * p + Avx.BlendVariable(Vector256.Create(C6), Vector256.Create(S6), sine);
         p = f2 * p + Avx.BlendVariable(Vector256.Create(C5), Vector256.Create(S5), sine);
@@ -542,7 +584,7 @@ public static class Normals
         p = f2 * p + Avx.BlendVariable(Vector256.Create(C1), Vector256.Create(S1), sine);
         p = f2 * p + Avx.BlendVariable(Vector256.Create(1.0), Vector256.Create(S0), sine);
         var cs = p * Avx.BlendVariable(Vector256.Create(1.0), f, sine);
-        cs = (cs.AsUInt64() ^ (((q + Vector256<ulong>.One) & Vector256.Create(2UL)) << 62)).AsDouble();
+        cs = (cs.AsUInt64() ^ ((b ^ b1) & Vector256.Create(0x8000000000000000UL))).AsDouble();
         return r * cs;
     }
 
