@@ -169,6 +169,34 @@ query {
 }
 """
 
+// the lanes draw the normals of Engine.BatchSteps steps at once: 77 steps are two batches of 32 and a
+// partial one of 13 (one noise), observation windows span the batches' ends; three noises (an odd count,
+// the last lane's cosine alone), 45 steps
+let private batches =
+    """
+model Batches {
+  param theta = 1 in (0, inf)
+  state x
+  state y
+  state z
+  brownian W[3]
+  init x = 1
+  init y ~ normal(0, 1)
+  init z = 0
+  d x = -theta * x dt + 0.5 dW[0]
+  d y = (x - y) dt + 0.3 dW[1]
+  d z = (x * y - z) dt + 0.2 dW[2]
+}
+
+simulate { paths = 42; dt = 0.01; T = 0.45; seed = 13 }
+
+query {
+  mean(x)
+  mean(y * z) over [0.1, 0.4]
+  density(z) on [-1, 1] bins 9 over [0.3, 0.45]
+}
+"""
+
 [<Tests>]
 let tests =
     testList "Lanes" [
@@ -216,6 +244,18 @@ let tests =
             let p = compile l96
             hasLanes p
             sameReports (runWith p 1 1) (runWith p 4 2)
+        }
+
+        test "lanes over paths give the bits of one lane: runs that end inside a batch of normals, observations inside batches" {
+            Expect.equal (Engine.BatchSteps 1) 32 "one noise: 32 steps per batch"
+            Expect.isTrue (45 % Engine.BatchSteps 3 <> 0 && 77 % Engine.BatchSteps 1 <> 0) "the runs end inside a batch"
+            let three = compile batches
+            hasLanes three
+            sameReports (runWith three 1 1) (runWith three 4 1)
+            // one noise, 77 steps: windows [0.3, 0.33] and [0.6, 0.77] around the batches' ends at steps 32 and 64
+            let one = compile (ou.Replace("T = 0.3", "T = 0.77").Replace("over [0.1, 0.3]", "over [0.3, 0.33]").Replace("over [0, 0.3]", "over [0.6, 0.77]"))
+            hasLanes one
+            sameReports (runWith one 1 1) (runWith one 4 1)
         }
 
         test "lanes over paths give the bits of one lane: an ODE, 9 paths" {

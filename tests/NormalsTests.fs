@@ -1,5 +1,5 @@
 /// The normal generator (core/Random/Normals.cs): its log, sine and cosine against the runtime's, the
-/// bit identity of its scalar, AVX2, four-path and kernel forms, its law (moments to 8th order,
+/// bit identity of its scalar, AVX2, four-path, batched four-path and kernel forms, its law (moments to 8th order,
 /// Kolmogorov–Smirnov, tail frequencies against exact probabilities) and its first values.
 module Sde.Tests.NormalsTests
 
@@ -24,6 +24,13 @@ let private across4 (seed: uint64) (path0: uint64) (step: uint64) (tag: uint32) 
     let v = Array.zeroCreate<float> (4 * count)
     use p = fixed v
     Normals.FillAcrossPaths4(seed, path0, step, tag, p, count)
+    v
+
+/// Four paths from path0, `steps` steps from step0: dst[(s·count + k)·4 + j].
+let private batched (seed: uint64) (path0: uint64) (step0: uint64) (steps: int) (tag: uint32) (count: int) =
+    let v = Array.zeroCreate<float> (4 * count * steps)
+    use p = fixed v
+    Normals.FillAcrossPaths4Steps(seed, path0, step0, steps, tag, p, count)
     v
 
 /// The largest relative error of f against g over xs (g's value as the reference).
@@ -147,6 +154,29 @@ let tests =
             Normals.ScalarOnThisThread <- true
             let s = try fill 3UL 4UL 5UL Philox.TagStep 40 finally Normals.ScalarOnThisThread <- false
             Expect.equal (Array.map bits s) (Array.map bits (fill 3UL 4UL 5UL Philox.TagStep 40)) "ScalarOnThisThread"
+        }
+
+        test "the batched four-path form gives each (path, step, lane) the bits of Fill" {
+            // steps: one, a pair, odd, a whole pass of 16 and one more, several passes and a partial one;
+            // first steps: 0, and 2^32 − 3 so that a batch crosses the step's 32-bit word
+            let seed = 0xDEADBEEFCAFEUL
+            let check (scalar: bool) =
+                let saved = Normals.ScalarOnThisThread
+                Normals.ScalarOnThisThread <- scalar
+                try
+                    for count in [ 1; 2; 3; 5; 7; 8; 13; 40 ] do
+                        for steps in [ 1; 2; 3; 16; 17; 37 ] do
+                            for (p0, st0) in [ (0UL, 0UL); (4294967294UL, 4294967293UL); (UInt64.MaxValue >>> 16, 77UL) ] do
+                                let v = batched seed p0 st0 steps Philox.TagStep count
+                                for s in 0 .. steps - 1 do
+                                    for j in 0..3 do
+                                        let own = fillScalar seed (p0 + uint64 j) (st0 + uint64 s) Philox.TagStep count
+                                        let got = Array.init count (fun k -> bits v[(s * count + k) * 4 + j])
+                                        Expect.equal got (Array.map bits own) (sprintf "scalar %b: count %d, steps %d, path %d, step %d" scalar count steps (p0 + uint64 j) (st0 + uint64 s))
+                finally
+                    Normals.ScalarOnThisThread <- saved
+            check false
+            check true
         }
 
         test "the largest |z| comes from the smallest uniform and is beyond 7σ" {

@@ -82,7 +82,7 @@ public static partial class Engine
         long blocks = s.Paths == 0 ? 0 : (s.Paths + blockSize - 1) / blockSize;
         threads = (int)Math.Max(1, Math.Min(threads, blocks));
 
-        long need = Memory.Estimate(d, nw, nobs, plans, 4 * threads) + threads * 8L * 4 * (2 * (d + 4) + nw + 4);
+        long need = Memory.Estimate(d, nw, nobs, plans, 4 * threads) + threads * 8L * 4 * (2 * (d + 4) + BatchSteps(nw) * nw + 4);
         long avail = s.MemoryLimit > 0 ? s.MemoryLimit : Memory.Available();
         // four lanes keep four paths' records (a density's bins four times): where that does not fit, one
         // path at a time, which checks its own need and says so in its words
@@ -124,17 +124,27 @@ public static partial class Engine
         return result;
     }
 
+    /// <summary>
+    /// Steps whose normals a lane group draws at once (<see cref="Normals.FillAcrossPaths4Steps"/>): enough for
+    /// the generator to keep many independent chains in flight with one to a few noises, and at most about
+    /// 8 KiB of normals (four paths × noises × steps), which stay in the L1 cache until the steps use them.
+    /// </summary>
+    internal static int BatchSteps(int noises) => Math.Clamp(1024 / (4 * Math.Max(noises, 1)), 2, 32);
+
     /// <summary>One thread's four lane workers (lane j's records and accumulators) and the lane-major buffers.</summary>
     sealed unsafe class LaneGroup : IDisposable
     {
         public readonly Worker[] Lanes = new Worker[4];
+        /// <summary>States x and y (component i of lane j at [i·4 + j]); the normals of <see cref="Batch"/> steps (step s at W4 + s·4m).</summary>
         public double* X4, Y4, W4;
+        public readonly int Batch;
         void* _mem;
 
         public LaneGroup(int d, int m, int nobs, QueryPlan[] plans, QueryLayout[] layout, long steps, double dt)
         {
             for (int j = 0; j < 4; j++) Lanes[j] = new Worker(d, m, nobs, plans, layout, steps, dt);
-            long dp = 4L * Math.Max(d, 1), mp = 4L * Math.Max(m, 1);
+            Batch = BatchSteps(m);
+            long dp = 4L * Math.Max(d, 1), mp = 4L * Math.Max(m, 1) * Batch;
             long total = 2 * dp + mp;
             _mem = NativeMemory.AlignedAlloc((nuint)(total * 8), 64);
             NativeMemory.Clear(_mem, (nuint)(total * 8));
@@ -196,7 +206,7 @@ public static partial class Engine
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static unsafe bool RunGroup<TModel>(ref TModel model, Shared sh, LaneGroup g, long p) where TModel : struct, ISdeModel, ISdeLaneModel
     {
-        int d = model.Dim, m = model.NoiseDim, d4 = 4 * d;
+        int d = model.Dim, m = model.NoiseDim;
         long steps = sh.Steps, obsFrom = sh.ObsFrom, obsTo = sh.ObsTo;
         double dt = sh.Dt, sqdt = sh.SqDt;
         ulong seed = sh.Seed;
@@ -212,21 +222,37 @@ public static partial class Engine
             Normals.FillUniform(seed, gp + (ulong)j, 0, Philox.TagInitUniform, wk.Zu, d);
             model.Init(new StrideVec(a + j, 4), new StrideVec(wk.Zn, 1), new StrideVec(wk.Zu, 1));
         }
-        if (!AllFinite(a, d4)) return false;
+        if (!LanesFinite(a, d)) return false;
         if (obsFrom == 0 && w0.NeedsObserve(0)) ObserveLanes(ref model, lanes, a, 0, 0.0);
-        for (long n = 0; n < steps; n++)
+        // the normals of g.Batch steps at a time (they do not depend on the state): the same bits as step by step
+        int batch = g.Batch, wstep = 4 * m;
+        for (long n0 = 0; n0 < steps; n0 += batch)
         {
-            if (m > 0) Normals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w, m);
-            model.StepLanes4(a, b, w, n * dt, dt, sqdt);
-            if (!AllFinite(b, d4)) return false;
-            double* t = a; a = b; b = t;
-            long n1 = n + 1;
-            if ((n1 & StepProgress.Mask) == 0) progress.Add(4 * StepProgress.Chunk);
-            if (n1 >= obsFrom && n1 <= obsTo && w0.NeedsObserve(n1)) ObserveLanes(ref model, lanes, a, n1, n1 * dt);
+            long nEnd = Math.Min(n0 + batch, steps);
+            if (m > 0) Normals.FillAcrossPaths4Steps(seed, gp, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w, m);
+            double* wn = w;
+            for (long n = n0; n < nEnd; n++, wn += wstep)
+            {
+                model.StepLanes4(a, b, wn, n * dt, dt, sqdt);
+                if (!LanesFinite(b, d)) return false;
+                double* t = a; a = b; b = t;
+                long n1 = n + 1;
+                if ((n1 & StepProgress.Mask) == 0) progress.Add(4 * StepProgress.Chunk);
+                if (n1 >= obsFrom && n1 <= obsTo && w0.NeedsObserve(n1)) ObserveLanes(ref model, lanes, a, n1, n1 * dt);
+            }
         }
         progress.Add(4 * (steps & StepProgress.Mask));
         for (int j = 0; j < 4; j++) { lanes[j].Ran++; lanes[j].Commit(); }
         return true;
+    }
+
+    /// <summary>Are the d components of four lanes all finite? (x·0 is 0 for a finite x, NaN for ±∞ and NaN.)</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe bool LanesFinite(double* x4, int d)
+    {
+        var acc = Vector256<double>.Zero;
+        for (int i = 0; i < d; i++) acc += Vector256.Load(x4 + 4 * i) * Vector256<double>.Zero;
+        return Vector256.EqualsAll(acc, Vector256<double>.Zero);
     }
 
     /// <summary>Each lane's observables (the one-path Observe on a strided view of its lane) into its own records.</summary>
