@@ -20,6 +20,11 @@ horizon="$(awk -v s="$steps" 'BEGIN { print s * 0.005 }')"
 python="${PYTHON:-python3}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+# the workload with `bias = off`: the default bias estimate's coupled pairs are not the simulation, and
+# the peers estimate no bias (the same for the response-cost runs below)
+bench="$tmp/l96_bench.sde"
+sed 's/^simulate {/simulate { bias = off;/' tests/perf/l96_bench.sde >"$bench"
+grep -q '^simulate { bias = off;' "$bench" || { echo "tests/perf/l96_bench.sde: no 'simulate {' line for bias = off"; exit 1; }
 
 echo "== building (Release) and compiling the peers"
 dotnet build -c Release dsl/cli -nologo -v quiet >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; exit 1; }
@@ -39,7 +44,7 @@ fi
 measure() {
     case "$1" in
     engine)
-        dotnet "$dll" run tests/perf/l96_bench.sde --json --quiet --paths "$paths" --T "$horizon" --dt 0.005 >"$tmp/engine.json"
+        dotnet "$dll" run "$bench" --json --quiet --paths "$paths" --T "$horizon" --dt 0.005 >"$tmp/engine.json"
         python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["timing"]["path_steps_per_second"])' "$tmp/engine.json" 2>/dev/null ||
             grep -o '"path_steps_per_second": *[0-9.eE+-]*' "$tmp/engine.json" | sed 's/.*: *//'
         ;;
@@ -84,7 +89,7 @@ sim_rate() { # FILE: prints path-steps/s of one run
     grep -o '"path_steps_per_second": *[0-9.eE+-]*' "$tmp/r.json" | sed 's/.*: *//'
 }
 with_query() { # QUERY: writes a copy of the benchmark model with that query
-    sed "s|^  mean(x\[0\])\$|  $1|" tests/perf/l96_bench.sde >"$tmp/q.sde"
+    sed "s|^  mean(x\[0\])\$|  $1|" "$bench" >"$tmp/q.sde"
     echo "$tmp/q.sde"
 }
 declare -A rq=(
