@@ -118,7 +118,8 @@ let tests =
               let mc, _ = ouChain dt
               let mf, _ = ouChain (dt / 2.0)
               let binsC, binsF = ouBins dt, ouBins (dt / 2.0)
-              let runs = [| for s in seeds -> results (ou s "") |]
+              // 6400 paths: the cap's P/16 = 400 pairs, enough that most bins see a pair whose chains differ
+              let runs = [| for s in seeds -> results ((ou s "").Replace("paths = 4000;", "paths = 6400;")) |]
               let bias (q: Report.QueryOutcome) =
                   match q.Bias with
                   | Some b when b.Reason.IsNone && b.Method = "coupled" -> b

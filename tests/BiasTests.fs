@@ -72,7 +72,8 @@ let tests =
               // the check can fail: the bias is many standard errors from 0
               Expect.isGreaterThan (abs want) (6.0 * b.StdErr) "the bias is resolved"
               Expect.equal b.Method "coupled" "coupled pairs"
-              Expect.isLessThanOrEqual b.Samples 400L "at most a tenth of the paths as pairs"
+              Expect.isLessThanOrEqual b.Samples (Core.Engine.MaxPairs(4000L)) "at most the cap of pairs"
+              Expect.equal (Core.Engine.MaxPairs(4000L)) 250L "the cap: a sixteenth of the paths (docs/discretisation.md)"
               let offM, offD = (results off)[0], (results off)[1]
               Expect.equal m.Value offM.Value "the mean is bias = off's"
               Expect.equal m.StdErr offM.StdErr "its stderr too"
@@ -122,6 +123,37 @@ let tests =
               Expect.exists bad (fun e -> e.StartsWith "9:" && e.Contains "extrapolate must be 'richardson'") (sprintf "%A" bad)
               let bad = errorsOf (gbm 0.1 100 1 "; extrapolate = richardson" "  mean(x)\n  variance(x)")
               Expect.exists bad (fun e -> e.StartsWith "12:3:" && e.Contains "richardson is not available for variance") (sprintf "%A" bad) }
+
+          test "the coupled pairs four at a time in the lanes give the bits of one pair at a time (estimate, twins, Richardson, SRA)" {
+              // the run's thread chooses: Driver.run runs the engines on it
+              let runLanes (lanes: int) (p: CompiledProgram) =
+                  let saved = Core.Engine.LanesOnThisThread
+                  Core.Engine.LanesOnThisThread <- lanes
+                  try
+                      let n = JsonNode.Parse(Output.toJson (Driver.run p.Program { Driver.defaultOptions with Threads = 2 })).AsObject()
+                      n.Remove "timing" |> ignore
+                      n.ToJsonString()
+                  finally Core.Engine.LanesOnThisThread <- saved
+              let hasLanes (p: CompiledProgram) =
+                  let c = p.Program.Compiled
+                  let m = c.Instance(Array.zeroCreate c.Ir.ParamNames.Length) :?> Core.ISdeLaneModel
+                  Expect.equal m.LaneWidth 4 "the model has a lane step (else this compares one pair at a time with itself)"
+              // 403 paths: a cap of 25 pairs, a pilot of 8, and pair counts that do not fill the last group of four
+              let q = "  mean(x)\n  mean(x^2) over [0.5, 1]\n  density(x) on [0, 8] bins 10\n  variance(x)\n  d mean(x) / d mu with finite_difference(h = 0.01)"
+              for extra, queries in [ "", q; "; extrapolate = richardson", "  mean(x)\n  density(x) on [0, 8] bins 10"; "; scheme = milstein", q ] do
+                  let p = compile (gbm 0.05 403 9 extra queries)
+                  hasLanes p
+                  let one = runLanes 1 p
+                  let four = runLanes 4 p
+                  Expect.equal four one (sprintf "lanes = one at a time (%s)" extra)
+                  Expect.stringContains one (if extra.Contains "richardson" then "\"extrapolated\"" else "\"bias_stderr\"") "the pairs ran"
+              // SRA (additive noise): the coarse step's integral normals combined in the lanes as one at a time
+              let ou = "model Ou {\n  param theta = 1\n  state x\n  brownian W\n  init x = 1\n  d x = -theta * x dt + 0.5 dW\n}\nsimulate { paths = 403; dt = 0.05; T = 1; seed = 4; scheme = sra }\nquery {\n  mean(x)\n  density(x) on [-2, 2] bins 8\n}\n"
+              let p = compile ou
+              hasLanes p
+              let one = runLanes 1 p
+              let four = runLanes 4 p
+              Expect.equal four one "SRA: lanes = one at a time" }
 
           // (bias = estimate, the default, is in the "shards" list's merge = unsplit checks)
           test "shards: 2 shards merged = the unsplit run with extrapolate = richardson" {

@@ -252,14 +252,27 @@ public static partial class Engine
     /// <summary>Pairs of the pilot that sizes the share (pairs 0 .. m − 1 of the whole run).</summary>
     public const int PilotPairs = 32;
 
-    /// <summary>The most pairs the estimate may run, pilot included: a pair costs about three paths, so a tenth of the paths keeps the added cost near 30%.</summary>
-    public static long MaxPairs(long totalPaths) => Math.Max(2, totalPaths / 10);
+    /// <summary>
+    /// The cost of a coupled pair in paths of the plain engine, as the cap counts it: three chain steps (one at
+    /// dt, two at dt/2) and 2m normals per coarse step, where a path takes one step and m normals; measured
+    /// (docs/discretisation.md, tests/perf/bias.sh) 1.6 to 3.4 paths of the four-lane engine with the pairs in
+    /// the lanes (<see cref="PairLanes{TModel}"/>), the most where the observables are recorded at every step.
+    /// A constant, not a timing: the pairs' share, and so the results, must not depend on the machine or its load.
+    /// </summary>
+    public const int PairCostInPaths = 4;
+
+    /// <summary>The share of the run's work the pairs may add, pilot included: the default costs at most 1 + 1/4 of
+    /// bias = off where the pilot asks for more pairs than that (docs/discretisation.md).</summary>
+    public const int MaxCostShareInverse = 4;
+
+    /// <summary>The most pairs the estimate may run, pilot included: P / (4 · 4), so that pairs of at most
+    /// <see cref="PairCostInPaths"/> paths each add at most a quarter of the run's work.</summary>
+    public static long MaxPairs(long totalPaths) => MaxPairs(totalPaths, 1);
 
     /// <summary>As <see cref="MaxPairs(long)"/> when each pair runs <paramref name="instances"/> model instances (the
-    /// run's model and the finite-difference twins of <see cref="QueryPlan.PairTwin"/>): a pair then costs that many
-    /// times more, and (measured, docs/discretisation.md) 4 to 5 scalar paths per instance rather than 3, hence 15.</summary>
+    /// run's model and the finite-difference twins of <see cref="QueryPlan.PairTwin"/>): a pair then costs that many times more.</summary>
     public static long MaxPairs(long totalPaths, int instances) =>
-        instances <= 1 ? MaxPairs(totalPaths) : Math.Max(2, totalPaths / (15L * instances));
+        Math.Max(2, totalPaths / ((long)PairCostInPaths * MaxCostShareInverse * Math.Max(1, instances)));
 
     static int Instances(QueryPlan[] plans) => plans.Select(q => q.PairTwin).Append(0).Distinct().Count();
 
@@ -368,6 +381,13 @@ public static partial class Engine
         var local = new PairSums[threads];
         var coarse = new Worker[threads, used.Length];
         var fine = new Worker[threads, used.Length];
+        // four pairs at a time in the lanes where the model has a lane step: per thread, instance and lane a
+        // coarse and a fine worker, and per lane sums of its own (their running counts below a range are per worker)
+        var lanes = PairLanes<TModel>.For(model, s);
+        var laneLocal = new PairSums[lanes != null ? threads : 0][];
+        var laneC = new Worker[lanes != null ? threads : 0][][];
+        var laneF = new Worker[lanes != null ? threads : 0][][];
+        var laneBuf = new PairLaneBuffers[lanes != null ? threads : 0];
         try
         {
             for (int i = 0; i < threads; i++)
@@ -379,6 +399,21 @@ public static partial class Engine
                     // the fine worker's normals buffer holds 2m numbers: its W is allocated for 2m (see Pad)
                     fine[i, u] = new Worker(d, 2 * nw, nobs, plans, own(layoutF, used[u]), 2 * steps, s.Dt / 2);
                 }
+                if (lanes == null) continue;
+                laneBuf[i] = new PairLaneBuffers(d, nw);
+                laneLocal[i] = new PairSums[4];
+                laneC[i] = new Worker[used.Length][];
+                laneF[i] = new Worker[used.Length][];
+                for (int j = 0; j < 4; j++) laneLocal[i][j] = new PairSums(sums.Mode, sums.Order, plans, layoutC) { Planned = sums.Planned };
+                for (int u = 0; u < used.Length; u++)
+                {
+                    laneC[i][u] = new Worker[4]; laneF[i][u] = new Worker[4];
+                    for (int j = 0; j < 4; j++)
+                    {
+                        laneC[i][u][j] = new Worker(d, nw, nobs, plans, own(layoutC, used[u]), steps, s.Dt);
+                        laneF[i][u][j] = new Worker(d, nw, nobs, plans, own(layoutF, used[u]), 2 * steps, s.Dt / 2);
+                    }
+                }
             }
             // the pair loop and the per-pair commit run optimised at once, as the plain engine's path
             // loop does: at tier 0 (until the background re-JIT, which a loaded machine delays) a
@@ -389,21 +424,44 @@ public static partial class Engine
                 try
                 {
                     var ms = (TModel[])models.Clone();
+                    int group = lanes != null ? 4 : 1;
                     while (!s.Cancel.IsCancellationRequested && Volatile.Read(ref failed) == 0)
                     {
-                        long k = Interlocked.Increment(ref next) - 1;
+                        long k = Interlocked.Add(ref next, group) - group;
                         if (k >= count) break;
-                        ulong j = (ulong)(j0 + k);
-                        long at = -1;
-                        // every instance on the same init draw and Brownian path (the pair's streams)
-                        for (int u = 0; u < used.Length && at < 0; u++)
-                            at = Pair(ref ms[used[u]], s, steps, j, coarse[t, u], fine[t, u], local[t], used[u], planModel);
-                        if (at < 0) { local[t].Pairs++; local[t].BlockPairs[j % PairAcc.Blocks]++; }
-                        if (at >= 0)
+                        long kEnd = Math.Min(k + group, count);
+                        if (kEnd - k == 4 && lanes != null)
                         {
+                            ulong jl = (ulong)(j0 + k);
+                            bool ok = true;
+                            for (int u = 0; u < used.Length && ok; u++)
+                                ok = lanes.Run(ref ms[used[u]], s, steps, jl, laneBuf[t], laneC[t][u], laneF[t][u]);
+                            if (ok)
+                            {
+                                for (int lane = 0; lane < 4; lane++)
+                                {
+                                    var acc = laneLocal[t][lane];
+                                    for (int u = 0; u < used.Length; u++) CommitPair(laneC[t][u][lane], laneF[t][u][lane], acc, jl + (ulong)lane, used[u], planModel);
+                                    acc.Pairs++; acc.BlockPairs[(jl + (ulong)lane) % PairAcc.Blocks]++;
+                                }
+                                continue;
+                            }
+                            // a chain left the finite numbers: the four again one at a time (same bits), which report it
+                            for (int u = 0; u < used.Length; u++)
+                                for (int lane = 0; lane < 4; lane++) { laneC[t][u][lane].Discard(); laneF[t][u][lane].Discard(); }
+                        }
+                        for (; k < kEnd; k++)
+                        {
+                            ulong j = (ulong)(j0 + k);
+                            long at = -1;
+                            // every instance on the same init draw and Brownian path (the pair's streams)
+                            for (int u = 0; u < used.Length && at < 0; u++)
+                                at = Pair(ref ms[used[u]], s, steps, j, coarse[t, u], fine[t, u], local[t], used[u], planModel);
+                            if (at < 0) { local[t].Pairs++; local[t].BlockPairs[j % PairAcc.Blocks]++; continue; }
                             Interlocked.Increment(ref failed);
                             long cur;
                             while (at < (cur = Volatile.Read(ref failStep)) && Interlocked.CompareExchange(ref failStep, at, cur) != cur) { }
+                            break;
                         }
                     }
                 }
@@ -425,22 +483,31 @@ public static partial class Engine
             error?.Throw();
             s.Cancel.ThrowIfCancellationRequested();
             if (failed > 0) throw new SimulationFailedException(failStep, failStep * s.Dt, failed);
+            void outsideOf(Worker w)
+            {
+                for (int q = 0; q < layoutC.Length; q++)
+                {
+                    var a = outside!.Q[q]; var b = w.Acc.Q[q];
+                    a.Below += b.Below; a.Above += b.Above; a.NonFinite += b.NonFinite;
+                }
+            }
             for (int i = 0; i < threads; i++)
             {
                 sums.Merge(local[i]);
                 if (outside != null)
-                    for (int u = 0; u < used.Length; u++)
-                        for (int q = 0; q < layoutC.Length; q++)
-                        {
-                            var a = outside.Q[q]; var b = coarse[i, u].Acc.Q[q];
-                            a.Below += b.Below; a.Above += b.Above; a.NonFinite += b.NonFinite;
-                        }
+                    for (int u = 0; u < used.Length; u++) outsideOf(coarse[i, u]);
+                if (lanes == null) continue;
+                foreach (var l in laneLocal[i]) sums.Merge(l);
+                if (outside != null)
+                    foreach (var ws in laneC[i]) foreach (var w in ws) outsideOf(w);
             }
         }
         finally
         {
             foreach (var w in coarse) w?.Dispose();
             foreach (var w in fine) w?.Dispose();
+            foreach (var ws in laneC.Concat(laneF)) if (ws != null) foreach (var wl in ws) if (wl != null) foreach (var w in wl) w?.Dispose();
+            foreach (var b in laneBuf) b?.Dispose();
         }
     }
 

@@ -2,7 +2,9 @@
 # The cost of the default discretisation-error estimate (issue 21, docs/discretisation.md): the
 # simulation's wall time (JSON timing.seconds) of a few examples with `bias = estimate` (the default)
 # against the same file with `bias = off`, and with `extrapolate = richardson` where the file's queries
-# allow it. Prints the medians of REPS runs and the ratios.
+# allow it, interleaved (off, estimate, richardson in turn, REPS times). Prints the load (uptime) before and
+# after, the medians of the REPS runs and their ratios. tests/perf/bias_cost.fsx measures the same ratios
+# in one process on one thread in thread CPU time, which the machine's load disturbs much less.
 #
 #   tests/perf/bias.sh [REPS] [EXAMPLE...]   (default 3; examples ou gbm double_well anneal lorenz96
 #                                             ou_response, and tests/perf/bias_kinds.sde; an EXAMPLE
@@ -21,6 +23,7 @@ dotnet build -c Release dsl/cli -nologo -v quiet >"$tmp/build.log" 2>&1 || { cat
 dll="$root/dsl/cli/bin/Release/net10.0/dsl.dll"
 secs() { dotnet "$dll" run "$1" --json 2>/dev/null | "$python" -c 'import json,sys; print(json.load(sys.stdin)["timing"]["seconds"])'; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+echo "load: $(uptime)"
 printf '%-14s %10s %10s %8s %12s %8s\n' example "off (s)" "estimate" ratio richardson ratio
 for e in "${examples[@]}"; do
     src="examples/$e.sde"
@@ -37,3 +40,4 @@ for e in "${examples[@]}"; do
     o=$(median <"$tmp/off"); s=$(median <"$tmp/est"); r=$(median <"$tmp/rich")
     awk -v e="$e" -v o="$o" -v s="$s" -v r="$r" 'BEGIN { printf "%-14s %10.3f %10.3f %8.2f %12s %8s\n", e, o, s, s / o, (r == "nan" ? "refused" : sprintf("%.3f", r)), (r == "nan" ? "" : sprintf("%.2f", r / o)) }'
 done
+echo "load: $(uptime)"
