@@ -177,7 +177,10 @@ public static class WeightedEngine
         // _w holds the normalised weights of the current population (no step since they were computed)
         bool _weightsValid;
         // population buffers (native: no pinning, no GC scans)
-        double* _x, _y, _obs, _w, _buf;
+        double* _x, _y, _obs, _w, _buf, _lanesBuf;
+        // four paths per step where the model has a lane step and the run chooses lanes (Engine.ChooseLanes)
+        readonly WeightedLanes<TModel>? _lanes;
+        readonly int _lanesStride;
         readonly int[] _eve, _eveNext, _anc;
         // replica r holds the paths [_rs[r], _rs[r + 1]); chunk c the paths [_cs[c], _cs[c + 1]) of replica _chunkRep[c]
         readonly int[] _rs, _cs, _chunkRep;
@@ -228,6 +231,10 @@ public static class WeightedEngine
             _obs = Alloc((long)_n * Math.Max(_nobs, 1)); _w = Alloc(_n);
             _bufStride = ((2 * _d + Math.Max(_nw, 1) + Math.Max(_d, 8) + _d + 7) & ~7); // a, b, w, zn (≥ 8: four paths' normals), zu
             _buf = Alloc((long)threads * _bufStride);
+            var lanes = WeightedLanes<TModel>.ForType;
+            if (lanes is not null && stepper is null && Engine.ChooseLanes(s, lanes.LaneWidth(m), _d)) _lanes = lanes;
+            _lanesStride = _lanes is null ? 0 : (WeightedLanes<TModel>.Scratch(_d, _nw) + 7) & ~7;
+            _lanesBuf = Alloc((long)threads * _lanesStride);
             _eve = new int[_n]; _eveNext = new int[_n]; _anc = new int[_n];
             for (int i = 0; i < _n; i++) _eve[i] = i;
             _chunkMax = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
@@ -270,8 +277,8 @@ public static class WeightedEngine
         public void Dispose()
         {
             _crew.Dispose();
-            foreach (var p in new[] { (nint)_x, (nint)_y, (nint)_obs, (nint)_w, (nint)_buf }) NativeMemory.AlignedFree((void*)p);
-            _x = _y = _obs = _w = _buf = null;
+            foreach (var p in new[] { (nint)_x, (nint)_y, (nint)_obs, (nint)_w, (nint)_buf, (nint)_lanesBuf }) NativeMemory.AlignedFree((void*)p);
+            _x = _y = _obs = _w = _buf = _lanesBuf = null;
         }
 
         bool NeedsObserve(long n)
@@ -442,55 +449,80 @@ public static class WeightedEngine
         void StepPhase(int worker)
         {
             double* a = _buf + (long)worker * _bufStride, b = a + _d, w = b + _d, zn = w + Math.Max(_nw, 1), zu = zn + Math.Max(_d, 8);
+            double* lanesBuf = _lanesBuf + (long)worker * _lanesStride;
             ulong seed = _s.Seed;
             long first = _s.FirstPath;
             var wv = new PtrVec(w);
             TModel m = _m;
+            var lanes = _seg0 >= 0 ? _lanes : null;
             while (true)
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
                 int p0 = _cs[c], p1 = _cs[c + 1];
-                // one step of one or two noise lanes: four paths' normals per vector (same bits as Fill)
-                int batched = _seg0 >= 0 && _seg1 - _seg0 == 1 && _nw > 0 && _nw <= 2 && PathNormals.Usable ? p0 + (p1 - p0) / 4 * 4 : p0;
-                for (int p = p0; p < batched; p += 4)
+                if (_seg0 < 0)
                 {
-                    PathNormals.FillFirstLanes4(seed, (ulong)(first + p), (ulong)_seg0, Philox.TagStep, zn);
-                    for (int k = 0; k < 4; k++)
+                    for (int p = p0; p < p1; p++)
                     {
-                        double* row = _x + (long)(p + k) * _d;
-                        w[0] = zn[2 * k];
-                        if (_nw == 2) w[1] = zn[2 * k + 1];
-                        m.Step(new PtrVec(row), new PtrVec(a), wv, _seg0 * _dt, _dt, _sqdt);
-                        if (!Finite(a, _d)) Fail(_seg0 + 1);
-                        Buffer.MemoryCopy(a, row, _d * 8, _d * 8);
-                    }
-                }
-                for (int p = batched; p < p1; p++)
-                {
-                    double* row = _x + (long)p * _d;
-                    ulong gp = (ulong)(first + p);
-                    if (_seg0 < 0)
-                    {
+                        double* row = _x + (long)p * _d;
+                        ulong gp = (ulong)(first + p);
                         Normals.Fill(seed, gp, 0, Philox.TagInitNormal, zn, _d);
                         Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, zu, _d);
                         m.Init(new PtrVec(row), new PtrVec(zn), new PtrVec(zu));
                         if (!Finite(row, _d)) Fail(0);
-                        continue;
                     }
-                    double* u = a, v = b;
-                    Buffer.MemoryCopy(row, u, _d * 8, _d * 8);
-                    long n = _seg0;
-                    for (; n < _seg1; n++)
-                    {
-                        if (_nw > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, w, _nw);
-                        m.Step(new PtrVec(u), new PtrVec(v), wv, n * _dt, _dt, _sqdt);
-                        var t = u; u = v; v = t;
-                        if (!Finite(u, _d)) { Fail(n + 1); break; }
-                    }
-                    Buffer.MemoryCopy(u, row, _d * 8, _d * 8);
+                    continue;
                 }
+                int q = p0;
+                if (lanes is not null)
+                {
+                    // four paths per step; a group in which a lane fails runs again one path at a time (the
+                    // same bits up to the failure), which records the failure as the one-path engine does
+                    while (true)
+                    {
+                        q = lanes.StepGroups(ref m, _x, _d, _nw, q, p1, (ulong)first, seed, _seg0, _seg1, _dt, _sqdt, lanesBuf);
+                        if (p1 - q < 4) break;
+                        for (int k = 0; k < 4; k++) StepOne(ref m, q + k, a, b, w, wv);
+                        q += 4;
+                    }
+                }
+                else
+                {
+                    // one step of one or two noise lanes: four paths' normals per vector (same bits as Fill)
+                    int batched = _seg1 - _seg0 == 1 && _nw > 0 && _nw <= 2 && PathNormals.Usable ? p0 + (p1 - p0) / 4 * 4 : p0;
+                    for (; q < batched; q += 4)
+                    {
+                        PathNormals.FillFirstLanes4(seed, (ulong)(first + q), (ulong)_seg0, Philox.TagStep, zn);
+                        for (int k = 0; k < 4; k++)
+                        {
+                            double* row = _x + (long)(q + k) * _d;
+                            w[0] = zn[2 * k];
+                            if (_nw == 2) w[1] = zn[2 * k + 1];
+                            m.Step(new PtrVec(row), new PtrVec(a), wv, _seg0 * _dt, _dt, _sqdt);
+                            if (!Finite(a, _d)) Fail(_seg0 + 1);
+                            Buffer.MemoryCopy(a, row, _d * 8, _d * 8);
+                        }
+                    }
+                }
+                for (; q < p1; q++) StepOne(ref m, q, a, b, w, wv);
             }
+        }
+
+        /// <summary>Path p, one step at a time from _seg0 to _seg1 or its first state that is not finite.</summary>
+        void StepOne(ref TModel m, int p, double* a, double* b, double* w, PtrVec wv)
+        {
+            double* row = _x + (long)p * _d;
+            ulong gp = (ulong)(_s.FirstPath + p);
+            double* u = a, v = b;
+            Buffer.MemoryCopy(row, u, _d * 8, _d * 8);
+            for (long n = _seg0; n < _seg1; n++)
+            {
+                if (_nw > 0) Normals.Fill(_s.Seed, gp, (ulong)n, Philox.TagStep, w, _nw);
+                m.Step(new PtrVec(u), new PtrVec(v), wv, n * _dt, _dt, _sqdt);
+                var t = u; u = v; v = t;
+                if (!Finite(u, _d)) { Fail(n + 1); break; }
+            }
+            Buffer.MemoryCopy(u, row, _d * 8, _d * 8);
         }
 
         static bool Finite(double* p, int d)
