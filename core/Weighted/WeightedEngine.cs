@@ -184,9 +184,13 @@ public static class WeightedEngine
         readonly int[] _eve, _eveNext, _anc;
         // replica r holds the paths [_rs[r], _rs[r + 1]); chunk c the paths [_cs[c], _cs[c + 1]) of replica _chunkRep[c]
         readonly int[] _rs, _cs, _chunkRep;
-        readonly double[] _chunkMax, _chunkSum, _chunkSum2, _scratch, _rate;
+        readonly double[] _chunkMax, _chunkMin, _chunkSum, _chunkSum2, _scratch, _rate;
+        // _chunkMax and _chunkMin hold the chunks' largest and smallest log w of the current population
+        // (the step phase finds them while the rows are in cache)
+        bool _extremaValid;
         // per replica: max log w, Σ exp(log w − max), Σ W² of the normalised weights, log Ẑ so far, resampled at this step
         readonly double[] _maxLw, _sumW, _sumW2, _logZ;
+        readonly double[] _lwHi, _lwLo;  // per replica: the span of log w (the bound of ResamplingMayBeDue)
         readonly bool[] _resampled;
         readonly double[][] _eveSum;     // per mean query (one replica): Σ over its window of W_i (φ_i − η_n) / K by time-0 ancestor
         readonly double[][] _value;      // per mean query and replica: Σ_n η_n / K
@@ -237,8 +241,8 @@ public static class WeightedEngine
             _lanesBuf = Alloc((long)threads * _lanesStride);
             _eve = new int[_n]; _eveNext = new int[_n]; _anc = new int[_n];
             for (int i = 0; i < _n; i++) _eve[i] = i;
-            _chunkMax = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
-            _maxLw = new double[_r]; _sumW = new double[_r]; _sumW2 = new double[_r]; _logZ = new double[_r];
+            _chunkMax = new double[_chunks]; _chunkMin = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
+            _maxLw = new double[_r]; _lwHi = new double[_r]; _lwLo = new double[_r]; _sumW = new double[_r]; _sumW2 = new double[_r]; _logZ = new double[_r];
             _resampled = new bool[_r];
             _scratch = new double[2 * _n + 2];
             _rate = new double[_n];
@@ -319,9 +323,11 @@ public static class WeightedEngine
                 n = next;
                 if ((n & 63) == 0 || n == _steps) _s.Progress?.Invoke((double)n / Math.Max(1, _steps));
                 bool observe = NeedsObserve(n);
-                if (observe || (population && n < _steps)) Weights();
+                // a resampling that cannot be due (nor anything else that reads the weights) needs no weights
+                bool skip = !observe && n < _steps && _wp.DensitySlot < 0 && !ResamplingMayBeDue();
+                if (!skip && (observe || (population && n < _steps))) Weights();
                 if (observe) Observe(n);
-                if (n < _steps && _wp.Scheme != ResampleScheme.None) MaybeResample(n);
+                if (!skip && n < _steps && _wp.Scheme != ResampleScheme.None) MaybeResample(n);
             }
             Weights();
             double ess = Ess();
@@ -434,7 +440,8 @@ public static class WeightedEngine
         /// <summary>Steps _seg0 → _seg1 for every path, on the stepper when there is one.</summary>
         void StepAll()
         {
-            if (_stepper is null) { Phase(_stepPhase); return; }
+            _extremaValid = false;
+            if (_stepper is null) { Phase(_stepPhase); _extremaValid = true; return; }
             var (failed, first) = _stepper.Step(_x, _n, _d, _seg0, _seg1);
             if (failed > 0) { _failedPaths += failed; _failStep = Math.Min(_failStep, first); }
         }
@@ -471,6 +478,7 @@ public static class WeightedEngine
                         m.Init(new PtrVec(row), new PtrVec(zn), new PtrVec(zu));
                         if (!Finite(row, _d)) Fail(0);
                     }
+                    Extrema(c, p0, p1);
                     continue;
                 }
                 int q = p0;
@@ -505,7 +513,46 @@ public static class WeightedEngine
                     }
                 }
                 for (; q < p1; q++) StepOne(ref m, q, a, b, w, wv);
+                Extrema(c, p0, p1);
             }
+        }
+
+        /// <summary>Chunk c's largest log w (as the max phase finds it: NaN never wins) and smallest.</summary>
+        void Extrema(long c, int p0, int p1)
+        {
+            double mx = double.NegativeInfinity, mn = double.PositiveInfinity;
+            for (int p = p0; p < p1; p++)
+            {
+                double l = _x[(long)p * _d + _lw];
+                if (l > mx) mx = l;
+                if (l < mn) mn = l;
+            }
+            _chunkMax[c] = mx; _chunkMin[c] = mn;
+        }
+
+        /// <summary>
+        /// Whether some replica's ESS/N may have fallen below the threshold. Weights whose logs span δ have
+        /// ESS/N ≥ 4 e^δ / (1 + e^δ)² = 1 / cosh²(δ/2) (Kantorovich's inequality): while that bound clears
+        /// the threshold, the computed ESS (whose relative rounding error is below 2 N ε) does too, and no
+        /// resampling happens, so the weights need not be computed at this step.
+        /// </summary>
+        bool ResamplingMayBeDue()
+        {
+            if (_wp.Scheme == ResampleScheme.None) return false;
+            if (_wp.Scheme == ResampleScheme.BirthDeath || _wp.Ess >= 1 || !_extremaValid) return true;
+            for (int r = 0; r < _r; r++) { _lwHi[r] = double.NegativeInfinity; _lwLo[r] = double.PositiveInfinity; }
+            for (int c = 0; c < _chunks; c++)
+            {
+                int r = _chunkRep[c];
+                if (_chunkMax[c] > _lwHi[r]) _lwHi[r] = _chunkMax[c];
+                if (_chunkMin[c] < _lwLo[r]) _lwLo[r] = _chunkMin[c];
+            }
+            for (int r = 0; r < _r; r++)
+            {
+                double half = 0.5 * (_lwHi[r] - _lwLo[r]), ch = Math.Cosh(half);
+                if (!(1 / (ch * ch) > _wp.Ess * (1 + 1e-6))) return true;
+            }
+            return false;
         }
 
         /// <summary>Path p, one step at a time from _seg0 to _seg1 or its first state that is not finite.</summary>
@@ -594,7 +641,7 @@ public static class WeightedEngine
         void Weights()
         {
             _weightsValid = true;
-            Phase(_maxPhase);
+            if (!_extremaValid) Phase(_maxPhase);
             for (int r = 0; r < _r; r++) _maxLw[r] = double.NegativeInfinity;
             for (int c = 0; c < _chunks; c++) { int r = _chunkRep[c]; if (_chunkMax[c] > _maxLw[r]) _maxLw[r] = _chunkMax[c]; }
             Phase(_expPhase);
@@ -839,6 +886,7 @@ public static class WeightedEngine
             }
             Phase(_copyPhase);
             var t = _x; _x = _y; _y = t;
+            _extremaValid = false;
             _resamplings++;
             // every weight of a resampled replica is now 1 (log w = 0): its normalised weights are 1/m, with nothing to sum
             for (int r = 0; r < _r; r++)
