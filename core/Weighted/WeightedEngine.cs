@@ -184,7 +184,7 @@ public static class WeightedEngine
         readonly int[] _eve, _eveNext, _anc;
         // replica r holds the paths [_rs[r], _rs[r + 1]); chunk c the paths [_cs[c], _cs[c + 1]) of replica _chunkRep[c]
         readonly int[] _rs, _cs, _chunkRep;
-        readonly double[] _chunkMax, _chunkMin, _chunkSum, _chunkSum2, _scratch, _rate;
+        readonly double[] _chunkMax, _chunkMin, _chunkSum, _chunkSum2, _scratch, _rateMean;
         // _chunkMax and _chunkMin hold the chunks' largest and smallest log w of the current population
         // (the step phase finds them while the rows are in cache)
         bool _extremaValid;
@@ -245,7 +245,7 @@ public static class WeightedEngine
             _maxLw = new double[_r]; _lwHi = new double[_r]; _lwLo = new double[_r]; _sumW = new double[_r]; _sumW2 = new double[_r]; _logZ = new double[_r];
             _resampled = new bool[_r];
             _scratch = new double[2 * _n + 2];
-            _rate = new double[_n];
+            _rateMean = new double[_r];
             _events = wp.Scheme == ResampleScheme.BirthDeath ? new sbyte[_n] : [];
             _partners = wp.Scheme == ResampleScheme.BirthDeath ? new int[_n] : [];
             _eveSum = new double[plans.Length][];
@@ -857,7 +857,7 @@ public static class WeightedEngine
                     double mean = 0;
                     for (int i = p0; i < p0 + m; i++) mean += _x[(long)i * _d + _lw];
                     mean /= m;
-                    for (int i = p0; i < p0 + m; i++) _rate[i] = _x[(long)i * _d + _lw] - mean;
+                    _rateMean[r] = mean;
                 }
                 else
                 {
@@ -907,18 +907,29 @@ public static class WeightedEngine
         void EventPhase(int worker)
         {
             ulong seed = _s.Seed, step = _eventStep;
-            while (true)
-            {
-                long c = Interlocked.Increment(ref _nextChunk) - 1;
-                if (c >= _chunks) return;
-                int p0 = _cs[c], p1 = _cs[c + 1];
-                int r0 = _rs[_chunkRep[c]], m = _rs[_chunkRep[c] + 1] - r0;
-                for (int p = p0; p < p1; p++)
+            double* rate = stackalloc double[4];
+            fixed (sbyte* events = _events)
+            fixed (int* partners = _partners)
+                while (true)
                 {
-                    _events[p] = (sbyte)Resampling.BirthDeathEvent(_rate[p], seed, p, p - r0, step, m, out int j);
-                    _partners[p] = j;
+                    long c = Interlocked.Increment(ref _nextChunk) - 1;
+                    if (c >= _chunks) return;
+                    int p0 = _cs[c], p1 = _cs[c + 1];
+                    int r0 = _rs[_chunkRep[c]], m = _rs[_chunkRep[c] + 1] - r0;
+                    // β_i Δt: the log-weight increment since the last reset, centred within the replica
+                    double mean = _rateMean[_chunkRep[c]];
+                    int p = p0;
+                    for (; p + 4 <= p1; p += 4)
+                    {
+                        for (int k = 0; k < 4; k++) rate[k] = _x[(long)(p + k) * _d + _lw] - mean;
+                        Resampling.BirthDeathEvents4(rate, seed, p, p - r0, step, m, events + p, partners + p);
+                    }
+                    for (; p < p1; p++)
+                    {
+                        events[p] = (sbyte)Resampling.BirthDeathEvent(_x[(long)p * _d + _lw] - mean, seed, p, p - r0, step, m, out int j);
+                        partners[p] = j;
+                    }
                 }
-            }
         }
 
         /// <summary>Slot i of the next population copies its ancestor, with log w reset to 0 where its replica resampled.</summary>
