@@ -479,36 +479,37 @@ let private choosesLanes (p: CompiledProgram) (paths: int64) (steps: int) =
 /// The resamplings that a run's `ess` query reports.
 let private resamplingsOf (r: Report.RunReport) = (results r).["ess"].Resamplings.Value
 
-/// Identical JSON one path at a time (SDE_LANES=1) and by default (lanes) on one thread, and by default on three.
-let private sameJson (src: string) (paths: int64) (steps: int) =
+/// Identical JSON one path at a time (SDE_LANES=1) and with `lanes` (0: the engine's choice, 4: forced) on
+/// one thread, and with `lanes` on three; the resamplings.
+let private sameJson (src: string) (lanes: int) =
     let p = compile src
-    choosesLanes p paths steps
     let one, r = jsonWith p 1 1
-    let lanes, _ = jsonWith p 0 1
-    Expect.equal lanes one "lanes: the JSON of one path at a time"
-    let threads, _ = jsonWith p 0 3
+    let laned, _ = jsonWith p lanes 1
+    Expect.equal laned one "lanes: the JSON of one path at a time"
+    let threads, _ = jsonWith p lanes 3
     Expect.equal threads one "three threads: the JSON of one"
     resamplingsOf r
+
+/// The three workloads of tests/perf/weighted.sh, cut to `paths` (and birth-death to `bdSteps` steps).
+let private noWeight paths = wellSource "-x^2 dt" paths "resample = none"
+let private systematic paths = wellSource "-x^2 dt + 2 dW" paths "resample = systematic; ess = 0.5"
 
 [<Tests>]
 let laneTests =
     testList "Weighted.Lanes" [
-        test "lanes give the JSON of one path at a time, on 1 and 3 threads: a weight without resampling (1003 paths, a window and a density)" {
-            let resamplings = sameJson (wellSource "-x^2 dt" 1003 "resample = none") 1003L 1000
-            Expect.equal resamplings 0L "no resampling"
+        test "lanes give the JSON of one path at a time, on 1 and 3 threads: a weight without resampling (403 paths, a window and a density)" {
+            Expect.equal (sameJson (noWeight 403) 4) 0L "no resampling"
         }
 
-        test "lanes give the JSON of one path at a time, on 1 and 3 threads: systematic resampling at ess 0.5 (1003 paths)" {
-            let resamplings = sameJson (wellSource "-x^2 dt + 2 dW" 1003 "resample = systematic; ess = 0.5") 1003L 1000
-            Expect.isGreaterThan resamplings 2L "the population was resampled"
+        test "lanes give the JSON of one path at a time, on 1 and 3 threads: systematic resampling at ess 0.5 (403 paths)" {
+            Expect.isGreaterThan (sameJson (systematic 403) 4) 2L "the population was resampled"
         }
 
-        test "lanes give the JSON of one path at a time, on 1 and 3 threads: WFR birth-death with log_density (2003 paths, 16 replicas)" {
-            let resamplings = sameJson (bdSource 2003 500) 2003L 500
-            Expect.equal resamplings 499L "a birth-death step at every step but the last"
+        test "lanes give the JSON of one path at a time, on 1 and 3 threads: WFR birth-death with log_density (1103 paths, 16 replicas)" {
+            Expect.equal (sameJson (bdSource 1103 200) 4) 199L "a birth-death step at every step but the last"
         }
 
-        test "lanes give the JSON of one path at a time: stratified, multinomial and residual resampling, forced lanes on 403 paths" {
+        test "lanes give the JSON of one path at a time: stratified, multinomial and residual resampling (403 paths)" {
             for scheme in [ "stratified"; "multinomial"; "residual" ] do
                 let p = compile ((wellSource "-x^2 dt + 2 dW" 403 (sprintf "resample = %s; ess = 0.6" scheme)).Replace("T = 1;", "T = 0.4;").Replace("[0.9, 1]", "[0.3, 0.4]"))
                 let one, r = jsonWith p 1 1
@@ -529,6 +530,16 @@ let laneTests =
             Expect.isNonEmpty one "the run fails"
             Expect.equal (failure 4) one "the same failure"
         }
+
+        test "SDE_LANES=1 and the default give the same JSON at sizes where the default runs lanes: no resampling, systematic, birth-death [slow tier]" {
+            Tier.requireSlow "six weighted runs of 10^6 path-steps, three one path at a time (5 s)"
+            for src, paths, steps in [ noWeight 1003, 1003L, 1000; systematic 1003, 1003L, 1000; bdSource 2003 500, 2003L, 500 ] do
+                let p = compile src
+                choosesLanes p paths steps
+                let one, _ = jsonWith p 1 0
+                let byDefault, _ = jsonWith p 0 0
+                Expect.equal byDefault one "the default (lanes): the JSON of one path at a time"
+        }
     ]
 
 [<Tests>]
@@ -548,11 +559,11 @@ let lanePerf =
                     runner.Run(model, s, wp, plans) |> ignore
                     GC.GetAllocatedBytesForCurrentThread() - before
                 run 10 |> ignore // JIT
-                run 1000 |> ignore
-                // the least of three: an allocation per step shows in every run, the runtime's own occasional ones do not
+                run 200 |> ignore
+                // the least of three: an allocation per step (24 B at least) shows in every run, the runtime's own occasional ones do not
                 let least f = List.min [ f (); f (); f () ]
                 let a10 = least (fun () -> run 10)
-                let a1000 = least (fun () -> run 1000)
-                Expect.isTrue (abs (a1000 - a10) < 512L) (sprintf "10 steps: %d B, 1000 steps: %d B" a10 a1000)
+                let a200 = least (fun () -> run 200)
+                Expect.isTrue (abs (a200 - a10) < 512L) (sprintf "10 steps: %d B, 200 steps: %d B" a10 a200)
         }
     ]
