@@ -188,6 +188,10 @@ public static class WeightedEngine
         // _chunkMax and _chunkMin hold the chunks' largest and smallest log w of the current population
         // (the step phase finds them while the rows are in cache)
         bool _extremaValid;
+        // where an ESS check may be due at any step (resampling at ESS/N below an ess under 1, no log_density): the
+        // step phase also sums each chunk's exp(log w − its largest) and their squares
+        readonly bool _essSums;
+        readonly double[] _chunkEss1, _chunkEss2, _sumEss1, _sumEss2;
         // per replica: max log w, Σ exp(log w − max), Σ W² of the normalised weights, log Ẑ so far, resampled at this step
         readonly double[] _maxLw, _sumW, _sumW2, _logZ;
         readonly double[] _lwHi, _lwLo;  // per replica: the span of log w (the bound of ResamplingMayBeDue)
@@ -244,6 +248,9 @@ public static class WeightedEngine
             _chunkMax = new double[_chunks]; _chunkMin = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
             _maxLw = new double[_r]; _lwHi = new double[_r]; _lwLo = new double[_r]; _sumW = new double[_r]; _sumW2 = new double[_r]; _logZ = new double[_r];
             _resampled = new bool[_r];
+            _essSums = wp.Scheme != ResampleScheme.None && wp.Scheme != ResampleScheme.BirthDeath && wp.Ess < 1 && wp.DensitySlot < 0;
+            _chunkEss1 = new double[_chunks]; _chunkEss2 = new double[_chunks];
+            _sumEss1 = new double[_r]; _sumEss2 = new double[_r];
             _scratch = new double[2 * _n + 2];
             _rateMean = new double[_r];
             _events = wp.Scheme == ResampleScheme.BirthDeath ? new sbyte[_n] : [];
@@ -528,13 +535,22 @@ public static class WeightedEngine
                 if (l < mn) mn = l;
             }
             _chunkMax[c] = mx; _chunkMin[c] = mn;
+            if (!_essSums) return;
+            double s1 = 0, s2 = 0;
+            for (int p = p0; p < p1; p++)
+            {
+                double e = Math.Exp(_x[(long)p * _d + _lw] - mx);
+                s1 += e; s2 += e * e;
+            }
+            _chunkEss1[c] = s1; _chunkEss2[c] = s2;
         }
 
         /// <summary>
         /// Whether some replica's ESS/N may have fallen below the threshold. Weights whose logs span δ have
         /// ESS/N ≥ 4 e^δ / (1 + e^δ)² = 1 / cosh²(δ/2) (Kantorovich's inequality): while that bound clears
         /// the threshold, the computed ESS (whose relative rounding error is below 2 N ε) does too, and no
-        /// resampling happens, so the weights need not be computed at this step.
+        /// resampling happens, so the weights need not be computed at this step. Past the bound, the ESS from
+        /// the step phase's chunk sums decides where it clears the threshold by more than its rounding error.
         /// </summary>
         bool ResamplingMayBeDue()
         {
@@ -547,10 +563,30 @@ public static class WeightedEngine
                 if (_chunkMax[c] > _lwHi[r]) _lwHi[r] = _chunkMax[c];
                 if (_chunkMin[c] < _lwLo[r]) _lwLo[r] = _chunkMin[c];
             }
+            double clear = _wp.Ess * (1 + 1e-6);
+            bool bounded = true;
             for (int r = 0; r < _r; r++)
             {
                 double half = 0.5 * (_lwHi[r] - _lwLo[r]), ch = Math.Cosh(half);
-                if (!(1 / (ch * ch) > _wp.Ess * (1 + 1e-6))) return true;
+                if (!(1 / (ch * ch) > clear)) { bounded = false; break; }
+            }
+            if (bounded) return false;
+            if (!_essSums) return true;
+            // the ESS from the chunks' own sums (each relative to its chunk's largest log w), rescaled to the
+            // replica's: the weights' ESS with a relative rounding error below 4 N ε (not the bits of the
+            // weights' own computation, which runs where this estimate comes within 1e-6 of the threshold)
+            Array.Clear(_sumEss1); Array.Clear(_sumEss2);
+            for (int c = 0; c < _chunks; c++)
+            {
+                int r = _chunkRep[c];
+                double f = Math.Exp(_chunkMax[c] - _lwHi[r]);
+                _sumEss1[r] += _chunkEss1[c] * f;
+                _sumEss2[r] += _chunkEss2[c] * (f * f);
+            }
+            for (int r = 0; r < _r; r++)
+            {
+                int m = _rs[r + 1] - _rs[r];
+                if (!(_sumEss1[r] * _sumEss1[r] / (_sumEss2[r] * m) > clear)) return true;
             }
             return false;
         }
