@@ -171,7 +171,11 @@ public static class WeightedEngine
         readonly int _n, _d, _nw, _nobs, _chunks, _lw, _r;
         readonly double _dt, _sqdt;
         readonly Crew _crew;
-        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase, _eventPhase, _densityPhase, _interpolatePhase;
+        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase, _eventPhase, _densityPhase, _interpolatePhase, _replicaPhase;
+        // birth–death with replicas: after a step, one phase per replica does the weights, the jumps, the
+        // copies and the next step's log_density (_densityReady: done for the coming step)
+        readonly bool _fusesReplicas;
+        bool _densityReady;
         readonly sbyte[] _events;
         readonly int[] _partners;
         // _w holds the normalised weights of the current population (no step since they were computed)
@@ -183,7 +187,7 @@ public static class WeightedEngine
         readonly int _lanesStride;
         readonly int[] _eve, _eveNext, _anc;
         // replica r holds the paths [_rs[r], _rs[r + 1]); chunk c the paths [_cs[c], _cs[c + 1]) of replica _chunkRep[c]
-        readonly int[] _rs, _cs, _chunkRep;
+        readonly int[] _rs, _cs, _chunkRep, _repChunk0;  // _repChunk0[r]: replica r's first chunk
         readonly double[] _chunkMax, _chunkMin, _chunkSum, _chunkSum2, _scratch, _rateMean;
         // _chunkMax and _chunkMin hold the chunks' largest and smallest log w of the current population
         // (the step phase finds them while the rows are in cache)
@@ -229,6 +233,8 @@ public static class WeightedEngine
                 for (int p = _rs[r]; p < _rs[r + 1]; p += Chunk) { cs.Add(p); rep.Add(r); }
             cs.Add(_n);
             _cs = cs.ToArray(); _chunkRep = rep.ToArray();
+            _repChunk0 = new int[_r + 1];
+            for (int c = 0, r = 0; r <= _r; r++) { while (c < rep.Count && rep[c] < r) c++; _repChunk0[r] = c; }
             _chunks = _chunkRep.Length;
             int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
             threads = Math.Max(1, Math.Min(threads, Math.Max(1, _chunks)));
@@ -275,7 +281,8 @@ public static class WeightedEngine
                 _kde[0] = new BinnedKde(k) { Spacing = _r > 1 ? ReplicaSpacing(k) : 0.25 };
             }
             _crew = new Crew(threads);
-            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase; _densityPhase = DensityPhase; _interpolatePhase = InterpolatePhase;
+            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase; _densityPhase = DensityPhase; _interpolatePhase = InterpolatePhase; _replicaPhase = ReplicaPhase;
+            _fusesReplicas = stepper is null && _r > 1 && wp.Scheme == ResampleScheme.BirthDeath && wp.DensitySlot >= 0;
         }
 
         static double* Alloc(long count)
@@ -322,7 +329,8 @@ public static class WeightedEngine
                 // the next point where the population must be seen whole
                 long next = n + 1;
                 if (!population) while (next < _steps && !NeedsObserve(next)) next++;
-                if (_wp.DensitySlot >= 0) { if (!_weightsValid) Weights(); Density(); }
+                if (_densityReady) { _densityReady = false; if (_overflowed) FailOverflow(); }
+                else if (_wp.DensitySlot >= 0) { if (!_weightsValid) Weights(); Density(); }
                 _seg0 = n; _seg1 = next;
                 StepAll();
                 _weightsValid = false;
@@ -330,6 +338,7 @@ public static class WeightedEngine
                 n = next;
                 if ((n & 63) == 0 || n == _steps) _s.Progress?.Invoke((double)n / Math.Max(1, _steps));
                 bool observe = NeedsObserve(n);
+                if (_fusesReplicas && !observe && n < _steps) { BirthDeathReplicas(n); continue; }
                 // a resampling that cannot be due (nor anything else that reads the weights) needs no weights
                 bool skip = !observe && n < _steps && _wp.DensitySlot < 0 && !ResamplingMayBeDue();
                 if (!skip && (observe || (population && n < _steps))) Weights();
@@ -937,6 +946,83 @@ public static class WeightedEngine
         }
 
         ulong _eventStep;
+
+        /// <summary>
+        /// Weights(), MaybeResample(n) and the next step's Density() of a birth–death population of replicas in
+        /// one phase, a worker taking whole replicas: the same operations on each replica in the same order
+        /// (chunk sums in chunk order, the rate's mean in path order, the jumps in path order), so the same
+        /// bits; the normalised weights, which the jumps reset to 1/m unread, are not formed.
+        /// </summary>
+        void BirthDeathReplicas(long n)
+        {
+            _eventStep = (ulong)n;
+            _overflowed = false;
+            Phase(_replicaPhase);
+            var t = _x; _x = _y; _y = t;
+            for (int r = 0; r < _r; r++) _resampled[r] = true;
+            _resamplings++;
+            _weightsValid = true;
+            _extremaValid = false;
+            _densityReady = true;
+        }
+
+        void ReplicaPhase(int worker)
+        {
+            var kde = _kde![worker] ??= new BinnedKde(_wp.DensityComponents.Length) { Spacing = ReplicaSpacing(_wp.DensityComponents.Length) };
+            int[] comps = _wp.DensityComponents;
+            ulong seed = _s.Seed, step = _eventStep;
+            double* rate = stackalloc double[4];
+            fixed (sbyte* events = _events)
+            fixed (int* partners = _partners)
+                while (true)
+                {
+                    long rr = Interlocked.Increment(ref _nextChunk) - 1;
+                    if (rr >= _r) return;
+                    int r = (int)rr, p0 = _rs[r], p1 = _rs[r + 1], m = p1 - p0;
+                    int c0 = _repChunk0[r], c1 = _repChunk0[r + 1];
+                    // Weights(): the largest log w, then exp(log w − max) summed by chunk, the chunks in order
+                    double mx = double.NegativeInfinity;
+                    for (int c = c0; c < c1; c++) if (_chunkMax[c] > mx) mx = _chunkMax[c];
+                    _maxLw[r] = mx;
+                    double sum = 0;
+                    for (int c = c0; c < c1; c++)
+                    {
+                        double s1 = 0;
+                        for (int p = _cs[c]; p < _cs[c + 1]; p++) s1 += Math.Exp(_x[(long)p * _d + _lw] - mx);
+                        sum += s1;
+                    }
+                    // MaybeResample(n): the normaliser's factor, the centred rates, the jumps in path order, the copies
+                    _logZ[r] += mx + Math.Log(sum / m);
+                    double mean = 0;
+                    for (int i = p0; i < p1; i++) mean += _x[(long)i * _d + _lw];
+                    mean /= m;
+                    int q = p0;
+                    for (; q + 4 <= p1; q += 4)
+                    {
+                        for (int k = 0; k < 4; k++) rate[k] = _x[(long)(q + k) * _d + _lw] - mean;
+                        Resampling.BirthDeathEvents4(rate, seed, q, q - p0, step, m, events + q, partners + q);
+                    }
+                    for (; q < p1; q++)
+                    {
+                        events[q] = (sbyte)Resampling.BirthDeathEvent(_x[(long)q * _d + _lw] - mean, seed, q, q - p0, step, m, out int j);
+                        partners[q] = j;
+                    }
+                    Resampling.ApplyBirthDeath(new ReadOnlySpan<sbyte>(_events, p0, m), new ReadOnlySpan<int>(_partners, p0, m), new Span<int>(_anc, p0, m));
+                    double u = 1.0 / m;
+                    for (int i = p0; i < p1; i++)
+                    {
+                        double* dst = _y + (long)i * _d;
+                        Buffer.MemoryCopy(_x + (long)(_anc[i] + p0) * _d, dst, _d * 8, _d * 8);
+                        dst[_lw] = 0;
+                        _w[i] = u;
+                    }
+                    _maxLw[r] = 0; _sumW[r] = m; _sumW2[r] = u;
+                    // the next step's Density(), on the new population
+                    double* x = _y + (long)p0 * _d;
+                    if (!kde.Prepare(x, _d, comps, _w + p0, m, _wp.Bandwidth)) { _overflowed = true; continue; }
+                    kde.Interpolate(x, _d, comps, 0, m, x + _wp.DensitySlot, _d);
+                }
+        }
 
         /// <summary>Each path's birth–death event at the step (<see cref="Resampling.BirthDeathEvent"/>), its
         /// partner within its replica.</summary>
