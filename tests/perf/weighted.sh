@@ -6,7 +6,8 @@
 # population is resampled several times; (3) birth-death Langevin with the binned log_density
 # (tests/perf/wfr_bd.sde, 20000 paths x 500 steps), also against the numpy peer bench/peers/bd_numpy.py
 # (same particles, steps, bandwidth and estimator). The runs alternate within each repetition; prints
-# the machine's load, the medians of REPS runs and the ratios (weighted cost / plain cost).
+# the machine's load, the medians of REPS runs and the ratios (weighted cost / plain cost). Every engine
+# run has bias = off (see below).
 #
 #   tests/perf/weighted.sh [REPS]     (default 3); PYTHON (default /usr/bin/python3, needs numpy)
 set -euo pipefail
@@ -18,12 +19,16 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 dotnet build -c Release dsl/cli -nologo -v quiet >"$tmp/build.log" 2>&1 || { cat "$tmp/build.log"; exit 1; }
 dll="$root/dsl/cli/bin/Release/net10.0/dsl.dll"
-grep -v -e '^  weight w' -e '^  d log w' tests/perf/weighted_cost.sde | sed 's/; resample = none//' >"$tmp/plain.sde"
-cp tests/perf/weighted_cost.sde "$tmp/weighted.sde"
-sed -e 's/^  d log w = -x^2 dt$/  d log w = -x^2 dt + 2 dW/' -e 's/resample = none/resample = systematic; ess = 0.5/' tests/perf/weighted_cost.sde >"$tmp/resampled.sde"
-cp tests/perf/wfr_bd.sde "$tmp/bd.sde"
-grep -v -e '^  weight w' -e '^  d log w' tests/perf/wfr_bd.sde | sed 's/; resample = birth_death; bandwidth = 0.1//' >"$tmp/bdplain.sde"
-
+# bias = off everywhere: the simulation's own cost per path-step (a weighted run's default bias
+# estimate is an independent run at dt/2 on 15% of the paths, inside its timing; the plain engine's
+# is coupled pairs)
+nobias() { sed 's/seed = 5\b/seed = 5; bias = off/'; }
+grep -v -e '^  weight w' -e '^  d log w' tests/perf/weighted_cost.sde | sed 's/; resample = none//' | nobias >"$tmp/plain.sde"
+nobias <tests/perf/weighted_cost.sde >"$tmp/weighted.sde"
+sed -e 's/^  d log w = -x^2 dt$/  d log w = -x^2 dt + 2 dW/' -e 's/resample = none/resample = systematic; ess = 0.5/' tests/perf/weighted_cost.sde | nobias >"$tmp/resampled.sde"
+nobias <tests/perf/wfr_bd.sde >"$tmp/bd.sde"
+grep -v -e '^  weight w' -e '^  d log w' tests/perf/wfr_bd.sde | sed 's/; resample = birth_death; bandwidth = 0.1//' | nobias >"$tmp/bdplain.sde"
+for f in plain weighted resampled bd bdplain; do grep -q 'bias = off' "$tmp/$f.sde" || { echo "weighted.sh: $f.sde has no 'seed = 5' to add bias = off to" >&2; exit 1; }; done
 rate() { dotnet "$dll" run "$1" --json | "$python" -c 'import json,sys; print(json.load(sys.stdin)["timing"]["path_steps_per_second"])'; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
