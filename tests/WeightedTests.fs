@@ -518,6 +518,18 @@ let laneTests =
                 Expect.isGreaterThan (resamplingsOf r) 0L (scheme + ": resampled")
         }
 
+        test "the population shortcuts give the JSON of the phases one by one: the ESS bound and chunk sums (systematic), the fused birth-death phase (16 replicas, given and Silverman bandwidths)" {
+            let silverman = (bdSource 1103 200).Replace("; bandwidth = 0.1", "")
+            for src in [ systematic 403; bdSource 1103 200; silverman ] do
+                let p = compile src
+                let fast, _ = jsonWith p 4 1
+                WeightedEngine.PlainPhasesOnThisThread <- true
+                let plain =
+                    try fst (jsonWith p 4 1)
+                    finally WeightedEngine.PlainPhasesOnThisThread <- false
+                Expect.equal fast plain "the same JSON"
+        }
+
         test "a path that leaves the finite numbers fails in the same words with lanes and one path at a time" {
             let src = "model Blow {\n  state x\n  brownian W\n  weight w\n  init x ~ normal(0, 1)\n  d x = x^3 dt + dW\n  d log w = -x^2 dt\n}\nsimulate { paths = 203; dt = 0.05; T = 5; seed = 3; resample = systematic }\nquery {\n  mean(x)\n}\n"
             let p = compile src

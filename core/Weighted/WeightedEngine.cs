@@ -76,6 +76,10 @@ public static class WeightedEngine
 {
     const int Chunk = 256;
 
+    /// <summary>Runs started on the current thread take the population phases one by one, without the
+    /// shortcuts that give the same bits (no ESS bound, no fused birth–death phase): lets tests compare both.</summary>
+    [ThreadStatic] internal static bool PlainPhasesOnThisThread;
+
     /// <summary>A weighted estimate whose effective sample size falls below this has no standard error (NaN).</summary>
     public const double MinEssForError = 30;
 
@@ -194,7 +198,7 @@ public static class WeightedEngine
         bool _extremaValid;
         // where an ESS check may be due at any step (resampling at ESS/N below an ess under 1, no log_density): the
         // step phase also sums each chunk's exp(log w − its largest) and their squares
-        readonly bool _essSums;
+        readonly bool _essSums, _plainPhases;
         readonly double[] _chunkEss1, _chunkEss2, _sumEss1, _sumEss2;
         // per replica: max log w, Σ exp(log w − max), Σ W² of the normalised weights, log Ẑ so far, resampled at this step
         readonly double[] _maxLw, _sumW, _sumW2, _logZ;
@@ -254,7 +258,8 @@ public static class WeightedEngine
             _chunkMax = new double[_chunks]; _chunkMin = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
             _maxLw = new double[_r]; _lwHi = new double[_r]; _lwLo = new double[_r]; _sumW = new double[_r]; _sumW2 = new double[_r]; _logZ = new double[_r];
             _resampled = new bool[_r];
-            _essSums = wp.Scheme != ResampleScheme.None && wp.Scheme != ResampleScheme.BirthDeath && wp.Ess < 1 && wp.DensitySlot < 0;
+            _plainPhases = PlainPhasesOnThisThread;
+            _essSums = !_plainPhases && wp.Scheme != ResampleScheme.None && wp.Scheme != ResampleScheme.BirthDeath && wp.Ess < 1 && wp.DensitySlot < 0;
             _chunkEss1 = new double[_chunks]; _chunkEss2 = new double[_chunks];
             _sumEss1 = new double[_r]; _sumEss2 = new double[_r];
             _scratch = new double[2 * _n + 2];
@@ -282,7 +287,7 @@ public static class WeightedEngine
             }
             _crew = new Crew(threads);
             _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase; _densityPhase = DensityPhase; _interpolatePhase = InterpolatePhase; _replicaPhase = ReplicaPhase;
-            _fusesReplicas = stepper is null && _r > 1 && wp.Scheme == ResampleScheme.BirthDeath && wp.DensitySlot >= 0;
+            _fusesReplicas = !_plainPhases && stepper is null && _r > 1 && wp.Scheme == ResampleScheme.BirthDeath && wp.DensitySlot >= 0;
         }
 
         static double* Alloc(long count)
@@ -564,7 +569,7 @@ public static class WeightedEngine
         bool ResamplingMayBeDue()
         {
             if (_wp.Scheme == ResampleScheme.None) return false;
-            if (_wp.Scheme == ResampleScheme.BirthDeath || _wp.Ess >= 1 || !_extremaValid) return true;
+            if (_wp.Scheme == ResampleScheme.BirthDeath || _wp.Ess >= 1 || !_extremaValid || _plainPhases) return true;
             for (int r = 0; r < _r; r++) { _lwHi[r] = double.NegativeInfinity; _lwLo[r] = double.PositiveInfinity; }
             for (int c = 0; c < _chunks; c++)
             {
