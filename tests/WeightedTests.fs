@@ -557,8 +557,8 @@ let laneTests =
 [<Tests>]
 let lanePerf =
     testSequenced <| testList "Weighted.Perf" [
-        test "a weighted run in lanes allocates nothing per step (resampling at every step; birth-death with log_density)" {
-            for src in [ wellSource "-x^2 dt" 100 "resample = systematic; ess = 1"; bdSource 100 10 ] do
+        test "a weighted run in lanes allocates nothing per step (resampling at every step; birth-death with log_density, one population and 16 replicas)" {
+            for src in [ wellSource "-x^2 dt" 100 "resample = systematic; ess = 1"; bdSource 100 10; bdSource 2048 10 ] do
                 let p = compile src
                 let c = p.Program.Compiled
                 let runner = WeightedRunner.For c.Type
