@@ -520,7 +520,7 @@ let laneTests =
 
         test "the population shortcuts give the JSON of the phases one by one: the ESS bound and chunk sums (systematic), the fused birth-death phase (16 replicas, given and Silverman bandwidths)" {
             let silverman = (bdSource 1103 200).Replace("; bandwidth = 0.1", "")
-            for src in [ systematic 403; bdSource 1103 200; silverman ] do
+            for src in [ systematic 403; wellSource "-20 * x^2 dt" 2003 "resample = multinomial; ess = 0.6"; bdSource 1103 200; silverman ] do
                 let p = compile src
                 let fast, _ = jsonWith p 4 1
                 WeightedEngine.PlainPhasesOnThisThread <- true
