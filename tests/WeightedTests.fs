@@ -424,3 +424,158 @@ let tests =
             Expect.isFalse (Directory.Exists out) "no scripts written"
         }
     ]
+
+// ---- lanes over paths (issue 20): the weighted engine steps four paths at once where the model has a lane step ----
+
+/// The double-well Langevin sampler of tests/perf/weighted_cost.sde, `paths` × 1000 steps, with the weight
+/// `d log w = weight` and the resampling settings `sim`; a window mean (the population observed at every
+/// step of [0.9, 1]) and a density at T beside the means at T.
+let private wellFormat: Printf.StringFormat<string -> int -> string -> string> =
+    """model Well {
+  state x
+  brownian W
+  weight w
+  init x ~ normal(-1, 0.3)
+  d x = -(16 * x * (x^2 - 1) + 0.5) dt + sqrt(2) dW
+  d log w = %s
+}
+simulate { paths = %d; dt = 0.001; T = 1; seed = 5; bias = off; %s }
+query {
+  mean(x^2)
+  mean(x) over [0.9, 1]
+  density(x) on [-2, 2] bins 20
+  log_normalizer
+  ess
+}
+"""
+
+let private wellSource (weight: string) (paths: int) (sim: string) = sprintf wellFormat weight paths sim
+
+/// Birth-death Langevin with the binned log_density (tests/perf/wfr_bd.sde): 16 replicas from 1024 paths.
+let private bdSource (paths: int) (steps: int) =
+    sprintf "model WfrBd {\n  state x\n  brownian W\n  weight w\n  let V = 4 * (x^2 - 1)^2 + 0.5 * x\n  init x = -1\n  d x = -(16 * x * (x^2 - 1) + 0.5) dt + sqrt(2) dW\n  d log w = -(log_density(x) + V) dt\n}\nsimulate { paths = %d; dt = 0.002; T = %g; seed = 5; bias = off; resample = birth_death; bandwidth = 0.1 }\nquery {\n  mean(if x > 0 then 1 else 0)\n  log_normalizer\n  ess\n}\n" paths (0.002 * float steps)
+
+/// The JSON of a run (without its timing) with `lanes` (0: the engine's own choice, 1: one path at a time,
+/// 4: four paths per step, as SDE_LANES sets them) on `threads` threads, and the report.
+let private jsonWith (p: CompiledProgram) (lanes: int) (threads: int) =
+    let saved = Engine.LanesOnThisThread
+    Engine.LanesOnThisThread <- lanes
+    try
+        let r = Driver.run p.Program { Driver.defaultOptions with Threads = threads }
+        let node = Text.Json.Nodes.JsonNode.Parse(SdeCompiler.ToJson r)
+        node.AsObject().Remove("timing") |> ignore
+        node.ToJsonString(), r
+    finally Engine.LanesOnThisThread <- saved
+
+/// The model has a lane step, and the engine's own choice at `paths` × `steps` is four paths per step.
+let private choosesLanes (p: CompiledProgram) (paths: int64) (steps: int) =
+    let c = p.Program.Compiled
+    let m = c.Instance(Array.zeroCreate c.Ir.ParamNames.Length) :?> ISdeLaneModel
+    Expect.equal m.LaneWidth 4 "the weighted model has a lane step"
+    if Runtime.Intrinsics.X86.Avx2.IsSupported then
+        let s = RunSettings(Paths = paths, Dt = 0.001, T = float steps * 0.001)
+        Expect.isTrue (Engine.ChooseLanes(s, m.LaneWidth, c.Ir.Dim)) "the default runs four paths per step"
+
+/// The resamplings that a run's `ess` query reports.
+let private resamplingsOf (r: Report.RunReport) = (results r).["ess"].Resamplings.Value
+
+/// Identical JSON one path at a time (SDE_LANES=1) and with `lanes` (0: the engine's choice, 4: forced) on
+/// one thread, and with `lanes` on three; the resamplings.
+let private sameJson (src: string) (lanes: int) =
+    let p = compile src
+    let one, r = jsonWith p 1 1
+    let laned, _ = jsonWith p lanes 1
+    Expect.equal laned one "lanes: the JSON of one path at a time"
+    let threads, _ = jsonWith p lanes 3
+    Expect.equal threads one "three threads: the JSON of one"
+    resamplingsOf r
+
+/// The three workloads of tests/perf/weighted.sh, cut to `paths` (and birth-death to `bdSteps` steps).
+let private noWeight paths = wellSource "-x^2 dt" paths "resample = none"
+let private systematic paths = wellSource "-x^2 dt + 2 dW" paths "resample = systematic; ess = 0.5"
+
+[<Tests>]
+let laneTests =
+    testList "Weighted.Lanes" [
+        test "lanes give the JSON of one path at a time, on 1 and 3 threads: a weight without resampling (403 paths, a window and a density)" {
+            Expect.equal (sameJson (noWeight 403) 4) 0L "no resampling"
+        }
+
+        test "lanes give the JSON of one path at a time, on 1 and 3 threads: systematic resampling at ess 0.5 (403 paths)" {
+            Expect.isGreaterThan (sameJson (systematic 403) 4) 2L "the population was resampled"
+        }
+
+        test "lanes give the JSON of one path at a time, on 1 and 3 threads: WFR birth-death with log_density (1103 paths, 16 replicas)" {
+            Expect.equal (sameJson (bdSource 1103 200) 4) 199L "a birth-death step at every step but the last"
+        }
+
+        test "lanes give the JSON of one path at a time: stratified, multinomial and residual resampling (403 paths)" {
+            for scheme in [ "stratified"; "multinomial"; "residual" ] do
+                let p = compile ((wellSource "-x^2 dt + 2 dW" 403 (sprintf "resample = %s; ess = 0.6" scheme)).Replace("T = 1;", "T = 0.4;").Replace("[0.9, 1]", "[0.3, 0.4]"))
+                let one, r = jsonWith p 1 1
+                let lanes, _ = jsonWith p 4 1
+                Expect.equal lanes one (scheme + ": lanes")
+                Expect.isGreaterThan (resamplingsOf r) 0L (scheme + ": resampled")
+        }
+
+        test "the population shortcuts give the JSON of the phases one by one: the ESS bound and chunk sums (systematic), the fused birth-death phase (16 replicas, given and Silverman bandwidths)" {
+            let silverman = (bdSource 1103 200).Replace("; bandwidth = 0.1", "")
+            for src in [ systematic 403; wellSource "-20 * x^2 dt" 2003 "resample = multinomial; ess = 0.6"; bdSource 1103 200; silverman ] do
+                let p = compile src
+                let fast, _ = jsonWith p 4 1
+                WeightedEngine.PlainPhasesOnThisThread <- true
+                let plain =
+                    try fst (jsonWith p 4 1)
+                    finally WeightedEngine.PlainPhasesOnThisThread <- false
+                Expect.equal fast plain "the same JSON"
+        }
+
+        test "a path that leaves the finite numbers fails in the same words with lanes and one path at a time" {
+            let src = "model Blow {\n  state x\n  brownian W\n  weight w\n  init x ~ normal(0, 1)\n  d x = x^3 dt + dW\n  d log w = -x^2 dt\n}\nsimulate { paths = 203; dt = 0.05; T = 5; seed = 3; resample = systematic }\nquery {\n  mean(x)\n}\n"
+            let p = compile src
+            let failure lanes =
+                let saved = Engine.LanesOnThisThread
+                Engine.LanesOnThisThread <- lanes
+                try snd (Driver.runKeeping p.Program { Driver.defaultOptions with Threads = 1 }) |> List.map (fun e -> e.Message)
+                finally Engine.LanesOnThisThread <- saved
+            let one = failure 1
+            Expect.isNonEmpty one "the run fails"
+            Expect.equal (failure 4) one "the same failure"
+        }
+
+        test "SDE_LANES=1 and the default give the same JSON at sizes where the default runs lanes: no resampling, systematic, birth-death [slow tier]" {
+            Tier.requireSlow "six weighted runs of 10^6 path-steps, three one path at a time (5 s)"
+            for src, paths, steps in [ noWeight 1003, 1003L, 1000; systematic 1003, 1003L, 1000; bdSource 2003 500, 2003L, 500 ] do
+                let p = compile src
+                choosesLanes p paths steps
+                let one, _ = jsonWith p 1 0
+                let byDefault, _ = jsonWith p 0 0
+                Expect.equal byDefault one "the default (lanes): the JSON of one path at a time"
+        }
+    ]
+
+[<Tests>]
+let lanePerf =
+    testSequenced <| testList "Weighted.Perf" [
+        test "a weighted run in lanes allocates nothing per step (resampling at every step; birth-death with log_density, one population and 16 replicas)" {
+            for src in [ wellSource "-x^2 dt" 100 "resample = systematic; ess = 1"; bdSource 100 10; bdSource 2048 10 ] do
+                let p = compile src
+                let c = p.Program.Compiled
+                let runner = WeightedRunner.For c.Type
+                let model = c.Instance(Array.zeroCreate c.Ir.ParamNames.Length)
+                let wp = Weighted.weightPlan p.Program.File (Option.get p.Program.File.Weight)
+                let plans = [| QueryPlan(Kind = EstimateKind.Mean, Observable = 0) |]
+                let run steps =
+                    let s = RunSettings(Paths = 100L, Dt = 0.001, T = float steps * 0.001, Seed = 3UL, Threads = 1, Lanes = 4)
+                    let before = GC.GetAllocatedBytesForCurrentThread()
+                    runner.Run(model, s, wp, plans) |> ignore
+                    GC.GetAllocatedBytesForCurrentThread() - before
+                run 10 |> ignore // JIT
+                run 200 |> ignore
+                // the least of three: an allocation per step (24 B at least) shows in every run, the runtime's own occasional ones do not
+                let least f = List.min [ f (); f (); f () ]
+                let a10 = least (fun () -> run 10)
+                let a200 = least (fun () -> run 200)
+                Expect.isTrue (abs (a200 - a10) < 512L) (sprintf "10 steps: %d B, 200 steps: %d B" a10 a200)
+        }
+    ]

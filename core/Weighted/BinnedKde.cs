@@ -65,23 +65,36 @@ public sealed unsafe class BinnedKde
     public bool Prepare(double* x, long stride, int[] comps, double* w, int n, double[]? bandwidth)
     {
         int k = _k;
-        // weighted moments and ranges
+        // ranges, and the weighted moments where Silverman's rule needs them (a given bandwidth does not)
         double ess = 0;
-        for (int i = 0; i < n; i++) ess += w[i] * w[i];
-        ess = 1 / ess;
+        if (bandwidth == null)
+        {
+            for (int i = 0; i < n; i++) ess += w[i] * w[i];
+            ess = 1 / ess;
+        }
         int total = 1;
         for (int a = 0; a < k; a++)
         {
             double m = 0, m2 = 0, lo = double.PositiveInfinity, hi = double.NegativeInfinity;
             int c = comps[a];
-            for (int i = 0; i < n; i++)
+            if (bandwidth != null)
+                for (int i = 0; i < n; i++)
+                {
+                    double v = x[i * stride + c];
+                    if (v < lo) lo = v;
+                    if (v > hi) hi = v;
+                }
+            else
             {
-                double v = x[i * stride + c];
-                m += w[i] * v;
-                if (v < lo) lo = v;
-                if (v > hi) hi = v;
+                for (int i = 0; i < n; i++)
+                {
+                    double v = x[i * stride + c];
+                    m += w[i] * v;
+                    if (v < lo) lo = v;
+                    if (v > hi) hi = v;
+                }
+                for (int i = 0; i < n; i++) { double v = x[i * stride + c] - m; m2 += w[i] * v * v; }
             }
-            for (int i = 0; i < n; i++) { double v = x[i * stride + c] - m; m2 += w[i] * v * v; }
             double h = bandwidth != null ? bandwidth[a] : Silverman(Math.Sqrt(m2), m, ess, k);
             _h[a] = h;
             lo -= 4 * h; hi += 4 * h;

@@ -1,3 +1,7 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
 namespace Sde.Core;
 
 /// <summary>How a weighted population is resampled (the `resample = ...` setting).</summary>
@@ -49,11 +53,11 @@ public static class Resampling
             case ResampleScheme.Systematic:
                 {
                     double u = Uniform(seed, stream, step, TagResample, 0);
-                    Walk(w, anc, 0, n, i => (i + u) / n);
+                    Walk(w, anc, 0, n, new SystematicPoints(u, n));
                     break;
                 }
             case ResampleScheme.Stratified:
-                Walk(w, anc, 0, n, i => (i + Uniform(seed, stream + (ulong)i, step, TagResample, 0)) / n);
+                Walk(w, anc, 0, n, new StratifiedPoints(seed, stream, step, n));
                 break;
             case ResampleScheme.Multinomial:
                 SortedUniforms(seed, step, n, scratch, stream);
@@ -88,14 +92,29 @@ public static class Resampling
         }
     }
 
+    /// <summary>The increasing points of a walk on the cumulative weights (structs: a resampling allocates nothing).</summary>
+    interface IPoints { double At(int j); }
+
+    /// <summary>(j + u)/N: one uniform for every slot.</summary>
+    readonly struct SystematicPoints(double u, int n) : IPoints
+    {
+        public double At(int j) => (j + u) / n;
+    }
+
+    /// <summary>(j + u_j)/N: a uniform per slot.</summary>
+    readonly struct StratifiedPoints(ulong seed, ulong stream, ulong step, int n) : IPoints
+    {
+        public double At(int j) => (j + Uniform(seed, stream + (ulong)j, step, TagResample, 0)) / n;
+    }
+
     /// <summary>Slots start..start+count−1 take the index whose cumulative-weight interval holds point(j).</summary>
-    static void Walk(ReadOnlySpan<double> w, Span<int> anc, int start, int count, Func<int, double> point)
+    static void Walk<TPoints>(ReadOnlySpan<double> w, Span<int> anc, int start, int count, TPoints point) where TPoints : struct, IPoints
     {
         int n = w.Length, i = 0;
         double cum = w[0];
         for (int j = 0; j < count; j++)
         {
-            double u = point(j);
+            double u = point.At(j);
             while (u > cum && i < n - 1) cum += w[++i];
             anc[start + j] = i;
         }
@@ -172,12 +191,74 @@ public static class Resampling
         if (rate == 0 || double.IsNaN(rate) || n < 2) return 0;
         // one Philox block: the event's uniform from its first 64 bits, the partner's from the last 64
         var b = Philox.Draw(seed, (ulong)i, step, TagBirthDeath, 0);
-        double u = Normals.ToUniform(b.X | ((ulong)b.Y << 32));
-        if (!(u < 1 - Math.Exp(-Math.Abs(rate)))) return 0;
-        int j = (int)Math.Min(n - 2, Math.Floor(Normals.ToUniform(b.Z | ((ulong)b.W << 32)) * (n - 1)));
+        return EventFrom(rate, b.X | ((ulong)b.Y << 32), b.Z | ((ulong)b.W << 32), local, n, out partner);
+    }
+
+    /// <summary>The event of a nonzero rate from its block's two halves (<see cref="BirthDeathEvent(double, ulong, int, int, ulong, int, out int)"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int EventFrom(double rate, ulong first, ulong second, int local, int n, out int partner)
+    {
+        partner = local;
+        double u = Normals.ToUniform(first), a = Math.Abs(rate);
+        // 1 − exp(−a) ≤ a, and its computed value exceeds it by less than 1e-15 (rounding of numbers ≤ 1):
+        // a uniform above a + 1e-15 is no event whatever the exponential, which is then not computed
+        if (u >= a + 1e-15 || !(u < 1 - Math.Exp(-a))) return 0;
+        int j = (int)Math.Min(n - 2, Math.Floor(Normals.ToUniform(second) * (n - 1)));
         if (j >= local) j++; // uniform over the others
         partner = j;
         return rate > 0 ? 1 : -1;
+    }
+
+    /// <summary>
+    /// The events of paths i0 .. i0 + 3 (draw indices, at positions local0 .. local0 + 3 of a replica of
+    /// <paramref name="n"/> paths) at a step: <see cref="BirthDeathEvent(double, ulong, int, int, ulong, int, out int)"/>
+    /// of each, with the four Philox blocks in the lanes of one vector (integer arithmetic: the same bits).
+    /// </summary>
+    public static unsafe void BirthDeathEvents4(double* rate, ulong seed, int i0, int local0, ulong step, int n, sbyte* events, int* partners)
+    {
+        if (!Avx2.IsSupported || n < 2)
+        {
+            for (int k = 0; k < 4; k++) { events[k] = (sbyte)BirthDeathEvent(rate[k], seed, i0 + k, local0 + k, step, n, out int j); partners[k] = j; }
+            return;
+        }
+        ulong p0 = (ulong)i0, p1 = p0 + 1, p2 = p0 + 2, p3 = p0 + 3;
+        uint hi = ((uint)(step >> 32) << 16) ^ (TagBirthDeath << 28);
+        var x0 = Vector256<ulong>.Zero;
+        var x1 = Vector256.Create((ulong)(uint)step);
+        var x2 = Vector256.Create((ulong)(uint)p0, (uint)p1, (uint)p2, (uint)p3);
+        var x3 = Vector256.Create((ulong)((uint)(p0 >> 32) ^ hi), (uint)(p1 >> 32) ^ hi, (uint)(p2 >> 32) ^ hi, (uint)(p3 >> 32) ^ hi);
+        PhiloxV(ref x0, ref x1, ref x2, ref x3, (uint)seed, (uint)(seed >> 32));
+        var mask = Vector256.Create(0xFFFFFFFFUL);
+        var first = (x0 & mask) | (x1 << 32);
+        var second = (x2 & mask) | (x3 << 32);
+        for (int k = 0; k < 4; k++)
+        {
+            double r = rate[k];
+            int e = 0, j = local0 + k;
+            if (!(r == 0 || double.IsNaN(r))) e = EventFrom(r, first.GetElement(k), second.GetElement(k), local0 + k, n, out j);
+            events[k] = (sbyte)e;
+            partners[k] = j;
+        }
+    }
+
+    /// <summary>Ten Philox rounds on four counters in the low halves of 64-bit lanes (a copy of
+    /// <c>Normals</c>' private PhiloxV: the same block as <see cref="Philox.Block"/> per lane).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PhiloxV(ref Vector256<ulong> x0, ref Vector256<ulong> x1, ref Vector256<ulong> x2, ref Vector256<ulong> x3, uint k0, uint k1)
+    {
+        var m0 = Vector256.Create((ulong)Philox.M0).AsUInt32();
+        var m1 = Vector256.Create((ulong)Philox.M1).AsUInt32();
+        for (int r = 0; r < 10; r++)
+        {
+            // the high halves may hold junk between rounds: the multiplies read the low 32 bits only
+            var p0 = Avx2.Multiply(x0.AsUInt32(), m0);
+            var p1 = Avx2.Multiply(x2.AsUInt32(), m1);
+            x0 = (p1 >> 32) ^ x1 ^ Vector256.Create((ulong)k0);
+            x1 = p1;
+            x2 = (p0 >> 32) ^ x3 ^ Vector256.Create((ulong)k1);
+            x3 = p0;
+            k0 += Philox.W0; k1 += Philox.W1;
+        }
     }
 
     /// <summary>Offspring counts of each index (tests and diagnostics).</summary>

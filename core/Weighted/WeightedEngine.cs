@@ -1,5 +1,7 @@
 using System.Runtime.ExceptionServices;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Sde.Core;
 
@@ -75,6 +77,10 @@ public sealed class WeightedResult
 public static class WeightedEngine
 {
     const int Chunk = 256;
+
+    /// <summary>Runs started on the current thread take the population phases one by one, without the
+    /// shortcuts that give the same bits (no ESS bound, no fused birth–death phase): lets tests compare both.</summary>
+    [ThreadStatic] internal static bool PlainPhasesOnThisThread;
 
     /// <summary>A weighted estimate whose effective sample size falls below this has no standard error (NaN).</summary>
     public const double MinEssForError = 30;
@@ -171,19 +177,34 @@ public static class WeightedEngine
         readonly int _n, _d, _nw, _nobs, _chunks, _lw, _r;
         readonly double _dt, _sqdt;
         readonly Crew _crew;
-        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase, _eventPhase, _densityPhase, _interpolatePhase;
+        readonly Action<int> _stepPhase, _observePhase, _maxPhase, _expPhase, _copyPhase, _eventPhase, _densityPhase, _interpolatePhase, _replicaPhase;
+        // birth–death with replicas: after a step, one phase per replica does the weights, the jumps, the
+        // copies and the next step's log_density (_densityReady: done for the coming step)
+        readonly bool _fusesReplicas;
+        bool _densityReady;
         readonly sbyte[] _events;
         readonly int[] _partners;
         // _w holds the normalised weights of the current population (no step since they were computed)
         bool _weightsValid;
         // population buffers (native: no pinning, no GC scans)
-        double* _x, _y, _obs, _w, _buf;
+        double* _x, _y, _obs, _w, _buf, _lanesBuf;
+        // four paths per step where the model has a lane step and the run chooses lanes (Engine.ChooseLanes)
+        readonly WeightedLanes<TModel>? _lanes;
+        readonly int _lanesStride;
         readonly int[] _eve, _eveNext, _anc;
         // replica r holds the paths [_rs[r], _rs[r + 1]); chunk c the paths [_cs[c], _cs[c + 1]) of replica _chunkRep[c]
-        readonly int[] _rs, _cs, _chunkRep;
-        readonly double[] _chunkMax, _chunkSum, _chunkSum2, _scratch, _rate;
+        readonly int[] _rs, _cs, _chunkRep, _repChunk0;  // _repChunk0[r]: replica r's first chunk
+        readonly double[] _chunkMax, _chunkMin, _chunkSum, _chunkSum2, _scratch, _rateMean;
+        // _chunkMax and _chunkMin hold the chunks' largest and smallest log w of the current population
+        // (the step phase finds them while the rows are in cache)
+        bool _extremaValid;
+        // where an ESS check may be due at any step (resampling at ESS/N below an ess under 1, no log_density): the
+        // step phase also sums each chunk's exp(log w − its largest) and their squares
+        readonly bool _essSums, _plainPhases;
+        readonly double[] _chunkEss1, _chunkEss2, _sumEss1, _sumEss2;
         // per replica: max log w, Σ exp(log w − max), Σ W² of the normalised weights, log Ẑ so far, resampled at this step
         readonly double[] _maxLw, _sumW, _sumW2, _logZ;
+        readonly double[] _lwHi, _lwLo;  // per replica: the span of log w (the bound of ResamplingMayBeDue)
         readonly bool[] _resampled;
         readonly double[][] _eveSum;     // per mean query (one replica): Σ over its window of W_i (φ_i − η_n) / K by time-0 ancestor
         readonly double[][] _value;      // per mean query and replica: Σ_n η_n / K
@@ -218,6 +239,8 @@ public static class WeightedEngine
                 for (int p = _rs[r]; p < _rs[r + 1]; p += Chunk) { cs.Add(p); rep.Add(r); }
             cs.Add(_n);
             _cs = cs.ToArray(); _chunkRep = rep.ToArray();
+            _repChunk0 = new int[_r + 1];
+            for (int c = 0, r = 0; r <= _r; r++) { while (c < rep.Count && rep[c] < r) c++; _repChunk0[r] = c; }
             _chunks = _chunkRep.Length;
             int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
             threads = Math.Max(1, Math.Min(threads, Math.Max(1, _chunks)));
@@ -228,13 +251,21 @@ public static class WeightedEngine
             _obs = Alloc((long)_n * Math.Max(_nobs, 1)); _w = Alloc(_n);
             _bufStride = ((2 * _d + Math.Max(_nw, 1) + Math.Max(_d, 8) + _d + 7) & ~7); // a, b, w, zn (≥ 8: four paths' normals), zu
             _buf = Alloc((long)threads * _bufStride);
+            var lanes = WeightedLanes<TModel>.ForType;
+            if (lanes is not null && stepper is null && Engine.ChooseLanes(s, lanes.LaneWidth(m), _d)) _lanes = lanes;
+            _lanesStride = _lanes is null ? 0 : (WeightedLanes<TModel>.Scratch(_d, _nw) + 7) & ~7;
+            _lanesBuf = Alloc((long)threads * _lanesStride);
             _eve = new int[_n]; _eveNext = new int[_n]; _anc = new int[_n];
             for (int i = 0; i < _n; i++) _eve[i] = i;
-            _chunkMax = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
-            _maxLw = new double[_r]; _sumW = new double[_r]; _sumW2 = new double[_r]; _logZ = new double[_r];
+            _chunkMax = new double[_chunks]; _chunkMin = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
+            _maxLw = new double[_r]; _lwHi = new double[_r]; _lwLo = new double[_r]; _sumW = new double[_r]; _sumW2 = new double[_r]; _logZ = new double[_r];
             _resampled = new bool[_r];
+            _plainPhases = PlainPhasesOnThisThread;
+            _essSums = !_plainPhases && wp.Scheme != ResampleScheme.None && wp.Scheme != ResampleScheme.BirthDeath && wp.Ess < 1 && wp.DensitySlot < 0;
+            _chunkEss1 = new double[_chunks]; _chunkEss2 = new double[_chunks];
+            _sumEss1 = new double[_r]; _sumEss2 = new double[_r];
             _scratch = new double[2 * _n + 2];
-            _rate = new double[_n];
+            _rateMean = new double[_r];
             _events = wp.Scheme == ResampleScheme.BirthDeath ? new sbyte[_n] : [];
             _partners = wp.Scheme == ResampleScheme.BirthDeath ? new int[_n] : [];
             _eveSum = new double[plans.Length][];
@@ -257,7 +288,8 @@ public static class WeightedEngine
                 _kde[0] = new BinnedKde(k) { Spacing = _r > 1 ? ReplicaSpacing(k) : 0.25 };
             }
             _crew = new Crew(threads);
-            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase; _densityPhase = DensityPhase; _interpolatePhase = InterpolatePhase;
+            _stepPhase = StepPhase; _observePhase = ObservePhase; _maxPhase = MaxPhase; _expPhase = ExpPhase; _copyPhase = CopyPhase; _eventPhase = EventPhase; _densityPhase = DensityPhase; _interpolatePhase = InterpolatePhase; _replicaPhase = ReplicaPhase;
+            _fusesReplicas = !_plainPhases && stepper is null && _r > 1 && wp.Scheme == ResampleScheme.BirthDeath && wp.DensitySlot >= 0;
         }
 
         static double* Alloc(long count)
@@ -270,8 +302,8 @@ public static class WeightedEngine
         public void Dispose()
         {
             _crew.Dispose();
-            foreach (var p in new[] { (nint)_x, (nint)_y, (nint)_obs, (nint)_w, (nint)_buf }) NativeMemory.AlignedFree((void*)p);
-            _x = _y = _obs = _w = _buf = null;
+            foreach (var p in new[] { (nint)_x, (nint)_y, (nint)_obs, (nint)_w, (nint)_buf, (nint)_lanesBuf }) NativeMemory.AlignedFree((void*)p);
+            _x = _y = _obs = _w = _buf = _lanesBuf = null;
         }
 
         bool NeedsObserve(long n)
@@ -304,7 +336,8 @@ public static class WeightedEngine
                 // the next point where the population must be seen whole
                 long next = n + 1;
                 if (!population) while (next < _steps && !NeedsObserve(next)) next++;
-                if (_wp.DensitySlot >= 0) { if (!_weightsValid) Weights(); Density(); }
+                if (_densityReady) { _densityReady = false; if (_overflowed) FailOverflow(); }
+                else if (_wp.DensitySlot >= 0) { if (!_weightsValid) Weights(); Density(); }
                 _seg0 = n; _seg1 = next;
                 StepAll();
                 _weightsValid = false;
@@ -312,9 +345,12 @@ public static class WeightedEngine
                 n = next;
                 if ((n & 63) == 0 || n == _steps) _s.Progress?.Invoke((double)n / Math.Max(1, _steps));
                 bool observe = NeedsObserve(n);
-                if (observe || (population && n < _steps)) Weights();
+                if (_fusesReplicas && !observe && n < _steps) { BirthDeathReplicas(n); continue; }
+                // a resampling that cannot be due (nor anything else that reads the weights) needs no weights
+                bool skip = !observe && n < _steps && _wp.DensitySlot < 0 && !ResamplingMayBeDue();
+                if (!skip && (observe || (population && n < _steps))) Weights();
                 if (observe) Observe(n);
-                if (n < _steps && _wp.Scheme != ResampleScheme.None) MaybeResample(n);
+                if (!skip && n < _steps && _wp.Scheme != ResampleScheme.None) MaybeResample(n);
             }
             Weights();
             double ess = Ess();
@@ -427,7 +463,8 @@ public static class WeightedEngine
         /// <summary>Steps _seg0 → _seg1 for every path, on the stepper when there is one.</summary>
         void StepAll()
         {
-            if (_stepper is null) { Phase(_stepPhase); return; }
+            _extremaValid = false;
+            if (_stepper is null) { Phase(_stepPhase); _extremaValid = true; return; }
             var (failed, first) = _stepper.Step(_x, _n, _d, _seg0, _seg1);
             if (failed > 0) { _failedPaths += failed; _failStep = Math.Min(_failStep, first); }
         }
@@ -442,55 +479,190 @@ public static class WeightedEngine
         void StepPhase(int worker)
         {
             double* a = _buf + (long)worker * _bufStride, b = a + _d, w = b + _d, zn = w + Math.Max(_nw, 1), zu = zn + Math.Max(_d, 8);
+            double* lanesBuf = _lanesBuf + (long)worker * _lanesStride;
             ulong seed = _s.Seed;
             long first = _s.FirstPath;
             var wv = new PtrVec(w);
             TModel m = _m;
+            var lanes = _seg0 >= 0 ? _lanes : null;
             while (true)
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
                 if (c >= _chunks) return;
                 int p0 = _cs[c], p1 = _cs[c + 1];
-                // one step of one or two noise lanes: four paths' normals per vector (same bits as Fill)
-                int batched = _seg0 >= 0 && _seg1 - _seg0 == 1 && _nw > 0 && _nw <= 2 && PathNormals.Usable ? p0 + (p1 - p0) / 4 * 4 : p0;
-                for (int p = p0; p < batched; p += 4)
+                if (_seg0 < 0)
                 {
-                    PathNormals.FillFirstLanes4(seed, (ulong)(first + p), (ulong)_seg0, Philox.TagStep, zn);
-                    for (int k = 0; k < 4; k++)
+                    for (int p = p0; p < p1; p++)
                     {
-                        double* row = _x + (long)(p + k) * _d;
-                        w[0] = zn[2 * k];
-                        if (_nw == 2) w[1] = zn[2 * k + 1];
-                        m.Step(new PtrVec(row), new PtrVec(a), wv, _seg0 * _dt, _dt, _sqdt);
-                        if (!Finite(a, _d)) Fail(_seg0 + 1);
-                        Buffer.MemoryCopy(a, row, _d * 8, _d * 8);
-                    }
-                }
-                for (int p = batched; p < p1; p++)
-                {
-                    double* row = _x + (long)p * _d;
-                    ulong gp = (ulong)(first + p);
-                    if (_seg0 < 0)
-                    {
+                        double* row = _x + (long)p * _d;
+                        ulong gp = (ulong)(first + p);
                         Normals.Fill(seed, gp, 0, Philox.TagInitNormal, zn, _d);
                         Normals.FillUniform(seed, gp, 0, Philox.TagInitUniform, zu, _d);
                         m.Init(new PtrVec(row), new PtrVec(zn), new PtrVec(zu));
                         if (!Finite(row, _d)) Fail(0);
-                        continue;
                     }
-                    double* u = a, v = b;
-                    Buffer.MemoryCopy(row, u, _d * 8, _d * 8);
-                    long n = _seg0;
-                    for (; n < _seg1; n++)
-                    {
-                        if (_nw > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, w, _nw);
-                        m.Step(new PtrVec(u), new PtrVec(v), wv, n * _dt, _dt, _sqdt);
-                        var t = u; u = v; v = t;
-                        if (!Finite(u, _d)) { Fail(n + 1); break; }
-                    }
-                    Buffer.MemoryCopy(u, row, _d * 8, _d * 8);
+                    Extrema(c, p0, p1);
+                    continue;
                 }
+                int q = p0;
+                if (lanes is not null)
+                {
+                    // four paths per step; a group in which a lane fails runs again one path at a time (the
+                    // same bits up to the failure), which records the failure as the one-path engine does
+                    while (true)
+                    {
+                        q = lanes.StepGroups(ref m, _x, _d, _nw, q, p1, (ulong)first, seed, _seg0, _seg1, _dt, _sqdt, lanesBuf);
+                        if (p1 - q < 4) break;
+                        for (int k = 0; k < 4; k++) StepOne(ref m, q + k, a, b, w, wv);
+                        q += 4;
+                    }
+                }
+                else
+                {
+                    // one step of one or two noise lanes: four paths' normals per vector (same bits as Fill)
+                    int batched = _seg1 - _seg0 == 1 && _nw > 0 && _nw <= 2 && PathNormals.Usable ? p0 + (p1 - p0) / 4 * 4 : p0;
+                    for (; q < batched; q += 4)
+                    {
+                        PathNormals.FillFirstLanes4(seed, (ulong)(first + q), (ulong)_seg0, Philox.TagStep, zn);
+                        for (int k = 0; k < 4; k++)
+                        {
+                            double* row = _x + (long)(q + k) * _d;
+                            w[0] = zn[2 * k];
+                            if (_nw == 2) w[1] = zn[2 * k + 1];
+                            m.Step(new PtrVec(row), new PtrVec(a), wv, _seg0 * _dt, _dt, _sqdt);
+                            if (!Finite(a, _d)) Fail(_seg0 + 1);
+                            Buffer.MemoryCopy(a, row, _d * 8, _d * 8);
+                        }
+                    }
+                }
+                for (; q < p1; q++) StepOne(ref m, q, a, b, w, wv);
+                Extrema(c, p0, p1);
             }
+        }
+
+        /// <summary>Chunk c's largest log w (as the max phase finds it: NaN never wins) and smallest.</summary>
+        void Extrema(long c, int p0, int p1)
+        {
+            double mx = double.NegativeInfinity, mn = double.PositiveInfinity;
+            for (int p = p0; p < p1; p++)
+            {
+                double l = _x[(long)p * _d + _lw];
+                if (l > mx) mx = l;
+                if (l < mn) mn = l;
+            }
+            _chunkMax[c] = mx; _chunkMin[c] = mn;
+            if (!_essSums) return;
+            // exp by EssExp (relative error below 1e-14): the ESS estimate needs no more, and the exact
+            // weights are formed where it comes near the threshold
+            var mv = Vector256.Create(mx);
+            var v1 = Vector256<double>.Zero;
+            var v2 = Vector256<double>.Zero;
+            int q = p0;
+            for (; q + 4 <= p1; q += 4)
+            {
+                double* r = _x + (long)q * _d + _lw;
+                var e = EssExp(Vector256.Create(r[0], r[_d], r[2 * _d], r[3 * _d]) - mv);
+                v1 += e; v2 += e * e;
+            }
+            double s1 = Vector256.Sum(v1), s2 = Vector256.Sum(v2);
+            for (; q < p1; q++)
+            {
+                double e = EssExp(Vector256.Create(_x[(long)q * _d + _lw] - mx)).GetElement(0);
+                s1 += e; s2 += e * e;
+            }
+            _chunkEss1[c] = s1; _chunkEss2[c] = s2;
+        }
+
+        /// <summary>
+        /// e^x for x ≤ 0 with a relative error below 1e-14 (0 below −700, where e^x &lt; 1e-304 is nothing beside
+        /// the chunk's largest term, 1): x = k ln 2 + r with |r| ≤ ln 2 / 2, e^r by its Taylor polynomial of
+        /// degree 12 (remainder below 3e-16), 2^k from the exponent bits.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector256<double> EssExp(Vector256<double> x)
+        {
+            var under = Vector256.LessThan(x, Vector256.Create(-700.0));
+            x = Vector256.Max(x, Vector256.Create(-700.0));
+            var k = Vector256.Round(x * Vector256.Create(1.4426950408889634));
+            var r = x - k * Vector256.Create(0.6931471805598903) - k * Vector256.Create(5.497923018708371e-14);
+            var p = Vector256.Create(1.0 / 479001600);
+            p = p * r + Vector256.Create(1.0 / 39916800);
+            p = p * r + Vector256.Create(1.0 / 3628800);
+            p = p * r + Vector256.Create(1.0 / 362880);
+            p = p * r + Vector256.Create(1.0 / 40320);
+            p = p * r + Vector256.Create(1.0 / 5040);
+            p = p * r + Vector256.Create(1.0 / 720);
+            p = p * r + Vector256.Create(1.0 / 120);
+            p = p * r + Vector256.Create(1.0 / 24);
+            p = p * r + Vector256.Create(1.0 / 6);
+            p = p * r + Vector256.Create(0.5);
+            p = p * r + Vector256<double>.One;
+            p = p * r + Vector256<double>.One;
+            var two = (Vector256.ConvertToInt64(k) + Vector256.Create(1023L)) << 52;
+            return Vector256.AndNot(p * two.AsDouble(), under);
+        }
+
+        /// <summary>
+        /// Whether some replica's ESS/N may have fallen below the threshold. Weights whose logs span δ have
+        /// ESS/N ≥ 4 e^δ / (1 + e^δ)² = 1 / cosh²(δ/2) (Kantorovich's inequality): while that bound clears
+        /// the threshold, the computed ESS (whose relative rounding error is below 2 N ε) does too, and no
+        /// resampling happens, so the weights need not be computed at this step. Past the bound, the ESS from
+        /// the step phase's chunk sums decides where it clears the threshold by more than its rounding error.
+        /// </summary>
+        bool ResamplingMayBeDue()
+        {
+            if (_wp.Scheme == ResampleScheme.None) return false;
+            if (_wp.Scheme == ResampleScheme.BirthDeath || _wp.Ess >= 1 || !_extremaValid || _plainPhases) return true;
+            for (int r = 0; r < _r; r++) { _lwHi[r] = double.NegativeInfinity; _lwLo[r] = double.PositiveInfinity; }
+            for (int c = 0; c < _chunks; c++)
+            {
+                int r = _chunkRep[c];
+                if (_chunkMax[c] > _lwHi[r]) _lwHi[r] = _chunkMax[c];
+                if (_chunkMin[c] < _lwLo[r]) _lwLo[r] = _chunkMin[c];
+            }
+            double clear = _wp.Ess * (1 + 1e-6);
+            bool bounded = true;
+            for (int r = 0; r < _r; r++)
+            {
+                double half = 0.5 * (_lwHi[r] - _lwLo[r]), ch = Math.Cosh(half);
+                if (!(1 / (ch * ch) > clear)) { bounded = false; break; }
+            }
+            if (bounded) return false;
+            if (!_essSums) return true;
+            // the ESS from the chunks' own sums (each relative to its chunk's largest log w), rescaled to the
+            // replica's: the weights' ESS with a relative error below 4 N ε + 1e-14 (not the bits of the
+            // weights' own computation, which runs where this estimate comes within 1e-6 of the threshold)
+            Array.Clear(_sumEss1); Array.Clear(_sumEss2);
+            for (int c = 0; c < _chunks; c++)
+            {
+                int r = _chunkRep[c];
+                double f = Math.Exp(_chunkMax[c] - _lwHi[r]);
+                _sumEss1[r] += _chunkEss1[c] * f;
+                _sumEss2[r] += _chunkEss2[c] * (f * f);
+            }
+            for (int r = 0; r < _r; r++)
+            {
+                int m = _rs[r + 1] - _rs[r];
+                if (!(_sumEss1[r] * _sumEss1[r] / (_sumEss2[r] * m) > clear)) return true;
+            }
+            return false;
+        }
+
+        /// <summary>Path p, one step at a time from _seg0 to _seg1 or its first state that is not finite.</summary>
+        void StepOne(ref TModel m, int p, double* a, double* b, double* w, PtrVec wv)
+        {
+            double* row = _x + (long)p * _d;
+            ulong gp = (ulong)(_s.FirstPath + p);
+            double* u = a, v = b;
+            Buffer.MemoryCopy(row, u, _d * 8, _d * 8);
+            for (long n = _seg0; n < _seg1; n++)
+            {
+                if (_nw > 0) Normals.Fill(_s.Seed, gp, (ulong)n, Philox.TagStep, w, _nw);
+                m.Step(new PtrVec(u), new PtrVec(v), wv, n * _dt, _dt, _sqdt);
+                var t = u; u = v; v = t;
+                if (!Finite(u, _d)) { Fail(n + 1); break; }
+            }
+            Buffer.MemoryCopy(u, row, _d * 8, _d * 8);
         }
 
         static bool Finite(double* p, int d)
@@ -562,7 +734,7 @@ public static class WeightedEngine
         void Weights()
         {
             _weightsValid = true;
-            Phase(_maxPhase);
+            if (!_extremaValid) Phase(_maxPhase);
             for (int r = 0; r < _r; r++) _maxLw[r] = double.NegativeInfinity;
             for (int c = 0; c < _chunks; c++) { int r = _chunkRep[c]; if (_chunkMax[c] > _maxLw[r]) _maxLw[r] = _chunkMax[c]; }
             Phase(_expPhase);
@@ -778,7 +950,7 @@ public static class WeightedEngine
                     double mean = 0;
                     for (int i = p0; i < p0 + m; i++) mean += _x[(long)i * _d + _lw];
                     mean /= m;
-                    for (int i = p0; i < p0 + m; i++) _rate[i] = _x[(long)i * _d + _lw] - mean;
+                    _rateMean[r] = mean;
                 }
                 else
                 {
@@ -807,6 +979,7 @@ public static class WeightedEngine
             }
             Phase(_copyPhase);
             var t = _x; _x = _y; _y = t;
+            _extremaValid = false;
             _resamplings++;
             // every weight of a resampled replica is now 1 (log w = 0): its normalised weights are 1/m, with nothing to sum
             for (int r = 0; r < _r; r++)
@@ -822,23 +995,111 @@ public static class WeightedEngine
 
         ulong _eventStep;
 
+        /// <summary>
+        /// Weights(), MaybeResample(n) and the next step's Density() of a birth–death population of replicas in
+        /// one phase, a worker taking whole replicas: the same operations on each replica in the same order
+        /// (chunk sums in chunk order, the rate's mean in path order, the jumps in path order), so the same
+        /// bits; the normalised weights, which the jumps reset to 1/m unread, are not formed.
+        /// </summary>
+        void BirthDeathReplicas(long n)
+        {
+            _eventStep = (ulong)n;
+            _overflowed = false;
+            Phase(_replicaPhase);
+            var t = _x; _x = _y; _y = t;
+            for (int r = 0; r < _r; r++) _resampled[r] = true;
+            _resamplings++;
+            _weightsValid = true;
+            _extremaValid = false;
+            _densityReady = true;
+        }
+
+        void ReplicaPhase(int worker)
+        {
+            var kde = _kde![worker] ??= new BinnedKde(_wp.DensityComponents.Length) { Spacing = ReplicaSpacing(_wp.DensityComponents.Length) };
+            int[] comps = _wp.DensityComponents;
+            ulong seed = _s.Seed, step = _eventStep;
+            double* rate = stackalloc double[4];
+            fixed (sbyte* events = _events)
+            fixed (int* partners = _partners)
+                while (true)
+                {
+                    long rr = Interlocked.Increment(ref _nextChunk) - 1;
+                    if (rr >= _r) return;
+                    int r = (int)rr, p0 = _rs[r], p1 = _rs[r + 1], m = p1 - p0;
+                    int c0 = _repChunk0[r], c1 = _repChunk0[r + 1];
+                    // Weights(): the largest log w, then exp(log w − max) summed by chunk, the chunks in order
+                    double mx = double.NegativeInfinity;
+                    for (int c = c0; c < c1; c++) if (_chunkMax[c] > mx) mx = _chunkMax[c];
+                    _maxLw[r] = mx;
+                    double sum = 0;
+                    for (int c = c0; c < c1; c++)
+                    {
+                        double s1 = 0;
+                        for (int p = _cs[c]; p < _cs[c + 1]; p++) s1 += Math.Exp(_x[(long)p * _d + _lw] - mx);
+                        sum += s1;
+                    }
+                    // MaybeResample(n): the normaliser's factor, the centred rates, the jumps in path order, the copies
+                    _logZ[r] += mx + Math.Log(sum / m);
+                    double mean = 0;
+                    for (int i = p0; i < p1; i++) mean += _x[(long)i * _d + _lw];
+                    mean /= m;
+                    int q = p0;
+                    for (; q + 4 <= p1; q += 4)
+                    {
+                        for (int k = 0; k < 4; k++) rate[k] = _x[(long)(q + k) * _d + _lw] - mean;
+                        Resampling.BirthDeathEvents4(rate, seed, q, q - p0, step, m, events + q, partners + q);
+                    }
+                    for (; q < p1; q++)
+                    {
+                        events[q] = (sbyte)Resampling.BirthDeathEvent(_x[(long)q * _d + _lw] - mean, seed, q, q - p0, step, m, out int j);
+                        partners[q] = j;
+                    }
+                    Resampling.ApplyBirthDeath(new ReadOnlySpan<sbyte>(_events, p0, m), new ReadOnlySpan<int>(_partners, p0, m), new Span<int>(_anc, p0, m));
+                    double u = 1.0 / m;
+                    for (int i = p0; i < p1; i++)
+                    {
+                        double* dst = _y + (long)i * _d;
+                        Buffer.MemoryCopy(_x + (long)(_anc[i] + p0) * _d, dst, _d * 8, _d * 8);
+                        dst[_lw] = 0;
+                        _w[i] = u;
+                    }
+                    _maxLw[r] = 0; _sumW[r] = m; _sumW2[r] = u;
+                    // the next step's Density(), on the new population
+                    double* x = _y + (long)p0 * _d;
+                    if (!kde.Prepare(x, _d, comps, _w + p0, m, _wp.Bandwidth)) { _overflowed = true; continue; }
+                    kde.Interpolate(x, _d, comps, 0, m, x + _wp.DensitySlot, _d);
+                }
+        }
+
         /// <summary>Each path's birth–death event at the step (<see cref="Resampling.BirthDeathEvent"/>), its
         /// partner within its replica.</summary>
         void EventPhase(int worker)
         {
             ulong seed = _s.Seed, step = _eventStep;
-            while (true)
-            {
-                long c = Interlocked.Increment(ref _nextChunk) - 1;
-                if (c >= _chunks) return;
-                int p0 = _cs[c], p1 = _cs[c + 1];
-                int r0 = _rs[_chunkRep[c]], m = _rs[_chunkRep[c] + 1] - r0;
-                for (int p = p0; p < p1; p++)
+            double* rate = stackalloc double[4];
+            fixed (sbyte* events = _events)
+            fixed (int* partners = _partners)
+                while (true)
                 {
-                    _events[p] = (sbyte)Resampling.BirthDeathEvent(_rate[p], seed, p, p - r0, step, m, out int j);
-                    _partners[p] = j;
+                    long c = Interlocked.Increment(ref _nextChunk) - 1;
+                    if (c >= _chunks) return;
+                    int p0 = _cs[c], p1 = _cs[c + 1];
+                    int r0 = _rs[_chunkRep[c]], m = _rs[_chunkRep[c] + 1] - r0;
+                    // β_i Δt: the log-weight increment since the last reset, centred within the replica
+                    double mean = _rateMean[_chunkRep[c]];
+                    int p = p0;
+                    for (; p + 4 <= p1; p += 4)
+                    {
+                        for (int k = 0; k < 4; k++) rate[k] = _x[(long)(p + k) * _d + _lw] - mean;
+                        Resampling.BirthDeathEvents4(rate, seed, p, p - r0, step, m, events + p, partners + p);
+                    }
+                    for (; p < p1; p++)
+                    {
+                        events[p] = (sbyte)Resampling.BirthDeathEvent(_x[(long)p * _d + _lw] - mean, seed, p, p - r0, step, m, out int j);
+                        partners[p] = j;
+                    }
                 }
-            }
         }
 
         /// <summary>Slot i of the next population copies its ancestor, with log w reset to 0 where its replica resampled.</summary>
