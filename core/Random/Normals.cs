@@ -154,7 +154,12 @@ public static class Normals
     public static volatile bool ForceScalar;
 
     /// <summary>Whether the vector forms run here (AVX2, and not switched off).</summary>
-    public static bool VectorUsable => Avx2.IsSupported && !ForceScalar && !ScalarOnThisThread;
+    public static bool VectorUsable
+    {
+        // read by the optimised fill methods: inlined there, never a tier-0 call
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Avx2.IsSupported && !ForceScalar && !ScalarOnThisThread;
+    }
 
     /// <summary>Lanes 0..count−1 of the standard normals of (path, step) in stream <paramref name="tag"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -77,6 +77,7 @@ internal sealed class PairAcc
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // once per thread and run, over every cell: never at tier 0 in a short run
     public void Merge(PairAcc o)
     {
         for (int k = 0; k < _cells.Length; k++)
@@ -163,6 +164,7 @@ internal sealed class PairSums
         return (c, f);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // once per thread and run, over every cell: never at tier 0 in a short run
     public void Merge(PairSums o)
     {
         if (o.Mode != Mode || o.Order != Order || o.Planned != Planned)
@@ -191,6 +193,7 @@ internal sealed class PairSums
     public double Factor => 1 / (1 - Math.Pow(2, -Order));
 
     /// <summary>Fills the bias of <paramref name="e"/> (Estimate), or replaces its value by the extrapolation (Richardson).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // once per thread and run, over every cell: never at tier 0 in a short run
     public Estimate Apply(Estimate e, int i, in QueryLayout l)
     {
         var q = Q[i];
@@ -229,6 +232,7 @@ internal sealed class PairSums
     }
 
     /// <summary>The per-block coarse and fine sums of a plan that keeps them, rounded (for the jackknife of a derived result).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // once per thread and run, over every cell: never at tier 0 in a short run
     void Blocks(Estimate e, PairAcc q)
     {
         e.BiasFactor = Factor;

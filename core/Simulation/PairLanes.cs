@@ -42,6 +42,8 @@ public static partial class Engine
             // compiled now, on first use (the driver's untimed warm-up of two pairs, which fill no group of four),
             // not in the middle of the run it would add tens of milliseconds to
             RuntimeHelpers.PrepareMethod(t.GetMethod(nameof(Run))!.MethodHandle, new[] { typeof(TModel).TypeHandle });
+            // and the four-path normals it calls (a large AVX2 method, compiled at its first call: some milliseconds)
+            RuntimeHelpers.PrepareMethod(typeof(Normals).GetMethod(nameof(Normals.FillAcrossPaths4), new[] { typeof(ulong), typeof(ulong), typeof(ulong), typeof(uint), typeof(double*), typeof(int) })!.MethodHandle);
             return (PairLanes<TModel>)Activator.CreateInstance(t)!;
         }
 
