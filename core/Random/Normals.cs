@@ -189,9 +189,10 @@ public static class Normals
 
     // ---- vector forms: the same operations lane-wise ----
 
-    /// <summary>Ten Philox rounds on four counters in the low halves of 64-bit lanes.</summary>
+    /// <summary>Ten Philox rounds on four counters in the low halves of 64-bit lanes: per lane the block of
+    /// <see cref="Philox.Block"/> (also the birth–death draws of <c>Resampling</c>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void PhiloxV(ref Vector256<ulong> x0, ref Vector256<ulong> x1, ref Vector256<ulong> x2, ref Vector256<ulong> x3, uint k0, uint k1)
+    internal static void PhiloxV(ref Vector256<ulong> x0, ref Vector256<ulong> x1, ref Vector256<ulong> x2, ref Vector256<ulong> x3, uint k0, uint k1)
     {
         var m0 = Vector256.Create((ulong)Philox.M0).AsUInt32();
         var m1 = Vector256.Create((ulong)Philox.M1).AsUInt32();

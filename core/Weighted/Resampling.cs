@@ -227,7 +227,7 @@ public static class Resampling
         var x1 = Vector256.Create((ulong)(uint)step);
         var x2 = Vector256.Create((ulong)(uint)p0, (uint)p1, (uint)p2, (uint)p3);
         var x3 = Vector256.Create((ulong)((uint)(p0 >> 32) ^ hi), (uint)(p1 >> 32) ^ hi, (uint)(p2 >> 32) ^ hi, (uint)(p3 >> 32) ^ hi);
-        PhiloxV(ref x0, ref x1, ref x2, ref x3, (uint)seed, (uint)(seed >> 32));
+        Normals.PhiloxV(ref x0, ref x1, ref x2, ref x3, (uint)seed, (uint)(seed >> 32));
         var mask = Vector256.Create(0xFFFFFFFFUL);
         var first = (x0 & mask) | (x1 << 32);
         var second = (x2 & mask) | (x3 << 32);
@@ -238,26 +238,6 @@ public static class Resampling
             if (!(r == 0 || double.IsNaN(r))) e = EventFrom(r, first.GetElement(k), second.GetElement(k), local0 + k, n, out j);
             events[k] = (sbyte)e;
             partners[k] = j;
-        }
-    }
-
-    /// <summary>Ten Philox rounds on four counters in the low halves of 64-bit lanes (a copy of
-    /// <c>Normals</c>' private PhiloxV: the same block as <see cref="Philox.Block"/> per lane).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void PhiloxV(ref Vector256<ulong> x0, ref Vector256<ulong> x1, ref Vector256<ulong> x2, ref Vector256<ulong> x3, uint k0, uint k1)
-    {
-        var m0 = Vector256.Create((ulong)Philox.M0).AsUInt32();
-        var m1 = Vector256.Create((ulong)Philox.M1).AsUInt32();
-        for (int r = 0; r < 10; r++)
-        {
-            // the high halves may hold junk between rounds: the multiplies read the low 32 bits only
-            var p0 = Avx2.Multiply(x0.AsUInt32(), m0);
-            var p1 = Avx2.Multiply(x2.AsUInt32(), m1);
-            x0 = (p1 >> 32) ^ x1 ^ Vector256.Create((ulong)k0);
-            x1 = p1;
-            x2 = (p0 >> 32) ^ x3 ^ Vector256.Create((ulong)k1);
-            x3 = p0;
-            k0 += Philox.W0; k1 += Philox.W1;
         }
     }
 
