@@ -569,6 +569,12 @@ public static class Normals
         }
     }
 
+    /// <summary>One Horner step p ← f²·p + coefficient of the sine's (sign bit of <paramref name="sine"/> set) or
+    /// the cosine's polynomial, the coefficient picked per lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> SinCosStep(Vector256<double> p, Vector256<double> f2, double c, double s, Vector256<double> sine) =>
+        f2 * p + Avx.BlendVariable(Vector256.Create(c), Vector256.Create(s), sine);
+
     /// <summary>
     /// <see cref="TransformCosV"/> on two independent inputs, statement by statement interleaved: one chain is
     /// a long latency path (log's division and polynomial, the square root), and the core's scheduler fills
@@ -633,18 +639,18 @@ public static class Normals
         var sinec = d1.AsDouble();
         var qa = g2a * Avx.BlendVariable(Vector256.Create(C8), Vector256.Create(S8), sinea) + Avx.BlendVariable(Vector256.Create(C7), Vector256.Create(S7), sinea);
         var qc = g2c * Avx.BlendVariable(Vector256.Create(C8), Vector256.Create(S8), sinec) + Avx.BlendVariable(Vector256.Create(C7), Vector256.Create(S7), sinec);
-        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C6), Vector256.Create(S6), sinea);
-        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C6), Vector256.Create(S6), sinec);
-        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C5), Vector256.Create(S5), sinea);
-        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C5), Vector256.Create(S5), sinec);
-        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C4), Vector256.Create(S4), sinea);
-        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C4), Vector256.Create(S4), sinec);
-        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C3), Vector256.Create(S3), sinea);
-        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C3), Vector256.Create(S3), sinec);
-        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C2), Vector256.Create(S2), sinea);
-        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C2), Vector256.Create(S2), sinec);
-        qa = g2a * qa + Avx.BlendVariable(Vector256.Create(C1), Vector256.Create(S1), sinea);
-        qc = g2c * qc + Avx.BlendVariable(Vector256.Create(C1), Vector256.Create(S1), sinec);
+        qa = SinCosStep(qa, g2a, C6, S6, sinea);
+        qc = SinCosStep(qc, g2c, C6, S6, sinec);
+        qa = SinCosStep(qa, g2a, C5, S5, sinea);
+        qc = SinCosStep(qc, g2c, C5, S5, sinec);
+        qa = SinCosStep(qa, g2a, C4, S4, sinea);
+        qc = SinCosStep(qc, g2c, C4, S4, sinec);
+        qa = SinCosStep(qa, g2a, C3, S3, sinea);
+        qc = SinCosStep(qc, g2c, C3, S3, sinec);
+        qa = SinCosStep(qa, g2a, C2, S2, sinea);
+        qc = SinCosStep(qc, g2c, C2, S2, sinec);
+        qa = SinCosStep(qa, g2a, C1, S1, sinea);
+        qc = SinCosStep(qc, g2c, C1, S1, sinec);
         qa = g2a * qa + Avx.BlendVariable(one, Vector256.Create(S0), sinea);
         qc = g2c * qc + Avx.BlendVariable(one, Vector256.Create(S0), sinec);
         var csa = qa * Avx.BlendVariable(one, ga, sinea);
@@ -677,12 +683,12 @@ public static class Normals
         var b1 = b << 1;
         var sine = b1.AsDouble();
         var p = f2 * Avx.BlendVariable(Vector256.Create(C8), Vector256.Create(S8), sine) + Avx.BlendVariable(Vector256.Create(C7), Vector256.Create(S7), sine);
-        p = f2 * p + Avx.BlendVariable(Vector256.Create(C6), Vector256.Create(S6), sine);
-        p = f2 * p + Avx.BlendVariable(Vector256.Create(C5), Vector256.Create(S5), sine);
-        p = f2 * p + Avx.BlendVariable(Vector256.Create(C4), Vector256.Create(S4), sine);
-        p = f2 * p + Avx.BlendVariable(Vector256.Create(C3), Vector256.Create(S3), sine);
-        p = f2 * p + Avx.BlendVariable(Vector256.Create(C2), Vector256.Create(S2), sine);
-        p = f2 * p + Avx.BlendVariable(Vector256.Create(C1), Vector256.Create(S1), sine);
+        p = SinCosStep(p, f2, C6, S6, sine);
+        p = SinCosStep(p, f2, C5, S5, sine);
+        p = SinCosStep(p, f2, C4, S4, sine);
+        p = SinCosStep(p, f2, C3, S3, sine);
+        p = SinCosStep(p, f2, C2, S2, sine);
+        p = SinCosStep(p, f2, C1, S1, sine);
         p = f2 * p + Avx.BlendVariable(Vector256.Create(1.0), Vector256.Create(S0), sine);
         var cs = p * Avx.BlendVariable(Vector256.Create(1.0), f, sine);
         cs = (cs.AsUInt64() ^ ((b ^ b1) & Vector256.Create(0x8000000000000000UL))).AsDouble();

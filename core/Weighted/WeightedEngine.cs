@@ -1044,17 +1044,7 @@ public static class WeightedEngine
                     double mean = 0;
                     for (int i = p0; i < p1; i++) mean += _x[(long)i * _d + _lw];
                     mean /= m;
-                    int q = p0;
-                    for (; q + 4 <= p1; q += 4)
-                    {
-                        for (int k = 0; k < 4; k++) rate[k] = _x[(long)(q + k) * _d + _lw] - mean;
-                        Resampling.BirthDeathEvents4(rate, seed, q, q - p0, step, m, events + q, partners + q);
-                    }
-                    for (; q < p1; q++)
-                    {
-                        events[q] = (sbyte)Resampling.BirthDeathEvent(_x[(long)q * _d + _lw] - mean, seed, q, q - p0, step, m, out int j);
-                        partners[q] = j;
-                    }
+                    Events(p0, p1, p0, m, mean, seed, step, rate, events, partners);
                     Resampling.ApplyBirthDeath(new ReadOnlySpan<sbyte>(_events, p0, m), new ReadOnlySpan<int>(_partners, p0, m), new Span<int>(_anc, p0, m));
                     double u = 1.0 / m;
                     for (int i = p0; i < p1; i++)
@@ -1070,6 +1060,24 @@ public static class WeightedEngine
                     if (!kde.Prepare(x, _d, comps, _w + p0, m, _wp.Bandwidth)) { _overflowed = true; continue; }
                     kde.Interpolate(x, _d, comps, 0, m, x + _wp.DensitySlot, _d);
                 }
+        }
+
+        /// <summary>The birth–death events of paths [p0, p1) of the replica that starts at path r0 and holds m
+        /// paths, their rates the log-weight increments centred on <paramref name="mean"/>: four paths per
+        /// Philox vector, then one at a time (the same bits).</summary>
+        void Events(int p0, int p1, int r0, int m, double mean, ulong seed, ulong step, double* rate, sbyte* events, int* partners)
+        {
+            int p = p0;
+            for (; p + 4 <= p1; p += 4)
+            {
+                for (int k = 0; k < 4; k++) rate[k] = _x[(long)(p + k) * _d + _lw] - mean;
+                Resampling.BirthDeathEvents4(rate, seed, p, p - r0, step, m, events + p, partners + p);
+            }
+            for (; p < p1; p++)
+            {
+                events[p] = (sbyte)Resampling.BirthDeathEvent(_x[(long)p * _d + _lw] - mean, seed, p, p - r0, step, m, out int j);
+                partners[p] = j;
+            }
         }
 
         /// <summary>Each path's birth–death event at the step (<see cref="Resampling.BirthDeathEvent"/>), its
@@ -1088,17 +1096,7 @@ public static class WeightedEngine
                     int r0 = _rs[_chunkRep[c]], m = _rs[_chunkRep[c] + 1] - r0;
                     // β_i Δt: the log-weight increment since the last reset, centred within the replica
                     double mean = _rateMean[_chunkRep[c]];
-                    int p = p0;
-                    for (; p + 4 <= p1; p += 4)
-                    {
-                        for (int k = 0; k < 4; k++) rate[k] = _x[(long)(p + k) * _d + _lw] - mean;
-                        Resampling.BirthDeathEvents4(rate, seed, p, p - r0, step, m, events + p, partners + p);
-                    }
-                    for (; p < p1; p++)
-                    {
-                        events[p] = (sbyte)Resampling.BirthDeathEvent(_x[(long)p * _d + _lw] - mean, seed, p, p - r0, step, m, out int j);
-                        partners[p] = j;
-                    }
+                    Events(p0, p1, r0, m, mean, seed, step, rate, events, partners);
                 }
         }
 
