@@ -37,16 +37,44 @@ let private batched (seed: uint64) (path0: uint64) (step0: uint64) (steps: int) 
 let private worst (f: float -> float) (g: float -> float) (xs: float seq) =
     xs |> Seq.map (fun x -> let r = g x in if r = 0.0 then abs (f x) else abs (f x - r) / abs r) |> Seq.max
 
-/// Draws `n` normals of seed 20: 40 lanes per (path, step), i.e. the AVX2 form.
+/// Draws `n` normals of seed 20: 40 lanes per (path, step) at steps 2 and 3 (a step pair: both outputs
+/// of each block), i.e. the AVX2 form.
 let private draws (n: int) (f: float -> unit) =
     let buf = Array.zeroCreate<float> 40
     let mutable left = n
     let mutable p = 0UL
     while left > 0 do
-        Normals.Fill(20UL, p, 3UL, Philox.TagStep, Span buf)
-        for k in 0 .. min 40 left - 1 do f buf[k]
-        left <- left - 40
+        for st in [ 2UL; 3UL ] do
+            if left > 0 then
+                Normals.Fill(20UL, p, st, Philox.TagStep, Span buf)
+                for k in 0 .. min 40 left - 1 do f buf[k]
+                left <- left - 40
         p <- p + 1UL
+
+/// Lanes 0..count−1 at steps 2·pair and 2·pair + 1 by FillPair (AVX2 from two lanes) or its scalar form.
+let private fillPair (scalar: bool) (seed: uint64) (path: uint64) (pair: uint64) (tag: uint32) (count: int) =
+    let e = Array.zeroCreate<float> count
+    let o = Array.zeroCreate<float> count
+    use pe = fixed e
+    use po = fixed o
+    if scalar then Normals.FillPairScalar(seed, path, pair, tag, pe, po, count)
+    else Normals.FillPair(seed, path, pair, tag, pe, po, count)
+    e, o
+
+/// One call of a StepNormals: Fill (count lanes) or FillAcrossPaths4 (4·count).
+let private viaStepNormals (four: bool) (sn: StepNormals) (seed: uint64) (path: uint64) (step: uint64) (tag: uint32) (count: int) =
+    let v = Array.zeroCreate<float> (if four then 4 * count else count)
+    use p = fixed v
+    if four then sn.FillAcrossPaths4(seed, path, step, tag, p, count) else sn.Fill(seed, path, step, tag, p, count)
+    v
+
+let private across4Pair (seed: uint64) (path0: uint64) (pair: uint64) (tag: uint32) (count: int) =
+    let e = Array.zeroCreate<float> (4 * count)
+    let o = Array.zeroCreate<float> (4 * count)
+    use pe = fixed e
+    use po = fixed o
+    Normals.FillAcrossPaths4Pair(seed, path0, pair, tag, pe, po, count)
+    e, o
 
 /// Φ at the edges −9 + i·h (i = 0..nb) by Simpson's rule on each cell of the density (error of order h⁴,
 /// far below what the tests resolve; Φ(−9) ≈ 1e-19 is taken as 0).
@@ -179,6 +207,60 @@ let tests =
             check true
         }
 
+        test "step pairs: one block per lane gives steps 2t and 2t + 1, in every form and call order" {
+            let seed = 0xDEADBEEFCAFEUL
+            for count in [ 1; 2; 3; 4; 5; 7; 8; 9; 13; 40 ] do
+                for (p, t) in [ (0UL, 0UL); (123456789012UL, 2500000000UL); (UInt64.MaxValue >>> 16, 38UL) ] do
+                    let even = fillScalar seed p (2UL * t) Philox.TagStep count |> Array.map bits
+                    let odd = fillScalar seed p (2UL * t + 1UL) Philox.TagStep count |> Array.map bits
+                    for scalar in [ false; true ] do
+                        let e, o = fillPair scalar seed p t Philox.TagStep count
+                        Expect.equal (Array.map bits e) even (sprintf "pair (scalar %b), count %d, even step" scalar count)
+                        Expect.equal (Array.map bits o) odd (sprintf "pair (scalar %b), count %d, odd step" scalar count)
+                    let e4, o4 = across4Pair seed p t Philox.TagStep count
+                    for j in 0..3 do
+                        let ownE = fillScalar seed (p + uint64 j) (2UL * t) Philox.TagStep count |> Array.map bits
+                        let ownO = fillScalar seed (p + uint64 j) (2UL * t + 1UL) Philox.TagStep count |> Array.map bits
+                        Expect.equal (Array.init count (fun k -> bits e4[k * 4 + j])) ownE (sprintf "across paths, even: count %d" count)
+                        Expect.equal (Array.init count (fun k -> bits o4[k * 4 + j])) ownO (sprintf "across paths, odd: count %d" count)
+            // StepNormals: in order from an even and from an odd step, a repeat, another path, another tag
+            // and seed in between; every call the bits of Fill
+            let sn = StepNormals(4 * 13)
+            let calls =
+                [ for st in 0UL .. 6UL -> (seed, 5UL, st, Philox.TagStep)
+                  for st in 11UL .. 16UL -> (seed, 5UL, st, Philox.TagStep)
+                  yield (seed, 5UL, 16UL, Philox.TagStep); yield (seed, 5UL, 17UL, Philox.TagStep); yield (seed, 5UL, 17UL, Philox.TagStep)
+                  yield (seed, 5UL, 18UL, Philox.TagStep); yield (seed, 6UL, 19UL, Philox.TagStep)
+                  yield (seed, 5UL, 20UL, Philox.TagStep); yield (seed, 5UL, 21UL, Philox.TagInitNormal)
+                  yield (seed, 5UL, 22UL, Philox.TagStep); yield (seed + 1UL, 5UL, 23UL, Philox.TagStep) ]
+            for count in [ 1; 3; 13 ] do
+                for (sd, p, st, tag) in calls do
+                    let got = viaStepNormals false sn sd p st tag count
+                    Expect.equal (Array.map bits got) (fillScalar sd p st tag count |> Array.map bits) (sprintf "StepNormals.Fill count %d path %d step %d" count p st)
+                    let got4 = viaStepNormals true sn sd p st tag count
+                    Expect.equal (Array.map bits got4) (across4 sd p st tag count |> Array.map bits) (sprintf "StepNormals.FillAcrossPaths4 count %d path %d step %d" count p st)
+        }
+
+        test "the two steps of a pair are independent: correlation, E[z²z'²] = 1, E[z·z'] = 0 over 10⁶ pairs" {
+            // z = r cos θ, z' = r sin θ: independent when r² ~ χ²₂ and θ uniform; a wrong radius or angle
+            // law shows as E[z²z'²] ≠ 1 (z = z' would give 3)
+            let n = 1_000_000
+            let mutable s11 = 0.0
+            let mutable s22 = 0.0
+            let mutable s2 = 0.0
+            for p in 0 .. n / 8 - 1 do
+                let e, o = fillPair false 31UL (uint64 p) 7UL Philox.TagStep 8
+                for k in 0..7 do
+                    s11 <- s11 + e[k] * o[k]
+                    s22 <- s22 + e[k] * e[k] * o[k] * o[k]
+                    s2 <- s2 + e[k] * e[k] + o[k] * o[k]
+            let nf = float n
+            // Var(z z') = 1, Var(z² z'²) = 9 − 1 = 8
+            Expect.isLessThanOrEqual (abs (s11 / nf)) (4.5 / sqrt nf) (sprintf "E[z z'] = %g" (s11 / nf))
+            Expect.isLessThanOrEqual (abs (s22 / nf - 1.0)) (4.5 * sqrt (8.0 / nf)) (sprintf "E[z² z'²] = %g" (s22 / nf))
+            Expect.isLessThanOrEqual (abs (s2 / (2.0 * nf) - 1.0)) (4.5 * sqrt (2.0 / (2.0 * nf))) (sprintf "E z² = %g" (s2 / (2.0 * nf)))
+        }
+
         test "the largest |z| comes from the smallest uniform and is beyond 7σ" {
             // a = 0: u = 2^-54, r = √(108 log 2); b's top bits 0 then 2^50: quadrant 0, f = 2^-52 (cos ≈ 1)
             let mutable z0 = 0.0
@@ -199,12 +281,17 @@ let tests =
             let check (seed, path, step, tag) (expected: int64[]) =
                 let v = fill seed path step tag 5
                 Expect.equal (Array.map bits v) expected (sprintf "seed %d path %d step %d tag %d: %A %A" seed path step tag v (Array.map bits v))
-            // -0.40414676216929024, -0.24337868573504895, -0.5088680601012667, -0.1007321987753326, 0.31241600298800565
-            check (1UL, 0UL, 0UL, Philox.TagStep) [| -4622419956106835456L; -4625435375297150084L; -4620613341297793768L; -4631449096305710102L; 4599299606296471368L |]
-            // 0.7325382460141644, 0.26338229279157943, 0.3409324232738861, 0.7684399866689877, -0.790098041442507
-            check (0xDEADBEEFUL, 12345UL, 678UL, Philox.TagStep) [| 4604773337488844471L; 4598416293500594496L; 4599813312455565095L; 4605096711620514500L; -4618080246819446126L |]
-            // 0.9378959590547975, 0.887195774911654, -0.2715101032693286, -0.06373338044110413, -0.5017455872568115
-            check (42UL, 7UL, 0UL, Philox.TagInitNormal) [| 4606623035328699376L; 4606166368667870023L; -4624809325737225595L; -4634115142137120982L; -4620677494829890258L |]
+            // Version 2 (step pairs): lane k at steps 2t, 2t + 1 is z0, z1 of block (k, t). Its values are the
+            // first generator's regrouped: version 1 gave lanes 2j, 2j + 1 of a step from block j, so step 0's
+            // lanes here are version 1's even lanes of step 0 and step 1's its odd lanes (the last stream)
+            // -0.40414676216929024, -0.5088680601012667, 0.31241600298800565, 2.3198799463008872, -0.2312406148627137
+            check (1UL, 0UL, 0UL, Philox.TagStep) [| -4622419956106835456L; -4620613341297793768L; 4599299606296471368L; 4612406324030869889L; -4625872695388811250L |]
+            // 0.8113538615869208, 1.0967472430172625, 0.5505807759554849, 1.5043342804478375, -1.495706043684476
+            check (0xDEADBEEFUL, 12345UL, 678UL, Philox.TagStep) [| 4605483245442693355L; 4607618129647619074L; 4603134410300137377L; 4609453738477512456L; -4613957156501135691L |]
+            // 0.9378959590547975, -0.2715101032693286, -0.5017455872568115, -0.7827704551491722, -1.4256348120453066
+            check (42UL, 7UL, 0UL, Philox.TagInitNormal) [| 4606623035328699376L; -4624809325737225595L; -4620677494829890258L; -4618146247849246501L; -4614272729273835246L |]
+            // -0.24337868573504895, -0.1007321987753326, -1.0366154638949236, -1.1120449468927045, -0.8761639504052553
+            check (1UL, 0UL, 1UL, Philox.TagStep) [| -4625435375297150084L; -4631449096305710102L; -4616024716665205224L; -4615685012473683669L; -4617305034028378253L |]
         }
 
         test "law on 10⁶ draws: moments to 8th order, KS, tails beyond 3 and 4σ" {

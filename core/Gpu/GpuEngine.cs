@@ -153,9 +153,12 @@ public static class GpuEngine
         => RunPartial(GpuDevice.Get(backend), model, s, plans).ToEstimates();
 
     /// <summary>Bytes of device memory one path needs (its working set) for this model and these queries.</summary>
+    /// <summary>Noise rows per path of the plain kernel: the init draw or a step's normals, then the odd step of a pair.</summary>
+    internal static long NoiseRows(int d, int m) => Math.Max(Math.Max(d, m), 1) + m;
+
     public static long BytesPerPath(int d, int m, int nobs, QueryPlan[] plans)
     {
-        long doubles = 2L * d + Math.Max(Math.Max(d, m), 1) + d + Math.Max(nobs, 1);
+        long doubles = 2L * d + NoiseRows(d, m) + d + Math.Max(nobs, 1);
         long ints = 0;
         foreach (var q in plans)
         {
@@ -223,7 +226,7 @@ public static class GpuEngine
 
         long nFlags = 2 + 2L * plans.Length;
         using var state = acc.Allocate1D<double>(2L * d * chunk);
-        using var noise = acc.Allocate1D<double>(Math.Max(Math.Max(d, m), 1) * chunk);
+        using var noise = acc.Allocate1D<double>(NoiseRows(d, m) * chunk);
         using var unif = acc.Allocate1D<double>((long)d * chunk);
         using var obs = acc.Allocate1D<double>(Math.Max(nobs, 1) * chunk);
         using var qbuf = acc.Allocate1D(qd);

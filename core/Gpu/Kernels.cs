@@ -39,18 +39,22 @@ public static class KernelNormals
     /// <summary>Lanes 0..count−1 of the standard normals of (path, step) in stream <paramref name="tag"/>.</summary>
     public static void Fill<TV>(ulong seed, ulong path, ulong step, uint tag, TV dst, int count) where TV : struct, IVec
     {
-        uint blk = 0;
-        int k = 0;
-        for (; k + 1 < count; k += 2, blk++)
+        ulong pair = step >> 1;
+        for (int k = 0; k < count; k++) dst[k] = Normals.OfStep(Philox.Draw(seed, path, pair, tag, (uint)k), step);
+    }
+
+    /// <summary>
+    /// Lanes 0..count−1 at steps 2·<paramref name="pair"/> and 2·pair + 1, from one block per lane
+    /// (<see cref="Normals.FillPair"/>'s bits): a kernel stepping through a path draws a pair at each even step.
+    /// </summary>
+    public static void FillPair<TV, TW>(ulong seed, ulong path, ulong pair, uint tag, TV even, TW odd, int count)
+        where TV : struct, IVec where TW : struct, IVec
+    {
+        for (int k = 0; k < count; k++)
         {
-            Normals.BoxMuller(Philox.Draw(seed, path, step, tag, blk), out double z0, out double z1);
-            dst[k] = z0;
-            dst[k + 1] = z1;
-        }
-        if (k < count)
-        {
-            UInt4 b = Philox.Draw(seed, path, step, tag, blk);
-            dst[k] = Normals.TransformCos(b.X | ((ulong)b.Y << 32), b.Z | ((ulong)b.W << 32));
+            Normals.BoxMuller(Philox.Draw(seed, path, pair, tag, (uint)k), out double z0, out double z1);
+            even[k] = z0;
+            odd[k] = z1;
         }
     }
 
@@ -122,6 +126,8 @@ public static class Kernels
         var x = new SoaVec(state, i, P);
         var y = new SoaVec(state, i + d * P, P);
         var w = new SoaVec(noise, i, P);
+        // the odd step of a pair: drawn with the even step, from the same blocks
+        var w2 = new SoaVec(noise, i + Math.Max(Math.Max(d, m), 1) * P, P);
         var zu = new SoaVec(unif, i, P);
         var ov = new SoaVec(obs, i, P);
 
@@ -140,8 +146,13 @@ public static class Kernels
         if (a.ObsFrom == 0) Record(model, x, 0, 0.0, ov, qs, a.NQ, samples, counts, flags, i, P);
         for (long n = 0; n < a.Steps; n++)
         {
-            if (m > 0) KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, m);
-            model.Step(x, y, w, n * a.Dt, a.Dt, a.SqDt);
+            bool odd = (n & 1) != 0;
+            if (m > 0 && !odd)
+            {
+                if (n + 1 < a.Steps) KernelNormals.FillPair(a.Seed, gp, (ulong)n >> 1, Philox.TagStep, w, w2, m);
+                else KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, m);
+            }
+            model.Step(x, y, odd ? w2 : w, n * a.Dt, a.Dt, a.SqDt);
             if (!AllFinite(y, d)) { Fail(flags, n + 1); return; }
             var t = x; x = y; y = t;
             long n1 = n + 1;

@@ -188,6 +188,8 @@ internal sealed unsafe class LyapunovWorker<TModel> where TModel : struct, ISdeT
     readonly double _dt, _sq;
     readonly bool _logDet;
     readonly double[] x, y, w, zn, zu, jv, q, z, q0, logR, jd;
+    /// <summary>The step normals two steps per draw.</summary>
+    readonly StepNormals _pairs;
     readonly double[] piv; // pivot rows (as doubles: see Dense)
     readonly StepProgress _progress;
     public readonly ExactSum[] S, S2;
@@ -198,6 +200,7 @@ internal sealed unsafe class LyapunovWorker<TModel> where TModel : struct, ISdeT
         _m = model; _st = st; d = model.Dim; M = model.NoiseDim; K = k; N = steps; Nb = nb;
         _seed = s.Seed; _dt = s.Dt; _sq = Math.Sqrt(s.Dt); _logDet = logDet; _progress = progress;
         x = new double[d]; y = new double[d]; w = new double[Math.Max(1, M)]; zn = new double[d]; zu = new double[d];
+        _pairs = new StepNormals(M);
         jv = new double[Math.Max(1, st.JRow.Length)];
         q = new double[d * k]; z = new double[d * k]; q0 = frame; logR = new double[k + 1];
         jd = logDet ? new double[d * d] : Array.Empty<double>();
@@ -227,7 +230,7 @@ internal sealed unsafe class LyapunovWorker<TModel> where TModel : struct, ISdeT
             for (long n = 0; n < N; n++)
             {
                 double t = n * dt;
-                if (M > 0) Normals.Fill(_seed, gp, (ulong)n, Philox.TagStep, pw, M);
+                if (M > 0) _pairs.Fill(_seed, gp, (ulong)n, Philox.TagStep, pw, M);
                 _m.Jacobian(V(a), V(pw), t, dt, sq, V(pjv));
                 // Z = J Q, column by column through the sparsity pattern
                 Array.Clear(qb);

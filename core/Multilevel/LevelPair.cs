@@ -392,9 +392,12 @@ public static class LevelPair
         public readonly LevelSums.Chunk Chunk;
         void* _mem;
         public readonly LaneBuffers? Lanes;
+        /// <summary>A level-0 path's step normals, two steps per draw.</summary>
+        public readonly StepNormals Pairs;
 
         public Worker(int d, int m, int nobs, LevelSums like, bool lanes)
         {
+            Pairs = new StepNormals(m);
             int k = K = like.K;
             if (lanes) Lanes = new LaneBuffers(d, m, nobs);
             long dp = Pad(d), mp = Pad(m), op = Pad(nobs), rows = Pad(ChunkSize * Math.Max(k, 1));
@@ -477,7 +480,7 @@ public static class LevelPair
         {
             for (long n = 0; n < nf; n++)
             {
-                if (m > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, w1, m);
+                if (m > 0) wk.Pairs.Fill(seed, gp, (ulong)n, Philox.TagStep, w1, m);
                 model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w1), n * dtf, dtf, sqf);
                 if (!Finite(yf, d)) return n + 1;
                 { double* t = xf; xf = yf; yf = t; }
@@ -490,12 +493,12 @@ public static class LevelPair
             for (long k = 0; k < nf / 2; k++)
             {
                 long n = 2 * k;
-                if (m > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, w1, m);
+                // the fine steps n, n + 1 are one step pair: one draw for both (w2 waits for the second)
+                if (m > 0) Normals.FillPair(seed, gp, (ulong)k, Philox.TagStep, w1, w2, m);
                 model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w1), n * dtf, dtf, sqf);
                 if (!Finite(yf, d)) return n + 1;
                 { double* t = xf; xf = yf; yf = t; }
                 if (n + 1 >= c.FFrom && n + 1 <= c.FTo) { model.Observe(new PtrVec(xf), (n + 1) * dtf, ov); Record(c, lf, who, obs, n + 1, sumF); }
-                if (m > 0) Normals.Fill(seed, gp, (ulong)(n + 1), Philox.TagStep, w2, m);
                 model.Step(new PtrVec(xf), new PtrVec(yf), new PtrVec(w2), (n + 1) * dtf, dtf, sqf);
                 if (!Finite(yf, d)) return n + 2;
                 { double* t = xf; xf = yf; yf = t; }

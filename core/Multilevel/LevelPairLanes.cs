@@ -76,7 +76,7 @@ internal sealed unsafe class CoupledLanesOf<TModel> : CoupledLanes<TModel> where
         {
             for (long n = 0; n < nf; n++)
             {
-                if (m > 0) Normals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w1, m);
+                if (m > 0) b.Pairs.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w1, m);
                 model.StepLanes4(xf, yf, w1, n * dtf, dtf, sqf);
                 if (!Finite(yf, d4)) return false;
                 { double* t = xf; xf = yf; yf = t; }
@@ -90,12 +90,12 @@ internal sealed unsafe class CoupledLanesOf<TModel> : CoupledLanes<TModel> where
             for (long k = 0; k < nf / 2; k++)
             {
                 long n = 2 * k;
-                if (m > 0) Normals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w1, m);
+                // the fine steps n, n + 1 are one step pair: one draw for both (w2 waits for the second)
+                if (m > 0) Normals.FillAcrossPaths4Pair(seed, gp, (ulong)k, Philox.TagStep, w1, w2, m);
                 model.StepLanes4(xf, yf, w1, n * dtf, dtf, sqf);
                 if (!Finite(yf, d4)) return false;
                 { double* t = xf; xf = yf; yf = t; }
                 if (n + 1 >= c.FFrom && n + 1 <= c.FTo) Observe(ref model, c, c.Lf, who, xf, obs, n + 1, (n + 1) * dtf, sumF, stride);
-                if (m > 0) Normals.FillAcrossPaths4(seed, gp, (ulong)(n + 1), Philox.TagStep, w2, m);
                 model.StepLanes4(xf, yf, w2, (n + 1) * dtf, dtf, sqf);
                 if (!Finite(yf, d4)) return false;
                 { double* t = xf; xf = yf; yf = t; }
@@ -134,9 +134,12 @@ internal sealed unsafe class CoupledLanesOf<TModel> : CoupledLanes<TModel> where
 internal sealed unsafe class LaneBuffers : IDisposable
 {
     public double* Xf, Yf, Xc, Yc, W1, W2, Wc, Zn, Zu, Obs;
+    /// <summary>A level-0 group's step normals, two steps per draw.</summary>
+    public readonly StepNormals Pairs;
     void* _mem;
     public LaneBuffers(int d, int m, int nobs)
     {
+        Pairs = new StepNormals(4 * m);
         long d4 = 4L * Math.Max(d, 1), m4 = 4L * Math.Max(m, 1), dp = Math.Max(d, 1), op = Math.Max(nobs, 1);
         long total = 4 * d4 + 3 * m4 + 2 * dp + op;
         _mem = NativeMemory.AlignedAlloc((nuint)(total * 8), 64);

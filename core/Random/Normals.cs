@@ -5,9 +5,16 @@ using System.Runtime.Intrinsics.X86;
 namespace Sde.Core;
 
 /// <summary>
-/// Standard normals and uniforms from Philox blocks. Each block (128 bits) gives two 53-bit uniforms
-/// and, by Box–Muller, two normals: lanes 2j and 2j+1 come from block j, so lane k depends only on
-/// (seed, path, step, tag, k) and never on how many lanes were asked for.
+/// Standard normals and uniforms from Philox blocks. Each block (128 bits) gives, by Box–Muller, two
+/// normals, and they go to one lane at two consecutive steps: lane k at steps 2t and 2t + 1 is z0 and z1
+/// of block (k, t) (<see cref="Philox.Draw"/> with the step pair t as its step word). So lane k depends
+/// only on (seed, path, step, tag, k), never on how many lanes were asked for, and every block gives two
+/// normals whatever the number of lanes: a model with one noise draws half a block per step (the first
+/// generator paired lanes 2j and 2j + 1 within a step, and an odd last lane wasted half its block).
+/// A caller that steps one step at a time draws a pair and keeps the odd step for the next call
+/// (<see cref="StepNormals"/>); one step alone (<see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/>)
+/// costs a block per lane, the same bits. Uniforms (<see cref="FillUniform(ulong, ulong, ulong, uint, double*, int)"/>)
+/// take the two 64-bit halves of block j as lanes 2j and 2j + 1 of their own step.
 ///
 /// One generator, the same bits in every form. The transform uses only operations that IEEE 754 rounds
 /// exactly once (add, subtract, multiply, divide, square root) and exact integer and bit manipulations,
@@ -25,7 +32,7 @@ namespace Sde.Core;
 public static class Normals
 {
     /// <summary>The generator's name and version, recorded in shard files: bump it with any change of the bits.</summary>
-    public const string Version = "philox4x32-10 box-muller-fma 1";
+    public const string Version = "philox4x32-10 box-muller-fma 2 step-pairs";
 
     const double Inv53 = 1.0 / 9007199254740992.0; // 2^-53
     const double Inv51 = 1.0 / 2251799813685248.0; // 2^-51
@@ -123,7 +130,11 @@ public static class Normals
         z1 = r * sn;
     }
 
-    /// <summary>Lane 2j of <see cref="Transform"/> only (a last odd lane): the same bits as its z0.</summary>
+    /// <summary>
+    /// z0 of <see cref="Transform"/> alone, the same bits. z1 is z0 of the angle a quarter-turn back:
+    /// <c>TransformCos(a, b − 2^62)</c> (the quadrant, b's top two bits, one less; the rest of b the same)
+    /// gives z1's bits, which is how one step of a pair is drawn alone (<see cref="OfStep"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static double TransformCos(ulong a, ulong b)
     {
@@ -137,10 +148,15 @@ public static class Normals
         return r * cs;
     }
 
+    /// <summary>The normal of <paramref name="step"/> from its pair's block: z0 for an even step, z1 for an odd one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static double OfStep(UInt4 b, ulong step)
+        => TransformCos(b.X | ((ulong)b.Y << 32), (b.Z | ((ulong)b.W << 32)) - ((step & 1) << 62));
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static double Radius(ulong a) => Math.Sqrt(-2.0 * Log(((double)(a >> 11) + 0.5) * Inv53));
 
-    /// <summary>Two standard normals from one Philox block (lanes 2j, 2j+1 of block j).</summary>
+    /// <summary>Two standard normals from one Philox block (one lane's steps 2t and 2t + 1 for block (k, t)).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void BoxMuller(UInt4 b, out double z0, out double z1)
         => Transform(b.X | ((ulong)b.Y << 32), b.Z | ((ulong)b.W << 32), out z0, out z1);
@@ -161,30 +177,42 @@ public static class Normals
         get => Avx2.IsSupported && !ForceScalar && !ScalarOnThisThread;
     }
 
-    /// <summary>Lanes 0..count−1 of the standard normals of (path, step) in stream <paramref name="tag"/>.</summary>
+    /// <summary>
+    /// Lanes 0..count−1 of the standard normals of (path, step) in stream <paramref name="tag"/>, one step
+    /// alone: a block per lane (a caller stepping through steps draws pairs, <see cref="StepNormals"/>).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe void Fill(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
-        // One block: the scalar form is cheaper than a 4-block vector group (same bits).
-        if (count > 2 && Avx2.IsSupported && !ScalarOnThisThread && !ForceScalar) FillAvx2(seed, path, step, tag, dst, count);
+        if (count >= 3 && Avx2.IsSupported && !ScalarOnThisThread && !ForceScalar) FillAvx2(seed, path, step, tag, dst, count);
         else FillScalar(seed, path, step, tag, dst, count);
     }
 
-    /// <summary>The portable form: one block, two lanes, at a time (a last odd lane computes only its cosine).</summary>
+    /// <summary>The portable form of <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/>: one block per lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called every step: never run at tier 0
     public static unsafe void FillScalar(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
-        uint blk = 0;
-        int k = 0;
-        for (; k + 1 < count; k += 2, blk++)
-        {
-            BoxMuller(Philox.Draw(seed, path, step, tag, blk), out dst[k], out dst[k + 1]);
-        }
-        if (k < count)
-        {
-            UInt4 b = Philox.Draw(seed, path, step, tag, blk);
-            dst[k] = TransformCos(b.X | ((ulong)b.Y << 32), b.Z | ((ulong)b.W << 32));
-        }
+        ulong pair = step >> 1;
+        for (int k = 0; k < count; k++) dst[k] = OfStep(Philox.Draw(seed, path, pair, tag, (uint)k), step);
+    }
+
+    /// <summary>
+    /// Lanes 0..count−1 at steps 2·<paramref name="pair"/> (into <paramref name="even"/>) and 2·pair + 1
+    /// (into <paramref name="odd"/>): one block per lane for both, the same bits as two calls of
+    /// <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void FillPair(ulong seed, ulong path, ulong pair, uint tag, double* even, double* odd, int count)
+    {
+        if (count >= 2 && Avx2.IsSupported && !ScalarOnThisThread && !ForceScalar) FillPairAvx2(seed, path, pair, tag, even, odd, count);
+        else FillPairScalar(seed, path, pair, tag, even, odd, count);
+    }
+
+    /// <summary>The portable form of <see cref="FillPair"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void FillPairScalar(ulong seed, ulong path, ulong pair, uint tag, double* even, double* odd, int count)
+    {
+        for (int k = 0; k < count; k++) BoxMuller(Philox.Draw(seed, path, pair, tag, (uint)k), out even[k], out odd[k]);
     }
 
     // ---- vector forms: the same operations lane-wise ----
@@ -349,25 +377,86 @@ public static class Normals
         b = (x2 & mask) | (x3 << 32);
     }
 
+    /// <summary>Philox's counter words 1..3 for (path, step word, tag), broadcast.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Counters(ulong path, ulong word, uint tag, out Vector256<ulong> c1, out Vector256<ulong> c2, out Vector256<ulong> c3)
+    {
+        c1 = Vector256.Create((ulong)(uint)word);
+        c2 = Vector256.Create((ulong)(uint)path);
+        c3 = Vector256.Create((ulong)((uint)(path >> 32) ^ ((uint)(word >> 32) << 16) ^ (tag << 28)));
+    }
+
+    /// <summary>Philox's counter words 2 and 3 of four consecutive paths (word 3 without the step's high bits).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PathCounters(ulong path0, uint tag, out Vector256<ulong> c2, out Vector256<ulong> c3)
+    {
+        ulong p1 = path0 + 1, p2 = path0 + 2, p3 = path0 + 3;
+        uint tg = tag << 28;
+        c2 = Vector256.Create((ulong)(uint)path0, (uint)p1, (uint)p2, (uint)p3);
+        c3 = Vector256.Create((ulong)((uint)(path0 >> 32) ^ tg), (uint)(p1 >> 32) ^ tg, (uint)(p2 >> 32) ^ tg, (uint)(p3 >> 32) ^ tg);
+    }
+
+    /// <summary>Counter word 3's share of a step word's high bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<ulong> HighWord(ulong word) => Vector256.Create((ulong)((uint)(word >> 32) << 16));
+
+    /// <summary>Lanes k .. k+3 as four counter words 0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<ulong> LaneWords(int k) => Vector256.Create((ulong)(uint)k, (uint)(k + 1), (uint)(k + 2), (uint)(k + 3));
+
     /// <summary>
-    /// Four Philox blocks (eight lanes) per group in AVX2 registers. A last block alone goes to the scalar
-    /// form, a partial group of two or three blocks is computed in full and copied: the same bits.
+    /// One step of one path: four lanes' blocks per vector (eight, two chains, while they fill), each lane
+    /// the output its step picks (<see cref="TransformCosV"/> of b, or of b − 2^62 for an odd step).
+    /// A last partial group is computed in full and copied: the same bits.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // called every step: never run at tier 0
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static unsafe void FillAvx2(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
-        double* tmp = stackalloc double[8];
-        var c1 = Vector256.Create((ulong)(uint)step);
-        var c2 = Vector256.Create((ulong)(uint)path);
-        var c3 = Vector256.Create((ulong)((uint)(path >> 32) ^ ((uint)(step >> 32) << 16) ^ (tag << 28)));
+        double* tmp = stackalloc double[4];
+        Counters(path, step >> 1, tag, out var c1, out var c2, out var c3);
+        var back = Vector256.Create((step & 1) << 62);
         uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
         int k = 0;
-        // Two groups (sixteen lanes) at a time while they fill: two independent dependency chains, which
-        // the core overlaps (one group's Philox rounds and log polynomial are latency-bound).
-        for (; count - k >= 16; k += 16)
+        for (; count - k >= 8; k += 8)
         {
-            ulong b0 = (ulong)(uint)(k >> 1);
-            var x0 = Vector256.Create(b0, b0 + 1, b0 + 2, b0 + 3);
+            var x0 = LaneWords(k);
+            var y0 = x0 + Vector256.Create(4UL);
+            var x1 = c1; var x2 = c2; var x3 = c3;
+            var y1 = c1; var y2 = c2; var y3 = c3;
+            PhiloxV2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, k0, k1);
+            Halves(x0, x1, x2, x3, out var a, out var b);
+            Halves(y0, y1, y2, y3, out var a2, out var b2);
+            TransformCosV2(a, b - back, a2, b2 - back, out var z, out var w);
+            z.Store(dst + k);
+            w.Store(dst + k + 4);
+        }
+        for (; k < count; k += 4)
+        {
+            var x0 = LaneWords(k);
+            var x1 = c1; var x2 = c2; var x3 = c3;
+            PhiloxV(ref x0, ref x1, ref x2, ref x3, k0, k1);
+            Halves(x0, x1, x2, x3, out var a, out var b);
+            var z = TransformCosV(a, b - back);
+            if (k + 4 <= count) z.Store(dst + k);
+            else
+            {
+                z.Store(tmp);
+                for (int i = k; i < count; i++) dst[i] = tmp[i - k];
+            }
+        }
+    }
+
+    /// <summary>A step pair of one path: four lanes' blocks per vector, both outputs of each (<see cref="TransformV"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void FillPairAvx2(ulong seed, ulong path, ulong pair, uint tag, double* even, double* odd, int count)
+    {
+        double* tmp = stackalloc double[8];
+        Counters(path, pair, tag, out var c1, out var c2, out var c3);
+        uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        int k = 0;
+        for (; count - k >= 8; k += 8)
+        {
+            var x0 = LaneWords(k);
             var y0 = x0 + Vector256.Create(4UL);
             var x1 = c1; var x2 = c2; var x3 = c3;
             var y1 = c1; var y2 = c2; var y3 = c3;
@@ -376,85 +465,100 @@ public static class Normals
             Halves(y0, y1, y2, y3, out var a2, out var b2);
             TransformV(a, b, out var z0, out var z1);
             TransformV(a2, b2, out var w0, out var w1);
-            var lo = Avx.UnpackLow(z0, z1);
-            var hi = Avx.UnpackHigh(z0, z1);
-            Avx.Permute2x128(lo, hi, 0x20).Store(dst + k);
-            Avx.Permute2x128(lo, hi, 0x31).Store(dst + k + 4);
-            lo = Avx.UnpackLow(w0, w1);
-            hi = Avx.UnpackHigh(w0, w1);
-            Avx.Permute2x128(lo, hi, 0x20).Store(dst + k + 8);
-            Avx.Permute2x128(lo, hi, 0x31).Store(dst + k + 12);
+            z0.Store(even + k);
+            z1.Store(odd + k);
+            w0.Store(even + k + 4);
+            w1.Store(odd + k + 4);
         }
-        for (; count - k > 2; k += 8)
+        for (; k < count; k += 4)
         {
-            ulong b0 = (ulong)(uint)(k >> 1);
-            var x0 = Vector256.Create(b0, b0 + 1, b0 + 2, b0 + 3);
+            var x0 = LaneWords(k);
             var x1 = c1; var x2 = c2; var x3 = c3;
             PhiloxV(ref x0, ref x1, ref x2, ref x3, k0, k1);
             Halves(x0, x1, x2, x3, out var a, out var b);
             TransformV(a, b, out var z0, out var z1);
-            // Interleave: block j gives lanes 2j (cos) and 2j+1 (sin).
-            var lo = Avx.UnpackLow(z0, z1);   // j0c j0s j2c j2s
-            var hi = Avx.UnpackHigh(z0, z1);  // j1c j1s j3c j3s
-            var first = Avx.Permute2x128(lo, hi, 0x20);
-            var second = Avx.Permute2x128(lo, hi, 0x31);
-            if (k + 8 <= count)
+            if (k + 4 <= count)
             {
-                first.Store(dst + k);
-                second.Store(dst + k + 4);
+                z0.Store(even + k);
+                z1.Store(odd + k);
             }
             else
             {
-                first.Store(tmp);
-                second.Store(tmp + 4);
-                for (int i = k; i < count; i++) dst[i] = tmp[i - k];
+                z0.Store(tmp);
+                z1.Store(tmp + 4);
+                for (int i = k; i < count; i++) { even[i] = tmp[i - k]; odd[i] = tmp[4 + i - k]; }
             }
-        }
-        // one block left
-        if (k + 1 < count)
-            BoxMuller(Philox.Draw(seed, path, step, tag, (uint)(k >> 1)), out dst[k], out dst[k + 1]);
-        else if (k < count)
-        {
-            UInt4 b = Philox.Draw(seed, path, step, tag, (uint)(k >> 1));
-            dst[k] = TransformCos(b.X | ((ulong)b.Y << 32), b.Z | ((ulong)b.W << 32));
         }
     }
 
     /// <summary>
     /// The normals of four consecutive paths at one step: dst[k·4 + j] = lane k of path path0 + j, the same
     /// bits as <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/> of that path (a test checks it).
-    /// The four vector lanes run over the paths (only Philox's counter differs), one block per iteration.
+    /// The four vector lanes run over the paths (only Philox's counter differs), two lanes per iteration.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void FillAcrossPaths4(ulong seed, ulong path0, ulong step, uint tag, double* dst, int count)
     {
         if (!VectorUsable)
         {
-            double* tmp = stackalloc double[2];
             for (int j = 0; j < 4; j++)
-            {
-                ulong p = path0 + (ulong)j;
-                for (int i = 0; i < count; i += 2)
-                {
-                    int n = Math.Min(2, count - i);
-                    FillBlock(seed, p, step, tag, (uint)(i >> 1), tmp, n);
-                    dst[i * 4 + j] = tmp[0];
-                    if (n == 2) dst[(i + 1) * 4 + j] = tmp[1];
-                }
-            }
+                for (int l = 0; l < count; l++)
+                    dst[l * 4 + j] = OfStep(Philox.Draw(seed, path0 + (ulong)j, step >> 1, tag, (uint)l), step);
             return;
         }
-        ulong p1 = path0 + 1, p2 = path0 + 2, p3 = path0 + 3;
-        var c1 = Vector256.Create((ulong)(uint)step);
-        var c2 = Vector256.Create((ulong)(uint)path0, (uint)p1, (uint)p2, (uint)p3);
-        uint hi = ((uint)(step >> 32) << 16) ^ (tag << 28);
-        var c3 = Vector256.Create((ulong)((uint)(path0 >> 32) ^ hi), (uint)(p1 >> 32) ^ hi, (uint)(p2 >> 32) ^ hi, (uint)(p3 >> 32) ^ hi);
+        ulong pair = step >> 1;
+        PathCounters(path0, tag, out var c2, out var c3);
+        c3 ^= HighWord(pair);
+        var c1 = Vector256.Create((ulong)(uint)pair);
+        var back = Vector256.Create((step & 1) << 62);
         uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
         int k = 0;
-        for (; count - k >= 4; k += 4)
+        for (; count - k >= 2; k += 2)
         {
-            // two blocks at once: independent chains the core overlaps
-            var x0 = Vector256.Create((ulong)(uint)(k >> 1));
+            // two lanes at once: independent chains the core overlaps
+            var x0 = Vector256.Create((ulong)(uint)k);
+            var y0 = x0 + Vector256<ulong>.One;
+            var x1 = c1; var x2 = c2; var x3 = c3;
+            var y1 = c1; var y2 = c2; var y3 = c3;
+            PhiloxV2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, k0, k1);
+            Halves(x0, x1, x2, x3, out var a, out var b);
+            Halves(y0, y1, y2, y3, out var a2, out var b2);
+            TransformCosV2(a, b - back, a2, b2 - back, out var z, out var w);
+            z.Store(dst + k * 4);
+            w.Store(dst + (k + 1) * 4);
+        }
+        if (k < count)
+        {
+            var x0 = Vector256.Create((ulong)(uint)k);
+            var x1 = c1; var x2 = c2; var x3 = c3;
+            PhiloxV(ref x0, ref x1, ref x2, ref x3, k0, k1);
+            Halves(x0, x1, x2, x3, out var a, out var b);
+            TransformCosV(a, b - back).Store(dst + k * 4);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="FillAcrossPaths4"/> at steps 2·<paramref name="pair"/> (into <paramref name="even"/>) and
+    /// 2·pair + 1 (into <paramref name="odd"/>), both from each lane's block: the same bits as two calls.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void FillAcrossPaths4Pair(ulong seed, ulong path0, ulong pair, uint tag, double* even, double* odd, int count)
+    {
+        if (!VectorUsable)
+        {
+            for (int j = 0; j < 4; j++)
+                for (int l = 0; l < count; l++)
+                    BoxMuller(Philox.Draw(seed, path0 + (ulong)j, pair, tag, (uint)l), out even[l * 4 + j], out odd[l * 4 + j]);
+            return;
+        }
+        PathCounters(path0, tag, out var c2, out var c3);
+        c3 ^= HighWord(pair);
+        var c1 = Vector256.Create((ulong)(uint)pair);
+        uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        int k = 0;
+        for (; count - k >= 2; k += 2)
+        {
+            var x0 = Vector256.Create((ulong)(uint)k);
             var y0 = x0 + Vector256<ulong>.One;
             var x1 = c1; var x2 = c2; var x3 = c3;
             var y1 = c1; var y2 = c2; var y3 = c3;
@@ -463,39 +567,35 @@ public static class Normals
             Halves(y0, y1, y2, y3, out var a2, out var b2);
             TransformV(a, b, out var z0, out var z1);
             TransformV(a2, b2, out var w0, out var w1);
-            z0.Store(dst + k * 4);
-            z1.Store(dst + (k + 1) * 4);
-            w0.Store(dst + (k + 2) * 4);
-            w1.Store(dst + (k + 3) * 4);
+            z0.Store(even + k * 4);
+            z1.Store(odd + k * 4);
+            w0.Store(even + (k + 1) * 4);
+            w1.Store(odd + (k + 1) * 4);
         }
-        for (; k < count; k += 2)
+        if (k < count)
         {
-            var x0 = Vector256.Create((ulong)(uint)(k >> 1));
+            var x0 = Vector256.Create((ulong)(uint)k);
             var x1 = c1; var x2 = c2; var x3 = c3;
             PhiloxV(ref x0, ref x1, ref x2, ref x3, k0, k1);
             Halves(x0, x1, x2, x3, out var a, out var b);
-            if (k + 1 < count)
-            {
-                TransformV(a, b, out var z0, out var z1);
-                z0.Store(dst + k * 4);
-                z1.Store(dst + (k + 1) * 4);
-            }
-            else TransformCosV(a, b).Store(dst + k * 4);
+            TransformV(a, b, out var z0, out var z1);
+            z0.Store(even + k * 4);
+            z1.Store(odd + k * 4);
         }
     }
 
-    /// <summary>Steps per pass of <see cref="FillAcrossPaths4Steps"/>: its Philox outputs wait on the stack (1 KiB).</summary>
-    const int StepChunk = 16;
+    /// <summary>Step pairs per pass of <see cref="FillAcrossPaths4Steps"/>: their Philox outputs wait on the stack (512 B).</summary>
+    const int PairChunk = 8;
 
     /// <summary>
     /// The normals of four consecutive paths at <paramref name="steps"/> consecutive steps:
     /// dst[(s·count + k)·4 + j] = lane k of path path0 + j at step step0 + s, the same bits as
     /// <see cref="FillAcrossPaths4"/> of each step (so as <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/>
     /// of each path). A step's normals do not depend on the state, so the engine draws several steps at
-    /// once: one step of a model with one to three noises is one or two Philox blocks per path, a single
-    /// dependency chain (Philox's ten rounds, then log, division, square root) that leaves the core
-    /// mostly waiting; many steps' chains in flight fill it, and a last lane 2j computes its cosine alone
-    /// (<see cref="TransformCosV"/>). Any steps, counts and first step (a batch may cross a 2^32 step).
+    /// once: each lane's block gives its two steps of a pair, and a model with one to three noises has
+    /// only a few short dependency chains per step (Philox's ten rounds, then log, division, square root)
+    /// that leave the core mostly waiting; many pairs' chains in flight fill it. Any steps, counts and
+    /// first step (an odd first or last step is drawn alone; a batch may cross a 2^32 step pair).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     [SkipLocalsInit] // its stack buffers are written before they are read
@@ -508,65 +608,53 @@ public static class Normals
             for (int s = 0; s < steps; s++) FillAcrossPaths4(seed, path0, step0 + (ulong)s, tag, dst + s * stride, count);
             return;
         }
-        ulong p1 = path0 + 1, p2 = path0 + 2, p3 = path0 + 3;
-        var c2 = Vector256.Create((ulong)(uint)path0, (uint)p1, (uint)p2, (uint)p3);
-        uint tg = tag << 28;
-        var c3p = Vector256.Create((ulong)((uint)(path0 >> 32) ^ tg), (uint)(p1 >> 32) ^ tg, (uint)(p2 >> 32) ^ tg, (uint)(p3 >> 32) ^ tg);
-        uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        int first = 0;
+        if ((step0 & 1) != 0) { FillAcrossPaths4(seed, path0, step0, tag, dst, count); first = 1; }
+        int pairs = (steps - first) >> 1;
+        ulong pair0 = (step0 + (ulong)first) >> 1;
+        PathCounters(path0, tag, out var c2, out var c3p);
         var keys = stackalloc Vector256<ulong>[20];
         RoundKeys(seed, keys);
-        int blocks = (count + 1) >> 1;
-        // Two passes per block: Philox for up to StepChunk steps, then the transform of each. Each loop's
-        // iterations are independent and short, so the core runs several of them at once (a step's single
-        // chain alone leaves it mostly waiting on latency), and few registers are live (no spills).
-        var ha = stackalloc Vector256<ulong>[StepChunk];
-        var hb = stackalloc Vector256<ulong>[StepChunk];
-        for (int s0 = 0; s0 < steps; s0 += StepChunk)
+        uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
+        // Two passes per lane: Philox for up to PairChunk pairs, then the transform of each. Each loop's
+        // iterations are independent and short, so the core runs several of them at once, and few
+        // registers are live (no spills).
+        var ha = stackalloc Vector256<ulong>[PairChunk];
+        var hb = stackalloc Vector256<ulong>[PairChunk];
+        for (int q0 = 0; q0 < pairs; q0 += PairChunk)
         {
-            int ns = Math.Min(StepChunk, steps - s0);
-            for (int blk = 0; blk < blocks; blk++)
+            int nq = Math.Min(PairChunk, pairs - q0);
+            for (int k = 0; k < count; k++)
             {
-                var x0b = Vector256.Create((ulong)(uint)blk);
-                int s = 0;
-                for (; s + 2 <= ns; s += 2)
+                var x0b = Vector256.Create((ulong)(uint)k);
+                int q = 0;
+                for (; q + 2 <= nq; q += 2)
                 {
-                    ulong st = step0 + (ulong)(s0 + s), su = st + 1;
-                    var x0 = x0b; var x1 = Vector256.Create((ulong)(uint)st); var x2 = c2; var x3 = c3p ^ Vector256.Create((ulong)((uint)(st >> 32) << 16));
-                    var y0 = x0b; var y1 = Vector256.Create((ulong)(uint)su); var y2 = c2; var y3 = c3p ^ Vector256.Create((ulong)((uint)(su >> 32) << 16));
+                    ulong t = pair0 + (ulong)(q0 + q), tu = t + 1;
+                    var x0 = x0b; var x1 = Vector256.Create((ulong)(uint)t); var x2 = c2; var x3 = c3p ^ HighWord(t);
+                    var y0 = x0b; var y1 = Vector256.Create((ulong)(uint)tu); var y2 = c2; var y3 = c3p ^ HighWord(tu);
                     PhiloxV2Keyed(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, keys);
-                    Halves(x0, x1, x2, x3, out ha[s], out hb[s]);
-                    Halves(y0, y1, y2, y3, out ha[s + 1], out hb[s + 1]);
+                    Halves(x0, x1, x2, x3, out ha[q], out hb[q]);
+                    Halves(y0, y1, y2, y3, out ha[q + 1], out hb[q + 1]);
                 }
-                if (s < ns)
+                if (q < nq)
                 {
-                    ulong st = step0 + (ulong)(s0 + s);
-                    var x0 = x0b; var x1 = Vector256.Create((ulong)(uint)st); var x2 = c2; var x3 = c3p ^ Vector256.Create((ulong)((uint)(st >> 32) << 16));
+                    ulong t = pair0 + (ulong)(q0 + q);
+                    var x0 = x0b; var x1 = Vector256.Create((ulong)(uint)t); var x2 = c2; var x3 = c3p ^ HighWord(t);
                     PhiloxV(ref x0, ref x1, ref x2, ref x3, k0, k1);
-                    Halves(x0, x1, x2, x3, out ha[s], out hb[s]);
+                    Halves(x0, x1, x2, x3, out ha[q], out hb[q]);
                 }
-                double* o = dst + (s0 * count + 2 * blk) * 4;
-                if (2 * blk + 1 < count)
+                double* o = dst + ((first + 2 * q0) * count + k) * 4;
+                for (q = 0; q < nq; q++, o += 2 * stride)
                 {
-                    for (s = 0; s < ns; s++, o += stride)
-                    {
-                        TransformV(ha[s], hb[s], out var z0, out var z1);
-                        z0.Store(o);
-                        z1.Store(o + 4);
-                    }
-                }
-                else
-                {
-                    s = 0;
-                    for (; s + 2 <= ns; s += 2, o += 2 * stride)
-                    {
-                        TransformCosV2(ha[s], hb[s], ha[s + 1], hb[s + 1], out var z, out var w);
-                        z.Store(o);
-                        w.Store(o + stride);
-                    }
-                    if (s < ns) TransformCosV(ha[s], hb[s]).Store(o);
+                    TransformV(ha[q], hb[q], out var z0, out var z1);
+                    z0.Store(o);
+                    z1.Store(o + stride);
                 }
             }
         }
+        int done = first + 2 * pairs;
+        if (done < steps) FillAcrossPaths4(seed, path0, step0 + (ulong)done, tag, dst + done * stride, count);
     }
 
     /// <summary>One Horner step p ← f²·p + coefficient of the sine's (sign bit of <paramref name="sine"/> set) or
@@ -695,15 +783,6 @@ public static class Normals
         return r * cs;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void FillBlock(ulong seed, ulong path, ulong step, uint tag, uint blk, double* dst, int n)
-    {
-        UInt4 b = Philox.Draw(seed, path, step, tag, blk);
-        ulong a = b.X | ((ulong)b.Y << 32), c = b.Z | ((ulong)b.W << 32);
-        if (n == 2) Transform(a, c, out dst[0], out dst[1]);
-        else dst[0] = TransformCos(a, c);
-    }
-
     /// <summary>
     /// Lanes 0 and 1 of four consecutive paths, path-major: z[2j], z[2j+1] = lanes 0, 1 of path path0 + j
     /// (the weighted engine's layout; the same bits as <see cref="Fill(ulong, ulong, ulong, uint, double*, int)"/>).
@@ -713,19 +792,23 @@ public static class Normals
     {
         if (!VectorUsable)
         {
-            for (int j = 0; j < 4; j++) FillBlock(seed, path0 + (ulong)j, step, tag, 0, z + 2 * j, 2);
+            for (int j = 0; j < 4; j++)
+                for (int k = 0; k < 2; k++)
+                    z[2 * j + k] = OfStep(Philox.Draw(seed, path0 + (ulong)j, step >> 1, tag, (uint)k), step);
             return;
         }
-        ulong p1 = path0 + 1, p2 = path0 + 2, p3 = path0 + 3;
-        var x0 = Vector256<ulong>.Zero;
-        var x1 = Vector256.Create((ulong)(uint)step);
-        var x2 = Vector256.Create((ulong)(uint)path0, (uint)p1, (uint)p2, (uint)p3);
-        uint hi = ((uint)(step >> 32) << 16) ^ (tag << 28);
-        var x3 = Vector256.Create((ulong)((uint)(path0 >> 32) ^ hi), (uint)(p1 >> 32) ^ hi, (uint)(p2 >> 32) ^ hi, (uint)(p3 >> 32) ^ hi);
-        PhiloxV(ref x0, ref x1, ref x2, ref x3, (uint)seed, (uint)(seed >> 32));
+        ulong pair = step >> 1;
+        PathCounters(path0, tag, out var c2, out var c3);
+        c3 ^= HighWord(pair);
+        var c1 = Vector256.Create((ulong)(uint)pair);
+        var back = Vector256.Create((step & 1) << 62);
+        var x0 = Vector256<ulong>.Zero; var x1 = c1; var x2 = c2; var x3 = c3;
+        var y0 = Vector256<ulong>.One; var y1 = c1; var y2 = c2; var y3 = c3;
+        PhiloxV2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, (uint)seed, (uint)(seed >> 32));
         Halves(x0, x1, x2, x3, out var a, out var b);
-        TransformV(a, b, out var z0, out var z1);
-        // unpack gives (p0 cos, p0 sin, p2 cos, p2 sin) and (p1 ..., p3 ...); the permutes put them in path order
+        Halves(y0, y1, y2, y3, out var a2, out var b2);
+        TransformCosV2(a, b - back, a2, b2 - back, out var z0, out var z1);
+        // unpack gives (p0 lane 0, p0 lane 1, p2 ..., p2 ...) and (p1 ..., p3 ...); the permutes put them in path order
         var lo = Avx.UnpackLow(z0, z1);
         var hi2 = Avx.UnpackHigh(z0, z1);
         Avx.Permute2x128(lo, hi2, 0x20).Store(z);

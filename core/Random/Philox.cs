@@ -55,10 +55,12 @@ public static class Philox
     }
 
     /// <summary>
-    /// The engine's counter layout: block <paramref name="laneBlock"/> (two lanes per block) of the draws of
-    /// <paramref name="path"/> at <paramref name="step"/> in stream <paramref name="tag"/>, keyed by the seed.
+    /// The engine's counter layout: block <paramref name="laneBlock"/> of the draws of <paramref name="path"/>
+    /// at step word <paramref name="step"/> in stream <paramref name="tag"/>, keyed by the seed. Normals pass
+    /// the lane as the block and the step pair (step ≫ 1) as the step word (one block, two steps: see
+    /// <see cref="Normals"/>); uniforms pass block j for lanes 2j, 2j + 1 and the step itself.
     /// Counter = (laneBlock, step low 32, path low 32, path high 32 ^ step bits 32..43 &lt;&lt; 16 ^ tag &lt;&lt; 28).
-    /// Distinct for paths &lt; 2^48, steps &lt; 2^44 and tags &lt; 16.
+    /// Distinct for paths &lt; 2^48, step words &lt; 2^44 and tags &lt; 16.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static UInt4 Draw(ulong seed, ulong path, ulong step, uint tag, uint laneBlock)

@@ -71,6 +71,7 @@ public static class CovectorGrowth
         var tv = new double[d]; var tu = new double[d];
         var growth = new List<double>(); var tgrowth = new List<double>();
         TModel mdl = model;
+        var pairs = new StepNormals(m);
         for (int p = 0; p < paths; p++)
         {
             ulong gp = FirstPath + (ulong)p;
@@ -91,7 +92,7 @@ public static class CovectorGrowth
                 double t = n * dt;
                 fixed (double* px = x, py = y, pw = w, pj = jv)
                 {
-                    Normals.Fill(s.Seed, gp, (ulong)n, Philox.TagStep, pw, m);
+                    pairs.Fill(s.Seed, gp, (ulong)n, Philox.TagStep, pw, m);
                     mdl.Jacobian(new PtrVec(px), new PtrVec(pw), t, dt, sq, new PtrVec(pj));
                     mdl.Step(new PtrVec(px), new PtrVec(py), new PtrVec(pw), t, dt, sq);
                 }

@@ -58,6 +58,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         Sums = new ResponseEngine.Sums(U.Plans);
         // pinned: the step phases keep raw pointers to these between calls
         x = Pinned(d); y = Pinned(d); w = Pinned(m); zn = Pinned(d); zu = Pinned(d);
+        _pairs = new StepNormals(m);
         obs = Pinned(Math.Max(1, U.NObs)); ell0 = Pinned(Math.Max(1, np)); v0 = Pinned(Math.Max(1, np * d));
         xv = new double[variants.Length][]; yv = new double[variants.Length][]; obsV = new double[variants.Length][];
         foreach (int k in U.Variants) { xv[k] = new double[d]; yv[k] = new double[d]; obsV[k] = new double[Math.Max(1, U.NObs)]; }
@@ -154,6 +155,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     }
 
     ulong _gp;
+    /// <summary>The step normals two steps per draw.</summary>
+    readonly StepNormals _pairs;
 
     static double* Ptr(double[] a) => (double*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(a));
 
@@ -164,7 +167,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         int d = U.D, M = U.M;
         double dt = U.Dt, sq = U.SqDt, t = n * dt;
         double* a = _a, pw = _pw;
-        if (M > 0) Normals.Fill(U.S.Seed, _gp, (ulong)n, Philox.TagStep, pw, M);
+        if (M > 0) _pairs.Fill(U.S.Seed, _gp, (ulong)n, Philox.TagStep, pw, M);
         if (_lane != null)
         {
             // straight into the lane set's batch (nothing else here reads J or the Hessian terms)
@@ -172,7 +175,8 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             if (!(U.St.HessianConstant && _hDone)) _m.Hessian(new StrideVec(a, 1), new StrideVec(pw, 1), t, dt, sq, _lane.LaneH(_laneIndex));
             _hDone = true;
             _localStale = true;
-            if (M > 0) { _m.Sigma(V(a), t, V(_psv)); PrepareNoise(pw); }
+            // σ⁺ and Π only for a kernel method: a Lyapunov or alignment run must not need σ invertible
+            if (M > 0 && U.NeedDk) { _m.Sigma(V(a), t, V(_psv)); PrepareNoise(pw); }
         }
         else if (U.NeedJ)
         {

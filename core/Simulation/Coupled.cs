@@ -552,7 +552,7 @@ public static partial class Engine
         {
             if (m > 0)
             {
-                Normals.Fill(seed, j, (ulong)n, TagPairStep, z, 2 * m);
+                wf.Pairs.Fill(seed, j, (ulong)n, TagPairStep, z, 2 * m);
                 for (int k = 0; k < mi; k++) zc[k] = (z[k] + z[m + k]) * inv;
                 for (int k = mi; k < m; k++) zc[k] = (s3 * (z[k - mi] - z[m + k - mi]) + z[k] + z[m + k]) * inv8;
             }

@@ -147,6 +147,8 @@ public static partial class Engine
     {
         public double* X, Y, W, Zn, Zu, Obs;
         public readonly Accumulators Acc;
+        /// <summary>The step normals two steps per draw (the odd step's kept here).</summary>
+        public readonly StepNormals Pairs;
         public readonly QueryLayout[] Layout;
         public readonly double[] QSum;   // per query: the path's running Σφ over its window
         public readonly int[][] Counts;  // per density query: the path's counts per bin
@@ -166,6 +168,7 @@ public static partial class Engine
             NativeMemory.Clear(p, (nuint)(total * 8));
             X = p; Y = X + dp; Zn = Y + dp; Zu = Zn + dp; W = Zu + dp; Obs = W + mp;
             Acc = new Accumulators(plans, layout, steps, dt);
+            Pairs = new StepNormals(m);
             Layout = layout;
             QSum = new double[layout.Length];
             Counts = new int[layout.Length][];

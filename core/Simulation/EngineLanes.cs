@@ -127,9 +127,10 @@ public static partial class Engine
     /// <summary>
     /// Steps whose normals a lane group draws at once (<see cref="Normals.FillAcrossPaths4Steps"/>): enough for
     /// the generator to keep many independent chains in flight with one to a few noises, and at most about
-    /// 8 KiB of normals (four paths × noises × steps), which stay in the L1 cache until the steps use them.
+    /// 8 KiB of normals (four paths × noises × steps), which stay in the L1 cache until the steps use them;
+    /// even, so each batch is whole step pairs (a lane's block gives two steps).
     /// </summary>
-    internal static int BatchSteps(int noises) => Math.Clamp(1024 / (4 * Math.Max(noises, 1)), 2, 32);
+    internal static int BatchSteps(int noises) => Math.Clamp(1024 / (4 * Math.Max(noises, 1)), 2, 32) & ~1;
 
     /// <summary>One thread's four lane workers (lane j's records and accumulators) and the lane-major buffers.</summary>
     sealed unsafe class LaneGroup : IDisposable
@@ -295,7 +296,7 @@ public static partial class Engine
         }
         for (long n = 0; n < steps && failAt < 0; n++)
         {
-            if (m > 0) Normals.Fill(seed, gp, (ulong)n, Philox.TagStep, w, m);
+            if (m > 0) wk.Pairs.Fill(seed, gp, (ulong)n, Philox.TagStep, w, m);
             model.Step(new PtrVec(a), new PtrVec(b), wv, n * dt, dt, sqdt);
             if (!AllFinite(b, d)) { failAt = n + 1; break; }
             double* t = a; a = b; b = t;

@@ -83,7 +83,7 @@ public static partial class Engine
                 if (m > 0)
                 {
                     // pair j's 2m normals at [l·4 + j]: lanes l < m are z1 of Pair, lanes m .. 2m − 1 its z2
-                    Normals.FillAcrossPaths4(seed, j0, (ulong)n, TagPairStep, z1, 2 * m);
+                    b.Pairs.FillAcrossPaths4(seed, j0, (ulong)n, TagPairStep, z1, 2 * m);
                     for (int i = 0; i < mi4; i++) zc[i] = (z1[i] + z2[i]) * inv;
                     for (int i = mi4; i < m4; i++) zc[i] = (s3 * (z1[i - mi4] - z2[i - mi4]) + z1[i] + z2[i]) * inv8;
                 }
@@ -125,9 +125,12 @@ public static partial class Engine
     sealed unsafe class PairLaneBuffers : IDisposable
     {
         public double* Xc, Yc, Xf, Yf, W, Wc;
+        /// <summary>The four pairs' 2m step normals, two coarse steps per draw.</summary>
+        public readonly StepNormals Pairs;
         void* _mem;
         public PairLaneBuffers(int d, int m)
         {
+            Pairs = new StepNormals(8 * m);
             long d4 = 4L * Math.Max(d, 1), m4 = 4L * Math.Max(m, 1);
             long total = 4 * d4 + 3 * m4;
             _mem = NativeMemory.AlignedAlloc((nuint)(total * 8), 64);

@@ -216,6 +216,8 @@ public static class WeightedEngine
         long _resamplings, _failedPaths, _failStep = long.MaxValue;
         volatile bool _overflowed;
         readonly int _bufStride;
+        /// <summary>Per worker: a path's step normals two steps per draw, within a segment (the odd step's kept).</summary>
+        readonly StepNormals[] _pairs;
         readonly IPopulationStepper? _stepper;
 
         public Population(TModel m, RunSettings s, WeightPlan wp, QueryPlan[] plans, long steps, IPopulationStepper? stepper)
@@ -251,6 +253,8 @@ public static class WeightedEngine
             _obs = Alloc((long)_n * Math.Max(_nobs, 1)); _w = Alloc(_n);
             _bufStride = ((2 * _d + Math.Max(_nw, 1) + Math.Max(_d, 8) + _d + 7) & ~7); // a, b, w, zn (≥ 8: four paths' normals), zu
             _buf = Alloc((long)threads * _bufStride);
+            _pairs = new StepNormals[threads];
+            for (int i = 0; i < threads; i++) _pairs[i] = new StepNormals(_nw);
             var lanes = WeightedLanes<TModel>.ForType;
             if (lanes is not null && stepper is null && Engine.ChooseLanes(s, lanes.LaneWidth(m), _d)) _lanes = lanes;
             _lanesStride = _lanes is null ? 0 : (WeightedLanes<TModel>.Scratch(_d, _nw) + 7) & ~7;
@@ -485,6 +489,7 @@ public static class WeightedEngine
             var wv = new PtrVec(w);
             TModel m = _m;
             var lanes = _seg0 >= 0 ? _lanes : null;
+            var pairs = _pairs[worker];
             while (true)
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
@@ -513,7 +518,7 @@ public static class WeightedEngine
                     {
                         q = lanes.StepGroups(ref m, _x, _d, _nw, q, p1, (ulong)first, seed, _seg0, _seg1, _dt, _sqdt, lanesBuf);
                         if (p1 - q < 4) break;
-                        for (int k = 0; k < 4; k++) StepOne(ref m, q + k, a, b, w, wv);
+                        for (int k = 0; k < 4; k++) StepOne(ref m, q + k, a, b, w, wv, pairs);
                         q += 4;
                     }
                 }
@@ -523,19 +528,21 @@ public static class WeightedEngine
                     int batched = _seg1 - _seg0 == 1 && _nw > 0 && _nw <= 2 && PathNormals.Usable ? p0 + (p1 - p0) / 4 * 4 : p0;
                     for (; q < batched; q += 4)
                     {
-                        PathNormals.FillFirstLanes4(seed, (ulong)(first + q), (ulong)_seg0, Philox.TagStep, zn);
+                        // one noise: lane 0 of four paths (zn[k]); two: lanes 0, 1 path-major (zn[2k], zn[2k + 1])
+                        if (_nw == 1) Normals.FillAcrossPaths4(seed, (ulong)(first + q), (ulong)_seg0, Philox.TagStep, zn, 1);
+                        else PathNormals.FillFirstLanes4(seed, (ulong)(first + q), (ulong)_seg0, Philox.TagStep, zn);
                         for (int k = 0; k < 4; k++)
                         {
                             double* row = _x + (long)(q + k) * _d;
-                            w[0] = zn[2 * k];
-                            if (_nw == 2) w[1] = zn[2 * k + 1];
+                            if (_nw == 1) w[0] = zn[k];
+                            else { w[0] = zn[2 * k]; w[1] = zn[2 * k + 1]; }
                             m.Step(new PtrVec(row), new PtrVec(a), wv, _seg0 * _dt, _dt, _sqdt);
                             if (!Finite(a, _d)) Fail(_seg0 + 1);
                             Buffer.MemoryCopy(a, row, _d * 8, _d * 8);
                         }
                     }
                 }
-                for (; q < p1; q++) StepOne(ref m, q, a, b, w, wv);
+                for (; q < p1; q++) StepOne(ref m, q, a, b, w, wv, pairs);
                 Extrema(c, p0, p1);
             }
         }
@@ -649,7 +656,7 @@ public static class WeightedEngine
         }
 
         /// <summary>Path p, one step at a time from _seg0 to _seg1 or its first state that is not finite.</summary>
-        void StepOne(ref TModel m, int p, double* a, double* b, double* w, PtrVec wv)
+        void StepOne(ref TModel m, int p, double* a, double* b, double* w, PtrVec wv, StepNormals pairs)
         {
             double* row = _x + (long)p * _d;
             ulong gp = (ulong)(_s.FirstPath + p);
@@ -657,7 +664,7 @@ public static class WeightedEngine
             Buffer.MemoryCopy(row, u, _d * 8, _d * 8);
             for (long n = _seg0; n < _seg1; n++)
             {
-                if (_nw > 0) Normals.Fill(_s.Seed, gp, (ulong)n, Philox.TagStep, w, _nw);
+                if (_nw > 0) pairs.Fill(_s.Seed, gp, (ulong)n, Philox.TagStep, w, _nw);
                 m.Step(new PtrVec(u), new PtrVec(v), wv, n * _dt, _dt, _sqdt);
                 var t = u; u = v; v = t;
                 if (!Finite(u, _d)) { Fail(n + 1); break; }

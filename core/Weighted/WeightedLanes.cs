@@ -23,7 +23,7 @@ abstract unsafe class WeightedLanes<TModel> where TModel : struct, ISdeModel
     public abstract int LaneWidth(in TModel m);
 
     /// <summary>Doubles of scratch that <see cref="StepGroups"/> needs: the lanes of x, y and w.</summary>
-    public static int Scratch(int d, int nw) => 8 * Math.Max(d, 1) + 4 * Math.Max(nw, 1);
+    public static int Scratch(int d, int nw) => 8 * Math.Max(d, 1) + 8 * Math.Max(nw, 1);
 
     /// <summary>
     /// Steps seg0 → seg1 the rows p0, p0 + 1, ... of <paramref name="x"/> (row-major, d per row, row p
@@ -44,7 +44,7 @@ sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel
         long seg0, long seg1, double dt, double sqdt, double* scratch)
     {
         int d4 = 4 * d;
-        double* a = scratch, b = a + 4 * Math.Max(d, 1), w = b + 4 * Math.Max(d, 1);
+        double* a = scratch, b = a + 4 * Math.Max(d, 1), w = b + 4 * Math.Max(d, 1), w2 = w + 4 * Math.Max(nw, 1);
         int p = p0;
         for (; p + 4 <= p1; p += 4)
         {
@@ -55,8 +55,15 @@ sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel
             ulong gp = path0 + (ulong)p;
             for (long n = seg0; n < seg1; n++)
             {
-                if (nw > 0) Normals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w, nw);
-                m.StepLanes4(u, v, w, n * dt, dt, sqdt);
+                // an even step draws its pair when the segment holds the odd one too (one block, two steps)
+                double* wn = w;
+                if (nw > 0)
+                {
+                    if ((n & 1) != 0 && n > seg0) wn = w2;
+                    else if ((n & 1) == 0 && n + 1 < seg1) Normals.FillAcrossPaths4Pair(seed, gp, (ulong)n >> 1, Philox.TagStep, w, w2, nw);
+                    else Normals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w, nw);
+                }
+                m.StepLanes4(u, v, wn, n * dt, dt, sqdt);
                 if (!AllFinite(v, d4)) return p;
                 double* t = u; u = v; v = t;
             }

@@ -21,7 +21,9 @@ unsafe
         return calls * (double)count / (ThreadCpu.Seconds() - t0);
     }
     Console.WriteLine($"{"count",6} {"old Mnormals/s",15} {"new Mnormals/s",15} {"new/old",8} {"across4 Mnormals/s",19} {"across4/old",12} {"batched Mnormals/s",19} {"batched/across4",16}");
-    foreach (int count in new[] { 1, 3, 40, 1000 })
+    // COUNTS=1,2 (comma-separated) picks the counts; default 1, 3, 40, 1000
+    var counts = Environment.GetEnvironmentVariable("COUNTS") is string cs ? cs.Split(',').Select(int.Parse).ToArray() : new[] { 1, 3, 40, 1000 };
+    foreach (int count in counts)
     {
         long calls = Math.Max(2000, 20_000_000 / Math.Max(count, 4) / 2);
         double bestOld = 0, bestNew = 0, best4 = 0, bestB = 0;

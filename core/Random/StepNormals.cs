@@ -1,0 +1,79 @@
+using System.Runtime.CompilerServices;
+
+namespace Sde.Core;
+
+/// <summary>
+/// A stepping caller's step normals, drawn a pair of steps at a time. Lane k's normals at steps 2t and
+/// 2t + 1 are the two outputs of one block (<see cref="Normals"/>), so an even step draws both and the
+/// odd step that follows takes the kept half: a block per lane per two steps, where a step drawn alone
+/// costs a block per lane. The same bits as <see cref="Normals.Fill(ulong, ulong, ulong, uint, double*, int)"/>
+/// of each step, whatever the order of the calls (a call that is not the kept step draws afresh).
+/// One per worker thread: it owns a pinned buffer of <c>capacity</c> doubles and allocates nothing after.
+/// </summary>
+public sealed unsafe class StepNormals
+{
+    readonly double[] _keep;
+    readonly double* _odd;
+    readonly int _capacity;
+    // the kept step's key; _count = 0 is "nothing kept"
+    ulong _seed, _path, _step;
+    uint _tag;
+    int _count;
+    bool _across4;
+
+    /// <param name="capacity">The most doubles a call writes: the lanes, or four times them for the four-path forms.</param>
+    public StepNormals(int capacity)
+    {
+        _capacity = Math.Max(capacity, 1);
+        _keep = GC.AllocateArray<double>(_capacity, pinned: true);
+        _odd = (double*)Unsafe.AsPointer(ref _keep[0]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    bool Kept(ulong seed, ulong path, ulong step, uint tag, int count, bool across4)
+        => step == _step && path == _path && count == _count && seed == _seed && tag == _tag && across4 == _across4;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void Keep(ulong seed, ulong path, ulong step, uint tag, int count, bool across4)
+    {
+        _seed = seed; _path = path; _step = step; _tag = tag; _count = count; _across4 = across4;
+    }
+
+    /// <summary>Lanes 0..count−1 of (path, step): <see cref="Normals.Fill(ulong, ulong, ulong, uint, double*, int)"/>'s bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Fill(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
+    {
+        if (count > 0 && Kept(seed, path, step, tag, count, false)) Buffer.MemoryCopy(_odd, dst, count * 8L, count * 8L);
+        else Draw(seed, path, step, tag, dst, count);
+    }
+
+    void Draw(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
+    {
+        if (count <= 0) return;
+        if ((step & 1) == 0 && count <= _capacity)
+        {
+            Normals.FillPair(seed, path, step >> 1, tag, dst, _odd, count);
+            Keep(seed, path, step + 1, tag, count, false);
+        }
+        else Normals.Fill(seed, path, step, tag, dst, count);
+    }
+
+    /// <summary>Four paths' lanes at one step: <see cref="Normals.FillAcrossPaths4"/>'s bits (4·count doubles).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void FillAcrossPaths4(ulong seed, ulong path0, ulong step, uint tag, double* dst, int count)
+    {
+        if (count > 0 && Kept(seed, path0, step, tag, count, true)) Buffer.MemoryCopy(_odd, dst, count * 32L, count * 32L);
+        else DrawAcrossPaths4(seed, path0, step, tag, dst, count);
+    }
+
+    void DrawAcrossPaths4(ulong seed, ulong path0, ulong step, uint tag, double* dst, int count)
+    {
+        if (count <= 0) return;
+        if ((step & 1) == 0 && 4 * count <= _capacity)
+        {
+            Normals.FillAcrossPaths4Pair(seed, path0, step >> 1, tag, dst, _odd, count);
+            Keep(seed, path0, step + 1, tag, count, true);
+        }
+        else Normals.FillAcrossPaths4(seed, path0, step, tag, dst, count);
+    }
+}
