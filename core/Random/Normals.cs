@@ -368,6 +368,99 @@ public static class Normals
         z1 = r * sn;
     }
 
+    /// <summary>
+    /// <see cref="TransformV"/> on two independent inputs, statement by statement interleaved (as
+    /// <see cref="TransformCosV2"/>): each chain's long latencies (log's division and polynomial, the square
+    /// root, the sine's and cosine's Horner steps) have the other chain's work beside them. The same
+    /// operations on each, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    static void TransformV2(Vector256<ulong> a, Vector256<ulong> b, Vector256<ulong> c, Vector256<ulong> d,
+                            out Vector256<double> z0, out Vector256<double> z1, out Vector256<double> w0, out Vector256<double> w1)
+    {
+        var half = Vector256.Create(0.5);
+        var one = Vector256.Create(1.0);
+        var a53 = a >> 11;
+        var c53 = c >> 11;
+        var ha = Small52(a53 >> 1);
+        var hc = Small52(c53 >> 1);
+        var ua = ((ha + ha + Small52(a53 & Vector256<ulong>.One)) + half) * Vector256.Create(Inv53);
+        var uc = ((hc + hc + Small52(c53 & Vector256<ulong>.One)) + half) * Vector256.Create(Inv53);
+        var offs = Vector256.Create(0x3ff0000000000000UL - SqrtHalfBits);
+        var ia = ua.AsUInt64() + offs;
+        var ic = uc.AsUInt64() + offs;
+        var ka = Small52(ia >> 52) - Vector256.Create(1023.0);
+        var kc = Small52(ic >> 52) - Vector256.Create(1023.0);
+        var fa = ((ia & Vector256.Create(MantMask)) + Vector256.Create(SqrtHalfBits)).AsDouble() - one;
+        var fc = ((ic & Vector256.Create(MantMask)) + Vector256.Create(SqrtHalfBits)).AsDouble() - one;
+        var two = Vector256.Create(2.0);
+        var sa = fa / (two + fa);
+        var sc = fc / (two + fc);
+        // the angles' polynomials while the divisions run
+        var b53 = b >> 11;
+        var d53 = d >> 11;
+        var ga = (Small52(b53 & Vector256.Create(Low51)) + half) * Vector256.Create(Inv51) - half;
+        var gc = (Small52(d53 & Vector256.Create(Low51)) + half) * Vector256.Create(Inv51) - half;
+        var g2a = ga * ga;
+        var g2c = gc * gc;
+        var psa = g2a * Vector256.Create(S8) + Vector256.Create(S7);
+        var psc = g2c * Vector256.Create(S8) + Vector256.Create(S7);
+        var pca = g2a * Vector256.Create(C8) + Vector256.Create(C7);
+        var pcc = g2c * Vector256.Create(C8) + Vector256.Create(C7);
+        psa = g2a * psa + Vector256.Create(S6); psc = g2c * psc + Vector256.Create(S6);
+        pca = g2a * pca + Vector256.Create(C6); pcc = g2c * pcc + Vector256.Create(C6);
+        psa = g2a * psa + Vector256.Create(S5); psc = g2c * psc + Vector256.Create(S5);
+        pca = g2a * pca + Vector256.Create(C5); pcc = g2c * pcc + Vector256.Create(C5);
+        psa = g2a * psa + Vector256.Create(S4); psc = g2c * psc + Vector256.Create(S4);
+        pca = g2a * pca + Vector256.Create(C4); pcc = g2c * pcc + Vector256.Create(C4);
+        psa = g2a * psa + Vector256.Create(S3); psc = g2c * psc + Vector256.Create(S3);
+        pca = g2a * pca + Vector256.Create(C3); pcc = g2c * pcc + Vector256.Create(C3);
+        psa = g2a * psa + Vector256.Create(S2); psc = g2c * psc + Vector256.Create(S2);
+        pca = g2a * pca + Vector256.Create(C2); pcc = g2c * pcc + Vector256.Create(C2);
+        psa = g2a * psa + Vector256.Create(S1); psc = g2c * psc + Vector256.Create(S1);
+        pca = g2a * pca + Vector256.Create(C1); pcc = g2c * pcc + Vector256.Create(C1);
+        psa = g2a * psa + Vector256.Create(S0); psc = g2c * psc + Vector256.Create(S0);
+        var sna = ga * psa;
+        var snc = gc * psc;
+        var csa = g2a * pca + one;
+        var csc = g2c * pcc + one;
+        // log (fdlibm) of ua and uc
+        var hfa = half * fa * fa;
+        var hfc = half * fc * fc;
+        var za = sa * sa;
+        var zc = sc * sc;
+        var pa = za * Vector256.Create(Lg7) + Vector256.Create(Lg6);
+        var pc = zc * Vector256.Create(Lg7) + Vector256.Create(Lg6);
+        pa = za * pa + Vector256.Create(Lg5); pc = zc * pc + Vector256.Create(Lg5);
+        pa = za * pa + Vector256.Create(Lg4); pc = zc * pc + Vector256.Create(Lg4);
+        pa = za * pa + Vector256.Create(Lg3); pc = zc * pc + Vector256.Create(Lg3);
+        pa = za * pa + Vector256.Create(Lg2); pc = zc * pc + Vector256.Create(Lg2);
+        pa = za * pa + Vector256.Create(Lg1); pc = zc * pc + Vector256.Create(Lg1);
+        var ra = za * pa;
+        var rc = zc * pc;
+        var la = ka * Vector256.Create(Ln2Hi) + (((sa * (hfa + ra) + ka * Vector256.Create(Ln2Lo)) - hfa) + fa);
+        var lc = kc * Vector256.Create(Ln2Hi) + (((sc * (hfc + rc) + kc * Vector256.Create(Ln2Lo)) - hfc) + fc);
+        var rada = Vector256.Sqrt(Vector256.Create(-2.0) * la);
+        var radc = Vector256.Sqrt(Vector256.Create(-2.0) * lc);
+        // quadrants: swap sine and cosine for odd q, sign flips as in TransformV
+        var qa = b53 >> 51;
+        var qc = d53 >> 51;
+        var swa = Vector256.Equals(qa & Vector256<ulong>.One, Vector256<ulong>.One).AsDouble();
+        var swc = Vector256.Equals(qc & Vector256<ulong>.One, Vector256<ulong>.One).AsDouble();
+        var xsa = Vector256.ConditionalSelect(swa, csa, sna);
+        var xca = Vector256.ConditionalSelect(swa, sna, csa);
+        var xsc = Vector256.ConditionalSelect(swc, csc, snc);
+        var xcc = Vector256.ConditionalSelect(swc, snc, csc);
+        xsa = (xsa.AsUInt64() ^ ((qa & Vector256.Create(2UL)) << 62)).AsDouble();
+        xca = (xca.AsUInt64() ^ (((qa + Vector256<ulong>.One) & Vector256.Create(2UL)) << 62)).AsDouble();
+        xsc = (xsc.AsUInt64() ^ ((qc & Vector256.Create(2UL)) << 62)).AsDouble();
+        xcc = (xcc.AsUInt64() ^ (((qc + Vector256<ulong>.One) & Vector256.Create(2UL)) << 62)).AsDouble();
+        z0 = rada * xca;
+        z1 = rada * xsa;
+        w0 = radc * xcc;
+        w1 = radc * xsc;
+    }
+
     /// <summary>The 64-bit halves (X | Y≪32, Z | W≪32) of four Philox outputs held in 64-bit lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Halves(Vector256<ulong> x0, Vector256<ulong> x1, Vector256<ulong> x2, Vector256<ulong> x3, out Vector256<ulong> a, out Vector256<ulong> b)
@@ -463,8 +556,7 @@ public static class Normals
             PhiloxV2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, k0, k1);
             Halves(x0, x1, x2, x3, out var a, out var b);
             Halves(y0, y1, y2, y3, out var a2, out var b2);
-            TransformV(a, b, out var z0, out var z1);
-            TransformV(a2, b2, out var w0, out var w1);
+            TransformV2(a, b, a2, b2, out var z0, out var z1, out var w0, out var w1);
             z0.Store(even + k);
             z1.Store(odd + k);
             w0.Store(even + k + 4);
@@ -565,8 +657,7 @@ public static class Normals
             PhiloxV2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, k0, k1);
             Halves(x0, x1, x2, x3, out var a, out var b);
             Halves(y0, y1, y2, y3, out var a2, out var b2);
-            TransformV(a, b, out var z0, out var z1);
-            TransformV(a2, b2, out var w0, out var w1);
+            TransformV2(a, b, a2, b2, out var z0, out var z1, out var w0, out var w1);
             z0.Store(even + k * 4);
             z1.Store(odd + k * 4);
             w0.Store(even + (k + 1) * 4);
@@ -645,7 +736,15 @@ public static class Normals
                     Halves(x0, x1, x2, x3, out ha[q], out hb[q]);
                 }
                 double* o = dst + ((first + 2 * q0) * count + k) * 4;
-                for (q = 0; q < nq; q++, o += 2 * stride)
+                for (q = 0; q + 2 <= nq; q += 2, o += 4 * stride)
+                {
+                    TransformV2(ha[q], hb[q], ha[q + 1], hb[q + 1], out var z0, out var z1, out var w0, out var w1);
+                    z0.Store(o);
+                    z1.Store(o + stride);
+                    w0.Store(o + 2 * stride);
+                    w1.Store(o + 3 * stride);
+                }
+                if (q < nq)
                 {
                     TransformV(ha[q], hb[q], out var z0, out var z1);
                     z0.Store(o);

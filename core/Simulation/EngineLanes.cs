@@ -41,6 +41,15 @@ public static partial class Engine
     public const long MinAutoLanePathSteps = 1_000_000;
 
     /// <summary>
+    /// Largest state dimension for which a thread steps two groups of four paths side by side. A small
+    /// model's step is one short dependency chain per group (load, a few operations, store, the next step
+    /// reads it back): one group leaves the core waiting on that latency, two fill it. Measured
+    /// (tests/perf/lanes.sh): Ornstein–Uhlenbeck and Lorenz-63 gain; a wide model's step is already many
+    /// independent components.
+    /// </summary>
+    public const int MaxTwoGroupDim = 8;
+
+    /// <summary>
     /// Overrides the automatic choice for runs started on the current thread only (0: no override, 1: one
     /// path at a time, 4: lanes wherever the model has them), below <see cref="RunSettings.Lanes"/>: lets tests
     /// compare both ways in-process without touching other threads' runs.
@@ -75,14 +84,16 @@ public static partial class Engine
         int d = m.Dim, nw = m.NoiseDim, nobs = m.ObservableCount;
         if (!ChooseLanes(s, m.LaneWidth, d)) return null;
         var layout = QueryLayout.Build(plans, steps, s.Dt, nobs);
+        bool two = d <= MaxTwoGroupDim;
+        int perThread = two ? 8 : 4;
 
         int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
         // blocks of whole lane groups where there are enough paths (a partial group runs one path at a time)
-        long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), 4, 256) & ~3L;
+        long blockSize = Math.Clamp(s.Paths / ((long)threads * 16), perThread, 256) & ~(perThread - 1L);
         long blocks = s.Paths == 0 ? 0 : (s.Paths + blockSize - 1) / blockSize;
         threads = (int)Math.Max(1, Math.Min(threads, blocks));
 
-        long need = Memory.Estimate(d, nw, nobs, plans, 4 * threads) + threads * 8L * 4 * (2 * (d + 4) + BatchSteps(nw) * nw + 4);
+        long need = Memory.Estimate(d, nw, nobs, plans, perThread * threads) + threads * 8L * perThread * (2 * (d + 4) + BatchSteps(nw) * nw + 4);
         long avail = s.MemoryLimit > 0 ? s.MemoryLimit : Memory.Available();
         // four lanes keep four paths' records (a density's bins four times): where that does not fit, one
         // path at a time, which checks its own need and says so in its words
@@ -93,7 +104,7 @@ public static partial class Engine
         var groups = new LaneGroup[threads];
         try
         {
-            for (int i = 0; i < threads; i++) groups[i] = new LaneGroup(d, nw, nobs, plans, layout, steps, s.Dt);
+            for (int i = 0; i < threads; i++) groups[i] = new LaneGroup(d, nw, nobs, plans, layout, steps, s.Dt, two ? 2 : 1);
             if (threads == 1)
             {
                 RunLaneWorker(m, sh, groups[0]);
@@ -127,29 +138,39 @@ public static partial class Engine
     /// <summary>
     /// Steps whose normals a lane group draws at once (<see cref="Normals.FillAcrossPaths4Steps"/>): enough for
     /// the generator to keep many independent chains in flight with one to a few noises, and at most about
-    /// 8 KiB of normals (four paths × noises × steps), which stay in the L1 cache until the steps use them;
+    /// 16 KiB of normals (four paths × noises × steps), which stay in the L1 cache until the steps use them
+    /// (measured against 8 KiB: 14% more path-steps per second with 40 noises, tests/perf/lanes.sh);
     /// even, so each batch is whole step pairs (a lane's block gives two steps).
     /// </summary>
-    internal static int BatchSteps(int noises) => Math.Clamp(1024 / (4 * Math.Max(noises, 1)), 2, 32) & ~1;
+    internal static int BatchSteps(int noises) => Math.Clamp(2048 / (4 * Math.Max(noises, 1)), 2, 32) & ~1;
 
-    /// <summary>One thread's four lane workers (lane j's records and accumulators) and the lane-major buffers.</summary>
+    /// <summary>
+    /// One thread's lane workers (lane j's records and accumulators; four per group of four paths, one or
+    /// two groups) and the lane-major buffers of each group.
+    /// </summary>
     sealed unsafe class LaneGroup : IDisposable
     {
-        public readonly Worker[] Lanes = new Worker[4];
-        /// <summary>States x and y (component i of lane j at [i·4 + j]); the normals of <see cref="Batch"/> steps (step s at W4 + s·4m).</summary>
-        public double* X4, Y4, W4;
+        public readonly Worker[] Lanes;
+        /// <summary>The workers of group 0 and of group 1 (lanes 0..3 and 4..7).</summary>
+        public readonly Worker[][] Quads;
+        /// <summary>Group 0's states x and y (component i of lane j at [i·4 + j]) and the normals of <see cref="Batch"/> steps (step s at W4 + s·4m); group 1's the same.</summary>
+        public double* X4, Y4, W4, X4b, Y4b, W4b;
         public readonly int Batch;
         void* _mem;
 
-        public LaneGroup(int d, int m, int nobs, QueryPlan[] plans, QueryLayout[] layout, long steps, double dt)
+        public LaneGroup(int d, int m, int nobs, QueryPlan[] plans, QueryLayout[] layout, long steps, double dt, int groups)
         {
-            for (int j = 0; j < 4; j++) Lanes[j] = new Worker(d, m, nobs, plans, layout, steps, dt);
+            Lanes = new Worker[4 * groups];
+            for (int j = 0; j < Lanes.Length; j++) Lanes[j] = new Worker(d, m, nobs, plans, layout, steps, dt);
+            Quads = new Worker[groups][];
+            for (int q = 0; q < groups; q++) Quads[q] = Lanes[(4 * q)..(4 * q + 4)];
             Batch = BatchSteps(m);
             long dp = 4L * Math.Max(d, 1), mp = 4L * Math.Max(m, 1) * Batch;
-            long total = 2 * dp + mp;
+            long total = groups * (2 * dp + mp);
             _mem = NativeMemory.AlignedAlloc((nuint)(total * 8), 64);
             NativeMemory.Clear(_mem, (nuint)(total * 8));
             X4 = (double*)_mem; Y4 = X4 + dp; W4 = Y4 + dp;
+            if (groups == 2) { X4b = W4 + mp; Y4b = X4b + dp; W4b = Y4b + dp; }
         }
 
         public void Dispose()
@@ -184,6 +205,17 @@ public static partial class Engine
             if (blk >= sh.Blocks) break;
             long p0 = blk * sh.BlockSize, p1 = Math.Min(p0 + sh.BlockSize, sh.Paths);
             long p = p0;
+            if (g.Quads.Length == 2)
+                for (; p + 8 <= p1; p += 8)
+                {
+                    if (sh.Stop) return;
+                    if (sh.Cancel.IsCancellationRequested) { sh.Stop = true; return; }
+                    if (RunTwoGroups(ref model, sh, g, p)) continue;
+                    // a lane failed: both groups again, one path at a time (same bits), as the one-path engine reports
+                    foreach (var w in g.Lanes) w.Discard();
+                    for (long q = p; q < p + 8; q++)
+                        if (!RunOnePath(ref model, sh, w0, q)) return;
+                }
             for (; p + 4 <= p1; p += 4)
             {
                 if (sh.Stop) return;
@@ -244,6 +276,65 @@ public static partial class Engine
         }
         progress.Add(4 * (steps & StepProgress.Mask));
         for (int j = 0; j < 4; j++) { lanes[j].Ran++; lanes[j].Commit(); }
+        return true;
+    }
+
+    /// <summary>
+    /// Paths p .. p+7 as two groups of four whose steps alternate: each group's step is a dependency chain
+    /// through its state, and the core runs the two chains side by side. The same draws, steps and records
+    /// as <see cref="RunGroup{TModel}"/> of each group; false (nothing committed) if a lane's state is not finite.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe bool RunTwoGroups<TModel>(ref TModel model, Shared sh, LaneGroup g, long p) where TModel : struct, ISdeModel, ISdeLaneModel
+    {
+        int d = model.Dim, m = model.NoiseDim;
+        long steps = sh.Steps, obsFrom = sh.ObsFrom, obsTo = sh.ObsTo;
+        double dt = sh.Dt, sqdt = sh.SqDt;
+        ulong seed = sh.Seed;
+        var progress = sh.Progress;
+        var lanes = g.Lanes;
+        Worker[] qa = g.Quads[0], qb = g.Quads[1];
+        var w0 = lanes[0];
+        double* a = g.X4, b = g.Y4, w = g.W4, a2 = g.X4b, b2 = g.Y4b, w2 = g.W4b;
+        ulong gp = (ulong)(sh.FirstPath + p);
+        for (int j = 0; j < 8; j++)
+        {
+            var wk = lanes[j];
+            Normals.Fill(seed, gp + (ulong)j, 0, Philox.TagInitNormal, wk.Zn, d);
+            Normals.FillUniform(seed, gp + (ulong)j, 0, Philox.TagInitUniform, wk.Zu, d);
+            model.Init(new StrideVec((j < 4 ? a : a2) + (j & 3), 4), new StrideVec(wk.Zn, 1), new StrideVec(wk.Zu, 1));
+        }
+        if (!LanesFinite(a, d) || !LanesFinite(a2, d)) return false;
+        if (obsFrom == 0 && w0.NeedsObserve(0)) { ObserveLanes(ref model, qa, a, 0, 0.0); ObserveLanes(ref model, qb, a2, 0, 0.0); }
+        int batch = g.Batch, wstep = 4 * m;
+        for (long n0 = 0; n0 < steps; n0 += batch)
+        {
+            long nEnd = Math.Min(n0 + batch, steps);
+            if (m > 0)
+            {
+                Normals.FillAcrossPaths4Steps(seed, gp, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w, m);
+                Normals.FillAcrossPaths4Steps(seed, gp + 4, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w2, m);
+            }
+            double* wn = w, wn2 = w2;
+            for (long n = n0; n < nEnd; n++, wn += wstep, wn2 += wstep)
+            {
+                double t = n * dt;
+                model.StepLanes4(a, b, wn, t, dt, sqdt);
+                model.StepLanes4(a2, b2, wn2, t, dt, sqdt);
+                if (!LanesFinite(b, d) || !LanesFinite(b2, d)) return false;
+                double* u = a; a = b; b = u;
+                u = a2; a2 = b2; b2 = u;
+                long n1 = n + 1;
+                if ((n1 & StepProgress.Mask) == 0) progress.Add(8 * StepProgress.Chunk);
+                if (n1 >= obsFrom && n1 <= obsTo && w0.NeedsObserve(n1))
+                {
+                    ObserveLanes(ref model, qa, a, n1, n1 * dt);
+                    ObserveLanes(ref model, qb, a2, n1, n1 * dt);
+                }
+            }
+        }
+        progress.Add(8 * (steps & StepProgress.Mask));
+        for (int j = 0; j < 8; j++) { lanes[j].Ran++; lanes[j].Commit(); }
         return true;
     }
 
