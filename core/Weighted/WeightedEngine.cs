@@ -191,6 +191,10 @@ public static class WeightedEngine
         // four paths per step where the model has a lane step and the run chooses lanes (Engine.ChooseLanes)
         readonly WeightedLanes<TModel>? _lanes;
         readonly int _lanesStride;
+        /// <summary>Per group of four paths (rows p .. p+3 at _odd + p·nw, lanes as in the lane step): the odd step's
+        /// normals drawn with the even step, and that step (_oddStep[p / 4]); null when not kept.</summary>
+        double* _odd;
+        long* _oddStep;
         readonly int[] _eve, _eveNext, _anc;
         // replica r holds the paths [_rs[r], _rs[r + 1]); chunk c the paths [_cs[c], _cs[c + 1]) of replica _chunkRep[c]
         readonly int[] _rs, _cs, _chunkRep, _repChunk0;  // _repChunk0[r]: replica r's first chunk
@@ -259,6 +263,16 @@ public static class WeightedEngine
             if (lanes is not null && stepper is null && Engine.ChooseLanes(s, lanes.LaneWidth(m), _d)) _lanes = lanes;
             _lanesStride = _lanes is null ? 0 : (WeightedLanes<TModel>.Scratch(_d, _nw) + 7) & ~7;
             _lanesBuf = Alloc((long)threads * _lanesStride);
+            // a segment of one step (resampling checked every step) draws the step pair at its even step and
+            // keeps the odd step's normals per group here for the next segment (where they fit: at most 1/8
+            // of what the population itself takes, or 64 MiB)
+            long oddCount = (long)_n * Math.Max(_nw, 1);
+            if (_lanes is not null && _nw > 0 && oddCount * 8 <= Math.Max(64L << 20, need / 8))
+            {
+                _odd = Alloc(oddCount);
+                _oddStep = (long*)NativeMemory.AlignedAlloc((nuint)(((_n >> 2) + 1) * 8L), 64);
+                for (long i = 0; i <= (_n >> 2); i++) _oddStep[i] = -1;
+            }
             _eve = new int[_n]; _eveNext = new int[_n]; _anc = new int[_n];
             for (int i = 0; i < _n; i++) _eve[i] = i;
             _chunkMax = new double[_chunks]; _chunkMin = new double[_chunks]; _chunkSum = new double[_chunks]; _chunkSum2 = new double[_chunks];
@@ -306,8 +320,10 @@ public static class WeightedEngine
         public void Dispose()
         {
             _crew.Dispose();
-            foreach (var p in new[] { (nint)_x, (nint)_y, (nint)_obs, (nint)_w, (nint)_buf, (nint)_lanesBuf }) NativeMemory.AlignedFree((void*)p);
-            _x = _y = _obs = _w = _buf = _lanesBuf = null;
+            foreach (var p in new[] { (nint)_x, (nint)_y, (nint)_obs, (nint)_w, (nint)_buf, (nint)_lanesBuf, (nint)_odd, (nint)_oddStep })
+                if (p != 0) NativeMemory.AlignedFree((void*)p);
+            _x = _y = _obs = _w = _buf = _lanesBuf = _odd = null;
+            _oddStep = null;
         }
 
         bool NeedsObserve(long n)
@@ -516,7 +532,7 @@ public static class WeightedEngine
                     // same bits up to the failure), which records the failure as the one-path engine does
                     while (true)
                     {
-                        q = lanes.StepGroups(ref m, _x, _d, _nw, q, p1, (ulong)first, seed, _seg0, _seg1, _dt, _sqdt, lanesBuf);
+                        q = lanes.StepGroups(ref m, _x, _d, _nw, q, p1, (ulong)first, seed, _seg0, _seg1, _dt, _sqdt, lanesBuf, _odd, _oddStep);
                         if (p1 - q < 4) break;
                         for (int k = 0; k < 4; k++) StepOne(ref m, q + k, a, b, w, wv, pairs);
                         q += 4;

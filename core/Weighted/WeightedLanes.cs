@@ -22,17 +22,21 @@ abstract unsafe class WeightedLanes<TModel> where TModel : struct, ISdeModel
 
     public abstract int LaneWidth(in TModel m);
 
-    /// <summary>Doubles of scratch that <see cref="StepGroups"/> needs: the lanes of x, y and w.</summary>
-    public static int Scratch(int d, int nw) => 8 * Math.Max(d, 1) + 8 * Math.Max(nw, 1);
+    /// <summary>Doubles of scratch that <see cref="StepGroups"/> needs: per group of four (two at most) the lanes of
+    /// x and y and a batch of steps' normals.</summary>
+    public static int Scratch(int d, int nw) => 2 * (8 * Math.Max(d, 1) + 4 * Math.Max(nw, 1) * Engine.BatchSteps(nw));
 
     /// <summary>
     /// Steps seg0 → seg1 the rows p0, p0 + 1, ... of <paramref name="x"/> (row-major, d per row, row p
     /// the path of global index path0 + p) four at a time while a whole group remains before p1. Returns the
     /// first row of a group in which a lane's state stopped being finite (its rows left as they were, for
     /// the one-path step to redo and report), or, when none did, the first row not stepped (p1 − p < 4).
+    /// A segment that ends on an even step draws that step's pair and keeps the odd step in
+    /// <paramref name="odd"/> (group p's at odd + p·nw, its step in oddStep[p / 4]) for the next segment,
+    /// when <paramref name="odd"/> is not null.
     /// </summary>
     public abstract int StepGroups(ref TModel m, double* x, int d, int nw, int p0, int p1, ulong path0, ulong seed,
-        long seg0, long seg1, double dt, double sqdt, double* scratch);
+        long seg0, long seg1, double dt, double sqdt, double* scratch, double* odd, long* oddStep);
 }
 
 sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel : struct, ISdeModel, ISdeLaneModel
@@ -41,36 +45,98 @@ sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override int StepGroups(ref TModel m, double* x, int d, int nw, int p0, int p1, ulong path0, ulong seed,
-        long seg0, long seg1, double dt, double sqdt, double* scratch)
+        long seg0, long seg1, double dt, double sqdt, double* scratch, double* odd, long* oddStep)
     {
-        int d4 = 4 * d;
-        double* a = scratch, b = a + 4 * Math.Max(d, 1), w = b + 4 * Math.Max(d, 1), w2 = w + 4 * Math.Max(nw, 1);
+        int d4 = 4 * d, dd = 4 * Math.Max(d, 1), batch = Engine.BatchSteps(nw), wstep = 4 * nw;
+        // per group: the states x, y in lanes and `batch` steps of normals (as the plain engine's groups)
+        double* a = scratch, b = a + dd, w = b + dd;
+        double* a2 = w + 4 * Math.Max(nw, 1) * batch, b2 = a2 + dd, w2 = b2 + dd;
+        // a model of a few states steps two groups side by side (their dependency chains overlap)
+        bool two = d <= Engine.MaxTwoGroupDim;
         int p = p0;
-        for (; p + 4 <= p1; p += 4)
+        while (p + 4 <= p1)
         {
-            double* rows = x + (long)p * d;
-            for (int i = 0; i < d; i++)
-                for (int j = 0; j < 4; j++) a[i * 4 + j] = rows[j * d + i];
-            double* u = a, v = b;
+            bool pair = two && p + 8 <= p1;
+            Gather(x + (long)p * d, d, a);
+            if (pair) Gather(x + (long)(p + 4) * d, d, a2);
+            double* u = a, v = b, u2 = a2, v2 = b2;
             ulong gp = path0 + (ulong)p;
-            for (long n = seg0; n < seg1; n++)
+            long n = seg0;
+            // an odd first step alone (a one-step segment's even step too): from the pair kept by the
+            // segment before, or drawn with its partner and kept for the next segment
+            if ((n & 1) != 0 || seg1 - seg0 == 1)
             {
-                // an even step draws its pair when the segment holds the odd one too (one block, two steps)
-                double* wn = w;
-                if (nw > 0)
-                {
-                    if ((n & 1) != 0 && n > seg0) wn = w2;
-                    else if ((n & 1) == 0 && n + 1 < seg1) Normals.FillAcrossPaths4Pair(seed, gp, (ulong)n >> 1, Philox.TagStep, w, w2, nw);
-                    else Normals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w, nw);
-                }
+                double* wn = OneStep(seed, gp, n, seg1, nw, w, odd, oddStep, p);
                 m.StepLanes4(u, v, wn, n * dt, dt, sqdt);
                 if (!AllFinite(v, d4)) return p;
+                if (pair)
+                {
+                    double* wn2 = OneStep(seed, gp + 4, n, seg1, nw, w2, odd, oddStep, p + 4);
+                    m.StepLanes4(u2, v2, wn2, n * dt, dt, sqdt);
+                    if (!AllFinite(v2, d4)) return p;
+                }
                 double* t = u; u = v; v = t;
+                t = u2; u2 = v2; v2 = t;
+                n++;
             }
-            for (int i = 0; i < d; i++)
-                for (int j = 0; j < 4; j++) rows[j * d + i] = u[i * 4 + j];
+            // the rest from even steps in batches of step pairs (a last even step drawn alone)
+            for (long n0 = n; n0 < seg1; n0 += batch)
+            {
+                long nEnd = Math.Min(n0 + batch, seg1);
+                if (nw > 0)
+                {
+                    Normals.FillAcrossPaths4Steps(seed, gp, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w, nw);
+                    if (pair) Normals.FillAcrossPaths4Steps(seed, gp + 4, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w2, nw);
+                }
+                double* wn = w, wn2 = w2;
+                for (long k = n0; k < nEnd; k++, wn += wstep, wn2 += wstep)
+                {
+                    m.StepLanes4(u, v, wn, k * dt, dt, sqdt);
+                    if (pair) m.StepLanes4(u2, v2, wn2, k * dt, dt, sqdt);
+                    if (!AllFinite(v, d4) || (pair && !AllFinite(v2, d4))) return p;
+                    double* t = u; u = v; v = t;
+                    t = u2; u2 = v2; v2 = t;
+                }
+            }
+            Scatter(u, d, x + (long)p * d);
+            if (pair) Scatter(u2, d, x + (long)(p + 4) * d);
+            p += pair ? 8 : 4;
         }
         return p;
+    }
+
+    /// <summary>
+    /// The normals of group p's step n alone: kept from the segment before (odd n), or, for an even n
+    /// with <paramref name="odd"/> there, drawn with n + 1 and n + 1's kept; else drawn alone into w.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double* OneStep(ulong seed, ulong gp, long n, long seg1, int nw, double* w, double* odd, long* oddStep, int p)
+    {
+        if (nw == 0) return w;
+        double* kept = odd != null ? odd + (long)p * nw : null;
+        if ((n & 1) != 0 && kept != null && oddStep[p >> 2] == n) return kept;
+        if ((n & 1) == 0 && kept != null)
+        {
+            Normals.FillAcrossPaths4Pair(seed, gp, (ulong)n >> 1, Philox.TagStep, w, kept, nw);
+            oddStep[p >> 2] = n + 1;
+        }
+        else Normals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w, nw);
+        return w;
+    }
+
+    /// <summary>Rows r .. r+3 (d each) into lanes: component i of row j at [i·4 + j].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Gather(double* rows, int d, double* lanes)
+    {
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < 4; j++) lanes[i * 4 + j] = rows[j * d + i];
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Scatter(double* lanes, int d, double* rows)
+    {
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < 4; j++) rows[j * d + i] = lanes[i * 4 + j];
     }
 
     /// <summary>True if no entry is ±∞ or NaN: v·0 is 0 for finite v and NaN otherwise, and NaN sticks.</summary>
