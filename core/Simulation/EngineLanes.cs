@@ -205,26 +205,19 @@ public static partial class Engine
             if (blk >= sh.Blocks) break;
             long p0 = blk * sh.BlockSize, p1 = Math.Min(p0 + sh.BlockSize, sh.Paths);
             long p = p0;
-            if (g.Quads.Length == 2)
-                for (; p + 8 <= p1; p += 8)
-                {
-                    if (sh.Stop) return;
-                    if (sh.Cancel.IsCancellationRequested) { sh.Stop = true; return; }
-                    if (RunTwoGroups(ref model, sh, g, p)) continue;
-                    // a lane failed: both groups again, one path at a time (same bits), as the one-path engine reports
-                    foreach (var w in g.Lanes) w.Discard();
-                    for (long q = p; q < p + 8; q++)
-                        if (!RunOnePath(ref model, sh, w0, q)) return;
-                }
-            for (; p + 4 <= p1; p += 4)
+            while (p + 4 <= p1)
             {
                 if (sh.Stop) return;
                 if (sh.Cancel.IsCancellationRequested) { sh.Stop = true; return; }
-                if (RunGroup(ref model, sh, g, p)) continue;
-                // a lane failed: its group again, one path at a time (same bits), to report as the one-path engine does
-                foreach (var w in g.Lanes) w.Discard();
-                for (long q = p; q < p + 4; q++)
-                    if (!RunOnePath(ref model, sh, w0, q)) return;
+                int size = g.Quads.Length == 2 && p + 8 <= p1 ? 8 : 4;
+                if (!(size == 8 ? RunTwoGroups(ref model, sh, g, p) : RunGroup(ref model, sh, g, p)))
+                {
+                    // a lane failed: the group(s) again, one path at a time (same bits), to report as the one-path engine does
+                    foreach (var w in g.Lanes) w.Discard();
+                    for (long q = p; q < p + size; q++)
+                        if (!RunOnePath(ref model, sh, w0, q)) return;
+                }
+                p += size;
             }
             for (; p < p1; p++)
             {
