@@ -1003,6 +1003,40 @@ let private withRates (t: float) (responses: ResponsePlan[]) (growth: CovectorGr
             else pl)
     | None -> responses
 
+/// A warning for the exponents 1..k whose average over [burnin, T] may still carry the initial frame's
+/// transient (docs/lyapunov.md): column c of the frame approaches its Lyapunov vector like e^{−g t}, g the
+/// smaller gap to the neighbouring exponents (those the run measured), and the log-diagonal it averages
+/// is off by about e^{−g b} / g in all after the burn-in b, so the exponent by about e^{−g b} / (g (T − b)).
+/// Where that passes the exponent's standard error (and 1e-4), say so with the burn-in that would make it
+/// smaller. Exponents that do not separate (a gap ≤ 0) are not judged.
+let lyapunovTransient (exps: float[]) (ses: float[]) (k: int) (burnin: float) (t: float) : string list =
+    let w = t - burnin
+    let flagged =
+        [ for c in 0 .. k - 1 do
+              let gaps =
+                  [ if c > 0 then exps[c - 1] - exps[c]
+                    if c + 1 < exps.Length then exps[c] - exps[c + 1] ]
+              match gaps with
+              | [] -> ()
+              | _ ->
+                  let g = List.min gaps
+                  if g > 0.0 && w > 0.0 then
+                      let bound = exp (-g * burnin) / (g * w)
+                      let floor = max ses[c] 1e-4
+                      if bound > floor then
+                          // the burn-in at which e^{−g b} / (g w) falls to the standard error (w kept)
+                          let need = log (1.0 / (g * w * floor)) / g
+                          yield c, g, bound, need ]
+    match flagged with
+    | [] -> []
+    | _ ->
+        let names = flagged |> List.map (fun (c, _, _, _) -> sprintf "λ%d" (c + 1)) |> String.concat ", "
+        let c, g, bound, _ = flagged |> List.maxBy (fun (_, _, b, _) -> b)
+        let need = flagged |> List.map (fun (_, _, _, n) -> n) |> List.max
+        [ sprintf "%s may still depend on the initial frame: with burnin = %g the transient left in λ%d can be up to about %s per unit time (e^(-g burnin) / (g (T - burnin)), g = %s its gap to a neighbour), more than its standard error; a burnin of about %s, with T beyond it, would bring it under (docs/lyapunov.md)"
+              names burnin (c + 1) (bound.ToString("G3", Globalization.CultureInfo.InvariantCulture))
+              (g.ToString("G3", Globalization.CultureInfo.InvariantCulture)) ((ceil (need * 10.0) / 10.0).ToString("G4", Globalization.CultureInfo.InvariantCulture)) ]
+
 /// The report from each set's estimates (plain, responses, Lyapunov): one code path for a run and
 /// for a merge of shards, so that the two give the same JSON.
 let rec private assemble (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
@@ -1077,9 +1111,11 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                     | LyapunovJob k ->
                         let r = Option.get le
                         let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
-                        outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
-                                                   Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
-                                                   StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ])
+                        let o =
+                            outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
+                                                       Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
+                                                       StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ]
+                        { o with Warnings = o.Warnings @ lyapunovTransient r.Exponents r.StdErrs k s.Burnin s.T })
 
             { Name = set.Name
               Params = pars
