@@ -170,8 +170,8 @@ query {
 """
 
 // the lanes draw the normals of Engine.BatchSteps steps at once: 77 steps are two batches of 32 and a
-// partial one of 13 (one noise), observation windows span the batches' ends; three noises (an odd count,
-// the last lane's cosine alone), 45 steps
+// partial one of 13 (one noise; an odd batch ends with a step drawn alone, not as a pair), observation
+// windows span the batches' ends; three noises, 45 steps
 let private batches =
     """
 model Batches {

@@ -47,7 +47,7 @@ public struct TanArgs
     public int IDChiSelOff, IDChiSel, IDChiRowOff, IDgOff, IDgRow, IDgLane, IDgRowOff;
     public int IObsGradState, IObsGradEntOff, IObsGradEnt, IDetInit, INeedChi, IPathwise;
     // scratch rows
-    public long X, Y, W, ZN, ZU, Obs, Ell0, V0, JV, EV, HV, SV, Grad, Chi, DChi, Dg, ChiTot;
+    public long X, Y, W, W2, ZN, ZU, Obs, Ell0, V0, JV, EV, HV, SV, Grad, Chi, DChi, Dg, ChiTot;
     public long JD, JInv, Col, Tmp, Tmp2, Piv, Spw, Sig, AMat, SP, V;
     public long LyQ, LyZ;     // Lyapunov alignment: the top Lyapunov vector q_n and J q_n
 }
@@ -92,7 +92,7 @@ public static class TangentKernels
         int d = a.D, M = a.M;
         ulong gp = (ulong)(a.FirstPath + i);
         double dt = a.Dt, sq = a.SqDt;
-        var zn = k.Row(a.ZN); var zu = k.Row(a.ZU); var w = k.Row(a.W);
+        var zn = k.Row(a.ZN); var zu = k.Row(a.ZU); var w = k.Row(a.W); var w2 = k.Row(a.W2);
         var ell0 = k.Row(a.Ell0); var v0 = k.Row(a.V0);
         var jv = k.Row(a.JV); var ev = k.Row(a.EV); var hv = k.Row(a.HV); var sv = k.Row(a.SV);
 
@@ -135,7 +135,7 @@ public static class TangentKernels
             double t = n * dt;
             var xa = k.Row(parity == 0 ? a.X : a.Y);
             var xb = k.Row(parity == 0 ? a.Y : a.X);
-            if (M > 0) KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, M);
+            if (M > 0) KernelNormals.FillStep(a.Seed, gp, n, 0, a.Steps, Philox.TagStep, w, w2, M);
             if (a.NeedJ != 0)
             {
                 model.Jacobian(xa, w, t, dt, sq, jv);
@@ -575,7 +575,7 @@ public static class GpuTangent
         long Take(long n) { long r = R; R += Math.Max(1, n); return r; }
         bool dense = U.AnyExact || U.AnyIterative;
         bool general = !U.DiagonalNoise && U.NeedDk;
-        a.X = Take(d); a.Y = Take(d); a.W = Take(m); a.ZN = Take(d); a.ZU = Take(d); a.Obs = Take(nobs);
+        a.X = Take(d); a.Y = Take(d); a.W = Take(m); a.W2 = Take(m); a.ZN = Take(d); a.ZU = Take(d); a.Obs = Take(nobs);
         a.Ell0 = Take(np); a.V0 = Take((long)np * d); a.JV = Take(st.JRow.Length); a.EV = Take(st.JRow.Length);
         a.HV = Take(st.HRow.Length); a.SV = Take(st.GRow.Length); a.Grad = Take(st.ObsGradObs.Length);
         a.Chi = Take((long)np * d); a.DChi = Take(Max1Total(st.DChiRow)); a.Dg = Take(Max1Total(st.DgRow)); a.ChiTot = Take(d);

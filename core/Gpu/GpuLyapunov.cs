@@ -15,7 +15,7 @@ public struct LyaArgs
     public double Dt, SqDt;
     public int D, M, K, NJ, LogDet;
     // scratch rows
-    public long X, Y, W, ZN, ZU, JV, QA, QB, JD, Piv, LogR;
+    public long X, Y, W, W2, ZN, ZU, JV, QA, QB, JD, Piv, LogR;
 }
 
 /// <summary>
@@ -43,6 +43,7 @@ public static class LyapunovKernels
         var x = new SoaVec(scratch, a.X * P + i, P);
         var y = new SoaVec(scratch, a.Y * P + i, P);
         var w = new SoaVec(scratch, a.W * P + i, P);
+        var w2 = new SoaVec(scratch, a.W2 * P + i, P); // the odd step of a pair
         var zn = new SoaVec(scratch, a.ZN * P + i, P);
         var zu = new SoaVec(scratch, a.ZU * P + i, P);
         var jv = new SoaVec(scratch, a.JV * P + i, P);
@@ -65,7 +66,7 @@ public static class LyapunovKernels
             var xb = parity == 0 ? y : x;
             var za = parity == 0 ? qa : qb;
             var zb = parity == 0 ? qb : qa;
-            if (M > 0) KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, M);
+            if (M > 0) KernelNormals.FillStep(a.Seed, gp, n, 0, a.Steps, Philox.TagStep, w, w2, M);
             model.Jacobian(xa, w, t, dt, sq, jv);
             // Z = J Q, column by column through the sparsity pattern
             for (int e = 0; e < d * K; e++) zb[e] = 0.0;
@@ -164,7 +165,7 @@ public static class GpuLyapunov
         {
             Seed = s.Seed, Steps = steps, Burnin = nb, Dt = s.Dt, SqDt = Math.Sqrt(s.Dt), D = d, M = m, K = k, NJ = nnz, LogDet = logDet ? 1 : 0,
         };
-        a.X = Take(d); a.Y = Take(d); a.W = Take(m); a.ZN = Take(d); a.ZU = Take(d); a.JV = Take(nnz);
+        a.X = Take(d); a.Y = Take(d); a.W = Take(m); a.W2 = Take(m); a.ZN = Take(d); a.ZU = Take(d); a.JV = Take(nnz);
         a.QA = Take((long)d * k); a.QB = Take((long)d * k); a.JD = Take(logDet ? (long)d * d : 1); a.Piv = Take(d); a.LogR = Take(k + 1);
         int rows = k + 1;
 

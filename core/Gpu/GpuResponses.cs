@@ -95,7 +95,7 @@ public static class GpuResponses
             obsFrom = Math.Min(obsFrom, setup.From[i]); obsTo = Math.Max(obsTo, setup.To[i]);
         }
 
-        long perPath = 8L * (2L * d * nv + Math.Max(Math.Max(d, m), 1) + d + (long)Math.Max(nobs, 1) * nv + rows);
+        long perPath = 8L * (2L * d * nv + GpuEngine.NoiseRows(d, m) + d + (long)Math.Max(nobs, 1) * nv + rows);
         long chunk = dev.Chunk(perPath, s, " for the finite-difference responses", $"{nv} variant model(s) of dimension {d}, {rows} accumulator(s)", "use fewer bins or the CPU backend");
 
         Action<Index1D, ArrayView<TModel>, FdArgs, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<double>,
@@ -114,7 +114,7 @@ public static class GpuResponses
         long nFlags = 2 + 3L * plans.Length; // failed paths, first failing step; per plan below, above, NaN
         using var vbuf = acc.Allocate1D(variants);
         using var state = acc.Allocate1D<double>(2L * d * nv * chunk);
-        using var noise = acc.Allocate1D<double>(Math.Max(Math.Max(d, m), 1) * chunk);
+        using var noise = acc.Allocate1D<double>(GpuEngine.NoiseRows(d, m) * chunk);
         using var unif = acc.Allocate1D<double>((long)d * chunk);
         using var obs = acc.Allocate1D<double>((long)Math.Max(nobs, 1) * nv * chunk);
         using var pbuf = acc.Allocate1D(pd);
@@ -176,6 +176,7 @@ public static class FdKernels
         int d = a.D, m = a.M, nv = a.NVariants;
         ulong gp = (ulong)(a.FirstPath + i);
         var w = new SoaVec(noise, i, P);
+        var w2 = new SoaVec(noise, i + Math.Max(Math.Max(d, m), 1) * P, P); // the odd step of a pair
         var zu = new SoaVec(unif, i, P);
         for (int q = 0; q < a.NPlans; q++)
         {
@@ -194,7 +195,7 @@ public static class FdKernels
         if (a.ObsFrom == 0) Sample(variants, 0, 0.0, state, parity, obs, ps, accs, flags, a, i, P);
         for (long n = 0; n < a.Steps; n++)
         {
-            if (m > 0) KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, m);
+            if (m > 0) KernelNormals.FillStep(a.Seed, gp, n, 0, a.Steps, Philox.TagStep, w, w2, m);
             double t = n * a.Dt;
             bool finite = true;
             for (int k = 0; k < nv; k++)

@@ -39,6 +39,7 @@ public static class WeightedKernels
         ulong gp = (ulong)(a.FirstPath + i);
         var row = new SoaVec(pop, i * d, 1);
         var w = new SoaVec(noise, i, P);
+        var w2 = new SoaVec(noise, i + Math.Max(Math.Max(d, m), 1) * P, P); // the odd step of a pair within the segment
         if (a.Seg0 < 0)
         {
             var zu = new SoaVec(unif, i, P);
@@ -53,7 +54,7 @@ public static class WeightedKernels
         for (int k = 0; k < d; k++) x[k] = row[k];
         for (long n = a.Seg0; n < a.Seg1; n++)
         {
-            if (m > 0) KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, m);
+            if (m > 0) KernelNormals.FillStep(a.Seed, gp, n, a.Seg0, a.Seg1, Philox.TagStep, w, w2, m);
             model.Step(x, y, w, n * a.Dt, a.Dt, a.SqDt);
             var t = x; x = y; y = t;
             if (!Kernels.AllFinite(x, d)) { Fail(flags, n + 1); break; }
@@ -96,7 +97,7 @@ public sealed unsafe class GpuPopulationStepper<TModel> : IPopulationStepper, ID
     readonly Action<Index1D, TModel, WeightedStepArgs, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<double>, ArrayView<long>> _kernel;
 
     /// <summary>Bytes of device memory one path needs: its row, two working rows, its normals and uniforms.</summary>
-    public static long BytesPerPath(int d, int m) => 8L * (d + 2L * d + Math.Max(Math.Max(d, m), 1) + d);
+    public static long BytesPerPath(int d, int m) => 8L * (d + 2L * d + GpuEngine.NoiseRows(d, m) + d);
 
     /// <param name="maxPaths">at most this many paths per launch (0: as many as fit the device)</param>
     public GpuPopulationStepper(GpuDevice dev, in TModel model, RunSettings s, long maxPaths = 0)
@@ -120,7 +121,7 @@ public sealed unsafe class GpuPopulationStepper<TModel> : IPopulationStepper, ID
         }
         _pop = acc.Allocate1D<double>(_d * _chunk);
         _work = acc.Allocate1D<double>(2L * _d * _chunk);
-        _noise = acc.Allocate1D<double>(Math.Max(Math.Max(_d, _m), 1) * _chunk);
+        _noise = acc.Allocate1D<double>(GpuEngine.NoiseRows(_d, _m) * _chunk);
         _unif = acc.Allocate1D<double>(_d * _chunk);
         _flags = acc.Allocate1D<long>(2);
     }

@@ -58,6 +58,24 @@ public static class KernelNormals
         }
     }
 
+    /// <summary>
+    /// Step n's normals into <paramref name="w"/> for a kernel stepping n = first, first + 1, ... &lt; end,
+    /// two steps per draw: an even step (with the next one in the loop) draws the pair and leaves the odd
+    /// step's normals in <paramref name="w2"/>, which the odd step copies. The same bits as
+    /// <see cref="Fill{TV}"/> of each step; a block per lane per two steps instead of per step.
+    /// </summary>
+    public static void FillStep<TV, TW>(ulong seed, ulong path, long n, long first, long end, uint tag, TV w, TW w2, int count)
+        where TV : struct, IVec where TW : struct, IVec
+    {
+        if ((n & 1) != 0 && n > first)
+        {
+            for (int k = 0; k < count; k++) w[k] = w2[k];
+            return;
+        }
+        if ((n & 1) == 0 && n + 1 < end) FillPair(seed, path, (ulong)n >> 1, tag, w, w2, count);
+        else Fill(seed, path, (ulong)n, tag, w, count);
+    }
+
     /// <summary>Lanes 0..count−1 of uniforms on (0, 1), as <see cref="Normals.FillUniform(ulong, ulong, ulong, uint, double*, int)"/>.</summary>
     public static void FillUniform<TV>(ulong seed, ulong path, ulong step, uint tag, TV dst, int count) where TV : struct, IVec
     {

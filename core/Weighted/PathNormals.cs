@@ -1,9 +1,9 @@
 namespace Sde.Core;
 
 /// <summary>
-/// Lanes 0 and 1 of the step normals of four consecutive paths at once, for the weighted engine (which
-/// steps its population one step at a time; for models with one or two noise lanes, one path's Fill
-/// would compute a block per path): <see cref="Normals.FillFirstLanes4"/>, the same bits as each path's
+/// Lanes 0 and 1 of the step normals of four consecutive paths at once, for the weighted engine's
+/// one-path form (which steps its population one step at a time; with two noise lanes, one vector Philox
+/// for the four paths' two blocks instead of a scalar draw per path): <see cref="Normals.FillFirstLanes4"/>, the same bits as each path's
 /// own <see cref="Normals.Fill(ulong, ulong, ulong, uint, double*, int)"/> (a test checks it).
 /// </summary>
 public static class PathNormals
