@@ -164,13 +164,8 @@ public static class Kernels
         if (a.ObsFrom == 0) Record(model, x, 0, 0.0, ov, qs, a.NQ, samples, counts, flags, i, P);
         for (long n = 0; n < a.Steps; n++)
         {
-            bool odd = (n & 1) != 0;
-            if (m > 0 && !odd)
-            {
-                if (n + 1 < a.Steps) KernelNormals.FillPair(a.Seed, gp, (ulong)n >> 1, Philox.TagStep, w, w2, m);
-                else KernelNormals.Fill(a.Seed, gp, (ulong)n, Philox.TagStep, w, m);
-            }
-            model.Step(x, y, odd ? w2 : w, n * a.Dt, a.Dt, a.SqDt);
+            if (m > 0) KernelNormals.FillStep(a.Seed, gp, n, 0, a.Steps, Philox.TagStep, w, w2, m);
+            model.Step(x, y, w, n * a.Dt, a.Dt, a.SqDt);
             if (!AllFinite(y, d)) { Fail(flags, n + 1); return; }
             var t = x; x = y; y = t;
             long n1 = n + 1;

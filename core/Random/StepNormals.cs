@@ -29,51 +29,34 @@ public sealed unsafe class StepNormals
         _odd = (double*)Unsafe.AsPointer(ref _keep[0]);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    bool Kept(ulong seed, ulong path, ulong step, uint tag, int count, bool across4)
-        => step == _step && path == _path && count == _count && seed == _seed && tag == _tag && across4 == _across4;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    void Keep(ulong seed, ulong path, ulong step, uint tag, int count, bool across4)
-    {
-        _seed = seed; _path = path; _step = step; _tag = tag; _count = count; _across4 = across4;
-    }
-
     /// <summary>Lanes 0..count−1 of (path, step): <see cref="Normals.Fill(ulong, ulong, ulong, uint, double*, int)"/>'s bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Fill(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
-    {
-        if (count > 0 && Kept(seed, path, step, tag, count, false)) Buffer.MemoryCopy(_odd, dst, count * 8L, count * 8L);
-        else Draw(seed, path, step, tag, dst, count);
-    }
-
-    void Draw(ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
-    {
-        if (count <= 0) return;
-        if ((step & 1) == 0 && count <= _capacity)
-        {
-            Normals.FillPair(seed, path, step >> 1, tag, dst, _odd, count);
-            Keep(seed, path, step + 1, tag, count, false);
-        }
-        else Normals.Fill(seed, path, step, tag, dst, count);
-    }
+    public void Fill(ulong seed, ulong path, ulong step, uint tag, double* dst, int count) => Get(false, seed, path, step, tag, dst, count);
 
     /// <summary>Four paths' lanes at one step: <see cref="Normals.FillAcrossPaths4"/>'s bits (4·count doubles).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void FillAcrossPaths4(ulong seed, ulong path0, ulong step, uint tag, double* dst, int count)
-    {
-        if (count > 0 && Kept(seed, path0, step, tag, count, true)) Buffer.MemoryCopy(_odd, dst, count * 32L, count * 32L);
-        else DrawAcrossPaths4(seed, path0, step, tag, dst, count);
-    }
+    public void FillAcrossPaths4(ulong seed, ulong path0, ulong step, uint tag, double* dst, int count) => Get(true, seed, path0, step, tag, dst, count);
 
-    void DrawAcrossPaths4(ulong seed, ulong path0, ulong step, uint tag, double* dst, int count)
+    /// <summary>The kept odd step when it is the one asked for, else a draw: the even step's pair (its odd half kept) or the step alone.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    void Get(bool across4, ulong seed, ulong path, ulong step, uint tag, double* dst, int count)
     {
         if (count <= 0) return;
-        if ((step & 1) == 0 && 4 * count <= _capacity)
+        long doubles = across4 ? 4L * count : count;
+        if (step == _step && path == _path && count == _count && seed == _seed && tag == _tag && across4 == _across4)
+            Buffer.MemoryCopy(_odd, dst, doubles * 8, doubles * 8);
+        else Draw(across4, seed, path, step, tag, dst, count, doubles);
+    }
+
+    void Draw(bool across4, ulong seed, ulong path, ulong step, uint tag, double* dst, int count, long doubles)
+    {
+        if ((step & 1) == 0 && doubles <= _capacity)
         {
-            Normals.FillAcrossPaths4Pair(seed, path0, step >> 1, tag, dst, _odd, count);
-            Keep(seed, path0, step + 1, tag, count, true);
+            if (across4) Normals.FillAcrossPaths4Pair(seed, path, step >> 1, tag, dst, _odd, count);
+            else Normals.FillPair(seed, path, step >> 1, tag, dst, _odd, count);
+            _seed = seed; _path = path; _step = step + 1; _tag = tag; _count = count; _across4 = across4;
         }
-        else Normals.FillAcrossPaths4(seed, path0, step, tag, dst, count);
+        else if (across4) Normals.FillAcrossPaths4(seed, path, step, tag, dst, count);
+        else Normals.Fill(seed, path, step, tag, dst, count);
     }
 }

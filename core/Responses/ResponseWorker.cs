@@ -175,8 +175,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             if (!(U.St.HessianConstant && _hDone)) _m.Hessian(new StrideVec(a, 1), new StrideVec(pw, 1), t, dt, sq, _lane.LaneH(_laneIndex));
             _hDone = true;
             _localStale = true;
-            // σ⁺ and Π only for a kernel method: a Lyapunov or alignment run must not need σ invertible
-            if (M > 0 && U.NeedDk) { _m.Sigma(V(a), t, V(_psv)); PrepareNoise(pw); }
+            if (M > 0) { _m.Sigma(V(a), t, V(_psv)); PrepareNoise(pw); }
         }
         else if (U.NeedJ)
         {

@@ -210,7 +210,7 @@ public static partial class Engine
                 if (sh.Stop) return;
                 if (sh.Cancel.IsCancellationRequested) { sh.Stop = true; return; }
                 int size = g.Quads.Length == 2 && p + 8 <= p1 ? 8 : 4;
-                if (!(size == 8 ? RunTwoGroups(ref model, sh, g, p) : RunGroup(ref model, sh, g, p)))
+                if (!RunGroups(ref model, sh, g, p, size == 8))
                 {
                     // a lane failed: the group(s) again, one path at a time (same bits), to report as the one-path engine does
                     foreach (var w in g.Lanes) w.Discard();
@@ -228,77 +228,39 @@ public static partial class Engine
         }
     }
 
-    /// <summary>Paths p .. p+3 in the four lanes; false (nothing committed, nothing counted) if a lane's state is not finite.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe bool RunGroup<TModel>(ref TModel model, Shared sh, LaneGroup g, long p) where TModel : struct, ISdeModel, ISdeLaneModel
-    {
-        int d = model.Dim, m = model.NoiseDim;
-        long steps = sh.Steps, obsFrom = sh.ObsFrom, obsTo = sh.ObsTo;
-        double dt = sh.Dt, sqdt = sh.SqDt;
-        ulong seed = sh.Seed;
-        var progress = sh.Progress;
-        var lanes = g.Lanes;
-        var w0 = lanes[0];
-        double* a = g.X4, b = g.Y4, w = g.W4;
-        ulong gp = (ulong)(sh.FirstPath + p);
-        for (int j = 0; j < 4; j++)
-        {
-            var wk = lanes[j];
-            Normals.Fill(seed, gp + (ulong)j, 0, Philox.TagInitNormal, wk.Zn, d);
-            Normals.FillUniform(seed, gp + (ulong)j, 0, Philox.TagInitUniform, wk.Zu, d);
-            model.Init(new StrideVec(a + j, 4), new StrideVec(wk.Zn, 1), new StrideVec(wk.Zu, 1));
-        }
-        if (!LanesFinite(a, d)) return false;
-        if (obsFrom == 0 && w0.NeedsObserve(0)) ObserveLanes(ref model, lanes, a, 0, 0.0);
-        // the normals of g.Batch steps at a time (they do not depend on the state): the same bits as step by step
-        int batch = g.Batch, wstep = 4 * m;
-        for (long n0 = 0; n0 < steps; n0 += batch)
-        {
-            long nEnd = Math.Min(n0 + batch, steps);
-            if (m > 0) Normals.FillAcrossPaths4Steps(seed, gp, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w, m);
-            double* wn = w;
-            for (long n = n0; n < nEnd; n++, wn += wstep)
-            {
-                model.StepLanes4(a, b, wn, n * dt, dt, sqdt);
-                if (!LanesFinite(b, d)) return false;
-                double* t = a; a = b; b = t;
-                long n1 = n + 1;
-                if ((n1 & StepProgress.Mask) == 0) progress.Add(4 * StepProgress.Chunk);
-                if (n1 >= obsFrom && n1 <= obsTo && w0.NeedsObserve(n1)) ObserveLanes(ref model, lanes, a, n1, n1 * dt);
-            }
-        }
-        progress.Add(4 * (steps & StepProgress.Mask));
-        for (int j = 0; j < 4; j++) { lanes[j].Ran++; lanes[j].Commit(); }
-        return true;
-    }
-
     /// <summary>
-    /// Paths p .. p+7 as two groups of four whose steps alternate: each group's step is a dependency chain
-    /// through its state, and the core runs the two chains side by side. The same draws, steps and records
-    /// as <see cref="RunGroup{TModel}"/> of each group; false (nothing committed) if a lane's state is not finite.
+    /// Paths p .. p+3 in the four lanes of group 0, and with <paramref name="two"/> paths p+4 .. p+7 in group 1,
+    /// whose steps alternate with group 0's: a small model's step is a dependency chain through its state,
+    /// and the core runs the two chains side by side. False (nothing committed, nothing counted) if a lane's
+    /// state is not finite.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe bool RunTwoGroups<TModel>(ref TModel model, Shared sh, LaneGroup g, long p) where TModel : struct, ISdeModel, ISdeLaneModel
+    static unsafe bool RunGroups<TModel>(ref TModel model, Shared sh, LaneGroup g, long p, bool two) where TModel : struct, ISdeModel, ISdeLaneModel
     {
-        int d = model.Dim, m = model.NoiseDim;
+        int d = model.Dim, m = model.NoiseDim, paths = two ? 8 : 4;
         long steps = sh.Steps, obsFrom = sh.ObsFrom, obsTo = sh.ObsTo;
         double dt = sh.Dt, sqdt = sh.SqDt;
         ulong seed = sh.Seed;
         var progress = sh.Progress;
         var lanes = g.Lanes;
-        Worker[] qa = g.Quads[0], qb = g.Quads[1];
+        Worker[] qa = g.Quads[0], qb = two ? g.Quads[1] : qa;
         var w0 = lanes[0];
         double* a = g.X4, b = g.Y4, w = g.W4, a2 = g.X4b, b2 = g.Y4b, w2 = g.W4b;
         ulong gp = (ulong)(sh.FirstPath + p);
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < paths; j++)
         {
             var wk = lanes[j];
             Normals.Fill(seed, gp + (ulong)j, 0, Philox.TagInitNormal, wk.Zn, d);
             Normals.FillUniform(seed, gp + (ulong)j, 0, Philox.TagInitUniform, wk.Zu, d);
             model.Init(new StrideVec((j < 4 ? a : a2) + (j & 3), 4), new StrideVec(wk.Zn, 1), new StrideVec(wk.Zu, 1));
         }
-        if (!LanesFinite(a, d) || !LanesFinite(a2, d)) return false;
-        if (obsFrom == 0 && w0.NeedsObserve(0)) { ObserveLanes(ref model, qa, a, 0, 0.0); ObserveLanes(ref model, qb, a2, 0, 0.0); }
+        if (!LanesFinite(a, d) || (two && !LanesFinite(a2, d))) return false;
+        if (obsFrom == 0 && w0.NeedsObserve(0))
+        {
+            ObserveLanes(ref model, qa, a, 0, 0.0);
+            if (two) ObserveLanes(ref model, qb, a2, 0, 0.0);
+        }
+        // the normals of g.Batch steps at a time (they do not depend on the state): the same bits as step by step
         int batch = g.Batch, wstep = 4 * m;
         for (long n0 = 0; n0 < steps; n0 += batch)
         {
@@ -306,28 +268,28 @@ public static partial class Engine
             if (m > 0)
             {
                 Normals.FillAcrossPaths4Steps(seed, gp, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w, m);
-                Normals.FillAcrossPaths4Steps(seed, gp + 4, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w2, m);
+                if (two) Normals.FillAcrossPaths4Steps(seed, gp + 4, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w2, m);
             }
             double* wn = w, wn2 = w2;
             for (long n = n0; n < nEnd; n++, wn += wstep, wn2 += wstep)
             {
                 double t = n * dt;
                 model.StepLanes4(a, b, wn, t, dt, sqdt);
-                model.StepLanes4(a2, b2, wn2, t, dt, sqdt);
-                if (!LanesFinite(b, d) || !LanesFinite(b2, d)) return false;
+                if (two) model.StepLanes4(a2, b2, wn2, t, dt, sqdt);
+                if (!LanesFinite(b, d) || (two && !LanesFinite(b2, d))) return false;
                 double* u = a; a = b; b = u;
                 u = a2; a2 = b2; b2 = u;
                 long n1 = n + 1;
-                if ((n1 & StepProgress.Mask) == 0) progress.Add(8 * StepProgress.Chunk);
+                if ((n1 & StepProgress.Mask) == 0) progress.Add(paths * StepProgress.Chunk);
                 if (n1 >= obsFrom && n1 <= obsTo && w0.NeedsObserve(n1))
                 {
                     ObserveLanes(ref model, qa, a, n1, n1 * dt);
-                    ObserveLanes(ref model, qb, a2, n1, n1 * dt);
+                    if (two) ObserveLanes(ref model, qb, a2, n1, n1 * dt);
                 }
             }
         }
-        progress.Add(8 * (steps & StepProgress.Mask));
-        for (int j = 0; j < 8; j++) { lanes[j].Ran++; lanes[j].Commit(); }
+        progress.Add(paths * (steps & StepProgress.Mask));
+        for (int j = 0; j < paths; j++) { lanes[j].Ran++; lanes[j].Commit(); }
         return true;
     }
 
