@@ -220,15 +220,50 @@ let slowTests =
             Expect.isLessThanOrEqual r2 1.4 "RMS z (true) <= 1.4"
         }
 
+    // The spread over seeds against the reported error, where z cannot be normal: RMS(b − estimated) /
+    // RMS(se) over 200 seeds in [0.8, 1.25] (numpy's study of the same estimator gives 0.77–1.20 over groups
+    // of only 40 seeds; a factor-2 error in either direction fails). z is printed, and the figures
+    // docs/discretisation.md quotes from this run are checked to their digits, not asserted as bounds.
+    let spreadTest (name: string) (text: int -> string) (index: int) (estimated: float) =
+        test name {
+            Tier.requireSlow "200 runs"
+            let bs = [| for seed in 1..200 -> biasOf ((results (run (text seed)))[index]) |]
+            let spread = sqrt (bs |> Array.averageBy (fun b -> (b.Value - estimated) ** 2.0))
+            let se = sqrt (bs |> Array.averageBy (fun b -> b.StdErr * b.StdErr))
+            let zOf (b: BiasOutcome) = (b.Value - estimated) / b.StdErr
+            let rmsZ (xs: BiasOutcome[]) = sqrt (xs |> Array.averageBy (fun b -> zOf b ** 2.0))
+            let bySamples = bs |> Array.sortBy (fun b -> b.Samples)
+            let fewer, more = rmsZ bySamples[..99], rmsZ bySamples[100..]
+            let pairs = bs |> Array.map (fun b -> b.Samples)
+            printfn "%s: RMS(b - 2 (Q(dt) - Q(dt/2))) %g, RMS se %g, ratio %.3f; RMS z %.3f, mean z %.3f, |z| > 3 in %d; pairs %d to %d; RMS z of the half with fewer pairs %.3f, more %.3f"
+                name spread se (spread / se) (rmsZ bs) (bs |> Array.averageBy zOf) (bs |> Array.filter (fun b -> abs (zOf b) > 3.0) |> Array.length)
+                (Array.min pairs) (Array.max pairs) fewer more
+            Expect.isGreaterThanOrEqual (spread / se) 0.8 "spread / RMS se >= 0.8"
+            Expect.isLessThanOrEqual (spread / se) 1.25 "spread / RMS se <= 1.25"
+            let page = DocsNumbers.page "discretisation.md"
+            let q =
+                DocsNumbers.quoted "discretisation.md" page
+                    @"RMS\(b − 2 \(Q\(dt\) − Q\(dt/2\)\)\) / RMS\(se\) = ([0-9.]+) over 200 seeds"
+            DocsNumbers.agreesToDigits "the ratio" q[0] (spread / se)
+            let q = DocsNumbers.quoted "discretisation.md" page @"z RMS over those 200 seeds is ([0-9.]+) \(mean\s+z \+([0-9.]+)"
+            DocsNumbers.agreesToDigits "RMS z" q[0] (rmsZ bs)
+            DocsNumbers.agreesToDigits "mean z" q[1] (bs |> Array.averageBy zOf)
+            let q = DocsNumbers.quoted "discretisation.md" page @"few pairs \(([0-9]+) to ([0-9]+) over the 200 seeds\)"
+            Expect.equal (int q[0], int q[1]) (int (Array.min pairs), int (Array.max pairs)) "the pairs' range"
+            let q = DocsNumbers.quoted "discretisation.md" page @"has z RMS\s+([0-9.]+), the other half ([0-9]+\.[0-9]+)"
+            DocsNumbers.agreesToDigits "the half with fewer pairs" q[0] fewer
+            DocsNumbers.agreesToDigits "the half with more pairs" q[1] more
+        }
+
     testSequenced
     <| testList
         "Slow bias kinds"
-        [ // A known defect, not an honest error (docs/discretisation.md, "Derived results"): GBM's variance(x)
-          // gave z RMS 1.08 on seeds 1-30 with generator version 1 but 1.45 on its seeds 31-90, and 2.47 and
-          // 1.76 with version 2 (mean z +0.7 to +1.0; also at σ = 0.2 and with 1000 pairs): the jackknife's
-          // error over 32 blocks varies eightfold between seeds and is small exactly when the estimate is off.
-          // Pending until the bias of a derived result has an error that holds, or says it does not.
-          ptestCase "GBM variance(x) at dt = 0.02 (pending: its bias_stderr is not honest, see docs/discretisation.md)" ignore
+        [ // GBM's variance(x): the pairs' c² − f² is skewed (skewness −11, kurtosis 380 per pair), so over a few
+          // hundred pairs the estimate and its jackknife error are correlated (−0.8: a sample that misses the
+          // rare large pair is off and reports a small error) and z is not normal (RMS 1.2–2.5 over 30 seeds),
+          // though the error is right: the spread over seeds matches it (docs/discretisation.md, "Derived
+          // results"; docs/scripts/gbm_variance_bias.py repeats it in numpy, independent of this engine).
+          spreadTest "GBM variance(x) at dt = 0.02" (fun s -> gbmText 0.02 4000 s "  variance(x)") 0 (target (gbmVar 1.0) 0.02)
           zTest "OU variance(x) at dt = 0.05" (fun s -> ouText 0.05 4000 s "  variance(x)") 0 (target (ouChain >> snd) 0.05) (snd (ouChain 0.05) - snd ouSde)
           zTest "OU quantile(x, 0.9) at dt = 0.05" (fun s -> ouText 0.05 4000 s "  quantile(x, 0.9) on [-4, 4] bins 400") 0
               (target (ouChain >> ouQuantile) 0.05) (ouQuantile (ouChain 0.05) - ouQuantile ouSde)
