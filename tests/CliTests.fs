@@ -298,6 +298,7 @@ let tests =
                     "bad setting", [ "run"; tmp.File "setting.sde" (goodModel.Replace("seed = 4", "seed = 4; colour = 3")) ]
                     "bad setting value", [ "run"; tmp.File "dt.sde" (goodModel.Replace("dt = 0.01", "dt = -1")) ]
                     "not linear in dt", [ "run"; tmp.File "dt2.sde" (goodModel.Replace("-a * x dt", "-a * x dt^2")) ]
+                    "missing closing brace", [ "run"; tmp.File "brace.sde" (goodModel.Replace("seed = 4 }", "seed = 4")) ]
                     "unterminated comment", [ "run"; tmp.File "comment.sde" (goodModel + "/* no end") ]
                     "empty file", [ "run"; tmp.File "empty.sde" "" ]
                     "only a comment", [ "check"; tmp.File "comment-only.sde" "// nothing here\n" ]

@@ -333,11 +333,42 @@ let private modelItem: P<ModelItem> =
           kw "let" >>. nameAt .>> sym "=" .>>. expr |>> fun ((p, n), e) -> LetDecl(n, e, p) ]
     <?> "model item (const, param, state, brownian, weight, init, d, let or calculus)"
 
-/// `{ item* }` with statements separated by newlines or `;`.
-let private block (item: P<'a>) : P<'a list> =
-    pos .>> skipChar '{'
-    >>= fun op ->
-        ws >>. wsnl >>. many (item .>> eos) .>> closing '{' '}' op .>> ws
+/// The start of a top-level item (`model M {`, `params P {`, `simulate {`, `query {`, `sweep F from`,
+/// `fit a to` or `fit a, b`), which no block item starts with: seen where a block's next item or
+/// `}` belongs, it means that the block's `}` is missing.
+let private topItemAhead: P<unit> =
+    let name = ident .>> opt (group '[' ']' expr)
+
+    followedBy (
+        choice
+            [ kw "model" >>. ident >>. skipChar '{'
+              kw "params" >>. ident >>. skipChar '{'
+              kw "simulate" >>. skipChar '{'
+              kw "query" >>. skipChar '{'
+              kw "sweep" >>. name >>. kw "from"
+              kw "fit" >>. name >>. (sym "," <|> kw "to") ]
+    )
+
+/// The error for a block opened at `op` whose `}` is missing, at `at`: the end of its last item
+/// (or of its `{`), after the white space and comment that end the item's line: where the `}` belongs.
+let private missingBrace (what: string) (op: Pos) (at: Pos) : P<'a> =
+    failFatally (atPos at (sprintf "missing '}' closing the '%s' block opened at %d:%d" what op.Line op.Col))
+
+/// The `}` of the block `what` opened at `op`, whose last item ends at `last`; where the end of the
+/// file or a top-level item comes instead, the error says that the `}` is missing.
+let private closeBlock (what: string) (op: Pos) (last: Pos) : P<unit> =
+    ((skipChar '}' <?> "'}'") >>. ws) <|> (followedBy (eof <|> topItemAhead) >>. missingBrace what op last)
+
+/// `{ item* }` with statements separated by newlines or `;` (`what` names the block in errors). A
+/// top-level item where an item or the `}` belongs (on the last item's line too) ends the block
+/// with the error that its `}` is missing.
+let private block (what: string) (item: P<'a>) : P<'a list> =
+    let itemEnd = notFollowedBy topItemAhead >>. item .>>. pos .>> (eos <|> topItemAhead)
+
+    pos .>> skipChar '{' .>>. (ws >>. pos) .>> wsnl .>>. many itemEnd
+    >>= fun ((op, start), items) ->
+        let last = items |> List.tryLast |> Option.map snd |> Option.defaultValue start
+        closeBlock what op last >>% List.map fst items
 
 let private setting: P<Setting> =
     nameAt .>> sym "=" .>>. expr |>> fun ((p, k), v) -> { Key = k; Value = v; Pos = p }
@@ -489,20 +520,20 @@ let private fitSetting: P<FitSetting> =
         value |>> fun v -> { FitKey = k; FitArg = v; FitPos = p }
 
 let private fitBlock: P<TopItem> =
-    pos .>> kw "fit" .>>. sepBy1 paramAt (sym ",") .>> kw "to" .>>. (pos .>>. stringLit) .>>. block fitSetting
+    pos .>> kw "fit" .>>. sepBy1 paramAt (sym ",") .>> kw "to" .>>. (pos .>>. stringLit) .>>. block "fit" fitSetting
     |>> fun (((p, ps), (dp, data)), settings) -> FitBlock(ps |> List.map (fun (q, n) -> n, q), data, dp, settings, p)
 
 // ---------------------------------------------------------------------------------- file
 
 let private topItem: P<TopItem> =
     choice
-        [ pos .>> kw "model" .>>. ident .>>. block modelItem
+        [ pos .>> kw "model" .>>. ident .>>. block "model" modelItem
           |>> fun ((p, n), items) -> ModelBlock { Name = n; Items = items; Pos = p }
-          kw "params" >>. nameAt .>>. block paramSetting |>> fun ((p, n), s) -> ParamsBlock(n, s, p)
+          kw "params" >>. nameAt .>>. block "params" paramSetting |>> fun ((p, n), s) -> ParamsBlock(n, s, p)
           kw "sweep" >>. paramAt .>> kw "from" .>>. expr .>> kw "to" .>>. expr .>> kw "step" .>>. expr .>> eos
           |>> fun ((((p, n), a), b), s) -> SweepDecl(n, a, b, s, p)
-          pos .>> kw "simulate" .>>. block setting |>> fun (p, s) -> SimulateBlock(s, p)
-          pos .>> kw "query" .>>. block query |>> fun (p, q) -> QueryBlock(q, p)
+          pos .>> kw "simulate" .>>. block "simulate" setting |>> fun (p, s) -> SimulateBlock(s, p)
+          pos .>> kw "query" .>>. block "query" query |>> fun (p, q) -> QueryBlock(q, p)
           fitBlock ]
     <?> "'model', 'params', 'sweep', 'simulate', 'query' or 'fit'"
 
