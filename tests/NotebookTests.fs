@@ -143,7 +143,7 @@ let tests =
                     Objective = "kl at T"; Optimizer = "lbfgs"; Names = [| "theta"; "sigma" |]; Start = [| 3.0; 1.5 |]; Fitted = [| 1.01; 0.49 |]
                     Bounds = [| 0.0, infinity; 0.0, infinity |]; StdErrs = [| 0.05; 0.01 |]; AllParams = [ "theta", 1.01; "sigma", 0.49 ]
                     History = [ step 1 1.2; step 2 0.9; step 3 0.5 ]; Converged = true; Stop = "gradient small"; Bandwidth = [| 0.1 |]
-                    Paths = 2000L; T = 1.0; Dt = 0.01; Seed = 7UL; FinalLoss = 0.5; FinalLossStdErr = 0.01; Seconds = 1.0
+                    Paths = 2000L; T = 1.0; Dt = 0.01; Seed = 7UL; Backend = "cpu"; FinalLoss = 0.5; FinalLossStdErr = 0.01; Seconds = 1.0
                     SecondsPerEvaluation = 0.3; Warnings = [ "a warning <here>" ]; Estimated = [] }
 
               let html = formatAs "text/html" fit

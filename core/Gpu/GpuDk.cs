@@ -22,7 +22,8 @@ public struct TanPlanDev
     public long From, To;
     public double Lo, Hi;
     public long WindowSteps;  // stationary window in steps (0: none)
-    public long Ring;         // first scratch row of its ring buffer (WindowSteps + 1 rows)
+    public long RingSteps;    // its ring of ℓ holds RingSteps + 1 steps (0: no ring): the window's, or a stationary recording's
+    public long Ring;         // first scratch row of its ring buffer (RingSteps + 1 rows)
     public int Slot;          // first row of the per-path accumulator buffer
     public int Alignment;     // 1: Lyapunov alignment (|cos(q_N, ν_N)| into the density bins)
     public int Centred;       // 1: also the C rows (φ or bin indicator) and the B row (Σ ω) after its A rows
@@ -50,6 +51,17 @@ public struct TanArgs
     public long X, Y, W, W2, ZN, ZU, Obs, Ell0, V0, JV, EV, HV, SV, Grad, Chi, DChi, Dg, ChiTot;
     public long JD, JInv, Col, Tmp, Tmp2, Piv, Spw, Sig, AMat, SP, V;
     public long LyQ, LyZ;     // Lyapunov alignment: the top Lyapunov vector q_n and J q_n
+    // A recorded run (PathRecord; fitting, samples(...), score(...)): the per-path values go into accumulator rows
+    // from RecX on (row r of path p at r·P + p, NaN until written), the host copies them into the record.
+    public int RecAtT;        // 1: x_T and ℓ_T per plan at T (and ν_T, the observables at T when asked)
+    public int RecNu, RecObs; // 1: ν_T (group 0's covector) / the observables at T as well
+    public int RecTimes;      // a stationary recording's recorded steps (ints[IRecSteps ..], ascending); 0: none
+    public long RecWindow;    // its window K in steps (ℓ_n − ℓ_{n−K} from the plans' rings)
+    public int RecTrajK;      // a trajectory's observables (ints[IRecTrajObs ..]); 0: none
+    public long RecEvery;     // the trajectory's step in steps of dt
+    public int IRecSteps, IRecTrajObs;
+    public long RecNext;      // scratch row: the next recorded step's index (a stationary recording)
+    public long RecX, RecEll, RecNuRow, RecObsRow, RecTraj, RecEnd; // accumulator rows of the record
 }
 
 /// <summary>
@@ -105,6 +117,9 @@ public static class TangentKernels
         }
         var spw = k.Row(a.Spw);
         for (int r = 0; r < d; r++) spw[r] = 0.0;
+        // a recorded value not written (a path that failed) stays NaN, as the CPU's PathRecord.Reset leaves it
+        for (long r = a.RecX; r < a.RecEnd; r++) accs[r * k.P + i] = double.NaN;
+        if (a.RecTimes > 0) k.S[a.RecNext * k.P + i] = 0.0;
 
         KernelNormals.Fill(a.Seed, gp, 0, Philox.TagInitNormal, zn, d);
         KernelNormals.FillUniform(a.Seed, gp, 0, Philox.TagInitUniform, zu, d);
@@ -184,6 +199,51 @@ public static class TangentKernels
             parity = 1 - parity;
             Sample(model, k, plans, groups, n + 1, (n + 1) * dt, xb);
         }
+        if (a.RecAtT != 0) RecordAtT(model, k, plans, groups, k.Row(parity == 0 ? a.X : a.Y));
+    }
+
+    /// <summary>Worker.End's record: x_T, ℓ_T per plan (its group's ℓ of its parameter), ν_T of group 0, the observables at T.</summary>
+    static void RecordAtT<TModel>(TModel model, K k, ArrayView<TanPlanDev> plans, ArrayView<DkGroupDev> groups, SoaVec x)
+        where TModel : unmanaged, ISdeTangentModel
+    {
+        var a = k.A;
+        int d = a.D;
+        for (int r = 0; r < d; r++) k.Acc[(a.RecX + r) * k.P + k.Path] = x[r];
+        for (int q = 0; q < a.NPlans; q++)
+        {
+            var l = plans[q];
+            k.Acc[(a.RecEll + q) * k.P + k.Path] = k.Row(groups[l.Group].Ell)[l.Which];
+        }
+        if (a.RecNu != 0 && a.NGroups > 0)
+        {
+            var nu = k.Row(groups[0].Nu);
+            for (int r = 0; r < d; r++) k.Acc[(a.RecNuRow + r) * k.P + k.Path] = nu[r];
+        }
+        if (a.RecObs != 0 && a.NObs > 0)
+        {
+            var obs = k.Row(a.Obs);
+            model.Observe(x, a.Steps * a.Dt, obs);
+            for (int q = 0; q < a.NObs; q++) k.Acc[(a.RecObsRow + q) * k.P + k.Path] = obs[q];
+        }
+    }
+
+    /// <summary>Worker.RecordStationary: at a recorded step, x_n and every plan's ℓ_n − ℓ_{n−K} (ℓ_{n−K} read as ℓ_0 when n &lt; K).</summary>
+    static void RecordStationary(K k, ArrayView<TanPlanDev> plans, long n, SoaVec x)
+    {
+        var a = k.A;
+        long at = a.RecNext * k.P + k.Path;
+        int next = (int)k.S[at];
+        if (next >= a.RecTimes || k.Int(a.IRecSteps + next) != n) return;
+        int d = a.D;
+        long len = a.RecWindow + 1, back = n - a.RecWindow;
+        long slot = n % len, from = (back < 0 ? 0 : back) % len;
+        for (int r = 0; r < d; r++) k.Acc[(a.RecX + (long)next * d + r) * k.P + k.Path] = x[r];
+        for (int q = 0; q < a.NPlans; q++)
+        {
+            long ring = plans[q].Ring;
+            k.Acc[(a.RecEll + (long)next * a.NPlans + q) * k.P + k.Path] = k.S[(ring + slot) * k.P + k.Path] - k.S[(ring + from) * k.P + k.Path];
+        }
+        k.S[at] = next + 1;
     }
 
     static void Error(ArrayView<long> flags, long code) => Atomic.Max(ref flags[2], code);
@@ -223,16 +283,25 @@ public static class TangentKernels
         bool observed = false, grad = false;
         var obs = k.Row(a.Obs);
         var gv = k.Row(a.Grad);
-        // ring buffers of the DK weights, every step (stationary windows)
+        if (a.RecTrajK > 0 && n % a.RecEvery == 0)
+        {
+            // a trajectory (samples(...) every Δ): this path's observables at the grid time n
+            model.Observe(x, t, obs);
+            observed = true;
+            long at = a.RecTraj + n / a.RecEvery * a.RecTrajK;
+            for (int q = 0; q < a.RecTrajK; q++) k.Acc[(at + q) * k.P + k.Path] = obs[k.Int(a.IRecTrajObs + q)];
+        }
+        // ring buffers of the DK weights, every step (stationary windows, a stationary recording)
         for (int q = 0; q < a.NPlans; q++)
         {
             var l = plans[q];
-            if (l.WindowSteps > 0)
+            if (l.RingSteps > 0)
             {
-                long len = l.WindowSteps + 1;
+                long len = l.RingSteps + 1;
                 k.S[(l.Ring + n % len) * k.P + k.Path] = l.Method == 0 ? k.Row(groups[l.Group].Ell)[l.Which] : 0.0;
             }
         }
+        if (a.RecTimes > 0) RecordStationary(k, plans, n, x);
         for (int q = 0; q < a.NPlans; q++)
         {
             var l = plans[q];
@@ -507,6 +576,31 @@ public static class GpuTangent
     /// <summary>Runs the pathwise and divergence-kernel plans, Lyapunov alignment included (no finite differences).</summary>
     public static Estimate[] Run<TModel>(GpuBackend backend, TModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans)
         where TModel : unmanaged, ISdeTangentModel
+        => RunCore(backend, model, st, s, plans, null);
+
+    static long _recordedRuns;
+    /// <summary>Recorded runs started on the tangent kernel (the tests check that a GPU backend's record ran here).</summary>
+    public static long RecordedRuns => Interlocked.Read(ref _recordedRuns);
+
+    /// <summary>
+    /// <see cref="ResponseEngine.RunRecorded{TModel}"/> on the tangent kernel: the same checks, and each path's values
+    /// (x_T, ℓ_T per plan, ν_T, the observables at T; or a stationary recording's x_n and window increments; or a
+    /// trajectory's observables every k steps) written by the kernel into accumulator rows and copied into
+    /// <paramref name="record"/>, the CPU's numbers bit for bit where the kernel's arithmetic is the CPU worker's.
+    /// </summary>
+    public static void RunRecorded<TModel>(GpuBackend backend, TModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans, PathRecord record)
+        where TModel : unmanaged, ISdeTangentModel
+    {
+        ResponseEngine.CheckRecorded(s, plans, record);
+        Interlocked.Increment(ref _recordedRuns);
+        if (record.Steps is { } rs && rs[^1] > int.MaxValue)
+            throw new RunTooLargeException($"a stationary recording at step {rs[^1]} is beyond the GPU kernel's int table (2^31 steps); use a larger dt or the CPU backend");
+        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount, s.Steps);
+        RunCore(backend, model, st, s, plans, record);
+    }
+
+    static Estimate[] RunCore<TModel>(GpuBackend backend, TModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans, PathRecord? record)
+        where TModel : unmanaged, ISdeTangentModel
     {
         foreach (var p in plans)
             if (p.Method == ResponseMethod.FiniteDifference)
@@ -557,6 +651,8 @@ public static class GpuTangent
         a.IObsGradState = Put(st.ObsGradState); a.IObsGradEnt = Flat(U.ObsGradEntries, out a.IObsGradEntOff);
         a.IDetInit = Put(U.DetInitMask.Select(b => b ? 1 : 0)); a.INeedChi = Put(U.NeedChi.Select(b => b ? 1 : 0));
         a.IPathwise = Put(U.PathwiseWhich);
+        if (record?.Steps is { } recSteps) { a.RecTimes = recSteps.Length; a.RecWindow = record.WindowSteps; a.IRecSteps = Put(recSteps.Select(n => (int)n)); }
+        if (record?.TrajectoryObservables is { } trObs) { a.RecTrajK = trObs.Length; a.RecEvery = record.EverySteps; a.IRecTrajObs = Put(trObs); }
         var gd = new DkGroupDev[U.Groups.Length];
         for (int g = 0; g < gd.Length; g++)
         {
@@ -584,6 +680,7 @@ public static class GpuTangent
         a.Sig = Take(general ? (long)d * m : 1); a.AMat = Take(general ? (long)d * d : 1); a.SP = Take(general ? (long)m * d : 1);
         a.V = Take((long)np * d);
         a.LyQ = Take(U.NeedAlign ? d : 1); a.LyZ = Take(U.NeedAlign ? d : 1);
+        a.RecNext = Take(1);
         for (int g = 0; g < gd.Length; g++)
         {
             gd[g].Nu = Take(d); gd[g].NuNew = Take(d); gd[g].Gld = Take(d); gd[g].Sel = Take(U.SelJ.Length); gd[g].Ell = Take(np);
@@ -594,20 +691,40 @@ public static class GpuTangent
         {
             var p = plans[i];
             int nb = p.Kind == EstimateKind.Density ? p.Bins : 1;
+            // the ring of ℓ over the last K + 1 steps: a stationary window's, or the stationary recording's (Worker's ring)
+            long ringSteps = U.WindowSteps[i] > 0 ? U.WindowSteps[i] : record?.Steps != null ? record.WindowSteps : 0;
             pd[i] = new TanPlanDev
             {
                 Kind = p.Kind == EstimateKind.Density ? 1 : 0, Method = p.Method == ResponseMethod.Pathwise ? 1 : 0,
                 Observable = p.Observable, Bins = p.Bins, Group = U.PlanGroup[i], Which = p.Which, ScoreComponent = p.ScoreComponent,
-                From = U.From[i], To = U.To[i], Lo = p.Lo, Hi = p.Hi, WindowSteps = U.WindowSteps[i],
-                Ring = U.WindowSteps[i] > 0 ? Take(U.WindowSteps[i] + 1) : 0, Slot = rows, Alignment = p.Alignment ? 1 : 0,
+                From = U.From[i], To = U.To[i], Lo = p.Lo, Hi = p.Hi, WindowSteps = U.WindowSteps[i], RingSteps = ringSteps,
+                Ring = ringSteps > 0 ? Take(ringSteps + 1) : 0, Slot = rows, Alignment = p.Alignment ? 1 : 0,
                 Centred = p.Centred ? 1 : 0, Explicit = p.Explicit,
             };
             rows += ResponseEngine.Sums.RowsOf(p);
         }
+        // the record's rows after the accumulators (RecordLayout: the host reads them back in the same order)
+        int recTimes = record?.Steps?.Length ?? 1;
+        a.RecAtT = record != null && record.Steps == null ? 1 : 0;
+        a.RecNu = record?.Nu != null ? 1 : 0;
+        a.RecObs = record?.Obs != null && record.NObs > 0 ? 1 : 0;
+        long recRows = 0;
+        if (record != null)
+        {
+            // a trajectory-only record (no state, no weights) is what samples(...) every Δ asks for; x and ℓ rows
+            // are written then too (cheap), as the CPU fills its X and Ell
+            long RecTake(long n) { long r = rows + recRows; recRows += n; return r; }
+            a.RecX = RecTake((long)recTimes * d);
+            a.RecEll = RecTake((long)recTimes * plans.Length);
+            a.RecNuRow = RecTake(a.RecNu != 0 ? d : 0);
+            a.RecObsRow = RecTake(a.RecObs != 0 ? nobs : 0);
+            a.RecTraj = RecTake(a.RecTrajK > 0 ? (long)record.TrajectoryTimes * a.RecTrajK : 0);
+            a.RecEnd = rows + recRows;
+        }
 
         var dev = GpuDevice.Get(backend);
         var acc = dev.Accelerator;
-        long perPath = 8L * (R + rows);
+        long perPath = 8L * (R + rows + recRows);
         long chunk = dev.Chunk(perPath, s, " for the pathwise / divergence-kernel responses", $"dimension {d}, {R} scratch values, {rows} accumulator(s)",
             "use shorter stationary windows, mode = first_order or the CPU backend");
 
@@ -629,13 +746,14 @@ public static class GpuTangent
         using var gbuf = acc.Allocate1D(gd.Length > 0 ? gd : new DkGroupDev[1]);
         using var fbuf = acc.Allocate1D(U.NeedAlign ? LyapunovEngine.InitialFrame(d, 1) : new double[1]);
         using var scratch = acc.Allocate1D<double>(R * chunk);
-        using var accs = acc.Allocate1D<double>(Math.Max(rows, 1) * chunk);
+        using var accs = acc.Allocate1D<double>(Math.Max(rows + recRows, 1) * chunk);
         // device memory comes uninitialised (a freed buffer's values on CUDA): start from zeros, so
         // that a row the kernel failed to write shows as 0 on every backend, never as stale numbers
         scratch.MemSetToZero();
         accs.MemSetToZero();
         using var flags = acc.Allocate1D<long>(nFlags);
         var host = new double[Math.Max(rows, 1) * chunk];
+        var recHost = new double[recRows * chunk];
         var hostFlags = new long[nFlags];
         var sums = new ResponseEngine.Sums(plans);
 
@@ -662,6 +780,11 @@ public static class GpuTangent
             if (hostFlags[0] > 0)
                 throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran
             ((ArrayView<double>)accs.View).SubView(0, rows * pc).CopyToCPU(host.AsSpan(0, (int)(rows * pc)));
+            if (record != null)
+            {
+                ((ArrayView<double>)accs.View).SubView(rows * pc, recRows * pc).CopyToCPU(recHost.AsSpan(0, (int)(recRows * pc)));
+                CopyRecord(record, a, rows, recHost, p0, pc, d, plans.Length);
+            }
             for (int i = 0; i < plans.Length; i++)
             {
                 var p = plans[i];
@@ -676,5 +799,32 @@ public static class GpuTangent
             s.Progress?.Invoke((double)(p0 + pc) / s.Paths);
         }
         return sums.ToEstimates(plans, s.Paths);
+    }
+
+    /// <summary>
+    /// The record rows of a chunk of <paramref name="pc"/> paths (row r of path p at r·pc + p, rows counted from
+    /// <paramref name="rows"/>) into the record's row-major arrays (paths from <paramref name="p0"/> of the run).
+    /// </summary>
+    static void CopyRecord(PathRecord r, TanArgs a, int rows, double[] h, long p0, long pc, int d, int np)
+    {
+        int times = r.Times;
+        double At(long row, long p) => h[(row - rows) * pc + p];
+        for (long p = 0; p < pc; p++)
+        {
+            long path = p0 + p;
+            for (int t = 0; t < times; t++)
+            {
+                long row = path * times + t;
+                for (int i = 0; i < d; i++) r.X[row * d + i] = At(a.RecX + (long)t * d + i, p);
+                for (int q = 0; q < np; q++) r.Ell[row * np + q] = At(a.RecEll + (long)t * np + q, p);
+            }
+            if (a.RecNu != 0) for (int i = 0; i < d; i++) r.Nu![path * d + i] = At(a.RecNuRow + i, p);
+            if (a.RecObs != 0) for (int q = 0; q < r.NObs; q++) r.Obs![path * r.NObs + q] = At(a.RecObsRow + q, p);
+            if (a.RecTrajK > 0)
+            {
+                long n = (long)r.TrajectoryTimes * a.RecTrajK;
+                for (long j = 0; j < n; j++) r.Trajectory![path * n + j] = At(a.RecTraj + j, p);
+            }
+        }
     }
 }

@@ -3,9 +3,10 @@ namespace Sde.Core.Gpu;
 /// <summary>
 /// <see cref="IModelRunner"/> on an ILGPU backend: the plain engine and the response methods that have a
 /// kernel (finite differences, pathwise, divergence kernel / likelihood ratio, Lyapunov alignment). <c>lyapunov(k)</c>
-/// queries have their own runner (<see cref="GpuRunner.LyapunovFor"/>, <see cref="GpuLyapunov"/>).
+/// queries have their own runner (<see cref="GpuRunner.LyapunovFor"/>, <see cref="GpuLyapunov"/>). Recorded runs
+/// (fitting, <c>samples(...)</c>, <c>score(...)</c>) go to the tangent kernel (<see cref="GpuTangent.RunRecorded"/>).
 /// </summary>
-public sealed class GpuModelRunner<TModel> : IModelRunner where TModel : unmanaged, ISdeTangentModel
+public sealed class GpuModelRunner<TModel> : IModelRunner, IRecordRunner where TModel : unmanaged, ISdeTangentModel
 {
     readonly GpuBackend _backend;
     public GpuModelRunner(GpuBackend backend) { _backend = backend; }
@@ -22,6 +23,23 @@ public sealed class GpuModelRunner<TModel> : IModelRunner where TModel : unmanag
         var vs = Array.ConvertAll(variants, v => (TModel)v);
         return GpuResponses.Run(_backend, m, vs, structure, settings, plans);
     }
+
+    public void RunRecorded(object model, TangentStructure structure, RunSettings settings, ResponsePlan[] plans, PathRecord record)
+    {
+        var m = (TModel)model;
+        GpuTangent.RunRecorded(_backend, m, structure, settings, plans, record);
+    }
+
+    /// <summary>
+    /// Jacobian matching stays on the host whatever the backend: it evaluates the model's field and Jacobian at the
+    /// data's states (no simulation, no random numbers), a few thousand model calls per evaluation, which a kernel
+    /// launch and the copies would cost more than.
+    /// </summary>
+    public FieldMatching.Result MatchField(object model, TangentStructure structure, double[] states, int[] fieldComp, double[] field, int[] jacRow, int[] jacCol, double[] jac, double lambda)
+    {
+        var m = (TModel)model;
+        return FieldMatching.Evaluate(in m, structure, states, fieldComp, field, jacRow, jacCol, jac, lambda);
+    }
 }
 
 public static class GpuRunner
@@ -36,6 +54,9 @@ public static class GpuRunner
 
     public static IModelRunner For(Type modelType, GpuBackend backend) =>
         (IModelRunner)Activator.CreateInstance(typeof(GpuModelRunner<>).MakeGenericType(modelType), backend)!;
+
+    /// <summary>The recorded runs (fitting, samples, score) on the tangent kernel of an ILGPU backend.</summary>
+    public static IRecordRunner RecordFor(Type modelType, GpuBackend backend) => (IRecordRunner)For(modelType, backend);
 
     /// <summary>The Lyapunov kernel's runner (<c>lyapunov(k)</c> queries) on an ILGPU backend.</summary>
     public static ILyapunovRunner LyapunovFor(Type modelType, GpuBackend backend) =>

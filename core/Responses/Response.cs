@@ -141,6 +141,14 @@ public static class ResponseEngine
     public static ResponseAccumulators RunRecorded<TModel>(in TModel model, TangentStructure st, RunSettings s, ResponsePlan[] plans, PathRecord record)
         where TModel : struct, ISdeTangentModel
     {
+        CheckRecorded(s, plans, record);
+        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount, s.Steps);
+        return RunPartial(model, Array.Empty<TModel>(), st, s, plans, record);
+    }
+
+    /// <summary>What a recorded run accepts (every backend's: the GPU record runner asks the same).</summary>
+    internal static void CheckRecorded(RunSettings s, ResponsePlan[] plans, PathRecord record)
+    {
         ArgumentNullException.ThrowIfNull(record);
         if (plans.Any(p => p.Method != ResponseMethod.DivergenceKernel || p.Kind != EstimateKind.Mean || p.StationaryWindow > 0 || p.TimeAverage || p.Alignment))
             throw new ArgumentException("a recorded run takes divergence-kernel mean (or score) plans at T only");
@@ -149,8 +157,6 @@ public static class ResponseEngine
         if (record.Steps is { } rs && (record.WithNu || record.WithObservables || record.WindowSteps < 1 || rs.Length < 1
             || rs[0] < 0 || rs[^1] > s.Steps || rs.Zip(rs.Skip(1)).Any(t => t.First >= t.Second)))
             throw new ArgumentException("a stationary recording takes ascending steps in [0, T/dt], a window of at least one step, and no covector or observables");
-        record.Reset(s.FirstPath, s.Paths, model.Dim, plans.Length, model.ObservableCount, s.Steps);
-        return RunPartial(model, Array.Empty<TModel>(), st, s, plans, record);
     }
 
     static ResponseAccumulators RunPartial<TModel>(in TModel model, TModel[] variants, TangentStructure st, RunSettings s, ResponsePlan[] plans, PathRecord? record)

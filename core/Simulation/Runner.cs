@@ -24,7 +24,8 @@ public interface IPartialRunner
     ResponseAccumulators RunResponsesPartial(object model, object[] variants, TangentStructure structure, RunSettings settings, ResponsePlan[] plans);
 }
 
-/// <summary>A response run that records per-path values at T (fitting, the score query): CPU only.</summary>
+/// <summary>A response run that records per-path values (fitting, the samples and score queries): the CPU engine
+/// (<see cref="ModelRunner{TModel}"/>) and the ILGPU backends' tangent kernel (<c>Gpu.GpuModelRunner</c>).</summary>
 public interface IRecordRunner
 {
     void RunRecorded(object model, TangentStructure structure, RunSettings settings, ResponsePlan[] plans, PathRecord record);

@@ -20,6 +20,7 @@ type FitArgs =
     | [<EqualsAssignmentOrSpaced>] Seed of seed: string
     | [<EqualsAssignmentOrSpaced>] Threads of n: int
     | [<EqualsAssignmentOrSpaced>] Iterations of n: int
+    | [<EqualsAssignmentOrSpaced>] Backend of name: string
     | Quiet
 
     interface IArgParserTemplate with
@@ -36,6 +37,7 @@ type FitArgs =
             | Seed _ -> "random seed (overrides the file)."
             | Threads _ -> "worker threads (default: all cores)."
             | Iterations _ -> "the fit's iterations (overrides its 'iterations' setting), e.g. --iterations 5 for a quick try."
+            | Backend _ -> "cpu | ilgpu-cpu | cuda | auto: where the fit's simulations run (default cpu; auto: CUDA when a device is present and its kernels can run the fit)."
             | Quiet -> "no progress lines."
 
 type RunArgs =
@@ -413,7 +415,11 @@ let private compile (args: ParseResults<CompileArgs>) =
                     located "warning" q.Pos (sprintf "'%s' cannot run on the cuda backend yet: the PTX is written, but 'dsl run --backend cuda' refuses this query" q.Text)
                 | Driver.SamplesJob _
                 | Driver.ScoreJob _ ->
-                    located "warning" q.Pos (sprintf "'%s' is computed by a recorded run of the CPU engine whatever the backend (no kernel records per-path values yet)" q.Text)
+                    // recorded by the tangent kernel: its refusals (degenerate noise), and cuda's until DSL_CUDA_TANGENT=1
+                    match Driver.recordRefusal p.Program "ilgpu-cpu" false j with
+                    | Some why -> located "warning" q.Pos (sprintf "'%s': %s: the PTX is written, but 'dsl run --backend ilgpu-cpu|cuda' refuses this query" q.Text why)
+                    | None ->
+                        located "warning" q.Pos (sprintf "'%s' is recorded by the tangent kernel, which the cuda backend does not run yet: the PTX is written, but 'dsl run --backend cuda' refuses this query (ilgpu-cpu runs it)" q.Text)
                 | _ -> ()
 
             let s = p.Program.File.Settings
@@ -1088,6 +1094,8 @@ let private fitCommand (args: ParseResults<FitArgs>) =
     | Error m, _, _ -> usageError m
     | _, Some n, _ when n < 0 -> usageError (sprintf "--threads: must be >= 0 (0: all cores), got %d" n)
     | _, _, Some n when n < 1 || n > FitCheck.maxIterations -> usageError (sprintf "--iterations: must be a whole number from 1 to %d, got %d" FitCheck.maxIterations n)
+    | _ when args.TryGetResult FitArgs.Backend |> Option.exists (fun b -> not (List.contains b [ "cpu"; "ilgpu-cpu"; "cuda"; "auto" ])) ->
+        usageError (sprintf "--backend: '%s' is not available (available: cpu, ilgpu-cpu, cuda, auto)" (args.GetResult FitArgs.Backend))
     | Ok o, _, _ ->
     match compileSource path o with
     | Error code -> code
@@ -1106,7 +1114,8 @@ let private fitCommand (args: ParseResults<FitArgs>) =
             { Fit.defaultFitOptions with
                 Threads = args.GetResult(FitArgs.Threads, 0)
                 Progress = if args.Contains FitArgs.Quiet then None else Some(fun s -> progressOut.WriteLine(Fit.progressLine names s))
-                BaseDir = (if path = "-" then "." else Path.GetDirectoryName(Path.GetFullPath path)) }
+                BaseDir = (if path = "-" then "." else Path.GetDirectoryName(Path.GetFullPath path))
+                Backend = args.GetResult(FitArgs.Backend, "cpu") }
 
         try
             match Fit.fit name program.Program.File spec opts with

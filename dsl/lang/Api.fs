@@ -133,8 +133,9 @@ type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnost
     /// parameter set (after overrides). `dataDir`: the folder the data file's name is relative to
     /// (default: the current folder; `dsl fit` passes the .sde file's folder). `progress` is called after
     /// each evaluation of the objective. Errors (the data's, a fit whose paths blow up) are located
-    /// in the source; the report is what `fit.json` holds (`Fit.toJson`, `Fit.write`).
-    member _.Fit(?threads: int, ?progress: Action<Fit.FitStep>, ?dataDir: string) : Result<Fit.FitReport, SourceDiagnostic list> =
+    /// in the source; the report is what `fit.json` holds (`Fit.toJson`, `Fit.write`). `backend`: where the
+    /// simulations run, as `dsl fit --backend` (default "cpu").
+    member _.Fit(?threads: int, ?progress: Action<Fit.FitStep>, ?dataDir: string, ?backend: string) : Result<Fit.FitReport, SourceDiagnostic list> =
         let file = program.Source
 
         let located (ds: Syntax.Diagnostic list) =
@@ -156,7 +157,8 @@ type CompiledProgram internal (program: Driver.Program, warnings: SourceDiagnost
                 { Fit.defaultFitOptions with
                     Threads = defaultArg threads 0
                     Progress = progress |> Option.filter (isNull >> not) |> Option.map (fun a -> fun s -> a.Invoke s)
-                    BaseDir = defaultArg dataDir "." }
+                    BaseDir = defaultArg dataDir "."
+                    Backend = defaultArg backend "cpu" }
 
             Fit.fit file program.File spec opts |> Result.mapError (fun e -> located e.Diagnostics)
 

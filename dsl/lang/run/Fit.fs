@@ -532,6 +532,8 @@ type FitReport =
       T: float
       Dt: float
       Seed: uint64
+      /// Where the fit's simulations ran: "cpu", "ilgpu-cpu" or "cuda" (`auto` resolved).
+      Backend: string
       FinalLoss: float
       FinalLossStdErr: float
       Seconds: float
@@ -587,7 +589,9 @@ let summary (r: FitReport) (defaults: (string * float) list) =
         if r.Columns.Length <= 6 then String.Join(", ", r.Columns)
         else sprintf "%s, ..., %s (%d columns)" (String.Join(", ", Array.take 3 r.Columns)) (Array.last r.Columns) r.Columns.Length
 
-    [ yield sprintf "fit of %s to %s (%d rows: %s), %s, %s" r.Model (Path.GetFileName r.DataFile) r.DataRows columns r.Objective r.Optimizer
+    // the backend ends the line where it is not the default (the CPU engine's line is as it always was)
+    let backend = if r.Backend = "cpu" then "" else ", " + r.Backend
+    [ yield sprintf "fit of %s to %s (%d rows: %s), %s, %s%s" r.Model (Path.GetFileName r.DataFile) r.DataRows columns r.Objective r.Optimizer backend
       if not r.Estimated.IsEmpty then
           let e = dict r.Estimated
           let get k = match e.TryGetValue k with | true, v -> v | _ -> nan
@@ -665,6 +669,7 @@ let toJson (r: FitReport) : string =
      w.WriteNumber("dt", r.Dt)
      w.WriteNumber("T", r.T)
      w.WriteNumber("seed", r.Seed)
+     w.WriteString("backend", r.Backend)
      w.WriteEndObject()
      w.WriteStartArray "warnings"
      for x in r.Warnings do w.WriteStringValue x
@@ -757,9 +762,11 @@ type FitOptions =
       /// Called after each evaluation.
       Progress: (FitStep -> unit) option
       /// The directory the data file's name is relative to.
-      BaseDir: string }
+      BaseDir: string
+      /// Where the simulations run: "cpu" (the default), "ilgpu-cpu", "cuda" or "auto" (as `dsl run --backend`).
+      Backend: string }
 
-let defaultFitOptions = { Threads = 0; Progress = None; BaseDir = "." }
+let defaultFitOptions = { Threads = 0; Progress = None; BaseDir = "."; Backend = "cpu" }
 
 /// A fit that cannot go on (paths blew up, the DK weights are not defined): the message, located at the fit block.
 exception FitFailed of Diagnostic
@@ -769,6 +776,8 @@ exception FitFailed of Diagnostic
 /// derivatives, the recorded paths' buffers, the data and their bandwidths.
 type Problem =
     { Compiled: Compile.CompiledModel
+      /// The backend the recorded runs use ("cpu", "ilgpu-cpu", "cuda": `auto` resolved).
+      Backend: string
       Runner: IRecordRunner
       Plans: ResponsePlan[]
       Record: PathRecord
@@ -965,6 +974,32 @@ type FitError =
       /// The evaluations done before a run failed (kept: `failedJson` writes them), else empty.
       History: FitStep list }
 
+/// The backend of a fit's recorded runs (`--backend`, `auto` resolved as `dsl run` does: CUDA when a device is
+/// present and its kernels can run the fit, else the CPU engine), or why the one asked for cannot run it (a message
+/// the caller locates at the fit block). The recorded runs are the tangent kernel's: a fit on a GPU backend shares
+/// its refusals (degenerate noise; on cuda the whole kernel until DSL_CUDA_TANGENT=1, see `Driver.runKeeping`).
+/// Jacobian matching simulates nothing (the model's field at the data's states, on the host whatever the backend).
+let private fitBackend (asked: string) (compiled: Compile.CompiledModel) (ir: Lower.ModelIr) (plans: ResponsePlan[]) (isKl: bool) : Result<string, string> =
+    let tangentOnCuda = Environment.GetEnvironmentVariable "DSL_CUDA_TANGENT" = "1"
+    let refusal () = Gpu.GpuRunner.TangentRefusal(compiled.Structure, ir.Dim, Lower.noiseLanes ir, plans) |> Option.ofObj
+
+    match asked with
+    | "auto" ->
+        match Gpu.GpuRunner.ResolveAuto() with
+        | "cuda" when isKl && (not tangentOnCuda || (refusal ()).IsSome) -> Ok "cpu"
+        | b -> Ok b
+    | "cuda" when isKl && not tangentOnCuda ->
+        Error "a fit's recorded runs are the tangent kernel's, which the cuda backend does not run yet; use --backend cpu or ilgpu-cpu (DSL_CUDA_TANGENT=1 lifts the refusal, to check it on a GPU)"
+    | "ilgpu-cpu"
+    | "cuda" when isKl ->
+        match refusal () with
+        | Some why -> Error(sprintf "%s; use --backend cpu" why)
+        | None -> Ok asked
+    | "cpu"
+    | "ilgpu-cpu"
+    | "cuda" -> Ok asked
+    | b -> Error(sprintf "unknown backend '%s' (available: cpu, ilgpu-cpu, cuda, auto)" b)
+
 /// Checks what the file alone could not (the time and paths after overrides, the start inside the
 /// domains, the data) and compiles the model for the fitted params' derivatives.
 let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Problem, FitError> =
@@ -1024,9 +1059,18 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
                 |> Array.mapi (fun k _ ->
                     ResponsePlan(Kind = EstimateKind.Mean, Observable = 0, Method = ResponseMethod.DivergenceKernel, Rate = spec.Rate, Mode = mode, Which = k))
 
+            match fitBackend opts.Backend compiled ir plans isKl with
+            | Error msg -> at spec.Pos msg
+            | Ok backend ->
+
             Ok
                 { Compiled = compiled
-                  Runner = ModelRunner.For compiled.Type :?> IRecordRunner
+                  Backend = backend
+                  Runner =
+                    (match backend with
+                     | "ilgpu-cpu"
+                     | "cuda" -> Gpu.GpuRunner.RecordFor(compiled.Type, Gpu.GpuRunner.Parse backend)
+                     | _ -> ModelRunner.For compiled.Type :?> IRecordRunner)
                   Plans = plans
                   Record = (match spec.Objective, stationary with
                             | KlStationary(w, _), Some(Ok(steps, _)) -> PathRecord(Steps = steps, WindowSteps = int64 (Math.Round(w / cf.Settings.Dt)))
@@ -1243,6 +1287,7 @@ let fit (source: string) (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : 
                   T = t
                   Dt = cf.Settings.Dt
                   Seed = baseSeed
+                  Backend = pb.Backend
                   FinalLoss = fr.Loss
                   FinalLossStdErr = fr.LossStdErr
                   Seconds = seconds
