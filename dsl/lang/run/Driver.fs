@@ -1005,10 +1005,14 @@ let private withRates (t: float) (responses: ResponsePlan[]) (growth: CovectorGr
 
 /// A warning for the exponents 1..k whose average over [burnin, T] may still carry the initial frame's
 /// transient (docs/lyapunov.md): column c of the frame approaches its Lyapunov vector like e^{−g t}, g the
-/// smaller gap to the neighbouring exponents (those the run measured), and the log-diagonal it averages
-/// is off by about e^{−g b} / g in all after the burn-in b, so the exponent by about e^{−g b} / (g (T − b)).
-/// Where that passes the exponent's standard error (and 1e-4), say so with the burn-in that would make it
-/// smaller. Exponents that do not separate (a gap ≤ 0) are not judged.
+/// smaller gap to the neighbouring exponents (those the run measured). What the log-diagonals sum up over
+/// [b, T] is off by the change of the frame's log-overlap with the Lyapunov vectors, which is left at
+/// about e^{−g b} after the burn-in b (a slowly aligning column, small g, also mixes exponents that
+/// differ by little), so the exponent is off by about e^{−g b} / (T − b) (docs/lyapunov.md: two initial
+/// frames moved λ2 of the `Every` file by 0.18 where this says at most 0.55; Lorenz-96 with 40 states showed
+/// nothing beyond the noise, 0.007, between burn-ins 2 and 60, where this says 0.018 and the former
+/// e^{−g b} / (g (T − b)) said up to 0.31). Where it passes the exponent's standard error (and 1e-4), say
+/// so with the burn-in that would make it smaller. Exponents that do not separate (a gap ≤ 0) are not judged.
 let lyapunovTransient (exps: float[]) (ses: float[]) (k: int) (burnin: float) (t: float) : string list =
     let w = t - burnin
     let flagged =
@@ -1021,11 +1025,11 @@ let lyapunovTransient (exps: float[]) (ses: float[]) (k: int) (burnin: float) (t
               | _ ->
                   let g = List.min gaps
                   if g > 0.0 && w > 0.0 then
-                      let bound = exp (-g * burnin) / (g * w)
+                      let bound = exp (-g * burnin) / w
                       let floor = max ses[c] 1e-4
                       if bound > floor then
-                          // the burn-in at which e^{−g b} / (g w) falls to the standard error (w kept)
-                          let need = log (1.0 / (g * w * floor)) / g
+                          // the burn-in at which e^{−g b} / w falls to the standard error (w kept)
+                          let need = log (1.0 / (w * floor)) / g
                           yield c, g, bound, need ]
     match flagged with
     | [] -> []
@@ -1033,7 +1037,7 @@ let lyapunovTransient (exps: float[]) (ses: float[]) (k: int) (burnin: float) (t
         let names = flagged |> List.map (fun (c, _, _, _) -> sprintf "λ%d" (c + 1)) |> String.concat ", "
         let c, g, bound, _ = flagged |> List.maxBy (fun (_, _, b, _) -> b)
         let need = flagged |> List.map (fun (_, _, _, n) -> n) |> List.max
-        [ sprintf "%s may still depend on the initial frame: with burnin = %g the transient left in λ%d can be up to about %s per unit time (e^(-g burnin) / (g (T - burnin)), g = %s its gap to a neighbour), more than its standard error; a burnin of about %s, with T beyond it, would bring it under (docs/lyapunov.md)"
+        [ sprintf "%s may still depend on the initial frame: with burnin = %g the transient left in λ%d can be up to about %s per unit time (e^(-g burnin) / (T - burnin), g = %s its gap to a neighbour), more than its standard error; a burnin of about %s, with T beyond it, would bring it under (docs/lyapunov.md)"
               names burnin (c + 1) (bound.ToString("G3", Globalization.CultureInfo.InvariantCulture))
               (g.ToString("G3", Globalization.CultureInfo.InvariantCulture)) ((ceil (need * 10.0) / 10.0).ToString("G4", Globalization.CultureInfo.InvariantCulture)) ]
 
@@ -1142,9 +1146,11 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
         if p.Jobs.IsEmpty then 0.0
         else float s.Paths * steps * float (reports |> List.filter (fun r -> r.Failure.IsNone) |> List.length) / max seconds 1e-9 }
 
-/// The `samples(...)` results of a report: one recorded run of every set (the CPU engine, whatever the
-/// backend; the same paths as the other queries: same seed and path numbers), each path's observables at
-/// T row-major in `Values` (paths × observables), `Count` = paths. A report without them is returned as is.
+/// The `samples(...)` results of a report: one recorded run of every set on the report's backend (the CPU
+/// engine, or the tangent kernel of ilgpu-cpu / cuda: the same numbers; the same paths as the other queries:
+/// same seed and path numbers), each path's observables at T row-major in `Values` (paths × observables),
+/// `Count` = paths. A report without them is returned as is. What a GPU backend cannot record is refused
+/// before any simulation (`recordRefusal`), not run on the CPU under the GPU's name.
 let rec fillSamples (p: Program) (threads: int) (report: RunReport) : RunReport =
     fst (fillSamplesWith Threading.CancellationToken.None p threads report)
 
@@ -1157,7 +1163,12 @@ and fillSamplesWith (cancel: Threading.CancellationToken) (p: Program) (threads:
     else
         let s = p.File.Settings
         let failures = Collections.Generic.List<exn>()
-        let runner = ModelRunner.For p.Compiled.Type :?> IRecordRunner
+        let runner =
+            match report.Settings.Backend with
+            | "ilgpu-cpu"
+            | "cuda" -> Gpu.GpuRunner.RecordFor(p.Compiled.Type, Gpu.GpuRunner.Parse report.Settings.Backend)
+            | _ -> ModelRunner.For p.Compiled.Type :?> IRecordRunner
+
         let scorePlans = p.Jobs |> List.choose (fun (_, j) -> match j with ScoreJob (_, _, _, _, pl) -> Some pl | _ -> None)
         // one covector serves every score query (their plans share the schedule): one plan suffices
         let plans = scorePlans |> List.truncate 1 |> List.toArray
@@ -1264,6 +1275,17 @@ and fillSamplesWith (cancel: Threading.CancellationToken) (p: Program) (threads:
 let gpuTangentRefusal (p: Program) (plans: ResponsePlan list) : string option =
     let m = p.Compiled.Instance (List.head p.File.Sets).Values :?> ISdeModel
     Gpu.GpuRunner.TangentRefusal(p.Compiled.Structure, m.Dim, m.NoiseDim, plans) |> Option.ofObj
+
+/// Why `backend` (ilgpu-cpu or cuda) cannot record a `samples(...)` / `score(...)` query (None: it can): the
+/// recorded run is the tangent kernel's, so it shares that kernel's refusals (degenerate noise for a score's
+/// divergence kernel; on cuda every tangent-kernel query until DSL_CUDA_TANGENT=1, see `runKeeping`).
+let recordRefusal (p: Program) (backend: string) (tangentOnCuda: bool) (job: QueryJob) : string option =
+    match job with
+    | SamplesJob _
+    | ScoreJob _ when backend = "cuda" && not tangentOnCuda ->
+        Some "per-path values are recorded by the tangent kernel, which the cuda backend does not run yet (DSL_CUDA_TANGENT=1 lifts the refusal, to check it on a GPU)"
+    | ScoreJob (_, _, _, _, pl) -> gpuTangentRefusal p [ pl ]
+    | _ -> None
 
 /// A weighted program: every set's population on the weighted engine, its steps on the CPU's threads or
 /// on the weighted step kernel of an ILGPU backend (the population operations on the host either way).
@@ -1374,6 +1396,8 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
             match j with
             | ResponseJob (plans, _, _, _) -> plans |> List.forall (gpuSupports "cuda") && (gpuTangentRefusal p plans).IsNone
             | AlignmentJob pl -> tangentOnCuda && (gpuTangentRefusal p [ pl ]).IsNone
+            | SamplesJob _
+            | ScoreJob _ -> (recordRefusal p "cuda" tangentOnCuda j).IsNone
             | _ -> true)
 
     // `auto` takes CUDA only when a device is present and has a kernel for every query
@@ -1411,6 +1435,9 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
                             sprintf "%d:%d: '%s' cannot run on the cuda backend yet; use --backend cpu" q.Pos.Line q.Pos.Col q.Text
                         )
                     )
+                | SamplesJob _
+                | ScoreJob _ when (recordRefusal p backend tangentOnCuda j).IsSome ->
+                    raise (NotSupportedException(sprintf "%d:%d: '%s': %s; use --backend cpu" q.Pos.Line q.Pos.Col q.Text (recordRefusal p backend tangentOnCuda j).Value))
                 | _ -> ()
 
             Gpu.GpuRunner.For(p.Compiled.Type, Gpu.GpuRunner.Parse backend)
