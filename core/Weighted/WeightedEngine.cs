@@ -566,12 +566,32 @@ public static class WeightedEngine
         /// <summary>Chunk c's largest log w (as the max phase finds it: NaN never wins) and smallest.</summary>
         void Extrema(long c, int p0, int p1)
         {
-            double mx = double.NegativeInfinity, mn = double.PositiveInfinity;
-            for (int p = p0; p < p1; p++)
+            // the chunk's log-weights gathered once into contiguous memory (a chunk is at most Chunk paths), so
+            // that both passes run four paths per vector: this runs after every step of a run that checks the
+            // ESS at every step, where a scalar pass with two branches per path cost as much as the step
+            int n = p1 - p0;
+            double* l = stackalloc double[Chunk];
+            for (int i = 0; i < n; i++) l[i] = _x[(long)(p0 + i) * _d + _lw];
+            var vmx = Vector256.Create(double.NegativeInfinity);
+            var vmn = Vector256.Create(double.PositiveInfinity);
+            int q = 0;
+            for (; q + 4 <= n; q += 4)
             {
-                double l = _x[(long)p * _d + _lw];
-                if (l > mx) mx = l;
-                if (l < mn) mn = l;
+                var v = Vector256.Load(l + q);
+                // a comparison with NaN is false: NaN never wins, as in the scalar form
+                vmx = Vector256.ConditionalSelect(Vector256.GreaterThan(v, vmx), v, vmx);
+                vmn = Vector256.ConditionalSelect(Vector256.LessThan(v, vmn), v, vmn);
+            }
+            double mx = double.NegativeInfinity, mn = double.PositiveInfinity;
+            for (int k = 0; k < 4; k++)
+            {
+                if (vmx.GetElement(k) > mx) mx = vmx.GetElement(k);
+                if (vmn.GetElement(k) < mn) mn = vmn.GetElement(k);
+            }
+            for (int i = q; i < n; i++)
+            {
+                if (l[i] > mx) mx = l[i];
+                if (l[i] < mn) mn = l[i];
             }
             _chunkMax[c] = mx; _chunkMin[c] = mn;
             if (!_essSums) return;
@@ -580,17 +600,16 @@ public static class WeightedEngine
             var mv = Vector256.Create(mx);
             var v1 = Vector256<double>.Zero;
             var v2 = Vector256<double>.Zero;
-            int q = p0;
-            for (; q + 4 <= p1; q += 4)
+            q = 0;
+            for (; q + 4 <= n; q += 4)
             {
-                double* r = _x + (long)q * _d + _lw;
-                var e = EssExp(Vector256.Create(r[0], r[_d], r[2 * _d], r[3 * _d]) - mv);
+                var e = EssExp(Vector256.Load(l + q) - mv);
                 v1 += e; v2 += e * e;
             }
             double s1 = Vector256.Sum(v1), s2 = Vector256.Sum(v2);
-            for (; q < p1; q++)
+            for (; q < n; q++)
             {
-                double e = EssExp(Vector256.Create(_x[(long)q * _d + _lw] - mx)).GetElement(0);
+                double e = EssExp(Vector256.Create(l[q] - mx)).GetElement(0);
                 s1 += e; s2 += e * e;
             }
             _chunkEss1[c] = s1; _chunkEss2[c] = s2;
@@ -621,7 +640,10 @@ public static class WeightedEngine
             p = p * r + Vector256.Create(0.5);
             p = p * r + Vector256<double>.One;
             p = p * r + Vector256<double>.One;
-            var two = (Vector256.ConvertToInt64(k) + Vector256.Create(1023L)) << 52;
+            // 2^k from the bits of k + 1023 + 2^52 (k integral, so the sum is exact and its low mantissa bits are
+            // k + 1023): the same value as a conversion to int64, which AVX2 has no instruction for (.NET
+            // emulates it element by element, and it cost as much as the rest of this function)
+            var two = (k + Vector256.Create(1023.0 + 4503599627370496.0)).AsUInt64() << 52;
             return Vector256.AndNot(p * two.AsDouble(), under);
         }
 
