@@ -273,6 +273,18 @@ let tests =
               Expect.equal (List.ofArray p.ParameterSets) named "the sets, in order"
           }
 
+          test "Docs docs/language.md's note on Every's dt: seed 104 blows up at dt = 0.01 (exit 3's error), not at dt = 0.005" {
+              Expect.stringContains (File.ReadAllText(Path.Combine(repoRoot, "docs", "language.md"))) "seed 104 does" "the note"
+              let every = (fileOf "docs/language.md" "Every").Text
+              let plain (dt: string) =
+                  Regex.Replace(every, @"(?s)query \{.*\}", "query {\n  mean(x[0])\n}\n").Replace("seed = 42", "seed = 104").Replace("dt = 0.01", "dt = " + dt)
+              let p = compileOrFail "every104.sde" (plain "0.01") Frontend.noOverrides
+              let e = Expect.throwsC (fun () -> p.Run() |> ignore) id
+              Expect.stringContains e.Message "blew up" "the failure"
+              let q = compileOrFail "every104.sde" (plain "0.005") Frontend.noOverrides
+              Expect.isNone (q.Run().Sets.Head.Failure) "dt = 0.005 runs through"
+          }
+
           test "Docs docs/language.md's JSON example is a run of its file: same keys, texts and counts, estimates within 4.5 standard errors" {
               let p = compileOrFail "every.sde" (everyFile ()) Frontend.noOverrides
               let run = JsonNode.Parse(SdeCompiler.ToJson(p.Run()))
