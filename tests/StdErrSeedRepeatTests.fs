@@ -1,0 +1,100 @@
+/// The standard errors of the plain query kinds, checked by seed repeats against the exact Euler chain
+/// (the developers' guide: a value and its standard error must be right, the spread over seeds must match
+/// the error). A 2-D linear Gaussian chain (x a normal init, y a point init driven by x), whose law at every
+/// step is exact: means Aⁿ μ₀, covariances Σ ← A Σ Aᵀ + Q. Over 40 seeds each kind's z-scores against the
+/// chain's exact value have RMS near 1: a mean, a mean of a product, a variance (delta method), a
+/// covariance, a quantile (Woodruff's interval, 400 bins), every bin of a density, a time average.
+module Sde.Tests.StdErrSeedRepeatTests
+
+open System
+open Expecto
+open MathNet.Numerics.Distributions
+open Sde
+open Sde.Lang
+
+let private template = """model Linear2 {
+  param theta = 1
+  state x
+  state y
+  brownian W
+  brownian V
+  init x ~ normal(1, 0.5)
+  init y = 0
+  d x = -theta * x dt + dW
+  d y = (x - y) dt + 0.5 * dV
+}
+simulate { paths = 4000; dt = 0.05; T = 1; seed = SEED; bias = off }
+query {
+  mean(x)
+  mean(x * y)
+  variance(x)
+  covariance(x, y)
+  quantile(x, 0.9) on [-4, 4] bins 400
+  density(x) on [-3, 3] bins 12
+  mean(x) over [0.49, 0.99]
+}
+"""
+
+let private dt = 0.05
+
+/// The chain's mean and covariance after n steps: μ ← A μ, Σ ← A Σ Aᵀ + Q, A = [[1 − dt, 0], [dt, 1 − dt]],
+/// Q = dt diag(1, 0.25), from μ₀ = (1, 0), Σ₀ = diag(0.25, 0).
+let private chain (n: int) =
+    let mutable mx, my = 1.0, 0.0
+    let mutable sxx, sxy, syy = 0.25, 0.0, 0.0
+    let a = 1.0 - dt
+    for _ in 1..n do
+        let mx', my' = a * mx, dt * mx + a * my
+        let xx = a * a * sxx + dt
+        let xy = a * (dt * sxx + a * sxy)
+        let yy = dt * dt * sxx + 2.0 * dt * a * sxy + a * a * syy + 0.25 * dt
+        mx <- mx'
+        my <- my'
+        sxx <- xx
+        sxy <- xy
+        syy <- yy
+    mx, my, sxx, sxy
+
+let private exact =
+    let mx, my, sxx, sxy = chain 20
+    let sd = sqrt sxx
+    let window = [ for n in 10..19 -> let m, _, _, _ = chain n in m ] |> List.average
+    let bin (k: int) =
+        let lo, w = -3.0 + 0.5 * float k, 0.5
+        (Normal.CDF(mx, sd, lo + w) - Normal.CDF(mx, sd, lo)) / w
+    {| Mean = mx; MeanXY = sxy + mx * my; Var = sxx; Cov = sxy; Q90 = mx + Normal.InvCDF(0.0, 1.0, 0.9) * sd
+       Bins = Array.init 12 bin; Window = window |}
+
+let private rms (zs: float seq) = sqrt (Seq.averageBy (fun z -> z * z) zs)
+
+[<Tests>]
+let tests =
+    testList
+        "Standard errors"
+        [ test "the plain kinds on a 2-D linear Gaussian chain: z-scores against the exact chain over 40 seeds have RMS in [0.7, 1.35] (each density bin's that expects 10 samples, pooled: [0.85, 1.15])" {
+              let runs =
+                  [| for seed in 1..40 ->
+                         match SdeCompiler.Compile(template.Replace("SEED", string seed), "linear2.sde") with
+                         | Ok p -> (List.head (p.Run(threads = 2, backend = "cpu")).Sets).Results |> List.toArray
+                         | Error ds -> failtestf "%A" ds |]
+              let scalar (i: int) (name: string) (want: float) =
+                  let zs = runs |> Array.map (fun r -> (r[i].Value - want) / r[i].StdErr)
+                  let z = rms zs
+                  printfn "%s: RMS z %.3f, mean z %+.3f over 40 seeds (exact %g, mean se %g)" name z (Array.average zs) want (runs |> Array.averageBy (fun r -> r[i].StdErr))
+                  Expect.isGreaterThanOrEqual z 0.7 (sprintf "%s: RMS z >= 0.7" name)
+                  Expect.isLessThanOrEqual z 1.35 (sprintf "%s: RMS z <= 1.35" name)
+              scalar 0 "mean(x)" exact.Mean
+              scalar 1 "mean(x * y)" exact.MeanXY
+              scalar 2 "variance(x)" exact.Var
+              scalar 3 "covariance(x, y)" exact.Cov
+              scalar 4 "quantile(x, 0.9)" exact.Q90
+              scalar 6 "mean(x) over [0.49, 0.99]" exact.Window
+              // the bins where 4000 paths expect at least 10 samples (a bin that a run leaves empty reads 0 ± 0)
+              let used = [| for k in 0..11 do if exact.Bins[k] * 0.5 * 4000.0 >= 10.0 then yield k |]
+              let bins = [| for r in runs do for k in used -> (r[5].Values[k] - exact.Bins[k]) / r[5].StdErrs[k] |]
+              let z = rms bins
+              printfn "density(x), %d of 12 bins: RMS z %.3f over 40 seeds" used.Length z
+              Expect.isGreaterThanOrEqual used.Length 8 "most bins are checked"
+              Expect.isGreaterThanOrEqual z 0.85 "density bins: RMS z >= 0.85"
+              Expect.isLessThanOrEqual z 1.15 "density bins: RMS z <= 1.15"
+          } ]
