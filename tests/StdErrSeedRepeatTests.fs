@@ -37,23 +37,26 @@ query {
 
 let private dt = 0.05
 
-/// The chain's mean and covariance after n steps: μ ← A μ, Σ ← A Σ Aᵀ + Q, A = [[1 − dt, 0], [dt, 1 − dt]],
+/// The chain's mean and covariance after n steps: μ ← A μ, Σ ← A Σ Aᵀ + Q, A = [[1 − θ dt, 0], [dt, 1 − dt]],
 /// Q = dt diag(1, 0.25), from μ₀ = (1, 0), Σ₀ = diag(0.25, 0).
-let private chain (n: int) =
+let private chainAt (theta: float) (n: int) =
     let mutable mx, my = 1.0, 0.0
     let mutable sxx, sxy, syy = 0.25, 0.0, 0.0
-    let a = 1.0 - dt
+    let a = 1.0 - theta * dt
+    let b = 1.0 - dt
     for _ in 1..n do
-        let mx', my' = a * mx, dt * mx + a * my
+        let mx', my' = a * mx, dt * mx + b * my
         let xx = a * a * sxx + dt
-        let xy = a * (dt * sxx + a * sxy)
-        let yy = dt * dt * sxx + 2.0 * dt * a * sxy + a * a * syy + 0.25 * dt
+        let xy = a * (dt * sxx + b * sxy)
+        let yy = dt * dt * sxx + 2.0 * dt * b * sxy + b * b * syy + 0.25 * dt
         mx <- mx'
         my <- my'
         sxx <- xx
         sxy <- xy
         syy <- yy
     mx, my, sxx, sxy
+
+let private chain = chainAt 1.0
 
 let private exact =
     let mx, my, sxx, sxy = chain 20
@@ -95,6 +98,69 @@ let tests =
               let z = rms bins
               printfn "density(x), %d of 12 bins: RMS z %.3f over 40 seeds" used.Length z
               Expect.isGreaterThanOrEqual used.Length 8 "most bins are checked"
+              Expect.isGreaterThanOrEqual z 0.85 "density bins: RMS z >= 0.85"
+              Expect.isLessThanOrEqual z 1.15 "density bins: RMS z <= 1.15"
+          } ]
+
+let private responses = """model Linear2 {
+  param theta = 1
+  state x
+  state y
+  brownian W
+  brownian V
+  init x ~ normal(1, 0.5)
+  init y = 0
+  d x = -theta * x dt + dW
+  d y = (x - y) dt + 0.5 * dV
+}
+simulate { paths = 4000; dt = 0.05; T = 1; seed = SEED; bias = off }
+query {
+  d mean(x) / d theta
+  d mean(x^2) / d theta with pathwise
+  d mean(x * y) / d theta with likelihood_ratio
+  d mean(x^2) / d theta with finite_difference(h = 0.01)
+  d density(x) / d theta on [-3, 3] bins 12
+}
+"""
+
+/// d/dθ of a function of the exact chain at θ = 1 (a central difference of the exact recursion, h = 1e-5:
+/// error about 1e-10, far below any standard error here), and the finite-difference estimator's own estimand.
+let private dTheta (f: float -> float) = (f (1.0 + 1e-5) - f (1.0 - 1e-5)) / 2e-5
+let private fd (h: float) (f: float -> float) = (f (1.0 + h) - f (1.0 - h)) / (2.0 * h)
+
+[<Tests>]
+let responseTests =
+    testList
+        "Standard errors"
+        [ test "responses on the 2-D linear chain (divergence kernel, pathwise, likelihood ratio, finite difference, a density's bins): z-scores against the exact chain's derivative over 40 seeds have RMS in [0.7, 1.35] (bins pooled: [0.85, 1.15])" {
+              let runs =
+                  [| for seed in 1..40 ->
+                         match SdeCompiler.Compile(responses.Replace("SEED", string seed), "linear2.sde") with
+                         | Ok p -> (List.head (p.Run(threads = 2, backend = "cpu")).Sets).Results |> List.toArray
+                         | Error ds -> failtestf "%A" ds |]
+              let at theta = chainAt theta 20
+              let m1 theta = let mx, _, _, _ = at theta in mx
+              let m2 theta = let mx, _, sxx, _ = at theta in sxx + mx * mx
+              let mxy theta = let mx, my, _, sxy = at theta in sxy + mx * my
+              let scalar (i: int) (name: string) (want: float) =
+                  let zs = runs |> Array.map (fun r -> (r[i].Value - want) / r[i].StdErr)
+                  let z = rms zs
+                  printfn "%s: RMS z %.3f, mean z %+.3f over 40 seeds (exact %g, mean se %g)" name z (Array.average zs) want (runs |> Array.averageBy (fun r -> r[i].StdErr))
+                  Expect.isGreaterThanOrEqual z 0.7 (sprintf "%s: RMS z >= 0.7" name)
+                  Expect.isLessThanOrEqual z 1.35 (sprintf "%s: RMS z <= 1.35" name)
+              scalar 0 "d mean(x) / d theta (divergence kernel)" (dTheta m1)
+              scalar 1 "d mean(x^2) / d theta (pathwise)" (dTheta m2)
+              scalar 2 "d mean(x * y) / d theta (likelihood ratio)" (dTheta mxy)
+              scalar 3 "d mean(x^2) / d theta (finite difference, h = 0.01)" (fd 0.01 m2)
+              let bin (k: int) (theta: float) =
+                  let mx, _, sxx, _ = at theta
+                  let lo = -3.0 + 0.5 * float k
+                  (Normal.CDF(mx, sqrt sxx, lo + 0.5) - Normal.CDF(mx, sqrt sxx, lo)) / 0.5
+              // the bins where 4000 paths expect at least 10 samples
+              let used = [| for k in 0..11 do if bin k 1.0 * 0.5 * 4000.0 >= 10.0 then yield k |]
+              let bins = [| for r in runs do for k in used -> (r[4].Values[k] - dTheta (bin k)) / r[4].StdErrs[k] |]
+              let z = rms bins
+              printfn "d density(x) / d theta, %d of 12 bins: RMS z %.3f over 40 seeds" used.Length z
               Expect.isGreaterThanOrEqual z 0.85 "density bins: RMS z >= 0.85"
               Expect.isLessThanOrEqual z 1.15 "density bins: RMS z <= 1.15"
           } ]
