@@ -3,7 +3,8 @@
 /// the error). A 2-D linear Gaussian chain (x a normal init, y a point init driven by x), whose law at every
 /// step is exact: means Aⁿ μ₀, covariances Σ ← A Σ Aᵀ + Q. Over 40 seeds each kind's z-scores against the
 /// chain's exact value have RMS near 1: a mean, a mean of a product, a variance (delta method), a
-/// covariance, a quantile (Woodruff's interval, 400 bins), every bin of a density, a time average.
+/// covariance, a quantile (Woodruff's interval, 400 bins), every bin of a density and of a score, a time
+/// average; and the responses of every method.
 module Sde.Tests.StdErrSeedRepeatTests
 
 open System
@@ -32,6 +33,7 @@ query {
   quantile(x, 0.9) on [-4, 4] bins 400
   density(x) on [-3, 3] bins 12
   mean(x) over [0.49, 0.99]
+  score(x) on [-3, 3] bins 12
 }
 """
 
@@ -98,6 +100,19 @@ let tests =
               let z = rms bins
               printfn "density(x), %d of 12 bins: RMS z %.3f over 40 seeds" used.Length z
               Expect.isGreaterThanOrEqual used.Length 8 "most bins are checked"
+              // score: the mean of ν_T over the paths in a bin estimates E[∂ log ρ(x) | x in the bin], for the
+              // Gaussian marginal −(E[x | bin] − μ) / s² = −(φ(α) − φ(β)) / (s (Φ(β) − Φ(α))), α, β the bin's ends
+              // standardised
+              let mx, _, sxx, _ = chain 20
+              let sd = sqrt sxx
+              let scoreBin (k: int) =
+                  let a, b = (-3.0 + 0.5 * float k - mx) / sd, (-2.5 + 0.5 * float k - mx) / sd
+                  -(Normal.PDF(0.0, 1.0, a) - Normal.PDF(0.0, 1.0, b)) / (sd * (Normal.CDF(0.0, 1.0, b) - Normal.CDF(0.0, 1.0, a)))
+              let scores = [| for r in runs do for k in used -> (r[7].Values[k] - scoreBin k) / r[7].StdErrs[k] |]
+              let zs = rms scores
+              printfn "score(x), %d of 12 bins: RMS z %.3f over 40 seeds" used.Length zs
+              Expect.isGreaterThanOrEqual zs 0.85 "score bins: RMS z >= 0.85"
+              Expect.isLessThanOrEqual zs 1.15 "score bins: RMS z <= 1.15"
               Expect.isGreaterThanOrEqual z 0.85 "density bins: RMS z >= 0.85"
               Expect.isLessThanOrEqual z 1.15 "density bins: RMS z <= 1.15"
           } ]
