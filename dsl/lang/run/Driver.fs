@@ -1041,6 +1041,21 @@ let lyapunovTransient (exps: float[]) (ses: float[]) (k: int) (burnin: float) (t
               names burnin (c + 1) (bound.ToString("G3", Globalization.CultureInfo.InvariantCulture))
               (g.ToString("G3", Globalization.CultureInfo.InvariantCulture)) ((ceil (need * 10.0) / 10.0).ToString("G4", Globalization.CultureInfo.InvariantCulture)) ]
 
+/// Student's t at 0.975 with 1 to 8 degrees of freedom: the half-width of a 95% interval in standard errors.
+let private t975 = [| 12.7062; 4.3027; 3.1824; 2.7764; 2.5706; 2.4469; 2.3646; 2.3060 |]
+
+/// A warning where Lyapunov exponents' standard errors come from fewer than 10 paths (their spread over
+/// the paths): with n − 1 degrees of freedom the error is itself uncertain, and a 95% interval is ± t se
+/// with Student's t rather than ± 1.96 se; one path has no error at all (its 0 is not an error bar).
+/// Lyapunov runs are where few paths are common (a long T each); an ODE with a deterministic init, whose
+/// paths all agree, is not flagged.
+let lyapunovFewPaths (paths: int64) (ses: float[]) : string list =
+    if paths = 1L then [ "one path: the standard errors (0) are not error bars; run at least 2 paths (10 or more for an error that is itself reliable)" ]
+    elif paths < 10L && ses |> Array.exists (fun s -> s > 0.0) then
+        [ sprintf "the standard errors come from the spread of %d paths' exponents: a 95%% interval is ± %.2f standard errors (Student's t with %d degrees of freedom, not ± 1.96), and the errors themselves are uncertain; 10 or more paths make them reliable (docs/lyapunov.md)"
+              paths t975[int paths - 2] (paths - 1L) ]
+    else []
+
 /// The report from each set's estimates (plain, responses, Lyapunov): one code path for a run and
 /// for a merge of shards, so that the two give the same JSON.
 let rec private assemble (p: Program) (backend: string) (growth: CovectorGrowthResult option[]) (growthOf: Lazy<CovectorGrowthResult>[])
@@ -1119,7 +1134,7 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                             outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
                                                        Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
                                                        StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ]
-                        { o with Warnings = o.Warnings @ lyapunovTransient r.Exponents r.StdErrs k s.Burnin s.T })
+                        { o with Warnings = o.Warnings @ lyapunovFewPaths r.Paths (Array.sub r.StdErrs 0 k) @ lyapunovTransient r.Exponents r.StdErrs k s.Burnin s.T })
 
             { Name = set.Name
               Params = pars
