@@ -189,4 +189,17 @@ let tests =
                   Expect.isNonEmpty e.Diagnostics "the diagnostics"
                   Expect.equal e.Message (e.Diagnostics |> List.map (fun d -> d.Rendered.TrimEnd()) |> String.concat "\n") "the message is their rendering"
               | e -> failtestf "an SdeException, not %s" (e.GetType().Name)
+          }
+
+          test "Notebook.Run and Notebook.FitFile take a backend: ilgpu-cpu gives the cpu's values and fit bit for bit" {
+              let ou = "model O {\n  param theta = 1\n  state x\n  brownian W\n  init x ~ normal(1, 0.5)\n  d x = -theta * x dt + dW\n}\nsimulate { paths = 200; dt = 0.05; T = 1; seed = 3 }\nquery {\n  mean(x)\n  d mean(x) / d theta\n}\n"
+              let values (r: Report.RunReport) = r.Sets.Head.Results |> List.map (fun q -> q.Value, q.StdErr)
+              let cpu, gpu = Notebook.Run(ou), Notebook.Run(ou, backend = "ilgpu-cpu")
+              Expect.equal gpu.Settings.Backend "ilgpu-cpu" "the run's backend"
+              Expect.equal (values gpu) (values cpu) "the same values and errors"
+              let file = Path.Combine(CliTests.repoRoot, "examples", "fit_ou.sde")
+              let fc = Notebook.FitFile(file, paths = 200)
+              let fg = Notebook.FitFile(file, paths = 200, backend = "ilgpu-cpu")
+              Expect.equal fg.Backend "ilgpu-cpu" "the fit's backend"
+              Expect.equal (fg.Fitted, fg.StdErrs, fg.FinalLoss) (fc.Fitted, fc.StdErrs, fc.FinalLoss) "the same fit"
           } ]

@@ -397,37 +397,53 @@ type Notebook =
         | Ok p -> p
         | Error ds -> Notebook.Fail ds
 
-    /// Compiles and runs a model's text: every query of every set (`paths`, `seed` override the file's).
+    /// Compiles and runs a model's text: every query of every set (`paths`, `seed` override the file's;
+    /// `backend`: "cpu" (null, the default), "ilgpu-cpu", "cuda" or "auto", as `dsl run --backend`).
     static member Run
         (
             source: string,
             [<Optional; DefaultParameterValue(0)>] paths: int,
             [<Optional; DefaultParameterValue(-1L)>] seed: int64,
-            [<Optional; DefaultParameterValue(null: string)>] fileName: string
+            [<Optional; DefaultParameterValue(null: string)>] fileName: string,
+            [<Optional; DefaultParameterValue(null: string)>] backend: string
         ) : RunReport =
-        Notebook.Compile(source, fileName, paths, seed).Run()
+        Notebook.Compile(source, fileName, paths, seed).Run(backend = backend)
 
     /// Compiles and runs a `.sde` file.
-    static member RunFile(path: string, [<Optional; DefaultParameterValue(0)>] paths: int, [<Optional; DefaultParameterValue(-1L)>] seed: int64) : RunReport =
-        Notebook.Run(File.ReadAllText path, paths, seed, path)
+    static member RunFile
+        (
+            path: string,
+            [<Optional; DefaultParameterValue(0)>] paths: int,
+            [<Optional; DefaultParameterValue(-1L)>] seed: int64,
+            [<Optional; DefaultParameterValue(null: string)>] backend: string
+        ) : RunReport =
+        Notebook.Run(File.ReadAllText path, paths, seed, path, backend)
 
     /// Compiles a model's text and fits its `fit` block; the data file's name is relative to `dataDir`
-    /// (null: the current folder, a notebook's own).
+    /// (null: the current folder, a notebook's own); `backend` as `dsl fit --backend` (null: "cpu").
     static member Fit
         (
             source: string,
             [<Optional; DefaultParameterValue(null: string)>] dataDir: string,
             [<Optional; DefaultParameterValue(0)>] paths: int,
             [<Optional; DefaultParameterValue(-1L)>] seed: int64,
-            [<Optional; DefaultParameterValue(null: string)>] fileName: string
+            [<Optional; DefaultParameterValue(null: string)>] fileName: string,
+            [<Optional; DefaultParameterValue(null: string)>] backend: string
         ) : Fit.FitReport =
         let p = Notebook.Compile(source, fileName, paths, seed)
+        let backend = if isNull backend then "cpu" else backend
 
-        match p.Fit(dataDir = (if isNull dataDir then "." else dataDir)) with
+        match p.Fit(dataDir = (if isNull dataDir then "." else dataDir), backend = backend) with
         | Ok r -> r
         | Error ds -> Notebook.Fail ds
 
     /// Fits a `.sde` file's `fit` block (its data file relative to the file's folder, as `dsl fit` does).
-    static member FitFile(path: string, [<Optional; DefaultParameterValue(0)>] paths: int, [<Optional; DefaultParameterValue(-1L)>] seed: int64) : Fit.FitReport =
+    static member FitFile
+        (
+            path: string,
+            [<Optional; DefaultParameterValue(0)>] paths: int,
+            [<Optional; DefaultParameterValue(-1L)>] seed: int64,
+            [<Optional; DefaultParameterValue(null: string)>] backend: string
+        ) : Fit.FitReport =
         let dir = match Path.GetDirectoryName(Path.GetFullPath path) with | null -> "." | d -> d
-        Notebook.Fit(File.ReadAllText path, dir, paths, seed, path)
+        Notebook.Fit(File.ReadAllText path, dir, paths, seed, path, backend)
