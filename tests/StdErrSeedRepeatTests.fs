@@ -13,7 +13,8 @@ open MathNet.Numerics.Distributions
 open Sde
 open Sde.Lang
 
-let private template = """model Linear2 {
+/// The chain's file up to its queries (the same model and settings for every test below).
+let private head = """model Linear2 {
   param theta = 1
   state x
   state y
@@ -26,16 +27,13 @@ let private template = """model Linear2 {
 }
 simulate { paths = 4000; dt = 0.05; T = 1; seed = SEED; bias = off }
 query {
-  mean(x)
-  mean(x * y)
-  variance(x)
-  covariance(x, y)
-  quantile(x, 0.9) on [-4, 4] bins 400
-  density(x) on [-3, 3] bins 12
-  mean(x) over [0.49, 0.99]
-  score(x) on [-3, 3] bins 12
-}
 """
+
+/// The chain's file with `queries`.
+let private linear2 (queries: string) = head + queries + "}\n"
+
+let private template =
+    linear2 "  mean(x)\n  mean(x * y)\n  variance(x)\n  covariance(x, y)\n  quantile(x, 0.9) on [-4, 4] bins 400\n  density(x) on [-3, 3] bins 12\n  mean(x) over [0.49, 0.99]\n  score(x) on [-3, 3] bins 12\n"
 
 let private dt = 0.05
 
@@ -72,22 +70,29 @@ let private exact =
 
 let private rms (zs: float seq) = sqrt (Seq.averageBy (fun z -> z * z) zs)
 
+/// The results of `text` for seeds 1..40.
+let private runs40 (text: string) =
+    [| for seed in 1..40 ->
+           match SdeCompiler.Compile(text.Replace("SEED", string seed), "linear2.sde") with
+           | Ok p -> (List.head (p.Run(threads = 2, backend = "cpu")).Sets).Results |> List.toArray
+           | Error ds -> failtestf "%A" ds |]
+
+/// Result i's z-scores against `want` over the runs: RMS in [0.7, 1.35] (about 3 standard deviations of the
+/// RMS of 40 normal z-scores each way).
+let private scalarZ (runs: Report.QueryOutcome[][]) (i: int) (name: string) (want: float) =
+    let zs = runs |> Array.map (fun r -> (r[i].Value - want) / r[i].StdErr)
+    let z = rms zs
+    printfn "%s: RMS z %.3f, mean z %+.3f over 40 seeds (exact %g, mean se %g)" name z (Array.average zs) want (runs |> Array.averageBy (fun r -> r[i].StdErr))
+    Expect.isGreaterThanOrEqual z 0.7 (sprintf "%s: RMS z >= 0.7" name)
+    Expect.isLessThanOrEqual z 1.35 (sprintf "%s: RMS z <= 1.35" name)
+
 [<Tests>]
 let tests =
     testList
         "Standard errors"
         [ test "the plain kinds on a 2-D linear Gaussian chain: z-scores against the exact chain over 40 seeds have RMS in [0.7, 1.35] (each density bin's that expects 10 samples, pooled: [0.85, 1.15])" {
-              let runs =
-                  [| for seed in 1..40 ->
-                         match SdeCompiler.Compile(template.Replace("SEED", string seed), "linear2.sde") with
-                         | Ok p -> (List.head (p.Run(threads = 2, backend = "cpu")).Sets).Results |> List.toArray
-                         | Error ds -> failtestf "%A" ds |]
-              let scalar (i: int) (name: string) (want: float) =
-                  let zs = runs |> Array.map (fun r -> (r[i].Value - want) / r[i].StdErr)
-                  let z = rms zs
-                  printfn "%s: RMS z %.3f, mean z %+.3f over 40 seeds (exact %g, mean se %g)" name z (Array.average zs) want (runs |> Array.averageBy (fun r -> r[i].StdErr))
-                  Expect.isGreaterThanOrEqual z 0.7 (sprintf "%s: RMS z >= 0.7" name)
-                  Expect.isLessThanOrEqual z 1.35 (sprintf "%s: RMS z <= 1.35" name)
+              let runs = runs40 template
+              let scalar = scalarZ runs
               scalar 0 "mean(x)" exact.Mean
               scalar 1 "mean(x * y)" exact.MeanXY
               scalar 2 "variance(x)" exact.Var
@@ -117,26 +122,8 @@ let tests =
               Expect.isLessThanOrEqual z 1.15 "density bins: RMS z <= 1.15"
           } ]
 
-let private responses = """model Linear2 {
-  param theta = 1
-  state x
-  state y
-  brownian W
-  brownian V
-  init x ~ normal(1, 0.5)
-  init y = 0
-  d x = -theta * x dt + dW
-  d y = (x - y) dt + 0.5 * dV
-}
-simulate { paths = 4000; dt = 0.05; T = 1; seed = SEED; bias = off }
-query {
-  d mean(x) / d theta
-  d mean(x^2) / d theta with pathwise
-  d mean(x * y) / d theta with likelihood_ratio
-  d mean(x^2) / d theta with finite_difference(h = 0.01)
-  d density(x) / d theta on [-3, 3] bins 12
-}
-"""
+let private responses =
+    linear2 "  d mean(x) / d theta\n  d mean(x^2) / d theta with pathwise\n  d mean(x * y) / d theta with likelihood_ratio\n  d mean(x^2) / d theta with finite_difference(h = 0.01)\n  d density(x) / d theta on [-3, 3] bins 12\n"
 
 /// d/dθ of a function of the exact chain at θ = 1 (a central difference of the exact recursion, h = 1e-5:
 /// error about 1e-10, far below any standard error here), and the finite-difference estimator's own estimand.
@@ -148,21 +135,12 @@ let responseTests =
     testList
         "Standard errors"
         [ test "responses on the 2-D linear chain (divergence kernel, pathwise, likelihood ratio, finite difference, a density's bins): z-scores against the exact chain's derivative over 40 seeds have RMS in [0.7, 1.35] (bins pooled: [0.85, 1.15])" {
-              let runs =
-                  [| for seed in 1..40 ->
-                         match SdeCompiler.Compile(responses.Replace("SEED", string seed), "linear2.sde") with
-                         | Ok p -> (List.head (p.Run(threads = 2, backend = "cpu")).Sets).Results |> List.toArray
-                         | Error ds -> failtestf "%A" ds |]
+              let runs = runs40 responses
               let at theta = chainAt theta 20
               let m1 theta = let mx, _, _, _ = at theta in mx
               let m2 theta = let mx, _, sxx, _ = at theta in sxx + mx * mx
               let mxy theta = let mx, my, _, sxy = at theta in sxy + mx * my
-              let scalar (i: int) (name: string) (want: float) =
-                  let zs = runs |> Array.map (fun r -> (r[i].Value - want) / r[i].StdErr)
-                  let z = rms zs
-                  printfn "%s: RMS z %.3f, mean z %+.3f over 40 seeds (exact %g, mean se %g)" name z (Array.average zs) want (runs |> Array.averageBy (fun r -> r[i].StdErr))
-                  Expect.isGreaterThanOrEqual z 0.7 (sprintf "%s: RMS z >= 0.7" name)
-                  Expect.isLessThanOrEqual z 1.35 (sprintf "%s: RMS z <= 1.35" name)
+              let scalar = scalarZ runs
               scalar 0 "d mean(x) / d theta (divergence kernel)" (dTheta m1)
               scalar 1 "d mean(x^2) / d theta (pathwise)" (dTheta m2)
               scalar 2 "d mean(x * y) / d theta (likelihood ratio)" (dTheta mxy)
