@@ -416,7 +416,7 @@ let private compile (args: ParseResults<CompileArgs>) =
                 | Driver.SamplesJob _
                 | Driver.ScoreJob _ ->
                     // recorded by the tangent kernel: its refusals (degenerate noise), and cuda's until DSL_CUDA_TANGENT=1
-                    match Driver.recordRefusal p.Program "ilgpu-cpu" false j with
+                    match Driver.recordRefusal p.Program "ilgpu-cpu" j with
                     | Some why -> located "warning" q.Pos (sprintf "'%s': %s: the PTX is written, but 'dsl run --backend ilgpu-cpu|cuda' refuses this query" q.Text why)
                     | None ->
                         located "warning" q.Pos (sprintf "'%s' is recorded by the tangent kernel, which the cuda backend does not run yet: the PTX is written, but 'dsl run --backend cuda' refuses this query (ilgpu-cpu runs it)" q.Text)

@@ -1130,11 +1130,12 @@ and private assembleWeighted (p: Program) (backend: string) (growth: CovectorGro
                     | LyapunovJob k ->
                         let r = Option.get le
                         let full = k = r.Exponents.Length && not (Double.IsNaN r.LogDetRate)
+                        let ses = Array.sub r.StdErrs 0 k
                         let o =
                             outcomeOf q job [] s.Dt ignoreRate [ Estimate(Value = (if full then r.LogDetRate else nan), StdErr = (if full then r.LogDetStdErr else nan),
                                                        Grid = Array.init k (fun c -> float (c + 1)), Values = Array.sub r.Exponents 0 k,
-                                                       StdErrs = Array.sub r.StdErrs 0 k, Count = r.Paths) ]
-                        { o with Warnings = o.Warnings @ lyapunovFewPaths r.Paths (Array.sub r.StdErrs 0 k) @ lyapunovTransient r.Exponents r.StdErrs k s.Burnin s.T })
+                                                       StdErrs = ses, Count = r.Paths) ]
+                        { o with Warnings = o.Warnings @ lyapunovFewPaths r.Paths ses @ lyapunovTransient r.Exponents r.StdErrs k s.Burnin s.T })
 
             { Name = set.Name
               Params = pars
@@ -1291,13 +1292,17 @@ let gpuTangentRefusal (p: Program) (plans: ResponsePlan list) : string option =
     let m = p.Compiled.Instance (List.head p.File.Sets).Values :?> ISdeModel
     Gpu.GpuRunner.TangentRefusal(p.Compiled.Structure, m.Dim, m.NoiseDim, plans) |> Option.ofObj
 
+/// Whether the tangent kernel's queries run on cuda (DSL_CUDA_TANGENT=1): refused there by default until the
+/// kernel is checked on a device (`runKeeping`, `recordRefusal`, `Fit`'s backend).
+let tangentOnCuda () = Environment.GetEnvironmentVariable "DSL_CUDA_TANGENT" = "1"
+
 /// Why `backend` (ilgpu-cpu or cuda) cannot record a `samples(...)` / `score(...)` query (None: it can): the
 /// recorded run is the tangent kernel's, so it shares that kernel's refusals (degenerate noise for a score's
 /// divergence kernel; on cuda every tangent-kernel query until DSL_CUDA_TANGENT=1, see `runKeeping`).
-let recordRefusal (p: Program) (backend: string) (tangentOnCuda: bool) (job: QueryJob) : string option =
+let recordRefusal (p: Program) (backend: string) (job: QueryJob) : string option =
     match job with
     | SamplesJob _
-    | ScoreJob _ when backend = "cuda" && not tangentOnCuda ->
+    | ScoreJob _ when backend = "cuda" && not (tangentOnCuda ()) ->
         Some "per-path values are recorded by the tangent kernel, which the cuda backend does not run yet (DSL_CUDA_TANGENT=1 lifts the refusal, to check it on a GPU)"
     | ScoreJob (_, _, _, _, pl) -> gpuTangentRefusal p [ pl ]
     | _ -> None
@@ -1399,7 +1404,7 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
     // tests/perf/gpu.sh) gave wrong results with it (zeros or stale values), while the plain, finite-
     // difference and Lyapunov kernels agreed with the CPU engine. Until that is found, CUDA refuses those
     // queries (DSL_CUDA_TANGENT=1 lifts the refusal, for debugging on a GPU).
-    let tangentOnCuda = Environment.GetEnvironmentVariable "DSL_CUDA_TANGENT" = "1"
+    let tangentOnCuda = tangentOnCuda ()
 
     let gpuSupports (b: string) (pl: ResponsePlan) =
         Gpu.GpuRunner.Supports pl
@@ -1412,7 +1417,7 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
             | ResponseJob (plans, _, _, _) -> plans |> List.forall (gpuSupports "cuda") && (gpuTangentRefusal p plans).IsNone
             | AlignmentJob pl -> tangentOnCuda && (gpuTangentRefusal p [ pl ]).IsNone
             | SamplesJob _
-            | ScoreJob _ -> (recordRefusal p "cuda" tangentOnCuda j).IsNone
+            | ScoreJob _ -> (recordRefusal p "cuda" j).IsNone
             | _ -> true)
 
     // `auto` takes CUDA only when a device is present and has a kernel for every query
@@ -1451,8 +1456,8 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
                         )
                     )
                 | SamplesJob _
-                | ScoreJob _ when (recordRefusal p backend tangentOnCuda j).IsSome ->
-                    raise (NotSupportedException(sprintf "%d:%d: '%s': %s; use --backend cpu" q.Pos.Line q.Pos.Col q.Text (recordRefusal p backend tangentOnCuda j).Value))
+                | ScoreJob _ when (recordRefusal p backend j).IsSome ->
+                    raise (NotSupportedException(sprintf "%d:%d: '%s': %s; use --backend cpu" q.Pos.Line q.Pos.Col q.Text (recordRefusal p backend j).Value))
                 | _ -> ()
 
             Gpu.GpuRunner.For(p.Compiled.Type, Gpu.GpuRunner.Parse backend)

@@ -980,7 +980,7 @@ type FitError =
 /// its refusals (degenerate noise; on cuda the whole kernel until DSL_CUDA_TANGENT=1, see `Driver.runKeeping`).
 /// Jacobian matching simulates nothing (the model's field at the data's states, on the host whatever the backend).
 let private fitBackend (asked: string) (compiled: Compile.CompiledModel) (ir: Lower.ModelIr) (plans: ResponsePlan[]) (isKl: bool) : Result<string, string> =
-    let tangentOnCuda = Environment.GetEnvironmentVariable "DSL_CUDA_TANGENT" = "1"
+    let tangentOnCuda = Driver.tangentOnCuda ()
     let refusal () = Gpu.GpuRunner.TangentRefusal(compiled.Structure, ir.Dim, Lower.noiseLanes ir, plans) |> Option.ofObj
 
     match asked with
