@@ -530,6 +530,51 @@ let laneTests =
                 Expect.equal fast plain "the same JSON"
         }
 
+        test "multi-step segments give the JSON of the phases one by one: segments of 2, 5, 32 and 400 steps, with resamplings found inside a segment and stepped again to (systematic, multinomial, residual; lanes and one path at a time)" {
+            let sources =
+                [ systematic 403
+                  wellSource "-20 * x^2 dt" 2003 "resample = multinomial; ess = 0.6"
+                  (wellSource "-x^2 dt + 2 dW" 403 "resample = residual; ess = 0.7").Replace("[0.9, 1]", "[0.99, 1]") ]
+            for src in sources do
+                let p = compile src
+                WeightedEngine.PlainPhasesOnThisThread <- true
+                let plain, r =
+                    try jsonWith p 4 1
+                    finally WeightedEngine.PlainPhasesOnThisThread <- false
+                Expect.isGreaterThan (resamplingsOf r) 1L "the population was resampled"
+                let mutable again = 0L
+                for len in [ 2; 5; 32; 400 ] do
+                    for lanes in [ 1; 4 ] do
+                        WeightedEngine.SegmentStepsOnThisThread <- len
+                        WeightedEngine.SegmentsOnThisThread <- 0L
+                        WeightedEngine.SteppedAgainOnThisThread <- 0L
+                        let json =
+                            try fst (jsonWith p lanes 1)
+                            finally WeightedEngine.SegmentStepsOnThisThread <- 0
+                        Expect.isGreaterThan WeightedEngine.SegmentsOnThisThread 0L (sprintf "segments of %d ran" len)
+                        again <- again + WeightedEngine.SteppedAgainOnThisThread
+                        Expect.equal json plain (sprintf "segments of %d, lanes %d: the JSON of the phases one by one" len lanes)
+                Expect.isGreaterThan again 0L "some resampling fell inside a segment, which stepped again to it"
+        }
+
+        test "a path that fails inside a multi-step segment fails as in the phases one by one (the segment is stepped again one step at a time)" {
+            let src = "model Blow {\n  state x\n  brownian W\n  weight w\n  init x ~ normal(0, 1)\n  d x = x^3 dt + dW\n  d log w = -x^2 dt\n}\nsimulate { paths = 203; dt = 0.05; T = 5; seed = 3; resample = systematic }\nquery {\n  mean(x)\n}\n"
+            let p = compile src
+            let failure () = snd (Driver.runKeeping p.Program { Driver.defaultOptions with Threads = 1 }) |> List.map (fun e -> e.Message)
+            WeightedEngine.PlainPhasesOnThisThread <- true
+            let plain =
+                try failure ()
+                finally WeightedEngine.PlainPhasesOnThisThread <- false
+            Expect.isNonEmpty plain "the run fails"
+            WeightedEngine.SegmentFailuresOnThisThread <- 0L
+            WeightedEngine.SegmentStepsOnThisThread <- 64
+            let segmented =
+                try failure ()
+                finally WeightedEngine.SegmentStepsOnThisThread <- 0
+            Expect.isGreaterThan WeightedEngine.SegmentFailuresOnThisThread 0L "the failure fell inside a segment"
+            Expect.equal segmented plain "the same failure"
+        }
+
         test "a path that leaves the finite numbers fails in the same words with lanes and one path at a time" {
             let src = "model Blow {\n  state x\n  brownian W\n  weight w\n  init x ~ normal(0, 1)\n  d x = x^3 dt + dW\n  d log w = -x^2 dt\n}\nsimulate { paths = 203; dt = 0.05; T = 5; seed = 3; resample = systematic }\nquery {\n  mean(x)\n}\n"
             let p = compile src

@@ -2,6 +2,7 @@ using System.Runtime.ExceptionServices;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Sde.Core;
 
@@ -77,6 +78,15 @@ public sealed class WeightedResult
 public static class WeightedEngine
 {
     const int Chunk = 256;
+
+    /// <summary>The longest multi-step segment of a resampled run (<c>StepSegment</c>): each resampling costs about
+    /// this many steps again, a segment's start a copy of the population.</summary>
+    internal const int SegmentSteps = 32;
+
+    /// <summary>Tests: the longest segment of runs started on the current thread (0: <see cref="SegmentSteps"/>; 1:
+    /// one step at a time), and what their segments did (the run's own thread counts them).</summary>
+    [ThreadStatic] internal static int SegmentStepsOnThisThread;
+    [ThreadStatic] internal static long SegmentsOnThisThread, SteppedAgainOnThisThread, SegmentFailuresOnThisThread;
 
     /// <summary>Runs started on the current thread take the population phases one by one, without the
     /// shortcuts that give the same bits (no ESS bound, no fused birth–death phase): lets tests compare both.</summary>
@@ -206,6 +216,18 @@ public static class WeightedEngine
         // step phase also sums each chunk's exp(log w − its largest) and their squares
         readonly bool _essSums, _plainPhases;
         readonly double[] _chunkEss1, _chunkEss2, _sumEss1, _sumEss2;
+        // Multi-step segments where the resampling check is all that needs the population at a step (_essSums, no
+        // stepper): every path runs up to _segLen steps at once, recording its log w after each (_rec, per worker,
+        // Chunk per step), and the chunks' per-step extrema and ESS sums (_seg*, step j's at j·_chunks + c) find
+        // the first step at which a resampling may be due. Before the segment, _y keeps the population; at such a
+        // step before the segment's end, the population goes back to it and steps again to that step. The
+        // counter-based normals make that the same bits, and the check at that step is the one the step-by-step
+        // loop makes, so the run's results are those of one step at a time.
+        readonly int _segLen;
+        readonly double[] _segMax = [], _segMin = [], _segEss1 = [], _segEss2 = [];
+        double* _rec;
+        bool _recording, _segOff;
+        int _segNext;   // the next segment's length: _segLen after a resampling, else planned by StepSegment
         // per replica: max log w, Σ exp(log w − max), Σ W² of the normalised weights, log Ẑ so far, resampled at this step
         readonly double[] _maxLw, _sumW, _sumW2, _logZ;
         readonly double[] _lwHi, _lwLo;  // per replica: the span of log w (the bound of ResamplingMayBeDue)
@@ -283,6 +305,14 @@ public static class WeightedEngine
             _chunkEss1 = new double[_chunks]; _chunkEss2 = new double[_chunks];
             _sumEss1 = new double[_r]; _sumEss2 = new double[_r];
             _scratch = new double[2 * _n + 2];
+            _segLen = _essSums && stepper is null ? (SegmentStepsOnThisThread > 0 ? SegmentStepsOnThisThread : SegmentSteps) : 0;
+            _segNext = _segLen;
+            if (_segLen > 1)
+            {
+                _segMax = new double[_segLen * _chunks]; _segMin = new double[_segLen * _chunks];
+                _segEss1 = new double[_segLen * _chunks]; _segEss2 = new double[_segLen * _chunks];
+                _rec = Alloc((long)threads * Chunk * _segLen);
+            }
             _rateMean = new double[_r];
             _events = wp.Scheme == ResampleScheme.BirthDeath ? new sbyte[_n] : [];
             _partners = wp.Scheme == ResampleScheme.BirthDeath ? new int[_n] : [];
@@ -320,9 +350,9 @@ public static class WeightedEngine
         public void Dispose()
         {
             _crew.Dispose();
-            foreach (var p in new[] { (nint)_x, (nint)_y, (nint)_obs, (nint)_w, (nint)_buf, (nint)_lanesBuf, (nint)_odd, (nint)_oddStep })
+            foreach (var p in new[] { (nint)_x, (nint)_y, (nint)_obs, (nint)_w, (nint)_buf, (nint)_lanesBuf, (nint)_odd, (nint)_oddStep, (nint)_rec })
                 if (p != 0) NativeMemory.AlignedFree((void*)p);
-            _x = _y = _obs = _w = _buf = _lanesBuf = _odd = null;
+            _x = _y = _obs = _w = _buf = _lanesBuf = _odd = _rec = null;
             _oddStep = null;
         }
 
@@ -356,14 +386,27 @@ public static class WeightedEngine
                 // the next point where the population must be seen whole
                 long next = n + 1;
                 if (!population) while (next < _steps && !NeedsObserve(next)) next++;
+                else if (_segLen > 1 && !_segOff)
+                {
+                    long cap = Math.Min(_steps, n + Math.Max(1, _segNext));
+                    // a full segment ends on an even step, so that it steps whole pairs of steps (one Philox
+                    // block gives a path's normals for both): an odd start takes its step from the pair kept
+                    if (_segNext == _segLen && cap < _steps && (cap & 1) != 0 && cap - 1 > n + 1) cap--;
+                    while (next < cap && !NeedsObserve(next)) next++;
+                }
                 if (_densityReady) { _densityReady = false; if (_overflowed) FailOverflow(); }
                 else if (_wp.DensitySlot >= 0) { if (!_weightsValid) Weights(); Density(); }
                 _seg0 = n; _seg1 = next;
-                StepAll();
+                if (next - n > 1 && population)
+                {
+                    next = StepSegment(n, next);
+                    if (next < 0) continue; // a path failed inside the segment: again one step at a time
+                }
+                else StepAll();
                 _weightsValid = false;
                 CheckFailed();
+                if ((n >> 6) != (next >> 6) || next == _steps) _s.Progress?.Invoke((double)next / Math.Max(1, _steps));
                 n = next;
-                if ((n & 63) == 0 || n == _steps) _s.Progress?.Invoke((double)n / Math.Max(1, _steps));
                 bool observe = NeedsObserve(n);
                 if (_fusesReplicas && !observe && n < _steps) { BirthDeathReplicas(n); continue; }
                 // a resampling that cannot be due (nor anything else that reads the weights) needs no weights
@@ -480,6 +523,48 @@ public static class WeightedEngine
             _crew.Run(body);
         }
 
+        /// <summary>
+        /// Steps n → next (a multi-step segment) and returns the step it stopped at: the first at which a
+        /// resampling may be due (the population stepped again to it from its state at n), or next. Returns −1,
+        /// with the population back at n and segments off, when a path failed in the segment: the one-step
+        /// loop then meets the failure exactly as it would have (or a resampling before it that avoids it).
+        /// </summary>
+        long StepSegment(long n, long next)
+        {
+            SegmentsOnThisThread++;
+            long bytes = (long)_n * _d * 8;
+            Buffer.MemoryCopy(_x, _y, bytes, bytes);
+            _recording = true;
+            try { StepAll(); }
+            finally { _recording = false; }
+            if (_failedPaths > 0)
+            {
+                var t = _x; _x = _y; _y = t;
+                _failedPaths = 0; _failStep = long.MaxValue;
+                _segOff = true;
+                SegmentFailuresOnThisThread++;
+                _extremaValid = false;
+                return -1;
+            }
+            for (long k = n + 1; k < next; k++)
+            {
+                int o = (int)(k - n - 1) * _chunks;
+                if (!ResamplingMayBeDue(_segMax, _segMin, _segEss1, _segEss2, o)) continue;
+                var t = _x; _x = _y; _y = t;
+                _seg0 = n; _seg1 = k;
+                StepAll();
+                SteppedAgainOnThisThread += k - n;
+                return k;
+            }
+            // the next segment ends about where ESS/N, falling at this segment's geometric rate, would reach the
+            // threshold: a segment that ends at the resampling step steps nothing again
+            double e0 = EssFraction(_segMax, _segEss1, _segEss2, 0), e1 = EssFraction(_chunkMax, _chunkEss1, _chunkEss2, 0);
+            double rate = (Math.Log(e0) - Math.Log(e1)) / (next - n - 1);
+            double ahead = rate > 0 ? (Math.Log(e1) - Math.Log(_wp.Ess)) / rate : double.PositiveInfinity;
+            _segNext = ahead >= _segLen ? _segLen : Math.Max(1, (int)Math.Ceiling(ahead));
+            return next;
+        }
+
         /// <summary>Steps _seg0 → _seg1 for every path, on the stepper when there is one.</summary>
         void StepAll()
         {
@@ -506,6 +591,8 @@ public static class WeightedEngine
             TModel m = _m;
             var lanes = _seg0 >= 0 ? _lanes : null;
             var pairs = _pairs[worker];
+            int len = (int)(_seg1 - _seg0);
+            double* rec = _recording ? _rec + (long)worker * Chunk * _segLen : null;
             while (true)
             {
                 long c = Interlocked.Increment(ref _nextChunk) - 1;
@@ -532,9 +619,9 @@ public static class WeightedEngine
                     // same bits up to the failure), which records the failure as the one-path engine does
                     while (true)
                     {
-                        q = lanes.StepGroups(ref m, _x, _d, _nw, q, p1, (ulong)first, seed, _seg0, _seg1, _dt, _sqdt, lanesBuf, _odd, _oddStep);
+                        q = lanes.StepGroups(ref m, _x, _d, _nw, q, p1, (ulong)first, seed, _seg0, _seg1, _dt, _sqdt, lanesBuf, _odd, _oddStep, rec, Chunk, p0, _lw);
                         if (p1 - q < 4) break;
-                        for (int k = 0; k < 4; k++) StepOne(ref m, q + k, a, b, w, wv, pairs);
+                        for (int k = 0; k < 4; k++) StepOne(ref m, q + k, a, b, w, wv, pairs, rec, p0);
                         q += 4;
                     }
                 }
@@ -558,8 +645,17 @@ public static class WeightedEngine
                         }
                     }
                 }
-                for (; q < p1; q++) StepOne(ref m, q, a, b, w, wv, pairs);
-                Extrema(c, p0, p1);
+                for (; q < p1; q++) StepOne(ref m, q, a, b, w, wv, pairs, rec, p0);
+                if (rec is null) { Extrema(c, p0, p1); continue; }
+                // each step's log weights, recorded in path order: the last step's extrema are the population's
+                // (each step's ESS sums relative to the step before's largest log w: one pass, see ExtremaOf)
+                double reference = _chunkMax[c];
+                for (int j = 0; j < len - 1; j++)
+                {
+                    ExtremaOf(rec + (long)j * Chunk, p1 - p0, j * _chunks + (int)c, reference, _segMax, _segMin, _segEss1, _segEss2);
+                    reference = _segMax[j * _chunks + (int)c];
+                }
+                ExtremaOf(rec + (long)(len - 1) * Chunk, p1 - p0, (int)c, reference, _chunkMax, _chunkMin, _chunkEss1, _chunkEss2);
             }
         }
 
@@ -572,13 +668,42 @@ public static class WeightedEngine
             int n = p1 - p0;
             double* l = stackalloc double[Chunk];
             for (int i = 0; i < n; i++) l[i] = _x[(long)(p0 + i) * _d + _lw];
+            ExtremaOf(l, n, (int)c, _chunkMax[c], _chunkMax, _chunkMin, _chunkEss1, _chunkEss2);
+        }
+
+        /// <summary>The largest and smallest of the n log weights at l (NaN never wins) into mxs[at] and mns[at],
+        /// and (where ESS sums are kept) Σ exp(l − largest) and Σ of its squares into e1s[at] and e2s[at].
+        /// <paramref name="reference"/> is a guess of the largest (the chunk's at the step before): when the largest
+        /// is within <see cref="NearReference"/> of it, one pass finds the extrema and sums exp(l − reference)
+        /// in single precision, eight paths per vector, and the sums are rescaled; else a second pass sums
+        /// exp(l − largest) in double precision. Only the ESS screen reads the sums, and it allows for the
+        /// single-precision error (<see cref="ScreenMargin"/>).</summary>
+        void ExtremaOf(double* l, int n, int at, double reference, double[] mxs, double[] mns, double[] e1s, double[] e2s)
+        {
             var vmx = Vector256.Create(double.NegativeInfinity);
             var vmn = Vector256.Create(double.PositiveInfinity);
+            bool fused = _essSums && Avx.IsSupported && double.IsFinite(reference);
+            var refv = Vector256.Create(reference);
+            var f1 = Vector256<float>.Zero;
+            var f2 = Vector256<float>.Zero;
             int q = 0;
+            if (fused)
+                for (; q + 8 <= n; q += 8)
+                {
+                    var v0 = Vector256.Load(l + q);
+                    var v1 = Vector256.Load(l + q + 4);
+                    // a comparison with NaN is false: NaN never wins, as in the scalar form
+                    vmx = Vector256.ConditionalSelect(Vector256.GreaterThan(v0, vmx), v0, vmx);
+                    vmn = Vector256.ConditionalSelect(Vector256.LessThan(v0, vmn), v0, vmn);
+                    vmx = Vector256.ConditionalSelect(Vector256.GreaterThan(v1, vmx), v1, vmx);
+                    vmn = Vector256.ConditionalSelect(Vector256.LessThan(v1, vmn), v1, vmn);
+                    var x = Vector256.Create(Avx.ConvertToVector128Single(v0 - refv), Avx.ConvertToVector128Single(v1 - refv));
+                    var e = ScreenExp(x);
+                    f1 += e; f2 += e * e;
+                }
             for (; q + 4 <= n; q += 4)
             {
                 var v = Vector256.Load(l + q);
-                // a comparison with NaN is false: NaN never wins, as in the scalar form
                 vmx = Vector256.ConditionalSelect(Vector256.GreaterThan(v, vmx), v, vmx);
                 vmn = Vector256.ConditionalSelect(Vector256.LessThan(v, vmn), v, vmn);
             }
@@ -593,32 +718,95 @@ public static class WeightedEngine
                 if (l[i] > mx) mx = l[i];
                 if (l[i] < mn) mn = l[i];
             }
-            _chunkMax[c] = mx; _chunkMin[c] = mn;
+            mxs[at] = mx; mns[at] = mn;
             if (!_essSums) return;
-            // exp by EssExp (relative error below 1e-14): the ESS estimate needs no more, and the exact
-            // weights are formed where it comes near the threshold
-            var mv = Vector256.Create(mx);
-            var v1 = Vector256<double>.Zero;
-            var v2 = Vector256<double>.Zero;
-            q = 0;
-            for (; q + 4 <= n; q += 4)
+            double s1, s2;
+            if (fused && Math.Abs(mx - reference) <= NearReference)
             {
-                var e = EssExp(Vector256.Load(l + q) - mv);
-                v1 += e; v2 += e * e;
+                // the paths after the last whole eight in double precision, relative to the reference too
+                int q8 = n & ~7;
+                s1 = 0; s2 = 0;
+                for (int i = q8; i < n; i++)
+                {
+                    double e = EssExp(Vector256.Create(l[i] - reference)).GetElement(0);
+                    s1 += e; s2 += e * e;
+                }
+                double g = Math.Exp(reference - mx);
+                s1 = (s1 + SumWide(f1)) * g;
+                s2 = (s2 + SumWide(f2)) * (g * g);
             }
-            double s1 = Vector256.Sum(v1), s2 = Vector256.Sum(v2);
-            for (; q < n; q++)
+            else
             {
-                double e = EssExp(Vector256.Create(l[q] - mx)).GetElement(0);
-                s1 += e; s2 += e * e;
+                // exp by EssExp (relative error below 1e-8): the ESS estimate needs no more, and the exact
+                // weights are formed where it comes near the threshold
+                var mv = Vector256.Create(mx);
+                var v1 = Vector256<double>.Zero;
+                var v2 = Vector256<double>.Zero;
+                q = 0;
+                for (; q + 4 <= n; q += 4)
+                {
+                    var e = EssExp(Vector256.Load(l + q) - mv);
+                    v1 += e; v2 += e * e;
+                }
+                s1 = Vector256.Sum(v1); s2 = Vector256.Sum(v2);
+                for (; q < n; q++)
+                {
+                    double e = EssExp(Vector256.Create(l[q] - mx)).GetElement(0);
+                    s1 += e; s2 += e * e;
+                }
             }
-            _chunkEss1[c] = s1; _chunkEss2[c] = s2;
+            e1s[at] = s1; e2s[at] = s2;
         }
 
+        /// <summary>The largest log w may move this far from its reference (the step before's) for the one-pass sums:
+        /// exp(l − reference) then stays within [e^-8, e^8] of exp(l − largest) for the terms that count, and
+        /// the terms it drops (below e^-40 of the reference) are below e^-32 of the largest.</summary>
+        const double NearReference = 8;
+
+        /// <summary>The ESS screen's relative allowance: a resampling is ruled out only where the estimated ESS/N
+        /// clears the threshold by this factor (the single-precision sums' relative error is below 1e-5; in
+        /// double precision 4 N ε + 2e-8).</summary>
+        const double ScreenMargin = 1e-4;
+
+        /// <summary>Σ of the eight lanes, in double precision.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static double SumWide(Vector256<float> v)
+            => Vector256.Sum(Avx.ConvertToVector256Double(v.GetLower()) + Avx.ConvertToVector256Double(v.GetUpper()));
+
         /// <summary>
-        /// e^x for x ≤ 0 with a relative error below 1e-14 (0 below −700, where e^x &lt; 1e-304 is nothing beside
+        /// e^x in single precision for x ≤ 8 (bigger x cannot reach it: see <see cref="NearReference"/>), 0 below
+        /// −40 (so that e² stays a normal float): x = k ln 2 + r with |r| ≤ ln 2 / 2, e^r by its Taylor polynomial
+        /// of degree 6 (remainder below 2e-7), 2^k from the exponent bits. Relative error below 1e-6.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector256<float> ScreenExp(Vector256<float> x)
+        {
+            var under = Vector256.LessThan(x, Vector256.Create(-40f));
+            x = Vector256.Max(x, Vector256.Create(-40f));
+            var k = Vector256.Round(x * Vector256.Create(1.44269504f));
+            var r = MadF(k, Vector256.Create(-0.693145751953125f), x);
+            r = MadF(k, Vector256.Create(-1.428606765330187e-06f), r);
+            var p = Vector256.Create(1f / 720);
+            p = MadF(p, r, Vector256.Create(1f / 120));
+            p = MadF(p, r, Vector256.Create(1f / 24));
+            p = MadF(p, r, Vector256.Create(1f / 6));
+            p = MadF(p, r, Vector256.Create(0.5f));
+            p = MadF(p, r, Vector256<float>.One);
+            p = MadF(p, r, Vector256<float>.One);
+            // 2^k from the bits of k + 127 + 2^23 (as EssExp's)
+            var two = (k + Vector256.Create(127f + 8388608f)).AsUInt32() << 23;
+            return Vector256.AndNot(p * two.AsSingle(), under);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector256<float> MadF(Vector256<float> a, Vector256<float> b, Vector256<float> c)
+            => System.Runtime.Intrinsics.X86.Fma.IsSupported ? System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(a, b, c) : a * b + c;
+
+        /// <summary>
+        /// e^x for x ≤ 0 with a relative error below 1e-8 (0 below −700, where e^x &lt; 1e-304 is nothing beside
         /// the chunk's largest term, 1): x = k ln 2 + r with |r| ≤ ln 2 / 2, e^r by its Taylor polynomial of
-        /// degree 12 (remainder below 3e-16), 2^k from the exponent bits.
+        /// degree 7 (remainder below 8e-9), 2^k from the exponent bits. Only the ESS screen uses it, which
+        /// allows for its error, so fused multiply-adds (where the machine has them) are welcome here.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static Vector256<double> EssExp(Vector256<double> x)
@@ -626,26 +814,27 @@ public static class WeightedEngine
             var under = Vector256.LessThan(x, Vector256.Create(-700.0));
             x = Vector256.Max(x, Vector256.Create(-700.0));
             var k = Vector256.Round(x * Vector256.Create(1.4426950408889634));
-            var r = x - k * Vector256.Create(0.6931471805598903) - k * Vector256.Create(5.497923018708371e-14);
-            var p = Vector256.Create(1.0 / 479001600);
-            p = p * r + Vector256.Create(1.0 / 39916800);
-            p = p * r + Vector256.Create(1.0 / 3628800);
-            p = p * r + Vector256.Create(1.0 / 362880);
-            p = p * r + Vector256.Create(1.0 / 40320);
-            p = p * r + Vector256.Create(1.0 / 5040);
-            p = p * r + Vector256.Create(1.0 / 720);
-            p = p * r + Vector256.Create(1.0 / 120);
-            p = p * r + Vector256.Create(1.0 / 24);
-            p = p * r + Vector256.Create(1.0 / 6);
-            p = p * r + Vector256.Create(0.5);
-            p = p * r + Vector256<double>.One;
-            p = p * r + Vector256<double>.One;
+            var r = Mad(k, Vector256.Create(-0.6931471805598903), x);
+            r = Mad(k, Vector256.Create(-5.497923018708371e-14), r);
+            var p = Vector256.Create(1.0 / 5040);
+            p = Mad(p, r, Vector256.Create(1.0 / 720));
+            p = Mad(p, r, Vector256.Create(1.0 / 120));
+            p = Mad(p, r, Vector256.Create(1.0 / 24));
+            p = Mad(p, r, Vector256.Create(1.0 / 6));
+            p = Mad(p, r, Vector256.Create(0.5));
+            p = Mad(p, r, Vector256<double>.One);
+            p = Mad(p, r, Vector256<double>.One);
             // 2^k from the bits of k + 1023 + 2^52 (k integral, so the sum is exact and its low mantissa bits are
             // k + 1023): the same value as a conversion to int64, which AVX2 has no instruction for (.NET
             // emulates it element by element, and it cost as much as the rest of this function)
             var two = (k + Vector256.Create(1023.0 + 4503599627370496.0)).AsUInt64() << 52;
             return Vector256.AndNot(p * two.AsDouble(), under);
         }
+
+        /// <summary>a·b + c, fused where the machine can (a JIT-time choice).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector256<double> Mad(Vector256<double> a, Vector256<double> b, Vector256<double> c)
+            => System.Runtime.Intrinsics.X86.Fma.IsSupported ? System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(a, b, c) : a * b + c;
 
         /// <summary>
         /// Whether some replica's ESS/N may have fallen below the threshold. Weights whose logs span δ have
@@ -654,7 +843,10 @@ public static class WeightedEngine
         /// resampling happens, so the weights need not be computed at this step. Past the bound, the ESS from
         /// the step phase's chunk sums decides where it clears the threshold by more than its rounding error.
         /// </summary>
-        bool ResamplingMayBeDue()
+        bool ResamplingMayBeDue() => ResamplingMayBeDue(_chunkMax, _chunkMin, _chunkEss1, _chunkEss2, 0);
+
+        /// <summary><see cref="ResamplingMayBeDue()"/> on the chunks' extrema and ESS sums at [o, o + chunks) of the arrays.</summary>
+        bool ResamplingMayBeDue(double[] chunkMax, double[] chunkMin, double[] chunkEss1, double[] chunkEss2, int o)
         {
             if (_wp.Scheme == ResampleScheme.None) return false;
             if (_wp.Scheme == ResampleScheme.BirthDeath || _wp.Ess >= 1 || !_extremaValid || _plainPhases) return true;
@@ -662,10 +854,10 @@ public static class WeightedEngine
             for (int c = 0; c < _chunks; c++)
             {
                 int r = _chunkRep[c];
-                if (_chunkMax[c] > _lwHi[r]) _lwHi[r] = _chunkMax[c];
-                if (_chunkMin[c] < _lwLo[r]) _lwLo[r] = _chunkMin[c];
+                if (chunkMax[o + c] > _lwHi[r]) _lwHi[r] = chunkMax[o + c];
+                if (chunkMin[o + c] < _lwLo[r]) _lwLo[r] = chunkMin[o + c];
             }
-            double clear = _wp.Ess * (1 + 1e-6);
+            double clear = _wp.Ess * (1 + ScreenMargin);
             bool bounded = true;
             for (int r = 0; r < _r; r++)
             {
@@ -675,15 +867,15 @@ public static class WeightedEngine
             if (bounded) return false;
             if (!_essSums) return true;
             // the ESS from the chunks' own sums (each relative to its chunk's largest log w), rescaled to the
-            // replica's: the weights' ESS with a relative error below 4 N ε + 1e-14 (not the bits of the
-            // weights' own computation, which runs where this estimate comes within 1e-6 of the threshold)
+            // replica's: the weights' ESS with a relative error below 1e-5 (not the bits of the weights' own
+            // computation, which runs where this estimate comes within ScreenMargin of the threshold)
             Array.Clear(_sumEss1); Array.Clear(_sumEss2);
             for (int c = 0; c < _chunks; c++)
             {
                 int r = _chunkRep[c];
-                double f = Math.Exp(_chunkMax[c] - _lwHi[r]);
-                _sumEss1[r] += _chunkEss1[c] * f;
-                _sumEss2[r] += _chunkEss2[c] * (f * f);
+                double f = Math.Exp(chunkMax[o + c] - _lwHi[r]);
+                _sumEss1[r] += chunkEss1[o + c] * f;
+                _sumEss2[r] += chunkEss2[o + c] * (f * f);
             }
             for (int r = 0; r < _r; r++)
             {
@@ -693,8 +885,28 @@ public static class WeightedEngine
             return false;
         }
 
+        /// <summary>The smallest ESS/N over the replicas from the chunks' sums at [o, o + chunks) (an estimate for
+        /// planning the next segment's length; no decision rests on it).</summary>
+        double EssFraction(double[] chunkMax, double[] chunkEss1, double[] chunkEss2, int o)
+        {
+            for (int r = 0; r < _r; r++) { _lwHi[r] = double.NegativeInfinity; _sumEss1[r] = 0; _sumEss2[r] = 0; }
+            for (int c = 0; c < _chunks; c++)
+                if (chunkMax[o + c] > _lwHi[_chunkRep[c]]) _lwHi[_chunkRep[c]] = chunkMax[o + c];
+            for (int c = 0; c < _chunks; c++)
+            {
+                int r = _chunkRep[c];
+                double f = Math.Exp(chunkMax[o + c] - _lwHi[r]);
+                _sumEss1[r] += chunkEss1[o + c] * f;
+                _sumEss2[r] += chunkEss2[o + c] * (f * f);
+            }
+            double least = 1;
+            for (int r = 0; r < _r; r++)
+                least = Math.Min(least, _sumEss1[r] * _sumEss1[r] / (_sumEss2[r] * (_rs[r + 1] - _rs[r])));
+            return least;
+        }
+
         /// <summary>Path p, one step at a time from _seg0 to _seg1 or its first state that is not finite.</summary>
-        void StepOne(ref TModel m, int p, double* a, double* b, double* w, PtrVec wv, StepNormals pairs)
+        void StepOne(ref TModel m, int p, double* a, double* b, double* w, PtrVec wv, StepNormals pairs, double* rec = null, int recP0 = 0)
         {
             double* row = _x + (long)p * _d;
             ulong gp = (ulong)(_s.FirstPath + p);
@@ -705,6 +917,7 @@ public static class WeightedEngine
                 if (_nw > 0) pairs.Fill(_s.Seed, gp, (ulong)n, Philox.TagStep, w, _nw);
                 m.Step(new PtrVec(u), new PtrVec(v), wv, n * _dt, _dt, _sqdt);
                 var t = u; u = v; v = t;
+                if (rec != null) rec[(n - _seg0) * Chunk + (p - recP0)] = u[_lw];
                 if (!Finite(u, _d)) { Fail(n + 1); break; }
             }
             Buffer.MemoryCopy(u, row, _d * 8, _d * 8);
@@ -1006,6 +1219,7 @@ public static class WeightedEngine
                 }
             }
             if (!any) return;
+            _segNext = _segLen;
             if (bd)
             {
                 _eventStep = (ulong)n;

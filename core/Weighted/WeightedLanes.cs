@@ -31,12 +31,15 @@ abstract unsafe class WeightedLanes<TModel> where TModel : struct, ISdeModel
     /// the path of global index path0 + p) four at a time while a whole group remains before p1. Returns the
     /// first row of a group in which a lane's state stopped being finite (its rows left as they were, for
     /// the one-path step to redo and report), or, when none did, the first row not stepped (p1 − p < 4).
-    /// A segment that ends on an even step draws that step's pair and keeps the odd step in
+    /// A segment whose last step is even (and not the second of a pair it steps) draws that step's pair and keeps the odd step in
     /// <paramref name="odd"/> (group p's at odd + p·nw, its step in oddStep[p / 4]) for the next segment,
-    /// when <paramref name="odd"/> is not null.
+    /// when <paramref name="odd"/> is not null. With <paramref name="rec"/> (not null), the log weight (component
+    /// <paramref name="lw"/>) of row p after step k goes to rec[(k − seg0)·recStride + p − recP0]: the engine's
+    /// multi-step segments look for the first step whose ESS may call for a resampling.
     /// </summary>
     public abstract int StepGroups(ref TModel m, double* x, int d, int nw, int p0, int p1, ulong path0, ulong seed,
-        long seg0, long seg1, double dt, double sqdt, double* scratch, double* odd, long* oddStep);
+        long seg0, long seg1, double dt, double sqdt, double* scratch, double* odd, long* oddStep,
+        double* rec, int recStride, int recP0, int lw);
 }
 
 sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel : struct, ISdeModel, ISdeLaneModel
@@ -45,7 +48,8 @@ sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public override int StepGroups(ref TModel m, double* x, int d, int nw, int p0, int p1, ulong path0, ulong seed,
-        long seg0, long seg1, double dt, double sqdt, double* scratch, double* odd, long* oddStep)
+        long seg0, long seg1, double dt, double sqdt, double* scratch, double* odd, long* oddStep,
+        double* rec, int recStride, int recP0, int lw)
     {
         int d4 = 4 * d, dd = 4 * Math.Max(d, 1), batch = Engine.BatchSteps(nw), wstep = 4 * nw;
         // per group: the states x, y in lanes and `batch` steps of normals (as the plain engine's groups)
@@ -66,23 +70,17 @@ sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel
             // segment before, or drawn with its partner and kept for the next segment
             if ((n & 1) != 0 || seg1 - seg0 == 1)
             {
-                double* wn = OneStep(seed, gp, n, seg1, nw, w, odd, oddStep, p);
-                m.StepLanes4(u, v, wn, n * dt, dt, sqdt);
-                if (!AllFinite(v, d4)) return p;
-                if (pair)
-                {
-                    double* wn2 = OneStep(seed, gp + 4, n, seg1, nw, w2, odd, oddStep, p + 4);
-                    m.StepLanes4(u2, v2, wn2, n * dt, dt, sqdt);
-                    if (!AllFinite(v2, d4)) return p;
-                }
-                double* t = u; u = v; v = t;
-                t = u2; u2 = v2; v2 = t;
+                if (!Alone(ref m, seed, gp, n, nw, w, w2, odd, oddStep, p, pair, d4, dt, sqdt, ref u, ref v, ref u2, ref v2)) return p;
+                if (rec != null) Record(rec + (n - seg0) * recStride + (p - recP0), u, u2, lw, pair);
                 n++;
             }
-            // the rest from even steps in batches of step pairs (a last even step drawn alone)
-            for (long n0 = n; n0 < seg1; n0 += batch)
+            // the rest from even steps in batches of step pairs; a last even step alone (a segment of odd length)
+            // draws its pair too and keeps the odd step for the next segment, where it can
+            bool keepLast = odd != null && nw > 0 && ((seg1 - n) & 1) != 0;
+            long batched = keepLast ? seg1 - 1 : seg1;
+            for (long n0 = n; n0 < batched; n0 += batch)
             {
-                long nEnd = Math.Min(n0 + batch, seg1);
+                long nEnd = Math.Min(n0 + batch, batched);
                 if (nw > 0)
                 {
                     Normals.FillAcrossPaths4Steps(seed, gp, (ulong)n0, (int)(nEnd - n0), Philox.TagStep, w, nw);
@@ -96,7 +94,14 @@ sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel
                     if (!AllFinite(v, d4) || (pair && !AllFinite(v2, d4))) return p;
                     double* t = u; u = v; v = t;
                     t = u2; u2 = v2; v2 = t;
+                    if (rec != null) Record(rec + (k - seg0) * recStride + (p - recP0), u, u2, lw, pair);
                 }
+            }
+            if (keepLast)
+            {
+                long k = seg1 - 1;
+                if (!Alone(ref m, seed, gp, k, nw, w, w2, odd, oddStep, p, pair, d4, dt, sqdt, ref u, ref v, ref u2, ref v2)) return p;
+                if (rec != null) Record(rec + (k - seg0) * recStride + (p - recP0), u, u2, lw, pair);
             }
             Scatter(u, d, x + (long)p * d);
             if (pair) Scatter(u2, d, x + (long)(p + 4) * d);
@@ -105,12 +110,32 @@ sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel
         return p;
     }
 
+    /// <summary>Step n alone for group p (and p + 4 beside it), its normals by <see cref="OneStep"/>; u, v (u2, v2)
+    /// swapped after it. False when a lane's state stopped being finite.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static bool Alone(ref TModel m, ulong seed, ulong gp, long n, int nw, double* w, double* w2, double* odd, long* oddStep,
+        int p, bool pair, int d4, double dt, double sqdt, ref double* u, ref double* v, ref double* u2, ref double* v2)
+    {
+        double* wn = OneStep(seed, gp, n, nw, w, odd, oddStep, p);
+        m.StepLanes4(u, v, wn, n * dt, dt, sqdt);
+        if (!AllFinite(v, d4)) return false;
+        if (pair)
+        {
+            double* wn2 = OneStep(seed, gp + 4, n, nw, w2, odd, oddStep, p + 4);
+            m.StepLanes4(u2, v2, wn2, n * dt, dt, sqdt);
+            if (!AllFinite(v2, d4)) return false;
+        }
+        double* t = u; u = v; v = t;
+        t = u2; u2 = v2; v2 = t;
+        return true;
+    }
+
     /// <summary>
     /// The normals of group p's step n alone: kept from the segment before (odd n), or, for an even n
     /// with <paramref name="odd"/> there, drawn with n + 1 and n + 1's kept; else drawn alone into w.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static double* OneStep(ulong seed, ulong gp, long n, long seg1, int nw, double* w, double* odd, long* oddStep, int p)
+    static double* OneStep(ulong seed, ulong gp, long n, int nw, double* w, double* odd, long* oddStep, int p)
     {
         if (nw == 0) return w;
         double* kept = odd != null ? odd + (long)p * nw : null;
@@ -122,6 +147,14 @@ sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel
         }
         else Normals.FillAcrossPaths4(seed, gp, (ulong)n, Philox.TagStep, w, nw);
         return w;
+    }
+
+    /// <summary>The log weights of a group (and of the second group beside it) after a step, in path order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Record(double* dst, double* u, double* u2, int lw, bool pair)
+    {
+        Vector256.Load(u + 4 * lw).Store(dst);
+        if (pair) Vector256.Load(u2 + 4 * lw).Store(dst + 4);
     }
 
     /// <summary>Rows r .. r+3 (d each) into lanes: component i of row j at [i·4 + j].</summary>

@@ -9,7 +9,8 @@
 # the machine's load, the medians of REPS runs and the ratios (weighted cost / plain cost). Every engine
 # run has bias = off (see below).
 #
-#   tests/perf/weighted.sh [REPS]     (default 3); PYTHON (default /usr/bin/python3, needs numpy)
+#   tests/perf/weighted.sh [REPS]     (default 3); PYTHON (default /usr/bin/python3, needs numpy);
+#   THREADS (engine threads; default: all cores); PATHS (the double-well runs' paths; default 100000)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -29,14 +30,16 @@ sed -e 's/^  d log w = -x^2 dt$/  d log w = -x^2 dt + 2 dW/' -e 's/resample = no
 nobias <tests/perf/wfr_bd.sde >"$tmp/bd.sde"
 grep -v -e '^  weight w' -e '^  d log w' tests/perf/wfr_bd.sde | sed 's/; resample = birth_death; bandwidth = 0.1//' | nobias >"$tmp/bdplain.sde"
 for f in plain weighted resampled bd bdplain; do grep -q 'bias = off' "$tmp/$f.sde" || { echo "weighted.sh: $f.sde has no 'seed = 5' to add bias = off to" >&2; exit 1; }; done
-rate() { dotnet "$dll" run "$1" --json | "$python" -c 'import json,sys; print(json.load(sys.stdin)["timing"]["path_steps_per_second"])'; }
+threads="${THREADS:-0}"
+paths="${PATHS:-}"
+rate() { dotnet "$dll" run "$1" --json --threads "$threads" ${2:+--paths "$2"} | "$python" -c 'import json,sys; print(json.load(sys.stdin)["timing"]["path_steps_per_second"])'; }
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 echo "load before: $(uptime)"
 for i in $(seq "$reps"); do
-    rate "$tmp/plain.sde" >>"$tmp/plain"
-    rate "$tmp/weighted.sde" >>"$tmp/weighted"
-    rate "$tmp/resampled.sde" >>"$tmp/resampled"
+    rate "$tmp/plain.sde" "$paths" >>"$tmp/plain"
+    rate "$tmp/weighted.sde" "$paths" >>"$tmp/weighted"
+    rate "$tmp/resampled.sde" "$paths" >>"$tmp/resampled"
     rate "$tmp/bdplain.sde" >>"$tmp/bdplain"
     rate "$tmp/bd.sde" >>"$tmp/bd"
     "$python" bench/peers/bd_numpy.py 20000 500 0.1 | awk '$1 == "path_steps_per_s" { print $2 }' >>"$tmp/numpy"
