@@ -23,9 +23,10 @@ public unsafe interface ISdeLaneModel
 /// <summary>
 /// The lane versions of the operations that the emitted lane step calls (the JIT inlines them).
 /// +, −, ×, ÷, √, |·|, ⌊·⌋, comparisons and selects are single IEEE operations per lane, so a lane
-/// gives the scalar bits. The transcendental functions, min/max and pow call the scalar
-/// <see cref="Math"/> function on each lane: the runtime's vector exp/log/sin differ from
-/// <see cref="Math"/>'s in the last bits, and the lanes must match the one-path step exactly.
+/// gives the scalar bits. exp and log are the language's own (<see cref="Elementary"/>), in lanes with
+/// the one-path operations. sin, cos, tan, tanh, min/max and pow call the scalar <see cref="Math"/>
+/// function on each lane: the runtime's vector forms differ from <see cref="Math"/>'s in the last bits,
+/// and the lanes must match the one-path step exactly.
 /// Conditions are lane masks (all bits set where true), as <see cref="Vector256.Equals{T}"/> makes them.
 /// </summary>
 public static unsafe class LaneMath
@@ -55,13 +56,13 @@ public static unsafe class LaneMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<double> Floor(Vector256<double> a) => Vector256.Floor(a);
 
+    // exp and log are the language's own (Elementary), written for lanes with the one-path form's operations.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Exp(Vector256<double> a) => Elementary.Exp(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Log(Vector256<double> a) => Elementary.Log(a);
+
     // Per lane through the scalar function: the same bits as the one-path step.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<double> Exp(Vector256<double> a) =>
-        Vector256.Create(Math.Exp(a.GetElement(0)), Math.Exp(a.GetElement(1)), Math.Exp(a.GetElement(2)), Math.Exp(a.GetElement(3)));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<double> Log(Vector256<double> a) =>
-        Vector256.Create(Math.Log(a.GetElement(0)), Math.Log(a.GetElement(1)), Math.Log(a.GetElement(2)), Math.Log(a.GetElement(3)));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<double> Sin(Vector256<double> a) =>
         Vector256.Create(Math.Sin(a.GetElement(0)), Math.Sin(a.GetElement(1)), Math.Sin(a.GetElement(2)), Math.Sin(a.GetElement(3)));

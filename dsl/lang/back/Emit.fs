@@ -38,6 +38,10 @@ type private Body =
 let private mathMethod name (arity: int) =
     typeof<Math>.GetMethod(name, Array.create arity typeof<double>)
 
+/// exp and log are the engine's own: the same bits on every backend and in the lanes (Sde.Core.Elementary).
+let private elementary name =
+    typeof<Elementary>.GetMethod(name, [| typeof<double> |])
+
 /// Count how many times each node is referenced (a node reached again is not re-entered).
 let private countUses (roots: Sym seq) =
     let uses = Dictionary<Sym, int>(HashIdentity.Structural)
@@ -180,8 +184,8 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
         go x
 
         match f with
-        | UExp -> call "Exp" 1
-        | ULog -> call "Log" 1
+        | UExp -> il.Emit(OpCodes.Call, elementary "Exp")
+        | ULog -> il.Emit(OpCodes.Call, elementary "Log")
         | USqrt -> call "Sqrt" 1
         | USin -> call "Sin" 1
         | UCos -> call "Cos" 1

@@ -248,11 +248,12 @@ let pow (a: Sym) (b: Sym) =
         | NumV u, NumV v -> num (Math.Pow(u, v))
         | _ -> mk Pow [ a; b ]
 
-/// The value of a unary function (constant folding and the interpreter share it).
+/// The value of a unary function (constant folding and the interpreter share it). exp and log are the
+/// engine's own (Sde.Core.Elementary), the bits of the emitted code on every backend.
 let applyUnary (f: Unary) (v: float) =
     match f with
-    | UExp -> exp v
-    | ULog -> log v
+    | UExp -> Sde.Core.Elementary.Exp v
+    | ULog -> Sde.Core.Elementary.Log v
     | USqrt -> sqrt v
     | USin -> sin v
     | UCos -> cos v
