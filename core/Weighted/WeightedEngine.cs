@@ -68,7 +68,9 @@ public sealed class WeightedResult
 /// <summary>
 /// The weighted engine: the whole population in memory, stepped in lockstep between the points where it
 /// must be seen as a whole (resampling checks, log_density, observation times of a window); between
-/// them each chunk of paths runs on its own, as in the plain engine. Per-path work (init, steps,
+/// them each chunk of paths runs on its own, as in the plain engine. Resampling checks at an ESS
+/// threshold do not stop every step: segments of several steps record each step's log weights and
+/// step back to the first step whose check may resample (Population.StepSegment). Per-path work (init, steps,
 /// observables) uses the plain engine's random streams (path p, step n), so without resampling the
 /// paths are those of the plain engine. Population reductions run over fixed chunks in a fixed order
 /// and resampling draws come from Philox keyed by (seed, step): the results do not depend on the

@@ -178,6 +178,6 @@ sealed unsafe class WeightedLanesOf<TModel> : WeightedLanes<TModel> where TModel
     {
         var acc = Vector256<double>.Zero;
         for (int i = 0; i < n; i += 4) acc += Vector256.Load(p + i) * Vector256<double>.Zero;
-        return Vector256.Sum(acc) == 0.0;
+        return Vector256.EqualsAll(acc, Vector256<double>.Zero);
     }
 }
