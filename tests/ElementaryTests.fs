@@ -1,4 +1,4 @@
-/// The language's own exp and log (Sde.Core.Elementary): within one unit in the last place of the C
+/// The language's own exp, log, sin and cos (Sde.Core.Elementary): within one unit in the last place of the C
 /// library's (itself within one of the exact value), and the four-lane forms the bits of the scalar ones.
 module Sde.Tests.ElementaryTests
 
@@ -32,6 +32,17 @@ let private logInputs =
        yield! [| 1.0; 2.0; 0.5; Math.E; Math.Sqrt 0.5; Math.Sqrt 2.0; Double.Epsilon; 2.2250738585072014e-308; 2.225073858507201e-308
                  Double.MaxValue; 0.0; -0.0; -1.0; -Double.Epsilon; Double.PositiveInfinity; Double.NegativeInfinity; Double.NaN |] |]
 
+let private trigInputs =
+    let rng = Random 13
+    [| yield! Array.init 40000 (fun _ -> (rng.NextDouble() - 0.5) * 20.0)
+       yield! Array.init 20000 (fun _ -> (rng.NextDouble() - 0.5) * 3.3e6)
+       yield! Array.init 2000 (fun k -> Math.ScaleB(rng.NextDouble() - 0.5, -k / 40))
+       // next to multiples of π/2, where the reduction cancels most bits
+       yield! Array.init 4000 (fun k -> let m = float (k - 2000) * 523.0 in Math.BitIncrement(m * Math.PI / 2.0))
+       yield! Array.init 2000 (fun k -> float (k + 1) * Math.PI / 2.0)
+       yield! [| 0.0; -0.0; Math.PI; -Math.PI; Math.PI / 4.0; 1e-300; 5e-324; 1647099.0; 1647100.0; 1e7; -1e22
+                 Double.MaxValue; Double.PositiveInfinity; Double.NegativeInfinity; Double.NaN |] |]
+
 let private lanes (f: Vector256<float> -> Vector256<float>) (xs: float[]) =
     let padded = Array.append xs (Array.zeroCreate ((4 - xs.Length % 4) % 4))
     Array.init padded.Length (fun i -> (f (Vector256.Create(padded, i / 4 * 4))).GetElement(i % 4)) |> Array.take xs.Length
@@ -54,6 +65,11 @@ let tests =
 
         test "log: within one ulp of the C library's from the smallest subnormal to the largest double (0, negatives, NaN, infinities), and four lanes give the scalar bits" {
             check "log" Elementary.Log Elementary.Log Math.Log logInputs
+        }
+
+        test "sin and cos: within one ulp of the C library's for |x| up to 1.6e6 (near multiples of pi/2 too), the library's beyond, and four lanes give the scalar bits" {
+            check "sin" Elementary.Sin Elementary.Sin Math.Sin trigInputs
+            check "cos" Elementary.Cos Elementary.Cos Math.Cos trigInputs
         }
 
         test "the special values as IEEE 754 and the C library give them" {

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 namespace Sde.Core;
 
 /// <summary>
-/// The language's exp and log, written once for one path (the scalar form, which the GPU kernels compile
+/// The language's exp, log, sin and cos, written once for one path (the scalar form, which the GPU kernels compile
 /// too) and for four paths in the lanes of a <see cref="Vector256{T}"/>, with the same operations in the
 /// same order, so every backend and every lane gives the same bits. Only operations that IEEE 754
 /// rounds exactly once (add, subtract, multiply, divide), exact bit manipulations, floor and selects;
@@ -110,5 +110,141 @@ public static class Elementary
         y = Vector256.ConditionalSelect(zero, Vector256.Create(double.NegativeInfinity), y);
         y = Vector256.ConditionalSelect(neg, Vector256.Create(double.NaN), y);
         return Vector256.ConditionalSelect(nan, x, y);
+    }
+
+    // sin and cos: fdlibm's kernels on [−π/4, π/4] with a tail y, after Cody–Waite's reduction x = n π/2 + (y0 + y1) in
+    // three rounds (fdlibm's "medium" case, which keeps about 151 bits of n π/2: enough for every |x| below
+    // 2^20 π/2, all three rounds taken always, so that one path and four lanes run the same operations).
+    // Larger |x| goes to the runtime's Math.Sin/Math.Cos (Payne–Hanek is not written here).
+    const double ToInt = 6755399441055744.0;                 // 1.5·2^52: x + ToInt − ToInt rounds x to an integer
+    const double InvPio2 = 6.36619772367581382433e-01;
+    const double Pio2_1 = 1.57079632673412561417e+00;
+    const double Pio2_2 = 6.07710050630396597660e-11, Pio2_2t = 2.02226624879595063154e-21;
+    const double Pio2_3 = 2.02226624871116645580e-21, Pio2_3t = 8.47842766036889956997e-32;
+    const double ReducedBelow = 1647099.3291652855;          // 2^20 π/2: the reduction's range
+    const double S1 = -1.66666666666666324348e-01, S2 = 8.33333333332248946124e-03, S3 = -1.98412698298579493134e-04,
+                 S4 = 2.75573137070700676789e-06, S5 = -2.50507602534068634195e-08, S6 = 1.58969099521155010221e-10;
+    const double C1 = 4.16666666666666019037e-02, C2 = -1.38888888888741095749e-03, C3 = 2.48015872894767294178e-05,
+                 C4 = -2.75573143513906633035e-07, C5 = 2.08757232129817482790e-09, C6 = -1.13596475577881948265e-11;
+
+    /// <summary>sin x, within one ulp (see above); |x| ≥ 2^20 π/2, ±∞ and NaN: <see cref="Math.Sin"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static double Sin(double x)
+    {
+        if (!(Math.Abs(x) < ReducedBelow)) return Math.Sin(x);
+        Reduce(x, out double y0, out double y1, out long n);
+        double s = KernelSin(y0, y1), c = KernelCos(y0, y1);
+        double v = (n & 1) != 0 ? c : s;
+        return (n & 2) != 0 ? -v : v;
+    }
+
+    /// <summary>cos x, within one ulp (see above); |x| ≥ 2^20 π/2, ±∞ and NaN: <see cref="Math.Cos"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static double Cos(double x)
+    {
+        if (!(Math.Abs(x) < ReducedBelow)) return Math.Cos(x);
+        Reduce(x, out double y0, out double y1, out long n);
+        double s = KernelSin(y0, y1), c = KernelCos(y0, y1);
+        double v = (n & 1) != 0 ? s : c;
+        return ((n + 1) & 2) != 0 ? -v : v;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Reduce(double x, out double y0, out double y1, out long n)
+    {
+        double fn = x * InvPio2 + ToInt - ToInt;
+        n = (long)fn;
+        double r = x - fn * Pio2_1;
+        double t = r;
+        double w = fn * Pio2_2;
+        r = t - w;
+        w = fn * Pio2_2t - ((t - r) - w);
+        t = r;
+        w = fn * Pio2_3;
+        r = t - w;
+        w = fn * Pio2_3t - ((t - r) - w);
+        y0 = r - w;
+        y1 = (r - y0) - w;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double KernelSin(double x, double y)
+    {
+        double z = x * x;
+        double v = z * x;
+        double r = S2 + z * (S3 + z * (S4 + z * (S5 + z * S6)));
+        return x - ((z * (0.5 * y - v * r) - y) - v * S1);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double KernelCos(double x, double y)
+    {
+        double z = x * x;
+        double w = z * z;
+        double r = z * (C1 + z * (C2 + z * C3)) + w * w * (C4 + z * (C5 + z * C6));
+        double hz = 0.5 * z;
+        w = 1.0 - hz;
+        return w + (((1.0 - w) - hz) + (z * r - x * y));
+    }
+
+    /// <summary><see cref="Sin(double)"/> on four lanes: lane by lane the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Sin(Vector256<double> x) => SinCos(x, false);
+
+    /// <summary><see cref="Cos(double)"/> on four lanes: lane by lane the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Cos(Vector256<double> x) => SinCos(x, true);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> SinCos(Vector256<double> x, bool cosine)
+    {
+        var inRange = Vector256.LessThan(Vector256.Abs(x), Vector256.Create(ReducedBelow));
+        var xr = Vector256.ConditionalSelect(inRange, x, Vector256<double>.Zero);
+        var fn = xr * Vector256.Create(InvPio2) + Vector256.Create(ToInt) - Vector256.Create(ToInt);
+        // fn's low bits as an integer: fn + 1.5·2^52 has fn mod 2^51 in its low mantissa bits
+        var q = (fn + Vector256.Create(ToInt)).AsUInt64();
+        var r = xr - fn * Vector256.Create(Pio2_1);
+        var t = r;
+        var w = fn * Vector256.Create(Pio2_2);
+        r = t - w;
+        w = fn * Vector256.Create(Pio2_2t) - ((t - r) - w);
+        t = r;
+        w = fn * Vector256.Create(Pio2_3);
+        r = t - w;
+        w = fn * Vector256.Create(Pio2_3t) - ((t - r) - w);
+        var y0 = r - w;
+        var y1 = (r - y0) - w;
+        // the kernels
+        var z = y0 * y0;
+        var v = z * y0;
+        var rs = Vector256.Create(S2) + z * (Vector256.Create(S3) + z * (Vector256.Create(S4) + z * (Vector256.Create(S5) + z * Vector256.Create(S6))));
+        var sn = y0 - ((z * (Vector256.Create(0.5) * y1 - v * rs) - y1) - v * Vector256.Create(S1));
+        var ww = z * z;
+        var rc = z * (Vector256.Create(C1) + z * (Vector256.Create(C2) + z * Vector256.Create(C3)))
+                 + ww * ww * (Vector256.Create(C4) + z * (Vector256.Create(C5) + z * Vector256.Create(C6)));
+        var hz = Vector256.Create(0.5) * z;
+        var w1 = Vector256<double>.One - hz;
+        var cs = w1 + (((Vector256<double>.One - w1) - hz) + (z * rc - y0 * y1));
+        var odd = Vector256.Equals(q & Vector256<ulong>.One, Vector256<ulong>.One).AsDouble();
+        Vector256<double> val;
+        Vector256<ulong> neg;
+        if (cosine)
+        {
+            val = Vector256.ConditionalSelect(odd, sn, cs);
+            neg = ((q + Vector256<ulong>.One) & Vector256.Create(2UL)) << 62;
+        }
+        else
+        {
+            val = Vector256.ConditionalSelect(odd, cs, sn);
+            neg = (q & Vector256.Create(2UL)) << 62;
+        }
+        // the scalar form negates (−v flips the sign bit), so the lanes flip it too
+        val = (val.AsUInt64() ^ neg).AsDouble();
+        if (Vector256.EqualsAll(inRange.AsUInt64(), Vector256<ulong>.AllBitsSet)) return val;
+        // a lane out of the reduction's range: the runtime's function there, as the scalar form
+        for (int j = 0; j < 4; j++)
+            if (inRange.AsUInt64().GetElement(j) == 0)
+                val = val.WithElement(j, cosine ? Math.Cos(x.GetElement(j)) : Math.Sin(x.GetElement(j)));
+        return val;
     }
 }

@@ -23,8 +23,8 @@ public unsafe interface ISdeLaneModel
 /// <summary>
 /// The lane versions of the operations that the emitted lane step calls (the JIT inlines them).
 /// +, −, ×, ÷, √, |·|, ⌊·⌋, comparisons and selects are single IEEE operations per lane, so a lane
-/// gives the scalar bits. exp and log are the language's own (<see cref="Elementary"/>), in lanes with
-/// the one-path operations. sin, cos, tan, tanh, min/max and pow call the scalar <see cref="Math"/>
+/// gives the scalar bits. exp, log, sin and cos are the language's own (<see cref="Elementary"/>), in lanes
+/// with the one-path operations. tan, tanh, min/max and pow call the scalar <see cref="Math"/>
 /// function on each lane: the runtime's vector forms differ from <see cref="Math"/>'s in the last bits,
 /// and the lanes must match the one-path step exactly.
 /// Conditions are lane masks (all bits set where true), as <see cref="Vector256.Equals{T}"/> makes them.
@@ -56,19 +56,18 @@ public static unsafe class LaneMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<double> Floor(Vector256<double> a) => Vector256.Floor(a);
 
-    // exp and log are the language's own (Elementary), written for lanes with the one-path form's operations.
+    // exp, log, sin and cos are the language's own (Elementary), written for lanes with the one-path form's operations.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<double> Exp(Vector256<double> a) => Elementary.Exp(a);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<double> Log(Vector256<double> a) => Elementary.Log(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Sin(Vector256<double> a) => Elementary.Sin(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Cos(Vector256<double> a) => Elementary.Cos(a);
 
     // Per lane through the scalar function: the same bits as the one-path step.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<double> Sin(Vector256<double> a) =>
-        Vector256.Create(Math.Sin(a.GetElement(0)), Math.Sin(a.GetElement(1)), Math.Sin(a.GetElement(2)), Math.Sin(a.GetElement(3)));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<double> Cos(Vector256<double> a) =>
-        Vector256.Create(Math.Cos(a.GetElement(0)), Math.Cos(a.GetElement(1)), Math.Cos(a.GetElement(2)), Math.Cos(a.GetElement(3)));
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<double> Tan(Vector256<double> a) =>
         Vector256.Create(Math.Tan(a.GetElement(0)), Math.Tan(a.GetElement(1)), Math.Tan(a.GetElement(2)), Math.Tan(a.GetElement(3)));

@@ -38,7 +38,7 @@ type private Body =
 let private mathMethod name (arity: int) =
     typeof<Math>.GetMethod(name, Array.create arity typeof<double>)
 
-/// exp and log are the engine's own: the same bits on every backend and in the lanes (Sde.Core.Elementary).
+/// exp, log, sin and cos are the engine's own: the same bits on every backend and in the lanes (Sde.Core.Elementary).
 let private elementary name =
     typeof<Elementary>.GetMethod(name, [| typeof<double> |])
 
@@ -187,8 +187,8 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
         | UExp -> il.Emit(OpCodes.Call, elementary "Exp")
         | ULog -> il.Emit(OpCodes.Call, elementary "Log")
         | USqrt -> call "Sqrt" 1
-        | USin -> call "Sin" 1
-        | UCos -> call "Cos" 1
+        | USin -> il.Emit(OpCodes.Call, elementary "Sin")
+        | UCos -> il.Emit(OpCodes.Call, elementary "Cos")
         | UTan -> call "Tan" 1
         | UTanh -> call "Tanh" 1
         | UAbs -> call "Abs" 1

@@ -248,15 +248,15 @@ let pow (a: Sym) (b: Sym) =
         | NumV u, NumV v -> num (Math.Pow(u, v))
         | _ -> mk Pow [ a; b ]
 
-/// The value of a unary function (constant folding and the interpreter share it). exp and log are the
-/// engine's own (Sde.Core.Elementary), the bits of the emitted code on every backend.
+/// The value of a unary function (constant folding and the interpreter share it). exp, log, sin and cos
+/// are the engine's own (Sde.Core.Elementary), the bits of the emitted code on every backend.
 let applyUnary (f: Unary) (v: float) =
     match f with
     | UExp -> Sde.Core.Elementary.Exp v
     | ULog -> Sde.Core.Elementary.Log v
     | USqrt -> sqrt v
-    | USin -> sin v
-    | UCos -> cos v
+    | USin -> Sde.Core.Elementary.Sin v
+    | UCos -> Sde.Core.Elementary.Cos v
     | UTan -> tan v
     | UTanh -> tanh v
     | UAbs -> abs v
