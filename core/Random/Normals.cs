@@ -66,27 +66,11 @@ public static class Normals
     /// Math.Log). Integer reduction, then the polynomial by Horner's rule.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static double Log(double x)
-    {
-        ulong ix = (ulong)BitConverter.DoubleToInt64Bits(x) + (0x3ff0000000000000UL - SqrtHalfBits);
-        double k = (double)(long)(ix >> 52) - 1023.0;
-        double f = BitConverter.Int64BitsToDouble((long)((ix & MantMask) + SqrtHalfBits)) - 1.0;
-        double hfsq = 0.5 * f * f;
-        double s = f / (2.0 + f);
-        double z = s * s;
-        double p = z * Lg7 + Lg6;
-        p = z * p + Lg5;
-        p = z * p + Lg4;
-        p = z * p + Lg3;
-        p = z * p + Lg2;
-        p = z * p + Lg1;
-        double r = z * p;
-        return k * Ln2Hi + (((s * (hfsq + r) + k * Ln2Lo) - hfsq) + f);
-    }
+    public static double Log(double x) => LogScaled(x, 0.0);
 
-    /// <summary>log(x) + k0·ln 2 for a positive normal double (the language's log, <see cref="Elementary.Log(double)"/>,
-    /// adds k0 = −54 for a subnormal argument it scaled by 2^54): <see cref="Log(double)"/>'s operations with
-    /// k0 added to the exponent (exactly: both are small integers).</summary>
+    /// <summary>log(x) + k0·ln 2 for a positive normal double: the generator's log (k0 = 0) and the language's
+    /// (<see cref="Elementary.Log(double)"/>, k0 = −54 for a subnormal argument it scaled by 2^54). k0 is added to
+    /// the exponent exactly (both are small integers; + 0 changes no bit).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static double LogScaled(double x, double k0)
     {
@@ -352,23 +336,7 @@ public static class Normals
         => (v | Vector256.Create(0x4330000000000000UL)).AsDouble() - Vector256.Create(4503599627370496.0);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<double> LogV(Vector256<double> x)
-    {
-        var ix = x.AsUInt64() + Vector256.Create(0x3ff0000000000000UL - SqrtHalfBits);
-        var k = Small52(ix >> 52) - Vector256.Create(1023.0);
-        var f = ((ix & Vector256.Create(MantMask)) + Vector256.Create(SqrtHalfBits)).AsDouble() - Vector256.Create(1.0);
-        var hfsq = Vector256.Create(0.5) * f * f;
-        var s = f / (Vector256.Create(2.0) + f);
-        var z = s * s;
-        var p = z * Vector256.Create(Lg7) + Vector256.Create(Lg6);
-        p = z * p + Vector256.Create(Lg5);
-        p = z * p + Vector256.Create(Lg4);
-        p = z * p + Vector256.Create(Lg3);
-        p = z * p + Vector256.Create(Lg2);
-        p = z * p + Vector256.Create(Lg1);
-        var r = z * p;
-        return k * Vector256.Create(Ln2Hi) + (((s * (hfsq + r) + k * Vector256.Create(Ln2Lo)) - hfsq) + f);
-    }
+    static Vector256<double> LogV(Vector256<double> x) => LogScaled(x, Vector256<double>.Zero);
 
     /// <summary><see cref="Transform"/> on four (a, b) pairs: z0 = r cos, z1 = r sin, lane-wise the same bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

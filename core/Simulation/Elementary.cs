@@ -129,24 +129,21 @@ public static class Elementary
 
     /// <summary>sin x, within one ulp (see above); |x| ≥ 2^20 π/2, ±∞ and NaN: <see cref="Math.Sin"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static double Sin(double x)
-    {
-        if (!(Math.Abs(x) < ReducedBelow)) return Math.Sin(x);
-        Reduce(x, out double y0, out double y1, out long n);
-        double s = KernelSin(y0, y1), c = KernelCos(y0, y1);
-        double v = (n & 1) != 0 ? c : s;
-        return (n & 2) != 0 ? -v : v;
-    }
+    public static double Sin(double x) => Math.Abs(x) < ReducedBelow ? Quadrants(x, 0) : Math.Sin(x);
 
     /// <summary>cos x, within one ulp (see above); |x| ≥ 2^20 π/2, ±∞ and NaN: <see cref="Math.Cos"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static double Cos(double x)
+    public static double Cos(double x) => Math.Abs(x) < ReducedBelow ? Quadrants(x, 1) : Math.Cos(x);
+
+    /// <summary>sin(x + shift·π/2) from x's reduction: quadrant m = n + shift takes the cosine kernel where odd and is
+    /// negated where m &amp; 2 (cos x = sin(x + π/2)).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double Quadrants(double x, long shift)
     {
-        if (!(Math.Abs(x) < ReducedBelow)) return Math.Cos(x);
         Reduce(x, out double y0, out double y1, out long n);
-        double s = KernelSin(y0, y1), c = KernelCos(y0, y1);
-        double v = (n & 1) != 0 ? s : c;
-        return ((n + 1) & 2) != 0 ? -v : v;
+        long m = n + shift;
+        double v = (m & 1) != 0 ? KernelCos(y0, y1) : KernelSin(y0, y1);
+        return (m & 2) != 0 ? -v : v;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -225,19 +222,11 @@ public static class Elementary
         var hz = Vector256.Create(0.5) * z;
         var w1 = Vector256<double>.One - hz;
         var cs = w1 + (((Vector256<double>.One - w1) - hz) + (z * rc - y0 * y1));
+        // quadrant m = n (+ 1 for the cosine): the cosine kernel where m is odd, negated where m & 2, as the scalar form
+        if (cosine) q += Vector256<ulong>.One;
         var odd = Vector256.Equals(q & Vector256<ulong>.One, Vector256<ulong>.One).AsDouble();
-        Vector256<double> val;
-        Vector256<ulong> neg;
-        if (cosine)
-        {
-            val = Vector256.ConditionalSelect(odd, sn, cs);
-            neg = ((q + Vector256<ulong>.One) & Vector256.Create(2UL)) << 62;
-        }
-        else
-        {
-            val = Vector256.ConditionalSelect(odd, cs, sn);
-            neg = (q & Vector256.Create(2UL)) << 62;
-        }
+        var val = Vector256.ConditionalSelect(odd, cs, sn);
+        var neg = (q & Vector256.Create(2UL)) << 62;
         // the scalar form negates (−v flips the sign bit), so the lanes flip it too
         val = (val.AsUInt64() ^ neg).AsDouble();
         if (Vector256.EqualsAll(inRange.AsUInt64(), Vector256<ulong>.AllBitsSet)) return val;

@@ -871,14 +871,7 @@ public static class WeightedEngine
             // the ESS from the chunks' own sums (each relative to its chunk's largest log w), rescaled to the
             // replica's: the weights' ESS with a relative error below 1e-5 (not the bits of the weights' own
             // computation, which runs where this estimate comes within ScreenMargin of the threshold)
-            Array.Clear(_sumEss1); Array.Clear(_sumEss2);
-            for (int c = 0; c < _chunks; c++)
-            {
-                int r = _chunkRep[c];
-                double f = Math.Exp(chunkMax[o + c] - _lwHi[r]);
-                _sumEss1[r] += chunkEss1[o + c] * f;
-                _sumEss2[r] += chunkEss2[o + c] * (f * f);
-            }
+            ReplicaSums(chunkMax, chunkEss1, chunkEss2, o);
             for (int r = 0; r < _r; r++)
             {
                 int m = _rs[r + 1] - _rs[r];
@@ -887,13 +880,11 @@ public static class WeightedEngine
             return false;
         }
 
-        /// <summary>The smallest ESS/N over the replicas from the chunks' sums at [o, o + chunks) (an estimate for
-        /// planning the next segment's length; no decision rests on it).</summary>
-        double EssFraction(double[] chunkMax, double[] chunkEss1, double[] chunkEss2, int o)
+        /// <summary>_sumEss1, _sumEss2 ← per replica, the chunks' ESS sums at [o, o + chunks), each rescaled from its
+        /// chunk's largest log w to the replica's (_lwHi, set by the caller), in chunk order.</summary>
+        void ReplicaSums(double[] chunkMax, double[] chunkEss1, double[] chunkEss2, int o)
         {
-            for (int r = 0; r < _r; r++) { _lwHi[r] = double.NegativeInfinity; _sumEss1[r] = 0; _sumEss2[r] = 0; }
-            for (int c = 0; c < _chunks; c++)
-                if (chunkMax[o + c] > _lwHi[_chunkRep[c]]) _lwHi[_chunkRep[c]] = chunkMax[o + c];
+            Array.Clear(_sumEss1); Array.Clear(_sumEss2);
             for (int c = 0; c < _chunks; c++)
             {
                 int r = _chunkRep[c];
@@ -901,6 +892,16 @@ public static class WeightedEngine
                 _sumEss1[r] += chunkEss1[o + c] * f;
                 _sumEss2[r] += chunkEss2[o + c] * (f * f);
             }
+        }
+
+        /// <summary>The smallest ESS/N over the replicas from the chunks' sums at [o, o + chunks) (an estimate for
+        /// planning the next segment's length; no decision rests on it).</summary>
+        double EssFraction(double[] chunkMax, double[] chunkEss1, double[] chunkEss2, int o)
+        {
+            Array.Fill(_lwHi, double.NegativeInfinity);
+            for (int c = 0; c < _chunks; c++)
+                if (chunkMax[o + c] > _lwHi[_chunkRep[c]]) _lwHi[_chunkRep[c]] = chunkMax[o + c];
+            ReplicaSums(chunkMax, chunkEss1, chunkEss2, o);
             double least = 1;
             for (int r = 0; r < _r; r++)
                 least = Math.Min(least, _sumEss1[r] * _sumEss1[r] / (_sumEss2[r] * (_rs[r + 1] - _rs[r])));
