@@ -242,7 +242,7 @@ let stderrVsTTests =
               DocsNumbers.agreesToDigits "the kernel's largest from T = 1" d[3] (Array.max dks)
           }
 
-          test "Docs docs/responses.md's standard errors against T rerun at T = 0.25, 0.5 and 1 (the script's files): within 25% of the table's" {
+          test "Docs docs/responses.md's standard errors against T rerun at T = 0.25, 0.5 and 1 (the script's files): within 25% of the table's [slow tier]" {
               Tier.requireSlow "nine Lorenz-96 runs of 1000 paths (N = 40)"
               let pw, lr, dk = stderrVsT ()
               let at (s: (float * string)[]) t = num (snd (s |> Array.find (fun (x, _) -> x = t)))

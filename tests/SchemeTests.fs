@@ -457,7 +457,7 @@ let matrixTests =
                           Expect.isTrue (d.Message.Contains "scheme = euler_maruyama" || d.Message.Contains "use pathwise")
                               (sprintf "%s line %d names what works: %s" scheme d.Line d.Message)
 
-          testCase "every accepted query kind runs under every scheme, each result finite" <| fun () ->
+          testCase "every accepted query kind runs under every scheme, each result finite [slow tier]" <| fun () ->
               Tier.requireSlow "three runs of every query kind (responses, Lyapunov, 2-D densities)"
               for scheme in [ "euler_maruyama"; "milstein"; "sra" ] do
                   let accepted = matrixQueries |> List.filter (fun (_, r) -> scheme = "euler_maruyama" || not r) |> List.map fst
@@ -468,7 +468,7 @@ let matrixTests =
                       Expect.isNonEmpty values (sprintf "%s %s: values" scheme q.Query)
                       Expect.all values Double.IsFinite (sprintf "%s %s: finite" scheme q.Query)
 
-          testCase "a fit is refused under milstein and sra, at the fit block, naming euler_maruyama" <| fun () ->
+          testCase "a fit is refused under milstein and sra, at the fit block, naming euler_maruyama [slow tier]" <| fun () ->
               Tier.requireSlow "a fit's set-up for two schemes"
               for scheme in [ "milstein"; "sra" ] do
                   let text = sprintf "%s\nsimulate { paths = 20; dt = 0.05; T = 1; seed = 1; scheme = %s }\nfit theta to \"data.csv\" { }\n" ouModel scheme
