@@ -36,7 +36,7 @@ public static class Elementary
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static double Exp(double x)
     {
-        if (x != x) return x;
+        if (double.IsNaN(x)) return x;
         if (x > OverflowAbove) return double.PositiveInfinity;
         if (x < UnderflowBelow) return 0.0;
         double k = Math.Floor(x * InvLn2 + 0.5);
@@ -84,7 +84,7 @@ public static class Elementary
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static double Log(double x)
     {
-        if (x != x) return x;
+        if (double.IsNaN(x)) return x;
         if (x < 0) return double.NaN;
         if (x == 0) return double.NegativeInfinity;
         if (x == double.PositiveInfinity) return x;
