@@ -112,13 +112,16 @@ public static class Elementary
         return Vector256.ConditionalSelect(nan, x, y);
     }
 
-    // sin and cos: fdlibm's kernels on [−π/4, π/4] with a tail y, after Cody–Waite's reduction x = n π/2 + (y0 + y1) in
-    // three rounds (fdlibm's "medium" case, which keeps about 151 bits of n π/2: enough for every |x| below
-    // 2^20 π/2, all three rounds taken always, so that one path and four lanes run the same operations).
+    // sin and cos: fdlibm's kernels on [−π/4, π/4] with a tail y, after Cody–Waite's reduction x = n π/2 + (y0 + y1)
+    // (fdlibm's "medium" case: π/2 in 33-bit parts, a second and a third round only where x is so near a multiple of
+    // π/2 that the first cancels more than 16 bits, then more than 49; up to 151 bits of n π/2, enough for every
+    // |x| below 2^20 π/2). The lanes compute every round and keep, lane by lane, the one the scalar form stops at.
+    // (Taking all three rounds always, as the first version did, dropped the second round's rounding error where
+    // nothing cancels: y1 was wrong by up to half an ulp of y0.)
     // Larger |x| goes to the runtime's Math.Sin/Math.Cos (Payne–Hanek is not written here).
     const double ToInt = 6755399441055744.0;                 // 1.5·2^52: x + ToInt − ToInt rounds x to an integer
     const double InvPio2 = 6.36619772367581382433e-01;
-    const double Pio2_1 = 1.57079632673412561417e+00;
+    const double Pio2_1 = 1.57079632673412561417e+00, Pio2_1t = 6.07710050650619224932e-11;
     const double Pio2_2 = 6.07710050630396597660e-11, Pio2_2t = 2.02226624879595063154e-21;
     const double Pio2_3 = 2.02226624871116645580e-21, Pio2_3t = 8.47842766036889956997e-32;
     const double ReducedBelow = 1647099.3291652855;          // 2^20 π/2: the reduction's range
@@ -151,18 +154,33 @@ public static class Elementary
     {
         double fn = x * InvPio2 + ToInt - ToInt;
         n = (long)fn;
-        double r = x - fn * Pio2_1;
-        double t = r;
-        double w = fn * Pio2_2;
-        r = t - w;
-        w = fn * Pio2_2t - ((t - r) - w);
-        t = r;
-        w = fn * Pio2_3;
-        r = t - w;
-        w = fn * Pio2_3t - ((t - r) - w);
+        double r = x - fn * Pio2_1;      // exact: fn·Pio2_1 has at most 53 bits and is within a factor 2 of x
+        double w = fn * Pio2_1t;
         y0 = r - w;
+        long j = Exponent(x);
+        if (j - Exponent(y0) > 16)
+        {
+            // x is near a multiple of π/2: the next 33 bits of π/2 (the subtraction t − w is exact then)
+            double t = r;
+            w = fn * Pio2_2;
+            r = t - w;
+            w = fn * Pio2_2t - ((t - r) - w);
+            y0 = r - w;
+            if (j - Exponent(y0) > 49)
+            {
+                t = r;
+                w = fn * Pio2_3;
+                r = t - w;
+                w = fn * Pio2_3t - ((t - r) - w);
+                y0 = r - w;
+            }
+        }
         y1 = (r - y0) - w;
     }
+
+    /// <summary>The biased exponent of x (fdlibm's high word >> 20, without the sign).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static long Exponent(double x) => (BitConverter.DoubleToInt64Bits(x) >> 52) & 0x7ff;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static double KernelSin(double x, double y)
@@ -196,21 +214,7 @@ public static class Elementary
     static Vector256<double> SinCos(Vector256<double> x, bool cosine)
     {
         var inRange = Vector256.LessThan(Vector256.Abs(x), Vector256.Create(ReducedBelow));
-        var xr = Vector256.ConditionalSelect(inRange, x, Vector256<double>.Zero);
-        var fn = xr * Vector256.Create(InvPio2) + Vector256.Create(ToInt) - Vector256.Create(ToInt);
-        // fn's low bits as an integer: fn + 1.5·2^52 has fn mod 2^51 in its low mantissa bits
-        var q = (fn + Vector256.Create(ToInt)).AsUInt64();
-        var r = xr - fn * Vector256.Create(Pio2_1);
-        var t = r;
-        var w = fn * Vector256.Create(Pio2_2);
-        r = t - w;
-        w = fn * Vector256.Create(Pio2_2t) - ((t - r) - w);
-        t = r;
-        w = fn * Vector256.Create(Pio2_3);
-        r = t - w;
-        w = fn * Vector256.Create(Pio2_3t) - ((t - r) - w);
-        var y0 = r - w;
-        var y1 = (r - y0) - w;
+        Reduce(Vector256.ConditionalSelect(inRange, x, Vector256<double>.Zero), out var y0, out var y1, out var q);
         // the kernels
         var z = y0 * y0;
         var v = z * y0;
@@ -235,5 +239,283 @@ public static class Elementary
             if (inRange.AsUInt64().GetElement(j) == 0)
                 val = val.WithElement(j, cosine ? Math.Cos(x.GetElement(j)) : Math.Sin(x.GetElement(j)));
         return val;
+    }
+
+    /// <summary><see cref="Reduce(double, out double, out double, out long)"/> on four lanes; <paramref name="q"/> holds
+    /// n mod 2^51 in its low bits (n + 1.5·2^52's mantissa), enough for the quadrant's two bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Reduce(Vector256<double> xr, out Vector256<double> y0, out Vector256<double> y1, out Vector256<ulong> q)
+    {
+        var fn = xr * Vector256.Create(InvPio2) + Vector256.Create(ToInt) - Vector256.Create(ToInt);
+        q = (fn + Vector256.Create(ToInt)).AsUInt64();
+        // all three rounds in every lane; each lane keeps the round the scalar form stops at
+        var r1 = xr - fn * Vector256.Create(Pio2_1);
+        var w1 = fn * Vector256.Create(Pio2_1t);
+        var y01 = r1 - w1;
+        var t = r1;
+        var w2 = fn * Vector256.Create(Pio2_2);
+        var r2 = t - w2;
+        w2 = fn * Vector256.Create(Pio2_2t) - ((t - r2) - w2);
+        var y02 = r2 - w2;
+        t = r2;
+        var w3 = fn * Vector256.Create(Pio2_3);
+        var r3 = t - w3;
+        w3 = fn * Vector256.Create(Pio2_3t) - ((t - r3) - w3);
+        var y03 = r3 - w3;
+        var j = Exponent(xr);
+        var second = Vector256.GreaterThan(j - Exponent(y01), Vector256.Create(16L)).AsDouble();
+        var third = second & Vector256.GreaterThan(j - Exponent(y02), Vector256.Create(49L)).AsDouble();
+        var r = Vector256.ConditionalSelect(third, r3, Vector256.ConditionalSelect(second, r2, r1));
+        var w = Vector256.ConditionalSelect(third, w3, Vector256.ConditionalSelect(second, w2, w1));
+        y0 = Vector256.ConditionalSelect(third, y03, Vector256.ConditionalSelect(second, y02, y01));
+        y1 = (r - y0) - w;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<long> Exponent(Vector256<double> x) => (x.AsInt64() >>> 52) & Vector256.Create(0x7ffL);
+
+    // tan: fdlibm's k_tan.c (FreeBSD's revision) after the same reduction as sin and cos: tan on [−π/4, π/4] by an
+    // odd polynomial of degree 27 split in two halves, with |x| ≥ 0.6744 reflected through π/4 − x; an odd quadrant
+    // gives −1/tan, formed with a split divisor so that it stays within one ulp.
+    const double T0 = 3.33333333333334091986e-01, T1 = 1.33333333333201242699e-01, T2 = 5.39682539762260521377e-02,
+                 T3 = 2.18694882948595424599e-02, T4 = 8.86323982359930005737e-03, T5 = 3.59207910759131235356e-03,
+                 T6 = 1.45620945432529025516e-03, T7 = 5.88041240820264096874e-04, T8 = 2.46463134818469906812e-04,
+                 T9 = 7.81794442939557092300e-05, T10 = 7.14072491382608190305e-05, T11 = -1.85586374855275456654e-05,
+                 T12 = 2.59073051863633712884e-05;
+    const double Pio4 = 7.85398163397448278999e-01, Pio4Lo = 3.06161699786838301793e-17;
+    const double ReflectFrom = 0.6743354797363281;           // 0x3FE5942800000000: k_tan's |x| ≥ 0.6744 (its high word)
+    const ulong HighWord = 0xFFFFFFFF00000000UL;             // SET_LOW_WORD(z, 0): the low 32 bits cleared
+    const double TanTiny = 7.450580596923828e-09;            // 2^-27: tan x = x below (s_tan.c; keeps −0)
+
+    /// <summary>tan x, within one ulp; |x| ≥ 2^20 π/2, ±∞ and NaN: <see cref="Math.Tan"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static double Tan(double x)
+    {
+        if (!(Math.Abs(x) < ReducedBelow)) return Math.Tan(x);
+        if (Math.Abs(x) < TanTiny) return x;
+        Reduce(x, out double y0, out double y1, out long n);
+        return KernelTan(y0, y1, (n & 1) != 0);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double KernelTan(double x, double y, bool odd)
+    {
+        bool big = Math.Abs(x) >= ReflectFrom;
+        bool negative = x < 0;
+        if (big)
+        {
+            if (negative) { x = -x; y = -y; }
+            x = (Pio4 - x) + (Pio4Lo - y);
+            y = 0.0;
+        }
+        double z = x * x;
+        double w = z * z;
+        double r = T1 + w * (T3 + w * (T5 + w * (T7 + w * (T9 + w * T11))));
+        double v = z * (T2 + w * (T4 + w * (T6 + w * (T8 + w * (T10 + w * T12)))));
+        double s = z * x;
+        r = y + z * (s * (r + v) + y);
+        r += T0 * s;
+        w = x + r;
+        if (big)
+        {
+            double iy = odd ? -1.0 : 1.0;
+            double u = iy - 2.0 * (x - (w * w / (w + iy) - r));
+            return negative ? -u : u;
+        }
+        if (!odd) return w;
+        // −1/(x + r) accurately: w split as z + v with z's low word cleared, a = −1/w likewise as t
+        double zz = BitConverter.Int64BitsToDouble(BitConverter.DoubleToInt64Bits(w) & unchecked((long)HighWord));
+        double vv = r - (zz - x);
+        double a = -1.0 / w;
+        double t = BitConverter.Int64BitsToDouble(BitConverter.DoubleToInt64Bits(a) & unchecked((long)HighWord));
+        double ss = 1.0 + t * zz;
+        return t + a * (ss + t * vv);
+    }
+
+    /// <summary><see cref="Tan(double)"/> on four lanes: lane by lane the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Tan(Vector256<double> x0)
+    {
+        var inRange = Vector256.LessThan(Vector256.Abs(x0), Vector256.Create(ReducedBelow));
+        Reduce(Vector256.ConditionalSelect(inRange, x0, Vector256<double>.Zero), out var x, out var y, out var q);
+        var odd = Vector256.Equals(q & Vector256<ulong>.One, Vector256<ulong>.One).AsDouble();
+        var big = Vector256.GreaterThanOrEqual(Vector256.Abs(x), Vector256.Create(ReflectFrom));
+        var negative = Vector256.LessThan(x, Vector256<double>.Zero);
+        // the reflection (−x and −y are sign flips, as the scalar negation)
+        var flip = big & negative;
+        var xa = Vector256.ConditionalSelect(flip, -x, x);
+        var ya = Vector256.ConditionalSelect(flip, -y, y);
+        x = Vector256.ConditionalSelect(big, (Vector256.Create(Pio4) - xa) + (Vector256.Create(Pio4Lo) - ya), x);
+        y = Vector256.ConditionalSelect(big, Vector256<double>.Zero, y);
+        var z = x * x;
+        var w = z * z;
+        var r = Vector256.Create(T1) + w * (Vector256.Create(T3) + w * (Vector256.Create(T5) + w * (Vector256.Create(T7) + w * (Vector256.Create(T9) + w * Vector256.Create(T11)))));
+        var v = z * (Vector256.Create(T2) + w * (Vector256.Create(T4) + w * (Vector256.Create(T6) + w * (Vector256.Create(T8) + w * (Vector256.Create(T10) + w * Vector256.Create(T12))))));
+        var s = z * x;
+        r = y + z * (s * (r + v) + y);
+        r += Vector256.Create(T0) * s;
+        w = x + r;
+        // reflected
+        var iy = Vector256.ConditionalSelect(odd, Vector256.Create(-1.0), Vector256<double>.One);
+        var u = iy - Vector256.Create(2.0) * (x - (w * w / (w + iy) - r));
+        u = Vector256.ConditionalSelect(negative, -u, u);
+        // odd quadrant, not reflected: −1/w with split parts
+        var zz = (w.AsUInt64() & Vector256.Create(HighWord)).AsDouble();
+        var vv = r - (zz - x);
+        var a = Vector256.Create(-1.0) / w;
+        var t = (a.AsUInt64() & Vector256.Create(HighWord)).AsDouble();
+        var ss = Vector256<double>.One + t * zz;
+        var inv = t + a * (ss + t * vv);
+        var val = Vector256.ConditionalSelect(big, u, Vector256.ConditionalSelect(odd, inv, w));
+        val = Vector256.ConditionalSelect(Vector256.LessThan(Vector256.Abs(x0), Vector256.Create(TanTiny)), x0, val);
+        if (Vector256.EqualsAll(inRange.AsUInt64(), Vector256<ulong>.AllBitsSet)) return val;
+        for (int j = 0; j < 4; j++)
+            if (inRange.AsUInt64().GetElement(j) == 0) val = val.WithElement(j, Math.Tan(x0.GetElement(j)));
+        return val;
+    }
+
+    // expm1 (for tanh): fdlibm's s_expm1.c, x = k ln 2 + (hi − lo) with a correction c, e^r − 1 from a rational form
+    // in r²/2 (Q1..Q5), then 2^k(e^r − 1) + (2^k − 1) arranged per range of k so that nothing cancels.
+    const double Q1 = -3.33333333333331316428e-02, Q2 = 1.58730158725481460165e-03, Q3 = -7.93650757867487942473e-05,
+                 Q4 = 4.00821782732936239552e-06, Q5 = -2.01099218183624371326e-07;
+    const double ReduceFrom = 0.3465735912322998;            // 0x3fd62e4300000000: the high word above 0x3fd62e42 (ln 2 / 2)
+    const double ThreeHalvesLn2 = 1.0397205352783203;        // 0x3FF0A2B200000000: below (and from ReduceFrom), k = ±1
+    const double TinyExpm1 = 5.551115123125783e-17;          // 2^-54: below, expm1 x = x
+    const double MinusOneBelow = -38.81622314453125;         // −0x4043687A00000000, about −56 ln 2: expm1 = −1 from here down
+
+    /// <summary>e^x − 1 within one ulp (fdlibm's): NaN for NaN, +∞ above 709.78, −1 below −56 ln 2.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static double Expm1(double x)
+    {
+        if (double.IsNaN(x)) return x;
+        if (x > OverflowAbove) return double.PositiveInfinity;
+        if (x <= MinusOneBelow) return -1.0;
+        double ax = Math.Abs(x);
+        if (ax < TinyExpm1) return x;
+        double k = 0, c = 0, hi, lo;
+        if (ax >= ReduceFrom)
+        {
+            if (ax < ThreeHalvesLn2) { k = x < 0 ? -1.0 : 1.0; hi = x - k * Ln2Hi; lo = k * Ln2Lo; }
+            else
+            {
+                double u = InvLn2 * x;
+                k = x < 0 ? -Math.Floor(0.5 - u) : Math.Floor(u + 0.5);
+                hi = x - k * Ln2Hi;
+                lo = k * Ln2Lo;
+            }
+            x = hi - lo;
+            c = (hi - x) - lo;
+        }
+        double hfx = 0.5 * x;
+        double hxs = x * hfx;
+        double r1 = 1.0 + hxs * (Q1 + hxs * (Q2 + hxs * (Q3 + hxs * (Q4 + hxs * Q5))));
+        double t = 3.0 - r1 * hfx;
+        double e = hxs * ((r1 - t) / (6.0 - x * t));
+        if (k == 0) return x - (x * e - hxs);
+        e = x * (e - c) - c;
+        e -= hxs;
+        if (k == -1) return 0.5 * (x - e) - 0.5;
+        if (k == 1) return x < -0.25 ? -2.0 * (e - (x + 0.5)) : 1.0 + 2.0 * (x - e);
+        if (k <= -2 || k > 56)
+        {
+            double y = 1.0 - (e - x);
+            y = k == 1024 ? y * 2.0 * 8.98846567431158e307 : y * Pow2(k);
+            return y - 1.0;
+        }
+        if (k < 20) return ((1.0 - Pow2(-k)) - (e - x)) * Pow2(k);
+        return ((x - (e + Pow2(-k))) + 1.0) * Pow2(k);
+    }
+
+    /// <summary><see cref="Expm1(double)"/> on four lanes: lane by lane the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Expm1(Vector256<double> x0)
+    {
+        var nan = ~Vector256.Equals(x0, x0);
+        var over = Vector256.GreaterThan(x0, Vector256.Create(OverflowAbove));
+        var minus1 = Vector256.LessThanOrEqual(x0, Vector256.Create(MinusOneBelow));
+        var ax = Vector256.Abs(x0);
+        var tiny = Vector256.LessThan(ax, Vector256.Create(TinyExpm1));
+        var special = nan | over | minus1 | tiny;
+        var x = Vector256.ConditionalSelect(special, Vector256<double>.Zero, x0);
+        ax = Vector256.Abs(x);
+        var negative = Vector256.LessThan(x, Vector256<double>.Zero);
+        var reduce = Vector256.GreaterThanOrEqual(ax, Vector256.Create(ReduceFrom));
+        var one = Vector256.LessThan(ax, Vector256.Create(ThreeHalvesLn2));
+        var u = Vector256.Create(InvLn2) * x;
+        var kn = Vector256.ConditionalSelect(negative, -Vector256.Floor(Vector256.Create(0.5) - u), Vector256.Floor(u + Vector256.Create(0.5)));
+        var k = Vector256.ConditionalSelect(one, Vector256.ConditionalSelect(negative, Vector256.Create(-1.0), Vector256<double>.One), kn);
+        k = Vector256.ConditionalSelect(reduce, k, Vector256<double>.Zero);
+        var hi = x - k * Vector256.Create(Ln2Hi);
+        var lo = k * Vector256.Create(Ln2Lo);
+        var xr = hi - lo;
+        var c = Vector256.ConditionalSelect(reduce, (hi - xr) - lo, Vector256<double>.Zero);
+        x = Vector256.ConditionalSelect(reduce, xr, x);
+        var hfx = Vector256.Create(0.5) * x;
+        var hxs = x * hfx;
+        var r1 = Vector256<double>.One + hxs * (Vector256.Create(Q1) + hxs * (Vector256.Create(Q2) + hxs * (Vector256.Create(Q3) + hxs * (Vector256.Create(Q4) + hxs * Vector256.Create(Q5)))));
+        var t = Vector256.Create(3.0) - r1 * hfx;
+        var e = hxs * ((r1 - t) / (Vector256.Create(6.0) - x * t));
+        var r0 = x - (x * e - hxs);
+        e = x * (e - c) - c;
+        e -= hxs;
+        var rm1 = Vector256.Create(0.5) * (x - e) - Vector256.Create(0.5);
+        var rp1 = Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256.Create(-0.25)),
+            Vector256.Create(-2.0) * (e - (x + Vector256.Create(0.5))), Vector256<double>.One + Vector256.Create(2.0) * (x - e));
+        // 2^k and 2^−k for the lanes that read them (k in [−56, 1024]: clamped where another branch is taken)
+        var kc = Vector256.Min(Vector256.Max(k, Vector256.Create(-1022.0)), Vector256.Create(1023.0));
+        var p2k = Pow2(kc);
+        var p2mk = Pow2(Vector256.Min(Vector256.Max(-k, Vector256.Create(-1022.0)), Vector256.Create(1023.0)));
+        var y = Vector256<double>.One - (e - x);
+        var far = Vector256.ConditionalSelect(Vector256.Equals(k, Vector256.Create(1024.0)), y * Vector256.Create(2.0) * Vector256.Create(8.98846567431158e307), y * p2k) - Vector256<double>.One;
+        var near = ((Vector256<double>.One - p2mk) - (e - x)) * p2k;
+        var mid = ((x - (e + p2mk)) + Vector256<double>.One) * p2k;
+        var val = Vector256.ConditionalSelect(Vector256.LessThan(k, Vector256.Create(20.0)), near, mid);
+        val = Vector256.ConditionalSelect(Vector256.LessThanOrEqual(k, Vector256.Create(-2.0)) | Vector256.GreaterThan(k, Vector256.Create(56.0)), far, val);
+        val = Vector256.ConditionalSelect(Vector256.Equals(k, Vector256<double>.One), rp1, val);
+        val = Vector256.ConditionalSelect(Vector256.Equals(k, Vector256.Create(-1.0)), rm1, val);
+        val = Vector256.ConditionalSelect(Vector256.Equals(k, Vector256<double>.Zero), r0, val);
+        val = Vector256.ConditionalSelect(tiny, x0, val);
+        val = Vector256.ConditionalSelect(minus1, Vector256.Create(-1.0), val);
+        val = Vector256.ConditionalSelect(over, Vector256.Create(double.PositiveInfinity), val);
+        return Vector256.ConditionalSelect(nan, x0, val);
+    }
+
+    // tanh: fdlibm's s_tanh.c: x for |x| < 2^-28, −t/(t + 2) with t = expm1(−2|x|) below 1, 1 − 2/(t + 2) with
+    // t = expm1(2|x|) from 1 to 22, ±1 beyond; the sign of x restored.
+    const double TanhTiny = 3.725290298461914e-09;           // 2^-28
+    const double TanhOne = 22.0;
+
+    /// <summary>tanh x within one ulp (fdlibm's): ±1 beyond ±22, NaN for NaN.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static double Tanh(double x)
+    {
+        if (double.IsNaN(x)) return x;
+        double ax = Math.Abs(x);
+        if (ax < TanhTiny) return x;
+        double z;
+        if (ax >= TanhOne) z = 1.0;
+        else if (ax >= 1.0) z = 1.0 - 2.0 / (Expm1(2.0 * ax) + 2.0);
+        else { double t = Expm1(-2.0 * ax); z = -t / (t + 2.0); }
+        return x < 0 ? -z : z;
+    }
+
+    /// <summary><see cref="Tanh(double)"/> on four lanes: lane by lane the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Tanh(Vector256<double> x)
+    {
+        var nan = ~Vector256.Equals(x, x);
+        var ax = Vector256.Abs(x);
+        var tiny = Vector256.LessThan(ax, Vector256.Create(TanhTiny));
+        var sat = Vector256.GreaterThanOrEqual(ax, Vector256.Create(TanhOne));
+        var large = Vector256.GreaterThanOrEqual(ax, Vector256<double>.One);
+        // one expm1 per lane: of 2|x| from 1 on, of −2|x| below (the ±2 products are exact)
+        var a = Vector256.ConditionalSelect(sat | nan, Vector256<double>.Zero, ax);
+        var t = Expm1(Vector256.ConditionalSelect(large, Vector256.Create(2.0) * a, Vector256.Create(-2.0) * a));
+        var two = Vector256.Create(2.0);
+        var z = Vector256.ConditionalSelect(large, Vector256<double>.One - two / (t + two), -t / (t + two));
+        z = Vector256.ConditionalSelect(sat, Vector256<double>.One, z);
+        z = Vector256.ConditionalSelect(Vector256.LessThan(x, Vector256<double>.Zero), -z, z);
+        z = Vector256.ConditionalSelect(tiny, x, z);
+        return Vector256.ConditionalSelect(nan, x, z);
     }
 }

@@ -23,10 +23,10 @@ public unsafe interface ISdeLaneModel
 /// <summary>
 /// The lane versions of the operations that the emitted lane step calls (the JIT inlines them).
 /// +, −, ×, ÷, √, |·|, ⌊·⌋, comparisons and selects are single IEEE operations per lane, so a lane
-/// gives the scalar bits. exp, log, sin and cos are the language's own (<see cref="Elementary"/>), in lanes
-/// with the one-path operations. tan, tanh, min/max and pow call the scalar <see cref="Math"/>
-/// function on each lane: the runtime's vector forms differ from <see cref="Math"/>'s in the last bits,
-/// and the lanes must match the one-path step exactly.
+/// gives the scalar bits. exp, log, sin, cos, tan and tanh are the language's own (<see cref="Elementary"/>), in
+/// lanes with the one-path operations; min and max are selects with <see cref="Math.Min(double, double)"/>'s rules.
+/// pow calls the scalar <see cref="Math.Pow"/> on each lane: the runtime's vector forms differ from
+/// <see cref="Math"/>'s in the last bits, and the lanes must match the one-path step exactly.
 /// Conditions are lane masks (all bits set where true), as <see cref="Vector256.Equals{T}"/> makes them.
 /// </summary>
 public static unsafe class LaneMath
@@ -66,27 +66,35 @@ public static unsafe class LaneMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<double> Cos(Vector256<double> a) => Elementary.Cos(a);
 
-    // Per lane through the scalar function: the same bits as the one-path step.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Tan(Vector256<double> a) => Elementary.Tan(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Tanh(Vector256<double> a) => Elementary.Tanh(a);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<double> Tan(Vector256<double> a) =>
-        Vector256.Create(Math.Tan(a.GetElement(0)), Math.Tan(a.GetElement(1)), Math.Tan(a.GetElement(2)), Math.Tan(a.GetElement(3)));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<double> Tanh(Vector256<double> a) =>
-        Vector256.Create(Math.Tanh(a.GetElement(0)), Math.Tanh(a.GetElement(1)), Math.Tanh(a.GetElement(2)), Math.Tanh(a.GetElement(3)));
+    // Per lane through the scalar function: the same bits as the one-path step.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<double> Pow(Vector256<double> a, Vector256<double> b) =>
         Vector256.Create(Math.Pow(a.GetElement(0), b.GetElement(0)), Math.Pow(a.GetElement(1), b.GetElement(1)),
                          Math.Pow(a.GetElement(2), b.GetElement(2)), Math.Pow(a.GetElement(3), b.GetElement(3)));
-    // Math.Min/Max: NaN if either is NaN, −0 below +0; per lane so that no vector instruction's rule for those cases differs.
+
+    // Math.Min/Max as .NET defines them (IEEE 754-2019 minimum and maximum): a NaN operand is the result (the second
+    // when both are), −0 is below +0; otherwise the smaller (larger) operand. Selects give those bits in every lane.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<double> Min(Vector256<double> a, Vector256<double> b) =>
-        Vector256.Create(Math.Min(a.GetElement(0), b.GetElement(0)), Math.Min(a.GetElement(1), b.GetElement(1)),
-                         Math.Min(a.GetElement(2), b.GetElement(2)), Math.Min(a.GetElement(3), b.GetElement(3)));
+    public static Vector256<double> Min(Vector256<double> a, Vector256<double> b)
+    {
+        var r = Vector256.ConditionalSelect(Vector256.LessThan(a, b), a, b);
+        r = Vector256.ConditionalSelect(Vector256.Equals(a, b), a | b, r);   // ±0: the sign bit set if either has it
+        r = Vector256.ConditionalSelect(~Vector256.Equals(a, a), a, r);
+        return Vector256.ConditionalSelect(~Vector256.Equals(b, b), b, r);
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<double> Max(Vector256<double> a, Vector256<double> b) =>
-        Vector256.Create(Math.Max(a.GetElement(0), b.GetElement(0)), Math.Max(a.GetElement(1), b.GetElement(1)),
-                         Math.Max(a.GetElement(2), b.GetElement(2)), Math.Max(a.GetElement(3), b.GetElement(3)));
+    public static Vector256<double> Max(Vector256<double> a, Vector256<double> b)
+    {
+        var r = Vector256.ConditionalSelect(Vector256.GreaterThan(a, b), a, b);
+        r = Vector256.ConditionalSelect(Vector256.Equals(a, b), a & b, r);   // ±0: the sign bit set only if both have it
+        r = Vector256.ConditionalSelect(~Vector256.Equals(a, a), a, r);
+        return Vector256.ConditionalSelect(~Vector256.Equals(b, b), b, r);
+    }
 
     // Comparisons as the scalar IL makes them: ceq, clt, cgt are ordered (false with a NaN); ≠ is not ceq
     // (true with a NaN); ≤ is not cgt.un and ≥ not clt.un (false with a NaN).

@@ -189,8 +189,8 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
         | USqrt -> call "Sqrt" 1
         | USin -> il.Emit(OpCodes.Call, elementary "Sin")
         | UCos -> il.Emit(OpCodes.Call, elementary "Cos")
-        | UTan -> call "Tan" 1
-        | UTanh -> call "Tanh" 1
+        | UTan -> il.Emit(OpCodes.Call, elementary "Tan")
+        | UTanh -> il.Emit(OpCodes.Call, elementary "Tanh")
         | UAbs -> call "Abs" 1
         | UFloor -> call "Floor" 1
         | USign ->

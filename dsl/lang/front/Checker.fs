@@ -183,15 +183,16 @@ let rec private evalConst (consts: Map<string, int>) (what: string) (e: Expr) : 
         all (List.map ev args)
         |> Result.map (fun xs ->
             match fst functions[f], xs with
-            | Exp, [ x ] -> exp x
-            | Log, [ x ] -> log x
+            // the engine's own functions (Sde.Core.Elementary), as the drift's constants fold and the emitted code runs
+            | Exp, [ x ] -> Sde.Core.Elementary.Exp x
+            | Log, [ x ] -> Sde.Core.Elementary.Log x
             | Sqrt, [ x ] -> sqrt x
-            | Sin, [ x ] -> sin x
-            | Cos, [ x ] -> cos x
-            | Tan, [ x ] -> tan x
-            | Tanh, [ x ] -> tanh x
+            | Sin, [ x ] -> Sde.Core.Elementary.Sin x
+            | Cos, [ x ] -> Sde.Core.Elementary.Cos x
+            | Tan, [ x ] -> Sde.Core.Elementary.Tan x
+            | Tanh, [ x ] -> Sde.Core.Elementary.Tanh x
             | Abs, [ x ] -> abs x
-            | Sigmoid, [ x ] -> 1.0 / (1.0 + exp -x)
+            | Sigmoid, [ x ] -> 1.0 / (1.0 + Sde.Core.Elementary.Exp -x)
             | Fn.Pow, [ x; y ] -> Math.Pow(x, y)
             | Min, [ x; y ] -> min x y
             | Max, [ x; y ] -> max x y

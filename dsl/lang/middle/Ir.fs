@@ -248,8 +248,8 @@ let pow (a: Sym) (b: Sym) =
         | NumV u, NumV v -> num (Math.Pow(u, v))
         | _ -> mk Pow [ a; b ]
 
-/// The value of a unary function (constant folding and the interpreter share it). exp, log, sin and cos
-/// are the engine's own (Sde.Core.Elementary), the bits of the emitted code on every backend.
+/// The value of a unary function (constant folding and the interpreter share it). exp, log, sin, cos, tan and
+/// tanh are the engine's own (Sde.Core.Elementary), the bits of the emitted code on every backend.
 let applyUnary (f: Unary) (v: float) =
     match f with
     | UExp -> Sde.Core.Elementary.Exp v
@@ -257,8 +257,8 @@ let applyUnary (f: Unary) (v: float) =
     | USqrt -> sqrt v
     | USin -> Sde.Core.Elementary.Sin v
     | UCos -> Sde.Core.Elementary.Cos v
-    | UTan -> tan v
-    | UTanh -> tanh v
+    | UTan -> Sde.Core.Elementary.Tan v
+    | UTanh -> Sde.Core.Elementary.Tanh v
     | UAbs -> abs v
     | USign -> if v > 0.0 then 1.0 elif v < 0.0 then -1.0 else 0.0
     | UFloor -> floor v
