@@ -1,4 +1,4 @@
-/// The language's own exp, log, sin, cos, tan, tanh and expm1 (Sde.Core.Elementary): within one unit in the last place
+/// The language's own exp, log, sin, cos, tan, tanh, expm1 and pow (Sde.Core.Elementary): within one unit in the last place
 /// of the C library's (itself within one of the exact value), and the four-lane forms the bits of the scalar ones;
 /// the lanes' min and max give Math.Min's and Math.Max's bits.
 module Sde.Tests.ElementaryTests
@@ -203,6 +203,46 @@ let tests =
             Expect.equal (Elementary.Expm1 -40.0) -1.0 "expm1 saturates at -1"
             Expect.equal (BitConverter.DoubleToInt64Bits(Elementary.Tanh -0.0)) (BitConverter.DoubleToInt64Bits -0.0) "tanh(-0) = -0"
             Expect.equal (Elementary.Tanh 30.0) 1.0 "tanh saturates"
+        }
+
+        test "pow: within one ulp of the C library's (C99's special values: zeros, infinities, NaN, negative x with integral y, |y| past 2^31 and 2^64, overflow, underflow and subnormal results), and four lanes give the scalar bits" {
+            let rng = Random 17
+            let inputs =
+                [| for i in 1 .. 60000 do
+                       let r = rng.NextDouble()
+                       if r < 0.4 then yield rng.NextDouble() * 10.0, (rng.NextDouble() - 0.5) * 20.0
+                       elif r < 0.6 then yield exp ((rng.NextDouble() - 0.5) * 1400.0), (rng.NextDouble() - 0.5) * 4.0
+                       elif r < 0.8 then yield 0.5 + rng.NextDouble() * 1.5, (rng.NextDouble() - 0.5) * 2000.0
+                       else yield -(rng.NextDouble() * 5.0), float (rng.Next(-30, 31))
+                   let xs = [| 0.0; -0.0; 1.0; -1.0; 2.0; -2.0; 0.5; -0.5; 3.0; -3.0; infinity; -infinity; nan; 5e-324; -5e-324
+                               2.2250738585072014e-308; 1e-310; Double.MaxValue; -Double.MaxValue; 1.0000000000000002
+                               0.9999999999999999; 10.0; 1e-300; 1e300; -1e300 |]
+                   let ys = [| 0.0; -0.0; 1.0; -1.0; 2.0; -2.0; 0.5; -0.5; 3.0; -3.0; infinity; -infinity; nan; 5e-324; 1e10; -1e10
+                               2.0 ** 31.0 + 1.0; 2.0 ** 63.0; 2.0 ** 64.0 + 4096.0; -(2.0 ** 64.0) * 3.0; 1e300; -1e300; 1023.9999
+                               1024.0; -1074.0; -1075.0; -1076.0; 1.5; -1.5; 0.3; 7.0; -7.0; 53.0; 1e-20 |]
+                   for x in xs do
+                       for y in ys do
+                           yield x, y
+                   // results next to the largest double and in the subnormals
+                   for i in 1 .. 20000 do
+                       let x = 1.5 + rng.NextDouble() * 1.5
+                       let e = [| 1024.0; -1074.0; -1022.0; -1075.0; 1023.0 |][rng.Next 5]
+                       yield x, e / Math.Log2 x * (1.0 + (rng.NextDouble() - 0.5) * 2e-3) |]
+            let bits (x: float) = BitConverter.DoubleToInt64Bits x
+            for (x, y) in inputs do
+                let a, b = Elementary.Pow(x, y), Math.Pow(x, y)
+                // the same zero (a sign too), NaN for NaN, else one ulp
+                let same = bits a = bits b || (Double.IsNaN a && Double.IsNaN b)
+                if not same && (a = 0.0 || b = 0.0 || ulps a b > 1L) then
+                    failtestf "pow(%.17g, %.17g) = %.17g, the C library's %.17g" x y a b
+            for i in 0 .. 4 .. inputs.Length - 4 do
+                let vx = Vector256.Create(fst inputs[i], fst inputs[i + 1], fst inputs[i + 2], fst inputs[i + 3])
+                let vy = Vector256.Create(snd inputs[i], snd inputs[i + 1], snd inputs[i + 2], snd inputs[i + 3])
+                let r = Elementary.Pow(vx, vy)
+                for j in 0 .. 3 do
+                    let x, y = inputs[i + j]
+                    if bits (r.GetElement j) <> bits (Elementary.Pow(x, y)) then
+                        failtestf "pow(%.17g, %.17g): lanes %.17g, one lane %.17g" x y (r.GetElement j) (Elementary.Pow(x, y))
         }
 
         test "the lanes' min and max give Math.Min's and Math.Max's bits (NaN in either place, -0 against +0)" {

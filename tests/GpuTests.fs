@@ -519,11 +519,11 @@ let gpuTests =
                 Expect.isMatch e.Message @"^\d+:\d+: 'd mean\(x\^2\) / d sigma' uses divergence_kernel" "located refusal"
         }
 
-        test "the engine's own exp, log, sin and cos (and the runtime's tan, tanh, pow) compile to PTX with no undefined function, and ilgpu-cpu gives the cpu's bits on a model using them all" {
+        test "the engine's own exp, log, sin, cos, tan, tanh and pow (and min, max) compile to PTX with no undefined function, and ilgpu-cpu gives the cpu's bits (its lanes) on a model using them all" {
             let src =
                 "model Funcs {\n  param a = 0.7\n  state x\n  state y\n  brownian W[2]\n  init x ~ normal(0.3, 0.2)\n  init y = 0.1\n"
                 + "  d x = (-x + 0.3 * sin(3 * y) + 0.2 * cos(x * t) + 0.1 * exp(-x^2) - 0.05 * log(1 + y^2)) dt + 0.3 * (1 + 0.1 * tanh(x)) dW[0]\n"
-                + "  d y = (a - y + 0.1 * tan(0.2 * x) + 0.01 * pow(1 + x^2, 0.3)) dt + 0.2 dW[1]\n}\n"
+                + "  d y = (a - y + 0.1 * tan(0.2 * x) + 0.01 * pow(1 + x^2, 0.3) + 0.02 * max(x, 0) - 0.02 * min(y, 0.5) + 0.01 * pow(2, y)) dt + 0.2 dW[1]\n}\n"
                 + "simulate { paths = 200; dt = 0.01; T = 1; seed = 4; bias = off }\nquery {\n  mean(exp(x) + cos(y))\n  density(log(1 + x^2)) on [0, 1] bins 8\n}\n"
             let p = compileWith src "funcs.sde" 200L
             for struct (name, text) in Ptx.Compile(p.ModelType, Ptx.ParseArch "sm_70") do

@@ -4,20 +4,22 @@ using System.Runtime.Intrinsics;
 namespace Sde.Core;
 
 /// <summary>
-/// The language's exp, log, sin and cos, written once for one path (the scalar form, which the GPU kernels compile
-/// too) and for four paths in the lanes of a <see cref="Vector256{T}"/>, with the same operations in the
-/// same order, so every backend and every lane gives the same bits. Only operations that IEEE 754
-/// rounds exactly once (add, subtract, multiply, divide), exact bit manipulations, floor and selects;
-/// no fused multiply-add (ILGPU cannot emit one, and .NET never contracts a·b + c), so nothing is left
-/// to a library's or a device's choice of last bit. The runtime's <see cref="Math.Exp"/> and
-/// <see cref="Math.Log"/> (the C library's) differ between machines and have no lane form with their
-/// bits, which made a lane call the scalar function once per lane.
+/// The language's exp, log, sin, cos, tan, tanh and pow (and expm1, for tanh), written once for one path (the scalar
+/// form, which the GPU kernels compile too) and for four paths in the lanes of a <see cref="Vector256{T}"/>, with the
+/// same operations in the same order, so every backend and every lane gives the same bits. Only operations that
+/// IEEE 754 rounds exactly once (add, subtract, multiply, divide, square root), exact bit manipulations, floor and
+/// selects; no fused multiply-add (ILGPU cannot emit one, and .NET never contracts a·b + c), so nothing is left
+/// to a library's or a device's choice of last bit. The runtime's <see cref="Math"/> functions (the C library's)
+/// differ between machines and have no lane form with their bits, which made a lane call the scalar function
+/// once per lane. Where a branch of the scalar form is rare (a special value, a huge argument) the lanes compute
+/// every branch and select, or hand that lane to the scalar form.
 ///
 /// exp is fdlibm's e_exp.c: x = k ln 2 + r with |r| ≤ ln 2 / 2 (k ln 2 in two parts, the first exact),
 /// e^r = 1 + r + r·c/(2 − c) with c = r − r²·P(r²), P its minimax polynomial of degree 5, then 2^k in
 /// two exact factors (so a subnormal result is rounded once, as fdlibm's). log is fdlibm's e_log.c
-/// (as the normal generator's <see cref="Normals.Log"/>) with its special cases. Both are within one
-/// unit in the last place of the exact value (a test measures them against <see cref="Math"/>).
+/// (as the normal generator's <see cref="Normals.Log"/>) with its special cases. sin, cos and tan are fdlibm's
+/// kernels after its Cody–Waite reduction; tanh and expm1 are s_tanh.c and s_expm1.c; pow is e_pow.c. tests/
+/// ElementaryTests.fs measures each against the C library and the exact value (docs/language.md quotes them).
 /// </summary>
 public static class Elementary
 {
@@ -518,4 +520,261 @@ public static class Elementary
         z = Vector256.ConditionalSelect(tiny, x, z);
         return Vector256.ConditionalSelect(nan, x, z);
     }
+
+    // pow: fdlibm's e_pow.c. log2|x| = n + log2(m) in extra precision (m reduced to [√(2/3)·…, √3) around 1 or 1.5,
+    // log2 m from s = (m − b)/(m + b) by a minimax series, split in 33-bit parts t1 + t2), y·log2|x| as p_h + p_l, then
+    // 2^(p_h + p_l) by exp's kernel. The special cases (zeros, infinities, NaN, negative x with an integral y, |y| > 2^31,
+    // overflow and underflow) as fdlibm (and C99) give them. fdlibm's rounding of z to the nearest integer on its high
+    // word is written as floor(|z| + 1/2) where that high word exceeds 1/2's (the same integer), and its final scaling
+    // as two exact factors (as exp's): the same bits.
+    const double PowL1 = 5.99999999999994648725e-01, PowL2 = 4.28571428578550184252e-01, PowL3 = 3.33333329818377432918e-01,
+                 PowL4 = 2.72728123808534006489e-01, PowL5 = 2.30660745775561754067e-01, PowL6 = 2.06975017800338417784e-01;
+    const double DpH1 = 5.84962487220764160156e-01, DpL1 = 1.35003920212974897128e-08;   // log2(1.5) in two parts
+    const double Lg2 = 6.93147180559945286227e-01, Lg2H = 6.93147182464599609375e-01, Lg2L = -1.90465429995776804525e-09;
+    const double Ovt = 8.0085662595372944372e-17;            // −(1024 − log2(the largest double + ulp/2))
+    const double Cp = 9.61796693925975554329e-01, CpH = 9.61796700954437255859e-01, CpL = -7.02846165095275826516e-09;
+    const double InvLn2H = 1.44269502162933349609e+00, InvLn2L = 1.92596299112661746887e-08;
+    const double Third = 3.3333333333333331e-01, TwoTo53 = 9007199254740992.0;
+    const long LowWord = 0xFFFFFFFFL;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double ClearLow(double v) => BitConverter.Int64BitsToDouble(BitConverter.DoubleToInt64Bits(v) & ~LowWord);
+
+    /// <summary>x^y within one ulp (fdlibm's pow; C99's special values).</summary>
+    public static double Pow(double x, double y)
+    {
+        long bx = BitConverter.DoubleToInt64Bits(x), by = BitConverter.DoubleToInt64Bits(y);
+        long hx = bx >> 32, lx = bx & LowWord, hy = by >> 32, ly = by & LowWord;
+        long ix = hx & 0x7fffffff, iy = hy & 0x7fffffff;
+        if ((iy | ly) == 0) return 1.0;                          // x^±0 = 1, even for NaN x
+        if (hx == 0x3ff00000 && lx == 0) return 1.0;             // 1^y = 1, even for NaN y
+        if (ix > 0x7ff00000 || (ix == 0x7ff00000 && lx != 0) || iy > 0x7ff00000 || (iy == 0x7ff00000 && ly != 0))
+            return x + y;                                        // NaN
+        // for x < 0: 0 when y is not an integer, 1 when it is odd, 2 when even
+        long yisint = 0;
+        if (hx < 0)
+        {
+            if (iy >= 0x43400000) yisint = 2;
+            else if (iy >= 0x3ff00000)
+            {
+                long k = (iy >> 20) - 0x3ff;
+                if (k > 20)
+                {
+                    long j = ly >> (int)(52 - k);
+                    if (((j << (int)(52 - k)) & LowWord) == ly) yisint = 2 - (j & 1);
+                }
+                else if (ly == 0)
+                {
+                    long j = iy >> (int)(20 - k);
+                    if ((j << (int)(20 - k)) == iy) yisint = 2 - (j & 1);
+                }
+            }
+        }
+        if (ly == 0)
+        {
+            if (iy == 0x7ff00000)                                // y = ±∞
+            {
+                if (((ix - 0x3ff00000) | lx) == 0) return 1.0;    // (−1)^±∞
+                if (ix >= 0x3ff00000) return hy >= 0 ? y : 0.0;
+                return hy < 0 ? -y : 0.0;
+            }
+            if (iy == 0x3ff00000) return hy < 0 ? 1.0 / x : x;    // y = ±1
+            if (hy == 0x40000000) return x * x;                   // y = 2
+            if (hy == 0x3fe00000 && hx >= 0) return Math.Sqrt(x); // y = 1/2
+        }
+        double ax = Math.Abs(x);
+        if (lx == 0 && (ix == 0x7ff00000 || ix == 0 || ix == 0x3ff00000))   // x = ±0, ±∞, ±1
+        {
+            double z = ax;
+            if (hy < 0) z = 1.0 / z;
+            if (hx < 0)
+            {
+                if (((ix - 0x3ff00000) | yisint) == 0) z = double.NaN;   // (−1)^non-integer
+                else if (yisint == 1) z = -z;
+            }
+            return z;
+        }
+        if (hx < 0 && yisint == 0) return double.NaN;            // (x < 0)^non-integer
+        double sgn = hx < 0 && yisint == 1 ? -1.0 : 1.0;
+        double t1, t2;
+        if (iy > 0x41e00000)                                     // |y| > 2^31
+        {
+            if (iy > 0x43f00000)                                 // |y| > 2^64: over- or underflows
+            {
+                if (ix <= 0x3fefffff) return hy < 0 ? double.PositiveInfinity : 0.0;
+                if (ix >= 0x3ff00000) return hy > 0 ? double.PositiveInfinity : 0.0;
+            }
+            if (ix < 0x3fefffff) return hy < 0 ? sgn * double.PositiveInfinity : sgn * 0.0;
+            if (ix > 0x3ff00000) return hy > 0 ? sgn * double.PositiveInfinity : sgn * 0.0;
+            // |1 − x| ≤ 2^-20: log x by x − x²/2 + x³/3 − x⁴/4
+            double t = ax - 1.0;
+            double w = (t * t) * (0.5 - t * (Third - t * 0.25));
+            double u = InvLn2H * t;
+            double v = t * InvLn2L - w * InvLn2;
+            t1 = ClearLow(u + v);
+            t2 = v - (t1 - u);
+        }
+        else
+            LogTwo(ax, ix, out t1, out t2);
+        return sgn * ExpTwo(y, t1, t2);
+    }
+
+    /// <summary>log2 ax = t1 + t2 (t1 with its low word cleared), for a positive finite ax; ix its high word.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void LogTwo(double ax, long ix, out double t1, out double t2)
+    {
+        long n = 0;
+        if (ix < 0x00100000) { ax *= TwoTo53; n -= 53; ix = BitConverter.DoubleToInt64Bits(ax) >> 32; }
+        n += (ix >> 20) - 0x3ff;
+        long j = ix & 0x000fffff;
+        ix = j | 0x3ff00000;
+        long k;
+        if (j <= 0x3988E) k = 0;                                 // m < √(3/2)
+        else if (j < 0xBB67A) k = 1;                             // m < √3
+        else { k = 0; n += 1; ix -= 0x00100000; }
+        ax = BitConverter.Int64BitsToDouble((ix << 32) | (BitConverter.DoubleToInt64Bits(ax) & LowWord));
+        double bp = k == 0 ? 1.0 : 1.5, dpH = k == 0 ? 0.0 : DpH1, dpL = k == 0 ? 0.0 : DpL1;
+        double u = ax - bp;
+        double v = 1.0 / (ax + bp);
+        double ss = u * v;
+        double sH = ClearLow(ss);
+        double tH = BitConverter.Int64BitsToDouble((((ix >> 1) | 0x20000000) + 0x00080000 + (k << 18)) << 32);
+        double tL = ax - (tH - bp);
+        double sL = v * ((u - sH * tH) - sH * tL);
+        double s2 = ss * ss;
+        double r = s2 * s2 * (PowL1 + s2 * (PowL2 + s2 * (PowL3 + s2 * (PowL4 + s2 * (PowL5 + s2 * PowL6)))));
+        r += sL * (sH + ss);
+        s2 = sH * sH;
+        tH = ClearLow(3.0 + s2 + r);
+        tL = r - ((tH - 3.0) - s2);
+        u = sH * tH;
+        v = sL * tH + tL * ss;
+        double pH = ClearLow(u + v);
+        double pL = v - (pH - u);
+        double zH = CpH * pH;
+        double zL = CpL * pH + pL * Cp + dpL;
+        double t = n;
+        t1 = ClearLow(((zH + zL) + dpH) + t);
+        t2 = zL - (((t1 - t) - dpH) - zH);
+    }
+
+    /// <summary>2^(y·(t1 + t2)), or +∞ / +0 where it over- or underflows (the caller applies the sign).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double ExpTwo(double y, double t1, double t2)
+    {
+        double y1 = ClearLow(y);
+        double pL = (y - y1) * t1 + y * t2;
+        double pH = y1 * t1;
+        double z = pL + pH;
+        if (z >= 1024.0) { if (z > 1024.0 || pL + Ovt > z - pH) return double.PositiveInfinity; }
+        else if (z <= -1075.0) { if (z < -1075.0 || pL <= z - pH) return 0.0; }
+        double az = Math.Abs(z);
+        double nn = (BitConverter.DoubleToInt64Bits(az) >> 32) > 0x3fe00000 ? Math.Floor(az + 0.5) : 0.0;
+        if (z < 0) nn = -nn;
+        pH -= nn;
+        double t = ClearLow(pL + pH);
+        double u = t * Lg2H;
+        double v = (pL - (t - pH)) * Lg2 + t * Lg2L;
+        z = u + v;
+        double w = v - (z - u);
+        t = z * z;
+        double c = z - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
+        double r = (z * c) / (c - 2.0) - (w + z * w);
+        z = 1.0 - (r - z);
+        double k1 = Math.Floor(nn * 0.5);
+        return z * Pow2(k1) * Pow2(nn - k1);
+    }
+
+    /// <summary><see cref="Pow(double, double)"/> on four lanes: lane by lane the same bits. Lanes with x &gt; 0 normal and
+    /// not 1, y finite, not 0, ±1, 2 or 1/2 and |y| ≤ 2^31, and a result that neither overflows nor underflows, run
+    /// the scalar form's operations side by side; any other lane takes the scalar form.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<double> Pow(Vector256<double> x, Vector256<double> y)
+    {
+        var bx = x.AsInt64();
+        var by = y.AsInt64();
+        var hx = bx >> 32;
+        var hy = by >> 32;
+        var iy = hy & Vector256.Create(0x7fffffffL);
+        var ly = by & Vector256.Create(LowWord);
+        var ay = Vector256.Abs(y);
+        // the lanes the vector form computes (x > 0 normal and finite, not 1; the y the scalar form treats alone excluded)
+        var fast = Vector256.GreaterThanOrEqual(hx, Vector256.Create(0x00100000L)) & Vector256.LessThan(hx, Vector256.Create(0x7ff00000L))
+                   & ~Vector256.Equals(x, Vector256<double>.One).AsInt64()
+                   & Vector256.LessThanOrEqual(iy, Vector256.Create(0x41e00000L)) & ~Vector256.Equals(ay, Vector256<double>.Zero).AsInt64()
+                   & ~(Vector256.Equals(ly, Vector256<long>.Zero)
+                       & (Vector256.Equals(iy, Vector256.Create(0x3ff00000L)) | Vector256.Equals(hy, Vector256.Create(0x40000000L))
+                          | Vector256.Equals(hy, Vector256.Create(0x3fe00000L))));
+        var xs = Vector256.ConditionalSelect(fast.AsDouble(), x, Vector256.Create(2.0)).AsInt64();
+        var ys = Vector256.ConditionalSelect(fast.AsDouble(), y, Vector256.Create(0.75));
+        // LogTwo (no subnormal x here)
+        var ix = xs >> 32;
+        var n = (ix >> 20) - Vector256.Create(0x3ffL);
+        var j = ix & Vector256.Create(0x000fffffL);
+        ix = j | Vector256.Create(0x3ff00000L);
+        var k1m = Vector256.GreaterThan(j, Vector256.Create(0x3988EL)) & Vector256.LessThan(j, Vector256.Create(0xBB67AL));
+        var up = Vector256.GreaterThanOrEqual(j, Vector256.Create(0xBB67AL));
+        n -= up;                                                 // (all bits set is −1)
+        ix += up & Vector256.Create(-0x00100000L);
+        var k = k1m & Vector256<long>.One;
+        var ax = ((ix << 32) | (xs & Vector256.Create(LowWord))).AsDouble();
+        var kd = k1m.AsDouble();
+        var bp = Vector256.ConditionalSelect(kd, Vector256.Create(1.5), Vector256<double>.One);
+        var dpH = Vector256.ConditionalSelect(kd, Vector256.Create(DpH1), Vector256<double>.Zero);
+        var dpL = Vector256.ConditionalSelect(kd, Vector256.Create(DpL1), Vector256<double>.Zero);
+        var u = ax - bp;
+        var v = Vector256<double>.One / (ax + bp);
+        var ss = u * v;
+        var sH = ClearLow(ss);
+        var tH = (((((ix >> 1) | Vector256.Create(0x20000000L)) + Vector256.Create(0x00080000L)) + (k << 18)) << 32).AsDouble();
+        var tL = ax - (tH - bp);
+        var sL = v * ((u - sH * tH) - sH * tL);
+        var s2 = ss * ss;
+        var r = s2 * s2 * (Vector256.Create(PowL1) + s2 * (Vector256.Create(PowL2) + s2 * (Vector256.Create(PowL3) + s2 * (Vector256.Create(PowL4) + s2 * (Vector256.Create(PowL5) + s2 * Vector256.Create(PowL6))))));
+        r += sL * (sH + ss);
+        s2 = sH * sH;
+        tH = ClearLow(Vector256.Create(3.0) + s2 + r);
+        tL = r - ((tH - Vector256.Create(3.0)) - s2);
+        u = sH * tH;
+        v = sL * tH + tL * ss;
+        var pH = ClearLow(u + v);
+        var pL = v - (pH - u);
+        var zH = Vector256.Create(CpH) * pH;
+        var zL = Vector256.Create(CpL) * pH + pL * Vector256.Create(Cp) + dpL;
+        // n as a double: n + 1.5·2^52 has n in its low bits (|n| < 2^51), exactly; AVX2 has no 64-bit integer conversion
+        var t = (n + Vector256.Create(0x4338000000000000L)).AsDouble() - Vector256.Create(ToInt);
+        var t1 = ClearLow(((zH + zL) + dpH) + t);
+        var t2 = zL - (((t1 - t) - dpH) - zH);
+        // ExpTwo
+        var y1 = ClearLow(ys);
+        pL = (ys - y1) * t1 + ys * t2;
+        pH = y1 * t1;
+        var z = pL + pH;
+        fast &= (Vector256.LessThan(z, Vector256.Create(1024.0)) & Vector256.GreaterThan(z, Vector256.Create(-1075.0))).AsInt64();
+        var az = Vector256.Abs(z);
+        var nn = Vector256.ConditionalSelect(Vector256.GreaterThan(az.AsInt64() >> 32, Vector256.Create(0x3fe00000L)).AsDouble(),
+                                             Vector256.Floor(az + Vector256.Create(0.5)), Vector256<double>.Zero);
+        nn = Vector256.ConditionalSelect(Vector256.LessThan(z, Vector256<double>.Zero), -nn, nn);
+        // lanes outside (−1075, 1024) go to the scalar form: clamp so that 2^k stays a valid factor
+        nn = Vector256.ConditionalSelect(fast.AsDouble(), nn, Vector256<double>.Zero);
+        pH -= nn;
+        t = ClearLow(pL + pH);
+        u = t * Vector256.Create(Lg2H);
+        v = (pL - (t - pH)) * Vector256.Create(Lg2) + t * Vector256.Create(Lg2L);
+        z = u + v;
+        var w = v - (z - u);
+        t = z * z;
+        var c = z - t * (Vector256.Create(P1) + t * (Vector256.Create(P2) + t * (Vector256.Create(P3) + t * (Vector256.Create(P4) + t * Vector256.Create(P5)))));
+        r = (z * c) / (c - Vector256.Create(2.0)) - (w + z * w);
+        z = Vector256<double>.One - (r - z);
+        var h = Vector256.Floor(nn * Vector256.Create(0.5));
+        var val = z * Pow2(h) * Pow2(nn - h);
+        if (Vector256.EqualsAll(fast, Vector256<long>.AllBitsSet)) return val;
+        for (int i = 0; i < 4; i++)
+            if (fast.GetElement(i) == 0) val = val.WithElement(i, Pow(x.GetElement(i), y.GetElement(i)));
+        return val;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> ClearLow(Vector256<double> v) => (v.AsInt64() & Vector256.Create(~LowWord)).AsDouble();
 }

@@ -23,10 +23,10 @@ public unsafe interface ISdeLaneModel
 /// <summary>
 /// The lane versions of the operations that the emitted lane step calls (the JIT inlines them).
 /// +, −, ×, ÷, √, |·|, ⌊·⌋, comparisons and selects are single IEEE operations per lane, so a lane
-/// gives the scalar bits. exp, log, sin, cos, tan and tanh are the language's own (<see cref="Elementary"/>), in
-/// lanes with the one-path operations; min and max are selects with <see cref="Math.Min(double, double)"/>'s rules.
-/// pow calls the scalar <see cref="Math.Pow"/> on each lane: the runtime's vector forms differ from
-/// <see cref="Math"/>'s in the last bits, and the lanes must match the one-path step exactly.
+/// gives the scalar bits. exp, log, sin, cos, tan, tanh and pow are the language's own (<see cref="Elementary"/>), in
+/// lanes with the one-path operations (the runtime's vector forms differ from <see cref="Math"/>'s in the last bits,
+/// and the lanes must match the one-path step exactly); min and max are selects with
+/// <see cref="Math.Min(double, double)"/>'s rules.
 /// Conditions are lane masks (all bits set where true), as <see cref="Vector256.Equals{T}"/> makes them.
 /// </summary>
 public static unsafe class LaneMath
@@ -71,11 +71,8 @@ public static unsafe class LaneMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<double> Tanh(Vector256<double> a) => Elementary.Tanh(a);
 
-    // Per lane through the scalar function: the same bits as the one-path step.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<double> Pow(Vector256<double> a, Vector256<double> b) =>
-        Vector256.Create(Math.Pow(a.GetElement(0), b.GetElement(0)), Math.Pow(a.GetElement(1), b.GetElement(1)),
-                         Math.Pow(a.GetElement(2), b.GetElement(2)), Math.Pow(a.GetElement(3), b.GetElement(3)));
+    public static Vector256<double> Pow(Vector256<double> a, Vector256<double> b) => Elementary.Pow(a, b);
 
     // Math.Min/Max as .NET defines them (IEEE 754-2019 minimum and maximum): a NaN operand is the result (the second
     // when both are), −0 is below +0; otherwise the smaller (larger) operand. Selects give those bits in every lane.

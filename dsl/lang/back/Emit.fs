@@ -179,7 +179,7 @@ and private emitRaw (b: Body) uses locals (e: Sym) =
     | Pow, [ x; y ] ->
         go x
         go y
-        call "Pow" 2
+        il.Emit(OpCodes.Call, typeof<Elementary>.GetMethod("Pow", [| typeof<double>; typeof<double> |]))
     | Un f, [ x ] ->
         go x
 

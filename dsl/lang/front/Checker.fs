@@ -176,7 +176,7 @@ let rec private evalConst (consts: Map<string, int>) (what: string) (e: Expr) : 
                 | BinOp.Sub -> x - y
                 | BinOp.Mul -> x * y
                 | BinOp.Div -> x / y
-                | BinOp.Pow -> Math.Pow(x, y))
+                | BinOp.Pow -> Sde.Core.Elementary.Pow(x, y))
             (ev a)
             (ev b)
     | Call(f, args) when functions.ContainsKey f && (snd functions[f]) = args.Length ->
@@ -193,7 +193,7 @@ let rec private evalConst (consts: Map<string, int>) (what: string) (e: Expr) : 
             | Tanh, [ x ] -> Sde.Core.Elementary.Tanh x
             | Abs, [ x ] -> abs x
             | Sigmoid, [ x ] -> 1.0 / (1.0 + Sde.Core.Elementary.Exp -x)
-            | Fn.Pow, [ x; y ] -> Math.Pow(x, y)
+            | Fn.Pow, [ x; y ] -> Sde.Core.Elementary.Pow(x, y)
             | Min, [ x; y ] -> min x y
             | Max, [ x; y ] -> max x y
             | _ -> nan)

@@ -245,7 +245,7 @@ let pow (a: Sym) (b: Sym) =
     | NumV 0.5 -> mk (Un USqrt) [ a ]
     | _ ->
         match a, b with
-        | NumV u, NumV v -> num (Math.Pow(u, v))
+        | NumV u, NumV v -> num (Sde.Core.Elementary.Pow(u, v))
         | _ -> mk Pow [ a; b ]
 
 /// The value of a unary function (constant folding and the interpreter share it). exp, log, sin, cos, tan and
@@ -565,7 +565,7 @@ let rec eval (leaf: Op -> float) (e: Sym) : float =
     | Neg, [ x ] -> -(ev x)
     | Div, [ a; b ] -> ev a / ev b
     | PowI n, [ x ] -> Math.Pow(ev x, float n)
-    | Pow, [ a; b ] -> Math.Pow(ev a, ev b)
+    | Pow, [ a; b ] -> Sde.Core.Elementary.Pow(ev a, ev b)
     | Un f, [ x ] -> applyUnary f (ev x)
     | Min, [ a; b ] -> Math.Min(ev a, ev b)
     | Max, [ a; b ] -> Math.Max(ev a, ev b)
