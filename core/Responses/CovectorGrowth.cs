@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Sde.Core;
 
 /// <summary>What <see cref="CovectorGrowth.Measure{TModel}"/> found.</summary>
@@ -50,6 +51,7 @@ public static class CovectorGrowth
     public static double ThreeDigits(double r) =>
         !(r > 0) || !double.IsFinite(r) ? 0 : double.Parse(r.ToString("G3", System.Globalization.CultureInfo.InvariantCulture), System.Globalization.CultureInfo.InvariantCulture);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs once, a fraction of a second: tier 0 and OSR code took most of it
     public static unsafe CovectorGrowthResult Measure<TModel>(in TModel model, TangentStructure st, RunSettings s, int paths = DefaultPaths)
         where TModel : struct, ISdeTangentModel
     {
@@ -128,6 +130,7 @@ public static class CovectorGrowth
     }
 
     /// <summary>u = J⁻ᵀ ν by dense LU with pivoting.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static bool SolveDense(TangentStructure st, double[] jv, double[] a, double[] piv, double[] nu, double[] u, int d)
     {
         Array.Clear(a);
@@ -155,6 +158,7 @@ public static class CovectorGrowth
     }
 
     /// <summary>u = J⁻ᵀ ν by u ← ν − Eᵀu (J = I + E) to 1e-12; false when it does not converge.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static bool SolveNeumann(TangentStructure st, double[] jv, double[] nu, double[] u, double[] tmp, int d)
     {
         Array.Copy(nu, u, d);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Sde.Core;
 
 /// <summary>
@@ -9,6 +10,7 @@ namespace Sde.Core;
 internal static class Dense
 {
     /// <summary>LU with partial pivoting; false if singular.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // the growth measurement calls it thousands of times within a fraction of a second: never at tier 0
     public static bool Lu<TV>(TV a, TV piv, int n) where TV : struct, IVec
     {
         for (int k = 0; k < n; k++)
