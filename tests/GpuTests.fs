@@ -243,8 +243,38 @@ query {
 }
 """
 
+/// Underdamped Langevin (noise on the momentum only: σσᵀ singular, Π ≠ I), normal inits so that the kernel has
+/// a score to start from; parameters in the drift (gamma, k) and the diffusion (s), every DK mode.
+let private langevinTangent =
+    """
+model Langevin {
+  param k = 1 in (0, inf)
+  param gamma = 0.5 in (0, inf)
+  param s = 0.8 in (0, inf)
+  state q
+  state p
+  brownian W
+  init q ~ normal(1, 0.3)
+  init p ~ normal(0, 0.5)
+  d q = p dt
+  d p = (-k * q - gamma * p + 0.1 * sin(q)) dt + s dW
+}
+
+simulate { paths = 40; dt = 0.01; T = 1; seed = 3 }
+
+query {
+  d mean(q^2) / d gamma
+  d mean(p^2) / d s with divergence_kernel(alpha = 0.3, mode = exact)
+  d mean(q) / d k with divergence_kernel(rate = 5, mode = first_order)
+  d mean(p^2) / d gamma with divergence_kernel(alpha = 0.5, mode = iterative)
+  d density(q) / d s on [-2, 2] bins 6 with divergence_kernel(alpha = 0.4, mode = exact)
+  d mean(q^2) / d k with likelihood_ratio
+}
+"""
+
 let private tangentCases =
-    [ "ou", ouTangent, 50L; "ou_point_init", ouPointInit, 30L; "two_multiplicative", twoTangent, 40L; "lorenz96_8", l96Tangent, 12L; "lorenz96_8_lanes", l96Lanes, 10L ]
+    [ "ou", ouTangent, 50L; "ou_point_init", ouPointInit, 30L; "two_multiplicative", twoTangent, 40L; "lorenz96_8", l96Tangent, 12L; "lorenz96_8_lanes", l96Lanes, 10L
+      "langevin_degenerate", langevinTangent, 40L ]
 
 /// A linear ODE (damped rotation, random init): exponents -0.5 ± the Euler map's O(dt) bias, k = dim with log-det.
 let private linearLyapunov =

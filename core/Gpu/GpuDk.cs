@@ -50,6 +50,9 @@ public struct TanArgs
     // scratch rows
     public long X, Y, W, W2, ZN, ZU, Obs, Ell0, V0, JV, EV, HV, SV, Grad, Chi, DChi, Dg, ChiTot;
     public long JD, JInv, Col, Tmp, Tmp2, Piv, Spw, Sig, AMat, SP, V;
+    public long S1, S2;       // scratch of the first-order solve (Worker's s1, s2)
+    public long Pi, PiIsI;    // degenerate noise: Π = σσ⁺ (d×d) and whether this step's Π is I (1) or not (0)
+    public int IDChiR, IDChiC; // the entries (i, j) of each Dχ (offsets as IDChiSelOff), for tr(J⁻¹ Π Dχ)
     public long LyQ, LyZ;     // Lyapunov alignment: the top Lyapunov vector q_n and J q_n
     // A recorded run (PathRecord; fitting, samples(...), score(...)): the per-path values go into accumulator rows
     // from RecX on (row r of path p at r·P + p, NaN until written), the host copies them into the record.
@@ -70,13 +73,14 @@ public struct TanArgs
 /// the same operations in the same order, every per-path array in struct-of-arrays scratch rows, the
 /// sparsity patterns in one int table. Keep the two in step: a change of the CPU worker's arithmetic
 /// must be mirrored here (the Gpu.* tests compare them on OU, a 2-D multiplicative model and Lorenz-96).
-/// Not here: the full-column-rank (Π ≠ I) noise case, the iterative mode's sparse LU (exact LU instead:
-/// both are exact to rounding).
+/// Degenerate noise (σσᵀ singular, σᵀσ not: fewer noise lanes than states, or a state without noise) takes the
+/// worker's full-column-rank branch: σ⁺ = (σᵀσ)⁻¹σᵀ, Π = σσ⁺, and the ℓ and ν updates with (I − αΠ).
+/// Not here: the iterative mode's sparse LU (exact LU instead: both are exact to rounding).
 /// Lyapunov alignment (<c>Worker.AlignStep</c>, <c>AlignmentCos</c>): q ← J q / |J q| from the fixed frame
 /// <c>frame</c> (<see cref="LyapunovEngine.InitialFrame"/>(d, 1), computed on the host) after the DK steps,
 /// |cos(q_N, ν_N)| into the plan's bins.
 /// flags[0]: failed paths, flags[1]: first failing step, flags[2]: error (1 singular J, 2 σσᵀ not positive
-/// definite), flags[3 + 3q], flags[4 + 3q], flags[5 + 3q]: below / above / NaN samples of plan q.
+/// definite, 3 σσᵀ and σᵀσ both singular, 4 a point init moving with γ under degenerate noise), flags[3 + 3q], flags[4 + 3q], flags[5 + 3q]: below / above / NaN samples of plan q.
 /// </summary>
 public static class TangentKernels
 {
@@ -368,7 +372,7 @@ public static class TangentKernels
         if (l.Centred != 0) { long atC = (long)(l.Slot + nb + bin) * k.P + k.Path; k.Acc[atC] = k.Acc[atC] + 1.0; }
     }
 
-    // ---------------------------------------------------------------- noise (Worker.PrepareNoise, Π = I cases)
+    // ---------------------------------------------------------------- noise (Worker.PrepareNoise)
 
     static bool PrepareNoise(K k)
     {
@@ -396,12 +400,44 @@ public static class TangentKernels
                 for (int l = 0; l < m; l++) s += sig[i * m + l] * sig[j * m + l];
                 amat[i * d + j] = s;
             }
-        if (!Dense.Cholesky(amat, d)) return false;
-        for (int l = 0; l < m; l++)
+        var piIsI = k.Row(a.PiIsI);
+        if (Dense.Cholesky(amat, d))
         {
-            for (int r = 0; r < d; r++) col[r] = sig[r * m + l];
-            Dense.CholeskySolve(amat, d, col);
-            for (int i = 0; i < d; i++) sp[l * d + i] = col[i];
+            piIsI[0] = 1.0;
+            for (int l = 0; l < m; l++)
+            {
+                for (int r = 0; r < d; r++) col[r] = sig[r * m + l];
+                Dense.CholeskySolve(amat, d, col);
+                for (int i = 0; i < d; i++) sp[l * d + i] = col[i];
+            }
+        }
+        else
+        {
+            // full column rank: σ⁺ = (σᵀσ)⁻¹ σᵀ, Π = σ σ⁺
+            for (int p = 0; p < m; p++)
+                for (int c = 0; c < m; c++)
+                {
+                    double s = 0;
+                    for (int r = 0; r < d; r++) s += sig[r * m + p] * sig[r * m + c];
+                    amat[p * m + c] = s;
+                }
+            if (!Dense.Cholesky(amat, m)) { Error(k.Flags, 3); return false; }
+            piIsI[0] = 0.0;
+            var z = k.Row(a.Tmp2);
+            for (int i = 0; i < d; i++)
+            {
+                for (int p = 0; p < m; p++) z[p] = sig[i * m + p];
+                Dense.CholeskySolve(amat, m, z);
+                for (int p = 0; p < m; p++) sp[p * d + i] = z[p];
+            }
+            var pi = k.Row(a.Pi);
+            for (int i = 0; i < d; i++)
+                for (int j = 0; j < d; j++)
+                {
+                    double s = 0;
+                    for (int p = 0; p < m; p++) s += sig[i * m + p] * sp[p * d + j];
+                    pi[i * d + j] = s;
+                }
         }
         for (int i = 0; i < d; i++)
         {
@@ -514,6 +550,7 @@ public static class TangentKernels
                 for (int i = 0; i < d; i++) if (k.Int(a.IDetInit + i) != 0 && v0[p * d + i] != 0) { any = true; break; }
                 if (any)
                 {
+                    if (a.Diagonal == 0 && k.Row(a.PiIsI)[0] == 0.0) { Error(k.Flags, 4); return false; }
                     var ct = k.Row(a.ChiTot);
                     for (int i = 0; i < d; i++) ct[i] = ch[i];
                     for (int e = 0; e < a.NJ; e++)
@@ -528,23 +565,90 @@ public static class TangentKernels
             int s0 = k.Int(a.IDChiSelOff + p), s1 = k.Int(a.IDChiSelOff + p + 1);
             var dchi = k.Row(a.DChi + k.Int(a.IDChiRowOff + p));
             for (int e = 0; e < s1 - s0; e++) trJD += sl[k.Int(a.IDChiSel + s0 + e)] * dchi[e];
-            double uc = 0;
-            for (int i = 0; i < d; i++) uc += u[i] * ch[i];
-            double term1 = (1 - alpha) * uc;
-            double term2 = (1 - alpha) * trJD;
-            double term3 = 0;
-            if (alpha != 0)
+            double term1, term2, term3 = 0;
+            bool piIsI = a.Diagonal != 0 || k.Row(a.PiIsI)[0] != 0.0;
+            if (piIsI)
             {
+                double uc = 0;
+                for (int i = 0; i < d; i++) uc += u[i] * ch[i];
+                term1 = (1 - alpha) * uc;
+                term2 = (1 - alpha) * trJD;
+                if (alpha != 0)
+                {
+                    double wsc = 0;
+                    for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
+                    term3 = alpha * (wsc - TraceSigmaPlusDSigma(k, p));
+                }
+            }
+            else
+            {
+                var pi = k.Row(a.Pi);
+                double uc = 0;
+                for (int i = 0; i < d; i++)
+                {
+                    double pc = 0;
+                    for (int j = 0; j < d; j++) pc += pi[i * d + j] * ch[j];
+                    uc += u[i] * (ch[i] - alpha * pc);
+                }
+                term1 = uc;
+                term2 = trJD - alpha * TraceJinvPiDchi(k, grp.Mode, p);
                 double wsc = 0;
-                for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
-                term3 = alpha * (wsc - TraceSigmaPlusDSigma(k, p));
+                if (alpha != 0) for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
+                if (alpha != 0) term3 = alpha * (wsc - TraceSigmaPlusDSigma(k, p));
             }
             ell[p] = ell[p] + (-term1 - term2 + term3);
         }
 
-        // ν ← (1 − α) u − α σ⁺ᵀ w
-        for (int i = 0; i < d; i++) nuG[i] = (1 - alpha) * u[i] - alpha * spw[i];
+        // ν ← (I − αΠ)ᵀ u − α σ⁺ᵀ w
+        if (a.Diagonal != 0 || k.Row(a.PiIsI)[0] != 0.0)
+            for (int i = 0; i < d; i++) nuG[i] = (1 - alpha) * u[i] - alpha * spw[i];
+        else
+        {
+            var pi = k.Row(a.Pi);
+            for (int i = 0; i < d; i++)
+            {
+                double pu = 0;
+                for (int j = 0; j < d; j++) pu += pi[j * d + i] * u[j];
+                nuG[i] = u[i] - alpha * pu - alpha * spw[i];
+            }
+        }
         return true;
+    }
+
+    /// <summary>tr(J⁻¹ Π Dχ) for parameter p (Worker.TraceJinvPiDchi): Σ_e (J⁻¹ Π)_{j i} Dχ_e over Dχ's entries (i, j),
+    /// the columns of J⁻¹Π by the group's solve (dense J⁻¹; first order: (I − E (+ E²)) b).</summary>
+    static double TraceJinvPiDchi(K k, int mode, int p)
+    {
+        var a = k.A;
+        int d = a.D;
+        int e0 = k.Int(a.IDChiSelOff + p), e1 = k.Int(a.IDChiSelOff + p + 1);
+        var dchi = k.Row(a.DChi + k.Int(a.IDChiRowOff + p));
+        var pi = k.Row(a.Pi); var col = k.Row(a.Col); var z = k.Row(a.Tmp2);
+        var jinv = k.Row(a.JInv); var ev = k.Row(a.EV);
+        double s = 0;
+        for (int e = 0; e < e1 - e0; e++)
+        {
+            int i = k.Int(a.IDChiR + e0 + e), j = k.Int(a.IDChiC + e0 + e);
+            for (int r = 0; r < d; r++) col[r] = pi[r * d + i];
+            if (mode == 0)
+                for (int r = 0; r < d; r++) { double t = 0; for (int c = 0; c < d; c++) t += jinv[r * d + c] * col[c]; z[r] = t; }
+            else
+            {
+                // (Worker.Solve, first order: z = b − E b (+ E(E b)), with its scratch s1, s2)
+                var e1v = k.Row(a.S1); var e2v = k.Row(a.S2);
+                for (int r = 0; r < d; r++) e1v[r] = 0.0;
+                for (int q = 0; q < a.NJ; q++) { int jr = k.Int(a.IJRow + q); e1v[jr] = e1v[jr] + ev[q] * col[k.Int(a.IJCol + q)]; }
+                for (int r = 0; r < d; r++) z[r] = col[r] - e1v[r];
+                if (a.Multiplicative != 0)
+                {
+                    for (int r = 0; r < d; r++) e2v[r] = 0.0;
+                    for (int q = 0; q < a.NJ; q++) { int jr = k.Int(a.IJRow + q); e2v[jr] = e2v[jr] + ev[q] * e1v[k.Int(a.IJCol + q)]; }
+                    for (int r = 0; r < d; r++) z[r] = z[r] + e2v[r];
+                }
+            }
+            s += z[j] * dchi[e];
+        }
+        return s;
     }
 
     // ---------------------------------------------------------------- dense linear algebra (core Dense, on SoA rows)
@@ -607,13 +711,6 @@ public static class GpuTangent
                 throw new ArgumentException("the tangent kernel runs pathwise and divergence-kernel plans (alignment included) only");
         var U = new ResponseEngine.Setup(model, st, s, plans);
         int d = U.D, m = U.M, np = U.NParams, nobs = U.NObs;
-        if (U.NeedDk && m > 0 && !U.DiagonalNoise)
-        {
-            var rowHasNoise = new bool[d];
-            foreach (int r in st.GRow) rowHasNoise[r] = true;
-            if (m < d || rowHasNoise.Any(h => !h))
-                throw new NotSupportedException("the divergence-kernel method with degenerate noise (fewer noise lanes than states, or a state without noise) has no GPU kernel yet; use --backend cpu");
-        }
 
         // ---- the int table
         var ints = new List<int>();
@@ -647,6 +744,7 @@ public static class GpuTangent
         a.ISelJ = Put(U.SelJ); a.ISelI = Put(U.SelI); a.ISelE = Put(U.SelE);
         a.ISelE2A = Flat(U.SelE2A, out a.ISelE2Off); a.ISelE2B = Put(U.SelE2B.SelectMany(x => x));
         a.IDChiSel = Flat(U.DChiSel, out a.IDChiSelOff); a.IDChiRowOff = Put(Max1Offsets(st.DChiRow));
+        a.IDChiR = Put(st.DChiRow.SelectMany(x => x)); a.IDChiC = Put(st.DChiCol.SelectMany(x => x));
         a.IDgRow = Flat(st.DgRow, out a.IDgOff); a.IDgLane = Put(st.DgLane.SelectMany(x => x)); a.IDgRowOff = Put(Max1Offsets(st.DgRow));
         a.IObsGradState = Put(st.ObsGradState); a.IObsGradEnt = Flat(U.ObsGradEntries, out a.IObsGradEntOff);
         a.IDetInit = Put(U.DetInitMask.Select(b => b ? 1 : 0)); a.INeedChi = Put(U.NeedChi.Select(b => b ? 1 : 0));
@@ -679,6 +777,7 @@ public static class GpuTangent
         a.Col = Take(d); a.Tmp = Take(d); a.Tmp2 = Take(d); a.Piv = Take(d); a.Spw = Take(d);
         a.Sig = Take(general ? (long)d * m : 1); a.AMat = Take(general ? (long)d * d : 1); a.SP = Take(general ? (long)m * d : 1);
         a.V = Take((long)np * d);
+        a.Pi = Take(general ? (long)d * d : 1); a.PiIsI = Take(1); a.S1 = Take(general ? d : 1); a.S2 = Take(general ? d : 1);
         a.LyQ = Take(U.NeedAlign ? d : 1); a.LyZ = Take(U.NeedAlign ? d : 1);
         a.RecNext = Take(1);
         for (int g = 0; g < gd.Length; g++)
@@ -775,8 +874,10 @@ public static class GpuTangent
             flags.View.CopyToCPU(hostFlags);
             if (hostFlags[2] == 1)
                 throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
-            if (hostFlags[2] == 2)
-                throw new NotSupportedException("the diffusion matrix σσᵀ is singular on a path (degenerate noise): the GPU divergence-kernel kernel needs full-row-rank noise; use --backend cpu");
+            if (hostFlags[2] == 3)
+                throw new InvalidOperationException("the diffusion matrix is rank-deficient both ways (σσᵀ and σᵀσ singular): the kernel part of the divergence-kernel method is not defined; use alpha = 0");
+            if (hostFlags[2] == 4)
+                throw new InvalidOperationException("a deterministic init that depends on the parameter needs full-rank noise (use a normal init)");
             if (hostFlags[0] > 0)
                 throw new SimulationFailedException(hostFlags[1], hostFlags[1] * s.Dt, hostFlags[0], p0 + pc, s.Paths); // every path of the chunk ran
             ((ArrayView<double>)accs.View).SubView(0, rows * pc).CopyToCPU(host.AsSpan(0, (int)(rows * pc)));

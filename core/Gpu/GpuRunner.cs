@@ -69,23 +69,6 @@ public static class GpuRunner
     /// <summary>Which response plans the GPU backends can run: all of them (alignment included) since the alignment kernel.</summary>
     public static bool Supports(ResponsePlan p) => true;
 
-    /// <summary>
-    /// Why the tangent kernel cannot run <paramref name="plans"/> on a model of <paramref name="d"/> states and
-    /// <paramref name="m"/> noise lanes (null: it can): the divergence-kernel method (likelihood ratio and
-    /// alignment included) with degenerate noise, the CPU worker's Π ≠ I branch, which has no kernel. The
-    /// same condition as <see cref="TangentKernels"/>' own check, asked before any simulation.
-    /// </summary>
-    public static string? TangentRefusal(TangentStructure st, int d, int m, IEnumerable<ResponsePlan> plans)
-    {
-        if (m == 0 || !plans.Any(p => p.Method == ResponseMethod.DivergenceKernel && !p.Inactive)) return null;
-        var rowHasNoise = new bool[d];
-        foreach (int r in st.GRow) rowHasNoise[r] = true;
-        if (m >= d && rowHasNoise.All(h => h)) return null;
-        return m < d
-            ? $"the divergence-kernel method with degenerate noise ({m} noise lane(s) for {d} states) has no GPU kernel yet"
-            : "the divergence-kernel method with degenerate noise (a state without noise) has no GPU kernel yet";
-    }
-
     /// <summary>"auto": CUDA when ILGPU finds a device, otherwise the CPU engine ("cpu").</summary>
     public static string ResolveAuto() => GpuDevice.CudaAvailable ? "cuda" : "cpu";
 }

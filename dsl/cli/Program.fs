@@ -405,10 +405,6 @@ let private compile (args: ParseResults<CompileArgs>) =
         | None ->
             for (q, j) in p.Program.Jobs do
                 match j with
-                | Driver.ResponseJob (plans, _, _, _) when (Driver.gpuTangentRefusal p.Program plans).IsSome ->
-                    located "warning" q.Pos (sprintf "'%s': %s: the PTX is written, but 'dsl run --backend ilgpu-cpu|cuda' refuses this query" q.Text (Driver.gpuTangentRefusal p.Program plans).Value)
-                | Driver.AlignmentJob pl when (Driver.gpuTangentRefusal p.Program [ pl ]).IsSome ->
-                    located "warning" q.Pos (sprintf "'%s': %s: the PTX is written, but 'dsl run --backend ilgpu-cpu|cuda' refuses this query" q.Text (Driver.gpuTangentRefusal p.Program [ pl ]).Value)
                 | Driver.ResponseJob (plans, _, m, _) when plans |> List.exists (fun pl -> pl.Method <> ResponseMethod.FiniteDifference) ->
                     located "warning" q.Pos (sprintf "'%s' uses %s, which the cuda backend does not run yet (only finite_difference responses are enabled on CUDA): the PTX is written, but 'dsl run --backend cuda' refuses this query" q.Text m)
                 | Driver.AlignmentJob _ ->

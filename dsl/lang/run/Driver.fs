@@ -1287,24 +1287,18 @@ and fillSamplesWith (cancel: Threading.CancellationToken) (p: Program) (threads:
 
         { report with Sets = sets }, List.ofSeq failures
 
-/// Why the ILGPU backends' tangent kernel cannot run these response plans of the program (None: it can).
-let gpuTangentRefusal (p: Program) (plans: ResponsePlan list) : string option =
-    let m = p.Compiled.Instance (List.head p.File.Sets).Values :?> ISdeModel
-    Gpu.GpuRunner.TangentRefusal(p.Compiled.Structure, m.Dim, m.NoiseDim, plans) |> Option.ofObj
-
 /// Whether the tangent kernel's queries run on cuda (DSL_CUDA_TANGENT=1): refused there by default until the
 /// kernel is checked on a device (`runKeeping`, `recordRefusal`, `Fit`'s backend).
 let tangentOnCuda () = Environment.GetEnvironmentVariable "DSL_CUDA_TANGENT" = "1"
 
 /// Why `backend` (ilgpu-cpu or cuda) cannot record a `samples(...)` / `score(...)` query (None: it can): the
-/// recorded run is the tangent kernel's, so it shares that kernel's refusals (degenerate noise for a score's
-/// divergence kernel; on cuda every tangent-kernel query until DSL_CUDA_TANGENT=1, see `runKeeping`).
+/// recorded run is the tangent kernel's, so it shares that kernel's refusal (on cuda every tangent-kernel query
+/// until DSL_CUDA_TANGENT=1, see `runKeeping`).
 let recordRefusal (p: Program) (backend: string) (job: QueryJob) : string option =
     match job with
     | SamplesJob _
     | ScoreJob _ when backend = "cuda" && not (tangentOnCuda ()) ->
         Some "per-path values are recorded by the tangent kernel, which the cuda backend does not run yet (DSL_CUDA_TANGENT=1 lifts the refusal, to check it on a GPU)"
-    | ScoreJob (_, _, _, _, pl) -> gpuTangentRefusal p [ pl ]
     | _ -> None
 
 /// A weighted program: every set's population on the weighted engine, its steps on the CPU's threads or
@@ -1414,8 +1408,8 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
         p.Jobs
         |> List.forall (fun (_, j) ->
             match j with
-            | ResponseJob (plans, _, _, _) -> plans |> List.forall (gpuSupports "cuda") && (gpuTangentRefusal p plans).IsNone
-            | AlignmentJob pl -> tangentOnCuda && (gpuTangentRefusal p [ pl ]).IsNone
+            | ResponseJob (plans, _, _, _) -> plans |> List.forall (gpuSupports "cuda")
+            | AlignmentJob _ -> tangentOnCuda
             | SamplesJob _
             | ScoreJob _ -> (recordRefusal p "cuda" j).IsNone
             | _ -> true)
@@ -1445,10 +1439,6 @@ let rec runKeeping (p: Program) (opts: RunOptions) : RunReport * exn list =
                                 q.Pos.Line q.Pos.Col q.Text m backend
                         )
                     )
-                | ResponseJob (plans, _, _, _) when (gpuTangentRefusal p plans).IsSome ->
-                    raise (NotSupportedException(sprintf "%d:%d: '%s': %s; use --backend cpu" q.Pos.Line q.Pos.Col q.Text (gpuTangentRefusal p plans).Value))
-                | AlignmentJob pl when (gpuTangentRefusal p [ pl ]).IsSome ->
-                    raise (NotSupportedException(sprintf "%d:%d: '%s': %s; use --backend cpu" q.Pos.Line q.Pos.Col q.Text (gpuTangentRefusal p [ pl ]).Value))
                 | AlignmentJob _ when backend = "cuda" && not tangentOnCuda ->
                     raise (
                         NotSupportedException(

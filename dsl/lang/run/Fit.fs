@@ -976,25 +976,18 @@ type FitError =
 
 /// The backend of a fit's recorded runs (`--backend`, `auto` resolved as `dsl run` does: CUDA when a device is
 /// present and its kernels can run the fit, else the CPU engine), or why the one asked for cannot run it (a message
-/// the caller locates at the fit block). The recorded runs are the tangent kernel's: a fit on a GPU backend shares
-/// its refusals (degenerate noise; on cuda the whole kernel until DSL_CUDA_TANGENT=1, see `Driver.runKeeping`).
+/// the caller locates at the fit block). The recorded runs are the tangent kernel's: a fit on cuda is refused with
+/// the whole kernel until DSL_CUDA_TANGENT=1 (see `Driver.runKeeping`).
 /// Jacobian matching simulates nothing (the model's field at the data's states, on the host whatever the backend).
 let private fitBackend (asked: string) (compiled: Compile.CompiledModel) (ir: Lower.ModelIr) (plans: ResponsePlan[]) (isKl: bool) : Result<string, string> =
     let tangentOnCuda = Driver.tangentOnCuda ()
-    let refusal () = Gpu.GpuRunner.TangentRefusal(compiled.Structure, ir.Dim, Lower.noiseLanes ir, plans) |> Option.ofObj
-
     match asked with
     | "auto" ->
         match Gpu.GpuRunner.ResolveAuto() with
-        | "cuda" when isKl && (not tangentOnCuda || (refusal ()).IsSome) -> Ok "cpu"
+        | "cuda" when isKl && not tangentOnCuda -> Ok "cpu"
         | b -> Ok b
     | "cuda" when isKl && not tangentOnCuda ->
         Error "a fit's recorded runs are the tangent kernel's, which the cuda backend does not run yet; use --backend cpu or ilgpu-cpu (DSL_CUDA_TANGENT=1 lifts the refusal, to check it on a GPU)"
-    | "ilgpu-cpu"
-    | "cuda" when isKl ->
-        match refusal () with
-        | Some why -> Error(sprintf "%s; use --backend cpu" why)
-        | None -> Ok asked
     | "cpu"
     | "ilgpu-cpu"
     | "cuda" -> Ok asked
