@@ -206,14 +206,15 @@ let tests =
                 Expect.isMatch e.Message @"^\d+:\d+: 'weight \w+' makes a weighted .*cuda backend cannot run yet.*DSL_CUDA_WEIGHTED=1" "located refusal"
         }
 
-        test "the divergence-kernel method with degenerate noise: a located refusal on ilgpu-cpu" {
+        test "the divergence-kernel method with degenerate noise runs on ilgpu-cpu with the cpu's numbers (it was refused until 2026-12-07)" {
             let p = compile degenerate "osc.sde" Frontend.noOverrides
-            p.Run(1, backend = "cpu") |> ignore   // the CPU engine runs it
-            try
-                p.Run(1, backend = "ilgpu-cpu") |> ignore
-                failtest "expected NotSupportedException"
-            with :? NotSupportedException as e ->
-                Expect.isMatch e.Message @"^\d+:\d+: 'd mean\(x\^2\) / d g.*degenerate noise \(1 noise lane\(s\) for 2 states\)" "located refusal"
+            let cpu = p.Run(1, backend = "cpu")
+            let gpu = p.Run(1, backend = "ilgpu-cpu")
+            Expect.equal gpu.Settings.Backend "ilgpu-cpu" "backend"
+            for a, b in List.zip (List.head cpu.Sets).Results (List.head gpu.Sets).Results do
+                // the default mode at d = 2 is exact (dense LU on both): the same operations
+                Expect.equal (BitConverter.DoubleToInt64Bits b.Value) (BitConverter.DoubleToInt64Bits a.Value) (sprintf "%s: value" a.Query)
+                Expect.equal (BitConverter.DoubleToInt64Bits b.StdErr) (BitConverter.DoubleToInt64Bits a.StdErr) (sprintf "%s: standard error" a.Query)
         }
 
         testList "every weighted example's step kernel compiles to PTX (no GPU needed)" [
