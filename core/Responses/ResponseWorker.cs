@@ -234,9 +234,9 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         {
             // v ← J v + χ
             var vk = v[k];
-            Array.Clear(tmp);
-            for (int e = 0; e < jv.Length && e < U.St.JRow.Length; e++) tmp[U.St.JRow[e]] += jv[e] * vk[U.St.JCol[e]];
-            for (int i = 0; i < d; i++) vk[i] = tmp[i] + chi[k][i];
+            JacobianTimes(vk, tmp);
+            fixed (double* pv = vk, pt = tmp, pc = chi[k])
+                for (int i = 0; i < d; i++) pv[i] = pt[i] + pc[i];
         }
         _m.Step(V(a), V(b), V(pw), t, dt, sq);
         foreach (int k in U.Variants)
@@ -425,14 +425,37 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         Paths++;
     }
 
+    /// <summary>y = J x on J's pattern: y cleared, then y[row] += J_e x[col] entry by entry. Where a row's entries are
+    /// adjacent (the compiler's order) the row's sum stays in a register: the same additions in the same order,
+    /// without a store and a reload of y[row] per entry (a chain through memory that was 44% of a pathwise
+    /// Lorenz-96 run).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void JacobianTimes(double[] x, double[] y)
+    {
+        Array.Clear(y);
+        int ne = Math.Min(jv.Length, U.St.JRow.Length);
+        if (ne == 0) return;
+        fixed (int* rows = U.St.JRow, cols = U.St.JCol)
+        fixed (double* pj = jv, px = x, py = y)
+        {
+            int row = rows[0];
+            double acc = py[row];
+            for (int e = 0; e < ne; e++)
+            {
+                int r = rows[e];
+                if (r != row) { py[row] = acc; row = r; acc = py[r]; }
+                acc += pj[e] * px[cols[e]];
+            }
+            py[row] = acc;
+        }
+    }
+
     // ---------------------------------------------------------------- Lyapunov alignment
 
     /// <summary>q ← J q / |J q| (the k = 1 case of the Lyapunov engine's QR step); false when it collapses.</summary>
     bool AlignStep()
     {
-        var st = U.St;
-        Array.Clear(lyz);
-        for (int e = 0; e < st.JRow.Length; e++) lyz[st.JRow[e]] += jv[e] * lyq[st.JCol[e]];
+        JacobianTimes(lyq, lyz);
         double r = LyapunovEngine.Orthonormalise(lyz, U.D, 0);
         if (!(r > 0) || !double.IsFinite(r)) return false;
         Array.Copy(lyz, lyq, U.D);
