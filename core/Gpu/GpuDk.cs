@@ -79,8 +79,8 @@ public struct TanArgs
 /// Lyapunov alignment (<c>Worker.AlignStep</c>, <c>AlignmentCos</c>): q ← J q / |J q| from the fixed frame
 /// <c>frame</c> (<see cref="LyapunovEngine.InitialFrame"/>(d, 1), computed on the host) after the DK steps,
 /// |cos(q_N, ν_N)| into the plan's bins.
-/// flags[0]: failed paths, flags[1]: first failing step, flags[2]: error (1 singular J, 2 σσᵀ not positive
-/// definite, 3 σσᵀ and σᵀσ both singular, 4 a point init moving with γ under degenerate noise), flags[3 + 3q], flags[4 + 3q], flags[5 + 3q]: below / above / NaN samples of plan q.
+/// flags[0]: failed paths, flags[1]: first failing step, flags[2]: error (1 singular J, 3 σσᵀ and σᵀσ both
+/// singular, 4 a point init moving with γ under degenerate noise), flags[3 + 3q], flags[4 + 3q], flags[5 + 3q]: below / above / NaN samples of plan q.
 /// </summary>
 public static class TangentKernels
 {
@@ -167,7 +167,7 @@ public static class TangentKernels
                 if (M > 0)
                 {
                     model.Sigma(xa, t, sv);
-                    if (!PrepareNoise(k)) { Error(flags, 2); return; }
+                    if (!PrepareNoise(k)) { Error(flags, 3); return; }
                 }
             }
             for (int p = 0; p < a.NP; p++)
@@ -392,53 +392,11 @@ public static class TangentKernels
             int at = k.Int(a.IGRow + e) * m + k.Int(a.IGLane + e);
             sig[at] = sig[at] + sv[e] * sq;
         }
-        // full row rank: σ⁺ = σᵀ (σσᵀ)⁻¹, Π = I
-        for (int i = 0; i < d; i++)
-            for (int j = 0; j < d; j++)
-            {
-                double s = 0;
-                for (int l = 0; l < m; l++) s += sig[i * m + l] * sig[j * m + l];
-                amat[i * d + j] = s;
-            }
+        // σ⁺ and Π: the worker's own code (Dense.NoisePseudoInverse)
+        int rank = Dense.NoisePseudoInverse(sig, amat, sp, k.Row(a.Pi), col, k.Row(a.Tmp2), d, m);
+        if (rank < 0) return false;
         var piIsI = k.Row(a.PiIsI);
-        if (Dense.Cholesky(amat, d))
-        {
-            piIsI[0] = 1.0;
-            for (int l = 0; l < m; l++)
-            {
-                for (int r = 0; r < d; r++) col[r] = sig[r * m + l];
-                Dense.CholeskySolve(amat, d, col);
-                for (int i = 0; i < d; i++) sp[l * d + i] = col[i];
-            }
-        }
-        else
-        {
-            // full column rank: σ⁺ = (σᵀσ)⁻¹ σᵀ, Π = σ σ⁺
-            for (int p = 0; p < m; p++)
-                for (int c = 0; c < m; c++)
-                {
-                    double s = 0;
-                    for (int r = 0; r < d; r++) s += sig[r * m + p] * sig[r * m + c];
-                    amat[p * m + c] = s;
-                }
-            if (!Dense.Cholesky(amat, m)) { Error(k.Flags, 3); return false; }
-            piIsI[0] = 0.0;
-            var z = k.Row(a.Tmp2);
-            for (int i = 0; i < d; i++)
-            {
-                for (int p = 0; p < m; p++) z[p] = sig[i * m + p];
-                Dense.CholeskySolve(amat, m, z);
-                for (int p = 0; p < m; p++) sp[p * d + i] = z[p];
-            }
-            var pi = k.Row(a.Pi);
-            for (int i = 0; i < d; i++)
-                for (int j = 0; j < d; j++)
-                {
-                    double s = 0;
-                    for (int p = 0; p < m; p++) s += sig[i * m + p] * sp[p * d + j];
-                    pi[i * d + j] = s;
-                }
-        }
+        piIsI[0] = rank;
         for (int i = 0; i < d; i++)
         {
             double s = 0;

@@ -78,4 +78,56 @@ internal static class Dense
         for (int i = 0; i < n; i++) { double s = b[i]; for (int k = 0; k < i; k++) s -= l[i * n + k] * b[k]; b[i] = s / l[i * n + i]; }
         for (int i = n - 1; i >= 0; i--) { double s = b[i]; for (int k = i + 1; k < n; k++) s -= l[k * n + i] * b[k]; b[i] = s / l[i * n + i]; }
     }
+
+    /// <summary>
+    /// The divergence kernel's pseudo-inverse of the noise σ (d×m, row-major; <paramref name="amat"/> d×d scratch,
+    /// <paramref name="col"/> and <paramref name="z"/> length d): full row rank, σ⁺ = σᵀ(σσᵀ)⁻¹ and Π = I (returns 1);
+    /// else full column rank, σ⁺ = (σᵀσ)⁻¹σᵀ and Π = σσ⁺ into <paramref name="pi"/> (returns 0); σσᵀ and σᵀσ both
+    /// singular: −1. σ⁺ is m×d into <paramref name="sp"/>. The CPU worker and the GPU tangent kernel run this
+    /// one code (the same bits).
+    /// </summary>
+    public static int NoisePseudoInverse<TV>(TV sig, TV amat, TV sp, TV pi, TV col, TV z, int d, int m) where TV : struct, IVec
+    {
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++)
+            {
+                double s = 0;
+                for (int l = 0; l < m; l++) s += sig[i * m + l] * sig[j * m + l];
+                amat[i * d + j] = s;
+            }
+        if (Cholesky(amat, d))
+        {
+            // sp[l, i] = Σ_r σ[r, l] A⁻¹[r, i]: solve A z = σ[:, l] for each lane l (A symmetric)
+            for (int l = 0; l < m; l++)
+            {
+                for (int r = 0; r < d; r++) col[r] = sig[r * m + l];
+                CholeskySolve(amat, d, col);
+                for (int i = 0; i < d; i++) sp[l * d + i] = col[i];
+            }
+            return 1;
+        }
+        for (int a = 0; a < m; a++)
+            for (int c = 0; c < m; c++)
+            {
+                double s = 0;
+                for (int r = 0; r < d; r++) s += sig[r * m + a] * sig[r * m + c];
+                amat[a * m + c] = s;
+            }
+        if (!Cholesky(amat, m)) return -1;
+        // (σᵀσ is non-singular only for m ≤ d, so a column of length m fits in z)
+        for (int i = 0; i < d; i++)
+        {
+            for (int a = 0; a < m; a++) z[a] = sig[i * m + a];
+            CholeskySolve(amat, m, z);
+            for (int a = 0; a < m; a++) sp[a * d + i] = z[a];
+        }
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++)
+            {
+                double s = 0;
+                for (int a = 0; a < m; a++) s += sig[i * m + a] * sp[a * d + j];
+                pi[i * d + j] = s;
+            }
+        return 0;
+    }
 }

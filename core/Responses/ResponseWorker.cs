@@ -500,55 +500,11 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             Array.Copy(sv, svPrev, sv.Length);
             Array.Clear(sig);
             for (int e = 0; e < U.St.GRow.Length; e++) sig[U.St.GRow[e] * m + U.St.GLane[e]] += sv[e] * sq;
-            // full row rank: σ⁺ = σᵀ (σσᵀ)⁻¹, Π = I
-            for (int i = 0; i < d; i++)
-                for (int j = 0; j < d; j++)
-                {
-                    double s = 0;
-                    for (int l = 0; l < m; l++) s += sig[i * m + l] * sig[j * m + l];
-                    amat[i * d + j] = s;
-                }
-            if (Dense.Cholesky(new ArrayVec(amat), d))
-            {
-                piIsI = true;
-                // sp[l, i] = Σ_r σ[r, l] A⁻¹[r, i]: solve A z = σ[:, l] for each lane l (A symmetric)
-                for (int l = 0; l < m; l++)
-                {
-                    for (int r = 0; r < d; r++) col[r] = sig[r * m + l];
-                    Dense.CholeskySolve(new ArrayVec(amat), d, new ArrayVec(col));
-                    for (int i = 0; i < d; i++) sp[l * d + i] = col[i];
-                }
-            }
-            else
-            {
-                // full column rank: σ⁺ = (σᵀσ)⁻¹ σᵀ, Π = σ σ⁺
-                for (int a = 0; a < m; a++)
-                    for (int c = 0; c < m; c++)
-                    {
-                        double s = 0;
-                        for (int r = 0; r < d; r++) s += sig[r * m + a] * sig[r * m + c];
-                        amat[a * m + c] = s;
-                    }
-                if (!Dense.Cholesky(new ArrayVec(amat), m))
-                    throw new InvalidOperationException("the diffusion matrix is rank-deficient both ways (σσᵀ and σᵀσ singular): the kernel part of the divergence-kernel method is not defined; use alpha = 0");
-                piIsI = false;
-                // (σᵀσ is non-singular only for m ≤ d, so a column of length m fits in tmp2)
-                var z = tmp2;
-                for (int i = 0; i < d; i++)
-                {
-                    // column i of σᵀ, solved
-                    for (int a = 0; a < m; a++) z[a] = sig[i * m + a];
-                    Dense.CholeskySolve(new ArrayVec(amat), m, new ArrayVec(z));
-                    for (int a = 0; a < m; a++) sp[a * d + i] = z[a];
-                }
-                for (int i = 0; i < d; i++)
-                    for (int j = 0; j < d; j++)
-                    {
-                        double s = 0;
-                        for (int a = 0; a < m; a++) s += sig[i * m + a] * sp[a * d + j];
-                        pi[i * d + j] = s;
-                    }
-            }
+            // σ⁺ and Π (Dense.NoisePseudoInverse: full row rank, Π = I; else full column rank, Π = σσ⁺)
+            int rank = Dense.NoisePseudoInverse(new ArrayVec(sig), new ArrayVec(amat), new ArrayVec(sp), new ArrayVec(pi), new ArrayVec(col), new ArrayVec(tmp2), d, m);
+            if (rank < 0)
+                throw new InvalidOperationException("the diffusion matrix is rank-deficient both ways (σσᵀ and σᵀσ singular): the kernel part of the divergence-kernel method is not defined; use alpha = 0");
+            piIsI = rank == 1;
             noiseReady = true;
         }
         for (int i = 0; i < d; i++)
