@@ -76,6 +76,14 @@ let private across4Pair (seed: uint64) (path0: uint64) (pair: uint64) (tag: uint
     Normals.FillAcrossPaths4Pair(seed, path0, pair, tag, pe, po, count)
     e, o
 
+let private acrossSteps4 (seed: uint64) (path: uint64) (pair0: uint64) (tag: uint32) (count: int) =
+    let e = Array.zeroCreate<float> (4 * count)
+    let o = Array.zeroCreate<float> (4 * count)
+    use pe = fixed e
+    use po = fixed o
+    Normals.FillPairsAcrossSteps4(seed, path, pair0, tag, pe, po, count)
+    e, o
+
 /// Φ at the edges −9 + i·h (i = 0..nb) by Simpson's rule on each cell of the density (error of order h⁴,
 /// far below what the tests resolve; Φ(−9) ≈ 1e-19 is taken as 0).
 let private phiEdges (h: float) (nb: int) =
@@ -239,6 +247,27 @@ let tests =
                     Expect.equal (Array.map bits got) (fillScalar sd p st tag count |> Array.map bits) (sprintf "StepNormals.Fill count %d path %d step %d" count p st)
                     let got4 = viaStepNormals true sn sd p st tag count
                     Expect.equal (Array.map bits got4) (across4 sd p st tag count |> Array.map bits) (sprintf "StepNormals.FillAcrossPaths4 count %d path %d step %d" count p st)
+            // a StepNormals of at most four lanes draws four step pairs ahead (the vector lanes over the pairs):
+            // the same calls, and pair words across 2^32, give Fill's bits; so does the direct form, scalar too
+            for count in [ 1; 2; 3; 4 ] do
+                let small = StepNormals(count)
+                for (sd, p, st, tag) in calls @ [ for st in 8589934585UL .. 8589934595UL -> (seed, 7UL, st, Philox.TagStep) ] do
+                    let got = viaStepNormals false small sd p st tag count
+                    Expect.equal (Array.map bits got) (fillScalar sd p st tag count |> Array.map bits) (sprintf "StepNormals(%d).Fill path %d step %d" count p st)
+                for scalar in [ false; true ] do
+                    let saved = Normals.ScalarOnThisThread
+                    Normals.ScalarOnThisThread <- scalar
+                    try
+                        for (p, t0) in [ (0UL, 0UL); (123456789012UL, 4294967294UL); (UInt64.MaxValue >>> 16, 38UL) ] do
+                            let e, o = acrossSteps4 seed p t0 Philox.TagStep count
+                            for j in 0..3 do
+                                let t = t0 + uint64 j
+                                let ownE = fillScalar seed p (2UL * t) Philox.TagStep count |> Array.map bits
+                                let ownO = fillScalar seed p (2UL * t + 1UL) Philox.TagStep count |> Array.map bits
+                                Expect.equal (Array.init count (fun k -> bits e[k * 4 + j])) ownE (sprintf "across steps (scalar %b), even: count %d pair %d" scalar count t)
+                                Expect.equal (Array.init count (fun k -> bits o[k * 4 + j])) ownO (sprintf "across steps (scalar %b), odd: count %d pair %d" scalar count t)
+                    finally
+                        Normals.ScalarOnThisThread <- saved
         }
 
         test "the two steps of a pair are independent: correlation, E[z²z'²] = 1, E[z·z'] = 0 over 10⁶ pairs" {
