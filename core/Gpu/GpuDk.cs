@@ -540,15 +540,7 @@ public static class TangentKernels
             }
             else
             {
-                var pi = k.Row(a.Pi);
-                double uc = 0;
-                for (int i = 0; i < d; i++)
-                {
-                    double pc = 0;
-                    for (int j = 0; j < d; j++) pc += pi[i * d + j] * ch[j];
-                    uc += u[i] * (ch[i] - alpha * pc);
-                }
-                term1 = uc;
+                term1 = Dense.DotProjected(u, k.Row(a.Pi), ch, alpha, d);
                 term2 = trJD - alpha * TraceJinvPiDchi(k, grp.Mode, p);
                 double wsc = 0;
                 if (alpha != 0) for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
@@ -560,16 +552,7 @@ public static class TangentKernels
         // ν ← (I − αΠ)ᵀ u − α σ⁺ᵀ w
         if (a.Diagonal != 0 || k.Row(a.PiIsI)[0] != 0.0)
             for (int i = 0; i < d; i++) nuG[i] = (1 - alpha) * u[i] - alpha * spw[i];
-        else
-        {
-            var pi = k.Row(a.Pi);
-            for (int i = 0; i < d; i++)
-            {
-                double pu = 0;
-                for (int j = 0; j < d; j++) pu += pi[j * d + i] * u[j];
-                nuG[i] = u[i] - alpha * pu - alpha * spw[i];
-            }
-        }
+        else Dense.CovectorProjected(u, k.Row(a.Pi), spw, alpha, nuG, d);
         return true;
     }
 

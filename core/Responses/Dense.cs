@@ -130,4 +130,29 @@ internal static class Dense
             }
         return 0;
     }
+
+    /// <summary>Σ_i u_i (c_i − α (Π c)_i): the divergence kernel's u·(I − αΠ)c under degenerate noise (Π d×d,
+    /// row-major), the sum in index order, for the CPU worker and the GPU kernel alike.</summary>
+    public static double DotProjected<TV>(TV u, TV pi, TV c, double alpha, int d) where TV : struct, IVec
+    {
+        double s = 0;
+        for (int i = 0; i < d; i++)
+        {
+            double pc = 0;
+            for (int j = 0; j < d; j++) pc += pi[i * d + j] * c[j];
+            s += u[i] * (c[i] - alpha * pc);
+        }
+        return s;
+    }
+
+    /// <summary>ν = (I − αΠ)ᵀu − α σ⁺ᵀw (<paramref name="spw"/> = σ⁺ᵀw): the covector's update under degenerate noise.</summary>
+    public static void CovectorProjected<TV>(TV u, TV pi, TV spw, double alpha, TV nu, int d) where TV : struct, IVec
+    {
+        for (int i = 0; i < d; i++)
+        {
+            double pu = 0;
+            for (int j = 0; j < d; j++) pu += pi[j * d + i] * u[j];
+            nu[i] = u[i] - alpha * pu - alpha * spw[i];
+        }
+    }
 }

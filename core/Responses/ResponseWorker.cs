@@ -666,14 +666,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             }
             else
             {
-                double uc = 0;
-                for (int i = 0; i < d; i++)
-                {
-                    double pc = 0;
-                    for (int j = 0; j < d; j++) pc += pi[i * d + j] * ch[j];
-                    uc += u[i] * (ch[i] - alpha * pc);
-                }
-                term1 = uc;
+                term1 = Dense.DotProjected(new ArrayVec(u), new ArrayVec(pi), new ArrayVec(ch), alpha, d);
                 term2 = trJD - alpha * TraceJinvPiDchi(mode, k);
                 wsc = 0;
                 if (alpha != 0) for (int i = 0; i < d; i++) wsc += spw[i] * ch[i];
@@ -687,15 +680,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
 
         // ν ← (I − αΠ)ᵀ u − α σ⁺ᵀ w
         if (piIsI) for (int i = 0; i < d; i++) nuG[i] = (1 - alpha) * u[i] - alpha * spw[i];
-        else
-        {
-            for (int i = 0; i < d; i++)
-            {
-                double pu = 0;
-                for (int j = 0; j < d; j++) pu += pi[j * d + i] * u[j];
-                nuG[i] = u[i] - alpha * pu - alpha * spw[i];
-            }
-        }
+        else Dense.CovectorProjected(new ArrayVec(u), new ArrayVec(pi), new ArrayVec(spw), alpha, new ArrayVec(nuG), d);
     }
 
     /// <summary>tr(J⁻¹ Π Dχ) = Σ_e (J⁻¹Π)_{j i} Dχ_e, columns of J⁻¹Π by solves (degenerate noise only).</summary>

@@ -48,13 +48,21 @@ public static class Elementary
         double t = r * r;
         double c = r - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
         double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
-        double k1 = Math.Floor(k * 0.5);
-        return y * Pow2(k1) * Pow2(k - k1);
+        return Scale2(y, k);
     }
 
     /// <summary>2^k for an integral k in [−1022, 1023], from its exponent bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static double Pow2(double k) => BitConverter.Int64BitsToDouble(BitConverter.DoubleToInt64Bits(k + Magic) << 52);
+
+    /// <summary>y·2^k for an integral k in [−2044, 2046], as two exact factors 2^⌊k/2⌋ and 2^(k − ⌊k/2⌋): a subnormal
+    /// result is rounded once (fdlibm's scalbn), a normal one not at all.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static double Scale2(double y, double k)
+    {
+        double k1 = Math.Floor(k * 0.5);
+        return y * Pow2(k1) * Pow2(k - k1);
+    }
 
     /// <summary><see cref="Exp(double)"/> on four lanes: lane by lane the same bits.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -71,9 +79,7 @@ public static class Elementary
         var r = hi - lo;
         var t = r * r;
         var c = r - t * (Vector256.Create(P1) + t * (Vector256.Create(P2) + t * (Vector256.Create(P3) + t * (Vector256.Create(P4) + t * Vector256.Create(P5)))));
-        var y = Vector256<double>.One - ((lo - (r * c) / (Vector256.Create(2.0) - c)) - hi);
-        var k1 = Vector256.Floor(k * Vector256.Create(0.5));
-        y = y * Pow2(k1) * Pow2(k - k1);
+        var y = Scale2(Vector256<double>.One - ((lo - (r * c) / (Vector256.Create(2.0) - c)) - hi), k);
         y = Vector256.ConditionalSelect(over, Vector256.Create(double.PositiveInfinity), y);
         y = Vector256.ConditionalSelect(under, Vector256<double>.Zero, y);
         return Vector256.ConditionalSelect(nan, x, y);
@@ -81,6 +87,13 @@ public static class Elementary
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector256<double> Pow2(Vector256<double> k) => ((k + Vector256.Create(Magic)).AsUInt64() << 52).AsDouble();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> Scale2(Vector256<double> y, Vector256<double> k)
+    {
+        var k1 = Vector256.Floor(k * Vector256.Create(0.5));
+        return y * Pow2(k1) * Pow2(k - k1);
+    }
 
     /// <summary>log x (see the class): NaN below 0 and for NaN, −∞ at ±0, +∞ at +∞; subnormal x scaled by 2^54 first.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -286,7 +299,6 @@ public static class Elementary
                  T12 = 2.59073051863633712884e-05;
     const double Pio4 = 7.85398163397448278999e-01, Pio4Lo = 3.06161699786838301793e-17;
     const double ReflectFrom = 0.6743354797363281;           // 0x3FE5942800000000: k_tan's |x| ≥ 0.6744 (its high word)
-    const ulong HighWord = 0xFFFFFFFF00000000UL;             // SET_LOW_WORD(z, 0): the low 32 bits cleared
     const double TanTiny = 7.450580596923828e-09;            // 2^-27: tan x = x below (s_tan.c; keeps −0)
 
     /// <summary>tan x, within one ulp; |x| ≥ 2^20 π/2, ±∞ and NaN: <see cref="Math.Tan"/>.</summary>
@@ -326,10 +338,10 @@ public static class Elementary
         }
         if (!odd) return w;
         // −1/(x + r) accurately: w split as z + v with z's low word cleared, a = −1/w likewise as t
-        double zz = BitConverter.Int64BitsToDouble(BitConverter.DoubleToInt64Bits(w) & unchecked((long)HighWord));
+        double zz = ClearLow(w);
         double vv = r - (zz - x);
         double a = -1.0 / w;
-        double t = BitConverter.Int64BitsToDouble(BitConverter.DoubleToInt64Bits(a) & unchecked((long)HighWord));
+        double t = ClearLow(a);
         double ss = 1.0 + t * zz;
         return t + a * (ss + t * vv);
     }
@@ -362,10 +374,10 @@ public static class Elementary
         var u = iy - Vector256.Create(2.0) * (x - (w * w / (w + iy) - r));
         u = Vector256.ConditionalSelect(negative, -u, u);
         // odd quadrant, not reflected: −1/w with split parts
-        var zz = (w.AsUInt64() & Vector256.Create(HighWord)).AsDouble();
+        var zz = ClearLow(w);
         var vv = r - (zz - x);
         var a = Vector256.Create(-1.0) / w;
-        var t = (a.AsUInt64() & Vector256.Create(HighWord)).AsDouble();
+        var t = ClearLow(a);
         var ss = Vector256<double>.One + t * zz;
         var inv = t + a * (ss + t * vv);
         var val = Vector256.ConditionalSelect(big, u, Vector256.ConditionalSelect(odd, inv, w));
@@ -383,6 +395,7 @@ public static class Elementary
     const double ReduceFrom = 0.3465735912322998;            // 0x3fd62e4300000000: the high word above 0x3fd62e42 (ln 2 / 2)
     const double ThreeHalvesLn2 = 1.0397205352783203;        // 0x3FF0A2B200000000: below (and from ReduceFrom), k = ±1
     const double TinyExpm1 = 5.551115123125783e-17;          // 2^-54: below, expm1 x = x
+    const double TwoTo1023 = 8.98846567431158e307;
     const double MinusOneBelow = -38.81622314453125;         // −0x4043687A00000000, about −56 ln 2: expm1 = −1 from here down
 
     /// <summary>e^x − 1 within one ulp (fdlibm's): NaN for NaN, +∞ above 709.78, −1 below −56 ln 2.</summary>
@@ -394,17 +407,16 @@ public static class Elementary
         if (x <= MinusOneBelow) return -1.0;
         double ax = Math.Abs(x);
         if (ax < TinyExpm1) return x;
-        double k = 0, c = 0, hi, lo;
+        double k = 0, c = 0;
         if (ax >= ReduceFrom)
         {
-            if (ax < ThreeHalvesLn2) { k = x < 0 ? -1.0 : 1.0; hi = x - k * Ln2Hi; lo = k * Ln2Lo; }
+            if (ax < ThreeHalvesLn2) k = x < 0 ? -1.0 : 1.0;
             else
             {
                 double u = InvLn2 * x;
                 k = x < 0 ? -Math.Floor(0.5 - u) : Math.Floor(u + 0.5);
-                hi = x - k * Ln2Hi;
-                lo = k * Ln2Lo;
             }
+            double hi = x - k * Ln2Hi, lo = k * Ln2Lo;
             x = hi - lo;
             c = (hi - x) - lo;
         }
@@ -421,7 +433,7 @@ public static class Elementary
         if (k <= -2 || k > 56)
         {
             double y = 1.0 - (e - x);
-            y = k == 1024 ? y * 2.0 * 8.98846567431158e307 : y * Pow2(k);
+            y = k == 1024 ? y * 2.0 * TwoTo1023 : y * Pow2(k);
             return y - 1.0;
         }
         if (k < 20) return ((1.0 - Pow2(-k)) - (e - x)) * Pow2(k);
@@ -468,7 +480,7 @@ public static class Elementary
         var p2k = Pow2(kc);
         var p2mk = Pow2(Vector256.Min(Vector256.Max(-k, Vector256.Create(-1022.0)), Vector256.Create(1023.0)));
         var y = Vector256<double>.One - (e - x);
-        var far = Vector256.ConditionalSelect(Vector256.Equals(k, Vector256.Create(1024.0)), y * Vector256.Create(2.0) * Vector256.Create(8.98846567431158e307), y * p2k) - Vector256<double>.One;
+        var far = Vector256.ConditionalSelect(Vector256.Equals(k, Vector256.Create(1024.0)), y * Vector256.Create(2.0) * Vector256.Create(TwoTo1023), y * p2k) - Vector256<double>.One;
         var near = ((Vector256<double>.One - p2mk) - (e - x)) * p2k;
         var mid = ((x - (e + p2mk)) + Vector256<double>.One) * p2k;
         var val = Vector256.ConditionalSelect(Vector256.LessThan(k, Vector256.Create(20.0)), near, mid);
@@ -485,9 +497,9 @@ public static class Elementary
     // tanh: fdlibm's s_tanh.c: x for |x| < 2^-28, −t/(t + 2) with t = expm1(−2|x|) below 1, 1 − 2/(t + 2) with
     // t = expm1(2|x|) from 1 to 22, ±1 beyond; the sign of x restored.
     const double TanhTiny = 3.725290298461914e-09;           // 2^-28
-    const double TanhOne = 22.0;
+    const double TanhOne = 22.0;                             // tanh x rounds to ±1 from here
 
-    /// <summary>tanh x within one ulp (fdlibm's): ±1 beyond ±22, NaN for NaN.</summary>
+    /// <summary>tanh x within two ulps of the exact value (fdlibm's, as glibc's): ±1 beyond ±22, NaN for NaN.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static double Tanh(double x)
     {
@@ -680,9 +692,7 @@ public static class Elementary
         t = z * z;
         double c = z - t * (P1 + t * (P2 + t * (P3 + t * (P4 + t * P5))));
         double r = (z * c) / (c - 2.0) - (w + z * w);
-        z = 1.0 - (r - z);
-        double k1 = Math.Floor(nn * 0.5);
-        return z * Pow2(k1) * Pow2(nn - k1);
+        return Scale2(1.0 - (r - z), nn);
     }
 
     /// <summary><see cref="Pow(double, double)"/> on four lanes: lane by lane the same bits. Lanes with x &gt; 0 normal and
@@ -767,8 +777,7 @@ public static class Elementary
         var c = z - t * (Vector256.Create(P1) + t * (Vector256.Create(P2) + t * (Vector256.Create(P3) + t * (Vector256.Create(P4) + t * Vector256.Create(P5)))));
         r = (z * c) / (c - Vector256.Create(2.0)) - (w + z * w);
         z = Vector256<double>.One - (r - z);
-        var h = Vector256.Floor(nn * Vector256.Create(0.5));
-        var val = z * Pow2(h) * Pow2(nn - h);
+        var val = Scale2(z, nn);
         if (Vector256.EqualsAll(fast, Vector256<long>.AllBitsSet)) return val;
         for (int i = 0; i < 4; i++)
             if (fast.GetElement(i) == 0) val = val.WithElement(i, Pow(x.GetElement(i), y.GetElement(i)));

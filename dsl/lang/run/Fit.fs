@@ -979,7 +979,7 @@ type FitError =
 /// the caller locates at the fit block). The recorded runs are the tangent kernel's: a fit on cuda is refused with
 /// the whole kernel until DSL_CUDA_TANGENT=1 (see `Driver.runKeeping`).
 /// Jacobian matching simulates nothing (the model's field at the data's states, on the host whatever the backend).
-let private fitBackend (asked: string) (compiled: Compile.CompiledModel) (ir: Lower.ModelIr) (plans: ResponsePlan[]) (isKl: bool) : Result<string, string> =
+let private fitBackend (asked: string) (isKl: bool) : Result<string, string> =
     let tangentOnCuda = Driver.tangentOnCuda ()
     match asked with
     | "auto" ->
@@ -1052,7 +1052,7 @@ let problem (cf: CheckedFile) (spec: FitSpec) (opts: FitOptions) : Result<Proble
                 |> Array.mapi (fun k _ ->
                     ResponsePlan(Kind = EstimateKind.Mean, Observable = 0, Method = ResponseMethod.DivergenceKernel, Rate = spec.Rate, Mode = mode, Which = k))
 
-            match fitBackend opts.Backend compiled ir plans isKl with
+            match fitBackend opts.Backend isKl with
             | Error msg -> at spec.Pos msg
             | Ok backend ->
 
