@@ -157,6 +157,13 @@ let private lawChecks (n: int) (h: float) =
 
 [<Tests>]
 let tests =
+    // Runs f with the 512-bit forms switched off (narrow = true) or allowed (where the machine has them);
+    // the switch is process-wide, and the bits are the same either way (which is what the tests check).
+    let withNarrow (narrow: bool) (f: unit -> unit) =
+        let saved = Normals.ForceNarrow
+        Normals.ForceNarrow <- narrow
+        try f () finally Normals.ForceNarrow <- saved
+
     testList "Normals" [
         test "the generator's log, sine and cosine are within 2 ulp of the runtime's" {
             let rng = Random 5
@@ -175,99 +182,105 @@ let tests =
             Expect.isLessThan ec 4.5e-16 (sprintf "cos: worst relative error %.3g" ec)
         }
 
-        test "scalar, AVX2 and four-path forms give the same bits, for every count" {
-            for count in [ 1; 2; 3; 4; 5; 6; 7; 8; 9; 13; 40; 101 ] do
-                for (p, st) in [ (0UL, 0UL); (123456789012UL, 5000000000UL); (UInt64.MaxValue >>> 16, 77UL) ] do
-                    for tag in [ Philox.TagStep; Philox.TagInitNormal ] do
-                        let v = fill 0xDEADBEEFCAFEUL p st tag count
-                        let r = fillScalar 0xDEADBEEFCAFEUL p st tag count
-                        Expect.equal (Array.map bits v) (Array.map bits r) (sprintf "count %d path %d step %d" count p st)
-                        let a = across4 0xDEADBEEFCAFEUL p st tag count
-                        for j in 0..3 do
-                            let own = fillScalar 0xDEADBEEFCAFEUL (p + uint64 j) st tag count
-                            Expect.equal (Array.init count (fun k -> bits a[k * 4 + j])) (Array.map bits own) (sprintf "across paths: count %d path %d" count (p + uint64 j))
-            // the dispatch's switch to the scalar form changes nothing
-            Normals.ScalarOnThisThread <- true
-            let s = try fill 3UL 4UL 5UL Philox.TagStep 40 finally Normals.ScalarOnThisThread <- false
-            Expect.equal (Array.map bits s) (Array.map bits (fill 3UL 4UL 5UL Philox.TagStep 40)) "ScalarOnThisThread"
+        test "scalar, AVX2, 512-bit and four-path forms give the same bits, for every count" {
+            for narrow in [ false; true ] do
+                withNarrow narrow (fun () ->
+                    for count in [ 1; 2; 3; 4; 5; 6; 7; 8; 9; 13; 40; 101 ] do
+                        for (p, st) in [ (0UL, 0UL); (123456789012UL, 5000000000UL); (UInt64.MaxValue >>> 16, 77UL) ] do
+                            for tag in [ Philox.TagStep; Philox.TagInitNormal ] do
+                                let v = fill 0xDEADBEEFCAFEUL p st tag count
+                                let r = fillScalar 0xDEADBEEFCAFEUL p st tag count
+                                Expect.equal (Array.map bits v) (Array.map bits r) (sprintf "count %d path %d step %d" count p st)
+                                let a = across4 0xDEADBEEFCAFEUL p st tag count
+                                for j in 0..3 do
+                                    let own = fillScalar 0xDEADBEEFCAFEUL (p + uint64 j) st tag count
+                                    Expect.equal (Array.init count (fun k -> bits a[k * 4 + j])) (Array.map bits own) (sprintf "across paths: count %d path %d" count (p + uint64 j))
+                    // the dispatch's switch to the scalar form changes nothing
+                    Normals.ScalarOnThisThread <- true
+                    let s = try fill 3UL 4UL 5UL Philox.TagStep 40 finally Normals.ScalarOnThisThread <- false
+                    Expect.equal (Array.map bits s) (Array.map bits (fill 3UL 4UL 5UL Philox.TagStep 40)) "ScalarOnThisThread")
         }
 
-        test "the batched four-path form gives each (path, step, lane) the bits of Fill" {
-            // steps: one, a pair, odd, a whole pass of 16 and one more, several passes and a partial one;
-            // first steps: 0, and 2^32 − 3 so that a batch crosses the step's 32-bit word
-            let seed = 0xDEADBEEFCAFEUL
-            let check (scalar: bool) =
-                let saved = Normals.ScalarOnThisThread
-                Normals.ScalarOnThisThread <- scalar
-                try
-                    for count in [ 1; 2; 3; 5; 7; 8; 13; 40 ] do
-                        for steps in [ 1; 2; 3; 16; 17; 37 ] do
-                            for (p0, st0) in [ (0UL, 0UL); (4294967294UL, 4294967293UL); (UInt64.MaxValue >>> 16, 77UL) ] do
-                                let v = batched seed p0 st0 steps Philox.TagStep count
-                                for s in 0 .. steps - 1 do
-                                    for j in 0..3 do
-                                        let own = fillScalar seed (p0 + uint64 j) (st0 + uint64 s) Philox.TagStep count
-                                        let got = Array.init count (fun k -> bits v[(s * count + k) * 4 + j])
-                                        Expect.equal got (Array.map bits own) (sprintf "scalar %b: count %d, steps %d, path %d, step %d" scalar count steps (p0 + uint64 j) (st0 + uint64 s))
-                finally
-                    Normals.ScalarOnThisThread <- saved
-            check false
-            check true
+        test "the batched four-path form gives each (path, step, lane) the bits of Fill, 512-bit forms and AVX2 alone" {
+            for narrow in [ false; true ] do
+                withNarrow narrow (fun () ->
+                    // steps: one, a pair, odd, a whole pass of 16 and one more, several passes and a partial one;
+                    // first steps: 0, and 2^32 − 3 so that a batch crosses the step's 32-bit word
+                    let seed = 0xDEADBEEFCAFEUL
+                    let check (scalar: bool) =
+                        let saved = Normals.ScalarOnThisThread
+                        Normals.ScalarOnThisThread <- scalar
+                        try
+                            for count in [ 1; 2; 3; 5; 7; 8; 13; 40 ] do
+                                for steps in [ 1; 2; 3; 16; 17; 37 ] do
+                                    for (p0, st0) in [ (0UL, 0UL); (4294967294UL, 4294967293UL); (UInt64.MaxValue >>> 16, 77UL) ] do
+                                        let v = batched seed p0 st0 steps Philox.TagStep count
+                                        for s in 0 .. steps - 1 do
+                                            for j in 0..3 do
+                                                let own = fillScalar seed (p0 + uint64 j) (st0 + uint64 s) Philox.TagStep count
+                                                let got = Array.init count (fun k -> bits v[(s * count + k) * 4 + j])
+                                                Expect.equal got (Array.map bits own) (sprintf "scalar %b: count %d, steps %d, path %d, step %d" scalar count steps (p0 + uint64 j) (st0 + uint64 s))
+                        finally
+                            Normals.ScalarOnThisThread <- saved
+                    check false
+                    check true)
         }
 
-        test "step pairs: one block per lane gives steps 2t and 2t + 1, in every form and call order" {
-            let seed = 0xDEADBEEFCAFEUL
-            for count in [ 1; 2; 3; 4; 5; 7; 8; 9; 13; 40 ] do
-                for (p, t) in [ (0UL, 0UL); (123456789012UL, 2500000000UL); (UInt64.MaxValue >>> 16, 38UL) ] do
-                    let even = fillScalar seed p (2UL * t) Philox.TagStep count |> Array.map bits
-                    let odd = fillScalar seed p (2UL * t + 1UL) Philox.TagStep count |> Array.map bits
-                    for scalar in [ false; true ] do
-                        let e, o = fillPair scalar seed p t Philox.TagStep count
-                        Expect.equal (Array.map bits e) even (sprintf "pair (scalar %b), count %d, even step" scalar count)
-                        Expect.equal (Array.map bits o) odd (sprintf "pair (scalar %b), count %d, odd step" scalar count)
-                    let e4, o4 = across4Pair seed p t Philox.TagStep count
-                    for j in 0..3 do
-                        let ownE = fillScalar seed (p + uint64 j) (2UL * t) Philox.TagStep count |> Array.map bits
-                        let ownO = fillScalar seed (p + uint64 j) (2UL * t + 1UL) Philox.TagStep count |> Array.map bits
-                        Expect.equal (Array.init count (fun k -> bits e4[k * 4 + j])) ownE (sprintf "across paths, even: count %d" count)
-                        Expect.equal (Array.init count (fun k -> bits o4[k * 4 + j])) ownO (sprintf "across paths, odd: count %d" count)
-            // StepNormals: in order from an even and from an odd step, a repeat, another path, another tag
-            // and seed in between; every call the bits of Fill
-            let sn = StepNormals(4 * 13)
-            let calls =
-                [ for st in 0UL .. 6UL -> (seed, 5UL, st, Philox.TagStep)
-                  for st in 11UL .. 16UL -> (seed, 5UL, st, Philox.TagStep)
-                  yield (seed, 5UL, 16UL, Philox.TagStep); yield (seed, 5UL, 17UL, Philox.TagStep); yield (seed, 5UL, 17UL, Philox.TagStep)
-                  yield (seed, 5UL, 18UL, Philox.TagStep); yield (seed, 6UL, 19UL, Philox.TagStep)
-                  yield (seed, 5UL, 20UL, Philox.TagStep); yield (seed, 5UL, 21UL, Philox.TagInitNormal)
-                  yield (seed, 5UL, 22UL, Philox.TagStep); yield (seed + 1UL, 5UL, 23UL, Philox.TagStep) ]
-            for count in [ 1; 3; 13 ] do
-                for (sd, p, st, tag) in calls do
-                    let got = viaStepNormals false sn sd p st tag count
-                    Expect.equal (Array.map bits got) (fillScalar sd p st tag count |> Array.map bits) (sprintf "StepNormals.Fill count %d path %d step %d" count p st)
-                    let got4 = viaStepNormals true sn sd p st tag count
-                    Expect.equal (Array.map bits got4) (across4 sd p st tag count |> Array.map bits) (sprintf "StepNormals.FillAcrossPaths4 count %d path %d step %d" count p st)
-            // a StepNormals of at most four lanes draws four step pairs ahead (the vector lanes over the pairs):
-            // the same calls, and pair words across 2^32, give Fill's bits; so does the direct form, scalar too
-            for count in [ 1; 2; 3; 4 ] do
-                let small = StepNormals(count)
-                for (sd, p, st, tag) in calls @ [ for st in 8589934585UL .. 8589934595UL -> (seed, 7UL, st, Philox.TagStep) ] do
-                    let got = viaStepNormals false small sd p st tag count
-                    Expect.equal (Array.map bits got) (fillScalar sd p st tag count |> Array.map bits) (sprintf "StepNormals(%d).Fill path %d step %d" count p st)
-                for scalar in [ false; true ] do
-                    let saved = Normals.ScalarOnThisThread
-                    Normals.ScalarOnThisThread <- scalar
-                    try
-                        for (p, t0) in [ (0UL, 0UL); (123456789012UL, 4294967294UL); (UInt64.MaxValue >>> 16, 38UL) ] do
-                            let e, o = acrossSteps4 seed p t0 Philox.TagStep count
+        test "step pairs: one block per lane gives steps 2t and 2t + 1, in every form and call order, 512-bit forms and AVX2 alone" {
+            for narrow in [ false; true ] do
+                withNarrow narrow (fun () ->
+                    let seed = 0xDEADBEEFCAFEUL
+                    for count in [ 1; 2; 3; 4; 5; 7; 8; 9; 13; 40 ] do
+                        for (p, t) in [ (0UL, 0UL); (123456789012UL, 2500000000UL); (UInt64.MaxValue >>> 16, 38UL) ] do
+                            let even = fillScalar seed p (2UL * t) Philox.TagStep count |> Array.map bits
+                            let odd = fillScalar seed p (2UL * t + 1UL) Philox.TagStep count |> Array.map bits
+                            for scalar in [ false; true ] do
+                                let e, o = fillPair scalar seed p t Philox.TagStep count
+                                Expect.equal (Array.map bits e) even (sprintf "pair (scalar %b), count %d, even step" scalar count)
+                                Expect.equal (Array.map bits o) odd (sprintf "pair (scalar %b), count %d, odd step" scalar count)
+                            let e4, o4 = across4Pair seed p t Philox.TagStep count
                             for j in 0..3 do
-                                let t = t0 + uint64 j
-                                let ownE = fillScalar seed p (2UL * t) Philox.TagStep count |> Array.map bits
-                                let ownO = fillScalar seed p (2UL * t + 1UL) Philox.TagStep count |> Array.map bits
-                                Expect.equal (Array.init count (fun k -> bits e[k * 4 + j])) ownE (sprintf "across steps (scalar %b), even: count %d pair %d" scalar count t)
-                                Expect.equal (Array.init count (fun k -> bits o[k * 4 + j])) ownO (sprintf "across steps (scalar %b), odd: count %d pair %d" scalar count t)
-                    finally
-                        Normals.ScalarOnThisThread <- saved
+                                let ownE = fillScalar seed (p + uint64 j) (2UL * t) Philox.TagStep count |> Array.map bits
+                                let ownO = fillScalar seed (p + uint64 j) (2UL * t + 1UL) Philox.TagStep count |> Array.map bits
+                                Expect.equal (Array.init count (fun k -> bits e4[k * 4 + j])) ownE (sprintf "across paths, even: count %d" count)
+                                Expect.equal (Array.init count (fun k -> bits o4[k * 4 + j])) ownO (sprintf "across paths, odd: count %d" count)
+                    // StepNormals: in order from an even and from an odd step, a repeat, another path, another tag
+                    // and seed in between; every call the bits of Fill
+                    let sn = StepNormals(4 * 13)
+                    let calls =
+                        [ for st in 0UL .. 6UL -> (seed, 5UL, st, Philox.TagStep)
+                          for st in 11UL .. 16UL -> (seed, 5UL, st, Philox.TagStep)
+                          yield (seed, 5UL, 16UL, Philox.TagStep); yield (seed, 5UL, 17UL, Philox.TagStep); yield (seed, 5UL, 17UL, Philox.TagStep)
+                          yield (seed, 5UL, 18UL, Philox.TagStep); yield (seed, 6UL, 19UL, Philox.TagStep)
+                          yield (seed, 5UL, 20UL, Philox.TagStep); yield (seed, 5UL, 21UL, Philox.TagInitNormal)
+                          yield (seed, 5UL, 22UL, Philox.TagStep); yield (seed + 1UL, 5UL, 23UL, Philox.TagStep) ]
+                    for count in [ 1; 3; 13 ] do
+                        for (sd, p, st, tag) in calls do
+                            let got = viaStepNormals false sn sd p st tag count
+                            Expect.equal (Array.map bits got) (fillScalar sd p st tag count |> Array.map bits) (sprintf "StepNormals.Fill count %d path %d step %d" count p st)
+                            let got4 = viaStepNormals true sn sd p st tag count
+                            Expect.equal (Array.map bits got4) (across4 sd p st tag count |> Array.map bits) (sprintf "StepNormals.FillAcrossPaths4 count %d path %d step %d" count p st)
+                    // a StepNormals of at most four lanes draws four step pairs ahead (the vector lanes over the pairs):
+                    // the same calls, and pair words across 2^32, give Fill's bits; so does the direct form, scalar too
+                    for count in [ 1; 2; 3; 4 ] do
+                        let small = StepNormals(count)
+                        for (sd, p, st, tag) in calls @ [ for st in 8589934585UL .. 8589934595UL -> (seed, 7UL, st, Philox.TagStep) ] do
+                            let got = viaStepNormals false small sd p st tag count
+                            Expect.equal (Array.map bits got) (fillScalar sd p st tag count |> Array.map bits) (sprintf "StepNormals(%d).Fill path %d step %d" count p st)
+                        for scalar in [ false; true ] do
+                            let saved = Normals.ScalarOnThisThread
+                            Normals.ScalarOnThisThread <- scalar
+                            try
+                                for (p, t0) in [ (0UL, 0UL); (123456789012UL, 4294967294UL); (UInt64.MaxValue >>> 16, 38UL) ] do
+                                    let e, o = acrossSteps4 seed p t0 Philox.TagStep count
+                                    for j in 0..3 do
+                                        let t = t0 + uint64 j
+                                        let ownE = fillScalar seed p (2UL * t) Philox.TagStep count |> Array.map bits
+                                        let ownO = fillScalar seed p (2UL * t + 1UL) Philox.TagStep count |> Array.map bits
+                                        Expect.equal (Array.init count (fun k -> bits e[k * 4 + j])) ownE (sprintf "across steps (scalar %b), even: count %d pair %d" scalar count t)
+                                        Expect.equal (Array.init count (fun k -> bits o[k * 4 + j])) ownO (sprintf "across steps (scalar %b), odd: count %d pair %d" scalar count t)
+                            finally
+                                Normals.ScalarOnThisThread <- saved)
         }
 
         test "the two steps of a pair are independent: correlation, E[z²z'²] = 1, E[z·z'] = 0 over 10⁶ pairs" {

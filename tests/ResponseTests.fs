@@ -183,7 +183,7 @@ let tests =
             Expect.isLessThan (abs (o1000 - o10)) 8192L (sprintf "with the control: 10 steps: %d B, 1000 steps: %d B" o10 o1000)
         }
 
-        test "sparse LU, four lanes: emitted and interpreted kernels give the same bits, and J⁻¹ at the pattern and J⁻ᵀc as dense algebra" {
+        test "sparse LU, four and eight lanes: emitted and interpreted kernels give the same bits, and J⁻¹ at the pattern and J⁻ᵀc as dense algebra" {
             // Lorenz-96's pattern (row i: i-2, i-1, i, i+1, periodic) and its transpose, d = 12
             let d = 12
             let rows = [| for i in 0 .. d - 1 do for _ in 0 .. 3 -> i |]
@@ -191,28 +191,37 @@ let tests =
             let plan = SparseLuPlan(d, rows, cols)
             let selJ, selI = cols, rows // J⁻¹_ji at J's pattern, transposed
             let rng = Random(11)
-            let lanes = Array.init 4 (fun _ -> Array.init rows.Length (fun e -> (if rows[e] = cols[e] then 1.0 else 0.0) + 0.2 * (rng.NextDouble() - 0.5)))
-            let nus = Array.init 4 (fun _ -> Array.init d (fun _ -> rng.NextDouble() - 0.5))
-            let run (emit: bool) =
-                let b = SparseLuBatch(plan, rows, cols, 1, selJ, selI, emit)
-                lanes |> Array.iteri (fun l jv -> b.StageJ(l, jv))
-                b.StageH(0, [| 0.0 |]); b.StageH(1, [| 0.0 |]); b.StageH(2, [| 0.0 |]); b.StageH(3, [| 0.0 |])
+            let lanes = Array.init 8 (fun _ -> Array.init rows.Length (fun e -> (if rows[e] = cols[e] then 1.0 else 0.0) + 0.2 * (rng.NextDouble() - 0.5)))
+            let nus = Array.init 8 (fun _ -> Array.init d (fun _ -> rng.NextDouble() - 0.5))
+            // narrow: four lanes (the AVX2 width) even where AVX-512 runs; a batch takes lanes 0 .. L − 1 of the eight
+            let run (narrow: bool) (emit: bool) =
+                let saved = Normals.ForceNarrow
+                Normals.ForceNarrow <- narrow
+                let b = try SparseLuBatch(plan, rows, cols, 1, selJ, selI, emit) finally Normals.ForceNarrow <- saved
+                let L = b.Lanes
+                for l in 0 .. L - 1 do
+                    b.StageJ(l, lanes[l])
+                    b.StageH(l, [| 0.0 |])
                 b.Load()
                 let ok = b.Factor()
                 b.SelectedInverse()
                 let all = Array.init selJ.Length id
-                let sel = Array.init 4 (fun l -> let s = Array.zeroCreate selJ.Length in b.Selected(l, all, s); s)
-                b.Rhs(nus[0], nus[1], nus[2], nus[3], Array.zeroCreate (d + 1), [||], [||]) // no Hessian terms: c = ν
+                let sel = Array.init L (fun l -> let s = Array.zeroCreate selJ.Length in b.Selected(l, all, s); s)
+                b.Rhs(nus[0 .. L - 1], Array.zeroCreate (d + 1), [||], [||]) // no Hessian terms: c = ν
                 b.SolveTransposed()
-                let u = Array.init 4 (fun l -> let s = Array.zeroCreate d in b.StoreSolution(l, s); s)
-                ok, sel, u
-            let okE, selE, uE = run true
-            let okI, selI2, uI = run false
-            Expect.equal okE 15 "every lane factored"
-            Expect.equal okI 15 "every lane factored (interpreted)"
-            Expect.equal selE selI2 "selected inverse: same bits"
-            Expect.equal uE uI "transposed solve: same bits"
-            for l in 0 .. 3 do
+                let u = Array.init L (fun l -> let s = Array.zeroCreate d in b.StoreSolution(l, s); s)
+                L, ok, sel, u
+            let results = [ for narrow in [ true; false ] do for emit in [ true; false ] -> run narrow emit ]
+            let L4, _, _, _ = results[0]
+            Expect.equal L4 4 "ForceNarrow: four lanes"
+            let _, _, selRef, uRef = results[0]
+            for (L, ok, sel, u) in results do
+                Expect.equal ok ((1 <<< L) - 1) (sprintf "every lane factored (%d lanes)" L)
+                // every lane has the same bits whatever the width and whether the phases are emitted or interpreted
+                Expect.equal sel[0..3] selRef "selected inverse: same bits"
+                Expect.equal u[0..3] uRef "transposed solve: same bits"
+            let _, _, selE, uE = List.last results
+            for l in 0 .. selE.Length - 1 do
                 let jm = MathNet.Numerics.LinearAlgebra.Matrix<float>.Build.Dense(d, d)
                 for e in 0 .. rows.Length - 1 do jm[rows[e], cols[e]] <- jm[rows[e], cols[e]] + lanes[l][e]
                 let inv = jm.Inverse()

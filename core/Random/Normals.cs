@@ -29,7 +29,7 @@ namespace Sde.Core;
 /// change of every printed number: <see cref="Version"/> names it (shards record it) and the test
 /// "first values of three streams" records its first outputs.
 /// </summary>
-public static class Normals
+public static partial class Normals
 {
     /// <summary>The generator's name and version, recorded in shard files: bump it with any change of the bits.</summary>
     public const string Version = "philox4x32-10 box-muller-fma 2 step-pairs";
@@ -556,7 +556,7 @@ public static class Normals
         double* tmp = stackalloc double[8];
         Counters(path, pair, tag, out var c1, out var c2, out var c3);
         uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
-        int k = 0;
+        int k = count >= 8 && WideUsable ? FillPairWide(seed, path, pair, tag, even, odd, count) : 0;
         for (; count - k >= 8; k += 8)
         {
             var x0 = LaneWords(k);
@@ -691,7 +691,7 @@ public static class Normals
         c3 ^= HighWord(pair);
         var c1 = Vector256.Create((ulong)(uint)pair);
         uint k0 = (uint)seed, k1 = (uint)(seed >> 32);
-        int k = 0;
+        int k = count >= 2 && WideUsable ? FillAcrossPaths4PairWide(seed, path0, pair, tag, even, odd, count) : 0;
         for (; count - k >= 2; k += 2)
         {
             var x0 = Vector256.Create((ulong)(uint)k);
@@ -747,6 +747,15 @@ public static class Normals
         if ((step0 & 1) != 0) { FillAcrossPaths4(seed, path0, step0, tag, dst, count); first = 1; }
         int pairs = (steps - first) >> 1;
         ulong pair0 = (step0 + (ulong)first) >> 1;
+        if (pairs >= 2 && WideUsable)
+        {
+            // two step pairs per 512-bit vector; an odd last pair below
+            int wide = pairs & ~1;
+            FillAcrossPaths4PairsWide(seed, path0, pair0, wide, tag, dst + first * stride, count);
+            first += 2 * wide;
+            pairs -= wide;
+            pair0 += (ulong)wide;
+        }
         PathCounters(path0, tag, out var c2, out var c3p);
         var keys = stackalloc Vector256<ulong>[20];
         RoundKeys(seed, keys);

@@ -18,6 +18,8 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
     readonly long[] _failedAt;
     readonly bool[] _solve;
     readonly int[] _dchiPairs; // the pairs of J⁻¹ that DkEnd reads (tr(J⁻¹Dχ)); ∇log|det J| is formed here
+    readonly double[][] _nu, _chi, _spw; // per lane, the vectors handed to the batch (filled per call, never allocated)
+    readonly double[] _uc, _wsc;
     readonly StepProgress _progress;
 
     public ResponseLanes(TModel model, TModel[] variants, ResponseEngine.Setup setup, StepProgress progress)
@@ -32,6 +34,7 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
             // (first_order alone needs no factors: a plan without emitted code holds the layout)
             var plan = setup.Lu ?? new SparseLuPlan(setup.D, setup.St.JRow.Concat(setup.SelI).ToArray(), setup.St.JCol.Concat(setup.SelJ).ToArray());
             _lu = new SparseLuBatch(plan, setup.St.JRow, setup.St.JCol, setup.St.HRow.Length, setup.SelJ, setup.SelI, emit: setup.Lu != null);
+            if (_lu.Lanes != n) throw new InvalidOperationException("the batch's lanes changed while the engine was built");
             _hasLu = setup.Lu != null;
             if (setup.AnyFirstOrder) foreach (var w in Lanes) w.BatchFirstOrder = true;
             // only the batched DK modes read J and the Hessian terms (E per path only under
@@ -41,10 +44,13 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
         }
         _dchiPairs = setup.DChiSel.SelectMany(a => a).Distinct().ToArray();
         _failedAt = new long[n];
+        _nu = new double[n][]; _chi = new double[n][]; _spw = new double[n][];
+        _uc = new double[n]; _wsc = new double[n];
         _solve = new bool[n];
     }
 
-    public static int LaneCount(ResponseEngine.Setup setup) => setup.Lu != null || setup.AnyFirstOrder ? SparseLuBatch.Lanes : 1;
+
+    public static int LaneCount(ResponseEngine.Setup setup) => setup.Lu != null || setup.AnyFirstOrder ? SparseLuBatch.DefaultLanes : 1;
 
     /// <summary>Simulates paths first … first + count − 1, reporting each failed path's step.</summary>
     public void RunBlock(ulong first, long count, Action<long> fail)
@@ -72,13 +78,15 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
                         if (U.Groups[g].Mode == DkMode.FirstOrder)
                         {
                             _lu!.FirstOrderSelected(U);
-                            _lu.RhsFirstOrder(W(0).Nu(g), W(1).Nu(g), W(2).Nu(g), W(3).Nu(g), U.HStart, U.HSelByK, U.HByK);
+                            for (int i = 0; i < L; i++) _nu[i] = W(i).Nu(g);
+                            _lu.RhsFirstOrder(_nu, U.HStart, U.HSelByK, U.HByK);
                             _lu.SolveTransposedFirstOrder(U);
                             if (_dchiPairs.Length > 0) for (int i = 0; i < k; i++) if (_solve[i]) _lu.SelectedFirstOrder(i, _dchiPairs, Lanes[i].SelOf(g));
                         }
                         else
                         {
-                            _lu!.Rhs(W(0).Nu(g), W(1).Nu(g), W(2).Nu(g), W(3).Nu(g), U.HStart, U.HSelByK, U.HByK);
+                            for (int i = 0; i < L; i++) _nu[i] = W(i).Nu(g);
+                            _lu!.Rhs(_nu, U.HStart, U.HSelByK, U.HByK);
                             _lu.SolveTransposed();
                         }
                         for (int i = 0; i < k; i++) if (_solve[i]) _lu.StoreSolution(i, Lanes[i].Solution(g));
@@ -87,8 +95,9 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
                         if (U.DiagonalNoise && (n > 0 || U.St.InitHasScore))
                             foreach (int wh in U.Groups[g].Whiches)
                             {
-                                _lu.Dots(W(0).Chi(wh), W(1).Chi(wh), W(2).Chi(wh), W(3).Chi(wh), W(0).Spw, W(1).Spw, W(2).Spw, W(3).Spw, out var uc, out var wsc);
-                                for (int i = 0; i < k; i++) if (_solve[i]) Lanes[i].SetDots(wh, uc.GetElement(i), wsc.GetElement(i));
+                                for (int i = 0; i < L; i++) { _chi[i] = W(i).Chi(wh); _spw[i] = W(i).Spw; }
+                                _lu.Dots(_chi, _spw, _uc, _wsc);
+                                for (int i = 0; i < k; i++) if (_solve[i]) Lanes[i].SetDots(wh, _uc[i], _wsc[i]);
                             }
                     }
                     for (int i = 0; i < k; i++) if (_failedAt[i] < 0) Lanes[i].DkEnd(g, n);

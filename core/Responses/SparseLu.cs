@@ -104,21 +104,20 @@ internal sealed class SparseLuPlan
 
     /// <summary>The phases as straight-line code for a J pattern's slots, emitted once per plan (every
     /// thread's batch has the same) on first use; null: too large, interpret.</summary>
-    public LuKernels? Emitted(int[] jSlot, bool[] jFirst, int[] zeroSlots)
+    public LuKernels? Emitted(int[] jSlot, bool[] jFirst, int[] zeroSlots, int lanes)
     {
         lock (this)
         {
-            if (!_emittedDone)
+            if (!_emitted.TryGetValue(lanes, out var k))
             {
-                _emitted = SparseLuEmit.Cached(Key + "|" + SparseLuEmit.Key(jSlot) + "|" + SparseLuEmit.Key(jFirst.Select(b => b ? 1 : 0)),
-                    () => SparseLuEmit.Build(this, jSlot, jFirst, zeroSlots));
-                _emittedDone = true;
+                k = SparseLuEmit.Cached(Key + "|" + lanes + "|" + SparseLuEmit.Key(jSlot) + "|" + SparseLuEmit.Key(jFirst.Select(b => b ? 1 : 0)),
+                    () => SparseLuEmit.Build(this, jSlot, jFirst, zeroSlots, lanes));
+                _emitted[lanes] = k;
             }
-            return _emitted;
+            return k;
         }
     }
-    LuKernels? _emitted;
-    bool _emittedDone;
+    readonly Dictionary<int, LuKernels?> _emitted = new();
 
     /// <summary>The pattern, as text (the emitted code's cache key).</summary>
     public readonly string Key;
@@ -135,15 +134,20 @@ internal sealed class SparseLuPlan
 
 /// <summary>
 /// The numeric phases of a <see cref="SparseLuPlan"/> for <see cref="Lanes"/> paths at once: every
-/// path of a run has the same pattern, so one pass over the index programs serves four matrices,
-/// each slot holding the four paths' values side by side (one 256-bit vector). Per path the
+/// path of a run has the same pattern, so one pass over the index programs serves four (or eight)
+/// matrices, each slot holding the paths' values side by side (one 256-bit vector, or one 512-bit
+/// vector where the hardware has AVX-512: the emitted phases run eight lanes per operation, the
+/// interpreted ones two groups of four). Per path the
 /// arithmetic is the scalar recurrence's, operation for operation (multiply and subtract, never
 /// fused; divisions by a pivot are products with its reciprocal, computed once), so a path's numbers
 /// do not depend on its lane or on its neighbours.
 /// </summary>
 internal sealed unsafe class SparseLuBatch
 {
-    public const int Lanes = 4;
+    /// <summary>Paths per batch: 8 where <see cref="Vector512{T}"/> is accelerated (and <see cref="Normals.ForceNarrow"/> is off), else 4.</summary>
+    public readonly int Lanes;
+    /// <summary>The lane count a batch built now gets.</summary>
+    public static int DefaultLanes => Vector512.IsHardwareAccelerated && !Normals.ForceNarrow ? 8 : 4;
     readonly SparseLuPlan P;
     readonly double* _a, _z, _x, _r;      // factors, selected inverse (slots × lanes), solve vector, 1/pivots (d × lanes)
     readonly double* _jb, _hb;            // the lanes' J and Hessian values (entries × lanes)
@@ -162,14 +166,15 @@ internal sealed unsafe class SparseLuBatch
     public SparseLuBatch(SparseLuPlan plan, int[] jRow, int[] jCol, int hEntries, int[] selJ, int[] selI, bool emit = true)
     {
         P = plan;
+        Lanes = DefaultLanes;
         int s = plan.Slots, d = plan.D;
         int nh = Math.Max(1, hEntries);
         int np = Math.Max(1, selJ.Length);
-        _storage = GC.AllocateArray<double>((2 * s + 3 * d + 2 * jRow.Length + nh + np) * Lanes + 4, pinned: true);
-        // 32-byte alignment of the vectors
+        _storage = GC.AllocateArray<double>((2 * s + 3 * d + 2 * jRow.Length + nh + np) * Lanes + 8, pinned: true);
+        // 64-byte alignment of the vectors
         double* b = (double*)Unsafe.AsPointer(ref _storage[0]);
-        long mis = ((long)b & 31) / 8;
-        b += mis == 0 ? 0 : 4 - mis;
+        long mis = ((long)b & 63) / 8;
+        b += mis == 0 ? 0 : 8 - mis;
         _a = b; _z = b + s * Lanes; _x = _z + s * Lanes; _r = _x + d * Lanes; _jb = _r + d * Lanes; _hb = _jb + jRow.Length * Lanes;
         _eb = _hb + nh * Lanes; _zp = _eb + jRow.Length * Lanes; _e1 = _zp + np * Lanes;
         _jSlot = new int[jRow.Length]; _jFirst = new bool[jRow.Length];
@@ -182,7 +187,7 @@ internal sealed unsafe class SparseLuBatch
         _zeroSlots = Enumerable.Range(0, s).Where(q => !hit[q]).ToArray();
         _selSlot = new int[selJ.Length];
         for (int q = 0; q < selJ.Length; q++) _selSlot[q] = plan.Slot(selJ[q], selI[q]);
-        _emitted = emit ? plan.Emitted(_jSlot, _jFirst, _zeroSlots) : null;
+        _emitted = emit ? plan.Emitted(_jSlot, _jFirst, _zeroSlots, Lanes) : null;
     }
 
     /// <summary>Where lane <paramref name="lane"/>'s J values go (stride <see cref="Lanes"/>), for a model to write directly.</summary>
@@ -218,21 +223,25 @@ internal sealed unsafe class SparseLuBatch
     public void Load()
     {
         if (_emitted is { } em) { foreach (var f in em.Load) f(_a, _z, _x, _r, _jb); return; }
-        double* a = _a, jb = _jb;
-        foreach (int q in _zeroSlots) St(a, q, Vector256<double>.Zero);
-        int[] slot = _jSlot;
-        bool[] first = _jFirst;
-        for (int e = 0; e < slot.Length; e++)
-            St(a, slot[e], first[e] ? Vector256<double>.Zero + Ld(jb, e) : Ld(a, slot[e]) + Ld(jb, e));
+        for (int g = 0; g < Lanes; g += 4)
+        {
+            double* a = _a + g, jb = _jb + g;
+            foreach (int q in _zeroSlots) St(a, q, Vector256<double>.Zero);
+            int[] slot = _jSlot;
+            bool[] first = _jFirst;
+            for (int e = 0; e < slot.Length; e++)
+                St(a, slot[e], first[e] ? Vector256<double>.Zero + Ld(jb, e) : Ld(a, slot[e]) + Ld(jb, e));
+        }
     }
 
+    // The interpreted phases run each group of four lanes (g = 0, 4) at b + g with the batch's stride.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Vector256<double> Ld(double* b, int slot) => Vector256.LoadAligned(b + slot * Lanes);
+    Vector256<double> Ld(double* b, int slot) => Vector256.LoadAligned(b + slot * Lanes);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void St(double* b, int slot, Vector256<double> v) => Vector256.StoreAligned(v, b + slot * Lanes);
+    void St(double* b, int slot, Vector256<double> v) => Vector256.StoreAligned(v, b + slot * Lanes);
 
-    /// <summary>Factors the four matrices in place; bit l of the result is set when lane l had no tiny pivot.</summary>
+    /// <summary>Factors the lanes' matrices in place; bit l of the result is set when lane l had no tiny pivot.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public int Factor()
     {
@@ -240,18 +249,30 @@ internal sealed unsafe class SparseLuBatch
         {
             foreach (var f in em.Factor) f(_a, _z, _x, _r, _jb);
             // the pivots stay in place once used, so they are checked afterwards
-            var okAll = Vector256<double>.AllBitsSet;
-            var tiny1 = Vector256.Create(1e-8);
-            var inf1 = Vector256.Create(double.PositiveInfinity);
-            foreach (int s in P.PivotSlot)
+            int okBits = 0;
+            for (int g = 0; g < Lanes; g += 4)
             {
-                var ab = Vector256.Abs(Ld(_a, s));
-                okAll &= Vector256.GreaterThan(ab, tiny1) & Vector256.LessThan(ab, inf1);
+                var okAll = Vector256<double>.AllBitsSet;
+                var tiny1 = Vector256.Create(1e-8);
+                var inf1 = Vector256.Create(double.PositiveInfinity);
+                foreach (int s in P.PivotSlot)
+                {
+                    var ab = Vector256.Abs(Ld(_a + g, s));
+                    okAll &= Vector256.GreaterThan(ab, tiny1) & Vector256.LessThan(ab, inf1);
+                }
+                okBits |= (int)okAll.ExtractMostSignificantBits() << g;
             }
-            return (int)okAll.ExtractMostSignificantBits();
+            return okBits;
         }
+        int bits = 0;
+        for (int g = 0; g < Lanes; g += 4) bits |= FactorGroup(_a + g, _r + g) << g;
+        return bits;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    int FactorGroup(double* a, double* r)
+    {
         var p = P;
-        double* a = _a;
         int[] pivot = p.PivotSlot, loStart = p.LoStart, loSlot = p.LoSlot, upStart = p.UpStart, upSlot = p.UpSlot, rjSlot = p.RjSlot;
         var ok = Vector256<double>.AllBitsSet;
         var tiny = Vector256.Create(1e-8);
@@ -263,7 +284,7 @@ internal sealed unsafe class SparseLuBatch
             var ab = Vector256.Abs(piv);
             ok &= Vector256.GreaterThan(ab, tiny) & Vector256.LessThan(ab, inf);
             var inv = Vector256<double>.One / piv;
-            St(_r, k, inv);
+            St(r, k, inv);
             int u0 = upStart[k], u1 = upStart[k + 1];
             for (int li = loStart[k]; li < loStart[k + 1]; li++)
             {
@@ -284,16 +305,19 @@ internal sealed unsafe class SparseLuBatch
     public void SelectedInverse()
     {
         if (_emitted is { } em) { foreach (var f in em.Inverse) f(_a, _z, _x, _r, _jb); return; }
-        double* a = _a, z = _z, rp = _r;
-        int[] prog = P.InvProgram;
-        int pc = 0;
-        while (pc < prog.Length)
+        for (int g = 0; g < Lanes; g += 4)
         {
-            int target = prog[pc], kind = prog[pc + 1], i = prog[pc + 2], terms = prog[pc + 3];
-            pc += 4;
-            var s = kind == 2 ? Vector256<double>.One : Vector256<double>.Zero;
-            for (int q = 0; q < terms; q++, pc += 2) s -= Ld(z, prog[pc]) * Ld(a, prog[pc + 1]);
-            St(z, target, kind == 0 ? s : s * Ld(rp, i));
+            double* a = _a + g, z = _z + g, rp = _r + g;
+            int[] prog = P.InvProgram;
+            int pc = 0;
+            while (pc < prog.Length)
+            {
+                int target = prog[pc], kind = prog[pc + 1], i = prog[pc + 2], terms = prog[pc + 3];
+                pc += 4;
+                var s = kind == 2 ? Vector256<double>.One : Vector256<double>.Zero;
+                for (int q = 0; q < terms; q++, pc += 2) s -= Ld(z, prog[pc]) * Ld(a, prog[pc + 1]);
+                St(z, target, kind == 0 ? s : s * Ld(rp, i));
+            }
         }
     }
 
@@ -312,29 +336,31 @@ internal sealed unsafe class SparseLuBatch
     /// summed in that order from 0, as the per-path code does). ν per lane; the Hessian values staged.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void Rhs(double[] nu0, double[] nu1, double[] nu2, double[] nu3, int[] hStart, int[] hPair, int[] hEntry)
+    public void Rhs(double[][] nu, int[] hStart, int[] hPair, int[] hEntry)
     {
         if (_emitted != null)
         {
             if (_rhs == null || !ReferenceEquals(_rhsKey, hPair)) BuildRhs(hStart, hPair, hEntry);
             double* xs = _x;
-            for (int i = 0; i < P.D; i++)
+            for (int l = 0; l < Lanes; l++)
             {
-                double* t = xs + i * Lanes;
-                t[0] = nu0[i]; t[1] = nu1[i]; t[2] = nu2[i]; t[3] = nu3[i];
+                double[] v = nu[l];
+                for (int i = 0; i < P.D; i++) xs[i * Lanes + l] = v[i];
             }
             foreach (var f in _rhs!) f(_a, _z, _x, _r, _jb);
             return;
         }
-        RhsFrom(_z, _selSlot, nu0, nu1, nu2, nu3, hStart, hPair, hEntry);
+        for (int g = 0; g < Lanes; g += 4) RhsFrom(g, _z, _selSlot, nu, hStart, hPair, hEntry);
     }
 
     /// <summary>c = ν − Σ z[at(pair)]·H per k (the interpreted right-hand side; <paramref name="slotOf"/>
     /// maps a pair to its row of <paramref name="z"/>, null: the pair's own index).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    void RhsFrom(double* z, int[]? slotOf, double[] nu0, double[] nu1, double[] nu2, double[] nu3, int[] hStart, int[] hPair, int[] hEntry)
+    void RhsFrom(int g, double* z, int[]? slotOf, double[][] nu, int[] hStart, int[] hPair, int[] hEntry)
     {
-        double* x = _x, hb = _hb;
+        double* x = _x + g, hb = _hb + g;
+        z += g;
+        double[] nu0 = nu[g], nu1 = nu[g + 1], nu2 = nu[g + 2], nu3 = nu[g + 3];
         for (int k = 0; k < P.D; k++)
         {
             var s = Vector256<double>.Zero;
@@ -347,22 +373,27 @@ internal sealed unsafe class SparseLuBatch
     /// <summary>
     /// After <see cref="SolveTransposed"/>, per lane u·a and b·a (a, b: the lanes' vectors), each
     /// summed in index order from 0 as the per-path loop does, four lanes per vector operation (the
-    /// chains of additions are the cost, not the products).
+    /// chains of additions are the cost, not the products). Lane l's sums go to ua[l] and ba[l].
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void Dots(double[] a0, double[] a1, double[] a2, double[] a3, double[] b0, double[] b1, double[] b2, double[] b3,
-        out Vector256<double> ua, out Vector256<double> ba)
+    public void Dots(double[][] av, double[][] bv, double[] ua, double[] ba)
     {
-        double* x = _x;
-        var s = Vector256<double>.Zero;
-        var t = Vector256<double>.Zero;
-        for (int i = 0; i < P.D; i++)
+        for (int g = 0; g < Lanes; g += 4)
         {
-            var a = Vector256.Create(a0[i], a1[i], a2[i], a3[i]);
-            s += Ld(x, i) * a;
-            t += Vector256.Create(b0[i], b1[i], b2[i], b3[i]) * a;
+            double* x = _x + g;
+            double[] a0 = av[g], a1 = av[g + 1], a2 = av[g + 2], a3 = av[g + 3];
+            double[] b0 = bv[g], b1 = bv[g + 1], b2 = bv[g + 2], b3 = bv[g + 3];
+            var s = Vector256<double>.Zero;
+            var t = Vector256<double>.Zero;
+            for (int i = 0; i < P.D; i++)
+            {
+                var a = Vector256.Create(a0[i], a1[i], a2[i], a3[i]);
+                s += Ld(x, i) * a;
+                t += Vector256.Create(b0[i], b1[i], b2[i], b3[i]) * a;
+            }
+            s.CopyTo(ua, g);
+            t.CopyTo(ba, g);
         }
-        ua = s; ba = t;
     }
 
     // ---------------------------------------------------------------- first_order, all lanes
@@ -373,7 +404,12 @@ internal sealed unsafe class SparseLuBatch
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void FirstOrderSelected(ResponseEngine.Setup U)
     {
-        double* jb = _jb, eb = _eb, zp = _zp;
+        for (int g = 0; g < Lanes; g += 4) FirstOrderSelected(U, _jb + g, _eb + g, _zp + g);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void FirstOrderSelected(ResponseEngine.Setup U, double* jb, double* eb, double* zp)
+    {
         int nnz = _jSlot.Length;
         for (int e = 0; e < nnz; e++) St(eb, e, Ld(jb, e));
         foreach (int e in U.DiagIndex) if (e >= 0) St(eb, e, Ld(eb, e) - Vector256<double>.One);
@@ -393,14 +429,21 @@ internal sealed unsafe class SparseLuBatch
 
     /// <summary>c = ν − ∇log|det J| from the first-order pairs (as <see cref="Rhs"/> from the selected inverse).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public void RhsFirstOrder(double[] nu0, double[] nu1, double[] nu2, double[] nu3, int[] hStart, int[] hPair, int[] hEntry) =>
-        RhsFrom(_zp, null, nu0, nu1, nu2, nu3, hStart, hPair, hEntry);
+    public void RhsFirstOrder(double[][] nu, int[] hStart, int[] hPair, int[] hEntry)
+    {
+        for (int g = 0; g < Lanes; g += 4) RhsFrom(g, _zp, null, nu, hStart, hPair, hEntry);
+    }
 
     /// <summary>x ← (I − Eᵀ (+ EᵀEᵀ)) x: the first-order J⁻ᵀc, Eᵀc gathered per column.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void SolveTransposedFirstOrder(ResponseEngine.Setup U)
     {
-        double* eb = _eb, x = _x, e1 = _e1;
+        for (int g = 0; g < Lanes; g += 4) SolveTransposedFirstOrder(U, _eb + g, _x + g, _e1 + g);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void SolveTransposedFirstOrder(ResponseEngine.Setup U, double* eb, double* x, double* e1)
+    {
         int[] byCol = U.JByCol, colStart = U.JColStart, rowOf = U.JByColRow;
         int d = P.D;
         for (int j = 0; j < d; j++)
@@ -430,8 +473,8 @@ internal sealed unsafe class SparseLuBatch
     void BuildRhs(int[] hStart, int[] hPair, int[] hEntry)
     {
         var slots = hPair.Select(q => _selSlot[q]).ToArray();
-        string key = P.Key + "|rhs|" + _jSlot.Length + "|" + SparseLuEmit.Key(hStart) + "|" + SparseLuEmit.Key(slots) + "|" + SparseLuEmit.Key(hEntry);
-        _rhs = SparseLuEmit.Cached<LuKernel[]>(key, () => SparseLuEmit.BuildRhs(P.D, hStart, slots, hEntry, _jSlot.Length))!;
+        string key = P.Key + "|rhs|" + Lanes + "|" + _jSlot.Length + "|" + SparseLuEmit.Key(hStart) + "|" + SparseLuEmit.Key(slots) + "|" + SparseLuEmit.Key(hEntry);
+        _rhs = SparseLuEmit.Cached<LuKernel[]>(key, () => SparseLuEmit.BuildRhs(P.D, hStart, slots, hEntry, _jSlot.Length, Lanes))!;
         _rhsKey = hPair;
     }
 
@@ -447,13 +490,18 @@ internal sealed unsafe class SparseLuBatch
     public void SolveTransposed()
     {
         if (_emitted is { } em) { foreach (var f in em.SolveT) f(_a, _z, _x, _r, _jb); return; }
+        for (int g = 0; g < Lanes; g += 4) SolveTransposed(_a + g, _x + g, _r + g);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    void SolveTransposed(double* a, double* x, double* r)
+    {
         var p = P;
-        double* a = _a, x = _x;
         int d = p.D;
         int[] pivot = p.PivotSlot, loStart = p.LoStart, loSlot = p.LoSlot, loRow = p.LoRow, upStart = p.UpStart, upSlot = p.UpSlot, upCol = p.UpCol;
         for (int k = 0; k < d; k++)
         {
-            var y = Ld(x, k) * Ld(_r, k);
+            var y = Ld(x, k) * Ld(r, k);
             St(x, k, y);
             for (int c = upStart[k]; c < upStart[k + 1]; c++)
             {

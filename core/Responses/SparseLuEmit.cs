@@ -45,23 +45,29 @@ internal static class SparseLuEmit
     public const int MaxTerms = 100_000;
     const int ChunkInstructions = 3000;
 
-    static readonly MethodInfo Load = Generic("LoadAligned"), Store = Generic("StoreAligned");
-    static readonly MethodInfo Mul = Op("op_Multiply"), Sub = Op("op_Subtraction"), Div = Op("op_Division"), Add = Op("op_Addition");
-    static readonly MethodInfo One = typeof(Vector256<double>).GetProperty("One")!.GetMethod!;
-    static readonly MethodInfo Zero = typeof(Vector256<double>).GetProperty("Zero")!.GetMethod!;
+    /// <summary>The vector operations the phases call, for one vector width (<c>Vector256</c>: four lanes, <c>Vector512</c>: eight).</summary>
+    sealed record Ops(Type Vec, MethodInfo Load, MethodInfo Store, MethodInfo Mul, MethodInfo Sub, MethodInfo Div, MethodInfo Add, MethodInfo One, MethodInfo Zero)
+    {
+        public static Ops Of(Type statics, Type vec)
+        {
+            MethodInfo Generic(string name) =>
+                statics.GetMethods().Single(m => m.Name == name && m.IsGenericMethodDefinition && m.GetParameters().Length == (name == "LoadAligned" ? 1 : 2))
+                    .MakeGenericMethod(typeof(double));
+            MethodInfo Op(string name) => vec.GetMethod(name, [vec, vec])!;
+            return new Ops(vec, Generic("LoadAligned"), Generic("StoreAligned"), Op("op_Multiply"), Op("op_Subtraction"), Op("op_Division"), Op("op_Addition"),
+                vec.GetProperty("One")!.GetMethod!, vec.GetProperty("Zero")!.GetMethod!);
+        }
+    }
 
-    static MethodInfo Generic(string name) =>
-        typeof(Vector256).GetMethods().Single(m => m.Name == name && m.IsGenericMethodDefinition && m.GetParameters().Length == (name == "LoadAligned" ? 1 : 2))
-            .MakeGenericMethod(typeof(double));
-
-    static MethodInfo Op(string name) =>
-        typeof(Vector256<double>).GetMethod(name, [typeof(Vector256<double>), typeof(Vector256<double>)])!;
+    static readonly Ops Ops4 = Ops.Of(typeof(Vector256), typeof(Vector256<double>));
+    static readonly Ops Ops8 = Ops.Of(typeof(Vector512), typeof(Vector512<double>));
 
     const int A = 0, Z = 1, X = 2, R = 3, J = 4; // argument numbers
 
     /// <summary>Builds chunks of straight-line code; a chunk ends only between the units given to <see cref="Unit"/>.</summary>
-    sealed class Chunks
+    sealed class Chunks(int lanes)
     {
+        readonly Ops O = lanes == 8 ? Ops8 : Ops4;
         readonly List<LuKernel> _done = new();
         DynamicMethod? _m;
         ILGenerator _il = null!;
@@ -79,8 +85,8 @@ internal static class SparseLuEmit
             if (_m != null) { _il.Emit(OpCodes.Ret); _done.Add((LuKernel)_m.CreateDelegate(typeof(LuKernel))); }
             _m = new DynamicMethod("sparse_lu", typeof(void), [typeof(double*), typeof(double*), typeof(double*), typeof(double*), typeof(double*)], typeof(SparseLuEmit).Module, skipVisibility: true);
             _il = _m.GetILGenerator();
-            _t0 = _il.DeclareLocal(typeof(Vector256<double>));
-            _t1 = _il.DeclareLocal(typeof(Vector256<double>));
+            _t0 = _il.DeclareLocal(O.Vec);
+            _t1 = _il.DeclareLocal(O.Vec);
             _count = 0;
         }
 
@@ -94,15 +100,15 @@ internal static class SparseLuEmit
         {
             if (arg < 4) _il.Emit(arg switch { 0 => OpCodes.Ldarg_0, 1 => OpCodes.Ldarg_1, 2 => OpCodes.Ldarg_2, _ => OpCodes.Ldarg_3 });
             else _il.Emit(OpCodes.Ldarg_S, (byte)arg);
-            if (index != 0) { _il.Emit(OpCodes.Ldc_I4, index * SparseLuBatch.Lanes * sizeof(double)); _il.Emit(OpCodes.Add); }
+            if (index != 0) { _il.Emit(OpCodes.Ldc_I4, index * lanes * sizeof(double)); _il.Emit(OpCodes.Add); }
             _count += 3;
         }
 
         /// <summary>Pushes the vector at slot (or row) <paramref name="index"/> of argument <paramref name="arg"/>.</summary>
-        public Chunks Ld(int arg, int index) { Address(arg, index); _il.Emit(OpCodes.Call, Load); _count++; return this; }
+        public Chunks Ld(int arg, int index) { Address(arg, index); _il.Emit(OpCodes.Call, O.Load); _count++; return this; }
         /// <summary>Pops a vector into slot <paramref name="index"/> of argument <paramref name="arg"/>.</summary>
-        public Chunks St(int arg, int index) { Address(arg, index); _il.Emit(OpCodes.Call, Store); _count++; return this; }
-        public Chunks Call(MethodInfo m) { _il.Emit(OpCodes.Call, m); _count++; return this; }
+        public Chunks St(int arg, int index) { Address(arg, index); _il.Emit(OpCodes.Call, O.Store); _count++; return this; }
+        public Chunks Call(Func<Ops, MethodInfo> m) { _il.Emit(OpCodes.Call, m(O)); _count++; return this; }
         public Chunks Dup() { _il.Emit(OpCodes.Dup); _count++; return this; }
         public Chunks Set(int t) { _il.Emit(OpCodes.Stloc, t == 0 ? _t0 : _t1); _count++; return this; }
         public Chunks Get(int t) { _il.Emit(OpCodes.Ldloc, t == 0 ? _t0 : _t1); _count++; return this; }
@@ -111,19 +117,27 @@ internal static class SparseLuEmit
     static int Terms(SparseLuPlan p) => p.RjSlot.Length + p.InvProgram.Length / 2 + p.UpSlot.Length + p.LoSlot.Length;
 
     /// <summary>The four phases (load J into the slots, factor, selected inverse, transposed solve), or null when the pattern is too large.</summary>
-    public static LuKernels? Build(SparseLuPlan p, int[] jSlot, bool[] jFirst, int[] zeroSlots)
+    public static LuKernels? Build(SparseLuPlan p, int[] jSlot, bool[] jFirst, int[] zeroSlots, int lanes)
     {
         if (Terms(p) > MaxTerms) return null;
-        return new LuKernels(BuildLoad(jSlot, jFirst, zeroSlots), BuildFactor(p), BuildInverse(p), BuildSolveT(p));
+        return new LuKernels(BuildLoad(jSlot, jFirst, zeroSlots, lanes), BuildFactor(p, lanes), BuildInverse(p, lanes), BuildSolveT(p, lanes));
     }
+
+    // the operations, by name, for Chunks.Call
+    static MethodInfo Mul(Ops o) => o.Mul;
+    static MethodInfo Sub(Ops o) => o.Sub;
+    static MethodInfo Div(Ops o) => o.Div;
+    static MethodInfo Add(Ops o) => o.Add;
+    static MethodInfo One(Ops o) => o.One;
+    static MethodInfo Zero(Ops o) => o.Zero;
 
     /// <summary>
     /// c = ν − ∇log|det J| in place of ν (staged in the solve vector): per k, Σ_q J⁻¹[pair q]·H_q
     /// summed from 0 in the order given; the Hessian values sit right after J's (argument j).
     /// </summary>
-    public static LuKernel[] BuildRhs(int d, int[] hStart, int[] pairSlot, int[] hEntry, int nnz)
+    public static LuKernel[] BuildRhs(int d, int[] hStart, int[] pairSlot, int[] hEntry, int nnz, int lanes)
     {
-        var c = new Chunks();
+        var c = new Chunks(lanes);
         for (int k = 0; k < d; k++)
         {
             int kk = k;
@@ -137,9 +151,9 @@ internal static class SparseLuEmit
         return c.Finish();
     }
 
-    static LuKernel[] BuildLoad(int[] jSlot, bool[] jFirst, int[] zeroSlots)
+    static LuKernel[] BuildLoad(int[] jSlot, bool[] jFirst, int[] zeroSlots, int lanes)
     {
-        var c = new Chunks();
+        var c = new Chunks(lanes);
         foreach (int q in zeroSlots) { int s = q; c.Unit(e => e.Call(Zero).St(A, s)); }
         for (int e0 = 0; e0 < jSlot.Length; e0++)
         {
@@ -153,9 +167,9 @@ internal static class SparseLuEmit
         return c.Finish();
     }
 
-    static LuKernel[] BuildFactor(SparseLuPlan p)
+    static LuKernel[] BuildFactor(SparseLuPlan p, int lanes)
     {
-        var c = new Chunks();
+        var c = new Chunks(lanes);
         int rj = 0;
         for (int k = 0; k < p.D; k++)
         {
@@ -178,9 +192,9 @@ internal static class SparseLuEmit
         return c.Finish();
     }
 
-    static LuKernel[] BuildInverse(SparseLuPlan p)
+    static LuKernel[] BuildInverse(SparseLuPlan p, int lanes)
     {
-        var c = new Chunks();
+        var c = new Chunks(lanes);
         int[] prog = p.InvProgram;
         int pc = 0;
         while (pc < prog.Length)
@@ -189,7 +203,7 @@ internal static class SparseLuEmit
             c.Unit(e =>
             {
                 int target = prog[at], kind = prog[at + 1], i = prog[at + 2], terms = prog[at + 3];
-                e.Call(kind == 2 ? One : Zero);
+                e.Call(kind == 2 ? (Func<Ops, MethodInfo>)One : Zero);
                 for (int q = 0; q < terms; q++) e.Ld(Z, prog[at + 4 + 2 * q]).Ld(A, prog[at + 5 + 2 * q]).Call(Mul).Call(Sub);
                 if (kind != 0) e.Ld(R, i).Call(Mul);
                 e.St(Z, target);
@@ -199,9 +213,9 @@ internal static class SparseLuEmit
         return c.Finish();
     }
 
-    static LuKernel[] BuildSolveT(SparseLuPlan p)
+    static LuKernel[] BuildSolveT(SparseLuPlan p, int lanes)
     {
-        var c = new Chunks();
+        var c = new Chunks(lanes);
         for (int k = 0; k < p.D; k++)
         {
             int kk = k;
