@@ -305,7 +305,23 @@ public static partial class Normals
             {
                 var x0b = Vector512.Create((ulong)(uint)k);
                 int v = 0;
-                for (; v < nv; v++)
+                for (; v + 2 <= nv; v += 2)
+                {
+                    // two vectors' chains interleaved (as PhiloxV2Keyed)
+                    ulong t = pair0 + (ulong)(2 * (v0 + v)), tu = t + 1, t2 = t + 2, tu2 = t + 3;
+                    var x0 = x0b;
+                    var x1 = Vector512.Create(Vector256.Create((ulong)(uint)t), Vector256.Create((ulong)(uint)tu));
+                    var x2 = c2;
+                    var x3 = c3 ^ Vector512.Create(HighWord(t), HighWord(tu));
+                    var y0 = x0b;
+                    var y1 = Vector512.Create(Vector256.Create((ulong)(uint)t2), Vector256.Create((ulong)(uint)tu2));
+                    var y2 = c2;
+                    var y3 = c3 ^ Vector512.Create(HighWord(t2), HighWord(tu2));
+                    PhiloxW2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, keys);
+                    Halves(x0, x1, x2, x3, out ha[v], out hb[v]);
+                    Halves(y0, y1, y2, y3, out ha[v + 1], out hb[v + 1]);
+                }
+                if (v < nv)
                 {
                     ulong t = pair0 + (ulong)(2 * (v0 + v)), tu = t + 1;
                     var x0 = x0b;

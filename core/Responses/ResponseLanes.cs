@@ -50,7 +50,7 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
     }
 
 
-    public static int LaneCount(ResponseEngine.Setup setup) => setup.Lu != null || setup.AnyFirstOrder ? SparseLuBatch.DefaultLanes : 1;
+    public static int LaneCount(ResponseEngine.Setup setup) => setup.Lu != null || setup.AnyFirstOrder ? SparseLuBatch.LanesFor(setup.Lu != null) : 1;
 
     /// <summary>Simulates paths first … first + count − 1, reporting each failed path's step.</summary>
     public void RunBlock(ulong first, long count, Action<long> fail)

@@ -146,8 +146,12 @@ internal sealed unsafe class SparseLuBatch
 {
     /// <summary>Paths per batch: 8 where <see cref="Vector512{T}"/> is accelerated (and <see cref="Normals.ForceNarrow"/> is off), else 4.</summary>
     public readonly int Lanes;
-    /// <summary>The lane count a batch built now gets.</summary>
-    public static int DefaultLanes => Vector512.IsHardwareAccelerated && !Normals.ForceNarrow ? 8 : 4;
+    /// <summary>
+    /// The lane count a batch built now gets: eight where the phases run as emitted 512-bit code, else four (the
+    /// interpreted phases and first_order, which has no emitted code, gain nothing from eight lanes but the
+    /// larger working set of eight paths in lockstep).
+    /// </summary>
+    public static int LanesFor(bool emit) => emit && Vector512.IsHardwareAccelerated && !Normals.ForceNarrow ? 8 : 4;
     readonly SparseLuPlan P;
     readonly double* _a, _z, _x, _r;      // factors, selected inverse (slots × lanes), solve vector, 1/pivots (d × lanes)
     readonly double* _jb, _hb;            // the lanes' J and Hessian values (entries × lanes)
@@ -166,7 +170,7 @@ internal sealed unsafe class SparseLuBatch
     public SparseLuBatch(SparseLuPlan plan, int[] jRow, int[] jCol, int hEntries, int[] selJ, int[] selI, bool emit = true)
     {
         P = plan;
-        Lanes = DefaultLanes;
+        Lanes = LanesFor(emit);
         int s = plan.Slots, d = plan.D;
         int nh = Math.Max(1, hEntries);
         int np = Math.Max(1, selJ.Length);

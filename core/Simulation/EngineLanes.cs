@@ -142,7 +142,14 @@ public static partial class Engine
     /// (measured against 8 KiB: 14% more path-steps per second with 40 noises, tests/perf/lanes.sh);
     /// even, so each batch is whole step pairs (a lane's block gives two steps).
     /// </summary>
-    internal static int BatchSteps(int noises) => Math.Clamp(2048 / (4 * Math.Max(noises, 1)), 2, 32) & ~1;
+    internal static int BatchSteps(int noises)
+    {
+        if (!Normals.WideUsable) return Math.Clamp(2048 / (4 * Math.Max(noises, 1)), 2, 32) & ~1;
+        // the 512-bit generator draws four step pairs per pass of two chains: whole multiples of eight
+        // steps where they fit in about 20 KiB (40 noises: 16 steps, where 12 left a pass of one chain)
+        int b = Math.Clamp(2560 / (4 * Math.Max(noises, 1)), 2, 32);
+        return b >= 8 ? b & ~7 : b & ~1;
+    }
 
     /// <summary>
     /// One thread's lane workers (lane j's records and accumulators; four per group of four paths, one or
