@@ -33,8 +33,7 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
         {
             // (first_order alone needs no factors: a plan without emitted code holds the layout)
             var plan = setup.Lu ?? new SparseLuPlan(setup.D, setup.St.JRow.Concat(setup.SelI).ToArray(), setup.St.JCol.Concat(setup.SelJ).ToArray());
-            _lu = new SparseLuBatch(plan, setup.St.JRow, setup.St.JCol, setup.St.HRow.Length, setup.SelJ, setup.SelI, emit: setup.Lu != null);
-            if (_lu.Lanes != n) throw new InvalidOperationException("the batch's lanes changed while the engine was built");
+            _lu = new SparseLuBatch(plan, setup.St.JRow, setup.St.JCol, setup.St.HRow.Length, setup.SelJ, setup.SelI, emit: setup.Lu != null, lanes: n);
             _hasLu = setup.Lu != null;
             if (setup.AnyFirstOrder) foreach (var w in Lanes) w.BatchFirstOrder = true;
             // only the batched DK modes read J and the Hessian terms (E per path only under

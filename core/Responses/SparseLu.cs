@@ -167,10 +167,11 @@ internal sealed unsafe class SparseLuBatch
 
     /// <summary><paramref name="emit"/>: run the phases as emitted straight-line code (<see cref="SparseLuEmit"/>)
     /// where the pattern is small enough, else interpret the index programs.</summary>
-    public SparseLuBatch(SparseLuPlan plan, int[] jRow, int[] jCol, int hEntries, int[] selJ, int[] selI, bool emit = true)
+    /// <param name="lanes">4 or 8; 0: <see cref="LanesFor"/>.</param>
+    public SparseLuBatch(SparseLuPlan plan, int[] jRow, int[] jCol, int hEntries, int[] selJ, int[] selI, bool emit = true, int lanes = 0)
     {
         P = plan;
-        Lanes = LanesFor(emit);
+        Lanes = lanes == 0 ? LanesFor(emit) : lanes == 4 || lanes == 8 ? lanes : throw new ArgumentOutOfRangeException(nameof(lanes));
         int s = plan.Slots, d = plan.D;
         int nh = Math.Max(1, hEntries);
         int np = Math.Max(1, selJ.Length);

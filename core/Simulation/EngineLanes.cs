@@ -144,7 +144,8 @@ public static partial class Engine
     /// </summary>
     internal static int BatchSteps(int noises)
     {
-        if (!Normals.WideUsable) return Math.Clamp(2048 / (4 * Math.Max(noises, 1)), 2, 32) & ~1;
+        // (on the hardware, not on Normals.ForceNarrow: buffers sized by one call serve later calls)
+        if (!Vector512.IsHardwareAccelerated) return Math.Clamp(2048 / (4 * Math.Max(noises, 1)), 2, 32) & ~1;
         // the 512-bit generator draws four step pairs per pass of two chains: whole multiples of eight
         // steps where they fit in about 20 KiB (40 noises: 16 steps, where 12 left a pass of one chain)
         int b = Math.Clamp(2560 / (4 * Math.Max(noises, 1)), 2, 32);
