@@ -233,6 +233,39 @@ public static partial class Normals
     }
 
     /// <summary>
+    /// Two vectors of blocks, counter word 0 from <paramref name="x0"/> and <paramref name="y0"/> and words 1–3
+    /// from c1–c3, through both transforms: x's outputs to even[0..7] and odd[0..7], y's <paramref name="yAt"/> further.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void TwoBlocksW(Vector512<ulong> x0, Vector512<ulong> y0, Vector512<ulong> c1, Vector512<ulong> c2, Vector512<ulong> c3,
+                                  Vector512<ulong>* keys, double* even, double* odd, int yAt)
+    {
+        var x1 = c1; var x2 = c2; var x3 = c3;
+        var y1 = c1; var y2 = c2; var y3 = c3;
+        PhiloxW2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, keys);
+        Halves(x0, x1, x2, x3, out var a, out var b);
+        Halves(y0, y1, y2, y3, out var a2, out var b2);
+        TransformW2(a, b, a2, b2, out var z0, out var z1, out var w0, out var w1);
+        z0.Store(even);
+        z1.Store(odd);
+        w0.Store(even + yAt);
+        w1.Store(odd + yAt);
+    }
+
+    /// <summary><see cref="TwoBlocksW"/> with one vector of blocks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void OneBlockW(Vector512<ulong> x0, Vector512<ulong> c1, Vector512<ulong> c2, Vector512<ulong> c3,
+                                 Vector512<ulong>* keys, double* even, double* odd)
+    {
+        var x1 = c1; var x2 = c2; var x3 = c3;
+        PhiloxW(ref x0, ref x1, ref x2, ref x3, keys);
+        Halves(x0, x1, x2, x3, out var a, out var b);
+        TransformW(a, b, out var z0, out var z1);
+        z0.Store(even);
+        z1.Store(odd);
+    }
+
+    /// <summary>
     /// <see cref="FillPairAvx2"/> eight lanes per vector: lanes 0 .. count − count mod 8 − 1 (sixteen, two
     /// chains, while they fill); the caller draws the rest with the AVX2 form. Returns the lanes drawn.
     /// </summary>
@@ -250,27 +283,11 @@ public static partial class Normals
         for (; count - k >= 16; k += 16)
         {
             var x0 = lanes + Vector512.Create((ulong)(uint)k);
-            var y0 = x0 + Vector512.Create(8UL);
-            var x1 = c1; var x2 = c2; var x3 = c3;
-            var y1 = c1; var y2 = c2; var y3 = c3;
-            PhiloxW2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, keys);
-            Halves(x0, x1, x2, x3, out var a, out var b);
-            Halves(y0, y1, y2, y3, out var a2, out var b2);
-            TransformW2(a, b, a2, b2, out var z0, out var z1, out var w0, out var w1);
-            z0.Store(even + k);
-            z1.Store(odd + k);
-            w0.Store(even + k + 8);
-            w1.Store(odd + k + 8);
+            TwoBlocksW(x0, x0 + Vector512.Create(8UL), c1, c2, c3, keys, even + k, odd + k, 8);
         }
         if (count - k >= 8)
         {
-            var x0 = lanes + Vector512.Create((ulong)(uint)k);
-            var x1 = c1; var x2 = c2; var x3 = c3;
-            PhiloxW(ref x0, ref x1, ref x2, ref x3, keys);
-            Halves(x0, x1, x2, x3, out var a, out var b);
-            TransformW(a, b, out var z0, out var z1);
-            z0.Store(even + k);
-            z1.Store(odd + k);
+            OneBlockW(lanes + Vector512.Create((ulong)(uint)k), c1, c2, c3, keys, even + k, odd + k);
             k += 8;
         }
         return k;
@@ -377,27 +394,11 @@ public static partial class Normals
         for (; count - k >= 4; k += 4)
         {
             var x0 = lanes + Vector512.Create((ulong)(uint)k);
-            var y0 = x0 + Vector512.Create(2UL);
-            var x1 = c1; var x2 = c2; var x3 = c3;
-            var y1 = c1; var y2 = c2; var y3 = c3;
-            PhiloxW2(ref x0, ref x1, ref x2, ref x3, ref y0, ref y1, ref y2, ref y3, keys);
-            Halves(x0, x1, x2, x3, out var a, out var b);
-            Halves(y0, y1, y2, y3, out var a2, out var b2);
-            TransformW2(a, b, a2, b2, out var z0, out var z1, out var w0, out var w1);
-            z0.Store(even + k * 4);
-            z1.Store(odd + k * 4);
-            w0.Store(even + (k + 2) * 4);
-            w1.Store(odd + (k + 2) * 4);
+            TwoBlocksW(x0, x0 + Vector512.Create(2UL), c1, c2, c3, keys, even + k * 4, odd + k * 4, 8);
         }
         if (count - k >= 2)
         {
-            var x0 = lanes + Vector512.Create((ulong)(uint)k);
-            var x1 = c1; var x2 = c2; var x3 = c3;
-            PhiloxW(ref x0, ref x1, ref x2, ref x3, keys);
-            Halves(x0, x1, x2, x3, out var a, out var b);
-            TransformW(a, b, out var z0, out var z1);
-            z0.Store(even + k * 4);
-            z1.Store(odd + k * 4);
+            OneBlockW(lanes + Vector512.Create((ulong)(uint)k), c1, c2, c3, keys, even + k * 4, odd + k * 4);
             k += 2;
         }
         return k;
