@@ -227,6 +227,7 @@ public static class WeightedEngine
         // loop makes, so the run's results are those of one step at a time.
         readonly int _segLen;
         readonly double[] _segMax = [], _segMin = [], _segEss1 = [], _segEss2 = [];
+        bool _keepStart; // the step phase copies each chunk's rows from _x to _y before stepping them
         double* _rec;
         bool _recording, _segOff;
         int _segNext;   // the next segment's length: _segLen after a resampling, else planned by StepSegment
@@ -534,11 +535,15 @@ public static class WeightedEngine
         long StepSegment(long n, long next)
         {
             SegmentsOnThisThread++;
-            long bytes = (long)_n * _d * 8;
-            Buffer.MemoryCopy(_x, _y, bytes, bytes);
+            if (_stepper is null) _keepStart = true; // the step phase copies each chunk before stepping it
+            else
+            {
+                long bytes = (long)_n * _d * 8;
+                Buffer.MemoryCopy(_x, _y, bytes, bytes);
+            }
             _recording = true;
             try { StepAll(); }
-            finally { _recording = false; }
+            finally { _recording = false; _keepStart = false; }
             if (_failedPaths > 0)
             {
                 var t = _x; _x = _y; _y = t;
@@ -550,8 +555,7 @@ public static class WeightedEngine
             }
             for (long k = n + 1; k < next; k++)
             {
-                int o = (int)(k - n - 1) * _chunks;
-                if (!ResamplingMayBeDue(_segMax, _segMin, _segEss1, _segEss2, o)) continue;
+                if (!ResamplingMayBeDue(_segMax, _segMin, _segEss1, _segEss2, (int)(k - n - 1), _segLen)) continue;
                 var t = _x; _x = _y; _y = t;
                 _seg0 = n; _seg1 = k;
                 StepAll();
@@ -560,7 +564,7 @@ public static class WeightedEngine
             }
             // the next segment ends about where ESS/N, falling at this segment's geometric rate, would reach the
             // threshold: a segment that ends at the resampling step steps nothing again
-            double e0 = EssFraction(_segMax, _segEss1, _segEss2, 0), e1 = EssFraction(_chunkMax, _chunkEss1, _chunkEss2, 0);
+            double e0 = EssFraction(_segMax, _segEss1, _segEss2, 0, _segLen), e1 = EssFraction(_chunkMax, _chunkEss1, _chunkEss2, 0, 1);
             double rate = (Math.Log(e0) - Math.Log(e1)) / (next - n - 1);
             double ahead = rate > 0 ? (Math.Log(e1) - Math.Log(_wp.Ess)) / rate : double.PositiveInfinity;
             _segNext = ahead >= _segLen ? _segLen : Math.Max(1, (int)Math.Ceiling(ahead));
@@ -614,6 +618,8 @@ public static class WeightedEngine
                     Extrema(c, p0, p1);
                     continue;
                 }
+                // a segment keeps its start for stepping again (StepSegment): each chunk copies its own rows
+                if (_keepStart) Buffer.MemoryCopy(_x + (long)p0 * _d, _y + (long)p0 * _d, (long)(p1 - p0) * _d * 8, (long)(p1 - p0) * _d * 8);
                 int q = p0;
                 if (lanes is not null)
                 {
@@ -654,8 +660,10 @@ public static class WeightedEngine
                 double reference = _chunkMax[c];
                 for (int j = 0; j < len - 1; j++)
                 {
-                    ExtremaOf(rec + (long)j * Chunk, p1 - p0, j * _chunks + (int)c, reference, _segMax, _segMin, _segEss1, _segEss2);
-                    reference = _segMax[j * _chunks + (int)c];
+                    // (chunk c's steps side by side, (int)c·_segLen + j: a chunk's entries are its worker's cache
+                    // lines, where step-major entries of neighbouring chunks shared lines between the threads)
+                    ExtremaOf(rec + (long)j * Chunk, p1 - p0, (int)c * _segLen + j, reference, _segMax, _segMin, _segEss1, _segEss2);
+                    reference = _segMax[(int)c * _segLen + j];
                 }
                 ExtremaOf(rec + (long)(len - 1) * Chunk, p1 - p0, (int)c, reference, _chunkMax, _chunkMin, _chunkEss1, _chunkEss2);
             }
@@ -894,19 +902,19 @@ public static class WeightedEngine
         /// resampling happens, so the weights need not be computed at this step. Past the bound, the ESS from
         /// the step phase's chunk sums decides where it clears the threshold by more than its rounding error.
         /// </summary>
-        bool ResamplingMayBeDue() => ResamplingMayBeDue(_chunkMax, _chunkMin, _chunkEss1, _chunkEss2, 0);
+        bool ResamplingMayBeDue() => ResamplingMayBeDue(_chunkMax, _chunkMin, _chunkEss1, _chunkEss2, 0, 1);
 
-        /// <summary><see cref="ResamplingMayBeDue()"/> on the chunks' extrema and ESS sums at [o, o + chunks) of the arrays.</summary>
-        bool ResamplingMayBeDue(double[] chunkMax, double[] chunkMin, double[] chunkEss1, double[] chunkEss2, int o)
+        /// <summary><see cref="ResamplingMayBeDue()"/> on the chunks' extrema and ESS sums, chunk c's at o + c·stride of the arrays.</summary>
+        bool ResamplingMayBeDue(double[] chunkMax, double[] chunkMin, double[] chunkEss1, double[] chunkEss2, int o, int stride)
         {
             if (_wp.Scheme == ResampleScheme.None) return false;
             if (_wp.Scheme == ResampleScheme.BirthDeath || _wp.Ess >= 1 || !_extremaValid || _plainPhases) return true;
             for (int r = 0; r < _r; r++) { _lwHi[r] = double.NegativeInfinity; _lwLo[r] = double.PositiveInfinity; }
             for (int c = 0; c < _chunks; c++)
             {
-                int r = _chunkRep[c];
-                if (chunkMax[o + c] > _lwHi[r]) _lwHi[r] = chunkMax[o + c];
-                if (chunkMin[o + c] < _lwLo[r]) _lwLo[r] = chunkMin[o + c];
+                int r = _chunkRep[c], i = o + c * stride;
+                if (chunkMax[i] > _lwHi[r]) _lwHi[r] = chunkMax[i];
+                if (chunkMin[i] < _lwLo[r]) _lwLo[r] = chunkMin[i];
             }
             double clear = _wp.Ess * (1 + ScreenMargin);
             bool bounded = true;
@@ -920,7 +928,7 @@ public static class WeightedEngine
             // the ESS from the chunks' own sums (each relative to its chunk's largest log w), rescaled to the
             // replica's: the weights' ESS with a relative error below 1e-5 (not the bits of the weights' own
             // computation, which runs where this estimate comes within ScreenMargin of the threshold)
-            ReplicaSums(chunkMax, chunkEss1, chunkEss2, o);
+            ReplicaSums(chunkMax, chunkEss1, chunkEss2, o, stride);
             for (int r = 0; r < _r; r++)
             {
                 int m = _rs[r + 1] - _rs[r];
@@ -929,28 +937,28 @@ public static class WeightedEngine
             return false;
         }
 
-        /// <summary>_sumEss1, _sumEss2 ← per replica, the chunks' ESS sums at [o, o + chunks), each rescaled from its
+        /// <summary>_sumEss1, _sumEss2 ← per replica, the chunks' ESS sums (chunk c's at o + c·stride), each rescaled from its
         /// chunk's largest log w to the replica's (_lwHi, set by the caller), in chunk order.</summary>
-        void ReplicaSums(double[] chunkMax, double[] chunkEss1, double[] chunkEss2, int o)
+        void ReplicaSums(double[] chunkMax, double[] chunkEss1, double[] chunkEss2, int o, int stride)
         {
             Array.Clear(_sumEss1); Array.Clear(_sumEss2);
             for (int c = 0; c < _chunks; c++)
             {
-                int r = _chunkRep[c];
-                double f = Math.Exp(chunkMax[o + c] - _lwHi[r]);
-                _sumEss1[r] += chunkEss1[o + c] * f;
-                _sumEss2[r] += chunkEss2[o + c] * (f * f);
+                int r = _chunkRep[c], i = o + c * stride;
+                double f = Math.Exp(chunkMax[i] - _lwHi[r]);
+                _sumEss1[r] += chunkEss1[i] * f;
+                _sumEss2[r] += chunkEss2[i] * (f * f);
             }
         }
 
-        /// <summary>The smallest ESS/N over the replicas from the chunks' sums at [o, o + chunks) (an estimate for
+        /// <summary>The smallest ESS/N over the replicas from the chunks' sums (chunk c's at o + c·stride; an estimate for
         /// planning the next segment's length; no decision rests on it).</summary>
-        double EssFraction(double[] chunkMax, double[] chunkEss1, double[] chunkEss2, int o)
+        double EssFraction(double[] chunkMax, double[] chunkEss1, double[] chunkEss2, int o, int stride)
         {
             Array.Fill(_lwHi, double.NegativeInfinity);
             for (int c = 0; c < _chunks; c++)
-                if (chunkMax[o + c] > _lwHi[_chunkRep[c]]) _lwHi[_chunkRep[c]] = chunkMax[o + c];
-            ReplicaSums(chunkMax, chunkEss1, chunkEss2, o);
+                if (chunkMax[o + c * stride] > _lwHi[_chunkRep[c]]) _lwHi[_chunkRep[c]] = chunkMax[o + c * stride];
+            ReplicaSums(chunkMax, chunkEss1, chunkEss2, o, stride);
             double least = 1;
             for (int r = 0; r < _r; r++)
                 least = Math.Min(least, _sumEss1[r] * _sumEss1[r] / (_sumEss2[r] * (_rs[r + 1] - _rs[r])));
