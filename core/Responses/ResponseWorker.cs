@@ -425,6 +425,14 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
         Paths++;
     }
 
+    /// <summary>y ← 0: a loop for the few entries of a small model (Array.Clear's call costs more there, every step).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Zero(double[] y)
+    {
+        if (y.Length > 16) { Array.Clear(y); return; }
+        for (int i = 0; i < y.Length; i++) y[i] = 0;
+    }
+
     /// <summary>y = J x on J's pattern: y cleared, then y[row] += J_e x[col] entry by entry. Where a row's entries are
     /// adjacent (the compiler's order) the row's sum stays in a register: the same additions in the same order,
     /// without a store and a reload of y[row] per entry (a chain through memory that was 44% of a pathwise
@@ -432,7 +440,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void JacobianTimes(double[] x, double[] y)
     {
-        Array.Clear(y);
+        Zero(y);
         int ne = Math.Min(jv.Length, U.St.JRow.Length);
         if (ne == 0) return;
         fixed (int* rows = U.St.JRow, cols = U.St.JCol)
@@ -704,6 +712,17 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     {
         int d = U.D;
         if (jd.Length == 0) { jd = new double[d * d]; jinv = new double[d * d]; }
+        if (d == 1)
+        {
+            // Dense.Lu and Dense.Inverse of a 1×1 matrix, operation for operation: J = 0 + Σ entries, no row
+            // swap, J⁻¹ = 1 / J (a 1-D model's exact mode runs this every step; the general loops cost more)
+            double j0 = 0.0;
+            for (int e = 0; e < U.St.JRow.Length; e++) j0 += jv[e];
+            double m0 = Math.Abs(j0);
+            if (m0 == 0 || !(m0 < double.PositiveInfinity)) throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
+            jd[0] = j0; piv[0] = 0; jinv[0] = 1.0 / j0;
+            return;
+        }
         Array.Clear(jd);
         for (int e = 0; e < U.St.JRow.Length; e++) jd[U.St.JRow[e] * d + U.St.JCol[e]] += jv[e];
         if (!Dense.Lu(new ArrayVec(jd), new ArrayVec(piv), d)) throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
@@ -776,12 +795,12 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
             default:
                 {
                     var e1 = s1; var e2 = s2;
-                    Array.Clear(e1);
+                    Zero(e1);
                     for (int e = 0; e < st.JRow.Length; e++) e1[st.JRow[e]] += ev[e] * b[st.JCol[e]];
                     for (int i = 0; i < d; i++) z[i] = b[i] - e1[i];
                     if (U.Multiplicative)
                     {
-                        Array.Clear(e2);
+                        Zero(e2);
                         for (int e = 0; e < st.JRow.Length; e++) e2[st.JRow[e]] += ev[e] * e1[st.JCol[e]];
                         for (int i = 0; i < d; i++) z[i] += e2[i];
                     }
