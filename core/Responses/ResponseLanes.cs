@@ -48,7 +48,6 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
         _solve = new bool[n];
     }
 
-
     public static int LaneCount(ResponseEngine.Setup setup) => setup.Lu != null || setup.AnyFirstOrder ? SparseLuBatch.LanesFor(setup.Lu != null) : 1;
 
     /// <summary>Simulates paths first … first + count − 1, reporting each failed path's step.</summary>

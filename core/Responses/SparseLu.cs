@@ -144,7 +144,7 @@ internal sealed class SparseLuPlan
 /// </summary>
 internal sealed unsafe class SparseLuBatch
 {
-    /// <summary>Paths per batch: 8 where <see cref="Vector512{T}"/> is accelerated (and <see cref="Normals.ForceNarrow"/> is off), else 4.</summary>
+    /// <summary>Paths per batch, 4 or 8 (<see cref="LanesFor"/>, or the engine's count given at construction).</summary>
     public readonly int Lanes;
     /// <summary>
     /// The lane count a batch built now gets: eight where the phases run as emitted 512-bit code, else four (the

@@ -227,7 +227,6 @@ public static class WeightedEngine
         // loop makes, so the run's results are those of one step at a time.
         readonly int _segLen;
         readonly double[] _segMax = [], _segMin = [], _segEss1 = [], _segEss2 = [];
-        bool _keepStart; // the step phase copies each chunk's rows from _x to _y before stepping them
         double* _rec;
         bool _recording, _segOff;
         int _segNext;   // the next segment's length: _segLen after a resampling, else planned by StepSegment
@@ -535,15 +534,16 @@ public static class WeightedEngine
         long StepSegment(long n, long next)
         {
             SegmentsOnThisThread++;
-            if (_stepper is null) _keepStart = true; // the step phase copies each chunk before stepping it
-            else
+            // the start, kept for stepping again: the step phase copies each chunk's rows as it records (a stepper
+            // has no step phase: the whole population here)
+            if (_stepper is not null)
             {
                 long bytes = (long)_n * _d * 8;
                 Buffer.MemoryCopy(_x, _y, bytes, bytes);
             }
             _recording = true;
             try { StepAll(); }
-            finally { _recording = false; _keepStart = false; }
+            finally { _recording = false; }
             if (_failedPaths > 0)
             {
                 var t = _x; _x = _y; _y = t;
@@ -618,8 +618,8 @@ public static class WeightedEngine
                     Extrema(c, p0, p1);
                     continue;
                 }
-                // a segment keeps its start for stepping again (StepSegment): each chunk copies its own rows
-                if (_keepStart) Buffer.MemoryCopy(_x + (long)p0 * _d, _y + (long)p0 * _d, (long)(p1 - p0) * _d * 8, (long)(p1 - p0) * _d * 8);
+                // a recording step phase is a segment's first: it keeps the chunk's start for stepping again (StepSegment)
+                if (rec != null) Buffer.MemoryCopy(_x + (long)p0 * _d, _y + (long)p0 * _d, (long)(p1 - p0) * _d * 8, (long)(p1 - p0) * _d * 8);
                 int q = p0;
                 if (lanes is not null)
                 {
