@@ -197,6 +197,90 @@ query {
 }
 """
 
+// responses of one-state models (core/Responses/ResponseLanes1.cs): DK in exact mode with the default schedule,
+// a constant α, the likelihood ratio and a rate; a parameter in the drift, the diffusion (multiplicative noise),
+// the init (a point and a normal law) and the observable; pathwise and finite differences beside them; densities,
+// time windows and the score; every function and `if`; 203 paths, two parameter sets
+let private responses1 =
+    """
+model R1 {
+  param theta = 1 in (0, inf)
+  param s = 0.4 in (0, inf)
+  param x0 = 0.8
+  state x
+  brownian W
+  init x = x0
+  d x = (-theta * x + 0.2 * sin(x) - 0.1 * tanh(x) * exp(-x^2) + (if t > 0.3 then -0.3 else 0.1) + min(x, 0.5) * 0.05 - max(x, -0.5) * 0.05) dt + s * (1 + 0.2 * cos(x)) * sqrt(1 + 0.1 * x^2) dW
+}
+
+simulate { paths = 203; dt = 0.01; T = 0.6; seed = 17 }
+
+params base {}
+params stiff { theta = 3 }
+
+query {
+  d mean(x^2) / d theta
+  d mean(x) / d s
+  d mean(x) / d x0 with pathwise
+  d mean(log(1 + x^2)) / d s with divergence_kernel(alpha = 0.5)
+  d mean(x) / d theta with likelihood_ratio
+  d mean(x^2) / d s with divergence_kernel(rate = 3)
+  d density(x) / d theta on [-1, 2] bins 9
+  d mean(x^2) / d theta over [0.2, 0.5]
+  d density(x) / d s on [-1, 2] bins 5 over [0.1, 0.6]
+  d mean(x^2) / d theta with pathwise
+  d mean(x) / d s with finite_difference(h = 0.01)
+  score(x) on [-1, 2] bins 4
+}
+"""
+
+// a normal init whose mean is the parameter (an initial score), additive noise
+let private responsesNormalInit =
+    """
+model R2 {
+  param m = 0.3
+  param k = 1.5 in (0, inf)
+  state x
+  brownian W
+  init x ~ normal(m, 0.2)
+  d x = (x - k * x^3) dt + 0.6 dW
+}
+
+simulate { paths = 101; dt = 0.02; T = 0.5; seed = 4 }
+
+query {
+  d mean(x) / d m
+  d mean(x^2) / d k
+  d density(x) / d m on [-1.5, 1.5] bins 6
+}
+"""
+
+// a point init that is the parameter (the first step's perturbation χ + J ∂x₀), additive noise, the parameter in
+// the observable too
+let private responsesPointInit =
+    """
+model R3 {
+  param x0 = 0.8
+  state x
+  brownian W
+  init x = x0
+  d x = -x * abs(x) dt + 0.5 dW
+}
+
+simulate { paths = 97; dt = 0.02; T = 0.4; seed = 8 }
+
+query {
+  d mean(x) / d x0
+  d mean((x - x0)^2) / d x0
+  d mean(x) / d x0 with divergence_kernel(alpha = 0.3)
+}
+"""
+
+/// Blocks that the one-state response lanes ran for this program's model type.
+let private responseLaneBlocks (p: CompiledProgram) =
+    let t = typeof<ResponseLanes1>.Assembly.GetType("Sde.Core.OneStateLanesOf`1").MakeGenericType(p.ModelType)
+    t.GetField("Blocks", Reflection.BindingFlags.Static ||| Reflection.BindingFlags.NonPublic).GetValue(null) :?> int64
+
 [<Tests>]
 let tests =
     testList "Lanes" [
@@ -322,5 +406,39 @@ let tests =
             Expect.equal e4 e1 "the failures"
             Expect.equal (r1.Sets |> List.map (fun s -> s.Failure.IsSome)) [ true; false ] "the first set fails, the second runs"
             sameReports r1 r4
+        }
+
+        test "responses of a one-state model in lanes give the bits of one path at a time: every kind of plan, 203 paths, two sets, two threads" {
+            let p = compile responses1
+            let before = responseLaneBlocks p
+            let one = runWith p 1 1
+            Expect.equal (responseLaneBlocks p) before "one lane: the lanes do not run"
+            sameReports one (runWith p 4 1)
+            Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+            sameReports one (runWith p 4 2)
+        }
+
+        test "responses of a one-state model in lanes give the bits of one path at a time: the parameter in a normal init, in a point init" {
+            for src in [ responsesNormalInit; responsesPointInit ] do
+                let p = compile src
+                let before = responseLaneBlocks p
+                sameReports (runWith p 1 1) (runWith p 4 1)
+                Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+        }
+
+        test "a response run that blows up fails in the same words with lanes" {
+            // x² pushes paths past every double: from 10^154 the drift overflows while the Jacobian 1 + 2 c x dt stays finite
+            let p = compile (blowup.Replace("c * x^3 dt + dW", "(c * x^2 - x) dt + 0.8 dW").Replace("c = 0.05", "c = 0.4").Replace("paths = 57; dt = 0.05; T = 3", "paths = 1001; dt = 0.1; T = 5").Replace("mean(x)", "d mean(x) / d c"))
+            let failure lanes =
+                try
+                    runWith p lanes 1 |> ignore
+                    failtest "the run should fail"
+                    ""
+                with :? SimulationFailedException as e -> e.Message
+            let a = failure 1
+            Expect.stringContains a "blew up" "a blow-up"
+            let before = responseLaneBlocks p
+            Expect.equal (failure 4) a "the same failure, word for word"
+            Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
         }
     ]

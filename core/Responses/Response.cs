@@ -166,15 +166,17 @@ public static class ResponseEngine
         if (s.Paths < 1 || steps < 1) throw new ArgumentException("a response run needs at least one path and one step");
         int threads = s.Threads > 0 ? s.Threads : Environment.ProcessorCount;
         var setup = new Setup(model, st, s, plans) { Record = record };
-        long need = setup.BytesPerWorker() * threads * ResponseLanes<TModel>.LaneCount(setup);
+        int lanes = ResponseLanes<TModel>.LaneCount(setup);
         long avail = Memory.Available();
+        // a one-state run's four lanes hold four workers' records: one path at a time where they do not fit
+        if (lanes == 4 && ResponseLanes1.Shape(setup) && setup.BytesPerWorker() * threads * lanes > avail) lanes = 1;
+        long need = setup.BytesPerWorker() * threads * lanes;
         if (need > avail)
             throw new RunTooLargeException($"this response run needs about {need / (1 << 20)} MiB of working memory ({threads} worker(s)), more than the {avail / (1 << 20)} MiB available; use mode = iterative or first_order, fewer threads, or fewer bins");
 
         TModel m0 = model;
-        int lanes = ResponseLanes<TModel>.LaneCount(setup);
         var progress = new StepProgress(s.Progress, s.Paths, steps);
-        var sets = PathBlocks.RunBlocks(s, 64, lanes, "response", () => new ResponseLanes<TModel>(m0, variants, setup, progress), (ls, first, count, fail) => ls.RunBlock(first, count, fail));
+        var sets = PathBlocks.RunBlocks(s, 64, lanes, "response", () => new ResponseLanes<TModel>(m0, variants, setup, progress, lanes), (ls, first, count, fail) => ls.RunBlock(first, count, fail));
         var total = ResponseAccumulators.Create(plans);
         foreach (var w in sets.SelectMany(l => l.Lanes)) { total.Sums.Merge(w.Sums); total.Paths += w.Paths; }
         return total;

@@ -198,6 +198,24 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                     _m.ParamTangent(k, V(a), V(pw), t, dt, sq, V(c), V(dc), V(dgk));
     }
 
+    /// <summary>The path's current state (the lanes of <see cref="ResponseLanes1"/> write it before <see cref="SampleAt"/>).</summary>
+    public double* State => _a;
+
+    /// <summary>ℓ of group g, per response parameter.</summary>
+    public double[] Ell(int g) => ell[g];
+
+    /// <summary>∂_γx₀ of response parameter k, component 0 (a one-state model's initial tangent).</summary>
+    public double InitTangent(int k) => v0[k * U.D];
+
+    /// <summary>The pathwise tangent v of response parameter k.</summary>
+    public double[] Tangent(int k) => v[k];
+
+    /// <summary>The state of finite-difference variant k.</summary>
+    public double[] VariantState(int k) => xv[k];
+
+    /// <summary>The samples at step n from the state, covectors and weights the worker holds.</summary>
+    public void SampleAt(long n) => Sample(n, n * U.Dt, _a, _pobs, _pgrad);
+
     /// <summary>This step's J values (for the batched sparse LU).</summary>
     public double[] Jv => jv;
 

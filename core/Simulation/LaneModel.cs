@@ -18,6 +18,18 @@ public unsafe interface ISdeLaneModel
 
     /// <summary>y ← x + f(x,t) dt + g(x,t) sqdt w for four paths (lane j of x[i*4 + j], w[l*4 + j], y[i*4 + j]).</summary>
     void StepLanes4(double* x, double* y, double* w, double t, double dt, double sqdt);
+
+    /// <summary>4 when <see cref="TangentLanes4"/> is implemented (a one-state model with derivatives), else 0.</summary>
+    int TangentLaneWidth { get; }
+
+    /// <summary>
+    /// The response engine's per-step derivative values for four paths, each lane with the bits of the
+    /// one-path methods (<see cref="ISdeTangentModel.Jacobian{TV}"/>, <c>Hessian</c>, <c>Sigma</c> and every
+    /// parameter's <c>ParamTangent</c>), into rows of four doubles in that order: the J entries, the Hessian
+    /// entries, the σ entries, then per response parameter its χ (one row per state), Dχ entries and ∂σ
+    /// entries (<see cref="TangentStructure"/> gives the counts).
+    /// </summary>
+    void TangentLanes4(double* x, double* w, double t, double dt, double sqdt, double* values);
 }
 
 /// <summary>

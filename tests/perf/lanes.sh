@@ -5,6 +5,8 @@
 #   l96     noisy Lorenz-96, N = 40 (tests/perf/l96_bench.sde, bench/peers/l96_numpy.py), 2000 steps
 #   noise40 40 pure noises (tests/perf/noise40_bench.sde; no peer): the random numbers alone
 #   explog  a 1-D drift of exp and log (tests/perf/explog_bench.sde, bench/peers/explog_numpy.py), 1000 steps
+#   oudk    the 1-D OU's divergence-kernel response d E[x^2] / d theta (tests/perf/ou_dk_bench.sde,
+#           bench/peers/ou_dk_numpy.py), 1000 steps: the response engine's lanes over paths (one state)
 # The engine runs `dsl run FILE --json --threads 1` with SDE_LANES=1 (one path at a time) and SDE_LANES=4
 # (four paths per step in the vector lanes); every program runs REPS times, interleaved, and the script
 # prints the median path-steps/s of each and the ratios lanes/one-lane and lanes/numpy, measured in
@@ -13,7 +15,7 @@
 # Builds the CLI in Release; installs nothing (numpy peers run only if PYTHON has numpy).
 #
 #   tests/perf/lanes.sh [REPS]          (default 3)
-#   environment: PATHS (ou, l63, explog; default 100000), PATHS96 (l96, noise40; default 4000),
+#   environment: PATHS (ou, l63, explog, oudk; default 100000), PATHS96 (l96, noise40; default 4000),
 #   PYTHON (default: python3 if it has numpy, else /usr/bin/python3), ONLY (e.g. "ou l63"),
 #   BEFORE (a dsl.dll built from an earlier commit, e.g. a copy of dsl/cli/bin/Release/net10.0: its
 #   four-lane run joins the interleaved rounds, and the script prints lanes/before)
@@ -24,7 +26,7 @@ cd "$root"
 reps="${1:-3}"
 paths="${PATHS:-100000}"
 paths96="${PATHS96:-4000}"
-only="${ONLY:-ou l63 l96 noise40 explog}"
+only="${ONLY:-ou l63 l96 noise40 explog oudk}"
 python="${PYTHON:-python3}"
 "$python" -c 'import numpy' >/dev/null 2>&1 || python=/usr/bin/python3
 have_numpy=0
@@ -56,6 +58,7 @@ for w in $only; do
     l96) file=tests/perf/l96_bench.sde; p="$paths96"; peerargs=(bench/peers/l96_numpy.py "$p" 2000 40) ;;
     noise40) file=tests/perf/noise40_bench.sde; p="$paths96"; peerargs=() ;;
     explog) file=tests/perf/explog_bench.sde; p="$paths"; peerargs=(bench/peers/explog_numpy.py "$p" 1000) ;;
+    oudk) file=tests/perf/ou_dk_bench.sde; p="$paths"; peerargs=(bench/peers/ou_dk_numpy.py "$p" 1000) ;;
     *) echo "unknown workload $w"; exit 2 ;;
     esac
     sed 's/^simulate {/simulate { bias = off;/' "$file" >"$tmp/$(basename "$file")"

@@ -105,7 +105,22 @@ let compileWith (derivatives: bool) (ir: ModelIr) (observables: Sym[]) (wrt: int
     // StepLanes4(x, y, w, t, dt, sqdt): four paths per step in the vector lanes (the step without loops,
     // of a model small enough for the engine to choose lanes: a wide model's lane step would only double
     // its compile time)
-    LaneEmit.implementLaneStep mb (if ir.Loops.IsEmpty && ir.Dim <= Engine.MaxAutoLaneDim then Some tg.Step else None)
+    // TangentLanes4: the response engine's lanes over paths take one-state models (ResponseLanes1)
+    let tangentValues =
+        if derivatives && ir.Dim <= ResponseLanes1.MaxDim then
+            let vals (xs: (int * int * Sym) list) = xs |> List.map (fun (_, _, v) -> v)
+            [ yield! vals tg.J
+              yield! tg.Hessian |> List.map (fun (_, _, _, v) -> v)
+              yield! vals tg.Sigma
+              for p in 0 .. tg.Chi.Length - 1 do
+                  yield! tg.Chi[p]
+                  yield! vals tg.DChi[p]
+                  yield! vals tg.Dg[p] ]
+            |> List.toArray
+            |> Some
+        else
+            None
+    LaneEmit.implementLaneStep mb (if ir.Loops.IsEmpty && ir.Dim <= Engine.MaxAutoLaneDim then Some tg.Step else None) tangentValues
     // Jacobian / Hessian <TV>(x, w, t, dt, sqdt, values)
     let dBind = standardBind mb 1 2 3 [ "dt", FromArg 4; "sqdt", FromArg 5 ]
     implementMethod mb tface "Jacobian" dBind (sparseOut 6 tg.J)

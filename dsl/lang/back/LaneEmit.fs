@@ -41,11 +41,19 @@ let private lane name = typeof<LaneMath>.GetMethod(name)
 let maxLaneIl = 50_000
 let maxLaneLocals = 1_500
 
-/// The IL argument indices of `StepLanes4(double* x, double* y, double* w, double t, double dt, double sqdt)`.
-let private argX, argY, argW, argT, argDt, argSqdt = 1, 2, 3, 4, 5, 6
+/// Where a lane method finds its inputs: the IL argument indices of the state, noise, time, dt and
+/// sqdt, and of the buffer its values go to.
+type private LaneArgs = { X: int; W: int; T: int; Dt: int; Sqdt: int; Out: int }
+
+/// `StepLanes4(double* x, double* y, double* w, double t, double dt, double sqdt)`.
+let private stepArgs = { X = 1; Out = 2; W = 3; T = 4; Dt = 5; Sqdt = 6 }
+
+/// `TangentLanes4(double* x, double* w, double t, double dt, double sqdt, double* values)`.
+let private tangentArgs = { X = 1; W = 2; T = 3; Dt = 4; Sqdt = 5; Out = 6 }
 
 type private LaneBody =
     { Il: ILGenerator
+      Args: LaneArgs
       Params: FieldBuilder[]
       Uses: Dictionary<Sym, int>
       Locals: Dictionary<Sym, LocalBuilder>
@@ -104,19 +112,19 @@ and private emitRaw (b: LaneBody) (e: Sym) =
         il.Emit(OpCodes.Ldc_R8, v)
         broadcast il
     | State k, _ ->
-        emitRow il argX k
+        emitRow il b.Args.X k
         call vLoad
     | Noise l, _ ->
-        emitRow il argW l
+        emitRow il b.Args.W l
         call vLoad
     | Time, _ ->
-        il.Emit(OpCodes.Ldarg_S, byte argT)
+        il.Emit(OpCodes.Ldarg_S, byte b.Args.T)
         broadcast il
     | Ext ("dt", _), _ ->
-        il.Emit(OpCodes.Ldarg_S, byte argDt)
+        il.Emit(OpCodes.Ldarg_S, byte b.Args.Dt)
         broadcast il
     | Ext ("sqdt", _), _ ->
-        il.Emit(OpCodes.Ldarg_S, byte argSqdt)
+        il.Emit(OpCodes.Ldarg_S, byte b.Args.Sqdt)
         broadcast il
     | Param i, _ ->
         il.Emit(OpCodes.Ldarg_0)
@@ -249,17 +257,15 @@ let rec private laneable (e: Sym) =
     | Ext (n, _) when n <> "dt" && n <> "sqdt" -> false
     | _ -> List.forall laneable e.Args
 
-/// Implement `ISdeLaneModel` on the model type: `StepLanes4` from the one-path step's expressions
-/// `step` (one per state component) and `LaneWidth` 4; or, when `step` is None (a model whose step
-/// has loops) or the body is past the JIT's limits, `LaneWidth` 0 and a `StepLanes4` that throws
-/// (the engine never calls it then).
-let implementLaneStep (mb: ModelBuilder) (step: Sym[] option) =
-    let iface = typeof<ISdeLaneModel>
-    let im = iface.GetMethod("StepLanes4")
+/// A lane method of the model type implementing `name` of `iface`: the values `es` stored in rows 0, 1, …
+/// of the output argument; or, when `es` is None or the body is past the JIT's limits, a body that throws
+/// (the engine never calls it then). Returns whether the lane method is offered.
+let private implementLanes (mb: ModelBuilder) (iface: Type) (name: string) (args: LaneArgs) (es: Sym[] option) =
+    let im = iface.GetMethod(name)
 
     let m =
         mb.Type.DefineMethod(
-            iface.Name + ".StepLanes4",
+            iface.Name + "." + name,
             MethodAttributes.Private ||| MethodAttributes.Virtual ||| MethodAttributes.Final
             ||| MethodAttributes.HideBySig ||| MethodAttributes.NewSlot,
             typeof<Void>,
@@ -270,12 +276,13 @@ let implementLaneStep (mb: ModelBuilder) (step: Sym[] option) =
     let il = m.GetILGenerator()
 
     let fits =
-        match step with
+        match es with
         | Some es when Array.forall laneable es ->
             let values = shareAll (List.ofArray es)
 
             let b =
                 { Il = il
+                  Args = args
                   Params = mb.Params
                   Uses = countUses values
                   Locals = Dictionary<Sym, LocalBuilder>(HashIdentity.Structural)
@@ -284,16 +291,27 @@ let implementLaneStep (mb: ModelBuilder) (step: Sym[] option) =
             values
             |> List.iteri (fun k v ->
                 emitExpr b v
-                emitRow il argY k
+                emitRow il args.Out k
                 il.Emit(OpCodes.Call, vStore))
 
             il.Emit(OpCodes.Ret)
             il.ILOffset <= maxLaneIl && b.Locals.Count <= maxLaneLocals
         | _ ->
-            il.Emit(OpCodes.Ldstr, "this model has no lane step (LaneWidth is 0)")
+            il.Emit(OpCodes.Ldstr, "this model has no lane form of " + name)
             il.Emit(OpCodes.Newobj, typeof<NotSupportedException>.GetConstructor([| typeof<string> |]))
             il.Emit(OpCodes.Throw)
             false
 
     mb.Type.DefineMethodOverride(m, im)
+    fits
+
+/// Implement `ISdeLaneModel` on the model type: `StepLanes4` from the one-path step's expressions
+/// `step` (one per state component) and `LaneWidth` 4 (0 when `step` is None, a model whose step has
+/// loops, or the body is past the JIT's limits); `TangentLanes4` from `tangent` (the derivative values in
+/// the order `ISdeLaneModel.TangentLanes4` documents) and `TangentLaneWidth` likewise.
+let implementLaneStep (mb: ModelBuilder) (step: Sym[] option) (tangent: Sym[] option) =
+    let iface = typeof<ISdeLaneModel>
+    let fits = implementLanes mb iface "StepLanes4" stepArgs step
     implementConstInt mb iface "LaneWidth" (if fits then 4 else 0)
+    let tfits = implementLanes mb iface "TangentLanes4" tangentArgs tangent
+    implementConstInt mb iface "TangentLaneWidth" (if tfits then 4 else 0)
