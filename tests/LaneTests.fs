@@ -197,7 +197,7 @@ query {
 }
 """
 
-// responses of one-state models (core/Responses/ResponseLanes1.cs): DK in exact mode with the default schedule,
+// responses of one-state models (core/Responses/SmallResponseLanes.cs): DK in exact mode with the default schedule,
 // a constant α, the likelihood ratio and a rate; a parameter in the drift, the diffusion (multiplicative noise),
 // the init (a point and a normal law) and the observable; pathwise and finite differences beside them; densities,
 // time windows and the score; every function and `if`; 203 paths, two parameter sets
@@ -276,9 +276,70 @@ query {
 }
 """
 
-/// Blocks that the one-state response lanes ran for this program's model type.
+// three states, diagonal noise (multiplicative on y): a strong coupling (J₁₀ = 1 + k cos x cos y Δt, up to 3) makes
+// the dense LU exchange rows in some lanes of a step and not in others; a point init that moves with the parameter
+// (the first step's χ + J ∂x₀) under additive noise
+let private responsesPivot =
+    """
+model Piv {
+  param k = 20
+  param c = 0.5
+  param s = 0.3 in (0, inf)
+  state x
+  state y
+  state z
+  brownian W[3]
+  init x ~ normal(0, 1)
+  init y ~ normal(0.5, 1)
+  init z = 0.5
+  d x = (-x + c * y) dt + s dW[0]
+  d y = (k * sin(x) * cos(y) - y + 0.1 * z^2) dt + s * (1 + 0.2 * sin(y)) dW[1]
+  d z = (x * y - z) dt + s dW[2]
+}
+
+simulate { paths = 203; dt = 0.1; T = 2; seed = 21 }
+
+query {
+  d mean(y) / d k
+  d mean(x * y) / d s
+  d mean(z) / d c with divergence_kernel(alpha = 0.4)
+  d density(y) / d k on [-20, 20] bins 5 over [1, 2]
+  d mean(x) / d c with pathwise
+  d mean(y^2) / d k with finite_difference(h = 0.01)
+}
+"""
+
+let private responsesL63 =
+    """
+model L63 {
+  param sigma = 10
+  param rho = 28
+  param beta = 2.6667
+  state x
+  state y
+  state z
+  brownian W[3]
+  init x ~ normal(1, 0.1)
+  init y = 1
+  init z = rho - 27
+  d x = sigma * (y - x) dt + 0.5 dW[0]
+  d y = (x * (rho - z) - y) dt + 0.5 dW[1]
+  d z = (x * y - beta * z) dt + 0.5 dW[2]
+}
+
+simulate { paths = 101; dt = 0.002; T = 0.3; seed = 3 }
+
+query {
+  d mean(z) / d rho
+  d mean(x^2) / d sigma with divergence_kernel(alpha = 0.5)
+  d density(x) / d rho on [-10, 10] bins 8
+  d mean(z) / d beta over [0.1, 0.3]
+}
+"""
+
+/// Blocks that the small models' response lanes ran for this program's model type.
 let private responseLaneBlocks (p: CompiledProgram) =
-    let t = typeof<ResponseLanes1>.Assembly.GetType("Sde.Core.OneStateLanesOf`1").MakeGenericType(p.ModelType)
+    let t = typeof<SmallResponseLanes>.Assembly.GetType("Sde.Core.SmallLanesOf`1").MakeGenericType(p.ModelType)
     t.GetField("Blocks", Reflection.BindingFlags.Static ||| Reflection.BindingFlags.NonPublic).GetValue(null) :?> int64
 
 [<Tests>]
@@ -420,6 +481,14 @@ let tests =
 
         test "responses of a one-state model in lanes give the bits of one path at a time: the parameter in a normal init, in a point init" {
             for src in [ responsesNormalInit; responsesPointInit ] do
+                let p = compile src
+                let before = responseLaneBlocks p
+                sameReports (runWith p 1 1) (runWith p 4 1)
+                Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+        }
+
+        test "responses of three-state models in lanes give the bits of one path at a time: row exchanges in some lanes, a point init that moves, Lorenz-63" {
+            for src in [ responsesPivot; responsesL63 ] do
                 let p = compile src
                 let before = responseLaneBlocks p
                 sameReports (runWith p 1 1) (runWith p 4 1)

@@ -168,8 +168,8 @@ public static class ResponseEngine
         var setup = new Setup(model, st, s, plans) { Record = record };
         int lanes = ResponseLanes<TModel>.LaneCount(setup);
         long avail = Memory.Available();
-        // a one-state run's four lanes hold four workers' records: one path at a time where they do not fit
-        if (lanes == 4 && ResponseLanes1.Shape(setup) && setup.BytesPerWorker() * threads * lanes > avail) lanes = 1;
+        // a small run's four lanes hold four workers' records: one path at a time where they do not fit
+        if (lanes == 4 && SmallResponseLanes.Shape(setup) && setup.BytesPerWorker() * threads * lanes > avail) lanes = 1;
         long need = setup.BytesPerWorker() * threads * lanes;
         if (need > avail)
             throw new RunTooLargeException($"this response run needs about {need / (1 << 20)} MiB of working memory ({threads} worker(s)), more than the {avail / (1 << 20)} MiB available; use mode = iterative or first_order, fewer threads, or fewer bins");

@@ -21,7 +21,7 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
     readonly double[][] _nu, _chi, _spw; // per lane, the vectors handed to the batch (filled per call, never allocated)
     readonly double[] _uc, _wsc;
     readonly StepProgress _progress;
-    readonly OneStateLanes<TModel>? _one; // a one-state model's lanes over paths (ResponseLanes1)
+    readonly SmallLanes<TModel>? _small; // a small model's lanes over paths (SmallResponseLanes)
 
     /// <param name="lanes">The paths side by side: <see cref="LaneCount"/>, or 1 where that many workers' records do not fit.</param>
     public ResponseLanes(TModel model, TModel[] variants, ResponseEngine.Setup setup, StepProgress progress, int lanes)
@@ -29,7 +29,7 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
         U = setup;
         _progress = progress;
         int n = lanes;
-        _one = n == 4 && ResponseLanes1.Shape(setup) ? OneStateLanes<TModel>.For(model, variants, setup, progress) : null;
+        _small = n == 4 && SmallResponseLanes.Shape(setup) ? SmallLanes<TModel>.For(model, variants, setup, progress) : null;
         Lanes = new Worker<TModel>[n];
         for (int i = 0; i < n; i++) Lanes[i] = new Worker<TModel>(model, variants, setup);
         if (setup.Lu != null || setup.AnyFirstOrder)
@@ -52,12 +52,12 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
     }
 
     public static int LaneCount(ResponseEngine.Setup setup) =>
-        setup.Lu != null || setup.AnyFirstOrder ? SparseLuBatch.LanesFor(setup.Lu != null) : ResponseLanes1.Shape(setup) ? 4 : 1;
+        setup.Lu != null || setup.AnyFirstOrder ? SparseLuBatch.LanesFor(setup.Lu != null) : SmallResponseLanes.Shape(setup) ? 4 : 1;
 
     /// <summary>Simulates paths first … first + count − 1, reporting each failed path's step.</summary>
     public void RunBlock(ulong first, long count, Action<long> fail)
     {
-        if (_one != null) { _one.RunBlock(Lanes, first, count, fail); return; }
+        if (_small != null) { _small.RunBlock(Lanes, first, count, fail); return; }
         int L = Lanes.Length;
         for (long p0 = 0; p0 < count; p0 += L)
         {

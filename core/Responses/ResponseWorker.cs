@@ -198,14 +198,14 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
                     _m.ParamTangent(k, V(a), V(pw), t, dt, sq, V(c), V(dc), V(dgk));
     }
 
-    /// <summary>The path's current state (the lanes of <see cref="ResponseLanes1"/> write it before <see cref="SampleAt"/>).</summary>
+    /// <summary>The path's current state (the lanes of <see cref="SmallResponseLanes"/> write it before <see cref="SampleAt"/>).</summary>
     public double* State => _a;
 
     /// <summary>ℓ of group g, per response parameter.</summary>
     public double[] Ell(int g) => ell[g];
 
-    /// <summary>∂_γx₀ of response parameter k, component 0 (a one-state model's initial tangent).</summary>
-    public double InitTangent(int k) => v0[k * U.D];
+    /// <summary>Component i of ∂_γx₀ for response parameter k.</summary>
+    public double InitTangent(int k, int i) => v0[k * U.D + i];
 
     /// <summary>The pathwise tangent v of response parameter k.</summary>
     public double[] Tangent(int k) => v[k];

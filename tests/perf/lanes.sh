@@ -7,6 +7,8 @@
 #   explog  a 1-D drift of exp and log (tests/perf/explog_bench.sde, bench/peers/explog_numpy.py), 1000 steps
 #   oudk    the 1-D OU's divergence-kernel response d E[x^2] / d theta (tests/perf/ou_dk_bench.sde,
 #           bench/peers/ou_dk_numpy.py), 1000 steps: the response engine's lanes over paths (one state)
+#   l63dk   Lorenz-63's divergence-kernel response d E[z] / d r (tests/perf/l63_dk_bench.sde; no peer), 1000 steps:
+#           the response engine's lanes with the dense LU of three states
 # The engine runs `dsl run FILE --json --threads 1` with SDE_LANES=1 (one path at a time) and SDE_LANES=4
 # (four paths per step in the vector lanes); every program runs REPS times, interleaved, and the script
 # prints the median path-steps/s of each and the ratios lanes/one-lane and lanes/numpy, measured in
@@ -15,7 +17,7 @@
 # Builds the CLI in Release; installs nothing (numpy peers run only if PYTHON has numpy).
 #
 #   tests/perf/lanes.sh [REPS]          (default 3)
-#   environment: PATHS (ou, l63, explog, oudk; default 100000), PATHS96 (l96, noise40; default 4000),
+#   environment: PATHS (ou, l63, explog, oudk, l63dk; default 100000), PATHS96 (l96, noise40; default 4000),
 #   PYTHON (default: python3 if it has numpy, else /usr/bin/python3), ONLY (e.g. "ou l63"),
 #   BEFORE (a dsl.dll built from an earlier commit, e.g. a copy of dsl/cli/bin/Release/net10.0: its
 #   four-lane run joins the interleaved rounds, and the script prints lanes/before)
@@ -26,7 +28,7 @@ cd "$root"
 reps="${1:-3}"
 paths="${PATHS:-100000}"
 paths96="${PATHS96:-4000}"
-only="${ONLY:-ou l63 l96 noise40 explog oudk}"
+only="${ONLY:-ou l63 l96 noise40 explog oudk l63dk}"
 python="${PYTHON:-python3}"
 "$python" -c 'import numpy' >/dev/null 2>&1 || python=/usr/bin/python3
 have_numpy=0
@@ -59,6 +61,7 @@ for w in $only; do
     noise40) file=tests/perf/noise40_bench.sde; p="$paths96"; peerargs=() ;;
     explog) file=tests/perf/explog_bench.sde; p="$paths"; peerargs=(bench/peers/explog_numpy.py "$p" 1000) ;;
     oudk) file=tests/perf/ou_dk_bench.sde; p="$paths"; peerargs=(bench/peers/ou_dk_numpy.py "$p" 1000) ;;
+    l63dk) file=tests/perf/l63_dk_bench.sde; p="$paths"; peerargs=() ;;
     *) echo "unknown workload $w"; exit 2 ;;
     esac
     sed 's/^simulate {/simulate { bias = off;/' "$file" >"$tmp/$(basename "$file")"

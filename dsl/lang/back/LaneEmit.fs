@@ -250,12 +250,21 @@ and private emitCond (b: LaneBody) (c: Sym) =
         emitExpr b c
         call "NonZero"
 
-/// Can the lane step compute this expression (no loop templates, no inputs other than dt and sqdt)?
-let rec private laneable (e: Sym) =
-    match e.Op with
-    | StateAt _ | NoiseAt _ | ExtAt _ | SumLoop _ -> false
-    | Ext (n, _) when n <> "dt" && n <> "sqdt" -> false
-    | _ -> List.forall laneable e.Args
+/// Can the lane methods compute these expressions (no loop templates, no inputs other than dt and sqdt)?
+/// Each shared node is visited once (derivative expressions are DAGs whose trees can be exponentially larger).
+let private laneable (es: Sym list) =
+    let seen = HashSet<Sym>(HashIdentity.Reference)
+
+    let rec ok (e: Sym) =
+        if not (seen.Add e) then
+            true
+        else
+            match e.Op with
+            | StateAt _ | NoiseAt _ | ExtAt _ | SumLoop _ -> false
+            | Ext (n, _) when n <> "dt" && n <> "sqdt" -> false
+            | _ -> List.forall ok e.Args
+
+    List.forall ok es
 
 /// A lane method of the model type implementing `name` of `iface`: the values `es` stored in rows 0, 1, …
 /// of the output argument; or, when `es` is None or the body is past the JIT's limits, a body that throws
@@ -275,10 +284,11 @@ let private implementLanes (mb: ModelBuilder) (iface: Type) (name: string) (args
     m.SetImplementationFlags(MethodImplAttributes.AggressiveOptimization)
     let il = m.GetILGenerator()
 
+    let values = es |> Option.map (List.ofArray >> shareAll)
+
     let fits =
-        match es with
-        | Some es when Array.forall laneable es ->
-            let values = shareAll (List.ofArray es)
+        match values with
+        | Some values when laneable values ->
 
             let b =
                 { Il = il

@@ -1,0 +1,519 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Sde.Core;
+
+/// <summary>
+/// The response engine's lanes over paths for small models: four paths per step in the lanes of a
+/// <see cref="Vector256{T}"/>, for the runs the one-path worker handles in exact mode (the default up to
+/// ten states) with diagonal noise. Such a run spends most of its time in the worker's per-path
+/// bookkeeping around a few scalar operations per step (the Ornstein–Uhlenbeck response ran below a numpy
+/// script of the same recursion); here the step, the derivatives (the model's emitted
+/// <see cref="ISdeLaneModel.TangentLanes4"/>), the dense LU with partial pivoting (each lane its own
+/// pivots, rows exchanged by selects) and the DK recursion run four paths per operation. Each lane makes
+/// the one-path worker's operations in its order (<see cref="Worker{TModel}"/>'s <c>Pre</c>, <c>DkBegin</c>,
+/// <c>DkEnd</c> and <c>Post</c>, <see cref="Dense.Lu"/> and <see cref="Dense.Inverse"/>, for diagonal
+/// noise), so each lane has the bits of that path run alone; the workers still start the paths, take
+/// their samples and keep their sums.
+/// </summary>
+public static class SmallResponseLanes
+{
+    /// <summary>The largest state dimension the lanes take (the compiler emits <see cref="ISdeLaneModel.TangentLanes4"/> up to it).</summary>
+    public const int MaxDim = 8;
+
+    /// <summary>
+    /// Is the run of the shape the lanes take: at most <see cref="MaxDim"/> states, diagonal noise, exact DK
+    /// groups (any number, with pathwise and finite-difference plans beside them), no stationary windows,
+    /// alignment or recording? Such a run's path blocks are multiples of four whether the lanes run or not,
+    /// so that a failure's count of the paths that ran is the same both ways.
+    /// </summary>
+    internal static bool Shape(ResponseEngine.Setup u) =>
+        u.D <= MaxDim && u.M == u.D && u.DiagonalNoise && u.Groups.All(g => g.Mode == DkMode.Exact)
+        && !u.NeedAlign && u.Record == null && u.WindowSteps.All(w => w == 0);
+
+    /// <summary>Do the lanes take this run: its shape, the model's lane methods, and the lanes chosen (hardware, settings, SDE_LANES)?</summary>
+    internal static bool Takes<TModel>(TModel model, ResponseEngine.Setup u) where TModel : struct, ISdeTangentModel =>
+        Shape(u) && model is ISdeLaneModel { LaneWidth: 4, TangentLaneWidth: 4 } && Engine.ChooseLanes(u.S, 4, u.D);
+}
+
+/// <summary>The lane run of <see cref="SmallResponseLanes"/> for a model type (created where the type has the lane methods).</summary>
+internal abstract class SmallLanes<TModel> where TModel : struct, ISdeTangentModel
+{
+    public abstract void RunBlock(Worker<TModel>[] lanes, ulong first, long count, Action<long> fail);
+
+    public static SmallLanes<TModel>? For(TModel model, TModel[] variants, ResponseEngine.Setup u, StepProgress progress)
+    {
+        if (!SmallResponseLanes.Takes(model, u)) return null;
+        var t = typeof(SmallLanesOf<>).MakeGenericType(typeof(TModel));
+        return (SmallLanes<TModel>)Activator.CreateInstance(t, model, variants, u, progress)!;
+    }
+}
+
+internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TModel : struct, ISdeTangentModel, ISdeLaneModel
+{
+    const int L = 4;
+    readonly ResponseEngine.Setup U;
+    TModel _m;
+    readonly TModel[] _variants;
+    readonly StepProgress _progress;
+    readonly int _batch;
+    // One pinned buffer of rows of four lanes (row r at _p + 4r): the state (two halves, swapped each step), a
+    // batch of step normals, the derivative values, the dense J, its inverse, the pivots and a column,
+    // the covectors, u = J⁻ᵀc, c, σ⁺ᵀw, a product, the pathwise tangents, ∂_γx₀, the variants' states.
+    readonly double[] _buf;
+    readonly double* _p;
+    readonly int _x0, _w, _v, _jd, _ji, _piv, _col, _nu, _u, _c, _spw, _tmp, _tan, _v0, _xv;
+    // rows of the derivative values: the J entries, the Hessian entries, σ's entries, and per parameter χ, Dχ and ∂σ
+    readonly int _nJ, _h0, _g0;
+    readonly int[] _chi, _dchi, _dg;
+    readonly Vector256<double>[][] _ell;     // per group, per parameter
+    readonly long _sampleFrom, _sampleTo;
+    int _half; // which half of the state rows (and the variants') holds the current state
+
+    public SmallLanesOf(TModel model, TModel[] variants, ResponseEngine.Setup u, StepProgress progress)
+    {
+        U = u; _m = model; _variants = variants; _progress = progress;
+        var st = u.St;
+        int d = u.D, np = u.NParams, ng = u.Groups.Length;
+        _batch = Engine.BatchSteps(u.M);
+        _nJ = st.JRow.Length; _h0 = _nJ; _g0 = _h0 + st.HRow.Length;
+        _chi = new int[np]; _dchi = new int[np]; _dg = new int[np];
+        int row = _g0 + st.GRow.Length;
+        for (int k = 0; k < np; k++)
+        {
+            _chi[k] = row; row += d;
+            _dchi[k] = row; row += st.DChiRow[k].Length;
+            _dg[k] = row; row += st.DgRow[k].Length;
+        }
+        int rows = 0;
+        int Take(int n) { int at = rows; rows += n; return at; }
+        _x0 = Take(2 * d); _w = Take(_batch * u.M); _v = Take(Math.Max(1, row));
+        _jd = Take(d * d); _ji = Take(d * d); _piv = Take(d); _col = Take(d);
+        _nu = Take(ng * d); _u = Take(d); _c = Take(d); _spw = Take(d); _tmp = Take(d);
+        _tan = Take(np * d); _v0 = Take(np * d); _xv = Take(variants.Length * 2 * d);
+        _buf = GC.AllocateArray<double>(rows * L + L, pinned: true);
+        _p = (double*)Unsafe.AsPointer(ref _buf[0]);
+        _ell = new Vector256<double>[ng][];
+        for (int g = 0; g < ng; g++) _ell[g] = new Vector256<double>[Math.Max(1, np)];
+        _sampleFrom = long.MaxValue; _sampleTo = long.MinValue;
+        for (int i = 0; i < u.Plans.Length; i++)
+            if (u.From[i] <= u.To[i]) { _sampleFrom = Math.Min(_sampleFrom, u.From[i]); _sampleTo = Math.Max(_sampleTo, u.To[i]); }
+    }
+
+    double* R(int row) => _p + row * L;
+
+    // (through a local base pointer: the JIT reloads a field after every store through a pointer)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> Get(double* p, int row) => Vector256.Load(p + row * L);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Set(double* p, int row, Vector256<double> v) => v.Store(p + row * L);
+
+    /// <summary>Blocks run (a test's evidence that the lanes ran).</summary>
+    internal static long Blocks;
+
+    public override void RunBlock(Worker<TModel>[] lanes, ulong first, long count, Action<long> fail)
+    {
+        Interlocked.Increment(ref Blocks);
+        for (long p0 = 0; p0 < count; p0 += L)
+        {
+            int k = (int)Math.Min(L, count - p0);
+            for (int i = 0; i < k; i++) lanes[i].Begin(first + (ulong)(p0 + i));
+            Gather(lanes, k);
+            int live = (1 << k) - 1;
+            if (U.D == 1) RunPaths1(lanes, first + (ulong)p0, k, ref live, fail);
+            else RunPaths(lanes, first + (ulong)p0, k, ref live, fail);
+            for (int i = 0; i < k; i++) if ((live >> i & 1) != 0) lanes[i].End();
+        }
+    }
+
+    /// <summary>The started paths' state, covectors, weights and tangents into the lanes (idle lanes copy lane 0).</summary>
+    void Gather(Worker<TModel>[] lanes, int k)
+    {
+        int d = U.D;
+        _half = 0;
+        for (int j = 0; j < L; j++)
+        {
+            var w = lanes[j < k ? j : 0];
+            for (int i = 0; i < d; i++)
+            {
+                R(_x0 + i)[j] = w.State[i];
+                for (int g = 0; g < _ell.Length; g++) R(_nu + g * d + i)[j] = w.Nu(g)[i];
+                for (int q = 0; q < U.NParams; q++) R(_v0 + q * d + i)[j] = w.InitTangent(q, i);
+                foreach (int q in U.PathwiseWhich) R(_tan + q * d + i)[j] = w.Tangent(q)[i];
+                foreach (int q in U.Variants) R(_xv + q * 2 * d + i)[j] = w.VariantState(q)[i];
+            }
+        }
+        var e = stackalloc double[L];
+        for (int g = 0; g < _ell.Length; g++)
+            for (int q = 0; q < U.NParams; q++)
+            {
+                for (int j = 0; j < L; j++) e[j] = lanes[j < k ? j : 0].Ell(g)[q];
+                _ell[g][q] = Vector256.Load(e);
+            }
+    }
+
+    /// <summary>Lane j's state, covectors, weights and tangents into its worker, which samples at step n.</summary>
+    void Sample(Worker<TModel> w, int j, long n)
+    {
+        int d = U.D, x = _x0 + _half * d;
+        for (int i = 0; i < d; i++)
+        {
+            w.State[i] = R(x + i)[j];
+            for (int g = 0; g < _ell.Length; g++) w.Nu(g)[i] = R(_nu + g * d + i)[j];
+            foreach (int q in U.PathwiseWhich) w.Tangent(q)[i] = R(_tan + q * d + i)[j];
+            foreach (int q in U.Variants) w.VariantState(q)[i] = R(_xv + (2 * q + _half) * d + i)[j];
+        }
+        for (int g = 0; g < _ell.Length; g++)
+        {
+            var e = w.Ell(g);
+            for (int q = 0; q < U.NParams; q++) e[q] = _ell[g][q].GetElement(j);
+        }
+        w.SampleAt(n);
+    }
+
+    /// <summary>
+    /// <see cref="Dense.Lu"/> of the lanes' J (rows at _jd) and <see cref="Dense.Inverse"/> into _ji, operation for
+    /// operation in every lane: the pivot search with selects (the first largest, as the scalar test keeps it), the
+    /// row exchange by selects over the candidate rows, the elimination kept where the factor is 0 (the scalar
+    /// code skips those rows). Returns the lanes whose matrix is singular.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    int LuInverse(int n, int live)
+    {
+        double* P = _p;
+        int a = _jd, ji = _ji, piv = _piv;
+        if (n == 1)
+        {
+            // (the general code's operations for one state: the pivot test, then the inverse's 1 / a₀₀)
+            var m0 = Vector256.Abs(Get(P, a));
+            int bad1 = (int)(Vector256.Equals(m0, Vector256<double>.Zero) | ~Vector256.LessThan(m0, Vector256.Create(double.PositiveInfinity))).ExtractMostSignificantBits();
+            if ((bad1 & live) != 0) return bad1 & live;
+            Set(P, ji, Vector256<double>.One / Get(P, a));
+            return 0;
+        }
+        for (int k = 0; k < n; k++)
+        {
+            var p = Vector256.Create((double)k);
+            var max = Vector256.Abs(Get(P, a + k * n + k));
+            for (int i = k + 1; i < n; i++)
+            {
+                var v = Vector256.Abs(Get(P, a + i * n + k));
+                var gt = Vector256.GreaterThan(v, max);
+                max = Vector256.ConditionalSelect(gt, v, max);
+                p = Vector256.ConditionalSelect(gt, Vector256.Create((double)i), p);
+            }
+            int bad = (int)(Vector256.Equals(max, Vector256<double>.Zero) | ~Vector256.LessThan(max, Vector256.Create(double.PositiveInfinity))).ExtractMostSignificantBits();
+            if ((bad & live) != 0) return bad & live; // (a lane that blew up earlier may hold anything)
+            Set(P, piv + k, p);
+            for (int i = k + 1; i < n; i++)
+            {
+                var sw = Vector256.Equals(p, Vector256.Create((double)i));
+                if (sw == Vector256<double>.Zero) continue;
+                for (int j = 0; j < n; j++)
+                {
+                    var t = Get(P, a + k * n + j); var o = Get(P, a + i * n + j);
+                    Set(P, a + k * n + j, Vector256.ConditionalSelect(sw, o, t));
+                    Set(P, a + i * n + j, Vector256.ConditionalSelect(sw, t, o));
+                }
+            }
+            var inv = Vector256<double>.One / Get(P, a + k * n + k);
+            for (int i = k + 1; i < n; i++)
+            {
+                var f = Get(P, a + i * n + k) * inv;
+                Set(P, a + i * n + k, f);
+                var nz = ~Vector256.Equals(f, Vector256<double>.Zero);
+                for (int j = k + 1; j < n; j++)
+                {
+                    var e = Get(P, a + i * n + j);
+                    Set(P, a + i * n + j, Vector256.ConditionalSelect(nz, e - f * Get(P, a + k * n + j), e));
+                }
+            }
+        }
+        int col = _col;
+        for (int c = 0; c < n; c++)
+        {
+            for (int i = 0; i < n; i++) Set(P, col + i, i == c ? Vector256<double>.One : Vector256<double>.Zero);
+            for (int k = 0; k < n; k++)
+            {
+                var pk = Get(P, piv + k);
+                for (int i = k + 1; i < n; i++)
+                {
+                    var sw = Vector256.Equals(pk, Vector256.Create((double)i));
+                    if (sw == Vector256<double>.Zero) continue;
+                    var t = Get(P, col + k); var o = Get(P, col + i);
+                    Set(P, col + k, Vector256.ConditionalSelect(sw, o, t));
+                    Set(P, col + i, Vector256.ConditionalSelect(sw, t, o));
+                }
+            }
+            for (int i = 0; i < n; i++)
+            {
+                var s = Get(P, col + i);
+                for (int j = 0; j < i; j++) s -= Get(P, a + i * n + j) * Get(P, col + j);
+                Set(P, col + i, s);
+            }
+            for (int i = n - 1; i >= 0; i--)
+            {
+                var s = Get(P, col + i);
+                for (int j = i + 1; j < n; j++) s -= Get(P, a + i * n + j) * Get(P, col + j);
+                Set(P, col + i, s / Get(P, a + i * n + i));
+            }
+            for (int i = 0; i < n; i++) Set(P, ji + i * n + c, Get(P, col + i));
+        }
+        return 0;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
+    void RunPaths(Worker<TModel>[] lanes, ulong path0, int k, ref int live, Action<long> fail)
+    {
+        var u = U;
+        var st = u.St;
+        int d = u.D, m = u.M;
+        double* P = _p;
+        int _jd = this._jd, _ji = this._ji, _v = this._v, _g0 = this._g0, _h0 = this._h0, _nJ = this._nJ, _nu = this._nu, _u = this._u,
+            _c = this._c, _spw = this._spw, _tmp = this._tmp, _tan = this._tan, _v0 = this._v0, _xv = this._xv, _x0 = this._x0, _w = this._w;
+        int[] _chi = this._chi, _dchi = this._dchi, _dg = this._dg;
+        double dt = u.Dt, sq = u.SqDt;
+        var vsq = Vector256.Create(sq);
+        double* v = P + _v * L;
+        int[] jRow = st.JRow, jCol = st.JCol, hByK = u.HByK, hStart = u.HStart, hSel = u.HSelByK, selJ = u.SelJ, selI = u.SelI;
+        int[] noiseLane = u.NoiseLaneOfRow, noiseIndex = u.NoiseIndexOfRow;
+        bool initScore = st.InitHasScore;
+        bool[] detMask = u.DetInitMask;
+        var groups = u.Groups;
+        int[] pathwise = u.PathwiseWhich, variants = u.Variants;
+        long steps = u.Steps;
+        for (long n = 0; n < steps && live != 0; n++)
+        {
+            long b = n % _batch;
+            if (b == 0) Normals.FillAcrossPaths4Steps(u.S.Seed, path0, (ulong)n, (int)Math.Min(_batch, steps - n), Philox.TagStep, R(_w), m);
+            double* pw = R(_w) + b * m * L;
+            double t = n * dt;
+            double* x = R(_x0 + _half * d), y = R(_x0 + (1 - _half) * d);
+            _m.TangentLanes4(x, pw, t, dt, sq, v);
+            // PrepareNoise (diagonal): σ⁺ᵀw = w / (σ √Δt)
+            for (int i = 0; i < d; i++)
+                Set(P, _spw + i, Vector256.Load(pw + noiseLane[i] * L) / (Get(P, _v + _g0 + noiseIndex[i]) * vsq));
+            if (groups.Length > 0)
+            {
+                // DenseInverse: J = 0 + Σ entries, then Lu and Inverse
+                for (int e = 0; e < d * d; e++) Set(P, _jd + e, Vector256<double>.Zero);
+                for (int e = 0; e < _nJ; e++) { int at = _jd + jRow[e] * d + jCol[e]; Set(P, at, Get(P, at) + Get(P, _v + e)); }
+                if (LuInverse(d, live) != 0)
+                    throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
+            }
+            for (int g = 0; g < groups.Length; g++)
+            {
+                var grp = groups[g];
+                // DkBegin: α, c = ν − ∇log|det J| (J⁻¹ at the Hessian's pairs), u = J⁻ᵀc
+                double alpha;
+                if (grp.ConstantAlpha) alpha = (n == 0 && !initScore) ? 1.0 : grp.Alpha;
+                else
+                {
+                    double a = Math.Min(1.0, grp.Rate * dt);
+                    alpha = initScore ? a : Math.Max(1.0 / (n + 1), a);
+                }
+                int nu = _nu + g * d;
+                for (int kk = 0; kk < d; kk++)
+                {
+                    var s = Vector256<double>.Zero;
+                    for (int q = hStart[kk]; q < hStart[kk + 1]; q++)
+                    {
+                        int pair = hSel[q];
+                        s += Get(P, _ji + selJ[pair] * d + selI[pair]) * Get(P, _v + _h0 + hByK[q]);
+                    }
+                    Set(P, _c + kk, Get(P, nu + kk) - s);
+                }
+                for (int j = 0; j < d; j++)
+                {
+                    var s = Vector256<double>.Zero;
+                    for (int i = 0; i < d; i++) s += Get(P, _ji + i * d + j) * Get(P, _c + i);
+                    Set(P, _u + j, s);
+                }
+                // DkEnd: the weights, then the covector
+                var ell = _ell[g];
+                foreach (int wh in grp.Whiches)
+                {
+                    int ch = _v + _chi[wh];
+                    if (n == 0 && !initScore)
+                    {
+                        // a point (or uniform) init that moves with γ: the first step's perturbation is χ + J ∂_γx₀,
+                        // in the lanes with some deterministic component's ∂_γx₀ ≠ 0
+                        var moved = Vector256<double>.Zero;
+                        for (int i = 0; i < d; i++)
+                            if (detMask[i]) moved |= ~Vector256.Equals(Get(P, _v0 + wh * d + i), Vector256<double>.Zero);
+                        if (moved != Vector256<double>.Zero)
+                        {
+                            for (int i = 0; i < d; i++) Set(P, _tmp + i, Get(P, ch + i));
+                            for (int e = 0; e < _nJ; e++)
+                                if (detMask[jCol[e]]) Set(P, _tmp + jRow[e], Get(P, _tmp + jRow[e]) + Get(P, _v + e) * Get(P, _v0 + wh * d + jCol[e]));
+                            for (int i = 0; i < d; i++) Set(P, _tmp + i, Vector256.ConditionalSelect(moved, Get(P, _tmp + i), Get(P, ch + i)));
+                            ch = _tmp;
+                        }
+                    }
+                    var trJD = Vector256<double>.Zero;
+                    var ds = u.DChiSel[wh];
+                    for (int e = 0; e < ds.Length; e++) trJD += Get(P, _ji + selJ[ds[e]] * d + selI[ds[e]]) * Get(P, _v + _dchi[wh] + e);
+                    var uc = Vector256<double>.Zero;
+                    var wsc = Vector256<double>.Zero;
+                    for (int i = 0; i < d; i++) uc += Get(P, _u + i) * Get(P, ch + i);
+                    var term1 = Vector256.Create(1 - alpha) * uc;
+                    var term2 = Vector256.Create(1 - alpha) * trJD;
+                    var term3 = Vector256<double>.Zero;
+                    if (alpha != 0)
+                    {
+                        for (int i = 0; i < d; i++) wsc += Get(P, _spw + i) * Get(P, ch + i);
+                        // tr(σ⁺ ∂_γσ): the ∂σ entries on their row's own noise
+                        var ts = Vector256<double>.Zero;
+                        var rows = st.DgRow[wh]; var dl = st.DgLane[wh];
+                        for (int e = 0; e < rows.Length; e++)
+                            if (noiseLane[rows[e]] == dl[e]) ts += Get(P, _v + _dg[wh] + e) / Get(P, _v + _g0 + noiseIndex[rows[e]]);
+                        term3 = Vector256.Create(alpha) * (wsc - ts);
+                    }
+                    ell[wh] += -term1 - term2 + term3;
+                }
+                var a1 = Vector256.Create(1 - alpha); var a0 = Vector256.Create(alpha);
+                for (int i = 0; i < d; i++) Set(P, nu + i, a1 * Get(P, _u + i) - a0 * Get(P, _spw + i));
+            }
+            // Post: the pathwise tangents v ← J v + χ, the Euler step (and the finite-difference twins'), the
+            // blow-up test, the samples at n + 1
+            foreach (int q in pathwise)
+            {
+                int tq = _tan + q * d;
+                for (int i = 0; i < d; i++) Set(P, _tmp + i, Vector256<double>.Zero);
+                for (int e = 0; e < _nJ; e++) Set(P, _tmp + jRow[e], Get(P, _tmp + jRow[e]) + Get(P, _v + e) * Get(P, tq + jCol[e]));
+                for (int i = 0; i < d; i++) Set(P, tq + i, Get(P, _tmp + i) + Get(P, _v + _chi[q] + i));
+            }
+            _m.StepLanes4(x, y, pw, t, dt, sq);
+            foreach (int q in variants)
+                _variants[q].StepLanes4(R(_xv + (2 * q + _half) * d), R(_xv + (2 * q + 1 - _half) * d), pw, t, dt, sq);
+            _half ^= 1;
+            // the one-path test: Σ_i y_i·0 is 0 unless a component is NaN or infinite
+            var z = Vector256<double>.Zero;
+            for (int i = 0; i < d; i++) z += Vector256.Load(y + i * L) * Vector256<double>.Zero;
+            int blown = (int)(~Vector256.Equals(z, Vector256<double>.Zero)).ExtractMostSignificantBits() & live;
+            if (blown != 0)
+                for (int i = 0; i < k; i++)
+                    if ((blown >> i & 1) != 0) { live &= ~(1 << i); fail(n + 1); }
+            if (n + 1 >= _sampleFrom && n + 1 <= _sampleTo)
+                for (int i = 0; i < k; i++) if ((live >> i & 1) != 0) Sample(lanes[i], i, n + 1);
+            if (((n + 1) & StepProgress.Mask) == 0) _progress.Add(StepProgress.Chunk * k);
+        }
+        _progress.Add((steps & StepProgress.Mask) * k);
+    }
+
+    // one state: the general code with every loop over the state of one trip (values in registers, not rows)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
+    void RunPaths1(Worker<TModel>[] lanes, ulong path0, int k, ref int live, Action<long> fail)
+    {
+        var u = U;
+        var st = u.St;
+        double dt = u.Dt, sq = u.SqDt;
+        var vsq = Vector256.Create(sq);
+        double* P = _p;
+        double* x = P + (_x0 + _half) * L, y = P + (_x0 + 1 - _half) * L, v = P + _v * L, w = P + _w * L;
+        int nH = st.HRow.Length;
+        int[] hByK = u.HByK;
+        int hFrom = u.HStart[0], hTo = u.HStart[1];
+        int sigRow = _g0 + u.NoiseIndexOfRow[0];
+        bool initScore = st.InitHasScore, detInit = u.DetInitMask[0];
+        var groups = u.Groups;
+        int[] pathwise = u.PathwiseWhich, variants = u.Variants;
+        long steps = u.Steps;
+        for (long n = 0; n < steps && live != 0; n++)
+        {
+            long b = n % _batch;
+            if (b == 0) Normals.FillAcrossPaths4Steps(u.S.Seed, path0, (ulong)n, (int)Math.Min(_batch, steps - n), Philox.TagStep, w, 1);
+            double* pw = w + b * L;
+            double t = n * dt;
+            _m.TangentLanes4(x, pw, t, dt, sq, v);
+            // PrepareNoise: σ⁺ᵀw = w / (σ √Δt)
+            var sv = Row(v, sigRow);
+            var spw = Vector256.Load(pw) / (sv * vsq);
+            for (int g = 0; g < groups.Length; g++)
+            {
+                var grp = groups[g];
+                // DkBegin: α, J⁻¹ (Dense.Lu and Inverse of a 1×1 matrix: DenseInverse), c = ν − ∇log|det J|, u = J⁻ᵀc
+                double alpha;
+                if (grp.ConstantAlpha) alpha = (n == 0 && !initScore) ? 1.0 : grp.Alpha;
+                else
+                {
+                    double a = Math.Min(1.0, grp.Rate * dt);
+                    alpha = initScore ? a : Math.Max(1.0 / (n + 1), a);
+                }
+                var j0 = Vector256<double>.Zero;
+                for (int e = 0; e < _nJ; e++) j0 += Row(v, e);
+                var m0 = Vector256.Abs(j0);
+                int bad = (int)(Vector256.Equals(m0, Vector256<double>.Zero) | ~Vector256.LessThan(m0, Vector256.Create(double.PositiveInfinity))).ExtractMostSignificantBits();
+                if ((bad & live) != 0) throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
+                var jinv = Vector256<double>.One / j0;
+                var s = Vector256<double>.Zero;
+                for (int q = hFrom; q < hTo; q++) s += jinv * Row(v, _h0 + hByK[q]);
+                var c = Get(P, _nu + g) - s;
+                var uu = Vector256<double>.Zero + jinv * c;
+                // DkEnd: the weights, then the covector
+                var ell = _ell[g];
+                foreach (int wh in grp.Whiches)
+                {
+                    var ch = Row(v, _chi[wh]);
+                    if (n == 0 && !initScore && detInit)
+                    {
+                        // a point (or uniform) init that moves with γ: the first step's perturbation is χ + J ∂_γx₀ (lanes with ∂_γx₀ ≠ 0)
+                        var v0 = Get(P, _v0 + wh);
+                        var moved = ~Vector256.Equals(v0, Vector256<double>.Zero);
+                        if (moved != Vector256<double>.Zero)
+                        {
+                            var tot = ch;
+                            for (int e = 0; e < _nJ; e++) tot += Row(v, e) * v0;
+                            ch = Vector256.ConditionalSelect(moved, tot, ch);
+                        }
+                    }
+                    var trJD = Vector256<double>.Zero;
+                    int nd = st.DChiRow[wh].Length;
+                    for (int e = 0; e < nd; e++) trJD += jinv * Row(v, _dchi[wh] + e);
+                    var uc = Vector256<double>.Zero + uu * ch;
+                    var term1 = Vector256.Create(1 - alpha) * uc;
+                    var term2 = Vector256.Create(1 - alpha) * trJD;
+                    var term3 = Vector256<double>.Zero;
+                    if (alpha != 0)
+                    {
+                        var wsc = Vector256<double>.Zero + spw * ch;
+                        var ts = Vector256<double>.Zero;
+                        var rows = st.DgRow[wh]; var dl = st.DgLane[wh];
+                        for (int e = 0; e < rows.Length; e++)
+                            if (u.NoiseLaneOfRow[rows[e]] == dl[e]) ts += Row(v, _dg[wh] + e) / sv;
+                        term3 = Vector256.Create(alpha) * (wsc - ts);
+                    }
+                    ell[wh] += -term1 - term2 + term3;
+                }
+                Set(P, _nu + g, Vector256.Create(1 - alpha) * uu - Vector256.Create(alpha) * spw);
+            }
+            // Post: the pathwise tangents v ← J v + χ, the Euler step (and the finite-difference twins'), the
+            // blow-up test, the samples at n + 1
+            foreach (int q in pathwise)
+            {
+                var jvq = Vector256<double>.Zero;
+                var tq = Get(P, _tan + q);
+                for (int e = 0; e < _nJ; e++) jvq += Row(v, e) * tq;
+                Set(P, _tan + q, jvq + Row(v, _chi[q]));
+            }
+            _m.StepLanes4(x, y, pw, t, dt, sq);
+            foreach (int q in variants)
+                _variants[q].StepLanes4(P + (_xv + 2 * q + _half) * L, P + (_xv + 2 * q + 1 - _half) * L, pw, t, dt, sq);
+            _half ^= 1;
+            var yv = Vector256.Load(y);
+            var z = yv * Vector256<double>.Zero;
+            int blown = (int)(~Vector256.Equals(z, Vector256<double>.Zero)).ExtractMostSignificantBits() & live;
+            { var sw = x; x = y; y = sw; }
+            if (blown != 0)
+                for (int i = 0; i < k; i++)
+                    if ((blown >> i & 1) != 0) { live &= ~(1 << i); fail(n + 1); }
+            if (n + 1 >= _sampleFrom && n + 1 <= _sampleTo)
+                for (int i = 0; i < k; i++) if ((live >> i & 1) != 0) Sample(lanes[i], i, n + 1);
+            if (((n + 1) & StepProgress.Mask) == 0) _progress.Add(StepProgress.Chunk * k);
+        }
+        _progress.Add((steps & StepProgress.Mask) * k);
+    }
+
+    static Vector256<double> Row(double* p, int r) => Vector256.Load(p + r * L);
+}
