@@ -46,10 +46,11 @@ let private binning =
             // the same bins in both runs, so the arrays set up once per bin (about 0.5 s here, more on a loaded
             // machine: it failed CI once compared with a run of 10 bins) cancel; a commit that visited every bin
             // would cost 20,000 x 2·10^5 = 4·10^9 visits, seconds more than 200 paths' 4·10^7
+            // (the best of three interleaved runs each: a suite's run once measured 1.03 s against 0.34 s, a load spike)
             let q = "density(x) on [-3, 3] bins 200000"
-            let few = runSeconds (ou 200 "" q)
-            let many = runSeconds (ou 20000 "" q)
-            Expect.isLessThan many (2.0 * few + 0.3) (sprintf "20,000 paths %.2f s, 200 paths %.2f s" many few)
+            let times = List.init 3 (fun _ -> runSeconds (ou 200 "" q), runSeconds (ou 20000 "" q))
+            let few, many = times |> List.map fst |> List.min, times |> List.map snd |> List.min
+            Expect.isLessThan many (2.0 * few + 0.3) (sprintf "20,000 paths %.2f s, 200 paths %.2f s (best of three)" many few)
         }
         test "a density response costs O(1) per sample: 20,000 paths on 5·10^4 bins cost about what 2,000 do" {
             // (its exact sums are set up once per bin, so the comparison is of path counts on the same bins)

@@ -337,10 +337,92 @@ query {
 }
 """
 
+// additive noise that is not diagonal: Langevin (noise on the momentum only, degenerate: Π ≠ I, with a σ that
+// changes with t), correlated noises on two states with a point init that moves (full row rank), one state
+// driven by two noises
+let private responsesLangevin =
+    """
+model Langevin {
+  param k = 1 in (0, inf)
+  param gamma = 0.5 in (0, inf)
+  param s = 1 in (0, inf)
+  state q
+  state p
+  brownian W
+  init q ~ normal(1, 0.3)
+  init p ~ normal(0, 0.5)
+  d q = p dt
+  d p = (-k * q - gamma * p + 0.1 * sin(q)) dt + s * (1 + 0.5 * t) dW
+}
+
+simulate { paths = 103; dt = 0.01; T = 0.5; seed = 5 }
+
+query {
+  d mean(q^2) / d k
+  d mean(p^2) / d s
+  d mean(q) / d gamma with divergence_kernel(alpha = 0.5)
+  d density(q) / d k on [-3, 3] bins 6
+  d mean(q) / d k with pathwise
+  d mean(p^2) / d s with finite_difference(h = 0.01)
+}
+"""
+
+let private responsesCorrelated =
+    """
+model Corr {
+  param a = 1 in (0, inf)
+  param s = 0.4 in (0, inf)
+  param x0 = 0.5
+  state x
+  state y
+  brownian W[3]
+  init x = x0
+  init y ~ normal(0, 0.2)
+  d x = (-a * x + y - 0.1 * x^3) dt + s dW[0] + 0.2 dW[1]
+  d y = (x - y) dt + 0.3 dW[1] + s * 0.5 dW[2]
+}
+
+simulate { paths = 101; dt = 0.01; T = 0.5; seed = 6 }
+
+query {
+  d mean(x^2) / d a
+  d mean(x * y) / d s
+  d mean(x) / d x0
+  d density(y) / d a on [-2, 2] bins 5
+}
+"""
+
+let private responsesTwoNoises =
+    """
+model One2 {
+  param a = 1 in (0, inf)
+  param s = 0.4 in (0, inf)
+  state x
+  brownian W[2]
+  init x = 1
+  d x = -a * x dt + s dW[0] + 0.3 dW[1]
+}
+
+simulate { paths = 99; dt = 0.01; T = 0.5; seed = 6 }
+
+query {
+  d mean(x^2) / d a
+  d mean(x^2) / d s
+}
+"""
+
 /// Blocks that the small models' response lanes ran for this program's model type.
 let private responseLaneBlocks (p: CompiledProgram) =
     let t = typeof<SmallResponseLanes>.Assembly.GetType("Sde.Core.SmallLanesOf`1").MakeGenericType(p.ModelType)
     t.GetField("Blocks", Reflection.BindingFlags.Static ||| Reflection.BindingFlags.NonPublic).GetValue(null) :?> int64
+
+/// A response program run with one lane and with four (one thread) gives the same report, and the small models'
+/// response lanes ran for it.
+let private sameInResponseLanes (src: string) =
+    let p = compile src
+    let before = responseLaneBlocks p
+    sameReports (runWith p 1 1) (runWith p 4 1)
+    Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
 
 [<Tests>]
 let tests =
@@ -481,18 +563,17 @@ let tests =
 
         test "responses of a one-state model in lanes give the bits of one path at a time: the parameter in a normal init, in a point init" {
             for src in [ responsesNormalInit; responsesPointInit ] do
-                let p = compile src
-                let before = responseLaneBlocks p
-                sameReports (runWith p 1 1) (runWith p 4 1)
-                Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+                sameInResponseLanes src
+        }
+
+        test "responses under additive noise that is not diagonal in lanes give the bits of one path at a time: Langevin (degenerate, σ with t), correlated noises, two noises on one state" {
+            for src in [ responsesLangevin; responsesCorrelated; responsesTwoNoises ] do
+                sameInResponseLanes src
         }
 
         test "responses of three-state models in lanes give the bits of one path at a time: row exchanges in some lanes, a point init that moves, Lorenz-63" {
             for src in [ responsesPivot; responsesL63 ] do
-                let p = compile src
-                let before = responseLaneBlocks p
-                sameReports (runWith p 1 1) (runWith p 4 1)
-                Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+                sameInResponseLanes src
         }
 
         test "a response run that blows up fails in the same words with lanes" {

@@ -6,14 +6,14 @@ namespace Sde.Core;
 /// <summary>
 /// The response engine's lanes over paths for small models: four paths per step in the lanes of a
 /// <see cref="Vector256{T}"/>, for the runs the one-path worker handles in exact mode (the default up to
-/// ten states) with diagonal noise. Such a run spends most of its time in the worker's per-path
+/// ten states) with diagonal noise, or additive noise of any structure. Such a run spends most of its time in the worker's per-path
 /// bookkeeping around a few scalar operations per step (the Ornstein–Uhlenbeck response ran below a numpy
 /// script of the same recursion); here the step, the derivatives (the model's emitted
 /// <see cref="ISdeLaneModel.TangentLanes4"/>), the dense LU with partial pivoting (each lane its own
 /// pivots, rows exchanged by selects) and the DK recursion run four paths per operation. Each lane makes
 /// the one-path worker's operations in its order (<see cref="Worker{TModel}"/>'s <c>Pre</c>, <c>DkBegin</c>,
-/// <c>DkEnd</c> and <c>Post</c>, <see cref="Dense.Lu"/> and <see cref="Dense.Inverse"/>, for diagonal
-/// noise), so each lane has the bits of that path run alone; the workers still start the paths, take
+/// <c>DkEnd</c> and <c>Post</c>, <see cref="Dense.Lu"/> and <see cref="Dense.Inverse"/>, the projected forms under
+/// degenerate noise), so each lane has the bits of that path run alone; the workers still start the paths, take
 /// their samples and keep their sums.
 /// </summary>
 public static class SmallResponseLanes
@@ -22,13 +22,14 @@ public static class SmallResponseLanes
     public const int MaxDim = 8;
 
     /// <summary>
-    /// Is the run of the shape the lanes take: at most <see cref="MaxDim"/> states, diagonal noise, exact DK
+    /// Is the run of the shape the lanes take: at most <see cref="MaxDim"/> states, diagonal noise or additive
+    /// noise of any structure (degenerate included: its σ⁺ and Π are the same in every lane), exact DK
     /// groups (any number, with pathwise and finite-difference plans beside them), no stationary windows,
     /// alignment or recording? Such a run's path blocks are multiples of four whether the lanes run or not,
     /// so that a failure's count of the paths that ran is the same both ways.
     /// </summary>
     internal static bool Shape(ResponseEngine.Setup u) =>
-        u.D <= MaxDim && u.M == u.D && u.DiagonalNoise && u.Groups.All(g => g.Mode == DkMode.Exact)
+        u.D <= MaxDim && u.M >= 1 && (u.DiagonalNoise || u.St.AdditiveNoise) && u.Groups.All(g => g.Mode == DkMode.Exact)
         && !u.NeedAlign && u.Record == null && u.WindowSteps.All(w => w == 0);
 
     /// <summary>Do the lanes take this run: its shape, the model's lane methods, and the lanes chosen (hardware, settings, SDE_LANES)?</summary>
@@ -69,6 +70,10 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
     readonly Vector256<double>[][] _ell;     // per group, per parameter
     readonly long _sampleFrom, _sampleTo;
     int _half; // which half of the state rows (and the variants') holds the current state
+    // additive noise that is not diagonal: σ⁺ (m×d) and Π (d×d), the same in every lane, computed as the worker
+    // computes them (Dense.NoisePseudoInverse) whenever σ changes (with t)
+    readonly double[] _sv, _svPrev, _sig, _amat, _sp, _pi, _ncol, _nz;
+    bool _noiseReady, _piIsI = true;
 
     public SmallLanesOf(TModel model, TModel[] variants, ResponseEngine.Setup u, StepProgress progress)
     {
@@ -93,6 +98,14 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         _tan = Take(np * d); _v0 = Take(np * d); _xv = Take(variants.Length * 2 * d);
         _buf = GC.AllocateArray<double>(rows * L + L, pinned: true);
         _p = (double*)Unsafe.AsPointer(ref _buf[0]);
+        int mm = Math.Max(d, u.M);
+        bool general = !u.DiagonalNoise;
+        _sv = new double[st.GRow.Length]; _svPrev = new double[st.GRow.Length];
+        _sig = general ? new double[d * u.M] : Array.Empty<double>();
+        _amat = general ? new double[mm * mm] : Array.Empty<double>();
+        _sp = general ? new double[u.M * d] : Array.Empty<double>();
+        _pi = general ? new double[d * d] : Array.Empty<double>();
+        _ncol = new double[d]; _nz = new double[d];
         _ell = new Vector256<double>[ng][];
         for (int g = 0; g < ng; g++) _ell[g] = new Vector256<double>[Math.Max(1, np)];
         _sampleFrom = long.MaxValue; _sampleTo = long.MinValue;
@@ -121,7 +134,7 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
             for (int i = 0; i < k; i++) lanes[i].Begin(first + (ulong)(p0 + i));
             Gather(lanes, k);
             int live = (1 << k) - 1;
-            if (U.D == 1) RunPaths1(lanes, first + (ulong)p0, k, ref live, fail);
+            if (U.D == 1 && U.DiagonalNoise) RunPaths1(lanes, first + (ulong)p0, k, ref live, fail);
             else RunPaths(lanes, first + (ulong)p0, k, ref live, fail);
             for (int i = 0; i < k; i++) if ((live >> i & 1) != 0) lanes[i].End();
         }
@@ -263,6 +276,27 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         return 0;
     }
 
+    /// <summary>
+    /// The worker's PrepareNoise for additive noise that is not diagonal: σ's entries are the same in every lane
+    /// (they do not depend on the state), so σ⁺, Π and the rank are the one-path worker's, recomputed when σ
+    /// changes (a σ that depends on t).
+    /// </summary>
+    void PrepareAdditiveNoise(double* v)
+    {
+        var st = U.St;
+        int d = U.D, m = U.M;
+        for (int e = 0; e < _sv.Length; e++) _sv[e] = v[(_g0 + e) * L];
+        if (_noiseReady && _sv.AsSpan().SequenceEqual(_svPrev)) return;
+        Array.Copy(_sv, _svPrev, _sv.Length);
+        Array.Clear(_sig);
+        for (int e = 0; e < st.GRow.Length; e++) _sig[st.GRow[e] * m + st.GLane[e]] += _sv[e] * U.SqDt;
+        int rank = Dense.NoisePseudoInverse(new ArrayVec(_sig), new ArrayVec(_amat), new ArrayVec(_sp), new ArrayVec(_pi), new ArrayVec(_ncol), new ArrayVec(_nz), d, m);
+        if (rank < 0)
+            throw new InvalidOperationException("the diffusion matrix is rank-deficient both ways (σσᵀ and σᵀσ singular): the kernel part of the divergence-kernel method is not defined; use alpha = 0");
+        _piIsI = rank == 1;
+        _noiseReady = true;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
     void RunPaths(Worker<TModel>[] lanes, ulong path0, int k, ref int live, Action<long> fail)
     {
@@ -283,6 +317,7 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         var groups = u.Groups;
         int[] pathwise = u.PathwiseWhich, variants = u.Variants;
         long steps = u.Steps;
+        bool diag = u.DiagonalNoise;
         for (long n = 0; n < steps && live != 0; n++)
         {
             long b = n % _batch;
@@ -291,9 +326,24 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
             double t = n * dt;
             double* x = R(_x0 + _half * d), y = R(_x0 + (1 - _half) * d);
             _m.TangentLanes4(x, pw, t, dt, sq, v);
-            // PrepareNoise (diagonal): σ⁺ᵀw = w / (σ √Δt)
-            for (int i = 0; i < d; i++)
-                Set(P, _spw + i, Vector256.Load(pw + noiseLane[i] * L) / (Get(P, _v + _g0 + noiseIndex[i]) * vsq));
+            if (groups.Length == 0) { } // (only the divergence kernel reads σ⁺ᵀw: the worker prepares no noise without it)
+            else if (diag)
+            {
+                // PrepareNoise (diagonal): σ⁺ᵀw = w / (σ √Δt)
+                for (int i = 0; i < d; i++)
+                    Set(P, _spw + i, Vector256.Load(pw + noiseLane[i] * L) / (Get(P, _v + _g0 + noiseIndex[i]) * vsq));
+            }
+            else
+            {
+                // PrepareNoise (additive): σ⁺ and Π from this step's σ (every lane's), then σ⁺ᵀw lane by lane
+                PrepareAdditiveNoise(v);
+                for (int i = 0; i < d; i++)
+                {
+                    var s = Vector256<double>.Zero;
+                    for (int l = 0; l < m; l++) s += Vector256.Create(_sp[l * d + i]) * Vector256.Load(pw + l * L);
+                    Set(P, _spw + i, s);
+                }
+            }
             if (groups.Length > 0)
             {
                 // DenseInverse: J = 0 + Σ entries, then Lu and Inverse
@@ -344,6 +394,7 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
                             if (detMask[i]) moved |= ~Vector256.Equals(Get(P, _v0 + wh * d + i), Vector256<double>.Zero);
                         if (moved != Vector256<double>.Zero)
                         {
+                            if (!_piIsI) throw new InvalidOperationException("a deterministic init that depends on the parameter needs full-rank noise (use a normal init)");
                             for (int i = 0; i < d; i++) Set(P, _tmp + i, Get(P, ch + i));
                             for (int e = 0; e < _nJ; e++)
                                 if (detMask[jCol[e]]) Set(P, _tmp + jRow[e], Get(P, _tmp + jRow[e]) + Get(P, _v + e) * Get(P, _v0 + wh * d + jCol[e]));
@@ -354,26 +405,66 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
                     var trJD = Vector256<double>.Zero;
                     var ds = u.DChiSel[wh];
                     for (int e = 0; e < ds.Length; e++) trJD += Get(P, _ji + selJ[ds[e]] * d + selI[ds[e]]) * Get(P, _v + _dchi[wh] + e);
-                    var uc = Vector256<double>.Zero;
+                    Vector256<double> term1, term2;
                     var wsc = Vector256<double>.Zero;
-                    for (int i = 0; i < d; i++) uc += Get(P, _u + i) * Get(P, ch + i);
-                    var term1 = Vector256.Create(1 - alpha) * uc;
-                    var term2 = Vector256.Create(1 - alpha) * trJD;
+                    if (_piIsI)
+                    {
+                        var uc = Vector256<double>.Zero;
+                        for (int i = 0; i < d; i++) uc += Get(P, _u + i) * Get(P, ch + i);
+                        term1 = Vector256.Create(1 - alpha) * uc;
+                        term2 = Vector256.Create(1 - alpha) * trJD;
+                    }
+                    else
+                    {
+                        // Dense.DotProjected: Σ_i u_i (c_i − α (Π c)_i)
+                        term1 = Vector256<double>.Zero;
+                        for (int i = 0; i < d; i++)
+                        {
+                            var pc = Vector256<double>.Zero;
+                            for (int j = 0; j < d; j++) pc += Vector256.Create(_pi[i * d + j]) * Get(P, ch + j);
+                            term1 += Get(P, _u + i) * (Get(P, ch + i) - Vector256.Create(alpha) * pc);
+                        }
+                        // TraceJinvPiDchi: per Dχ entry (i, j), row j of J⁻¹ times column i of Π (the exact solve's sum)
+                        var tj = Vector256<double>.Zero;
+                        var dr = st.DChiRow[wh]; var dcol = st.DChiCol[wh];
+                        for (int e = 0; e < dr.Length; e++)
+                        {
+                            int i = dr[e], j = dcol[e];
+                            var zj = Vector256<double>.Zero;
+                            for (int c2 = 0; c2 < d; c2++) zj += Get(P, _ji + j * d + c2) * Vector256.Create(_pi[c2 * d + i]);
+                            tj += zj * Get(P, _v + _dchi[wh] + e);
+                        }
+                        term2 = trJD - Vector256.Create(alpha) * tj;
+                    }
                     var term3 = Vector256<double>.Zero;
                     if (alpha != 0)
                     {
                         for (int i = 0; i < d; i++) wsc += Get(P, _spw + i) * Get(P, ch + i);
-                        // tr(σ⁺ ∂_γσ): the ∂σ entries on their row's own noise
+                        // tr(σ⁺ ∂_γσ): diagonal, the ∂σ entries on their row's own noise; else Σ σ⁺_{l,i} ∂σ_{i,l} √Δt
                         var ts = Vector256<double>.Zero;
                         var rows = st.DgRow[wh]; var dl = st.DgLane[wh];
-                        for (int e = 0; e < rows.Length; e++)
-                            if (noiseLane[rows[e]] == dl[e]) ts += Get(P, _v + _dg[wh] + e) / Get(P, _v + _g0 + noiseIndex[rows[e]]);
+                        if (diag)
+                        {
+                            for (int e = 0; e < rows.Length; e++)
+                                if (noiseLane[rows[e]] == dl[e]) ts += Get(P, _v + _dg[wh] + e) / Get(P, _v + _g0 + noiseIndex[rows[e]]);
+                        }
+                        else
+                            for (int e = 0; e < rows.Length; e++) ts += Vector256.Create(_sp[dl[e] * d + rows[e]]) * Get(P, _v + _dg[wh] + e) * vsq;
                         term3 = Vector256.Create(alpha) * (wsc - ts);
                     }
                     ell[wh] += -term1 - term2 + term3;
                 }
                 var a1 = Vector256.Create(1 - alpha); var a0 = Vector256.Create(alpha);
-                for (int i = 0; i < d; i++) Set(P, nu + i, a1 * Get(P, _u + i) - a0 * Get(P, _spw + i));
+                if (_piIsI)
+                    for (int i = 0; i < d; i++) Set(P, nu + i, a1 * Get(P, _u + i) - a0 * Get(P, _spw + i));
+                else
+                    for (int i = 0; i < d; i++)
+                    {
+                        // Dense.CovectorProjected: u_i − α (Πᵀu)_i − α (σ⁺ᵀw)_i
+                        var pu = Vector256<double>.Zero;
+                        for (int j = 0; j < d; j++) pu += Vector256.Create(_pi[j * d + i]) * Get(P, _u + j);
+                        Set(P, nu + i, Get(P, _u + i) - a0 * pu - a0 * Get(P, _spw + i));
+                    }
             }
             // Post: the pathwise tangents v ← J v + χ, the Euler step (and the finite-difference twins'), the
             // blow-up test, the samples at n + 1
