@@ -255,6 +255,28 @@ query {
 }
 """
 
+// stationary windows: the rings of ℓ take every step's value
+let private responsesStationary =
+    """
+model DW {
+  param s = 0.7 in (0, inf)
+  param a = 1
+  state x
+  brownian W
+  init x ~ normal(0, 0.1)
+  d x = (a * x - x^3) dt + s dW
+}
+
+simulate { paths = 103; dt = 0.01; T = 1.5; seed = 11; burnin = 0.5 }
+
+query {
+  d mean(x^2) / d s stationary window 0.2
+  d mean(x^2) / d a stationary window 0.1, 0.3
+  d density(x) / d a on [-2, 2] bins 6 stationary window 0.2
+  d mean(x) / d a
+}
+"""
+
 // a point init that is the parameter (the first step's perturbation χ + J ∂x₀), additive noise, the parameter in
 // the observable too
 let private responsesPointInit =
@@ -561,8 +583,8 @@ let tests =
             sameReports one (runWith p 4 2)
         }
 
-        test "responses of a one-state model in lanes give the bits of one path at a time: the parameter in a normal init, in a point init" {
-            for src in [ responsesNormalInit; responsesPointInit ] do
+        test "responses of a one-state model in lanes give the bits of one path at a time: the parameter in a normal init, in a point init, stationary windows" {
+            for src in [ responsesNormalInit; responsesPointInit; responsesStationary ] do
                 sameInResponseLanes src
         }
 

@@ -24,13 +24,13 @@ public static class SmallResponseLanes
     /// <summary>
     /// Is the run of the shape the lanes take: at most <see cref="MaxDim"/> states, diagonal noise or additive
     /// noise of any structure (degenerate included: its σ⁺ and Π are the same in every lane), exact DK
-    /// groups (any number, with pathwise and finite-difference plans beside them), no stationary windows,
-    /// alignment or recording? Such a run's path blocks are multiples of four whether the lanes run or not,
+    /// groups (any number, with pathwise and finite-difference plans beside them, stationary windows included),
+    /// no alignment or recording? Such a run's path blocks are multiples of four whether the lanes run or not,
     /// so that a failure's count of the paths that ran is the same both ways.
     /// </summary>
     internal static bool Shape(ResponseEngine.Setup u) =>
         u.D <= MaxDim && u.M >= 1 && (u.DiagonalNoise || u.St.AdditiveNoise) && u.Groups.All(g => g.Mode == DkMode.Exact)
-        && !u.NeedAlign && u.Record == null && u.WindowSteps.All(w => w == 0);
+        && !u.NeedAlign && u.Record == null;
 
     /// <summary>Do the lanes take this run: its shape, the model's lane methods, and the lanes chosen (hardware, settings, SDE_LANES)?</summary>
     internal static bool Takes<TModel>(TModel model, ResponseEngine.Setup u) where TModel : struct, ISdeTangentModel =>
@@ -111,6 +111,8 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         _sampleFrom = long.MaxValue; _sampleTo = long.MinValue;
         for (int i = 0; i < u.Plans.Length; i++)
             if (u.From[i] <= u.To[i]) { _sampleFrom = Math.Min(_sampleFrom, u.From[i]); _sampleTo = Math.Max(_sampleTo, u.To[i]); }
+        // a stationary window's ring of ℓ takes every step's value (the worker's Sample writes it at each step)
+        if (u.WindowSteps.Any(w => w > 0)) { _sampleFrom = 0; _sampleTo = u.Steps; }
     }
 
     double* R(int row) => _p + row * L;
