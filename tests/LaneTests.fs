@@ -433,18 +433,16 @@ query {
 }
 """
 
-/// Blocks that the small models' response lanes ran for this program's model type.
-let private responseLaneBlocks (p: CompiledProgram) =
-    let t = typeof<SmallResponseLanes>.Assembly.GetType("Sde.Core.SmallLanesOf`1").MakeGenericType(p.ModelType)
-    t.GetField("Blocks", Reflection.BindingFlags.Static ||| Reflection.BindingFlags.NonPublic).GetValue(null) :?> int64
+/// Blocks that the small models' response lanes ran on this thread (one-thread runs run their blocks here).
+let private responseLaneBlocks () = SmallResponseLanes.BlocksOnThisThread
 
 /// A response program run with one lane and with four (one thread) gives the same report, and the small models'
 /// response lanes ran for it.
 let private sameInResponseLanes (src: string) =
     let p = compile src
-    let before = responseLaneBlocks p
+    let before = responseLaneBlocks ()
     sameReports (runWith p 1 1) (runWith p 4 1)
-    Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+    Expect.isTrue (responseLaneBlocks () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
 
 [<Tests>]
 let tests =
@@ -575,11 +573,11 @@ let tests =
 
         test "responses of a one-state model in lanes give the bits of one path at a time: every kind of plan, 203 paths, two sets, two threads" {
             let p = compile responses1
-            let before = responseLaneBlocks p
+            let before = responseLaneBlocks ()
             let one = runWith p 1 1
-            Expect.equal (responseLaneBlocks p) before "one lane: the lanes do not run"
+            Expect.equal (responseLaneBlocks ()) before "one lane: the lanes do not run"
             sameReports one (runWith p 4 1)
-            Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+            Expect.isTrue (responseLaneBlocks () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
             sameReports one (runWith p 4 2)
         }
 
@@ -598,6 +596,29 @@ let tests =
                 sameInResponseLanes src
         }
 
+        test "a fit of a one-state model (kl at T, kl stationary) in lanes gives the bits of one path at a time" {
+            // the fit's response runs record each path's state, weights and covector at T (or a stationary window's
+            // increments at recorded steps): the lanes hand the workers every step's values, and the final ones
+            for name in [ "fit_ou"; "fit_ou_stationary" ] do
+                let dir = IO.Path.Combine(CliTests.repoRoot, "examples")
+                let src = IO.File.ReadAllText(IO.Path.Combine(dir, name + ".sde")).Replace("iterations = 40", "iterations = 3").Replace("iterations = 60", "iterations = 3")
+                let p = compile src
+                let fit lanes =
+                    let saved = Engine.LanesOnThisThread
+                    Engine.LanesOnThisThread <- lanes
+                    try
+                        match p.Fit(threads = 1, dataDir = dir) with
+                        | Ok r -> r
+                        | Error ds -> failtestf "%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
+                    finally Engine.LanesOnThisThread <- saved
+                let before = responseLaneBlocks ()
+                let a, b = fit 1, fit 4
+                Expect.isTrue (responseLaneBlocks () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) (name + ": the lanes ran")
+                Expect.equal (arrBits b.Fitted) (arrBits a.Fitted) (name + ": the fitted values")
+                Expect.equal (arrBits b.StdErrs) (arrBits a.StdErrs) (name + ": their standard errors")
+                Expect.equal (b.History |> List.map (fun h -> bitsOf h.Loss)) (a.History |> List.map (fun h -> bitsOf h.Loss)) (name + ": the losses")
+        }
+
         test "a response run that blows up fails in the same words with lanes" {
             // x² pushes paths past every double: from 10^154 the drift overflows while the Jacobian 1 + 2 c x dt stays finite
             let p = compile (blowup.Replace("c * x^3 dt + dW", "(c * x^2 - x) dt + 0.8 dW").Replace("c = 0.05", "c = 0.4").Replace("paths = 57; dt = 0.05; T = 3", "paths = 1001; dt = 0.1; T = 5").Replace("mean(x)", "d mean(x) / d c"))
@@ -609,8 +630,8 @@ let tests =
                 with :? SimulationFailedException as e -> e.Message
             let a = failure 1
             Expect.stringContains a "blew up" "a blow-up"
-            let before = responseLaneBlocks p
+            let before = responseLaneBlocks ()
             Expect.equal (failure 4) a "the same failure, word for word"
-            Expect.isTrue (responseLaneBlocks p > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+            Expect.isTrue (responseLaneBlocks () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
         }
     ]

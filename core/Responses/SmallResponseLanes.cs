@@ -24,13 +24,17 @@ public static class SmallResponseLanes
     /// <summary>
     /// Is the run of the shape the lanes take: at most <see cref="MaxDim"/> states, diagonal noise or additive
     /// noise of any structure (degenerate included: its σ⁺ and Π are the same in every lane), exact DK
-    /// groups (any number, with pathwise and finite-difference plans beside them, stationary windows included),
-    /// no alignment or recording? Such a run's path blocks are multiples of four whether the lanes run or not,
+    /// groups (any number, with pathwise and finite-difference plans beside them, stationary windows and the
+    /// fit's recordings included), no alignment? Such a run's path blocks are multiples of four whether the lanes run or not,
     /// so that a failure's count of the paths that ran is the same both ways.
     /// </summary>
     internal static bool Shape(ResponseEngine.Setup u) =>
         u.D <= MaxDim && u.M >= 1 && (u.DiagonalNoise || u.St.AdditiveNoise) && u.Groups.All(g => g.Mode == DkMode.Exact)
-        && !u.NeedAlign && u.Record == null;
+        && !u.NeedAlign;
+
+    /// <summary>Blocks of paths the lanes ran on this thread (a test's evidence that they ran: a one-thread run's
+    /// blocks run on the calling thread).</summary>
+    [ThreadStatic] internal static long BlocksOnThisThread;
 
     /// <summary>Do the lanes take this run: its shape, the model's lane methods, and the lanes chosen (hardware, settings, SDE_LANES)?</summary>
     internal static bool Takes<TModel>(TModel model, ResponseEngine.Setup u) where TModel : struct, ISdeTangentModel =>
@@ -112,7 +116,8 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         for (int i = 0; i < u.Plans.Length; i++)
             if (u.From[i] <= u.To[i]) { _sampleFrom = Math.Min(_sampleFrom, u.From[i]); _sampleTo = Math.Max(_sampleTo, u.To[i]); }
         // a stationary window's ring of ℓ takes every step's value (the worker's Sample writes it at each step)
-        if (u.WindowSteps.Any(w => w > 0)) { _sampleFrom = 0; _sampleTo = u.Steps; }
+        // (and so do a stationary recording's, and a trajectory's samples every Δ)
+        if (u.WindowSteps.Any(w => w > 0) || u.Record?.Steps != null || u.Record?.Trajectory != null) { _sampleFrom = 0; _sampleTo = u.Steps; }
     }
 
     double* R(int row) => _p + row * L;
@@ -124,12 +129,9 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Set(double* p, int row, Vector256<double> v) => v.Store(p + row * L);
 
-    /// <summary>Blocks run (a test's evidence that the lanes ran).</summary>
-    internal static long Blocks;
-
     public override void RunBlock(Worker<TModel>[] lanes, ulong first, long count, Action<long> fail)
     {
-        Interlocked.Increment(ref Blocks);
+        SmallResponseLanes.BlocksOnThisThread++;
         for (long p0 = 0; p0 < count; p0 += L)
         {
             int k = (int)Math.Min(L, count - p0);
@@ -138,7 +140,7 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
             int live = (1 << k) - 1;
             if (U.D == 1 && U.DiagonalNoise) RunPaths1(lanes, first + (ulong)p0, k, ref live, fail);
             else RunPaths(lanes, first + (ulong)p0, k, ref live, fail);
-            for (int i = 0; i < k; i++) if ((live >> i & 1) != 0) lanes[i].End();
+            for (int i = 0; i < k; i++) if ((live >> i & 1) != 0) { WriteBack(lanes[i], i); lanes[i].End(); }
         }
     }
 
@@ -171,6 +173,14 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
     /// <summary>Lane j's state, covectors, weights and tangents into its worker, which samples at step n.</summary>
     void Sample(Worker<TModel> w, int j, long n)
     {
+        WriteBack(w, j);
+        w.SampleAt(n);
+    }
+
+    /// <summary>Lane j's state, covectors, weights and tangents into its worker (for its samples, and for the record it
+    /// writes at the path's end).</summary>
+    void WriteBack(Worker<TModel> w, int j)
+    {
         int d = U.D, x = _x0 + _half * d;
         for (int i = 0; i < d; i++)
         {
@@ -184,7 +194,6 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
             var e = w.Ell(g);
             for (int q = 0; q < U.NParams; q++) e[q] = _ell[g][q].GetElement(j);
         }
-        w.SampleAt(n);
     }
 
     /// <summary>
