@@ -38,7 +38,14 @@ public static class SmallResponseLanes
 
     /// <summary>Do the lanes take this run: its shape, the model's lane methods, and the lanes chosen (hardware, settings, SDE_LANES)?</summary>
     internal static bool Takes<TModel>(TModel model, ResponseEngine.Setup u) where TModel : struct, ISdeTangentModel =>
-        Shape(u) && model is ISdeLaneModel { LaneWidth: 4, TangentLaneWidth: 4 } && Engine.ChooseLanes(u.S, 4, u.D);
+        Shape(u) && model is ISdeLaneModel { LaneWidth: 4, TangentLaneWidth: 4 } && Engine.ChooseLanes(u.S, 4, u.D, MinAutoPathSteps);
+
+    /// <summary>
+    /// Smallest run (paths × steps) for which the automatic choice takes the lanes: a tenth of the plain engine's
+    /// (<see cref="Engine.MinAutoLanePathSteps"/>), since one path at a time a response step costs about ten plain
+    /// ones (the 1-D OU: 1.4e7 against 7.8e7 path-steps/s), while the lane code's compile costs about the same.
+    /// </summary>
+    public const long MinAutoPathSteps = 100_000;
 }
 
 /// <summary>The lane run of <see cref="SmallResponseLanes"/> for a model type (created where the type has the lane methods).</summary>

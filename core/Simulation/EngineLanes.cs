@@ -57,7 +57,8 @@ public static partial class Engine
     [ThreadStatic] public static int LanesOnThisThread;
 
     /// <summary>Does a run with settings <paramref name="s"/> of a model with this lane width and dimension use lanes?</summary>
-    internal static bool ChooseLanes(RunSettings s, int laneWidth, int dim)
+    /// <param name="minPathSteps">The smallest run for the automatic choice (<see cref="MinAutoLanePathSteps"/> unless given).</param>
+    internal static bool ChooseLanes(RunSettings s, int laneWidth, int dim, long minPathSteps = MinAutoLanePathSteps)
     {
         if (laneWidth != 4 || !Vector256.IsHardwareAccelerated || !Avx2.IsSupported) return false;
         int want = s.Lanes;
@@ -67,7 +68,7 @@ public static partial class Engine
         {
             1 => false,
             4 => true,
-            _ => s.Paths >= 4 && dim <= MaxAutoLaneDim && (double)s.Paths * s.Steps >= MinAutoLanePathSteps,
+            _ => s.Paths >= 4 && dim <= MaxAutoLaneDim && (double)s.Paths * s.Steps >= minPathSteps,
         };
     }
 
