@@ -433,6 +433,58 @@ query {
 }
 """
 
+// multiplicative noise that is not diagonal: Heston (correlated noises, full row rank: σ⁺ per lane), and a GBM
+// with its Brownian path as a second state (one noise, degenerate and state-dependent: α = 0, Π per lane)
+let private responsesHeston =
+    """
+model Heston {
+  param mu = 0.05
+  param kappa = 2 in (0, inf)
+  param theta = 0.04 in (0, inf)
+  param xi = 0.3 in (0, inf)
+  param rho = -0.7
+  state S
+  state v
+  brownian W[2]
+  init S = 100
+  init v ~ normal(0.04, 0.005)
+  d S = mu * S dt + sqrt(abs(v)) * S dW[0]
+  d v = kappa * (theta - v) dt + xi * sqrt(abs(v)) * (rho * dW[0] + sqrt(1 - rho^2) * dW[1])
+}
+
+simulate { paths = 101; dt = 0.01; T = 0.5; seed = 4 }
+
+query {
+  d mean(S) / d mu
+  d mean(v) / d kappa
+  d mean(log(S)) / d xi
+  d density(S) / d theta on [60, 160] bins 5
+  d mean(S) / d mu with pathwise
+}
+"""
+
+let private responsesBrownianState =
+    """
+model GBMB {
+  param mu = 0.05
+  param sigma = 0.2 in (0, inf)
+  state S
+  state B
+  brownian W
+  init S ~ normal(100, 1)
+  init B ~ normal(0, 0.1)
+  d S = mu * S dt + sigma * S dW
+  d B = dW
+}
+
+simulate { paths = 101; dt = 0.01; T = 0.5; seed = 3 }
+
+query {
+  d mean(S) / d mu with divergence_kernel(alpha = 0)
+  d mean(S^2) / d sigma with divergence_kernel(alpha = 0)
+}
+"""
+
 /// Blocks that the small models' response lanes ran on this thread (one-thread runs run their blocks here).
 let private responseLaneBlocks () = SmallResponseLanes.BlocksOnThisThread
 
@@ -586,8 +638,8 @@ let tests =
                 sameInResponseLanes src
         }
 
-        test "responses under additive noise that is not diagonal in lanes give the bits of one path at a time: Langevin (degenerate, σ with t), correlated noises, two noises on one state" {
-            for src in [ responsesLangevin; responsesCorrelated; responsesTwoNoises ] do
+        test "responses under noise that is not diagonal in lanes give the bits of one path at a time: Langevin (degenerate, σ with t), correlated noises, two noises on one state, Heston, a Brownian state" {
+            for src in [ responsesLangevin; responsesCorrelated; responsesTwoNoises; responsesHeston; responsesBrownianState ] do
                 sameInResponseLanes src
         }
 

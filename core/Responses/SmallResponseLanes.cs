@@ -6,7 +6,7 @@ namespace Sde.Core;
 /// <summary>
 /// The response engine's lanes over paths for small models: four paths per step in the lanes of a
 /// <see cref="Vector256{T}"/>, for the runs the one-path worker handles in exact mode (the default up to
-/// ten states) with diagonal noise, or additive noise of any structure. Such a run spends most of its time in the worker's per-path
+/// ten states) with noise of any structure. Such a run spends most of its time in the worker's per-path
 /// bookkeeping around a few scalar operations per step (the Ornstein–Uhlenbeck response ran below a numpy
 /// script of the same recursion); here the step, the derivatives (the model's emitted
 /// <see cref="ISdeLaneModel.TangentLanes4"/>), the dense LU with partial pivoting (each lane its own
@@ -22,14 +22,13 @@ public static class SmallResponseLanes
     public const int MaxDim = 8;
 
     /// <summary>
-    /// Is the run of the shape the lanes take: at most <see cref="MaxDim"/> states, diagonal noise or additive
-    /// noise of any structure (degenerate included: its σ⁺ and Π are the same in every lane), exact DK
-    /// groups (any number, with pathwise and finite-difference plans beside them, stationary windows and the
+    /// Is the run of the shape the lanes take: at most <see cref="MaxDim"/> states with noise (of any structure:
+    /// diagonal, additive, degenerate, multiplicative), exact DK groups (any number, with pathwise and finite-difference plans beside them, stationary windows and the
     /// fit's recordings included), no alignment? Such a run's path blocks are multiples of four whether the lanes run or not,
     /// so that a failure's count of the paths that ran is the same both ways.
     /// </summary>
     internal static bool Shape(ResponseEngine.Setup u) =>
-        u.D <= MaxDim && u.M >= 1 && (u.DiagonalNoise || u.St.AdditiveNoise) && u.Groups.All(g => g.Mode == DkMode.Exact)
+        u.D <= MaxDim && u.M >= 1 && u.Groups.All(g => g.Mode == DkMode.Exact)
         && !u.NeedAlign;
 
     /// <summary>Blocks of paths the lanes ran on this thread (a test's evidence that they ran: a one-thread run's
@@ -81,10 +80,13 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
     readonly Vector256<double>[][] _ell;     // per group, per parameter
     readonly long _sampleFrom, _sampleTo;
     int _half; // which half of the state rows (and the variants') holds the current state
-    // additive noise that is not diagonal: σ⁺ (m×d) and Π (d×d), the same in every lane, computed as the worker
-    // computes them (Dense.NoisePseudoInverse) whenever σ changes (with t)
+    // noise that is not diagonal: σ⁺ (m×d) and Π (d×d) per lane (rows _spr, _pir), computed lane by lane as the worker
+    // computes them (Dense.NoisePseudoInverse; additive noise: once for all lanes, again when σ changes with t), and
+    // the lanes where Π = I (full row rank)
     readonly double[] _sv, _svPrev, _sig, _amat, _sp, _pi, _ncol, _nz;
-    bool _noiseReady, _piIsI = true;
+    readonly int _spr, _pir;
+    bool _noiseReady;
+    Vector256<double> _piI = Vector256<double>.AllBitsSet;
 
     public SmallLanesOf(TModel model, TModel[] variants, ResponseEngine.Setup u, StepProgress progress)
     {
@@ -107,6 +109,7 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         _jd = Take(d * d); _ji = Take(d * d); _piv = Take(d); _col = Take(d);
         _nu = Take(ng * d); _u = Take(d); _c = Take(d); _spw = Take(d); _tmp = Take(d);
         _tan = Take(np * d); _v0 = Take(np * d); _xv = Take(variants.Length * 2 * d);
+        _spr = Take(u.DiagonalNoise ? 0 : u.M * d); _pir = Take(u.DiagonalNoise ? 0 : d * d);
         _buf = GC.AllocateArray<double>(rows * L + L, pinned: true);
         _p = (double*)Unsafe.AsPointer(ref _buf[0]);
         int mm = Math.Max(d, u.M);
@@ -294,25 +297,44 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         return 0;
     }
 
+    /// <summary>All bits set in the lanes whose bit is set.</summary>
+    static Vector256<double> LaneMask(int bits) =>
+        Vector256.Create((bits & 1) != 0 ? -1L : 0L, (bits & 2) != 0 ? -1L : 0L, (bits & 4) != 0 ? -1L : 0L, (bits & 8) != 0 ? -1L : 0L).AsDouble();
+
     /// <summary>
-    /// The worker's PrepareNoise for additive noise that is not diagonal: σ's entries are the same in every lane
-    /// (they do not depend on the state), so σ⁺, Π and the rank are the one-path worker's, recomputed when σ
-    /// changes (a σ that depends on t).
+    /// The worker's PrepareNoise for noise that is not diagonal, lane by lane: σ (d×m) from the lane's entries, σ⁺ and Π
+    /// by <see cref="Dense.NoisePseudoInverse"/> (the worker's code, so its bits) into the lane's rows. Additive noise
+    /// has the same σ in every lane (it does not depend on the state): computed once, again only when σ changes.
     /// </summary>
-    void PrepareAdditiveNoise(double* v)
+    void PrepareNoise(double* v, int live)
     {
         var st = U.St;
         int d = U.D, m = U.M;
-        for (int e = 0; e < _sv.Length; e++) _sv[e] = v[(_g0 + e) * L];
-        if (_noiseReady && _sv.AsSpan().SequenceEqual(_svPrev)) return;
-        Array.Copy(_sv, _svPrev, _sv.Length);
-        Array.Clear(_sig);
-        for (int e = 0; e < st.GRow.Length; e++) _sig[st.GRow[e] * m + st.GLane[e]] += _sv[e] * U.SqDt;
-        int rank = Dense.NoisePseudoInverse(new ArrayVec(_sig), new ArrayVec(_amat), new ArrayVec(_sp), new ArrayVec(_pi), new ArrayVec(_ncol), new ArrayVec(_nz), d, m);
-        if (rank < 0)
-            throw new InvalidOperationException("the diffusion matrix is rank-deficient both ways (σσᵀ and σᵀσ singular): the kernel part of the divergence-kernel method is not defined; use alpha = 0");
-        _piIsI = rank == 1;
-        _noiseReady = true;
+        double* P = _p;
+        bool additive = st.AdditiveNoise;
+        for (int j = 0; j < L; j++)
+        {
+            for (int e = 0; e < _sv.Length; e++) _sv[e] = v[(_g0 + e) * L + j];
+            if (additive && _noiseReady && _sv.AsSpan().SequenceEqual(_svPrev)) return;
+            Array.Copy(_sv, _svPrev, _sv.Length);
+            Array.Clear(_sig);
+            for (int e = 0; e < st.GRow.Length; e++) _sig[st.GRow[e] * m + st.GLane[e]] += _sv[e] * U.SqDt;
+            int rank = Dense.NoisePseudoInverse(new ArrayVec(_sig), new ArrayVec(_amat), new ArrayVec(_sp), new ArrayVec(_pi), new ArrayVec(_ncol), new ArrayVec(_nz), d, m);
+            if (rank < 0 && (live >> j & 1) != 0)
+                throw new InvalidOperationException("the diffusion matrix is rank-deficient both ways (σσᵀ and σᵀσ singular): the kernel part of the divergence-kernel method is not defined; use alpha = 0");
+            if (additive)
+            {
+                // every lane alike
+                for (int q = 0; q < m * d; q++) Set(P, _spr + q, Vector256.Create(_sp[q]));
+                for (int q = 0; q < d * d; q++) Set(P, _pir + q, Vector256.Create(_pi[q]));
+                _piI = rank == 1 ? Vector256<double>.AllBitsSet : Vector256<double>.Zero;
+                _noiseReady = true;
+                return;
+            }
+            for (int q = 0; q < m * d; q++) R(_spr + q)[j] = _sp[q];
+            for (int q = 0; q < d * d; q++) R(_pir + q)[j] = rank == 1 ? 0.0 : _pi[q];
+            _piI = _piI.WithElement(j, rank == 1 ? BitConverter.Int64BitsToDouble(-1) : 0.0);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot loop: optimised at once, not after tier 0
@@ -336,6 +358,7 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         int[] pathwise = u.PathwiseWhich, variants = u.Variants;
         long steps = u.Steps;
         bool diag = u.DiagonalNoise;
+        bool piAll = true, piNone = false; // Π = I in every live lane (diagonal noise: always), in none
         for (long n = 0; n < steps && live != 0; n++)
         {
             long b = n % _batch;
@@ -353,14 +376,17 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
             }
             else
             {
-                // PrepareNoise (additive): σ⁺ and Π from this step's σ (every lane's), then σ⁺ᵀw lane by lane
-                PrepareAdditiveNoise(v);
+                // PrepareNoise: σ⁺ and Π from this step's σ, then σ⁺ᵀw
+                PrepareNoise(v, live);
                 for (int i = 0; i < d; i++)
                 {
                     var s = Vector256<double>.Zero;
-                    for (int l = 0; l < m; l++) s += Vector256.Create(_sp[l * d + i]) * Vector256.Load(pw + l * L);
+                    for (int l = 0; l < m; l++) s += Get(P, _spr + l * d + i) * Vector256.Load(pw + l * L);
                     Set(P, _spw + i, s);
                 }
+                var liveMask = LaneMask(live);
+                piAll = (_piI & liveMask) == liveMask;
+                piNone = (_piI & liveMask) == Vector256<double>.Zero;
             }
             if (groups.Length > 0)
             {
@@ -412,7 +438,7 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
                             if (detMask[i]) moved |= ~Vector256.Equals(Get(P, _v0 + wh * d + i), Vector256<double>.Zero);
                         if (moved != Vector256<double>.Zero)
                         {
-                            if (!_piIsI) throw new InvalidOperationException("a deterministic init that depends on the parameter needs full-rank noise (use a normal init)");
+                            if (((moved & ~_piI).ExtractMostSignificantBits() & (uint)live) != 0) throw new InvalidOperationException("a deterministic init that depends on the parameter needs full-rank noise (use a normal init)");
                             for (int i = 0; i < d; i++) Set(P, _tmp + i, Get(P, ch + i));
                             for (int e = 0; e < _nJ; e++)
                                 if (detMask[jCol[e]]) Set(P, _tmp + jRow[e], Get(P, _tmp + jRow[e]) + Get(P, _v + e) * Get(P, _v0 + wh * d + jCol[e]));
@@ -423,24 +449,25 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
                     var trJD = Vector256<double>.Zero;
                     var ds = u.DChiSel[wh];
                     for (int e = 0; e < ds.Length; e++) trJD += Get(P, _ji + selJ[ds[e]] * d + selI[ds[e]]) * Get(P, _v + _dchi[wh] + e);
-                    Vector256<double> term1, term2;
+                    Vector256<double> term1 = default, term2 = default;
                     var wsc = Vector256<double>.Zero;
-                    if (_piIsI)
+                    if (!piNone)
                     {
                         var uc = Vector256<double>.Zero;
                         for (int i = 0; i < d; i++) uc += Get(P, _u + i) * Get(P, ch + i);
                         term1 = Vector256.Create(1 - alpha) * uc;
                         term2 = Vector256.Create(1 - alpha) * trJD;
                     }
-                    else
+                    if (!piAll)
                     {
+                        Vector256<double> t1, t2;
                         // Dense.DotProjected: Σ_i u_i (c_i − α (Π c)_i)
-                        term1 = Vector256<double>.Zero;
+                        t1 = Vector256<double>.Zero;
                         for (int i = 0; i < d; i++)
                         {
                             var pc = Vector256<double>.Zero;
-                            for (int j = 0; j < d; j++) pc += Vector256.Create(_pi[i * d + j]) * Get(P, ch + j);
-                            term1 += Get(P, _u + i) * (Get(P, ch + i) - Vector256.Create(alpha) * pc);
+                            for (int j = 0; j < d; j++) pc += Get(P, _pir + i * d + j) * Get(P, ch + j);
+                            t1 += Get(P, _u + i) * (Get(P, ch + i) - Vector256.Create(alpha) * pc);
                         }
                         // TraceJinvPiDchi: per Dχ entry (i, j), row j of J⁻¹ times column i of Π (the exact solve's sum)
                         var tj = Vector256<double>.Zero;
@@ -449,10 +476,12 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
                         {
                             int i = dr[e], j = dcol[e];
                             var zj = Vector256<double>.Zero;
-                            for (int c2 = 0; c2 < d; c2++) zj += Get(P, _ji + j * d + c2) * Vector256.Create(_pi[c2 * d + i]);
+                            for (int c2 = 0; c2 < d; c2++) zj += Get(P, _ji + j * d + c2) * Get(P, _pir + c2 * d + i);
                             tj += zj * Get(P, _v + _dchi[wh] + e);
                         }
-                        term2 = trJD - Vector256.Create(alpha) * tj;
+                        t2 = trJD - Vector256.Create(alpha) * tj;
+                        term1 = piNone ? t1 : Vector256.ConditionalSelect(_piI, term1, t1);
+                        term2 = piNone ? t2 : Vector256.ConditionalSelect(_piI, term2, t2);
                     }
                     var term3 = Vector256<double>.Zero;
                     if (alpha != 0)
@@ -467,21 +496,22 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
                                 if (noiseLane[rows[e]] == dl[e]) ts += Get(P, _v + _dg[wh] + e) / Get(P, _v + _g0 + noiseIndex[rows[e]]);
                         }
                         else
-                            for (int e = 0; e < rows.Length; e++) ts += Vector256.Create(_sp[dl[e] * d + rows[e]]) * Get(P, _v + _dg[wh] + e) * vsq;
+                            for (int e = 0; e < rows.Length; e++) ts += Get(P, _spr + dl[e] * d + rows[e]) * Get(P, _v + _dg[wh] + e) * vsq;
                         term3 = Vector256.Create(alpha) * (wsc - ts);
                     }
                     ell[wh] += -term1 - term2 + term3;
                 }
                 var a1 = Vector256.Create(1 - alpha); var a0 = Vector256.Create(alpha);
-                if (_piIsI)
+                if (piAll)
                     for (int i = 0; i < d; i++) Set(P, nu + i, a1 * Get(P, _u + i) - a0 * Get(P, _spw + i));
                 else
                     for (int i = 0; i < d; i++)
                     {
-                        // Dense.CovectorProjected: u_i − α (Πᵀu)_i − α (σ⁺ᵀw)_i
+                        // Dense.CovectorProjected: u_i − α (Πᵀu)_i − α (σ⁺ᵀw)_i (where Π = I: the plain form)
                         var pu = Vector256<double>.Zero;
-                        for (int j = 0; j < d; j++) pu += Vector256.Create(_pi[j * d + i]) * Get(P, _u + j);
-                        Set(P, nu + i, Get(P, _u + i) - a0 * pu - a0 * Get(P, _spw + i));
+                        for (int j = 0; j < d; j++) pu += Get(P, _pir + j * d + i) * Get(P, _u + j);
+                        var projected = Get(P, _u + i) - a0 * pu - a0 * Get(P, _spw + i);
+                        Set(P, nu + i, piNone ? projected : Vector256.ConditionalSelect(_piI, a1 * Get(P, _u + i) - a0 * Get(P, _spw + i), projected));
                     }
             }
             // Post: the pathwise tangents v ← J v + χ, the Euler step (and the finite-difference twins'), the

@@ -106,13 +106,9 @@ let compileWith (derivatives: bool) (ir: ModelIr) (observables: Sym[]) (wrt: int
     // of a model small enough for the engine to choose lanes: a wide model's lane step would only double
     // its compile time)
     // TangentLanes4: the response engine's lanes over paths take models of a few states (SmallResponseLanes)
-    // (only where the engine can use them: one noise per state, each on its own lane, or additive noise)
-    let diagonalNoise =
-        let rows = tg.Sigma |> List.map (fun (i, _, _) -> i) |> List.distinct
-        let lanes = tg.Sigma |> List.map (fun (_, l, _) -> l) |> List.distinct
-        noiseLanes ir = ir.Dim && tg.Sigma.Length = ir.Dim && rows.Length = ir.Dim && lanes.Length = ir.Dim
+    // (only where the engine can use them: a model with noise)
     let tangentValues =
-        if derivatives && ir.Dim <= SmallResponseLanes.MaxDim && noiseLanes ir >= 1 && (diagonalNoise || tg.AdditiveNoise) then
+        if derivatives && ir.Dim <= SmallResponseLanes.MaxDim && noiseLanes ir >= 1 then
             let vals (xs: (int * int * Sym) list) = xs |> List.map (fun (_, _, v) -> v)
             [ yield! vals tg.J
               yield! tg.Hessian |> List.map (fun (_, _, _, v) -> v)
