@@ -23,9 +23,10 @@ public static class SmallResponseLanes
 
     /// <summary>
     /// Is the run of the shape the lanes take: at most <see cref="MaxDim"/> states with noise (of any structure:
-    /// diagonal, additive, degenerate, multiplicative), exact DK groups (any number, with pathwise and finite-difference plans beside them, stationary windows and the
-    /// fit's recordings included), no alignment? Such a run's path blocks are multiples of four whether the lanes run or not,
-    /// so that a failure's count of the paths that ran is the same both ways.
+    /// diagonal, additive, degenerate, multiplicative), DK groups in exact mode (any number; pathwise and
+    /// finite-difference plans, stationary windows and the fit's recordings included), no alignment? Such a
+    /// run's path blocks are multiples of four whether the lanes run or not, so that a failure's count of the
+    /// paths that ran is the same both ways.
     /// </summary>
     internal static bool Shape(ResponseEngine.Setup u) =>
         u.D <= MaxDim && u.M >= 1 && u.Groups.All(g => g.Mode == DkMode.Exact)
@@ -125,8 +126,8 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         _sampleFrom = long.MaxValue; _sampleTo = long.MinValue;
         for (int i = 0; i < u.Plans.Length; i++)
             if (u.From[i] <= u.To[i]) { _sampleFrom = Math.Min(_sampleFrom, u.From[i]); _sampleTo = Math.Max(_sampleTo, u.To[i]); }
-        // a stationary window's ring of ℓ takes every step's value (the worker's Sample writes it at each step)
-        // (and so do a stationary recording's, and a trajectory's samples every Δ)
+        // a stationary window's ring of ℓ takes every step's value (the worker's Sample writes it at each step), and
+        // so do a stationary recording's, and a trajectory's samples every Δ
         if (u.WindowSteps.Any(w => w > 0) || u.Record?.Steps != null || u.Record?.Trajectory != null) { _sampleFrom = 0; _sampleTo = u.Steps; }
     }
 
