@@ -359,6 +359,28 @@ query {
 }
 """
 
+// ten states, the largest the lanes take (SmallResponseLanes.MaxDim): Lorenz-96, the LU's pivot search over up to ten rows
+let private responsesL96Ten =
+    """
+model L96 {
+  const N = 10
+  param F = 8
+  param sigma = 0.5 in (0, inf)
+  state x[N] periodic
+  brownian W[N]
+  init x[i] ~ normal(F, 1)
+  d x[i] = ((x[i+1] - x[i-2]) * x[i-1] - x[i] + F) dt + sigma * (1 + 0.05 * sin(x[i])) dW[i]
+}
+
+simulate { paths = 41; dt = 0.01; T = 0.5; seed = 12 }
+
+query {
+  d mean(x[0]) / d F
+  d mean(x[1]^2) / d sigma
+  d mean(x[2]) / d F with pathwise
+}
+"""
+
 // additive noise that is not diagonal: Langevin (noise on the momentum only, degenerate: Π ≠ I, with a σ that
 // changes with t), correlated noises on two states with a point init that moves (full row rank), one state
 // driven by two noises
@@ -643,8 +665,8 @@ let tests =
                 sameInResponseLanes src
         }
 
-        test "responses of three-state models in lanes give the bits of one path at a time: row exchanges in some lanes, a point init that moves, Lorenz-63" {
-            for src in [ responsesPivot; responsesL63 ] do
+        test "responses of three- and ten-state models in lanes give the bits of one path at a time: row exchanges in some lanes, a point init that moves, Lorenz-63, Lorenz-96 with ten states" {
+            for src in [ responsesPivot; responsesL63; responsesL96Ten ] do
                 sameInResponseLanes src
         }
 

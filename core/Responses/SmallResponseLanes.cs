@@ -19,7 +19,7 @@ namespace Sde.Core;
 public static class SmallResponseLanes
 {
     /// <summary>The largest state dimension the lanes take (the compiler emits <see cref="ISdeLaneModel.TangentLanes4"/> up to it).</summary>
-    public const int MaxDim = 8;
+    public const int MaxDim = 10;
 
     /// <summary>
     /// Is the run of the shape the lanes take: at most <see cref="MaxDim"/> states with noise (of any structure:
