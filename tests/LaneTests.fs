@@ -507,16 +507,16 @@ query {
 }
 """
 
-/// Blocks that the small models' response lanes ran on this thread (one-thread runs run their blocks here).
-let private responseLaneBlocks () = SmallResponseLanes.BlocksOnThisThread
+/// Response runs started on this thread that the small models' lanes took.
+let private responseLaneRuns () = SmallResponseLanes.RunsOnThisThread
 
 /// A response program run with one lane and with four (one thread) gives the same report, and the small models'
 /// response lanes ran for it.
 let private sameInResponseLanes (src: string) =
     let p = compile src
-    let before = responseLaneBlocks ()
+    let before = responseLaneRuns ()
     sameReports (runWith p 1 1) (runWith p 4 1)
-    Expect.isTrue (responseLaneBlocks () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+    Expect.isTrue (responseLaneRuns () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
 
 [<Tests>]
 let tests =
@@ -647,12 +647,14 @@ let tests =
 
         test "responses of a one-state model in lanes give the bits of one path at a time: every kind of plan, 203 paths, two sets, two threads" {
             let p = compile responses1
-            let before = responseLaneBlocks ()
+            let before = responseLaneRuns ()
             let one = runWith p 1 1
-            Expect.equal (responseLaneBlocks ()) before "one lane: the lanes do not run"
+            Expect.equal (responseLaneRuns ()) before "one lane: the lanes do not run"
             sameReports one (runWith p 4 1)
-            Expect.isTrue (responseLaneBlocks () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+            Expect.isTrue (responseLaneRuns () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+            let before2 = responseLaneRuns ()
             sameReports one (runWith p 4 2)
+            Expect.isTrue (responseLaneRuns () > before2 || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran on two threads"
         }
 
         test "responses of a one-state model in lanes give the bits of one path at a time: the parameter in a normal init, in a point init, stationary windows" {
@@ -685,9 +687,9 @@ let tests =
                         | Ok r -> r
                         | Error ds -> failtestf "%s" (ds |> List.map (fun d -> d.Rendered) |> String.concat "\n")
                     finally Engine.LanesOnThisThread <- saved
-                let before = responseLaneBlocks ()
+                let before = responseLaneRuns ()
                 let a, b = fit 1, fit 4
-                Expect.isTrue (responseLaneBlocks () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) (name + ": the lanes ran")
+                Expect.isTrue (responseLaneRuns () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) (name + ": the lanes ran")
                 Expect.equal (arrBits b.Fitted) (arrBits a.Fitted) (name + ": the fitted values")
                 Expect.equal (arrBits b.StdErrs) (arrBits a.StdErrs) (name + ": their standard errors")
                 Expect.equal (b.History |> List.map (fun h -> bitsOf h.Loss)) (a.History |> List.map (fun h -> bitsOf h.Loss)) (name + ": the losses")
@@ -704,8 +706,8 @@ let tests =
                 with :? SimulationFailedException as e -> e.Message
             let a = failure 1
             Expect.stringContains a "blew up" "a blow-up"
-            let before = responseLaneBlocks ()
+            let before = responseLaneRuns ()
             Expect.equal (failure 4) a "the same failure, word for word"
-            Expect.isTrue (responseLaneBlocks () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
+            Expect.isTrue (responseLaneRuns () > before || not Runtime.Intrinsics.X86.Avx2.IsSupported) "the lanes ran"
         }
     ]

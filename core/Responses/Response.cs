@@ -176,7 +176,10 @@ public static class ResponseEngine
 
         TModel m0 = model;
         var progress = new StepProgress(s.Progress, s.Paths, steps);
-        var sets = PathBlocks.RunBlocks(s, 64, lanes, "response", () => new ResponseLanes<TModel>(m0, variants, setup, progress, lanes), (ls, first, count, fail) => ls.RunBlock(first, count, fail));
+        // (chosen here, on the caller's thread: the workers' threads do not see its LanesOnThisThread)
+        bool small = lanes == 4 && SmallResponseLanes.Takes(model, setup);
+        if (small) SmallResponseLanes.RunsOnThisThread++;
+        var sets = PathBlocks.RunBlocks(s, 64, lanes, "response", () => new ResponseLanes<TModel>(m0, variants, setup, progress, lanes, small), (ls, first, count, fail) => ls.RunBlock(first, count, fail));
         var total = ResponseAccumulators.Create(plans);
         foreach (var w in sets.SelectMany(l => l.Lanes)) { total.Sums.Merge(w.Sums); total.Paths += w.Paths; }
         return total;

@@ -24,12 +24,13 @@ internal sealed class ResponseLanes<TModel> where TModel : struct, ISdeTangentMo
     readonly SmallLanes<TModel>? _small; // a small model's lanes over paths (SmallResponseLanes)
 
     /// <param name="lanes">The paths side by side: <see cref="LaneCount"/>, or 1 where that many workers' records do not fit.</param>
-    public ResponseLanes(TModel model, TModel[] variants, ResponseEngine.Setup setup, StepProgress progress, int lanes)
+    /// <param name="small">The small models' lanes run the paths (<see cref="SmallResponseLanes.Takes{TModel}"/>, with four lanes).</param>
+    public ResponseLanes(TModel model, TModel[] variants, ResponseEngine.Setup setup, StepProgress progress, int lanes, bool small)
     {
         U = setup;
         _progress = progress;
         int n = lanes;
-        _small = n == 4 && SmallResponseLanes.Shape(setup) ? SmallLanes<TModel>.For(model, variants, setup, progress) : null;
+        _small = small ? SmallLanes<TModel>.Create(model, variants, setup, progress) : null;
         Lanes = new Worker<TModel>[n];
         for (int i = 0; i < n; i++) Lanes[i] = new Worker<TModel>(model, variants, setup);
         if (setup.Lu != null || setup.AnyFirstOrder)

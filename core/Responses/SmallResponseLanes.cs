@@ -32,9 +32,8 @@ public static class SmallResponseLanes
         u.D <= MaxDim && u.M >= 1 && u.Groups.All(g => g.Mode == DkMode.Exact)
         && !u.NeedAlign;
 
-    /// <summary>Blocks of paths the lanes ran on this thread (a test's evidence that they ran: a one-thread run's
-    /// blocks run on the calling thread).</summary>
-    [ThreadStatic] internal static long BlocksOnThisThread;
+    /// <summary>Runs started on this thread that the lanes took (a test's evidence that they ran).</summary>
+    [ThreadStatic] internal static long RunsOnThisThread;
 
     /// <summary>Do the lanes take this run: its shape, the model's lane methods, and the lanes chosen (hardware, settings, SDE_LANES)?</summary>
     internal static bool Takes<TModel>(TModel model, ResponseEngine.Setup u) where TModel : struct, ISdeTangentModel =>
@@ -53,9 +52,9 @@ internal abstract class SmallLanes<TModel> where TModel : struct, ISdeTangentMod
 {
     public abstract void RunBlock(Worker<TModel>[] lanes, ulong first, long count, Action<long> fail);
 
-    public static SmallLanes<TModel>? For(TModel model, TModel[] variants, ResponseEngine.Setup u, StepProgress progress)
+    /// <summary>The lanes for a run that <see cref="SmallResponseLanes.Takes{TModel}"/> (so the model type has the lane methods).</summary>
+    public static SmallLanes<TModel> Create(TModel model, TModel[] variants, ResponseEngine.Setup u, StepProgress progress)
     {
-        if (!SmallResponseLanes.Takes(model, u)) return null;
         var t = typeof(SmallLanesOf<>).MakeGenericType(typeof(TModel));
         return (SmallLanes<TModel>)Activator.CreateInstance(t, model, variants, u, progress)!;
     }
@@ -142,7 +141,6 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
 
     public override void RunBlock(Worker<TModel>[] lanes, ulong first, long count, Action<long> fail)
     {
-        SmallResponseLanes.BlocksOnThisThread++;
         for (long p0 = 0; p0 < count; p0 += L)
         {
             int k = (int)Math.Min(L, count - p0);
