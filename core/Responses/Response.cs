@@ -429,6 +429,16 @@ public static class ResponseEngine
         public int[] Whiches = Array.Empty<int>();
         public bool Same(ResponsePlan p) => p.ConstantAlpha == ConstantAlpha && p.Mode == Mode
             && (ConstantAlpha ? p.Alpha == Alpha : p.Rate == Rate);
+
+        /// <summary>α at step n: the constant (1 at a point init's first step), or min(1, rate·Δt) with the
+        /// harmonic start 1/(n + 1) where the init has no score; 0 for an ODE (no kernel to inject).</summary>
+        public double AlphaAt(long n, double dt, bool initHasScore, int noises)
+        {
+            if (noises == 0) return 0;
+            if (ConstantAlpha) return (n == 0 && !initHasScore) ? 1.0 : Alpha;
+            double a = Math.Min(1.0, Rate * dt);
+            return initHasScore ? a : Math.Max(1.0 / (n + 1), a);
+        }
     }
 
     /// <summary>Everything fixed for the run: sizes, patterns, groups, which quantities are needed.</summary>

@@ -575,15 +575,7 @@ internal sealed unsafe class Worker<TModel> where TModel : struct, ISdeTangentMo
     {
         var grp = U.Groups[g];
         int d = U.D;
-        double alpha;
-        double dt = U.Dt;
-        if (grp.ConstantAlpha) alpha = (n == 0 && !U.St.InitHasScore) ? 1.0 : grp.Alpha;
-        else
-        {
-            double a = Math.Min(1.0, grp.Rate * dt);
-            alpha = U.St.InitHasScore ? a : Math.Max(1.0 / (n + 1), a);
-        }
-        if (U.M == 0) alpha = 0; // an ODE: no kernel to inject
+        double alpha = grp.AlphaAt(n, U.Dt, U.St.InitHasScore, U.M);
         var mode = grp.Mode;
         if (mode == DkMode.Exact) DenseInverse();
         else if (mode == DkMode.Iterative && !LuOk) { EnsureLocal(); mode = DkMode.Exact; DenseInverse(); }

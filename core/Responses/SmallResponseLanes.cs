@@ -219,9 +219,8 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         if (n == 1)
         {
             // (the general code's operations for one state: the pivot test, then the inverse's 1 / a₀₀)
-            var m0 = Vector256.Abs(Get(P, a));
-            int bad1 = (int)(Vector256.Equals(m0, Vector256<double>.Zero) | ~Vector256.LessThan(m0, Vector256.Create(double.PositiveInfinity))).ExtractMostSignificantBits();
-            if ((bad1 & live) != 0) return bad1 & live;
+            int bad1 = Singular(Vector256.Abs(Get(P, a))) & live;
+            if (bad1 != 0) return bad1;
             Set(P, ji, Vector256<double>.One / Get(P, a));
             return 0;
         }
@@ -236,8 +235,8 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
                 max = Vector256.ConditionalSelect(gt, v, max);
                 p = Vector256.ConditionalSelect(gt, Vector256.Create((double)i), p);
             }
-            int bad = (int)(Vector256.Equals(max, Vector256<double>.Zero) | ~Vector256.LessThan(max, Vector256.Create(double.PositiveInfinity))).ExtractMostSignificantBits();
-            if ((bad & live) != 0) return bad & live; // (a lane that blew up earlier may hold anything)
+            int bad = Singular(max) & live; // (a lane that blew up earlier may hold anything)
+            if (bad != 0) return bad;
             Set(P, piv + k, p);
             for (int i = k + 1; i < n; i++)
             {
@@ -295,6 +294,15 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
         }
         return 0;
     }
+
+    /// <summary>The lanes whose pivot magnitude fails <see cref="Dense.Lu"/>'s test (zero, infinite or NaN), as bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static int Singular(Vector256<double> max) =>
+        (int)(Vector256.Equals(max, Vector256<double>.Zero) | ~Vector256.LessThan(max, Vector256.Create(double.PositiveInfinity))).ExtractMostSignificantBits();
+
+    /// <summary>The worker's error for a singular J (the same words).</summary>
+    static InvalidOperationException SingularJacobian() =>
+        new("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
 
     /// <summary>All bits set in the lanes whose bit is set.</summary>
     static Vector256<double> LaneMask(int bits) =>
@@ -392,20 +400,13 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
                 // DenseInverse: J = 0 + Σ entries, then Lu and Inverse
                 for (int e = 0; e < d * d; e++) Set(P, _jd + e, Vector256<double>.Zero);
                 for (int e = 0; e < _nJ; e++) { int at = _jd + jRow[e] * d + jCol[e]; Set(P, at, Get(P, at) + Get(P, _v + e)); }
-                if (LuInverse(d, live) != 0)
-                    throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
+                if (LuInverse(d, live) != 0) throw SingularJacobian();
             }
             for (int g = 0; g < groups.Length; g++)
             {
                 var grp = groups[g];
                 // DkBegin: α, c = ν − ∇log|det J| (J⁻¹ at the Hessian's pairs), u = J⁻ᵀc
-                double alpha;
-                if (grp.ConstantAlpha) alpha = (n == 0 && !initScore) ? 1.0 : grp.Alpha;
-                else
-                {
-                    double a = Math.Min(1.0, grp.Rate * dt);
-                    alpha = initScore ? a : Math.Max(1.0 / (n + 1), a);
-                }
+                double alpha = grp.AlphaAt(n, dt, initScore, m);
                 int nu = _nu + g * d;
                 for (int kk = 0; kk < d; kk++)
                 {
@@ -568,23 +569,20 @@ internal sealed unsafe class SmallLanesOf<TModel> : SmallLanes<TModel> where TMo
             // PrepareNoise: σ⁺ᵀw = w / (σ √Δt)
             var sv = Row(v, sigRow);
             var spw = Vector256.Load(pw) / (sv * vsq);
+            // J⁻¹ (Dense.Lu and Inverse of a 1×1 matrix: DenseInverse), once for every group
+            var jinv = Vector256<double>.Zero;
+            if (groups.Length > 0)
+            {
+                var j0 = Vector256<double>.Zero;
+                for (int e = 0; e < _nJ; e++) j0 += Row(v, e);
+                if ((Singular(Vector256.Abs(j0)) & live) != 0) throw SingularJacobian();
+                jinv = Vector256<double>.One / j0;
+            }
             for (int g = 0; g < groups.Length; g++)
             {
                 var grp = groups[g];
-                // DkBegin: α, J⁻¹ (Dense.Lu and Inverse of a 1×1 matrix: DenseInverse), c = ν − ∇log|det J|, u = J⁻ᵀc
-                double alpha;
-                if (grp.ConstantAlpha) alpha = (n == 0 && !initScore) ? 1.0 : grp.Alpha;
-                else
-                {
-                    double a = Math.Min(1.0, grp.Rate * dt);
-                    alpha = initScore ? a : Math.Max(1.0 / (n + 1), a);
-                }
-                var j0 = Vector256<double>.Zero;
-                for (int e = 0; e < _nJ; e++) j0 += Row(v, e);
-                var m0 = Vector256.Abs(j0);
-                int bad = (int)(Vector256.Equals(m0, Vector256<double>.Zero) | ~Vector256.LessThan(m0, Vector256.Create(double.PositiveInfinity))).ExtractMostSignificantBits();
-                if ((bad & live) != 0) throw new InvalidOperationException("the Jacobian of the Euler step is singular on this path (step too large for the drift?)");
-                var jinv = Vector256<double>.One / j0;
+                // DkBegin: α, c = ν − ∇log|det J|, u = J⁻ᵀc
+                double alpha = grp.AlphaAt(n, dt, initScore, 1);
                 var s = Vector256<double>.Zero;
                 for (int q = hFrom; q < hTo; q++) s += jinv * Row(v, _h0 + hByK[q]);
                 var c = Get(P, _nu + g) - s;
